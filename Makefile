@@ -1,0 +1,66 @@
+# oi_ml — two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXCHANGES ?= NSE BSE
+DAYS ?= 60
+SEED ?= 0
+export OI_ML_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: install demo test test-all check-sync bench lab packs clean-data lint
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python setup.py settings.ini
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name oi_ml --display-name "oi_ml (.venv)" >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: simulate both exchanges, validate, export a dataset version and render the approval packs
+demo: install
+	@for ex in $(EXCHANGES); do \
+	  $(BIN)/oi-ml simulate --exchange $$ex --days $(DAYS) --seed $(SEED) --signal-strength 1.0 || exit 1; \
+	  $(BIN)/oi-ml validate --exchange $$ex || exit 1; \
+	  $(BIN)/oi-ml export --exchange $$ex || exit 1; \
+	done
+	$(MAKE) --no-print-directory packs
+	$(BIN)/oi-ml datasets
+
+## packs: render the approval pack of every exchange, in parallel processes
+packs: install
+	@pids=""; for ex in $(EXCHANGES); do $(BIN)/oi-ml pack --exchange $$ex & pids="$$pids $$!"; done; \
+	 rc=0; for p in $$pids; do wait $$p || rc=1; done; exit $$rc
+
+## test: notebooks clean and exported, then pytest (which runs nbdev_test per notebook)
+test: install check-sync
+	$(BIN)/pytest -q -m "not slow" -n 2
+
+test-all: install check-sync
+	$(BIN)/pytest -q -n 2
+
+## check-sync: fail when nbdev_clean or nbdev_export would change a file
+check-sync: install
+	@snap() { find nbs oi_ml -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' -not -path '*/__pycache__/*' | sort | xargs sha256sum; }; \
+	 before="$$(snap)"; \
+	 $(BIN)/nbdev_clean >/dev/null && $(BIN)/nbdev_clean --fname oi_ml/packs >/dev/null && $(BIN)/nbdev_export >/dev/null || exit 1; \
+	 after="$$(snap)"; \
+	 if [ "$$before" != "$$after" ]; then echo "nbdev_clean/nbdev_export changed files (commit the notebook and the exported module together):"; \
+	   diff <(echo "$$before") <(echo "$$after"); exit 1; fi; echo "notebooks clean, library in sync"
+
+lint: install
+	$(BIN)/ruff check oi_ml
+
+bench: install
+	@mkdir -p bench/results; for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=$(CURDIR)
+
+clean-data:
+	rm -rf data/* reports/*; touch data/.gitkeep reports/.gitkeep
