@@ -48,7 +48,7 @@ test-all: install check-sync
 check-sync: install
 	@snap() { find nbs oi_ml -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' -not -path '*/__pycache__/*' | sort | xargs sha256sum; }; \
 	 before="$$(snap)"; \
-	 $(BIN)/nbdev_clean >/dev/null && $(BIN)/nbdev_clean --fname oi_ml/packs >/dev/null && $(BIN)/nbdev_export >/dev/null || exit 1; \
+	 $(BIN)/nbdev_clean >/dev/null && $(BIN)/nbdev_clean --fname oi_ml/templates >/dev/null && $(BIN)/nbdev_export >/dev/null || exit 1; \
 	 after="$$(snap)"; \
 	 if [ "$$before" != "$$after" ]; then echo "nbdev_clean/nbdev_export changed files (commit the notebook and the exported module together):"; \
 	   diff <(echo "$$before") <(echo "$$after"); exit 1; fi; echo "notebooks clean, library in sync"

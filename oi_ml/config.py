@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 __all__ = ['IST', 'WEEKDAYS', 'INDIAN_MARKET_HOLIDAYS', 'NSE', 'BSE', 'EXCHANGES', 'value_on', 'ExchangeConfig',
            'get_exchange_config', 'is_trading_day', 'previous_trading_day', 'trading_days', 'trading_days_between',
            'weekly_expiries', 'monthly_expiry', 'SimulationConfig', 'QualityConfig', 'RunConfig', 'resolve_data_dir',
-           'load_run_config', 'config_to_dict']
+           'resolve_reports_dir', 'load_run_config', 'config_to_dict']
 
 # %% ../nbs/00_config.ipynb #c004
 IST = ZoneInfo("Asia/Kolkata")  # exchange wall clock; all stored timestamps are UTC
@@ -203,12 +203,18 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> str:
     "Data directory: explicit argument, else $OI_ML_DATA_DIR, else ./data."
     return str(data_dir or os.environ.get("OI_ML_DATA_DIR") or "data")
 
-def load_run_config(path: str | Path | None = None, overrides: dict | None = None, data_dir: str | Path | None = None) -> RunConfig:
-    "Build a `RunConfig` from defaults, an optional TOML/YAML file, explicit overrides and the data directory."
-    cfg = RunConfig(data_dir=resolve_data_dir(data_dir))
+def resolve_reports_dir(reports_dir: str | Path | None = None) -> str:
+    "Reports directory: explicit argument, else $OI_ML_REPORTS_DIR, else ./reports."
+    return str(reports_dir or os.environ.get("OI_ML_REPORTS_DIR") or "reports")
+
+def load_run_config(path: str | Path | None = None, overrides: dict | None = None, data_dir: str | Path | None = None,
+                    reports_dir: str | Path | None = None) -> RunConfig:
+    "Build a `RunConfig` from defaults, an optional TOML/YAML file, explicit overrides and the data/reports directories."
+    cfg = RunConfig(data_dir=resolve_data_dir(data_dir), reports_dir=resolve_reports_dir(reports_dir))
     if path: cfg = _replace_nested(cfg, _read_config_file(path))
     if overrides: cfg = _replace_nested(cfg, overrides)
     if data_dir: cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
+    if reports_dir: cfg = dataclasses.replace(cfg, reports_dir=str(reports_dir))
     return cfg
 
 def config_to_dict(cfg) -> dict:

@@ -24,7 +24,8 @@ from .store import insert_rows, rebuild_ml_features_in_transaction, record_train
 __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'OLD_BHAV', 'UDIFF_BHAV', 'ValidationReport',
            'IngestError', 'read_table', 'normalise_ohlcv_columns', 'parse_numbers', 'parse_timestamps',
            'check_complete', 'check_ohlc', 'check_temporal', 'file_sha256', 'quarantine', 'import_ohlcv',
-           'detect_bhavcopy_format', 'implied_vol_black76', 'import_bhavcopy', 'write_example_bhavcopy']
+           'detect_bhavcopy_format', 'implied_vol_black76', 'import_bhavcopy', 'write_example_bhavcopy',
+           'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "non_negative")
@@ -401,3 +402,24 @@ def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str
     if not zipped: out.to_csv(path, index=False); return path
     with zipfile.ZipFile(path, "w") as zf: zf.writestr(path.with_suffix(".csv").name, out.to_csv(index=False))
     return path
+
+# %% ../nbs/03_ingest.ipynb #c029
+def validate_stored(con, exchange: str, run_cfg: RunConfig | None = None) -> dict[str, ValidationReport]:
+    "Data-quality reports of the stored bars (per symbol) and option chain of `exchange`."
+    run_cfg, reports = run_cfg or RunConfig(), {}
+    bars = con.execute("SELECT * FROM underlying_bars WHERE exchange = ? ORDER BY symbol, timestamp", [exchange.upper()]).df()
+    for symbol, grp in bars.groupby("symbol", sort=True):
+        report = ValidationReport(f"warehouse:underlying_bars/{exchange.upper()}/{symbol}", rows_in=len(grp))
+        grp = grp.reset_index(drop=True)
+        incomplete = check_complete(grp, ["open", "high", "low", "close"], report, run_cfg.quality)
+        sub = ValidationReport(report.file); kept = grp[~incomplete].fillna({"volume": 0.0})
+        check_ohlc(kept, sub, run_cfg.quality); check_temporal(kept.timestamp, sub, run_cfg.quality)
+        _merge(report, sub, np.flatnonzero(~incomplete) + 1)
+        reports[f"underlying_bars/{symbol}"] = report
+    chain = con.execute("SELECT count(*) FILTER (WHERE oi < 0), count(*) FILTER (WHERE strike <= 0), count(*) "
+                        "FROM option_chain_snapshots WHERE exchange = ?", [exchange.upper()]).fetchall()[0]
+    report = ValidationReport(f"warehouse:option_chain_snapshots/{exchange.upper()}", rows_in=int(chain[2]))
+    if chain[0]: report.add(np.arange(1, chain[0] + 1), "oi", "non_negative", "negative open interest stored")
+    if chain[1]: report.add(np.arange(1, chain[1] + 1), "strike", "non_negative", "non-positive strike stored")
+    reports["option_chain_snapshots"] = report
+    return reports
