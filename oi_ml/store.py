@@ -66,6 +66,12 @@ SCHEMAS: dict[str, dict] = {
         ("exchange", "VARCHAR"), ("version", "VARCHAR"), ("created_at", "TIMESTAMPTZ"), ("window_start", "TIMESTAMPTZ"),
         ("window_end", "TIMESTAMPTZ"), ("row_count", "BIGINT"), ("content_sha256", "VARCHAR"),
         ("manifest_path", "VARCHAR"), ("source", "VARCHAR")], key=["exchange", "version"]),
+    "recommendations": dict(columns=[
+        ("id", "VARCHAR"), ("timestamp", "TIMESTAMPTZ"), ("exchange", "VARCHAR"), ("action", "VARCHAR"),
+        ("confidence", "DOUBLE"), ("model_version", "VARCHAR"), ("regime", "INTEGER"), ("kelly_fraction", "DOUBLE"),
+        ("suggested_lots", "INTEGER"), ("score", "DOUBLE"), ("latency_us", "DOUBLE"), ("features_summary", "JSON")], key=["id"]),
+    "recommendation_outcomes": dict(columns=[
+        ("id", "VARCHAR"), ("outcome_time", "TIMESTAMPTZ"), ("realised_return", "DOUBLE"), ("correct", "BOOLEAN")], key=["id"]),
     "quarantine": dict(columns=[
         ("batch_id", "VARCHAR"), ("file", "VARCHAR"), ("row_number", "BIGINT"), ("column_name", "VARCHAR"),
         ("check_name", "VARCHAR"), ("reason", "VARCHAR"), ("raw", "VARCHAR"), ("quarantined_at", "TIMESTAMPTZ")],

@@ -1,0 +1,418 @@
+"""Tests of `oi_ml.labels` and `oi_ml.meta_labels` against slow, obviously-correct pure-Python references.
+
+The triple-barrier kernel must match `reference_triple_barrier` *exactly* (same floats) on random series with
+frequent equality touches and ties, NaN/zero volatilities, zero sides, sessions and series ends."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oi_ml.config import IST
+from oi_ml.labels import (
+    HIT_NONE,
+    HIT_PROFIT,
+    HIT_SEGMENT_END,
+    HIT_STOP,
+    HIT_VERTICAL,
+    TARGETS,
+    LabelConfig,
+    atr_volatility,
+    breakout_levels,
+    check_bar_frame,
+    define_triple_barrier_target,
+    forward_changes,
+    forward_returns,
+    label_names,
+    labels_frame,
+    make_target,
+    segment_end_from_ids,
+    triple_barrier_labels,
+)
+from oi_ml.meta_labels import (
+    average_uniqueness,
+    define_meta_labels,
+    label_concurrency,
+    meta_labels,
+    sample_weights,
+    time_decay_weights,
+)
+
+NAN = float("nan")
+
+
+# ---------------------------------------------------------------- references (pure Python, one bar at a time)
+def reference_triple_barrier(close, high, low, vol, horizon, pm, sm, side=None, touch="high_low", seg=None):
+    """Per bar (label, realised_return, label_end_index, barrier_hit), straight from the documented rules."""
+    n, out = len(close), []
+    for t in range(n):
+        s, c, v = (1.0 if side is None else float(side[t])), float(close[t]), float(vol[t])
+        last = min(t + horizon, n - 1 if seg is None else int(seg[t]))
+        if not (math.isfinite(c) and c > 0 and math.isfinite(v) and v > 0) or s not in (1.0, -1.0) or last <= t:
+            out.append((0, NAN, -1, -1))
+            continue
+        profit = c * (1.0 + pm * v) if s > 0 else c * (1.0 - pm * v)
+        stop = c * (1.0 - sm * v) if s > 0 else c * (1.0 + sm * v)
+        result = None
+        for j in range(t + 1, last + 1):
+            hi, lo = (float(close[j]), float(close[j])) if touch == "close" else (float(high[j]), float(low[j]))
+            profit_hit = hi >= profit if s > 0 else lo <= profit
+            stop_hit = lo <= stop if s > 0 else hi >= stop
+            if stop_hit:                       # ties: stop first
+                result = (-1, s * (min(max(stop, lo), hi) / c - 1.0), j, 2)
+                break
+            if profit_hit:
+                result = (1, s * (min(max(profit, lo), hi) / c - 1.0), j, 1)
+                break
+        if result is None:
+            if last == t + horizon:
+                result = (0, s * (float(close[last]) / c - 1.0), last, 0)
+            elif seg is not None:
+                result = (0, s * (float(close[last]) / c - 1.0), last, 3)
+            else:
+                result = (0, NAN, -1, -1)
+        out.append(result)
+    return out
+
+
+def as_tuples(res):
+    return list(zip(res.label.tolist(), res.realised_return.tolist(), res.label_end_index.tolist(), res.barrier_hit.tolist()))
+
+
+def assert_same(got, want):
+    assert len(got) == len(want)
+    for t, (g, w) in enumerate(zip(got, want)):
+        same_ret = g[1] == w[1] or (math.isnan(g[1]) and math.isnan(w[1]))
+        assert g[0] == w[0] and same_ret and g[2] == w[2] and g[3] == w[3], f"bar {t}: kernel {g} != reference {w}"
+
+
+def grid_series(rng, n):
+    """Prices on a coarse integer grid: equality touches and two-sided bars (ties) are frequent."""
+    close = 100.0 + np.cumsum(rng.integers(-2, 3, n)).astype(float)
+    high = close + rng.integers(0, 4, n)
+    low = close - rng.integers(0, 4, n)
+    vol = rng.choice([0.01, 0.02, 0.03, 0.25, NAN, 0.0, -0.01], n, p=[0.25, 0.25, 0.2, 0.1, 0.1, 0.05, 0.05])
+    return close, high, low, vol
+
+
+def with_nan_prices(rng, close, high, low):
+    """Copies with a few NaN closes, highs and lows (array API: a NaN never touches; NaN entry close: no label)."""
+    close, high, low = close.copy(), high.copy(), low.copy()
+    for arr in (close, high, low):
+        arr[rng.random(arr.shape[0]) < 0.05] = NAN
+    return close, high, low
+
+
+# ---------------------------------------------------------------- triple barrier vs reference
+@settings(max_examples=200, deadline=None, database=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 70), horizon=st.integers(1, 15),
+       pm=st.sampled_from([0.5, 1.0, 1.75, 3.0, math.inf]), sm=st.sampled_from([0.5, 1.0, 2.0, math.inf]),
+       touch=st.sampled_from(["high_low", "close"]), use_side=st.booleans(), use_seg=st.booleans(),
+       nan_prices=st.booleans())
+def test_triple_barrier_matches_reference(seed, n, horizon, pm, sm, touch, use_side, use_seg, nan_prices):
+    rng = np.random.default_rng(seed)
+    close, high, low, vol = grid_series(rng, n)
+    if nan_prices:
+        close, high, low = with_nan_prices(rng, close, high, low)
+    side = rng.choice([1.0, -1.0, 0.0, NAN], n, p=[0.4, 0.4, 0.1, 0.1]) if use_side else None
+    seg = segment_end_from_ids(np.sort(rng.integers(0, 5, n))) if use_seg else None
+    res = triple_barrier_labels(close, high, low, vol, horizon, pm, sm, side=side, touch=touch, segment_end_index=seg)
+    assert_same(as_tuples(res), reference_triple_barrier(close, high, low, vol, horizon, pm, sm, side, touch, seg))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_triple_barrier_matches_reference_on_longer_walks(seed):
+    rng = np.random.default_rng(1000 + seed)
+    n = 2000
+    close = 24500 * np.exp(np.cumsum(rng.normal(0, 0.001, n)))
+    high, low = close * (1 + np.abs(rng.normal(0, 0.0005, n))), close * (1 - np.abs(rng.normal(0, 0.0005, n)))
+    vol = atr_volatility(high, low, close, 14)
+    side = rng.choice([1.0, -1.0], n)
+    seg = segment_end_from_ids(np.arange(n) // 375)
+    for kw in ({}, {"side": side, "seg": seg}):
+        res = triple_barrier_labels(close, high, low, vol, 30, 1.75, 1.0, side=kw.get("side"),
+                                    segment_end_index=kw.get("seg"))
+        assert_same(as_tuples(res), reference_triple_barrier(close, high, low, vol, 30, 1.75, 1.0, **kw))
+
+
+# hand-made ties and edges: vol 0.25 puts the barriers of a close of 100 exactly at 125 / 75
+@pytest.mark.parametrize("side, high, low, want", [
+    (1.0, [100, 125, 100], [100, 75, 100], (-1, -0.25, 1, HIT_STOP)),     # long, both touched exactly: stop first
+    (-1.0, [100, 125, 100], [100, 75, 100], (-1, -0.25, 1, HIT_STOP)),    # short, both touched: its stop (125) first
+    (1.0, [100, 140, 100], [100, 60, 100], (-1, -0.25, 1, HIT_STOP)),     # wide bar through both
+    (1.0, [100, 125, 100], [100, 76, 100], (1, 0.25, 1, HIT_PROFIT)),     # equality touches count
+    (-1.0, [100, 124, 100], [100, 75, 100], (1, 0.25, 1, HIT_PROFIT)),
+    (1.0, [100, 124.9, 100], [100, 75.1, 100], (0, 0.0, 2, HIT_VERTICAL)),
+])
+def test_hand_made_ties_and_edges(side, high, low, want):
+    res = triple_barrier_labels([100.0] * 3, high, low, [0.25] * 3, 2, 1.0, 1.0, side=[side] * 3)
+    assert as_tuples(res)[0] == want
+    assert as_tuples(res)[0] == reference_triple_barrier([100.0] * 3, high, low, [0.25] * 3, 2, 1.0, 1.0, [side] * 3)[0]
+
+
+def test_entry_bar_is_never_checked_and_no_look_ahead():
+    """Changing bar k's high/low cannot change the label of any bar t >= k (entry bar unchecked, no look-back)."""
+    rng = np.random.default_rng(7)
+    close, high, low, vol = grid_series(rng, 300)
+    vol = np.full(300, 0.02)
+    base = as_tuples(triple_barrier_labels(close, high, low, vol, 10, 1.0, 1.0))
+    for k in (0, 50, 150, 299):
+        high2, low2 = high.copy(), low.copy()
+        high2[k], low2[k] = 1e9, 1e-9                       # would touch everything if it were checked
+        moved = as_tuples(triple_barrier_labels(close, high2, low2, vol, 10, 1.0, 1.0))
+        assert_same(moved[k:], base[k:])
+        if k > 0:                                           # ... while the bar before does see it (a tie: stop)
+            assert moved[k - 1][2:] == (k, HIT_STOP)
+
+
+def test_series_end_and_segment_end_conventions():
+    close = [100.0, 101, 102, 103, 104]
+    res = triple_barrier_labels(close, close, close, [0.25] * 5, 3, 1.0, 1.0)
+    assert res.barrier_hit.tolist() == [HIT_VERTICAL, HIT_VERTICAL, HIT_NONE, HIT_NONE, HIT_NONE]
+    assert res.label_end_index.tolist()[2:] == [-1, -1, -1] and np.isnan(res.realised_return[2:]).all()
+    # López de Prado's fill (vertical barrier at the last bar) via a segment covering the whole series
+    res = triple_barrier_labels(close, close, close, [0.25] * 5, 3, 1.0, 1.0, segment_end_index=[4] * 5)
+    assert res.barrier_hit.tolist() == [HIT_VERTICAL, HIT_VERTICAL, HIT_SEGMENT_END, HIT_SEGMENT_END, HIT_NONE]
+    assert res.label_end_index.tolist() == [3, 4, 4, 4, -1]
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="horizon"):
+        triple_barrier_labels([1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [0.1, 0.1], 0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="profit_mult"):
+        triple_barrier_labels([1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [0.1, 0.1], 1, 0.0, 1.0)
+    with pytest.raises(ValueError, match="volatility has 1 values"):
+        triple_barrier_labels([1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [0.1], 1, 1.0, 1.0)
+    with pytest.raises(ValueError, match="touch"):
+        triple_barrier_labels([1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [0.1, 0.1], 1, 1.0, 1.0, touch="open")
+
+
+# ---------------------------------------------------------------- frames
+def toy_bars(n_sessions=4, bars_per_session=60, seed=0):
+    rng = np.random.default_rng(seed)
+    days = pd.bdate_range("2025-09-01", periods=n_sessions)
+    ts = [pd.Timestamp(d.date()).tz_localize(IST) + pd.Timedelta(hours=9, minutes=15 + i)
+          for d in days for i in range(bars_per_session)]
+    n = len(ts)
+    close = 24500.0 * np.exp(np.cumsum(rng.normal(0, 0.001, n)))
+    open_ = np.r_[close[0], close[:-1]]
+    return pd.DataFrame({"timestamp": pd.DatetimeIndex(ts).tz_convert("UTC"), "open": open_,
+                         "high": np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.0005, n))),
+                         "low": np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.0005, n))),
+                         "close": close, "total_oi": rng.integers(10**6, 2 * 10**6, n).astype(float)})
+
+
+def test_define_triple_barrier_target_matches_reference():
+    bars = toy_bars()
+    cfg = LabelConfig()
+    out = define_triple_barrier_target(bars, cfg)
+    vol = atr_volatility(bars.high, bars.low, bars.close, cfg.vol_window)
+    seg = segment_end_from_ids(bars.timestamp.dt.tz_convert(IST).dt.date)
+    want = reference_triple_barrier(bars.close.to_numpy(), bars.high.to_numpy(), bars.low.to_numpy(), vol,
+                                    cfg.horizon_bars, cfg.profit_mult, cfg.stop_mult, seg=seg)
+    for t, (lab, ret, end, hit) in enumerate(want):
+        row = out.iloc[t]
+        if hit == -1:
+            assert pd.isna(row.tb_label) and pd.isna(row.target) and pd.isna(row.label_end_time)
+        else:
+            assert row.tb_label == lab and row.tb_return == ret and row.barrier_hit == hit
+            assert row.label_end_time == bars.timestamp.iloc[end]
+            assert row.target == {1: "BUY", -1: "SELL", 0: "HOLD"}[lab]
+    assert out.columns[:len(bars.columns)].tolist() == bars.columns.tolist()
+
+
+def test_session_segments_flag():
+    bars = toy_bars(n_sessions=2, bars_per_session=30)
+    inside = define_triple_barrier_target(bars, LabelConfig(horizon_bars=10))
+    crossing = define_triple_barrier_target(bars, LabelConfig(horizon_bars=10, session_segments=False))
+    day = lambda s: s.dt.tz_convert(IST).dt.date
+    ok = inside.label_end_time.notna()
+    assert (day(inside.label_end_time[ok]) == day(bars.timestamp[ok])).all()
+    assert (day(crossing.label_end_time.dropna()) != day(bars.timestamp[crossing.label_end_time.notna()])).any()
+    # an explicit session_date column wins over the IST calendar date
+    one_session = define_triple_barrier_target(bars.assign(session_date=1), LabelConfig(horizon_bars=10))
+    both = crossing.label_end_time.notna()
+    assert one_session.label_end_time[both].equals(crossing.label_end_time[both])
+    extra = one_session.label_end_time.notna() & ~both          # near the series end: forced exit at the last bar
+    assert extra.any() and (one_session.barrier_hit[extra] == HIT_SEGMENT_END).all()
+
+
+def test_frame_errors_name_column_and_row():
+    bars = toy_bars(n_sessions=1, bars_per_session=10)
+    bad = bars.copy()
+    bad.loc[4, "high"] = np.nan
+    with pytest.raises(ValueError, match=r"'high'.*row 4"):
+        check_bar_frame(bad)
+    with pytest.raises(ValueError, match=r"'high' is below 'low' at row 2"):
+        check_bar_frame(bars.assign(high=np.where(np.arange(10) == 2, bars.low - 1, bars.high)))
+    dup = pd.concat([bars.iloc[:3], bars.iloc[2:]], ignore_index=True)
+    with pytest.raises(ValueError, match="strictly increasing at row 3"):
+        define_triple_barrier_target(dup)
+
+
+def test_forward_returns_and_changes_match_pandas_shift():
+    bars = toy_bars(n_sessions=3, bars_per_session=40)
+    day = bars.timestamp.dt.tz_convert(IST).dt.date
+    seg = segment_end_from_ids(day)
+    fr = forward_returns(bars.close, (1, 3, 30), segment_end_index=seg)
+    fc = forward_changes(bars.total_oi, (3, 30), segment_end_index=seg)
+    for h in (1, 3, 30):
+        want = bars.close.groupby(day).shift(-h) / bars.close - 1
+        pd.testing.assert_series_equal(fr[f"fwd_ret_{h}"], want, check_names=False)
+    for h in (3, 30):
+        want = bars.total_oi.groupby(day).shift(-h) - bars.total_oi
+        pd.testing.assert_series_equal(fc[f"fwd_oi_chg_{h}"], want, check_names=False)
+    plain = forward_returns(bars.close, (5,))
+    pd.testing.assert_series_equal(plain.fwd_ret_5, bars.close.shift(-5) / bars.close - 1, check_names=False)
+
+
+def reference_breakout(high, low, day):
+    """Per bar (broke, direction, end index or -1), scanning to the session end for a new extreme."""
+    n, out = len(high), []
+    starts = [i for i in range(n) if i == 0 or day[i] != day[i - 1]]
+    for t in range(n):
+        s = max(i for i in starts if i <= t)
+        prev = [i for i in starts if i < s]
+        end = next((i - 1 for i in starts if i > t), n - 1)
+        if not prev or end <= t:
+            out.append((0, 0, -1))
+            continue
+        up = max(max(high[prev[-1]:s]), max(high[s:t + 1]))
+        down = min(min(low[prev[-1]:s]), min(low[s:t + 1]))
+        hit = next((j for j in range(t + 1, end + 1) if high[j] > up or low[j] < down), None)
+        if hit is None:
+            out.append((0, 0, end))
+        else:
+            u, d = high[hit] > up, low[hit] < down
+            out.append((1, 1 if u and not d else -1 if d and not u else 0, hit))
+    return out
+
+
+def test_breakout_targets_match_reference():
+    bars = toy_bars(n_sessions=4, bars_per_session=25, seed=3)
+    day = bars.timestamp.dt.tz_convert(IST).dt.date.tolist()
+    want = reference_breakout(bars.high.tolist(), bars.low.tolist(), day)
+    cfg = LabelConfig()
+    broke, direction = make_target("breakout_day", bars, cfg), make_target("breakout_direction", bars, cfg)
+    for t, (b, d, end) in enumerate(want):
+        if end < 0:
+            assert pd.isna(broke.target[t]) and pd.isna(direction.target[t]) and pd.isna(broke.label_end_time[t])
+        else:
+            assert (broke.target[t], direction.target[t]) == (b, d), t
+            assert broke.label_end_time[t] == direction.label_end_time[t] == bars.timestamp[end]
+    upper, _ = breakout_levels(bars)
+    assert np.isnan(upper[:25]).all() and (upper[25:] >= bars.high[25:]).all()
+
+
+def test_regime_target_matches_rowwise_rules():
+    bars = toy_bars(n_sessions=2, bars_per_session=80, seed=5)
+    cfg = LabelConfig(regime_bars=10, vol_window=10, session_segments=False)
+    out = make_target("regime", bars, cfg).target
+    close = bars.close.to_numpy()
+    trailing = (bars.close.pct_change().ewm(span=10, min_periods=10).std()).to_numpy()
+    for t in range(len(close)):
+        if t + 10 >= len(close) or not np.isfinite(trailing[t]):
+            assert pd.isna(out[t])
+            continue
+        r = [close[j] / close[j - 1] - 1 for j in range(t + 1, t + 11)]
+        fwd_vol, fwd_ret = math.sqrt(sum(x * x for x in r) / 10), close[t + 10] / close[t] - 1
+        thr = trailing[t] * math.sqrt(10)
+        want = ("high_vol" if fwd_vol > 1.5 * trailing[t] else "bull" if fwd_ret > thr
+                else "bear" if fwd_ret < -thr else "sideways")
+        assert out[t] == want, t
+
+
+def test_every_registered_target_has_future_end_times():
+    bars = toy_bars()
+    cfg = LabelConfig(oi_column="total_oi")
+    for name in TARGETS:
+        out = make_target(name, bars, cfg)
+        has = out.target.notna()
+        assert has.any() and (has == out.label_end_time.notna()).all(), name
+        assert (out.label_end_time[has] > bars.timestamp[has]).all(), name
+
+
+def test_labels_frame_columns():
+    bars = toy_bars(n_sessions=2)
+    cfg = LabelConfig(oi_column="total_oi", forward_horizons=(2, 7))
+    lf = labels_frame(bars, cfg)
+    assert lf.columns.is_unique and len(lf) == len(bars)
+    for name in label_names(cfg):
+        assert name in lf.columns and f"{name}_label_end_time" in lf.columns
+    assert "fwd_ret_7" in lf.columns and "fwd_oi_chg_2" in lf.columns and "fwd_ret_30" not in lf.columns
+    with pytest.raises(ValueError, match="unknown target"):
+        make_target("fwd_ret_0", bars, cfg)
+
+
+# ---------------------------------------------------------------- meta-labels
+def test_meta_labels_follow_the_side_reference():
+    rng = np.random.default_rng(11)
+    close, high, low, vol = grid_series(rng, 400)
+    side = rng.choice([1.0, -1.0, 0.0], 400)
+    m = meta_labels(close, high, low, vol, side, 8, 1.5, 1.0)
+    ref = reference_triple_barrier(close, high, low, vol, 8, 1.5, 1.0, side)
+    assert m.meta_label.tolist() == [1 if hit == 1 else 0 for _, _, _, hit in ref]
+    assert m.has_label.tolist() == [hit != -1 for _, _, _, hit in ref]
+    pos = meta_labels(close, high, low, vol, side, 8, 1.5, 1.0, rule="positive_return")
+    assert pos.meta_label.tolist() == [1 if hit != -1 and ret > 0 else 0 for _, ret, _, hit in ref]
+
+
+def test_define_meta_labels_frame():
+    bars = toy_bars(n_sessions=2)
+    side = np.where(np.arange(len(bars)) % 3 == 0, 0.0, 1.0)
+    out = define_meta_labels(bars, side)
+    assert out.meta_label[side == 0].isna().all()
+    assert ((out.meta_label == 1) == (out.barrier_hit == HIT_PROFIT)).all()
+    with pytest.raises(ValueError, match="shape"):
+        define_meta_labels(bars, side[:-1])
+
+
+# ---------------------------------------------------------------- sample weights
+def reference_uniqueness(start, end, n_bars):
+    """AFML snippets 4.1-4.2 as a quadratic loop."""
+    conc = [sum(1 for s, e in zip(start, end) if e >= 0 and s <= b <= e) for b in range(n_bars)]
+    avg = [NAN if e < 0 else sum(1.0 / conc[b] for b in range(s, e + 1)) / (e - s + 1) for s, e in zip(start, end)]
+    return conc, avg
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 60), max_len=st.integers(0, 20))
+def test_uniqueness_matches_quadratic_reference(seed, n, max_len):
+    rng = np.random.default_rng(seed)
+    start = rng.integers(0, 80, n)                                  # unsorted, with duplicates
+    end = start + rng.integers(0, max_len + 1, n)
+    end[rng.random(n) < 0.15] = -1
+    n_bars = 100
+    conc, avg = reference_uniqueness(start.tolist(), end.tolist(), n_bars)
+    assert label_concurrency(start, end, n_bars).tolist() == conc
+    np.testing.assert_allclose(average_uniqueness(start, end, n_bars), avg, rtol=1e-12, equal_nan=True)
+
+
+def reference_time_decay(u, oldest_weight):
+    """AFML snippet 4.11 with pandas, labels already in start order."""
+    cum = pd.Series(u).dropna().cumsum()
+    slope = (1 - oldest_weight) / cum.iloc[-1] if oldest_weight >= 0 else 1 / ((oldest_weight + 1) * cum.iloc[-1])
+    w = (1 - slope * cum.iloc[-1]) + slope * cum
+    return w.clip(lower=0).reindex(range(len(u))).to_numpy()
+
+
+@pytest.mark.parametrize("oldest_weight", [1.0, 0.5, 0.0, -0.3])
+def test_time_decay_matches_afml(oldest_weight):
+    rng = np.random.default_rng(3)
+    u = rng.uniform(0.1, 1.0, 50)
+    u[[4, 17]] = np.nan
+    np.testing.assert_allclose(time_decay_weights(u, oldest_weight=oldest_weight), reference_time_decay(u, oldest_weight),
+                               rtol=1e-12, equal_nan=True)
+
+
+def test_sample_weights_of_a_labelled_frame():
+    bars = toy_bars(n_sessions=2)
+    tb = define_triple_barrier_target(bars)
+    sw = sample_weights(bars.timestamp, tb.label_end_time)
+    ok = tb.label_end_time.notna().to_numpy()
+    end = np.array([bars.timestamp.tolist().index(x) if isinstance(x, pd.Timestamp) else -1 for x in tb.label_end_time])
+    _, avg = reference_uniqueness(list(range(len(bars))), end.tolist(), len(bars))
+    np.testing.assert_allclose(sw.avg_uniqueness, avg, rtol=1e-12, equal_nan=True)
+    assert np.isclose(sw.sample_weight[ok].mean(), 1.0) and sw.sample_weight[~ok].isna().all()
