@@ -6,21 +6,26 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from .config import EXCHANGES, RunConfig, load_run_config
-from .datasets import DatasetIntegrityError, export_training_window, latest_dataset_version, list_datasets, verify_dataset
+from .datasets import (DatasetIntegrityError, export_training_window, latest_dataset_version, list_datasets, load_dataset,
+                            verify_dataset, write_derived)
+from .features import prepare_training_features, supported_feature_columns
+from .labels import labels_frame
+from .train import TrainConfig, train_model
 from .ingest import IngestError, import_bhavcopy, import_ohlcv, validate_stored
 from .packs import render_pack
 from .simulate import simulate_market
 from .store import connect
 
 # %% auto #0
-__all__ = ['COMMANDS', 'cmd_simulate', 'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets', 'cmd_pack', 'build_parser',
-           'main']
+__all__ = ['COMMANDS', 'cmd_simulate', 'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels',
+           'cmd_train', 'cmd_pack', 'build_parser', 'main']
 
 # %% ../nbs/51_cli.ipynb #c005
 def cmd_simulate(args, cfg: RunConfig) -> int:
@@ -77,6 +82,32 @@ def cmd_datasets(args, cfg: RunConfig) -> int:
     print("no dataset versions yet" if table.empty else table.to_string(index=False))
     return 0
 
+def cmd_features(args, cfg: RunConfig) -> int:
+    "Compute the feature table of a dataset version and store it next to the version."
+    raw, m = load_dataset(args.exchange, args.dataset, cfg)
+    columns = supported_feature_columns(raw)
+    info = write_derived(args.exchange, m["version"], "features", prepare_training_features(raw, columns), {"columns": columns}, cfg)
+    print(f"features {args.exchange}/{m['version']}: {info['rows']:,} rows x {len(columns)} features, sha256 {info['sha256'][:12]}")
+    return 0
+
+def cmd_labels(args, cfg: RunConfig) -> int:
+    "Compute every target of a dataset version and store the labels table next to the version."
+    raw, m = load_dataset(args.exchange, args.dataset, cfg)
+    label_cfg = dataclasses.replace(TrainConfig().labels, oi_column="futures_oi" if raw["futures_oi"].notna().any() else None)
+    frame = labels_frame(raw.sort_values("timestamp", kind="mergesort").reset_index(drop=True), label_cfg)
+    info = write_derived(args.exchange, m["version"], "labels", frame.assign(symbol=raw.symbol.iloc[0]), dataclasses.asdict(label_cfg), cfg)
+    print(f"labels {args.exchange}/{m['version']}: {info['rows']:,} rows, {len(frame.columns) - 1} columns, sha256 {info['sha256'][:12]}")
+    return 0
+
+def cmd_train(args, cfg: RunConfig) -> int:
+    "Train a candidate model on a dataset version."
+    m = train_model(args.exchange, args.dataset, args.target, TrainConfig(seed=args.seed), cfg)
+    s = m["metrics_summary"]
+    print(f"run {m['run_id']} ({m['target']}, {m['family']}) on {m['exchange']}/{m['dataset_version']}: "
+          + ", ".join(f"{k}={v:.4f}" for k, v in s.items() if isinstance(v, float)))
+    print(f"artefacts: {Path(cfg.models_dir) / m['exchange'] / m['run_id']}")
+    return 0
+
 def cmd_pack(args, cfg: RunConfig) -> int:
     "Render the approval pack of one exchange."
     version = args.dataset or latest_dataset_version(args.exchange, cfg)
@@ -104,12 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="export a versioned training dataset")
     s.add_argument("--exchange", required=True, **ex); s.add_argument("--start"); s.add_argument("--end")
     s = sub.add_parser("datasets", help="list dataset versions"); s.add_argument("--exchange", **ex)
+    for name, text in (("features", "write the feature table of a dataset version"), ("labels", "write the labels table of a dataset version")):
+        s = sub.add_parser(name, help=text); s.add_argument("--exchange", required=True, **ex); s.add_argument("--dataset")
+    s = sub.add_parser("train", help="train a candidate model"); s.add_argument("--exchange", required=True, **ex)
+    s.add_argument("--dataset"); s.add_argument("--target", default="triple_barrier"); s.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("pack", help="render the approval pack"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--dataset", help="dataset version (default: latest)")
     return p
 
 COMMANDS = {"simulate": cmd_simulate, "ingest": cmd_ingest, "validate": cmd_validate, "export": cmd_export,
-            "datasets": cmd_datasets, "pack": cmd_pack}
+            "datasets": cmd_datasets, "features": cmd_features, "labels": cmd_labels, "train": cmd_train, "pack": cmd_pack}
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `oi-ml` console script."

@@ -25,7 +25,7 @@ from .store import load_historical_data_for_ml, record_training_batch, transacti
 # %% auto #0
 __all__ = ['PACKAGES', 'DATASET_FILES', 'package_versions', 'git_commit', 'sha256_file', 'write_parquet_deterministic',
            'export_training_window', 'DatasetIntegrityError', 'dataset_dir', 'list_datasets', 'latest_dataset_version',
-           'load_manifest', 'verify_dataset', 'load_dataset']
+           'load_manifest', 'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
 PACKAGES = ("numpy", "pandas", "duckdb", "pyarrow", "lightgbm", "xgboost-cpu", "optuna", "hmmlearn", "shap", "numba",
@@ -203,3 +203,23 @@ def load_dataset(exchange: str, version: str | None = None, run_cfg: RunConfig |
     version = version or latest_dataset_version(exchange, run_cfg)
     manifest = verify_dataset(exchange, version, run_cfg) if verify else load_manifest(exchange, version, run_cfg)
     return pd.read_parquet(dataset_dir(exchange, version, run_cfg) / f"{table}.parquet"), manifest
+
+# %% ../nbs/04_datasets.ipynb #c016
+def write_derived(exchange: str, version: str, name: str, frame: pd.DataFrame, config: dict, run_cfg: RunConfig | None = None) -> dict:
+    "Write `<name>.parquet` into a version's folder and record it under `derived` in the manifest (atomically)."
+    folder, manifest = dataset_dir(exchange, version, run_cfg), verify_dataset(exchange, version, run_cfg)
+    tmp = folder / f".{name}.parquet.tmp"
+    info = write_parquet_deterministic(frame, tmp, [c for c in ("symbol", "timestamp") if c in frame.columns])
+    os.replace(tmp, folder / f"{name}.parquet")
+    manifest.setdefault("derived", {})[f"{name}.parquet"] = {**info, "config": config, "columns": list(frame.columns)}
+    tmp_manifest = folder / ".manifest.json.tmp"
+    tmp_manifest.write_text(json.dumps(manifest, indent=1, default=str)); os.replace(tmp_manifest, folder / "manifest.json")
+    return manifest["derived"][f"{name}.parquet"]
+
+def load_derived(exchange: str, version: str, name: str, run_cfg: RunConfig | None = None) -> pd.DataFrame:
+    "A derived table of a version, verified against its recorded sha256."
+    folder, manifest = dataset_dir(exchange, version, run_cfg), load_manifest(exchange, version, run_cfg)
+    info = manifest.get("derived", {}).get(f"{name}.parquet")
+    if info is None: raise FileNotFoundError(f"{folder}: no derived table '{name}' (run `oi-ml {name} --exchange {exchange} --dataset {version}`)")
+    if sha256_file(folder / f"{name}.parquet") != info["sha256"]: raise DatasetIntegrityError(f"{folder / (name + '.parquet')}: sha256 differs from the manifest")
+    return pd.read_parquet(folder / f"{name}.parquet")

@@ -20,8 +20,10 @@ from .config import IST, RunConfig
 from .datasets import load_dataset
 
 # %% auto #0
-__all__ = ['CHROMIUM_FLAGS', 'source_banner', 'dataset_summary', 'validation_summary', 'daily_coverage', 'completeness_table',
-           'coverage_figure', 'market_overview_figure', 'template_path', 'pack_kernel', 'render_html', 'render_pack',
+__all__ = ['METRIC_KEYS', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary', 'validation_summary', 'daily_coverage',
+           'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
+           'correlation_figure', 'label_summary', 'load_run_report', 'cv_tables', 'confusion_figure',
+           'reliability_figure', 'shap_figure', 'template_path', 'pack_kernel', 'render_html', 'render_pack',
            'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
@@ -95,6 +97,84 @@ def market_overview_figure(frame: pd.DataFrame, max_points: int = 4000):
     return fig
 
 # %% ../nbs/44_packs.ipynb #c010
+def feature_completeness(raw: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    "Share of rows where each feature had real input (not a neutral default), lowest first."
+    from oi_ml.features import compute_all_features
+    allf = compute_all_features(raw)
+    share = pd.Series({c: float(np.isfinite(allf[c].to_numpy(dtype=float)).mean()) if c in allf else 0.0 for c in columns})
+    return share.rename("with_input").rename_axis("feature").reset_index().sort_values(["with_input", "feature"]).reset_index(drop=True)
+
+def correlation_figure(features: pd.DataFrame, columns: list[str], max_features: int = 30):
+    "Heat-map of Spearman correlations among the first `max_features` of `columns` (subsampled rows)."
+    import plotly.graph_objects as go
+    cols = [c for c in columns if features[c].std() > 0][:max_features]
+    sample = features[cols].iloc[:: max(1, len(features) // 20000)]
+    corr = sample.rank().corr().round(2)
+    fig = go.Figure(go.Heatmap(z=corr.to_numpy(), x=cols, y=cols, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True))
+    fig.update_layout(title="Feature correlation (Spearman)", height=700, margin=dict(t=40, l=150, b=150))
+    return fig
+
+def label_summary(labels: pd.DataFrame) -> dict:
+    "Triple-barrier label balance by (forward) market regime, barrier-hit shares and average holding time in minutes."
+    from oi_ml.labels import BARRIER_NAMES
+    lab = labels.dropna(subset=["triple_barrier"])
+    balance = pd.crosstab(lab["regime"].fillna("unlabelled"), lab["triple_barrier"], margins=True)
+    hits = labels["barrier_hit"].map(dict(BARRIER_NAMES)).value_counts(normalize=True).rename("share").rename_axis("barrier").reset_index()
+    hold = (lab["triple_barrier_label_end_time"] - lab["timestamp"]).dt.total_seconds() / 60
+    return dict(balance=balance, barrier_hits=hits, holding_minutes=dict(mean=float(hold.mean()), median=float(hold.median()), max=float(hold.max())))
+
+# %% ../nbs/44_packs.ipynb #c013
+METRIC_KEYS = ("n", "accuracy", "f1_macro", "log_loss", "brier", "auc", "directional_auc")
+
+def load_run_report(exchange: str, run_id: str, run_cfg: RunConfig, name: str = "training_report.json") -> dict:
+    "A report of a model run (after verifying the run's hashes)."
+    from oi_ml.train import verify_run
+    run_dir = Path(run_cfg.models_dir) / exchange.upper() / run_id
+    verify_run(run_dir)
+    return json.loads((run_dir / "reports" / name).read_text())
+
+def cv_tables(report: dict) -> dict:
+    "DataFrames: CV metrics per fold, per regime (out-of-fold) and holdout vs majority baseline."
+    keys = [k for k in METRIC_KEYS if k in report["cv"]["metrics"]]
+    folds = pd.DataFrame([{"fold": f["fold"], "rounds": f["rounds"], **{k: f["metrics"].get(k) for k in keys}} for f in report["cv"]["folds"]])
+    regimes = pd.DataFrame([{"regime": r, "model": report["regimes"]["routes"].get(r), **{k: m.get(k) for k in keys}}
+                            for r, m in report["cv"]["per_regime"].items()])
+    hold = report["holdout"]
+    rows = [("holdout, calibrated", hold["calibrated"]), ("holdout, raw", hold["raw"]), ("majority-class baseline", hold["majority_baseline"]),
+            ("CV out-of-fold", report["cv"]["metrics"])] if "calibrated" in hold else [(k, v) for k, v in hold.items() if isinstance(v, dict) and "rmse" in v]
+    summary = pd.DataFrame([{"model": name, **{k: m.get(k) for k in (keys if "calibrated" in hold else ("n", "rmse", "mae", "r2"))}} for name, m in rows])
+    return dict(folds=folds, regimes=regimes, summary=summary)
+
+# %% ../nbs/44_packs.ipynb #c014
+def confusion_figure(report: dict):
+    "Heat-map of the holdout confusion matrix (rows: true class, columns: predicted)."
+    import plotly.graph_objects as go
+    classes, cm = report["classes"], np.array(report["holdout"]["confusion_matrix"])
+    fig = go.Figure(go.Heatmap(z=cm, x=[f"pred {c}" for c in classes], y=[f"true {c}" for c in classes], text=cm, texttemplate="%{text}", colorscale="Blues"))
+    fig.update_layout(title="Holdout confusion matrix", height=360, margin=dict(t=40))
+    return fig
+
+def reliability_figure(report: dict):
+    "Reliability diagram of the chosen class's probability, out-of-fold, before and after calibration."
+    import plotly.graph_objects as go
+    cal = report["calibration"]
+    fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect", line=dict(dash="dot", color="grey"))])
+    for key, name in (("reliability_before", f"raw (Brier {cal['brier_before']:.4f})"), ("reliability_after", f"calibrated (Brier {cal['brier_after']:.4f})")):
+        fig.add_trace(go.Scatter(x=cal[key]["predicted"], y=cal[key]["observed"], mode="lines+markers", name=name))
+    fig.update_layout(title="Reliability (out-of-fold)", xaxis_title="predicted probability of the chosen class", yaxis_title="observed hit rate", height=380)
+    return fig
+
+def shap_figure(report: dict, top: int = 12):
+    "Mean |SHAP| of the top drivers of each booster (pooled and per regime), as grouped horizontal bars."
+    import plotly.graph_objects as go
+    fig = go.Figure()
+    for key, values in report["shap_mean_abs"].items():
+        top_items = list(values.items())[:top][::-1]
+        fig.add_trace(go.Bar(y=[k for k, _ in top_items], x=[v for _, v in top_items], name=key, orientation="h"))
+    fig.update_layout(title="Top drivers (mean |SHAP|, holdout rows) per model", barmode="group", height=120 + 30 * top * max(1, len(report["shap_mean_abs"])) // 2)
+    return fig
+
+# %% ../nbs/44_packs.ipynb #c017
 def template_path() -> Path:
     "The approval-pack template shipped inside the package."
     import oi_ml
@@ -126,7 +206,7 @@ def render_pack(exchange: str, label: str, parameters: dict, run_cfg: RunConfig 
     os.replace(tmp, executed)
     return render_html(executed, out_dir / "approval_pack.html")
 
-# %% ../nbs/44_packs.ipynb #c012
+# %% ../nbs/44_packs.ipynb #c019
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars")
 

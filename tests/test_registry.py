@@ -1,0 +1,424 @@
+"""Integration and fault-injection tests of `oi_ml.registry`: deploy/rollback round trip (pointer, history, logs,
+folders kept), tampered runs refused before any change, tampered versions caught on load, a kill at every deploy
+and rollback step leaves a valid pointer and consistent logs, stale staging ignored, the lock serialises deploys.
+Run folders and their manifests are built here with hashlib, independently of the registry's own hashing."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oi_ml.config import RunConfig
+from oi_ml.registry import (
+    CRASH_ENV,
+    DEPLOY_CRASH_POINTS,
+    ROLLBACK_CRASH_POINTS,
+    ModelIntegrityError,
+    RegistryError,
+    RegistryLockedError,
+    current_version,
+    deploy_model,
+    list_versions,
+    load_version,
+    load_version_manifest,
+    record_signoff,
+    registry_history,
+    registry_lock,
+    rollback,
+    sync_logs,
+    verify_run,
+)
+
+EXCHANGE = "NSE"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_run(cfg: RunConfig, run_id: str, payload: str, exchange: str = EXCHANGE, extra: dict | None = None,
+             gate: dict | None = None) -> Path:
+    "A small run folder as training writes it: artefacts in subfolders and a manifest with their sha256."
+    folder = Path(cfg.data_dir) / "models" / exchange / run_id
+    files = {"models/regime_0.lgb.txt": f"tree 0 {payload}\n", "models/regime_1.lgb.txt": f"tree 1 {payload}\n",
+             "regime_hmm.json": json.dumps({"n_regimes": 2, "payload": payload}),
+             "model_features.json": json.dumps(["pcr_oi", "vix"]), "calibration.json": json.dumps({"a": 1.5}),
+             "reports/training_report.json": json.dumps({"auc": 0.56, "payload": payload})}
+    for rel, text in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    manifest = {"run_id": run_id, "exchange": exchange, "dataset_version": f"2025-10-{len(payload):02d}",
+                "dataset_sha256": sha(payload.encode()), "target": "tb_15m", "created_at": "2025-10-30T09:00:00+00:00",
+                "metrics_summary": {"auc": 0.56}, "files": {rel: sha(text.encode()) for rel, text in files.items()}}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    for rel, text in (extra or {}).items():   # written after training: not in the run manifest
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    if gate is not None:
+        (folder / "reports" / "gate_report.json").write_text(json.dumps(gate))
+    return folder
+
+
+def tree_hashes(folder: Path) -> dict:
+    "Reference: sha256 of every file under `folder` except the top-level manifest.json."
+    return {p.relative_to(folder).as_posix(): sha(p.read_bytes()) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).as_posix() != "manifest.json"}
+
+
+def models(cfg: RunConfig) -> Path:
+    return Path(cfg.data_dir) / "models"
+
+
+def jsonl(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def raw_registry(cfg: RunConfig) -> dict:
+    return json.loads((models(cfg) / "registry.json").read_text())
+
+
+def assert_logs_consistent(cfg: RunConfig) -> None:
+    "Every registry event is in deployments.log and the change log exactly once; the markdown has a row per record."
+    history_ids = [e["event_id"] for ex in raw_registry(cfg)["exchanges"].values() for e in ex["history"]]
+    log_ids = [r["event_id"] for r in jsonl(models(cfg) / "deployments.log")]
+    assert log_ids == history_ids
+    change = jsonl(models(cfg) / "model_change_log.jsonl")
+    assert [r["event_id"] for r in change if r["kind"] != "signoff"] == history_ids
+    rows = [line for line in (models(cfg) / "MODEL_CHANGE_LOG.md").read_text().splitlines() if line.startswith("| 20")]
+    assert len(rows) == len(change)
+
+
+def leftovers(cfg: RunConfig) -> list[Path]:
+    return sorted((models(cfg) / EXCHANGE).glob(".*.staging")) + sorted(models(cfg).glob(".*.tmp"))
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return RunConfig(data_dir=str(tmp_path / "data"))
+
+
+def test_round_trip(cfg):
+    r1, r2, r3 = (make_run(cfg, f"run-20251030-{c * 12}", p) for c, p in (("a", "one"), ("b", "two"), ("c", "three")))
+    runs_before = {r: tree_hashes(r) for r in (r1, r2, r3)}
+    m1 = deploy_model(EXCHANGE, r1.name, "asha", "first model", constraints=["paper only"], run_cfg=cfg)
+    m2 = deploy_model(EXCHANGE, r2.name, "asha", "retrain", gate={"passed": True, "dsr": 0.97}, run_cfg=cfg)
+    assert (m1["version"], m2["version"], current_version(EXCHANGE, cfg)) == ("v0001", "v0002", "v0002")
+    rollback(EXCHANGE, operator="ravi", reason="drawdown", run_cfg=cfg)
+    assert current_version(EXCHANGE, cfg) == "v0001"
+    deploy_model(EXCHANGE, r3.name, "asha", "third", run_cfg=cfg)
+    rollback(EXCHANGE, operator="ravi", reason="bad fills", run_cfg=cfg)          # back to v0001, not v0002
+    assert current_version(EXCHANGE, cfg) == "v0001"
+    with pytest.raises(RegistryError, match="nothing to roll back to"):
+        rollback(EXCHANGE, run_cfg=cfg)
+    rollback(EXCHANGE, "v0002", operator="ravi", reason="roll forward", run_cfg=cfg)
+    rollback(EXCHANGE, run_cfg=cfg)                                                # pops back to v0001
+    with pytest.raises(RegistryError, match="already the current version"):
+        rollback(EXCHANGE, "v0001", run_cfg=cfg)
+
+    reg = raw_registry(cfg)["exchanges"][EXCHANGE]
+    assert reg["current"] == "v0001"
+    assert [(e["action"], e["version"], e["previous_version"]) for e in reg["history"]] == [
+        ("deploy", "v0001", None), ("deploy", "v0002", "v0001"), ("rollback", "v0001", "v0002"),
+        ("deploy", "v0003", "v0001"), ("rollback", "v0001", "v0003"), ("rollback", "v0002", "v0001"),
+        ("rollback", "v0001", "v0002")]
+    assert [e["run_id"] for e in reg["history"]][:4] == [r1.name, r2.name, r1.name, r3.name]
+    assert list(registry_history(EXCHANGE, cfg).event_id) == [f"NSE-{i:04d}" for i in range(1, 8)]
+    assert_logs_consistent(cfg)
+    assert leftovers(cfg) == []
+
+    # every version kept, byte-identical to its run, manifest covering every file, and verifiable
+    for version, run in (("v0001", r1), ("v0002", r2), ("v0003", r3)):
+        folder = models(cfg) / EXCHANGE / version
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["files"] == tree_hashes(folder)
+        assert (folder / "run_manifest.json").read_bytes() == (run / "manifest.json").read_bytes()
+        for rel in runs_before[run]:
+            assert (folder / rel).read_bytes() == (run / rel).read_bytes()
+            assert not os.access(folder / rel, os.W_OK) or os.geteuid() == 0      # published files are read-only
+        assert manifest["run_id"] == run.name and manifest["dataset_sha256"] == json.loads((run / "manifest.json").read_text())["dataset_sha256"]
+        assert load_version_manifest(EXCHANGE, version, run_cfg=cfg)["version"] == version
+    assert {r: tree_hashes(r) for r in (r1, r2, r3)} == runs_before                 # runs untouched
+    assert list(list_versions(EXCHANGE, cfg).status) == ["current", "archived", "archived"]
+
+    change = jsonl(models(cfg) / "model_change_log.jsonl")
+    assert change[0]["constraints"] == ["paper only"] and change[0]["dataset_version"] == "2025-10-03"
+    assert change[1]["gate"] == {"passed": True, "dsr": 0.97} and change[2]["kind"] == "rollback"
+    assert change[2]["operator"] == "ravi" and change[2]["reason"] == "drawdown"
+    md = (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
+    assert "| NSE | deploy | v0002 | run-20251030-bbbbbbbbbbbb |" in md and "| PASS | asha | retrain |" in md
+    assert "| NSE | rollback | v0001 |" in md
+
+
+def test_rollback_walks_back_through_deploys(cfg):
+    for c, payload in (("a", "one"), ("b", "two"), ("c", "three")):
+        deploy_model(EXCHANGE, make_run(cfg, f"run-20251030-{c * 12}", payload).name, "asha", "d", run_cfg=cfg)
+    assert [rollback(EXCHANGE, run_cfg=cfg)["version"] for _ in range(2)] == ["v0002", "v0001"]
+    with pytest.raises(RegistryError, match="nothing to roll back to"):
+        rollback(EXCHANGE, run_cfg=cfg)
+    assert rollback(EXCHANGE, "v0003", run_cfg=cfg)["previous_version"] == "v0001"
+    assert rollback(EXCHANGE, run_cfg=cfg)["version"] == "v0001"
+
+
+def test_corrupted_copy_refused(cfg, monkeypatch):
+    import oi_ml.registry as registry
+    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "base", run_cfg=cfg)
+    run = make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two")
+    before, copy = snapshot(cfg), registry._copy_durable
+
+    def flaky_copy(src, dst):   # a disk or copy fault: one byte flipped in one file
+        copy(src, dst)
+        if dst.name == "calibration.json":
+            data = bytearray(dst.read_bytes()); data[0] ^= 1; dst.write_bytes(bytes(data))
+
+    monkeypatch.setattr(registry, "_copy_durable", flaky_copy)
+    with pytest.raises(ModelIntegrityError, match=r"\.v0002\.staging/calibration.json: sha256"):
+        deploy_model(EXCHANGE, run.name, "asha", "flaky disk", run_cfg=cfg)
+    assert snapshot(cfg) == before and leftovers(cfg) == [] and current_version(EXCHANGE, cfg) == "v0001"
+
+
+def test_unlisted_run_files_are_copied_and_flagged(cfg):
+    run = make_run(cfg, "run-20251030-dddddddddddd", "x", extra={"reports/backtest_summary.json": '{"sharpe": 1.1}'},
+                   gate={"passed": True})
+    manifest = deploy_model(EXCHANGE, run.name, "asha", "with reports", run_cfg=cfg)
+    assert manifest["unlisted_run_files"] == ["reports/backtest_summary.json", "reports/gate_report.json"]
+    assert manifest["gate"] == {"passed": True}                                     # read from the run's gate report
+    folder, loaded = load_version(EXCHANGE, run_cfg=cfg)
+    assert loaded["files"]["reports/backtest_summary.json"] == sha(b'{"sharpe": 1.1}')
+    assert (folder / "reports/backtest_summary.json").read_text() == '{"sharpe": 1.1}'
+
+
+def snapshot(cfg: RunConfig) -> dict:
+    "Every file under data/models except the run folders, with its bytes."
+    root = models(cfg)
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "/run-" not in "/" + p.relative_to(root).as_posix() and p.name != ".registry.lock"}
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda run: (run / "calibration.json").write_text('{"a": 2.0}'), "calibration.json: sha256"),
+    (lambda run: (run / "models/regime_1.lgb.txt").unlink(), "regime_1.lgb.txt: file listed in the manifest is missing"),
+    (lambda run: (run / "models/regime_0.lgb.txt").write_text(""), "regime_0.lgb.txt: sha256"),
+])
+def test_tampered_run_refused_before_any_change(cfg, tamper, message):
+    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "base", run_cfg=cfg)
+    run = make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two")
+    before = snapshot(cfg)
+    tamper(run)
+    with pytest.raises(ModelIntegrityError, match=message):
+        deploy_model(EXCHANGE, run.name, "asha", "tampered", run_cfg=cfg)
+    with pytest.raises(ModelIntegrityError, match=message):
+        verify_run(EXCHANGE, run.name, cfg)
+    assert snapshot(cfg) == before and current_version(EXCHANGE, cfg) == "v0001"
+
+
+def test_bad_runs_refused(cfg):
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "exchange": "BSE"}))
+    with pytest.raises(RegistryError, match="exchange 'BSE' differs"):
+        deploy_model(EXCHANGE, run.name, "asha", "x", run_cfg=cfg)
+    (run / "manifest.json").write_text(json.dumps({**manifest, "files": {"../outside.txt": "0" * 64}}))
+    with pytest.raises(ModelIntegrityError, match="unsafe path"):
+        deploy_model(EXCHANGE, run.name, "asha", "x", run_cfg=cfg)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    (run / "link.json").symlink_to(run / "calibration.json")
+    with pytest.raises(ModelIntegrityError, match="symlinks are not allowed"):
+        deploy_model(EXCHANGE, run.name, "asha", "x", run_cfg=cfg)
+    (run / "link.json").unlink()
+    with pytest.raises(RegistryError, match="gate failed"):
+        deploy_model(EXCHANGE, run.name, "asha", "x", gate={"passed": False, "reasons": ["DSR 0.4"]}, run_cfg=cfg)
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        deploy_model(EXCHANGE, "run-20251030-ffffffffffff", "asha", "x", run_cfg=cfg)
+    assert current_version(EXCHANGE, cfg) is None and not (models(cfg) / "registry.json").exists()
+    assert deploy_model(EXCHANGE, run.name, "asha", "fine now", run_cfg=cfg)["version"] == "v0001"
+
+
+def writable(path: Path) -> Path:
+    path.chmod(0o644)
+    return path
+
+
+def test_tampered_version_detected_on_load(cfg):
+    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
+    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "b", run_cfg=cfg)
+    v1 = models(cfg) / EXCHANGE / "v0001"
+    original = (v1 / "regime_hmm.json").read_bytes()
+    writable(v1 / "regime_hmm.json").write_bytes(original + b" ")
+    actual, expected = sha(original + b" "), sha(original)
+    with pytest.raises(ModelIntegrityError, match=f"v0001/regime_hmm.json: sha256 {actual[:12]}… does not match the manifest's {expected[:12]}"):
+        load_version_manifest(EXCHANGE, "v0001", run_cfg=cfg)
+    with pytest.raises(ModelIntegrityError, match="regime_hmm.json: sha256"):           # a tampered target is not rolled back to
+        rollback(EXCHANGE, run_cfg=cfg)
+    assert current_version(EXCHANGE, cfg) == "v0002"
+    (v1 / "regime_hmm.json").write_bytes(original)
+    assert load_version_manifest(EXCHANGE, "v0001", run_cfg=cfg)["version"] == "v0001"
+
+    (v1 / "models" / "regime_2.lgb.txt").write_text("sneaked in")                       # unlisted file
+    with pytest.raises(ModelIntegrityError, match="regime_2.lgb.txt: file not listed"):
+        load_version_manifest(EXCHANGE, "v0001", run_cfg=cfg)
+    (v1 / "models" / "regime_2.lgb.txt").unlink()
+
+    writable(v1 / "calibration.json").write_text('{"a": 99}')                            # file and manifest both edited
+    manifest = json.loads((v1 / "manifest.json").read_text())
+    manifest["files"]["calibration.json"] = sha(b'{"a": 99}')
+    writable(v1 / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    with pytest.raises(ModelIntegrityError, match="v0001/manifest.json: sha256 .* does not match the registry's"):
+        load_version(EXCHANGE, "v0001", run_cfg=cfg)
+
+    v2 = models(cfg) / EXCHANGE / "v0002"
+    (v2 / "models" / "regime_0.lgb.txt").unlink()
+    with pytest.raises(ModelIntegrityError, match="v0002/models/regime_0.lgb.txt: file listed in the manifest is missing"):
+        load_version(EXCHANGE, run_cfg=cfg)
+
+
+# ---------------------------------------------------------------- fault injection: kill at every step
+
+DEPLOY_EXPECTED = {  # crash point -> (pointer after the kill, version folder the kill left published)
+    "deploy.verify_run": ("v0001", False), "deploy.stage": ("v0001", False), "deploy.stage_partial": ("v0001", False),
+    "deploy.verify_copy": ("v0001", False), "deploy.publish": ("v0001", False), "deploy.switch": ("v0001", True),
+    "deploy.switch_temp": ("v0001", True), "deploy.log": ("v0002", True), "deploy.log_partial": ("v0002", True),
+    "deploy.done": ("v0002", True)}
+ROLLBACK_EXPECTED = {"rollback.verify": "v0002", "rollback.switch": "v0002", "rollback.switch_temp": "v0002",
+                     "rollback.log": "v0001", "rollback.log_partial": "v0001", "rollback.done": "v0001"}
+
+
+def run_killed(cfg: RunConfig, call: str, crash_at: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    code = ("from oi_ml.config import RunConfig\nfrom oi_ml.registry import deploy_model, rollback\n"
+            f"cfg = RunConfig(data_dir={cfg.data_dir!r})\n{call}\nprint('no crash')")
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, CRASH_ENV: crash_at}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_crash_points_cover_every_step():
+    assert set(DEPLOY_EXPECTED) == set(DEPLOY_CRASH_POINTS) and set(ROLLBACK_EXPECTED) == set(ROLLBACK_CRASH_POINTS)
+
+
+@pytest.mark.parametrize("crash_at", list(DEPLOY_EXPECTED))
+def test_deploy_killed_at_each_step_leaves_valid_pointer(cfg, tmp_path, crash_at):
+    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "base", run_cfg=cfg)
+    run = make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two")
+    proc = run_killed(cfg, f"deploy_model('NSE', {run.name!r}, 'asha', 'killed', run_cfg=cfg)", crash_at, tmp_path)
+    assert proc.returncode == 137, f"{crash_at} not reached:\n{proc.stdout}\n{proc.stderr}"
+    pointer, published = DEPLOY_EXPECTED[crash_at]
+    assert current_version(EXCHANGE, cfg) == pointer
+    folder, manifest = load_version(EXCHANGE, run_cfg=cfg)                 # complete and verified
+    assert folder.name == pointer and manifest["files"] == tree_hashes(folder)
+    assert (models(cfg) / EXCHANGE / "v0002").is_dir() == published
+    # the next deploy is neither blocked (the kernel released the dead process's lock) nor confused by leftovers
+    again = deploy_model(EXCHANGE, run.name, "asha", "after the kill", run_cfg=cfg, lock_timeout=0.5)
+    assert again["version"] == ("v0003" if published else "v0002") and current_version(EXCHANGE, cfg) == again["version"]
+    assert leftovers(cfg) == []
+    assert_logs_consistent(cfg)
+    for version in list_versions(EXCHANGE, cfg).version:
+        load_version_manifest(EXCHANGE, version, run_cfg=cfg)              # every folder on disk still verifies
+    assert sync_logs(cfg) == 0                                             # nothing left to repair
+
+
+@pytest.mark.parametrize("crash_at", list(ROLLBACK_EXPECTED))
+def test_rollback_killed_at_each_step_leaves_valid_pointer(cfg, tmp_path, crash_at):
+    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
+    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "b", run_cfg=cfg)
+    proc = run_killed(cfg, "rollback('NSE', operator='ravi', reason='killed', run_cfg=cfg)", crash_at, tmp_path)
+    assert proc.returncode == 137, f"{crash_at} not reached:\n{proc.stdout}\n{proc.stderr}"
+    assert current_version(EXCHANGE, cfg) == ROLLBACK_EXPECTED[crash_at]
+    load_version(EXCHANGE, run_cfg=cfg)
+    if current_version(EXCHANGE, cfg) == "v0002":
+        rollback(EXCHANGE, operator="ravi", reason="again", run_cfg=cfg, lock_timeout=0.5)
+    else:
+        sync_logs(cfg)
+    assert current_version(EXCHANGE, cfg) == "v0001" and leftovers(cfg) == []
+    assert_logs_consistent(cfg)
+    assert [e["action"] for e in raw_registry(cfg)["exchanges"][EXCHANGE]["history"]] == ["deploy", "deploy", "rollback"]
+
+
+# ---------------------------------------------------------------- leftovers, logs, lock, sign-off
+
+def test_stale_staging_and_unreferenced_versions(cfg):
+    root = models(cfg) / EXCHANGE
+    (root / ".v0001.staging" / "models").mkdir(parents=True)
+    (root / ".v0001.staging" / "models" / "half.txt").write_text("half a copy")
+    (models(cfg) / ".registry.json.4242.deadbeef.tmp").write_text('{"format": 1, "exchanges": {"NSE": {"current": "v0009"')
+    assert deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)["version"] == "v0001"
+    assert leftovers(cfg) == []
+    (root / "v0002").mkdir()                                                # unreferenced, e.g. a hand-made folder
+    (root / "v0002" / "junk.txt").write_text("junk")
+    (root / ".v0003.staging").mkdir()
+    m = deploy_model(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "b", run_cfg=cfg)
+    assert m["version"] == "v0003" and (root / "v0002" / "junk.txt").read_text() == "junk"
+    assert leftovers(cfg) == []
+    assert dict(zip(list_versions(EXCHANGE, cfg).version, list_versions(EXCHANGE, cfg).status)) == {
+        "v0001": "archived", "v0002": "unreferenced (manifest unreadable)", "v0003": "current"}
+    with pytest.raises(RegistryError, match="v0002 was never deployed"):
+        rollback(EXCHANGE, "v0002", run_cfg=cfg)
+
+
+def test_torn_log_line_is_skipped_and_repaired(cfg):
+    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
+    with open(models(cfg) / "deployments.log", "a") as f:
+        f.write('{"event_id": "NSE-00')                                    # a write cut short by a kill
+    (models(cfg) / "MODEL_CHANGE_LOG.md").unlink()
+    assert sync_logs(cfg) == 0
+    assert (models(cfg) / "MODEL_CHANGE_LOG.md").exists()
+    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "b", run_cfg=cfg)
+    assert_logs_consistent(cfg)
+
+
+def test_held_lock_makes_a_second_deploy_fail_clearly(cfg):
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
+    with registry_lock(cfg, purpose="maintenance"):
+        t0 = time.monotonic()
+        with pytest.raises(RegistryLockedError, match=rf"locked by pid {os.getpid()} .*maintenance"):
+            deploy_model(EXCHANGE, run.name, "asha", "blocked", run_cfg=cfg, lock_timeout=0.3)
+        assert time.monotonic() - t0 >= 0.3
+        with pytest.raises(RegistryLockedError):
+            rollback(EXCHANGE, run_cfg=cfg, lock_timeout=0.1)
+    assert current_version(EXCHANGE, cfg) is None and not list((models(cfg) / EXCHANGE).glob("*v0001*"))
+    assert deploy_model(EXCHANGE, run.name, "asha", "free", run_cfg=cfg, lock_timeout=0.3)["version"] == "v0001"
+
+
+def test_concurrent_deploys_are_serialised(cfg, tmp_path):
+    runs = [make_run(cfg, f"run-20251030-{c * 12}", c) for c in "ab"]
+    code = ("import sys\nfrom oi_ml.config import RunConfig\nfrom oi_ml.registry import deploy_model\n"
+            f"print(deploy_model('NSE', sys.argv[1], 'bot', 'parallel', run_cfg=RunConfig(data_dir={cfg.data_dir!r}))['version'])")
+    with registry_lock(cfg, purpose="hold while both start"):
+        procs = [subprocess.Popen([sys.executable, "-c", code, r.name], cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for r in runs]
+        time.sleep(2.5)                                                   # both import and queue on the lock
+        assert all(p.poll() is None for p in procs)
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sorted(o[0].strip() for o in outs) == ["v0001", "v0002"]
+    history = raw_registry(cfg)["exchanges"][EXCHANGE]["history"]
+    assert [(e["version"], e["previous_version"]) for e in history] == [("v0001", None), ("v0002", "v0001")]
+    assert {e["run_id"] for e in history} == {r.name for r in runs}
+    assert_logs_consistent(cfg)
+
+
+def test_signoff(cfg):
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
+    deploy_model(EXCHANGE, run.name, "asha", "a", run_cfg=cfg)
+    s1 = record_signoff(EXCHANGE, run.name, "meera (risk)", "approved_with_constraints", "max 2 lots", date="2025-10-31", run_cfg=cfg)
+    s2 = record_signoff("nse", "v0001", "li (model validation)", "approved", run_cfg=cfg)
+    assert s1["manifest_sha256"] == sha((run / "manifest.json").read_bytes()) and s1["version"] is None
+    assert s2["manifest_sha256"] == raw_registry(cfg)["exchanges"][EXCHANGE]["history"][0]["manifest_sha256"]
+    with pytest.raises(ValueError, match="not one of"):
+        record_signoff(EXCHANGE, "v0001", "meera", "lgtm", run_cfg=cfg)
+    with pytest.raises(ValueError, match="reviewer must be given"):
+        record_signoff(EXCHANGE, "v0001", " ", "approved", run_cfg=cfg)
+    with pytest.raises(FileNotFoundError, match="v0007/manifest.json"):
+        record_signoff(EXCHANGE, "v0007", "meera", "approved", run_cfg=cfg)
+    change = jsonl(models(cfg) / "model_change_log.jsonl")
+    assert [r["kind"] for r in change] == ["deploy", "signoff", "signoff"]
+    md = (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
+    assert f"| 2025-10-31 | NSE | signoff | — | {run.name} |" in md and "| meera (risk) | approved_with_constraints | max 2 lots |" in md
+    assert_logs_consistent(cfg)
