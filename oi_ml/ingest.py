@@ -81,9 +81,16 @@ OHLCV_ALIASES = {"timestamp": ("timestamp", "datetime", "date", "time", "date_ti
 OHLCV_REQUIRED = ("timestamp", "open", "high", "low", "close", "volume")
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    "Read a CSV (optionally zipped) or Parquet file with every column as text or as stored."
+    "Read a CSV (optionally zipped) or Parquet file; unreadable files raise a ValueError naming the file."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return _read_table(path)
+    except (zipfile.BadZipFile, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+        raise ValueError(f"{path}: cannot read the file ({type(err).__name__}: {err})") from err
+
+def _read_table(path: Path) -> pd.DataFrame:
+    "The reader behind `read_table`."
     if path.suffix == ".parquet": return pd.read_parquet(path)
     if path.suffix == ".zip":
         with zipfile.ZipFile(path) as zf:
@@ -115,8 +122,13 @@ def parse_numbers(frame: pd.DataFrame, columns, report: ValidationReport) -> pd.
 def parse_timestamps(values: pd.Series, report: ValidationReport, column: str, tz=IST, session_open: dt.time = dt.time(9, 15)) -> pd.Series:
     "Parse dates/datetimes (naive = exchange time `tz`) to UTC; date-only values get `session_open`."
     text = values.astype("string").str.strip()
-    parsed = pd.to_datetime(text, errors="coerce", format="mixed", dayfirst=False)
-    bad = parsed.isna() & values.notna()
+    has_offset = text.str.contains(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[+-]\d{2}:?\d{2}|Z)$", regex=True).fillna(False).to_numpy()
+    if has_offset.any() and not has_offset[values.notna().to_numpy()].all():
+        odd = has_offset if has_offset.sum() <= (~has_offset).sum() else (~has_offset & values.notna().to_numpy())
+        report.add(np.flatnonzero(odd) + 1, column, "schema", "mixed time zones: some timestamps carry an offset and others do not")
+        text = text.where(~odd)
+    parsed = pd.to_datetime(text, errors="coerce", format="mixed", dayfirst=False, utc=bool(has_offset.any() and not (~has_offset & values.notna().to_numpy()).any()))
+    bad = parsed.isna() & text.notna()
     report.add(np.flatnonzero(bad.to_numpy()) + 1, column, "schema", [f"unparseable date: {v!r}" for v in values[bad]])
     date_only = text.str.fullmatch(r"\d{4}-\d{2}-\d{2}|\d{1,2}-[A-Za-z]{3}-\d{4}|\d{2}/\d{2}/\d{4}").fillna(False).to_numpy()
     if parsed.dt.tz is None:
@@ -169,7 +181,7 @@ def check_temporal(timestamps: pd.Series, report: ValidationReport, quality: Qua
     local_day = pd.to_datetime(ts).tz_localize("UTC").tz_convert(IST).date
     same_day = np.r_[False, local_day[1:] == local_day[:-1]] & same_group
     if len(ts) > 2 and np.median(step[1:]) < 24 * 60:
-        gap = same_day & (step > quality.max_gap_minutes)
+        gap = same_day & (step > max(quality.max_gap_minutes, np.median(step[1:])))   # a gap is longer than the bar spacing
         report.add(np.flatnonzero(gap) + 1, column, "gaps", [f"{m:.0f}-minute gap inside the session" for m in step[gap]], "warning")
 
 # %% ../nbs/03_ingest.ipynb #c015
@@ -181,7 +193,7 @@ def quarantine(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, 
     "Store the problem rows (with their raw text) in the `quarantine` table and `quarantine_dir/<batch_id>.csv`."
     if report.problems.empty: return 0
     q = report.problems.copy()
-    q["raw"] = [json.dumps(raw.iloc[r - 1].astype(str).to_dict()) if 0 < r <= len(raw) else "" for r in q.row_number]
+    q["raw"] = [json.dumps({k: (None if pd.isna(v) else str(v)) for k, v in raw.iloc[r - 1].items()}) if 0 < r <= len(raw) else "" for r in q.row_number]
     q.insert(0, "file", report.file); q.insert(0, "batch_id", batch_id)
     q["quarantined_at"] = pd.Timestamp.now(tz="UTC")
     Path(quarantine_dir).mkdir(parents=True, exist_ok=True)
@@ -190,7 +202,8 @@ def quarantine(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, 
         con.execute("DELETE FROM quarantine WHERE batch_id = ?", [batch_id])
         insert_rows(con, "quarantine", q[["batch_id", "file", "row_number", "column_name", "check_name", "reason", "raw", "quarantined_at"]]
                     .drop_duplicates(["row_number", "column_name", "check_name"]))
-    return int(q.row_number.nunique())
+    dropped = (q.severity == "error") | (q.check_name == "completeness")
+    return int(q.row_number[dropped].nunique())
 
 def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, window) -> dict:
     "Quarantine problems; reject on errors (store untouched), else write `frames` + rebuild ml_features in one transaction."
@@ -202,7 +215,7 @@ def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, w
         raise IngestError(report)
     with transaction(con):
         added = {t: insert_rows(con, t, f, batch_id) for t, f in frames.items()}
-        rebuild_ml_features_in_transaction(con, window)
+        if window is not None: rebuild_ml_features_in_transaction(con, window)
         record_training_batch(con, status="stored", rows_stored=int(sum(added.values())), **meta)
     return dict(batch_id=batch_id, rows_added=added, warnings=report.summary_lines(), report=report.to_dict())
 
@@ -220,7 +233,7 @@ def _header_error(report: ValidationReport, missing: list[str], found) -> Ingest
 
 def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_cfg: RunConfig | None = None) -> dict:
     "Validate an OHLCV CSV/Parquet file and store it in `underlying_bars` (all or nothing on errors)."
-    run_cfg, path = run_cfg or RunConfig(), Path(path)
+    run_cfg, path, exchange = run_cfg or RunConfig(), Path(path), exchange.upper()
     raw = read_table(path); frame = normalise_ohlcv_columns(raw)
     report = ValidationReport(str(path), rows_in=len(raw))
     batch_id = f"ohlcv-{exchange}-{symbol}-{file_sha256(path)[:12]}"
@@ -240,7 +253,7 @@ def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_
                              low=kept.low, close=kept.close, volume=kept.volume, futures_price=np.nan, futures_oi=np.nan,
                              advances=pd.array([pd.NA] * len(kept), dtype="Int64"), declines=pd.array([pd.NA] * len(kept), dtype="Int64"),
                              source="imported"))
-    window = window_params(exchange, bars.timestamp.min(), bars.timestamp.max()) if len(bars) else window_params(exchange)
+    window = window_params(exchange, bars.timestamp.min(), bars.timestamp.max()) if len(bars) else None
     return _finish(con, report, raw, batch_id, exchange, "ohlcv", path, {"underlying_bars": bars}, run_cfg, window)
 
 def _merge(report: ValidationReport, sub: ValidationReport, rows: np.ndarray) -> None:
@@ -352,7 +365,7 @@ def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) 
 
 def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple | None = None, run_cfg: RunConfig | None = None) -> dict:
     "Validate an NSE F&O bhavcopy (old or UDiFF, CSV or zip) and store its index options and underlying (all or nothing on errors)."
-    run_cfg, path, cfg = run_cfg or RunConfig(), Path(path), get_exchange_config(exchange)
+    run_cfg, path, cfg, exchange = run_cfg or RunConfig(), Path(path), get_exchange_config(exchange), exchange.upper()
     raw = read_table(path)
     report = ValidationReport(str(path), rows_in=len(raw))
     batch_id = f"bhav-{exchange}-{file_sha256(path)[:12]}"
@@ -363,7 +376,7 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     sub = ValidationReport(report.file); incomplete = _bhav_checks(frame[wanted].reset_index(drop=True), sub, run_cfg.quality)
     _merge(report, sub, np.flatnonzero(wanted) + 1)
     chain, bars = _chain_from_bhav(frame[wanted][~incomplete], exchange, run_cfg.risk_free_rate)
-    window = window_params(exchange, chain.timestamp.min(), chain.timestamp.max()) if len(chain) else window_params(exchange)
+    window = window_params(exchange, chain.timestamp.min(), chain.timestamp.max()) if len(chain) else None
     result = _finish(con, report, raw, batch_id, exchange, "bhavcopy", path, {"option_chain_snapshots": chain, "underlying_bars": bars}, run_cfg, window)
     return {**result, "format": fmt, "rows_skipped_other_symbols": int((~wanted).sum())}
 

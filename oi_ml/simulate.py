@@ -15,8 +15,8 @@ from scipy.special import ndtr
 
 from .config import (IST, ExchangeConfig, RunConfig, SimulationConfig, get_exchange_config, monthly_expiry,
                           trading_days, weekly_expiries)
-from .store import (insert_rows, rebuild_ml_features_in_transaction, record_training_batch, transaction,
-                         window_params)
+from .store import (insert_rows, rebuild_ml_features_in_transaction, record_training_batch, schema_columns,
+                         transaction, window_params)
 
 # %% auto #0
 __all__ = ['REGIMES', 'REGIME_TRANSITIONS', 'REGIME_ANNUAL_VOL', 'REGIME_VIX', 'REGIME_FLOW_PERSISTENCE', 'REGIME_SIGNAL_GAIN',
@@ -260,36 +260,43 @@ def chain_frame(cfg: ExchangeConfig, lp: LatentPaths, state: MarketState, bar_sl
     half_spread = np.maximum(0.05, np.round(0.002 * ltp / 0.05) * 0.05)
     expiry_ord = expiry.astype("int64").astype(float)
     oi = _open_interest(cfg, strike, is_call, expiry_ord, tau_days, state.session_open[s_i], state.flow_ewma[s_i], s_i.astype(float), seed)
-    prev = np.maximum(s_i - chain_interval, 0)
-    prev_tau_days = tau_days + (s_i - prev) * 1.0 / 1440
+    prev = np.maximum(s_i - chain_interval, 0)   # the previous snapshot: 3 minutes earlier, or the last one of the previous session
+    prev_tau_days = np.maximum((expiry_close - lp.timestamps[prev]).total_seconds().to_numpy() / 86400.0, 1 / 1440)
     oi_prev = _open_interest(cfg, strike, is_call, expiry_ord, prev_tau_days, state.session_open[prev], state.flow_ewma[prev], prev.astype(float), seed)
-    rng = np.random.default_rng([seed, 2, _exchange_salt(cfg), int(snap[0])])
+    draws = _daily_draws(lp.day_index[s_i], [seed, 2, _exchange_salt(cfg)], lambda rng, n: np.column_stack(
+        [rng.lognormal(0, 0.35, n), rng.poisson(20, n), rng.poisson(20, n)]))
     profile = intraday_profile(int(lp.bar_in_day.max()) + 1)[lp.bar_in_day[s_i]]
     volume = np.round(3.0e3 * chain_interval * profile * lp.garch[s_i] * np.exp(-np.abs(k_off) / 4.0)
                       * np.exp(np.where(is_call, -0.35, 0.35) * lp.flow[s_i]) * np.where(e_rank == 0, 1.0, 0.35)
-                      * np.where(tau_days < 1, 2.0, 1.0) * rng.lognormal(0, 0.35, len(s_i)))
+                      * np.where(tau_days < 1, 2.0, 1.0) * draws[:, 0])
     lots = np.array([cfg.lot_size(d) for d in lp.days])[lp.day_index[s_i]]
     return pd.DataFrame(dict(
         timestamp=ts, exchange=cfg.exchange, symbol=cfg.symbol, expiry=pd.DatetimeIndex(expiry).date, strike=strike,
         option_type=np.where(is_call, "CE", "PE"), ltp=ltp, iv=np.round(iv, 6), oi=oi, oi_change=oi - oi_prev, volume=volume,
-        bid=np.maximum(ltp - half_spread, 0.05), ask=ltp + half_spread, bid_qty=lots * rng.poisson(20, len(s_i)).astype(float),
-        ask_qty=lots * rng.poisson(20, len(s_i)).astype(float), underlying_price=spot, lot_size=lots, source="simulated"))
+        bid=np.maximum(ltp - half_spread, 0.05), ask=ltp + half_spread, bid_qty=lots * draws[:, 1],
+        ask_qty=lots * draws[:, 2], underlying_price=spot, lot_size=lots, source="simulated"))
+
+def _daily_draws(day_of_row: np.ndarray, key: list, draw) -> np.ndarray:
+    "Random draws for rows grouped by trading day, each day from its own seeded generator (chunking cannot change them)."
+    days, starts = np.unique(day_of_row, return_index=True)
+    bounds = list(starts) + [len(day_of_row)]
+    return np.concatenate([draw(np.random.default_rng(key + [int(d)]), bounds[i + 1] - bounds[i]) for i, d in enumerate(days)])
 
 # %% ../nbs/02_simulate.ipynb #c024
 def book_frame(cfg: ExchangeConfig, lp: LatentPaths, state: MarketState, bar_slice: slice, seed: int, levels: int = 5) -> pd.DataFrame:
     "Top-`levels` order-book depth of the futures for each bar in `bar_slice`."
     idx = np.arange(len(lp.returns))[bar_slice]
-    rng = np.random.default_rng([seed, 3, _exchange_salt(cfg), int(idx[0])])
     shape = (len(idx), levels)
     i = np.broadcast_to(idx[:, None], shape).ravel(); level = np.broadcast_to(np.arange(1, levels + 1)[None, :], shape).ravel()
     best_bid = np.floor(state.futures[i] / 0.05) * 0.05
     lot = np.array([cfg.lot_size(d) for d in lp.days])[lp.day_index[i]]
     depth = 40.0 * np.exp(-0.15 * (level - 1))
+    noise = _daily_draws(lp.day_index[i], [seed, 3, _exchange_salt(cfg)], lambda rng, n: rng.standard_normal((n, 2)))
     return pd.DataFrame(dict(
         timestamp=lp.timestamps[i], exchange=cfg.exchange, symbol=cfg.symbol, level=level,
         bid_price=np.round(best_bid - 0.05 * (level - 1), 2), ask_price=np.round(best_bid + 0.05 * level, 2),
-        bid_qty=lot * np.round(depth * np.exp(0.4 * lp.flow[i] + 0.3 * rng.standard_normal(len(i)))),
-        ask_qty=lot * np.round(depth * np.exp(-0.4 * lp.flow[i] + 0.3 * rng.standard_normal(len(i)))), source="simulated"))
+        bid_qty=lot * np.round(depth * np.exp(0.4 * lp.flow[i] + 0.3 * noise[:, 0])),
+        ask_qty=lot * np.round(depth * np.exp(-0.4 * lp.flow[i] + 0.3 * noise[:, 1])), source="simulated"))
 
 # %% ../nbs/02_simulate.ipynb #c027
 RAW_TABLES = ("underlying_bars", "option_chain_snapshots", "vix_term_structure", "order_book_depth_snapshots", "macro_signals", "ml_features")
@@ -317,15 +324,21 @@ def simulate_market(con, exchange: str, start="2025-08-01", end=None, n_days: in
                   signal_strength=signal_strength, simulation=dict(sim.__dict__), risk_free_rate=run_cfg.risk_free_rate)
     rows = {}
     with transaction(con):
-        for table in RAW_TABLES:
-            con.execute(f"DELETE FROM {table} WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end", window)
+        for table in RAW_TABLES[:-1]:   # simulated rows of this index only: imported data of other symbols stays
+            symbol = "AND symbol = $symbol" if "symbol" in schema_columns(table) else ""
+            con.execute(f"DELETE FROM {table} WHERE exchange = $exchange AND source = 'simulated' {symbol} "
+                        "AND timestamp BETWEEN $start AND $end", {**window, "symbol": cfg.symbol} if symbol else window)
         for table, frame in frames.items(): rows[table] = insert_rows(con, table, frame, batch_id)
         for chunk in _chunks(lp, sim.chunk_days, progress, cfg.exchange):
             rows["option_chain_snapshots"] = rows.get("option_chain_snapshots", 0) + insert_rows(
                 con, "option_chain_snapshots", chain_frame(cfg, lp, state, chunk, seed, sim, run_cfg.risk_free_rate, chain_interval), batch_id)
             rows["order_book_depth_snapshots"] = rows.get("order_book_depth_snapshots", 0) + insert_rows(
                 con, "order_book_depth_snapshots", book_frame(cfg, lp, state, chunk, seed), batch_id)
-        rows["ml_features"] = rebuild_ml_features_in_transaction(con, window)
+        # macro prints reach the next sessions: rebuild a few days past the window so no feature row keeps a stale print
+        rebuild = {**window, "end": (pd.Timestamp(window["end"]) + pd.Timedelta(days=5)).to_pydatetime()}
+        rebuild_ml_features_in_transaction(con, rebuild)
+        rows["ml_features"] = con.execute("SELECT count(*) FROM ml_features WHERE exchange = $exchange AND symbol = $symbol "
+                                          "AND timestamp BETWEEN $start AND $end", {**window, "symbol": cfg.symbol}).fetchall()[0][0]
         record_training_batch(con, batch_id, cfg.exchange, "simulate", "simulated", rows_in=sum(rows.values()),
                               rows_stored=sum(rows.values()), config=params)
     return dict(batch_id=batch_id, rows=rows, **params)

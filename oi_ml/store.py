@@ -131,8 +131,10 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame,
     try:
         params = [batch_id] if ("batch_id" in cols and "batch_id" not in frame.columns) else []
         con.execute(f"INSERT OR IGNORE INTO {table} SELECT {sel} FROM _incoming", params)
-    finally:
-        con.unregister("_incoming")
+    except Exception:
+        with contextlib.suppress(Exception): con.unregister("_incoming")   # may fail in an aborted transaction
+        raise
+    con.unregister("_incoming")
     return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
 
 def write_batch(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame], batch: dict) -> dict[str, int]:
@@ -202,7 +204,7 @@ chain_agg AS (
     sum(CASE WHEN iv > 0 AND tau > 0 THEN
           exp(-0.5 * pow((ln(spot / strike) + 0.5 * iv * iv * tau) / (iv * sqrt(tau)), 2)) / sqrt(2 * pi())
           / (spot * iv * sqrt(tau)) * oi * lot_size * spot * spot * 0.01
-          * CASE WHEN option_type = 'CE' THEN 1 ELSE -1 END END) AS gex,
+          * CASE WHEN option_type = 'CE' THEN 1 ELSE -1 END END ORDER BY expiry, strike, option_type) AS gex,
     min(date_diff('second', timestamp, (near_expiry + INTERVAL 10 HOUR)::TIMESTAMPTZ)) / 86400.0 AS days_to_expiry,
     max(lot_size) AS lot_size
   FROM near GROUP BY symbol, timestamp),

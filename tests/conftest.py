@@ -1,0 +1,64 @@
+"""Shared tiny fixtures for the warehouse tests (store, simulate, ingest, datasets): a fresh warehouse under
+`tmp_path`, a copy of a small simulated warehouse (built once per session), and table fingerprints."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from oi_ml.config import RunConfig
+from oi_ml.store import TABLES, connect
+
+BOOKKEEPING_TABLES = ("quarantine", "training_batches")  # expected to record a rejection
+DATA_TABLES = tuple(t for t in TABLES if t not in BOOKKEEPING_TABLES)
+
+
+def table_fingerprint(con, table: str) -> tuple:
+    "(row count, order-free sum of row hashes) of one table."
+    return tuple(con.execute(f"SELECT count(*), sum(hash(t)) FROM {table} t").fetchall()[0])
+
+
+def warehouse_fingerprint(con, tables=DATA_TABLES) -> dict:
+    "Fingerprint of every table in `tables` (by default all but the bookkeeping tables)."
+    return {t: table_fingerprint(con, t) for t in tables}
+
+
+@pytest.fixture
+def fingerprint():
+    "The `warehouse_fingerprint` helper."
+    return warehouse_fingerprint
+
+
+@pytest.fixture
+def cfg(tmp_path) -> RunConfig:
+    "A run configuration whose data directory is this test's tmp_path."
+    return RunConfig(data_dir=str(tmp_path / "data"))
+
+
+@pytest.fixture
+def con(cfg):
+    "A fresh, empty warehouse."
+    c = connect(cfg)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def simulated_template(tmp_path_factory) -> Path:
+    "A closed warehouse file holding a 2-day NSE simulation (seed 0, 1 Aug 2025), built once per session."
+    from oi_ml.simulate import simulate_market
+    root = tmp_path_factory.mktemp("template")
+    run_cfg = RunConfig(data_dir=str(root))
+    c = connect(run_cfg)
+    simulate_market(c, "NSE", "2025-08-01", n_days=2, seed=0, run_cfg=run_cfg)
+    c.close()
+    return run_cfg.db_path
+
+
+@pytest.fixture
+def sim_con(cfg, simulated_template):
+    "A private, writable copy of the simulated template warehouse, in this test's data directory."
+    cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(simulated_template, cfg.db_path)
+    c = connect(cfg)
+    yield c
+    c.close()

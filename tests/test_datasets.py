@@ -1,0 +1,211 @@
+"""Integration and fault tests of `oi_ml.datasets`: content-addressed versions (same window -> same version and
+byte-identical files), manifest fields checked against the files themselves, tamper/deletion detection naming the
+file, suffixed versions for new content, and no orphan folders when writing or registration fails."""
+import hashlib
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oi_ml import datasets
+from oi_ml.config import RunConfig, config_to_dict
+from oi_ml.datasets import (
+    DATASET_FILES,
+    DatasetIntegrityError,
+    dataset_dir,
+    export_training_window,
+    latest_dataset_version,
+    list_datasets,
+    load_dataset,
+    load_manifest,
+    verify_dataset,
+)
+from oi_ml.simulate import simulate_market
+from oi_ml.store import build_ml_features, connect
+
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")  # emitted inside duckdb's .df() on pandas 3.1
+
+VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-\d+)?$")
+REQUIRED_FIELDS = {"version", "exchange", "window_start", "window_end", "row_count", "columns", "completeness", "files",
+                   "content_sha256", "source", "simulated", "config", "git_commit", "packages", "batches", "created_at"}
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def folders(cfg, exchange="NSE"):
+    root = cfg.datasets_dir / exchange
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def registry(con):
+    return con.execute("SELECT exchange, version, row_count, content_sha256, manifest_path FROM dataset_registry ORDER BY version").fetchall()
+
+
+# ---------------------------------------------------------------- versions and hashes
+def test_exporting_the_same_window_twice_gives_the_same_version_and_files(sim_con, cfg):
+    first = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    hashes = {name: sha256(dataset_dir("NSE", first["version"], cfg) / name) for name in DATASET_FILES}
+    second = export_training_window(sim_con, "nse", run_cfg=cfg)                       # exchange is case-insensitive
+    assert second["version"] == first["version"] == "2025-08-04" and second == first
+    assert {name: sha256(dataset_dir("NSE", first["version"], cfg) / name) for name in DATASET_FILES} == hashes
+    assert folders(cfg) == ["2025-08-04"] and len(registry(sim_con)) == 1
+
+
+def test_manifest_records_what_the_files_hold(sim_con, cfg):
+    manifest = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    folder = dataset_dir("NSE", manifest["version"], cfg)
+    assert REQUIRED_FIELDS <= set(manifest) and VERSION_RE.match(manifest["version"])
+    assert json.loads((folder / "manifest.json").read_text()) == manifest == load_manifest("NSE", manifest["version"], cfg)
+    frame, _ = load_dataset("NSE", manifest["version"], cfg)
+    assert manifest["exchange"] == "NSE" and manifest["row_count"] == len(frame) == 750
+    assert pd.Timestamp(manifest["window_start"]) == frame.timestamp.min() == pd.Timestamp("2025-08-01 03:45", tz="UTC")
+    assert pd.Timestamp(manifest["window_end"]) == frame.timestamp.max() == pd.Timestamp("2025-08-04 09:59", tz="UTC")
+    assert manifest["columns"] == {c: str(t) for c, t in frame.dtypes.items()}
+    assert manifest["completeness"] == {c: pytest.approx(frame[c].notna().mean(), abs=1e-6) for c in frame.columns}
+    assert manifest["completeness"]["fii_flow"] == 0.5                                 # first session: no flow published yet
+    for name in DATASET_FILES:
+        info = manifest["files"][name]
+        assert info["sha256"] == sha256(folder / name) and info["bytes"] == (folder / name).stat().st_size
+        assert info["rows"] == len(pd.read_parquet(folder / name))
+    expected_content = hashlib.sha256("".join(f"{n}:{manifest['files'][n]['sha256']};" for n in sorted(DATASET_FILES)).encode()).hexdigest()
+    assert manifest["content_sha256"] == expected_content
+    assert manifest["source"] == "simulated" and manifest["simulated"] is True and manifest["symbols"] == ["NIFTY"]
+    assert manifest["config"] == json.loads(json.dumps(config_to_dict(cfg)))
+    assert re.match(r"^([0-9a-f]{40}(\+dirty)?|unknown)$", manifest["git_commit"])
+    assert manifest["packages"]["numpy"] == np.__version__ and manifest["packages"]["pandas"] == pd.__version__
+    assert [b["batch_id"] for b in manifest["batches"]] == ["sim-NSE-2025-08-01-2025-08-04-seed0-s1"]
+    assert manifest["batches"][0]["config"]["seed"] == 0 and manifest["batches"][0]["kind"] == "simulate"
+    assert registry(sim_con) == [("NSE", manifest["version"], 750, manifest["content_sha256"], str(folder / "manifest.json"))]
+    export = sim_con.execute("SELECT kind, status, rows_stored FROM training_batches WHERE batch_id = ?",
+                             [f"export-NSE-{manifest['version']}"]).fetchall()
+    assert export == [("export", "stored", 750)]
+
+
+def test_chain_file_holds_the_window_of_the_warehouse(sim_con, cfg):
+    manifest = export_training_window(sim_con, "NSE", start="2025-08-04", run_cfg=cfg)
+    assert manifest["row_count"] == 375
+    chain, _ = load_dataset("NSE", manifest["version"], cfg, table="option_chain")
+    stored = sim_con.execute("SELECT count(*) FROM option_chain_snapshots WHERE timestamp >= '2025-08-04'").fetchall()[0][0]
+    assert len(chain) == stored == 125 * 2 * 2 * 21 and "batch_id" not in chain
+    keys = DATASET_FILES["option_chain.parquet"]
+    assert chain[keys].equals(chain[keys].sort_values(keys).reset_index(drop=True))       # rows in key order
+
+
+def test_new_content_for_the_same_end_date_gets_a_suffix_and_old_versions_stay(sim_con, cfg):
+    v1 = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    v2 = export_training_window(sim_con, "NSE", start="2025-08-04", run_cfg=cfg)
+    simulate_market(sim_con, "NSE", "2025-08-01", n_days=2, seed=1, run_cfg=cfg)         # same window, new content
+    v3 = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    assert [v1["version"], v2["version"], v3["version"]] == ["2025-08-04", "2025-08-04-2", "2025-08-04-3"]
+    assert len({v1["content_sha256"], v2["content_sha256"], v3["content_sha256"]}) == 3
+    for v in (v1, v2, v3):
+        assert verify_dataset("NSE", v["version"], cfg)["content_sha256"] == v["content_sha256"]   # immutable
+    assert list(list_datasets(cfg).version) == ["2025-08-04", "2025-08-04-2", "2025-08-04-3"]
+    assert latest_dataset_version("NSE", cfg) == "2025-08-04-3"
+    assert [r[1] for r in registry(sim_con)] == ["2025-08-04", "2025-08-04-2", "2025-08-04-3"]
+
+
+def test_fresh_warehouses_with_the_same_seed_give_the_same_dataset(tmp_path, sim_con, cfg):
+    "Two runs on two machines: the chain file is byte-identical, the features equal (gex to rounding)."
+    first = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    other_cfg = RunConfig(data_dir=str(tmp_path / "other"))
+    c = connect(other_cfg)
+    simulate_market(c, "NSE", "2025-08-01", n_days=2, seed=0, run_cfg=other_cfg)
+    second = export_training_window(c, "NSE", run_cfg=other_cfg)
+    assert second["version"] == first["version"]
+    assert second["files"]["option_chain.parquet"] == first["files"]["option_chain.parquet"]
+    a, _ = load_dataset("NSE", first["version"], cfg)
+    b, _ = load_dataset("NSE", second["version"], other_cfg)
+    pd.testing.assert_frame_equal(a.drop(columns="gex"), b.drop(columns="gex"))
+    np.testing.assert_allclose(a.gex, b.gex, rtol=1e-12)
+
+
+def test_rebuilding_features_from_the_same_raw_data_keeps_the_dataset_version(sim_con, cfg):
+    first = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    versions = set()
+    for threads in (1, 4, 4):                                   # another machine may have another core count
+        sim_con.execute(f"SET threads = {threads}")
+        build_ml_features(sim_con, "NSE")
+        versions.add(export_training_window(sim_con, "NSE", run_cfg=cfg)["version"])
+    assert versions == {first["version"]}
+
+
+def test_another_seed_gives_another_content_hash(tmp_path, sim_con, cfg):
+    first = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    other_cfg = RunConfig(data_dir=str(tmp_path / "other"))
+    c = connect(other_cfg)
+    simulate_market(c, "NSE", "2025-08-01", n_days=2, seed=1, run_cfg=other_cfg)
+    second = export_training_window(c, "NSE", run_cfg=other_cfg)
+    assert all(second["files"][n]["sha256"] != first["files"][n]["sha256"] for n in DATASET_FILES)
+
+
+# ---------------------------------------------------------------- integrity on load
+@pytest.mark.parametrize("name", list(DATASET_FILES))
+def test_a_tampered_file_is_refused_naming_it(sim_con, cfg, name):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    path = dataset_dir("NSE", version, cfg) / name
+    data = bytearray(path.read_bytes()); data[len(data) // 2] ^= 0x01; path.write_bytes(bytes(data))   # one bit
+    with pytest.raises(DatasetIntegrityError, match=re.escape(str(path)) + ": sha256"):
+        load_dataset("NSE", version, cfg)
+    with pytest.raises(DatasetIntegrityError, match=name):
+        verify_dataset("NSE", version, cfg)
+
+
+@pytest.mark.parametrize("name", list(DATASET_FILES))
+def test_a_deleted_file_is_refused_naming_it(sim_con, cfg, name):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    (dataset_dir("NSE", version, cfg) / name).unlink()
+    with pytest.raises(DatasetIntegrityError, match=re.escape(name) + ": file listed in the manifest is missing"):
+        load_dataset("NSE", version, cfg)
+
+
+def test_unverified_load_reads_the_file_as_is(sim_con, cfg):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    path = dataset_dir("NSE", version, cfg) / "ml_features.parquet"
+    frame = pd.read_parquet(path)
+    frame.iloc[:10].to_parquet(path)
+    assert len(load_dataset("NSE", version, cfg, verify=False)[0]) == 10
+    with pytest.raises(DatasetIntegrityError):
+        load_dataset("NSE", version, cfg)
+
+
+def test_missing_versions_and_bad_arguments_fail_clearly(con, sim_con, cfg):
+    with pytest.raises(FileNotFoundError, match="no dataset versions for NSE"):
+        latest_dataset_version("NSE", cfg)
+    with pytest.raises(FileNotFoundError, match="2030-01-01"):
+        load_manifest("NSE", "2030-01-01", cfg)
+    with pytest.raises(ValueError, match="unsupported format 'csv'"):
+        export_training_window(sim_con, "NSE", fmt="csv", run_cfg=cfg)
+    with pytest.raises(ValueError, match="no ml_features rows for BSE"):
+        export_training_window(sim_con, "BSE", run_cfg=cfg)
+    assert folders(cfg) == [] and folders(cfg, "BSE") == []
+
+
+# ---------------------------------------------------------------- no orphans on failure
+def test_a_failed_registration_leaves_no_folder_and_no_registry_row(sim_con, cfg, monkeypatch):
+    def failing(*args, **kwargs): raise OSError("injected registration failure")
+    monkeypatch.setattr(datasets, "record_training_batch", failing)
+    with pytest.raises(OSError, match="injected"):
+        export_training_window(sim_con, "NSE", run_cfg=cfg)
+    assert folders(cfg) == [] and registry(sim_con) == []                                   # no orphan, no staging left
+    assert list_datasets(cfg).empty
+    monkeypatch.undo()
+    assert export_training_window(sim_con, "NSE", run_cfg=cfg)["version"] == "2025-08-04"   # the id was not burnt
+    assert folders(cfg) == ["2025-08-04"]
+
+
+def test_a_failed_file_write_leaves_no_staging_folder(sim_con, cfg, monkeypatch):
+    real, calls = datasets.write_parquet_deterministic, []
+
+    def failing(frame, path, sort_by):
+        calls.append(path)
+        if len(calls) == 2: raise OSError("injected disk full")
+        return real(frame, path, sort_by)
+    monkeypatch.setattr(datasets, "write_parquet_deterministic", failing)
+    with pytest.raises(OSError, match="injected"):
+        export_training_window(sim_con, "NSE", run_cfg=cfg)
+    assert len(calls) == 2 and folders(cfg) == [] and registry(sim_con) == []

@@ -1,0 +1,542 @@
+"""Integration and fault tests of `oi_ml.ingest`: every check of the data-quality gate with a bad file (the error
+names file, row and column; the store is unchanged; the rejection is quarantined and recorded), warnings that drop
+and quarantine rows but store the rest, idempotent re-ingest, all-or-nothing writes, both bhavcopy layouts (plain and
+zipped), and corrupt or missing files."""
+import hashlib
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oi_ml import ingest
+from oi_ml.config import IST, RunConfig
+from oi_ml.ingest import (
+    IngestError,
+    import_bhavcopy,
+    import_ohlcv,
+    write_example_bhavcopy,
+)
+from oi_ml.simulate import black76
+from oi_ml.store import connect
+
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")  # emitted inside duckdb's .df() on pandas 3.1
+
+N_ROWS = 30
+
+
+# ---------------------------------------------------------------- tiny files
+def yahoo_frame(n: int = N_ROWS, seed: int = 0, start: str = "2025-01-01") -> pd.DataFrame:
+    "A valid Yahoo-style daily file: Date, Open, High, Low, Close, Adj Close, Volume (text cells, as on disk)."
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.r_[100.0, close[:-1]]
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
+    frame = pd.DataFrame({"Date": pd.bdate_range(start, periods=n).strftime("%Y-%m-%d"), "Open": open_.round(4),
+                          "High": high.round(4), "Low": low.round(4), "Close": close.round(4),
+                          "Adj Close": (close * 0.99).round(4), "Volume": rng.integers(1_000, 5_000, n)})
+    return frame.astype(str)
+
+
+def intraday_frame(n: int = 40, gap_after: int | None = None) -> pd.DataFrame:
+    "Valid 1-minute bars from 09:15 IST (naive wall-clock timestamps), optionally with a 10-minute hole."
+    minutes = np.arange(n) + (np.where(np.arange(n) > gap_after, 10, 0) if gap_after is not None else 0)
+    ts = pd.Timestamp("2025-01-02 09:15") + pd.to_timedelta(minutes, unit="min")
+    return pd.DataFrame({"Datetime": ts.strftime("%Y-%m-%d %H:%M:%S"), "Open": "100", "High": "101", "Low": "99",
+                         "Close": "100.5", "Volume": "10"})
+
+
+def write(frame: pd.DataFrame, path):
+    frame.to_csv(path, index=False)
+    return path
+
+
+def ohlcv_batch_id(path, symbol, exchange="NSE"):
+    "The batch id the importer should use: content-addressed by the file's sha256."
+    return f"ohlcv-{exchange}-{symbol}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+
+
+@pytest.fixture
+def seeded(con, cfg, tmp_path):
+    "A warehouse that already holds a good import (symbol GOOD), so 'store unchanged' has something to lose."
+    import_ohlcv(con, write(yahoo_frame(seed=1), tmp_path / "good.csv"), "GOOD", run_cfg=cfg)
+    return con
+
+
+def stored_bars(con, symbol):
+    return con.execute("SELECT * FROM underlying_bars WHERE symbol = ? ORDER BY timestamp", [symbol]).df()
+
+
+# ---------------------------------------------------------------- good files
+def test_yahoo_daily_csv_is_stored_exactly(con, cfg, tmp_path):
+    frame = yahoo_frame()
+    result = import_ohlcv(con, write(frame, tmp_path / "yahoo.csv"), "ACME", run_cfg=cfg)
+    assert result["rows_added"] == {"underlying_bars": N_ROWS} and result["warnings"] == []
+    got = stored_bars(con, "ACME")
+    for canonical, column in (("open", "Open"), ("high", "High"), ("low", "Low"), ("close", "Close"), ("volume", "Volume")):
+        np.testing.assert_array_equal(got[canonical].to_numpy(), frame[column].astype(float).to_numpy())
+    # a date-only row is a daily bar stamped at the 09:15 IST session open, stored in UTC
+    expected = pd.DatetimeIndex(pd.to_datetime(frame.Date) + pd.Timedelta(hours=9, minutes=15)).tz_localize(IST).tz_convert("UTC")
+    assert list(got.timestamp) == list(expected) and str(got.timestamp.dt.tz) == "UTC"
+    assert set(got.source) == {"imported"} and set(got.exchange) == {"NSE"} and set(got.batch_id) == {result["batch_id"]}
+    features = con.execute("SELECT close FROM ml_features WHERE symbol = 'ACME' ORDER BY timestamp").df()
+    np.testing.assert_array_equal(features.close.to_numpy(), got.close.to_numpy())
+    batch = con.execute("SELECT status, rows_in, rows_stored, rows_quarantined, file FROM training_batches WHERE batch_id = ?",
+                        [result["batch_id"]]).fetchall()
+    assert batch == [("stored", N_ROWS, N_ROWS, 0, str(tmp_path / "yahoo.csv"))]
+
+
+def _variants(tmp_path, frame):
+    "The same rows as lower-case CSV, Parquet (typed columns), zipped CSV and 'Datetime'/'Stock Splits' Yahoo CSV."
+    lower = frame.drop(columns="Adj Close").rename(columns=str.lower)
+    write(lower, tmp_path / "lower.csv")
+    typed = frame.drop(columns="Adj Close").assign(Date=pd.to_datetime(frame.Date), **{c: frame[c].astype(float) for c in ("Open", "High", "Low", "Close", "Volume")})
+    typed.to_parquet(tmp_path / "typed.parquet")
+    with zipfile.ZipFile(tmp_path / "zipped.zip", "w") as zf:
+        zf.writestr("inner.csv", frame.to_csv(index=False))
+    write(frame.assign(**{"Stock Splits": "0", "Dividends": "0"}), tmp_path / "splits.csv")
+    return [tmp_path / n for n in ("lower.csv", "typed.parquet", "zipped.zip", "splits.csv")]
+
+
+def test_file_variants_store_identical_rows(con, cfg, tmp_path):
+    frame = yahoo_frame()
+    import_ohlcv(con, write(frame, tmp_path / "yahoo.csv"), "REF", run_cfg=cfg)
+    ref = stored_bars(con, "REF")[["timestamp", "open", "high", "low", "close", "volume"]]
+    for i, path in enumerate(_variants(tmp_path, frame)):
+        assert import_ohlcv(con, path, f"V{i}", run_cfg=cfg)["rows_added"] == {"underlying_bars": N_ROWS}, path
+        pd.testing.assert_frame_equal(stored_bars(con, f"V{i}")[ref.columns], ref, obj=str(path))
+        # the same rows under the reference symbol are already stored: nothing added, whatever the file format
+        assert import_ohlcv(con, path, "REF", run_cfg=cfg)["rows_added"] == {"underlying_bars": 0}, path
+
+
+def test_intraday_naive_and_offset_timestamps_are_the_same_instants(con, cfg, tmp_path):
+    frame = intraday_frame(n=10)
+    import_ohlcv(con, write(frame, tmp_path / "naive.csv"), "INTRA", run_cfg=cfg)
+    got = stored_bars(con, "INTRA").timestamp
+    assert got.iloc[0] == pd.Timestamp("2025-01-02 03:45", tz="UTC") and (got.diff().dropna() == pd.Timedelta(minutes=1)).all()
+    offset = frame.assign(Datetime=frame.Datetime + "+05:30")
+    assert import_ohlcv(con, write(offset, tmp_path / "offset.csv"), "INTRA", run_cfg=cfg)["rows_added"] == {"underlying_bars": 0}
+    utc = frame.assign(Datetime=(pd.to_datetime(frame.Datetime) - pd.Timedelta(hours=5, minutes=30)).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert import_ohlcv(con, write(utc, tmp_path / "utc.csv"), "INTRA", run_cfg=cfg)["rows_added"] == {"underlying_bars": 0}
+
+
+def test_reingesting_the_same_file_adds_nothing(seeded, cfg, tmp_path, fingerprint):
+    before = fingerprint(seeded)
+    result = import_ohlcv(seeded, tmp_path / "good.csv", "GOOD", run_cfg=cfg)
+    assert result["rows_added"] == {"underlying_bars": 0} and fingerprint(seeded) == before
+    assert seeded.execute("SELECT count(*) FROM training_batches WHERE batch_id = ?", [result["batch_id"]]).fetchall()[0][0] == 1
+
+
+def test_importing_another_symbol_leaves_simulated_features_alone(sim_con, cfg, tmp_path):
+    query = "SELECT * EXCLUDE (gex) FROM ml_features WHERE symbol = 'NIFTY' ORDER BY timestamp"
+    before = sim_con.execute(query).df()
+    frame = yahoo_frame(n=3, start="2025-08-01")
+    import_ohlcv(sim_con, write(frame, tmp_path / "reliance.csv"), "RELIANCE", run_cfg=cfg)
+    pd.testing.assert_frame_equal(sim_con.execute(query).df(), before)
+    assert len(stored_bars(sim_con, "RELIANCE")) == 3
+
+
+# ---------------------------------------------------------------- one bad file per check
+def _set(row, column, value):
+    "Mutation: data row `row` (1-based) of `column` becomes `value`."
+    def mutate(frame):
+        frame = frame.copy(); frame.loc[row - 1, column] = value; return frame
+    return mutate
+
+
+def _high_below_close(frame):
+    frame = frame.copy(); frame.loc[4, "High"] = str(float(frame.loc[4, "Close"]) - 1); return frame
+
+
+def _low_above_open(frame):
+    frame = frame.copy(); frame.loc[6, "Low"] = str(max(float(frame.loc[6, "Open"]), float(frame.loc[6, "Close"])) + 0.5)
+    frame.loc[6, "High"] = str(float(frame.loc[6, "Low"]) + 1); return frame
+
+
+def _jump(frame):
+    "Row 10 onwards at 1/3 of the price: a 67 % one-bar move."
+    frame = frame.copy()
+    for c in ("Open", "High", "Low", "Close"):
+        frame.loc[9:, c] = (frame.loc[9:, c].astype(float) / 3).round(4).astype(str)
+    frame.loc[9, "Open"] = frame.loc[9, "Close"]; frame.loc[9, "High"] = str(float(frame.loc[9, "Close"]) * 1.001)
+    frame.loc[9, "Low"] = str(float(frame.loc[9, "Close"]) * 0.999)
+    return frame
+
+
+def _duplicate(frame):
+    frame = frame.copy(); frame.loc[11, "Date"] = frame.loc[10, "Date"]; return frame
+
+
+def _out_of_order(frame):
+    frame = frame.copy(); frame.loc[[13, 14], "Date"] = frame.loc[[14, 13], "Date"].to_numpy(); return frame
+
+
+def _too_many_missing(frame):
+    frame = frame.copy(); frame.loc[[2, 3], "Volume"] = np.nan; return frame     # 2/30 = 6.7 % > 5 %
+
+
+BAD_OHLCV = [  # (case, mutation, row, column, check) with row the 1-based data row named in the error
+    ("missing_column", lambda f: f.drop(columns="Volume"), 0, "volume", "schema"),
+    ("unparseable_number", _set(5, "Close", "12,5x"), 5, "close", "schema"),
+    ("unparseable_date", _set(7, "Date", "2025-13-45"), 7, "timestamp", "schema"),
+    ("too_many_missing", _too_many_missing, 3, "volume", "completeness"),
+    ("high_below_close", _high_below_close, 5, "high", "ohlc_logic"),
+    ("low_above_open_close", _low_above_open, 7, "low", "ohlc_logic"),
+    ("non_positive_price", _set(6, "Low", "0"), 6, "low", "price_sanity"),
+    ("one_bar_jump", _jump, 10, "close", "price_sanity"),
+    ("negative_volume", _set(8, "Volume", "-5"), 8, "volume", "volume_sanity"),
+    ("duplicate_timestamp", _duplicate, 12, "timestamp", "temporal"),
+    ("out_of_order", _out_of_order, 15, "timestamp", "temporal"),
+]
+
+
+@pytest.mark.parametrize("case, mutate, row, column, check", BAD_OHLCV, ids=[c[0] for c in BAD_OHLCV])
+def test_bad_ohlcv_file_is_rejected_naming_file_row_column(seeded, cfg, tmp_path, fingerprint, case, mutate, row, column, check):
+    path = write(mutate(yahoo_frame()), tmp_path / f"{case}.csv")
+    before = fingerprint(seeded)
+    with pytest.raises(IngestError) as err:
+        import_ohlcv(seeded, path, "BAD", run_cfg=cfg)
+    line = next((l for l in str(err.value).splitlines() if f": {check}:" in l), None)
+    assert line is not None, str(err.value)
+    assert str(path) in line and f"first at row {row}," in line and f"column '{column}'" in line, line
+    assert not err.value.report.ok
+    # nothing stored, nothing lost
+    assert fingerprint(seeded) == before and stored_bars(seeded, "BAD").empty
+    # the rejection is recorded: quarantine table, quarantine CSV, training_batches
+    batch_id = ohlcv_batch_id(path, "BAD")
+    q = seeded.execute("SELECT * FROM quarantine WHERE batch_id = ?", [batch_id]).df()
+    hit = q[(q.row_number == row) & (q.column_name == column) & (q.check_name == check)]
+    assert len(hit) == 1 and set(q.file) == {str(path)}, q
+    on_disk = pd.read_csv(cfg.quarantine_dir / f"{batch_id}.csv")
+    assert {"file", "row_number", "column_name", "check_name"} <= set(on_disk.columns)
+    assert ((on_disk.row_number == row) & (on_disk.column_name == column) & (on_disk.check_name == check)).sum() == 1
+    status, report = seeded.execute("SELECT status, validation_report FROM training_batches WHERE batch_id = ?", [batch_id]).fetchall()[0]
+    assert status == "rejected" and json.loads(report)["ok"] is False and json.loads(report)["counts"][check] >= 1
+    if row > 0:                                                   # the raw text of the offending row is kept
+        text = lambda d: {k: None if pd.isna(v) else str(v) for k, v in d.items()}
+        assert text(json.loads(hit.raw.iloc[0])) == text(mutate(yahoo_frame()).iloc[row - 1].to_dict())
+
+
+def test_a_flagged_split_is_not_a_price_error(con, cfg, tmp_path):
+    frame = _jump(yahoo_frame()).assign(**{"Stock Splits": "0"})
+    frame.loc[9, "Stock Splits"] = "3"
+    result = import_ohlcv(con, write(frame, tmp_path / "split.csv"), "SPLIT", run_cfg=cfg)
+    assert result["rows_added"] == {"underlying_bars": N_ROWS} and result["warnings"] == []
+    frame.loc[9, "Stock Splits"] = "0"                            # the same file unflagged is rejected
+    with pytest.raises(IngestError, match="row 10, column 'close'"):
+        import_ohlcv(con, write(frame, tmp_path / "unflagged.csv"), "SPLIT2", run_cfg=cfg)
+
+
+def test_every_problem_row_is_reported_not_only_the_first(con, cfg, tmp_path):
+    frame = yahoo_frame()
+    for r in (3, 9, 21):
+        frame.loc[r - 1, "Volume"] = "-1"
+    with pytest.raises(IngestError) as err:
+        import_ohlcv(con, write(frame, tmp_path / "many.csv"), "MANY", run_cfg=cfg)
+    problems = err.value.report.problems
+    assert sorted(problems[problems.check_name == "volume_sanity"].row_number) == [3, 9, 21]
+    assert "3 row(s)" in str(err.value)
+
+
+# ---------------------------------------------------------------- warnings: drop and quarantine, store the rest
+def test_few_missing_values_drop_and_quarantine_the_rows_and_store_the_rest(seeded, cfg, tmp_path):
+    frame = yahoo_frame(); frame.loc[4, "Volume"] = np.nan                      # 1/30 = 3.3 % < 5 %
+    path = write(frame, tmp_path / "gappy.csv")
+    result = import_ohlcv(seeded, path, "PART", run_cfg=cfg)
+    assert result["rows_added"] == {"underlying_bars": N_ROWS - 1}
+    assert len(result["warnings"]) == 1 and str(path) in result["warnings"][0] and "row 5, column 'volume'" in result["warnings"][0]
+    stored_days = set(stored_bars(seeded, "PART").timestamp.dt.tz_convert(IST).dt.strftime("%Y-%m-%d"))
+    assert stored_days == set(frame.Date) - {frame.Date[4]}
+    q = seeded.execute("SELECT row_number, column_name, check_name FROM quarantine WHERE batch_id = ?", [result["batch_id"]]).fetchall()
+    assert q == [(5, "volume", "completeness")]
+    assert (cfg.quarantine_dir / f"{result['batch_id']}.csv").exists()
+    assert seeded.execute("SELECT status, rows_stored, rows_quarantined FROM training_batches WHERE batch_id = ?",
+                          [result["batch_id"]]).fetchall() == [("stored", N_ROWS - 1, 1)]
+
+
+def test_rows_are_numbered_in_the_file_even_after_dropped_rows(con, cfg, tmp_path):
+    frame = _high_below_close(yahoo_frame())                 # data row 5 is bad ...
+    frame.loc[2, "Volume"] = np.nan                           # ... after row 3 was dropped as incomplete (a warning)
+    with pytest.raises(IngestError, match=r"ohlc_logic: 1 row\(s\); first at row 5, column 'high'"):
+        import_ohlcv(con, write(frame, tmp_path / "numbering.csv"), "NUM", run_cfg=cfg)
+
+
+def test_intraday_gap_is_a_warning_and_the_bars_are_stored(con, cfg, tmp_path):
+    path = write(intraday_frame(n=30, gap_after=9), tmp_path / "gap.csv")
+    result = import_ohlcv(con, path, "GAP", run_cfg=cfg)
+    assert result["rows_added"] == {"underlying_bars": 30}
+    assert len(result["warnings"]) == 1 and "gaps" in result["warnings"][0] and "row 11, column 'timestamp'" in result["warnings"][0]
+    assert con.execute("SELECT row_number, check_name FROM quarantine WHERE batch_id = ?", [result["batch_id"]]).fetchall() == [(11, "gaps")]
+    # a gap between sessions (overnight) is not a gap
+    two_days = pd.concat([intraday_frame(n=5), intraday_frame(n=5).assign(Datetime=lambda f: f.Datetime.str.replace("2025-01-02", "2025-01-03"))])
+    assert import_ohlcv(con, write(two_days, tmp_path / "two.csv"), "TWO", run_cfg=cfg)["warnings"] == []
+
+
+def test_complete_15_minute_bars_have_no_gap_warnings(con, cfg, tmp_path):
+    ts = pd.date_range("2025-01-02 09:15", periods=25, freq="15min")
+    frame = pd.DataFrame({"Datetime": ts.strftime("%Y-%m-%d %H:%M"), "Open": 100, "High": 101, "Low": 99, "Close": 100.5, "Volume": 10})
+    result = import_ohlcv(con, write(frame, tmp_path / "m15.csv"), "M15", run_cfg=cfg)
+    assert result["rows_added"] == {"underlying_bars": 25}
+    assert result["warnings"] == []
+
+
+def test_intraday_duplicates_are_errors(con, cfg, tmp_path, fingerprint):
+    frame = intraday_frame(n=10); frame.loc[6, "Datetime"] = frame.loc[5, "Datetime"]
+    before = fingerprint(con)
+    with pytest.raises(IngestError, match=r"temporal: 1 row\(s\); first at row 7, column 'timestamp'"):
+        import_ohlcv(con, write(frame, tmp_path / "dup.csv"), "DUP", run_cfg=cfg)
+    assert fingerprint(con) == before
+
+
+# ---------------------------------------------------------------- corrupt and missing files
+def _corrupt_zip(p): p.write_bytes(b"PK\x03\x04 this is not really a zip archive"); return p
+def _empty(p): p.write_bytes(b""); return p
+def _ragged(p): p.write_text("Date,Open,High,Low,Close,Volume\n2025-01-02,1,2,0.5,1.5,10\n2025-01-03,1,2,0.5,1.5,10,7,8\n"); return p
+def _corrupt_parquet(p): p.write_bytes(b"PAR1 truncated parquet"); return p
+def _two_csvs(p):
+    with zipfile.ZipFile(p, "w") as zf: zf.writestr("a.csv", "x\n1\n"); zf.writestr("b.csv", "x\n2\n")
+    return p
+
+
+CORRUPT = [
+    pytest.param("corrupt.zip", _corrupt_zip, id="corrupt_zip"),
+    pytest.param("empty.csv", _empty, id="empty_csv"),
+    pytest.param("ragged.csv", _ragged, id="ragged_csv"),
+    pytest.param("corrupt.parquet", _corrupt_parquet, id="corrupt_parquet"),
+    pytest.param("two.zip", _two_csvs, id="zip_with_two_csvs"),
+]
+
+
+@pytest.mark.parametrize("name, make", CORRUPT)
+@pytest.mark.parametrize("importer", ["ohlcv", "bhavcopy"])
+def test_corrupt_file_fails_naming_the_file_and_changes_nothing(seeded, cfg, tmp_path, fingerprint, name, make, importer):
+    path = make(tmp_path / name)
+    before = fingerprint(seeded)
+    call = (lambda: import_ohlcv(seeded, path, "BAD", run_cfg=cfg)) if importer == "ohlcv" else (lambda: import_bhavcopy(seeded, path, run_cfg=cfg))
+    with pytest.raises(Exception) as err:
+        call()
+    assert name in str(err.value), f"{type(err.value).__name__}: {err.value}"
+    assert fingerprint(seeded) == before
+
+
+@pytest.mark.parametrize("importer", [import_ohlcv, import_bhavcopy])
+def test_missing_file_names_it(con, cfg, tmp_path, importer):
+    args = (con, tmp_path / "nowhere.csv") + (("X",) if importer is import_ohlcv else ())
+    with pytest.raises(FileNotFoundError, match="nowhere.csv"):
+        importer(*args, run_cfg=cfg)
+
+
+def test_mixed_timezone_column_is_a_schema_error_naming_the_row(con, cfg, tmp_path):
+    frame = intraday_frame(n=5); frame.loc[2, "Datetime"] = "2025-01-02T03:47:00Z"
+    with pytest.raises(IngestError, match=r"row 3, column 'timestamp'"):
+        import_ohlcv(con, write(frame, tmp_path / "mixed.csv"), "MIX", run_cfg=cfg)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")                     # numpy's mean of an empty column
+def test_header_only_file_changes_nothing(sim_con, cfg, tmp_path, fingerprint):
+    query = "SELECT * EXCLUDE (gex) FROM ml_features ORDER BY timestamp"
+    before, raw_before = sim_con.execute(query).df(), fingerprint(sim_con, ("underlying_bars", "option_chain_snapshots"))
+    path = tmp_path / "header.csv"; path.write_text("Date,Open,High,Low,Close,Volume\n")
+    try:
+        assert import_ohlcv(sim_con, path, "EMPTY", run_cfg=cfg)["rows_added"] == {"underlying_bars": 0}
+    except IngestError as err:                                   # rejecting an empty file would be fine too
+        assert str(path) in str(err)
+    assert fingerprint(sim_con, ("underlying_bars", "option_chain_snapshots")) == raw_before
+    pd.testing.assert_frame_equal(sim_con.execute(query).df(), before)
+
+
+# ---------------------------------------------------------------- all or nothing when the write itself fails
+def test_a_failure_writing_the_second_table_of_a_bhavcopy_stores_nothing(seeded, cfg, tmp_path, fingerprint, monkeypatch):
+    path = write_example_bhavcopy(tmp_path / "bhav.csv", "udiff")
+    before, batches_before = fingerprint(seeded), fingerprint(seeded, ("training_batches",))
+    real, calls = ingest.insert_rows, []
+
+    def failing(c, table, frame, batch_id=None):
+        calls.append(table)
+        if len(calls) == 2: raise OSError("injected write failure")
+        return real(c, table, frame, batch_id)
+    monkeypatch.setattr(ingest, "insert_rows", failing)
+    with pytest.raises(OSError, match="injected"):
+        import_bhavcopy(seeded, path, run_cfg=cfg)
+    assert calls == ["option_chain_snapshots", "underlying_bars"]
+    assert fingerprint(seeded) == before and fingerprint(seeded, ("training_batches",)) == batches_before
+    monkeypatch.undo()                                                   # the same file imports cleanly afterwards
+    assert import_bhavcopy(seeded, path, run_cfg=cfg)["rows_added"]["option_chain_snapshots"] == 44
+
+
+def test_a_failure_rebuilding_features_stores_no_bars(seeded, cfg, tmp_path, fingerprint, monkeypatch):
+    before = fingerprint(seeded)
+    def failing(c, params): raise OSError("injected rebuild failure")
+    monkeypatch.setattr(ingest, "rebuild_ml_features_in_transaction", failing)
+    with pytest.raises(OSError, match="injected"):
+        import_ohlcv(seeded, write(yahoo_frame(seed=5), tmp_path / "new.csv"), "NEW", run_cfg=cfg)
+    assert fingerprint(seeded) == before
+
+
+# ---------------------------------------------------------------- NSE F&O bhavcopy, both layouts
+def example_reference(trade_date="2025-01-02", spot=23700.0, lot=75):
+    "What write_example_bhavcopy's NIFTY contracts are, recomputed independently."
+    day = pd.Timestamp(trade_date)
+    rows = []
+    for expiry in (day + pd.Timedelta(days=7), day + pd.Timedelta(days=28)):
+        tau = (expiry - day).days / 365
+        fwd = round(spot * np.exp(0.065 * tau), 2)
+        for k in np.arange(spot - 500, spot + 501, 100):
+            for typ in ("CE", "PE"):
+                rows.append({"expiry": expiry.date(), "strike": float(k), "option_type": typ, "forward": fwd,
+                                 "ltp": round(float(black76(fwd, k, 0.14, tau, 0.065, typ == "CE")), 2)})
+    return pd.DataFrame(rows).sort_values(["expiry", "strike", "option_type"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("fmt", ["old", "udiff"])
+@pytest.mark.parametrize("zipped", [False, True], ids=["csv", "zip"])
+def test_bhavcopy_is_imported_in_both_layouts(con, cfg, tmp_path, fmt, zipped):
+    path = write_example_bhavcopy(tmp_path / f"bhav.{'zip' if zipped else 'csv'}", fmt, zipped=zipped)
+    result = import_bhavcopy(con, path, run_cfg=cfg)
+    assert result["format"] == fmt and result["rows_skipped_other_symbols"] == 1 and result["warnings"] == []
+    assert result["rows_added"] == {"option_chain_snapshots": 44, "underlying_bars": 1}
+    chain = con.execute("SELECT * FROM option_chain_snapshots ORDER BY expiry, strike, option_type").df()
+    ref = example_reference()
+    assert set(chain.symbol) == {"NIFTY"} and set(chain.source) == {"imported"}
+    assert (pd.to_datetime(chain.expiry).dt.date.to_numpy() == ref.expiry.to_numpy()).all()
+    np.testing.assert_array_equal(chain.strike, ref.strike); assert list(chain.option_type) == list(ref.option_type)
+    np.testing.assert_allclose(chain.ltp, ref.ltp)
+    assert (chain.timestamp == pd.Timestamp("2025-01-02 10:00", tz="UTC")).all()       # 15:30 IST close of the trade date
+    assert (chain.oi == 2000).all() and (chain.oi_change == 200).all() and (chain.volume == 300).all() and (chain.lot_size == 75).all()
+    # IV recovered from 2-decimal prices: 0.14 wherever the price carries enough information
+    liquid = chain.ltp > 5
+    np.testing.assert_allclose(chain.iv[liquid], 0.14, atol=2e-3)
+    near_fwd = ref.forward.iloc[0]
+    spot = 23700.0 if fmt == "udiff" else near_fwd                                     # old layout: near future as proxy
+    np.testing.assert_allclose(chain.underlying_price, spot)
+    bar = con.execute("SELECT * FROM underlying_bars").df()
+    assert len(bar) == 1 and bar.close[0] == spot and bar.futures_price[0] == near_fwd and bar.futures_oi[0] == 1000
+    feats = con.execute("SELECT pcr_oi, atm_strike, lot_size, days_to_expiry FROM ml_features WHERE symbol = 'NIFTY'").df()
+    assert len(feats) == 1 and feats.pcr_oi[0] == 1.0 and feats.lot_size[0] == 75 and np.isclose(feats.days_to_expiry[0], 7)
+    assert feats.atm_strike[0] == 23700.0
+    assert con.execute("SELECT count(*) FROM option_chain_snapshots WHERE symbol = 'BANKNIFTY'").fetchall()[0][0] == 0
+
+
+def test_both_layouts_give_the_same_contracts_and_reimport_adds_nothing(tmp_path, fingerprint):
+    chains = {}
+    for fmt in ("old", "udiff"):
+        run_cfg = RunConfig(data_dir=str(tmp_path / fmt))
+        c = connect(run_cfg)
+        path = write_example_bhavcopy(tmp_path / f"{fmt}.csv", fmt)
+        import_bhavcopy(c, path, run_cfg=run_cfg)
+        before = fingerprint(c)
+        again = import_bhavcopy(c, path, run_cfg=run_cfg)
+        assert again["rows_added"] == {"option_chain_snapshots": 0, "underlying_bars": 0} and fingerprint(c) == before
+        other = write_example_bhavcopy(tmp_path / f"other_{fmt}.zip", "udiff" if fmt == "old" else "old", zipped=True)
+        assert import_bhavcopy(c, other, run_cfg=run_cfg)["rows_added"] == {"option_chain_snapshots": 0, "underlying_bars": 0}
+        chains[fmt] = c.execute("SELECT expiry, strike, option_type, ltp, iv, oi, oi_change, volume, lot_size "
+                                "FROM option_chain_snapshots ORDER BY ALL").df()
+        c.close()
+    pd.testing.assert_frame_equal(chains["old"], chains["udiff"], rtol=1e-9)
+
+
+def test_old_layout_takes_the_lot_size_in_force_on_the_trade_date(con, cfg, tmp_path):
+    path = write_example_bhavcopy(tmp_path / "june2024.csv", "old", trade_date="2024-06-03", lot=25)   # NIFTY lot 25 then
+    import_bhavcopy(con, path, run_cfg=cfg)
+    chain = con.execute("SELECT DISTINCT lot_size, oi FROM option_chain_snapshots").fetchall()
+    assert chain == [(25, 2000.0)]
+
+
+def _bhav(tmp_path, fmt="udiff"):
+    return pd.read_csv(write_example_bhavcopy(tmp_path / f"src_{fmt}.csv", fmt), dtype=str, keep_default_na=False)
+
+
+def _first_option_row(raw, fmt="udiff"):
+    "0-based index of the 4th NIFTY option row."
+    inst, sym = ("FinInstrmTp", "TckrSymb") if fmt == "udiff" else ("INSTRUMENT", "SYMBOL")
+    is_option = (raw[inst] == ("IDO" if fmt == "udiff" else "OPTIDX")) & (raw[sym] == "NIFTY")
+    return int(np.flatnonzero(is_option.to_numpy())[3])
+
+
+def _bhav_case(column, value, check, canonical):
+    def mutate(raw, r):
+        raw = raw.copy(); raw.loc[r, column] = value(raw.loc[r]) if callable(value) else value; return raw
+    return (mutate, check, canonical)
+
+
+BAD_BHAV = {
+    "negative_oi": _bhav_case("OpnIntrst", "-75", "non_negative", "oi_units"),
+    "negative_strike": _bhav_case("StrkPric", "-100", "non_negative", "strike"),
+    "high_below_close": _bhav_case("HghPric", lambda row: str(float(row.ClsPric) - 1), "ohlc_logic", "high"),
+    "non_positive_close": _bhav_case("ClsPric", "0", "price_sanity", "close"),
+    "unparseable_oi": _bhav_case("OpnIntrst", "lots", "schema", "oi_units"),
+    "unparseable_expiry": _bhav_case("XpryDt", "someday", "schema", "expiry"),
+    "expiry_before_trade_date": _bhav_case("XpryDt", "2024-12-26", "temporal", "expiry"),
+}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")                     # IV of a negative strike, a zero close
+@pytest.mark.parametrize("case", BAD_BHAV)
+def test_bad_bhavcopy_is_rejected_naming_file_row_column(seeded, cfg, tmp_path, fingerprint, case):
+    mutate, check, column = BAD_BHAV[case]
+    raw = _bhav(tmp_path)
+    # move the other-symbol row to the top, so file rows and NIFTY rows are numbered differently
+    raw = pd.concat([raw[raw.TckrSymb != "NIFTY"], raw[raw.TckrSymb == "NIFTY"]], ignore_index=True)
+    r = _first_option_row(raw)
+    path = tmp_path / f"{case}.csv"; mutate(raw, r).to_csv(path, index=False)
+    before = fingerprint(seeded)
+    with pytest.raises(IngestError) as err:
+        import_bhavcopy(seeded, path, run_cfg=cfg)
+    line = next((l for l in str(err.value).splitlines() if f": {check}:" in l), None)
+    assert line is not None and str(path) in line and f"first at row {r + 1}," in line and f"column '{column}'" in line, str(err.value)
+    assert fingerprint(seeded) == before
+    q = seeded.execute("SELECT row_number, column_name, check_name FROM quarantine WHERE file = ?", [str(path)]).fetchall()
+    assert (r + 1, column, check) in q
+    assert seeded.execute("SELECT status FROM training_batches WHERE file = ?", [str(path)]).fetchall() == [("rejected",)]
+
+
+def test_duplicate_bhavcopy_row_is_rejected(seeded, cfg, tmp_path, fingerprint):
+    raw = _bhav(tmp_path, "old")
+    r = _first_option_row(raw, "old")
+    dup = pd.concat([raw.iloc[: r + 1], raw.iloc[[r]], raw.iloc[r + 1:]], ignore_index=True)
+    path = tmp_path / "dup.csv"; dup.to_csv(path, index=False)
+    before = fingerprint(seeded)
+    with pytest.raises(IngestError, match=rf"temporal: 1 row\(s\); first at row {r + 2}, column"):
+        import_bhavcopy(seeded, path, run_cfg=cfg)
+    assert fingerprint(seeded) == before
+
+
+def test_bhavcopy_missing_a_column_names_it(seeded, cfg, tmp_path, fingerprint):
+    path = tmp_path / "no_oi.csv"; _bhav(tmp_path, "old").drop(columns="OPEN_INT").to_csv(path, index=False)
+    before = fingerprint(seeded)
+    with pytest.raises(IngestError, match=r"row 0, column 'OPEN_INT': missing required column"):
+        import_bhavcopy(seeded, path, run_cfg=cfg)
+    assert fingerprint(seeded) == before
+
+
+def test_untraded_contracts_use_the_settlement_price_and_skip_ohlc_checks(con, cfg, tmp_path):
+    raw = _bhav(tmp_path)
+    r = _first_option_row(raw)
+    raw.loc[r, ["OpnPric", "HghPric", "LwPric", "ClsPric", "LastPric", "TtlTradgVol"]] = "0"
+    path = tmp_path / "untraded.csv"; raw.to_csv(path, index=False)
+    import_bhavcopy(con, path, run_cfg=cfg)
+    got = con.execute("SELECT ltp, volume FROM option_chain_snapshots WHERE strike = ? AND option_type = ? AND expiry = ?",
+                      [float(raw.StrkPric[r]), raw.OptnTp[r], raw.XpryDt[r]]).fetchall()
+    assert got == [(float(raw.SttlmPric[r]), 0.0)]
+
+
+def test_bhavcopy_with_a_few_missing_values_stores_the_rest(con, cfg, tmp_path):
+    raw = _bhav(tmp_path)
+    r = _first_option_row(raw)
+    raw.loc[r, "ClsPric"] = ""                                              # 1 of 46 NIFTY rows
+    path = tmp_path / "missing.csv"; raw.to_csv(path, index=False)
+    result = import_bhavcopy(con, path, run_cfg=cfg)
+    assert result["rows_added"]["option_chain_snapshots"] == 43
+    assert any(f"row {r + 1}, column 'close'" in w for w in result["warnings"])
+    assert con.execute("SELECT row_number, check_name FROM quarantine WHERE file = ?", [str(path)]).fetchall() == [(r + 1, "completeness")]
+
+
+@pytest.mark.parametrize("importer", ["ohlcv", "bhavcopy"])
+def test_exchange_names_are_normalised(con, cfg, tmp_path, importer):
+    if importer == "ohlcv":
+        import_ohlcv(con, write(yahoo_frame(n=3), tmp_path / "x.csv"), "X", exchange="nse", run_cfg=cfg)
+    else:
+        import_bhavcopy(con, write_example_bhavcopy(tmp_path / "b.csv"), exchange="nse", run_cfg=cfg)
+    assert con.execute("SELECT DISTINCT exchange FROM underlying_bars").fetchall() == [("NSE",)]

@@ -1,0 +1,404 @@
+"""Integration, property and fault tests of `oi_ml.store`: schemas and primary keys, UTC timestamps, idempotent
+`INSERT OR IGNORE` writes, atomic batches (fault injection), and `build_ml_features` against a slow pandas reference
+built straight from the documented definitions (PCR, ATM, max pain, skew, GEX, as-of joins)."""
+import datetime as dt
+import itertools
+import math
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oi_ml import store
+from oi_ml.store import (
+    ML_FEATURE_COLUMNS,
+    SCHEMAS,
+    TABLES,
+    build_ml_features,
+    connect,
+    insert_rows,
+    load_historical_data_for_ml,
+    record_training_batch,
+    save_macro_signals,
+    save_option_chain_snapshot,
+    save_order_book_depth,
+    save_underlying_bars,
+    save_vix_term_structure,
+    schema_columns,
+    to_utc,
+    transaction,
+    window_params,
+    write_batch,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")  # emitted inside duckdb's .df() on pandas 3.1
+
+T0 = pd.Timestamp("2025-08-04 03:45", tz="UTC")  # 09:15 IST, a Monday
+
+
+def vix_rows(times, values, tenor=30, exchange="NSE"):
+    return pd.DataFrame({"timestamp": pd.DatetimeIndex(times), "exchange": exchange, "tenor_days": tenor,
+                         "value": values, "source": "test"})
+
+
+def bar_rows(times, close, symbol="NIFTY", exchange="NSE"):
+    close = np.asarray(close, dtype=float)
+    return pd.DataFrame({"timestamp": pd.DatetimeIndex(times), "exchange": exchange, "symbol": symbol, "open": close, "high": close + 1,
+                             "low": close - 1, "close": close, "volume": 1e3, "futures_price": close * 1.002, "futures_oi": 1e5,
+                             "advances": 30, "declines": 18, "source": "test"})
+
+
+# ---------------------------------------------------------------- schemas, keys, time zone
+def test_connect_creates_every_table_with_schema_types_and_primary_key(con):
+    for table in TABLES:
+        info = con.execute(f"PRAGMA table_info('{table}')").df()
+        assert list(info.name) == schema_columns(table)
+        aliases = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
+        assert list(info.type) == [aliases.get(t, t) for _, t in SCHEMAS[table]["columns"]]
+        pk = con.execute("SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? "
+                         "AND constraint_type = 'PRIMARY KEY'", [table]).fetchall()
+        assert len(pk) == 1 and list(pk[0][0]) == SCHEMAS[table]["key"], table
+    assert schema_columns("ml_features")[3:3 + len(ML_FEATURE_COLUMNS)] == ML_FEATURE_COLUMNS
+
+
+def test_connect_is_reentrant_and_keeps_data(cfg):
+    c = connect(cfg)
+    save_vix_term_structure(c, vix_rows([T0], [12.0]), "b")
+    c.close()
+    c = connect(cfg)                                      # CREATE TABLE IF NOT EXISTS: nothing dropped
+    assert c.execute("SELECT count(*) FROM vix_term_structure").fetchall()[0][0] == 1
+    c.close()
+    ro = connect(cfg.db_path, read_only=True)
+    assert ro.execute("SELECT value FROM vix_term_structure").fetchall() == [(12.0,)]
+    ro.close()
+
+
+def test_connect_read_only_without_warehouse_names_the_path(tmp_path):
+    path = tmp_path / "nowhere" / "warehouse.duckdb"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        connect(path, read_only=True)
+    assert not path.exists()
+
+
+def test_timestamps_are_stored_as_utc_instants(con):
+    assert con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0] == "UTC"
+    ist = pd.DatetimeIndex([pd.Timestamp("2025-08-04 09:15", tz="Asia/Kolkata")])
+    save_vix_term_structure(con, vix_rows(ist, [12.0]), "b")
+    got = con.execute("SELECT timestamp FROM vix_term_structure").df().timestamp
+    assert str(got.dt.tz) == "UTC" and got.iloc[0] == pd.Timestamp("2025-08-04 03:45", tz="UTC")
+    # the same instant written in UTC is the same key: nothing added
+    assert save_vix_term_structure(con, vix_rows([T0], [99.0]), "b2") == 0
+
+
+@pytest.mark.parametrize("value, end_of_day, expected", [
+    ("2025-08-04", False, "2025-08-04 00:00:00+00:00"),
+    ("2025-08-04", True, "2025-08-04 23:59:59.999999+00:00"),
+    (dt.date(2025, 8, 4), True, "2025-08-04 23:59:59.999999+00:00"),
+    ("2025-08-04 09:15", True, "2025-08-04 09:15:00+00:00"),                  # naive means UTC; not a bare date
+    (pd.Timestamp("2025-08-04 09:15", tz="Asia/Kolkata"), False, "2025-08-04 03:45:00+00:00"),
+])
+def test_to_utc(value, end_of_day, expected):
+    assert to_utc(value, end_of_day) == pd.Timestamp(expected)
+
+
+def test_window_params_open_ends_cover_everything():
+    p = window_params("NSE")
+    assert p["exchange"] == "NSE" and p["start"].year == 1900 and p["end"].year == 2200
+    assert window_params("NSE", end="2025-08-04")["end"] == pd.Timestamp("2025-08-04 23:59:59.999999", tz="UTC")
+
+
+# ---------------------------------------------------------------- idempotent writes
+def test_insert_rows_names_missing_and_unknown_columns_and_stores_nothing(con, fingerprint):
+    before = fingerprint(con)
+    with pytest.raises(ValueError, match=r"missing columns \['value'\]"):
+        insert_rows(con, "vix_term_structure", vix_rows([T0], [1.0]).drop(columns="value"))
+    with pytest.raises(ValueError, match=r"unknown columns \['colour'\]"):
+        insert_rows(con, "vix_term_structure", vix_rows([T0], [1.0]).assign(colour="red"))
+    assert fingerprint(con) == before
+
+
+def test_insert_rows_is_idempotent_and_first_write_wins(con):
+    times = T0 + pd.to_timedelta(np.arange(4), unit="min")
+    assert insert_rows(con, "vix_term_structure", vix_rows(times[:3], [1.0, 2.0, 3.0]), "b1") == 3
+    assert insert_rows(con, "vix_term_structure", vix_rows(times[:3], [1.0, 2.0, 3.0]), "b1") == 0
+    # same keys with other values are ignored, new keys are added
+    assert insert_rows(con, "vix_term_structure", vix_rows(times[1:], [20.0, 30.0, 40.0]), "b2") == 1
+    got = con.execute("SELECT value, batch_id FROM vix_term_structure ORDER BY timestamp").fetchall()
+    assert got == [(1.0, "b1"), (2.0, "b1"), (3.0, "b1"), (40.0, "b2")]
+    assert insert_rows(con, "vix_term_structure", vix_rows(times[:0], []), "b3") == 0       # empty frame
+
+
+def test_insert_rows_keeps_a_batch_id_column_given_in_the_frame(con):
+    insert_rows(con, "vix_term_structure", vix_rows([T0], [1.0]).assign(batch_id="inside"), "argument")
+    assert con.execute("SELECT batch_id FROM vix_term_structure").fetchall() == [("inside",)]
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(frames=st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 2), st.floats(-1e6, 1e6)), max_size=8),
+                       min_size=1, max_size=5))
+def test_insert_rows_property_matches_a_first_write_wins_dict(tmp_path_factory, frames):
+    "Any sequence of batches (with repeated keys inside and across them) stores exactly one row per key, the first seen."
+    c = connect(tmp_path_factory.mktemp("prop") / "w.duckdb")
+    reference, total = {}, 0
+    for i, rows in enumerate(frames):
+        frame = pd.DataFrame({"timestamp": [T0 + pd.Timedelta(minutes=m) for m, _, _ in rows], "exchange": "NSE",
+                              "tenor_days": [7 * (k + 1) for _, k, _ in rows], "value": [v for _, _, v in rows],
+                              "source": "p"}, columns=["timestamp", "exchange", "tenor_days", "value", "source"])
+        new_keys = {(m, 7 * (k + 1)) for m, k, _ in rows} - set(reference)
+        for m, k, v in rows:
+            reference.setdefault((m, 7 * (k + 1)), (v, i))
+        added = insert_rows(c, "vix_term_structure", frame, f"b{i}")
+        assert added == len(new_keys)
+        total += added
+    got = c.execute("SELECT timestamp, tenor_days, value, batch_id FROM vix_term_structure").df()
+    assert len(got) == total == len(reference)
+    for ts, tenor, value, batch in got.itertuples(index=False):
+        first_batch = reference[(int((ts - T0) / pd.Timedelta(minutes=1)), tenor)][1]
+        assert batch == f"b{first_batch}"
+        # inside one frame DuckDB keeps one of the duplicates; across frames the first batch wins
+        in_batch = [v for m, k, v in frames[first_batch] if (m, 7 * (k + 1)) == (int((ts - T0) / pd.Timedelta(minutes=1)), tenor)]
+        assert value in in_batch
+    c.close()
+
+
+@pytest.mark.parametrize("save, table, frame", [
+    (save_vix_term_structure, "vix_term_structure", lambda: vix_rows([T0, T0 + pd.Timedelta(minutes=1)], [1.0, 2.0])),
+    (save_underlying_bars, "underlying_bars", lambda: bar_rows([T0, T0 + pd.Timedelta(minutes=1)], [100.0, 101.0])),
+    (save_macro_signals, "macro_signals", lambda: pd.DataFrame({"timestamp": [T0], "exchange": "NSE", "name": "fii_net_flow",
+                                                                    "value": [1.0], "available_from": [T0], "source": "t"})),
+    (save_order_book_depth, "order_book_depth_snapshots", lambda: pd.DataFrame({
+        "timestamp": T0, "exchange": "NSE", "symbol": "NIFTY", "level": [1, 2], "bid_price": 1.0, "bid_qty": 2.0, "ask_price": 1.1, "ask_qty": 3.0, "source": "t"})),
+    (save_option_chain_snapshot, "option_chain_snapshots", lambda: pd.DataFrame([chain_row(T0, "2025-08-07", 24000.0, "CE", 10.0)])),
+])
+def test_save_wrappers_are_idempotent(con, save, table, frame):
+    n = len(frame())
+    assert save(con, frame(), "b") == n and save(con, frame(), "b") == 0
+    assert con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] == n
+
+
+def test_a_value_that_does_not_cast_rolls_the_insert_back(con, fingerprint):
+    save_vix_term_structure(con, vix_rows([T0], [1.0]), "ok")
+    before = fingerprint(con)
+    bad = vix_rows([T0 + pd.Timedelta(minutes=1), T0 + pd.Timedelta(minutes=2)], ["2.0", "not a number"])
+    with pytest.raises(duckdb.Error):
+        save_vix_term_structure(con, bad, "bad")
+    assert fingerprint(con) == before
+    assert save_vix_term_structure(con, vix_rows([T0 + pd.Timedelta(minutes=1)], [2.0]), "next") == 1   # connection usable
+
+
+def test_a_cast_error_outside_a_transaction_names_the_value_and_column(con):
+    bad = vix_rows([T0], ["not a number"])
+    with pytest.raises(Exception, match=r"'not a number'.*column value"):
+        insert_rows(con, "vix_term_structure", bad)
+
+
+def test_a_cast_error_inside_a_transaction_names_the_value_and_column(con):
+    bad = vix_rows([T0], ["not a number"])
+    with pytest.raises(Exception, match=r"'not a number'.*column value"):
+        save_vix_term_structure(con, bad, "bad")
+
+
+# ---------------------------------------------------------------- transactions and batches
+def test_transaction_rolls_back_every_statement_on_any_exception(con, fingerprint):
+    before = fingerprint(con)
+    for exc in (RuntimeError("boom"), KeyboardInterrupt()):
+        with pytest.raises(type(exc)), transaction(con):
+            insert_rows(con, "vix_term_structure", vix_rows([T0], [1.0]))
+            insert_rows(con, "underlying_bars", bar_rows([T0], [100.0]))
+            raise exc
+        assert fingerprint(con) == before
+    with transaction(con):
+        insert_rows(con, "vix_term_structure", vix_rows([T0], [1.0]))
+    assert fingerprint(con)["vix_term_structure"][0] == 1
+
+
+def test_write_batch_records_the_batch_with_rows_stored(con):
+    added = write_batch(con, {"vix_term_structure": vix_rows([T0], [1.0]), "underlying_bars": bar_rows([T0, T0 + pd.Timedelta(minutes=1)], [1.0, 2.0])},
+                        {"batch_id": "b1", "exchange": "NSE", "kind": "test", "source": "t", "rows_in": 3})
+    assert added == {"vix_term_structure": 1, "underlying_bars": 2}
+    row = con.execute("SELECT status, rows_in, rows_stored FROM training_batches WHERE batch_id = 'b1'").fetchall()
+    assert row == [("stored", 3, 3)]
+    assert con.execute("SELECT DISTINCT batch_id FROM underlying_bars").fetchall() == [("b1",)]
+
+
+def test_write_batch_failing_on_its_second_table_stores_nothing(con, fingerprint, monkeypatch):
+    write_batch(con, {"vix_term_structure": vix_rows([T0], [1.0])}, {"batch_id": "b0", "exchange": "NSE", "kind": "test", "source": "t"})
+    before, batches_before = fingerprint(con), fingerprint(con, ("training_batches",))
+    real, calls = store.insert_rows, []
+
+    def failing(c, table, frame, batch_id=None):
+        calls.append(table)
+        if len(calls) == 2: raise OSError("disk full (injected)")
+        return real(c, table, frame, batch_id)
+    monkeypatch.setattr(store, "insert_rows", failing)
+    frames = {"vix_term_structure": vix_rows([T0 + pd.Timedelta(minutes=1)], [2.0]),
+              "underlying_bars": bar_rows([T0], [100.0])}
+    with pytest.raises(OSError, match="injected"):
+        write_batch(con, frames, {"batch_id": "b1", "exchange": "NSE", "kind": "test", "source": "t"})
+    assert calls == ["vix_term_structure", "underlying_bars"]
+    assert fingerprint(con) == before and fingerprint(con, ("training_batches",)) == batches_before
+    assert con.execute("SELECT count(*) FROM training_batches WHERE batch_id = 'b1'").fetchall()[0][0] == 0
+
+
+def test_record_training_batch_replaces_a_row_with_the_same_id(con):
+    record_training_batch(con, "b", "NSE", "ingest", "imported", status="rejected", validation_report={"ok": False})
+    record_training_batch(con, "b", "NSE", "ingest", "imported", status="stored", rows_stored=5)
+    assert con.execute("SELECT status, rows_stored FROM training_batches").fetchall() == [("stored", 5)]
+
+
+# ---------------------------------------------------------------- ml_features against a pandas reference
+def chain_row(ts, expiry, strike, option_type, oi, iv=0.15, spot=24010.0, volume=None, oi_change=0.0, lot=75):
+    return {"timestamp": ts, "exchange": "NSE", "symbol": "NIFTY", "expiry": pd.Timestamp(expiry).date(), "strike": float(strike),
+                "option_type": option_type, "ltp": 10.0, "iv": iv, "oi": float(oi), "oi_change": float(oi_change),
+                "volume": float(oi / 10 if volume is None else volume), "bid": 9.9, "ask": 10.1, "bid_qty": 100.0, "ask_qty": 90.0,
+                "underlying_price": spot, "lot_size": lot, "source": "test"}
+
+
+def random_market(seed: int):
+    "Three chain snapshots (two expiries, 15 strikes), bars around them, VIX, a 6-level book and macro prints."
+    rng = np.random.default_rng(seed)
+    snaps = [T0, T0 + pd.Timedelta(minutes=3), T0 + pd.Timedelta(minutes=6)]
+    chain = []
+    for ts in snaps:
+        spot = 24000 + rng.uniform(-120, 120)
+        if abs((spot % 50) - 25) < 1: spot += 5                      # keep the ATM strike unambiguous
+        atm = round(spot / 50) * 50
+        for expiry in ("2025-08-07", "2025-08-14"):
+            for k in range(-7, 8):
+                for typ in ("CE", "PE"):
+                    oi = float(rng.integers(0, 5000)) if rng.uniform() > 0.1 else 0.0
+                    chain.append(chain_row(ts, expiry, atm + 50 * k, typ, oi, iv=rng.uniform(0.08, 0.3), spot=spot,
+                                           volume=float(rng.integers(0, 900)), oi_change=float(rng.integers(-50, 50))))
+    chain = pd.DataFrame(chain)
+    bars = bar_rows(T0 + pd.to_timedelta(np.arange(-1, 9), unit="min"), 24000 + rng.normal(0, 20, 10))
+    vix = pd.concat([vix_rows([T0 - pd.Timedelta(minutes=2), T0 + pd.Timedelta(minutes=4)], rng.uniform(10, 20, 2), tenor)
+                     for tenor in (7, 30, 60)], ignore_index=True)
+    book = pd.DataFrame([{"timestamp": ts, "exchange": "NSE", "symbol": "NIFTY", "level": level, "bid_price": 1.0,
+                              "bid_qty": float(rng.integers(1, 100)), "ask_price": 1.05, "ask_qty": float(rng.integers(1, 100)), "source": "t"}
+                         for ts in (T0 + pd.Timedelta(seconds=30), T0 + pd.Timedelta(minutes=2)) for level in range(1, 7)])
+    macro = pd.DataFrame([{"timestamp": T0 - pd.Timedelta(hours=10), "exchange": "NSE", "name": name, "value": rng.normal(0, 1000),
+                               "available_from": T0 + pd.Timedelta(minutes=5), "source": "t"} for name in ("fii_net_flow", "dii_net_flow")])
+    return {"option_chain_snapshots": chain, "underlying_bars": bars, "vix_term_structure": vix, "order_book_depth_snapshots": book,
+                "macro_signals": macro}
+
+
+def reference_snapshot_features(snap: pd.DataFrame) -> dict:
+    "Chain aggregates of one snapshot, from the definitions in the store notebook / DOMAIN.md, one strike at a time."
+    ts = snap.timestamp.iloc[0]
+    expiries = sorted(snap.expiry.unique())
+    near, nxt = snap[snap.expiry == expiries[0]], snap[snap.expiry == expiries[1]]
+    spot = float(snap.underlying_price.iloc[0])
+    strikes = sorted(near.strike.unique())
+    atm = min(strikes, key=lambda k: abs(k - spot))
+    step = min(b - a for a, b in itertools.pairwise(strikes))
+    off = lambda frame: (frame.strike - atm) / step
+    calls, puts = near[near.option_type == "CE"], near[near.option_type == "PE"]
+    pain = {k: sum(r.oi * max(k - r.strike, 0) for r in calls.itertuples()) + sum(r.oi * max(r.strike - k, 0) for r in puts.itertuples())
+            for k in strikes}
+    gex = 0.0
+    for r in snap.itertuples():
+        tau = ((pd.Timestamp(r.expiry).tz_localize("UTC") + pd.Timedelta(hours=10)) - ts).total_seconds() / (365 * 86400)
+        if r.iv > 0 and tau > 0:
+            d1 = (math.log(spot / r.strike) + 0.5 * r.iv ** 2 * tau) / (r.iv * math.sqrt(tau))
+            gamma = math.exp(-0.5 * d1 * d1) / math.sqrt(2 * math.pi) / (spot * r.iv * math.sqrt(tau))
+            gex += (1 if r.option_type == "CE" else -1) * gamma * r.oi * r.lot_size * spot * spot * 0.01
+    within = lambda frame, n: frame[off(frame).abs() <= n]
+    iv_at = lambda frame, k: frame[np.isclose(off(frame), k)].iv.mean()
+    return {
+        "atm_strike": atm, "call_oi": calls.oi.sum(), "put_oi": puts.oi.sum(), "call_oi_change": calls.oi_change.sum(),
+        "put_oi_change": puts.oi_change.sum(), "call_volume": calls.volume.sum(), "put_volume": puts.volume.sum(),
+        "pcr_oi": puts.oi.sum() / calls.oi.sum(), "pcr_volume": puts.volume.sum() / calls.volume.sum(),
+        "pcr_oi_atm": within(puts, 5).oi.sum() / within(calls, 5).oi.sum(),
+        "oi_concentration_atm": within(near, 2).oi.sum() / near.oi.sum(), "atm_iv": iv_at(near, 0), "next_atm_iv": iv_at(nxt, 0),
+        "iv_skew": iv_at(puts, -4) - iv_at(calls, 4), "max_pain_strike": min(strikes, key=lambda k: (pain[k], k)), "gex": gex,
+        "days_to_expiry": ((pd.Timestamp(expiries[0]).tz_localize("UTC") + pd.Timedelta(hours=10)) - ts).total_seconds() / 86400,
+        "lot_size": float(near.lot_size.max()), "chain_snapshot_time": ts}
+
+
+def latest_at_or_before(frame: pd.DataFrame, ts, column="timestamp") -> pd.DataFrame:
+    eligible = frame[frame[column] <= ts]
+    return eligible[eligible[column] == eligible[column].max()] if len(eligible) else eligible
+
+
+def reference_ml_features(m: dict) -> pd.DataFrame:
+    "One row per bar: the bar, and the latest chain / VIX / book / macro print at or before it (no look-ahead)."
+    rows = []
+    for bar in m["underlying_bars"].itertuples():
+        row = {"timestamp": bar.timestamp, "close": bar.close, "futures_basis": (bar.futures_price - bar.close) / bar.close}
+        snap = latest_at_or_before(m["option_chain_snapshots"], bar.timestamp)
+        if len(snap):
+            row.update(reference_snapshot_features(snap))
+            row["max_pain_distance"] = (row["max_pain_strike"] - bar.close) / bar.close
+            row["chain_age_minutes"] = (bar.timestamp - row["chain_snapshot_time"]) // pd.Timedelta(minutes=1)
+        vix = latest_at_or_before(m["vix_term_structure"], bar.timestamp)
+        row.update({name: vix[vix.tenor_days == t].value.max() for name, t in (("vix", 30), ("vix_near", 7), ("vix_far", 60))})
+        book = latest_at_or_before(m["order_book_depth_snapshots"], bar.timestamp)
+        top = book[book.level <= 5]
+        row.update(book_bid_qty=top.bid_qty.sum() if len(top) else np.nan, book_ask_qty=top.ask_qty.sum() if len(top) else np.nan)
+        macro = latest_at_or_before(m["macro_signals"], bar.timestamp, "available_from")
+        for name, col in (("fii_net_flow", "fii_flow"), ("dii_net_flow", "dii_flow")):
+            row[col] = macro[macro.name == name].value.max() if len(macro) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_build_ml_features_matches_pandas_reference(con, seed):
+    market = random_market(seed)
+    write_batch(con, market, {"batch_id": "m", "exchange": "NSE", "kind": "test", "source": "t"})
+    assert build_ml_features(con, "NSE") == len(market["underlying_bars"])
+    got = load_historical_data_for_ml(con, "NSE").set_index("timestamp")
+    ref = reference_ml_features(market).set_index("timestamp")
+    assert got.index.equals(ref.index)
+    assert got.chain_snapshot_time.isna().iloc[0] and got.atm_strike.isna().iloc[0]   # bar before the first snapshot
+    for col in ref.columns:
+        if col == "chain_snapshot_time":
+            assert (pd.to_datetime(got[col].dropna(), utc=True) == ref[col].dropna()).all()
+            continue
+        np.testing.assert_allclose(got[col].astype(float), ref[col].astype(float), rtol=1e-9, atol=1e-9, err_msg=col)
+    # macro prints only count from available_from, never from their (earlier) timestamp
+    assert got.fii_flow[got.index < T0 + pd.Timedelta(minutes=5)].isna().all()
+
+
+def test_build_ml_features_only_touches_its_exchange_and_window(con):
+    m = random_market(0)
+    write_batch(con, m, {"batch_id": "m", "exchange": "NSE", "kind": "test", "source": "t"})
+    bse = bar_rows(m["underlying_bars"].timestamp, 80000.0, symbol="SENSEX", exchange="BSE")
+    insert_rows(con, "underlying_bars", bse, "bse")
+    build_ml_features(con, "BSE")
+    assert con.execute("SELECT exchange, count(*) FROM ml_features GROUP BY ALL").fetchall() == [("BSE", 10)]
+    assert build_ml_features(con, "NSE", start=T0, end=T0 + pd.Timedelta(minutes=2)) == 3
+    assert sorted(con.execute("SELECT exchange, count(*) FROM ml_features GROUP BY ALL").fetchall()) == [("BSE", 10), ("NSE", 3)]
+
+
+def test_build_ml_features_is_bit_reproducible(sim_con):
+    "Same raw tables, any thread count (the machine decides it): the same bits."
+    hashes = set()
+    for threads in (1, 4, 4, 4):
+        sim_con.execute(f"SET threads = {threads}")
+        build_ml_features(sim_con, "NSE")
+        hashes.add(sim_con.execute("SELECT sum(hash(t)) FROM ml_features t").fetchall()[0][0])
+    assert len(hashes) == 1
+
+
+def test_rebuilt_features_agree_with_the_stored_ones_to_rounding(sim_con):
+    before = sim_con.execute("SELECT * FROM ml_features ORDER BY timestamp").df()
+    build_ml_features(sim_con, "NSE")
+    after = sim_con.execute("SELECT * FROM ml_features ORDER BY timestamp").df()
+    assert before.drop(columns="gex").equals(after.drop(columns="gex"))
+    np.testing.assert_allclose(after.gex, before.gex, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- reading back
+def test_load_historical_data_for_ml_window_sort_and_payload(sim_con):
+    everything = load_historical_data_for_ml(sim_con, "NSE")
+    assert len(everything) == 750 and everything.timestamp.is_monotonic_increasing
+    assert str(everything.timestamp.dt.tz) == "UTC" and "feature_payload" not in everything
+    assert everything.max_pain_distance.dtype == "float64" and everything.chain_age_minutes.between(0, 2).all()
+    np.testing.assert_allclose(everything.max_pain_distance, (everything.max_pain_strike - everything.close) / everything.close)
+    first_day = load_historical_data_for_ml(sim_con, "NSE", "2025-08-01", "2025-08-01")   # a date-only end includes the day
+    assert len(first_day) == 375 and first_day.timestamp.dt.tz_convert("Asia/Kolkata").dt.date.nunique() == 1
+    assert load_historical_data_for_ml(sim_con, "BSE").empty
