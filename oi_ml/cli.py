@@ -21,11 +21,14 @@ from .train import TrainConfig, train_model
 from .ingest import IngestError, import_bhavcopy, import_ohlcv, validate_stored
 from .packs import render_pack
 from .simulate import simulate_market
+from .registry import RegistryError
 from .store import connect
+from .train import ModelIntegrityError
 
 # %% auto #0
 __all__ = ['COMMANDS', 'cmd_simulate', 'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels',
-           'cmd_train', 'cmd_pack', 'build_parser', 'main']
+           'cmd_train', 'cmd_pack', 'cmd_backtest', 'cmd_gate', 'cmd_deploy', 'cmd_rollback', 'cmd_signoff',
+           'cmd_retrain', 'build_parser', 'main']
 
 # %% ../nbs/51_cli.ipynb #c005
 def cmd_simulate(args, cfg: RunConfig) -> int:
@@ -109,10 +112,84 @@ def cmd_train(args, cfg: RunConfig) -> int:
     return 0
 
 def cmd_pack(args, cfg: RunConfig) -> int:
-    "Render the approval pack of one exchange."
-    version = args.dataset or latest_dataset_version(args.exchange, cfg)
-    path = render_pack(args.exchange, version, {"dataset_version": version}, cfg)
+    "Render the approval pack of one exchange (data only, or for a candidate run)."
+    if args.run:
+        import json
+        manifest = json.loads((Path(cfg.models_dir) / args.exchange / args.run / "manifest.json").read_text())
+        gate_path = Path(cfg.models_dir) / args.exchange / args.run / "reports" / "gate_report.json"
+        gate = json.loads(gate_path.read_text()) if gate_path.exists() else {}
+        params = dict(dataset_version=manifest["dataset_version"], candidate_run=args.run, baseline_version=gate.get("baseline") or "",
+                      automl_run=gate.get("automl_run") or "")
+        path = render_pack(args.exchange, args.run, params, cfg)
+    else:
+        version = args.dataset or latest_dataset_version(args.exchange, cfg)
+        path = render_pack(args.exchange, version, {"dataset_version": version}, cfg)
+    from oi_ml.packs import render_index
+    render_index(cfg)
     print(f"pack: {path}")
+    return 0
+
+def cmd_backtest(args, cfg: RunConfig) -> int:
+    "Backtest a model run on its dataset (optionally a date window); writes the summary and trades into the run's reports."
+    from oi_ml.backtest import run_backtest, save_backtest
+    from oi_ml.gate import default_backtest_config, signals_for, train_config_of
+    from oi_ml.train import load_bundle
+    bundle = load_bundle(Path(cfg.models_dir) / args.exchange / args.run)
+    raw, _ = load_dataset(args.exchange, bundle.manifest["dataset_version"], cfg)
+    raw = raw.sort_values("timestamp", kind="mergesort").reset_index(drop=True)
+    bt = dataclasses.replace(default_backtest_config(args.exchange, dataclasses.asdict(train_config_of(bundle))), start=args.start, end=args.end)
+    result = run_backtest(raw[["timestamp", "open", "high", "low", "close"]], signals_for(bundle, raw), bt)
+    paths = save_backtest(result, bundle.run_dir / "reports")
+    m = result.metrics
+    print(f"backtest {args.run} {args.start or 'start'}..{args.end or 'end'}: {m['n_trades']} trades, net return {m['return_net']:.4%}, "
+          f"Sharpe {m.get('sharpe_net', float('nan')):.2f}, max drawdown {m.get('max_drawdown_net', float('nan')):.2%}")
+    print(f"summary: {paths['summary']}\ntrades: {paths['trades']}")
+    return 0
+
+def cmd_gate(args, cfg: RunConfig) -> int:
+    "Evaluate a candidate run against the baseline; prints the criteria and the verdict line."
+    from oi_ml.gate import evaluate_candidate, gate_line
+    rep = evaluate_candidate(args.exchange, args.run, args.baseline, args.automl, cfg)
+    for c in rep["criteria"]:
+        print(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['name']:<16} {c['value']!s:<24} {c['rule']} {c['threshold']!s}  {c.get('note', '')}")
+    print(gate_line(rep))
+    return 0
+
+def cmd_deploy(args, cfg: RunConfig) -> int:
+    "Deploy a run (its gate report must exist and pass)."
+    from oi_ml.registry import deploy_model
+    m = deploy_model(args.exchange, args.run, args.operator, args.reason, run_cfg=cfg)
+    print(f"deployed {args.exchange} {m['version']} (run {m['run_id']})")
+    return 0
+
+def cmd_rollback(args, cfg: RunConfig) -> int:
+    "Point the registry back at the previous (or a given) version."
+    from oi_ml.registry import current_version, rollback
+    rollback(args.exchange, args.to, args.operator, args.reason, run_cfg=cfg)
+    print(f"{args.exchange} now serves {current_version(args.exchange, cfg)}")
+    return 0
+
+def cmd_signoff(args, cfg: RunConfig) -> int:
+    "Record a reviewer's sign-off of a run or version in the Model Change Log."
+    from oi_ml.registry import record_signoff
+    rec = record_signoff(args.exchange, args.run, args.reviewer, args.decision, args.constraints, args.date, cfg)
+    print(f"sign-off recorded: {rec['reviewer']} {rec['decision']} {args.exchange} {args.run} on {rec['date']}")
+    return 0
+
+def cmd_retrain(args, cfg: RunConfig) -> int:
+    "Run the retrain pipeline; exit 0 whatever the gate says, 1 when a step failed."
+    from oi_ml.pipeline import PipelineStepError, RetrainConfig, run_retrain
+    rc = RetrainConfig(exchange=args.exchange, as_of=args.as_of, promote=args.promote, automl=not args.no_automl,
+                       automl_trials=args.optuna_trials, operator=args.operator, reason=args.reason)
+    try:
+        out = run_retrain(rc, cfg)
+    except PipelineStepError as err:
+        print(f"oi-ml retrain: {err}", file=sys.stderr)
+        return 1
+    if out["deployed"]: print(f"deployed: {out['deployed']}")
+    print(f"run manifest: {out['manifest']}")
+    print(out["gate_line"])
+    print(f"pack: {out['pack']}")
     return 0
 
 # %% ../nbs/51_cli.ipynb #c008
@@ -140,11 +217,29 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a candidate model"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--dataset"); s.add_argument("--target", default="triple_barrier"); s.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("pack", help="render the approval pack"); s.add_argument("--exchange", required=True, **ex)
-    s.add_argument("--dataset", help="dataset version (default: latest)")
+    s.add_argument("--dataset", help="dataset version (default: latest)"); s.add_argument("--run", help="candidate model run")
+    s = sub.add_parser("backtest", help="backtest a model run"); s.add_argument("--exchange", required=True, **ex)
+    s.add_argument("--run", required=True); s.add_argument("--start"); s.add_argument("--end")
+    s = sub.add_parser("gate", help="evaluate a candidate against production"); s.add_argument("--exchange", required=True, **ex)
+    s.add_argument("--run", required=True); s.add_argument("--automl"); s.add_argument("--baseline", default="production")
+    s = sub.add_parser("retrain", help="the whole retrain pipeline"); s.add_argument("--exchange", required=True, **ex)
+    s.add_argument("--as-of"); s.add_argument("--promote", action="store_true"); s.add_argument("--no-automl", action="store_true")
+    s.add_argument("--optuna-trials", type=int, default=4); s.add_argument("--operator", default="oi-ml retrain")
+    s.add_argument("--reason", default="scheduled retrain")
+    s = sub.add_parser("deploy", help="deploy a gated run"); s.add_argument("--exchange", required=True, **ex)
+    s.add_argument("--run", required=True); s.add_argument("--operator", required=True); s.add_argument("--reason", required=True)
+    s = sub.add_parser("rollback", help="roll the registry back"); s.add_argument("--exchange", required=True, **ex)
+    s.add_argument("--to"); s.add_argument("--operator", default=""); s.add_argument("--reason", default="")
+    s = sub.add_parser("signoff", help="record a reviewer's decision"); s.add_argument("--exchange", required=True, **ex)
+    s.add_argument("--run", required=True, help="run id or version"); s.add_argument("--reviewer", required=True)
+    s.add_argument("--decision", required=True, choices=["approved", "approved_with_constraints", "rejected"])
+    s.add_argument("--constraints"); s.add_argument("--date")
     return p
 
 COMMANDS = {"simulate": cmd_simulate, "ingest": cmd_ingest, "validate": cmd_validate, "export": cmd_export,
-            "datasets": cmd_datasets, "features": cmd_features, "labels": cmd_labels, "train": cmd_train, "pack": cmd_pack}
+            "datasets": cmd_datasets, "features": cmd_features, "labels": cmd_labels, "train": cmd_train, "pack": cmd_pack,
+            "backtest": cmd_backtest, "gate": cmd_gate, "retrain": cmd_retrain, "deploy": cmd_deploy, "rollback": cmd_rollback,
+            "signoff": cmd_signoff}
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `oi-ml` console script."
@@ -153,6 +248,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_run_config(args.config, data_dir=args.data_dir, reports_dir=args.reports_dir)
     try:
         return COMMANDS[args.command](args, cfg)
-    except (FileNotFoundError, ValueError, DatasetIntegrityError) as err:
+    except (FileNotFoundError, ValueError, DatasetIntegrityError, RegistryError, ModelIntegrityError) as err:
         print(f"oi-ml {args.command}: {err}", file=sys.stderr)
         return 1

@@ -24,7 +24,9 @@ __all__ = ['METRIC_KEYS', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary', 
            'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
            'correlation_figure', 'label_summary', 'load_run_report', 'cv_tables', 'confusion_figure',
            'reliability_figure', 'shap_figure', 'template_path', 'pack_kernel', 'render_html', 'render_pack',
-           'chromium_path', 'check_in_browser']
+           'decision_banner', 'gate_table', 'candidate_vs_production', 'equity_figure', 'sortable_table',
+           'metrics_with_ci', 'performance_breakdowns', 'benchmark_frame', 'sensitivity_figure', 'risk_profile',
+           'monitoring_baseline', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def source_banner(manifest: dict) -> str:
@@ -207,6 +209,168 @@ def render_pack(exchange: str, label: str, parameters: dict, run_cfg: RunConfig 
     return render_html(executed, out_dir / "approval_pack.html")
 
 # %% ../nbs/44_packs.ipynb #c019
+def decision_banner(gate: dict) -> str:
+    "Large PASS/FAIL banner with the failed criteria."
+    ok = gate["decision"] == "PASS"
+    text = "GATE PASS — all criteria met" if ok else "GATE FAIL — " + ", ".join(gate["failed"])
+    return (f'<div style="background:{"#1b5e20" if ok else "#b00020"};color:white;padding:14px;font-size:20px;font-weight:bold;'
+            f'border-radius:4px;margin:8px 0">{html.escape(text)}</div>')
+
+def gate_table(gate: dict) -> pd.DataFrame:
+    "Criteria with candidate value, threshold, rule, PASS/FAIL and notes."
+    rows = [dict(criterion=c["name"], candidate=c["value"], threshold=c["threshold"], rule=c["rule"],
+                 result="PASS" if c["passed"] else "FAIL", note=c.get("note", "")) for c in gate["criteria"]]
+    return pd.DataFrame(rows)
+
+def candidate_vs_production(gate: dict, keys=("n_trades", "sharpe_net", "sortino_net", "profit_factor_net", "max_drawdown_net",
+                                                  "hit_rate_net", "return_net", "total_costs")) -> pd.DataFrame:
+    "Side-by-side out-of-sample backtest and probability metrics of candidate and production on the same window."
+    cols = {"candidate": gate["candidate"]}
+    if gate.get("production"): cols["production"] = gate["production"]
+    rows = {k: {n: v["backtest"].get(k) for n, v in cols.items()} for k in keys}
+    for k in ("brier", "log_loss", "directional_auc"):
+        rows[k] = {n: v["probabilities"]["model"].get(k) for n, v in cols.items()}
+    return pd.DataFrame(rows).T.rename_axis("metric").reset_index()
+
+# %% ../nbs/44_packs.ipynb #c020
+def equity_figure(equity: pd.DataFrame, title: str, account_size: float):
+    "Gross and net equity with the net drawdown shaded below the running peak."
+    import plotly.graph_objects as go
+    e = equity.iloc[:: max(1, len(equity) // 4000)]
+    x = e.timestamp.dt.tz_convert(IST).dt.tz_localize(None)
+    peak = e.equity_net.cummax()
+    fig = go.Figure([go.Scatter(x=x, y=peak, line=dict(width=0), showlegend=False, hoverinfo="skip"),
+                     go.Scatter(x=x, y=e.equity_net, name="net", fill="tonexty", fillcolor="rgba(176,0,32,0.15)", line=dict(color="#0d47a1")),
+                     go.Scatter(x=x, y=e.equity_gross, name="gross", line=dict(color="#90a4ae", dash="dot"))])
+    fig.add_hline(y=account_size, line=dict(color="grey", width=1))
+    fig.update_layout(title=title, yaxis_title="equity (₹)", height=360, margin=dict(t=40), xaxis=dict(type="category", nticks=10))
+    return fig
+
+def sortable_table(frame: pd.DataFrame, table_id: str, max_rows: int = 500) -> str:
+    "HTML table sortable by clicking a header (inline script, works offline)."
+    body = frame.head(max_rows).to_html(index=False, table_id=table_id, float_format=lambda v: f"{v:,.4g}")
+    script = ("<script>(function(){var t=document.getElementById('%s');if(!t)return;t.querySelectorAll('th').forEach(function(th,i){"
+              "th.style.cursor='pointer';th.title='click to sort';th.addEventListener('click',function(){var rows=Array.from(t.tBodies[0].rows);"
+              "var asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';rows.sort(function(a,b){var x=a.cells[i].innerText,y=b.cells[i].innerText;"
+              "var nx=parseFloat(x.replace(/,/g,'')),ny=parseFloat(y.replace(/,/g,''));var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);"
+              "return asc?c:-c;});rows.forEach(function(r){t.tBodies[0].appendChild(r);});});});})();</script>") % table_id
+    note = f"<p>Showing {min(len(frame), max_rows)} of {len(frame)} trades.</p>" if len(frame) > max_rows else ""
+    return note + body + script
+
+# %% ../nbs/44_packs.ipynb #c021
+def metrics_with_ci(trades: pd.DataFrame, equity: pd.DataFrame, periods_per_year: float, seed: int = 0) -> pd.DataFrame:
+    "Net Sharpe (per-bar returns, block bootstrap) and profit factor (per-trade bootstrap) with 95 % intervals."
+    from oi_ml.metrics import profit_factor_ci, sharpe_ci
+    r = equity.equity_net.pct_change().dropna().to_numpy()
+    rows = []
+    if len(r) > 10:
+        ci = sharpe_ci(r, periods_per_year, n_boot=500, block=375, seed=seed)
+        rows.append(dict(metric="Sharpe (net, annualised)", estimate=ci.estimate, lower_95=ci.lower, upper_95=ci.upper))
+    if len(trades) > 2:
+        ci = profit_factor_ci(trades.net_pnl.to_numpy(), n_boot=1000, seed=seed)
+        rows.append(dict(metric="profit factor (net)", estimate=ci.estimate, lower_95=ci.lower, upper_95=ci.upper))
+    return pd.DataFrame(rows, columns=["metric", "estimate", "lower_95", "upper_95"])
+
+def performance_breakdowns(trades: pd.DataFrame, volatility: pd.Series | None = None) -> dict:
+    "Trade metrics by regime, by IST month and by volatility bucket at entry (when given)."
+    from oi_ml.metrics import metrics_by, trade_month, volatility_bucket
+    keep = ["n_trades", "total_pnl_net", "profit_factor_net", "hit_rate_net", "expectancy_net"]
+    out = {}
+    if len(trades) == 0: return out
+    if "regime" in trades and trades.regime.notna().any(): out["regime"] = metrics_by(trades, trades.regime.astype(str))[keep]
+    out["month"] = metrics_by(trades, trade_month(trades.entry_time).to_numpy())[keep]
+    if volatility is not None and volatility.nunique() >= 3:
+        out["volatility bucket"] = metrics_by(trades, volatility_bucket(volatility.to_numpy()).to_numpy())[keep]
+    return out
+
+def benchmark_frame(windows: dict, keys=("n_trades", "return_net", "sharpe_net", "max_drawdown_net", "profit_factor_net", "hit_rate_net")) -> pd.DataFrame:
+    "Strategy vs buy-and-hold, always-flat and random-signal, per validation window."
+    rows = [dict(window=w, strategy=s, **{k: m.get(k) for k in keys}) for w, info in windows.items() for s, m in info["benchmarks"].items()]
+    return pd.DataFrame(rows)
+
+def sensitivity_figure(records: list[dict], metric: str = "sharpe_net"):
+    "Heat-map of `metric` by cost (bps) and confidence threshold from the saved sensitivity grid."
+    import plotly.graph_objects as go
+    grid = pd.DataFrame(records).pivot(index="min_confidence", columns="cost_bps", values=metric)
+    fig = go.Figure(go.Heatmap(z=grid.to_numpy(dtype=float), x=[f"{c:g} bps" for c in grid.columns], y=[f"{c:g}" for c in grid.index],
+                               colorscale="RdYlGn", texttemplate="%{z:.2f}", colorbar=dict(title=metric)))
+    fig.update_layout(title=f"Out-of-sample {metric} by cost and confidence threshold", xaxis_title="transaction cost",
+                      yaxis_title="min confidence", height=380)
+    return fig
+
+# %% ../nbs/44_packs.ipynb #c022
+def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd.DataFrame:
+    "Drawdown against account size, exposure and the limits the strategy ran under."
+    from oi_ml.metrics import max_drawdown
+    dd = max_drawdown(equity.equity_net.to_numpy()) if len(equity) > 1 else None
+    worst = float(trades.net_pnl.min()) if len(trades) else float("nan")
+    items = {"account size (₹)": config["account_size"], "max drawdown (net, ₹)": (dd.max_drawdown * equity.equity_net.iloc[dd.peak]) if dd else float("nan"),
+             "max drawdown (net, % of peak)": dd.max_drawdown if dd else float("nan"), "worst trade (₹)": worst,
+             "largest position (lots)": int(trades.lots.max()) if len(trades) else 0,
+             "largest risk fraction": float(trades.risk_fraction.max()) if len(trades) else 0.0,
+             "time in market (share of bars)": float(((trades.holding_bars.sum() / max(len(equity), 1)) if len(trades) else 0.0)),
+             "sizing": config["sizing"], "max risk per trade": config["max_risk_per_trade"], "margin per lot (₹)": config["margin_per_lot"],
+             "max open positions": config["max_open_positions"], "cooldown (minutes)": config["cooldown_minutes"],
+             "costs (bps per leg)": config["transaction_cost_bps"] + config["slippage_bps"]}
+    return pd.DataFrame({"item": list(items), "value": [f"{v:,.4g}" if isinstance(v, float) else str(v) for v in items.values()]})
+
+def monitoring_baseline(manifest: dict, top: int = 15) -> pd.DataFrame:
+    "What the monitor will compare live data against: approval metrics and each feature's training deciles."
+    rows = [dict(item=f"approval {k}", value=f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in manifest["metrics_summary"].items()]
+    for name, d in list(manifest["feature_distribution"].items())[:top]:
+        edges = d["edges"]
+        rows.append(dict(item=f"feature {name} deciles", value=", ".join(f"{e:.4g}" for e in edges[:: max(1, len(edges) // 4)])))
+    return pd.DataFrame(rows)
+
+def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig) -> str:
+    "Sign-off form (reviewer, date, decision, constraints) with the command that records it, and sign-offs already recorded."
+    log = Path(run_cfg.models_dir) / "model_change_log.jsonl"
+    done = [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.exists() else []
+    done = [d for d in done if d.get("kind") == "signoff" and candidate_run in (d.get("run_id"), d.get("version"), d.get("subject"))]
+    recorded = "".join(f"<li>{html.escape(str(d.get('date', d.get('at', ''))))}: {html.escape(str(d.get('reviewer')))} — "
+                       f"<b>{html.escape(str(d.get('decision')))}</b> {html.escape(str(d.get('constraints') or ''))}</li>" for d in done)
+    return ('<table style="border:2px solid #333;width:100%"><tr><th style="width:20%">Reviewer</th><td style="height:28px"></td></tr>'
+            '<tr><th>Date</th><td style="height:28px"></td></tr><tr><th>Decision (approved / approved_with_constraints / rejected)</th>'
+            '<td style="height:28px"></td></tr><tr><th>Constraints</th><td style="height:56px"></td></tr></table>'
+            f"<p>Record the decision in the Model Change Log with:<br><code>oi-ml signoff --exchange {html.escape(exchange)} --run "
+            f"{html.escape(candidate_run)} --reviewer NAME --decision approved --constraints \"...\"</code></p>"
+            + (f"<p>Recorded sign-offs:</p><ul>{recorded}</ul>" if recorded else "<p>No sign-off recorded yet.</p>"))
+
+# %% ../nbs/44_packs.ipynb #c024
+def pack_entries(reports_dir: str | Path) -> pd.DataFrame:
+    "One row per rendered pack: exchange, label, decision (from the executed notebook's gate report), path, rendered time."
+    rows = []
+    for html_path in sorted(Path(reports_dir).glob("*/*/approval_pack.html")):
+        decision = "data only"
+        params_path = html_path.with_suffix(".ipynb")
+        try:
+            import nbformat
+            params = nbformat.read(params_path, as_version=4).metadata.get("papermill", {}).get("parameters", {})
+            run = params.get("candidate_run")
+            gate = Path(params.get("data_dir", "")) / "models" / html_path.parent.parent.name / run / "reports" / "gate_report.json" if run else None
+            if gate and gate.exists(): decision = json.loads(gate.read_text())["decision"]
+        except Exception:
+            decision = "unknown"
+        rows.append(dict(exchange=html_path.parent.parent.name, label=html_path.parent.name, decision=decision,
+                         path=html_path.relative_to(reports_dir).as_posix(),
+                         rendered=pd.Timestamp(html_path.stat().st_mtime, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")))
+    return pd.DataFrame(rows, columns=["exchange", "label", "decision", "path", "rendered"]).sort_values("rendered", ascending=False)
+
+def render_index(run_cfg: RunConfig | None = None) -> Path:
+    "Write reports/index.html linking every approval pack with its decision."
+    reports_dir = Path((run_cfg or RunConfig()).reports_dir); reports_dir.mkdir(parents=True, exist_ok=True)
+    entries = pack_entries(reports_dir)
+    colour = {"PASS": "#1b5e20", "FAIL": "#b00020"}
+    rows = "".join(f'<tr><td>{html.escape(r.exchange)}</td><td><a href="{html.escape(r.path)}">{html.escape(r.label)}</a></td>'
+                   f'<td style="color:{colour.get(r.decision, "#333")};font-weight:bold">{html.escape(r.decision)}</td><td>{r.rendered}</td></tr>'
+                   for r in entries.itertuples())
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>oi_ml approval packs</title><style>body{font-family:sans-serif;margin:2em}"
+            "td,th{padding:4px 12px;border-bottom:1px solid #ddd;text-align:left}</style></head><body><h1>oi_ml approval packs</h1>"
+            f"<table><tr><th>exchange</th><th>pack</th><th>gate decision</th><th>rendered</th></tr>{rows}</table></body></html>")
+    tmp = reports_dir / ".index.html.tmp"; tmp.write_text(page, encoding="utf-8"); os.replace(tmp, reports_dir / "index.html")
+    return reports_dir / "index.html"
+
+# %% ../nbs/44_packs.ipynb #c026
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars")
 
