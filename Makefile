@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 EXCHANGES ?= NSE BSE
 DAYS ?= 60
 SEED ?= 0
+RETRAIN_FLAGS ?=
 export OI_ML_DATA_DIR ?= $(CURDIR)/data
+export OI_ML_REPORTS_DIR ?= $(CURDIR)/reports
 
 .PHONY: install demo test test-all check-sync bench lab packs clean-data lint
 
@@ -22,19 +24,17 @@ $(STAMP): $(BIN)/python setup.py settings.ini
 
 install: $(STAMP)
 
-## demo: simulate both exchanges, validate, export a dataset version and render the approval packs
+## demo: simulate both exchanges, then the whole retrain pipeline per exchange (dataset, features, labels, training,
+## AutoML, backtests, gate, approval pack); packs and reports/index.html under reports/
 demo: install
-	@for ex in $(EXCHANGES); do \
-	  $(BIN)/oi-ml simulate --exchange $$ex --days $(DAYS) --seed $(SEED) --signal-strength 1.0 || exit 1; \
-	  $(BIN)/oi-ml validate --exchange $$ex || exit 1; \
-	  $(BIN)/oi-ml export --exchange $$ex || exit 1; \
-	done
-	$(MAKE) --no-print-directory packs
+	@for ex in $(EXCHANGES); do $(BIN)/oi-ml simulate --exchange $$ex --days $(DAYS) --seed $(SEED) --signal-strength 1.0 || exit 1; done
+	@for ex in $(EXCHANGES); do $(BIN)/oi-ml retrain --exchange $$ex $(RETRAIN_FLAGS) || exit 1; done
 	$(BIN)/oi-ml datasets
+	@echo "approval packs: $(OI_ML_REPORTS_DIR)/index.html"
 
-## packs: render the approval pack of every exchange, in parallel processes
+## packs: re-render the latest candidate's approval pack of every exchange, in parallel processes
 packs: install
-	@pids=""; for ex in $(EXCHANGES); do $(BIN)/oi-ml pack --exchange $$ex & pids="$$pids $$!"; done; \
+	@pids=""; for ex in $(EXCHANGES); do $(BIN)/oi-ml pack --exchange $$ex --run latest & pids="$$pids $$!"; done; \
 	 rc=0; for p in $$pids; do wait $$p || rc=1; done; exit $$rc
 
 ## test: notebooks clean and exported, then pytest (which runs nbdev_test per notebook)

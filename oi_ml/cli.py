@@ -27,8 +27,8 @@ from .train import ModelIntegrityError
 
 # %% auto #0
 __all__ = ['COMMANDS', 'cmd_simulate', 'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels',
-           'cmd_train', 'cmd_pack', 'cmd_backtest', 'cmd_gate', 'cmd_deploy', 'cmd_rollback', 'cmd_signoff',
-           'cmd_retrain', 'build_parser', 'main']
+           'cmd_train', 'cmd_pack', 'cmd_backtest', 'cmd_gate', 'cmd_automl', 'cmd_deploy', 'cmd_rollback',
+           'cmd_signoff', 'cmd_retrain', 'build_parser', 'main']
 
 # %% ../nbs/51_cli.ipynb #c005
 def cmd_simulate(args, cfg: RunConfig) -> int:
@@ -113,6 +113,11 @@ def cmd_train(args, cfg: RunConfig) -> int:
 
 def cmd_pack(args, cfg: RunConfig) -> int:
     "Render the approval pack of one exchange (data only, or for a candidate run)."
+    if args.run == "latest":
+        runs = sorted((p for p in (Path(cfg.models_dir) / args.exchange).glob("run-*") if (p / "reports" / "gate_report.json").exists()),
+                      key=lambda p: (p / "reports" / "gate_report.json").stat().st_mtime)
+        if not runs: raise FileNotFoundError(f"no gated model runs for {args.exchange}: run `oi-ml retrain --exchange {args.exchange}` first")
+        args.run = runs[-1].name
     if args.run:
         import json
         manifest = json.loads((Path(cfg.models_dir) / args.exchange / args.run / "manifest.json").read_text())
@@ -153,6 +158,17 @@ def cmd_gate(args, cfg: RunConfig) -> int:
     for c in rep["criteria"]:
         print(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['name']:<16} {c['value']!s:<24} {c['rule']} {c['threshold']!s}  {c.get('note', '')}")
     print(gate_line(rep))
+    return 0
+
+def cmd_automl(args, cfg: RunConfig) -> int:
+    "Walk-forward AutoML over a dataset version."
+    from oi_ml.automl import OrchestratorConfig, run_orchestrator
+    oc = OrchestratorConfig(exchange=args.exchange, days=args.days, window_days=args.window_days, step_days=args.step_days,
+                            families=tuple(args.families), optuna_trials=args.optuna_trials, storage=args.storage, dataset_version=args.dataset)
+    run = run_orchestrator(oc, cfg)
+    s = run.summary
+    print(f"automl {s['run_id']}: {s['total_trials']} trials over {s['segmentation']['n_segments']} segments; best family {s.get('best_family')}")
+    print(f"summary: {run.run_dir / 'reports' / 'auto_ml_summary.json'}")
     return 0
 
 def cmd_deploy(args, cfg: RunConfig) -> int:
@@ -226,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--as-of"); s.add_argument("--promote", action="store_true"); s.add_argument("--no-automl", action="store_true")
     s.add_argument("--optuna-trials", type=int, default=4); s.add_argument("--operator", default="oi-ml retrain")
     s.add_argument("--reason", default="scheduled retrain")
+    s = sub.add_parser("automl", help="walk-forward AutoML with Optuna"); s.add_argument("--exchange", required=True, **ex)
+    s.add_argument("--dataset"); s.add_argument("--days", type=int); s.add_argument("--window-days", type=int, default=45)
+    s.add_argument("--step-days", type=int, default=15); s.add_argument("--families", nargs="+", default=["lightgbm", "xgboost"])
+    s.add_argument("--optuna-trials", type=int, default=10); s.add_argument("--storage", help="journal file or RDB URL (sqlite:///..., postgresql://...)")
     s = sub.add_parser("deploy", help="deploy a gated run"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--run", required=True); s.add_argument("--operator", required=True); s.add_argument("--reason", required=True)
     s = sub.add_parser("rollback", help="roll the registry back"); s.add_argument("--exchange", required=True, **ex)
@@ -239,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"simulate": cmd_simulate, "ingest": cmd_ingest, "validate": cmd_validate, "export": cmd_export,
             "datasets": cmd_datasets, "features": cmd_features, "labels": cmd_labels, "train": cmd_train, "pack": cmd_pack,
             "backtest": cmd_backtest, "gate": cmd_gate, "retrain": cmd_retrain, "deploy": cmd_deploy, "rollback": cmd_rollback,
-            "signoff": cmd_signoff}
+            "signoff": cmd_signoff, "automl": cmd_automl}
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `oi-ml` console script."

@@ -169,10 +169,11 @@ def step_automl(run: RetrainRun, ds: dict) -> dict | None:
     from oi_ml.automl import OrchestratorConfig, run_orchestrator
     ocfg = OrchestratorConfig(exchange=run.cfg.exchange, dataset_version=ds["version"], window_days=run.cfg.automl_window_days,
                               step_days=run.cfg.automl_step_days, families=tuple(run.cfg.automl_families),
-                              optuna_trials=run.cfg.automl_trials, train=run.cfg.train)
+                              optuna_trials=run.cfg.automl_trials, train=run.cfg.train, progress=False)
     def automl():
-        s = run_orchestrator(ocfg, run.run_cfg, progress=False)
-        return dict(run_id=s["run_id"], total_trials=s["total_trials"], segments=[[seg["valid_start"], seg["valid_end"]] for seg in s["segments"]])
+        s = run_orchestrator(ocfg, run.run_cfg).summary
+        segments = s["segmentation"]["segments"]
+        return dict(run_id=s["run_id"], total_trials=s["total_trials"], segments=[[seg["valid_start"], seg["valid_end"]] for seg in segments])
     return run_step(run, "automl", dict(dataset=ds["content_sha256"], automl=config_to_dict(ocfg)), automl, _valid_run(run))
 
 def _ist_date(ts) -> str:
@@ -190,7 +191,9 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict, automl: dict | None)
         bars = raw[["timestamp", "open", "high", "low", "close"]]
         bt_cfg = default_backtest_config(run.cfg.exchange, dataclasses.asdict(train_config_of(bundle)))
         in_sample, out_of_sample = session_windows(raw.timestamp, bundle.manifest["holdout_window"])
-        wf = [(_ist_date(a), _ist_date(b)) for a, b in (automl or {}).get("segments", [])] or _split_window(in_sample, 3)
+        # walk-forward windows: AutoML's validation segments that end before the out-of-sample window (else thirds of in-sample)
+        wf = [(_ist_date(a), _ist_date(b)) for a, b in (automl or {}).get("segments", []) if _ist_date(b) < out_of_sample[0]]
+        wf = wf or _split_window(in_sample, 3)
         reports = run_validation_windows(bars, signals, bt_cfg, in_sample=in_sample, walk_forward=wf, out_of_sample=out_of_sample)
         return _save_backtests(folder, reports, bars, signals, bt_cfg)
     inputs = dict(run=trained["run_id"], automl=(automl or {}).get("run_id"), dataset=ds["content_sha256"])

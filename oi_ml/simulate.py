@@ -31,7 +31,7 @@ REGIME_ANNUAL_VOL = np.array([0.11, 0.15, 0.28])
 REGIME_VIX = np.array([12.0, 15.0, 24.0])
 REGIME_FLOW_PERSISTENCE = np.array([0.97, 0.985, 0.95])  # AR(1) coefficient of z per bar
 REGIME_SIGNAL_GAIN = np.array([1.0, 1.5, 0.3])
-SIGNAL_COEF = 0.08      # drift per bar = strength · gain · SIGNAL_COEF · z_{t-1} · sigma_t
+SIGNAL_COEF = 0.12      # drift per bar = strength · gain · SIGNAL_COEF · z_{t-1} · sigma_t
 
 # %% ../nbs/02_simulate.ipynb #c006
 def session_bar_times(cfg: ExchangeConfig, days: list[dt.date], bar_minutes: int = 1) -> pd.DatetimeIndex:

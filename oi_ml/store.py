@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import duckdb
@@ -90,12 +91,21 @@ def _create_sql(table: str) -> str:
     cols = ", ".join(f'"{n}" {t}' for n, t in spec["columns"])
     return f'CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({", ".join(spec["key"])}))'
 
-def connect(db_path: str | Path | RunConfig, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    "Open (creating if needed) the warehouse; session time zone UTC; all tables exist afterwards."
+def _open(path: Path, read_only: bool, lock_timeout: float) -> duckdb.DuckDBPyConnection:
+    "duckdb.connect, waiting up to `lock_timeout` seconds while another process holds the file's write lock."
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        try: return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as err:
+            if "lock" not in str(err).lower() or time.monotonic() > deadline: raise
+            time.sleep(0.5)
+
+def connect(db_path: str | Path | RunConfig, read_only: bool = False, lock_timeout: float = 120.0) -> duckdb.DuckDBPyConnection:
+    "Open (creating if needed) the warehouse; session time zone UTC; all tables exist afterwards. Waits for another writer."
     path = Path(db_path.db_path if isinstance(db_path, RunConfig) else db_path)
     if read_only and not path.exists(): raise FileNotFoundError(f"{path}: no warehouse yet (run `oi-ml simulate` or `oi-ml ingest` first)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = _open(path, read_only, lock_timeout)
     con.execute("SET TimeZone = 'UTC'"); con.execute("SET enable_progress_bar = false")
     if not read_only:
         for table in TABLES: con.execute(_create_sql(table))

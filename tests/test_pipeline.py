@@ -1,0 +1,112 @@
+"""End-to-end tests of the retrain pipeline (issue 7) and the gate on planted vs null markets (issue 6).
+
+Tiny simulated markets made here; every data/reports dir is a tmp_path.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oi_ml.config import RunConfig
+from oi_ml.datasets import list_datasets, verify_dataset
+from oi_ml.pipeline import PipelineStepError, RetrainConfig, run_retrain
+from oi_ml.registry import current_version, deploy_model, load_version
+from oi_ml.simulate import simulate_market
+from oi_ml.store import connect
+from oi_ml.train import TrainConfig, verify_run
+
+TINY = TrainConfig(n_splits=2, max_rounds=40, min_regime_rows=10**6, top_k_features=15, shap_rows=50)
+
+
+def _market(tmp_path, name, days=6, strength=1.0, seed=0):
+    cfg = RunConfig(data_dir=str(tmp_path / name / "data"), reports_dir=str(tmp_path / name / "reports"))
+    with connect(cfg) as con:
+        simulate_market(con, "NSE", "2025-08-01", n_days=days, seed=seed, signal_strength=strength, run_cfg=cfg)
+    return cfg
+
+
+def _gate(cfg, run_id):
+    return json.loads((Path(cfg.models_dir) / "NSE" / run_id / "reports" / "gate_report.json").read_text())
+
+
+def test_retrain_is_reproducible_and_reuses_finished_steps(tmp_path):
+    rc = RetrainConfig("NSE", automl=False, train=TINY)
+    a, b = _market(tmp_path, "a"), _market(tmp_path, "b")
+    out_a = run_retrain(rc, a)
+    out_b = run_retrain(rc, b)                      # same inputs, another machine-like fresh data dir
+    assert out_a["candidate_run"] == out_b["candidate_run"] and out_a["dataset_version"] == out_b["dataset_version"]
+    files_a = json.loads((Path(a.models_dir) / "NSE" / out_a["candidate_run"] / "manifest.json").read_text())["files"]
+    files_b = json.loads((Path(b.models_dir) / "NSE" / out_b["candidate_run"] / "manifest.json").read_text())["files"]
+    assert files_a == files_b                       # byte-identical models and training report
+    ga, gb = _gate(a, out_a["candidate_run"]), _gate(b, out_b["candidate_run"])
+    assert ga["criteria"] == gb["criteria"] and ga["candidate"]["backtest"] == gb["candidate"]["backtest"]
+    assert out_a["gate_line"] == out_b["gate_line"] and out_a["gate_line"].startswith("gate: FAIL (")
+    again = run_retrain(rc, a)                      # rerun: every step reused from the content-addressed cache
+    steps = json.loads(Path(again["manifest"]).read_text())["steps"]
+    assert {s["status"] for s in steps.values()} == {"reused"}
+    assert Path(again["pack"]).exists() and (Path(a.reports_dir) / "index.html").exists()
+
+
+def test_a_failed_step_stops_the_run_and_leaves_the_registry(tmp_path, monkeypatch):
+    cfg = _market(tmp_path, "m")
+    first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY), cfg)
+    (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(
+        json.dumps({"passed": True, "decision": "PASS", "note": "forced for the test"}))
+    deploy_model("NSE", first["candidate_run"], "tester", "baseline for the fault test", run_cfg=cfg)
+    before = current_version("NSE", cfg)
+    import oi_ml.pipeline as pipeline
+
+    def boom(*a, **k):
+        raise RuntimeError("injected failure inside training")
+    monkeypatch.setattr(pipeline, "train_model", boom)
+    with pytest.raises(PipelineStepError, match="step 'train' failed: RuntimeError: injected failure"):
+        run_retrain(RetrainConfig("NSE", automl=False, train=TrainConfig(n_splits=2, max_rounds=41, min_regime_rows=10**6,
+                                                                           top_k_features=15, shap_rows=50)), cfg)
+    assert current_version("NSE", cfg) == before
+    load_version("NSE", before, cfg)                # still verifies
+    for row in list_datasets(cfg, "NSE").itertuples(): verify_dataset("NSE", row.version, cfg)
+    verify_run(Path(cfg.models_dir) / "NSE" / first["candidate_run"])
+
+
+def test_killing_a_step_midway_leaves_earlier_artefacts_and_registry_intact(tmp_path):
+    cfg = _market(tmp_path, "k")
+    first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY), cfg)
+    (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(json.dumps({"passed": True}))
+    deploy_model("NSE", first["candidate_run"], "tester", "baseline", run_cfg=cfg)
+    before = current_version("NSE", cfg)
+    code = ("from oi_ml.pipeline import RetrainConfig, run_retrain; from oi_ml.train import TrainConfig; from oi_ml.config import RunConfig; "
+            f"run_retrain(RetrainConfig('NSE', automl=False, train=TrainConfig(n_splits=3, max_rounds=60, min_regime_rows=10**6, "
+            f"top_k_features=15, shap_rows=50)), RunConfig(data_dir={cfg.data_dir!r}, reports_dir={cfg.reports_dir!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    runs = Path(cfg.data_dir) / "runs" / "NSE"
+    deadline = time.time() + 300
+    killed_in = None
+    while time.time() < deadline and proc.poll() is None:       # kill the process while training is running
+        for m in runs.glob("*/run_manifest.json"):
+            try: steps = json.loads(m.read_text())["steps"]
+            except (OSError, ValueError): continue
+            if steps.get("train", {}).get("status") == "running" and m.parent.name != Path(first["manifest"]).parent.name:
+                time.sleep(1.0); os.killpg(proc.pid, signal.SIGKILL); killed_in = "train"
+        time.sleep(0.2)
+    proc.wait(timeout=30)
+    assert killed_in == "train", "the subprocess finished before it could be killed mid-training"
+    assert current_version("NSE", cfg) == before
+    load_version("NSE", before, cfg)
+    for row in list_datasets(cfg, "NSE").itertuples(): verify_dataset("NSE", row.version, cfg)
+    for run in (Path(cfg.models_dir) / "NSE").glob("run-*"):   # no half-written run folder is visible
+        verify_run(run)
+
+
+@pytest.mark.slow
+def test_gate_passes_a_planted_signal_and_rejects_the_null_market(tmp_path):
+    train = TrainConfig(n_splits=3, max_rounds=150, min_regime_rows=1500)
+    rc = RetrainConfig("NSE", automl=True, automl_trials=3, automl_window_days=12, automl_step_days=6, train=train)
+    planted = run_retrain(rc, _market(tmp_path, "planted", days=40, strength=2.0))
+    null = run_retrain(rc, _market(tmp_path, "null", days=40, strength=0.0))
+    assert null["gate"]["decision"] == "FAIL" and "deflated_sharpe" in null["gate"]["failed"]
+    assert planted["gate"]["decision"] == "PASS", planted["gate_line"]
