@@ -57,9 +57,8 @@ def check_raw_features(raw: pd.DataFrame) -> None:
     keys = raw[["symbol", "timestamp"]]
     dup = keys.duplicated().to_numpy()
     if dup.any(): raise ValueError(f"ml_features input: duplicate (symbol, timestamp) at row {int(np.flatnonzero(dup)[0])}")
-    ts = raw.timestamp.to_numpy(); same = raw.symbol.to_numpy()[1:] == raw.symbol.to_numpy()[:-1]
-    back = np.flatnonzero(same & (ts[1:] < ts[:-1]))
-    if len(back): raise ValueError(f"ml_features input: timestamps out of order at row {int(back[0]) + 1}")
+    back = np.flatnonzero((raw.groupby("symbol", sort=False).timestamp.diff() < pd.Timedelta(0)).to_numpy())
+    if len(back): raise ValueError(f"ml_features input: timestamps out of order at row {int(back[0])}")
     bad = ~np.isfinite(raw.close.to_numpy(dtype=float)) | (raw.close.to_numpy(dtype=float) <= 0)
     if bad.any(): raise ValueError(f"ml_features input: non-positive or missing 'close' at row {int(np.flatnonzero(bad)[0])}")
 
@@ -76,7 +75,7 @@ def pcr_features(raw: pd.DataFrame) -> pd.DataFrame:
     "Put/call ratios (log, so 0 is balanced) and their changes."
     lpo, lpv = _safe_log(_col(raw, "pcr_oi")), _safe_log(_col(raw, "pcr_volume"))
     return pd.DataFrame({"log_pcr_oi": lpo, "log_pcr_oi_chg_15": lpo.diff(15), "log_pcr_oi_chg_60": lpo.diff(60),
-                         "log_pcr_volume": lpv, "log_pcr_volume_ema_15": lpv.ewm(span=15, adjust=False, ignore_na=True).mean(),
+                         "log_pcr_volume": lpv, "log_pcr_volume_ema_15": lpv.ewm(span=15, adjust=False, ignore_na=True).mean().where(lpv.notna()),
                          "log_pcr_oi_atm": _safe_log(_col(raw, "pcr_oi_atm"))})
 
 def structure_features(raw: pd.DataFrame, strike_step: float) -> pd.DataFrame:
@@ -121,7 +120,7 @@ def time_features(raw: pd.DataFrame, session_open_minute: int, session_minutes: 
     dte = _col(raw, "days_to_expiry")
     return pd.DataFrame({"days_to_expiry": dte, "is_expiry_day": (dte < 1).astype("float64").where(dte.notna()),
                          "time_of_day": ((minute - session_open_minute) / session_minutes).astype("float64"),
-                         "day_of_week": local.dt.dayofweek.astype("float64")})
+                         "day_of_week": local.dt.day_of_week.astype("float64")})
 
 # %% ../nbs/10_features.ipynb #c014
 def _symbol_features(raw: pd.DataFrame) -> pd.DataFrame:

@@ -41,12 +41,12 @@ class GateConfig:
     min_trades: int = 30               # out-of-sample round trips
 
 def default_backtest_config(exchange: str, train_cfg: dict | None = None) -> BacktestConfig:
-    "The backtest every gate evaluation uses: label horizon and barriers, next-open fills, 1.5 bps a leg, ₹50 lakh, 0.5 % risk a trade."
+    "The backtest every gate evaluation uses: label horizon and barriers, next-open fills, 1.5 bps a leg, ₹50 lakh, 0.1 % risk a trade."
     labels = (train_cfg or {}).get("labels", {})
     horizon, tp, sl = labels.get("horizon_bars", 15), labels.get("profit_mult", 1.5), labels.get("stop_mult", 1.5)
     return BacktestConfig(exchange=exchange, holding_period_minutes=int(horizon), take_profit_mult=tp, stop_loss_mult=sl,
-                          min_confidence=0.55, transaction_cost_bps=1.0, slippage_bps=0.5, payoff_ratio=tp / sl,
-                          account_size=5_000_000.0, max_risk_per_trade=0.005)
+                          min_confidence=0.65, transaction_cost_bps=1.0, slippage_bps=0.5, payoff_ratio=tp / sl,
+                          account_size=5_000_000.0, max_risk_per_trade=0.001)
 
 # %% ../nbs/41_gate.ipynb #c006
 def signals_for(bundle: ModelBundle, raw: pd.DataFrame) -> pd.DataFrame:

@@ -41,7 +41,7 @@ class RetrainConfig:
     promote: bool = False                     # deploy when the gate passes
     target: str = "triple_barrier"
     automl: bool = True                       # run walk-forward AutoML (its trials feed the DSR and PBO)
-    automl_trials: int = 4                    # Optuna trials per segment and family
+    automl_trials: int = 3                    # Optuna trials per segment and family
     automl_window_days: int = 20              # walk-forward training window (trading days)
     automl_step_days: int = 10                # walk-forward step = validation window (trading days)
     automl_families: tuple = ("lightgbm",)

@@ -30,13 +30,13 @@ from .meta_labels import sample_weights
 from .regimes import RegimeHMMTransformer
 
 # %% auto #0
-__all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'TrainConfig', 'TrainingTable', 'build_training_table',
-           'resolve_family', 'fit_booster', 'booster_predict', 'booster_contributions', 'save_booster', 'load_booster',
-           'ModelSet', 'regime_columns', 'add_regimes', 'select_features', 'fit_model_set', 'predict_model_set',
-           'brier_score', 'directional_auc', 'classification_metrics', 'reliability_curve', 'fit_calibration',
-           'apply_calibration', 'holdout_split', 'cross_validate', 'regression_metrics', 'fit_garch', 'garch_forecast',
-           'run_id_for', 'train_model', 'ModelIntegrityError', 'verify_run', 'ModelBundle', 'load_bundle',
-           'score_features', 'score_frame']
+__all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'CALIBRATION_FLOOR', 'TrainConfig', 'TrainingTable',
+           'build_training_table', 'resolve_family', 'fit_booster', 'booster_predict', 'booster_contributions',
+           'save_booster', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'select_features',
+           'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc', 'classification_metrics',
+           'reliability_curve', 'fit_calibration', 'apply_calibration', 'holdout_split', 'cross_validate',
+           'regression_metrics', 'fit_garch', 'garch_forecast', 'run_id_for', 'train_model', 'ModelIntegrityError',
+           'verify_run', 'ModelBundle', 'load_bundle', 'score_features', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -278,6 +278,8 @@ def reliability_curve(y: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dic
     return dict(predicted=[r[0] for r in rows], observed=[r[1] for r in rows], count=[r[2] for r in rows])
 
 # %% ../nbs/22_train.ipynb #c017
+CALIBRATION_FLOOR = 1e-3   # smallest calibrated probability of any class, before renormalising
+
 def fit_calibration(y: np.ndarray, probs: np.ndarray) -> dict:
     "Per-class isotonic maps fitted on out-of-fold probabilities (JSON-ready thresholds)."
     maps = {}
@@ -290,6 +292,7 @@ def apply_calibration(calibration: dict | None, probs: np.ndarray) -> np.ndarray
     "Calibrated, renormalised probabilities (unchanged when there is no calibration)."
     if not calibration: return probs
     out = np.column_stack([np.interp(probs[:, c], calibration["maps"][str(c)]["x"], calibration["maps"][str(c)]["y"]) for c in range(probs.shape[1])])
+    out = np.maximum(out, CALIBRATION_FLOOR)   # isotonic maps can reach 0: never claim certainty
     total = out.sum(axis=1, keepdims=True)
     return np.where(total > 0, out / np.where(total > 0, total, 1), probs)
 
@@ -538,7 +541,11 @@ def load_bundle(run_dir: str | Path) -> ModelBundle:
     "Load a verified run: boosters, regime HMM, features and calibration (JSON and native formats only)."
     run_dir = Path(run_dir); manifest = verify_run(run_dir)
     meta = json.loads((run_dir / "model_features.json").read_text())
-    boosters = {p.name.split(".")[0]: load_booster(p) for p in sorted((run_dir / "models").iterdir())}
+    listed = {rel for rel in manifest["files"] if rel.startswith("models/")}
+    extra = sorted(p.relative_to(run_dir).as_posix() for p in (run_dir / "models").iterdir())
+    unlisted = [rel for rel in extra if rel not in listed]
+    if unlisted: raise ModelIntegrityError(f"{run_dir}: model files not listed in the manifest: {unlisted}")
+    boosters = {Path(rel).name.split(".")[0]: load_booster(run_dir / rel) for rel in sorted(listed)}
     ms = ModelSet(meta["family"], tuple(meta["classes"]), RegimeHMMTransformer.load(run_dir / "regime_hmm.json"), meta["selected"],
                   boosters, {int(r): v for r, v in meta["routes"].items()}, int(meta["rounds"]))
     cal = json.loads((run_dir / "calibration.json").read_text()) or None
@@ -549,7 +556,11 @@ def score_features(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
     "Calibrated probabilities, regime, signal (+1/0/-1) and confidence for prepared feature rows (time-sorted)."
     ms = bundle.model_set
     regimes = add_regimes(ms.regime_model, features)
-    probs = apply_calibration(bundle.calibration, predict_model_set(ms, features[bundle.input_features], regimes))
+    raw_pred = predict_model_set(ms, features[bundle.input_features], regimes)
+    if not ms.classes:   # regression head: the prediction, no trade signal
+        return pd.DataFrame({"regime": regimes.regime.to_numpy(), "prediction": raw_pred, "signal": 0, "confidence": np.nan,
+                             "model_version": bundle.manifest["run_id"]})
+    probs = apply_calibration(bundle.calibration, raw_pred)
     chosen = probs.argmax(axis=1)
     out = pd.DataFrame({f"prob_{c}": probs[:, i] for i, c in enumerate(ms.classes)})
     out.insert(0, "regime", regimes.regime.to_numpy())

@@ -1,0 +1,376 @@
+"""Property and reference tests of `oi_ml.features`: no look-ahead (features on data truncated at a cut time equal
+the full-history features, exactly, for every column), multi-symbol frames with cross-sectional ranks, OHLCV-only
+input, neutral defaults, input errors, and the drift-reference distributions. The look-ahead checker is shown to
+fail on deliberately leaky transforms."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from oi_ml.config import RunConfig
+from oi_ml.features import (
+    FEATURE_DEFAULTS,
+    KEY_COLUMNS,
+    OPTION_FEATURE_DEFAULTS,
+    RAW_PRICE_COLUMNS,
+    REQUIRED_FEATURE_COLUMNS,
+    XS_RANK_DEFAULTS,
+    bin_proportions,
+    check_raw_features,
+    compute_all_features,
+    feature_distribution,
+    fill_neutral_defaults,
+    prepare_training_features,
+    supported_feature_columns,
+)
+from oi_ml.indicators import INDICATOR_COLUMNS, WARMUP_BARS, XS_RANK_COLUMNS
+from oi_ml.ingest import import_ohlcv
+from oi_ml.simulate import simulate_market
+from oi_ml.store import connect, load_historical_data_for_ml
+
+N_DAYS, BARS_PER_DAY = 4, 375          # 1 500 one-minute NSE bars
+N_RANDOM_CUTS = 6                      # random cut points on top of the fixed edge cases
+OPTION_COLUMNS = list(OPTION_FEATURE_DEFAULTS)
+NON_OPTION_COLUMNS = [c for c in REQUIRED_FEATURE_COLUMNS if c not in OPTION_FEATURE_DEFAULTS]
+XS_COLUMNS = list(XS_RANK_DEFAULTS)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# data: 4 simulated NSE days plus an imported OHLCV symbol on the same bar times
+
+def alt_symbol_csv(nifty: pd.DataFrame, path) -> str:
+    "A second symbol's 1-minute OHLCV file: NIFTY's bars scaled by a slow, non-monotonic factor (different returns)."
+    step = np.arange(len(nifty))
+    factor = 0.5 * np.exp(0.004 * np.sin(step / 37.0) + 0.003 * np.cos(step / 11.0))
+    pd.DataFrame({"timestamp": nifty.timestamp.map(lambda t: t.isoformat()).to_numpy(),
+                  **{c: (nifty[c].to_numpy() * factor).round(4) for c in ("open", "high", "low", "close")},
+                  "volume": np.round(nifty.volume.to_numpy() * (0.6 + 0.3 * np.cos(step / 7.0)))}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def warehouse_raw(tmp_path_factory) -> pd.DataFrame:
+    "`ml_features` of a warehouse with 4 simulated NSE days (NIFTY) and an imported OHLCV symbol ALT, symbol-major."
+    root = tmp_path_factory.mktemp("features")
+    cfg = RunConfig(data_dir=str(root / "data"))
+    con = connect(cfg)
+    try:
+        simulate_market(con, "NSE", "2025-08-01", n_days=N_DAYS, seed=3, run_cfg=cfg)
+        nifty = load_historical_data_for_ml(con, "NSE")
+        import_ohlcv(con, alt_symbol_csv(nifty, root / "alt.csv"), "ALT", exchange="NSE", run_cfg=cfg)
+        return load_historical_data_for_ml(con, "NSE")
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def raw(warehouse_raw) -> pd.DataFrame:
+    "The simulated NIFTY rows alone (option chain included), time-sorted."
+    out = warehouse_raw[warehouse_raw.symbol == "NIFTY"].reset_index(drop=True)
+    assert len(out) == N_DAYS * BARS_PER_DAY and out.timestamp.is_monotonic_increasing
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_symbols(warehouse_raw) -> pd.DataFrame:
+    "NIFTY and the imported ALT (no option chain), time-major (sorted by timestamp, symbol)."
+    out = warehouse_raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
+    assert sorted(out.symbol.unique()) == ["ALT", "NIFTY"] and len(out) == 2 * N_DAYS * BARS_PER_DAY
+    return out
+
+
+def cut_positions(n_rows: int, seed: int = 0) -> list[int]:
+    "Edge cases (first bars, diff/rolling edges, warm-up edge, session boundaries, last bar) plus random cut points."
+    edges = [0, 1, 14, 15, 60, WARMUP_BARS - 1, WARMUP_BARS, BARS_PER_DAY - 1, BARS_PER_DAY, 2 * BARS_PER_DAY - 1,
+             2 * BARS_PER_DAY, n_rows - 1]
+    rng = np.random.default_rng(seed)
+    return sorted(set(edges) | set(rng.integers(0, n_rows, N_RANDOM_CUTS).tolist()))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the look-ahead checker
+
+def same_values(a: pd.Series, b: pd.Series) -> np.ndarray:
+    "Element-wise exact equality, NaN == NaN."
+    a, b = a.to_numpy(), b.to_numpy()
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc": return (a == b) | (np.isnan(a) & np.isnan(b))
+    return np.asarray(a == b, dtype=bool)
+
+
+def lookahead_violations(feature_fn, raw: pd.DataFrame, cut_times) -> list[str]:
+    "Every (column, cut) where features of `raw` truncated at the cut time differ from the full-history features."
+    full = feature_fn(raw)
+    assert len(full) == len(raw)
+    problems = []
+    for cut in cut_times:
+        keep = (raw.timestamp <= cut).to_numpy()
+        part = feature_fn(raw[keep].reset_index(drop=True))
+        expected = full[keep].reset_index(drop=True)
+        if list(part.columns) != list(expected.columns):
+            problems.append(f"cut {cut}: columns differ"); continue
+        for col in expected.columns:
+            same = same_values(part[col], expected[col])
+            if not same.all():
+                row = int(np.flatnonzero(~same)[0])
+                problems.append(f"{col}: cut {cut}, row {row}: truncated {part[col].iloc[row]!r} != full {expected[col].iloc[row]!r}")
+    return problems
+
+
+def violating_columns(problems: list[str]) -> set[str]:
+    return {p.split(":")[0] for p in problems}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# no look-ahead
+
+@pytest.mark.parametrize("feature_fn", [compute_all_features, prepare_training_features], ids=["unfilled", "prepared"])
+def test_no_lookahead_single_symbol(raw, feature_fn):
+    cuts = raw.timestamp.iloc[cut_positions(len(raw))]
+    assert len(cuts) >= 15
+    problems = lookahead_violations(feature_fn, raw, cuts)
+    assert not problems, "look-ahead:\n" + "\n".join(problems[:20])
+
+
+def test_no_lookahead_covers_every_feature(raw):
+    "The checker above compares every required column (a column missing from the output would hide a leak)."
+    out = compute_all_features(raw)
+    assert set(REQUIRED_FEATURE_COLUMNS) <= set(out.columns)
+    # and the columns are alive (not all NaN) after warm-up, so equality is not vacuous
+    dead = [c for c in REQUIRED_FEATURE_COLUMNS if out[c].iloc[WARMUP_BARS:].isna().all()]
+    assert dead == [], dead
+
+
+@pytest.mark.parametrize("layout", ["time_major", "symbol_major"])
+def test_no_lookahead_two_symbols_with_ranks(two_symbols, layout):
+    frame = two_symbols if layout == "time_major" else two_symbols.sort_values(["symbol", "timestamp"], kind="mergesort").reset_index(drop=True)
+    times = two_symbols.timestamp.drop_duplicates().reset_index(drop=True)
+    cuts = times.iloc[[0, 15, WARMUP_BARS - 1, WARMUP_BARS, BARS_PER_DAY - 1, BARS_PER_DAY, 1111, len(times) - 1]]
+    if layout == "time_major": fn = compute_all_features         # unfilled: a NaN/value mix-up cannot hide
+    else: fn = lambda r: prepare_training_features(r, supported_feature_columns(two_symbols))
+    problems = lookahead_violations(fn, frame, cuts)
+    assert not problems, "look-ahead:\n" + "\n".join(problems[:20])
+    # the rank columns were part of the comparison
+    assert set(XS_COLUMNS) <= set(fn(frame.iloc[:10]).columns)
+
+
+@pytest.mark.parametrize("leak", ["centered_rolling_mean", "full_sample_zscore", "next_bar_return"])
+def test_lookahead_checker_detects_a_leaky_transform(raw, leak):
+    "The same checker flags a deliberately leaky column, and only that column."
+    def leaky(frame):
+        out = compute_all_features(frame)
+        close = frame.close.reset_index(drop=True)
+        out["leaky"] = {"centered_rolling_mean": lambda: close.rolling(31, center=True, min_periods=1).mean() / close,
+                        "full_sample_zscore": lambda: (close - close.mean()) / close.std(),
+                        "next_bar_return": lambda: close.shift(-1) / close - 1}[leak]().to_numpy()
+        return out
+    cuts = raw.timestamp.iloc[[WARMUP_BARS, BARS_PER_DAY, 1000]]
+    problems = lookahead_violations(leaky, raw, cuts)
+    assert violating_columns(problems) == {"leaky"}, problems[:5]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# multi-symbol frames
+
+def test_two_symbols_row_order_and_isolation(raw, two_symbols):
+    "Features per (symbol, timestamp) do not depend on row layout, and NIFTY's own features ignore the other symbol."
+    cols = supported_feature_columns(two_symbols)
+    assert cols == REQUIRED_FEATURE_COLUMNS + XS_COLUMNS          # NIFTY carries the chain; two symbols give ranks
+    time_major = prepare_training_features(two_symbols, cols)
+    symbol_major = prepare_training_features(two_symbols.sort_values(["symbol", "timestamp"], kind="mergesort").reset_index(drop=True), cols)
+    a = time_major.sort_values(["symbol", "timestamp"], kind="mergesort").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, symbol_major, check_exact=True)
+    # per-symbol families and indicators of NIFTY equal those computed on NIFTY alone
+    alone = compute_all_features(raw)
+    nifty = compute_all_features(two_symbols)
+    nifty = nifty[nifty.symbol == "NIFTY"].reset_index(drop=True)
+    for col in REQUIRED_FEATURE_COLUMNS:
+        assert same_values(nifty[col], alone[col]).all(), col
+
+
+def reference_rank_of_two(mine: pd.Series, other: pd.Series) -> np.ndarray:
+    "Percentile rank among two values: 1 if larger, 0 if smaller, 0.5 on a tie, NaN if either is missing."
+    a, b = mine.to_numpy(), other.to_numpy()
+    out = np.where(a > b, 1.0, np.where(a < b, 0.0, 0.5))
+    return np.where(np.isnan(a) | np.isnan(b), np.nan, out)
+
+
+def test_cross_sectional_ranks_against_hand_reference(two_symbols):
+    out = compute_all_features(two_symbols)
+    nifty = out[out.symbol == "NIFTY"].set_index("timestamp")
+    alt = out[out.symbol == "ALT"].set_index("timestamp").loc[nifty.index]
+    checked = 0
+    for col in XS_RANK_COLUMNS:
+        expected = reference_rank_of_two(nifty[col], alt[col])
+        assert same_values(nifty[f"xs_rank_{col}"], pd.Series(expected)).all(), col
+        expected_alt = reference_rank_of_two(alt[col], nifty[col])
+        assert same_values(alt[f"xs_rank_{col}"], pd.Series(expected_alt)).all(), col
+        checked += int(np.isfinite(expected).sum())
+    assert checked > len(XS_RANK_COLUMNS) * 1000           # most rows have both symbols' values
+
+
+def test_single_symbol_rank_request_gives_neutral_default(raw):
+    out = prepare_training_features(raw.iloc[:300], REQUIRED_FEATURE_COLUMNS + XS_COLUMNS)
+    assert (out[XS_COLUMNS] == 0.5).all().all()
+    assert supported_feature_columns(raw) == REQUIRED_FEATURE_COLUMNS
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# OHLCV-only input
+
+@pytest.mark.parametrize("source", ["price_columns_only", "imported_symbol"])
+def test_ohlcv_only_input(raw, two_symbols, source):
+    "Without an option chain: option families are unsupported and take their neutral defaults; technicals unchanged."
+    if source == "price_columns_only": ohlcv = raw[KEY_COLUMNS + RAW_PRICE_COLUMNS]
+    else: ohlcv = two_symbols[two_symbols.symbol == "ALT"].reset_index(drop=True)
+    assert supported_feature_columns(ohlcv) == NON_OPTION_COLUMNS
+    out = prepare_training_features(ohlcv)
+    assert list(out.columns) == KEY_COLUMNS + REQUIRED_FEATURE_COLUMNS
+    # an imported NSE symbol still gets the exchange-wide VIX and FII/DII flows from the warehouse
+    market_wide = [] if source == "price_columns_only" else ["vix", "vix_chg_15", "vix_term", "fii_flow", "dii_flow"]
+    for col in OPTION_COLUMNS:
+        if col not in market_wide: assert (out[col] == OPTION_FEATURE_DEFAULTS[col]).all(), col
+    if market_wide: assert np.array_equal(out.vix.to_numpy(), ohlcv.vix.to_numpy())
+    if source == "price_columns_only":   # same bars: indicators and time features equal those of the full-chain frame
+        full = prepare_training_features(raw)
+        pd.testing.assert_frame_equal(out[NON_OPTION_COLUMNS], full[NON_OPTION_COLUMNS], check_exact=True)
+
+
+def test_time_features_by_hand(raw):
+    out = compute_all_features(raw)
+    local = raw.timestamp.dt.tz_convert("Asia/Kolkata")
+    minutes = (local.dt.hour * 60 + local.dt.minute - (9 * 60 + 15)).to_numpy()
+    assert np.array_equal(out.time_of_day.to_numpy(), minutes / 375)
+    assert np.array_equal(out.day_of_week.to_numpy(), local.dt.dayofweek.to_numpy().astype(float))
+    assert np.array_equal(out.is_expiry_day.to_numpy(), (raw.days_to_expiry < 1).to_numpy().astype(float))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# neutral defaults
+
+def test_prepared_equals_unfilled_with_documented_defaults(raw):
+    "Every NaN/±inf of the unfilled features becomes exactly FEATURE_DEFAULTS[column]; every other value is kept."
+    unfilled = compute_all_features(raw)
+    prepared = prepare_training_features(raw)
+    n_defaulted = 0
+    for col in REQUIRED_FEATURE_COLUMNS:
+        v = unfilled[col].to_numpy(dtype=float)
+        expected = np.where(np.isfinite(v), v, FEATURE_DEFAULTS[col])
+        assert np.array_equal(prepared[col].to_numpy(), expected), col
+        n_defaulted += int((~np.isfinite(v)).sum())
+    assert n_defaulted > 1000      # the warm-up rows really exercise the defaults
+
+
+def test_fill_neutral_defaults_of_nan_and_inf():
+    cols = REQUIRED_FEATURE_COLUMNS + XS_COLUMNS
+    frame = pd.DataFrame({c: [np.nan, np.inf, -np.inf, 0.125] for c in cols})
+    out = fill_neutral_defaults(frame, cols)
+    expected = {**FEATURE_DEFAULTS, **XS_RANK_DEFAULTS}
+    for col in cols:
+        assert out[col].tolist() == [expected[col]] * 3 + [0.125], col
+        assert out[col].dtype == "float64"
+
+
+def test_documented_default_values():
+    "Spot checks of the documented meanings (module docs): oscillators 50, positions 0.5, ratios 1, typical VIX/IV."
+    expected = {"rsi_14": 50.0, "bb_pctb_20": 0.5, "volume_ratio_20": 1.0, "ret_1": 0.0, "atm_iv": 0.15, "vix": 15.0,
+                "oi_concentration_atm": 0.25, "log_pcr_oi": 0.0, "days_to_expiry": 3.0, "time_of_day": 0.5,
+                "day_of_week": 2.0, "williams_r_14": -50.0, "adx_14": 20.0}
+    present = {k: v for k, v in expected.items() if k in FEATURE_DEFAULTS}
+    assert len(present) >= len(expected) - 1
+    assert {k: FEATURE_DEFAULTS[k] for k in present} == present
+    assert set(XS_RANK_DEFAULTS.values()) == {0.5}
+    assert set(FEATURE_DEFAULTS) >= set(INDICATOR_COLUMNS)
+
+
+def test_missing_chain_inputs_become_defaults(raw):
+    "A day whose option-chain inputs are all missing gets the neutral default in every level feature of the chain."
+    missing_day = slice(2 * BARS_PER_DAY, 3 * BARS_PER_DAY)
+    inputs = ["pcr_oi", "pcr_volume", "pcr_oi_atm", "max_pain_strike", "atm_strike", "call_oi", "put_oi", "atm_iv",
+              "next_atm_iv", "iv_skew", "gex", "oi_concentration_atm", "days_to_expiry"]
+    holed = raw.copy()
+    holed.loc[holed.index[missing_day], inputs] = np.nan
+    out = prepare_training_features(holed).iloc[missing_day]
+    for col in ["log_pcr_oi", "log_pcr_oi_chg_15", "log_pcr_oi_chg_60", "log_pcr_volume", "log_pcr_oi_atm", "max_pain_distance",
+                "atm_shift_1", "atm_shift_15", "oi_concentration_atm", "call_oi_chg_rate_15", "put_oi_chg_rate_15",
+                "atm_iv", "iv_skew", "iv_term", "atm_iv_chg_15", "gex_sign", "gex_log", "days_to_expiry", "is_expiry_day"]:
+        assert (out[col] == FEATURE_DEFAULTS[col]).all(), col
+
+
+def test_missing_pcr_volume_gives_neutral_ema(raw):
+    missing_day = slice(2 * BARS_PER_DAY, 3 * BARS_PER_DAY)
+    holed = raw.copy()
+    holed.loc[holed.index[missing_day], "pcr_volume"] = np.nan
+    out = prepare_training_features(holed).iloc[missing_day]
+    assert (out.log_pcr_volume == 0).all()
+    assert (out.log_pcr_volume_ema_15 == FEATURE_DEFAULTS["log_pcr_volume_ema_15"]).all()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# bad input: a clear error naming the column or the first offending row
+
+@pytest.mark.parametrize("column", KEY_COLUMNS + RAW_PRICE_COLUMNS)
+def test_missing_column_is_named(raw, column):
+    with pytest.raises(ValueError, match=rf"missing columns \['{column}'\]"):
+        prepare_training_features(raw.iloc[:50].drop(columns=column))
+
+
+def test_unsorted_rows_name_the_row(raw):
+    frame = raw.iloc[:50].iloc[[*range(20), 21, 20, *range(22, 50)]].reset_index(drop=True)
+    with pytest.raises(ValueError, match="out of order at row 21"):
+        prepare_training_features(frame)
+
+
+def test_unsorted_rows_in_time_major_multi_symbol_frame(two_symbols):
+    frame = two_symbols.iloc[:100].copy()
+    nifty_rows = np.flatnonzero(frame.symbol.to_numpy() == "NIFTY")[[10, 11]]     # NIFTY bars 10 and 11
+    order = np.arange(len(frame)); order[nifty_rows] = order[nifty_rows[::-1]]
+    with pytest.raises(ValueError, match="out of order"):
+        compute_all_features(frame.iloc[order].reset_index(drop=True))
+
+
+def test_duplicates_name_the_row(raw):
+    frame = pd.concat([raw.iloc[:30], raw.iloc[[29]], raw.iloc[30:50]]).reset_index(drop=True)
+    with pytest.raises(ValueError, match=r"duplicate \(symbol, timestamp\) at row 30"):
+        prepare_training_features(frame)
+
+
+def test_naive_timestamps_are_refused(raw):
+    frame = raw.iloc[:50].assign(timestamp=raw.timestamp.iloc[:50].dt.tz_localize(None))
+    with pytest.raises(ValueError, match="'timestamp' must be tz-aware"):
+        prepare_training_features(frame)
+
+
+@pytest.mark.parametrize("bad_close", [0.0, -1.0, np.nan, np.inf])
+def test_bad_close_names_the_row(raw, bad_close):
+    frame = raw.iloc[:50].copy()
+    frame.loc[17, "close"] = bad_close
+    with pytest.raises(ValueError, match=r"non-positive or missing 'close' at row 17"):
+        prepare_training_features(frame)
+
+
+def test_row_numbers_are_positions_not_index_labels(raw):
+    frame = raw.iloc[:50].copy(); frame.index = frame.index + 1000
+    frame.loc[1007, "close"] = 0.0
+    with pytest.raises(ValueError, match="at row 7"):
+        check_raw_features(frame)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# reference distributions for drift monitoring
+
+def test_bin_proportions_by_hand():
+    values = np.arange(1.0, 11.0)                                              # 1..10
+    assert bin_proportions(values, [3.25, 5.5, 7.75]).tolist() == [0.3, 0.2, 0.2, 0.3]
+    assert bin_proportions(np.array([0.0, 1, 2, 3]), [1.0]).tolist() == [0.25, 0.75]   # a value on an edge goes up
+    assert bin_proportions(np.array([np.nan, np.inf, 1.0, 2.0]), [1.5]).tolist() == [0.5, 0.5]  # non-finite dropped
+    assert bin_proportions(np.array([5.0, 6.0]), []).tolist() == [1.0]
+
+
+def test_feature_distribution_by_hand():
+    frame = pd.DataFrame({"x": np.r_[np.arange(1.0, 11.0), np.nan], "const": 2.0, "none": np.nan})
+    dist = feature_distribution(frame, ["x", "const", "none"], n_bins=4)
+    # linear-interpolated quartiles of 1..10 are 3.25, 5.5, 7.75
+    assert dist["x"] == {"edges": [3.25, 5.5, 7.75], "proportions": [0.3, 0.2, 0.2, 0.3]}
+    assert dist["const"] == {"edges": [2.0], "proportions": [0.0, 1.0]}      # repeated edges collapse to one
+    assert dist["none"] == {"edges": [], "proportions": [0.0]}
+    deciles = feature_distribution(pd.DataFrame({"u": np.arange(1000.0)}), ["u"])["u"]
+    assert len(deciles["edges"]) == 9 and deciles["proportions"] == [0.1] * 10

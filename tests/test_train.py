@@ -1,0 +1,488 @@
+"""Integration tests of `oi_ml.train`: leak-free fitting (HMM, selector and boosters see in-sample rows only, labels
+reaching into the holdout are purged, CV folds are purged), byte-identical reruns, safe artefacts (hash-checked on
+load, no pickles), one scoring path (`score_frame` reproduces the report's holdout metrics), the other heads, an
+OHLCV-only dataset, and (slow) the planted signal is found while the null simulation gives AUC ~ 0.5.
+
+Training pins `num_threads=1` (the TrainConfig default): on a shared, loaded 2-core machine LightGBM's OpenMP threads
+at `num_threads=2` spin against other processes; one small run took 14x longer (2.8 s -> 38.7 s wall), same results."""
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import oi_ml.train as train_mod
+from oi_ml.config import RunConfig
+from oi_ml.datasets import dataset_dir, export_training_window, load_dataset
+from oi_ml.features import (
+    OPTION_FEATURE_DEFAULTS,
+    REQUIRED_FEATURE_COLUMNS,
+    supported_feature_columns,
+)
+from oi_ml.ingest import import_ohlcv
+from oi_ml.labels import LabelConfig
+from oi_ml.regimes import RegimeHMMTransformer
+from oi_ml.simulate import simulate_market
+from oi_ml.store import connect, load_historical_data_for_ml
+from oi_ml.train import (
+    ModelIntegrityError,
+    TrainConfig,
+    build_training_table,
+    load_bundle,
+    score_frame,
+    train_model,
+    verify_run,
+)
+
+N_DAYS = 6                       # trading days of the small simulated dataset (2 250 one-minute bars)
+SMALL = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=40, top_k_features=15, shap_rows=100, num_threads=1)
+SIGNAL_DAYS = 30                 # slow signal-vs-null tests
+SIGNAL_CFG = TrainConfig(n_splits=3, min_regime_rows=1500, max_rounds=150, top_k_features=20, shap_rows=200, num_threads=1)
+NOISE_SIGMAS = 3.0               # the noise bound is this many null standard deviations of the holdout AUC
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".dill", ".sav")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def simulated_dataset(root: Path, n_days: int, signal_strength: float = 1.0, seed: int = 0) -> tuple[RunConfig, dict]:
+    "A data dir under `root` holding an exported dataset version of a simulated NSE window."
+    cfg = RunConfig(data_dir=str(root / "data"))
+    with connect(cfg) as con:
+        simulate_market(con, "NSE", "2025-08-01", n_days=n_days, seed=seed, signal_strength=signal_strength, run_cfg=cfg)
+        return cfg, export_training_window(con, "NSE", run_cfg=cfg)
+
+
+def read_report(run_dir: Path) -> dict:
+    return json.loads((run_dir / "reports" / "training_report.json").read_text())
+
+
+def run_dir_of(cfg: RunConfig, manifest: dict) -> Path:
+    return Path(cfg.models_dir) / manifest["exchange"] / manifest["run_id"]
+
+
+def mann_whitney_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    "AUC as the Mann-Whitney statistic with average ranks for ties (reference for the report's AUCs)."
+    ranks = pd.Series(score).rank(method="average").to_numpy()
+    n_pos, n_neg = positive.sum(), (~positive).sum()
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def holdout_reference(table, holdout_frac: float) -> tuple[np.ndarray, np.ndarray, pd.Timestamp]:
+    "(in-sample, holdout, holdout start) by the documented rule: last share held out, labels reaching into it purged."
+    n = len(table.y); cut = int(n * (1 - holdout_frac))
+    start = table.features.timestamp.iloc[cut]
+    ends = table.label_end_time.tolist()
+    ins = np.array([i for i in range(cut) if ends[i] < start], dtype=np.int64)
+    return ins, np.arange(cut, n), start
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the small run: trained once per module, with every fit recorded
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_small")
+    cfg, dm = simulated_dataset(root, N_DAYS)
+    raw, _ = load_dataset("NSE", dm["version"], cfg)
+    return SimpleNamespace(root=root, cfg=cfg, dm=dm, raw=raw)
+
+
+@pytest.fixture(scope="module")
+def small_run(dataset):
+    "Train the default head on the small dataset, recording the rows every HMM, selector and model-set fit sees."
+    calls = SimpleNamespace(hmm=[], selector=[], model_set=[], predict=[], calibration=[])
+    real_hmm_fit, real_select = RegimeHMMTransformer.fit, train_mod.select_features
+    real_fit_ms, real_predict, real_cal = train_mod.fit_model_set, train_mod.predict_model_set, train_mod.fit_calibration
+
+    def hmm_fit(self, frame):
+        calls.hmm.append(frame.index.to_numpy().copy()); return real_hmm_fit(self, frame)
+    def select(family, cfg, k, X, y, w):
+        calls.selector.append(X.index.to_numpy().copy()); return real_select(family, cfg, k, X, y, w)
+    def fit_ms(table, rows, cfg, rounds=None):
+        calls.model_set.append(np.asarray(rows).copy()); return real_fit_ms(table, rows, cfg, rounds)
+    def predict(ms, features, regimes):
+        calls.predict.append(features.index.to_numpy().copy()); return real_predict(ms, features, regimes)
+    def calibrate(y, probs):
+        calls.calibration.append(len(y)); return real_cal(y, probs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RegimeHMMTransformer, "fit", hmm_fit)
+        mp.setattr(train_mod, "select_features", select)
+        mp.setattr(train_mod, "fit_model_set", fit_ms)
+        mp.setattr(train_mod, "predict_model_set", predict)
+        mp.setattr(train_mod, "fit_calibration", calibrate)
+        manifest = train_model("NSE", dataset.dm["version"], cfg=SMALL, run_cfg=dataset.cfg)
+    run_dir = run_dir_of(dataset.cfg, manifest)
+    table = build_training_table(dataset.raw, SMALL)
+    return SimpleNamespace(manifest=manifest, run_dir=run_dir, report=read_report(run_dir), calls=calls, table=table,
+                           cfg=dataset.cfg, dm=dataset.dm, raw=dataset.raw)
+
+
+def test_run_layout_and_report_mechanics(small_run):
+    rep, man = small_run.report, small_run.manifest
+    assert rep["classes"] == ["SELL", "HOLD", "BUY"] and rep["family"] == "lightgbm" and len(rep["cv"]["folds"]) == SMALL.n_splits
+    assert set(man["files"]) >= {"regime_hmm.json", "model_features.json", "selector.json", "calibration.json",
+                                 "reports/training_report.json", "models/pooled.lgb.txt"}
+    hold = rep["holdout"]
+    for key in ("raw", "calibrated", "majority_baseline"):
+        assert {"accuracy", "log_loss", "brier", "auc", "directional_auc", "f1_macro", "n"} <= set(hold[key]), key
+    margins = hold["margin_over_majority"]
+    assert margins["accuracy"] == pytest.approx(hold["calibrated"]["accuracy"] - hold["majority_baseline"]["accuracy"], abs=1e-9)
+    assert margins["log_loss"] == pytest.approx(hold["majority_baseline"]["log_loss"] - hold["calibrated"]["log_loss"], abs=1e-9)
+    assert margins["auc"] == pytest.approx(hold["calibrated"]["auc"] - 0.5, abs=1e-9)
+    # the majority baseline by hand: the in-sample majority class's share of the holdout
+    table, ins, hold_rows = small_run.table, *holdout_reference(small_run.table, SMALL.holdout_frac)[:2]
+    majority = np.bincount(table.y[ins], minlength=3).argmax()
+    assert hold["majority_baseline"]["accuracy"] == round(float(np.mean(table.y[hold_rows] == majority)), 10)
+    assert rep["class_balance"] == {c: int((table.y[ins] == i).sum()) for i, c in enumerate(rep["classes"])}
+    # the manifest summarises the report
+    summary = man["metrics_summary"]
+    assert summary["accuracy"] == hold["calibrated"]["accuracy"] and summary["majority_accuracy"] == hold["majority_baseline"]["accuracy"]
+    assert man["model_features"] == REQUIRED_FEATURE_COLUMNS and man["dataset_version"] == small_run.dm["version"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# no leakage
+
+def test_holdout_purged_and_never_fitted(small_run):
+    table, calls = small_run.table, small_run.calls
+    ins, hold, start = holdout_reference(table, SMALL.holdout_frac)
+    cut = hold[0]
+    rep = small_run.report
+    assert rep["rows"]["in_sample"] == len(ins) and rep["rows"]["holdout"] == len(hold)
+    assert rep["rows"]["purged_at_holdout"] == cut - len(ins) > 0          # labels reaching into the holdout exist and are dropped
+    assert rep["rows"]["holdout_window"][0] == start.isoformat()
+    ins_set = set(ins.tolist())
+    assert len(calls.model_set) == SMALL.n_splits + 1
+    for rows in calls.model_set: assert set(rows.tolist()) <= ins_set
+    assert np.array_equal(calls.model_set[-1], ins)                         # the final model: all in-sample rows, no more
+    assert calls.calibration == [len(ins)]                                 # calibration on out-of-fold in-sample rows only
+
+
+def test_regime_hmm_and_selector_fit_in_sample_only(small_run):
+    table, calls = small_run.table, small_run.calls
+    _, _, start = holdout_reference(table, SMALL.holdout_frac)
+    assert len(calls.hmm) == len(calls.selector) == SMALL.n_splits + 1
+    for fit_rows, hmm_rows, sel_rows in zip(calls.model_set, calls.hmm, calls.selector):
+        assert np.array_equal(hmm_rows, fit_rows) and np.array_equal(sel_rows, fit_rows)
+        assert table.features.timestamp.iloc[hmm_rows].max() < start
+        assert table.label_end_time.iloc[hmm_rows].max() < start
+
+
+def test_cv_folds_are_purged(small_run):
+    "Inside CV no training row's label interval overlaps the test fold's span [first test bar, last test label end]."
+    table, calls = small_run.table, small_run.calls
+    times, ends = table.features.timestamp.to_numpy(), table.label_end_time.to_numpy()
+    cv_fits, cv_tests = calls.model_set[:SMALL.n_splits], calls.predict[:SMALL.n_splits]
+    for train_rows, test_rows in zip(cv_fits, cv_tests):
+        assert not set(train_rows.tolist()) & set(test_rows.tolist())
+        lo, hi = times[test_rows].min(), ends[test_rows].max()
+        overlapping = (ends[train_rows] >= lo) & (times[train_rows] <= hi)
+        assert not overlapping.any(), train_rows[overlapping][:5]
+    assert np.array_equal(calls.predict[SMALL.n_splits], holdout_reference(table, SMALL.holdout_frac)[1])   # then the holdout
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# determinism
+
+def test_rerun_in_another_data_dir_is_byte_identical(small_run, tmp_path):
+    "Same dataset version and seed, trained in a fresh data dir: same run id and identical bytes in every artefact."
+    other = RunConfig(data_dir=str(tmp_path / "data"))
+    src = dataset_dir("NSE", small_run.dm["version"], small_run.cfg)
+    shutil.copytree(src, dataset_dir("NSE", small_run.dm["version"], other))
+    again = train_model("NSE", small_run.dm["version"], cfg=SMALL, run_cfg=other)
+    assert again["run_id"] == small_run.manifest["run_id"]
+    run_a, run_b = small_run.run_dir, run_dir_of(other, again)
+    files_a = sorted(p.relative_to(run_a).as_posix() for p in run_a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(run_b).as_posix() for p in run_b.rglob("*") if p.is_file())
+    assert files_a == files_b
+    differing = [f for f in files_a if f != "manifest.json" and sha256(run_a / f) != sha256(run_b / f)]
+    assert differing == []
+    assert again["files"] == small_run.manifest["files"]
+    strip = lambda m: {k: v for k, v in m.items() if k != "created_at"}
+    assert strip(again) == strip(small_run.manifest)
+
+
+def test_existing_run_is_reused_without_training(small_run, monkeypatch):
+    monkeypatch.setattr(train_mod, "build_training_table", lambda *a, **k: pytest.fail("retrained an existing run"))
+    assert train_model("NSE", small_run.dm["version"], cfg=SMALL, run_cfg=small_run.cfg) == small_run.manifest
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# safe artefacts
+
+def test_no_pickles_and_manifest_lists_every_file(small_run):
+    run = small_run.run_dir
+    files = {p.relative_to(run).as_posix(): p for p in run.rglob("*") if p.is_file()}
+    assert set(files) - {"manifest.json"} == set(small_run.manifest["files"])
+    for rel, path in files.items():
+        data = path.read_bytes()
+        assert not rel.endswith(PICKLE_SUFFIXES) and not data.startswith(b"\x80"), rel   # pickle protocol >= 2 header
+        text = data.decode("utf-8")                                                      # every artefact is text
+        if rel.endswith(".json"): json.loads(text)
+        elif rel.endswith(".lgb.txt"): assert text.startswith("tree\n"), rel
+        else: pytest.fail(f"unexpected artefact {rel}")
+        if rel != "manifest.json": assert sha256(path) == small_run.manifest["files"][rel], rel
+
+
+def copy_run(small_run, tmp_path) -> Path:
+    dst = tmp_path / small_run.run_dir.name
+    shutil.copytree(small_run.run_dir, dst)
+    return dst
+
+
+def test_tampered_model_file_is_refused(small_run, tmp_path):
+    run = copy_run(small_run, tmp_path)
+    assert load_bundle(run).manifest == small_run.manifest                       # the copy itself loads
+    model = run / "models" / "pooled.lgb.txt"
+    data = bytearray(model.read_bytes()); pos = len(data) // 2
+    data[pos] = ord("7") if data[pos] != ord("7") else ord("3")                  # one changed digit
+    model.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match=r"pooled\.lgb\.txt: sha256"):
+        load_bundle(run)
+
+
+@pytest.mark.parametrize("rel", ["models/pooled.lgb.txt", "regime_hmm.json", "calibration.json"])
+def test_missing_artefact_is_refused(small_run, tmp_path, rel):
+    run = copy_run(small_run, tmp_path)
+    (run / rel).unlink()
+    with pytest.raises(ModelIntegrityError, match=rf"{Path(rel).name}: listed in the manifest but missing"):
+        verify_run(run)
+
+
+def test_tampered_calibration_is_refused(small_run, tmp_path):
+    run = copy_run(small_run, tmp_path)
+    (run / "calibration.json").write_text("{}")
+    with pytest.raises(ModelIntegrityError, match=r"calibration\.json: sha256"):
+        load_bundle(run)
+
+
+def test_unlisted_model_file_is_refused(small_run, tmp_path):
+    import xgboost as xgb
+    run = copy_run(small_run, tmp_path)
+    n_inputs = len(json.loads((run / "model_features.json").read_text())["selected"])
+    rng = np.random.default_rng(0)
+    intruder = xgb.train(dict(objective="multi:softprob", num_class=3, nthread=1),
+                         xgb.DMatrix(rng.normal(size=(60, n_inputs)), rng.integers(0, 3, 60)), 2)
+    intruder.save_model(str(run / "models" / "pooled.xgb.json"))
+    try:
+        bundle = load_bundle(run)
+    except ModelIntegrityError:
+        return
+    assert not isinstance(bundle.model_set.boosters["pooled"], xgb.Booster), "unverified file became the pooled model"
+    pytest.fail("load_bundle accepted a model file that is not listed in the manifest")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# one scoring path
+
+@pytest.fixture(scope="module")
+def scored(small_run):
+    bundle = load_bundle(small_run.run_dir)
+    return bundle, score_frame(bundle, small_run.raw)
+
+
+def test_score_frame_rows_and_probabilities(small_run, scored):
+    _, scores = scored
+    raw = small_run.raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
+    assert len(scores) == len(raw) and scores.timestamp.equals(raw.timestamp)
+    probs = scores[["prob_SELL", "prob_HOLD", "prob_BUY"]].to_numpy()
+    assert np.isfinite(probs).all() and (probs >= 0).all()
+    assert np.abs(probs.sum(axis=1) - 1).max() < 1e-12
+    chosen = probs.argmax(axis=1)
+    assert np.array_equal(scores.signal.to_numpy(), np.array([-1, 0, 1])[chosen])
+    assert np.array_equal(scores.confidence.to_numpy(), probs.max(axis=1))
+    assert (scores.model_version == small_run.manifest["run_id"]).all()
+    assert set(scores.regime.unique()) <= set(range(SMALL.n_regimes))
+
+
+def holdout_scores(small_run, scores) -> tuple[np.ndarray, np.ndarray]:
+    "score_frame probabilities and true classes of the holdout rows."
+    table = small_run.table
+    _, hold, _ = holdout_reference(table, SMALL.holdout_frac)
+    by_time = scores.set_index("timestamp")
+    probs = by_time.loc[table.features.timestamp.iloc[hold].to_numpy(), ["prob_SELL", "prob_HOLD", "prob_BUY"]].to_numpy()
+    return probs, table.y[hold]
+
+
+def test_score_frame_reproduces_the_reported_holdout(small_run, scored):
+    "Accuracy and directional AUC recomputed from score_frame on the dataset equal the report's calibrated holdout."
+    probs, y = holdout_scores(small_run, scored[1])
+    reported = small_run.report["holdout"]["calibrated"]
+    assert round(float(np.mean(probs.argmax(axis=1) == y)), 10) == reported["accuracy"]
+    trades = (y == 0) | (y == 2)
+    auc = mann_whitney_auc(y[trades] == 2, probs[trades, 2] - probs[trades, 0])
+    assert round(auc, 10) == reported["directional_auc"]
+    assert reported["n"] == len(y)
+
+
+def test_score_frame_on_a_prefix_is_causal(small_run, scored):
+    "Scores of the first rows do not change when later rows are added (regime filter and features are causal)."
+    bundle, scores = scored
+    cut = len(small_run.raw) // 2
+    part = score_frame(bundle, small_run.raw.iloc[:cut])
+    pd.testing.assert_frame_equal(part, scores.iloc[:cut].reset_index(drop=True), check_exact=True)
+
+
+def test_auc_and_noise_helpers(small_run, scored):
+    "The test's own AUC helper agrees with sklearn, and the circular-shift noise estimate is usable on small data."
+    from sklearn.metrics import roc_auc_score
+    probs, y = holdout_scores(small_run, scored[1])
+    trades = (y == 0) | (y == 2)
+    score = probs[trades, 2] - probs[trades, 0]
+    assert mann_whitney_auc(y[trades] == 2, score) == pytest.approx(roc_auc_score(y[trades] == 2, score), abs=1e-12)
+    assert 0.0 < circular_shift_auc_sd(y, probs, min_shift=30, n_shifts=50) < 0.2
+
+
+def test_calibrated_probabilities_are_never_zero(small_run, scored):
+    probs, y = holdout_scores(small_run, scored[1])
+    assert probs[np.arange(len(y)), y].min() > 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the other heads
+
+def test_realized_vol_head_reports_baselines(dataset):
+    man = train_model("NSE", dataset.dm["version"], target="realized_vol", cfg=SMALL, run_cfg=dataset.cfg)
+    run = run_dir_of(dataset.cfg, man)
+    hold = read_report(run)["holdout"]
+    for key in ("rmse_ratio_vs_naive", "rmse_ratio_vs_garch"):
+        assert np.isfinite(hold[key]) and hold[key] > 0 and man["metrics_summary"][key] == hold[key]
+    assert hold["rmse_ratio_vs_naive"] == pytest.approx(hold["model"]["rmse"] / hold["naive"]["rmse"], rel=1e-6)   # report values are rounded
+    # the naive forecast by hand: realised volatility sqrt(sum r^2) of the last N one-bar returns
+    cfg = dataclasses.replace(SMALL, target="realized_vol")
+    table = build_training_table(dataset.raw, cfg)
+    _, hold_rows, _ = holdout_reference(table, cfg.holdout_frac)
+    n = cfg.labels.realized_vol_bars
+    r = table.features.ret_1.to_numpy()
+    naive = np.array([np.sqrt(np.sum(r[i - n + 1:i + 1] ** 2)) if i >= n - 1 else np.nan for i in hold_rows])
+    y = table.y[hold_rows]; ok = np.isfinite(naive)
+    assert hold["naive"]["rmse"] == pytest.approx(float(np.sqrt(np.mean((naive[ok] - y[ok]) ** 2))), abs=1e-10)
+    assert read_report(run)["classes"] == [] and man["classes"] == []
+
+
+def test_realized_vol_head_can_be_scored(dataset):
+    man = train_model("NSE", dataset.dm["version"], target="realized_vol", cfg=SMALL, run_cfg=dataset.cfg)
+    scores = score_frame(load_bundle(run_dir_of(dataset.cfg, man)), dataset.raw)
+    assert len(scores) == len(dataset.raw)
+
+
+def test_range_breach_head_is_binary(dataset):
+    cfg = dataclasses.replace(SMALL, labels=LabelConfig(horizon_bars=15, profit_mult=1.5, stop_mult=1.5, range_width=0.0015))
+    man = train_model("NSE", dataset.dm["version"], target="range_breach", cfg=cfg, run_cfg=dataset.cfg)
+    run = run_dir_of(dataset.cfg, man)
+    rep = read_report(run)
+    assert rep["classes"] == ["INSIDE", "BREACH"] and all(v > 50 for v in rep["class_balance"].values()), rep["class_balance"]
+    assert "objective=binary" in (run / "models" / "pooled.lgb.txt").read_text()
+    assert rep["holdout"]["calibrated"]["directional_auc"] is None and np.isfinite(rep["holdout"]["calibrated"]["auc"])
+    scores = score_frame(load_bundle(run), dataset.raw)
+    assert list(scores.columns[4:6]) == ["prob_INSIDE", "prob_BREACH"] and (scores.signal == 0).all()
+    assert np.abs(scores[["prob_INSIDE", "prob_BREACH"]].sum(axis=1) - 1).max() < 1e-12
+
+
+def test_direction_head_uses_xgboost(dataset):
+    man = train_model("NSE", dataset.dm["version"], target="direction", cfg=SMALL, run_cfg=dataset.cfg)
+    run = run_dir_of(dataset.cfg, man)
+    models = sorted(p.name for p in (run / "models").iterdir())
+    assert models and all(m.endswith(".xgb.json") for m in models) and "pooled.xgb.json" in models
+    for m in models: json.loads((run / "models" / m).read_text())                   # native JSON, not a pickle
+    rep = read_report(run)
+    assert man["family"] == "xgboost" and rep["classes"] == ["DOWN", "FLAT", "UP"]
+    scores = score_frame(load_bundle(run), dataset.raw)
+    columns = ["prob_DOWN", "prob_FLAT", "prob_UP"]
+    assert np.abs(scores[columns].sum(axis=1) - 1).max() < 1e-12
+    # the same scoring path as the report: holdout accuracy from score_frame equals the reported one
+    table = build_training_table(dataset.raw, dataclasses.replace(SMALL, target="direction"))
+    _, hold, _ = holdout_reference(table, SMALL.holdout_frac)
+    probs = scores.set_index("timestamp").loc[table.features.timestamp.iloc[hold].to_numpy(), columns].to_numpy()
+    assert round(float(np.mean(probs.argmax(axis=1) == table.y[hold])), 10) == rep["holdout"]["calibrated"]["accuracy"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# an OHLCV-only dataset
+
+def test_ohlcv_only_dataset_trains_on_technical_features(dataset, tmp_path):
+    "A CSV of 1-minute bars imported into an empty warehouse trains with the technical and time features only."
+    bars = dataset.raw[["timestamp", "open", "high", "low", "close", "volume"]].copy()
+    bars["timestamp"] = bars.timestamp.map(lambda t: t.isoformat())
+    bars.to_csv(tmp_path / "acme.csv", index=False)
+    cfg = RunConfig(data_dir=str(tmp_path / "data"))
+    with connect(cfg) as con:
+        import_ohlcv(con, tmp_path / "acme.csv", "ACME", exchange="NSE", run_cfg=cfg)
+        raw = load_historical_data_for_ml(con, "NSE")
+        dm = export_training_window(con, "NSE", run_cfg=cfg)
+    assert set(raw.symbol) == {"ACME"} and ("pcr_oi" not in raw or raw.pcr_oi.isna().all())
+    man = train_model("NSE", dm["version"], cfg=SMALL, run_cfg=cfg)
+    technical = [c for c in REQUIRED_FEATURE_COLUMNS if c not in OPTION_FEATURE_DEFAULTS]
+    assert man["model_features"] == technical == supported_feature_columns(raw)
+    rep = read_report(run_dir_of(cfg, man))
+    assert not set(rep["selected_features"]) & set(OPTION_FEATURE_DEFAULTS)
+    assert rep["regimes"]["features"] == ["ret_1", "ret_std_20"]
+    assert set(man["feature_distribution"]) == set(technical)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# signal vs null (slow): the planted signal is found, the null gives AUC within noise of 0.5
+
+def circular_shift_auc_sd(y: np.ndarray, probs: np.ndarray, min_shift: int = 60, n_shifts: int = 200) -> float:
+    """Standard deviation of the directional AUC when scores are circularly shifted against labels (a null that keeps
+    the autocorrelation of both series: overlapping 15-bar labels make the iid standard error far too small)."""
+    score = probs[:, 2] - probs[:, 0]
+    shifts = np.linspace(min_shift, len(y) - min_shift, n_shifts).astype(int)
+    trades = (y == 0) | (y == 2)
+    aucs = [mann_whitney_auc(y[trades] == 2, np.roll(score, s)[trades]) for s in shifts]
+    return float(np.std(aucs))
+
+
+def signal_outcome(tmp_path_factory, signal_strength: float) -> dict:
+    root = tmp_path_factory.mktemp(f"signal_{signal_strength:g}")
+    cfg, dm = simulated_dataset(root, SIGNAL_DAYS, signal_strength=signal_strength)
+    man = train_model("NSE", dm["version"], cfg=SIGNAL_CFG, run_cfg=cfg)
+    run = run_dir_of(cfg, man)
+    raw, _ = load_dataset("NSE", dm["version"], cfg)
+    table = build_training_table(raw, SIGNAL_CFG)
+    _, hold, _ = holdout_reference(table, SIGNAL_CFG.holdout_frac)
+    scores = score_frame(load_bundle(run), raw).set_index("timestamp")
+    probs = scores.loc[table.features.timestamp.iloc[hold].to_numpy(), ["prob_SELL", "prob_HOLD", "prob_BUY"]].to_numpy()
+    y = table.y[hold]; trades = (y == 0) | (y == 2)
+    return dict(report=read_report(run), probs=probs, y=y,
+                auc=mann_whitney_auc(y[trades] == 2, probs[trades, 2] - probs[trades, 0]),
+                noise_sd=circular_shift_auc_sd(y, probs))
+
+
+@pytest.fixture(scope="module")
+def with_signal(tmp_path_factory):
+    return signal_outcome(tmp_path_factory, 1.0)
+
+
+@pytest.fixture(scope="module")
+def null_signal(tmp_path_factory):
+    return signal_outcome(tmp_path_factory, 0.0)
+
+
+@pytest.mark.slow
+def test_planted_signal_beats_noise_and_majority(with_signal):
+    out, hold = with_signal, with_signal["report"]["holdout"]
+    assert round(out["auc"], 10) == hold["calibrated"]["directional_auc"]          # the same scoring path
+    bound = NOISE_SIGMAS * out["noise_sd"]
+    assert 0.005 < out["noise_sd"] < 0.05, out["noise_sd"]                          # a sane noise estimate
+    assert out["auc"] - 0.5 > bound, (out["auc"], bound)
+    assert hold["margin_over_majority"]["accuracy"] > 0.03
+    assert hold["raw"]["log_loss"] < hold["majority_baseline"]["log_loss"]
+    assert hold["margin_over_majority"]["log_loss"] > 0                             # calibrated log-loss beats the majority
+
+
+@pytest.mark.slow
+def test_null_signal_auc_within_noise(null_signal):
+    out, hold = null_signal, null_signal["report"]["holdout"]
+    assert round(out["auc"], 10) == hold["calibrated"]["directional_auc"]
+    assert 0.005 < out["noise_sd"] < 0.05, out["noise_sd"]
+    assert abs(out["auc"] - 0.5) < NOISE_SIGMAS * out["noise_sd"], (out["auc"], out["noise_sd"])
+    assert abs(hold["raw"]["directional_auc"] - 0.5) < NOISE_SIGMAS * out["noise_sd"]
