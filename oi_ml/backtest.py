@@ -24,9 +24,9 @@ from .metrics import TRADE_COLUMNS, summarize_trades
 __all__ = ['FILL_MODES', 'SIZING_MODES', 'STRATEGIES', 'BAR_COLUMNS', 'SIGNAL_COLUMNS', 'EXIT_REASONS', 'DECISIONS',
            'SIZING_CODES', 'RISK_BASES', 'TRADE_RECORD_COLUMNS', 'OPTION_CHAIN_COLUMNS', 'OPTION_PNL_COLUMNS',
            'BENCHMARK_METRICS', 'BacktestConfig', 'validate_backtest_config', 'holding_bars', 'cost_rate',
-           'periods_per_year', 'check_bars', 'check_signals', 'lot_size_table', 'session_day_numbers',
+           'periods_per_year', 'check_bars', 'check_signals', 'lot_size_table', 'session_day_numbers', 'round_trip_pnl',
            'PreparedBacktest', 'risk_basis', 'needs_volatility', 'window_slice', 'prepare_backtest', 'SimulationArrays',
-           'simulate', 'TradeRecord', 'trades_frame', 'equity_frame', 'decision_frame', 'decision_counts',
+           'bar_ticks', 'simulate', 'TradeRecord', 'trades_frame', 'equity_frame', 'decision_frame', 'decision_counts',
            'backtest_metrics', 'BacktestResult', 'result_from_simulation', 'run_backtest', 'BacktestEngine',
            'option_contract_pnl', 'random_signal_run', 'benchmark_strategies', 'benchmark_table', 'sensitivity_grid',
            'WindowReport', 'run_validation_windows', 'validation_table', 'save_backtest', 'load_backtest']
@@ -123,8 +123,9 @@ _TICKS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 @njit(cache=True)
 def _first_bad_bar(ts, open_, high, low, close):
-    "Position and kind (1 order, 2 non-finite/non-positive, 3 outside high/low) of the first bad bar; (-1, 0) if none."
+    "Position and kind (1 order, 2 non-finite/non-positive, 3 outside high/low, 4 NaT) of the first bad bar; (-1, 0) if none."
     for i in range(ts.shape[0]):
+        if ts[i] == _NAT: return i, 4
         if i > 0 and ts[i] <= ts[i - 1]: return i, 1
         o, h, l, c = open_[i], high[i], low[i], close[i]
         if not (np.isfinite(o) and np.isfinite(h) and np.isfinite(l) and np.isfinite(c) and l > 0.0): return i, 2
@@ -142,20 +143,23 @@ def _first_bad_signal(signal, confidence, volatility):
     return -1, 0
 
 # %% ../nbs/30_backtest.ipynb #c014
+_NAT = np.iinfo(np.int64).min  # NaT's integer value
+
 def _timestamp_ticks(ts: pd.Series, column: str = "timestamp") -> tuple[np.ndarray, str]:
-    "int64 ticks of a UTC datetime column in its own resolution, and that resolution ('s', 'ms', 'us', 'ns')."
+    "int64 ticks of a UTC datetime column in its own resolution, and that resolution; NaT is left to the caller."
     if not isinstance(ts.dtype, pd.DatetimeTZDtype) or str(ts.dtype.tz) != "UTC":
         raise ValueError(f"column '{column}' must be a UTC datetime, got dtype {ts.dtype}")
-    if ts.isna().any(): raise ValueError(f"column '{column}' is NaT at row {int(np.flatnonzero(ts.isna().to_numpy())[0])}")
     return ts.array.asi8, ts.dtype.unit
 
 def _price(frame: pd.DataFrame, column: str) -> np.ndarray:
-    "Contiguous float64 view (or copy) of a numeric column."
-    if not pd.api.types.is_numeric_dtype(frame[column]): raise ValueError(f"column '{column}' must be numeric, got {frame[column].dtype}")
-    return np.ascontiguousarray(frame[column].to_numpy(dtype=np.float64, na_value=np.nan))
+    "Contiguous float64 array of a numeric column (a view when it already is float64; NA becomes NaN)."
+    values = frame[column]
+    if not pd.api.types.is_numeric_dtype(values): raise ValueError(f"column '{column}' must be numeric, got {values.dtype}")
+    if values.dtype == np.float64: return np.ascontiguousarray(values.to_numpy())
+    return np.ascontiguousarray(values.to_numpy(dtype=np.float64, na_value=np.nan))
 
 _BAR_ERRORS = {1: "column 'timestamp' is not strictly increasing", 2: "prices must be finite and > 0",
-               3: "bar range violated (need low <= open, close <= high)"}
+               3: "bar range violated (need low <= open, close <= high)", 4: "column 'timestamp' is NaT"}
 
 def check_bars(bars: pd.DataFrame) -> tuple[np.ndarray, str, tuple[np.ndarray, ...]]:
     "Validate a bar frame; return its timestamp ticks, their unit and the (open, high, low, close) arrays."
@@ -235,9 +239,16 @@ _HOLD, _TAKE_PROFIT, _STOP_LOSS, _SESSION_END, _END_OF_DATA = 0, 1, 2, 3, 4
 (_D_NONE, _D_ENTERED, _D_LOW_CONF, _D_SESSION, _D_NO_TIME, _D_MAX_TRADES, _D_LIMIT, _D_COOLDOWN,
  _D_NO_VOL, _D_ZERO_LOTS, _D_MARGIN) = range(11)
 # trade log columns: integers, then floats
-(_T_SIGNAL_BAR, _T_ENTRY_BAR, _T_EXIT_BAR, _T_SIDE, _T_LOTS, _T_LOT_SIZE, _T_REASON, _T_ENTRY_TIME, _T_EXIT_TIME,
- _T_FIRST_CHECK, _T_VERTICAL) = range(11)
-(_T_ENTRY_PRICE, _T_EXIT_PRICE, _T_GROSS, _T_COSTS, _T_RISK_FRACTION, _T_QTY, _T_TP, _T_SL, _T_MARGIN) = range(9)
+# (the signal bar is the entry bar - 1; times, quantities and P&L are derived from these in `trades_frame`)
+_T_ENTRY_BAR, _T_EXIT_BAR, _T_EXIT_PHASE, _T_SIDE, _T_LOTS, _T_LOT_SIZE, _T_REASON = range(7)
+_T_ENTRY_PRICE, _T_EXIT_PRICE, _T_RISK_FRACTION = range(3)
+
+def round_trip_pnl(entry_price, exit_price, side, quantity, cost_rate):
+    "Gross P&L, entry cost and exit cost (rupees) of round trips; scalars or numpy arrays."
+    return ((exit_price - entry_price) * side * quantity, cost_rate * entry_price * quantity,
+            cost_rate * exit_price * quantity)
+
+_round_trip_pnl = njit(cache=True)(round_trip_pnl)  # the same formula inside the kernel
 
 # %% ../nbs/30_backtest.ipynb #c024
 @njit(cache=True)
@@ -314,101 +325,106 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
                      cost_rate, min_confidence, max_trades, max_open, cooldown,   # entries
                      needs_vol, sizing, risk_basis, account, max_risk, margin_per_lot,  # sizing
                      kelly_fraction, kelly_cap, payoff, target_vol_per_bar, capacity):
-    "Simulate the whole period; returns the trade log (ints, floats), gross and net equity per bar, decision per bar."
+    "Simulate the whole period: trade log (ints, floats; the first n_trades rows), n_trades, gross and net equity, decisions."
     n = close.shape[0]
     equity_gross, equity_net = np.empty(n), np.empty(n)
     decision = np.zeros(n, np.int8)
-    log_i, log_f = np.empty((capacity, 11), np.int64), np.empty((capacity, 9))
+    log_i, log_f = np.empty((capacity, 7), np.int64), np.empty((capacity, 3))
     slots = np.full(max_open, -1, np.int64)
     has_vol, has_session = volatility.shape[0] > 0, session.shape[0] > 0
     realised = costs_paid = net_qty = basis = margin_used = 0.0
-    cash, n_open, n_trades, last_exit = account, 0, 0, -(2 ** 62)
+    cash, n_open, n_trades, last_exit, next_exit = account, 0, 0, -(2 ** 62), n
     day, next_day_start = -1, -(2 ** 62)
     for b in range(n):
-        prev_day = day
-        if has_session: day = session[b]
-        else: day, next_day_start = _ist_day(ts[b], day, next_day_start, day_ticks, ist_offset)
-        data_end = b == n - 1
-        session_end = data_end or (session[b + 1] != day if has_session else ts[b + 1] >= next_day_start)
         s = b - 1
-        for step in range(4):
-            if step == 0 or step == 2:  # ---- exits: at the open (0), during the bar and at its close (2)
-                if n_open == 0: continue
+        pending = s >= 0 and signal[s] != 0
+        if b != next_exit and not pending:  # nothing happens: mark to market
+            equity_gross[b] = account + realised + net_qty * close[b] - basis
+            equity_net[b] = equity_gross[b] - costs_paid
+            continue
+        if has_session: prev_day, day = session[max(s, 0)], session[b]  # session keys of the signal bar and this bar
+        else:
+            prev_day, next_day_start = _ist_day(ts[max(s, 0)], day, next_day_start, day_ticks, ist_offset)
+            day, next_day_start = _ist_day(ts[b], prev_day, next_day_start, day_ticks, ist_offset)
+        for phase in range(2):
+            if b == next_exit:  # ---- book the exits resolved for this bar and phase
+                next_exit = n
                 for k in range(max_open):
                     tr = slots[k]
                     if tr < 0: continue
-                    side, sl, tp = log_i[tr, _T_SIDE], log_f[tr, _T_SL], log_f[tr, _T_TP]
-                    if step == 0:
-                        when = ts[b]
-                        reason, price = _exit_at_open(b, side, log_i[tr, _T_ENTRY_BAR], log_i[tr, _T_FIRST_CHECK],
-                                                      log_i[tr, _T_VERTICAL], sl, tp, open_[b], fill_at_open)
+                    if log_i[tr, _T_EXIT_BAR] == b and log_i[tr, _T_EXIT_PHASE] == phase:
+                        side, lots, entry = log_i[tr, _T_SIDE], log_i[tr, _T_LOTS], log_f[tr, _T_ENTRY_PRICE]
+                        qty = float(lots * log_i[tr, _T_LOT_SIZE])
+                        gross, entry_cost, exit_cost = _round_trip_pnl(entry, log_f[tr, _T_EXIT_PRICE], side, qty, cost_rate)
+                        realised += gross
+                        costs_paid += exit_cost
+                        cash += gross - entry_cost - exit_cost
+                        net_qty -= side * qty
+                        basis -= side * qty * entry
+                        margin_used -= lots * margin_per_lot
+                        last_exit = max(last_exit, ts[b] + phase * bar_ticks)
+                        slots[k] = -1
+                        n_open -= 1
+                        if n_open == 0: net_qty, basis = 0.0, 0.0  # no drift from rounding when flat
                     else:
-                        when = ts[b] + bar_ticks
-                        reason, price = _exit_in_bar(b, side, log_i[tr, _T_FIRST_CHECK], log_i[tr, _T_VERTICAL], sl, tp,
-                                                     high[b], low[b], close[b], fill_at_open,
-                                                     flat_at_session_end and session_end, data_end)
-                    if reason < 0: continue
-                    # book the exit
-                    qty, entry = log_f[tr, _T_QTY], log_f[tr, _T_ENTRY_PRICE]
-                    gross, exit_cost = (price - entry) * side * qty, cost_rate * price * qty
-                    log_f[tr, _T_EXIT_PRICE], log_f[tr, _T_GROSS] = price, gross
-                    log_f[tr, _T_COSTS] += exit_cost
-                    log_i[tr, _T_EXIT_BAR], log_i[tr, _T_REASON], log_i[tr, _T_EXIT_TIME] = b, reason, when
-                    realised += gross
-                    costs_paid += exit_cost
-                    cash += gross - log_f[tr, _T_COSTS]
-                    net_qty -= side * qty
-                    basis -= side * qty * entry
-                    margin_used -= log_f[tr, _T_MARGIN]
-                    last_exit = max(last_exit, when)
-                    slots[k] = -1
-                    n_open -= 1
-                    if n_open == 0: net_qty, basis = 0.0, 0.0  # no drift from rounding when flat
-            else:  # ---- entries for the signal of bar s: at the open (1, next_open) or at the close (3, next_close)
-                if (step == 1) != fill_at_open or s < 0 or signal[s] == 0: continue
-                if step == 3 and data_end:
-                    decision[s] = _D_NO_TIME
-                    continue
-                price, when = (open_[b], ts[b]) if step == 1 else (close[b], ts[b] + bar_ticks)
-                session_ok = not flat_at_session_end or (prev_day == day and (step == 1 or not session_end))
-                side, vol = signal[s], volatility[s] if has_vol else np.nan
-                code = _entry_gate(side, confidence[s], min_confidence, session_ok, n_trades, max_trades, n_open,
-                                   max_open, when, last_exit, cooldown, needs_vol, vol)
-                lot = lot_table[day - lot_first_day]
-                lots, lot_risk = 0, 0.0
-                if code == _D_ENTERED:
-                    lots, lot_risk = _size_lots(sizing, risk_basis, cash, close[s], vol, confidence[s], lot, hold,
-                                                sl_mult, max_risk, margin_per_lot, kelly_fraction, kelly_cap, payoff,
-                                                target_vol_per_bar)
-                    if lots <= 0: code = _D_ZERO_LOTS
-                if code == _D_ENTERED:
-                    lots = min(lots, int(np.floor((cash - margin_used) / margin_per_lot + 1e-9)))
-                    if lots <= 0: code = _D_MARGIN
-                decision[s] = code
-                if code != _D_ENTERED: continue
-                # book the entry
-                k = 0
-                while slots[k] >= 0: k += 1
-                tr, qty = n_trades, float(lots * lot)
-                tp, sl = _barriers(price, side, vol, tp_mult, sl_mult)
-                entry_cost = cost_rate * price * qty
-                log_i[tr, _T_SIGNAL_BAR], log_i[tr, _T_ENTRY_BAR], log_i[tr, _T_SIDE] = s, b, side
-                log_i[tr, _T_LOTS], log_i[tr, _T_LOT_SIZE], log_i[tr, _T_ENTRY_TIME] = lots, lot, when
-                log_i[tr, _T_FIRST_CHECK], log_i[tr, _T_VERTICAL] = (b if step == 1 else b + 1), b + hold
-                log_f[tr, _T_ENTRY_PRICE], log_f[tr, _T_COSTS], log_f[tr, _T_QTY] = price, entry_cost, qty
-                log_f[tr, _T_TP], log_f[tr, _T_SL], log_f[tr, _T_MARGIN] = tp, sl, lots * margin_per_lot
-                log_f[tr, _T_RISK_FRACTION] = lots * lot_risk / cash
-                costs_paid += entry_cost
-                net_qty += side * qty
-                basis += side * qty * price
-                margin_used += lots * margin_per_lot
-                slots[k] = tr
-                n_open += 1
-                n_trades += 1
+                        next_exit = min(next_exit, log_i[tr, _T_EXIT_BAR])
+            if not pending or (phase == 0) != fill_at_open: continue
+            # ---- the signal of bar s, filled at this bar's open (phase 0) or close (phase 1)
+            data_end = b == n - 1
+            session_end = data_end or (session[b + 1] != day if has_session else ts[b + 1] >= next_day_start)
+            if phase == 1 and data_end:
+                decision[s] = _D_NO_TIME
+                continue
+            price, when = (open_[b], ts[b]) if phase == 0 else (close[b], ts[b] + bar_ticks)
+            session_ok = not flat_at_session_end or (prev_day == day and (phase == 0 or not session_end))
+            side, vol = signal[s], volatility[s] if has_vol else np.nan
+            code = _entry_gate(side, confidence[s], min_confidence, session_ok, n_trades, max_trades, n_open,
+                               max_open, when, last_exit, cooldown, needs_vol, vol)
+            lot = lot_table[day - lot_first_day]
+            lots, lot_risk = 0, 0.0
+            if code == _D_ENTERED:
+                lots, lot_risk = _size_lots(sizing, risk_basis, cash, close[s], vol, confidence[s], lot, hold,
+                                            sl_mult, max_risk, margin_per_lot, kelly_fraction, kelly_cap, payoff,
+                                            target_vol_per_bar)
+                if lots <= 0: code = _D_ZERO_LOTS
+            if code == _D_ENTERED:
+                lots = min(lots, int(np.floor((cash - margin_used) / margin_per_lot + 1e-9)))
+                if lots <= 0: code = _D_MARGIN
+            decision[s] = code
+            if code != _D_ENTERED: continue
+            # ---- open the position and resolve its exit by scanning its own bars
+            tp, sl = _barriers(price, side, vol, tp_mult, sl_mult)
+            first_check, vertical = (b if phase == 0 else b + 1), b + hold
+            j = b if phase == 0 else b + 1
+            while True:
+                exit_phase = 0
+                reason, exit_price = _exit_at_open(j, side, b, first_check, vertical, sl, tp, open_[j], fill_at_open)
+                if reason < 0:
+                    exit_phase, last_bar = 1, j == n - 1
+                    ends = last_bar or (session[j + 1] != day if has_session else ts[j + 1] >= next_day_start)
+                    reason, exit_price = _exit_in_bar(j, side, first_check, vertical, sl, tp, high[j], low[j], close[j],
+                                                      fill_at_open, flat_at_session_end and ends, last_bar)
+                if reason >= 0: break
+                j += 1
+            k = 0
+            while slots[k] >= 0: k += 1
+            tr, qty = n_trades, float(lots * lot)
+            log_i[tr, _T_ENTRY_BAR], log_i[tr, _T_EXIT_BAR], log_i[tr, _T_EXIT_PHASE] = b, j, exit_phase
+            log_i[tr, _T_SIDE], log_i[tr, _T_LOTS], log_i[tr, _T_LOT_SIZE], log_i[tr, _T_REASON] = side, lots, lot, reason
+            log_f[tr, _T_ENTRY_PRICE], log_f[tr, _T_EXIT_PRICE] = price, exit_price
+            log_f[tr, _T_RISK_FRACTION] = lots * lot_risk / cash
+            costs_paid += _round_trip_pnl(price, exit_price, side, qty, cost_rate)[1]
+            net_qty += side * qty
+            basis += side * qty * price
+            margin_used += lots * margin_per_lot
+            slots[k] = tr
+            n_open += 1
+            n_trades += 1
+            next_exit = min(next_exit, j)
         equity_gross[b] = account + realised + net_qty * close[b] - basis
         equity_net[b] = equity_gross[b] - costs_paid
     if n > 0 and signal[n - 1] != 0: decision[n - 1] = _D_NO_TIME
-    return log_i[:n_trades].copy(), log_f[:n_trades].copy(), equity_gross, equity_net, decision
+    return log_i, log_f, n_trades, equity_gross, equity_net, decision
 
 # %% ../nbs/30_backtest.ipynb #c035
 @dataclass(frozen=True, eq=False)
@@ -476,8 +492,8 @@ def prepare_backtest(bars: pd.DataFrame, signals: pd.DataFrame, cfg: BacktestCon
 @dataclass(frozen=True, eq=False)
 class SimulationArrays:
     "Raw kernel output."
-    log_i: np.ndarray          # (trades, 9) int64 trade log columns
-    log_f: np.ndarray          # (trades, 5) float64 trade log columns
+    log_i: np.ndarray          # (trades, 7) int64 trade log: entry/exit bar, exit phase, side, lots, lot size, reason
+    log_f: np.ndarray          # (trades, 3) float64 trade log: entry price, exit price, risk fraction
     equity_gross: np.ndarray   # float64 per bar
     equity_net: np.ndarray     # float64 per bar
     decision: np.ndarray       # int8 DECISIONS code per bar
@@ -492,12 +508,16 @@ def _log_capacity(signal: np.ndarray, cfg: BacktestConfig) -> int:
     bound = int(np.count_nonzero(signal))
     return bound if cfg.max_trades is None else min(bound, cfg.max_trades)
 
+def bar_ticks(prep: PreparedBacktest, cfg: BacktestConfig) -> int:
+    "Length of one bar in timestamp ticks."
+    return cfg.bar_minutes * 60 * _TICKS_PER_SECOND[prep.unit]
+
 def simulate(prep: PreparedBacktest, cfg: BacktestConfig) -> SimulationArrays:
     "Run the kernel over prepared arrays with the rules of `cfg`."
     per_second = _TICKS_PER_SECOND[prep.unit]
     has_vol = prep.volatility.size > 0
-    out = _backtest_kernel(
-        prep.ticks, cfg.bar_minutes * 60 * per_second, 86_400 * per_second, 19_800 * per_second, prep.session,
+    log_i, log_f, n_trades, *rest = _backtest_kernel(
+        prep.ticks, bar_ticks(prep, cfg), 86_400 * per_second, 19_800 * per_second, prep.session,
         *prep.prices, prep.signal, prep.confidence, prep.volatility, prep.lot_table, prep.lot_first_day,
         cfg.fill == "next_open", holding_bars(cfg), _mult(cfg.take_profit_mult), _mult(cfg.stop_loss_mult),
         cfg.flat_at_session_end, cost_rate(cfg), cfg.min_confidence, -1 if cfg.max_trades is None else cfg.max_trades,
@@ -505,12 +525,12 @@ def simulate(prep: PreparedBacktest, cfg: BacktestConfig) -> SimulationArrays:
         SIZING_CODES[cfg.sizing], RISK_BASES.index(risk_basis(cfg, has_vol)), cfg.account_size, cfg.max_risk_per_trade,
         cfg.margin_per_lot, cfg.kelly_fraction, cfg.kelly_cap, _payoff(cfg),
         cfg.target_volatility / math.sqrt(periods_per_year(cfg)), _log_capacity(prep.signal, cfg))
-    return SimulationArrays(*out)
+    return SimulationArrays(log_i[:n_trades], log_f[:n_trades], *rest)  # views: no copy of the log
 
 # %% ../nbs/30_backtest.ipynb #c043
 TRADE_RECORD_COLUMNS = {  # column -> meaning; one row per round trip (includes metrics.TRADE_COLUMNS)
     "timestamp": "datetime64 UTC: the signal bar",
-    "signal": "str: BUY or SELL",
+    "signal": "category: BUY or SELL",
     "side": "int: +1 long, -1 short",
     "confidence": "float: model probability of the chosen side",
     "regime": "regime label at the signal bar (signals' column, else bars'), None if absent",
@@ -519,7 +539,7 @@ TRADE_RECORD_COLUMNS = {  # column -> meaning; one row per round trip (includes 
     "entry_price": "float, index points: fill price of the entry",
     "exit_time": "datetime64 UTC: fill time of the exit",
     "exit_price": "float, index points: fill price of the exit",
-    "exit_reason": f"str: one of {EXIT_REASONS}",
+    "exit_reason": f"category: one of {EXIT_REASONS}",
     "holding_bars": "int: exit bar - entry bar",
     "future_return": "float: close[t + h] / close[t] - 1 from the signal bar t (NaN past the window)",
     "lots": "int: contracts",
@@ -559,10 +579,6 @@ class TradeRecord:
 assert [f.name for f in dataclasses.fields(TradeRecord)] == list(TRADE_RECORD_COLUMNS)
 
 # %% ../nbs/30_backtest.ipynb #c044
-def _utc(ticks: np.ndarray, unit: str) -> pd.DatetimeIndex:
-    "UTC DatetimeIndex from int64 ticks in `unit`."
-    return pd.DatetimeIndex(np.asarray(ticks, np.int64).view(f"M8[{unit}]")).tz_localize("UTC")
-
 def _column_at(frames: tuple, column: str, rows: np.ndarray) -> np.ndarray | None:
     "Values of `column` at positions `rows` from the first frame that has it, else None."
     for frame in frames:
@@ -576,36 +592,46 @@ def _future_return(close: np.ndarray, rows: np.ndarray, h: int) -> np.ndarray:
     return np.where(inside, close[np.minimum(ahead, len(close) - 1)] / close[rows] - 1.0, np.nan)
 
 # %% ../nbs/30_backtest.ipynb #c045
+def _utc_ns(ticks: np.ndarray, unit: str) -> pd.DatetimeIndex:
+    "UTC DatetimeIndex (nanoseconds) from int64 ticks in `unit`."
+    return pd.DatetimeIndex(np.asarray(ticks, np.int64).view(f"M8[{unit}]")).as_unit("ns").tz_localize("UTC")
+
+_SIGNAL_NAMES = pd.CategoricalDtype(["SELL", "BUY"])       # codes: (side + 1) // 2
+_EXIT_REASON_DTYPE = pd.CategoricalDtype(list(EXIT_REASONS))
+
 def trades_frame(sim: SimulationArrays, prep: PreparedBacktest, cfg: BacktestConfig) -> pd.DataFrame:
     "The trades table (`TRADE_RECORD_COLUMNS`) of a simulation."
-    li, lf = sim.log_i, sim.log_f
-    rows, side = li[:, _T_SIGNAL_BAR], li[:, _T_SIDE]
+    li, lf, ticks, one_bar = sim.log_i, sim.log_f, prep.ticks, bar_ticks(prep, cfg)
+    entry_bar, exit_bar, side = li[:, _T_ENTRY_BAR], li[:, _T_EXIT_BAR], li[:, _T_SIDE]
+    rows = entry_bar - 1  # signal bars
     qty = (li[:, _T_LOTS] * li[:, _T_LOT_SIZE]).astype(np.float64)
-    regime = _column_at((prep.signals, prep.bars), "regime", rows)
-    version = _column_at((prep.signals,), "model_version", rows)
-    none = np.full(len(li), None, dtype=object)
-    gross, costs = lf[:, _T_GROSS], lf[:, _T_COSTS]
+    entry_price, exit_price = lf[:, _T_ENTRY_PRICE], lf[:, _T_EXIT_PRICE]
+    gross, entry_cost, exit_cost = round_trip_pnl(entry_price, exit_price, side, qty, cost_rate(cfg))
+    regime, version = _column_at((prep.signals, prep.bars), "regime", rows), _column_at((prep.signals,), "model_version", rows)
+    as_object = lambda values: pd.Series(np.full(len(li), None, dtype=object) if values is None else values, dtype=object)
     columns = {
-        "timestamp": _utc(prep.ticks[rows], prep.unit), "signal": np.where(side > 0, "BUY", "SELL"), "side": side,
-        "confidence": prep.confidence[rows], "regime": none if regime is None else regime,
-        "model_version": none if version is None else version,
-        "entry_time": _utc(li[:, _T_ENTRY_TIME], prep.unit), "entry_price": lf[:, _T_ENTRY_PRICE],
-        "exit_time": _utc(li[:, _T_EXIT_TIME], prep.unit), "exit_price": lf[:, _T_EXIT_PRICE],
-        "exit_reason": np.asarray(EXIT_REASONS, dtype=object)[li[:, _T_REASON]],
-        "holding_bars": li[:, _T_EXIT_BAR] - li[:, _T_ENTRY_BAR],
-        "future_return": _future_return(prep.prices[3], rows, holding_bars(cfg)),
-        "lots": li[:, _T_LOTS], "lot_size": li[:, _T_LOT_SIZE], "notional": lf[:, _T_ENTRY_PRICE] * qty,
-        "gross_pnl": gross, "costs": costs, "net_pnl": gross - costs, "risk_fraction": lf[:, _T_RISK_FRACTION]}
-    return _typed_trades(pd.DataFrame(columns))
+        "timestamp": _utc_ns(ticks[rows], prep.unit),
+        "signal": pd.Categorical.from_codes((side + 1) // 2, dtype=_SIGNAL_NAMES), "side": side,
+        "confidence": prep.confidence[rows], "regime": as_object(regime), "model_version": as_object(version),
+        "entry_time": _utc_ns(ticks[entry_bar] + (0 if cfg.fill == "next_open" else one_bar), prep.unit),
+        "entry_price": entry_price,
+        "exit_time": _utc_ns(ticks[exit_bar] + li[:, _T_EXIT_PHASE] * one_bar, prep.unit), "exit_price": exit_price,
+        "exit_reason": pd.Categorical.from_codes(li[:, _T_REASON], dtype=_EXIT_REASON_DTYPE),
+        "holding_bars": exit_bar - entry_bar, "future_return": _future_return(prep.prices[3], rows, holding_bars(cfg)),
+        "lots": li[:, _T_LOTS], "lot_size": li[:, _T_LOT_SIZE], "notional": entry_price * qty,
+        "gross_pnl": gross, "costs": entry_cost + exit_cost, "net_pnl": gross - entry_cost - exit_cost,
+        "risk_fraction": lf[:, _T_RISK_FRACTION]}
+    return pd.DataFrame(columns, copy=False)
 
 def _typed_trades(frame: pd.DataFrame) -> pd.DataFrame:
-    "Trades table with its fixed dtypes (also used when reading one back from JSON/parquet)."
+    "A trades table read back (JSON, parquet) with the dtypes `trades_frame` produces."
     out = frame[list(TRADE_RECORD_COLUMNS)].copy()
     for c in ("timestamp", "entry_time", "exit_time"): out[c] = pd.to_datetime(out[c], utc=True).dt.as_unit("ns")
     for c in ("side", "holding_bars", "lots", "lot_size"): out[c] = out[c].astype(np.int64)
     for c in ("confidence", "entry_price", "exit_price", "future_return", "notional", "gross_pnl", "costs", "net_pnl", "risk_fraction"):
         out[c] = out[c].astype(np.float64)
-    for c in ("signal", "exit_reason"): out[c] = out[c].astype(str)
+    out["signal"] = pd.Categorical(out["signal"].astype(str), dtype=_SIGNAL_NAMES)
+    out["exit_reason"] = pd.Categorical(out["exit_reason"].astype(str), dtype=_EXIT_REASON_DTYPE)
     for c in ("regime", "model_version"): out[c] = out[c].astype(object)
     return out.reset_index(drop=True)
 
@@ -747,7 +773,7 @@ def _check_chain(chain: pd.DataFrame) -> pd.DataFrame:
     "Chain sorted by time with `expiry_day` (int64 day number) and `ns` (int64 UTC nanoseconds) added."
     missing = [c for c in OPTION_CHAIN_COLUMNS if c not in chain.columns]
     if missing: raise ValueError(f"option chain lacks column(s) {missing}; expected {list(OPTION_CHAIN_COLUMNS)}")
-    _timestamp_ticks(chain["timestamp"])
+    if _timestamp_ticks(chain["timestamp"])[0].min(initial=0) == _NAT: raise ValueError("option chain: column 'timestamp' has NaT")
     expiry_day = pd.to_datetime(chain["expiry"]).to_numpy().astype("datetime64[D]").astype(np.int64)
     out = chain.assign(expiry_day=expiry_day, option_type=chain["option_type"].astype(str),
                        ns=pd.DatetimeIndex(chain["timestamp"]).as_unit("ns").asi8)
@@ -780,7 +806,7 @@ OPTION_PNL_COLUMNS = ("trade", "status", "option_type", "expiry", "strike", "exp
                       "exit_snapshot_time", "entry_ltp", "exit_ltp", "lots", "lot_size", "entry_time", "exit_time",
                       "notional", "gross_pnl", "costs", "net_pnl")
 
-def _utc_ns(ns: int) -> pd.Timestamp:
+def _timestamp_ns(ns: int) -> pd.Timestamp:
     "UTC timestamp of int64 nanoseconds."
     return pd.Timestamp(ns, unit="ns", tz="UTC")
 
@@ -801,7 +827,7 @@ def _option_leg(trade, chain: pd.DataFrame, snap_times: np.ndarray, snap_starts:
     times, ltps, lot_sizes = contracts[(expiry, option_type, strike)]
     entry_ltp, entry_at = _quote(times, ltps, when)
     exit_ltp, exit_at = _quote(times, ltps, int(trade.exit_time.as_unit("ns").value))
-    return info | {"status": "ok", "strike": strike, "entry_snapshot_time": _utc_ns(entry_at), "exit_snapshot_time": _utc_ns(exit_at),
+    return info | {"status": "ok", "strike": strike, "entry_snapshot_time": _timestamp_ns(entry_at), "exit_snapshot_time": _timestamp_ns(exit_at),
                    "entry_ltp": entry_ltp, "exit_ltp": exit_ltp, "lot_size": int(lot_sizes[np.searchsorted(times, entry_at)])}
 
 # %% ../nbs/30_backtest.ipynb #c072

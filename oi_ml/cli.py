@@ -27,8 +27,8 @@ from .train import ModelIntegrityError
 
 # %% auto #0
 __all__ = ['COMMANDS', 'cmd_simulate', 'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels',
-           'cmd_train', 'cmd_pack', 'cmd_backtest', 'cmd_gate', 'cmd_automl', 'cmd_deploy', 'cmd_rollback',
-           'cmd_signoff', 'cmd_retrain', 'build_parser', 'main']
+           'cmd_train', 'cmd_pack', 'cmd_backtest', 'cmd_gate', 'cmd_automl', 'cmd_monitor', 'cmd_deploy',
+           'cmd_rollback', 'cmd_signoff', 'cmd_retrain', 'build_parser', 'main']
 
 # %% ../nbs/51_cli.ipynb #c005
 def cmd_simulate(args, cfg: RunConfig) -> int:
@@ -171,6 +171,14 @@ def cmd_automl(args, cfg: RunConfig) -> int:
     print(f"summary: {run.run_dir / 'reports' / 'auto_ml_summary.json'}")
     return 0
 
+def cmd_monitor(args, cfg: RunConfig) -> int:
+    "Drift, degradation and latency of the production model; exit 1 when an alert is active."
+    from oi_ml.monitor import format_summary, monitor_summary, notify_alerts
+    summary = monitor_summary(args.exchange, cfg)
+    notify_alerts(summary, cfg)
+    print(format_summary(summary))
+    return 1 if summary["alerts"] else 0
+
 def cmd_deploy(args, cfg: RunConfig) -> int:
     "Deploy a run (its gate report must exist and pass)."
     from oi_ml.registry import deploy_model
@@ -246,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset"); s.add_argument("--days", type=int); s.add_argument("--window-days", type=int, default=45)
     s.add_argument("--step-days", type=int, default=15); s.add_argument("--families", nargs="+", default=["lightgbm", "xgboost"])
     s.add_argument("--optuna-trials", type=int, default=10); s.add_argument("--storage", help="journal file or RDB URL (sqlite:///..., postgresql://...)")
+    s = sub.add_parser("monitor", help="drift, degradation and latency of production"); s.add_argument("--exchange", required=True, **ex)
     s = sub.add_parser("deploy", help="deploy a gated run"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--run", required=True); s.add_argument("--operator", required=True); s.add_argument("--reason", required=True)
     s = sub.add_parser("rollback", help="roll the registry back"); s.add_argument("--exchange", required=True, **ex)
@@ -259,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"simulate": cmd_simulate, "ingest": cmd_ingest, "validate": cmd_validate, "export": cmd_export,
             "datasets": cmd_datasets, "features": cmd_features, "labels": cmd_labels, "train": cmd_train, "pack": cmd_pack,
             "backtest": cmd_backtest, "gate": cmd_gate, "retrain": cmd_retrain, "deploy": cmd_deploy, "rollback": cmd_rollback,
-            "signoff": cmd_signoff, "automl": cmd_automl}
+            "signoff": cmd_signoff, "automl": cmd_automl, "monitor": cmd_monitor}
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `oi-ml` console script."

@@ -100,13 +100,15 @@ def _open(path: Path, read_only: bool, lock_timeout: float) -> duckdb.DuckDBPyCo
             if "lock" not in str(err).lower() or time.monotonic() > deadline: raise
             time.sleep(0.5)
 
-def connect(db_path: str | Path | RunConfig, read_only: bool = False, lock_timeout: float = 120.0) -> duckdb.DuckDBPyConnection:
-    "Open (creating if needed) the warehouse; session time zone UTC; all tables exist afterwards. Waits for another writer."
+def connect(db_path: str | Path | RunConfig, read_only: bool = False, lock_timeout: float = 120.0,
+            memory_limit: str = "1GB") -> duckdb.DuckDBPyConnection:
+    "Open (creating if needed) the warehouse; UTC session; all tables exist. Waits for another writer; DuckDB spills past `memory_limit`."
     path = Path(db_path.db_path if isinstance(db_path, RunConfig) else db_path)
     if read_only and not path.exists(): raise FileNotFoundError(f"{path}: no warehouse yet (run `oi-ml simulate` or `oi-ml ingest` first)")
     path.parent.mkdir(parents=True, exist_ok=True)
     con = _open(path, read_only, lock_timeout)
     con.execute("SET TimeZone = 'UTC'"); con.execute("SET enable_progress_bar = false")
+    con.execute(f"SET memory_limit = '{memory_limit}'")
     if not read_only:
         for table in TABLES: con.execute(_create_sql(table))
     return con
@@ -194,7 +196,7 @@ atm AS (
   GROUP BY symbol, timestamp),
 near AS (
   SELECT c.*, a.atm_strike, a.spot, a.step, (c.strike - a.atm_strike) / a.step AS k_off,
-         date_diff('second', c.timestamp, (c.expiry + INTERVAL 10 HOUR)::TIMESTAMPTZ) / (365.0 * 86400) AS tau
+         (epoch(c.expiry::TIMESTAMP) + 36000 - epoch(c.timestamp)) / (365.0 * 86400) AS tau
   FROM chain c JOIN atm a USING (symbol, timestamp)),
 chain_agg AS (
   SELECT symbol, timestamp, any_value(atm_strike) AS atm_strike,
@@ -215,7 +217,7 @@ chain_agg AS (
           exp(-0.5 * pow((ln(spot / strike) + 0.5 * iv * iv * tau) / (iv * sqrt(tau)), 2)) / sqrt(2 * pi())
           / (spot * iv * sqrt(tau)) * oi * lot_size * spot * spot * 0.01
           * CASE WHEN option_type = 'CE' THEN 1 ELSE -1 END END ORDER BY expiry, strike, option_type) AS gex,
-    min(date_diff('second', timestamp, (near_expiry + INTERVAL 10 HOUR)::TIMESTAMPTZ)) / 86400.0 AS days_to_expiry,
+    min(epoch(near_expiry::TIMESTAMP) + 36000 - epoch(timestamp)) / 86400.0 AS days_to_expiry,
     max(lot_size) AS lot_size
   FROM near GROUP BY symbol, timestamp),
 pain AS (

@@ -35,8 +35,8 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'CALIBRATION_
            'save_booster', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'select_features',
            'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc', 'classification_metrics',
            'reliability_curve', 'fit_calibration', 'apply_calibration', 'holdout_split', 'cross_validate',
-           'regression_metrics', 'fit_garch', 'garch_forecast', 'run_id_for', 'train_model', 'ModelIntegrityError',
-           'verify_run', 'ModelBundle', 'load_bundle', 'score_features', 'score_frame']
+           'regression_metrics', 'fit_garch', 'garch_forecast', 'run_id_for', 'train_model', 'holdout_scores',
+           'ModelIntegrityError', 'verify_run', 'ModelBundle', 'load_bundle', 'score_features', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -437,20 +437,19 @@ def _write_artefacts(folder: Path, ms: ModelSet, calibration, report: dict, tabl
     dump("calibration.json", calibration or {})
     dump("reports/training_report.json", report)
 
-def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConfig, report: dict, table: TrainingTable, ins, oof) -> dict:
+def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConfig, report: dict, table: TrainingTable, ins, scores) -> dict:
     "Run manifest: provenance, metrics summary, reference distributions and the sha256 of every file."
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     hold = report.get("holdout", {})
     summary = ({k: hold["calibrated"][k] for k in ("accuracy", "auc", "directional_auc", "log_loss", "brier", "f1_macro")} | {
         "majority_accuracy": hold["majority_baseline"]["accuracy"], "cv_auc": report["cv"]["metrics"]["auc"]}) if table.classes else {
         "rmse": hold["model"]["rmse"], "rmse_ratio_vs_naive": hold["rmse_ratio_vs_naive"], "rmse_ratio_vs_garch": hold["rmse_ratio_vs_garch"]}
-    conf = np.nanmax(oof, axis=1) if table.classes else oof
     return _round(dict(run_id=run_id, exchange=exchange, dataset_version=dm["version"], dataset_sha256=dm["content_sha256"],
                        dataset_simulated=dm.get("simulated", False), target=cfg.target, family=resolve_family(cfg),
                        classes=list(table.classes), created_at=pd.Timestamp.now(tz="UTC").isoformat(), files=files,
                        metrics_summary=summary, model_features=table.feature_columns,
                        feature_distribution=feature_distribution(table.features.iloc[ins], table.feature_columns),
-                       score_distribution=feature_distribution(pd.DataFrame({"score": conf}), ["score"])["score"],
+                       score_distribution=feature_distribution(pd.DataFrame({"score": scores}), ["score"])["score"],
                        train_window=[table.features.timestamp.iloc[ins[0]].isoformat(), table.features.timestamp.iloc[ins[-1]].isoformat()],
                        holdout_window=report["rows"]["holdout_window"], packages=package_versions()))
 
@@ -471,7 +470,13 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
     calibration = fit_calibration(table.y[ins], cv["oof"]) if k else None
     final = fit_model_set(table, ins, cfg, rounds=cv["rounds"])
     report = _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final)
-    return _save_run(run_dir, run_id, exchange.upper(), dm, cfg, report, table, ins, cv["oof"], final, calibration)
+    return _save_run(run_dir, run_id, exchange.upper(), dm, cfg, report, table, ins, holdout_scores(table, hold, final, calibration), final, calibration)
+
+def holdout_scores(table: TrainingTable, hold: np.ndarray, final: ModelSet, calibration) -> np.ndarray:
+    "The final model's holdout scores: calibrated confidence of the chosen class (regression: the prediction)."
+    regimes = add_regimes(final.regime_model, table.features)
+    pred = predict_model_set(final, table.features[table.feature_columns].iloc[hold], regimes.iloc[hold])
+    return apply_calibration(calibration, pred).max(axis=1) if table.classes else pred
 
 def _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final) -> dict:
     "The training report: config, data, CV per fold/regime, calibration, holdout, importances, regimes."
@@ -498,13 +503,13 @@ def _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final) -> dict
     report["feature_importance_gain"], report["shap_mean_abs"] = _importance(final, table, hold, cfg)
     return _round(report)
 
-def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, oof, final, calibration) -> dict:
+def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration) -> dict:
     "Write artefacts to a staging folder, hash them, and rename into place (a crash leaves no half-written run)."
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=run_dir.parent))
     try:
         _write_artefacts(staging, final, calibration, report, table)
-        manifest = _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, oof)
+        manifest = _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
         if run_dir.exists(): shutil.rmtree(run_dir)
         os.replace(staging, run_dir)

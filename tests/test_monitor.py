@@ -1,0 +1,327 @@
+"""Tests of oi_ml.monitor: PSI against hand arithmetic and an independent pd.cut reference, drift statuses at the
+thresholds, degradation on a synthetic accuracy drop (and not on a stable series), webhook delivery to a local server
+and failure logging, and the summary of a tiny deployed model (trained once for the module)."""
+import http.server
+import json
+import math
+import shutil
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oi_ml.config import RunConfig
+from oi_ml.datasets import export_training_window, load_dataset
+from oi_ml.features import feature_distribution, prepare_training_features
+from oi_ml.monitor import (MonitorConfig, alerts_path, degradation_check, drift_report, format_summary, latency_histogram,
+                           latency_percentiles, model_columns, monitor_summary, notify_alerts, post_webhook, psi, psi_status,
+                           raise_alert, read_alerts, rolling_hit_rate)
+from oi_ml.registry import deploy_model, version_dir
+from oi_ml.signals import MLSignalGenerator, record_outcomes
+from oi_ml.simulate import simulate_market
+from oi_ml.store import connect
+from oi_ml.train import TrainConfig, train_model
+
+SMALL = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200)
+
+
+# ---------------------------------------------------------------- PSI and drift
+
+def test_psi_hand_example():
+    # e = (0.1, 0.2, 0.3, 0.4), a = (0.25, 0.25, 0.25, 0.25):
+    # (0.25-0.1)·ln(2.5) = 0.15·0.916291 = 0.137444
+    # (0.25-0.2)·ln(1.25) = 0.05·0.223144 = 0.011157
+    # (0.25-0.3)·ln(0.833333) = -0.05·-0.182322 = 0.009116
+    # (0.25-0.4)·ln(0.625) = -0.15·-0.470004 = 0.070501
+    # PSI = 0.228218
+    assert psi([0.1, 0.2, 0.3, 0.4], [0.25] * 4) == pytest.approx(0.228218, abs=1e-6)
+    # an empty live bin is floored at eps = 1e-4: (1e-4 - 0.5)·ln(1e-4/0.5) + (1 - 0.5)·ln(1/0.5)
+    assert psi([0.5, 0.5], [0.0, 1.0]) == pytest.approx((1e-4 - 0.5) * math.log(2e-4) + 0.5 * math.log(2), rel=1e-12)
+    assert psi([0.5, 0.5], [0.5, 0.5]) == 0.0
+    with pytest.raises(ValueError, match="3 expected bins but 2 actual"):
+        psi([0.2, 0.3, 0.5], [0.5, 0.5])
+
+
+def psi_reference(reference: dict, values: np.ndarray, eps: float = 1e-4) -> float:
+    "Slow reference: bins [edge_i, edge_i+1) by pd.cut, shares floored at eps, PSI summed in a Python loop."
+    cuts = pd.cut(pd.Series(values).dropna(), [-np.inf, *reference["edges"], np.inf], right=False)
+    shares = cuts.value_counts(sort=False).to_numpy() / cuts.notna().sum()
+    total = 0.0
+    for e, a in zip(reference["proportions"], shares):
+        e, a = max(e, eps), max(a, eps)
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_drift_report_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    train = pd.DataFrame({"x": rng.normal(size=3000), "y": rng.exponential(size=3000), "z": rng.integers(0, 4, 3000).astype(float)})
+    ref = feature_distribution(train, list(train.columns))
+    live = pd.DataFrame({"x": rng.normal(0.3, 1.2, 700), "y": rng.exponential(1.5, 700), "z": rng.integers(0, 6, 700).astype(float)})
+    live.loc[::50, "x"] = np.nan                                          # missing values are ignored
+    report = drift_report(ref, live).set_index("feature")
+    for c in live.columns:
+        assert report.psi[c] == pytest.approx(psi_reference(ref[c], live[c].to_numpy()), rel=1e-12, abs=1e-15)
+    assert report.n_live["x"] == 700 - 14 and list(report.psi) == sorted(report.psi, reverse=True)
+
+
+def test_status_thresholds_are_inclusive():
+    cfg = MonitorConfig(psi_warn=0.1, psi_alert=0.25)
+    assert [psi_status(v, cfg) for v in (0.0, np.nextafter(0.1, 0), 0.1, np.nextafter(0.25, 0), 0.25, 10.0)] == \
+           ["ok", "ok", "warn", "warn", "alert", "alert"]
+    assert psi_status(float("nan"), cfg) == "no data"
+
+
+def test_drift_statuses_from_data_at_the_thresholds():
+    "Live shares built to give PSI just below/at each threshold produce ok / warn / alert."
+    ref = {"edges": [0.0], "proportions": [0.5, 0.5]}
+    cfg = MonitorConfig(min_live_rows=10)
+    def live_for(share_low):   # 10,000 live values, share_low of them below the edge
+        n_low = round(share_low * 10_000)
+        return np.r_[np.full(n_low, -1.0), np.full(10_000 - n_low, 1.0)]
+    # PSI of shares (p, 1-p) vs (0.5, 0.5) = (p - 0.5)·ln(p/0.5) + (0.5 - p)·ln((1-p)/0.5):
+    # p = 0.6550 -> 0.09937, 0.6555 -> 0.10003, 0.7390 -> 0.24875, 0.7400 -> 0.25103
+    frame = pd.DataFrame({"below_warn": live_for(0.6550), "warn": live_for(0.6555), "below_alert": live_for(0.7390), "alert": live_for(0.7400)})
+    report = drift_report({c: ref for c in frame.columns}, frame, cfg=cfg).set_index("feature")
+    assert report.psi["below_warn"] == pytest.approx(0.09937, abs=1e-5) and report.psi["warn"] == pytest.approx(0.10003, abs=1e-5)
+    assert report.psi["below_alert"] == pytest.approx(0.24875, abs=1e-5) and report.psi["alert"] == pytest.approx(0.25103, abs=1e-5)
+    assert report.status.to_dict() == {"below_warn": "ok", "warn": "warn", "below_alert": "warn", "alert": "alert"}
+    assert drift_report({"a": ref}, pd.DataFrame({"a": [1.0] * 9}), cfg=cfg).status[0] == "insufficient data"
+    with pytest.raises(ValueError, match="missing|no training distribution"):
+        drift_report({"a": ref}, pd.DataFrame({"b": [1.0]}), ["a"])
+
+
+# ---------------------------------------------------------------- degradation
+
+def outcomes(hits: np.ndarray) -> pd.DataFrame:
+    "Outcome frame of a boolean hit series, one per minute, shuffled rows (the check must sort by time)."
+    frame = pd.DataFrame({"timestamp": pd.date_range("2025-09-01 03:45", periods=len(hits), freq="1min", tz="UTC"), "correct": hits})
+    return frame.sample(frac=1, random_state=0)
+
+
+def test_degradation_trips_on_a_synthetic_accuracy_drop():
+    rng = np.random.default_rng(11)
+    good, bad = rng.random(600) < 0.55, rng.random(200) < 0.30
+    baseline = 0.55
+    result = degradation_check(outcomes(np.r_[good, bad]), baseline, MonitorConfig(feedback_window=200, degrade_threshold=0.1))
+    assert result["needs_retrain"] and result["n_outcomes"] == 200
+    assert result["rolling_hit_rate"] == pytest.approx(bad.mean()) and "below the approval baseline" in result["reason"]
+    assert result["drop"] == pytest.approx(baseline - bad.mean())
+
+
+def test_degradation_not_tripped_on_a_stable_series_or_too_few_outcomes():
+    rng = np.random.default_rng(12)
+    stable = rng.random(1000) < 0.55
+    cfg = MonitorConfig(feedback_window=200, degrade_threshold=0.1)
+    windows = [degradation_check(outcomes(stable[:n]), 0.55, cfg) for n in range(200, 1001, 50)]
+    assert not any(w["needs_retrain"] for w in windows)
+    few = degradation_check(outcomes(np.zeros(150, dtype=bool)), 0.55, cfg)       # all wrong, but only 150 outcomes
+    assert not few["needs_retrain"] and "not judged" in few["reason"] and few["rolling_hit_rate"] == 0.0
+
+
+def test_degradation_threshold_is_a_strict_drop_and_unknown_outcomes_ignored():
+    hits = np.r_[np.ones(90, bool), np.zeros(110, bool)]                          # hit rate 0.45 exactly
+    frame = pd.concat([outcomes(hits), pd.DataFrame({"timestamp": pd.Timestamp("2025-10-01", tz="UTC"), "correct": [None] * 5})])
+    assert not degradation_check(frame, 0.55, MonitorConfig(degrade_threshold=0.10 + 1e-9))["needs_retrain"]
+    assert degradation_check(frame, 0.56, MonitorConfig(degrade_threshold=0.10))["needs_retrain"]
+    with pytest.raises(ValueError, match="lack columns"):
+        degradation_check(frame.drop(columns="correct"), 0.5)
+
+
+def test_rolling_hit_rate_reference():
+    rng = np.random.default_rng(13)
+    hits = rng.random(300) < 0.5
+    got = rolling_hit_rate(outcomes(hits), 50).to_numpy()
+    expected = [np.nan] * 49 + [hits[i - 49:i + 1].mean() for i in range(49, 300)]
+    assert np.allclose(got, expected, equal_nan=True)
+
+
+def test_latency_histogram_and_percentiles():
+    lat = np.r_[np.arange(1.0, 101.0), [300.0, 7000.0, np.nan]]
+    h = latency_histogram(lat).set_index("lower_us")
+    assert h["count"].sum() == 102 and h["count"][0.0] == 24 and h["count"][25.0] == 25 and h["count"][50.0] == 50
+    assert h["count"][250.0] == 1 and h["count"][5000.0] == 1 and h["share"].sum() == pytest.approx(1.0)
+    p = latency_percentiles(lat)
+    assert p["n"] == 102 and p["p50_us"] == pytest.approx(np.percentile(lat[:-1], 50)) and p["max_us"] == 7000.0
+
+
+# ---------------------------------------------------------------- alerts and webhook
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    "Records POSTed JSON bodies; answers with the class's `status`."
+    received: list = []
+    status = 200
+
+    def do_POST(self):
+        type(self).received.append((self.path, self.headers["Content-Type"], json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    "A local webhook receiver on 127.0.0.1 (random port), served from a daemon thread and shut down after the test."
+    Receiver.received, Receiver.status = [], 200
+    server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+    server.timeout = 5
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def alert_cfg(tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv("OI_ML_TEST_HOOK", raising=False)
+    return RunConfig(data_dir=str(tmp_path / "data")), MonitorConfig(webhook_env="OI_ML_TEST_HOOK", webhook_timeout=2.0)
+
+
+def test_alert_logged_without_webhook(alert_cfg):
+    run_cfg, cfg = alert_cfg
+    alert = raise_alert("degradation", "hit rate fell", {"rolling_hit_rate": 0.2}, run_cfg, cfg, "NSE")
+    assert read_alerts(run_cfg) == [alert] and alert["details"] == {"rolling_hit_rate": 0.2}
+
+
+def test_webhook_delivery_to_local_server(alert_cfg, receiver, monkeypatch):
+    run_cfg, cfg = alert_cfg
+    monkeypatch.setenv("OI_ML_TEST_HOOK", f"http://127.0.0.1:{receiver.server_port}/alerts/T0K3N")
+    alert = raise_alert("feature_drift", "vix shifted", {"vix": 0.4}, run_cfg, cfg, "NSE")
+    assert Receiver.received == [("/alerts/T0K3N", "application/json", alert)]
+    log = read_alerts(run_cfg)
+    assert [r["kind"] for r in log] == ["feature_drift", "webhook_delivery"]
+    assert log[1]["ok"] and log[1]["status"] == 200 and log[1]["alert_id"] == alert["id"] and log[1]["host"] == "127.0.0.1"
+    assert "T0K3N" not in alerts_path(run_cfg).read_text()                       # the URL (and its token) is never logged
+
+
+def free_port() -> int:
+    "A local port nothing listens on (bound once by the OS, then released)."
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("case", ["http_500", "refused", "bad_scheme"])
+def test_webhook_failures_are_logged_not_raised(alert_cfg, receiver, monkeypatch, case):
+    run_cfg, cfg = alert_cfg
+    Receiver.status = 500
+    url = {"http_500": f"http://127.0.0.1:{receiver.server_port}/hook",
+           "refused": f"http://127.0.0.1:{free_port()}/hook",                    # nothing listens there
+           "bad_scheme": "file:///etc/passwd"}[case]
+    monkeypatch.setenv("OI_ML_TEST_HOOK", url)
+    raise_alert("score_drift", "scores moved", {}, run_cfg, cfg, "BSE")
+    delivery = read_alerts(run_cfg)[1]
+    assert delivery["kind"] == "webhook_delivery" and delivery["ok"] is False and delivery["error"]
+    expected = {"http_500": "HTTP 500", "refused": "refused", "bad_scheme": "must be http"}[case]
+    assert expected.lower() in delivery["error"].lower()
+
+
+def test_webhook_timeout_is_bounded(alert_cfg):
+    "A receiver that accepts but never answers: the POST gives up after the timeout and the failure is returned."
+    import socket
+    import time
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    try:
+        t0 = time.monotonic()
+        result = post_webhook(f"http://127.0.0.1:{listener.getsockname()[1]}/slow", {"a": 1}, timeout=0.5)
+        assert not result["ok"] and "timed out" in result["error"].lower() and time.monotonic() - t0 < 5
+    finally:
+        listener.close()
+
+
+# ---------------------------------------------------------------- summary on a deployed model
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    "(run config, prepared features, run manifest) of a tiny trained and deployed model."
+    cfg = RunConfig(data_dir=str(tmp_path_factory.mktemp("monitor") / "data"))
+    with connect(cfg) as con:
+        simulate_market(con, "NSE", "2025-08-01", n_days=8, run_cfg=cfg)
+        dm = export_training_window(con, "NSE", run_cfg=cfg)
+    manifest = train_model("NSE", dm["version"], cfg=SMALL, run_cfg=cfg)
+    deploy_model("NSE", manifest["run_id"], "pytest", "monitor tests", run_cfg=cfg)
+    raw, _ = load_dataset("NSE", dm["version"], cfg)
+    raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
+    return cfg, prepare_training_features(raw, manifest["model_features"]), manifest
+
+
+def copy_cfg(deployed, tmp_path) -> RunConfig:
+    shutil.copytree(deployed[0].data_dir, tmp_path / "data")
+    return RunConfig(data_dir=str(tmp_path / "data"))
+
+
+def serve(cfg, features, manifest, n_bars: int, correct) -> list[dict]:
+    "Serve the last n_bars (audited) and record outcomes with the given `correct` flags."
+    rows = features[manifest["model_features"]].to_dict("records")
+    with MLSignalGenerator("NSE", run_cfg=cfg) as gen:
+        served = [gen.generate_signal(f, timestamp=t) for f, t in zip(rows[-n_bars:], features.timestamp.iloc[-n_bars:])]
+    frame = pd.DataFrame({"id": [s["id"] for s in served], "realised_return": 0.0,
+                          "outcome_time": [s["timestamp"] + pd.Timedelta(minutes=15) for s in served], "correct": correct})
+    with connect(cfg) as con:
+        record_outcomes(con, frame)
+    return served
+
+
+def test_summary_fresh_deploy_has_no_alerts_but_drift(deployed, tmp_path):
+    "No served recommendations yet: score and degradation not judged; live drift on the training rows themselves is small."
+    cfg = copy_cfg(deployed, tmp_path)
+    _, features, manifest = deployed
+    folder = version_dir("NSE", run_cfg=cfg)
+    inputs, used = model_columns(folder, json.loads((folder / "manifest.json").read_text()))
+    in_sample = features[(features.timestamp >= manifest["train_window"][0]) & (features.timestamp <= manifest["train_window"][1])]
+    summary = monitor_summary("NSE", cfg, live_features=in_sample)
+    assert summary["n_recommendations"] == 0 and summary["score_drift"]["status"] == "insufficient data"
+    assert not summary["degradation"]["needs_retrain"] and summary["latency"]["n"] == 0
+    psis = {r["feature"]: r["psi"] for r in summary["drift"]}
+    assert set(psis) == set(inputs) and set(used) <= set(psis) and len(used) >= 20
+    assert not summary["alerts"] and not summary["needs_retrain"]             # the training rows match their own reference
+    json.dumps(summary)
+    assert "needs_retrain: no; active alerts: 0" in format_summary(summary)
+
+
+def test_summary_default_live_window_from_the_warehouse(deployed, tmp_path):
+    cfg = copy_cfg(deployed, tmp_path)
+    summary = monitor_summary("NSE", cfg, cfg=MonitorConfig(live_rows=500))
+    assert summary["n_live_rows"] == 500 and len(summary["drift"]) > 100
+
+
+def test_summary_alerts_on_degradation_and_drift(deployed, tmp_path):
+    cfg = copy_cfg(deployed, tmp_path)
+    _, features, manifest = deployed
+    served = serve(cfg, features, manifest, 300, [i % 10 == 0 for i in range(300)])      # 10 % hit rate
+    folder = version_dir("NSE", run_cfg=cfg)
+    used = model_columns(folder, json.loads((folder / "manifest.json").read_text()))[1]
+    shifted = next(c for c in used if features[c].std() > 0)
+    in_sample = features[(features.timestamp >= manifest["train_window"][0]) & (features.timestamp <= manifest["train_window"][1])]
+    live = in_sample.assign(**{shifted: in_sample[shifted] + 5 * features[shifted].std()})
+    summary = monitor_summary("NSE", cfg, live_features=live)
+    kinds = {a["kind"] for a in summary["alerts"]}
+    assert {"degradation", "feature_drift"} <= kinds and summary["needs_retrain"]
+    assert summary["degradation"]["rolling_hit_rate"] == pytest.approx(0.1) and summary["n_recommendations"] == len(served)
+    assert summary["latency"]["n"] == 300 and summary["score_drift"]["n_live"] == 300
+    drift_alert = next(a for a in summary["alerts"] if a["kind"] == "feature_drift")
+    assert shifted in drift_alert["details"] and len(summary["retrain_reasons"]) == len(summary["alerts"])
+    text = format_summary(summary)
+    assert "ALERT [degradation]" in text and "needs_retrain: YES" in text and shifted in text
+    logged = notify_alerts(summary, cfg, MonitorConfig(webhook_env="OI_ML_UNSET_FOR_TEST"))
+    assert [r["kind"] for r in read_alerts(cfg)] == [a["kind"] for a in summary["alerts"]] == [r["kind"] for r in logged]
+
+
+def test_summary_only_counts_the_current_version(deployed, tmp_path):
+    "Recommendations of an earlier version do not enter the current version's degradation or latency."
+    cfg = copy_cfg(deployed, tmp_path)
+    _, features, manifest = deployed
+    serve(cfg, features, manifest, 250, [False] * 250)
+    deploy_model("NSE", manifest["run_id"], "pytest", "redeploy", run_cfg=cfg)          # v0002, same run
+    summary = monitor_summary("NSE", cfg, live_features=features.iloc[200:1200])
+    assert summary["version"] == "v0002" and summary["n_recommendations"] == 0 and not summary["degradation"]["needs_retrain"]

@@ -1,0 +1,358 @@
+"""Tests of oi_ml.signals: the runtime generator gives the backtest's probabilities (no second code path), refuses
+tampered models, audits every recommendation to DuckDB and JSONL (surviving a locked warehouse), and joins outcomes.
+One tiny model (8 simulated days, small TrainConfig) is trained and deployed once for the module."""
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oi_ml.config import RunConfig
+from oi_ml.datasets import export_training_window, load_dataset
+from oi_ml.features import FEATURE_DEFAULTS, prepare_training_features
+from oi_ml.registry import deploy_model, version_dir
+from oi_ml.signals import (AuditLog, MLSignalGenerator, build_plan, calibrate_row, row_calibration, kelly_fraction, outcome_correct,
+                           recommendations_with_outcomes, record_outcome, record_outcomes, suggested_lots)
+from oi_ml.simulate import simulate_market
+from oi_ml.store import connect
+from oi_ml.train import ModelIntegrityError, TrainConfig, apply_calibration, load_bundle, score_frame, train_model
+
+CLASSES = ("SELL", "HOLD", "BUY")
+SMALL = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    "(run config, raw dataset rows, deployed version folder) of a tiny model, trained once per module."
+    cfg = RunConfig(data_dir=str(tmp_path_factory.mktemp("signals") / "data"))
+    with connect(cfg) as con:
+        simulate_market(con, "NSE", "2025-08-01", n_days=8, run_cfg=cfg)
+        dm = export_training_window(con, "NSE", run_cfg=cfg)
+    manifest = train_model("NSE", dm["version"], cfg=SMALL, run_cfg=cfg)
+    deploy_model("NSE", manifest["run_id"], "pytest", "signals tests", run_cfg=cfg)
+    raw, _ = load_dataset("NSE", dm["version"], cfg)
+    raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
+    return cfg, raw, version_dir("NSE", run_cfg=cfg)
+
+
+@pytest.fixture(scope="module")
+def batch(deployed):
+    "(prepared feature rows, score_frame output) of the whole dataset: the backtest path."
+    _, raw, folder = deployed
+    bundle = load_bundle(folder)
+    return prepare_training_features(raw, bundle.input_features), score_frame(bundle, raw), bundle
+
+
+def fresh_cfg(deployed, tmp_path) -> RunConfig:
+    "A private copy of the deployed data directory (models and warehouse), writable."
+    cfg, _, _ = deployed
+    shutil.copytree(cfg.data_dir, tmp_path / "data")
+    return RunConfig(data_dir=str(tmp_path / "data"))
+
+
+def test_stream_equals_batch_scoring(deployed, batch):
+    "Streaming every bar through generate_signal reproduces score_frame: probabilities, regimes, signals, confidence."
+    cfg, _, _ = deployed
+    features, scored, bundle = batch
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
+    out = [gen.generate_signal(f, timestamp=t) for f, t in
+           zip(features[bundle.input_features].to_dict("records"), features.timestamp)]
+    probs = np.array([[o["probabilities"][c] for c in CLASSES] for o in out])
+    expected = scored[[f"prob_{c}" for c in CLASSES]].to_numpy()
+    assert np.abs(probs - expected).max() <= 1e-12
+    assert [o["regime"] for o in out] == scored.regime.tolist()
+    assert np.array_equal([{"BUY": 1, "SELL": -1, "HOLD": 0}[o["action"]] for o in out], scored.signal.to_numpy())
+    assert np.abs(np.array([o["confidence"] for o in out]) - scored.confidence.to_numpy()).max() <= 1e-12
+    assert len(set(scored.regime)) > 1                  # more than one regime booster was exercised
+    assert {o["model_version"] for o in out} == {"v0001"}
+
+
+def test_stream_from_a_later_start_differs_until_reset(deployed, batch):
+    "The filter state carries between calls: starting mid-stream differs from the batch; reset restarts the stream."
+    cfg, _, _ = deployed
+    features, scored, bundle = batch
+    rows = features[bundle.input_features].to_numpy()
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
+    for i in range(50): gen.score_features(rows[i])
+    gen.reset()
+    first = np.array([gen.score_features(rows[i]) for i in range(200)])
+    assert np.abs(first - scored[[f"prob_{c}" for c in CLASSES]].to_numpy()[:200]).max() <= 1e-12
+    gen.reset()
+    assert np.isnan(gen.regime_state).all()
+
+
+def test_score_features_vector_matches_and_checks_shape(deployed, batch):
+    cfg, _, _ = deployed
+    features, scored, bundle = batch
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
+    rows = features[bundle.input_features].to_numpy()
+    got = np.array([gen.score_features(rows[i]) for i in range(len(rows))])
+    assert np.abs(got - scored[[f"prob_{c}" for c in CLASSES]].to_numpy()).max() <= 1e-12
+    with pytest.raises(ValueError, match="input_features order"):
+        gen.score_features(rows[0][:-1])
+
+
+def test_calibrate_row_equals_apply_calibration(batch):
+    "The one-row calibration is the batch calibration, bit for bit, including edge probabilities."
+    _, _, bundle = batch
+    plan = build_plan(bundle)
+    rng = np.random.default_rng(3)
+    raw = rng.dirichlet([1, 1, 1], size=500)
+    raw[:3] = [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1 / 3, 1 / 3, 1 / 3]]
+    expected = apply_calibration(bundle.calibration, raw)
+    assert np.array_equal(np.vstack([calibrate_row(p, plan.calibration) for p in raw]), expected)
+
+
+def test_calibration_falls_back_when_the_kernel_disagrees(batch, monkeypatch, caplog):
+    "If apply_calibration changes (here: a different transform), the load-time check notices and the exact path is used."
+    import oi_ml.signals as signals
+    _, _, bundle = batch
+    assert isinstance(row_calibration(bundle.calibration, 3), tuple)
+    changed = lambda cal, probs: np.maximum(apply_calibration(cal, probs), 0.01) / np.maximum(apply_calibration(cal, probs), 0.01).sum(1, keepdims=True)
+    monkeypatch.setattr(signals, "apply_calibration", changed)
+    with caplog.at_level("WARNING", logger="oi_ml.signals"):
+        chosen = row_calibration(bundle.calibration, 3)
+    assert chosen is bundle.calibration and "disagrees with apply_calibration" in caplog.text
+    row = np.array([0.001, 0.2, 0.799])
+    assert np.array_equal(calibrate_row(row, chosen), changed(bundle.calibration, row[None])[0])
+
+
+def test_missing_and_bad_values_take_neutral_defaults(deployed, batch):
+    cfg, _, _ = deployed
+    _, _, bundle = batch
+    plan = build_plan(bundle)
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
+    empty = gen.generate_signal({})
+    gen.reset()
+    neutral = gen.generate_signal({n: FEATURE_DEFAULTS.get(n, 0.5) for n in plan.used_features})
+    gen.reset()
+    broken = gen.generate_signal({n: (np.nan if i % 2 else np.inf) for i, n in enumerate(plan.used_features)} | {"x": "y"})
+    assert empty["probabilities"] == neutral["probabilities"] == broken["probabilities"]
+    with pytest.raises(ValueError, match=f"feature '{plan.used_features[0]}' must be a number"):
+        gen.generate_signal({plan.used_features[0]: "abc"})
+
+
+def test_prepare_features_equals_batch_row(deployed, batch):
+    "The feature dict of the last bar of a history is the batch feature row (exactly), plus close; short histories refused."
+    cfg, raw, _ = deployed
+    features, _, bundle = batch
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
+    for cut in (200, 377, 1000):
+        got = gen.prepare_features(raw.iloc[:cut].sample(frac=1, random_state=cut))   # order is restored
+        assert all(got[c] == features[c].iloc[cut - 1] for c in bundle.input_features)
+        assert got["close"] == raw.close.iloc[cut - 1]
+    with pytest.raises(ValueError, match="at least 200 bars"):
+        gen.prepare_features(raw.iloc[:199])
+    with pytest.raises(ValueError, match="one symbol"):
+        gen.prepare_features(pd.concat([raw.iloc[:300], raw.iloc[:300].assign(symbol="BANKNIFTY")]))
+
+
+def test_tampered_version_refused(deployed, tmp_path):
+    cfg = fresh_cfg(deployed, tmp_path)
+    target = version_dir("NSE", run_cfg=cfg) / "calibration.json"
+    target.chmod(0o644)
+    target.write_text(target.read_text().replace("0.", "0.9", 1))
+    with pytest.raises(ModelIntegrityError, match="calibration.json"):
+        MLSignalGenerator("NSE", run_cfg=cfg)
+
+
+def test_explicit_run_dir_and_wrong_exchange(deployed):
+    cfg, _, folder = deployed
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, run_dir=folder, audit=False)
+    assert gen.model_version == "v0001"
+    with pytest.raises(ValueError, match="trained for NSE, not BSE"):
+        MLSignalGenerator("BSE", run_cfg=cfg, run_dir=folder, audit=False)
+
+
+def test_sizing_by_hand():
+    assert math.isclose(kelly_fraction(0.55, 1.5, 1.0), 0.55 - 0.45 / 1.5)      # 0.25
+    assert kelly_fraction(0.3, 1.0, 0.25) == 0.0 and kelly_fraction(0.99, 1.0, 0.25) == 0.25
+    # ₹10 lakh × 0.25 = ₹2.5 lakh; a SENSEX lot at 80,000 × 20 units × 12 % = ₹1.92 lakh -> 1 lot
+    assert suggested_lots(0.25, 1_000_000, 80_000.0, 20, 0.12) == 1
+    assert suggested_lots(0.25, 1_000_000, float("nan"), 20, 0.12) is None
+    with pytest.raises(ValueError, match="payoff_ratio"):
+        kelly_fraction(0.6, 0.0, 0.25)
+
+
+def test_min_confidence_and_sizing_fields(deployed, batch):
+    cfg, _, _ = deployed
+    features, _, bundle = batch
+    rows = features[bundle.input_features].to_dict("records")[:300]
+    strict = MLSignalGenerator("NSE", run_cfg=cfg, audit=False, min_confidence=1.01)
+    out = [strict.generate_signal(r, timestamp=t, price=24_000.0) for r, t in zip(rows, features.timestamp)]
+    assert {o["action"] for o in out} == {"HOLD"} and {o["kelly_fraction"] for o in out} == {0.0}
+    assert {o["suggested_lots"] for o in out} == {0}
+    loose = MLSignalGenerator("NSE", run_cfg=cfg, audit=False, kelly_cap=1.0, account_size=1e9)
+    for r, t in zip(rows, features.timestamp):
+        o = loose.generate_signal(r, timestamp=t, price=24_000.0)
+        p = o["confidence"]
+        expected = max(p - (1 - p), 0.0) if o["action"] != "HOLD" else 0.0    # symmetric barriers: b = 1
+        assert math.isclose(o["kelly_fraction"], expected, abs_tol=1e-15)
+        assert o["lot_size"] == 75 and o["suggested_lots"] == (int(expected * 1e9 // (0.12 * 24_000 * 75)) if o["action"] != "HOLD" else 0)
+        assert 1 / 3 <= o["score"] <= 1 and 0 < o["latency_us"] < 1e6
+
+
+def test_audit_rows_in_duckdb_and_jsonl(deployed, batch, tmp_path):
+    "Buffered records reach DuckDB and the per-day JSONL at each flush and on close; fields round-trip."
+    cfg = fresh_cfg(deployed, tmp_path)
+    features, _, bundle = batch
+    picks = [*range(372, 376), *range(376, 384)]                         # crosses the first day boundary (375 bars)
+    with MLSignalGenerator("NSE", run_cfg=cfg, audit=AuditLog(cfg, idle_seconds=3600, flush_every=5)) as gen:
+        served = [gen.generate_signal(features[bundle.input_features].iloc[i].to_dict() | {"close": 24_100.0},
+                                      timestamp=features.timestamp.iloc[i]) for i in picks]
+        with connect(cfg, read_only=True) as con:
+            assert con.sql("SELECT count(*) FROM recommendations").fetchall()[0][0] == 10
+        assert gen.audit_log.pending == 2
+    with connect(cfg, read_only=True) as con:
+        stored = con.sql("SELECT * FROM recommendations ORDER BY timestamp").df()
+    assert stored.id.tolist() == [s["id"] for s in served]
+    for col in ("action", "confidence", "regime", "kelly_fraction", "suggested_lots", "score", "model_version"):
+        assert stored[col].tolist() == [s[col] for s in served], col
+    assert (stored.timestamp == pd.to_datetime(features.timestamp.iloc[picks].to_numpy(), utc=True)).all()
+    summary = json.loads(stored.features_summary.iloc[0])
+    assert summary["probabilities"] == served[0]["probabilities"] and set(summary["values"]) == set(build_plan(bundle).used_features)
+    days = sorted((Path(cfg.data_dir) / "signals" / "NSE").glob("*.jsonl"))
+    assert [d.name for d in days] == ["2025-08-01.jsonl", "2025-08-04.jsonl"]
+    lines = [json.loads(line) for d in days for line in d.read_text().splitlines()]
+    assert [r["id"] for r in lines] == [s["id"] for s in served]
+    assert {r["exchange"] for r in lines} == {"NSE"} and all(r["features_summary"]["lot_size"] == 75 for r in lines)
+    assert lines[0]["timestamp"] == served[0]["timestamp"].isoformat()
+
+
+def hold_write_lock(db_path: Path, seconds: float) -> subprocess.Popen:
+    "A child process that holds the warehouse's write lock for `seconds` (returns once the lock is held)."
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('locked', flush=True); time.sleep(float(sys.argv[2]))", str(db_path), str(seconds)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_locked_warehouse_keeps_records_until_next_flush(deployed, batch, tmp_path):
+    "Another process holding the write lock: the flush does not wait; JSONL is written, DuckDB rows stay pending and are stored later."
+    cfg = fresh_cfg(deployed, tmp_path)
+    features, _, bundle = batch
+    rows = features[bundle.input_features].to_dict("records")
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=AuditLog(cfg, idle_seconds=3600, retry_seconds=3600))
+    holder = hold_write_lock(cfg.db_path, 30)
+    try:
+        served = [gen.generate_signal(f) for f in rows[:3]]
+        t0 = time.monotonic()
+        assert gen.flush() == 0 and gen.audit_log.pending == 3 and "lock" in gen.audit_log.last_error.lower()
+        assert time.monotonic() - t0 < 5                                   # the signal path never waits for the lock
+    finally:
+        holder.kill(); holder.wait(timeout=10)
+    assert gen.flush() == 3 and gen.audit_log.pending == 0 and gen.audit_log.last_error is None
+    holder = hold_write_lock(cfg.db_path, 1.5)                            # released while close() waits for it
+    served.append(gen.generate_signal(rows[3]))
+    gen.close()
+    holder.wait(timeout=10)
+    assert gen.audit_log.pending == 0
+    with connect(cfg, read_only=True) as con:
+        assert sorted(r[0] for r in con.sql("SELECT id FROM recommendations").fetchall()) == sorted(s["id"] for s in served)
+    lines = [line for p in (Path(cfg.data_dir) / "signals" / "NSE").glob("*.jsonl") for line in p.read_text().splitlines()]
+    assert len(lines) == 4                                                # written once each, not again on retry
+
+
+def wait_until(condition, seconds: float = 20.0) -> bool:
+    "Poll `condition` every 50 ms for up to `seconds`."
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition(): return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_background_writer_flushes_when_idle_and_retries_a_locked_warehouse(deployed, batch, tmp_path):
+    "No explicit flush: the writer thread stores records once the generator is idle, retrying while another process holds the lock."
+    cfg = fresh_cfg(deployed, tmp_path)
+    features, _, bundle = batch
+    rows = features[bundle.input_features].to_dict("records")
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=AuditLog(cfg, idle_seconds=0.1, retry_seconds=0.2))
+    holder = hold_write_lock(cfg.db_path, 2.0)
+    t0 = time.monotonic()
+    served = [gen.generate_signal(f) for f in rows[:5]]
+    assert time.monotonic() - t0 < 1.0                                    # serving never waited for the warehouse
+    assert wait_until(lambda: gen.audit_log.last_error is not None)      # the writer tried, found the lock
+    holder.wait(timeout=30)
+    assert wait_until(lambda: gen.audit_log.pending == 0) and gen.audit_log.last_error is None
+    gen.close()
+    with connect(cfg, read_only=True) as con:
+        assert sorted(r[0] for r in con.sql("SELECT id FROM recommendations").fetchall()) == sorted(s["id"] for s in served)
+
+
+def test_records_flushed_at_exit_without_close(deployed, tmp_path):
+    "A process that serves signals and exits without close() still stores them (atexit hook)."
+    cfg = fresh_cfg(deployed, tmp_path)
+    code = ("import sys; from oi_ml.config import RunConfig; from oi_ml.signals import MLSignalGenerator, AuditLog; "
+            "cfg = RunConfig(data_dir=sys.argv[1]); "
+            "g = MLSignalGenerator('NSE', run_cfg=cfg, audit=AuditLog(cfg, idle_seconds=3600)); "
+            "print(','.join(g.generate_signal({})['id'] for _ in range(4)))")
+    proc = subprocess.run([sys.executable, "-c", code, cfg.data_dir], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ids = proc.stdout.strip().splitlines()[-1].split(",")
+    with connect(cfg, read_only=True) as con:
+        assert sorted(r[0] for r in con.sql("SELECT id FROM recommendations").fetchall()) == sorted(ids)
+
+
+def test_outcomes_join_by_id(deployed, batch, tmp_path):
+    cfg = fresh_cfg(deployed, tmp_path)
+    features, _, bundle = batch
+    with MLSignalGenerator("NSE", run_cfg=cfg) as gen:
+        served = [gen.generate_signal(f, timestamp=t) for f, t in
+                  zip(features[bundle.input_features].to_dict("records")[400:410], features.timestamp.iloc[400:410])]
+    with connect(cfg) as con:
+        for s, r in zip(served[:6], [0.01, -0.01, 0.0, 0.02, -0.03, 0.005]):
+            assert record_outcome(con, s["id"], r, s["timestamp"] + pd.Timedelta(minutes=15))
+        assert record_outcome(con, served[6]["id"], 0.0, served[6]["timestamp"], realised_label="HOLD")
+        assert record_outcome(con, served[7]["id"], 0.0, served[7]["timestamp"], correct=True)
+        assert not record_outcome(con, served[0]["id"], -1.0, served[0]["timestamp"])     # first write wins
+        with pytest.raises(KeyError, match="no recommendation with id"):
+            record_outcome(con, "0" * 32, 0.0, served[0]["timestamp"])
+        joined = recommendations_with_outcomes(con, "nse")
+        assert recommendations_with_outcomes(con, "NSE", "v0999").empty
+    assert joined.id.tolist() == [s["id"] for s in served]
+    assert joined.realised_return.tolist()[:8] == [0.01, -0.01, 0.0, 0.02, -0.03, 0.005, 0.0, 0.0]
+    assert joined.realised_return.iloc[8:].isna().all()
+    expected = [outcome_correct(s["action"], r) for s, r in zip(served[:6], [0.01, -0.01, 0.0, 0.02, -0.03, 0.005])]
+    expected += [served[6]["action"] == "HOLD", True, None, None]
+    got = [None if pd.isna(v) else bool(v) for v in joined.correct]
+    assert got == expected
+
+
+def test_record_outcomes_in_bulk(deployed, batch, tmp_path):
+    cfg = fresh_cfg(deployed, tmp_path)
+    features, _, bundle = batch
+    with MLSignalGenerator("NSE", run_cfg=cfg) as gen:
+        served = [gen.generate_signal(f, timestamp=t) for f, t in
+                  zip(features[bundle.input_features].to_dict("records")[500:700], features.timestamp.iloc[500:700])]
+    rng = np.random.default_rng(5)
+    returns = rng.normal(0, 0.002, len(served))
+    labels = rng.choice(["BUY", "HOLD", "SELL"], len(served))
+    frame = pd.DataFrame({"id": [s["id"] for s in served], "realised_return": returns,
+                          "outcome_time": [s["timestamp"] + pd.Timedelta(minutes=15) for s in served], "realised_label": labels})
+    with connect(cfg) as con:
+        assert record_outcomes(con, frame) == len(served)
+        assert record_outcomes(con, frame) == 0                                   # idempotent
+        with pytest.raises(ValueError, match="missing columns"):
+            record_outcomes(con, frame.drop(columns="outcome_time"))
+        with pytest.raises(KeyError, match="2 unknown"):
+            record_outcomes(con, pd.concat([frame.head(1), frame.head(2).assign(id=["x1", "x2"])]))
+        joined = recommendations_with_outcomes(con, "NSE").set_index("id")
+    expected = [s["action"] == lab for s, lab in zip(served, labels)]          # the label decides, not the return
+    assert joined.loc[[s["id"] for s in served], "correct"].astype(bool).tolist() == expected
+    assert np.allclose(joined.loc[[s["id"] for s in served], "realised_return"], returns)
+
+
+def test_outcome_correct_by_hand():
+    assert outcome_correct("BUY", 0.01) and not outcome_correct("BUY", -0.01) and not outcome_correct("BUY", 0.0)
+    assert outcome_correct("SELL", -0.01) and not outcome_correct("SELL", 0.01)
+    assert outcome_correct("HOLD", 0.01) is None and outcome_correct("BUY", float("nan")) is None
+    assert outcome_correct("SELL", 0.5, realised_label="SELL") and not outcome_correct("BUY", 0.5, realised_label="HOLD")
+    assert outcome_correct("BUY", 0.0, realised_label="UP") and outcome_correct("HOLD", 0.0, realised_label="FLAT")
