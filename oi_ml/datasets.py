@@ -23,9 +23,10 @@ from .config import IST, RunConfig, config_to_dict
 from .store import load_historical_data_for_ml, record_training_batch, transaction, window_params
 
 # %% auto #0
-__all__ = ['PACKAGES', 'DATASET_FILES', 'package_versions', 'git_commit', 'sha256_file', 'write_parquet_deterministic',
-           'export_training_window', 'DatasetIntegrityError', 'dataset_dir', 'list_datasets', 'latest_dataset_version',
-           'load_manifest', 'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
+__all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'package_versions', 'git_commit', 'sha256_file',
+           'write_parquet_deterministic', 'write_query_parquet', 'export_training_window', 'DatasetIntegrityError',
+           'dataset_dir', 'list_datasets', 'latest_dataset_version', 'load_manifest', 'verify_dataset', 'load_dataset',
+           'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
 PACKAGES = ("numpy", "pandas", "duckdb", "pyarrow", "lightgbm", "xgboost-cpu", "optuna", "hmmlearn", "shap", "numba",
@@ -67,17 +68,40 @@ def write_parquet_deterministic(frame: pd.DataFrame, path: str | Path, sort_by: 
     return dict(sha256=sha256_file(path), rows=table.num_rows, bytes=Path(path).stat().st_size)
 
 # %% ../nbs/04_datasets.ipynb #c010
+def write_query_parquet(con, sql: str, params: dict, path: str | Path, row_group_size: int = 256_000) -> dict:
+    "Stream an ordered query into zstd Parquet with fixed-size row groups; returns {sha256, rows, bytes}."
+    reader = con.sql(sql, params=params).to_arrow_reader(row_group_size)
+    writer, pending, rows = None, [], 0
+    def flush(tables):
+        nonlocal writer
+        t = pa.concat_tables(tables).replace_schema_metadata(None)
+        writer = writer or pq.ParquetWriter(path, t.schema, compression="zstd", write_statistics=True, store_schema=False)
+        writer.write_table(t, row_group_size=row_group_size)
+    buffered = 0
+    for batch in reader:
+        pending.append(pa.Table.from_batches([batch])); buffered += batch.num_rows; rows += batch.num_rows
+        while buffered >= row_group_size:
+            t = pa.concat_tables(pending); flush([t.slice(0, row_group_size)])
+            rest = t.slice(row_group_size); pending, buffered = [rest], rest.num_rows
+    if buffered or writer is None: flush(pending or [reader.schema.empty_table()])
+    writer.close()
+    return dict(sha256=sha256_file(path), rows=rows, bytes=Path(path).stat().st_size)
+
+# %% ../nbs/04_datasets.ipynb #c013
 DATASET_FILES = {"ml_features.parquet": ["symbol", "timestamp"],
                  "option_chain.parquet": ["symbol", "timestamp", "expiry", "strike", "option_type"]}
 
-def _window_frames(con, exchange: str, start, end) -> dict[str, pd.DataFrame]:
-    "The tables a dataset version holds, read from the warehouse for the window."
+CHAIN_EXPORT_SQL = ("SELECT * EXCLUDE (batch_id) FROM option_chain_snapshots WHERE exchange = $exchange AND timestamp BETWEEN $start "
+                    "AND $end ORDER BY symbol, timestamp, expiry, strike, option_type")
+
+def _write_files(con, exchange: str, start, end, folder: Path) -> tuple[dict, pd.DataFrame]:
+    "Write the version's files into `folder` (features via pandas, the chain streamed); returns (file infos, features)."
     features = load_historical_data_for_ml(con, exchange, start, end)
     if features.empty: raise ValueError(f"no ml_features rows for {exchange} between {start} and {end}: simulate or ingest first")
     params = window_params(exchange, features.timestamp.min(), features.timestamp.max())
-    chain = con.execute("SELECT * EXCLUDE (batch_id) FROM option_chain_snapshots WHERE exchange = $exchange "
-                        "AND timestamp BETWEEN $start AND $end", params).df()
-    return {"ml_features.parquet": features, "option_chain.parquet": chain}
+    files = {"ml_features.parquet": write_parquet_deterministic(features, folder / "ml_features.parquet", DATASET_FILES["ml_features.parquet"]),
+             "option_chain.parquet": write_query_parquet(con, CHAIN_EXPORT_SQL, params, folder / "option_chain.parquet")}
+    return files, features
 
 def _batches(con, exchange: str, params: dict) -> list[dict]:
     "Batches (simulate/ingest) of `exchange` whose rows feed the window: ids, kind, source, file, status, validation, config."
@@ -97,7 +121,7 @@ def _content_hash(files: dict) -> str:
     "One hash over the files' names and hashes."
     return hashlib.sha256("".join(f"{n}:{files[n]['sha256']};" for n in sorted(files)).encode()).hexdigest()
 
-# %% ../nbs/04_datasets.ipynb #c011
+# %% ../nbs/04_datasets.ipynb #c014
 def _existing_versions(root: Path) -> dict[str, dict]:
     "Manifests of the versions already on disk under an exchange folder, by version id."
     out = {}
@@ -118,12 +142,10 @@ def export_training_window(con, exchange: str, start=None, end=None, fmt: str = 
     if fmt != "parquet": raise ValueError(f"unsupported format {fmt!r}: only 'parquet'")
     run_cfg = run_cfg or RunConfig()
     exchange = exchange.upper()
-    frames = _window_frames(con, exchange, start, end)
-    features = frames["ml_features.parquet"]
     root = Path(run_cfg.datasets_dir) / exchange; root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
-        files = {name: write_parquet_deterministic(frames[name], staging / name, keys) for name, keys in DATASET_FILES.items()}
+        files, features = _write_files(con, exchange, start, end, staging)
         content = _content_hash(files)
         existing = _existing_versions(root)
         same = [v for v, m in existing.items() if m.get("content_sha256") == content]
@@ -158,7 +180,7 @@ def _register(con, manifest: dict, folder: Path) -> None:
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True); raise
 
-# %% ../nbs/04_datasets.ipynb #c013
+# %% ../nbs/04_datasets.ipynb #c016
 class DatasetIntegrityError(Exception):
     "A dataset file is missing or its sha256 differs from the manifest."
 
@@ -204,7 +226,7 @@ def load_dataset(exchange: str, version: str | None = None, run_cfg: RunConfig |
     manifest = verify_dataset(exchange, version, run_cfg) if verify else load_manifest(exchange, version, run_cfg)
     return pd.read_parquet(dataset_dir(exchange, version, run_cfg) / f"{table}.parquet"), manifest
 
-# %% ../nbs/04_datasets.ipynb #c016
+# %% ../nbs/04_datasets.ipynb #c019
 def write_derived(exchange: str, version: str, name: str, frame: pd.DataFrame, config: dict, run_cfg: RunConfig | None = None) -> dict:
     "Write `<name>.parquet` into a version's folder and record it under `derived` in the manifest (atomically)."
     folder, manifest = dataset_dir(exchange, version, run_cfg), verify_dataset(exchange, version, run_cfg)
