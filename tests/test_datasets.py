@@ -199,12 +199,12 @@ def test_a_failed_registration_leaves_no_folder_and_no_registry_row(sim_con, cfg
 
 
 def test_a_failed_file_write_leaves_no_staging_folder(sim_con, cfg, monkeypatch):
-    real, calls = datasets.write_query_parquet, []
+    calls = []
 
     def failing(con, sql, params, path, row_group_size=256_000):   # the second file (the streamed option chain)
-        calls.append(path); calls.append(path)
+        calls.append(path)
         raise OSError("injected disk full")
     monkeypatch.setattr(datasets, "write_query_parquet", failing)
     with pytest.raises(OSError, match="injected"):
         export_training_window(sim_con, "NSE", run_cfg=cfg)
-    assert len(calls) == 2 and folders(cfg) == [] and registry(sim_con) == []
+    assert len(calls) == 1 and folders(cfg) == [] and registry(sim_con) == []
