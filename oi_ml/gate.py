@@ -200,7 +200,7 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
 
 def _json_metrics(metrics: dict) -> dict:
     "Backtest metrics with timedeltas as strings."
-    return {k: (str(v) if isinstance(v, pd.Timedelta) else v) for k, v in metrics.items()}
+    return {k: (None if v is pd.NaT else str(v) if isinstance(v, pd.Timedelta) else v) for k, v in metrics.items()}
 
 def gate_line(report: dict) -> str:
     "The one-line verdict: `gate: PASS` or `gate: FAIL (<failed criteria>)`."
