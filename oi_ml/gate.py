@@ -24,8 +24,8 @@ from .train import (ModelBundle, TrainConfig, _round, apply_calibration, brier_s
 
 # %% auto #0
 __all__ = ['GateConfig', 'default_backtest_config', 'signals_for', 'daily_returns', 'train_config_of', 'probability_metrics',
-           'load_trial_returns', 'pbo_partitions', 'deflated_sharpe', 'pbo', 'evaluate_model', 'gate_criteria',
-           'evaluate_candidate', 'gate_line']
+           'load_trial_returns', 'trial_sharpes', 'pbo_partitions', 'deflated_sharpe', 'pbo', 'evaluate_model',
+           'gate_criteria', 'evaluate_candidate', 'gate_line']
 
 # %% ../nbs/41_gate.ipynb #c004
 @dataclass(frozen=True)
@@ -82,12 +82,15 @@ def probability_metrics(bundle: ModelBundle, raw: pd.DataFrame, scores: pd.DataF
 
 # %% ../nbs/41_gate.ipynb #c008
 def load_trial_returns(automl_dir: str | Path | None) -> pd.DataFrame | None:
-    "Day × trial matrix of AutoML trial returns, or None when there is no AutoML run."
+    "Long table of AutoML trial returns (trial_key, segment, day, return), or None when there is no AutoML run."
     if automl_dir is None: return None
     path = Path(automl_dir) / "reports" / "automl_trial_returns.parquet"
-    if not path.exists(): return None
-    long = pd.read_parquet(path)
-    return long.pivot_table(index="day", columns="trial_key", values="return", aggfunc="sum").sort_index().fillna(0.0)
+    return pd.read_parquet(path) if path.exists() else None
+
+def trial_sharpes(trials: pd.DataFrame) -> pd.Series:
+    "Daily Sharpe ratio of each trial over its own days (NaN when undefined)."
+    g = trials.dropna(subset=["return"]).groupby("trial_key")["return"]
+    return (g.mean() / g.std(ddof=1)).replace([np.inf, -np.inf], np.nan)
 
 def pbo_partitions(n_days: int, max_partitions: int = 16) -> int:
     "Largest even partition count <= max_partitions with at least 2 days per block (0 when impossible)."
@@ -98,22 +101,27 @@ def deflated_sharpe(candidate_daily: pd.Series, trials: pd.DataFrame | None) -> 
     "DSR of the candidate's daily returns against the trials (PSR vs 0 when fewer than 2 trials were recorded)."
     r = candidate_daily.to_numpy(dtype=float)
     if len(r) < 3 or np.std(r) == 0: return dict(dsr=float("nan"), n_trials=0, reason="fewer than 3 out-of-sample days with returns")
-    if trials is None or trials.shape[1] < 2:
+    sharpes = trial_sharpes(trials) if trials is not None else pd.Series(dtype=float)
+    if sharpes.notna().sum() < 2:
         m = sharpe_moments(r)
         return dict(dsr=float(probabilistic_sharpe_ratio(m.sr, 0.0, m.n_obs, m.skew, m.kurtosis)), sr_daily=float(m.sr), sr_benchmark=0.0,
                     n_trials=1, reason="no AutoML trials recorded: probabilistic Sharpe ratio against zero")
-    sharpes = trials.mean() / trials.std(ddof=1)
-    d = deflated_sharpe_from_returns(r, sharpes.replace([np.inf, -np.inf], np.nan).to_numpy(), n_trials=trials.shape[1] + 1)
+    d = deflated_sharpe_from_returns(r, sharpes.to_numpy(), n_trials=len(sharpes) + 1)
     return dict(dsr=float(d.dsr), sr_daily=float(d.sr), sr_benchmark=float(d.sr_benchmark), n_trials=int(d.n_trials),
                 sr_variance=float(d.sr_variance), reason="")
 
 def pbo(trials: pd.DataFrame | None) -> dict:
-    "Probability of backtest overfitting over the AutoML trials (NaN with a reason when not computable)."
-    if trials is None or trials.shape[1] < 2: return dict(pbo=float("nan"), reason="no AutoML trials recorded")
-    s = pbo_partitions(len(trials))
-    if s < 2: return dict(pbo=float("nan"), reason=f"only {len(trials)} trial days")
-    out = probability_of_backtest_overfitting(trials.to_numpy(), n_partitions=s)
-    return dict(pbo=float(out["pbo"]), n_partitions=s, n_trials=int(trials.shape[1]), n_days=int(len(trials)), reason="")
+    "Mean over walk-forward segments of the CSCV probability of backtest overfitting (NaN with a reason when not computable)."
+    if trials is None or trials.trial_key.nunique() < 2: return dict(pbo=float("nan"), reason="no AutoML trials recorded")
+    per_segment = []
+    for seg, part in trials.groupby("segment"):
+        m = part.pivot_table(index="day", columns="trial_key", values="return", aggfunc="sum").sort_index().dropna(axis=1)
+        s = pbo_partitions(len(m))
+        if m.shape[1] >= 2 and s >= 2:
+            per_segment.append(dict(segment=int(seg), pbo=float(probability_of_backtest_overfitting(m.to_numpy(), n_partitions=s)["pbo"]),
+                                    n_trials=int(m.shape[1]), n_days=int(len(m)), n_partitions=s))
+    if not per_segment: return dict(pbo=float("nan"), reason="no segment has 2 complete trials and 4 days")
+    return dict(pbo=float(np.mean([p["pbo"] for p in per_segment])), per_segment=per_segment, reason="")
 
 # %% ../nbs/41_gate.ipynb #c011
 def evaluate_model(bundle: ModelBundle, raw: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, bt_cfg: BacktestConfig) -> dict:
