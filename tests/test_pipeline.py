@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from oi_ml.config import RunConfig
+from oi_ml.packs import check_in_browser, chromium_path
 from oi_ml.datasets import list_datasets, verify_dataset
 from oi_ml.pipeline import PipelineStepError, RetrainConfig, run_retrain
 from oi_ml.registry import current_version, deploy_model, load_version
@@ -50,6 +51,21 @@ def test_retrain_is_reproducible_and_reuses_finished_steps(tmp_path):
     steps = json.loads(Path(again["manifest"]).read_text())["steps"]
     assert {s["status"] for s in steps.values()} == {"reused"}
     assert Path(again["pack"]).exists() and (Path(a.reports_dir) / "index.html").exists()
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed (.ci/run installs it)")
+def test_the_candidate_pack_renders_every_chart_in_chromium(tmp_path):
+    cfg = _market(tmp_path, "p")
+    out = run_retrain(RetrainConfig("NSE", automl=False, train=TINY), cfg)
+    shot = tmp_path / "pack.png"
+    check = check_in_browser(out["pack"], screenshot=shot)
+    assert check["charts_expected"] >= 8 and check["charts_rendered"] == check["charts_expected"], check
+    assert check["console_errors"] == [], check["console_errors"]
+    assert shot.exists() and shot.stat().st_size > 50_000            # a real rendered page, not a blank one
+    html = Path(out["pack"]).read_text()
+    assert "SIMULATED DATA" in html and "GATE FAIL" in html and "Sign-off" in html and "plotly" in html
+    index = (Path(cfg.reports_dir) / "index.html").read_text()
+    assert "approval_pack.html" in index and "FAIL" in index
 
 
 def test_a_failed_step_stops_the_run_and_leaves_the_registry(tmp_path, monkeypatch):
