@@ -11,9 +11,6 @@ import hashlib
 import importlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +25,7 @@ from .labels import LabelConfig, forward_returns, frame_segment_end
 from .regimes import RegimeHMMTransformer
 from .train import (CLASS_NAMES, SIGNAL_OF_CLASS, TrainConfig, TrainingTable, _round, _xgb_params, add_regimes,
                          booster_predict, build_training_table, classification_metrics, directional_auc, fit_booster,
-                         regime_columns, run_id_for, verify_run)
+                         publish_run, regime_columns, run_id_for, verify_run)
 
 logger = logging.getLogger(__name__)
 
@@ -506,18 +503,11 @@ def _write_files(folder: Path, summary: dict, out: _Collected) -> None:
     for segment, model in out.regime_models.items(): model.save(folder / "regimes" / f"segment_{segment:02d}.json")
 
 def _publish(run_dir: Path, summary: dict, dm: dict, out: _Collected) -> dict:
-    "Write everything to a staging folder, add the manifest, and rename into place (a crash leaves no half-written run)."
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
-    try:
+    "Write everything and its manifest as one published run (staging folder renamed into place)."
+    def write(staging: Path) -> dict:
         _write_files(staging, summary, out)
-        manifest = _automl_manifest(staging, summary, dm)
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        if run_dir.exists(): shutil.rmtree(run_dir)
-        os.replace(staging, run_dir)
-    finally:
-        if staging.exists(): shutil.rmtree(staging)
-    return manifest
+        return _automl_manifest(staging, summary, dm)
+    return publish_run(run_dir, write)
 
 # %% ../nbs/23_automl.ipynb #c045
 @dataclass(frozen=True)

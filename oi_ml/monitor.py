@@ -23,7 +23,7 @@ import pandas as pd
 from .config import RunConfig
 from .features import bin_proportions, prepare_training_features
 from .indicators import WARMUP_BARS
-from .registry import load_version
+from .registry import load_version, read_jsonl
 from .signals import recommendations_with_outcomes
 from .store import connect, denormalise_payload
 
@@ -137,13 +137,7 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 def read_alerts(run_cfg: RunConfig) -> list[dict]:
     "Records of the alert log ([] when absent; torn lines skipped)."
-    path = alerts_path(run_cfg)
-    if not path.exists(): return []
-    out = []
-    for line in path.read_text().splitlines():
-        try: out.append(json.loads(line))
-        except json.JSONDecodeError: continue
-    return out
+    return read_jsonl(alerts_path(run_cfg))
 
 # %% ../nbs/43_monitor.ipynb #c021
 def post_webhook(url: str, payload: dict, timeout: float = 5.0) -> dict:

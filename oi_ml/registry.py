@@ -30,7 +30,7 @@ __all__ = ['REGISTRY_FORMAT', 'REGISTRY_FILE', 'DEPLOYMENTS_LOG', 'CHANGE_LOG_JS
            'RUN_MANIFEST_COPY', 'VERSION_PATTERN', 'RUN_ID_PATTERN', 'RUN_MANIFEST_KEYS', 'SIGNOFF_DECISIONS',
            'CRASH_ENV', 'DEPLOY_STEPS', 'DEPLOY_CRASH_POINTS', 'ROLLBACK_CRASH_POINTS', 'CHANGE_LOG_COLUMNS',
            'HISTORY_COLUMNS', 'VERSION_COLUMNS', 'RegistryError', 'ModelIntegrityError', 'RegistryLockedError',
-           'models_root', 'exchange_models_dir', 'run_dir', 'list_files', 'hash_folder', 'compare_hashes',
+           'models_root', 'exchange_models_dir', 'run_dir', 'list_files', 'hash_folder', 'compare_hashes', 'read_jsonl',
            'registry_path', 'read_registry', 'current_version', 'registry_lock', 'deployment_stack', 'previous_version',
            'render_change_log', 'sync_logs', 'verify_run', 'next_version_id', 'deploy_model', 'version_dir',
            'load_version_manifest', 'load_version', 'registry_history', 'list_versions', 'rollback', 'record_signoff']
@@ -153,7 +153,7 @@ def _atomic_write_text(path: Path, text: str, crash_name: str | None = None) -> 
     _fsync_dir(path.parent)
 
 # %% ../nbs/40_registry.ipynb #c015
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     "Records of a JSON-lines file ([] when absent); lines that are not valid JSON (torn by a crash) are skipped."
     if not path.exists(): return []
     out = []
@@ -328,12 +328,12 @@ def sync_logs(run_cfg: RunConfig | None = None, crash_name: str | None = None) -
     run_cfg = run_cfg or RunConfig()
     models, events = models_root(run_cfg), _registry_events(read_registry(run_cfg))
     models.mkdir(parents=True, exist_ok=True)
-    deployments = _missing(events, _read_jsonl(models / DEPLOYMENTS_LOG))
+    deployments = _missing(events, read_jsonl(models / DEPLOYMENTS_LOG))
     _append_jsonl(models / DEPLOYMENTS_LOG, deployments)
     if crash_name: _crash_point(crash_name)
-    changes = [_change_entry(e, run_cfg) for e in _missing(events, _read_jsonl(models / CHANGE_LOG_JSONL))]
+    changes = [_change_entry(e, run_cfg) for e in _missing(events, read_jsonl(models / CHANGE_LOG_JSONL))]
     _append_jsonl(models / CHANGE_LOG_JSONL, changes)
-    _atomic_write_text(models / CHANGE_LOG_MD, render_change_log(_read_jsonl(models / CHANGE_LOG_JSONL)))
+    _atomic_write_text(models / CHANGE_LOG_MD, render_change_log(read_jsonl(models / CHANGE_LOG_JSONL)))
     return len(deployments) + len(changes)
 
 # %% ../nbs/40_registry.ipynb #c033

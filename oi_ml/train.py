@@ -36,7 +36,8 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'CALIBRATION_
            'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc', 'classification_metrics',
            'reliability_curve', 'fit_calibration', 'apply_calibration', 'holdout_split', 'cross_validate',
            'regression_metrics', 'fit_garch', 'garch_forecast', 'run_id_for', 'train_model', 'holdout_scores',
-           'ModelIntegrityError', 'verify_run', 'ModelBundle', 'load_bundle', 'score_features', 'score_frame']
+           'publish_run', 'ModelIntegrityError', 'verify_run', 'ModelBundle', 'load_bundle', 'score_features',
+           'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -503,19 +504,25 @@ def _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final) -> dict
     report["feature_importance_gain"], report["shap_mean_abs"] = _importance(final, table, hold, cfg)
     return _round(report)
 
-def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration) -> dict:
-    "Write artefacts to a staging folder, hash them, and rename into place (a crash leaves no half-written run)."
+def publish_run(run_dir: Path, write) -> dict:
+    "Call `write(staging) -> manifest` on a staging folder, add manifest.json, rename into place (a crash leaves no half-written run)."
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=run_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
     try:
-        _write_artefacts(staging, final, calibration, report, table)
-        manifest = _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores)
+        manifest = write(staging)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
         if run_dir.exists(): shutil.rmtree(run_dir)
         os.replace(staging, run_dir)
     finally:
         if staging.exists(): shutil.rmtree(staging)
     return manifest
+
+def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration) -> dict:
+    "Write the artefacts and their hash-listing manifest as one published run."
+    def write(staging: Path) -> dict:
+        _write_artefacts(staging, final, calibration, report, table)
+        return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores)
+    return publish_run(run_dir, write)
 
 # %% ../nbs/22_train.ipynb #c030
 class ModelIntegrityError(Exception):
