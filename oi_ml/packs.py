@@ -324,8 +324,8 @@ def monitoring_baseline(manifest: dict, top: int = 15) -> pd.DataFrame:
 
 def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig) -> str:
     "Sign-off form (reviewer, date, decision, constraints) with the command that records it, and sign-offs already recorded."
-    log = Path(run_cfg.models_dir) / "model_change_log.jsonl"
-    done = [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.exists() else []
+    from oi_ml.registry import CHANGE_LOG_JSONL, read_jsonl
+    done = read_jsonl(Path(run_cfg.models_dir) / CHANGE_LOG_JSONL)
     done = [d for d in done if d.get("kind") == "signoff" and candidate_run in (d.get("run_id"), d.get("version"), d.get("subject"))]
     recorded = "".join(f"<li>{html.escape(str(d.get('date', d.get('at', ''))))}: {html.escape(str(d.get('reviewer')))} — "
                        f"<b>{html.escape(str(d.get('decision')))}</b> {html.escape(str(d.get('constraints') or ''))}</li>" for d in done)
