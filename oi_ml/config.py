@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 # %% auto #0
 __all__ = ['IST', 'WEEKDAYS', 'INDIAN_MARKET_HOLIDAYS', 'NSE', 'BSE', 'EXCHANGES', 'value_on', 'ExchangeConfig',
            'get_exchange_config', 'is_trading_day', 'previous_trading_day', 'trading_days', 'trading_days_between',
-           'weekly_expiries', 'monthly_expiry', 'SimulationConfig', 'QualityConfig', 'RunConfig', 'resolve_data_dir',
-           'resolve_reports_dir', 'load_run_config', 'config_to_dict']
+           'weekly_expiries', 'monthly_expiry', 'SimulationConfig', 'QualityConfig', 'MonitoringConfig', 'RunConfig',
+           'resolve_data_dir', 'resolve_reports_dir', 'load_run_config', 'config_to_dict']
 
 # %% ../nbs/00_config.ipynb #c004
 IST = ZoneInfo("Asia/Kolkata")  # exchange wall clock; all stored timestamps are UTC
@@ -158,6 +158,14 @@ class QualityConfig:
     max_gap_minutes: int = 5         # gaps inside trading hours longer than this are reported
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    "Thresholds of production monitoring (`oi-ml monitor`)."
+    psi_warn: float = 0.1            # population stability index that warns
+    psi_alert: float = 0.25          # PSI that raises an alert
+    feedback_window: int = 200       # most recent realised outcomes in the rolling hit rate
+    degrade_threshold: float = 0.1   # absolute drop of the hit rate below the approval baseline that needs a retrain
+
+@dataclass(frozen=True)
 class RunConfig:
     "Everything a run needs: paths, seeds, bar frequency and per-stage settings."
     data_dir: str = "data"           # root of the warehouse, datasets, models, quarantine
@@ -167,6 +175,7 @@ class RunConfig:
     risk_free_rate: float = 0.065    # annual, for Black-76
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
 
     @property
     def db_path(self) -> Path: return Path(self.data_dir) / "warehouse.duckdb"
