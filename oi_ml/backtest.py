@@ -335,13 +335,19 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
     realised = costs_paid = net_qty = basis = margin_used = 0.0
     cash, n_open, n_trades, last_exit, next_exit = account, 0, 0, -(2 ** 62), n
     day, next_day_start = -1, -(2 ** 62)
-    for b in range(n):
+    b = -1
+    while b < n - 1:
+        b += 1
+        if b != next_exit and (b == 0 or signal[b - 1] == 0):  # nothing happens until the next event: mark to market
+            level = account + realised - basis
+            while True:
+                equity_gross[b] = level + net_qty * close[b]
+                equity_net[b] = equity_gross[b] - costs_paid
+                if b == n - 1 or b + 1 == next_exit or signal[b] != 0: break
+                b += 1
+            continue
         s = b - 1
         pending = s >= 0 and signal[s] != 0
-        if b != next_exit and not pending:  # nothing happens: mark to market
-            equity_gross[b] = account + realised + net_qty * close[b] - basis
-            equity_net[b] = equity_gross[b] - costs_paid
-            continue
         if has_session: prev_day, day = session[max(s, 0)], session[b]  # session keys of the signal bar and this bar
         else:
             prev_day, next_day_start = _ist_day(ts[max(s, 0)], day, next_day_start, day_ticks, ist_offset)
@@ -421,7 +427,7 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
             n_open += 1
             n_trades += 1
             next_exit = min(next_exit, j)
-        equity_gross[b] = account + realised + net_qty * close[b] - basis
+        equity_gross[b] = account + realised - basis + net_qty * close[b]
         equity_net[b] = equity_gross[b] - costs_paid
     if n > 0 and signal[n - 1] != 0: decision[n - 1] = _D_NO_TIME
     return log_i, log_f, n_trades, equity_gross, equity_net, decision
