@@ -274,12 +274,11 @@ def _exit_in_bar(b, side, first_check, vertical, sl, tp, high, low, close, fill_
 
 # %% ../nbs/30_backtest.ipynb #c027
 @njit(cache=True)
-def _entry_gate(side, confidence, min_confidence, session_ok, n_trades, max_trades, n_open, max_open, when,
-                last_exit, cooldown, needs_vol, vol):
-    "Decision code of the checks before sizing: `_D_ENTERED` when the entry may go ahead."
+def _entry_gate(side, confidence, min_confidence, n_trades, max_trades, n_open, max_open, when, last_exit, cooldown,
+                needs_vol, vol):
+    "Decision code of the checks that need no session or sizing: `_D_ENTERED` when the entry may go ahead."
     if side == 0: return _D_NONE
     if not (confidence >= min_confidence): return _D_LOW_CONF
-    if not session_ok: return _D_SESSION
     if max_trades >= 0 and n_trades >= max_trades: return _D_MAX_TRADES
     if n_open >= max_open: return _D_LIMIT
     if when - last_exit < cooldown: return _D_COOLDOWN
@@ -317,6 +316,28 @@ def _ist_day(t, day, next_day_start, day_ticks, ist_offset):
 
 # %% ../nbs/30_backtest.ipynb #c033
 @njit(cache=True)
+def _next_signal(signal, start):
+    "First bar at or after `start` with a non-zero signal, or len(signal)."
+    j = start
+    while j < signal.shape[0] and signal[j] == 0: j += 1
+    return j
+
+@njit(cache=True)
+def _mark_to_market(close, event_bar, event_level, event_qty, event_costs, n_events, account):
+    "Gross and net equity at every bar's close from the state recorded after each visited bar."
+    n = close.shape[0]
+    equity_gross, equity_net = np.empty(n), np.empty(n)
+    level, qty, costs, e = account, 0.0, 0.0, 0
+    for b in range(n):
+        if e < n_events and event_bar[e] == b:
+            level, qty, costs = event_level[e], event_qty[e], event_costs[e]
+            e += 1
+        equity_gross[b] = level + qty * close[b]
+        equity_net[b] = equity_gross[b] - costs
+    return equity_gross, equity_net
+
+# %% ../nbs/30_backtest.ipynb #c035
+@njit(cache=True)
 def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,                 # time
                      open_, high, low, close,                                      # prices
                      signal, confidence, volatility,                              # signal frame
@@ -324,34 +345,24 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
                      fill_at_open, hold, tp_mult, sl_mult, flat_at_session_end,    # exits
                      cost_rate, min_confidence, max_trades, max_open, cooldown,   # entries
                      needs_vol, sizing, risk_basis, account, max_risk, margin_per_lot,  # sizing
-                     kelly_fraction, kelly_cap, payoff, target_vol_per_bar, capacity):
-    "Simulate the whole period: trade log (ints, floats; the first n_trades rows), n_trades, gross and net equity, decisions."
+                     kelly_fraction, kelly_cap, payoff, target_vol_per_bar, n_signals):
+    "Simulate the whole period: trade log (ints, floats), trade count, equity (gross, net), signal rows and their decisions."
     n = close.shape[0]
-    equity_gross, equity_net = np.empty(n), np.empty(n)
-    decision = np.zeros(n, np.int8)
-    log_i, log_f = np.empty((capacity, 7), np.int64), np.empty((capacity, 3))
+    log_i, log_f = np.empty((n_signals, 7), np.int64), np.empty((n_signals, 3))
+    signal_rows, decisions = np.empty(n_signals, np.int64), np.zeros(n_signals, np.int8)
+    event_bar = np.empty(2 * n_signals, np.int64)
+    event_level, event_qty, event_costs = np.empty(2 * n_signals), np.empty(2 * n_signals), np.empty(2 * n_signals)
     slots = np.full(max_open, -1, np.int64)
     has_vol, has_session = volatility.shape[0] > 0, session.shape[0] > 0
     realised = costs_paid = net_qty = basis = margin_used = 0.0
     cash, n_open, n_trades, last_exit, next_exit = account, 0, 0, -(2 ** 62), n
     day, next_day_start = -1, -(2 ** 62)
-    b = -1
-    while b < n - 1:
-        b += 1
-        if b != next_exit and (b == 0 or signal[b - 1] == 0):  # nothing happens until the next event: mark to market
-            level = account + realised - basis
-            while True:
-                equity_gross[b] = level + net_qty * close[b]
-                equity_net[b] = equity_gross[b] - costs_paid
-                if b == n - 1 or b + 1 == next_exit or signal[b] != 0: break
-                b += 1
-            continue
+    n_seen, n_events, next_sig = 0, 0, _next_signal(signal, 0)
+    while True:
+        b = min(next_sig + 1, next_exit)  # the next bar where something happens
+        if b >= n: break
         s = b - 1
-        pending = s >= 0 and signal[s] != 0
-        if has_session: prev_day, day = session[max(s, 0)], session[b]  # session keys of the signal bar and this bar
-        else:
-            prev_day, next_day_start = _ist_day(ts[max(s, 0)], day, next_day_start, day_ticks, ist_offset)
-            day, next_day_start = _ist_day(ts[b], prev_day, next_day_start, day_ticks, ist_offset)
+        pending, changed = s == next_sig, False
         for phase in range(2):
             if b == next_exit:  # ---- book the exits resolved for this bar and phase
                 next_exit = n
@@ -371,23 +382,30 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
                         last_exit = max(last_exit, ts[b] + phase * bar_ticks)
                         slots[k] = -1
                         n_open -= 1
+                        changed = True
                         if n_open == 0: net_qty, basis = 0.0, 0.0  # no drift from rounding when flat
                     else:
                         next_exit = min(next_exit, log_i[tr, _T_EXIT_BAR])
             if not pending or (phase == 0) != fill_at_open: continue
             # ---- the signal of bar s, filled at this bar's open (phase 0) or close (phase 1)
-            data_end = b == n - 1
-            session_end = data_end or (session[b + 1] != day if has_session else ts[b + 1] >= next_day_start)
-            if phase == 1 and data_end:
-                decision[s] = _D_NO_TIME
+            signal_rows[n_seen] = s
+            n_seen += 1
+            if phase == 1 and b == n - 1:
+                decisions[n_seen - 1] = _D_NO_TIME
                 continue
             price, when = (open_[b], ts[b]) if phase == 0 else (close[b], ts[b] + bar_ticks)
-            session_ok = not flat_at_session_end or (prev_day == day and (phase == 0 or not session_end))
             side, vol = signal[s], volatility[s] if has_vol else np.nan
-            code = _entry_gate(side, confidence[s], min_confidence, session_ok, n_trades, max_trades, n_open,
-                               max_open, when, last_exit, cooldown, needs_vol, vol)
-            lot = lot_table[day - lot_first_day]
-            lots, lot_risk = 0, 0.0
+            code = _entry_gate(side, confidence[s], min_confidence, n_trades, max_trades, n_open, max_open, when,
+                               last_exit, cooldown, needs_vol, vol)
+            lot, lots, lot_risk = 0, 0, 0.0
+            if code == _D_ENTERED:  # session keys of the signal bar and this bar (only needed from here on)
+                if has_session: prev_day, day = session[s], session[b]
+                else:
+                    prev_day, next_day_start = _ist_day(ts[s], day, next_day_start, day_ticks, ist_offset)
+                    day, next_day_start = _ist_day(ts[b], prev_day, next_day_start, day_ticks, ist_offset)
+                session_end = b == n - 1 or (session[b + 1] != day if has_session else ts[b + 1] >= next_day_start)
+                if flat_at_session_end and (prev_day != day or (phase == 1 and session_end)): code = _D_SESSION
+                lot = lot_table[day - lot_first_day]
             if code == _D_ENTERED:
                 lots, lot_risk = _size_lots(sizing, risk_basis, cash, close[s], vol, confidence[s], lot, hold,
                                             sl_mult, max_risk, margin_per_lot, kelly_fraction, kelly_cap, payoff,
@@ -396,7 +414,7 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
             if code == _D_ENTERED:
                 lots = min(lots, int(np.floor((cash - margin_used) / margin_per_lot + 1e-9)))
                 if lots <= 0: code = _D_MARGIN
-            decision[s] = code
+            decisions[n_seen - 1] = code
             if code != _D_ENTERED: continue
             # ---- open the position and resolve its exit by scanning its own bars
             tp, sl = _barriers(price, side, vol, tp_mult, sl_mult)
@@ -426,13 +444,21 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
             slots[k] = tr
             n_open += 1
             n_trades += 1
+            changed = True
             next_exit = min(next_exit, j)
-        equity_gross[b] = account + realised - basis + net_qty * close[b]
-        equity_net[b] = equity_gross[b] - costs_paid
-    if n > 0 and signal[n - 1] != 0: decision[n - 1] = _D_NO_TIME
-    return log_i, log_f, n_trades, equity_gross, equity_net, decision
+        if pending: next_sig = _next_signal(signal, s + 1)
+        if changed:
+            event_bar[n_events], event_level[n_events] = b, account + realised - basis
+            event_qty[n_events], event_costs[n_events] = net_qty, costs_paid
+            n_events += 1
+    while next_sig < n:  # signals whose fill bar lies past the data
+        signal_rows[n_seen], decisions[n_seen] = next_sig, _D_NO_TIME
+        n_seen += 1
+        next_sig = _next_signal(signal, next_sig + 1)
+    equity_gross, equity_net = _mark_to_market(close, event_bar, event_level, event_qty, event_costs, n_events, account)
+    return log_i, log_f, n_trades, equity_gross, equity_net, signal_rows, decisions
 
-# %% ../nbs/30_backtest.ipynb #c035
+# %% ../nbs/30_backtest.ipynb #c037
 @dataclass(frozen=True, eq=False)
 class PreparedBacktest:
     "Validated, windowed input arrays of one backtest (what the kernel reads)."
@@ -460,7 +486,7 @@ def needs_volatility(cfg: BacktestConfig, has_volatility: bool) -> bool:
     return (cfg.take_profit_mult is not None or cfg.stop_loss_mult is not None or cfg.sizing == "vol_target"
             or risk_basis(cfg, has_volatility) == "volatility")
 
-# %% ../nbs/30_backtest.ipynb #c036
+# %% ../nbs/30_backtest.ipynb #c038
 def _ticks_of(moment: pd.Timestamp, unit: str) -> int:
     "Integer ticks of a timestamp in `unit` (floor); `Timestamp.value` is nanoseconds whatever its unit."
     return int(moment.value // (1_000_000_000 // _TICKS_PER_SECOND[unit]))
@@ -477,7 +503,7 @@ def _day_range(ticks: np.ndarray, unit: str, session: np.ndarray) -> tuple[int, 
     per_day, offset = 86_400 * _TICKS_PER_SECOND[unit], 19_800 * _TICKS_PER_SECOND[unit]
     return int((ticks[0] + offset) // per_day), int((ticks[-1] + offset) // per_day)
 
-# %% ../nbs/30_backtest.ipynb #c037
+# %% ../nbs/30_backtest.ipynb #c039
 def prepare_backtest(bars: pd.DataFrame, signals: pd.DataFrame, cfg: BacktestConfig) -> PreparedBacktest:
     "Validate bars and signals, cut the config's date window and build the kernel's arrays."
     validate_backtest_config(cfg)
@@ -494,7 +520,7 @@ def prepare_backtest(bars: pd.DataFrame, signals: pd.DataFrame, cfg: BacktestCon
                             tuple(p[window] for p in prices), signal[window], confidence[window], cut(volatility),
                             lot_size_table(get_exchange_config(cfg.exchange), first_day, last_day), first_day)
 
-# %% ../nbs/30_backtest.ipynb #c040
+# %% ../nbs/30_backtest.ipynb #c042
 @dataclass(frozen=True, eq=False)
 class SimulationArrays:
     "Raw kernel output."
@@ -502,17 +528,13 @@ class SimulationArrays:
     log_f: np.ndarray          # (trades, 3) float64 trade log: entry price, exit price, risk fraction
     equity_gross: np.ndarray   # float64 per bar
     equity_net: np.ndarray     # float64 per bar
-    decision: np.ndarray       # int8 DECISIONS code per bar
+    signal_rows: np.ndarray    # int64 bars with a non-zero signal, in order
+    decisions: np.ndarray      # int8 DECISIONS code of each of those bars
 
 def _payoff(cfg: BacktestConfig) -> float:
     "Kelly payoff ratio: take_profit_mult / stop_loss_mult when both barriers are on, else cfg.payoff_ratio."
     if cfg.take_profit_mult is not None and cfg.stop_loss_mult is not None: return cfg.take_profit_mult / cfg.stop_loss_mult
     return cfg.payoff_ratio
-
-def _log_capacity(signal: np.ndarray, cfg: BacktestConfig) -> int:
-    "Upper bound on the number of trades: non-zero signals, capped by max_trades."
-    bound = int(np.count_nonzero(signal))
-    return bound if cfg.max_trades is None else min(bound, cfg.max_trades)
 
 def bar_ticks(prep: PreparedBacktest, cfg: BacktestConfig) -> int:
     "Length of one bar in timestamp ticks."
@@ -522,7 +544,7 @@ def simulate(prep: PreparedBacktest, cfg: BacktestConfig) -> SimulationArrays:
     "Run the kernel over prepared arrays with the rules of `cfg`."
     per_second = _TICKS_PER_SECOND[prep.unit]
     has_vol = prep.volatility.size > 0
-    log_i, log_f, n_trades, *rest = _backtest_kernel(
+    log_i, log_f, n_trades, equity_gross, equity_net, signal_rows, decisions = _backtest_kernel(
         prep.ticks, bar_ticks(prep, cfg), 86_400 * per_second, 19_800 * per_second, prep.session,
         *prep.prices, prep.signal, prep.confidence, prep.volatility, prep.lot_table, prep.lot_first_day,
         cfg.fill == "next_open", holding_bars(cfg), _mult(cfg.take_profit_mult), _mult(cfg.stop_loss_mult),
@@ -530,10 +552,10 @@ def simulate(prep: PreparedBacktest, cfg: BacktestConfig) -> SimulationArrays:
         cfg.max_open_positions, round(cfg.cooldown_minutes * 60 * per_second), needs_volatility(cfg, has_vol),
         SIZING_CODES[cfg.sizing], RISK_BASES.index(risk_basis(cfg, has_vol)), cfg.account_size, cfg.max_risk_per_trade,
         cfg.margin_per_lot, cfg.kelly_fraction, cfg.kelly_cap, _payoff(cfg),
-        cfg.target_volatility / math.sqrt(periods_per_year(cfg)), _log_capacity(prep.signal, cfg))
-    return SimulationArrays(log_i[:n_trades], log_f[:n_trades], *rest)  # views: no copy of the log
+        cfg.target_volatility / math.sqrt(periods_per_year(cfg)), int(np.count_nonzero(prep.signal)))
+    return SimulationArrays(log_i[:n_trades], log_f[:n_trades], equity_gross, equity_net, signal_rows, decisions)
 
-# %% ../nbs/30_backtest.ipynb #c043
+# %% ../nbs/30_backtest.ipynb #c045
 TRADE_RECORD_COLUMNS = {  # column -> meaning; one row per round trip (includes metrics.TRADE_COLUMNS)
     "timestamp": "datetime64 UTC: the signal bar",
     "signal": "category: BUY or SELL",
@@ -584,7 +606,7 @@ class TradeRecord:
 
 assert [f.name for f in dataclasses.fields(TradeRecord)] == list(TRADE_RECORD_COLUMNS)
 
-# %% ../nbs/30_backtest.ipynb #c044
+# %% ../nbs/30_backtest.ipynb #c046
 def _column_at(frames: tuple, column: str, rows: np.ndarray) -> np.ndarray | None:
     "Values of `column` at positions `rows` from the first frame that has it, else None."
     for frame in frames:
@@ -597,7 +619,7 @@ def _future_return(close: np.ndarray, rows: np.ndarray, h: int) -> np.ndarray:
     inside = ahead < len(close)
     return np.where(inside, close[np.minimum(ahead, len(close) - 1)] / close[rows] - 1.0, np.nan)
 
-# %% ../nbs/30_backtest.ipynb #c045
+# %% ../nbs/30_backtest.ipynb #c047
 def _utc_ns(ticks: np.ndarray, unit: str) -> pd.DatetimeIndex:
     "UTC DatetimeIndex (nanoseconds) from int64 ticks in `unit`."
     return pd.DatetimeIndex(np.asarray(ticks, np.int64).view(f"M8[{unit}]")).as_unit("ns").tz_localize("UTC")
@@ -641,7 +663,9 @@ def _typed_trades(frame: pd.DataFrame) -> pd.DataFrame:
     for c in ("regime", "model_version"): out[c] = out[c].astype(object)
     return out.reset_index(drop=True)
 
-# %% ../nbs/30_backtest.ipynb #c048
+# %% ../nbs/30_backtest.ipynb #c050
+_DECISION_DTYPE = pd.CategoricalDtype(list(DECISIONS))
+
 def equity_frame(sim: SimulationArrays, prep: PreparedBacktest) -> pd.DataFrame:
     "Per-bar gross and net equity (rupees) at each bar's close."
     return pd.DataFrame({"timestamp": prep.bars["timestamp"].array, "equity_gross": sim.equity_gross,
@@ -649,18 +673,18 @@ def equity_frame(sim: SimulationArrays, prep: PreparedBacktest) -> pd.DataFrame:
 
 def decision_frame(sim: SimulationArrays, prep: PreparedBacktest) -> pd.DataFrame:
     "One row per bar with a non-zero signal: timestamp, signal, confidence, volatility and the decision taken."
-    rows = np.flatnonzero(prep.signal)
+    rows = sim.signal_rows
     return pd.DataFrame({
         "timestamp": prep.bars["timestamp"].array[rows], "signal": prep.signal[rows], "confidence": prep.confidence[rows],
         "volatility": prep.volatility[rows] if prep.volatility.size else np.full(len(rows), np.nan),
-        "decision": pd.Categorical.from_codes(sim.decision[rows], categories=list(DECISIONS))}, copy=False)
+        "decision": pd.Categorical.from_codes(sim.decisions, dtype=_DECISION_DTYPE)}, copy=False)
 
 def decision_counts(raw_rows: pd.DataFrame) -> dict:
     "Number of signal bars per decision (every decision listed, zeros included)."
     counts = raw_rows["decision"].value_counts()
     return {d: int(counts.get(d, 0)) for d in DECISIONS if d != "no_signal"}
 
-# %% ../nbs/30_backtest.ipynb #c051
+# %% ../nbs/30_backtest.ipynb #c053
 def backtest_metrics(trades: pd.DataFrame, equity: pd.DataFrame, raw_rows: pd.DataFrame, cfg: BacktestConfig) -> dict:
     "summarize_trades over the run plus decision and exit-reason counts, final equity and the ruin flag."
     ruined = bool(len(equity) and min(equity["equity_net"].min(), equity["equity_gross"].min()) <= 0)
@@ -673,7 +697,7 @@ def backtest_metrics(trades: pd.DataFrame, equity: pd.DataFrame, raw_rows: pd.Da
     return out | {"final_equity_net": final, "return_net": final / cfg.account_size - 1.0, "ruined": ruined,
                   "periods_per_year": ppy, "n_bars": len(equity)}
 
-# %% ../nbs/30_backtest.ipynb #c053
+# %% ../nbs/30_backtest.ipynb #c055
 def _json_value(value):
     "A JSON-safe version of one scalar."
     if isinstance(value, (bool, np.bool_)): return bool(value)
@@ -694,7 +718,7 @@ def _from_json_number(value):
     if value in ("inf", "-inf"): return float(value)
     return value
 
-# %% ../nbs/30_backtest.ipynb #c055
+# %% ../nbs/30_backtest.ipynb #c057
 @dataclass(frozen=True, eq=False)
 class BacktestResult:
     "Outcome of one backtest run."
@@ -733,7 +757,7 @@ class BacktestResult:
         return cls(BacktestConfig(**data["config"]), _typed_trades(trades), metrics, equity,
                    pd.DataFrame(columns=["timestamp", "signal", "confidence", "volatility", "decision"]))
 
-# %% ../nbs/30_backtest.ipynb #c057
+# %% ../nbs/30_backtest.ipynb #c059
 def result_from_simulation(sim: SimulationArrays, prep: PreparedBacktest, cfg: BacktestConfig,
                            compute_metrics: bool = True) -> BacktestResult:
     "Frames and metrics of one simulation."
@@ -747,7 +771,7 @@ def run_backtest(bars: pd.DataFrame, signals: pd.DataFrame, config: BacktestConf
     prep = prepare_backtest(bars, signals, config)
     return result_from_simulation(simulate(prep, config), prep, config, compute_metrics)
 
-# %% ../nbs/30_backtest.ipynb #c064
+# %% ../nbs/30_backtest.ipynb #c066
 class BacktestEngine:
     "Backtest runner: bars plus either a signal frame or a batched `score_fn` over a feature frame."
     def __init__(self, config: BacktestConfig,
@@ -772,7 +796,7 @@ class BacktestEngine:
         if self.bars is None: raise ValueError("BacktestEngine needs `bars` (the CLI loads them from the dataset)")
         return run_backtest(self.bars, self.score(), self.config)
 
-# %% ../nbs/30_backtest.ipynb #c067
+# %% ../nbs/30_backtest.ipynb #c069
 OPTION_CHAIN_COLUMNS = ("timestamp", "expiry", "strike", "option_type", "ltp", "lot_size")
 
 def _check_chain(chain: pd.DataFrame) -> pd.DataFrame:
@@ -794,7 +818,7 @@ def _target_expiry(cfg: ExchangeConfig, day: dt.date, listed: np.ndarray) -> tup
     if monthly < day: monthly = monthly_expiry(cfg, day.year + day.month // 12, day.month % 12 + 1)
     return (_day_number(monthly), False) if _day_number(monthly) in upcoming else (int(upcoming[0]), True)
 
-# %% ../nbs/30_backtest.ipynb #c069
+# %% ../nbs/30_backtest.ipynb #c071
 def _pick_strike(strikes: np.ndarray, spot: float, option_type: str, itm_steps: int) -> float:
     "ATM strike (nearest to `spot`, lower on ties) moved `itm_steps` listed strikes into the money; NaN if not listed."
     strikes = np.sort(strikes)
@@ -807,7 +831,7 @@ def _quote(times: np.ndarray, ltps: np.ndarray, when: int) -> tuple[float, int]:
     i = int(np.searchsorted(times, when, side="right")) - 1
     return (float(ltps[i]), int(times[i])) if i >= 0 else (math.nan, -1)
 
-# %% ../nbs/30_backtest.ipynb #c071
+# %% ../nbs/30_backtest.ipynb #c073
 OPTION_PNL_COLUMNS = ("trade", "status", "option_type", "expiry", "strike", "expiry_fallback", "entry_snapshot_time",
                       "exit_snapshot_time", "entry_ltp", "exit_ltp", "lots", "lot_size", "entry_time", "exit_time",
                       "notional", "gross_pnl", "costs", "net_pnl")
@@ -836,7 +860,7 @@ def _option_leg(trade, chain: pd.DataFrame, snap_times: np.ndarray, snap_starts:
     return info | {"status": "ok", "strike": strike, "entry_snapshot_time": _timestamp_ns(entry_at), "exit_snapshot_time": _timestamp_ns(exit_at),
                    "entry_ltp": entry_ltp, "exit_ltp": exit_ltp, "lot_size": int(lot_sizes[np.searchsorted(times, entry_at)])}
 
-# %% ../nbs/30_backtest.ipynb #c072
+# %% ../nbs/30_backtest.ipynb #c074
 def option_contract_pnl(trades: pd.DataFrame, chain: pd.DataFrame, exchange: str, cost_rate: float = 0.0) -> pd.DataFrame:
     "Option P&L of each underlying trade (long call on BUY, long put on SELL) from chain snapshots; see assumptions."
     cfg, chain = get_exchange_config(exchange), _check_chain(chain)
@@ -857,7 +881,7 @@ def option_contract_pnl(trades: pd.DataFrame, chain: pd.DataFrame, exchange: str
     out["net_pnl"] = out["gross_pnl"] - out["costs"]
     return out
 
-# %% ../nbs/30_backtest.ipynb #c076
+# %% ../nbs/30_backtest.ipynb #c078
 def _buy_and_hold(prep: PreparedBacktest, cfg: BacktestConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Trades and equity of holding `account_size` worth of the underlying over the window."
     open_, close = prep.prices[0], prep.prices[3]
@@ -880,7 +904,7 @@ def _flat(prep: PreparedBacktest, cfg: BacktestConfig) -> tuple[pd.DataFrame, pd
     equity = np.full(len(prep), cfg.account_size)
     return trades, pd.DataFrame({"timestamp": prep.bars["timestamp"].array, "equity_gross": equity, "equity_net": equity.copy()})
 
-# %% ../nbs/30_backtest.ipynb #c077
+# %% ../nbs/30_backtest.ipynb #c079
 def random_signal_run(prep: PreparedBacktest, cfg: BacktestConfig, n_trades: int, confidences: np.ndarray,
                       seed: int = 0) -> BacktestResult:
     "Engine run on random signals tuned to exactly `n_trades` trades when reachable (bisection on the signal density)."
@@ -900,7 +924,7 @@ def random_signal_run(prep: PreparedBacktest, cfg: BacktestConfig, n_trades: int
     random_prep = with_density(hi)
     return result_from_simulation(simulate(random_prep, capped), random_prep, cfg)
 
-# %% ../nbs/30_backtest.ipynb #c078
+# %% ../nbs/30_backtest.ipynb #c080
 BENCHMARK_METRICS = ("n_trades", "total_pnl_net", "return_net", "sharpe_net", "max_drawdown_net", "profit_factor_net",
                      "hit_rate_net", "total_costs")
 
@@ -923,7 +947,7 @@ def benchmark_table(benchmarks: dict, columns: tuple = BENCHMARK_METRICS) -> pd.
     "One row per strategy, the key metrics as columns."
     return pd.DataFrame({name: {c: m.get(c, math.nan) for c in columns} for name, m in benchmarks.items()}).T
 
-# %% ../nbs/30_backtest.ipynb #c081
+# %% ../nbs/30_backtest.ipynb #c083
 def sensitivity_grid(bars: pd.DataFrame, signals: pd.DataFrame, config: BacktestConfig,
                      cost_bps: tuple = (0.0, 1.0, 2.0, 5.0, 10.0),             # transaction_cost_bps values
                      min_confidence: tuple = (0.5, 0.55, 0.6, 0.65, 0.7),      # confidence thresholds
@@ -945,7 +969,7 @@ def sensitivity_grid(bars: pd.DataFrame, signals: pd.DataFrame, config: Backtest
                       yaxis_title="min confidence")
     return table, fig
 
-# %% ../nbs/30_backtest.ipynb #c084
+# %% ../nbs/30_backtest.ipynb #c086
 @dataclass(frozen=True, eq=False)
 class WindowReport:
     "Backtest and benchmarks of one validation window."
@@ -979,7 +1003,7 @@ def validation_table(reports: dict, columns: tuple = BENCHMARK_METRICS) -> pd.Da
     parts = {name: benchmark_table(r.benchmarks, columns) for name, r in reports.items()}
     return pd.concat(parts, names=["window", "strategy"])
 
-# %% ../nbs/30_backtest.ipynb #c087
+# %% ../nbs/30_backtest.ipynb #c089
 def save_backtest(result: BacktestResult, folder: str | Path) -> dict[str, Path]:
     "Write backtest_summary.json, trades.parquet and equity_curve.parquet into `folder`; returns their paths."
     folder = Path(folder)
