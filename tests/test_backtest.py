@@ -72,7 +72,7 @@ def reference_backtest(bars, signals, cfg):
     payoff = (cfg.take_profit_mult / cfg.stop_loss_mult) if (cfg.take_profit_mult and cfg.stop_loss_mult) else cfg.payoff_ratio
     target_vol_bar = cfg.target_volatility / math.sqrt(B.periods_per_year(cfg))
     cooldown = pd.Timedelta(minutes=cfg.cooldown_minutes)
-    state = dict(cash=cfg.account_size, realised=0.0, costs=0.0, last_exit=None, margin=0.0, opened=0)
+    state = {"cash": cfg.account_size, "realised": 0.0, "costs": 0.0, "last_exit": None, "margin": 0.0, "opened": 0}
     positions, trades, decisions = [], [], {}
 
     def last_of_session(b): return b == n - 1 or day[b + 1] != day[b]
@@ -86,8 +86,8 @@ def reference_backtest(bars, signals, cfg):
         state["margin"] -= p["lots"] * cfg.margin_per_lot
         state["last_exit"] = when if state["last_exit"] is None else max(state["last_exit"], when)
         positions.remove(p)
-        trades.append(dict(p, exit_bar=b, exit_price=price, exit_time=when, exit_reason=reason,
-                           gross=gross, costs=p["entry_cost"] + exit_cost))
+        trades.append(p | {"exit_bar": b, "exit_price": price, "exit_time": when, "exit_reason": reason,
+                           "gross": gross, "costs": p["entry_cost"] + exit_cost})
 
     def size(s, lot):
         if basis_kind == "stop": lot_risk = c[s] * sl_m * vol[s] * lot
@@ -121,14 +121,14 @@ def reference_backtest(bars, signals, cfg):
         state["costs"] += entry_cost
         state["margin"] += lots * cfg.margin_per_lot
         state["opened"] += 1
-        positions.append(dict(signal_bar=s, entry_bar=b, entry=price, entry_time=when, side=side, qty=qty, lots=lots,
-                              lot_size=lot, tp=tp, sl=sl, entry_cost=entry_cost, vertical=b + hold,
-                              first_check=b if phase == 0 else b + 1, risk_fraction=lots * lot_risk / state["cash"]))
+        positions.append({"signal_bar": s, "entry_bar": b, "entry": price, "entry_time": when, "side": side, "qty": qty,
+                          "lots": lots, "lot_size": lot, "tp": tp, "sl": sl, "entry_cost": entry_cost, "vertical": b + hold,
+                          "first_check": b if phase == 0 else b + 1, "risk_fraction": lots * lot_risk / state["cash"]})
         return "entered"
 
     eq_gross, eq_net = [], []
     for b in range(n):
-        for p in list(positions):  # at the open
+        for p in positions.copy():  # at the open
             if p["entry_bar"] >= b: continue
             side = p["side"]
             if fill_open and b == p["vertical"]: close_position(p, b, o[b], ts[b], "holding_period")
@@ -136,7 +136,7 @@ def reference_backtest(bars, signals, cfg):
                 if (side > 0 and o[b] <= p["sl"]) or (side < 0 and o[b] >= p["sl"]): close_position(p, b, o[b], ts[b], "stop_loss")
                 elif (side > 0 and o[b] >= p["tp"]) or (side < 0 and o[b] <= p["tp"]): close_position(p, b, o[b], ts[b], "take_profit")
         if fill_open and b >= 1 and sig[b - 1] != 0: decisions[b - 1] = decide(b - 1, b, o[b], ts[b], 0)
-        for p in list(positions):  # during the bar and at its close
+        for p in positions.copy():  # during the bar and at its close
             side, end = p["side"], ts[b] + bar_len
             if b >= p["first_check"]:
                 stop = l[b] <= p["sl"] if side > 0 else h[b] >= p["sl"]
@@ -235,17 +235,17 @@ def test_hand_made_barriers_gap_and_entry_bar_stop():
 # ---------------------------------------------------------------- engine == reference on random markets
 
 CONFIGS = [
-    dict(),
-    dict(fill="next_close"),
-    dict(take_profit_mult=1.5, stop_loss_mult=1.0),
-    dict(take_profit_mult=1.0, stop_loss_mult=0.7, fill="next_close", max_open_positions=3),
-    dict(max_open_positions=2, cooldown_minutes=3.0),
-    dict(flat_at_session_end=False, holding_period_minutes=12, max_open_positions=2),
-    dict(sizing="kelly", kelly_cap=0.3, account_size=3e6, take_profit_mult=2.0, stop_loss_mult=1.0),
-    dict(sizing="vol_target", target_volatility=0.4, max_open_positions=2),
-    dict(max_trades=5, cooldown_minutes=1.0),
-    dict(margin_per_lot=400_000.0, max_risk_per_trade=0.5, max_open_positions=4),  # margin binds
-    dict(min_confidence=0.0, holding_period_minutes=1, transaction_cost_bps=0.0, slippage_bps=0.0),
+    {},
+    {"fill": "next_close"},
+    {"take_profit_mult": 1.5, "stop_loss_mult": 1.0},
+    {"take_profit_mult": 1.0, "stop_loss_mult": 0.7, "fill": "next_close", "max_open_positions": 3},
+    {"max_open_positions": 2, "cooldown_minutes": 3.0},
+    {"flat_at_session_end": False, "holding_period_minutes": 12, "max_open_positions": 2},
+    {"sizing": "kelly", "kelly_cap": 0.3, "account_size": 3e6, "take_profit_mult": 2.0, "stop_loss_mult": 1.0},
+    {"sizing": "vol_target", "target_volatility": 0.4, "max_open_positions": 2},
+    {"max_trades": 5, "cooldown_minutes": 1.0},
+    {"margin_per_lot": 400_000.0, "max_risk_per_trade": 0.5, "max_open_positions": 4},  # margin binds
+    {"min_confidence": 0.0, "holding_period_minutes": 1, "transaction_cost_bps": 0.0, "slippage_bps": 0.0},
 ]
 
 
@@ -536,3 +536,93 @@ def test_bad_inputs_name_the_problem():
         B.run_backtest(bars, signals.drop(columns="volatility"), B.BacktestConfig(stop_loss_mult=1.0))
     with pytest.raises(ValueError, match="BacktestConfig.fill"):
         B.run_backtest(bars, signals, B.BacktestConfig(fill="same_close"))
+
+
+# ---------------------------------------------------------------- the first test file of this module (kept as written)
+def _ramp_bars(n_sessions=1, per_session=30, seed=None, start="2025-08-04"):
+    days = pd.bdate_range(start, periods=n_sessions)
+    ts = pd.DatetimeIndex([pd.Timestamp(f"{d.date()} 09:15", tz="Asia/Kolkata") + pd.Timedelta(minutes=i)
+                           for d in days for i in range(per_session)]).tz_convert("UTC")
+    n = len(ts)
+    if seed is None:
+        open_ = 100.0 + np.arange(n)
+    else:
+        open_ = 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 0.002, n)))
+    close = open_ + 0.5
+    return pd.DataFrame({"timestamp": ts, "open": open_, "high": np.maximum(open_, close) + 0.2,
+                         "low": np.minimum(open_, close) - 0.2, "close": close})
+
+
+def _signals_at(n, at=(), side=1, confidence=0.9):
+    s = np.zeros(n, dtype=np.int64)
+    for i in at: s[i] = side
+    return pd.DataFrame({"signal": s, "confidence": confidence})
+
+
+def test_hand_made_trade_has_the_exact_pnl_costs_and_fill_times():
+    bars = _ramp_bars(per_session=10)
+    cfg = B.BacktestConfig(exchange="NSE", holding_period_minutes=3, transaction_cost_bps=2.0, slippage_bps=1.0, min_confidence=0.5,
+                         account_size=1_000_000.0, margin_per_lot=100_000.0, max_risk_per_trade=0.2, sizing="fixed")
+    res = B.run_backtest(bars, _signals_at(len(bars), at=[2]), cfg)
+    t = res.trades.iloc[0]
+    assert len(res.trades) == 1
+    # signal at bar 2 -> filled at bar 3's open (103), held 3 bars -> out at bar 6's open (106)
+    assert t.entry_price == 103.0 and t.exit_price == 106.0
+    assert t.entry_time == bars.timestamp[3] and t.exit_time == bars.timestamp[6]
+    # fixed sizing without barriers: 0.2 x 1,000,000 / 100,000 margin per lot = 2 lots of 75 (NIFTY, Aug 2025)
+    assert t.lots == 2 and t.lot_size == 75
+    assert np.isclose(t.gross_pnl, (106 - 103) * 2 * 75)
+    assert np.isclose(t.costs, 3e-4 * (103 * 150 + 106 * 150))                   # 3 bps of each leg's notional
+    assert np.isclose(t.net_pnl, t.gross_pnl - t.costs)
+    assert np.isclose(res.equity_curve.equity_net.iloc[-1], 1_000_000 + t.net_pnl)
+
+
+def test_fills_never_use_the_signal_bar_or_later_information_ramp():
+    bars = _ramp_bars(n_sessions=2, per_session=120, seed=1)
+    rng = np.random.default_rng(2)
+    sig = pd.DataFrame({"signal": rng.choice([-1, 0, 0, 1], len(bars)), "confidence": rng.uniform(0.5, 1, len(bars))})
+    cfg = B.BacktestConfig(exchange="NSE", holding_period_minutes=5, min_confidence=0.6, max_open_positions=2,
+                         margin_per_lot=50_000.0, max_risk_per_trade=0.2)
+    base = B.run_backtest(bars, sig, cfg).trades
+    assert len(base) > 10
+    for cut in (40, 100, 170):
+        future = bars.copy()
+        later = future.index > cut                      # everything after bar `cut` changes, bar `cut` itself too except its open
+        noise = np.random.default_rng(cut).normal(0, 0.01, later.sum())
+        for c in ("open", "high", "low", "close"): future.loc[later, c] *= np.exp(noise)
+        future.loc[cut, ["high", "low", "close"]] = future.loc[cut, ["high", "low", "close"]] * 1.01
+        future["high"] = future[["open", "high", "close"]].max(axis=1); future["low"] = future[["open", "low", "close"]].min(axis=1)
+        moved = B.run_backtest(future, sig, cfg).trades
+        # every trade whose entry fill is at or before bar `cut`'s open is entered identically
+        known = base[base.entry_time <= bars.timestamp[cut]]
+        same = moved[moved.entry_time <= bars.timestamp[cut]]
+        pd.testing.assert_frame_equal(known[["timestamp", "side", "entry_time", "entry_price"]].reset_index(drop=True),
+                                      same[["timestamp", "side", "entry_time", "entry_price"]].reset_index(drop=True))
+
+
+def test_the_signal_bars_close_never_sets_the_fill_price():
+    bars = _ramp_bars(per_session=20)
+    cfg = B.BacktestConfig(exchange="NSE", holding_period_minutes=3, min_confidence=0.5, margin_per_lot=100_000.0, max_risk_per_trade=0.2)
+    a = B.run_backtest(bars, _signals_at(len(bars), at=[5]), cfg).trades
+    shocked = bars.copy(); shocked.loc[5, ["close", "high"]] = [150.0, 150.5]
+    b = B.run_backtest(shocked, _signals_at(len(bars), at=[5]), cfg).trades
+    assert a.entry_price.tolist() == b.entry_price.tolist() == [106.0]
+
+
+@pytest.mark.parametrize("max_open, cooldown", [(1, 0.0), (1, 7.0), (3, 0.0)])
+def test_position_limits_and_cooldown_hold_event_count(max_open, cooldown):
+    bars = _ramp_bars(n_sessions=2, per_session=200, seed=3)
+    rng = np.random.default_rng(4)
+    sig = pd.DataFrame({"signal": rng.choice([-1, 1], len(bars)), "confidence": 0.9})
+    cfg = B.BacktestConfig(exchange="NSE", holding_period_minutes=10, min_confidence=0.5, max_open_positions=max_open,
+                         cooldown_minutes=cooldown, margin_per_lot=50_000.0, max_risk_per_trade=0.2)
+    t = B.run_backtest(bars, sig, cfg).trades.sort_values("entry_time").reset_index(drop=True)
+    assert len(t) > 5
+    events = sorted([(e, 1) for e in t.entry_time] + [(x, -1) for x in t.exit_time], key=lambda p: (p[0], p[1]))
+    open_now, peak = 0, 0
+    for _, step in events:
+        open_now += step; peak = max(peak, open_now)
+    assert peak <= max_open
+    if max_open == 1:
+        gaps = (t.entry_time.iloc[1:].to_numpy() - t.exit_time.iloc[:-1].to_numpy()) / np.timedelta64(1, "m")
+        assert (gaps >= cooldown).all()
