@@ -19,8 +19,8 @@ from .datasets import load_dataset
 from .labels import atr_volatility
 from .metrics import deflated_sharpe_from_returns, probabilistic_sharpe_ratio, probability_of_backtest_overfitting, sharpe_moments
 from .registry import current_version, version_dir
-from .train import (ModelBundle, TrainConfig, _round, apply_calibration, brier_score, build_training_table, classification_metrics,
-                         load_bundle, score_frame)
+from .train import (ModelBundle, TrainConfig, _round, build_training_table, classification_metrics, load_bundle,
+                         score_frame)
 
 # %% auto #0
 __all__ = ['GateConfig', 'default_backtest_config', 'signals_for', 'daily_returns', 'train_config_of', 'probability_metrics',

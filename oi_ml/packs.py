@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from .config import IST, RunConfig
-from .datasets import load_dataset
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary', 'validation_summary', 'daily_coverage',

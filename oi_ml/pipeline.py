@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .backtest import run_validation_windows, save_backtest, validation_table
+from .backtest import run_validation_windows, save_backtest
 from .config import IST, RunConfig, config_to_dict
 from .datasets import export_training_window, load_dataset, write_derived
 from .features import prepare_training_features, supported_feature_columns

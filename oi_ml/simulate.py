@@ -244,7 +244,6 @@ def chain_frame(cfg: ExchangeConfig, lp: LatentPaths, state: MarketState, bar_sl
     k_off = np.broadcast_to(np.arange(-sim.strikes_each_side, sim.strikes_each_side + 1)[None, None, None, :], shape).ravel()
     spot = state.close[s_i]
     strike = np.round(spot / cfg.strike_step) * cfg.strike_step + k_off * cfg.strike_step
-    day = np.array(lp.days, dtype="datetime64[D]")[lp.day_index[s_i]]
     expiry = np.array([[np.datetime64(e, "D") for e in expiry_table[d]] for d in lp.days])[lp.day_index[s_i], e_rank]
     ts = lp.timestamps[s_i]
     expiry_close = pd.DatetimeIndex(expiry).tz_localize("UTC") + pd.Timedelta(hours=10)  # 15:30 IST

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 
 from .config import RunConfig
@@ -136,7 +135,7 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame,
     _check_frame(table, frame)
     if frame.empty: return 0
     cols = schema_columns(table)
-    sel = ", ".join(f'CAST(? AS VARCHAR) AS "batch_id"' if (c == "batch_id" and c not in frame.columns) else
+    sel = ", ".join('CAST(? AS VARCHAR) AS "batch_id"' if (c == "batch_id" and c not in frame.columns) else
                     f'CAST("{c}" AS {t}) AS "{c}"' for c, t in SCHEMAS[table]["columns"])
     before = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
     con.register("_incoming", frame)
