@@ -62,3 +62,20 @@ def sim_con(cfg, simulated_template):
     c = connect(cfg)
     yield c
     c.close()
+
+
+def deploy_tiny_model(root: Path, reason: str):
+    "(run config, time-sorted raw dataset rows, run manifest) of a tiny model trained on 8 simulated days and deployed."
+    from oi_ml.datasets import export_training_window, load_dataset
+    from oi_ml.registry import deploy_model
+    from oi_ml.simulate import simulate_market
+    from oi_ml.train import TrainConfig, train_model
+    cfg = RunConfig(data_dir=str(root / "data"))
+    with connect(cfg) as con:
+        simulate_market(con, "NSE", "2025-08-01", n_days=8, run_cfg=cfg)
+        dm = export_training_window(con, "NSE", run_cfg=cfg)
+    small = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200)
+    manifest = train_model("NSE", dm["version"], cfg=small, run_cfg=cfg)
+    deploy_model("NSE", manifest["run_id"], "pytest", reason, run_cfg=cfg)
+    raw, _ = load_dataset("NSE", dm["version"], cfg)
+    return cfg, raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True), manifest

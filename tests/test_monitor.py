@@ -10,18 +10,17 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import deploy_tiny_model
 
 from oi_ml.config import RunConfig
-from oi_ml.datasets import export_training_window, load_dataset
 from oi_ml.features import feature_distribution, prepare_training_features
 from oi_ml.monitor import (MonitorConfig, alerts_path, degradation_check, drift_report, format_summary, latency_histogram,
                            latency_percentiles, model_columns, monitor_summary, notify_alerts, post_webhook, psi, psi_status,
                            raise_alert, read_alerts, rolling_hit_rate)
 from oi_ml.registry import deploy_model, version_dir
 from oi_ml.signals import MLSignalGenerator, record_outcomes
-from oi_ml.simulate import simulate_market
 from oi_ml.store import connect
-from oi_ml.train import TrainConfig, train_model
+from oi_ml.train import TrainConfig
 
 SMALL = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200)
 
@@ -244,14 +243,7 @@ def test_webhook_timeout_is_bounded(alert_cfg):
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     "(run config, prepared features, run manifest) of a tiny trained and deployed model."
-    cfg = RunConfig(data_dir=str(tmp_path_factory.mktemp("monitor") / "data"))
-    with connect(cfg) as con:
-        simulate_market(con, "NSE", "2025-08-01", n_days=8, run_cfg=cfg)
-        dm = export_training_window(con, "NSE", run_cfg=cfg)
-    manifest = train_model("NSE", dm["version"], cfg=SMALL, run_cfg=cfg)
-    deploy_model("NSE", manifest["run_id"], "pytest", "monitor tests", run_cfg=cfg)
-    raw, _ = load_dataset("NSE", dm["version"], cfg)
-    raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
+    cfg, raw, manifest = deploy_tiny_model(tmp_path_factory.mktemp("monitor"), "monitor tests")
     return cfg, prepare_training_features(raw, manifest["model_features"]), manifest
 
 

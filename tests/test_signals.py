@@ -12,16 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import deploy_tiny_model
 
 from oi_ml.config import RunConfig
-from oi_ml.datasets import export_training_window, load_dataset
 from oi_ml.features import FEATURE_DEFAULTS, prepare_training_features
-from oi_ml.registry import deploy_model, version_dir
+from oi_ml.registry import version_dir
 from oi_ml.signals import (AuditLog, MLSignalGenerator, build_plan, calibrate_row, row_calibration, kelly_fraction, outcome_correct,
                            recommendations_with_outcomes, record_outcome, record_outcomes, suggested_lots)
-from oi_ml.simulate import simulate_market
 from oi_ml.store import connect
-from oi_ml.train import ModelIntegrityError, TrainConfig, apply_calibration, load_bundle, score_frame, train_model
+from oi_ml.train import ModelIntegrityError, TrainConfig, apply_calibration, load_bundle, score_frame
 
 CLASSES = ("SELL", "HOLD", "BUY")
 SMALL = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200)
@@ -30,14 +29,7 @@ SMALL = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_featur
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     "(run config, raw dataset rows, deployed version folder) of a tiny model, trained once per module."
-    cfg = RunConfig(data_dir=str(tmp_path_factory.mktemp("signals") / "data"))
-    with connect(cfg) as con:
-        simulate_market(con, "NSE", "2025-08-01", n_days=8, run_cfg=cfg)
-        dm = export_training_window(con, "NSE", run_cfg=cfg)
-    manifest = train_model("NSE", dm["version"], cfg=SMALL, run_cfg=cfg)
-    deploy_model("NSE", manifest["run_id"], "pytest", "signals tests", run_cfg=cfg)
-    raw, _ = load_dataset("NSE", dm["version"], cfg)
-    raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
+    cfg, raw, _ = deploy_tiny_model(tmp_path_factory.mktemp("signals"), "signals tests")
     return cfg, raw, version_dir("NSE", run_cfg=cfg)
 
 
