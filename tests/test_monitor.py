@@ -20,9 +20,7 @@ from oi_ml.monitor import (MonitorConfig, alerts_path, degradation_check, drift_
 from oi_ml.registry import deploy_model, version_dir
 from oi_ml.signals import MLSignalGenerator, record_outcomes
 from oi_ml.store import connect
-from oi_ml.train import TrainConfig
 
-SMALL = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200)
 
 
 # ---------------------------------------------------------------- PSI and drift

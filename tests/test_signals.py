@@ -20,10 +20,9 @@ from oi_ml.registry import version_dir
 from oi_ml.signals import (AuditLog, MLSignalGenerator, build_plan, calibrate_row, row_calibration, kelly_fraction, outcome_correct,
                            recommendations_with_outcomes, record_outcome, record_outcomes, suggested_lots)
 from oi_ml.store import connect
-from oi_ml.train import ModelIntegrityError, TrainConfig, apply_calibration, load_bundle, score_frame
+from oi_ml.train import ModelIntegrityError, apply_calibration, load_bundle, score_frame
 
 CLASSES = ("SELL", "HOLD", "BUY")
-SMALL = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200)
 
 
 @pytest.fixture(scope="module")
