@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,11 +341,14 @@ def _ist_day(t, day, next_day_start, day_ticks, ist_offset):
 
 # %% ../nbs/30_backtest.ipynb #c033
 @njit(cache=True)
-def _next_signal(signal, start):
-    "First bar at or after `start` with a non-zero signal, or len(signal)."
-    j = start
-    while j < signal.shape[0] and signal[j] == 0: j += 1
-    return j
+def _signal_positions(signal, n_signals):
+    "Positions of the `n_signals` non-zero entries of `signal`, in order (branch-free: random signals mispredict)."
+    rows = np.empty(n_signals + 1, np.int64)
+    k = 0
+    for i in range(signal.shape[0]):
+        rows[k] = i
+        k += signal[i] != 0
+    return rows[:n_signals]
 
 @njit(cache=True)
 def _mark_to_market(close, event_bar, event_level, event_qty, event_costs, n_events, account):
@@ -373,7 +377,7 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
     "Simulate the whole period: trade log (ints, floats), trade count, equity (gross, net), signal rows and their decisions."
     n = close.shape[0]
     log_i, log_f = np.empty((n_signals, 7), np.int64), np.empty((n_signals, 3))
-    signal_rows, decisions = np.empty(n_signals, np.int64), np.zeros(n_signals, np.int8)
+    signal_rows, decisions = _signal_positions(signal, n_signals), np.zeros(n_signals, np.int8)
     event_bar = np.empty(2 * n_signals, np.int64)
     event_level, event_qty, event_costs = np.empty(2 * n_signals), np.empty(2 * n_signals), np.empty(2 * n_signals)
     slots = np.full(max_open, -1, np.int64)
@@ -381,7 +385,8 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
     realised = costs_paid = net_qty = basis = margin_used = 0.0
     cash, n_open, n_trades, last_exit, next_exit = account, 0, 0, -(2 ** 62), n
     day, next_day_start = -1, -(2 ** 62)
-    n_seen, n_events, next_sig = 0, 0, _next_signal(signal, 0)
+    n_seen, n_events = 0, 0
+    next_sig = signal_rows[0] if n_signals > 0 else n
     while True:
         b = min(next_sig + 1, next_exit)  # the next bar where something happens
         if b >= n: break
@@ -412,7 +417,6 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
                         next_exit = min(next_exit, log_i[tr, _T_EXIT_BAR])
             if not pending or (phase == 0) != fill_at_open: continue
             # ---- the signal of bar s, filled at this bar's open (phase 0) or close (phase 1)
-            signal_rows[n_seen] = s
             n_seen += 1
             if phase == 1 and b == n - 1:
                 decisions[n_seen - 1] = _D_NO_TIME
@@ -470,15 +474,12 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
             n_trades += 1
             changed = True
             next_exit = min(next_exit, j)
-        if pending: next_sig = _next_signal(signal, s + 1)
+        if pending: next_sig = signal_rows[n_seen] if n_seen < n_signals else n
         if changed:
             event_bar[n_events], event_level[n_events] = b, account + realised - basis
             event_qty[n_events], event_costs[n_events] = net_qty, costs_paid
             n_events += 1
-    while next_sig < n:  # signals whose fill bar lies past the data
-        signal_rows[n_seen], decisions[n_seen] = next_sig, _D_NO_TIME
-        n_seen += 1
-        next_sig = _next_signal(signal, next_sig + 1)
+    decisions[n_seen:] = _D_NO_TIME  # signals whose fill bar lies past the data
     equity_gross, equity_net = _mark_to_market(close, event_bar, event_level, event_qty, event_costs, n_events, account)
     return log_i, log_f, n_trades, equity_gross, equity_net, signal_rows, decisions
 
@@ -637,42 +638,61 @@ def _column_at(frames: tuple, column: str, rows: np.ndarray) -> np.ndarray | Non
         if column in frame.columns: return frame[column].to_numpy()[rows]
     return None
 
-def _future_return(close: np.ndarray, rows: np.ndarray, h: int) -> np.ndarray:
-    "close[t + h] / close[t] - 1 at signal rows `t` (NaN when t + h is past the end)."
-    ahead = rows + h
-    inside = ahead < len(close)
-    return np.where(inside, close[np.minimum(ahead, len(close) - 1)] / close[rows] - 1.0, np.nan)
-
 # %% ../nbs/30_backtest.ipynb #c047
+@njit(cache=True)
+def _trade_columns(log_i, log_f, ticks, close, confidence, one_bar, entry_offset, hold, cost_rate):
+    "Contiguous per-trade columns in one pass: signal/entry/exit ticks, P&L, costs, notional, future return."
+    n, n_bars = log_i.shape[0], close.shape[0]
+    signal_ticks, entry_ticks, exit_ticks = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    side, held, lots, lot_size = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    signal_code, reason = np.empty(n, np.int8), np.empty(n, np.int8)
+    conf, entry_price, exit_price, future_return = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    notional, gross, costs, net, risk = np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    for i in range(n):
+        entry_bar, exit_bar = log_i[i, _T_ENTRY_BAR], log_i[i, _T_EXIT_BAR]
+        row = entry_bar - 1  # the signal bar
+        side[i], lots[i], lot_size[i] = log_i[i, _T_SIDE], log_i[i, _T_LOTS], log_i[i, _T_LOT_SIZE]
+        signal_code[i], reason[i] = (side[i] + 1) // 2, log_i[i, _T_REASON]
+        signal_ticks[i], entry_ticks[i] = ticks[row], ticks[entry_bar] + entry_offset
+        exit_ticks[i] = ticks[exit_bar] + log_i[i, _T_EXIT_PHASE] * one_bar
+        held[i], conf[i] = exit_bar - entry_bar, confidence[row]
+        future_return[i] = close[row + hold] / close[row] - 1.0 if row + hold < n_bars else np.nan
+        entry_price[i], exit_price[i], risk[i] = log_f[i, _T_ENTRY_PRICE], log_f[i, _T_EXIT_PRICE], log_f[i, _T_RISK_FRACTION]
+        qty = float(lots[i] * lot_size[i])
+        g, entry_cost, exit_cost = _round_trip_pnl(entry_price[i], exit_price[i], side[i], qty, cost_rate)
+        notional[i], gross[i], costs[i], net[i] = entry_price[i] * qty, g, entry_cost + exit_cost, g - entry_cost - exit_cost
+    return (signal_ticks, entry_ticks, exit_ticks, side, held, lots, lot_size, signal_code, reason, conf, entry_price,
+            exit_price, future_return, notional, gross, costs, net, risk)
+
 def _utc_ns(ticks: np.ndarray, unit: str) -> pd.DatetimeIndex:
     "UTC DatetimeIndex (nanoseconds) from int64 ticks in `unit`."
-    return pd.DatetimeIndex(np.asarray(ticks, np.int64).view(f"M8[{unit}]")).as_unit("ns").tz_localize("UTC")
+    values = np.asarray(ticks, np.int64).view(f"M8[{unit}]")
+    if unit != "ns": values = values.astype("M8[ns]")
+    return pd.DatetimeIndex(values, tz="UTC")
 
 _SIGNAL_NAMES = pd.CategoricalDtype(["SELL", "BUY"])       # codes: (side + 1) // 2
 _EXIT_REASON_DTYPE = pd.CategoricalDtype(list(EXIT_REASONS))
 
 def trades_frame(sim: SimulationArrays, prep: PreparedBacktest, cfg: BacktestConfig) -> pd.DataFrame:
     "The trades table (`TRADE_RECORD_COLUMNS`) of a simulation."
-    li, lf, ticks, one_bar = sim.log_i, sim.log_f, prep.ticks, bar_ticks(prep, cfg)
-    entry_bar, exit_bar, side = li[:, _T_ENTRY_BAR], li[:, _T_EXIT_BAR], li[:, _T_SIDE]
-    rows = entry_bar - 1  # signal bars
-    qty = (li[:, _T_LOTS] * li[:, _T_LOT_SIZE]).astype(np.float64)
-    entry_price, exit_price = lf[:, _T_ENTRY_PRICE], lf[:, _T_EXIT_PRICE]
-    gross, entry_cost, exit_cost = round_trip_pnl(entry_price, exit_price, side, qty, cost_rate(cfg))
+    one_bar = bar_ticks(prep, cfg)
+    (signal_ticks, entry_ticks, exit_ticks, side, held, lots, lot_size, signal_code, reason, confidence, entry_price,
+     exit_price, future_return, notional, gross, costs, net, risk) = _trade_columns(
+        sim.log_i, sim.log_f, prep.ticks, prep.prices[3], prep.confidence, one_bar,
+        0 if cfg.fill == "next_open" else one_bar, holding_bars(cfg), cost_rate(cfg))
+    rows = sim.log_i[:, _T_ENTRY_BAR] - 1  # signal bars
     regime, version = _column_at((prep.signals, prep.bars), "regime", rows), _column_at((prep.signals,), "model_version", rows)
-    as_object = lambda values: pd.Series(np.full(len(li), None, dtype=object) if values is None else values, dtype=object)
+    nothing = None if regime is not None and version is not None else pd.Series(np.full(len(rows), None, object), dtype=object)
+    as_object = lambda values: nothing if values is None else pd.Series(values, dtype=object)
     columns = {
-        "timestamp": _utc_ns(ticks[rows], prep.unit),
-        "signal": pd.Categorical.from_codes((side + 1) // 2, dtype=_SIGNAL_NAMES), "side": side,
-        "confidence": prep.confidence[rows], "regime": as_object(regime), "model_version": as_object(version),
-        "entry_time": _utc_ns(ticks[entry_bar] + (0 if cfg.fill == "next_open" else one_bar), prep.unit),
-        "entry_price": entry_price,
-        "exit_time": _utc_ns(ticks[exit_bar] + li[:, _T_EXIT_PHASE] * one_bar, prep.unit), "exit_price": exit_price,
-        "exit_reason": pd.Categorical.from_codes(li[:, _T_REASON], dtype=_EXIT_REASON_DTYPE),
-        "holding_bars": exit_bar - entry_bar, "future_return": _future_return(prep.prices[3], rows, holding_bars(cfg)),
-        "lots": li[:, _T_LOTS], "lot_size": li[:, _T_LOT_SIZE], "notional": entry_price * qty,
-        "gross_pnl": gross, "costs": entry_cost + exit_cost, "net_pnl": gross - entry_cost - exit_cost,
-        "risk_fraction": lf[:, _T_RISK_FRACTION]}
+        "timestamp": _utc_ns(signal_ticks, prep.unit),
+        "signal": pd.Categorical.from_codes(signal_code, dtype=_SIGNAL_NAMES, validate=False), "side": side,
+        "confidence": confidence, "regime": as_object(regime), "model_version": as_object(version),
+        "entry_time": _utc_ns(entry_ticks, prep.unit), "entry_price": entry_price,
+        "exit_time": _utc_ns(exit_ticks, prep.unit), "exit_price": exit_price,
+        "exit_reason": pd.Categorical.from_codes(reason, dtype=_EXIT_REASON_DTYPE, validate=False),
+        "holding_bars": held, "future_return": future_return, "lots": lots, "lot_size": lot_size, "notional": notional,
+        "gross_pnl": gross, "costs": costs, "net_pnl": net, "risk_fraction": risk}
     return pd.DataFrame(columns, copy=False)
 
 def _typed_trades(frame: pd.DataFrame) -> pd.DataFrame:
@@ -701,7 +721,7 @@ def decision_frame(sim: SimulationArrays, prep: PreparedBacktest) -> pd.DataFram
     return pd.DataFrame({
         "timestamp": prep.bars["timestamp"].array[rows], "signal": prep.signal[rows], "confidence": prep.confidence[rows],
         "volatility": prep.volatility[rows] if prep.volatility.size else np.full(len(rows), np.nan),
-        "decision": pd.Categorical.from_codes(sim.decisions, dtype=_DECISION_DTYPE)}, copy=False)
+        "decision": pd.Categorical.from_codes(sim.decisions, dtype=_DECISION_DTYPE, validate=False)}, copy=False)
 
 def decision_counts(raw_rows: pd.DataFrame) -> dict:
     "Number of signal bars per decision (every decision listed, zeros included)."
@@ -782,9 +802,21 @@ class BacktestResult:
                    pd.DataFrame(columns=["timestamp", "signal", "confidence", "volatility", "decision"]))
 
 # %% ../nbs/30_backtest.ipynb #c059
+def _warn_if_unsized(sim: SimulationArrays, prep: PreparedBacktest, cfg: BacktestConfig) -> None:
+    "A UserWarning when no trade was made because every entry that passed the other checks was sized to 0 lots."
+    zero = int(np.count_nonzero(sim.decisions == _D_ZERO_LOTS))
+    if not zero or len(sim.log_i): return
+    basis = risk_basis(cfg, prep.volatility.size > 0)
+    hint = (f": {cfg.max_risk_per_trade:.2%} of the ₹{cfg.account_size:,.0f} account is less than one lot's risk, which on the "
+            f"margin basis is the ₹{cfg.margin_per_lot:,.0f} margin; pass a 'volatility' column or a stop_loss_mult, or raise "
+            "max_risk_per_trade") if basis == "margin" else ": raise max_risk_per_trade or the account size"
+    warnings.warn(f"backtest made no trade: all {zero} entries were sized to 0 lots ({cfg.sizing} sizing, risk basis "
+                  f"'{basis}'){hint}", UserWarning, stacklevel=3)
+
 def result_from_simulation(sim: SimulationArrays, prep: PreparedBacktest, cfg: BacktestConfig,
                            compute_metrics: bool = True) -> BacktestResult:
-    "Frames and metrics of one simulation."
+    "Frames and metrics of one simulation (warns when sizing left every entry at 0 lots)."
+    _warn_if_unsized(sim, prep, cfg)
     trades, equity, raw_rows = trades_frame(sim, prep, cfg), equity_frame(sim, prep), decision_frame(sim, prep)
     metrics = backtest_metrics(trades, equity, raw_rows, cfg) if compute_metrics else {}
     return BacktestResult(cfg, trades, metrics, equity, raw_rows)
@@ -795,7 +827,7 @@ def run_backtest(bars: pd.DataFrame, signals: pd.DataFrame, config: BacktestConf
     prep = prepare_backtest(bars, signals, config)
     return result_from_simulation(simulate(prep, config), prep, config, compute_metrics)
 
-# %% ../nbs/30_backtest.ipynb #c066
+# %% ../nbs/30_backtest.ipynb #c068
 class BacktestEngine:
     "Backtest runner: bars plus either a signal frame or a batched `score_fn` over a feature frame."
     def __init__(self, config: BacktestConfig,
@@ -820,7 +852,7 @@ class BacktestEngine:
         if self.bars is None: raise ValueError("BacktestEngine needs `bars` (the CLI loads them from the dataset)")
         return run_backtest(self.bars, self.score(), self.config)
 
-# %% ../nbs/30_backtest.ipynb #c069
+# %% ../nbs/30_backtest.ipynb #c071
 OPTION_CHAIN_COLUMNS = ("timestamp", "expiry", "strike", "option_type", "ltp", "lot_size")
 
 def _check_chain(chain: pd.DataFrame) -> pd.DataFrame:
@@ -842,7 +874,7 @@ def _target_expiry(cfg: ExchangeConfig, day: dt.date, listed: np.ndarray) -> tup
     if monthly < day: monthly = monthly_expiry(cfg, day.year + day.month // 12, day.month % 12 + 1)
     return (_day_number(monthly), False) if _day_number(monthly) in upcoming else (int(upcoming[0]), True)
 
-# %% ../nbs/30_backtest.ipynb #c071
+# %% ../nbs/30_backtest.ipynb #c073
 def _pick_strike(strikes: np.ndarray, spot: float, option_type: str, itm_steps: int) -> float:
     "ATM strike (nearest to `spot`, lower on ties) moved `itm_steps` listed strikes into the money; NaN if not listed."
     strikes = np.sort(strikes)
@@ -855,7 +887,7 @@ def _quote(times: np.ndarray, ltps: np.ndarray, when: int) -> tuple[float, int]:
     i = int(np.searchsorted(times, when, side="right")) - 1
     return (float(ltps[i]), int(times[i])) if i >= 0 else (math.nan, -1)
 
-# %% ../nbs/30_backtest.ipynb #c073
+# %% ../nbs/30_backtest.ipynb #c075
 OPTION_PNL_COLUMNS = ("trade", "status", "option_type", "expiry", "strike", "expiry_fallback", "entry_snapshot_time",
                       "exit_snapshot_time", "entry_ltp", "exit_ltp", "lots", "lot_size", "entry_time", "exit_time",
                       "notional", "gross_pnl", "costs", "net_pnl")
@@ -884,7 +916,7 @@ def _option_leg(trade, chain: pd.DataFrame, snap_times: np.ndarray, snap_starts:
     return info | {"status": "ok", "strike": strike, "entry_snapshot_time": _timestamp_ns(entry_at), "exit_snapshot_time": _timestamp_ns(exit_at),
                    "entry_ltp": entry_ltp, "exit_ltp": exit_ltp, "lot_size": int(lot_sizes[np.searchsorted(times, entry_at)])}
 
-# %% ../nbs/30_backtest.ipynb #c074
+# %% ../nbs/30_backtest.ipynb #c076
 def option_contract_pnl(trades: pd.DataFrame, chain: pd.DataFrame, exchange: str, cost_rate: float = 0.0) -> pd.DataFrame:
     "Option P&L of each underlying trade (long call on BUY, long put on SELL) from chain snapshots; see assumptions."
     cfg, chain = get_exchange_config(exchange), _check_chain(chain)
@@ -905,7 +937,7 @@ def option_contract_pnl(trades: pd.DataFrame, chain: pd.DataFrame, exchange: str
     out["net_pnl"] = out["gross_pnl"] - out["costs"]
     return out
 
-# %% ../nbs/30_backtest.ipynb #c078
+# %% ../nbs/30_backtest.ipynb #c080
 def _buy_and_hold(prep: PreparedBacktest, cfg: BacktestConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Trades and equity of holding `account_size` worth of the underlying over the window."
     open_, close = prep.prices[0], prep.prices[3]
@@ -928,7 +960,7 @@ def _flat(prep: PreparedBacktest, cfg: BacktestConfig) -> tuple[pd.DataFrame, pd
     equity = np.full(len(prep), cfg.account_size)
     return trades, pd.DataFrame({"timestamp": prep.bars["timestamp"].array, "equity_gross": equity, "equity_net": equity.copy()})
 
-# %% ../nbs/30_backtest.ipynb #c079
+# %% ../nbs/30_backtest.ipynb #c081
 def random_signal_run(prep: PreparedBacktest, cfg: BacktestConfig, n_trades: int, confidences: np.ndarray,
                       seed: int = 0) -> BacktestResult:
     "Engine run on random signals tuned to exactly `n_trades` trades when reachable (bisection on the signal density)."
@@ -948,7 +980,7 @@ def random_signal_run(prep: PreparedBacktest, cfg: BacktestConfig, n_trades: int
     random_prep = with_density(hi)
     return result_from_simulation(simulate(random_prep, capped), random_prep, cfg)
 
-# %% ../nbs/30_backtest.ipynb #c080
+# %% ../nbs/30_backtest.ipynb #c082
 BENCHMARK_METRICS = ("n_trades", "total_pnl_net", "return_net", "sharpe_net", "max_drawdown_net", "profit_factor_net",
                      "hit_rate_net", "total_costs")
 
@@ -971,7 +1003,7 @@ def benchmark_table(benchmarks: dict, columns: tuple = BENCHMARK_METRICS) -> pd.
     "One row per strategy, the key metrics as columns."
     return pd.DataFrame({name: {c: m.get(c, math.nan) for c in columns} for name, m in benchmarks.items()}).T
 
-# %% ../nbs/30_backtest.ipynb #c083
+# %% ../nbs/30_backtest.ipynb #c085
 def sensitivity_grid(bars: pd.DataFrame, signals: pd.DataFrame, config: BacktestConfig,
                      cost_bps: tuple = (0.0, 1.0, 2.0, 5.0, 10.0),             # transaction_cost_bps values
                      min_confidence: tuple = (0.5, 0.55, 0.6, 0.65, 0.7),      # confidence thresholds
@@ -993,7 +1025,7 @@ def sensitivity_grid(bars: pd.DataFrame, signals: pd.DataFrame, config: Backtest
                       yaxis_title="min confidence")
     return table, fig
 
-# %% ../nbs/30_backtest.ipynb #c086
+# %% ../nbs/30_backtest.ipynb #c088
 @dataclass(frozen=True, eq=False)
 class WindowReport:
     "Backtest and benchmarks of one validation window."
@@ -1027,7 +1059,7 @@ def validation_table(reports: dict, columns: tuple = BENCHMARK_METRICS) -> pd.Da
     parts = {name: benchmark_table(r.benchmarks, columns) for name, r in reports.items()}
     return pd.concat(parts, names=["window", "strategy"])
 
-# %% ../nbs/30_backtest.ipynb #c089
+# %% ../nbs/30_backtest.ipynb #c091
 def save_backtest(result: BacktestResult, folder: str | Path) -> dict[str, Path]:
     "Write backtest_summary.json, trades.parquet and equity_curve.parquet into `folder`; returns their paths."
     folder = Path(folder)

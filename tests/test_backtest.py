@@ -384,7 +384,8 @@ def test_lot_rounding_and_margin_check():
     # margin basis: 0.25 * 1e6 / 1e5 = 2.5 -> 2 lots
     assert B.run_backtest(bars, one, dataclasses.replace(HAND, max_risk_per_trade=0.25)).trades.lots.tolist() == [2]
     # 0.0999 * 1e6 / 1e5 = 0.999 -> 0 lots: skipped, not rounded up
-    res = B.run_backtest(bars, one, dataclasses.replace(HAND, max_risk_per_trade=0.0999))
+    with pytest.warns(UserWarning, match=r"sized to 0 lots \(fixed sizing, risk basis 'margin'\)"):
+        res = B.run_backtest(bars, one, dataclasses.replace(HAND, max_risk_per_trade=0.0999))
     assert len(res.trades) == 0 and res.metrics["decision_zero_lots"] == 1
     # sizing asks 5 lots of 300k margin but 1e6 carries only 3
     capped = B.run_backtest(bars, one, dataclasses.replace(HAND, max_risk_per_trade=1.5, margin_per_lot=300_000.0))
