@@ -13,18 +13,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .automl import bar_forward_returns, directional_score, rule_daily_returns
 from .backtest import BacktestConfig, run_backtest
 from .config import IST, RunConfig
 from .datasets import load_dataset
 from .labels import atr_volatility
-from .metrics import deflated_sharpe_from_returns, probabilistic_sharpe_ratio, probability_of_backtest_overfitting, sharpe_moments
+from .metrics import expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting, sharpe_moments
 from .registry import current_version, version_dir
-from .train import (ModelBundle, TrainConfig, _round, build_training_table, classification_metrics, load_bundle,
-                         score_frame)
+from .train import (ModelBundle, TrainConfig, TrainingTable, _round, build_training_table, classification_metrics,
+                         load_bundle, score_frame)
 
 # %% auto #0
-__all__ = ['GateConfig', 'default_backtest_config', 'signals_for', 'daily_returns', 'train_config_of', 'probability_metrics',
-           'load_trial_returns', 'trial_sharpes', 'pbo_partitions', 'deflated_sharpe', 'pbo', 'evaluate_model',
+__all__ = ['GateConfig', 'default_backtest_config', 'signals_for', 'daily_returns', 'train_config_of', 'window_probabilities',
+           'probability_metrics', 'trial_rule_returns', 'load_trial_returns', 'trial_sharpes', 'pbo_partitions',
+           'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo', 'evaluate_model',
            'gate_criteria', 'evaluate_candidate', 'gate_line']
 
 # %% ../nbs/41_gate.ipynb #c004
@@ -69,16 +71,26 @@ def train_config_of(bundle: ModelBundle) -> TrainConfig:
     labels = LabelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.pop("labels").items()})
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}, labels=labels)
 
-def probability_metrics(bundle: ModelBundle, raw: pd.DataFrame, scores: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> dict:
-    "Calibrated-probability metrics (Brier, log-loss...) of a model on the labelled rows in [start, end], and the class-prior baseline."
+def window_probabilities(bundle: ModelBundle, raw: pd.DataFrame, scores: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp):
+    "(training table of `raw` under the model's config, mask of its labelled rows in [start, end], their class probabilities)."
     table = build_training_table(raw, train_config_of(bundle))
     ts = table.features.timestamp
     keep = ((ts >= start) & (ts <= end)).to_numpy()
-    classes = bundle.model_set.classes
-    probs = scores.set_index("timestamp").loc[ts[keep], [f"prob_{c}" for c in classes]].to_numpy()
-    prior = np.bincount(table.y[~keep & (ts < start).to_numpy()], minlength=len(classes)).astype(float)
+    probs = scores.set_index("timestamp").loc[ts[keep], [f"prob_{c}" for c in bundle.model_set.classes]].to_numpy()
+    return table, keep, probs
+
+def probability_metrics(table: TrainingTable, keep: np.ndarray, probs: np.ndarray, start: pd.Timestamp) -> dict:
+    "Calibrated-probability metrics (Brier, log-loss...) of a model on the window rows, and the class-prior baseline (rows before `start`)."
+    classes = table.classes
+    prior = np.bincount(table.y[~keep & (table.features.timestamp < start).to_numpy()], minlength=len(classes)).astype(float)
     prior = np.tile(prior / max(prior.sum(), 1), (int(keep.sum()), 1))
     return dict(model=classification_metrics(table.y[keep], probs, classes), prior=classification_metrics(table.y[keep], prior, classes))
+
+def trial_rule_returns(bundle: ModelBundle, raw: pd.DataFrame, table: TrainingTable, keep: np.ndarray, probs: np.ndarray) -> pd.Series:
+    "Daily returns of the AutoML trial rule applied to a model's probabilities on the window rows (the DSR's candidate series)."
+    labels = train_config_of(bundle).labels
+    fwd = bar_forward_returns(raw, table, labels)[keep]
+    return rule_daily_returns(directional_score(probs, table.classes), fwd, table.features.timestamp[keep], labels.horizon_bars)
 
 # %% ../nbs/41_gate.ipynb #c008
 def load_trial_returns(automl_dir: str | Path | None) -> pd.DataFrame | None:
@@ -97,18 +109,47 @@ def pbo_partitions(n_days: int, max_partitions: int = 16) -> int:
     s = min(max_partitions, n_days // 2)
     return s - (s % 2) if s >= 2 else 0
 
+def trial_sharpe_variance(trials: pd.DataFrame) -> tuple[float, str]:
+    "Variance of the trials' daily Sharpe ratios pooled within walk-forward segments (df-weighted), and how it was computed."
+    g = trials.dropna(subset=["return"]).groupby(["segment", "trial_key"])["return"]
+    sr = (g.mean() / g.std(ddof=1)).replace([np.inf, -np.inf], np.nan).dropna()
+    per_segment = sr.groupby(level="segment").agg(["var", "count"])
+    per_segment = per_segment[per_segment["count"] >= 2]
+    if len(per_segment):
+        dof = per_segment["count"] - 1
+        return float((per_segment["var"] * dof).sum() / dof.sum()), "pooled within walk-forward segments"
+    return float(sr.var(ddof=1)), "across all trials (no segment has 2 trials with a Sharpe ratio)"
+
+def conservative_psr(returns: np.ndarray, sr_benchmark: float) -> tuple[float, float, str]:
+    "(PSR against `sr_benchmark`, daily Sharpe, moments used): sample skew/kurtosis only when they widen the Sharpe's error."
+    m = sharpe_moments(returns)
+    sample_spread = 1.0 - m.skew * m.sr + (m.kurtosis - 1.0) / 4.0 * m.sr**2
+    if sample_spread >= 1.0 + m.sr**2 / 2.0:
+        return float(probabilistic_sharpe_ratio(m.sr, sr_benchmark, m.n_obs, m.skew, m.kurtosis)), float(m.sr), "sample skew and kurtosis"
+    return float(probabilistic_sharpe_ratio(m.sr, sr_benchmark, m.n_obs)), float(m.sr), "normal (the sample moments would have narrowed it)"
+
 def deflated_sharpe(candidate_daily: pd.Series, trials: pd.DataFrame | None) -> dict:
-    "DSR of the candidate's daily returns against the trials (PSR vs 0 when fewer than 2 trials were recorded)."
+    "DSR of the candidate's daily trial-rule returns against the trials (PSR vs 0 when fewer than 2 trials were recorded)."
     r = candidate_daily.to_numpy(dtype=float)
-    if len(r) < 3 or np.std(r) == 0: return dict(dsr=float("nan"), n_trials=0, reason="fewer than 3 out-of-sample days with returns")
+    if len(r) < 3 or np.std(r) == 0: return dict(dsr=float("nan"), n_trials=0, n_days=len(r), reason="fewer than 3 out-of-sample days with returns")
     sharpes = trial_sharpes(trials) if trials is not None else pd.Series(dtype=float)
     if sharpes.notna().sum() < 2:
-        m = sharpe_moments(r)
-        return dict(dsr=float(probabilistic_sharpe_ratio(m.sr, 0.0, m.n_obs, m.skew, m.kurtosis)), sr_daily=float(m.sr), sr_benchmark=0.0,
-                    n_trials=1, reason="no AutoML trials recorded: probabilistic Sharpe ratio against zero")
-    d = deflated_sharpe_from_returns(r, sharpes.to_numpy(), n_trials=len(sharpes) + 1)
-    return dict(dsr=float(d.dsr), sr_daily=float(d.sr), sr_benchmark=float(d.sr_benchmark), n_trials=int(d.n_trials),
-                sr_variance=float(d.sr_variance), reason="")
+        psr, sr, moments = conservative_psr(r, 0.0)
+        return dict(dsr=psr, sr_daily=sr, sr_benchmark=0.0, n_trials=1, n_days=len(r), moments=moments,
+                    reason="no AutoML trials recorded: probabilistic Sharpe ratio against zero")
+    var, basis = trial_sharpe_variance(trials)
+    n_trials = len(sharpes) + 1
+    sr0 = expected_max_sharpe(n_trials, var)
+    dsr, sr, moments = conservative_psr(r, sr0)
+    return dict(dsr=dsr, sr_daily=sr, sr_benchmark=float(sr0), n_trials=n_trials, sr_variance=var, variance_basis=basis,
+                n_days=len(r), moments=moments, returns="AutoML trial rule on the candidate's holdout probabilities", reason="")
+
+def policy_sharpe(daily: pd.Series) -> dict:
+    "Daily Sharpe of the gate policy's net returns and its probabilistic Sharpe ratio against zero (reported, not a criterion)."
+    r = daily.to_numpy(dtype=float)
+    if len(r) < 3 or np.std(r) == 0: return dict(sr_daily=float("nan"), psr_vs_zero=float("nan"), n_days=len(r))
+    psr, sr, moments = conservative_psr(r, 0.0)
+    return dict(sr_daily=sr, psr_vs_zero=psr, n_days=len(r), moments=moments)
 
 def pbo(trials: pd.DataFrame | None) -> dict:
     "Mean over walk-forward segments of the CSCV probability of backtest overfitting (NaN with a reason when not computable)."
@@ -123,7 +164,7 @@ def pbo(trials: pd.DataFrame | None) -> dict:
     if not per_segment: return dict(pbo=float("nan"), reason="no segment has 2 complete trials and 4 days")
     return dict(pbo=float(np.mean([p["pbo"] for p in per_segment])), per_segment=per_segment, reason="")
 
-# %% ../nbs/41_gate.ipynb #c011
+# %% ../nbs/41_gate.ipynb #c013
 def evaluate_model(bundle: ModelBundle, raw: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, bt_cfg: BacktestConfig) -> dict:
     "Backtest metrics, daily returns and probability metrics of one model on [start, end]."
     raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
@@ -134,15 +175,17 @@ def evaluate_model(bundle: ModelBundle, raw: pd.DataFrame, start: pd.Timestamp, 
     cfg = dataclasses.replace(bt_cfg, start=day(start), end=day(end))
     result = run_backtest(raw[["timestamp", "open", "high", "low", "close"]], traded, cfg)
     daily = daily_returns(result.equity_curve, cfg.account_size)
+    table, keep, probs = window_probabilities(bundle, raw, signals, start, end)
     return dict(run_id=bundle.manifest["run_id"], backtest=result.metrics, daily_returns=daily,
-                probabilities=probability_metrics(bundle, raw, signals, start, end), result=result, classes=list(bundle.model_set.classes))
+                rule_daily_returns=trial_rule_returns(bundle, raw, table, keep, probs),
+                probabilities=probability_metrics(table, keep, probs, start), result=result, classes=list(bundle.model_set.classes))
 
 def _criterion(name: str, value, threshold, rule: str, passed: bool, note: str = "") -> dict:
     "One gate line; a NaN value never passes."
     ok = bool(passed) and value is not None and not (isinstance(value, float) and np.isnan(value))
     return dict(name=name, value=value, threshold=threshold, rule=rule, passed=ok, note=note)
 
-# %% ../nbs/41_gate.ipynb #c012
+# %% ../nbs/41_gate.ipynb #c014
 def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cfg: GateConfig) -> list[dict]:
     "Every criterion with its value, threshold and PASS/FAIL."
     m, b = cand["backtest"], (base or {}).get("backtest")
@@ -166,7 +209,7 @@ def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cf
         _criterion("pbo", pbo_result["pbo"], cfg.max_pbo, "<=", pbo_result["pbo"] <= cfg.max_pbo, pbo_result.get("reason", "")),
         _criterion("min_trades", int(m.get("n_trades", 0)), cfg.min_trades, ">=", m.get("n_trades", 0) >= cfg.min_trades)]
 
-# %% ../nbs/41_gate.ipynb #c013
+# %% ../nbs/41_gate.ipynb #c015
 def _baseline_dir(exchange: str, baseline: str | None, run_cfg: RunConfig) -> tuple[Path | None, str | None]:
     "Folder and label of the baseline: the production version, a version id, a run id, or none."
     if baseline in (None, "", "none"): return None, None
@@ -190,7 +233,7 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     base_dir, base_label = _baseline_dir(exchange, baseline, run_cfg)
     b_eval = evaluate_model(load_bundle(base_dir), raw, start, end, bt_cfg) if base_dir else None
     trials = load_trial_returns(Path(run_cfg.models_dir) / exchange / automl_run if automl_run else None)
-    dsr, pbo_result = deflated_sharpe(c_eval["daily_returns"], trials), pbo(trials)
+    dsr, pbo_result = deflated_sharpe(c_eval["rule_daily_returns"], trials), pbo(trials)
     criteria = gate_criteria(c_eval, b_eval, dsr, pbo_result, gate_cfg)
     failed = [c["name"] for c in criteria if not c["passed"]]
     report = _round(dict(
@@ -198,9 +241,10 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
         window=dict(start=start.isoformat(), end=end.isoformat(), dataset_version=cand.manifest["dataset_version"]),
         simulated_data=cand.manifest.get("dataset_simulated", False), backtest_config=dataclasses.asdict(bt_cfg),
         gate_config=dataclasses.asdict(gate_cfg), criteria=criteria, failed=failed, passed=not failed,
-        decision="PASS" if not failed else "FAIL", dsr=dsr, pbo=pbo_result,
+        decision="PASS" if not failed else "FAIL", dsr=dsr, pbo=pbo_result, policy_sharpe=policy_sharpe(c_eval["daily_returns"]),
         candidate=dict(run_id=candidate_run, backtest=_json_metrics(c_eval["backtest"]), probabilities=c_eval["probabilities"],
-                       daily_returns={str(k): float(v) for k, v in c_eval["daily_returns"].items()}),
+                       daily_returns={str(k): float(v) for k, v in c_eval["daily_returns"].items()},
+                       rule_daily_returns={str(k): float(v) for k, v in c_eval["rule_daily_returns"].items()}),
         production=dict(run_id=b_eval["run_id"], backtest=_json_metrics(b_eval["backtest"]), probabilities=b_eval["probabilities"]) if b_eval else None))
     if write:
         (cand_dir / "reports" / "gate_report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
