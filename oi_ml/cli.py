@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True); s.add_argument("--automl"); s.add_argument("--baseline", default="production")
     s = sub.add_parser("retrain", help="the whole retrain pipeline"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--as-of"); s.add_argument("--promote", action="store_true"); s.add_argument("--no-automl", action="store_true")
-    s.add_argument("--optuna-trials", type=int, default=3); s.add_argument("--operator", default="oi-ml retrain")
+    s.add_argument("--optuna-trials", type=int, default=4); s.add_argument("--operator", default="oi-ml retrain")
     s.add_argument("--reason", default="scheduled retrain")
     s = sub.add_parser("automl", help="walk-forward AutoML with Optuna"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--dataset"); s.add_argument("--days", type=int); s.add_argument("--window-days", type=int, default=45)

@@ -41,10 +41,11 @@ class RetrainConfig:
     promote: bool = False                     # deploy when the gate passes
     target: str = "triple_barrier"
     automl: bool = True                       # run walk-forward AutoML (its trials feed the DSR and PBO)
-    automl_trials: int = 3                    # Optuna trials per segment and family
+    automl_trials: int = 4                    # Optuna trials per segment and family (even: see below)
     automl_window_days: int = 20              # walk-forward training window (trading days)
     automl_step_days: int = 10                # walk-forward step = validation window (trading days)
     automl_families: tuple = ("lightgbm",)
+    automl_pruner: str = "none"               # every trial runs to the end: PBO compares complete trials only
     operator: str = "oi-ml retrain"           # recorded in the deployment log
     reason: str = "scheduled retrain"
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -169,7 +170,8 @@ def step_automl(run: RetrainRun, ds: dict) -> dict | None:
     from oi_ml.automl import OrchestratorConfig, run_orchestrator
     ocfg = OrchestratorConfig(exchange=run.cfg.exchange, dataset_version=ds["version"], window_days=run.cfg.automl_window_days,
                               step_days=run.cfg.automl_step_days, families=tuple(run.cfg.automl_families),
-                              optuna_trials=run.cfg.automl_trials, train=run.cfg.train, progress=False)
+                              optuna_trials=run.cfg.automl_trials, pruner=run.cfg.automl_pruner, train=run.cfg.train,
+                              progress=False)
     def automl():
         s = run_orchestrator(ocfg, run.run_cfg).summary
         segments = s["segmentation"]["segments"]

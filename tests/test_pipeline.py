@@ -25,10 +25,14 @@ TINY = TrainConfig(n_splits=2, max_rounds=40, min_regime_rows=10**6, top_k_featu
 
 
 def _market(tmp_path, name, days=6, strength=1.0, seed=0):
-    cfg = RunConfig(data_dir=str(tmp_path / name / "data"), reports_dir=str(tmp_path / name / "reports"))
+    cfg = _market_cfg(tmp_path, name)
     with connect(cfg) as con:
         simulate_market(con, "NSE", "2025-08-01", n_days=days, seed=seed, signal_strength=strength, run_cfg=cfg)
     return cfg
+
+
+def _market_cfg(tmp_path, name):
+    return RunConfig(data_dir=str(tmp_path / name / "data"), reports_dir=str(tmp_path / name / "reports"))
 
 
 def _gate(cfg, run_id):
@@ -120,27 +124,25 @@ def test_killing_a_step_midway_leaves_earlier_artefacts_and_registry_intact(tmp_
 
 @pytest.fixture(scope="module")
 def planted_and_null(tmp_path_factory):
+    """A planted-signal market (strength 2) and a null one (strength 0), 60 sessions each, through the whole pipeline with
+    4 AutoML trials per walk-forward segment (20-day windows, 10-day steps): 12 holdout days for the gate."""
     tmp = tmp_path_factory.mktemp("gate")
     train = TrainConfig(n_splits=3, max_rounds=150, min_regime_rows=1500)
-    rc = RetrainConfig("NSE", automl=True, automl_trials=3, automl_window_days=12, automl_step_days=6, train=train)
-    return run_retrain(rc, _market(tmp, "planted", days=40, strength=2.0)), run_retrain(rc, _market(tmp, "null", days=40, strength=0.0))
+    rc = RetrainConfig("NSE", automl=True, automl_trials=4, automl_window_days=20, automl_step_days=10, train=train)
+    planted = run_retrain(rc, _market(tmp, "planted", days=60, strength=2.0, seed=1))
+    null = run_retrain(rc, _market(tmp, "null", days=60, strength=0.0, seed=1))
+    return (_gate(_market_cfg(tmp, "planted"), planted["candidate_run"]), _gate(_market_cfg(tmp, "null"), null["candidate_run"]))
 
 
 @pytest.mark.slow
 def test_gate_rejects_the_null_market(planted_and_null):
     _, null = planted_and_null
-    assert null["gate"]["decision"] == "FAIL" and {"oos_sharpe", "deflated_sharpe"} <= set(null["gate"]["failed"])
+    assert null["decision"] == "FAIL" and "deflated_sharpe" in null["failed"], null["failed"]
 
 
 @pytest.mark.slow
-def test_planted_signal_meets_every_performance_criterion(planted_and_null):
-    planted, _ = planted_and_null
-    assert set(planted["gate"]["failed"]) <= {"pbo"}, planted["gate_line"]
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known limitation: PBO over 3 AutoML trials per segment (hyperparameter variants of one "
-                                        "model, ~12 days each) is close to a coin flip, so the planted candidate can fail on pbo alone")
 def test_gate_passes_a_planted_signal(planted_and_null):
     planted, _ = planted_and_null
-    assert planted["gate"]["decision"] == "PASS", planted["gate_line"]
+    assert planted["decision"] == "PASS", planted["failed"]
+    assert planted["dsr"]["n_trials"] >= 9 and planted["dsr"]["variance_basis"].startswith("pooled")
+    assert planted["pbo"]["pbo"] <= 0.5 and len(planted["pbo"]["per_segment"]) >= 2
