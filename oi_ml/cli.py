@@ -174,29 +174,29 @@ def cmd_monitor(args, cfg: RunConfig) -> int:
     "Drift, degradation and latency of the production model; exit 1 when an alert is active."
     from oi_ml.monitor import MonitorConfig, format_summary, monitor_summary, notify_alerts
     mcfg = MonitorConfig(**dataclasses.asdict(cfg.monitoring))   # thresholds from RunConfig / --config [monitoring]
-    summary = monitor_summary(args.exchange, cfg, cfg=mcfg)
+    summary = monitor_summary(args.exchange, cfg, cfg=mcfg, horizon=args.horizon)
     notify_alerts(summary, cfg, mcfg)
     print(format_summary(summary))
     return 1 if summary["alerts"] else 0
 
 def cmd_deploy(args, cfg: RunConfig) -> int:
     "Deploy a run (its gate report must exist and pass)."
-    from oi_ml.registry import deploy_model
-    m = deploy_model(args.exchange, args.run, args.operator, args.reason, run_cfg=cfg)
-    print(f"deployed {args.exchange} {m['version']} (run {m['run_id']})")
+    from oi_ml.registry import deploy_model, registry_key
+    m = deploy_model(args.exchange, args.run, args.operator, args.reason, run_cfg=cfg, horizon=args.horizon)
+    print(f"deployed {registry_key(args.exchange, args.horizon)} {m['version']} (run {m['run_id']})")
     return 0
 
 def cmd_rollback(args, cfg: RunConfig) -> int:
     "Point the registry back at the previous (or a given) version."
-    from oi_ml.registry import current_version, rollback
-    rollback(args.exchange, args.to, args.operator, args.reason, run_cfg=cfg)
-    print(f"{args.exchange} now serves {current_version(args.exchange, cfg)}")
+    from oi_ml.registry import current_version, registry_key, rollback
+    rollback(args.exchange, args.to, args.operator, args.reason, run_cfg=cfg, horizon=args.horizon)
+    print(f"{registry_key(args.exchange, args.horizon)} now serves {current_version(args.exchange, cfg, args.horizon)}")
     return 0
 
 def cmd_signoff(args, cfg: RunConfig) -> int:
     "Record a reviewer's sign-off of a run or version in the Model Change Log."
     from oi_ml.registry import record_signoff
-    rec = record_signoff(args.exchange, args.run, args.reviewer, args.decision, args.constraints, args.date, cfg)
+    rec = record_signoff(args.exchange, args.run, args.reviewer, args.decision, args.constraints, args.date, cfg, horizon=args.horizon)
     print(f"sign-off recorded: {rec['reviewer']} {rec['decision']} {args.exchange} {args.run} on {rec['date']}")
     return 0
 
@@ -255,14 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--step-days", type=int, default=15); s.add_argument("--families", nargs="+", default=["lightgbm", "xgboost"])
     s.add_argument("--optuna-trials", type=int, default=10); s.add_argument("--storage", help="journal file or RDB URL (sqlite:///..., postgresql://...)")
     s = sub.add_parser("monitor", help="drift, degradation and latency of production"); s.add_argument("--exchange", required=True, **ex)
+    horizon = {"help": "label horizon registry key such as 15m (default: the exchange's own pointer)"}
+    s.add_argument("--horizon", **horizon)
     s = sub.add_parser("deploy", help="deploy a gated run"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--run", required=True); s.add_argument("--operator", required=True); s.add_argument("--reason", required=True)
+    s.add_argument("--horizon", **horizon)
     s = sub.add_parser("rollback", help="roll the registry back"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--to"); s.add_argument("--operator", default=""); s.add_argument("--reason", default="")
+    s.add_argument("--horizon", **horizon)
     s = sub.add_parser("signoff", help="record a reviewer's decision"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--run", required=True, help="run id or version"); s.add_argument("--reviewer", required=True)
     s.add_argument("--decision", required=True, choices=["approved", "approved_with_constraints", "rejected"])
-    s.add_argument("--constraints"); s.add_argument("--date")
+    s.add_argument("--constraints"); s.add_argument("--date"); s.add_argument("--horizon", **horizon)
     return p
 
 COMMANDS = {"simulate": cmd_simulate, "ingest": cmd_ingest, "validate": cmd_validate, "export": cmd_export,

@@ -232,10 +232,11 @@ def _json_ready(obj):
     return obj
 
 def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_features: pd.DataFrame | None = None,
-                    cfg: MonitorConfig = MonitorConfig()) -> dict:
-    "Drift, score drift, degradation, latency and active alerts of the exchange's current model version (JSON-ready)."
+                    cfg: MonitorConfig = MonitorConfig(),
+                    horizon: str | None = None) -> dict:   # registry horizon key such as '15m'; None: the exchange's pointer
+    "Drift, score drift, degradation, latency and active alerts of the current model version of `exchange` (and `horizon`), JSON-ready."
     run_cfg = run_cfg or RunConfig()
-    folder, manifest = load_version(exchange, run_cfg=run_cfg)
+    folder, manifest = load_version(exchange, run_cfg=run_cfg, horizon=horizon)
     inputs, used = model_columns(folder, manifest)
     served = served_recommendations(run_cfg, exchange, manifest["version"], cfg)
     live = recent_features(run_cfg, exchange, inputs, cfg) if live_features is None else live_features
@@ -246,8 +247,8 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
     latency = latency_percentiles(served["latency_us"])
     alerts, warnings = assess(drift, score, degradation, latency, cfg)
     return _json_ready({
-        "exchange": manifest["exchange"], "version": manifest["version"], "run_id": manifest["run_id"],
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "n_recommendations": len(served),
+        "exchange": manifest["exchange"], "horizon": horizon or manifest.get("horizon"), "version": manifest["version"],
+        "run_id": manifest["run_id"], "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "n_recommendations": len(served),
         "n_live_rows": len(live), "thresholds": {"psi_warn": cfg.psi_warn, "psi_alert": cfg.psi_alert,
                                                       "degrade_threshold": cfg.degrade_threshold, "feedback_window": cfg.feedback_window},
         "drift": drift.to_dict("records"), "score_drift": score, "degradation": degradation,
@@ -271,7 +272,8 @@ def format_summary(summary: dict) -> str:
     s, d, lat, th = summary["score_drift"], summary["degradation"], summary["latency"], summary["thresholds"]
     counts = pd.Series([r["status"] for r in summary["drift"]]).value_counts().to_dict() if summary["drift"] else {}
     worst = ", ".join(f"{r['feature']} {_fmt(r['psi'], '.2f')} {r['status']}" for r in summary["drift"][:5])
-    lines = [f"oi-ml monitor: {summary['exchange']} model {summary['version']} ({summary['run_id']}) at {summary['generated_at']}",
+    horizon = f" {summary['horizon']}" if summary.get("horizon") else ""
+    lines = [f"oi-ml monitor: {summary['exchange']}{horizon} model {summary['version']} ({summary['run_id']}) at {summary['generated_at']}",
              (f"  feature drift: {len(summary['drift'])} features, {summary['n_live_rows']} live rows; "
               f"alert {counts.get('alert', 0)}, warn {counts.get('warn', 0)}, ok {counts.get('ok', 0)} "
               f"(PSI warn {th['psi_warn']}, alert {th['psi_alert']}); worst: {worst or 'n/a'}"),

@@ -340,10 +340,12 @@ def _as_utc(timestamp) -> dt.datetime:
     if isinstance(timestamp, str): timestamp = dt.datetime.fromisoformat(timestamp)
     return timestamp.replace(tzinfo=dt.UTC) if timestamp.tzinfo is None else timestamp.astimezone(dt.UTC)
 
-def load_signal_bundle(exchange: str, run_cfg: RunConfig, run_dir: str | Path | None = None) -> tuple[ModelBundle, str]:
-    "(bundle, model version) of the exchange's current registry version, or of an explicit run folder; hashes verified."
+def load_signal_bundle(exchange: str, run_cfg: RunConfig, run_dir: str | Path | None = None,
+                       horizon: str | None = None) -> tuple[ModelBundle, str]:   # registry horizon key such as '15m'
+    "(bundle, model version) of the current registry version of `exchange` (and `horizon`), or of an explicit run folder; hashes verified."
+    if run_dir is not None and horizon is not None: raise ValueError("give run_dir or horizon, not both")
     if run_dir is None:
-        folder, _ = load_version(exchange, run_cfg=run_cfg)
+        folder, _ = load_version(exchange, run_cfg=run_cfg, horizon=horizon)
         bundle = load_bundle(folder)
     else:
         bundle = load_bundle(run_dir)
@@ -361,11 +363,12 @@ class MLSignalGenerator:
                  min_confidence: float = 0.0,        # below this calibrated probability a trade becomes HOLD
                  account_size: float = 2_500_000.0,  # ₹, for suggested lots
                  kelly_cap: float = 0.25,            # largest Kelly fraction suggested
-                 margin_rate: float = 0.12):         # margin per lot as a fraction of its notional
+                 margin_rate: float = 0.12,          # margin per lot as a fraction of its notional
+                 horizon: str | None = None):        # registry horizon key such as '15m'; None: the exchange's pointer
         self.run_cfg = run_cfg or RunConfig()
         self.exchange_config = get_exchange_config(exchange)
-        self.exchange = self.exchange_config.exchange
-        self.bundle, self.model_version = load_signal_bundle(self.exchange, self.run_cfg, run_dir)
+        self.exchange, self.horizon = self.exchange_config.exchange, horizon
+        self.bundle, self.model_version = load_signal_bundle(self.exchange, self.run_cfg, run_dir, horizon)
         self.plan = build_plan(self.bundle)
         for b in self.plan.boosters:
             if not isinstance(b, lgb.Booster): b.set_param({"nthread": 1})

@@ -17,7 +17,7 @@ from oi_ml.features import feature_distribution, prepare_training_features
 from oi_ml.monitor import (MonitorConfig, alerts_path, degradation_check, drift_report, format_summary, latency_histogram,
                            latency_percentiles, model_columns, monitor_summary, notify_alerts, post_webhook, psi, psi_status,
                            raise_alert, read_alerts, rolling_hit_rate)
-from oi_ml.registry import deploy_model, version_dir
+from oi_ml.registry import RegistryError, deploy_model, version_dir
 from oi_ml.signals import MLSignalGenerator, record_outcomes
 from oi_ml.store import connect
 
@@ -315,3 +315,16 @@ def test_summary_only_counts_the_current_version(deployed, tmp_path):
     deploy_model("NSE", manifest["run_id"], "pytest", "redeploy", run_cfg=cfg)          # v0002, same run
     summary = monitor_summary("NSE", cfg, live_features=features.iloc[200:1200])
     assert summary["version"] == "v0002" and summary["n_recommendations"] == 0 and not summary["degradation"]["needs_retrain"]
+
+
+def test_summary_of_a_horizon_key(deployed, tmp_path):
+    "horizon='15m' monitors the current version of the NSE/15m registry key; the exchange's own pointer is unchanged."
+    cfg = copy_cfg(deployed, tmp_path)
+    _, features, manifest = deployed
+    with pytest.raises(RegistryError, match="no model deployed for NSE/15m"):
+        monitor_summary("NSE", cfg, live_features=features.iloc[200:1200], horizon="15m")
+    deploy_model("NSE", manifest["run_id"], "pytest", "15m key", run_cfg=cfg, horizon="15m")          # v0002
+    summary = monitor_summary("NSE", cfg, live_features=features.iloc[200:1200], horizon="15m")
+    assert (summary["version"], summary["horizon"]) == ("v0002", "15m")
+    assert format_summary(summary).startswith("oi-ml monitor: NSE 15m model v0002")
+    assert monitor_summary("NSE", cfg, live_features=features.iloc[200:1200])["version"] == "v0001"

@@ -1,6 +1,7 @@
 """Integration and fault-injection tests of `oi_ml.registry`: deploy/rollback round trip (pointer, history, logs,
 folders kept), tampered runs refused before any change, tampered versions caught on load, a kill at every deploy
-and rollback step leaves a valid pointer and consistent logs, stale staging ignored, the lock serialises deploys.
+and rollback step leaves a valid pointer and consistent logs, stale staging ignored, the lock serialises deploys,
+horizon keys (NSE/15m) keep independent pointers and histories, and an exchange-only registry.json still works.
 Run folders and their manifests are built here with hashlib, independently of the registry's own hashing."""
 import hashlib
 import json
@@ -41,13 +42,16 @@ def sha(data: bytes) -> str:
 
 
 def make_run(cfg: RunConfig, run_id: str, payload: str, exchange: str = EXCHANGE, extra: dict | None = None,
-             gate: dict | None = None) -> Path:
+             gate: dict | None = None, horizon_bars: int | None = None) -> Path:
     "A small run folder as training writes it: artefacts in subfolders and a manifest with their sha256."
     folder = Path(cfg.data_dir) / "models" / exchange / run_id
+    report = {"auc": 0.56, "payload": payload}
+    if horizon_bars is not None:   # as train_model writes it: config.labels.horizon_bars (1-minute bars)
+        report["config"] = {"target": "triple_barrier", "labels": {"horizon_bars": horizon_bars, "profit_mult": 1.5}}
     files = {"models/regime_0.lgb.txt": f"tree 0 {payload}\n", "models/regime_1.lgb.txt": f"tree 1 {payload}\n",
              "regime_hmm.json": json.dumps({"n_regimes": 2, "payload": payload}),
              "model_features.json": json.dumps(["pcr_oi", "vix"]), "calibration.json": json.dumps({"a": 1.5}),
-             "reports/training_report.json": json.dumps({"auc": 0.56, "payload": payload})}
+             "reports/training_report.json": json.dumps(report)}
     for rel, text in files.items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_text(text)
@@ -89,11 +93,11 @@ def raw_registry(cfg: RunConfig) -> dict:
 
 def assert_logs_consistent(cfg: RunConfig) -> None:
     "Every registry event is in deployments.log and the change log exactly once; the markdown has a row per record."
-    history_ids = [e["event_id"] for ex in raw_registry(cfg)["exchanges"].values() for e in ex["history"]]
+    history_ids = sorted(e["event_id"] for ex in raw_registry(cfg)["exchanges"].values() for e in ex["history"])
     log_ids = [r["event_id"] for r in jsonl(models(cfg) / "deployments.log")]
-    assert log_ids == history_ids
+    assert sorted(log_ids) == history_ids          # sorted: events of several keys interleave in time order
     change = jsonl(models(cfg) / "model_change_log.jsonl")
-    assert [r["event_id"] for r in change if r["kind"] != "signoff"] == history_ids
+    assert sorted(r["event_id"] for r in change if r["kind"] != "signoff") == history_ids
     rows = [line for line in (models(cfg) / "MODEL_CHANGE_LOG.md").read_text().splitlines() if line.startswith("| 20")]
     assert len(rows) == len(change)
 
@@ -422,3 +426,123 @@ def test_signoff(cfg):
     md = (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
     assert f"| 2025-10-31 | NSE | signoff | — | {run.name} |" in md and "| meera (risk) | approved_with_constraints | max 2 lots |" in md
     assert_logs_consistent(cfg)
+
+
+# ---------------------------------------------------------------- horizon keys (NSE/15m) next to the exchange key
+
+def test_two_horizons_side_by_side(cfg):
+    r15, r30 = make_run(cfg, "run-20251031-aaaaaaaaaaaa", "fifteen", horizon_bars=15), make_run(cfg, "run-20251031-bbbbbbbbbbbb", "thirty", horizon_bars=30)
+    r15b = make_run(cfg, "run-20251031-cccccccccccc", "fifteen again", horizon_bars=15)
+    m1 = deploy_model(EXCHANGE, r15.name, "asha", "15m model", run_cfg=cfg, horizon="15m")
+    m2 = deploy_model(EXCHANGE, r30.name, "asha", "30m model", run_cfg=cfg, horizon="30m")
+    m3 = deploy_model(EXCHANGE, r15b.name, "asha", "15m retrain", run_cfg=cfg, horizon="15m")
+    assert [m["version"] for m in (m1, m2, m3)] == ["v0001", "v0002", "v0003"]          # one numbering per exchange
+    assert [m["horizon"] for m in (m1, m2, m3)] == ["15m", "30m", "15m"]
+    assert (current_version(EXCHANGE, cfg, "15m"), current_version(EXCHANGE, cfg, horizon="30m"), current_version(EXCHANGE, cfg)) == ("v0003", "v0002", None)
+    reg = raw_registry(cfg)["exchanges"]
+    assert sorted(reg) == ["NSE/15m", "NSE/30m"]
+    assert [(e["event_id"], e["version"], e["previous_version"], e["horizon"]) for e in reg["NSE/15m"]["history"]] == [
+        ("NSE-15m-0001", "v0001", None, "15m"), ("NSE-15m-0002", "v0003", "v0001", "15m")]
+    assert [(e["event_id"], e["version"], e["previous_version"]) for e in reg["NSE/30m"]["history"]] == [("NSE-30m-0001", "v0002", None)]
+    assert load_version(EXCHANGE, run_cfg=cfg, horizon="30m")[1]["run_id"] == r30.name
+    assert load_version(EXCHANGE, run_cfg=cfg, horizon="15m")[0] == models(cfg) / EXCHANGE / "v0003"
+    with pytest.raises(RegistryError, match="no model deployed for NSE: run deploy first"):
+        load_version(EXCHANGE, run_cfg=cfg)
+    for version in ("v0001", "v0002", "v0003"):                                         # registered hash found across keys
+        load_version_manifest(EXCHANGE, version, run_cfg=cfg)
+
+    # rollback of one horizon walks back its own history only and leaves the other pointer alone
+    r30_before = json.dumps(raw_registry(cfg)["exchanges"]["NSE/30m"], sort_keys=True)
+    event = rollback(EXCHANGE, operator="ravi", reason="15m drawdown", run_cfg=cfg, horizon="15m")
+    assert (event["version"], event["previous_version"], event["horizon"]) == ("v0001", "v0003", "15m")
+    assert (current_version(EXCHANGE, cfg, "15m"), current_version(EXCHANGE, cfg, "30m")) == ("v0001", "v0002")
+    assert json.dumps(raw_registry(cfg)["exchanges"]["NSE/30m"], sort_keys=True) == r30_before
+    with pytest.raises(RegistryError, match="nothing to roll back to"):
+        rollback(EXCHANGE, run_cfg=cfg, horizon="15m")
+    with pytest.raises(RegistryError, match="nothing to roll back to"):
+        rollback(EXCHANGE, run_cfg=cfg, horizon="30m")
+    with pytest.raises(RegistryError, match="NSE/30m: v0001 was never deployed"):      # a 15m version is not a 30m target
+        rollback(EXCHANGE, "v0001", run_cfg=cfg, horizon="30m")
+    assert list(registry_history(EXCHANGE, cfg, "15m").action) == ["deploy", "deploy", "rollback"]
+    assert registry_history(EXCHANGE, cfg).empty
+
+    versions = list_versions(EXCHANGE, cfg).set_index("version")
+    assert versions.status.to_dict() == {"v0001": "current", "v0002": "current", "v0003": "archived"}
+    assert versions.current_for.to_dict() == {"v0001": "NSE/15m", "v0002": "NSE/30m", "v0003": ""}
+    assert versions.horizon.to_dict() == {"v0001": "15m", "v0002": "30m", "v0003": "15m"}
+
+    change = [r for r in jsonl(models(cfg) / "model_change_log.jsonl") if r["kind"] != "signoff"]
+    assert [(r["exchange"], r["registry_key"], r["horizon"], r["version"]) for r in change] == [
+        ("NSE", "NSE/15m", "15m", "v0001"), ("NSE", "NSE/30m", "30m", "v0002"), ("NSE", "NSE/15m", "15m", "v0003"),
+        ("NSE", "NSE/15m", "15m", "v0001")]
+    md = (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
+    assert "| Exchange | Event | Version | Run | Horizon |" in md
+    assert f"| NSE/30m | deploy | v0002 | {r30.name} | 30m |" in md and f"| NSE/15m | rollback | v0001 | {r15.name} | 15m |" in md
+    assert_logs_consistent(cfg)
+
+
+def test_horizon_mismatch_refused_before_anything_is_written(cfg):
+    r15, r30 = make_run(cfg, "run-20251031-aaaaaaaaaaaa", "fifteen", horizon_bars=15), make_run(cfg, "run-20251031-bbbbbbbbbbbb", "thirty", horizon_bars=30)
+    deploy_model(EXCHANGE, r15.name, "asha", "15m model", run_cfg=cfg, horizon="15m")
+    registry_bytes, before = (models(cfg) / "registry.json").read_bytes(), snapshot(cfg)
+    with pytest.raises(RegistryError, match=f"run {r30.name}: its label horizon is 30m .*not the requested horizon 15m"):
+        deploy_model(EXCHANGE, r30.name, "asha", "wrong key", run_cfg=cfg, horizon="15m")
+    assert (models(cfg) / "registry.json").read_bytes() == registry_bytes and snapshot(cfg) == before
+    for bad in ("15", "15min", "015m", "m", "15m/x"):
+        with pytest.raises(ValueError, match=f"invalid horizon {bad!r}"):
+            deploy_model(EXCHANGE, r15.name, "asha", "bad key", run_cfg=cfg, horizon=bad)
+        with pytest.raises(ValueError, match=f"invalid horizon {bad!r}"):
+            current_version(EXCHANGE, cfg, bad)
+    assert (models(cfg) / "registry.json").read_bytes() == registry_bytes and snapshot(cfg) == before
+    # a run whose report does not give its horizon may go under any key; its horizon is recorded as unknown
+    unknown = make_run(cfg, "run-20251031-cccccccccccc", "no config")
+    m = deploy_model(EXCHANGE, unknown.name, "asha", "horizon unknown", run_cfg=cfg, horizon="15m")
+    assert m["horizon"] is None and raw_registry(cfg)["exchanges"]["NSE/15m"]["history"][-1]["horizon"] is None
+    # without a horizon key, the run's own horizon is still recorded
+    assert deploy_model(EXCHANGE, r30.name, "asha", "exchange key", run_cfg=cfg)["horizon"] == "30m"
+    assert raw_registry(cfg)["exchanges"][EXCHANGE]["history"][0]["horizon"] == "30m"
+
+
+def test_old_style_registry_still_loads_and_deploys(cfg):
+    "A registry.json written before horizon keys existed (exchange keys only, no `horizon` fields) keeps working."
+    r1 = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
+    deploy_model(EXCHANGE, r1.name, "asha", "old deploy", run_cfg=cfg)
+    v1 = models(cfg) / EXCHANGE / "v0001"                                  # make v0001 look as the old code wrote it
+    manifest = json.loads((v1 / "manifest.json").read_text())
+    del manifest["horizon"]
+    raw = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    writable(v1 / "manifest.json").write_bytes(raw)
+    old_entry = {"event_id": "NSE-0001", "action": "deploy", "version": "v0001", "previous_version": None, "run_id": r1.name,
+                 "at": manifest["deployed_at"], "operator": "asha", "reason": "old deploy", "manifest_sha256": sha(raw)}
+    old = {"format": 1, "exchanges": {"NSE": {"current": "v0001", "history": [old_entry]}}}
+    (models(cfg) / "registry.json").write_text(json.dumps(old, indent=1, sort_keys=True) + "\n")
+    for name in ("deployments.log", "model_change_log.jsonl", "MODEL_CHANGE_LOG.md"):
+        (models(cfg) / name).unlink()
+
+    assert current_version(EXCHANGE, cfg) == "v0001" and load_version(EXCHANGE, run_cfg=cfg)[1]["run_id"] == r1.name
+    assert list_versions(EXCHANGE, cfg).status.tolist() == ["current"]
+    m2 = deploy_model(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "new code", run_cfg=cfg)
+    m3 = deploy_model(EXCHANGE, make_run(cfg, "run-20251031-cccccccccccc", "fifteen", horizon_bars=15).name, "asha", "15m",
+                      run_cfg=cfg, horizon="15m")
+    assert (m2["version"], m3["version"]) == ("v0002", "v0003")
+    reg = raw_registry(cfg)["exchanges"]
+    assert reg["NSE"]["history"][0] == old_entry and reg["NSE"]["history"][1]["event_id"] == "NSE-0002"
+    assert (current_version(EXCHANGE, cfg), current_version(EXCHANGE, cfg, "15m")) == ("v0002", "v0003")
+    assert rollback(EXCHANGE, operator="ravi", reason="back", run_cfg=cfg)["version"] == "v0001"
+    assert current_version(EXCHANGE, cfg, "15m") == "v0003"
+    change = jsonl(models(cfg) / "model_change_log.jsonl")
+    assert change[0]["event_id"] == "NSE-0001" and change[0]["horizon"] is None and change[0]["registry_key"] == "NSE"
+    assert "| NSE | deploy | v0001 | run-20251030-aaaaaaaaaaaa | — |" in (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
+    assert_logs_consistent(cfg)
+
+
+def test_signoff_records_the_horizon(cfg):
+    run = make_run(cfg, "run-20251031-aaaaaaaaaaaa", "fifteen", horizon_bars=15)
+    deploy_model(EXCHANGE, run.name, "asha", "15m", run_cfg=cfg, horizon="15m")
+    assert record_signoff(EXCHANGE, "v0001", "meera", "approved", run_cfg=cfg)["horizon"] == "15m"
+    assert record_signoff(EXCHANGE, run.name, "meera", "approved", run_cfg=cfg, horizon="15m")["horizon"] == "15m"
+    with pytest.raises(RegistryError, match="v0001: its label horizon is 15m, not the horizon 30m"):
+        record_signoff(EXCHANGE, "v0001", "meera", "approved", run_cfg=cfg, horizon="30m")
+    with pytest.raises(ValueError, match="invalid horizon '30'"):
+        record_signoff(EXCHANGE, "v0001", "meera", "approved", run_cfg=cfg, horizon="30")
+    assert "| NSE | signoff | v0001 | run-20251031-aaaaaaaaaaaa | 15m |" in (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()

@@ -153,6 +153,23 @@ def test_tampered_version_refused(deployed, tmp_path):
         MLSignalGenerator("NSE", run_cfg=cfg)
 
 
+def test_generator_loads_the_horizon_version(deployed, tmp_path):
+    "horizon='15m' loads the current version of the NSE/15m registry key; the exchange's own pointer is unchanged."
+    from oi_ml.registry import RegistryError, deploy_model
+    cfg = fresh_cfg(deployed, tmp_path)
+    run_id = json.loads((version_dir("NSE", run_cfg=cfg) / "manifest.json").read_text())["run_id"]
+    with pytest.raises(RegistryError, match="no model deployed for NSE/15m"):
+        MLSignalGenerator("NSE", run_cfg=cfg, audit=False, horizon="15m")
+    with pytest.raises(RegistryError, match="label horizon is 15m"):        # the tiny model's labels: 15 one-minute bars
+        deploy_model("NSE", run_id, "pytest", "wrong key", run_cfg=cfg, horizon="30m")
+    assert deploy_model("NSE", run_id, "pytest", "15m key", run_cfg=cfg, horizon="15m")["version"] == "v0002"
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False, horizon="15m")
+    assert gen.model_version == "v0002" and Path(gen.bundle.run_dir) == Path(cfg.models_dir) / "NSE" / "v0002"
+    assert MLSignalGenerator("NSE", run_cfg=cfg, audit=False).model_version == "v0001"
+    with pytest.raises(ValueError, match="invalid horizon '15'"):
+        MLSignalGenerator("NSE", run_cfg=cfg, audit=False, horizon="15")
+
+
 def test_explicit_run_dir_and_wrong_exchange(deployed):
     cfg, _, folder = deployed
     gen = MLSignalGenerator("NSE", run_cfg=cfg, run_dir=folder, audit=False)
