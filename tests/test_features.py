@@ -239,7 +239,7 @@ def test_time_features_by_hand(raw):
     local = raw.timestamp.dt.tz_convert("Asia/Kolkata")
     minutes = (local.dt.hour * 60 + local.dt.minute - (9 * 60 + 15)).to_numpy()
     assert np.array_equal(out.time_of_day.to_numpy(), minutes / 375)
-    assert np.array_equal(out.day_of_week.to_numpy(), local.dt.dayofweek.to_numpy().astype(float))
+    assert np.array_equal(out.day_of_week.to_numpy(), local.dt.day_of_week.to_numpy().astype(float))
     assert np.array_equal(out.is_expiry_day.to_numpy(), (raw.days_to_expiry < 1).to_numpy().astype(float))
 
 
