@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import atexit
+import ctypes
 import datetime as dt
 import json
 import logging
@@ -32,10 +33,10 @@ from .train import CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibr
 
 # %% auto #0
 __all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'calibrate_row', 'row_calibration', 'SignalPlan', 'neutral_default',
-           'build_plan', 'read_features', 'fill_defaults', 'feature_row', 'predict_row', 'kelly_fraction',
-           'suggested_lots', 'payoff_ratio', 'new_id', 'audit_record', 'jsonl_path', 'append_jsonl', 'audit_frame',
-           'store_audit', 'AuditLog', 'prepare_feature_dict', 'load_signal_bundle', 'MLSignalGenerator',
-           'outcome_correct', 'record_outcomes', 'record_outcome', 'recommendations_with_outcomes']
+           'build_plan', 'read_features', 'fill_defaults', 'feature_row', 'predict_row', 'FastRowPredictor',
+           'row_predictor', 'kelly_fraction', 'suggested_lots', 'payoff_ratio', 'new_id', 'audit_record', 'jsonl_path',
+           'append_jsonl', 'audit_frame', 'store_audit', 'AuditLog', 'prepare_feature_dict', 'load_signal_bundle',
+           'MLSignalGenerator', 'outcome_correct', 'record_outcomes', 'record_outcome', 'recommendations_with_outcomes']
 
 # %% ../nbs/42_signals.ipynb #c004
 ACTION_OF_SIGNAL = {1: "BUY", -1: "SELL", 0: "HOLD"}   # served action of a +1/-1/0 signal
@@ -162,6 +163,43 @@ def predict_row(booster, X: np.ndarray, n_classes: int, rounds: int) -> np.ndarr
     return np.column_stack([1 - out, out]) if n_classes == 2 else out
 
 # %% ../nbs/42_signals.ipynb #c023
+class FastRowPredictor:
+    "One LightGBM booster's single-row fast predictor (C API FastConfig): one thread, float64 rows, fixed tree count."
+    def __init__(self, booster: lgb.Booster, n_features: int, rounds: int | None = None):
+        from lightgbm.basic import _LIB, _c_str, _safe_call
+        self._lib, self._safe_call, self._booster = _LIB, _safe_call, booster   # the booster must outlive the handle
+        n_iter = rounds if rounds is not None else booster.best_iteration
+        self.n_features, self.n_outputs = n_features, booster.num_model_per_iteration()
+        self._handle = ctypes.c_void_p()
+        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+            booster._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(n_iter if n_iter and n_iter > 0 else -1),
+            ctypes.c_int(1), ctypes.c_int32(n_features), _c_str("num_threads=1"), ctypes.byref(self._handle)))
+        self._out, self._out_len = np.empty(self.n_outputs), ctypes.c_int64(0)
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+
+    def __call__(self, row: np.ndarray) -> np.ndarray:
+        "Model output of one float64, C-contiguous row of `n_features` values (a new array)."
+        if row.dtype != np.float64 or row.size != self.n_features or not row.flags.c_contiguous:
+            raise ValueError(f"FastRowPredictor needs a contiguous float64 row of {self.n_features} values, got {row.dtype} {row.shape}")
+        self._safe_call(self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+            self._handle, row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._out_len), self._out_ptr))
+        return self._out.copy()
+
+    def __del__(self):
+        if getattr(self, "_handle", None) is not None and self._handle.value: self._lib.LGBM_FastConfigFree(self._handle)
+
+def row_predictor(booster, n_features: int, n_classes: int, rounds: int | None):
+    "Callable: one row (1 × n_features) -> class probabilities (1 × k), `predict_row` semantics, fastest available path."
+    if isinstance(booster, lgb.Booster) and n_classes >= 2:
+        try: fast = FastRowPredictor(booster, n_features, rounds)
+        except (ImportError, AttributeError, lgb.basic.LightGBMError) as err:
+            logging.getLogger(__name__).warning("LightGBM single-row fast path unavailable (%s): using Booster.predict", err)
+        else:
+            if n_classes == 2: return lambda X: np.array([[1.0 - (p := fast(X.ravel())[0]), p]])
+            return lambda X: fast(X.ravel()).reshape(1, -1)
+    return lambda X: predict_row(booster, X, n_classes, rounds)
+
+# %% ../nbs/42_signals.ipynb #c026
 def kelly_fraction(p_win: float,         # probability the bet wins (calibrated)
                    payoff_ratio: float,  # profit per unit of loss when it wins (profit_mult / stop_mult)
                    cap: float) -> float:  # largest fraction of capital to suggest
@@ -185,7 +223,7 @@ def payoff_ratio(bundle: ModelBundle) -> float:
     if report.get("target") != "triple_barrier" or not labels.get("stop_mult"): return 1.0
     return float(labels["profit_mult"]) / float(labels["stop_mult"])
 
-# %% ../nbs/42_signals.ipynb #c026
+# %% ../nbs/42_signals.ipynb #c029
 def new_id() -> str:
     "A random RFC 4122 version-4 UUID as 32 hex digits (what uuid.uuid4().hex gives, without building a UUID object)."
     raw = bytearray(os.urandom(16))
@@ -207,7 +245,7 @@ def jsonl_path(run_cfg: RunConfig, exchange: str, day: dt.date) -> Path:
     "`data/signals/<EXCHANGE>/<YYYY-MM-DD>.jsonl`: the audit lines of one IST trading date."
     return Path(run_cfg.data_dir) / SIGNALS_SUBDIR / exchange / f"{day.isoformat()}.jsonl"
 
-# %% ../nbs/42_signals.ipynb #c027
+# %% ../nbs/42_signals.ipynb #c030
 def append_jsonl(run_cfg: RunConfig, rows: list[dict]) -> int:
     "Append audit rows to their exchange's file of their IST date (fsynced); returns lines written."
     by_file: dict = {}
@@ -233,7 +271,7 @@ def store_audit(run_cfg: RunConfig, rows: list[dict], lock_timeout: float = 0.0)
     with connect(run_cfg, lock_timeout=lock_timeout) as con, transaction(con):
         return insert_rows(con, "recommendations", audit_frame(rows))
 
-# %% ../nbs/42_signals.ipynb #c029
+# %% ../nbs/42_signals.ipynb #c032
 class AuditLog:
     "Buffered writer of served recommendations to DuckDB `recommendations` and the daily JSONL files (background I/O)."
 
@@ -322,7 +360,7 @@ def _close_at_exit(ref) -> None:
     except Exception as e:  # noqa: BLE001 -- an exit hook must not raise
         _log.error("audit: final flush at exit failed (%s); records are in the JSONL files only or lost", e)
 
-# %% ../nbs/42_signals.ipynb #c032
+# %% ../nbs/42_signals.ipynb #c035
 def prepare_feature_dict(rows: pd.DataFrame, input_features: tuple, min_history: int = WARMUP_BARS) -> dict:
     "Features (and `close`) of the last bar of a one-symbol `ml_features` history, through the training pipeline."
     if rows.empty or "symbol" not in rows.columns: raise ValueError("prepare_features needs raw ml_features rows (timestamp, exchange, symbol, OHLCV, ...)")
@@ -333,7 +371,7 @@ def prepare_feature_dict(rows: pd.DataFrame, input_features: tuple, min_history:
     last = prepare_training_features(rows, list(input_features)).iloc[-1]
     return {c: float(last[c]) for c in input_features} | {"close": float(rows["close"].iloc[-1])}
 
-# %% ../nbs/42_signals.ipynb #c035
+# %% ../nbs/42_signals.ipynb #c038
 def _as_utc(timestamp) -> dt.datetime:
     "A timezone-aware UTC datetime: now when None; naive values are taken as UTC."
     if timestamp is None: return dt.datetime.now(dt.UTC)
@@ -353,7 +391,7 @@ def load_signal_bundle(exchange: str, run_cfg: RunConfig, run_dir: str | Path | 
         raise ValueError(f"{bundle.run_dir}: model was trained for {bundle.manifest['exchange']}, not {exchange}")
     return bundle, str(bundle.manifest.get("version") or bundle.manifest["run_id"])
 
-# %% ../nbs/42_signals.ipynb #c037
+# %% ../nbs/42_signals.ipynb #c040
 class MLSignalGenerator:
     "Runtime signals from an exchange's current registry version: one bar's feature dict in, one audited recommendation out."
 
@@ -372,6 +410,8 @@ class MLSignalGenerator:
         self.plan = build_plan(self.bundle)
         for b in self.plan.boosters:
             if not isinstance(b, lgb.Booster): b.set_param({"nthread": 1})
+        self._predictors = tuple(row_predictor(b, len(self.plan.gather), len(self.plan.classes), self.plan.rounds)
+                                 for b in self.plan.boosters)
         self.payoff_ratio = payoff_ratio(self.bundle)
         self.min_confidence, self.account_size, self.kelly_cap, self.margin_rate = min_confidence, account_size, kelly_cap, margin_rate
         self.audit_log = audit if isinstance(audit, AuditLog) else AuditLog(self.run_cfg) if audit else None
@@ -397,7 +437,7 @@ class MLSignalGenerator:
         self._regime_probs = plan.regime_model.filter_step(self._regime_probs, row[plan.regime_positions])
         regime = int(self._regime_probs.argmax())
         X = np.concatenate((row, self._regime_probs))[plan.gather].reshape(1, -1)
-        raw = predict_row(plan.boosters[regime], X, len(plan.classes), plan.rounds)[0]
+        raw = self._predictors[regime](X)[0]
         return regime, raw, calibrate_row(raw, plan.calibration)
 
     def _lot_size(self, timestamp: dt.datetime) -> int:
@@ -456,7 +496,7 @@ class MLSignalGenerator:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-# %% ../nbs/42_signals.ipynb #c043
+# %% ../nbs/42_signals.ipynb #c046
 def outcome_correct(action: str, realised_return: float | None, realised_label: str | None = None) -> bool | None:
     "Was the served action right: label match when the realised label is known, else the return's sign (None for HOLD)."
     if realised_label is not None: return ACTION_OF_SIGNAL[SIGNAL_OF_CLASS.get(str(realised_label), 0)] == action
