@@ -185,6 +185,19 @@ def test_pruned_trial_keeps_partial_returns(run_cfg, table):
     assert sorted(trial.user_attrs["daily_returns"]) == sorted({ist_day(t) for t in table.features.timestamp.iloc[fold0]})
 
 
+def test_catboost_family_runs_when_installed(run_cfg, tmp_path):
+    pytest.importorskip("catboost")                                     # optional extra: pip install -e '.[catboost]'
+    run = run_orchestrator(tiny(tmp_path, "cat", families=("lightgbm", "catboost"), days=10), run_cfg)
+    s = run.summary
+    assert s["families"] == ["lightgbm", "catboost"] and not s["skipped_families"]
+    cat = [t for t in s["trials"] if t["family"] == "catboost"]
+    assert len(cat) == 2 and all(t["state"] in ("COMPLETE", "PRUNED") for t in cat)
+    assert any(t["state"] == "COMPLETE" and math.isfinite(t["value"]) for t in cat)
+    assert "max_depth" in s["best_per_family"]["catboost"]["latest_best_params"]
+    returns = load_trial_returns(run.run_dir)
+    assert set(returns.family) == {"lightgbm", "catboost"} and returns["return"].notna().all()
+
+
 def test_catboost_skipped_with_warning(run_cfg, tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "catboost", None)                 # `import catboost` fails whether installed or not
     with caplog.at_level(logging.WARNING, logger="oi_ml.automl"):
