@@ -12,6 +12,7 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
+from numba import njit
 from scipy import stats
 
 from .config import IST
@@ -21,10 +22,11 @@ __all__ = ['TRADE_COLUMNS', 'EQUITY_COLUMNS', 'EULER_MASCHERONI', 'sharpe_ratio'
            'annualised_return', 'Drawdown', 'TimeUnderWater', 'max_drawdown', 'time_under_water', 'equity_from_returns',
            'calmar_ratio', 'profit_factor', 'hit_rate', 'average_win', 'average_loss', 'expectancy', 'cost_per_trade',
            'turnover', 'average_holding_time', 'exposure', 'exposure_bars', 'validate_trades', 'validate_equity',
-           'trade_metrics', 'return_metrics', 'summarize_trades', 'trade_month', 'volatility_bucket', 'metrics_by',
-           'probabilistic_sharpe_ratio', 'expected_max_sharpe', 'deflated_sharpe_ratio', 'SharpeMoments',
-           'DeflatedSharpe', 'sharpe_moments', 'deflated_sharpe_from_returns', 'probability_of_backtest_overfitting',
-           'ConfidenceInterval', 'stationary_bootstrap_indices', 'bootstrap_ci', 'sharpe_ci', 'profit_factor_ci']
+           'trade_metrics', 'return_metrics_reference', 'return_metrics', 'summarize_trades', 'trade_month',
+           'volatility_bucket', 'metrics_by', 'probabilistic_sharpe_ratio', 'expected_max_sharpe',
+           'deflated_sharpe_ratio', 'SharpeMoments', 'DeflatedSharpe', 'sharpe_moments', 'deflated_sharpe_from_returns',
+           'probability_of_backtest_overfitting', 'ConfidenceInterval', 'stationary_bootstrap_indices', 'bootstrap_ci',
+           'sharpe_ci', 'profit_factor_ci']
 
 # %% ../nbs/31_metrics.ipynb #c006
 def _as_float_array(values, name: str) -> np.ndarray:
@@ -73,8 +75,13 @@ def annualised_return(returns, periods_per_year: float = 1.0) -> float:
     "Geometric annualised return (prod(1 + r))^(periods_per_year / n) - 1; NaN for no returns, -1 after a total loss."
     r = _as_float_array(returns, "returns")
     if r.size == 0: return math.nan
-    growth = float(np.prod(1.0 + r))
-    return growth ** (periods_per_year / r.size) - 1.0 if growth > 0 else -1.0
+    return _annualise(float(np.prod(1.0 + r)), periods_per_year / r.size)
+
+def _annualise(growth: float, exponent: float) -> float:
+    "growth ** exponent - 1 (inf when that overflows a float), -1 after a total loss (growth <= 0)."
+    if not growth > 0: return -1.0
+    try: return growth**exponent - 1.0
+    except OverflowError: return math.inf
 
 # %% ../nbs/31_metrics.ipynb #c017
 @dataclass(frozen=True)
@@ -211,13 +218,24 @@ def exposure(entry_time, exit_time, start, end) -> float:
     e = np.clip(_as_ns(exit_time, "exit_time"), lo, hi)
     return _union_length(s, e) / (hi - lo) if s.size else 0.0
 
+@njit(cache=True)
+def _bars_with_open_trades(t, entries, exits):
+    "How many of the increasing times `t` have #entries <= t greater than #exits <= t (both sorted): one merge pass."
+    i = j = count = 0
+    for k in range(t.shape[0]):
+        while i < entries.shape[0] and entries[i] <= t[k]: i += 1
+        while j < exits.shape[0] and exits[j] <= t[k]: j += 1
+        count += i > j
+    return count
+
 def exposure_bars(entry_time, exit_time, timestamps) -> float:
     "Fraction of bar `timestamps` at which some trade is open (entry_time <= t < exit_time)."
     t = _as_ns(timestamps, "timestamps")
     if t.size == 0: return math.nan
-    opened = np.searchsorted(np.sort(_as_ns(entry_time, "entry_time")), t, side="right")
-    closed = np.searchsorted(np.sort(_as_ns(exit_time, "exit_time")), t, side="right")
-    return float(np.mean(opened - closed > 0))
+    entries, exits = np.sort(_as_ns(entry_time, "entry_time")), np.sort(_as_ns(exit_time, "exit_time"))
+    if t.size > 1 and not (t[1:] >= t[:-1]).all():   # unsorted bar times: binary search per bar
+        return float(np.mean(np.searchsorted(entries, t, side="right") - np.searchsorted(exits, t, side="right") > 0))
+    return _bars_with_open_trades(t, entries, exits) / t.size
 
 # %% ../nbs/31_metrics.ipynb #c032
 TRADE_COLUMNS = {  # column -> meaning and unit; one row per round trip
@@ -287,8 +305,31 @@ def trade_metrics(net_pnl, gross_pnl, costs) -> dict:
     c = _as_float_array(costs, "costs")
     return out | {"cost_per_trade": cost_per_trade(c), "total_costs": float(c.sum())}
 
-def return_metrics(equity, periods_per_year: float, suffix: str = "") -> dict:
-    "Return-series metrics of a positive equity curve (one value per bar), keys ending in `suffix`."
+@njit(cache=True)
+def _equity_pass(eq):
+    "Sums over a positive equity curve's bar returns and its drawdown path, in two passes (no temporaries)."
+    n = eq.shape[0]
+    total = largest = downside = 0.0
+    growth, peak, worst, run, longest, under = 1.0, eq[0], 0.0, 0, 0, 0
+    for i in range(n):
+        if i > 0:
+            r = eq[i] / eq[i - 1] - 1.0
+            total += r
+            growth *= 1.0 + r
+            largest = max(largest, abs(r))
+            downside += min(r, 0.0) ** 2
+        peak = max(peak, eq[i])
+        worst = max(worst, 1.0 - eq[i] / peak)
+        run = run + 1 if eq[i] < peak else 0
+        under += eq[i] < peak
+        longest = max(longest, run)
+    mean = total / (n - 1) if n > 1 else np.nan
+    squares = 0.0
+    for i in range(1, n): squares += (eq[i] / eq[i - 1] - 1.0 - mean) ** 2
+    return mean, squares, largest, downside, growth, worst, longest, under
+
+def return_metrics_reference(equity, periods_per_year: float, suffix: str = "") -> dict:
+    "`return_metrics` composed from the one-metric functions above (the definition; `return_metrics` is its fast path)."
     eq = _as_equity(equity)
     r = eq[1:] / eq[:-1] - 1.0
     dd, tuw = max_drawdown(eq), time_under_water(eq)
@@ -299,7 +340,24 @@ def return_metrics(equity, periods_per_year: float, suffix: str = "") -> dict:
               "time_under_water_fraction": tuw.fraction}
     return {f"{k}{suffix}": v for k, v in values.items()}
 
-# %% ../nbs/31_metrics.ipynb #c039
+def return_metrics(equity, periods_per_year: float, suffix: str = "") -> dict:
+    "Return-series metrics of a positive equity curve (one value per bar), keys ending in `suffix`; one numba pass."
+    eq = _as_equity(equity)
+    if eq.size < 2: return return_metrics_reference(eq, periods_per_year, suffix)
+    mean, squares, largest, downside, growth, worst, longest, under = _equity_pass(eq)
+    n, scale = eq.size - 1, math.sqrt(periods_per_year)
+    sd = math.sqrt(squares / (n - 1)) if n >= 2 else math.nan
+    sharpe = math.nan if n < 2 or not sd > 1e-13 * max(largest, 1e-300) else mean / sd * scale
+    down = math.sqrt(downside / n)
+    sortino = math.nan if n < 2 else (mean / down * scale if down > 0 else (math.inf if mean > 0 else math.nan))
+    annual = _annualise(growth, periods_per_year / n)
+    calmar = annual / worst if worst > 0 else (math.inf if annual > 0 else math.nan)
+    values = {"sharpe": sharpe, "sortino": sortino, "calmar": calmar, "annualised_return": annual,
+              "volatility": sd * scale, "max_drawdown": worst, "time_under_water_longest": int(longest),
+              "time_under_water_total": int(under), "time_under_water_fraction": under / eq.size}
+    return {f"{k}{suffix}": v for k, v in values.items()}
+
+# %% ../nbs/31_metrics.ipynb #c041
 def summarize_trades(
     trades: pd.DataFrame,                  # table with `TRADE_COLUMNS`
     equity: pd.DataFrame | None = None,    # table with `EQUITY_COLUMNS`, one row per bar
@@ -326,7 +384,7 @@ def summarize_trades(
     out["turnover"] = turnover(trades["notional"], capital, years) if capital is not None else math.nan
     return out
 
-# %% ../nbs/31_metrics.ipynb #c043
+# %% ../nbs/31_metrics.ipynb #c045
 def trade_month(entry_time) -> pd.Series:
     "Calendar month 'YYYY-MM' of each entry time on the IST clock (naive times are taken as UTC)."
     t = pd.Series(pd.DatetimeIndex(entry_time))
@@ -350,7 +408,7 @@ def metrics_by(trades: pd.DataFrame, by) -> pd.DataFrame:
     columns = list(trade_metrics([], [], []))
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis(key.name)
 
-# %% ../nbs/31_metrics.ipynb #c046
+# %% ../nbs/31_metrics.ipynb #c048
 EULER_MASCHERONI = 0.5772156649015329
 
 def probabilistic_sharpe_ratio(
@@ -383,7 +441,7 @@ def deflated_sharpe_ratio(sr: float, n_trials: int, sr_variance: float, n_obs: i
     "PSR of per-period `sr` against the expected maximum Sharpe of `n_trials` trials with per-period `sr_variance`."
     return probabilistic_sharpe_ratio(sr, expected_max_sharpe(n_trials, sr_variance), n_obs, skew, kurtosis)
 
-# %% ../nbs/31_metrics.ipynb #c049
+# %% ../nbs/31_metrics.ipynb #c051
 @dataclass(frozen=True)
 class SharpeMoments:
     "Per-period Sharpe ratio of a return series with the moments PSR/DSR need."
@@ -421,7 +479,7 @@ def deflated_sharpe_from_returns(
     sr0 = expected_max_sharpe(n, var)
     return DeflatedSharpe(probabilistic_sharpe_ratio(m.sr, sr0, m.n_obs, m.skew, m.kurtosis), m.sr, sr0, var, n, m)
 
-# %% ../nbs/31_metrics.ipynb #c052
+# %% ../nbs/31_metrics.ipynb #c054
 def _block_moments(trial_returns: np.ndarray, n_partitions: int):
     "Per-block sums and sums of squares (S × N) of column-centred returns, the column means, and rows per block."
     rows = trial_returns.shape[0] // n_partitions
@@ -440,7 +498,7 @@ def _sharpe_from_sums(total, total_sq, n: int, col_means, scale: float) -> np.nd
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(flat, np.where(mean_is_zero, 0.0, np.sign(mean) * np.inf), mean / np.where(flat, 1.0, sd))
 
-# %% ../nbs/31_metrics.ipynb #c053
+# %% ../nbs/31_metrics.ipynb #c055
 def _cscv_chunk(mask: np.ndarray, s1, s2, means, half_rows: int, scale: float):
     "In-sample best trial, its IS and OOS Sharpe and OOS relative rank for each combination row of `mask` (C × S)."
     is_sr = _sharpe_from_sums(mask @ s1, mask @ s2, half_rows, means, scale)
@@ -473,7 +531,7 @@ def probability_of_backtest_overfitting(
             "prob_oos_loss": float(np.mean(oos_best < 0)), "n_combinations": len(combos),
             "n_partitions": n_partitions, "rows_per_partition": rows, "rows_dropped": m.shape[0] - rows * n_partitions}
 
-# %% ../nbs/31_metrics.ipynb #c059
+# %% ../nbs/31_metrics.ipynb #c061
 @dataclass(frozen=True)
 class ConfidenceInterval:
     "Bootstrap percentile interval of a statistic."
@@ -493,7 +551,7 @@ def stationary_bootstrap_indices(n: int, mean_block: float, rng: np.random.Gener
     first = np.flatnonzero(new_block)
     return (starts[first][block_id] + np.arange(n) - first[block_id]) % n
 
-# %% ../nbs/31_metrics.ipynb #c061
+# %% ../nbs/31_metrics.ipynb #c063
 def bootstrap_ci(
     values,                               # 1-D sample (returns, per-trade P&L, ...)
     statistic: Callable[[np.ndarray], float],  # function of a 1-D array

@@ -404,3 +404,30 @@ def test_block_bootstrap_covers_better_on_autocorrelated_returns():
 def test_profit_factor_ci_handles_inf_resamples():
     ci = M.profit_factor_ci([120.0, -40.0, 60.0, 30.0, 10.0], n_boot=300, seed=0)
     assert ci.estimate == pytest.approx(220 / 40) and ci.upper == math.inf and ci.lower < ci.estimate
+
+
+@pytest.mark.parametrize("kind", ["random_walk", "rupee_steps", "mostly_flat", "monotone"])
+def test_fast_return_metrics_equal_the_composed_definition(kind):
+    rng = np.random.default_rng(["random_walk", "rupee_steps", "mostly_flat", "monotone"].index(kind))
+    for _ in range(40):
+        n = int(rng.integers(2, 3000))
+        if kind == "random_walk": eq = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+        elif kind == "rupee_steps": eq = np.round(1e6 + np.cumsum(rng.choice([0, 0, 0, 100, -100], n)), 2).clip(1)
+        elif kind == "mostly_flat": eq = np.full(n, 1e6) + np.cumsum(rng.normal(0, 1, n)) * (rng.random(n) < 0.05)
+        else: eq = np.maximum.accumulate(100 + np.cumsum(np.abs(rng.normal(0, 1, n))))
+        fast, ref = M.return_metrics(eq, 94_500.0), M.return_metrics_reference(eq, 94_500.0)
+        assert fast.keys() == ref.keys()
+        for k in ref:
+            a, b = fast[k], ref[k]
+            assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12), (kind, n, k, a, b)
+
+
+def test_exposure_bars_merge_equals_binary_search():
+    rng = np.random.default_rng(5)
+    grid = pd.date_range("2025-08-01 03:45", periods=2000, freq="min", tz="UTC")
+    entry = grid[rng.integers(0, 1990, 300)]
+    exit_ = entry + pd.to_timedelta(rng.integers(0, 30, 300), unit="min")
+    t, e, x = (pd.DatetimeIndex(v).asi8 for v in (grid, entry, exit_))
+    ref = np.mean(np.searchsorted(np.sort(e), t, side="right") - np.searchsorted(np.sort(x), t, side="right") > 0)
+    assert M.exposure_bars(entry, exit_, grid) == pytest.approx(ref, abs=1e-15)
+    assert M.exposure_bars(entry, exit_, grid[::-1]) == pytest.approx(ref, abs=1e-15)
