@@ -153,7 +153,7 @@ def cmd_backtest(args, cfg: RunConfig) -> int:
 def cmd_gate(args, cfg: RunConfig) -> int:
     "Evaluate a candidate run against the baseline; prints the criteria and the verdict line."
     from oi_ml.gate import evaluate_candidate, gate_line
-    rep = evaluate_candidate(args.exchange, args.run, args.baseline, args.automl, cfg)
+    rep = evaluate_candidate(args.exchange, args.run, args.baseline, args.automl, cfg, horizon=args.horizon)
     for c in rep["criteria"]:
         print(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['name']:<16} {c['value']!s:<24} {c['rule']} {c['threshold']!s}  {c.get('note', '')}")
     print(gate_line(rep))
@@ -204,7 +204,7 @@ def cmd_retrain(args, cfg: RunConfig) -> int:
     "Run the retrain pipeline; exit 0 whatever the gate says, 1 when a step failed."
     from oi_ml.pipeline import PipelineStepError, RetrainConfig, run_retrain
     rc = RetrainConfig(exchange=args.exchange, as_of=args.as_of, promote=args.promote, automl=not args.no_automl,
-                       automl_trials=args.optuna_trials, operator=args.operator, reason=args.reason)
+                       automl_trials=args.optuna_trials, operator=args.operator, reason=args.reason, horizon=args.horizon)
     try:
         out = run_retrain(rc, cfg)
     except PipelineStepError as err:
@@ -246,10 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True); s.add_argument("--start"); s.add_argument("--end")
     s = sub.add_parser("gate", help="evaluate a candidate against production"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--run", required=True); s.add_argument("--automl"); s.add_argument("--baseline", default="production")
+    s.add_argument("--horizon", help="compare with the production model of this horizon key, e.g. 15m")
     s = sub.add_parser("retrain", help="the whole retrain pipeline"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--as-of"); s.add_argument("--promote", action="store_true"); s.add_argument("--no-automl", action="store_true")
     s.add_argument("--optuna-trials", type=int, default=4); s.add_argument("--operator", default="oi-ml retrain")
     s.add_argument("--reason", default="scheduled retrain")
+    s.add_argument("--horizon", help="registry horizon key (e.g. 15m) for the gate's production model and --promote")
     s = sub.add_parser("automl", help="walk-forward AutoML with Optuna"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--dataset"); s.add_argument("--days", type=int); s.add_argument("--window-days", type=int, default=45)
     s.add_argument("--step-days", type=int, default=15); s.add_argument("--families", nargs="+", default=["lightgbm", "xgboost"])

@@ -210,18 +210,20 @@ def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cf
         _criterion("min_trades", int(m.get("n_trades", 0)), cfg.min_trades, ">=", m.get("n_trades", 0) >= cfg.min_trades)]
 
 # %% ../nbs/41_gate.ipynb #c015
-def _baseline_dir(exchange: str, baseline: str | None, run_cfg: RunConfig) -> tuple[Path | None, str | None]:
-    "Folder and label of the baseline: the production version, a version id, a run id, or none."
+def _baseline_dir(exchange: str, baseline: str | None, run_cfg: RunConfig,
+                  horizon: str | None = None) -> tuple[Path | None, str | None]:
+    "Folder and label of the baseline: the production version (of the exchange, or of its `horizon` key), a version id, a run id, or none."
     if baseline in (None, "", "none"): return None, None
     if baseline == "production":
-        v = current_version(exchange, run_cfg)
+        v = current_version(exchange, run_cfg, horizon=horizon)
         return (version_dir(exchange, v, run_cfg), v) if v else (None, None)
     path = Path(run_cfg.models_dir) / exchange.upper() / baseline
     return path, baseline
 
 def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None = "production", automl_run: str | None = None,
                        run_cfg: RunConfig | None = None, gate_cfg: GateConfig = GateConfig(), backtest_cfg: BacktestConfig | None = None,
-                       write: bool = True) -> dict:
+                       write: bool = True,
+                       horizon: str | None = None) -> dict:   # registry horizon key of "production" ('15m'); None: the exchange's pointer
     "Evaluate a candidate against the baseline on the candidate's holdout window; writes reports/gate_report.json."
     run_cfg, exchange = run_cfg or RunConfig(), exchange.upper()
     cand_dir = Path(run_cfg.models_dir) / exchange / candidate_run
@@ -230,14 +232,14 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     start, end = (pd.Timestamp(t) for t in cand.manifest["holdout_window"])
     bt_cfg = backtest_cfg or default_backtest_config(exchange, dataclasses.asdict(train_config_of(cand)))
     c_eval = evaluate_model(cand, raw, start, end, bt_cfg)
-    base_dir, base_label = _baseline_dir(exchange, baseline, run_cfg)
+    base_dir, base_label = _baseline_dir(exchange, baseline, run_cfg, horizon)
     b_eval = evaluate_model(load_bundle(base_dir), raw, start, end, bt_cfg) if base_dir else None
     trials = load_trial_returns(Path(run_cfg.models_dir) / exchange / automl_run if automl_run else None)
     dsr, pbo_result = deflated_sharpe(c_eval["rule_daily_returns"], trials), pbo(trials)
     criteria = gate_criteria(c_eval, b_eval, dsr, pbo_result, gate_cfg)
     failed = [c["name"] for c in criteria if not c["passed"]]
     report = _round(dict(
-        exchange=exchange, candidate_run=candidate_run, baseline=base_label, automl_run=automl_run,
+        exchange=exchange, horizon=horizon, candidate_run=candidate_run, baseline=base_label, automl_run=automl_run,
         window=dict(start=start.isoformat(), end=end.isoformat(), dataset_version=cand.manifest["dataset_version"]),
         simulated_data=cand.manifest.get("dataset_simulated", False), backtest_config=dataclasses.asdict(bt_cfg),
         gate_config=dataclasses.asdict(gate_cfg), criteria=criteria, failed=failed, passed=not failed,

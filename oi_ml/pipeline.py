@@ -23,7 +23,7 @@ from .features import prepare_training_features, supported_feature_columns
 from .gate import GateConfig, default_backtest_config, evaluate_candidate, gate_line, signals_for, train_config_of
 from .labels import labels_frame
 from .packs import render_index, render_pack
-from .registry import current_version, deploy_model
+from .registry import check_horizon, current_version, deploy_model
 from .store import build_ml_features, connect
 from .train import TrainConfig, load_bundle, train_model, verify_run
 
@@ -46,6 +46,7 @@ class RetrainConfig:
     automl_step_days: int = 10                # walk-forward step = validation window (trading days)
     automl_families: tuple = ("lightgbm",)
     automl_pruner: str = "none"               # every trial runs to the end: PBO compares complete trials only
+    horizon: str | None = None                # registry horizon key ('15m') the gate compares with and --promote deploys to
     operator: str = "oi-ml retrain"           # recorded in the deployment log
     reason: str = "scheduled retrain"
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -245,11 +246,13 @@ def _jsonable(obj):
 # %% ../nbs/50_pipeline.ipynb #c010
 def step_gate(run: RetrainRun, trained: dict, automl: dict | None) -> dict:
     "Evaluate the candidate against the current production model on the candidate's holdout."
-    production = current_version(run.cfg.exchange, run.run_cfg)
+    production = current_version(run.cfg.exchange, run.run_cfg, horizon=run.cfg.horizon)
     def gate():
-        rep = evaluate_candidate(run.cfg.exchange, trained["run_id"], "production", (automl or {}).get("run_id"), run.run_cfg, run.cfg.gate)
+        rep = evaluate_candidate(run.cfg.exchange, trained["run_id"], "production", (automl or {}).get("run_id"), run.run_cfg, run.cfg.gate,
+                                 horizon=run.cfg.horizon)
         return dict(decision=rep["decision"], failed=rep["failed"], baseline=rep["baseline"], line=gate_line(rep))
-    inputs = dict(run=trained["run_id"], automl=(automl or {}).get("run_id"), production=production, gate=config_to_dict(run.cfg.gate))
+    inputs = dict(run=trained["run_id"], automl=(automl or {}).get("run_id"), production=production, horizon=run.cfg.horizon,
+                  gate=config_to_dict(run.cfg.gate))
     return run_step(run, "gate", inputs, gate, lambda out: (_run_dir(run, trained["run_id"]) / "reports" / "gate_report.json").exists())
 
 def step_pack(run: RetrainRun, ds: dict, trained: dict, automl: dict | None, gate: dict) -> dict:
@@ -266,11 +269,12 @@ def step_deploy(run: RetrainRun, trained: dict, gate: dict) -> dict | None:
     "Deploy the candidate when asked and the gate passed (not cached: the registry is the record)."
     if not (run.cfg.promote and gate["decision"] == "PASS"): return None
     from oi_ml.registry import load_version_manifest
-    current = current_version(run.cfg.exchange, run.run_cfg)
+    current = current_version(run.cfg.exchange, run.run_cfg, horizon=run.cfg.horizon)
     if current and load_version_manifest(run.cfg.exchange, current, run_cfg=run.run_cfg).get("run_id") == trained["run_id"]:
         return dict(version=current, status="already in production")
     report = json.loads((_run_dir(run, trained["run_id"]) / "reports" / "gate_report.json").read_text())
-    m = deploy_model(run.cfg.exchange, trained["run_id"], run.cfg.operator, run.cfg.reason, gate=report, run_cfg=run.run_cfg)
+    m = deploy_model(run.cfg.exchange, trained["run_id"], run.cfg.operator, run.cfg.reason, gate=report, run_cfg=run.run_cfg,
+                     horizon=run.cfg.horizon)
     run.steps["deploy"] = dict(status="done", outputs=dict(version=m["version"])); run.save()
     return dict(version=m["version"], status="deployed")
 
@@ -286,6 +290,7 @@ def run_retrain(cfg: RetrainConfig, run_cfg: RunConfig | None = None) -> dict:
     "The whole retrain; returns the run summary (gate line, pack path, step timings). Raises PipelineStepError on a failed step."
     run_cfg = run_cfg or RunConfig()
     cfg = dataclasses.replace(cfg, exchange=cfg.exchange.upper())
+    check_horizon(cfg.horizon)   # a bad horizon key fails here, not after training
     run = RetrainRun(cfg, run_cfg, retrain_folder(cfg, run_cfg))
     consolidated = step_consolidate(run)
     ds = step_dataset(run, consolidated)

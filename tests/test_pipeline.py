@@ -93,6 +93,23 @@ def test_a_failed_step_stops_the_run_and_leaves_the_registry(tmp_path, monkeypat
     verify_run(Path(cfg.models_dir) / "NSE" / first["candidate_run"])
 
 
+def test_horizon_key_picks_the_production_model_the_gate_compares_with(tmp_path):
+    cfg = _market(tmp_path, "h")
+    first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY), cfg)
+    (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(
+        json.dumps({"passed": True, "decision": "PASS", "note": "forced for the test"}))
+    deploy_model("NSE", first["candidate_run"], "tester", "15m baseline", run_cfg=cfg, horizon="15m")
+    assert current_version("NSE", cfg) is None and current_version("NSE", cfg, horizon="15m") == "v0001"
+    other = TrainConfig(n_splits=2, max_rounds=41, min_regime_rows=10**6, top_k_features=15, shap_rows=50)
+    keyed = run_retrain(RetrainConfig("NSE", automl=False, train=other, horizon="15m"), cfg)
+    assert keyed["gate"]["baseline"] == "v0001"                       # compared with the NSE/15m production model
+    assert _gate(cfg, keyed["candidate_run"])["horizon"] == "15m"
+    plain = run_retrain(RetrainConfig("NSE", automl=False, train=other), cfg)
+    assert plain["gate"]["baseline"] is None                           # the exchange's own pointer is empty
+    with pytest.raises(ValueError, match="invalid horizon"):
+        run_retrain(RetrainConfig("NSE", automl=False, train=TINY, horizon="15min"), cfg)
+
+
 def test_killing_a_step_midway_leaves_earlier_artefacts_and_registry_intact(tmp_path):
     cfg = _market(tmp_path, "k")
     first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY), cfg)
