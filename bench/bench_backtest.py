@@ -11,11 +11,9 @@ reference at 2 ms or 14 ms depending only on whether its output arrays landed on
 asks glibc (mallopt) to keep freed blocks up to 32 MB in its heap instead of returning them to the system. Every case,
 the reference included, then runs on warm memory: the ratios compare compute, not the VM's page-fault cost.
 Run from the repo root: `.venv/bin/python bench/bench_backtest.py`; writes bench/results/backtest.json."""
-import ctypes
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ from oi_ml.backtest import (
     sensitivity_grid,
     simulate,
 )
+from timing import keep_freed_memory, median_ms
 
 N_BARS = 1_000_000
 GRID_BARS = 100_000
@@ -40,12 +39,6 @@ REPEATS = 9
 TARGET_RATIO = 2.0
 RESULTS = Path("bench/results/backtest.json")
 
-
-def keep_freed_memory() -> bool:
-    "glibc: serve allocations up to 32 MB from the heap and never trim it (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD)."
-    try: libc = ctypes.CDLL("libc.so.6")
-    except OSError: return False
-    return bool(libc.mallopt(-3, 32 * 1024 * 1024) and libc.mallopt(-1, 1 << 30))
 
 
 @njit(cache=True)
@@ -99,17 +92,6 @@ def equivalent_config() -> BacktestConfig:
                           account_size=1e10, margin_per_lot=1e9, max_risk_per_trade=0.25, flat_at_session_end=False)
 
 
-def median_ms(fns: dict, repeats: int = REPEATS) -> dict:
-    "Median wall time (ms) of each callable, runs interleaved so machine load affects all alike."
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def check_same(bars, signals, cfg) -> int:
     "The engine and the reference agree on every trade and on the net equity curve; returns the trade count."
     sig = signals.drop(columns="volatility")   # margin risk basis: constant lots, like the reference
@@ -141,7 +123,7 @@ def time_workload(signal_fraction: float) -> tuple[list[dict], float, int]:
         "run_backtest with metrics (summarize_trades over 1M bars)": lambda: run_backtest(bars, sig, cfg),
     }
     for fn in (reference, *cases.values()): fn()  # warm-up (numba caches, allocator)
-    ms = median_ms({"reference": reference, **cases})
+    ms = median_ms({"reference": reference, **cases}, REPEATS)
     rows = [{"case": name, "signal_fraction": signal_fraction, "n_bars": N_BARS, "n_trades": n_trades,
              "oi_ml_ms": round(ms[name], 2), "reference_ms": round(ms["reference"], 2),
              "ratio": round(ms[name] / ms["reference"], 3)} for name in cases]

@@ -7,13 +7,13 @@ import json
 import math
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from oi_ml.cv import CombinatorialPurgedCV, PurgedKFold
+from timing import median_ms
 
 N_SAMPLES = 1_000_000
 N_SPLITS, EMBARGO_FRAC = 5, 0.02
@@ -65,17 +65,6 @@ def cpcv_blocks(n, n_groups, n_test_groups):
     return splits
 
 
-def median_ms(fns: dict, repeats: int = REPEATS) -> dict:
-    "Median wall time (ms) of each callable, runs interleaved so machine load affects all alike."
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def assert_same(ours, reference):
     "Both generate identical (train, test) index arrays."
     assert len(ours) == len(reference)
@@ -106,7 +95,7 @@ def main():
     rows = []
     for name, (ours, reference) in cases.items():
         assert_same(ours(), reference())                       # also the warm-up
-        ms = median_ms({"oi_ml": ours, "reference": reference})
+        ms = median_ms({"oi_ml": ours, "reference": reference}, REPEATS)
         rows.append({"case": name, "n_samples": N_SAMPLES, "oi_ml_ms": round(ms["oi_ml"], 2),
                      "reference_ms": round(ms["reference"], 2), "ratio": round(ms["oi_ml"] / ms["reference"], 3)})
 

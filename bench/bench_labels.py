@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import numba
@@ -29,6 +28,7 @@ from oi_ml.labels import (
     triple_barrier_labels,
 )
 from oi_ml.meta_labels import average_uniqueness, sample_weights
+from timing import interleaved_seconds
 
 N_BARS, HORIZON, SEED = 1_000_000, 100, 0
 SETTINGS = {"quantbot_1.75x1.0": (1.75, 1.0), "wide_6x6": (6.0, 6.0)}
@@ -99,17 +99,6 @@ def numpy_uniqueness(start, end, n_bars):
     out = np.full(start.shape[0], np.nan)
     out[valid] = acc / length
     return out
-
-
-def interleaved_seconds(fns: dict, repeats: int) -> dict:
-    "Wall times of `repeats` rounds, each calling every function of `fns` once (so load spikes hit all alike)."
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def median_seconds(fn, repeats: int) -> float:

@@ -17,8 +17,9 @@ from .automl import bar_forward_returns, directional_score, rule_daily_returns
 from .backtest import BacktestConfig, run_backtest
 from .config import IST, RunConfig
 from .datasets import load_dataset
-from .labels import atr_volatility
-from .metrics import expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting, sharpe_moments
+from .labels import LabelConfig, atr_volatility
+from .metrics import (expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting,
+                           sharpe_error_spread, sharpe_moments)
 from .registry import current_version, version_dir
 from .train import (ModelBundle, TrainConfig, TrainingTable, _round, build_training_table, classification_metrics,
                          load_bundle, score_frame)
@@ -66,14 +67,14 @@ def daily_returns(equity: pd.DataFrame, account_size: float) -> pd.Series:
 
 def train_config_of(bundle: ModelBundle) -> TrainConfig:
     "The `TrainConfig` a run was trained with (from its training report)."
-    from oi_ml.labels import LabelConfig
     cfg = json.loads((bundle.run_dir / "reports" / "training_report.json").read_text())["config"]
     labels = LabelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.pop("labels").items()})
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}, labels=labels)
 
-def window_probabilities(bundle: ModelBundle, raw: pd.DataFrame, scores: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp):
-    "(training table of `raw` under the model's config, mask of its labelled rows in [start, end], their class probabilities)."
-    table = build_training_table(raw, train_config_of(bundle))
+def window_probabilities(bundle: ModelBundle, tcfg: TrainConfig, raw: pd.DataFrame, scores: pd.DataFrame, start: pd.Timestamp,
+                         end: pd.Timestamp):
+    "(training table of `raw` under the model's config `tcfg`, mask of its labelled rows in [start, end], their class probabilities)."
+    table = build_training_table(raw, tcfg)
     ts = table.features.timestamp
     keep = ((ts >= start) & (ts <= end)).to_numpy()
     probs = scores.set_index("timestamp").loc[ts[keep], [f"prob_{c}" for c in bundle.model_set.classes]].to_numpy()
@@ -86,9 +87,8 @@ def probability_metrics(table: TrainingTable, keep: np.ndarray, probs: np.ndarra
     prior = np.tile(prior / max(prior.sum(), 1), (int(keep.sum()), 1))
     return dict(model=classification_metrics(table.y[keep], probs, classes), prior=classification_metrics(table.y[keep], prior, classes))
 
-def trial_rule_returns(bundle: ModelBundle, raw: pd.DataFrame, table: TrainingTable, keep: np.ndarray, probs: np.ndarray) -> pd.Series:
+def trial_rule_returns(labels: LabelConfig, raw: pd.DataFrame, table: TrainingTable, keep: np.ndarray, probs: np.ndarray) -> pd.Series:
     "Daily returns of the AutoML trial rule applied to a model's probabilities on the window rows (the DSR's candidate series)."
-    labels = train_config_of(bundle).labels
     fwd = bar_forward_returns(raw, table, labels)[keep]
     return rule_daily_returns(directional_score(probs, table.classes), fwd, table.features.timestamp[keep], labels.horizon_bars)
 
@@ -111,9 +111,9 @@ def pbo_partitions(n_days: int, max_partitions: int = 16) -> int:
 
 def trial_sharpe_variance(trials: pd.DataFrame) -> tuple[float, str]:
     "Variance of the trials' daily Sharpe ratios pooled within walk-forward segments (df-weighted), and how it was computed."
-    g = trials.dropna(subset=["return"]).groupby(["segment", "trial_key"])["return"]
-    sr = (g.mean() / g.std(ddof=1)).replace([np.inf, -np.inf], np.nan).dropna()
-    per_segment = sr.groupby(level="segment").agg(["var", "count"])
+    sr = trial_sharpes(trials).dropna()
+    segment_of = trials.drop_duplicates("trial_key").set_index("trial_key")["segment"]
+    per_segment = sr.groupby(segment_of.reindex(sr.index).to_numpy()).agg(["var", "count"])
     per_segment = per_segment[per_segment["count"] >= 2]
     if len(per_segment):
         dof = per_segment["count"] - 1
@@ -123,8 +123,7 @@ def trial_sharpe_variance(trials: pd.DataFrame) -> tuple[float, str]:
 def conservative_psr(returns: np.ndarray, sr_benchmark: float) -> tuple[float, float, str]:
     "(PSR against `sr_benchmark`, daily Sharpe, moments used): sample skew/kurtosis only when they widen the Sharpe's error."
     m = sharpe_moments(returns)
-    sample_spread = 1.0 - m.skew * m.sr + (m.kurtosis - 1.0) / 4.0 * m.sr**2
-    if sample_spread >= 1.0 + m.sr**2 / 2.0:
+    if sharpe_error_spread(m.sr, m.skew, m.kurtosis) >= sharpe_error_spread(m.sr):
         return float(probabilistic_sharpe_ratio(m.sr, sr_benchmark, m.n_obs, m.skew, m.kurtosis)), float(m.sr), "sample skew and kurtosis"
     return float(probabilistic_sharpe_ratio(m.sr, sr_benchmark, m.n_obs)), float(m.sr), "normal (the sample moments would have narrowed it)"
 
@@ -175,9 +174,10 @@ def evaluate_model(bundle: ModelBundle, raw: pd.DataFrame, start: pd.Timestamp, 
     cfg = dataclasses.replace(bt_cfg, start=day(start), end=day(end))
     result = run_backtest(raw[["timestamp", "open", "high", "low", "close"]], traded, cfg)
     daily = daily_returns(result.equity_curve, cfg.account_size)
-    table, keep, probs = window_probabilities(bundle, raw, signals, start, end)
+    tcfg = train_config_of(bundle)
+    table, keep, probs = window_probabilities(bundle, tcfg, raw, signals, start, end)
     return dict(run_id=bundle.manifest["run_id"], backtest=result.metrics, daily_returns=daily,
-                rule_daily_returns=trial_rule_returns(bundle, raw, table, keep, probs),
+                rule_daily_returns=trial_rule_returns(tcfg.labels, raw, table, keep, probs),
                 probabilities=probability_metrics(table, keep, probs, start), result=result, classes=list(bundle.model_set.classes))
 
 def _criterion(name: str, value, threshold, rule: str, passed: bool, note: str = "") -> dict:

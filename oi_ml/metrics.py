@@ -23,10 +23,10 @@ __all__ = ['TRADE_COLUMNS', 'EQUITY_COLUMNS', 'EULER_MASCHERONI', 'sharpe_ratio'
            'calmar_ratio', 'profit_factor', 'hit_rate', 'average_win', 'average_loss', 'expectancy', 'cost_per_trade',
            'turnover', 'average_holding_time', 'exposure', 'exposure_bars', 'validate_trades', 'validate_equity',
            'trade_metrics', 'return_metrics_reference', 'return_metrics', 'summarize_trades', 'trade_month',
-           'volatility_bucket', 'metrics_by', 'probabilistic_sharpe_ratio', 'expected_max_sharpe',
-           'deflated_sharpe_ratio', 'SharpeMoments', 'DeflatedSharpe', 'sharpe_moments', 'deflated_sharpe_from_returns',
-           'probability_of_backtest_overfitting', 'ConfidenceInterval', 'stationary_bootstrap_indices', 'bootstrap_ci',
-           'sharpe_ci', 'profit_factor_ci']
+           'volatility_bucket', 'metrics_by', 'sharpe_error_spread', 'probabilistic_sharpe_ratio',
+           'expected_max_sharpe', 'deflated_sharpe_ratio', 'SharpeMoments', 'DeflatedSharpe', 'sharpe_moments',
+           'deflated_sharpe_from_returns', 'probability_of_backtest_overfitting', 'ConfidenceInterval',
+           'stationary_bootstrap_indices', 'bootstrap_ci', 'sharpe_ci', 'profit_factor_ci']
 
 # %% ../nbs/31_metrics.ipynb #c006
 def _as_float_array(values, name: str) -> np.ndarray:
@@ -411,6 +411,10 @@ def metrics_by(trades: pd.DataFrame, by) -> pd.DataFrame:
 # %% ../nbs/31_metrics.ipynb #c048
 EULER_MASCHERONI = 0.5772156649015329
 
+def sharpe_error_spread(sr: float, skew: float = 0.0, kurtosis: float = 3.0) -> float:
+    "(n − 1) × variance of an estimated per-period Sharpe `sr`: 1 − skew·SR + (kurtosis − 1)/4·SR² (normal: 1 + SR²/2)."
+    return 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr**2
+
 def probabilistic_sharpe_ratio(
     sr: float,             # observed Sharpe ratio, per period
     sr_benchmark: float,   # benchmark Sharpe ratio, per period
@@ -421,7 +425,7 @@ def probabilistic_sharpe_ratio(
     "Probability that the true per-period Sharpe exceeds `sr_benchmark` (Bailey & López de Prado 2012); NaN for a NaN `sr`."
     if n_obs < 2: raise ValueError(f"probabilistic_sharpe_ratio: n_obs must be >= 2, got {n_obs}")
     if math.isnan(sr): return math.nan
-    spread = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr**2
+    spread = sharpe_error_spread(sr, skew, kurtosis)
     if not spread > 0: raise ValueError(f"probabilistic_sharpe_ratio: non-positive variance term {spread} (check skew/kurtosis units)")
     return float(stats.norm.cdf((sr - sr_benchmark) * math.sqrt(n_obs - 1) / math.sqrt(spread)))
 

@@ -23,6 +23,20 @@ def warehouse_fingerprint(con, tables=DATA_TABLES) -> dict:
 
 
 @pytest.fixture
+def fail_second_insert(monkeypatch):
+    "fail(module) makes `module.insert_rows` raise OSError('injected ...') on its 2nd call; returns the list of tables written to."
+    def fail(module) -> list:
+        real, calls = module.insert_rows, []
+        def failing(c, table, frame, batch_id=None):
+            calls.append(table)
+            if len(calls) == 2: raise OSError("injected write failure on the second table")
+            return real(c, table, frame, batch_id)
+        monkeypatch.setattr(module, "insert_rows", failing)
+        return calls
+    return fail
+
+
+@pytest.fixture
 def fingerprint():
     "The `warehouse_fingerprint` helper."
     return warehouse_fingerprint

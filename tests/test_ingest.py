@@ -348,16 +348,11 @@ def test_header_only_file_changes_nothing(sim_con, cfg, tmp_path, fingerprint):
 
 
 # ---------------------------------------------------------------- all or nothing when the write itself fails
-def test_a_failure_writing_the_second_table_of_a_bhavcopy_stores_nothing(seeded, cfg, tmp_path, fingerprint, monkeypatch):
+def test_a_failure_writing_the_second_table_of_a_bhavcopy_stores_nothing(seeded, cfg, tmp_path, fingerprint, monkeypatch,
+                                                                           fail_second_insert):
     path = write_example_bhavcopy(tmp_path / "bhav.csv", "udiff")
     before, batches_before = fingerprint(seeded), fingerprint(seeded, ("training_batches",))
-    real, calls = ingest.insert_rows, []
-
-    def failing(c, table, frame, batch_id=None):
-        calls.append(table)
-        if len(calls) == 2: raise OSError("injected write failure")
-        return real(c, table, frame, batch_id)
-    monkeypatch.setattr(ingest, "insert_rows", failing)
+    calls = fail_second_insert(ingest)
     with pytest.raises(OSError, match="injected"):
         import_bhavcopy(seeded, path, run_cfg=cfg)
     assert calls == ["option_chain_snapshots", "underlying_bars"]

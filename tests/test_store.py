@@ -224,16 +224,10 @@ def test_write_batch_records_the_batch_with_rows_stored(con):
     assert con.execute("SELECT DISTINCT batch_id FROM underlying_bars").fetchall() == [("b1",)]
 
 
-def test_write_batch_failing_on_its_second_table_stores_nothing(con, fingerprint, monkeypatch):
+def test_write_batch_failing_on_its_second_table_stores_nothing(con, fingerprint, fail_second_insert):
     write_batch(con, {"vix_term_structure": vix_rows([T0], [1.0])}, {"batch_id": "b0", "exchange": "NSE", "kind": "test", "source": "t"})
     before, batches_before = fingerprint(con), fingerprint(con, ("training_batches",))
-    real, calls = store.insert_rows, []
-
-    def failing(c, table, frame, batch_id=None):
-        calls.append(table)
-        if len(calls) == 2: raise OSError("disk full (injected)")
-        return real(c, table, frame, batch_id)
-    monkeypatch.setattr(store, "insert_rows", failing)
+    calls = fail_second_insert(store)
     frames = {"vix_term_structure": vix_rows([T0 + pd.Timedelta(minutes=1)], [2.0]),
               "underlying_bars": bar_rows([T0], [100.0])}
     with pytest.raises(OSError, match="injected"):
