@@ -386,6 +386,7 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
     cash, n_open, n_trades, last_exit, next_exit = account, 0, 0, -(2 ** 62), n
     day, next_day_start = -1, -(2 ** 62)
     n_seen, n_events = 0, 0
+    barriers_off = not (np.isfinite(tp_mult) or np.isfinite(sl_mult))
     next_sig = signal_rows[0] if n_signals > 0 else n
     while True:
         b = min(next_sig + 1, next_exit)  # the next bar where something happens
@@ -448,16 +449,24 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
             tp, sl = _barriers(price, side, vol, tp_mult, sl_mult)
             first_check, vertical = (b if phase == 0 else b + 1), b + hold
             j = b if phase == 0 else b + 1
-            while True:
-                exit_phase = 0
-                reason, exit_price = _exit_at_open(j, side, b, first_check, vertical, sl, tp, open_[j], fill_at_open)
-                if reason < 0:
-                    exit_phase, last_bar = 1, j == n - 1
-                    ends = last_bar or (session[j + 1] != day if has_session else ts[j + 1] >= next_day_start)
-                    reason, exit_price = _exit_in_bar(j, side, first_check, vertical, sl, tp, high[j], low[j], close[j],
-                                                      fill_at_open, flat_at_session_end and ends, last_bar)
-                if reason >= 0: break
-                j += 1
+            if barriers_off:  # only the holding period, the session's end or the data's end can close it
+                last = min(vertical, n - 1)
+                if flat_at_session_end:
+                    while j < last and not (session[j + 1] != day if has_session else ts[j + 1] >= next_day_start): j += 1
+                else: j = last
+                if j == vertical: exit_phase, reason, exit_price = (0, _HOLD, open_[j]) if fill_at_open else (1, _HOLD, close[j])
+                else: exit_phase, reason, exit_price = 1, (_END_OF_DATA if j == n - 1 else _SESSION_END), close[j]
+            else:
+                while True:
+                    exit_phase = 0
+                    reason, exit_price = _exit_at_open(j, side, b, first_check, vertical, sl, tp, open_[j], fill_at_open)
+                    if reason < 0:
+                        exit_phase, last_bar = 1, j == n - 1
+                        ends = last_bar or (session[j + 1] != day if has_session else ts[j + 1] >= next_day_start)
+                        reason, exit_price = _exit_in_bar(j, side, first_check, vertical, sl, tp, high[j], low[j], close[j],
+                                                          fill_at_open, flat_at_session_end and ends, last_bar)
+                    if reason >= 0: break
+                    j += 1
             k = 0
             while slots[k] >= 0: k += 1
             tr, qty = n_trades, float(lots * lot)

@@ -246,6 +246,9 @@ CONFIGS = [
     {"max_trades": 5, "cooldown_minutes": 1.0},
     {"margin_per_lot": 400_000.0, "max_risk_per_trade": 0.5, "max_open_positions": 4},  # margin binds
     {"min_confidence": 0.0, "holding_period_minutes": 1, "transaction_cost_bps": 0.0, "slippage_bps": 0.0},
+    # barriers off skip the exit scan: across sessions with close fills and a holding period that outlives the data
+    {"flat_at_session_end": False, "fill": "next_close", "holding_period_minutes": 45, "max_open_positions": 3},
+    {"take_profit_mult": 1.0, "fill": "next_close"},  # one barrier on: the full scan
 ]
 
 
