@@ -23,6 +23,7 @@ from numba import njit
 from oi_ml.backtest import (
     BacktestConfig,
     prepare_backtest,
+    result_from_simulation,
     run_backtest,
     sensitivity_grid,
     simulate,
@@ -115,11 +116,14 @@ def time_workload(signal_fraction: float) -> tuple[list[dict], float, int]:
     prep = prepare_backtest(bars, sig, cfg)
     arrays = (bars.open.to_numpy(), bars.close.to_numpy(), sig.signal.to_numpy(), sig.confidence.to_numpy())
     capacity = int(np.count_nonzero(sig.signal))
+    sim = simulate(prep, cfg)
     reference = lambda: minimal_backtest(*arrays, cfg.min_confidence, HOLD_BARS, float(LOTS * LOT_SIZE), COST_BPS / 1e4,
                                          cfg.account_size, capacity)
     cases = {
         "run_backtest, no metrics (validation + kernel + frames)": lambda: run_backtest(bars, sig, cfg, compute_metrics=False),
-        "kernel only (prepared arrays -> trade log, equity, decisions)": lambda: simulate(prep, cfg),
+        "  part: validation + arrays (prepare_backtest)": lambda: prepare_backtest(bars, sig, cfg),
+        "  part: kernel (prepared arrays -> trade log, equity, decisions)": lambda: simulate(prep, cfg),
+        "  part: result frames (trades, equity, decision log)": lambda: result_from_simulation(sim, prep, cfg, False),
         "run_backtest with metrics (summarize_trades over 1M bars)": lambda: run_backtest(bars, sig, cfg),
     }
     for fn in (reference, *cases.values()): fn()  # warm-up (numba caches, allocator)

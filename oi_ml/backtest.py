@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from numba import njit
+from pandas.api.internals import create_dataframe_from_blocks
 
 from .config import IST, ExchangeConfig, get_exchange_config, monthly_expiry
 from .metrics import TRADE_COLUMNS, summarize_trades
@@ -649,60 +650,71 @@ def _column_at(frames: tuple, column: str, rows: np.ndarray) -> np.ndarray | Non
 
 # %% ../nbs/30_backtest.ipynb #c047
 @njit(cache=True)
-def _trade_columns(log_i, log_f, ticks, close, confidence, one_bar, entry_offset, hold, cost_rate):
-    "Contiguous per-trade columns in one pass: signal/entry/exit ticks, P&L, costs, notional, future return."
+def _trade_columns(log_i, log_f, ticks, close, confidence, one_bar, entry_offset, hold, cost_rate, ns_per_tick):
+    """Per-trade columns in one pass, as three blocks (rows = columns of the trades table):
+    ints (7, n): signal, entry and exit time in UTC nanoseconds, side, holding bars, lots, lot size;
+    floats (9, n): confidence, entry price, exit price, future return, notional, gross P&L, costs, net P&L, risk fraction;
+    codes (2, n) int8: signal (0 SELL, 1 BUY) and exit reason."""
     n, n_bars = log_i.shape[0], close.shape[0]
-    signal_ticks, entry_ticks, exit_ticks = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
-    side, held, lots, lot_size = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
-    signal_code, reason = np.empty(n, np.int8), np.empty(n, np.int8)
-    conf, entry_price, exit_price, future_return = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
-    notional, gross, costs, net, risk = np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    ints, floats, codes = np.empty((7, n), np.int64), np.empty((9, n)), np.empty((2, n), np.int8)
     for i in range(n):
-        entry_bar, exit_bar = log_i[i, _T_ENTRY_BAR], log_i[i, _T_EXIT_BAR]
+        entry_bar, exit_bar, phase = log_i[i, _T_ENTRY_BAR], log_i[i, _T_EXIT_BAR], log_i[i, _T_EXIT_PHASE]
+        side, lots, lot_size = log_i[i, _T_SIDE], log_i[i, _T_LOTS], log_i[i, _T_LOT_SIZE]
+        entry_price, exit_price = log_f[i, _T_ENTRY_PRICE], log_f[i, _T_EXIT_PRICE]
         row = entry_bar - 1  # the signal bar
-        side[i], lots[i], lot_size[i] = log_i[i, _T_SIDE], log_i[i, _T_LOTS], log_i[i, _T_LOT_SIZE]
-        signal_code[i], reason[i] = (side[i] + 1) // 2, log_i[i, _T_REASON]
-        signal_ticks[i], entry_ticks[i] = ticks[row], ticks[entry_bar] + entry_offset
-        exit_ticks[i] = ticks[exit_bar] + log_i[i, _T_EXIT_PHASE] * one_bar
-        held[i], conf[i] = exit_bar - entry_bar, confidence[row]
-        future_return[i] = close[row + hold] / close[row] - 1.0 if row + hold < n_bars else np.nan
-        entry_price[i], exit_price[i], risk[i] = log_f[i, _T_ENTRY_PRICE], log_f[i, _T_EXIT_PRICE], log_f[i, _T_RISK_FRACTION]
-        qty = float(lots[i] * lot_size[i])
-        g, entry_cost, exit_cost = _round_trip_pnl(entry_price[i], exit_price[i], side[i], qty, cost_rate)
-        notional[i], gross[i], costs[i], net[i] = entry_price[i] * qty, g, entry_cost + exit_cost, g - entry_cost - exit_cost
-    return (signal_ticks, entry_ticks, exit_ticks, side, held, lots, lot_size, signal_code, reason, conf, entry_price,
-            exit_price, future_return, notional, gross, costs, net, risk)
+        ints[0, i] = ticks[row] * ns_per_tick
+        ints[1, i] = (ticks[entry_bar] + entry_offset) * ns_per_tick
+        ints[2, i] = (ticks[exit_bar] + phase * one_bar) * ns_per_tick
+        ints[3, i], ints[4, i], ints[5, i], ints[6, i] = side, exit_bar - entry_bar, lots, lot_size
+        codes[0, i], codes[1, i] = 1 if side > 0 else 0, log_i[i, _T_REASON]
+        qty = float(lots * lot_size)
+        g, entry_cost, exit_cost = _round_trip_pnl(entry_price, exit_price, side, qty, cost_rate)
+        floats[0, i], floats[1, i], floats[2, i] = confidence[row], entry_price, exit_price
+        floats[3, i] = close[row + hold] / close[row] - 1.0 if row + hold < n_bars else np.nan
+        floats[4, i], floats[5, i], floats[6, i] = entry_price * qty, g, entry_cost + exit_cost
+        floats[7, i], floats[8, i] = g - entry_cost - exit_cost, log_f[i, _T_RISK_FRACTION]
+    return ints, floats, codes
 
-def _utc_ns(ticks: np.ndarray, unit: str) -> pd.DatetimeIndex:
-    "UTC DatetimeIndex (nanoseconds) from int64 ticks in `unit`."
-    values = np.asarray(ticks, np.int64).view(f"M8[{unit}]")
-    if unit != "ns": values = values.astype("M8[ns]")
-    return pd.DatetimeIndex(values, tz="UTC")
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
-_SIGNAL_NAMES = pd.CategoricalDtype(["SELL", "BUY"])       # codes: (side + 1) // 2
+def _ns_per_tick(ticks: np.ndarray, unit: str, slack: int) -> int:
+    "Nanoseconds per tick; raises OutOfBoundsDatetime when a time up to `slack` ticks after the last bar has no ns form."
+    scale = 1_000_000_000 // _TICKS_PER_SECOND[unit]
+    if scale > 1 and ticks.size and not (-(2**63) // scale < ticks[0] and ticks[-1] + slack <= (2**63 - 1) // scale):
+        raise pd.errors.OutOfBoundsDatetime(f"bar timestamps ({unit}) lie outside the datetime64[ns] range")
+    return scale
+
+def _as_object(values: np.ndarray | None, n: int) -> np.ndarray:
+    "Object array of `values` (what pd.Series(values, dtype=object) holds); all None when absent."
+    if values is None: return np.empty(n, object)  # numpy fills a new object array with None
+    return values if values.dtype == object else pd.Series(values, dtype=object).to_numpy()
+
+_SIGNAL_NAMES = pd.CategoricalDtype(["SELL", "BUY"])       # codes: 0 short, 1 long
 _EXIT_REASON_DTYPE = pd.CategoricalDtype(list(EXIT_REASONS))
+_TRADE_INDEX = pd.Index(list(TRADE_RECORD_COLUMNS))
+_at = lambda *names: np.array([list(TRADE_RECORD_COLUMNS).index(c) for c in names])  # column positions of a block
 
 def trades_frame(sim: SimulationArrays, prep: PreparedBacktest, cfg: BacktestConfig) -> pd.DataFrame:
-    "The trades table (`TRADE_RECORD_COLUMNS`) of a simulation."
+    """The trades table (`TRADE_RECORD_COLUMNS`) of a simulation, assembled from the blocks `_trade_columns` writes
+    (`create_dataframe_from_blocks`: no copy, no consolidation; every block is a fresh array, none is shared)."""
     one_bar = bar_ticks(prep, cfg)
-    (signal_ticks, entry_ticks, exit_ticks, side, held, lots, lot_size, signal_code, reason, confidence, entry_price,
-     exit_price, future_return, notional, gross, costs, net, risk) = _trade_columns(
-        sim.log_i, sim.log_f, prep.ticks, prep.prices[3], prep.confidence, one_bar,
-        0 if cfg.fill == "next_open" else one_bar, holding_bars(cfg), cost_rate(cfg))
-    rows = sim.log_i[:, _T_ENTRY_BAR] - 1  # signal bars
-    regime, version = _column_at((prep.signals, prep.bars), "regime", rows), _column_at((prep.signals,), "model_version", rows)
-    nothing = None if regime is not None and version is not None else pd.Series(np.full(len(rows), None, object), dtype=object)
-    as_object = lambda values: nothing if values is None else pd.Series(values, dtype=object)
-    columns = {
-        "timestamp": _utc_ns(signal_ticks, prep.unit),
-        "signal": pd.Categorical.from_codes(signal_code, dtype=_SIGNAL_NAMES, validate=False), "side": side,
-        "confidence": confidence, "regime": as_object(regime), "model_version": as_object(version),
-        "entry_time": _utc_ns(entry_ticks, prep.unit), "entry_price": entry_price,
-        "exit_time": _utc_ns(exit_ticks, prep.unit), "exit_price": exit_price,
-        "exit_reason": pd.Categorical.from_codes(reason, dtype=_EXIT_REASON_DTYPE, validate=False),
-        "holding_bars": held, "future_return": future_return, "lots": lots, "lot_size": lot_size, "notional": notional,
-        "gross_pnl": gross, "costs": costs, "net_pnl": net, "risk_fraction": risk}
-    return pd.DataFrame(columns, copy=False)
+    ints, floats, codes = _trade_columns(sim.log_i, sim.log_f, prep.ticks, prep.prices[3], prep.confidence, one_bar,
+                                         0 if cfg.fill == "next_open" else one_bar, holding_bars(cfg), cost_rate(cfg),
+                                         _ns_per_tick(prep.ticks, prep.unit, one_bar))
+    n = ints.shape[1]
+    if "regime" in prep.signals.columns or "regime" in prep.bars.columns or "model_version" in prep.signals.columns:
+        rows = sim.log_i[:, _T_ENTRY_BAR] - 1  # signal bars
+        regime, version = _column_at((prep.signals, prep.bars), "regime", rows), _column_at((prep.signals,), "model_version", rows)
+        objects = [(_as_object(regime, n).reshape(1, n), _at("regime")), (_as_object(version, n).reshape(1, n), _at("model_version"))]
+    else: objects = [(np.empty((2, n), object), _at("regime", "model_version"))]
+    utc = lambda k: pd.Series(ints[k], dtype=_UTC_NS, copy=False).array  # int64 read as UTC epoch ns, no copy
+    blocks = [(utc(0), _at("timestamp")), (utc(1), _at("entry_time")), (utc(2), _at("exit_time")),
+              (ints[3:], _at("side", "holding_bars", "lots", "lot_size")),
+              (floats, _at("confidence", "entry_price", "exit_price", "future_return", "notional", "gross_pnl", "costs",
+                           "net_pnl", "risk_fraction")), *objects,
+              (pd.Categorical.from_codes(codes[0], dtype=_SIGNAL_NAMES, validate=False), _at("signal")),
+              (pd.Categorical.from_codes(codes[1], dtype=_EXIT_REASON_DTYPE, validate=False), _at("exit_reason"))]
+    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n), columns=_TRADE_INDEX)
 
 def _typed_trades(frame: pd.DataFrame) -> pd.DataFrame:
     "A trades table read back (JSON, parquet) with the dtypes `trades_frame` produces."
@@ -724,13 +736,27 @@ def equity_frame(sim: SimulationArrays, prep: PreparedBacktest) -> pd.DataFrame:
     return pd.DataFrame({"timestamp": prep.bars["timestamp"].array, "equity_gross": sim.equity_gross,
                          "equity_net": sim.equity_net}, copy=False)
 
+@njit(cache=True)
+def _decision_columns(rows, ticks, signal, confidence, volatility):
+    "Ticks, signal and (confidence, volatility) at `rows`, in one pass; volatility NaN when the array is empty."
+    n, has_vol = rows.shape[0], volatility.shape[0] > 0
+    t, s, f = np.empty(n, np.int64), np.empty(n, signal.dtype), np.empty((2, n))
+    for i in range(n):
+        r = rows[i]
+        t[i], s[i], f[0, i] = ticks[r], signal[r], confidence[r]
+        f[1, i] = volatility[r] if has_vol else np.nan
+    return t, s, f
+
+_DECISION_INDEX = pd.Index(["timestamp", "signal", "confidence", "volatility", "decision"])
+
 def decision_frame(sim: SimulationArrays, prep: PreparedBacktest) -> pd.DataFrame:
     "One row per bar with a non-zero signal: timestamp, signal, confidence, volatility and the decision taken."
-    rows = sim.signal_rows
-    return pd.DataFrame({
-        "timestamp": prep.bars["timestamp"].array[rows], "signal": prep.signal[rows], "confidence": prep.confidence[rows],
-        "volatility": prep.volatility[rows] if prep.volatility.size else np.full(len(rows), np.nan),
-        "decision": pd.Categorical.from_codes(sim.decisions, dtype=_DECISION_DTYPE, validate=False)}, copy=False)
+    t, s, f = _decision_columns(sim.signal_rows, prep.ticks, prep.signal, prep.confidence, prep.volatility)
+    n = len(t)
+    return create_dataframe_from_blocks([
+        (pd.Series(t, dtype=prep.bars["timestamp"].dtype, copy=False).array, np.array([0])), (s.reshape(1, n), np.array([1])),
+        (f, np.array([2, 3])), (pd.Categorical.from_codes(sim.decisions, dtype=_DECISION_DTYPE, validate=False), np.array([4]))],
+        index=pd.RangeIndex(n), columns=_DECISION_INDEX)
 
 def decision_counts(raw_rows: pd.DataFrame) -> dict:
     "Number of signal bars per decision (every decision listed, zeros included)."

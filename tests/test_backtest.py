@@ -508,6 +508,29 @@ def test_engine_scores_the_whole_frame_once():
     pd.testing.assert_frame_equal(res.trades, B.run_backtest(bars, make_signals(bars, seed=2), B.BacktestConfig()).trades)
 
 
+def test_result_frames_own_their_memory():
+    "The trades and decision tables are built from raw blocks: writing to one column must not reach another or the inputs."
+    bars = make_bars(seed=1)
+    signals = make_signals(bars, seed=4).assign(regime="calm", model_version="m-1")
+    bars_before, signals_before = bars.copy(), signals.copy()
+    res = B.run_backtest(bars, signals, B.BacktestConfig(max_risk_per_trade=0.3))
+    trades, decisions = res.trades, res.raw_rows
+    assert len(trades) > 3
+    inputs = [bars[c].to_numpy() for c in ("open", "high", "low", "close")] + [signals[c].to_numpy() for c in ("confidence", "volatility")]
+    for column in ("entry_price", "exit_price", "confidence", "net_pnl", "lots"):
+        assert not any(np.shares_memory(trades[column].to_numpy(), a) for a in inputs), column
+    entry_time, exit_price, regime = trades.entry_time.copy(), trades.exit_price.copy(), trades.regime.copy()
+    trades.loc[:, "timestamp"] = pd.Timestamp("2000-01-01", tz="UTC")
+    trades.loc[:, "entry_price"] = -1.0
+    trades.loc[:, "model_version"] = "changed"
+    decisions.loc[:, "confidence"] = -1.0
+    pd.testing.assert_series_equal(trades.entry_time, entry_time)
+    pd.testing.assert_series_equal(trades.exit_price, exit_price)
+    pd.testing.assert_series_equal(trades.regime, regime)
+    pd.testing.assert_frame_equal(bars, bars_before)
+    pd.testing.assert_frame_equal(signals, signals_before)
+
+
 # ---------------------------------------------------------------- serialisation
 
 def test_json_round_trip_is_strict_and_lossless(tmp_path):
