@@ -732,8 +732,9 @@ def _typed_trades(frame: pd.DataFrame) -> pd.DataFrame:
 _DECISION_DTYPE = pd.CategoricalDtype(list(DECISIONS))
 
 def equity_frame(sim: SimulationArrays, prep: PreparedBacktest) -> pd.DataFrame:
-    "Per-bar gross and net equity (rupees) at each bar's close."
-    return pd.DataFrame({"timestamp": prep.bars["timestamp"].array, "equity_gross": sim.equity_gross,
+    """Per-bar gross and net equity (rupees) at each bar's close. The timestamps are the bars' own column, passed as a
+    Series so copy-on-write tracks the sharing: writing to the curve copies it instead of changing the caller's bars."""
+    return pd.DataFrame({"timestamp": prep.bars["timestamp"], "equity_gross": sim.equity_gross,
                          "equity_net": sim.equity_net}, copy=False)
 
 @njit(cache=True)

@@ -509,7 +509,7 @@ def test_engine_scores_the_whole_frame_once():
 
 
 def test_result_frames_own_their_memory():
-    "The trades and decision tables are built from raw blocks: writing to one column must not reach another or the inputs."
+    "Writing to a result table must not reach another column or the inputs (the tables wrap arrays without copying)."
     bars = make_bars(seed=1)
     signals = make_signals(bars, seed=4).assign(regime="calm", model_version="m-1")
     bars_before, signals_before = bars.copy(), signals.copy()
@@ -524,6 +524,7 @@ def test_result_frames_own_their_memory():
     trades.loc[:, "entry_price"] = -1.0
     trades.loc[:, "model_version"] = "changed"
     decisions.loc[:, "confidence"] = -1.0
+    res.equity_curve.loc[:, "timestamp"] = pd.Timestamp("2000-01-01", tz="UTC")  # shares the bars' column until written
     pd.testing.assert_series_equal(trades.entry_time, entry_time)
     pd.testing.assert_series_equal(trades.exit_price, exit_price)
     pd.testing.assert_series_equal(trades.regime, regime)
