@@ -693,6 +693,10 @@ _SIGNAL_NAMES = pd.CategoricalDtype(["SELL", "BUY"])       # codes: 0 short, 1 l
 _EXIT_REASON_DTYPE = pd.CategoricalDtype(list(EXIT_REASONS))
 _TRADE_INDEX = pd.Index(list(TRADE_RECORD_COLUMNS))
 _at = lambda *names: np.array([list(TRADE_RECORD_COLUMNS).index(c) for c in names])  # column positions of a block
+_TRADE_PLACES = {name: _at(*name.split()) for name in (  # every block's placement, computed once
+    "timestamp", "entry_time", "exit_time", "side holding_bars lots lot_size", "regime", "model_version",
+    "regime model_version", "signal", "exit_reason",
+    "confidence entry_price exit_price future_return notional gross_pnl costs net_pnl risk_fraction")}
 
 def trades_frame(sim: SimulationArrays, prep: PreparedBacktest, cfg: BacktestConfig) -> pd.DataFrame:
     """The trades table (`TRADE_RECORD_COLUMNS`) of a simulation, assembled from the blocks `_trade_columns` writes
@@ -701,19 +705,18 @@ def trades_frame(sim: SimulationArrays, prep: PreparedBacktest, cfg: BacktestCon
     ints, floats, codes = _trade_columns(sim.log_i, sim.log_f, prep.ticks, prep.prices[3], prep.confidence, one_bar,
                                          0 if cfg.fill == "next_open" else one_bar, holding_bars(cfg), cost_rate(cfg),
                                          _ns_per_tick(prep.ticks, prep.unit, one_bar))
-    n = ints.shape[1]
-    if "regime" in prep.signals.columns or "regime" in prep.bars.columns or "model_version" in prep.signals.columns:
+    n, at = ints.shape[1], _TRADE_PLACES
+    lookups = {"regime": (prep.signals, prep.bars), "model_version": (prep.signals,)}  # where each is read, first wins
+    if any(c in f.columns for c, frames in lookups.items() for f in frames):
         rows = sim.log_i[:, _T_ENTRY_BAR] - 1  # signal bars
-        regime, version = _column_at((prep.signals, prep.bars), "regime", rows), _column_at((prep.signals,), "model_version", rows)
-        objects = [(_as_object(regime, n).reshape(1, n), _at("regime")), (_as_object(version, n).reshape(1, n), _at("model_version"))]
-    else: objects = [(np.empty((2, n), object), _at("regime", "model_version"))]
+        objects = [(_as_object(_column_at(frames, c, rows), n).reshape(1, n), at[c]) for c, frames in lookups.items()]
+    else: objects = [(np.empty((2, n), object), at["regime model_version"])]
     utc = lambda k: pd.Series(ints[k], dtype=_UTC_NS, copy=False).array  # int64 read as UTC epoch ns, no copy
-    blocks = [(utc(0), _at("timestamp")), (utc(1), _at("entry_time")), (utc(2), _at("exit_time")),
-              (ints[3:], _at("side", "holding_bars", "lots", "lot_size")),
-              (floats, _at("confidence", "entry_price", "exit_price", "future_return", "notional", "gross_pnl", "costs",
-                           "net_pnl", "risk_fraction")), *objects,
-              (pd.Categorical.from_codes(codes[0], dtype=_SIGNAL_NAMES, validate=False), _at("signal")),
-              (pd.Categorical.from_codes(codes[1], dtype=_EXIT_REASON_DTYPE, validate=False), _at("exit_reason"))]
+    blocks = [(utc(0), at["timestamp"]), (utc(1), at["entry_time"]), (utc(2), at["exit_time"]),
+              (ints[3:], at["side holding_bars lots lot_size"]), *objects,
+              (floats, at["confidence entry_price exit_price future_return notional gross_pnl costs net_pnl risk_fraction"]),
+              (pd.Categorical.from_codes(codes[0], dtype=_SIGNAL_NAMES, validate=False), at["signal"]),
+              (pd.Categorical.from_codes(codes[1], dtype=_EXIT_REASON_DTYPE, validate=False), at["exit_reason"])]
     return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n), columns=_TRADE_INDEX)
 
 def _typed_trades(frame: pd.DataFrame) -> pd.DataFrame:

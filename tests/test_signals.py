@@ -242,12 +242,23 @@ def hold_write_lock(db_path: Path, seconds: float) -> subprocess.Popen:
     return holder
 
 
-def test_locked_warehouse_keeps_records_until_next_flush(deployed, batch, tmp_path):
-    "Another process holding the write lock: the flush does not wait; JSONL is written, DuckDB rows stay pending and are stored later."
+def audited_generator(deployed, batch, tmp_path, **audit) -> tuple[RunConfig, list[dict], MLSignalGenerator]:
+    "A fresh data folder, the batch's feature rows and a generator whose audit log takes `audit` (AuditLog arguments)."
     cfg = fresh_cfg(deployed, tmp_path)
     features, _, bundle = batch
     rows = features[bundle.input_features].to_dict("records")
-    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=AuditLog(cfg, idle_seconds=3600, retry_seconds=3600))
+    return cfg, rows, MLSignalGenerator("NSE", run_cfg=cfg, audit=AuditLog(cfg, **audit))
+
+
+def stored_ids(cfg: RunConfig) -> list[str]:
+    "Sorted ids of the recommendations in the warehouse."
+    with connect(cfg, read_only=True) as con:
+        return sorted(r[0] for r in con.sql("SELECT id FROM recommendations").fetchall())
+
+
+def test_locked_warehouse_keeps_records_until_next_flush(deployed, batch, tmp_path):
+    "Another process holding the write lock: the flush does not wait; JSONL is written, DuckDB rows stay pending and are stored later."
+    cfg, rows, gen = audited_generator(deployed, batch, tmp_path, idle_seconds=3600, retry_seconds=3600)
     holder = hold_write_lock(cfg.db_path, 30)
     try:
         served = [gen.generate_signal(f) for f in rows[:3]]
@@ -262,8 +273,7 @@ def test_locked_warehouse_keeps_records_until_next_flush(deployed, batch, tmp_pa
     gen.close()
     holder.wait(timeout=10)
     assert gen.audit_log.pending == 0
-    with connect(cfg, read_only=True) as con:
-        assert sorted(r[0] for r in con.sql("SELECT id FROM recommendations").fetchall()) == sorted(s["id"] for s in served)
+    assert stored_ids(cfg) == sorted(s["id"] for s in served)
     lines = [line for p in (Path(cfg.data_dir) / "signals" / "NSE").glob("*.jsonl") for line in p.read_text().splitlines()]
     assert len(lines) == 4                                                # written once each, not again on retry
 
@@ -279,10 +289,7 @@ def wait_until(condition, seconds: float = 20.0) -> bool:
 
 def test_background_writer_flushes_when_idle_and_retries_a_locked_warehouse(deployed, batch, tmp_path):
     "No explicit flush: the writer thread stores records once the generator is idle, retrying while another process holds the lock."
-    cfg = fresh_cfg(deployed, tmp_path)
-    features, _, bundle = batch
-    rows = features[bundle.input_features].to_dict("records")
-    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=AuditLog(cfg, idle_seconds=0.1, retry_seconds=0.2))
+    cfg, rows, gen = audited_generator(deployed, batch, tmp_path, idle_seconds=0.1, retry_seconds=0.2)
     holder = hold_write_lock(cfg.db_path, 2.0)
     t0 = time.monotonic()
     served = [gen.generate_signal(f) for f in rows[:5]]
@@ -291,8 +298,7 @@ def test_background_writer_flushes_when_idle_and_retries_a_locked_warehouse(depl
     holder.wait(timeout=30)
     assert wait_until(lambda: gen.audit_log.pending == 0) and gen.audit_log.last_error is None
     gen.close()
-    with connect(cfg, read_only=True) as con:
-        assert sorted(r[0] for r in con.sql("SELECT id FROM recommendations").fetchall()) == sorted(s["id"] for s in served)
+    assert stored_ids(cfg) == sorted(s["id"] for s in served)
 
 
 def test_records_flushed_at_exit_without_close(deployed, tmp_path):
@@ -305,8 +311,7 @@ def test_records_flushed_at_exit_without_close(deployed, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, cfg.data_dir], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ids = proc.stdout.strip().splitlines()[-1].split(",")
-    with connect(cfg, read_only=True) as con:
-        assert sorted(r[0] for r in con.sql("SELECT id FROM recommendations").fetchall()) == sorted(ids)
+    assert stored_ids(cfg) == sorted(ids)
 
 
 def test_outcomes_join_by_id(deployed, batch, tmp_path):
