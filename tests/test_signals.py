@@ -47,13 +47,19 @@ def fresh_cfg(deployed, tmp_path) -> RunConfig:
     return RunConfig(data_dir=str(tmp_path / "data"))
 
 
+def serve(gen: MLSignalGenerator, batch, rows: slice = slice(None)) -> list[dict]:
+    "Signals for the batch's feature rows `rows`, each stamped with its bar's timestamp."
+    features, _, bundle = batch
+    return [gen.generate_signal(f, timestamp=t) for f, t in
+            zip(features[bundle.input_features].iloc[rows].to_dict("records"), features.timestamp.iloc[rows])]
+
+
 def test_stream_equals_batch_scoring(deployed, batch):
     "Streaming every bar through generate_signal reproduces score_frame: probabilities, regimes, signals, confidence."
     cfg, _, _ = deployed
     features, scored, bundle = batch
     gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
-    out = [gen.generate_signal(f, timestamp=t) for f, t in
-           zip(features[bundle.input_features].to_dict("records"), features.timestamp)]
+    out = serve(gen, batch)
     probs = np.array([[o["probabilities"][c] for c in CLASSES] for o in out])
     expected = scored[[f"prob_{c}" for c in CLASSES]].to_numpy()
     assert np.abs(probs - expected).max() <= 1e-12
@@ -316,10 +322,8 @@ def test_records_flushed_at_exit_without_close(deployed, tmp_path):
 
 def test_outcomes_join_by_id(deployed, batch, tmp_path):
     cfg = fresh_cfg(deployed, tmp_path)
-    features, _, bundle = batch
     with MLSignalGenerator("NSE", run_cfg=cfg) as gen:
-        served = [gen.generate_signal(f, timestamp=t) for f, t in
-                  zip(features[bundle.input_features].to_dict("records")[400:410], features.timestamp.iloc[400:410])]
+        served = serve(gen, batch, slice(400, 410))
     with connect(cfg) as con:
         for s, r in zip(served[:6], [0.01, -0.01, 0.0, 0.02, -0.03, 0.005]):
             assert record_outcome(con, s["id"], r, s["timestamp"] + pd.Timedelta(minutes=15))
@@ -341,10 +345,8 @@ def test_outcomes_join_by_id(deployed, batch, tmp_path):
 
 def test_record_outcomes_in_bulk(deployed, batch, tmp_path):
     cfg = fresh_cfg(deployed, tmp_path)
-    features, _, bundle = batch
     with MLSignalGenerator("NSE", run_cfg=cfg) as gen:
-        served = [gen.generate_signal(f, timestamp=t) for f, t in
-                  zip(features[bundle.input_features].to_dict("records")[500:700], features.timestamp.iloc[500:700])]
+        served = serve(gen, batch, slice(500, 700))
     rng = np.random.default_rng(5)
     returns = rng.normal(0, 0.002, len(served))
     labels = rng.choice(["BUY", "HOLD", "SELL"], len(served))
