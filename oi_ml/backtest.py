@@ -264,10 +264,11 @@ _HOLD, _TAKE_PROFIT, _STOP_LOSS, _SESSION_END, _END_OF_DATA = 0, 1, 2, 3, 4
 # decision codes (positions in DECISIONS)
 (_D_NONE, _D_ENTERED, _D_LOW_CONF, _D_SESSION, _D_NO_TIME, _D_MAX_TRADES, _D_LIMIT, _D_COOLDOWN,
  _D_NO_VOL, _D_ZERO_LOTS, _D_MARGIN) = range(11)
-# trade log columns: integers, then floats
-# (the signal bar is the entry bar - 1; times, quantities and P&L are derived from these in `trades_frame`)
-_T_ENTRY_BAR, _T_EXIT_BAR, _T_EXIT_PHASE, _T_SIDE, _T_LOTS, _T_LOT_SIZE, _T_REASON = range(7)
-_T_ENTRY_PRICE, _T_EXIT_PRICE, _T_RISK_FRACTION = range(3)
+# trade log columns: integers (times in the bars' ticks), then floats
+# (the signal bar is the entry bar - 1; quantities and P&L are derived from these in `trades_frame`)
+(_T_ENTRY_BAR, _T_EXIT_BAR, _T_EXIT_PHASE, _T_SIDE, _T_LOTS, _T_LOT_SIZE, _T_REASON,
+ _T_SIGNAL_TIME, _T_ENTRY_TIME, _T_EXIT_TIME) = range(10)
+_T_ENTRY_PRICE, _T_EXIT_PRICE, _T_RISK_FRACTION, _T_CONFIDENCE, _T_FUTURE_RETURN = range(5)
 
 def round_trip_pnl(entry_price, exit_price, side, quantity, cost_rate):
     "Gross P&L, entry cost and exit cost (rupees) of round trips; scalars or numpy arrays."
@@ -343,10 +344,25 @@ def _ist_day(t, day, next_day_start, day_ticks, ist_offset):
 # %% ../nbs/30_backtest.ipynb #c033
 @njit(cache=True)
 def _signal_positions(signal, n_signals):
-    "Positions of the `n_signals` non-zero entries of `signal`, in order (branch-free: random signals mispredict)."
+    """Positions of the `n_signals` non-zero entries of `signal`, in order. Each bar's position is stored branch-free
+    (random signals would mispredict a branch); when fewer than 1 bar in 16 signals and the signals are bytes, words of
+    8 zero signals are skipped whole first."""
+    n = signal.shape[0]
     rows = np.empty(n_signals + 1, np.int64)
-    k = 0
-    for i in range(signal.shape[0]):
+    if 16 * n_signals >= n or signal.itemsize != 1:
+        k = 0
+        for i in range(n):
+            rows[k] = i
+            k += signal[i] != 0
+        return rows[:n_signals]
+    k, whole = 0, n - n % 8
+    words = signal[:whole].view(np.uint64)
+    for w in range(words.shape[0]):
+        if words[w] == 0: continue
+        for i in range(8 * w, 8 * w + 8):
+            rows[k] = i
+            k += signal[i] != 0
+    for i in range(whole, n):
         rows[k] = i
         k += signal[i] != 0
     return rows[:n_signals]
@@ -375,10 +391,12 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
                      cost_rate, min_confidence, max_trades, max_open, cooldown,   # entries
                      needs_vol, sizing, risk_basis, account, max_risk, margin_per_lot,  # sizing
                      kelly_fraction, kelly_cap, payoff, target_vol_per_bar, n_signals):
-    "Simulate the whole period: trade log (ints, floats), trade count, equity (gross, net), signal rows and their decisions."
+    """Simulate the whole period: trade log (ints, floats), trade count, equity (gross, net), signal rows, their decisions
+    and the decision log's inputs (ticks, signal, [confidence, volatility]) of those rows."""
     n = close.shape[0]
-    log_i, log_f = np.empty((n_signals, 7), np.int64), np.empty((n_signals, 3))
+    log_i, log_f = np.empty((n_signals, 10), np.int64), np.empty((n_signals, 5))
     signal_rows, decisions = _signal_positions(signal, n_signals), np.zeros(n_signals, np.int8)
+    decision_ticks, decision_signal, decision_values = np.empty(n_signals, np.int64), np.empty(n_signals, signal.dtype), np.empty((2, n_signals))
     event_bar = np.empty(2 * n_signals, np.int64)
     event_level, event_qty, event_costs = np.empty(2 * n_signals), np.empty(2 * n_signals), np.empty(2 * n_signals)
     slots = np.full(max_open, -1, np.int64)
@@ -420,11 +438,13 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
             if not pending or (phase == 0) != fill_at_open: continue
             # ---- the signal of bar s, filled at this bar's open (phase 0) or close (phase 1)
             n_seen += 1
+            side, vol = signal[s], volatility[s] if has_vol else np.nan
+            decision_ticks[n_seen - 1], decision_signal[n_seen - 1] = ts[s], side  # the decision log's row, read while cached
+            decision_values[0, n_seen - 1], decision_values[1, n_seen - 1] = confidence[s], vol
             if phase == 1 and b == n - 1:
                 decisions[n_seen - 1] = _D_NO_TIME
                 continue
             price, when = (open_[b], ts[b]) if phase == 0 else (close[b], ts[b] + bar_ticks)
-            side, vol = signal[s], volatility[s] if has_vol else np.nan
             code = _entry_gate(side, confidence[s], min_confidence, n_trades, max_trades, n_open, max_open, when,
                                last_exit, cooldown, needs_vol, vol)
             lot, lots, lot_risk = 0, 0, 0.0
@@ -475,6 +495,10 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
             log_i[tr, _T_SIDE], log_i[tr, _T_LOTS], log_i[tr, _T_LOT_SIZE], log_i[tr, _T_REASON] = side, lots, lot, reason
             log_f[tr, _T_ENTRY_PRICE], log_f[tr, _T_EXIT_PRICE] = price, exit_price
             log_f[tr, _T_RISK_FRACTION] = lots * lot_risk / cash
+            # times, confidence and the future return, read here while those bars are in cache
+            log_i[tr, _T_SIGNAL_TIME], log_i[tr, _T_ENTRY_TIME], log_i[tr, _T_EXIT_TIME] = ts[s], when, ts[j] + exit_phase * bar_ticks
+            log_f[tr, _T_CONFIDENCE] = confidence[s]
+            log_f[tr, _T_FUTURE_RETURN] = close[s + hold] / close[s] - 1.0 if s + hold < n else np.nan
             costs_paid += _round_trip_pnl(price, exit_price, side, qty, cost_rate)[1]
             net_qty += side * qty
             basis += side * qty * price
@@ -489,9 +513,13 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
             event_bar[n_events], event_level[n_events] = b, account + realised - basis
             event_qty[n_events], event_costs[n_events] = net_qty, costs_paid
             n_events += 1
-    decisions[n_seen:] = _D_NO_TIME  # signals whose fill bar lies past the data
+    for d in range(n_seen, n_signals):  # signals whose fill bar lies past the data
+        r = signal_rows[d]
+        decisions[d], decision_ticks[d], decision_signal[d] = _D_NO_TIME, ts[r], signal[r]
+        decision_values[0, d], decision_values[1, d] = confidence[r], volatility[r] if has_vol else np.nan
     equity_gross, equity_net = _mark_to_market(close, event_bar, event_level, event_qty, event_costs, n_events, account)
-    return log_i, log_f, n_trades, equity_gross, equity_net, signal_rows, decisions
+    return (log_i, log_f, n_trades, equity_gross, equity_net, signal_rows, decisions,
+            decision_ticks, decision_signal, decision_values)
 
 # %% ../nbs/30_backtest.ipynb #c037
 @dataclass(frozen=True, eq=False)
@@ -559,12 +587,17 @@ def prepare_backtest(bars: pd.DataFrame, signals: pd.DataFrame, cfg: BacktestCon
 @dataclass(frozen=True, eq=False)
 class SimulationArrays:
     "Raw kernel output."
-    log_i: np.ndarray          # (trades, 7) int64 trade log: entry/exit bar, exit phase, side, lots, lot size, reason
-    log_f: np.ndarray          # (trades, 3) float64 trade log: entry price, exit price, risk fraction
+    log_i: np.ndarray          # (trades, 10) int64 trade log: entry/exit bar, exit phase, side, lots, lot size, reason,
+                               # signal, entry and exit time (ticks)
+    log_f: np.ndarray          # (trades, 5) float64 trade log: entry price, exit price, risk fraction, confidence,
+                               # future return
     equity_gross: np.ndarray   # float64 per bar
     equity_net: np.ndarray     # float64 per bar
     signal_rows: np.ndarray    # int64 bars with a non-zero signal, in order
     decisions: np.ndarray      # int8 DECISIONS code of each of those bars
+    decision_ticks: np.ndarray   # int64 timestamp ticks of those bars
+    decision_signal: np.ndarray  # their signal (the signal column's dtype)
+    decision_values: np.ndarray  # (2, signals) float64: their confidence and volatility (NaN without the column)
 
 def _payoff(cfg: BacktestConfig) -> float:
     "Kelly payoff ratio: take_profit_mult / stop_loss_mult when both barriers are on, else cfg.payoff_ratio."
@@ -579,7 +612,7 @@ def simulate(prep: PreparedBacktest, cfg: BacktestConfig) -> SimulationArrays:
     "Run the kernel over prepared arrays with the rules of `cfg`."
     per_second = _TICKS_PER_SECOND[prep.unit]
     has_vol = prep.volatility.size > 0
-    log_i, log_f, n_trades, equity_gross, equity_net, signal_rows, decisions = _backtest_kernel(
+    log_i, log_f, n_trades, *curves_and_decisions = _backtest_kernel(
         prep.ticks, bar_ticks(prep, cfg), 86_400 * per_second, 19_800 * per_second, prep.session,
         *prep.prices, prep.signal, prep.confidence, prep.volatility, prep.lot_table, prep.lot_first_day,
         cfg.fill == "next_open", holding_bars(cfg), _mult(cfg.take_profit_mult), _mult(cfg.stop_loss_mult),
@@ -588,7 +621,7 @@ def simulate(prep: PreparedBacktest, cfg: BacktestConfig) -> SimulationArrays:
         SIZING_CODES[cfg.sizing], RISK_BASES.index(risk_basis(cfg, has_vol)), cfg.account_size, cfg.max_risk_per_trade,
         cfg.margin_per_lot, cfg.kelly_fraction, cfg.kelly_cap, _payoff(cfg),
         cfg.target_volatility / math.sqrt(periods_per_year(cfg)), int(np.count_nonzero(prep.signal)))
-    return SimulationArrays(log_i[:n_trades], log_f[:n_trades], equity_gross, equity_net, signal_rows, decisions)
+    return SimulationArrays(log_i[:n_trades], log_f[:n_trades], *curves_and_decisions)
 
 # %% ../nbs/30_backtest.ipynb #c045
 TRADE_RECORD_COLUMNS = {  # column -> meaning; one row per round trip (includes metrics.TRADE_COLUMNS)
@@ -650,27 +683,26 @@ def _column_at(frames: tuple, column: str, rows: np.ndarray) -> np.ndarray | Non
 
 # %% ../nbs/30_backtest.ipynb #c047
 @njit(cache=True)
-def _trade_columns(log_i, log_f, ticks, close, confidence, one_bar, entry_offset, hold, cost_rate, ns_per_tick):
-    """Per-trade columns in one pass, as three blocks (rows = columns of the trades table):
+def _trade_columns(log_i, log_f, cost_rate, ns_per_tick):
+    """Per-trade columns in one pass over the trade log, as three blocks (rows = columns of the trades table):
     ints (7, n): signal, entry and exit time in UTC nanoseconds, side, holding bars, lots, lot size;
     floats (9, n): confidence, entry price, exit price, future return, notional, gross P&L, costs, net P&L, risk fraction;
     codes (2, n) int8: signal (0 SELL, 1 BUY) and exit reason."""
-    n, n_bars = log_i.shape[0], close.shape[0]
+    n = log_i.shape[0]
     ints, floats, codes = np.empty((7, n), np.int64), np.empty((9, n)), np.empty((2, n), np.int8)
     for i in range(n):
-        entry_bar, exit_bar, phase = log_i[i, _T_ENTRY_BAR], log_i[i, _T_EXIT_BAR], log_i[i, _T_EXIT_PHASE]
         side, lots, lot_size = log_i[i, _T_SIDE], log_i[i, _T_LOTS], log_i[i, _T_LOT_SIZE]
         entry_price, exit_price = log_f[i, _T_ENTRY_PRICE], log_f[i, _T_EXIT_PRICE]
-        row = entry_bar - 1  # the signal bar
-        ints[0, i] = ticks[row] * ns_per_tick
-        ints[1, i] = (ticks[entry_bar] + entry_offset) * ns_per_tick
-        ints[2, i] = (ticks[exit_bar] + phase * one_bar) * ns_per_tick
-        ints[3, i], ints[4, i], ints[5, i], ints[6, i] = side, exit_bar - entry_bar, lots, lot_size
+        ints[0, i] = log_i[i, _T_SIGNAL_TIME] * ns_per_tick
+        ints[1, i] = log_i[i, _T_ENTRY_TIME] * ns_per_tick
+        ints[2, i] = log_i[i, _T_EXIT_TIME] * ns_per_tick
+        ints[3, i], ints[4, i] = side, log_i[i, _T_EXIT_BAR] - log_i[i, _T_ENTRY_BAR]
+        ints[5, i], ints[6, i] = lots, lot_size
         codes[0, i], codes[1, i] = 1 if side > 0 else 0, log_i[i, _T_REASON]
         qty = float(lots * lot_size)
         g, entry_cost, exit_cost = _round_trip_pnl(entry_price, exit_price, side, qty, cost_rate)
-        floats[0, i], floats[1, i], floats[2, i] = confidence[row], entry_price, exit_price
-        floats[3, i] = close[row + hold] / close[row] - 1.0 if row + hold < n_bars else np.nan
+        floats[0, i], floats[1, i], floats[2, i] = log_f[i, _T_CONFIDENCE], entry_price, exit_price
+        floats[3, i] = log_f[i, _T_FUTURE_RETURN]
         floats[4, i], floats[5, i], floats[6, i] = entry_price * qty, g, entry_cost + exit_cost
         floats[7, i], floats[8, i] = g - entry_cost - exit_cost, log_f[i, _T_RISK_FRACTION]
     return ints, floats, codes
@@ -701,10 +733,8 @@ _TRADE_PLACES = {name: _at(*name.split()) for name in (  # every block's placeme
 def trades_frame(sim: SimulationArrays, prep: PreparedBacktest, cfg: BacktestConfig) -> pd.DataFrame:
     """The trades table (`TRADE_RECORD_COLUMNS`) of a simulation, assembled from the blocks `_trade_columns` writes
     (`create_dataframe_from_blocks`: no copy, no consolidation; every block is a fresh array, none is shared)."""
-    one_bar = bar_ticks(prep, cfg)
-    ints, floats, codes = _trade_columns(sim.log_i, sim.log_f, prep.ticks, prep.prices[3], prep.confidence, one_bar,
-                                         0 if cfg.fill == "next_open" else one_bar, holding_bars(cfg), cost_rate(cfg),
-                                         _ns_per_tick(prep.ticks, prep.unit, one_bar))
+    ints, floats, codes = _trade_columns(sim.log_i, sim.log_f, cost_rate(cfg),
+                                         _ns_per_tick(prep.ticks, prep.unit, bar_ticks(prep, cfg)))
     n, at = ints.shape[1], _TRADE_PLACES
     lookups = {"regime": (prep.signals, prep.bars), "model_version": (prep.signals,)}  # where each is read, first wins
     if any(c in f.columns for c, frames in lookups.items() for f in frames):
@@ -740,26 +770,15 @@ def equity_frame(sim: SimulationArrays, prep: PreparedBacktest) -> pd.DataFrame:
     return pd.DataFrame({"timestamp": prep.bars["timestamp"], "equity_gross": sim.equity_gross,
                          "equity_net": sim.equity_net}, copy=False)
 
-@njit(cache=True)
-def _decision_columns(rows, ticks, signal, confidence, volatility):
-    "Ticks, signal and (confidence, volatility) at `rows`, in one pass; volatility NaN when the array is empty."
-    n, has_vol = rows.shape[0], volatility.shape[0] > 0
-    t, s, f = np.empty(n, np.int64), np.empty(n, signal.dtype), np.empty((2, n))
-    for i in range(n):
-        r = rows[i]
-        t[i], s[i], f[0, i] = ticks[r], signal[r], confidence[r]
-        f[1, i] = volatility[r] if has_vol else np.nan
-    return t, s, f
-
 _DECISION_INDEX = pd.Index(["timestamp", "signal", "confidence", "volatility", "decision"])
 
 def decision_frame(sim: SimulationArrays, prep: PreparedBacktest) -> pd.DataFrame:
     "One row per bar with a non-zero signal: timestamp, signal, confidence, volatility and the decision taken."
-    t, s, f = _decision_columns(sim.signal_rows, prep.ticks, prep.signal, prep.confidence, prep.volatility)
-    n = len(t)
+    n, dtype = len(sim.decisions), prep.bars["timestamp"].dtype
     return create_dataframe_from_blocks([
-        (pd.Series(t, dtype=prep.bars["timestamp"].dtype, copy=False).array, np.array([0])), (s.reshape(1, n), np.array([1])),
-        (f, np.array([2, 3])), (pd.Categorical.from_codes(sim.decisions, dtype=_DECISION_DTYPE, validate=False), np.array([4]))],
+        (pd.Series(sim.decision_ticks, dtype=dtype, copy=False).array, np.array([0])),
+        (sim.decision_signal.reshape(1, n), np.array([1])), (sim.decision_values, np.array([2, 3])),
+        (pd.Categorical.from_codes(sim.decisions, dtype=_DECISION_DTYPE, validate=False), np.array([4]))],
         index=pd.RangeIndex(n), columns=_DECISION_INDEX)
 
 def decision_counts(raw_rows: pd.DataFrame) -> dict:

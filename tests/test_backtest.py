@@ -520,6 +520,7 @@ def test_result_frames_own_their_memory():
     for column in ("entry_price", "exit_price", "confidence", "net_pnl", "lots"):
         assert not any(np.shares_memory(trades[column].to_numpy(), a) for a in inputs), column
     entry_time, exit_price, regime = trades.entry_time.copy(), trades.exit_price.copy(), trades.regime.copy()
+    decided_before = decisions.drop(columns="confidence").copy()
     trades.loc[:, "timestamp"] = pd.Timestamp("2000-01-01", tz="UTC")
     trades.loc[:, "entry_price"] = -1.0
     trades.loc[:, "model_version"] = "changed"
@@ -528,6 +529,7 @@ def test_result_frames_own_their_memory():
     pd.testing.assert_series_equal(trades.entry_time, entry_time)
     pd.testing.assert_series_equal(trades.exit_price, exit_price)
     pd.testing.assert_series_equal(trades.regime, regime)
+    pd.testing.assert_frame_equal(decisions.drop(columns="confidence"), decided_before)  # volatility shares its block
     pd.testing.assert_frame_equal(bars, bars_before)
     pd.testing.assert_frame_equal(signals, signals_before)
 
