@@ -4,7 +4,7 @@ Target (issue 5): a 1,000,000-bar backtest with costs within 2x of a minimal sin
 period, costs on both legs, gross and net equity per bar, a trade log), plus the time of the full 5 x 5 sensitivity
 grid. Data: a random walk of one-minute bars with random signals, confidence uniform in [0.5, 1], hold 5 bars, in two
 densities: 10 % of bars signalling (~66,000 trades, a trade every 15 bars: the stress case and the headline) and 1 %
-(~9,500 trades). Before timing, the engine is configured to trade exactly like the reference and both must produce the
+(~8,500 trades). Before timing, the engine is configured to trade exactly like the reference and both must produce the
 same trades and net equity curve, so the ratio compares equal work.
 Memory: on this VM a first touch of freshly mapped memory is very slow and erratic (one interleaved run measured the
 reference at 2 ms or 14 ms depending only on whether its output arrays landed on reused or fresh pages), so the bench
