@@ -396,7 +396,8 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
     n = close.shape[0]
     log_i, log_f = np.empty((n_signals, 10), np.int64), np.empty((n_signals, 5))
     signal_rows, decisions = _signal_positions(signal, n_signals), np.zeros(n_signals, np.int8)
-    decision_ticks, decision_signal, decision_values = np.empty(n_signals, np.int64), np.empty(n_signals, signal.dtype), np.empty((2, n_signals))
+    decision_ticks, decision_signal = np.empty(n_signals, np.int64), np.empty(n_signals, signal.dtype)
+    decision_values = np.empty((2, n_signals))  # confidence, volatility
     event_bar = np.empty(2 * n_signals, np.int64)
     event_level, event_qty, event_costs = np.empty(2 * n_signals), np.empty(2 * n_signals), np.empty(2 * n_signals)
     slots = np.full(max_open, -1, np.int64)
@@ -496,7 +497,8 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
             log_f[tr, _T_ENTRY_PRICE], log_f[tr, _T_EXIT_PRICE] = price, exit_price
             log_f[tr, _T_RISK_FRACTION] = lots * lot_risk / cash
             # times, confidence and the future return, read here while those bars are in cache
-            log_i[tr, _T_SIGNAL_TIME], log_i[tr, _T_ENTRY_TIME], log_i[tr, _T_EXIT_TIME] = ts[s], when, ts[j] + exit_phase * bar_ticks
+            log_i[tr, _T_SIGNAL_TIME], log_i[tr, _T_ENTRY_TIME] = ts[s], when
+            log_i[tr, _T_EXIT_TIME] = ts[j] + exit_phase * bar_ticks
             log_f[tr, _T_CONFIDENCE] = confidence[s]
             log_f[tr, _T_FUTURE_RETURN] = close[s + hold] / close[s] - 1.0 if s + hold < n else np.nan
             costs_paid += _round_trip_pnl(price, exit_price, side, qty, cost_rate)[1]
