@@ -104,8 +104,10 @@ def test_horizon_key_picks_the_production_model_the_gate_compares_with(tmp_path)
     keyed = run_retrain(RetrainConfig("NSE", automl=False, train=other, horizon="15m"), cfg)
     assert keyed["gate"]["baseline"] == "v0001"                       # compared with the NSE/15m production model
     assert _gate(cfg, keyed["candidate_run"])["horizon"] == "15m"
+    assert "registry line: <strong>NSE/15m</strong>" in Path(keyed["pack"]).read_text()   # the reviewer sees the key
     plain = run_retrain(RetrainConfig("NSE", automl=False, train=other), cfg)
     assert plain["gate"]["baseline"] is None                           # the exchange's own pointer is empty
+    assert "registry line: <strong>NSE</strong>" in Path(plain["pack"]).read_text()
     with pytest.raises(ValueError, match="invalid horizon"):
         run_retrain(RetrainConfig("NSE", automl=False, train=TINY, horizon="15min"), cfg)
 
