@@ -23,7 +23,7 @@ from .features import prepare_training_features, supported_feature_columns
 from .gate import GateConfig, default_backtest_config, evaluate_candidate, gate_line, signals_for, train_config_of
 from .labels import labels_frame
 from .packs import render_index, render_pack
-from .registry import check_horizon, current_version, deploy_model
+from .registry import _check_run_horizon, check_horizon, current_version, deploy_model, label_horizon
 from .store import build_ml_features, connect
 from .train import TrainConfig, load_bundle, train_model, verify_run
 
@@ -290,7 +290,9 @@ def run_retrain(cfg: RetrainConfig, run_cfg: RunConfig | None = None) -> dict:
     "The whole retrain; returns the run summary (gate line, pack path, step timings). Raises PipelineStepError on a failed step."
     run_cfg = run_cfg or RunConfig()
     cfg = dataclasses.replace(cfg, exchange=cfg.exchange.upper())
-    check_horizon(cfg.horizon)   # a bad horizon key fails here, not after training
+    check_horizon(cfg.horizon)   # a bad horizon key, or one the labels don't have, fails here, not after training
+    _check_run_horizon(cfg.horizon, label_horizon(cfg.train.labels.horizon_bars, run_cfg.bar_minutes), "to be trained",
+                       "not retraining for that key")
     run = RetrainRun(cfg, run_cfg, retrain_folder(cfg, run_cfg))
     consolidated = step_consolidate(run)
     ds = step_dataset(run, consolidated)

@@ -33,8 +33,9 @@ __all__ = ['REGISTRY_FORMAT', 'REGISTRY_FILE', 'DEPLOYMENTS_LOG', 'CHANGE_LOG_JS
            'RegistryLockedError', 'models_root', 'exchange_models_dir', 'run_dir', 'check_horizon', 'registry_key',
            'split_key', 'list_files', 'hash_folder', 'compare_hashes', 'read_jsonl', 'registry_path', 'read_registry',
            'current_version', 'registry_lock', 'deployment_stack', 'previous_version', 'render_change_log', 'sync_logs',
-           'verify_run', 'horizon_of_report', 'run_horizon', 'next_version_id', 'deploy_model', 'version_dir',
-           'load_version_manifest', 'load_version', 'registry_history', 'list_versions', 'rollback', 'record_signoff']
+           'verify_run', 'label_horizon', 'horizon_of_report', 'run_horizon', 'next_version_id', 'deploy_model',
+           'version_dir', 'load_version_manifest', 'load_version', 'registry_history', 'list_versions', 'rollback',
+           'record_signoff']
 
 # %% ../nbs/40_registry.ipynb #c005
 REGISTRY_FORMAT = 1                        # `format` key of registry.json
@@ -398,17 +399,25 @@ def _run_gate(exchange: str, run_id: str, run_cfg: RunConfig) -> dict | None:
     path = run_dir(exchange, run_id, run_cfg) / "reports" / "gate_report.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
-def _check_gate(gate: dict | None, run_id: str) -> dict | None:
-    "Refuse a gate result that says it failed."
-    if isinstance(gate, dict) and gate.get("passed") is False:
+def _check_gate(gate: dict | None, run_id: str, horizon: str | None) -> dict | None:
+    "Refuse a gate result that says it failed, or that compared the run with another horizon key's production model."
+    if not isinstance(gate, dict): return gate
+    if gate.get("passed") is False:
         raise RegistryError(f"run {run_id}: the promotion gate failed ({_cell(gate.get('reasons') or gate.get('failures'))}); not deploying")
+    if "horizon" in gate and gate["horizon"] != horizon:   # reports written before the gate took a horizon key lack it
+        raise RegistryError(f"run {run_id}: its gate report is for horizon key {gate['horizon']!r}, not {horizon!r}; "
+                            "re-run the gate for this key; not deploying")
     return gate
+
+def label_horizon(horizon_bars: int, bar_minutes: int) -> str:
+    "Registry horizon key of a label horizon: horizon_bars x `bar_minutes`, as '15m'."
+    return f"{horizon_bars * int(bar_minutes)}m"
 
 def horizon_of_report(report: dict, bar_minutes: int) -> str | None:
     "Label horizon of a training report: config labels.horizon_bars x `bar_minutes`, as '15m'; None when the report lacks it."
     labels = (report.get("config") or {}).get("labels") if isinstance(report, dict) else None
     bars = labels.get("horizon_bars") if isinstance(labels, dict) else None
-    return f"{bars * int(bar_minutes)}m" if isinstance(bars, int) and not isinstance(bars, bool) and bars >= 1 else None
+    return label_horizon(bars, bar_minutes) if isinstance(bars, int) and not isinstance(bars, bool) and bars >= 1 else None
 
 def run_horizon(exchange: str, run_id: str, run_cfg: RunConfig | None = None) -> str | None:
     "Label horizon of a training run, from its reports/training_report.json (None when absent or silent)."
@@ -416,11 +425,11 @@ def run_horizon(exchange: str, run_id: str, run_cfg: RunConfig | None = None) ->
     path = run_dir(exchange, run_id, run_cfg) / "reports" / "training_report.json"
     return horizon_of_report(_read_manifest(path)[0], run_cfg.bar_minutes) if path.is_file() else None
 
-def _check_run_horizon(horizon: str | None, own: str | None, run_id: str) -> str | None:
-    "Refuse deploying a run under a horizon key other than its own known label horizon; returns the run's horizon."
+def _check_run_horizon(horizon: str | None, own: str | None, run_id: str, refused: str = "not deploying") -> str | None:
+    "Refuse using a run under a horizon key other than its own known label horizon (deploy, gate); returns the run's horizon."
     if horizon is not None and own is not None and own != horizon:
         raise RegistryError(f"run {run_id}: its label horizon is {own} (labels.horizon_bars x bar minutes), "
-                            f"not the requested horizon {horizon}; not deploying")
+                            f"not the requested horizon {horizon}; {refused}")
     return own
 
 def _who(operator: str) -> str:
@@ -517,11 +526,11 @@ def deploy_model(exchange: str, run_id: str, operator: str, reason: str,
     run_cfg, exchange = run_cfg or RunConfig(), _exchange_key(exchange)
     key, operator, reason = registry_key(exchange, horizon), _who(operator), _require_text(reason, "reason")
     own_horizon = _check_run_horizon(horizon, run_horizon(exchange, run_id, run_cfg), run_id)   # before anything is written
+    gate = _check_gate(gate if gate is not None else _run_gate(exchange, run_id, run_cfg), run_id, horizon)
     with registry_lock(run_cfg, lock_timeout, f"deploy {key} {run_id}"):
         _prepare(run_cfg, exchange)
         _crash_point("deploy.verify_run")
         run = _verified_run(exchange, run_id, run_cfg)
-        gate = _check_gate(gate if gate is not None else _run_gate(exchange, run_id, run_cfg), run_id)
         version = next_version_id(exchange_models_dir(exchange, run_cfg), _exchange_history(read_registry(run_cfg), exchange))
         info = {"deployed_at": _now(), "operator": operator, "reason": reason, "gate": gate, "constraints": constraints,
                 "horizon": own_horizon, "run_manifest_file": RUN_MANIFEST_COPY,

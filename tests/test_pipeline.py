@@ -16,7 +16,8 @@ from oi_ml.config import RunConfig
 from oi_ml.packs import check_in_browser, chromium_path
 from oi_ml.datasets import list_datasets, verify_dataset
 from oi_ml.pipeline import PipelineStepError, RetrainConfig, run_retrain
-from oi_ml.registry import current_version, deploy_model, load_version
+from oi_ml.gate import evaluate_candidate
+from oi_ml.registry import RegistryError, current_version, deploy_model, load_version
 from oi_ml.simulate import simulate_market
 from oi_ml.store import connect
 from oi_ml.train import TrainConfig, verify_run
@@ -110,6 +111,10 @@ def test_horizon_key_picks_the_production_model_the_gate_compares_with(tmp_path)
     assert "registry line: <strong>NSE</strong>" in Path(plain["pack"]).read_text()
     with pytest.raises(ValueError, match="invalid horizon"):
         run_retrain(RetrainConfig("NSE", automl=False, train=TINY, horizon="15min"), cfg)
+    with pytest.raises(RegistryError, match="label horizon is 15m .*not the requested horizon 30m; not retraining"):
+        run_retrain(RetrainConfig("NSE", automl=False, train=TINY, horizon="30m"), cfg)   # refused before any step runs
+    with pytest.raises(RegistryError, match="not gating it against the NSE/30m production model"):
+        evaluate_candidate("NSE", keyed["candidate_run"], run_cfg=cfg, write=False, horizon="30m")
 
 
 def test_killing_a_step_midway_leaves_earlier_artefacts_and_registry_intact(tmp_path):

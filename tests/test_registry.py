@@ -481,6 +481,20 @@ def test_two_horizons_side_by_side(cfg):
     assert_logs_consistent(cfg)
 
 
+def test_gate_report_of_another_horizon_key_is_refused(cfg):
+    "A run gated against the NSE/15m production model cannot go under the NSE key (and the other way round)."
+    keyed = make_run(cfg, "run-20251031-aaaaaaaaaaaa", "gated 15m", horizon_bars=15, gate={"passed": True, "horizon": "15m"})
+    plain = make_run(cfg, "run-20251031-bbbbbbbbbbbb", "gated plain", horizon_bars=15, gate={"passed": True, "horizon": None})
+    for run, wrong in ((keyed, None), (plain, "15m")):
+        before = snapshot(cfg)
+        with pytest.raises(RegistryError, match=f"run {run.name}: its gate report is for horizon key .*re-run the gate"):
+            deploy_model(EXCHANGE, run.name, "asha", "wrong key", run_cfg=cfg, horizon=wrong)
+        assert snapshot(cfg) == before
+    assert deploy_model(EXCHANGE, keyed.name, "asha", "15m line", run_cfg=cfg, horizon="15m")["gate"]["horizon"] == "15m"
+    assert deploy_model(EXCHANGE, plain.name, "asha", "exchange line", run_cfg=cfg)["gate"]["horizon"] is None
+    assert (current_version(EXCHANGE, cfg, "15m"), current_version(EXCHANGE, cfg)) == ("v0001", "v0002")
+
+
 def test_horizon_mismatch_refused_before_anything_is_written(cfg):
     r15, r30 = make_run(cfg, "run-20251031-aaaaaaaaaaaa", "fifteen", horizon_bars=15), make_run(cfg, "run-20251031-bbbbbbbbbbbb", "thirty", horizon_bars=30)
     deploy_model(EXCHANGE, r15.name, "asha", "15m model", run_cfg=cfg, horizon="15m")
