@@ -23,7 +23,7 @@ import pandas as pd
 from .config import RunConfig
 from .features import bin_proportions, prepare_training_features
 from .indicators import WARMUP_BARS
-from .registry import load_version, read_jsonl
+from .registry import load_version, read_jsonl, registry_key
 from .signals import recommendations_with_outcomes
 from .store import connect, denormalise_payload
 
@@ -247,7 +247,8 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
     latency = latency_percentiles(served["latency_us"])
     alerts, warnings = assess(drift, score, degradation, latency, cfg)
     return _json_ready({
-        "exchange": manifest["exchange"], "horizon": horizon or manifest.get("horizon"), "version": manifest["version"],
+        "exchange": manifest["exchange"], "registry_key": registry_key(exchange, horizon),   # the line monitored
+        "horizon": horizon or manifest.get("horizon"), "version": manifest["version"],   # the key's, else the labels'
         "run_id": manifest["run_id"], "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "n_recommendations": len(served),
         "n_live_rows": len(live), "thresholds": {"psi_warn": cfg.psi_warn, "psi_alert": cfg.psi_alert,
                                                       "degrade_threshold": cfg.degrade_threshold, "feedback_window": cfg.feedback_window},
@@ -272,8 +273,9 @@ def format_summary(summary: dict) -> str:
     s, d, lat, th = summary["score_drift"], summary["degradation"], summary["latency"], summary["thresholds"]
     counts = pd.Series([r["status"] for r in summary["drift"]]).value_counts().to_dict() if summary["drift"] else {}
     worst = ", ".join(f"{r['feature']} {_fmt(r['psi'], '.2f')} {r['status']}" for r in summary["drift"][:5])
-    horizon = f" {summary['horizon']}" if summary.get("horizon") else ""
-    lines = [f"oi-ml monitor: {summary['exchange']}{horizon} model {summary['version']} ({summary['run_id']}) at {summary['generated_at']}",
+    key = summary.get("registry_key") or summary["exchange"]   # 'NSE' or 'NSE/15m'
+    labels = f", {summary['horizon']} labels" if summary.get("horizon") and "/" not in key else ""
+    lines = [f"oi-ml monitor: {key.replace('/', ' ')} model {summary['version']} ({summary['run_id']}{labels}) at {summary['generated_at']}",
              (f"  feature drift: {len(summary['drift'])} features, {summary['n_live_rows']} live rows; "
               f"alert {counts.get('alert', 0)}, warn {counts.get('warn', 0)}, ok {counts.get('ok', 0)} "
               f"(PSI warn {th['psi_warn']}, alert {th['psi_alert']}); worst: {worst or 'n/a'}"),

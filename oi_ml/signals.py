@@ -192,7 +192,7 @@ def row_predictor(booster, n_features: int, n_classes: int, rounds: int | None):
     "Callable: one row (1 × n_features) -> class probabilities (1 × k), `predict_row` semantics, fastest available path."
     if isinstance(booster, lgb.Booster) and n_classes >= 2:
         try: fast = FastRowPredictor(booster, n_features, rounds)
-        except (ImportError, AttributeError, lgb.basic.LightGBMError) as err:
+        except Exception as err:   # private API: a moved symbol or a changed signature must fall back, not fail
             logging.getLogger(__name__).warning("LightGBM single-row fast path unavailable (%s): using Booster.predict", err)
         else:
             if n_classes == 2: return lambda X: np.array([[1.0 - (p := fast(X.ravel())[0]), p]])
@@ -410,8 +410,10 @@ class MLSignalGenerator:
         self.plan = build_plan(self.bundle)
         for b in self.plan.boosters:
             if not isinstance(b, lgb.Booster): b.set_param({"nthread": 1})
-        self._predictors = tuple(row_predictor(b, len(self.plan.gather), len(self.plan.classes), self.plan.rounds)
-                                 for b in self.plan.boosters)
+        by_booster = {}   # regimes without their own model share the pooled booster: one predictor per booster
+        for b in self.plan.boosters:
+            if id(b) not in by_booster: by_booster[id(b)] = row_predictor(b, len(self.plan.gather), len(self.plan.classes), self.plan.rounds)
+        self._predictors = tuple(by_booster[id(b)] for b in self.plan.boosters)
         self.payoff_ratio = payoff_ratio(self.bundle)
         self.min_confidence, self.account_size, self.kelly_cap, self.margin_rate = min_confidence, account_size, kelly_cap, margin_rate
         self.audit_log = audit if isinstance(audit, AuditLog) else AuditLog(self.run_cfg) if audit else None
