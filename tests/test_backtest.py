@@ -61,16 +61,19 @@ def reference_backtest(bars, signals, cfg):
     lot_of = [ex.lot_size(d if isinstance(d, dt.date) else d.date()) for d in day]
     sig, conf = signals["signal"].to_numpy(), signals["confidence"].to_numpy(float)
     vol = signals["volatility"].to_numpy(float) if "volatility" in signals else np.full(n, np.nan)
-    hold, rate = B.holding_bars(cfg), B.cost_rate(cfg)
+    hold, rate = cfg.holding_period_minutes // cfg.bar_minutes, (cfg.transaction_cost_bps + cfg.slippage_bps) / 1e4
     bar_len = pd.Timedelta(minutes=cfg.bar_minutes)
     fill_open = cfg.fill == "next_open"
     tp_m = math.inf if cfg.take_profit_mult is None else cfg.take_profit_mult
     sl_m = math.inf if cfg.stop_loss_mult is None else cfg.stop_loss_mult
     has_vol = "volatility" in signals
-    needs_vol = B.needs_volatility(cfg, has_vol)
-    basis_kind = B.risk_basis(cfg, has_vol)
+    # the rules restated, not the engine's helpers: risk per lot from the stop, else the volatility column, else margin
+    basis_kind = "stop" if cfg.stop_loss_mult is not None else ("volatility" if has_vol else "margin")
+    needs_vol = (cfg.take_profit_mult is not None or cfg.stop_loss_mult is not None or cfg.sizing == "vol_target"
+                 or basis_kind == "volatility")
     payoff = (cfg.take_profit_mult / cfg.stop_loss_mult) if (cfg.take_profit_mult and cfg.stop_loss_mult) else cfg.payoff_ratio
-    target_vol_bar = cfg.target_volatility / math.sqrt(B.periods_per_year(cfg))
+    bars_per_year = cfg.periods_per_year or 252 * 375 / cfg.bar_minutes   # 252 sessions of 09:15-15:30 IST
+    target_vol_bar = cfg.target_volatility / math.sqrt(bars_per_year)
     cooldown = pd.Timedelta(minutes=cfg.cooldown_minutes)
     state = {"cash": cfg.account_size, "realised": 0.0, "costs": 0.0, "last_exit": None, "margin": 0.0, "opened": 0}
     positions, trades, decisions = [], [], {}
@@ -230,6 +233,10 @@ def test_hand_made_barriers_gap_and_entry_bar_stop():
     np.testing.assert_allclose(tr.exit_price, [1001 * 1.004, 1010, 1010 * 0.996, 998])  # intrabar, gap at open, intrabar, stop
     # fixed sizing with a stop asks floor(0.2 * 1e6 / (1000 * 1.0 * 0.002 * 75)) = 1333 lots; the margin allows 1e6 / 1e5 = 10
     assert (tr.lots == 10).all()
+    # with a small margin the stop sets the size: the first trade (cash still 1e6) gets the 1333 lots
+    first = assert_matches_reference(hand_bars(), sig, dataclasses.replace(cfg, margin_per_lot=100.0)).trades.iloc[0]
+    assert first.lots == 1333 and first.risk_fraction == pytest.approx(1333 * 1000 * 0.002 * 75 / 1e6, rel=1e-12)
+    assert B.periods_per_year(B.BacktestConfig()) == 252 * 375                # 252 sessions of 375 one-minute bars
 
 
 # ---------------------------------------------------------------- engine == reference on random markets
@@ -322,6 +329,10 @@ def test_signal_bar_close_never_sets_the_fill(seed, t_frac):
     signals = make_signals(bars, seed=seed + 1, with_vol=False)
     cfg = B.BacktestConfig(max_risk_per_trade=0.3, margin_per_lot=100_000.0)
     t = int(t_frac * (len(bars) - 2))
+    day = bars.timestamp.dt.tz_convert(IST).dt.date
+    if day.iloc[t + 1] != day.iloc[t]: t -= 1                   # the fill must lie in the signal bar's session
+    signals.loc[max(t - 16, 0):t - 1, "signal"] = 0             # flat by then: no position, limit or hold in the way
+    signals.loc[t, ["signal", "confidence"]] = [1, 0.9]         # so bar t's signal is entered (checked below)
     moved = bars.copy()
     new_close = bars.close.iloc[t] * 1.03
     moved.loc[t, ["close", "high"]] = [new_close, max(bars.high.iloc[t], new_close)]
@@ -329,10 +340,9 @@ def test_signal_bar_close_never_sets_the_fill(seed, t_frac):
     b = B.run_backtest(moved, signals, cfg, compute_metrics=False).trades
     ts_t = bars.timestamp.iloc[t]
     fa, fb = a[a.timestamp == ts_t], b[b.timestamp == ts_t]
-    assert len(fa) == len(fb)
-    if len(fa):
-        assert fa.entry_price.iloc[0] == bars.open.iloc[t + 1] == fb.entry_price.iloc[0]
-        assert fa.entry_time.iloc[0] == bars.timestamp.iloc[t + 1] == fb.entry_time.iloc[0]
+    assert len(fa) == len(fb) == 1
+    assert fa.entry_price.iloc[0] == bars.open.iloc[t + 1] == fb.entry_price.iloc[0]
+    assert fa.entry_time.iloc[0] == bars.timestamp.iloc[t + 1] == fb.entry_time.iloc[0]
 
 
 def test_every_fill_is_after_its_signal_bar():
@@ -466,6 +476,8 @@ def test_benchmarks_random_signal_matches_trade_count_and_is_seeded():
     bm = B.benchmark_strategies(bars, res, cfg, seed=3, signals=signals)
     assert bm["random_signal"]["n_trades"] == res.metrics["n_trades"] > 0
     assert bm["random_signal"] == B.benchmark_strategies(bars, res, cfg, seed=3, signals=signals)["random_signal"]
+    other = B.benchmark_strategies(bars, res, cfg, seed=4, signals=signals)["random_signal"]   # the seed is used
+    assert other["n_trades"] == bm["random_signal"]["n_trades"] and other["total_pnl_net"] != bm["random_signal"]["total_pnl_net"]
     assert bm["always_flat"]["total_pnl_net"] == 0 and bm["always_flat"]["n_trades"] == 0
     o0, c1 = bars.open.iloc[0], bars.close.iloc[-1]
     assert bm["buy_and_hold"]["total_pnl_net"] == pytest.approx(1e6 * (c1 / o0 - 1) - 3e-4 * 1e6 * (1 + c1 / o0), rel=1e-12)
@@ -479,7 +491,11 @@ def test_sensitivity_grid_is_5x5_and_costs_only_lower_pnl():
     assert len(table) == 25 and fig.data[0].z.shape == (5, 5)
     for conf, group in table.groupby("min_confidence"):
         pnl = group.sort_values("cost_bps").total_pnl_net.to_numpy()
-        assert (np.diff(pnl) <= 1e-9).all() and group.n_trades.nunique() == 1   # same trades, more cost
+        assert (np.diff(pnl) < 0).all() and group.n_trades.nunique() == 1 and group.n_trades.iloc[0] > 0   # same trades, more cost
+    for cell in table.itertuples():   # each cell is the run with that cost and threshold, not the base config's
+        alone = B.run_backtest(bars, signals, dataclasses.replace(cfg, transaction_cost_bps=cell.cost_bps, min_confidence=cell.min_confidence))
+        assert (cell.n_trades, cell.total_pnl_net) == (alone.metrics["n_trades"], alone.metrics["total_pnl_net"])
+    assert table.groupby("cost_bps").total_pnl_net.nunique().gt(1).all()   # the threshold changes which signals trade
 
 
 def test_validation_windows_and_reserved_out_of_sample():
