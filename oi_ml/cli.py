@@ -10,7 +10,6 @@ import dataclasses
 import sys
 from pathlib import Path
 
-
 from .config import EXCHANGES, RunConfig, load_run_config
 from .datasets import (DatasetIntegrityError, export_training_window, latest_dataset_version, list_datasets, load_dataset,
                             verify_dataset, write_derived)

@@ -109,9 +109,9 @@ def pbo_partitions(n_days: int, max_partitions: int = 16) -> int:
     s = min(max_partitions, n_days // 2)
     return s - (s % 2) if s >= 2 else 0
 
-def trial_sharpe_variance(trials: pd.DataFrame) -> tuple[float, str]:
-    "Variance of the trials' daily Sharpe ratios pooled within walk-forward segments (df-weighted), and how it was computed."
-    sr = trial_sharpes(trials).dropna()
+def trial_sharpe_variance(trials: pd.DataFrame, sharpes: pd.Series | None = None) -> tuple[float, str]:
+    "Variance of the trials' daily Sharpe ratios (`trial_sharpes`, when not given) pooled within walk-forward segments (df-weighted), and how."
+    sr = (trial_sharpes(trials) if sharpes is None else sharpes).dropna()
     segment_of = trials.drop_duplicates("trial_key").set_index("trial_key")["segment"]
     per_segment = sr.groupby(segment_of.reindex(sr.index).to_numpy()).agg(["var", "count"])
     per_segment = per_segment[per_segment["count"] >= 2]
@@ -123,20 +123,24 @@ def trial_sharpe_variance(trials: pd.DataFrame) -> tuple[float, str]:
 def conservative_psr(returns: np.ndarray, sr_benchmark: float) -> tuple[float, float, str]:
     "(PSR against `sr_benchmark`, daily Sharpe, moments used): sample skew/kurtosis only when they widen the Sharpe's error."
     m = sharpe_moments(returns)
-    if sharpe_error_spread(m.sr, m.skew, m.kurtosis) >= sharpe_error_spread(m.sr):
-        return float(probabilistic_sharpe_ratio(m.sr, sr_benchmark, m.n_obs, m.skew, m.kurtosis)), float(m.sr), "sample skew and kurtosis"
-    return float(probabilistic_sharpe_ratio(m.sr, sr_benchmark, m.n_obs)), float(m.sr), "normal (the sample moments would have narrowed it)"
+    if sharpe_error_spread(m.sr, m.skew, m.kurtosis) >= sharpe_error_spread(m.sr): skew, kurt, how = m.skew, m.kurtosis, "sample skew and kurtosis"
+    else: skew, kurt, how = 0.0, 3.0, "normal (the sample moments would have narrowed it)"
+    return float(probabilistic_sharpe_ratio(m.sr, sr_benchmark, m.n_obs, skew, kurt)), float(m.sr), how
+
+def _too_few_days(r: np.ndarray) -> bool:
+    "Fewer than 3 daily returns, or no spread: no Sharpe ratio to test."
+    return len(r) < 3 or np.std(r) == 0
 
 def deflated_sharpe(candidate_daily: pd.Series, trials: pd.DataFrame | None) -> dict:
     "DSR of the candidate's daily trial-rule returns against the trials (PSR vs 0 when fewer than 2 trials were recorded)."
     r = candidate_daily.to_numpy(dtype=float)
-    if len(r) < 3 or np.std(r) == 0: return dict(dsr=float("nan"), n_trials=0, n_days=len(r), reason="fewer than 3 out-of-sample days with returns")
+    if _too_few_days(r): return dict(dsr=float("nan"), n_trials=0, n_days=len(r), reason="fewer than 3 out-of-sample days with returns")
     sharpes = trial_sharpes(trials) if trials is not None else pd.Series(dtype=float)
     if sharpes.notna().sum() < 2:
         psr, sr, moments = conservative_psr(r, 0.0)
         return dict(dsr=psr, sr_daily=sr, sr_benchmark=0.0, n_trials=1, n_days=len(r), moments=moments,
                     reason="no AutoML trials recorded: probabilistic Sharpe ratio against zero")
-    var, basis = trial_sharpe_variance(trials)
+    var, basis = trial_sharpe_variance(trials, sharpes)
     n_trials = len(sharpes) + 1
     sr0 = expected_max_sharpe(n_trials, var)
     dsr, sr, moments = conservative_psr(r, sr0)
@@ -146,7 +150,7 @@ def deflated_sharpe(candidate_daily: pd.Series, trials: pd.DataFrame | None) -> 
 def policy_sharpe(daily: pd.Series) -> dict:
     "Daily Sharpe of the gate policy's net returns and its probabilistic Sharpe ratio against zero (reported, not a criterion)."
     r = daily.to_numpy(dtype=float)
-    if len(r) < 3 or np.std(r) == 0: return dict(sr_daily=float("nan"), psr_vs_zero=float("nan"), n_days=len(r))
+    if _too_few_days(r): return dict(sr_daily=float("nan"), psr_vs_zero=float("nan"), n_days=len(r))
     psr, sr, moments = conservative_psr(r, 0.0)
     return dict(sr_daily=sr, psr_vs_zero=psr, n_days=len(r), moments=moments)
 

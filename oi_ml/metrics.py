@@ -36,9 +36,9 @@ def _as_float_array(values, name: str) -> np.ndarray:
     if bad.size: raise ValueError(f"{name}: non-finite value {arr[bad[0]]} at position {bad[0]}")
     return arr
 
-def _is_zero_spread(sd: float, values: np.ndarray) -> bool:
-    "True when standard deviation `sd` is zero up to rounding relative to the size of `values`."
-    return not sd > 1e-13 * max(float(np.abs(values).max()), 1e-300)
+def _is_zero_spread(sd: float, largest: float) -> bool:
+    "True when standard deviation `sd` is zero up to rounding relative to `largest`, the largest |value|."
+    return not sd > 1e-13 * max(largest, 1e-300)
 
 # %% ../nbs/31_metrics.ipynb #c007
 def sharpe_ratio(
@@ -50,7 +50,7 @@ def sharpe_ratio(
     r = _as_float_array(returns, "returns") - risk_free_per_period
     if r.size < 2: return math.nan
     sd = float(r.std(ddof=1))
-    return math.nan if _is_zero_spread(sd, r) else float(r.mean() / sd * math.sqrt(periods_per_year))
+    return math.nan if _is_zero_spread(sd, float(np.abs(r).max())) else float(r.mean() / sd * math.sqrt(periods_per_year))
 
 def volatility(returns, periods_per_year: float = 1.0) -> float:
     "Sample standard deviation (ddof=1) of per-period returns, times sqrt(periods_per_year); NaN below two returns."
@@ -323,7 +323,7 @@ def _equity_pass(eq):
         run = run + 1 if eq[i] < peak else 0
         under += eq[i] < peak
         longest = max(longest, run)
-    mean = total / (n - 1) if n > 1 else np.nan
+    mean = total / (n - 1)   # callers pass at least two bars
     squares = 0.0
     for i in range(1, n): squares += (eq[i] / eq[i - 1] - 1.0 - mean) ** 2
     return mean, squares, largest, downside, growth, worst, longest, under
@@ -347,7 +347,7 @@ def return_metrics(equity, periods_per_year: float, suffix: str = "") -> dict:
     mean, squares, largest, downside, growth, worst, longest, under = _equity_pass(eq)
     n, scale = eq.size - 1, math.sqrt(periods_per_year)
     sd = math.sqrt(squares / (n - 1)) if n >= 2 else math.nan
-    sharpe = math.nan if n < 2 or not sd > 1e-13 * max(largest, 1e-300) else mean / sd * scale
+    sharpe = math.nan if n < 2 or _is_zero_spread(sd, largest) else mean / sd * scale
     down = math.sqrt(downside / n)
     sortino = math.nan if n < 2 else (mean / down * scale if down > 0 else (math.inf if mean > 0 else math.nan))
     annual = _annualise(growth, periods_per_year / n)

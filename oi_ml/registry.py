@@ -609,9 +609,10 @@ def _version_row(folder: Path, current_for: list[str], deployed: set) -> dict:
 
 def list_versions(exchange: str, run_cfg: RunConfig | None = None) -> pd.DataFrame:
     "One row per version folder of `exchange` on disk (all its keys), oldest first (hashes not verified: use `load_version`)."
-    records = _records_of_exchange(read_registry(run_cfg), _exchange_key(exchange))
+    registry, exchange_key = read_registry(run_cfg), _exchange_key(exchange)
+    records = _records_of_exchange(registry, exchange_key)
     folders = [p for p in exchange_models_dir(exchange, run_cfg).glob("v*") if p.is_dir() and VERSION_PATTERN.match(p.name)]
-    deployed = {e["version"] for record in records.values() for e in record["history"]}
+    deployed = {e["version"] for e in _exchange_history(registry, exchange_key)}
     current_for: dict = {}
     for key, record in sorted(records.items()): current_for.setdefault(record["current"], []).append(key)
     rows = [_version_row(p, current_for.get(p.name, []), deployed) for p in sorted(folders, key=lambda p: int(p.name[1:]))]
