@@ -6,9 +6,10 @@ grid. Data: a random walk of one-minute bars with random signals, confidence uni
 densities: 10 % of bars signalling (~66,000 trades, a trade every 15 bars: the stress case and the headline) and 1 %
 (~8,500 trades). Before timing, the engine is configured to trade exactly like the reference and both must produce the
 same trades and net equity curve, so the ratio compares equal work.
-Memory: on this VM a first touch of freshly mapped memory is very slow and erratic (one interleaved run measured the
-reference at 2 ms or 14 ms depending only on whether its output arrays landed on reused or fresh pages), so the bench
-asks glibc (mallopt) to keep freed blocks up to 32 MB in its heap instead of returning them to the system. Every case,
+Memory: on this VM a first touch of freshly mapped memory was at times very slow and erratic (one interleaved run
+measured the reference at 2 ms or 14 ms depending only on whether its output arrays landed on reused or fresh pages; on
+another day both took 2 ms), so the bench asks glibc (mallopt) to keep freed blocks up to 32 MB in its heap instead of
+returning them to the system. Every case,
 the reference included, then runs on warm memory: the ratios compare compute, not the VM's page-fault cost.
 Run from the repo root: `.venv/bin/python bench/bench_backtest.py`; writes bench/results/backtest.json."""
 import json
@@ -39,7 +40,6 @@ COST_BPS = 3.0  # 2 transaction + 1 slippage, per leg
 REPEATS = 9
 TARGET_RATIO = 2.0
 RESULTS = Path("bench/results/backtest.json")
-
 
 
 @njit(cache=True)

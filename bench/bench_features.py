@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from oi_ml.features import (
 from oi_ml.indicators import compute_indicators_by_symbol
 from oi_ml.simulate import simulate_market
 from oi_ml.store import connect, load_historical_data_for_ml
+from timing import median_seconds
 
 RESULTS = Path("bench/results/features.json")
 TARGET_SECONDS, TARGET_BYTES = 30.0, 2 * 1024 ** 3
@@ -47,14 +47,6 @@ FAMILY_INPUTS = ["close", "pcr_oi", "pcr_volume", "pcr_oi_atm", "max_pain_strike
                  "put_oi", "futures_price", "futures_oi", "atm_iv", "next_atm_iv", "iv_skew", "vix", "vix_near", "vix_far", "gex",
                  "futures_basis", "advances", "declines", "fii_flow", "dii_flow", "book_bid_qty", "book_ask_qty", "days_to_expiry"]
 STRIKE_STEP, OPEN_MINUTE, SESSION_MINUTES = 50.0, 9 * 60 + 15, 375     # NSE NIFTY
-
-
-def median_seconds(fn, repeats: int) -> float:
-    "Median wall time (s) of `repeats` calls of fn()."
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def pandas_reference_families(raw: pd.DataFrame) -> pd.DataFrame:

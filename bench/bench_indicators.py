@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from oi_ml import indicators as ind
+from timing import median_seconds
 
 N_BARS = 94_000           # about 250 sessions of 375 one-minute bars
 BARS_PER_SESSION = 375
@@ -41,16 +41,6 @@ def random_walk_ohlcv(n_bars: int, seed: int, start_price: float) -> pd.DataFram
     low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.0003, n_bars)))
     volume = rng.integers(1_000, 100_000, n_bars).astype(np.float64)
     return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": volume})
-
-
-def median_seconds(fn, repeats: int = REPEATS) -> float:
-    "Median wall time of `fn()` over `repeats` runs."
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 # ---------------------------------------------------------------- plain pandas reference for four families
@@ -153,19 +143,19 @@ def main() -> None:
     df = random_walk_ohlcv(N_BARS, seed=0, start_price=24_500.0)
     session = np.arange(N_BARS) // BARS_PER_SESSION
     ind.compute_indicators(df.iloc[:1000], session_id=session[:1000])  # warm-up: load/compile the kernels
-    full_s = median_seconds(lambda: ind.compute_indicators(df, session_id=session))
+    full_s = median_seconds(lambda: ind.compute_indicators(df, session_id=session), REPEATS)
 
     bars = ind.ohlcv_arrays(df, session)
     ours, reference = oi_ml_families(bars), pandas_families(df, session)
     assert set(ours) == set(reference), set(ours) ^ set(reference)
     max_rel_diff = max(float(np.nanmax(np.abs(ours[k] - reference[k].to_numpy()) / np.maximum(np.abs(ours[k]), 1e-3)))
                        for k in ours)
-    families_s = median_seconds(lambda: oi_ml_families(ind.ohlcv_arrays(df, session)))
-    pandas_s = median_seconds(lambda: pandas_families(df, session))
+    families_s = median_seconds(lambda: oi_ml_families(ind.ohlcv_arrays(df, session)), REPEATS)
+    pandas_s = median_seconds(lambda: pandas_families(df, session), REPEATS)
 
     sliced = df["close"].iloc[:APPLY_ROWS]
-    apply_ours_s = median_seconds(lambda: oi_ml_apply_columns(sliced.to_numpy()))
-    apply_pandas_s = median_seconds(lambda: pandas_apply_columns(sliced), repeats=3)
+    apply_ours_s = median_seconds(lambda: oi_ml_apply_columns(sliced.to_numpy()), REPEATS)
+    apply_pandas_s = median_seconds(lambda: pandas_apply_columns(sliced), 3)
 
     peak_mb = traced_peak_mb(df, session)
     with tempfile.TemporaryDirectory() as empty_cache:

@@ -28,7 +28,7 @@ from oi_ml.labels import (
     triple_barrier_labels,
 )
 from oi_ml.meta_labels import average_uniqueness, sample_weights
-from timing import interleaved_seconds
+from timing import interleaved_seconds, median_seconds
 
 N_BARS, HORIZON, SEED = 1_000_000, 100, 0
 SETTINGS = {"quantbot_1.75x1.0": (1.75, 1.0), "wide_6x6": (6.0, 6.0)}
@@ -99,11 +99,6 @@ def numpy_uniqueness(start, end, n_bars):
     out = np.full(start.shape[0], np.nan)
     out[valid] = acc / length
     return out
-
-
-def median_seconds(fn, repeats: int) -> float:
-    "Median wall time of `repeats` calls of `fn`."
-    return statistics.median(interleaved_seconds({"fn": fn}, repeats)["fn"])
 
 
 def bench_setting(bars, profit_mult, stop_mult) -> tuple[dict, object]:

@@ -52,7 +52,7 @@ def main(days: int, exchange: str) -> dict:
     con = connect(cfg)
     simulate_market(con, exchange, n_days=1, run_cfg=cfg)                      # warm-up: numba compile, SQL plans
     t0 = time.perf_counter(); summary = simulate_market(con, exchange, cfg.simulation.start, n_days=days, run_cfg=cfg); sim_s = time.perf_counter() - t0
-    t0 = time.perf_counter(); n_feat = build_ml_features(con, exchange); feat_s = time.perf_counter() - t0
+    t0 = time.perf_counter(); build_ml_features(con, exchange); feat_s = time.perf_counter() - t0
     t0 = time.perf_counter(); manifest = export_training_window(con, exchange, run_cfg=cfg); export_s = time.perf_counter() - t0
     con.close()
     peak = peak_mib()

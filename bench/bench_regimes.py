@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from oi_ml.regimes import RegimeHMMTransformer
+from timing import median_seconds
 
 logging.getLogger("hmmlearn").setLevel(logging.ERROR)
 N_ROWS, TRAIN_ROWS, SESSION_ROWS = 94_000, 20_000, 375   # bars; 375 one-minute bars = one NSE session
@@ -71,14 +72,6 @@ def step_latency(fn, rows):
     return {"p50_us": float(np.median([np.percentile(r, 50) for r in runs])),
             "p99_us": float(np.median([np.percentile(r, 99) for r in runs])),
             "mean_us": float(np.median([r.mean() for r in runs]))}
-
-
-def median_seconds(fn, repeats):
-    "Median wall time (s) of `repeats` calls of fn()."
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def main():

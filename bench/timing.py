@@ -16,6 +16,11 @@ def interleaved_seconds(fns: dict, repeats: int) -> dict:
     return times
 
 
+def median_seconds(fn, repeats: int) -> float:
+    "Median wall time (s) of `repeats` calls of `fn()`."
+    return float(np.median(interleaved_seconds({"fn": fn}, repeats)["fn"]))
+
+
 def median_ms(fns: dict, repeats: int) -> dict:
     "Median wall time (ms) of each callable over `repeats` interleaved rounds."
     return {name: float(np.median(t)) * 1e3 for name, t in interleaved_seconds(fns, repeats).items()}
