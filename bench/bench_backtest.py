@@ -116,14 +116,15 @@ def time_workload(signal_fraction: float) -> tuple[list[dict], float, int]:
     prep = prepare_backtest(bars, sig, cfg)
     arrays = (bars.open.to_numpy(), bars.close.to_numpy(), sig.signal.to_numpy(), sig.confidence.to_numpy())
     capacity = int(np.count_nonzero(sig.signal))
-    sim = simulate(prep, cfg)
+    fresh_sims = iter([simulate(prep, cfg) for _ in range(REPEATS + 1)])  # a result's frames wrap its simulation's
+    # arrays once; a second result from the same simulation would copy them, which run_backtest never does
     reference = lambda: minimal_backtest(*arrays, cfg.min_confidence, HOLD_BARS, float(LOTS * LOT_SIZE), COST_BPS / 1e4,
                                          cfg.account_size, capacity)
     cases = {
         "run_backtest, no metrics (validation + kernel + frames)": lambda: run_backtest(bars, sig, cfg, compute_metrics=False),
         "  part: validation + arrays (prepare_backtest)": lambda: prepare_backtest(bars, sig, cfg),
         "  part: kernel (prepared arrays -> trade log, equity, decisions)": lambda: simulate(prep, cfg),
-        "  part: result frames (trades, equity, decision log)": lambda: result_from_simulation(sim, prep, cfg, False),
+        "  part: result frames (trades, equity, decision log)": lambda: result_from_simulation(next(fresh_sims), prep, cfg, False),
         "run_backtest with metrics (summarize_trades over 1M bars)": lambda: run_backtest(bars, sig, cfg),
     }
     for fn in (reference, *cases.values()): fn()  # warm-up (numba caches, allocator)

@@ -600,6 +600,7 @@ class SimulationArrays:
     decision_ticks: np.ndarray   # int64 timestamp ticks of those bars
     decision_signal: np.ndarray  # their signal (the signal column's dtype)
     decision_values: np.ndarray  # (2, signals) float64: their confidence and volatility (NaN without the column)
+    framed: list = dataclasses.field(default_factory=list, repr=False)  # non-empty once result frames wrap these arrays
 
 def _payoff(cfg: BacktestConfig) -> float:
     "Kelly payoff ratio: take_profit_mult / stop_loss_mult when both barriers are on, else cfg.payoff_ratio."
@@ -873,9 +874,19 @@ def _warn_if_unsized(sim: SimulationArrays, prep: PreparedBacktest, cfg: Backtes
     warnings.warn(f"backtest made no trade: all {zero} entries were sized to 0 lots ({cfg.sizing} sizing, risk basis "
                   f"'{basis}'){hint}", UserWarning, stacklevel=3)
 
+def _unshared(sim: SimulationArrays) -> SimulationArrays:
+    "`sim` itself the first time result frames are built from it; a copy of its arrays every later time (frames wrap them)."
+    if not sim.framed:
+        sim.framed.append(True)
+        return sim
+    arrays = {f.name: getattr(sim, f.name).copy() for f in dataclasses.fields(sim) if f.name != "framed"}
+    return SimulationArrays(**arrays, framed=[True])
+
 def result_from_simulation(sim: SimulationArrays, prep: PreparedBacktest, cfg: BacktestConfig,
                            compute_metrics: bool = True) -> BacktestResult:
-    "Frames and metrics of one simulation (warns when sizing left every entry at 0 lots)."
+    """Frames and metrics of one simulation (warns when sizing left every entry at 0 lots). The equity curve and the
+    decision log wrap the simulation's arrays without copying; a second result from the same simulation gets copies."""
+    sim = _unshared(sim)
     _warn_if_unsized(sim, prep, cfg)
     trades, equity, raw_rows = trades_frame(sim, prep, cfg), equity_frame(sim, prep), decision_frame(sim, prep)
     metrics = backtest_metrics(trades, equity, raw_rows, cfg) if compute_metrics else {}
@@ -887,7 +898,7 @@ def run_backtest(bars: pd.DataFrame, signals: pd.DataFrame, config: BacktestConf
     prep = prepare_backtest(bars, signals, config)
     return result_from_simulation(simulate(prep, config), prep, config, compute_metrics)
 
-# %% ../nbs/30_backtest.ipynb #c068
+# %% ../nbs/30_backtest.ipynb #c069
 class BacktestEngine:
     "Backtest runner: bars plus either a signal frame or a batched `score_fn` over a feature frame."
     def __init__(self, config: BacktestConfig,
@@ -912,7 +923,7 @@ class BacktestEngine:
         if self.bars is None: raise ValueError("BacktestEngine needs `bars` (the CLI loads them from the dataset)")
         return run_backtest(self.bars, self.score(), self.config)
 
-# %% ../nbs/30_backtest.ipynb #c071
+# %% ../nbs/30_backtest.ipynb #c072
 OPTION_CHAIN_COLUMNS = ("timestamp", "expiry", "strike", "option_type", "ltp", "lot_size")
 
 def _check_chain(chain: pd.DataFrame) -> pd.DataFrame:
@@ -934,7 +945,7 @@ def _target_expiry(cfg: ExchangeConfig, day: dt.date, listed: np.ndarray) -> tup
     if monthly < day: monthly = monthly_expiry(cfg, day.year + day.month // 12, day.month % 12 + 1)
     return (_day_number(monthly), False) if _day_number(monthly) in upcoming else (int(upcoming[0]), True)
 
-# %% ../nbs/30_backtest.ipynb #c073
+# %% ../nbs/30_backtest.ipynb #c074
 def _pick_strike(strikes: np.ndarray, spot: float, option_type: str, itm_steps: int) -> float:
     "ATM strike (nearest to `spot`, lower on ties) moved `itm_steps` listed strikes into the money; NaN if not listed."
     strikes = np.sort(strikes)
@@ -947,7 +958,7 @@ def _quote(times: np.ndarray, ltps: np.ndarray, when: int) -> tuple[float, int]:
     i = int(np.searchsorted(times, when, side="right")) - 1
     return (float(ltps[i]), int(times[i])) if i >= 0 else (math.nan, -1)
 
-# %% ../nbs/30_backtest.ipynb #c075
+# %% ../nbs/30_backtest.ipynb #c076
 OPTION_PNL_COLUMNS = ("trade", "status", "option_type", "expiry", "strike", "expiry_fallback", "entry_snapshot_time",
                       "exit_snapshot_time", "entry_ltp", "exit_ltp", "lots", "lot_size", "entry_time", "exit_time",
                       "notional", "gross_pnl", "costs", "net_pnl")
@@ -976,7 +987,7 @@ def _option_leg(trade, chain: pd.DataFrame, snap_times: np.ndarray, snap_starts:
     return info | {"status": "ok", "strike": strike, "entry_snapshot_time": _timestamp_ns(entry_at), "exit_snapshot_time": _timestamp_ns(exit_at),
                    "entry_ltp": entry_ltp, "exit_ltp": exit_ltp, "lot_size": int(lot_sizes[np.searchsorted(times, entry_at)])}
 
-# %% ../nbs/30_backtest.ipynb #c076
+# %% ../nbs/30_backtest.ipynb #c077
 def option_contract_pnl(trades: pd.DataFrame, chain: pd.DataFrame, exchange: str, cost_rate: float = 0.0) -> pd.DataFrame:
     "Option P&L of each underlying trade (long call on BUY, long put on SELL) from chain snapshots; see assumptions."
     cfg, chain = get_exchange_config(exchange), _check_chain(chain)
@@ -997,7 +1008,7 @@ def option_contract_pnl(trades: pd.DataFrame, chain: pd.DataFrame, exchange: str
     out["net_pnl"] = out["gross_pnl"] - out["costs"]
     return out
 
-# %% ../nbs/30_backtest.ipynb #c080
+# %% ../nbs/30_backtest.ipynb #c081
 def _buy_and_hold(prep: PreparedBacktest, cfg: BacktestConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Trades and equity of holding `account_size` worth of the underlying over the window."
     open_, close = prep.prices[0], prep.prices[3]
@@ -1020,7 +1031,7 @@ def _flat(prep: PreparedBacktest, cfg: BacktestConfig) -> tuple[pd.DataFrame, pd
     equity = np.full(len(prep), cfg.account_size)
     return trades, pd.DataFrame({"timestamp": prep.bars["timestamp"].array, "equity_gross": equity, "equity_net": equity.copy()})
 
-# %% ../nbs/30_backtest.ipynb #c081
+# %% ../nbs/30_backtest.ipynb #c082
 def random_signal_run(prep: PreparedBacktest, cfg: BacktestConfig, n_trades: int, confidences: np.ndarray,
                       seed: int = 0) -> BacktestResult:
     "Engine run on random signals tuned to exactly `n_trades` trades when reachable (bisection on the signal density)."
@@ -1040,7 +1051,7 @@ def random_signal_run(prep: PreparedBacktest, cfg: BacktestConfig, n_trades: int
     random_prep = with_density(hi)
     return result_from_simulation(simulate(random_prep, capped), random_prep, cfg)
 
-# %% ../nbs/30_backtest.ipynb #c082
+# %% ../nbs/30_backtest.ipynb #c083
 BENCHMARK_METRICS = ("n_trades", "total_pnl_net", "return_net", "sharpe_net", "max_drawdown_net", "profit_factor_net",
                      "hit_rate_net", "total_costs")
 
@@ -1063,7 +1074,7 @@ def benchmark_table(benchmarks: dict, columns: tuple = BENCHMARK_METRICS) -> pd.
     "One row per strategy, the key metrics as columns."
     return pd.DataFrame({name: {c: m.get(c, math.nan) for c in columns} for name, m in benchmarks.items()}).T
 
-# %% ../nbs/30_backtest.ipynb #c085
+# %% ../nbs/30_backtest.ipynb #c086
 def sensitivity_grid(bars: pd.DataFrame, signals: pd.DataFrame, config: BacktestConfig,
                      cost_bps: tuple = (0.0, 1.0, 2.0, 5.0, 10.0),             # transaction_cost_bps values
                      min_confidence: tuple = (0.5, 0.55, 0.6, 0.65, 0.7),      # confidence thresholds
@@ -1085,7 +1096,7 @@ def sensitivity_grid(bars: pd.DataFrame, signals: pd.DataFrame, config: Backtest
                       yaxis_title="min confidence")
     return table, fig
 
-# %% ../nbs/30_backtest.ipynb #c088
+# %% ../nbs/30_backtest.ipynb #c089
 @dataclass(frozen=True, eq=False)
 class WindowReport:
     "Backtest and benchmarks of one validation window."
@@ -1119,7 +1130,7 @@ def validation_table(reports: dict, columns: tuple = BENCHMARK_METRICS) -> pd.Da
     parts = {name: benchmark_table(r.benchmarks, columns) for name, r in reports.items()}
     return pd.concat(parts, names=["window", "strategy"])
 
-# %% ../nbs/30_backtest.ipynb #c091
+# %% ../nbs/30_backtest.ipynb #c092
 def save_backtest(result: BacktestResult, folder: str | Path) -> dict[str, Path]:
     "Write backtest_summary.json, trades.parquet and equity_curve.parquet into `folder`; returns their paths."
     folder = Path(folder)

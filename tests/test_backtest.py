@@ -550,6 +550,24 @@ def test_result_frames_own_their_memory():
     pd.testing.assert_frame_equal(signals, signals_before)
 
 
+def test_two_results_of_one_simulation_share_nothing():
+    "The frames wrap the simulation's arrays; a second result from the same simulation must not see writes to the first."
+    bars = make_bars(seed=2)
+    cfg = B.BacktestConfig(max_risk_per_trade=0.3)
+    prep = B.prepare_backtest(bars, make_signals(bars, seed=5), cfg)
+    sim = B.simulate(prep, cfg)
+    first = B.result_from_simulation(sim, prep, cfg)
+    second = B.result_from_simulation(sim, prep, cfg)
+    assert len(first.trades) > 3 and len(first.raw_rows) > len(first.trades)
+    equity, decisions = second.equity_curve.copy(), second.raw_rows.copy()
+    first.equity_curve.loc[:, ["equity_gross", "equity_net"]] = -1.0
+    first.raw_rows.loc[:, ["confidence", "volatility"]] = -1.0
+    first.raw_rows.loc[:, "decision"] = "cooldown"
+    pd.testing.assert_frame_equal(second.equity_curve, equity)
+    pd.testing.assert_frame_equal(second.raw_rows, decisions)
+    assert (first.metrics["n_trades"], first.metrics["total_pnl_net"]) == (second.metrics["n_trades"], second.metrics["total_pnl_net"])
+
+
 # ---------------------------------------------------------------- serialisation
 
 def test_json_round_trip_is_strict_and_lossless(tmp_path):
