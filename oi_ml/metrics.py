@@ -194,7 +194,9 @@ def _as_ns(times, name: str) -> np.ndarray:
     idx = pd.DatetimeIndex(times)
     if idx.hasnans: raise ValueError(f"{name}: missing timestamp at position {int(np.flatnonzero(idx.isna())[0])}")
     if idx.tz is not None: idx = idx.tz_convert("UTC")
-    return idx.as_unit("ns").asi8
+    ns = (idx if idx.unit == "ns" else idx.as_unit("ns")).asi8   # as_unit copies even when the unit is already ns
+    ns.flags.writeable = False   # may be a view of the caller's column
+    return ns
 
 def average_holding_time(entry_time, exit_time) -> pd.Timedelta:
     "Mean wall-clock time between entry and exit; NaT with no trades."
@@ -219,23 +221,53 @@ def exposure(entry_time, exit_time, start, end) -> float:
     return _union_length(s, e) / (hi - lo) if s.size else 0.0
 
 @njit(cache=True)
+def _first_at_or_after(t, k, value):
+    "Smallest index >= k with t[index] >= value (`t` increasing; len(t) if none): gallop from k, then bisect."
+    n, lo, hi, step = t.shape[0], k, k, 1
+    while hi < n and t[hi] < value:
+        lo, hi, step = hi + 1, hi + 1 + step, 2 * step
+    hi = min(hi, n)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if t[mid] < value: lo = mid + 1
+        else: hi = mid
+    return lo
+
+@njit(cache=True)
 def _bars_with_open_trades(t, entries, exits):
-    "How many of the increasing times `t` have #entries <= t greater than #exits <= t (both sorted): one merge pass."
-    i = j = count = 0
-    for k in range(t.shape[0]):
-        while i < entries.shape[0] and entries[i] <= t[k]: i += 1
-        while j < exits.shape[0] and exits[j] <= t[k]: j += 1
-        count += i > j
+    """How many of the increasing times `t` have #entries <= t greater than #exits <= t (both sorted). Walks the entry
+    and exit times in order; over each stretch with more entries than exits it counts the bars by galloping search,
+    so the cost grows with the number of trades, not of bars."""
+    n_e, n_x, never = entries.shape[0], exits.shape[0], np.iinfo(np.int64).max
+    i = j = k = count = 0
+    while i < n_e or (i > j and j < n_x):   # after the last entry, only until the count falls back
+        now = min(entries[i] if i < n_e else never, exits[j] if j < n_x else never)
+        while i < n_e and entries[i] <= now: i += 1
+        while j < n_x and exits[j] <= now: j += 1
+        if i > j:   # open from `now` until the next entry or exit time
+            until = min(entries[i] if i < n_e else never, exits[j] if j < n_x else never)
+            k = _first_at_or_after(t, k, now)
+            end = _first_at_or_after(t, k, until) if until < never else t.shape[0]
+            count, k = count + end - k, end
     return count
+
+def _exposure_on_sorted_bars(entry_time, exit_time, t: np.ndarray) -> float:
+    "`exposure_bars` on bar times `t` already in int64 ns and non-decreasing (one merge pass)."
+    if t.size == 0: return math.nan
+    entries, exits = _sorted(_as_ns(entry_time, "entry_time")), _sorted(_as_ns(exit_time, "exit_time"))
+    return _bars_with_open_trades(t, entries, exits) / t.size
+
+def _sorted(values: np.ndarray) -> np.ndarray:
+    "`values` in increasing order (no sort when they already are: a backtest's entry times are)."
+    return values if values.size < 2 or (values[1:] >= values[:-1]).all() else np.sort(values)
 
 def exposure_bars(entry_time, exit_time, timestamps) -> float:
     "Fraction of bar `timestamps` at which some trade is open (entry_time <= t < exit_time)."
     t = _as_ns(timestamps, "timestamps")
-    if t.size == 0: return math.nan
-    entries, exits = np.sort(_as_ns(entry_time, "entry_time")), np.sort(_as_ns(exit_time, "exit_time"))
     if t.size > 1 and not (t[1:] >= t[:-1]).all():   # unsorted bar times: binary search per bar
+        entries, exits = np.sort(_as_ns(entry_time, "entry_time")), np.sort(_as_ns(exit_time, "exit_time"))
         return float(np.mean(np.searchsorted(entries, t, side="right") - np.searchsorted(exits, t, side="right") > 0))
-    return _bars_with_open_trades(t, entries, exits) / t.size
+    return _exposure_on_sorted_bars(entry_time, exit_time, t)
 
 # %% ../nbs/31_metrics.ipynb #c032
 TRADE_COLUMNS = {  # column -> meaning and unit; one row per round trip
@@ -260,8 +292,8 @@ def _first_bad(frame: pd.DataFrame, mask, what: str, column: str):
         i = int(np.flatnonzero(mask)[0])
         raise ValueError(f"column '{column}': {what} at row {frame.index[i]!r} (value {frame[column].iloc[i]!r})")
 
-def _check_columns(frame: pd.DataFrame, schema: dict, table: str):
-    "Raise if `frame` lacks a column of `schema`; check time columns are UTC/naive datetimes and the rest finite numbers."
+def _check_columns(frame: pd.DataFrame, schema: dict, table: str, values: bool = True):
+    "Raise if `frame` lacks a column of `schema`; check time columns are UTC/naive datetimes and the rest numbers (with `values`: no NaT, finite)."
     missing = [c for c in schema if c not in frame.columns]
     if missing: raise ValueError(f"{table}: missing column(s) {missing}; expected {list(schema)}")
     if len(frame) == 0: return  # an empty table (no trades) is valid whatever dtypes it was built with
@@ -270,10 +302,10 @@ def _check_columns(frame: pd.DataFrame, schema: dict, table: str):
         if col.endswith("time") or col == "timestamp":
             if not pd.api.types.is_datetime64_any_dtype(s): raise ValueError(f"{table}: column '{col}' must be datetime64, got {s.dtype}")
             if getattr(s.dt, "tz", None) is not None and str(s.dt.tz) != "UTC": raise ValueError(f"{table}: column '{col}' must be UTC, got {s.dt.tz}")
-            _first_bad(frame, s.isna(), "missing timestamp", col)
+            if values: _first_bad(frame, s.isna(), "missing timestamp", col)
         else:
             if not pd.api.types.is_numeric_dtype(s): raise ValueError(f"{table}: column '{col}' must be numeric, got {s.dtype}")
-            _first_bad(frame, ~np.isfinite(s.to_numpy(dtype=np.float64)), "non-finite value", col)
+            if values: _first_bad(frame, ~np.isfinite(s.to_numpy(dtype=np.float64)), "non-finite value", col)
 
 # %% ../nbs/31_metrics.ipynb #c034
 def validate_trades(trades: pd.DataFrame) -> None:
@@ -286,12 +318,35 @@ def validate_trades(trades: pd.DataFrame) -> None:
     gap = (trades["gross_pnl"] - trades["costs"] - trades["net_pnl"]).abs()
     _first_bad(trades, gap > 1e-6 + 1e-9 * trades["gross_pnl"].abs(), "net_pnl != gross_pnl - costs", "net_pnl")
 
-def validate_equity(equity: pd.DataFrame) -> None:
-    "Check an equity frame against `EQUITY_COLUMNS`: strictly increasing timestamps and positive finite equity."
+@njit(cache=True)
+def _equity_rows_valid(ts, gross, net):
+    "True when every timestamp (int64 ns) is set and later than the one before, and both curves are finite and > 0."
+    ok, prev = True, np.iinfo(np.int64).min   # NaT's value: a NaT never passes `ts > prev`
+    for i in range(ts.shape[0]):
+        ok &= (ts[i] > prev) & (gross[i] > 0.0) & (gross[i] < np.inf) & (net[i] > 0.0) & (net[i] < np.inf)
+        prev = ts[i]
+    return ok
+
+def _raise_first_equity_error(equity: pd.DataFrame) -> None:
+    "Raise naming the column and row of the first problem `_equity_rows_valid` found (the checks one by one)."
     _check_columns(equity, EQUITY_COLUMNS, "equity")
     ts = _as_ns(equity["timestamp"], "timestamp")
     _first_bad(equity, np.r_[False, ts[1:] <= ts[:-1]], "timestamp not strictly increasing", "timestamp")
     for col in ("equity_gross", "equity_net"): _first_bad(equity, equity[col] <= 0, "equity must be positive", col)
+    raise AssertionError("equity: the row check failed but no bad row was found")
+
+def _checked_equity(equity: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "(timestamps as int64 UTC ns, gross, net) of an equity frame that passes `validate_equity` (which raises otherwise)."
+    _check_columns(equity, EQUITY_COLUMNS, "equity", values=False)   # names and dtypes; the rows in one pass below
+    idx = pd.DatetimeIndex(equity["timestamp"])                          # a view: UTC (or naive UTC) epoch ticks
+    ts = (idx if idx.unit == "ns" else idx.as_unit("ns")).asi8           # in ns; NaT is int64 min
+    gross, net = (equity[c].to_numpy(dtype=np.float64) for c in ("equity_gross", "equity_net"))
+    if not _equity_rows_valid(ts, gross, net): _raise_first_equity_error(equity)
+    return ts, gross, net
+
+def validate_equity(equity: pd.DataFrame) -> None:
+    "Check an equity frame against `EQUITY_COLUMNS`: strictly increasing timestamps and positive finite equity."
+    _checked_equity(equity)
 
 # %% ../nbs/31_metrics.ipynb #c037
 def trade_metrics(net_pnl, gross_pnl, costs) -> dict:
@@ -342,7 +397,10 @@ def return_metrics_reference(equity, periods_per_year: float, suffix: str = "") 
 
 def return_metrics(equity, periods_per_year: float, suffix: str = "") -> dict:
     "Return-series metrics of a positive equity curve (one value per bar), keys ending in `suffix`; one numba pass."
-    eq = _as_equity(equity)
+    return _return_metrics_of(_as_equity(equity), periods_per_year, suffix)
+
+def _return_metrics_of(eq: np.ndarray, periods_per_year: float, suffix: str) -> dict:
+    "`return_metrics` of a float64 curve already checked positive and finite."
     if eq.size < 2: return return_metrics_reference(eq, periods_per_year, suffix)
     mean, squares, largest, downside, growth, worst, longest, under = _equity_pass(eq)
     n, scale = eq.size - 1, math.sqrt(periods_per_year)
@@ -372,19 +430,19 @@ def summarize_trades(
         start, end = (trades["entry_time"].min(), trades["exit_time"].max()) if len(trades) else (None, None)
     else:
         if periods_per_year is None: raise ValueError("summarize_trades: periods_per_year is required with an equity frame")
-        validate_equity(equity)
+        ts, gross, net = _checked_equity(equity)   # validated once; the timestamps strictly increase
         start, end = equity["timestamp"].iloc[0], equity["timestamp"].iloc[-1]
         capital = capital if capital is not None else float(equity["equity_net"].iloc[0])
-        out |= return_metrics(equity["equity_net"], periods_per_year, "_net")
-        out |= return_metrics(equity["equity_gross"], periods_per_year, "_gross")
-        out |= {"exposure_bars": exposure_bars(trades["entry_time"], trades["exit_time"], equity["timestamp"]),
+        out |= _return_metrics_of(net, periods_per_year, "_net")
+        out |= _return_metrics_of(gross, periods_per_year, "_gross")
+        out |= {"exposure_bars": _exposure_on_sorted_bars(trades["entry_time"], trades["exit_time"], ts),
                 "n_periods": len(equity)}
     years = (end - start) / pd.Timedelta(days=365.25) if start is not None else math.nan
     out["exposure"] = exposure(trades["entry_time"], trades["exit_time"], start, end) if start is not None and end > start else math.nan
     out["turnover"] = turnover(trades["notional"], capital, years) if capital is not None else math.nan
     return out
 
-# %% ../nbs/31_metrics.ipynb #c045
+# %% ../nbs/31_metrics.ipynb #c047
 def trade_month(entry_time) -> pd.Series:
     "Calendar month 'YYYY-MM' of each entry time on the IST clock (naive times are taken as UTC)."
     t = pd.Series(pd.DatetimeIndex(entry_time))
@@ -408,7 +466,7 @@ def metrics_by(trades: pd.DataFrame, by) -> pd.DataFrame:
     columns = list(trade_metrics([], [], []))
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis(key.name)
 
-# %% ../nbs/31_metrics.ipynb #c048
+# %% ../nbs/31_metrics.ipynb #c050
 EULER_MASCHERONI = 0.5772156649015329
 
 def sharpe_error_spread(sr: float, skew: float = 0.0, kurtosis: float = 3.0) -> float:
@@ -445,7 +503,7 @@ def deflated_sharpe_ratio(sr: float, n_trials: int, sr_variance: float, n_obs: i
     "PSR of per-period `sr` against the expected maximum Sharpe of `n_trials` trials with per-period `sr_variance`."
     return probabilistic_sharpe_ratio(sr, expected_max_sharpe(n_trials, sr_variance), n_obs, skew, kurtosis)
 
-# %% ../nbs/31_metrics.ipynb #c051
+# %% ../nbs/31_metrics.ipynb #c053
 @dataclass(frozen=True)
 class SharpeMoments:
     "Per-period Sharpe ratio of a return series with the moments PSR/DSR need."
@@ -483,7 +541,7 @@ def deflated_sharpe_from_returns(
     sr0 = expected_max_sharpe(n, var)
     return DeflatedSharpe(probabilistic_sharpe_ratio(m.sr, sr0, m.n_obs, m.skew, m.kurtosis), m.sr, sr0, var, n, m)
 
-# %% ../nbs/31_metrics.ipynb #c054
+# %% ../nbs/31_metrics.ipynb #c056
 def _block_moments(trial_returns: np.ndarray, n_partitions: int):
     "Per-block sums and sums of squares (S × N) of column-centred returns, the column means, and rows per block."
     rows = trial_returns.shape[0] // n_partitions
@@ -502,7 +560,7 @@ def _sharpe_from_sums(total, total_sq, n: int, col_means, scale: float) -> np.nd
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(flat, np.where(mean_is_zero, 0.0, np.sign(mean) * np.inf), mean / np.where(flat, 1.0, sd))
 
-# %% ../nbs/31_metrics.ipynb #c055
+# %% ../nbs/31_metrics.ipynb #c057
 def _cscv_chunk(mask: np.ndarray, s1, s2, means, half_rows: int, scale: float):
     "In-sample best trial, its IS and OOS Sharpe and OOS relative rank for each combination row of `mask` (C × S)."
     is_sr = _sharpe_from_sums(mask @ s1, mask @ s2, half_rows, means, scale)
@@ -535,7 +593,7 @@ def probability_of_backtest_overfitting(
             "prob_oos_loss": float(np.mean(oos_best < 0)), "n_combinations": len(combos),
             "n_partitions": n_partitions, "rows_per_partition": rows, "rows_dropped": m.shape[0] - rows * n_partitions}
 
-# %% ../nbs/31_metrics.ipynb #c061
+# %% ../nbs/31_metrics.ipynb #c063
 @dataclass(frozen=True)
 class ConfidenceInterval:
     "Bootstrap percentile interval of a statistic."
@@ -555,7 +613,7 @@ def stationary_bootstrap_indices(n: int, mean_block: float, rng: np.random.Gener
     first = np.flatnonzero(new_block)
     return (starts[first][block_id] + np.arange(n) - first[block_id]) % n
 
-# %% ../nbs/31_metrics.ipynb #c063
+# %% ../nbs/31_metrics.ipynb #c065
 def bootstrap_ci(
     values,                               # 1-D sample (returns, per-trade P&L, ...)
     statistic: Callable[[np.ndarray], float],  # function of a 1-D array

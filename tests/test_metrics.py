@@ -431,3 +431,37 @@ def test_exposure_bars_merge_and_binary_search_equal_the_definition():
     ref = np.mean([((e <= ti) & (ti < x)).any() for ti in t])   # the definition, bar by bar: some trade open at t
     assert M.exposure_bars(entry, exit_, grid) == pytest.approx(ref, abs=1e-15)
     assert M.exposure_bars(entry, exit_, grid[::-1]) == pytest.approx(ref, abs=1e-15)
+
+
+def test_equity_check_in_one_pass_agrees_with_the_definition():
+    "validate_equity raises exactly when some row breaks a rule, naming the first such row of the first rule checked."
+    rng = np.random.default_rng(11)
+    base = pd.DataFrame({"timestamp": pd.date_range("2025-08-01 03:45", periods=40, freq="min", tz="UTC"),
+                         "equity_gross": 1e6 + rng.normal(0, 100, 40).cumsum(), "equity_net": 1e6 + rng.normal(0, 100, 40).cumsum()})
+    breaks = {"timestamp": [pd.NaT, "repeat", "earlier"], "equity_gross": [np.nan, np.inf, -np.inf, 0.0, -5.0],
+              "equity_net": [np.nan, np.inf, 0.0, -1e-9]}
+    for trial in range(300):
+        eq = base.copy()
+        for _ in range(int(rng.integers(0, 3))):
+            column = str(rng.choice(list(breaks)))
+            row = int(rng.integers(1, 40))
+            value = breaks[column][int(rng.integers(len(breaks[column])))]
+            if value == "repeat": value = eq.timestamp[row - 1]
+            elif value == "earlier": value = eq.timestamp[row - 1] - pd.Timedelta(seconds=1)
+            eq.loc[row, column] = value
+        # the definition, rule by rule in the order of the checks: missing/non-finite values per column, order, sign
+        ts = eq.timestamp
+        expected = None
+        for column in ("timestamp", "equity_gross", "equity_net"):
+            bad = ts.isna() if column == "timestamp" else ~np.isfinite(eq[column])
+            if expected is None and bad.any(): expected = (column, int(np.flatnonzero(bad)[0]))
+        if expected is None:
+            later = np.r_[True, ts.to_numpy()[1:] > ts.to_numpy()[:-1]]
+            if not later.all(): expected = ("timestamp", int(np.flatnonzero(~later)[0]))
+        for column in ("equity_gross", "equity_net"):
+            if expected is None and (eq[column] <= 0).any(): expected = (column, int(np.flatnonzero(eq[column] <= 0)[0]))
+        if expected is None:
+            M.validate_equity(eq)
+            continue
+        with pytest.raises(ValueError, match=rf"column '{expected[0]}': .* at row {expected[1]} "):
+            M.validate_equity(eq)
