@@ -258,10 +258,14 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
         "retrain_reasons": [a["message"] for a in alerts]})
 
 # %% ../nbs/43_monitor.ipynb #c030
+def _line_of(summary: dict) -> str:
+    "Registry line a summary watches: 'NSE', or 'NSE/15m' for a horizon key (summaries before the key: the exchange)."
+    return summary.get("registry_key") or summary["exchange"]
+
 def notify_alerts(summary: dict, run_cfg: RunConfig | None = None, cfg: MonitorConfig = MonitorConfig()) -> list[dict]:
-    "Raise each active alert of a monitor summary (alert log + webhook); returns the logged alerts."
-    return [raise_alert(a["kind"], f"{summary['exchange']} {summary['version']}: {a['message']}", a["details"], run_cfg, cfg, summary["exchange"])
-            for a in summary["alerts"]]
+    "Raise each active alert of a monitor summary (alert log + webhook), each message led by its line and version."
+    return [raise_alert(a["kind"], f"{_line_of(summary)} {summary['version']}: {a['message']}", a["details"], run_cfg, cfg,
+                        summary["exchange"]) for a in summary["alerts"]]
 
 def _fmt(value, spec: str = ".3f") -> str:
     "A number formatted, or 'n/a' for None."
@@ -273,7 +277,7 @@ def format_summary(summary: dict) -> str:
     s, d, lat, th = summary["score_drift"], summary["degradation"], summary["latency"], summary["thresholds"]
     counts = pd.Series([r["status"] for r in summary["drift"]]).value_counts().to_dict() if summary["drift"] else {}
     worst = ", ".join(f"{r['feature']} {_fmt(r['psi'], '.2f')} {r['status']}" for r in summary["drift"][:5])
-    key = summary.get("registry_key") or summary["exchange"]   # 'NSE' or 'NSE/15m'
+    key = _line_of(summary)
     labels = f", {summary['horizon']} labels" if summary.get("horizon") and "/" not in key else ""
     lines = [f"oi-ml monitor: {key.replace('/', ' ')} model {summary['version']} ({summary['run_id']}{labels}) at {summary['generated_at']}",
              (f"  feature drift: {len(summary['drift'])} features, {summary['n_live_rows']} live rows; "

@@ -27,7 +27,7 @@ from numba import njit
 from .config import IST, RunConfig, get_exchange_config
 from .features import FEATURE_DEFAULTS, XS_RANK_DEFAULTS, prepare_training_features
 from .indicators import WARMUP_BARS
-from .registry import load_version
+from .registry import load_version, registry_key
 from .store import connect, insert_rows, schema_columns, to_utc, transaction
 from .train import CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibration, load_bundle
 
@@ -405,7 +405,8 @@ class MLSignalGenerator:
                  horizon: str | None = None):        # registry horizon key such as '15m'; None: the exchange's pointer
         self.run_cfg = run_cfg or RunConfig()
         self.exchange_config = get_exchange_config(exchange)
-        self.exchange, self.horizon = self.exchange_config.exchange, horizon
+        self.exchange = self.exchange_config.exchange
+        self.registry_key = None if run_dir is not None else registry_key(self.exchange, horizon)  # the line served: 'NSE', 'NSE/15m'
         self.bundle, self.model_version = load_signal_bundle(self.exchange, self.run_cfg, run_dir, horizon)
         self.plan = build_plan(self.bundle)
         for b in self.plan.boosters:

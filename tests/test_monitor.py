@@ -327,4 +327,7 @@ def test_summary_of_a_horizon_key(deployed, tmp_path):
     summary = monitor_summary("NSE", cfg, live_features=features.iloc[200:1200], horizon="15m")
     assert (summary["version"], summary["horizon"]) == ("v0002", "15m")
     assert format_summary(summary).startswith("oi-ml monitor: NSE 15m model v0002")
+    alert = {"kind": "degradation", "message": "hit rate 0.10", "details": {}}
+    logged = notify_alerts(summary | {"alerts": [alert]}, cfg, MonitorConfig(webhook_env="OI_ML_UNSET_FOR_TEST"))
+    assert [r["message"] for r in logged] == ["NSE/15m v0002: hit rate 0.10"]   # the line, not just the exchange
     assert monitor_summary("NSE", cfg, live_features=features.iloc[200:1200])["version"] == "v0001"
