@@ -218,6 +218,7 @@ def cmd_retrain(args, cfg: RunConfig) -> int:
 # %% ../nbs/51_cli.ipynb #c008
 def build_parser() -> argparse.ArgumentParser:
     "The `oi-ml` argument parser with all subcommands."
+    from oi_ml.pipeline import RetrainConfig   # its field defaults are the retrain subcommand's defaults
     p = argparse.ArgumentParser(prog="oi-ml", description="oi_ml: reproducible ML signals on index-options open interest")
     p.add_argument("--data-dir", help="warehouse/datasets/models root (default $OI_ML_DATA_DIR or data/)")
     p.add_argument("--reports-dir", help="approval packs root (default $OI_ML_REPORTS_DIR or reports/)")
@@ -248,8 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--horizon", help="compare with the production model of this horizon key, e.g. 15m")
     s = sub.add_parser("retrain", help="the whole retrain pipeline"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--as-of"); s.add_argument("--promote", action="store_true"); s.add_argument("--no-automl", action="store_true")
-    s.add_argument("--optuna-trials", type=int, default=4); s.add_argument("--operator", default="oi-ml retrain")
-    s.add_argument("--reason", default="scheduled retrain")
+    s.add_argument("--optuna-trials", type=int, default=RetrainConfig.automl_trials,
+                   help="Optuna trials per segment and family (default %(default)s)")
+    s.add_argument("--operator", default=RetrainConfig.operator); s.add_argument("--reason", default=RetrainConfig.reason)
     s.add_argument("--horizon", help="registry horizon key (e.g. 15m) for the gate's production model and --promote")
     s = sub.add_parser("automl", help="walk-forward AutoML with Optuna"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--dataset"); s.add_argument("--days", type=int); s.add_argument("--window-days", type=int, default=45)

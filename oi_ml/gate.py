@@ -71,14 +71,15 @@ def train_config_of(bundle: ModelBundle) -> TrainConfig:
     labels = LabelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.pop("labels").items()})
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}, labels=labels)
 
-def window_probabilities(bundle: ModelBundle, tcfg: TrainConfig, raw: pd.DataFrame, scores: pd.DataFrame, start: pd.Timestamp,
-                         end: pd.Timestamp):
-    "(training table of `raw` under the model's config `tcfg`, mask of its labelled rows in [start, end], their class probabilities)."
+def window_probabilities(tcfg: TrainConfig, raw: pd.DataFrame, scores: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp):
+    "(training table of `raw` under the model's config `tcfg`, mask of its labelled rows in [start, end], their probabilities in `table.classes` order)."
     table = build_training_table(raw, tcfg)
+    columns = [f"prob_{c}" for c in table.classes]
+    missing = [c for c in columns if c not in scores.columns]
+    if missing: raise ValueError(f"scores lack {missing}: the model's classes are not {list(table.classes)} (target {tcfg.target!r})")
     ts = table.features.timestamp
     keep = ((ts >= start) & (ts <= end)).to_numpy()
-    probs = scores.set_index("timestamp").loc[ts[keep], [f"prob_{c}" for c in bundle.model_set.classes]].to_numpy()
-    return table, keep, probs
+    return table, keep, scores.set_index("timestamp").loc[ts[keep], columns].to_numpy()
 
 def probability_metrics(table: TrainingTable, keep: np.ndarray, probs: np.ndarray, start: pd.Timestamp) -> dict:
     "Calibrated-probability metrics (Brier, log-loss...) of a model on the window rows, and the class-prior baseline (rows before `start`)."
@@ -168,8 +169,10 @@ def pbo(trials: pd.DataFrame | None) -> dict:
     return dict(pbo=float(np.mean([p["pbo"] for p in per_segment])), per_segment=per_segment, reason="")
 
 # %% ../nbs/41_gate.ipynb #c013
-def evaluate_model(bundle: ModelBundle, raw: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, bt_cfg: BacktestConfig) -> dict:
-    "Backtest metrics, daily returns and probability metrics of one model on [start, end]."
+def evaluate_model(bundle: ModelBundle, tcfg: TrainConfig, raw: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
+                   bt_cfg: BacktestConfig,
+                   rule_returns: bool = False) -> dict:   # also the AutoML trial rule's daily returns (the DSR's candidate series)
+    "Backtest metrics, daily returns and probability metrics of one model, trained under `tcfg`, on [start, end]."
     raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     signals = signals_for(bundle, raw)
     inside = ((signals.timestamp >= start) & (signals.timestamp <= end)).to_numpy()
@@ -178,11 +181,11 @@ def evaluate_model(bundle: ModelBundle, raw: pd.DataFrame, start: pd.Timestamp, 
     cfg = dataclasses.replace(bt_cfg, start=day(start), end=day(end))
     result = run_backtest(raw[["timestamp", "open", "high", "low", "close"]], traded, cfg)
     daily = daily_returns(result.equity_curve, cfg.account_size)
-    tcfg = train_config_of(bundle)
-    table, keep, probs = window_probabilities(bundle, tcfg, raw, signals, start, end)
-    return dict(run_id=bundle.manifest["run_id"], backtest=result.metrics, daily_returns=daily,
-                rule_daily_returns=trial_rule_returns(tcfg.labels, raw, table, keep, probs),
-                probabilities=probability_metrics(table, keep, probs, start), result=result, classes=list(bundle.model_set.classes))
+    table, keep, probs = window_probabilities(tcfg, raw, signals, start, end)
+    out = dict(run_id=bundle.manifest["run_id"], backtest=result.metrics, daily_returns=daily,
+               probabilities=probability_metrics(table, keep, probs, start), result=result, classes=list(bundle.model_set.classes))
+    if rule_returns: out["rule_daily_returns"] = trial_rule_returns(tcfg.labels, raw, table, keep, probs)
+    return out
 
 def _criterion(name: str, value, threshold, rule: str, passed: bool, note: str = "") -> dict:
     "One gate line; a NaN value never passes."
@@ -236,10 +239,12 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     cand = load_bundle(cand_dir)
     raw, _ = load_dataset(exchange, cand.manifest["dataset_version"], run_cfg)
     start, end = (pd.Timestamp(t) for t in cand.manifest["holdout_window"])
-    bt_cfg = backtest_cfg or default_backtest_config(exchange, dataclasses.asdict(train_config_of(cand)))
-    c_eval = evaluate_model(cand, raw, start, end, bt_cfg)
+    cand_tcfg = train_config_of(cand)
+    bt_cfg = backtest_cfg or default_backtest_config(exchange, dataclasses.asdict(cand_tcfg))
+    c_eval = evaluate_model(cand, cand_tcfg, raw, start, end, bt_cfg, rule_returns=True)
     base_dir, base_label = _baseline_dir(exchange, baseline, run_cfg, horizon)
-    b_eval = evaluate_model(load_bundle(base_dir), raw, start, end, bt_cfg) if base_dir else None
+    base = load_bundle(base_dir) if base_dir else None
+    b_eval = evaluate_model(base, train_config_of(base), raw, start, end, bt_cfg) if base else None
     trials = load_trial_returns(Path(run_cfg.models_dir) / exchange / automl_run if automl_run else None)
     dsr, pbo_result = deflated_sharpe(c_eval["rule_daily_returns"], trials), pbo(trials)
     criteria = gate_criteria(c_eval, b_eval, dsr, pbo_result, gate_cfg)

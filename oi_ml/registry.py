@@ -426,7 +426,7 @@ def run_horizon(exchange: str, run_id: str, run_cfg: RunConfig | None = None) ->
     return horizon_of_report(_read_manifest(path)[0], run_cfg.bar_minutes) if path.is_file() else None
 
 def _check_run_horizon(horizon: str | None, own: str | None, run_id: str, refused: str = "not deploying") -> str | None:
-    "Refuse using a run under a horizon key other than its own known label horizon (deploy, gate); returns the run's horizon."
+    "Refuse using a run under a horizon key other than its own known label horizon (deploy, gate, retrain, sign-off); returns the run's horizon."
     if horizon is not None and own is not None and own != horizon:
         raise RegistryError(f"run {run_id}: its label horizon is {own} (labels.horizon_bars x bar minutes), "
                             f"not the requested horizon {horizon}; {refused}")
@@ -666,9 +666,8 @@ def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: 
     is_version = bool(VERSION_PATTERN.match(str(version_or_run)))
     folder = version_dir(exchange, version_or_run, run_cfg) if is_version else run_dir(exchange, version_or_run, run_cfg)
     manifest, raw = _read_manifest(folder / "manifest.json")
-    own = manifest.get("horizon") if is_version else run_horizon(exchange, version_or_run, run_cfg)
-    if horizon is not None and own is not None and own != horizon:
-        raise RegistryError(f"{version_or_run}: its label horizon is {own}, not the horizon {horizon} given for the sign-off")
+    own = _check_run_horizon(horizon, manifest.get("horizon") if is_version else run_horizon(exchange, version_or_run, run_cfg),
+                             manifest.get("run_id") or version_or_run, f"not recording the sign-off of {version_or_run}")
     record = {"event_id": f"signoff-{uuid.uuid4().hex[:12]}", "kind": "signoff", "date": _as_date(date), "exchange": exchange,
               "version": version_or_run if is_version else None, "run_id": manifest.get("run_id"), "horizon": horizon or own,
               "manifest_sha256": hashlib.sha256(raw).hexdigest(), "dataset_version": manifest.get("dataset_version"),

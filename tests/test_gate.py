@@ -1,6 +1,8 @@
 """Tests of the promotion gate's evidence criteria (oi_ml.gate): the pooled trial-Sharpe variance by hand, the
 small-sample PSR guard, the DSR against hand-computed values, and — on a tiny real model — that the DSR's candidate
-series is exactly the AutoML trial rule applied to the candidate's holdout probabilities."""
+series is exactly the AutoML trial rule applied to the candidate's holdout probabilities (computed for the candidate
+only, with each model's training config read once) and that window probabilities follow the label classes."""
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -17,7 +19,9 @@ from oi_ml.datasets import export_training_window, load_dataset
 from oi_ml.metrics import expected_max_sharpe, probabilistic_sharpe_ratio
 from oi_ml.simulate import simulate_market
 from oi_ml.store import connect
-from oi_ml.train import TrainConfig, build_training_table, load_bundle, score_frame, train_model
+from oi_ml.train import build_training_table, load_bundle, score_frame, train_model
+
+from conftest import TINY_TRAIN
 
 
 def long_trials(matrix_by_segment: dict) -> pd.DataFrame:
@@ -126,8 +130,7 @@ def tiny_run(tmp_path_factory):
     with connect(cfg) as con:
         simulate_market(con, "NSE", "2025-08-01", n_days=16, seed=4, signal_strength=2.0, run_cfg=cfg)
         dm = export_training_window(con, "NSE", run_cfg=cfg)
-    run = train_model("NSE", dm["version"], cfg=TrainConfig(n_splits=2, max_rounds=40, min_regime_rows=10**6,
-                                                            top_k_features=15, shap_rows=50), run_cfg=cfg)
+    run = train_model("NSE", dm["version"], cfg=TINY_TRAIN, run_cfg=cfg)
     return cfg, run["run_id"], dm["version"]
 
 
@@ -160,3 +163,45 @@ def test_gate_dsr_uses_the_automl_rule_on_the_holdout(tiny_run):
     assert report["dsr"]["sr_daily"] == pytest.approx(sr(expected), rel=1e-6)
     assert report["policy_sharpe"]["n_days"] == len(report["candidate"]["daily_returns"])
     assert json.loads(json.dumps(report, allow_nan=False)) == report    # strict JSON, and nothing lost on the way
+
+
+def _holdout(cfg, run_id, version):
+    "(bundle, time-sorted raw rows, holdout start, holdout end) of a run."
+    bundle = load_bundle(Path(cfg.models_dir) / "NSE" / run_id)
+    raw, _ = load_dataset("NSE", version, cfg)
+    raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
+    return (bundle, raw, *(pd.Timestamp(t) for t in bundle.manifest["holdout_window"]))
+
+
+def test_trial_rule_returns_only_when_asked(tiny_run):
+    bundle, raw, start, end = _holdout(*tiny_run)
+    tcfg = G.train_config_of(bundle)
+    bt = G.default_backtest_config("NSE", dataclasses.asdict(tcfg))
+    plain = G.evaluate_model(bundle, tcfg, raw, start, end, bt)
+    full = G.evaluate_model(bundle, tcfg, raw, start, end, bt, rule_returns=True)
+    assert "rule_daily_returns" not in plain and len(full["rule_daily_returns"]) >= 2
+    assert plain["probabilities"] == full["probabilities"] and plain["backtest"] == full["backtest"]
+
+
+def test_gate_reads_each_training_config_once(tiny_run, monkeypatch):
+    cfg, run_id, _ = tiny_run
+    real, read = G.train_config_of, []
+    monkeypatch.setattr(G, "train_config_of", lambda bundle: read.append(bundle.run_dir.name) or real(bundle))
+    report = G.evaluate_candidate("NSE", run_id, baseline=run_id, run_cfg=cfg, write=False)   # the run against itself
+    assert read == [run_id, run_id]                                  # once for the candidate, once for the baseline
+    assert "rule_daily_returns" in report["candidate"] and "rule_daily_returns" not in report["production"]
+    assert report["production"]["probabilities"] == report["candidate"]["probabilities"]
+
+
+def test_window_probabilities_follow_the_label_classes(tiny_run):
+    bundle, raw, start, end = _holdout(*tiny_run)
+    tcfg, scores = G.train_config_of(bundle), G.signals_for(bundle, raw)
+    table, keep, probs = G.window_probabilities(tcfg, raw, scores, start, end)
+    assert table.classes == tuple(bundle.model_set.classes) == ("SELL", "HOLD", "BUY")   # what the model was trained with
+    ts = table.features.timestamp[keep]
+    expected = scores.set_index("timestamp").loc[ts, ["prob_SELL", "prob_HOLD", "prob_BUY"]].to_numpy()
+    np.testing.assert_array_equal(probs, expected)
+    shuffled = scores[scores.columns[::-1]]                          # columns picked by name, not position
+    np.testing.assert_array_equal(G.window_probabilities(tcfg, raw, shuffled, start, end)[2], expected)
+    with pytest.raises(ValueError, match=r"scores lack \['prob_BUY'\]: the model's classes are not \['SELL', 'HOLD', 'BUY'\]"):
+        G.window_probabilities(tcfg, raw, scores.drop(columns="prob_BUY"), start, end)

@@ -22,7 +22,7 @@ from oi_ml.simulate import simulate_market
 from oi_ml.store import connect
 from oi_ml.train import TrainConfig, verify_run
 
-TINY = TrainConfig(n_splits=2, max_rounds=40, min_regime_rows=10**6, top_k_features=15, shap_rows=50)
+from conftest import TINY_TRAIN
 
 
 def _market(tmp_path, name, days=6, strength=1.0, seed=0):
@@ -41,7 +41,7 @@ def _gate(cfg, run_id):
 
 
 def test_retrain_is_reproducible_and_reuses_finished_steps(tmp_path):
-    rc = RetrainConfig("NSE", automl=False, train=TINY)
+    rc = RetrainConfig("NSE", automl=False, train=TINY_TRAIN)
     a, b = _market(tmp_path, "a"), _market(tmp_path, "b")
     out_a = run_retrain(rc, a)
     out_b = run_retrain(rc, b)                      # same inputs, another machine-like fresh data dir
@@ -61,7 +61,7 @@ def test_retrain_is_reproducible_and_reuses_finished_steps(tmp_path):
 @pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed (.ci/run installs it)")
 def test_the_candidate_pack_renders_every_chart_in_chromium(tmp_path):
     cfg = _market(tmp_path, "p")
-    out = run_retrain(RetrainConfig("NSE", automl=False, train=TINY), cfg)
+    out = run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
     shot = tmp_path / "pack.png"
     check = check_in_browser(out["pack"], screenshot=shot)
     assert check["charts_expected"] >= 8 and check["charts_rendered"] == check["charts_expected"], check
@@ -75,7 +75,7 @@ def test_the_candidate_pack_renders_every_chart_in_chromium(tmp_path):
 
 def test_a_failed_step_stops_the_run_and_leaves_the_registry(tmp_path, monkeypatch):
     cfg = _market(tmp_path, "m")
-    first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY), cfg)
+    first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
     (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(
         json.dumps({"passed": True, "decision": "PASS", "note": "forced for the test"}))
     deploy_model("NSE", first["candidate_run"], "tester", "baseline for the fault test", run_cfg=cfg)
@@ -96,7 +96,7 @@ def test_a_failed_step_stops_the_run_and_leaves_the_registry(tmp_path, monkeypat
 
 def test_horizon_key_picks_the_production_model_the_gate_compares_with(tmp_path):
     cfg = _market(tmp_path, "h")
-    first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY), cfg)
+    first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
     (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(
         json.dumps({"passed": True, "decision": "PASS", "note": "forced for the test"}))
     deploy_model("NSE", first["candidate_run"], "tester", "15m baseline", run_cfg=cfg, horizon="15m")
@@ -110,16 +110,16 @@ def test_horizon_key_picks_the_production_model_the_gate_compares_with(tmp_path)
     assert plain["gate"]["baseline"] is None                           # the exchange's own pointer is empty
     assert "registry line: <strong>NSE</strong>" in Path(plain["pack"]).read_text()
     with pytest.raises(ValueError, match="invalid horizon"):
-        run_retrain(RetrainConfig("NSE", automl=False, train=TINY, horizon="15min"), cfg)
+        run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN, horizon="15min"), cfg)
     with pytest.raises(RegistryError, match="label horizon is 15m .*not the requested horizon 30m; not retraining"):
-        run_retrain(RetrainConfig("NSE", automl=False, train=TINY, horizon="30m"), cfg)   # refused before any step runs
+        run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN, horizon="30m"), cfg)   # refused before any step runs
     with pytest.raises(RegistryError, match="not gating it against the NSE/30m production model"):
         evaluate_candidate("NSE", keyed["candidate_run"], run_cfg=cfg, write=False, horizon="30m")
 
 
 def test_killing_a_step_midway_leaves_earlier_artefacts_and_registry_intact(tmp_path):
     cfg = _market(tmp_path, "k")
-    first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY), cfg)
+    first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
     (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(json.dumps({"passed": True}))
     deploy_model("NSE", first["candidate_run"], "tester", "baseline", run_cfg=cfg)
     before = current_version("NSE", cfg)

@@ -555,8 +555,13 @@ def test_signoff_records_the_horizon(cfg):
     deploy_model(EXCHANGE, run.name, "asha", "15m", run_cfg=cfg, horizon="15m")
     assert record_signoff(EXCHANGE, "v0001", "meera", "approved", run_cfg=cfg)["horizon"] == "15m"
     assert record_signoff(EXCHANGE, run.name, "meera", "approved", run_cfg=cfg, horizon="15m")["horizon"] == "15m"
-    with pytest.raises(RegistryError, match="v0001: its label horizon is 15m, not the horizon 30m"):
+    logged = (models(cfg) / "model_change_log.jsonl").read_bytes()
+    with pytest.raises(RegistryError, match=f"run {run.name}: its label horizon is 15m .*not the requested horizon 30m; "
+                                            "not recording the sign-off of v0001$"):
         record_signoff(EXCHANGE, "v0001", "meera", "approved", run_cfg=cfg, horizon="30m")
+    with pytest.raises(RegistryError, match=f"not the requested horizon 30m; not recording the sign-off of {run.name}$"):
+        record_signoff(EXCHANGE, run.name, "meera", "approved", run_cfg=cfg, horizon="30m")   # signed off by run id
+    assert (models(cfg) / "model_change_log.jsonl").read_bytes() == logged                 # refused sign-offs leave no record
     with pytest.raises(ValueError, match="invalid horizon '30'"):
         record_signoff(EXCHANGE, "v0001", "meera", "approved", run_cfg=cfg, horizon="30")
     assert "| NSE | signoff | v0001 | run-20251031-aaaaaaaaaaaa | 15m |" in (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
