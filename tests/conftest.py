@@ -1,5 +1,6 @@
 """Shared tiny fixtures for the warehouse tests (store, simulate, ingest, datasets): a fresh warehouse under
-`tmp_path`, a copy of a small simulated warehouse (built once per session), and table fingerprints."""
+`tmp_path`, a copy of a small simulated warehouse (built once per session), and table fingerprints; and, for the model
+tests, the tiny training configuration `TINY_TRAIN` and `deploy_tiny_model`."""
 import shutil
 from pathlib import Path
 
@@ -7,9 +8,12 @@ import pytest
 
 from oi_ml.config import RunConfig
 from oi_ml.store import TABLES, connect
+from oi_ml.train import TrainConfig
 
 BOOKKEEPING_TABLES = ("quarantine", "training_batches")  # expected to record a rejection
 DATA_TABLES = tuple(t for t in TABLES if t not in BOOKKEEPING_TABLES)
+# a tiny model for the gate and pipeline tests: 2 CV splits, 40 rounds, the pooled model in every regime (none has 10**6 rows)
+TINY_TRAIN = TrainConfig(n_splits=2, max_rounds=40, min_regime_rows=10**6, top_k_features=15, shap_rows=50)
 
 
 def table_fingerprint(con, table: str) -> tuple:
@@ -78,12 +82,18 @@ def sim_con(cfg, simulated_template):
     c.close()
 
 
+def private_copy(cfg: RunConfig, tmp_path: Path) -> RunConfig:
+    "A run config over a writable copy of `cfg`'s data directory (warehouse, datasets, models) under `tmp_path`."
+    shutil.copytree(cfg.data_dir, tmp_path / "data")
+    return RunConfig(data_dir=str(tmp_path / "data"))
+
+
 def deploy_tiny_model(root: Path, reason: str):
     "(run config, time-sorted raw dataset rows, run manifest) of a tiny model trained on 8 simulated days and deployed."
     from oi_ml.datasets import export_training_window, load_dataset
     from oi_ml.registry import deploy_model
     from oi_ml.simulate import simulate_market
-    from oi_ml.train import TrainConfig, train_model
+    from oi_ml.train import train_model
     cfg = RunConfig(data_dir=str(root / "data"))
     with connect(cfg) as con:
         simulate_market(con, "NSE", "2025-08-01", n_days=8, run_cfg=cfg)

@@ -602,7 +602,9 @@ def test_bad_inputs_name_the_problem():
         B.run_backtest(bars, signals, B.BacktestConfig(fill="same_close"))
 
 
-# ---------------------------------------------------------------- the first test file of this module (kept as written)
+# ---------------------------------------------------------------- further cases on a price ramp
+# The module's first tests, kept beside the stronger ones above because their data differ: int64 signals, a ramp
+# whose fills can be read off by hand, two sessions with several open positions, and a pure cooldown/limit count.
 def _ramp_bars(n_sessions=1, per_session=30, seed=None, start="2025-08-04"):
     days = pd.bdate_range(start, periods=n_sessions)
     ts = pd.DatetimeIndex([pd.Timestamp(f"{d.date()} 09:15", tz="Asia/Kolkata") + pd.Timedelta(minutes=i)

@@ -4,13 +4,12 @@ and failure logging, and the summary of a tiny deployed model (trained once for 
 import http.server
 import json
 import math
-import shutil
 import threading
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import deploy_tiny_model
+from conftest import deploy_tiny_model, private_copy
 
 from oi_ml.config import RunConfig
 from oi_ml.features import feature_distribution, prepare_training_features
@@ -245,11 +244,6 @@ def deployed(tmp_path_factory):
     return cfg, prepare_training_features(raw, manifest["model_features"]), manifest
 
 
-def copy_cfg(deployed, tmp_path) -> RunConfig:
-    shutil.copytree(deployed[0].data_dir, tmp_path / "data")
-    return RunConfig(data_dir=str(tmp_path / "data"))
-
-
 def serve(cfg, features, manifest, n_bars: int, correct) -> list[dict]:
     "Serve the last n_bars (audited) and record outcomes with the given `correct` flags."
     rows = features[manifest["model_features"]].to_dict("records")
@@ -264,7 +258,7 @@ def serve(cfg, features, manifest, n_bars: int, correct) -> list[dict]:
 
 def test_summary_fresh_deploy_has_no_alerts_but_drift(deployed, tmp_path):
     "No served recommendations yet: score and degradation not judged; live drift on the training rows themselves is small."
-    cfg = copy_cfg(deployed, tmp_path)
+    cfg = private_copy(deployed[0], tmp_path)
     _, features, manifest = deployed
     folder = version_dir("NSE", run_cfg=cfg)
     inputs, used = model_columns(folder, json.loads((folder / "manifest.json").read_text()))
@@ -280,13 +274,13 @@ def test_summary_fresh_deploy_has_no_alerts_but_drift(deployed, tmp_path):
 
 
 def test_summary_default_live_window_from_the_warehouse(deployed, tmp_path):
-    cfg = copy_cfg(deployed, tmp_path)
+    cfg = private_copy(deployed[0], tmp_path)
     summary = monitor_summary("NSE", cfg, cfg=MonitorConfig(live_rows=500))
     assert summary["n_live_rows"] == 500 and len(summary["drift"]) > 100
 
 
 def test_summary_alerts_on_degradation_and_drift(deployed, tmp_path):
-    cfg = copy_cfg(deployed, tmp_path)
+    cfg = private_copy(deployed[0], tmp_path)
     _, features, manifest = deployed
     served = serve(cfg, features, manifest, 300, [i % 10 == 0 for i in range(300)])      # 10 % hit rate
     folder = version_dir("NSE", run_cfg=cfg)
@@ -309,7 +303,7 @@ def test_summary_alerts_on_degradation_and_drift(deployed, tmp_path):
 
 def test_summary_only_counts_the_current_version(deployed, tmp_path):
     "Recommendations of an earlier version do not enter the current version's degradation or latency."
-    cfg = copy_cfg(deployed, tmp_path)
+    cfg = private_copy(deployed[0], tmp_path)
     _, features, manifest = deployed
     serve(cfg, features, manifest, 250, [False] * 250)
     deploy_model("NSE", manifest["run_id"], "pytest", "redeploy", run_cfg=cfg)          # v0002, same run
@@ -319,7 +313,7 @@ def test_summary_only_counts_the_current_version(deployed, tmp_path):
 
 def test_summary_of_a_horizon_key(deployed, tmp_path):
     "horizon='15m' monitors the current version of the NSE/15m registry key; the exchange's own pointer is unchanged."
-    cfg = copy_cfg(deployed, tmp_path)
+    cfg = private_copy(deployed[0], tmp_path)
     _, features, manifest = deployed
     with pytest.raises(RegistryError, match="no model deployed for NSE/15m"):
         monitor_summary("NSE", cfg, live_features=features.iloc[200:1200], horizon="15m")

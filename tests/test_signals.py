@@ -3,7 +3,6 @@ tampered models, audits every recommendation to DuckDB and JSONL (surviving a lo
 One tiny model (8 simulated days, small TrainConfig) is trained and deployed once for the module."""
 import json
 import math
-import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import deploy_tiny_model
+from conftest import deploy_tiny_model, private_copy
 
 from oi_ml.config import RunConfig
 from oi_ml.features import FEATURE_DEFAULTS, prepare_training_features
@@ -38,13 +37,6 @@ def batch(deployed):
     _, raw, folder = deployed
     bundle = load_bundle(folder)
     return prepare_training_features(raw, bundle.input_features), score_frame(bundle, raw), bundle
-
-
-def fresh_cfg(deployed, tmp_path) -> RunConfig:
-    "A private copy of the deployed data directory (models and warehouse), writable."
-    cfg, _, _ = deployed
-    shutil.copytree(cfg.data_dir, tmp_path / "data")
-    return RunConfig(data_dir=str(tmp_path / "data"))
 
 
 def serve(gen: MLSignalGenerator, batch, rows: slice = slice(None)) -> list[dict]:
@@ -151,7 +143,7 @@ def test_prepare_features_equals_batch_row(deployed, batch):
 
 
 def test_tampered_version_refused(deployed, tmp_path):
-    cfg = fresh_cfg(deployed, tmp_path)
+    cfg = private_copy(deployed[0], tmp_path)
     target = version_dir("NSE", run_cfg=cfg) / "calibration.json"
     target.chmod(0o644)
     target.write_text(target.read_text().replace("0.", "0.9", 1))
@@ -162,7 +154,7 @@ def test_tampered_version_refused(deployed, tmp_path):
 def test_generator_loads_the_horizon_version(deployed, tmp_path):
     "horizon='15m' loads the current version of the NSE/15m registry key; the exchange's own pointer is unchanged."
     from oi_ml.registry import RegistryError, deploy_model
-    cfg = fresh_cfg(deployed, tmp_path)
+    cfg = private_copy(deployed[0], tmp_path)
     run_id = json.loads((version_dir("NSE", run_cfg=cfg) / "manifest.json").read_text())["run_id"]
     with pytest.raises(RegistryError, match="no model deployed for NSE/15m"):
         MLSignalGenerator("NSE", run_cfg=cfg, audit=False, horizon="15m")
@@ -214,7 +206,7 @@ def test_min_confidence_and_sizing_fields(deployed, batch):
 
 def test_audit_rows_in_duckdb_and_jsonl(deployed, batch, tmp_path):
     "Buffered records reach DuckDB and the per-day JSONL at each flush and on close; fields round-trip."
-    cfg = fresh_cfg(deployed, tmp_path)
+    cfg = private_copy(deployed[0], tmp_path)
     features, _, bundle = batch
     picks = [*range(372, 376), *range(376, 384)]                         # crosses the first day boundary (375 bars)
     with MLSignalGenerator("NSE", run_cfg=cfg, audit=AuditLog(cfg, idle_seconds=3600, flush_every=5)) as gen:
@@ -250,7 +242,7 @@ def hold_write_lock(db_path: Path, seconds: float) -> subprocess.Popen:
 
 def audited_generator(deployed, batch, tmp_path, **audit) -> tuple[RunConfig, list[dict], MLSignalGenerator]:
     "A fresh data folder, the batch's feature rows and a generator whose audit log takes `audit` (AuditLog arguments)."
-    cfg = fresh_cfg(deployed, tmp_path)
+    cfg = private_copy(deployed[0], tmp_path)
     features, _, bundle = batch
     rows = features[bundle.input_features].to_dict("records")
     return cfg, rows, MLSignalGenerator("NSE", run_cfg=cfg, audit=AuditLog(cfg, **audit))
@@ -309,7 +301,7 @@ def test_background_writer_flushes_when_idle_and_retries_a_locked_warehouse(depl
 
 def test_records_flushed_at_exit_without_close(deployed, tmp_path):
     "A process that serves signals and exits without close() still stores them (atexit hook)."
-    cfg = fresh_cfg(deployed, tmp_path)
+    cfg = private_copy(deployed[0], tmp_path)
     code = ("import sys; from oi_ml.config import RunConfig; from oi_ml.signals import MLSignalGenerator, AuditLog; "
             "cfg = RunConfig(data_dir=sys.argv[1]); "
             "g = MLSignalGenerator('NSE', run_cfg=cfg, audit=AuditLog(cfg, idle_seconds=3600)); "
@@ -321,7 +313,7 @@ def test_records_flushed_at_exit_without_close(deployed, tmp_path):
 
 
 def test_outcomes_join_by_id(deployed, batch, tmp_path):
-    cfg = fresh_cfg(deployed, tmp_path)
+    cfg = private_copy(deployed[0], tmp_path)
     with MLSignalGenerator("NSE", run_cfg=cfg) as gen:
         served = serve(gen, batch, slice(400, 410))
     with connect(cfg) as con:
@@ -344,7 +336,7 @@ def test_outcomes_join_by_id(deployed, batch, tmp_path):
 
 
 def test_record_outcomes_in_bulk(deployed, batch, tmp_path):
-    cfg = fresh_cfg(deployed, tmp_path)
+    cfg = private_copy(deployed[0], tmp_path)
     with MLSignalGenerator("NSE", run_cfg=cfg) as gen:
         served = serve(gen, batch, slice(500, 700))
     rng = np.random.default_rng(5)
