@@ -362,25 +362,32 @@ def trade_metrics(net_pnl, gross_pnl, costs) -> dict:
 
 @njit(cache=True)
 def _equity_pass(eq):
-    "Sums over a positive equity curve's bar returns and its drawdown path, in two passes (no temporaries)."
+    """Sums over a positive equity curve's bar returns and its drawdown path in one pass, then the squared deviations
+    from the mean return over the stored returns. One division per bar: a drawdown is divided out once per peak, at
+    its trough (1 − x / peak falls as x falls, so this is the same number the bar-by-bar maximum would give)."""
     n = eq.shape[0]
+    returns = np.empty(n - 1)
     total = largest = downside = 0.0
-    growth, peak, worst, run, longest, under = 1.0, eq[0], 0.0, 0, 0, 0
-    for i in range(n):
-        if i > 0:
-            r = eq[i] / eq[i - 1] - 1.0
-            total += r
-            growth *= 1.0 + r
-            largest = max(largest, abs(r))
-            downside += min(r, 0.0) ** 2
-        peak = max(peak, eq[i])
-        worst = max(worst, 1.0 - eq[i] / peak)
-        run = run + 1 if eq[i] < peak else 0
-        under += eq[i] < peak
+    growth, peak, trough, worst, run, longest, under = 1.0, eq[0], eq[0], 0.0, 0, 0, 0
+    for i in range(1, n):
+        x = eq[i]
+        r = x / eq[i - 1] - 1.0
+        returns[i - 1] = r
+        total += r
+        growth *= 1.0 + r
+        largest = max(largest, abs(r))
+        downside += min(r, 0.0) ** 2
+        if x > peak:   # a new high closes the previous drawdown
+            worst = max(worst, 1.0 - trough / peak)
+            peak = trough = x
+        else: trough = min(trough, x)
+        run = run + 1 if x < peak else 0
+        under += x < peak
         longest = max(longest, run)
+    worst = max(worst, 1.0 - trough / peak)
     mean = total / (n - 1)   # callers pass at least two bars
     squares = 0.0
-    for i in range(1, n): squares += (eq[i] / eq[i - 1] - 1.0 - mean) ** 2
+    for i in range(n - 1): squares += (returns[i] - mean) ** 2
     return mean, squares, largest, downside, growth, worst, longest, under
 
 def return_metrics_reference(equity, periods_per_year: float, suffix: str = "") -> dict:

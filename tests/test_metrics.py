@@ -465,3 +465,16 @@ def test_equity_check_in_one_pass_agrees_with_the_definition():
             continue
         with pytest.raises(ValueError, match=rf"column '{expected[0]}': .* at row {expected[1]} "):
             M.validate_equity(eq)
+
+
+def test_drawdown_divided_at_each_trough_equals_the_bar_by_bar_maximum_exactly():
+    "return_metrics divides a drawdown out once per peak; the result must be the very number of the bar-by-bar definition."
+    rng = np.random.default_rng(21)
+    for trial in range(300):
+        n = int(rng.integers(2, 300))
+        steps = rng.choice([-1.0, 0.0, 1.0], n) * rng.uniform(0, 3, n)
+        eq = 100.0 + np.round(np.cumsum(steps), int(rng.integers(0, 3)))   # rounding makes equal highs and lows common
+        eq = eq - min(eq.min(), 0.0) + 1.0
+        bar_by_bar = float(np.max(1.0 - eq / np.maximum.accumulate(eq)))
+        fast = M.return_metrics(eq, 252.0)
+        assert fast["max_drawdown"] == bar_by_bar == M.max_drawdown(eq).max_drawdown, trial
