@@ -251,10 +251,12 @@ def _bars_with_open_trades(t, entries, exits):
             count, k = count + end - k, end
     return count
 
-def _exposure_on_sorted_bars(entry_time, exit_time, t: np.ndarray) -> float:
-    "`exposure_bars` on bar times `t` already in int64 ns and non-decreasing (one merge pass)."
+def _exposure_on_sorted_bars(entry_time, exit_time, t: np.ndarray, ns_per_tick: int = 1) -> float:
+    "`exposure_bars` on non-decreasing int64 bar times `t` in ticks of `ns_per_tick` nanoseconds (UTC epoch)."
     if t.size == 0: return math.nan
     entries, exits = _sorted(_as_ns(entry_time, "entry_time")), _sorted(_as_ns(exit_time, "exit_time"))
+    if ns_per_tick > 1:   # into the bars' ticks, rounded up: for a whole tick t, ns <= t * k exactly when ceil(ns / k) <= t
+        entries, exits = -(-entries // ns_per_tick), -(-exits // ns_per_tick)
     return _bars_with_open_trades(t, entries, exits) / t.size
 
 def _sorted(values: np.ndarray) -> np.ndarray:
@@ -335,14 +337,17 @@ def _raise_first_equity_error(equity: pd.DataFrame) -> None:
     for col in ("equity_gross", "equity_net"): _first_bad(equity, equity[col] <= 0, "equity must be positive", col)
     raise AssertionError("equity: the row check failed but no bad row was found")
 
-def _checked_equity(equity: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "(timestamps as int64 UTC ns, gross, net) of an equity frame that passes `validate_equity` (which raises otherwise)."
+_NS_PER_TICK = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+def _checked_equity(equity: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """(timestamps as int64 UTC epoch ticks in the column's own unit, nanoseconds per tick, gross, net) of an equity
+    frame that passes `validate_equity` (which raises otherwise). The ticks are a view of the column: a million
+    timestamps are neither copied nor converted to another unit."""
     _check_columns(equity, EQUITY_COLUMNS, "equity", values=False)   # names and dtypes; the rows in one pass below
-    idx = pd.DatetimeIndex(equity["timestamp"])                          # a view: UTC (or naive UTC) epoch ticks
-    ts = (idx if idx.unit == "ns" else idx.as_unit("ns")).asi8           # in ns; NaT is int64 min
+    idx = pd.DatetimeIndex(equity["timestamp"])                          # UTC (or naive UTC) epoch ticks; NaT is int64 min
     gross, net = (equity[c].to_numpy(dtype=np.float64) for c in ("equity_gross", "equity_net"))
-    if not _equity_rows_valid(ts, gross, net): _raise_first_equity_error(equity)
-    return ts, gross, net
+    if not _equity_rows_valid(idx.asi8, gross, net): _raise_first_equity_error(equity)
+    return idx.asi8, _NS_PER_TICK[idx.unit], gross, net
 
 def validate_equity(equity: pd.DataFrame) -> None:
     "Check an equity frame against `EQUITY_COLUMNS`: strictly increasing timestamps and positive finite equity."
@@ -437,12 +442,12 @@ def summarize_trades(
         start, end = (trades["entry_time"].min(), trades["exit_time"].max()) if len(trades) else (None, None)
     else:
         if periods_per_year is None: raise ValueError("summarize_trades: periods_per_year is required with an equity frame")
-        ts, gross, net = _checked_equity(equity)   # validated once; the timestamps strictly increase
+        ticks, ns_per_tick, gross, net = _checked_equity(equity)   # validated once; the timestamps strictly increase
         start, end = equity["timestamp"].iloc[0], equity["timestamp"].iloc[-1]
         capital = capital if capital is not None else float(equity["equity_net"].iloc[0])
         out |= _return_metrics_of(net, periods_per_year, "_net")
         out |= _return_metrics_of(gross, periods_per_year, "_gross")
-        out |= {"exposure_bars": _exposure_on_sorted_bars(trades["entry_time"], trades["exit_time"], ts),
+        out |= {"exposure_bars": _exposure_on_sorted_bars(trades["entry_time"], trades["exit_time"], ticks, ns_per_tick),
                 "n_periods": len(equity)}
     years = (end - start) / pd.Timedelta(days=365.25) if start is not None else math.nan
     out["exposure"] = exposure(trades["entry_time"], trades["exit_time"], start, end) if start is not None and end > start else math.nan

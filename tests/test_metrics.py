@@ -478,3 +478,19 @@ def test_drawdown_divided_at_each_trough_equals_the_bar_by_bar_maximum_exactly()
         bar_by_bar = float(np.max(1.0 - eq / np.maximum.accumulate(eq)))
         fast = M.return_metrics(eq, 252.0)
         assert fast["max_drawdown"] == bar_by_bar == M.max_drawdown(eq).max_drawdown, trial
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_exposure_bars_in_the_equity_frames_own_time_unit(unit):
+    "summarize_trades keeps the equity timestamps in their unit; trade times off the bar grid must still count exactly."
+    rng = np.random.default_rng(8)
+    grid = pd.date_range("2025-08-01 03:45", periods=600, freq="min", tz="UTC").as_unit(unit)
+    n = 19   # trades 30 bars apart, held under 30 minutes: no overlap, so every off-grid nanosecond shows in the count
+    offsets = pd.to_timedelta(rng.integers(-3, 4, n) * rng.choice([1, 999, 1000, 10**6, 10**9], n), unit="ns")
+    entry = pd.DatetimeIndex(grid[np.arange(1, 600 - 30, 30)].as_unit("ns") + offsets)
+    exit_ = entry + pd.to_timedelta(rng.integers(1, 29, n), unit="min") - offsets[::-1]
+    trades = pd.DataFrame({"entry_time": entry, "exit_time": exit_, "gross_pnl": 1.0, "costs": 0.0, "net_pnl": 1.0, "notional": 1e5})
+    equity = pd.DataFrame({"timestamp": grid, "equity_gross": 1e6, "equity_net": 1e6})
+    t, e, x = grid.as_unit("ns").asi8, entry.asi8, exit_.asi8
+    definition = np.mean([((e <= ti) & (ti < x)).any() for ti in t])   # bar by bar, in nanoseconds
+    assert M.summarize_trades(trades, equity, periods_per_year=252 * 375)["exposure_bars"] == pytest.approx(definition, abs=1e-15)
