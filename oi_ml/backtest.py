@@ -391,8 +391,8 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
                      cost_rate, min_confidence, max_trades, max_open, cooldown,   # entries
                      needs_vol, sizing, risk_basis, account, max_risk, margin_per_lot,  # sizing
                      kelly_fraction, kelly_cap, payoff, target_vol_per_bar, n_signals):
-    """Simulate the whole period: trade log (ints, floats), trade count, equity (gross, net), signal rows, their decisions
-    and the decision log's inputs (ticks, signal, [confidence, volatility]) of those rows."""
+    """Simulate the whole period: trade log (ints, floats), trade count, equity (gross, net), the decision on each bar
+    with a non-zero signal and the decision log's inputs (ticks, signal, [confidence, volatility]) of those bars."""
     n = close.shape[0]
     log_i, log_f = np.empty((n_signals, 10), np.int64), np.empty((n_signals, 5))
     signal_rows, decisions = _signal_positions(signal, n_signals), np.zeros(n_signals, np.int8)
@@ -520,7 +520,7 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
         decisions[d], decision_ticks[d], decision_signal[d] = _D_NO_TIME, ts[r], signal[r]
         decision_values[0, d], decision_values[1, d] = confidence[r], volatility[r] if has_vol else np.nan
     equity_gross, equity_net = _mark_to_market(close, event_bar, event_level, event_qty, event_costs, n_events, account)
-    return (log_i, log_f, n_trades, equity_gross, equity_net, signal_rows, decisions,
+    return (log_i, log_f, n_trades, equity_gross, equity_net, decisions,
             decision_ticks, decision_signal, decision_values)
 
 # %% ../nbs/30_backtest.ipynb #c037
@@ -595,8 +595,7 @@ class SimulationArrays:
                                # future return
     equity_gross: np.ndarray   # float64 per bar
     equity_net: np.ndarray     # float64 per bar
-    signal_rows: np.ndarray    # int64 bars with a non-zero signal, in order
-    decisions: np.ndarray      # int8 DECISIONS code of each of those bars
+    decisions: np.ndarray      # int8 DECISIONS code of each bar with a non-zero signal, in order
     decision_ticks: np.ndarray   # int64 timestamp ticks of those bars
     decision_signal: np.ndarray  # their signal (the signal column's dtype)
     decision_values: np.ndarray  # (2, signals) float64: their confidence and volatility (NaN without the column)

@@ -20,7 +20,7 @@ from .datasets import load_dataset
 from .labels import LabelConfig, atr_volatility
 from .metrics import (expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting,
                            sharpe_error_spread, sharpe_moments)
-from .registry import _check_run_horizon, check_horizon, current_version, registry_key, run_horizon, version_dir
+from .registry import _check_run_horizon, check_horizon, current_version, label_horizon, registry_key, version_dir
 from .train import (ModelBundle, TrainConfig, TrainingTable, _round, build_training_table, classification_metrics,
                          load_bundle, score_frame)
 
@@ -233,13 +233,14 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
                        horizon: str | None = None) -> dict:   # registry horizon key of "production" ('15m'); None: the exchange's pointer
     "Evaluate a candidate against the baseline on the candidate's holdout window; writes reports/gate_report.json."
     run_cfg, exchange, horizon = run_cfg or RunConfig(), exchange.upper(), check_horizon(horizon)
-    _check_run_horizon(horizon, run_horizon(exchange, candidate_run, run_cfg), candidate_run,   # a 15m model is not
-                       f"not gating it against the {registry_key(exchange, horizon)} production model")   # judged on NSE/30m
     cand_dir = Path(run_cfg.models_dir) / exchange / candidate_run
     cand = load_bundle(cand_dir)
+    cand_tcfg = train_config_of(cand)   # its training report, read once
+    own_horizon = label_horizon(cand_tcfg.labels.horizon_bars, run_cfg.bar_minutes)
+    _check_run_horizon(horizon, own_horizon, candidate_run,   # a 15m model is not judged on NSE/30m; refused before any data loads
+                       f"not gating it against the {registry_key(exchange, horizon)} production model")
     raw, _ = load_dataset(exchange, cand.manifest["dataset_version"], run_cfg)
     start, end = (pd.Timestamp(t) for t in cand.manifest["holdout_window"])
-    cand_tcfg = train_config_of(cand)
     bt_cfg = backtest_cfg or default_backtest_config(exchange, dataclasses.asdict(cand_tcfg))
     c_eval = evaluate_model(cand, cand_tcfg, raw, start, end, bt_cfg, rule_returns=True)
     base_dir, base_label = _baseline_dir(exchange, baseline, run_cfg, horizon)

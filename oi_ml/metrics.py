@@ -322,7 +322,7 @@ def validate_trades(trades: pd.DataFrame) -> None:
 
 @njit(cache=True)
 def _equity_rows_valid(ts, gross, net):
-    "True when every timestamp (int64 ns) is set and later than the one before, and both curves are finite and > 0."
+    "True when every timestamp (int64 ticks) is set and later than the one before, and both curves are finite and > 0."
     ok, prev = True, np.iinfo(np.int64).min   # NaT's value: a NaT never passes `ts > prev`
     for i in range(ts.shape[0]):
         ok &= (ts[i] > prev) & (gross[i] > 0.0) & (gross[i] < np.inf) & (net[i] > 0.0) & (net[i] < np.inf)
