@@ -13,26 +13,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from oi_ml.config import RunConfig
-from oi_ml.pipeline import RetrainConfig, run_retrain
-from oi_ml.simulate import simulate_market
-from oi_ml.store import connect
-from oi_ml.train import TrainConfig
+from oi_ml.pipeline import run_retrain
+
+sys.path.insert(0, "tests")
+from test_pipeline import GATE_RETRAIN, _gate, _market  # noqa: E402  the slow gate tests' settings and helpers, not a copy
 
 RESULTS = Path("bench/results/gate_seeds.json")
-RETRAIN = RetrainConfig("NSE", automl=True, automl_trials=4, automl_window_days=20, automl_step_days=10,
-                        train=TrainConfig(n_splits=3, max_rounds=150, min_regime_rows=1500))
 
 
 def gate_of_market(root: Path, strength: float, seed: int) -> dict:
     "The gate report's key facts for one simulated market run through the whole pipeline."
     started = time.perf_counter()
-    name = f"strength{strength:g}_seed{seed}"
-    cfg = RunConfig(data_dir=str(root / name / "data"), reports_dir=str(root / name / "reports"))
-    with connect(cfg) as con:
-        simulate_market(con, "NSE", "2025-08-01", n_days=60, seed=seed, signal_strength=strength, run_cfg=cfg)
-    run_id = run_retrain(RETRAIN, cfg)["candidate_run"]
-    gate = json.loads((Path(cfg.models_dir) / "NSE" / run_id / "reports" / "gate_report.json").read_text())
+    cfg = _market(root, f"strength{strength:g}_seed{seed}", days=60, strength=strength, seed=seed)
+    gate = _gate(cfg, run_retrain(GATE_RETRAIN, cfg)["candidate_run"])
     value = {c["name"]: c["value"] for c in gate["criteria"]}
     return {"signal_strength": strength, "seed": seed, "decision": gate["decision"], "failed": gate["failed"],
             "dsr": gate["dsr"].get("dsr"), "n_trials": gate["dsr"].get("n_trials"), "pbo": gate["pbo"].get("pbo"),
