@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from .labels import labels_frame
 from .packs import render_index, render_pack
 from .registry import _check_run_horizon, check_horizon, current_version, deploy_model, label_horizon
 from .store import build_ml_features, connect
-from .train import TrainConfig, load_bundle, train_model, verify_run
+from .train import ModelIntegrityError, TrainConfig, load_bundle, train_model, verify_run
 
 # %% auto #0
 __all__ = ['RAW_TABLES', 'RetrainConfig', 'PipelineStepError', 'RetrainRun', 'run_step', 'raw_fingerprint', 'step_consolidate',
@@ -78,28 +79,43 @@ def _cache_dir(run_cfg: RunConfig, exchange: str) -> Path:
     "Content-addressed step cache of an exchange."
     return Path(run_cfg.data_dir) / "runs" / exchange / "cache"
 
-def run_step(run: RetrainRun, name: str, inputs: dict, fn, valid=lambda out: True) -> dict:
-    "Run (or reuse from the cache) one step; record key, outputs, timing and status in the run manifest."
+def _cached_outputs(cached: Path, valid) -> tuple[dict | None, str | None]:
+    "(outputs, None) when the cache file exists, parses and `valid` finds nothing wrong; else (None, the reason or None if absent)."
+    if not cached.exists(): return None, None
+    try: out = json.loads(cached.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err: return None, f"{cached}: unreadable cache entry ({type(err).__name__}: {err})"
+    if not isinstance(out, dict): return None, f"{cached}: cache entry is not a JSON object"
+    try: why = valid(out)
+    except KeyError as err: why = f"{cached}: cache entry lacks {err}"
+    return (out, None) if why is None else (None, why)
+
+def _missing(path: Path) -> str | None:
+    "Cache validator: None when `path` exists, else the reason naming it."
+    return None if path.exists() else f"{path}: missing"
+
+def run_step(run: RetrainRun, name: str, inputs: dict, fn, valid=lambda out: None) -> dict:
+    "Run (or reuse from the cache) one step; record key, outputs, timing and status (and why a cache entry was rejected) in the run manifest."
     key = _hash([name, inputs])
     cached = _cache_dir(run.run_cfg, run.cfg.exchange) / f"{key}.json"
     t0 = time.perf_counter()
-    if cached.exists():
-        out = json.loads(cached.read_text())
-        if valid(out):
-            run.steps[name] = dict(key=key, status="reused", outputs=out, seconds=round(time.perf_counter() - t0, 3)); run.save()
-            return out
-    run.steps[name] = dict(key=key, status="running"); run.save()
+    out, rejected = _cached_outputs(cached, valid)
+    if out is not None:
+        run.steps[name] = dict(key=key, status="reused", outputs=out, seconds=round(time.perf_counter() - t0, 3)); run.save()
+        return out
+    if rejected: logging.getLogger(__name__).warning("step '%s': cached outputs not reused: %s", name, rejected)
+    extra = dict(cache_rejected=rejected) if rejected else {}
+    run.steps[name] = dict(key=key, status="running", **extra); run.save()
     try:
         out = fn()
     except Exception as err:
-        run.steps[name] = dict(key=key, status="failed", error=f"{type(err).__name__}: {err}", seconds=round(time.perf_counter() - t0, 3)); run.save()
+        run.steps[name] = dict(key=key, status="failed", error=f"{type(err).__name__}: {err}", seconds=round(time.perf_counter() - t0, 3), **extra); run.save()
         raise PipelineStepError(f"step '{name}' failed: {type(err).__name__}: {err}") from err
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp"); tmp.write_text(json.dumps(out, sort_keys=True, default=str)); os.replace(tmp, cached)
-    run.steps[name] = dict(key=key, status="done", outputs=out, seconds=round(time.perf_counter() - t0, 3)); run.save()
+    run.steps[name] = dict(key=key, status="done", outputs=out, seconds=round(time.perf_counter() - t0, 3), **extra); run.save()
     return out
 
-# %% ../nbs/50_pipeline.ipynb #c008
+# %% ../nbs/50_pipeline.ipynb #c010
 RAW_TABLES = ("underlying_bars", "option_chain_snapshots", "vix_term_structure", "order_book_depth_snapshots", "macro_signals")
 
 def _window_end(as_of: str | None):
@@ -129,7 +145,7 @@ def step_dataset(run: RetrainRun, consolidated: dict) -> dict:
     def export():
         with connect(run.run_cfg) as con: m = export_training_window(con, run.cfg.exchange, None, _window_end(run.cfg.as_of), run_cfg=run.run_cfg)
         return dict(version=m["version"], content_sha256=m["content_sha256"], rows=m["row_count"], simulated=m["simulated"])
-    valid = lambda out: (Path(run.run_cfg.datasets_dir) / run.cfg.exchange / out["version"] / "manifest.json").exists()
+    valid = lambda out: _missing(Path(run.run_cfg.datasets_dir) / run.cfg.exchange / out["version"] / "manifest.json")
     return run_step(run, "dataset", dict(consolidated=consolidated["raw"], as_of=run.cfg.as_of), export, valid)
 
 def step_features_labels(run: RetrainRun, ds: dict) -> dict:
@@ -150,13 +166,13 @@ def _run_dir(run: RetrainRun, run_id: str) -> Path:
     return Path(run.run_cfg.models_dir) / run.cfg.exchange / run_id
 
 def _valid_run(run: RetrainRun, key: str = "run_id"):
-    "Cache validator: the run folder still verifies."
+    "Cache validator: None when the run folder still verifies, else the reason (the missing or altered file)."
     def check(out):
-        try: verify_run(_run_dir(run, out[key])); return True
-        except Exception: return False
+        try: verify_run(_run_dir(run, out[key])); return None
+        except (OSError, ValueError, KeyError, ModelIntegrityError) as err: return f"{type(err).__name__}: {err}"
     return check
 
-# %% ../nbs/50_pipeline.ipynb #c009
+# %% ../nbs/50_pipeline.ipynb #c011
 def step_train(run: RetrainRun, ds: dict) -> dict:
     "Baseline training on the dataset version (the run id is content-addressed, so identical inputs reuse the run)."
     def train():
@@ -200,7 +216,7 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict, automl: dict | None)
         reports = run_validation_windows(bars, signals, bt_cfg, in_sample=in_sample, walk_forward=wf, out_of_sample=out_of_sample)
         return _save_backtests(folder, reports, bars, signals, bt_cfg)
     inputs = dict(run=trained["run_id"], automl=(automl or {}).get("run_id"), dataset=ds["content_sha256"])
-    return run_step(run, "backtest", inputs, backtest, lambda out: (_run_dir(run, trained["run_id"]) / "reports" / "backtest_summary.json").exists())
+    return run_step(run, "backtest", inputs, backtest, lambda out: _missing(_run_dir(run, trained["run_id"]) / "reports" / "backtest_summary.json"))
 
 def session_windows(timestamps: pd.Series, holdout_window: list) -> tuple[tuple[str, str], tuple[str, str]]:
     "(in-sample, out-of-sample) IST date windows: OOS = whole sessions starting at or after the holdout start, IS = sessions before."
@@ -243,7 +259,7 @@ def _jsonable(obj):
     if isinstance(obj, float) and not np.isfinite(obj): return None
     return obj
 
-# %% ../nbs/50_pipeline.ipynb #c010
+# %% ../nbs/50_pipeline.ipynb #c012
 def step_gate(run: RetrainRun, trained: dict, automl: dict | None) -> dict:
     "Evaluate the candidate against the current production model on the candidate's holdout."
     production = current_version(run.cfg.exchange, run.run_cfg, horizon=run.cfg.horizon)
@@ -253,7 +269,7 @@ def step_gate(run: RetrainRun, trained: dict, automl: dict | None) -> dict:
         return dict(decision=rep["decision"], failed=rep["failed"], baseline=rep["baseline"], line=gate_line(rep))
     inputs = dict(run=trained["run_id"], automl=(automl or {}).get("run_id"), production=production, horizon=run.cfg.horizon,
                   gate=config_to_dict(run.cfg.gate))
-    return run_step(run, "gate", inputs, gate, lambda out: (_run_dir(run, trained["run_id"]) / "reports" / "gate_report.json").exists())
+    return run_step(run, "gate", inputs, gate, lambda out: _missing(_run_dir(run, trained["run_id"]) / "reports" / "gate_report.json"))
 
 def step_pack(run: RetrainRun, ds: dict, trained: dict, automl: dict | None, gate: dict) -> dict:
     "Render the approval pack of the candidate and refresh the reports index."
@@ -263,7 +279,7 @@ def step_pack(run: RetrainRun, ds: dict, trained: dict, automl: dict | None, gat
         html = render_pack(run.cfg.exchange, trained["run_id"], params, run.run_cfg)
         render_index(run.run_cfg)
         return dict(html=str(html))
-    return run_step(run, "pack", dict(params=params, gate=gate, dataset=ds["content_sha256"]), pack, lambda out: Path(out["html"]).exists())
+    return run_step(run, "pack", dict(params=params, gate=gate, dataset=ds["content_sha256"]), pack, lambda out: _missing(Path(out["html"])))
 
 def step_deploy(run: RetrainRun, trained: dict, gate: dict) -> dict | None:
     "Deploy the candidate when asked and the gate passed (not cached: the registry is the record)."
@@ -278,7 +294,7 @@ def step_deploy(run: RetrainRun, trained: dict, gate: dict) -> dict | None:
     run.steps["deploy"] = dict(status="done", outputs=dict(version=m["version"])); run.save()
     return dict(version=m["version"], status="deployed")
 
-# %% ../nbs/50_pipeline.ipynb #c012
+# %% ../nbs/50_pipeline.ipynb #c014
 def retrain_folder(cfg: RetrainConfig, run_cfg: RunConfig) -> Path:
     "Folder of this retrain's run manifest: data/runs/<EXCHANGE>/<as_of or 'latest'>-<config hash>/."
     key = _hash(config_to_dict(cfg))[:12]

@@ -4,6 +4,7 @@ Tiny simulated markets made here; every data/reports dir is a tmp_path.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +57,13 @@ def test_retrain_is_reproducible_and_reuses_finished_steps(tmp_path):
     steps = json.loads(Path(again["manifest"]).read_text())["steps"]
     assert {s["status"] for s in steps.values()} == {"reused"}
     assert Path(again["pack"]).exists() and (Path(a.reports_dir) / "index.html").exists()
+    model_file = Path(a.models_dir) / "NSE" / out_a["candidate_run"] / sorted(files_a)[0]
+    model_file.write_bytes(model_file.read_bytes() + b" ")   # a corrupted artefact behind a cached step
+    with pytest.raises(PipelineStepError, match=f"step 'train' failed: ModelIntegrityError: {re.escape(str(model_file))}"):
+        run_retrain(rc, a)                          # not silently reused, and not silently retrained over
+    steps = json.loads(Path(again["manifest"]).read_text())["steps"]
+    assert steps["dataset"]["status"] == "reused" and steps["train"]["status"] == "failed"
+    assert str(model_file) in steps["train"]["cache_rejected"] and "does not match" in steps["train"]["cache_rejected"]
 
 
 @pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed (.ci/run installs it)")
