@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -17,18 +18,33 @@ from .features import prepare_training_features, supported_feature_columns
 from .labels import labels_frame
 from .train import TrainConfig, train_model
 from .ingest import IngestError, import_bhavcopy, import_ohlcv, validate_stored
-from .packs import render_pack
+from .packs import render_index, render_pack
 from .simulate import simulate_market
 from .registry import RegistryError
 from .store import connect
 from .train import ModelIntegrityError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'cmd_simulate', 'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels',
-           'cmd_train', 'cmd_pack', 'cmd_backtest', 'cmd_gate', 'cmd_automl', 'cmd_monitor', 'cmd_deploy',
-           'cmd_rollback', 'cmd_signoff', 'cmd_retrain', 'build_parser', 'main']
+__all__ = ['COMMANDS', 'config_defaults', 'apply_config_defaults', 'cmd_simulate', 'cmd_ingest', 'cmd_validate', 'cmd_export',
+           'cmd_datasets', 'cmd_features', 'cmd_labels', 'cmd_train', 'cmd_pack', 'cmd_backtest', 'cmd_gate',
+           'cmd_automl', 'cmd_monitor', 'cmd_deploy', 'cmd_rollback', 'cmd_signoff', 'cmd_retrain', 'build_parser',
+           'main']
 
 # %% ../nbs/51_cli.ipynb #c005
+def config_defaults(command: str, cfg: RunConfig) -> dict:
+    "Option defaults that `command` takes from the run config (argparse dest -> value)."
+    if command == "simulate":
+        sim = cfg.simulation
+        return dict(start=sim.start, days=sim.days, seed=cfg.seed, signal_strength=sim.signal_strength, freq=f"{cfg.bar_minutes}min")
+    if command == "train": return dict(seed=cfg.seed)
+    return {}
+
+def apply_config_defaults(args: argparse.Namespace, cfg: RunConfig) -> argparse.Namespace:
+    "Copy of `args` whose options left unset (None) take the run config's value; flags given on the command line win."
+    unset = {k: v for k, v in config_defaults(args.command, cfg).items() if getattr(args, k) is None}
+    return argparse.Namespace(**{**vars(args), **unset})
+
+# %% ../nbs/51_cli.ipynb #c008
 def cmd_simulate(args, cfg: RunConfig) -> int:
     "Simulate one exchange into the warehouse."
     with connect(cfg) as con:
@@ -53,7 +69,7 @@ def cmd_ingest(args, cfg: RunConfig) -> int:
     print(f"stored batch {result['batch_id']}: " + ", ".join(f"{t}={n:,}" for t, n in result["rows_added"].items()))
     return 0
 
-# %% ../nbs/51_cli.ipynb #c006
+# %% ../nbs/51_cli.ipynb #c009
 def cmd_validate(args, cfg: RunConfig) -> int:
     "Re-run the quality checks over stored data and verify every dataset version's hashes."
     exchanges, failures = [args.exchange] if args.exchange else list(EXCHANGES), 0
@@ -109,25 +125,32 @@ def cmd_train(args, cfg: RunConfig) -> int:
     print(f"artefacts: {Path(cfg.models_dir) / m['exchange'] / m['run_id']}")
     return 0
 
+def _run_dataset(exchange: str, run: str, dataset: str | None, cfg: RunConfig) -> tuple[dict, str]:
+    "Manifest and dataset version of a model run; a `dataset` other than the run's is an error naming both."
+    manifest = json.loads((Path(cfg.models_dir) / exchange / run / "manifest.json").read_text())
+    version = manifest["dataset_version"]
+    if dataset and dataset != version:
+        raise ValueError(f"--dataset {dataset} conflicts with run {run}, which was trained on dataset {exchange}/{version}; "
+                         f"drop --dataset or pass --dataset {version}")
+    return manifest, version
+
 def cmd_pack(args, cfg: RunConfig) -> int:
-    "Render the approval pack of one exchange (data only, or for a candidate run)."
+    "Render the approval pack of one exchange (data only, or for a candidate run; `--dataset` must then be the run's)."
     if args.run == "latest":
         runs = sorted((p for p in (Path(cfg.models_dir) / args.exchange).glob("run-*") if (p / "reports" / "gate_report.json").exists()),
                       key=lambda p: (p / "reports" / "gate_report.json").stat().st_mtime)
         if not runs: raise FileNotFoundError(f"no gated model runs for {args.exchange}: run `oi-ml retrain --exchange {args.exchange}` first")
         args.run = runs[-1].name
     if args.run:
-        import json
-        manifest = json.loads((Path(cfg.models_dir) / args.exchange / args.run / "manifest.json").read_text())
+        _, version = _run_dataset(args.exchange, args.run, args.dataset, cfg)
         gate_path = Path(cfg.models_dir) / args.exchange / args.run / "reports" / "gate_report.json"
         gate = json.loads(gate_path.read_text()) if gate_path.exists() else {}
-        params = dict(dataset_version=manifest["dataset_version"], candidate_run=args.run, baseline_version=gate.get("baseline") or "",
+        params = dict(dataset_version=version, candidate_run=args.run, baseline_version=gate.get("baseline") or "",
                       automl_run=gate.get("automl_run") or "")
         path = render_pack(args.exchange, args.run, params, cfg)
     else:
         version = args.dataset or latest_dataset_version(args.exchange, cfg)
         path = render_pack(args.exchange, version, {"dataset_version": version}, cfg)
-    from oi_ml.packs import render_index
     render_index(cfg)
     print(f"pack: {path}")
     return 0
@@ -163,6 +186,7 @@ def cmd_automl(args, cfg: RunConfig) -> int:
     from oi_ml.automl import OrchestratorConfig, run_orchestrator
     oc = OrchestratorConfig(exchange=args.exchange, days=args.days, window_days=args.window_days, step_days=args.step_days,
                             families=tuple(args.families), optuna_trials=args.optuna_trials, storage=args.storage, dataset_version=args.dataset)
+    oc = dataclasses.replace(oc, seed=cfg.seed, train=dataclasses.replace(oc.train, seed=cfg.seed))   # the master seed
     run = run_orchestrator(oc, cfg)
     s = run.summary
     print(f"automl {s['run_id']}: {s['total_trials']} trials over {s['segmentation']['n_segments']} segments; best family {s.get('best_family')}")
@@ -204,6 +228,7 @@ def cmd_retrain(args, cfg: RunConfig) -> int:
     from oi_ml.pipeline import PipelineStepError, RetrainConfig, run_retrain
     rc = RetrainConfig(exchange=args.exchange, as_of=args.as_of, promote=args.promote, automl=not args.no_automl,
                        automl_trials=args.optuna_trials, operator=args.operator, reason=args.reason, horizon=args.horizon)
+    rc = dataclasses.replace(rc, train=dataclasses.replace(rc.train, seed=cfg.seed))   # the master seed
     try:
         out = run_retrain(rc, cfg)
     except PipelineStepError as err:
@@ -215,10 +240,12 @@ def cmd_retrain(args, cfg: RunConfig) -> int:
     print(f"pack: {out['pack']}")
     return 0
 
-# %% ../nbs/51_cli.ipynb #c008
+# %% ../nbs/51_cli.ipynb #c011
 def build_parser() -> argparse.ArgumentParser:
     "The `oi-ml` argument parser with all subcommands."
-    from oi_ml.pipeline import RetrainConfig   # its field defaults are the retrain subcommand's defaults
+    from oi_ml.automl import OrchestratorConfig   # field defaults of these dataclasses are the subcommands' defaults
+    from oi_ml.pipeline import RetrainConfig
+    base, sim = RunConfig(), RunConfig().simulation   # only for --help texts: apply_config_defaults supplies the values
     p = argparse.ArgumentParser(prog="oi-ml", description="oi_ml: reproducible ML signals on index-options open interest")
     p.add_argument("--data-dir", help="warehouse/datasets/models root (default $OI_ML_DATA_DIR or data/)")
     p.add_argument("--reports-dir", help="approval packs root (default $OI_ML_REPORTS_DIR or reports/)")
@@ -226,9 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     ex = dict(choices=sorted(EXCHANGES), type=str.upper)
     s = sub.add_parser("simulate", help="simulate an exchange into the warehouse")
-    s.add_argument("--exchange", required=True, **ex); s.add_argument("--days", type=int, default=60)
-    s.add_argument("--start"); s.add_argument("--end"); s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--signal-strength", type=float, default=1.0); s.add_argument("--freq", default="1min")
+    s.add_argument("--exchange", required=True, **ex)
+    s.add_argument("--days", type=int, help=f"trading days (default: simulation.days of the config, {sim.days})")
+    s.add_argument("--start", help=f"first day (default: simulation.start of the config, {sim.start})"); s.add_argument("--end")
+    s.add_argument("--seed", type=int, help=f"default: seed of the config, {base.seed}")
+    s.add_argument("--signal-strength", type=float, help=f"default: simulation.signal_strength of the config, {sim.signal_strength:g}")
+    s.add_argument("--freq", help=f"bar frequency (default: bar_minutes of the config, {base.bar_minutes}min)")
     s = sub.add_parser("ingest", help="import OHLCV or NSE F&O bhavcopy files through the quality gate")
     g = s.add_mutually_exclusive_group(required=True); g.add_argument("--ohlcv"); g.add_argument("--bhavcopy")
     s.add_argument("--symbol"); s.add_argument("--exchange", type=str.upper)
@@ -239,9 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("features", "write the feature table of a dataset version"), ("labels", "write the labels table of a dataset version")):
         s = sub.add_parser(name, help=text); s.add_argument("--exchange", required=True, **ex); s.add_argument("--dataset")
     s = sub.add_parser("train", help="train a candidate model"); s.add_argument("--exchange", required=True, **ex)
-    s.add_argument("--dataset"); s.add_argument("--target", default="triple_barrier"); s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--dataset"); s.add_argument("--target", default=TrainConfig.target)
+    s.add_argument("--seed", type=int, help=f"model seed (default: seed of the config, {base.seed})")
     s = sub.add_parser("pack", help="render the approval pack"); s.add_argument("--exchange", required=True, **ex)
-    s.add_argument("--dataset", help="dataset version (default: latest)"); s.add_argument("--run", help="candidate model run")
+    s.add_argument("--dataset", help="dataset version (default: latest; with --run: the run's, and only that one)")
+    s.add_argument("--run", help="candidate model run, or 'latest' gated run")
     s = sub.add_parser("backtest", help="backtest a model run"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--run", required=True); s.add_argument("--start"); s.add_argument("--end")
     s = sub.add_parser("gate", help="evaluate a candidate against production"); s.add_argument("--exchange", required=True, **ex)
@@ -254,9 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--operator", default=RetrainConfig.operator); s.add_argument("--reason", default=RetrainConfig.reason)
     s.add_argument("--horizon", help="registry horizon key (e.g. 15m) for the gate's production model and --promote")
     s = sub.add_parser("automl", help="walk-forward AutoML with Optuna"); s.add_argument("--exchange", required=True, **ex)
-    s.add_argument("--dataset"); s.add_argument("--days", type=int); s.add_argument("--window-days", type=int, default=45)
-    s.add_argument("--step-days", type=int, default=15); s.add_argument("--families", nargs="+", default=["lightgbm", "xgboost"])
-    s.add_argument("--optuna-trials", type=int, default=10); s.add_argument("--storage", help="journal file or RDB URL (sqlite:///..., postgresql://...)")
+    s.add_argument("--dataset"); s.add_argument("--days", type=int); s.add_argument("--window-days", type=int, default=OrchestratorConfig.window_days)
+    s.add_argument("--step-days", type=int, default=OrchestratorConfig.step_days)
+    s.add_argument("--families", nargs="+", default=list(OrchestratorConfig.families))
+    s.add_argument("--optuna-trials", type=int, default=OrchestratorConfig.optuna_trials)
+    s.add_argument("--storage", help="journal file or RDB URL (sqlite:///..., postgresql://...)")
     s = sub.add_parser("monitor", help="drift, degradation and latency of production"); s.add_argument("--exchange", required=True, **ex)
     horizon = {"help": "label horizon registry key such as 15m (default: the exchange's own pointer)"}
     s.add_argument("--horizon", **horizon)
@@ -281,9 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     "Entry point of the `oi-ml` console script."
     args = build_parser().parse_args(argv)
     if args.command == "ingest" and args.ohlcv and not args.symbol: build_parser().error("--ohlcv needs --symbol")
-    cfg = load_run_config(args.config, data_dir=args.data_dir, reports_dir=args.reports_dir)
     try:
-        return COMMANDS[args.command](args, cfg)
+        cfg = load_run_config(args.config, data_dir=args.data_dir, reports_dir=args.reports_dir)
+        return COMMANDS[args.command](apply_config_defaults(args, cfg), cfg)
     except (FileNotFoundError, ValueError, DatasetIntegrityError, RegistryError, ModelIntegrityError) as err:
         print(f"oi-ml {args.command}: {err}", file=sys.stderr)
         return 1

@@ -1,0 +1,156 @@
+"""Tests of `oi_ml.cli`, run in-process through `main` with the data and reports directories under tmp_path: the
+run config (`--config`) supplies the defaults of the options that have a `RunConfig` counterpart while explicit flags
+win (simulate's days/seed/signal strength/bar frequency, the train/automl/retrain seeds), and `pack --run` refuses a
+`--dataset` other than the run's. Heavy steps (training, AutoML, the retrain pipeline, pack rendering) are replaced by
+recorders: these tests check what the CLI hands them, the library functions have their own tests."""
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from oi_ml import automl, cli, pipeline
+from oi_ml.config import RunConfig
+from oi_ml.store import connect
+from oi_ml.train import TrainConfig
+
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")  # emitted inside duckdb's .df() on pandas 3.1
+
+NARROW = "[simulation]\nstrikes_each_side = 4\n"   # a narrow option chain keeps each simulated day small
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    "The data and reports directories of the CLI, under tmp_path, set through the environment."
+    monkeypatch.setenv("OI_ML_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("OI_ML_REPORTS_DIR", str(tmp_path / "reports"))
+    return tmp_path
+
+
+def write_config(path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def bars(data_dir) -> list:
+    "Rows of underlying_bars (batch_id names the seed and signal strength used), time-sorted."
+    with connect(RunConfig(data_dir=str(data_dir)), read_only=True) as con:
+        return con.execute("SELECT epoch_ns(timestamp), open, high, low, close, volume, futures_oi, batch_id "
+                           "FROM underlying_bars ORDER BY timestamp").fetchall()
+
+
+def test_simulate_defaults_come_from_the_config_file(tmp_path, capsys):
+    config = write_config(tmp_path / "c.toml", "seed = 7\n[simulation]\ndays = 1\nsignal_strength = 0.0\nstrikes_each_side = 4\n")
+    assert cli.main(["--data-dir", str(tmp_path / "a"), "--config", config, "simulate", "--exchange", "NSE"]) == 0
+    assert "(1 days, seed 7, signal_strength 0)" in capsys.readouterr().out
+    narrow = write_config(tmp_path / "narrow.toml", NARROW)   # reference: the same values as explicit flags
+    assert cli.main(["--data-dir", str(tmp_path / "b"), "--config", narrow, "simulate", "--exchange", "NSE",
+                     "--days", "1", "--seed", "7", "--signal-strength", "0"]) == 0
+    from_config, from_flags = bars(tmp_path / "a"), bars(tmp_path / "b")
+    assert len(from_config) == 375 and from_config == from_flags
+    assert from_config[0][-1].endswith("-seed7-s0")
+
+
+def test_explicit_flags_beat_the_config_file(tmp_path, capsys):
+    config = write_config(tmp_path / "c.toml", "seed = 7\n[simulation]\ndays = 1\nsignal_strength = 0.0\nstrikes_each_side = 4\n")
+    assert cli.main(["--data-dir", str(tmp_path / "a"), "--config", config, "simulate", "--exchange", "NSE",
+                     "--seed", "3", "--signal-strength", "1", "--start", "2025-08-04"]) == 0
+    assert "NSE 2025-08-04..2025-08-04 (1 days, seed 3, signal_strength 1)" in capsys.readouterr().out
+    assert bars(tmp_path / "a")[0][-1].endswith("-seed3-s1")
+
+
+def test_simulate_bar_frequency_defaults_to_the_config_bar_minutes(tmp_path):
+    config = write_config(tmp_path / "c.toml", "bar_minutes = 5\n" + NARROW + "days = 1\n")
+    assert cli.main(["--data-dir", str(tmp_path / "a"), "--config", config, "simulate", "--exchange", "NSE"]) == 0
+    assert len(bars(tmp_path / "a")) == 375 // 5   # 75 five-minute bars in the 375-minute session
+
+
+def test_without_a_config_file_the_dataclass_defaults_apply():
+    "No --config: the simulate options resolve to RunConfig()'s values (the single source of the defaults)."
+    args = cli.build_parser().parse_args(["simulate", "--exchange", "NSE"])
+    assert (args.days, args.seed, args.signal_strength, args.freq, args.start) == (None, None, None, None, None)
+    run = RunConfig()
+    resolved = cli.apply_config_defaults(args, run)
+    assert (resolved.days, resolved.seed, resolved.signal_strength, resolved.freq, resolved.start) == (
+        run.simulation.days, run.seed, run.simulation.signal_strength, f"{run.bar_minutes}min", run.simulation.start)
+
+
+def test_the_make_demo_commands_parse_unchanged():
+    "The Makefile's demo commands: explicit simulate flags and the retrain defaults."
+    args = cli.apply_config_defaults(cli.build_parser().parse_args(
+        ["simulate", "--exchange", "nse", "--days", "60", "--seed", "0", "--signal-strength", "1.0"]), RunConfig(seed=9))
+    assert (args.exchange, args.days, args.seed, args.signal_strength, args.freq) == ("NSE", 60, 0, 1.0, "1min")
+    r = cli.build_parser().parse_args(["retrain", "--exchange", "BSE"])
+    assert (r.exchange, r.optuna_trials, r.promote, r.no_automl) == ("BSE", pipeline.RetrainConfig.automl_trials, False, False)
+
+
+def test_train_seed_and_target_defaults(dirs, monkeypatch, capsys):
+    calls = []
+    def fake_train(exchange, dataset, target, cfg, run_cfg):
+        calls.append((target, cfg))
+        return dict(run_id="run-x", target=target, family="lightgbm", exchange=exchange, dataset_version="v", metrics_summary={})
+    monkeypatch.setattr(cli, "train_model", fake_train)
+    config = write_config(dirs / "c.toml", "seed = 7\n")
+    assert cli.main(["--config", config, "train", "--exchange", "NSE"]) == 0
+    assert cli.main(["--config", config, "train", "--exchange", "NSE", "--seed", "2"]) == 0
+    assert cli.main(["train", "--exchange", "NSE"]) == 0
+    assert calls == [(TrainConfig().target, TrainConfig(seed=7)), (TrainConfig().target, TrainConfig(seed=2)),
+                     (TrainConfig().target, TrainConfig(seed=0))]
+
+
+def test_automl_takes_its_defaults_from_orchestrator_config_and_the_master_seed(dirs, monkeypatch, capsys):
+    seen = []
+    def fake_run(oc, run_cfg):
+        seen.append(oc)
+        return SimpleNamespace(summary=dict(run_id="automl-x", total_trials=0, segmentation=dict(n_segments=0)), run_dir=dirs)
+    monkeypatch.setattr(automl, "run_orchestrator", fake_run)
+    assert cli.main(["--config", write_config(dirs / "c.toml", "seed = 7\n"), "automl", "--exchange", "NSE"]) == 0
+    default = automl.OrchestratorConfig(exchange="NSE")
+    assert seen == [dataclasses.replace(default, seed=7, train=dataclasses.replace(default.train, seed=7))]
+
+
+def test_retrain_trains_with_the_master_seed(dirs, monkeypatch, capsys):
+    seen = []
+    def fake_retrain(rc, run_cfg):
+        seen.append(rc)
+        return dict(deployed=None, manifest="m.json", gate_line="gate: PASS", pack="p.html")
+    monkeypatch.setattr(pipeline, "run_retrain", fake_retrain)
+    assert cli.main(["--config", write_config(dirs / "c.toml", "seed = 7\n"), "retrain", "--exchange", "NSE"]) == 0
+    assert cli.main(["retrain", "--exchange", "NSE", "--optuna-trials", "2"]) == 0
+    default = pipeline.RetrainConfig(exchange="NSE")
+    assert seen == [dataclasses.replace(default, train=dataclasses.replace(default.train, seed=7)),
+                    dataclasses.replace(default, automl_trials=2)]
+    assert "gate: PASS" in capsys.readouterr().out
+
+
+def test_a_bad_config_file_is_a_clear_error(dirs, capsys):
+    assert cli.main(["--config", write_config(dirs / "c.toml", "[simulation]\ndayz = 1\n"), "simulate", "--exchange", "NSE"]) == 1
+    assert "unknown config key 'simulation.dayz'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fake_run(dirs, monkeypatch):
+    "A model run folder trained on dataset 2025-08-01 (manifest and gate report only); pack rendering is recorded, not run."
+    run_dir = dirs / "data" / "models" / "NSE" / "run-abc"
+    (run_dir / "reports").mkdir(parents=True)
+    (run_dir / "manifest.json").write_text(json.dumps({"run_id": "run-abc", "dataset_version": "2025-08-01"}))
+    (run_dir / "reports" / "gate_report.json").write_text(json.dumps({"baseline": "v0001", "automl_run": "automl-1"}))
+    rendered = []
+    monkeypatch.setattr(cli, "render_pack", lambda exchange, label, params, cfg: rendered.append((exchange, label, params)) or dirs / "pack.html")
+    monkeypatch.setattr(cli, "render_index", lambda cfg: None)
+    return rendered
+
+
+@pytest.mark.parametrize("run", ["run-abc", "latest"])
+def test_pack_refuses_a_dataset_other_than_the_runs(fake_run, capsys, run):
+    assert cli.main(["pack", "--exchange", "NSE", "--dataset", "2025-09-15", "--run", run]) == 1
+    err = capsys.readouterr().err
+    assert "--dataset 2025-09-15 conflicts with run run-abc" in err and "dataset NSE/2025-08-01" in err
+    assert fake_run == []   # nothing rendered
+
+
+@pytest.mark.parametrize("dataset", [[], ["--dataset", "2025-08-01"]])
+def test_pack_of_a_run_uses_the_runs_dataset(fake_run, capsys, dataset):
+    assert cli.main(["pack", "--exchange", "NSE", "--run", "run-abc", *dataset]) == 0
+    assert fake_run == [("NSE", "run-abc", dict(dataset_version="2025-08-01", candidate_run="run-abc",
+                                                baseline_version="v0001", automl_run="automl-1"))]
