@@ -41,8 +41,9 @@ packs: install
 test: install check-sync
 	$(BIN)/pytest -q -m "not slow" -n 2
 
+## test-all: also the slow tests and the notebooks' `#| slow` cells (tests/test_notebooks.py reads OI_ML_SLOW)
 test-all: install check-sync
-	$(BIN)/pytest -q -n 2
+	OI_ML_SLOW=1 $(BIN)/pytest -q -n 2
 
 ## check-sync: fail when nbdev_clean or nbdev_export would change a file
 check-sync: install

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import dataclasses
 import hashlib
 import importlib
@@ -33,13 +34,13 @@ logger = logging.getLogger(__name__)
 __all__ = ['logger', 'FAMILIES', 'PRUNERS', 'FINISHED', 'TRIAL_RETURNS_FILE', 'PREDICTIONS_FILE', 'SUMMARY_FILE', 'RULE',
            'SearchSpace', 'OrchestratorConfig', 'check_config', 'available_families', 'suggest_params',
            'candidate_config', 'Candidate', 'fit_candidate', 'predict_candidate', 'optuna_storage', 'storage_label',
-           'last_trading_days', 'bar_forward_returns', 'FoldData', 'SegmentData', 'fit_regimes', 'design_matrices',
-           'purged_folds', 'prepare_segment', 'directional_score', 'rule_daily_returns', 'per_period_sharpe',
-           'oof_attributes', 'cv_objective', 'study_prefix', 'trial_sampler', 'make_pruner', 'finished_trials',
-           'run_study', 'quiet_optuna', 'majority_baseline', 'evaluate_best', 'trial_key', 'trial_records',
-           'trial_returns_frame', 'segment_record', 'study_result', 'family_summary', 'best_family', 'search',
-           'automl_run_id', 'build_summary', 'AutoMLRun', 'load_automl_run', 'run_orchestrator', 'automl_tables',
-           'load_trial_returns', 'trial_return_matrix', 'walk_forward_figure', 'optuna_history_figure']
+           'sessions_before', 'last_trading_days', 'bar_forward_returns', 'FoldData', 'SegmentData', 'fit_regimes',
+           'design_matrices', 'purged_folds', 'prepare_segment', 'directional_score', 'rule_daily_returns',
+           'per_period_sharpe', 'oof_attributes', 'cv_objective', 'study_prefix', 'trial_sampler', 'make_pruner',
+           'finished_trials', 'run_study', 'quiet_optuna', 'majority_baseline', 'evaluate_best', 'trial_key',
+           'trial_records', 'trial_returns_frame', 'segment_record', 'study_result', 'family_summary', 'best_family',
+           'search', 'automl_run_id', 'build_summary', 'AutoMLRun', 'load_automl_run', 'run_orchestrator',
+           'automl_tables', 'load_trial_returns', 'trial_return_matrix', 'walk_forward_figure', 'optuna_history_figure']
 
 # %% ../nbs/23_automl.ipynb #c006
 FAMILIES = ("lightgbm", "xgboost", "catboost")   # supported model families; catboost is an optional extra
@@ -62,6 +63,7 @@ class OrchestratorConfig:
     "A walk-forward AutoML run: data window, segmentation, families, trial budget, storage and search settings."
     exchange: str                                  # "NSE" or "BSE"
     days: int | None = None                        # last trading days of the dataset used; None = all
+    before_day: str | None = None                  # ISO IST date: only sessions before it (a candidate's holdout start day); None = all
     window_days: int = 45                          # training sessions per segment (rolling)
     step_days: int = 15                            # sessions between segments = validation sessions per segment
     families: tuple = ("lightgbm", "xgboost")      # names in FAMILIES
@@ -85,6 +87,9 @@ def check_config(config: OrchestratorConfig) -> None:
     if config.pruner not in PRUNERS: raise ValueError(f"pruner={config.pruner!r}: choose from {PRUNERS}")
     if config.optuna_trials < 1 or config.n_folds < 2: raise ValueError("optuna_trials must be >= 1 and n_folds >= 2")
     if config.days is not None and config.days < 1: raise ValueError(f"days={config.days}: must be >= 1 or None")
+    if config.before_day is not None:
+        try: dt.date.fromisoformat(config.before_day)
+        except (TypeError, ValueError): raise ValueError(f"before_day={config.before_day!r}: must be an ISO date such as '2025-08-14'") from None
 
 # %% ../nbs/23_automl.ipynb #c009
 def available_families(families: tuple) -> tuple[tuple, dict]:
@@ -172,6 +177,13 @@ def storage_label(storage: str | None) -> str:
     return make_url(storage).render_as_string(hide_password=True)
 
 # %% ../nbs/23_automl.ipynb #c019
+def sessions_before(raw: pd.DataFrame, before_day: str | None) -> pd.DataFrame:
+    "Rows of `raw` on IST trading dates before `before_day` (all rows when it is None)."
+    if before_day is None: return raw
+    kept = raw[raw.timestamp.dt.tz_convert(IST).dt.date < dt.date.fromisoformat(before_day)].reset_index(drop=True)
+    if kept.empty: raise ValueError(f"before_day={before_day}: no session of the dataset lies before it")
+    return kept
+
 def last_trading_days(raw: pd.DataFrame, days: int | None) -> pd.DataFrame:
     "Rows of `raw` on its last `days` IST trading dates (all rows when `days` is None)."
     if days is None: return raw
@@ -533,7 +545,7 @@ def run_orchestrator(config: OrchestratorConfig, run_cfg: RunConfig | None = Non
     run_id = automl_run_id(exchange, dm, config)
     run_dir = Path(config.output) if config.output else Path(run_cfg.models_dir) / exchange / run_id
     if reuse and config.storage is None and (run_dir / "manifest.json").exists(): return load_automl_run(run_dir)
-    raw = last_trading_days(raw, config.days)
+    raw = last_trading_days(sessions_before(raw, config.before_day), config.days)
     table = build_training_table(raw, config.train)
     windows = walk_forward_segments(table.features.timestamp, config.window_days, config.step_days, label_end_times=table.label_end_time)
     out = search(config, table, windows, families, bar_forward_returns(raw, table, config.train.labels), study_prefix(exchange, dm, config))

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .backtest import run_validation_windows, save_backtest
 from .config import IST, RunConfig, config_to_dict
+from .cv import walk_forward_segments
 from .datasets import export_training_window, load_dataset, write_derived
 from .features import prepare_training_features, supported_feature_columns
 from .gate import GateConfig, default_backtest_config, evaluate_candidate, gate_line, signals_for, train_config_of
@@ -26,12 +27,14 @@ from .labels import labels_frame
 from .packs import render_index, render_pack
 from .registry import _check_run_horizon, check_horizon, current_version, deploy_model, label_horizon
 from .store import build_ml_features, connect
-from .train import ModelIntegrityError, TrainConfig, load_bundle, train_model, verify_run
+from .train import (ModelBundle, ModelIntegrityError, TrainConfig, build_training_table, fit_calibrated, load_bundle,
+                         train_model, verify_run)
 
 # %% auto #0
-__all__ = ['RAW_TABLES', 'RetrainConfig', 'PipelineStepError', 'RetrainRun', 'run_step', 'raw_fingerprint', 'step_consolidate',
-           'step_dataset', 'step_features_labels', 'step_train', 'step_automl', 'step_backtest', 'session_windows',
-           'step_gate', 'step_pack', 'step_deploy', 'retrain_folder', 'run_retrain']
+__all__ = ['RAW_TABLES', 'WALK_FORWARD_METHOD', 'RetrainConfig', 'PipelineStepError', 'RetrainRun', 'run_step', 'raw_fingerprint',
+           'step_consolidate', 'step_dataset', 'step_features_labels', 'step_train', 'holdout_start_day', 'step_automl',
+           'walk_forward_signals', 'step_backtest', 'session_windows', 'step_gate', 'step_pack', 'step_deploy',
+           'retrain_folder', 'run_retrain']
 
 # %% ../nbs/50_pipeline.ipynb #c004
 @dataclass(frozen=True)
@@ -181,14 +184,20 @@ def step_train(run: RetrainRun, ds: dict) -> dict:
     return run_step(run, "train", dict(dataset=ds["content_sha256"], train=config_to_dict(run.cfg.train), target=run.cfg.target),
                     train, _valid_run(run))
 
-def step_automl(run: RetrainRun, ds: dict) -> dict | None:
-    "Walk-forward AutoML over the dataset (its trial returns feed the gate's DSR and PBO)."
+def holdout_start_day(run: RetrainRun, trained: dict) -> str:
+    "IST date of the candidate's first holdout bar: AutoML and the walk-forward backtests use only the sessions before it."
+    return _ist_date(verify_run(_run_dir(run, trained["run_id"]))["holdout_window"][0])
+
+def step_automl(run: RetrainRun, ds: dict, trained: dict) -> dict | None:
+    """Walk-forward AutoML over the candidate's in-sample sessions, for the candidate's target (its trial returns feed the
+    gate's DSR and PBO, so the search must never see the holdout the candidate is judged on)."""
     if not run.cfg.automl: return None
     from oi_ml.automl import OrchestratorConfig, run_orchestrator
     ocfg = OrchestratorConfig(exchange=run.cfg.exchange, dataset_version=ds["version"], window_days=run.cfg.automl_window_days,
                               step_days=run.cfg.automl_step_days, families=tuple(run.cfg.automl_families),
-                              optuna_trials=run.cfg.automl_trials, pruner=run.cfg.automl_pruner, train=run.cfg.train,
-                              progress=False)
+                              optuna_trials=run.cfg.automl_trials, pruner=run.cfg.automl_pruner,
+                              train=dataclasses.replace(run.cfg.train, target=run.cfg.target),
+                              before_day=holdout_start_day(run, trained), seed=run.cfg.train.seed, progress=False)
     def automl():
         s = run_orchestrator(ocfg, run.run_cfg).summary
         segments = s["segmentation"]["segments"]
@@ -199,8 +208,39 @@ def _ist_date(ts) -> str:
     "IST calendar date of a timestamp (ISO)."
     return pd.Timestamp(ts).tz_convert(IST).date().isoformat()
 
-def step_backtest(run: RetrainRun, ds: dict, trained: dict, automl: dict | None) -> dict:
-    "In-sample, walk-forward and out-of-sample backtests with benchmarks and a cost × confidence sensitivity grid."
+WALK_FORWARD_METHOD = (
+    "each walk-forward window is traded on the signals of the candidate's training procedure (its TrainConfig: purged CV, "
+    "calibration on the out-of-fold predictions, final fit) re-run on that segment's training sessions only (rolling "
+    "automl_window_days sessions before the window, labels purged at its start), not by the candidate model, which "
+    "trained on these sessions; the segments are AutoML's, cut from the sessions before the candidate's holdout")
+
+def walk_forward_signals(raw: pd.DataFrame, signals: pd.DataFrame, tcfg: TrainConfig, before_day: str, window_days: int,
+                         step_days: int, model_version: str) -> tuple[pd.DataFrame, list[dict], str | None]:
+    """Walk-forward signals: on each segment's validation sessions, those of the candidate's training procedure
+    (`fit_calibrated`) re-run on that segment's training rows alone; flat elsewhere. The segments are AutoML's: the
+    sessions before `before_day` cut by `walk_forward_segments`. Returns (signals aligned with `raw`, one record per
+    segment, the reason when there is no segment)."""
+    from oi_ml.automl import sessions_before
+    table = build_training_table(sessions_before(raw, before_day), tcfg)
+    try: windows = walk_forward_segments(table.features.timestamp, window_days, step_days, label_end_times=table.label_end_time)
+    except ValueError as err: return signals.iloc[:0], [], f"no walk-forward segment: {err}"
+    out = signals.assign(signal=np.zeros(len(signals), signals["signal"].dtype), confidence=np.nan)
+    records = []
+    for w in windows:
+        _, calibration, final = fit_calibrated(table, w.train_index, tcfg)
+        version = f"{model_version}/walk_forward_{w.segment}"
+        scores = signals_for(ModelBundle(None, {"run_id": version}, final, table.feature_columns, calibration), raw)
+        rows = ((raw.timestamp >= w.valid_start) & (raw.timestamp <= w.valid_end)).to_numpy()
+        cols = [c for c in scores.columns if c not in ("timestamp", "symbol")]
+        out.loc[rows, cols] = scores.loc[rows, cols]
+        records.append(dict(segment=w.segment, model_version=version, train_start=w.train_start.isoformat(),
+                            train_end=w.train_end.isoformat(), n_train_rows=len(w.train_index), rounds=final.rounds,
+                            window=[_ist_date(w.valid_start), _ist_date(w.valid_end)]))
+    return out.astype(signals.dtypes.to_dict()), records, None
+
+def step_backtest(run: RetrainRun, ds: dict, trained: dict) -> dict:
+    """In-sample and out-of-sample backtests of the candidate, walk-forward backtests of its training procedure re-fit per
+    segment, each with benchmarks, and a cost × confidence sensitivity grid on the out-of-sample window."""
     def backtest():
         folder = _run_dir(run, trained["run_id"])
         bundle = load_bundle(folder)
@@ -208,14 +248,19 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict, automl: dict | None)
         raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
         signals = signals_for(bundle, raw)
         bars = raw[["timestamp", "open", "high", "low", "close"]]
-        bt_cfg = default_backtest_config(run.cfg.exchange, dataclasses.asdict(train_config_of(bundle)))
+        tcfg = train_config_of(bundle)
+        bt_cfg = default_backtest_config(run.cfg.exchange, dataclasses.asdict(tcfg))
         in_sample, out_of_sample = session_windows(raw.timestamp, bundle.manifest["holdout_window"])
-        # walk-forward windows: AutoML's validation segments that end before the out-of-sample window (else thirds of in-sample)
-        wf = [(_ist_date(a), _ist_date(b)) for a, b in (automl or {}).get("segments", []) if _ist_date(b) < out_of_sample[0]]
-        wf = wf or _split_window(in_sample, 3)
-        reports = run_validation_windows(bars, signals, bt_cfg, in_sample=in_sample, walk_forward=wf, out_of_sample=out_of_sample)
-        return _save_backtests(folder, reports, bars, signals, bt_cfg)
-    inputs = dict(run=trained["run_id"], automl=(automl or {}).get("run_id"), dataset=ds["content_sha256"])
+        wf_signals, segments, why_none = walk_forward_signals(raw, signals, tcfg, holdout_start_day(run, trained),
+                                                              run.cfg.automl_window_days, run.cfg.automl_step_days, trained["run_id"])
+        reports = run_validation_windows(bars, signals, bt_cfg, in_sample=in_sample, out_of_sample=out_of_sample)
+        if segments:
+            wf = run_validation_windows(bars, wf_signals, bt_cfg, walk_forward=[tuple(s["window"]) for s in segments])
+            reports = {"in_sample": reports["in_sample"], **wf, "out_of_sample": reports["out_of_sample"]}
+        walk_forward = dict(method=WALK_FORWARD_METHOD, segments=segments, reason=why_none)
+        return _save_backtests(folder, reports, bars, signals, bt_cfg, walk_forward)
+    inputs = dict(run=trained["run_id"], dataset=ds["content_sha256"],
+                  walk_forward=dict(window_days=run.cfg.automl_window_days, step_days=run.cfg.automl_step_days))
     return run_step(run, "backtest", inputs, backtest, lambda out: _missing(_run_dir(run, trained["run_id"]) / "reports" / "backtest_summary.json"))
 
 def session_windows(timestamps: pd.Series, holdout_window: list) -> tuple[tuple[str, str], tuple[str, str]]:
@@ -227,12 +272,7 @@ def session_windows(timestamps: pd.Series, holdout_window: list) -> tuple[tuple[
     is_days = [d for d in days if d < oos_days[0]]
     return (str(is_days[0]), str(is_days[-1])), (str(oos_days[0]), str(days.iloc[-1]))
 
-def _split_window(window: tuple[str, str], n: int) -> list[tuple[str, str]]:
-    "n consecutive business-day windows covering an IST date window (walk-forward windows when there is no AutoML)."
-    days = pd.date_range(window[0], window[1], freq="B")
-    return [(str(p[0].date()), str(p[-1].date())) for p in np.array_split(days, n) if len(p)]
-
-def _save_backtests(folder: Path, reports: dict, bars: pd.DataFrame, signals: pd.DataFrame, bt_cfg) -> dict:
+def _save_backtests(folder: Path, reports: dict, bars: pd.DataFrame, signals: pd.DataFrame, bt_cfg, walk_forward: dict) -> dict:
     "OOS result as `backtest_summary.json` + trades/equity Parquet; every window's trades, equity and benchmarks; the sensitivity grid."
     from oi_ml.backtest import sensitivity_grid
     out_dir = folder / "reports"
@@ -244,7 +284,7 @@ def _save_backtests(folder: Path, reports: dict, bars: pd.DataFrame, signals: pd
         windows[name] = dict(start=r.start, end=r.end, benchmarks={k: _jsonable(v) for k, v in r.benchmarks.items()})
     oos = reports["out_of_sample"]
     table, _ = sensitivity_grid(bars, signals, dataclasses.replace(bt_cfg, start=oos.start, end=oos.end))
-    summary = dict(config=dataclasses.asdict(bt_cfg), windows=windows, sensitivity=table.to_dict("records"))
+    summary = dict(config=dataclasses.asdict(bt_cfg), windows=windows, walk_forward=walk_forward, sensitivity=table.to_dict("records"))
     (out_dir / "backtest_windows.json").write_text(json.dumps(_jsonable(summary), indent=1, sort_keys=True, allow_nan=False))
     m = oos.result.metrics
     return dict(oos_sharpe_net=_jsonable(m.get("sharpe_net")), oos_trades=int(m.get("n_trades", 0)), windows=list(windows))
@@ -314,8 +354,8 @@ def run_retrain(cfg: RetrainConfig, run_cfg: RunConfig | None = None) -> dict:
     ds = step_dataset(run, consolidated)
     step_features_labels(run, ds)
     trained = step_train(run, ds)
-    automl = step_automl(run, ds)
-    step_backtest(run, ds, trained, automl)
+    automl = step_automl(run, ds, trained)
+    step_backtest(run, ds, trained)
     gate = step_gate(run, trained, automl)
     pack = step_pack(run, ds, trained, automl, gate)
     deployed = step_deploy(run, trained, gate)

@@ -35,9 +35,9 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'CALIBRATION_
            'save_booster', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'select_features',
            'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc', 'classification_metrics',
            'reliability_curve', 'fit_calibration', 'apply_calibration', 'holdout_split', 'cross_validate',
-           'regression_metrics', 'fit_garch', 'garch_forecast', 'run_id_for', 'train_model', 'holdout_scores',
-           'publish_run', 'ModelIntegrityError', 'verify_run', 'ModelBundle', 'load_bundle', 'score_features',
-           'score_frame']
+           'regression_metrics', 'fit_garch', 'garch_forecast', 'run_id_for', 'fit_calibrated', 'train_model',
+           'holdout_scores', 'publish_run', 'ModelIntegrityError', 'verify_run', 'ModelBundle', 'load_bundle',
+           'score_features', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -455,6 +455,13 @@ def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConf
                        holdout_window=report["rows"]["holdout_window"], packages=package_versions()))
 
 # %% ../nbs/22_train.ipynb #c028
+def fit_calibrated(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig) -> tuple[dict, dict | None, ModelSet]:
+    """The candidate's training procedure on `rows`: purged K-fold CV, whose out-of-fold predictions fit the calibration and
+    whose median early-stopped rounds size the final fit on all of `rows`. Returns (cv, calibration, final model)."""
+    cv = cross_validate(table, rows, cfg)
+    calibration = fit_calibration(table.y[rows], cv["oof"]) if table.classes else None
+    return cv, calibration, fit_model_set(table, rows, cfg, rounds=cv["rounds"])
+
 def train_model(exchange: str, dataset_version: str | None = None, target: str = "triple_barrier", cfg: TrainConfig | None = None,
                 run_cfg: RunConfig | None = None, reuse: bool = True) -> dict:
     "Train and save a candidate model for a dataset version; returns the run manifest (reused if this exact run exists)."
@@ -466,10 +473,7 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
     if reuse and (run_dir / "manifest.json").exists(): return verify_run(run_dir)
     table = build_training_table(raw, cfg)
     ins, hold = holdout_split(table, cfg)
-    cv = cross_validate(table, ins, cfg)
-    k = len(table.classes)
-    calibration = fit_calibration(table.y[ins], cv["oof"]) if k else None
-    final = fit_model_set(table, ins, cfg, rounds=cv["rounds"])
+    cv, calibration, final = fit_calibrated(table, ins, cfg)
     report = _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final)
     return _save_run(run_dir, run_id, exchange.upper(), dm, cfg, report, table, ins, holdout_scores(table, hold, final, calibration), final, calibration)
 

@@ -257,3 +257,32 @@ def test_interrupted_run_resumes_from_journal(run_cfg, tmp_path, monkeypatch):
     assert strip_durations(fresh) == strip_durations(resumed)
     strip = lambda rs: [{k: v for k, v in r.items() if k not in ("n_failed", "best_trial", "study")} for r in rs]
     assert strip(fresh["results"]) == strip(resumed["results"])
+
+
+def test_cutting_whole_sessions_leaves_every_remaining_label_unchanged(run_cfg, table):
+    "The premise of `before_day`: labels stop at the session end, so a table built on earlier sessions only is a subset."
+    raw, _ = load_dataset("NSE", run_cfg=run_cfg)
+    days = sorted(set(raw.timestamp.dt.tz_convert("Asia/Kolkata").dt.date))
+    for target in ("triple_barrier", "direction"):
+        full = table if target == "triple_barrier" else build_training_table(raw, TrainConfig(target=target, num_threads=1))
+        early = raw[raw.timestamp.dt.tz_convert("Asia/Kolkata").dt.date < days[8]].reset_index(drop=True)
+        part = build_training_table(early, TrainConfig(target=target, num_threads=1))
+        where = pd.Index(full.features.timestamp).get_indexer(part.features.timestamp)
+        assert len(part.y) > 0 and (where >= 0).all()
+        np.testing.assert_array_equal(part.y, full.y[where])
+        np.testing.assert_array_equal(part.label_end_time.to_numpy(), full.label_end_time.to_numpy()[where])
+        before = (full.features.timestamp.dt.tz_convert("Asia/Kolkata").dt.date < days[8]).to_numpy()
+        assert before.sum() == len(part.y)      # no labelled row of those sessions is lost
+
+
+def test_before_day_keeps_the_search_out_of_the_later_sessions(run_cfg, tmp_path):
+    raw, _ = load_dataset("NSE", run_cfg=run_cfg)
+    days = sorted(set(raw.timestamp.dt.tz_convert("Asia/Kolkata").dt.date))
+    cut = days[10].isoformat()                      # 10 sessions left: validation starts on session 7 and 9 again
+    run = run_orchestrator(tiny(tmp_path, "cut", before_day=cut), run_cfg)
+    returns = load_trial_returns(run.run_dir)
+    assert len(returns) and (returns["day"].dt.date.astype(str) < cut).all()
+    assert all(s["valid_end"] < cut for s in run.summary["segmentation"]["segments"])
+    assert ist_day(run.summary["dataset"]["used_window"][1]) < cut and run.summary["config"]["before_day"] == cut
+    with pytest.raises(ValueError, match="before_day='08/14/2025'"):
+        run_orchestrator(tiny(tmp_path, "bad", before_day="08/14/2025"), run_cfg)

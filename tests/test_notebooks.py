@@ -1,5 +1,5 @@
 """Runs every notebook's example/assert cells through `nbdev_test`, one pytest test per notebook,
-so CI counts the notebook tests. `#| slow` cells run only with `pytest -m slow` / `make test-all`."""
+so CI counts the notebook tests. `#| slow` cells run only when OI_ML_SLOW=1, which `make test-all` sets."""
 import os
 import subprocess
 import sys
@@ -19,3 +19,9 @@ def test_notebook(notebook, tmp_path):
     proc = subprocess.run([str(nbdev_test), "--path", str(ROOT / "nbs" / notebook), *flags],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{notebook} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+
+
+def test_make_test_all_runs_the_slow_notebook_cells():
+    "Without OI_ML_SLOW=1 in the test-all recipe, the `#| slow` cells would silently never run anywhere."
+    recipe = (ROOT / "Makefile").read_text().split("\ntest-all:", 1)[1].split("\n\n", 1)[0]
+    assert "OI_ML_SLOW=1" in recipe and "pytest" in recipe, recipe

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from oi_ml.config import RunConfig
@@ -57,6 +58,9 @@ def test_retrain_is_reproducible_and_reuses_finished_steps(tmp_path):
     steps = json.loads(Path(again["manifest"]).read_text())["steps"]
     assert {s["status"] for s in steps.values()} == {"reused"}
     assert Path(again["pack"]).exists() and (Path(a.reports_dir) / "index.html").exists()
+    windows = json.loads((Path(a.models_dir) / "NSE" / out_a["candidate_run"] / "reports" / "backtest_windows.json").read_text())
+    assert windows["walk_forward"]["reason"].startswith("no walk-forward segment: index spans")   # 6 sessions < 20 + 10
+    assert set(windows["windows"]) == {"in_sample", "out_of_sample"}
     model_file = Path(a.models_dir) / "NSE" / out_a["candidate_run"] / sorted(files_a)[0]
     model_file.write_bytes(model_file.read_bytes() + b" ")   # a corrupted artefact behind a cached step
     with pytest.raises(PipelineStepError, match=f"step 'train' failed: ModelIntegrityError: {re.escape(str(model_file))}"):
@@ -79,6 +83,32 @@ def test_the_candidate_pack_renders_every_chart_in_chromium(tmp_path):
     assert "SIMULATED DATA" in html and "GATE FAIL" in html and "Sign-off" in html and "plotly" in html
     index = (Path(cfg.reports_dir) / "index.html").read_text()
     assert "approval_pack.html" in index and "FAIL" in index
+
+
+def test_walk_forward_windows_are_traded_by_models_fit_only_before_them(tmp_path, monkeypatch):
+    import oi_ml.pipeline as pipeline
+    fits = []
+    real_fit = pipeline.fit_calibrated
+    monkeypatch.setattr(pipeline, "fit_calibrated", lambda table, rows, cfg: fits.append((table, rows)) or real_fit(table, rows, cfg))
+    cfg = _market(tmp_path, "wf")
+    out = run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN, automl_window_days=2, automl_step_days=1), cfg)
+    folder = Path(cfg.models_dir) / "NSE" / out["candidate_run"]
+    saved = json.loads((folder / "reports" / "backtest_windows.json").read_text())
+    segments, oos_start = saved["walk_forward"]["segments"], saved["windows"]["out_of_sample"]["start"]
+    assert len(segments) == len(fits) >= 2 and saved["walk_forward"]["reason"] is None
+    assert set(saved["windows"]) == {"in_sample", *[f"walk_forward_{i}" for i in range(len(segments))], "out_of_sample"}
+    ist = lambda t: pd.DatetimeIndex(t).tz_convert("Asia/Kolkata").date.astype(str)
+    for seg, (table, rows) in zip(segments, fits):
+        window = saved["windows"][f"walk_forward_{seg['segment']}"]
+        assert [window["start"], window["end"]] == seg["window"] and window["end"] < oos_start
+        first_bar = table.features.timestamp[ist(table.features.timestamp) >= window["start"]].min()
+        assert table.label_end_time.iloc[rows].max() < first_bar           # no training label reaches the window
+        train_days = sorted(set(ist(table.features.timestamp.iloc[rows])))
+        assert len(train_days) <= 2 and train_days[-1] < window["start"]   # the rolling two sessions before it
+        trades = pd.read_parquet(folder / "reports" / f"trades_walk_forward_{seg['segment']}.parquet")
+        assert set(trades.model_version) <= {seg["model_version"]} and seg["model_version"] != out["candidate_run"]
+    oos = pd.read_parquet(folder / "reports" / "trades_out_of_sample.parquet")
+    assert set(oos.model_version) <= {out["candidate_run"]}
 
 
 def test_a_failed_step_stops_the_run_and_leaves_the_registry(tmp_path, monkeypatch):
