@@ -13,21 +13,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .automl import bar_forward_returns, directional_score, rule_daily_returns
+from .automl import SUMMARY_FILE, bar_forward_returns, directional_score, rule_daily_returns
 from .backtest import BacktestConfig, run_backtest
-from .config import IST, RunConfig
+from .config import IST, RunConfig, config_to_dict
 from .datasets import load_dataset
 from .labels import LabelConfig, atr_volatility
 from .metrics import (expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting,
                            sharpe_error_spread, sharpe_moments)
 from .registry import _check_run_horizon, check_horizon, current_version, label_horizon, registry_key, version_dir
 from .train import (ModelBundle, TrainConfig, TrainingTable, _round, build_training_table, classification_metrics,
-                         load_bundle, score_frame)
+                         load_bundle, score_frame, verify_run)
 
 # %% auto #0
 __all__ = ['GateConfig', 'default_backtest_config', 'signals_for', 'daily_returns', 'train_config_of', 'window_probabilities',
            'probability_metrics', 'trial_rule_returns', 'load_trial_returns', 'trial_sharpes', 'pbo_partitions',
-           'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo', 'evaluate_model',
+           'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo', 'automl_provenance',
+           'check_automl_matches', 'session_starts', 'trial_days_in_window', 'label_end_at', 'segments_in_window',
+           'check_automl_before_window', 'evaluate_model', 'baseline_label_end', 'baseline_window', 'comparison_window',
            'gate_criteria', 'evaluate_candidate', 'gate_line']
 
 # %% ../nbs/41_gate.ipynb #c004
@@ -42,6 +44,7 @@ class GateConfig:
     drawdown_tolerance: float = 0.01   # candidate DD <= production DD + this
     max_pbo: float = 0.5               # probability of backtest overfitting
     min_trades: int = 30               # out-of-sample round trips
+    min_comparison_share: float = 0.5  # share of the holdout's bars after the baseline's training needed to compare with it
 
 def default_backtest_config(exchange: str, train_cfg: dict | None = None) -> BacktestConfig:
     "The backtest every gate evaluation uses: label horizon and barriers, next-open fills, 1.5 bps a leg, ₹50 lakh, 0.1 % risk a trade."
@@ -71,9 +74,10 @@ def train_config_of(bundle: ModelBundle) -> TrainConfig:
     labels = LabelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.pop("labels").items()})
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}, labels=labels)
 
-def window_probabilities(tcfg: TrainConfig, raw: pd.DataFrame, scores: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp):
+def window_probabilities(tcfg: TrainConfig, raw: pd.DataFrame, scores: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
+                         table: TrainingTable | None = None):   # `build_training_table(raw, tcfg)` when already built
     "(training table of `raw` under the model's config `tcfg`, mask of its labelled rows in [start, end], their probabilities in `table.classes` order)."
-    table = build_training_table(raw, tcfg)
+    table = build_training_table(raw, tcfg) if table is None else table
     columns = [f"prob_{c}" for c in table.classes]
     missing = [c for c in columns if c not in scores.columns]
     if missing: raise ValueError(f"scores lack {missing}: the model's classes are not {list(table.classes)} (target {tcfg.target!r})")
@@ -82,9 +86,9 @@ def window_probabilities(tcfg: TrainConfig, raw: pd.DataFrame, scores: pd.DataFr
     return table, keep, scores.set_index("timestamp").loc[ts[keep], columns].to_numpy()
 
 def probability_metrics(table: TrainingTable, keep: np.ndarray, probs: np.ndarray, start: pd.Timestamp) -> dict:
-    "Calibrated-probability metrics (Brier, log-loss...) of a model on the window rows, and the class-prior baseline (rows before `start`)."
+    "Calibrated-probability metrics (Brier, log-loss...) of a model on the window rows, and the class-prior baseline (rows whose labels end before `start`)."
     classes = table.classes
-    prior = np.bincount(table.y[~keep & (table.features.timestamp < start).to_numpy()], minlength=len(classes)).astype(float)
+    prior = np.bincount(table.y[(table.label_end_time < start).to_numpy()], minlength=len(classes)).astype(float)
     prior = np.tile(prior / max(prior.sum(), 1), (int(keep.sum()), 1))
     return dict(model=classification_metrics(table.y[keep], probs, classes), prior=classification_metrics(table.y[keep], prior, classes))
 
@@ -93,7 +97,7 @@ def trial_rule_returns(labels: LabelConfig, raw: pd.DataFrame, table: TrainingTa
     fwd = bar_forward_returns(raw, table, labels)[keep]
     return rule_daily_returns(directional_score(probs, table.classes), fwd, table.features.timestamp[keep], labels.horizon_bars)
 
-# %% ../nbs/41_gate.ipynb #c008
+# %% ../nbs/41_gate.ipynb #c010
 def load_trial_returns(automl_dir: str | Path | None) -> pd.DataFrame | None:
     "Long table of AutoML trial returns (trial_key, segment, day, return), or None when there is no AutoML run."
     if automl_dir is None: return None
@@ -168,10 +172,80 @@ def pbo(trials: pd.DataFrame | None) -> dict:
     if not per_segment: return dict(pbo=float("nan"), reason="no segment has 2 complete trials and 4 days")
     return dict(pbo=float(np.mean([p["pbo"] for p in per_segment])), per_segment=per_segment, reason="")
 
-# %% ../nbs/41_gate.ipynb #c013
+# %% ../nbs/41_gate.ipynb #c015
+def automl_provenance(automl_dir: str | Path) -> tuple[dict, dict]:
+    "(manifest with every file's hash verified, summary) of an AutoML run folder."
+    manifest = verify_run(automl_dir)
+    path = Path(automl_dir) / SUMMARY_FILE
+    if not path.exists(): raise FileNotFoundError(f"{path}: the AutoML run has no summary, so the rows its search used are unknown")
+    return manifest, json.loads(path.read_text())
+
+def check_automl_matches(automl: tuple[dict, dict], candidate: dict,   # (manifest, summary); the candidate's manifest
+                         labels: dict) -> None:                         # the candidate's LabelConfig as a JSON dict
+    "Refuse an AutoML run of another dataset version or content, target or label configuration than the candidate's."
+    manifest, summary = automl
+    who, cid = f"AutoML run {manifest.get('run_id')!r}", candidate.get("run_id")
+    for key, what in (("dataset_version", "dataset version"), ("dataset_sha256", "dataset content sha256"), ("target", "target")):
+        if manifest.get(key) != candidate.get(key):
+            raise ValueError(f"{who} has {what} {manifest.get(key)!r} but candidate {cid!r} has {candidate.get(key)!r}: "
+                             "its trials do not describe the candidate's search")
+    searched = summary.get("config", {}).get("train", {}).get("labels")
+    if not isinstance(searched, dict): raise ValueError(f"{who}: its summary records no label configuration (config.train.labels)")
+    differ = {k: (_round(searched.get(k)), v) for k, v in _round(labels).items() if _round(searched.get(k)) != v}
+    if differ: raise ValueError(f"{who} has labels {', '.join(f'{k}={a!r}' for k, (a, _) in differ.items())} but candidate {cid!r} has "
+                                f"{', '.join(f'{k}={b!r}' for k, (_, b) in differ.items())}: its trials do not describe the candidate's search")
+
+def session_starts(timestamps: pd.Series) -> pd.Series:
+    "First bar (UTC) of each IST session, indexed by its date 'YYYY-MM-DD'."
+    ts = pd.Series(pd.DatetimeIndex(timestamps))
+    return ts.groupby(ts.dt.tz_convert(IST).dt.strftime("%Y-%m-%d").to_numpy()).min()
+
+def _day_names(days: pd.Series) -> list[str]:
+    "Sorted distinct IST dates 'YYYY-MM-DD' of a trial-return `day` column (dates, naive IST midnights or aware times)."
+    d = pd.to_datetime(pd.Series(days))
+    if d.dt.tz is not None: d = d.dt.tz_convert(IST)
+    return sorted(set(d.dt.strftime("%Y-%m-%d")))
+
+def trial_days_in_window(days: pd.Series, start: pd.Timestamp, day_starts: pd.Series) -> list[str]:
+    "Trial-return days with no bar before `start` (`day_starts`: `session_starts`; a day the data lacks starts at IST midnight)."
+    return [d for d in _day_names(days) if day_starts.get(d, pd.Timestamp(d, tz=IST)) >= start]
+
+def label_end_at(table: TrainingTable, t: pd.Timestamp) -> pd.Timestamp | None:
+    "Label end time of the last labelled row at or before `t` (None when there is none)."
+    i = int(table.features.timestamp.searchsorted(t, side="right")) - 1
+    return table.label_end_time.iloc[i] if i >= 0 else None
+
+def segments_in_window(segments: list[dict], start: pd.Timestamp, table: TrainingTable) -> list[str]:
+    "Walk-forward segments whose last row (training or validation) or that row's label end is at or after `start`."
+    out = []
+    for seg in segments:
+        last = max(pd.Timestamp(seg[k]) for k in ("train_end", "valid_end") if seg.get(k))
+        label_end = label_end_at(table, last)
+        if last >= start: out.append(f"segment {seg.get('segment')} uses rows to {last.isoformat()}")
+        elif label_end is not None and label_end >= start:
+            out.append(f"segment {seg.get('segment')}'s last row {last.isoformat()} has its label ending at {label_end.isoformat()} (not purged)")
+    return out
+
+def check_automl_before_window(automl_run: str, summary: dict, trials: pd.DataFrame, start: pd.Timestamp, table: TrainingTable,
+                               day_starts: pd.Series) -> dict:   # `session_starts` of the dataset's bars
+    "Refuse an AutoML run whose segments or trial-return days reach into the window from `start`; returns what was checked."
+    segments = summary.get("segmentation", {}).get("segments") or []
+    if not segments: raise ValueError(f"AutoML run {automl_run!r}: its summary records no walk-forward segments, so the rows its search used are unknown")
+    days = trial_days_in_window(trials.day, start, day_starts)
+    reach = segments_in_window(segments, start, table) + (
+        [f"trial returns on {len(days)} day(s) of the window ({', '.join(days[:5])}{', ...' if len(days) > 5 else ''})"] if days else [])
+    if reach: raise ValueError(f"AutoML run {automl_run!r} reaches into the candidate's holdout from {start.isoformat()}: {'; '.join(reach)}. "
+                               "Its trials must come from a search that ended, purged, before the window the candidate is judged on")
+    last = max(max(pd.Timestamp(s[k]) for k in ("train_end", "valid_end") if s.get(k)) for s in segments)
+    label_end, names = label_end_at(table, last), _day_names(trials.day)
+    return dict(last_row=last.isoformat(), last_row_label_end=None if label_end is None else label_end.isoformat(),
+                last_trial_day=names[-1] if names else None, n_trial_days=len(names), n_segments=len(segments))
+
+# %% ../nbs/41_gate.ipynb #c019
 def evaluate_model(bundle: ModelBundle, tcfg: TrainConfig, raw: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
                    bt_cfg: BacktestConfig,
-                   rule_returns: bool = False) -> dict:   # also the AutoML trial rule's daily returns (the DSR's candidate series)
+                   rule_returns: bool = False,                # also the AutoML trial rule's daily returns (the DSR's candidate series)
+                   table: TrainingTable | None = None) -> dict:   # `build_training_table(raw, tcfg)` when already built
     "Backtest metrics, daily returns and probability metrics of one model, trained under `tcfg`, on [start, end]."
     raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     signals = signals_for(bundle, raw)
@@ -181,7 +255,7 @@ def evaluate_model(bundle: ModelBundle, tcfg: TrainConfig, raw: pd.DataFrame, st
     cfg = dataclasses.replace(bt_cfg, start=day(start), end=day(end))
     result = run_backtest(raw[["timestamp", "open", "high", "low", "close"]], traded, cfg)
     daily = daily_returns(result.equity_curve, cfg.account_size)
-    table, keep, probs = window_probabilities(tcfg, raw, signals, start, end)
+    table, keep, probs = window_probabilities(tcfg, raw, signals, start, end, table)
     out = dict(run_id=bundle.manifest["run_id"], backtest=result.metrics, daily_returns=daily,
                probabilities=probability_metrics(table, keep, probs, start), result=result, classes=list(bundle.model_set.classes))
     if rule_returns: out["rule_daily_returns"] = trial_rule_returns(tcfg.labels, raw, table, keep, probs)
@@ -192,31 +266,109 @@ def _criterion(name: str, value, threshold, rule: str, passed: bool, note: str =
     ok = bool(passed) and value is not None and not (isinstance(value, float) and np.isnan(value))
     return dict(name=name, value=value, threshold=threshold, rule=rule, passed=ok, note=note)
 
-# %% ../nbs/41_gate.ipynb #c014
-def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cfg: GateConfig) -> list[dict]:
-    "Every criterion with its value, threshold and PASS/FAIL."
-    m, b = cand["backtest"], (base or {}).get("backtest")
-    sharpe_bar = (b["sharpe_net"] + cfg.sharpe_delta) if b else 0.0
-    dd_bar = min(cfg.max_drawdown, b["max_drawdown_net"] + cfg.drawdown_tolerance) if b else cfg.max_drawdown
-    same_classes = base is not None and base["classes"] == cand["classes"]
-    ref = base["probabilities"]["model"] if same_classes else cand["probabilities"]["prior"]
-    ref_name = "production" if same_classes else "class prior"
-    p = cand["probabilities"]["model"]
-    get = lambda d, k: float(d.get(k, float("nan"))) if d.get(k) is not None else float("nan")
-    return [
-        _criterion("oos_sharpe", get(m, "sharpe_net"), sharpe_bar, ">= production + delta" if b else "> 0 (no production model)",
-                   get(m, "sharpe_net") >= sharpe_bar if b else get(m, "sharpe_net") > 0),
-        _criterion("deflated_sharpe", dsr["dsr"], cfg.dsr_confidence, ">=", dsr["dsr"] >= cfg.dsr_confidence, dsr.get("reason", "")),
-        _criterion("sortino", get(m, "sortino_net"), cfg.min_sortino, ">=", get(m, "sortino_net") >= cfg.min_sortino),
-        _criterion("profit_factor", get(m, "profit_factor_net"), cfg.min_profit_factor, ">=", get(m, "profit_factor_net") >= cfg.min_profit_factor),
-        _criterion("max_drawdown", get(m, "max_drawdown_net"), dd_bar, "<=" + (" min(6 %, production + tolerance)" if b else " 6 %"),
-                   get(m, "max_drawdown_net") <= dd_bar),
-        _criterion("brier", p["brier"], ref["brier"], f"<= {ref_name}", p["brier"] <= ref["brier"]),
-        _criterion("log_loss", p["log_loss"], ref["log_loss"], f"<= {ref_name}", p["log_loss"] <= ref["log_loss"]),
-        _criterion("pbo", pbo_result["pbo"], cfg.max_pbo, "<=", pbo_result["pbo"] <= cfg.max_pbo, pbo_result.get("reason", "")),
-        _criterion("min_trades", int(m.get("n_trades", 0)), cfg.min_trades, ">=", m.get("n_trades", 0) >= cfg.min_trades)]
+# %% ../nbs/41_gate.ipynb #c021
+def baseline_label_end(table: TrainingTable, manifest: dict) -> pd.Timestamp | None:
+    "End of the baseline's last training label: its rows up to `train_window[1]` whose labels end before its holdout start."
+    ts, ends = table.features.timestamp, table.label_end_time
+    rows = ts <= pd.Timestamp(manifest["train_window"][1])
+    if manifest.get("holdout_window"): rows &= ends < pd.Timestamp(manifest["holdout_window"][0])
+    return ends[rows].max() if rows.any() else None
 
-# %% ../nbs/41_gate.ipynb #c015
+def baseline_window(bars: pd.Series, start: pd.Timestamp, end: pd.Timestamp,   # the dataset's bar times; the candidate's holdout
+                    train_end: pd.Timestamp, label_end: pd.Timestamp | None,    # the baseline's last training row and label end
+                    min_share: float) -> dict:                                  # GateConfig.min_comparison_share
+    "The bars of [start, end] after the baseline's training and whether they suffice to compare: compared, window, reason, counts."
+    window = pd.DatetimeIndex(pd.Series(bars)[(bars >= start) & (bars <= end)].unique()).sort_values()
+    after = train_end if label_end is None or pd.isna(label_end) else max(train_end, label_end)
+    clear = window[window > after]
+    share = len(clear) / max(len(window), 1)
+    trained = f"rows to {train_end.isoformat()}, labels to {after.isoformat()}"
+    out = dict(baseline_train_end=train_end.isoformat(), baseline_clear_after=after.isoformat(), n_window_bars=len(window),
+               n_bars=len(clear), share=share, min_share=min_share)
+    if len(clear) == 0 or share < min_share:
+        return out | dict(compared=False, window=None, whole_holdout=False,
+                          reason=f"only {share * 100:.0f} % of the holdout's bars ({len(clear)} of {len(window)}) are after the baseline's training "
+                                 f"({trained}), {min_share * 100:.0f} % needed: not compared, the rest would be in-sample for the baseline")
+    whole = clear[0] == window[0]
+    return out | dict(compared=True, whole_holdout=bool(whole), window=dict(start=(start if whole else clear[0]).isoformat(), end=end.isoformat()),
+                      reason=f"the baseline's training ({trained}) ends before the holdout: compared on the whole holdout" if whole else
+                             f"the baseline trained inside the holdout ({trained}): compared on the {share * 100:.0f} % of its bars after that")
+
+def comparison_window(base: ModelBundle, base_table: TrainingTable, bars: pd.Series, start: pd.Timestamp, end: pd.Timestamp,
+                      cfg: GateConfig) -> dict:
+    "`baseline_window` of a baseline model from its manifest (not compared when it records no `train_window`)."
+    if not base.manifest.get("train_window"):
+        return dict(compared=False, window=None, whole_holdout=False,
+                    reason="the baseline's manifest records no train_window, so which rows it trained on is unknown: not compared")
+    return baseline_window(bars, start, end, pd.Timestamp(base.manifest["train_window"][1]), baseline_label_end(base_table, base.manifest),
+                           cfg.min_comparison_share)
+
+# %% ../nbs/41_gate.ipynb #c025
+def _pct(x: float) -> str:
+    "A fraction as the percent a rule text shows: 0.06 -> '6 %'."
+    return f"{x * 100:.4g} %"
+
+def _get(d: dict, k: str) -> float:
+    "d[k] as a float, NaN when missing or None."
+    return float(d[k]) if d.get(k) is not None else float("nan")
+
+def _absolute_criteria(cand: dict, cfg: GateConfig) -> dict:
+    "oos_sharpe, max_drawdown, brier and log_loss with no production model: > 0, the cap, better than the class prior."
+    m, p, prior = cand["backtest"], cand["probabilities"]["model"], cand["probabilities"]["prior"]
+    sharpe, dd = _get(m, "sharpe_net"), _get(m, "max_drawdown_net")
+    return dict(oos_sharpe=_criterion("oos_sharpe", sharpe, 0.0, "> 0 (no production model)", sharpe > 0),
+                max_drawdown=_criterion("max_drawdown", dd, cfg.max_drawdown, f"<= {_pct(cfg.max_drawdown)}", dd <= cfg.max_drawdown),
+                **{k: _criterion(k, p[k], prior[k], "<= class prior", p[k] <= prior[k]) for k in ("brier", "log_loss")})
+
+def _not_compared_criteria(cand: dict, cfg: GateConfig, reason: str) -> dict:
+    "The production-comparison criteria when the production model cannot be compared fairly: each fails, saying why."
+    m, p, note = cand["backtest"], cand["probabilities"]["model"], f"not compared with production: {reason}"
+    dd_rule = f"<= min({_pct(cfg.max_drawdown)}, production + {_pct(cfg.drawdown_tolerance)})"
+    return dict(oos_sharpe=_criterion("oos_sharpe", _get(m, "sharpe_net"), None, ">= production + delta", False, note),
+                max_drawdown=_criterion("max_drawdown", _get(m, "max_drawdown_net"), None, dd_rule, False, note),
+                **{k: _criterion(k, p[k], None, "<= production", False, note) for k in ("brier", "log_loss")})
+
+def _drawdown_vs_production(cand: dict, on_window: dict, base: dict, cfg: GateConfig, note: str) -> dict:
+    "max_drawdown with a production model: the cap on the whole holdout, production + tolerance on the comparison window."
+    dd, w_dd, b_dd = _get(cand["backtest"], "max_drawdown_net"), _get(on_window["backtest"], "max_drawdown_net"), _get(base["backtest"], "max_drawdown_net")
+    cap, tol = _pct(cfg.max_drawdown), _pct(cfg.drawdown_tolerance)
+    if on_window is cand:   # the whole holdout: one threshold
+        bar = min(cfg.max_drawdown, b_dd + cfg.drawdown_tolerance)
+        return _criterion("max_drawdown", dd, bar, f"<= min({cap}, production + {tol})", dd <= bar)
+    return _criterion("max_drawdown", dd, cfg.max_drawdown, f"<= {cap}, and <= production + {tol} on the comparison window",
+                      dd <= cfg.max_drawdown and w_dd <= b_dd + cfg.drawdown_tolerance, f"{note}: candidate {w_dd:.4f} vs production {b_dd:.4f}")
+
+def _compared_criteria(cand: dict, on_window: dict, base: dict, cfg: GateConfig, note: str) -> dict:
+    "The production-comparison criteria with both models on the comparison window (`on_window`: the candidate there)."
+    sharpe, sharpe_bar = _get(on_window["backtest"], "sharpe_net"), _get(base["backtest"], "sharpe_net") + cfg.sharpe_delta
+    same = base["classes"] == cand["classes"]   # else the probabilities are judged against the class prior on the whole holdout
+    p = (on_window if same else cand)["probabilities"]["model"]
+    ref = base["probabilities"]["model"] if same else cand["probabilities"]["prior"]
+    return dict(oos_sharpe=_criterion("oos_sharpe", sharpe, sharpe_bar, ">= production + delta", sharpe >= sharpe_bar, note),
+                max_drawdown=_drawdown_vs_production(cand, on_window, base, cfg, note),
+                **{k: _criterion(k, p[k], ref[k], "<= production" if same else "<= class prior", p[k] <= ref[k], note if same else "")
+                   for k in ("brier", "log_loss")})
+
+def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cfg: GateConfig,
+                  comparison: dict | None = None) -> list[dict]:   # `comparison_window` record of the production model (None: compare on the holdout)
+    "Every criterion with its value, threshold and PASS/FAIL."
+    m = cand["backtest"]
+    if comparison is not None and not comparison["compared"]: rel = _not_compared_criteria(cand, cfg, comparison["reason"])
+    elif base is None: rel = _absolute_criteria(cand, cfg)
+    else:
+        narrowed = comparison is not None and not comparison.get("whole_holdout", True)
+        window = (comparison or {}).get("window") or {}
+        note = f"on {window.get('start')} to {window.get('end')}, the part of the holdout the production model never trained on" if narrowed else ""
+        rel = _compared_criteria(cand, comparison["candidate"] if narrowed else cand, base, cfg, note)
+    return [rel["oos_sharpe"],
+            _criterion("deflated_sharpe", dsr["dsr"], cfg.dsr_confidence, ">=", dsr["dsr"] >= cfg.dsr_confidence, dsr.get("reason", "")),
+            _criterion("sortino", _get(m, "sortino_net"), cfg.min_sortino, ">=", _get(m, "sortino_net") >= cfg.min_sortino),
+            _criterion("profit_factor", _get(m, "profit_factor_net"), cfg.min_profit_factor, ">=", _get(m, "profit_factor_net") >= cfg.min_profit_factor),
+            rel["max_drawdown"], rel["brier"], rel["log_loss"],
+            _criterion("pbo", pbo_result["pbo"], cfg.max_pbo, "<=", pbo_result["pbo"] <= cfg.max_pbo, pbo_result.get("reason", "")),
+            _criterion("min_trades", int(m.get("n_trades", 0)), cfg.min_trades, ">=", m.get("n_trades", 0) >= cfg.min_trades)]
+
+# %% ../nbs/41_gate.ipynb #c028
 def _baseline_dir(exchange: str, baseline: str | None, run_cfg: RunConfig,
                   horizon: str | None = None) -> tuple[Path | None, str | None]:
     "Folder and label of the baseline: the production version (of the exchange, or of its `horizon` key), a version id, a run id, or none."
@@ -227,11 +379,36 @@ def _baseline_dir(exchange: str, baseline: str | None, run_cfg: RunConfig,
     path = Path(run_cfg.models_dir) / exchange.upper() / baseline
     return path, baseline
 
+def _automl_trials(automl_run: str | None, run_cfg: RunConfig, exchange: str, cand: ModelBundle,
+                   cand_tcfg: TrainConfig) -> tuple[pd.DataFrame | None, tuple | None]:
+    "(trial returns, (manifest, summary)) of the AutoML run, refused when of another dataset, target or labels than the candidate."
+    automl_dir = Path(run_cfg.models_dir) / exchange / automl_run if automl_run else None
+    trials = load_trial_returns(automl_dir)
+    if trials is None: return None, None
+    provenance = automl_provenance(automl_dir)
+    check_automl_matches(provenance, cand.manifest, config_to_dict(cand_tcfg.labels))
+    return trials, provenance
+
+def _compare_with_baseline(base: ModelBundle, cand: ModelBundle, cand_tcfg: TrainConfig, cand_table: TrainingTable, raw: pd.DataFrame,
+                           start: pd.Timestamp, end: pd.Timestamp, bt_cfg: BacktestConfig, gate_cfg: GateConfig) -> tuple[dict | None, dict]:
+    "(the baseline's evaluation on the comparison window, or None when not compared; the `comparison_window` record, with `candidate` when narrowed)."
+    base_tcfg = train_config_of(base)   # its training report, read once
+    base_table = build_training_table(raw, base_tcfg)
+    comparison = comparison_window(base, base_table, raw.timestamp, start, end, gate_cfg)
+    if not comparison["compared"]: return None, comparison
+    w_start = pd.Timestamp(comparison["window"]["start"])
+    if not comparison["whole_holdout"]: comparison["candidate"] = evaluate_model(cand, cand_tcfg, raw, w_start, end, bt_cfg, table=cand_table)
+    return evaluate_model(base, base_tcfg, raw, w_start, end, bt_cfg, table=base_table), comparison
+
+def _evaluation_json(ev: dict) -> dict:
+    "The JSON part of an `evaluate_model` result: run id, backtest metrics, probability metrics."
+    return dict(run_id=ev["run_id"], backtest=_json_metrics(ev["backtest"]), probabilities=ev["probabilities"])
+
 def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None = "production", automl_run: str | None = None,
                        run_cfg: RunConfig | None = None, gate_cfg: GateConfig = GateConfig(), backtest_cfg: BacktestConfig | None = None,
                        write: bool = True,
                        horizon: str | None = None) -> dict:   # registry horizon key of "production" ('15m'); None: the exchange's pointer
-    "Evaluate a candidate against the baseline on the candidate's holdout window; writes reports/gate_report.json."
+    "Evaluate a candidate on its holdout (against the baseline on the part the baseline never trained on); writes reports/gate_report.json."
     run_cfg, exchange, horizon = run_cfg or RunConfig(), exchange.upper(), check_horizon(horizon)
     cand_dir = Path(run_cfg.models_dir) / exchange / candidate_run
     cand = load_bundle(cand_dir)
@@ -239,27 +416,33 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     own_horizon = label_horizon(cand_tcfg.labels.horizon_bars, run_cfg.bar_minutes)
     _check_run_horizon(horizon, own_horizon, candidate_run,   # a 15m model is not judged on NSE/30m; refused before any data loads
                        f"not gating it against the {registry_key(exchange, horizon)} production model")
+    trials, provenance = _automl_trials(automl_run, run_cfg, exchange, cand, cand_tcfg)   # another dataset/target: refused before data loads
     raw, _ = load_dataset(exchange, cand.manifest["dataset_version"], run_cfg)
+    raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     start, end = (pd.Timestamp(t) for t in cand.manifest["holdout_window"])
+    cand_table = build_training_table(raw, cand_tcfg)
+    automl_check = None if provenance is None else dict(
+        run_id=automl_run, dataset_version=provenance[0].get("dataset_version"), target=provenance[0].get("target"),
+        **check_automl_before_window(automl_run, provenance[1], trials, start, cand_table, session_starts(raw.timestamp)))
     bt_cfg = backtest_cfg or default_backtest_config(exchange, dataclasses.asdict(cand_tcfg))
-    c_eval = evaluate_model(cand, cand_tcfg, raw, start, end, bt_cfg, rule_returns=True)
+    c_eval = evaluate_model(cand, cand_tcfg, raw, start, end, bt_cfg, rule_returns=True, table=cand_table)
     base_dir, base_label = _baseline_dir(exchange, baseline, run_cfg, horizon)
     base = load_bundle(base_dir) if base_dir else None
-    b_eval = evaluate_model(base, train_config_of(base), raw, start, end, bt_cfg) if base else None
-    trials = load_trial_returns(Path(run_cfg.models_dir) / exchange / automl_run if automl_run else None)
+    b_eval, comparison = _compare_with_baseline(base, cand, cand_tcfg, cand_table, raw, start, end, bt_cfg, gate_cfg) if base else (None, None)
     dsr, pbo_result = deflated_sharpe(c_eval["rule_daily_returns"], trials), pbo(trials)
-    criteria = gate_criteria(c_eval, b_eval, dsr, pbo_result, gate_cfg)
+    criteria = gate_criteria(c_eval, b_eval, dsr, pbo_result, gate_cfg, comparison)
     failed = [c["name"] for c in criteria if not c["passed"]]
     report = _round(dict(
-        exchange=exchange, horizon=horizon, candidate_run=candidate_run, baseline=base_label, automl_run=automl_run,
+        exchange=exchange, horizon=horizon, candidate_run=candidate_run, baseline=base_label, automl_run=automl_run, automl_check=automl_check,
         window=dict(start=start.isoformat(), end=end.isoformat(), dataset_version=cand.manifest["dataset_version"]),
         simulated_data=cand.manifest.get("dataset_simulated", False), backtest_config=dataclasses.asdict(bt_cfg),
         gate_config=dataclasses.asdict(gate_cfg), criteria=criteria, failed=failed, passed=not failed,
         decision="PASS" if not failed else "FAIL", dsr=dsr, pbo=pbo_result, policy_sharpe=policy_sharpe(c_eval["daily_returns"]),
-        candidate=dict(run_id=candidate_run, backtest=_json_metrics(c_eval["backtest"]), probabilities=c_eval["probabilities"],
-                       daily_returns={str(k): float(v) for k, v in c_eval["daily_returns"].items()},
-                       rule_daily_returns={str(k): float(v) for k, v in c_eval["rule_daily_returns"].items()}),
-        production=dict(run_id=b_eval["run_id"], backtest=_json_metrics(b_eval["backtest"]), probabilities=b_eval["probabilities"]) if b_eval else None))
+        candidate=_evaluation_json(c_eval) | dict(run_id=candidate_run, daily_returns={str(k): float(v) for k, v in c_eval["daily_returns"].items()},
+                                                  rule_daily_returns={str(k): float(v) for k, v in c_eval["rule_daily_returns"].items()}),
+        baseline_comparison=None if comparison is None else {k: v for k, v in comparison.items() if k != "candidate"} | (
+            dict(candidate=_evaluation_json(comparison["candidate"])) if "candidate" in comparison else {}),
+        production=_evaluation_json(b_eval) | dict(window=comparison["window"]) if b_eval else None))
     if write:
         (cand_dir / "reports" / "gate_report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
     return report

@@ -1,10 +1,15 @@
 """Tests of the promotion gate's evidence criteria (oi_ml.gate): the pooled trial-Sharpe variance by hand, the
 small-sample PSR guard, the DSR against hand-computed values, and — on a tiny real model — that the DSR's candidate
 series is exactly the AutoML trial rule applied to the candidate's holdout probabilities (computed for the candidate
-only, with each model's training config read once) and that window probabilities follow the label classes."""
+only, with each model's training config read once) and that window probabilities follow the label classes.
+Also: an AutoML run of another dataset/target/labels, or one reaching into the candidate's holdout, is refused; the
+production model is compared only on the holdout bars after its training (or not at all, saying why); rule texts follow
+GateConfig; the class-prior baseline uses only rows whose labels end before the window."""
 import dataclasses
 import json
 import math
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +19,12 @@ from scipy import stats
 
 from oi_ml import gate as G
 from oi_ml.automl import bar_forward_returns, directional_score, rule_daily_returns
-from oi_ml.config import RunConfig
-from oi_ml.datasets import export_training_window, load_dataset
+from oi_ml.config import IST, RunConfig, config_to_dict
+from oi_ml.datasets import export_training_window, load_dataset, sha256_file
 from oi_ml.metrics import expected_max_sharpe, probabilistic_sharpe_ratio
 from oi_ml.simulate import simulate_market
 from oi_ml.store import connect
-from oi_ml.train import build_training_table, load_bundle, score_frame, train_model
+from oi_ml.train import ModelIntegrityError, TrainingTable, build_training_table, load_bundle, score_frame, train_model
 
 from conftest import TINY_TRAIN
 
@@ -134,6 +139,38 @@ def tiny_run(tmp_path_factory):
     return cfg, run["run_id"], dm["version"]
 
 
+def last_purged_row(table, start) -> pd.Timestamp:
+    "The last labelled row before `start` whose label ends before it: the last row a search purged at the window may use."
+    ts = table.features.timestamp
+    return ts[((ts < start) & (table.label_end_time < start)).to_numpy()].iloc[-1]
+
+
+def segments_to(table, start, last=None) -> list:
+    "Two walk-forward segment records (as AutoML writes them), the second validating up to `last` (default: `last_purged_row`)."
+    ts = table.features.timestamp
+    a, b, c = (ts.iloc[len(ts) * k // 8].isoformat() for k in (1, 2, 3))
+    last = (last_purged_row(table, start) if last is None else last).isoformat()
+    return [dict(segment=0, train_start=ts.iloc[0].isoformat(), train_end=a, valid_start=a, valid_end=b),
+            dict(segment=1, train_start=a, train_end=c, valid_start=c, valid_end=last)]
+
+
+def fake_automl(cfg, bundle, name, trials, segments, labels=None, **manifest) -> Path:
+    "An AutoML run folder for the candidate `bundle`'s dataset and target (unless overridden): trial returns, summary, hash-listing manifest."
+    folder = Path(cfg.models_dir) / "NSE" / name
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "reports").mkdir(parents=True)
+    trials.to_parquet(folder / "reports" / "automl_trial_returns.parquet")
+    own_labels = json.loads((bundle.run_dir / "reports" / "training_report.json").read_text())["config"]["labels"]
+    summary = dict(run_id=name, target=bundle.manifest["target"], config=dict(train=dict(labels=labels or own_labels)),
+                   segmentation=dict(n_segments=len(segments), segments=segments))
+    (folder / "reports" / "auto_ml_summary.json").write_text(json.dumps(summary))
+    files = {rel: sha256_file(folder / rel) for rel in ("reports/auto_ml_summary.json", "reports/automl_trial_returns.parquet")}
+    (folder / "manifest.json").write_text(json.dumps(dict(run_id=name, kind="automl", dataset_version=bundle.manifest["dataset_version"],
+                                                         dataset_sha256=bundle.manifest["dataset_sha256"], target=bundle.manifest["target"],
+                                                         files=files) | manifest))
+    return folder
+
+
 def test_gate_dsr_uses_the_automl_rule_on_the_holdout(tiny_run):
     cfg, run_id, version = tiny_run
     bundle = load_bundle(Path(cfg.models_dir) / "NSE" / run_id)
@@ -151,11 +188,9 @@ def test_gate_dsr_uses_the_automl_rule_on_the_holdout(tiny_run):
                                   ts[rows], tcfg.labels.horizon_bars)
     assert len(expected) >= 2 and expected.abs().sum() > 0
 
-    # a fake AutoML run with two segments of trials, so the DSR is a real deflation
-    automl = Path(cfg.models_dir) / "NSE" / "automl-test" / "reports"
-    automl.mkdir(parents=True, exist_ok=True)
+    # a fake AutoML run with two segments of trials, so the DSR is a real deflation; its days and segments end before the holdout
     trials = long_trials({0: np.random.default_rng(0).normal(0, 0.01, (10, 3)), 1: np.random.default_rng(1).normal(0, 0.01, (10, 3))})
-    trials.to_parquet(automl / "automl_trial_returns.parquet")
+    fake_automl(cfg, bundle, "automl-test", trials, segments_to(table, start))
     report = G.evaluate_candidate("NSE", run_id, baseline=None, automl_run="automl-test", run_cfg=cfg, write=False)
     got = pd.Series(report["candidate"]["rule_daily_returns"])
     pd.testing.assert_series_equal(got, expected.round(10), check_names=False, rtol=1e-9, check_index_type=False)
@@ -163,6 +198,7 @@ def test_gate_dsr_uses_the_automl_rule_on_the_holdout(tiny_run):
     assert report["dsr"]["sr_daily"] == pytest.approx(sr(expected), rel=1e-6)
     assert report["policy_sharpe"]["n_days"] == len(report["candidate"]["daily_returns"])
     assert json.loads(json.dumps(report, allow_nan=False)) == report    # strict JSON, and nothing lost on the way
+    assert report["automl_check"]["last_trial_day"] == "2025-08-10" and report["automl_check"]["dataset_version"] == version
 
 
 def _holdout(cfg, run_id, version):
@@ -191,6 +227,7 @@ def test_gate_reads_each_training_config_once(tiny_run, monkeypatch):
     assert read == [run_id, run_id]                                  # once for the candidate, once for the baseline
     assert "rule_daily_returns" in report["candidate"] and "rule_daily_returns" not in report["production"]
     assert report["production"]["probabilities"] == report["candidate"]["probabilities"]
+    assert report["baseline_comparison"]["whole_holdout"] and report["production"]["window"]["start"] == report["window"]["start"]
 
 
 def test_window_probabilities_follow_the_label_classes(tiny_run):
@@ -205,3 +242,167 @@ def test_window_probabilities_follow_the_label_classes(tiny_run):
     np.testing.assert_array_equal(G.window_probabilities(tcfg, raw, shuffled, start, end)[2], expected)
     with pytest.raises(ValueError, match=r"scores lack \['prob_BUY'\]: the model's classes are not \['SELL', 'HOLD', 'BUY'\]"):
         G.window_probabilities(tcfg, raw, scores.drop(columns="prob_BUY"), start, end)
+
+
+# ---------------------------------------------------------------- which AutoML run may feed the DSR and PBO
+
+def _raises(cfg, run_id, automl_run, exc, message):
+    with pytest.raises(exc, match=re.escape(message)):
+        G.evaluate_candidate("NSE", run_id, baseline=None, automl_run=automl_run, run_cfg=cfg, write=False)
+
+
+def test_automl_run_of_another_dataset_target_or_labels_is_refused(tiny_run):
+    cfg, run_id, version = tiny_run
+    bundle, raw, start, _ = _holdout(cfg, run_id, version)
+    table = build_training_table(raw, G.train_config_of(bundle))
+    trials, segments = long_trials({0: np.random.default_rng(5).normal(0, 0.01, (6, 2))}), segments_to(table, start)
+    labels = json.loads((bundle.run_dir / "reports" / "training_report.json").read_text())["config"]["labels"]
+    h = labels["horizon_bars"]
+    cases = [(dict(dataset_version="2025-07-01"), None, f"has dataset version '2025-07-01' but candidate '{run_id}' has '{version}'"),
+             (dict(dataset_sha256="0" * 64), None,
+              f"has dataset content sha256 '{'0' * 64}' but candidate '{run_id}' has '{bundle.manifest['dataset_sha256']}'"),
+             (dict(target="direction"), None, f"has target 'direction' but candidate '{run_id}' has 'triple_barrier'"),
+             ({}, labels | dict(horizon_bars=h + 5), f"has labels horizon_bars={h + 5} but candidate '{run_id}' has horizon_bars={h}")]
+    for i, (manifest, other_labels, message) in enumerate(cases):
+        fake_automl(cfg, bundle, f"automl-other-{i}", trials, segments, labels=other_labels, **manifest)
+        _raises(cfg, run_id, f"automl-other-{i}", ValueError, f"AutoML run 'automl-other-{i}' {message}: its trials do not describe")
+    folder = fake_automl(cfg, bundle, "automl-tampered", trials, segments)
+    summary = folder / "reports" / "auto_ml_summary.json"
+    summary.write_text(summary.read_text().replace('"segment": 1', '"segment": 7'))   # edited after the run was published
+    _raises(cfg, run_id, "automl-tampered", ModelIntegrityError, "does not match the manifest")
+
+
+def test_automl_run_reaching_into_the_holdout_is_refused(tiny_run):
+    cfg, run_id, version = tiny_run
+    bundle, raw, start, end = _holdout(cfg, run_id, version)
+    table = build_training_table(raw, G.train_config_of(bundle))
+    ts, ends = table.features.timestamp, table.label_end_time
+    unpurged = ts[((ts < start) & (ends >= start)).to_numpy()].iloc[-1]    # its label ends inside the window
+    in_window = ts[(ts >= start).to_numpy()].iloc[3]
+    day = raw.timestamp.dt.tz_convert(IST).dt.strftime("%Y-%m-%d")
+    first_bar = raw.timestamp.groupby(day.to_numpy()).min()
+    window_day = first_bar[first_bar >= start].index[0]                   # the first whole session inside the holdout
+    ok = long_trials({0: np.random.default_rng(6).normal(0, 0.01, (6, 2))})
+    late = ok.assign(day=ok.day.where(ok.day != "2025-08-06", window_day))
+    cases = [(segments_to(table, start, last=in_window), ok, f"segment 1 uses rows to {in_window.isoformat()}"),
+             (segments_to(table, start, last=unpurged), ok,
+              f"segment 1's last row {unpurged.isoformat()} has its label ending at {ends[(ts == unpurged).to_numpy()].iloc[0].isoformat()} (not purged)"),
+             (segments_to(table, start), late, f"trial returns on 1 day(s) of the window ({window_day})")]
+    for i, (segments, trials, message) in enumerate(cases):
+        fake_automl(cfg, bundle, f"automl-late-{i}", trials, segments)
+        _raises(cfg, run_id, f"automl-late-{i}", ValueError,
+                f"AutoML run 'automl-late-{i}' reaches into the candidate's holdout from {start.isoformat()}: {message}")
+    # the same run purged at the window start is accepted, and the report records what was checked
+    fake_automl(cfg, bundle, "automl-purged", ok, segments_to(table, start))
+    report = G.evaluate_candidate("NSE", run_id, baseline=None, automl_run="automl-purged", run_cfg=cfg, write=False)
+    assert report["automl_check"]["last_row"] == last_purged_row(table, start).isoformat() and report["automl_check"]["n_trial_days"] == 6
+
+
+# ---------------------------------------------------------------- the window production is compared on
+
+def copy_as_baseline(cfg, run_id, name, **manifest) -> None:
+    "A copy of run `run_id` named `name` whose manifest claims other training windows (None drops the key)."
+    src, dst = Path(cfg.models_dir) / "NSE" / run_id, Path(cfg.models_dir) / "NSE" / name
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text()) | dict(run_id=name) | manifest
+    (dst / "manifest.json").write_text(json.dumps({k: v for k, v in m.items() if v is not None}))
+
+
+def _trained_into_holdout(cfg, run_id, version, share_in):
+    """(bundle, raw, start, end, table, train_end, last training label end, its holdout start) of a baseline whose own holdout
+    starts `share_in` into the candidate's."""
+    bundle, raw, start, end = _holdout(cfg, run_id, version)
+    table = build_training_table(raw, G.train_config_of(bundle))
+    ts, ends = table.features.timestamp, table.label_end_time
+    hold = ts[(ts >= start).to_numpy()]
+    own_start = hold.iloc[int(len(hold) * share_in)]
+    ins = ((ts < own_start) & (ends < own_start)).to_numpy()              # its in-sample rows, purged as holdout_split does
+    return bundle, raw, start, end, table, ts[ins].iloc[-1], ends[ins].max(), own_start
+
+
+@pytest.fixture(scope="module")
+def alone(tiny_run):
+    cfg, run_id, _ = tiny_run
+    return G.evaluate_candidate("NSE", run_id, baseline=None, run_cfg=cfg, write=False)
+
+
+def test_production_is_compared_only_after_its_training(tiny_run, alone):
+    cfg, run_id, version = tiny_run
+    bundle, raw, start, end, table, train_end, label_end, own_start = _trained_into_holdout(cfg, run_id, version, 0.3)
+    copy_as_baseline(cfg, run_id, "run-late", train_window=[table.features.timestamp.iloc[0].isoformat(), train_end.isoformat()],
+                     holdout_window=[own_start.isoformat(), end.isoformat()])
+    report = G.evaluate_candidate("NSE", run_id, baseline="run-late", run_cfg=cfg, write=False)
+    bars = raw.timestamp[(raw.timestamp >= start) & (raw.timestamp <= end)]
+    fair = bars[bars > max(train_end, label_end)]
+    cmp = report["baseline_comparison"]
+    assert cmp["compared"] and not cmp["whole_holdout"] and cmp["window"] == dict(start=fair.iloc[0].isoformat(), end=end.isoformat())
+    assert (cmp["n_bars"], cmp["n_window_bars"]) == (len(fair), len(bars)) and 0.5 <= cmp["share"] < 0.8
+    assert "trained inside the holdout" in cmp["reason"] and cmp["baseline_clear_after"] == max(train_end, label_end).isoformat()
+    # production scored on exactly those bars (an independent evaluation of the same model there), the candidate too
+    tcfg = G.train_config_of(bundle)
+    there = G.evaluate_model(bundle, tcfg, raw, fair.iloc[0], end, G.default_backtest_config("NSE", dataclasses.asdict(tcfg)))
+    assert report["production"]["backtest"] == G._round(G._json_metrics(there["backtest"]))
+    assert report["production"]["probabilities"] == G._round(there["probabilities"]) and report["production"]["window"] == cmp["window"]
+    assert cmp["candidate"]["backtest"] == report["production"]["backtest"]          # a copy of the candidate: equal on equal bars
+    assert cmp["candidate"]["probabilities"] != report["candidate"]["probabilities"]  # ... and not the whole-holdout numbers
+    assert report["candidate"] == alone["candidate"]                                 # the candidate's own criteria keep its whole holdout
+    crit = {c["name"]: c for c in report["criteria"]}
+    assert crit["brier"]["value"] == cmp["candidate"]["probabilities"]["model"]["brier"] == crit["brier"]["threshold"] and crit["brier"]["passed"]
+    assert crit["oos_sharpe"]["value"] == cmp["candidate"]["backtest"]["sharpe_net"] and fair.iloc[0].isoformat() in crit["oos_sharpe"]["note"]
+    assert crit["max_drawdown"]["value"] == alone["candidate"]["backtest"]["max_drawdown_net"]   # the absolute cap: whole holdout
+    assert crit["max_drawdown"]["rule"] == "<= 6 %, and <= production + 1 % on the comparison window"
+
+
+def test_production_trained_on_most_of_the_holdout_is_not_compared(tiny_run, alone):
+    cfg, run_id, version = tiny_run
+    bundle, raw, start, end, table, train_end, label_end, own_start = _trained_into_holdout(cfg, run_id, version, 0.8)
+    copy_as_baseline(cfg, run_id, "run-later", train_window=[table.features.timestamp.iloc[0].isoformat(), train_end.isoformat()],
+                     holdout_window=[own_start.isoformat(), end.isoformat()])
+    report = G.evaluate_candidate("NSE", run_id, baseline="run-later", run_cfg=cfg, write=False)
+    bars = raw.timestamp[(raw.timestamp >= start) & (raw.timestamp <= end)]
+    n_fair = int((bars > max(train_end, label_end)).sum())
+    cmp = report["baseline_comparison"]
+    assert not cmp["compared"] and cmp["window"] is None and report["production"] is None and report["baseline"] == "run-later"
+    assert f"({n_fair} of {len(bars)}) are after the baseline's training" in cmp["reason"] and "50 % needed: not compared" in cmp["reason"]
+    crit, own = ({c["name"]: c for c in r["criteria"]} for r in (report, alone))
+    for name in ("oos_sharpe", "max_drawdown", "brier", "log_loss"):                 # no verdict on in-sample numbers: they fail, saying why
+        assert not crit[name]["passed"] and crit[name]["note"] == f"not compared with production: {cmp['reason']}"
+    for name in ("deflated_sharpe", "sortino", "profit_factor", "pbo", "min_trades"):
+        assert crit[name] == own[name]
+    assert report["decision"] == "FAIL" and report["candidate"] == alone["candidate"]
+    # a lower minimum compares on the few bars left; a manifest without train_window is not compared
+    low = G.evaluate_candidate("NSE", run_id, baseline="run-later", run_cfg=cfg, write=False, gate_cfg=G.GateConfig(min_comparison_share=0.05))
+    assert low["baseline_comparison"]["compared"] and low["baseline_comparison"]["n_bars"] == n_fair
+    copy_as_baseline(cfg, run_id, "run-unknown", train_window=None)
+    unknown = G.evaluate_candidate("NSE", run_id, baseline="run-unknown", run_cfg=cfg, write=False)
+    assert not unknown["baseline_comparison"]["compared"] and "records no train_window" in unknown["baseline_comparison"]["reason"]
+
+
+# ---------------------------------------------------------------- rule texts and the class prior
+
+def _evaluation(sharpe, drawdown, brier):
+    return dict(backtest=dict(sharpe_net=sharpe, sortino_net=2.0, profit_factor_net=1.3, max_drawdown_net=drawdown, n_trades=50),
+                probabilities=dict(model=dict(brier=brier, log_loss=3 * brier), prior=dict(brier=0.3, log_loss=0.9)), classes=["SELL", "HOLD", "BUY"])
+
+
+def test_drawdown_rule_text_follows_the_config():
+    cfg = G.GateConfig(max_drawdown=0.10, drawdown_tolerance=0.02)
+    alone = {c["name"]: c for c in G.gate_criteria(_evaluation(1.0, 0.08, 0.2), None, dict(dsr=0.99), dict(pbo=0.2), cfg)}["max_drawdown"]
+    assert alone["rule"] == "<= 10 %" and alone["threshold"] == 0.10 and alone["passed"]        # 8 % passes a 10 % cap
+    both = {c["name"]: c for c in G.gate_criteria(_evaluation(1.0, 0.08, 0.2), _evaluation(0.5, 0.07, 0.2), dict(dsr=0.99), dict(pbo=0.2), cfg)}["max_drawdown"]
+    assert both["rule"] == "<= min(10 %, production + 2 %)" and both["threshold"] == pytest.approx(0.09) and both["passed"]
+    assert "6 %" not in alone["rule"] + both["rule"]
+
+
+def test_class_prior_uses_only_labels_that_end_before_the_window():
+    ts = pd.Series(pd.date_range("2025-08-04 03:45", periods=400, freq="min", tz="UTC"))
+    y = np.random.default_rng(1).integers(0, 3, 400)
+    table = lambda labels: TrainingTable(pd.DataFrame({"timestamp": ts}), [], labels, ts + pd.Timedelta(minutes=15), np.ones(400), ("SELL", "HOLD", "BUY"))
+    start, keep, probs = ts[300], (ts >= ts[300]).to_numpy(), np.full((100, 3), 1 / 3)
+    prior = G.probability_metrics(table(y), keep, probs, start)["prior"]
+    freq = np.bincount(y[:285], minlength=3) / 285                                 # rows 285-299 end inside the window: purged
+    assert prior["log_loss"] == pytest.approx(-np.mean(np.log(freq[y[300:]])), rel=1e-9)
+    assert prior["brier"] == pytest.approx(np.mean(np.sum((freq - np.eye(3)[y[300:]]) ** 2, axis=1)), rel=1e-9)
+    relabelled = np.r_[y[:285], np.ones(15, dtype=int), y[300:]]                   # only the purged rows' labels change
+    assert G.probability_metrics(table(relabelled), keep, probs, start)["prior"] == prior
