@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import IST, RunConfig
+from .config import IST, RunConfig, get_exchange_config
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary', 'validation_summary', 'daily_coverage',
-           'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
-           'correlation_figure', 'label_summary', 'load_run_report', 'cv_tables', 'confusion_figure',
-           'reliability_figure', 'shap_figure', 'template_path', 'pack_kernel', 'render_html', 'render_pack',
-           'decision_banner', 'gate_table', 'candidate_vs_production', 'equity_figure', 'sortable_table',
-           'metrics_with_ci', 'performance_breakdowns', 'benchmark_frame', 'sensitivity_figure', 'risk_profile',
+__all__ = ['METRIC_KEYS', 'SIGNAL_VOLATILITY_BARS', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary', 'validation_summary',
+           'session_bars', 'bar_minutes_of', 'daily_coverage', 'completeness_table', 'coverage_figure',
+           'market_overview_figure', 'feature_completeness', 'correlation_figure', 'label_summary', 'load_run_report',
+           'cv_tables', 'confusion_figure', 'reliability_figure', 'shap_figure', 'template_path', 'pack_kernel',
+           'render_html', 'render_pack', 'decision_banner', 'baseline_notice', 'gate_table', 'candidate_vs_production',
+           'equity_figure', 'sortable_table', 'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci',
+           'trade_volatility', 'performance_breakdowns', 'benchmark_frame', 'sensitivity_figure', 'risk_profile',
            'monitoring_baseline', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
@@ -58,13 +59,30 @@ def validation_summary(manifest: dict) -> pd.DataFrame:
                      **{f"{k} problems": v for k, v in counts.items()}})
     return pd.DataFrame(rows)
 
-# %% ../nbs/44_packs.ipynb #c006
-def daily_coverage(frame: pd.DataFrame, expected_bars: int = 375) -> pd.DataFrame:
-    "Bars per IST trading day, the expected count, missing bars and the longest intraday gap (minutes)."
+# %% ../nbs/44_packs.ipynb #c007
+def session_bars(exchange: str,    # "NSE" or "BSE"
+                 bar_minutes: int,  # minutes per bar
+                 ) -> int:
+    "Bars in one full regular session of `exchange` (whole bars: session minutes // bar minutes)."
+    if bar_minutes < 1: raise ValueError(f"bar_minutes must be >= 1, got {bar_minutes!r}")
+    return get_exchange_config(exchange).session_minutes() // int(bar_minutes)
+
+def bar_minutes_of(frame: pd.DataFrame) -> int | None:
+    "Most common spacing in whole minutes between consecutive bars of one IST day; None when no day has two bars."
+    local = frame.timestamp.dt.tz_convert(IST).sort_values()
+    day = local.dt.date
+    step = (local.diff().dt.total_seconds() / 60).round()[day.eq(day.shift())]
+    step = step[step > 0]
+    return int(step.mode().min()) if len(step) else None
+
+def daily_coverage(frame: pd.DataFrame,
+                   expected_bars: int,  # bars in a full session, see `session_bars`
+                   ) -> pd.DataFrame:
+    "Bars per IST trading day, the expected count, missing bars and the longest spacing between bars (minutes)."
     local = frame.timestamp.dt.tz_convert(IST)
     g = frame.assign(day=local.dt.date, minute=local.dt.hour * 60 + local.dt.minute).groupby("day")
     out = pd.DataFrame({"bars": g.size(), "longest_gap_minutes": g.minute.apply(lambda m: float(np.diff(np.sort(m.to_numpy())).max(initial=0)))})
-    out["expected"] = expected_bars
+    out["expected"] = int(expected_bars)
     out["missing"] = (out.expected - out.bars).clip(lower=0)
     return out.reset_index()
 
@@ -74,7 +92,7 @@ def completeness_table(manifest: dict, threshold: float = 0.95) -> pd.DataFrame:
     c["flag"] = np.where(c.complete < threshold, "LOW", "")
     return c.sort_values(["complete", "column"]).reset_index(drop=True)
 
-# %% ../nbs/44_packs.ipynb #c007
+# %% ../nbs/44_packs.ipynb #c008
 def coverage_figure(coverage: pd.DataFrame):
     "Plotly bar chart of bars per trading day against the expected count."
     import plotly.graph_objects as go
@@ -97,7 +115,7 @@ def market_overview_figure(frame: pd.DataFrame, max_points: int = 4000):
     fig.update_layout(height=600, showlegend=False, margin=dict(t=40, b=30))
     return fig
 
-# %% ../nbs/44_packs.ipynb #c010
+# %% ../nbs/44_packs.ipynb #c012
 def feature_completeness(raw: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     "Share of rows where each feature had real input (not a neutral default), lowest first."
     from oi_ml.features import compute_all_features
@@ -124,7 +142,7 @@ def label_summary(labels: pd.DataFrame) -> dict:
     hold = (lab["triple_barrier_label_end_time"] - lab["timestamp"]).dt.total_seconds() / 60
     return dict(balance=balance, barrier_hits=hits, holding_minutes=dict(mean=float(hold.mean()), median=float(hold.median()), max=float(hold.max())))
 
-# %% ../nbs/44_packs.ipynb #c013
+# %% ../nbs/44_packs.ipynb #c015
 METRIC_KEYS = ("n", "accuracy", "f1_macro", "log_loss", "brier", "auc", "directional_auc")
 
 def load_run_report(exchange: str, run_id: str, run_cfg: RunConfig, name: str = "training_report.json") -> dict:
@@ -146,7 +164,7 @@ def cv_tables(report: dict) -> dict:
     summary = pd.DataFrame([{"model": name, **{k: m.get(k) for k in (keys if "calibrated" in hold else ("n", "rmse", "mae", "r2"))}} for name, m in rows])
     return dict(folds=folds, regimes=regimes, summary=summary)
 
-# %% ../nbs/44_packs.ipynb #c014
+# %% ../nbs/44_packs.ipynb #c016
 def confusion_figure(report: dict):
     "Heat-map of the holdout confusion matrix (rows: true class, columns: predicted)."
     import plotly.graph_objects as go
@@ -175,7 +193,7 @@ def shap_figure(report: dict, top: int = 12):
     fig.update_layout(title="Top drivers (mean |SHAP|, holdout rows) per model", barmode="group", height=120 + 30 * top * max(1, len(report["shap_mean_abs"])) // 2)
     return fig
 
-# %% ../nbs/44_packs.ipynb #c017
+# %% ../nbs/44_packs.ipynb #c019
 def template_path() -> Path:
     "The approval-pack template shipped inside the package."
     import oi_ml
@@ -207,13 +225,31 @@ def render_pack(exchange: str, label: str, parameters: dict, run_cfg: RunConfig 
     os.replace(tmp, executed)
     return render_html(executed, out_dir / "approval_pack.html")
 
-# %% ../nbs/44_packs.ipynb #c019
+# %% ../nbs/44_packs.ipynb #c021
+def _alert(text: str, colour: str = "#b00020", font_px: int = 18) -> str:
+    "A loud coloured block with escaped `text`."
+    return (f'<div style="background:{colour};color:white;padding:14px;font-size:{font_px}px;font-weight:bold;border-radius:4px;'
+            f'margin:8px 0">{html.escape(text)}</div>')
+
 def decision_banner(gate: dict) -> str:
     "Large PASS/FAIL banner with the failed criteria."
     ok = gate["decision"] == "PASS"
-    text = "GATE PASS — all criteria met" if ok else "GATE FAIL — " + ", ".join(gate["failed"])
-    return (f'<div style="background:{"#1b5e20" if ok else "#b00020"};color:white;padding:14px;font-size:20px;font-weight:bold;'
-            f'border-radius:4px;margin:8px 0">{html.escape(text)}</div>')
+    return _alert("GATE PASS — all criteria met" if ok else "GATE FAIL — " + ", ".join(gate["failed"]), "#1b5e20" if ok else "#b00020", 20)
+
+def baseline_notice(baseline_version: str,  # baseline the pack was rendered for; "" = none given
+                    gate: dict | None,      # the candidate's gate report; None when there is none
+                    ) -> str:
+    "HTML naming the baseline the pack was rendered for; a red warning when the gate report compared against another one."
+    asked, compared = (baseline_version or "").strip(), (gate or {}).get("baseline") or ""
+    if asked and gate is None:
+        return _alert(f"BASELINE NOT CHECKED — this pack was rendered for baseline {asked}, but the candidate has no gate "
+                      f"report: nothing in this pack compares the candidate with {asked}.")
+    if asked and asked != compared:
+        return _alert(f"BASELINE MISMATCH — this pack was rendered for baseline {asked}, but the gate report compared the "
+                      f"candidate against {compared or 'no baseline (absolute criteria)'}. Do not sign this pack: re-run the "
+                      f"gate against {asked}, or re-render the pack for the gate's baseline.")
+    return (f"<p>Baseline this pack was rendered for: <b>{html.escape(asked or 'none given')}</b>; baseline of the gate "
+            f"report: <b>{html.escape(compared or 'none (absolute criteria)')}</b>.</p>")
 
 def gate_table(gate: dict) -> pd.DataFrame:
     "Criteria with candidate value, threshold, rule, PASS/FAIL and notes."
@@ -231,7 +267,7 @@ def candidate_vs_production(gate: dict, keys=("n_trades", "sharpe_net", "sortino
         rows[k] = {n: v["probabilities"]["model"].get(k) for n, v in cols.items()}
     return pd.DataFrame(rows).T.rename_axis("metric").reset_index()
 
-# %% ../nbs/44_packs.ipynb #c020
+# %% ../nbs/44_packs.ipynb #c023
 def equity_figure(equity: pd.DataFrame, title: str, account_size: float):
     "Gross and net equity with the net drawdown shaded below the running peak."
     import plotly.graph_objects as go
@@ -256,22 +292,64 @@ def sortable_table(frame: pd.DataFrame, table_id: str, max_rows: int = 500) -> s
     note = f"<p>Showing {min(len(frame), max_rows)} of {len(frame)} trades.</p>" if len(frame) > max_rows else ""
     return note + body + script
 
-# %% ../nbs/44_packs.ipynb #c021
-def metrics_with_ci(trades: pd.DataFrame, equity: pd.DataFrame, periods_per_year: float, seed: int = 0) -> pd.DataFrame:
+# %% ../nbs/44_packs.ipynb #c025
+def backtest_periods_per_year(summary: dict) -> float:
+    "Bars per year the backtest engine annualised with: the saved `periods_per_year` metric, else that of the saved config."
+    from oi_ml.backtest import BacktestConfig, periods_per_year
+    saved = (summary.get("metrics") or {}).get("periods_per_year")
+    return float(saved) if saved else periods_per_year(BacktestConfig(**summary["config"]))
+
+def backtest_setup(config: dict,              # saved BacktestConfig as a dict
+                   periods_per_year: float,   # bars per year, see `backtest_periods_per_year`
+                   data_bar_minutes: int | None,  # bar length measured from the dataset (`bar_minutes_of`)
+                   ) -> str:
+    "Markdown stating the saved backtest settings and annualisation; a warning when the data's bars are not the config's."
+    tp, sl = config.get("take_profit_mult"), config.get("stop_loss_mult")
+    text = (f"Backtest settings (saved config): fills at the {config['fill'].replace('_', ' ')} of the bar after the signal; "
+            f"holding period {config['holding_period_minutes']} minutes; take-profit {tp if tp is not None else 'off'} and stop "
+            f"{sl if sl is not None else 'off'} × volatility; costs {config['transaction_cost_bps'] + config['slippage_bps']:g} bps a leg; "
+            f"minimum confidence {config['min_confidence']:g}. Sharpe ratios are annualised with **{periods_per_year:,.0f} bars a year** "
+            f"(the backtest engine's figure, {config['bar_minutes']}-minute bars).")
+    if data_bar_minutes is not None and data_bar_minutes != config["bar_minutes"]:
+        text += (f"\n\n**Warning: the dataset's bars are {data_bar_minutes} minutes long but the backtest ran with "
+                 f"bar_minutes={config['bar_minutes']}**: its holding period, cooldown and annualisation assume "
+                 f"{config['bar_minutes']}-minute bars.")
+    return text
+
+def metrics_with_ci(trades: pd.DataFrame, equity: pd.DataFrame,
+                    periods_per_year: float,  # bars per year, the backtest engine's figure
+                    block_bars: float,        # mean block length of the Sharpe bootstrap in bars (one session)
+                    seed: int = 0) -> pd.DataFrame:
     "Net Sharpe (per-bar returns, block bootstrap) and profit factor (per-trade bootstrap) with 95 % intervals."
     from oi_ml.metrics import profit_factor_ci, sharpe_ci
     r = equity.equity_net.pct_change().dropna().to_numpy()
     rows = []
     if len(r) > 10:
-        ci = sharpe_ci(r, periods_per_year, n_boot=500, block=375, seed=seed)
+        ci = sharpe_ci(r, periods_per_year, n_boot=500, block=block_bars, seed=seed)
         rows.append(dict(metric="Sharpe (net, annualised)", estimate=ci.estimate, lower_95=ci.lower, upper_95=ci.upper))
     if len(trades) > 2:
         ci = profit_factor_ci(trades.net_pnl.to_numpy(), n_boot=1000, seed=seed)
         rows.append(dict(metric="profit factor (net)", estimate=ci.estimate, lower_95=ci.lower, upper_95=ci.upper))
     return pd.DataFrame(rows, columns=["metric", "estimate", "lower_95", "upper_95"])
 
+# %% ../nbs/44_packs.ipynb #c028
+SIGNAL_VOLATILITY_BARS = 14  # bars; the ATR window of the `volatility` column `gate.signals_for` gives the backtest
+
+def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, high, low, close)
+                     trades: pd.DataFrame,  # backtest trades; `timestamp` is the signal bar
+                     window: int = SIGNAL_VOLATILITY_BARS,  # bars
+                     ) -> pd.Series:
+    "ATR/close at each trade's signal bar, computed from the dataset as the backtest's signal frame computes it (NaN if absent)."
+    from oi_ml.labels import atr_volatility
+    bars = frame.sort_values(["timestamp", "symbol"], kind="mergesort")
+    repeated = bars.timestamp.duplicated()
+    if repeated.any():
+        raise ValueError(f"frame: {int(repeated.sum())} rows repeat a timestamp (first {bars.timestamp[repeated].iloc[0]}); one bar per timestamp is needed")
+    vol = pd.Series(atr_volatility(bars.high, bars.low, bars.close, window), index=pd.DatetimeIndex(bars.timestamp))
+    return pd.Series(vol.reindex(pd.DatetimeIndex(trades.timestamp)).to_numpy(), index=trades.index, name="volatility")
+
 def performance_breakdowns(trades: pd.DataFrame, volatility: pd.Series | None = None) -> dict:
-    "Trade metrics by regime, by IST month and by volatility bucket at entry (when given)."
+    "Trade metrics by regime, by IST month and by volatility bucket at the signal bar (when given), with each bucket's range."
     from oi_ml.metrics import metrics_by, trade_month, volatility_bucket
     keep = ["n_trades", "total_pnl_net", "profit_factor_net", "hit_rate_net", "expectancy_net"]
     out = {}
@@ -279,7 +357,9 @@ def performance_breakdowns(trades: pd.DataFrame, volatility: pd.Series | None = 
     if "regime" in trades and trades.regime.notna().any(): out["regime"] = metrics_by(trades, trades.regime.astype(str))[keep]
     out["month"] = metrics_by(trades, trade_month(trades.entry_time).to_numpy())[keep]
     if volatility is not None and volatility.nunique() >= 3:
-        out["volatility bucket"] = metrics_by(trades, volatility_bucket(volatility.to_numpy()).to_numpy())[keep]
+        bucket = volatility_bucket(volatility.to_numpy()).to_numpy()
+        span = pd.DataFrame({"bucket": bucket, "v": volatility.to_numpy()}).groupby("bucket").v.agg(volatility_min="min", volatility_max="max")
+        out["volatility bucket"] = metrics_by(trades, bucket)[keep].join(span)
     return out
 
 def benchmark_frame(windows: dict, keys=("n_trades", "return_net", "sharpe_net", "max_drawdown_net", "profit_factor_net", "hit_rate_net")) -> pd.DataFrame:
@@ -297,14 +377,14 @@ def sensitivity_figure(records: list[dict], metric: str = "sharpe_net"):
                       yaxis_title="min confidence", height=380)
     return fig
 
-# %% ../nbs/44_packs.ipynb #c022
+# %% ../nbs/44_packs.ipynb #c030
 def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd.DataFrame:
     "Drawdown against account size, exposure and the limits the strategy ran under."
     from oi_ml.metrics import max_drawdown
     dd = max_drawdown(equity.equity_net.to_numpy()) if len(equity) > 1 else None
     worst = float(trades.net_pnl.min()) if len(trades) else float("nan")
     items = {"account size (₹)": config["account_size"], "max drawdown (net, ₹)": (dd.max_drawdown * equity.equity_net.iloc[dd.peak]) if dd else float("nan"),
-             "max drawdown (net, % of peak)": dd.max_drawdown if dd else float("nan"), "worst trade (₹)": worst,
+             "max drawdown (net, % of peak)": 100.0 * dd.max_drawdown if dd else float("nan"), "worst trade (₹)": worst,
              "largest position (lots)": int(trades.lots.max()) if len(trades) else 0,
              "largest risk fraction": float(trades.risk_fraction.max()) if len(trades) else 0.0,
              "time in market (share of bars)": float(((trades.holding_bars.sum() / max(len(equity), 1)) if len(trades) else 0.0)),
@@ -314,11 +394,13 @@ def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd
     return pd.DataFrame({"item": list(items), "value": [f"{v:,.4g}" if isinstance(v, float) else str(v) for v in items.values()]})
 
 def monitoring_baseline(manifest: dict, top: int = 15) -> pd.DataFrame:
-    "What the monitor will compare live data against: approval metrics and each feature's training deciles."
+    "What the monitor will compare live data against: approval metrics and the first `top` features' training decile edges."
     rows = [dict(item=f"approval {k}", value=f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in manifest["metrics_summary"].items()]
     for name, d in list(manifest["feature_distribution"].items())[:top]:
         edges = d["edges"]
-        rows.append(dict(item=f"feature {name} deciles", value=", ".join(f"{e:.4g}" for e in edges[:: max(1, len(edges) // 4)])))
+        shown = edges[:: max(1, len(edges) // 4)]
+        rows.append(dict(item=f"feature {name}: {len(shown)} of {len(edges)} training decile edges",
+                         value=", ".join(f"{e:.4g}" for e in shown)))
     return pd.DataFrame(rows)
 
 def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig) -> str:
@@ -335,7 +417,7 @@ def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig) -> str:
             f"{html.escape(candidate_run)} --reviewer NAME --decision approved --constraints \"...\"</code></p>"
             + (f"<p>Recorded sign-offs:</p><ul>{recorded}</ul>" if recorded else "<p>No sign-off recorded yet.</p>"))
 
-# %% ../nbs/44_packs.ipynb #c024
+# %% ../nbs/44_packs.ipynb #c033
 def pack_entries(reports_dir: str | Path) -> pd.DataFrame:
     "One row per rendered pack: exchange, label, decision (from the executed notebook's gate report), path, rendered time."
     rows = []
@@ -369,7 +451,7 @@ def render_index(run_cfg: RunConfig | None = None) -> Path:
     tmp = reports_dir / ".index.html.tmp"; tmp.write_text(page, encoding="utf-8"); os.replace(tmp, reports_dir / "index.html")
     return reports_dir / "index.html"
 
-# %% ../nbs/44_packs.ipynb #c026
+# %% ../nbs/44_packs.ipynb #c035
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars")
 

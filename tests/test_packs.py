@@ -1,0 +1,280 @@
+"""Approval-pack building blocks checked against hand-computed values, and the template rendered with papermill on tiny
+simulated runs: the baseline it was rendered for (warning when the gate compared against another), the backtest
+engine's annualisation read from the saved summary, expected bars per session from the session and bar lengths, the
+drawdown in percent, and the volatility-bucket breakdown."""
+import dataclasses
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from oi_ml import packs
+from oi_ml.backtest import BacktestConfig
+from oi_ml.config import IST, RunConfig
+
+from conftest import TINY_TRAIN
+
+
+# ---------------------------------------------------------------- 1: the baseline the pack was rendered for
+GATE = {"baseline": "v-0003",
+        "candidate": {"backtest": {"n_trades": 12, "sharpe_net": 1.5, "max_drawdown_net": 0.04},
+                      "probabilities": {"model": {"brier": 0.20, "log_loss": 0.60, "directional_auc": 0.55}}},
+        "production": {"backtest": {"n_trades": 9, "sharpe_net": 0.5, "max_drawdown_net": 0.06},
+                       "probabilities": {"model": {"brier": 0.25, "log_loss": 0.70, "directional_auc": 0.52}}}}
+
+
+def test_baseline_notice_names_the_baseline_and_warns_on_a_mismatch():
+    same = packs.baseline_notice("v-0003", GATE)
+    assert "MISMATCH" not in same and "<b>v-0003</b>" in same
+    other = packs.baseline_notice("v-0007", GATE)
+    assert "BASELINE MISMATCH" in other and "v-0007" in other and "v-0003" in other and "Do not sign" in other
+    assert "no baseline (absolute criteria)" in packs.baseline_notice("v-0007", {**GATE, "baseline": None})
+    assert "MISMATCH" not in packs.baseline_notice("", GATE)          # none asked for: nothing to contradict
+    assert "BASELINE NOT CHECKED" in packs.baseline_notice("v-0007", None)
+    assert "&lt;script&gt;" in packs.baseline_notice("<script>", GATE)  # ids are escaped
+
+
+# ---------------------------------------------------------------- 2: the engine's annualisation
+def test_periods_per_year_come_from_the_saved_backtest():
+    cfg = dataclasses.asdict(BacktestConfig(exchange="BSE", bar_minutes=5, holding_period_minutes=15))
+    assert packs.backtest_periods_per_year({"config": cfg, "metrics": {"periods_per_year": 1234.0}}) == 1234.0
+    assert packs.backtest_periods_per_year({"config": cfg, "metrics": {}}) == 252 * 375 / 5      # 18,900
+    assert packs.backtest_periods_per_year({"config": {**cfg, "periods_per_year": 500.0}}) == 500.0
+    text = packs.backtest_setup(cfg, 18900.0, 5)
+    assert "**18,900 bars a year**" in text and "Warning" not in text and "holding period 15 minutes" in text
+    assert "bars are 1 minutes long but the backtest ran with bar_minutes=5" in packs.backtest_setup(cfg, 18900.0, 1)
+
+
+# ---------------------------------------------------------------- 3: expected bars per session
+def _session(bar_minutes, day="2025-08-04"):
+    n = 375 // bar_minutes
+    return pd.DataFrame({"timestamp": pd.date_range(f"{day} 09:15", periods=n, freq=f"{bar_minutes}min", tz=IST).tz_convert("UTC")})
+
+
+@pytest.mark.parametrize("bar_minutes, expected", [(1, 375), (5, 75), (15, 25), (25, 15)])
+def test_a_complete_session_is_complete_whatever_the_bar_length(bar_minutes, expected):
+    frame = pd.concat([_session(bar_minutes), _session(bar_minutes, "2025-08-05")], ignore_index=True)
+    assert packs.bar_minutes_of(frame) == bar_minutes
+    assert packs.session_bars("NSE", bar_minutes) == packs.session_bars("BSE", bar_minutes) == expected
+    cov = packs.daily_coverage(frame, packs.session_bars("NSE", packs.bar_minutes_of(frame)))
+    assert cov.bars.tolist() == cov.expected.tolist() == [expected] * 2 and cov.missing.tolist() == [0, 0]
+
+
+def test_missing_bars_are_counted_in_bars_of_the_data():
+    frame = _session(15).drop(index=[4, 5]).sample(frac=1, random_state=0)   # shuffled, 10:15 and 10:30 missing
+    assert packs.bar_minutes_of(frame) == 15
+    cov = packs.daily_coverage(frame, 25)
+    assert cov[["bars", "expected", "missing", "longest_gap_minutes"]].values.tolist() == [[23, 25, 2, 45.0]]
+    assert packs.session_bars("NSE", 10) == 37 and packs.bar_minutes_of(frame.iloc[:1]) is None
+    with pytest.raises(ValueError, match="bar_minutes"):
+        packs.session_bars("NSE", 0)
+
+
+# ---------------------------------------------------------------- 4 and 6: risk profile and the other builders
+def test_risk_profile_values():
+    # equity 1,000 -> 1,200 -> 900 -> 1,100: worst fall 1,200 -> 900 = 300 rupees = 25 % of the peak
+    equity = pd.DataFrame({"equity_net": [1000.0, 1200.0, 900.0, 1100.0, 1150.0]})
+    trades = pd.DataFrame({"net_pnl": [-300.0, 250.0], "lots": [3, 1], "risk_fraction": [0.015, 0.005], "holding_bars": [1, 1]})
+    config = dict(account_size=1000.0, sizing="kelly", max_risk_per_trade=0.02, margin_per_lot=50.0, max_open_positions=2,
+                  cooldown_minutes=5.0, transaction_cost_bps=1.0, slippage_bps=0.5)
+    rp = packs.risk_profile(trades, equity, config).set_index("item").value
+    assert rp["max drawdown (net, % of peak)"] == "25"
+    assert rp["max drawdown (net, ₹)"] == "300"
+    assert rp["worst trade (₹)"] == "-300" and rp["largest position (lots)"] == "3" and rp["largest risk fraction"] == "0.015"
+    assert rp["time in market (share of bars)"] == "0.4" and rp["costs (bps per leg)"] == "1.5"
+    assert rp["sizing"] == "kelly" and rp["max open positions"] == "2" and rp["cooldown (minutes)"] == "5"
+
+
+def test_metrics_with_ci_values():
+    r = np.array([0.004, -0.002, 0.003, 0.001, -0.004, 0.006, 0.0, 0.002, -0.001, 0.005, 0.001, -0.003, 0.002])
+    equity = pd.DataFrame({"equity_net": 1e6 * np.cumprod(np.r_[1.0, 1 + r])})
+    trades = pd.DataFrame({"net_pnl": [300.0, -100.0, -50.0, 150.0]})         # gains 450 / losses 150 = 3
+    ci = packs.metrics_with_ci(trades, equity, periods_per_year=2500.0, block_bars=4).set_index("metric")
+    sharpe = sum(r) / len(r) / math.sqrt(sum((x - sum(r) / len(r)) ** 2 for x in r) / (len(r) - 1)) * 50.0
+    assert ci.loc["Sharpe (net, annualised)", "estimate"] == pytest.approx(sharpe, rel=1e-9)
+    assert ci.loc["profit factor (net)", "estimate"] == pytest.approx(3.0, rel=1e-12)
+    assert (ci.lower_95 <= ci.estimate).all() and (ci.estimate <= ci.upper_95).all()
+    with pytest.raises(ValueError, match="block must be >= 1"):
+        packs.metrics_with_ci(trades, equity, 2500.0, block_bars=0.5)
+    short = packs.metrics_with_ci(trades.head(2), equity.head(5), 2500.0, 4)  # too few returns and trades: no rows
+    assert short.empty and short.columns.tolist() == ["metric", "estimate", "lower_95", "upper_95"]
+
+
+def test_candidate_vs_production_values():
+    t = packs.candidate_vs_production(GATE).set_index("metric")
+    assert t.columns.tolist() == ["candidate", "production"]
+    assert t.loc["n_trades"].tolist() == [12, 9] and t.loc["max_drawdown_net"].tolist() == [0.04, 0.06]
+    assert t.loc["brier"].tolist() == [0.20, 0.25] and t.loc["log_loss"].tolist() == [0.60, 0.70]
+    assert t.loc["sortino_net"].isna().all()
+    assert t.index.tolist()[-3:] == ["brier", "log_loss", "directional_auc"]
+    alone = packs.candidate_vs_production({**GATE, "production": None}, keys=("sharpe_net",))
+    assert alone.values.tolist() == [["sharpe_net", 1.5], ["brier", 0.20], ["log_loss", 0.60], ["directional_auc", 0.55]]
+
+
+def test_benchmark_frame_values():
+    windows = {"in_sample": {"start": "2025-08-01", "benchmarks": {"ml_signal": {"n_trades": 40, "return_net": 0.012},
+                                                                   "buy_and_hold": {"n_trades": 1, "return_net": 0.03, "sharpe_net": 2.0}}},
+               "out_of_sample": {"benchmarks": {"ml_signal": {"n_trades": 7, "return_net": -0.002, "hit_rate_net": 0.43}}}}
+    b = packs.benchmark_frame(windows)
+    assert b.columns.tolist() == ["window", "strategy", "n_trades", "return_net", "sharpe_net", "max_drawdown_net",
+                                  "profit_factor_net", "hit_rate_net"]
+    assert b[["window", "strategy", "n_trades", "return_net"]].values.tolist() == [
+        ["in_sample", "ml_signal", 40, 0.012], ["in_sample", "buy_and_hold", 1, 0.03], ["out_of_sample", "ml_signal", 7, -0.002]]
+    assert b.sharpe_net.tolist()[1] == 2.0 and b.hit_rate_net.tolist()[2] == 0.43 and b.sharpe_net.isna().sum() == 2
+
+
+def test_monitoring_baseline_values():
+    manifest = {"metrics_summary": {"brier": 0.456789, "n_holdout": 409, "family": "lightgbm"},
+                "feature_distribution": {"rsi_14": {"edges": [10.0, 20, 30, 40, 50, 60, 70, 80, 90]},
+                                         "pcr": {"edges": [0.71234, 0.9, 1.1]}, "extra": {"edges": [1.0]}}}
+    m = packs.monitoring_baseline(manifest, top=2)
+    assert m.values.tolist() == [["approval brier", "0.4568"], ["approval n_holdout", "409"], ["approval family", "lightgbm"],
+                                 ["feature rsi_14: 5 of 9 training decile edges", "10, 30, 50, 70, 90"],
+                                 ["feature pcr: 3 of 3 training decile edges", "0.7123, 0.9, 1.1"]]
+
+
+# ---------------------------------------------------------------- 5: volatility at the signal bar
+def _wilder_atr_over_close(high, low, close, window):
+    "Reference: true range with the previous close (none on the first bar), Wilder smoothing from the first bar, NaN warm-up."
+    out, atr = [], None
+    for i, (h, lo, c) in enumerate(zip(high, low, close)):
+        tr = h - lo if i == 0 else max(h - lo, abs(h - close[i - 1]), abs(lo - close[i - 1]))
+        atr = tr if atr is None else atr * (window - 1) / window + tr / window
+        out.append(atr / c if i >= window - 1 else float("nan"))
+    return out
+
+
+def test_trade_volatility_is_atr_over_close_at_the_signal_bar():
+    rng = np.random.default_rng(3)
+    close = 25_000 * np.exp(np.cumsum(rng.normal(0, 5e-4, 60)))
+    high, low = close * (1 + rng.uniform(0, 1e-3, 60)), close * (1 - rng.uniform(0, 1e-3, 60))
+    ts = pd.date_range("2025-08-04 03:45", periods=60, freq="1min", tz="UTC")
+    frame = pd.DataFrame({"timestamp": ts, "symbol": "NIFTY", "high": high, "low": low, "close": close}).sample(frac=1, random_state=1)
+    ref = _wilder_atr_over_close(high, low, close, 14)
+    trades = pd.DataFrame({"timestamp": [ts[40], ts[13], ts[59], ts[5], ts[0] - pd.Timedelta("1min")]}, index=[7, 3, 9, 1, 2])
+    vol = packs.trade_volatility(frame, trades)
+    assert vol.index.tolist() == [7, 3, 9, 1, 2]
+    np.testing.assert_allclose(vol.iloc[:3].to_numpy(), [ref[40], ref[13], ref[59]], rtol=1e-12)
+    assert vol.iloc[3:].isna().all()                                  # inside the 14-bar warm-up; not a bar of the data
+    with pytest.raises(ValueError, match="repeat a timestamp"):
+        packs.trade_volatility(pd.concat([frame, frame.head(1)]), trades)
+
+
+def test_performance_breakdowns_by_volatility_bucket():
+    entry = pd.date_range("2025-08-04 04:00", periods=9, freq="h", tz="UTC")
+    trades = pd.DataFrame({"entry_time": entry, "exit_time": entry + pd.Timedelta("15min"), "net_pnl": [5.0, -3, 8, 1, -6, 2, -4, 7, 3],
+                           "regime": ["bull", "bear", "bull", "bull", "bear", "bull", "bear", "bull", "bull"]})
+    trades = trades.assign(gross_pnl=trades.net_pnl + 1, costs=1.0, notional=1e5)
+    vol = pd.Series([0.9, 0.1, 0.5, 0.2, 0.8, 0.4, 0.3, 0.7, 0.6], index=trades.index)   # terciles: .1-.3 | .4-.6 | .7-.9
+    out = packs.performance_breakdowns(trades, vol)
+    assert list(out) == ["regime", "month", "volatility bucket"]
+    vb = out["volatility bucket"]
+    assert vb.index.tolist() == ["vol_q1", "vol_q2", "vol_q3"] and vb.n_trades.tolist() == [3, 3, 3]
+    assert vb.total_pnl_net.tolist() == [-3 + 1 - 4, 8 + 2 + 3, 5 - 6 + 7]
+    assert vb.volatility_min.tolist() == [0.1, 0.4, 0.7] and vb.volatility_max.tolist() == [0.3, 0.6, 0.9]
+    assert "volatility bucket" not in packs.performance_breakdowns(trades)
+    assert "volatility bucket" not in packs.performance_breakdowns(trades, pd.Series([0.1, 0.2] * 4 + [0.1]))
+
+
+# ---------------------------------------------------------------- rendered packs (papermill)
+def _outputs(executed: Path) -> str:
+    "Markdown, HTML and text outputs of an executed notebook, plotly charts left out."
+    nb, parts = nbformat.read(executed, as_version=4), []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            data = o.get("data", {})
+            text = data.get("text/markdown") or data.get("text/html") or o.get("text") or ""
+            if "plotly" not in text[:3000]: parts.append(text)
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory):
+    "A tiny NSE market, retrained once (dataset, model, backtests, gate, pack); returns (run config, pipeline output)."
+    from oi_ml.pipeline import RetrainConfig, run_retrain
+    from oi_ml.simulate import simulate_market
+    from oi_ml.store import connect
+    root = tmp_path_factory.mktemp("packs")
+    cfg = RunConfig(data_dir=str(root / "data"), reports_dir=str(root / "reports"))
+    with connect(cfg) as con:
+        simulate_market(con, "NSE", "2025-08-01", n_days=6, seed=0, run_cfg=cfg)
+    return cfg, run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
+
+
+@pytest.mark.slow
+def test_trade_volatility_equals_the_signal_frame_the_backtest_traded(retrained):
+    from oi_ml.datasets import load_dataset
+    from oi_ml.gate import signals_for
+    from oi_ml.train import load_bundle
+    cfg, out = retrained
+    run_dir = Path(cfg.models_dir) / "NSE" / out["candidate_run"]
+    raw, _ = load_dataset("NSE", out["dataset_version"], cfg)
+    signals = signals_for(load_bundle(run_dir), raw)
+    trades = pd.read_parquet(run_dir / "reports" / "trades_in_sample.parquet")
+    assert len(trades) > 10
+    expected = signals.set_index("timestamp").volatility.reindex(pd.DatetimeIndex(trades.timestamp)).to_numpy()
+    np.testing.assert_array_equal(packs.trade_volatility(raw, trades).to_numpy(), expected)
+
+
+@pytest.mark.slow
+def test_candidate_pack_baseline_annualisation_drawdown_and_volatility(retrained, tmp_path):
+    src_cfg, out = retrained
+    cfg = RunConfig(data_dir=str(tmp_path / "data"), reports_dir=str(tmp_path / "reports"))
+    for sub in ("datasets", "models"): shutil.copytree(Path(src_cfg.data_dir) / sub, Path(cfg.data_dir) / sub)
+    run = out["candidate_run"]
+    reports = Path(cfg.models_dir) / "NSE" / run / "reports"
+    gate = json.loads((reports / "gate_report.json").read_text())
+    assert gate["baseline"] is None                                   # no production model: absolute criteria
+    summary_path = reports / "backtest_summary.json"                  # the engine's figure, changed so the pack must read it
+    summary = json.loads(summary_path.read_text())
+    assert summary["metrics"]["periods_per_year"] == 252 * 375
+    summary["metrics"]["periods_per_year"] = 6300.0
+    summary_path.write_text(json.dumps(summary))
+    html = packs.render_pack("NSE", run, dict(dataset_version=out["dataset_version"], candidate_run=run, baseline_version="v-9999"), cfg)
+    text = _outputs(html.with_suffix(".ipynb"))
+    # 1: the baseline the pack was rendered for is shown, with the warning, in the executed notebook and the HTML
+    assert "BASELINE MISMATCH" in text and "rendered for baseline v-9999" in text and "BASELINE MISMATCH" in html.read_text()
+    # 2: Sharpe of the saved out-of-sample equity, annualised with the saved 6,300 bars a year
+    assert "**6,300 bars a year**" in text
+    r = pd.read_parquet(reports / "equity_out_of_sample.parquet").equity_net.pct_change().dropna().to_numpy()
+    shown = float(re.search(r"Sharpe \(net, annualised\)</td>\s*<td>([-0-9.]+)</td>", text).group(1))
+    assert shown == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(6300.0), abs=1e-4)
+    # 3: 1-minute bars of the 375-minute session
+    assert "**375 bars of 1 min**" in text and "All 6 trading days complete" in text
+    # 4: drawdown in percent of the peak
+    eq = pd.read_parquet(reports / "equity_out_of_sample.parquet").equity_net.to_numpy()
+    pct = 100 * float(np.max(1 - eq / np.maximum.accumulate(eq)))
+    assert re.search(r"max drawdown \(net, % of peak\)</td>\s*<td>([^<]+)</td>", text).group(1) == f"{pct:,.4g}"
+    # 5: trades per volatility tercile, volatility taken from the signal frame at each trade's signal bar
+    from oi_ml.datasets import load_dataset
+    from oi_ml.gate import signals_for
+    from oi_ml.train import load_bundle
+    raw, _ = load_dataset("NSE", out["dataset_version"], cfg)
+    trades = pd.read_parquet(reports / "trades_out_of_sample.parquet")
+    vol = signals_for(load_bundle(reports.parent), raw).set_index("timestamp").volatility
+    buckets = pd.qcut(vol.reindex(pd.DatetimeIndex(trades.timestamp)).to_numpy(), 3, labels=["vol_q1", "vol_q2", "vol_q3"])
+    expected = pd.Series(buckets).value_counts().sort_index()
+    assert "Out-of-sample performance by volatility bucket" in text
+    for bucket, n in expected.items():
+        assert re.search(rf"<th>{bucket}</th>\s*<td>{n}</td>", text), (bucket, n)
+
+
+@pytest.mark.slow
+def test_fifteen_minute_data_pack_counts_25_bars_a_session(tmp_path):
+    from oi_ml.datasets import export_training_window
+    from oi_ml.simulate import simulate_market
+    from oi_ml.store import connect
+    cfg = RunConfig(data_dir=str(tmp_path / "data"), reports_dir=str(tmp_path / "reports"))
+    with connect(cfg) as con:
+        simulate_market(con, "NSE", "2025-08-01", n_days=2, freq="15min", run_cfg=cfg)
+        manifest = export_training_window(con, "NSE", run_cfg=cfg)
+    html = packs.render_pack("NSE", manifest["version"], {"dataset_version": manifest["version"]}, cfg)
+    text = _outputs(html.with_suffix(".ipynb"))
+    assert "**25 bars of 15 min**" in text and "All 2 trading days complete (50 bars)" in text
+    assert "BASELINE" not in text                                     # a data-only pack names no baseline
