@@ -17,7 +17,7 @@ from .automl import SUMMARY_FILE, bar_forward_returns, directional_score, rule_d
 from .backtest import BacktestConfig, run_backtest
 from .config import IST, RunConfig, config_to_dict
 from .datasets import load_dataset
-from .labels import LabelConfig, atr_volatility
+from .labels import SIGNAL_VOLATILITY_BARS, LabelConfig, atr_volatility
 from .metrics import (expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting,
                            sharpe_error_spread, sharpe_moments)
 from .registry import _check_run_horizon, check_horizon, current_version, label_horizon, registry_key, version_dir
@@ -59,7 +59,7 @@ def signals_for(bundle: ModelBundle, raw: pd.DataFrame) -> pd.DataFrame:
     "Backtest signal frame of a model on raw dataset rows: signal, confidence, regime, model version, volatility (ATR/close)."
     raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     scores = score_frame(bundle, raw)
-    scores["volatility"] = atr_volatility(raw.high.to_numpy(), raw.low.to_numpy(), raw.close.to_numpy(), 14)
+    scores["volatility"] = atr_volatility(raw.high.to_numpy(), raw.low.to_numpy(), raw.close.to_numpy(), SIGNAL_VOLATILITY_BARS)
     return scores
 
 def daily_returns(equity: pd.DataFrame, account_size: float) -> pd.Series:

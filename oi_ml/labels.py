@@ -17,13 +17,14 @@ from numba import njit, prange
 from .config import IST
 
 # %% auto #0
-__all__ = ['HIT_NONE', 'HIT_VERTICAL', 'HIT_PROFIT', 'HIT_STOP', 'HIT_SEGMENT_END', 'BARRIER_NAMES', 'TARGETS', 'LabelConfig',
-           'validate_label_config', 'check_bar_frame', 'segment_end_from_ids', 'session_ids', 'frame_segment_end',
-           'ewm_volatility', 'atr_volatility', 'label_volatility', 'TripleBarrierResult', 'triple_barrier_labels',
-           'end_times', 'triple_barrier_frame', 'define_triple_barrier_target', 'forward_end_index', 'forward_returns',
-           'forward_changes', 'triple_barrier_target', 'forward_return_target', 'oi_change_target', 'direction_target',
-           'realized_vol_target', 'range_breach_target', 'breakout_levels', 'breakout_day_target',
-           'breakout_direction_target', 'regime_target', 'make_target', 'label_names', 'labels_frame']
+__all__ = ['SIGNAL_VOLATILITY_BARS', 'HIT_NONE', 'HIT_VERTICAL', 'HIT_PROFIT', 'HIT_STOP', 'HIT_SEGMENT_END', 'BARRIER_NAMES',
+           'TARGETS', 'LabelConfig', 'validate_label_config', 'check_bar_frame', 'segment_end_from_ids', 'session_ids',
+           'frame_segment_end', 'ewm_volatility', 'atr_volatility', 'label_volatility', 'TripleBarrierResult',
+           'triple_barrier_labels', 'end_times', 'triple_barrier_frame', 'define_triple_barrier_target',
+           'forward_end_index', 'forward_returns', 'forward_changes', 'triple_barrier_target', 'forward_return_target',
+           'oi_change_target', 'direction_target', 'realized_vol_target', 'range_breach_target', 'breakout_levels',
+           'breakout_day_target', 'breakout_direction_target', 'regime_target', 'make_target', 'label_names',
+           'labels_frame']
 
 # %% ../nbs/12_labels.ipynb #c006
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ def ewm_volatility(close, span: int) -> np.ndarray:
     "EWM std of simple returns (span `span` bars, NaN until `span` returns exist), as a fraction of price."
     returns = pd.Series(np.asarray(close, dtype=np.float64)).pct_change()
     return returns.ewm(span=span, min_periods=span).std().to_numpy()
+
+SIGNAL_VOLATILITY_BARS = 14  # bars: ATR window of the signal-bar volatility the backtest sizes and sets barriers with
 
 def atr_volatility(high, low, close, window: int) -> np.ndarray:
     "Wilder ATR over `window` bars divided by the close, as a fraction of price."

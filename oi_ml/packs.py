@@ -19,14 +19,15 @@ import pandas as pd
 from .config import IST, RunConfig, get_exchange_config
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'SIGNAL_VOLATILITY_BARS', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary', 'validation_summary',
-           'session_bars', 'bar_minutes_of', 'daily_coverage', 'completeness_table', 'coverage_figure',
-           'market_overview_figure', 'feature_completeness', 'correlation_figure', 'label_summary', 'load_run_report',
-           'cv_tables', 'confusion_figure', 'reliability_figure', 'shap_figure', 'template_path', 'pack_kernel',
-           'render_html', 'render_pack', 'decision_banner', 'baseline_notice', 'gate_table', 'candidate_vs_production',
+__all__ = ['METRIC_KEYS', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary', 'validation_summary', 'session_bars',
+           'bar_minutes_of', 'daily_coverage', 'completeness_table', 'coverage_figure', 'market_overview_figure',
+           'feature_completeness', 'correlation_figure', 'label_summary', 'load_run_report', 'cv_tables',
+           'confusion_figure', 'reliability_figure', 'shap_figure', 'template_path', 'pack_kernel', 'render_html',
+           'render_pack', 'decision_banner', 'baseline_notice', 'gate_table', 'candidate_vs_production',
            'equity_figure', 'sortable_table', 'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci',
-           'trade_volatility', 'performance_breakdowns', 'benchmark_frame', 'sensitivity_figure', 'risk_profile',
-           'monitoring_baseline', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
+           'trade_volatility', 'performance_breakdowns', 'window_order', 'benchmark_frame', 'walk_forward_frame',
+           'sensitivity_figure', 'risk_profile', 'monitoring_baseline', 'signoff_block', 'pack_entries', 'render_index',
+           'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def source_banner(manifest: dict) -> str:
@@ -259,8 +260,9 @@ def gate_table(gate: dict) -> pd.DataFrame:
 
 def candidate_vs_production(gate: dict, keys=("n_trades", "sharpe_net", "sortino_net", "profit_factor_net", "max_drawdown_net",
                                                   "hit_rate_net", "return_net", "total_costs")) -> pd.DataFrame:
-    "Side-by-side out-of-sample backtest and probability metrics of candidate and production on the same window."
-    cols = {"candidate": gate["candidate"]}
+    """Side-by-side out-of-sample backtest and probability metrics of candidate and production on the same window: the
+    gate's comparison window, which is shorter than the holdout when production trained on part of it."""
+    cols = {"candidate": (gate.get("baseline_comparison") or {}).get("candidate") or gate["candidate"]}
     if gate.get("production"): cols["production"] = gate["production"]
     rows = {k: {n: v["backtest"].get(k) for n, v in cols.items()} for k in keys}
     for k in ("brier", "log_loss", "directional_auc"):
@@ -333,14 +335,13 @@ def metrics_with_ci(trades: pd.DataFrame, equity: pd.DataFrame,
     return pd.DataFrame(rows, columns=["metric", "estimate", "lower_95", "upper_95"])
 
 # %% ../nbs/44_packs.ipynb #c028
-SIGNAL_VOLATILITY_BARS = 14  # bars; the ATR window of the `volatility` column `gate.signals_for` gives the backtest
-
 def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, high, low, close)
                      trades: pd.DataFrame,  # backtest trades; `timestamp` is the signal bar
-                     window: int = SIGNAL_VOLATILITY_BARS,  # bars
+                     window: int | None = None,  # bars; None: labels.SIGNAL_VOLATILITY_BARS, the window `gate.signals_for` uses
                      ) -> pd.Series:
     "ATR/close at each trade's signal bar, computed from the dataset as the backtest's signal frame computes it (NaN if absent)."
-    from oi_ml.labels import atr_volatility
+    from oi_ml.labels import SIGNAL_VOLATILITY_BARS, atr_volatility
+    window = SIGNAL_VOLATILITY_BARS if window is None else window
     bars = frame.sort_values(["timestamp", "symbol"], kind="mergesort")
     repeated = bars.timestamp.duplicated()
     if repeated.any():
@@ -362,10 +363,23 @@ def performance_breakdowns(trades: pd.DataFrame, volatility: pd.Series | None = 
         out["volatility bucket"] = metrics_by(trades, bucket)[keep].join(span)
     return out
 
+def window_order(name: str) -> tuple:
+    "Sort key of a validation window name: in-sample, walk-forward 0, 1, ..., out-of-sample, then anything else."
+    if name.startswith("walk_forward_") and name.removeprefix("walk_forward_").isdigit(): return (1, int(name.removeprefix("walk_forward_")))
+    return ({"in_sample": 0, "out_of_sample": 2}.get(name, 3), 0)
+
 def benchmark_frame(windows: dict, keys=("n_trades", "return_net", "sharpe_net", "max_drawdown_net", "profit_factor_net", "hit_rate_net")) -> pd.DataFrame:
-    "Strategy vs buy-and-hold, always-flat and random-signal, per validation window."
-    rows = [dict(window=w, strategy=s, **{k: m.get(k) for k in keys}) for w, info in windows.items() for s, m in info["benchmarks"].items()]
-    return pd.DataFrame(rows)
+    "Strategy vs buy-and-hold, always-flat and random-signal, per validation window, in pipeline order."
+    rows = [dict(window=w, strategy=s, **{k: m.get(k) for k in keys}) for w in sorted(windows, key=window_order)
+            for s, m in windows[w]["benchmarks"].items()]
+    return pd.DataFrame(rows, columns=["window", "strategy", *keys])
+
+def walk_forward_frame(walk_forward: dict | None) -> pd.DataFrame:
+    "One row per walk-forward segment: its traded window, the sessions and rows its own model trained on, rounds, version."
+    rows = [dict(window=f"walk_forward_{s['segment']}", traded=" → ".join(s["window"]), trained_from=s["train_start"][:16],
+                 trained_to=s["train_end"][:16], training_rows=s["n_train_rows"], rounds=s["rounds"], model_version=s["model_version"])
+            for s in (walk_forward or {}).get("segments", [])]
+    return pd.DataFrame(rows, columns=["window", "traded", "trained_from", "trained_to", "training_rows", "rounds", "model_version"])
 
 def sensitivity_figure(records: list[dict], metric: str = "sharpe_net"):
     "Heat-map of `metric` by cost (bps) and confidence threshold from the saved sensitivity grid."

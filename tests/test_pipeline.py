@@ -109,6 +109,8 @@ def test_walk_forward_windows_are_traded_by_models_fit_only_before_them(tmp_path
         assert set(trades.model_version) <= {seg["model_version"]} and seg["model_version"] != out["candidate_run"]
     oos = pd.read_parquet(folder / "reports" / "trades_out_of_sample.parquet")
     assert set(oos.model_version) <= {out["candidate_run"]}
+    pack = Path(out["pack"]).read_text()                                 # the reviewer sees which model traded each window
+    assert "not by the candidate model" in pack and all(s["model_version"] in pack for s in segments)
 
 
 def test_a_failed_step_stops_the_run_and_leaves_the_registry(tmp_path, monkeypatch):
