@@ -41,7 +41,8 @@ def main():
             for strength in (2.0, 0.0):
                 rows.append(gate_of_market(Path(tmp), strength, seed))
                 r = rows[-1]
-                print(f"seed {seed}, strength {strength:g}: {r['decision']:4s} dsr {r['dsr']:.3f}, pbo {r['pbo']:.2f}, "
+                fmt = lambda v, spec: "n/a" if v is None else format(v, spec)
+                print(f"seed {seed}, strength {strength:g}: {r['decision']:4s} dsr {fmt(r['dsr'], '.3f')}, pbo {fmt(r['pbo'], '.2f')}, "
                       f"{r['n_trades']} trades, failed {r['failed']}", flush=True)
     planted = [r for r in rows if r["signal_strength"] > 0]
     null = [r for r in rows if r["signal_strength"] == 0]

@@ -163,7 +163,8 @@ def cmd_backtest(args, cfg: RunConfig) -> int:
     bundle = load_bundle(Path(cfg.models_dir) / args.exchange / args.run)
     raw, _ = load_dataset(args.exchange, bundle.manifest["dataset_version"], cfg)
     raw = raw.sort_values("timestamp", kind="mergesort").reset_index(drop=True)
-    bt = dataclasses.replace(default_backtest_config(args.exchange, dataclasses.asdict(train_config_of(bundle))), start=args.start, end=args.end)
+    bt = dataclasses.replace(default_backtest_config(args.exchange, dataclasses.asdict(train_config_of(bundle)), cfg.bar_minutes),
+                             start=args.start, end=args.end)
     result = run_backtest(raw[["timestamp", "open", "high", "low", "close"]], signals_for(bundle, raw), bt)
     paths = save_backtest(result, bundle.run_dir / "reports")
     m = result.metrics

@@ -46,15 +46,17 @@ class GateConfig:
     min_trades: int = 30               # out-of-sample round trips
     min_comparison_share: float = 0.5  # share of the holdout's bars after the baseline's training needed to compare with it
 
-def default_backtest_config(exchange: str, train_cfg: dict | None = None) -> BacktestConfig:
+def default_backtest_config(exchange: str, train_cfg: dict | None = None,
+                            bar_minutes: int = 1) -> BacktestConfig:   # minutes per bar of the data (RunConfig.bar_minutes)
     "The backtest every gate evaluation uses: label horizon and barriers, next-open fills, 1.5 bps a leg, ₹50 lakh, 0.1 % risk a trade."
     labels = (train_cfg or {}).get("labels", {})
     horizon, tp, sl = labels.get("horizon_bars", 15), labels.get("profit_mult", 1.5), labels.get("stop_mult", 1.5)
-    return BacktestConfig(exchange=exchange, holding_period_minutes=int(horizon), take_profit_mult=tp, stop_loss_mult=sl,
+    return BacktestConfig(exchange=exchange, bar_minutes=int(bar_minutes), holding_period_minutes=int(horizon) * int(bar_minutes),
+                          take_profit_mult=tp, stop_loss_mult=sl,
                           min_confidence=0.65, transaction_cost_bps=1.0, slippage_bps=0.5, payoff_ratio=tp / sl,
                           account_size=5_000_000.0, max_risk_per_trade=0.001)
 
-# %% ../nbs/41_gate.ipynb #c006
+# %% ../nbs/41_gate.ipynb #c007
 def signals_for(bundle: ModelBundle, raw: pd.DataFrame) -> pd.DataFrame:
     "Backtest signal frame of a model on raw dataset rows: signal, confidence, regime, model version, volatility (ATR/close)."
     raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
@@ -97,7 +99,7 @@ def trial_rule_returns(labels: LabelConfig, raw: pd.DataFrame, table: TrainingTa
     fwd = bar_forward_returns(raw, table, labels)[keep]
     return rule_daily_returns(directional_score(probs, table.classes), fwd, table.features.timestamp[keep], labels.horizon_bars)
 
-# %% ../nbs/41_gate.ipynb #c010
+# %% ../nbs/41_gate.ipynb #c011
 def load_trial_returns(automl_dir: str | Path | None) -> pd.DataFrame | None:
     "Long table of AutoML trial returns (trial_key, segment, day, return), or None when there is no AutoML run."
     if automl_dir is None: return None
@@ -172,7 +174,7 @@ def pbo(trials: pd.DataFrame | None) -> dict:
     if not per_segment: return dict(pbo=float("nan"), reason="no segment has 2 complete trials and 4 days")
     return dict(pbo=float(np.mean([p["pbo"] for p in per_segment])), per_segment=per_segment, reason="")
 
-# %% ../nbs/41_gate.ipynb #c015
+# %% ../nbs/41_gate.ipynb #c016
 def automl_provenance(automl_dir: str | Path) -> tuple[dict, dict]:
     "(manifest with every file's hash verified, summary) of an AutoML run folder."
     manifest = verify_run(automl_dir)
@@ -241,7 +243,7 @@ def check_automl_before_window(automl_run: str, summary: dict, trials: pd.DataFr
     return dict(last_row=last.isoformat(), last_row_label_end=None if label_end is None else label_end.isoformat(),
                 last_trial_day=names[-1] if names else None, n_trial_days=len(names), n_segments=len(segments))
 
-# %% ../nbs/41_gate.ipynb #c019
+# %% ../nbs/41_gate.ipynb #c020
 def evaluate_model(bundle: ModelBundle, tcfg: TrainConfig, raw: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
                    bt_cfg: BacktestConfig,
                    rule_returns: bool = False,                # also the AutoML trial rule's daily returns (the DSR's candidate series)
@@ -266,7 +268,7 @@ def _criterion(name: str, value, threshold, rule: str, passed: bool, note: str =
     ok = bool(passed) and value is not None and not (isinstance(value, float) and np.isnan(value))
     return dict(name=name, value=value, threshold=threshold, rule=rule, passed=ok, note=note)
 
-# %% ../nbs/41_gate.ipynb #c021
+# %% ../nbs/41_gate.ipynb #c022
 def baseline_label_end(table: TrainingTable, manifest: dict) -> pd.Timestamp | None:
     "End of the baseline's last training label: its rows up to `train_window[1]` whose labels end before its holdout start."
     ts, ends = table.features.timestamp, table.label_end_time
@@ -303,7 +305,7 @@ def comparison_window(base: ModelBundle, base_table: TrainingTable, bars: pd.Ser
     return baseline_window(bars, start, end, pd.Timestamp(base.manifest["train_window"][1]), baseline_label_end(base_table, base.manifest),
                            cfg.min_comparison_share)
 
-# %% ../nbs/41_gate.ipynb #c025
+# %% ../nbs/41_gate.ipynb #c026
 def _pct(x: float) -> str:
     "A fraction as the percent a rule text shows: 0.06 -> '6 %'."
     return f"{x * 100:.4g} %"
@@ -368,7 +370,7 @@ def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cf
             _criterion("pbo", pbo_result["pbo"], cfg.max_pbo, "<=", pbo_result["pbo"] <= cfg.max_pbo, pbo_result.get("reason", "")),
             _criterion("min_trades", int(m.get("n_trades", 0)), cfg.min_trades, ">=", m.get("n_trades", 0) >= cfg.min_trades)]
 
-# %% ../nbs/41_gate.ipynb #c028
+# %% ../nbs/41_gate.ipynb #c029
 def _baseline_dir(exchange: str, baseline: str | None, run_cfg: RunConfig,
                   horizon: str | None = None) -> tuple[Path | None, str | None]:
     "Folder and label of the baseline: the production version (of the exchange, or of its `horizon` key), a version id, a run id, or none."
@@ -424,7 +426,7 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     automl_check = None if provenance is None else dict(
         run_id=automl_run, dataset_version=provenance[0].get("dataset_version"), target=provenance[0].get("target"),
         **check_automl_before_window(automl_run, provenance[1], trials, start, cand_table, session_starts(raw.timestamp)))
-    bt_cfg = backtest_cfg or default_backtest_config(exchange, dataclasses.asdict(cand_tcfg))
+    bt_cfg = backtest_cfg or default_backtest_config(exchange, dataclasses.asdict(cand_tcfg), run_cfg.bar_minutes)
     c_eval = evaluate_model(cand, cand_tcfg, raw, start, end, bt_cfg, rule_returns=True, table=cand_table)
     base_dir, base_label = _baseline_dir(exchange, baseline, run_cfg, horizon)
     base = load_bundle(base_dir) if base_dir else None

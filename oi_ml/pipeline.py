@@ -249,7 +249,7 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict) -> dict:
         signals = signals_for(bundle, raw)
         bars = raw[["timestamp", "open", "high", "low", "close"]]
         tcfg = train_config_of(bundle)
-        bt_cfg = default_backtest_config(run.cfg.exchange, dataclasses.asdict(tcfg))
+        bt_cfg = default_backtest_config(run.cfg.exchange, dataclasses.asdict(tcfg), run.run_cfg.bar_minutes)
         in_sample, out_of_sample = session_windows(raw.timestamp, bundle.manifest["holdout_window"])
         wf_signals, segments, why_none = walk_forward_signals(raw, signals, tcfg, holdout_start_day(run, trained),
                                                               run.cfg.automl_window_days, run.cfg.automl_step_days, trained["run_id"])
