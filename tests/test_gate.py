@@ -19,7 +19,7 @@ from scipy import stats
 
 from oi_ml import gate as G
 from oi_ml.automl import bar_forward_returns, directional_score, rule_daily_returns
-from oi_ml.config import IST, RunConfig, config_to_dict
+from oi_ml.config import IST, RunConfig
 from oi_ml.datasets import export_training_window, load_dataset, sha256_file
 from oi_ml.metrics import expected_max_sharpe, probabilistic_sharpe_ratio
 from oi_ml.simulate import simulate_market
@@ -327,13 +327,19 @@ def alone(tiny_run):
     return G.evaluate_candidate("NSE", run_id, baseline=None, run_cfg=cfg, write=False)
 
 
-def test_production_is_compared_only_after_its_training(tiny_run, alone):
+def _gated_against_late_baseline(tiny_run, share: float, name: str):
+    "A copy of the candidate registered as a baseline trained `share` into the holdout, and the gate report against it."
     cfg, run_id, version = tiny_run
-    bundle, raw, start, end, table, train_end, label_end, own_start = _trained_into_holdout(cfg, run_id, version, 0.3)
-    copy_as_baseline(cfg, run_id, "run-late", train_window=[table.features.timestamp.iloc[0].isoformat(), train_end.isoformat()],
+    bundle, raw, start, end, table, train_end, label_end, own_start = _trained_into_holdout(cfg, run_id, version, share)
+    copy_as_baseline(cfg, run_id, name, train_window=[table.features.timestamp.iloc[0].isoformat(), train_end.isoformat()],
                      holdout_window=[own_start.isoformat(), end.isoformat()])
-    report = G.evaluate_candidate("NSE", run_id, baseline="run-late", run_cfg=cfg, write=False)
+    report = G.evaluate_candidate("NSE", run_id, baseline=name, run_cfg=cfg, write=False)
     bars = raw.timestamp[(raw.timestamp >= start) & (raw.timestamp <= end)]
+    return report, bundle, raw, end, train_end, label_end, bars
+
+
+def test_production_is_compared_only_after_its_training(tiny_run, alone):
+    report, bundle, raw, end, train_end, label_end, bars = _gated_against_late_baseline(tiny_run, 0.3, "run-late")
     fair = bars[bars > max(train_end, label_end)]
     cmp = report["baseline_comparison"]
     assert cmp["compared"] and not cmp["whole_holdout"] and cmp["window"] == dict(start=fair.iloc[0].isoformat(), end=end.isoformat())
@@ -355,12 +361,8 @@ def test_production_is_compared_only_after_its_training(tiny_run, alone):
 
 
 def test_production_trained_on_most_of_the_holdout_is_not_compared(tiny_run, alone):
-    cfg, run_id, version = tiny_run
-    bundle, raw, start, end, table, train_end, label_end, own_start = _trained_into_holdout(cfg, run_id, version, 0.8)
-    copy_as_baseline(cfg, run_id, "run-later", train_window=[table.features.timestamp.iloc[0].isoformat(), train_end.isoformat()],
-                     holdout_window=[own_start.isoformat(), end.isoformat()])
-    report = G.evaluate_candidate("NSE", run_id, baseline="run-later", run_cfg=cfg, write=False)
-    bars = raw.timestamp[(raw.timestamp >= start) & (raw.timestamp <= end)]
+    cfg, run_id, _ = tiny_run
+    report, _, _, _, train_end, label_end, bars = _gated_against_late_baseline(tiny_run, 0.8, "run-later")
     n_fair = int((bars > max(train_end, label_end)).sum())
     cmp = report["baseline_comparison"]
     assert not cmp["compared"] and cmp["window"] is None and report["production"] is None and report["baseline"] == "run-later"
