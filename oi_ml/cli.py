@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from .config import EXCHANGES, RunConfig, load_run_config
 from .datasets import (DatasetIntegrityError, export_training_window, latest_dataset_version, list_datasets, load_dataset,
                             verify_dataset, write_derived)
@@ -45,8 +47,16 @@ def apply_config_defaults(args: argparse.Namespace, cfg: RunConfig) -> argparse.
     return argparse.Namespace(**{**vars(args), **unset})
 
 # %% ../nbs/51_cli.ipynb #c008
+def _check_freq(freq: str, cfg: RunConfig) -> None:
+    "Refuse bars of another length than the config's `bar_minutes`: horizon keys, holding periods and annualisation read it."
+    minutes = pd.Timedelta(freq) / pd.Timedelta(minutes=1)
+    if minutes != cfg.bar_minutes:
+        raise ValueError(f"--freq {freq} makes {minutes:g}-minute bars but the config's bar_minutes is {cfg.bar_minutes}; "
+                         f"set bar_minutes = {minutes:g} in the --config file (or drop --freq)")
+
 def cmd_simulate(args, cfg: RunConfig) -> int:
-    "Simulate one exchange into the warehouse."
+    "Simulate one exchange into the warehouse (bars of the config's `bar_minutes`)."
+    _check_freq(args.freq, cfg)
     with connect(cfg) as con:
         summary = simulate_market(con, args.exchange, args.start or cfg.simulation.start, args.end, args.days, args.freq,
                                   args.seed, args.signal_strength, cfg, progress=True)

@@ -65,6 +65,16 @@ def test_simulate_bar_frequency_defaults_to_the_config_bar_minutes(tmp_path):
     assert len(bars(tmp_path / "a")) == 375 // 5   # 75 five-minute bars in the 375-minute session
 
 
+def test_simulate_refuses_bars_of_another_length_than_the_config(tmp_path, capsys):
+    "Horizon keys, holding periods and annualisation read bar_minutes: 5-minute bars under bar_minutes = 1 would be mislabelled."
+    assert cli.main(["--data-dir", str(tmp_path / "a"), "simulate", "--exchange", "NSE", "--days", "1", "--freq", "5min"]) == 1
+    err = capsys.readouterr().err
+    assert "--freq 5min makes 5-minute bars but the config's bar_minutes is 1; set bar_minutes = 5" in err, err
+    assert not (tmp_path / "a" / "warehouse.duckdb").exists()          # refused before the warehouse is touched
+    config = write_config(tmp_path / "c.toml", "bar_minutes = 5\n" + NARROW + "days = 1\n")
+    assert cli.main(["--data-dir", str(tmp_path / "b"), "--config", config, "simulate", "--exchange", "NSE", "--freq", "5min"]) == 0
+
+
 def test_without_a_config_file_the_dataclass_defaults_apply():
     "No --config: the simulate options resolve to RunConfig()'s values (the single source of the defaults)."
     args = cli.build_parser().parse_args(["simulate", "--exchange", "NSE"])
