@@ -19,11 +19,11 @@ import pandas as pd
 from .config import IST, RunConfig, get_exchange_config
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary', 'validation_summary', 'session_bars',
-           'bar_minutes_of', 'daily_coverage', 'completeness_table', 'coverage_figure', 'market_overview_figure',
-           'feature_completeness', 'correlation_figure', 'label_summary', 'load_run_report', 'cv_tables',
-           'confusion_figure', 'reliability_figure', 'shap_figure', 'template_path', 'pack_kernel', 'render_html',
-           'render_pack', 'decision_banner', 'baseline_notice', 'gate_table', 'candidate_vs_production',
+__all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary', 'validation_summary',
+           'session_bars', 'bar_minutes_of', 'daily_coverage', 'completeness_table', 'coverage_figure',
+           'market_overview_figure', 'feature_completeness', 'correlation_figure', 'label_summary', 'load_run_report',
+           'cv_tables', 'confusion_figure', 'reliability_figure', 'shap_figure', 'template_path', 'pack_kernel',
+           'render_html', 'render_pack', 'decision_banner', 'baseline_notice', 'gate_table', 'candidate_vs_production',
            'equity_figure', 'sortable_table', 'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci',
            'trade_volatility', 'performance_breakdowns', 'window_order', 'benchmark_frame', 'walk_forward_frame',
            'sensitivity_figure', 'risk_profile', 'monitoring_baseline', 'signoff_block', 'pack_entries', 'render_index',
@@ -252,12 +252,20 @@ def baseline_notice(baseline_version: str,  # baseline the pack was rendered for
     return (f"<p>Baseline this pack was rendered for: <b>{html.escape(asked or 'none given')}</b>; baseline of the gate "
             f"report: <b>{html.escape(compared or 'none (absolute criteria)')}</b>.</p>")
 
+PERCENT_CRITERIA = ("max_drawdown",)   # gate criteria stored as fractions whose rule text is in percent
+
+def _shown(name: str, value):
+    "A criterion's value or threshold as the table shows it: percent for `PERCENT_CRITERIA`, else unchanged."
+    if name not in PERCENT_CRITERIA or value is None or not isinstance(value, (int, float)): return value
+    return f"{100 * value:.4g} %"
+
 def gate_table(gate: dict) -> pd.DataFrame:
-    "Criteria with candidate value, threshold, rule, PASS/FAIL and notes."
-    rows = [dict(criterion=c["name"], candidate=c["value"], threshold=c["threshold"], rule=c["rule"],
+    "Criteria with candidate value, threshold, rule, PASS/FAIL and notes (drawdowns in percent, like their rules)."
+    rows = [dict(criterion=c["name"], candidate=_shown(c["name"], c["value"]), threshold=_shown(c["name"], c["threshold"]), rule=c["rule"],
                  result="PASS" if c["passed"] else "FAIL", note=c.get("note", "")) for c in gate["criteria"]]
     return pd.DataFrame(rows)
 
+# %% ../nbs/44_packs.ipynb #c023
 def candidate_vs_production(gate: dict, keys=("n_trades", "sharpe_net", "sortino_net", "profit_factor_net", "max_drawdown_net",
                                                   "hit_rate_net", "return_net", "total_costs")) -> pd.DataFrame:
     """Side-by-side out-of-sample backtest and probability metrics of candidate and production on the same window: the
@@ -269,7 +277,7 @@ def candidate_vs_production(gate: dict, keys=("n_trades", "sharpe_net", "sortino
         rows[k] = {n: v["probabilities"]["model"].get(k) for n, v in cols.items()}
     return pd.DataFrame(rows).T.rename_axis("metric").reset_index()
 
-# %% ../nbs/44_packs.ipynb #c023
+# %% ../nbs/44_packs.ipynb #c025
 def equity_figure(equity: pd.DataFrame, title: str, account_size: float):
     "Gross and net equity with the net drawdown shaded below the running peak."
     import plotly.graph_objects as go
@@ -294,7 +302,7 @@ def sortable_table(frame: pd.DataFrame, table_id: str, max_rows: int = 500) -> s
     note = f"<p>Showing {min(len(frame), max_rows)} of {len(frame)} trades.</p>" if len(frame) > max_rows else ""
     return note + body + script
 
-# %% ../nbs/44_packs.ipynb #c025
+# %% ../nbs/44_packs.ipynb #c027
 def backtest_periods_per_year(summary: dict) -> float:
     "Bars per year the backtest engine annualised with: the saved `periods_per_year` metric, else that of the saved config."
     from oi_ml.backtest import BacktestConfig, periods_per_year
@@ -334,7 +342,7 @@ def metrics_with_ci(trades: pd.DataFrame, equity: pd.DataFrame,
         rows.append(dict(metric="profit factor (net)", estimate=ci.estimate, lower_95=ci.lower, upper_95=ci.upper))
     return pd.DataFrame(rows, columns=["metric", "estimate", "lower_95", "upper_95"])
 
-# %% ../nbs/44_packs.ipynb #c028
+# %% ../nbs/44_packs.ipynb #c030
 def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, high, low, close)
                      trades: pd.DataFrame,  # backtest trades; `timestamp` is the signal bar
                      window: int | None = None,  # bars; None: labels.SIGNAL_VOLATILITY_BARS, the window `gate.signals_for` uses
@@ -391,7 +399,7 @@ def sensitivity_figure(records: list[dict], metric: str = "sharpe_net"):
                       yaxis_title="min confidence", height=380)
     return fig
 
-# %% ../nbs/44_packs.ipynb #c030
+# %% ../nbs/44_packs.ipynb #c032
 def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd.DataFrame:
     "Drawdown against account size, exposure and the limits the strategy ran under."
     from oi_ml.metrics import max_drawdown
@@ -431,7 +439,7 @@ def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig) -> str:
             f"{html.escape(candidate_run)} --reviewer NAME --decision approved --constraints \"...\"</code></p>"
             + (f"<p>Recorded sign-offs:</p><ul>{recorded}</ul>" if recorded else "<p>No sign-off recorded yet.</p>"))
 
-# %% ../nbs/44_packs.ipynb #c033
+# %% ../nbs/44_packs.ipynb #c035
 def pack_entries(reports_dir: str | Path) -> pd.DataFrame:
     "One row per rendered pack: exchange, label, decision (from the executed notebook's gate report), path, rendered time."
     rows = []
@@ -465,7 +473,7 @@ def render_index(run_cfg: RunConfig | None = None) -> Path:
     tmp = reports_dir / ".index.html.tmp"; tmp.write_text(page, encoding="utf-8"); os.replace(tmp, reports_dir / "index.html")
     return reports_dir / "index.html"
 
-# %% ../nbs/44_packs.ipynb #c035
+# %% ../nbs/44_packs.ipynb #c037
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars")
 
