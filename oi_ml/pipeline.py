@@ -225,17 +225,18 @@ def walk_forward_signals(raw: pd.DataFrame, signals: pd.DataFrame, tcfg: TrainCo
     try: windows = walk_forward_segments(table.features.timestamp, window_days, step_days, label_end_times=table.label_end_time)
     except ValueError as err: return signals.iloc[:0], [], f"no walk-forward segment: {err}"
     out = signals.assign(signal=np.zeros(len(signals), signals["signal"].dtype), confidence=np.nan)
-    records = []
+    day, records = raw.timestamp.dt.tz_convert(IST).dt.date.astype(str), []
     for w in windows:
         _, calibration, final = fit_calibrated(table, w.train_index, tcfg)
         version = f"{model_version}/walk_forward_{w.segment}"
         scores = signals_for(ModelBundle(None, {"run_id": version}, final, table.feature_columns, calibration), raw)
-        rows = ((raw.timestamp >= w.valid_start) & (raw.timestamp <= w.valid_end)).to_numpy()
+        window = (_ist_date(w.valid_start), _ist_date(w.valid_end))   # whole sessions, as the backtest window cuts them
+        rows = ((day >= window[0]) & (day <= window[1])).to_numpy()
         cols = [c for c in scores.columns if c not in ("timestamp", "symbol")]
         out.loc[rows, cols] = scores.loc[rows, cols]
         records.append(dict(segment=w.segment, model_version=version, train_start=w.train_start.isoformat(),
                             train_end=w.train_end.isoformat(), n_train_rows=len(w.train_index), rounds=final.rounds,
-                            window=[_ist_date(w.valid_start), _ist_date(w.valid_end)]))
+                            window=list(window)))
     return out.astype(signals.dtypes.to_dict()), records, None
 
 def step_backtest(run: RetrainRun, ds: dict, trained: dict) -> dict:
