@@ -330,11 +330,11 @@ def metrics_with_ci(trades: pd.DataFrame, equity: pd.DataFrame,
                     periods_per_year: float,  # bars per year, the backtest engine's figure
                     block_bars: float,        # mean block length of the Sharpe bootstrap in bars (one session)
                     seed: int = 0) -> pd.DataFrame:
-    "Net Sharpe (per-bar returns, block bootstrap) and profit factor (per-trade bootstrap) with 95 % intervals."
+    "Net Sharpe (per-bar returns, block bootstrap; none once equity reaches 0) and profit factor (per-trade bootstrap), 95 % intervals."
     from oi_ml.metrics import profit_factor_ci, sharpe_ci
     r = equity.equity_net.pct_change().dropna().to_numpy()
     rows = []
-    if len(r) > 10:
+    if len(r) > 10 and (equity.equity_net > 0).all():   # returns of a ruined account are not defined
         ci = sharpe_ci(r, periods_per_year, n_boot=500, block=block_bars, seed=seed)
         rows.append(dict(metric="Sharpe (net, annualised)", estimate=ci.estimate, lower_95=ci.lower, upper_95=ci.upper))
     if len(trades) > 2:
@@ -403,9 +403,12 @@ def sensitivity_figure(records: list[dict], metric: str = "sharpe_net"):
 def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd.DataFrame:
     "Drawdown against account size, exposure and the limits the strategy ran under."
     from oi_ml.metrics import max_drawdown
-    dd = max_drawdown(equity.equity_net.to_numpy()) if len(equity) > 1 else None
+    ruined = equity.equity_net.to_numpy() <= 0   # drawdown as a share of peak is undefined once capital is gone
+    dd = max_drawdown(equity.equity_net.to_numpy()) if len(equity) > 1 and not ruined.any() else None
     worst = float(trades.net_pnl.min()) if len(trades) else float("nan")
-    items = {"account size (₹)": config["account_size"], "max drawdown (net, ₹)": (dd.max_drawdown * equity.equity_net.iloc[dd.peak]) if dd else float("nan"),
+    items = {"account ruined": f"yes: net equity {equity.equity_net.iloc[ruined.argmax()]:,.0f} ₹ at {equity.timestamp.iloc[ruined.argmax()]}"
+             if ruined.any() else "no",
+             "account size (₹)": config["account_size"], "max drawdown (net, ₹)": (dd.max_drawdown * equity.equity_net.iloc[dd.peak]) if dd else float("nan"),
              "max drawdown (net, % of peak)": 100.0 * dd.max_drawdown if dd else float("nan"), "worst trade (₹)": worst,
              "largest position (lots)": int(trades.lots.max()) if len(trades) else 0,
              "largest risk fraction": float(trades.risk_fraction.max()) if len(trades) else 0.0,
