@@ -69,7 +69,8 @@ def cmd_ingest(args, cfg: RunConfig) -> int:
     "Import an OHLCV or bhavcopy file through the data-quality gate."
     with connect(cfg) as con:
         try:
-            if args.bhavcopy: result = import_bhavcopy(con, args.bhavcopy, args.exchange or "NSE", run_cfg=cfg)
+            if args.bhavcopy: result = import_bhavcopy(con, args.bhavcopy, args.exchange or "NSE",
+                                                       (args.symbol.upper(),) if args.symbol else None, run_cfg=cfg)
             else: result = import_ohlcv(con, args.ohlcv, args.symbol, args.exchange or "NSE", run_cfg=cfg)
         except IngestError as err:
             for line in err.report.summary_lines(): print(line, file=sys.stderr)

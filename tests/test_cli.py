@@ -164,3 +164,16 @@ def test_pack_of_a_run_uses_the_runs_dataset(fake_run, capsys, dataset):
     assert cli.main(["pack", "--exchange", "NSE", "--run", "run-abc", *dataset]) == 0
     assert fake_run == [("NSE", "run-abc", dict(dataset_version="2025-08-01", candidate_run="run-abc",
                                                 baseline_version="v0001", automl_run="automl-1"))]
+
+
+def test_ingest_bhavcopy_takes_the_symbol_option(tmp_path, monkeypatch):
+    "--symbol picks which index's options a bhavcopy import stores (it was ignored: the exchange's index was always asked for)."
+    from oi_ml.ingest import write_example_bhavcopy   # a valid NIFTY-only file
+    path = write_example_bhavcopy(tmp_path / "bhav.csv", "udiff")
+    asked, real = [], cli.import_bhavcopy
+    monkeypatch.setattr(cli, "import_bhavcopy", lambda con, p, ex, symbols=None, run_cfg=None: asked.append(symbols) or real(con, p, ex, symbols, run_cfg=run_cfg))
+    assert cli.main(["--data-dir", str(tmp_path / "a"), "ingest", "--bhavcopy", str(path), "--symbol", "nifty"]) == 0
+    assert cli.main(["--data-dir", str(tmp_path / "b"), "ingest", "--bhavcopy", str(path)]) == 0
+    assert asked == [("NIFTY",), None]                        # None: the exchange's own index (NSE: NIFTY)
+    chain = connect(RunConfig(data_dir=str(tmp_path / "a"))).execute("SELECT DISTINCT symbol FROM option_chain_snapshots").fetchall()
+    assert chain == [("NIFTY",)]
