@@ -5,6 +5,7 @@
 # %% ../nbs/03_ingest.ipynb #c003
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -17,18 +18,19 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from .config import IST, EXCHANGES, QualityConfig, RunConfig, get_exchange_config
-from .store import insert_rows, rebuild_ml_features_in_transaction, record_training_batch, transaction, window_params
+from .config import IST, QualityConfig, RunConfig, get_exchange_config
+from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_transaction, record_training_batch, transaction,
+                         window_params)
 
 # %% auto #0
-__all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'OLD_BHAV', 'UDIFF_BHAV', 'ValidationReport',
-           'IngestError', 'read_table', 'normalise_ohlcv_columns', 'parse_numbers', 'parse_timestamps',
-           'check_complete', 'check_ohlc', 'check_temporal', 'file_sha256', 'quarantine', 'import_ohlcv',
-           'detect_bhavcopy_format', 'implied_vol_black76', 'import_bhavcopy', 'write_example_bhavcopy',
-           'validate_stored']
+__all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'ISO_DATE', 'MONTH_NAME_DATE', 'DATE_FORMATS',
+           'OLD_BHAV', 'UDIFF_BHAV', 'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns',
+           'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal', 'check_session',
+           'file_sha256', 'quarantine', 'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76',
+           'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
-CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "non_negative")
+CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "non_negative", "conflict")
 PROBLEM_COLUMNS = ["row_number", "column_name", "check_name", "severity", "reason"]
 
 @dataclass
@@ -114,23 +116,37 @@ def parse_numbers(frame: pd.DataFrame, columns, report: ValidationReport) -> pd.
     out = frame.copy()
     for col in columns:
         values = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-        bad = values.isna() & frame[col].notna()
-        report.add(np.flatnonzero(bad.to_numpy()) + 1, col, "schema", [f"not a number: {v!r}" for v in frame[col][bad]])
-        out[col] = values
+        bad = (values.isna() & frame[col].notna()) | np.isinf(values)
+        report.add(np.flatnonzero(bad.to_numpy()) + 1, col, "schema", [f"not a finite number: {v!r}" if np.isinf(x) else f"not a number: {v!r}" for v, x in zip(frame[col][bad], values[bad])])
+        out[col] = values.where(~bad)
     return out
 
+ISO_DATE = r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s*(?:Z|[+-]\d{2}:?\d{2}))?)?"  # YYYY-MM-DD[ HH:MM[:SS]][offset]
+MONTH_NAME_DATE = r"\d{1,2}-[A-Za-z]{3}-\d{4}"                                                       # DD-MMM-YYYY (old bhavcopy)
+DATE_FORMATS = "YYYY-MM-DD[ HH:MM[:SS]][+HH:MM|Z] or DD-MMM-YYYY"
+
+def _parse_date_text(text: pd.Series, utc: bool) -> pd.Series:
+    "Parse the cells matching `ISO_DATE` or `MONTH_NAME_DATE` (others NaT): no format guessing, so no day/month swaps."
+    iso = text.str.fullmatch(ISO_DATE).fillna(False).astype(bool)
+    named = text.str.fullmatch(MONTH_NAME_DATE).fillna(False).astype(bool)
+    dtype = "datetime64[ns, UTC]" if utc else "datetime64[ns]"
+    parts = [pd.to_datetime(text[iso], errors="coerce", format="ISO8601", utc=utc).astype(dtype),
+             pd.to_datetime(text[named], errors="coerce", format="%d-%b-%Y", utc=utc).astype(dtype)]
+    return pd.concat(parts).reindex(text.index).astype(dtype)
+
 def parse_timestamps(values: pd.Series, report: ValidationReport, column: str, tz=IST, session_open: dt.time = dt.time(9, 15)) -> pd.Series:
-    "Parse dates/datetimes (naive = exchange time `tz`) to UTC; date-only values get `session_open`."
+    "Parse ISO / DD-MMM-YYYY dates (naive = exchange time `tz`) to UTC; date-only values get `session_open`; other formats are errors."
     text = values.astype("string").str.strip()
     has_offset = text.str.contains(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[+-]\d{2}:?\d{2}|Z)$", regex=True).fillna(False).to_numpy()
     if has_offset.any() and not has_offset[values.notna().to_numpy()].all():
         odd = has_offset if has_offset.sum() <= (~has_offset).sum() else (~has_offset & values.notna().to_numpy())
         report.add(np.flatnonzero(odd) + 1, column, "schema", "mixed time zones: some timestamps carry an offset and others do not")
         text = text.where(~odd)
-    parsed = pd.to_datetime(text, errors="coerce", format="mixed", dayfirst=False, utc=bool(has_offset.any() and not (~has_offset & values.notna().to_numpy()).any()))
+    parsed = _parse_date_text(text, utc=bool(has_offset.any() and not (~has_offset & values.notna().to_numpy()).any()))
     bad = parsed.isna() & text.notna()
-    report.add(np.flatnonzero(bad.to_numpy()) + 1, column, "schema", [f"unparseable date: {v!r}" for v in values[bad]])
-    date_only = text.str.fullmatch(r"\d{4}-\d{2}-\d{2}|\d{1,2}-[A-Za-z]{3}-\d{4}|\d{2}/\d{2}/\d{4}").fillna(False).to_numpy()
+    report.add(np.flatnonzero(bad.to_numpy()) + 1, column, "schema",
+               [f"unparseable or ambiguous date {v!r} (accepted: {DATE_FORMATS})" for v in values[bad]])
+    date_only = text.str.fullmatch(r"\d{4}-\d{2}-\d{2}|" + MONTH_NAME_DATE).fillna(False).to_numpy()
     if parsed.dt.tz is None:
         open_minutes = session_open.hour * 60 + session_open.minute
         parsed = parsed + pd.to_timedelta(np.where(date_only, open_minutes, 0), unit="min")
@@ -184,12 +200,25 @@ def check_temporal(timestamps: pd.Series, report: ValidationReport, quality: Qua
         gap = same_day & (step > max(quality.max_gap_minutes, np.median(step[1:])))   # a gap is longer than the bar spacing
         report.add(np.flatnonzero(gap) + 1, column, "gaps", [f"{m:.0f}-minute gap inside the session" for m in step[gap]], "warning")
 
-# %% ../nbs/03_ingest.ipynb #c015
+# %% ../nbs/03_ingest.ipynb #c014
+def check_session(timestamps: pd.Series, report: ValidationReport, session_open: dt.time, session_close: dt.time,
+                  column: str = "timestamp", now: pd.Timestamp | None = None) -> None:
+    "Errors for bars starting outside [session_open, session_close) IST or after `now` (default: the current time)."
+    local = timestamps.dt.tz_convert(IST)
+    minutes = (local.dt.hour * 60 + local.dt.minute).to_numpy()
+    lo, hi = session_open.hour * 60 + session_open.minute, session_close.hour * 60 + session_close.minute
+    outside = timestamps.notna().to_numpy() & ((minutes < lo) | (minutes >= hi))
+    report.add(np.flatnonzero(outside) + 1, column, "temporal", [f"bar starts at {t:%H:%M} IST, outside the {session_open:%H:%M}-"
+               f"{session_close:%H:%M} IST session (naive times are read as IST)" for t in local[outside]])
+    future = (timestamps > (now or pd.Timestamp.now(tz="UTC"))).to_numpy()
+    report.add(np.flatnonzero(future) + 1, column, "temporal", [f"bar at {t:%Y-%m-%d %H:%M} IST is in the future" for t in local[future]])
+
+# %% ../nbs/03_ingest.ipynb #c018
 def file_sha256(path: str | Path) -> str:
     "sha256 of a file's bytes."
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
-def quarantine(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, quarantine_dir: Path) -> int:
+def quarantine(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, quarantine_dir: Path, in_transaction: bool = False) -> int:
     "Store the problem rows (with their raw text) in the `quarantine` table and `quarantine_dir/<batch_id>.csv`."
     if report.problems.empty: return 0
     q = report.problems.copy()
@@ -198,28 +227,53 @@ def quarantine(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, 
     q["quarantined_at"] = pd.Timestamp.now(tz="UTC")
     Path(quarantine_dir).mkdir(parents=True, exist_ok=True)
     q.to_csv(Path(quarantine_dir) / f"{batch_id}.csv", index=False)
-    with transaction(con):
+    with contextlib.nullcontext() if in_transaction else transaction(con):
         con.execute("DELETE FROM quarantine WHERE batch_id = ?", [batch_id])
         insert_rows(con, "quarantine", q[["batch_id", "file", "row_number", "column_name", "check_name", "reason", "raw", "quarantined_at"]]
                     .drop_duplicates(["row_number", "column_name", "check_name"]))
     dropped = (q.severity == "error") | (q.check_name == "completeness")
     return int(q.row_number[dropped].nunique())
 
-def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, window) -> dict:
-    "Quarantine problems; reject on errors (store untouched), else write `frames` + rebuild ml_features in one transaction."
-    n_quarantined = quarantine(con, report, batch_id, raw, run_cfg.quarantine_dir)
-    meta = dict(batch_id=batch_id, exchange=exchange, kind=kind, source="imported", file=str(path), rows_in=report.rows_in,
-                rows_quarantined=n_quarantined, validation_report=report.to_dict())
-    if not report.ok:
-        with transaction(con): record_training_batch(con, status="rejected", **meta)
-        raise IngestError(report)
-    with transaction(con):
-        added = {t: insert_rows(con, t, f, batch_id) for t, f in frames.items()}
-        if window is not None: rebuild_ml_features_in_transaction(con, window)
-        record_training_batch(con, status="stored", rows_stored=int(sum(added.values())), **meta)
-    return dict(batch_id=batch_id, rows_added=added, warnings=report.summary_lines(), report=report.to_dict())
+def _record_id(con, batch_id: str) -> tuple[str, bool]:
+    "(id to record this attempt under, whether `batch_id` is already a stored batch): a stored batch's record is never rewritten."
+    status = con.execute("SELECT status FROM training_batches WHERE batch_id = ?", [batch_id]).fetchall()
+    if not status or status[0][0] != "stored": return batch_id, False
+    taken = {r[0] for r in con.execute("SELECT batch_id FROM training_batches WHERE batch_id LIKE ?", [f"{batch_id}-retry%"]).fetchall()}
+    return next(f"{batch_id}-retry{k}" for k in range(1, len(taken) + 2) if f"{batch_id}-retry{k}" not in taken), True
 
-# %% ../nbs/03_ingest.ipynb #c017
+def _conflict_problem(report: ValidationReport, err: StoreConflictError, frame: pd.DataFrame) -> None:
+    "Add a `conflict` error for the first conflicting key, at its file row when the frame's index is the file's row index."
+    first = err.conflicts[0]
+    match = np.ones(len(frame), dtype=bool)
+    for k, v in first.items():
+        if k in frame and k != "columns": match &= frame[k].astype("string").str.startswith(str(v)[:19]).fillna(False).to_numpy()
+    row = int(frame.index[match][0]) + 1 if match.any() and frame.index.name == "file_row" else 0
+    report.add([row], first["columns"].split(" (")[0], "conflict", str(err))
+
+def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, window) -> dict:
+    "Quarantine problems; reject on errors or conflicts (store untouched), else write `frames` + rebuild ml_features in one transaction."
+    record_id, stored_before = _record_id(con, batch_id)
+    meta = dict(exchange=exchange, kind=kind, source="imported", file=str(path), rows_in=report.rows_in)
+    if report.ok:
+        try:
+            with transaction(con):
+                added = {t: insert_rows(con, t, f, batch_id) for t, f in frames.items()}
+                if window is not None: rebuild_ml_features_in_transaction(con, window)
+                n_quarantined = quarantine(con, report, record_id, raw, run_cfg.quarantine_dir, in_transaction=True) if not stored_before else 0
+                if not stored_before:   # a re-import of a stored file is a no-op: its first record stays as it was
+                    record_training_batch(con, batch_id=record_id, status="stored", rows_stored=int(sum(added.values())),
+                                          rows_quarantined=n_quarantined, validation_report=report.to_dict(), **meta)
+            return dict(batch_id=batch_id, rows_added=added, warnings=report.summary_lines(), report=report.to_dict(),
+                        reimport=stored_before)
+        except StoreConflictError as err:
+            _conflict_problem(report, err, next(f for t, f in frames.items() if t == err.table))
+    n_quarantined = quarantine(con, report, record_id, raw, run_cfg.quarantine_dir)
+    with transaction(con):
+        record_training_batch(con, batch_id=record_id, status="rejected", rows_quarantined=n_quarantined,
+                              validation_report=report.to_dict(), **meta)
+    raise IngestError(report)
+
+# %% ../nbs/03_ingest.ipynb #c020
 def _split_flags(frame: pd.DataFrame) -> np.ndarray | None:
     "True on rows flagged as splits (split column present and neither 0 nor 1)."
     if "split" not in frame: return None
@@ -234,25 +288,26 @@ def _header_error(report: ValidationReport, missing: list[str], found) -> Ingest
 def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_cfg: RunConfig | None = None) -> dict:
     "Validate an OHLCV CSV/Parquet file and store it in `underlying_bars` (all or nothing on errors)."
     run_cfg, path, exchange = run_cfg or RunConfig(), Path(path), exchange.upper()
+    cfg = get_exchange_config(exchange)   # an unknown exchange is an error naming the known ones
     raw = read_table(path); frame = normalise_ohlcv_columns(raw)
     report = ValidationReport(str(path), rows_in=len(raw))
     batch_id = f"ohlcv-{exchange}-{symbol}-{file_sha256(path)[:12]}"
     missing = [c for c in OHLCV_REQUIRED if c not in frame.columns]
     if missing:
         _finish_rejected(con, report, raw, batch_id, exchange, "ohlcv", path, run_cfg, _header_error(report, missing, raw.columns))
-    cfg = EXCHANGES.get(exchange.upper())
     frame = parse_numbers(frame.astype({c: "object" for c in OHLCV_REQUIRED[1:]}), OHLCV_REQUIRED[1:], report)
-    frame["timestamp"] = parse_timestamps(frame["timestamp"], report, "timestamp", session_open=cfg.session_open if cfg else dt.time(0, 0))
+    frame["timestamp"] = parse_timestamps(frame["timestamp"], report, "timestamp", session_open=cfg.session_open)
     incomplete = check_complete(frame, OHLCV_REQUIRED, report, run_cfg.quality)
     kept = frame[~incomplete]; rows = np.flatnonzero(~incomplete) + 1
     sub = ValidationReport(report.file)
     check_ohlc(kept, sub, run_cfg.quality, None if _split_flags(frame) is None else _split_flags(frame)[~incomplete])
     check_temporal(kept["timestamp"], sub, run_cfg.quality)
+    check_session(kept["timestamp"], sub, cfg.session_open, cfg.session_close)
     _merge(report, sub, rows)
     bars = pd.DataFrame(dict(timestamp=kept.timestamp, exchange=exchange, symbol=symbol, open=kept.open, high=kept.high,
                              low=kept.low, close=kept.close, volume=kept.volume, futures_price=np.nan, futures_oi=np.nan,
                              advances=pd.array([pd.NA] * len(kept), dtype="Int64"), declines=pd.array([pd.NA] * len(kept), dtype="Int64"),
-                             source="imported"))
+                             source="imported")).rename_axis("file_row")
     window = window_params(exchange, bars.timestamp.min(), bars.timestamp.max()) if len(bars) else None
     return _finish(con, report, raw, batch_id, exchange, "ohlcv", path, {"underlying_bars": bars}, run_cfg, window)
 
@@ -263,12 +318,13 @@ def _merge(report: ValidationReport, sub: ValidationReport, rows: np.ndarray) ->
 
 def _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, error: IngestError):
     "Quarantine and record a batch rejected before parsing, then raise `error`."
-    quarantine(con, report, batch_id, raw, run_cfg.quarantine_dir)
+    record_id, _ = _record_id(con, batch_id)
+    quarantine(con, report, record_id, raw, run_cfg.quarantine_dir)
     with transaction(con):
-        record_training_batch(con, batch_id, exchange, kind, "imported", str(path), "rejected", len(raw), 0, 0, report.to_dict())
+        record_training_batch(con, record_id, exchange, kind, "imported", str(path), "rejected", len(raw), 0, 0, report.to_dict())
     raise error
 
-# %% ../nbs/03_ingest.ipynb #c020
+# %% ../nbs/03_ingest.ipynb #c023
 OLD_BHAV = {"INSTRUMENT": "instrument", "SYMBOL": "symbol", "EXPIRY_DT": "expiry", "STRIKE_PR": "strike", "OPTION_TYP": "option_type",
             "OPEN": "open", "HIGH": "high", "LOW": "low", "CLOSE": "close", "SETTLE_PR": "settle", "CONTRACTS": "contracts",
             "OPEN_INT": "oi_units", "CHG_IN_OI": "oi_change_units", "TIMESTAMP": "trade_date"}
@@ -285,7 +341,7 @@ def detect_bhavcopy_format(columns) -> tuple[str, dict, list]:
     name, mapping = min(options, key=lambda o: len(set(o[1]) - cols))
     return name, mapping, sorted(set(mapping) - cols)
 
-# %% ../nbs/03_ingest.ipynb #c021
+# %% ../nbs/03_ingest.ipynb #c024
 def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: int = 80) -> np.ndarray:
     "Black-76 implied volatility by vectorised bisection; NaN where the price is below discounted intrinsic or tau <= 0."
     price, forward, strike, tau = (np.asarray(a, dtype=float) for a in (price, forward, strike, tau))
@@ -302,7 +358,7 @@ def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: 
     iv = 0.5 * (lo + hi)
     return np.where((tau > 0) & (price > intrinsic) & (iv < 4.99), iv, np.nan)
 
-# %% ../nbs/03_ingest.ipynb #c023
+# %% ../nbs/03_ingest.ipynb #c026
 def _bhav_frame(raw: pd.DataFrame, mapping: dict, fmt: str, report: ValidationReport, run_cfg: RunConfig, cfg) -> pd.DataFrame:
     "Parse a bhavcopy into canonical columns (numbers, dates, instrument codes, OI in contracts)."
     frame = raw.rename(columns=lambda c: c.strip())[list(mapping)].rename(columns=mapping)
@@ -324,8 +380,15 @@ def _bhav_checks(frame: pd.DataFrame, report: ValidationReport, quality: Quality
     "Completeness, non-negative OI/strikes/volume, OHLC logic on traded rows, duplicates and expiry before trade date."
     required = ["trade_date", "expiry", "strike", "oi_units", "contracts", "lot_size", "close"]
     incomplete = check_complete(frame, [c for c in required if c in frame], report, quality)
-    for col in ("strike", "oi_units", "contracts"):
-        report.add(np.flatnonzero((frame[col] < 0).to_numpy()) + 1, col, "non_negative", f"negative {col}")
+    rows = lambda mask: np.flatnonzero(np.asarray(mask, dtype=bool)) + 1
+    for col in ("strike", "oi_units", "contracts", "settle"):
+        report.add(rows(frame[col] < 0), col, "non_negative", f"negative {col}")
+    opt = (frame.instrument == "OPT").to_numpy()
+    report.add(rows(opt & (frame.strike == 0).to_numpy()), "strike", "non_negative", "option strike must be positive")
+    report.add(rows(frame.lot_size <= 0), "lot_size", "non_negative", "lot size must be positive")
+    odd_type = opt & ~frame.option_type.isin(["CE", "PE"]).to_numpy()
+    report.add(rows(odd_type), "option_type", "schema", [f"unknown option type {t!r} (expected CE or PE)" for t in frame.option_type[odd_type]])
+    _check_underlying(frame, report)
     traded = (frame.contracts > 0).to_numpy() & ~incomplete
     sub = ValidationReport(report.file); check_ohlc(frame[traded].assign(volume=frame.contracts[traded]), sub, quality, check_moves=False)
     _merge(report, sub, np.flatnonzero(traded) + 1)
@@ -334,12 +397,21 @@ def _bhav_checks(frame: pd.DataFrame, report: ValidationReport, quality: Quality
     report.add(np.flatnonzero((frame.expiry < frame.trade_date).to_numpy()) + 1, "expiry", "temporal", "expiry before trade date")
     return incomplete
 
-# %% ../nbs/03_ingest.ipynb #c024
+def _check_underlying(frame: pd.DataFrame, report: ValidationReport) -> None:
+    "An option row needs an underlying price: the file's own (UDiFF) or a futures close of the same trade date and symbol."
+    fut = frame[(frame.instrument == "FUT") & frame.close.notna()]
+    has_future = pd.MultiIndex.from_frame(frame[["trade_date", "symbol"]]).isin(pd.MultiIndex.from_frame(fut[["trade_date", "symbol"]]))
+    own = frame["underlying"].notna().to_numpy() if "underlying" in frame else np.zeros(len(frame), dtype=bool)
+    missing = (frame.instrument == "OPT").to_numpy() & ~own & ~has_future
+    report.add(np.flatnonzero(missing) + 1, "underlying", "completeness",
+               "no underlying price: no futures (FUTIDX) row of this symbol on this trade date to proxy it")
+
+# %% ../nbs/03_ingest.ipynb #c027
 def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Option-chain snapshots and one underlying bar per trade date from a parsed, validated bhavcopy."
     fut = frame[frame.instrument == "FUT"].sort_values(["trade_date", "expiry"])
     near_fut = fut.groupby(["trade_date", "symbol"]).first().reset_index()
-    opt = frame[(frame.instrument == "OPT") & frame.option_type.isin(["CE", "PE"])].copy()
+    opt = frame[frame.instrument == "OPT"].copy()   # option types were checked (CE/PE only)
     fut_by_expiry = fut.set_index(["trade_date", "symbol", "expiry"])["close"]
     near = near_fut.set_index(["trade_date", "symbol"])
     spot = opt["underlying"] if "underlying" in opt else pd.Series(np.nan, index=opt.index)
@@ -353,7 +425,7 @@ def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) 
         strike=opt.strike, option_type=opt.option_type, ltp=ltp,
         iv=implied_vol_black76(ltp, forward, opt.strike, tau, risk_free_rate, (opt.option_type == "CE").to_numpy()),
         oi=opt.oi_units / opt.lot_size, oi_change=opt.oi_change_units / opt.lot_size, volume=opt.contracts, bid=np.nan, ask=np.nan,
-        bid_qty=np.nan, ask_qty=np.nan, underlying_price=spot, lot_size=opt.lot_size.astype("Int64"), source="imported"))
+        bid_qty=np.nan, ask_qty=np.nan, underlying_price=spot, lot_size=opt.lot_size.astype("Int64"), source="imported")).rename_axis("file_row")
     under = chain.groupby(["timestamp", "symbol"]).underlying_price.first().reset_index()
     nf = near.reindex(pd.MultiIndex.from_frame(under[["timestamp", "symbol"]]))
     bars = pd.DataFrame(dict(timestamp=under.timestamp, exchange=exchange, symbol=under.symbol, open=under.underlying_price,
@@ -380,7 +452,7 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     result = _finish(con, report, raw, batch_id, exchange, "bhavcopy", path, {"option_chain_snapshots": chain, "underlying_bars": bars}, run_cfg, window)
     return {**result, "format": fmt, "rows_skipped_other_symbols": int((~wanted).sum())}
 
-# %% ../nbs/03_ingest.ipynb #c026
+# %% ../nbs/03_ingest.ipynb #c029
 def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str = "2025-01-02", spot: float = 23700.0,
                            zipped: bool = False, lot: int = 75) -> Path:
     "Write a tiny valid NSE F&O bhavcopy in the 'old' or 'udiff' layout (optionally zipped); returns its path."
@@ -416,7 +488,7 @@ def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str
     with zipfile.ZipFile(path, "w") as zf: zf.writestr(path.with_suffix(".csv").name, out.to_csv(index=False))
     return path
 
-# %% ../nbs/03_ingest.ipynb #c029
+# %% ../nbs/03_ingest.ipynb #c032
 def validate_stored(con, exchange: str, run_cfg: RunConfig | None = None) -> dict[str, ValidationReport]:
     "Data-quality reports of the stored bars (per symbol) and option chain of `exchange`."
     run_cfg, reports = run_cfg or RunConfig(), {}

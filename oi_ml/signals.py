@@ -520,7 +520,7 @@ def record_outcomes(con: duckdb.DuckDBPyConnection, outcomes: pd.DataFrame) -> i
                for g, i, r, lab in zip(given, ids, outcomes["realised_return"], labels)]
     frame = pd.DataFrame({"id": ids, "outcome_time": [to_utc(t) for t in outcomes["outcome_time"]],
                           "realised_return": outcomes["realised_return"].astype("float64").to_numpy(), "correct": pd.array(correct, dtype="boolean")})
-    with transaction(con): return insert_rows(con, "recommendation_outcomes", frame)
+    with transaction(con): return insert_rows(con, "recommendation_outcomes", frame, on_conflict="ignore")   # first write wins
 
 def record_outcome(con: duckdb.DuckDBPyConnection, recommendation_id: str, realised_return: float, outcome_time,
                    correct: bool | None = None, realised_label: str | None = None) -> bool:

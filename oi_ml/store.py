@@ -19,9 +19,9 @@ from .config import RunConfig
 # %% auto #0
 __all__ = ['ML_FEATURE_COLUMNS', 'SCHEMAS', 'TABLES', 'save_option_chain_snapshot', 'save_macro_signals',
            'save_vix_term_structure', 'save_underlying_bars', 'save_order_book_depth', 'schema_columns', 'connect',
-           'transaction', 'insert_rows', 'write_batch', 'record_training_batch', 'build_ml_features',
-           'rebuild_ml_features_in_transaction', 'to_utc', 'window_params', 'load_historical_data_for_ml',
-           'denormalise_payload']
+           'transaction', 'StoreConflictError', 'insert_rows', 'write_batch', 'record_training_batch',
+           'build_ml_features', 'rebuild_ml_features_in_transaction', 'to_utc', 'window_params',
+           'load_historical_data_for_ml', 'denormalise_payload']
 
 # %% ../nbs/01_store.ipynb #c005
 ML_FEATURE_COLUMNS = [  # timestamp-level aggregates built by `build_ml_features`, in this order
@@ -130,8 +130,42 @@ def _check_frame(table: str, frame: pd.DataFrame) -> None:
     extra = [c for c in got if c not in expected]
     if missing or extra: raise ValueError(f"{table}: missing columns {missing}, unknown columns {extra}")
 
-def insert_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, batch_id: str | None = None) -> int:
-    "Insert `frame` into `table` (INSERT OR IGNORE on the primary key); returns rows actually added."
+class StoreConflictError(ValueError):
+    "Incoming rows whose primary key is already stored (or repeated in the frame) with different values."
+    def __init__(self, table: str, message: str, conflicts: list[dict]):
+        self.table, self.conflicts = table, conflicts   # conflicts: first few {key column: value, ..., "columns": [...]}
+        super().__init__(f"{table}: {message}")
+
+def _conflict_sql(table: str, sel: str) -> tuple[str, str]:
+    "SQL listing incoming keys stored with other values, and keys repeated with different values inside the frame."
+    key = SCHEMAS[table]["key"]
+    compared = [c for c in schema_columns(table) if c not in key and c != "batch_id"]
+    diff = ", ".join(f"CASE WHEN i.\"{c}\" IS DISTINCT FROM t.\"{c}\" THEN '{c}' || ' (stored ' || coalesce(t.\"{c}\"::VARCHAR, 'NULL') "
+                     f"|| ', new ' || coalesce(i.\"{c}\"::VARCHAR, 'NULL') || ')' END" for c in compared)
+    keys = ", ".join(f'i."{k}"::VARCHAR' for k in key)   # text: fetching TIMESTAMPTZ values would need pytz
+    on = " AND ".join(f'i."{k}" = t."{k}"' for k in key)
+    group = ", ".join(f'i."{k}"' for k in key)
+    inc = f"WITH i AS (SELECT DISTINCT {sel} FROM _incoming)"
+    against_store = (f"{inc} SELECT {keys}, concat_ws('; ', {diff}) AS cols, count(*) OVER () AS n FROM i JOIN {table} t ON {on} "
+                     f"WHERE concat_ws('', {diff}) <> '' ORDER BY {keys} LIMIT 3")
+    inside = (f"{inc} SELECT {keys}, 'repeated in the frame with different values' AS cols, count(*) OVER () AS n "
+              f"FROM i GROUP BY {group} HAVING count(*) > 1 ORDER BY {keys} LIMIT 3")
+    return against_store, inside
+
+def _raise_on_conflict(con: duckdb.DuckDBPyConnection, table: str, sel: str, params: list) -> None:
+    "Raise `StoreConflictError` when incoming rows disagree with stored rows of the same key (or with each other)."
+    key = SCHEMAS[table]["key"]
+    for sql, what in zip(_conflict_sql(table, sel), ("already stored with different values", "given twice with different values")):
+        found = con.execute(sql, params).fetchall()
+        if not found: continue
+        conflicts = [{**dict(zip(key, r[:len(key)])), "columns": r[len(key)]} for r in found]
+        first = "; ".join(", ".join(f"{k}={c[k]}" for k in key) + f" [{c['columns']}]" for c in conflicts)
+        raise StoreConflictError(table, f"{found[0][-1]} row(s) {what} (key {', '.join(key)}); nothing was stored. First: {first}", conflicts)
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, batch_id: str | None = None,
+                on_conflict: str = "error") -> int:
+    "Insert `frame` into `table`: identical stored rows are skipped, a key stored with other values raises `StoreConflictError` (unless `on_conflict='ignore'`); returns rows added."
+    if on_conflict not in ("error", "ignore"): raise ValueError(f"on_conflict must be 'error' or 'ignore', got {on_conflict!r}")
     _check_frame(table, frame)
     if frame.empty: return 0
     cols = schema_columns(table)
@@ -141,6 +175,7 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame,
     con.register("_incoming", frame)
     try:
         params = [batch_id] if ("batch_id" in cols and "batch_id" not in frame.columns) else []
+        if on_conflict == "error": _raise_on_conflict(con, table, sel, params)
         con.execute(f"INSERT OR IGNORE INTO {table} SELECT {sel} FROM _incoming", params)
     except Exception:
         with contextlib.suppress(Exception): con.unregister("_incoming")   # may fail in an aborted transaction
@@ -159,7 +194,7 @@ def write_batch(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame],
 def _save(table: str):
     def save(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame, batch_id: str | None = None) -> int:
         with transaction(con): return insert_rows(con, table, rows, batch_id)
-    save.__name__, save.__doc__ = f"save_{table}", f"Insert rows into `{table}` in one transaction (idempotent); returns rows added."
+    save.__name__, save.__doc__ = f"save_{table}", f"Insert rows into `{table}` in one transaction (idempotent; conflicting values raise); returns rows added."
     return save
 
 save_option_chain_snapshot = _save("option_chain_snapshots")

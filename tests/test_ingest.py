@@ -181,6 +181,10 @@ BAD_OHLCV = [  # (case, mutation, row, column, check) with row the 1-based data 
     ("missing_column", lambda f: f.drop(columns="Volume"), 0, "volume", "schema"),
     ("unparseable_number", _set(5, "Close", "12,5x"), 5, "close", "schema"),
     ("unparseable_date", _set(7, "Date", "2025-13-45"), 7, "timestamp", "schema"),
+    ("ambiguous_dd_mm_yyyy_date", _set(7, "Date", "10/01/2025"), 7, "timestamp", "schema"),   # 10 Jan or 1 Oct?
+    ("dashed_dd_mm_yyyy_date", _set(7, "Date", "10-01-2025"), 7, "timestamp", "schema"),
+    ("infinite_high", _set(4, "High", "inf"), 4, "high", "schema"),
+    ("infinite_volume", _set(4, "Volume", "Infinity"), 4, "volume", "schema"),
     ("too_many_missing", _too_many_missing, 3, "volume", "completeness"),
     ("high_below_close", _high_below_close, 5, "high", "ohlc_logic"),
     ("low_above_open_close", _low_above_open, 7, "low", "ohlc_logic"),
@@ -424,8 +428,12 @@ def test_both_layouts_give_the_same_contracts_and_reimport_adds_nothing(tmp_path
         before = fingerprint(c)
         again = import_bhavcopy(c, path, run_cfg=run_cfg)
         assert again["rows_added"] == {"option_chain_snapshots": 0, "underlying_bars": 0} and fingerprint(c) == before
+        # the other layout of the same day disagrees on the underlying (UDiFF spot vs old-layout futures proxy): a
+        # conflict naming table, key and column, and nothing of it is stored
         other = write_example_bhavcopy(tmp_path / f"other_{fmt}.zip", "udiff" if fmt == "old" else "old", zipped=True)
-        assert import_bhavcopy(c, other, run_cfg=run_cfg)["rows_added"] == {"option_chain_snapshots": 0, "underlying_bars": 0}
+        with pytest.raises(IngestError, match=r"conflict.*column 'underlying_price'.*option_chain_snapshots: 44 row\(s\) already stored"):
+            import_bhavcopy(c, other, run_cfg=run_cfg)
+        assert fingerprint(c) == before
         chains[fmt] = c.execute("SELECT expiry, strike, option_type, ltp, iv, oi, oi_change, volume, lot_size "
                                 "FROM option_chain_snapshots ORDER BY ALL").df()
         c.close()
@@ -464,6 +472,12 @@ BAD_BHAV = {
     "unparseable_oi": _bhav_case("OpnIntrst", "lots", "schema", "oi_units"),
     "unparseable_expiry": _bhav_case("XpryDt", "someday", "schema", "expiry"),
     "expiry_before_trade_date": _bhav_case("XpryDt", "2024-12-26", "temporal", "expiry"),
+    "dd_mm_yyyy_expiry": _bhav_case("XpryDt", "09-01-2025", "schema", "expiry"),          # UDiFF dates are YYYY-MM-DD
+    "negative_settle": _bhav_case("SttlmPric", "-5", "non_negative", "settle"),
+    "zero_option_strike": _bhav_case("StrkPric", "0", "non_negative", "strike"),
+    "zero_lot_size": _bhav_case("NewBrdLotQty", "0", "non_negative", "lot_size"),
+    "unknown_option_type": _bhav_case("OptnTp", "C", "schema", "option_type"),
+    "infinite_close": _bhav_case("ClsPric", "inf", "schema", "close"),
 }
 
 
@@ -535,3 +549,103 @@ def test_exchange_names_are_normalised(con, cfg, tmp_path, importer):
     else:
         import_bhavcopy(con, write_example_bhavcopy(tmp_path / "b.csv"), exchange="nse", run_cfg=cfg)
     assert con.execute("SELECT DISTINCT exchange FROM underlying_bars").fetchall() == [("NSE",)]
+
+
+# ---------------------------------------------------------------- audit fixes: dates, conflicts, exchange, re-imports, bhavcopy rows
+def test_dd_mm_yyyy_dates_are_rejected_not_read_month_first(con, cfg, tmp_path, fingerprint):
+    frame = yahoo_frame(n=10).assign(Date=[f"{d:02d}/02/2025" for d in range(1, 11)])
+    before = fingerprint(con)
+    with pytest.raises(IngestError, match=r"row 1, column 'timestamp': unparseable or ambiguous date '01/02/2025'"):
+        import_ohlcv(con, write(frame, tmp_path / "ddmm.csv"), "DDMM", run_cfg=cfg)
+    assert fingerprint(con) == before
+
+
+def test_month_name_and_iso_dates_are_read_exactly(con, cfg, tmp_path):
+    frame = yahoo_frame(n=3).assign(Date=["03-Feb-2025", "2025-02-04", "05-FEB-2025"])
+    import_ohlcv(con, write(frame, tmp_path / "named.csv"), "NAMED", run_cfg=cfg)
+    got = stored_bars(con, "NAMED").timestamp.dt.tz_convert(IST).dt.strftime("%Y-%m-%d %H:%M").tolist()
+    assert got == ["2025-02-03 09:15", "2025-02-04 09:15", "2025-02-05 09:15"]
+
+
+def test_udiff_dd_mm_yyyy_trade_date_is_rejected(con, cfg, tmp_path, fingerprint):
+    raw = _bhav(tmp_path)
+    raw["TradDt"] = "02-01-2025"; raw["BizDt"] = "02-01-2025"
+    path = tmp_path / "ddmm_udiff.csv"; raw.to_csv(path, index=False)
+    before = fingerprint(con)
+    with pytest.raises(IngestError, match=r"row 1, column 'trade_date': unparseable or ambiguous date '02-01-2025'"):
+        import_bhavcopy(con, path, run_cfg=cfg)
+    assert fingerprint(con) == before
+
+
+def test_a_revised_file_with_other_values_is_a_conflict_and_stores_nothing(seeded, cfg, tmp_path, fingerprint):
+    revised = yahoo_frame(seed=1)
+    revised.loc[4, "Close"] = str(round(float(revised.loc[4, "Close"]) * 1.001, 4))    # one close revised ...
+    revised.loc[4, "High"] = str(max(float(revised.loc[4, "High"]), float(revised.loc[4, "Close"])))
+    extra = yahoo_frame(n=N_ROWS + 2, seed=1).iloc[N_ROWS:]                              # ... and two new days
+    revised = pd.concat([revised, extra.assign(Open=revised.Close.iloc[-1])], ignore_index=True)
+    revised.loc[N_ROWS:, "High"] = revised.loc[N_ROWS:, ["Open", "High", "Close"]].astype(float).max(axis=1).astype(str)
+    revised.loc[N_ROWS:, "Low"] = revised.loc[N_ROWS:, ["Open", "Low", "Close"]].astype(float).min(axis=1).astype(str)
+    path = write(revised, tmp_path / "revised.csv")
+    before, bars_before = fingerprint(seeded), stored_bars(seeded, "GOOD")
+    with pytest.raises(IngestError) as err:
+        import_ohlcv(seeded, path, "GOOD", run_cfg=cfg)
+    msg = str(err.value)
+    assert "conflict" in msg and "first at row 5, column 'close'" in msg and "underlying_bars: 1 row(s) already stored with different values" in msg
+    assert fingerprint(seeded) == before                                     # not even the two new days
+    pd.testing.assert_frame_equal(stored_bars(seeded, "GOOD"), bars_before)
+    assert seeded.execute("SELECT status FROM training_batches WHERE batch_id = ?", [ohlcv_batch_id(path, "GOOD")]).fetchall() == [("rejected",)]
+
+
+def test_unknown_exchange_is_rejected_naming_the_known_ones(con, cfg, tmp_path, fingerprint):
+    before = fingerprint(con)
+    with pytest.raises(ValueError, match=r"unknown exchange 'NSEE'; known: NSE, BSE"):
+        import_ohlcv(con, write(yahoo_frame(n=3), tmp_path / "x.csv"), "X", exchange="NSEE", run_cfg=cfg)
+    assert fingerprint(con) == before
+
+
+def _batch(con, batch_id):
+    return con.execute("SELECT status, rows_in, rows_stored, rows_quarantined FROM training_batches WHERE batch_id = ?", [batch_id]).fetchall()
+
+
+def test_reimport_keeps_the_first_batch_record(con, cfg, tmp_path):
+    frame = yahoo_frame(); frame.loc[5, "Close"] = np.nan                          # 1/30 missing: a warning, row dropped
+    path = write(frame, tmp_path / "few_missing.csv"); batch_id = ohlcv_batch_id(path, "FEW")
+    import_ohlcv(con, path, "FEW", run_cfg=cfg)
+    first = _batch(con, batch_id)
+    assert first == [("stored", N_ROWS, N_ROWS - 1, 1)]
+    again = import_ohlcv(con, path, "FEW", run_cfg=cfg)                           # same file: a no-op
+    assert again["rows_added"] == {"underlying_bars": 0} and again["reimport"] and _batch(con, batch_id) == first
+    strict = RunConfig(data_dir=cfg.data_dir, quality=cfg.quality.__class__(**{**cfg.quality.__dict__, "max_missing_frac": 0.0}))
+    with pytest.raises(IngestError, match="completeness"):
+        import_ohlcv(con, path, "FEW", run_cfg=strict)                            # stricter: rejected, as its own record
+    assert _batch(con, batch_id) == first
+    assert _batch(con, f"{batch_id}-retry1") == [("rejected", N_ROWS, 0, 1)]
+    assert con.execute("SELECT count(*) FROM underlying_bars WHERE batch_id = ?", [batch_id]).fetchall()[0][0] == N_ROWS - 1
+    assert con.execute("SELECT count(*) FROM quarantine WHERE batch_id = ?", [batch_id]).fetchall()[0][0] == 1
+
+
+def test_old_layout_without_futures_rows_is_rejected_naming_the_row(con, cfg, tmp_path, fingerprint):
+    raw = _bhav(tmp_path, "old")
+    raw = raw[raw.INSTRUMENT != "FUTIDX"].reset_index(drop=True)
+    path = tmp_path / "no_futures.csv"; raw.to_csv(path, index=False)
+    first_nifty_option = int(np.flatnonzero((raw.SYMBOL == "NIFTY").to_numpy())[0]) + 1
+    before = fingerprint(con)
+    with pytest.raises(IngestError, match=rf"completeness: .* first at row {first_nifty_option}, column 'underlying': no underlying price"):
+        import_bhavcopy(con, path, run_cfg=cfg)
+    assert fingerprint(con) == before
+
+
+@pytest.mark.parametrize("case, stamps, row, reason", [
+    ("naive_utc_intraday", pd.date_range("2025-01-02 03:45", periods=5, freq="1min"), 1, "bar starts at 03:45 IST"),
+    ("midnight_daily", pd.bdate_range("2025-01-01", periods=5) + pd.Timedelta(0), 1, "bar starts at 00:00 IST"),
+    ("after_the_close", pd.date_range("2025-01-02 15:28", periods=5, freq="1min"), 3, "bar starts at 15:30 IST"),
+    ("future_day", pd.DatetimeIndex(["2025-01-02 09:15", "2099-01-02 09:15"]), 2, "bar at 2099-01-02 09:15 IST is in the future"),
+])
+def test_bars_outside_the_session_or_in_the_future_are_rejected(con, cfg, tmp_path, fingerprint, case, stamps, row, reason):
+    n = len(stamps)
+    frame = pd.DataFrame({"Datetime": stamps.strftime("%Y-%m-%d %H:%M:%S"), "Open": ["100"] * n, "High": "101", "Low": "99",
+                          "Close": "100.5", "Volume": "10"})
+    before = fingerprint(con)
+    with pytest.raises(IngestError, match=rf"temporal: .*first at row {row}, column 'timestamp': {reason}"):
+        import_ohlcv(con, write(frame, tmp_path / f"{case}.csv"), "S", run_cfg=cfg)
+    assert fingerprint(con) == before

@@ -1,5 +1,5 @@
 """Integration, property and fault tests of `oi_ml.store`: schemas and primary keys, UTC timestamps, idempotent
-`INSERT OR IGNORE` writes, atomic batches (fault injection), and `build_ml_features` against a slow pandas reference
+writes that refuse conflicting values, atomic batches (fault injection), and `build_ml_features` against a slow pandas reference
 built straight from the documented definitions (PCR, ATM, max pain, skew, GEX, as-of joins)."""
 import datetime as dt
 import itertools
@@ -89,8 +89,10 @@ def test_timestamps_are_stored_as_utc_instants(con):
     save_vix_term_structure(con, vix_rows(ist, [12.0]), "b")
     got = con.execute("SELECT timestamp FROM vix_term_structure").df().timestamp
     assert str(got.dt.tz) == "UTC" and got.iloc[0] == pd.Timestamp("2025-08-04 03:45", tz="UTC")
-    # the same instant written in UTC is the same key: nothing added
-    assert save_vix_term_structure(con, vix_rows([T0], [99.0]), "b2") == 0
+    # the same instant written in UTC is the same key: nothing added (and another value there is a conflict)
+    assert save_vix_term_structure(con, vix_rows([T0], [12.0]), "b2") == 0
+    with pytest.raises(store.StoreConflictError, match="2025-08-04 03:45:00"):
+        save_vix_term_structure(con, vix_rows([T0], [99.0]), "b2")
 
 
 @pytest.mark.parametrize("value, end_of_day, expected", [
@@ -120,15 +122,47 @@ def test_insert_rows_names_missing_and_unknown_columns_and_stores_nothing(con, f
     assert fingerprint(con) == before
 
 
-def test_insert_rows_is_idempotent_and_first_write_wins(con):
+def test_insert_rows_is_idempotent_and_first_write_wins_when_ignoring(con):
     times = T0 + pd.to_timedelta(np.arange(4), unit="min")
     assert insert_rows(con, "vix_term_structure", vix_rows(times[:3], [1.0, 2.0, 3.0]), "b1") == 3
     assert insert_rows(con, "vix_term_structure", vix_rows(times[:3], [1.0, 2.0, 3.0]), "b1") == 0
-    # same keys with other values are ignored, new keys are added
-    assert insert_rows(con, "vix_term_structure", vix_rows(times[1:], [20.0, 30.0, 40.0]), "b2") == 1
+    # on_conflict="ignore": same keys with other values are ignored, new keys are added
+    assert insert_rows(con, "vix_term_structure", vix_rows(times[1:], [20.0, 30.0, 40.0]), "b2", on_conflict="ignore") == 1
     got = con.execute("SELECT value, batch_id FROM vix_term_structure ORDER BY timestamp").fetchall()
     assert got == [(1.0, "b1"), (2.0, "b1"), (3.0, "b1"), (40.0, "b2")]
     assert insert_rows(con, "vix_term_structure", vix_rows(times[:0], []), "b3") == 0       # empty frame
+
+
+def test_identical_rows_under_another_batch_id_are_a_no_op(con, fingerprint):
+    times = T0 + pd.to_timedelta(np.arange(3), unit="min")
+    assert insert_rows(con, "underlying_bars", bar_rows(times, [1.0, 2.0, np.nan]), "b1") == 3
+    before = fingerprint(con)
+    assert insert_rows(con, "underlying_bars", bar_rows(times, [1.0, 2.0, np.nan]), "b2") == 0   # NaN equals NaN here
+    assert fingerprint(con) == before
+
+
+def test_a_key_stored_with_other_values_is_an_error_naming_table_key_and_column(con, fingerprint):
+    times = T0 + pd.to_timedelta(np.arange(4), unit="min")
+    insert_rows(con, "vix_term_structure", vix_rows(times[:3], [1.0, 2.0, 3.0]), "b1")
+    before = fingerprint(con)
+    revised = vix_rows(times[1:], [2.0, 30.0, 40.0])          # row 2 identical, row 3 revised, row 4 new
+    with pytest.raises(store.StoreConflictError, match=r"vix_term_structure: 1 row\(s\) already stored with different values") as err:
+        insert_rows(con, "vix_term_structure", revised, "b2")
+    assert "2025-08-04 03:47:00+00" in str(err.value) and "value (stored 3.0, new 30.0)" in str(err.value)
+    assert err.value.conflicts[0]["tenor_days"] == "30"
+    assert fingerprint(con) == before                          # the new key (40.0) was not stored either
+    with pytest.raises(ValueError, match="given twice with different values"):
+        insert_rows(con, "vix_term_structure", vix_rows([times[3], times[3]], [5.0, 6.0]), "b3")
+    assert fingerprint(con) == before
+
+
+def test_a_conflict_on_the_second_table_of_a_batch_stores_nothing(con, fingerprint):
+    write_batch(con, {"underlying_bars": bar_rows([T0], [100.0])}, {"batch_id": "b0", "exchange": "NSE", "kind": "test", "source": "t"})
+    before, batches_before = fingerprint(con), fingerprint(con, ("training_batches",))
+    with pytest.raises(store.StoreConflictError, match="underlying_bars.*close"):
+        write_batch(con, {"vix_term_structure": vix_rows([T0], [1.0]), "underlying_bars": bar_rows([T0], [101.0])},
+                    {"batch_id": "b1", "exchange": "NSE", "kind": "test", "source": "t"})
+    assert fingerprint(con) == before and fingerprint(con, ("training_batches",)) == batches_before
 
 
 def test_insert_rows_keeps_a_batch_id_column_given_in_the_frame(con):
@@ -150,7 +184,7 @@ def test_insert_rows_property_matches_a_first_write_wins_dict(tmp_path_factory, 
         new_keys = {(m, 7 * (k + 1)) for m, k, _ in rows} - set(reference)
         for m, k, v in rows:
             reference.setdefault((m, 7 * (k + 1)), (v, i))
-        added = insert_rows(c, "vix_term_structure", frame, f"b{i}")
+        added = insert_rows(c, "vix_term_structure", frame, f"b{i}", on_conflict="ignore")
         assert added == len(new_keys)
         total += added
     got = c.execute("SELECT timestamp, tenor_days, value, batch_id FROM vix_term_structure").df()
