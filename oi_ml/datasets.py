@@ -23,10 +23,10 @@ from .config import IST, RunConfig, config_to_dict
 from .store import load_historical_data_for_ml, record_training_batch, transaction, window_params
 
 # %% auto #0
-__all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'package_versions', 'git_commit', 'sha256_file',
-           'write_parquet_deterministic', 'write_query_parquet', 'export_training_window', 'DatasetIntegrityError',
-           'dataset_dir', 'list_datasets', 'latest_dataset_version', 'load_manifest', 'verify_dataset', 'load_dataset',
-           'write_derived', 'load_derived']
+__all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'DATASET_COLUMNS', 'package_versions', 'git_commit',
+           'sha256_file', 'DatasetIntegrityError', 'read_json', 'write_parquet_deterministic', 'write_query_parquet',
+           'read_dataset_manifest', 'export_training_window', 'dataset_dir', 'list_datasets', 'latest_dataset_version',
+           'load_manifest', 'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
 PACKAGES = ("numpy", "pandas", "duckdb", "pyarrow", "lightgbm", "xgboost-cpu", "optuna", "hmmlearn", "shap", "numba",
@@ -60,6 +60,19 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 # %% ../nbs/04_datasets.ipynb #c007
+class DatasetIntegrityError(Exception):
+    "A dataset file is missing, unreadable, or its sha256 differs from the manifest."
+
+def read_json(path: str | Path, error: type[Exception] = DatasetIntegrityError, required: tuple = ()) -> dict:
+    "The JSON object stored at `path`; invalid JSON, a non-object or missing `required` keys raise `error` naming the file."
+    try: obj = json.loads(Path(path).read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise error(f"{path}: not valid JSON ({e}); the file is corrupt or truncated") from None
+    if not isinstance(obj, dict): raise error(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    missing = [k for k in required if k not in obj]
+    if missing: raise error(f"{path}: missing key(s) {', '.join(map(repr, missing))}")
+    return obj
+
+# %% ../nbs/04_datasets.ipynb #c010
 def write_parquet_deterministic(frame: pd.DataFrame, path: str | Path, sort_by: list[str]) -> dict:
     "Write `frame` sorted by `sort_by` as zstd Parquet; returns {sha256, rows, bytes}."
     table = pa.Table.from_pandas(frame.sort_values(sort_by, kind="mergesort").reset_index(drop=True), preserve_index=False)
@@ -67,7 +80,7 @@ def write_parquet_deterministic(frame: pd.DataFrame, path: str | Path, sort_by: 
     pq.write_table(table, path, compression="zstd", row_group_size=256_000, write_statistics=True, store_schema=False)
     return dict(sha256=sha256_file(path), rows=table.num_rows, bytes=Path(path).stat().st_size)
 
-# %% ../nbs/04_datasets.ipynb #c010
+# %% ../nbs/04_datasets.ipynb #c013
 def write_query_parquet(con, sql: str, params: dict, path: str | Path, row_group_size: int = 256_000) -> dict:
     "Stream an ordered query into zstd Parquet with fixed-size row groups; returns {sha256, rows, bytes}."
     reader = con.sql(sql, params=params).to_arrow_reader(row_group_size)
@@ -87,7 +100,7 @@ def write_query_parquet(con, sql: str, params: dict, path: str | Path, row_group
     writer.close()
     return dict(sha256=sha256_file(path), rows=rows, bytes=Path(path).stat().st_size)
 
-# %% ../nbs/04_datasets.ipynb #c013
+# %% ../nbs/04_datasets.ipynb #c016
 DATASET_FILES = {"ml_features.parquet": ["symbol", "timestamp"],
                  "option_chain.parquet": ["symbol", "timestamp", "expiry", "strike", "option_type"]}
 
@@ -121,14 +134,24 @@ def _content_hash(files: dict) -> str:
     "One hash over the files' names and hashes."
     return hashlib.sha256("".join(f"{n}:{files[n]['sha256']};" for n in sorted(files)).encode()).hexdigest()
 
-# %% ../nbs/04_datasets.ipynb #c014
-def _existing_versions(root: Path) -> dict[str, dict]:
-    "Manifests of the versions already on disk under an exchange folder, by version id."
-    out = {}
-    for manifest in sorted(root.glob("*/manifest.json")):
-        try: out[manifest.parent.name] = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError): continue
-    return out
+# %% ../nbs/04_datasets.ipynb #c017
+MANIFEST_KEYS = ("version", "exchange", "window_start", "window_end", "row_count", "files", "content_sha256", "source")
+
+def read_dataset_manifest(path: Path) -> dict:
+    "A dataset manifest.json; corrupt JSON, missing keys or a malformed `files` map raise `DatasetIntegrityError` naming it."
+    manifest = read_json(path, DatasetIntegrityError, MANIFEST_KEYS)
+    files = manifest["files"]
+    if not isinstance(files, dict) or not all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in files.values()):
+        raise DatasetIntegrityError(f"{path}: 'files' must map each file name to {{'sha256': ...}}")
+    return manifest
+
+def _scan_versions(root: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    "Manifests of the versions on disk under an exchange folder, and {version: problem} for those that cannot be read."
+    manifests, problems = {}, {}
+    for path in sorted(p for p in root.glob("*/manifest.json") if not p.parent.name.startswith(".")):   # skip staging folders
+        try: manifests[path.parent.name] = read_dataset_manifest(path)
+        except (OSError, DatasetIntegrityError) as e: problems[path.parent.name] = str(e)
+    return manifests, problems
 
 def _new_version_id(end_date: dt.date, existing: dict) -> str:
     "`YYYY-MM-DD`, or the first free `YYYY-MM-DD-n` suffix."
@@ -147,11 +170,11 @@ def export_training_window(con, exchange: str, start=None, end=None, fmt: str = 
     try:
         files, features = _write_files(con, exchange, start, end, staging)
         content = _content_hash(files)
-        existing = _existing_versions(root)
+        existing, unreadable = _scan_versions(root)
         same = [v for v, m in existing.items() if m.get("content_sha256") == content]
         if same: return existing[same[0]]
         window = window_params(exchange, features.timestamp.min(), features.timestamp.max())
-        version = _new_version_id(features.timestamp.max().tz_convert(IST).date(), existing)
+        version = _new_version_id(features.timestamp.max().tz_convert(IST).date(), {**existing, **unreadable})
         sources = sorted(set(features.source.dropna()))
         manifest = dict(
             version=version, exchange=exchange, window_start=features.timestamp.min().isoformat(),
@@ -180,43 +203,77 @@ def _register(con, manifest: dict, folder: Path) -> None:
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True); raise
 
-# %% ../nbs/04_datasets.ipynb #c016
-class DatasetIntegrityError(Exception):
-    "A dataset file is missing or its sha256 differs from the manifest."
-
+# %% ../nbs/04_datasets.ipynb #c019
 def dataset_dir(exchange: str, version: str, run_cfg: RunConfig | None = None) -> Path:
     "Folder of a dataset version."
     return Path((run_cfg or RunConfig()).datasets_dir) / exchange.upper() / version
 
+DATASET_COLUMNS = ["exchange", "version", "window_start", "window_end", "rows", "source", "content_sha256", "problem"]
+
+def _exchange_rows(root: Path, exchange: str) -> list[dict]:
+    "`list_datasets` rows of one exchange folder, by version id; an unreadable manifest gives a row with its `problem`."
+    manifests, problems = _scan_versions(root / exchange)
+    rows = {v: dict(exchange=exchange, version=v, window_start=m["window_start"], window_end=m["window_end"], rows=m["row_count"],
+                    source=m["source"], content_sha256=m["content_sha256"][:12], problem=None) for v, m in manifests.items()}
+    rows |= {v: dict(exchange=exchange, version=v, problem=p) for v, p in problems.items()}
+    return [rows[v] for v in sorted(rows)]
+
 def list_datasets(run_cfg: RunConfig | None = None, exchange: str | None = None) -> pd.DataFrame:
-    "One row per dataset version on disk: exchange, version, window, rows, source, content hash."
+    "One row per dataset version on disk: exchange, version, window, rows, source, content hash, and `problem` when its manifest is unreadable."
     root = Path((run_cfg or RunConfig()).datasets_dir)
-    rows = [dict(exchange=m["exchange"], version=m["version"], window_start=m["window_start"], window_end=m["window_end"],
-                 rows=m["row_count"], source=m["source"], content_sha256=m["content_sha256"][:12])
-            for ex in sorted(p.name for p in root.glob("*") if p.is_dir()) if exchange in (None, ex)
-            for m in _existing_versions(root / ex).values()]
-    return pd.DataFrame(rows, columns=["exchange", "version", "window_start", "window_end", "rows", "source", "content_sha256"])
+    rows = [r for ex in sorted(p.name for p in root.glob("*") if p.is_dir()) if exchange in (None, ex) for r in _exchange_rows(root, ex)]
+    return pd.DataFrame(rows, columns=DATASET_COLUMNS)
 
 def latest_dataset_version(exchange: str, run_cfg: RunConfig | None = None) -> str:
-    "Most recent version id of `exchange` (by window end, then id)."
+    "Most recent version id of `exchange` (by window end, then id); an unreadable manifest raises, since it may be the latest."
     ds = list_datasets(run_cfg, exchange.upper())
     if ds.empty: raise FileNotFoundError(f"no dataset versions for {exchange}: run `oi-ml export --exchange {exchange}` first")
+    if ds.problem.notna().any(): raise DatasetIntegrityError(ds.problem.dropna().iloc[0] + " (cannot tell which version is the latest)")
     return ds.sort_values(["window_end", "version"]).version.iloc[-1]
 
 def load_manifest(exchange: str, version: str, run_cfg: RunConfig | None = None) -> dict:
-    "The manifest of a dataset version."
+    "The manifest of a dataset version (`DatasetIntegrityError` naming it when corrupt)."
     path = dataset_dir(exchange, version, run_cfg) / "manifest.json"
     if not path.exists(): raise FileNotFoundError(f"{path}: no such dataset version")
-    return json.loads(path.read_text())
+    return read_dataset_manifest(path)
 
-def verify_dataset(exchange: str, version: str, run_cfg: RunConfig | None = None) -> dict:
-    "Recompute every file hash of a version; raises `DatasetIntegrityError` naming the file on mismatch."
+def _parquet_rows(path: Path) -> int:
+    "Row count from a Parquet footer; an unreadable file raises `DatasetIntegrityError` naming it."
+    try: return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, pa.ArrowException) as e: raise DatasetIntegrityError(f"{path}: not a readable Parquet file ({e})") from None
+
+def _check_summary(folder: Path, manifest: dict) -> None:
+    "The manifest's content_sha256 and row counts must agree with its (verified) files: catches a hand-edited manifest."
+    path, content = folder / "manifest.json", _content_hash(manifest["files"])
+    if content != manifest["content_sha256"]:
+        raise DatasetIntegrityError(f"{path}: content_sha256 {manifest['content_sha256'][:12]}… differs from the hash of its files' hashes {content[:12]}… (manifest edited?)")
+    for name, info in manifest["files"].items():
+        rows = _parquet_rows(folder / name) if name.endswith(".parquet") else None
+        if rows is not None and info.get("rows", rows) != rows: raise DatasetIntegrityError(f"{folder / name}: holds {rows} rows, the manifest says {info['rows']}")
+    features = manifest["files"].get("ml_features.parquet", {})
+    if "rows" in features and manifest["row_count"] != features["rows"]:
+        raise DatasetIntegrityError(f"{path}: row_count {manifest['row_count']} differs from ml_features.parquet's {features['rows']} rows")
+
+def _check_registered(con, manifest: dict, path: Path) -> None:
+    "The version's content_sha256 and row count must match the warehouse's `dataset_registry` row written at export."
+    row = con.execute("SELECT content_sha256, row_count FROM dataset_registry WHERE exchange = ? AND version = ?",
+                      [manifest["exchange"], manifest["version"]]).fetchone()
+    if row is None: raise DatasetIntegrityError(f"{path}: version {manifest['version']} is not in the warehouse's dataset_registry")
+    if (row[0], row[1]) != (manifest["content_sha256"], manifest["row_count"]):
+        raise DatasetIntegrityError(f"{path}: content_sha256/row_count ({manifest['content_sha256'][:12]}…, {manifest['row_count']}) differ "
+                                    f"from the warehouse's dataset_registry ({row[0][:12]}…, {row[1]})")
+
+def verify_dataset(exchange: str, version: str, run_cfg: RunConfig | None = None,
+                   con=None) -> dict:   # optional warehouse connection: also check the version against its dataset_registry row
+    "Recompute every file hash of a version and check the manifest's summary (and registry row); raises `DatasetIntegrityError` naming the file."
     manifest, folder = load_manifest(exchange, version, run_cfg), dataset_dir(exchange, version, run_cfg)
     for name, info in manifest["files"].items():
         path = folder / name
         if not path.exists(): raise DatasetIntegrityError(f"{path}: file listed in the manifest is missing")
         digest = sha256_file(path)
         if digest != info["sha256"]: raise DatasetIntegrityError(f"{path}: sha256 {digest[:12]}… does not match the manifest's {info['sha256'][:12]}…")
+    _check_summary(folder, manifest)
+    if con is not None: _check_registered(con, manifest, folder / "manifest.json")
     return manifest
 
 def load_dataset(exchange: str, version: str | None = None, run_cfg: RunConfig | None = None, table: str = "ml_features",
@@ -226,22 +283,38 @@ def load_dataset(exchange: str, version: str | None = None, run_cfg: RunConfig |
     manifest = verify_dataset(exchange, version, run_cfg) if verify else load_manifest(exchange, version, run_cfg)
     return pd.read_parquet(dataset_dir(exchange, version, run_cfg) / f"{table}.parquet"), manifest
 
-# %% ../nbs/04_datasets.ipynb #c019
+# %% ../nbs/04_datasets.ipynb #c024
+def _derived_file(name: str, info: dict | None) -> str:
+    "File name of a derived table: recorded under `file` (content-named), `<name>.parquet` for older manifests."
+    return (info or {}).get("file", f"{name}.parquet")
+
 def write_derived(exchange: str, version: str, name: str, frame: pd.DataFrame, config: dict, run_cfg: RunConfig | None = None) -> dict:
-    "Write `<name>.parquet` into a version's folder and record it under `derived` in the manifest (atomically)."
+    "Write `<name>.<sha12>.parquet` into a version's folder and switch the manifest's `derived` entry to it in one rename."
     folder, manifest = dataset_dir(exchange, version, run_cfg), verify_dataset(exchange, version, run_cfg)
-    tmp = folder / f".{name}.parquet.tmp"
-    info = write_parquet_deterministic(frame, tmp, [c for c in ("symbol", "timestamp") if c in frame.columns])
-    os.replace(tmp, folder / f"{name}.parquet")
-    manifest.setdefault("derived", {})[f"{name}.parquet"] = {**info, "config": config, "columns": list(frame.columns)}
-    tmp_manifest = folder / ".manifest.json.tmp"
-    tmp_manifest.write_text(json.dumps(manifest, indent=1, default=str)); os.replace(tmp_manifest, folder / "manifest.json")
-    return manifest["derived"][f"{name}.parquet"]
+    old = manifest.get("derived", {}).get(f"{name}.parquet")
+    tmp, tmp_manifest, file = folder / f".{name}.parquet.tmp", folder / ".manifest.json.tmp", None
+    try:
+        info = write_parquet_deterministic(frame, tmp, [c for c in ("symbol", "timestamp") if c in frame.columns])
+        file = f"{name}.{info['sha256'][:12]}.parquet"
+        new = {**info, "file": file, "config": config, "columns": list(frame.columns)}
+        manifest.setdefault("derived", {})[f"{name}.parquet"] = new
+        tmp_manifest.write_text(json.dumps(manifest, indent=1, default=str))
+        os.replace(tmp, folder / file)                         # a new name: the file the manifest lists stays as it is
+        os.replace(tmp_manifest, folder / "manifest.json")     # the one switch
+    except BaseException:
+        if file and file != _derived_file(name, old): (folder / file).unlink(missing_ok=True)
+        raise
+    finally:
+        for path in (tmp, tmp_manifest): path.unlink(missing_ok=True)
+    if _derived_file(name, old) != file: (folder / _derived_file(name, old)).unlink(missing_ok=True)
+    return new
 
 def load_derived(exchange: str, version: str, name: str, run_cfg: RunConfig | None = None) -> pd.DataFrame:
     "A derived table of a version, verified against its recorded sha256."
     folder, manifest = dataset_dir(exchange, version, run_cfg), load_manifest(exchange, version, run_cfg)
     info = manifest.get("derived", {}).get(f"{name}.parquet")
     if info is None: raise FileNotFoundError(f"{folder}: no derived table '{name}' (run `oi-ml {name} --exchange {exchange} --dataset {version}`)")
-    if sha256_file(folder / f"{name}.parquet") != info["sha256"]: raise DatasetIntegrityError(f"{folder / (name + '.parquet')}: sha256 differs from the manifest")
-    return pd.read_parquet(folder / f"{name}.parquet")
+    path = folder / _derived_file(name, info)
+    if not path.exists(): raise DatasetIntegrityError(f"{path}: derived table listed in the manifest is missing")
+    if sha256_file(path) != info["sha256"]: raise DatasetIntegrityError(f"{path}: sha256 differs from the manifest")
+    return pd.read_parquet(path)

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from .config import RunConfig, get_exchange_config
-from .datasets import git_commit, package_versions, sha256_file
+from .datasets import git_commit, package_versions, read_json, sha256_file
 from . import train as _train
 
 # %% auto #0
@@ -205,9 +205,10 @@ def read_registry(run_cfg: RunConfig | None = None) -> dict:
     "The registry (an empty one when no file exists yet)."
     path = registry_path(run_cfg)
     if not path.exists(): return {"format": REGISTRY_FORMAT, "exchanges": {}}
-    registry = json.loads(path.read_text())
+    registry = read_json(path, RegistryError)
     if registry.get("format") != REGISTRY_FORMAT:
         raise RegistryError(f"{path}: registry format {registry.get('format')!r}, this code reads format {REGISTRY_FORMAT}")
+    if not isinstance(registry.get("exchanges"), dict): raise RegistryError(f"{path}: missing or malformed 'exchanges' map")
     return registry
 
 def _exchange_record(registry: dict, key: str) -> dict:
@@ -397,7 +398,7 @@ def verify_run(exchange: str, run_id: str, run_cfg: RunConfig | None = None) -> 
 def _run_gate(exchange: str, run_id: str, run_cfg: RunConfig) -> dict | None:
     "The run's reports/gate_report.json, when the gate stage wrote one."
     path = run_dir(exchange, run_id, run_cfg) / "reports" / "gate_report.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path, RegistryError) if path.is_file() else None
 
 def _check_gate(gate: dict | None, run_id: str, horizon: str | None) -> dict | None:
     "Refuse a gate result that says it failed, or that compared the run with another horizon key's production model."

@@ -22,7 +22,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 
 from .config import RunConfig, config_to_dict
 from .cv import PurgedKFold
-from .datasets import load_dataset, package_versions, sha256_file
+from .datasets import load_dataset, package_versions, read_json, sha256_file
 from .features import KEY_COLUMNS, feature_distribution, prepare_training_features, supported_feature_columns
 from .indicators import WARMUP_BARS
 from .labels import LabelConfig, make_target
@@ -30,14 +30,14 @@ from .meta_labels import sample_weights
 from .regimes import RegimeHMMTransformer
 
 # %% auto #0
-__all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'CALIBRATION_FLOOR', 'TrainConfig', 'TrainingTable',
-           'build_training_table', 'resolve_family', 'fit_booster', 'booster_predict', 'booster_contributions',
-           'save_booster', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'select_features',
-           'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc', 'classification_metrics',
-           'reliability_curve', 'fit_calibration', 'apply_calibration', 'holdout_split', 'cross_validate',
-           'regression_metrics', 'fit_garch', 'garch_forecast', 'run_id_for', 'fit_calibrated', 'train_model',
-           'holdout_scores', 'publish_run', 'ModelIntegrityError', 'verify_run', 'ModelBundle', 'load_bundle',
-           'score_features', 'score_frame']
+__all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'CALIBRATION_FLOOR', 'BUNDLE_FILES', 'TrainConfig',
+           'TrainingTable', 'build_training_table', 'resolve_family', 'fit_booster', 'booster_predict',
+           'booster_contributions', 'save_booster', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes',
+           'select_features', 'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc',
+           'classification_metrics', 'reliability_curve', 'fit_calibration', 'apply_calibration', 'holdout_split',
+           'cross_validate', 'regression_metrics', 'fit_garch', 'garch_forecast', 'run_id_for', 'fit_calibrated',
+           'train_model', 'holdout_scores', 'publish_run', 'swap_into_place', 'ModelIntegrityError', 'verify_run',
+           'require_listed', 'ModelBundle', 'load_bundle', 'score_features', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -515,11 +515,20 @@ def publish_run(run_dir: Path, write) -> dict:
     try:
         manifest = write(staging)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        if run_dir.exists(): shutil.rmtree(run_dir)
-        os.replace(staging, run_dir)
+        swap_into_place(staging, run_dir)
     finally:
         if staging.exists(): shutil.rmtree(staging)
     return manifest
+
+def swap_into_place(new: Path, target: Path) -> None:
+    "Rename folder `new` to `target`; an existing `target` is moved aside first, restored if the rename fails, deleted only after."
+    if not target.exists(): os.replace(new, target); return
+    aside = target.with_name(f".{target.name}.old-{os.getpid()}-{hashlib.sha256(os.urandom(8)).hexdigest()[:8]}")
+    os.replace(target, aside)
+    try: os.replace(new, target)
+    except BaseException:
+        os.replace(aside, target); raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration) -> dict:
     "Write the artefacts and their hash-listing manifest as one published run."
@@ -528,7 +537,7 @@ def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, fi
         return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores)
     return publish_run(run_dir, write)
 
-# %% ../nbs/22_train.ipynb #c030
+# %% ../nbs/22_train.ipynb #c032
 class ModelIntegrityError(Exception):
     "A model artefact is missing or differs from the sha256 in its manifest."
 
@@ -536,13 +545,21 @@ def verify_run(run_dir: str | Path) -> dict:
     "The run's manifest after checking every listed file's sha256."
     run_dir = Path(run_dir)
     if not (run_dir / "manifest.json").exists(): raise FileNotFoundError(f"{run_dir}: no manifest.json (not a model run)")
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = read_json(run_dir / "manifest.json", ModelIntegrityError, ("files",))
+    if not isinstance(manifest["files"], dict): raise ModelIntegrityError(f"{run_dir / 'manifest.json'}: 'files' must map paths to sha256")
     for rel, digest in manifest["files"].items():
         path = run_dir / rel
         if not path.exists(): raise ModelIntegrityError(f"{path}: listed in the manifest but missing")
         actual = sha256_file(path)
         if actual != digest: raise ModelIntegrityError(f"{path}: sha256 {actual[:12]}… does not match the manifest's {digest[:12]}…")
     return manifest
+
+BUNDLE_FILES = ("model_features.json", "regime_hmm.json", "calibration.json")   # read by load_bundle, besides models/*
+
+def require_listed(run_dir: Path, manifest: dict, rels) -> None:
+    "Refuse a run whose manifest does not list (and so `verify_run` did not hash-check) a file that will be read."
+    for rel in rels:
+        if rel not in manifest["files"]: raise ModelIntegrityError(f"{run_dir / rel}: not listed in the manifest, so not verified; refusing to load it")
 
 @dataclass(frozen=True)
 class ModelBundle:
@@ -556,7 +573,8 @@ class ModelBundle:
 def load_bundle(run_dir: str | Path) -> ModelBundle:
     "Load a verified run: boosters, regime HMM, features and calibration (JSON and native formats only)."
     run_dir = Path(run_dir); manifest = verify_run(run_dir)
-    meta = json.loads((run_dir / "model_features.json").read_text())
+    require_listed(run_dir, manifest, BUNDLE_FILES)
+    meta = read_json(run_dir / "model_features.json", ModelIntegrityError, ("family", "classes", "selected", "routes", "rounds", "input_features"))
     listed = {rel for rel in manifest["files"] if rel.startswith("models/")}
     extra = sorted(p.relative_to(run_dir).as_posix() for p in (run_dir / "models").iterdir())
     unlisted = [rel for rel in extra if rel not in listed]
@@ -564,10 +582,10 @@ def load_bundle(run_dir: str | Path) -> ModelBundle:
     boosters = {Path(rel).name.split(".")[0]: load_booster(run_dir / rel) for rel in sorted(listed)}
     ms = ModelSet(meta["family"], tuple(meta["classes"]), RegimeHMMTransformer.load(run_dir / "regime_hmm.json"), meta["selected"],
                   boosters, {int(r): v for r, v in meta["routes"].items()}, int(meta["rounds"]))
-    cal = json.loads((run_dir / "calibration.json").read_text()) or None
+    cal = read_json(run_dir / "calibration.json", ModelIntegrityError) or None
     return ModelBundle(run_dir, manifest, ms, meta["input_features"], cal)
 
-# %% ../nbs/22_train.ipynb #c031
+# %% ../nbs/22_train.ipynb #c033
 def score_features(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
     "Calibrated probabilities, regime, signal (+1/0/-1) and confidence for prepared feature rows (time-sorted)."
     ms = bundle.model_set

@@ -208,3 +208,88 @@ def test_a_failed_file_write_leaves_no_staging_folder(sim_con, cfg, monkeypatch)
     with pytest.raises(OSError, match="injected"):
         export_training_window(sim_con, "NSE", run_cfg=cfg)
     assert len(calls) == 1 and folders(cfg) == [] and registry(sim_con) == []
+
+
+# ---------------------------------------------------------------- derived tables: the file and its manifest entry switch together
+def _derived_frame(x: float) -> pd.DataFrame:
+    return pd.DataFrame({"symbol": ["NIFTY"] * 3, "timestamp": pd.date_range("2025-08-01", periods=3, tz="UTC"), "x": [x] * 3})
+
+
+def test_a_failure_before_the_manifest_switch_keeps_the_old_derived_table(sim_con, cfg, monkeypatch):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    folder = dataset_dir("NSE", version, cfg)
+    datasets.write_derived("NSE", version, "features", _derived_frame(1.0), {"v": 1}, cfg)
+    files_before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real_replace = datasets.os.replace
+
+    def failing_replace(src, dst):                       # the manifest switch fails (e.g. disk full)
+        if str(dst).endswith("manifest.json"): raise OSError("injected: manifest rename failed")
+        return real_replace(src, dst)
+    monkeypatch.setattr(datasets.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="injected"):
+        datasets.write_derived("NSE", version, "features", _derived_frame(9.0), {"v": 2}, cfg)
+    monkeypatch.undo()
+    assert datasets.load_derived("NSE", version, "features", cfg).x.tolist() == [1.0] * 3        # old table, hash ok
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files_before                  # nothing half-written left
+    datasets.write_derived("NSE", version, "features", _derived_frame(2.0), {"v": 2}, cfg)       # and a retry works
+    assert datasets.load_derived("NSE", version, "features", cfg).x.tolist() == [2.0] * 3
+    assert len([p for p in folder.iterdir() if p.name.startswith("features.")]) == 1                     # the old file was removed
+
+
+# ---------------------------------------------------------------- a corrupt manifest is reported, not hidden
+@pytest.mark.parametrize("corrupt, message", [(lambda text: text[:200], r"manifest\.json: not valid JSON"),
+                                              (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "files"}),
+                                               r"manifest\.json: missing key\(s\) 'files'")])
+def test_a_corrupt_dataset_manifest_is_named_and_listed(sim_con, cfg, corrupt, message):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    path = dataset_dir("NSE", version, cfg) / "manifest.json"
+    path.write_text(corrupt(path.read_text()))
+    listed = list_datasets(cfg)
+    assert listed.version.tolist() == [version] and re.search(message, listed.problem.iloc[0])
+    for call in (lambda: verify_dataset("NSE", version, cfg), lambda: load_dataset("NSE", version, cfg),
+                 lambda: load_manifest("NSE", version, cfg), lambda: latest_dataset_version("NSE", cfg)):
+        with pytest.raises(DatasetIntegrityError, match=message):
+            call()
+    corrupt_bytes = path.read_bytes()
+    again = export_training_window(sim_con, "NSE", run_cfg=cfg)                 # never written over the corrupt version
+    assert again["version"] != version and path.read_bytes() == corrupt_bytes
+
+
+# ---------------------------------------------------------------- a hand-edited manifest covering a tampered file
+def test_a_manifest_edited_to_cover_a_tampered_file_is_refused(sim_con, cfg):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    folder = dataset_dir("NSE", version, cfg)
+    frame = pd.read_parquet(folder / "ml_features.parquet"); frame.loc[0, "close"] *= 10
+    frame.to_parquet(folder / "ml_features.parquet")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["ml_features.parquet"]["sha256"] = sha256(folder / "ml_features.parquet")   # the file hash re-computed
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetIntegrityError, match=r"manifest\.json: content_sha256 .* differs from the hash of its files"):
+        verify_dataset("NSE", version, cfg)
+    names = sorted(manifest["files"])                                       # reference content hash: the documented formula
+    manifest["content_sha256"] = hashlib.sha256("".join(f"{n}:{manifest['files'][n]['sha256']};" for n in names).encode()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "row_count": 99999}))
+    with pytest.raises(DatasetIntegrityError, match="row_count 99999 differs"):
+        verify_dataset("NSE", version, cfg)
+    (folder / "manifest.json").write_text(json.dumps(manifest))              # edited consistently: only the warehouse knows
+    assert verify_dataset("NSE", version, cfg)["version"] == version
+    with pytest.raises(DatasetIntegrityError, match="differ from the warehouse's dataset_registry"):
+        verify_dataset("NSE", version, cfg, con=sim_con)
+
+
+def test_an_untouched_version_passes_the_warehouse_check(sim_con, cfg):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    assert verify_dataset("NSE", version, cfg, con=sim_con)["version"] == version
+
+
+def test_a_rehashed_truncated_parquet_is_named(sim_con, cfg):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    folder = dataset_dir("NSE", version, cfg)
+    path = folder / "option_chain.parquet"; path.write_bytes(path.read_bytes()[:100])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["option_chain.parquet"]["sha256"] = sha256(path)
+    names = sorted(manifest["files"])
+    manifest["content_sha256"] = hashlib.sha256("".join(f"{n}:{manifest['files'][n]['sha256']};" for n in names).encode()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetIntegrityError, match=r"option_chain\.parquet: not a readable Parquet file"):
+        verify_dataset("NSE", version, cfg)

@@ -565,3 +565,23 @@ def test_signoff_records_the_horizon(cfg):
     with pytest.raises(ValueError, match="invalid horizon '30'"):
         record_signoff(EXCHANGE, "v0001", "meera", "approved", run_cfg=cfg, horizon="30")
     assert "| NSE | signoff | v0001 | run-20251031-aaaaaaaaaaaa | 15m |" in (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
+
+
+# ---------------------------------------------------------------- corrupt JSON gives a RegistryError naming the file
+@pytest.mark.parametrize("text, message", [('{"format": 1, "exchanges": {"NSE": {"cur', "registry.json: not valid JSON"),
+                                           ('{"format": 1}', "registry.json: missing or malformed 'exchanges'")])
+def test_a_corrupt_registry_file_is_named(cfg, text, message):
+    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "first", run_cfg=cfg)
+    (models(cfg) / "registry.json").write_text(text)
+    for call in (lambda: current_version(EXCHANGE, cfg), lambda: load_version(EXCHANGE, run_cfg=cfg),
+                 lambda: rollback(EXCHANGE, operator="ravi", run_cfg=cfg)):
+        with pytest.raises(RegistryError, match=message):
+            call()
+    assert (models(cfg) / "registry.json").read_text() == text                 # nothing rewritten over it
+
+
+def test_a_corrupt_gate_report_is_named_and_nothing_is_deployed(cfg):
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one", extra={"reports/gate_report.json": '{"passed": tr'})
+    with pytest.raises(RegistryError, match=r"reports/gate_report\.json: not valid JSON"):
+        deploy_model(EXCHANGE, run.name, "asha", "try", run_cfg=cfg)
+    assert not (models(cfg) / "registry.json").exists() and not list((models(cfg) / EXCHANGE).glob("v*"))

@@ -486,3 +486,65 @@ def test_null_signal_auc_within_noise(null_signal):
     assert 0.005 < out["noise_sd"] < 0.05, out["noise_sd"]
     assert abs(out["auc"] - 0.5) < NOISE_SIGMAS * out["noise_sd"], (out["auc"], out["noise_sd"])
     assert abs(hold["raw"]["directional_auc"] - 0.5) < NOISE_SIGMAS * out["noise_sd"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# publishing over an existing run, and files load_bundle reads must be verified
+
+def _old_run(tmp_path: Path) -> Path:
+    run = tmp_path / "models" / "NSE" / "run-x"
+    (run / "models").mkdir(parents=True)
+    (run / "models" / "pooled.lgb.txt").write_text("old model")
+    (run / "manifest.json").write_text('{"files": {}}')
+    return run
+
+
+def test_publish_over_an_existing_run_keeps_it_when_the_rename_fails(tmp_path, monkeypatch):
+    run = _old_run(tmp_path)
+    before = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    staged, real_replace = [], train_mod.os.replace
+
+    def write(staging):
+        staged.append(Path(staging)); (staging / "new.txt").write_text("new"); return {"files": {}}
+
+    def failing_replace(src, dst):                      # the rename of the new run into place fails
+        if staged and Path(src) == staged[0]: raise OSError("injected: rename failed")
+        return real_replace(src, dst)
+    monkeypatch.setattr(train_mod.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="injected"):
+        train_mod.publish_run(run, write)
+    monkeypatch.undo()
+    after = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()} if run.exists() else {}
+    assert after == before                                                     # the old run is intact
+    assert sorted(p.name for p in run.parent.iterdir()) == ["run-x"]           # no staging or aside folder left
+
+
+def test_publish_over_an_existing_run_replaces_it_whole(tmp_path):
+    run = _old_run(tmp_path)
+    train_mod.publish_run(run, lambda staging: (staging / "new.txt").write_text("new") and {"files": {"new.txt": "x"}})
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == ["manifest.json", "new.txt"]
+    assert json.loads((run / "manifest.json").read_text()) == {"files": {"new.txt": "x"}}
+    assert sorted(p.name for p in run.parent.iterdir()) == ["run-x"]
+
+
+@pytest.mark.parametrize("rel, edit", [("calibration.json", lambda d: {"tampered": True}),
+                                       ("model_features.json", lambda d: {**d, "rounds": 1}),
+                                       ("regime_hmm.json", lambda d: d)])
+def test_a_file_load_bundle_reads_must_be_listed_in_the_manifest(small_run, tmp_path, rel, edit):
+    run = copy_run(small_run, tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text()); del manifest["files"][rel]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    (run / rel).write_text(json.dumps(edit(json.loads((run / rel).read_text()))))     # edited, and no longer hash-listed
+    with pytest.raises(ModelIntegrityError, match=rf"{rel}: not listed in the manifest"):
+        load_bundle(run)
+
+
+@pytest.mark.parametrize("text, message", [('{"run_id": "run-x", "files": {"a', r"manifest\.json: not valid JSON"),
+                                           ('{"run_id": "run-x"}', r"manifest\.json: missing key\(s\) 'files'"),
+                                           ('{"files": ["a.json"]}', r"manifest\.json: 'files' must map")])
+def test_a_corrupt_run_manifest_is_named(tmp_path, text, message):
+    run = _old_run(tmp_path)
+    (run / "manifest.json").write_text(text)
+    for call in (verify_run, load_bundle):
+        with pytest.raises(ModelIntegrityError, match=message):
+            call(run)
