@@ -506,10 +506,15 @@ def test_duplicate_bhavcopy_row_is_rejected(seeded, cfg, tmp_path, fingerprint):
     r = _first_option_row(raw, "old")
     dup = pd.concat([raw.iloc[: r + 1], raw.iloc[[r]], raw.iloc[r + 1:]], ignore_index=True)
     path = tmp_path / "dup.csv"; dup.to_csv(path, index=False)
-    before = fingerprint(seeded)
-    with pytest.raises(IngestError, match=rf"temporal: 1 row\(s\); first at row {r + 2}, column"):
-        import_bhavcopy(seeded, path, run_cfg=cfg)
-    assert fingerprint(seeded) == before
+    _bhavcopy_refused(seeded, path, cfg, fingerprint, rf"temporal: 1 row\(s\); first at row {r + 2}, column")
+
+
+def _bhavcopy_refused(con, path, cfg, fingerprint, match: str) -> None:
+    "Importing the bhavcopy at `path` raises an IngestError matching `match` and leaves every stored table unchanged."
+    before = fingerprint(con)
+    with pytest.raises(IngestError, match=match):
+        import_bhavcopy(con, path, run_cfg=cfg)
+    assert fingerprint(con) == before
 
 
 def test_bhavcopy_missing_a_column_names_it(seeded, cfg, tmp_path, fingerprint):
@@ -571,10 +576,7 @@ def test_udiff_dd_mm_yyyy_trade_date_is_rejected(con, cfg, tmp_path, fingerprint
     raw = _bhav(tmp_path)
     raw["TradDt"] = "02-01-2025"; raw["BizDt"] = "02-01-2025"
     path = tmp_path / "ddmm_udiff.csv"; raw.to_csv(path, index=False)
-    before = fingerprint(con)
-    with pytest.raises(IngestError, match=r"row 1, column 'trade_date': unparseable or ambiguous date '02-01-2025'"):
-        import_bhavcopy(con, path, run_cfg=cfg)
-    assert fingerprint(con) == before
+    _bhavcopy_refused(con, path, cfg, fingerprint, r"row 1, column 'trade_date': unparseable or ambiguous date '02-01-2025'")
 
 
 def test_a_revised_file_with_other_values_is_a_conflict_and_stores_nothing(seeded, cfg, tmp_path, fingerprint):
