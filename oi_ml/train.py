@@ -30,8 +30,8 @@ from .meta_labels import sample_weights
 from .regimes import RegimeHMMTransformer
 
 # %% auto #0
-__all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'CALIBRATION_FLOOR', 'BUNDLE_FILES', 'TrainConfig',
-           'TrainingTable', 'build_training_table', 'resolve_family', 'fit_booster', 'booster_predict',
+__all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARKERS', 'CALIBRATION_FLOOR', 'BUNDLE_FILES',
+           'TrainConfig', 'TrainingTable', 'build_training_table', 'resolve_family', 'fit_booster', 'booster_predict',
            'booster_contributions', 'save_booster', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes',
            'select_features', 'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc',
            'classification_metrics', 'reliability_curve', 'fit_calibration', 'apply_calibration', 'holdout_split',
@@ -174,9 +174,17 @@ def save_booster(booster, path: Path, rounds: int) -> Path:
     else: booster.save_model(str(path))
     return path
 
+LGB_END_MARKERS = (b"\nend of trees\n", b"\nend of parameters\n")   # a complete LightGBM text model has both
+
 def load_booster(path: Path):
-    "Load a booster saved by `save_booster` (format from the file name)."
-    if path.name.endswith(".lgb.txt"): return lgb.Booster(model_file=str(path))
+    """Load a booster saved by `save_booster` (format from the file name). A LightGBM text model lacking its end markers
+    is refused before LightGBM parses it: every truncated file tried crashed the process (SIGSEGV) instead of raising."""
+    if path.name.endswith(".lgb.txt"):
+        content = path.read_bytes()
+        if not all(m in content for m in LGB_END_MARKERS):
+            raise ModelIntegrityError(f"{path}: incomplete LightGBM model file ({len(content):,} bytes, no 'end of trees'/'end of "
+                                      "parameters' marker): truncated while saving or copying?")
+        return lgb.Booster(model_str=content.decode())
     import xgboost as xgb
     b = xgb.Booster(); b.load_model(str(path)); return b
 

@@ -9,6 +9,8 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -247,6 +249,20 @@ def test_tampered_model_file_is_refused(small_run, tmp_path):
     model.write_bytes(bytes(data))
     with pytest.raises(ModelIntegrityError, match=r"pooled\.lgb\.txt: sha256"):
         load_bundle(run)
+
+
+def test_truncated_model_file_with_a_matching_manifest_is_refused_not_crashed(small_run, tmp_path):
+    "A disk that fills while saving leaves a short file whose hash the manifest records; LightGBM segfaulted on it."
+    run = copy_run(small_run, tmp_path)
+    model = run / "models" / "pooled.lgb.txt"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["files"]["models/pooled.lgb.txt"] = sha256(model)                 # the hash matches the short file
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    code = f"from oi_ml.train import load_bundle\nload_bundle({str(run)!r})"   # a child process: a crash must not kill pytest
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 1, (child.returncode, child.stderr[-2000:])     # a Python error, not a signal
+    assert "ModelIntegrityError" in child.stderr and "pooled.lgb.txt: incomplete LightGBM model file" in child.stderr
 
 
 @pytest.mark.parametrize("rel", ["models/pooled.lgb.txt", "regime_hmm.json", "calibration.json"])
