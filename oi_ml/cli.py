@@ -82,7 +82,7 @@ def cmd_ingest(args, cfg: RunConfig) -> int:
 
 # %% ../nbs/51_cli.ipynb #c009
 def cmd_validate(args, cfg: RunConfig) -> int:
-    "Re-run the quality checks over stored data and verify every dataset version's hashes."
+    "Re-run the quality checks over stored data and verify every dataset version's files and its warehouse registry row."
     exchanges, failures = [args.exchange] if args.exchange else list(EXCHANGES), 0
     with connect(cfg, read_only=True) as con:
         for ex in exchanges:
@@ -91,9 +91,9 @@ def cmd_validate(args, cfg: RunConfig) -> int:
                 print(f"{ex} {name}: {report.rows_in:,} rows, {status}")
                 for line in report.summary_lines(): print(f"  {line}")
                 failures += not report.ok
-    for row in list_datasets(cfg, args.exchange).itertuples():
-        try: verify_dataset(row.exchange, row.version, cfg); print(f"dataset {row.exchange}/{row.version}: hashes ok")
-        except DatasetIntegrityError as err: print(f"dataset {row.exchange}/{row.version}: {err}", file=sys.stderr); failures += 1
+        for row in list_datasets(cfg, args.exchange).itertuples():
+            try: verify_dataset(row.exchange, row.version, cfg, con); print(f"dataset {row.exchange}/{row.version}: hashes and registry ok")
+            except DatasetIntegrityError as err: print(f"dataset {row.exchange}/{row.version}: {err}", file=sys.stderr); failures += 1
     return 1 if failures else 0
 
 def cmd_export(args, cfg: RunConfig) -> int:

@@ -177,3 +177,16 @@ def test_ingest_bhavcopy_takes_the_symbol_option(tmp_path, monkeypatch):
     assert asked == [("NIFTY",), None]                        # None: the exchange's own index (NSE: NIFTY)
     chain = connect(RunConfig(data_dir=str(tmp_path / "a"))).execute("SELECT DISTINCT symbol FROM option_chain_snapshots").fetchall()
     assert chain == [("NIFTY",)]
+
+
+def test_validate_checks_each_dataset_version_against_the_warehouse(tmp_path, capsys):
+    "A version whose files and manifest agree but that the warehouse never registered is reported (exit 1), naming it."
+    data = str(tmp_path / "d")
+    narrow = write_config(tmp_path / "narrow.toml", NARROW)
+    assert cli.main(["--data-dir", data, "--config", narrow, "simulate", "--exchange", "NSE", "--days", "1"]) == 0
+    assert cli.main(["--data-dir", data, "export", "--exchange", "NSE"]) == 0
+    assert cli.main(["--data-dir", data, "validate", "--exchange", "NSE"]) == 0
+    assert "hashes and registry ok" in capsys.readouterr().out
+    with connect(RunConfig(data_dir=data)) as con: con.execute("DELETE FROM dataset_registry")
+    assert cli.main(["--data-dir", data, "validate", "--exchange", "NSE"]) == 1
+    assert "is not in the warehouse's dataset_registry" in capsys.readouterr().err
