@@ -445,6 +445,11 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     if missing: _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, _header_error(report, missing, raw.columns))
     frame = _bhav_frame(raw, mapping, fmt, report, run_cfg, cfg)
     wanted = frame.symbol.isin(symbols or (cfg.symbol,)).to_numpy() & (frame.instrument != "OTHER").to_numpy()
+    if not wanted.any():   # a stock-options-only file, or another index's: nothing to store is an error, not a success
+        index_rows = sorted(set(frame.symbol[(frame.instrument != "OTHER").to_numpy()]))
+        report.add([0], "symbol", "schema", f"no index futures/options rows of {list(symbols or (cfg.symbol,))}; "
+                                            f"index symbols in the file: {index_rows[:10] or 'none'}")
+        _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, IngestError(report))
     sub = ValidationReport(report.file); incomplete = _bhav_checks(frame[wanted].reset_index(drop=True), sub, run_cfg.quality)
     _merge(report, sub, np.flatnonzero(wanted) + 1)
     chain, bars = _chain_from_bhav(frame[wanted][~incomplete], exchange, run_cfg.risk_free_rate)

@@ -651,3 +651,15 @@ def test_bars_outside_the_session_or_in_the_future_are_rejected(con, cfg, tmp_pa
     with pytest.raises(IngestError, match=rf"temporal: .*first at row {row}, column 'timestamp': {reason}"):
         import_ohlcv(con, write(frame, tmp_path / f"{case}.csv"), "S", run_cfg=cfg)
     assert fingerprint(con) == before
+
+
+def test_a_bhavcopy_without_the_wanted_index_is_refused_not_stored_empty(con, cfg, tmp_path, fingerprint):
+    "A stock-options-only file (or another index's) used to 'succeed' storing 0 rows."
+    raw = _bhav(tmp_path)
+    stocks = raw[raw.TckrSymb == "BANKNIFTY"].assign(FinInstrmTp="STO", TckrSymb="RELIANCE")   # a stock option row only
+    path = tmp_path / "stocks_only.csv"; stocks.to_csv(path, index=False)
+    _bhavcopy_refused(con, path, cfg, fingerprint, r"row 0, column 'symbol': no index futures/options rows of \['NIFTY'\]")
+    before = fingerprint(con)                        # another index than the file's: refused, naming those it has
+    with pytest.raises(IngestError, match=r"no index futures/options rows of \['FINNIFTY'\]; index symbols in the file: \['BANKNIFTY', 'NIFTY'\]"):
+        import_bhavcopy(con, write_example_bhavcopy(tmp_path / "nifty.csv"), symbols=("FINNIFTY",), run_cfg=cfg)
+    assert fingerprint(con) == before
