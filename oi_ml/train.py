@@ -186,7 +186,11 @@ def load_booster(path: Path):
                                       "parameters' marker): truncated while saving or copying?")
         return lgb.Booster(model_str=content.decode())
     import xgboost as xgb
-    b = xgb.Booster(); b.load_model(str(path)); return b
+    b = xgb.Booster()
+    try: b.load_model(str(path))
+    except xgb.core.XGBoostError as err:   # its message names a parser position, not the file
+        raise ModelIntegrityError(f"{path}: unreadable XGBoost model ({str(err).splitlines()[0]})") from None
+    return b
 
 # %% ../nbs/22_train.ipynb #c013
 @dataclass(frozen=True)

@@ -265,6 +265,17 @@ def test_truncated_model_file_with_a_matching_manifest_is_refused_not_crashed(sm
     assert "ModelIntegrityError" in child.stderr and "pooled.lgb.txt: incomplete LightGBM model file" in child.stderr
 
 
+def test_truncated_xgboost_model_is_named(tmp_path):
+    import xgboost as xgb
+    rng = np.random.default_rng(0)
+    path = tmp_path / "pooled.xgb.json"
+    xgb.train(dict(objective="binary:logistic", nthread=1), xgb.DMatrix(rng.normal(size=(80, 3)), rng.integers(0, 2, 80)), 3).save_model(str(path))
+    assert isinstance(train_mod.load_booster(path), xgb.Booster)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ModelIntegrityError, match=r"pooled\.xgb\.json: unreadable XGBoost model"):
+        train_mod.load_booster(path)
+
+
 @pytest.mark.parametrize("rel", ["models/pooled.lgb.txt", "regime_hmm.json", "calibration.json"])
 def test_missing_artefact_is_refused(small_run, tmp_path, rel):
     run = copy_run(small_run, tmp_path)
