@@ -21,11 +21,11 @@ import pandas as pd
 
 from .config import IST, RunConfig, config_to_dict
 from .cv import PurgedKFold, SegmentWindow, walk_forward_segments
-from .datasets import load_dataset, package_versions, sha256_file, write_parquet_deterministic
+from .datasets import load_dataset, package_versions, read_json, sha256_file, write_parquet_deterministic
 from .labels import LabelConfig, forward_returns, frame_segment_end
 from .regimes import RegimeHMMTransformer
-from .train import (CLASS_NAMES, SIGNAL_OF_CLASS, TrainConfig, TrainingTable, _round, _xgb_params, add_regimes,
-                         booster_predict, build_training_table, classification_metrics, directional_auc, fit_booster,
+from .train import (CLASS_NAMES, SIGNAL_OF_CLASS, ModelIntegrityError, TrainConfig, TrainingTable, _round, _xgb_params,
+                         add_regimes, booster_predict, build_training_table, classification_metrics, directional_auc, fit_booster,
                          publish_run, regime_columns, run_id_for, verify_run)
 
 logger = logging.getLogger(__name__)
@@ -533,7 +533,7 @@ def load_automl_run(run_dir: str | Path) -> AutoMLRun:
     "A saved AutoML run, every file's sha256 checked against its manifest first."
     run_dir = Path(run_dir)
     manifest = verify_run(run_dir)
-    return AutoMLRun(run_dir, manifest, json.loads((run_dir / SUMMARY_FILE).read_text()))
+    return AutoMLRun(run_dir, manifest, read_json(run_dir / SUMMARY_FILE, ModelIntegrityError))
 
 def run_orchestrator(config: OrchestratorConfig, run_cfg: RunConfig | None = None, reuse: bool = True) -> AutoMLRun:
     "Walk-forward AutoML over a dataset version; writes the run folder and returns it (in-memory runs: reused if identical)."

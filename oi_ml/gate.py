@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .automl import SUMMARY_FILE, bar_forward_returns, directional_score, rule_daily_returns
+from .automl import bar_forward_returns, directional_score, load_automl_run, rule_daily_returns
 from .backtest import BacktestConfig, run_backtest
 from .config import IST, RunConfig, config_to_dict
 from .datasets import load_dataset
@@ -22,12 +22,12 @@ from .metrics import (expected_max_sharpe, probabilistic_sharpe_ratio, probabili
                            sharpe_error_spread, sharpe_moments)
 from .registry import _check_run_horizon, check_horizon, current_version, label_horizon, registry_key, version_dir
 from .train import (ModelBundle, TrainConfig, TrainingTable, _round, build_training_table, classification_metrics,
-                         load_bundle, score_frame, verify_run)
+                         load_bundle, score_frame)
 
 # %% auto #0
 __all__ = ['GateConfig', 'default_backtest_config', 'signals_for', 'daily_returns', 'train_config_of', 'window_probabilities',
            'probability_metrics', 'trial_rule_returns', 'load_trial_returns', 'trial_sharpes', 'pbo_partitions',
-           'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo', 'automl_provenance',
+           'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo',
            'check_automl_matches', 'session_starts', 'trial_days_in_window', 'label_end_at', 'segments_in_window',
            'check_automl_before_window', 'evaluate_model', 'baseline_label_end', 'baseline_window', 'comparison_window',
            'gate_criteria', 'evaluate_candidate', 'gate_line']
@@ -175,13 +175,6 @@ def pbo(trials: pd.DataFrame | None) -> dict:
     return dict(pbo=float(np.mean([p["pbo"] for p in per_segment])), per_segment=per_segment, reason="")
 
 # %% ../nbs/41_gate.ipynb #c016
-def automl_provenance(automl_dir: str | Path) -> tuple[dict, dict]:
-    "(manifest with every file's hash verified, summary) of an AutoML run folder."
-    manifest = verify_run(automl_dir)
-    path = Path(automl_dir) / SUMMARY_FILE
-    if not path.exists(): raise FileNotFoundError(f"{path}: the AutoML run has no summary, so the rows its search used are unknown")
-    return manifest, json.loads(path.read_text())
-
 def check_automl_matches(automl: tuple[dict, dict], candidate: dict,   # (manifest, summary); the candidate's manifest
                          labels: dict) -> None:                         # the candidate's LabelConfig as a JSON dict
     "Refuse an AutoML run of another dataset version or content, target or label configuration than the candidate's."
@@ -387,7 +380,8 @@ def _automl_trials(automl_run: str | None, run_cfg: RunConfig, exchange: str, ca
     automl_dir = Path(run_cfg.models_dir) / exchange / automl_run if automl_run else None
     trials = load_trial_returns(automl_dir)
     if trials is None: return None, None
-    provenance = automl_provenance(automl_dir)
+    run = load_automl_run(automl_dir)   # every file's hash verified, the summary included
+    provenance = (run.manifest, run.summary)
     check_automl_matches(provenance, cand.manifest, config_to_dict(cand_tcfg.labels))
     return trials, provenance
 

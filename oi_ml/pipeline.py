@@ -20,7 +20,7 @@ import pandas as pd
 from .backtest import run_validation_windows, save_backtest
 from .config import IST, RunConfig, config_to_dict
 from .cv import walk_forward_segments
-from .datasets import export_training_window, load_dataset, write_derived
+from .datasets import export_training_window, load_dataset, read_json, write_derived
 from .features import prepare_training_features, supported_feature_columns
 from .gate import GateConfig, default_backtest_config, evaluate_candidate, gate_line, signals_for, train_config_of
 from .labels import labels_frame
@@ -28,7 +28,7 @@ from .packs import render_index, render_pack
 from .registry import _check_run_horizon, check_horizon, current_version, deploy_model, label_horizon
 from .store import build_ml_features, connect
 from .train import (ModelBundle, ModelIntegrityError, TrainConfig, build_training_table, fit_calibrated, load_bundle,
-                         train_model, verify_run)
+                         score_features, train_model, verify_run)
 
 # %% auto #0
 __all__ = ['RAW_TABLES', 'WALK_FORWARD_METHOD', 'RetrainConfig', 'PipelineStepError', 'RetrainRun', 'run_step', 'raw_fingerprint',
@@ -184,9 +184,9 @@ def step_train(run: RetrainRun, ds: dict) -> dict:
     return run_step(run, "train", dict(dataset=ds["content_sha256"], train=config_to_dict(run.cfg.train), target=run.cfg.target),
                     train, _valid_run(run))
 
-def holdout_start_day(run: RetrainRun, trained: dict) -> str:
-    "IST date of the candidate's first holdout bar: AutoML and the walk-forward backtests use only the sessions before it."
-    return _ist_date(verify_run(_run_dir(run, trained["run_id"]))["holdout_window"][0])
+def holdout_start_day(manifest: dict) -> str:
+    "IST date of a model run's first holdout bar (from its manifest): AutoML and the walk-forward backtests use only the sessions before it."
+    return _ist_date(manifest["holdout_window"][0])
 
 def step_automl(run: RetrainRun, ds: dict, trained: dict) -> dict | None:
     """Walk-forward AutoML over the candidate's in-sample sessions, for the candidate's target (its trial returns feed the
@@ -197,7 +197,9 @@ def step_automl(run: RetrainRun, ds: dict, trained: dict) -> dict | None:
                               step_days=run.cfg.automl_step_days, families=tuple(run.cfg.automl_families),
                               optuna_trials=run.cfg.automl_trials, pruner=run.cfg.automl_pruner,
                               train=dataclasses.replace(run.cfg.train, target=run.cfg.target),
-                              before_day=holdout_start_day(run, trained), seed=run.cfg.train.seed, progress=False)
+                              before_day=holdout_start_day(read_json(_run_dir(run, trained["run_id"]) / "manifest.json", ModelIntegrityError,
+                                                                     ("holdout_window",))),   # the train step verified the run
+                              seed=run.cfg.train.seed, progress=False)
     def automl():
         s = run_orchestrator(ocfg, run.run_cfg).summary
         segments = s["segmentation"]["segments"]
@@ -224,16 +226,16 @@ def walk_forward_signals(raw: pd.DataFrame, signals: pd.DataFrame, tcfg: TrainCo
     table = build_training_table(sessions_before(raw, before_day), tcfg)
     try: windows = walk_forward_segments(table.features.timestamp, window_days, step_days, label_end_times=table.label_end_time)
     except ValueError as err: return signals.iloc[:0], [], f"no walk-forward segment: {err}"
+    features = prepare_training_features(raw, table.feature_columns)   # every raw row, once; each segment's model scores them
     out = signals.assign(signal=np.zeros(len(signals), signals["signal"].dtype), confidence=np.nan)
     day, records = raw.timestamp.dt.tz_convert(IST).dt.date.astype(str), []
     for w in windows:
         _, calibration, final = fit_calibrated(table, w.train_index, tcfg)
         version = f"{model_version}/walk_forward_{w.segment}"
-        scores = signals_for(ModelBundle(None, {"run_id": version}, final, table.feature_columns, calibration), raw)
+        scores = score_features(ModelBundle(None, {"run_id": version}, final, table.feature_columns, calibration), features)
         window = (_ist_date(w.valid_start), _ist_date(w.valid_end))   # whole sessions, as the backtest window cuts them
         rows = ((day >= window[0]) & (day <= window[1])).to_numpy()
-        cols = [c for c in scores.columns if c not in ("timestamp", "symbol")]
-        out.loc[rows, cols] = scores.loc[rows, cols]
+        out.loc[rows, list(scores.columns)] = scores.loc[rows]   # `volatility` is the data's, already in `signals`
         records.append(dict(segment=w.segment, model_version=version, train_start=w.train_start.isoformat(),
                             train_end=w.train_end.isoformat(), n_train_rows=len(w.train_index), rounds=final.rounds,
                             window=list(window)))
@@ -252,7 +254,7 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict) -> dict:
         tcfg = train_config_of(bundle)
         bt_cfg = default_backtest_config(run.cfg.exchange, dataclasses.asdict(tcfg), run.run_cfg.bar_minutes)
         in_sample, out_of_sample = session_windows(raw.timestamp, bundle.manifest["holdout_window"])
-        wf_signals, segments, why_none = walk_forward_signals(raw, signals, tcfg, holdout_start_day(run, trained),
+        wf_signals, segments, why_none = walk_forward_signals(raw, signals, tcfg, holdout_start_day(bundle.manifest),
                                                               run.cfg.automl_window_days, run.cfg.automl_step_days, trained["run_id"])
         reports = run_validation_windows(bars, signals, bt_cfg, in_sample=in_sample, out_of_sample=out_of_sample)
         if segments:
