@@ -19,15 +19,15 @@ import pandas as pd
 from .config import IST, RunConfig, get_exchange_config
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary', 'validation_summary',
-           'session_bars', 'bar_minutes_of', 'daily_coverage', 'completeness_table', 'coverage_figure',
-           'market_overview_figure', 'feature_completeness', 'correlation_figure', 'label_summary', 'load_run_report',
-           'cv_tables', 'confusion_figure', 'reliability_figure', 'shap_figure', 'template_path', 'pack_kernel',
-           'render_html', 'render_pack', 'decision_banner', 'baseline_notice', 'gate_table', 'candidate_vs_production',
-           'equity_figure', 'sortable_table', 'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci',
-           'trade_volatility', 'performance_breakdowns', 'window_order', 'benchmark_frame', 'walk_forward_frame',
-           'sensitivity_figure', 'risk_profile', 'monitoring_baseline', 'signoff_block', 'pack_entries', 'render_index',
-           'chromium_path', 'check_in_browser']
+__all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'MIN_VOLATILITY_VALUES', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary',
+           'validation_summary', 'session_bars', 'bar_minutes_of', 'daily_coverage', 'completeness_table',
+           'coverage_figure', 'market_overview_figure', 'feature_completeness', 'correlation_figure', 'label_summary',
+           'load_run_report', 'cv_tables', 'confusion_figure', 'reliability_figure', 'shap_figure', 'template_path',
+           'pack_kernel', 'render_html', 'render_pack', 'decision_banner', 'baseline_notice', 'gate_table',
+           'candidate_vs_production', 'equity_figure', 'sortable_table', 'backtest_periods_per_year', 'backtest_setup',
+           'metrics_with_ci', 'trade_volatility', 'performance_breakdowns', 'window_order', 'benchmark_frame',
+           'walk_forward_frame', 'sensitivity_figure', 'risk_profile', 'monitoring_baseline', 'signoff_block',
+           'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def source_banner(manifest: dict) -> str:
@@ -357,6 +357,8 @@ def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, h
     vol = pd.Series(atr_volatility(bars.high, bars.low, bars.close, window), index=pd.DatetimeIndex(bars.timestamp))
     return pd.Series(vol.reindex(pd.DatetimeIndex(trades.timestamp)).to_numpy(), index=trades.index, name="volatility")
 
+MIN_VOLATILITY_VALUES = 3   # distinct signal-bar volatilities needed to cut terciles
+
 def performance_breakdowns(trades: pd.DataFrame, volatility: pd.Series | None = None) -> dict:
     "Trade metrics by regime, by IST month and by volatility bucket at the signal bar (when given), with each bucket's range."
     from oi_ml.metrics import metrics_by, trade_month, volatility_bucket
@@ -365,7 +367,7 @@ def performance_breakdowns(trades: pd.DataFrame, volatility: pd.Series | None = 
     if len(trades) == 0: return out
     if "regime" in trades and trades.regime.notna().any(): out["regime"] = metrics_by(trades, trades.regime.astype(str))[keep]
     out["month"] = metrics_by(trades, trade_month(trades.entry_time).to_numpy())[keep]
-    if volatility is not None and volatility.nunique() >= 3:
+    if volatility is not None and volatility.nunique() >= MIN_VOLATILITY_VALUES:
         bucket = volatility_bucket(volatility.to_numpy()).to_numpy()
         span = pd.DataFrame({"bucket": bucket, "v": volatility.to_numpy()}).groupby("bucket").v.agg(volatility_min="min", volatility_max="max")
         out["volatility bucket"] = metrics_by(trades, bucket)[keep].join(span)
