@@ -136,31 +136,32 @@ class StoreConflictError(ValueError):
         self.table, self.conflicts = table, conflicts   # conflicts: first few {key column: value, ..., "columns": [...]}
         super().__init__(f"{table}: {message}")
 
-def _conflict_sql(table: str, sel: str) -> tuple[str, str]:
-    "SQL listing incoming keys stored with other values, and keys repeated with different values inside the frame."
+def _conflict_sql(table: str, sel: str) -> str:
+    """One query over the incoming rows (cast and de-duplicated once): up to 3 keys stored with other values (kind 0), or,
+    when there are none, up to 3 keys repeated inside the frame with different values (kind 1); with each, the count."""
     key = SCHEMAS[table]["key"]
     compared = [c for c in schema_columns(table) if c not in key and c != "batch_id"]
     diff = ", ".join(f"CASE WHEN i.\"{c}\" IS DISTINCT FROM t.\"{c}\" THEN '{c}' || ' (stored ' || coalesce(t.\"{c}\"::VARCHAR, 'NULL') "
                      f"|| ', new ' || coalesce(i.\"{c}\"::VARCHAR, 'NULL') || ')' END" for c in compared)
-    keys = ", ".join(f'i."{k}"::VARCHAR' for k in key)   # text: fetching TIMESTAMPTZ values would need pytz
+    keys = ", ".join(f'i."{k}"::VARCHAR AS "{k}"' for k in key)   # text: fetching TIMESTAMPTZ values would need pytz
     on = " AND ".join(f'i."{k}" = t."{k}"' for k in key)
-    group = ", ".join(f'i."{k}"' for k in key)
-    inc = f"WITH i AS (SELECT DISTINCT {sel} FROM _incoming)"
-    against_store = (f"{inc} SELECT {keys}, concat_ws('; ', {diff}) AS cols, count(*) OVER () AS n FROM i JOIN {table} t ON {on} "
-                     f"WHERE concat_ws('', {diff}) <> '' ORDER BY {keys} LIMIT 3")
-    inside = (f"{inc} SELECT {keys}, 'repeated in the frame with different values' AS cols, count(*) OVER () AS n "
-              f"FROM i GROUP BY {group} HAVING count(*) > 1 ORDER BY {keys} LIMIT 3")
-    return against_store, inside
+    group, order = ", ".join(f'i."{k}"' for k in key), ", ".join(f'"{k}"' for k in key)
+    return (f"WITH i AS (SELECT DISTINCT {sel} FROM _incoming), "
+            f"stored AS (SELECT 0 AS kind, {keys}, concat_ws('; ', {diff}) AS cols FROM i JOIN {table} t ON {on}), "
+            f"found AS (SELECT * FROM stored WHERE cols <> '' UNION ALL "
+            f"SELECT 1 AS kind, {keys}, 'repeated in the frame with different values' AS cols FROM i GROUP BY {group} HAVING count(*) > 1) "
+            f"SELECT *, count(*) OVER () AS n FROM found WHERE kind = (SELECT min(kind) FROM found) "
+            f"ORDER BY {order} LIMIT 3")
 
 def _raise_on_conflict(con: duckdb.DuckDBPyConnection, table: str, sel: str, params: list) -> None:
     "Raise `StoreConflictError` when incoming rows disagree with stored rows of the same key (or with each other)."
     key = SCHEMAS[table]["key"]
-    for sql, what in zip(_conflict_sql(table, sel), ("already stored with different values", "given twice with different values")):
-        found = con.execute(sql, params).fetchall()
-        if not found: continue
-        conflicts = [{**dict(zip(key, r[:len(key)])), "columns": r[len(key)]} for r in found]
-        first = "; ".join(", ".join(f"{k}={c[k]}" for k in key) + f" [{c['columns']}]" for c in conflicts)
-        raise StoreConflictError(table, f"{found[0][-1]} row(s) {what} (key {', '.join(key)}); nothing was stored. First: {first}", conflicts)
+    found = con.execute(_conflict_sql(table, sel), params).fetchall()
+    if not found: return
+    what = ("already stored with different values", "given twice with different values")[found[0][0]]
+    conflicts = [{**dict(zip(key, r[1:1 + len(key)])), "columns": r[1 + len(key)]} for r in found]
+    first = "; ".join(", ".join(f"{k}={c[k]}" for k in key) + f" [{c['columns']}]" for c in conflicts)
+    raise StoreConflictError(table, f"{found[0][-1]} row(s) {what} (key {', '.join(key)}); nothing was stored. First: {first}", conflicts)
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, batch_id: str | None = None,
                 on_conflict: str = "error") -> int:
