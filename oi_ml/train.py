@@ -535,7 +535,7 @@ def publish_run(run_dir: Path, write) -> dict:
 def swap_into_place(new: Path, target: Path) -> None:
     "Rename folder `new` to `target`; an existing `target` is moved aside first, restored if the rename fails, deleted only after."
     if not target.exists(): os.replace(new, target); return
-    aside = target.with_name(f".{target.name}.old-{os.getpid()}-{hashlib.sha256(os.urandom(8)).hexdigest()[:8]}")
+    aside = new.with_name(new.name + ".old")   # `new` is a unique hidden staging name beside `target`
     os.replace(target, aside)
     try: os.replace(new, target)
     except BaseException:
