@@ -266,12 +266,8 @@ def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, w
             return dict(batch_id=batch_id, rows_added=added, warnings=report.summary_lines(), report=report.to_dict(),
                         reimport=stored_before)
         except StoreConflictError as err:
-            _conflict_problem(report, err, next(f for t, f in frames.items() if t == err.table))
-    n_quarantined = quarantine(con, report, record_id, raw, run_cfg.quarantine_dir)
-    with transaction(con):
-        record_training_batch(con, batch_id=record_id, status="rejected", rows_quarantined=n_quarantined,
-                              validation_report=report.to_dict(), **meta)
-    raise IngestError(report)
+            _conflict_problem(report, err, frames[err.table])
+    _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, IngestError(report))
 
 # %% ../nbs/03_ingest.ipynb #c020
 def _split_flags(frame: pd.DataFrame) -> np.ndarray | None:
@@ -317,11 +313,12 @@ def _merge(report: ValidationReport, sub: ValidationReport, rows: np.ndarray) ->
         report.add([rows[p.row_number - 1]], p.column_name, p.check_name, p.reason, p.severity)
 
 def _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, error: IngestError):
-    "Quarantine and record a batch rejected before parsing, then raise `error`."
+    "Quarantine the problem rows and record the batch as rejected (under its own id when it is a retry), then raise `error`."
     record_id, _ = _record_id(con, batch_id)
-    quarantine(con, report, record_id, raw, run_cfg.quarantine_dir)
+    n_quarantined = quarantine(con, report, record_id, raw, run_cfg.quarantine_dir)
     with transaction(con):
-        record_training_batch(con, record_id, exchange, kind, "imported", str(path), "rejected", len(raw), 0, 0, report.to_dict())
+        record_training_batch(con, record_id, exchange, kind, "imported", str(path), "rejected", report.rows_in, 0, n_quarantined,
+                              report.to_dict())
     raise error
 
 # %% ../nbs/03_ingest.ipynb #c023
