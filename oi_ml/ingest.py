@@ -241,12 +241,18 @@ def _record_id(con, batch_id: str) -> tuple[str, bool]:
     taken = {r[0] for r in con.execute("SELECT batch_id FROM training_batches WHERE batch_id LIKE ?", [f"{batch_id}-retry%"]).fetchall()}
     return next(f"{batch_id}-retry{k}" for k in range(1, len(taken) + 2) if f"{batch_id}-retry{k}" not in taken), True
 
+def _equals_stored_text(column: pd.Series, text: str) -> np.ndarray:
+    "Rows of `column` equal to a key value the store returned as text (instants, numbers and strings compared exactly)."
+    if pd.api.types.is_datetime64_any_dtype(column): return (column == pd.Timestamp(text)).to_numpy()
+    if pd.api.types.is_numeric_dtype(column): return (column == float(text)).to_numpy()
+    return (column.astype("string") == text).fillna(False).to_numpy()
+
 def _conflict_problem(report: ValidationReport, err: StoreConflictError, frame: pd.DataFrame) -> None:
     "Add a `conflict` error for the first conflicting key, at its file row when the frame's index is the file's row index."
     first = err.conflicts[0]
     match = np.ones(len(frame), dtype=bool)
     for k, v in first.items():
-        if k in frame and k != "columns": match &= frame[k].astype("string").str.startswith(str(v)[:19]).fillna(False).to_numpy()
+        if k in frame and k != "columns": match &= _equals_stored_text(frame[k], v)
     row = int(frame.index[match][0]) + 1 if match.any() and frame.index.name == "file_row" else 0
     report.add([row], first["columns"].split(" (")[0], "conflict", str(err))
 

@@ -663,3 +663,11 @@ def test_a_bhavcopy_without_the_wanted_index_is_refused_not_stored_empty(con, cf
     with pytest.raises(IngestError, match=r"no index futures/options rows of \['FINNIFTY'\]; index symbols in the file: \['BANKNIFTY', 'NIFTY'\]"):
         import_bhavcopy(con, write_example_bhavcopy(tmp_path / "nifty.csv"), symbols=("FINNIFTY",), run_cfg=cfg)
     assert fingerprint(con) == before
+
+
+def test_a_conflicting_key_is_located_by_exact_value_not_text_prefix():
+    "The store returns keys as text; '100.0' must not match a strike of 100.05, nor an instant another offset's spelling."
+    assert ingest._equals_stored_text(pd.Series([100.05, 100.0]), "100.0").tolist() == [False, True]
+    times = pd.Series(pd.to_datetime(["2025-01-02 03:45", "2025-01-02 03:46"]).tz_localize("UTC"))
+    assert ingest._equals_stored_text(times, "2025-01-02 09:16:00+05:30").tolist() == [False, True]
+    assert ingest._equals_stored_text(pd.Series(["NIFTY", "NIFTY50"]), "NIFTY").tolist() == [True, False]
