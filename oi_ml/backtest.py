@@ -368,17 +368,19 @@ def _signal_positions(signal, n_signals):
     return rows[:n_signals]
 
 @njit(cache=True)
-def _mark_to_market(close, event_bar, event_level, event_qty, event_costs, n_events, account):
-    "Gross and net equity at every bar's close from the state recorded after each visited bar."
+def _mark_to_market(close, changed_at, state):
+    """Gross and net equity at every bar's close. `state[k]` holds (account + realised − basis, net open quantity, costs
+    paid) after the k-th bar that changed them (`state[0]`: before any) and `changed_at[b]` is 1 on those bars. The pass
+    is branch-free: bar b's row is the number of changes up to b, so irregular event positions cost no mispredicted
+    branch (a per-bar `if event_bar[e] == b` did, and took longer than the rest of the pass)."""
     n = close.shape[0]
     equity_gross, equity_net = np.empty(n), np.empty(n)
-    level, qty, costs, e = account, 0.0, 0.0, 0
+    k = 0
     for b in range(n):
-        if e < n_events and event_bar[e] == b:
-            level, qty, costs = event_level[e], event_qty[e], event_costs[e]
-            e += 1
-        equity_gross[b] = level + qty * close[b]
-        equity_net[b] = equity_gross[b] - costs
+        k += changed_at[b]
+        gross = state[k, 0] + state[k, 1] * close[b]
+        equity_gross[b] = gross
+        equity_net[b] = gross - state[k, 2]
     return equity_gross, equity_net
 
 # %% ../nbs/30_backtest.ipynb #c035
@@ -398,8 +400,8 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
     signal_rows, decisions = _signal_positions(signal, n_signals), np.zeros(n_signals, np.int8)
     decision_ticks, decision_signal = np.empty(n_signals, np.int64), np.empty(n_signals, signal.dtype)
     decision_values = np.empty((2, n_signals))  # confidence, volatility
-    event_bar = np.empty(2 * n_signals, np.int64)
-    event_level, event_qty, event_costs = np.empty(2 * n_signals), np.empty(2 * n_signals), np.empty(2 * n_signals)
+    state, changed_at = np.empty((2 * n_signals + 1, 3)), np.zeros(n, np.uint8)  # see `_mark_to_market`
+    state[0, 0], state[0, 1], state[0, 2] = account, 0.0, 0.0
     slots = np.full(max_open, -1, np.int64)
     has_vol, has_session = volatility.shape[0] > 0, session.shape[0] > 0
     realised = costs_paid = net_qty = basis = margin_used = 0.0
@@ -512,14 +514,14 @@ def _backtest_kernel(ts, bar_ticks, day_ticks, ist_offset, session,             
             next_exit = min(next_exit, j)
         if pending: next_sig = signal_rows[n_seen] if n_seen < n_signals else n
         if changed:
-            event_bar[n_events], event_level[n_events] = b, account + realised - basis
-            event_qty[n_events], event_costs[n_events] = net_qty, costs_paid
             n_events += 1
+            state[n_events, 0], state[n_events, 1], state[n_events, 2] = account + realised - basis, net_qty, costs_paid
+            changed_at[b] = 1
     for d in range(n_seen, n_signals):  # signals whose fill bar lies past the data
         r = signal_rows[d]
         decisions[d], decision_ticks[d], decision_signal[d] = _D_NO_TIME, ts[r], signal[r]
         decision_values[0, d], decision_values[1, d] = confidence[r], volatility[r] if has_vol else np.nan
-    equity_gross, equity_net = _mark_to_market(close, event_bar, event_level, event_qty, event_costs, n_events, account)
+    equity_gross, equity_net = _mark_to_market(close, changed_at, state)
     return (log_i, log_f, n_trades, equity_gross, equity_net, decisions,
             decision_ticks, decision_signal, decision_values)
 
