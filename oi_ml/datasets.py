@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -172,7 +173,7 @@ def export_training_window(con, exchange: str, start=None, end=None, fmt: str = 
         content = _content_hash(files)
         existing, unreadable = _scan_versions(root)
         same = [v for v, m in existing.items() if m.get("content_sha256") == content]
-        if same: return existing[same[0]]
+        if same: return _checked_existing(con, existing[same[0]], staging, files, run_cfg)
         window = window_params(exchange, features.timestamp.min(), features.timestamp.max())
         version = _new_version_id(features.timestamp.max().tz_convert(IST).date(), {**existing, **unreadable})
         sources = sorted(set(features.source.dropna()))
@@ -190,8 +191,9 @@ def export_training_window(con, exchange: str, start=None, end=None, fmt: str = 
     _register(con, manifest, root / version)
     return manifest
 
-def _register(con, manifest: dict, folder: Path) -> None:
-    "Record the version in `dataset_registry` and `training_batches`; on failure remove the folder so no orphan remains."
+def _register(con, manifest: dict, folder: Path, remove_on_failure: bool = True) -> None:
+    """Record the version in `dataset_registry` and `training_batches`; on failure remove the folder so no orphan remains
+    (unless `remove_on_failure` is False: registering a version that was already on disk must never delete it)."""
     try:
         with transaction(con):
             con.execute("INSERT INTO dataset_registry VALUES (?, ?, now(), ?, ?, ?, ?, ?, ?)",
@@ -201,7 +203,36 @@ def _register(con, manifest: dict, folder: Path) -> None:
                                   manifest["source"], str(folder), "stored", manifest["row_count"], manifest["row_count"], 0,
                                   None, manifest["config"])
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True); raise
+        if remove_on_failure: shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+def _checked_existing(con, manifest: dict, staging: Path, files: dict, run_cfg: RunConfig) -> dict:
+    """The stored version that holds this export's content, verified before it is returned (a damaged version is never
+    returned as if it were sound). Its export files that are missing or differ from their manifest sha256 are restored
+    from this export's copies, which have exactly those sha256 (so the version's content is restored, not changed), with
+    a warning naming them. A version the warehouse has not registered (a new warehouse beside old datasets) is registered.
+    Anything else that fails verification (a hand-edited manifest, a registry row with other content) raises
+    `DatasetIntegrityError`, leaving the version as it was."""
+    exchange, version = manifest["exchange"], manifest["version"]
+    folder = dataset_dir(exchange, version, run_cfg)
+    try: verify_dataset(exchange, version, run_cfg)
+    except DatasetIntegrityError as damage:
+        restorable = [n for n, info in files.items() if manifest["files"].get(n, {}).get("sha256") == info["sha256"]
+                      and (not (folder / n).exists() or sha256_file(folder / n) != info["sha256"])]
+        if not restorable:
+            raise DatasetIntegrityError(f"dataset {exchange}/{version} holds this export's content but fails verification, "
+                                        f"and none of its files can be restored from the warehouse: {damage}") from None
+        for name in restorable: os.replace(staging / name, folder / name)
+        try: verify_dataset(exchange, version, run_cfg)
+        except DatasetIntegrityError as still:
+            raise DatasetIntegrityError(f"dataset {exchange}/{version}: restored {restorable} from the warehouse, but it "
+                                        f"still fails verification: {still}") from None
+        warnings.warn(f"dataset {exchange}/{version} failed verification ({damage}); restored {restorable} from the warehouse, "
+                      "byte-identical to the sha256 its manifest lists", UserWarning, stacklevel=3)
+    registered = con.execute("SELECT count(*) FROM dataset_registry WHERE exchange = ? AND version = ?", [exchange, version])
+    if registered.fetchone()[0] == 0: _register(con, manifest, folder, remove_on_failure=False)
+    _check_registered(con, manifest, folder / "manifest.json")
+    return manifest
 
 # %% ../nbs/04_datasets.ipynb #c019
 def dataset_dir(exchange: str, version: str, run_cfg: RunConfig | None = None) -> Path:

@@ -4,6 +4,7 @@ file, suffixed versions for new content, and no orphan folders when writing or r
 import hashlib
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -293,3 +294,43 @@ def test_a_rehashed_truncated_parquet_is_named(sim_con, cfg):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetIntegrityError, match=r"option_chain\.parquet: not a readable Parquet file"):
         verify_dataset("NSE", version, cfg)
+
+
+# ---------------------------------------------------------------- re-exporting the content of a damaged version
+@pytest.mark.parametrize("damage", ["flip a bit", "delete"])
+@pytest.mark.parametrize("name", list(DATASET_FILES))
+def test_re_exporting_restores_a_damaged_file_of_the_same_content(sim_con, cfg, name, damage):
+    first = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    path = dataset_dir("NSE", first["version"], cfg) / name
+    good = path.read_bytes()
+    if damage == "delete": path.unlink()
+    else: data = bytearray(good); data[len(data) // 2] ^= 0x01; path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=rf"dataset NSE/{first['version']} failed verification .*{re.escape(name)}.*restored \['{re.escape(name)}'\]"):
+        again = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    assert again == first and path.read_bytes() == good                     # the same version, its bytes restored
+    assert verify_dataset("NSE", first["version"], cfg, con=sim_con) == first
+    assert folders(cfg) == [first["version"]] and len(registry(sim_con)) == 1   # no new version, no staging left
+
+
+def test_a_damaged_version_that_cannot_be_restored_is_refused_and_left_as_it_was(sim_con, cfg):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    folder = dataset_dir("NSE", version, cfg)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "row_count": 99999}))   # the files are sound, the manifest not
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(DatasetIntegrityError, match=rf"dataset NSE/{version} holds this export's content but fails verification.*row_count 99999"):
+        export_training_window(sim_con, "NSE", run_cfg=cfg)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before and folders(cfg) == [version]
+
+
+def test_re_exporting_into_a_new_warehouse_registers_the_existing_version(tmp_path, sim_con, cfg, simulated_template):
+    first = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    fresh_db = tmp_path / "other.duckdb"
+    shutil.copyfile(simulated_template, fresh_db)                           # the same raw data, no dataset registered
+    c = connect(fresh_db)                                                   # the datasets folder stays cfg's
+    try:
+        assert registry(c) == []
+        assert export_training_window(c, "NSE", run_cfg=cfg) == first
+        assert [row[:4] for row in registry(c)] == [("NSE", first["version"], first["row_count"], first["content_sha256"])]
+        assert verify_dataset("NSE", first["version"], cfg, con=c) == first
+    finally: c.close()
