@@ -251,10 +251,12 @@ def _conflict_problem(report: ValidationReport, err: StoreConflictError, frame: 
     "Add a `conflict` error for the first conflicting key, at its file row when the frame's index is the file's row index."
     first = err.conflicts[0]
     match = np.ones(len(frame), dtype=bool)
-    for k, v in first.items():
-        if k in frame and k != "columns": match &= _equals_stored_text(frame[k], v)
+    key = [k for k in first if k not in ("columns", "differing_columns")]
+    for k in key:
+        if k in frame: match &= _equals_stored_text(frame[k], first[k])
     row = int(frame.index[match][0]) + 1 if match.any() and frame.index.name == "file_row" else 0
-    report.add([row], first["columns"].split(" (")[0], "conflict", str(err))
+    column = first["differing_columns"][0] if first["differing_columns"] else ", ".join(key)   # a key repeated in the frame
+    report.add([row], column, "conflict", str(err))
 
 def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, window) -> dict:
     "Quarantine problems; reject on errors or conflicts (store untouched), else write `frames` + rebuild ml_features in one transaction."

@@ -133,7 +133,9 @@ def _check_frame(table: str, frame: pd.DataFrame) -> None:
 class StoreConflictError(ValueError):
     "Incoming rows whose primary key is already stored (or repeated in the frame) with different values."
     def __init__(self, table: str, message: str, conflicts: list[dict]):
-        self.table, self.conflicts = table, conflicts   # conflicts: first few {key column: value, ..., "columns": [...]}
+        # conflicts: the first few, each {key column: value as text, ..., "columns": "<column> (stored .., new ..); ...",
+        # "differing_columns": [column, ...] (empty for a key repeated inside the frame)}
+        self.table, self.conflicts = table, conflicts
         super().__init__(f"{table}: {message}")
 
 def _conflict_sql(table: str, sel: str) -> str:
@@ -145,11 +147,14 @@ def _conflict_sql(table: str, sel: str) -> str:
                      f"|| ', new ' || coalesce(i.\"{c}\"::VARCHAR, 'NULL') || ')' END" for c in compared)
     keys = ", ".join(f'i."{k}"::VARCHAR AS "{k}"' for k in key)   # text: fetching TIMESTAMPTZ values would need pytz
     on = " AND ".join(f'i."{k}" = t."{k}"' for k in key)
+    names = ", ".join(f"CASE WHEN i.\"{c}\" IS DISTINCT FROM t.\"{c}\" THEN '{c}' END" for c in compared)
     group, order = ", ".join(f'i."{k}"' for k in key), ", ".join(f'"{k}"' for k in key)
     return (f"WITH i AS (SELECT DISTINCT {sel} FROM _incoming), "
-            f"stored AS (SELECT 0 AS kind, {keys}, concat_ws('; ', {diff}) AS cols FROM i JOIN {table} t ON {on}), "
+            f"stored AS (SELECT 0 AS kind, {keys}, concat_ws('; ', {diff}) AS cols, concat_ws(',', {names}) AS differing "
+            f"FROM i JOIN {table} t ON {on}), "
             f"found AS (SELECT * FROM stored WHERE cols <> '' UNION ALL "
-            f"SELECT 1 AS kind, {keys}, 'repeated in the frame with different values' AS cols FROM i GROUP BY {group} HAVING count(*) > 1) "
+            f"SELECT 1 AS kind, {keys}, 'repeated in the frame with different values' AS cols, '' AS differing FROM i "
+            f"GROUP BY {group} HAVING count(*) > 1) "
             f"SELECT *, count(*) OVER () AS n FROM found WHERE kind = (SELECT min(kind) FROM found) "
             f"ORDER BY {order} LIMIT 3")
 
@@ -159,7 +164,8 @@ def _raise_on_conflict(con: duckdb.DuckDBPyConnection, table: str, sel: str, par
     found = con.execute(_conflict_sql(table, sel), params).fetchall()
     if not found: return
     what = ("already stored with different values", "given twice with different values")[found[0][0]]
-    conflicts = [{**dict(zip(key, r[1:1 + len(key)])), "columns": r[1 + len(key)]} for r in found]
+    conflicts = [{**dict(zip(key, r[1:1 + len(key)])), "columns": r[1 + len(key)],
+                  "differing_columns": [c for c in r[2 + len(key)].split(",") if c]} for r in found]
     first = "; ".join(", ".join(f"{k}={c[k]}" for k in key) + f" [{c['columns']}]" for c in conflicts)
     raise StoreConflictError(table, f"{found[0][-1]} row(s) {what} (key {', '.join(key)}); nothing was stored. First: {first}", conflicts)
 

@@ -149,19 +149,21 @@ def test_a_key_stored_with_other_values_is_an_error_naming_table_key_and_column(
     with pytest.raises(store.StoreConflictError, match=r"vix_term_structure: 1 row\(s\) already stored with different values") as err:
         insert_rows(con, "vix_term_structure", revised, "b2")
     assert "2025-08-04 03:47:00+00" in str(err.value) and "value (stored 3.0, new 30.0)" in str(err.value)
-    assert err.value.conflicts[0]["tenor_days"] == "30"
+    assert err.value.conflicts[0]["tenor_days"] == "30" and err.value.conflicts[0]["differing_columns"] == ["value"]
     assert fingerprint(con) == before                          # the new key (40.0) was not stored either
-    with pytest.raises(ValueError, match="given twice with different values"):
+    with pytest.raises(ValueError, match="given twice with different values") as twice:
         insert_rows(con, "vix_term_structure", vix_rows([times[3], times[3]], [5.0, 6.0]), "b3")
+    assert twice.value.conflicts[0]["differing_columns"] == []
     assert fingerprint(con) == before
 
 
 def test_a_conflict_on_the_second_table_of_a_batch_stores_nothing(con, fingerprint):
     write_batch(con, {"underlying_bars": bar_rows([T0], [100.0])}, {"batch_id": "b0", "exchange": "NSE", "kind": "test", "source": "t"})
     before, batches_before = fingerprint(con), fingerprint(con, ("training_batches",))
-    with pytest.raises(store.StoreConflictError, match="underlying_bars.*close"):
+    with pytest.raises(store.StoreConflictError, match="underlying_bars.*close") as err:
         write_batch(con, {"vix_term_structure": vix_rows([T0], [1.0]), "underlying_bars": bar_rows([T0], [101.0])},
                     {"batch_id": "b1", "exchange": "NSE", "kind": "test", "source": "t"})
+    assert err.value.conflicts[0]["differing_columns"] == ["open", "high", "low", "close", "futures_price"]   # schema order
     assert fingerprint(con) == before and fingerprint(con, ("training_batches",)) == batches_before
 
 
