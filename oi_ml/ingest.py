@@ -266,7 +266,7 @@ def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, w
         try:
             with transaction(con):
                 added = {t: insert_rows(con, t, f, batch_id) for t, f in frames.items()}
-                if window is not None: rebuild_ml_features_in_transaction(con, window)
+                if window is not None and any(added.values()): rebuild_ml_features_in_transaction(con, window)   # else unchanged
                 n_quarantined = quarantine(con, report, record_id, raw, run_cfg.quarantine_dir, in_transaction=True) if not stored_before else 0
                 if not stored_before:   # a re-import of a stored file is a no-op: its first record stays as it was
                     record_training_batch(con, batch_id=record_id, status="stored", rows_stored=int(sum(added.values())),

@@ -609,14 +609,18 @@ def _batch(con, batch_id):
     return con.execute("SELECT status, rows_in, rows_stored, rows_quarantined FROM training_batches WHERE batch_id = ?", [batch_id]).fetchall()
 
 
-def test_reimport_keeps_the_first_batch_record(con, cfg, tmp_path):
+def test_reimport_keeps_the_first_batch_record(con, cfg, tmp_path, monkeypatch):
+    rebuilds = []
+    real_rebuild = ingest.rebuild_ml_features_in_transaction
+    monkeypatch.setattr(ingest, "rebuild_ml_features_in_transaction", lambda c, window: (rebuilds.append(window), real_rebuild(c, window))[1])
     frame = yahoo_frame(); frame.loc[5, "Close"] = np.nan                          # 1/30 missing: a warning, row dropped
     path = write(frame, tmp_path / "few_missing.csv"); batch_id = ohlcv_batch_id(path, "FEW")
     import_ohlcv(con, path, "FEW", run_cfg=cfg)
     first = _batch(con, batch_id)
-    assert first == [("stored", N_ROWS, N_ROWS - 1, 1)]
+    assert first == [("stored", N_ROWS, N_ROWS - 1, 1)] and len(rebuilds) == 1
     again = import_ohlcv(con, path, "FEW", run_cfg=cfg)                           # same file: a no-op
     assert again["rows_added"] == {"underlying_bars": 0} and again["reimport"] and _batch(con, batch_id) == first
+    assert len(rebuilds) == 1                                                      # nothing added: ml_features not rebuilt
     strict = RunConfig(data_dir=cfg.data_dir, quality=cfg.quality.__class__(**{**cfg.quality.__dict__, "max_missing_frac": 0.0}))
     with pytest.raises(IngestError, match="completeness"):
         import_ohlcv(con, path, "FEW", run_cfg=strict)                            # stricter: rejected, as its own record
