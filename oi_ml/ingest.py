@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from .config import IST, QualityConfig, RunConfig, get_exchange_config
+from .config import IST, ExchangeConfig, QualityConfig, RunConfig, get_exchange_config, is_trading_day
 from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_transaction, record_training_batch, transaction,
                          window_params)
 
@@ -26,8 +26,8 @@ from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_tran
 __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'ISO_DATE', 'MONTH_NAME_DATE', 'DATE_FORMATS',
            'OLD_BHAV', 'UDIFF_BHAV', 'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns',
            'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal', 'check_session',
-           'file_sha256', 'quarantine', 'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76',
-           'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
+           'check_trading_days', 'file_sha256', 'quarantine', 'import_ohlcv', 'detect_bhavcopy_format',
+           'implied_vol_black76', 'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "non_negative", "conflict")
@@ -213,7 +213,19 @@ def check_session(timestamps: pd.Series, report: ValidationReport, session_open:
     future = (timestamps > (now or pd.Timestamp.now(tz="UTC"))).to_numpy()
     report.add(np.flatnonzero(future) + 1, column, "temporal", [f"bar at {t:%Y-%m-%d %H:%M} IST is in the future" for t in local[future]])
 
-# %% ../nbs/03_ingest.ipynb #c018
+# %% ../nbs/03_ingest.ipynb #c017
+def check_trading_days(timestamps: pd.Series, report: ValidationReport, cfg: ExchangeConfig, column: str = "timestamp") -> None:
+    "Warnings for bars on IST dates that are not regular trading days of `cfg` (weekends, the config's holidays)."
+    days = timestamps.dt.tz_convert(IST).dt.date
+    codes, uniques = pd.factorize(days)            # NaT gets code -1
+    why = np.array([None if is_trading_day(cfg, d) else (f"a {d:%A}" if d.weekday() >= 5 else "an exchange holiday in the config")
+                    for d in uniques] + [None], dtype=object)
+    reasons = why[codes]                           # code -1 reads the trailing None
+    off = np.flatnonzero(reasons != None)          # noqa: E711 (elementwise on an object array)
+    report.add(off + 1, column, "calendar", [f"bar on {days.iloc[i]} IST, {reasons[i]}: not a regular {cfg.exchange} trading day "
+                                             "(kept; special sessions exist)" for i in off], "warning")
+
+# %% ../nbs/03_ingest.ipynb #c021
 def file_sha256(path: str | Path) -> str:
     "sha256 of a file's bytes."
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -277,7 +289,7 @@ def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, w
             _conflict_problem(report, err, frames[err.table])
     _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, IngestError(report))
 
-# %% ../nbs/03_ingest.ipynb #c020
+# %% ../nbs/03_ingest.ipynb #c023
 def _split_flags(frame: pd.DataFrame) -> np.ndarray | None:
     "True on rows flagged as splits (split column present and neither 0 nor 1)."
     if "split" not in frame: return None
@@ -307,6 +319,7 @@ def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_
     check_ohlc(kept, sub, run_cfg.quality, None if _split_flags(frame) is None else _split_flags(frame)[~incomplete])
     check_temporal(kept["timestamp"], sub, run_cfg.quality)
     check_session(kept["timestamp"], sub, cfg.session_open, cfg.session_close)
+    check_trading_days(kept["timestamp"], sub, cfg)
     _merge(report, sub, rows)
     bars = pd.DataFrame(dict(timestamp=kept.timestamp, exchange=exchange, symbol=symbol, open=kept.open, high=kept.high,
                              low=kept.low, close=kept.close, volume=kept.volume, futures_price=np.nan, futures_oi=np.nan,
@@ -329,7 +342,7 @@ def _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, 
                               report.to_dict())
     raise error
 
-# %% ../nbs/03_ingest.ipynb #c023
+# %% ../nbs/03_ingest.ipynb #c026
 OLD_BHAV = {"INSTRUMENT": "instrument", "SYMBOL": "symbol", "EXPIRY_DT": "expiry", "STRIKE_PR": "strike", "OPTION_TYP": "option_type",
             "OPEN": "open", "HIGH": "high", "LOW": "low", "CLOSE": "close", "SETTLE_PR": "settle", "CONTRACTS": "contracts",
             "OPEN_INT": "oi_units", "CHG_IN_OI": "oi_change_units", "TIMESTAMP": "trade_date"}
@@ -346,7 +359,7 @@ def detect_bhavcopy_format(columns) -> tuple[str, dict, list]:
     name, mapping = min(options, key=lambda o: len(set(o[1]) - cols))
     return name, mapping, sorted(set(mapping) - cols)
 
-# %% ../nbs/03_ingest.ipynb #c024
+# %% ../nbs/03_ingest.ipynb #c027
 def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: int = 80) -> np.ndarray:
     "Black-76 implied volatility by vectorised bisection; NaN where the price is below discounted intrinsic or tau <= 0."
     price, forward, strike, tau = (np.asarray(a, dtype=float) for a in (price, forward, strike, tau))
@@ -363,7 +376,7 @@ def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: 
     iv = 0.5 * (lo + hi)
     return np.where((tau > 0) & (price > intrinsic) & (iv < 4.99), iv, np.nan)
 
-# %% ../nbs/03_ingest.ipynb #c026
+# %% ../nbs/03_ingest.ipynb #c029
 def _bhav_frame(raw: pd.DataFrame, mapping: dict, fmt: str, report: ValidationReport, run_cfg: RunConfig, cfg) -> pd.DataFrame:
     "Parse a bhavcopy into canonical columns (numbers, dates, instrument codes, OI in contracts)."
     frame = raw.rename(columns=lambda c: c.strip())[list(mapping)].rename(columns=mapping)
@@ -411,7 +424,7 @@ def _check_underlying(frame: pd.DataFrame, report: ValidationReport) -> None:
     report.add(np.flatnonzero(missing) + 1, "underlying", "completeness",
                "no underlying price: no futures (FUTIDX) row of this symbol on this trade date to proxy it")
 
-# %% ../nbs/03_ingest.ipynb #c027
+# %% ../nbs/03_ingest.ipynb #c030
 def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Option-chain snapshots and one underlying bar per trade date from a parsed, validated bhavcopy."
     fut = frame[frame.instrument == "FUT"].sort_values(["trade_date", "expiry"])
@@ -462,7 +475,7 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     result = _finish(con, report, raw, batch_id, exchange, "bhavcopy", path, {"option_chain_snapshots": chain, "underlying_bars": bars}, run_cfg, window)
     return {**result, "format": fmt, "rows_skipped_other_symbols": int((~wanted).sum())}
 
-# %% ../nbs/03_ingest.ipynb #c029
+# %% ../nbs/03_ingest.ipynb #c032
 def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str = "2025-01-02", spot: float = 23700.0,
                            zipped: bool = False, lot: int = 75) -> Path:
     "Write a tiny valid NSE F&O bhavcopy in the 'old' or 'udiff' layout (optionally zipped); returns its path."
@@ -498,7 +511,7 @@ def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str
     with zipfile.ZipFile(path, "w") as zf: zf.writestr(path.with_suffix(".csv").name, out.to_csv(index=False))
     return path
 
-# %% ../nbs/03_ingest.ipynb #c032
+# %% ../nbs/03_ingest.ipynb #c035
 def validate_stored(con, exchange: str, run_cfg: RunConfig | None = None) -> dict[str, ValidationReport]:
     "Data-quality reports of the stored bars (per symbol) and option chain of `exchange`."
     run_cfg, reports = run_cfg or RunConfig(), {}

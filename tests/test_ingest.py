@@ -278,6 +278,18 @@ def test_intraday_gap_is_a_warning_and_the_bars_are_stored(con, cfg, tmp_path):
     assert import_ohlcv(con, write(two_days, tmp_path / "two.csv"), "TWO", run_cfg=cfg)["warnings"] == []
 
 
+def test_bars_on_a_weekend_or_holiday_are_kept_with_a_calendar_warning_naming_the_day(con, cfg, tmp_path):
+    days = ["2025-03-13", "2025-03-14", "2025-03-15", "2025-03-17"]          # Thu, Holi (NSE holiday), Sat, Mon
+    frame = pd.concat([intraday_frame(n=3).assign(Datetime=lambda f, d=d: f.Datetime.str.replace("2025-01-02", d)) for d in days])
+    result = import_ohlcv(con, write(frame, tmp_path / "calendar.csv"), "CAL", run_cfg=cfg)
+    assert result["rows_added"] == {"underlying_bars": 12}                   # kept: special sessions exist
+    assert len(result["warnings"]) == 1 and "warning: calendar: 6 row(s); first at row 4, column 'timestamp'" in result["warnings"][0]
+    assert "bar on 2025-03-14 IST, an exchange holiday in the config" in result["warnings"][0]
+    stored = con.execute("SELECT row_number, reason FROM quarantine WHERE batch_id = ? AND check_name = 'calendar' ORDER BY row_number",
+                         [result["batch_id"]]).fetchall()
+    assert [r for r, _ in stored] == [4, 5, 6, 7, 8, 9] and "2025-03-15 IST, a Saturday" in stored[3][1]
+
+
 def test_complete_15_minute_bars_have_no_gap_warnings(con, cfg, tmp_path):
     ts = pd.date_range("2025-01-02 09:15", periods=25, freq="15min")
     frame = pd.DataFrame({"Datetime": ts.strftime("%Y-%m-%d %H:%M"), "Open": 100, "High": 101, "Low": 99, "Close": 100.5, "Volume": 10})
