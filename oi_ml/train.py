@@ -277,8 +277,8 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: tuple = ()
     "Accuracy, macro F1, log-loss, Brier, macro one-vs-rest AUC (NaN when a class is absent), directional AUC."
     k, pred = probs.shape[1], probs.argmax(axis=1)
     clipped = np.clip(probs, 1e-12, 1); clipped = clipped / clipped.sum(1, keepdims=True)
-    try: auc = float(roc_auc_score(y, probs[:, 1]) if k == 2 else roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(k))))
-    except ValueError: auc = float("nan")
+    if len(np.unique(y)) < k: auc = float("nan")   # a class absent from y: AUC undefined (sklearn would warn or raise)
+    else: auc = float(roc_auc_score(y, probs[:, 1]) if k == 2 else roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(k))))
     return dict(n=int(len(y)), accuracy=float(accuracy_score(y, pred)), f1_macro=float(f1_score(y, pred, average="macro", labels=list(range(k)), zero_division=0)),
                 log_loss=float(log_loss(y, clipped, labels=list(range(k)))), brier=brier_score(y, probs), auc=auc,
                 directional_auc=directional_auc(y, probs, classes))
