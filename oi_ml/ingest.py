@@ -30,7 +30,8 @@ __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'ISO_
            'implied_vol_black76', 'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
-CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "non_negative", "conflict")
+CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
+          "conflict")
 PROBLEM_COLUMNS = ["row_number", "column_name", "check_name", "severity", "reason"]
 
 @dataclass
@@ -54,7 +55,7 @@ class ValidationReport:
     def counts(self) -> dict:
         "Problem rows per check (all checks listed, zeros included)."
         got = self.problems.groupby("check_name").size().to_dict() if len(self.problems) else {}
-        return {c: int(got.get(c, 0)) for c in CHECKS}
+        return {c: int(got.get(c, 0)) for c in CHECKS} | {c: int(n) for c, n in got.items() if c not in CHECKS}   # none dropped
 
     def summary_lines(self) -> list[str]:
         "One line per problem kind: file, check, count, and the first offending row and column."
@@ -166,7 +167,9 @@ def check_complete(frame: pd.DataFrame, columns, report: ValidationReport, quali
 # %% ../nbs/03_ingest.ipynb #c012
 def check_ohlc(frame: pd.DataFrame, report: ValidationReport, quality: QualityConfig, split: np.ndarray | None = None,
                check_moves: bool = True) -> None:
-    "OHLC logic, positive prices, bar moves beyond `max_bar_move` (unless flagged as a split), non-negative volume."
+    """OHLC logic, positive prices, non-negative volume and, with `check_moves` (underlying bars, not option contracts):
+    close-to-close moves beyond `max_bar_move` (unless flagged as a split) and a high or low more than `max_bar_move`
+    beyond the bar's own open and close (a spike such as a high of 1e12 on a bar that opened and closed near 100)."""
     o, h, l, c, v = (frame[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
     rows = lambda mask: np.flatnonzero(mask) + 1
     with np.errstate(invalid="ignore"):
@@ -181,6 +184,13 @@ def check_ohlc(frame: pd.DataFrame, report: ValidationReport, quality: QualityCo
         flagged = np.zeros(len(move), dtype=bool) if split is None else split[1:]
         jump = np.r_[False, (move > quality.max_bar_move) & ~flagged] & check_moves
         report.add(rows(jump), "close", "price_sanity", [f"close moved {m:.0%} in one bar (not flagged as a split)" for m in move[jump[1:]]])
+        body_high, body_low = np.maximum(o, c), np.minimum(o, c)
+        spike_high = check_moves & ~bad_high & (h > body_high * (1 + quality.max_bar_move))
+        report.add(rows(spike_high), "high", "price_sanity", [f"high {a} is more than {quality.max_bar_move:.0%} above max(open, close) {b}"
+                                                               for a, b in zip(h[spike_high], body_high[spike_high])])
+        spike_low = check_moves & ~bad_low & (l > 0) & (l < body_low * (1 - quality.max_bar_move))
+        report.add(rows(spike_low), "low", "price_sanity", [f"low {a} is more than {quality.max_bar_move:.0%} below min(open, close) {b}"
+                                                             for a, b in zip(l[spike_low], body_low[spike_low])])
         report.add(rows(v < 0), "volume", "volume_sanity", "negative volume")
 
 def check_temporal(timestamps: pd.Series, report: ValidationReport, quality: QualityConfig, column: str = "timestamp",

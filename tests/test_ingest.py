@@ -190,6 +190,8 @@ BAD_OHLCV = [  # (case, mutation, row, column, check) with row the 1-based data 
     ("low_above_open_close", _low_above_open, 7, "low", "ohlc_logic"),
     ("non_positive_price", _set(6, "Low", "0"), 6, "low", "price_sanity"),
     ("one_bar_jump", _jump, 10, "close", "price_sanity"),
+    ("spike_high", _set(4, "High", "1e12"), 4, "high", "price_sanity"),     # inside OHLC logic, impossible for the bar
+    ("spike_low", _set(6, "Low", "1"), 6, "low", "price_sanity"),
     ("negative_volume", _set(8, "Volume", "-5"), 8, "volume", "volume_sanity"),
     ("duplicate_timestamp", _duplicate, 12, "timestamp", "temporal"),
     ("out_of_order", _out_of_order, 15, "timestamp", "temporal"),
@@ -285,6 +287,7 @@ def test_bars_on_a_weekend_or_holiday_are_kept_with_a_calendar_warning_naming_th
     assert result["rows_added"] == {"underlying_bars": 12}                   # kept: special sessions exist
     assert len(result["warnings"]) == 1 and "warning: calendar: 6 row(s); first at row 4, column 'timestamp'" in result["warnings"][0]
     assert "bar on 2025-03-14 IST, an exchange holiday in the config" in result["warnings"][0]
+    assert result["report"]["counts"]["calendar"] == 6
     stored = con.execute("SELECT row_number, reason FROM quarantine WHERE batch_id = ? AND check_name = 'calendar' ORDER BY row_number",
                          [result["batch_id"]]).fetchall()
     assert [r for r, _ in stored] == [4, 5, 6, 7, 8, 9] and "2025-03-15 IST, a Saturday" in stored[3][1]
