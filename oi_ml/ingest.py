@@ -417,6 +417,7 @@ def _bhav_checks(frame: pd.DataFrame, report: ValidationReport, quality: Quality
     odd_type = opt & ~frame.option_type.isin(["CE", "PE"]).to_numpy()
     report.add(rows(odd_type), "option_type", "schema", [f"unknown option type {t!r} (expected CE or PE)" for t in frame.option_type[odd_type]])
     _check_underlying(frame, report)
+    _check_option_bounds(frame, report)
     traded = (frame.contracts > 0).to_numpy() & ~incomplete
     sub = ValidationReport(report.file); check_ohlc(frame[traded].assign(volume=frame.contracts[traded]), sub, quality, check_moves=False)
     _merge(report, sub, np.flatnonzero(traded) + 1)
@@ -434,7 +435,34 @@ def _check_underlying(frame: pd.DataFrame, report: ValidationReport) -> None:
     report.add(np.flatnonzero(missing) + 1, "underlying", "completeness",
                "no underlying price: no futures (FUTIDX) row of this symbol on this trade date to proxy it")
 
-# %% ../nbs/03_ingest.ipynb #c030
+def _row_spot(frame: pd.DataFrame) -> pd.Series:
+    "Underlying price of every row: the file's own (UDiFF), else the close of the nearest futures row of its trade date and symbol."
+    fut = frame[frame.instrument == "FUT"].sort_values(["trade_date", "expiry"])
+    near_close = fut.groupby(["trade_date", "symbol"])["close"].first()
+    proxy = pd.Series(near_close.reindex(pd.MultiIndex.from_frame(frame[["trade_date", "symbol"]])).to_numpy(), index=frame.index)
+    return (frame["underlying"] if "underlying" in frame else pd.Series(np.nan, index=frame.index)).fillna(proxy)
+
+def _option_price(frame: pd.DataFrame) -> np.ndarray:
+    "An option row's price: its close when it traded (close > 0), else its settlement price."
+    return np.where(frame.close > 0, frame.close, frame.settle)
+
+def _check_option_bounds(frame: pd.DataFrame, report: ValidationReport) -> None:
+    """No-arbitrage upper bounds (Black-76 with r >= 0): a call is worth at most its underlying, a put at most its strike.
+    A price above either is a data error (a shifted column, a price in paise), named on the column it came from."""
+    opt = (frame.instrument == "OPT").to_numpy()
+    price, spot, strike = _option_price(frame), _row_spot(frame).to_numpy(), frame.strike.to_numpy()
+    with np.errstate(invalid="ignore"):
+        bad = {"its underlying": (opt & (frame.option_type == "CE").to_numpy() & (price > spot), spot),
+               "its strike": (opt & (frame.option_type == "PE").to_numpy() & (price > strike), strike)}
+    traded = (frame.close > 0).to_numpy()
+    for column, source in (("close", traded), ("settle", ~traded)):
+        for bound_name, (mask, bound) in bad.items():
+            m = mask & source
+            kind = "call" if bound_name == "its underlying" else "put"
+            report.add(np.flatnonzero(m) + 1, column, "price_sanity",
+                       [f"{kind} priced {p} above {bound_name} {b} (a {kind} is worth at most that)" for p, b in zip(price[m], bound[m])])
+
+# %% ../nbs/03_ingest.ipynb #c031
 def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Option-chain snapshots and one underlying bar per trade date from a parsed, validated bhavcopy."
     fut = frame[frame.instrument == "FUT"].sort_values(["trade_date", "expiry"])
@@ -442,12 +470,11 @@ def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) 
     opt = frame[frame.instrument == "OPT"].copy()   # option types were checked (CE/PE only)
     fut_by_expiry = fut.set_index(["trade_date", "symbol", "expiry"])["close"]
     near = near_fut.set_index(["trade_date", "symbol"])
-    spot = opt["underlying"] if "underlying" in opt else pd.Series(np.nan, index=opt.index)
-    spot = spot.fillna(pd.Series(near["close"].reindex(pd.MultiIndex.from_frame(opt[["trade_date", "symbol"]])).to_numpy(), index=opt.index))
+    spot = _row_spot(frame)[(frame.instrument == "OPT").to_numpy()]
     tau = (opt.expiry - opt.trade_date).dt.total_seconds().to_numpy() / (365 * 86400)
     forward = fut_by_expiry.reindex(pd.MultiIndex.from_frame(opt[["trade_date", "symbol", "expiry"]])).to_numpy()
     forward = np.where(np.isnan(forward), spot.to_numpy() * np.exp(risk_free_rate * tau), forward)
-    ltp = np.where(opt.close > 0, opt.close, opt.settle)
+    ltp = _option_price(opt)
     chain = pd.DataFrame(dict(
         timestamp=opt.trade_date, exchange=exchange, symbol=opt.symbol, expiry=opt.expiry.dt.tz_convert(IST).dt.date,
         strike=opt.strike, option_type=opt.option_type, ltp=ltp,
@@ -485,7 +512,7 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     result = _finish(con, report, raw, batch_id, exchange, "bhavcopy", path, {"option_chain_snapshots": chain, "underlying_bars": bars}, run_cfg, window)
     return {**result, "format": fmt, "rows_skipped_other_symbols": int((~wanted).sum())}
 
-# %% ../nbs/03_ingest.ipynb #c032
+# %% ../nbs/03_ingest.ipynb #c033
 def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str = "2025-01-02", spot: float = 23700.0,
                            zipped: bool = False, lot: int = 75) -> Path:
     "Write a tiny valid NSE F&O bhavcopy in the 'old' or 'udiff' layout (optionally zipped); returns its path."
@@ -521,7 +548,7 @@ def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str
     with zipfile.ZipFile(path, "w") as zf: zf.writestr(path.with_suffix(".csv").name, out.to_csv(index=False))
     return path
 
-# %% ../nbs/03_ingest.ipynb #c035
+# %% ../nbs/03_ingest.ipynb #c036
 def validate_stored(con, exchange: str, run_cfg: RunConfig | None = None) -> dict[str, ValidationReport]:
     "Data-quality reports of the stored bars (per symbol) and option chain of `exchange`."
     run_cfg, reports = run_cfg or RunConfig(), {}

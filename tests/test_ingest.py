@@ -493,6 +493,8 @@ BAD_BHAV = {
     "zero_lot_size": _bhav_case("NewBrdLotQty", "0", "non_negative", "lot_size"),
     "unknown_option_type": _bhav_case("OptnTp", "C", "schema", "option_type"),
     "infinite_close": _bhav_case("ClsPric", "inf", "schema", "close"),
+    "option_above_its_bound": _bhav_case(   # a call above its underlying, a put above its strike (whichever the row is)
+        "ClsPric", lambda row: str(float(row.UndrlygPric if row.OptnTp == "CE" else row.StrkPric) * 1.01), "price_sanity", "close"),
 }
 
 
