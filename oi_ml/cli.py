@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -323,13 +324,26 @@ COMMANDS = {"simulate": cmd_simulate, "ingest": cmd_ingest, "validate": cmd_vali
             "backtest": cmd_backtest, "gate": cmd_gate, "retrain": cmd_retrain, "deploy": cmd_deploy, "rollback": cmd_rollback,
             "signoff": cmd_signoff, "automl": cmd_automl, "monitor": cmd_monitor}
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent) if "__file__" in globals() else None
+
+def _warning_printer(command: str, default=warnings.showwarning):
+    """`warnings.showwarning` for the CLI: oi_ml's own UserWarnings (a restored dataset file, an unsized backtest) print as
+    `oi-ml <command>: warning: <message>`, without a source line; every other warning keeps Python's format."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category is UserWarning and _PACKAGE_DIR and str(Path(filename).resolve()).startswith(_PACKAGE_DIR):
+            print(f"oi-ml {command}: warning: {message}", file=sys.stderr)
+        else: default(message, category, filename, lineno, file, line)
+    return show
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `oi-ml` console script."
     args = build_parser().parse_args(argv)
     if args.command == "ingest" and args.ohlcv and not args.symbol: build_parser().error("--ohlcv needs --symbol")
-    try:
-        cfg = load_run_config(args.config, data_dir=args.data_dir, reports_dir=args.reports_dir)
-        return COMMANDS[args.command](apply_config_defaults(args, cfg), cfg)
-    except (FileNotFoundError, ValueError, DatasetIntegrityError, RegistryError, ModelIntegrityError) as err:
-        print(f"oi-ml {args.command}: {err}", file=sys.stderr)
-        return 1
+    with warnings.catch_warnings():   # restores the previous printer on the way out (main also runs in-process in tests)
+        warnings.showwarning = _warning_printer(args.command)
+        try:
+            cfg = load_run_config(args.config, data_dir=args.data_dir, reports_dir=args.reports_dir)
+            return COMMANDS[args.command](apply_config_defaults(args, cfg), cfg)
+        except (FileNotFoundError, ValueError, DatasetIntegrityError, RegistryError, ModelIntegrityError) as err:
+            print(f"oi-ml {args.command}: {err}", file=sys.stderr)
+            return 1

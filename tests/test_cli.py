@@ -190,3 +190,18 @@ def test_validate_checks_each_dataset_version_against_the_warehouse(tmp_path, ca
     with connect(RunConfig(data_dir=data)) as con: con.execute("DELETE FROM dataset_registry")
     assert cli.main(["--data-dir", data, "validate", "--exchange", "NSE"]) == 1
     assert "is not in the warehouse's dataset_registry" in capsys.readouterr().err
+
+
+def test_the_cli_prints_oi_mls_own_warnings_as_one_line(tmp_path, capsys):
+    "A dataset file restored on re-export is reported as `oi-ml export: warning: ...`, without Python's source-line format."
+    data = str(tmp_path / "d")
+    narrow = write_config(tmp_path / "narrow.toml", NARROW)
+    assert cli.main(["--data-dir", data, "--config", narrow, "simulate", "--exchange", "NSE", "--days", "1"]) == 0
+    assert cli.main(["--data-dir", data, "export", "--exchange", "NSE"]) == 0
+    (path,) = (tmp_path / "d" / "datasets" / "NSE").glob("*/ml_features.parquet")
+    good = path.read_bytes(); damaged = bytearray(good); damaged[len(damaged) // 2] ^= 1; path.write_bytes(bytes(damaged))
+    capsys.readouterr()
+    assert cli.main(["--data-dir", data, "export", "--exchange", "NSE"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"oi-ml export: warning: dataset NSE/{path.parent.name} failed verification") and "restored ['ml_features.parquet']" in err
+    assert "UserWarning" not in err and "cli.py" not in err and path.read_bytes() == good
