@@ -426,9 +426,19 @@ def _bhav_checks(frame: pd.DataFrame, report: ValidationReport, quality: Quality
     report.add(np.flatnonzero((frame.expiry < frame.trade_date).to_numpy()) + 1, "expiry", "temporal", "expiry before trade date")
     return incomplete
 
+def _contract_price(frame: pd.DataFrame) -> np.ndarray:
+    "A contract's price: its close when it traded (close > 0), else its settlement price."
+    return np.where(frame.close > 0, frame.close, frame.settle)
+
+def _priced_futures(frame: pd.DataFrame) -> pd.DataFrame:
+    "Futures rows with a positive price (`price`: close, or settle when untraded), nearest expiry first per trade date."
+    fut = frame[frame.instrument == "FUT"]
+    fut = fut.assign(price=_contract_price(fut))
+    return fut[fut.price > 0].sort_values(["trade_date", "expiry"])
+
 def _check_underlying(frame: pd.DataFrame, report: ValidationReport) -> None:
-    "An option row needs an underlying price: the file's own (UDiFF) or a futures close of the same trade date and symbol."
-    fut = frame[(frame.instrument == "FUT") & frame.close.notna()]
+    "An option row needs an underlying price: the file's own (UDiFF) or a priced futures row of the same trade date and symbol."
+    fut = _priced_futures(frame)
     has_future = pd.MultiIndex.from_frame(frame[["trade_date", "symbol"]]).isin(pd.MultiIndex.from_frame(fut[["trade_date", "symbol"]]))
     own = frame["underlying"].notna().to_numpy() if "underlying" in frame else np.zeros(len(frame), dtype=bool)
     missing = (frame.instrument == "OPT").to_numpy() & ~own & ~has_future
@@ -436,21 +446,17 @@ def _check_underlying(frame: pd.DataFrame, report: ValidationReport) -> None:
                "no underlying price: no futures (FUTIDX) row of this symbol on this trade date to proxy it")
 
 def _row_spot(frame: pd.DataFrame) -> pd.Series:
-    "Underlying price of every row: the file's own (UDiFF), else the close of the nearest futures row of its trade date and symbol."
-    fut = frame[frame.instrument == "FUT"].sort_values(["trade_date", "expiry"])
-    near_close = fut.groupby(["trade_date", "symbol"])["close"].first()
-    proxy = pd.Series(near_close.reindex(pd.MultiIndex.from_frame(frame[["trade_date", "symbol"]])).to_numpy(), index=frame.index)
+    """Underlying price of every row: the file's own (UDiFF), else the price of the nearest priced futures row of its
+    trade date and symbol (its close, or its settlement price when it did not trade)."""
+    near_price = _priced_futures(frame).groupby(["trade_date", "symbol"])["price"].first()
+    proxy = pd.Series(near_price.reindex(pd.MultiIndex.from_frame(frame[["trade_date", "symbol"]])).to_numpy(), index=frame.index)
     return (frame["underlying"] if "underlying" in frame else pd.Series(np.nan, index=frame.index)).fillna(proxy)
-
-def _option_price(frame: pd.DataFrame) -> np.ndarray:
-    "An option row's price: its close when it traded (close > 0), else its settlement price."
-    return np.where(frame.close > 0, frame.close, frame.settle)
 
 def _check_option_bounds(frame: pd.DataFrame, report: ValidationReport) -> None:
     """No-arbitrage upper bounds (Black-76 with r >= 0): a call is worth at most its underlying, a put at most its strike.
     A price above either is a data error (a shifted column, a price in paise), named on the column it came from."""
     opt = (frame.instrument == "OPT").to_numpy()
-    price, spot, strike = _option_price(frame), _row_spot(frame).to_numpy(), frame.strike.to_numpy()
+    price, spot, strike = _contract_price(frame), _row_spot(frame).to_numpy(), frame.strike.to_numpy()
     with np.errstate(invalid="ignore"):
         bad = {"its underlying": (opt & (frame.option_type == "CE").to_numpy() & (price > spot), spot),
                "its strike": (opt & (frame.option_type == "PE").to_numpy() & (price > strike), strike)}
@@ -465,16 +471,16 @@ def _check_option_bounds(frame: pd.DataFrame, report: ValidationReport) -> None:
 # %% ../nbs/03_ingest.ipynb #c031
 def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Option-chain snapshots and one underlying bar per trade date from a parsed, validated bhavcopy."
-    fut = frame[frame.instrument == "FUT"].sort_values(["trade_date", "expiry"])
+    fut = _priced_futures(frame)   # an untraded future is priced at its settlement price
     near_fut = fut.groupby(["trade_date", "symbol"]).first().reset_index()
     opt = frame[frame.instrument == "OPT"].copy()   # option types were checked (CE/PE only)
-    fut_by_expiry = fut.set_index(["trade_date", "symbol", "expiry"])["close"]
+    fut_by_expiry = fut.set_index(["trade_date", "symbol", "expiry"])["price"]
     near = near_fut.set_index(["trade_date", "symbol"])
     spot = _row_spot(frame)[(frame.instrument == "OPT").to_numpy()]
     tau = (opt.expiry - opt.trade_date).dt.total_seconds().to_numpy() / (365 * 86400)
     forward = fut_by_expiry.reindex(pd.MultiIndex.from_frame(opt[["trade_date", "symbol", "expiry"]])).to_numpy()
     forward = np.where(np.isnan(forward), spot.to_numpy() * np.exp(risk_free_rate * tau), forward)
-    ltp = _option_price(opt)
+    ltp = _contract_price(opt)
     chain = pd.DataFrame(dict(
         timestamp=opt.trade_date, exchange=exchange, symbol=opt.symbol, expiry=opt.expiry.dt.tz_convert(IST).dt.date,
         strike=opt.strike, option_type=opt.option_type, ltp=ltp,
@@ -485,7 +491,7 @@ def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) 
     nf = near.reindex(pd.MultiIndex.from_frame(under[["timestamp", "symbol"]]))
     bars = pd.DataFrame(dict(timestamp=under.timestamp, exchange=exchange, symbol=under.symbol, open=under.underlying_price,
                              high=under.underlying_price, low=under.underlying_price, close=under.underlying_price,
-                             volume=nf.contracts.to_numpy(), futures_price=nf.close.to_numpy(),
+                             volume=nf.contracts.to_numpy(), futures_price=nf.price.to_numpy(),
                              futures_oi=(nf.oi_units / nf.lot_size).to_numpy(), advances=pd.array([pd.NA] * len(under), dtype="Int64"),
                              declines=pd.array([pd.NA] * len(under), dtype="Int64"), source="imported"))
     return chain, bars

@@ -553,6 +553,19 @@ def test_untraded_contracts_use_the_settlement_price_and_skip_ohlc_checks(con, c
     assert got == [(float(raw.SttlmPric[r]), 0.0)]
 
 
+def test_an_untraded_near_future_proxies_the_underlying_at_its_settlement_price(con, cfg, tmp_path):
+    "Old layout (no own underlying): the near-month future did not trade (OHLC 0), so its settlement price is the proxy."
+    raw = _bhav(tmp_path, "old")
+    near = raw.index[(raw.INSTRUMENT == "FUTIDX") & (raw.SYMBOL == "NIFTY")][0]
+    raw.loc[near, ["OPEN", "HIGH", "LOW", "CLOSE", "CONTRACTS"]] = "0"
+    path = tmp_path / "untraded_future.csv"; raw.to_csv(path, index=False)
+    import_bhavcopy(con, path, run_cfg=cfg)                                    # was: every call "above its underlying 0.0"
+    settle = float(raw.SETTLE_PR[near])
+    assert con.execute("SELECT DISTINCT underlying_price FROM option_chain_snapshots").fetchall() == [(settle,)]
+    assert con.execute("SELECT close, futures_price FROM underlying_bars").fetchall() == [(settle, settle)]
+    assert con.execute("SELECT count(*) FROM option_chain_snapshots WHERE NOT isfinite(iv) OR iv IS NULL").fetchall() == [(0,)]
+
+
 def test_bhavcopy_with_a_few_missing_values_stores_the_rest(con, cfg, tmp_path):
     raw = _bhav(tmp_path)
     r = _first_option_row(raw)
