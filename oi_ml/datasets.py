@@ -173,9 +173,10 @@ def export_training_window(con, exchange: str, start=None, end=None, fmt: str = 
         content = _content_hash(files)
         existing, unreadable = _scan_versions(root)
         same = [v for v, m in existing.items() if m.get("content_sha256") == content]
-        if same: return _checked_existing(con, existing[same[0]], staging, files, run_cfg)
+        if same: return _checked_existing(con, root / same[0], existing[same[0]], staging, files, run_cfg)
         window = window_params(exchange, features.timestamp.min(), features.timestamp.max())
-        version = _new_version_id(features.timestamp.max().tz_convert(IST).date(), {**existing, **unreadable})
+        registered = {r[0]: None for r in con.execute("SELECT version FROM dataset_registry WHERE exchange = ?", [exchange]).fetchall()}
+        version = _new_version_id(features.timestamp.max().tz_convert(IST).date(), {**existing, **unreadable, **registered})
         sources = sorted(set(features.source.dropna()))
         manifest = dict(
             version=version, exchange=exchange, window_start=features.timestamp.min().isoformat(),
@@ -206,15 +207,22 @@ def _register(con, manifest: dict, folder: Path, remove_on_failure: bool = True)
         if remove_on_failure: shutil.rmtree(folder, ignore_errors=True)
         raise
 
-def _checked_existing(con, manifest: dict, staging: Path, files: dict, run_cfg: RunConfig) -> dict:
-    """The stored version that holds this export's content, verified before it is returned (a damaged version is never
-    returned as if it were sound). Its export files that are missing or differ from their manifest sha256 are restored
-    from this export's copies, which have exactly those sha256 (so the version's content is restored, not changed), with
-    a warning naming them. A version the warehouse has not registered (a new warehouse beside old datasets) is registered.
-    Anything else that fails verification (a hand-edited manifest, a registry row with other content) raises
-    `DatasetIntegrityError`, leaving the version as it was."""
+def _checked_existing(con, folder: Path, manifest: dict, staging: Path, files: dict, run_cfg: RunConfig) -> dict:
+    """The stored version in `folder` that holds this export's content, verified before it is returned (a damaged version
+    is never returned as if it were sound).
+    - A registry row with other content, or a folder not named after its manifest's version, raises first, before
+      anything is touched.
+    - Export files that are missing or differ from their manifest sha256 are restored from this export's copies, which
+      have exactly those sha256 (the version's content is restored, not changed), with a warning naming them.
+    - If the version still fails verification (a hand-edited manifest), `DatasetIntegrityError` names what failed and
+      which files were restored on the way.
+    - A version the warehouse has not registered (a new warehouse beside old datasets) is registered."""
     exchange, version = manifest["exchange"], manifest["version"]
-    folder = dataset_dir(exchange, version, run_cfg)
+    if folder.name != version:
+        raise DatasetIntegrityError(f"{folder}: holds this export's content but its manifest names version {version!r} "
+                                    "(a version folder must carry its version's name; renamed by hand?)")
+    registered = con.execute("SELECT count(*) FROM dataset_registry WHERE exchange = ? AND version = ?", [exchange, version]).fetchone()[0] > 0
+    if registered: _check_registered(con, manifest, folder / "manifest.json")
     try: verify_dataset(exchange, version, run_cfg)
     except DatasetIntegrityError as damage:
         restorable = [n for n, info in files.items() if manifest["files"].get(n, {}).get("sha256") == info["sha256"]
@@ -225,13 +233,11 @@ def _checked_existing(con, manifest: dict, staging: Path, files: dict, run_cfg: 
         for name in restorable: os.replace(staging / name, folder / name)
         try: verify_dataset(exchange, version, run_cfg)
         except DatasetIntegrityError as still:
-            raise DatasetIntegrityError(f"dataset {exchange}/{version}: restored {restorable} from the warehouse, but it "
-                                        f"still fails verification: {still}") from None
+            raise DatasetIntegrityError(f"dataset {exchange}/{version}: restored {restorable} from the warehouse (bytes "
+                                        f"equal to its manifest's sha256), but it still fails verification: {still}") from None
         warnings.warn(f"dataset {exchange}/{version} failed verification ({damage}); restored {restorable} from the warehouse, "
                       "byte-identical to the sha256 its manifest lists", UserWarning, stacklevel=3)
-    registered = con.execute("SELECT count(*) FROM dataset_registry WHERE exchange = ? AND version = ?", [exchange, version])
-    if registered.fetchone()[0] == 0: _register(con, manifest, folder, remove_on_failure=False)
-    _check_registered(con, manifest, folder / "manifest.json")
+    if not registered: _register(con, manifest, folder, remove_on_failure=False)
     return manifest
 
 # %% ../nbs/04_datasets.ipynb #c019

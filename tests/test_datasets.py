@@ -316,9 +316,10 @@ def test_a_damaged_version_that_cannot_be_restored_is_refused_and_left_as_it_was
     version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
     folder = dataset_dir("NSE", version, cfg)
     manifest = json.loads((folder / "manifest.json").read_text())
-    (folder / "manifest.json").write_text(json.dumps({**manifest, "row_count": 99999}))   # the files are sound, the manifest not
+    manifest["files"]["option_chain.parquet"]["rows"] = 99999                 # the files are sound, the manifest not
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    with pytest.raises(DatasetIntegrityError, match=rf"dataset NSE/{version} holds this export's content but fails verification.*row_count 99999"):
+    with pytest.raises(DatasetIntegrityError, match=rf"dataset NSE/{version} holds this export's content but fails verification.*the manifest says 99999"):
         export_training_window(sim_con, "NSE", run_cfg=cfg)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before and folders(cfg) == [version]
 
@@ -334,3 +335,28 @@ def test_re_exporting_into_a_new_warehouse_registers_the_existing_version(tmp_pa
         assert [row[:4] for row in registry(c)] == [("NSE", first["version"], first["row_count"], first["content_sha256"])]
         assert verify_dataset("NSE", first["version"], cfg, con=c) == first
     finally: c.close()
+
+
+def test_a_registry_row_with_other_content_is_refused_before_anything_is_restored(sim_con, cfg):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    path = dataset_dir("NSE", version, cfg) / "ml_features.parquet"
+    path.unlink()
+    sim_con.execute("UPDATE dataset_registry SET row_count = row_count + 1")
+    with pytest.raises(DatasetIntegrityError, match="differ from the warehouse's dataset_registry"):
+        export_training_window(sim_con, "NSE", run_cfg=cfg)
+    assert not path.exists() and folders(cfg) == [version]                 # nothing touched, no staging left
+
+
+def test_a_renamed_version_folder_is_named_not_reported_missing(sim_con, cfg):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    renamed = dataset_dir("NSE", version, cfg).rename(cfg.datasets_dir / "NSE" / f"{version}-backup")
+    with pytest.raises(DatasetIntegrityError, match=re.escape(str(renamed)) + f".*manifest names version '{version}'"):
+        export_training_window(sim_con, "NSE", run_cfg=cfg)
+
+
+def test_a_registered_version_whose_folder_is_gone_keeps_its_id(sim_con, cfg):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    shutil.rmtree(dataset_dir("NSE", version, cfg))
+    again = export_training_window(sim_con, "NSE", run_cfg=cfg)              # was: a duckdb ConstraintException
+    assert again["version"] == f"{version}-2" and folders(cfg) == [again["version"]]
+    assert [r[1] for r in registry(sim_con)] == [version, again["version"]]
