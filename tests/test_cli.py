@@ -179,12 +179,18 @@ def test_ingest_bhavcopy_takes_the_symbol_option(tmp_path, monkeypatch):
     assert chain == [("NIFTY",)]
 
 
-def test_validate_checks_each_dataset_version_against_the_warehouse(tmp_path, capsys):
-    "A version whose files and manifest agree but that the warehouse never registered is reported (exit 1), naming it."
+def simulated_and_exported(tmp_path) -> str:
+    "Data directory of a 1-day NSE simulation (narrow chain) exported as a dataset through the CLI."
     data = str(tmp_path / "d")
     narrow = write_config(tmp_path / "narrow.toml", NARROW)
     assert cli.main(["--data-dir", data, "--config", narrow, "simulate", "--exchange", "NSE", "--days", "1"]) == 0
     assert cli.main(["--data-dir", data, "export", "--exchange", "NSE"]) == 0
+    return data
+
+
+def test_validate_checks_each_dataset_version_against_the_warehouse(tmp_path, capsys):
+    "A version whose files and manifest agree but that the warehouse never registered is reported (exit 1), naming it."
+    data = simulated_and_exported(tmp_path)
     assert cli.main(["--data-dir", data, "validate", "--exchange", "NSE"]) == 0
     assert "hashes and registry ok" in capsys.readouterr().out
     with connect(RunConfig(data_dir=data)) as con: con.execute("DELETE FROM dataset_registry")
@@ -194,10 +200,7 @@ def test_validate_checks_each_dataset_version_against_the_warehouse(tmp_path, ca
 
 def test_the_cli_prints_oi_mls_own_warnings_as_one_line(tmp_path, capsys):
     "A dataset file restored on re-export is reported as `oi-ml export: warning: ...`, without Python's source-line format."
-    data = str(tmp_path / "d")
-    narrow = write_config(tmp_path / "narrow.toml", NARROW)
-    assert cli.main(["--data-dir", data, "--config", narrow, "simulate", "--exchange", "NSE", "--days", "1"]) == 0
-    assert cli.main(["--data-dir", data, "export", "--exchange", "NSE"]) == 0
+    data = simulated_and_exported(tmp_path)
     (path,) = (tmp_path / "d" / "datasets" / "NSE").glob("*/ml_features.parquet")
     good = path.read_bytes(); damaged = bytearray(good); damaged[len(damaged) // 2] ^= 1; path.write_bytes(bytes(damaged))
     capsys.readouterr()
