@@ -5,7 +5,6 @@
 # %% ../nbs/03_ingest.ipynb #c003
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -26,8 +25,9 @@ from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_tran
 __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'ISO_DATE', 'MONTH_NAME_DATE', 'DATE_FORMATS',
            'OLD_BHAV', 'UDIFF_BHAV', 'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns',
            'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal', 'check_session',
-           'check_trading_days', 'file_sha256', 'quarantine', 'import_ohlcv', 'detect_bhavcopy_format',
-           'implied_vol_black76', 'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
+           'check_trading_days', 'file_sha256', 'quarantine', 'quarantine_in_transaction', 'import_ohlcv',
+           'detect_bhavcopy_format', 'implied_vol_black76', 'import_bhavcopy', 'write_example_bhavcopy',
+           'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
@@ -240,8 +240,12 @@ def file_sha256(path: str | Path) -> str:
     "sha256 of a file's bytes."
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
-def quarantine(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, quarantine_dir: Path, in_transaction: bool = False) -> int:
-    "Store the problem rows (with their raw text) in the `quarantine` table and `quarantine_dir/<batch_id>.csv`."
+def quarantine(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, quarantine_dir: Path) -> int:
+    "Store the problem rows (with their raw text) in the `quarantine` table and `quarantine_dir/<batch_id>.csv`, in one transaction."
+    with transaction(con): return quarantine_in_transaction(con, report, batch_id, raw, quarantine_dir)
+
+def quarantine_in_transaction(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, quarantine_dir: Path) -> int:
+    "`quarantine` inside the caller's open transaction; returns the number of file rows dropped (errors, incomplete rows)."
     if report.problems.empty: return 0
     q = report.problems.copy()
     q["raw"] = [json.dumps({k: (None if pd.isna(v) else str(v)) for k, v in raw.iloc[r - 1].items()}) if 0 < r <= len(raw) else "" for r in q.row_number]
@@ -249,10 +253,9 @@ def quarantine(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, 
     q["quarantined_at"] = pd.Timestamp.now(tz="UTC")
     Path(quarantine_dir).mkdir(parents=True, exist_ok=True)
     q.to_csv(Path(quarantine_dir) / f"{batch_id}.csv", index=False)
-    with contextlib.nullcontext() if in_transaction else transaction(con):
-        con.execute("DELETE FROM quarantine WHERE batch_id = ?", [batch_id])
-        insert_rows(con, "quarantine", q[["batch_id", "file", "row_number", "column_name", "check_name", "reason", "raw", "quarantined_at"]]
-                    .drop_duplicates(["row_number", "column_name", "check_name"]))
+    con.execute("DELETE FROM quarantine WHERE batch_id = ?", [batch_id])
+    insert_rows(con, "quarantine", q[["batch_id", "file", "row_number", "column_name", "check_name", "reason", "raw", "quarantined_at"]]
+                .drop_duplicates(["row_number", "column_name", "check_name"]))
     dropped = (q.severity == "error") | (q.check_name == "completeness")
     return int(q.row_number[dropped].nunique())
 
@@ -289,7 +292,7 @@ def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, w
             with transaction(con):
                 added = {t: insert_rows(con, t, f, batch_id) for t, f in frames.items()}
                 if window is not None and any(added.values()): rebuild_ml_features_in_transaction(con, window)   # else unchanged
-                n_quarantined = quarantine(con, report, record_id, raw, run_cfg.quarantine_dir, in_transaction=True) if not stored_before else 0
+                n_quarantined = quarantine_in_transaction(con, report, record_id, raw, run_cfg.quarantine_dir) if not stored_before else 0
                 if not stored_before:   # a re-import of a stored file is a no-op: its first record stays as it was
                     record_training_batch(con, batch_id=record_id, status="stored", rows_stored=int(sum(added.values())),
                                           rows_quarantined=n_quarantined, validation_report=report.to_dict(), **meta)
