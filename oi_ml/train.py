@@ -556,6 +556,9 @@ class ModelIntegrityError(Exception):
 def verify_run(run_dir: str | Path) -> dict:
     "The run's manifest after checking every listed file's sha256."
     run_dir = Path(run_dir)
+    if not run_dir.exists() and (asides := sorted(run_dir.parent.glob(f".{run_dir.name}.*.old"), key=lambda p: p.stat().st_mtime)):
+        raise FileNotFoundError(f"{run_dir}: missing; a publish interrupted between its two renames left the previous version "
+                                f"in {asides[-1]}: rename that folder back to {run_dir.name}")
     if not (run_dir / "manifest.json").exists(): raise FileNotFoundError(f"{run_dir}: no manifest.json (not a model run)")
     manifest = read_json(run_dir / "manifest.json", ModelIntegrityError, ("files",))
     if not isinstance(manifest["files"], dict): raise ModelIntegrityError(f"{run_dir / 'manifest.json'}: 'files' must map paths to sha256")

@@ -8,6 +8,7 @@ at `num_threads=2` spin against other processes; one small run took 14x longer (
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -544,6 +545,17 @@ def test_publish_over_an_existing_run_keeps_it_when_the_rename_fails(tmp_path, m
     after = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()} if run.exists() else {}
     assert after == before                                                     # the old run is intact
     assert sorted(p.name for p in run.parent.iterdir()) == ["run-x"]           # no staging or aside folder left
+
+
+def test_a_run_left_aside_by_an_interrupted_publish_is_named(tmp_path):
+    "A kill between swap_into_place's two renames leaves the old run as `<staging>.old`; loading it says where it is."
+    run = _old_run(tmp_path)
+    aside = run.with_name(".run-x.k3j9x2.old")                # the staging folder's unique name + .old
+    run.rename(aside)                                          # the state after the first rename
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{aside}: rename that folder back to run-x")):
+        train_mod.verify_run(run)
+    aside.rename(run)
+    assert train_mod.verify_run(run) == {"files": {}}
 
 
 def test_publish_over_an_existing_run_replaces_it_whole(tmp_path):
