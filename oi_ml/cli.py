@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -16,7 +15,7 @@ import pandas as pd
 
 from .config import EXCHANGES, RunConfig, load_run_config
 from .datasets import (DatasetIntegrityError, export_training_window, latest_dataset_version, list_datasets, load_dataset,
-                            verify_dataset, write_derived)
+                            read_json, verify_dataset, write_derived)
 from .features import prepare_training_features, supported_feature_columns
 from .labels import labels_frame
 from .train import TrainConfig, train_model
@@ -139,7 +138,7 @@ def cmd_train(args, cfg: RunConfig) -> int:
 
 def _run_dataset(exchange: str, run: str, dataset: str | None, cfg: RunConfig) -> tuple[dict, str]:
     "Manifest and dataset version of a model run; a `dataset` other than the run's is an error naming both."
-    manifest = json.loads((Path(cfg.models_dir) / exchange / run / "manifest.json").read_text())
+    manifest = read_json(Path(cfg.models_dir) / exchange / run / "manifest.json", ModelIntegrityError, ("dataset_version",))
     version = manifest["dataset_version"]
     if dataset and dataset != version:
         raise ValueError(f"--dataset {dataset} conflicts with run {run}, which was trained on dataset {exchange}/{version}; "
@@ -156,7 +155,7 @@ def cmd_pack(args, cfg: RunConfig) -> int:
     if args.run:
         _, version = _run_dataset(args.exchange, args.run, args.dataset, cfg)
         gate_path = Path(cfg.models_dir) / args.exchange / args.run / "reports" / "gate_report.json"
-        gate = json.loads(gate_path.read_text()) if gate_path.exists() else {}
+        gate = read_json(gate_path, ModelIntegrityError) if gate_path.exists() else {}
         params = dict(dataset_version=version, candidate_run=args.run, baseline_version=gate.get("baseline") or "",
                       automl_run=gate.get("automl_run") or "")
         path = render_pack(args.exchange, args.run, params, cfg)

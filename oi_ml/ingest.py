@@ -292,8 +292,8 @@ def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, w
             with transaction(con):
                 added = {t: insert_rows(con, t, f, batch_id) for t, f in frames.items()}
                 if window is not None and any(added.values()): rebuild_ml_features_in_transaction(con, window)   # else unchanged
-                n_quarantined = quarantine_in_transaction(con, report, record_id, raw, run_cfg.quarantine_dir) if not stored_before else 0
                 if not stored_before:   # a re-import of a stored file is a no-op: its first record stays as it was
+                    n_quarantined = quarantine_in_transaction(con, report, record_id, raw, run_cfg.quarantine_dir)
                     record_training_batch(con, batch_id=record_id, status="stored", rows_stored=int(sum(added.values())),
                                           rows_quarantined=n_quarantined, validation_report=report.to_dict(), **meta)
             return dict(batch_id=batch_id, rows_added=added, warnings=report.summary_lines(), report=report.to_dict(),
@@ -419,8 +419,9 @@ def _bhav_checks(frame: pd.DataFrame, report: ValidationReport, quality: Quality
     report.add(rows(frame.lot_size <= 0), "lot_size", "non_negative", "lot size must be positive")
     odd_type = opt & ~frame.option_type.isin(["CE", "PE"]).to_numpy()
     report.add(rows(odd_type), "option_type", "schema", [f"unknown option type {t!r} (expected CE or PE)" for t in frame.option_type[odd_type]])
-    _check_underlying(frame, report)
-    _check_option_bounds(frame, report)
+    spot = _row_spot(frame)
+    _check_underlying(frame, spot, report)
+    _check_option_bounds(frame, spot, report)
     traded = (frame.contracts > 0).to_numpy() & ~incomplete
     sub = ValidationReport(report.file); check_ohlc(frame[traded].assign(volume=frame.contracts[traded]), sub, quality, check_moves=False)
     _merge(report, sub, np.flatnonzero(traded) + 1)
@@ -439,12 +440,9 @@ def _priced_futures(frame: pd.DataFrame) -> pd.DataFrame:
     fut = fut.assign(price=_contract_price(fut))
     return fut[fut.price > 0].sort_values(["trade_date", "expiry"])
 
-def _check_underlying(frame: pd.DataFrame, report: ValidationReport) -> None:
-    "An option row needs an underlying price: the file's own (UDiFF) or a priced futures row of the same trade date and symbol."
-    fut = _priced_futures(frame)
-    has_future = pd.MultiIndex.from_frame(frame[["trade_date", "symbol"]]).isin(pd.MultiIndex.from_frame(fut[["trade_date", "symbol"]]))
-    own = frame["underlying"].notna().to_numpy() if "underlying" in frame else np.zeros(len(frame), dtype=bool)
-    missing = (frame.instrument == "OPT").to_numpy() & ~own & ~has_future
+def _check_underlying(frame: pd.DataFrame, spot: pd.Series, report: ValidationReport) -> None:
+    "An option row needs an underlying price (`spot`: `_row_spot`, the file's own or a priced future of its trade date and symbol)."
+    missing = (frame.instrument == "OPT").to_numpy() & spot.isna().to_numpy()
     report.add(np.flatnonzero(missing) + 1, "underlying", "completeness",
                "no underlying price: no futures (FUTIDX) row of this symbol on this trade date to proxy it")
 
@@ -455,21 +453,19 @@ def _row_spot(frame: pd.DataFrame) -> pd.Series:
     proxy = pd.Series(near_price.reindex(pd.MultiIndex.from_frame(frame[["trade_date", "symbol"]])).to_numpy(), index=frame.index)
     return (frame["underlying"] if "underlying" in frame else pd.Series(np.nan, index=frame.index)).fillna(proxy)
 
-def _check_option_bounds(frame: pd.DataFrame, report: ValidationReport) -> None:
-    """No-arbitrage upper bounds (Black-76 with r >= 0): a call is worth at most its underlying, a put at most its strike.
-    A price above either is a data error (a shifted column, a price in paise), named on the column it came from."""
-    opt = (frame.instrument == "OPT").to_numpy()
-    price, spot, strike = _contract_price(frame), _row_spot(frame).to_numpy(), frame.strike.to_numpy()
+def _check_option_bounds(frame: pd.DataFrame, spot: pd.Series, report: ValidationReport) -> None:
+    """No-arbitrage upper bounds (Black-76 with r >= 0): a call is worth at most its underlying (`spot`: `_row_spot`), a put
+    at most its strike. A price above either is a data error (a shifted column, a price in paise), named on the column it
+    came from (close, or settle when the contract did not trade)."""
+    opt, price, traded = (frame.instrument == "OPT").to_numpy(), _contract_price(frame), (frame.close > 0).to_numpy()
+    bounds = (("call", "CE", "its underlying", spot.to_numpy()), ("put", "PE", "its strike", frame.strike.to_numpy()))
     with np.errstate(invalid="ignore"):
-        bad = {"its underlying": (opt & (frame.option_type == "CE").to_numpy() & (price > spot), spot),
-               "its strike": (opt & (frame.option_type == "PE").to_numpy() & (price > strike), strike)}
-    traded = (frame.close > 0).to_numpy()
+        above = [opt & (frame.option_type == side).to_numpy() & (price > bound) for _, side, _, bound in bounds]
     for column, source in (("close", traded), ("settle", ~traded)):
-        for bound_name, (mask, bound) in bad.items():
-            m = mask & source
-            kind = "call" if bound_name == "its underlying" else "put"
+        for (kind, _, name, bound), bad in zip(bounds, above):
+            m = bad & source
             report.add(np.flatnonzero(m) + 1, column, "price_sanity",
-                       [f"{kind} priced {p} above {bound_name} {b} (a {kind} is worth at most that)" for p, b in zip(price[m], bound[m])])
+                       [f"{kind} priced {p} above {name} {b} (a {kind} is worth at most that)" for p, b in zip(price[m], bound[m])])
 
 # %% ../nbs/03_ingest.ipynb #c031
 def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) -> tuple[pd.DataFrame, pd.DataFrame]:
