@@ -7,32 +7,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import sys
 import warnings
 from pathlib import Path
 
-import pandas as pd
-
 from .config import EXCHANGES, RunConfig, load_run_config
-from .datasets import (DatasetIntegrityError, export_training_window, latest_dataset_version, list_datasets, load_dataset,
-                            read_json, verify_dataset, write_derived)
-from .features import prepare_training_features, supported_feature_columns
-from .labels import labels_frame
-from .train import TrainConfig, train_model
-from .ingest import IngestError, import_bhavcopy, import_ohlcv, validate_stored
-from .packs import render_index, render_pack
-from .simulate import simulate_market
-from .registry import RegistryError
-from .store import connect
-from .train import ModelIntegrityError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'config_defaults', 'apply_config_defaults', 'cmd_simulate', 'cmd_ingest', 'cmd_validate', 'cmd_export',
-           'cmd_datasets', 'cmd_features', 'cmd_labels', 'cmd_train', 'cmd_pack', 'cmd_backtest', 'cmd_gate',
-           'cmd_automl', 'cmd_monitor', 'cmd_deploy', 'cmd_rollback', 'cmd_signoff', 'cmd_retrain', 'build_parser',
-           'main']
+__all__ = ['CONFIG_OPTIONS', 'COMMANDS', 'config_defaults', 'apply_config_defaults', 'cmd_simulate', 'cmd_ingest', 'cmd_validate',
+           'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels', 'cmd_train', 'cmd_pack', 'cmd_backtest',
+           'cmd_gate', 'cmd_automl', 'cmd_monitor', 'cmd_deploy', 'cmd_rollback', 'cmd_signoff', 'cmd_retrain',
+           'option_defaults', 'given_options', 'build_parser', 'main']
 
-# %% ../nbs/51_cli.ipynb #c005
+# %% ../nbs/51_cli.ipynb #c006
 def config_defaults(command: str, cfg: RunConfig) -> dict:
     "Option defaults that `command` takes from the run config (argparse dest -> value)."
     if command == "simulate":
@@ -46,9 +34,10 @@ def apply_config_defaults(args: argparse.Namespace, cfg: RunConfig) -> argparse.
     unset = {k: v for k, v in config_defaults(args.command, cfg).items() if getattr(args, k) is None}
     return argparse.Namespace(**{**vars(args), **unset})
 
-# %% ../nbs/51_cli.ipynb #c008
+# %% ../nbs/51_cli.ipynb #c009
 def _check_freq(freq: str, cfg: RunConfig) -> None:
     "Refuse bars of another length than the config's `bar_minutes`: horizon keys, holding periods and annualisation read it."
+    import pandas as pd
     minutes = pd.Timedelta(freq) / pd.Timedelta(minutes=1)
     if minutes != cfg.bar_minutes:
         raise ValueError(f"--freq {freq} makes {minutes:g}-minute bars but the config's bar_minutes is {cfg.bar_minutes}; "
@@ -56,6 +45,8 @@ def _check_freq(freq: str, cfg: RunConfig) -> None:
 
 def cmd_simulate(args, cfg: RunConfig) -> int:
     "Simulate one exchange into the warehouse (bars of the config's `bar_minutes`)."
+    from oi_ml.simulate import simulate_market
+    from oi_ml.store import connect
     _check_freq(args.freq, cfg)
     with connect(cfg) as con:
         summary = simulate_market(con, args.exchange, args.start or cfg.simulation.start, args.end, args.days, args.freq,
@@ -67,6 +58,8 @@ def cmd_simulate(args, cfg: RunConfig) -> int:
 
 def cmd_ingest(args, cfg: RunConfig) -> int:
     "Import an OHLCV or bhavcopy file through the data-quality gate."
+    from oi_ml.ingest import IngestError, import_bhavcopy, import_ohlcv
+    from oi_ml.store import connect
     with connect(cfg) as con:
         try:
             if args.bhavcopy: result = import_bhavcopy(con, args.bhavcopy, args.exchange or "NSE",
@@ -80,9 +73,12 @@ def cmd_ingest(args, cfg: RunConfig) -> int:
     print(f"stored batch {result['batch_id']}: " + ", ".join(f"{t}={n:,}" for t, n in result["rows_added"].items()))
     return 0
 
-# %% ../nbs/51_cli.ipynb #c009
+# %% ../nbs/51_cli.ipynb #c010
 def cmd_validate(args, cfg: RunConfig) -> int:
     "Re-run the quality checks over stored data and verify every dataset version's files and its warehouse registry row."
+    from oi_ml.datasets import DatasetIntegrityError, list_datasets, verify_dataset
+    from oi_ml.ingest import validate_stored
+    from oi_ml.store import connect
     exchanges, failures = [args.exchange] if args.exchange else list(EXCHANGES), 0
     with connect(cfg, read_only=True) as con:
         for ex in exchanges:
@@ -98,6 +94,8 @@ def cmd_validate(args, cfg: RunConfig) -> int:
 
 def cmd_export(args, cfg: RunConfig) -> int:
     "Export a dataset version of one exchange."
+    from oi_ml.datasets import export_training_window
+    from oi_ml.store import connect
     with connect(cfg) as con:
         m = export_training_window(con, args.exchange, args.start, args.end, run_cfg=cfg)
     print(f"dataset {m['exchange']}/{m['version']}: {m['row_count']:,} rows, {m['window_start']} .. {m['window_end']}, "
@@ -106,12 +104,15 @@ def cmd_export(args, cfg: RunConfig) -> int:
 
 def cmd_datasets(args, cfg: RunConfig) -> int:
     "List dataset versions."
+    from oi_ml.datasets import list_datasets
     table = list_datasets(cfg, args.exchange)
     print("no dataset versions yet" if table.empty else table.to_string(index=False))
     return 0
 
 def cmd_features(args, cfg: RunConfig) -> int:
     "Compute the feature table of a dataset version and store it next to the version."
+    from oi_ml.datasets import load_dataset, write_derived
+    from oi_ml.features import prepare_training_features, supported_feature_columns
     raw, m = load_dataset(args.exchange, args.dataset, cfg)
     columns = supported_feature_columns(raw)
     info = write_derived(args.exchange, m["version"], "features", prepare_training_features(raw, columns), {"columns": columns}, cfg)
@@ -120,6 +121,9 @@ def cmd_features(args, cfg: RunConfig) -> int:
 
 def cmd_labels(args, cfg: RunConfig) -> int:
     "Compute every target of a dataset version and store the labels table next to the version."
+    from oi_ml.datasets import load_dataset, write_derived
+    from oi_ml.labels import labels_frame
+    from oi_ml.train import TrainConfig
     raw, m = load_dataset(args.exchange, args.dataset, cfg)
     label_cfg = dataclasses.replace(TrainConfig().labels, oi_column="futures_oi" if raw["futures_oi"].notna().any() else None)
     frame = labels_frame(raw.sort_values("timestamp", kind="mergesort").reset_index(drop=True), label_cfg)
@@ -129,7 +133,9 @@ def cmd_labels(args, cfg: RunConfig) -> int:
 
 def cmd_train(args, cfg: RunConfig) -> int:
     "Train a candidate model on a dataset version."
-    m = train_model(args.exchange, args.dataset, args.target, TrainConfig(seed=args.seed), cfg)
+    from oi_ml.train import TrainConfig, train_model
+    train_cfg = TrainConfig(seed=args.seed, **given_options(args, "train"))
+    m = train_model(args.exchange, args.dataset, train_cfg.target, train_cfg, cfg)
     s = m["metrics_summary"]
     print(f"run {m['run_id']} ({m['target']}, {m['family']}) on {m['exchange']}/{m['dataset_version']}: "
           + ", ".join(f"{k}={v:.4f}" for k, v in s.items() if isinstance(v, float)))
@@ -138,6 +144,8 @@ def cmd_train(args, cfg: RunConfig) -> int:
 
 def _run_dataset(exchange: str, run: str, dataset: str | None, cfg: RunConfig) -> tuple[dict, str]:
     "Manifest and dataset version of a model run; a `dataset` other than the run's is an error naming both."
+    from oi_ml.datasets import read_json
+    from oi_ml.train import ModelIntegrityError
     manifest = read_json(Path(cfg.models_dir) / exchange / run / "manifest.json", ModelIntegrityError, ("dataset_version",))
     version = manifest["dataset_version"]
     if dataset and dataset != version:
@@ -147,12 +155,15 @@ def _run_dataset(exchange: str, run: str, dataset: str | None, cfg: RunConfig) -
 
 def cmd_pack(args, cfg: RunConfig) -> int:
     "Render the approval pack of one exchange (data only, or for a candidate run; `--dataset` must then be the run's)."
+    from oi_ml.datasets import latest_dataset_version, read_json
+    from oi_ml.packs import render_index, render_pack
     if args.run == "latest":
         runs = sorted((p for p in (Path(cfg.models_dir) / args.exchange).glob("run-*") if (p / "reports" / "gate_report.json").exists()),
                       key=lambda p: (p / "reports" / "gate_report.json").stat().st_mtime)
         if not runs: raise FileNotFoundError(f"no gated model runs for {args.exchange}: run `oi-ml retrain --exchange {args.exchange}` first")
         args.run = runs[-1].name
     if args.run:
+        from oi_ml.train import ModelIntegrityError
         _, version = _run_dataset(args.exchange, args.run, args.dataset, cfg)
         gate_path = Path(cfg.models_dir) / args.exchange / args.run / "reports" / "gate_report.json"
         gate = read_json(gate_path, ModelIntegrityError) if gate_path.exists() else {}
@@ -169,6 +180,7 @@ def cmd_pack(args, cfg: RunConfig) -> int:
 def cmd_backtest(args, cfg: RunConfig) -> int:
     "Backtest a model run on its dataset (optionally a date window); writes the summary and trades into the run's reports."
     from oi_ml.backtest import run_backtest, save_backtest
+    from oi_ml.datasets import load_dataset
     from oi_ml.gate import default_backtest_config, signals_for, train_config_of
     from oi_ml.train import load_bundle
     bundle = load_bundle(Path(cfg.models_dir) / args.exchange / args.run)
@@ -196,8 +208,8 @@ def cmd_gate(args, cfg: RunConfig) -> int:
 def cmd_automl(args, cfg: RunConfig) -> int:
     "Walk-forward AutoML over a dataset version."
     from oi_ml.automl import OrchestratorConfig, run_orchestrator
-    oc = OrchestratorConfig(exchange=args.exchange, days=args.days, window_days=args.window_days, step_days=args.step_days,
-                            families=tuple(args.families), optuna_trials=args.optuna_trials, storage=args.storage, dataset_version=args.dataset)
+    oc = OrchestratorConfig(exchange=args.exchange, days=args.days, storage=args.storage, dataset_version=args.dataset,
+                            **given_options(args, "automl"))
     oc = dataclasses.replace(oc, seed=cfg.seed, train=dataclasses.replace(oc.train, seed=cfg.seed))   # the master seed
     run = run_orchestrator(oc, cfg)
     s = run.summary
@@ -239,7 +251,7 @@ def cmd_retrain(args, cfg: RunConfig) -> int:
     "Run the retrain pipeline; exit 0 whatever the gate says, 1 when a step failed."
     from oi_ml.pipeline import PipelineStepError, RetrainConfig, run_retrain
     rc = RetrainConfig(exchange=args.exchange, as_of=args.as_of, promote=args.promote, automl=not args.no_automl,
-                       automl_trials=args.optuna_trials, operator=args.operator, reason=args.reason, horizon=args.horizon)
+                       horizon=args.horizon, **given_options(args, "retrain"))
     rc = dataclasses.replace(rc, train=dataclasses.replace(rc.train, seed=cfg.seed))   # the master seed
     try:
         out = run_retrain(rc, cfg)
@@ -252,17 +264,47 @@ def cmd_retrain(args, cfg: RunConfig) -> int:
     print(f"pack: {out['pack']}")
     return 0
 
-# %% ../nbs/51_cli.ipynb #c011
+# %% ../nbs/51_cli.ipynb #c012
+CONFIG_OPTIONS = {  # subcommand -> (module, config class, {option dest: config field}); the class holds the defaults
+    "train": ("oi_ml.train", "TrainConfig", {"target": "target"}),
+    "automl": ("oi_ml.automl", "OrchestratorConfig", {"window_days": "window_days", "step_days": "step_days",
+                                                      "families": "families", "optuna_trials": "optuna_trials"}),
+    "retrain": ("oi_ml.pipeline", "RetrainConfig", {"optuna_trials": "automl_trials", "operator": "operator", "reason": "reason"}),
+}
+
+def option_defaults(command: str) -> dict:
+    "Default of each config-backed option of `command` (option dest -> the config class's field default)."
+    module, name, fields = CONFIG_OPTIONS[command]
+    config_class = getattr(importlib.import_module(module), name)
+    return {dest: getattr(config_class, field) for dest, field in fields.items()}
+
+def given_options(args: argparse.Namespace, command: str) -> dict:
+    "The config fields that `command`'s options set on the command line (field -> value); options not given are left out."
+    fields = CONFIG_OPTIONS[command][2]
+    return {fields[dest]: tuple(v) if isinstance(v, list) else v for dest in fields if (v := getattr(args, dest)) is not None}
+
+class _SubcommandParser(argparse.ArgumentParser):
+    "A subcommand's parser; its help shows the defaults of the options in `CONFIG_OPTIONS`, importing their class then."
+    def format_help(self) -> str:
+        command = self.prog.rsplit(" ", 1)[-1]
+        if command in CONFIG_OPTIONS:
+            defaults = option_defaults(command)
+            for action in self._actions:
+                if action.dest in defaults and "(default" not in (action.help or ""):
+                    value = defaults[action.dest]
+                    shown = " ".join(value) if isinstance(value, tuple) else str(value)
+                    action.help = f"{action.help + ' ' if action.help else ''}(default: {shown.replace('%', '%%')})"
+        return super().format_help()
+
+# %% ../nbs/51_cli.ipynb #c013
 def build_parser() -> argparse.ArgumentParser:
     "The `oi-ml` argument parser with all subcommands."
-    from oi_ml.automl import OrchestratorConfig   # field defaults of these dataclasses are the subcommands' defaults
-    from oi_ml.pipeline import RetrainConfig
     base, sim = RunConfig(), RunConfig().simulation   # only for --help texts: apply_config_defaults supplies the values
     p = argparse.ArgumentParser(prog="oi-ml", description="oi_ml: reproducible ML signals on index-options open interest")
     p.add_argument("--data-dir", help="warehouse/datasets/models root (default $OI_ML_DATA_DIR or data/)")
     p.add_argument("--reports-dir", help="approval packs root (default $OI_ML_REPORTS_DIR or reports/)")
     p.add_argument("--config", help="TOML/YAML file overriding RunConfig fields")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
     ex = dict(choices=sorted(EXCHANGES), type=str.upper)
     s = sub.add_parser("simulate", help="simulate an exchange into the warehouse")
     s.add_argument("--exchange", required=True, **ex)
@@ -281,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("features", "write the feature table of a dataset version"), ("labels", "write the labels table of a dataset version")):
         s = sub.add_parser(name, help=text); s.add_argument("--exchange", required=True, **ex); s.add_argument("--dataset")
     s = sub.add_parser("train", help="train a candidate model"); s.add_argument("--exchange", required=True, **ex)
-    s.add_argument("--dataset"); s.add_argument("--target", default=TrainConfig.target)
+    s.add_argument("--dataset"); s.add_argument("--target", help="a classification or regression target")
     s.add_argument("--seed", type=int, help=f"model seed (default: seed of the config, {base.seed})")
     s = sub.add_parser("pack", help="render the approval pack"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--dataset", help="dataset version (default: latest; with --run: the run's, and only that one)")
@@ -293,15 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--horizon", help="compare with the production model of this horizon key, e.g. 15m")
     s = sub.add_parser("retrain", help="the whole retrain pipeline"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--as-of"); s.add_argument("--promote", action="store_true"); s.add_argument("--no-automl", action="store_true")
-    s.add_argument("--optuna-trials", type=int, default=RetrainConfig.automl_trials,
-                   help="Optuna trials per segment and family (default %(default)s)")
-    s.add_argument("--operator", default=RetrainConfig.operator); s.add_argument("--reason", default=RetrainConfig.reason)
+    s.add_argument("--optuna-trials", type=int, help="Optuna trials per segment and family")
+    s.add_argument("--operator", help="recorded in the deployment log"); s.add_argument("--reason", help="recorded in the deployment log")
     s.add_argument("--horizon", help="registry horizon key (e.g. 15m) for the gate's production model and --promote")
     s = sub.add_parser("automl", help="walk-forward AutoML with Optuna"); s.add_argument("--exchange", required=True, **ex)
-    s.add_argument("--dataset"); s.add_argument("--days", type=int); s.add_argument("--window-days", type=int, default=OrchestratorConfig.window_days)
-    s.add_argument("--step-days", type=int, default=OrchestratorConfig.step_days)
-    s.add_argument("--families", nargs="+", default=list(OrchestratorConfig.families))
-    s.add_argument("--optuna-trials", type=int, default=OrchestratorConfig.optuna_trials)
+    s.add_argument("--dataset"); s.add_argument("--days", type=int)
+    s.add_argument("--window-days", type=int, help="training sessions per segment")
+    s.add_argument("--step-days", type=int, help="sessions between segments")
+    s.add_argument("--families", nargs="+", help="model families")
+    s.add_argument("--optuna-trials", type=int, help="Optuna trials per segment and family")
     s.add_argument("--storage", help="journal file or RDB URL (sqlite:///..., postgresql://...)")
     s = sub.add_parser("monitor", help="drift, degradation and latency of production"); s.add_argument("--exchange", required=True, **ex)
     horizon = {"help": "label horizon registry key such as 15m (default: the exchange's own pointer)"}
@@ -334,6 +376,14 @@ def _warning_printer(command: str, default=warnings.showwarning):
         else: default(message, category, filename, lineno, file, line)
     return show
 
+_INPUT_ERRORS = (("oi_ml.datasets", "DatasetIntegrityError"), ("oi_ml.registry", "RegistryError"),
+                 ("oi_ml.train", "ModelIntegrityError"))
+
+def _input_errors() -> tuple[type, ...]:
+    """Errors that mean bad input or stored state, printed as one line: FileNotFoundError, ValueError and the classes of
+    `_INPUT_ERRORS` whose module is loaded (a command cannot raise a class from a module it never imported)."""
+    return (FileNotFoundError, ValueError, *(getattr(sys.modules[m], name) for m, name in _INPUT_ERRORS if m in sys.modules))
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `oi-ml` console script."
     args = build_parser().parse_args(argv)
@@ -343,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cfg = load_run_config(args.config, data_dir=args.data_dir, reports_dir=args.reports_dir)
             return COMMANDS[args.command](apply_config_defaults(args, cfg), cfg)
-        except (FileNotFoundError, ValueError, DatasetIntegrityError, RegistryError, ModelIntegrityError) as err:
+        except Exception as err:
+            if not isinstance(err, _input_errors()): raise
             print(f"oi-ml {args.command}: {err}", file=sys.stderr)
             return 1

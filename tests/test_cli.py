@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from oi_ml import automl, cli, pipeline
+from oi_ml import automl, cli, ingest, packs, pipeline, train
 from oi_ml.config import RunConfig
 from oi_ml.store import connect
 from oi_ml.train import TrainConfig
@@ -91,7 +91,39 @@ def test_the_make_demo_commands_parse_unchanged():
         ["simulate", "--exchange", "nse", "--days", "60", "--seed", "0", "--signal-strength", "1.0"]), RunConfig(seed=9))
     assert (args.exchange, args.days, args.seed, args.signal_strength, args.freq) == ("NSE", 60, 0, 1.0, "1min")
     r = cli.build_parser().parse_args(["retrain", "--exchange", "BSE"])
-    assert (r.exchange, r.optuna_trials, r.promote, r.no_automl) == ("BSE", pipeline.RetrainConfig.automl_trials, False, False)
+    assert (r.exchange, r.promote, r.no_automl, cli.given_options(r, "retrain")) == ("BSE", False, False, {})  # RetrainConfig's defaults
+
+
+def test_help_and_data_commands_do_not_import_the_model_libraries(tmp_path):
+    """`oi-ml --help`, a subcommand's parse and the data commands (simulate, export, datasets, validate) run without importing LightGBM, XGBoost, scikit-learn
+    or Optuna (about 3 s of imports before each command, when the CLI imported every step up front)."""
+    import subprocess, sys
+    script = f"""
+import contextlib, io, sys
+from oi_ml import cli
+heavy = ("lightgbm", "xgboost", "sklearn", "optuna")
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit): cli.main(["--help"])
+cli.build_parser().parse_args(["retrain", "--exchange", "NSE"])
+assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]
+data = ["--data-dir", {str(tmp_path / "d")!r}, "--config", {write_config(tmp_path / "narrow.toml", NARROW)!r}]
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    for command in (["simulate", "--exchange", "NSE", "--days", "1"], ["export", "--exchange", "NSE"], ["datasets"], ["validate"]):
+        assert cli.main(data + command) == 0, command
+assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]
+with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit): cli.main(["automl", "--help"])
+window_days = sys.modules["oi_ml.automl"].OrchestratorConfig.window_days   # a config-backed subcommand's help imports its class
+assert f"training sessions per segment (default: {{window_days}})" in " ".join(out.getvalue().split())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_config_backed_options_pass_only_what_was_given():
+    args = cli.build_parser().parse_args(["automl", "--exchange", "NSE", "--families", "lightgbm", "--step-days", "5"])
+    assert cli.given_options(args, "automl") == {"families": ("lightgbm",), "step_days": 5}
+    assert cli.option_defaults("automl")["window_days"] == automl.OrchestratorConfig.window_days
+    args = cli.build_parser().parse_args(["train", "--exchange", "NSE", "--target", "direction"])
+    assert cli.given_options(args, "train") == {"target": "direction"}
 
 
 def test_train_seed_and_target_defaults(dirs, monkeypatch, capsys):
@@ -99,7 +131,7 @@ def test_train_seed_and_target_defaults(dirs, monkeypatch, capsys):
     def fake_train(exchange, dataset, target, cfg, run_cfg):
         calls.append((target, cfg))
         return dict(run_id="run-x", target=target, family="lightgbm", exchange=exchange, dataset_version="v", metrics_summary={})
-    monkeypatch.setattr(cli, "train_model", fake_train)
+    monkeypatch.setattr(train, "train_model", fake_train)
     config = write_config(dirs / "c.toml", "seed = 7\n")
     assert cli.main(["--config", config, "train", "--exchange", "NSE"]) == 0
     assert cli.main(["--config", config, "train", "--exchange", "NSE", "--seed", "2"]) == 0
@@ -146,8 +178,8 @@ def fake_run(dirs, monkeypatch):
     (run_dir / "manifest.json").write_text(json.dumps({"run_id": "run-abc", "dataset_version": "2025-08-01"}))
     (run_dir / "reports" / "gate_report.json").write_text(json.dumps({"baseline": "v0001", "automl_run": "automl-1"}))
     rendered = []
-    monkeypatch.setattr(cli, "render_pack", lambda exchange, label, params, cfg: rendered.append((exchange, label, params)) or dirs / "pack.html")
-    monkeypatch.setattr(cli, "render_index", lambda cfg: None)
+    monkeypatch.setattr(packs, "render_pack", lambda exchange, label, params, cfg: rendered.append((exchange, label, params)) or dirs / "pack.html")
+    monkeypatch.setattr(packs, "render_index", lambda cfg: None)
     return rendered
 
 
@@ -170,8 +202,8 @@ def test_ingest_bhavcopy_takes_the_symbol_option(tmp_path, monkeypatch):
     "--symbol picks which index's options a bhavcopy import stores (it was ignored: the exchange's index was always asked for)."
     from oi_ml.ingest import write_example_bhavcopy   # a valid NIFTY-only file
     path = write_example_bhavcopy(tmp_path / "bhav.csv", "udiff")
-    asked, real = [], cli.import_bhavcopy
-    monkeypatch.setattr(cli, "import_bhavcopy", lambda con, p, ex, symbols=None, run_cfg=None: asked.append(symbols) or real(con, p, ex, symbols, run_cfg=run_cfg))
+    asked, real = [], ingest.import_bhavcopy
+    monkeypatch.setattr(ingest, "import_bhavcopy", lambda con, p, ex, symbols=None, run_cfg=None: asked.append(symbols) or real(con, p, ex, symbols, run_cfg=run_cfg))
     assert cli.main(["--data-dir", str(tmp_path / "a"), "ingest", "--bhavcopy", str(path), "--symbol", "nifty"]) == 0
     assert cli.main(["--data-dir", str(tmp_path / "b"), "ingest", "--bhavcopy", str(path)]) == 0
     assert asked == [("NIFTY",), None]                        # None: the exchange's own index (NSE: NIFTY)
