@@ -33,9 +33,9 @@ __all__ = ['REGISTRY_FORMAT', 'REGISTRY_FILE', 'DEPLOYMENTS_LOG', 'CHANGE_LOG_JS
            'RegistryLockedError', 'models_root', 'exchange_models_dir', 'run_dir', 'check_horizon', 'registry_key',
            'split_key', 'list_files', 'hash_folder', 'compare_hashes', 'read_jsonl', 'registry_path', 'read_registry',
            'current_version', 'registry_lock', 'deployment_stack', 'previous_version', 'render_change_log', 'sync_logs',
-           'verify_run', 'label_horizon', 'horizon_of_report', 'run_horizon', 'next_version_id', 'deploy_model',
-           'version_dir', 'load_version_manifest', 'load_version', 'registry_history', 'list_versions', 'rollback',
-           'record_signoff']
+           'verify_run', 'gate_summary', 'label_horizon', 'horizon_of_report', 'run_horizon', 'next_version_id',
+           'deploy_model', 'version_dir', 'load_version_manifest', 'load_version', 'registry_history', 'list_versions',
+           'rollback', 'record_signoff']
 
 # %% ../nbs/40_registry.ipynb #c005
 REGISTRY_FORMAT = 1                        # `format` key of registry.json
@@ -300,8 +300,9 @@ def _cell(value) -> str:
     elif isinstance(value, dict): value = "; ".join(f"{k}: {v}" for k, v in value.items())
     return str(value).replace("|", "\\|").replace("\n", " ")
 
-def _gate_text(gate) -> str:
-    "PASS / FAIL when the gate result has a `passed` flag, else its JSON (shortened)."
+def _gate_text(gate, ungated: bool = False) -> str:
+    "PASS / FAIL when the gate result has a `passed` flag, UNGATED for a deploy without one, else its JSON (shortened)."
+    if ungated: return "UNGATED"
     if not gate: return "—"
     if isinstance(gate, dict) and "passed" in gate: return "PASS" if gate["passed"] else "FAIL"
     return json.dumps(gate, default=str)[:80]
@@ -310,7 +311,7 @@ def _change_log_row(record: dict) -> list:
     "The table cells of one change-log record."
     signoff = record["kind"] == "signoff"
     return [record["date"], record.get("registry_key") or record["exchange"], record["kind"], record.get("version"),
-            record.get("run_id"), record.get("horizon"), (record.get("manifest_sha256") or "")[:12], record.get("dataset_version"), _gate_text(record.get("gate")),
+            record.get("run_id"), record.get("horizon"), (record.get("manifest_sha256") or "")[:12], record.get("dataset_version"), _gate_text(record.get("gate"), record.get("ungated", False)),
             record.get("reviewer" if signoff else "operator"), record.get("decision" if signoff else "reason"),
             record.get("constraints")]
 
@@ -336,7 +337,8 @@ def _change_entry(event: dict, run_cfg: RunConfig) -> dict:
     manifest = _version_manifest_on_disk(event["exchange"], event["version"], run_cfg)
     copied = {k: event[k] for k in ("event_id", "exchange", "registry_key", "version", "previous_version", "run_id",
                                     "manifest_sha256", "operator", "reason")}
-    from_manifest = {k: manifest.get(k) for k in ("dataset_version", "dataset_sha256", "target", "gate", "constraints")}
+    from_manifest = {k: manifest.get(k) for k in ("dataset_version", "dataset_sha256", "target", "constraints")}
+    from_manifest |= {"gate": gate_summary(manifest.get("gate")), "ungated": manifest.get("ungated", False)}
     horizon = event["horizon"] if "horizon" in event else manifest.get("horizon")   # older events have none
     return {"kind": event["action"], "date": event["at"], **copied, "horizon": horizon, **from_manifest}
 
@@ -400,15 +402,34 @@ def _run_gate(exchange: str, run_id: str, run_cfg: RunConfig) -> dict | None:
     path = run_dir(exchange, run_id, run_cfg) / "reports" / "gate_report.json"
     return read_json(path, RegistryError) if path.is_file() else None
 
-def _check_gate(gate: dict | None, run_id: str, horizon: str | None) -> dict | None:
-    "Refuse a gate result that says it failed, or that compared the run with another horizon key's production model."
-    if not isinstance(gate, dict): return gate
-    if gate.get("passed") is False:
-        raise RegistryError(f"run {run_id}: the promotion gate failed ({_cell(gate.get('reasons') or gate.get('failures'))}); not deploying")
+def _check_gate(gate: dict | None, run_id: str, horizon: str | None, ungated: bool = False) -> dict | None:
+    """Refuse a missing gate result (unless `ungated`), one that did not pass, one for another run, or one that compared
+    the run with another horizon key's production model."""
+    if gate is None:
+        if ungated: return None
+        raise RegistryError(f"run {run_id}: no gate result (no reports/gate_report.json): run `oi-ml gate --run {run_id}` "
+                            "first; not deploying")
+    if not isinstance(gate, dict): raise RegistryError(f"run {run_id}: the gate result is not a JSON object; not deploying")
+    if gate.get("candidate_run") != run_id:
+        raise RegistryError(f"run {run_id}: its gate report is for run {gate.get('candidate_run')!r}; not deploying")
+    if gate.get("passed") is not True:
+        why = gate.get("failed") or gate.get("reasons") or f"passed is {gate.get('passed')!r}"
+        raise RegistryError(f"run {run_id}: the promotion gate did not pass ({_cell(why)}); not deploying")
     if "horizon" in gate and gate["horizon"] != horizon:   # reports written before the gate took a horizon key lack it
         raise RegistryError(f"run {run_id}: its gate report is for horizon key {gate['horizon']!r}, not {horizon!r}; "
                             "re-run the gate for this key; not deploying")
     return gate
+
+def _check_gate_baseline(gate: dict | None, run_id: str, key: str, serving: str | None) -> None:
+    "Refuse a gate result whose baseline is not the version `key` serves now (None: nothing deployed)."
+    if gate is not None and gate.get("baseline") != serving:
+        raise RegistryError(f"run {run_id}: the gate compared it with {gate.get('baseline') or 'no production model'}, but "
+                            f"{key} serves {serving or 'nothing'} now; re-run the gate against production; not deploying")
+
+def gate_summary(gate: dict | None) -> dict | None:
+    "The fields of a gate result the change log keeps: passed, decision, failed criteria, candidate run, baseline."
+    if not isinstance(gate, dict): return gate
+    return {k: gate[k] for k in ("passed", "decision", "failed", "candidate_run", "baseline") if k in gate}
 
 def label_horizon(horizon_bars: int, bar_minutes: int) -> str:
     "Registry horizon key of a label horizon: horizon_bars x `bar_minutes`, as '15m'."
@@ -522,18 +543,21 @@ def deploy_model(exchange: str, run_id: str, operator: str, reason: str,
                  constraints=None,                      # usage constraints (text, list or dict) for the change log
                  run_cfg: RunConfig | None = None,
                  lock_timeout: float = 30.0,            # seconds to wait for another registry change
-                 horizon: str | None = None) -> dict:   # label horizon key such as '15m'; None: the exchange's own pointer
+                 horizon: str | None = None,            # label horizon key such as '15m'; None: the exchange's own pointer
+                 ungated: bool = False) -> dict:        # deploy without a gate result (examples, registry tests); recorded
     "Deploy training run `run_id` as the next version of `exchange` and point its registry key at it; returns the version manifest."
     run_cfg, exchange = run_cfg or RunConfig(), _exchange_key(exchange)
     key, operator, reason = registry_key(exchange, horizon), _who(operator), _require_text(reason, "reason")
     own_horizon = _check_run_horizon(horizon, run_horizon(exchange, run_id, run_cfg), run_id)   # before anything is written
-    gate = _check_gate(gate if gate is not None else _run_gate(exchange, run_id, run_cfg), run_id, horizon)
+    gate = _check_gate(gate if gate is not None else _run_gate(exchange, run_id, run_cfg), run_id, horizon, ungated)
     with registry_lock(run_cfg, lock_timeout, f"deploy {key} {run_id}"):
+        _check_gate_baseline(gate, run_id, key, current_version(exchange, run_cfg, horizon))
         _prepare(run_cfg, exchange)
         _crash_point("deploy.verify_run")
         run = _verified_run(exchange, run_id, run_cfg)
         version = next_version_id(exchange_models_dir(exchange, run_cfg), _exchange_history(read_registry(run_cfg), exchange))
-        info = {"deployed_at": _now(), "operator": operator, "reason": reason, "gate": gate, "constraints": constraints,
+        info = {"deployed_at": _now(), "operator": operator, "reason": reason, "gate": gate, "ungated": gate is None,
+                "constraints": constraints,
                 "horizon": own_horizon, "run_manifest_file": RUN_MANIFEST_COPY,
                 "deployed_with": {"git_commit": git_commit(), "packages": package_versions()}}
         raw = _build_version(run_cfg, exchange, run_id, version, run, info)
@@ -667,12 +691,14 @@ def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: 
     is_version = bool(VERSION_PATTERN.match(str(version_or_run)))
     folder = version_dir(exchange, version_or_run, run_cfg) if is_version else run_dir(exchange, version_or_run, run_cfg)
     manifest, raw = _read_manifest(folder / "manifest.json")
+    gate = manifest.get("gate") if is_version else _run_gate(exchange, version_or_run, run_cfg)   # runs: reports/gate_report.json
     own = _check_run_horizon(horizon, manifest.get("horizon") if is_version else run_horizon(exchange, version_or_run, run_cfg),
                              manifest.get("run_id") or version_or_run, f"not recording the sign-off of {version_or_run}")
     record = {"event_id": f"signoff-{uuid.uuid4().hex[:12]}", "kind": "signoff", "date": _as_date(date), "exchange": exchange,
               "version": version_or_run if is_version else None, "run_id": manifest.get("run_id"), "horizon": horizon or own,
               "manifest_sha256": hashlib.sha256(raw).hexdigest(), "dataset_version": manifest.get("dataset_version"),
-              "gate": manifest.get("gate"), "reviewer": _require_text(reviewer, "reviewer"), "decision": decision,
+              "gate": gate_summary(gate), "ungated": bool(is_version and manifest.get("ungated")),
+              "reviewer": _require_text(reviewer, "reviewer"), "decision": decision,
               "constraints": constraints}
     with registry_lock(run_cfg, lock_timeout, f"sign-off {exchange} {version_or_run}"):
         _append_jsonl(models_root(run_cfg) / CHANGE_LOG_JSONL, [record])

@@ -100,6 +100,6 @@ def deploy_tiny_model(root: Path, reason: str):
         dm = export_training_window(con, "NSE", run_cfg=cfg)
     small = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200)
     manifest = train_model("NSE", dm["version"], cfg=small, run_cfg=cfg)
-    deploy_model("NSE", manifest["run_id"], "pytest", reason, run_cfg=cfg)
+    deploy_model("NSE", manifest["run_id"], "pytest", reason, run_cfg=cfg, ungated=True)   # a fixture model, not gated
     raw, _ = load_dataset("NSE", dm["version"], cfg)
     return cfg, raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True), manifest

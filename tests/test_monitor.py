@@ -306,7 +306,7 @@ def test_summary_only_counts_the_current_version(deployed, tmp_path):
     cfg = private_copy(deployed[0], tmp_path)
     _, features, manifest = deployed
     serve(cfg, features, manifest, 250, [False] * 250)
-    deploy_model("NSE", manifest["run_id"], "pytest", "redeploy", run_cfg=cfg)          # v0002, same run
+    deploy_model("NSE", manifest["run_id"], "pytest", "redeploy", run_cfg=cfg, ungated=True)        # v0002, same run
     summary = monitor_summary("NSE", cfg, live_features=features.iloc[200:1200])
     assert summary["version"] == "v0002" and summary["n_recommendations"] == 0 and not summary["degradation"]["needs_retrain"]
 
@@ -317,7 +317,7 @@ def test_summary_of_a_horizon_key(deployed, tmp_path):
     _, features, manifest = deployed
     with pytest.raises(RegistryError, match="no model deployed for NSE/15m"):
         monitor_summary("NSE", cfg, live_features=features.iloc[200:1200], horizon="15m")
-    deploy_model("NSE", manifest["run_id"], "pytest", "15m key", run_cfg=cfg, horizon="15m")          # v0002
+    deploy_model("NSE", manifest["run_id"], "pytest", "15m key", run_cfg=cfg, horizon="15m", ungated=True)        # v0002
     summary = monitor_summary("NSE", cfg, live_features=features.iloc[200:1200], horizon="15m")
     assert (summary["version"], summary["horizon"]) == ("v0002", "15m")
     assert format_summary(summary).startswith("oi-ml monitor: NSE 15m model v0002")

@@ -117,7 +117,7 @@ def test_a_failed_step_stops_the_run_and_leaves_the_registry(tmp_path, monkeypat
     cfg = _market(tmp_path, "m")
     first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
     (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(
-        json.dumps({"passed": True, "decision": "PASS", "note": "forced for the test"}))
+        json.dumps({"candidate_run": first["candidate_run"], "baseline": None, "passed": True, "decision": "PASS", "note": "forced for the test"}))
     deploy_model("NSE", first["candidate_run"], "tester", "baseline for the fault test", run_cfg=cfg)
     before = current_version("NSE", cfg)
     import oi_ml.pipeline as pipeline
@@ -138,7 +138,7 @@ def test_horizon_key_picks_the_production_model_the_gate_compares_with(tmp_path)
     cfg = _market(tmp_path, "h")
     first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
     (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(
-        json.dumps({"passed": True, "decision": "PASS", "note": "forced for the test"}))
+        json.dumps({"candidate_run": first["candidate_run"], "baseline": None, "passed": True, "decision": "PASS", "note": "forced for the test"}))
     deploy_model("NSE", first["candidate_run"], "tester", "15m baseline", run_cfg=cfg, horizon="15m")
     assert current_version("NSE", cfg) is None and current_version("NSE", cfg, horizon="15m") == "v0001"
     other = TrainConfig(n_splits=2, max_rounds=41, min_regime_rows=10**6, top_k_features=15, shap_rows=50)
@@ -160,7 +160,8 @@ def test_horizon_key_picks_the_production_model_the_gate_compares_with(tmp_path)
 def test_killing_a_step_midway_leaves_earlier_artefacts_and_registry_intact(tmp_path):
     cfg = _market(tmp_path, "k")
     first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
-    (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(json.dumps({"passed": True}))
+    (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(
+        json.dumps({"candidate_run": first["candidate_run"], "baseline": None, "passed": True}))   # forced for the test
     deploy_model("NSE", first["candidate_run"], "tester", "baseline", run_cfg=cfg)
     before = current_version("NSE", cfg)
     code = ("from oi_ml.pipeline import RetrainConfig, run_retrain; from oi_ml.train import TrainConfig; from oi_ml.config import RunConfig; "

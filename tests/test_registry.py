@@ -67,6 +67,17 @@ def make_run(cfg: RunConfig, run_id: str, payload: str, exchange: str = EXCHANGE
     return folder
 
 
+def deploy(*args, **kwargs) -> dict:
+    """deploy_model allowing a run without a gate result (ungated): most tests here are about the registry's mechanics.
+    A gate result passed in or found in the run's reports is still checked in full."""
+    return deploy_model(*args, **{"ungated": True, **kwargs})
+
+
+def passing_gate(run_id: str, baseline: str | None = None, **more) -> dict:
+    "A gate result as oi_ml.gate writes it (the fields deploy checks) that passed, for `run_id` against `baseline`."
+    return dict(candidate_run=run_id, baseline=baseline, passed=True, decision="PASS", failed=[], **more)
+
+
 def tree_hashes(folder: Path) -> dict:
     "Reference: sha256 of every file under `folder` except the top-level manifest.json."
     return {p.relative_to(folder).as_posix(): sha(p.read_bytes()) for p in sorted(folder.rglob("*"))
@@ -114,12 +125,12 @@ def cfg(tmp_path):
 def test_round_trip(cfg):
     r1, r2, r3 = (make_run(cfg, f"run-20251030-{c * 12}", p) for c, p in (("a", "one"), ("b", "two"), ("c", "three")))
     runs_before = {r: tree_hashes(r) for r in (r1, r2, r3)}
-    m1 = deploy_model(EXCHANGE, r1.name, "asha", "first model", constraints=["paper only"], run_cfg=cfg)
-    m2 = deploy_model(EXCHANGE, r2.name, "asha", "retrain", gate={"passed": True, "dsr": 0.97}, run_cfg=cfg)
+    m1 = deploy(EXCHANGE, r1.name, "asha", "first model", constraints=["paper only"], run_cfg=cfg)
+    m2 = deploy(EXCHANGE, r2.name, "asha", "retrain", gate=passing_gate(r2.name, "v0001", dsr=0.97), run_cfg=cfg)
     assert (m1["version"], m2["version"], current_version(EXCHANGE, cfg)) == ("v0001", "v0002", "v0002")
     rollback(EXCHANGE, operator="ravi", reason="drawdown", run_cfg=cfg)
     assert current_version(EXCHANGE, cfg) == "v0001"
-    deploy_model(EXCHANGE, r3.name, "asha", "third", run_cfg=cfg)
+    deploy(EXCHANGE, r3.name, "asha", "third", run_cfg=cfg)
     rollback(EXCHANGE, operator="ravi", reason="bad fills", run_cfg=cfg)          # back to v0001, not v0002
     assert current_version(EXCHANGE, cfg) == "v0001"
     with pytest.raises(RegistryError, match="nothing to roll back to"):
@@ -156,7 +167,8 @@ def test_round_trip(cfg):
 
     change = jsonl(models(cfg) / "model_change_log.jsonl")
     assert change[0]["constraints"] == ["paper only"] and change[0]["dataset_version"] == "2025-10-03"
-    assert change[1]["gate"] == {"passed": True, "dsr": 0.97} and change[2]["kind"] == "rollback"
+    assert change[1]["gate"] == passing_gate(r2.name, "v0001") and change[2]["kind"] == "rollback"   # the summary fields
+    assert (change[0]["ungated"], change[1]["ungated"]) == (True, False)
     assert change[2]["operator"] == "ravi" and change[2]["reason"] == "drawdown"
     md = (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
     assert "| NSE | deploy | v0002 | run-20251030-bbbbbbbbbbbb |" in md and "| PASS | asha | retrain |" in md
@@ -165,7 +177,7 @@ def test_round_trip(cfg):
 
 def test_rollback_walks_back_through_deploys(cfg):
     for c, payload in (("a", "one"), ("b", "two"), ("c", "three")):
-        deploy_model(EXCHANGE, make_run(cfg, f"run-20251030-{c * 12}", payload).name, "asha", "d", run_cfg=cfg)
+        deploy(EXCHANGE, make_run(cfg, f"run-20251030-{c * 12}", payload).name, "asha", "d", run_cfg=cfg)
     assert [rollback(EXCHANGE, run_cfg=cfg)["version"] for _ in range(2)] == ["v0002", "v0001"]
     with pytest.raises(RegistryError, match="nothing to roll back to"):
         rollback(EXCHANGE, run_cfg=cfg)
@@ -175,7 +187,7 @@ def test_rollback_walks_back_through_deploys(cfg):
 
 def test_corrupted_copy_refused(cfg, monkeypatch):
     import oi_ml.registry as registry
-    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "base", run_cfg=cfg)
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "base", run_cfg=cfg)
     run = make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two")
     before, copy = snapshot(cfg), registry._copy_durable
 
@@ -186,16 +198,16 @@ def test_corrupted_copy_refused(cfg, monkeypatch):
 
     monkeypatch.setattr(registry, "_copy_durable", flaky_copy)
     with pytest.raises(ModelIntegrityError, match=r"\.v0002\.staging/calibration.json: sha256"):
-        deploy_model(EXCHANGE, run.name, "asha", "flaky disk", run_cfg=cfg)
+        deploy(EXCHANGE, run.name, "asha", "flaky disk", run_cfg=cfg)
     assert snapshot(cfg) == before and leftovers(cfg) == [] and current_version(EXCHANGE, cfg) == "v0001"
 
 
 def test_unlisted_run_files_are_copied_and_flagged(cfg):
     run = make_run(cfg, "run-20251030-dddddddddddd", "x", extra={"reports/backtest_summary.json": '{"sharpe": 1.1}'},
-                   gate={"passed": True})
-    manifest = deploy_model(EXCHANGE, run.name, "asha", "with reports", run_cfg=cfg)
+                   gate=passing_gate("run-20251030-dddddddddddd"))
+    manifest = deploy(EXCHANGE, run.name, "asha", "with reports", run_cfg=cfg)
     assert manifest["unlisted_run_files"] == ["reports/backtest_summary.json", "reports/gate_report.json"]
-    assert manifest["gate"] == {"passed": True}                                     # read from the run's gate report
+    assert manifest["gate"] == passing_gate(run.name) and not manifest["ungated"]    # read from the run's gate report
     folder, loaded = load_version(EXCHANGE, run_cfg=cfg)
     assert loaded["files"]["reports/backtest_summary.json"] == sha(b'{"sharpe": 1.1}')
     assert (folder / "reports/backtest_summary.json").read_text() == '{"sharpe": 1.1}'
@@ -214,12 +226,12 @@ def snapshot(cfg: RunConfig) -> dict:
     (lambda run: (run / "models/regime_0.lgb.txt").write_text(""), "regime_0.lgb.txt: sha256"),
 ])
 def test_tampered_run_refused_before_any_change(cfg, tamper, message):
-    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "base", run_cfg=cfg)
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "base", run_cfg=cfg)
     run = make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two")
     before = snapshot(cfg)
     tamper(run)
     with pytest.raises(ModelIntegrityError, match=message):
-        deploy_model(EXCHANGE, run.name, "asha", "tampered", run_cfg=cfg)
+        deploy(EXCHANGE, run.name, "asha", "tampered", run_cfg=cfg)
     with pytest.raises(ModelIntegrityError, match=message):
         verify_run(EXCHANGE, run.name, cfg)
     assert snapshot(cfg) == before and current_version(EXCHANGE, cfg) == "v0001"
@@ -230,21 +242,21 @@ def test_bad_runs_refused(cfg):
     manifest = json.loads((run / "manifest.json").read_text())
     (run / "manifest.json").write_text(json.dumps({**manifest, "exchange": "BSE"}))
     with pytest.raises(RegistryError, match="exchange 'BSE' differs"):
-        deploy_model(EXCHANGE, run.name, "asha", "x", run_cfg=cfg)
+        deploy(EXCHANGE, run.name, "asha", "x", run_cfg=cfg)
     (run / "manifest.json").write_text(json.dumps({**manifest, "files": {"../outside.txt": "0" * 64}}))
     with pytest.raises(ModelIntegrityError, match="unsafe path"):
-        deploy_model(EXCHANGE, run.name, "asha", "x", run_cfg=cfg)
+        deploy(EXCHANGE, run.name, "asha", "x", run_cfg=cfg)
     (run / "manifest.json").write_text(json.dumps(manifest))
     (run / "link.json").symlink_to(run / "calibration.json")
     with pytest.raises(ModelIntegrityError, match="symlinks are not allowed"):
-        deploy_model(EXCHANGE, run.name, "asha", "x", run_cfg=cfg)
+        deploy(EXCHANGE, run.name, "asha", "x", run_cfg=cfg)
     (run / "link.json").unlink()
-    with pytest.raises(RegistryError, match="gate failed"):
-        deploy_model(EXCHANGE, run.name, "asha", "x", gate={"passed": False, "reasons": ["DSR 0.4"]}, run_cfg=cfg)
+    with pytest.raises(RegistryError, match=r"gate did not pass \(deflated_sharpe\)"):
+        deploy(EXCHANGE, run.name, "asha", "x", gate={**passing_gate(run.name), "passed": False, "failed": ["deflated_sharpe"]}, run_cfg=cfg)
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
-        deploy_model(EXCHANGE, "run-20251030-ffffffffffff", "asha", "x", run_cfg=cfg)
+        deploy(EXCHANGE, "run-20251030-ffffffffffff", "asha", "x", run_cfg=cfg)
     assert current_version(EXCHANGE, cfg) is None and not (models(cfg) / "registry.json").exists()
-    assert deploy_model(EXCHANGE, run.name, "asha", "fine now", run_cfg=cfg)["version"] == "v0001"
+    assert deploy(EXCHANGE, run.name, "asha", "fine now", run_cfg=cfg)["version"] == "v0001"
 
 
 def writable(path: Path) -> Path:
@@ -253,8 +265,8 @@ def writable(path: Path) -> Path:
 
 
 def test_tampered_version_detected_on_load(cfg):
-    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
-    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "b", run_cfg=cfg)
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "b", run_cfg=cfg)
     v1 = models(cfg) / EXCHANGE / "v0001"
     original = (v1 / "regime_hmm.json").read_bytes()
     writable(v1 / "regime_hmm.json").write_bytes(original + b" ")
@@ -309,9 +321,9 @@ def test_crash_points_cover_every_step():
 
 @pytest.mark.parametrize("crash_at", list(DEPLOY_EXPECTED))
 def test_deploy_killed_at_each_step_leaves_valid_pointer(cfg, tmp_path, crash_at):
-    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "base", run_cfg=cfg)
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "base", run_cfg=cfg)
     run = make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two")
-    proc = run_killed(cfg, f"deploy_model('NSE', {run.name!r}, 'asha', 'killed', run_cfg=cfg)", crash_at, tmp_path)
+    proc = run_killed(cfg, f"deploy_model('NSE', {run.name!r}, 'asha', 'killed', run_cfg=cfg, ungated=True)", crash_at, tmp_path)
     assert proc.returncode == 137, f"{crash_at} not reached:\n{proc.stdout}\n{proc.stderr}"
     pointer, published = DEPLOY_EXPECTED[crash_at]
     assert current_version(EXCHANGE, cfg) == pointer
@@ -319,7 +331,7 @@ def test_deploy_killed_at_each_step_leaves_valid_pointer(cfg, tmp_path, crash_at
     assert folder.name == pointer and manifest["files"] == tree_hashes(folder)
     assert (models(cfg) / EXCHANGE / "v0002").is_dir() == published
     # the next deploy is neither blocked (the kernel released the dead process's lock) nor confused by leftovers
-    again = deploy_model(EXCHANGE, run.name, "asha", "after the kill", run_cfg=cfg, lock_timeout=0.5)
+    again = deploy(EXCHANGE, run.name, "asha", "after the kill", run_cfg=cfg, lock_timeout=0.5)
     assert again["version"] == ("v0003" if published else "v0002") and current_version(EXCHANGE, cfg) == again["version"]
     assert leftovers(cfg) == []
     assert_logs_consistent(cfg)
@@ -330,8 +342,8 @@ def test_deploy_killed_at_each_step_leaves_valid_pointer(cfg, tmp_path, crash_at
 
 @pytest.mark.parametrize("crash_at", list(ROLLBACK_EXPECTED))
 def test_rollback_killed_at_each_step_leaves_valid_pointer(cfg, tmp_path, crash_at):
-    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
-    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "b", run_cfg=cfg)
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "b", run_cfg=cfg)
     proc = run_killed(cfg, "rollback('NSE', operator='ravi', reason='killed', run_cfg=cfg)", crash_at, tmp_path)
     assert proc.returncode == 137, f"{crash_at} not reached:\n{proc.stdout}\n{proc.stderr}"
     assert current_version(EXCHANGE, cfg) == ROLLBACK_EXPECTED[crash_at]
@@ -352,12 +364,12 @@ def test_stale_staging_and_unreferenced_versions(cfg):
     (root / ".v0001.staging" / "models").mkdir(parents=True)
     (root / ".v0001.staging" / "models" / "half.txt").write_text("half a copy")
     (models(cfg) / ".registry.json.4242.deadbeef.tmp").write_text('{"format": 1, "exchanges": {"NSE": {"current": "v0009"')
-    assert deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)["version"] == "v0001"
+    assert deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)["version"] == "v0001"
     assert leftovers(cfg) == []
     (root / "v0002").mkdir()                                                # unreferenced, e.g. a hand-made folder
     (root / "v0002" / "junk.txt").write_text("junk")
     (root / ".v0003.staging").mkdir()
-    m = deploy_model(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "b", run_cfg=cfg)
+    m = deploy(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "b", run_cfg=cfg)
     assert m["version"] == "v0003" and (root / "v0002" / "junk.txt").read_text() == "junk"
     assert leftovers(cfg) == []
     assert dict(zip(list_versions(EXCHANGE, cfg).version, list_versions(EXCHANGE, cfg).status)) == {
@@ -367,13 +379,13 @@ def test_stale_staging_and_unreferenced_versions(cfg):
 
 
 def test_torn_log_line_is_skipped_and_repaired(cfg):
-    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
     with open(models(cfg) / "deployments.log", "a") as f:
         f.write('{"event_id": "NSE-00')                                    # a write cut short by a kill
     (models(cfg) / "MODEL_CHANGE_LOG.md").unlink()
     assert sync_logs(cfg) == 0
     assert (models(cfg) / "MODEL_CHANGE_LOG.md").exists()
-    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "b", run_cfg=cfg)
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "b", run_cfg=cfg)
     assert_logs_consistent(cfg)
 
 
@@ -382,18 +394,18 @@ def test_held_lock_makes_a_second_deploy_fail_clearly(cfg):
     with registry_lock(cfg, purpose="maintenance"):
         t0 = time.monotonic()
         with pytest.raises(RegistryLockedError, match=rf"locked by pid {os.getpid()} .*maintenance"):
-            deploy_model(EXCHANGE, run.name, "asha", "blocked", run_cfg=cfg, lock_timeout=0.3)
+            deploy(EXCHANGE, run.name, "asha", "blocked", run_cfg=cfg, lock_timeout=0.3)
         assert time.monotonic() - t0 >= 0.3
         with pytest.raises(RegistryLockedError):
             rollback(EXCHANGE, run_cfg=cfg, lock_timeout=0.1)
     assert current_version(EXCHANGE, cfg) is None and not list((models(cfg) / EXCHANGE).glob("*v0001*"))
-    assert deploy_model(EXCHANGE, run.name, "asha", "free", run_cfg=cfg, lock_timeout=0.3)["version"] == "v0001"
+    assert deploy(EXCHANGE, run.name, "asha", "free", run_cfg=cfg, lock_timeout=0.3)["version"] == "v0001"
 
 
 def test_concurrent_deploys_are_serialised(cfg, tmp_path):
     runs = [make_run(cfg, f"run-20251030-{c * 12}", c) for c in "ab"]
     code = ("import sys\nfrom oi_ml.config import RunConfig\nfrom oi_ml.registry import deploy_model\n"
-            f"print(deploy_model('NSE', sys.argv[1], 'bot', 'parallel', run_cfg=RunConfig(data_dir={cfg.data_dir!r}))['version'])")
+            f"print(deploy_model('NSE', sys.argv[1], 'bot', 'parallel', run_cfg=RunConfig(data_dir={cfg.data_dir!r}), ungated=True)['version'])")
     with registry_lock(cfg, purpose="hold while both start"):
         procs = [subprocess.Popen([sys.executable, "-c", code, r.name], cwd=tmp_path, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for r in runs]
@@ -410,7 +422,7 @@ def test_concurrent_deploys_are_serialised(cfg, tmp_path):
 
 def test_signoff(cfg):
     run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
-    deploy_model(EXCHANGE, run.name, "asha", "a", run_cfg=cfg)
+    deploy(EXCHANGE, run.name, "asha", "a", run_cfg=cfg)
     s1 = record_signoff(EXCHANGE, run.name, "meera (risk)", "approved_with_constraints", "max 2 lots", date="2025-10-31", run_cfg=cfg)
     s2 = record_signoff("nse", "v0001", "li (model validation)", "approved", run_cfg=cfg)
     assert s1["manifest_sha256"] == sha((run / "manifest.json").read_bytes()) and s1["version"] is None
@@ -433,9 +445,9 @@ def test_signoff(cfg):
 def test_two_horizons_side_by_side(cfg):
     r15, r30 = make_run(cfg, "run-20251031-aaaaaaaaaaaa", "fifteen", horizon_bars=15), make_run(cfg, "run-20251031-bbbbbbbbbbbb", "thirty", horizon_bars=30)
     r15b = make_run(cfg, "run-20251031-cccccccccccc", "fifteen again", horizon_bars=15)
-    m1 = deploy_model(EXCHANGE, r15.name, "asha", "15m model", run_cfg=cfg, horizon="15m")
-    m2 = deploy_model(EXCHANGE, r30.name, "asha", "30m model", run_cfg=cfg, horizon="30m")
-    m3 = deploy_model(EXCHANGE, r15b.name, "asha", "15m retrain", run_cfg=cfg, horizon="15m")
+    m1 = deploy(EXCHANGE, r15.name, "asha", "15m model", run_cfg=cfg, horizon="15m")
+    m2 = deploy(EXCHANGE, r30.name, "asha", "30m model", run_cfg=cfg, horizon="30m")
+    m3 = deploy(EXCHANGE, r15b.name, "asha", "15m retrain", run_cfg=cfg, horizon="15m")
     assert [m["version"] for m in (m1, m2, m3)] == ["v0001", "v0002", "v0003"]          # one numbering per exchange
     assert [m["horizon"] for m in (m1, m2, m3)] == ["15m", "30m", "15m"]
     assert (current_version(EXCHANGE, cfg, "15m"), current_version(EXCHANGE, cfg, horizon="30m"), current_version(EXCHANGE, cfg)) == ("v0003", "v0002", None)
@@ -483,44 +495,44 @@ def test_two_horizons_side_by_side(cfg):
 
 def test_gate_report_of_another_horizon_key_is_refused(cfg):
     "A run gated against the NSE/15m production model cannot go under the NSE key (and the other way round)."
-    keyed = make_run(cfg, "run-20251031-aaaaaaaaaaaa", "gated 15m", horizon_bars=15, gate={"passed": True, "horizon": "15m"})
-    plain = make_run(cfg, "run-20251031-bbbbbbbbbbbb", "gated plain", horizon_bars=15, gate={"passed": True, "horizon": None})
+    keyed = make_run(cfg, "run-20251031-aaaaaaaaaaaa", "gated 15m", horizon_bars=15, gate=passing_gate("run-20251031-aaaaaaaaaaaa", horizon="15m"))
+    plain = make_run(cfg, "run-20251031-bbbbbbbbbbbb", "gated plain", horizon_bars=15, gate=passing_gate("run-20251031-bbbbbbbbbbbb", horizon=None))
     for run, wrong in ((keyed, None), (plain, "15m")):
         before = snapshot(cfg)
         with pytest.raises(RegistryError, match=f"run {run.name}: its gate report is for horizon key .*re-run the gate"):
-            deploy_model(EXCHANGE, run.name, "asha", "wrong key", run_cfg=cfg, horizon=wrong)
+            deploy(EXCHANGE, run.name, "asha", "wrong key", run_cfg=cfg, horizon=wrong)
         assert snapshot(cfg) == before
-    assert deploy_model(EXCHANGE, keyed.name, "asha", "15m line", run_cfg=cfg, horizon="15m")["gate"]["horizon"] == "15m"
-    assert deploy_model(EXCHANGE, plain.name, "asha", "exchange line", run_cfg=cfg)["gate"]["horizon"] is None
+    assert deploy(EXCHANGE, keyed.name, "asha", "15m line", run_cfg=cfg, horizon="15m")["gate"]["horizon"] == "15m"
+    assert deploy(EXCHANGE, plain.name, "asha", "exchange line", run_cfg=cfg)["gate"]["horizon"] is None
     assert (current_version(EXCHANGE, cfg, "15m"), current_version(EXCHANGE, cfg)) == ("v0001", "v0002")
 
 
 def test_horizon_mismatch_refused_before_anything_is_written(cfg):
     r15, r30 = make_run(cfg, "run-20251031-aaaaaaaaaaaa", "fifteen", horizon_bars=15), make_run(cfg, "run-20251031-bbbbbbbbbbbb", "thirty", horizon_bars=30)
-    deploy_model(EXCHANGE, r15.name, "asha", "15m model", run_cfg=cfg, horizon="15m")
+    deploy(EXCHANGE, r15.name, "asha", "15m model", run_cfg=cfg, horizon="15m")
     registry_bytes, before = (models(cfg) / "registry.json").read_bytes(), snapshot(cfg)
     with pytest.raises(RegistryError, match=f"run {r30.name}: its label horizon is 30m .*not the requested horizon 15m"):
-        deploy_model(EXCHANGE, r30.name, "asha", "wrong key", run_cfg=cfg, horizon="15m")
+        deploy(EXCHANGE, r30.name, "asha", "wrong key", run_cfg=cfg, horizon="15m")
     assert (models(cfg) / "registry.json").read_bytes() == registry_bytes and snapshot(cfg) == before
     for bad in ("15", "15min", "015m", "m", "15m/x"):
         with pytest.raises(ValueError, match=f"invalid horizon {bad!r}"):
-            deploy_model(EXCHANGE, r15.name, "asha", "bad key", run_cfg=cfg, horizon=bad)
+            deploy(EXCHANGE, r15.name, "asha", "bad key", run_cfg=cfg, horizon=bad)
         with pytest.raises(ValueError, match=f"invalid horizon {bad!r}"):
             current_version(EXCHANGE, cfg, bad)
     assert (models(cfg) / "registry.json").read_bytes() == registry_bytes and snapshot(cfg) == before
     # a run whose report does not give its horizon may go under any key; its horizon is recorded as unknown
     unknown = make_run(cfg, "run-20251031-cccccccccccc", "no config")
-    m = deploy_model(EXCHANGE, unknown.name, "asha", "horizon unknown", run_cfg=cfg, horizon="15m")
+    m = deploy(EXCHANGE, unknown.name, "asha", "horizon unknown", run_cfg=cfg, horizon="15m")
     assert m["horizon"] is None and raw_registry(cfg)["exchanges"]["NSE/15m"]["history"][-1]["horizon"] is None
     # without a horizon key, the run's own horizon is still recorded
-    assert deploy_model(EXCHANGE, r30.name, "asha", "exchange key", run_cfg=cfg)["horizon"] == "30m"
+    assert deploy(EXCHANGE, r30.name, "asha", "exchange key", run_cfg=cfg)["horizon"] == "30m"
     assert raw_registry(cfg)["exchanges"][EXCHANGE]["history"][0]["horizon"] == "30m"
 
 
 def test_old_style_registry_still_loads_and_deploys(cfg):
     "A registry.json written before horizon keys existed (exchange keys only, no `horizon` fields) keeps working."
     r1 = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
-    deploy_model(EXCHANGE, r1.name, "asha", "old deploy", run_cfg=cfg)
+    deploy(EXCHANGE, r1.name, "asha", "old deploy", run_cfg=cfg)
     v1 = models(cfg) / EXCHANGE / "v0001"                                  # make v0001 look as the old code wrote it
     manifest = json.loads((v1 / "manifest.json").read_text())
     del manifest["horizon"]
@@ -535,8 +547,8 @@ def test_old_style_registry_still_loads_and_deploys(cfg):
 
     assert current_version(EXCHANGE, cfg) == "v0001" and load_version(EXCHANGE, run_cfg=cfg)[1]["run_id"] == r1.name
     assert list_versions(EXCHANGE, cfg).status.tolist() == ["current"]
-    m2 = deploy_model(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "new code", run_cfg=cfg)
-    m3 = deploy_model(EXCHANGE, make_run(cfg, "run-20251031-cccccccccccc", "fifteen", horizon_bars=15).name, "asha", "15m",
+    m2 = deploy(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "new code", run_cfg=cfg)
+    m3 = deploy(EXCHANGE, make_run(cfg, "run-20251031-cccccccccccc", "fifteen", horizon_bars=15).name, "asha", "15m",
                       run_cfg=cfg, horizon="15m")
     assert (m2["version"], m3["version"]) == ("v0002", "v0003")
     reg = raw_registry(cfg)["exchanges"]
@@ -552,7 +564,7 @@ def test_old_style_registry_still_loads_and_deploys(cfg):
 
 def test_signoff_records_the_horizon(cfg):
     run = make_run(cfg, "run-20251031-aaaaaaaaaaaa", "fifteen", horizon_bars=15)
-    deploy_model(EXCHANGE, run.name, "asha", "15m", run_cfg=cfg, horizon="15m")
+    deploy(EXCHANGE, run.name, "asha", "15m", run_cfg=cfg, horizon="15m")
     assert record_signoff(EXCHANGE, "v0001", "meera", "approved", run_cfg=cfg)["horizon"] == "15m"
     assert record_signoff(EXCHANGE, run.name, "meera", "approved", run_cfg=cfg, horizon="15m")["horizon"] == "15m"
     logged = (models(cfg) / "model_change_log.jsonl").read_bytes()
@@ -571,7 +583,7 @@ def test_signoff_records_the_horizon(cfg):
 @pytest.mark.parametrize("text, message", [('{"format": 1, "exchanges": {"NSE": {"cur', "registry.json: not valid JSON"),
                                            ('{"format": 1}', "registry.json: missing or malformed 'exchanges'")])
 def test_a_corrupt_registry_file_is_named(cfg, text, message):
-    deploy_model(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "first", run_cfg=cfg)
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "first", run_cfg=cfg)
     (models(cfg) / "registry.json").write_text(text)
     for call in (lambda: current_version(EXCHANGE, cfg), lambda: load_version(EXCHANGE, run_cfg=cfg),
                  lambda: rollback(EXCHANGE, operator="ravi", run_cfg=cfg)):
@@ -583,5 +595,58 @@ def test_a_corrupt_registry_file_is_named(cfg, text, message):
 def test_a_corrupt_gate_report_is_named_and_nothing_is_deployed(cfg):
     run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one", extra={"reports/gate_report.json": '{"passed": tr'})
     with pytest.raises(RegistryError, match=r"reports/gate_report\.json: not valid JSON"):
-        deploy_model(EXCHANGE, run.name, "asha", "try", run_cfg=cfg)
+        deploy(EXCHANGE, run.name, "asha", "try", run_cfg=cfg)
     assert not (models(cfg) / "registry.json").exists() and not list((models(cfg) / EXCHANGE).glob("v*"))
+
+
+def test_deploy_needs_a_passing_gate_of_this_run_against_the_current_production(cfg):
+    """No gate result, one that did not pass (or lacks `passed`), one written for another run, or one whose baseline is
+    not the version the key serves now: refused, nothing written. The CLI's deploy never passes `ungated`."""
+    base = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "base", gate=passing_gate("run-20251030-aaaaaaaaaaaa"))
+    assert deploy_model(EXCHANGE, base.name, "asha", "first", run_cfg=cfg)["version"] == "v0001"   # gated against nothing
+    run = make_run(cfg, "run-20251030-bbbbbbbbbbbb", "cand")
+    refusals = [
+        (None, "no gate result"),
+        ({"candidate_run": run.name, "baseline": "v0001", "decision": "FAIL", "failed": ["deflated_sharpe", "pbo"]},
+         r"gate did not pass \(deflated_sharpe; pbo\)"),
+        ({**passing_gate(run.name, "v0001"), "passed": "true"}, "gate did not pass"),
+        (passing_gate(base.name, "v0001"), f"its gate report is for run '{base.name}'"),
+        (passing_gate(run.name, None), "the gate compared it with no production model, but NSE serves v0001 now"),
+        (passing_gate(run.name, "v0009"), "the gate compared it with v0009, but NSE serves v0001 now"),
+    ]
+    for gate, message in refusals:
+        before = snapshot(cfg)
+        with pytest.raises(RegistryError, match=message):
+            deploy_model(EXCHANGE, run.name, "asha", "try", gate=gate, run_cfg=cfg)
+        assert snapshot(cfg) == before
+    (run / "reports" / "gate_report.json").write_text(json.dumps(passing_gate(run.name, "v0001")))
+    assert deploy_model(EXCHANGE, run.name, "asha", "gated", run_cfg=cfg)["version"] == "v0002"
+    later = make_run(cfg, "run-20251030-cccccccccccc", "later", gate=passing_gate("run-20251030-cccccccccccc", "v0002"))
+    rollback(EXCHANGE, operator="ravi", reason="live drawdown", run_cfg=cfg)   # production is v0001 again
+    with pytest.raises(RegistryError, match="the gate compared it with v0002, but NSE serves v0001 now"):
+        deploy_model(EXCHANGE, later.name, "asha", "gated before the rollback", run_cfg=cfg)
+    assert current_version(EXCHANGE, cfg) == "v0001"
+
+def test_cli_deploy_refuses_an_ungated_run(cfg, capsys):
+    from oi_ml import cli
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
+    assert cli.main(["--data-dir", cfg.data_dir, "deploy", "--exchange", "NSE", "--run", run.name, "--operator", "asha",
+                     "--reason", "try"]) == 1
+    assert f"run {run.name}: no gate result" in capsys.readouterr().err and current_version(EXCHANGE, cfg) is None
+
+
+def test_ungated_deploys_and_signoffs_show_their_gate_in_the_change_log(cfg):
+    "An ungated version reads UNGATED in the change log; a sign-off of a run carries the run's own gate result."
+    ungated = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
+    assert deploy_model(EXCHANGE, ungated.name, "asha", "example", run_cfg=cfg, ungated=True)["ungated"] is True
+    failed = make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two",
+                      gate={**passing_gate("run-20251030-bbbbbbbbbbbb", "v0001"), "passed": False, "decision": "FAIL",
+                            "failed": ["deflated_sharpe"]})
+    s1 = record_signoff(EXCHANGE, failed.name, "meera", "rejected", date="2025-10-31", run_cfg=cfg)
+    s2 = record_signoff(EXCHANGE, "v0001", "meera", "approved_with_constraints", "paper only", date="2025-10-31", run_cfg=cfg)
+    assert s1["gate"] == {"passed": False, "decision": "FAIL", "failed": ["deflated_sharpe"], "candidate_run": failed.name,
+                          "baseline": "v0001"} and not s1["ungated"]
+    assert s2["gate"] is None and s2["ungated"]
+    md = (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
+    assert f"| NSE | deploy | v0001 | {ungated.name} | — | " in md and md.count("| UNGATED |") == 2   # the deploy and s2
+    assert f"| {failed.name} | — | {s1['manifest_sha256'][:12]} | 2025-10-03 | FAIL | meera | rejected |" in md

@@ -159,8 +159,8 @@ def test_generator_loads_the_horizon_version(deployed, tmp_path):
     with pytest.raises(RegistryError, match="no model deployed for NSE/15m"):
         MLSignalGenerator("NSE", run_cfg=cfg, audit=False, horizon="15m")
     with pytest.raises(RegistryError, match="label horizon is 15m"):        # the tiny model's labels: 15 one-minute bars
-        deploy_model("NSE", run_id, "pytest", "wrong key", run_cfg=cfg, horizon="30m")
-    assert deploy_model("NSE", run_id, "pytest", "15m key", run_cfg=cfg, horizon="15m")["version"] == "v0002"
+        deploy_model("NSE", run_id, "pytest", "wrong key", run_cfg=cfg, horizon="30m", ungated=True)
+    assert deploy_model("NSE", run_id, "pytest", "15m key", run_cfg=cfg, horizon="15m", ungated=True)["version"] == "v0002"
     gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False, horizon="15m")
     assert gen.model_version == "v0002" and Path(gen.bundle.run_dir) == Path(cfg.models_dir) / "NSE" / "v0002"
     assert MLSignalGenerator("NSE", run_cfg=cfg, audit=False).model_version == "v0001"
