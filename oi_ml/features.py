@@ -175,12 +175,22 @@ def prepare_training_features(raw: pd.DataFrame, required_columns: list[str] = R
     return fill_neutral_defaults(allf[KEY_COLUMNS + list(required_columns)], list(required_columns))
 
 # %% ../nbs/10_features.ipynb #c021
+def _gap_edges(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """Interior bin edges: each quantile moved to the middle of the gap between the distinct values around it, rounded to
+    10 decimals. A gap of 2e-10 or less has no edge (its two sides differ by float noise and are binned as one value)."""
+    distinct = np.unique(values)
+    above = np.searchsorted(distinct, quantiles, side="right")      # first distinct value above each quantile
+    above = above[above < len(distinct)]                             # a quantile at the maximum leaves no gap above it
+    lower, upper = distinct[above - 1], distinct[above]
+    middles = ((lower + upper) / 2)[upper - lower > 2e-10]
+    return np.unique([round(float(m), 10) + 0.0 for m in middles])   # + 0.0: -0.0 stored as 0.0
+
 def feature_distribution(frame: pd.DataFrame, columns: list[str], n_bins: int = 10) -> dict:
-    "Per column: interior quantile edges of the values and the proportion of rows in each bin (JSON-ready)."
+    "Per column: interior decile edges (between distinct values, `_gap_edges`) and the share of rows in each bin (JSON-ready)."
     out = {}
     for c in columns:
         values = frame[c].to_numpy(dtype=float); values = values[np.isfinite(values)]
-        edges = np.unique(np.quantile(values, np.linspace(0, 1, n_bins + 1)[1:-1])) if len(values) else np.array([])
+        edges = _gap_edges(values, np.quantile(values, np.linspace(0, 1, n_bins + 1)[1:-1])) if len(values) else np.array([])
         out[c] = {"edges": edges.tolist(), "proportions": bin_proportions(values, edges).tolist()}
     return out
 

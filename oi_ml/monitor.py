@@ -171,7 +171,7 @@ def raise_alert(kind: str, message: str, details: dict | None = None, run_cfg: R
 # %% ../nbs/43_monitor.ipynb #c025
 def served_recommendations(run_cfg: RunConfig, exchange: str, model_version: str, cfg: MonitorConfig = MonitorConfig()) -> pd.DataFrame:
     "Recommendations of one model version with outcomes (empty when the warehouse does not exist yet)."
-    empty = pd.DataFrame(columns=["timestamp", "score", "latency_us", "correct"])
+    empty = pd.DataFrame(columns=["timestamp", "confidence", "score", "latency_us", "correct"])
     if not Path(run_cfg.db_path).exists(): return empty
     with connect(run_cfg, read_only=True, lock_timeout=cfg.db_lock_timeout) as con:
         try: return recommendations_with_outcomes(con, exchange, model_version)
@@ -197,7 +197,7 @@ def model_columns(folder: Path, manifest: dict) -> tuple[list, list]:
     return inputs, sorted((set(meta["selected"]) | set(regime)) & set(inputs))
 
 def score_drift(score_distribution: dict, scores, cfg: MonitorConfig = MonitorConfig()) -> dict:
-    "PSI of served raw top-class probabilities against the training score distribution."
+    "PSI of served calibrated confidences against the holdout's (`score_distribution`)."
     return drift_row("score", score_distribution, np.asarray(scores, dtype=np.float64), cfg, True)
 
 # %% ../nbs/43_monitor.ipynb #c027
@@ -241,7 +241,7 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
     served = served_recommendations(run_cfg, exchange, manifest["version"], cfg)
     live = recent_features(run_cfg, exchange, inputs, cfg) if live_features is None else live_features
     drift = drift_report(manifest["feature_distribution"], live, [c for c in inputs if c in live.columns], cfg, used)
-    score = score_drift(manifest["score_distribution"], served["score"], cfg)
+    score = score_drift(manifest["score_distribution"], served["confidence"].iloc[-cfg.live_rows:], cfg)   # time-sorted
     baseline = float(manifest["metrics_summary"]["accuracy"])
     degradation = degradation_check(served[["timestamp", "correct"]], baseline, cfg)
     latency = latency_percentiles(served["latency_us"])

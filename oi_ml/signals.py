@@ -25,6 +25,7 @@ import pandas as pd
 from numba import njit
 
 from .config import IST, RunConfig, get_exchange_config
+from .datasets import read_json
 from .features import FEATURE_DEFAULTS, XS_RANK_DEFAULTS, prepare_training_features
 from .indicators import WARMUP_BARS
 from .registry import load_version, registry_key
@@ -36,7 +37,8 @@ __all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'calibrate_row', 'row_calibrati
            'build_plan', 'read_features', 'fill_defaults', 'feature_row', 'predict_row', 'FastRowPredictor',
            'row_predictor', 'kelly_fraction', 'suggested_lots', 'payoff_ratio', 'new_id', 'audit_record', 'jsonl_path',
            'append_jsonl', 'audit_frame', 'store_audit', 'AuditLog', 'prepare_feature_dict', 'load_signal_bundle',
-           'MLSignalGenerator', 'outcome_correct', 'record_outcomes', 'record_outcome', 'recommendations_with_outcomes']
+           'gated_min_confidence', 'MLSignalGenerator', 'outcome_correct', 'record_outcomes', 'record_outcome',
+           'recommendations_with_outcomes']
 
 # %% ../nbs/42_signals.ipynb #c004
 ACTION_OF_SIGNAL = {1: "BUY", -1: "SELL", 0: "HOLD"}   # served action of a +1/-1/0 signal
@@ -391,6 +393,18 @@ def load_signal_bundle(exchange: str, run_cfg: RunConfig, run_dir: str | Path | 
         raise ValueError(f"{bundle.run_dir}: model was trained for {bundle.manifest['exchange']}, not {exchange}")
     return bundle, str(bundle.manifest.get("version") or bundle.manifest["run_id"])
 
+def gated_min_confidence(bundle: ModelBundle) -> float:
+    """Confidence threshold of the policy the promotion gate judged: `backtest_config.min_confidence` of the version's
+    gate result (of a run folder's reports/gate_report.json); for a model never gated, the gate's default backtest's."""
+    gate = bundle.manifest.get("gate")
+    report = Path(bundle.run_dir) / "reports" / "gate_report.json"
+    if gate is None and report.is_file(): gate = read_json(report, ValueError)
+    threshold = ((gate or {}).get("backtest_config") or {}).get("min_confidence")
+    if threshold is None:
+        from oi_ml.gate import default_backtest_config   # here only: the gate module loads the AutoML stack
+        threshold = default_backtest_config(str(bundle.manifest.get("exchange", "NSE"))).min_confidence
+    return float(threshold)
+
 # %% ../nbs/42_signals.ipynb #c040
 class MLSignalGenerator:
     "Runtime signals from an exchange's current registry version: one bar's feature dict in, one audited recommendation out."
@@ -398,7 +412,8 @@ class MLSignalGenerator:
     def __init__(self, exchange: str, run_cfg: RunConfig | None = None,
                  run_dir: str | Path | None = None,  # explicit run/version folder instead of the registry's current version
                  audit: bool | AuditLog = True,      # audit to DuckDB + JSONL (True: an AuditLog with defaults)
-                 min_confidence: float = 0.0,        # below this calibrated probability a trade becomes HOLD
+                 min_confidence: float | None = None,  # below this calibrated probability a trade becomes HOLD;
+                                                       # None: the gated policy's (`gated_min_confidence`)
                  account_size: float = 2_500_000.0,  # ₹, for suggested lots
                  kelly_cap: float = 0.25,            # largest Kelly fraction suggested
                  margin_rate: float = 0.12,          # margin per lot as a fraction of its notional
@@ -416,7 +431,8 @@ class MLSignalGenerator:
             if id(b) not in by_booster: by_booster[id(b)] = row_predictor(b, len(self.plan.gather), len(self.plan.classes), self.plan.rounds)
         self._predictors = tuple(by_booster[id(b)] for b in self.plan.boosters)
         self.payoff_ratio = payoff_ratio(self.bundle)
-        self.min_confidence, self.account_size, self.kelly_cap, self.margin_rate = min_confidence, account_size, kelly_cap, margin_rate
+        self.min_confidence = gated_min_confidence(self.bundle) if min_confidence is None else float(min_confidence)
+        self.account_size, self.kelly_cap, self.margin_rate = account_size, kelly_cap, margin_rate
         self.audit_log = audit if isinstance(audit, AuditLog) else AuditLog(self.run_cfg) if audit else None
         self._lot_sizes: dict = {}
         self.reset()
@@ -500,9 +516,13 @@ class MLSignalGenerator:
     def __exit__(self, *exc): self.close()
 
 # %% ../nbs/42_signals.ipynb #c046
-def outcome_correct(action: str, realised_return: float | None, realised_label: str | None = None) -> bool | None:
-    "Was the served action right: label match when the realised label is known, else the return's sign (None for HOLD)."
-    if realised_label is not None: return ACTION_OF_SIGNAL[SIGNAL_OF_CLASS.get(str(realised_label), 0)] == action
+def outcome_correct(action: str, realised_return: float | None, realised_label: str | None = None,
+                    predicted_class: str | None = None) -> bool | None:
+    """Was the recommendation right: with a realised label, does it match the predicted class (the served action when
+    the class is not given); else does the return's sign match the served action (None for HOLD)."""
+    if realised_label is not None:
+        call = action if predicted_class is None else ACTION_OF_SIGNAL[SIGNAL_OF_CLASS.get(str(predicted_class), 0)]
+        return ACTION_OF_SIGNAL[SIGNAL_OF_CLASS.get(str(realised_label), 0)] == call
     if action == "HOLD" or realised_return is None or not math.isfinite(realised_return): return None
     return bool(np.sign(realised_return) == {"BUY": 1, "SELL": -1}[action])
 
@@ -511,12 +531,14 @@ def record_outcomes(con: duckdb.DuckDBPyConnection, outcomes: pd.DataFrame) -> i
     missing = [c for c in ("id", "realised_return", "outcome_time") if c not in outcomes.columns]
     if missing: raise ValueError(f"outcomes: missing columns {missing}")
     ids = outcomes["id"].astype(str).tolist()
-    actions = dict(con.execute("SELECT id, action FROM recommendations WHERE list_contains(?, id)", [ids]).fetchall())
+    served = con.execute("SELECT id, action, json_extract_string(features_summary, '$.predicted_class') FROM recommendations "
+                         "WHERE list_contains(?, id)", [ids]).fetchall()
+    actions, predicted = {i: a for i, a, _ in served}, {i: p for i, _, p in served}
     unknown = [i for i in ids if i not in actions]
     if unknown: raise KeyError(f"no recommendation with id {unknown[0]!r} ({len(unknown)} unknown): flush the generator's audit log first")
     given = outcomes["correct"].tolist() if "correct" in outcomes.columns else [None] * len(ids)
     labels = outcomes["realised_label"].tolist() if "realised_label" in outcomes.columns else [None] * len(ids)
-    correct = [g if g is not None and not pd.isna(g) else outcome_correct(actions[i], float(r), None if pd.isna(lab) else lab)
+    correct = [g if g is not None and not pd.isna(g) else outcome_correct(actions[i], float(r), None if pd.isna(lab) else lab, predicted[i])
                for g, i, r, lab in zip(given, ids, outcomes["realised_return"], labels)]
     frame = pd.DataFrame({"id": ids, "outcome_time": [to_utc(t) for t in outcomes["outcome_time"]],
                           "realised_return": outcomes["realised_return"].astype("float64").to_numpy(), "correct": pd.array(correct, dtype="boolean")})

@@ -368,9 +368,12 @@ def test_bin_proportions_by_hand():
 def test_feature_distribution_by_hand():
     frame = pd.DataFrame({"x": np.r_[np.arange(1.0, 11.0), np.nan], "const": 2.0, "none": np.nan})
     dist = feature_distribution(frame, ["x", "const", "none"], n_bins=4)
-    # linear-interpolated quartiles of 1..10 are 3.25, 5.5, 7.75
-    assert dist["x"] == {"edges": [3.25, 5.5, 7.75], "proportions": [0.3, 0.2, 0.2, 0.3]}
-    assert dist["const"] == {"edges": [2.0], "proportions": [0.0, 1.0]}      # repeated edges collapse to one
+    # linear-interpolated quartiles of 1..10 are 3.25, 5.5, 7.75; each edge moves to the middle of its gap between
+    # the values: (3 + 4) / 2, (5 + 6) / 2, (7 + 8) / 2
+    assert dist["x"] == {"edges": [3.5, 5.5, 7.5], "proportions": [0.3, 0.2, 0.2, 0.3]}
+    assert dist["const"] == {"edges": [], "proportions": [1.0]}              # one value: no gap, no edge
+    ties = feature_distribution(pd.DataFrame({"t": np.repeat([1.0, 2.0, 3.0], [5, 90, 5])}), ["t"], n_bins=4)["t"]
+    assert ties == {"edges": [2.5], "proportions": [0.95, 0.05]}   # all quartiles on the tie 2.0: the gap above it
     assert dist["none"] == {"edges": [], "proportions": [0.0]}
     deciles = feature_distribution(pd.DataFrame({"u": np.arange(1000.0)}), ["u"])["u"]
     assert len(deciles["edges"]) == 9 and deciles["proportions"] == [0.1] * 10

@@ -1,6 +1,7 @@
 """Tests of oi_ml.signals: the runtime generator gives the backtest's probabilities (no second code path), refuses
 tampered models, audits every recommendation to DuckDB and JSONL (surviving a locked warehouse), and joins outcomes.
 One tiny model (8 simulated days, small TrainConfig) is trained and deployed once for the module."""
+import dataclasses
 import json
 import math
 import subprocess
@@ -50,7 +51,7 @@ def test_stream_equals_batch_scoring(deployed, batch):
     "Streaming every bar through generate_signal reproduces score_frame: probabilities, regimes, signals, confidence."
     cfg, _, _ = deployed
     features, scored, bundle = batch
-    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False, min_confidence=0.0)   # every arg-max signal, as score_frame
     out = serve(gen, batch)
     probs = np.array([[o["probabilities"][c] for c in CLASSES] for o in out])
     expected = scored[[f"prob_{c}" for c in CLASSES]].to_numpy()
@@ -168,6 +169,28 @@ def test_generator_loads_the_horizon_version(deployed, tmp_path):
         MLSignalGenerator("NSE", run_cfg=cfg, audit=False, horizon="15")
 
 
+def test_served_threshold_is_the_gated_policys(deployed, batch, tmp_path):
+    """By default the generator serves the policy the gate judged: the min_confidence of the backtest in the version's
+    gate result (a run folder: its reports/gate_report.json), and the gate's default for a model never gated."""
+    from oi_ml.gate import default_backtest_config
+    from oi_ml.registry import deploy_model
+    cfg = private_copy(deployed[0], tmp_path)
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)                 # the fixture's version was deployed ungated
+    assert gen.min_confidence == default_backtest_config("NSE").min_confidence == 0.65
+    features, scored, bundle = batch
+    served = [o["action"] for o in serve(gen, batch, slice(0, 400))]
+    assert served == [a if c >= 0.65 else "HOLD" for a, c in zip(scored.signal.map({1: "BUY", -1: "SELL", 0: "HOLD"})[:400], scored.confidence[:400])]
+    run_id = json.loads((version_dir("NSE", run_cfg=cfg) / "manifest.json").read_text())["run_id"]
+    gate = dict(candidate_run=run_id, baseline="v0001", passed=True, decision="PASS", failed=[],
+                backtest_config={**dataclasses.asdict(default_backtest_config("NSE")), "min_confidence": 0.55})
+    assert deploy_model("NSE", run_id, "pytest", "gated at 0.55", gate=gate, run_cfg=cfg)["version"] == "v0002"
+    assert MLSignalGenerator("NSE", run_cfg=cfg, audit=False).min_confidence == 0.55                  # the version's gate result
+    run_folder = Path(cfg.models_dir) / "NSE" / run_id
+    (run_folder / "reports" / "gate_report.json").write_text(json.dumps({**gate, "backtest_config": {"min_confidence": 0.6}}))
+    assert MLSignalGenerator("NSE", run_cfg=cfg, run_dir=run_folder, audit=False).min_confidence == 0.6  # a run's own report
+    assert MLSignalGenerator("NSE", run_cfg=cfg, audit=False, min_confidence=0.2).min_confidence == 0.2   # chosen on purpose
+
+
 def test_explicit_run_dir_and_wrong_exchange(deployed):
     cfg, _, folder = deployed
     gen = MLSignalGenerator("NSE", run_cfg=cfg, run_dir=folder, audit=False)
@@ -194,7 +217,7 @@ def test_min_confidence_and_sizing_fields(deployed, batch):
     out = [strict.generate_signal(r, timestamp=t, price=24_000.0) for r, t in zip(rows, features.timestamp)]
     assert {o["action"] for o in out} == {"HOLD"} and {o["kelly_fraction"] for o in out} == {0.0}
     assert {o["suggested_lots"] for o in out} == {0}
-    loose = MLSignalGenerator("NSE", run_cfg=cfg, audit=False, kelly_cap=1.0, account_size=1e9)
+    loose = MLSignalGenerator("NSE", run_cfg=cfg, audit=False, min_confidence=0.0, kelly_cap=1.0, account_size=1e9)
     for r, t in zip(rows, features.timestamp):
         o = loose.generate_signal(r, timestamp=t, price=24_000.0)
         p = o["confidence"]
@@ -330,7 +353,7 @@ def test_outcomes_join_by_id(deployed, batch, tmp_path):
     assert joined.realised_return.tolist()[:8] == [0.01, -0.01, 0.0, 0.02, -0.03, 0.005, 0.0, 0.0]
     assert joined.realised_return.iloc[8:].isna().all()
     expected = [outcome_correct(s["action"], r) for s, r in zip(served[:6], [0.01, -0.01, 0.0, 0.02, -0.03, 0.005])]
-    expected += [served[6]["action"] == "HOLD", True, None, None]
+    expected += [served[6]["predicted_class"] == "HOLD", True, None, None]   # a label is matched with the model's predicted class
     got = [None if pd.isna(v) else bool(v) for v in joined.correct]
     assert got == expected
 
@@ -352,7 +375,8 @@ def test_record_outcomes_in_bulk(deployed, batch, tmp_path):
         with pytest.raises(KeyError, match="2 unknown"):
             record_outcomes(con, pd.concat([frame.head(1), frame.head(2).assign(id=["x1", "x2"])]))
         joined = recommendations_with_outcomes(con, "NSE").set_index("id")
-    expected = [s["action"] == lab for s, lab in zip(served, labels)]          # the label decides, not the return
+    expected = [s["predicted_class"] == lab for s, lab in zip(served, labels)]  # the label decides, not the return
+    assert any(s["action"] == "HOLD" and s["predicted_class"] != "HOLD" for s in served)   # held below the gated threshold
     assert joined.loc[[s["id"] for s in served], "correct"].astype(bool).tolist() == expected
     assert np.allclose(joined.loc[[s["id"] for s in served], "realised_return"], returns)
 
@@ -363,3 +387,5 @@ def test_outcome_correct_by_hand():
     assert outcome_correct("HOLD", 0.01) is None and outcome_correct("BUY", float("nan")) is None
     assert outcome_correct("SELL", 0.5, realised_label="SELL") and not outcome_correct("BUY", 0.5, realised_label="HOLD")
     assert outcome_correct("BUY", 0.0, realised_label="UP") and outcome_correct("HOLD", 0.0, realised_label="FLAT")
+    assert outcome_correct("HOLD", 0.0, realised_label="SELL", predicted_class="SELL")    # the model's class is judged
+    assert not outcome_correct("SELL", 0.0, realised_label="SELL", predicted_class="HOLD")
