@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ __all__ = ['GateConfig', 'default_backtest_config', 'signals_for', 'daily_return
            'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo',
            'check_automl_matches', 'session_starts', 'trial_days_in_window', 'label_end_at', 'segments_in_window',
            'check_automl_before_window', 'evaluate_model', 'baseline_label_end', 'baseline_window', 'comparison_window',
-           'gate_criteria', 'evaluate_candidate', 'gate_line']
+           'production_figures', 'gate_criteria', 'evaluate_candidate', 'gate_line']
 
 # %% ../nbs/41_gate.ipynb #c004
 @dataclass(frozen=True)
@@ -323,23 +324,39 @@ def _not_compared_criteria(cand: dict, cfg: GateConfig, reason: str) -> dict:
                 max_drawdown=_criterion("max_drawdown", _get(m, "max_drawdown_net"), None, dd_rule, False, note),
                 **{k: _criterion(k, p[k], None, "<= production", False, note) for k in ("brier", "log_loss")})
 
+def production_figures(backtest: dict) -> tuple[float, float, str]:
+    """(net Sharpe, net max drawdown, note) of the production model's backtest as the comparison reads them. A model
+    that made no trade there was flat: Sharpe 0 and drawdown 0 (its Sharpe is otherwise undefined, and no candidate could
+    beat NaN). A ruined one: Sharpe -inf and drawdown 100 % (its return metrics are not computed)."""
+    if backtest.get("ruined"): return -math.inf, 1.0, "production's backtest was ruined: Sharpe taken as -inf, drawdown as 100 %"
+    if int(backtest.get("n_trades") or 0) == 0: return 0.0, 0.0, "production made no trade: taken as flat (Sharpe 0, drawdown 0)"
+    sharpe, dd = _get(backtest, "sharpe_net"), _get(backtest, "max_drawdown_net")
+    return sharpe, dd, "" if math.isfinite(sharpe) and math.isfinite(dd) else "production's Sharpe or drawdown is undefined"
+
+def _joined(*notes: str) -> str:
+    "The non-empty notes joined with '; '."
+    return "; ".join(n for n in notes if n)
+
 def _drawdown_vs_production(cand: dict, on_window: dict, base: dict, cfg: GateConfig, note: str) -> dict:
     "max_drawdown with a production model: the cap on the whole holdout, production + tolerance on the comparison window."
-    dd, w_dd, b_dd = _get(cand["backtest"], "max_drawdown_net"), _get(on_window["backtest"], "max_drawdown_net"), _get(base["backtest"], "max_drawdown_net")
+    dd, w_dd = _get(cand["backtest"], "max_drawdown_net"), _get(on_window["backtest"], "max_drawdown_net")
+    _, b_dd, why = production_figures(base["backtest"])
     cap, tol = _pct(cfg.max_drawdown), _pct(cfg.drawdown_tolerance)
-    if on_window is cand:   # the whole holdout: one threshold
-        bar = min(cfg.max_drawdown, b_dd + cfg.drawdown_tolerance)
-        return _criterion("max_drawdown", dd, bar, f"<= min({cap}, production + {tol})", dd <= bar)
+    if on_window is cand:   # the whole holdout: one threshold (NaN stays NaN: the criterion fails)
+        bar = b_dd + cfg.drawdown_tolerance if math.isnan(b_dd) else min(cfg.max_drawdown, b_dd + cfg.drawdown_tolerance)
+        return _criterion("max_drawdown", dd, bar, f"<= min({cap}, production + {tol})", dd <= bar, why)
     return _criterion("max_drawdown", dd, cfg.max_drawdown, f"<= {cap}, and <= production + {tol} on the comparison window",
-                      dd <= cfg.max_drawdown and w_dd <= b_dd + cfg.drawdown_tolerance, f"{note}: candidate {w_dd:.4f} vs production {b_dd:.4f}")
+                      dd <= cfg.max_drawdown and w_dd <= b_dd + cfg.drawdown_tolerance,
+                      _joined(f"{note}: candidate {w_dd:.4f} vs production {b_dd:.4f}", why))
 
 def _compared_criteria(cand: dict, on_window: dict, base: dict, cfg: GateConfig, note: str) -> dict:
     "The production-comparison criteria with both models on the comparison window (`on_window`: the candidate there)."
-    sharpe, sharpe_bar = _get(on_window["backtest"], "sharpe_net"), _get(base["backtest"], "sharpe_net") + cfg.sharpe_delta
+    base_sharpe, _, why = production_figures(base["backtest"])
+    sharpe, sharpe_bar = _get(on_window["backtest"], "sharpe_net"), base_sharpe + cfg.sharpe_delta
     same = base["classes"] == cand["classes"]   # else the probabilities are judged against the class prior on the whole holdout
     p = (on_window if same else cand)["probabilities"]["model"]
     ref = base["probabilities"]["model"] if same else cand["probabilities"]["prior"]
-    return dict(oos_sharpe=_criterion("oos_sharpe", sharpe, sharpe_bar, ">= production + delta", sharpe >= sharpe_bar, note),
+    return dict(oos_sharpe=_criterion("oos_sharpe", sharpe, sharpe_bar, ">= production + delta", sharpe >= sharpe_bar, _joined(note, why)),
                 max_drawdown=_drawdown_vs_production(cand, on_window, base, cfg, note),
                 **{k: _criterion(k, p[k], ref[k], "<= production" if same else "<= class prior", p[k] <= ref[k], note if same else "")
                    for k in ("brier", "log_loss")})
