@@ -179,7 +179,7 @@ def reliability_figure(report: dict):
     import plotly.graph_objects as go
     cal = report["calibration"]
     fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect", line=dict(dash="dot", color="grey"))])
-    for key, name in (("reliability_before", f"raw (Brier {cal['brier_before']:.4f})"), ("reliability_after", f"calibrated (Brier {cal['brier_after']:.4f})")):
+    for key, name in (("reliability_before", f"raw (Brier {cal['brier_before']:.4f})"), ("reliability_after", f"calibrated, cross-fitted over the folds (Brier {cal['brier_after']:.4f})")):
         fig.add_trace(go.Scatter(x=cal[key]["predicted"], y=cal[key]["observed"], mode="lines+markers", name=name))
     fig.update_layout(title="Reliability (out-of-fold)", xaxis_title="predicted probability of the chosen class", yaxis_title="observed hit rate", height=380)
     return fig

@@ -34,10 +34,11 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARK
            'TrainConfig', 'TrainingTable', 'build_training_table', 'resolve_family', 'fit_booster', 'booster_predict',
            'booster_contributions', 'save_booster', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes',
            'select_features', 'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc',
-           'classification_metrics', 'reliability_curve', 'fit_calibration', 'apply_calibration', 'holdout_split',
-           'cross_validate', 'regression_metrics', 'fit_garch', 'garch_forecast', 'run_id_for', 'fit_calibrated',
-           'train_model', 'holdout_scores', 'publish_run', 'swap_into_place', 'ModelIntegrityError', 'verify_run',
-           'require_listed', 'ModelBundle', 'load_bundle', 'score_features', 'score_frame']
+           'classification_metrics', 'reliability_curve', 'fit_calibration', 'apply_calibration',
+           'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics', 'fit_garch',
+           'garch_forecast', 'run_id_for', 'fit_calibrated', 'train_model', 'holdout_scores', 'publish_run',
+           'swap_into_place', 'ModelIntegrityError', 'verify_run', 'require_listed', 'ModelBundle', 'load_bundle',
+           'score_features', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -309,6 +310,14 @@ def apply_calibration(calibration: dict | None, probs: np.ndarray) -> np.ndarray
     total = out.sum(axis=1, keepdims=True)
     return np.where(total > 0, out / np.where(total > 0, total, 1), probs)
 
+def cross_fitted_calibration(y: np.ndarray, probs: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    "Each fold's out-of-fold probabilities calibrated by maps fitted on the other folds' rows (honest 'after calibration' figures)."
+    out = np.empty_like(probs)
+    for f in np.unique(fold):
+        mine = fold == f
+        out[mine] = apply_calibration(fit_calibration(y[~mine], probs[~mine]), probs[mine])
+    return out
+
 # %% ../nbs/22_train.ipynb #c020
 def holdout_split(table: TrainingTable, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     "(in-sample, holdout) positions: the last `holdout_frac` of rows is held out; in-sample labels reaching into it are purged."
@@ -320,7 +329,7 @@ def holdout_split(table: TrainingTable, cfg: TrainConfig) -> tuple[np.ndarray, n
 def cross_validate(table: TrainingTable, ins: np.ndarray, cfg: TrainConfig) -> dict:
     "Purged K-fold over the in-sample rows: out-of-fold predictions, regimes, per-fold results."
     k = len(table.classes)
-    oof = np.full((len(ins), k) if k else len(ins), np.nan); oof_regime = np.full(len(ins), -1)
+    oof = np.full((len(ins), k) if k else len(ins), np.nan); oof_regime, oof_fold = np.full(len(ins), -1), np.full(len(ins), -1)
     folds = []
     splitter = PurgedKFold(cfg.n_splits, cfg.embargo_frac)
     times, ends = table.features.timestamp.iloc[ins].reset_index(drop=True), table.label_end_time.iloc[ins].reset_index(drop=True)
@@ -328,11 +337,11 @@ def cross_validate(table: TrainingTable, ins: np.ndarray, cfg: TrainConfig) -> d
         ms = fit_model_set(table, ins[tr], cfg)
         regimes = add_regimes(ms.regime_model, table.features)
         oof[te] = predict_model_set(ms, table.features[table.feature_columns].iloc[ins[te]], regimes.iloc[ins[te]])
-        oof_regime[te] = regimes.regime.to_numpy()[ins[te]]
+        oof_regime[te], oof_fold[te] = regimes.regime.to_numpy()[ins[te]], i
         metrics = classification_metrics(table.y[ins[te]], oof[te], table.classes) if k else regression_metrics(table.y[ins[te]], oof[te])
         folds.append(dict(fold=i, n_train=int(len(tr)), n_test=int(len(te)), rounds=ms.rounds, selected=ms.selected,
                           routes={str(r): v for r, v in ms.routes.items()}, metrics=metrics))
-    return dict(oof=oof, oof_regime=oof_regime, folds=folds, rounds=int(np.median([f["rounds"] for f in folds])))
+    return dict(oof=oof, oof_regime=oof_regime, oof_fold=oof_fold, folds=folds, rounds=int(np.median([f["rounds"] for f in folds])))
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
     "RMSE, MAE and R² of a regression head."
@@ -512,8 +521,9 @@ def _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final) -> dict
                                train_rows_per_regime={str(r): int(n) for r, n in zip(*np.unique(add_regimes(final.regime_model, table.features).regime.to_numpy()[ins], return_counts=True))}),
                   selected_features=final.selected, seeds=dict(seed=cfg.seed, num_threads=cfg.num_threads), packages=package_versions())
     if k:
-        cal_oof = apply_calibration(calibration, cv["oof"])
-        report["calibration"] = dict(method="isotonic (per class, out-of-fold), renormalised", brier_before=brier_score(table.y[ins], cv["oof"]),
+        cal_oof = cross_fitted_calibration(table.y[ins], cv["oof"], cv["oof_fold"])   # never scored on its own fit
+        report["calibration"] = dict(method="isotonic (per class, out-of-fold), renormalised; 'after' figures cross-fitted over the CV folds",
+                                     brier_before=brier_score(table.y[ins], cv["oof"]),
                                      brier_after=brier_score(table.y[ins], cal_oof), reliability_before=reliability_curve(table.y[ins], cv["oof"]),
                                      reliability_after=reliability_curve(table.y[ins], cal_oof))
         report["cv"]["confusion_matrix"] = confusion_matrix(table.y[ins], cal_oof.argmax(1), labels=list(range(k))).tolist()

@@ -166,7 +166,9 @@ def test_holdout_purged_and_never_fitted(small_run):
     assert len(calls.model_set) == SMALL.n_splits + 1
     for rows in calls.model_set: assert set(rows.tolist()) <= ins_set
     assert np.array_equal(calls.model_set[-1], ins)                         # the final model: all in-sample rows, no more
-    assert calls.calibration == [len(ins)]                                 # calibration on out-of-fold in-sample rows only
+    assert calls.calibration[0] == len(ins)                                # calibration on out-of-fold in-sample rows only
+    # then the report's cross-fitted 'after calibration' maps: each on the out-of-fold rows of all folds but one
+    assert sorted(len(ins) - n for n in calls.calibration[1:]) == sorted(f["n_test"] for f in rep["cv"]["folds"])
 
 
 def test_regime_hmm_and_selector_fit_in_sample_only(small_run):
@@ -587,3 +589,15 @@ def test_a_corrupt_run_manifest_is_named(tmp_path, text, message):
     for call in (verify_run, load_bundle):
         with pytest.raises(ModelIntegrityError, match=message):
             call(run)
+
+
+def test_cross_fitted_calibration_never_reads_a_folds_own_labels():
+    "The report's 'after calibration' figures: changing one fold's labels leaves that fold's calibrated probabilities unchanged."
+    from oi_ml.train import cross_fitted_calibration
+    rng = np.random.default_rng(3)
+    probs, y, fold = rng.dirichlet(np.ones(3), 500), rng.integers(0, 3, 500), np.repeat(np.arange(5), 100)
+    base = cross_fitted_calibration(y, probs, fold)
+    flipped = y.copy(); flipped[fold == 2] = (flipped[fold == 2] + 1) % 3
+    moved = cross_fitted_calibration(flipped, probs, fold)
+    assert np.array_equal(base[fold == 2], moved[fold == 2]) and not np.array_equal(base[fold != 2], moved[fold != 2])
+    assert np.allclose(base.sum(axis=1), 1)
