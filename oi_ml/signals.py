@@ -14,6 +14,7 @@ import math
 import os
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -435,6 +436,7 @@ class MLSignalGenerator:
         self.account_size, self.kelly_cap, self.margin_rate = account_size, kelly_cap, margin_rate
         self.audit_log = audit if isinstance(audit, AuditLog) else AuditLog(self.run_cfg) if audit else None
         self._lot_sizes: dict = {}
+        self._absent_warned: set = set()   # sets of absent used-feature names already warned about
         self.reset()
 
     def reset(self, regime_state: np.ndarray | None = None) -> None:
@@ -485,12 +487,23 @@ class MLSignalGenerator:
         start = time.perf_counter_ns()
         plan = self.plan
         given = read_features(features, plan.used_features)
+        if not np.isfinite(given).all(): self._warn_absent(features)
         row = fill_defaults(given, plan.defaults)
         regime, raw, probs = self._score_row(row)
         record = self._decide(regime, raw, probs, _as_utc(timestamp), features.get("close") if price is None else price)
         record["latency_us"] = (time.perf_counter_ns() - start) / 1e3
         if self.audit_log is not None: self.audit_log.append(record, plan, given)
         return record
+
+    def _warn_absent(self, features: dict) -> None:
+        "A UserWarning, once per generator and set of names, when used features are absent from the dict (not just NaN)."
+        absent = tuple(n for n in self.plan.used_features if n not in features)
+        if not absent or absent in self._absent_warned: return
+        self._absent_warned.add(absent)
+        names = ", ".join(absent[:8]) + (" …" if len(absent) > 8 else "")
+        warnings.warn(f"generate_signal: {len(absent)} of the model's {len(self.plan.used_features)} used features are not in the "
+                      f"feature dict ({names}): scored with their neutral defaults (listed as 'defaulted' in the audit row); "
+                      "check the feed's columns against the version's model_features.json", UserWarning, stacklevel=3)
 
     def score_features(self, vector: np.ndarray) -> np.ndarray:
         "Calibrated probabilities of a float64 vector in `input_features` order (the next bar: advances the filter; no audit)."

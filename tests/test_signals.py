@@ -3,6 +3,7 @@ tampered models, audits every recommendation to DuckDB and JSONL (surviving a lo
 One tiny model (8 simulated days, small TrainConfig) is trained and deployed once for the module."""
 import dataclasses
 import json
+import warnings
 import math
 import subprocess
 import sys
@@ -118,11 +119,16 @@ def test_missing_and_bad_values_take_neutral_defaults(deployed, batch):
     _, _, bundle = batch
     plan = build_plan(bundle)
     gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
-    empty = gen.generate_signal({})
+    with pytest.warns(UserWarning, match=f"{len(plan.used_features)} of the model's {len(plan.used_features)} used features are not in the feature dict"):
+        empty = gen.generate_signal({})
     gen.reset()
     neutral = gen.generate_signal({n: FEATURE_DEFAULTS.get(n, 0.5) for n in plan.used_features})
     gen.reset()
-    broken = gen.generate_signal({n: (np.nan if i % 2 else np.inf) for i, n in enumerate(plan.used_features)} | {"x": "y"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # present but NaN/inf: defaulted without a warning (warm-up bars have NaNs)
+        broken = gen.generate_signal({n: (np.nan if i % 2 else np.inf) for i, n in enumerate(plan.used_features)} | {"x": "y"})
+    with pytest.warns(UserWarning, match=r"1 of the model's \d+ used features are not in the feature dict \(" + plan.used_features[0]):
+        gen.generate_signal({n: 0.0 for n in plan.used_features[1:]})
     assert empty["probabilities"] == neutral["probabilities"] == broken["probabilities"]
     with pytest.raises(ValueError, match=f"feature '{plan.used_features[0]}' must be a number"):
         gen.generate_signal({plan.used_features[0]: "abc"})
