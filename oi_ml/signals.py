@@ -34,12 +34,12 @@ from .store import connect, insert_rows, schema_columns, to_utc, transaction
 from .train import CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibration, load_bundle
 
 # %% auto #0
-__all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'calibrate_row', 'row_calibration', 'SignalPlan', 'neutral_default',
-           'build_plan', 'read_features', 'fill_defaults', 'feature_row', 'predict_row', 'FastRowPredictor',
-           'row_predictor', 'kelly_fraction', 'suggested_lots', 'payoff_ratio', 'new_id', 'audit_record', 'jsonl_path',
-           'append_jsonl', 'audit_frame', 'store_audit', 'AuditLog', 'prepare_feature_dict', 'load_signal_bundle',
-           'gated_min_confidence', 'MLSignalGenerator', 'outcome_correct', 'record_outcomes', 'record_outcome',
-           'recommendations_with_outcomes']
+__all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'SETTLED_HISTORY_BARS', 'calibrate_row', 'row_calibration', 'SignalPlan',
+           'neutral_default', 'build_plan', 'read_features', 'fill_defaults', 'feature_row', 'predict_row',
+           'FastRowPredictor', 'row_predictor', 'kelly_fraction', 'suggested_lots', 'payoff_ratio', 'new_id',
+           'audit_record', 'jsonl_path', 'append_jsonl', 'audit_frame', 'store_audit', 'AuditLog',
+           'prepare_feature_dict', 'load_signal_bundle', 'gated_min_confidence', 'MLSignalGenerator', 'outcome_correct',
+           'record_outcomes', 'record_outcome', 'recommendations_with_outcomes']
 
 # %% ../nbs/42_signals.ipynb #c004
 ACTION_OF_SIGNAL = {1: "BUY", -1: "SELL", 0: "HOLD"}   # served action of a +1/-1/0 signal
@@ -364,12 +364,15 @@ def _close_at_exit(ref) -> None:
         _log.error("audit: final flush at exit failed (%s); records are in the JSONL files only or lost", e)
 
 # %% ../nbs/42_signals.ipynb #c035
-def prepare_feature_dict(rows: pd.DataFrame, input_features: tuple, min_history: int = WARMUP_BARS) -> dict:
+SETTLED_HISTORY_BARS = 1000   # bars of history for runtime features to match training's (EMA(200) seed, session VWAP)
+
+def prepare_feature_dict(rows: pd.DataFrame, input_features: tuple, min_history: int = SETTLED_HISTORY_BARS) -> dict:
     "Features (and `close`) of the last bar of a one-symbol `ml_features` history, through the training pipeline."
     if rows.empty or "symbol" not in rows.columns: raise ValueError("prepare_features needs raw ml_features rows (timestamp, exchange, symbol, OHLCV, ...)")
     if rows.symbol.nunique() != 1: raise ValueError(f"prepare_features expects one symbol, got {sorted(rows.symbol.unique())}")
     if len(rows) < min_history:
-        raise ValueError(f"prepare_features needs at least {min_history} bars of history for the indicators to warm up, got {len(rows)}")
+        raise ValueError(f"prepare_features needs at least {min_history} bars of history for the indicators to reach training's "
+                         f"values (EMA seeds, the session VWAP), got {len(rows)}")
     rows = rows.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     last = prepare_training_features(rows, list(input_features)).iloc[-1]
     return {c: float(last[c]) for c in input_features} | {"close": float(rows["close"].iloc[-1])}
@@ -513,7 +516,7 @@ class MLSignalGenerator:
         row = vector[self.plan.used_positions]
         return self._score_row(np.where(np.isfinite(row), row, self.plan.defaults))[2]
 
-    def prepare_features(self, snapshot_rows: pd.DataFrame, min_history: int = WARMUP_BARS) -> dict:
+    def prepare_features(self, snapshot_rows: pd.DataFrame, min_history: int = SETTLED_HISTORY_BARS) -> dict:
         "Feature dict (model inputs + `close`) of the last bar of raw `ml_features` history, via the training pipeline."
         return prepare_feature_dict(snapshot_rows, self.plan.input_features, min_history)
 

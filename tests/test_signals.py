@@ -139,12 +139,14 @@ def test_prepare_features_equals_batch_row(deployed, batch):
     cfg, raw, _ = deployed
     features, _, bundle = batch
     gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
-    for cut in (200, 377, 1000):
-        got = gen.prepare_features(raw.iloc[:cut].sample(frac=1, random_state=cut))   # order is restored
+    for cut in (200, 377, 1000):   # from the dataset's first bar: exact whatever the length
+        got = gen.prepare_features(raw.iloc[:cut].sample(frac=1, random_state=cut), min_history=200)   # order is restored
         assert all(got[c] == features[c].iloc[cut - 1] for c in bundle.input_features)
         assert got["close"] == raw.close.iloc[cut - 1]
+    with pytest.raises(ValueError, match="at least 1000 bars"):
+        gen.prepare_features(raw.iloc[:999])
     with pytest.raises(ValueError, match="at least 200 bars"):
-        gen.prepare_features(raw.iloc[:199])
+        gen.prepare_features(raw.iloc[:199], min_history=200)
     with pytest.raises(ValueError, match="one symbol"):
         gen.prepare_features(pd.concat([raw.iloc[:300], raw.iloc[:300].assign(symbol="BANKNIFTY")]))
 
