@@ -40,7 +40,7 @@ def deployed_model(data_dir: str) -> tuple[RunConfig, pd.DataFrame]:
         simulate_market(con, "NSE", "2025-08-01", n_days=8, run_cfg=cfg)
         dm = export_training_window(con, "NSE", run_cfg=cfg)
     manifest = train_model("NSE", dm["version"], cfg=SMALL, run_cfg=cfg)
-    deploy_model("NSE", manifest["run_id"], "bench", "latency benchmark", run_cfg=cfg)
+    deploy_model("NSE", manifest["run_id"], "bench", "latency benchmark", run_cfg=cfg, ungated=True)   # a bench model, not gated
     raw, _ = load_dataset("NSE", dm["version"], cfg)
     return cfg, raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
 
@@ -80,8 +80,9 @@ def main():
     t0 = time.perf_counter()
     cfg, raw = deployed_model(str(Path(tmp) / "data"))
     setup_s = time.perf_counter() - t0
-    on = MLSignalGenerator("NSE", run_cfg=cfg, audit=True)            # default AuditLog: background writer when idle
-    off = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
+    # min_confidence 0: every arg-max BUY/SELL is served and sized, the slowest path (the gated default holds below 0.65)
+    on = MLSignalGenerator("NSE", run_cfg=cfg, audit=True, min_confidence=0.0)   # default AuditLog: background writer when idle
+    off = MLSignalGenerator("NSE", run_cfg=cfg, audit=False, min_confidence=0.0)
     features = prepare_training_features(raw, on.plan.input_features)
     dicts = features[list(on.plan.input_features)].to_dict("records")
     closes = raw.close.to_numpy()

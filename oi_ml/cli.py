@@ -227,7 +227,7 @@ def cmd_monitor(args, cfg: RunConfig) -> int:
     return 1 if summary["alerts"] else 0
 
 def cmd_deploy(args, cfg: RunConfig) -> int:
-    "Deploy a run (its gate report must exist and pass)."
+    "Deploy a run (its gate report must exist, pass, and have compared it with the model the registry key serves now)."
     from oi_ml.registry import deploy_model, registry_key
     m = deploy_model(args.exchange, args.run, args.operator, args.reason, run_cfg=cfg, horizon=args.horizon)
     print(f"deployed {registry_key(args.exchange, args.horizon)} {m['version']} (run {m['run_id']})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -324,12 +325,14 @@ def _not_compared_criteria(cand: dict, cfg: GateConfig, reason: str) -> dict:
                 max_drawdown=_criterion("max_drawdown", _get(m, "max_drawdown_net"), None, dd_rule, False, note),
                 **{k: _criterion(k, p[k], None, "<= production", False, note) for k in ("brier", "log_loss")})
 
-def production_figures(backtest: dict) -> tuple[float, float, str]:
+def production_figures(backtest: dict) -> tuple[float, float | None, str]:
     """(net Sharpe, net max drawdown, note) of the production model's backtest as the comparison reads them. A model
-    that made no trade there was flat: Sharpe 0 and drawdown 0 (its Sharpe is otherwise undefined, and no candidate could
-    beat NaN). A ruined one: Sharpe -inf and drawdown 100 % (its return metrics are not computed)."""
+    that made no trade there was flat: Sharpe 0 (its Sharpe is otherwise undefined, and no candidate could beat NaN)
+    and no drawdown bound (None: a flat model's 0 would hold a candidate to the tolerance alone, stricter than having no
+    production model). A ruined one: Sharpe -inf and drawdown 100 % (its return metrics are not computed)."""
     if backtest.get("ruined"): return -math.inf, 1.0, "production's backtest was ruined: Sharpe taken as -inf, drawdown as 100 %"
-    if int(backtest.get("n_trades") or 0) == 0: return 0.0, 0.0, "production made no trade: taken as flat (Sharpe 0, drawdown 0)"
+    if int(backtest.get("n_trades") or 0) == 0:
+        return 0.0, None, "production made no trade: taken as flat (Sharpe 0; only the drawdown cap applies)"
     sharpe, dd = _get(backtest, "sharpe_net"), _get(backtest, "max_drawdown_net")
     return sharpe, dd, "" if math.isfinite(sharpe) and math.isfinite(dd) else "production's Sharpe or drawdown is undefined"
 
@@ -342,12 +345,13 @@ def _drawdown_vs_production(cand: dict, on_window: dict, base: dict, cfg: GateCo
     dd, w_dd = _get(cand["backtest"], "max_drawdown_net"), _get(on_window["backtest"], "max_drawdown_net")
     _, b_dd, why = production_figures(base["backtest"])
     cap, tol = _pct(cfg.max_drawdown), _pct(cfg.drawdown_tolerance)
-    if on_window is cand:   # the whole holdout: one threshold (NaN stays NaN: the criterion fails)
-        bar = b_dd + cfg.drawdown_tolerance if math.isnan(b_dd) else min(cfg.max_drawdown, b_dd + cfg.drawdown_tolerance)
+    relative = math.inf if b_dd is None else b_dd + cfg.drawdown_tolerance   # NaN stays NaN: the criterion fails
+    if on_window is cand:   # the whole holdout: one threshold
+        bar = relative if math.isnan(relative) else min(cfg.max_drawdown, relative)
         return _criterion("max_drawdown", dd, bar, f"<= min({cap}, production + {tol})", dd <= bar, why)
+    shown = "no bound" if b_dd is None else f"{b_dd:.4f}"
     return _criterion("max_drawdown", dd, cfg.max_drawdown, f"<= {cap}, and <= production + {tol} on the comparison window",
-                      dd <= cfg.max_drawdown and w_dd <= b_dd + cfg.drawdown_tolerance,
-                      _joined(f"{note}: candidate {w_dd:.4f} vs production {b_dd:.4f}", why))
+                      dd <= cfg.max_drawdown and w_dd <= relative, _joined(f"{note}: candidate {w_dd:.4f} vs production {shown}", why))
 
 def _compared_criteria(cand: dict, on_window: dict, base: dict, cfg: GateConfig, note: str) -> dict:
     "The production-comparison criteria with both models on the comparison window (`on_window`: the candidate there)."
@@ -457,7 +461,8 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
             dict(candidate=_evaluation_json(comparison["candidate"])) if "candidate" in comparison else {}),
         production=_evaluation_json(b_eval) | dict(window=comparison["window"]) if b_eval else None))
     if write:
-        (cand_dir / "reports" / "gate_report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
+        path = cand_dir / "reports" / "gate_report.json"   # replaced whole: deploy and sign-off never read a torn report
+        tmp = path.with_name(f".{path.name}.tmp"); tmp.write_text(json.dumps(report, indent=1, sort_keys=True)); os.replace(tmp, path)
     return report
 
 def _json_metrics(metrics: dict) -> dict:

@@ -43,7 +43,7 @@ class MonitorConfig:
     degrade_threshold: float = 0.1          # absolute drop of the hit rate below the approval baseline that trips retraining
     webhook_env: str = "OI_ML_ALERT_WEBHOOK"  # environment variable holding the alert webhook URL (never a file)
     webhook_timeout: float = 5.0            # seconds per webhook POST
-    live_rows: int = 2000                   # most recent ml_features bars compared with the training distribution
+    live_rows: int = 2000                   # most recent ml_features bars (and served recommendations) compared with training's
     min_live_rows: int = 200                # fewer live rows (or served scores): drift is not judged
     latency_budget_us: float = 250.0        # generate_signal p99 above this is a warning
     db_lock_timeout: float = 10.0           # seconds to wait for a writer to release the warehouse

@@ -304,6 +304,7 @@ def _gate_text(gate, ungated: bool = False) -> str:
     "PASS / FAIL when the gate result has a `passed` flag, UNGATED for a deploy without one, else its JSON (shortened)."
     if ungated: return "UNGATED"
     if not gate: return "—"
+    if isinstance(gate, dict) and "unreadable" in gate: return "UNREADABLE"
     if isinstance(gate, dict) and "passed" in gate: return "PASS" if gate["passed"] else "FAIL"
     return json.dumps(gate, default=str)[:80]
 
@@ -427,9 +428,9 @@ def _check_gate_baseline(gate: dict | None, run_id: str, key: str, serving: str 
                             f"{key} serves {serving or 'nothing'} now; re-run the gate against production; not deploying")
 
 def gate_summary(gate: dict | None) -> dict | None:
-    "The fields of a gate result the change log keeps: passed, decision, failed criteria, candidate run, baseline."
+    "The fields of a gate result the change log keeps: passed, decision, failed criteria, candidate run, baseline (or why unreadable)."
     if not isinstance(gate, dict): return gate
-    return {k: gate[k] for k in ("passed", "decision", "failed", "candidate_run", "baseline") if k in gate}
+    return {k: gate[k] for k in ("passed", "decision", "failed", "candidate_run", "baseline", "unreadable") if k in gate}
 
 def label_horizon(horizon_bars: int, bar_minutes: int) -> str:
     "Registry horizon key of a label horizon: horizon_bars x `bar_minutes`, as '15m'."
@@ -549,9 +550,9 @@ def deploy_model(exchange: str, run_id: str, operator: str, reason: str,
     run_cfg, exchange = run_cfg or RunConfig(), _exchange_key(exchange)
     key, operator, reason = registry_key(exchange, horizon), _who(operator), _require_text(reason, "reason")
     own_horizon = _check_run_horizon(horizon, run_horizon(exchange, run_id, run_cfg), run_id)   # before anything is written
-    gate = _check_gate(gate if gate is not None else _run_gate(exchange, run_id, run_cfg), run_id, horizon, ungated)
-    with registry_lock(run_cfg, lock_timeout, f"deploy {key} {run_id}"):
-        _check_gate_baseline(gate, run_id, key, current_version(exchange, run_cfg, horizon))
+    with registry_lock(run_cfg, lock_timeout, f"deploy {key} {run_id}"):   # the gate result is read and judged under the lock:
+        gate = _check_gate(gate if gate is not None else _run_gate(exchange, run_id, run_cfg), run_id, horizon, ungated)   # a gate
+        _check_gate_baseline(gate, run_id, key, current_version(exchange, run_cfg, horizon))   # re-run while we waited is what counts
         _prepare(run_cfg, exchange)
         _crash_point("deploy.verify_run")
         run = _verified_run(exchange, run_id, run_cfg)
@@ -691,7 +692,10 @@ def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: 
     is_version = bool(VERSION_PATTERN.match(str(version_or_run)))
     folder = version_dir(exchange, version_or_run, run_cfg) if is_version else run_dir(exchange, version_or_run, run_cfg)
     manifest, raw = _read_manifest(folder / "manifest.json")
-    gate = manifest.get("gate") if is_version else _run_gate(exchange, version_or_run, run_cfg)   # runs: reports/gate_report.json
+    if is_version: gate = manifest.get("gate")
+    else:   # a run: its reports/gate_report.json; an unreadable one is recorded as such and never blocks a decision
+        try: gate = _run_gate(exchange, version_or_run, run_cfg)
+        except RegistryError as err: gate = {"unreadable": str(err)}
     own = _check_run_horizon(horizon, manifest.get("horizon") if is_version else run_horizon(exchange, version_or_run, run_cfg),
                              manifest.get("run_id") or version_or_run, f"not recording the sign-off of {version_or_run}")
     record = {"event_id": f"signoff-{uuid.uuid4().hex[:12]}", "kind": "signoff", "date": _as_date(date), "exchange": exchange,

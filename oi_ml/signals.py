@@ -28,7 +28,6 @@ from numba import njit
 from .config import IST, RunConfig, get_exchange_config
 from .datasets import read_json
 from .features import FEATURE_DEFAULTS, XS_RANK_DEFAULTS, prepare_training_features
-from .indicators import WARMUP_BARS
 from .registry import load_version, registry_key
 from .store import connect, insert_rows, schema_columns, to_utc, transaction
 from .train import CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibration, load_bundle
@@ -534,11 +533,11 @@ class MLSignalGenerator:
 # %% ../nbs/42_signals.ipynb #c046
 def outcome_correct(action: str, realised_return: float | None, realised_label: str | None = None,
                     predicted_class: str | None = None) -> bool | None:
-    """Was the recommendation right: with a realised label, does it match the predicted class (the served action when
-    the class is not given); else does the return's sign match the served action (None for HOLD)."""
+    """Was the recommendation right: with a realised label, is it the predicted class (audit rows without one: does
+    the served action match the label's side); else does the return's sign match the served action (None for HOLD)."""
     if realised_label is not None:
-        call = action if predicted_class is None else ACTION_OF_SIGNAL[SIGNAL_OF_CLASS.get(str(predicted_class), 0)]
-        return ACTION_OF_SIGNAL[SIGNAL_OF_CLASS.get(str(realised_label), 0)] == call
+        if predicted_class is not None: return str(predicted_class) == str(realised_label)
+        return ACTION_OF_SIGNAL[SIGNAL_OF_CLASS.get(str(realised_label), 0)] == action
     if action == "HOLD" or realised_return is None or not math.isfinite(realised_return): return None
     return bool(np.sign(realised_return) == {"BUY": 1, "SELL": -1}[action])
 

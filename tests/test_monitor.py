@@ -345,3 +345,17 @@ def test_training_rows_against_their_own_reference_have_no_drift(tmp_path_factor
         shares = bin_proportions(table.features[column].iloc[ins].to_numpy(dtype=float), ref["edges"])
         assert np.allclose(shares, ref["proportions"], rtol=0, atol=1e-9), column
         assert psi(ref["proportions"], shares) < 1e-6, column
+
+
+def test_score_drift_reads_the_last_live_rows_served_confidences(deployed, tmp_path):
+    "Score drift compares the calibrated confidence of the last `live_rows` served recommendations, not every score served."
+    from oi_ml.monitor import score_drift
+    cfg = private_copy(deployed[0], tmp_path)
+    _, features, manifest = deployed
+    served = serve(cfg, features, manifest, 300, True)
+    mcfg = MonitorConfig(live_rows=120, min_live_rows=50)
+    summary = monitor_summary("NSE", cfg, live_features=features.iloc[-300:], cfg=mcfg)
+    expected = score_drift(manifest["score_distribution"], [s["confidence"] for s in served[-120:]], mcfg)
+    assert summary["score_drift"]["n_live"] == 120 and math.isclose(summary["score_drift"]["psi"], expected["psi"], rel_tol=1e-12)
+    raw_scores = score_drift(manifest["score_distribution"], [s["score"] for s in served[-120:]], mcfg)
+    assert not math.isclose(raw_scores["psi"], expected["psi"])              # the uncalibrated score would read differently

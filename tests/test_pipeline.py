@@ -226,3 +226,20 @@ def test_gate_finds_the_planted_signal(planted_and_null):
     assert set(planted["failed"]) <= {"pbo"}, planted["failed"]
     assert planted["dsr"]["dsr"] >= 0.95 and planted["dsr"]["n_trials"] >= 9 and planted["dsr"]["variance_basis"].startswith("pooled")
     assert planted["pbo"]["pbo"] is not None and len(planted["pbo"]["per_segment"]) >= 2
+
+
+def test_a_refused_deploy_is_the_runs_failed_step(tmp_path):
+    """--promote with a passing gate whose baseline production has since moved on (or any other refusal): the retrain's
+    manifest records the deploy step as failed and the error is a PipelineStepError naming the step."""
+    from oi_ml.pipeline import RetrainRun, step_deploy
+    cfg = RunConfig(data_dir=str(tmp_path / "data"), reports_dir=str(tmp_path / "reports"))
+    run_id = "run-20251030-aaaaaaaaaaaa"
+    reports = Path(cfg.models_dir) / "NSE" / run_id / "reports"
+    reports.mkdir(parents=True)
+    (reports / "gate_report.json").write_text(json.dumps({"candidate_run": run_id, "baseline": "v0007", "passed": True, "decision": "PASS"}))
+    run = RetrainRun(RetrainConfig("NSE", promote=True), cfg, tmp_path / "run")
+    run.folder.mkdir()
+    with pytest.raises(PipelineStepError, match="step 'deploy' failed: RegistryError: run run-20251030-aaaaaaaaaaaa: the gate compared it with v0007"):
+        step_deploy(run, {"run_id": run_id}, {"decision": "PASS"})
+    recorded = json.loads((run.folder / "run_manifest.json").read_text())["steps"]["deploy"]
+    assert recorded["status"] == "failed" and "serves nothing now" in recorded["error"]

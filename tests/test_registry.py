@@ -650,3 +650,28 @@ def test_ungated_deploys_and_signoffs_show_their_gate_in_the_change_log(cfg):
     md = (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
     assert f"| NSE | deploy | v0001 | {ungated.name} | — | " in md and md.count("| UNGATED |") == 2   # the deploy and s2
     assert f"| {failed.name} | — | {s1['manifest_sha256'][:12]} | 2025-10-03 | FAIL | meera | rejected |" in md
+
+
+def test_a_gate_rerun_while_the_deploy_waits_for_the_lock_is_the_one_judged(cfg, tmp_path):
+    "The run's gate report is read under the registry lock: a FAIL written while the deploy queued refuses it."
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one", gate=passing_gate("run-20251030-aaaaaaaaaaaa"))
+    code = ("from oi_ml.config import RunConfig\nfrom oi_ml.registry import deploy_model\nprint('calling', flush=True)\n"
+            f"deploy_model('NSE', {run.name!r}, 'bot', 'queued', run_cfg=RunConfig(data_dir={cfg.data_dir!r}))")
+    with registry_lock(cfg, purpose="a gate re-run in progress"):
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "calling"               # imports done: deploy_model starts now
+        time.sleep(1.5)                                                   # and queues on the lock
+        (run / "reports" / "gate_report.json").write_text(
+            json.dumps({**passing_gate(run.name), "passed": False, "decision": "FAIL", "failed": ["pbo"]}))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "the promotion gate did not pass (pbo)" in err
+    assert current_version(EXCHANGE, cfg) is None
+
+
+def test_signoff_of_a_run_with_an_unreadable_gate_report_is_recorded(cfg):
+    "A torn or hand-broken gate report never blocks a reviewer's decision; the change log says UNREADABLE."
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one", extra={"reports/gate_report.json": '{"passed": tr'})
+    record = record_signoff(EXCHANGE, run.name, "meera", "rejected", date="2025-10-31", run_cfg=cfg)
+    assert "gate_report.json: not valid JSON" in record["gate"]["unreadable"]
+    assert f"| {run.name} | — | {record['manifest_sha256'][:12]} | 2025-10-03 | UNREADABLE | meera | rejected |" in \
+        (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()

@@ -397,3 +397,6 @@ def test_outcome_correct_by_hand():
     assert outcome_correct("BUY", 0.0, realised_label="UP") and outcome_correct("HOLD", 0.0, realised_label="FLAT")
     assert outcome_correct("HOLD", 0.0, realised_label="SELL", predicted_class="SELL")    # the model's class is judged
     assert not outcome_correct("SELL", 0.0, realised_label="SELL", predicted_class="HOLD")
+    for predicted, realised in (("bull", "bear"), ("INSIDE", "BREACH"), ("NO_BREAKOUT", "BREAKOUT")):   # non-trade targets
+        assert not outcome_correct("HOLD", 0.0, realised_label=realised, predicted_class=predicted)
+        assert outcome_correct("HOLD", 0.0, realised_label=realised, predicted_class=realised)
