@@ -551,8 +551,13 @@ def deploy_model(exchange: str, run_id: str, operator: str, reason: str,
     key, operator, reason = registry_key(exchange, horizon), _who(operator), _require_text(reason, "reason")
     own_horizon = _check_run_horizon(horizon, run_horizon(exchange, run_id, run_cfg), run_id)   # before anything is written
     with registry_lock(run_cfg, lock_timeout, f"deploy {key} {run_id}"):   # the gate result is read and judged under the lock:
-        gate = _check_gate(gate if gate is not None else _run_gate(exchange, run_id, run_cfg), run_id, horizon, ungated)   # a gate
-        _check_gate_baseline(gate, run_id, key, current_version(exchange, run_cfg, horizon))   # re-run while we waited is what counts
+        on_disk = _run_gate(exchange, run_id, run_cfg)                       # a gate re-run while we waited is what counts
+        gate = _check_gate(gate if gate is not None else on_disk, run_id, horizon, ungated)
+        _check_gate_baseline(gate, run_id, key, current_version(exchange, run_cfg, horizon))
+        if on_disk is not None and gate_summary(gate) != gate_summary(on_disk):
+            raise RegistryError(f"run {run_id}: the gate result passed in ({_gate_text(gate)}, baseline {gate.get('baseline')}) "
+                                f"differs from its reports/gate_report.json ({_gate_text(on_disk)}, baseline "
+                                f"{on_disk.get('baseline')}); not deploying")
         _prepare(run_cfg, exchange)
         _crash_point("deploy.verify_run")
         run = _verified_run(exchange, run_id, run_cfg)

@@ -675,3 +675,15 @@ def test_signoff_of_a_run_with_an_unreadable_gate_report_is_recorded(cfg):
     assert "gate_report.json: not valid JSON" in record["gate"]["unreadable"]
     assert f"| {run.name} | — | {record['manifest_sha256'][:12]} | 2025-10-03 | UNREADABLE | meera | rejected |" in \
         (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
+
+
+def test_a_gate_result_passed_in_cannot_override_the_runs_report(cfg):
+    "With a reports/gate_report.json in the run, a gate result passed in must agree with it (passed, run, baseline, ...)."
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one",
+                   gate={**passing_gate("run-20251030-aaaaaaaaaaaa"), "passed": False, "decision": "FAIL", "failed": ["dsr"]})
+    before = snapshot(cfg)
+    with pytest.raises(RegistryError, match=r"the gate result passed in \(PASS, baseline None\) differs from its reports/gate_report\.json \(FAIL"):
+        deploy_model(EXCHANGE, run.name, "asha", "override", gate=passing_gate(run.name), run_cfg=cfg)
+    assert snapshot(cfg) == before
+    (run / "reports" / "gate_report.json").write_text(json.dumps(passing_gate(run.name)))
+    assert deploy_model(EXCHANGE, run.name, "asha", "agrees", gate=passing_gate(run.name), run_cfg=cfg)["version"] == "v0001"
