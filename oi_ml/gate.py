@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from .datasets import load_dataset
 from .labels import SIGNAL_VOLATILITY_BARS, LabelConfig, atr_volatility
 from .metrics import (expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting,
                            sharpe_error_spread, sharpe_moments)
-from .registry import _check_run_horizon, check_horizon, current_version, label_horizon, registry_key, version_dir
+from .registry import _atomic_write_text, _check_run_horizon, check_horizon, current_version, label_horizon, registry_key, version_dir
 from .train import (ModelBundle, TrainConfig, TrainingTable, _round, build_training_table, classification_metrics,
                          load_bundle, score_frame)
 
@@ -340,10 +339,10 @@ def _joined(*notes: str) -> str:
     "The non-empty notes joined with '; '."
     return "; ".join(n for n in notes if n)
 
-def _drawdown_vs_production(cand: dict, on_window: dict, base: dict, cfg: GateConfig, note: str) -> dict:
-    "max_drawdown with a production model: the cap on the whole holdout, production + tolerance on the comparison window."
+def _drawdown_vs_production(cand: dict, on_window: dict, b_dd: float | None, why: str, cfg: GateConfig, note: str) -> dict:
+    """max_drawdown with a production model (its drawdown `b_dd` and `why` from `production_figures`): the cap on the whole
+    holdout, production + tolerance on the comparison window."""
     dd, w_dd = _get(cand["backtest"], "max_drawdown_net"), _get(on_window["backtest"], "max_drawdown_net")
-    _, b_dd, why = production_figures(base["backtest"])
     cap, tol = _pct(cfg.max_drawdown), _pct(cfg.drawdown_tolerance)
     relative = math.inf if b_dd is None else b_dd + cfg.drawdown_tolerance   # NaN stays NaN: the criterion fails
     if on_window is cand:   # the whole holdout: one threshold
@@ -355,13 +354,13 @@ def _drawdown_vs_production(cand: dict, on_window: dict, base: dict, cfg: GateCo
 
 def _compared_criteria(cand: dict, on_window: dict, base: dict, cfg: GateConfig, note: str) -> dict:
     "The production-comparison criteria with both models on the comparison window (`on_window`: the candidate there)."
-    base_sharpe, _, why = production_figures(base["backtest"])
+    base_sharpe, base_dd, why = production_figures(base["backtest"])
     sharpe, sharpe_bar = _get(on_window["backtest"], "sharpe_net"), base_sharpe + cfg.sharpe_delta
     same = base["classes"] == cand["classes"]   # else the probabilities are judged against the class prior on the whole holdout
     p = (on_window if same else cand)["probabilities"]["model"]
     ref = base["probabilities"]["model"] if same else cand["probabilities"]["prior"]
     return dict(oos_sharpe=_criterion("oos_sharpe", sharpe, sharpe_bar, ">= production + delta", sharpe >= sharpe_bar, _joined(note, why)),
-                max_drawdown=_drawdown_vs_production(cand, on_window, base, cfg, note),
+                max_drawdown=_drawdown_vs_production(cand, on_window, base_dd, why, cfg, note),
                 **{k: _criterion(k, p[k], ref[k], "<= production" if same else "<= class prior", p[k] <= ref[k], note if same else "")
                    for k in ("brier", "log_loss")})
 
@@ -461,8 +460,7 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
             dict(candidate=_evaluation_json(comparison["candidate"])) if "candidate" in comparison else {}),
         production=_evaluation_json(b_eval) | dict(window=comparison["window"]) if b_eval else None))
     if write:
-        path = cand_dir / "reports" / "gate_report.json"   # replaced whole: deploy and sign-off never read a torn report
-        tmp = path.with_name(f".{path.name}.tmp"); tmp.write_text(json.dumps(report, indent=1, sort_keys=True)); os.replace(tmp, path)
+        _atomic_write_text(cand_dir / "reports" / "gate_report.json", json.dumps(report, indent=1, sort_keys=True))   # never torn
     return report
 
 def _json_metrics(metrics: dict) -> dict:

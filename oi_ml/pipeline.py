@@ -331,9 +331,9 @@ def step_deploy(run: RetrainRun, trained: dict, gate: dict) -> dict | None:
     current = current_version(run.cfg.exchange, run.run_cfg, horizon=run.cfg.horizon)
     if current and load_version_manifest(run.cfg.exchange, current, run_cfg=run.run_cfg).get("run_id") == trained["run_id"]:
         return dict(version=current, status="already in production")
-    try:   # a refusal (production changed since the gate ran, a corrupt report) is this run's failed step, recorded
-        report = json.loads((_run_dir(run, trained["run_id"]) / "reports" / "gate_report.json").read_text())
-        m = deploy_model(run.cfg.exchange, trained["run_id"], run.cfg.operator, run.cfg.reason, gate=report, run_cfg=run.run_cfg,
+    try:   # deploy reads and judges the gate report the gate step wrote; a refusal (production changed since the gate
+           # ran, a corrupt report) is this run's failed step, recorded
+        m = deploy_model(run.cfg.exchange, trained["run_id"], run.cfg.operator, run.cfg.reason, run_cfg=run.run_cfg,
                          horizon=run.cfg.horizon)
     except Exception as err:
         run.steps["deploy"] = dict(status="failed", error=f"{type(err).__name__}: {err}"); run.save()
