@@ -235,12 +235,14 @@ def fit_model_set(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig, roun
         table.features.iloc[rows])
     full = pd.concat([table.features[table.feature_columns], add_regimes(regime_model, table.features)], axis=1)
     X, y, w = full.iloc[rows], table.y[rows], table.weight[rows]
-    selected = select_features(family, cfg, k, X.drop(columns="regime"), y, w)
     if rounds is None:   # inside CV: the early-stopped booster (fit on the first 85 % of the fold's rows) is the pooled model
         fit_pos, val_pos = _early_stop_split(table.features.timestamp.iloc[rows], table.label_end_time.iloc[rows])
+        # the selector never sees the early-stopping slice's labels, so the slice scores the rounds honestly
+        selected = select_features(family, cfg, k, X.drop(columns="regime").iloc[fit_pos], y[fit_pos], w[fit_pos])
         pooled, rounds = fit_booster(family, cfg, k, X[selected].iloc[fit_pos].to_numpy("float64"), y[fit_pos], w[fit_pos],
                                      cfg.max_rounds, X[selected].iloc[val_pos].to_numpy("float64"), y[val_pos], w[val_pos])
     else:
+        selected = select_features(family, cfg, k, X.drop(columns="regime"), y, w)
         pooled, _ = fit_booster(family, cfg, k, X[selected].to_numpy("float64"), y, w, rounds)
     boosters, routes = {"pooled": pooled}, {}
     for r in range(cfg.n_regimes):
@@ -295,11 +297,12 @@ def reliability_curve(y: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dic
 CALIBRATION_FLOOR = 1e-3   # smallest calibrated probability of any class, before renormalising
 
 def fit_calibration(y: np.ndarray, probs: np.ndarray) -> dict:
-    "Per-class isotonic maps fitted on out-of-fold probabilities (JSON-ready thresholds)."
+    """Per-class isotonic maps fitted on out-of-fold probabilities (JSON-ready thresholds, rounded to the 10 decimals
+    `calibration.json` keeps, so the report scores exactly the map the run saves and serves)."""
     maps = {}
     for c in range(probs.shape[1]):
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(probs[:, c], (y == c).astype(float))
-        maps[str(c)] = dict(x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist())
+        maps[str(c)] = dict(x=[round(v, 10) for v in iso.X_thresholds_.tolist()], y=[round(v, 10) for v in iso.y_thresholds_.tolist()])
     return {"method": "isotonic", "maps": maps}
 
 def apply_calibration(calibration: dict | None, probs: np.ndarray) -> np.ndarray:
@@ -350,12 +353,14 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
                 r2=float(1 - np.sum(err ** 2) / np.sum((y - y.mean()) ** 2)))
 
 # %% ../nbs/22_train.ipynb #c022
-def _garch_variance(returns: np.ndarray, omega: float, alpha: float, beta: float) -> np.ndarray:
-    "Conditional variance σ²_{t+1} after each return (GARCH(1,1) recursion)."
+def _garch_variance(returns: np.ndarray, omega: float, alpha: float, beta: float,
+                    initial_variance: float | None = None) -> np.ndarray:
+    "Conditional variance σ²_{t+1} after each return (GARCH(1,1) recursion from σ²_0 = `initial_variance`, default var(returns))."
     from scipy.signal import lfilter
-    r2 = np.r_[np.var(returns), returns[:-1] ** 2]
+    start = float(np.var(returns)) if initial_variance is None else float(initial_variance)
+    r2 = np.r_[start, returns[:-1] ** 2]
     # σ²_t = ω + α r²_{t-1} + β σ²_{t-1}  ->  IIR filter on (ω + α r²_{t-1})
-    var = lfilter([1.0], [1.0, -beta], omega + alpha * r2, zi=[beta * np.var(returns)])[0]
+    var = lfilter([1.0], [1.0, -beta], omega + alpha * r2, zi=[beta * start])[0]
     return np.r_[var[1:], omega + alpha * returns[-1] ** 2 + beta * var[-1]]
 
 def fit_garch(returns: np.ndarray) -> dict:
@@ -372,10 +377,12 @@ def fit_garch(returns: np.ndarray) -> dict:
     return dict(omega=float(omega), alpha=float(alpha), beta=float(beta))
 
 def garch_forecast(returns: np.ndarray, params: dict, horizon: int) -> np.ndarray:
-    "Forecast of √Σ_{k=1..horizon} σ²_{t+k} made after each return."
+    """Forecast of √Σ_{k=1..horizon} σ²_{t+k} made after each return. The recursion starts from the fitted model's
+    long-run variance, so each forecast reads only the parameters and the returns up to its own bar (starting from the
+    variance of all `returns` would let the holdout's returns into every forecast)."""
     a, b = params["alpha"], params["beta"]; persistence = a + b
     long_run = params["omega"] / max(1 - persistence, 1e-9)
-    next_var = _garch_variance(returns, params["omega"], a, b)
+    next_var = _garch_variance(returns, params["omega"], a, b, initial_variance=long_run)
     decay = (1 - persistence ** horizon) / (1 - persistence) if persistence < 1 else horizon
     return np.sqrt(np.maximum(horizon * long_run + (next_var - long_run) * decay, 0))
 
@@ -454,7 +461,7 @@ def _write_artefacts(folder: Path, ms: ModelSet, calibration, report: dict, tabl
     dump = lambda name, obj: (folder / name).write_text(json.dumps(_round(obj), indent=1, sort_keys=True))
     dump("model_features.json", dict(input_features=table.feature_columns, selected=ms.selected, classes=list(ms.classes),
                                      family=ms.family, rounds=ms.rounds, routes={str(r): v for r, v in ms.routes.items()}))
-    dump("selector.json", dict(method="lightgbm gain, top-k, fit inside each CV fold and on all in-sample rows for the final model",
+    dump("selector.json", dict(method="lightgbm gain, top-k, fit inside each CV fold (before its early-stopping slice) and on all in-sample rows for the final model",
                                top_k=len(ms.selected), selected=ms.selected))
     dump("calibration.json", calibration or {})
     dump("reports/training_report.json", report)

@@ -175,10 +175,20 @@ def test_regime_hmm_and_selector_fit_in_sample_only(small_run):
     table, calls = small_run.table, small_run.calls
     _, _, start = holdout_reference(table, SMALL.holdout_frac)
     assert len(calls.hmm) == len(calls.selector) == SMALL.n_splits + 1
-    for fit_rows, hmm_rows, sel_rows in zip(calls.model_set, calls.hmm, calls.selector):
-        assert np.array_equal(hmm_rows, fit_rows) and np.array_equal(sel_rows, fit_rows)
+    times, ends = table.features.timestamp.to_numpy(), table.label_end_time.to_numpy()
+    for i, (fit_rows, hmm_rows, sel_rows) in enumerate(zip(calls.model_set, calls.hmm, calls.selector)):
+        assert np.array_equal(hmm_rows, fit_rows)
         assert table.features.timestamp.iloc[hmm_rows].max() < start
         assert table.label_end_time.iloc[hmm_rows].max() < start
+        if i == SMALL.n_splits:   # the final model: the selector on all in-sample rows
+            assert np.array_equal(sel_rows, fit_rows)
+            continue
+        # inside a CV fold the last 15 % of the fold's rows early-stops the booster: the selector sees only the rows
+        # before that slice whose labels end before it starts
+        cut = int(len(fit_rows) * 0.85)
+        before = [r for r in fit_rows[:cut] if ends[r] < times[fit_rows[cut]]]
+        assert np.array_equal(sel_rows, before) and len(before) < cut
+        assert not set(sel_rows.tolist()) & set(fit_rows[cut:].tolist())
 
 
 def test_cv_folds_are_purged(small_run):
@@ -601,3 +611,12 @@ def test_cross_fitted_calibration_never_reads_a_folds_own_labels():
     moved = cross_fitted_calibration(flipped, probs, fold)
     assert np.array_equal(base[fold == 2], moved[fold == 2]) and not np.array_equal(base[fold != 2], moved[fold != 2])
     assert np.allclose(base.sum(axis=1), 1)
+
+
+def test_calibration_is_fitted_as_it_is_saved():
+    "The report and the holdout scores use the calibration map exactly as calibration.json stores it (10 decimals)."
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(3), 2_000); y = rng.integers(0, 3, 2_000)
+    calibration = train_mod.fit_calibration(y, probs)
+    assert train_mod._round(calibration) == calibration
+    assert json.loads(json.dumps(train_mod._round(calibration))) == calibration
