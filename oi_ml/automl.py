@@ -21,7 +21,7 @@ import pandas as pd
 
 from .config import IST, RunConfig, config_to_dict
 from .cv import PurgedKFold, SegmentWindow, walk_forward_segments
-from .datasets import load_dataset, package_versions, read_json, sha256_file, write_parquet_deterministic
+from .datasets import code_sha256, git_commit, load_dataset, package_versions, read_json, sha256_file, write_parquet_deterministic
 from .labels import LabelConfig, forward_returns, frame_segment_end
 from .regimes import RegimeHMMTransformer
 from .train import (CLASS_NAMES, SIGNAL_OF_CLASS, ModelIntegrityError, TrainConfig, TrainingTable, _round, _xgb_params,
@@ -501,7 +501,8 @@ def _automl_manifest(folder: Path, summary: dict, dm: dict) -> dict:
         f"{f}_{k}": v[k] for f, v in summary["best_per_family"].items() for k in ("mean_validation_log_loss", "mean_validation_directional_auc")}
     return _round(dict(run_id=summary["run_id"], kind="automl", exchange=summary["exchange"], dataset_version=dm["version"],
                        dataset_sha256=dm["content_sha256"], dataset_simulated=dm.get("simulated", False), target=summary["target"],
-                       created_at=pd.Timestamp.now(tz="UTC").isoformat(), files=files, metrics_summary=metrics, packages=package_versions()))
+                       created_at=pd.Timestamp.now(tz="UTC").isoformat(), files=files, metrics_summary=metrics, packages=package_versions(),
+                       code_sha256=code_sha256(), git_commit=git_commit()))
 
 # %% ../nbs/23_automl.ipynb #c043
 def _write_files(folder: Path, summary: dict, out: _Collected) -> None:

@@ -25,9 +25,9 @@ from .store import load_historical_data_for_ml, record_training_batch, transacti
 
 # %% auto #0
 __all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'DATASET_COLUMNS', 'package_versions', 'git_commit',
-           'sha256_file', 'DatasetIntegrityError', 'read_json', 'write_parquet_deterministic', 'write_query_parquet',
-           'read_dataset_manifest', 'export_training_window', 'dataset_dir', 'list_datasets', 'latest_dataset_version',
-           'load_manifest', 'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
+           'sha256_file', 'code_sha256', 'DatasetIntegrityError', 'read_json', 'write_parquet_deterministic',
+           'write_query_parquet', 'read_dataset_manifest', 'export_training_window', 'dataset_dir', 'list_datasets',
+           'latest_dataset_version', 'load_manifest', 'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
 PACKAGES = ("numpy", "pandas", "duckdb", "pyarrow", "lightgbm", "xgboost-cpu", "optuna", "hmmlearn", "shap", "numba",
@@ -60,7 +60,21 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
     return h.hexdigest()
 
-# %% ../nbs/04_datasets.ipynb #c007
+def code_sha256(package_dir: str | Path | None = None) -> str:
+    """sha256 of the package's source code: every `*.py` file under `package_dir` (this package by default), each as its
+    relative path, length and bytes, in path order. Unlike `git_commit` it also identifies uncommitted code, so
+    training keys its run ids on it (`train.run_id_for`): other code, another run."""
+    import oi_ml
+    root = Path(package_dir or Path(oi_ml.__file__).resolve().parent)
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if any(part.startswith((".", "__pycache__")) for part in path.relative_to(root).parts): continue
+        data = path.read_bytes()
+        h.update(f"{rel}\0{len(data)}\0".encode()); h.update(data)
+    return h.hexdigest()
+
+# %% ../nbs/04_datasets.ipynb #c008
 class DatasetIntegrityError(Exception):
     "A dataset file is missing, unreadable, or its sha256 differs from the manifest."
 
@@ -73,7 +87,7 @@ def read_json(path: str | Path, error: type[Exception] = DatasetIntegrityError, 
     if missing: raise error(f"{path}: missing key(s) {', '.join(map(repr, missing))}")
     return obj
 
-# %% ../nbs/04_datasets.ipynb #c010
+# %% ../nbs/04_datasets.ipynb #c011
 def write_parquet_deterministic(frame: pd.DataFrame, path: str | Path, sort_by: list[str]) -> dict:
     "Write `frame` sorted by `sort_by` as zstd Parquet; returns {sha256, rows, bytes}."
     table = pa.Table.from_pandas(frame.sort_values(sort_by, kind="mergesort").reset_index(drop=True), preserve_index=False)
@@ -81,7 +95,7 @@ def write_parquet_deterministic(frame: pd.DataFrame, path: str | Path, sort_by: 
     pq.write_table(table, path, compression="zstd", row_group_size=256_000, write_statistics=True, store_schema=False)
     return dict(sha256=sha256_file(path), rows=table.num_rows, bytes=Path(path).stat().st_size)
 
-# %% ../nbs/04_datasets.ipynb #c013
+# %% ../nbs/04_datasets.ipynb #c014
 def write_query_parquet(con, sql: str, params: dict, path: str | Path, row_group_size: int = 256_000) -> dict:
     "Stream an ordered query into zstd Parquet with fixed-size row groups; returns {sha256, rows, bytes}."
     reader = con.sql(sql, params=params).to_arrow_reader(row_group_size)
@@ -101,7 +115,7 @@ def write_query_parquet(con, sql: str, params: dict, path: str | Path, row_group
     writer.close()
     return dict(sha256=sha256_file(path), rows=rows, bytes=Path(path).stat().st_size)
 
-# %% ../nbs/04_datasets.ipynb #c016
+# %% ../nbs/04_datasets.ipynb #c017
 DATASET_FILES = {"ml_features.parquet": ["symbol", "timestamp"],
                  "option_chain.parquet": ["symbol", "timestamp", "expiry", "strike", "option_type"]}
 
@@ -135,7 +149,7 @@ def _content_hash(files: dict) -> str:
     "One hash over the files' names and hashes."
     return hashlib.sha256("".join(f"{n}:{files[n]['sha256']};" for n in sorted(files)).encode()).hexdigest()
 
-# %% ../nbs/04_datasets.ipynb #c017
+# %% ../nbs/04_datasets.ipynb #c018
 MANIFEST_KEYS = ("version", "exchange", "window_start", "window_end", "row_count", "files", "content_sha256", "source")
 
 def read_dataset_manifest(path: Path) -> dict:
@@ -240,7 +254,7 @@ def _checked_existing(con, folder: Path, manifest: dict, staging: Path, files: d
     if not registered: _register(con, manifest, folder, remove_on_failure=False)
     return manifest
 
-# %% ../nbs/04_datasets.ipynb #c019
+# %% ../nbs/04_datasets.ipynb #c020
 def dataset_dir(exchange: str, version: str, run_cfg: RunConfig | None = None) -> Path:
     "Folder of a dataset version."
     return Path((run_cfg or RunConfig()).datasets_dir) / exchange.upper() / version
@@ -320,7 +334,7 @@ def load_dataset(exchange: str, version: str | None = None, run_cfg: RunConfig |
     manifest = verify_dataset(exchange, version, run_cfg) if verify else load_manifest(exchange, version, run_cfg)
     return pd.read_parquet(dataset_dir(exchange, version, run_cfg) / f"{table}.parquet"), manifest
 
-# %% ../nbs/04_datasets.ipynb #c024
+# %% ../nbs/04_datasets.ipynb #c025
 def _derived_file(name: str, info: dict | None) -> str:
     "File name of a derived table: recorded under `file` (content-named), `<name>.parquet` for older manifests."
     return (info or {}).get("file", f"{name}.parquet")

@@ -22,12 +22,12 @@ from .config import IST, RunConfig, get_exchange_config
 __all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'MIN_VOLATILITY_VALUES', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary',
            'validation_summary', 'session_bars', 'bar_minutes_of', 'daily_coverage', 'completeness_table',
            'coverage_figure', 'market_overview_figure', 'feature_completeness', 'correlation_figure', 'label_summary',
-           'load_run_report', 'cv_tables', 'confusion_figure', 'reliability_figure', 'shap_figure', 'template_path',
-           'pack_kernel', 'render_html', 'render_pack', 'decision_banner', 'baseline_notice', 'gate_table',
-           'candidate_vs_production', 'equity_figure', 'sortable_table', 'backtest_periods_per_year', 'backtest_setup',
-           'metrics_with_ci', 'trade_volatility', 'performance_breakdowns', 'window_order', 'benchmark_frame',
-           'walk_forward_frame', 'sensitivity_figure', 'risk_profile', 'monitoring_baseline', 'signoff_block',
-           'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
+           'load_run_report', 'run_provenance', 'cv_tables', 'confusion_figure', 'reliability_figure', 'shap_figure',
+           'template_path', 'pack_kernel', 'render_html', 'render_pack', 'decision_banner', 'baseline_notice',
+           'gate_table', 'candidate_vs_production', 'equity_figure', 'sortable_table', 'backtest_periods_per_year',
+           'backtest_setup', 'metrics_with_ci', 'trade_volatility', 'performance_breakdowns', 'window_order',
+           'benchmark_frame', 'walk_forward_frame', 'sensitivity_figure', 'risk_profile', 'monitoring_baseline',
+           'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def source_banner(manifest: dict) -> str:
@@ -152,6 +152,13 @@ def load_run_report(exchange: str, run_id: str, run_cfg: RunConfig, name: str = 
     run_dir = Path(run_cfg.models_dir) / exchange.upper() / run_id
     verify_run(run_dir)
     return json.loads((run_dir / "reports" / name).read_text())
+
+def run_provenance(run_manifest: dict) -> str:
+    "Markdown line: which code trained a run (package code sha256 and git commit) and when; older runs say it was not recorded."
+    code, commit = run_manifest.get("code_sha256"), run_manifest.get("git_commit")
+    trained = f"Run `{run_manifest['run_id']}` trained {str(run_manifest.get('created_at', ''))[:19]} UTC"
+    if not code: return trained + " by code that was not recorded (a run saved before runs kept their code's sha256)."
+    return trained + f" by package code sha256 `{code[:16]}…` (git commit `{commit}`); the run id is keyed on that code."
 
 def cv_tables(report: dict) -> dict:
     "DataFrames: CV metrics per fold, per regime (out-of-fold) and holdout vs majority baseline."

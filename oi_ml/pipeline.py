@@ -20,7 +20,7 @@ import pandas as pd
 from .backtest import run_validation_windows, save_backtest
 from .config import IST, RunConfig, config_to_dict
 from .cv import walk_forward_segments
-from .datasets import export_training_window, load_dataset, read_json, write_derived
+from .datasets import code_sha256, export_training_window, load_dataset, read_json, write_derived
 from .features import prepare_training_features, supported_feature_columns
 from .gate import GateConfig, default_backtest_config, evaluate_candidate, gate_line, signals_for, train_config_of
 from .labels import labels_frame
@@ -71,11 +71,12 @@ class RetrainRun:
     run_cfg: RunConfig
     folder: Path
     steps: dict = field(default_factory=dict)
+    code: str = field(default_factory=code_sha256)   # the package code of this run: in every step key and the manifest
 
     def save(self) -> None:
         "Write the run manifest atomically."
         tmp = self.folder / ".run_manifest.json.tmp"
-        tmp.write_text(json.dumps(dict(config=config_to_dict(self.cfg), steps=self.steps), indent=1, sort_keys=True, default=str))
+        tmp.write_text(json.dumps(dict(config=config_to_dict(self.cfg), code_sha256=self.code, steps=self.steps), indent=1, sort_keys=True, default=str))
         os.replace(tmp, self.folder / "run_manifest.json")
 
 def _cache_dir(run_cfg: RunConfig, exchange: str) -> Path:
@@ -98,7 +99,7 @@ def _missing(path: Path) -> str | None:
 
 def run_step(run: RetrainRun, name: str, inputs: dict, fn, valid=lambda out: None) -> dict:
     "Run (or reuse from the cache) one step; record key, outputs, timing and status (and why a cache entry was rejected) in the run manifest."
-    key = _hash([name, inputs])
+    key = _hash([name, inputs, run.code])
     cached = _cache_dir(run.run_cfg, run.cfg.exchange) / f"{key}.json"
     t0 = time.perf_counter()
     out, rejected = _cached_outputs(cached, valid)

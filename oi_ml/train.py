@@ -22,7 +22,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 
 from .config import RunConfig, config_to_dict
 from .cv import PurgedKFold
-from .datasets import load_dataset, package_versions, read_json, sha256_file
+from .datasets import code_sha256, git_commit, load_dataset, package_versions, read_json, sha256_file
 from .features import KEY_COLUMNS, feature_distribution, prepare_training_features, supported_feature_columns
 from .indicators import WARMUP_BARS
 from .labels import LabelConfig, make_target
@@ -387,9 +387,11 @@ def garch_forecast(returns: np.ndarray, params: dict, horizon: int) -> np.ndarra
     return np.sqrt(np.maximum(horizon * long_run + (next_var - long_run) * decay, 0))
 
 # %% ../nbs/22_train.ipynb #c025
-def run_id_for(exchange: str, dataset_manifest: dict, cfg: TrainConfig) -> str:
-    "Content-addressed run id: dataset version + hash of (exchange, dataset content, training config)."
-    key = json.dumps([exchange, dataset_manifest["content_sha256"], config_to_dict(cfg)], sort_keys=True, default=str)
+def run_id_for(exchange: str, dataset_manifest: dict, cfg: TrainConfig, code: str | None = None) -> str:
+    """Content-addressed run id: dataset version + hash of (exchange, dataset content, training config, package code).
+    The code is `code_sha256()` unless given: changed code trains a new run instead of reusing one the old code made."""
+    key = json.dumps([exchange, dataset_manifest["content_sha256"], config_to_dict(cfg), code or code_sha256()],
+                     sort_keys=True, default=str)
     return f"run-{dataset_manifest['version']}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 def _round(obj, digits: int = 10):
@@ -466,7 +468,8 @@ def _write_artefacts(folder: Path, ms: ModelSet, calibration, report: dict, tabl
     dump("calibration.json", calibration or {})
     dump("reports/training_report.json", report)
 
-def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConfig, report: dict, table: TrainingTable, ins, scores) -> dict:
+def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConfig, report: dict, table: TrainingTable, ins, scores,
+              code: str) -> dict:
     "Run manifest: provenance, metrics summary, reference distributions and the sha256 of every file."
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     hold = report.get("holdout", {})
@@ -480,7 +483,8 @@ def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConf
                        feature_distribution=feature_distribution(table.features.iloc[ins], table.feature_columns),
                        score_distribution=feature_distribution(pd.DataFrame({"score": scores}), ["score"])["score"],
                        train_window=[table.features.timestamp.iloc[ins[0]].isoformat(), table.features.timestamp.iloc[ins[-1]].isoformat()],
-                       holdout_window=report["rows"]["holdout_window"], packages=package_versions()))
+                       holdout_window=report["rows"]["holdout_window"], packages=package_versions(),
+                       code_sha256=code, git_commit=git_commit()))
 
 # %% ../nbs/22_train.ipynb #c028
 def fit_calibrated(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig) -> tuple[dict, dict | None, ModelSet]:
@@ -496,14 +500,16 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
     cfg = dataclasses.replace(cfg or TrainConfig(), target=target)
     run_cfg = run_cfg or RunConfig()
     raw, dm = load_dataset(exchange, dataset_version, run_cfg)
-    run_id = run_id_for(exchange.upper(), dm, cfg)
+    code = code_sha256()   # the code that trains this run: in its id and its manifest
+    run_id = run_id_for(exchange.upper(), dm, cfg, code)
     run_dir = Path(run_cfg.models_dir) / exchange.upper() / run_id
     if reuse and (run_dir / "manifest.json").exists(): return verify_run(run_dir)
     table = build_training_table(raw, cfg)
     ins, hold = holdout_split(table, cfg)
     cv, calibration, final = fit_calibrated(table, ins, cfg)
     report = _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final)
-    return _save_run(run_dir, run_id, exchange.upper(), dm, cfg, report, table, ins, holdout_scores(table, hold, final, calibration), final, calibration)
+    return _save_run(run_dir, run_id, exchange.upper(), dm, cfg, report, table, ins, holdout_scores(table, hold, final, calibration),
+                     final, calibration, code)
 
 def holdout_scores(table: TrainingTable, hold: np.ndarray, final: ModelSet, calibration) -> np.ndarray:
     "The final model's holdout scores: calibrated confidence of the chosen class (regression: the prediction)."
@@ -559,11 +565,11 @@ def swap_into_place(new: Path, target: Path) -> None:
         os.replace(aside, target); raise
     shutil.rmtree(aside, ignore_errors=True)
 
-def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration) -> dict:
+def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration, code) -> dict:
     "Write the artefacts and their hash-listing manifest as one published run."
     def write(staging: Path) -> dict:
         _write_artefacts(staging, final, calibration, report, table)
-        return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores)
+        return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores, code)
     return publish_run(run_dir, write)
 
 # %% ../nbs/22_train.ipynb #c032

@@ -230,6 +230,23 @@ def test_existing_run_is_reused_without_training(small_run, monkeypatch):
     assert train_model("NSE", small_run.dm["version"], cfg=SMALL, run_cfg=small_run.cfg) == small_run.manifest
 
 
+class _Trains(Exception):
+    "Raised instead of training, to show train_model went on to train."
+
+
+def test_a_run_records_and_is_keyed_on_the_code_that_trained_it(small_run, monkeypatch):
+    "The manifest names the package code (sha256 of its source) and git commit; other code does not reuse the run."
+    from oi_ml.datasets import code_sha256, git_commit
+    man = small_run.manifest
+    assert man["code_sha256"] == code_sha256() and man["git_commit"] == git_commit()
+    assert man["run_id"] == train_mod.run_id_for("NSE", small_run.dm, dataclasses.replace(SMALL, target="triple_barrier"), code_sha256())
+    assert train_mod.run_id_for("NSE", small_run.dm, SMALL, "0" * 64) != train_mod.run_id_for("NSE", small_run.dm, SMALL, "1" * 64)
+    monkeypatch.setattr(train_mod, "code_sha256", lambda: "0" * 64)   # the same data and config, other code
+    monkeypatch.setattr(train_mod, "build_training_table", lambda *a, **k: (_ for _ in ()).throw(_Trains()))
+    with pytest.raises(_Trains):
+        train_model("NSE", small_run.dm["version"], cfg=SMALL, run_cfg=small_run.cfg)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # safe artefacts
 
