@@ -5,6 +5,7 @@
 # %% ../nbs/43_monitor.ipynb #c003
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -29,9 +30,9 @@ from .store import connect, denormalise_payload
 
 # %% auto #0
 __all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'psi', 'psi_status', 'drift_row', 'drift_report',
-           'rolling_hit_rate', 'degradation_check', 'latency_histogram', 'latency_percentiles', 'alerts_path',
-           'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations', 'recent_features', 'model_columns',
-           'score_drift', 'assess', 'monitor_summary', 'notify_alerts', 'format_summary']
+           'rolling_hit_rate', 'effective_outcomes', 'degradation_check', 'latency_histogram', 'latency_percentiles',
+           'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations', 'recent_features',
+           'model_columns', 'score_drift', 'assess', 'monitor_summary', 'notify_alerts', 'format_summary']
 
 # %% ../nbs/43_monitor.ipynb #c004
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class MonitorConfig:
     psi_alert: float = 0.25                 # PSI at or above this: major shift (alert)
     feedback_window: int = 200              # most recent known outcomes in the rolling hit rate
     degrade_threshold: float = 0.1          # absolute drop of the hit rate below the approval baseline that trips retraining
+    outcome_overlap: int = 15               # lags over which consecutive outcomes share label bars (the label horizon in bars;
+                                            # monitor_summary takes it from the version's horizon)
     webhook_env: str = "OI_ML_ALERT_WEBHOOK"  # environment variable holding the alert webhook URL (never a file)
     webhook_timeout: float = 5.0            # seconds per webhook POST
     live_rows: int = 2000                   # most recent ml_features bars (and served recommendations) compared with training's
@@ -88,6 +91,22 @@ def rolling_hit_rate(outcomes: pd.DataFrame, window: int) -> pd.Series:
     known = outcomes.dropna(subset=["correct"]).sort_values("timestamp", kind="mergesort")
     return known["correct"].astype("float64").rolling(window, min_periods=window).mean().set_axis(known["timestamp"])
 
+def effective_outcomes(hits, max_lag: int) -> float:
+    """Independent-trial equivalent of a time-ordered run of 0/1 outcomes: n / (1 + 2 Σ_{k=1..L} (1 − k/(L+1)) ρ_k), with
+    ρ_k the run's sample autocorrelations and L = `max_lag` (Bartlett weights); between 1 and n."""
+    x = np.asarray(hits, dtype=np.float64); n = len(x)
+    if n < 2: return float(n)
+    x = x - x.mean(); var = float(x @ x)
+    if var == 0.0: return float(n)
+    inflation = 1.0 + 2.0 * sum((1 - k / (max_lag + 1)) * float(x[:-k] @ x[k:]) / var for k in range(1, min(max_lag, n - 1) + 1))
+    return float(min(n, max(1.0, n / max(inflation, 1e-12))))
+
+def _p_below(rate: float, baseline: float, n_eff: float) -> float:
+    "One-sided normal-approximation p-value of a hit rate this low over `n_eff` independent trials at the baseline rate."
+    if not (0.0 < baseline < 1.0) or not n_eff > 0: return float("nan")
+    z = (rate - baseline) / math.sqrt(baseline * (1 - baseline) / n_eff)
+    return 0.5 * math.erfc(-z / math.sqrt(2))
+
 def degradation_check(outcomes: pd.DataFrame, baseline_hit_rate: float, cfg: MonitorConfig = MonitorConfig()) -> dict:
     "Rolling hit rate of the last `feedback_window` known outcomes vs the approval baseline; `needs_retrain` with the reason."
     from scipy.stats import binomtest
@@ -97,16 +116,21 @@ def degradation_check(outcomes: pd.DataFrame, baseline_hit_rate: float, cfg: Mon
     recent = known[-cfg.feedback_window:]
     n, hits = len(recent), int(recent.sum())
     rate = hits / n if n else float("nan")
+    n_eff = effective_outcomes(recent, cfg.outcome_overlap)
     out = {"needs_retrain": False, "rolling_hit_rate": rate, "baseline_hit_rate": float(baseline_hit_rate), "drop": float(baseline_hit_rate) - rate,
            "n_outcomes": n, "window": cfg.feedback_window, "threshold": cfg.degrade_threshold,
-           "p_value_iid": float(binomtest(hits, n, float(baseline_hit_rate), alternative="less").pvalue) if n else float("nan")}
+           "p_value_iid": float(binomtest(hits, n, float(baseline_hit_rate), alternative="less").pvalue) if n else float("nan"),
+           "effective_outcomes": n_eff, "outcome_overlap": cfg.outcome_overlap,
+           "p_value_overlap": _p_below(rate, float(baseline_hit_rate), n_eff) if n else float("nan")}
+    evidence = (f"; one-sided p {out['p_value_overlap']:.3f} allowing for overlapping outcomes (about {n_eff:.0f} independent), "
+                f"{out['p_value_iid']:.2g} if they were independent") if n else ""
     if n < cfg.feedback_window:
         return out | {"reason": f"only {n} of {cfg.feedback_window} outcomes known yet: not judged (baseline {baseline_hit_rate:.3f})"}
     if out["drop"] > cfg.degrade_threshold:
         return out | {"needs_retrain": True, "reason": f"hit rate {rate:.3f} over the last {n} outcomes is {out['drop']:.3f} below "
-                                                       f"the approval baseline {baseline_hit_rate:.3f} (threshold {cfg.degrade_threshold:.3f})"}
+                                                       f"the approval baseline {baseline_hit_rate:.3f} (threshold {cfg.degrade_threshold:.3f}){evidence}"}
     return out | {"reason": f"hit rate {rate:.3f} over the last {n} outcomes vs approval baseline {baseline_hit_rate:.3f}: "
-                            f"within {cfg.degrade_threshold:.3f}"}
+                            f"within {cfg.degrade_threshold:.3f}{evidence}"}
 
 # %% ../nbs/43_monitor.ipynb #c017
 LATENCY_EDGES_US = (0.0, 25.0, 50.0, 100.0, 150.0, 250.0, 500.0, 1_000.0, 5_000.0, 25_000.0, math.inf)
@@ -237,6 +261,8 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
     "Drift, score drift, degradation, latency and active alerts of the current model version of `exchange` (and `horizon`), JSON-ready."
     run_cfg = run_cfg or RunConfig()
     folder, manifest = load_version(exchange, run_cfg=run_cfg, horizon=horizon)
+    if own_horizon := horizon or manifest.get("horizon"):   # '15m': outcomes of consecutive bars share 15 / bar_minutes bars
+        cfg = dataclasses.replace(cfg, outcome_overlap=max(1, int(own_horizon[:-1]) // run_cfg.bar_minutes))
     inputs, used = model_columns(folder, manifest)
     served = served_recommendations(run_cfg, exchange, manifest["version"], cfg)
     live = recent_features(run_cfg, exchange, inputs, cfg) if live_features is None else live_features
@@ -251,7 +277,8 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
         "horizon": horizon or manifest.get("horizon"), "version": manifest["version"],   # the key's, else the labels'
         "run_id": manifest["run_id"], "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "n_recommendations": len(served),
         "n_live_rows": len(live), "thresholds": {"psi_warn": cfg.psi_warn, "psi_alert": cfg.psi_alert,
-                                                      "degrade_threshold": cfg.degrade_threshold, "feedback_window": cfg.feedback_window},
+                                                      "degrade_threshold": cfg.degrade_threshold, "feedback_window": cfg.feedback_window,
+                                                      "outcome_overlap": cfg.outcome_overlap},
         "drift": drift.to_dict("records"), "score_drift": score, "degradation": degradation,
         "latency": {**latency, "histogram": latency_histogram(served["latency_us"]).to_dict("records")},
         "alerts": alerts, "warnings": warnings, "needs_retrain": bool(alerts),

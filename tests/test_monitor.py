@@ -126,6 +126,25 @@ def test_degradation_threshold_is_a_strict_drop_and_unknown_outcomes_ignored():
         degradation_check(frame.drop(columns="correct"), 0.5)
 
 
+def test_effective_outcomes_reference_and_overlap_p_value():
+    "Hand-computed effective sample size of a short run, and the overlap-adjusted p-value against the i.i.d. one."
+    from oi_ml.monitor import effective_outcomes
+    x = np.array([1, 1, 0, 0, 1, 1, 0, 0], float)                    # mean 0.5, deviations ±0.5, Σ dev² = 2
+    # lag 1: 4 equal neighbours (+0.25) and 3 unequal (−0.25): ρ1 = 0.25 / 2; lag 2: 6 unequal: ρ2 = −1.5 / 2
+    rho1, rho2 = 0.25 / 2, -1.5 / 2
+    inflation = 1 + 2 * ((1 - 1 / 3) * rho1 + (1 - 2 / 3) * rho2)     # L = 2, Bartlett weights
+    assert effective_outcomes(x, 2) == pytest.approx(min(8, 8 / inflation))
+    assert effective_outcomes(x, 1) == pytest.approx(8 / (1 + 2 * 0.5 * rho1))
+    rng = np.random.default_rng(21)
+    runs = np.repeat(rng.random(60) < 0.4, 15)[-200:]                  # 15-bar runs: few independent results
+    result = degradation_check(outcomes(runs), 0.55, MonitorConfig(feedback_window=200, outcome_overlap=15))
+    assert result["effective_outcomes"] < 40 and result["p_value_overlap"] > result["p_value_iid"]
+    n_eff, rate = result["effective_outcomes"], result["rolling_hit_rate"]
+    z = (rate - 0.55) / math.sqrt(0.55 * 0.45 / n_eff)
+    assert result["p_value_overlap"] == pytest.approx(0.5 * math.erfc(-z / math.sqrt(2)))
+    assert f"about {n_eff:.0f} independent" in result["reason"]
+
+
 def test_rolling_hit_rate_reference():
     rng = np.random.default_rng(13)
     hits = rng.random(300) < 0.5
@@ -279,6 +298,11 @@ def test_summary_default_live_window_from_the_warehouse(deployed, tmp_path):
     assert summary["n_live_rows"] == 500 and len(summary["drift"]) > 100
 
 
+def manifest_horizon(cfg) -> str:
+    "The deployed version's label horizon ('15m')."
+    return json.loads((version_dir("NSE", run_cfg=cfg) / "manifest.json").read_text())["horizon"]
+
+
 def test_summary_alerts_on_degradation_and_drift(deployed, tmp_path):
     cfg = private_copy(deployed[0], tmp_path)
     _, features, manifest = deployed
@@ -292,6 +316,8 @@ def test_summary_alerts_on_degradation_and_drift(deployed, tmp_path):
     kinds = {a["kind"] for a in summary["alerts"]}
     assert {"degradation", "feature_drift"} <= kinds and summary["needs_retrain"]
     assert summary["degradation"]["rolling_hit_rate"] == pytest.approx(0.1) and summary["n_recommendations"] == len(served)
+    horizon_bars = int(manifest_horizon(cfg)[:-1]) // cfg.bar_minutes           # the version's label horizon, in bars
+    assert summary["degradation"]["outcome_overlap"] == summary["thresholds"]["outcome_overlap"] == horizon_bars
     assert summary["latency"]["n"] == 300 and summary["score_drift"]["n_live"] == 300
     drift_alert = next(a for a in summary["alerts"] if a["kind"] == "feature_drift")
     assert shifted in drift_alert["details"] and len(summary["retrain_reasons"]) == len(summary["alerts"])
