@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from scipy.special import ndtr
 
 from .config import IST, ExchangeConfig, QualityConfig, RunConfig, get_exchange_config, is_trading_day
@@ -23,11 +24,11 @@ from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_tran
 
 # %% auto #0
 __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'ISO_DATE', 'MONTH_NAME_DATE', 'DATE_FORMATS',
-           'OLD_BHAV', 'UDIFF_BHAV', 'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns',
-           'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal', 'check_session',
-           'check_trading_days', 'file_sha256', 'quarantine', 'quarantine_in_transaction', 'import_ohlcv',
-           'detect_bhavcopy_format', 'implied_vol_black76', 'import_bhavcopy', 'write_example_bhavcopy',
-           'validate_stored']
+           'DATE_YEARS', 'OLD_BHAV', 'UDIFF_BHAV', 'ValidationReport', 'IngestError', 'read_table',
+           'normalise_ohlcv_columns', 'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc',
+           'check_temporal', 'check_session', 'check_trading_days', 'file_sha256', 'quarantine',
+           'quarantine_in_transaction', 'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76',
+           'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
@@ -89,7 +90,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
     try:
         return _read_table(path)
-    except (zipfile.BadZipFile, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+    except (zipfile.BadZipFile, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, pa.ArrowInvalid) as err:
         raise ValueError(f"{path}: cannot read the file ({type(err).__name__}: {err})") from err
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -125,6 +126,7 @@ def parse_numbers(frame: pd.DataFrame, columns, report: ValidationReport) -> pd.
 ISO_DATE = r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s*(?:Z|[+-]\d{2}:?\d{2}))?)?"  # YYYY-MM-DD[ HH:MM[:SS]][offset]
 MONTH_NAME_DATE = r"\d{1,2}-[A-Za-z]{3}-\d{4}"                                                       # DD-MMM-YYYY (old bhavcopy)
 DATE_FORMATS = "YYYY-MM-DD[ HH:MM[:SS]][+HH:MM|Z] or DD-MMM-YYYY"
+DATE_YEARS = (1900, 2200)   # accepted years (pandas' nanosecond timestamps end in 1677 and 2262)
 
 def _parse_date_text(text: pd.Series, utc: bool) -> pd.Series:
     "Parse the cells matching `ISO_DATE` or `MONTH_NAME_DATE` (others NaT): no format guessing, so no day/month swaps."
@@ -143,6 +145,10 @@ def parse_timestamps(values: pd.Series, report: ValidationReport, column: str, t
         odd = has_offset if has_offset.sum() <= (~has_offset).sum() else (~has_offset & values.notna().to_numpy())
         report.add(np.flatnonzero(odd) + 1, column, "schema", "mixed time zones: some timestamps carry an offset and others do not")
         text = text.where(~odd)
+    year = pd.to_numeric(text.str.extract(r"^(\d{4})-", expand=False).fillna(text.str.extract(r"-(\d{4})$", expand=False)), errors="coerce")
+    far = (year.notna() & ~year.between(*DATE_YEARS)).to_numpy()   # pandas cannot hold them; no market data is from then
+    report.add(np.flatnonzero(far) + 1, column, "schema", [f"date {v!r} outside the years {DATE_YEARS[0]}–{DATE_YEARS[1]}" for v in values[far]])
+    text = text.where(~far)
     parsed = _parse_date_text(text, utc=bool(has_offset.any() and not (~has_offset & values.notna().to_numpy()).any()))
     bad = parsed.isna() & text.notna()
     report.add(np.flatnonzero(bad.to_numpy()) + 1, column, "schema",
@@ -172,7 +178,7 @@ def check_ohlc(frame: pd.DataFrame, report: ValidationReport, quality: QualityCo
     beyond the bar's own open and close (a spike such as a high of 1e12 on a bar that opened and closed near 100)."""
     o, h, l, c, v = (frame[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
     rows = lambda mask: np.flatnonzero(mask) + 1
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):   # zero/NaN prices are reported below, not warned about
         bad_high = h < np.maximum(o, c)
         report.add(rows(bad_high), "high", "ohlc_logic", [f"high {a} < max(open, close) {b}" for a, b in zip(h[bad_high], np.maximum(o, c)[bad_high])])
         bad_low = (l > np.minimum(o, c)) & ~bad_high
@@ -182,13 +188,13 @@ def check_ohlc(frame: pd.DataFrame, report: ValidationReport, quality: QualityCo
             report.add(rows(vals <= 0), col, "price_sanity", "price must be positive")
         move = np.abs(c[1:] / c[:-1] - 1)
         flagged = np.zeros(len(move), dtype=bool) if split is None else split[1:]
-        jump = np.r_[False, (move > quality.max_bar_move) & ~flagged] & check_moves
+        jump = np.r_[False, (move > quality.max_bar_move) & ~flagged & (c[:-1] > 0) & (c[1:] > 0)] & check_moves   # moves of positive prices
         report.add(rows(jump), "close", "price_sanity", [f"close moved {m:.0%} in one bar (not flagged as a split)" for m in move[jump[1:]]])
         body_high, body_low = np.maximum(o, c), np.minimum(o, c)
-        spike_high = check_moves & ~bad_high & (h > body_high * (1 + quality.max_bar_move))
+        spike_high = check_moves & ~bad_high & (body_high > 0) & (h > body_high * (1 + quality.max_bar_move))
         report.add(rows(spike_high), "high", "price_sanity", [f"high {a} is more than {quality.max_bar_move:.0%} above max(open, close) {b}"
                                                                for a, b in zip(h[spike_high], body_high[spike_high])])
-        spike_low = check_moves & ~bad_low & (l > 0) & (l < body_low * (1 - quality.max_bar_move))
+        spike_low = check_moves & ~bad_low & (l > 0) & (body_low > 0) & (l < body_low * (1 - quality.max_bar_move))
         report.add(rows(spike_low), "low", "price_sanity", [f"low {a} is more than {quality.max_bar_move:.0%} below min(open, close) {b}"
                                                              for a, b in zip(l[spike_low], body_low[spike_low])])
         report.add(rows(v < 0), "volume", "volume_sanity", "negative volume")
@@ -324,6 +330,8 @@ def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_
     missing = [c for c in OHLCV_REQUIRED if c not in frame.columns]
     if missing:
         _finish_rejected(con, report, raw, batch_id, exchange, "ohlcv", path, run_cfg, _header_error(report, missing, raw.columns))
+    if problem := _header_or_empty(report, frame.columns, raw):
+        _finish_rejected(con, report, raw, batch_id, exchange, "ohlcv", path, run_cfg, problem)
     frame = parse_numbers(frame.astype({c: "object" for c in OHLCV_REQUIRED[1:]}), OHLCV_REQUIRED[1:], report)
     frame["timestamp"] = parse_timestamps(frame["timestamp"], report, "timestamp", session_open=cfg.session_open)
     incomplete = check_complete(frame, OHLCV_REQUIRED, report, run_cfg.quality)
@@ -345,6 +353,17 @@ def _merge(report: ValidationReport, sub: ValidationReport, rows: np.ndarray) ->
     "Copy `sub`'s problems into `report`, mapping its positional rows back to the file's row numbers."
     for p in sub.problems.itertuples():
         report.add([rows[p.row_number - 1]], p.column_name, p.check_name, p.reason, p.severity)
+
+def _header_or_empty(report: ValidationReport, columns, raw: pd.DataFrame) -> IngestError | None:
+    "A schema error when two header cells name the same column (after normalising), or when the file has no data rows."
+    names = pd.Index(columns)
+    if (twice := sorted(set(map(str, names[names.duplicated()])))):
+        report.add([0], ",".join(twice), "schema", f"column(s) {twice} appear more than once in the header; found {list(raw.columns)}")
+        return IngestError(report)
+    if len(raw) == 0:
+        report.add([0], "", "completeness", "the file has a header but no data rows")
+        return IngestError(report)
+    return None
 
 def _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, error: IngestError):
     "Quarantine the problem rows and record the batch as rejected (under its own id when it is a retry), then raise `error`."
@@ -503,6 +522,8 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     batch_id = f"bhav-{exchange}-{file_sha256(path)[:12]}"
     fmt, mapping, missing = detect_bhavcopy_format(raw.columns)
     if missing: _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, _header_error(report, missing, raw.columns))
+    if problem := _header_or_empty(report, [str(c).strip() for c in raw.columns], raw):
+        _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, problem)
     frame = _bhav_frame(raw, mapping, fmt, report, run_cfg, cfg)
     wanted = frame.symbol.isin(symbols or (cfg.symbol,)).to_numpy() & (frame.instrument != "OTHER").to_numpy()
     if not wanted.any():   # a stock-options-only file, or another index's: nothing to store is an error, not a success

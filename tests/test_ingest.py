@@ -195,6 +195,9 @@ BAD_OHLCV = [  # (case, mutation, row, column, check) with row the 1-based data 
     ("negative_volume", _set(8, "Volume", "-5"), 8, "volume", "volume_sanity"),
     ("duplicate_timestamp", _duplicate, 12, "timestamp", "temporal"),
     ("out_of_order", _out_of_order, 15, "timestamp", "temporal"),
+    ("date_past_2262", _set(7, "Date", "2300-01-01"), 7, "timestamp", "schema"),     # beyond pandas' nanosecond range
+    ("date_in_year_one", _set(7, "Date", "0001-01-01"), 7, "timestamp", "schema"),
+    ("header_names_a_column_twice", lambda f: f.assign(volume=f["Volume"]), 0, "volume", "schema"),  # Volume and volume
 ]
 
 
@@ -314,6 +317,9 @@ def _corrupt_zip(p): p.write_bytes(b"PK\x03\x04 this is not really a zip archive
 def _empty(p): p.write_bytes(b""); return p
 def _ragged(p): p.write_text("Date,Open,High,Low,Close,Volume\n2025-01-02,1,2,0.5,1.5,10\n2025-01-03,1,2,0.5,1.5,10,7,8\n"); return p
 def _corrupt_parquet(p): p.write_bytes(b"PAR1 truncated parquet"); return p
+def _truncated_parquet(p):
+    yahoo_frame().to_parquet(p.with_suffix(".full")); p.write_bytes(p.with_suffix(".full").read_bytes()[:1500]); return p
+def _empty_parquet(p): p.write_bytes(b""); return p
 def _two_csvs(p):
     with zipfile.ZipFile(p, "w") as zf: zf.writestr("a.csv", "x\n1\n"); zf.writestr("b.csv", "x\n2\n")
     return p
@@ -325,6 +331,8 @@ CORRUPT = [
     pytest.param("ragged.csv", _ragged, id="ragged_csv"),
     pytest.param("corrupt.parquet", _corrupt_parquet, id="corrupt_parquet"),
     pytest.param("two.zip", _two_csvs, id="zip_with_two_csvs"),
+    pytest.param("truncated.parquet", _truncated_parquet, id="truncated_parquet"),
+    pytest.param("empty.parquet", _empty_parquet, id="empty_parquet"),
 ]
 
 
@@ -334,9 +342,11 @@ def test_corrupt_file_fails_naming_the_file_and_changes_nothing(seeded, cfg, tmp
     path = make(tmp_path / name)
     before = fingerprint(seeded)
     call = (lambda: import_ohlcv(seeded, path, "BAD", run_cfg=cfg)) if importer == "ohlcv" else (lambda: import_bhavcopy(seeded, path, run_cfg=cfg))
-    with pytest.raises(Exception) as err:
+    with pytest.raises(ValueError) as err:        # IngestError or read_table's ValueError, never a reader's own type
         call()
     assert name in str(err.value), f"{type(err.value).__name__}: {err.value}"
+    if importer == "ohlcv" and name.endswith(".parquet"):   # the reader's own error (pyarrow's ArrowInvalid) is wrapped too
+        assert "cannot read the file" in str(err.value), str(err.value)
     assert fingerprint(seeded) == before
 
 
@@ -353,15 +363,17 @@ def test_mixed_timezone_column_is_a_schema_error_naming_the_row(con, cfg, tmp_pa
         import_ohlcv(con, write(frame, tmp_path / "mixed.csv"), "MIX", run_cfg=cfg)
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")                     # numpy's mean of an empty column
-def test_header_only_file_changes_nothing(sim_con, cfg, tmp_path, fingerprint):
+@pytest.mark.filterwarnings("error::RuntimeWarning")                      # no numpy warning on an empty column either
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_header_only_file_is_rejected_and_changes_nothing(sim_con, cfg, tmp_path, fingerprint, suffix):
     query = "SELECT * EXCLUDE (gex) FROM ml_features ORDER BY timestamp"
     before, raw_before = sim_con.execute(query).df(), fingerprint(sim_con, ("underlying_bars", "option_chain_snapshots"))
-    path = tmp_path / "header.csv"; path.write_text("Date,Open,High,Low,Close,Volume\n")
-    try:
-        assert import_ohlcv(sim_con, path, "EMPTY", run_cfg=cfg)["rows_added"] == {"underlying_bars": 0}
-    except IngestError as err:                                   # rejecting an empty file would be fine too
-        assert str(path) in str(err)
+    path = tmp_path / f"header{suffix}"
+    if suffix == ".csv": path.write_text("Date,Open,High,Low,Close,Volume\n")
+    else: yahoo_frame().iloc[:0].to_parquet(path)
+    with pytest.raises(IngestError, match=r"header.* first at row 0.*no data rows"):
+        import_ohlcv(sim_con, path, "EMPTY", run_cfg=cfg)
+    assert sim_con.execute("SELECT status FROM training_batches WHERE file = ?", [str(path)]).fetchall() == [("rejected",)]
     assert fingerprint(sim_con, ("underlying_bars", "option_chain_snapshots")) == raw_before
     pd.testing.assert_frame_equal(sim_con.execute(query).df(), before)
 
@@ -493,6 +505,7 @@ BAD_BHAV = {
     "zero_lot_size": _bhav_case("NewBrdLotQty", "0", "non_negative", "lot_size"),
     "unknown_option_type": _bhav_case("OptnTp", "C", "schema", "option_type"),
     "infinite_close": _bhav_case("ClsPric", "inf", "schema", "close"),
+    "expiry_in_year_9999": _bhav_case("XpryDt", "9999-12-31", "schema", "expiry"),
     "option_above_its_bound": _bhav_case(   # a call above its underlying, a put above its strike (whichever the row is)
         "ClsPric", lambda row: str(float(row.UndrlygPric if row.OptnTp == "CE" else row.StrkPric) * 1.01), "price_sanity", "close"),
 }
@@ -705,3 +718,20 @@ def test_a_conflicting_key_is_located_by_exact_value_not_text_prefix():
     times = pd.Series(pd.to_datetime(["2025-01-02 03:45", "2025-01-02 03:46"]).tz_localize("UTC"))
     assert ingest._equals_stored_text(times, "2025-01-02 09:16:00+05:30").tolist() == [False, True]
     assert ingest._equals_stored_text(pd.Series(["NIFTY", "NIFTY50"]), "NIFTY").tolist() == [True, False]
+
+
+def test_bhavcopy_header_naming_a_column_twice_is_rejected(seeded, cfg, tmp_path, fingerprint):
+    "' TckrSymb' and 'TckrSymb' are the same column once the header is stripped: a schema error naming it."
+    raw = _bhav(tmp_path); raw[" TckrSymb"] = raw["TckrSymb"]
+    path = tmp_path / "twice.csv"; raw.to_csv(path, index=False)
+    _bhavcopy_refused(seeded, path, cfg, fingerprint, r"schema: 1 row\(s\); first at row 0, column 'TckrSymb': .*more than once")
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_zero_close_is_a_price_error_without_numpy_warnings(seeded, cfg, tmp_path, fingerprint):
+    "A zero close is reported (row, column); dividing by it in the move check prints no RuntimeWarning to the user."
+    frame = yahoo_frame(); frame.loc[5, ["Open", "Low", "Close"]] = "0"
+    before = fingerprint(seeded)
+    with pytest.raises(IngestError, match=r"price_sanity: .*first at row 6, column"):
+        import_ohlcv(seeded, write(frame, tmp_path / "zero.csv"), "ZERO", run_cfg=cfg)
+    assert fingerprint(seeded) == before
