@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -37,8 +38,8 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARK
            'classification_metrics', 'reliability_curve', 'fit_calibration', 'apply_calibration',
            'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics', 'fit_garch',
            'garch_forecast', 'run_id_for', 'fit_calibrated', 'train_model', 'holdout_scores', 'publish_run',
-           'swap_into_place', 'ModelIntegrityError', 'verify_run', 'require_listed', 'ModelBundle', 'load_bundle',
-           'score_features', 'score_frame']
+           'swap_into_place', 'ModelIntegrityError', 'verify_run', 'require_listed', 'ModelBundle', 'check_calibration',
+           'load_bundle', 'score_features', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -608,6 +609,30 @@ class ModelBundle:
     input_features: list
     calibration: dict | None
 
+def _load_regime_model(path: Path) -> RegimeHMMTransformer:
+    "The run's regime HMM; a file that does not parse as one is a ModelIntegrityError naming it."
+    try: return RegimeHMMTransformer.load(path)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:   # JSONDecodeError is a ValueError
+        raise ModelIntegrityError(f"{path}: not a readable regime model ({type(err).__name__}: {err})") from None
+
+def check_calibration(calibration: dict, n_classes: int, path: Path) -> dict | None:
+    "A run's calibration as stored ({} = none), or a ModelIntegrityError naming the file and what is wrong with it."
+    if not calibration: return None
+    def bad(why: str): raise ModelIntegrityError(f"{path}: not a calibration map: {why}")
+    if calibration.get("method") != "isotonic" or not isinstance(calibration.get("maps"), dict):
+        bad(f"expected method 'isotonic' and per-class 'maps', found keys {sorted(calibration)}")
+    if sorted(calibration["maps"]) != sorted(str(c) for c in range(n_classes)):
+        bad(f"maps for classes {sorted(calibration['maps'])}, the model has {n_classes}")
+    for c, m in calibration["maps"].items():
+        x, y = (m.get("x"), m.get("y")) if isinstance(m, dict) else (None, None)
+        if not (isinstance(x, list) and isinstance(y, list) and len(x) == len(y) > 0):
+            bad(f"class {c}: 'x' and 'y' must be equal-length, non-empty lists")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in x + y):
+            bad(f"class {c}: thresholds must be finite numbers")
+        if any(b < a for a, b in zip(x, x[1:])) or any(b < a for a, b in zip(y, y[1:])):
+            bad(f"class {c}: thresholds must not decrease")
+    return calibration
+
 def load_bundle(run_dir: str | Path) -> ModelBundle:
     "Load a verified run: boosters, regime HMM, features and calibration (JSON and native formats only)."
     run_dir = Path(run_dir); manifest = verify_run(run_dir)
@@ -618,9 +643,9 @@ def load_bundle(run_dir: str | Path) -> ModelBundle:
     unlisted = [rel for rel in extra if rel not in listed]
     if unlisted: raise ModelIntegrityError(f"{run_dir}: model files not listed in the manifest: {unlisted}")
     boosters = {Path(rel).name.split(".")[0]: load_booster(run_dir / rel) for rel in sorted(listed)}
-    ms = ModelSet(meta["family"], tuple(meta["classes"]), RegimeHMMTransformer.load(run_dir / "regime_hmm.json"), meta["selected"],
+    ms = ModelSet(meta["family"], tuple(meta["classes"]), _load_regime_model(run_dir / "regime_hmm.json"), meta["selected"],
                   boosters, {int(r): v for r, v in meta["routes"].items()}, int(meta["rounds"]))
-    cal = read_json(run_dir / "calibration.json", ModelIntegrityError) or None
+    cal = check_calibration(read_json(run_dir / "calibration.json", ModelIntegrityError), len(meta["classes"]), run_dir / "calibration.json")
     return ModelBundle(run_dir, manifest, ms, meta["input_features"], cal)
 
 # %% ../nbs/22_train.ipynb #c033

@@ -607,6 +607,28 @@ def test_a_file_load_bundle_reads_must_be_listed_in_the_manifest(small_run, tmp_
         load_bundle(run)
 
 
+def _rehashed(run: Path, rel: str, text: str) -> Path:
+    "Write `text` to the run's `rel` and list its new sha256 in the manifest (a file bad when it was written)."
+    (run / rel).write_text(text)
+    manifest = json.loads((run / "manifest.json").read_text()); manifest["files"][rel] = sha256(run / rel)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+@pytest.mark.parametrize("rel, text, message", [
+    ("regime_hmm.json", '{"format": "oi_ml.regimes.Regime', r"regime_hmm\.json: not a readable regime model \(JSONDecodeError"),
+    ("regime_hmm.json", "{}", r"regime_hmm\.json: not a readable regime model"),
+    ("calibration.json", '{"x": 1}', r"calibration\.json: not a calibration map: expected method 'isotonic'"),
+    ("calibration.json", '{"method": "isotonic", "maps": {"0": {"x": [0, 1], "y": [0, 1]}}}', r"calibration\.json: .*the model has 3"),
+    ("calibration.json", '{"method": "isotonic", "maps": {"0": {"x": [0, 1], "y": [1, 0]}, "1": {"x": [0], "y": [0]}, '
+                         '"2": {"x": [0], "y": [0]}}}', r"calibration\.json: .*class 0: thresholds must not decrease"),
+])
+def test_a_corrupt_file_with_a_matching_hash_is_named(small_run, tmp_path, rel, text, message):
+    "Hash-listed but malformed at write time: load_bundle names the file instead of a bare JSON/Key error later."
+    with pytest.raises(ModelIntegrityError, match=message):
+        load_bundle(_rehashed(copy_run(small_run, tmp_path), rel, text))
+
+
 @pytest.mark.parametrize("text, message", [('{"run_id": "run-x", "files": {"a', r"manifest\.json: not valid JSON"),
                                            ('{"run_id": "run-x"}', r"manifest\.json: missing key\(s\) 'files'"),
                                            ('{"files": ["a.json"]}', r"manifest\.json: 'files' must map")])
