@@ -21,7 +21,7 @@ import pandas as pd
 
 from .config import IST, RunConfig, config_to_dict
 from .cv import PurgedKFold, SegmentWindow, walk_forward_segments
-from .datasets import code_sha256, git_commit, load_dataset, package_versions, read_json, sha256_file, write_parquet_deterministic
+from .datasets import code_sha256, git_commit, import_closure, load_dataset, package_versions, read_json, sha256_file, write_parquet_deterministic
 from .labels import LabelConfig, forward_returns, frame_segment_end
 from .regimes import RegimeHMMTransformer
 from .train import (CLASS_NAMES, SIGNAL_OF_CLASS, ModelIntegrityError, TrainConfig, TrainingTable, _round, _xgb_params,
@@ -36,11 +36,12 @@ __all__ = ['logger', 'FAMILIES', 'PRUNERS', 'FINISHED', 'TRIAL_RETURNS_FILE', 'P
            'candidate_config', 'Candidate', 'fit_candidate', 'predict_candidate', 'optuna_storage', 'storage_label',
            'sessions_before', 'last_trading_days', 'bar_forward_returns', 'FoldData', 'SegmentData', 'fit_regimes',
            'design_matrices', 'purged_folds', 'prepare_segment', 'directional_score', 'rule_daily_returns',
-           'per_period_sharpe', 'oof_attributes', 'cv_objective', 'study_prefix', 'trial_sampler', 'make_pruner',
-           'finished_trials', 'run_study', 'quiet_optuna', 'majority_baseline', 'evaluate_best', 'trial_key',
-           'trial_records', 'trial_returns_frame', 'segment_record', 'study_result', 'family_summary', 'best_family',
-           'search', 'automl_run_id', 'build_summary', 'AutoMLRun', 'load_automl_run', 'run_orchestrator',
-           'automl_tables', 'load_trial_returns', 'trial_return_matrix', 'walk_forward_figure', 'optuna_history_figure']
+           'per_period_sharpe', 'oof_attributes', 'cv_objective', 'automl_code_sha256', 'study_prefix', 'trial_sampler',
+           'make_pruner', 'finished_trials', 'run_study', 'quiet_optuna', 'majority_baseline', 'evaluate_best',
+           'trial_key', 'trial_records', 'trial_returns_frame', 'segment_record', 'study_result', 'family_summary',
+           'best_family', 'search', 'automl_run_id', 'build_summary', 'AutoMLRun', 'load_automl_run',
+           'run_orchestrator', 'automl_tables', 'load_trial_returns', 'trial_return_matrix', 'walk_forward_figure',
+           'optuna_history_figure']
 
 # %% ../nbs/23_automl.ipynb #c006
 FAMILIES = ("lightgbm", "xgboost", "catboost")   # supported model families; catboost is an optional extra
@@ -287,10 +288,16 @@ def cv_objective(trial, family: str, data: SegmentData, table: TrainingTable, fw
 # %% ../nbs/23_automl.ipynb #c030
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
-def study_prefix(exchange: str, dataset_manifest: dict, config: OrchestratorConfig) -> str:
-    "`<EXCHANGE>-<version>-<hash>`: hash of the dataset content and every setting that shapes a trial (not the budget)."
+def automl_code_sha256() -> str:
+    "sha256 of the code that runs a search: this module and every package module it imports (training's included)."
+    return code_sha256(modules=import_closure(("automl",)))
+
+def study_prefix(exchange: str, dataset_manifest: dict, config: OrchestratorConfig, code: str | None = None) -> str:
+    """`<EXCHANGE>-<version>-<hash>`: hash of the dataset content, every setting that shapes a trial (not the budget) and
+    the search code (`automl_code_sha256()` unless given), so a persistent study never hands old code's trials to new code."""
     shape = dataclasses.replace(config, families=(), optuna_trials=0, storage=None, output=None, progress=False)
-    key = json.dumps([exchange, dataset_manifest["content_sha256"], config_to_dict(shape)], sort_keys=True, default=str)
+    key = json.dumps([exchange, dataset_manifest["content_sha256"], config_to_dict(shape), code or automl_code_sha256()],
+                     sort_keys=True, default=str)
     return f"{exchange}-{dataset_manifest['version']}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 def trial_sampler(config: OrchestratorConfig, study_name: str, n_before: int) -> optuna.samplers.TPESampler:
@@ -462,10 +469,10 @@ RULE = ("position = sign(p(up) - p(down)) from out-of-fold predictions, held for
         "bar P&L = position * forward return over horizon_bars inside the session (flat where missing); daily return = sum over the "
         "IST trading day's bars, gross of costs")
 
-def automl_run_id(exchange: str, dataset_manifest: dict, config: OrchestratorConfig) -> str:
+def automl_run_id(exchange: str, dataset_manifest: dict, config: OrchestratorConfig, code: str | None = None) -> str:
     "`automl-<version>-<hash>` of the exchange, dataset content and configuration (storage, output and progress excluded)."
     shape = dataclasses.replace(config, storage=None, output=None, progress=False)
-    return "automl-" + run_id_for(exchange, dataset_manifest, shape).removeprefix("run-")
+    return "automl-" + run_id_for(exchange, dataset_manifest, shape, code or automl_code_sha256()).removeprefix("run-")
 
 def _trial_counts(trials: list[dict]) -> dict:
     "Total finished trials and their split by state (the DSR's N is `total`)."
@@ -494,7 +501,7 @@ def build_summary(run_id: str, config: OrchestratorConfig, dm: dict, table: Trai
                            sharpe="per period (daily): mean / std (ddof=1), not annualised"),
         packages=package_versions()))
 
-def _automl_manifest(folder: Path, summary: dict, dm: dict) -> dict:
+def _automl_manifest(folder: Path, summary: dict, dm: dict, code: str) -> dict:
     "Run manifest in the training-run format: provenance, metrics summary and the sha256 of every file."
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     metrics = dict(total_trials=summary["total_trials"], n_segments=summary["segmentation"]["n_segments"], best_family=summary["best_family"]) | {
@@ -502,7 +509,7 @@ def _automl_manifest(folder: Path, summary: dict, dm: dict) -> dict:
     return _round(dict(run_id=summary["run_id"], kind="automl", exchange=summary["exchange"], dataset_version=dm["version"],
                        dataset_sha256=dm["content_sha256"], dataset_simulated=dm.get("simulated", False), target=summary["target"],
                        created_at=pd.Timestamp.now(tz="UTC").isoformat(), files=files, metrics_summary=metrics, packages=package_versions(),
-                       code_sha256=code_sha256(), git_commit=git_commit()))
+                       code_sha256=code, git_commit=git_commit()))
 
 # %% ../nbs/23_automl.ipynb #c043
 def _write_files(folder: Path, summary: dict, out: _Collected) -> None:
@@ -515,11 +522,11 @@ def _write_files(folder: Path, summary: dict, out: _Collected) -> None:
     if out.predictions: write_parquet_deterministic(pd.concat(out.predictions, ignore_index=True), folder / PREDICTIONS_FILE, ["segment", "family", "timestamp"])
     for segment, model in out.regime_models.items(): model.save(folder / "regimes" / f"segment_{segment:02d}.json")
 
-def _publish(run_dir: Path, summary: dict, dm: dict, out: _Collected) -> dict:
+def _publish(run_dir: Path, summary: dict, dm: dict, out: _Collected, code: str) -> dict:
     "Write everything and its manifest as one published run (staging folder renamed into place)."
     def write(staging: Path) -> dict:
         _write_files(staging, summary, out)
-        return _automl_manifest(staging, summary, dm)
+        return _automl_manifest(staging, summary, dm, code)
     return publish_run(run_dir, write)
 
 # %% ../nbs/23_automl.ipynb #c045
@@ -543,16 +550,17 @@ def run_orchestrator(config: OrchestratorConfig, run_cfg: RunConfig | None = Non
     families, skipped = available_families(tuple(config.families))
     if not families: raise ValueError(f"no model family left to run (skipped: {skipped})")
     raw, dm = load_dataset(exchange, config.dataset_version, run_cfg)
-    run_id = automl_run_id(exchange, dm, config)
+    code = automl_code_sha256()   # the code of this search: in its run id, study names and manifest
+    run_id = automl_run_id(exchange, dm, config, code)
     run_dir = Path(config.output) if config.output else Path(run_cfg.models_dir) / exchange / run_id
     if reuse and config.storage is None and (run_dir / "manifest.json").exists(): return load_automl_run(run_dir)
     raw = last_trading_days(sessions_before(raw, config.before_day), config.days)
     table = build_training_table(raw, config.train)
     windows = walk_forward_segments(table.features.timestamp, config.window_days, config.step_days, label_end_times=table.label_end_time)
-    out = search(config, table, windows, families, bar_forward_returns(raw, table, config.train.labels), study_prefix(exchange, dm, config))
+    out = search(config, table, windows, families, bar_forward_returns(raw, table, config.train.labels), study_prefix(exchange, dm, config, code))
     days_used = raw.timestamp.dt.tz_convert(IST).dt.date.nunique()
     summary = build_summary(run_id, config, dm, table, days_used, families, skipped, out)
-    return AutoMLRun(run_dir, _publish(run_dir, summary, dm, out), summary)
+    return AutoMLRun(run_dir, _publish(run_dir, summary, dm, out, code), summary)
 
 # %% ../nbs/23_automl.ipynb #c047
 def automl_tables(summary: dict) -> dict[str, pd.DataFrame]:

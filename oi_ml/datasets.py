@@ -25,9 +25,10 @@ from .store import load_historical_data_for_ml, record_training_batch, transacti
 
 # %% auto #0
 __all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'DATASET_COLUMNS', 'package_versions', 'git_commit',
-           'sha256_file', 'code_sha256', 'DatasetIntegrityError', 'read_json', 'write_parquet_deterministic',
-           'write_query_parquet', 'read_dataset_manifest', 'export_training_window', 'dataset_dir', 'list_datasets',
-           'latest_dataset_version', 'load_manifest', 'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
+           'sha256_file', 'package_imports', 'import_closure', 'code_sha256', 'DatasetIntegrityError', 'read_json',
+           'write_parquet_deterministic', 'write_query_parquet', 'read_dataset_manifest', 'export_training_window',
+           'dataset_dir', 'list_datasets', 'latest_dataset_version', 'load_manifest', 'verify_dataset', 'load_dataset',
+           'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
 PACKAGES = ("numpy", "pandas", "duckdb", "pyarrow", "lightgbm", "xgboost-cpu", "optuna", "hmmlearn", "shap", "numba",
@@ -60,18 +61,51 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
     return h.hexdigest()
 
-def code_sha256(package_dir: str | Path | None = None) -> str:
-    """sha256 of the package's source code: every `*.py` file under `package_dir` (this package by default), each as its
-    relative path, length and bytes, in path order. Unlike `git_commit` it also identifies uncommitted code, so
-    training keys its run ids on it (`train.run_id_for`): other code, another run."""
+def _package_dir(package_dir: str | Path | None) -> Path:
+    "This package's folder unless another is given."
     import oi_ml
-    root = Path(package_dir or Path(oi_ml.__file__).resolve().parent)
+    return Path(package_dir or Path(oi_ml.__file__).resolve().parent)
+
+def package_imports(module: str, package_dir: str | Path | None = None) -> set[str]:
+    "The package's modules that `module` imports anywhere in its source (`from .x`, `from oi_ml.x`, `import oi_ml.x`)."
+    import ast
+    root = _package_dir(package_dir)
+    found = set()
+    for node in ast.walk(ast.parse((root / f"{module}.py").read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level == 1: found |= {base.split(".")[0]} if base else {a.name for a in node.names}
+            elif base == "oi_ml": found |= {a.name for a in node.names}
+            elif base.startswith("oi_ml."): found.add(base.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("oi_ml.")}
+    return {m for m in found if (root / f"{m}.py").is_file()}
+
+def import_closure(roots, package_dir: str | Path | None = None) -> tuple[str, ...]:
+    "The package modules `roots` import, directly or through each other (roots included), sorted."
+    todo, seen = list(roots), set()
+    while todo:
+        module = todo.pop()
+        if module in seen: continue
+        seen.add(module); todo += sorted(package_imports(module, package_dir) - seen)
+    return tuple(sorted(seen))
+
+def code_sha256(package_dir: str | Path | None = None, modules=None) -> str:
+    """sha256 of the package's source code: each `*.py` file under `package_dir` (this package by default), or only
+    `modules` (names such as `import_closure(("train",))`), as its relative path, length and bytes, in path order.
+    Unlike `git_commit` it also identifies uncommitted code. Training keys its run ids on the code the trainer imports
+    (`train.training_code_sha256`), so editing the CLI or a docstring in the pack does not make a 'new' model, and the
+    pipeline keys its step cache on the whole package."""
+    root = _package_dir(package_dir)
+    if modules is None:
+        paths = [p for p in sorted(root.rglob("*.py"))
+                 if not any(part.startswith((".", "__pycache__")) for part in p.relative_to(root).parts)]
+    else:
+        paths = sorted(root / f"{m}.py" for m in modules)
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
-        if any(part.startswith((".", "__pycache__")) for part in path.relative_to(root).parts): continue
+    for path in paths:
         data = path.read_bytes()
-        h.update(f"{rel}\0{len(data)}\0".encode()); h.update(data)
+        h.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode()); h.update(data)
     return h.hexdigest()
 
 # %% ../nbs/04_datasets.ipynb #c008

@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +96,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 def _read_table(path: Path) -> pd.DataFrame:
     "The reader behind `read_table`."
-    if path.suffix == ".parquet": return pd.read_parquet(path)
+    if path.suffix == ".parquet":
+        try: return pd.read_parquet(path)
+        except Exception as err:   # pyarrow and pandas raise many types on damaged files (ArrowInvalid, KeyError on metadata)
+            raise ValueError(f"{path}: cannot read the file ({type(err).__name__}: {err})") from err
     if path.suffix == ".zip":
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if n.lower().endswith(".csv")]
@@ -330,7 +334,7 @@ def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_
     missing = [c for c in OHLCV_REQUIRED if c not in frame.columns]
     if missing:
         _finish_rejected(con, report, raw, batch_id, exchange, "ohlcv", path, run_cfg, _header_error(report, missing, raw.columns))
-    if problem := _header_or_empty(report, frame.columns, raw):
+    if problem := _header_or_empty(report, raw):
         _finish_rejected(con, report, raw, batch_id, exchange, "ohlcv", path, run_cfg, problem)
     frame = parse_numbers(frame.astype({c: "object" for c in OHLCV_REQUIRED[1:]}), OHLCV_REQUIRED[1:], report)
     frame["timestamp"] = parse_timestamps(frame["timestamp"], report, "timestamp", session_open=cfg.session_open)
@@ -354,10 +358,20 @@ def _merge(report: ValidationReport, sub: ValidationReport, rows: np.ndarray) ->
     for p in sub.problems.itertuples():
         report.add([rows[p.row_number - 1]], p.column_name, p.check_name, p.reason, p.severity)
 
-def _header_or_empty(report: ValidationReport, columns, raw: pd.DataFrame) -> IngestError | None:
-    "A schema error when two header cells name the same column (after normalising), or when the file has no data rows."
-    names = pd.Index(columns)
-    if (twice := sorted(set(map(str, names[names.duplicated()])))):
+def _same_name_twice(columns) -> list[str]:
+    """Header names given more than once, compared as `normalise_ohlcv_columns` compares them (spaces, case); pandas'
+    renaming of an exact repeat ('Close', 'Close.1') counts as the same name. Each is reported by its first spelling."""
+    names = [str(c) for c in columns]
+    first = {}
+    for name in names:
+        mangled = re.fullmatch(r"(.+)\.\d+", name)
+        base = mangled.group(1) if mangled and mangled.group(1) in names else name
+        first.setdefault(base.strip().lower().replace(" ", "_"), []).append(base.strip())
+    return [spellings[0] for spellings in first.values() if len(spellings) > 1]
+
+def _header_or_empty(report: ValidationReport, raw: pd.DataFrame) -> IngestError | None:
+    "A schema error when two header cells name the same column, or when the file has no data rows."
+    if (twice := _same_name_twice(raw.columns)):
         report.add([0], ",".join(twice), "schema", f"column(s) {twice} appear more than once in the header; found {list(raw.columns)}")
         return IngestError(report)
     if len(raw) == 0:
@@ -522,7 +536,7 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     batch_id = f"bhav-{exchange}-{file_sha256(path)[:12]}"
     fmt, mapping, missing = detect_bhavcopy_format(raw.columns)
     if missing: _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, _header_error(report, missing, raw.columns))
-    if problem := _header_or_empty(report, [str(c).strip() for c in raw.columns], raw):
+    if problem := _header_or_empty(report, raw):
         _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, problem)
     frame = _bhav_frame(raw, mapping, fmt, report, run_cfg, cfg)
     wanted = frame.symbol.isin(symbols or (cfg.symbol,)).to_numpy() & (frame.instrument != "OTHER").to_numpy()

@@ -102,10 +102,14 @@ def effective_outcomes(hits, max_lag: int) -> float:
     return float(min(n, max(1.0, n / max(inflation, 1e-12))))
 
 def _p_below(rate: float, baseline: float, n_eff: float) -> float:
-    "One-sided normal-approximation p-value of a hit rate this low over `n_eff` independent trials at the baseline rate."
-    if not (0.0 < baseline < 1.0) or not n_eff > 0: return float("nan")
-    z = (rate - baseline) / math.sqrt(baseline * (1 - baseline) / n_eff)
-    return 0.5 * math.erfc(-z / math.sqrt(2))
+    """One-sided p-value of a hit rate this low over `n_eff` independent trials at the baseline rate: the binomial tail
+    P(X <= rate × n_eff) through the regularised incomplete beta function, so fractional trials are allowed and with
+    n_eff = n it is exactly the binomial test's p-value (fewer trials can only make it larger)."""
+    from scipy.special import betainc
+    if not (0.0 < baseline < 1.0) or not n_eff > 0 or not math.isfinite(rate): return float("nan")
+    hits = rate * n_eff
+    if hits >= n_eff: return 1.0
+    return float(betainc(n_eff - hits, hits + 1.0, 1.0 - baseline))
 
 def degradation_check(outcomes: pd.DataFrame, baseline_hit_rate: float, cfg: MonitorConfig = MonitorConfig()) -> dict:
     "Rolling hit rate of the last `feedback_window` known outcomes vs the approval baseline; `needs_retrain` with the reason."

@@ -154,11 +154,12 @@ def load_run_report(exchange: str, run_id: str, run_cfg: RunConfig, name: str = 
     return json.loads((run_dir / "reports" / name).read_text())
 
 def run_provenance(run_manifest: dict) -> str:
-    "Markdown line: which code trained a run (package code sha256 and git commit) and when; older runs say it was not recorded."
+    "Markdown line: which code trained a run (sha256 of the training modules, git commit) and when; older runs: not recorded."
     code, commit = run_manifest.get("code_sha256"), run_manifest.get("git_commit")
     trained = f"Run `{run_manifest['run_id']}` trained {str(run_manifest.get('created_at', ''))[:19]} UTC"
     if not code: return trained + " by code that was not recorded (a run saved before runs kept their code's sha256)."
-    return trained + f" by package code sha256 `{code[:16]}…` (git commit `{commit}`); the run id is keyed on that code."
+    return trained + (f" by training code sha256 `{code[:16]}…` (the modules the trainer imports; git commit `{commit}`); "
+                      "the run id is keyed on that code.")
 
 def cv_tables(report: dict) -> dict:
     "DataFrames: CV metrics per fold, per regime (out-of-fold) and holdout vs majority baseline."

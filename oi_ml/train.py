@@ -23,7 +23,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 
 from .config import RunConfig, config_to_dict
 from .cv import PurgedKFold
-from .datasets import code_sha256, git_commit, load_dataset, package_versions, read_json, sha256_file
+from .datasets import code_sha256, git_commit, import_closure, load_dataset, package_versions, read_json, sha256_file
 from .features import KEY_COLUMNS, feature_distribution, prepare_training_features, supported_feature_columns
 from .indicators import WARMUP_BARS
 from .labels import LabelConfig, make_target
@@ -37,9 +37,9 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARK
            'select_features', 'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc',
            'classification_metrics', 'reliability_curve', 'fit_calibration', 'apply_calibration',
            'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics', 'fit_garch',
-           'garch_forecast', 'run_id_for', 'fit_calibrated', 'train_model', 'holdout_scores', 'publish_run',
-           'swap_into_place', 'ModelIntegrityError', 'verify_run', 'require_listed', 'ModelBundle', 'check_calibration',
-           'load_bundle', 'score_features', 'score_frame']
+           'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model', 'holdout_scores',
+           'publish_run', 'swap_into_place', 'ModelIntegrityError', 'verify_run', 'require_listed', 'ModelBundle',
+           'check_calibration', 'load_bundle', 'score_features', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -388,10 +388,15 @@ def garch_forecast(returns: np.ndarray, params: dict, horizon: int) -> np.ndarra
     return np.sqrt(np.maximum(horizon * long_run + (next_var - long_run) * decay, 0))
 
 # %% ../nbs/22_train.ipynb #c025
+def training_code_sha256() -> str:
+    "sha256 of the code that trains a model: this module and every package module it imports, directly or not."
+    return code_sha256(modules=import_closure(("train",)))
+
 def run_id_for(exchange: str, dataset_manifest: dict, cfg: TrainConfig, code: str | None = None) -> str:
-    """Content-addressed run id: dataset version + hash of (exchange, dataset content, training config, package code).
-    The code is `code_sha256()` unless given: changed code trains a new run instead of reusing one the old code made."""
-    key = json.dumps([exchange, dataset_manifest["content_sha256"], config_to_dict(cfg), code or code_sha256()],
+    """Content-addressed run id: dataset version + hash of (exchange, dataset content, training config, training code).
+    The code is `training_code_sha256()` unless given: changed training code trains a new run instead of reusing one
+    the old code made, while a change elsewhere (the CLI, the packs) keeps the run."""
+    key = json.dumps([exchange, dataset_manifest["content_sha256"], config_to_dict(cfg), code or training_code_sha256()],
                      sort_keys=True, default=str)
     return f"run-{dataset_manifest['version']}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
@@ -501,7 +506,7 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
     cfg = dataclasses.replace(cfg or TrainConfig(), target=target)
     run_cfg = run_cfg or RunConfig()
     raw, dm = load_dataset(exchange, dataset_version, run_cfg)
-    code = code_sha256()   # the code that trains this run: in its id and its manifest
+    code = training_code_sha256()   # the code that trains this run: in its id and its manifest
     run_id = run_id_for(exchange.upper(), dm, cfg, code)
     run_dir = Path(run_cfg.models_dir) / exchange.upper() / run_id
     if reuse and (run_dir / "manifest.json").exists(): return verify_run(run_dir)

@@ -197,7 +197,9 @@ BAD_OHLCV = [  # (case, mutation, row, column, check) with row the 1-based data 
     ("out_of_order", _out_of_order, 15, "timestamp", "temporal"),
     ("date_past_2262", _set(7, "Date", "2300-01-01"), 7, "timestamp", "schema"),     # beyond pandas' nanosecond range
     ("date_in_year_one", _set(7, "Date", "0001-01-01"), 7, "timestamp", "schema"),
-    ("header_names_a_column_twice", lambda f: f.assign(volume=f["Volume"]), 0, "volume", "schema"),  # Volume and volume
+    ("header_names_a_column_twice", lambda f: f.assign(volume=f["Volume"]), 0, "Volume", "schema"),  # Volume and volume
+    ("header_lower_case_first", lambda f: f.rename(columns={"Volume": "volume"}).assign(Volume=f["Volume"]), 0, "volume", "schema"),
+    ("header_repeats_a_name_exactly", lambda f: f.assign(**{"Close.1": "999999"}), 0, "Close", "schema"),  # what read_csv makes of it
 ]
 
 
@@ -320,6 +322,11 @@ def _corrupt_parquet(p): p.write_bytes(b"PAR1 truncated parquet"); return p
 def _truncated_parquet(p):
     yahoo_frame().to_parquet(p.with_suffix(".full")); p.write_bytes(p.with_suffix(".full").read_bytes()[:1500]); return p
 def _empty_parquet(p): p.write_bytes(b""); return p
+def _bad_pandas_metadata(p):   # a readable Parquet file whose pandas metadata lacks a column's name (pandas: KeyError)
+    import pyarrow as pa, pyarrow.parquet as pq
+    table = pa.Table.from_pandas(yahoo_frame())
+    meta = json.loads(table.schema.metadata[b"pandas"]); del meta["columns"][0]["name"]
+    pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(meta)}), p); return p
 def _two_csvs(p):
     with zipfile.ZipFile(p, "w") as zf: zf.writestr("a.csv", "x\n1\n"); zf.writestr("b.csv", "x\n2\n")
     return p
@@ -333,6 +340,7 @@ CORRUPT = [
     pytest.param("two.zip", _two_csvs, id="zip_with_two_csvs"),
     pytest.param("truncated.parquet", _truncated_parquet, id="truncated_parquet"),
     pytest.param("empty.parquet", _empty_parquet, id="empty_parquet"),
+    pytest.param("metadata.parquet", _bad_pandas_metadata, id="parquet_with_broken_pandas_metadata"),
 ]
 
 
@@ -725,6 +733,9 @@ def test_bhavcopy_header_naming_a_column_twice_is_rejected(seeded, cfg, tmp_path
     raw = _bhav(tmp_path); raw[" TckrSymb"] = raw["TckrSymb"]
     path = tmp_path / "twice.csv"; raw.to_csv(path, index=False)
     _bhavcopy_refused(seeded, path, cfg, fingerprint, r"schema: 1 row\(s\); first at row 0, column 'TckrSymb': .*more than once")
+    raw = _bhav(tmp_path); raw.insert(len(raw.columns), "ClsPric.1", "0.01")   # an exact repeat, as read_csv names it
+    path = tmp_path / "exact.csv"; raw.rename(columns={"ClsPric.1": "ClsPric"}).to_csv(path, index=False)
+    _bhavcopy_refused(seeded, path, cfg, fingerprint, r"column 'ClsPric': .*more than once")
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")

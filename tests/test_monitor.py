@@ -126,23 +126,34 @@ def test_degradation_threshold_is_a_strict_drop_and_unknown_outcomes_ignored():
         degradation_check(frame.drop(columns="correct"), 0.5)
 
 
+def _effective_reference(hits, max_lag):
+    "Effective sample size written out: sample autocorrelations by explicit sums, Bartlett weights, clipped to [1, n]."
+    x = [float(h) for h in hits]; n = len(x); mean = sum(x) / n
+    d = [v - mean for v in x]; var = sum(v * v for v in d)
+    rho = [sum(d[i] * d[i + k] for i in range(n - k)) / var for k in range(1, max_lag + 1)]
+    inflation = 1 + 2 * sum((1 - k / (max_lag + 1)) * rho[k - 1] for k in range(1, max_lag + 1))
+    return min(n, max(1.0, n / inflation))
+
+
 def test_effective_outcomes_reference_and_overlap_p_value():
-    "Hand-computed effective sample size of a short run, and the overlap-adjusted p-value against the i.i.d. one."
+    "Effective sample size against a written-out reference, and the p-value on that many trials against the binomial test."
+    from scipy.stats import binomtest
     from oi_ml.monitor import effective_outcomes
-    x = np.array([1, 1, 0, 0, 1, 1, 0, 0], float)                    # mean 0.5, deviations ±0.5, Σ dev² = 2
-    # lag 1: 4 equal neighbours (+0.25) and 3 unequal (−0.25): ρ1 = 0.25 / 2; lag 2: 6 unequal: ρ2 = −1.5 / 2
-    rho1, rho2 = 0.25 / 2, -1.5 / 2
-    inflation = 1 + 2 * ((1 - 1 / 3) * rho1 + (1 - 2 / 3) * rho2)     # L = 2, Bartlett weights
-    assert effective_outcomes(x, 2) == pytest.approx(min(8, 8 / inflation))
-    assert effective_outcomes(x, 1) == pytest.approx(8 / (1 + 2 * 0.5 * rho1))
+    x = np.repeat(np.random.default_rng(5).random(12) < 0.5, 4)    # 12 results, each repeated 4 times: n_eff well below 48
+    assert effective_outcomes(x, 4) == pytest.approx(_effective_reference(x, 4)) and effective_outcomes(x, 4) < len(x) / 3
+    y = np.array([1, 0] * 16, float)                                 # alternating: negative autocorrelation, clipped at n
+    assert effective_outcomes(y, 3) == len(y) == pytest.approx(_effective_reference(y, 3))
     rng = np.random.default_rng(21)
     runs = np.repeat(rng.random(60) < 0.4, 15)[-200:]                  # 15-bar runs: few independent results
     result = degradation_check(outcomes(runs), 0.55, MonitorConfig(feedback_window=200, outcome_overlap=15))
-    assert result["effective_outcomes"] < 40 and result["p_value_overlap"] > result["p_value_iid"]
-    n_eff, rate = result["effective_outcomes"], result["rolling_hit_rate"]
-    z = (rate - 0.55) / math.sqrt(0.55 * 0.45 / n_eff)
-    assert result["p_value_overlap"] == pytest.approx(0.5 * math.erfc(-z / math.sqrt(2)))
-    assert f"about {n_eff:.0f} independent" in result["reason"]
+    assert result["effective_outcomes"] == pytest.approx(_effective_reference(runs, 15)) and result["effective_outcomes"] < 40
+    assert result["p_value_overlap"] > result["p_value_iid"] and f"about {result['effective_outcomes']:.0f} independent" in result["reason"]
+    # nothing overlapping: the same p-value as the exact binomial test (it was a normal approximation, often smaller)
+    iid = rng.random(200) < 0.47
+    same = degradation_check(outcomes(iid), 0.55, MonitorConfig(feedback_window=200, outcome_overlap=0))
+    assert same["effective_outcomes"] == 200
+    assert same["p_value_overlap"] == pytest.approx(binomtest(int(iid.sum()), 200, 0.55, alternative="less").pvalue, rel=1e-9)
+    assert same["p_value_overlap"] == pytest.approx(same["p_value_iid"], rel=1e-9)
 
 
 def test_rolling_hit_rate_reference():

@@ -235,13 +235,13 @@ class _Trains(Exception):
 
 
 def test_a_run_records_and_is_keyed_on_the_code_that_trained_it(small_run, monkeypatch):
-    "The manifest names the package code (sha256 of its source) and git commit; other code does not reuse the run."
-    from oi_ml.datasets import code_sha256, git_commit
-    man = small_run.manifest
-    assert man["code_sha256"] == code_sha256() and man["git_commit"] == git_commit()
-    assert man["run_id"] == train_mod.run_id_for("NSE", small_run.dm, dataclasses.replace(SMALL, target="triple_barrier"), code_sha256())
+    "The manifest names the training code (sha256 of the modules train imports) and git commit; other code does not reuse the run."
+    from oi_ml.datasets import code_sha256, git_commit, import_closure
+    man, code = small_run.manifest, train_mod.training_code_sha256()
+    assert man["code_sha256"] == code == code_sha256(modules=import_closure(("train",))) and man["git_commit"] == git_commit()
+    assert man["run_id"] == train_mod.run_id_for("NSE", small_run.dm, dataclasses.replace(SMALL, target="triple_barrier"), code)
     assert train_mod.run_id_for("NSE", small_run.dm, SMALL, "0" * 64) != train_mod.run_id_for("NSE", small_run.dm, SMALL, "1" * 64)
-    monkeypatch.setattr(train_mod, "code_sha256", lambda: "0" * 64)   # the same data and config, other code
+    monkeypatch.setattr(train_mod, "training_code_sha256", lambda: "0" * 64)   # the same data and config, other code
     monkeypatch.setattr(train_mod, "build_training_table", lambda *a, **k: (_ for _ in ()).throw(_Trains()))
     with pytest.raises(_Trains):
         train_model("NSE", small_run.dm["version"], cfg=SMALL, run_cfg=small_run.cfg)
