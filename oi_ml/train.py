@@ -31,15 +31,16 @@ from .meta_labels import sample_weights
 from .regimes import RegimeHMMTransformer
 
 # %% auto #0
-__all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARKERS', 'CALIBRATION_FLOOR', 'BUNDLE_FILES',
-           'TrainConfig', 'TrainingTable', 'build_training_table', 'resolve_family', 'fit_booster', 'booster_predict',
-           'booster_contributions', 'save_booster', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes',
-           'select_features', 'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc',
-           'classification_metrics', 'reliability_curve', 'fit_calibration', 'apply_calibration',
-           'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics', 'fit_garch',
-           'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model', 'holdout_scores',
-           'publish_run', 'swap_into_place', 'ModelIntegrityError', 'verify_run', 'require_listed', 'ModelBundle',
-           'check_calibration', 'load_bundle', 'score_features', 'score_frame']
+__all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARKERS', 'LGB_TREE_FIELDS', 'LGB_SPLIT_FIELDS',
+           'CALIBRATION_FLOOR', 'BUNDLE_FILES', 'TrainConfig', 'TrainingTable', 'build_training_table',
+           'resolve_family', 'fit_booster', 'booster_predict', 'booster_contributions', 'save_booster',
+           'lgb_structure_problem', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'select_features',
+           'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc', 'classification_metrics',
+           'reliability_curve', 'fit_calibration', 'apply_calibration', 'cross_fitted_calibration', 'holdout_split',
+           'cross_validate', 'regression_metrics', 'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for',
+           'fit_calibrated', 'train_model', 'holdout_scores', 'publish_run', 'swap_into_place', 'ModelIntegrityError',
+           'verify_run', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle', 'score_features',
+           'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -178,6 +179,33 @@ def save_booster(booster, path: Path, rounds: int) -> Path:
 
 LGB_END_MARKERS = (b"\nend of trees\n", b"\nend of parameters\n")   # a complete LightGBM text model has both
 
+LGB_TREE_FIELDS = (b"num_leaves=", b"num_cat=", b"leaf_value=", b"shrinkage=")   # LightGBM aborts the process without one
+LGB_SPLIT_FIELDS = (b"split_feature=", b"threshold=", b"decision_type=", b"left_child=", b"right_child=")   # trees that split
+
+def lgb_structure_problem(content: bytes) -> str | None:
+    """What is wrong with the tree layout of a LightGBM text model, or None. The header's `tree_sizes` gives each
+    `Tree=i` block's length in bytes; every block must start with its own `Tree=i` line and carry the fields LightGBM
+    requires (a damaged field name aborts the process inside LightGBM, SIGABRT, instead of raising)."""
+    head, _, rest = content.partition(b"\nTree=0\n")
+    if not rest: return "no 'Tree=0' block"
+    sizes_line = next((line for line in head.split(b"\n") if line.startswith(b"tree_sizes=")), None)
+    if sizes_line is None: return "no 'tree_sizes' line in the header"
+    try: sizes = [int(v) for v in sizes_line.removeprefix(b"tree_sizes=").split()]
+    except ValueError: return "unreadable 'tree_sizes' line"
+    pos = len(head) + 1
+    for i, size in enumerate(sizes):
+        block = content[pos:pos + size]
+        if not block.startswith(b"Tree=%d\n" % i): return f"tree {i} does not start where tree_sizes says (byte {pos})"
+        lines = block.split(b"\n")
+        missing = [f.decode() for f in LGB_TREE_FIELDS if not any(line.startswith(f) for line in lines)]
+        leaves = next((line for line in lines if line.startswith(b"num_leaves=")), b"num_leaves=1")
+        if leaves.removeprefix(b"num_leaves=").strip() not in (b"1", b"0"):
+            missing += [f.decode() for f in LGB_SPLIT_FIELDS if not any(line.startswith(f) for line in lines)]
+        if missing: return f"tree {i} lacks field(s) {missing}"
+        pos += size
+    if not content[pos:].lstrip(b"\n").startswith(b"end of trees"): return f"'end of trees' does not follow the {len(sizes)} trees"
+    return None
+
 def load_booster(path: Path):
     """Load a booster saved by `save_booster` (format from the file name). A LightGBM text model lacking its end markers
     is refused before LightGBM parses it: every truncated file tried crashed the process (SIGSEGV) instead of raising."""
@@ -186,6 +214,8 @@ def load_booster(path: Path):
         if not all(m in content for m in LGB_END_MARKERS):
             raise ModelIntegrityError(f"{path}: incomplete LightGBM model file ({len(content):,} bytes, no 'end of trees'/'end of "
                                       "parameters' marker): truncated while saving or copying?")
+        if problem := lgb_structure_problem(content):
+            raise ModelIntegrityError(f"{path}: damaged LightGBM model file: {problem}")
         return lgb.Booster(model_str=content.decode())
     import xgboost as xgb
     b = xgb.Booster()

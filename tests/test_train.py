@@ -629,6 +629,23 @@ def test_a_corrupt_file_with_a_matching_hash_is_named(small_run, tmp_path, rel, 
         load_bundle(_rehashed(copy_run(small_run, tmp_path), rel, text))
 
 
+@pytest.mark.parametrize("old, new, message", [
+    (b"\nnum_cat=", b"\nnum_caT=", r"tree \d+ lacks field\(s\) \['num_cat='\]"),              # LightGBM: SIGABRT
+    (b"\nleft_child=", b"\nleft_chiLd=", r"tree \d+ lacks field\(s\) \['left_child='\]"),
+    (b"\nTree=2\n", b"\nTree=2\n\n", r"tree 3 does not start where tree_sizes says"),           # a byte inserted
+])
+def test_a_damaged_lightgbm_file_with_a_matching_hash_is_named_not_a_crash(small_run, tmp_path, old, new, message):
+    "Run in a subprocess: on the previous code LightGBM aborted the whole process (rc -6) instead of raising."
+    run = copy_run(small_run, tmp_path)
+    text = (run / "models/pooled.lgb.txt").read_bytes()
+    assert text.count(old) >= 1
+    _rehashed(run, "models/pooled.lgb.txt", text.replace(old, new, 2).decode())
+    code = f"from oi_ml.train import load_bundle\nload_bundle({str(run)!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert re.search(rf"ModelIntegrityError: {re.escape(str(run / 'models/pooled.lgb.txt'))}: damaged LightGBM model file: {message}", done.stderr), done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("text, message", [('{"run_id": "run-x", "files": {"a', r"manifest\.json: not valid JSON"),
                                            ('{"run_id": "run-x"}', r"manifest\.json: missing key\(s\) 'files'"),
                                            ('{"files": ["a.json"]}', r"manifest\.json: 'files' must map")])
