@@ -292,12 +292,10 @@ def automl_code_sha256() -> str:
     "sha256 of the code that runs a search: this module and every package module it imports (training's included)."
     return code_sha256(modules=import_closure(("automl",)))
 
-def study_prefix(exchange: str, dataset_manifest: dict, config: OrchestratorConfig, code: str | None = None) -> str:
-    """`<EXCHANGE>-<version>-<hash>`: hash of the dataset content, every setting that shapes a trial (not the budget) and
-    the search code (`automl_code_sha256()` unless given), so a persistent study never hands old code's trials to new code."""
+def study_prefix(exchange: str, dataset_manifest: dict, config: OrchestratorConfig) -> str:
+    "`<EXCHANGE>-<version>-<hash>`: hash of the dataset content and every setting that shapes a trial (not the budget)."
     shape = dataclasses.replace(config, families=(), optuna_trials=0, storage=None, output=None, progress=False)
-    key = json.dumps([exchange, dataset_manifest["content_sha256"], config_to_dict(shape), code or automl_code_sha256()],
-                     sort_keys=True, default=str)
+    key = json.dumps([exchange, dataset_manifest["content_sha256"], config_to_dict(shape)], sort_keys=True, default=str)
     return f"{exchange}-{dataset_manifest['version']}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 def trial_sampler(config: OrchestratorConfig, study_name: str, n_before: int) -> optuna.samplers.TPESampler:
@@ -317,9 +315,12 @@ def finished_trials(study: optuna.Study) -> list:
 
 # %% ../nbs/23_automl.ipynb #c031
 def run_study(name: str, storage, family: str, data: SegmentData, table: TrainingTable, fwd: np.ndarray,
-              config: OrchestratorConfig, bar=None) -> optuna.Study:
-    "Create or load study `name` and run trials until it holds `optuna_trials` finished ones."
-    study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True,
+              config: OrchestratorConfig, bar=None, code: str = "") -> optuna.Study:
+    """Create or load study `name` (stored as `name@<code[:12]>` when the search code's sha256 is given, so persistent
+    storage never hands one code's trials to another) and run trials until it holds `optuna_trials` finished ones. The
+    sampler is seeded from `name` alone: the same configuration draws the same trials whatever the code version."""
+    stored = f"{name}@{code[:12]}" if code else name
+    study = optuna.create_study(study_name=stored, storage=storage, direction="minimize", load_if_exists=True,
                                 pruner=make_pruner(config.pruner, config.n_folds))
     if bar is not None: bar.update(min(len(finished_trials(study)), config.optuna_trials))
     while len(finished_trials(study)) < config.optuna_trials:
@@ -435,12 +436,12 @@ def _prediction_frame(table: TrainingTable, rows: np.ndarray, probs: np.ndarray,
     frame[[f"prob_{c}" for c in table.classes]] = probs
     return frame.assign(score=directional_score(probs, table.classes), fwd_return=fwd[rows], label=table.y[rows])
 
-def _search_segment(window, table, base, fwd, families, storage, prefix, config, bar, out: _Collected) -> None:
+def _search_segment(window, table, base, fwd, families, storage, prefix, config, bar, out: _Collected, code: str = "") -> None:
     "Prepare one segment, run and evaluate one study per family, collect the records."
     data = prepare_segment(table, base, window, config.train, config.n_folds)
     out.segments.append(segment_record(window, data)); out.regime_models[window.segment] = data.regime_model
     for family in families:
-        study = run_study(f"{prefix}-s{window.segment:02d}-{family}", storage, family, data, table, fwd, config, bar)
+        study = run_study(f"{prefix}-s{window.segment:02d}-{family}", storage, family, data, table, fwd, config, bar, code)
         out.trials += trial_records(study, window.segment, family); out.returns.append(trial_returns_frame(study, window.segment, family))
         if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
             logger.warning("%s: no completed trial, nothing to evaluate", study.study_name); continue
@@ -448,14 +449,15 @@ def _search_segment(window, table, base, fwd, families, storage, prefix, config,
         out.results.append(study_result(study, window.segment, family, evaluation))
         out.predictions.append(_prediction_frame(table, np.asarray(window.valid_index), probs, fwd, window.segment, family))
 
-def search(config: OrchestratorConfig, table: TrainingTable, windows: list, families: tuple, fwd: np.ndarray, prefix: str) -> _Collected:
+def search(config: OrchestratorConfig, table: TrainingTable, windows: list, families: tuple, fwd: np.ndarray, prefix: str,
+           code: str = "") -> _Collected:
     "Run every segment's studies (progress over segments × families × trials); Ctrl-C leaves finished trials in the storage."
     from tqdm import tqdm
     storage, out = optuna_storage(config.storage), _Collected()
     base = table.features[table.feature_columns].to_numpy("float64")
     with quiet_optuna(), tqdm(total=len(windows) * len(families) * config.optuna_trials, disable=not config.progress, unit="trial", desc="automl") as bar:
         try:
-            for window in windows: _search_segment(window, table, base, fwd, families, storage, prefix, config, bar, out)
+            for window in windows: _search_segment(window, table, base, fwd, families, storage, prefix, config, bar, out, code)
         except KeyboardInterrupt:
             where = "lost (in-memory storage: pass storage= to make runs resumable)" if config.storage is None else f"kept in {storage_label(config.storage)}; re-run the same command to resume"
             logger.warning("interrupted: finished trials are %s", where); raise
@@ -557,7 +559,8 @@ def run_orchestrator(config: OrchestratorConfig, run_cfg: RunConfig | None = Non
     raw = last_trading_days(sessions_before(raw, config.before_day), config.days)
     table = build_training_table(raw, config.train)
     windows = walk_forward_segments(table.features.timestamp, config.window_days, config.step_days, label_end_times=table.label_end_time)
-    out = search(config, table, windows, families, bar_forward_returns(raw, table, config.train.labels), study_prefix(exchange, dm, config, code))
+    out = search(config, table, windows, families, bar_forward_returns(raw, table, config.train.labels), study_prefix(exchange, dm, config),
+                 code)
     days_used = raw.timestamp.dt.tz_convert(IST).dt.date.nunique()
     summary = build_summary(run_id, config, dm, table, days_used, families, skipped, out)
     return AutoMLRun(run_dir, _publish(run_dir, summary, dm, out, code), summary)

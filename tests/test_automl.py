@@ -235,6 +235,19 @@ def test_resume_from_sqlite_matches_uninterrupted_run(run_cfg, tmp_path):
     assert fresh["results"] == extended["results"]
 
 
+def test_other_code_gets_its_own_studies_and_draws_the_same_trials(run_cfg, tmp_path, monkeypatch):
+    "A persistent storage never hands one code version's trials to another; the sampler's draws depend on the config only."
+    from oi_ml import automl
+    url, one = f"sqlite:///{tmp_path}/studies.db", dict(days=10, optuna_trials=2)
+    first = run_orchestrator(tiny(tmp_path, "a", storage=url, **one), run_cfg)
+    monkeypatch.setattr(automl, "automl_code_sha256", lambda: "0" * 64)      # the same data and config, other code
+    other = run_orchestrator(tiny(tmp_path, "b", storage=url, **one), run_cfg)
+    studies = trials_in(url)
+    assert len(studies) == 2 and list(studies.values()) == [2, 2] and any(name.endswith("@" + "0" * 12) for name in studies)
+    assert other.manifest["code_sha256"] == "0" * 64 != first.manifest["code_sha256"]
+    assert [t["params"] for t in other.summary["trials"]] == [t["params"] for t in first.summary["trials"]]
+
+
 @pytest.mark.slow
 def test_interrupted_run_resumes_from_journal(run_cfg, tmp_path, monkeypatch):
     from oi_ml import automl
