@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from scipy.special import ndtr
 
 from .config import IST, ExchangeConfig, QualityConfig, RunConfig, get_exchange_config, is_trading_day
@@ -91,7 +90,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
     try:
         return _read_table(path)
-    except (zipfile.BadZipFile, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, pa.ArrowInvalid) as err:
+    except (zipfile.BadZipFile, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
         raise ValueError(f"{path}: cannot read the file ({type(err).__name__}: {err})") from err
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -362,12 +361,12 @@ def _same_name_twice(columns) -> list[str]:
     """Header names given more than once, compared as `normalise_ohlcv_columns` compares them (spaces, case); pandas'
     renaming of an exact repeat ('Close', 'Close.1') counts as the same name. Each is reported by its first spelling."""
     names = [str(c) for c in columns]
-    first = {}
+    spellings = {}   # normalised name -> the header's spellings of it
     for name in names:
         mangled = re.fullmatch(r"(.+)\.\d+", name)
         base = mangled.group(1) if mangled and mangled.group(1) in names else name
-        first.setdefault(base.strip().lower().replace(" ", "_"), []).append(base.strip())
-    return [spellings[0] for spellings in first.values() if len(spellings) > 1]
+        spellings.setdefault(base.strip().lower().replace(" ", "_"), []).append(base.strip())
+    return [given[0] for given in spellings.values() if len(given) > 1]
 
 def _header_or_empty(report: ValidationReport, raw: pd.DataFrame) -> IngestError | None:
     "A schema error when two header cells name the same column, or when the file has no data rows."

@@ -32,7 +32,7 @@ from .regimes import RegimeHMMTransformer
 
 # %% auto #0
 __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARKERS', 'LGB_TREE_FIELDS', 'LGB_SPLIT_FIELDS',
-           'CALIBRATION_FLOOR', 'BUNDLE_FILES', 'TrainConfig', 'TrainingTable', 'build_training_table',
+           'CALIBRATION_FLOOR', 'STORED_DIGITS', 'BUNDLE_FILES', 'TrainConfig', 'TrainingTable', 'build_training_table',
            'resolve_family', 'fit_booster', 'booster_predict', 'booster_contributions', 'save_booster',
            'lgb_structure_problem', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'select_features',
            'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc', 'classification_metrics',
@@ -326,14 +326,16 @@ def reliability_curve(y: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dic
 
 # %% ../nbs/22_train.ipynb #c017
 CALIBRATION_FLOOR = 1e-3   # smallest calibrated probability of any class, before renormalising
+STORED_DIGITS = 10         # decimals floats keep in the run's JSON files (`_round`); calibration maps are fitted at it
 
 def fit_calibration(y: np.ndarray, probs: np.ndarray) -> dict:
-    """Per-class isotonic maps fitted on out-of-fold probabilities (JSON-ready thresholds, rounded to the 10 decimals
-    `calibration.json` keeps, so the report scores exactly the map the run saves and serves)."""
+    """Per-class isotonic maps fitted on out-of-fold probabilities (JSON-ready thresholds, rounded to the `STORED_DIGITS`
+    decimals `calibration.json` keeps, so the report scores exactly the map the run saves and serves)."""
     maps = {}
     for c in range(probs.shape[1]):
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(probs[:, c], (y == c).astype(float))
-        maps[str(c)] = dict(x=[round(v, 10) for v in iso.X_thresholds_.tolist()], y=[round(v, 10) for v in iso.y_thresholds_.tolist()])
+        maps[str(c)] = dict(x=[round(v, STORED_DIGITS) for v in iso.X_thresholds_.tolist()],
+                            y=[round(v, STORED_DIGITS) for v in iso.y_thresholds_.tolist()])
     return {"method": "isotonic", "maps": maps}
 
 def apply_calibration(calibration: dict | None, probs: np.ndarray) -> np.ndarray:
@@ -430,7 +432,7 @@ def run_id_for(exchange: str, dataset_manifest: dict, cfg: TrainConfig, code: st
                      sort_keys=True, default=str)
     return f"run-{dataset_manifest['version']}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
-def _round(obj, digits: int = 10):
+def _round(obj, digits: int = STORED_DIGITS):
     "Round floats recursively (JSON stability; NaN -> None)."
     if isinstance(obj, float): return None if not np.isfinite(obj) else round(obj, digits)
     if isinstance(obj, dict): return {str(k): _round(v, digits) for k, v in obj.items()}
