@@ -164,6 +164,7 @@ class MonitoringConfig:
     psi_alert: float = 0.25          # PSI that raises an alert
     feedback_window: int = 200       # most recent realised outcomes in the rolling hit rate
     degrade_threshold: float = 0.1   # absolute drop of the hit rate below the approval baseline that needs a retrain
+    calibrated_thresholds: bool = True  # raise each feature's PSI levels to what its training windows reached (43_monitor)
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -13,10 +13,11 @@ from .indicators import INDICATOR_COLUMNS, XS_RANK_COLUMNS, compute_indicators_b
 
 # %% auto #0
 __all__ = ['KEY_COLUMNS', 'RAW_PRICE_COLUMNS', 'OPTION_FEATURE_DEFAULTS', 'TIME_FEATURE_DEFAULTS', 'INDICATOR_DEFAULTS',
-           'XS_RANK_DEFAULTS', 'FEATURE_DEFAULTS', 'REQUIRED_FEATURE_COLUMNS', 'OPTION_INPUTS', 'check_raw_features',
-           'pcr_features', 'structure_features', 'buildup_features', 'volatility_features', 'flow_features',
-           'time_features', 'fill_neutral_defaults', 'compute_all_features', 'supported_feature_columns',
-           'prepare_training_features', 'feature_distribution', 'bin_proportions']
+           'XS_RANK_DEFAULTS', 'FEATURE_DEFAULTS', 'REQUIRED_FEATURE_COLUMNS', 'OPTION_INPUTS', 'PSI_SHARE_FLOOR',
+           'DRIFT_WINDOW_ROWS', 'check_raw_features', 'pcr_features', 'structure_features', 'buildup_features',
+           'volatility_features', 'flow_features', 'time_features', 'fill_neutral_defaults', 'compute_all_features',
+           'supported_feature_columns', 'prepare_training_features', 'feature_distribution', 'bin_proportions', 'psi',
+           'window_psi']
 
 # %% ../nbs/10_features.ipynb #c004
 KEY_COLUMNS = ["timestamp", "exchange", "symbol"]
@@ -185,13 +186,22 @@ def _gap_edges(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     middles = ((lower + upper) / 2)[upper - lower > 2e-10]
     return np.unique([round(float(m), 10) + 0.0 for m in middles])   # + 0.0: -0.0 stored as 0.0
 
-def feature_distribution(frame: pd.DataFrame, columns: list[str], n_bins: int = 10) -> dict:
-    "Per column: interior decile edges (between distinct values, `_gap_edges`) and the share of rows in each bin (JSON-ready)."
+PSI_SHARE_FLOOR = 1e-4      # bin shares are floored at this before the logarithm of the PSI
+DRIFT_WINDOW_ROWS = 2_000   # rows of a live drift window (`MonitorConfig.live_rows`) and of the training windows that
+                            # calibrate its thresholds
+
+def feature_distribution(frame: pd.DataFrame, columns: list[str], n_bins: int = 10,
+                         window_rows: int | None = None) -> dict:   # rows per window of `window_psi`; None: not measured
+    """Per column: interior decile edges (between distinct values, `_gap_edges`), the share of rows in each bin and, with
+    `window_rows`, the 95th percentile and maximum PSI of the column's own windows of that length (JSON-ready)."""
     out = {}
     for c in columns:
         values = frame[c].to_numpy(dtype=float); values = values[np.isfinite(values)]
         edges = _gap_edges(values, np.quantile(values, np.linspace(0, 1, n_bins + 1)[1:-1])) if len(values) else np.array([])
         out[c] = {"edges": edges.tolist(), "proportions": bin_proportions(values, edges).tolist()}
+        windows = window_psi(values, edges, window_rows) if window_rows else np.zeros(0)
+        if windows.size: out[c]["window_psi"] = {"rows": int(window_rows), "windows": int(windows.size),
+                                                  "q95": float(np.quantile(windows, 0.95)), "max": float(windows.max())}
     return out
 
 def bin_proportions(values: np.ndarray, edges) -> np.ndarray:
@@ -199,3 +209,28 @@ def bin_proportions(values: np.ndarray, edges) -> np.ndarray:
     values = np.asarray(values, dtype=float); values = values[np.isfinite(values)]
     counts = np.bincount(np.searchsorted(np.asarray(edges, dtype=float), values, side="right"), minlength=len(edges) + 1)
     return counts / max(counts.sum(), 1)
+
+def psi(expected_proportions, actual_proportions, eps: float = PSI_SHARE_FLOOR):
+    """Population stability index Σ (a − e)·ln(a / e) over bins (the last axis), shares floored at `eps`: a float, or one
+    PSI per row when the shares are 2-D."""
+    e = np.maximum(np.asarray(expected_proportions, dtype=np.float64), eps)
+    a = np.maximum(np.asarray(actual_proportions, dtype=np.float64), eps)
+    if e.shape[-1] != a.shape[-1]: raise ValueError(f"psi: {e.shape[-1]} expected bins but {a.shape[-1]} actual bins")
+    out = np.sum((a - e) * np.log(a / e), axis=-1)
+    return float(out) if np.ndim(out) == 0 else out
+
+def window_psi(values: np.ndarray, edges, rows: int = DRIFT_WINDOW_ROWS, stride: int | None = None) -> np.ndarray:
+    """PSI of each window of `rows` consecutive finite values of a time-ordered column (one every `stride` rows, default
+    rows // 20) against the shares of the column's other values, binned on `edges`; empty below 2 × `rows` values."""
+    if rows < 1 or (stride is not None and stride < 1): raise ValueError(f"window_psi: rows and stride must be >= 1, got {rows}, {stride}")
+    values = np.asarray(values, dtype=np.float64); values = values[np.isfinite(values)]
+    n, stride = len(values), stride or max(1, rows // 20)
+    if n < 2 * rows: return np.zeros(0)
+    bins = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
+    starts = np.arange(0, n - rows + 1, stride)
+    inside = np.empty((len(starts), len(edges) + 1))
+    for k in range(len(edges) + 1):   # per bin: running count of the rows in it, differenced at the window ends
+        running = np.concatenate([[0], np.cumsum(bins == k)])
+        inside[:, k] = running[starts + rows] - running[starts]
+    rest = np.bincount(bins, minlength=len(edges) + 1) - inside
+    return psi(rest / (n - rows), inside / rows)

@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig
-from .features import bin_proportions, prepare_training_features
+from .features import DRIFT_WINDOW_ROWS, bin_proportions, prepare_training_features, psi
 from .indicators import WARMUP_BARS
 from .registry import load_version, read_jsonl, registry_key
 from .signals import recommendations_with_outcomes
 from .store import connect, denormalise_payload
 
 # %% auto #0
-__all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'psi', 'psi_status', 'drift_row', 'drift_report',
+__all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'drift_thresholds', 'psi_status', 'drift_row', 'drift_report',
            'rolling_hit_rate', 'effective_outcomes', 'degradation_check', 'latency_histogram', 'latency_percentiles',
            'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations', 'recent_features',
            'model_columns', 'score_drift', 'assess', 'monitor_summary', 'notify_alerts', 'format_summary']
@@ -46,34 +46,36 @@ class MonitorConfig:
                                             # monitor_summary takes it from the version's horizon)
     webhook_env: str = "OI_ML_ALERT_WEBHOOK"  # environment variable holding the alert webhook URL (never a file)
     webhook_timeout: float = 5.0            # seconds per webhook POST
-    live_rows: int = 2000                   # most recent ml_features bars (and served recommendations) compared with training's
+    live_rows: int = DRIFT_WINDOW_ROWS      # most recent ml_features bars (and served recommendations) compared with training's
+    calibrated_thresholds: bool = True      # raise each column's levels to its training windows' PSI (`drift_thresholds`)
     min_live_rows: int = 200                # fewer live rows (or served scores): drift is not judged
     latency_budget_us: float = 250.0        # generate_signal p99 above this is a warning
     db_lock_timeout: float = 10.0           # seconds to wait for a writer to release the warehouse
 
 # %% ../nbs/43_monitor.ipynb #c006
-def psi(expected_proportions, actual_proportions, eps: float = 1e-4) -> float:
-    "Population stability index Σ (a − e)·ln(a / e) over bins; shares floored at `eps`."
-    e = np.maximum(np.asarray(expected_proportions, dtype=np.float64), eps)
-    a = np.maximum(np.asarray(actual_proportions, dtype=np.float64), eps)
-    if e.shape != a.shape: raise ValueError(f"psi: {e.size} expected bins but {a.size} actual bins")
-    return float(np.sum((a - e) * np.log(a / e)))
+def drift_thresholds(reference: dict, cfg: MonitorConfig) -> tuple[float, float]:
+    "(warn, alert) PSI levels of one column: the fixed ones, raised to its training windows' 95th percentile and maximum."
+    windows = reference.get("window_psi")
+    if not (cfg.calibrated_thresholds and windows and windows["rows"] == cfg.live_rows): return cfg.psi_warn, cfg.psi_alert
+    return max(cfg.psi_warn, windows["q95"]), max(cfg.psi_alert, windows["max"])
 
-def psi_status(value: float, cfg: MonitorConfig) -> str:
-    "ok / warn / alert for a PSI value against the thresholds (inclusive); 'no data' for NaN."
+def psi_status(value: float, cfg: MonitorConfig, warn_at: float | None = None, alert_at: float | None = None) -> str:
+    "ok / warn / alert for a PSI value against the levels (inclusive; default the fixed ones); 'no data' for NaN."
     if value is None or not math.isfinite(value): return "no data"
-    return "alert" if value >= cfg.psi_alert else "warn" if value >= cfg.psi_warn else "ok"
+    warn_at, alert_at = cfg.psi_warn if warn_at is None else warn_at, cfg.psi_alert if alert_at is None else alert_at
+    return "alert" if value >= alert_at else "warn" if value >= warn_at else "ok"
 
 # %% ../nbs/43_monitor.ipynb #c009
-DRIFT_COLUMNS = ["feature", "psi", "status", "n_live", "used_by_model"]
+DRIFT_COLUMNS = ["feature", "psi", "status", "warn_at", "alert_at", "n_live", "used_by_model"]
 
 def drift_row(feature: str, reference: dict, values: np.ndarray, cfg: MonitorConfig, used: bool) -> dict:
-    "PSI and status of one column's live values against its training reference {'edges', 'proportions'}."
+    "PSI, levels and status of one column's live values against its training reference {'edges', 'proportions'[, 'window_psi']}."
     values = np.asarray(values, dtype=np.float64)
     n = int(np.isfinite(values).sum())
+    warn_at, alert_at = drift_thresholds(reference, cfg)
     value = psi(reference["proportions"], bin_proportions(values, reference["edges"])) if n >= cfg.min_live_rows else float("nan")
-    return {"feature": feature, "psi": value, "status": psi_status(value, cfg) if n >= cfg.min_live_rows else "insufficient data",
-            "n_live": n, "used_by_model": used}
+    return {"feature": feature, "psi": value, "status": psi_status(value, cfg, warn_at, alert_at) if n >= cfg.min_live_rows else "insufficient data",
+            "warn_at": warn_at, "alert_at": alert_at, "n_live": n, "used_by_model": used}
 
 def drift_report(reference_distribution: dict, live: pd.DataFrame, columns=None, cfg: MonitorConfig = MonitorConfig(),
                  used_columns=None) -> pd.DataFrame:
@@ -82,10 +84,11 @@ def drift_report(reference_distribution: dict, live: pd.DataFrame, columns=None,
     missing = [c for c in columns if c not in reference_distribution or c not in live.columns]
     if missing: raise ValueError(f"drift_report: no training distribution or live column for {missing[:5]}")
     used = set(columns if used_columns is None else used_columns)
-    rows = [drift_row(c, reference_distribution[c], live[c].to_numpy(), cfg, c in used) for c in columns]
-    return pd.DataFrame(rows, columns=DRIFT_COLUMNS).sort_values("psi", ascending=False, kind="mergesort", na_position="last").reset_index(drop=True)
+    frame = pd.DataFrame([drift_row(c, reference_distribution[c], live[c].to_numpy(), cfg, c in used) for c in columns], columns=DRIFT_COLUMNS)
+    closeness = (frame.psi / frame.alert_at).sort_values(ascending=False, kind="mergesort", na_position="last")   # 1: at its alert level
+    return frame.loc[closeness.index].reset_index(drop=True)
 
-# %% ../nbs/43_monitor.ipynb #c013
+# %% ../nbs/43_monitor.ipynb #c015
 def rolling_hit_rate(outcomes: pd.DataFrame, window: int) -> pd.Series:
     "Hit rate over the last `window` known outcomes, at each known outcome (time order); NaN until the window is full."
     known = outcomes.dropna(subset=["correct"]).sort_values("timestamp", kind="mergesort")
@@ -136,7 +139,7 @@ def degradation_check(outcomes: pd.DataFrame, baseline_hit_rate: float, cfg: Mon
     return out | {"reason": f"hit rate {rate:.3f} over the last {n} outcomes vs approval baseline {baseline_hit_rate:.3f}: "
                             f"within {cfg.degrade_threshold:.3f}{evidence}"}
 
-# %% ../nbs/43_monitor.ipynb #c017
+# %% ../nbs/43_monitor.ipynb #c019
 LATENCY_EDGES_US = (0.0, 25.0, 50.0, 100.0, 150.0, 250.0, 500.0, 1_000.0, 5_000.0, 25_000.0, math.inf)
 
 def latency_histogram(latencies_us, edges=LATENCY_EDGES_US) -> pd.DataFrame:
@@ -152,7 +155,7 @@ def latency_percentiles(latencies_us) -> dict:
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     return {"n": len(values), "p50_us": float(p50), "p90_us": float(p90), "p99_us": float(p99), "max_us": float(values.max())}
 
-# %% ../nbs/43_monitor.ipynb #c020
+# %% ../nbs/43_monitor.ipynb #c022
 def alerts_path(run_cfg: RunConfig) -> Path:
     "`data/monitoring/alerts.jsonl`: the local alert log."
     return Path(run_cfg.data_dir) / "monitoring" / "alerts.jsonl"
@@ -167,7 +170,7 @@ def read_alerts(run_cfg: RunConfig) -> list[dict]:
     "Records of the alert log ([] when absent; torn lines skipped)."
     return read_jsonl(alerts_path(run_cfg))
 
-# %% ../nbs/43_monitor.ipynb #c021
+# %% ../nbs/43_monitor.ipynb #c023
 def post_webhook(url: str, payload: dict, timeout: float = 5.0) -> dict:
     "POST `payload` as JSON; {'ok', 'status', 'error', 'host'} — never raises, never returns the URL itself."
     parts = urllib.parse.urlsplit(url)
@@ -196,7 +199,7 @@ def raise_alert(kind: str, message: str, details: dict | None = None, run_cfg: R
                                              "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
     return alert
 
-# %% ../nbs/43_monitor.ipynb #c025
+# %% ../nbs/43_monitor.ipynb #c027
 def served_recommendations(run_cfg: RunConfig, exchange: str, model_version: str, cfg: MonitorConfig = MonitorConfig()) -> pd.DataFrame:
     "Recommendations of one model version with outcomes (empty when the warehouse does not exist yet)."
     empty = pd.DataFrame(columns=["timestamp", "confidence", "score", "latency_us", "correct"])
@@ -216,7 +219,7 @@ def recent_features(run_cfg: RunConfig, exchange: str, columns: list, cfg: Monit
     features = prepare_training_features(raw, list(columns))
     return features[features.groupby("symbol").cumcount().to_numpy() >= WARMUP_BARS].reset_index(drop=True)
 
-# %% ../nbs/43_monitor.ipynb #c026
+# %% ../nbs/43_monitor.ipynb #c028
 def model_columns(folder: Path, manifest: dict) -> tuple[list, list]:
     "(input features with a training distribution, the inputs the model reads: selected features + regime features)."
     meta = json.loads((folder / "model_features.json").read_text())
@@ -228,29 +231,30 @@ def score_drift(score_distribution: dict, scores, cfg: MonitorConfig = MonitorCo
     "PSI of served calibrated confidences against the holdout's (`score_distribution`)."
     return drift_row("score", score_distribution, np.asarray(scores, dtype=np.float64), cfg, True)
 
-# %% ../nbs/43_monitor.ipynb #c027
+# %% ../nbs/43_monitor.ipynb #c029
 def assess(drift: pd.DataFrame, score: dict, degradation: dict, latency: dict, cfg: MonitorConfig) -> tuple[list, list]:
     "(alerts, warnings) from the drift, score, degradation and latency results; each {'kind', 'message', 'details'}."
     alerts, warnings = [], []
     bad = drift[drift.status.eq("alert") & drift.used_by_model]
-    if len(bad): alerts.append({"kind": "feature_drift", "message": f"PSI >= {cfg.psi_alert} on {len(bad)} used feature(s): " + _top(bad),
+    if len(bad): alerts.append({"kind": "feature_drift", "message": f"PSI at or above the alert level on {len(bad)} used feature(s): " + _top(bad),
                                 "details": {r.feature: r.psi for r in bad.itertuples()}})
     shifted = drift[drift.status.eq("warn") | (drift.status.eq("alert") & ~drift.used_by_model)]
     if len(shifted): warnings.append({"kind": "feature_drift", "message": f"moderate or unused-feature drift on {len(shifted)} feature(s): " + _top(shifted),
                                       "details": {r.feature: r.psi for r in shifted.itertuples()}})
     if score["status"] in ("warn", "alert"):
         (alerts if score["status"] == "alert" else warnings).append({"kind": "score_drift", "details": score,
-                                                                     "message": f"score PSI {score['psi']:.3f} over {score['n_live']} served recommendations"})
+                                                                     "message": f"score PSI {score['psi']:.3f} over {score['n_live']} served recommendations "
+                                                                                f"(warn at {score['warn_at']:.3g}, alert at {score['alert_at']:.3g})"})
     if degradation["needs_retrain"]: alerts.append({"kind": "degradation", "message": degradation["reason"], "details": degradation})
     if latency["n"] and latency["p99_us"] > cfg.latency_budget_us:
         warnings.append({"kind": "latency", "message": f"generate_signal p99 {latency['p99_us']:.0f} µs > budget {cfg.latency_budget_us:.0f} µs", "details": latency})
     return alerts, warnings
 
 def _top(frame: pd.DataFrame, n: int = 5) -> str:
-    "The first `n` features of a drift frame as 'name (psi)'."
-    return ", ".join(f"{r.feature} ({r.psi:.2f})" for r in frame.head(n).itertuples()) + (" …" if len(frame) > n else "")
+    "The first `n` features of a drift frame as 'name (psi, alert at level)'."
+    return ", ".join(f"{r.feature} ({r.psi:.2f}, alert at {r.alert_at:.3g})" for r in frame.head(n).itertuples()) + (" …" if len(frame) > n else "")
 
-# %% ../nbs/43_monitor.ipynb #c028
+# %% ../nbs/43_monitor.ipynb #c030
 def _json_ready(obj):
     "NaN → None and numpy scalars → Python, recursively (the summary is printed and dumped as JSON)."
     if isinstance(obj, dict): return {str(k): _json_ready(v) for k, v in obj.items()}
@@ -281,6 +285,8 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
         "horizon": horizon or manifest.get("horizon"), "version": manifest["version"],   # the key's, else the labels'
         "run_id": manifest["run_id"], "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "n_recommendations": len(served),
         "n_live_rows": len(live), "thresholds": {"psi_warn": cfg.psi_warn, "psi_alert": cfg.psi_alert,
+                                                      "calibrated_thresholds": cfg.calibrated_thresholds, "window_rows": cfg.live_rows,
+                                                      "raised_levels": int((drift.alert_at > cfg.psi_alert).sum()),
                                                       "degrade_threshold": cfg.degrade_threshold, "feedback_window": cfg.feedback_window,
                                                       "outcome_overlap": cfg.outcome_overlap},
         "drift": drift.to_dict("records"), "score_drift": score, "degradation": degradation,
@@ -288,7 +294,7 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
         "alerts": alerts, "warnings": warnings, "needs_retrain": bool(alerts),
         "retrain_reasons": [a["message"] for a in alerts]})
 
-# %% ../nbs/43_monitor.ipynb #c030
+# %% ../nbs/43_monitor.ipynb #c032
 def _line_of(summary: dict) -> str:
     "Registry line a summary watches: 'NSE', or 'NSE/15m' for a horizon key (summaries before the key: the exchange)."
     return summary.get("registry_key") or summary["exchange"]
@@ -302,18 +308,22 @@ def _fmt(value, spec: str = ".3f") -> str:
     "A number formatted, or 'n/a' for None."
     return "n/a" if value is None else format(value, spec)
 
-# %% ../nbs/43_monitor.ipynb #c031
+# %% ../nbs/43_monitor.ipynb #c033
 def format_summary(summary: dict) -> str:
     "Human-readable monitor summary (what `oi-ml monitor` prints)."
     s, d, lat, th = summary["score_drift"], summary["degradation"], summary["latency"], summary["thresholds"]
     counts = pd.Series([r["status"] for r in summary["drift"]]).value_counts().to_dict() if summary["drift"] else {}
-    worst = ", ".join(f"{r['feature']} {_fmt(r['psi'], '.2f')} {r['status']}" for r in summary["drift"][:5])
+    worst = ", ".join(f"{r['feature']} {_fmt(r['psi'], '.2f')} {r['status']} (alert at {_fmt(r.get('alert_at', th['psi_alert']), '.3g')})"
+                      for r in summary["drift"][:5])
+    raised = th.get("raised_levels", 0)
     key = _line_of(summary)
     labels = f", {summary['horizon']} labels" if summary.get("horizon") and "/" not in key else ""
     lines = [f"oi-ml monitor: {key.replace('/', ' ')} model {summary['version']} ({summary['run_id']}{labels}) at {summary['generated_at']}",
              (f"  feature drift: {len(summary['drift'])} features, {summary['n_live_rows']} live rows; "
               f"alert {counts.get('alert', 0)}, warn {counts.get('warn', 0)}, ok {counts.get('ok', 0)} "
-              f"(PSI warn {th['psi_warn']}, alert {th['psi_alert']}); worst: {worst or 'n/a'}"),
+              f"(PSI warn {th['psi_warn']}, alert {th['psi_alert']}"
+              + (f"; raised for {raised} to what the training period's own {th['window_rows']}-row windows reached" if raised else "")
+              + f"); worst: {worst or 'n/a'}"),
              f"  score drift: PSI {_fmt(s['psi'])} {s['status']} over {s['n_live']} served recommendations",
              f"  degradation: {d['reason']}",
              (f"  latency: p50 {_fmt(lat['p50_us'], '.0f')} µs, p90 {_fmt(lat['p90_us'], '.0f')} µs, p99 {_fmt(lat['p99_us'], '.0f')} µs "

@@ -428,14 +428,29 @@ def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd
              "costs (bps per leg)": config["transaction_cost_bps"] + config["slippage_bps"]}
     return pd.DataFrame({"item": list(items), "value": [f"{v:,.4g}" if isinstance(v, float) else str(v) for v in items.values()]})
 
+def _drift_levels(reference: dict) -> str:
+    "'alert at PSI x' for one column under the default monitor, and where that level comes from."
+    from oi_ml.monitor import MonitorConfig, drift_thresholds
+    cfg = MonitorConfig()
+    alert_at = drift_thresholds(reference, cfg)[1]
+    windows = reference.get("window_psi")
+    if alert_at > cfg.psi_alert: return f"drift alert at PSI {alert_at:.3g} (the largest of {windows['windows']} {windows['rows']}-row training windows)"
+    return f"drift alert at PSI {alert_at:.3g} (fixed" + (f"; its {windows['rows']}-row training windows stayed below)" if windows else "; windows not measured)")
+
 def monitoring_baseline(manifest: dict, top: int = 15) -> pd.DataFrame:
-    "What the monitor will compare live data against: approval metrics and the first `top` features' training decile edges."
+    """What the monitor will compare live data against: approval metrics, how many features' drift levels the training
+    windows raised, and the first `top` features' training decile edges and drift alert level."""
+    from oi_ml.monitor import MonitorConfig, drift_thresholds
     rows = [dict(item=f"approval {k}", value=f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in manifest["metrics_summary"].items()]
-    for name, d in list(manifest["feature_distribution"].items())[:top]:
+    distributions = manifest["feature_distribution"]
+    raised = sum(drift_thresholds(d, MonitorConfig())[1] > MonitorConfig().psi_alert for d in distributions.values())
+    rows.append(dict(item="drift alert levels", value=f"raised above the fixed PSI {MonitorConfig().psi_alert} for {raised} of "
+                     f"{len(distributions)} features, to the largest PSI of the training period's own windows of the live length"))
+    for name, d in list(distributions.items())[:top]:
         edges = d["edges"]
         shown = edges[:: max(1, len(edges) // 4)]
-        rows.append(dict(item=f"feature {name}: {len(shown)} of {len(edges)} training decile edges",
-                         value=", ".join(f"{e:.4g}" for e in shown)))
+        rows.append(dict(item=f"feature {name}: {len(shown)} of {len(edges)} training decile edges; drift level",
+                         value=", ".join(f"{e:.4g}" for e in shown) + "; " + _drift_levels(d)))
     return pd.DataFrame(rows)
 
 def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig) -> str:

@@ -24,7 +24,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 from .config import RunConfig, config_to_dict
 from .cv import PurgedKFold
 from .datasets import code_sha256, git_commit, import_closure, load_dataset, package_versions, read_json, sha256_file
-from .features import KEY_COLUMNS, feature_distribution, prepare_training_features, supported_feature_columns
+from .features import DRIFT_WINDOW_ROWS, KEY_COLUMNS, feature_distribution, prepare_training_features, supported_feature_columns
 from .indicators import WARMUP_BARS
 from .labels import LabelConfig, make_target
 from .meta_labels import sample_weights
@@ -73,6 +73,8 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 1                           # fixed (results must not depend on the machine); 1 is fastest on small, busy machines
     shap_rows: int = 2000                          # holdout rows explained with TreeSHAP
+    drift_window_rows: int = DRIFT_WINDOW_ROWS     # rows per training window whose PSI sets the monitor's drift levels
+                                                   # (`10_features`); the monitor uses them when its live_rows match
 
 # %% ../nbs/22_train.ipynb #c007
 @dataclass(frozen=True)
@@ -518,8 +520,10 @@ def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConf
                        dataset_simulated=dm.get("simulated", False), target=cfg.target, family=resolve_family(cfg),
                        classes=list(table.classes), created_at=pd.Timestamp.now(tz="UTC").isoformat(), files=files,
                        metrics_summary=summary, model_features=table.feature_columns,
-                       feature_distribution=feature_distribution(table.features.iloc[ins], table.feature_columns),
-                       score_distribution=feature_distribution(pd.DataFrame({"score": scores}), ["score"])["score"],
+                       feature_distribution=feature_distribution(table.features.iloc[ins], table.feature_columns,
+                                                                 window_rows=cfg.drift_window_rows),
+                       score_distribution=feature_distribution(pd.DataFrame({"score": scores}), ["score"],
+                                                               window_rows=cfg.drift_window_rows)["score"],
                        train_window=[table.features.timestamp.iloc[ins[0]].isoformat(), table.features.timestamp.iloc[ins[-1]].isoformat()],
                        holdout_window=report["rows"]["holdout_window"], packages=package_versions(),
                        code_sha256=code, git_commit=git_commit()))

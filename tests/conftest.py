@@ -88,8 +88,8 @@ def private_copy(cfg: RunConfig, tmp_path: Path) -> RunConfig:
     return RunConfig(data_dir=str(tmp_path / "data"))
 
 
-def deploy_tiny_model(root: Path, reason: str):
-    "(run config, time-sorted raw dataset rows, run manifest) of a tiny model trained on 8 simulated days and deployed."
+def deploy_tiny_model(root: Path, reason: str, **train_options):
+    "(run config, time-sorted raw dataset rows, run manifest) of a tiny model trained on 8 simulated days (TrainConfig overrides in `train_options`) and deployed."
     from oi_ml.datasets import export_training_window, load_dataset
     from oi_ml.registry import deploy_model
     from oi_ml.simulate import simulate_market
@@ -98,7 +98,7 @@ def deploy_tiny_model(root: Path, reason: str):
     with connect(cfg) as con:
         simulate_market(con, "NSE", "2025-08-01", n_days=8, run_cfg=cfg)
         dm = export_training_window(con, "NSE", run_cfg=cfg)
-    small = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200)
+    small = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200, **train_options)
     manifest = train_model("NSE", dm["version"], cfg=small, run_cfg=cfg)
     deploy_model("NSE", manifest["run_id"], "pytest", reason, run_cfg=cfg, ungated=True)   # a fixture model, not gated
     raw, _ = load_dataset("NSE", dm["version"], cfg)

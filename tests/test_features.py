@@ -21,6 +21,7 @@ from oi_ml.features import (
     fill_neutral_defaults,
     prepare_training_features,
     supported_feature_columns,
+    window_psi,
 )
 from oi_ml.indicators import INDICATOR_COLUMNS, WARMUP_BARS, XS_RANK_COLUMNS
 from oi_ml.ingest import import_ohlcv
@@ -377,3 +378,39 @@ def test_feature_distribution_by_hand():
     assert dist["none"] == {"edges": [], "proportions": [0.0]}
     deciles = feature_distribution(pd.DataFrame({"u": np.arange(1000.0)}), ["u"])["u"]
     assert len(deciles["edges"]) == 9 and deciles["proportions"] == [0.1] * 10
+
+
+def window_psi_reference(values, edges, rows, stride):
+    "Each window's shares against the shares of every other finite value, one window at a time (np.delete)."
+    finite = values[np.isfinite(values)]
+    out = []
+    for start in range(0, len(finite) - rows + 1, stride):
+        e = np.maximum(bin_proportions(np.delete(finite, np.arange(start, start + rows)), edges), 1e-4)
+        a = np.maximum(bin_proportions(finite[start:start + rows], edges), 1e-4)
+        out.append(float(np.sum((a - e) * np.log(a / e))))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_window_psi_matches_a_window_by_window_reference(seed):
+    rng = np.random.default_rng(seed)
+    values = np.cumsum(rng.normal(size=1_500))                                  # a persistent path, with gaps
+    values[rng.choice(1_500, 40, replace=False)] = np.nan
+    values[rng.choice(1_500, 5, replace=False)] = np.inf
+    edges = feature_distribution(pd.DataFrame({"v": values}), ["v"])["v"]["edges"]
+    rows, stride = int(rng.integers(50, 400)), int(rng.integers(1, 60))
+    np.testing.assert_allclose(window_psi(values, edges, rows, stride), window_psi_reference(values, edges, rows, stride),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_feature_distribution_window_psi_fields():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"slow": np.cumsum(rng.normal(size=3_000)), "short": np.r_[rng.normal(size=500), [np.nan] * 2_500]})
+    dist = feature_distribution(frame, ["slow", "short"], window_rows=1_000)
+    windows = window_psi(frame.slow.to_numpy(), dist["slow"]["edges"], 1_000)
+    assert dist["slow"]["window_psi"] == {"rows": 1_000, "windows": 41, "q95": float(np.quantile(windows, 0.95)),
+                                          "max": float(windows.max())}                 # starts 0, 50, ..., 2000
+    assert "window_psi" not in dist["short"]                  # 500 finite values: fewer than two windows
+    assert "window_psi" not in feature_distribution(frame, ["slow"])["slow"]            # not asked for
+    with pytest.raises(ValueError, match="rows and stride must be >= 1"):
+        window_psi(frame.slow.to_numpy(), dist["slow"]["edges"], 100, 0)

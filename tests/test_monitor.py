@@ -265,6 +265,47 @@ def test_webhook_timeout_is_bounded(alert_cfg):
         listener.close()
 
 
+def slow_path(seed: int, n: int, phi: float = 0.999) -> np.ndarray:
+    "A stationary AR(1) path with unit variance and a half-life of about 700 rows (a slow feature such as a 200-bar MA distance)."
+    z = np.random.default_rng(seed).normal(size=n)
+    x = np.empty(n); x[0] = z[0]
+    for i in range(1, n): x[i] = phi * x[i - 1] + math.sqrt(1 - phi ** 2) * z[i]
+    return x
+
+
+def test_training_window_levels_stop_false_alarms_on_a_slow_feature_and_keep_large_shifts():
+    """Eight seeds of a slow feature: 40,000 training rows, then 19 windows of 2,000 rows of the same process. The fixed
+    level 0.25 alerts on almost every unchanged window; the levels from the training windows on few; a shift of four
+    standard deviations, beyond anything training saw, on every one. An independent feature keeps the fixed levels."""
+    fixed, calibrated, shifted = [], [], []
+    for seed in range(8):
+        path, noise = slow_path(seed, 60_000), np.random.default_rng(100 + seed).normal(size=60_000)
+        ref = feature_distribution(pd.DataFrame({"slow": path[:40_000], "independent": noise[:40_000]}), ["slow", "independent"],
+                                   window_rows=2_000)
+        for start in range(40_000, 58_001, 1_000):
+            live = pd.DataFrame({"slow": path[start:start + 2_000], "independent": noise[start:start + 2_000]})
+            report = drift_report(ref, live).set_index("feature")
+            fixed.append(drift_report(ref, live, cfg=MonitorConfig(calibrated_thresholds=False)).set_index("feature").status["slow"] == "alert")
+            calibrated.append(report.status["slow"] == "alert")
+            shifted.append(drift_report(ref, live.assign(slow=live.slow + 4.0)).set_index("feature").status["slow"] == "alert")
+            assert report.alert_at["slow"] == ref["slow"]["window_psi"]["max"] > 1.0
+            assert report.alert_at["independent"] == 0.25 and report.warn_at["independent"] == 0.1
+    assert len(calibrated) == 152
+    assert np.mean(fixed) > 0.95 and np.mean(calibrated) < 0.1 and np.mean(shifted) == 1.0
+
+
+def test_drift_levels_fall_back_to_the_fixed_ones():
+    ref = feature_distribution(pd.DataFrame({"x": slow_path(0, 10_000)}), ["x"], window_rows=2_000)
+    live = pd.DataFrame({"x": slow_path(1, 2_000)})
+    calibrated = drift_report(ref, live).iloc[0]
+    assert calibrated.alert_at == max(0.25, ref["x"]["window_psi"]["max"]) > 0.25
+    assert calibrated.warn_at == max(0.1, ref["x"]["window_psi"]["q95"])
+    for cfg in (MonitorConfig(calibrated_thresholds=False), MonitorConfig(live_rows=1_000)):   # off, or another window
+        row = drift_report(ref, live, cfg=cfg).iloc[0]
+        assert (row.warn_at, row.alert_at, row.psi) == (0.1, 0.25, calibrated.psi)
+        assert row.status == psi_status(row.psi, cfg)
+
+
 # ---------------------------------------------------------------- summary on a deployed model
 
 @pytest.fixture(scope="module")
@@ -382,6 +423,35 @@ def test_training_rows_against_their_own_reference_have_no_drift(tmp_path_factor
         shares = bin_proportions(table.features[column].iloc[ins].to_numpy(dtype=float), ref["edges"])
         assert np.allclose(shares, ref["proportions"], rtol=0, atol=1e-9), column
         assert psi(ref["proportions"], shares) < 1e-6, column
+
+
+def test_summary_levels_from_the_models_training_windows(tmp_path_factory):
+    """A model trained with 500-row drift windows, monitored with 500 live rows: unchanged in-sample windows raise no
+    drift alert with the levels from training, though the fixed levels alert on them (daily and slow inputs); a used
+    input moved by five standard deviations still alerts; the summary and its text say which levels were raised."""
+    cfg, raw, manifest = deploy_tiny_model(tmp_path_factory.mktemp("windows"), "drift windows", drift_window_rows=500)
+    features = prepare_training_features(raw, manifest["model_features"])
+    assert {d["window_psi"]["rows"] for d in manifest["feature_distribution"].values() if "window_psi" in d} == {500}
+    assert manifest["score_distribution"].get("window_psi", {"rows": 500})["rows"] == 500
+    in_sample = features[(features.timestamp >= manifest["train_window"][0]) & (features.timestamp <= manifest["train_window"][1])]
+    mcfg = MonitorConfig(live_rows=500)
+    fixed_alerts = 0
+    for start in range(0, len(in_sample) - 500 + 1, 250):
+        live = in_sample.iloc[start:start + 500]
+        summary = monitor_summary("NSE", cfg, live_features=live, cfg=mcfg)
+        assert not [a for a in summary["alerts"] if a["kind"] == "feature_drift"], (start, summary["alerts"])
+        fixed = monitor_summary("NSE", cfg, live_features=live, cfg=MonitorConfig(live_rows=500, calibrated_thresholds=False))
+        fixed_alerts += any(a["kind"] == "feature_drift" for a in fixed["alerts"])
+    assert fixed_alerts >= 1
+    assert summary["thresholds"]["raised_levels"] > 0 and summary["thresholds"]["window_rows"] == 500
+    assert "to what the training period's own 500-row windows reached" in format_summary(summary)
+    folder = version_dir("NSE", run_cfg=cfg)
+    used = model_columns(folder, json.loads((folder / "manifest.json").read_text()))[1]
+    moved = next(c for c in used if features[c].std() > 0)
+    live = in_sample.iloc[-500:].assign(**{moved: in_sample[moved].iloc[-500:] + 5 * features[moved].std()})
+    summary = monitor_summary("NSE", cfg, live_features=live, cfg=mcfg)
+    alert = next(a for a in summary["alerts"] if a["kind"] == "feature_drift")
+    assert moved in alert["details"] and f"{moved} (" in alert["message"] and "alert at" in alert["message"]
 
 
 def test_score_drift_reads_the_last_live_rows_served_confidences(deployed, tmp_path):

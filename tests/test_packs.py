@@ -134,9 +134,12 @@ def test_monitoring_baseline_values():
                 "feature_distribution": {"rsi_14": {"edges": [10.0, 20, 30, 40, 50, 60, 70, 80, 90]},
                                          "pcr": {"edges": [0.71234, 0.9, 1.1]}, "extra": {"edges": [1.0]}}}
     m = packs.monitoring_baseline(manifest, top=2)
+    fixed = "drift alert at PSI 0.25 (fixed; windows not measured)"
     assert m.values.tolist() == [["approval brier", "0.4568"], ["approval n_holdout", "409"], ["approval family", "lightgbm"],
-                                 ["feature rsi_14: 5 of 9 training decile edges", "10, 30, 50, 70, 90"],
-                                 ["feature pcr: 3 of 3 training decile edges", "0.7123, 0.9, 1.1"]]
+                                 ["drift alert levels", "raised above the fixed PSI 0.25 for 0 of 3 features, to the largest PSI "
+                                                        "of the training period's own windows of the live length"],
+                                 ["feature rsi_14: 5 of 9 training decile edges; drift level", "10, 30, 50, 70, 90; " + fixed],
+                                 ["feature pcr: 3 of 3 training decile edges; drift level", "0.7123, 0.9, 1.1; " + fixed]]
 
 
 # ---------------------------------------------------------------- 5: volatility at the signal bar
