@@ -165,6 +165,7 @@ class MonitoringConfig:
     feedback_window: int = 200       # most recent realised outcomes in the rolling hit rate
     degrade_threshold: float = 0.1   # absolute drop of the hit rate below the approval baseline that needs a retrain
     calibrated_thresholds: bool = True  # raise each feature's PSI levels to what its training windows reached (43_monitor)
+    live_rows: int = 2_000           # rows of a live drift window, and of the training windows whose PSI sets those levels
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -14,8 +14,8 @@ from .indicators import INDICATOR_COLUMNS, XS_RANK_COLUMNS, compute_indicators_b
 # %% auto #0
 __all__ = ['KEY_COLUMNS', 'RAW_PRICE_COLUMNS', 'OPTION_FEATURE_DEFAULTS', 'TIME_FEATURE_DEFAULTS', 'INDICATOR_DEFAULTS',
            'XS_RANK_DEFAULTS', 'FEATURE_DEFAULTS', 'REQUIRED_FEATURE_COLUMNS', 'OPTION_INPUTS', 'PSI_SHARE_FLOOR',
-           'DRIFT_WINDOW_ROWS', 'check_raw_features', 'pcr_features', 'structure_features', 'buildup_features',
-           'volatility_features', 'flow_features', 'time_features', 'fill_neutral_defaults', 'compute_all_features',
+           'check_raw_features', 'pcr_features', 'structure_features', 'buildup_features', 'volatility_features',
+           'flow_features', 'time_features', 'fill_neutral_defaults', 'compute_all_features',
            'supported_feature_columns', 'prepare_training_features', 'feature_distribution', 'bin_proportions', 'psi',
            'window_psi']
 
@@ -187,8 +187,6 @@ def _gap_edges(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     return np.unique([round(float(m), 10) + 0.0 for m in middles])   # + 0.0: -0.0 stored as 0.0
 
 PSI_SHARE_FLOOR = 1e-4      # bin shares are floored at this before the logarithm of the PSI
-DRIFT_WINDOW_ROWS = 2_000   # rows of a live drift window (`MonitorConfig.live_rows`) and of the training windows that
-                            # calibrate its thresholds
 
 def feature_distribution(frame: pd.DataFrame, columns: list[str], n_bins: int = 10,
                          window_rows: int | None = None) -> dict:   # rows per window of `window_psi`; None: not measured
@@ -219,7 +217,7 @@ def psi(expected_proportions, actual_proportions, eps: float = PSI_SHARE_FLOOR):
     out = np.sum((a - e) * np.log(a / e), axis=-1)
     return float(out) if np.ndim(out) == 0 else out
 
-def window_psi(values: np.ndarray, edges, rows: int = DRIFT_WINDOW_ROWS, stride: int | None = None) -> np.ndarray:
+def window_psi(values: np.ndarray, edges, rows: int, stride: int | None = None) -> np.ndarray:
     """PSI of each window of `rows` consecutive finite values of a time-ordered column (one every `stride` rows, default
     rows // 20) against the shares of the column's other values, binned on `edges`; empty below 2 × `rows` values."""
     if rows < 1 or (stride is not None and stride < 1): raise ValueError(f"window_psi: rows and stride must be >= 1, got {rows}, {stride}")

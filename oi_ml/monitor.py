@@ -21,8 +21,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig
-from .features import DRIFT_WINDOW_ROWS, bin_proportions, prepare_training_features, psi
+from .config import MonitoringConfig, RunConfig
+from .features import bin_proportions, prepare_training_features, psi
 from .indicators import WARMUP_BARS
 from .registry import load_version, read_jsonl, registry_key
 from .signals import recommendations_with_outcomes
@@ -46,7 +46,8 @@ class MonitorConfig:
                                             # monitor_summary takes it from the version's horizon)
     webhook_env: str = "OI_ML_ALERT_WEBHOOK"  # environment variable holding the alert webhook URL (never a file)
     webhook_timeout: float = 5.0            # seconds per webhook POST
-    live_rows: int = DRIFT_WINDOW_ROWS      # most recent ml_features bars (and served recommendations) compared with training's
+    live_rows: int = MonitoringConfig().live_rows  # most recent ml_features bars (and served recommendations) compared with
+                                            # training's; training measured its own windows at RunConfig.monitoring.live_rows
     calibrated_thresholds: bool = True      # raise each column's levels to its training windows' PSI (`drift_thresholds`)
     min_live_rows: int = 200                # fewer live rows (or served scores): drift is not judged
     latency_budget_us: float = 250.0        # generate_signal p99 above this is a warning

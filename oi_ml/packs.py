@@ -431,9 +431,9 @@ def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd
 def _drift_levels(reference: dict) -> str:
     "'alert at PSI x' for one column under the default monitor, and where that level comes from."
     from oi_ml.monitor import MonitorConfig, drift_thresholds
-    cfg = MonitorConfig()
-    alert_at = drift_thresholds(reference, cfg)[1]
     windows = reference.get("window_psi")
+    cfg = MonitorConfig(live_rows=windows["rows"]) if windows else MonitorConfig()   # a monitor watching windows of that length
+    alert_at = drift_thresholds(reference, cfg)[1]
     if alert_at > cfg.psi_alert: return f"drift alert at PSI {alert_at:.3g} (the largest of {windows['windows']} {windows['rows']}-row training windows)"
     return f"drift alert at PSI {alert_at:.3g} (fixed" + (f"; its {windows['rows']}-row training windows stayed below)" if windows else "; windows not measured)")
 
@@ -443,7 +443,8 @@ def monitoring_baseline(manifest: dict, top: int = 15) -> pd.DataFrame:
     from oi_ml.monitor import MonitorConfig, drift_thresholds
     rows = [dict(item=f"approval {k}", value=f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in manifest["metrics_summary"].items()]
     distributions = manifest["feature_distribution"]
-    raised = sum(drift_thresholds(d, MonitorConfig())[1] > MonitorConfig().psi_alert for d in distributions.values())
+    raised = sum("window_psi" in d and drift_thresholds(d, MonitorConfig(live_rows=d["window_psi"]["rows"]))[1] > MonitorConfig().psi_alert
+                 for d in distributions.values())
     rows.append(dict(item="drift alert levels", value=f"raised above the fixed PSI {MonitorConfig().psi_alert} for {raised} of "
                      f"{len(distributions)} features, to the largest PSI of the training period's own windows of the live length"))
     for name, d in list(distributions.items())[:top]:

@@ -24,7 +24,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 from .config import RunConfig, config_to_dict
 from .cv import PurgedKFold
 from .datasets import code_sha256, git_commit, import_closure, load_dataset, package_versions, read_json, sha256_file
-from .features import DRIFT_WINDOW_ROWS, KEY_COLUMNS, feature_distribution, prepare_training_features, supported_feature_columns
+from .features import KEY_COLUMNS, feature_distribution, prepare_training_features, supported_feature_columns
 from .indicators import WARMUP_BARS
 from .labels import LabelConfig, make_target
 from .meta_labels import sample_weights
@@ -73,8 +73,6 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 1                           # fixed (results must not depend on the machine); 1 is fastest on small, busy machines
     shap_rows: int = 2000                          # holdout rows explained with TreeSHAP
-    drift_window_rows: int = DRIFT_WINDOW_ROWS     # rows per training window whose PSI sets the monitor's drift levels
-                                                   # (`10_features`); the monitor uses them when its live_rows match
 
 # %% ../nbs/22_train.ipynb #c007
 @dataclass(frozen=True)
@@ -509,7 +507,7 @@ def _write_artefacts(folder: Path, ms: ModelSet, calibration, report: dict, tabl
     dump("reports/training_report.json", report)
 
 def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConfig, report: dict, table: TrainingTable, ins, scores,
-              code: str) -> dict:
+              code: str, window_rows: int) -> dict:   # rows per training window of the drift levels (`10_features`)
     "Run manifest: provenance, metrics summary, reference distributions and the sha256 of every file."
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     hold = report.get("holdout", {})
@@ -521,9 +519,9 @@ def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConf
                        classes=list(table.classes), created_at=pd.Timestamp.now(tz="UTC").isoformat(), files=files,
                        metrics_summary=summary, model_features=table.feature_columns,
                        feature_distribution=feature_distribution(table.features.iloc[ins], table.feature_columns,
-                                                                 window_rows=cfg.drift_window_rows),
+                                                                 window_rows=window_rows),
                        score_distribution=feature_distribution(pd.DataFrame({"score": scores}), ["score"],
-                                                               window_rows=cfg.drift_window_rows)["score"],
+                                                               window_rows=window_rows)["score"],
                        train_window=[table.features.timestamp.iloc[ins[0]].isoformat(), table.features.timestamp.iloc[ins[-1]].isoformat()],
                        holdout_window=report["rows"]["holdout_window"], packages=package_versions(),
                        code_sha256=code, git_commit=git_commit()))
@@ -551,7 +549,7 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
     cv, calibration, final = fit_calibrated(table, ins, cfg)
     report = _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final)
     return _save_run(run_dir, run_id, exchange.upper(), dm, cfg, report, table, ins, holdout_scores(table, hold, final, calibration),
-                     final, calibration, code)
+                     final, calibration, code, run_cfg.monitoring.live_rows)
 
 def holdout_scores(table: TrainingTable, hold: np.ndarray, final: ModelSet, calibration) -> np.ndarray:
     "The final model's holdout scores: calibrated confidence of the chosen class (regression: the prediction)."
@@ -607,11 +605,11 @@ def swap_into_place(new: Path, target: Path) -> None:
         os.replace(aside, target); raise
     shutil.rmtree(aside, ignore_errors=True)
 
-def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration, code) -> dict:
+def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration, code, window_rows) -> dict:
     "Write the artefacts and their hash-listing manifest as one published run."
     def write(staging: Path) -> dict:
         _write_artefacts(staging, final, calibration, report, table)
-        return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores, code)
+        return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores, code, window_rows)
     return publish_run(run_dir, write)
 
 # %% ../nbs/22_train.ipynb #c032

@@ -1,6 +1,7 @@
 """Shared tiny fixtures for the warehouse tests (store, simulate, ingest, datasets): a fresh warehouse under
 `tmp_path`, a copy of a small simulated warehouse (built once per session), and table fingerprints; and, for the model
 tests, the tiny training configuration `TINY_TRAIN` and `deploy_tiny_model`."""
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -88,17 +89,19 @@ def private_copy(cfg: RunConfig, tmp_path: Path) -> RunConfig:
     return RunConfig(data_dir=str(tmp_path / "data"))
 
 
-def deploy_tiny_model(root: Path, reason: str, **train_options):
-    "(run config, time-sorted raw dataset rows, run manifest) of a tiny model trained on 8 simulated days (TrainConfig overrides in `train_options`) and deployed."
+def deploy_tiny_model(root: Path, reason: str, live_rows: int | None = None):
+    """(run config, time-sorted raw dataset rows, run manifest) of a tiny model trained on 8 simulated days and deployed;
+    `live_rows` sets RunConfig.monitoring.live_rows (the length of the training windows behind the drift levels)."""
     from oi_ml.datasets import export_training_window, load_dataset
     from oi_ml.registry import deploy_model
     from oi_ml.simulate import simulate_market
     from oi_ml.train import train_model
     cfg = RunConfig(data_dir=str(root / "data"))
+    if live_rows: cfg = dataclasses.replace(cfg, monitoring=dataclasses.replace(cfg.monitoring, live_rows=live_rows))
     with connect(cfg) as con:
         simulate_market(con, "NSE", "2025-08-01", n_days=8, run_cfg=cfg)
         dm = export_training_window(con, "NSE", run_cfg=cfg)
-    small = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200, **train_options)
+    small = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200)
     manifest = train_model("NSE", dm["version"], cfg=small, run_cfg=cfg)
     deploy_model("NSE", manifest["run_id"], "pytest", reason, run_cfg=cfg, ungated=True)   # a fixture model, not gated
     raw, _ = load_dataset("NSE", dm["version"], cfg)

@@ -429,7 +429,7 @@ def test_summary_levels_from_the_models_training_windows(tmp_path_factory):
     """A model trained with 500-row drift windows, monitored with 500 live rows: unchanged in-sample windows raise no
     drift alert with the levels from training, though the fixed levels alert on them (daily and slow inputs); a used
     input moved by five standard deviations still alerts; the summary and its text say which levels were raised."""
-    cfg, raw, manifest = deploy_tiny_model(tmp_path_factory.mktemp("windows"), "drift windows", drift_window_rows=500)
+    cfg, raw, manifest = deploy_tiny_model(tmp_path_factory.mktemp("windows"), "drift windows", live_rows=500)
     features = prepare_training_features(raw, manifest["model_features"])
     assert {d["window_psi"]["rows"] for d in manifest["feature_distribution"].values() if "window_psi" in d} == {500}
     assert manifest["score_distribution"].get("window_psi", {"rows": 500})["rows"] == 500
