@@ -89,7 +89,7 @@ def drift_report(reference_distribution: dict, live: pd.DataFrame, columns=None,
     closeness = (frame.psi / frame.alert_at).sort_values(ascending=False, kind="mergesort", na_position="last")   # 1: at its alert level
     return frame.loc[closeness.index].reset_index(drop=True)
 
-# %% ../nbs/43_monitor.ipynb #c015
+# %% ../nbs/43_monitor.ipynb #c016
 def rolling_hit_rate(outcomes: pd.DataFrame, window: int) -> pd.Series:
     "Hit rate over the last `window` known outcomes, at each known outcome (time order); NaN until the window is full."
     known = outcomes.dropna(subset=["correct"]).sort_values("timestamp", kind="mergesort")
@@ -140,7 +140,7 @@ def degradation_check(outcomes: pd.DataFrame, baseline_hit_rate: float, cfg: Mon
     return out | {"reason": f"hit rate {rate:.3f} over the last {n} outcomes vs approval baseline {baseline_hit_rate:.3f}: "
                             f"within {cfg.degrade_threshold:.3f}{evidence}"}
 
-# %% ../nbs/43_monitor.ipynb #c019
+# %% ../nbs/43_monitor.ipynb #c020
 LATENCY_EDGES_US = (0.0, 25.0, 50.0, 100.0, 150.0, 250.0, 500.0, 1_000.0, 5_000.0, 25_000.0, math.inf)
 
 def latency_histogram(latencies_us, edges=LATENCY_EDGES_US) -> pd.DataFrame:
@@ -156,7 +156,7 @@ def latency_percentiles(latencies_us) -> dict:
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     return {"n": len(values), "p50_us": float(p50), "p90_us": float(p90), "p99_us": float(p99), "max_us": float(values.max())}
 
-# %% ../nbs/43_monitor.ipynb #c022
+# %% ../nbs/43_monitor.ipynb #c023
 def alerts_path(run_cfg: RunConfig) -> Path:
     "`data/monitoring/alerts.jsonl`: the local alert log."
     return Path(run_cfg.data_dir) / "monitoring" / "alerts.jsonl"
@@ -171,7 +171,7 @@ def read_alerts(run_cfg: RunConfig) -> list[dict]:
     "Records of the alert log ([] when absent; torn lines skipped)."
     return read_jsonl(alerts_path(run_cfg))
 
-# %% ../nbs/43_monitor.ipynb #c023
+# %% ../nbs/43_monitor.ipynb #c024
 def post_webhook(url: str, payload: dict, timeout: float = 5.0) -> dict:
     "POST `payload` as JSON; {'ok', 'status', 'error', 'host'} — never raises, never returns the URL itself."
     parts = urllib.parse.urlsplit(url)
@@ -200,7 +200,7 @@ def raise_alert(kind: str, message: str, details: dict | None = None, run_cfg: R
                                              "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
     return alert
 
-# %% ../nbs/43_monitor.ipynb #c027
+# %% ../nbs/43_monitor.ipynb #c028
 def served_recommendations(run_cfg: RunConfig, exchange: str, model_version: str, cfg: MonitorConfig = MonitorConfig()) -> pd.DataFrame:
     "Recommendations of one model version with outcomes (empty when the warehouse does not exist yet)."
     empty = pd.DataFrame(columns=["timestamp", "confidence", "score", "latency_us", "correct"])
@@ -220,7 +220,7 @@ def recent_features(run_cfg: RunConfig, exchange: str, columns: list, cfg: Monit
     features = prepare_training_features(raw, list(columns))
     return features[features.groupby("symbol").cumcount().to_numpy() >= WARMUP_BARS].reset_index(drop=True)
 
-# %% ../nbs/43_monitor.ipynb #c028
+# %% ../nbs/43_monitor.ipynb #c029
 def model_columns(folder: Path, manifest: dict) -> tuple[list, list]:
     "(input features with a training distribution, the inputs the model reads: selected features + regime features)."
     meta = json.loads((folder / "model_features.json").read_text())
@@ -232,7 +232,7 @@ def score_drift(score_distribution: dict, scores, cfg: MonitorConfig = MonitorCo
     "PSI of served calibrated confidences against the holdout's (`score_distribution`)."
     return drift_row("score", score_distribution, np.asarray(scores, dtype=np.float64), cfg, True)
 
-# %% ../nbs/43_monitor.ipynb #c029
+# %% ../nbs/43_monitor.ipynb #c030
 def assess(drift: pd.DataFrame, score: dict, degradation: dict, latency: dict, cfg: MonitorConfig) -> tuple[list, list]:
     "(alerts, warnings) from the drift, score, degradation and latency results; each {'kind', 'message', 'details'}."
     alerts, warnings = [], []
@@ -255,7 +255,7 @@ def _top(frame: pd.DataFrame, n: int = 5) -> str:
     "The first `n` features of a drift frame as 'name (psi, alert at level)'."
     return ", ".join(f"{r.feature} ({r.psi:.2f}, alert at {r.alert_at:.3g})" for r in frame.head(n).itertuples()) + (" …" if len(frame) > n else "")
 
-# %% ../nbs/43_monitor.ipynb #c030
+# %% ../nbs/43_monitor.ipynb #c031
 def _json_ready(obj):
     "NaN → None and numpy scalars → Python, recursively (the summary is printed and dumped as JSON)."
     if isinstance(obj, dict): return {str(k): _json_ready(v) for k, v in obj.items()}
@@ -295,7 +295,7 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
         "alerts": alerts, "warnings": warnings, "needs_retrain": bool(alerts),
         "retrain_reasons": [a["message"] for a in alerts]})
 
-# %% ../nbs/43_monitor.ipynb #c032
+# %% ../nbs/43_monitor.ipynb #c033
 def _line_of(summary: dict) -> str:
     "Registry line a summary watches: 'NSE', or 'NSE/15m' for a horizon key (summaries before the key: the exchange)."
     return summary.get("registry_key") or summary["exchange"]
@@ -309,7 +309,7 @@ def _fmt(value, spec: str = ".3f") -> str:
     "A number formatted, or 'n/a' for None."
     return "n/a" if value is None else format(value, spec)
 
-# %% ../nbs/43_monitor.ipynb #c033
+# %% ../nbs/43_monitor.ipynb #c034
 def format_summary(summary: dict) -> str:
     "Human-readable monitor summary (what `oi-ml monitor` prints)."
     s, d, lat, th = summary["score_drift"], summary["degradation"], summary["latency"], summary["thresholds"]
