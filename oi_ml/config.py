@@ -166,6 +166,7 @@ class MonitoringConfig:
     degrade_threshold: float = 0.1   # absolute drop of the hit rate below the approval baseline that needs a retrain
     calibrated_thresholds: bool = True  # raise each feature's PSI levels to what its training windows reached (43_monitor)
     live_rows: int = 2_000           # rows of a live drift window, and of the training windows whose PSI sets those levels
+    outside_range_alert: float = 0.5  # share of a used feature's live values outside its training range that alerts
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -14,10 +14,10 @@ from .indicators import INDICATOR_COLUMNS, XS_RANK_COLUMNS, compute_indicators_b
 # %% auto #0
 __all__ = ['KEY_COLUMNS', 'RAW_PRICE_COLUMNS', 'OPTION_FEATURE_DEFAULTS', 'TIME_FEATURE_DEFAULTS', 'INDICATOR_DEFAULTS',
            'XS_RANK_DEFAULTS', 'FEATURE_DEFAULTS', 'REQUIRED_FEATURE_COLUMNS', 'OPTION_INPUTS', 'PSI_SHARE_FLOOR',
-           'check_raw_features', 'pcr_features', 'structure_features', 'buildup_features', 'volatility_features',
-           'flow_features', 'time_features', 'fill_neutral_defaults', 'compute_all_features',
+           'MIN_WINDOWS_FOR_LEVELS', 'check_raw_features', 'pcr_features', 'structure_features', 'buildup_features',
+           'volatility_features', 'flow_features', 'time_features', 'fill_neutral_defaults', 'compute_all_features',
            'supported_feature_columns', 'prepare_training_features', 'feature_distribution', 'bin_proportions', 'psi',
-           'window_psi']
+           'window_starts', 'window_psi', 'window_levels']
 
 # %% ../nbs/10_features.ipynb #c004
 KEY_COLUMNS = ["timestamp", "exchange", "symbol"]
@@ -189,17 +189,17 @@ def _gap_edges(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
 PSI_SHARE_FLOOR = 1e-4      # bin shares are floored at this before the logarithm of the PSI
 
 def feature_distribution(frame: pd.DataFrame, columns: list[str], n_bins: int = 10,
-                         window_rows: int | None = None) -> dict:   # rows per window of `window_psi`; None: not measured
-    """Per column: interior decile edges (between distinct values, `_gap_edges`), the share of rows in each bin and, with
-    `window_rows`, the 95th percentile and maximum PSI of the column's own windows of that length (JSON-ready)."""
+                         window_rows: int | None = None) -> dict:   # rows per window of `window_levels`; None: not measured
+    """Per column: interior decile edges (between distinct values, `_gap_edges`), the share of rows in each bin, the
+    range of the values and, with `window_rows`, the PSI levels of the column's own windows of that length (JSON-ready)."""
     out = {}
     for c in columns:
         values = frame[c].to_numpy(dtype=float); values = values[np.isfinite(values)]
         edges = _gap_edges(values, np.quantile(values, np.linspace(0, 1, n_bins + 1)[1:-1])) if len(values) else np.array([])
         out[c] = {"edges": edges.tolist(), "proportions": bin_proportions(values, edges).tolist()}
-        windows = window_psi(values, edges, window_rows) if window_rows else np.zeros(0)
-        if windows.size: out[c]["window_psi"] = {"rows": int(window_rows), "windows": int(windows.size),
-                                                  "q95": float(np.quantile(windows, 0.95)), "max": float(windows.max())}
+        if len(values): out[c]["range"] = [float(values.min()), float(values.max())]
+        levels = window_levels(values, edges, window_rows) if window_rows else None
+        if levels: out[c]["window_psi"] = levels
     return out
 
 def bin_proportions(values: np.ndarray, edges) -> np.ndarray:
@@ -217,18 +217,47 @@ def psi(expected_proportions, actual_proportions, eps: float = PSI_SHARE_FLOOR):
     out = np.sum((a - e) * np.log(a / e), axis=-1)
     return float(out) if np.ndim(out) == 0 else out
 
+MIN_WINDOWS_FOR_LEVELS = 4   # a column needs this many windows' worth of finite rows before its windows set levels
+
+def _whole(name: str, value) -> int:
+    "`value` as an int when it is a whole number >= 1 (a TOML 2000.0 is 2000), else a ValueError naming it."
+    if not (isinstance(value, (int, np.integer, float)) and float(value).is_integer() and value >= 1):
+        raise ValueError(f"window_psi: {name} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+def _window_size(rows, stride=None) -> tuple[int, int]:
+    "Validated (rows, stride); stride defaults to rows // 20 (at least 1)."
+    rows = _whole("rows", rows)
+    return rows, max(1, rows // 20) if stride is None else _whole("stride", stride)
+
+def window_starts(n: int, rows: int, stride: int) -> np.ndarray:
+    "First positions of the `rows`-long windows over n values: one every `stride`, and one ending at the last value."
+    starts = np.arange(0, n - rows + 1, stride)
+    return starts if starts[-1] == n - rows else np.r_[starts, n - rows]
+
 def window_psi(values: np.ndarray, edges, rows: int, stride: int | None = None) -> np.ndarray:
-    """PSI of each window of `rows` consecutive finite values of a time-ordered column (one every `stride` rows, default
-    rows // 20) against the shares of the column's other values, binned on `edges`; empty below 2 × `rows` values."""
-    if rows < 1 or (stride is not None and stride < 1): raise ValueError(f"window_psi: rows and stride must be >= 1, got {rows}, {stride}")
+    """PSI of each window of `rows` consecutive finite values of a time-ordered column (`window_starts`; stride default
+    rows // 20) against the shares of all its finite values, binned on `edges`; empty below 2 × `rows` values."""
+    rows, stride = _window_size(rows, stride)
     values = np.asarray(values, dtype=np.float64); values = values[np.isfinite(values)]
-    n, stride = len(values), stride or max(1, rows // 20)
+    n = len(values)
     if n < 2 * rows: return np.zeros(0)
     bins = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
-    starts = np.arange(0, n - rows + 1, stride)
+    starts = window_starts(n, rows, stride)
     inside = np.empty((len(starts), len(edges) + 1))
     for k in range(len(edges) + 1):   # per bin: running count of the rows in it, differenced at the window ends
         running = np.concatenate([[0], np.cumsum(bins == k)])
         inside[:, k] = running[starts + rows] - running[starts]
-    rest = np.bincount(bins, minlength=len(edges) + 1) - inside
-    return psi(rest / (n - rows), inside / rows)
+    return psi(np.bincount(bins, minlength=len(edges) + 1) / n, inside / rows)
+
+def window_levels(values: np.ndarray, edges, rows: int) -> dict | None:
+    """The window PSI a monitor's levels come from: windows measured, how many fit side by side, their 95th percentile,
+    maximum and `max_apart` (the largest among windows not overlapping the most extreme one); None below
+    MIN_WINDOWS_FOR_LEVELS × `rows` finite values."""
+    values = np.asarray(values, dtype=np.float64); values = values[np.isfinite(values)]
+    rows, stride = _window_size(rows)
+    if len(values) < MIN_WINDOWS_FOR_LEVELS * rows: return None
+    starts, windows = window_starts(len(values), rows, stride), window_psi(values, edges, rows, stride)
+    apart = np.abs(starts - starts[int(np.argmax(windows))]) >= rows
+    return {"rows": rows, "windows": int(windows.size), "side_by_side": len(values) // rows,
+            "q95": float(np.quantile(windows, 0.95)), "max": float(windows.max()), "max_apart": float(windows[apart].max())}

@@ -29,10 +29,11 @@ from .signals import recommendations_with_outcomes
 from .store import connect, denormalise_payload
 
 # %% auto #0
-__all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'drift_thresholds', 'psi_status', 'drift_row', 'drift_report',
-           'rolling_hit_rate', 'effective_outcomes', 'degradation_check', 'latency_histogram', 'latency_percentiles',
-           'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations', 'recent_features',
-           'model_columns', 'score_drift', 'assess', 'monitor_summary', 'notify_alerts', 'format_summary']
+__all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'drift_thresholds', 'outside_range', 'psi_status', 'drift_row',
+           'drift_report', 'rolling_hit_rate', 'effective_outcomes', 'degradation_check', 'latency_histogram',
+           'latency_percentiles', 'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations',
+           'recent_features', 'model_columns', 'score_drift', 'assess', 'monitor_summary', 'notify_alerts',
+           'format_summary']
 
 # %% ../nbs/43_monitor.ipynb #c004
 @dataclass(frozen=True)
@@ -49,16 +50,30 @@ class MonitorConfig:
     live_rows: int = MonitoringConfig().live_rows  # most recent ml_features bars (and served recommendations) compared with
                                             # training's; training measured its own windows at RunConfig.monitoring.live_rows
     calibrated_thresholds: bool = True      # raise each column's levels to its training windows' PSI (`drift_thresholds`)
+    outside_range_alert: float = 0.5        # share of a used feature's live values outside its training range that alerts
     min_live_rows: int = 200                # fewer live rows (or served scores): drift is not judged
     latency_budget_us: float = 250.0        # generate_signal p99 above this is a warning
     db_lock_timeout: float = 10.0           # seconds to wait for a writer to release the warehouse
 
 # %% ../nbs/43_monitor.ipynb #c006
-def drift_thresholds(reference: dict, cfg: MonitorConfig) -> tuple[float, float]:
-    "(warn, alert) PSI levels of one column: the fixed ones, raised to its training windows' 95th percentile and maximum."
-    windows = reference.get("window_psi")
-    if not (cfg.calibrated_thresholds and windows and windows["rows"] == cfg.live_rows): return cfg.psi_warn, cfg.psi_alert
-    return max(cfg.psi_warn, windows["q95"]), max(cfg.psi_alert, windows["max"])
+def drift_thresholds(reference: dict, cfg: MonitorConfig, n_live: int | None = None) -> tuple[float, float, str]:
+    """(warn, alert, where from) PSI levels of one column with `n_live` live rows (None: a full window): the fixed ones,
+    raised to its training windows' 95th percentile and `max_apart` when those windows apply."""
+    windows, fixed = reference.get("window_psi"), (cfg.psi_warn, cfg.psi_alert)
+    if not cfg.calibrated_thresholds: return *fixed, "fixed: calibration off"
+    if not windows or "max_apart" not in windows: return *fixed, "fixed: no training windows"
+    if windows["rows"] != cfg.live_rows: return *fixed, f"fixed: training windows of {windows['rows']} rows, live window {cfg.live_rows}"
+    if n_live is not None and n_live < 0.9 * cfg.live_rows: return *fixed, f"fixed: {n_live} live rows, under 90 % of {cfg.live_rows}"
+    alert_at = max(cfg.psi_alert, windows["max_apart"])
+    return max(cfg.psi_warn, min(windows["q95"], alert_at)), alert_at, "training windows"
+
+def outside_range(reference: dict, values: np.ndarray) -> float:
+    "Share of the finite `values` outside the training range [min, max] (NaN without a stored range or values)."
+    values = np.asarray(values, dtype=np.float64); values = values[np.isfinite(values)]
+    if "range" not in reference or not len(values): return float("nan")
+    low, high = reference["range"]
+    slack = 1e-9 * max(1.0, abs(low), abs(high))   # stored bounds are rounded to 10 decimals
+    return float(np.mean((values < low - slack) | (values > high + slack)))
 
 def psi_status(value: float, cfg: MonitorConfig, warn_at: float | None = None, alert_at: float | None = None) -> str:
     "ok / warn / alert for a PSI value against the levels (inclusive; default the fixed ones); 'no data' for NaN."
@@ -67,16 +82,22 @@ def psi_status(value: float, cfg: MonitorConfig, warn_at: float | None = None, a
     return "alert" if value >= alert_at else "warn" if value >= warn_at else "ok"
 
 # %% ../nbs/43_monitor.ipynb #c009
-DRIFT_COLUMNS = ["feature", "psi", "status", "warn_at", "alert_at", "n_live", "used_by_model"]
+DRIFT_COLUMNS = ["feature", "psi", "status", "warn_at", "alert_at", "outside_range", "levels", "n_live", "used_by_model"]
 
 def drift_row(feature: str, reference: dict, values: np.ndarray, cfg: MonitorConfig, used: bool) -> dict:
-    "PSI, levels and status of one column's live values against its training reference {'edges', 'proportions'[, 'window_psi']}."
+    """PSI, levels, share outside the training range and status of one column's live values against its training
+    reference {'edges', 'proportions'[, 'range', 'window_psi']}."""
     values = np.asarray(values, dtype=np.float64)
     n = int(np.isfinite(values).sum())
-    warn_at, alert_at = drift_thresholds(reference, cfg)
-    value = psi(reference["proportions"], bin_proportions(values, reference["edges"])) if n >= cfg.min_live_rows else float("nan")
-    return {"feature": feature, "psi": value, "status": psi_status(value, cfg, warn_at, alert_at) if n >= cfg.min_live_rows else "insufficient data",
-            "warn_at": warn_at, "alert_at": alert_at, "n_live": n, "used_by_model": used}
+    warn_at, alert_at, levels = drift_thresholds(reference, cfg, n)
+    if n < cfg.min_live_rows:
+        return {"feature": feature, "psi": float("nan"), "status": "insufficient data", "warn_at": warn_at, "alert_at": alert_at,
+                "outside_range": float("nan"), "levels": levels, "n_live": n, "used_by_model": used}
+    value, outside = psi(reference["proportions"], bin_proportions(values, reference["edges"])), outside_range(reference, values)
+    judged = value * (1 - 1e-9) if levels == "training windows" else value   # a training window's PSI is reached, not passed
+    status = "alert" if outside >= cfg.outside_range_alert else psi_status(judged, cfg, warn_at, alert_at)   # NaN share: PSI only
+    return {"feature": feature, "psi": value, "status": status, "warn_at": warn_at, "alert_at": alert_at,
+            "outside_range": outside, "levels": levels, "n_live": n, "used_by_model": used}
 
 def drift_report(reference_distribution: dict, live: pd.DataFrame, columns=None, cfg: MonitorConfig = MonitorConfig(),
                  used_columns=None) -> pd.DataFrame:
@@ -86,8 +107,9 @@ def drift_report(reference_distribution: dict, live: pd.DataFrame, columns=None,
     if missing: raise ValueError(f"drift_report: no training distribution or live column for {missing[:5]}")
     used = set(columns if used_columns is None else used_columns)
     frame = pd.DataFrame([drift_row(c, reference_distribution[c], live[c].to_numpy(), cfg, c in used) for c in columns], columns=DRIFT_COLUMNS)
-    closeness = (frame.psi / frame.alert_at).sort_values(ascending=False, kind="mergesort", na_position="last")   # 1: at its alert level
-    return frame.loc[closeness.index].reset_index(drop=True)
+    order = pd.DataFrame({"status": frame.status.map({"alert": 0, "warn": 1, "ok": 2}).fillna(3),
+                          "closeness": -(frame.psi / frame.alert_at)})          # -1: at its alert level
+    return frame.loc[order.sort_values(["status", "closeness"], kind="mergesort", na_position="last").index].reset_index(drop=True)
 
 # %% ../nbs/43_monitor.ipynb #c016
 def rolling_hit_rate(outcomes: pd.DataFrame, window: int) -> pd.Series:
@@ -237,7 +259,8 @@ def assess(drift: pd.DataFrame, score: dict, degradation: dict, latency: dict, c
     "(alerts, warnings) from the drift, score, degradation and latency results; each {'kind', 'message', 'details'}."
     alerts, warnings = [], []
     bad = drift[drift.status.eq("alert") & drift.used_by_model]
-    if len(bad): alerts.append({"kind": "feature_drift", "message": f"PSI at or above the alert level on {len(bad)} used feature(s): " + _top(bad),
+    if len(bad): alerts.append({"kind": "feature_drift", "message": f"drift on {len(bad)} used feature(s) (PSI at or above the alert level, or "
+                                                                    f"{cfg.outside_range_alert:.0%} of values outside the training range): " + _top(bad),
                                 "details": {r.feature: r.psi for r in bad.itertuples()}})
     shifted = drift[drift.status.eq("warn") | (drift.status.eq("alert") & ~drift.used_by_model)]
     if len(shifted): warnings.append({"kind": "feature_drift", "message": f"moderate or unused-feature drift on {len(shifted)} feature(s): " + _top(shifted),
@@ -252,8 +275,9 @@ def assess(drift: pd.DataFrame, score: dict, degradation: dict, latency: dict, c
     return alerts, warnings
 
 def _top(frame: pd.DataFrame, n: int = 5) -> str:
-    "The first `n` features of a drift frame as 'name (psi, alert at level)'."
-    return ", ".join(f"{r.feature} ({r.psi:.2f}, alert at {r.alert_at:.3g})" for r in frame.head(n).itertuples()) + (" …" if len(frame) > n else "")
+    "The first `n` features of a drift frame as 'name (psi, alert at level[, share outside the training range])'."
+    outside = lambda r: f", {r.outside_range:.0%} outside the training range" if r.outside_range > 0 else ""
+    return ", ".join(f"{r.feature} ({r.psi:.2f}, alert at {r.alert_at:.3g}{outside(r)})" for r in frame.head(n).itertuples()) + (" …" if len(frame) > n else "")
 
 # %% ../nbs/43_monitor.ipynb #c031
 def _json_ready(obj):
@@ -287,7 +311,10 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
         "run_id": manifest["run_id"], "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "n_recommendations": len(served),
         "n_live_rows": len(live), "thresholds": {"psi_warn": cfg.psi_warn, "psi_alert": cfg.psi_alert,
                                                       "calibrated_thresholds": cfg.calibrated_thresholds, "window_rows": cfg.live_rows,
-                                                      "raised_levels": int((drift.alert_at > cfg.psi_alert).sum()),
+                                                      "outside_range_alert": cfg.outside_range_alert,
+                                                      "raised_levels": int(((drift.warn_at > cfg.psi_warn) | (drift.alert_at > cfg.psi_alert)).sum()),
+                                                      "raised_levels_used": int((((drift.warn_at > cfg.psi_warn) | (drift.alert_at > cfg.psi_alert)) & drift.used_by_model).sum()),
+                                                      "levels": drift.levels.value_counts().to_dict(),
                                                       "degrade_threshold": cfg.degrade_threshold, "feedback_window": cfg.feedback_window,
                                                       "outcome_overlap": cfg.outcome_overlap},
         "drift": drift.to_dict("records"), "score_drift": score, "degradation": degradation,
@@ -317,13 +344,17 @@ def format_summary(summary: dict) -> str:
     worst = ", ".join(f"{r['feature']} {_fmt(r['psi'], '.2f')} {r['status']} (alert at {_fmt(r.get('alert_at', th['psi_alert']), '.3g')})"
                       for r in summary["drift"][:5])
     raised = th.get("raised_levels", 0)
+    fixed = {k.removeprefix("fixed: "): v for k, v in th.get("levels", {}).items() if k.startswith("fixed: ") and k != "fixed: no training windows"}
+    why_fixed = "; fixed levels for " + ", ".join(f"{v} ({k})" for k, v in fixed.items()) if fixed else ""
     key = _line_of(summary)
     labels = f", {summary['horizon']} labels" if summary.get("horizon") and "/" not in key else ""
     lines = [f"oi-ml monitor: {key.replace('/', ' ')} model {summary['version']} ({summary['run_id']}{labels}) at {summary['generated_at']}",
              (f"  feature drift: {len(summary['drift'])} features, {summary['n_live_rows']} live rows; "
               f"alert {counts.get('alert', 0)}, warn {counts.get('warn', 0)}, ok {counts.get('ok', 0)} "
               f"(PSI warn {th['psi_warn']}, alert {th['psi_alert']}"
-              + (f"; raised for {raised} to what the training period's own {th['window_rows']}-row windows reached" if raised else "")
+              + (f"; raised for {raised} ({th.get('raised_levels_used', '?')} used) to what the training period's own "
+                 f"{th['window_rows']}-row windows reached" if raised else "") + why_fixed
+              + (f"; or {th['outside_range_alert']:.0%} outside the training range" if "outside_range_alert" in th else "")
               + f"); worst: {worst or 'n/a'}"),
              f"  score drift: PSI {_fmt(s['psi'])} {s['status']} over {s['n_live']} served recommendations",
              f"  degradation: {d['reason']}",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -429,13 +430,24 @@ def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd
     return pd.DataFrame({"item": list(items), "value": [f"{v:,.4g}" if isinstance(v, float) else str(v) for v in items.values()]})
 
 def _drift_levels(reference: dict) -> str:
-    "'alert at PSI x' for one column under the default monitor, and where that level comes from."
+    """'alert at PSI x' for one column under the default monitor levels (with a live window of the stored windows'
+    length), where that level comes from, when it is near the PSI ceiling, and the range alert."""
+    from oi_ml.features import psi
     from oi_ml.monitor import MonitorConfig, drift_thresholds
     windows = reference.get("window_psi")
     cfg = MonitorConfig(live_rows=windows["rows"]) if windows else MonitorConfig()   # a monitor watching windows of that length
-    alert_at = drift_thresholds(reference, cfg)[1]
-    if alert_at > cfg.psi_alert: return f"drift alert at PSI {alert_at:.3g} (the largest of {windows['windows']} {windows['rows']}-row training windows)"
-    return f"drift alert at PSI {alert_at:.3g} (fixed" + (f"; its {windows['rows']}-row training windows stayed below)" if windows else "; windows not measured)")
+    _, alert_at, source = drift_thresholds(reference, cfg)
+    shares = np.asarray(reference.get("proportions", []), dtype=float)
+    ceiling = max((psi(shares, np.eye(len(shares))[k]) for k in range(len(shares))), default=math.inf)   # all in one bin
+    if source != "training windows": text = f"drift alert at PSI {alert_at:.3g} ({source.removeprefix('fixed: ')})"
+    elif alert_at > cfg.psi_alert:
+        text = (f"drift alert at PSI {alert_at:.3g} (the largest of its {windows['rows']}-row training windows apart from the most "
+                f"extreme; {windows['windows']} measured, about {windows['side_by_side']} side by side)")
+    else: text = f"drift alert at PSI {alert_at:.3g} (fixed; its {windows['rows']}-row training windows stayed below)"
+    if alert_at >= 0.9 * ceiling: text += f"; near the PSI ceiling {ceiling:.3g}, so PSI can hardly alert"
+    if "range" in reference:
+        text += f"; or {cfg.outside_range_alert:.0%} of values outside the training range [{reference['range'][0]:.4g}, {reference['range'][1]:.4g}]"
+    return text
 
 def monitoring_baseline(manifest: dict, top: int = 15) -> pd.DataFrame:
     """What the monitor will compare live data against: approval metrics, how many features' drift levels the training

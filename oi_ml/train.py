@@ -424,12 +424,14 @@ def training_code_sha256() -> str:
     "sha256 of the code that trains a model: this module and every package module it imports, directly or not."
     return code_sha256(modules=import_closure(("train",)))
 
-def run_id_for(exchange: str, dataset_manifest: dict, cfg: TrainConfig, code: str | None = None) -> str:
-    """Content-addressed run id: dataset version + hash of (exchange, dataset content, training config, training code).
-    The code is `training_code_sha256()` unless given: changed training code trains a new run instead of reusing one
-    the old code made, while a change elsewhere (the CLI, the packs) keeps the run."""
-    key = json.dumps([exchange, dataset_manifest["content_sha256"], config_to_dict(cfg), code or training_code_sha256()],
-                     sort_keys=True, default=str)
+def run_id_for(exchange: str, dataset_manifest: dict, cfg: TrainConfig, code: str | None = None,
+               window_rows: int | None = None) -> str:   # drift-window length the manifest measures (RunConfig.monitoring.live_rows)
+    """Content-addressed run id: dataset version + hash of (exchange, dataset content, training config, training code[,
+    drift-window length]). The code is `training_code_sha256()` unless given: changed training code trains a new run
+    instead of reusing one the old code made, while a change elsewhere (the CLI, the packs) keeps the run. A run
+    measured for another monitor window length is not reused either (its drift levels would not apply)."""
+    key = json.dumps([exchange, dataset_manifest["content_sha256"], config_to_dict(cfg), code or training_code_sha256()]
+                     + ([int(window_rows)] if window_rows is not None else []), sort_keys=True, default=str)
     return f"run-{dataset_manifest['version']}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 def _round(obj, digits: int = STORED_DIGITS):
@@ -541,7 +543,7 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
     run_cfg = run_cfg or RunConfig()
     raw, dm = load_dataset(exchange, dataset_version, run_cfg)
     code = training_code_sha256()   # the code that trains this run: in its id and its manifest
-    run_id = run_id_for(exchange.upper(), dm, cfg, code)
+    run_id = run_id_for(exchange.upper(), dm, cfg, code, run_cfg.monitoring.live_rows)
     run_dir = Path(run_cfg.models_dir) / exchange.upper() / run_id
     if reuse and (run_dir / "manifest.json").exists(): return verify_run(run_dir)
     table = build_training_table(raw, cfg)

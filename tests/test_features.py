@@ -371,21 +371,22 @@ def test_feature_distribution_by_hand():
     dist = feature_distribution(frame, ["x", "const", "none"], n_bins=4)
     # linear-interpolated quartiles of 1..10 are 3.25, 5.5, 7.75; each edge moves to the middle of its gap between
     # the values: (3 + 4) / 2, (5 + 6) / 2, (7 + 8) / 2
-    assert dist["x"] == {"edges": [3.5, 5.5, 7.5], "proportions": [0.3, 0.2, 0.2, 0.3]}
-    assert dist["const"] == {"edges": [], "proportions": [1.0]}              # one value: no gap, no edge
+    assert dist["x"] == {"edges": [3.5, 5.5, 7.5], "proportions": [0.3, 0.2, 0.2, 0.3], "range": [1.0, 10.0]}
+    assert dist["const"] == {"edges": [], "proportions": [1.0], "range": [2.0, 2.0]}   # one value: no gap, no edge
     ties = feature_distribution(pd.DataFrame({"t": np.repeat([1.0, 2.0, 3.0], [5, 90, 5])}), ["t"], n_bins=4)["t"]
-    assert ties == {"edges": [2.5], "proportions": [0.95, 0.05]}   # all quartiles on the tie 2.0: the gap above it
-    assert dist["none"] == {"edges": [], "proportions": [0.0]}
+    assert ties == {"edges": [2.5], "proportions": [0.95, 0.05], "range": [1.0, 3.0]}   # all quartiles on the tie 2.0: the gap above it
+    assert dist["none"] == {"edges": [], "proportions": [0.0]}                 # no values: no range
     deciles = feature_distribution(pd.DataFrame({"u": np.arange(1000.0)}), ["u"])["u"]
     assert len(deciles["edges"]) == 9 and deciles["proportions"] == [0.1] * 10
 
 
 def window_psi_reference(values, edges, rows, stride):
-    "Each window's shares against the shares of every other finite value, one window at a time (np.delete)."
+    "Each window's shares (every `stride`, and one ending at the last finite value) against the shares of all finite values."
     finite = values[np.isfinite(values)]
+    starts = sorted(set(range(0, len(finite) - rows + 1, stride)) | {len(finite) - rows})
+    e = np.maximum(bin_proportions(finite, edges), 1e-4)
     out = []
-    for start in range(0, len(finite) - rows + 1, stride):
-        e = np.maximum(bin_proportions(np.delete(finite, np.arange(start, start + rows)), edges), 1e-4)
+    for start in starts:
         a = np.maximum(bin_proportions(finite[start:start + rows], edges), 1e-4)
         out.append(float(np.sum((a - e) * np.log(a / e))))
     return np.array(out)
@@ -403,14 +404,20 @@ def test_window_psi_matches_a_window_by_window_reference(seed):
                                rtol=1e-10, atol=1e-12)
 
 
-def test_feature_distribution_window_psi_fields():
+def test_feature_distribution_window_levels():
+    "Levels from windows every rows // 20 (and the last): 95th percentile, maximum, and the maximum away from the worst window."
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"slow": np.cumsum(rng.normal(size=3_000)), "short": np.r_[rng.normal(size=500), [np.nan] * 2_500]})
+    slow = np.cumsum(rng.normal(size=4_030))
+    frame = pd.DataFrame({"slow": slow, "short": np.r_[rng.normal(size=3_999), [np.nan] * 31]})
     dist = feature_distribution(frame, ["slow", "short"], window_rows=1_000)
-    windows = window_psi(frame.slow.to_numpy(), dist["slow"]["edges"], 1_000)
-    assert dist["slow"]["window_psi"] == {"rows": 1_000, "windows": 41, "q95": float(np.quantile(windows, 0.95)),
-                                          "max": float(windows.max())}                 # starts 0, 50, ..., 2000
-    assert "window_psi" not in dist["short"]                  # 500 finite values: fewer than two windows
+    windows = window_psi_reference(slow, dist["slow"]["edges"], 1_000, 50)
+    starts = np.r_[np.arange(0, 3_031, 50), 3_030]                                   # 0, 50, ..., 3000, then 3030
+    worst = starts[np.argmax(windows)]
+    assert dist["slow"]["window_psi"] == pytest.approx({
+        "rows": 1_000, "windows": 62, "side_by_side": 4, "q95": float(np.quantile(windows, 0.95)), "max": float(windows.max()),
+        "max_apart": float(windows[np.abs(starts - worst) >= 1_000].max())}, rel=1e-12)
+    assert dist["slow"]["range"] == [slow.min(), slow.max()]
+    assert "window_psi" not in dist["short"]                  # 3,999 finite values: fewer than four windows' worth
     assert "window_psi" not in feature_distribution(frame, ["slow"])["slow"]            # not asked for
-    with pytest.raises(ValueError, match="rows and stride must be >= 1"):
-        window_psi(frame.slow.to_numpy(), dist["slow"]["edges"], 100, 0)
+    with pytest.raises(ValueError, match="stride must be a whole number >= 1"):
+        window_psi(slow, dist["slow"]["edges"], 100, 0)

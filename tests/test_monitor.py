@@ -288,7 +288,7 @@ def test_training_window_levels_stop_false_alarms_on_a_slow_feature_and_keep_lar
             fixed.append(drift_report(ref, live, cfg=MonitorConfig(calibrated_thresholds=False)).set_index("feature").status["slow"] == "alert")
             calibrated.append(report.status["slow"] == "alert")
             shifted.append(drift_report(ref, live.assign(slow=live.slow + 4.0)).set_index("feature").status["slow"] == "alert")
-            assert report.alert_at["slow"] == ref["slow"]["window_psi"]["max"] > 1.0
+            assert report.alert_at["slow"] == ref["slow"]["window_psi"]["max_apart"] > 1.0
             assert report.alert_at["independent"] == 0.25 and report.warn_at["independent"] == 0.1
     assert len(calibrated) == 152
     assert np.mean(fixed) > 0.95 and np.mean(calibrated) < 0.1 and np.mean(shifted) == 1.0
@@ -298,12 +298,29 @@ def test_drift_levels_fall_back_to_the_fixed_ones():
     ref = feature_distribution(pd.DataFrame({"x": slow_path(0, 10_000)}), ["x"], window_rows=2_000)
     live = pd.DataFrame({"x": slow_path(1, 2_000)})
     calibrated = drift_report(ref, live).iloc[0]
-    assert calibrated.alert_at == max(0.25, ref["x"]["window_psi"]["max"]) > 0.25
-    assert calibrated.warn_at == max(0.1, ref["x"]["window_psi"]["q95"])
-    for cfg in (MonitorConfig(calibrated_thresholds=False), MonitorConfig(live_rows=1_000)):   # off, or another window
-        row = drift_report(ref, live, cfg=cfg).iloc[0]
-        assert (row.warn_at, row.alert_at, row.psi) == (0.1, 0.25, calibrated.psi)
-        assert row.status == psi_status(row.psi, cfg)
+    levels = ref["x"]["window_psi"]
+    assert calibrated.alert_at == max(0.25, levels["max_apart"]) > 0.25 and calibrated.levels == "training windows"
+    assert calibrated.warn_at == max(0.1, min(levels["q95"], calibrated.alert_at))
+    for cfg, n, why in ((MonitorConfig(calibrated_thresholds=False), 2_000, "fixed: calibration off"),
+                        (MonitorConfig(live_rows=1_000), 2_000, "fixed: training windows of 2000 rows, live window 1000"),
+                        (MonitorConfig(), 1_500, "fixed: 1500 live rows, under 90 % of 2000")):   # a short live window
+        row = drift_report(ref, live.head(n), cfg=cfg).iloc[0]
+        assert (row.warn_at, row.alert_at, row.levels) == (0.1, 0.25, why)
+
+
+def test_a_window_outside_the_training_range_alerts_when_psi_cannot():
+    """A slow feature whose training windows sat in one decile has levels near the PSI ceiling (about 8.3), so a live
+    window entirely beyond the training range reads no more PSI than one inside the top decile; the range share alerts."""
+    train = np.r_[np.repeat(np.linspace(0.0, 9.0, 10), 2_000) + np.tile(np.linspace(0, 0.5, 2_000), 10)]   # 10 plateaus
+    ref = feature_distribution(pd.DataFrame({"x": train}), ["x"], window_rows=2_000)
+    assert ref["x"]["window_psi"]["max_apart"] > 7.5                                 # windows sit in one decile
+    top_decile, beyond = pd.DataFrame({"x": train[-2_000:]}), pd.DataFrame({"x": train[-2_000:] + 50.0})
+    inside, outside = drift_report(ref, top_decile).iloc[0], drift_report(ref, beyond).iloc[0]
+    assert outside.psi == pytest.approx(inside.psi, abs=1e-9) and inside.status == "ok" and inside.outside_range == 0.0
+    assert outside.outside_range == 1.0 and outside.status == "alert"
+    half = pd.DataFrame({"x": np.r_[train[-1_000:], train[-1_000:] + 50.0]})
+    assert drift_report(ref, half).iloc[0].status == "alert"                         # at the 0.5 share, inclusive
+    assert drift_report(ref, half, cfg=MonitorConfig(outside_range_alert=0.6)).iloc[0].status != "alert"
 
 
 # ---------------------------------------------------------------- summary on a deployed model
@@ -426,25 +443,33 @@ def test_training_rows_against_their_own_reference_have_no_drift(tmp_path_factor
 
 
 def test_summary_levels_from_the_models_training_windows(tmp_path_factory):
-    """A model trained with 500-row drift windows, monitored with 500 live rows: unchanged in-sample windows raise no
-    drift alert with the levels from training, though the fixed levels alert on them (daily and slow inputs); a used
-    input moved by five standard deviations still alerts; the summary and its text say which levels were raised."""
+    """A model trained with 500-row drift windows (RunConfig.monitoring.live_rows), monitored with 500 live rows: its
+    manifest holds levels for every input with four windows' worth of in-sample rows; over the holdout's windows (after
+    training) the levels from training raise fewer drift alerts than the fixed ones; a monitor watching 1,000 rows uses
+    the fixed levels and says why; a used input moved by five standard deviations still alerts."""
     cfg, raw, manifest = deploy_tiny_model(tmp_path_factory.mktemp("windows"), "drift windows", live_rows=500)
     features = prepare_training_features(raw, manifest["model_features"])
-    assert {d["window_psi"]["rows"] for d in manifest["feature_distribution"].values() if "window_psi" in d} == {500}
-    assert manifest["score_distribution"].get("window_psi", {"rows": 500})["rows"] == 500
     in_sample = features[(features.timestamp >= manifest["train_window"][0]) & (features.timestamp <= manifest["train_window"][1])]
-    mcfg = MonitorConfig(live_rows=500)
-    fixed_alerts = 0
-    for start in range(0, len(in_sample) - 500 + 1, 250):
-        live = in_sample.iloc[start:start + 500]
-        summary = monitor_summary("NSE", cfg, live_features=live, cfg=mcfg)
-        assert not [a for a in summary["alerts"] if a["kind"] == "feature_drift"], (start, summary["alerts"])
-        fixed = monitor_summary("NSE", cfg, live_features=live, cfg=MonitorConfig(live_rows=500, calibrated_thresholds=False))
-        fixed_alerts += any(a["kind"] == "feature_drift" for a in fixed["alerts"])
-    assert fixed_alerts >= 1
-    assert summary["thresholds"]["raised_levels"] > 0 and summary["thresholds"]["window_rows"] == 500
+    with_levels = {c for c, d in manifest["feature_distribution"].items() if "window_psi" in d}
+    assert with_levels == {c for c in manifest["feature_distribution"] if in_sample[c].notna().sum() >= 2_000}
+    assert {manifest["feature_distribution"][c]["window_psi"]["rows"] for c in with_levels} == {500}
+    holdout = features[features.timestamp >= manifest["holdout_window"][0]]
+    assert len(holdout) >= 500
+    mcfg, fixed_cfg = MonitorConfig(live_rows=500), MonitorConfig(live_rows=500, calibrated_thresholds=False)
+    drift_alerts = lambda s: sum(r["status"] == "alert" and r["used_by_model"] for r in s["drift"])
+    calibrated, fixed = 0, 0
+    for start in range(0, len(holdout) - 500 + 1, 50):
+        live = holdout.iloc[start:start + 500]
+        calibrated += drift_alerts(monitor_summary("NSE", cfg, live_features=live, cfg=mcfg))
+        fixed += drift_alerts(monitor_summary("NSE", cfg, live_features=live, cfg=fixed_cfg))
+    assert calibrated < fixed
+    summary = monitor_summary("NSE", cfg, live_features=holdout.iloc[-500:], cfg=mcfg)
+    assert summary["thresholds"]["raised_levels"] >= summary["thresholds"]["raised_levels_used"] > 0
+    assert summary["thresholds"]["levels"]["training windows"] == len(with_levels & set(r["feature"] for r in summary["drift"]))
     assert "to what the training period's own 500-row windows reached" in format_summary(summary)
+    other = monitor_summary("NSE", cfg, live_features=holdout.iloc[-500:], cfg=MonitorConfig(live_rows=1_000))
+    assert {r["levels"] for r in other["drift"] if r["feature"] in with_levels} == {"fixed: training windows of 500 rows, live window 1000"}
+    assert "fixed levels for" in format_summary(other) and "training windows of 500 rows, live window 1000" in format_summary(other)
     folder = version_dir("NSE", run_cfg=cfg)
     used = model_columns(folder, json.loads((folder / "manifest.json").read_text()))[1]
     moved = next(c for c in used if features[c].std() > 0)

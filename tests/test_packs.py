@@ -134,7 +134,7 @@ def test_monitoring_baseline_values():
                 "feature_distribution": {"rsi_14": {"edges": [10.0, 20, 30, 40, 50, 60, 70, 80, 90]},
                                          "pcr": {"edges": [0.71234, 0.9, 1.1]}, "extra": {"edges": [1.0]}}}
     m = packs.monitoring_baseline(manifest, top=2)
-    fixed = "drift alert at PSI 0.25 (fixed; windows not measured)"
+    fixed = "drift alert at PSI 0.25 (no training windows)"
     assert m.values.tolist() == [["approval brier", "0.4568"], ["approval n_holdout", "409"], ["approval family", "lightgbm"],
                                  ["drift alert levels", "raised above the fixed PSI 0.25 for 0 of 3 features, to the largest PSI "
                                                         "of the training period's own windows of the live length"],

@@ -239,7 +239,9 @@ def test_a_run_records_and_is_keyed_on_the_code_that_trained_it(small_run, monke
     from oi_ml.datasets import code_sha256, git_commit, import_closure
     man, code = small_run.manifest, train_mod.training_code_sha256()
     assert man["code_sha256"] == code == code_sha256(modules=import_closure(("train",))) and man["git_commit"] == git_commit()
-    assert man["run_id"] == train_mod.run_id_for("NSE", small_run.dm, dataclasses.replace(SMALL, target="triple_barrier"), code)
+    assert man["run_id"] == train_mod.run_id_for("NSE", small_run.dm, dataclasses.replace(SMALL, target="triple_barrier"), code,
+                                                 RunConfig().monitoring.live_rows)
+    assert train_mod.run_id_for("NSE", small_run.dm, SMALL, code, 2_000) != train_mod.run_id_for("NSE", small_run.dm, SMALL, code, 500)
     assert train_mod.run_id_for("NSE", small_run.dm, SMALL, "0" * 64) != train_mod.run_id_for("NSE", small_run.dm, SMALL, "1" * 64)
     monkeypatch.setattr(train_mod, "training_code_sha256", lambda: "0" * 64)   # the same data and config, other code
     monkeypatch.setattr(train_mod, "build_training_table", lambda *a, **k: (_ for _ in ()).throw(_Trains()))
