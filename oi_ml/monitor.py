@@ -58,13 +58,13 @@ class MonitorConfig:
 # %% ../nbs/43_monitor.ipynb #c006
 def drift_thresholds(reference: dict, cfg: MonitorConfig, n_live: int | None = None) -> tuple[float, float, str]:
     """(warn, alert, where from) PSI levels of one column with `n_live` live rows (None: a full window): the fixed ones,
-    raised to its training windows' 95th percentile and `max_apart` when those windows apply."""
+    raised to its training windows' 95th percentile and maximum when those windows apply."""
     windows, fixed = reference.get("window_psi"), (cfg.psi_warn, cfg.psi_alert)
     if not cfg.calibrated_thresholds: return *fixed, "fixed: calibration off"
     if not windows or "max_apart" not in windows: return *fixed, "fixed: no training windows"
     if windows["rows"] != cfg.live_rows: return *fixed, f"fixed: training windows of {windows['rows']} rows, live window {cfg.live_rows}"
     if n_live is not None and n_live < 0.9 * cfg.live_rows: return *fixed, f"fixed: {n_live} live rows, under 90 % of {cfg.live_rows}"
-    alert_at = max(cfg.psi_alert, windows["max_apart"])
+    alert_at = max(cfg.psi_alert, windows["max"])
     return max(cfg.psi_warn, min(windows["q95"], alert_at)), alert_at, "training windows"
 
 def outside_range(reference: dict, values: np.ndarray) -> float:

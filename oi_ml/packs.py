@@ -441,8 +441,11 @@ def _drift_levels(reference: dict) -> str:
     ceiling = max((psi(shares, np.eye(len(shares))[k]) for k in range(len(shares))), default=math.inf)   # all in one bin
     if source != "training windows": text = f"drift alert at PSI {alert_at:.3g} ({source.removeprefix('fixed: ')})"
     elif alert_at > cfg.psi_alert:
-        text = (f"drift alert at PSI {alert_at:.3g} (the largest of its {windows['rows']}-row training windows apart from the most "
-                f"extreme; {windows['windows']} measured, about {windows['side_by_side']} side by side)")
+        text = (f"drift alert at PSI {alert_at:.3g} (the largest of its {windows['rows']}-row training windows; {windows['windows']} "
+                f"measured, about {windows['side_by_side']} side by side)")
+        if windows["max_apart"] < 0.5 * windows["max"]:
+            text += (f"; set by one stretch of training: the largest away from it is {windows['max_apart']:.3g} "
+                     "(an outage or a spike? it raises this level for good)")
     else: text = f"drift alert at PSI {alert_at:.3g} (fixed; its {windows['rows']}-row training windows stayed below)"
     if alert_at >= 0.9 * ceiling: text += f"; near the PSI ceiling {ceiling:.3g}, so PSI can hardly alert"
     if "range" in reference:

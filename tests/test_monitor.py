@@ -288,7 +288,7 @@ def test_training_window_levels_stop_false_alarms_on_a_slow_feature_and_keep_lar
             fixed.append(drift_report(ref, live, cfg=MonitorConfig(calibrated_thresholds=False)).set_index("feature").status["slow"] == "alert")
             calibrated.append(report.status["slow"] == "alert")
             shifted.append(drift_report(ref, live.assign(slow=live.slow + 4.0)).set_index("feature").status["slow"] == "alert")
-            assert report.alert_at["slow"] == ref["slow"]["window_psi"]["max_apart"] > 1.0
+            assert report.alert_at["slow"] == ref["slow"]["window_psi"]["max"] > 1.0
             assert report.alert_at["independent"] == 0.25 and report.warn_at["independent"] == 0.1
     assert len(calibrated) == 152
     assert np.mean(fixed) > 0.95 and np.mean(calibrated) < 0.1 and np.mean(shifted) == 1.0
@@ -299,7 +299,7 @@ def test_drift_levels_fall_back_to_the_fixed_ones():
     live = pd.DataFrame({"x": slow_path(1, 2_000)})
     calibrated = drift_report(ref, live).iloc[0]
     levels = ref["x"]["window_psi"]
-    assert calibrated.alert_at == max(0.25, levels["max_apart"]) > 0.25 and calibrated.levels == "training windows"
+    assert calibrated.alert_at == max(0.25, levels["max"]) > 0.25 and calibrated.levels == "training windows"
     assert calibrated.warn_at == max(0.1, min(levels["q95"], calibrated.alert_at))
     for cfg, n, why in ((MonitorConfig(calibrated_thresholds=False), 2_000, "fixed: calibration off"),
                         (MonitorConfig(live_rows=1_000), 2_000, "fixed: training windows of 2000 rows, live window 1000"),
