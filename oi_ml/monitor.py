@@ -276,7 +276,7 @@ def assess(drift: pd.DataFrame, score: dict, degradation: dict, latency: dict, c
 
 def _top(frame: pd.DataFrame, n: int = 5) -> str:
     "The first `n` features of a drift frame as 'name (psi, alert at level[, share outside the training range])'."
-    outside = lambda r: f", {r.outside_range:.0%} outside the training range" if r.outside_range > 0 else ""
+    outside = lambda r: f", {r.outside_range:.0%} outside the training range" if r.outside_range >= 0.01 else ""   # not "0%"
     return ", ".join(f"{r.feature} ({r.psi:.2f}, alert at {r.alert_at:.3g}{outside(r)})" for r in frame.head(n).itertuples()) + (" …" if len(frame) > n else "")
 
 # %% ../nbs/43_monitor.ipynb #c031
