@@ -177,13 +177,16 @@ def prepare_training_features(raw: pd.DataFrame, required_columns: list[str] = R
 
 # %% ../nbs/10_features.ipynb #c021
 def _gap_edges(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
-    """Interior bin edges: each quantile moved to the middle of the gap between the distinct values around it, rounded to
-    10 decimals. A gap of 2e-10 or less has no edge (its two sides differ by float noise and are binned as one value)."""
+    """Interior bin edges: each quantile moved to the middle of the gap above the group of values it falls in, rounded to
+    10 decimals. Values 2e-10 or less apart form one group (they differ by float noise and are binned as one value), so
+    a quantile inside such a group moves to the next real gap instead of losing its edge."""
     distinct = np.unique(values)
+    group = np.cumsum(np.r_[True, np.diff(distinct) > 2e-10]) - 1   # group id of each distinct value
+    last = np.r_[np.flatnonzero(np.diff(group)), len(distinct) - 1]   # position of each group's largest value
     above = np.searchsorted(distinct, quantiles, side="right")      # first distinct value above each quantile
-    above = above[above < len(distinct)]                             # a quantile at the maximum leaves no gap above it
-    lower, upper = distinct[above - 1], distinct[above]
-    middles = ((lower + upper) / 2)[upper - lower > 2e-10]
+    g = group[np.maximum(above - 1, 0)][above > 0]                   # the group each quantile falls in (or sits above)
+    g = g[g < group[-1]]                                             # the last group leaves no gap above it
+    middles = (distinct[last[g]] + distinct[last[g] + 1]) / 2
     return np.unique([round(float(m), 10) + 0.0 for m in middles])   # + 0.0: -0.0 stored as 0.0
 
 PSI_SHARE_FLOOR = 1e-4      # bin shares are floored at this before the logarithm of the PSI

@@ -421,3 +421,12 @@ def test_feature_distribution_window_levels():
     assert "window_psi" not in feature_distribution(frame, ["slow"])["slow"]            # not asked for
     with pytest.raises(ValueError, match="stride must be a whole number >= 1"):
         window_psi(slow, dist["slow"]["edges"], 100, 0)
+
+
+def test_a_decile_inside_float_noise_moves_to_the_gap_above_it():
+    "Deciles that all fall inside the noise around zero (an overnight gap column) still give an edge above the noise."
+    values = np.r_[np.repeat([-1.78e-15, 0.0, 1.78e-15], [400, 550, 10]), np.linspace(0.002, 0.01, 40)]
+    dist = feature_distribution(pd.DataFrame({"gap": values}), ["gap"])["gap"]
+    assert dist["edges"] == [0.001] and dist["proportions"] == [0.96, 0.04]            # before: no edge, PSI 0 forever
+    two_groups = np.r_[np.repeat([1.0, 1.0 + 1e-12, 2.0, 2.0 + 1e-12, 3.0], [30, 20, 10, 20, 20])]
+    assert feature_distribution(pd.DataFrame({"t": two_groups}), ["t"], n_bins=4)["t"]["edges"] == [1.5, 2.5]
