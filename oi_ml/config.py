@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import numbers
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -192,14 +193,26 @@ class RunConfig:
     def parquet_dir(self) -> Path: return Path(self.data_dir) / "parquet"
 
 # %% ../nbs/00_config.ipynb #c020
+_KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+
+def _typed_value(value, field_type: str, key: str):
+    "`value` for a field annotated `field_type` ('int', 'float', 'bool'; others pass through), or a ValueError naming `key`."
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if field_type == "bool" and isinstance(value, bool): return value
+    if field_type == "int" and is_number and float(value).is_integer(): return int(value)
+    if field_type == "float" and is_number: return float(value)
+    if field_type not in _KINDS: return value
+    raise ValueError(f"config key '{key}' must be {_KINDS[field_type]}, got {value!r}")
+
 def _replace_nested(obj, overrides: dict, where: str = ""):
-    "Copy of dataclass `obj` with `overrides` applied recursively; unknown keys raise."
+    "Copy of dataclass `obj` with `overrides` applied recursively; unknown keys and numbers of the wrong kind raise."
     names = {f.name: f for f in dataclasses.fields(obj)}
     changes = {}
     for key, value in overrides.items():
         if key not in names: raise ValueError(f"unknown config key '{where}{key}'; known: {', '.join(names)}")
         current = getattr(obj, key)
-        changes[key] = _replace_nested(current, value, f"{where}{key}.") if dataclasses.is_dataclass(current) else value
+        changes[key] = (_replace_nested(current, value, f"{where}{key}.") if dataclasses.is_dataclass(current)
+                        else _typed_value(value, names[key].type, f"{where}{key}"))
     return dataclasses.replace(obj, **changes)
 
 def _read_config_file(path: str | Path) -> dict:

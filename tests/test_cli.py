@@ -168,6 +168,20 @@ def test_retrain_trains_with_the_master_seed(dirs, monkeypatch, capsys):
 def test_a_bad_config_file_is_a_clear_error(dirs, capsys):
     assert cli.main(["--config", write_config(dirs / "c.toml", "[simulation]\ndayz = 1\n"), "simulate", "--exchange", "NSE"]) == 1
     assert "unknown config key 'simulation.dayz'" in capsys.readouterr().err
+    assert cli.main(["--config", write_config(dirs / "w.toml", "[monitoring]\nlive_rows = 2000.5\n"), "simulate", "--exchange", "NSE"]) == 1
+    assert "config key 'monitoring.live_rows' must be a whole number, got 2000.5" in capsys.readouterr().err
+
+
+def test_a_whole_float_in_a_config_file_is_an_int():
+    "TOML `live_rows = 2000.0` is the int 2000 the monitor slices and limits with (a float broke `iloc`)."
+    import tempfile
+    from pathlib import Path
+    from oi_ml.config import load_run_config
+    with tempfile.TemporaryDirectory() as d:
+        path = write_config(Path(d) / "c.toml", "[monitoring]\nlive_rows = 2000.0\nfeedback_window = 150.0\npsi_alert = 1\n")
+        cfg = load_run_config(path)
+    assert (cfg.monitoring.live_rows, cfg.monitoring.feedback_window, cfg.monitoring.psi_alert) == (2000, 150, 1.0)
+    assert type(cfg.monitoring.live_rows) is int and type(cfg.monitoring.psi_alert) is float
 
 
 @pytest.fixture
