@@ -238,29 +238,36 @@ def window_starts(n: int, rows: int, stride: int) -> np.ndarray:
     starts = np.arange(0, n - rows + 1, stride)
     return starts if starts[-1] == n - rows else np.r_[starts, n - rows]
 
-def window_psi(values: np.ndarray, edges, rows: int, stride: int | None = None) -> np.ndarray:
-    """PSI of each window of `rows` consecutive finite values of a time-ordered column (`window_starts`; stride default
-    rows // 20) against the shares of all its finite values, binned on `edges`; empty below 2 × `rows` values."""
-    rows, stride = _window_size(rows, stride)
-    values = np.asarray(values, dtype=np.float64); values = values[np.isfinite(values)]
-    n = len(values)
-    if n < 2 * rows: return np.zeros(0)
-    bins = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
-    starts = window_starts(n, rows, stride)
+def _finite(values) -> np.ndarray:
+    "The finite values of a column, as float64."
+    values = np.asarray(values, dtype=np.float64)
+    return values[np.isfinite(values)]
+
+def _psi_at(values: np.ndarray, edges, rows: int, starts: np.ndarray) -> np.ndarray:
+    "PSI of the `rows`-long windows of finite `values` at `starts` against the shares of all of them, binned on `edges`."
+    n, bins = len(values), np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
     inside = np.empty((len(starts), len(edges) + 1))
     for k in range(len(edges) + 1):   # per bin: running count of the rows in it, differenced at the window ends
         running = np.concatenate([[0], np.cumsum(bins == k)])
         inside[:, k] = running[starts + rows] - running[starts]
     return psi(np.bincount(bins, minlength=len(edges) + 1) / n, inside / rows)
 
+def window_psi(values: np.ndarray, edges, rows: int, stride: int | None = None) -> np.ndarray:
+    """PSI of each window of `rows` consecutive finite values of a time-ordered column (`window_starts`; stride default
+    rows // 20) against the shares of all its finite values, binned on `edges`; empty below 2 × `rows` values."""
+    rows, stride = _window_size(rows, stride)
+    values = _finite(values)
+    if len(values) < 2 * rows: return np.zeros(0)
+    return _psi_at(values, edges, rows, window_starts(len(values), rows, stride))
+
 def window_levels(values: np.ndarray, edges, rows: int) -> dict | None:
     """The window PSI a monitor's levels come from: windows measured, how many fit side by side, their 95th percentile,
     maximum and `max_apart` (the largest among windows not overlapping the most extreme one); None below
     MIN_WINDOWS_FOR_LEVELS × `rows` finite values."""
-    values = np.asarray(values, dtype=np.float64); values = values[np.isfinite(values)]
-    rows, stride = _window_size(rows)
+    values, (rows, stride) = _finite(values), _window_size(rows)
     if len(values) < MIN_WINDOWS_FOR_LEVELS * rows: return None
-    starts, windows = window_starts(len(values), rows, stride), window_psi(values, edges, rows, stride)
+    starts = window_starts(len(values), rows, stride)
+    windows = _psi_at(values, edges, rows, starts)
     apart = np.abs(starts - starts[int(np.argmax(windows))]) >= rows
     return {"rows": rows, "windows": int(windows.size), "side_by_side": len(values) // rows,
             "q95": float(np.quantile(windows, 0.95)), "max": float(windows.max()), "max_apart": float(windows[apart].max())}

@@ -36,21 +36,24 @@ __all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'drift_threshol
            'format_summary']
 
 # %% ../nbs/43_monitor.ipynb #c004
+_RUN = MonitoringConfig()   # the defaults of the settings a run config can set ([monitoring])
+
 @dataclass(frozen=True)
 class MonitorConfig:
-    "Thresholds and windows of live-model monitoring."
-    psi_warn: float = 0.1                   # PSI at or above this: moderate shift (warning)
-    psi_alert: float = 0.25                 # PSI at or above this: major shift (alert)
-    feedback_window: int = 200              # most recent known outcomes in the rolling hit rate
-    degrade_threshold: float = 0.1          # absolute drop of the hit rate below the approval baseline that trips retraining
+    "Thresholds and windows of live-model monitoring (the settings RunConfig.monitoring also holds default to its values)."
+    psi_warn: float = _RUN.psi_warn         # PSI at or above this: moderate shift (warning)
+    psi_alert: float = _RUN.psi_alert       # PSI at or above this: major shift (alert)
+    feedback_window: int = _RUN.feedback_window  # most recent known outcomes in the rolling hit rate
+    degrade_threshold: float = _RUN.degrade_threshold  # absolute drop of the hit rate below the approval baseline that trips retraining
     outcome_overlap: int = 15               # lags over which consecutive outcomes share label bars (the label horizon in bars;
                                             # monitor_summary takes it from the version's horizon)
     webhook_env: str = "OI_ML_ALERT_WEBHOOK"  # environment variable holding the alert webhook URL (never a file)
     webhook_timeout: float = 5.0            # seconds per webhook POST
-    live_rows: int = MonitoringConfig().live_rows  # most recent ml_features bars (and served recommendations) compared with
+    live_rows: int = _RUN.live_rows         # most recent ml_features bars (and served recommendations) compared with
                                             # training's; training measured its own windows at RunConfig.monitoring.live_rows
-    calibrated_thresholds: bool = True      # raise each column's levels to its training windows' PSI (`drift_thresholds`)
-    outside_range_alert: float = 0.5        # share of a used feature's live values outside its training range that alerts
+    calibrated_thresholds: bool = _RUN.calibrated_thresholds  # raise each column's levels to its training windows' PSI
+    outside_range_alert: float = _RUN.outside_range_alert     # share of a used feature's live values outside its training
+                                                              # range that alerts
     min_live_rows: int = 200                # fewer live rows (or served scores): drift is not judged
     latency_budget_us: float = 250.0        # generate_signal p99 above this is a warning
     db_lock_timeout: float = 10.0           # seconds to wait for a writer to release the warehouse
@@ -300,6 +303,7 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
     served = served_recommendations(run_cfg, exchange, manifest["version"], cfg)
     live = recent_features(run_cfg, exchange, inputs, cfg) if live_features is None else live_features
     drift = drift_report(manifest["feature_distribution"], live, [c for c in inputs if c in live.columns], cfg, used)
+    raised = (drift.warn_at > cfg.psi_warn) | (drift.alert_at > cfg.psi_alert)
     score = score_drift(manifest["score_distribution"], served["confidence"].iloc[-cfg.live_rows:], cfg)   # time-sorted
     baseline = float(manifest["metrics_summary"]["accuracy"])
     degradation = degradation_check(served[["timestamp", "correct"]], baseline, cfg)
@@ -312,8 +316,7 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
         "n_live_rows": len(live), "thresholds": {"psi_warn": cfg.psi_warn, "psi_alert": cfg.psi_alert,
                                                       "calibrated_thresholds": cfg.calibrated_thresholds, "window_rows": cfg.live_rows,
                                                       "outside_range_alert": cfg.outside_range_alert,
-                                                      "raised_levels": int(((drift.warn_at > cfg.psi_warn) | (drift.alert_at > cfg.psi_alert)).sum()),
-                                                      "raised_levels_used": int((((drift.warn_at > cfg.psi_warn) | (drift.alert_at > cfg.psi_alert)) & drift.used_by_model).sum()),
+                                                      "raised_levels": int(raised.sum()), "raised_levels_used": int((raised & drift.used_by_model).sum()),
                                                       "levels": drift.levels.value_counts().to_dict(),
                                                       "degrade_threshold": cfg.degrade_threshold, "feedback_window": cfg.feedback_window,
                                                       "outcome_overlap": cfg.outcome_overlap},

@@ -429,14 +429,19 @@ def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd
              "costs (bps per leg)": config["transaction_cost_bps"] + config["slippage_bps"]}
     return pd.DataFrame({"item": list(items), "value": [f"{v:,.4g}" if isinstance(v, float) else str(v) for v in items.values()]})
 
+def _default_levels(reference: dict):
+    "(monitor config, alert level, where from) of one column for a default monitor watching windows of the stored length."
+    from oi_ml.monitor import MonitorConfig, drift_thresholds
+    windows = reference.get("window_psi")
+    cfg = MonitorConfig(live_rows=windows["rows"]) if windows else MonitorConfig()
+    return cfg, *drift_thresholds(reference, cfg)[1:]
+
 def _drift_levels(reference: dict) -> str:
     """'alert at PSI x' for one column under the default monitor levels (with a live window of the stored windows'
     length), where that level comes from, when it is near the PSI ceiling, and the range alert."""
     from oi_ml.features import psi
-    from oi_ml.monitor import MonitorConfig, drift_thresholds
     windows = reference.get("window_psi")
-    cfg = MonitorConfig(live_rows=windows["rows"]) if windows else MonitorConfig()   # a monitor watching windows of that length
-    _, alert_at, source = drift_thresholds(reference, cfg)
+    cfg, alert_at, source = _default_levels(reference)
     shares = np.asarray(reference.get("proportions", []), dtype=float)
     ceiling = max((psi(shares, np.eye(len(shares))[k]) for k in range(len(shares))), default=math.inf)   # all in one bin
     if source != "training windows": text = f"drift alert at PSI {alert_at:.3g} ({source.removeprefix('fixed: ')})"
@@ -455,11 +460,10 @@ def _drift_levels(reference: dict) -> str:
 def monitoring_baseline(manifest: dict, top: int = 15) -> pd.DataFrame:
     """What the monitor will compare live data against: approval metrics, how many features' drift levels the training
     windows raised, and the first `top` features' training decile edges and drift alert level."""
-    from oi_ml.monitor import MonitorConfig, drift_thresholds
+    from oi_ml.monitor import MonitorConfig
     rows = [dict(item=f"approval {k}", value=f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in manifest["metrics_summary"].items()]
     distributions = manifest["feature_distribution"]
-    raised = sum("window_psi" in d and drift_thresholds(d, MonitorConfig(live_rows=d["window_psi"]["rows"]))[1] > MonitorConfig().psi_alert
-                 for d in distributions.values())
+    raised = sum(_default_levels(d)[1] > MonitorConfig().psi_alert for d in distributions.values())
     rows.append(dict(item="drift alert levels", value=f"raised above the fixed PSI {MonitorConfig().psi_alert} for {raised} of "
                      f"{len(distributions)} features, to the largest PSI of the training period's own windows of the live length"))
     for name, d in list(distributions.items())[:top]:
