@@ -23,10 +23,10 @@ from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_tran
                          window_params)
 
 # %% auto #0
-__all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'ISO_DATE', 'MONTH_NAME_DATE', 'DATE_FORMATS',
-           'DATE_YEARS', 'OLD_BHAV', 'UDIFF_BHAV', 'ValidationReport', 'IngestError', 'read_table',
-           'normalise_ohlcv_columns', 'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc',
-           'check_temporal', 'check_session', 'check_trading_days', 'file_sha256', 'quarantine',
+__all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'MISSING_MARKERS', 'ISO_DATE', 'MONTH_NAME_DATE',
+           'DATE_FORMATS', 'DATE_YEARS', 'OLD_BHAV', 'UDIFF_BHAV', 'ValidationReport', 'IngestError', 'read_table',
+           'normalise_ohlcv_columns', 'missing_markers', 'parse_numbers', 'parse_timestamps', 'check_complete',
+           'check_ohlc', 'check_temporal', 'check_session', 'check_trading_days', 'file_sha256', 'quarantine',
            'quarantine_in_transaction', 'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76',
            'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
 
@@ -116,12 +116,21 @@ def normalise_ohlcv_columns(raw: pd.DataFrame) -> pd.DataFrame:
     return raw.rename(columns=renames)
 
 # %% ../nbs/03_ingest.ipynb #c011
+MISSING_MARKERS = frozenset({"", "nan", "na", "n/a", "null", "none", "-"})   # lower-case, stripped: a missing cell
+
+def missing_markers(values: pd.Series) -> np.ndarray:
+    "True where a cell is text that only marks a missing value (`MISSING_MARKERS`, any case, spaces around)."
+    text = values.astype("string").str.strip().str.lower()
+    return text.isin(MISSING_MARKERS).fillna(False).to_numpy(dtype=bool)
+
 def parse_numbers(frame: pd.DataFrame, columns, report: ValidationReport) -> pd.DataFrame:
-    "Convert `columns` to float64, reporting unparseable cells as schema errors."
+    "Convert `columns` to float64, reporting unparseable cells as schema errors (missing-value markers become NaN)."
     out = frame.copy()
     for col in columns:
         values = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-        bad = (values.isna() & frame[col].notna()) | np.isinf(values)
+        unparsed = (values.isna() & frame[col].notna()).to_numpy(copy=True)
+        unparsed[unparsed] = ~missing_markers(frame[col][unparsed])   # only the few unparsed cells are read as text
+        bad = unparsed | np.isinf(values)
         report.add(np.flatnonzero(bad.to_numpy()) + 1, col, "schema", [f"not a finite number: {v!r}" if np.isinf(x) else f"not a number: {v!r}" for v, x in zip(frame[col][bad], values[bad])])
         out[col] = values.where(~bad)
     return out
@@ -143,16 +152,18 @@ def _parse_date_text(text: pd.Series, utc: bool) -> pd.Series:
 def parse_timestamps(values: pd.Series, report: ValidationReport, column: str, tz=IST, session_open: dt.time = dt.time(9, 15)) -> pd.Series:
     "Parse ISO / DD-MMM-YYYY dates (naive = exchange time `tz`) to UTC; date-only values get `session_open`; other formats are errors."
     text = values.astype("string").str.strip()
+    text = text.mask(missing_markers(text))                        # a missing-value marker is a missing cell
+    present = text.notna().to_numpy()
     has_offset = text.str.contains(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[+-]\d{2}:?\d{2}|Z)$", regex=True).fillna(False).to_numpy()
-    if has_offset.any() and not has_offset[values.notna().to_numpy()].all():
-        odd = has_offset if has_offset.sum() <= (~has_offset).sum() else (~has_offset & values.notna().to_numpy())
+    if has_offset.any() and not has_offset[present].all():
+        odd = has_offset if has_offset.sum() <= (~has_offset).sum() else (~has_offset & present)
         report.add(np.flatnonzero(odd) + 1, column, "schema", "mixed time zones: some timestamps carry an offset and others do not")
         text = text.where(~odd)
     year = pd.to_numeric(text.str.extract(r"^(\d{4})-", expand=False).fillna(text.str.extract(r"-(\d{4})$", expand=False)), errors="coerce")
     far = (year.notna() & ~year.between(*DATE_YEARS)).to_numpy()   # pandas cannot hold them; no market data is from then
     report.add(np.flatnonzero(far) + 1, column, "schema", [f"date {v!r} outside the years {DATE_YEARS[0]}–{DATE_YEARS[1]}" for v in values[far]])
     text = text.where(~far)
-    parsed = _parse_date_text(text, utc=bool(has_offset.any() and not (~has_offset & values.notna().to_numpy()).any()))
+    parsed = _parse_date_text(text, utc=bool(has_offset.any() and not (~has_offset & present).any()))
     bad = parsed.isna() & text.notna()
     report.add(np.flatnonzero(bad.to_numpy()) + 1, column, "schema",
                [f"unparseable or ambiguous date {v!r} (accepted: {DATE_FORMATS})" for v in values[bad]])
@@ -244,7 +255,7 @@ def check_trading_days(timestamps: pd.Series, report: ValidationReport, cfg: Exc
     report.add(off + 1, column, "calendar", [f"bar on {days.iloc[i]} IST, {reasons[i]}: not a regular {cfg.exchange} trading day "
                                              "(kept; special sessions exist)" for i in off], "warning")
 
-# %% ../nbs/03_ingest.ipynb #c021
+# %% ../nbs/03_ingest.ipynb #c022
 def file_sha256(path: str | Path) -> str:
     "sha256 of a file's bytes."
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -311,7 +322,7 @@ def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, w
             _conflict_problem(report, err, frames[err.table])
     _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, IngestError(report))
 
-# %% ../nbs/03_ingest.ipynb #c023
+# %% ../nbs/03_ingest.ipynb #c024
 def _split_flags(frame: pd.DataFrame) -> np.ndarray | None:
     "True on rows flagged as splits (split column present and neither 0 nor 1)."
     if "split" not in frame: return None
@@ -387,7 +398,7 @@ def _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, 
                               report.to_dict())
     raise error
 
-# %% ../nbs/03_ingest.ipynb #c026
+# %% ../nbs/03_ingest.ipynb #c027
 OLD_BHAV = {"INSTRUMENT": "instrument", "SYMBOL": "symbol", "EXPIRY_DT": "expiry", "STRIKE_PR": "strike", "OPTION_TYP": "option_type",
             "OPEN": "open", "HIGH": "high", "LOW": "low", "CLOSE": "close", "SETTLE_PR": "settle", "CONTRACTS": "contracts",
             "OPEN_INT": "oi_units", "CHG_IN_OI": "oi_change_units", "TIMESTAMP": "trade_date"}
@@ -404,7 +415,7 @@ def detect_bhavcopy_format(columns) -> tuple[str, dict, list]:
     name, mapping = min(options, key=lambda o: len(set(o[1]) - cols))
     return name, mapping, sorted(set(mapping) - cols)
 
-# %% ../nbs/03_ingest.ipynb #c027
+# %% ../nbs/03_ingest.ipynb #c028
 def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: int = 80) -> np.ndarray:
     "Black-76 implied volatility by vectorised bisection; NaN where the price is below discounted intrinsic or tau <= 0."
     price, forward, strike, tau = (np.asarray(a, dtype=float) for a in (price, forward, strike, tau))
@@ -421,7 +432,7 @@ def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: 
     iv = 0.5 * (lo + hi)
     return np.where((tau > 0) & (price > intrinsic) & (iv < 4.99), iv, np.nan)
 
-# %% ../nbs/03_ingest.ipynb #c029
+# %% ../nbs/03_ingest.ipynb #c030
 def _bhav_frame(raw: pd.DataFrame, mapping: dict, fmt: str, report: ValidationReport, run_cfg: RunConfig, cfg) -> pd.DataFrame:
     "Parse a bhavcopy into canonical columns (numbers, dates, instrument codes, OI in contracts)."
     frame = raw.rename(columns=lambda c: c.strip())[list(mapping)].rename(columns=mapping)
@@ -499,7 +510,7 @@ def _check_option_bounds(frame: pd.DataFrame, spot: pd.Series, report: Validatio
             report.add(np.flatnonzero(m) + 1, column, "price_sanity",
                        [f"{kind} priced {p} above {name} {b} (a {kind} is worth at most that)" for p, b in zip(price[m], bound[m])])
 
-# %% ../nbs/03_ingest.ipynb #c031
+# %% ../nbs/03_ingest.ipynb #c032
 def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Option-chain snapshots and one underlying bar per trade date from a parsed, validated bhavcopy."
     fut = _priced_futures(frame)   # an untraded future is priced at its settlement price
@@ -551,7 +562,7 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     result = _finish(con, report, raw, batch_id, exchange, "bhavcopy", path, {"option_chain_snapshots": chain, "underlying_bars": bars}, run_cfg, window)
     return {**result, "format": fmt, "rows_skipped_other_symbols": int((~wanted).sum())}
 
-# %% ../nbs/03_ingest.ipynb #c033
+# %% ../nbs/03_ingest.ipynb #c034
 def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str = "2025-01-02", spot: float = 23700.0,
                            zipped: bool = False, lot: int = 75) -> Path:
     "Write a tiny valid NSE F&O bhavcopy in the 'old' or 'udiff' layout (optionally zipped); returns its path."
@@ -587,7 +598,7 @@ def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str
     with zipfile.ZipFile(path, "w") as zf: zf.writestr(path.with_suffix(".csv").name, out.to_csv(index=False))
     return path
 
-# %% ../nbs/03_ingest.ipynb #c036
+# %% ../nbs/03_ingest.ipynb #c037
 def validate_stored(con, exchange: str, run_cfg: RunConfig | None = None) -> dict[str, ValidationReport]:
     "Data-quality reports of the stored bars (per symbol) and option chain of `exchange`."
     run_cfg, reports = run_cfg or RunConfig(), {}

@@ -186,6 +186,7 @@ BAD_OHLCV = [  # (case, mutation, row, column, check) with row the 1-based data 
     ("infinite_high", _set(4, "High", "inf"), 4, "high", "schema"),
     ("infinite_volume", _set(4, "Volume", "Infinity"), 4, "volume", "schema"),
     ("too_many_missing", _too_many_missing, 3, "volume", "completeness"),
+    ("too_many_missing_markers", lambda f: _set(4, "Volume", "N/A")(_set(3, "Volume", "NaN")(f)), 3, "volume", "completeness"),
     ("high_below_close", _high_below_close, 5, "high", "ohlc_logic"),
     ("low_above_open_close", _low_above_open, 7, "low", "ohlc_logic"),
     ("non_positive_price", _set(6, "Low", "0"), 6, "low", "price_sanity"),
@@ -265,6 +266,25 @@ def test_few_missing_values_drop_and_quarantine_the_rows_and_store_the_rest(seed
     assert (cfg.quarantine_dir / f"{result['batch_id']}.csv").exists()
     assert seeded.execute("SELECT status, rows_stored, rows_quarantined FROM training_batches WHERE batch_id = ?",
                           [result["batch_id"]]).fetchall() == [("stored", N_ROWS - 1, 1)]
+
+
+@pytest.mark.parametrize("marker", ["NaN", "nan", "NA", "N/A", "null", "None", "-", " NaN "])
+def test_a_missing_value_marker_is_a_missing_cell_like_an_empty_one(con, cfg, tmp_path, marker):
+    "Exporters write gaps as NaN, NA, null, '-'...: each is dropped and quarantined like an empty cell, not a schema error."
+    empty, marked = yahoo_frame(), yahoo_frame()
+    empty.loc[4, "Volume"] = np.nan; empty.loc[9, "Date"] = np.nan          # 1/30 each: under the 5 % rule
+    marked.loc[4, "Volume"] = marker; marked.loc[9, "Date"] = marker
+    results = [import_ohlcv(con, write(frame, tmp_path / f"{name}.csv"), name.upper(), run_cfg=cfg)
+               for name, frame in (("empty", empty), ("marked", marked))]
+    for result in results:
+        assert result["rows_added"] == {"underlying_bars": N_ROWS - 2}
+        assert [w.split(": ", 1)[1] for w in result["warnings"]] == [
+            "warning: completeness: 2 row(s); first at row 5, column 'volume': missing value (3.3% of 'volume' missing)"]
+        q = con.execute("SELECT row_number, column_name, check_name FROM quarantine WHERE batch_id = ? ORDER BY 1",
+                        [result["batch_id"]]).fetchall()
+        assert q == [(5, "volume", "completeness"), (10, "timestamp", "completeness")]
+    bars = [stored_bars(con, s).drop(columns=["symbol", "batch_id"]) for s in ("EMPTY", "MARKED")]
+    pd.testing.assert_frame_equal(bars[0], bars[1])
 
 
 def test_rows_are_numbered_in_the_file_even_after_dropped_rows(con, cfg, tmp_path):
@@ -587,10 +607,11 @@ def test_an_untraded_near_future_proxies_the_underlying_at_its_settlement_price(
     assert con.execute("SELECT count(*) FROM option_chain_snapshots WHERE NOT isfinite(iv) OR iv IS NULL").fetchall() == [(0,)]
 
 
-def test_bhavcopy_with_a_few_missing_values_stores_the_rest(con, cfg, tmp_path):
+@pytest.mark.parametrize("missing", ["", "-", "NaN", "null"])                # however the exporter wrote the gap
+def test_bhavcopy_with_a_few_missing_values_stores_the_rest(con, cfg, tmp_path, missing):
     raw = _bhav(tmp_path)
     r = _first_option_row(raw)
-    raw.loc[r, "ClsPric"] = ""                                              # 1 of 46 NIFTY rows
+    raw.loc[r, "ClsPric"] = missing                                         # 1 of 46 NIFTY rows
     path = tmp_path / "missing.csv"; raw.to_csv(path, index=False)
     result = import_bhavcopy(con, path, run_cfg=cfg)
     assert result["rows_added"]["option_chain_snapshots"] == 43
