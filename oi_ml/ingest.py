@@ -55,7 +55,7 @@ class ValidationReport:
 
     def counts(self) -> dict:
         "Problem rows per check (all checks listed, zeros included)."
-        got = self.problems.groupby("check_name").size().to_dict() if len(self.problems) else {}
+        got = self.problems.groupby("check_name").row_number.nunique().to_dict() if len(self.problems) else {}   # rows, not cells
         return {c: int(got.get(c, 0)) for c in CHECKS} | {c: int(n) for c, n in got.items() if c not in CHECKS}   # none dropped
 
     def summary_lines(self) -> list[str]:
@@ -63,7 +63,7 @@ class ValidationReport:
         lines = []
         for (check, severity), grp in self.problems.groupby(["check_name", "severity"], sort=False):
             first = grp.sort_values("row_number").iloc[0]
-            lines.append(f"{self.file}: {severity}: {check}: {len(grp)} row(s); first at row {first.row_number}, "
+            lines.append(f"{self.file}: {severity}: {check}: {grp.row_number.nunique()} row(s); first at row {first.row_number}, "
                          f"column '{first.column_name}': {first.reason}")
         return lines
 
