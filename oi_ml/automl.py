@@ -37,11 +37,11 @@ __all__ = ['logger', 'FAMILIES', 'PRUNERS', 'FINISHED', 'TRIAL_RETURNS_FILE', 'P
            'sessions_before', 'last_trading_days', 'bar_forward_returns', 'FoldData', 'SegmentData', 'fit_regimes',
            'design_matrices', 'purged_folds', 'prepare_segment', 'directional_score', 'rule_daily_returns',
            'per_period_sharpe', 'oof_attributes', 'cv_objective', 'automl_code_sha256', 'study_prefix', 'trial_sampler',
-           'make_pruner', 'finished_trials', 'run_study', 'quiet_optuna', 'majority_baseline', 'evaluate_best',
-           'trial_key', 'trial_records', 'trial_returns_frame', 'segment_record', 'study_result', 'family_summary',
-           'best_family', 'search', 'automl_run_id', 'build_summary', 'AutoMLRun', 'load_automl_run',
-           'run_orchestrator', 'automl_tables', 'load_trial_returns', 'trial_return_matrix', 'walk_forward_figure',
-           'optuna_history_figure']
+           'make_pruner', 'finished_trials', 'budget_trials', 'best_of', 'run_study', 'quiet_optuna',
+           'majority_baseline', 'evaluate_best', 'trial_key', 'trial_records', 'trial_returns_frame', 'segment_record',
+           'study_result', 'family_summary', 'best_family', 'search', 'automl_run_id', 'build_summary', 'AutoMLRun',
+           'load_automl_run', 'run_orchestrator', 'automl_tables', 'load_trial_returns', 'trial_return_matrix',
+           'walk_forward_figure', 'optuna_history_figure']
 
 # %% ../nbs/23_automl.ipynb #c006
 FAMILIES = ("lightgbm", "xgboost", "catboost")   # supported model families; catboost is an optional extra
@@ -313,6 +313,15 @@ def finished_trials(study: optuna.Study) -> list:
     "Complete and pruned trials of `study`, by number."
     return study.get_trials(deepcopy=False, states=FINISHED)
 
+def budget_trials(study: optuna.Study, n_trials: int) -> list:
+    "The first `n_trials` finished trials of `study` by number: what a run with that budget searched (a storage may hold more)."
+    return sorted(finished_trials(study), key=lambda t: t.number)[:n_trials]
+
+def best_of(trials: list) -> optuna.trial.FrozenTrial | None:
+    "The complete trial with the lowest CV log-loss, the earliest among equals (as Optuna's own pick); None if none completed."
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return min(complete, key=lambda t: (t.value, t.number)) if complete else None
+
 # %% ../nbs/23_automl.ipynb #c031
 def run_study(name: str, storage, family: str, data: SegmentData, table: TrainingTable, fwd: np.ndarray,
               config: OrchestratorConfig, bar=None, code: str = "") -> optuna.Study:
@@ -344,10 +353,10 @@ def majority_baseline(y_train: np.ndarray, y_valid: np.ndarray, classes: tuple) 
     metrics = classification_metrics(y_valid, np.tile(prior, (len(y_valid), 1)), classes)
     return metrics | {"accuracy": float(np.mean(y_valid == prior.argmax()))}
 
-def evaluate_best(study: optuna.Study, family: str, data: SegmentData, table: TrainingTable, fwd: np.ndarray,
+def evaluate_best(best: optuna.trial.FrozenTrial, family: str, data: SegmentData, table: TrainingTable, fwd: np.ndarray,
                   config: OrchestratorConfig) -> tuple[dict, np.ndarray]:
-    "(validation record, validation probabilities) of the study's best settings refit on the whole training slice."
-    params = suggest_params(optuna.trial.FixedTrial(study.best_trial.params), family, config.search)
+    "(validation record, validation probabilities) of the best trial's settings refit on the whole training slice."
+    params = suggest_params(optuna.trial.FixedTrial(best.params), family, config.search)
     train, valid = np.asarray(data.window.train_index), np.asarray(data.window.valid_index)
     model = fit_candidate(family, params, config.train, len(table.classes), data.X_train, table.y[train], table.weight[train])
     probs = predict_candidate(model, data.X_valid)
@@ -362,18 +371,18 @@ def trial_key(segment: int, family: str, number: int) -> str:
     "Stable key of one trial across the run's files."
     return f"s{segment:02d}-{family}-t{number:03d}"
 
-def trial_records(study: optuna.Study, segment: int, family: str) -> list[dict]:
-    "One record per finished trial: state, CV log-loss (last running mean if pruned), params, rule Sharpe, duration."
+def trial_records(trials: list, segment: int, family: str) -> list[dict]:
+    "One record per finished trial (of `budget_trials`): state, CV log-loss (last running mean if pruned), params, rule Sharpe, duration."
     return [dict(trial_key=trial_key(segment, family, t.number), segment=segment, family=family, number=t.number, state=t.state.name,
                  value=t.value, last_cv_log_loss=t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None,
                  folds_run=len(t.intermediate_values), params=t.params, sharpe=t.user_attrs.get("sharpe"), n_days=t.user_attrs.get("n_days"),
                  cv_directional_auc=t.user_attrs.get("cv_directional_auc"), duration_s=t.duration.total_seconds() if t.duration else None)
-            for t in finished_trials(study)]
+            for t in trials]
 
-def trial_returns_frame(study: optuna.Study, segment: int, family: str) -> pd.DataFrame:
-    "Long frame (trial_key, segment, family, day, return) of every finished trial's daily rule returns."
+def trial_returns_frame(trials: list, segment: int, family: str) -> pd.DataFrame:
+    "Long frame (trial_key, segment, family, day, return) of the daily rule returns of `trials` (finished ones)."
     rows = [(trial_key(segment, family, t.number), segment, family, day, r)
-            for t in finished_trials(study) for day, r in t.user_attrs.get("daily_returns", {}).items()]
+            for t in trials for day, r in t.user_attrs.get("daily_returns", {}).items()]
     frame = pd.DataFrame(rows, columns=["trial_key", "segment", "family", "day", "return"])
     return frame.astype({"segment": "int64", "return": "float64"}).assign(day=pd.to_datetime(frame.day))
 
@@ -384,13 +393,15 @@ def segment_record(window: SegmentWindow, data: SegmentData) -> dict:
                 n_valid=len(window.valid_index), n_purged=window.n_purged, hmm_train_rows=data.regime_model.params.n_train_rows,
                 fold_hmm_train_rows=[f.hmm_rows for f in data.folds])
 
-def study_result(study: optuna.Study, segment: int, family: str, evaluation: dict) -> dict:
-    "Per segment and family: trial counts by state, best trial and its CV record, then the validation record."
-    trials = study.get_trials(deepcopy=False)
+def study_result(study: optuna.Study, trials: list, best: optuna.trial.FrozenTrial, segment: int, family: str,
+                 evaluation: dict) -> dict:
+    """Per segment and family: the run's trials (`budget_trials`) by state, the failed ones among them (interrupted trials
+    numbered before its last), its best trial and that trial's CV record, then the validation record."""
     count = lambda s: sum(t.state == s for t in trials)
-    best = study.best_trial
+    last = max((t.number for t in trials), default=-1)
+    n_failed = sum(t.number < last for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
     return dict(segment=segment, family=family, study=study.study_name, n_complete=count(optuna.trial.TrialState.COMPLETE),
-                n_pruned=count(optuna.trial.TrialState.PRUNED), n_failed=count(optuna.trial.TrialState.FAIL),
+                n_pruned=count(optuna.trial.TrialState.PRUNED), n_failed=n_failed,
                 best_trial=best.number, best_cv_log_loss=best.value, best_cv_directional_auc=best.user_attrs.get("cv_directional_auc"),
                 best_cv_rule_sharpe=best.user_attrs.get("sharpe")) | evaluation
 
@@ -442,11 +453,13 @@ def _search_segment(window, table, base, fwd, families, storage, prefix, config,
     out.segments.append(segment_record(window, data)); out.regime_models[window.segment] = data.regime_model
     for family in families:
         study = run_study(f"{prefix}-s{window.segment:02d}-{family}", storage, family, data, table, fwd, config, bar, code)
-        out.trials += trial_records(study, window.segment, family); out.returns.append(trial_returns_frame(study, window.segment, family))
-        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        trials = budget_trials(study, config.optuna_trials)
+        out.trials += trial_records(trials, window.segment, family); out.returns.append(trial_returns_frame(trials, window.segment, family))
+        best = best_of(trials)
+        if best is None:
             logger.warning("%s: no completed trial, nothing to evaluate", study.study_name); continue
-        evaluation, probs = evaluate_best(study, family, data, table, fwd, config)
-        out.results.append(study_result(study, window.segment, family, evaluation))
+        evaluation, probs = evaluate_best(best, family, data, table, fwd, config)
+        out.results.append(study_result(study, trials, best, window.segment, family, evaluation))
         out.predictions.append(_prediction_frame(table, np.asarray(window.valid_index), probs, fwd, window.segment, family))
 
 def search(config: OrchestratorConfig, table: TrainingTable, windows: list, families: tuple, fwd: np.ndarray, prefix: str,

@@ -233,6 +233,10 @@ def test_resume_from_sqlite_matches_uninterrupted_run(run_cfg, tmp_path):
     fresh = run_orchestrator(tiny(tmp_path, "d", optuna_trials=3, **one), run_cfg).summary   # in memory, uninterrupted
     assert strip_durations(fresh) == strip_durations(extended)
     assert fresh["results"] == extended["results"]
+    # a smaller budget on the extended storage reads its own first 2 trials: the 2-trial run's numbers, not the 3 stored
+    smaller = run_orchestrator(tiny(tmp_path, "e", storage=url, optuna_trials=2, **one), run_cfg).summary
+    assert list(trials_in(url).values()) == [3] and smaller["total_trials"] == 2
+    assert smaller == first and smaller["run_id"] == first["run_id"]
 
 
 def test_other_code_gets_its_own_studies_and_draws_the_same_trials(run_cfg, tmp_path, monkeypatch):
