@@ -969,9 +969,9 @@ def _timestamp_ns(ns: int) -> pd.Timestamp:
     return pd.Timestamp(ns, unit="ns", tz="UTC")
 
 def _option_leg(trade, chain: pd.DataFrame, snap_times: np.ndarray, snap_starts: np.ndarray, contracts: dict,
-                cfg: ExchangeConfig) -> dict:
-    "Contract choice and option quotes of one underlying trade."
-    when = int(trade.entry_time.as_unit("ns").value)
+                cfg: ExchangeConfig, delay_ns: int) -> dict:
+    "Contract choice and option quotes of one underlying trade (a snapshot is known `delay_ns` after its stamp)."
+    when = int(trade.entry_time.as_unit("ns").value) - delay_ns   # the latest stamp known at the entry fill
     i = int(np.searchsorted(snap_times, when, side="right")) - 1
     if i < 0: return {"status": "no_snapshot"}
     snap = chain.iloc[snap_starts[i]:snap_starts[i + 1]]
@@ -984,20 +984,22 @@ def _option_leg(trade, chain: pd.DataFrame, snap_times: np.ndarray, snap_starts:
     if math.isnan(strike): return info | {"status": "no_strike"}
     times, ltps, lot_sizes = contracts[(expiry, option_type, strike)]
     entry_ltp, entry_at = _quote(times, ltps, when)
-    exit_ltp, exit_at = _quote(times, ltps, int(trade.exit_time.as_unit("ns").value))
+    exit_ltp, exit_at = _quote(times, ltps, int(trade.exit_time.as_unit("ns").value) - delay_ns)
     return info | {"status": "ok", "strike": strike, "entry_snapshot_time": _timestamp_ns(entry_at), "exit_snapshot_time": _timestamp_ns(exit_at),
                    "entry_ltp": entry_ltp, "exit_ltp": exit_ltp, "lot_size": int(lot_sizes[np.searchsorted(times, entry_at)])}
 
 # %% ../nbs/30_backtest.ipynb #c077
-def option_contract_pnl(trades: pd.DataFrame, chain: pd.DataFrame, exchange: str, cost_rate: float = 0.0) -> pd.DataFrame:
+def option_contract_pnl(trades: pd.DataFrame, chain: pd.DataFrame, exchange: str, cost_rate: float = 0.0,
+                        bar_minutes: int = 1) -> pd.DataFrame:   # a snapshot stamped T is known from T + bar_minutes
     "Option P&L of each underlying trade (long call on BUY, long put on SELL) from chain snapshots; see assumptions."
+    if not (isinstance(bar_minutes, int) and bar_minutes >= 1): raise ValueError(f"bar_minutes must be an int >= 1, got {bar_minutes!r}")
     cfg, chain = get_exchange_config(exchange), _check_chain(chain)
     ns = chain["ns"].to_numpy()
     snap_times, snap_starts = np.unique(ns, return_index=True)
     snap_starts = np.r_[snap_starts, len(chain)]
     contracts = {(int(e), str(o), float(k)): (g["ns"].to_numpy(), g["ltp"].to_numpy(np.float64), g["lot_size"].to_numpy())
                  for (e, o, k), g in chain.groupby(["expiry_day", "option_type", "strike"], sort=False)}
-    rows = [_option_leg(t, chain, snap_times, snap_starts, contracts, cfg) | {"trade": i, "lots": t.lots}
+    rows = [_option_leg(t, chain, snap_times, snap_starts, contracts, cfg, bar_minutes * 60_000_000_000) | {"trade": i, "lots": t.lots}
             for i, t in enumerate(trades.itertuples(index=False))]
     out = pd.DataFrame(rows, columns=list(OPTION_PNL_COLUMNS))
     out["entry_time"], out["exit_time"] = trades["entry_time"].to_numpy(), trades["exit_time"].to_numpy()

@@ -440,7 +440,8 @@ def _chain(rows):
     return pd.DataFrame(rows, columns=["timestamp", "expiry", "strike", "option_type", "ltp", "lot_size"])
 
 
-def test_option_pnl_uses_latest_snapshot_at_or_before_each_fill():
+def test_option_pnl_uses_the_latest_snapshot_known_at_each_fill():
+    "A snapshot stamped T holds the close of the bar starting at T: a fill uses it from T + 1 bar, never at T itself."
     t = lambda clock: pd.Timestamp(f"2025-08-05 {clock}", tz=IST).tz_convert("UTC")
     monthly = dt.date(2025, 8, 28)
     rows = []
@@ -453,15 +454,23 @@ def test_option_pnl_uses_latest_snapshot_at_or_before_each_fill():
     # BUY: ATM 24500 call, entry at the 09:15 quote 100 (09:18 is later than 09:17), exit at 09:18 quote 110
     assert out.loc[0, ["option_type", "strike", "entry_ltp", "exit_ltp", "gross_pnl"]].tolist() == ["CE", 24500.0, 100.0, 110.0, 750.0]
     assert out.loc[0, "exit_snapshot_time"] == t("09:18")
-    # SELL: ATM 24550 put, entry exactly at the 09:18 snapshot (at or before), exit at 09:21
-    assert out.loc[1, ["option_type", "strike", "entry_ltp", "exit_ltp", "gross_pnl"]].tolist() == ["PE", 24550.0, 90.0, 110.0, 20.0 * 150]
+    # SELL: ATM 24550 put; the entry at 09:18 cannot see the 09:18 snapshot (it holds 09:18's close, known at 09:19):
+    # entry at the 09:15 quote 80, exit at 09:21 at the 09:18 quote 90 for the same reason
+    assert out.loc[1, ["option_type", "strike", "entry_ltp", "exit_ltp", "gross_pnl"]].tolist() == ["PE", 24550.0, 80.0, 90.0, 10.0 * 150]
+    assert out.loc[1, ["entry_snapshot_time", "exit_snapshot_time"]].tolist() == [t("09:15"), t("09:18")]
+    # on 3-minute bars a snapshot is known 3 minutes after its stamp: nothing is known yet at 09:17
+    three = B.option_contract_pnl(trades, _chain(rows), "NSE", bar_minutes=3)
+    assert three.status.tolist() == ["no_snapshot", "ok"] and three.loc[1, ["entry_ltp", "exit_ltp"]].tolist() == [80.0, 90.0]
+    with pytest.raises(ValueError, match="bar_minutes"):
+        B.option_contract_pnl(trades, _chain(rows), "NSE", bar_minutes=0)
     assert (out.status == "ok").all() and not out.expiry_fallback.any()
 
 
 def test_option_pnl_missing_strike_is_reported_not_guessed():
     t = pd.Timestamp("2025-08-05 09:15", tz=IST).tz_convert("UTC")
     rows = [(t, dt.date(2025, 8, 5), k, ot, 50.0, 20) for k in (80000.0, 80100.0) for ot in ("CE", "PE")]
-    trades = pd.DataFrame({"side": [-1], "lots": [1], "entry_price": [80090.0], "entry_time": [t], "exit_time": [t]})
+    fill = t + pd.Timedelta(minutes=1)                                      # the 09:15 snapshot is known from 09:16
+    trades = pd.DataFrame({"side": [-1], "lots": [1], "entry_price": [80090.0], "entry_time": [fill], "exit_time": [fill]})
     out = B.option_contract_pnl(trades, _chain(rows), "BSE")
     assert out.status.iloc[0] == "no_strike" and math.isnan(out.gross_pnl.iloc[0])
 
