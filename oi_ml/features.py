@@ -55,6 +55,8 @@ def check_raw_features(raw: pd.DataFrame) -> None:
     missing = [c for c in KEY_COLUMNS + RAW_PRICE_COLUMNS if c not in raw.columns]
     if missing: raise ValueError(f"ml_features input: missing columns {missing}")
     if not isinstance(raw.timestamp.dtype, pd.DatetimeTZDtype): raise ValueError("ml_features input: 'timestamp' must be tz-aware (UTC)")
+    nat = raw.timestamp.isna().to_numpy()
+    if nat.any(): raise ValueError(f"ml_features input: missing (NaT) 'timestamp' at row {int(np.flatnonzero(nat)[0])}")
     keys = raw[["symbol", "timestamp"]]
     dup = keys.duplicated().to_numpy()
     if dup.any(): raise ValueError(f"ml_features input: duplicate (symbol, timestamp) at row {int(np.flatnonzero(dup)[0])}")
