@@ -41,7 +41,7 @@ class GateConfig:
     dsr_confidence: float = 0.95       # deflated Sharpe ratio threshold
     min_sortino: float = 1.2           # annualised net Sortino
     min_profit_factor: float = 1.15    # net
-    max_drawdown: float = 0.06         # fraction of capital
+    max_drawdown: float = 0.06         # net drawdown cap, a fraction of the running equity peak (31_metrics)
     drawdown_tolerance: float = 0.01   # candidate DD <= production DD + this
     max_pbo: float = 0.5               # probability of backtest overfitting
     min_trades: int = 30               # out-of-sample round trips
