@@ -140,7 +140,7 @@ def step_consolidate(run: RetrainRun) -> dict:
     with connect(run.run_cfg) as con: fp = raw_fingerprint(con, run.cfg.exchange, run.cfg.as_of)
     if fp["underlying_bars"][0] == 0: raise ValueError(f"no data for {run.cfg.exchange} in the warehouse: run `oi-ml simulate` or `oi-ml ingest` first")
     def build():
-        with connect(run.run_cfg) as con: n = build_ml_features(con, run.cfg.exchange, None, _window_end(run.cfg.as_of))
+        with connect(run.run_cfg) as con: n = build_ml_features(con, run.cfg.exchange, None, _window_end(run.cfg.as_of), run.run_cfg)
         return dict(ml_features_rows=int(n), raw=fp)
     return run_step(run, "consolidate", dict(raw=fp, as_of=run.cfg.as_of), build)
 

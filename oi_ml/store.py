@@ -223,11 +223,15 @@ def record_training_batch(con: duckdb.DuckDBPyConnection, batch_id: str, exchang
 _ML_FEATURES_SQL = """
 WITH bars AS (
   SELECT * FROM underlying_bars WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end),
+chain_since AS (  -- per symbol, the latest snapshot at or before $start: the as-of snapshot of the window's first bar
+  SELECT symbol, max(timestamp) AS since FROM option_chain_snapshots
+  WHERE exchange = $exchange AND timestamp <= $start GROUP BY symbol),
 chain AS (
   SELECT c.*, min(expiry) OVER (PARTITION BY symbol, timestamp) AS near_expiry,
          dense_rank() OVER (PARTITION BY symbol, timestamp ORDER BY expiry) AS expiry_rank
   FROM option_chain_snapshots c
-  WHERE exchange = $exchange AND timestamp BETWEEN $start - INTERVAL 1 DAY AND $end),
+  WHERE exchange = $exchange AND timestamp <= $end
+    AND timestamp >= coalesce((SELECT since FROM chain_since s WHERE s.symbol = c.symbol), $start)),
 atm AS (
   SELECT symbol, timestamp, arg_min(strike, abs(strike - underlying_price)) AS atm_strike,
          any_value(underlying_price) AS spot, max(lot_size) AS lot_size,
@@ -239,6 +243,19 @@ near AS (
   SELECT c.*, a.atm_strike, a.spot, a.step, (c.strike - a.atm_strike) / a.step AS k_off,
          (epoch(c.expiry::TIMESTAMP) + 36000 - epoch(c.timestamp)) / (365.0 * 86400) AS tau
   FROM chain c JOIN atm a USING (symbol, timestamp)),
+parity AS (  -- per snapshot and expiry: the forward from put-call parity where |C - P| is smallest (ties: nearest spot, lowest strike)
+  SELECT symbol, timestamp, expiry,
+         arg_min(strike + exp($risk_free_rate * tau) * (call_ltp - put_ltp), (abs(call_ltp - put_ltp), abs(strike - spot), strike)) AS forward
+  FROM (SELECT symbol, timestamp, expiry, strike, any_value(tau) AS tau, any_value(spot) AS spot,
+               max(ltp) FILTER (WHERE option_type = 'CE') AS call_ltp, max(ltp) FILTER (WHERE option_type = 'PE') AS put_ltp
+        FROM near GROUP BY symbol, timestamp, expiry, strike)
+  WHERE call_ltp > 0 AND put_ltp > 0 GROUP BY symbol, timestamp, expiry),
+priced AS (  -- Black-76 d1 on the forward, and the discount and F/S factors of gamma with respect to spot
+  SELECT *, (ln(forward / strike) + 0.5 * iv * iv * tau) / (iv * sqrt(tau)) AS d1,
+         exp(-$risk_free_rate * tau) * forward / spot AS gamma_factor
+  FROM (SELECT n.*, coalesce(p.forward, n.spot * exp($risk_free_rate * n.tau)) AS forward
+        FROM near n LEFT JOIN parity p USING (symbol, timestamp, expiry))
+  WHERE iv > 0 AND tau > 0),
 chain_agg AS (
   SELECT symbol, timestamp, any_value(atm_strike) AS atm_strike,
     sum(oi) FILTER (WHERE expiry_rank = 1 AND option_type = 'CE') AS call_oi,
@@ -254,13 +271,15 @@ chain_agg AS (
     avg(iv) FILTER (WHERE expiry_rank = 2 AND k_off = 0) AS next_atm_iv,
     avg(iv) FILTER (WHERE expiry_rank = 1 AND option_type = 'PE' AND k_off = -4)
       - avg(iv) FILTER (WHERE expiry_rank = 1 AND option_type = 'CE' AND k_off = 4) AS iv_skew,
-    sum(CASE WHEN iv > 0 AND tau > 0 THEN
-          exp(-0.5 * pow((ln(spot / strike) + 0.5 * iv * iv * tau) / (iv * sqrt(tau)), 2)) / sqrt(2 * pi())
-          / (spot * iv * sqrt(tau)) * oi * lot_size * spot * spot * 0.01
-          * CASE WHEN option_type = 'CE' THEN 1 ELSE -1 END END ORDER BY expiry, strike, option_type) AS gex,
-    min(epoch(near_expiry::TIMESTAMP) + 36000 - epoch(timestamp)) / 86400.0 AS days_to_expiry,
+    epoch(any_value(near_expiry)::TIMESTAMP) + 36000 AS near_expiry_close,   -- 15:30 IST, epoch seconds
+    epoch(min(expiry) FILTER (WHERE expiry_rank = 2)::TIMESTAMP) + 36000 AS next_expiry_close,
     max(lot_size) AS lot_size
   FROM near GROUP BY symbol, timestamp),
+chain_gex AS (
+  SELECT symbol, timestamp,
+    sum(gamma_factor * exp(-0.5 * d1 * d1) / sqrt(2 * pi()) / (spot * iv * sqrt(tau)) * oi * lot_size * spot * spot * 0.01
+        * CASE WHEN option_type = 'CE' THEN 1 ELSE -1 END ORDER BY expiry, strike, option_type) AS gex
+  FROM priced GROUP BY symbol, timestamp),
 pain AS (
   SELECT symbol, timestamp, arg_min(k, payout) AS max_pain_strike FROM (
     SELECT c.symbol, c.timestamp, k.strike AS k,
@@ -269,25 +288,36 @@ pain AS (
     FROM (SELECT DISTINCT symbol, timestamp, strike FROM chain WHERE expiry_rank = 1) k
     JOIN chain c ON c.symbol = k.symbol AND c.timestamp = k.timestamp AND c.expiry_rank = 1
     GROUP BY ALL) GROUP BY symbol, timestamp),
-chain_ts AS (SELECT * FROM chain_agg JOIN pain USING (symbol, timestamp)),
+chain_ts AS (SELECT * FROM chain_agg JOIN pain USING (symbol, timestamp) LEFT JOIN chain_gex USING (symbol, timestamp)),
 vix AS (
   SELECT timestamp, max(value) FILTER (WHERE tenor_days = 30) AS vix,
          max(value) FILTER (WHERE tenor_days = 7) AS vix_near, max(value) FILTER (WHERE tenor_days = 60) AS vix_far
-  FROM vix_term_structure WHERE exchange = $exchange AND timestamp BETWEEN $start - INTERVAL 1 DAY AND $end GROUP BY timestamp),
+  FROM vix_term_structure WHERE exchange = $exchange AND timestamp <= $end
+    AND timestamp >= coalesce((SELECT max(timestamp) FROM vix_term_structure WHERE exchange = $exchange AND timestamp <= $start), $start)
+  GROUP BY timestamp),
+book_since AS (
+  SELECT symbol, max(timestamp) AS since FROM order_book_depth_snapshots
+  WHERE exchange = $exchange AND timestamp <= $start GROUP BY symbol),
 book AS (
   SELECT symbol, timestamp, sum(bid_qty) AS book_bid_qty, sum(ask_qty) AS book_ask_qty
-  FROM order_book_depth_snapshots WHERE exchange = $exchange AND level <= 5
-    AND timestamp BETWEEN $start - INTERVAL 1 DAY AND $end GROUP BY symbol, timestamp),
-macro AS (
-  SELECT available_from, max(value) FILTER (WHERE name = 'fii_net_flow') AS fii_flow,
-         max(value) FILTER (WHERE name = 'dii_net_flow') AS dii_flow
-  FROM macro_signals WHERE exchange = $exchange GROUP BY available_from)
+  FROM order_book_depth_snapshots o WHERE exchange = $exchange AND level <= 5 AND timestamp <= $end
+    AND timestamp >= coalesce((SELECT since FROM book_since s WHERE s.symbol = o.symbol), $start)
+  GROUP BY symbol, timestamp),
+fii AS (  -- prints published at the same instant: the latest period's
+  SELECT available_from, arg_max(value, timestamp) AS fii_flow FROM macro_signals
+  WHERE exchange = $exchange AND name = 'fii_net_flow' GROUP BY available_from),
+dii AS (
+  SELECT available_from, arg_max(value, timestamp) AS dii_flow FROM macro_signals
+  WHERE exchange = $exchange AND name = 'dii_net_flow' GROUP BY available_from)
 SELECT b.timestamp, b.exchange, b.symbol, b.open, b.high, b.low, b.close, b.volume, b.futures_price, b.futures_oi,
   (b.futures_price - b.close) / b.close AS futures_basis, b.advances, b.declines,
   v.vix, v.vix_near, v.vix_far, c.atm_strike, c.atm_iv, c.next_atm_iv, c.iv_skew, c.call_oi, c.put_oi,
   c.call_oi_change, c.put_oi_change, c.call_volume, c.put_volume, c.put_oi / nullif(c.call_oi, 0) AS pcr_oi,
   c.put_volume / nullif(c.call_volume, 0) AS pcr_volume, c.pcr_oi_atm, c.oi_concentration_atm, c.max_pain_strike,
-  c.gex, c.days_to_expiry, c.lot_size, k.book_bid_qty, k.book_ask_qty, m.fii_flow, m.dii_flow,
+  c.gex,
+  (CASE WHEN c.near_expiry_close >= epoch(b.timestamp) THEN c.near_expiry_close
+        WHEN c.next_expiry_close >= epoch(b.timestamp) THEN c.next_expiry_close END - epoch(b.timestamp)) / 86400.0 AS days_to_expiry,
+  c.lot_size, k.book_bid_qty, k.book_ask_qty, fii.fii_flow, dii.dii_flow,
   json_object('max_pain_distance', (c.max_pain_strike - b.close) / b.close,
               'chain_snapshot_time', c.timestamp, 'chain_age_minutes', date_diff('minute', c.timestamp, b.timestamp)) AS feature_payload,
   b.source
@@ -295,18 +325,20 @@ FROM bars b
 ASOF LEFT JOIN chain_ts c ON c.symbol = b.symbol AND b.timestamp >= c.timestamp
 ASOF LEFT JOIN vix v ON b.timestamp >= v.timestamp
 ASOF LEFT JOIN book k ON k.symbol = b.symbol AND b.timestamp >= k.timestamp
-ASOF LEFT JOIN macro m ON b.timestamp >= m.available_from
+ASOF LEFT JOIN fii ON b.timestamp >= fii.available_from
+ASOF LEFT JOIN dii ON b.timestamp >= dii.available_from
 """
 
-def build_ml_features(con: duckdb.DuckDBPyConnection, exchange: str, start=None, end=None) -> int:
+def build_ml_features(con: duckdb.DuckDBPyConnection, exchange: str, start=None, end=None, run_cfg: RunConfig | None = None) -> int:
     "Rebuild `ml_features` rows of `exchange` in [start, end] from the raw tables, in SQL, in one transaction."
-    params = window_params(exchange, start, end)
-    with transaction(con): return rebuild_ml_features_in_transaction(con, params)
+    params, risk_free_rate = window_params(exchange, start, end), (run_cfg or RunConfig()).risk_free_rate
+    with transaction(con): return rebuild_ml_features_in_transaction(con, params, risk_free_rate)
 
-def rebuild_ml_features_in_transaction(con: duckdb.DuckDBPyConnection, params: dict) -> int:
+def rebuild_ml_features_in_transaction(con: duckdb.DuckDBPyConnection, params: dict,
+                                       risk_free_rate: float = RunConfig.risk_free_rate) -> int:   # annual, for GEX's Black-76 gamma
     "The body of `build_ml_features`, for callers that already hold a transaction."
     con.execute("DELETE FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end", params)
-    con.execute(f"INSERT INTO ml_features {_ML_FEATURES_SQL}", params)
+    con.execute(f"INSERT INTO ml_features {_ML_FEATURES_SQL}", {**params, "risk_free_rate": risk_free_rate})
     return con.execute("SELECT count(*) FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end", params).fetchall()[0][0]
 
 def to_utc(value, end_of_day: bool = False) -> pd.Timestamp:
@@ -321,7 +353,7 @@ def window_params(exchange: str, start=None, end=None) -> dict:
     return {"exchange": exchange, "start": to_utc(start if start is not None else "1900-01-01").to_pydatetime(),
             "end": to_utc(end if end is not None else "2200-01-01", end_of_day=True).to_pydatetime()}
 
-# %% ../nbs/01_store.ipynb #c018
+# %% ../nbs/01_store.ipynb #c022
 def load_historical_data_for_ml(con: duckdb.DuckDBPyConnection, exchange: str, start_date=None, end_date=None) -> pd.DataFrame:
     "`ml_features` of `exchange` in [start_date, end_date], time-sorted, payload keys as extra columns."
     frame = con.execute("SELECT * FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end ORDER BY symbol, timestamp",

@@ -422,7 +422,7 @@ def test_a_failure_writing_the_second_table_of_a_bhavcopy_stores_nothing(seeded,
 
 def test_a_failure_rebuilding_features_stores_no_bars(seeded, cfg, tmp_path, fingerprint, monkeypatch):
     before = fingerprint(seeded)
-    def failing(c, params): raise OSError("injected rebuild failure")
+    def failing(c, params, *rate): raise OSError("injected rebuild failure")
     monkeypatch.setattr(ingest, "rebuild_ml_features_in_transaction", failing)
     with pytest.raises(OSError, match="injected"):
         import_ohlcv(seeded, write(yahoo_frame(seed=5), tmp_path / "new.csv"), "NEW", run_cfg=cfg)
@@ -684,7 +684,7 @@ def _batch(con, batch_id):
 def test_reimport_keeps_the_first_batch_record(con, cfg, tmp_path, monkeypatch):
     rebuilds = []
     real_rebuild = ingest.rebuild_ml_features_in_transaction
-    monkeypatch.setattr(ingest, "rebuild_ml_features_in_transaction", lambda c, window: (rebuilds.append(window), real_rebuild(c, window))[1])
+    monkeypatch.setattr(ingest, "rebuild_ml_features_in_transaction", lambda c, window, *rate: (rebuilds.append(window), real_rebuild(c, window, *rate))[1])
     frame = yahoo_frame(); frame.loc[5, "Close"] = np.nan                          # 1/30 missing: a warning, row dropped
     path = write(frame, tmp_path / "few_missing.csv"); batch_id = ohlcv_batch_id(path, "FEW")
     import_ohlcv(con, path, "FEW", run_cfg=cfg)

@@ -215,9 +215,9 @@ def test_a_failing_resimulation_leaves_the_previous_one_intact(sim_con, cfg, fin
         if table == fail_on: raise OSError(f"injected failure writing {table}")
         return real_insert(c, table, frame, batch_id)
 
-    def rebuild(c, params):
+    def rebuild(c, params, *rate):
         if fail_on == "ml_features": raise OSError("injected failure rebuilding ml_features")
-        return real_rebuild(c, params)
+        return real_rebuild(c, params, *rate)
     monkeypatch.setattr(simulate, "insert_rows", insert)
     monkeypatch.setattr(simulate, "rebuild_ml_features_in_transaction", rebuild)
     with pytest.raises(OSError, match="injected"):

@@ -303,6 +303,10 @@ def random_market(seed: int):
                     chain.append(chain_row(ts, expiry, atm + 50 * k, typ, oi, iv=rng.uniform(0.08, 0.3), spot=spot,
                                            volume=float(rng.integers(0, 900)), oi_change=float(rng.integers(-50, 50))))
     chain = pd.DataFrame(chain)
+    prices = np.random.default_rng([seed, 1])                         # its own stream: the other draws stay as they were
+    chain["ltp"] = prices.uniform(1, 200, len(chain)).round(2)         # arbitrary prices: parity picks one strike per expiry
+    no_pair = (chain.timestamp == snaps[2]) & (chain.expiry == pd.Timestamp("2025-08-14").date()) & (chain.option_type == "PE")
+    chain.loc[no_pair, "ltp"] = 0.0                                    # no strike with both prices: the S·e^{rτ} fallback
     bars = bar_rows(T0 + pd.to_timedelta(np.arange(-1, 9), unit="min"), 24000 + rng.normal(0, 20, 10))
     vix = pd.concat([vix_rows([T0 - pd.Timedelta(minutes=2), T0 + pd.Timedelta(minutes=4)], rng.uniform(10, 20, 2), tenor)
                      for tenor in (7, 30, 60)], ignore_index=True)
@@ -310,9 +314,34 @@ def random_market(seed: int):
                               "bid_qty": float(rng.integers(1, 100)), "ask_price": 1.05, "ask_qty": float(rng.integers(1, 100)), "source": "t"}
                          for ts in (T0 + pd.Timedelta(seconds=30), T0 + pd.Timedelta(minutes=2)) for level in range(1, 7)])
     macro = pd.DataFrame([{"timestamp": T0 - pd.Timedelta(hours=10), "exchange": "NSE", "name": name, "value": rng.normal(0, 1000),
-                               "available_from": T0 + pd.Timedelta(minutes=5), "source": "t"} for name in ("fii_net_flow", "dii_net_flow")])
+                               "available_from": T0 + pd.Timedelta(minutes=5 + lag), "source": "t"}
+                          for name, lag in (("fii_net_flow", 0), ("dii_net_flow", 1))])   # published a minute apart
     return {"option_chain_snapshots": chain, "underlying_bars": bars, "vix_term_structure": vix, "order_book_depth_snapshots": book,
                 "macro_signals": macro}
+
+
+RISK_FREE_RATE = 0.065   # RunConfig.risk_free_rate
+
+
+def expiry_close(expiry) -> pd.Timestamp:
+    "15:30 IST on expiry day, in UTC."
+    return pd.Timestamp(expiry).tz_localize("UTC") + pd.Timedelta(hours=10)
+
+
+def parity_forward(frame: pd.DataFrame, spot: float, tau: float) -> float:
+    "F = K + e^{rτ}(C − P) at the strike where |C − P| is smallest (ties: nearest spot, then lowest strike); else S·e^{rτ}."
+    calls = frame[frame.option_type == "CE"].groupby("strike").ltp.max()
+    puts = frame[frame.option_type == "PE"].groupby("strike").ltp.max()
+    pairs = [(abs(calls[k] - puts[k]), abs(k - spot), k) for k in calls.index.intersection(puts.index) if calls[k] > 0 and puts[k] > 0]
+    if not pairs: return spot * math.exp(RISK_FREE_RATE * tau)
+    k = min(pairs)[2]
+    return k + math.exp(RISK_FREE_RATE * tau) * (calls[k] - puts[k])
+
+
+def black76_spot_gamma(spot: float, forward: float, strike: float, iv: float, tau: float) -> float:
+    "∂²V/∂S² of a Black-76 option on F ∝ S: e^{−rτ}(F/S)φ(d1)/(Sσ√τ)."
+    d1 = (math.log(forward / strike) + 0.5 * iv * iv * tau) / (iv * math.sqrt(tau))
+    return math.exp(-RISK_FREE_RATE * tau) * forward / spot * math.exp(-0.5 * d1 * d1) / math.sqrt(2 * math.pi) / (spot * iv * math.sqrt(tau))
 
 
 def reference_snapshot_features(snap: pd.DataFrame) -> dict:
@@ -328,13 +357,14 @@ def reference_snapshot_features(snap: pd.DataFrame) -> dict:
     calls, puts = near[near.option_type == "CE"], near[near.option_type == "PE"]
     pain = {k: sum(r.oi * max(k - r.strike, 0) for r in calls.itertuples()) + sum(r.oi * max(r.strike - k, 0) for r in puts.itertuples())
             for k in strikes}
-    gex = 0.0
-    for r in snap.itertuples():
-        tau = ((pd.Timestamp(r.expiry).tz_localize("UTC") + pd.Timedelta(hours=10)) - ts).total_seconds() / (365 * 86400)
-        if r.iv > 0 and tau > 0:
-            d1 = (math.log(spot / r.strike) + 0.5 * r.iv ** 2 * tau) / (r.iv * math.sqrt(tau))
-            gamma = math.exp(-0.5 * d1 * d1) / math.sqrt(2 * math.pi) / (spot * r.iv * math.sqrt(tau))
-            gex += (1 if r.option_type == "CE" else -1) * gamma * r.oi * r.lot_size * spot * spot * 0.01
+    gex = 0.0   # over all listed expiries
+    for expiry, frame in snap.groupby("expiry"):
+        tau = (expiry_close(expiry) - ts).total_seconds() / (365 * 86400)
+        forward = parity_forward(frame, spot, tau)
+        for r in frame.itertuples():
+            if r.iv > 0 and tau > 0:
+                gamma = black76_spot_gamma(spot, forward, r.strike, r.iv, tau)
+                gex += (1 if r.option_type == "CE" else -1) * gamma * r.oi * r.lot_size * spot * spot * 0.01
     within = lambda frame, n: frame[off(frame).abs() <= n]
     iv_at = lambda frame, k: frame[np.isclose(off(frame), k)].iv.mean()
     return {
@@ -344,8 +374,7 @@ def reference_snapshot_features(snap: pd.DataFrame) -> dict:
         "pcr_oi_atm": within(puts, 5).oi.sum() / within(calls, 5).oi.sum(),
         "oi_concentration_atm": within(near, 2).oi.sum() / near.oi.sum(), "atm_iv": iv_at(near, 0), "next_atm_iv": iv_at(nxt, 0),
         "iv_skew": iv_at(puts, -4) - iv_at(calls, 4), "max_pain_strike": min(strikes, key=lambda k: (pain[k], k)), "gex": gex,
-        "days_to_expiry": ((pd.Timestamp(expiries[0]).tz_localize("UTC") + pd.Timedelta(hours=10)) - ts).total_seconds() / 86400,
-        "lot_size": float(near.lot_size.max()), "chain_snapshot_time": ts}
+        "expiry_closes": [expiry_close(e) for e in expiries[:2]], "lot_size": float(near.lot_size.max()), "chain_snapshot_time": ts}
 
 
 def latest_at_or_before(frame: pd.DataFrame, ts, column="timestamp") -> pd.DataFrame:
@@ -361,6 +390,9 @@ def reference_ml_features(m: dict) -> pd.DataFrame:
         snap = latest_at_or_before(m["option_chain_snapshots"], bar.timestamp)
         if len(snap):
             row.update(reference_snapshot_features(snap))
+            # from the bar's own time to the nearest expiry that has not closed yet
+            closes = [c for c in row.pop("expiry_closes") if c >= bar.timestamp]
+            row["days_to_expiry"] = (closes[0] - bar.timestamp).total_seconds() / 86400 if closes else np.nan
             row["max_pain_distance"] = (row["max_pain_strike"] - bar.close) / bar.close
             row["chain_age_minutes"] = (bar.timestamp - row["chain_snapshot_time"]) // pd.Timedelta(minutes=1)
         vix = latest_at_or_before(m["vix_term_structure"], bar.timestamp)
@@ -368,9 +400,9 @@ def reference_ml_features(m: dict) -> pd.DataFrame:
         book = latest_at_or_before(m["order_book_depth_snapshots"], bar.timestamp)
         top = book[book.level <= 5]
         row.update(book_bid_qty=top.bid_qty.sum() if len(top) else np.nan, book_ask_qty=top.ask_qty.sum() if len(top) else np.nan)
-        macro = latest_at_or_before(m["macro_signals"], bar.timestamp, "available_from")
-        for name, col in (("fii_net_flow", "fii_flow"), ("dii_net_flow", "dii_flow")):
-            row[col] = macro[macro.name == name].value.max() if len(macro) else np.nan
+        for name, col in (("fii_net_flow", "fii_flow"), ("dii_net_flow", "dii_flow")):   # each flow on its own
+            macro = latest_at_or_before(m["macro_signals"][m["macro_signals"].name == name], bar.timestamp, "available_from")
+            row[col] = macro.sort_values("timestamp").value.iloc[-1] if len(macro) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -389,8 +421,9 @@ def test_build_ml_features_matches_pandas_reference(con, seed):
             assert (pd.to_datetime(got[col].dropna(), utc=True) == ref[col].dropna()).all()
             continue
         np.testing.assert_allclose(got[col].astype(float), ref[col].astype(float), rtol=1e-9, atol=1e-9, err_msg=col)
-    # macro prints only count from available_from, never from their (earlier) timestamp
+    # macro prints only count from available_from, never from their (earlier) timestamp; the later DII print hides no FII
     assert got.fii_flow[got.index < T0 + pd.Timedelta(minutes=5)].isna().all()
+    assert got.fii_flow[got.index >= T0 + pd.Timedelta(minutes=5)].notna().all()
 
 
 def test_build_ml_features_only_touches_its_exchange_and_window(con):
@@ -420,6 +453,65 @@ def test_rebuilt_features_agree_with_the_stored_ones_to_rounding(sim_con):
     after = sim_con.execute("SELECT * FROM ml_features ORDER BY timestamp").df()
     assert before.drop(columns="gex").equals(after.drop(columns="gex"))
     np.testing.assert_allclose(after.gex, before.gex, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- as-of values from stale, end-of-day sources
+def end_of_day_market() -> dict:
+    """An end-of-day chain (15:30 IST on Fri 1, Wed 6 and Thu 7 Aug 2025, expiries 7 and 14 Aug) with VIX and a book at the
+    same instants, and intraday bars on Mon 4, Thu 7 (expiry day) and Fri 8 Aug, 09:15-09:19 IST."""
+    closes = [expiry_close(d) for d in ("2025-08-01", "2025-08-06", "2025-08-07")]
+    chain = pd.DataFrame([chain_row(ts, expiry, 24000 + 50 * k, typ, 1000 + 10 * k, spot=24010.0)
+                          for ts in closes for expiry in ("2025-08-07", "2025-08-14") for k in range(-3, 4) for typ in ("CE", "PE")])
+    bars = bar_rows([pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=3, minutes=45 + i)
+                     for day in ("2025-08-04", "2025-08-07", "2025-08-08") for i in range(5)], np.full(15, 24000.0))
+    book = pd.DataFrame([{"timestamp": ts, "exchange": "NSE", "symbol": "NIFTY", "level": 1, "bid_price": 1.0, "bid_qty": 10.0,
+                          "ask_price": 1.05, "ask_qty": 20.0, "source": "t"} for ts in closes])
+    return {"option_chain_snapshots": chain, "underlying_bars": bars, "vix_term_structure": vix_rows(closes, [12.0, 13.0, 14.0]),
+            "order_book_depth_snapshots": book}
+
+
+def test_days_to_expiry_counts_from_the_bar_not_from_an_end_of_day_snapshot(con):
+    from oi_ml.features import time_features
+    write_batch(con, end_of_day_market(), {"batch_id": "eod", "exchange": "NSE", "kind": "test", "source": "t"})
+    build_ml_features(con, "NSE")
+    got = load_historical_data_for_ml(con, "NSE")
+    minutes_to_close = 6.25 * 60 - np.arange(5)                      # 09:15.. IST to 15:30 IST, one bar a minute
+    expected = np.concatenate([3 * 1440 + minutes_to_close,           # Mon, as of Friday's snapshot: to Thu 7 Aug
+                               minutes_to_close,                      # Thu (expiry day), as of Wednesday's: hours, not a day
+                               7 * 1440 - 1440 + minutes_to_close]) / 1440   # Fri, as of Thursday's (still lists 7 Aug): to 14 Aug
+    np.testing.assert_allclose(got.days_to_expiry, expected, rtol=1e-12)
+    is_expiry_day = time_features(got, session_open_minute=9 * 60 + 15, session_minutes=375).is_expiry_day
+    assert list(is_expiry_day) == [0.0] * 5 + [1.0] * 5 + [0.0] * 5
+    assert (got.chain_age_minutes[5:10] == 17 * 60 + 45 + np.arange(5)).all()   # the age of the as-of snapshot is exposed
+
+
+@pytest.mark.parametrize("start", ["2025-08-04", "2025-08-04 03:47", "2025-08-07", "2025-08-08 03:46"])
+def test_window_rebuild_gives_the_rows_of_a_full_rebuild(con, start):
+    "A window starting on a Monday, mid-session or after an end-of-day snapshot still sees the latest chain, VIX and book."
+    write_batch(con, end_of_day_market(), {"batch_id": "eod", "exchange": "NSE", "kind": "test", "source": "t"})
+    since = "SELECT * FROM ml_features WHERE timestamp >= $start ORDER BY timestamp"
+    build_ml_features(con, "NSE")
+    full = con.execute(since, {"start": to_utc(start).to_pydatetime()}).df()
+    assert full[["pcr_oi", "gex", "days_to_expiry", "vix", "book_bid_qty"]].notna().all().all()
+    assert build_ml_features(con, "NSE", start, "2025-08-08") == len(full)
+    window = con.execute(since, {"start": to_utc(start).to_pydatetime()}).df()
+    pd.testing.assert_frame_equal(window, full)
+
+
+def test_gex_matches_the_simulators_black76_pricing(sim_con):
+    """The simulator prices every expiry with Black-76 on F = S·e^{(r−q)τ}, q = 1.2 %: GEX from its chain is
+    Σ ±e^{−qτ}φ(d1)/(Sσ√τ)·OI·lot·S²·0.01 over all expiries, up to the tick rounding of the prices behind the parity forward."""
+    chain = sim_con.execute("SELECT * FROM option_chain_snapshots").df()
+    gex = sim_con.execute("SELECT timestamp, gex FROM ml_features").df().set_index("timestamp").gex
+    q = 0.012
+    for ts, snap in list(chain.groupby("timestamp"))[::5]:
+        spot, iv = snap.underlying_price.iloc[0], snap.iv.to_numpy()
+        tau = (pd.to_datetime(snap.expiry).dt.tz_localize("UTC") + pd.Timedelta(hours=10) - ts).dt.total_seconds().to_numpy() / (365 * 86400)
+        forward = spot * np.exp((RISK_FREE_RATE - q) * tau)
+        d1 = (np.log(forward / snap.strike.to_numpy()) + 0.5 * iv ** 2 * tau) / (iv * np.sqrt(tau))
+        gamma = np.exp(-q * tau) * np.exp(-0.5 * d1 ** 2) / np.sqrt(2 * np.pi) / (spot * iv * np.sqrt(tau))
+        terms = np.where(snap.option_type == "CE", 1, -1) * gamma * snap.oi * snap.lot_size * spot ** 2 * 0.01
+        assert abs(gex[ts] - terms.sum()) <= 2e-4 * np.abs(terms).sum(), ts
 
 
 # ---------------------------------------------------------------- reading back
