@@ -28,17 +28,17 @@ from numba import njit
 from .config import IST, RunConfig, get_exchange_config
 from .datasets import read_json
 from .features import FEATURE_DEFAULTS, XS_RANK_DEFAULTS, prepare_training_features
-from .registry import load_version, registry_key
+from .registry import load_version, read_jsonl, registry_key
 from .store import connect, insert_rows, schema_columns, to_utc, transaction
 from .train import CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibration, load_bundle
 
 # %% auto #0
-__all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'SETTLED_HISTORY_BARS', 'calibrate_row', 'row_calibration', 'SignalPlan',
-           'neutral_default', 'build_plan', 'read_features', 'fill_defaults', 'feature_row', 'predict_row',
-           'FastRowPredictor', 'row_predictor', 'kelly_fraction', 'suggested_lots', 'payoff_ratio', 'new_id',
-           'audit_record', 'jsonl_path', 'append_jsonl', 'audit_frame', 'store_audit', 'AuditLog',
-           'prepare_feature_dict', 'load_signal_bundle', 'gated_min_confidence', 'MLSignalGenerator', 'outcome_correct',
-           'record_outcomes', 'record_outcome', 'recommendations_with_outcomes']
+__all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'RECONCILE_DAYS', 'SETTLED_HISTORY_BARS', 'calibrate_row', 'row_calibration',
+           'SignalPlan', 'neutral_default', 'build_plan', 'read_features', 'fill_defaults', 'feature_row',
+           'predict_row', 'FastRowPredictor', 'row_predictor', 'kelly_fraction', 'suggested_lots', 'payoff_ratio',
+           'new_id', 'audit_record', 'jsonl_path', 'append_jsonl', 'audit_frame', 'store_audit', 'reconcile_audit',
+           'AuditLog', 'prepare_feature_dict', 'load_signal_bundle', 'gated_min_confidence', 'MLSignalGenerator',
+           'outcome_correct', 'record_outcomes', 'record_outcome', 'recommendations_with_outcomes']
 
 # %% ../nbs/42_signals.ipynb #c004
 ACTION_OF_SIGNAL = {1: "BUY", -1: "SELL", 0: "HOLD"}   # served action of a +1/-1/0 signal
@@ -273,6 +273,20 @@ def store_audit(run_cfg: RunConfig, rows: list[dict], lock_timeout: float = 0.0)
     with connect(run_cfg, lock_timeout=lock_timeout) as con, transaction(con):
         return insert_rows(con, "recommendations", audit_frame(rows))
 
+RECONCILE_DAYS = 7   # JSONL days before its first stored row an audit log re-reads (rows an earlier process could not store)
+
+def reconcile_audit(run_cfg: RunConfig, exchange: str, since: dt.date | None = None, lock_timeout: float = 0.0) -> int:
+    """Store every audit line of `exchange`'s JSONL files (IST dates from `since`; all when None) that `recommendations`
+    lacks: rows an earlier process wrote to the files but could not store before it ended (the warehouse locked past
+    `close_lock_timeout`, a kill). Identical stored rows are skipped, so it is safe to repeat; returns rows added."""
+    def day(path: Path) -> dt.date | None:
+        try: return dt.date.fromisoformat(path.stem)
+        except ValueError: return None   # not a daily audit file
+    files = sorted(p for p in (Path(run_cfg.data_dir) / SIGNALS_SUBDIR / exchange).glob("*.jsonl")
+                   if day(p) is not None and (since is None or day(p) >= since))
+    rows = [r for p in files for r in read_jsonl(p)]
+    return store_audit(run_cfg, rows, lock_timeout) if rows else 0
+
 # %% ../nbs/42_signals.ipynb #c032
 class AuditLog:
     "Buffered writer of served recommendations to DuckDB `recommendations` and the daily JSONL files (background I/O)."
@@ -290,6 +304,7 @@ class AuditLog:
         self._oldest = self._last_append = self._retry_at = 0.0
         self._lock, self._io_lock = threading.Lock(), threading.Lock()   # buffer; one flush at a time
         self._stop, self._writer = threading.Event(), None
+        self._reconciled: set = set()     # exchanges whose recent JSONL lines this log has reconciled with DuckDB
         self.last_error: str | None = None
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -346,7 +361,23 @@ class AuditLog:
                 return 0
             with self._lock: self._unstored = self._unstored[len(pending):]
             self.last_error = None
-            return added
+            return added + self._reconcile([r for r in pending if r["exchange"] not in self._reconciled])
+
+    def _reconcile(self, stored: list[dict]) -> int:
+        """Store the JSONL lines DuckDB lacks of each exchange in `stored` (rows just stored), from `RECONCILE_DAYS` before
+        their first IST date; once per exchange, a failure is retried at the next flush."""
+        first: dict = {}
+        for row in stored:
+            day = dt.datetime.fromisoformat(row["timestamp"]).astimezone(IST).date()
+            first[row["exchange"]] = min(day, first.get(row["exchange"], day))
+        added = 0
+        for exchange, day in sorted(first.items()):
+            try: added += reconcile_audit(self.run_cfg, exchange, day - dt.timedelta(days=RECONCILE_DAYS))
+            except Exception as e:  # noqa: BLE001 -- the rows are safe in the JSONL files; serving must go on
+                _log.warning("audit: could not reconcile %s's JSONL files with %s yet (%s)", exchange, self.run_cfg.db_path, e)
+                continue
+            self._reconciled.add(exchange)
+        return added
 
     def close(self) -> int:
         "Stop the writer thread and flush, waiting up to `close_lock_timeout` seconds for the warehouse lock."

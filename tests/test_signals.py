@@ -18,7 +18,7 @@ from conftest import deploy_tiny_model, private_copy
 from oi_ml.config import RunConfig
 from oi_ml.features import FEATURE_DEFAULTS, prepare_training_features
 from oi_ml.registry import version_dir
-from oi_ml.signals import (AuditLog, MLSignalGenerator, build_plan, calibrate_row, row_calibration, kelly_fraction, outcome_correct,
+from oi_ml.signals import (AuditLog, MLSignalGenerator, reconcile_audit, build_plan, calibrate_row, row_calibration, kelly_fraction, outcome_correct,
                            recommendations_with_outcomes, record_outcome, record_outcomes, suggested_lots)
 from oi_ml.store import connect
 from oi_ml.train import ModelIntegrityError, apply_calibration, load_bundle, score_frame
@@ -305,6 +305,25 @@ def test_locked_warehouse_keeps_records_until_next_flush(deployed, batch, tmp_pa
     assert stored_ids(cfg) == sorted(s["id"] for s in served)
     lines = [line for p in (Path(cfg.data_dir) / "signals" / "NSE").glob("*.jsonl") for line in p.read_text().splitlines()]
     assert len(lines) == 4                                                # written once each, not again on retry
+
+
+def test_rows_an_ended_process_left_in_the_jsonl_files_reach_the_warehouse(deployed, batch, tmp_path):
+    "The warehouse stayed locked past close()'s wait: the rows are in the JSONL files only; the next audit log stores them."
+    cfg, rows, gen = audited_generator(deployed, batch, tmp_path, idle_seconds=3600, retry_seconds=3600, close_lock_timeout=0.2)
+    holder = hold_write_lock(cfg.db_path, 30)
+    try:
+        left = [gen.generate_signal(f)["id"] for f in rows[:3]]
+        gen.close()
+        assert gen.audit_log.pending == 3 and "lock" in gen.audit_log.last_error.lower()
+    finally:
+        holder.kill(); holder.wait(timeout=10)
+    gen.audit_log._unstored.clear()                                      # this process ends here: its memory is gone
+    assert stored_ids(cfg) == []
+    with MLSignalGenerator("NSE", run_cfg=cfg, audit=AuditLog(cfg, idle_seconds=3600)) as later:
+        served = later.generate_signal(rows[3])["id"]
+        assert later.flush() == 4                                         # its own row and the three left behind
+    assert stored_ids(cfg) == sorted(left + [served])
+    assert reconcile_audit(cfg, "NSE") == 0                               # repeating it adds nothing
 
 
 def wait_until(condition, seconds: float = 20.0) -> bool:
