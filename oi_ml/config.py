@@ -15,7 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 # %% auto #0
-__all__ = ['IST', 'WEEKDAYS', 'INDIAN_MARKET_HOLIDAYS', 'NSE', 'BSE', 'EXCHANGES', 'value_on', 'ExchangeConfig',
+__all__ = ['IST', 'WEEKDAYS', 'INDIAN_MARKET_HOLIDAYS', 'HOLIDAY_YEARS', 'NSE', 'BSE', 'EXCHANGES', 'value_on', 'ExchangeConfig',
            'get_exchange_config', 'is_trading_day', 'previous_trading_day', 'trading_days', 'trading_days_between',
            'weekly_expiries', 'monthly_expiry', 'SimulationConfig', 'QualityConfig', 'MonitoringConfig', 'RunConfig',
            'resolve_data_dir', 'resolve_reports_dir', 'load_run_config', 'config_to_dict']
@@ -40,6 +40,7 @@ _HOLIDAYS_2026 = ("2026-01-26", "2026-03-03", "2026-03-26", "2026-03-31", "2026-
                   "2026-05-28", "2026-06-26", "2026-09-14", "2026-10-02", "2026-10-20", "2026-11-10", "2026-11-24",
                   "2026-12-25")
 INDIAN_MARKET_HOLIDAYS = tuple(dt.date.fromisoformat(d) for d in _HOLIDAYS_2025 + _HOLIDAYS_2026)
+HOLIDAY_YEARS = (2025, 2026)   # the years whose holidays are listed above
 
 def _d(s: str) -> dt.date: return dt.date.fromisoformat(s)
 
@@ -58,6 +59,7 @@ class ExchangeConfig:
     session_open: dt.time = dt.time(9, 15)   # IST wall clock
     session_close: dt.time = dt.time(15, 30) # IST wall clock
     holidays: tuple = INDIAN_MARKET_HOLIDAYS  # exchange trading holidays
+    holiday_years: tuple = HOLIDAY_YEARS      # the years `holidays` covers (other years: unknown, not "none")
 
     def lot_size(self, day: dt.date) -> int:
         "Units per contract on trade date `day`."

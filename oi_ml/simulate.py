@@ -301,10 +301,14 @@ def book_frame(cfg: ExchangeConfig, lp: LatentPaths, state: MarketState, bar_sli
 RAW_TABLES = ("underlying_bars", "option_chain_snapshots", "vix_term_structure", "order_book_depth_snapshots", "macro_signals", "ml_features")
 
 def _resolve_days(cfg: ExchangeConfig, start, end, n_days) -> list[dt.date]:
-    "Trading days from `start` to `end`, or the first `n_days` from `start`."
+    "Trading days from `start` to `end`, or the first `n_days` from `start`; only in years whose holidays the config lists."
     start = pd.Timestamp(start).date()
-    if end is not None: return [d for d in trading_days(cfg, start, 10_000) if d <= pd.Timestamp(end).date()][:10_000]
-    return trading_days(cfg, start, int(n_days))
+    if end is not None: days = [d for d in trading_days(cfg, start, 10_000) if d <= pd.Timestamp(end).date()][:10_000]
+    else: days = trading_days(cfg, start, int(n_days))
+    unknown = sorted({d.year for d in days} - set(cfg.holiday_years))
+    if unknown: raise ValueError(f"{cfg.exchange}: the config lists exchange holidays for {list(cfg.holiday_years)} only; simulating "
+                                 f"{unknown} would trade on their holidays and put expiries on them (add those years to the config)")
+    return days
 
 def simulate_market(con, exchange: str, start="2025-08-01", end=None, n_days: int | None = 60, freq: str = "1min",
                     seed: int = 0, signal_strength: float = 1.0, run_cfg: RunConfig | None = None, progress: bool = False) -> dict:

@@ -205,6 +205,16 @@ def test_features_are_as_of_the_bar(sim_con):
     assert (f.fii_flow[day == second] == published).all()
 
 
+def test_a_year_without_a_holiday_list_is_refused_and_nothing_is_stored(sim_con, cfg, fingerprint):
+    "15 Aug 2024 was a holiday the config does not know: simulating 2024 would trade on it, so it is refused up front."
+    before = fingerprint(sim_con)
+    with pytest.raises(ValueError, match=r"holidays for \[2025, 2026\] only.*\[2024\]"):
+        simulate_market(sim_con, "NSE", start="2024-08-12", n_days=5, run_cfg=cfg)
+    with pytest.raises(ValueError, match=r"\[2027\]"):                   # a window running into an unlisted year
+        simulate_market(sim_con, "BSE", start="2026-12-28", end="2027-01-05", run_cfg=cfg)
+    assert fingerprint(sim_con) == before
+
+
 # ---------------------------------------------------------------- all or nothing
 @pytest.mark.parametrize("fail_on", ["option_chain_snapshots", "order_book_depth_snapshots", "ml_features"])
 def test_a_failing_resimulation_leaves_the_previous_one_intact(sim_con, cfg, fingerprint, monkeypatch, fail_on):
