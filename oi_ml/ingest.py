@@ -24,11 +24,12 @@ from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_tran
 
 # %% auto #0
 __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'MISSING_MARKERS', 'ISO_DATE', 'MONTH_NAME_DATE',
-           'DATE_FORMATS', 'DATE_YEARS', 'OLD_BHAV', 'UDIFF_BHAV', 'ValidationReport', 'IngestError', 'read_table',
-           'normalise_ohlcv_columns', 'missing_markers', 'parse_numbers', 'parse_timestamps', 'check_complete',
-           'check_ohlc', 'check_temporal', 'check_session', 'check_trading_days', 'file_sha256', 'quarantine',
-           'quarantine_in_transaction', 'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76',
-           'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
+           'DATE_FORMATS', 'DATE_YEARS', 'OLD_BHAV', 'UDIFF_BHAV', 'UDIFF_OPTIONAL', 'TURNOVER_TOLERANCE',
+           'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns', 'missing_markers',
+           'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal', 'check_session',
+           'check_trading_days', 'file_sha256', 'quarantine', 'quarantine_in_transaction', 'import_ohlcv',
+           'detect_bhavcopy_format', 'implied_vol_black76', 'import_bhavcopy', 'write_example_bhavcopy',
+           'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
@@ -405,7 +406,9 @@ OLD_BHAV = {"INSTRUMENT": "instrument", "SYMBOL": "symbol", "EXPIRY_DT": "expiry
 UDIFF_BHAV = {"TradDt": "trade_date", "TckrSymb": "symbol", "FinInstrmTp": "instrument", "XpryDt": "expiry", "StrkPric": "strike",
               "OptnTp": "option_type", "OpnPric": "open", "HghPric": "high", "LwPric": "low", "ClsPric": "close",
               "SttlmPric": "settle", "UndrlygPric": "underlying", "OpnIntrst": "oi_units", "ChngInOpnIntrst": "oi_change_units",
-              "TtlTradgVol": "volume_units", "NewBrdLotQty": "lot_size"}
+              "TtlTradgVol": "contracts", "NewBrdLotQty": "lot_size"}
+UDIFF_OPTIONAL = {"TtlTrfVal": "turnover"}   # read when present: ₹ turnover, for the volume sanity check
+TURNOVER_TOLERANCE = 2.0                      # TtlTrfVal off contracts × lot × price by more than this factor: a warning
 _INSTRUMENTS = {"OPTIDX": "OPT", "FUTIDX": "FUT", "IDO": "OPT", "IDF": "FUT"}
 
 def detect_bhavcopy_format(columns) -> tuple[str, dict, list]:
@@ -435,23 +438,25 @@ def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: 
 # %% ../nbs/03_ingest.ipynb #c030
 def _bhav_frame(raw: pd.DataFrame, mapping: dict, fmt: str, report: ValidationReport, run_cfg: RunConfig, cfg) -> pd.DataFrame:
     "Parse a bhavcopy into canonical columns (numbers, dates, instrument codes, OI in contracts)."
-    frame = raw.rename(columns=lambda c: c.strip())[list(mapping)].rename(columns=mapping)
+    raw = raw.rename(columns=lambda c: c.strip())
+    optional = {k: v for k, v in UDIFF_OPTIONAL.items() if fmt == "udiff" and k in raw}
+    frame = raw[list(mapping) + list(optional)].rename(columns=mapping | optional)
     numeric = [c for c in ("strike", "open", "high", "low", "close", "settle", "contracts", "oi_units", "oi_change_units",
-                           "volume_units", "lot_size", "underlying") if c in frame]
+                           "lot_size", "underlying", "turnover") if c in frame]
     frame = parse_numbers(frame, numeric, report)
     for col in ("trade_date", "expiry"):
         frame[col] = parse_timestamps(frame[col], report, col, session_open=dt.time(15, 30))
     frame["instrument"] = frame["instrument"].str.strip().map(_INSTRUMENTS).fillna("OTHER")
     frame["symbol"] = frame["symbol"].str.strip()
     frame["option_type"] = frame["option_type"].fillna("").str.strip().str.upper()
+    frame.loc[(frame.instrument == "FUT").to_numpy() & frame.strike.isna().to_numpy(), "strike"] = 0.0   # UDiFF: blank on futures
     if fmt == "old":
         frame["lot_size"] = [cfg.lot_size(t.tz_convert(IST).date()) if pd.notna(t) else np.nan for t in frame.trade_date]
-    else:
-        frame["contracts"] = frame["volume_units"] / frame["lot_size"]
     return frame
 
 def _bhav_checks(frame: pd.DataFrame, report: ValidationReport, quality: QualityConfig) -> np.ndarray:
-    "Completeness, non-negative OI/strikes/volume, OHLC logic on traded rows, duplicates and expiry before trade date."
+    """Completeness (a strike on option rows: futures have strike 0), non-negative OI/strikes/volume, OHLC logic on traded
+    rows, turnover against volume (UDiFF), duplicates and expiry before trade date."""
     required = ["trade_date", "expiry", "strike", "oi_units", "contracts", "lot_size", "close"]
     incomplete = check_complete(frame, [c for c in required if c in frame], report, quality)
     rows = lambda mask: np.flatnonzero(np.asarray(mask, dtype=bool)) + 1
@@ -468,10 +473,25 @@ def _bhav_checks(frame: pd.DataFrame, report: ValidationReport, quality: Quality
     traded = (frame.contracts > 0).to_numpy() & ~incomplete
     sub = ValidationReport(report.file); check_ohlc(frame[traded].assign(volume=frame.contracts[traded]), sub, quality, check_moves=False)
     _merge(report, sub, np.flatnonzero(traded) + 1)
+    _check_turnover(frame, traded, report)
     key = frame[["trade_date", "instrument", "symbol", "expiry", "strike", "option_type"]]
     report.add(np.flatnonzero(key.duplicated().to_numpy()) + 1, "TckrSymb/SYMBOL", "temporal", "duplicate contract row")
     report.add(np.flatnonzero((frame.expiry < frame.trade_date).to_numpy()) + 1, "expiry", "temporal", "expiry before trade date")
     return incomplete
+
+def _check_turnover(frame: pd.DataFrame, traded: np.ndarray, report: ValidationReport) -> None:
+    """A warning on `traded` rows whose UDiFF turnover (₹, `TtlTrfVal`) is off contracts × lot × price (strike + premium
+    for options) by more than `TURNOVER_TOLERANCE` either way: a volume in units, or a wrong lot."""
+    if "turnover" not in frame: return
+    price = np.where((frame.instrument == "OPT").to_numpy(), frame.strike + frame.close, frame.close)
+    expected = (frame.contracts * frame.lot_size).to_numpy() * price
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = frame.turnover.to_numpy() / expected
+        far = traded & (expected > 0) & frame.turnover.notna().to_numpy() & ((ratio > TURNOVER_TOLERANCE) | (ratio < 1 / TURNOVER_TOLERANCE))
+    report.add(np.flatnonzero(far) + 1, "turnover", "volume_sanity",
+               [f"TtlTrfVal {t:.0f} is {r:.3g} × contracts × lot × price ({c:g} × {l:g} × {p:g}); TtlTradgVol should count "
+                f"contracts" for t, r, c, l, p in zip(frame.turnover[far], ratio[far], frame.contracts[far], frame.lot_size[far], price[far])],
+               "warning")
 
 def _contract_price(frame: pd.DataFrame) -> np.ndarray:
     "A contract's price: its close when it traded (close > 0), else its settlement price."
@@ -538,6 +558,13 @@ def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) 
                              declines=pd.array([pd.NA] * len(under), dtype="Int64"), source="imported"))
     return chain, bars
 
+def _unscheduled_symbols(report: ValidationReport, symbols: list, cfg) -> IngestError:
+    "The error for an old-layout import asked for `symbols` other than the exchange config's index (no lot size to use)."
+    report.add([0], "symbol", "schema", f"cannot import {symbols} from an old-layout bhavcopy: it has no lot-size column and only "
+               f"{cfg.symbol} has a dated lot-size schedule (the {cfg.exchange} exchange config), so their OI cannot be "
+               f"converted to contracts; import that day's UDiFF file (a lot size on every row) instead")
+    return IngestError(report)
+
 def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple | None = None, run_cfg: RunConfig | None = None) -> dict:
     "Validate an NSE F&O bhavcopy (old or UDiFF, CSV or zip) and store its index options and underlying (all or nothing on errors)."
     run_cfg, path, cfg, exchange = run_cfg or RunConfig(), Path(path), get_exchange_config(exchange), exchange.upper()
@@ -548,11 +575,14 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     if missing: _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, _header_error(report, missing, raw.columns))
     if problem := _header_or_empty(report, raw):
         _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, problem)
+    symbols = tuple(s.strip().upper() for s in symbols) if symbols else (cfg.symbol,)
+    if fmt == "old" and (unscheduled := [s for s in symbols if s != cfg.symbol]):
+        _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, _unscheduled_symbols(report, unscheduled, cfg))
     frame = _bhav_frame(raw, mapping, fmt, report, run_cfg, cfg)
-    wanted = frame.symbol.isin(symbols or (cfg.symbol,)).to_numpy() & (frame.instrument != "OTHER").to_numpy()
+    wanted = frame.symbol.isin(symbols).to_numpy() & (frame.instrument != "OTHER").to_numpy()
     if not wanted.any():   # a stock-options-only file, or another index's: nothing to store is an error, not a success
         index_rows = sorted(set(frame.symbol[(frame.instrument != "OTHER").to_numpy()]))
-        report.add([0], "symbol", "schema", f"no index futures/options rows of {list(symbols or (cfg.symbol,))}; "
+        report.add([0], "symbol", "schema", f"no index futures/options rows of {list(symbols)}; "
                                             f"index symbols in the file: {index_rows[:10] or 'none'}")
         _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, IngestError(report))
     sub = ValidationReport(report.file); incomplete = _bhav_checks(frame[wanted].reset_index(drop=True), sub, run_cfg.quality)
@@ -572,27 +602,32 @@ def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str
     for expiry in (day + pd.Timedelta(days=7), day + pd.Timedelta(days=28)):
         tau = (expiry - day).days / 365
         fwd = round(spot * np.exp(0.065 * tau), 2)
-        rows.append(dict(inst="FUT", sym="NIFTY", expiry=expiry, strike=0.0, opt="", close=fwd, oi=lot * 1000.0, vol=500.0))
+        rows.append(dict(inst="FUT", sym="NIFTY", expiry=expiry, strike=0.0, opt="", close=fwd, lot=lot, oi=lot * 1000.0, vol=500.0))
         for k in np.arange(spot - 500, spot + 501, 100):
             for opt in ("CE", "PE"):
                 px = round(float(black76(fwd, k, 0.14, tau, 0.065, opt == "CE")), 2)
-                rows.append(dict(inst="OPT", sym="NIFTY", expiry=expiry, strike=float(k), opt=opt, close=px, oi=lot * 2000.0, vol=300.0))
-    rows.append(dict(inst="OPT", sym="BANKNIFTY", expiry=day + pd.Timedelta(days=28), strike=51000.0, opt="CE", close=500.0, oi=30 * 100.0, vol=10.0))
+                rows.append(dict(inst="OPT", sym="NIFTY", expiry=expiry, strike=float(k), opt=opt, close=px, lot=lot, oi=lot * 2000.0, vol=300.0))
+    rows.append(dict(inst="OPT", sym="BANKNIFTY", expiry=day + pd.Timedelta(days=28), strike=51000.0, opt="CE", close=500.0, lot=30, oi=30 * 100.0, vol=10.0))
     t = pd.DataFrame(rows)
+    turnover = (t.vol * t.lot * (t.strike + t.close)).round(2)   # ₹; futures have strike 0, options are at notional value
     if fmt == "old":
         out = pd.DataFrame({"INSTRUMENT": t.inst.map({"FUT": "FUTIDX", "OPT": "OPTIDX"}), "SYMBOL": t.sym,
                             "EXPIRY_DT": t.expiry.dt.strftime("%d-%b-%Y"), "STRIKE_PR": t.strike, "OPTION_TYP": t.opt.replace("", "XX"),
                             "OPEN": t.close, "HIGH": (t.close * 1.05).round(2), "LOW": (t.close * 0.95).round(2), "CLOSE": t.close,
-                            "SETTLE_PR": t.close, "CONTRACTS": t.vol, "VAL_INLAKH": 1.0, "OPEN_INT": t.oi, "CHG_IN_OI": t.oi * 0.1,
-                            "TIMESTAMP": day.strftime("%d-%b-%Y").upper()})
+                            "SETTLE_PR": t.close, "CONTRACTS": t.vol, "VAL_INLAKH": (turnover / 1e5).round(2), "OPEN_INT": t.oi,
+                            "CHG_IN_OI": t.oi * 0.1, "TIMESTAMP": day.strftime("%d-%b-%Y").upper()})
     else:
-        out = pd.DataFrame({"TradDt": day.strftime("%Y-%m-%d"), "BizDt": day.strftime("%Y-%m-%d"), "Sgmt": "FO", "Src": "NSE",
-                            "FinInstrmTp": t.inst.map({"FUT": "IDF", "OPT": "IDO"}), "TckrSymb": t.sym,
-                            "XpryDt": t.expiry.dt.strftime("%Y-%m-%d"), "StrkPric": t.strike.where(t.inst == "OPT"), "OptnTp": t.opt,
+        fut, ymd = t.inst == "FUT", day.strftime("%Y-%m-%d")
+        expiry = t.expiry.dt.strftime("%Y-%m-%d")
+        out = pd.DataFrame({"TradDt": ymd, "BizDt": ymd, "Sgmt": "FO", "Src": "NSE", "FinInstrmTp": t.inst.map({"FUT": "IDF", "OPT": "IDO"}),
+                            "FinInstrmId": np.arange(len(t)) + 35001, "ISIN": "", "TckrSymb": t.sym, "SctySrs": "", "XpryDt": expiry,
+                            "FininstrmActlXpryDt": expiry, "StrkPric": t.strike.where(~fut), "OptnTp": t.opt,   # blank on futures
+                            "FinInstrmNm": t.sym + t.expiry.dt.strftime("%y%b").str.upper() + np.where(fut, "FUT", t.strike.map("{:.0f}".format) + t.opt),
                             "OpnPric": t.close, "HghPric": (t.close * 1.05).round(2), "LwPric": (t.close * 0.95).round(2),
-                            "ClsPric": t.close, "LastPric": t.close, "SttlmPric": t.close, "UndrlygPric": spot,
-                            "OpnIntrst": t.oi, "ChngInOpnIntrst": t.oi * 0.1, "TtlTradgVol": t.vol * lot, "NewBrdLotQty": lot})
-        out.loc[out.FinInstrmTp == "IDF", "StrkPric"] = 0.0
+                            "ClsPric": t.close, "LastPric": t.close, "PrvsClsgPric": t.close, "UndrlygPric": spot, "SttlmPric": t.close,
+                            "OpnIntrst": t.oi, "ChngInOpnIntrst": t.oi * 0.1, "TtlTradgVol": t.vol, "TtlTrfVal": turnover,
+                            "TtlNbOfTxsExctd": (t.vol / 2).astype(int), "SsnId": "F1", "NewBrdLotQty": t.lot,
+                            "Rmks": "", "Rsvd1": "", "Rsvd2": "", "Rsvd3": "", "Rsvd4": ""})
     path = Path(path)
     if not zipped: out.to_csv(path, index=False); return path
     with zipfile.ZipFile(path, "w") as zf: zf.writestr(path.with_suffix(".csv").name, out.to_csv(index=False))

@@ -767,3 +767,124 @@ def test_a_zero_close_is_a_price_error_without_numpy_warnings(seeded, cfg, tmp_p
     with pytest.raises(IngestError, match=r"price_sanity: .*first at row 6, column"):
         import_ohlcv(seeded, write(frame, tmp_path / "zero.csv"), "ZERO", run_cfg=cfg)
     assert fingerprint(seeded) == before
+
+
+# ---------------------------------------------------------------- review: UDiFF units, blank futures strikes, old-layout symbols
+UDIFF_HEADER = ("TradDt,BizDt,Sgmt,Src,FinInstrmTp,FinInstrmId,ISIN,TckrSymb,SctySrs,XpryDt,FininstrmActlXpryDt,StrkPric,OptnTp,"
+                "FinInstrmNm,OpnPric,HghPric,LwPric,ClsPric,LastPric,PrvsClsgPric,UndrlygPric,SttlmPric,OpnIntrst,ChngInOpnIntrst,"
+                "TtlTradgVol,TtlTrfVal,TtlNbOfTxsExctd,SsnId,NewBrdLotQty,Rmks,Rsvd1,Rsvd2,Rsvd3,Rsvd4").split(",")
+REAL_LOT, REAL_SPOT, REAL_FUT = 65, 24055.80, 24090.30
+
+
+def udiff_real_layout(tmp_path, name="real.csv", mutate=None):
+    """A UDiFF file in the layout of NSE's own files: the full header, futures with blank StrkPric/OptnTp, TtlTradgVol
+    in contracts, OpnIntrst in units (contracts × NewBrdLotQty) and TtlTrfVal = contracts × lot × price ((strike + premium)
+    for options) — as in NSE rows quoted in public fixtures (e.g. SeaOfTiberias/quantos tests/unit/test_vrp_bhavcopy.py)."""
+    day, expiry, tau = "2026-09-01", "2026-09-29", 28 / 365
+    rows = [dict(FinInstrmTp="IDF", XpryDt=expiry, StrkPric="", OptnTp="", ClsPric=REAL_FUT, OpnIntrst=REAL_LOT * 246_951,
+                 TtlTradgVol=57_171, TtlTrfVal=round(57_171 * REAL_LOT * REAL_FUT, 2))]
+    for k in np.arange(23_600.0, 24_501.0, 100.0):
+        for typ in ("CE", "PE"):
+            px = round(float(black76(REAL_FUT, k, 0.13, tau, 0.065, typ == "CE")), 2)
+            rows.append(dict(FinInstrmTp="IDO", XpryDt=expiry, StrkPric=f"{k:.2f}", OptnTp=typ, ClsPric=px,
+                             OpnIntrst=REAL_LOT * 23_061, TtlTradgVol=35_894, TtlTrfVal=round(35_894 * REAL_LOT * (k + px), 2)))
+    t = pd.DataFrame(rows)
+    t = t.assign(TradDt=day, BizDt=day, Sgmt="FO", Src="NSE", FinInstrmId=np.arange(len(t)) + 40_000, ISIN="", TckrSymb="NIFTY",
+                 SctySrs="", FininstrmActlXpryDt=t.XpryDt, FinInstrmNm="NIFTY", OpnPric=t.ClsPric, HghPric=(t.ClsPric * 1.2).round(2),
+                 LwPric=(t.ClsPric * 0.8).round(2), LastPric=t.ClsPric, PrvsClsgPric=t.ClsPric, UndrlygPric=REAL_SPOT,
+                 SttlmPric=t.ClsPric, ChngInOpnIntrst=REAL_LOT * 1_000, TtlNbOfTxsExctd=1_000, SsnId="F1", NewBrdLotQty=REAL_LOT,
+                 Rmks="", Rsvd1="", Rsvd2="", Rsvd3="", Rsvd4="")[UDIFF_HEADER].astype(str)
+    if mutate is not None: t = mutate(t)
+    t.to_csv(tmp_path / name, index=False)
+    return tmp_path / name
+
+
+def test_udiff_volume_is_in_contracts_and_oi_in_units(con, cfg, tmp_path):
+    "F1: UDiFF TtlTradgVol counts contracts (it was divided by the lot again); OpnIntrst is in units (divided once)."
+    import_bhavcopy(con, udiff_real_layout(tmp_path), run_cfg=cfg)
+    chain = con.execute("SELECT DISTINCT volume, oi, oi_change, lot_size FROM option_chain_snapshots").fetchall()
+    assert chain == [(35_894.0, 23_061.0, 1_000.0, REAL_LOT)]                 # was volume 552.2 (35894 / 65)
+    bar = con.execute("SELECT volume, futures_oi FROM underlying_bars").fetchall()
+    assert bar == [(57_171.0, 246_951.0)]
+
+
+def test_udiff_turnover_far_from_contracts_lot_price_is_a_warning_naming_the_row(con, cfg, tmp_path):
+    "F1 sanity check: a row whose TtlTradgVol is in units (lot × too big for its TtlTrfVal) is stored but flagged."
+    def units_on_row_5(t):
+        t = t.copy(); t.loc[4, "TtlTradgVol"] = str(int(t.TtlTradgVol[4]) * REAL_LOT); return t
+    path = udiff_real_layout(tmp_path, "units.csv", units_on_row_5)
+    result = import_bhavcopy(con, path, run_cfg=cfg)
+    assert result["rows_added"]["option_chain_snapshots"] == 20                # a warning: nothing dropped
+    assert any("warning: volume_sanity: 1 row(s); first at row 5, column 'turnover'" in w for w in result["warnings"]), result["warnings"]
+    q = con.execute("SELECT row_number, column_name, check_name FROM quarantine WHERE file = ?", [str(path)]).fetchall()
+    assert q == [(5, "turnover", "volume_sanity")]
+
+
+def test_consistent_udiff_turnover_gives_no_warning(con, cfg, tmp_path):
+    result = import_bhavcopy(con, udiff_real_layout(tmp_path), run_cfg=cfg)
+    assert result["warnings"] == [] and result["rows_added"] == {"option_chain_snapshots": 20, "underlying_bars": 1}
+
+
+def test_udiff_futures_with_blank_strike_and_option_type_are_kept(con, cfg, tmp_path):
+    "F2: NSE leaves StrkPric/OptnTp blank on futures rows; they are futures, not incomplete rows to drop."
+    result = import_bhavcopy(con, udiff_real_layout(tmp_path), run_cfg=cfg)
+    assert result["warnings"] == [], result["warnings"]                        # was: completeness warning on 'strike'
+    bar = con.execute("SELECT close, futures_price, futures_oi, volume FROM underlying_bars").fetchall()
+    assert bar == [(REAL_SPOT, REAL_FUT, 246_951.0, 57_171.0)]                  # was: (spot, None, None, None)
+    assert con.execute("SELECT count(*) FROM quarantine").fetchall() == [(0,)]
+
+
+def test_an_option_row_with_a_blank_strike_is_still_incomplete(con, cfg, tmp_path):
+    "F2: only futures may leave the strike blank; an option without one is a missing value (dropped, quarantined)."
+    def blank_option_strike(t):
+        t = t.copy(); t.loc[3, "StrkPric"] = ""; return t
+    path = udiff_real_layout(tmp_path, "blank_opt.csv", blank_option_strike)
+    result = import_bhavcopy(con, path, run_cfg=cfg)
+    assert result["rows_added"]["option_chain_snapshots"] == 19
+    assert con.execute("SELECT row_number, column_name, check_name FROM quarantine WHERE file = ?", [str(path)]).fetchall() == [
+        (4, "strike", "completeness")]
+
+
+def test_example_udiff_file_has_the_real_layout(tmp_path):
+    "write_example_bhavcopy writes NSE's UDiFF header, blank strike/option type on futures, contracts in TtlTradgVol."
+    raw = pd.read_csv(write_example_bhavcopy(tmp_path / "ex.csv", "udiff"), dtype=str, keep_default_na=False)
+    assert list(raw.columns) == UDIFF_HEADER
+    fut = raw[raw.FinInstrmTp == "IDF"]
+    assert (fut.StrkPric == "").all() and (fut.OptnTp == "").all() and (fut.TtlTradgVol.astype(float) == 500).all()
+    nifty_opt = raw[(raw.FinInstrmTp == "IDO") & (raw.TckrSymb == "NIFTY")]
+    assert (nifty_opt.TtlTradgVol.astype(float) == 300).all()
+    expected = 300 * 75 * (nifty_opt.StrkPric.astype(float) + nifty_opt.ClsPric.astype(float))
+    np.testing.assert_allclose(nifty_opt.TtlTrfVal.astype(float), expected, rtol=1e-9)
+
+
+def _old_with_banknifty(tmp_path):
+    "The old-layout example plus a BANKNIFTY future (lot 30 then: OPEN_INT 15000 units = 500 contracts)."
+    raw = pd.read_csv(write_example_bhavcopy(tmp_path / "old.csv", "old"), dtype=str, keep_default_na=False)
+    fut = raw[(raw.SYMBOL == "NIFTY") & (raw.INSTRUMENT == "FUTIDX")].iloc[[0]].copy()
+    fut[["SYMBOL", "OPEN", "CLOSE", "SETTLE_PR", "HIGH", "LOW", "OPEN_INT"]] = ["BANKNIFTY", "51200", "51200", "51200", "51300", "51100", "15000"]
+    path = tmp_path / "old_bank.csv"; pd.concat([raw, fut], ignore_index=True).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("symbols", [("NIFTY", "BANKNIFTY"), ("BANKNIFTY",), ("banknifty",)])
+def test_old_layout_refuses_a_symbol_without_a_dated_lot_schedule(seeded, cfg, tmp_path, fingerprint, symbols):
+    "F3: the old layout has no lot column; only the configured index has a dated lot schedule, so BANKNIFTY is refused."
+    path = _old_with_banknifty(tmp_path)
+    before = fingerprint(seeded)
+    with pytest.raises(IngestError, match=r"column 'symbol'.*BANKNIFTY.*no lot-size column.*only NIFTY has a dated lot-size schedule"):
+        import_bhavcopy(seeded, path, symbols=symbols, run_cfg=cfg)
+    assert fingerprint(seeded) == before                                     # was: BANKNIFTY stored with NIFTY's lot 75
+    assert seeded.execute("SELECT status FROM training_batches WHERE file = ?", [str(path)]).fetchall() == [("rejected",)]
+
+
+def test_old_layout_still_imports_the_configured_index_when_asked_by_name(con, cfg, tmp_path):
+    result = import_bhavcopy(con, _old_with_banknifty(tmp_path), symbols=("NIFTY",), run_cfg=cfg)
+    assert result["rows_added"] == {"option_chain_snapshots": 44, "underlying_bars": 1} and result["rows_skipped_other_symbols"] == 2
+
+
+def test_udiff_layout_imports_another_index_with_its_own_lot(con, cfg, tmp_path):
+    "UDiFF carries the lot per row, so another index is fine there: BANKNIFTY OI is divided by its own lot (30)."
+    path = write_example_bhavcopy(tmp_path / "u.csv", "udiff")
+    result = import_bhavcopy(con, path, symbols=("NIFTY", "BANKNIFTY"), run_cfg=cfg)
+    assert con.execute("SELECT lot_size, oi, volume FROM option_chain_snapshots WHERE symbol = 'BANKNIFTY'").fetchall() == [(30, 100.0, 10.0)]
+    assert result["rows_added"]["option_chain_snapshots"] == 45
