@@ -246,7 +246,8 @@ def check_session(timestamps: pd.Series, report: ValidationReport, session_open:
 
 # %% ../nbs/03_ingest.ipynb #c017
 def check_trading_days(timestamps: pd.Series, report: ValidationReport, cfg: ExchangeConfig, column: str = "timestamp") -> None:
-    "Warnings for bars on IST dates that are not regular trading days of `cfg` (weekends, the config's holidays)."
+    """Warnings for bars on IST dates that are not regular trading days of `cfg` (weekends, the config's holidays), and one
+    per year whose holidays the config does not list (those bars' calendar is unchecked)."""
     days = timestamps.dt.tz_convert(IST).dt.date
     codes, uniques = pd.factorize(days)            # NaT gets code -1
     why = np.array([None if is_trading_day(cfg, d) else (f"a {d:%A}" if d.weekday() >= 5 else "an exchange holiday in the config")
@@ -255,6 +256,11 @@ def check_trading_days(timestamps: pd.Series, report: ValidationReport, cfg: Exc
     off = np.flatnonzero(reasons != None)          # noqa: E711 (elementwise on an object array)
     report.add(off + 1, column, "calendar", [f"bar on {days.iloc[i]} IST, {reasons[i]}: not a regular {cfg.exchange} trading day "
                                              "(kept; special sessions exist)" for i in off], "warning")
+    years = np.array([d.year if isinstance(d, dt.date) else 0 for d in uniques] + [0])[codes]
+    for year in sorted(set(years[years > 0].tolist()) - set(cfg.holiday_years)):   # one warning per year, at its first bar
+        n = int((years == year).sum())
+        report.add([int(np.flatnonzero(years == year)[0]) + 1], column, "calendar",
+                   f"the config lists no {cfg.exchange} holidays for {year} ({n} bars): their calendar is not checked", "warning")
 
 # %% ../nbs/03_ingest.ipynb #c022
 def file_sha256(path: str | Path) -> str:
