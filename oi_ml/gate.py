@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ from .labels import SIGNAL_VOLATILITY_BARS, LabelConfig, atr_volatility
 from .metrics import (expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting,
                            sharpe_error_spread, sharpe_moments)
 from .registry import _atomic_write_text, _check_run_horizon, check_horizon, current_version, label_horizon, registry_key, version_dir
-from .train import (ModelBundle, TrainConfig, TrainingTable, _round, build_training_table, classification_metrics,
-                         load_bundle, score_frame)
+from .train import (ModelBundle, ModelIntegrityError, TrainConfig, TrainingTable, _round, build_training_table,
+                         classification_metrics, load_bundle, score_frame)
 
 # %% auto #0
 __all__ = ['GateConfig', 'default_backtest_config', 'signals_for', 'daily_returns', 'train_config_of', 'window_probabilities',
@@ -31,7 +32,7 @@ __all__ = ['GateConfig', 'default_backtest_config', 'signals_for', 'daily_return
            'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo',
            'check_automl_matches', 'session_starts', 'trial_days_in_window', 'label_end_at', 'segments_in_window',
            'check_automl_before_window', 'evaluate_model', 'baseline_label_end', 'baseline_window', 'comparison_window',
-           'production_figures', 'gate_criteria', 'evaluate_candidate', 'gate_line']
+           'production_figures', 'gate_criteria', 'candidate_manifest_sha256', 'evaluate_candidate', 'gate_line']
 
 # %% ../nbs/41_gate.ipynb #c004
 @dataclass(frozen=True)
@@ -383,7 +384,17 @@ def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cf
             _criterion("pbo", pbo_result["pbo"], cfg.max_pbo, "<=", pbo_result["pbo"] <= cfg.max_pbo, pbo_result.get("reason", "")),
             _criterion("min_trades", int(m.get("n_trades", 0)), cfg.min_trades, ">=", m.get("n_trades", 0) >= cfg.min_trades)]
 
-# %% ../nbs/41_gate.ipynb #c029
+# %% ../nbs/41_gate.ipynb #c030
+def candidate_manifest_sha256(run_dir: str | Path, verified: dict) -> str:
+    "sha256 of a run's manifest.json bytes, refused (naming the file) unless they are the manifest `verified` (as `load_bundle` checked it)."
+    path = Path(run_dir) / "manifest.json"
+    raw = path.read_bytes()
+    try: same = json.loads(raw) == verified
+    except json.JSONDecodeError: same = False
+    if not same: raise ModelIntegrityError(f"{path}: changed while the gate loaded the run (not the manifest it verified); re-run the gate")
+    return hashlib.sha256(raw).hexdigest()
+
+# %% ../nbs/41_gate.ipynb #c032
 def _baseline_dir(exchange: str, baseline: str | None, run_cfg: RunConfig,
                   horizon: str | None = None) -> tuple[Path | None, str | None]:
     "Folder and label of the baseline: the production version (of the exchange, or of its `horizon` key), a version id, a run id, or none."
@@ -428,6 +439,7 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     run_cfg, exchange, horizon = run_cfg or RunConfig(), exchange.upper(), check_horizon(horizon)
     cand_dir = Path(run_cfg.models_dir) / exchange / candidate_run
     cand = load_bundle(cand_dir)
+    manifest_sha = candidate_manifest_sha256(cand_dir, cand.manifest)   # what this verdict is about (deploy checks it)
     cand_tcfg = train_config_of(cand)   # its training report, read once
     own_horizon = label_horizon(cand_tcfg.labels.horizon_bars, run_cfg.bar_minutes)
     _check_run_horizon(horizon, own_horizon, candidate_run,   # a 15m model is not judged on NSE/30m; refused before any data loads
@@ -449,7 +461,7 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     criteria = gate_criteria(c_eval, b_eval, dsr, pbo_result, gate_cfg, comparison)
     failed = [c["name"] for c in criteria if not c["passed"]]
     report = _round(dict(
-        exchange=exchange, horizon=horizon, candidate_run=candidate_run, baseline=base_label, automl_run=automl_run, automl_check=automl_check,
+        exchange=exchange, horizon=horizon, candidate_run=candidate_run, candidate_manifest_sha256=manifest_sha, baseline=base_label, automl_run=automl_run, automl_check=automl_check,
         window=dict(start=start.isoformat(), end=end.isoformat(), dataset_version=cand.manifest["dataset_version"]),
         simulated_data=cand.manifest.get("dataset_simulated", False), backtest_config=dataclasses.asdict(bt_cfg),
         gate_config=dataclasses.asdict(gate_cfg), criteria=criteria, failed=failed, passed=not failed,

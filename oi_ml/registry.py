@@ -300,9 +300,9 @@ def _cell(value) -> str:
     elif isinstance(value, dict): value = "; ".join(f"{k}: {v}" for k, v in value.items())
     return str(value).replace("|", "\\|").replace("\n", " ")
 
-def _gate_text(gate, ungated: bool = False) -> str:
-    "PASS / FAIL when the gate result has a `passed` flag, UNGATED for a deploy without one, else its JSON (shortened)."
-    if ungated: return "UNGATED"
+def _gate_text(gate, ungated: bool = False, source: str | None = None) -> str:
+    "PASS / FAIL when the gate result has a `passed` flag, UNGATED for a deploy without a gate report (with a caller's gate: 'UNGATED (caller: PASS)'), else its JSON (shortened)."
+    if ungated: return f"UNGATED (caller: {_gate_text(gate)})" if source == "caller" and gate else "UNGATED"
     if not gate: return "—"
     if isinstance(gate, dict) and "unreadable" in gate: return "UNREADABLE"
     if isinstance(gate, dict) and "passed" in gate: return "PASS" if gate["passed"] else "FAIL"
@@ -312,7 +312,7 @@ def _change_log_row(record: dict) -> list:
     "The table cells of one change-log record."
     signoff = record["kind"] == "signoff"
     return [record["date"], record.get("registry_key") or record["exchange"], record["kind"], record.get("version"),
-            record.get("run_id"), record.get("horizon"), (record.get("manifest_sha256") or "")[:12], record.get("dataset_version"), _gate_text(record.get("gate"), record.get("ungated", False)),
+            record.get("run_id"), record.get("horizon"), (record.get("manifest_sha256") or "")[:12], record.get("dataset_version"), _gate_text(record.get("gate"), record.get("ungated", False), record.get("gate_source")),
             record.get("reviewer" if signoff else "operator"), record.get("decision" if signoff else "reason"),
             record.get("constraints")]
 
@@ -339,7 +339,8 @@ def _change_entry(event: dict, run_cfg: RunConfig) -> dict:
     copied = {k: event[k] for k in ("event_id", "exchange", "registry_key", "version", "previous_version", "run_id",
                                     "manifest_sha256", "operator", "reason")}
     from_manifest = {k: manifest.get(k) for k in ("dataset_version", "dataset_sha256", "target", "constraints")}
-    from_manifest |= {"gate": gate_summary(manifest.get("gate")), "ungated": manifest.get("ungated", False)}
+    from_manifest |= {"gate": gate_summary(manifest.get("gate")), "ungated": manifest.get("ungated", False),
+                      "gate_source": manifest.get("gate_source")}   # None in versions deployed before it was recorded
     horizon = event["horizon"] if "horizon" in event else manifest.get("horizon")   # older events have none
     return {"kind": event["action"], "date": event["at"], **copied, "horizon": horizon, **from_manifest}
 
@@ -427,10 +428,41 @@ def _check_gate_baseline(gate: dict | None, run_id: str, key: str, serving: str 
         raise RegistryError(f"run {run_id}: the gate compared it with {gate.get('baseline') or 'no production model'}, but "
                             f"{key} serves {serving or 'nothing'} now; re-run the gate against production; not deploying")
 
+def _gate_to_record(gate: dict | None, on_disk: dict | None, run_id: str, ungated: bool) -> tuple[dict | None, str | None]:
+    """(gate result the version records, its source): the run's report ('report'; a gate passed in must agree with it);
+    else a gate passed in, only with `ungated` ('caller'); else none."""
+    agreed = lambda g: {**gate_summary(g), "horizon": g.get("horizon")}   # the fields deploy judges
+    if on_disk is not None:
+        if agreed(gate) != agreed(on_disk):
+            differ = sorted(k for k in {**agreed(gate), **agreed(on_disk)} if gate.get(k) != on_disk.get(k))
+            raise RegistryError(f"run {run_id}: the gate result passed in ({_gate_text(gate)}, baseline {gate.get('baseline')}) "
+                                f"differs from its reports/gate_report.json ({_gate_text(on_disk)}, baseline "
+                                f"{on_disk.get('baseline')}) in {', '.join(differ)}; not deploying")
+        return on_disk, "report"
+    if gate is None: return None, None
+    if not ungated:
+        raise RegistryError(f"run {run_id}: a gate result passed in, but the run has no reports/gate_report.json: a gate "
+                            f"result built by the caller cannot promote a run; run `oi-ml gate --run {run_id}` (or deploy "
+                            "with ungated=True to record it as ungated); not deploying")
+    return gate, "caller"
+
+def _check_gate_bound(gate: dict | None, run_id: str, run_raw: bytes) -> None:
+    "Refuse a gate report that did not judge the run manifest deploy verified (`run_raw`), or does not say which it judged."
+    if gate is None: return
+    judged, now = gate.get("candidate_manifest_sha256"), hashlib.sha256(run_raw).hexdigest()
+    if judged is None:
+        raise RegistryError(f"run {run_id}: its gate report does not record which run manifest it judged (no "
+                            "candidate_manifest_sha256: written before gate reports were bound to the run's content); "
+                            "re-run the gate; not deploying")
+    if judged != now:
+        raise RegistryError(f"run {run_id}: the gate judged run manifest sha256 {str(judged)[:12]}…, but the run's manifest is "
+                            f"{now[:12]}… now (the run changed after the gate ran); re-run the gate; not deploying")
+
 def gate_summary(gate: dict | None) -> dict | None:
-    "The fields of a gate result the change log keeps: passed, decision, failed criteria, candidate run, baseline (or why unreadable)."
+    "The fields of a gate result the change log keeps: passed, decision, failed criteria, candidate run, baseline, manifest judged (or why unreadable)."
     if not isinstance(gate, dict): return gate
-    return {k: gate[k] for k in ("passed", "decision", "failed", "candidate_run", "baseline", "unreadable") if k in gate}
+    keys = ("passed", "decision", "failed", "candidate_run", "baseline", "candidate_manifest_sha256", "unreadable")
+    return {k: gate[k] for k in keys if k in gate}
 
 def label_horizon(horizon_bars: int, bar_minutes: int) -> str:
     "Registry horizon key of a label horizon: horizon_bars x `bar_minutes`, as '15m'."
@@ -540,12 +572,12 @@ def _exchange_history(registry: dict, exchange: str) -> list[dict]:
     return [e for record in _records_of_exchange(registry, exchange).values() for e in record["history"]]
 
 def deploy_model(exchange: str, run_id: str, operator: str, reason: str,
-                 gate: dict | None = None,              # gate result; default: the run's reports/gate_report.json
+                 gate: dict | None = None,              # gate result; must agree with the run's reports/gate_report.json (without one: only with `ungated`)
                  constraints=None,                      # usage constraints (text, list or dict) for the change log
                  run_cfg: RunConfig | None = None,
                  lock_timeout: float = 30.0,            # seconds to wait for another registry change
                  horizon: str | None = None,            # label horizon key such as '15m'; None: the exchange's own pointer
-                 ungated: bool = False) -> dict:        # deploy without a gate result (examples, registry tests); recorded
+                 ungated: bool = False) -> dict:        # deploy without the run's gate report (examples, registry tests); recorded
     "Deploy training run `run_id` as the next version of `exchange` and point its registry key at it; returns the version manifest."
     run_cfg, exchange = run_cfg or RunConfig(), _exchange_key(exchange)
     key, operator, reason = registry_key(exchange, horizon), _who(operator), _require_text(reason, "reason")
@@ -554,16 +586,14 @@ def deploy_model(exchange: str, run_id: str, operator: str, reason: str,
         on_disk = _run_gate(exchange, run_id, run_cfg)                       # a gate re-run while we waited is what counts
         gate = _check_gate(gate if gate is not None else on_disk, run_id, horizon, ungated)
         _check_gate_baseline(gate, run_id, key, current_version(exchange, run_cfg, horizon))
-        if on_disk is not None and gate_summary(gate) != gate_summary(on_disk):
-            raise RegistryError(f"run {run_id}: the gate result passed in ({_gate_text(gate)}, baseline {gate.get('baseline')}) "
-                                f"differs from its reports/gate_report.json ({_gate_text(on_disk)}, baseline "
-                                f"{on_disk.get('baseline')}); not deploying")
-        _prepare(run_cfg, exchange)
+        gate, source = _gate_to_record(gate, on_disk, run_id, ungated)
         _crash_point("deploy.verify_run")
         run = _verified_run(exchange, run_id, run_cfg)
+        if source == "report": _check_gate_bound(gate, run_id, run[1])    # the verdict is about these bytes, or no deploy
+        _prepare(run_cfg, exchange)                                        # refusals above leave every file as it was
         version = next_version_id(exchange_models_dir(exchange, run_cfg), _exchange_history(read_registry(run_cfg), exchange))
-        info = {"deployed_at": _now(), "operator": operator, "reason": reason, "gate": gate, "ungated": gate is None,
-                "constraints": constraints,
+        info = {"deployed_at": _now(), "operator": operator, "reason": reason, "gate": gate, "gate_source": source,
+                "ungated": source != "report", "constraints": constraints,
                 "horizon": own_horizon, "run_manifest_file": RUN_MANIFEST_COPY,
                 "deployed_with": {"git_commit": git_commit(), "packages": package_versions()}}
         raw = _build_version(run_cfg, exchange, run_id, version, run, info)
@@ -576,7 +606,7 @@ def deploy_model(exchange: str, run_id: str, operator: str, reason: str,
         _crash_point("deploy.done")
     return json.loads(raw)
 
-# %% ../nbs/40_registry.ipynb #c047
+# %% ../nbs/40_registry.ipynb #c051
 def _require_current(exchange: str, run_cfg: RunConfig | None, horizon: str | None = None) -> str:
     "The current version of `exchange` (and `horizon`); raises when nothing is deployed."
     version = current_version(exchange, run_cfg, horizon)
@@ -595,7 +625,7 @@ def _registered_sha(exchange: str, version: str, run_cfg: RunConfig | None) -> s
     history = _exchange_history(read_registry(run_cfg), _exchange_key(exchange))
     return next((e["manifest_sha256"] for e in history if e["action"] == "deploy" and e["version"] == version), None)
 
-# %% ../nbs/40_registry.ipynb #c048
+# %% ../nbs/40_registry.ipynb #c052
 def _verify_version(folder: Path, manifest: dict, raw: bytes, registered_sha: str | None) -> None:
     "Check a version's manifest against the registry's hash, its id, and every file against the manifest (no unlisted files)."
     actual = hashlib.sha256(raw).hexdigest()
@@ -619,7 +649,7 @@ def load_version(exchange: str, version: str | None = None, run_cfg: RunConfig |
     folder = version_dir(exchange, version, run_cfg, horizon)
     return folder, load_version_manifest(exchange, folder.name, True, run_cfg)
 
-# %% ../nbs/40_registry.ipynb #c049
+# %% ../nbs/40_registry.ipynb #c053
 HISTORY_COLUMNS = ["event_id", "action", "version", "previous_version", "run_id", "horizon", "at", "operator", "reason",
                    "manifest_sha256"]
 VERSION_COLUMNS = ["version", "status", "current_for", "run_id", "horizon", "dataset_version", "target", "deployed_at",
@@ -649,7 +679,7 @@ def list_versions(exchange: str, run_cfg: RunConfig | None = None) -> pd.DataFra
     rows = [_version_row(p, current_for.get(p.name, []), deployed) for p in sorted(folders, key=lambda p: int(p.name[1:]))]
     return pd.DataFrame(rows, columns=VERSION_COLUMNS)
 
-# %% ../nbs/40_registry.ipynb #c054
+# %% ../nbs/40_registry.ipynb #c058
 def _check_rollback_target(record: dict, target: str, key: str) -> None:
     "Refuse a rollback to the current version or to a version that was never deployed under this key."
     if target == record["current"]: raise RegistryError(f"{key}: {target} is already the current version")
@@ -657,17 +687,23 @@ def _check_rollback_target(record: dict, target: str, key: str) -> None:
         raise RegistryError(f"{key}: {target} was never deployed; deployed versions: "
                             f"{sorted({e['version'] for e in record['history']}) or 'none'}")
 
+def _rollback_target(run_cfg: RunConfig, key: str, to_version: str | None) -> str:
+    "The version a rollback of `key` returns to, checked against registry.json as it is now (a refusal writes nothing)."
+    record = _exchange_record(read_registry(run_cfg), key)
+    target = to_version or previous_version(record["history"])
+    _check_rollback_target(record, target, key)
+    return target
+
 def rollback(exchange: str, to_version: str | None = None, operator: str = "", reason: str = "",
              run_cfg: RunConfig | None = None, lock_timeout: float = 30.0,
              horizon: str | None = None) -> dict:   # label horizon key such as '15m'; None: the exchange's own pointer
     "Point `exchange` (or its `horizon` key) back at `to_version` (default: the version in force before the current one), verified and logged; returns the event."
     run_cfg, exchange = run_cfg or RunConfig(), _exchange_key(exchange)
     key = registry_key(exchange, horizon)
+    _rollback_target(run_cfg, key, to_version)   # refused before the lock: no lock file, no logs on a fresh data dir
     with registry_lock(run_cfg, lock_timeout, f"rollback {key}"):
+        target = _rollback_target(run_cfg, key, to_version)   # again under the lock: another process may have moved the pointer
         _prepare(run_cfg, exchange)
-        record = _exchange_record(read_registry(run_cfg), key)
-        target = to_version or previous_version(record["history"])
-        _check_rollback_target(record, target, key)
         _crash_point("rollback.verify")
         manifest = load_version_manifest(exchange, target, True, run_cfg)
         _crash_point("rollback.switch")
@@ -680,7 +716,7 @@ def rollback(exchange: str, to_version: str | None = None, operator: str = "", r
         _crash_point("rollback.done")
     return event
 
-# %% ../nbs/40_registry.ipynb #c059
+# %% ../nbs/40_registry.ipynb #c063
 def _as_date(date) -> str:
     "ISO date of `date` (date, datetime or string); today (UTC) when None."
     if date is None: return dt.datetime.now(dt.UTC).date().isoformat()
@@ -707,6 +743,7 @@ def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: 
               "version": version_or_run if is_version else None, "run_id": manifest.get("run_id"), "horizon": horizon or own,
               "manifest_sha256": hashlib.sha256(raw).hexdigest(), "dataset_version": manifest.get("dataset_version"),
               "gate": gate_summary(gate), "ungated": bool(is_version and manifest.get("ungated")),
+              "gate_source": manifest.get("gate_source") if is_version else None,
               "reviewer": _require_text(reviewer, "reviewer"), "decision": decision,
               "constraints": constraints}
     with registry_lock(run_cfg, lock_timeout, f"sign-off {exchange} {version_or_run}"):

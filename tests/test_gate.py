@@ -4,7 +4,8 @@ series is exactly the AutoML trial rule applied to the candidate's holdout proba
 only, with each model's training config read once) and that window probabilities follow the label classes.
 Also: an AutoML run of another dataset/target/labels, or one reaching into the candidate's holdout, is refused; the
 production model is compared only on the holdout bars after its training (or not at all, saying why); rule texts follow
-GateConfig; the class-prior baseline uses only rows whose labels end before the window."""
+GateConfig; the class-prior baseline uses only rows whose labels end before the window; the report names the sha256 of
+the manifest it judged, and a run re-manifested after the gate ran does not deploy under the old verdict."""
 import dataclasses
 import json
 import math
@@ -408,3 +409,41 @@ def test_class_prior_uses_only_labels_that_end_before_the_window():
     assert prior["brier"] == pytest.approx(np.mean(np.sum((freq - np.eye(3)[y[300:]]) ** 2, axis=1)), rel=1e-9)
     relabelled = np.r_[y[:285], np.ones(15, dtype=int), y[300:]]                   # only the purged rows' labels change
     assert G.probability_metrics(table(relabelled), keep, probs, start)["prior"] == prior
+
+
+# ---------------------------------------------------------------- the verdict names the content it judged (review G1)
+
+def test_the_report_names_the_manifest_it_judged_and_deploy_holds_it_to_that(tiny_run, alone, tmp_path):
+    """The report records the sha256 of the candidate's manifest.json bytes; a run whose model is replaced and
+    re-manifested after the gate ran is refused at deploy (naming both hashes) until the gate runs again."""
+    import hashlib
+    from oi_ml.registry import RegistryError, current_version, deploy_model
+    cfg0, run_id, _ = tiny_run
+    folder0 = Path(cfg0.models_dir) / "NSE" / run_id
+    assert alone["candidate_manifest_sha256"] == hashlib.sha256((folder0 / "manifest.json").read_bytes()).hexdigest()
+    shutil.copytree(cfg0.data_dir, tmp_path / "data")                       # a private copy: the module's run stays as it is
+    cfg = RunConfig(data_dir=str(tmp_path / "data"), reports_dir=str(tmp_path / "reports"))
+    folder, report_path = Path(cfg.models_dir) / "NSE" / run_id, Path(cfg.models_dir) / "NSE" / run_id / "reports" / "gate_report.json"
+
+    def gate_forced_to_pass() -> dict:
+        "The real gate report with its verdict forced to PASS (tiny data cannot pass PBO without AutoML)."
+        report = G.evaluate_candidate("NSE", run_id, baseline="production", run_cfg=cfg)
+        forced = {**json.loads(report_path.read_text()), "passed": True, "decision": "PASS", "failed": []}
+        report_path.write_text(json.dumps(forced))
+        return forced
+
+    judged = gate_forced_to_pass()["candidate_manifest_sha256"]
+    (folder / "calibration.json").write_text("{}")                          # the model changes after the gate ...
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["calibration.json"] = sha256_file(folder / "calibration.json")
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))   # ... and is re-manifested
+    load_bundle(folder)                                                     # a consistent run again
+    now = hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
+    with pytest.raises(RegistryError, match=rf"run {run_id}: the gate judged run manifest sha256 {judged[:12]}…, but the run's "
+                                            rf"manifest is {now[:12]}… now .*re-run the gate"):
+        deploy_model("NSE", run_id, "pytest", "gate passed earlier", run_cfg=cfg)
+    assert current_version("NSE", cfg) is None
+    assert gate_forced_to_pass()["candidate_manifest_sha256"] == now        # the gate re-run judges the new content
+    version = deploy_model("NSE", run_id, "pytest", "gated on this content", run_cfg=cfg)
+    assert version["gate"]["candidate_manifest_sha256"] == now and version["gate_source"] == "report"
+    assert version["files"]["calibration.json"] == sha256_file(folder / "calibration.json")   # the content that was judged

@@ -2,6 +2,8 @@
 folders kept), tampered runs refused before any change, tampered versions caught on load, a kill at every deploy
 and rollback step leaves a valid pointer and consistent logs, stale staging ignored, the lock serialises deploys,
 horizon keys (NSE/15m) keep independent pointers and histories, and an exchange-only registry.json still works.
+A gate report is bound to the run manifest it judged; a caller-built gate is refused or recorded as ungated; a refused
+rollback writes nothing.
 Run folders and their manifests are built here with hashlib, independently of the registry's own hashing."""
 import hashlib
 import json
@@ -62,9 +64,20 @@ def make_run(cfg: RunConfig, run_id: str, payload: str, exchange: str = EXCHANGE
     for rel, text in (extra or {}).items():   # written after training: not in the run manifest
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_text(text)
-    if gate is not None:
-        (folder / "reports" / "gate_report.json").write_text(json.dumps(gate))
+    if gate is not None:   # as oi_ml.gate writes it: bound to the manifest it judged (unless the test gives the field)
+        write_gate(folder, gate)
     return folder
+
+
+def write_gate(folder: Path, gate: dict) -> dict:
+    "Write the run's reports/gate_report.json, with the sha256 of its manifest.json now unless `gate` names one."
+    report = {"candidate_manifest_sha256": sha((folder / "manifest.json").read_bytes()), **gate}
+    (folder / "reports" / "gate_report.json").write_text(json.dumps(report))
+    return report
+
+
+def read_gate(folder: Path) -> dict:
+    return json.loads((folder / "reports" / "gate_report.json").read_text())
 
 
 def deploy(*args, **kwargs) -> dict:
@@ -123,10 +136,11 @@ def cfg(tmp_path):
 
 
 def test_round_trip(cfg):
-    r1, r2, r3 = (make_run(cfg, f"run-20251030-{c * 12}", p) for c, p in (("a", "one"), ("b", "two"), ("c", "three")))
+    r1, r3 = (make_run(cfg, f"run-20251030-{c * 12}", p) for c, p in (("a", "one"), ("c", "three")))
+    r2 = make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two", gate=passing_gate("run-20251030-bbbbbbbbbbbb", "v0001", dsr=0.97))
     runs_before = {r: tree_hashes(r) for r in (r1, r2, r3)}
     m1 = deploy(EXCHANGE, r1.name, "asha", "first model", constraints=["paper only"], run_cfg=cfg)
-    m2 = deploy(EXCHANGE, r2.name, "asha", "retrain", gate=passing_gate(r2.name, "v0001", dsr=0.97), run_cfg=cfg)
+    m2 = deploy_model(EXCHANGE, r2.name, "asha", "retrain", run_cfg=cfg)             # gated by the run's report
     assert (m1["version"], m2["version"], current_version(EXCHANGE, cfg)) == ("v0001", "v0002", "v0002")
     rollback(EXCHANGE, operator="ravi", reason="drawdown", run_cfg=cfg)
     assert current_version(EXCHANGE, cfg) == "v0001"
@@ -167,8 +181,10 @@ def test_round_trip(cfg):
 
     change = jsonl(models(cfg) / "model_change_log.jsonl")
     assert change[0]["constraints"] == ["paper only"] and change[0]["dataset_version"] == "2025-10-03"
-    assert change[1]["gate"] == passing_gate(r2.name, "v0001") and change[2]["kind"] == "rollback"   # the summary fields
+    assert change[1]["gate"] == passing_gate(r2.name, "v0001", candidate_manifest_sha256=sha((r2 / "manifest.json").read_bytes()))
+    assert change[2]["kind"] == "rollback"                                         # the gate's summary fields, above
     assert (change[0]["ungated"], change[1]["ungated"]) == (True, False)
+    assert (change[0]["gate_source"], change[1]["gate_source"]) == (None, "report") and m2["gate"] == read_gate(r2)
     assert change[2]["operator"] == "ravi" and change[2]["reason"] == "drawdown"
     md = (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
     assert "| NSE | deploy | v0002 | run-20251030-bbbbbbbbbbbb |" in md and "| PASS | asha | retrain |" in md
@@ -207,7 +223,8 @@ def test_unlisted_run_files_are_copied_and_flagged(cfg):
                    gate=passing_gate("run-20251030-dddddddddddd"))
     manifest = deploy(EXCHANGE, run.name, "asha", "with reports", run_cfg=cfg)
     assert manifest["unlisted_run_files"] == ["reports/backtest_summary.json", "reports/gate_report.json"]
-    assert manifest["gate"] == passing_gate(run.name) and not manifest["ungated"]    # read from the run's gate report
+    assert manifest["gate"] == read_gate(run) and not manifest["ungated"]            # read from the run's gate report
+    assert manifest["gate_source"] == "report" and manifest["gate"]["candidate_manifest_sha256"] == sha((run / "manifest.json").read_bytes())
     folder, loaded = load_version(EXCHANGE, run_cfg=cfg)
     assert loaded["files"]["reports/backtest_summary.json"] == sha(b'{"sharpe": 1.1}')
     assert (folder / "reports/backtest_summary.json").read_text() == '{"sharpe": 1.1}'
@@ -396,10 +413,15 @@ def test_held_lock_makes_a_second_deploy_fail_clearly(cfg):
         with pytest.raises(RegistryLockedError, match=rf"locked by pid {os.getpid()} .*maintenance"):
             deploy(EXCHANGE, run.name, "asha", "blocked", run_cfg=cfg, lock_timeout=0.3)
         assert time.monotonic() - t0 >= 0.3
-        with pytest.raises(RegistryLockedError):
+        with pytest.raises(RegistryError, match="nothing to roll back to"):   # refused at once: no wait for the lock
             rollback(EXCHANGE, run_cfg=cfg, lock_timeout=0.1)
     assert current_version(EXCHANGE, cfg) is None and not list((models(cfg) / EXCHANGE).glob("*v0001*"))
     assert deploy(EXCHANGE, run.name, "asha", "free", run_cfg=cfg, lock_timeout=0.3)["version"] == "v0001"
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "second", run_cfg=cfg)
+    with registry_lock(cfg, purpose="maintenance"):
+        with pytest.raises(RegistryLockedError, match="maintenance"):         # a valid rollback waits, then says who holds it
+            rollback(EXCHANGE, run_cfg=cfg, lock_timeout=0.1)
+    assert current_version(EXCHANGE, cfg) == "v0002"
 
 
 def test_concurrent_deploys_are_serialised(cfg, tmp_path):
@@ -613,13 +635,14 @@ def test_deploy_needs_a_passing_gate_of_this_run_against_the_current_production(
         (passing_gate(base.name, "v0001"), f"its gate report is for run '{base.name}'"),
         (passing_gate(run.name, None), "the gate compared it with no production model, but NSE serves v0001 now"),
         (passing_gate(run.name, "v0009"), "the gate compared it with v0009, but NSE serves v0001 now"),
+        (passing_gate(run.name, "v0001"), "a gate result built by the caller cannot promote a run"),   # no report on disk
     ]
     for gate, message in refusals:
         before = snapshot(cfg)
         with pytest.raises(RegistryError, match=message):
             deploy_model(EXCHANGE, run.name, "asha", "try", gate=gate, run_cfg=cfg)
         assert snapshot(cfg) == before
-    (run / "reports" / "gate_report.json").write_text(json.dumps(passing_gate(run.name, "v0001")))
+    write_gate(run, passing_gate(run.name, "v0001"))
     assert deploy_model(EXCHANGE, run.name, "asha", "gated", run_cfg=cfg)["version"] == "v0002"
     later = make_run(cfg, "run-20251030-cccccccccccc", "later", gate=passing_gate("run-20251030-cccccccccccc", "v0002"))
     rollback(EXCHANGE, operator="ravi", reason="live drawdown", run_cfg=cfg)   # production is v0001 again
@@ -645,7 +668,8 @@ def test_ungated_deploys_and_signoffs_show_their_gate_in_the_change_log(cfg):
     s1 = record_signoff(EXCHANGE, failed.name, "meera", "rejected", date="2025-10-31", run_cfg=cfg)
     s2 = record_signoff(EXCHANGE, "v0001", "meera", "approved_with_constraints", "paper only", date="2025-10-31", run_cfg=cfg)
     assert s1["gate"] == {"passed": False, "decision": "FAIL", "failed": ["deflated_sharpe"], "candidate_run": failed.name,
-                          "baseline": "v0001"} and not s1["ungated"]
+                          "baseline": "v0001", "candidate_manifest_sha256": sha((failed / "manifest.json").read_bytes())}
+    assert not s1["ungated"]
     assert s2["gate"] is None and s2["ungated"]
     md = (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
     assert f"| NSE | deploy | v0001 | {ungated.name} | — | " in md and md.count("| UNGATED |") == 2   # the deploy and s2
@@ -685,5 +709,82 @@ def test_a_gate_result_passed_in_cannot_override_the_runs_report(cfg):
     with pytest.raises(RegistryError, match=r"the gate result passed in \(PASS, baseline None\) differs from its reports/gate_report\.json \(FAIL"):
         deploy_model(EXCHANGE, run.name, "asha", "override", gate=passing_gate(run.name), run_cfg=cfg)
     assert snapshot(cfg) == before
-    (run / "reports" / "gate_report.json").write_text(json.dumps(passing_gate(run.name)))
-    assert deploy_model(EXCHANGE, run.name, "asha", "agrees", gate=passing_gate(run.name), run_cfg=cfg)["version"] == "v0001"
+    report = write_gate(run, passing_gate(run.name))
+    with pytest.raises(RegistryError, match=r"\(PASS, baseline None\) in candidate_manifest_sha256; not deploying"):
+        deploy_model(EXCHANGE, run.name, "asha", "unbound copy", gate=passing_gate(run.name), run_cfg=cfg)   # not the report
+    assert deploy_model(EXCHANGE, run.name, "asha", "agrees", gate=dict(report), run_cfg=cfg)["version"] == "v0001"
+
+
+# ---------------------------------------------------------------- a verdict is bound to what it judged (review G1, C1)
+
+def remanifest(run: Path, rel: str, text: str) -> None:
+    "Change one file of a run and re-hash it into the run's manifest: the run verifies again, with other content."
+    (run / rel).write_text(text)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["files"][rel] = sha(text.encode())
+    (run / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def test_a_run_changed_after_its_gate_passed_is_refused(cfg):
+    "A passing report names the manifest it judged; a model replaced and re-manifested afterwards does not deploy under it."
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one", gate=passing_gate("run-20251030-aaaaaaaaaaaa"))
+    judged = read_gate(run)["candidate_manifest_sha256"]
+    remanifest(run, "calibration.json", "{}")
+    now = sha((run / "manifest.json").read_bytes())
+    verify_run(EXCHANGE, run.name, cfg)                                     # consistent again: only the binding can tell
+    for call in (lambda: deploy_model(EXCHANGE, run.name, "asha", "gate passed earlier", run_cfg=cfg),
+                 lambda: deploy_model(EXCHANGE, run.name, "asha", "ungated flag", run_cfg=cfg, ungated=True),
+                 lambda: deploy_model(EXCHANGE, run.name, "asha", "same dict", gate=read_gate(run), run_cfg=cfg)):
+        with pytest.raises(RegistryError, match=rf"run {run.name}: the gate judged run manifest sha256 {judged[:12]}…, but the "
+                                                rf"run's manifest is {now[:12]}… now .*re-run the gate; not deploying"):
+            call()
+    assert not models(cfg).joinpath("registry.json").exists() and not (models(cfg) / "MODEL_CHANGE_LOG.md").exists()
+    assert not list((models(cfg) / EXCHANGE).glob("*v0001*"))
+    write_gate(run, passing_gate(run.name))                                 # the gate re-run on the new content
+    m = deploy_model(EXCHANGE, run.name, "asha", "gated again", run_cfg=cfg)
+    assert m["gate"]["candidate_manifest_sha256"] == now == sha((models(cfg) / EXCHANGE / "v0001" / "run_manifest.json").read_bytes())
+
+
+def test_a_gate_report_that_does_not_say_what_it_judged_is_refused(cfg):
+    "Reports written before the binding existed cannot prove what they judged: re-run the gate."
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
+    (run / "reports" / "gate_report.json").write_text(json.dumps(passing_gate(run.name)))   # an old-format PASS
+    with pytest.raises(RegistryError, match=rf"run {run.name}: its gate report does not record which run manifest it judged "
+                                            r"\(no candidate_manifest_sha256.*re-run the gate; not deploying"):
+        deploy_model(EXCHANGE, run.name, "asha", "old report", run_cfg=cfg)
+    assert current_version(EXCHANGE, cfg) is None and not (models(cfg) / "registry.json").exists()
+
+
+def test_a_caller_built_gate_is_refused_or_recorded_as_ungated(cfg):
+    """A gate dict passed in for a run without a report on disk is not evidence: refused unless ungated=True, and then the
+    version, the change log record and its Gate column say it came from the caller."""
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
+    gate = passing_gate(run.name, backtest_config={"min_confidence": 0.55})
+    with pytest.raises(RegistryError, match=rf"run {run.name}: a gate result passed in, but the run has no "
+                                            r"reports/gate_report\.json: a gate result built by the caller cannot promote a run"):
+        deploy_model(EXCHANGE, run.name, "asha", "hand-made PASS", gate=gate, run_cfg=cfg)
+    assert not (models(cfg) / "registry.json").exists()
+    m = deploy_model(EXCHANGE, run.name, "asha", "policy experiment", gate=gate, run_cfg=cfg, ungated=True)
+    assert (m["gate"], m["gate_source"], m["ungated"]) == (gate, "caller", True)     # kept: its policy is what serving reads
+    change = jsonl(models(cfg) / "model_change_log.jsonl")[-1]
+    assert (change["gate_source"], change["ungated"], change["gate"]["decision"]) == ("caller", True, "PASS")
+    s = record_signoff(EXCHANGE, "v0001", "meera", "rejected", date="2025-10-31", run_cfg=cfg)
+    assert (s["gate_source"], s["ungated"]) == ("caller", True)
+    md = (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
+    assert md.count("| UNGATED (caller: PASS) |") == 2 and "| PASS |" not in md   # the deploy and the sign-off
+
+
+def test_a_refused_rollback_writes_nothing(cfg, tmp_path):
+    "Nothing to roll back to on a fresh data folder: refused before the lock, no change log, no lock file, no folder."
+    with pytest.raises(RegistryError, match="nothing to roll back to: versions in force none"):
+        rollback(EXCHANGE, operator="ravi", reason="try", run_cfg=cfg)
+    with pytest.raises(RegistryError, match="nothing to roll back to"):
+        rollback(EXCHANGE, run_cfg=cfg, horizon="15m")
+    assert not Path(cfg.data_dir).exists()
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
+    (models(cfg) / "MODEL_CHANGE_LOG.md").unlink()                          # a log a registry change would repair
+    before = {p: p.read_bytes() for p in sorted(models(cfg).rglob("*")) if p.is_file()}
+    for target, message in ((None, "nothing to roll back to"), ("v0001", "already the current version"), ("v0007", "never deployed")):
+        with pytest.raises(RegistryError, match=message):
+            rollback(EXCHANGE, target, run_cfg=cfg)
+    assert {p: p.read_bytes() for p in sorted(models(cfg).rglob("*")) if p.is_file()} == before

@@ -191,7 +191,7 @@ def test_served_threshold_is_the_gated_policys(deployed, batch, tmp_path):
     run_id = json.loads((version_dir("NSE", run_cfg=cfg) / "manifest.json").read_text())["run_id"]
     gate = dict(candidate_run=run_id, baseline="v0001", passed=True, decision="PASS", failed=[],
                 backtest_config={**dataclasses.asdict(default_backtest_config("NSE")), "min_confidence": 0.55})
-    assert deploy_model("NSE", run_id, "pytest", "gated at 0.55", gate=gate, run_cfg=cfg)["version"] == "v0002"
+    assert deploy_model("NSE", run_id, "pytest", "gated at 0.55", gate=gate, run_cfg=cfg, ungated=True)["version"] == "v0002"
     assert MLSignalGenerator("NSE", run_cfg=cfg, audit=False).min_confidence == 0.55                  # the version's gate result
     run_folder = Path(cfg.models_dir) / "NSE" / run_id
     (run_folder / "reports" / "gate_report.json").write_text(json.dumps({**gate, "backtest_config": {"min_confidence": 0.6}}))
