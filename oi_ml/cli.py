@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import importlib
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -15,10 +17,11 @@ from pathlib import Path
 from .config import EXCHANGES, RunConfig, load_run_config
 
 # %% auto #0
-__all__ = ['CONFIG_OPTIONS', 'COMMANDS', 'config_defaults', 'apply_config_defaults', 'cmd_simulate', 'cmd_ingest', 'cmd_validate',
-           'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels', 'cmd_train', 'cmd_pack', 'cmd_backtest',
-           'cmd_gate', 'cmd_automl', 'cmd_monitor', 'cmd_deploy', 'cmd_rollback', 'cmd_signoff', 'cmd_retrain',
-           'option_defaults', 'given_options', 'build_parser', 'main']
+__all__ = ['GATE_FAIL_EXIT', 'CONFIG_OPTIONS', 'COMMANDS', 'config_defaults', 'apply_config_defaults', 'cmd_simulate',
+           'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels', 'cmd_train',
+           'cmd_pack', 'adhoc_backtest_dir', 'cmd_backtest', 'cmd_gate', 'cmd_automl', 'cmd_monitor', 'cmd_deploy',
+           'cmd_rollback', 'cmd_signoff', 'cmd_retrain', 'option_defaults', 'given_options', 'iso_date', 'build_parser',
+           'main']
 
 # %% ../nbs/51_cli.ipynb #c006
 def config_defaults(command: str, cfg: RunConfig) -> dict:
@@ -177,8 +180,14 @@ def cmd_pack(args, cfg: RunConfig) -> int:
     print(f"pack: {path}")
     return 0
 
+def adhoc_backtest_dir(run_dir: Path, start: str | None, end: str | None) -> Path:
+    """Folder of an ad-hoc `oi-ml backtest` of a run: reports/backtests/<start>_<end>/ ('first'/'last' when open). Not
+    reports/ itself: there `backtest_summary.json` is the retrain's holdout result that the approval pack reads."""
+    safe = lambda text: re.sub(r"[^0-9A-Za-z.+-]", "-", text)   # one path component whatever the option says
+    return run_dir / "reports" / "backtests" / f"{safe(start or 'first')}_{safe(end or 'last')}"
+
 def cmd_backtest(args, cfg: RunConfig) -> int:
-    "Backtest a model run on its dataset (optionally a date window); writes the summary and trades into the run's reports."
+    "Backtest a model run on its dataset (optionally a date window); writes the summary and trades under `adhoc_backtest_dir`."
     from oi_ml.backtest import run_backtest, save_backtest
     from oi_ml.datasets import load_dataset
     from oi_ml.gate import default_backtest_config, signals_for, train_config_of
@@ -189,21 +198,23 @@ def cmd_backtest(args, cfg: RunConfig) -> int:
     bt = dataclasses.replace(default_backtest_config(args.exchange, dataclasses.asdict(train_config_of(bundle)), cfg.bar_minutes),
                              start=args.start, end=args.end)
     result = run_backtest(raw[["timestamp", "open", "high", "low", "close"]], signals_for(bundle, raw), bt)
-    paths = save_backtest(result, bundle.run_dir / "reports")
+    paths = save_backtest(result, adhoc_backtest_dir(bundle.run_dir, args.start, args.end))
     m = result.metrics
     print(f"backtest {args.run} {args.start or 'start'}..{args.end or 'end'}: {m['n_trades']} trades, net return {m['return_net']:.4%}, "
           f"Sharpe {m.get('sharpe_net', float('nan')):.2f}, max drawdown {m.get('max_drawdown_net', float('nan')):.2%}")
     print(f"summary: {paths['summary']}\ntrades: {paths['trades']}")
     return 0
 
+GATE_FAIL_EXIT = 3   # `oi-ml gate`: the candidate was evaluated and failed the gate
+
 def cmd_gate(args, cfg: RunConfig) -> int:
-    "Evaluate a candidate run against the baseline; prints the criteria and the verdict line."
+    "Evaluate a candidate run against the baseline; prints the criteria and the verdict line; exit 3 on FAIL."
     from oi_ml.gate import evaluate_candidate, gate_line
     rep = evaluate_candidate(args.exchange, args.run, args.baseline, args.automl, cfg, horizon=args.horizon)
     for c in rep["criteria"]:
         print(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['name']:<16} {c['value']!s:<24} {c['rule']} {c['threshold']!s}  {c.get('note', '')}")
     print(gate_line(rep))
-    return 0
+    return 0 if rep["passed"] else GATE_FAIL_EXIT   # as the line printed above says
 
 def cmd_automl(args, cfg: RunConfig) -> int:
     "Walk-forward AutoML over a dataset version."
@@ -283,6 +294,11 @@ def given_options(args: argparse.Namespace, command: str) -> dict:
     fields = CONFIG_OPTIONS[command][2]
     return {fields[dest]: tuple(v) if isinstance(v, list) else v for dest in fields if (v := getattr(args, dest)) is not None}
 
+def iso_date(text: str) -> str:
+    "argparse type of a date option: the ISO date, else an error argparse reports with the option's name and the value."
+    try: return dt.date.fromisoformat(text).isoformat()
+    except ValueError as err: raise argparse.ArgumentTypeError(f"invalid date {text!r}: {err}; expected YYYY-MM-DD") from None
+
 class _SubcommandParser(argparse.ArgumentParser):
     "A subcommand's parser; its help shows the defaults of the options in `CONFIG_OPTIONS`, importing their class then."
     def format_help(self) -> str:
@@ -328,9 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("pack", help="render the approval pack"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--dataset", help="dataset version (default: latest; with --run: the run's, and only that one)")
     s.add_argument("--run", help="candidate model run, or 'latest' gated run")
-    s = sub.add_parser("backtest", help="backtest a model run"); s.add_argument("--exchange", required=True, **ex)
+    s = sub.add_parser("backtest", help="ad-hoc backtest of a model run (into the run's reports/backtests/<start>_<end>/)")
+    s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--run", required=True); s.add_argument("--start"); s.add_argument("--end")
-    s = sub.add_parser("gate", help="evaluate a candidate against production"); s.add_argument("--exchange", required=True, **ex)
+    s = sub.add_parser("gate", help="evaluate a candidate against production (exit 3 when it fails the gate)",
+                       epilog=f"exit codes: 0 gate PASS, {GATE_FAIL_EXIT} gate FAIL, 1 could not evaluate (bad input or stored state)")
+    s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--run", required=True); s.add_argument("--automl"); s.add_argument("--baseline", default="production")
     s.add_argument("--horizon", help="compare with the production model of this horizon key, e.g. 15m")
     s = sub.add_parser("retrain", help="the whole retrain pipeline"); s.add_argument("--exchange", required=True, **ex)
@@ -357,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("signoff", help="record a reviewer's decision"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--run", required=True, help="run id or version"); s.add_argument("--reviewer", required=True)
     s.add_argument("--decision", required=True, choices=["approved", "approved_with_constraints", "rejected"])
-    s.add_argument("--constraints"); s.add_argument("--date"); s.add_argument("--horizon", **horizon)
+    s.add_argument("--constraints"); s.add_argument("--date", type=iso_date, help="date of the decision, YYYY-MM-DD (default: today, UTC)")
+    s.add_argument("--horizon", **horizon)
     return p
 
 COMMANDS = {"simulate": cmd_simulate, "ingest": cmd_ingest, "validate": cmd_validate, "export": cmd_export,

@@ -31,8 +31,9 @@ from .train import (ModelBundle, ModelIntegrityError, TrainConfig, build_trainin
                          score_features, train_model, verify_run)
 
 # %% auto #0
-__all__ = ['RAW_TABLES', 'WALK_FORWARD_METHOD', 'RetrainConfig', 'PipelineStepError', 'RetrainRun', 'run_step', 'raw_fingerprint',
-           'step_consolidate', 'step_dataset', 'step_features_labels', 'step_train', 'holdout_start_day', 'step_automl',
+__all__ = ['RUN_CONFIG_READS', 'RAW_TABLES', 'WALK_FORWARD_METHOD', 'RetrainConfig', 'PipelineStepError', 'RetrainRun',
+           'run_config_reads', 'step_key', 'file_sha256', 'run_step', 'raw_fingerprint', 'step_consolidate',
+           'step_dataset', 'step_features_labels', 'step_train', 'holdout_start_day', 'step_automl',
            'walk_forward_signals', 'step_backtest', 'session_windows', 'step_gate', 'step_pack', 'step_deploy',
            'retrain_folder', 'run_retrain']
 
@@ -97,9 +98,46 @@ def _missing(path: Path) -> str | None:
     "Cache validator: None when `path` exists, else the reason naming it."
     return None if path.exists() else f"{path}: missing"
 
+RUN_CONFIG_READS = {   # step -> the RunConfig fields (dotted) it reads besides paths: part of its cache key
+    "consolidate": ("risk_free_rate",),       # GEX gamma of ml_features (build_ml_features)
+    "dataset": ("risk_free_rate",),           # exports those ml_features
+    "train": ("monitoring.live_rows",),       # part of train_model's run id (the drift levels' window length)
+    "backtest": ("bar_minutes",),             # holding period and annualisation (default_backtest_config)
+    "gate": ("bar_minutes",),                 # the candidate's horizon key and its holdout backtest
+}
+
+def run_config_reads(run_cfg: RunConfig, step: str) -> dict:
+    "The RunConfig fields `step` reads (`RUN_CONFIG_READS`), dotted name -> value."
+    out = {}
+    for name in RUN_CONFIG_READS.get(step, ()):
+        value = run_cfg
+        for part in name.split("."): value = getattr(value, part)
+        out[name] = value
+    return out
+
+def step_key(run: RetrainRun, name: str, inputs: dict) -> str:
+    "Cache key of a step: sha256 of its name, its inputs (plus the RunConfig fields it reads, when any) and the package code."
+    reads = run_config_reads(run.run_cfg, name)
+    return _hash([name, {**inputs, "run_config": reads} if reads else inputs, run.code])
+
+def file_sha256(path: Path) -> str:
+    "sha256 of a file's bytes."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+    return h.hexdigest()
+
+def _unchanged(folder: Path, files: dict) -> str | None:
+    "Cache validator: None when every file (path under `folder` -> sha256) is still as the step wrote it, else the reason."
+    for name, sha in files.items():
+        path = Path(folder) / name
+        if not path.exists(): return f"{path}: missing"
+        if file_sha256(path) != sha: return f"{path}: changed since the step wrote it (rewritten by another run or command)"
+    return None
+
 def run_step(run: RetrainRun, name: str, inputs: dict, fn, valid=lambda out: None) -> dict:
     "Run (or reuse from the cache) one step; record key, outputs, timing and status (and why a cache entry was rejected) in the run manifest."
-    key = _hash([name, inputs, run.code])
+    key = step_key(run, name, inputs)
     cached = _cache_dir(run.run_cfg, run.cfg.exchange) / f"{key}.json"
     t0 = time.perf_counter()
     out, rejected = _cached_outputs(cached, valid)
@@ -119,7 +157,7 @@ def run_step(run: RetrainRun, name: str, inputs: dict, fn, valid=lambda out: Non
     run.steps[name] = dict(key=key, status="done", outputs=out, seconds=round(time.perf_counter() - t0, 3), **extra); run.save()
     return out
 
-# %% ../nbs/50_pipeline.ipynb #c010
+# %% ../nbs/50_pipeline.ipynb #c014
 RAW_TABLES = ("underlying_bars", "option_chain_snapshots", "vix_term_structure", "order_book_depth_snapshots", "macro_signals")
 
 def _window_end(as_of: str | None):
@@ -176,7 +214,7 @@ def _valid_run(run: RetrainRun, key: str = "run_id"):
         except (OSError, ValueError, KeyError, ModelIntegrityError) as err: return f"{type(err).__name__}: {err}"
     return check
 
-# %% ../nbs/50_pipeline.ipynb #c011
+# %% ../nbs/50_pipeline.ipynb #c015
 def step_train(run: RetrainRun, ds: dict) -> dict:
     "Baseline training on the dataset version (the run id is content-addressed, so identical inputs reuse the run)."
     def train():
@@ -265,7 +303,7 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict) -> dict:
         return _save_backtests(folder, reports, bars, signals, bt_cfg, walk_forward)
     inputs = dict(run=trained["run_id"], dataset=ds["content_sha256"],
                   walk_forward=dict(window_days=run.cfg.automl_window_days, step_days=run.cfg.automl_step_days))
-    return run_step(run, "backtest", inputs, backtest, lambda out: _missing(_run_dir(run, trained["run_id"]) / "reports" / "backtest_summary.json"))
+    return run_step(run, "backtest", inputs, backtest, lambda out: _unchanged(_run_dir(run, trained["run_id"]), out["files"]))
 
 def session_windows(timestamps: pd.Series, holdout_window: list) -> tuple[tuple[str, str], tuple[str, str]]:
     "(in-sample, out-of-sample) IST date windows: OOS = whole sessions starting at or after the holdout start, IS = sessions before."
@@ -277,21 +315,25 @@ def session_windows(timestamps: pd.Series, holdout_window: list) -> tuple[tuple[
     return (str(is_days[0]), str(is_days[-1])), (str(oos_days[0]), str(days.iloc[-1]))
 
 def _save_backtests(folder: Path, reports: dict, bars: pd.DataFrame, signals: pd.DataFrame, bt_cfg, walk_forward: dict) -> dict:
-    "OOS result as `backtest_summary.json` + trades/equity Parquet; every window's trades, equity and benchmarks; the sensitivity grid."
+    """OOS result as `backtest_summary.json` + trades/equity Parquet; every window's trades, equity and benchmarks; the
+    sensitivity grid. Returns the headline figures and `files`: the sha256 of each file written (path under `folder`)."""
     from oi_ml.backtest import sensitivity_grid
     out_dir = folder / "reports"
-    save_backtest(reports["out_of_sample"].result, out_dir)
+    written = list(save_backtest(reports["out_of_sample"].result, out_dir).values())
     windows = {}
     for name, r in reports.items():
         r.result.trades.to_parquet(out_dir / f"trades_{name}.parquet", index=False)
         r.result.equity_curve.to_parquet(out_dir / f"equity_{name}.parquet", index=False)
+        written += [out_dir / f"trades_{name}.parquet", out_dir / f"equity_{name}.parquet"]
         windows[name] = dict(start=r.start, end=r.end, benchmarks={k: _jsonable(v) for k, v in r.benchmarks.items()})
     oos = reports["out_of_sample"]
     table, _ = sensitivity_grid(bars, signals, dataclasses.replace(bt_cfg, start=oos.start, end=oos.end))
     summary = dict(config=dataclasses.asdict(bt_cfg), windows=windows, walk_forward=walk_forward, sensitivity=table.to_dict("records"))
     (out_dir / "backtest_windows.json").write_text(json.dumps(_jsonable(summary), indent=1, sort_keys=True, allow_nan=False))
+    written.append(out_dir / "backtest_windows.json")
     m = oos.result.metrics
-    return dict(oos_sharpe_net=_jsonable(m.get("sharpe_net")), oos_trades=int(m.get("n_trades", 0)), windows=list(windows))
+    return dict(oos_sharpe_net=_jsonable(m.get("sharpe_net")), oos_trades=int(m.get("n_trades", 0)), windows=list(windows),
+                files={p.relative_to(folder).as_posix(): file_sha256(p) for p in written})
 
 def _jsonable(obj):
     "Metrics to strict JSON: NaN/inf -> None, timedeltas -> strings, numpy scalars -> Python."
@@ -303,27 +345,30 @@ def _jsonable(obj):
     if isinstance(obj, float) and not np.isfinite(obj): return None
     return obj
 
-# %% ../nbs/50_pipeline.ipynb #c012
+# %% ../nbs/50_pipeline.ipynb #c016
 def step_gate(run: RetrainRun, trained: dict, automl: dict | None) -> dict:
     "Evaluate the candidate against the current production model on the candidate's holdout."
     production = current_version(run.cfg.exchange, run.run_cfg, horizon=run.cfg.horizon)
+    folder = _run_dir(run, trained["run_id"])
     def gate():
         rep = evaluate_candidate(run.cfg.exchange, trained["run_id"], "production", (automl or {}).get("run_id"), run.run_cfg, run.cfg.gate,
                                  horizon=run.cfg.horizon)
-        return dict(decision=rep["decision"], failed=rep["failed"], baseline=rep["baseline"], line=gate_line(rep))
+        return dict(decision=rep["decision"], failed=rep["failed"], baseline=rep["baseline"], line=gate_line(rep),
+                    files={"reports/gate_report.json": file_sha256(folder / "reports" / "gate_report.json")})
     inputs = dict(run=trained["run_id"], automl=(automl or {}).get("run_id"), production=production, horizon=run.cfg.horizon,
                   gate=config_to_dict(run.cfg.gate))
-    return run_step(run, "gate", inputs, gate, lambda out: _missing(_run_dir(run, trained["run_id"]) / "reports" / "gate_report.json"))
+    return run_step(run, "gate", inputs, gate, lambda out: _unchanged(folder, out["files"]))   # deploy reads the file, not the cache
 
-def step_pack(run: RetrainRun, ds: dict, trained: dict, automl: dict | None, gate: dict) -> dict:
-    "Render the approval pack of the candidate and refresh the reports index."
+def step_pack(run: RetrainRun, ds: dict, trained: dict, automl: dict | None, gate: dict, backtest: dict | None = None) -> dict:
+    "Render the approval pack of the candidate (from the gate and backtest files it reads) and refresh the reports index."
     params = dict(dataset_version=ds["version"], candidate_run=trained["run_id"], baseline_version=gate.get("baseline") or "",
                   as_of=run.cfg.as_of or "", automl_run=(automl or {}).get("run_id") or "")
     def pack():
-        html = render_pack(run.cfg.exchange, trained["run_id"], params, run.run_cfg)
+        html = Path(render_pack(run.cfg.exchange, trained["run_id"], params, run.run_cfg))
         render_index(run.run_cfg)
-        return dict(html=str(html))
-    return run_step(run, "pack", dict(params=params, gate=gate, dataset=ds["content_sha256"]), pack, lambda out: _missing(Path(out["html"])))
+        return dict(html=str(html), files={html.name: file_sha256(html)})
+    inputs = dict(params=params, gate=gate, dataset=ds["content_sha256"], **(dict(backtest=backtest) if backtest else {}))
+    return run_step(run, "pack", inputs, pack, lambda out: _unchanged(Path(out["html"]).parent, out["files"]))
 
 def step_deploy(run: RetrainRun, trained: dict, gate: dict) -> dict | None:
     "Deploy the candidate when asked and the gate passed (not cached: the registry is the record)."
@@ -342,7 +387,7 @@ def step_deploy(run: RetrainRun, trained: dict, gate: dict) -> dict | None:
     run.steps["deploy"] = dict(status="done", outputs=dict(version=m["version"])); run.save()
     return dict(version=m["version"], status="deployed")
 
-# %% ../nbs/50_pipeline.ipynb #c014
+# %% ../nbs/50_pipeline.ipynb #c018
 def retrain_folder(cfg: RetrainConfig, run_cfg: RunConfig) -> Path:
     "Folder of this retrain's run manifest: data/runs/<EXCHANGE>/<as_of or 'latest'>-<config hash>/."
     key = _hash(config_to_dict(cfg))[:12]
@@ -363,9 +408,9 @@ def run_retrain(cfg: RetrainConfig, run_cfg: RunConfig | None = None) -> dict:
     step_features_labels(run, ds)
     trained = step_train(run, ds)
     automl = step_automl(run, ds, trained)
-    step_backtest(run, ds, trained)
+    backtest = step_backtest(run, ds, trained)
     gate = step_gate(run, trained, automl)
-    pack = step_pack(run, ds, trained, automl, gate)
+    pack = step_pack(run, ds, trained, automl, gate, backtest)
     deployed = step_deploy(run, trained, gate)
     return dict(exchange=cfg.exchange, dataset_version=ds["version"], candidate_run=trained["run_id"],
                 automl_run=(automl or {}).get("run_id"), gate=gate, gate_line=gate["line"], pack=pack["html"], deployed=deployed,

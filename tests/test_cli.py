@@ -254,3 +254,36 @@ def test_the_cli_prints_oi_mls_own_warnings_as_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"oi-ml export: warning: dataset NSE/{path.parent.name} failed verification") and "restored ['ml_features.parquet']" in err
     assert "UserWarning" not in err and "cli.py" not in err and path.read_bytes() == good
+
+
+def test_gate_exits_3_when_the_candidate_fails(dirs, monkeypatch, capsys):
+    "`oi-ml gate` exits 0 on PASS, 3 on FAIL (it exited 0 either way), 1 when the candidate cannot be evaluated."
+    from oi_ml import gate
+    reports = iter([{"criteria": [], "passed": False, "failed": ["pbo"]}, {"criteria": [], "passed": True, "failed": []}])
+    monkeypatch.setattr(gate, "evaluate_candidate", lambda *a, **k: next(reports))
+    assert cli.main(["gate", "--exchange", "NSE", "--run", "run-x"]) == 3
+    assert capsys.readouterr().out.strip() == "gate: FAIL (pbo)"
+    assert cli.main(["gate", "--exchange", "NSE", "--run", "run-x"]) == 0
+    monkeypatch.setattr(gate, "evaluate_candidate", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError("run-x: no such run")))
+    assert cli.main(["gate", "--exchange", "NSE", "--run", "run-x"]) == 1
+    with pytest.raises(SystemExit): cli.main(["gate", "--help"])
+    assert "3 gate FAIL" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_bad_signoff_date_names_the_option_and_the_value(dirs, capsys):
+    "It printed `oi-ml signoff: month must be in 1..12`, naming neither `--date` nor what was given."
+    argv = ["signoff", "--exchange", "NSE", "--run", "v0001", "--reviewer", "me", "--decision", "approved", "--date", "2025-13-01"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert "argument --date: invalid date '2025-13-01': month must be in 1..12; expected YYYY-MM-DD" in capsys.readouterr().err
+    assert not (dirs / "data" / "models").exists()            # refused before the registry is touched
+
+
+def test_an_adhoc_backtest_goes_to_a_folder_named_by_its_window(tmp_path):
+    "Not reports/ itself, whose backtest_summary.json is the retrain's holdout result (end to end: tests/test_pipeline.py)."
+    from pathlib import Path
+    run = Path("models/NSE/run-1")
+    assert cli.adhoc_backtest_dir(run, "2025-08-05", "2025-08-06") == run / "reports" / "backtests" / "2025-08-05_2025-08-06"
+    assert cli.adhoc_backtest_dir(run, None, None) == run / "reports" / "backtests" / "first_last"
+    assert cli.adhoc_backtest_dir(run, "../../x", None).parent == run / "reports" / "backtests"

@@ -2,6 +2,7 @@
 
 Tiny simulated markets made here; every data/reports dir is a tmp_path.
 """
+import hashlib
 import json
 import os
 import re
@@ -117,7 +118,8 @@ def test_a_failed_step_stops_the_run_and_leaves_the_registry(tmp_path, monkeypat
     cfg = _market(tmp_path, "m")
     first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
     (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(
-        json.dumps({"candidate_run": first["candidate_run"], "baseline": None, "passed": True, "decision": "PASS", "note": "forced for the test"}))
+        json.dumps({"candidate_run": first["candidate_run"], "baseline": None, "passed": True, "decision": "PASS", "note": "forced for the test",
+                    "candidate_manifest_sha256": hashlib.sha256((Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "manifest.json").read_bytes()).hexdigest()}))
     deploy_model("NSE", first["candidate_run"], "tester", "baseline for the fault test", run_cfg=cfg)
     before = current_version("NSE", cfg)
     import oi_ml.pipeline as pipeline
@@ -138,7 +140,8 @@ def test_horizon_key_picks_the_production_model_the_gate_compares_with(tmp_path)
     cfg = _market(tmp_path, "h")
     first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
     (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(
-        json.dumps({"candidate_run": first["candidate_run"], "baseline": None, "passed": True, "decision": "PASS", "note": "forced for the test"}))
+        json.dumps({"candidate_run": first["candidate_run"], "baseline": None, "passed": True, "decision": "PASS", "note": "forced for the test",
+                    "candidate_manifest_sha256": hashlib.sha256((Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "manifest.json").read_bytes()).hexdigest()}))
     deploy_model("NSE", first["candidate_run"], "tester", "15m baseline", run_cfg=cfg, horizon="15m")
     assert current_version("NSE", cfg) is None and current_version("NSE", cfg, horizon="15m") == "v0001"
     other = TrainConfig(n_splits=2, max_rounds=41, min_regime_rows=10**6, top_k_features=15, shap_rows=50)
@@ -161,7 +164,8 @@ def test_killing_a_step_midway_leaves_earlier_artefacts_and_registry_intact(tmp_
     cfg = _market(tmp_path, "k")
     first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
     (Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json").write_text(
-        json.dumps({"candidate_run": first["candidate_run"], "baseline": None, "passed": True}))   # forced for the test
+        json.dumps({"candidate_run": first["candidate_run"], "baseline": None, "passed": True,   # forced for the test
+                    "candidate_manifest_sha256": hashlib.sha256((Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "manifest.json").read_bytes()).hexdigest()}))
     deploy_model("NSE", first["candidate_run"], "tester", "baseline", run_cfg=cfg)
     before = current_version("NSE", cfg)
     code = ("from oi_ml.pipeline import RetrainConfig, run_retrain; from oi_ml.train import TrainConfig; from oi_ml.config import RunConfig; "
@@ -243,3 +247,95 @@ def test_a_refused_deploy_is_the_runs_failed_step(tmp_path):
         step_deploy(run, {"run_id": run_id}, {"decision": "PASS"})
     recorded = json.loads((run.folder / "run_manifest.json").read_text())["steps"]["deploy"]
     assert recorded["status"] == "failed" and "serves nothing now" in recorded["error"]
+
+
+def _statuses(run_cfg, rc=RetrainConfig("NSE", automl=False, train=TINY_TRAIN)):
+    "Run consolidate, dataset, train, backtest and gate as run_retrain does; (step -> status, dataset step, train step)."
+    from oi_ml.pipeline import RetrainRun, retrain_folder, step_backtest, step_consolidate, step_dataset, step_gate, step_train
+    run = RetrainRun(rc, run_cfg, retrain_folder(rc, run_cfg))
+    ds = step_dataset(run, step_consolidate(run))
+    trained = step_train(run, ds)
+    step_backtest(run, ds, trained)
+    step_gate(run, trained, None)
+    return {k: v["status"] for k, v in run.steps.items()}, ds, trained
+
+
+def test_a_step_runs_again_when_a_run_config_field_it_reads_changes(tmp_path):
+    """The step keys hashed RetrainConfig only: with another risk_free_rate the reused 'consolidate' left ml_features with
+    the old GEX, with another monitoring.live_rows the reused 'train' returned a run id train_model would not produce, and
+    bar_minutes reached neither the backtest nor the gate key. A field no step reads re-runs nothing."""
+    import dataclasses
+    from oi_ml.datasets import read_json
+    from oi_ml.store import build_ml_features
+    from oi_ml.train import run_id_for, training_code_sha256
+    cfg = _market(tmp_path, "rc")
+    done, reused = "done", "reused"
+    first, _, trained = _statuses(cfg)
+    assert set(first.values()) == {done}
+    unrelated = dataclasses.replace(cfg, seed=5, quality=dataclasses.replace(cfg.quality, max_gap_minutes=9),
+                                    simulation=dataclasses.replace(cfg.simulation, days=3),
+                                    monitoring=dataclasses.replace(cfg.monitoring, psi_warn=0.2))
+    assert set(_statuses(unrelated)[0].values()) == {reused}
+
+    live = dataclasses.replace(cfg, monitoring=dataclasses.replace(cfg.monitoring, live_rows=500))
+    steps, ds, trained_500 = _statuses(live)
+    assert steps == dict(consolidate=reused, dataset=reused, train=done, backtest=done, gate=done)
+    dm = read_json(Path(cfg.datasets_dir) / "NSE" / ds["version"] / "manifest.json", ValueError)
+    assert trained_500["run_id"] == run_id_for("NSE", dm, TINY_TRAIN, training_code_sha256(), 500) != trained["run_id"]
+
+    assert _statuses(dataclasses.replace(cfg, bar_minutes=5))[0] == dict(consolidate=reused, dataset=reused, train=reused,
+                                                                        backtest=done, gate=done)
+    rate = dataclasses.replace(cfg, risk_free_rate=0.10)
+    steps, ds_rate, _ = _statuses(rate)
+    assert steps["consolidate"] == done and steps["dataset"] == done and ds_rate["content_sha256"] != ds["content_sha256"]
+    with connect(rate) as con:                              # the warehouse holds ml_features at the new rate
+        left = con.execute("SELECT sum(hash(x)) FROM ml_features x WHERE exchange = 'NSE'").fetchone()[0]
+        build_ml_features(con, "NSE", None, None, rate)
+        assert con.execute("SELECT sum(hash(x)) FROM ml_features x WHERE exchange = 'NSE'").fetchone()[0] == left
+
+
+def test_the_gate_step_reruns_when_another_retrain_overwrote_its_report(tmp_path):
+    """Retrains of one candidate for the NSE and NSE/15m keys share reports/gate_report.json (and the approval pack): the
+    cached 'gate' verdict was reused while the file on disk, which deploy reads, was the other key's."""
+    cfg = _market(tmp_path, "g")
+    first = run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
+    report = Path(cfg.models_dir) / "NSE" / first["candidate_run"] / "reports" / "gate_report.json"   # forced to PASS for the test
+    report.write_text(json.dumps({**_gate(cfg, first["candidate_run"]), "passed": True, "decision": "PASS", "failed": []}))
+    deploy_model("NSE", first["candidate_run"], "tester", "NSE baseline", run_cfg=cfg)
+    other = TrainConfig(n_splits=2, max_rounds=41, min_regime_rows=10**6, top_k_features=15, shap_rows=50)
+    plain = run_retrain(RetrainConfig("NSE", automl=False, train=other), cfg)
+    assert plain["gate"]["baseline"] == "v0001" and _gate(cfg, plain["candidate_run"])["horizon"] is None
+    keyed = run_retrain(RetrainConfig("NSE", automl=False, train=other, horizon="15m"), cfg)
+    assert keyed["candidate_run"] == plain["candidate_run"] and _gate(cfg, plain["candidate_run"])["horizon"] == "15m"
+    again = run_retrain(RetrainConfig("NSE", automl=False, train=other), cfg)
+    steps = json.loads(Path(again["manifest"]).read_text())["steps"]
+    assert steps["train"]["status"] == "reused" and steps["gate"]["status"] == "done", steps["gate"]
+    assert "gate_report.json: changed since the step wrote it" in steps["gate"]["cache_rejected"]
+    report = _gate(cfg, again["candidate_run"])                     # what deploy reads is this key's again
+    assert report["horizon"] is None and report["baseline"] == "v0001" == again["gate"]["baseline"]
+    assert steps["pack"]["status"] == "done" and "registry line: <strong>NSE</strong>" in Path(again["pack"]).read_text()
+    final = json.loads(Path(run_retrain(RetrainConfig("NSE", automl=False, train=other), cfg)["manifest"]).read_text())["steps"]
+    assert {s["status"] for s in final.values()} == {"reused"}      # unchanged files: the cache is used again
+
+
+def test_an_adhoc_cli_backtest_leaves_the_holdout_result_the_pack_reads(tmp_path):
+    """`oi-ml backtest --run R --start D --end D` wrote the run's reports/backtest_summary.json, the holdout result the
+    approval pack reads, and the pipeline's 'backtest' step only checked that the file existed."""
+    from oi_ml import cli
+    cfg = _market(tmp_path, "b")
+    rc = RetrainConfig("NSE", automl=False, train=TINY_TRAIN)
+    out = run_retrain(rc, cfg)
+    reports = Path(cfg.models_dir) / "NSE" / out["candidate_run"] / "reports"
+    holdout = (reports / "backtest_summary.json").read_bytes()
+    assert cli.main(["--data-dir", cfg.data_dir, "--reports-dir", cfg.reports_dir, "backtest", "--exchange", "NSE",
+                     "--run", out["candidate_run"], "--start", "2025-08-04", "--end", "2025-08-05"]) == 0
+    assert (reports / "backtest_summary.json").read_bytes() == holdout
+    adhoc = json.loads((reports / "backtests" / "2025-08-04_2025-08-05" / "backtest_summary.json").read_text())
+    assert (adhoc["config"]["start"], adhoc["config"]["end"]) == ("2025-08-04", "2025-08-05")
+    steps = json.loads(Path(run_retrain(rc, cfg)["manifest"]).read_text())["steps"]
+    assert {s["status"] for s in steps.values()} == {"reused"}
+    (reports / "backtest_summary.json").write_text(json.dumps(adhoc))  # what the old CLI left: another window's result
+    steps = json.loads(Path(run_retrain(rc, cfg)["manifest"]).read_text())["steps"]
+    assert steps["backtest"]["status"] == "done" and "backtest_summary.json: changed" in steps["backtest"]["cache_rejected"]
+    assert (reports / "backtest_summary.json").read_bytes() == holdout   # the holdout result restored, byte for byte
+    assert steps["pack"]["status"] == "reused"                      # so the pack, rendered from those bytes, still holds
