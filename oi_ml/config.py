@@ -34,13 +34,16 @@ def value_on(schedule: tuple, day: dt.date):
     return current
 
 # %% ../nbs/00_config.ipynb #c009
+_HOLIDAYS_2024 = ("2024-01-22", "2024-01-26", "2024-03-08", "2024-03-25", "2024-03-29", "2024-04-11", "2024-04-17",
+                  "2024-05-01", "2024-05-20", "2024-06-17", "2024-07-17", "2024-08-15", "2024-10-02", "2024-11-01",
+                  "2024-11-15", "2024-11-20", "2024-12-25")
 _HOLIDAYS_2025 = ("2025-02-26", "2025-03-14", "2025-03-31", "2025-04-10", "2025-04-14", "2025-04-18", "2025-05-01",
                   "2025-08-15", "2025-08-27", "2025-10-02", "2025-10-21", "2025-10-22", "2025-11-05", "2025-12-25")
 _HOLIDAYS_2026 = ("2026-01-26", "2026-03-03", "2026-03-26", "2026-03-31", "2026-04-03", "2026-04-14", "2026-05-01",
                   "2026-05-28", "2026-06-26", "2026-09-14", "2026-10-02", "2026-10-20", "2026-11-10", "2026-11-24",
                   "2026-12-25")
-INDIAN_MARKET_HOLIDAYS = tuple(dt.date.fromisoformat(d) for d in _HOLIDAYS_2025 + _HOLIDAYS_2026)
-HOLIDAY_YEARS = (2025, 2026)   # the years whose holidays are listed above
+INDIAN_MARKET_HOLIDAYS = tuple(dt.date.fromisoformat(d) for d in _HOLIDAYS_2024 + _HOLIDAYS_2025 + _HOLIDAYS_2026)
+HOLIDAY_YEARS = (2024, 2025, 2026)   # the years whose holidays are listed above
 
 def _d(s: str) -> dt.date: return dt.date.fromisoformat(s)
 

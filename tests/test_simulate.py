@@ -119,7 +119,7 @@ def test_independence_day_and_weekends_have_no_bars(tmp_path):
 
 @pytest.mark.parametrize("exchange, start, expected", [
     ("NSE", "2025-12-30", {dt.date(2025, 12, 30): 75, dt.date(2025, 12, 31): 65}),   # NIFTY 75 -> 65 on 31 Dec 2025
-    ("BSE", "2024-11-19", {dt.date(2024, 11, 19): 10, dt.date(2024, 11, 20): 20}),   # SENSEX 10 -> 20 on 20 Nov 2024
+    ("BSE", "2024-11-19", {dt.date(2024, 11, 19): 10, dt.date(2024, 11, 21): 20}),   # SENSEX 10 -> 20 from 20 Nov 2024, a holiday
 ])
 def test_lot_sizes_follow_the_dated_schedule(tmp_path, exchange, start, expected):
     run_cfg, c = fresh(tmp_path, exchange, SMALL)
@@ -206,10 +206,10 @@ def test_features_are_as_of_the_bar(sim_con):
 
 
 def test_a_year_without_a_holiday_list_is_refused_and_nothing_is_stored(sim_con, cfg, fingerprint):
-    "15 Aug 2024 was a holiday the config does not know: simulating 2024 would trade on it, so it is refused up front."
+    "15 Aug 2023 was a holiday the config does not know: simulating 2023 would trade on it, so it is refused up front."
     before = fingerprint(sim_con)
-    with pytest.raises(ValueError, match=r"holidays for \[2025, 2026\] only.*\[2024\]"):
-        simulate_market(sim_con, "NSE", start="2024-08-12", n_days=5, run_cfg=cfg)
+    with pytest.raises(ValueError, match=r"holidays for \[2024, 2025, 2026\] only.*\[2023\]"):
+        simulate_market(sim_con, "NSE", start="2023-08-14", n_days=5, run_cfg=cfg)
     with pytest.raises(ValueError, match=r"\[2027\]"):                   # a window running into an unlisted year
         simulate_market(sim_con, "BSE", start="2026-12-28", end="2027-01-05", run_cfg=cfg)
     assert fingerprint(sim_con) == before
