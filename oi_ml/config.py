@@ -62,11 +62,18 @@ class ExchangeConfig:
     session_open: dt.time = dt.time(9, 15)   # IST wall clock
     session_close: dt.time = dt.time(15, 30) # IST wall clock
     holidays: tuple = INDIAN_MARKET_HOLIDAYS  # exchange trading holidays
+    contract_lot_changes: tuple = ()   # ((last old expiry, new lot), ...): contracts expiring later carry it from listing
     holiday_years: tuple = HOLIDAY_YEARS      # the years `holidays` covers (other years: unknown, not "none")
 
     def lot_size(self, day: dt.date) -> int:
         "Units per contract on trade date `day`."
         return value_on(self.lot_size_schedule, day)
+
+    def contract_lot_size(self, day: dt.date, expiry: dt.date) -> int:
+        "Units per contract of the contract expiring on `expiry`, traded on `day` (`contract_lot_changes` first)."
+        for last_old_expiry, lot in self.contract_lot_changes:
+            if day <= last_old_expiry < expiry: return lot
+        return self.lot_size(day)
 
     def weekly_expiry_weekday(self, day: dt.date) -> int:
         "Weekday (0=Mon) of weekly expiries in force on `day`."
@@ -85,6 +92,7 @@ NSE = ExchangeConfig(
     exchange="NSE", symbol="NIFTY", strike_step=50.0,
     lot_size_schedule=((_d("2019-01-01"), 75), (_d("2021-07-01"), 50), (_d("2024-04-26"), 25),
                        (_d("2024-11-20"), 75), (_d("2025-12-31"), 65)),
+    contract_lot_changes=((_d("2025-12-30"), 65),),
     weekly_expiry_schedule=((_d("2019-01-01"), 3), (_d("2025-09-01"), 1)),
     monthly_expiry_schedule=((_d("2019-01-01"), 3), (_d("2025-09-01"), 1)),
     n_constituents=50, reference_price=24500.0)

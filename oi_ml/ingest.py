@@ -457,7 +457,8 @@ def _bhav_frame(raw: pd.DataFrame, mapping: dict, fmt: str, report: ValidationRe
     frame["option_type"] = frame["option_type"].fillna("").str.strip().str.upper()
     frame.loc[(frame.instrument == "FUT").to_numpy() & frame.strike.isna().to_numpy(), "strike"] = 0.0   # UDiFF: blank on futures
     if fmt == "old":
-        frame["lot_size"] = [cfg.lot_size(t.tz_convert(IST).date()) if pd.notna(t) else np.nan for t in frame.trade_date]
+        frame["lot_size"] = [cfg.contract_lot_size(t.tz_convert(IST).date(), e.tz_convert(IST).date()) if pd.notna(t) and pd.notna(e)
+                             else np.nan for t, e in zip(frame.trade_date, frame.expiry)]   # the contract's lot on the trade date
     return frame
 
 def _bhav_checks(frame: pd.DataFrame, report: ValidationReport, quality: QualityConfig) -> np.ndarray:

@@ -268,7 +268,7 @@ def chain_frame(cfg: ExchangeConfig, lp: LatentPaths, state: MarketState, bar_sl
     volume = np.round(3.0e3 * chain_interval * profile * lp.garch[s_i] * np.exp(-np.abs(k_off) / 4.0)
                       * np.exp(np.where(is_call, -0.35, 0.35) * lp.flow[s_i]) * np.where(e_rank == 0, 1.0, 0.35)
                       * np.where(tau_days < 1, 2.0, 1.0) * draws[:, 0])
-    lots = np.array([cfg.lot_size(d) for d in lp.days])[lp.day_index[s_i]]
+    lots = np.array([[cfg.contract_lot_size(d, e) for e in expiry_table[d]] for d in lp.days])[lp.day_index[s_i], e_rank]   # per contract
     return pd.DataFrame(dict(
         timestamp=ts, exchange=cfg.exchange, symbol=cfg.symbol, expiry=pd.DatetimeIndex(expiry).date, strike=strike,
         option_type=np.where(is_call, "CE", "PE"), ltp=ltp, iv=np.round(iv, 6), oi=oi, oi_change=oi - oi_prev, volume=volume,

@@ -117,16 +117,23 @@ def test_independence_day_and_weekends_have_no_bars(tmp_path):
         assert sorted(set(local_dates(ts))) == [dt.date(2025, 8, 13), dt.date(2025, 8, 14), dt.date(2025, 8, 18)], table
 
 
-@pytest.mark.parametrize("exchange, start, expected", [
-    ("NSE", "2025-12-30", {dt.date(2025, 12, 30): 75, dt.date(2025, 12, 31): 65}),   # NIFTY 75 -> 65 on 31 Dec 2025
-    ("BSE", "2024-11-19", {dt.date(2024, 11, 19): 10, dt.date(2024, 11, 21): 20}),   # SENSEX 10 -> 20 from 20 Nov 2024, a holiday
+@pytest.mark.parametrize("exchange, start, expected, by_contract", [
+    # NIFTY 75 -> 65 for contracts after the 30 Dec 2025 expiry: on 30 Dec the 6 Jan weekly already trades in lots of 65
+    ("NSE", "2025-12-30", {dt.date(2025, 12, 30): 75, dt.date(2025, 12, 31): 65},
+     {(dt.date(2025, 12, 30), dt.date(2025, 12, 30)): 75, (dt.date(2025, 12, 30), dt.date(2026, 1, 6)): 65,
+      (dt.date(2025, 12, 31), dt.date(2026, 1, 6)): 65, (dt.date(2025, 12, 31), dt.date(2026, 1, 13)): 65}),
+    ("BSE", "2024-11-19", {dt.date(2024, 11, 19): 10, dt.date(2024, 11, 21): 20}, None),   # SENSEX 10 -> 20 from 20 Nov 2024 (a holiday)
 ])
-def test_lot_sizes_follow_the_dated_schedule(tmp_path, exchange, start, expected):
+def test_lot_sizes_follow_the_dated_schedule(tmp_path, exchange, start, expected, by_contract):
     run_cfg, c = fresh(tmp_path, exchange, SMALL)
     simulate_market(c, exchange, start, n_days=2, seed=0, run_cfg=run_cfg)
-    chain = c.execute("SELECT timestamp, lot_size FROM option_chain_snapshots").df()
-    assert chain.groupby(local_dates(chain.timestamp)).lot_size.unique().map(list).to_dict() == {d: [v] for d, v in expected.items()}
-    feats = load_historical_data_for_ml(c, exchange)
+    chain = c.execute("SELECT timestamp, expiry, lot_size FROM option_chain_snapshots").df()
+    if by_contract:
+        per_contract = chain.groupby([local_dates(chain.timestamp), pd.to_datetime(chain.expiry).dt.date]).lot_size.unique().map(list)
+        assert per_contract.to_dict() == {k: [v] for k, v in by_contract.items()}
+    else:
+        assert chain.groupby(local_dates(chain.timestamp)).lot_size.unique().map(list).to_dict() == {d: [v] for d, v in expected.items()}
+    feats = load_historical_data_for_ml(c, exchange)                  # the largest lot listed in the snapshot
     assert feats.groupby(local_dates(feats.timestamp)).lot_size.unique().map(list).to_dict() == {d: [v] for d, v in expected.items()}
     book = c.execute("SELECT timestamp, bid_qty, ask_qty FROM order_book_depth_snapshots").df()
     lot = local_dates(book.timestamp).map(expected).to_numpy()
