@@ -5,6 +5,7 @@
 # %% ../nbs/44_packs.ipynb #c003
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -17,18 +18,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import IST, RunConfig, get_exchange_config
+from .config import IST, MonitoringConfig, RunConfig, config_to_dict, get_exchange_config
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'MIN_VOLATILITY_VALUES', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary',
            'validation_summary', 'session_bars', 'bar_minutes_of', 'daily_coverage', 'completeness_table',
            'coverage_figure', 'market_overview_figure', 'feature_completeness', 'correlation_figure', 'label_summary',
            'load_run_report', 'run_provenance', 'cv_tables', 'confusion_figure', 'reliability_figure', 'shap_figure',
-           'template_path', 'pack_kernel', 'render_html', 'render_pack', 'decision_banner', 'baseline_notice',
-           'gate_table', 'candidate_vs_production', 'equity_figure', 'sortable_table', 'backtest_periods_per_year',
-           'backtest_setup', 'metrics_with_ci', 'trade_volatility', 'performance_breakdowns', 'window_order',
-           'benchmark_frame', 'walk_forward_frame', 'sensitivity_figure', 'risk_profile', 'monitoring_baseline',
-           'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
+           'template_path', 'pack_kernel', 'render_html', 'run_config_parameter', 'render_pack', 'decision_banner',
+           'baseline_notice', 'gate_table', 'candidate_vs_production', 'equity_figure', 'sortable_table',
+           'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'trade_volatility',
+           'performance_breakdowns', 'window_order', 'benchmark_frame', 'walk_forward_frame', 'sensitivity_figure',
+           'risk_profile', 'monitoring_baseline', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path',
+           'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def source_banner(manifest: dict) -> str:
@@ -223,12 +225,17 @@ def render_html(executed: Path, html_path: Path) -> Path:
     tmp = html_path.with_suffix(".html.tmp"); tmp.write_text(body, encoding="utf-8"); os.replace(tmp, html_path)
     return html_path
 
+def run_config_parameter(run_cfg: RunConfig) -> str:
+    "The run configuration without its folders, as JSON text: the template's `run_config` parameter (`load_run_config` overrides)."
+    return json.dumps({k: v for k, v in config_to_dict(run_cfg).items() if k not in ("data_dir", "reports_dir")}, sort_keys=True)
+
 def render_pack(exchange: str, label: str, parameters: dict, run_cfg: RunConfig | None = None, progress: bool = False) -> Path:
     "Execute the approval-pack template for `exchange` into reports/<EXCHANGE>/<label>/ and render its HTML; returns the HTML path."
     import papermill as pm
     run_cfg = run_cfg or RunConfig()
     out_dir = Path(run_cfg.reports_dir) / exchange.upper() / label; out_dir.mkdir(parents=True, exist_ok=True)
-    params = {"exchange": exchange.upper(), "data_dir": str(Path(run_cfg.data_dir).resolve()), **parameters}
+    params = {"exchange": exchange.upper(), "data_dir": str(Path(run_cfg.data_dir).resolve()),
+              "run_config": run_config_parameter(run_cfg), **parameters}
     executed, tmp = out_dir / "approval_pack.ipynb", out_dir / "approval_pack.running.ipynb"
     pm.execute_notebook(str(template_path()), str(tmp), parameters=params, kernel_name=pack_kernel(), progress_bar=progress,
                         cwd=str(out_dir))
@@ -429,19 +436,24 @@ def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd
              "costs (bps per leg)": config["transaction_cost_bps"] + config["slippage_bps"]}
     return pd.DataFrame({"item": list(items), "value": [f"{v:,.4g}" if isinstance(v, float) else str(v) for v in items.values()]})
 
-def _default_levels(reference: dict):
-    "(monitor config, alert level, where from) of one column for a default monitor watching windows of the stored length."
-    from oi_ml.monitor import MonitorConfig, drift_thresholds
-    windows = reference.get("window_psi")
-    cfg = MonitorConfig(live_rows=windows["rows"]) if windows else MonitorConfig()
+def _monitor_config(monitoring: MonitoringConfig | None):
+    "The monitor's settings from a run's `[monitoring]` section (the defaults when None)."
+    from oi_ml.monitor import MonitorConfig
+    return MonitorConfig(**dataclasses.asdict(monitoring)) if monitoring is not None else MonitorConfig()
+
+def _default_levels(reference: dict, monitoring: MonitoringConfig | None = None):
+    "(monitor config, alert level, where from) of one column for the run's monitor watching windows of the stored length."
+    from oi_ml.monitor import drift_thresholds
+    windows, cfg = reference.get("window_psi"), _monitor_config(monitoring)
+    if windows: cfg = dataclasses.replace(cfg, live_rows=windows["rows"])
     return cfg, *drift_thresholds(reference, cfg)[1:]
 
-def _drift_levels(reference: dict) -> str:
+def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None) -> str:
     """'alert at PSI x' for one column under the default monitor levels (with a live window of the stored windows'
     length), where that level comes from, when it is near the PSI ceiling, and the range alert."""
     from oi_ml.features import psi
     windows = reference.get("window_psi")
-    cfg, alert_at, source = _default_levels(reference)
+    cfg, alert_at, source = _default_levels(reference, monitoring)
     shares = np.asarray(reference.get("proportions", []), dtype=float)
     ceiling = max((psi(shares, np.eye(len(shares))[k]) for k in range(len(shares))), default=math.inf)   # all in one bin
     if source != "training windows": text = f"drift alert at PSI {alert_at:.3g} ({source.removeprefix('fixed: ')})"
@@ -457,20 +469,21 @@ def _drift_levels(reference: dict) -> str:
         text += f"; or {cfg.outside_range_alert:.0%} of values outside the training range [{reference['range'][0]:.4g}, {reference['range'][1]:.4g}]"
     return text
 
-def monitoring_baseline(manifest: dict, top: int = 15) -> pd.DataFrame:
-    """What the monitor will compare live data against: approval metrics, how many features' drift levels the training
-    windows raised, and the first `top` features' training decile edges and drift alert level."""
-    from oi_ml.monitor import MonitorConfig
+def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringConfig | None = None) -> pd.DataFrame:
+    """What the monitor will compare live data against (with the run's `[monitoring]` settings; defaults when None): approval
+    metrics, how many features' drift levels the training windows raised, and the first `top` features' training decile
+    edges and drift alert level."""
+    fixed = _monitor_config(monitoring).psi_alert
     rows = [dict(item=f"approval {k}", value=f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in manifest["metrics_summary"].items()]
     distributions = manifest["feature_distribution"]
-    raised = sum(_default_levels(d)[1] > MonitorConfig().psi_alert for d in distributions.values())
-    rows.append(dict(item="drift alert levels", value=f"raised above the fixed PSI {MonitorConfig().psi_alert} for {raised} of "
+    raised = sum(_default_levels(d, monitoring)[1] > fixed for d in distributions.values())
+    rows.append(dict(item="drift alert levels", value=f"raised above the fixed PSI {fixed} for {raised} of "
                      f"{len(distributions)} features, to the largest PSI of the training period's own windows of the live length"))
     for name, d in list(distributions.items())[:top]:
         edges = d["edges"]
         shown = edges[:: max(1, len(edges) // 4)]
         rows.append(dict(item=f"feature {name}: {len(shown)} of {len(edges)} training decile edges; drift level",
-                         value=", ".join(f"{e:.4g}" for e in shown) + "; " + _drift_levels(d)))
+                         value=", ".join(f"{e:.4g}" for e in shown) + "; " + _drift_levels(d, monitoring)))
     return pd.DataFrame(rows)
 
 def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig) -> str:

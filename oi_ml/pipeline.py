@@ -104,6 +104,7 @@ RUN_CONFIG_READS = {   # step -> the RunConfig fields (dotted) it reads besides 
     "train": ("monitoring.live_rows",),       # part of train_model's run id (the drift levels' window length)
     "backtest": ("bar_minutes",),             # holding period and annualisation (default_backtest_config)
     "gate": ("bar_minutes",),                 # the candidate's horizon key and its holdout backtest
+    "pack": ("monitoring",),                  # the monitoring baseline states the run's drift levels (44_packs)
 }
 
 def run_config_reads(run_cfg: RunConfig, step: str) -> dict:
@@ -112,7 +113,7 @@ def run_config_reads(run_cfg: RunConfig, step: str) -> dict:
     for name in RUN_CONFIG_READS.get(step, ()):
         value = run_cfg
         for part in name.split("."): value = getattr(value, part)
-        out[name] = value
+        out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value   # a section: its fields
     return out
 
 def step_key(run: RetrainRun, name: str, inputs: dict) -> str:
