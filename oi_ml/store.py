@@ -289,12 +289,14 @@ pain AS (
     JOIN chain c ON c.symbol = k.symbol AND c.timestamp = k.timestamp AND c.expiry_rank = 1
     GROUP BY ALL) GROUP BY symbol, timestamp),
 chain_ts AS (SELECT * FROM chain_agg JOIN pain USING (symbol, timestamp) LEFT JOIN chain_gex USING (symbol, timestamp)),
-vix AS (
-  SELECT timestamp, max(value) FILTER (WHERE tenor_days = 30) AS vix,
-         max(value) FILTER (WHERE tenor_days = 7) AS vix_near, max(value) FILTER (WHERE tenor_days = 60) AS vix_far
-  FROM vix_term_structure WHERE exchange = $exchange AND timestamp <= $end
-    AND timestamp >= coalesce((SELECT max(timestamp) FROM vix_term_structure WHERE exchange = $exchange AND timestamp <= $start), $start)
-  GROUP BY timestamp),
+vix_rows AS (  -- per tenor, from its latest print at or before $start (each tenor is as-of joined on its own)
+  SELECT v.timestamp, v.tenor_days, v.value FROM vix_term_structure v
+  WHERE exchange = $exchange AND timestamp <= $end
+    AND timestamp >= coalesce((SELECT max(timestamp) FROM vix_term_structure w WHERE w.exchange = $exchange
+                               AND w.tenor_days = v.tenor_days AND w.timestamp <= $start), $start)),
+vix30 AS (SELECT timestamp, max(value) AS vix FROM vix_rows WHERE tenor_days = 30 GROUP BY timestamp),
+vix7 AS (SELECT timestamp, max(value) AS vix_near FROM vix_rows WHERE tenor_days = 7 GROUP BY timestamp),
+vix60 AS (SELECT timestamp, max(value) AS vix_far FROM vix_rows WHERE tenor_days = 60 GROUP BY timestamp),
 book_since AS (
   SELECT symbol, max(timestamp) AS since FROM order_book_depth_snapshots
   WHERE exchange = $exchange AND timestamp <= $start GROUP BY symbol),
@@ -311,7 +313,7 @@ dii AS (
   WHERE exchange = $exchange AND name = 'dii_net_flow' GROUP BY available_from)
 SELECT b.timestamp, b.exchange, b.symbol, b.open, b.high, b.low, b.close, b.volume, b.futures_price, b.futures_oi,
   (b.futures_price - b.close) / b.close AS futures_basis, b.advances, b.declines,
-  v.vix, v.vix_near, v.vix_far, c.atm_strike, c.atm_iv, c.next_atm_iv, c.iv_skew, c.call_oi, c.put_oi,
+  v.vix, vn.vix_near, vf.vix_far, c.atm_strike, c.atm_iv, c.next_atm_iv, c.iv_skew, c.call_oi, c.put_oi,
   c.call_oi_change, c.put_oi_change, c.call_volume, c.put_volume, c.put_oi / nullif(c.call_oi, 0) AS pcr_oi,
   c.put_volume / nullif(c.call_volume, 0) AS pcr_volume, c.pcr_oi_atm, c.oi_concentration_atm, c.max_pain_strike,
   c.gex,
@@ -323,7 +325,9 @@ SELECT b.timestamp, b.exchange, b.symbol, b.open, b.high, b.low, b.close, b.volu
   b.source
 FROM bars b
 ASOF LEFT JOIN chain_ts c ON c.symbol = b.symbol AND b.timestamp >= c.timestamp
-ASOF LEFT JOIN vix v ON b.timestamp >= v.timestamp
+ASOF LEFT JOIN vix30 v ON b.timestamp >= v.timestamp
+ASOF LEFT JOIN vix7 vn ON b.timestamp >= vn.timestamp
+ASOF LEFT JOIN vix60 vf ON b.timestamp >= vf.timestamp
 ASOF LEFT JOIN book k ON k.symbol = b.symbol AND b.timestamp >= k.timestamp
 ASOF LEFT JOIN fii ON b.timestamp >= fii.available_from
 ASOF LEFT JOIN dii ON b.timestamp >= dii.available_from
