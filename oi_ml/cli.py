@@ -230,8 +230,8 @@ def cmd_automl(args, cfg: RunConfig) -> int:
 
 def cmd_monitor(args, cfg: RunConfig) -> int:
     "Drift, degradation and latency of the production model; exit 1 when an alert is active."
-    from oi_ml.monitor import MonitorConfig, format_summary, monitor_summary, notify_alerts
-    mcfg = MonitorConfig(**dataclasses.asdict(cfg.monitoring))   # thresholds from RunConfig / --config [monitoring]
+    from oi_ml.monitor import format_summary, monitor_config, monitor_summary, notify_alerts
+    mcfg = monitor_config(cfg.monitoring)   # thresholds from RunConfig / --config [monitoring]
     summary = monitor_summary(args.exchange, cfg, cfg=mcfg, horizon=args.horizon)
     notify_alerts(summary, cfg, mcfg)
     print(format_summary(summary))

@@ -43,7 +43,7 @@ _HOLIDAYS_2026 = ("2026-01-26", "2026-03-03", "2026-03-26", "2026-03-31", "2026-
                   "2026-05-28", "2026-06-26", "2026-09-14", "2026-10-02", "2026-10-20", "2026-11-10", "2026-11-24",
                   "2026-12-25")
 INDIAN_MARKET_HOLIDAYS = tuple(dt.date.fromisoformat(d) for d in _HOLIDAYS_2024 + _HOLIDAYS_2025 + _HOLIDAYS_2026)
-HOLIDAY_YEARS = (2024, 2025, 2026)   # the years whose holidays are listed above
+HOLIDAY_YEARS = tuple(sorted({d.year for d in INDIAN_MARKET_HOLIDAYS}))   # the years whose holidays are listed above
 
 def _d(s: str) -> dt.date: return dt.date.fromisoformat(s)
 

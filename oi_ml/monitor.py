@@ -29,11 +29,11 @@ from .signals import recommendations_with_outcomes
 from .store import connect, denormalise_payload
 
 # %% auto #0
-__all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'drift_thresholds', 'outside_range', 'psi_status', 'drift_row',
-           'drift_report', 'rolling_hit_rate', 'effective_outcomes', 'degradation_check', 'latency_histogram',
-           'latency_percentiles', 'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations',
-           'recent_features', 'model_columns', 'score_drift', 'assess', 'monitor_summary', 'notify_alerts',
-           'format_summary']
+__all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'monitor_config', 'drift_thresholds', 'outside_range',
+           'psi_status', 'drift_row', 'drift_report', 'rolling_hit_rate', 'effective_outcomes', 'degradation_check',
+           'latency_histogram', 'latency_percentiles', 'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert',
+           'served_recommendations', 'recent_features', 'model_columns', 'score_drift', 'assess', 'monitor_summary',
+           'notify_alerts', 'format_summary']
 
 # %% ../nbs/43_monitor.ipynb #c004
 _RUN = MonitoringConfig()   # the defaults of the settings a run config can set ([monitoring])
@@ -57,6 +57,10 @@ class MonitorConfig:
     min_live_rows: int = 200                # fewer live rows (or served scores): drift is not judged
     latency_budget_us: float = 250.0        # generate_signal p99 above this is a warning
     db_lock_timeout: float = 10.0           # seconds to wait for a writer to release the warehouse
+
+def monitor_config(monitoring: MonitoringConfig | None = None) -> MonitorConfig:
+    "The monitor's settings with a run's `[monitoring]` section (`RunConfig.monitoring`); the defaults when None."
+    return MonitorConfig(**dataclasses.asdict(monitoring)) if monitoring is not None else MonitorConfig()
 
 # %% ../nbs/43_monitor.ipynb #c006
 def drift_thresholds(reference: dict, cfg: MonitorConfig, n_live: int | None = None) -> tuple[float, float, str]:

@@ -436,15 +436,10 @@ def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd
              "costs (bps per leg)": config["transaction_cost_bps"] + config["slippage_bps"]}
     return pd.DataFrame({"item": list(items), "value": [f"{v:,.4g}" if isinstance(v, float) else str(v) for v in items.values()]})
 
-def _monitor_config(monitoring: MonitoringConfig | None):
-    "The monitor's settings from a run's `[monitoring]` section (the defaults when None)."
-    from oi_ml.monitor import MonitorConfig
-    return MonitorConfig(**dataclasses.asdict(monitoring)) if monitoring is not None else MonitorConfig()
-
 def _default_levels(reference: dict, monitoring: MonitoringConfig | None = None):
     "(monitor config, alert level, where from) of one column for the run's monitor watching windows of the stored length."
-    from oi_ml.monitor import drift_thresholds
-    windows, cfg = reference.get("window_psi"), _monitor_config(monitoring)
+    from oi_ml.monitor import drift_thresholds, monitor_config
+    windows, cfg = reference.get("window_psi"), monitor_config(monitoring)
     if windows: cfg = dataclasses.replace(cfg, live_rows=windows["rows"])
     return cfg, *drift_thresholds(reference, cfg)[1:]
 
@@ -473,7 +468,8 @@ def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringCon
     """What the monitor will compare live data against (with the run's `[monitoring]` settings; defaults when None): approval
     metrics, how many features' drift levels the training windows raised, and the first `top` features' training decile
     edges and drift alert level."""
-    fixed = _monitor_config(monitoring).psi_alert
+    from oi_ml.monitor import monitor_config
+    fixed = monitor_config(monitoring).psi_alert
     rows = [dict(item=f"approval {k}", value=f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in manifest["metrics_summary"].items()]
     distributions = manifest["feature_distribution"]
     raised = sum(_default_levels(d, monitoring)[1] > fixed for d in distributions.values())

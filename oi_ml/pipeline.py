@@ -20,7 +20,7 @@ import pandas as pd
 from .backtest import run_validation_windows, save_backtest
 from .config import IST, RunConfig, config_to_dict
 from .cv import walk_forward_segments
-from .datasets import code_sha256, export_training_window, load_dataset, read_json, write_derived
+from .datasets import code_sha256, export_training_window, load_dataset, read_json, sha256_file, write_derived
 from .features import prepare_training_features, supported_feature_columns
 from .gate import GateConfig, default_backtest_config, evaluate_candidate, gate_line, signals_for, train_config_of
 from .labels import labels_frame
@@ -32,10 +32,9 @@ from .train import (ModelBundle, ModelIntegrityError, TrainConfig, build_trainin
 
 # %% auto #0
 __all__ = ['RUN_CONFIG_READS', 'RAW_TABLES', 'WALK_FORWARD_METHOD', 'RetrainConfig', 'PipelineStepError', 'RetrainRun',
-           'run_config_reads', 'step_key', 'file_sha256', 'run_step', 'raw_fingerprint', 'step_consolidate',
-           'step_dataset', 'step_features_labels', 'step_train', 'holdout_start_day', 'step_automl',
-           'walk_forward_signals', 'step_backtest', 'session_windows', 'step_gate', 'step_pack', 'step_deploy',
-           'retrain_folder', 'run_retrain']
+           'run_config_reads', 'step_key', 'run_step', 'raw_fingerprint', 'step_consolidate', 'step_dataset',
+           'step_features_labels', 'step_train', 'holdout_start_day', 'step_automl', 'walk_forward_signals',
+           'step_backtest', 'session_windows', 'step_gate', 'step_pack', 'step_deploy', 'retrain_folder', 'run_retrain']
 
 # %% ../nbs/50_pipeline.ipynb #c004
 @dataclass(frozen=True)
@@ -121,19 +120,12 @@ def step_key(run: RetrainRun, name: str, inputs: dict) -> str:
     reads = run_config_reads(run.run_cfg, name)
     return _hash([name, {**inputs, "run_config": reads} if reads else inputs, run.code])
 
-def file_sha256(path: Path) -> str:
-    "sha256 of a file's bytes."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
-    return h.hexdigest()
-
 def _unchanged(folder: Path, files: dict) -> str | None:
     "Cache validator: None when every file (path under `folder` -> sha256) is still as the step wrote it, else the reason."
     for name, sha in files.items():
         path = Path(folder) / name
         if not path.exists(): return f"{path}: missing"
-        if file_sha256(path) != sha: return f"{path}: changed since the step wrote it (rewritten by another run or command)"
+        if sha256_file(path) != sha: return f"{path}: changed since the step wrote it (rewritten by another run or command)"
     return None
 
 def run_step(run: RetrainRun, name: str, inputs: dict, fn, valid=lambda out: None) -> dict:
@@ -334,7 +326,7 @@ def _save_backtests(folder: Path, reports: dict, bars: pd.DataFrame, signals: pd
     written.append(out_dir / "backtest_windows.json")
     m = oos.result.metrics
     return dict(oos_sharpe_net=_jsonable(m.get("sharpe_net")), oos_trades=int(m.get("n_trades", 0)), windows=list(windows),
-                files={p.relative_to(folder).as_posix(): file_sha256(p) for p in written})
+                files={p.relative_to(folder).as_posix(): sha256_file(p) for p in written})
 
 def _jsonable(obj):
     "Metrics to strict JSON: NaN/inf -> None, timedeltas -> strings, numpy scalars -> Python."
@@ -355,7 +347,7 @@ def step_gate(run: RetrainRun, trained: dict, automl: dict | None) -> dict:
         rep = evaluate_candidate(run.cfg.exchange, trained["run_id"], "production", (automl or {}).get("run_id"), run.run_cfg, run.cfg.gate,
                                  horizon=run.cfg.horizon)
         return dict(decision=rep["decision"], failed=rep["failed"], baseline=rep["baseline"], line=gate_line(rep),
-                    files={"reports/gate_report.json": file_sha256(folder / "reports" / "gate_report.json")})
+                    files={"reports/gate_report.json": sha256_file(folder / "reports" / "gate_report.json")})
     inputs = dict(run=trained["run_id"], automl=(automl or {}).get("run_id"), production=production, horizon=run.cfg.horizon,
                   gate=config_to_dict(run.cfg.gate))
     return run_step(run, "gate", inputs, gate, lambda out: _unchanged(folder, out["files"]))   # deploy reads the file, not the cache
@@ -367,7 +359,7 @@ def step_pack(run: RetrainRun, ds: dict, trained: dict, automl: dict | None, gat
     def pack():
         html = Path(render_pack(run.cfg.exchange, trained["run_id"], params, run.run_cfg))
         render_index(run.run_cfg)
-        return dict(html=str(html), files={html.name: file_sha256(html)})
+        return dict(html=str(html), files={html.name: sha256_file(html)})
     inputs = dict(params=params, gate=gate, dataset=ds["content_sha256"], **(dict(backtest=backtest) if backtest else {}))
     return run_step(run, "pack", inputs, pack, lambda out: _unchanged(Path(out["html"]).parent, out["files"]))
 

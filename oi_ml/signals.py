@@ -36,9 +36,10 @@ from .train import CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibr
 __all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'RECONCILE_DAYS', 'SETTLED_HISTORY_BARS', 'calibrate_row', 'row_calibration',
            'SignalPlan', 'neutral_default', 'build_plan', 'read_features', 'fill_defaults', 'feature_row',
            'predict_row', 'FastRowPredictor', 'row_predictor', 'kelly_fraction', 'suggested_lots', 'payoff_ratio',
-           'new_id', 'audit_record', 'jsonl_path', 'append_jsonl', 'audit_frame', 'store_audit', 'reconcile_audit',
-           'AuditLog', 'prepare_feature_dict', 'load_signal_bundle', 'gated_min_confidence', 'MLSignalGenerator',
-           'outcome_correct', 'record_outcomes', 'record_outcome', 'recommendations_with_outcomes']
+           'new_id', 'audit_record', 'audit_folder', 'jsonl_path', 'audit_day', 'append_jsonl', 'audit_frame',
+           'store_audit', 'reconcile_audit', 'AuditLog', 'prepare_feature_dict', 'load_signal_bundle',
+           'gated_min_confidence', 'MLSignalGenerator', 'outcome_correct', 'record_outcomes', 'record_outcome',
+           'recommendations_with_outcomes']
 
 # %% ../nbs/42_signals.ipynb #c004
 ACTION_OF_SIGNAL = {1: "BUY", -1: "SELL", 0: "HOLD"}   # served action of a +1/-1/0 signal
@@ -243,17 +244,24 @@ def audit_record(record: dict, plan: SignalPlan, given: np.ndarray) -> dict:
     out = {c: record[c] for c in schema_columns("recommendations") if c != "features_summary"}
     return out | {"timestamp": record["timestamp"].isoformat(), "features_summary": summary}
 
+def audit_folder(run_cfg: RunConfig, exchange: str) -> Path:
+    "`data/signals/<EXCHANGE>/`: the exchange's daily audit files."
+    return Path(run_cfg.data_dir) / SIGNALS_SUBDIR / exchange
+
 def jsonl_path(run_cfg: RunConfig, exchange: str, day: dt.date) -> Path:
     "`data/signals/<EXCHANGE>/<YYYY-MM-DD>.jsonl`: the audit lines of one IST trading date."
-    return Path(run_cfg.data_dir) / SIGNALS_SUBDIR / exchange / f"{day.isoformat()}.jsonl"
+    return audit_folder(run_cfg, exchange) / f"{day.isoformat()}.jsonl"
+
+def audit_day(row: dict) -> dt.date:
+    "The IST date of an audit row (its file)."
+    return dt.datetime.fromisoformat(row["timestamp"]).astimezone(IST).date()
 
 # %% ../nbs/42_signals.ipynb #c030
 def append_jsonl(run_cfg: RunConfig, rows: list[dict]) -> int:
     "Append audit rows to their exchange's file of their IST date (fsynced); returns lines written."
     by_file: dict = {}
     for row in rows:
-        day = dt.datetime.fromisoformat(row["timestamp"]).astimezone(IST).date()
-        by_file.setdefault(jsonl_path(run_cfg, row["exchange"], day), []).append(json.dumps(row, sort_keys=True))
+        by_file.setdefault(jsonl_path(run_cfg, row["exchange"], audit_day(row)), []).append(json.dumps(row, sort_keys=True))
     for path, lines in by_file.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
@@ -282,8 +290,7 @@ def reconcile_audit(run_cfg: RunConfig, exchange: str, since: dt.date | None = N
     def day(path: Path) -> dt.date | None:
         try: return dt.date.fromisoformat(path.stem)
         except ValueError: return None   # not a daily audit file
-    files = sorted(p for p in (Path(run_cfg.data_dir) / SIGNALS_SUBDIR / exchange).glob("*.jsonl")
-                   if day(p) is not None and (since is None or day(p) >= since))
+    files = sorted(p for p in audit_folder(run_cfg, exchange).glob("*.jsonl") if (d := day(p)) is not None and (since is None or d >= since))
     rows = [r for p in files for r in read_jsonl(p)]
     return store_audit(run_cfg, rows, lock_timeout) if rows else 0
 
@@ -368,7 +375,7 @@ class AuditLog:
         their first IST date; once per exchange, a failure is retried at the next flush."""
         first: dict = {}
         for row in stored:
-            day = dt.datetime.fromisoformat(row["timestamp"]).astimezone(IST).date()
+            day = audit_day(row)
             first[row["exchange"]] = min(day, first.get(row["exchange"], day))
         added = 0
         for exchange, day in sorted(first.items()):

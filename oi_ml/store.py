@@ -289,11 +289,13 @@ pain AS (
     JOIN chain c ON c.symbol = k.symbol AND c.timestamp = k.timestamp AND c.expiry_rank = 1
     GROUP BY ALL) GROUP BY symbol, timestamp),
 chain_ts AS (SELECT * FROM chain_agg JOIN pain USING (symbol, timestamp) LEFT JOIN chain_gex USING (symbol, timestamp)),
-vix_rows AS (  -- per tenor, from its latest print at or before $start (each tenor is as-of joined on its own)
+vix_since AS (  -- per tenor, the latest print at or before $start (each tenor is as-of joined on its own)
+  SELECT tenor_days, max(timestamp) AS since FROM vix_term_structure
+  WHERE exchange = $exchange AND timestamp <= $start GROUP BY tenor_days),
+vix_rows AS (
   SELECT v.timestamp, v.tenor_days, v.value FROM vix_term_structure v
   WHERE exchange = $exchange AND timestamp <= $end
-    AND timestamp >= coalesce((SELECT max(timestamp) FROM vix_term_structure w WHERE w.exchange = $exchange
-                               AND w.tenor_days = v.tenor_days AND w.timestamp <= $start), $start)),
+    AND timestamp >= coalesce((SELECT since FROM vix_since s WHERE s.tenor_days = v.tenor_days), $start)),
 vix30 AS (SELECT timestamp, max(value) AS vix FROM vix_rows WHERE tenor_days = 30 GROUP BY timestamp),
 vix7 AS (SELECT timestamp, max(value) AS vix_near FROM vix_rows WHERE tenor_days = 7 GROUP BY timestamp),
 vix60 AS (SELECT timestamp, max(value) AS vix_far FROM vix_rows WHERE tenor_days = 60 GROUP BY timestamp),
