@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 # %% auto #0
 __all__ = ['IST', 'WEEKDAYS', 'INDIAN_MARKET_HOLIDAYS', 'HOLIDAY_YEARS', 'NSE', 'BSE', 'EXCHANGES', 'value_on', 'ExchangeConfig',
            'get_exchange_config', 'is_trading_day', 'previous_trading_day', 'trading_days', 'trading_days_between',
-           'weekly_expiries', 'monthly_expiry', 'SimulationConfig', 'QualityConfig', 'MonitoringConfig', 'RunConfig',
-           'resolve_data_dir', 'resolve_reports_dir', 'load_run_config', 'config_to_dict']
+           'weekly_expiries', 'monthly_expiry', 'SimulationConfig', 'QualityConfig', 'MonitoringConfig',
+           'StalenessConfig', 'RunConfig', 'resolve_data_dir', 'resolve_reports_dir', 'load_run_config',
+           'config_to_dict']
 
 # %% ../nbs/00_config.ipynb #c004
 IST = ZoneInfo("Asia/Kolkata")  # exchange wall clock; all stored timestamps are UTC
@@ -183,6 +184,14 @@ class MonitoringConfig:
     outside_range_alert: float = 0.5  # share of a used feature's live values outside its training range that alerts
 
 @dataclass(frozen=True)
+class StalenessConfig:
+    "How old an as-of joined value may be before `ml_features` treats it as missing; ages count trading time only (01_store)."
+    chain_max_sessions: float = 1.0  # trading sessions: an end-of-day bhavcopy chain (15:30 IST) serves the whole next session
+    vix_max_minutes: float = 15.0    # trading minutes, per VIX tenor: India VIX prints every few seconds, a quarter hour without one is an outage
+    book_max_minutes: float = 5.0    # trading minutes: a top-of-book imbalance older than that no longer describes the book
+    flows_max_sessions: float = 1.0  # trading sessions from `available_from`: a day's FII/DII flow, published after its close, serves the next session
+
+@dataclass(frozen=True)
 class RunConfig:
     "Everything a run needs: paths, seeds, bar frequency and per-stage settings."
     data_dir: str = "data"           # root of the warehouse, datasets, models, quarantine
@@ -193,6 +202,7 @@ class RunConfig:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    staleness: StalenessConfig = field(default_factory=StalenessConfig)
 
     @property
     def db_path(self) -> Path: return Path(self.data_dir) / "warehouse.duckdb"

@@ -98,8 +98,8 @@ def _missing(path: Path) -> str | None:
     return None if path.exists() else f"{path}: missing"
 
 RUN_CONFIG_READS = {   # step -> the RunConfig fields (dotted) it reads besides paths: part of its cache key
-    "consolidate": ("risk_free_rate",),       # GEX gamma of ml_features (build_ml_features)
-    "dataset": ("risk_free_rate",),           # exports those ml_features
+    "consolidate": ("risk_free_rate", "staleness"),   # GEX gamma and stale-value limits of ml_features (build_ml_features)
+    "dataset": ("risk_free_rate", "staleness"),       # exports those ml_features
     "train": ("monitoring.live_rows",),       # part of train_model's run id (the drift levels' window length)
     "backtest": ("bar_minutes",),             # holding period and annualisation (default_backtest_config)
     "gate": ("bar_minutes",),                 # the candidate's horizon key and its holdout backtest

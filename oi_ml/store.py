@@ -9,17 +9,19 @@ import contextlib
 import datetime as dt
 import json
 import time
+import warnings
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-from .config import RunConfig
+from .config import ExchangeConfig, RunConfig, StalenessConfig, get_exchange_config
 
 # %% auto #0
 __all__ = ['ML_FEATURE_COLUMNS', 'SCHEMAS', 'TABLES', 'save_option_chain_snapshot', 'save_macro_signals',
-           'save_vix_term_structure', 'save_underlying_bars', 'save_order_book_depth', 'schema_columns', 'connect',
-           'transaction', 'StoreConflictError', 'insert_rows', 'write_batch', 'record_training_batch',
+           'save_vix_term_structure', 'save_underlying_bars', 'save_order_book_depth', 'STALE_SOURCES',
+           'schema_columns', 'connect', 'transaction', 'StoreConflictError', 'insert_rows', 'write_batch',
+           'record_training_batch', 'trading_minute_sql', 'calendar_params', 'staleness_limits', 'StaleFeatureWarning',
            'build_ml_features', 'rebuild_ml_features_in_transaction', 'to_utc', 'window_params',
            'load_historical_data_for_ml', 'denormalise_payload']
 
@@ -219,10 +221,37 @@ def record_training_batch(con: duckdb.DuckDBPyConnection, batch_id: str, exchang
                 [batch_id, exchange, kind, source, file, status, rows_in, rows_stored, rows_quarantined,
                  json.dumps(validation_report or {}, default=str), json.dumps(config or {}, default=str)])
 
-# %% ../nbs/01_store.ipynb #c014
+# %% ../nbs/01_store.ipynb #c015
+STALE_SOURCES = ("chain", "vix", "vix_near", "vix_far", "book", "fii", "dii")   # the as-of joined sources of `ml_features`
+
+def trading_minute_sql(ts: str) -> str:
+    "SQL for the trading clock at TIMESTAMPTZ `ts`, in minutes (parameters $session_open, $session_minutes, $holidays)."
+    ist = f"(epoch({ts}) + 19800)"                      # seconds on the IST wall clock (UTC+5:30, no DST)
+    day = f"floor({ist} / 86400)::BIGINT"               # IST day number, 0 = Thu 1 Jan 1970
+    weekday = f"(({day} + 3) % 7)"                      # 0 = Monday
+    sessions_before = f"(5 * (({day} + 3) // 7) + least({weekday}, 5) - len(list_filter($holidays, lambda h: h < {day})))"
+    into_session = f"least(greatest(({ist} - 86400 * {day}) / 60 - $session_open, 0), $session_minutes)"
+    trades = f"({weekday} < 5 AND NOT list_contains($holidays, {day}))"
+    return f"(($session_minutes + 1) * {sessions_before} + CASE WHEN {trades} THEN {into_session} ELSE -1 END)"
+
+def calendar_params(cfg: ExchangeConfig) -> dict:
+    "SQL parameters of `trading_minute_sql` for the exchange `cfg`."
+    epoch_day = dt.date(1970, 1, 1)
+    holidays = sorted((d - epoch_day).days for d in cfg.holidays if d.weekday() < 5)   # IST day numbers
+    return {"session_open": cfg.session_open.hour * 60 + cfg.session_open.minute, "session_minutes": cfg.session_minutes(),
+            "holidays": holidays}
+
+def staleness_limits(staleness: StalenessConfig, cfg: ExchangeConfig) -> dict[str, float]:
+    "Maximum age of each of `STALE_SOURCES`, in trading minutes (a session is its minutes plus one for the overnight break)."
+    session = cfg.session_minutes() + 1
+    return dict(chain=staleness.chain_max_sessions * session, vix=staleness.vix_max_minutes, vix_near=staleness.vix_max_minutes,
+                vix_far=staleness.vix_max_minutes, book=staleness.book_max_minutes, fii=staleness.flows_max_sessions * session,
+                dii=staleness.flows_max_sessions * session)
+
+# %% ../nbs/01_store.ipynb #c017
 _ML_FEATURES_SQL = """
 WITH bars AS (
-  SELECT * FROM underlying_bars WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end),
+  SELECT *, {bar_clock} AS trading_minute FROM underlying_bars WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end),
 chain_since AS (  -- per symbol, the latest snapshot at or before $start: the as-of snapshot of the window's first bar
   SELECT symbol, max(timestamp) AS since FROM option_chain_snapshots
   WHERE exchange = $exchange AND timestamp <= $start GROUP BY symbol),
@@ -288,7 +317,7 @@ pain AS (
     FROM (SELECT DISTINCT symbol, timestamp, strike FROM chain WHERE expiry_rank = 1) k
     JOIN chain c ON c.symbol = k.symbol AND c.timestamp = k.timestamp AND c.expiry_rank = 1
     GROUP BY ALL) GROUP BY symbol, timestamp),
-chain_ts AS (SELECT * FROM chain_agg JOIN pain USING (symbol, timestamp) LEFT JOIN chain_gex USING (symbol, timestamp)),
+chain_ts AS MATERIALIZED (SELECT * FROM chain_agg JOIN pain USING (symbol, timestamp) LEFT JOIN chain_gex USING (symbol, timestamp)),
 vix_since AS (  -- per tenor, the latest print at or before $start (each tenor is as-of joined on its own)
   SELECT tenor_days, max(timestamp) AS since FROM vix_term_structure
   WHERE exchange = $exchange AND timestamp <= $start GROUP BY tenor_days),
@@ -312,7 +341,20 @@ fii AS (  -- prints published at the same instant: the latest period's
   WHERE exchange = $exchange AND name = 'fii_net_flow' GROUP BY available_from),
 dii AS (
   SELECT available_from, arg_max(value, timestamp) AS dii_flow FROM macro_signals
-  WHERE exchange = $exchange AND name = 'dii_net_flow' GROUP BY available_from)
+  WHERE exchange = $exchange AND name = 'dii_net_flow' GROUP BY available_from),
+latest AS (  -- per bar, the time of each source's latest row at or before it
+  SELECT b.*, c.timestamp AS chain_time, v.timestamp AS vix_time, vn.timestamp AS vix_near_time, vf.timestamp AS vix_far_time,
+         k.timestamp AS book_time, fii.available_from AS fii_time, dii.available_from AS dii_time
+  FROM bars b
+  ASOF LEFT JOIN chain_ts c ON c.symbol = b.symbol AND b.timestamp >= c.timestamp
+  ASOF LEFT JOIN vix30 v ON b.timestamp >= v.timestamp
+  ASOF LEFT JOIN vix7 vn ON b.timestamp >= vn.timestamp
+  ASOF LEFT JOIN vix60 vf ON b.timestamp >= vf.timestamp
+  ASOF LEFT JOIN book k ON k.symbol = b.symbol AND b.timestamp >= k.timestamp
+  ASOF LEFT JOIN fii ON b.timestamp >= fii.available_from
+  ASOF LEFT JOIN dii ON b.timestamp >= dii.available_from),
+aged AS (  -- and that row's age in trading minutes (NULL: no row)
+  SELECT *, {ages} FROM latest)
 SELECT b.timestamp, b.exchange, b.symbol, b.open, b.high, b.low, b.close, b.volume, b.futures_price, b.futures_oi,
   (b.futures_price - b.close) / b.close AS futures_basis, b.advances, b.declines,
   v.vix, vn.vix_near, vf.vix_far, c.atm_strike, c.atm_iv, c.next_atm_iv, c.iv_skew, c.call_oi, c.put_oi,
@@ -324,28 +366,56 @@ SELECT b.timestamp, b.exchange, b.symbol, b.open, b.high, b.low, b.close, b.volu
   c.lot_size, k.book_bid_qty, k.book_ask_qty, fii.fii_flow, dii.dii_flow,
   json_object('max_pain_distance', (c.max_pain_strike - b.close) / b.close,
               'chain_snapshot_time', c.timestamp, 'chain_age_minutes', date_diff('minute', c.timestamp, b.timestamp)) AS feature_payload,
-  b.source
-FROM bars b
-ASOF LEFT JOIN chain_ts c ON c.symbol = b.symbol AND b.timestamp >= c.timestamp
-ASOF LEFT JOIN vix30 v ON b.timestamp >= v.timestamp
-ASOF LEFT JOIN vix7 vn ON b.timestamp >= vn.timestamp
-ASOF LEFT JOIN vix60 vf ON b.timestamp >= vf.timestamp
-ASOF LEFT JOIN book k ON k.symbol = b.symbol AND b.timestamp >= k.timestamp
-ASOF LEFT JOIN fii ON b.timestamp >= fii.available_from
-ASOF LEFT JOIN dii ON b.timestamp >= dii.available_from
-"""
+  b.source, {stale}
+FROM aged b   -- the as-of rows again, each only while it is at most its source's limit old
+LEFT JOIN chain_ts c ON c.symbol = b.symbol AND c.timestamp = b.chain_time AND b.chain_age <= $max_age_chain
+LEFT JOIN vix30 v ON v.timestamp = b.vix_time AND b.vix_age <= $max_age_vix
+LEFT JOIN vix7 vn ON vn.timestamp = b.vix_near_time AND b.vix_near_age <= $max_age_vix_near
+LEFT JOIN vix60 vf ON vf.timestamp = b.vix_far_time AND b.vix_far_age <= $max_age_vix_far
+LEFT JOIN book k ON k.symbol = b.symbol AND k.timestamp = b.book_time AND b.book_age <= $max_age_book
+LEFT JOIN fii ON fii.available_from = b.fii_time AND b.fii_age <= $max_age_fii
+LEFT JOIN dii ON dii.available_from = b.dii_time AND b.dii_age <= $max_age_dii
+""".format(bar_clock=trading_minute_sql("timestamp"),
+           ages=", ".join(f"trading_minute - {trading_minute_sql(f'{s}_time')} AS {s}_age" for s in STALE_SOURCES),
+           stale=", ".join(f"b.{s}_age > $max_age_{s} AS stale_{s}" for s in STALE_SOURCES))
+
+class StaleFeatureWarning(UserWarning):
+    "`ml_features` bars whose as-of source value was older than its limit got it as missing; `.counts`: bars per source."
+    def __init__(self, message: str, counts: dict[str, int]):
+        super().__init__(message)
+        self.counts = counts   # source -> bars blanked, for the sources with any
 
 def build_ml_features(con: duckdb.DuckDBPyConnection, exchange: str, start=None, end=None, run_cfg: RunConfig | None = None) -> int:
-    "Rebuild `ml_features` rows of `exchange` in [start, end] from the raw tables, in SQL, in one transaction."
-    params, risk_free_rate = window_params(exchange, start, end), (run_cfg or RunConfig()).risk_free_rate
-    with transaction(con): return rebuild_ml_features_in_transaction(con, params, risk_free_rate)
+    "Rebuild `ml_features` rows of `exchange` in [start, end] from the raw tables, in SQL, in one transaction; returns rows."
+    params, run_cfg = window_params(exchange, start, end), run_cfg or RunConfig()
+    with transaction(con): return rebuild_ml_features_in_transaction(con, params, run_cfg.risk_free_rate, run_cfg.staleness)
 
 def rebuild_ml_features_in_transaction(con: duckdb.DuckDBPyConnection, params: dict,
-                                       risk_free_rate: float = RunConfig.risk_free_rate) -> int:   # annual, for GEX's Black-76 gamma
-    "The body of `build_ml_features`, for callers that already hold a transaction."
+                                       risk_free_rate: float = RunConfig.risk_free_rate,   # annual, for GEX's Black-76 gamma
+                                       staleness: StalenessConfig | None = None) -> int:    # None: the defaults
+    "The body of `build_ml_features`, for callers that already hold a transaction; warns when values were too old to use."
+    cfg = get_exchange_config(params["exchange"])
+    limits = staleness_limits(staleness or StalenessConfig(), cfg)
     con.execute("DELETE FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end", params)
-    con.execute(f"INSERT INTO ml_features {_ML_FEATURES_SQL}", {**params, "risk_free_rate": risk_free_rate})
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ml_features_new AS {_ML_FEATURES_SQL}",
+                {**params, "risk_free_rate": risk_free_rate, **calendar_params(cfg), **{f"max_age_{s}": v for s, v in limits.items()}})
+    con.execute(f"INSERT INTO ml_features SELECT {', '.join(schema_columns('ml_features'))} FROM _ml_features_new")
+    _warn_stale(con, params["exchange"], limits)
+    con.execute("DROP TABLE _ml_features_new")
     return con.execute("SELECT count(*) FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end", params).fetchall()[0][0]
+
+def _warn_stale(con: duckdb.DuckDBPyConnection, exchange: str, limits: dict[str, float]) -> None:
+    "Warn (`StaleFeatureWarning`) when bars of the rebuild in `_ml_features_new` had a source value blanked as stale."
+    any_stale = " OR ".join(f"stale_{s}" for s in STALE_SOURCES)
+    *n, first, last = con.execute(f"SELECT {', '.join(f'count_if(stale_{s})' for s in STALE_SOURCES)}, "   # text: no pytz needed
+                                  f"(min(timestamp) FILTER (WHERE {any_stale}))::VARCHAR, (max(timestamp) FILTER (WHERE {any_stale}))::VARCHAR "
+                                  "FROM _ml_features_new").fetchall()[0]
+    stale = {s: int(k) for s, k in zip(STALE_SOURCES, n) if k}
+    if not stale: return
+    per_source = ", ".join(f"{s} {k} (limit {limits[s]:g})" for s, k in stale.items())
+    warnings.warn(StaleFeatureWarning(f"ml_features {exchange}: values older than their staleness limit (RunConfig.staleness, in trading "
+                                      f"minutes) treated as missing on bars from {first} to {last}; bars per source: {per_source}", stale),
+                  stacklevel=3)
 
 def to_utc(value, end_of_day: bool = False) -> pd.Timestamp:
     "UTC timestamp of `value`; naive values are UTC; a bare date with `end_of_day` means its last microsecond."
@@ -359,7 +429,7 @@ def window_params(exchange: str, start=None, end=None) -> dict:
     return {"exchange": exchange, "start": to_utc(start if start is not None else "1900-01-01").to_pydatetime(),
             "end": to_utc(end if end is not None else "2200-01-01", end_of_day=True).to_pydatetime()}
 
-# %% ../nbs/01_store.ipynb #c022
+# %% ../nbs/01_store.ipynb #c027
 def load_historical_data_for_ml(con: duckdb.DuckDBPyConnection, exchange: str, start_date=None, end_date=None) -> pd.DataFrame:
     "`ml_features` of `exchange` in [start_date, end_date], time-sorted, payload keys as extra columns."
     frame = con.execute("SELECT * FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end ORDER BY symbol, timestamp",

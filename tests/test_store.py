@@ -1,9 +1,12 @@
 """Integration, property and fault tests of `oi_ml.store`: schemas and primary keys, UTC timestamps, idempotent
 writes that refuse conflicting values, atomic batches (fault injection), and `build_ml_features` against a slow pandas reference
 built straight from the documented definitions (PCR, ATM, max pain, skew, GEX, as-of joins)."""
+import dataclasses
 import datetime as dt
+import functools
 import itertools
 import math
+import warnings
 
 import duckdb
 import numpy as np
@@ -13,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oi_ml import store
+from oi_ml.config import IST, NSE, RunConfig, is_trading_day
 from oi_ml.store import (
     ML_FEATURE_COLUMNS,
     SCHEMAS,
@@ -382,12 +386,43 @@ def latest_at_or_before(frame: pd.DataFrame, ts, column="timestamp") -> pd.DataF
     return eligible[eligible[column] == eligible[column].max()] if len(eligible) else eligible
 
 
+@functools.cache
+def _sessions_before(day: dt.date) -> int:
+    "Trading sessions of NSE from 1 Jan 2024 to the day before `day`, one day at a time."
+    return sum(is_trading_day(NSE, d) for d in pd.date_range("2024-01-01", day - dt.timedelta(days=1)).date)
+
+
+def reference_trading_minute(ts: pd.Timestamp) -> float:
+    """The store's trading clock, slowly: each NSE session counts its 375 minutes plus one for the break after it; an instant
+    before the open sits at the open, after the close at the close, on a holiday or weekend at the previous close."""
+    local, length = ts.tz_convert(IST), NSE.session_minutes()
+    sessions = _sessions_before(local.date())
+    if not is_trading_day(NSE, local.date()): return sessions * (length + 1) - 1.0
+    into = (local - local.normalize()).total_seconds() / 60 - (NSE.session_open.hour * 60 + NSE.session_open.minute)
+    return sessions * (length + 1) + min(max(into, 0.0), length)
+
+
+def reference_limits() -> dict:
+    "The default maximum ages in trading minutes (RunConfig.staleness; a session is 375 + 1 minutes)."
+    limits, session = RunConfig().staleness, NSE.session_minutes() + 1
+    return dict(chain=limits.chain_max_sessions * session, vix=limits.vix_max_minutes, book=limits.book_max_minutes,
+                flows=limits.flows_max_sessions * session)
+
+
+def fresh_at(frame: pd.DataFrame, ts, limit: float, column="timestamp") -> pd.DataFrame:
+    "The latest rows at or before `ts`, or none when they are more than `limit` trading minutes old."
+    latest = latest_at_or_before(frame, ts, column)
+    if len(latest) and reference_trading_minute(ts) - reference_trading_minute(latest[column].iloc[0]) > limit: return latest.iloc[:0]
+    return latest
+
+
 def reference_ml_features(m: dict) -> pd.DataFrame:
-    "One row per bar: the bar, and the latest chain / VIX / book / macro print at or before it (no look-ahead)."
-    rows = []
+    """One row per bar: the bar, and the latest chain / VIX / book / macro print at or before it (no look-ahead), unless
+    that print is older than its default staleness limit."""
+    rows, limits = [], reference_limits()
     for bar in m["underlying_bars"].itertuples():
         row = {"timestamp": bar.timestamp, "close": bar.close, "futures_basis": (bar.futures_price - bar.close) / bar.close}
-        snap = latest_at_or_before(m["option_chain_snapshots"], bar.timestamp)
+        snap = fresh_at(m["option_chain_snapshots"], bar.timestamp, limits["chain"])
         if len(snap):
             row.update(reference_snapshot_features(snap))
             # from the bar's own time to the nearest expiry that has not closed yet
@@ -395,13 +430,14 @@ def reference_ml_features(m: dict) -> pd.DataFrame:
             row["days_to_expiry"] = (closes[0] - bar.timestamp).total_seconds() / 86400 if closes else np.nan
             row["max_pain_distance"] = (row["max_pain_strike"] - bar.close) / bar.close
             row["chain_age_minutes"] = (bar.timestamp - row["chain_snapshot_time"]) // pd.Timedelta(minutes=1)
-        vix = latest_at_or_before(m["vix_term_structure"], bar.timestamp)
-        row.update({name: vix[vix.tenor_days == t].value.max() for name, t in (("vix", 30), ("vix_near", 7), ("vix_far", 60))})
-        book = latest_at_or_before(m["order_book_depth_snapshots"], bar.timestamp)
+        vix = m["vix_term_structure"]
+        row.update({name: fresh_at(vix[vix.tenor_days == t], bar.timestamp, limits["vix"]).value.max()   # each tenor on its own
+                    for name, t in (("vix", 30), ("vix_near", 7), ("vix_far", 60))})
+        book = fresh_at(m["order_book_depth_snapshots"], bar.timestamp, limits["book"])
         top = book[book.level <= 5]
         row.update(book_bid_qty=top.bid_qty.sum() if len(top) else np.nan, book_ask_qty=top.ask_qty.sum() if len(top) else np.nan)
         for name, col in (("fii_net_flow", "fii_flow"), ("dii_net_flow", "dii_flow")):   # each flow on its own
-            macro = latest_at_or_before(m["macro_signals"][m["macro_signals"].name == name], bar.timestamp, "available_from")
+            macro = fresh_at(m["macro_signals"][m["macro_signals"].name == name], bar.timestamp, limits["flows"], "available_from")
             row[col] = macro.sort_values("timestamp").value.iloc[-1] if len(macro) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
@@ -496,6 +532,108 @@ def test_window_rebuild_gives_the_rows_of_a_full_rebuild(con, start):
     assert build_ml_features(con, "NSE", start, "2025-08-08") == len(full)
     window = con.execute(since, {"start": to_utc(start).to_pydatetime()}).df()
     pd.testing.assert_frame_equal(window, full)
+
+
+# ---------------------------------------------------------------- stale as-of values are missing values
+def ist(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz=IST).tz_convert("UTC")
+
+
+def minutes_from(start: str, n: int) -> list:
+    return [ist(start) + pd.Timedelta(minutes=i) for i in range(n)]
+
+
+GAP_BARS = minutes_from("2025-08-18 09:15", 36) + minutes_from("2025-08-18 15:25", 5) + minutes_from("2025-08-19 09:15", 5)
+
+
+def feed_gap_market() -> dict:
+    """Feeds that stop around the Independence Day weekend (Fri 15 Aug 2025 a holiday): the bhavcopy chain of Thu 14 Aug
+    15:30 and no file for Mon 18; VIX printing 09:15-09:30 on Mon 18, then an outage; the book at 09:15 and 09:20 only;
+    FII and DII flows published Thu 14 18:00, and on Mon 18 18:00 the DII flow only. Bars: Mon 18 09:15-09:50 and
+    15:25-15:29, Tue 19 09:15-09:19 IST."""
+    chain = pd.DataFrame([chain_row(ist("2025-08-14 15:30"), expiry, 24000 + 50 * k, typ, 1000 + 10 * k, spot=24010.0)
+                          for expiry in ("2025-08-21", "2025-08-28") for k in range(-3, 4) for typ in ("CE", "PE")])
+    book = pd.DataFrame([{"timestamp": ts, "exchange": "NSE", "symbol": "NIFTY", "level": 1, "bid_price": 1.0, "bid_qty": 10.0,
+                          "ask_price": 1.05, "ask_qty": 20.0, "source": "t"} for ts in (ist("2025-08-18 09:15"), ist("2025-08-18 09:20"))])
+    flows = pd.DataFrame([{"timestamp": ist(day), "exchange": "NSE", "name": name, "value": value, "available_from": ist(day), "source": "t"}
+                          for day, name, value in (("2025-08-14 18:00", "fii_net_flow", -800.0), ("2025-08-14 18:00", "dii_net_flow", 650.0),
+                                                   ("2025-08-18 18:00", "dii_net_flow", 700.0))])
+    return {"option_chain_snapshots": chain, "underlying_bars": bar_rows(GAP_BARS, np.full(len(GAP_BARS), 24000.0)),
+            "vix_term_structure": vix_rows(minutes_from("2025-08-18 09:15", 16), np.linspace(12, 13.5, 16)),
+            "order_book_depth_snapshots": book, "macro_signals": flows}
+
+
+def build_recording_warnings(con, *args, **kwargs) -> tuple[int, list]:
+    "build_ml_features, and the warnings it raised."
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        n = build_ml_features(con, "NSE", *args, **kwargs)
+    return n, [w.message for w in caught]
+
+
+def test_values_older_than_their_limit_are_missing_and_counted(con):
+    """Trading time, not wall-clock time: Thursday's chain serves Monday (four calendar days later, over the holiday and the
+    weekend) to 15:29, one session old, and is missing from Tuesday's open, when Monday's file should have replaced it."""
+    write_batch(con, feed_gap_market(), {"batch_id": "gap", "exchange": "NSE", "kind": "test", "source": "t"})
+    n, caught = build_recording_warnings(con)
+    got = load_historical_data_for_ml(con, "NSE").set_index("timestamp")
+    assert n == len(GAP_BARS) == len(got)
+    monday, tuesday = got.index < ist("2025-08-19"), got.index >= ist("2025-08-19")
+    chain_columns = ["atm_strike", "pcr_oi", "gex", "max_pain_strike", "days_to_expiry", "lot_size", "max_pain_distance", "chain_age_minutes"]
+    assert got.loc[monday, chain_columns].notna().all().all() and got.loc[ist("2025-08-18 15:29"), "chain_age_minutes"] == 4 * 1440 - 1
+    assert got.loc[tuesday, chain_columns].isna().all().all() and got.chain_snapshot_time[tuesday].isna().all()
+    vix_until = got.index <= ist("2025-08-18 09:45")            # the last print (09:30) is 15 minutes old at 09:45: kept
+    assert got.vix[vix_until].notna().all() and got.vix[~vix_until].isna().all()
+    assert got.vix_near.isna().all() and got.vix_far.isna().all()  # never printed: missing, but not stale
+    book_until = got.index <= ist("2025-08-18 09:25")
+    assert got.book_bid_qty[book_until].eq(10.0).all() and got.book_bid_qty[~book_until].isna().all()
+    assert got.fii_flow[monday].eq(-800.0).all() and got.fii_flow[tuesday].isna().all()   # Monday's FII print is missing
+    assert got.dii_flow[monday].eq(650.0).all() and got.dii_flow[tuesday].eq(700.0).all()
+    stale = [w for w in caught if type(w).__name__ == "StaleFeatureWarning"]
+    assert len(stale) == 1 and stale[0].counts == {"chain": 5, "vix": 15, "book": 35, "fii": 5}, caught
+    assert "chain 5 (limit 376)" in str(stale[0]) and "2025-08-19 03:49:00" in str(stale[0])   # the last stale bar, UTC
+
+
+def test_unlimited_staleness_keeps_every_as_of_value(con):
+    "`inf` switches the limits off: the last value carries on, as before the limits, and nothing is reported."
+    write_batch(con, feed_gap_market(), {"batch_id": "gap", "exchange": "NSE", "kind": "test", "source": "t"})
+    limits = RunConfig().staleness
+    off = RunConfig(staleness=dataclasses.replace(limits, **dict.fromkeys([f.name for f in dataclasses.fields(limits)], math.inf)))
+    _, caught = build_recording_warnings(con, run_cfg=off)
+    got = load_historical_data_for_ml(con, "NSE")
+    assert got[["pcr_oi", "vix", "book_bid_qty", "fii_flow", "dii_flow"]].notna().all().all() and not caught
+
+
+@pytest.mark.parametrize("start", ["2025-08-18", "2025-08-18 04:16", "2025-08-18 09:55", "2025-08-19 03:46"])
+def test_window_rebuild_with_stale_values_gives_the_rows_of_a_full_rebuild(con, start):
+    "A window starting inside an outage or after a missed file blanks the same bars as a full rebuild."
+    write_batch(con, feed_gap_market(), {"batch_id": "gap", "exchange": "NSE", "kind": "test", "source": "t"})
+    since = "SELECT * FROM ml_features WHERE timestamp >= $start ORDER BY timestamp"
+    build_recording_warnings(con)
+    full = con.execute(since, {"start": to_utc(start).to_pydatetime()}).df()
+    assert build_recording_warnings(con, start, "2025-08-19")[0] == len(full)
+    pd.testing.assert_frame_equal(con.execute(since, {"start": to_utc(start).to_pydatetime()}).df(), full)
+
+
+def test_a_simulated_month_has_no_stale_values(tmp_path):
+    """No false staleness on demo data: a simulated August 2025 (weekends, Independence Day on Fri 15 and Ganesh Chaturthi
+    on Wed 27) keeps every as-of value under the default limits; only the first session has no FII/DII print yet."""
+    from oi_ml.config import SimulationConfig
+    from oi_ml.simulate import simulate_market
+    cfg = RunConfig(data_dir=str(tmp_path / "data"), simulation=SimulationConfig(strikes_each_side=4))
+    with connect(cfg) as c:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            simulate_market(c, "NSE", "2025-08-01", end="2025-08-31", run_cfg=cfg)
+        n, rebuilt = build_recording_warnings(c, run_cfg=cfg)
+        got = load_historical_data_for_ml(c, "NSE")
+    stale = [w for w in [x.message for x in caught] + rebuilt if type(w).__name__ == "StaleFeatureWarning"]
+    assert not stale, stale
+    days = got.timestamp.dt.tz_convert(IST).dt.date
+    assert n == len(got) == 19 * 375 and dt.date(2025, 8, 15) not in set(days) and dt.date(2025, 8, 27) not in set(days)
+    assert got[["pcr_oi", "gex", "days_to_expiry", "vix", "vix_near", "vix_far", "book_bid_qty"]].notna().all().all()
+    later = (days > days.min()).to_numpy()
+    assert got.loc[later, ["fii_flow", "dii_flow"]].notna().all().all() and got.loc[~later, "fii_flow"].isna().all()
 
 
 def test_gex_matches_the_simulators_black76_pricing(sim_con):
