@@ -28,8 +28,8 @@ __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'MISS
            'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns', 'missing_markers',
            'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal', 'check_session',
            'check_trading_days', 'file_sha256', 'quarantine', 'quarantine_in_transaction', 'import_ohlcv',
-           'detect_bhavcopy_format', 'implied_vol_black76', 'import_bhavcopy', 'write_example_bhavcopy',
-           'validate_stored']
+           'detect_bhavcopy_format', 'implied_vol_black76', 'chain_rebuild_window', 'import_bhavcopy',
+           'write_example_bhavcopy', 'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
@@ -318,7 +318,7 @@ def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, w
         try:
             with transaction(con):
                 added = {t: insert_rows(con, t, f, batch_id) for t, f in frames.items()}
-                if window is not None and any(added.values()): rebuild_ml_features_in_transaction(con, window, run_cfg.risk_free_rate)   # else unchanged
+                if window is not None and any(added.values()): rebuild_ml_features_in_transaction(con, window, run_cfg.risk_free_rate, run_cfg.staleness)   # else unchanged
                 if not stored_before:   # a re-import of a stored file is a no-op: its first record stays as it was
                     n_quarantined = quarantine_in_transaction(con, report, record_id, raw, run_cfg.quarantine_dir)
                     record_training_batch(con, batch_id=record_id, status="stored", rows_stored=int(sum(added.values())),
@@ -572,6 +572,15 @@ def _unscheduled_symbols(report: ValidationReport, symbols: list, cfg) -> Ingest
                f"converted to contracts; import that day's UDiFF file (a lot size on every row) instead")
     return IngestError(report)
 
+def chain_rebuild_window(con, exchange: str, chain: pd.DataFrame) -> dict | None:
+    """The `ml_features` window a chain import changes: from its first snapshot up to the exchange's next stored snapshot
+    after its last (every bar until then reads it as of, bars imported earlier included), or open-ended when none follows."""
+    if not len(chain): return None
+    following = con.execute("SELECT epoch_us(min(timestamp)) FROM option_chain_snapshots WHERE exchange = ? AND timestamp > ?",
+                            [exchange, chain.timestamp.max().to_pydatetime()]).fetchall()[0][0]   # an integer: no pytz needed
+    if following is not None: following = pd.Timestamp(following, unit="us", tz="UTC")
+    return window_params(exchange, chain.timestamp.min(), following)
+
 def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple | None = None, run_cfg: RunConfig | None = None) -> dict:
     "Validate an NSE F&O bhavcopy (old or UDiFF, CSV or zip) and store its index options and underlying (all or nothing on errors)."
     run_cfg, path, cfg, exchange = run_cfg or RunConfig(), Path(path), get_exchange_config(exchange), exchange.upper()
@@ -595,7 +604,7 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     sub = ValidationReport(report.file); incomplete = _bhav_checks(frame[wanted].reset_index(drop=True), sub, run_cfg.quality)
     _merge(report, sub, np.flatnonzero(wanted) + 1)
     chain, bars = _chain_from_bhav(frame[wanted][~incomplete], exchange, run_cfg.risk_free_rate)
-    window = window_params(exchange, chain.timestamp.min(), chain.timestamp.max()) if len(chain) else None
+    window = chain_rebuild_window(con, exchange, chain)
     result = _finish(con, report, raw, batch_id, exchange, "bhavcopy", path, {"option_chain_snapshots": chain, "underlying_bars": bars}, run_cfg, window)
     return {**result, "format": fmt, "rows_skipped_other_symbols": int((~wanted).sum())}
 

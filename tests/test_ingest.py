@@ -473,6 +473,25 @@ def test_bhavcopy_is_imported_in_both_layouts(con, cfg, tmp_path, fmt, zipped):
     assert con.execute("SELECT count(*) FROM option_chain_snapshots WHERE symbol = 'BANKNIFTY'").fetchall()[0][0] == 0
 
 
+def test_a_chain_imported_after_later_bars_reaches_them(con, cfg, tmp_path):
+    """Out-of-order backfill: NIFTY daily bars of Fri 3 and Mon 6 Jan are stored first, then the bhavcopy of Thu 2 Jan.
+    Friday's bar reads that chain as of (one session old); Monday's is past the one-session staleness limit. The
+    import's rebuild must reach the bars stored before it, giving exactly what a full rebuild gives."""
+    from oi_ml.store import StaleFeatureWarning, build_ml_features
+    bars = pd.DataFrame({"Date": ["2025-01-03", "2025-01-06"], "Open": ["23700", "23750"], "High": ["23800", "23850"],
+                         "Low": ["23600", "23650"], "Close": ["23750", "23800"], "Volume": ["1000", "1200"]})
+    import_ohlcv(con, write(bars, tmp_path / "nifty.csv"), "NIFTY", run_cfg=cfg)
+    with pytest.warns(StaleFeatureWarning, match="chain 1"):
+        import_bhavcopy(con, write_example_bhavcopy(tmp_path / "bhav.csv"), run_cfg=cfg)
+    query = "SELECT * FROM ml_features WHERE symbol = 'NIFTY' ORDER BY timestamp"
+    after_import = con.execute(query).df()
+    assert after_import.pcr_oi.tolist()[:2] == [1.0, 1.0] and np.isnan(after_import.pcr_oi[2])   # Thu, Fri: the chain; Mon: stale
+    assert after_import.atm_strike[1] == 23700.0 and np.isclose(after_import.days_to_expiry[1], 6 + 375 / 1440)
+    with pytest.warns(StaleFeatureWarning):
+        build_ml_features(con, "NSE")
+    pd.testing.assert_frame_equal(after_import, con.execute(query).df())
+
+
 def test_both_layouts_give_the_same_contracts_and_reimport_adds_nothing(tmp_path, fingerprint):
     chains = {}
     for fmt in ("old", "udiff"):
