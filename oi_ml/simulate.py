@@ -20,9 +20,10 @@ from .store import (insert_rows, rebuild_ml_features_in_transaction, record_trai
 
 # %% auto #0
 __all__ = ['REGIMES', 'REGIME_TRANSITIONS', 'REGIME_ANNUAL_VOL', 'REGIME_VIX', 'REGIME_FLOW_PERSISTENCE', 'REGIME_SIGNAL_GAIN',
-           'SIGNAL_COEF', 'RAW_TABLES', 'session_bar_times', 'intraday_profile', 'simulate_regimes', 'LatentPaths',
-           'simulate_latent', 'underlying_frames', 'black76', 'MarketState', 'market_state', 'chain_frame',
-           'book_frame', 'simulate_market']
+           'SIGNAL_COEF', 'OPTION_TICK', 'SMILE_WING', 'SMILE_SKEW', 'SMILE_CURVATURE', 'RAW_TABLES',
+           'session_bar_times', 'intraday_profile', 'simulate_regimes', 'LatentPaths', 'simulate_latent',
+           'underlying_frames', 'black76', 'smile_iv', 'MarketState', 'market_state', 'chain_frame',
+           'butterfly_violations', 'book_frame', 'simulate_market']
 
 # %% ../nbs/02_simulate.ipynb #c004
 REGIMES = ("calm", "trending", "stressed")
@@ -194,7 +195,18 @@ def black76(forward, strike, vol, tau, rate, is_call) -> np.ndarray:
     put = strike * ndtr(-d2) - forward * ndtr(-d1)
     return np.exp(-rate * tau) * np.where(is_call, call, put)
 
-# %% ../nbs/02_simulate.ipynb #c020
+# %% ../nbs/02_simulate.ipynb #c021
+OPTION_TICK = 0.05   # ₹: price tick of NSE and BSE index options
+SMILE_WING = 4.0     # standardised moneyness at which the smile flattens (tanh scale)
+SMILE_SKEW = np.array([0.06, 0.11, 0.16])   # −dσ/dm at ATM, in units of σ_ATM: calm, trending, stressed
+SMILE_CURVATURE = 0.02                       # d²σ/dm² / 2 at ATM, in units of σ_ATM
+
+def smile_iv(atm_iv, log_moneyness, tau, regime) -> np.ndarray:
+    "Implied vol of the simulated smile: quadratic in standardised moneyness, saturated smoothly (tanh) at ±SMILE_WING."
+    m = SMILE_WING * np.tanh(log_moneyness / (atm_iv * np.sqrt(tau)) / SMILE_WING)   # log_moneyness: ln(K/F); tau: years
+    return atm_iv * (1 - SMILE_SKEW[regime] * m + SMILE_CURVATURE * m ** 2)           # regime: 0 calm, 1 trending, 2 stressed
+
+# %% ../nbs/02_simulate.ipynb #c023
 def _open_interest(cfg, strike, is_call, expiry_ord, tau_days, spot_ref, flow_ewma, snapshot_id, seed) -> np.ndarray:
     "Open interest (contracts) of each contract at a snapshot; deterministic given its arguments."
     dist = (strike - spot_ref) / spot_ref
@@ -209,7 +221,7 @@ def _open_interest(cfg, strike, is_call, expiry_ord, tau_days, spot_ref, flow_ew
     scale = 1.5e5 if cfg.exchange == "NSE" else 1.0e5
     return np.round(scale * wall * roundness * cycle * tilt * factor * noise)
 
-# %% ../nbs/02_simulate.ipynb #c021
+# %% ../nbs/02_simulate.ipynb #c024
 @dataclass(frozen=True)
 class MarketState:
     "Observable per-bar series the chain and the book are priced from."
@@ -252,10 +264,9 @@ def chain_frame(cfg: ExchangeConfig, lp: LatentPaths, state: MarketState, bar_sl
     forward = spot * np.exp((risk_free_rate - 0.012) * tau)
     regime = lp.regime[s_i]
     atm_iv = state.vix[s_i] / 100.0 * np.where(e_rank == 0, np.where(regime == 2, 1.05, 0.97), 1.0)
-    moneyness = np.clip(np.log(strike / forward) / (atm_iv * np.sqrt(tau)), -4, 4)
-    iv = atm_iv * np.maximum(1 - (0.06 + 0.05 * regime) * moneyness + 0.02 * moneyness ** 2, 0.3)
-    price = np.maximum(black76(forward, strike, iv, tau, risk_free_rate, is_call), 0.05)
-    ltp = np.round(price / 0.05) * 0.05
+    iv = smile_iv(atm_iv, np.log(strike / forward), tau, regime)
+    price = np.maximum(black76(forward, strike, iv, tau, risk_free_rate, is_call), OPTION_TICK)
+    ltp = np.ceil(price / OPTION_TICK - 1e-9) * OPTION_TICK   # rounded up: never below the model price, so never below intrinsic
     half_spread = np.maximum(0.05, np.round(0.002 * ltp / 0.05) * 0.05)
     expiry_ord = expiry.astype("int64").astype(float)
     oi = _open_interest(cfg, strike, is_call, expiry_ord, tau_days, state.session_open[s_i], state.flow_ewma[s_i], s_i.astype(float), seed)
@@ -281,7 +292,23 @@ def _daily_draws(day_of_row: np.ndarray, key: list, draw) -> np.ndarray:
     bounds = list(starts) + [len(day_of_row)]
     return np.concatenate([draw(np.random.default_rng(key + [int(d)]), bounds[i + 1] - bounds[i]) for i, d in enumerate(days)])
 
-# %% ../nbs/02_simulate.ipynb #c024
+# %% ../nbs/02_simulate.ipynb #c027
+def butterfly_violations(chain: pd.DataFrame, tol: float = 0.0) -> pd.DataFrame:
+    "Per ladder (timestamp, expiry): negative butterflies of calls and puts and wrong-way verticals on `ltp` beyond `tol`, worst butterfly."
+    c = chain.sort_values(["timestamp", "expiry", "option_type", "strike"])
+    g = c.groupby(["timestamp", "expiry", "option_type"], sort=False)
+    k, p, tol = c.strike.to_numpy(float), c.ltp.to_numpy(float), tol + 1e-9   # 1e-9: float noise of tick multiples
+    dk, dp = k - g.strike.shift(1).to_numpy(float), p - g.ltp.shift(1).to_numpy(float)
+    fly = dk / (g.strike.shift(-1).to_numpy(float) - k) * (g.ltp.shift(-1).to_numpy(float) - p) - dp   # NaN at the ends
+    is_call = (c.option_type == "CE").to_numpy()
+    flags = pd.DataFrame(dict(
+        timestamp=c.timestamp.to_numpy(), expiry=c.expiry.to_numpy(), call_butterflies=(fly < -tol) & is_call,
+        put_butterflies=(fly < -tol) & ~is_call, verticals=(np.where(is_call, dp, -dp) > tol) | (np.abs(dp) > dk + tol),
+        worst_butterfly=np.where(np.isnan(fly), np.inf, fly)))
+    return flags.groupby(["timestamp", "expiry"]).agg(call_butterflies=("call_butterflies", "sum"), put_butterflies=("put_butterflies", "sum"),
+                                                     verticals=("verticals", "sum"), worst_butterfly=("worst_butterfly", "min"))
+
+# %% ../nbs/02_simulate.ipynb #c030
 def book_frame(cfg: ExchangeConfig, lp: LatentPaths, state: MarketState, bar_slice: slice, seed: int, levels: int = 5) -> pd.DataFrame:
     "Top-`levels` order-book depth of the futures for each bar in `bar_slice`."
     idx = np.arange(len(lp.returns))[bar_slice]
@@ -297,7 +324,7 @@ def book_frame(cfg: ExchangeConfig, lp: LatentPaths, state: MarketState, bar_sli
         bid_qty=lot * np.round(depth * np.exp(0.4 * lp.flow[i] + 0.3 * noise[:, 0])),
         ask_qty=lot * np.round(depth * np.exp(-0.4 * lp.flow[i] + 0.3 * noise[:, 1])), source="simulated"))
 
-# %% ../nbs/02_simulate.ipynb #c027
+# %% ../nbs/02_simulate.ipynb #c033
 RAW_TABLES = ("underlying_bars", "option_chain_snapshots", "vix_term_structure", "order_book_depth_snapshots", "macro_signals", "ml_features")
 
 def _resolve_days(cfg: ExchangeConfig, start, end, n_days) -> list[dt.date]:
@@ -339,7 +366,7 @@ def simulate_market(con, exchange: str, start="2025-08-01", end=None, n_days: in
                 con, "order_book_depth_snapshots", book_frame(cfg, lp, state, chunk, seed), batch_id)
         # macro prints reach the next sessions: rebuild a few days past the window so no feature row keeps a stale print
         rebuild = {**window, "end": (pd.Timestamp(window["end"]) + pd.Timedelta(days=5)).to_pydatetime()}
-        rebuild_ml_features_in_transaction(con, rebuild, run_cfg.risk_free_rate)
+        rebuild_ml_features_in_transaction(con, rebuild, run_cfg.risk_free_rate, run_cfg.staleness)
         rows["ml_features"] = con.execute("SELECT count(*) FROM ml_features WHERE exchange = $exchange AND symbol = $symbol "
                                           "AND timestamp BETWEEN $start AND $end", {**window, "symbol": cfg.symbol}).fetchall()[0][0]
         record_training_batch(con, batch_id, cfg.exchange, "simulate", "simulated", rows_in=sum(rows.values()),

@@ -4,13 +4,21 @@ bars; chain and book invariants), all-or-nothing writes, and the planted signal:
 feature predicts forward returns, with `signal_strength=1` PCR-by-volume and book imbalance do."""
 import dataclasses
 import datetime as dt
+import functools
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from oi_ml import simulate
-from oi_ml.config import IST, QualityConfig, RunConfig, SimulationConfig
+from oi_ml.config import (
+    IST,
+    QualityConfig,
+    RunConfig,
+    SimulationConfig,
+    get_exchange_config,
+    trading_days,
+)
 from oi_ml.ingest import ValidationReport, check_ohlc, check_temporal, import_ohlcv
 from oi_ml.simulate import RAW_TABLES, simulate_market
 from oi_ml.store import build_ml_features, connect, load_historical_data_for_ml
@@ -172,6 +180,86 @@ def test_option_chain_invariants(sim_con):
     atm = chain.groupby("timestamp").apply(lambda g: g.strike.iloc[np.argmin(np.abs(g.strike - g.underlying_price))],
                                            include_groups=False)
     assert (np.abs(atm - bars.reindex(atm.index)) <= 25).all()                    # the chain is centred on spot
+
+
+# ---------------------------------------------------------------- static arbitrage of the simulated chain
+TICK = 0.05   # option price tick; rounding three prices to it can leave a butterfly of -1 tick, never -2
+
+
+def reference_ladders(chain: pd.DataFrame, strikes: int, step: float) -> np.ndarray:
+    "ltp of `chain_frame` output as (ladder, CE/PE, strike) with the strike steps checked: rows come in (snapshot, expiry, type, strike) order."
+    k = chain.strike.to_numpy().reshape(-1, 2, strikes)
+    assert (np.diff(k, axis=2) == step).all() and (chain.option_type.to_numpy().reshape(-1, 2, strikes)[:, 0] == "CE").all()
+    return chain.ltp.to_numpy().reshape(-1, 2, strikes)
+
+
+def reference_arbitrage(chain: pd.DataFrame, strikes: int, step: float, tol: float) -> dict:
+    "Ladders with a butterfly C(K-) - 2C(K) + C(K+) below -tol, a call rising or a put falling with the strike, or a step above `step`."
+    p = reference_ladders(chain, strikes, step)
+    fly, vertical = np.diff(p, 2, axis=2), np.diff(p, axis=2) * np.array([-1.0, 1.0])[None, :, None]   # calls fall, puts rise
+    return {"butterfly": int((fly < -tol - 1e-9).any(axis=(1, 2)).sum()),
+            "vertical": int(((vertical < -1e-9) | (vertical > step + 1e-9)).any(axis=(1, 2)).sum()),
+            "worst": round(float(fly.min()), 2)}
+
+
+def discounted_intrinsic(chain: pd.DataFrame, rate: float = 0.065, dividend_yield: float = 0.012) -> np.ndarray:
+    "e^{-r tau} (F - K)+ for calls and (K - F)+ for puts, F the simulator's forward, tau to 15:30 IST on expiry day."
+    close = pd.DatetimeIndex(pd.to_datetime(chain.expiry)).tz_localize(IST) + pd.Timedelta(hours=15.5)
+    tau = (close - pd.DatetimeIndex(chain.timestamp)).total_seconds().to_numpy() / (365 * 86400)
+    fwd = chain.underlying_price.to_numpy() * np.exp((rate - dividend_yield) * tau)
+    k, call = chain.strike.to_numpy(), (chain.option_type == "CE").to_numpy()
+    return np.exp(-rate * tau) * np.where(call, np.maximum(fwd - k, 0), np.maximum(k - fwd, 0))
+
+
+@functools.lru_cache(maxsize=1)   # ~120 MB a chain: keep only the last (the agreement test reuses it)
+def long_chain(exchange: str, stressed: bool) -> pd.DataFrame:
+    "Chain snapshots of 60 trading days from 1 Aug 2025 (13 weekly expiry days, the Sep-2025 switch), seed 0; `stressed`: all days stressed, VIX doubled."
+    cfg, sim = get_exchange_config(exchange), SimulationConfig()
+    lp = simulate.simulate_latent(cfg, trading_days(cfg, dt.date(2025, 8, 1), 60), 1, 0, 1.0)
+    state = simulate.market_state(lp, simulate.underlying_frames(cfg, lp, 0, 0.065))
+    if stressed:
+        lp = dataclasses.replace(lp, regime=np.full_like(lp.regime, 2))
+        state = dataclasses.replace(state, vix=2 * state.vix)
+    return pd.concat([simulate.chain_frame(cfg, lp, state, slice(d * 375, (d + 20) * 375), 0, sim, 0.065, 3) for d in range(0, 60, 20)],
+                     ignore_index=True)
+
+
+@pytest.mark.parametrize("exchange, stressed", [("NSE", False), ("BSE", False), ("NSE", True)])
+def test_long_simulated_chains_are_free_of_static_arbitrage(exchange, stressed):
+    chain, step = long_chain(exchange, stressed), get_exchange_config(exchange).strike_step
+    assert chain.timestamp.nunique() * 2 == 15_000 and chain.expiry[chain.expiry == local_dates(chain.timestamp)].nunique() == 13
+    found = reference_arbitrage(chain, 21, step, tol=TICK)
+    assert (found["butterfly"], found["vertical"]) == (0, 0) and found["worst"] >= -TICK, found
+    below = chain.ltp.to_numpy() < discounted_intrinsic(chain) - 1e-9
+    assert not below.any(), chain.loc[below, ["timestamp", "expiry", "option_type", "strike", "ltp"]].head()
+
+
+def test_butterfly_violations_agrees_with_the_reference_on_a_long_chain():
+    from oi_ml.simulate import butterfly_violations
+    chain = long_chain("NSE", True)
+    for tol in (0.0, TICK):
+        found = butterfly_violations(chain, tol)
+        assert len(found) == 15_000 and found.verticals.sum() == 0
+        ref = reference_arbitrage(chain, 21, 50.0, tol)
+        assert ((found.call_butterflies + found.put_butterflies) > 0).sum() == ref["butterfly"]
+        assert found.worst_butterfly.min().round(2) == ref["worst"]
+    # on a ladder made concave by hand it finds the strike, by type
+    broken = chain.iloc[:84].copy()
+    broken.loc[10, "ltp"] += 5.0   # the ATM call of the first ladder (rows 0-20 calls, 21-41 puts) above its neighbours' average
+    found = butterfly_violations(broken, TICK).iloc[0]
+    assert (found.call_butterflies, found.put_butterflies, found.verticals) == (1, 0, 0)
+
+
+def test_an_expiry_day_chain_stored_by_simulate_market_is_free_of_static_arbitrage(tmp_path):
+    run_cfg, c = fresh(tmp_path, "expiry")
+    simulate_market(c, "NSE", "2025-08-01", n_days=5, seed=0, run_cfg=run_cfg)   # to Thursday 7 Aug, a weekly expiry
+    chain = c.execute("SELECT * FROM option_chain_snapshots ORDER BY timestamp, expiry, option_type, strike").df()
+    chain["expiry"] = pd.to_datetime(chain.expiry).dt.date
+    assert (chain.expiry == dt.date(2025, 8, 7)).any()
+    found = reference_arbitrage(chain, 21, 50.0, tol=TICK)
+    assert (found["butterfly"], found["vertical"]) == (0, 0), found
+    below = chain.ltp.to_numpy() < discounted_intrinsic(chain) - 1e-9
+    assert not below.any(), chain.loc[below, ["timestamp", "expiry", "option_type", "strike", "ltp"]].head()
 
 
 def _oi_pairs(chain):
@@ -350,3 +438,12 @@ def test_null_and_planted_paths_differ_only_by_the_drift(signal_frames):
     np.testing.assert_allclose(a.book_bid_qty, b.book_bid_qty)
     np.testing.assert_allclose(a.pcr_volume, b.pcr_volume)
     assert not np.allclose(a.close, b.close)
+
+
+def test_the_simulators_feature_rebuild_uses_the_run_staleness_limits(tmp_path):
+    "A limit shorter than the simulated chain's 3-minute spacing blanks bars between snapshots: the run's limits reach the rebuild."
+    from oi_ml.config import StalenessConfig
+    from oi_ml.store import StaleFeatureWarning, connect
+    cfg = RunConfig(data_dir=str(tmp_path / "data"), staleness=StalenessConfig(chain_max_sessions=1 / 375))   # one trading minute
+    with connect(cfg) as c, pytest.warns(StaleFeatureWarning, match="chain"):
+        simulate_market(c, "NSE", "2025-08-01", n_days=1, seed=0, run_cfg=cfg)
