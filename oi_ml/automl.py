@@ -25,8 +25,8 @@ from .datasets import code_sha256, git_commit, import_closure, load_dataset, pac
 from .labels import LabelConfig, forward_returns, frame_segment_end
 from .regimes import RegimeHMMTransformer
 from .train import (CLASS_NAMES, SIGNAL_OF_CLASS, ModelIntegrityError, TrainConfig, TrainingTable, _round, _xgb_params,
-                         add_regimes, booster_predict, build_training_table, classification_metrics, directional_auc, fit_booster,
-                         publish_run, regime_columns, run_id_for, verify_run)
+                         booster_predict, build_training_table, classification_metrics, directional_auc, fit_booster,
+                         publish_run, regime_columns, run_id_for, table_regimes, verify_run)
 
 logger = logging.getLogger(__name__)
 
@@ -224,8 +224,8 @@ def fit_regimes(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig) -> Reg
     return model.fit(table.features.iloc[rows])
 
 def design_matrices(base: np.ndarray, table: TrainingTable, model: RegimeHMMTransformer, *row_sets) -> list[np.ndarray]:
-    "float64 inputs (features of `base`, then regime probabilities filtered causally over all rows) of each row set."
-    probs = add_regimes(model, table.features)[model.prob_columns].to_numpy("float64")
+    "float64 inputs (features of `base`, then regime probabilities filtered causally over every bar of the stream) of each row set."
+    probs = table_regimes(model, table)[model.prob_columns].to_numpy("float64")
     return [np.column_stack([base[rows], probs[rows]]) for rows in row_sets]
 
 def purged_folds(table: TrainingTable, rows: np.ndarray, n_folds: int, embargo_frac: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -243,7 +243,7 @@ def prepare_segment(table: TrainingTable, base: np.ndarray, window: SegmentWindo
     model = fit_regimes(table, train, cfg)
     return SegmentData(window, tuple(folds), model, *design_matrices(base, table, model, train, np.asarray(window.valid_index)))
 
-# %% ../nbs/23_automl.ipynb #c024
+# %% ../nbs/23_automl.ipynb #c025
 def directional_score(probs: np.ndarray, classes: tuple) -> np.ndarray:
     "Σ_c sign(c)·p_c per row: p(BUY) − p(SELL) for triple-barrier classes."
     signs = np.array([SIGNAL_OF_CLASS.get(c, 0) for c in classes], dtype="float64")
@@ -262,7 +262,7 @@ def per_period_sharpe(returns) -> float:
     sd = float(r.std(ddof=1))
     return float("nan") if sd <= 1e-12 * max(float(np.abs(r).max()), 1e-300) else float(r.mean() / sd)
 
-# %% ../nbs/23_automl.ipynb #c028
+# %% ../nbs/23_automl.ipynb #c029
 def oof_attributes(table: TrainingTable, rows: np.ndarray, probs: np.ndarray, fwd: np.ndarray, horizon_bars: int) -> dict:
     "A trial's out-of-fold record: daily rule returns, their per-period Sharpe, directional AUC and row count."
     daily = rule_daily_returns(directional_score(probs, table.classes), fwd[rows], table.features.timestamp.iloc[rows], horizon_bars)
@@ -285,7 +285,7 @@ def cv_objective(trial, family: str, data: SegmentData, table: TrainingTable, fw
     if len(losses) < len(data.folds): raise optuna.TrialPruned(f"pruned after fold {len(losses) - 1}")
     return float(np.mean(losses))
 
-# %% ../nbs/23_automl.ipynb #c030
+# %% ../nbs/23_automl.ipynb #c031
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 def automl_code_sha256() -> str:
@@ -322,7 +322,7 @@ def best_of(trials: list) -> optuna.trial.FrozenTrial | None:
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     return min(complete, key=lambda t: (t.value, t.number)) if complete else None
 
-# %% ../nbs/23_automl.ipynb #c031
+# %% ../nbs/23_automl.ipynb #c032
 def run_study(name: str, storage, family: str, data: SegmentData, table: TrainingTable, fwd: np.ndarray,
               config: OrchestratorConfig, bar=None, code: str = "") -> optuna.Study:
     """Create or load study `name` (stored as `name@<code[:12]>` when the search code's sha256 is given, so persistent
@@ -346,7 +346,7 @@ def quiet_optuna():
     try: yield
     finally: optuna.logging.set_verbosity(previous)
 
-# %% ../nbs/23_automl.ipynb #c034
+# %% ../nbs/23_automl.ipynb #c035
 def majority_baseline(y_train: np.ndarray, y_valid: np.ndarray, classes: tuple) -> dict:
     "Metrics of predicting the training class frequencies on every validation row (accuracy: the majority class)."
     prior = np.bincount(y_train, minlength=len(classes)) / len(y_train)
@@ -366,7 +366,7 @@ def evaluate_best(best: optuna.trial.FrozenTrial, family: str, data: SegmentData
                 margin_over_majority=dict(accuracy=metrics["accuracy"] - majority["accuracy"], log_loss=majority["log_loss"] - metrics["log_loss"]),
                 validation_rule=dict(sharpe=per_period_sharpe(daily.to_numpy()), total_return=float(daily.sum()), n_days=len(daily))), probs
 
-# %% ../nbs/23_automl.ipynb #c036
+# %% ../nbs/23_automl.ipynb #c037
 def trial_key(segment: int, family: str, number: int) -> str:
     "Stable key of one trial across the run's files."
     return f"s{segment:02d}-{family}-t{number:03d}"
@@ -405,7 +405,7 @@ def study_result(study: optuna.Study, trials: list, best: optuna.trial.FrozenTri
                 best_trial=best.number, best_cv_log_loss=best.value, best_cv_directional_auc=best.user_attrs.get("cv_directional_auc"),
                 best_cv_rule_sharpe=best.user_attrs.get("sharpe")) | evaluation
 
-# %% ../nbs/23_automl.ipynb #c037
+# %% ../nbs/23_automl.ipynb #c038
 def _nanmean(values) -> float:
     "Mean of the finite values (None and NaN skipped); NaN when there are none."
     finite = [float(v) for v in values if v is not None and np.isfinite(v)]
@@ -430,7 +430,7 @@ def best_family(families: dict) -> str | None:
     "The family with the lowest mean validation log-loss."
     return min(families, key=lambda f: families[f]["mean_validation_log_loss"]) if families else None
 
-# %% ../nbs/23_automl.ipynb #c039
+# %% ../nbs/23_automl.ipynb #c040
 @dataclass
 class _Collected:
     "What the search loop accumulates (local to one run)."
@@ -476,7 +476,7 @@ def search(config: OrchestratorConfig, table: TrainingTable, windows: list, fami
             logger.warning("interrupted: finished trials are %s", where); raise
     return out
 
-# %% ../nbs/23_automl.ipynb #c041
+# %% ../nbs/23_automl.ipynb #c042
 TRIAL_RETURNS_FILE = "reports/automl_trial_returns.parquet"
 PREDICTIONS_FILE = "reports/automl_validation_predictions.parquet"
 SUMMARY_FILE = "reports/auto_ml_summary.json"
@@ -494,7 +494,7 @@ def _trial_counts(trials: list[dict]) -> dict:
     states = pd.Series([t["state"] for t in trials], dtype="str")
     return dict(total=len(trials), complete=int((states == "COMPLETE").sum()), pruned=int((states == "PRUNED").sum()))
 
-# %% ../nbs/23_automl.ipynb #c042
+# %% ../nbs/23_automl.ipynb #c043
 def build_summary(run_id: str, config: OrchestratorConfig, dm: dict, table: TrainingTable, days_used: int, families: tuple,
                   skipped: dict, out: _Collected) -> dict:
     "The AutoML summary: dataset, segmentation, every segment × family result, best per family, all trials."
@@ -526,7 +526,7 @@ def _automl_manifest(folder: Path, summary: dict, dm: dict, code: str) -> dict:
                        created_at=pd.Timestamp.now(tz="UTC").isoformat(), files=files, metrics_summary=metrics, packages=package_versions(),
                        code_sha256=code, git_commit=git_commit()))
 
-# %% ../nbs/23_automl.ipynb #c043
+# %% ../nbs/23_automl.ipynb #c044
 def _write_files(folder: Path, summary: dict, out: _Collected) -> None:
     "Summary JSON, trial returns and validation predictions (Parquet), one regime HMM JSON per segment."
     (folder / "reports").mkdir(parents=True); (folder / "regimes").mkdir()
@@ -544,7 +544,7 @@ def _publish(run_dir: Path, summary: dict, dm: dict, out: _Collected, code: str)
         return _automl_manifest(staging, summary, dm, code)
     return publish_run(run_dir, write)
 
-# %% ../nbs/23_automl.ipynb #c045
+# %% ../nbs/23_automl.ipynb #c046
 @dataclass(frozen=True)
 class AutoMLRun:
     "A finished (or reused) AutoML run."
@@ -578,7 +578,7 @@ def run_orchestrator(config: OrchestratorConfig, run_cfg: RunConfig | None = Non
     summary = build_summary(run_id, config, dm, table, days_used, families, skipped, out)
     return AutoMLRun(run_dir, _publish(run_dir, summary, dm, out, code), summary)
 
-# %% ../nbs/23_automl.ipynb #c047
+# %% ../nbs/23_automl.ipynb #c048
 def automl_tables(summary: dict) -> dict[str, pd.DataFrame]:
     "DataFrames 'segments' (segment × family results), 'trials' (every trial) and 'families' (best per family)."
     windows = {s["segment"]: s for s in summary["segmentation"]["segments"]}
@@ -603,7 +603,7 @@ def trial_return_matrix(trial_returns: pd.DataFrame, segment: int | None = None)
     frame = trial_returns if segment is None else trial_returns[trial_returns.segment == segment]
     return frame.pivot(index="day", columns="trial_key", values="return").sort_index()
 
-# %% ../nbs/23_automl.ipynb #c048
+# %% ../nbs/23_automl.ipynb #c049
 def walk_forward_figure(summary: dict, metric: str = "log_loss"):
     "Plotly figure: validation `metric` per segment and family, with the majority baseline (dashed) where it has one."
     import plotly.graph_objects as go

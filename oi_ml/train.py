@@ -34,13 +34,13 @@ from .regimes import RegimeHMMTransformer
 __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARKERS', 'LGB_TREE_FIELDS', 'LGB_SPLIT_FIELDS',
            'CALIBRATION_FLOOR', 'STORED_DIGITS', 'BUNDLE_FILES', 'TrainConfig', 'TrainingTable', 'build_training_table',
            'resolve_family', 'fit_booster', 'booster_predict', 'booster_contributions', 'save_booster',
-           'lgb_structure_problem', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'select_features',
-           'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc', 'classification_metrics',
-           'reliability_curve', 'fit_calibration', 'apply_calibration', 'cross_fitted_calibration', 'holdout_split',
-           'cross_validate', 'regression_metrics', 'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for',
-           'fit_calibrated', 'train_model', 'holdout_scores', 'publish_run', 'swap_into_place', 'ModelIntegrityError',
-           'verify_run', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle', 'score_features',
-           'score_frame']
+           'lgb_structure_problem', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'table_regimes',
+           'select_features', 'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc',
+           'classification_metrics', 'reliability_curve', 'fit_calibration', 'apply_calibration',
+           'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics', 'fit_garch',
+           'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model', 'holdout_scores',
+           'publish_run', 'swap_into_place', 'ModelIntegrityError', 'verify_run', 'require_listed', 'ModelBundle',
+           'check_calibration', 'load_bundle', 'score_features', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -84,6 +84,9 @@ class TrainingTable:
     label_end_time: pd.Series     # UTC end of each label interval (for purging)
     weight: np.ndarray            # sample weights, mean 1
     classes: tuple                # class names by id; () for regression
+    stream_features: pd.DataFrame | None = None  # KEY_COLUMNS + feature columns of every bar, labelled or not, time-sorted;
+                                                 # None: `features` is the whole stream (a table built by hand)
+    stream_rows: np.ndarray | None = None        # int64 position in `stream_features` of each row of `features`
 
 def _encode_target(target: pd.Series, name: str) -> tuple[np.ndarray, tuple]:
     "Map target values to class ids 0..k-1 in CLASS_NAMES order (regression: float values)."
@@ -95,7 +98,7 @@ def _encode_target(target: pd.Series, name: str) -> tuple[np.ndarray, tuple]:
     return names.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype="float64"), classes
 
 def build_training_table(raw: pd.DataFrame, cfg: TrainConfig) -> TrainingTable:
-    "Features, encoded labels, label end times and sample weights for the labelled post-warm-up rows of `raw`."
+    "Features, encoded labels, label end times and sample weights for the labelled post-warm-up rows of `raw` (and every bar's features)."
     raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     if raw.symbol.nunique() != 1: raise ValueError("train_model expects one symbol per dataset (got " + ", ".join(sorted(raw.symbol.unique())) + ")")
     columns = supported_feature_columns(raw)
@@ -106,7 +109,7 @@ def build_training_table(raw: pd.DataFrame, cfg: TrainConfig) -> TrainingTable:
     weights = sample_weights(raw.timestamp, labels["label_end_time"].where(pd.Series(keep)))["sample_weight"].to_numpy()[keep]
     return TrainingTable(features[keep].reset_index(drop=True), columns,
                          y[keep].astype("int64" if classes else "float64"), labels["label_end_time"][keep].reset_index(drop=True),
-                         np.nan_to_num(weights / np.nanmean(weights), nan=1.0), classes)
+                         np.nan_to_num(weights / np.nanmean(weights), nan=1.0), classes, features, np.flatnonzero(keep))
 
 # %% ../nbs/22_train.ipynb #c009
 def resolve_family(cfg: TrainConfig) -> str:
@@ -244,6 +247,11 @@ def add_regimes(model: RegimeHMMTransformer, features: pd.DataFrame) -> pd.DataF
     "Regime id and filtered probabilities for every row (forward filter over the time-sorted rows)."
     return model.transform(features[list(model.feature_columns)]).drop(columns=list(model.feature_columns))
 
+def table_regimes(model: RegimeHMMTransformer, table: TrainingTable) -> pd.DataFrame:
+    "Regime id and probabilities of each table row: the forward filter over every bar of the table's stream, read at the row."
+    if table.stream_features is None: return add_regimes(model, table.features)
+    return add_regimes(model, table.stream_features).iloc[table.stream_rows].reset_index(drop=True)
+
 def select_features(family: str, cfg: TrainConfig, n_classes: int, X: pd.DataFrame, y, w) -> list:
     "Top `top_k_features` columns by LightGBM gain on the given rows (ties broken by name)."
     b, _ = fit_booster("lightgbm", dataclasses.replace(cfg, target="triple_barrier" if cfg.target == "regime" else cfg.target),
@@ -264,7 +272,7 @@ def fit_model_set(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig, roun
     cols = regime_columns(table, cfg)
     regime_model = RegimeHMMTransformer(cfg.n_regimes, cols, n_iter=30, random_state=cfg.seed, order_by="ret_std_20").fit(
         table.features.iloc[rows])
-    full = pd.concat([table.features[table.feature_columns], add_regimes(regime_model, table.features)], axis=1)
+    full = pd.concat([table.features[table.feature_columns], table_regimes(regime_model, table)], axis=1)
     X, y, w = full.iloc[rows], table.y[rows], table.weight[rows]
     if rounds is None:   # inside CV: the early-stopped booster (fit on the first 85 % of the fold's rows) is the pooled model
         fit_pos, val_pos = _early_stop_split(table.features.timestamp.iloc[rows], table.label_end_time.iloc[rows])
@@ -293,7 +301,7 @@ def predict_model_set(ms: ModelSet, features: pd.DataFrame, regimes: pd.DataFram
         if mask.any(): out[mask] = booster_predict(ms.boosters[key], X[mask], k, ms.rounds)
     return out
 
-# %% ../nbs/22_train.ipynb #c016
+# %% ../nbs/22_train.ipynb #c017
 def brier_score(y: np.ndarray, probs: np.ndarray) -> float:
     "Multi-class Brier score."
     onehot = np.eye(probs.shape[1])[y]
@@ -324,7 +332,7 @@ def reliability_curve(y: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dic
     rows = [(float(conf[idx == b].mean()), float(hit[idx == b].mean()), int((idx == b).sum())) for b in range(n_bins) if (idx == b).any()]
     return dict(predicted=[r[0] for r in rows], observed=[r[1] for r in rows], count=[r[2] for r in rows])
 
-# %% ../nbs/22_train.ipynb #c017
+# %% ../nbs/22_train.ipynb #c018
 CALIBRATION_FLOOR = 1e-3   # smallest calibrated probability of any class, before renormalising
 STORED_DIGITS = 10         # decimals floats keep in the run's JSON files (`_round`); calibration maps are fitted at it
 
@@ -354,7 +362,7 @@ def cross_fitted_calibration(y: np.ndarray, probs: np.ndarray, fold: np.ndarray)
         out[mine] = apply_calibration(fit_calibration(y[~mine], probs[~mine]), probs[mine])
     return out
 
-# %% ../nbs/22_train.ipynb #c020
+# %% ../nbs/22_train.ipynb #c021
 def holdout_split(table: TrainingTable, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     "(in-sample, holdout) positions: the last `holdout_frac` of rows is held out; in-sample labels reaching into it are purged."
     n = len(table.y); cut = int(n * (1 - cfg.holdout_frac))
@@ -371,7 +379,7 @@ def cross_validate(table: TrainingTable, ins: np.ndarray, cfg: TrainConfig) -> d
     times, ends = table.features.timestamp.iloc[ins].reset_index(drop=True), table.label_end_time.iloc[ins].reset_index(drop=True)
     for i, (tr, te) in enumerate(splitter.split(np.zeros(len(ins)), label_end_times=ends, event_times=times)):
         ms = fit_model_set(table, ins[tr], cfg)
-        regimes = add_regimes(ms.regime_model, table.features)
+        regimes = table_regimes(ms.regime_model, table)
         oof[te] = predict_model_set(ms, table.features[table.feature_columns].iloc[ins[te]], regimes.iloc[ins[te]])
         oof_regime[te], oof_fold[te] = regimes.regime.to_numpy()[ins[te]], i
         metrics = classification_metrics(table.y[ins[te]], oof[te], table.classes) if k else regression_metrics(table.y[ins[te]], oof[te])
@@ -385,7 +393,7 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
     return dict(n=int(len(y)), rmse=float(np.sqrt(np.mean(err ** 2))), mae=float(np.mean(np.abs(err))),
                 r2=float(1 - np.sum(err ** 2) / np.sum((y - y.mean()) ** 2)))
 
-# %% ../nbs/22_train.ipynb #c022
+# %% ../nbs/22_train.ipynb #c023
 def _garch_variance(returns: np.ndarray, omega: float, alpha: float, beta: float,
                     initial_variance: float | None = None) -> np.ndarray:
     "Conditional variance σ²_{t+1} after each return (GARCH(1,1) recursion from σ²_0 = `initial_variance`, default var(returns))."
@@ -419,7 +427,7 @@ def garch_forecast(returns: np.ndarray, params: dict, horizon: int) -> np.ndarra
     decay = (1 - persistence ** horizon) / (1 - persistence) if persistence < 1 else horizon
     return np.sqrt(np.maximum(horizon * long_run + (next_var - long_run) * decay, 0))
 
-# %% ../nbs/22_train.ipynb #c025
+# %% ../nbs/22_train.ipynb #c026
 def training_code_sha256() -> str:
     "sha256 of the code that trains a model: this module and every package module it imports, directly or not."
     return code_sha256(modules=import_closure(("train",)))
@@ -450,10 +458,10 @@ def _per_regime(y, probs, regime, k, classes=()) -> dict:
         out[str(r)] = classification_metrics(y[m], probs[m], classes) if k else regression_metrics(y[m], probs[m])
     return out
 
-# %% ../nbs/22_train.ipynb #c026
+# %% ../nbs/22_train.ipynb #c027
 def _evaluate_holdout(table, ins, hold, final: ModelSet, calibration, cfg) -> dict:
     "Holdout metrics (raw and calibrated) against the majority-class / naive baselines."
-    regimes = add_regimes(final.regime_model, table.features)
+    regimes = table_regimes(final.regime_model, table)
     pred = predict_model_set(final, table.features[table.feature_columns].iloc[hold], regimes.iloc[hold])
     y, k = table.y[hold], len(table.classes)
     if not k: return _regression_holdout(table, ins, hold, pred, cfg)
@@ -481,10 +489,10 @@ def _regression_holdout(table, ins, hold, pred, cfg) -> dict:
     m = regression_metrics(y[ok], pred[ok]); mn = regression_metrics(y[ok], naive[hold][ok]); mg = regression_metrics(y[ok], garch[hold][ok])
     return dict(model=m, naive=mn, garch=mg, rmse_ratio_vs_naive=m["rmse"] / mn["rmse"], rmse_ratio_vs_garch=m["rmse"] / mg["rmse"])
 
-# %% ../nbs/22_train.ipynb #c027
+# %% ../nbs/22_train.ipynb #c028
 def _importance(ms: ModelSet, table: TrainingTable, hold: np.ndarray, cfg: TrainConfig) -> tuple[dict, dict]:
     "Gain importances and mean |TreeSHAP| per booster (top 20 each), SHAP on up to `shap_rows` holdout rows."
-    regimes = add_regimes(ms.regime_model, table.features)
+    regimes = table_regimes(ms.regime_model, table)
     X = pd.concat([table.features[table.feature_columns], regimes], axis=1)[ms.selected].iloc[hold]
     rows = X.iloc[np.linspace(0, len(X) - 1, min(cfg.shap_rows, len(X))).astype(int)].to_numpy("float64")
     gain, shap = {}, {}
@@ -528,7 +536,7 @@ def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConf
                        holdout_window=report["rows"]["holdout_window"], packages=package_versions(),
                        code_sha256=code, git_commit=git_commit()))
 
-# %% ../nbs/22_train.ipynb #c028
+# %% ../nbs/22_train.ipynb #c029
 def fit_calibrated(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig) -> tuple[dict, dict | None, ModelSet]:
     """The candidate's training procedure on `rows`: purged K-fold CV, whose out-of-fold predictions fit the calibration and
     whose median early-stopped rounds size the final fit on all of `rows`. Returns (cv, calibration, final model)."""
@@ -555,7 +563,7 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
 
 def holdout_scores(table: TrainingTable, hold: np.ndarray, final: ModelSet, calibration) -> np.ndarray:
     "The final model's holdout scores: calibrated confidence of the chosen class (regression: the prediction)."
-    regimes = add_regimes(final.regime_model, table.features)
+    regimes = table_regimes(final.regime_model, table)
     pred = predict_model_set(final, table.features[table.feature_columns].iloc[hold], regimes.iloc[hold])
     return apply_calibration(calibration, pred).max(axis=1) if table.classes else pred
 
@@ -573,7 +581,7 @@ def _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final) -> dict
                           per_regime=_per_regime(table.y[ins], cv["oof"], cv["oof_regime"], k, table.classes)),
                   holdout=_evaluate_holdout(table, ins, hold, final, calibration, cfg),
                   regimes=dict(features=list(final.regime_model.feature_columns), routes={str(r): v for r, v in final.routes.items()},
-                               train_rows_per_regime={str(r): int(n) for r, n in zip(*np.unique(add_regimes(final.regime_model, table.features).regime.to_numpy()[ins], return_counts=True))}),
+                               train_rows_per_regime={str(r): int(n) for r, n in zip(*np.unique(table_regimes(final.regime_model, table).regime.to_numpy()[ins], return_counts=True))}),
                   selected_features=final.selected, seeds=dict(seed=cfg.seed, num_threads=cfg.num_threads), packages=package_versions())
     if k:
         cal_oof = cross_fitted_calibration(table.y[ins], cv["oof"], cv["oof_fold"])   # never scored on its own fit
@@ -614,7 +622,7 @@ def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, fi
         return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores, code, window_rows)
     return publish_run(run_dir, write)
 
-# %% ../nbs/22_train.ipynb #c032
+# %% ../nbs/22_train.ipynb #c033
 class ModelIntegrityError(Exception):
     "A model artefact is missing or differs from the sha256 in its manifest."
 
@@ -689,7 +697,7 @@ def load_bundle(run_dir: str | Path) -> ModelBundle:
     cal = check_calibration(read_json(run_dir / "calibration.json", ModelIntegrityError), len(meta["classes"]), run_dir / "calibration.json")
     return ModelBundle(run_dir, manifest, ms, meta["input_features"], cal)
 
-# %% ../nbs/22_train.ipynb #c033
+# %% ../nbs/22_train.ipynb #c034
 def score_features(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
     "Calibrated probabilities, regime, signal (+1/0/-1) and confidence for prepared feature rows (time-sorted)."
     ms = bundle.model_set

@@ -382,6 +382,17 @@ def test_score_frame_reproduces_the_reported_holdout(small_run, scored):
     assert reported["n"] == len(y)
 
 
+def test_training_scores_the_holdout_as_score_frame_does(small_run, scored):
+    """The trainer's holdout scores (`holdout_scores`: regimes from the filter over every bar of the table's stream) equal
+    score_frame's (the backtests' path, which filters every bar of the dataset) at the holdout rows."""
+    bundle, scores = scored
+    table = small_run.table
+    _, hold, _ = holdout_reference(table, SMALL.holdout_frac)
+    trained = train_mod.holdout_scores(table, hold, bundle.model_set, bundle.calibration)
+    served = scores.set_index("timestamp").loc[table.features.timestamp.iloc[hold].to_numpy(), "confidence"].to_numpy()
+    assert np.abs(trained - served).max() < 1e-12
+
+
 def test_score_frame_on_a_prefix_is_causal(small_run, scored):
     "Scores of the first rows do not change when later rows are added (regime filter and features are causal)."
     bundle, scores = scored
