@@ -573,13 +573,17 @@ def _unscheduled_symbols(report: ValidationReport, symbols: list, cfg) -> Ingest
     return IngestError(report)
 
 def chain_rebuild_window(con, exchange: str, chain: pd.DataFrame) -> dict | None:
-    """The `ml_features` window a chain import changes: from its first snapshot up to the exchange's next stored snapshot
-    after its last (every bar until then reads it as of, bars imported earlier included), or open-ended when none follows."""
+    """The `ml_features` window a chain import changes: from its first snapshot up to the next stored snapshot of each of
+    its symbols after that symbol's last (every bar until then reads it as of, bars imported earlier included), the
+    latest of those; open-ended when a symbol has none."""
     if not len(chain): return None
-    following = con.execute("SELECT epoch_us(min(timestamp)) FROM option_chain_snapshots WHERE exchange = ? AND timestamp > ?",
-                            [exchange, chain.timestamp.max().to_pydatetime()]).fetchall()[0][0]   # an integer: no pytz needed
-    if following is not None: following = pd.Timestamp(following, unit="us", tz="UTC")
-    return window_params(exchange, chain.timestamp.min(), following)
+    ends = []
+    for symbol, last in chain.groupby("symbol").timestamp.max().items():
+        following = con.execute("SELECT epoch_us(min(timestamp)) FROM option_chain_snapshots WHERE exchange = ? AND symbol = ? AND timestamp > ?",
+                                [exchange, symbol, last.to_pydatetime()]).fetchall()[0][0]   # an integer: no pytz needed
+        if following is None: return window_params(exchange, chain.timestamp.min(), None)
+        ends.append(pd.Timestamp(following, unit="us", tz="UTC"))
+    return window_params(exchange, chain.timestamp.min(), max(ends))
 
 def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple | None = None, run_cfg: RunConfig | None = None) -> dict:
     "Validate an NSE F&O bhavcopy (old or UDiFF, CSV or zip) and store its index options and underlying (all or nothing on errors)."

@@ -21,9 +21,9 @@ from .config import ExchangeConfig, RunConfig, StalenessConfig, get_exchange_con
 __all__ = ['ML_FEATURE_COLUMNS', 'SCHEMAS', 'TABLES', 'save_option_chain_snapshot', 'save_macro_signals',
            'save_vix_term_structure', 'save_underlying_bars', 'save_order_book_depth', 'STALE_SOURCES',
            'schema_columns', 'connect', 'transaction', 'StoreConflictError', 'insert_rows', 'write_batch',
-           'record_training_batch', 'trading_minute_sql', 'calendar_params', 'staleness_limits', 'StaleFeatureWarning',
-           'build_ml_features', 'rebuild_ml_features_in_transaction', 'to_utc', 'window_params',
-           'load_historical_data_for_ml', 'denormalise_payload']
+           'record_training_batch', 'trading_minute_sql', 'calendar_params', 'unlisted_year_holidays',
+           'staleness_limits', 'StaleFeatureWarning', 'build_ml_features', 'rebuild_ml_features_in_transaction',
+           'to_utc', 'window_params', 'load_historical_data_for_ml', 'denormalise_payload']
 
 # %% ../nbs/01_store.ipynb #c005
 ML_FEATURE_COLUMNS = [  # timestamp-level aggregates built by `build_ml_features`, in this order
@@ -234,12 +234,23 @@ def trading_minute_sql(ts: str) -> str:
     trades = f"({weekday} < 5 AND NOT list_contains($holidays, {day}))"
     return f"(($session_minutes + 1) * {sessions_before} + CASE WHEN {trades} THEN {into_session} ELSE -1 END)"
 
-def calendar_params(cfg: ExchangeConfig) -> dict:
-    "SQL parameters of `trading_minute_sql` for the exchange `cfg`."
+def calendar_params(cfg: ExchangeConfig, unlisted_holidays: tuple = ()) -> dict:
+    "SQL parameters of `trading_minute_sql` for the exchange `cfg` (plus day numbers taken as holidays in unlisted years)."
     epoch_day = dt.date(1970, 1, 1)
-    holidays = sorted((d - epoch_day).days for d in cfg.holidays if d.weekday() < 5)   # IST day numbers
+    holidays = sorted({(d - epoch_day).days for d in cfg.holidays if d.weekday() < 5} | set(unlisted_holidays))   # IST day numbers
     return {"session_open": cfg.session_open.hour * 60 + cfg.session_open.minute, "session_minutes": cfg.session_minutes(),
             "holidays": holidays}
+
+def unlisted_year_holidays(con: duckdb.DuckDBPyConnection, cfg: ExchangeConfig) -> tuple:
+    """IST day numbers of the weekdays with no stored bar of the exchange (any symbol) between its first and last stored
+    bar, in years whose holidays the config does not list: there the data is the calendar, so a holiday does not age
+    a value by a session (a day missing from the data counts as a holiday too: the importer warns about such years)."""
+    days = {d for (d,) in con.execute("SELECT DISTINCT floor((epoch(timestamp) + 19800) / 86400)::BIGINT FROM underlying_bars WHERE exchange = ?",
+                                      [cfg.exchange]).fetchall()}
+    if not days: return ()
+    epoch_day, listed = dt.date(1970, 1, 1), set(cfg.holiday_years)
+    return tuple(d for d in range(int(min(days)), int(max(days)) + 1) if d not in days
+                 and (epoch_day + dt.timedelta(days=d)).weekday() < 5 and (epoch_day + dt.timedelta(days=d)).year not in listed)
 
 def staleness_limits(staleness: StalenessConfig, cfg: ExchangeConfig) -> dict[str, float]:
     "Maximum age of each of `STALE_SOURCES`, in trading minutes (a session is its minutes plus one for the overnight break)."
@@ -398,7 +409,8 @@ def rebuild_ml_features_in_transaction(con: duckdb.DuckDBPyConnection, params: d
     limits = staleness_limits(staleness or StalenessConfig(), cfg)
     con.execute("DELETE FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end", params)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _ml_features_new AS {_ML_FEATURES_SQL}",
-                {**params, "risk_free_rate": risk_free_rate, **calendar_params(cfg), **{f"max_age_{s}": v for s, v in limits.items()}})
+                {**params, "risk_free_rate": risk_free_rate, **calendar_params(cfg, unlisted_year_holidays(con, cfg)),
+                 **{f"max_age_{s}": v for s, v in limits.items()}})
     con.execute(f"INSERT INTO ml_features SELECT {', '.join(schema_columns('ml_features'))} FROM _ml_features_new")
     _warn_stale(con, params["exchange"], limits)
     con.execute("DROP TABLE _ml_features_new")

@@ -492,6 +492,37 @@ def test_a_chain_imported_after_later_bars_reaches_them(con, cfg, tmp_path):
     pd.testing.assert_frame_equal(after_import, con.execute(query).df())
 
 
+def test_a_two_index_chain_import_reaches_each_indexs_later_bars(con, cfg, tmp_path):
+    """The rebuild ends at each imported symbol's next snapshot, not the exchange's: a NIFTY snapshot on Fri 3 Jan 10:00 IST
+    must not stop the 2 Jan import from reaching BANKNIFTY bars stored for 11:00 and 12:00 that day (found by review)."""
+    from oi_ml.store import build_ml_features, insert_rows
+    scratch = connect(RunConfig(data_dir=str(tmp_path / "scratch")))
+    import_bhavcopy(scratch, write_example_bhavcopy(tmp_path / "d2.csv", trade_date="2025-01-03"), run_cfg=cfg)
+    snap = scratch.execute("SELECT * EXCLUDE (batch_id) FROM option_chain_snapshots").df()
+    snap["timestamp"] = pd.Timestamp("2025-01-03 10:00", tz=IST).tz_convert("UTC")   # an intraday NIFTY snapshot
+    insert_rows(con, "option_chain_snapshots", snap, "live-snap")
+    bars = pd.DataFrame({"Date": ["2025-01-03 11:00", "2025-01-03 12:00"], "Open": ["51000"] * 2, "High": ["51100"] * 2,
+                         "Low": ["50900"] * 2, "Close": ["51050"] * 2, "Volume": ["100"] * 2})
+    import_ohlcv(con, write(bars, tmp_path / "bn.csv"), "BANKNIFTY", run_cfg=cfg)
+    import_bhavcopy(con, write_example_bhavcopy(tmp_path / "d1.csv"), symbols=("NIFTY", "BANKNIFTY"), run_cfg=cfg)
+    query = "SELECT * FROM ml_features ORDER BY symbol, timestamp"
+    after_import = con.execute(query).df()
+    assert after_import[after_import.symbol == "BANKNIFTY"].atm_strike.notna().all()   # both bars read the 2 Jan chain
+    build_ml_features(con, "NSE", run_cfg=cfg)
+    pd.testing.assert_frame_equal(after_import, con.execute(query).df())
+
+
+def test_in_a_year_without_listed_holidays_a_holiday_does_not_age_the_chain(con, cfg, tmp_path):
+    """2023's holidays are not in the config: the stored bars are its calendar, so Thu 26 Jan (Republic Day, no bar) is
+    not a session and Friday's bar still reads Wednesday's chain, one overnight break old (found by review)."""
+    bars = pd.DataFrame({"Date": ["2023-01-24", "2023-01-27"], "Open": ["18100", "18000"], "High": ["18200", "18100"],
+                         "Low": ["18000", "17900"], "Close": ["18150", "18050"], "Volume": ["1", "1"]})
+    assert "lists no NSE holidays for 2023" in import_ohlcv(con, write(bars, tmp_path / "n.csv"), "NIFTY", run_cfg=cfg)["warnings"][0]
+    import_bhavcopy(con, write_example_bhavcopy(tmp_path / "b.csv", trade_date="2023-01-25", spot=18100.0, lot=50), run_cfg=cfg)
+    pcr = con.execute("SELECT pcr_oi FROM ml_features ORDER BY timestamp").df().pcr_oi.tolist()
+    assert np.isnan(pcr[0]) and pcr[1:] == [1.0, 1.0]       # Tue: no chain yet; Wed 15:30 and Fri 09:15: Wednesday's
+
+
 def test_both_layouts_give_the_same_contracts_and_reimport_adds_nothing(tmp_path, fingerprint):
     chains = {}
     for fmt in ("old", "udiff"):
