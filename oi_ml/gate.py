@@ -145,10 +145,13 @@ def deflated_sharpe(candidate_daily: pd.Series, trials: pd.DataFrame | None) -> 
     r = candidate_daily.to_numpy(dtype=float)
     if _too_few_days(r): return dict(dsr=float("nan"), n_trials=0, n_days=len(r), reason="fewer than 3 out-of-sample days with returns")
     sharpes = trial_sharpes(trials) if trials is not None else pd.Series(dtype=float)
-    if sharpes.notna().sum() < 2:
+    if sharpes.notna().sum() < 2:   # no spread of trial Sharpe ratios to deflate by
         psr, sr, moments = conservative_psr(r, 0.0)
-        return dict(dsr=psr, sr_daily=sr, sr_benchmark=0.0, n_trials=1, n_days=len(r), moments=moments,
-                    reason="no AutoML trials recorded: probabilistic Sharpe ratio against zero")
+        why = ("no AutoML trials recorded" if sharpes.empty else
+               f"{len(sharpes)} AutoML trial(s) recorded but {int(sharpes.notna().sum())} with a Sharpe ratio (a trial that never trades has "
+               "none), too few to estimate their spread")
+        return dict(dsr=psr, sr_daily=sr, sr_benchmark=0.0, n_trials=len(sharpes) + 1, n_days=len(r), moments=moments,
+                    reason=f"{why}: probabilistic Sharpe ratio against zero")
     var, basis = trial_sharpe_variance(trials, sharpes)
     n_trials = len(sharpes) + 1
     sr0 = expected_max_sharpe(n_trials, var)

@@ -27,7 +27,7 @@ __all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'MIN_VOLATILITY_VALUES', 'CHROMIUM
            'load_run_report', 'run_provenance', 'cv_tables', 'confusion_figure', 'reliability_figure', 'shap_figure',
            'template_path', 'pack_kernel', 'render_html', 'run_config_parameter', 'render_pack', 'decision_banner',
            'baseline_notice', 'gate_table', 'candidate_vs_production', 'equity_figure', 'sortable_table',
-           'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'trade_volatility',
+           'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'overfitting_summary', 'trade_volatility',
            'performance_breakdowns', 'window_order', 'benchmark_frame', 'walk_forward_frame', 'sensitivity_figure',
            'risk_profile', 'monitoring_baseline', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path',
            'check_in_browser']
@@ -358,7 +358,27 @@ def metrics_with_ci(trades: pd.DataFrame, equity: pd.DataFrame,
         rows.append(dict(metric="profit factor (net)", estimate=ci.estimate, lower_95=ci.lower, upper_95=ci.upper))
     return pd.DataFrame(rows, columns=["metric", "estimate", "lower_95", "upper_95"])
 
-# %% ../nbs/44_packs.ipynb #c030
+def _figure(value, digits: int = 4) -> str:
+    "A gate figure for prose: `digits` decimals, 'n/a' when missing or NaN."
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+
+def overfitting_summary(gate: dict) -> str:
+    """Markdown sentence of the gate's deflated Sharpe ratio, what its trial count holds (the AutoML trials plus the
+    candidate itself, which AutoML's own total leaves out), the gate policy's Sharpe and the PBO."""
+    d, pbo, pol = gate.get("dsr") or {}, gate.get("pbo") or {}, gate.get("policy_sharpe") or {}
+    n = d.get("n_trials")
+    if not n: dsr = f"Deflated Sharpe ratio: **not computed** ({d.get('reason')}; {d.get('n_days')} holdout days); "
+    else:
+        if d.get("reason"): trials = f"{n} trial(s): {d['reason']}"
+        else: trials = f"{n} trials: the {n - 1} AutoML trials and the candidate; {d.get('returns', 'daily returns')}"
+        variance = f"; trial Sharpe variance {d['variance_basis']}" if d.get("variance_basis") else ""
+        dsr = f"Deflated Sharpe ratio: **{_figure(d.get('dsr'))}** ({trials}; {d.get('n_days')} holdout days{variance}); "
+    return (dsr +
+            f"gate policy daily Sharpe {_figure(pol.get('sr_daily'))} (PSR vs 0: {_figure(pol.get('psr_vs_zero'))}, for "
+            f"information); probability of backtest overfitting: **{_figure(pbo.get('pbo'))}**"
+            + (f" ({pbo['reason']})" if pbo.get("reason") else "") + ".")
+
+# %% ../nbs/44_packs.ipynb #c032
 def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, high, low, close)
                      trades: pd.DataFrame,  # backtest trades; `timestamp` is the signal bar
                      window: int | None = None,  # bars; None: labels.SIGNAL_VOLATILITY_BARS, the window `gate.signals_for` uses
@@ -417,7 +437,7 @@ def sensitivity_figure(records: list[dict], metric: str = "sharpe_net"):
                       yaxis_title="min confidence", height=380)
     return fig
 
-# %% ../nbs/44_packs.ipynb #c032
+# %% ../nbs/44_packs.ipynb #c034
 def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd.DataFrame:
     "Drawdown against account size, exposure and the limits the strategy ran under."
     from oi_ml.metrics import max_drawdown
@@ -496,7 +516,7 @@ def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig) -> str:
             f"{html.escape(candidate_run)} --reviewer NAME --decision approved --constraints \"...\"</code></p>"
             + (f"<p>Recorded sign-offs:</p><ul>{recorded}</ul>" if recorded else "<p>No sign-off recorded yet.</p>"))
 
-# %% ../nbs/44_packs.ipynb #c035
+# %% ../nbs/44_packs.ipynb #c037
 def pack_entries(reports_dir: str | Path) -> pd.DataFrame:
     "One row per rendered pack: exchange, label, decision (from the executed notebook's gate report), path, rendered time."
     rows = []
@@ -530,7 +550,7 @@ def render_index(run_cfg: RunConfig | None = None) -> Path:
     tmp = reports_dir / ".index.html.tmp"; tmp.write_text(page, encoding="utf-8"); os.replace(tmp, reports_dir / "index.html")
     return reports_dir / "index.html"
 
-# %% ../nbs/44_packs.ipynb #c037
+# %% ../nbs/44_packs.ipynb #c039
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars")
 
