@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from .gate import GateConfig, default_backtest_config, evaluate_candidate, gate_
 from .labels import labels_frame
 from .packs import render_index, render_pack
 from .registry import _check_run_horizon, check_horizon, current_version, deploy_model, label_horizon
-from .store import build_ml_features, connect
+from .store import StaleFeatureWarning, build_ml_features, connect
 from .train import (ModelBundle, ModelIntegrityError, TrainConfig, build_training_table, fit_calibrated, load_bundle,
                          score_features, train_model, verify_run)
 
@@ -167,12 +168,19 @@ def raw_fingerprint(con, exchange: str, as_of: str | None) -> dict:
     return out
 
 def step_consolidate(run: RetrainRun) -> dict:
-    "Rebuild `ml_features` from the raw tables up to `as_of` (skipped when the raw data did not change)."
+    """Rebuild `ml_features` from the raw tables up to `as_of` (skipped when the raw data did not change); the manifest records
+    how many bars had a source value blanked as older than its staleness limit (the warning is re-raised as well)."""
     with connect(run.run_cfg) as con: fp = raw_fingerprint(con, run.cfg.exchange, run.cfg.as_of)
     if fp["underlying_bars"][0] == 0: raise ValueError(f"no data for {run.cfg.exchange} in the warehouse: run `oi-ml simulate` or `oi-ml ingest` first")
     def build():
-        with connect(run.run_cfg) as con: n = build_ml_features(con, run.cfg.exchange, None, _window_end(run.cfg.as_of), run.run_cfg)
-        return dict(ml_features_rows=int(n), raw=fp)
+        with connect(run.run_cfg) as con, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", StaleFeatureWarning)
+            n = build_ml_features(con, run.cfg.exchange, None, _window_end(run.cfg.as_of), run.run_cfg)
+        stale = {}
+        for w in caught:
+            if isinstance(w.message, StaleFeatureWarning): stale = w.message.counts
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return dict(ml_features_rows=int(n), stale_bars=stale, raw=fp)
     return run_step(run, "consolidate", dict(raw=fp, as_of=run.cfg.as_of), build)
 
 def step_dataset(run: RetrainRun, consolidated: dict) -> dict:

@@ -354,3 +354,20 @@ def test_an_adhoc_cli_backtest_leaves_the_holdout_result_the_pack_reads(tmp_path
     assert steps["backtest"]["status"] == "done" and "backtest_summary.json: changed" in steps["backtest"]["cache_rejected"]
     assert (reports / "backtest_summary.json").read_bytes() == holdout   # the holdout result restored, byte for byte
     assert steps["pack"]["status"] == "reused"                      # so the pack, rendered from those bytes, still holds
+
+
+def test_the_consolidate_step_records_bars_blanked_as_stale(tmp_path):
+    "A VIX outage of an hour: the bars past the 15-minute limit lose VIX, the warning is raised and the run manifest counts them."
+    from oi_ml.pipeline import RetrainRun, retrain_folder, step_consolidate
+    from oi_ml.store import StaleFeatureWarning
+    cfg = _market(tmp_path, "stale", days=2)
+    outage = [pd.Timestamp(f"2025-08-01 {t}", tz="Asia/Kolkata").to_pydatetime() for t in ("10:00", "11:00")]
+    with connect(cfg) as con:
+        con.execute("DELETE FROM vix_term_structure WHERE timestamp > ? AND timestamp <= ?", outage)   # last print 10:00
+    rc = RetrainConfig("NSE", automl=False, train=TINY_TRAIN)
+    run = RetrainRun(rc, cfg, retrain_folder(rc, cfg))
+    with pytest.warns(StaleFeatureWarning, match="vix 45"):
+        out = step_consolidate(run)
+    assert out["stale_bars"] == {"vix": 45, "vix_near": 45, "vix_far": 45}     # 10:16 .. 11:00: more than 15 minutes old
+    recorded = json.loads((run.folder / "run_manifest.json").read_text())["steps"]["consolidate"]
+    assert recorded["outputs"]["stale_bars"] == out["stale_bars"]
