@@ -84,7 +84,7 @@ class TrainingTable:
     label_end_time: pd.Series     # UTC end of each label interval (for purging)
     weight: np.ndarray            # sample weights, mean 1
     classes: tuple                # class names by id; () for regression
-    stream_features: pd.DataFrame | None = None  # KEY_COLUMNS + feature columns of every bar, labelled or not, time-sorted;
+    stream_features: pd.DataFrame | None = None  # KEY_COLUMNS + the regime features of every bar, labelled or not, time-sorted;
                                                  # None: `features` is the whole stream (a table built by hand)
     stream_rows: np.ndarray | None = None        # int64 position in `stream_features` of each row of `features`
 
@@ -109,7 +109,8 @@ def build_training_table(raw: pd.DataFrame, cfg: TrainConfig) -> TrainingTable:
     weights = sample_weights(raw.timestamp, labels["label_end_time"].where(pd.Series(keep)))["sample_weight"].to_numpy()[keep]
     return TrainingTable(features[keep].reset_index(drop=True), columns,
                          y[keep].astype("int64" if classes else "float64"), labels["label_end_time"][keep].reset_index(drop=True),
-                         np.nan_to_num(weights / np.nanmean(weights), nan=1.0), classes, features, np.flatnonzero(keep))
+                         np.nan_to_num(weights / np.nanmean(weights), nan=1.0), classes,
+                         features[[c for c in features.columns if c not in columns or c in cfg.regime_features]], np.flatnonzero(keep))
 
 # %% ../nbs/22_train.ipynb #c009
 def resolve_family(cfg: TrainConfig) -> str:
