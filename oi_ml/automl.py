@@ -228,16 +228,17 @@ def design_matrices(base: np.ndarray, table: TrainingTable, model: RegimeHMMTran
     probs = table_regimes(model, table)[model.prob_columns].to_numpy("float64")
     return [np.column_stack([base[rows], probs[rows]]) for rows in row_sets]
 
-def purged_folds(table: TrainingTable, rows: np.ndarray, n_folds: int, embargo_frac: float) -> list[tuple[np.ndarray, np.ndarray]]:
+def purged_folds(table: TrainingTable, rows: np.ndarray, n_folds: int, embargo_frac: float,
+                 min_embargo_bars: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     "Purged K-fold (fit_rows, test_rows) over `rows`, as table positions."
     times, ends = table.features.timestamp.iloc[rows].reset_index(drop=True), table.label_end_time.iloc[rows].reset_index(drop=True)
-    splits = PurgedKFold(n_folds, embargo_frac).split(np.zeros(len(rows)), label_end_times=ends, event_times=times)
+    splits = PurgedKFold(n_folds, embargo_frac, min_embargo_bars=min_embargo_bars).split(np.zeros(len(rows)), label_end_times=ends, event_times=times)
     return [(rows[fit], rows[test]) for fit, test in splits]
 
 def prepare_segment(table: TrainingTable, base: np.ndarray, window: SegmentWindow, cfg: TrainConfig, n_folds: int) -> SegmentData:
     "Per-fold and whole-slice HMMs and design matrices of one segment."
     train, folds = np.asarray(window.train_index), []
-    for fit_rows, test_rows in purged_folds(table, train, n_folds, cfg.embargo_frac):
+    for fit_rows, test_rows in purged_folds(table, train, n_folds, cfg.embargo_frac, cfg.min_embargo_bars):
         model = fit_regimes(table, fit_rows, cfg)
         folds.append(FoldData(fit_rows, test_rows, *design_matrices(base, table, model, fit_rows, test_rows), model.params.n_train_rows))
     model = fit_regimes(table, train, cfg)
@@ -509,7 +510,7 @@ def build_summary(run_id: str, config: OrchestratorConfig, dm: dict, table: Trai
         segmentation=dict(window_days=config.window_days, step_days=config.step_days, expanding=False, n_segments=len(out.segments),
                           segments=out.segments),
         families=list(families), skipped_families=skipped,
-        objective=f"mean purged-CV log-loss over {config.n_folds} folds (PurgedKFold, embargo_frac={config.train.embargo_frac}) inside each training slice",
+        objective=f"mean purged-CV log-loss over {config.n_folds} folds (PurgedKFold, embargo_frac={config.train.embargo_frac}, at least {config.train.min_embargo_bars} rows) inside each training slice",
         results=out.results, best_per_family=per_family, best_family=best_family(per_family),
         total_trials=len(out.trials), trial_counts=_trial_counts(out.trials), trials=out.trials,
         trial_returns=dict(file=TRIAL_RETURNS_FILE, rule=RULE, horizon_bars=config.train.labels.horizon_bars, period="IST trading day",

@@ -98,9 +98,9 @@ def fold_bounds(n_samples: int, n_folds: int) -> list[tuple[int, int]]:
     edges = np.concatenate([[0], np.cumsum(sizes)])
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
-def embargo_bars(embargo_frac: float, n_samples: int) -> int:
-    "Rows embargoed after each test block: ceil(embargo_frac * n_samples), robust to float noise."
-    return math.ceil(round(embargo_frac * n_samples, 9))
+def embargo_bars(embargo_frac: float, n_samples: int, min_bars: int = 0) -> int:
+    "Rows embargoed after each test block: ceil(embargo_frac * n_samples), robust to float noise, and at least `min_bars`."
+    return max(math.ceil(round(embargo_frac * n_samples, 9)), int(min_bars))
 
 def merge_blocks(blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
     "Sorted (start, stop) row blocks with touching or overlapping blocks merged."
@@ -155,10 +155,12 @@ class PurgedKFold:
     embargo_frac: float = 0.02                               # fraction of samples embargoed after each test fold
     label_end_times: object = field(default=None, repr=False)  # per-row label end: datetimes or bar positions
     event_times: object = field(default=None, repr=False)      # per-row event time; default: X's DatetimeIndex or positions
+    min_embargo_bars: int = 0                                # floor of the embargo in rows (the longest feature lookback)
 
     def __post_init__(self):
         if int(self.n_splits) < 2: raise ValueError(f"n_splits must be at least 2, got {self.n_splits}")
         _check_embargo_frac(self.embargo_frac)
+        if self.min_embargo_bars < 0: raise ValueError(f"min_embargo_bars must be >= 0, got {self.min_embargo_bars}")
 
     def get_n_splits(self, X=None, y=None, groups=None) -> int:
         "Number of (train, test) splits."
@@ -170,7 +172,7 @@ class PurgedKFold:
         event_time, label_end_time = sample_times(X, ends, self.event_times if event_times is None else event_times)
         n_samples = len(event_time)
         if n_samples < self.n_splits: raise ValueError(f"n_splits={self.n_splits} exceeds the {n_samples} samples")
-        embargo, all_rows = embargo_bars(self.embargo_frac, n_samples), np.arange(n_samples, dtype=np.int64)
+        embargo, all_rows = embargo_bars(self.embargo_frac, n_samples, self.min_embargo_bars), np.arange(n_samples, dtype=np.int64)
         cummax = np.maximum.accumulate(label_end_time)
         for start, stop in fold_bounds(n_samples, self.n_splits):
             train = _purged_train(event_time, label_end_time, cummax, all_rows, [(start, stop)], embargo)
@@ -185,11 +187,13 @@ class CombinatorialPurgedCV:
     embargo_frac: float = 0.0                                # fraction of samples embargoed after each test block
     label_end_times: object = field(default=None, repr=False)  # per-row label end: datetimes or bar positions
     event_times: object = field(default=None, repr=False)      # per-row event time; default: X's DatetimeIndex or positions
+    min_embargo_bars: int = 0                                # floor of the embargo in rows (the longest feature lookback)
 
     def __post_init__(self):
         if not 1 <= self.n_test_groups < self.n_groups:
             raise ValueError(f"need 1 <= n_test_groups < n_groups, got {self.n_test_groups} and {self.n_groups}")
         _check_embargo_frac(self.embargo_frac)
+        if self.min_embargo_bars < 0: raise ValueError(f"min_embargo_bars must be >= 0, got {self.min_embargo_bars}")
 
     def test_group_combinations(self) -> list[tuple[int, ...]]:
         "Test groups of each split, in split order."
@@ -211,7 +215,7 @@ class CombinatorialPurgedCV:
         n_samples = len(event_time)
         if n_samples < self.n_groups: raise ValueError(f"n_groups={self.n_groups} exceeds the {n_samples} samples")
         bounds, cummax = fold_bounds(n_samples, self.n_groups), np.maximum.accumulate(label_end_time)
-        embargo, all_rows = embargo_bars(self.embargo_frac, n_samples), np.arange(n_samples, dtype=np.int64)
+        embargo, all_rows = embargo_bars(self.embargo_frac, n_samples, self.min_embargo_bars), np.arange(n_samples, dtype=np.int64)
         for combo in self.test_group_combinations():
             blocks = [bounds[g] for g in combo]
             test = np.concatenate([all_rows[a:b] for a, b in blocks])

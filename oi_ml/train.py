@@ -58,6 +58,7 @@ class TrainConfig:
     holdout_frac: float = 0.2                      # last share of rows kept out of sample
     n_splits: int = 5                              # purged K-fold on the in-sample rows
     embargo_frac: float = 0.01                     # share of rows embargoed after each test fold
+    min_embargo_bars: int = WARMUP_BARS            # at least this many: the longest feature lookback (rows after a fold read its bars)
     n_regimes: int = 3                             # HMM states
     regime_features: tuple = ("ret_1", "ret_std_20", "vix", "log_pcr_oi")  # used when the dataset supports them
     min_regime_rows: int = 1500                    # fewer training rows -> the regime uses the pooled model
@@ -376,7 +377,7 @@ def cross_validate(table: TrainingTable, ins: np.ndarray, cfg: TrainConfig) -> d
     k = len(table.classes)
     oof = np.full((len(ins), k) if k else len(ins), np.nan); oof_regime, oof_fold = np.full(len(ins), -1), np.full(len(ins), -1)
     folds = []
-    splitter = PurgedKFold(cfg.n_splits, cfg.embargo_frac)
+    splitter = PurgedKFold(cfg.n_splits, cfg.embargo_frac, min_embargo_bars=cfg.min_embargo_bars)
     times, ends = table.features.timestamp.iloc[ins].reset_index(drop=True), table.label_end_time.iloc[ins].reset_index(drop=True)
     for i, (tr, te) in enumerate(splitter.split(np.zeros(len(ins)), label_end_times=ends, event_times=times)):
         ms = fit_model_set(table, ins[tr], cfg)
@@ -578,7 +579,7 @@ def _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final) -> dict
                   rows=dict(labelled=len(table.y), in_sample=len(ins), holdout=len(hold), purged_at_holdout=int(len(table.y) - len(hold) - len(ins)),
                             holdout_window=[table.features.timestamp.iloc[hold[0]].isoformat(), table.features.timestamp.iloc[hold[-1]].isoformat()]),
                   class_balance={c: int((table.y[ins] == i).sum()) for i, c in enumerate(table.classes)},
-                  cv=dict(n_splits=cfg.n_splits, embargo_frac=cfg.embargo_frac, rounds=cv["rounds"], folds=cv["folds"], metrics=cv_metrics,
+                  cv=dict(n_splits=cfg.n_splits, embargo_frac=cfg.embargo_frac, min_embargo_bars=cfg.min_embargo_bars, rounds=cv["rounds"], folds=cv["folds"], metrics=cv_metrics,
                           per_regime=_per_regime(table.y[ins], cv["oof"], cv["oof_regime"], k, table.classes)),
                   holdout=_evaluate_holdout(table, ins, hold, final, calibration, cfg),
                   regimes=dict(features=list(final.regime_model.feature_columns), routes={str(r): v for r, v in final.routes.items()},

@@ -22,7 +22,8 @@ from oi_ml.train import (
     holdout_split,
 )
 
-CFG = TrainConfig(n_splits=2, max_rounds=20, min_regime_rows=10**6, top_k_features=10, min_data_in_leaf=20, num_threads=1)
+CFG = TrainConfig(n_splits=2, max_rounds=20, min_regime_rows=10**6, top_k_features=10, min_data_in_leaf=20, num_threads=1,
+                 min_embargo_bars=10)   # two sessions: a 200-row embargo would leave a fold almost nothing to fit
 TOLERANCE = 1e-12
 
 

@@ -27,6 +27,7 @@ from oi_ml.features import (
     REQUIRED_FEATURE_COLUMNS,
     supported_feature_columns,
 )
+from oi_ml.indicators import WARMUP_BARS
 from oi_ml.ingest import import_ohlcv
 from oi_ml.labels import LabelConfig
 from oi_ml.regimes import RegimeHMMTransformer
@@ -202,6 +203,21 @@ def test_cv_folds_are_purged(small_run):
         overlapping = (ends[train_rows] >= lo) & (times[train_rows] <= hi)
         assert not overlapping.any(), train_rows[overlapping][:5]
     assert np.array_equal(calls.predict[SMALL.n_splits], holdout_reference(table, SMALL.holdout_frac)[1])   # then the holdout
+
+
+def test_cv_embargo_covers_the_longest_feature_lookback(small_run):
+    """After each test fold at least `min_embargo_bars` (WARMUP_BARS, the longest indicator window) rows past the purge
+    stay out of training, however small `embargo_frac` makes the embargo: those rows' features read the fold's bars."""
+    table, calls = small_run.table, small_run.calls
+    assert SMALL.min_embargo_bars == WARMUP_BARS == 200 and SMALL.embargo_frac * len(calls.model_set[0]) < 200
+    times, ends = table.features.timestamp.to_numpy(), table.label_end_time.to_numpy()
+    in_sample = np.sort(np.concatenate(calls.predict[:SMALL.n_splits]))     # the CV folds' test rows cover it
+    for train_rows, test_rows in zip(calls.model_set[:SMALL.n_splits], calls.predict[:SMALL.n_splits]):
+        after = in_sample[times[in_sample] > ends[test_rows].max()]         # rows starting after the fold's last label
+        if len(after) <= WARMUP_BARS: continue                              # the last fold: nothing after it to embargo
+        assert not set(after[:WARMUP_BARS].tolist()) & set(train_rows.tolist())
+        assert set(after[WARMUP_BARS:].tolist()) <= set(train_rows.tolist())   # and no more than that
+    assert small_run.report["cv"]["min_embargo_bars"] == 200
 
 
 # --------------------------------------------------------------------------------------------------------------------
