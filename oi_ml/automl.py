@@ -34,14 +34,14 @@ logger = logging.getLogger(__name__)
 __all__ = ['logger', 'FAMILIES', 'PRUNERS', 'FINISHED', 'TRIAL_RETURNS_FILE', 'PREDICTIONS_FILE', 'SUMMARY_FILE', 'RULE',
            'SearchSpace', 'OrchestratorConfig', 'check_config', 'available_families', 'suggest_params',
            'candidate_config', 'Candidate', 'fit_candidate', 'predict_candidate', 'optuna_storage', 'storage_label',
-           'sessions_before', 'last_trading_days', 'bar_forward_returns', 'FoldData', 'SegmentData', 'fit_regimes',
-           'design_matrices', 'purged_folds', 'prepare_segment', 'directional_score', 'rule_daily_returns',
-           'per_period_sharpe', 'oof_attributes', 'cv_objective', 'automl_code_sha256', 'study_prefix', 'trial_sampler',
-           'make_pruner', 'finished_trials', 'budget_trials', 'best_of', 'run_study', 'quiet_optuna',
-           'majority_baseline', 'evaluate_best', 'trial_key', 'trial_records', 'trial_returns_frame', 'segment_record',
-           'study_result', 'family_summary', 'best_family', 'search', 'automl_run_id', 'build_summary', 'AutoMLRun',
-           'load_automl_run', 'run_orchestrator', 'automl_tables', 'load_trial_returns', 'trial_return_matrix',
-           'walk_forward_figure', 'optuna_history_figure']
+           'sessions_before', 'last_trading_days', 'rows_on_dates', 'bar_forward_returns', 'FoldData', 'SegmentData',
+           'fit_regimes', 'design_matrices', 'purged_folds', 'prepare_segment', 'directional_score',
+           'rule_daily_returns', 'per_period_sharpe', 'oof_attributes', 'cv_objective', 'automl_code_sha256',
+           'study_prefix', 'trial_sampler', 'make_pruner', 'finished_trials', 'budget_trials', 'best_of', 'run_study',
+           'quiet_optuna', 'majority_baseline', 'evaluate_best', 'trial_key', 'trial_records', 'trial_returns_frame',
+           'segment_record', 'study_result', 'family_summary', 'best_family', 'search', 'automl_run_id',
+           'build_summary', 'AutoMLRun', 'load_automl_run', 'run_orchestrator', 'automl_tables', 'load_trial_returns',
+           'trial_return_matrix', 'walk_forward_figure', 'optuna_history_figure']
 
 # %% ../nbs/23_automl.ipynb #c006
 FAMILIES = ("lightgbm", "xgboost", "catboost")   # supported model families; catboost is an optional extra
@@ -192,6 +192,18 @@ def last_trading_days(raw: pd.DataFrame, days: int | None) -> pd.DataFrame:
     dates = sorted(set(day))
     if days > len(dates): logger.warning("days=%d but the dataset has %d trading days: using all of them", days, len(dates))
     return raw[day.isin(dates[-days:])].reset_index(drop=True)
+
+def rows_on_dates(table: TrainingTable, window: pd.DataFrame) -> TrainingTable:
+    """The table's rows on the IST dates of `window` (weights renormalised to mean 1). Built from the whole history before,
+    the rows keep the features and regime probabilities that scoring the full stream gives them: recursive indicators
+    (RSI, ADX, EMAs) restarted at the window's first bar would differ from what the candidate is scored on."""
+    dates = set(window.timestamp.dt.tz_convert(IST).dt.date)
+    keep = table.features.timestamp.dt.tz_convert(IST).dt.date.isin(dates).to_numpy()
+    if keep.all(): return table
+    return dataclasses.replace(table, features=table.features[keep].reset_index(drop=True), y=table.y[keep],
+                               label_end_time=table.label_end_time[keep].reset_index(drop=True),
+                               weight=table.weight[keep] / table.weight[keep].mean(),
+                               stream_rows=None if table.stream_rows is None else table.stream_rows[keep])
 
 def bar_forward_returns(raw: pd.DataFrame, table: TrainingTable, labels: LabelConfig) -> np.ndarray:
     "Per training-table row, the bar's forward return over `labels.horizon_bars` bars inside its session (NaN past the end)."
@@ -570,12 +582,13 @@ def run_orchestrator(config: OrchestratorConfig, run_cfg: RunConfig | None = Non
     run_id = automl_run_id(exchange, dm, config, code)
     run_dir = Path(config.output) if config.output else Path(run_cfg.models_dir) / exchange / run_id
     if reuse and config.storage is None and (run_dir / "manifest.json").exists(): return load_automl_run(run_dir)
-    raw = last_trading_days(sessions_before(raw, config.before_day), config.days)
-    table = build_training_table(raw, config.train)
+    raw = sessions_before(raw, config.before_day)
+    searched = last_trading_days(raw, config.days)   # the sessions searched; features come from the whole history
+    table = rows_on_dates(build_training_table(raw, config.train), searched)
     windows = walk_forward_segments(table.features.timestamp, config.window_days, config.step_days, label_end_times=table.label_end_time)
     out = search(config, table, windows, families, bar_forward_returns(raw, table, config.train.labels), study_prefix(exchange, dm, config),
                  code)
-    days_used = raw.timestamp.dt.tz_convert(IST).dt.date.nunique()
+    days_used = searched.timestamp.dt.tz_convert(IST).dt.date.nunique()
     summary = build_summary(run_id, config, dm, table, days_used, families, skipped, out)
     return AutoMLRun(run_dir, _publish(run_dir, summary, dm, out, code), summary)
 
