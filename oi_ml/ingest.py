@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import json
 import re
@@ -19,6 +18,7 @@ import pandas as pd
 from scipy.special import ndtr
 
 from .config import IST, ExchangeConfig, QualityConfig, RunConfig, get_exchange_config, is_trading_day
+from .datasets import sha256_file
 from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_transaction, record_training_batch, transaction,
                          window_params)
 
@@ -27,9 +27,9 @@ __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'MISS
            'DATE_FORMATS', 'DATE_YEARS', 'OLD_BHAV', 'UDIFF_BHAV', 'UDIFF_OPTIONAL', 'TURNOVER_TOLERANCE',
            'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns', 'missing_markers',
            'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal', 'check_session',
-           'check_trading_days', 'file_sha256', 'quarantine', 'quarantine_in_transaction', 'import_ohlcv',
-           'detect_bhavcopy_format', 'implied_vol_black76', 'chain_rebuild_window', 'import_bhavcopy',
-           'write_example_bhavcopy', 'validate_stored']
+           'check_trading_days', 'quarantine', 'quarantine_in_transaction', 'import_ohlcv', 'detect_bhavcopy_format',
+           'implied_vol_black76', 'chain_rebuild_window', 'import_bhavcopy', 'write_example_bhavcopy',
+           'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
@@ -263,10 +263,6 @@ def check_trading_days(timestamps: pd.Series, report: ValidationReport, cfg: Exc
                    f"the config lists no {cfg.exchange} holidays for {year} ({n} bars): their calendar is not checked", "warning")
 
 # %% ../nbs/03_ingest.ipynb #c022
-def file_sha256(path: str | Path) -> str:
-    "sha256 of a file's bytes."
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 def quarantine(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, quarantine_dir: Path) -> int:
     "Store the problem rows (with their raw text) in the `quarantine` table and `quarantine_dir/<batch_id>.csv`, in one transaction."
     with transaction(con): return quarantine_in_transaction(con, report, batch_id, raw, quarantine_dir)
@@ -347,7 +343,7 @@ def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_
     cfg = get_exchange_config(exchange)   # an unknown exchange is an error naming the known ones
     raw = read_table(path); frame = normalise_ohlcv_columns(raw)
     report = ValidationReport(str(path), rows_in=len(raw))
-    batch_id = f"ohlcv-{exchange}-{symbol}-{file_sha256(path)[:12]}"
+    batch_id = f"ohlcv-{exchange}-{symbol}-{sha256_file(path)[:12]}"
     missing = [c for c in OHLCV_REQUIRED if c not in frame.columns]
     if missing:
         _finish_rejected(con, report, raw, batch_id, exchange, "ohlcv", path, run_cfg, _header_error(report, missing, raw.columns))
@@ -590,7 +586,7 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     run_cfg, path, cfg, exchange = run_cfg or RunConfig(), Path(path), get_exchange_config(exchange), exchange.upper()
     raw = read_table(path)
     report = ValidationReport(str(path), rows_in=len(raw))
-    batch_id = f"bhav-{exchange}-{file_sha256(path)[:12]}"
+    batch_id = f"bhav-{exchange}-{sha256_file(path)[:12]}"
     fmt, mapping, missing = detect_bhavcopy_format(raw.columns)
     if missing: _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, _header_error(report, missing, raw.columns))
     if problem := _header_or_empty(report, raw):
