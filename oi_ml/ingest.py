@@ -314,7 +314,7 @@ def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, w
         try:
             with transaction(con):
                 added = {t: insert_rows(con, t, f, batch_id) for t, f in frames.items()}
-                if window is not None and any(added.values()): rebuild_ml_features_in_transaction(con, window, run_cfg.risk_free_rate, run_cfg.staleness)   # else unchanged
+                if window is not None and any(added.values()): rebuild_ml_features_in_transaction(con, window, run_cfg)   # else unchanged
                 if not stored_before:   # a re-import of a stored file is a no-op: its first record stays as it was
                     n_quarantined = quarantine_in_transaction(con, report, record_id, raw, run_cfg.quarantine_dir)
                     record_training_batch(con, batch_id=record_id, status="stored", rows_stored=int(sum(added.values())),

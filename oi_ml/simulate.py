@@ -366,7 +366,7 @@ def simulate_market(con, exchange: str, start="2025-08-01", end=None, n_days: in
                 con, "order_book_depth_snapshots", book_frame(cfg, lp, state, chunk, seed), batch_id)
         # macro prints reach the next sessions: rebuild a few days past the window so no feature row keeps a stale print
         rebuild = {**window, "end": (pd.Timestamp(window["end"]) + pd.Timedelta(days=5)).to_pydatetime()}
-        rebuild_ml_features_in_transaction(con, rebuild, run_cfg.risk_free_rate, run_cfg.staleness)
+        rebuild_ml_features_in_transaction(con, rebuild, run_cfg)
         rows["ml_features"] = con.execute("SELECT count(*) FROM ml_features WHERE exchange = $exchange AND symbol = $symbol "
                                           "AND timestamp BETWEEN $start AND $end", {**window, "symbol": cfg.symbol}).fetchall()[0][0]
         record_training_batch(con, batch_id, cfg.exchange, "simulate", "simulated", rows_in=sum(rows.values()),

@@ -224,10 +224,19 @@ def record_training_batch(con: duckdb.DuckDBPyConnection, batch_id: str, exchang
 # %% ../nbs/01_store.ipynb #c015
 STALE_SOURCES = ("chain", "vix", "vix_near", "vix_far", "book", "fii", "dii")   # the as-of joined sources of `ml_features`
 
+_EPOCH_DAY = dt.date(1970, 1, 1)   # IST day number 0 (a Thursday)
+
+def _ist_seconds_sql(ts: str) -> str:
+    "SQL: seconds on the IST wall clock (UTC+5:30, no DST) at TIMESTAMPTZ `ts`."
+    return f"(epoch({ts}) + 19800)"
+
+def _ist_day_sql(ts: str) -> str:
+    "SQL: IST day number (days since 1 Jan 1970) of TIMESTAMPTZ `ts`."
+    return f"floor({_ist_seconds_sql(ts)} / 86400)::BIGINT"
+
 def trading_minute_sql(ts: str) -> str:
     "SQL for the trading clock at TIMESTAMPTZ `ts`, in minutes (parameters $session_open, $session_minutes, $holidays)."
-    ist = f"(epoch({ts}) + 19800)"                      # seconds on the IST wall clock (UTC+5:30, no DST)
-    day = f"floor({ist} / 86400)::BIGINT"               # IST day number, 0 = Thu 1 Jan 1970
+    ist, day = _ist_seconds_sql(ts), _ist_day_sql(ts)
     weekday = f"(({day} + 3) % 7)"                      # 0 = Monday
     sessions_before = f"(5 * (({day} + 3) // 7) + least({weekday}, 5) - len(list_filter($holidays, lambda h: h < {day})))"
     into_session = f"least(greatest(({ist} - 86400 * {day}) / 60 - $session_open, 0), $session_minutes)"
@@ -236,8 +245,7 @@ def trading_minute_sql(ts: str) -> str:
 
 def calendar_params(cfg: ExchangeConfig, unlisted_holidays: tuple = ()) -> dict:
     "SQL parameters of `trading_minute_sql` for the exchange `cfg` (plus day numbers taken as holidays in unlisted years)."
-    epoch_day = dt.date(1970, 1, 1)
-    holidays = sorted({(d - epoch_day).days for d in cfg.holidays if d.weekday() < 5} | set(unlisted_holidays))   # IST day numbers
+    holidays = sorted({(d - _EPOCH_DAY).days for d in cfg.holidays if d.weekday() < 5} | set(unlisted_holidays))   # IST day numbers
     return {"session_open": cfg.session_open.hour * 60 + cfg.session_open.minute, "session_minutes": cfg.session_minutes(),
             "holidays": holidays}
 
@@ -245,12 +253,11 @@ def unlisted_year_holidays(con: duckdb.DuckDBPyConnection, cfg: ExchangeConfig) 
     """IST day numbers of the weekdays with no stored bar of the exchange (any symbol) between its first and last stored
     bar, in years whose holidays the config does not list: there the data is the calendar, so a holiday does not age
     a value by a session (a day missing from the data counts as a holiday too: the importer warns about such years)."""
-    days = {d for (d,) in con.execute("SELECT DISTINCT floor((epoch(timestamp) + 19800) / 86400)::BIGINT FROM underlying_bars WHERE exchange = ?",
+    days = {d for (d,) in con.execute(f"SELECT DISTINCT {_ist_day_sql('timestamp')} FROM underlying_bars WHERE exchange = ?",
                                       [cfg.exchange]).fetchall()}
     if not days: return ()
-    epoch_day, listed = dt.date(1970, 1, 1), set(cfg.holiday_years)
-    return tuple(d for d in range(int(min(days)), int(max(days)) + 1) if d not in days
-                 and (epoch_day + dt.timedelta(days=d)).weekday() < 5 and (epoch_day + dt.timedelta(days=d)).year not in listed)
+    dates = ((d, _EPOCH_DAY + dt.timedelta(days=d)) for d in range(min(days), max(days) + 1) if d not in days)
+    return tuple(d for d, date in dates if date.weekday() < 5 and date.year not in cfg.holiday_years)
 
 def staleness_limits(staleness: StalenessConfig, cfg: ExchangeConfig) -> dict[str, float]:
     "Maximum age of each of `STALE_SOURCES`, in trading minutes (a session is its minutes plus one for the overnight break)."
@@ -398,15 +405,13 @@ class StaleFeatureWarning(UserWarning):
 
 def build_ml_features(con: duckdb.DuckDBPyConnection, exchange: str, start=None, end=None, run_cfg: RunConfig | None = None) -> int:
     "Rebuild `ml_features` rows of `exchange` in [start, end] from the raw tables, in SQL, in one transaction; returns rows."
-    params, run_cfg = window_params(exchange, start, end), run_cfg or RunConfig()
-    with transaction(con): return rebuild_ml_features_in_transaction(con, params, run_cfg.risk_free_rate, run_cfg.staleness)
+    with transaction(con): return rebuild_ml_features_in_transaction(con, window_params(exchange, start, end), run_cfg)
 
 def rebuild_ml_features_in_transaction(con: duckdb.DuckDBPyConnection, params: dict,
-                                       risk_free_rate: float = RunConfig.risk_free_rate,   # annual, for GEX's Black-76 gamma
-                                       staleness: StalenessConfig | None = None) -> int:    # None: the defaults
+                                       run_cfg: RunConfig | None = None) -> int:   # reads risk_free_rate and staleness
     "The body of `build_ml_features`, for callers that already hold a transaction; warns when values were too old to use."
-    cfg = get_exchange_config(params["exchange"])
-    limits = staleness_limits(staleness or StalenessConfig(), cfg)
+    cfg, run_cfg = get_exchange_config(params["exchange"]), run_cfg or RunConfig()
+    limits, risk_free_rate = staleness_limits(run_cfg.staleness, cfg), run_cfg.risk_free_rate
     con.execute("DELETE FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end", params)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _ml_features_new AS {_ML_FEATURES_SQL}",
                 {**params, "risk_free_rate": risk_free_rate, **calendar_params(cfg, unlisted_year_holidays(con, cfg)),
