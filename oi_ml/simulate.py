@@ -294,18 +294,20 @@ def _daily_draws(day_of_row: np.ndarray, key: list, draw) -> np.ndarray:
 
 # %% ../nbs/02_simulate.ipynb #c027
 def butterfly_violations(chain: pd.DataFrame, tol: float = 0.0) -> pd.DataFrame:
-    "Per ladder (timestamp, expiry): negative butterflies of calls and puts and wrong-way verticals on `ltp` beyond `tol`, worst butterfly."
-    c = chain.sort_values(["timestamp", "expiry", "option_type", "strike"])
-    g = c.groupby(["timestamp", "expiry", "option_type"], sort=False)
+    """Per ladder ([symbol,] timestamp, expiry): negative butterflies of calls and puts and wrong-way verticals on `ltp`
+    beyond `tol`, worst butterfly."""
+    ladder = ["symbol", "timestamp", "expiry"] if "symbol" in chain.columns else ["timestamp", "expiry"]
+    c = chain.sort_values([*ladder, "option_type", "strike"])
+    g = c.groupby([*ladder, "option_type"], sort=False)
     k, p, tol = c.strike.to_numpy(float), c.ltp.to_numpy(float), tol + 1e-9   # 1e-9: float noise of tick multiples
     dk, dp = k - g.strike.shift(1).to_numpy(float), p - g.ltp.shift(1).to_numpy(float)
     fly = dk / (g.strike.shift(-1).to_numpy(float) - k) * (g.ltp.shift(-1).to_numpy(float) - p) - dp   # NaN at the ends
     is_call = (c.option_type == "CE").to_numpy()
-    flags = pd.DataFrame(dict(
-        timestamp=c.timestamp.to_numpy(), expiry=c.expiry.to_numpy(), call_butterflies=(fly < -tol) & is_call,
-        put_butterflies=(fly < -tol) & ~is_call, verticals=(np.where(is_call, dp, -dp) > tol) | (np.abs(dp) > dk + tol),
-        worst_butterfly=np.where(np.isnan(fly), np.inf, fly)))
-    return flags.groupby(["timestamp", "expiry"]).agg(call_butterflies=("call_butterflies", "sum"), put_butterflies=("put_butterflies", "sum"),
+    flags = pd.DataFrame({**{key: c[key].to_numpy() for key in ladder}, "call_butterflies": (fly < -tol) & is_call,
+                          "put_butterflies": (fly < -tol) & ~is_call,
+                          "verticals": (np.where(is_call, dp, -dp) > tol) | (np.abs(dp) > dk + tol),
+                          "worst_butterfly": np.where(np.isnan(fly), np.inf, fly)})
+    return flags.groupby(ladder).agg(call_butterflies=("call_butterflies", "sum"), put_butterflies=("put_butterflies", "sum"),
                                                      verticals=("verticals", "sum"), worst_butterfly=("worst_butterfly", "min"))
 
 # %% ../nbs/02_simulate.ipynb #c030
