@@ -25,11 +25,11 @@ from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_tran
 # %% auto #0
 __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'MISSING_MARKERS', 'ISO_DATE', 'MONTH_NAME_DATE',
            'DATE_FORMATS', 'DATE_YEARS', 'OLD_BHAV', 'UDIFF_BHAV', 'UDIFF_OPTIONAL', 'TURNOVER_TOLERANCE',
-           'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns', 'missing_markers',
+           'PARITY_BAND', 'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns', 'missing_markers',
            'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal', 'check_session',
            'check_trading_days', 'quarantine', 'quarantine_in_transaction', 'import_ohlcv', 'detect_bhavcopy_format',
-           'implied_vol_black76', 'chain_rebuild_window', 'import_bhavcopy', 'write_example_bhavcopy',
-           'validate_stored']
+           'implied_vol_black76', 'parity_forwards', 'chain_rebuild_window', 'import_bhavcopy',
+           'write_example_bhavcopy', 'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
@@ -534,6 +534,27 @@ def _check_option_bounds(frame: pd.DataFrame, spot: pd.Series, report: Validatio
                        [f"{kind} priced {p} above {name} {b} (a {kind} is worth at most that)" for p, b in zip(price[m], bound[m])])
 
 # %% ../nbs/03_ingest.ipynb #c032
+PARITY_BAND = 0.03   # a parity forward more than 3 % from the carried underlying is taken as stale quotes, not a forward
+
+def parity_forwards(opt: pd.DataFrame, price: np.ndarray, tau: np.ndarray, spot: np.ndarray, rate: float) -> np.ndarray:
+    """Per option row: the forward of its (trade date, symbol, expiry) from put-call parity, F = K + e^{rτ}(C − P) at the
+    strike where |C − P| is smallest (ties: nearest `spot`, then lowest strike), among strikes with a call and a put
+    priced above 0. NaN where no strike has both, or where F lies more than `PARITY_BAND` from `spot`·e^{rτ}."""
+    keys = ["trade_date", "symbol", "expiry"]
+    rows = opt[[*keys, "strike", "option_type"]].assign(price=price, tau=tau, spot=spot)
+    priced = rows[rows.price > 0]
+    if not {"CE", "PE"} <= set(priced.option_type): return np.full(len(opt), np.nan)
+    legs = priced.pivot_table(index=[*keys, "strike"], columns="option_type", values="price", aggfunc="max")
+    pairs = legs.dropna(subset=["CE", "PE"]).reset_index()
+    pairs = pairs.merge(rows.groupby(keys, sort=False)[["tau", "spot"]].first().reset_index(), on=keys)
+    pairs["gap"], pairs["off"] = (pairs.CE - pairs.PE).abs(), (pairs.strike - pairs.spot).abs()
+    best = pairs.sort_values([*keys, "gap", "off", "strike"], kind="mergesort").drop_duplicates(keys)
+    growth = np.exp(rate * best.tau)
+    forward = best.strike + growth * (best.CE - best.PE)
+    forward = forward.where((forward - best.spot * growth).abs() <= PARITY_BAND * best.spot * growth)
+    return pd.Series(forward.to_numpy(), index=pd.MultiIndex.from_frame(best[keys])).reindex(
+        pd.MultiIndex.from_frame(opt[keys])).to_numpy(dtype=float)
+
 def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Option-chain snapshots and one underlying bar per trade date from a parsed, validated bhavcopy."
     fut = _priced_futures(frame)   # an untraded future is priced at its settlement price
@@ -543,9 +564,10 @@ def _chain_from_bhav(frame: pd.DataFrame, exchange: str, risk_free_rate: float) 
     near = near_fut.set_index(["trade_date", "symbol"])
     spot = _row_spot(frame)[(frame.instrument == "OPT").to_numpy()]
     tau = (opt.expiry - opt.trade_date).dt.total_seconds().to_numpy() / (365 * 86400)
-    forward = fut_by_expiry.reindex(pd.MultiIndex.from_frame(opt[["trade_date", "symbol", "expiry"]])).to_numpy()
-    forward = np.where(np.isnan(forward), spot.to_numpy() * np.exp(risk_free_rate * tau), forward)
     ltp = _contract_price(opt)
+    forward = fut_by_expiry.reindex(pd.MultiIndex.from_frame(opt[["trade_date", "symbol", "expiry"]])).to_numpy()   # the future,
+    forward = np.where(np.isnan(forward), parity_forwards(opt, ltp, tau, spot.to_numpy(), risk_free_rate), forward)  # else parity,
+    forward = np.where(np.isnan(forward), spot.to_numpy() * np.exp(risk_free_rate * tau), forward)                   # else carry
     chain = pd.DataFrame(dict(
         timestamp=opt.trade_date, exchange=exchange, symbol=opt.symbol, expiry=opt.expiry.dt.tz_convert(IST).dt.date,
         strike=opt.strike, option_type=opt.option_type, ltp=ltp,
@@ -608,17 +630,20 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     result = _finish(con, report, raw, batch_id, exchange, "bhavcopy", path, {"option_chain_snapshots": chain, "underlying_bars": bars}, run_cfg, window)
     return {**result, "format": fmt, "rows_skipped_other_symbols": int((~wanted).sum())}
 
-# %% ../nbs/03_ingest.ipynb #c034
+# %% ../nbs/03_ingest.ipynb #c036
 def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str = "2025-01-02", spot: float = 23700.0,
-                           zipped: bool = False, lot: int = 75) -> Path:
-    "Write a tiny valid NSE F&O bhavcopy in the 'old' or 'udiff' layout (optionally zipped); returns its path."
+                           zipped: bool = False, lot: int = 75, dividend_yield: float = 0.0, weekly_future: bool = True) -> Path:
+    """Write a tiny valid NSE F&O bhavcopy in the 'old' or 'udiff' layout (optionally zipped); returns its path. NIFTY
+    options of a 7-day and a 28-day expiry at 14 % vol on the forward spot·e^{(0.065 − dividend_yield)τ}, a future per
+    expiry (none for the 7-day one with `weekly_future=False`, as for NSE's weekly expiries), one BANKNIFTY call."""
     from oi_ml.simulate import black76
     day = pd.Timestamp(trade_date)
     rows = []
     for expiry in (day + pd.Timedelta(days=7), day + pd.Timedelta(days=28)):
         tau = (expiry - day).days / 365
-        fwd = round(spot * np.exp(0.065 * tau), 2)
-        rows.append(dict(inst="FUT", sym="NIFTY", expiry=expiry, strike=0.0, opt="", close=fwd, lot=lot, oi=lot * 1000.0, vol=500.0))
+        fwd = round(spot * np.exp((0.065 - dividend_yield) * tau), 2)
+        if weekly_future or expiry > day + pd.Timedelta(days=7):
+            rows.append(dict(inst="FUT", sym="NIFTY", expiry=expiry, strike=0.0, opt="", close=fwd, lot=lot, oi=lot * 1000.0, vol=500.0))
         for k in np.arange(spot - 500, spot + 501, 100):
             for opt in ("CE", "PE"):
                 px = round(float(black76(fwd, k, 0.14, tau, 0.065, opt == "CE")), 2)
@@ -649,7 +674,7 @@ def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str
     with zipfile.ZipFile(path, "w") as zf: zf.writestr(path.with_suffix(".csv").name, out.to_csv(index=False))
     return path
 
-# %% ../nbs/03_ingest.ipynb #c037
+# %% ../nbs/03_ingest.ipynb #c039
 def validate_stored(con, exchange: str, run_cfg: RunConfig | None = None) -> dict[str, ValidationReport]:
     "Data-quality reports of the stored bars (per symbol) and option chain of `exchange`."
     run_cfg, reports = run_cfg or RunConfig(), {}

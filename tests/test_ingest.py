@@ -938,3 +938,15 @@ def test_udiff_layout_imports_another_index_with_its_own_lot(con, cfg, tmp_path)
     result = import_bhavcopy(con, path, symbols=("NIFTY", "BANKNIFTY"), run_cfg=cfg)
     assert con.execute("SELECT lot_size, oi, volume FROM option_chain_snapshots WHERE symbol = 'BANKNIFTY'").fetchall() == [(30, 100.0, 10.0)]
     assert result["rows_added"]["option_chain_snapshots"] == 45
+
+
+@pytest.mark.parametrize("fmt", ["old", "udiff"])
+def test_weekly_ivs_are_solved_on_the_parity_forward(con, cfg, tmp_path, fmt):
+    "A weekly expiry has no future: its IVs come from the put-call-parity forward, so a flat 14 % smile stays flat and iv_skew ~ 0."
+    path = write_example_bhavcopy(tmp_path / "bhav.csv", fmt, dividend_yield=0.012, weekly_future=False)
+    assert import_bhavcopy(con, path, run_cfg=cfg)["rows_added"] == {"option_chain_snapshots": 44, "underlying_bars": 1}
+    chain = con.execute("SELECT * FROM option_chain_snapshots ORDER BY expiry, strike, option_type").df()
+    liquid = chain.ltp > 5
+    np.testing.assert_allclose(chain.iv[liquid], 0.14, atol=2e-3)   # both expiries (the monthly one on its future)
+    iv_skew, days = con.execute("SELECT iv_skew, days_to_expiry FROM ml_features WHERE symbol = 'NIFTY'").fetchall()[0]
+    assert np.isclose(days, 7) and abs(iv_skew) < 1e-3, iv_skew   # put minus call IV 4 strikes out, on the weekly expiry
