@@ -32,7 +32,8 @@ __all__ = ['GateConfig', 'default_backtest_config', 'signals_for', 'daily_return
            'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo',
            'check_automl_matches', 'session_starts', 'trial_days_in_window', 'label_end_at', 'segments_in_window',
            'check_automl_before_window', 'evaluate_model', 'baseline_label_end', 'baseline_window', 'comparison_window',
-           'production_figures', 'gate_criteria', 'candidate_manifest_sha256', 'evaluate_candidate', 'gate_line']
+           'production_figures', 'policy_criterion', 'gate_criteria', 'candidate_manifest_sha256', 'evaluate_candidate',
+           'gate_line']
 
 # %% ../nbs/41_gate.ipynb #c004
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class GateConfig:
     "Thresholds of the promotion gate."
     sharpe_delta: float = 0.0          # candidate OOS Sharpe must be >= production's + this (annualised)
     dsr_confidence: float = 0.95       # deflated Sharpe ratio threshold
+    min_policy_psr: float = 0.95       # probabilistic Sharpe ratio against zero of the traded policy's net daily returns
     min_sortino: float = 1.2           # annualised net Sortino
     min_profit_factor: float = 1.15    # net
     max_drawdown: float = 0.06         # net drawdown cap, a fraction of the running equity peak (31_metrics)
@@ -160,7 +162,7 @@ def deflated_sharpe(candidate_daily: pd.Series, trials: pd.DataFrame | None) -> 
                 n_days=len(r), moments=moments, returns="AutoML trial rule on the candidate's holdout probabilities", reason="")
 
 def policy_sharpe(daily: pd.Series) -> dict:
-    "Daily Sharpe of the gate policy's net returns and its probabilistic Sharpe ratio against zero (reported, not a criterion)."
+    "Daily Sharpe of the gate policy's net returns and its probabilistic Sharpe ratio against zero (the `policy_psr` criterion)."
     r = daily.to_numpy(dtype=float)
     if _too_few_days(r): return dict(sr_daily=float("nan"), psr_vs_zero=float("nan"), n_days=len(r))
     psr, sr, moments = conservative_psr(r, 0.0)
@@ -368,8 +370,18 @@ def _compared_criteria(cand: dict, on_window: dict, base: dict, cfg: GateConfig,
                 **{k: _criterion(k, p[k], ref[k], "<= production" if same else "<= class prior", p[k] <= ref[k], note if same else "")
                    for k in ("brier", "log_loss")})
 
+def policy_criterion(cand: dict, cfg: GateConfig, policy: dict | None = None) -> dict:
+    """`policy_psr`: the PSR against zero of the traded policy's net daily returns on the holdout (`policy`: `policy_sharpe`
+    of the candidate's `daily_returns`, computed when not given); fewer than 3 sessions or no spread fails."""
+    if policy is None: policy = policy_sharpe(cand["daily_returns"]) if "daily_returns" in cand else dict(psr_vs_zero=float("nan"), n_days=0)
+    value = policy["psr_vs_zero"]
+    note = (f"net daily Sharpe {policy['sr_daily']:.3f} over {policy['n_days']} sessions ({policy['moments']}), not deflated"
+            if np.isfinite(value) else f"{policy['n_days']} session(s) of net returns: fewer than 3, or no spread")
+    return _criterion("policy_psr", value, cfg.min_policy_psr, ">=", value >= cfg.min_policy_psr, note)
+
 def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cfg: GateConfig,
-                  comparison: dict | None = None) -> list[dict]:   # `comparison_window` record of the production model (None: compare on the holdout)
+                  comparison: dict | None = None,   # `comparison_window` record of the production model (None: compare on the holdout)
+                  policy: dict | None = None) -> list[dict]:   # `policy_sharpe` of the candidate's net daily returns (None: computed)
     "Every criterion with its value, threshold and PASS/FAIL."
     m = cand["backtest"]
     if comparison is not None and not comparison["compared"]: rel = _not_compared_criteria(cand, cfg, comparison["reason"])
@@ -381,6 +393,7 @@ def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cf
         rel = _compared_criteria(cand, comparison["candidate"] if narrowed else cand, base, cfg, note)
     return [rel["oos_sharpe"],
             _criterion("deflated_sharpe", dsr["dsr"], cfg.dsr_confidence, ">=", dsr["dsr"] >= cfg.dsr_confidence, dsr.get("reason", "")),
+            policy_criterion(cand, cfg, policy),
             _criterion("sortino", _get(m, "sortino_net"), cfg.min_sortino, ">=", _get(m, "sortino_net") >= cfg.min_sortino),
             _criterion("profit_factor", _get(m, "profit_factor_net"), cfg.min_profit_factor, ">=", _get(m, "profit_factor_net") >= cfg.min_profit_factor),
             rel["max_drawdown"], rel["brier"], rel["log_loss"],
@@ -461,14 +474,15 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     base = load_bundle(base_dir) if base_dir else None
     b_eval, comparison = _compare_with_baseline(base, cand, cand_tcfg, cand_table, raw, start, end, bt_cfg, gate_cfg) if base else (None, None)
     dsr, pbo_result = deflated_sharpe(c_eval["rule_daily_returns"], trials), pbo(trials)
-    criteria = gate_criteria(c_eval, b_eval, dsr, pbo_result, gate_cfg, comparison)
+    policy = policy_sharpe(c_eval["daily_returns"])
+    criteria = gate_criteria(c_eval, b_eval, dsr, pbo_result, gate_cfg, comparison, policy)
     failed = [c["name"] for c in criteria if not c["passed"]]
     report = _round(dict(
         exchange=exchange, horizon=horizon, candidate_run=candidate_run, candidate_manifest_sha256=manifest_sha, baseline=base_label, automl_run=automl_run, automl_check=automl_check,
         window=dict(start=start.isoformat(), end=end.isoformat(), dataset_version=cand.manifest["dataset_version"]),
         simulated_data=cand.manifest.get("dataset_simulated", False), backtest_config=dataclasses.asdict(bt_cfg),
         gate_config=dataclasses.asdict(gate_cfg), criteria=criteria, failed=failed, passed=not failed,
-        decision="PASS" if not failed else "FAIL", dsr=dsr, pbo=pbo_result, policy_sharpe=policy_sharpe(c_eval["daily_returns"]),
+        decision="PASS" if not failed else "FAIL", dsr=dsr, pbo=pbo_result, policy_sharpe=policy,
         candidate=_evaluation_json(c_eval) | dict(run_id=candidate_run, daily_returns={str(k): float(v) for k, v in c_eval["daily_returns"].items()},
                                                   rule_daily_returns={str(k): float(v) for k, v in c_eval["rule_daily_returns"].items()}),
         baseline_comparison=None if comparison is None else {k: v for k, v in comparison.items() if k != "candidate"} | (
