@@ -29,6 +29,7 @@ def gate_of_market(root: Path, strength: float, seed: int) -> dict:
     value = {c["name"]: c["value"] for c in gate["criteria"]}
     return {"signal_strength": strength, "seed": seed, "decision": gate["decision"], "failed": gate["failed"],
             "dsr": gate["dsr"].get("dsr"), "n_trials": gate["dsr"].get("n_trials"), "pbo": gate["pbo"].get("pbo"),
+            "policy_psr": value.get("policy_psr"),
             "oos_sharpe": value["oos_sharpe"], "n_trades": value["min_trades"],
             "minutes": round((time.perf_counter() - started) / 60, 1)}
 
@@ -42,7 +43,8 @@ def main():
                 rows.append(gate_of_market(Path(tmp), strength, seed))
                 r = rows[-1]
                 fmt = lambda v, spec: "n/a" if v is None else format(v, spec)
-                print(f"seed {seed}, strength {strength:g}: {r['decision']:4s} dsr {fmt(r['dsr'], '.3f')}, pbo {fmt(r['pbo'], '.2f')}, "
+                print(f"seed {seed}, strength {strength:g}: {r['decision']:4s} dsr {fmt(r['dsr'], '.3f')}, "
+                      f"policy psr {fmt(r['policy_psr'], '.3f')}, pbo {fmt(r['pbo'], '.2f')}, "
                       f"{r['n_trades']} trades, failed {r['failed']}", flush=True)
     planted = [r for r in rows if r["signal_strength"] > 0]
     null = [r for r in rows if r["signal_strength"] == 0]
