@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import numpy as np
@@ -25,12 +26,14 @@ from .config import MonitoringConfig, RunConfig
 from .features import bin_proportions, prepare_training_features, psi
 from .indicators import WARMUP_BARS
 from .registry import load_version, read_jsonl, registry_key
-from .signals import recommendations_with_outcomes
+from .signals import gated_min_confidence, recommendations_with_outcomes
 from .store import connect, denormalise_payload
+from .train import HOLDOUT_OUTCOMES_FILE
 
 # %% auto #0
 __all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'monitor_config', 'drift_thresholds', 'outside_range',
            'psi_status', 'drift_row', 'drift_report', 'rolling_hit_rate', 'effective_outcomes', 'degradation_check',
+           'batch_means_outcomes', 'holdout_baselines', 'outcome_kind', 'read_holdout_outcomes', 'degradation_baseline',
            'latency_histogram', 'latency_percentiles', 'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert',
            'served_recommendations', 'recent_features', 'model_columns', 'score_drift', 'assess', 'monitor_summary',
            'notify_alerts', 'format_summary']
@@ -44,7 +47,8 @@ class MonitorConfig:
     psi_warn: float = _RUN.psi_warn         # PSI at or above this: moderate shift (warning)
     psi_alert: float = _RUN.psi_alert       # PSI at or above this: major shift (alert)
     feedback_window: int = _RUN.feedback_window  # most recent known outcomes in the rolling hit rate
-    degrade_threshold: float = _RUN.degrade_threshold  # absolute drop of the hit rate below the approval baseline that trips retraining
+    degrade_threshold: float = _RUN.degrade_threshold  # absolute drop of the hit rate below the approval baseline that is material
+    degrade_alpha: float = 0.05             # one-sided level at which a material drop must also be significant to trip retraining
     outcome_overlap: int = 15               # lags over which consecutive outcomes share label bars (the label horizon in bars;
                                             # monitor_summary takes it from the version's horizon)
     webhook_env: str = "OI_ML_ALERT_WEBHOOK"  # environment variable holding the alert webhook URL (never a file)
@@ -144,32 +148,128 @@ def _p_below(rate: float, baseline: float, n_eff: float) -> float:
     if hits >= n_eff: return 1.0
     return float(betainc(n_eff - hits, hits + 1.0, 1.0 - baseline))
 
-def degradation_check(outcomes: pd.DataFrame, baseline_hit_rate: float, cfg: MonitorConfig = MonitorConfig()) -> dict:
-    "Rolling hit rate of the last `feedback_window` known outcomes vs the approval baseline; `needs_retrain` with the reason."
+def _p_drop(baseline: float, n_baseline: float, rate: float, n_live: float) -> float:
+    """One-sided p-value of a live hit rate this far below a baseline that is itself estimated: the pooled two-proportion
+    z-test with the baseline's and the live window's effective (independent-trial) sizes."""
+    from scipy.stats import norm
+    if not (n_baseline > 0 and n_live > 0 and math.isfinite(rate) and math.isfinite(baseline)): return float("nan")
+    pooled = (baseline * n_baseline + rate * n_live) / (n_baseline + n_live)
+    if not 0.0 < pooled < 1.0: return float("nan")
+    return float(norm.sf((baseline - rate) / math.sqrt(pooled * (1 - pooled) * (1 / n_baseline + 1 / n_live))))
+
+def _known_window(outcomes: pd.DataFrame, window: int) -> pd.DataFrame:
+    "The last `window` outcomes with a known `correct`, time-sorted."
+    return outcomes.dropna(subset=["correct"]).sort_values("timestamp", kind="mergesort").tail(window)
+
+def _baseline_of(baseline) -> dict:
+    "A baseline as {'hit_rate', 'effective_outcomes', 'n_rows', 'source'}: a bare number is taken as exact."
+    exact = {"effective_outcomes": None, "window_effective_outcomes": None, "n_rows": None, "source": "taken as exact"}
+    return exact | baseline if isinstance(baseline, dict) else exact | {"hit_rate": float(baseline)}
+
+def degradation_check(outcomes: pd.DataFrame, baseline, cfg: MonitorConfig = MonitorConfig()) -> dict:
+    """Rolling hit rate of the last `feedback_window` known outcomes vs the approval baseline (a hit rate, or a dict with its
+    'effective_outcomes', see `degradation_baseline`); `needs_retrain` when the drop is material and significant, with the reason."""
     from scipy.stats import binomtest
     missing = [c for c in ("timestamp", "correct") if c not in outcomes.columns]
     if missing: raise ValueError(f"degradation_check: outcomes lack columns {missing}")
-    known = outcomes.dropna(subset=["correct"]).sort_values("timestamp", kind="mergesort")["correct"].astype(bool).to_numpy()
-    recent = known[-cfg.feedback_window:]
+    base = _baseline_of(baseline); b, b_eff = float(base["hit_rate"]), base["effective_outcomes"]
+    recent = _known_window(outcomes, cfg.feedback_window)["correct"].astype(bool).to_numpy()
     n, hits = len(recent), int(recent.sum())
     rate = hits / n if n else float("nan")
     n_eff = effective_outcomes(recent, cfg.outcome_overlap)
-    out = {"needs_retrain": False, "rolling_hit_rate": rate, "baseline_hit_rate": float(baseline_hit_rate), "drop": float(baseline_hit_rate) - rate,
-           "n_outcomes": n, "window": cfg.feedback_window, "threshold": cfg.degrade_threshold,
-           "p_value_iid": float(binomtest(hits, n, float(baseline_hit_rate), alternative="less").pvalue) if n else float("nan"),
+    like_holdout = base["window_effective_outcomes"]   # what the holdout's own windows of this length are worth
+    n_test = min(n_eff, like_holdout) if like_holdout else n_eff
+    out = {"needs_retrain": False, "rolling_hit_rate": rate, "baseline_hit_rate": b, "drop": b - rate,
+           "n_outcomes": n, "window": cfg.feedback_window, "threshold": cfg.degrade_threshold, "alpha": cfg.degrade_alpha,
+           "p_value_iid": float(binomtest(hits, n, b, alternative="less").pvalue) if n else float("nan"),
            "effective_outcomes": n_eff, "outcome_overlap": cfg.outcome_overlap,
-           "p_value_overlap": _p_below(rate, float(baseline_hit_rate), n_eff) if n else float("nan")}
-    evidence = (f"; one-sided p {out['p_value_overlap']:.3f} allowing for overlapping outcomes (about {n_eff:.0f} independent), "
-                f"{out['p_value_iid']:.2g} if they were independent") if n else ""
+           "p_value_overlap": _p_below(rate, b, n_eff) if n else float("nan"),
+           "baseline_effective_outcomes": b_eff, "baseline_rows": base["n_rows"], "baseline_source": base["source"],
+           "holdout_window_effective_outcomes": like_holdout, "tested_outcomes": n_test,
+           "p_value_two_sample": _p_drop(b, b_eff, rate, n_test) if n and b_eff else float("nan")}
+    out["p_value"] = out["p_value_two_sample"] if b_eff else out["p_value_overlap"]   # the one the decision reads
+    live = (f"about {n_test:.0f} independent live outcomes (the fewer of the window's own {n_eff:.0f} and the "
+            f"{like_holdout:.0f} a holdout window of {cfg.feedback_window} is worth)" if like_holdout else f"about {n_eff:.0f} independent live outcomes")
+    test = (f"two-sample test of {live} against the baseline's about {b_eff:.0f} ({base['n_rows']} holdout rows)" if b_eff else
+            f"the baseline taken as exact, about {n_eff:.0f} independent live outcomes") + f"; {out['p_value_iid']:.2g} if the live ones were independent"
+    head, against = f"hit rate {rate:.3f} over the last {n} outcomes", f"the approval baseline {b:.3f} ({base['source']})"
     if n < cfg.feedback_window:
-        return out | {"reason": f"only {n} of {cfg.feedback_window} outcomes known yet: not judged (baseline {baseline_hit_rate:.3f})"}
-    if out["drop"] > cfg.degrade_threshold:
-        return out | {"needs_retrain": True, "reason": f"hit rate {rate:.3f} over the last {n} outcomes is {out['drop']:.3f} below "
-                                                       f"the approval baseline {baseline_hit_rate:.3f} (threshold {cfg.degrade_threshold:.3f}){evidence}"}
-    return out | {"reason": f"hit rate {rate:.3f} over the last {n} outcomes vs approval baseline {baseline_hit_rate:.3f}: "
-                            f"within {cfg.degrade_threshold:.3f}{evidence}"}
+        return out | {"reason": f"only {n} of {cfg.feedback_window} outcomes known yet: not judged (baseline {b:.3f}, {base['source']})"}
+    p, material = out["p_value"], out["drop"] > cfg.degrade_threshold
+    verdict = f"one-sided p {p:.3f} ({test})"
+    if material and p < cfg.degrade_alpha:
+        return out | {"needs_retrain": True, "reason": f"{head} is {out['drop']:.3f} below {against}: more than {cfg.degrade_threshold:.3f}, "
+                                                       f"and significant at {cfg.degrade_alpha:g}: {verdict}"}
+    if material:
+        return out | {"reason": f"{head} is {out['drop']:.3f} below {against}: more than {cfg.degrade_threshold:.3f} but not "
+                                f"significant at {cfg.degrade_alpha:g}: {verdict}; not tripped"}
+    return out | {"reason": f"{head} vs {against}: within {cfg.degrade_threshold:.3f}; {verdict}"}
+
 
 # %% ../nbs/43_monitor.ipynb #c020
+def batch_means_outcomes(hits, window: int) -> tuple[float, float] | None:
+    """(independent-trial equivalent of one `window`-long stretch, of the whole run) of a time-ordered 0/1 run, from how much
+    the hit rates of its overlapping `window`-long stretches vary (the overlapping-batch-means long-run variance): it
+    counts every dependence shorter than a window, label overlap and slower swings alike. None under two windows of rows."""
+    x = np.asarray(hits, dtype=np.float64); n = len(x)
+    if n < 2 * window: return None
+    sums = np.r_[0.0, np.cumsum(x)]; means = (sums[window:] - sums[:-window]) / window
+    long_run = window * n / ((n - window) * (n - window + 1)) * float(np.sum((means - x.mean()) ** 2))
+    p = x.mean()
+    if long_run <= 0.0: return float(window), float(n)
+    return min(float(window), max(1.0, p * (1 - p) * window / long_run)), min(float(n), max(1.0, p * (1 - p) * n / long_run))
+
+def holdout_baselines(holdout: dict, min_confidence: float, max_lag: int, window: int = MonitorConfig.feedback_window) -> dict:
+    """Holdout hit rate, rows and effective outcomes per outcome definition and population, from a version's
+    `holdout_outcomes`: 'label/all' (predicted class = label, every row: the holdout accuracy), 'label/actionable' and
+    'return/actionable' (the rows served as BUY/SELL at `min_confidence`: label hits, and the return's sign matching the side).
+    Effective outcomes: the smaller of the Bartlett (`max_lag`) and batch-means ones; `window_effective_outcomes`: what
+    a live window of `window` outcomes is worth if it varies as the holdout's windows do (None with too few rows)."""
+    confidence, side = np.asarray(holdout["confidence"], dtype=np.float64), np.asarray(holdout["side"], dtype=np.int64)
+    label_hit = np.asarray(holdout["label_hit"], dtype=bool)
+    sign = np.array([np.nan if v is None else v for v in holdout["return_sign"]], dtype=np.float64)
+    served = (side != 0) & (confidence >= min_confidence)
+    def rates(hits):
+        batch = batch_means_outcomes(hits, window)
+        return {"hit_rate": float(hits.mean()) if len(hits) else float("nan"), "n_rows": len(hits),
+                "effective_outcomes": min(effective_outcomes(hits, max_lag), batch[1]) if batch else effective_outcomes(hits, max_lag),
+                "window_effective_outcomes": batch[0] if batch else None}
+    return {"label/all": rates(label_hit), "label/actionable": rates(label_hit[served]),
+            "return/actionable": rates((sign == side)[served & np.isfinite(sign)])}
+
+def outcome_kind(window: pd.DataFrame) -> tuple[str, int]:
+    """('label' or 'return') + '/' + ('all' or 'actionable') of served outcomes (action, realised_return, correct), and how
+    many of them only a realised label can have given: a HOLD's, one without a finite return, or one the return's sign contradicts."""
+    hold = window["action"].eq("HOLD").to_numpy()
+    side = window["action"].map({"BUY": 1, "SELL": -1}).fillna(0).to_numpy()
+    returns = window["realised_return"].astype("float64").to_numpy()
+    label_only = hold | ~np.isfinite(returns) | (window["correct"].astype(bool).to_numpy() != (np.sign(returns) == side))
+    return f"{'label' if label_only.any() else 'return'}/{'all' if hold.any() else 'actionable'}", int(label_only.sum())
+
+_KIND_WORDS = {"label/all": "label hit rate over every row", "label/actionable": "label hit rate over the BUY/SELL rows",
+               "return/actionable": "return-sign hit rate over the BUY/SELL rows"}
+
+def read_holdout_outcomes(folder: Path, manifest: dict) -> dict | None:
+    "A version's `holdout_outcomes` (`22_train`), when its manifest lists (and so verified) the file; None for older versions."
+    return json.loads((folder / HOLDOUT_OUTCOMES_FILE).read_text()) if HOLDOUT_OUTCOMES_FILE in manifest.get("files", {}) else None
+
+def degradation_baseline(manifest: dict, holdout: dict | None, served: pd.DataFrame, cfg: MonitorConfig, min_confidence=None) -> dict:
+    """The holdout baseline measuring what the last `feedback_window` served outcomes measure (see `outcome_kind`); the
+    holdout accuracy, taken as exact, without `holdout` outcomes (a version trained before them). `min_confidence`: the
+    serving threshold (a number, or a function returning it, called only for BUY/SELL populations)."""
+    window = _known_window(served, cfg.feedback_window)
+    kind, label_only = outcome_kind(window) if len(window) else ("label/all", 0)
+    if holdout is None:
+        return {"hit_rate": float(manifest["metrics_summary"]["accuracy"]), "kind": kind,
+                "source": "holdout accuracy; this version predates per-definition baselines, so the baseline is taken as exact"}
+    threshold = float("nan") if kind == "label/all" else float(min_confidence() if callable(min_confidence) else min_confidence)
+    base = holdout_baselines(holdout, threshold, cfg.outcome_overlap, cfg.feedback_window)[kind]
+    at = f" at confidence {threshold:.2f}" if kind != "label/all" else ""
+    mixed = f"; {label_only} of the {len(window)} outcomes can only be label-based" if kind.startswith("label") and label_only < len(window) else ""
+    return base | {"kind": kind, "min_confidence": threshold, "label_only_outcomes": label_only,
+                   "source": f"holdout {_KIND_WORDS[kind]}{at}, as the live outcomes{mixed}"}
+
+# %% ../nbs/43_monitor.ipynb #c024
 LATENCY_EDGES_US = (0.0, 25.0, 50.0, 100.0, 150.0, 250.0, 500.0, 1_000.0, 5_000.0, 25_000.0, math.inf)
 
 def latency_histogram(latencies_us, edges=LATENCY_EDGES_US) -> pd.DataFrame:
@@ -185,7 +285,7 @@ def latency_percentiles(latencies_us) -> dict:
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     return {"n": len(values), "p50_us": float(p50), "p90_us": float(p90), "p99_us": float(p99), "max_us": float(values.max())}
 
-# %% ../nbs/43_monitor.ipynb #c023
+# %% ../nbs/43_monitor.ipynb #c027
 def alerts_path(run_cfg: RunConfig) -> Path:
     "`data/monitoring/alerts.jsonl`: the local alert log."
     return Path(run_cfg.data_dir) / "monitoring" / "alerts.jsonl"
@@ -200,7 +300,7 @@ def read_alerts(run_cfg: RunConfig) -> list[dict]:
     "Records of the alert log ([] when absent; torn lines skipped)."
     return read_jsonl(alerts_path(run_cfg))
 
-# %% ../nbs/43_monitor.ipynb #c024
+# %% ../nbs/43_monitor.ipynb #c028
 def post_webhook(url: str, payload: dict, timeout: float = 5.0) -> dict:
     "POST `payload` as JSON; {'ok', 'status', 'error', 'host'} — never raises, never returns the URL itself."
     parts = urllib.parse.urlsplit(url)
@@ -229,7 +329,7 @@ def raise_alert(kind: str, message: str, details: dict | None = None, run_cfg: R
                                              "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
     return alert
 
-# %% ../nbs/43_monitor.ipynb #c028
+# %% ../nbs/43_monitor.ipynb #c032
 def served_recommendations(run_cfg: RunConfig, exchange: str, model_version: str, cfg: MonitorConfig = MonitorConfig()) -> pd.DataFrame:
     "Recommendations of one model version with outcomes (empty when the warehouse does not exist yet)."
     empty = pd.DataFrame(columns=["timestamp", "confidence", "score", "latency_us", "correct"])
@@ -249,7 +349,7 @@ def recent_features(run_cfg: RunConfig, exchange: str, columns: list, cfg: Monit
     features = prepare_training_features(raw, list(columns))
     return features[features.groupby("symbol").cumcount().to_numpy() >= WARMUP_BARS].reset_index(drop=True)
 
-# %% ../nbs/43_monitor.ipynb #c029
+# %% ../nbs/43_monitor.ipynb #c033
 def model_columns(folder: Path, manifest: dict) -> tuple[list, list]:
     "(input features with a training distribution, the inputs the model reads: selected features + regime features)."
     meta = json.loads((folder / "model_features.json").read_text())
@@ -261,7 +361,7 @@ def score_drift(score_distribution: dict, scores, cfg: MonitorConfig = MonitorCo
     "PSI of served calibrated confidences against the holdout's (`score_distribution`)."
     return drift_row("score", score_distribution, np.asarray(scores, dtype=np.float64), cfg, True)
 
-# %% ../nbs/43_monitor.ipynb #c030
+# %% ../nbs/43_monitor.ipynb #c034
 def assess(drift: pd.DataFrame, score: dict, degradation: dict, latency: dict, cfg: MonitorConfig) -> tuple[list, list]:
     "(alerts, warnings) from the drift, score, degradation and latency results; each {'kind', 'message', 'details'}."
     alerts, warnings = [], []
@@ -286,7 +386,7 @@ def _top(frame: pd.DataFrame, n: int = 5) -> str:
     outside = lambda r: f", {r.outside_range:.0%} outside the training range" if r.outside_range >= 0.01 else ""   # not "0%"
     return ", ".join(f"{r.feature} ({r.psi:.2f}, alert at {r.alert_at:.3g}{outside(r)})" for r in frame.head(n).itertuples()) + (" …" if len(frame) > n else "")
 
-# %% ../nbs/43_monitor.ipynb #c031
+# %% ../nbs/43_monitor.ipynb #c035
 def _json_ready(obj):
     "NaN → None and numpy scalars → Python, recursively (the summary is printed and dumped as JSON)."
     if isinstance(obj, dict): return {str(k): _json_ready(v) for k, v in obj.items()}
@@ -309,7 +409,8 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
     drift = drift_report(manifest["feature_distribution"], live, [c for c in inputs if c in live.columns], cfg, used)
     raised = (drift.warn_at > cfg.psi_warn) | (drift.alert_at > cfg.psi_alert)
     score = score_drift(manifest["score_distribution"], served["confidence"].iloc[-cfg.live_rows:], cfg)   # time-sorted
-    baseline = float(manifest["metrics_summary"]["accuracy"])
+    gated = lambda: gated_min_confidence(SimpleNamespace(run_dir=folder, manifest=manifest))   # the serving threshold (reads only these)
+    baseline = degradation_baseline(manifest, read_holdout_outcomes(folder, manifest), served, cfg, gated)
     degradation = degradation_check(served[["timestamp", "correct"]], baseline, cfg)
     latency = latency_percentiles(served["latency_us"])
     alerts, warnings = assess(drift, score, degradation, latency, cfg)
@@ -329,7 +430,7 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
         "alerts": alerts, "warnings": warnings, "needs_retrain": bool(alerts),
         "retrain_reasons": [a["message"] for a in alerts]})
 
-# %% ../nbs/43_monitor.ipynb #c033
+# %% ../nbs/43_monitor.ipynb #c037
 def _line_of(summary: dict) -> str:
     "Registry line a summary watches: 'NSE', or 'NSE/15m' for a horizon key (summaries before the key: the exchange)."
     return summary.get("registry_key") or summary["exchange"]
@@ -343,7 +444,7 @@ def _fmt(value, spec: str = ".3f") -> str:
     "A number formatted, or 'n/a' for None."
     return "n/a" if value is None else format(value, spec)
 
-# %% ../nbs/43_monitor.ipynb #c034
+# %% ../nbs/43_monitor.ipynb #c038
 def format_summary(summary: dict) -> str:
     "Human-readable monitor summary (what `oi-ml monitor` prints)."
     s, d, lat, th = summary["score_drift"], summary["degradation"], summary["latency"], summary["thresholds"]

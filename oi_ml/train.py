@@ -32,15 +32,15 @@ from .regimes import RegimeHMMTransformer
 
 # %% auto #0
 __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARKERS', 'LGB_TREE_FIELDS', 'LGB_SPLIT_FIELDS',
-           'CALIBRATION_FLOOR', 'STORED_DIGITS', 'BUNDLE_FILES', 'TrainConfig', 'TrainingTable', 'build_training_table',
-           'resolve_family', 'fit_booster', 'booster_predict', 'booster_contributions', 'save_booster',
-           'lgb_structure_problem', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'table_regimes',
-           'select_features', 'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc',
-           'classification_metrics', 'reliability_curve', 'fit_calibration', 'apply_calibration',
-           'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics', 'fit_garch',
-           'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model', 'holdout_scores',
-           'publish_run', 'swap_into_place', 'ModelIntegrityError', 'verify_run', 'require_listed', 'ModelBundle',
-           'check_calibration', 'load_bundle', 'score_features', 'score_frame']
+           'CALIBRATION_FLOOR', 'STORED_DIGITS', 'HOLDOUT_OUTCOMES_FILE', 'BUNDLE_FILES', 'TrainConfig',
+           'TrainingTable', 'build_training_table', 'resolve_family', 'fit_booster', 'booster_predict',
+           'booster_contributions', 'save_booster', 'lgb_structure_problem', 'load_booster', 'ModelSet',
+           'regime_columns', 'add_regimes', 'table_regimes', 'select_features', 'fit_model_set', 'predict_model_set',
+           'brier_score', 'directional_auc', 'classification_metrics', 'reliability_curve', 'fit_calibration',
+           'apply_calibration', 'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics',
+           'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model',
+           'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place', 'ModelIntegrityError', 'verify_run',
+           'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle', 'score_features', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -561,13 +561,27 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
     cv, calibration, final = fit_calibrated(table, ins, cfg)
     report = _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final)
     return _save_run(run_dir, run_id, exchange.upper(), dm, cfg, report, table, ins, holdout_scores(table, hold, final, calibration),
-                     final, calibration, code, run_cfg.monitoring.live_rows)
+                     final, calibration, code, run_cfg.monitoring.live_rows, holdout_outcomes(raw, table, hold, final, calibration))
 
 def holdout_scores(table: TrainingTable, hold: np.ndarray, final: ModelSet, calibration) -> np.ndarray:
     "The final model's holdout scores: calibrated confidence of the chosen class (regression: the prediction)."
     regimes = table_regimes(final.regime_model, table)
     pred = predict_model_set(final, table.features[table.feature_columns].iloc[hold], regimes.iloc[hold])
     return apply_calibration(calibration, pred).max(axis=1) if table.classes else pred
+
+HOLDOUT_OUTCOMES_FILE = "holdout_outcomes.json"   # a run's file of `holdout_outcomes` (listed and hashed in its manifest)
+
+def holdout_outcomes(raw: pd.DataFrame, table: TrainingTable, hold: np.ndarray, final: ModelSet, calibration) -> dict | None:
+    """Per holdout row, time-sorted, what a served outcome would be: the calibrated confidence and side (+1/-1/0) of the
+    predicted class, whether it is the label, and the sign of the close-to-close return to the label's end (None: unknown).
+    `43_monitor` draws its like-for-like degradation baselines from these; None for regression."""
+    if not table.classes: return None
+    regimes = table_regimes(final.regime_model, table)
+    probs = apply_calibration(calibration, predict_model_set(final, table.features[table.feature_columns].iloc[hold], regimes.iloc[hold]))
+    chosen, close = probs.argmax(axis=1), raw.drop_duplicates("timestamp").set_index("timestamp")["close"]   # one symbol per dataset
+    moved = close.reindex(table.label_end_time.iloc[hold]).to_numpy() / close.reindex(table.features.timestamp.iloc[hold]).to_numpy() - 1
+    return {"confidence": np.round(probs.max(axis=1), 4).tolist(), "side": [SIGNAL_OF_CLASS.get(table.classes[c], 0) for c in chosen],
+            "label_hit": (chosen == table.y[hold]).astype(int).tolist(), "return_sign": [int(np.sign(m)) if np.isfinite(m) else None for m in moved]}
 
 def _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final) -> dict:
     "The training report: config, data, CV per fold/regime, calibration, holdout, importances, regimes."
@@ -617,10 +631,11 @@ def swap_into_place(new: Path, target: Path) -> None:
         os.replace(aside, target); raise
     shutil.rmtree(aside, ignore_errors=True)
 
-def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration, code, window_rows) -> dict:
+def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration, code, window_rows, outcomes=None) -> dict:
     "Write the artefacts and their hash-listing manifest as one published run."
     def write(staging: Path) -> dict:
         _write_artefacts(staging, final, calibration, report, table)
+        if outcomes is not None: (staging / HOLDOUT_OUTCOMES_FILE).write_text(json.dumps(outcomes, sort_keys=True))
         return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores, code, window_rows)
     return publish_run(run_dir, write)
 

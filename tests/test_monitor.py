@@ -118,12 +118,67 @@ def test_degradation_not_tripped_on_a_stable_series_or_too_few_outcomes():
 
 
 def test_degradation_threshold_is_a_strict_drop_and_unknown_outcomes_ignored():
-    hits = np.r_[np.ones(90, bool), np.zeros(110, bool)]                          # hit rate 0.45 exactly
+    hits = np.arange(200) % 20 < 9                                                 # hit rate 0.45 exactly, evenly spread
     frame = pd.concat([outcomes(hits), pd.DataFrame({"timestamp": pd.Timestamp("2025-10-01", tz="UTC"), "correct": [None] * 5})])
     assert not degradation_check(frame, 0.55, MonitorConfig(degrade_threshold=0.10 + 1e-9))["needs_retrain"]
-    assert degradation_check(frame, 0.56, MonitorConfig(degrade_threshold=0.10))["needs_retrain"]
+    tripped = degradation_check(frame, 0.56, MonitorConfig(degrade_threshold=0.10))
+    assert tripped["needs_retrain"] and tripped["p_value"] < 0.05 and tripped["n_outcomes"] == 200
+    assert not degradation_check(frame, 0.56, MonitorConfig(degrade_threshold=0.10, degrade_alpha=tripped["p_value"]))["needs_retrain"]
     with pytest.raises(ValueError, match="lack columns"):
         degradation_check(frame.drop(columns="correct"), 0.5)
+
+
+def test_a_material_drop_in_overlapping_runs_is_not_significant_and_does_not_trip():
+    "0.15 below the baseline, but in 15-outcome runs (about a dozen independent results): material, not significant."
+    runs = np.repeat(np.arange(14) % 7 < 2, 15)[:200]                             # 0.30 in runs of 15
+    result = degradation_check(outcomes(runs), 0.45, MonitorConfig(feedback_window=200, outcome_overlap=15))
+    assert result["drop"] == pytest.approx(0.15) and result["effective_outcomes"] < 30
+    assert result["p_value"] == result["p_value_overlap"] > 0.05 and not result["needs_retrain"]
+    assert "not significant at 0.05" in result["reason"] and "taken as exact" in result["reason"]
+    same_spread_evenly = degradation_check(outcomes(np.arange(200) % 10 < 3), 0.45, MonitorConfig(feedback_window=200, outcome_overlap=15))
+    assert same_spread_evenly["needs_retrain"] and same_spread_evenly["p_value"] < 0.01
+
+
+def test_the_baselines_sampling_error_enters_the_test():
+    "A baseline with an effective size is compared two-sample: a pooled z-test on both effective sizes, by hand."
+    hits = np.diff(np.floor(np.arange(201) * 0.33 + 1e-9)) > 0                     # 66 hits (0.33) spread evenly
+    exact = degradation_check(outcomes(hits), 0.45, MonitorConfig(outcome_overlap=15))
+    estimated = degradation_check(outcomes(hits), {"hit_rate": 0.45, "effective_outcomes": 40.0, "n_rows": 600, "source": "holdout"},
+                                  MonitorConfig(outcome_overlap=15))
+    n_live = estimated["effective_outcomes"]
+    assert n_live > 150 and hits.sum() == 66
+    pooled = (0.45 * 40 + 0.33 * n_live) / (40 + n_live)
+    z = 0.12 / math.sqrt(pooled * (1 - pooled) * (1 / 40 + 1 / n_live))
+    assert estimated["p_value_two_sample"] == pytest.approx(0.5 * math.erfc(z / math.sqrt(2)), rel=1e-9)
+    assert estimated["p_value"] == estimated["p_value_two_sample"] > 0.05 and not estimated["needs_retrain"]
+    assert exact["needs_retrain"] and exact["p_value"] == exact["p_value_overlap"] < 0.01 and math.isnan(exact["p_value_two_sample"])
+    assert "two-sample test" in estimated["reason"] and "600 holdout rows" in estimated["reason"]
+    assert estimated["baseline_effective_outcomes"] == 40.0 and estimated["baseline_rows"] == 600
+
+
+def _batch_means_reference(hits, window):
+    "Overlapping batch means written out: every window's hit rate by a loop, the long-run variance, p(1-p)·length / it."
+    x = [float(h) for h in hits]; n = len(x); mean = sum(x) / n
+    means = [sum(x[i:i + window]) / window for i in range(n - window + 1)]
+    long_run = window * n / ((n - window) * (n - window + 1)) * sum((m - mean) ** 2 for m in means)
+    return min(window, mean * (1 - mean) * window / long_run), min(n, mean * (1 - mean) * n / long_run)
+
+
+def test_batch_means_reference_and_the_holdout_window_caps_the_live_effective_size():
+    "A live window is tested as worth no more than a holdout window of its length: 0.12 below an estimated baseline, "
+    "evenly spread (about 200 by its own autocorrelations), trips as 200 independent outcomes but not as 20."
+    from oi_ml.monitor import batch_means_outcomes
+    rng = np.random.default_rng(8)
+    runs = np.repeat(rng.random(120) < 0.5, 15)[:1500]
+    assert batch_means_outcomes(runs, 200) == pytest.approx(_batch_means_reference(runs, 200), rel=1e-9)
+    assert 8 < batch_means_outcomes(runs, 200)[0] < 30 and batch_means_outcomes(runs[:399], 200) is None
+    hits = np.diff(np.floor(np.arange(201) * 0.33 + 1e-9)) > 0
+    base = {"hit_rate": 0.45, "effective_outcomes": 2000.0, "n_rows": 9000, "source": "holdout"}
+    free = degradation_check(outcomes(hits), base, MonitorConfig(outcome_overlap=15))
+    capped = degradation_check(outcomes(hits), base | {"window_effective_outcomes": 20.0}, MonitorConfig(outcome_overlap=15))
+    assert free["needs_retrain"] and free["tested_outcomes"] == free["effective_outcomes"] > 150
+    assert not capped["needs_retrain"] and capped["tested_outcomes"] == 20.0 and capped["p_value"] > 0.05
+    assert "the 20 a holdout window of 200 is worth" in capped["reason"]
 
 
 def _effective_reference(hits, max_lag):
@@ -394,6 +449,71 @@ def test_summary_alerts_on_degradation_and_drift(deployed, tmp_path):
     assert "ALERT [degradation]" in text and "needs_retrain: YES" in text and shifted in text
     logged = notify_alerts(summary, cfg, MonitorConfig(webhook_env="OI_ML_UNSET_FOR_TEST"))
     assert [r["kind"] for r in read_alerts(cfg)] == [a["kind"] for a in summary["alerts"]] == [r["kind"] for r in logged]
+
+
+def test_training_stores_the_holdouts_served_outcomes(deployed):
+    "The run's holdout_outcomes.json, listed in its manifest: one entry per holdout row, whose label hits are the holdout accuracy."
+    from oi_ml.train import HOLDOUT_OUTCOMES_FILE
+    cfg, _, manifest = deployed
+    assert HOLDOUT_OUTCOMES_FILE in manifest["files"]
+    held = json.loads((version_dir("NSE", run_cfg=cfg) / HOLDOUT_OUTCOMES_FILE).read_text())
+    report = json.loads((version_dir("NSE", run_cfg=cfg) / "reports" / "training_report.json").read_text())
+    assert len(held["confidence"]) == len(held["side"]) == len(held["label_hit"]) == len(held["return_sign"]) == report["rows"]["holdout"]
+    assert np.mean(held["label_hit"]) == pytest.approx(manifest["metrics_summary"]["accuracy"], abs=1e-9)
+    assert set(held["side"]) <= {-1, 0, 1} and set(held["return_sign"]) <= {-1, 0, 1, None} and min(held["confidence"]) >= 1 / 3 - 1e-4
+
+
+def serve_with_returns(cfg, features, manifest, n_bars: int, min_confidence: float, seed: int = 0) -> list[dict]:
+    "Serve the last n_bars and record outcomes by realised return only (no label, no given `correct`): BUY/SELL judged by its sign."
+    rows = features[manifest["model_features"]].to_dict("records")
+    with MLSignalGenerator("NSE", run_cfg=cfg, min_confidence=min_confidence) as gen:
+        served = [gen.generate_signal(f, timestamp=t) for f, t in zip(rows[-n_bars:], features.timestamp.iloc[-n_bars:])]
+    returns = np.random.default_rng(seed).normal(0, 0.001, n_bars)
+    frame = pd.DataFrame({"id": [s["id"] for s in served], "realised_return": returns,
+                          "outcome_time": [s["timestamp"] + pd.Timedelta(minutes=15) for s in served]})
+    with connect(cfg) as con:
+        record_outcomes(con, frame)
+    return served
+
+
+def test_summary_compares_return_outcomes_with_the_holdouts_return_hit_rate(deployed, tmp_path, monkeypatch):
+    """Outcomes recorded by return only are compared with the holdout's return-sign hit rate of the rows served as BUY/SELL
+    at the serving threshold (here a lower one than the gate's default, which the tiny model never reaches)."""
+    import oi_ml.monitor as monitor
+    from oi_ml.monitor import holdout_baselines, read_holdout_outcomes
+    cfg = private_copy(deployed[0], tmp_path)
+    _, features, _ = deployed
+    folder = version_dir("NSE", run_cfg=cfg)
+    version = json.loads((folder / "manifest.json").read_text())
+    held = read_holdout_outcomes(folder, version)
+    threshold = float(np.median([c for c, s in zip(held["confidence"], held["side"]) if s]))
+    monkeypatch.setattr(monitor, "gated_min_confidence", lambda bundle: threshold)
+    served = serve_with_returns(cfg, features, version, 1500, threshold)
+    assert sum(s["action"] != "HOLD" for s in served) >= 20                     # some BUY/SELL outcomes to judge
+    expected = holdout_baselines(held, threshold, 15, 200)["return/actionable"]
+    degradation = monitor_summary("NSE", cfg)["degradation"]
+    assert degradation["baseline_hit_rate"] == pytest.approx(expected["hit_rate"], abs=1e-12)
+    assert abs(expected["hit_rate"] - version["metrics_summary"]["accuracy"]) > 0.02   # not the accuracy the old check used
+    assert degradation["baseline_effective_outcomes"] == pytest.approx(expected["effective_outcomes"])
+    assert "return-sign hit rate over the BUY/SELL rows at confidence" in degradation["baseline_source"]
+
+
+def test_summary_compares_label_outcomes_with_the_holdout_accuracy_and_old_manifests_fall_back(deployed, tmp_path, monkeypatch):
+    "Label outcomes on every row: the label hit rate of every holdout row (the accuracy), with its effective size; a manifest "
+    "without holdout outcomes (trained before them): the accuracy taken as exact, said in the reason."
+    import oi_ml.monitor as monitor
+    cfg = private_copy(deployed[0], tmp_path)
+    _, features, manifest = deployed
+    serve(cfg, features, manifest, 300, [i % 2 == 0 for i in range(300)])           # given `correct`, HOLDs included
+    degradation = monitor_summary("NSE", cfg)["degradation"]
+    assert degradation["baseline_hit_rate"] == pytest.approx(manifest["metrics_summary"]["accuracy"], abs=1e-9)
+    assert "label hit rate over every row" in degradation["baseline_source"] and degradation["baseline_effective_outcomes"] > 1
+    real = monitor.load_version                                                     # a manifest that does not list the file
+    monkeypatch.setattr(monitor, "load_version", lambda *a, **k: (lambda f, m: (f, m | {"files": {r: h for r, h in m["files"].items()
+                                                                                                    if r != "holdout_outcomes.json"}}))(*real(*a, **k)))
+    old = monitor_summary("NSE", cfg)["degradation"]
+    assert old["baseline_hit_rate"] == manifest["metrics_summary"]["accuracy"] and old["baseline_effective_outcomes"] is None
+    assert "predates per-definition baselines" in old["reason"] and old["p_value"] == old["p_value_overlap"]
 
 
 def test_summary_only_counts_the_current_version(deployed, tmp_path):
