@@ -290,6 +290,8 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict) -> dict:
         raw, _ = load_dataset(run.cfg.exchange, ds["version"], run.run_cfg)
         raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
         signals = signals_for(bundle, raw)
+        held_to = pd.Timestamp(bundle.manifest["holdout_window"][1])   # no entry after the holdout's last row, as in the gate
+        signals = signals.assign(signal=np.where(signals.timestamp <= held_to, signals.signal, 0).astype(signals.signal.dtype))
         bars = raw[["timestamp", "open", "high", "low", "close"]]
         tcfg = train_config_of(bundle)
         bt_cfg = default_backtest_config(run.cfg.exchange, dataclasses.asdict(tcfg), run.run_cfg.bar_minutes)
@@ -307,7 +309,8 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict) -> dict:
     return run_step(run, "backtest", inputs, backtest, lambda out: _unchanged(_run_dir(run, trained["run_id"]), out["files"]))
 
 def session_windows(timestamps: pd.Series, holdout_window: list) -> tuple[tuple[str, str], tuple[str, str]]:
-    "(in-sample, out-of-sample) IST date windows: OOS = whole sessions starting at or after the holdout start, IS = sessions before."
+    """(in-sample, out-of-sample) IST date windows: OOS = whole sessions starting at or after the holdout start (the
+    holdout is whole sessions, `holdout_split`, so these are the gate's bars), IS = sessions before."""
     days = pd.Series(sorted(set(timestamps.dt.tz_convert(IST).dt.date)))
     first_bar = timestamps.groupby(timestamps.dt.tz_convert(IST).dt.date).min()
     oos_days = [d for d in days if first_bar[d] >= pd.Timestamp(holdout_window[0])]

@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, roc_auc_score
 
-from .config import RunConfig, config_to_dict
+from .config import IST, RunConfig, config_to_dict
 from .cv import PurgedKFold
 from .datasets import code_sha256, git_commit, import_closure, load_dataset, package_versions, read_json, sha256_file
 from .features import KEY_COLUMNS, feature_distribution, prepare_training_features, supported_feature_columns
@@ -366,9 +366,16 @@ def cross_fitted_calibration(y: np.ndarray, probs: np.ndarray, fold: np.ndarray)
 
 # %% ../nbs/22_train.ipynb #c021
 def holdout_split(table: TrainingTable, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    "(in-sample, holdout) positions: the last `holdout_frac` of rows is held out; in-sample labels reaching into it are purged."
-    n = len(table.y); cut = int(n * (1 - cfg.holdout_frac))
-    start = table.features.timestamp.iloc[cut]
+    """(in-sample, holdout) positions. The holdout is the last `holdout_frac` of rows moved back to the first row of the
+    IST session it starts in, so it holds whole sessions (forward to the next session when that would leave no in-sample
+    row); in-sample rows whose labels reach into it are purged."""
+    n, ts = len(table.y), table.features.timestamp
+    cut = int(n * (1 - cfg.holdout_frac))
+    session = ts.iloc[cut].tz_convert(IST).normalize()
+    for first in (session, session + pd.Timedelta(days=1)):   # its session's first row, else the next session's
+        snapped = int(ts.searchsorted(first.tz_convert("UTC"), side="left"))
+        if 0 < snapped < n: cut = snapped; break
+    start = ts.iloc[cut]
     ins = np.arange(cut)[(table.label_end_time.iloc[:cut] < start).to_numpy()]
     return ins, np.arange(cut, n)
 
@@ -395,7 +402,7 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
     return dict(n=int(len(y)), rmse=float(np.sqrt(np.mean(err ** 2))), mae=float(np.mean(np.abs(err))),
                 r2=float(1 - np.sum(err ** 2) / np.sum((y - y.mean()) ** 2)))
 
-# %% ../nbs/22_train.ipynb #c023
+# %% ../nbs/22_train.ipynb #c025
 def _garch_variance(returns: np.ndarray, omega: float, alpha: float, beta: float,
                     initial_variance: float | None = None) -> np.ndarray:
     "Conditional variance σ²_{t+1} after each return (GARCH(1,1) recursion from σ²_0 = `initial_variance`, default var(returns))."
@@ -429,7 +436,7 @@ def garch_forecast(returns: np.ndarray, params: dict, horizon: int) -> np.ndarra
     decay = (1 - persistence ** horizon) / (1 - persistence) if persistence < 1 else horizon
     return np.sqrt(np.maximum(horizon * long_run + (next_var - long_run) * decay, 0))
 
-# %% ../nbs/22_train.ipynb #c026
+# %% ../nbs/22_train.ipynb #c028
 def training_code_sha256() -> str:
     "sha256 of the code that trains a model: this module and every package module it imports, directly or not."
     return code_sha256(modules=import_closure(("train",)))
@@ -460,7 +467,7 @@ def _per_regime(y, probs, regime, k, classes=()) -> dict:
         out[str(r)] = classification_metrics(y[m], probs[m], classes) if k else regression_metrics(y[m], probs[m])
     return out
 
-# %% ../nbs/22_train.ipynb #c027
+# %% ../nbs/22_train.ipynb #c029
 def _evaluate_holdout(table, ins, hold, final: ModelSet, calibration, cfg) -> dict:
     "Holdout metrics (raw and calibrated) against the majority-class / naive baselines."
     regimes = table_regimes(final.regime_model, table)
@@ -491,7 +498,7 @@ def _regression_holdout(table, ins, hold, pred, cfg) -> dict:
     m = regression_metrics(y[ok], pred[ok]); mn = regression_metrics(y[ok], naive[hold][ok]); mg = regression_metrics(y[ok], garch[hold][ok])
     return dict(model=m, naive=mn, garch=mg, rmse_ratio_vs_naive=m["rmse"] / mn["rmse"], rmse_ratio_vs_garch=m["rmse"] / mg["rmse"])
 
-# %% ../nbs/22_train.ipynb #c028
+# %% ../nbs/22_train.ipynb #c030
 def _importance(ms: ModelSet, table: TrainingTable, hold: np.ndarray, cfg: TrainConfig) -> tuple[dict, dict]:
     "Gain importances and mean |TreeSHAP| per booster (top 20 each), SHAP on up to `shap_rows` holdout rows."
     regimes = table_regimes(ms.regime_model, table)
@@ -538,7 +545,7 @@ def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConf
                        holdout_window=report["rows"]["holdout_window"], packages=package_versions(),
                        code_sha256=code, git_commit=git_commit()))
 
-# %% ../nbs/22_train.ipynb #c029
+# %% ../nbs/22_train.ipynb #c031
 def fit_calibrated(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig) -> tuple[dict, dict | None, ModelSet]:
     """The candidate's training procedure on `rows`: purged K-fold CV, whose out-of-fold predictions fit the calibration and
     whose median early-stopped rounds size the final fit on all of `rows`. Returns (cv, calibration, final model)."""
@@ -639,7 +646,7 @@ def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, fi
         return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores, code, window_rows)
     return publish_run(run_dir, write)
 
-# %% ../nbs/22_train.ipynb #c033
+# %% ../nbs/22_train.ipynb #c035
 class ModelIntegrityError(Exception):
     "A model artefact is missing or differs from the sha256 in its manifest."
 
@@ -714,7 +721,7 @@ def load_bundle(run_dir: str | Path) -> ModelBundle:
     cal = check_calibration(read_json(run_dir / "calibration.json", ModelIntegrityError), len(meta["classes"]), run_dir / "calibration.json")
     return ModelBundle(run_dir, manifest, ms, meta["input_features"], cal)
 
-# %% ../nbs/22_train.ipynb #c034
+# %% ../nbs/22_train.ipynb #c036
 def score_features(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
     "Calibrated probabilities, regime, signal (+1/0/-1) and confidence for prepared feature rows (time-sorted)."
     ms = bundle.model_set

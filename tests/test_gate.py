@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from types import SimpleNamespace
 from scipy import stats
 
 from oi_ml import gate as G
@@ -278,7 +279,7 @@ def test_automl_run_reaching_into_the_holdout_is_refused(tiny_run):
     bundle, raw, start, end = _holdout(cfg, run_id, version)
     table = build_training_table(raw, G.train_config_of(bundle))
     ts, ends = table.features.timestamp, table.label_end_time
-    unpurged = ts[((ts < start) & (ends >= start)).to_numpy()].iloc[-1]    # its label ends inside the window
+    assert not ((ts < start) & (ends >= start)).any()   # a whole-session holdout: no session-bounded label reaches into it
     in_window = ts[(ts >= start).to_numpy()].iloc[3]
     day = raw.timestamp.dt.tz_convert(IST).dt.strftime("%Y-%m-%d")
     first_bar = raw.timestamp.groupby(day.to_numpy()).min()
@@ -286,13 +287,16 @@ def test_automl_run_reaching_into_the_holdout_is_refused(tiny_run):
     ok = long_trials({0: np.random.default_rng(6).normal(0, 0.01, (6, 2))})
     late = ok.assign(day=ok.day.where(ok.day != "2025-08-06", window_day))
     cases = [(segments_to(table, start, last=in_window), ok, f"segment 1 uses rows to {in_window.isoformat()}"),
-             (segments_to(table, start, last=unpurged), ok,
-              f"segment 1's last row {unpurged.isoformat()} has its label ending at {ends[(ts == unpurged).to_numpy()].iloc[0].isoformat()} (not purged)"),
              (segments_to(table, start), late, f"trial returns on 1 day(s) of the window ({window_day})")]
     for i, (segments, trials, message) in enumerate(cases):
         fake_automl(cfg, bundle, f"automl-late-{i}", trials, segments)
         _raises(cfg, run_id, f"automl-late-{i}", ValueError,
                 f"AutoML run 'automl-late-{i}' reaches into the candidate's holdout from {start.isoformat()}: {message}")
+    # a segment whose last row's label ends inside the window (a label crossing the session end, made by hand) is refused
+    last = ts[(ts < start).to_numpy()].iloc[-1]
+    crossing = SimpleNamespace(features=table.features, label_end_time=ends.where((ts != last).to_numpy(), start + pd.Timedelta(minutes=5)))
+    assert G.segments_in_window([{"segment": 1, "train_end": last.isoformat()}], start, crossing) == [
+        f"segment 1's last row {last.isoformat()} has its label ending at {(start + pd.Timedelta(minutes=5)).isoformat()} (not purged)"]
     # the same run purged at the window start is accepted, and the report records what was checked
     fake_automl(cfg, bundle, "automl-purged", ok, segments_to(table, start))
     report = G.evaluate_candidate("NSE", run_id, baseline=None, automl_run="automl-purged", run_cfg=cfg, write=False)

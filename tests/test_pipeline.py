@@ -342,6 +342,11 @@ def test_an_adhoc_cli_backtest_leaves_the_holdout_result_the_pack_reads(tmp_path
     out = run_retrain(rc, cfg)
     reports = Path(cfg.models_dir) / "NSE" / out["candidate_run"] / "reports"
     holdout = (reports / "backtest_summary.json").read_bytes()
+    # the pack's out-of-sample backtest is the gate's: the holdout is whole sessions and both stop entries at its last row
+    start = pd.Timestamp(json.loads((reports.parent / "manifest.json").read_text())["holdout_window"][0]).tz_convert("Asia/Kolkata")
+    assert start.strftime("%H:%M") == "09:15", start
+    gated, shown = json.loads((reports / "gate_report.json").read_text())["candidate"]["backtest"], json.loads(holdout)["metrics"]
+    assert gated["n_trades"] == shown["n_trades"] > 0 and gated["total_pnl_net"] == pytest.approx(shown["total_pnl_net"], rel=1e-9)
     assert cli.main(["--data-dir", cfg.data_dir, "--reports-dir", cfg.reports_dir, "backtest", "--exchange", "NSE",
                      "--run", out["candidate_run"], "--start", "2025-08-04", "--end", "2025-08-05"]) == 0
     assert (reports / "backtest_summary.json").read_bytes() == holdout

@@ -79,8 +79,11 @@ def mann_whitney_auc(positive: np.ndarray, score: np.ndarray) -> float:
 
 
 def holdout_reference(table, holdout_frac: float) -> tuple[np.ndarray, np.ndarray, pd.Timestamp]:
-    "(in-sample, holdout, holdout start) by the documented rule: last share held out, labels reaching into it purged."
+    """(in-sample, holdout, holdout start) by the documented rule: the last share held out, from the first row of the IST
+    session it starts in (the next session's when that is row 0), labels reaching into it purged."""
     n = len(table.y); cut = int(n * (1 - holdout_frac))
+    days = table.features.timestamp.dt.tz_convert("Asia/Kolkata").dt.date.to_numpy()
+    cut = int(np.flatnonzero(days == days[cut])[0]) or int(np.flatnonzero(days > days[cut])[0])
     start = table.features.timestamp.iloc[cut]
     ends = table.label_end_time.tolist()
     ins = np.array([i for i in range(cut) if ends[i] < start], dtype=np.int64)
@@ -161,7 +164,8 @@ def test_holdout_purged_and_never_fitted(small_run):
     cut = hold[0]
     rep = small_run.report
     assert rep["rows"]["in_sample"] == len(ins) and rep["rows"]["holdout"] == len(hold)
-    assert rep["rows"]["purged_at_holdout"] == cut - len(ins) > 0          # labels reaching into the holdout exist and are dropped
+    assert rep["rows"]["purged_at_holdout"] == cut - len(ins) == 0         # the holdout starts a session and labels end with theirs:
+    assert (table.label_end_time.iloc[ins] < start).all()                  # nothing reaches into it (22_train's example purges)
     assert rep["rows"]["holdout_window"][0] == start.isoformat()
     ins_set = set(ins.tolist())
     assert len(calls.model_set) == SMALL.n_splits + 1
