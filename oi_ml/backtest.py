@@ -1094,9 +1094,9 @@ def sensitivity_grid(bars: pd.DataFrame, signals: pd.DataFrame, config: Backtest
     table = pd.DataFrame(rows)
     grid = table.pivot(index="min_confidence", columns="cost_bps", values=metric)
     fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[f"{c:g} bps" for c in grid.columns], y=[f"{c:g}" for c in grid.index],
-                               colorscale="RdYlGn", colorbar={"title": metric}, texttemplate="%{z:.2f}"))
-    fig.update_layout(title=f"{metric} by transaction cost and confidence threshold", xaxis_title="transaction cost",
-                      yaxis_title="min confidence")
+                               colorscale="RdYlGn", zmid=0, colorbar={"title": metric}, texttemplate="%{z:.2f}"))   # red below 0
+    fig.update_layout(title=f"{metric} by transaction cost and confidence threshold",
+                      xaxis_title=f"transaction cost per leg (+ {config.slippage_bps:g} bps slippage per leg)", yaxis_title="min confidence")
     return table, fig
 
 # %% ../nbs/30_backtest.ipynb #c089

@@ -21,15 +21,20 @@ import pandas as pd
 from .config import IST, MonitoringConfig, RunConfig, config_to_dict, get_exchange_config
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'MIN_VOLATILITY_VALUES', 'CHROMIUM_FLAGS', 'source_banner', 'dataset_summary',
-           'validation_summary', 'session_bars', 'bar_minutes_of', 'daily_coverage', 'completeness_table',
-           'coverage_figure', 'market_overview_figure', 'feature_completeness', 'correlation_figure', 'label_summary',
-           'load_run_report', 'run_provenance', 'cv_tables', 'confusion_figure', 'reliability_figure', 'shap_figure',
+__all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'CRITERION_MEANING', 'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS',
+           'SESSIONS_PER_YEAR', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES',
+           'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'MIN_VOLATILITY_VALUES', 'DECISION_TEXT', 'EXPOSURE_LABEL',
+           'CHROMIUM_FLAGS', 'source_banner', 'ist_minute', 'dataset_summary', 'validation_summary', 'session_bars',
+           'bar_minutes_of', 'daily_coverage', 'completeness_table', 'coverage_figure', 'market_overview_figure',
+           'feature_completeness', 'correlation_figure', 'label_summary', 'load_run_report', 'run_provenance',
+           'cv_tables', 'model_facts', 'class_balance_table', 'confusion_figure', 'reliability_figure', 'shap_figure',
            'template_path', 'pack_kernel', 'render_html', 'run_config_parameter', 'render_pack', 'decision_banner',
-           'baseline_notice', 'gate_table', 'candidate_vs_production', 'equity_figure', 'sortable_table',
-           'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'overfitting_summary', 'trade_volatility',
-           'performance_breakdowns', 'window_order', 'benchmark_frame', 'walk_forward_frame', 'sensitivity_figure',
-           'risk_profile', 'monitoring_baseline', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path',
+           'baseline_notice', 'drawdown_percent', 'gate_table', 'gate_window_text', 'signer_identifiers',
+           'gate_configuration', 'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure',
+           'sortable_table', 'trades_table', 'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci',
+           'overfitting_summary', 'trade_volatility', 'performance_breakdowns', 'window_order', 'no_trade_reason',
+           'benchmark_frame', 'window_sharpes', 'walk_forward_frame', 'sensitivity_figure', 'risk_profile',
+           'monitoring_baseline', 'signoff_command', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path',
            'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
@@ -42,6 +47,10 @@ def source_banner(manifest: dict) -> str:
     return (f'<div style="background:#1b5e20;color:white;padding:12px;font-size:16px;border-radius:4px">Data source: '
             f'{html.escape(str(manifest.get("source")))} (imported files listed under Data lineage).</div>')
 
+def ist_minute(value) -> str:
+    "A UTC timestamp (ISO text or Timestamp) as 'YYYY-MM-DD HH:MM IST', the clock the pack shows times in."
+    return pd.Timestamp(value).tz_convert(IST).strftime("%Y-%m-%d %H:%M IST")
+
 def dataset_summary(manifest: dict) -> pd.DataFrame:
     "Key facts of a dataset version as a two-column table."
     facts = {"exchange": manifest["exchange"], "dataset version": manifest["version"], "source": manifest["source"],
@@ -50,7 +59,7 @@ def dataset_summary(manifest: dict) -> pd.DataFrame:
              "rows (bars)": f'{manifest["row_count"]:,}', "symbols": ", ".join(manifest["symbols"]),
              "columns": len(manifest["columns"]), "content sha256": manifest["content_sha256"],
              "git commit": manifest["git_commit"], "created (UTC)": manifest["created_at"][:19]}
-    facts.update({f"file {n}": f'{i["rows"]:,} rows, sha256 {i["sha256"][:16]}…' for n, i in manifest["files"].items()})
+    facts.update({f"file {n}": f'{i["rows"]:,} rows, sha256 {i["sha256"]}' for n, i in manifest["files"].items()})
     return pd.DataFrame({"item": list(facts), "value": [str(v) for v in facts.values()]})
 
 def validation_summary(manifest: dict) -> pd.DataFrame:
@@ -134,7 +143,8 @@ def correlation_figure(features: pd.DataFrame, columns: list[str], max_features:
     sample = features[cols].iloc[:: max(1, len(features) // 20000)]
     corr = sample.rank().corr().round(2)
     fig = go.Figure(go.Heatmap(z=corr.to_numpy(), x=cols, y=cols, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True))
-    fig.update_layout(title="Feature correlation (Spearman)", height=700, margin=dict(t=40, l=150, b=150))
+    shown = f"first {len(cols)} of {len(columns)} features" + (" (constant ones left out)" if len(cols) < min(len(columns), max_features) else "")
+    fig.update_layout(title=f"Feature correlation (Spearman), {shown}", height=700, margin=dict(t=40, l=150, b=150))
     return fig
 
 def label_summary(labels: pd.DataFrame) -> dict:
@@ -161,7 +171,7 @@ def run_provenance(run_manifest: dict) -> str:
     code, commit = run_manifest.get("code_sha256"), run_manifest.get("git_commit")
     trained = f"Run `{run_manifest['run_id']}` trained {str(run_manifest.get('created_at', ''))[:19]} UTC"
     if not code: return trained + " by code that was not recorded (a run saved before runs kept their code's sha256)."
-    return trained + (f" by training code sha256 `{code[:16]}…` (the modules the trainer imports; git commit `{commit}`); "
+    return trained + (f" by training code sha256 `{code}` (the modules the trainer imports; git commit `{commit}`); "
                       "the run id is keyed on that code.")
 
 def cv_tables(report: dict) -> dict:
@@ -175,6 +185,27 @@ def cv_tables(report: dict) -> dict:
             ("CV out-of-fold", report["cv"]["metrics"])] if "calibrated" in hold else [(k, v) for k, v in hold.items() if isinstance(v, dict) and "rmse" in v]
     summary = pd.DataFrame([{"model": name, **{k: m.get(k) for k in (keys if "calibrated" in hold else ("n", "rmse", "mae", "r2"))}} for name, m in rows])
     return dict(folds=folds, regimes=regimes, summary=summary)
+
+def model_facts(report: dict) -> str:
+    "Markdown sentence: target, family, classes and the rows behind training and the holdout (its first and last bar in IST)."
+    rows = dict(report.get("rows") or {})
+    text = f"Target **{report['target']}**, family **{report['family']}**"
+    text += f"; classes {', '.join(map(str, report['classes']))}." if report.get("classes") else "."
+    window = rows.pop("holdout_window", None)
+    parts = {"labelled": "labelled rows", "in_sample": "in-sample (cross-validation and the final fit)", "holdout": "holdout"}
+    said = [f"{rows.pop(k):,} {what}" for k, what in parts.items() if k in rows]
+    if window and said and said[-1].endswith("holdout"): said[-1] += f" (bars from {ist_minute(window[0])} to {ist_minute(window[1])})"
+    if "purged_at_holdout" in rows:
+        said.append(f"{rows.pop('purged_at_holdout'):,} left out between them (labels that would reach into the holdout)")
+    said += [f"{k.replace('_', ' ')}: {v}" for k, v in rows.items()]
+    return text + (" Rows: " + "; ".join(said) + "." if said else "")
+
+def class_balance_table(report: dict) -> pd.DataFrame:
+    "In-sample rows per class and their share (empty when the report has no class balance, e.g. a regression target)."
+    balance = report.get("class_balance") or {}
+    total = sum(balance.values())
+    return pd.DataFrame([dict(**{"class": c, "in-sample rows": n, "share": f"{n / total:.1%}" if total else "—"}) for c, n in balance.items()],
+                        columns=["class", "in-sample rows", "share"])
 
 # %% ../nbs/44_packs.ipynb #c016
 def confusion_figure(report: dict):
@@ -270,25 +301,95 @@ def baseline_notice(baseline_version: str,  # baseline the pack was rendered for
 
 PERCENT_CRITERIA = ("max_drawdown",)   # gate criteria stored as fractions whose rule text is in percent
 
+CRITERION_MEANING = {   # what a gate criterion measures, shown beside its name
+    "oos_sharpe": "traded policy: Sharpe of net per-bar returns, annualised with the engine's bars a year",
+    "deflated_sharpe": "AutoML trial rule (sign of the score on every bar, gross of costs): deflated Sharpe ratio",
+    "policy_psr": "traded policy: probabilistic Sharpe ratio vs 0 of its net daily returns",
+    "max_drawdown": "traded policy: net, % of peak"}
+
+def drawdown_percent(value) -> str:
+    "A drawdown stored as a fraction of the peak as the pack shows every drawdown: percent of the peak, 3 decimals; '—' when missing."
+    return f"{100 * value:.3f} %" if isinstance(value, (int, float)) and math.isfinite(value) else "—"
+
 def _shown(name: str, value):
     "A criterion's value or threshold as the table shows it: percent for `PERCENT_CRITERIA`, else unchanged."
     if name not in PERCENT_CRITERIA or value is None or not isinstance(value, (int, float)): return value
-    return f"{100 * value:.4g} %"
+    return drawdown_percent(value)
 
 def gate_table(gate: dict) -> pd.DataFrame:
-    "Criteria with candidate value, threshold, rule, PASS/FAIL and notes (drawdowns in percent, like their rules)."
-    rows = [dict(criterion=c["name"], candidate=_shown(c["name"], c["value"]), threshold=_shown(c["name"], c["threshold"]), rule=c["rule"],
-                 result="PASS" if c["passed"] else "FAIL", note=c.get("note", "")) for c in gate["criteria"]]
+    "Criteria with what each measures, candidate value, threshold, rule, PASS/FAIL and notes (drawdowns in percent of peak)."
+    rows = [dict(criterion=c["name"], measures=CRITERION_MEANING.get(c["name"], ""), candidate=_shown(c["name"], c["value"]),
+                 threshold=_shown(c["name"], c["threshold"]), rule=c["rule"], result="PASS" if c["passed"] else "FAIL",
+                 note=c.get("note", "")) for c in gate["criteria"]]
     return pd.DataFrame(rows)
 
+def gate_window_text(gate: dict) -> str:
+    "The gate's evaluation window to the minute in IST: the holdout's first and last bar."
+    w = gate["window"]
+    return f"{ist_minute(w['start'])} → {ist_minute(w['end'])}"
+
+def signer_identifiers(gate: dict | None, run_manifest: dict | None, dataset_manifest: dict,
+                       manifest_sha256: str | None = None,   # sha256 of the run's manifest.json bytes as the pack read them
+                       ) -> pd.DataFrame:
+    "What a signer compares: the gate's manifest sha256 (and whether the file still has it), model file and dataset hashes, in full."
+    rows = []
+    if gate:
+        rows.append(("candidate run", gate.get("candidate_run", "")))
+        recorded = gate.get("candidate_manifest_sha256")
+        if recorded:
+            check = "" if manifest_sha256 is None else (" (matches the run's manifest.json now)" if manifest_sha256 == recorded
+                                                        else f" — DIFFERS from the run's manifest.json now ({manifest_sha256})")
+            rows.append(("manifest.json sha256 the gate judged", recorded + check))
+    elif manifest_sha256: rows.append(("manifest.json sha256", manifest_sha256))
+    for name, sha in sorted(((run_manifest or {}).get("files") or {}).items()):
+        rows.append((f"model file {name} sha256", sha))
+    if run_manifest and run_manifest.get("code_sha256"): rows.append(("training code sha256", run_manifest["code_sha256"]))
+    rows += [("dataset version", dataset_manifest["version"]), ("dataset content sha256", dataset_manifest["content_sha256"])]
+    if run_manifest and run_manifest.get("dataset_sha256") not in (None, dataset_manifest["content_sha256"]):
+        rows.append(("dataset sha256 the model trained on", f"{run_manifest['dataset_sha256']} — DIFFERS from the dataset above"))
+    return pd.DataFrame(rows, columns=["identifier", "value"])
+
+GATE_CONFIG_KEYS = ("min_trades", "min_sortino", "min_profit_factor", "max_drawdown", "drawdown_tolerance", "sharpe_delta",
+                    "dsr_confidence", "min_policy_psr", "max_pbo", "min_comparison_share")
+BACKTEST_CONFIG_KEYS = ("fill", "bar_minutes", "holding_period_minutes", "take_profit_mult", "stop_loss_mult", "flat_at_session_end",
+                        "min_confidence", "transaction_cost_bps", "slippage_bps", "sizing", "max_risk_per_trade", "account_size",
+                        "margin_per_lot", "max_open_positions", "cooldown_minutes", "periods_per_year")
+
+def gate_configuration(gate: dict) -> pd.DataFrame:
+    "The gate thresholds and the backtest settings the verdict was reached with, from the gate report (drawdowns in percent)."
+    g, b = gate.get("gate_config") or {}, gate.get("backtest_config") or {}
+    rows = [("gate", k, drawdown_percent(g[k]) if k in ("max_drawdown", "drawdown_tolerance") else g[k]) for k in GATE_CONFIG_KEYS if k in g]
+    rows += [("gate", k, v) for k, v in g.items() if k not in GATE_CONFIG_KEYS]
+    rows += [("backtest", k, "engine default" if b[k] is None else b[k]) for k in BACKTEST_CONFIG_KEYS if k in b]
+    return pd.DataFrame(rows, columns=["section", "setting", "value"]).astype({"value": str})
+
 # %% ../nbs/44_packs.ipynb #c023
+SESSIONS_PER_YEAR = 252   # sessions a year, as `backtest.periods_per_year` counts them; annualises daily Sharpe ratios
+METRIC_LABELS = {"sharpe_net": "sharpe_net (per-bar, annualised)", "max_drawdown_net": "max_drawdown_net (% of peak)"}
+DAILY_SHARPE_LABEL = f"sharpe of net daily returns (×√{SESSIONS_PER_YEAR})"
+
+def annualised_daily_sharpe(daily) -> float:
+    "Sharpe of net daily returns (a Series or {day: return}) × √SESSIONS_PER_YEAR; NaN below two days, without spread or when None."
+    from oi_ml.metrics import sharpe_ratio
+    if daily is None: return math.nan
+    values = np.asarray(list(daily.values()) if isinstance(daily, dict) else daily, dtype=float)
+    return sharpe_ratio(values, SESSIONS_PER_YEAR) if values.size else math.nan
+
+def _in_units(key: str, value):
+    "A backtest metric as pack tables show it: drawdowns in percent of the peak, the rest unchanged."
+    return drawdown_percent(value) if key.startswith("max_drawdown") else value
+
 def candidate_vs_production(gate: dict, keys=("n_trades", "sharpe_net", "sortino_net", "profit_factor_net", "max_drawdown_net",
                                                   "hit_rate_net", "return_net", "total_costs")) -> pd.DataFrame:
     """Side-by-side out-of-sample backtest and probability metrics of candidate and production on the same window: the
     gate's comparison window, which is shorter than the holdout when production trained on part of it."""
     cols = {"candidate": (gate.get("baseline_comparison") or {}).get("candidate") or gate["candidate"]}
     if gate.get("production"): cols["production"] = gate["production"]
-    rows = {k: {n: v["backtest"].get(k) for n, v in cols.items()} for k in keys}
+    rows = {}
+    for k in keys:
+        rows[METRIC_LABELS.get(k, k)] = {n: _in_units(k, v["backtest"].get(k)) for n, v in cols.items()}
+        if k == "sharpe_net" and "daily_returns" in cols["candidate"]:   # the whole-holdout candidate's sessions, as the gate saved them
+            rows[DAILY_SHARPE_LABEL] = {n: annualised_daily_sharpe(v.get("daily_returns")) for n, v in cols.items()}
     for k in ("brier", "log_loss", "directional_auc"):
         rows[k] = {n: v["probabilities"]["model"].get(k) for n, v in cols.items()}
     return pd.DataFrame(rows).T.rename_axis("metric").reset_index()
@@ -315,8 +416,19 @@ def sortable_table(frame: pd.DataFrame, table_id: str, max_rows: int = 500) -> s
               "var asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';rows.sort(function(a,b){var x=a.cells[i].innerText,y=b.cells[i].innerText;"
               "var nx=parseFloat(x.replace(/,/g,'')),ny=parseFloat(y.replace(/,/g,''));var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);"
               "return asc?c:-c;});rows.forEach(function(r){t.tBodies[0].appendChild(r);});});});})();</script>") % table_id
-    note = f"<p>Showing {min(len(frame), max_rows)} of {len(frame)} trades.</p>" if len(frame) > max_rows else ""
+    note = f"<p>Showing the first {min(len(frame), max_rows)} of {len(frame)} trades.</p>" if len(frame) > max_rows else ""
     return note + body + script
+
+TRADE_PRICE_COLUMNS = ("entry_price", "exit_price", "gross_pnl", "costs", "net_pnl")   # shown with 2 decimals: P&L can be checked by hand
+
+def trades_table(trades: pd.DataFrame) -> pd.DataFrame:
+    "Trades as the pack lists them: signal, entry and exit times in IST, prices and rupee amounts to 2 decimals."
+    out = pd.DataFrame({f"{c.replace('_', ' ').replace('timestamp', 'signal time')} (IST)": trades[c].dt.tz_convert(IST).dt.strftime("%Y-%m-%d %H:%M")
+                        for c in ("timestamp", "entry_time", "exit_time")})
+    for c in ("signal", "confidence", "regime", *TRADE_PRICE_COLUMNS[:2], "exit_reason", "lots", *TRADE_PRICE_COLUMNS[2:]):
+        if c not in trades: continue
+        out[c] = trades[c].map(lambda v: f"{v:,.2f}") if c in TRADE_PRICE_COLUMNS else trades[c].round(4) if c == "confidence" else trades[c]
+    return out
 
 # %% ../nbs/44_packs.ipynb #c027
 def backtest_periods_per_year(summary: dict) -> float:
@@ -334,49 +446,91 @@ def backtest_setup(config: dict,              # saved BacktestConfig as a dict
     text = (f"Backtest settings (saved config): fills at the {config['fill'].replace('_', ' ')} of the bar after the signal; "
             f"holding period {config['holding_period_minutes']} minutes; take-profit {tp if tp is not None else 'off'} and stop "
             f"{sl if sl is not None else 'off'} × volatility; costs {config['transaction_cost_bps'] + config['slippage_bps']:g} bps a leg; "
-            f"minimum confidence {config['min_confidence']:g}. Sharpe ratios are annualised with **{periods_per_year:,.0f} bars a year** "
-            f"(the backtest engine's figure, {config['bar_minutes']}-minute bars).")
+            f"minimum confidence {config['min_confidence']:g}. Sharpe ratios labelled *per-bar, annualised* are the mean over the "
+            f"standard deviation of one-bar net returns × √{periods_per_year:,.0f}: **{periods_per_year:,.0f} bars a year** "
+            f"(the backtest engine's figure, {config['bar_minutes']}-minute bars). Daily Sharpe ratios use net returns per IST "
+            f"session × √{SESSIONS_PER_YEAR}.")
     if data_bar_minutes is not None and data_bar_minutes != config["bar_minutes"]:
         text += (f"\n\n**Warning: the dataset's bars are {data_bar_minutes} minutes long but the backtest ran with "
                  f"bar_minutes={config['bar_minutes']}**: its holding period, cooldown and annualisation assume "
                  f"{config['bar_minutes']}-minute bars.")
     return text
 
+BAR_SHARPE_RESAMPLES, DAILY_SHARPE_RESAMPLES, TRADE_RESAMPLES = 500, 1000, 1000   # bootstrap resamples per interval
+
+def _interval(ci, scheme: str) -> str:
+    "How an interval was drawn: `scheme`, resamples (and how many gave a value when not all) and level."
+    valid = "" if ci.n_valid == ci.n_boot else f" ({ci.n_valid} gave a value)"
+    return f"{scheme}; {ci.n_boot:,} resamples{valid}; {1 - ci.alpha:.0%} percentile interval"
+
 def metrics_with_ci(trades: pd.DataFrame, equity: pd.DataFrame,
                     periods_per_year: float,  # bars per year, the backtest engine's figure
                     block_bars: float,        # mean block length of the Sharpe bootstrap in bars (one session)
-                    seed: int = 0) -> pd.DataFrame:
-    "Net Sharpe (per-bar returns, block bootstrap; none once equity reaches 0) and profit factor (per-trade bootstrap), 95 % intervals."
-    from oi_ml.metrics import profit_factor_ci, sharpe_ci
+                    seed: int = 0,
+                    account_size: float | None = None,  # starting capital; with `equity.timestamp`, adds the daily Sharpe row
+                    ) -> pd.DataFrame:
+    """Net Sharpe of per-bar returns (stationary block bootstrap; none once equity reaches 0), of daily returns (sessions
+    resampled iid; when `account_size` is given) and profit factor (trades resampled iid), 95 % intervals and their method."""
+    from oi_ml.gate import daily_returns
+    from oi_ml.metrics import bootstrap_ci, profit_factor_ci, sharpe_ci, sharpe_ratio
     r = equity.equity_net.pct_change().dropna().to_numpy()
-    rows = []
-    if len(r) > 10 and (equity.equity_net > 0).all():   # returns of a ruined account are not defined
-        ci = sharpe_ci(r, periods_per_year, n_boot=500, block=block_bars, seed=seed)
-        rows.append(dict(metric="Sharpe (net, annualised)", estimate=ci.estimate, lower_95=ci.lower, upper_95=ci.upper))
+    rows, alive = [], bool((equity.equity_net > 0).all())   # returns of a ruined account are not defined
+    def add(metric, ci, scheme): rows.append(dict(metric=metric, estimate=ci.estimate, lower_95=ci.lower, upper_95=ci.upper, method=_interval(ci, scheme)))
+    if len(r) > 10 and alive:
+        add("Sharpe (net, per-bar, annualised)", sharpe_ci(r, periods_per_year, n_boot=BAR_SHARPE_RESAMPLES, block=block_bars, seed=seed),
+            f"stationary block bootstrap of the {len(r):,} per-bar net returns (geometric blocks, mean {block_bars:g} bars = one session)")
+    if account_size is not None and "timestamp" in equity and alive:
+        daily = daily_returns(equity, account_size).to_numpy()
+        if len(daily) > 2:
+            add(f"Sharpe (net daily returns, ×√{SESSIONS_PER_YEAR})",
+                bootstrap_ci(daily, lambda x: sharpe_ratio(x, SESSIONS_PER_YEAR), DAILY_SHARPE_RESAMPLES, seed=seed),
+                f"iid bootstrap over the {len(daily)} sessions' net returns")
     if len(trades) > 2:
-        ci = profit_factor_ci(trades.net_pnl.to_numpy(), n_boot=1000, seed=seed)
-        rows.append(dict(metric="profit factor (net)", estimate=ci.estimate, lower_95=ci.lower, upper_95=ci.upper))
-    return pd.DataFrame(rows, columns=["metric", "estimate", "lower_95", "upper_95"])
+        add("profit factor (net)", profit_factor_ci(trades.net_pnl.to_numpy(), n_boot=TRADE_RESAMPLES, seed=seed),
+            f"iid bootstrap over the {len(trades)} trades' net P&L")
+    return pd.DataFrame(rows, columns=["metric", "estimate", "lower_95", "upper_95", "method"])
 
 def _figure(value, digits: int = 4) -> str:
     "A gate figure for prose: `digits` decimals, 'n/a' when missing or NaN."
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
 
+def _policy_text(gate: dict) -> str:
+    "The traded policy's significance: the `policy_psr` criterion when the gate report has one, else the figure older reports kept for information."
+    pol = gate.get("policy_sharpe") or {}
+    sr = pol.get("sr_daily")
+    daily = (f"net daily Sharpe {_figure(sr)} unannualised ({_figure(sr * math.sqrt(SESSIONS_PER_YEAR), 2)} ×√{SESSIONS_PER_YEAR})"
+             if isinstance(sr, (int, float)) and math.isfinite(sr) else "net daily Sharpe n/a")
+    crit = next((c for c in gate.get("criteria", []) if c["name"] == "policy_psr"), None)
+    if crit:
+        return (f"The traded policy's significance is the gate criterion `policy_psr`: the probabilistic Sharpe ratio against "
+                f"zero of its net daily returns is **{_figure(crit['value'])}** (needs {crit['rule']} {_figure(crit['threshold'], 2)}: "
+                f"**{'PASS' if crit['passed'] else 'FAIL'}**; {daily}, over {pol.get('n_days', 'n/a')} sessions; not deflated).")
+    return (f"This gate report predates the `policy_psr` criterion: the traded policy's {daily} and its probabilistic Sharpe "
+            f"ratio against zero, {_figure(pol.get('psr_vs_zero'))}, were recorded for information only, not judged.")
+
 def overfitting_summary(gate: dict) -> str:
-    """Markdown sentence of the gate's deflated Sharpe ratio, what its trial count holds (the AutoML trials plus the
-    candidate itself, which AutoML's own total leaves out), the gate policy's Sharpe and the PBO."""
-    d, pbo, pol = gate.get("dsr") or {}, gate.get("pbo") or {}, gate.get("policy_sharpe") or {}
+    """Markdown: the gate's deflated Sharpe ratio, what its trial count holds (the AutoML trials plus the candidate, which
+    AutoML's own total leaves out) and which returns it is computed on; the traded policy's significance (`policy_psr`);
+    what the trial count leaves out; and the PBO."""
+    d, pbo, bt = gate.get("dsr") or {}, gate.get("pbo") or {}, gate.get("backtest_config") or {}
     n = d.get("n_trials")
-    if not n: dsr = f"Deflated Sharpe ratio: **not computed** ({d.get('reason')}; {d.get('n_days')} holdout days); "
+    if not n: dsr = f"Deflated Sharpe ratio: **not computed** ({d.get('reason')}; {d.get('n_days')} holdout days)."
     else:
         if d.get("reason"): trials = f"{n} trial(s): {d['reason']}"
         else: trials = f"{n} trials: the {n - 1} AutoML trials and the candidate; {d.get('returns', 'daily returns')}"
         variance = f"; trial Sharpe variance {d['variance_basis']}" if d.get("variance_basis") else ""
-        dsr = f"Deflated Sharpe ratio: **{_figure(d.get('dsr'))}** ({trials}; {d.get('n_days')} holdout days{variance}); "
-    return (dsr +
-            f"gate policy daily Sharpe {_figure(pol.get('sr_daily'))} (PSR vs 0: {_figure(pol.get('psr_vs_zero'))}, for "
-            f"information); probability of backtest overfitting: **{_figure(pbo.get('pbo'))}**"
-            + (f" ({pbo['reason']})" if pbo.get("reason") else "") + ".")
+        dsr = (f"Deflated Sharpe ratio: **{_figure(d.get('dsr'))}** ({trials}; {d.get('n_days')} holdout days{variance}; "
+               f"candidate's daily Sharpe {_figure(d.get('sr_daily'))} against the expected maximum of the trials, {_figure(d.get('sr_benchmark'))}).")
+    rule = ("The DSR is computed on the **AutoML trial rule** — the sign of the model's score on every bar, gross of costs — "
+            "not on the traded policy, so that it is comparable with the trials it deflates by; its Sharpe ratios, like the "
+            "AutoML trials' `sharpe` column, are daily and **not annualised**.")
+    chosen = ("The trading policy's confidence threshold"
+              + (f" ({bt['min_confidence']:g})" if "min_confidence" in bt else "") + " and risk per trade"
+              + (f" ({100 * bt['max_risk_per_trade']:g} % of capital)" if "max_risk_per_trade" in bt else "")
+              + " are configuration the developers chose on earlier simulated runs; they are **not among the counted trials**, "
+              "so neither figure above accounts for that choice.")
+    overfit = (f"Probability of backtest overfitting: **{_figure(pbo.get('pbo'))}**" + (f" ({pbo['reason']})" if pbo.get("reason") else "") + ".")
+    return "\n\n".join([dsr + " " + rule, _policy_text(gate), chosen, overfit])
 
 # %% ../nbs/44_packs.ipynb #c032
 def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, high, low, close)
@@ -414,47 +568,93 @@ def window_order(name: str) -> tuple:
     if name.startswith("walk_forward_") and name.removeprefix("walk_forward_").isdigit(): return (1, int(name.removeprefix("walk_forward_")))
     return ({"in_sample": 0, "out_of_sample": 2}.get(name, 3), 0)
 
-def benchmark_frame(windows: dict, keys=("n_trades", "return_net", "sharpe_net", "max_drawdown_net", "profit_factor_net", "hit_rate_net")) -> pd.DataFrame:
-    "Strategy vs buy-and-hold, always-flat and random-signal, per validation window, in pipeline order."
-    rows = [dict(window=w, strategy=s, **{k: m.get(k) for k in keys}) for w in sorted(windows, key=window_order)
-            for s, m in windows[w]["benchmarks"].items()]
-    return pd.DataFrame(rows, columns=["window", "strategy", *keys])
+DECISION_TEXT = {   # backtest.DECISIONS: why a bar with a signal opened no trade
+    "low_confidence": "below the confidence threshold", "session_boundary": "fill would fall in the next session",
+    "no_time_left": "too close to the session end", "max_trades": "trade limit reached", "position_limit": "a position already open",
+    "cooldown": "in the cooldown after an exit", "no_volatility": "no volatility to size on", "zero_lots": "sized to zero lots",
+    "margin": "not enough margin"}
+
+def no_trade_reason(strategy: str, metrics: dict,
+                    min_confidence: float | None = None,  # the backtest's confidence threshold, named when given
+                    ) -> str:
+    "Why a benchmark row made no trade: by construction, or the engine's decision counts (bars per reason, most first); '' when it traded."
+    if metrics.get("n_trades"): return ""
+    if strategy == "always_flat": return "no trades: flat by construction"
+    if strategy == "random_signal": return "no trades: it takes the strategy's trade count"
+    counts = sorted(((int(v), k.removeprefix("decision_")) for k, v in metrics.items() if k.startswith("decision_") and v), reverse=True)
+    if not counts: return "no trades"
+    threshold = f" {min_confidence:g}" if min_confidence is not None else ""
+    bars = f" of {metrics['n_bars']:,} bars" if metrics.get("n_bars") else " bars"
+    said = [f"{n:,}{bars if i == 0 else ''} {DECISION_TEXT.get(k, k)}{threshold if k == 'low_confidence' else ''}" for i, (n, k) in enumerate(counts)]
+    return "no trades: " + "; ".join(said)
+
+def benchmark_frame(windows: dict, keys=("n_trades", "return_net", "sharpe_net", "max_drawdown_net", "profit_factor_net", "hit_rate_net"),
+                    min_confidence: float | None = None,  # the backtest's confidence threshold, for the no-trade notes
+                    ) -> pd.DataFrame:
+    """Strategy vs buy-and-hold, always-flat and random-signal, per validation window (its first and last IST session), in
+    pipeline order; drawdowns in percent of the peak, Sharpe per bar annualised, and why a row made no trade."""
+    def value(k, m): return _in_units(k, m.get(k)) if k.startswith("max_drawdown") else (math.nan if m.get(k) is None else m[k])
+    rows = [dict(window=w, **{"start (IST)": windows[w].get("start", "—"), "end (IST)": windows[w].get("end", "—")}, strategy=s,
+                 **{METRIC_LABELS.get(k, k): value(k, m) for k in keys}, note=no_trade_reason(s, m, min_confidence))
+            for w in sorted(windows, key=window_order) for s, m in windows[w]["benchmarks"].items()]
+    return pd.DataFrame(rows, columns=["window", "start (IST)", "end (IST)", "strategy", *(METRIC_LABELS.get(k, k) for k in keys), "note"])
+
+def window_sharpes(windows: dict, equities: dict,   # window name -> its saved equity curve (`equity_<window>.parquet`)
+                   account_size: float) -> pd.DataFrame:
+    "The strategy's net Sharpe per window in both annualisations: per bar (the engine's figure) and of daily returns × √252."
+    from oi_ml.gate import daily_returns
+    rows = []
+    for w in sorted(windows, key=window_order):
+        daily = daily_returns(equities[w], account_size) if w in equities else pd.Series(dtype=float)
+        rows.append({"window": w, "start (IST)": windows[w].get("start"), "end (IST)": windows[w].get("end"), "sessions": len(daily),
+                     "Sharpe (per-bar, annualised)": windows[w]["benchmarks"].get("ml_signal", {}).get("sharpe_net"),
+                     DAILY_SHARPE_LABEL: annualised_daily_sharpe(daily)})
+    return pd.DataFrame(rows, columns=["window", "start (IST)", "end (IST)", "sessions", "Sharpe (per-bar, annualised)", DAILY_SHARPE_LABEL])
 
 def walk_forward_frame(walk_forward: dict | None) -> pd.DataFrame:
     "One row per walk-forward segment: its traded window, the sessions and rows its own model trained on, rounds, version."
-    rows = [dict(window=f"walk_forward_{s['segment']}", traded=" → ".join(s["window"]), trained_from=s["train_start"][:16],
-                 trained_to=s["train_end"][:16], training_rows=s["n_train_rows"], rounds=s["rounds"], model_version=s["model_version"])
-            for s in (walk_forward or {}).get("segments", [])]
-    return pd.DataFrame(rows, columns=["window", "traded", "trained_from", "trained_to", "training_rows", "rounds", "model_version"])
+    columns = ["window", "traded (IST sessions)", "trained from", "trained to", "training_rows", "rounds", "model_version"]
+    rows = [dict(zip(columns, (f"walk_forward_{s['segment']}", " → ".join(s["window"]), ist_minute(s["train_start"]), ist_minute(s["train_end"]),
+                               s["n_train_rows"], s["rounds"], s["model_version"]))) for s in (walk_forward or {}).get("segments", [])]
+    return pd.DataFrame(rows, columns=columns)
 
-def sensitivity_figure(records: list[dict], metric: str = "sharpe_net"):
-    "Heat-map of `metric` by cost (bps) and confidence threshold from the saved sensitivity grid."
+def sensitivity_figure(records: list[dict], metric: str = "sharpe_net",
+                       config: dict | None = None,   # the saved BacktestConfig: its slippage is added to every cell's cost
+                       window: str = "",             # the window the grid covers, for the title
+                       ):
+    "Heat-map of `metric` by cost (bps a leg) and confidence threshold from the saved sensitivity grid, colours centred on zero."
     import plotly.graph_objects as go
     grid = pd.DataFrame(records).pivot(index="min_confidence", columns="cost_bps", values=metric)
     fig = go.Figure(go.Heatmap(z=grid.to_numpy(dtype=float), x=[f"{c:g} bps" for c in grid.columns], y=[f"{c:g}" for c in grid.index],
-                               colorscale="RdYlGn", texttemplate="%{z:.2f}", colorbar=dict(title=metric)))
-    fig.update_layout(title=f"Out-of-sample {metric} by cost and confidence threshold", xaxis_title="transaction cost",
-                      yaxis_title="min confidence", height=380)
+                               colorscale="RdYlGn", zmid=0, texttemplate="%{z:.2f}", colorbar=dict(title=metric)))
+    slippage = f" (+ {config['slippage_bps']:g} bps slippage per leg)" if config and "slippage_bps" in config else ""
+    label = "Sharpe (per-bar, annualised)" if metric == "sharpe_net" else metric
+    fig.update_layout(title=f"Out-of-sample {label} by cost and confidence threshold" + (f", {window}" if window else ""),
+                      xaxis_title=f"transaction cost per leg{slippage}", yaxis_title="min confidence", height=380)
     return fig
 
 # %% ../nbs/44_packs.ipynb #c034
+EXPOSURE_LABEL = "time in market (share of bars with a trade open, as the engine's exposure_bars)"
+
 def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd.DataFrame:
-    "Drawdown against account size, exposure and the limits the strategy ran under."
-    from oi_ml.metrics import max_drawdown
+    """Drawdown against account size (percent of the peak), time in market as the engine measures it (`metrics.exposure_bars`:
+    share of the equity curve's bars at which a trade is open, entry bar to exit bar), and the limits the strategy ran under."""
+    from oi_ml.metrics import exposure_bars, max_drawdown
     ruined = equity.equity_net.to_numpy() <= 0   # drawdown as a share of peak is undefined once capital is gone
     dd = max_drawdown(equity.equity_net.to_numpy()) if len(equity) > 1 and not ruined.any() else None
     worst = float(trades.net_pnl.min()) if len(trades) else float("nan")
-    items = {"account ruined": f"yes: net equity {equity.equity_net.iloc[ruined.argmax()]:,.0f} ₹ at {equity.timestamp.iloc[ruined.argmax()]}"
+    items = {"account ruined": f"yes: net equity {equity.equity_net.iloc[ruined.argmax()]:,.0f} ₹ at {ist_minute(equity.timestamp.iloc[ruined.argmax()])}"
              if ruined.any() else "no",
              "account size (₹)": config["account_size"], "max drawdown (net, ₹)": (dd.max_drawdown * equity.equity_net.iloc[dd.peak]) if dd else float("nan"),
-             "max drawdown (net, % of peak)": 100.0 * dd.max_drawdown if dd else float("nan"), "worst trade (₹)": worst,
+             "max drawdown (net, % of peak)": drawdown_percent(dd.max_drawdown if dd else None), "worst trade (₹)": worst,
              "largest position (lots)": int(trades.lots.max()) if len(trades) else 0,
              "largest risk fraction": float(trades.risk_fraction.max()) if len(trades) else 0.0,
-             "time in market (share of bars)": float(((trades.holding_bars.sum() / max(len(equity), 1)) if len(trades) else 0.0)),
+             EXPOSURE_LABEL: float(exposure_bars(trades.entry_time, trades.exit_time, equity.timestamp)) if len(trades) and len(equity) else 0.0,
              "sizing": config["sizing"], "max risk per trade": config["max_risk_per_trade"], "margin per lot (₹)": config["margin_per_lot"],
              "max open positions": config["max_open_positions"], "cooldown (minutes)": config["cooldown_minutes"],
              "costs (bps per leg)": config["transaction_cost_bps"] + config["slippage_bps"]}
-    return pd.DataFrame({"item": list(items), "value": [f"{v:,.4g}" if isinstance(v, float) else str(v) for v in items.values()]})
+    shown = [(f"{v:,.2f}" if "₹" in k else f"{v:,.4g}") if isinstance(v, float) else str(v) for k, v in items.items()]   # rupees to the paisa
+    return pd.DataFrame({"item": list(items), "value": shown})
 
 def _default_levels(reference: dict, monitoring: MonitoringConfig | None = None):
     "(monitor config, alert level, where from) of one column for the run's monitor watching windows of the stored length."
@@ -502,7 +702,17 @@ def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringCon
                          value=", ".join(f"{e:.4g}" for e in shown) + "; " + _drift_levels(d, monitoring)))
     return pd.DataFrame(rows)
 
-def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig) -> str:
+def signoff_command(exchange: str, candidate_run: str,
+                    gate_decision: str | None,   # "PASS", "FAIL" or None (no gate report)
+                    ) -> str:
+    "The `oi-ml signoff` command for a pack: `--decision rejected` after a failed gate, else a DECISION placeholder the signer replaces."
+    decision = "rejected" if gate_decision == "FAIL" else "DECISION"
+    return (f"oi-ml signoff --exchange {exchange} --run {candidate_run} --reviewer NAME --decision {decision} "
+            + ('--constraints "..."' if decision == "DECISION" else '--constraints "reason for rejection"'))
+
+def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig,
+                  gate_decision: str | None = None,   # the gate report's "PASS"/"FAIL"; None when there is none
+                  ) -> str:
     "Sign-off form (reviewer, date, decision, constraints) with the command that records it, and sign-offs already recorded."
     from oi_ml.registry import CHANGE_LOG_JSONL, read_jsonl
     done = read_jsonl(Path(run_cfg.models_dir) / CHANGE_LOG_JSONL)
@@ -512,45 +722,63 @@ def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig) -> str:
     return ('<table style="border:2px solid #333;width:100%"><tr><th style="width:20%">Reviewer</th><td style="height:28px"></td></tr>'
             '<tr><th>Date</th><td style="height:28px"></td></tr><tr><th>Decision (approved / approved_with_constraints / rejected)</th>'
             '<td style="height:28px"></td></tr><tr><th>Constraints</th><td style="height:56px"></td></tr></table>'
-            f"<p>Record the decision in the Model Change Log with:<br><code>oi-ml signoff --exchange {html.escape(exchange)} --run "
-            f"{html.escape(candidate_run)} --reviewer NAME --decision approved --constraints \"...\"</code></p>"
+            + ("<p>The gate <b>failed</b>: a failed candidate cannot be deployed, so the command below records a rejection. "
+               if gate_decision == "FAIL" else "<p>Replace DECISION with approved, approved_with_constraints or rejected (the "
+               "command refuses anything else). ")
+            + f"Record the decision in the Model Change Log with:<br><code>{html.escape(signoff_command(exchange, candidate_run, gate_decision))}</code></p>"
             + (f"<p>Recorded sign-offs:</p><ul>{recorded}</ul>" if recorded else "<p>No sign-off recorded yet.</p>"))
 
 # %% ../nbs/44_packs.ipynb #c037
+def _pack_facts(html_path: Path) -> tuple[str, bool | None]:
+    """(gate decision or 'data only', whether the data is simulated) of a rendered pack, from its executed notebook's parameters:
+    the gate report's `simulated_data`, else the dataset manifest's `simulated`; None when neither can be read."""
+    import nbformat
+    params = nbformat.read(html_path.with_suffix(".ipynb"), as_version=4).metadata.get("papermill", {}).get("parameters", {})
+    data_dir, exchange, run = Path(params.get("data_dir", "")), html_path.parent.parent.name, params.get("candidate_run")
+    gate = data_dir / "models" / exchange / run / "reports" / "gate_report.json" if run else None
+    if gate and gate.exists():
+        report = json.loads(gate.read_text())
+        return report["decision"], report.get("simulated_data")
+    dataset = data_dir / "datasets" / exchange / str(params.get("dataset_version", "")) / "manifest.json"
+    simulated = json.loads(dataset.read_text()).get("simulated") if params.get("dataset_version") and dataset.exists() else None
+    return "data only", simulated
+
 def pack_entries(reports_dir: str | Path) -> pd.DataFrame:
-    "One row per rendered pack: exchange, label, decision (from the executed notebook's gate report), path, rendered time."
+    "One row per rendered pack: exchange, label, decision and simulated flag (from the executed notebook's gate report), path, rendered time."
     rows = []
     for html_path in sorted(Path(reports_dir).glob("*/*/approval_pack.html")):
-        decision = "data only"
-        params_path = html_path.with_suffix(".ipynb")
-        try:
-            import nbformat
-            params = nbformat.read(params_path, as_version=4).metadata.get("papermill", {}).get("parameters", {})
-            run = params.get("candidate_run")
-            gate = Path(params.get("data_dir", "")) / "models" / html_path.parent.parent.name / run / "reports" / "gate_report.json" if run else None
-            if gate and gate.exists(): decision = json.loads(gate.read_text())["decision"]
-        except Exception:
-            decision = "unknown"
-        rows.append(dict(exchange=html_path.parent.parent.name, label=html_path.parent.name, decision=decision,
+        try: decision, simulated = _pack_facts(html_path)
+        except Exception: decision, simulated = "unknown", None
+        rows.append(dict(exchange=html_path.parent.parent.name, label=html_path.parent.name, decision=decision, simulated=simulated,
                          path=html_path.relative_to(reports_dir).as_posix(),
                          rendered=pd.Timestamp(html_path.stat().st_mtime, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")))
-    return pd.DataFrame(rows, columns=["exchange", "label", "decision", "path", "rendered"]).sort_values("rendered", ascending=False)
+    return pd.DataFrame(rows, columns=["exchange", "label", "decision", "simulated", "path", "rendered"]).sort_values("rendered", ascending=False)
+
+def _data_cell(simulated: bool | None) -> str:
+    "The index's data-source cell: a red SIMULATED DATA badge, 'market data', or 'not recorded'."
+    if simulated: return '<td><span style="background:#b00020;color:white;padding:2px 6px;font-weight:bold">SIMULATED DATA</span></td>'
+    return "<td>market data</td>" if simulated is False else "<td>not recorded</td>"
 
 def render_index(run_cfg: RunConfig | None = None) -> Path:
     "Write reports/index.html linking every approval pack with its decision."
     reports_dir = Path((run_cfg or RunConfig()).reports_dir); reports_dir.mkdir(parents=True, exist_ok=True)
     entries = pack_entries(reports_dir)
     colour = {"PASS": "#1b5e20", "FAIL": "#b00020"}
+    def decision(r): return html.escape(r.decision) + (" (on simulated data)" if r.simulated and r.decision in colour else "")
     rows = "".join(f'<tr><td>{html.escape(r.exchange)}</td><td><a href="{html.escape(r.path)}">{html.escape(r.label)}</a></td>'
-                   f'<td style="color:{colour.get(r.decision, "#333")};font-weight:bold">{html.escape(r.decision)}</td><td>{r.rendered}</td></tr>'
-                   for r in entries.itertuples())
+                   f'{_data_cell(r.simulated)}<td style="color:{colour.get(r.decision, "#333")};font-weight:bold">{decision(r)}</td>'
+                   f'<td>{r.rendered}</td></tr>' for r in entries.itertuples())
+    n_sim = int(entries.simulated.eq(True).sum())
+    warning = (f'<p style="background:#b00020;color:white;padding:10px;font-weight:bold">{n_sim} of {len(entries)} packs come from '
+               "SIMULATED DATA (oi_ml's market simulator): their gate decisions demonstrate the pipeline and say nothing about a "
+               "real instrument.</p>") if n_sim else ""
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>oi_ml approval packs</title><style>body{font-family:sans-serif;margin:2em}"
             "td,th{padding:4px 12px;border-bottom:1px solid #ddd;text-align:left}</style></head><body><h1>oi_ml approval packs</h1>"
-            f"<table><tr><th>exchange</th><th>pack</th><th>gate decision</th><th>rendered</th></tr>{rows}</table></body></html>")
+            f"{warning}<table><tr><th>exchange</th><th>pack</th><th>data</th><th>gate decision</th><th>rendered</th></tr>{rows}</table></body></html>")
     tmp = reports_dir / ".index.html.tmp"; tmp.write_text(page, encoding="utf-8"); os.replace(tmp, reports_dir / "index.html")
     return reports_dir / "index.html"
 
-# %% ../nbs/44_packs.ipynb #c039
+# %% ../nbs/44_packs.ipynb #c040
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars")
 

@@ -79,15 +79,19 @@ def test_missing_bars_are_counted_in_bars_of_the_data():
 # ---------------------------------------------------------------- 4 and 6: risk profile and the other builders
 def test_risk_profile_values():
     # equity 1,000 -> 1,200 -> 900 -> 1,100: worst fall 1,200 -> 900 = 300 rupees = 25 % of the peak
-    equity = pd.DataFrame({"equity_net": [1000.0, 1200.0, 900.0, 1100.0, 1150.0]})
-    trades = pd.DataFrame({"net_pnl": [-300.0, 250.0], "lots": [3, 1], "risk_fraction": [0.015, 0.005], "holding_bars": [1, 1]})
+    ts = pd.date_range("2025-08-04 04:00", periods=5, freq="min", tz="UTC")
+    equity = pd.DataFrame({"timestamp": ts, "equity_net": [1000.0, 1200.0, 900.0, 1100.0, 1150.0]})
+    # trade 1: entry bar 0, exit at bar 1's open; trade 2: entry bar 3, exit at bar 3's close (exit_time one minute after its
+    # timestamp, as the engine writes barrier exits): bars 0 and 3 have a trade open, 2 of 5 = 0.4 (holding_bars sum: 1 / 5)
+    trades = pd.DataFrame({"net_pnl": [-300.0, 250.0], "lots": [3, 1], "risk_fraction": [0.015, 0.005], "holding_bars": [1, 0],
+                           "entry_time": ts[[0, 3]], "exit_time": pd.DatetimeIndex([ts[1], ts[3] + pd.Timedelta("1min")])})
     config = dict(account_size=1000.0, sizing="kelly", max_risk_per_trade=0.02, margin_per_lot=50.0, max_open_positions=2,
                   cooldown_minutes=5.0, transaction_cost_bps=1.0, slippage_bps=0.5)
     rp = packs.risk_profile(trades, equity, config).set_index("item").value
-    assert rp["max drawdown (net, % of peak)"] == "25"
-    assert rp["max drawdown (net, ₹)"] == "300"
-    assert rp["worst trade (₹)"] == "-300" and rp["largest position (lots)"] == "3" and rp["largest risk fraction"] == "0.015"
-    assert rp["time in market (share of bars)"] == "0.4" and rp["costs (bps per leg)"] == "1.5"
+    assert rp["max drawdown (net, % of peak)"] == "25.000 %"
+    assert rp["max drawdown (net, ₹)"] == "300.00"
+    assert rp["worst trade (₹)"] == "-300.00" and rp["largest position (lots)"] == "3" and rp["largest risk fraction"] == "0.015"
+    assert rp[packs.EXPOSURE_LABEL] == "0.4" and rp["costs (bps per leg)"] == "1.5"
     assert rp["sizing"] == "kelly" and rp["max open positions"] == "2" and rp["cooldown (minutes)"] == "5"
 
 
@@ -97,24 +101,49 @@ def test_metrics_with_ci_values():
     trades = pd.DataFrame({"net_pnl": [300.0, -100.0, -50.0, 150.0]})         # gains 450 / losses 150 = 3
     ci = packs.metrics_with_ci(trades, equity, periods_per_year=2500.0, block_bars=4).set_index("metric")
     sharpe = sum(r) / len(r) / math.sqrt(sum((x - sum(r) / len(r)) ** 2 for x in r) / (len(r) - 1)) * 50.0
-    assert ci.loc["Sharpe (net, annualised)", "estimate"] == pytest.approx(sharpe, rel=1e-9)
+    assert ci.loc["Sharpe (net, per-bar, annualised)", "estimate"] == pytest.approx(sharpe, rel=1e-9)
     assert ci.loc["profit factor (net)", "estimate"] == pytest.approx(3.0, rel=1e-12)
     assert (ci.lower_95 <= ci.estimate).all() and (ci.estimate <= ci.upper_95).all()
+    # each interval states its scheme, resamples and level, as metrics.bootstrap_ci draws it
+    assert ci.loc["Sharpe (net, per-bar, annualised)", "method"] == (
+        "stationary block bootstrap of the 13 per-bar net returns (geometric blocks, mean 4 bars = one session); 500 resamples; "
+        "95% percentile interval")
+    assert ci.loc["profit factor (net)", "method"] == "iid bootstrap over the 4 trades' net P&L; 1,000 resamples; 95% percentile interval"
+    from oi_ml.metrics import sharpe_ci
+    assert ci.loc["Sharpe (net, per-bar, annualised)", "lower_95"] == pytest.approx(sharpe_ci(r, 2500.0, n_boot=500, block=4, seed=0).lower, rel=1e-9)
     with pytest.raises(ValueError, match="block must be >= 1"):
         packs.metrics_with_ci(trades, equity, 2500.0, block_bars=0.5)
     short = packs.metrics_with_ci(trades.head(2), equity.head(5), 2500.0, 4)  # too few returns and trades: no rows
-    assert short.empty and short.columns.tolist() == ["metric", "estimate", "lower_95", "upper_95"]
+    assert short.empty and short.columns.tolist() == ["metric", "estimate", "lower_95", "upper_95", "method"]
+
+
+def test_daily_sharpe_reuses_the_gates_daily_returns():
+    from oi_ml.gate import daily_returns
+    ts = pd.DatetimeIndex([f"2025-08-{d:02d} {h}" for d in (4, 5, 6, 7, 8) for h in ("04:00", "09:59")], tz="UTC")
+    equity = pd.DataFrame({"timestamp": ts, "equity_net": 1e6 + np.array([0, 500, 800, 300, 900, 1500, 1400, 1200, 1300, 2100.0])})
+    ci = packs.metrics_with_ci(pd.DataFrame({"net_pnl": []}), equity, 94500.0, 2, account_size=1e6).set_index("metric")
+    daily = daily_returns(equity, 1e6).to_numpy()
+    assert len(daily) == 5
+    expected = daily.mean() / daily.std(ddof=1) * math.sqrt(252)
+    assert ci.loc["Sharpe (net daily returns, ×√252)", "estimate"] == pytest.approx(expected, rel=1e-12)
+    assert ci.loc["Sharpe (net daily returns, ×√252)", "method"].startswith("iid bootstrap over the 5 sessions' net returns")
+    assert packs.annualised_daily_sharpe({str(i): v for i, v in enumerate(daily)}) == pytest.approx(expected, rel=1e-12)
 
 
 def test_candidate_vs_production_values():
     t = packs.candidate_vs_production(GATE).set_index("metric")
     assert t.columns.tolist() == ["candidate", "production"]
-    assert t.loc["n_trades"].tolist() == [12, 9] and t.loc["max_drawdown_net"].tolist() == [0.04, 0.06]
+    assert t.loc["n_trades"].tolist() == [12, 9] and t.loc["max_drawdown_net (% of peak)"].tolist() == ["4.000 %", "6.000 %"]
     assert t.loc["brier"].tolist() == [0.20, 0.25] and t.loc["log_loss"].tolist() == [0.60, 0.70]
     assert t.loc["sortino_net"].isna().all()
     assert t.index.tolist()[-3:] == ["brier", "log_loss", "directional_auc"]
     alone = packs.candidate_vs_production({**GATE, "production": None}, keys=("sharpe_net",))
-    assert alone.values.tolist() == [["sharpe_net", 1.5], ["brier", 0.20], ["log_loss", 0.60], ["directional_auc", 0.55]]
+    assert alone.values.tolist() == [["sharpe_net (per-bar, annualised)", 1.5], ["brier", 0.20], ["log_loss", 0.60], ["directional_auc", 0.55]]
+    days = {"2025-10-13": 0.002, "2025-10-14": -0.001, "2025-10-15": 0.0015, "2025-10-16": 0.0005}
+    daily = packs.candidate_vs_production({**GATE, "candidate": {**GATE["candidate"], "daily_returns": days}}).set_index("metric")
+    v = np.array(list(days.values()))
+    assert daily.index.tolist()[1:3] == ["sharpe_net (per-bar, annualised)", "sharpe of net daily returns (×√252)"]
+    assert daily.loc["sharpe of net daily returns (×√252)", "candidate"] == pytest.approx(v.mean() / v.std(ddof=1) * math.sqrt(252), rel=1e-12)
 
 
 def test_benchmark_frame_values():
@@ -122,11 +151,24 @@ def test_benchmark_frame_values():
                                                                    "buy_and_hold": {"n_trades": 1, "return_net": 0.03, "sharpe_net": 2.0}}},
                "out_of_sample": {"benchmarks": {"ml_signal": {"n_trades": 7, "return_net": -0.002, "hit_rate_net": 0.43}}}}
     b = packs.benchmark_frame(windows)
-    assert b.columns.tolist() == ["window", "strategy", "n_trades", "return_net", "sharpe_net", "max_drawdown_net",
-                                  "profit_factor_net", "hit_rate_net"]
-    assert b[["window", "strategy", "n_trades", "return_net"]].values.tolist() == [
-        ["in_sample", "ml_signal", 40, 0.012], ["in_sample", "buy_and_hold", 1, 0.03], ["out_of_sample", "ml_signal", 7, -0.002]]
-    assert b.sharpe_net.tolist()[1] == 2.0 and b.hit_rate_net.tolist()[2] == 0.43 and b.sharpe_net.isna().sum() == 2
+    assert b.columns.tolist() == ["window", "start (IST)", "end (IST)", "strategy", "n_trades", "return_net", "sharpe_net (per-bar, annualised)",
+                                  "max_drawdown_net (% of peak)", "profit_factor_net", "hit_rate_net", "note"]
+    assert b[["window", "start (IST)", "strategy", "n_trades", "return_net"]].values.tolist() == [
+        ["in_sample", "2025-08-01", "ml_signal", 40, 0.012], ["in_sample", "2025-08-01", "buy_and_hold", 1, 0.03],
+        ["out_of_sample", "—", "ml_signal", 7, -0.002]]
+    sharpe = b["sharpe_net (per-bar, annualised)"]
+    assert sharpe.tolist()[1] == 2.0 and b.hit_rate_net.tolist()[2] == 0.43 and sharpe.isna().sum() == 2
+
+
+def test_a_window_without_trades_says_why():
+    # BSE walk-forward segment 0 of the reviewed demo: every bar but one under the 0.65 threshold, the last too late to hold
+    seg = {"n_trades": 0, "n_bars": 3750, "decision_entered": 0, "decision_low_confidence": 3749, "decision_no_time_left": 1,
+           "decision_cooldown": 0, "sharpe_net": None, "max_drawdown_net": 0.0}
+    b = packs.benchmark_frame({"walk_forward_0": {"start": "2025-09-02", "end": "2025-09-15", "benchmarks": {"ml_signal": seg}}}, min_confidence=0.65)
+    assert b.note.tolist() == ["no trades: 3,749 of 3,750 bars below the confidence threshold 0.65; 1 too close to the session end"]
+    assert b["end (IST)"].tolist() == ["2025-09-15"] and b["max_drawdown_net (% of peak)"].tolist() == ["0.000 %"]
+    html = b.to_html(index=False, na_rep="—")                       # the template's rendering: no NaN for a reviewer
+    assert "NaN" not in html and "None" not in html
 
 
 def test_monitoring_baseline_values():
@@ -140,6 +182,52 @@ def test_monitoring_baseline_values():
                                                         "of the training period's own windows of the live length"],
                                  ["feature rsi_14: 5 of 9 training decile edges; drift level", "10, 30, 50, 70, 90; " + fixed],
                                  ["feature pcr: 3 of 3 training decile edges; drift level", "0.7123, 0.9, 1.1; " + fixed]]
+
+
+# ---------------------------------------------------------------- review findings: sign-off, index, DSR text, heat-map
+def test_a_failed_gate_never_proposes_approval(tmp_path):
+    cfg = RunConfig(data_dir=str(tmp_path))
+    failed = packs.signoff_block("BSE", "run-x", cfg, "FAIL")
+    assert "--decision rejected" in failed and "--decision approved" not in failed
+    passed = packs.signoff_block("BSE", "run-x", cfg, "PASS")
+    assert "--decision DECISION" in passed and "--decision approved" not in passed   # the signer chooses; argparse refuses DECISION
+
+
+def test_index_marks_simulated_runs(tmp_path):
+    import nbformat
+    for exchange, run, simulated, decision in (("NSE", "run-a", True, "PASS"), ("BSE", "run-b", False, "PASS")):
+        out = tmp_path / "reports" / exchange / run; out.mkdir(parents=True)
+        (out / "approval_pack.html").write_text("<html></html>")
+        nb = nbformat.v4.new_notebook(); nb.metadata["papermill"] = {"parameters": {"candidate_run": run, "data_dir": str(tmp_path / "data")}}
+        nbformat.write(nb, out / "approval_pack.ipynb")
+        gate_dir = tmp_path / "data" / "models" / exchange / run / "reports"; gate_dir.mkdir(parents=True)
+        (gate_dir / "gate_report.json").write_text(json.dumps({"decision": decision, "simulated_data": simulated}))
+    page = packs.render_index(RunConfig(data_dir=str(tmp_path / "data"), reports_dir=str(tmp_path / "reports"))).read_text()
+    rows = {r.split("</td>")[0].split(">")[-1]: r for r in page.split("<tr>")[2:]}   # exchange -> its row
+    assert "SIMULATED DATA" in rows["NSE"] and "PASS (on simulated data)" in rows["NSE"]
+    assert "SIMULATED" not in rows["BSE"] and "market data" in rows["BSE"]
+    assert "1 of 2 packs come from SIMULATED DATA" in page
+
+
+DSR_GATE = {"dsr": {"dsr": 0.9947, "n_trials": 9, "n_days": 12, "returns": "AutoML trial rule on the candidate's holdout probabilities",
+                    "sr_daily": 1.2878, "sr_benchmark": 0.2463, "reason": ""},
+            "pbo": {"pbo": 0.1012}, "policy_sharpe": {"sr_daily": 0.5413, "psr_vs_zero": 0.9532, "n_days": 12},
+            "backtest_config": {"min_confidence": 0.65, "max_risk_per_trade": 0.001}}
+
+
+def test_dsr_text_names_the_trial_rule_and_the_policy_criterion():
+    old = packs.overfitting_summary(DSR_GATE)                        # a report from before policy_psr: still renders
+    assert "AutoML trial rule** — the sign of the model's score on every bar, gross of costs — not on the traded policy" in old
+    assert "predates the `policy_psr` criterion" in old and "**not annualised**" in old
+    assert "confidence threshold (0.65) and risk per trade (0.1 % of capital)" in old and "not among the counted trials" in old
+    new = packs.overfitting_summary({**DSR_GATE, "criteria": [{"name": "policy_psr", "value": 0.9532, "threshold": 0.95, "rule": ">=", "passed": True}]})
+    assert "the gate criterion `policy_psr`" in new and "**0.9532** (needs >= 0.95: **PASS**" in new and "predates" not in new
+
+
+def test_sensitivity_colours_are_centred_on_zero_and_name_the_slippage():
+    records = [{"cost_bps": c, "min_confidence": 0.6, "sharpe_net": v} for c, v in ((0.0, 4.0), (5.0, -2.0))]
+    fig = packs.sensitivity_figure(records, config={"slippage_bps": 0.5})
+    assert fig.data[0].zmid == 0 and fig.layout.xaxis.title.text == "transaction cost per leg (+ 0.5 bps slippage per leg)"
 
 
 # ---------------------------------------------------------------- 5: volatility at the signal bar
@@ -246,14 +334,22 @@ def test_candidate_pack_baseline_annualisation_drawdown_and_volatility(retrained
     # 2: Sharpe of the saved out-of-sample equity, annualised with the saved 6,300 bars a year
     assert "**6,300 bars a year**" in text
     r = pd.read_parquet(reports / "equity_out_of_sample.parquet").equity_net.pct_change().dropna().to_numpy()
-    shown = float(re.search(r"Sharpe \(net, annualised\)</td>\s*<td>([-0-9.]+)</td>", text).group(1))
+    shown = float(re.search(r"Sharpe \(net, per-bar, annualised\)</td>\s*<td>([-0-9.]+)</td>", text).group(1))
     assert shown == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(6300.0), abs=1e-4)
     # 3: 1-minute bars of the 375-minute session
     assert "**375 bars of 1 min**" in text and "All 6 trading days complete" in text
     # 4: drawdown in percent of the peak
     eq = pd.read_parquet(reports / "equity_out_of_sample.parquet").equity_net.to_numpy()
     pct = 100 * float(np.max(1 - eq / np.maximum.accumulate(eq)))
-    assert re.search(r"max drawdown \(net, % of peak\)</td>\s*<td>([^<]+)</td>", text).group(1) == f"{pct:,.4g}"
+    assert re.search(r"max drawdown \(net, % of peak\)</td>\s*<td>([^<]+)</td>", text).group(1) == f"{pct:.3f} %"
+    # time in market is the engine's exposure_bars of the out-of-sample window
+    engine = json.loads((reports / "backtest_windows.json").read_text())["windows"]["out_of_sample"]["benchmarks"]["ml_signal"]
+    assert re.search(r"time in market[^<]*</td>\s*<td>([^<]+)</td>", text).group(1) == f"{engine['exposure_bars']:,.4g}"
+    # review findings: identifiers in full, the DSR and policy_psr text, the sign-off command, no NaN or Python reprs
+    assert gate["candidate_manifest_sha256"] + " (matches the run's manifest.json now)" in text
+    assert "the gate criterion `policy_psr`" in text and "AutoML trial rule** — the sign of the model's score" in text
+    assert ("--decision rejected" in text) == (gate["decision"] == "FAIL") and "--decision approved" not in text
+    assert "<td>NaN</td>" not in text and "'holdout_window'" not in text and "stationary block bootstrap of the" in text
     # 5: trades per volatility tercile, volatility taken from the signal frame at each trade's signal bar
     from oi_ml.datasets import load_dataset
     from oi_ml.gate import signals_for
