@@ -19,7 +19,7 @@ import pandas as pd
 from numba import njit
 from pandas.api.internals import create_dataframe_from_blocks
 
-from .config import IST, ExchangeConfig, get_exchange_config, monthly_expiry
+from .config import IST, SESSIONS_PER_YEAR, ExchangeConfig, get_exchange_config, monthly_expiry
 from .metrics import TRADE_COLUMNS, summarize_trades
 
 # %% auto #0
@@ -31,7 +31,8 @@ __all__ = ['FILL_MODES', 'SIZING_MODES', 'STRATEGIES', 'BAR_COLUMNS', 'SIGNAL_CO
            'bar_ticks', 'simulate', 'TradeRecord', 'trades_frame', 'equity_frame', 'decision_frame', 'decision_counts',
            'backtest_metrics', 'BacktestResult', 'result_from_simulation', 'run_backtest', 'BacktestEngine',
            'option_contract_pnl', 'random_signal_run', 'benchmark_strategies', 'benchmark_table', 'sensitivity_grid',
-           'WindowReport', 'run_validation_windows', 'validation_table', 'save_backtest', 'load_backtest']
+           'sensitivity_heatmap', 'WindowReport', 'run_validation_windows', 'validation_table', 'save_backtest',
+           'load_backtest']
 
 # %% ../nbs/30_backtest.ipynb #c006
 FILL_MODES = ("next_open", "next_close")
@@ -110,9 +111,9 @@ def cost_rate(cfg: BacktestConfig) -> float:
     return (cfg.transaction_cost_bps + cfg.slippage_bps) / 1e4
 
 def periods_per_year(cfg: BacktestConfig) -> float:
-    "Bars per year: `cfg.periods_per_year`, else 252 sessions of the exchange's session length."
+    "Bars per year: `cfg.periods_per_year`, else `SESSIONS_PER_YEAR` (252) sessions of the exchange's session length."
     if cfg.periods_per_year: return float(cfg.periods_per_year)
-    return 252.0 * get_exchange_config(cfg.exchange).session_minutes() / cfg.bar_minutes
+    return float(SESSIONS_PER_YEAR) * get_exchange_config(cfg.exchange).session_minutes() / cfg.bar_minutes
 
 def _mult(value: float | None) -> float:
     "Barrier multiplier as a float; None (off) becomes inf."
@@ -1083,7 +1084,6 @@ def sensitivity_grid(bars: pd.DataFrame, signals: pd.DataFrame, config: Backtest
                      min_confidence: tuple = (0.5, 0.55, 0.6, 0.65, 0.7),      # confidence thresholds
                      metric: str = "sharpe_net"):                              # metric shown in the heat-map
     "Table (one row per cell: cost_bps, min_confidence and the key metrics) and a plotly heat-map of `metric`."
-    import plotly.graph_objects as go
     prep = prepare_backtest(bars, signals, config)
     rows = []
     for conf in min_confidence:
@@ -1092,12 +1092,20 @@ def sensitivity_grid(bars: pd.DataFrame, signals: pd.DataFrame, config: Backtest
             m = result_from_simulation(simulate(prep, cfg), prep, cfg).metrics
             rows.append({"cost_bps": float(cost), "min_confidence": float(conf)} | {k: m[k] for k in dict.fromkeys((*BENCHMARK_METRICS, metric))})
     table = pd.DataFrame(rows)
-    grid = table.pivot(index="min_confidence", columns="cost_bps", values=metric)
-    fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[f"{c:g} bps" for c in grid.columns], y=[f"{c:g}" for c in grid.index],
-                               colorscale="RdYlGn", zmid=0, colorbar={"title": metric}, texttemplate="%{z:.2f}"))   # red below 0
-    fig.update_layout(title=f"{metric} by transaction cost and confidence threshold",
-                      xaxis_title=f"transaction cost per leg (+ {config.slippage_bps:g} bps slippage per leg)", yaxis_title="min confidence")
+    fig = sensitivity_heatmap(table, metric, config.slippage_bps)
+    fig.update_layout(title=f"{metric} by transaction cost and confidence threshold")
     return table, fig
+
+def sensitivity_heatmap(table: pd.DataFrame, metric: str, slippage_bps: float | None = None):
+    """Plotly heat-map of `metric` over a sensitivity table (one row per cost_bps × min_confidence cell), colours centred on
+    zero (red below); the x axis names the slippage each leg pays on top of the cost when given."""
+    import plotly.graph_objects as go
+    grid = table.pivot(index="min_confidence", columns="cost_bps", values=metric)
+    fig = go.Figure(go.Heatmap(z=grid.to_numpy(dtype=float), x=[f"{c:g} bps" for c in grid.columns], y=[f"{c:g}" for c in grid.index],
+                               colorscale="RdYlGn", zmid=0, colorbar={"title": metric}, texttemplate="%{z:.2f}"))
+    slippage = f" (+ {slippage_bps:g} bps slippage per leg)" if slippage_bps is not None else ""
+    fig.update_layout(xaxis_title=f"transaction cost per leg{slippage}", yaxis_title="min confidence")
+    return fig
 
 # %% ../nbs/30_backtest.ipynb #c089
 @dataclass(frozen=True, eq=False)

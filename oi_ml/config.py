@@ -15,14 +15,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 # %% auto #0
-__all__ = ['IST', 'WEEKDAYS', 'INDIAN_MARKET_HOLIDAYS', 'HOLIDAY_YEARS', 'NSE', 'BSE', 'EXCHANGES', 'value_on', 'ExchangeConfig',
-           'get_exchange_config', 'is_trading_day', 'previous_trading_day', 'trading_days', 'trading_days_between',
-           'weekly_expiries', 'monthly_expiry', 'SimulationConfig', 'QualityConfig', 'MonitoringConfig',
-           'StalenessConfig', 'RunConfig', 'resolve_data_dir', 'resolve_reports_dir', 'load_run_config',
-           'config_to_dict']
+__all__ = ['IST', 'SESSIONS_PER_YEAR', 'WEEKDAYS', 'INDIAN_MARKET_HOLIDAYS', 'HOLIDAY_YEARS', 'NSE', 'BSE', 'EXCHANGES',
+           'value_on', 'ExchangeConfig', 'get_exchange_config', 'is_trading_day', 'previous_trading_day',
+           'trading_days', 'trading_days_between', 'weekly_expiries', 'monthly_expiry', 'SimulationConfig',
+           'QualityConfig', 'MonitoringConfig', 'StalenessConfig', 'RunConfig', 'resolve_data_dir',
+           'resolve_reports_dir', 'load_run_config', 'config_to_dict']
 
 # %% ../nbs/00_config.ipynb #c004
 IST = ZoneInfo("Asia/Kolkata")  # exchange wall clock; all stored timestamps are UTC
+SESSIONS_PER_YEAR = 252         # trading sessions a year: annualises daily figures, and per-bar ones times the bars a session
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 # %% ../nbs/00_config.ipynb #c006

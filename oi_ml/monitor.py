@@ -16,7 +16,6 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import duckdb
 import numpy as np
@@ -253,16 +252,17 @@ def read_holdout_outcomes(folder: Path, manifest: dict) -> dict | None:
     "A version's `holdout_outcomes` (`22_train`), when its manifest lists (and so verified) the file; None for older versions."
     return json.loads((folder / HOLDOUT_OUTCOMES_FILE).read_text()) if HOLDOUT_OUTCOMES_FILE in manifest.get("files", {}) else None
 
-def degradation_baseline(manifest: dict, holdout: dict | None, served: pd.DataFrame, cfg: MonitorConfig, min_confidence=None) -> dict:
+def degradation_baseline(manifest: dict, holdout: dict | None, served: pd.DataFrame, cfg: MonitorConfig,
+                         min_confidence: float = math.nan) -> dict:   # the serving threshold (`gated_min_confidence`)
     """The holdout baseline measuring what the last `feedback_window` served outcomes measure (see `outcome_kind`); the
-    holdout accuracy, taken as exact, without `holdout` outcomes (a version trained before them). `min_confidence`: the
-    serving threshold (a number, or a function returning it, called only for BUY/SELL populations)."""
+    holdout accuracy, taken as exact, without `holdout` outcomes (a version trained before them). `min_confidence`
+    selects the BUY/SELL rows of the holdout; the 'label/all' population does not read it."""
     window = _known_window(served, cfg.feedback_window)
     kind, label_only = outcome_kind(window) if len(window) else ("label/all", 0)
     if holdout is None:
         return {"hit_rate": float(manifest["metrics_summary"]["accuracy"]), "kind": kind,
                 "source": "holdout accuracy; this version predates per-definition baselines, so the baseline is taken as exact"}
-    threshold = float("nan") if kind == "label/all" else float(min_confidence() if callable(min_confidence) else min_confidence)
+    threshold = math.nan if kind == "label/all" else float(min_confidence)
     base = holdout_baselines(holdout, threshold, cfg.outcome_overlap, cfg.feedback_window)[kind]
     at = f" at confidence {threshold:.2f}" if kind != "label/all" else ""
     mixed = f"; {label_only} of the {len(window)} outcomes can only be label-based" if kind.startswith("label") and label_only < len(window) else ""
@@ -409,8 +409,8 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
     drift = drift_report(manifest["feature_distribution"], live, [c for c in inputs if c in live.columns], cfg, used)
     raised = (drift.warn_at > cfg.psi_warn) | (drift.alert_at > cfg.psi_alert)
     score = score_drift(manifest["score_distribution"], served["confidence"].iloc[-cfg.live_rows:], cfg)   # time-sorted
-    gated = lambda: gated_min_confidence(SimpleNamespace(run_dir=folder, manifest=manifest))   # the serving threshold (reads only these)
-    baseline = degradation_baseline(manifest, read_holdout_outcomes(folder, manifest), served, cfg, gated)
+    baseline = degradation_baseline(manifest, read_holdout_outcomes(folder, manifest), served, cfg,
+                                    gated_min_confidence(folder, manifest))   # the serving threshold
     degradation = degradation_check(served[["timestamp", "correct"]], baseline, cfg)
     latency = latency_percentiles(served["latency_us"])
     alerts, warnings = assess(drift, score, degradation, latency, cfg)

@@ -18,24 +18,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import IST, MonitoringConfig, RunConfig, config_to_dict, get_exchange_config
+from .config import IST, SESSIONS_PER_YEAR, MonitoringConfig, RunConfig, config_to_dict, get_exchange_config
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'CRITERION_MEANING', 'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS',
-           'SESSIONS_PER_YEAR', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES',
-           'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'MIN_VOLATILITY_VALUES', 'DECISION_TEXT', 'EXPOSURE_LABEL',
-           'CHROMIUM_FLAGS', 'source_banner', 'ist_minute', 'dataset_summary', 'validation_summary', 'session_bars',
-           'bar_minutes_of', 'daily_coverage', 'completeness_table', 'coverage_figure', 'market_overview_figure',
-           'feature_completeness', 'correlation_figure', 'label_summary', 'load_run_report', 'run_provenance',
-           'cv_tables', 'model_facts', 'class_balance_table', 'confusion_figure', 'reliability_figure', 'shap_figure',
-           'template_path', 'pack_kernel', 'render_html', 'run_config_parameter', 'render_pack', 'decision_banner',
-           'baseline_notice', 'drawdown_percent', 'gate_table', 'gate_window_text', 'signer_identifiers',
-           'gate_configuration', 'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure',
-           'sortable_table', 'trades_table', 'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci',
-           'overfitting_summary', 'trade_volatility', 'performance_breakdowns', 'window_order', 'no_trade_reason',
-           'benchmark_frame', 'window_sharpes', 'walk_forward_frame', 'sensitivity_figure', 'risk_profile',
-           'monitoring_baseline', 'signoff_command', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path',
-           'check_in_browser']
+__all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'CRITERION_MEANING', 'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS',
+           'DAILY_SHARPE_LABEL', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES',
+           'TRADE_RESAMPLES', 'MIN_VOLATILITY_VALUES', 'DECISION_TEXT', 'EXPOSURE_LABEL', 'CHROMIUM_FLAGS',
+           'source_banner', 'ist_minute', 'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of',
+           'daily_coverage', 'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
+           'correlation_figure', 'label_summary', 'load_run_report', 'run_provenance', 'cv_tables', 'model_facts',
+           'class_balance_table', 'confusion_figure', 'reliability_figure', 'shap_figure', 'template_path',
+           'pack_kernel', 'render_html', 'run_config_parameter', 'render_pack', 'decision_banner', 'baseline_notice',
+           'drawdown_percent', 'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration',
+           'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table',
+           'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'overfitting_summary', 'trade_volatility',
+           'performance_breakdowns', 'window_order', 'no_trade_reason', 'benchmark_frame', 'window_sharpes',
+           'walk_forward_frame', 'sensitivity_figure', 'risk_profile', 'monitoring_baseline', 'signoff_command',
+           'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def source_banner(manifest: dict) -> str:
@@ -364,7 +363,6 @@ def gate_configuration(gate: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["section", "setting", "value"]).astype({"value": str})
 
 # %% ../nbs/44_packs.ipynb #c023
-SESSIONS_PER_YEAR = 252   # sessions a year, as `backtest.periods_per_year` counts them; annualises daily Sharpe ratios
 METRIC_LABELS = {"sharpe_net": "sharpe_net (per-bar, annualised)", "max_drawdown_net": "max_drawdown_net (% of peak)"}
 DAILY_SHARPE_LABEL = f"sharpe of net daily returns (×√{SESSIONS_PER_YEAR})"
 
@@ -623,14 +621,10 @@ def sensitivity_figure(records: list[dict], metric: str = "sharpe_net",
                        window: str = "",             # the window the grid covers, for the title
                        ):
     "Heat-map of `metric` by cost (bps a leg) and confidence threshold from the saved sensitivity grid, colours centred on zero."
-    import plotly.graph_objects as go
-    grid = pd.DataFrame(records).pivot(index="min_confidence", columns="cost_bps", values=metric)
-    fig = go.Figure(go.Heatmap(z=grid.to_numpy(dtype=float), x=[f"{c:g} bps" for c in grid.columns], y=[f"{c:g}" for c in grid.index],
-                               colorscale="RdYlGn", zmid=0, texttemplate="%{z:.2f}", colorbar=dict(title=metric)))
-    slippage = f" (+ {config['slippage_bps']:g} bps slippage per leg)" if config and "slippage_bps" in config else ""
+    from oi_ml.backtest import sensitivity_heatmap   # the engine's own heat-map of the grid
+    fig = sensitivity_heatmap(pd.DataFrame(records), metric, (config or {}).get("slippage_bps"))
     label = "Sharpe (per-bar, annualised)" if metric == "sharpe_net" else metric
-    fig.update_layout(title=f"Out-of-sample {label} by cost and confidence threshold" + (f", {window}" if window else ""),
-                      xaxis_title=f"transaction cost per leg{slippage}", yaxis_title="min confidence", height=380)
+    fig.update_layout(title=f"Out-of-sample {label} by cost and confidence threshold" + (f", {window}" if window else ""), height=380)
     return fig
 
 # %% ../nbs/44_packs.ipynb #c034

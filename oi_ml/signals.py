@@ -434,16 +434,16 @@ def load_signal_bundle(exchange: str, run_cfg: RunConfig, run_dir: str | Path | 
         raise ValueError(f"{bundle.run_dir}: model was trained for {bundle.manifest['exchange']}, not {exchange}")
     return bundle, str(bundle.manifest.get("version") or bundle.manifest["run_id"])
 
-def gated_min_confidence(bundle: ModelBundle) -> float:
+def gated_min_confidence(run_dir: str | Path, manifest: dict) -> float:   # a version's (or run's) folder and its manifest
     """Confidence threshold of the policy the promotion gate judged: `backtest_config.min_confidence` of the version's
     gate result (of a run folder's reports/gate_report.json); for a model never gated, the gate's default backtest's."""
-    gate = bundle.manifest.get("gate")
-    report = Path(bundle.run_dir) / "reports" / "gate_report.json"
+    gate = manifest.get("gate")
+    report = Path(run_dir) / "reports" / "gate_report.json"
     if gate is None and report.is_file(): gate = read_json(report, ValueError)
     threshold = ((gate or {}).get("backtest_config") or {}).get("min_confidence")
     if threshold is None:
         from oi_ml.gate import default_backtest_config   # here only: the gate module loads the AutoML stack
-        threshold = default_backtest_config(str(bundle.manifest.get("exchange", "NSE"))).min_confidence
+        threshold = default_backtest_config(str(manifest.get("exchange", "NSE"))).min_confidence
     return float(threshold)
 
 # %% ../nbs/42_signals.ipynb #c040
@@ -472,7 +472,7 @@ class MLSignalGenerator:
             if id(b) not in by_booster: by_booster[id(b)] = row_predictor(b, len(self.plan.gather), len(self.plan.classes), self.plan.rounds)
         self._predictors = tuple(by_booster[id(b)] for b in self.plan.boosters)
         self.payoff_ratio = payoff_ratio(self.bundle)
-        self.min_confidence = gated_min_confidence(self.bundle) if min_confidence is None else float(min_confidence)
+        self.min_confidence = gated_min_confidence(self.bundle.run_dir, self.bundle.manifest) if min_confidence is None else float(min_confidence)
         self.account_size, self.kelly_cap, self.margin_rate = account_size, kelly_cap, margin_rate
         self.audit_log = audit if isinstance(audit, AuditLog) else AuditLog(self.run_cfg) if audit else None
         self._lot_sizes: dict = {}

@@ -39,8 +39,9 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARK
            'brier_score', 'directional_auc', 'classification_metrics', 'reliability_curve', 'fit_calibration',
            'apply_calibration', 'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics',
            'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model',
-           'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place', 'ModelIntegrityError', 'verify_run',
-           'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle', 'score_features', 'score_frame']
+           'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place',
+           'ModelIntegrityError', 'verify_run', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle',
+           'score_features', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -567,24 +568,32 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
     ins, hold = holdout_split(table, cfg)
     cv, calibration, final = fit_calibrated(table, ins, cfg)
     report = _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final)
-    return _save_run(run_dir, run_id, exchange.upper(), dm, cfg, report, table, ins, holdout_scores(table, hold, final, calibration),
-                     final, calibration, code, run_cfg.monitoring.live_rows, holdout_outcomes(raw, table, hold, final, calibration))
+    probs = holdout_probabilities(table, hold, final, calibration)   # once, for the manifest's scores and the outcomes file
+    return _save_run(run_dir, run_id, exchange.upper(), dm, cfg, report, table, ins, _scores_of(table, probs),
+                     final, calibration, code, run_cfg.monitoring.live_rows, holdout_outcomes(raw, table, hold, probs))
+
+def holdout_probabilities(table: TrainingTable, hold: np.ndarray, final: ModelSet, calibration) -> np.ndarray:
+    "The final model's calibrated class probabilities on the holdout rows (regression: its predictions)."
+    regimes = table_regimes(final.regime_model, table)
+    pred = predict_model_set(final, table.features[table.feature_columns].iloc[hold], regimes.iloc[hold])
+    return apply_calibration(calibration, pred) if table.classes else pred
+
+def _scores_of(table: TrainingTable, probs: np.ndarray) -> np.ndarray:
+    "Scores from `holdout_probabilities`: calibrated confidence of the chosen class (regression: the prediction)."
+    return probs.max(axis=1) if table.classes else probs
 
 def holdout_scores(table: TrainingTable, hold: np.ndarray, final: ModelSet, calibration) -> np.ndarray:
     "The final model's holdout scores: calibrated confidence of the chosen class (regression: the prediction)."
-    regimes = table_regimes(final.regime_model, table)
-    pred = predict_model_set(final, table.features[table.feature_columns].iloc[hold], regimes.iloc[hold])
-    return apply_calibration(calibration, pred).max(axis=1) if table.classes else pred
+    return _scores_of(table, holdout_probabilities(table, hold, final, calibration))
 
 HOLDOUT_OUTCOMES_FILE = "holdout_outcomes.json"   # a run's file of `holdout_outcomes` (listed and hashed in its manifest)
 
-def holdout_outcomes(raw: pd.DataFrame, table: TrainingTable, hold: np.ndarray, final: ModelSet, calibration) -> dict | None:
+def holdout_outcomes(raw: pd.DataFrame, table: TrainingTable, hold: np.ndarray,
+                     probs: np.ndarray) -> dict | None:   # `holdout_probabilities` of the final model
     """Per holdout row, time-sorted, what a served outcome would be: the calibrated confidence and side (+1/-1/0) of the
     predicted class, whether it is the label, and the sign of the close-to-close return to the label's end (None: unknown).
     `43_monitor` draws its like-for-like degradation baselines from these; None for regression."""
     if not table.classes: return None
-    regimes = table_regimes(final.regime_model, table)
-    probs = apply_calibration(calibration, predict_model_set(final, table.features[table.feature_columns].iloc[hold], regimes.iloc[hold]))
     chosen, close = probs.argmax(axis=1), raw.drop_duplicates("timestamp").set_index("timestamp")["close"]   # one symbol per dataset
     moved = close.reindex(table.label_end_time.iloc[hold]).to_numpy() / close.reindex(table.features.timestamp.iloc[hold]).to_numpy() - 1
     return {"confidence": np.round(probs.max(axis=1), 4).tolist(), "side": [SIGNAL_OF_CLASS.get(table.classes[c], 0) for c in chosen],

@@ -487,7 +487,7 @@ def test_summary_compares_return_outcomes_with_the_holdouts_return_hit_rate(depl
     version = json.loads((folder / "manifest.json").read_text())
     held = read_holdout_outcomes(folder, version)
     threshold = float(np.median([c for c, s in zip(held["confidence"], held["side"]) if s]))
-    monkeypatch.setattr(monitor, "gated_min_confidence", lambda bundle: threshold)
+    monkeypatch.setattr(monitor, "gated_min_confidence", lambda run_dir, manifest: threshold)
     served = serve_with_returns(cfg, features, version, 1500, threshold)
     assert sum(s["action"] != "HOLD" for s in served) >= 20                     # some BUY/SELL outcomes to judge
     expected = holdout_baselines(held, threshold, 15, 200)["return/actionable"]
