@@ -20,19 +20,21 @@ from numba import njit
 from pandas.api.internals import create_dataframe_from_blocks
 
 from .config import IST, SESSIONS_PER_YEAR, ExchangeConfig, get_exchange_config, monthly_expiry
-from .metrics import TRADE_COLUMNS, summarize_trades
+from .metrics import TRADE_COLUMNS, return_metrics, summarize_trades
 
 # %% auto #0
 __all__ = ['FILL_MODES', 'SIZING_MODES', 'STRATEGIES', 'BAR_COLUMNS', 'SIGNAL_COLUMNS', 'EXIT_REASONS', 'DECISIONS',
            'SIZING_CODES', 'RISK_BASES', 'TRADE_RECORD_COLUMNS', 'OPTION_CHAIN_COLUMNS', 'OPTION_PNL_COLUMNS',
-           'BENCHMARK_METRICS', 'BacktestConfig', 'validate_backtest_config', 'holding_bars', 'cost_rate',
-           'periods_per_year', 'check_bars', 'check_signals', 'lot_size_table', 'session_day_numbers', 'round_trip_pnl',
-           'PreparedBacktest', 'risk_basis', 'needs_volatility', 'window_slice', 'prepare_backtest', 'SimulationArrays',
-           'bar_ticks', 'simulate', 'TradeRecord', 'trades_frame', 'equity_frame', 'decision_frame', 'decision_counts',
-           'backtest_metrics', 'BacktestResult', 'result_from_simulation', 'run_backtest', 'BacktestEngine',
-           'option_contract_pnl', 'random_signal_run', 'benchmark_strategies', 'benchmark_table', 'sensitivity_grid',
-           'sensitivity_heatmap', 'WindowReport', 'run_validation_windows', 'validation_table', 'save_backtest',
-           'load_backtest']
+           'RANDOM_RUN_COLUMNS', 'RANDOM_RUNS', 'RANDOM_DISTRIBUTION', 'BENCHMARK_METRICS', 'BacktestConfig',
+           'validate_backtest_config', 'holding_bars', 'cost_rate', 'periods_per_year', 'check_bars', 'check_signals',
+           'lot_size_table', 'session_day_numbers', 'round_trip_pnl', 'PreparedBacktest', 'risk_basis',
+           'needs_volatility', 'window_slice', 'prepare_backtest', 'SimulationArrays', 'bar_ticks', 'simulate',
+           'TradeRecord', 'trades_frame', 'equity_frame', 'decision_frame', 'decision_counts', 'backtest_metrics',
+           'BacktestResult', 'result_from_simulation', 'run_backtest', 'BacktestEngine', 'option_contract_pnl',
+           'random_signal_run', 'random_signal_distribution', 'monte_carlo_p_value', 'random_distribution_summary',
+           'no_random_distribution', 'random_benchmark', 'benchmark_strategies', 'strategy_rows', 'benchmark_table',
+           'sensitivity_grid', 'sensitivity_heatmap', 'WindowReport', 'run_validation_windows', 'validation_table',
+           'save_backtest', 'load_backtest']
 
 # %% ../nbs/30_backtest.ipynb #c006
 FILL_MODES = ("next_open", "next_close")
@@ -1036,26 +1038,115 @@ def _flat(prep: PreparedBacktest, cfg: BacktestConfig) -> tuple[pd.DataFrame, pd
     return trades, pd.DataFrame({"timestamp": prep.bars["timestamp"].array, "equity_gross": equity, "equity_net": equity.copy()})
 
 # %% ../nbs/30_backtest.ipynb #c082
+def _random_inputs(n_bars: int, confidences: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "One draw's bar order (by a uniform per bar), random sides and confidences (drawn from the strategy's traded ones)."
+    u, side = rng.random(n_bars), np.where(rng.random(n_bars) < 0.5, -1, 1).astype(np.int8)
+    conf = rng.choice(confidences, n_bars) if len(confidences) else np.ones(n_bars)
+    return np.argsort(u, kind="stable"), side, conf
+
+def _random_draw(prep: PreparedBacktest, capped: BacktestConfig, n_trades: int, confidences: np.ndarray,
+                 rng: np.random.Generator) -> tuple[PreparedBacktest, SimulationArrays]:
+    """Random signals on the fewest bars (in the draw's order) that reach `n_trades` trades under `capped` (bisection on
+    that number; all bars when unreachable), and their simulation."""
+    order, side, conf = _random_inputs(len(prep), confidences, rng)
+    def with_bars(k):
+        signal = np.zeros(len(prep), np.int8)
+        signal[order[:k]] = side[order[:k]]
+        return dataclasses.replace(prep, signal=signal, confidence=conf)
+    lo, hi = 0, (len(prep) if n_trades else 0)
+    best = simulate(with_bars(hi), capped)
+    if len(best.log_i) >= n_trades:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            sim = simulate(with_bars(mid), capped)
+            if len(sim.log_i) >= n_trades: hi, best = mid, sim
+            else: lo = mid
+    return with_bars(hi), best
+
 def random_signal_run(prep: PreparedBacktest, cfg: BacktestConfig, n_trades: int, confidences: np.ndarray,
                       seed: int = 0) -> BacktestResult:
-    "Engine run on random signals tuned to exactly `n_trades` trades when reachable (bisection on the signal density)."
-    rng = np.random.default_rng(seed)
-    u, side = rng.random(len(prep)), np.where(rng.random(len(prep)) < 0.5, -1, 1).astype(np.int8)
-    conf = rng.choice(confidences, len(prep)) if len(confidences) else np.ones(len(prep))
-    capped = dataclasses.replace(cfg, max_trades=n_trades)
-    with_density = lambda p: dataclasses.replace(prep, signal=np.where(u < p, side, 0).astype(np.int8), confidence=conf)
-    count = lambda p: len(simulate(with_density(p), capped).log_i)
-    lo, hi = 0.0, 1.0
-    if n_trades == 0: hi = 0.0
-    elif count(hi) >= n_trades:
-        for _ in range(30):
-            mid = (lo + hi) / 2
-            if count(mid) >= n_trades: hi = mid
-            else: lo = mid
-    random_prep = with_density(hi)
-    return result_from_simulation(simulate(random_prep, capped), random_prep, cfg)
+    "Engine run on random signals tuned to exactly `n_trades` trades when reachable (bisection on the number of signal bars)."
+    random_prep, sim = _random_draw(prep, dataclasses.replace(cfg, max_trades=n_trades), n_trades, confidences,
+                                    np.random.default_rng(seed))
+    return result_from_simulation(sim, random_prep, cfg)
 
-# %% ../nbs/30_backtest.ipynb #c083
+# %% ../nbs/30_backtest.ipynb #c085
+RANDOM_RUN_COLUMNS = ("draw", "n_trades", "total_pnl_net", "return_net", "sharpe_net")   # one row per random draw
+RANDOM_RUNS = 200          # random draws per benchmark; p-values are multiples of 1/(RANDOM_RUNS + 1)
+RANDOM_DISTRIBUTION = "random_signal_distribution"   # benchmark_strategies key of the distribution summary
+
+def _draw_metrics(sim: SimulationArrays, cfg: BacktestConfig) -> dict:
+    "Net trade count, P&L, return and Sharpe of one simulation from its arrays (the figures backtest_metrics gives)."
+    final = float(sim.equity_net[-1])
+    ruined = min(sim.equity_net.min(), sim.equity_gross.min()) <= 0
+    sharpe = math.nan if ruined else return_metrics(sim.equity_net, periods_per_year(cfg), "_net")["sharpe_net"]
+    return {"n_trades": len(sim.log_i), "total_pnl_net": final - cfg.account_size,
+            "return_net": final / cfg.account_size - 1.0, "sharpe_net": sharpe}
+
+def random_signal_distribution(prep: PreparedBacktest, cfg: BacktestConfig, n_trades: int, confidences: np.ndarray,
+                               n_runs: int = RANDOM_RUNS,   # independent draws
+                               seed: int = 0,               # root of the draws' SeedSequence
+                               ) -> pd.DataFrame:
+    "Net metrics (RANDOM_RUN_COLUMNS) of `n_runs` independent random-signal draws with `n_trades` trades each when reachable."
+    capped = dataclasses.replace(cfg, max_trades=n_trades)
+    streams = np.random.SeedSequence(seed).spawn(n_runs)
+    rows = [{"draw": i} | _draw_metrics(_random_draw(prep, capped, n_trades, confidences, np.random.default_rng(s))[1], cfg)
+            for i, s in enumerate(streams)]
+    return pd.DataFrame(rows, columns=list(RANDOM_RUN_COLUMNS))
+
+# %% ../nbs/30_backtest.ipynb #c086
+def monte_carlo_p_value(draws: np.ndarray, strategy: float) -> tuple[float, int]:
+    "(1 + #{draws >= strategy}) / (1 + n) over the draws that are not NaN, and that n; NaN when the strategy's value is NaN."
+    draws = np.asarray(draws, dtype=np.float64)
+    draws = draws[~np.isnan(draws)]
+    if strategy is None or math.isnan(strategy): return math.nan, len(draws)
+    return (1 + int(np.count_nonzero(draws >= strategy))) / (1 + len(draws)), len(draws)
+
+def _band(draws: np.ndarray, strategy: float, name: str) -> dict:
+    "Median, 5th/95th percentiles, the strategy's value and its p-value for one metric (keys prefixed by `name`)."
+    draws = np.asarray(draws, dtype=np.float64)
+    defined = draws[~np.isnan(draws)]
+    p, n = monte_carlo_p_value(draws, strategy)
+    p05, median, p95 = np.percentile(defined, [5, 50, 95]) if len(defined) else (math.nan,) * 3
+    return {f"{name}_strategy": strategy, f"{name}_median": float(median), f"{name}_p05": float(p05),
+            f"{name}_p95": float(p95), f"p_value_{name}": p, f"{name}_undefined": len(draws) - n}
+
+def _trade_count_note(counts: np.ndarray, n_trades: int) -> str:
+    "'' when every draw reached `n_trades` trades, else what the draws achieved."
+    short = counts < n_trades
+    if not short.any(): return ""
+    return (f"{int(short.sum())} of {len(counts)} random draws could not reach the strategy's {n_trades} trades (they made "
+            f"{int(counts.min())}–{int(counts.max())}, median {float(np.median(counts)):g}): the limits block random entries; "
+            "those draws trade less than the strategy")
+
+def random_distribution_summary(runs: pd.DataFrame, strategy: dict, n_trades: int, seed: int) -> dict:
+    """JSON-ready summary of the draws (`random_signal_distribution`) against the strategy's metrics: n_runs, seed, the
+    draws' trade counts, median and 5–95 % band of net return and Sharpe, Monte-Carlo p-values, a note, and the draws."""
+    counts = runs["n_trades"].to_numpy()
+    out = {"n_runs": len(runs), "seed": seed, "target_trades": n_trades,
+           "draws_at_target": int(np.count_nonzero(counts == n_trades)),
+           "trade_counts": [int(counts.min()), int(counts.max())] if len(runs) else None,
+           "note": _trade_count_note(counts, n_trades)}
+    out |= _band(runs["return_net"].to_numpy(), float(strategy.get("return_net", math.nan)), "return_net")
+    out |= _band(runs["sharpe_net"].to_numpy(), float(_from_json_number(strategy.get("sharpe_net"))), "sharpe_net")
+    out["draws"] = {c: runs[c].tolist() for c in ("n_trades", "return_net", "sharpe_net")}
+    return _json_value(out)
+
+def no_random_distribution(n_trades: int, seed: int, reason: str) -> dict:
+    "The summary's shape when no draw is run (no trade to match, or `random_runs` = 0), with the reason."
+    return {"n_runs": 0, "seed": seed, "target_trades": n_trades, "draws_at_target": 0, "trade_counts": None, "note": reason}
+
+def random_benchmark(prep: PreparedBacktest, result: BacktestResult, cfg: BacktestConfig, n_runs: int = RANDOM_RUNS,
+                     seed: int = 0) -> dict:
+    "random_distribution_summary of `n_runs` draws matching the result's trade count and confidences on `prep`'s window."
+    n_trades = len(result.trades)
+    if n_trades == 0:
+        return no_random_distribution(0, seed, "the strategy made no trade: there is no entry timing to compare with chance")
+    if n_runs <= 0: return no_random_distribution(n_trades, seed, "not measured: random_runs = 0")
+    runs = random_signal_distribution(prep, cfg, n_trades, result.trades["confidence"].to_numpy(), n_runs, seed)
+    return random_distribution_summary(runs, result.metrics, n_trades, seed)
+
+# %% ../nbs/30_backtest.ipynb #c090
 BENCHMARK_METRICS = ("n_trades", "total_pnl_net", "return_net", "sharpe_net", "max_drawdown_net", "profit_factor_net",
                      "hit_rate_net", "total_costs")
 
@@ -1065,20 +1156,28 @@ def _summary(trades: pd.DataFrame, equity: pd.DataFrame, cfg: BacktestConfig) ->
     return out | {"return_net": float(equity["equity_net"].iloc[-1]) / cfg.account_size - 1.0}
 
 def benchmark_strategies(bars: pd.DataFrame, result: BacktestResult, config: BacktestConfig | None = None, seed: int = 0,
-                         signals: pd.DataFrame | None = None) -> dict:
-    "Metrics of buy-and-hold, always-flat and random-signal (same trade count) on the result's window."
+                         signals: pd.DataFrame | None = None,
+                         random_runs: int = RANDOM_RUNS,   # random-signal draws behind the distribution; 0 = none
+                         ) -> dict:
+    """Metrics of buy-and-hold, always-flat and one random-signal draw (same trade count) on the result's window, keyed by
+    strategy, plus under RANDOM_DISTRIBUTION the summary of `random_runs` draws (`random_benchmark`)."""
     cfg = config or result.config
     frame = signals if signals is not None else pd.DataFrame({"signal": np.zeros(len(bars), np.int8), "confidence": 1.0})
     prep = prepare_backtest(bars, frame, cfg)
     random_res = random_signal_run(prep, cfg, len(result.trades), result.trades["confidence"].to_numpy(), seed)
     return {"ml_signal": result.metrics, "buy_and_hold": _summary(*_buy_and_hold(prep, cfg), cfg),
-            "always_flat": _summary(*_flat(prep, cfg), cfg), "random_signal": random_res.metrics}
+            "always_flat": _summary(*_flat(prep, cfg), cfg), "random_signal": random_res.metrics,
+            RANDOM_DISTRIBUTION: random_benchmark(prep, result, cfg, random_runs, seed)}
+
+def strategy_rows(benchmarks: dict) -> dict:
+    "The per-strategy metrics of a `benchmark_strategies` dict (without the distribution summary)."
+    return {name: m for name, m in benchmarks.items() if name != RANDOM_DISTRIBUTION}
 
 def benchmark_table(benchmarks: dict, columns: tuple = BENCHMARK_METRICS) -> pd.DataFrame:
     "One row per strategy, the key metrics as columns."
-    return pd.DataFrame({name: {c: m.get(c, math.nan) for c in columns} for name, m in benchmarks.items()}).T
+    return pd.DataFrame({name: {c: m.get(c, math.nan) for c in columns} for name, m in strategy_rows(benchmarks).items()}).T
 
-# %% ../nbs/30_backtest.ipynb #c086
+# %% ../nbs/30_backtest.ipynb #c094
 def sensitivity_grid(bars: pd.DataFrame, signals: pd.DataFrame, config: BacktestConfig,
                      cost_bps: tuple = (0.0, 1.0, 2.0, 5.0, 10.0),             # transaction_cost_bps values
                      min_confidence: tuple = (0.5, 0.55, 0.6, 0.65, 0.7),      # confidence thresholds
@@ -1107,7 +1206,7 @@ def sensitivity_heatmap(table: pd.DataFrame, metric: str, slippage_bps: float | 
     fig.update_layout(xaxis_title=f"transaction cost per leg{slippage}", yaxis_title="min confidence")
     return fig
 
-# %% ../nbs/30_backtest.ipynb #c089
+# %% ../nbs/30_backtest.ipynb #c097
 @dataclass(frozen=True, eq=False)
 class WindowReport:
     "Backtest and benchmarks of one validation window."
@@ -1115,7 +1214,7 @@ class WindowReport:
     start: str                # IST date, inclusive
     end: str                  # IST date, inclusive
     result: BacktestResult    # the strategy's backtest
-    benchmarks: dict          # benchmark_strategies output
+    benchmarks: dict          # benchmark_strategies output (strategy rows and the random distribution)
 
 def _windows(in_sample, walk_forward, out_of_sample) -> list[tuple[str, str, str]]:
     "(name, start, end) of every window; raises when the out-of-sample window overlaps another."
@@ -1127,13 +1226,13 @@ def _windows(in_sample, walk_forward, out_of_sample) -> list[tuple[str, str, str
 
 def run_validation_windows(bars: pd.DataFrame, signals: pd.DataFrame, config: BacktestConfig,
                            in_sample: tuple | None = None, walk_forward: tuple = (), out_of_sample: tuple | None = None,
-                           seed: int = 0) -> dict:
-    "Backtest plus benchmarks for the in-sample, walk-forward and out-of-sample windows, keyed by window name."
+                           seed: int = 0, random_runs: int = RANDOM_RUNS) -> dict:
+    "Backtest plus benchmarks (with `random_runs` random-signal draws) for each window, keyed by window name."
     out = {}
     for name, start, end in _windows(in_sample, walk_forward, out_of_sample):
         cfg = dataclasses.replace(config, start=start, end=end)
         result = run_backtest(bars, signals, cfg)
-        out[name] = WindowReport(name, start, end, result, benchmark_strategies(bars, result, cfg, seed, signals))
+        out[name] = WindowReport(name, start, end, result, benchmark_strategies(bars, result, cfg, seed, signals, random_runs))
     return out
 
 def validation_table(reports: dict, columns: tuple = BENCHMARK_METRICS) -> pd.DataFrame:
@@ -1141,7 +1240,7 @@ def validation_table(reports: dict, columns: tuple = BENCHMARK_METRICS) -> pd.Da
     parts = {name: benchmark_table(r.benchmarks, columns) for name, r in reports.items()}
     return pd.concat(parts, names=["window", "strategy"])
 
-# %% ../nbs/30_backtest.ipynb #c092
+# %% ../nbs/30_backtest.ipynb #c100
 def save_backtest(result: BacktestResult, folder: str | Path) -> dict[str, Path]:
     "Write backtest_summary.json, trades.parquet and equity_curve.parquet into `folder`; returns their paths."
     folder = Path(folder)

@@ -23,9 +23,10 @@ from .config import IST, SESSIONS_PER_YEAR, MonitoringConfig, RunConfig, config_
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'CRITERION_MEANING', 'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS',
            'DAILY_SHARPE_LABEL', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES',
-           'TRADE_RESAMPLES', 'MIN_VOLATILITY_VALUES', 'DECISION_TEXT', 'EXPOSURE_LABEL', 'CHROMIUM_FLAGS',
-           'source_banner', 'ist_minute', 'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of',
-           'daily_coverage', 'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
+           'TRADE_RESAMPLES', 'MIN_VOLATILITY_VALUES', 'DECISION_TEXT', 'STRATEGY_LABELS', 'RANDOM_DISTRIBUTION_TEXT',
+           'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL', 'CHROMIUM_FLAGS', 'source_banner', 'ist_minute',
+           'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of', 'daily_coverage',
+           'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
            'correlation_figure', 'label_summary', 'load_run_report', 'run_provenance', 'cv_tables', 'model_facts',
            'class_balance_table', 'confusion_figure', 'reliability_figure', 'shap_figure', 'template_path',
            'pack_kernel', 'render_html', 'run_config_parameter', 'render_pack', 'decision_banner', 'baseline_notice',
@@ -33,8 +34,9 @@ __all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'CRITERION_MEANING', 'GATE_CONFIG_
            'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table',
            'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'overfitting_summary', 'trade_volatility',
            'performance_breakdowns', 'window_order', 'no_trade_reason', 'benchmark_frame', 'window_sharpes',
-           'walk_forward_frame', 'sensitivity_figure', 'risk_profile', 'monitoring_baseline', 'signoff_command',
-           'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
+           'walk_forward_frame', 'sensitivity_figure', 'saved_random_distribution', 'random_distribution_frame',
+           'random_distribution_figure', 'risk_profile', 'monitoring_baseline', 'signoff_command', 'signoff_block',
+           'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def source_banner(manifest: dict) -> str:
@@ -586,15 +588,19 @@ def no_trade_reason(strategy: str, metrics: dict,
     said = [f"{n:,}{bars if i == 0 else ''} {DECISION_TEXT.get(k, k)}{threshold if k == 'low_confidence' else ''}" for i, (n, k) in enumerate(counts)]
     return "no trades: " + "; ".join(said)
 
+STRATEGY_LABELS = {"random_signal": "random_signal (one draw)"}   # benchmark rows as the pack names them
+
 def benchmark_frame(windows: dict, keys=("n_trades", "return_net", "sharpe_net", "max_drawdown_net", "profit_factor_net", "hit_rate_net"),
                     min_confidence: float | None = None,  # the backtest's confidence threshold, for the no-trade notes
                     ) -> pd.DataFrame:
-    """Strategy vs buy-and-hold, always-flat and random-signal, per validation window (its first and last IST session), in
-    pipeline order; drawdowns in percent of the peak, Sharpe per bar annualised, and why a row made no trade."""
+    """Strategy vs buy-and-hold, always-flat and one random-signal draw, per validation window (its first and last IST
+    session), in pipeline order; drawdowns in percent of the peak, Sharpe per bar annualised, and why a row made no trade."""
+    from oi_ml.backtest import strategy_rows
     def value(k, m): return _in_units(k, m.get(k)) if k.startswith("max_drawdown") else (math.nan if m.get(k) is None else m[k])
-    rows = [dict(window=w, **{"start (IST)": windows[w].get("start", "—"), "end (IST)": windows[w].get("end", "—")}, strategy=s,
-                 **{METRIC_LABELS.get(k, k): value(k, m) for k in keys}, note=no_trade_reason(s, m, min_confidence))
-            for w in sorted(windows, key=window_order) for s, m in windows[w]["benchmarks"].items()]
+    rows = [dict(window=w, **{"start (IST)": windows[w].get("start", "—"), "end (IST)": windows[w].get("end", "—")},
+                 strategy=STRATEGY_LABELS.get(s, s), **{METRIC_LABELS.get(k, k): value(k, m) for k in keys},
+                 note=no_trade_reason(s, m, min_confidence))
+            for w in sorted(windows, key=window_order) for s, m in strategy_rows(windows[w]["benchmarks"]).items()]
     return pd.DataFrame(rows, columns=["window", "start (IST)", "end (IST)", "strategy", *(METRIC_LABELS.get(k, k) for k in keys), "note"])
 
 def window_sharpes(windows: dict, equities: dict,   # window name -> its saved equity curve (`equity_<window>.parquet`)
@@ -627,7 +633,74 @@ def sensitivity_figure(records: list[dict], metric: str = "sharpe_net",
     fig.update_layout(title=f"Out-of-sample {label} by cost and confidence threshold" + (f", {window}" if window else ""), height=380)
     return fig
 
-# %% ../nbs/44_packs.ipynb #c034
+# %% ../nbs/44_packs.ipynb #c035
+RANDOM_DISTRIBUTION_TEXT = (
+    "**Does the strategy beat chance?** Each window's strategy against many random-signal strategies with its trade count, "
+    "costs and sizing (random entry bars and sides). *p* is the share of random draws that did at least as well, the "
+    "strategy counted as one of them (the smallest possible *p* is 1/(draws + 1)). A small *p* says the strategy's entry "
+    "timing and direction earned more than random entries on this window's prices; it is not corrected for the models and "
+    "thresholds tried, and a window where any entry wins (a strong trend) lifts the draws too. Sharpe is per bar, annualised, "
+    "as in the table above.")
+
+RANDOM_DISTRIBUTION_COLUMNS = ["window", "sessions (IST)", "strategy trades", "random draws (seed)", "draws' trades",
+                               "net return: strategy", "net return: random median", "net return: random 5–95 %", "p (net return)",
+                               "Sharpe: strategy", "Sharpe: random median", "Sharpe: random 5–95 %", "p (Sharpe)", "note"]
+
+def saved_random_distribution(window: dict) -> dict | None:
+    "A saved window's random-signal distribution (pipeline: `random_distribution`; in memory: under its benchmarks); None before it existed."
+    from oi_ml.backtest import RANDOM_DISTRIBUTION
+    return window.get("random_distribution") or window.get("benchmarks", {}).get(RANDOM_DISTRIBUTION)
+
+def _band_text(d: dict, name: str) -> str:
+    "'low … high' of the draws' 5th and 95th percentiles of `name`, '—' when missing."
+    lo, hi = d.get(f"{name}_p05"), d.get(f"{name}_p95")
+    return f"{lo:.3g} … {hi:.3g}" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else "—"
+
+def _distribution_note(d: dict | None) -> str:
+    "Why a window's distribution is missing or partial: not measured, no draws, unreachable counts, undefined Sharpe ratios."
+    if d is None: return "not measured in this run (saved before the random-signal distribution)"
+    said = [d["note"]] if d.get("note") else []
+    if d.get("n_runs") and d.get("sharpe_net_undefined"): said.append(f"{d['sharpe_net_undefined']} draws without a Sharpe left out of p (Sharpe)")
+    if d.get("n_runs") and d.get("p_value_sharpe_net") is None: said.append("no Sharpe for the strategy: no p (Sharpe)")
+    return "; ".join(said)
+
+def _distribution_row(name: str, window: dict) -> list:
+    "One window's row of `random_distribution_frame`."
+    d = saved_random_distribution(window)
+    got = d or {}
+    number = lambda k: math.nan if got.get(k) is None else got[k]
+    counts = got.get("trade_counts")
+    drawn = f"{got['n_runs']} (seed {got['seed']})" if got.get("n_runs") else "—"
+    trades = "—" if not counts else (f"{counts[0]}" if counts[0] == counts[1] else f"{counts[0]}–{counts[1]}")
+    span = f"{window['start']} → {window['end']}" if window.get("start") and window.get("end") else "—"
+    strategy_trades = got.get("target_trades", window.get("benchmarks", {}).get("ml_signal", {}).get("n_trades", math.nan))
+    return [name, span, strategy_trades, drawn, trades,
+            number("return_net_strategy"), number("return_net_median"), _band_text(got, "return_net"), number("p_value_return_net"),
+            number("sharpe_net_strategy"), number("sharpe_net_median"), _band_text(got, "sharpe_net"), number("p_value_sharpe_net"),
+            _distribution_note(d)]
+
+def random_distribution_frame(windows: dict) -> pd.DataFrame:
+    """Per window in pipeline order: the random-signal draws (count, seed, their trade counts), the median and 5–95 % band
+    of their net return and Sharpe, the strategy's values and Monte-Carlo p-values, and a note ('—' for older runs)."""
+    rows = [_distribution_row(w, windows[w]) for w in sorted(windows, key=window_order)]
+    return pd.DataFrame(rows, columns=RANDOM_DISTRIBUTION_COLUMNS)
+
+def random_distribution_figure(window: dict, title: str = ""):
+    "Histogram of the random draws' net returns (percent) with the strategy's marked and its p-value; None without draws."
+    import plotly.graph_objects as go
+    d = saved_random_distribution(window) or {}
+    draws = [r for r in (d.get("draws") or {}).get("return_net", []) if r is not None]
+    if not draws: return None
+    fig = go.Figure(go.Histogram(x=100 * np.asarray(draws), nbinsx=40, name="random draws", marker_color="#90a4ae"))
+    strategy, p = d.get("return_net_strategy"), d.get("p_value_return_net")
+    if strategy is not None:
+        fig.add_vline(x=100 * strategy, line={"color": "#b00020", "width": 3},
+                      annotation_text=f"strategy {100 * strategy:.3g} %, p = {_figure(p, 3)}", annotation_position="top")
+    fig.update_layout(title=title or f"Net return of {len(draws)} random-signal draws (seed {d.get('seed')}) and the strategy's",
+                      xaxis_title="net return over the window (%)", yaxis_title="draws", height=340, showlegend=False)
+    return fig
+
+# %% ../nbs/44_packs.ipynb #c037
 EXPOSURE_LABEL = "time in market (share of bars with a trade open, as the engine's exposure_bars)"
 
 def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd.DataFrame:
@@ -722,7 +795,7 @@ def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig,
             + f"Record the decision in the Model Change Log with:<br><code>{html.escape(signoff_command(exchange, candidate_run, gate_decision))}</code></p>"
             + (f"<p>Recorded sign-offs:</p><ul>{recorded}</ul>" if recorded else "<p>No sign-off recorded yet.</p>"))
 
-# %% ../nbs/44_packs.ipynb #c037
+# %% ../nbs/44_packs.ipynb #c040
 def _pack_facts(html_path: Path) -> tuple[str, bool | None]:
     """(gate decision or 'data only', whether the data is simulated) of a rendered pack, from its executed notebook's parameters:
     the gate report's `simulated_data`, else the dataset manifest's `simulated`; None when neither can be read."""
@@ -772,7 +845,7 @@ def render_index(run_cfg: RunConfig | None = None) -> Path:
     tmp = reports_dir / ".index.html.tmp"; tmp.write_text(page, encoding="utf-8"); os.replace(tmp, reports_dir / "index.html")
     return reports_dir / "index.html"
 
-# %% ../nbs/44_packs.ipynb #c040
+# %% ../nbs/44_packs.ipynb #c043
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars")
 

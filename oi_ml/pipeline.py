@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .backtest import run_validation_windows, save_backtest
+from .backtest import RANDOM_DISTRIBUTION, RANDOM_RUNS, run_validation_windows, save_backtest, strategy_rows
 from .config import IST, RunConfig, config_to_dict
 from .cv import walk_forward_segments
 from .datasets import code_sha256, export_training_window, load_dataset, read_json, sha256_file, write_derived
@@ -298,13 +298,14 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict) -> dict:
         in_sample, out_of_sample = session_windows(raw.timestamp, bundle.manifest["holdout_window"])
         wf_signals, segments, why_none = walk_forward_signals(raw, signals, tcfg, holdout_start_day(bundle.manifest),
                                                               run.cfg.automl_window_days, run.cfg.automl_step_days, trained["run_id"])
-        reports = run_validation_windows(bars, signals, bt_cfg, in_sample=in_sample, out_of_sample=out_of_sample)
+        reports = run_validation_windows(bars, signals, bt_cfg, in_sample=in_sample, out_of_sample=out_of_sample, random_runs=RANDOM_RUNS)
         if segments:
-            wf = run_validation_windows(bars, wf_signals, bt_cfg, walk_forward=[tuple(s["window"]) for s in segments])
+            wf = run_validation_windows(bars, wf_signals, bt_cfg, walk_forward=[tuple(s["window"]) for s in segments],
+                                        random_runs=RANDOM_RUNS)
             reports = {"in_sample": reports["in_sample"], **wf, "out_of_sample": reports["out_of_sample"]}
         walk_forward = dict(method=WALK_FORWARD_METHOD, segments=segments, reason=why_none)
         return _save_backtests(folder, reports, bars, signals, bt_cfg, walk_forward)
-    inputs = dict(run=trained["run_id"], dataset=ds["content_sha256"],
+    inputs = dict(run=trained["run_id"], dataset=ds["content_sha256"], random_runs=RANDOM_RUNS,
                   walk_forward=dict(window_days=run.cfg.automl_window_days, step_days=run.cfg.automl_step_days))
     return run_step(run, "backtest", inputs, backtest, lambda out: _unchanged(_run_dir(run, trained["run_id"]), out["files"]))
 
@@ -319,8 +320,9 @@ def session_windows(timestamps: pd.Series, holdout_window: list) -> tuple[tuple[
     return (str(is_days[0]), str(is_days[-1])), (str(oos_days[0]), str(days.iloc[-1]))
 
 def _save_backtests(folder: Path, reports: dict, bars: pd.DataFrame, signals: pd.DataFrame, bt_cfg, walk_forward: dict) -> dict:
-    """OOS result as `backtest_summary.json` + trades/equity Parquet; every window's trades, equity and benchmarks; the
-    sensitivity grid. Returns the headline figures and `files`: the sha256 of each file written (path under `folder`)."""
+    """OOS result as `backtest_summary.json` + trades/equity Parquet; every window's trades, equity, benchmark rows and
+    random-signal distribution (`random_distribution`); the sensitivity grid. Returns the headline figures (the OOS
+    random-signal p-value among them) and `files`: the sha256 of each file written (path under `folder`)."""
     from oi_ml.backtest import sensitivity_grid
     out_dir = folder / "reports"
     written = list(save_backtest(reports["out_of_sample"].result, out_dir).values())
@@ -329,14 +331,17 @@ def _save_backtests(folder: Path, reports: dict, bars: pd.DataFrame, signals: pd
         r.result.trades.to_parquet(out_dir / f"trades_{name}.parquet", index=False)
         r.result.equity_curve.to_parquet(out_dir / f"equity_{name}.parquet", index=False)
         written += [out_dir / f"trades_{name}.parquet", out_dir / f"equity_{name}.parquet"]
-        windows[name] = dict(start=r.start, end=r.end, benchmarks={k: _jsonable(v) for k, v in r.benchmarks.items()})
+        windows[name] = dict(start=r.start, end=r.end, benchmarks={k: _jsonable(v) for k, v in strategy_rows(r.benchmarks).items()},
+                             random_distribution=_jsonable(r.benchmarks.get(RANDOM_DISTRIBUTION)))
     oos = reports["out_of_sample"]
     table, _ = sensitivity_grid(bars, signals, dataclasses.replace(bt_cfg, start=oos.start, end=oos.end))
     summary = dict(config=dataclasses.asdict(bt_cfg), windows=windows, walk_forward=walk_forward, sensitivity=table.to_dict("records"))
     (out_dir / "backtest_windows.json").write_text(json.dumps(_jsonable(summary), indent=1, sort_keys=True, allow_nan=False))
     written.append(out_dir / "backtest_windows.json")
     m = oos.result.metrics
-    return dict(oos_sharpe_net=_jsonable(m.get("sharpe_net")), oos_trades=int(m.get("n_trades", 0)), windows=list(windows),
+    p_random = (windows["out_of_sample"]["random_distribution"] or {}).get("p_value_return_net")
+    return dict(oos_sharpe_net=_jsonable(m.get("sharpe_net")), oos_trades=int(m.get("n_trades", 0)), oos_random_p_value=p_random,
+                windows=list(windows),
                 files={p.relative_to(folder).as_posix(): sha256_file(p) for p in written})
 
 def _jsonable(obj):

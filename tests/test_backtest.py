@@ -492,6 +492,91 @@ def test_benchmarks_random_signal_matches_trade_count_and_is_seeded():
     assert bm["buy_and_hold"]["total_pnl_net"] == pytest.approx(1e6 * (c1 / o0 - 1) - 3e-4 * 1e6 * (1 + c1 / o0), rel=1e-12)
 
 
+def oracle_signals(bars, every=8, ahead=16):
+    "Signals that see the price `ahead` bars on (the exit of a 15-minute hold filled at the next open): a planted edge."
+    side = np.sign(bars.close.shift(-ahead) - bars.open.shift(-1)).fillna(0).to_numpy()
+    on = np.arange(len(bars)) % every == 0
+    return pd.DataFrame({"signal": np.where(on, side, 0).astype(np.int8), "confidence": 0.9, "volatility": 0.002})
+
+
+def test_random_distribution_planted_edge_gets_the_smallest_p_value():
+    bars = make_bars(seed=21, n_sessions=4, per_session=120)
+    signals, cfg = oracle_signals(bars), B.BacktestConfig()
+    res = B.run_backtest(bars, signals, cfg)
+    out = B.random_benchmark(B.prepare_backtest(bars, signals, cfg), res, cfg, n_runs=39, seed=2)
+    assert res.metrics["n_trades"] > 10 and out["n_runs"] == 39 and out["draws_at_target"] == 39 and out["note"] == ""
+    assert out["p_value_return_net"] == out["p_value_sharpe_net"] == pytest.approx(1 / 40)   # above every draw
+    assert out["return_net_p05"] <= out["return_net_median"] <= out["return_net_p95"] < res.metrics["return_net"]
+    assert out["return_net_strategy"] == res.metrics["return_net"] and out["seed"] == 2
+    assert len(out["draws"]["return_net"]) == 39 and set(out["draws"]["n_trades"]) == {res.metrics["n_trades"]}
+    json.dumps(out, allow_nan=False)
+    flipped = signals.assign(signal=(-signals.signal).astype(np.int8))   # the same timing, the wrong way round
+    worst = B.random_benchmark(B.prepare_backtest(bars, flipped, cfg), B.run_backtest(bars, flipped, cfg), cfg, n_runs=39, seed=2)
+    assert worst["p_value_return_net"] == 1.0   # every draw does at least as well
+
+
+def test_random_distribution_draws_match_full_metrics_and_are_seeded():
+    bars = make_bars(seed=22, n_sessions=3, per_session=60)
+    signals, cfg = make_signals(bars, seed=23), B.BacktestConfig(take_profit_mult=1.5, stop_loss_mult=1.0)
+    prep = B.prepare_backtest(bars, signals, cfg)
+    runs = B.random_signal_distribution(prep, cfg, 6, np.array([0.6, 0.8]), n_runs=15, seed=7)
+    assert list(runs.columns) == list(B.RANDOM_RUN_COLUMNS) and len(runs) == 15 and set(runs.n_trades) == {6}
+    pd.testing.assert_frame_equal(runs, B.random_signal_distribution(prep, cfg, 6, np.array([0.6, 0.8]), n_runs=15, seed=7))
+    assert runs.return_net.nunique() == 15
+    streams = np.random.SeedSequence(7).spawn(15)   # draw i is random stream i; its full result gives the same figures
+    for i in (0, 9):
+        dprep, sim = B._random_draw(prep, dataclasses.replace(cfg, max_trades=6), 6, np.array([0.6, 0.8]), np.random.default_rng(streams[i]))
+        full = B.result_from_simulation(sim, dprep, cfg).metrics
+        for k in ("n_trades", "total_pnl_net", "return_net", "sharpe_net"):
+            assert runs.loc[i, k] == pytest.approx(full[k], rel=1e-9, abs=1e-6)
+
+
+def test_monte_carlo_p_value_by_hand():
+    assert B.monte_carlo_p_value(np.array([1.0, 2.0, 3.0, np.nan]), 2.0) == (0.75, 3)   # (1 + 2) / (1 + 3 defined draws)
+    assert B.monte_carlo_p_value(np.array([1.0, 2.0]), 5.0) == (1 / 3, 2)
+    assert B.monte_carlo_p_value(np.array([1.0, 2.0]), 0.0) == (1.0, 2)
+    assert math.isnan(B.monte_carlo_p_value(np.array([1.0]), math.nan)[0])
+    runs = pd.DataFrame({"draw": range(4), "n_trades": [0, 0, 3, 3], "total_pnl_net": 0.0, "return_net": [0.0, 0.0, 0.01, -0.01],
+                         "sharpe_net": [np.nan, np.nan, 2.0, -1.0]})
+    out = B.random_distribution_summary(runs, {"return_net": 0.005, "sharpe_net": 1.0}, 3, 0)
+    assert (out["p_value_sharpe_net"], out["sharpe_net_undefined"], out["p_value_return_net"]) == (2 / 3, 2, 2 / 5)
+    assert out["draws_at_target"] == 2 and out["trade_counts"] == [0, 3] and "2 of 4 random draws could not reach" in out["note"]
+    assert out["draws"]["sharpe_net"] == [None, None, 2.0, -1.0]
+    ruined = B.random_distribution_summary(runs, {"return_net": -1.2}, 3, 0)   # no Sharpe for the strategy: no Sharpe p-value
+    assert ruined["p_value_sharpe_net"] is None and ruined["p_value_return_net"] == 1.0
+
+
+def test_random_distribution_edge_cases_no_trade_and_unreachable_count():
+    bars = make_bars(seed=24, n_sessions=2, per_session=60)
+    signals, cfg = oracle_signals(bars), B.BacktestConfig()
+    prep, res = B.prepare_backtest(bars, signals, cfg), B.run_backtest(bars, signals, cfg)
+    none = B.run_backtest(bars, signals.assign(signal=np.int8(0)), cfg)
+    empty = B.random_benchmark(prep, none, cfg, n_runs=50)
+    assert (empty["n_runs"], empty["trade_counts"], empty["target_trades"]) == (0, None, 0) and "made no trade" in empty["note"]
+    many = dataclasses.replace(res, trades=pd.concat([res.trades] * 30))   # more trades than the window's bars allow
+    short = B.random_benchmark(prep, many, cfg, n_runs=4)
+    assert short["n_runs"] == 4 and short["draws_at_target"] == 0 and short["trade_counts"][1] < len(many.trades)
+    assert f"could not reach the strategy's {len(many.trades)} trades" in short["note"]
+    assert B.random_benchmark(prep, res, cfg, n_runs=0)["n_runs"] == 0
+
+
+def test_benchmarks_carry_the_distribution_and_tables_skip_it():
+    bars = make_bars(seed=4, n_sessions=4)
+    signals = make_signals(bars, seed=5)
+    cfg = B.BacktestConfig(take_profit_mult=1.5, stop_loss_mult=1.0)
+    res = B.run_backtest(bars, signals, cfg)
+    bm = B.benchmark_strategies(bars, res, cfg, seed=3, signals=signals, random_runs=25)
+    dist = bm[B.RANDOM_DISTRIBUTION]
+    assert (dist["n_runs"], dist["seed"], dist["target_trades"]) == (25, 3, res.metrics["n_trades"])
+    assert 1 / 26 <= dist["p_value_return_net"] <= 1.0 and dist["return_net_strategy"] == res.metrics["return_net"]
+    assert list(B.benchmark_table(bm).index) == ["ml_signal", "buy_and_hold", "always_flat", "random_signal"]
+    assert list(B.strategy_rows(bm)) == ["ml_signal", "buy_and_hold", "always_flat", "random_signal"]
+    reports = B.run_validation_windows(bars, signals, cfg, in_sample=("2025-08-04", "2025-08-06"),
+                                       out_of_sample=("2025-08-07", "2025-08-07"), random_runs=5)
+    assert all(r.benchmarks[B.RANDOM_DISTRIBUTION]["n_runs"] in (0, 5) for r in reports.values())
+    assert set(B.validation_table(reports).index.get_level_values("strategy")) == {"ml_signal", "buy_and_hold", "always_flat", "random_signal"}
+
+
 def test_sensitivity_grid_is_5x5_and_costs_only_lower_pnl():
     bars = make_bars(seed=6, n_sessions=3)
     signals = make_signals(bars, seed=7, with_vol=False)   # margin basis: 0.25 * ~1e6 / 1e5 -> always 2 lots

@@ -160,6 +160,31 @@ def test_benchmark_frame_values():
     assert sharpe.tolist()[1] == 2.0 and b.hit_rate_net.tolist()[2] == 0.43 and sharpe.isna().sum() == 2
 
 
+def test_random_distribution_frame_values_and_old_runs():
+    dist = {"n_runs": 200, "seed": 0, "target_trades": 94, "draws_at_target": 200, "trade_counts": [94, 94], "note": "",
+            "return_net_strategy": 0.012, "return_net_median": -0.003, "return_net_p05": -0.008, "return_net_p95": 0.002,
+            "p_value_return_net": 1 / 201, "sharpe_net_strategy": None, "sharpe_net_median": -1.2, "sharpe_net_p05": -4.0,
+            "sharpe_net_p95": 1.5, "p_value_sharpe_net": None, "sharpe_net_undefined": 0,
+            "draws": {"return_net": [-0.01, None, 0.0, 0.004], "sharpe_net": [None] * 4, "n_trades": [94] * 4}}
+    windows = {"out_of_sample": {"start": "2025-10-14", "end": "2025-10-30", "benchmarks": {"ml_signal": {"n_trades": 94}}, "random_distribution": dist},
+               "walk_forward_0": {"start": "2025-09-02", "end": "2025-09-15", "benchmarks": {"ml_signal": {"n_trades": 39}}}}  # an old run
+    f = packs.random_distribution_frame(windows)
+    assert f.window.tolist() == ["walk_forward_0", "out_of_sample"]
+    oos = f.iloc[1]
+    assert (oos["sessions (IST)"], oos["random draws (seed)"], oos["draws' trades"], oos["net return: random 5–95 %"]) == ("2025-10-14 → 2025-10-30", "200 (seed 0)", "94", "-0.008 … 0.002")
+    assert oos["p (net return)"] == pytest.approx(1 / 201) and math.isnan(oos["p (Sharpe)"]) and oos.note == "no Sharpe for the strategy: no p (Sharpe)"
+    old = f.iloc[0]
+    assert old["strategy trades"] == 39 and old["random draws (seed)"] == "—" and math.isnan(old["p (net return)"])
+    assert old.note == "not measured in this run (saved before the random-signal distribution)"
+    html = f.to_html(index=False, na_rep="—")
+    assert "NaN" not in html and "None" not in html
+    fig = packs.random_distribution_figure(windows["out_of_sample"])
+    assert list(fig.data[0].x) == [-1.0, 0.0, 0.4] and fig.layout.shapes[0].x0 == pytest.approx(1.2) and "p = 0.005" in fig.layout.annotations[0].text
+    assert packs.random_distribution_figure(windows["walk_forward_0"]) is None
+    b = packs.benchmark_frame({"w": {"benchmarks": {"ml_signal": {"n_trades": 3}, "random_signal": {"n_trades": 3}}}})
+    assert b.strategy.tolist() == ["ml_signal", "random_signal (one draw)"]
+
+
 def test_a_window_without_trades_says_why():
     # BSE walk-forward segment 0 of the reviewed demo: every bar but one under the 0.65 threshold, the last too late to hold
     seg = {"n_trades": 0, "n_bars": 3750, "decision_entered": 0, "decision_low_confidence": 3749, "decision_no_time_left": 1,
@@ -327,6 +352,10 @@ def test_candidate_pack_baseline_annualisation_drawdown_and_volatility(retrained
     assert summary["metrics"]["periods_per_year"] == 252 * 375
     summary["metrics"]["periods_per_year"] = 6300.0
     summary_path.write_text(json.dumps(summary))
+    windows_path = reports / "backtest_windows.json"                   # a run saved before the random-signal distribution
+    saved = json.loads(windows_path.read_text())
+    for w in saved["windows"].values(): w.pop("random_distribution")
+    windows_path.write_text(json.dumps(saved))
     html = packs.render_pack("NSE", run, dict(dataset_version=out["dataset_version"], candidate_run=run, baseline_version="v-9999"), cfg)
     text = _outputs(html.with_suffix(".ipynb"))
     # 1: the baseline the pack was rendered for is shown, with the warning, in the executed notebook and the HTML
@@ -350,6 +379,7 @@ def test_candidate_pack_baseline_annualisation_drawdown_and_volatility(retrained
     assert "the gate criterion `policy_psr`" in text and "AutoML trial rule** — the sign of the model's score" in text
     assert ("--decision rejected" in text) == (gate["decision"] == "FAIL") and "--decision approved" not in text
     assert "<td>NaN</td>" not in text and "'holdout_window'" not in text and "stationary block bootstrap of the" in text
+    assert "not measured in this run (saved before the random-signal distribution)" in text   # an old run still renders
     # 5: trades per volatility tercile, volatility taken from the signal frame at each trade's signal bar
     from oi_ml.datasets import load_dataset
     from oi_ml.gate import signals_for

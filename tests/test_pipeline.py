@@ -82,6 +82,15 @@ def test_the_candidate_pack_renders_every_chart_in_chromium(tmp_path):
     assert shot.exists() and shot.stat().st_size > 50_000            # a real rendered page, not a blank one
     html = Path(out["pack"]).read_text()
     assert "SIMULATED DATA" in html and "GATE FAIL" in html and "Sign-off" in html and "plotly" in html
+    # every window carries the random-signal distribution; the pack shows its table and the out-of-sample histogram
+    saved = json.loads((Path(cfg.models_dir) / "NSE" / out["candidate_run"] / "reports" / "backtest_windows.json").read_text())
+    for name, window in saved["windows"].items():
+        dist, trades = window["random_distribution"], window["benchmarks"]["ml_signal"]["n_trades"]
+        assert "random_signal_distribution" not in window["benchmarks"]           # the benchmark rows stay strategies only
+        assert dist["target_trades"] == trades and dist["n_runs"] == (200 if trades else 0), (name, dist["note"])
+        if trades: assert 1 / 201 <= dist["p_value_return_net"] <= 1 and len(dist["draws"]["return_net"]) == 200
+    assert "Does the strategy beat chance?" in html and "p (net return)" in html and "random_signal (one draw)" in html
+    assert "random-signal draws and the strategy" in html and "not measured in this run" not in html
     index = (Path(cfg.reports_dir) / "index.html").read_text()
     assert "approval_pack.html" in index and "FAIL" in index
 
@@ -98,6 +107,7 @@ def test_walk_forward_windows_are_traded_by_models_fit_only_before_them(tmp_path
     segments, oos_start = saved["walk_forward"]["segments"], saved["windows"]["out_of_sample"]["start"]
     assert len(segments) == len(fits) >= 2 and saved["walk_forward"]["reason"] is None
     assert set(saved["windows"]) == {"in_sample", *[f"walk_forward_{i}" for i in range(len(segments))], "out_of_sample"}
+    assert all(w["random_distribution"]["n_runs"] in (0, 200) for w in saved["windows"].values())
     ist = lambda t: pd.DatetimeIndex(t).tz_convert("Asia/Kolkata").date.astype(str)
     for seg, (table, rows) in zip(segments, fits):
         window = saved["windows"][f"walk_forward_{seg['segment']}"]
