@@ -443,9 +443,15 @@ def _compare_with_baseline(base: ModelBundle, cand: ModelBundle, cand_tcfg: Trai
     if not comparison["whole_holdout"]: comparison["candidate"] = evaluate_model(cand, cand_tcfg, raw, w_start, end, bt_cfg, table=cand_table)
     return evaluate_model(base, base_tcfg, raw, w_start, end, bt_cfg, table=base_table), comparison
 
+def _daily_json(daily: pd.Series) -> dict:
+    "{IST session date: net return} of a daily-returns Series, JSON-ready."
+    return {str(k): float(v) for k, v in daily.items()}
+
 def _evaluation_json(ev: dict) -> dict:
-    "The JSON part of an `evaluate_model` result: run id, backtest metrics, probability metrics."
-    return dict(run_id=ev["run_id"], backtest=_json_metrics(ev["backtest"]), probabilities=ev["probabilities"])
+    """The JSON part of an `evaluate_model` result: run id, backtest metrics, probability metrics and the net daily
+    returns on its window (so the pack can put a daily Sharpe beside every model it compares, not only the candidate's)."""
+    return dict(run_id=ev["run_id"], backtest=_json_metrics(ev["backtest"]), probabilities=ev["probabilities"],
+                daily_returns=_daily_json(ev["daily_returns"]))
 
 def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None = "production", automl_run: str | None = None,
                        run_cfg: RunConfig | None = None, gate_cfg: GateConfig = GateConfig(), backtest_cfg: BacktestConfig | None = None,
@@ -483,8 +489,7 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
         simulated_data=cand.manifest.get("dataset_simulated", False), backtest_config=dataclasses.asdict(bt_cfg),
         gate_config=dataclasses.asdict(gate_cfg), criteria=criteria, failed=failed, passed=not failed,
         decision="PASS" if not failed else "FAIL", dsr=dsr, pbo=pbo_result, policy_sharpe=policy,
-        candidate=_evaluation_json(c_eval) | dict(run_id=candidate_run, daily_returns={str(k): float(v) for k, v in c_eval["daily_returns"].items()},
-                                                  rule_daily_returns={str(k): float(v) for k, v in c_eval["rule_daily_returns"].items()}),
+        candidate=_evaluation_json(c_eval) | dict(run_id=candidate_run, rule_daily_returns=_daily_json(c_eval["rule_daily_returns"])),
         baseline_comparison=None if comparison is None else {k: v for k, v in comparison.items() if k != "candidate"} | (
             dict(candidate=_evaluation_json(comparison["candidate"])) if "candidate" in comparison else {}),
         production=_evaluation_json(b_eval) | dict(window=comparison["window"]) if b_eval else None))

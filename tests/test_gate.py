@@ -230,6 +230,8 @@ def test_gate_reads_each_training_config_once(tiny_run, monkeypatch):
     assert "rule_daily_returns" in report["candidate"] and "rule_daily_returns" not in report["production"]
     assert report["production"]["probabilities"] == report["candidate"]["probabilities"]
     assert report["baseline_comparison"]["whole_holdout"] and report["production"]["window"]["start"] == report["window"]["start"]
+    assert len(report["production"]["daily_returns"]) >= 2                      # saved for production too (the pack's daily Sharpe)
+    assert report["production"]["daily_returns"] == report["candidate"]["daily_returns"]   # the same model on the same sessions
 
 
 def test_window_probabilities_follow_the_label_classes(tiny_run):
@@ -356,6 +358,9 @@ def test_production_is_compared_only_after_its_training(tiny_run, alone):
     assert report["production"]["backtest"] == G._round(G._json_metrics(there["backtest"]))
     assert report["production"]["probabilities"] == G._round(there["probabilities"]) and report["production"]["window"] == cmp["window"]
     assert cmp["candidate"]["backtest"] == report["production"]["backtest"]          # a copy of the candidate: equal on equal bars
+    days = report["production"]["daily_returns"]                                  # production's sessions: the comparison window's only
+    assert days and cmp["candidate"]["daily_returns"] == days and min(days) >= str(fair.iloc[0].tz_convert("Asia/Kolkata").date())
+    assert set(days) <= set(report["candidate"]["daily_returns"]) and len(days) < len(report["candidate"]["daily_returns"])
     assert cmp["candidate"]["probabilities"] != report["candidate"]["probabilities"]  # ... and not the whole-holdout numbers
     assert report["candidate"] == alone["candidate"]                                 # the candidate's own criteria keep its whole holdout
     crit = {c["name"]: c for c in report["criteria"]}

@@ -146,6 +146,19 @@ def test_candidate_vs_production_values():
     assert daily.loc["sharpe of net daily returns (×√252)", "candidate"] == pytest.approx(v.mean() / v.std(ddof=1) * math.sqrt(252), rel=1e-12)
 
 
+def test_candidate_vs_production_daily_sharpe_on_the_comparison_window():
+    "A narrowed comparison: both daily Sharpes come from the comparison window's sessions, as the gate now saves them."
+    whole = {"2025-10-13": 0.002, "2025-10-14": -0.001, "2025-10-15": 0.0015, "2025-10-16": 0.0005}
+    cand_days = {"2025-10-15": 0.0015, "2025-10-16": 0.0005, "2025-10-17": 0.001}
+    prod_days = {"2025-10-15": 0.0005, "2025-10-16": -0.0002, "2025-10-17": 0.0004}
+    gate = {**GATE, "candidate": {**GATE["candidate"], "daily_returns": whole},
+            "baseline_comparison": {"compared": True, "whole_holdout": False, "candidate": {**GATE["candidate"], "daily_returns": cand_days}},
+            "production": {**GATE["production"], "daily_returns": prod_days}}
+    row = packs.candidate_vs_production(gate, keys=("sharpe_net",)).set_index("metric").loc["sharpe of net daily returns (×√252)"]
+    sr = lambda d: np.mean(list(d.values())) / np.std(list(d.values()), ddof=1) * math.sqrt(252)
+    assert row["candidate"] == pytest.approx(sr(cand_days), rel=1e-12) and row["production"] == pytest.approx(sr(prod_days), rel=1e-12)
+
+
 def test_benchmark_frame_values():
     windows = {"in_sample": {"start": "2025-08-01", "benchmarks": {"ml_signal": {"n_trades": 40, "return_net": 0.012},
                                                                    "buy_and_hold": {"n_trades": 1, "return_net": 0.03, "sharpe_net": 2.0}}},
