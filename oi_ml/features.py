@@ -14,10 +14,11 @@ from .indicators import INDICATOR_COLUMNS, XS_RANK_COLUMNS, compute_indicators_b
 # %% auto #0
 __all__ = ['KEY_COLUMNS', 'RAW_PRICE_COLUMNS', 'OPTION_FEATURE_DEFAULTS', 'TIME_FEATURE_DEFAULTS', 'INDICATOR_DEFAULTS',
            'XS_RANK_DEFAULTS', 'FEATURE_DEFAULTS', 'REQUIRED_FEATURE_COLUMNS', 'OPTION_INPUTS', 'PSI_SHARE_FLOOR',
-           'MIN_WINDOWS_FOR_LEVELS', 'check_raw_features', 'pcr_features', 'structure_features', 'buildup_features',
-           'volatility_features', 'flow_features', 'time_features', 'fill_neutral_defaults', 'compute_all_features',
-           'supported_feature_columns', 'prepare_training_features', 'feature_distribution', 'bin_proportions', 'psi',
-           'window_starts', 'window_psi', 'window_levels']
+           'MIN_WINDOWS_FOR_LEVELS', 'MIN_FINITE_SHARE', 'check_raw_features', 'pcr_features', 'structure_features',
+           'buildup_features', 'volatility_features', 'flow_features', 'time_features', 'fill_neutral_defaults',
+           'compute_all_features', 'supported_feature_columns', 'prepare_training_features', 'feature_distribution',
+           'bin_proportions', 'psi', 'window_starts', 'window_psi', 'window_levels', 'window_psi_matrix', 'loo_levels',
+           'window_ratios', 'family_scale', 'drift_family']
 
 # %% ../nbs/10_features.ipynb #c004
 KEY_COLUMNS = ["timestamp", "exchange", "symbol"]
@@ -273,3 +274,65 @@ def window_levels(values: np.ndarray, edges, rows: int) -> dict | None:
     apart = np.abs(starts - starts[int(np.argmax(windows))]) >= rows
     return {"rows": rows, "windows": int(windows.size), "side_by_side": len(values) // rows,
             "q95": float(np.quantile(windows, 0.95)), "max": float(windows.max()), "max_apart": float(windows[apart].max())}
+
+# %% ../nbs/10_features.ipynb #c027
+MIN_FINITE_SHARE = 0.9   # a window needs this share of finite values of a column for its PSI to count (the monitor's 90 %)
+
+def window_psi_matrix(frame: pd.DataFrame, distribution: dict, columns: list[str], rows: int, stride: int | None = None,
+                      leave_out: bool = False) -> tuple[np.ndarray, np.ndarray]:   # against the frame's other rows
+    """(starts, PSI of windows × columns) of the aligned `rows`-long row windows of a time-ordered `frame`, each against
+    the column's stored shares `distribution[c]` (`leave_out`: the shares of the frame's rows outside the window), over
+    the window's finite values, binned on the stored edges; NaN below MIN_FINITE_SHARE finite."""
+    rows, stride = _window_size(rows, stride)
+    starts = window_starts(len(frame), rows, stride)
+    out = np.full((len(starts), len(columns)), np.nan)
+    for j, c in enumerate(columns):
+        values, edges = frame[c].to_numpy(dtype=np.float64), np.asarray(distribution[c]["edges"], dtype=np.float64)
+        finite = np.isfinite(values)
+        bins = np.where(finite, np.searchsorted(edges, np.where(finite, values, 0.0), side="right"), -1)   # -1: not counted
+        running = [np.r_[0, np.cumsum(bins == k)] for k in range(len(edges) + 1)]
+        inside = np.stack([r[starts + rows] - r[starts] for r in running], axis=1)
+        counted = inside.sum(axis=1)
+        ok = counted >= MIN_FINITE_SHARE * rows
+        rest = np.array([r[-1] for r in running]) - inside   # counts outside each window
+        expected = rest[ok] / np.maximum(rest[ok].sum(axis=1, keepdims=True), 1) if leave_out else distribution[c]["proportions"]
+        out[ok, j] = psi(expected, inside[ok] / counted[ok, None])
+    return starts, out
+
+def loo_levels(psis: np.ndarray, starts: np.ndarray, rows: int, floor: float) -> np.ndarray:
+    """Per window and column, the level the other windows set: max(`floor`, the largest PSI among the windows that do not
+    overlap it); NaN where none has a PSI. `starts` ascending."""
+    filled = np.where(np.isnan(psis), -np.inf, psis)
+    before = np.maximum.accumulate(filled, axis=0)                           # largest PSI of windows 0..k
+    after = np.maximum.accumulate(filled[::-1], axis=0)[::-1]                # largest PSI of windows k..last
+    last_before = np.searchsorted(starts, starts - rows, side="right") - 1   # last window ending before window i starts
+    first_after = np.searchsorted(starts, starts + rows, side="left")        # first window starting after window i ends
+    none = np.full((1, psis.shape[1]), -np.inf)
+    top = np.maximum(np.r_[none, before][last_before + 1], np.r_[after, none][first_after])
+    return np.where(np.isfinite(top), np.maximum(floor, top), np.nan)
+
+def window_ratios(psis: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    "Per window, the largest PSI / level over its columns (0 where no column has both): the scale that would still alert."
+    ratios = np.where(np.isnan(psis) | np.isnan(levels), 0.0, psis / np.where(np.isnan(levels), 1.0, levels))
+    return ratios.max(axis=1) if ratios.shape[1] else np.zeros(len(psis))
+
+def family_scale(ratios, alpha: float) -> float:
+    "The smallest scale c >= 1 with at most `alpha` of the windows' `ratios` at or above c."
+    r = np.sort(np.asarray(ratios, dtype=np.float64))
+    allowed = int(np.floor(alpha * len(r) + 1e-9))   # windows that may still alert
+    if allowed >= len(r): return 1.0
+    return float(max(1.0, r[len(r) - allowed - 1] * (1 + 1e-6)))   # just above the largest ratio that must not alert
+
+def drift_family(frame: pd.DataFrame, distribution: dict, columns: list[str], rows: int,
+                 psi_alert: float) -> dict | None:   # the monitor's fixed alert level, the floor of every level
+    """What `43_monitor` calibrates the family scale from (JSON-ready): the columns with training-window levels, the
+    window length, `psi_alert`, the windows and the held-out ratio of each (`window_ratios`); None below
+    MIN_WINDOWS_FOR_LEVELS windows' worth of rows or without such columns."""
+    columns, (rows, stride) = [c for c in columns if "window_psi" in distribution.get(c, {})], _window_size(rows)
+    if not columns or len(frame) < MIN_WINDOWS_FOR_LEVELS * rows: return None
+    starts, psis = window_psi_matrix(frame, distribution, columns, rows, stride)   # as the training levels measure them
+    held_out = window_psi_matrix(frame, distribution, columns, rows, stride, leave_out=True)[1]   # as a live window is
+    ratios = window_ratios(held_out, loo_levels(psis, starts, rows, psi_alert))
+    return {"rows": rows, "stride": stride, "psi_alert": float(psi_alert), "columns": list(columns), "windows": len(starts),
+            "side_by_side": len(frame) // rows, "rate_at_scale_1": float(np.mean(ratios >= 1.0)),
+            "ratios": [round(float(r), 6) for r in ratios]}

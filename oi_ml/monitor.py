@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .config import MonitoringConfig, RunConfig
-from .features import bin_proportions, prepare_training_features, psi
+from .features import bin_proportions, family_scale, prepare_training_features, psi
 from .indicators import WARMUP_BARS
 from .registry import load_version, read_jsonl, registry_key
 from .signals import gated_min_confidence, recommendations_with_outcomes
@@ -31,11 +31,11 @@ from .train import HOLDOUT_OUTCOMES_FILE
 
 # %% auto #0
 __all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'monitor_config', 'drift_thresholds', 'outside_range',
-           'psi_status', 'drift_row', 'drift_report', 'rolling_hit_rate', 'effective_outcomes', 'degradation_check',
-           'batch_means_outcomes', 'holdout_baselines', 'outcome_kind', 'read_holdout_outcomes', 'degradation_baseline',
-           'latency_histogram', 'latency_percentiles', 'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert',
-           'served_recommendations', 'recent_features', 'model_columns', 'score_drift', 'assess', 'monitor_summary',
-           'notify_alerts', 'format_summary']
+           'psi_status', 'drift_row', 'drift_report', 'drift_family_levels', 'rolling_hit_rate', 'effective_outcomes',
+           'degradation_check', 'batch_means_outcomes', 'holdout_baselines', 'outcome_kind', 'read_holdout_outcomes',
+           'degradation_baseline', 'latency_histogram', 'latency_percentiles', 'alerts_path', 'read_alerts',
+           'post_webhook', 'raise_alert', 'served_recommendations', 'recent_features', 'model_columns', 'score_drift',
+           'assess', 'monitor_summary', 'notify_alerts', 'format_summary']
 
 # %% ../nbs/43_monitor.ipynb #c004
 _RUN = MonitoringConfig()   # the defaults of the settings a run config can set ([monitoring])
@@ -58,6 +58,8 @@ class MonitorConfig:
     outside_range_alert: float = _RUN.outside_range_alert     # share of a used feature's live values outside its training
                                                               # range that alerts
     min_live_rows: int = 200                # fewer live rows (or served scores): drift is not judged
+    drift_family_alpha: float | None = 0.10  # share of an unchanged market's windows on which *some* used feature may alert
+                                             # (sets the family scale on their training-window levels); None: no family control
     latency_budget_us: float = 250.0        # generate_signal p99 above this is a warning
     db_lock_timeout: float = 10.0           # seconds to wait for a writer to release the warehouse
 
@@ -66,15 +68,16 @@ def monitor_config(monitoring: MonitoringConfig | None = None) -> MonitorConfig:
     return MonitorConfig(**dataclasses.asdict(monitoring)) if monitoring is not None else MonitorConfig()
 
 # %% ../nbs/43_monitor.ipynb #c006
-def drift_thresholds(reference: dict, cfg: MonitorConfig, n_live: int | None = None) -> tuple[float, float, str]:
+def drift_thresholds(reference: dict, cfg: MonitorConfig, n_live: int | None = None,
+                     family_scale: float = 1.0) -> tuple[float, float, str]:   # on the alert level from training windows
     """(warn, alert, where from) PSI levels of one column with `n_live` live rows (None: a full window): the fixed ones,
-    raised to its training windows' 95th percentile and maximum when those windows apply."""
+    raised to its training windows' 95th percentile and maximum (that one × `family_scale`) when those windows apply."""
     windows, fixed = reference.get("window_psi"), (cfg.psi_warn, cfg.psi_alert)
     if not cfg.calibrated_thresholds: return *fixed, "fixed: calibration off"
     if not windows or "max_apart" not in windows: return *fixed, "fixed: no training windows"
     if windows["rows"] != cfg.live_rows: return *fixed, f"fixed: training windows of {windows['rows']} rows, live window {cfg.live_rows}"
     if n_live is not None and n_live < 0.9 * cfg.live_rows: return *fixed, f"fixed: {n_live} live rows, under 90 % of {cfg.live_rows}"
-    alert_at = max(cfg.psi_alert, windows["max"])
+    alert_at = max(cfg.psi_alert, windows["max"]) * family_scale
     return max(cfg.psi_warn, min(windows["q95"], alert_at)), alert_at, "training windows"
 
 def outside_range(reference: dict, values: np.ndarray) -> float:
@@ -92,36 +95,65 @@ def psi_status(value: float, cfg: MonitorConfig, warn_at: float | None = None, a
     return "alert" if value >= alert_at else "warn" if value >= warn_at else "ok"
 
 # %% ../nbs/43_monitor.ipynb #c009
-DRIFT_COLUMNS = ["feature", "psi", "status", "warn_at", "alert_at", "outside_range", "levels", "n_live", "used_by_model"]
+DRIFT_COLUMNS = ["feature", "psi", "status", "warn_at", "alert_at", "outside_range", "levels", "family_scale", "n_live", "used_by_model"]
 
-def drift_row(feature: str, reference: dict, values: np.ndarray, cfg: MonitorConfig, used: bool) -> dict:
+def drift_row(feature: str, reference: dict, values: np.ndarray, cfg: MonitorConfig, used: bool,
+              family_scale: float = 1.0) -> dict:   # scale on the alert level when it comes from training windows
     """PSI, levels, share outside the training range and status of one column's live values against its training
     reference {'edges', 'proportions'[, 'range', 'window_psi']}."""
     values = np.asarray(values, dtype=np.float64)
     n = int(np.isfinite(values).sum())
-    warn_at, alert_at, levels = drift_thresholds(reference, cfg, n)
+    warn_at, alert_at, levels = drift_thresholds(reference, cfg, n, family_scale)
+    scale = family_scale if levels == "training windows" else 1.0   # the scale applied
     if n < cfg.min_live_rows:
         return {"feature": feature, "psi": float("nan"), "status": "insufficient data", "warn_at": warn_at, "alert_at": alert_at,
-                "outside_range": float("nan"), "levels": levels, "n_live": n, "used_by_model": used}
+                "outside_range": float("nan"), "levels": levels, "family_scale": scale, "n_live": n, "used_by_model": used}
     value, outside = psi(reference["proportions"], bin_proportions(values, reference["edges"])), outside_range(reference, values)
     judged = value * (1 - 1e-9) if levels == "training windows" else value   # a training window's PSI is reached, not passed
     status = "alert" if outside >= cfg.outside_range_alert else psi_status(judged, cfg, warn_at, alert_at)   # NaN share: PSI only
     return {"feature": feature, "psi": value, "status": status, "warn_at": warn_at, "alert_at": alert_at,
-            "outside_range": outside, "levels": levels, "n_live": n, "used_by_model": used}
+            "outside_range": outside, "levels": levels, "family_scale": scale, "n_live": n, "used_by_model": used}
 
 def drift_report(reference_distribution: dict, live: pd.DataFrame, columns=None, cfg: MonitorConfig = MonitorConfig(),
-                 used_columns=None) -> pd.DataFrame:
+                 used_columns=None,
+                 family: dict | None = None) -> pd.DataFrame:   # `drift_family_levels`: its scale on its used columns' levels
     "PSI per column of `live` against the manifest's training distribution, worst first; columns default to all shared ones."
     columns = [c for c in reference_distribution if c in live.columns] if columns is None else list(columns)
     missing = [c for c in columns if c not in reference_distribution or c not in live.columns]
     if missing: raise ValueError(f"drift_report: no training distribution or live column for {missing[:5]}")
     used = set(columns if used_columns is None else used_columns)
-    frame = pd.DataFrame([drift_row(c, reference_distribution[c], live[c].to_numpy(), cfg, c in used) for c in columns], columns=DRIFT_COLUMNS)
+    scaled = set(family["columns"]) & used if family and family["applied"] else set()
+    frame = pd.DataFrame([drift_row(c, reference_distribution[c], live[c].to_numpy(), cfg, c in used, family["scale"] if c in scaled else 1.0)
+                          for c in columns], columns=DRIFT_COLUMNS)
     order = pd.DataFrame({"status": frame.status.map({"alert": 0, "warn": 1, "ok": 2}).fillna(3),
                           "closeness": -(frame.psi / frame.alert_at)})          # -1: at its alert level
     return frame.loc[order.sort_values(["status", "closeness"], kind="mergesort", na_position="last").index].reset_index(drop=True)
 
 # %% ../nbs/43_monitor.ipynb #c016
+def _family_off(reason: str, cfg: MonitorConfig) -> dict:
+    "A family control that does not apply: scale 1 and why."
+    return {"applied": False, "scale": 1.0, "alpha": cfg.drift_family_alpha, "columns": [], "reason": reason}
+
+def drift_family_levels(family: dict | None, cfg: MonitorConfig) -> dict:
+    """The family scale on the used features' training-window alert levels from a manifest's `drift_family` entry (None:
+    not stored): {'applied', 'scale', 'alpha', 'columns', 'windows', 'side_by_side', 'rate_before', 'rate_after', 'reason'};
+    the rates are the in-sample held-out shares of windows alerting at scale 1 and at `scale`."""
+    if cfg.drift_family_alpha is None: return _family_off("family control off (drift_family_alpha None): per-feature levels", cfg)
+    if not cfg.calibrated_thresholds: return _family_off("calibration off: fixed levels", cfg)
+    if not family: return _family_off("no drift_family in the manifest (a model trained before it, or too few in-sample rows): "
+                                      "per-feature levels, the family-wise false-alarm rate is not controlled", cfg)
+    if family["rows"] != cfg.live_rows: return _family_off(f"drift family measured on {family['rows']}-row windows, live window {cfg.live_rows}", cfg)
+    if not math.isclose(family["psi_alert"], cfg.psi_alert): return _family_off(f"drift family calibrated at psi_alert {family['psi_alert']}, monitor {cfg.psi_alert}", cfg)
+    ratios, alpha = np.asarray(family["ratios"], dtype=np.float64), cfg.drift_family_alpha
+    scale = family_scale(ratios, alpha)
+    before, after = float(np.mean(ratios >= 1.0)), float(np.mean(ratios >= scale))
+    return {"applied": True, "scale": scale, "alpha": alpha, "columns": list(family["columns"]), "windows": family["windows"],
+            "side_by_side": family["side_by_side"], "rate_before": before, "rate_after": after,
+            "reason": (f"training-window alert levels of {len(family['columns'])} used features × {scale:.3g}, so that at most "
+                       f"{alpha:.0%} of the {family['windows']} in-sample windows (about {family['side_by_side']} side by side), "
+                       f"each held out, alert ({before:.0%} at × 1, {after:.0%} at × {scale:.3g})")}
+
+# %% ../nbs/43_monitor.ipynb #c021
 def rolling_hit_rate(outcomes: pd.DataFrame, window: int) -> pd.Series:
     "Hit rate over the last `window` known outcomes, at each known outcome (time order); NaN until the window is full."
     known = outcomes.dropna(subset=["correct"]).sort_values("timestamp", kind="mergesort")
@@ -205,7 +237,7 @@ def degradation_check(outcomes: pd.DataFrame, baseline, cfg: MonitorConfig = Mon
     return out | {"reason": f"{head} vs {against}: within {cfg.degrade_threshold:.3f}; {verdict}"}
 
 
-# %% ../nbs/43_monitor.ipynb #c020
+# %% ../nbs/43_monitor.ipynb #c025
 def batch_means_outcomes(hits, window: int) -> tuple[float, float] | None:
     """(independent-trial equivalent of one `window`-long stretch, of the whole run) of a time-ordered 0/1 run, from how much
     the hit rates of its overlapping `window`-long stretches vary (the overlapping-batch-means long-run variance): it
@@ -269,7 +301,7 @@ def degradation_baseline(manifest: dict, holdout: dict | None, served: pd.DataFr
     return base | {"kind": kind, "min_confidence": threshold, "label_only_outcomes": label_only,
                    "source": f"holdout {_KIND_WORDS[kind]}{at}, as the live outcomes{mixed}"}
 
-# %% ../nbs/43_monitor.ipynb #c024
+# %% ../nbs/43_monitor.ipynb #c029
 LATENCY_EDGES_US = (0.0, 25.0, 50.0, 100.0, 150.0, 250.0, 500.0, 1_000.0, 5_000.0, 25_000.0, math.inf)
 
 def latency_histogram(latencies_us, edges=LATENCY_EDGES_US) -> pd.DataFrame:
@@ -285,7 +317,7 @@ def latency_percentiles(latencies_us) -> dict:
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     return {"n": len(values), "p50_us": float(p50), "p90_us": float(p90), "p99_us": float(p99), "max_us": float(values.max())}
 
-# %% ../nbs/43_monitor.ipynb #c027
+# %% ../nbs/43_monitor.ipynb #c032
 def alerts_path(run_cfg: RunConfig) -> Path:
     "`data/monitoring/alerts.jsonl`: the local alert log."
     return Path(run_cfg.data_dir) / "monitoring" / "alerts.jsonl"
@@ -300,7 +332,7 @@ def read_alerts(run_cfg: RunConfig) -> list[dict]:
     "Records of the alert log ([] when absent; torn lines skipped)."
     return read_jsonl(alerts_path(run_cfg))
 
-# %% ../nbs/43_monitor.ipynb #c028
+# %% ../nbs/43_monitor.ipynb #c033
 def post_webhook(url: str, payload: dict, timeout: float = 5.0) -> dict:
     "POST `payload` as JSON; {'ok', 'status', 'error', 'host'} — never raises, never returns the URL itself."
     parts = urllib.parse.urlsplit(url)
@@ -329,7 +361,7 @@ def raise_alert(kind: str, message: str, details: dict | None = None, run_cfg: R
                                              "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
     return alert
 
-# %% ../nbs/43_monitor.ipynb #c032
+# %% ../nbs/43_monitor.ipynb #c037
 def served_recommendations(run_cfg: RunConfig, exchange: str, model_version: str, cfg: MonitorConfig = MonitorConfig()) -> pd.DataFrame:
     "Recommendations of one model version with outcomes (empty when the warehouse does not exist yet)."
     empty = pd.DataFrame(columns=["timestamp", "confidence", "score", "latency_us", "correct"])
@@ -349,7 +381,7 @@ def recent_features(run_cfg: RunConfig, exchange: str, columns: list, cfg: Monit
     features = prepare_training_features(raw, list(columns))
     return features[features.groupby("symbol").cumcount().to_numpy() >= WARMUP_BARS].reset_index(drop=True)
 
-# %% ../nbs/43_monitor.ipynb #c033
+# %% ../nbs/43_monitor.ipynb #c038
 def model_columns(folder: Path, manifest: dict) -> tuple[list, list]:
     "(input features with a training distribution, the inputs the model reads: selected features + regime features)."
     meta = json.loads((folder / "model_features.json").read_text())
@@ -361,12 +393,14 @@ def score_drift(score_distribution: dict, scores, cfg: MonitorConfig = MonitorCo
     "PSI of served calibrated confidences against the holdout's (`score_distribution`)."
     return drift_row("score", score_distribution, np.asarray(scores, dtype=np.float64), cfg, True)
 
-# %% ../nbs/43_monitor.ipynb #c034
+# %% ../nbs/43_monitor.ipynb #c039
 def assess(drift: pd.DataFrame, score: dict, degradation: dict, latency: dict, cfg: MonitorConfig) -> tuple[list, list]:
     "(alerts, warnings) from the drift, score, degradation and latency results; each {'kind', 'message', 'details'}."
     alerts, warnings = [], []
     bad = drift[drift.status.eq("alert") & drift.used_by_model]
-    if len(bad): alerts.append({"kind": "feature_drift", "message": f"drift on {len(bad)} used feature(s) (PSI at or above the alert level, or "
+    scale = float(drift["family_scale"].max()) if "family_scale" in drift and len(drift) else 1.0
+    family = f", the used features' training-window levels × family scale {scale:.3g}" if scale > 1 else ""
+    if len(bad): alerts.append({"kind": "feature_drift", "message": f"drift on {len(bad)} used feature(s) (PSI at or above the alert level{family}, or "
                                                                     f"{cfg.outside_range_alert:.0%} of values outside the training range): " + _top(bad),
                                 "details": {r.feature: r.psi for r in bad.itertuples()}})
     shifted = drift[drift.status.eq("warn") | (drift.status.eq("alert") & ~drift.used_by_model)]
@@ -386,7 +420,7 @@ def _top(frame: pd.DataFrame, n: int = 5) -> str:
     outside = lambda r: f", {r.outside_range:.0%} outside the training range" if r.outside_range >= 0.01 else ""   # not "0%"
     return ", ".join(f"{r.feature} ({r.psi:.2f}, alert at {r.alert_at:.3g}{outside(r)})" for r in frame.head(n).itertuples()) + (" …" if len(frame) > n else "")
 
-# %% ../nbs/43_monitor.ipynb #c035
+# %% ../nbs/43_monitor.ipynb #c040
 def _json_ready(obj):
     "NaN → None and numpy scalars → Python, recursively (the summary is printed and dumped as JSON)."
     if isinstance(obj, dict): return {str(k): _json_ready(v) for k, v in obj.items()}
@@ -406,7 +440,8 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
     inputs, used = model_columns(folder, manifest)
     served = served_recommendations(run_cfg, exchange, manifest["version"], cfg)
     live = recent_features(run_cfg, exchange, inputs, cfg) if live_features is None else live_features
-    drift = drift_report(manifest["feature_distribution"], live, [c for c in inputs if c in live.columns], cfg, used)
+    family = drift_family_levels(manifest.get("drift_family"), cfg)
+    drift = drift_report(manifest["feature_distribution"], live, [c for c in inputs if c in live.columns], cfg, used, family)
     raised = (drift.warn_at > cfg.psi_warn) | (drift.alert_at > cfg.psi_alert)
     score = score_drift(manifest["score_distribution"], served["confidence"].iloc[-cfg.live_rows:], cfg)   # time-sorted
     baseline = degradation_baseline(manifest, read_holdout_outcomes(folder, manifest), served, cfg,
@@ -423,6 +458,7 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
                                                       "outside_range_alert": cfg.outside_range_alert,
                                                       "raised_levels": int(raised.sum()), "raised_levels_used": int((raised & drift.used_by_model).sum()),
                                                       "levels": drift.levels.value_counts().to_dict(),
+                                                      "drift_family": {k: v for k, v in family.items() if k != "columns"},
                                                       "degrade_threshold": cfg.degrade_threshold, "feedback_window": cfg.feedback_window,
                                                       "outcome_overlap": cfg.outcome_overlap},
         "drift": drift.to_dict("records"), "score_drift": score, "degradation": degradation,
@@ -430,7 +466,7 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
         "alerts": alerts, "warnings": warnings, "needs_retrain": bool(alerts),
         "retrain_reasons": [a["message"] for a in alerts]})
 
-# %% ../nbs/43_monitor.ipynb #c037
+# %% ../nbs/43_monitor.ipynb #c042
 def _line_of(summary: dict) -> str:
     "Registry line a summary watches: 'NSE', or 'NSE/15m' for a horizon key (summaries before the key: the exchange)."
     return summary.get("registry_key") or summary["exchange"]
@@ -444,7 +480,7 @@ def _fmt(value, spec: str = ".3f") -> str:
     "A number formatted, or 'n/a' for None."
     return "n/a" if value is None else format(value, spec)
 
-# %% ../nbs/43_monitor.ipynb #c038
+# %% ../nbs/43_monitor.ipynb #c043
 def format_summary(summary: dict) -> str:
     "Human-readable monitor summary (what `oi-ml monitor` prints)."
     s, d, lat, th = summary["score_drift"], summary["degradation"], summary["latency"], summary["thresholds"]
@@ -463,6 +499,7 @@ def format_summary(summary: dict) -> str:
               + (f"; raised for {raised} ({th.get('raised_levels_used', '?')} used) to what the training period's own "
                  f"{th['window_rows']}-row windows reached" if raised else "") + why_fixed
               + (f"; or {th['outside_range_alert']:.0%} outside the training range" if "outside_range_alert" in th else "")
+              + (f"; family-wise: {th['drift_family']['reason']}" if th.get("drift_family") else "")
               + f"); worst: {worst or 'n/a'}"),
              f"  score drift: PSI {_fmt(s['psi'])} {s['status']} over {s['n_live']} served recommendations",
              f"  degradation: {d['reason']}",

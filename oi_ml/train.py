@@ -24,7 +24,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 from .config import IST, RunConfig, config_to_dict
 from .cv import PurgedKFold
 from .datasets import code_sha256, git_commit, import_closure, load_dataset, package_versions, read_json, sha256_file
-from .features import KEY_COLUMNS, feature_distribution, prepare_training_features, supported_feature_columns
+from .features import KEY_COLUMNS, drift_family, feature_distribution, prepare_training_features, supported_feature_columns
 from .indicators import WARMUP_BARS
 from .labels import LabelConfig, make_target
 from .meta_labels import sample_weights
@@ -40,8 +40,8 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARK
            'apply_calibration', 'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics',
            'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model',
            'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place',
-           'ModelIntegrityError', 'verify_run', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle',
-           'score_features', 'score_frame']
+           'model_used_columns', 'ModelIntegrityError', 'verify_run', 'require_listed', 'ModelBundle',
+           'check_calibration', 'load_bundle', 'score_features', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -527,19 +527,22 @@ def _write_artefacts(folder: Path, ms: ModelSet, calibration, report: dict, tabl
     dump("reports/training_report.json", report)
 
 def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConfig, report: dict, table: TrainingTable, ins, scores,
-              code: str, window_rows: int) -> dict:   # rows per training window of the drift levels (`10_features`)
-    "Run manifest: provenance, metrics summary, reference distributions and the sha256 of every file."
+              code: str, window_rows: int,   # rows per training window of the drift levels (`10_features`)
+              used_columns: list | None = None, psi_alert: float = 0.25) -> dict:   # the model's inputs; the monitor's fixed level
+    """Run manifest: provenance, metrics summary, reference distributions, the drift family's calibration windows
+    (`drift_family` over the used columns; None without them) and the sha256 of every file."""
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     hold = report.get("holdout", {})
     summary = ({k: hold["calibrated"][k] for k in ("accuracy", "auc", "directional_auc", "log_loss", "brier", "f1_macro")} | {
         "majority_accuracy": hold["majority_baseline"]["accuracy"], "cv_auc": report["cv"]["metrics"]["auc"]}) if table.classes else {
         "rmse": hold["model"]["rmse"], "rmse_ratio_vs_naive": hold["rmse_ratio_vs_naive"], "rmse_ratio_vs_garch": hold["rmse_ratio_vs_garch"]}
+    distribution = feature_distribution(table.features.iloc[ins], table.feature_columns, window_rows=window_rows)
+    family = drift_family(table.features.iloc[ins], distribution, used_columns, window_rows, psi_alert) if used_columns and window_rows else None
     return _round(dict(run_id=run_id, exchange=exchange, dataset_version=dm["version"], dataset_sha256=dm["content_sha256"],
                        dataset_simulated=dm.get("simulated", False), target=cfg.target, family=resolve_family(cfg),
                        classes=list(table.classes), created_at=pd.Timestamp.now(tz="UTC").isoformat(), files=files,
                        metrics_summary=summary, model_features=table.feature_columns,
-                       feature_distribution=feature_distribution(table.features.iloc[ins], table.feature_columns,
-                                                                 window_rows=window_rows),
+                       feature_distribution=distribution, drift_family=family,
                        score_distribution=feature_distribution(pd.DataFrame({"score": scores}), ["score"],
                                                                window_rows=window_rows)["score"],
                        train_window=[table.features.timestamp.iloc[ins[0]].isoformat(), table.features.timestamp.iloc[ins[-1]].isoformat()],
@@ -570,7 +573,8 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
     report = _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final)
     probs = holdout_probabilities(table, hold, final, calibration)   # once, for the manifest's scores and the outcomes file
     return _save_run(run_dir, run_id, exchange.upper(), dm, cfg, report, table, ins, _scores_of(table, probs),
-                     final, calibration, code, run_cfg.monitoring.live_rows, holdout_outcomes(raw, table, hold, probs))
+                     final, calibration, code, run_cfg.monitoring.live_rows, holdout_outcomes(raw, table, hold, probs),
+                     run_cfg.monitoring.psi_alert)
 
 def holdout_probabilities(table: TrainingTable, hold: np.ndarray, final: ModelSet, calibration) -> np.ndarray:
     "The final model's calibrated class probabilities on the holdout rows (regression: its predictions)."
@@ -647,12 +651,18 @@ def swap_into_place(new: Path, target: Path) -> None:
         os.replace(aside, target); raise
     shutil.rmtree(aside, ignore_errors=True)
 
-def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration, code, window_rows, outcomes=None) -> dict:
+def model_used_columns(ms: ModelSet, table: TrainingTable) -> list:
+    "The input features the model reads (its selected features and its regime model's), sorted: the monitor's used features."
+    return sorted((set(ms.selected) | set(ms.regime_model.feature_columns)) & set(table.feature_columns))
+
+def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration, code, window_rows, outcomes=None,
+              psi_alert: float = 0.25) -> dict:   # the monitor's fixed alert level (RunConfig.monitoring.psi_alert)
     "Write the artefacts and their hash-listing manifest as one published run."
     def write(staging: Path) -> dict:
         _write_artefacts(staging, final, calibration, report, table)
         if outcomes is not None: (staging / HOLDOUT_OUTCOMES_FILE).write_text(json.dumps(outcomes, sort_keys=True))
-        return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores, code, window_rows)
+        return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores, code, window_rows,
+                         model_used_columns(final, table), psi_alert)
     return publish_run(run_dir, write)
 
 # %% ../nbs/22_train.ipynb #c035

@@ -430,3 +430,74 @@ def test_a_decile_inside_float_noise_moves_to_the_gap_above_it():
     assert dist["edges"] == [0.001] and dist["proportions"] == [0.96, 0.04]            # before: no edge, PSI 0 forever
     two_groups = np.r_[np.repeat([1.0, 1.0 + 1e-12, 2.0, 2.0 + 1e-12, 3.0], [30, 20, 10, 20, 20])]
     assert feature_distribution(pd.DataFrame({"t": two_groups}), ["t"], n_bins=4)["t"]["edges"] == [1.5, 2.5]
+
+
+# ---------------------------------------------------------------- the drift family (43_monitor's family scale)
+
+def psi_matrix_reference(frame, distribution, columns, rows, stride, leave_out=False):
+    "Window-by-window PSI over aligned row windows, pandas/numpy only: NaN below 90 % finite values in the window."
+    from oi_ml.features import bin_proportions, psi
+    n = len(frame)
+    starts = list(range(0, n - rows + 1, stride)); starts += [n - rows] if starts[-1] != n - rows else []
+    out = np.full((len(starts), len(columns)), np.nan)
+    for j, c in enumerate(columns):
+        v, edges = frame[c].to_numpy(dtype=float), distribution[c]["edges"]
+        for i, s in enumerate(starts):
+            window = v[s:s + rows]
+            if np.isfinite(window).sum() < 0.9 * rows: continue
+            rest = np.r_[v[:s], v[s + rows:]]
+            expected = bin_proportions(rest, edges) if leave_out else distribution[c]["proportions"]
+            out[i, j] = psi(expected, bin_proportions(window, edges))
+    return np.array(starts), out
+
+
+@pytest.mark.parametrize("leave_out", [False, True])
+def test_window_psi_matrix_matches_a_window_by_window_reference(leave_out):
+    "Aligned windows with a warm-up of NaN rows, scattered NaN and a constant column, against the stored or the other rows' shares."
+    from oi_ml.features import window_psi_matrix
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"walk": np.cumsum(rng.normal(size=1_300)), "noise": rng.normal(size=1_300), "flat": 2.0})
+    frame.loc[:119, "walk"] = np.nan                                   # a warm-up: the first windows are not judged
+    frame.loc[rng.choice(1_300, 30, replace=False), "noise"] = np.nan
+    dist = feature_distribution(frame, list(frame.columns))
+    starts, matrix = window_psi_matrix(frame, dist, list(frame.columns), 200, 30, leave_out=leave_out)
+    ref_starts, reference = psi_matrix_reference(frame, dist, list(frame.columns), 200, 30, leave_out)
+    assert list(starts) == list(ref_starts)
+    np.testing.assert_allclose(matrix, reference, rtol=1e-10, atol=1e-12)
+    assert np.isnan(matrix[0, 0]) and np.all(matrix[:, 2] == 0)                # warm-up window; one bin, PSI 0
+
+
+def test_family_levels_ratios_and_scale_by_brute_force():
+    "Held-out levels (max of the non-overlapping windows, floored), per-window ratios, and the smallest scale leaving <= alpha."
+    from oi_ml.features import family_scale, loo_levels, window_ratios
+    rng = np.random.default_rng(1)
+    psis = rng.gamma(2.0, 0.2, size=(60, 5)); psis[rng.random(psis.shape) < 0.05] = np.nan
+    starts = np.r_[np.arange(0, 590, 10), 595]
+    levels = loo_levels(psis, starts, 100, 0.25)
+    for i, s in enumerate(starts):
+        apart = np.abs(starts - s) >= 100
+        np.testing.assert_allclose(levels[i], np.maximum(0.25, np.nanmax(psis[apart], axis=0)), rtol=0, atol=0)
+    ratios = window_ratios(psis, levels)
+    np.testing.assert_allclose(ratios, np.nanmax(psis / levels, axis=1))
+    for alpha in (0.0, 0.05, 0.1, 0.3):
+        c = family_scale(ratios, alpha)
+        assert np.mean(ratios >= c) <= alpha
+        assert c == 1.0 or np.mean(ratios >= c / (1 + 1e-5)) > alpha             # no smaller scale would do
+    assert family_scale(np.full(10, 0.5), 0.1) == 1.0                            # never below 1
+
+
+def test_drift_family_calibrates_on_used_columns_with_levels():
+    "The entry: only columns with training-window levels; held-out ratios, one per window; None below four windows' worth."
+    from oi_ml.features import drift_family, family_scale
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({f"s{k}": pd.Series(rng.normal(size=6_000)).ewm(halflife=40).mean() for k in range(8)})
+    frame["flat"] = 1.0
+    frame["short"] = np.r_[np.full(2_500, np.nan), rng.normal(size=3_500)]       # under four windows' worth: no levels
+    dist = feature_distribution(frame, list(frame.columns), window_rows=1_000)
+    entry = drift_family(frame, dist, list(frame.columns), 1_000, 0.25)
+    assert entry["columns"] == [f"s{k}" for k in range(8)] + ["flat"] and entry["rows"] == 1_000 and entry["stride"] == 50
+    assert entry["windows"] == len(entry["ratios"]) == 101 and entry["side_by_side"] == 6 and entry["psi_alert"] == 0.25
+    assert entry["rate_at_scale_1"] == np.mean(np.array(entry["ratios"]) >= 1) > 0.2   # eight slow columns: the family alerts
+    assert family_scale(entry["ratios"], 0.1) > 1
+    assert drift_family(frame.iloc[:3_999], dist, list(frame.columns), 1_000, 0.25) is None
+    assert drift_family(frame, dist, ["short"], 1_000, 0.25) is None

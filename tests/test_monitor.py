@@ -611,3 +611,95 @@ def test_score_drift_reads_the_last_live_rows_served_confidences(deployed, tmp_p
     assert summary["score_drift"]["n_live"] == 120 and math.isclose(summary["score_drift"]["psi"], expected["psi"], rel_tol=1e-12)
     raw_scores = score_drift(manifest["score_distribution"], [s["score"] for s in served[-120:]], mcfg)
     assert not math.isclose(raw_scores["psi"], expected["psi"])              # the uncalibrated score would read differently
+
+
+# ---------------------------------------------------------------- one alert for the family of used features
+
+def test_family_scale_multiplies_only_the_used_training_window_levels():
+    "× c on a used column with training-window levels; not on an unused column, one outside the entry, or fixed levels."
+    from oi_ml.monitor import drift_family_levels
+    windows = {"rows": 1_000, "windows": 100, "side_by_side": 5, "q95": 0.3, "max": 0.5, "max_apart": 0.4}
+    ref = {c: {"edges": [0.0], "proportions": [0.5, 0.5], "range": [-5.0, 5.0], "window_psi": windows} for c in "abc"}
+    ref["fixed"] = {"edges": [0.0], "proportions": [0.5, 0.5], "range": [-5.0, 5.0]}
+    live = pd.DataFrame({c: np.r_[np.full(850, -1.0), np.full(150, 1.0)] for c in ref})   # PSI 0.35 × ln(0.85 / 0.15) = 0.607
+    entry = {"rows": 1_000, "stride": 50, "psi_alert": 0.25, "columns": ["a", "b", "fixed"], "windows": 10, "side_by_side": 5,
+             "rate_at_scale_1": 0.5, "ratios": [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 2.0]}
+    cfg = MonitorConfig(live_rows=1_000)
+    family = drift_family_levels(entry, cfg)
+    assert family["applied"] and family["scale"] == pytest.approx(1.3, rel=1e-5) and family["rate_after"] == 0.1
+    report = drift_report(ref, live, cfg=cfg, used_columns=["a", "c", "fixed"], family=family).set_index("feature")
+    assert report.alert_at["a"] == pytest.approx(0.5 * 1.3, rel=1e-5) and report.family_scale["a"] == family["scale"]
+    assert report.alert_at["b"] == report.alert_at["c"] == 0.5                  # b unused, c not in the entry
+    assert report.alert_at["fixed"] == 0.25 and report.family_scale["fixed"] == 1.0
+    assert report.psi["a"] == pytest.approx(0.35 * math.log(0.85 / 0.15)) and report.status["a"] != "alert" and report.status["c"] == "alert"
+    alerts, _ = __import__("oi_ml.monitor", fromlist=["assess"]).assess(
+        report.reset_index(), {"status": "ok"}, {"needs_retrain": False}, {"n": 0}, cfg)
+    assert [a["kind"] for a in alerts] == ["feature_drift"] and "family scale 1.3" in alerts[0]["message"]
+
+
+def test_family_scale_falls_back_to_per_feature_levels_and_says_why():
+    from oi_ml.monitor import drift_family_levels
+    entry = {"rows": 2_000, "stride": 100, "psi_alert": 0.25, "columns": ["a"], "windows": 4, "side_by_side": 4,
+             "rate_at_scale_1": 0.5, "ratios": [0.5, 0.9, 1.5, 3.0]}
+    assert drift_family_levels(entry, MonitorConfig())["applied"]
+    for cfg, manifest_entry, why in [(MonitorConfig(), None, "no drift_family in the manifest"),
+                                     (MonitorConfig(live_rows=1_000), entry, "2000-row windows, live window 1000"),
+                                     (MonitorConfig(psi_alert=0.2), entry, "psi_alert 0.25, monitor 0.2"),
+                                     (MonitorConfig(drift_family_alpha=None), entry, "family control off"),
+                                     (MonitorConfig(calibrated_thresholds=False), entry, "calibration off")]:
+        out = drift_family_levels(manifest_entry, cfg)
+        assert out["scale"] == 1.0 and not out["applied"] and why in out["reason"], (why, out)
+
+
+def test_family_scale_brings_an_unchanged_familys_alerts_down_and_keeps_a_one_sigma_shift():
+    """Twenty independent AR(1) columns (half-life ~14 rows), 8,000 training rows (eight 1,000-row windows side by side),
+    the next 20,000 rows of the same process as live windows: at × 1 about half the windows have some column alerting,
+    at the family scale for alpha 0.1 under a fifth; one column moved by one standard deviation is still caught."""
+    from oi_ml.features import drift_family
+    from oi_ml.monitor import drift_family_levels
+    rng = np.random.default_rng(11)
+    z, paths = rng.normal(size=(28_000, 20)), np.empty((28_000, 20))
+    paths[0] = z[0]
+    for i in range(1, 28_000): paths[i] = 0.95 * paths[i - 1] + math.sqrt(1 - 0.95 ** 2) * z[i]
+    frame = pd.DataFrame(paths, columns=[f"s{k}" for k in range(20)])
+    train, live = frame.iloc[:8_000].reset_index(drop=True), frame.iloc[8_000:].reset_index(drop=True)
+    ref = feature_distribution(train, list(frame.columns), window_rows=1_000)
+    cfg = MonitorConfig(live_rows=1_000)
+    family = drift_family_levels(drift_family(train, ref, list(frame.columns), 1_000, 0.25), cfg)
+    rate = lambda data, fam: np.mean([drift_report(ref, data.iloc[i:i + 1_000], cfg=cfg, family=fam).status.eq("alert").any()
+                                      for i in range(0, len(data) - 999, 500)])
+    before, after = rate(live, family | {"applied": False}), rate(live, family)
+    assert family["scale"] > 1.2 and family["rate_after"] <= 0.1
+    assert before > 0.35 and after < 0.2 and after < before / 2, (before, after)
+    assert rate(live.assign(s0=live.s0 + 1.0), family) > 0.9
+
+
+def test_summary_scales_the_used_levels_by_the_manifests_drift_family_and_old_manifests_fall_back(tmp_path_factory, monkeypatch):
+    """A tiny model trained with 500-row windows stores `drift_family` over its used features with levels; the summary
+    scales those features' alert levels by it and says so; a manifest without the entry keeps the per-feature levels."""
+    import oi_ml.monitor as monitor
+    from oi_ml.features import family_scale
+    cfg, raw, manifest = deploy_tiny_model(tmp_path_factory.mktemp("family"), "drift family", live_rows=500)
+    folder = version_dir("NSE", run_cfg=cfg)
+    used = model_columns(folder, manifest)[1]
+    entry = manifest["drift_family"]
+    assert entry["rows"] == 500 and entry["psi_alert"] == 0.25
+    assert entry["columns"] == [c for c in used if "window_psi" in manifest["feature_distribution"][c]] and entry["columns"]
+    assert len(entry["ratios"]) == entry["windows"]
+    features = prepare_training_features(raw, manifest["model_features"])
+    live = features[features.timestamp >= manifest["holdout_window"][0]].iloc[-500:]
+    mcfg = MonitorConfig(live_rows=500)
+    summary = monitor_summary("NSE", cfg, live_features=live, cfg=mcfg)
+    fam = summary["thresholds"]["drift_family"]
+    assert fam["applied"] and fam["scale"] == pytest.approx(family_scale(entry["ratios"], 0.1)) and fam["alpha"] == 0.1
+    rows = {r["feature"]: r for r in summary["drift"]}
+    for c in entry["columns"]:
+        if rows[c]["levels"] == "training windows":
+            level = max(0.25, manifest["feature_distribution"][c]["window_psi"]["max"]) * fam["scale"]
+            assert rows[c]["alert_at"] == pytest.approx(level) and rows[c]["family_scale"] == fam["scale"]
+    assert "family-wise: training-window alert levels of" in format_summary(summary)
+    real = monitor.load_version                                                     # a manifest from before the entry
+    monkeypatch.setattr(monitor, "load_version", lambda *a, **k: (lambda f, m: (f, {k2: v for k2, v in m.items() if k2 != "drift_family"}))(*real(*a, **k)))
+    old = monitor_summary("NSE", cfg, live_features=live, cfg=mcfg)
+    assert not old["thresholds"]["drift_family"]["applied"] and all(r["family_scale"] == 1.0 for r in old["drift"])
+    assert "no drift_family in the manifest" in format_summary(old) and "not controlled" in format_summary(old)

@@ -155,6 +155,31 @@ def test_run_layout_and_report_mechanics(small_run):
     assert man["model_features"] == REQUIRED_FEATURE_COLUMNS and man["dataset_version"] == small_run.dm["version"]
 
 
+def test_manifest_holds_the_drift_family_of_the_used_features(small_run, monkeypatch):
+    """`drift_family` is calibrated over the model's used features (selected + regime) on the in-sample rows, with the
+    run's live window and psi_alert; None when the in-sample rows hold under four windows' worth (2,000 rows here)."""
+    from oi_ml.features import drift_family
+    bundle = train_mod.load_bundle(small_run.run_dir)
+    meta = json.loads((small_run.run_dir / "model_features.json").read_text())
+    regime = json.loads((small_run.run_dir / "regime_hmm.json").read_text())["config"]["feature_columns"]
+    used = train_mod.model_used_columns(bundle.model_set, small_run.table)
+    assert used == sorted((set(meta["selected"]) | set(regime)) & set(small_run.manifest["model_features"])) and used
+    assert "drift_family" in small_run.manifest and small_run.manifest["drift_family"] is None
+    seen = {}
+    real = train_mod.drift_family
+    def spy(frame, distribution, columns, rows, psi_alert):
+        seen.update(columns=columns, rows=rows, psi_alert=psi_alert, n=len(frame))
+        return real(frame, distribution, columns, rows, psi_alert)
+    monkeypatch.setattr(train_mod, "drift_family", spy)
+    ins = holdout_reference(small_run.table, SMALL.holdout_frac)[0]
+    manifest = train_mod._manifest(small_run.run_dir, "run-x", "NSE", small_run.dm, SMALL, small_run.report, small_run.table, ins,
+                                   np.full(50, 0.5), "code", 300, used, 0.3)   # 300-row windows: enough rows
+    assert seen == {"columns": used, "rows": 300, "psi_alert": 0.3, "n": len(ins)}
+    entry = manifest["drift_family"]
+    assert entry["rows"] == 300 and entry["psi_alert"] == 0.3 and set(entry["columns"]) <= set(used) and entry["columns"]
+    assert len(entry["ratios"]) == entry["windows"] and drift_family is real
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # no leakage
 
