@@ -35,8 +35,8 @@ __all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'CRITERION_MEANING', 'GATE_CONFIG_
            'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'overfitting_summary', 'trade_volatility',
            'performance_breakdowns', 'window_order', 'no_trade_reason', 'benchmark_frame', 'window_sharpes',
            'walk_forward_frame', 'sensitivity_figure', 'saved_random_distribution', 'random_distribution_frame',
-           'random_distribution_figure', 'risk_profile', 'monitoring_baseline', 'signoff_command', 'signoff_block',
-           'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
+           'random_distribution_figure', 'risk_profile', 'drift_family_of', 'monitoring_baseline', 'signoff_command',
+           'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def source_banner(manifest: dict) -> str:
@@ -723,50 +723,67 @@ def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd
     shown = [(f"{v:,.2f}" if "₹" in k else f"{v:,.4g}") if isinstance(v, float) else str(v) for k, v in items.items()]   # rupees to the paisa
     return pd.DataFrame({"item": list(items), "value": shown})
 
-def _default_levels(reference: dict, monitoring: MonitoringConfig | None = None):
-    "(monitor config, alert level, where from) of one column for the run's monitor watching windows of the stored length."
+def _default_levels(reference: dict, monitoring: MonitoringConfig | None = None, family_scale: float = 1.0):
+    """(monitor config, alert level, where from) of one column for the run's monitor watching windows of the stored length
+    (`family_scale`: the drift family's scale when the column is one of its used features)."""
     from oi_ml.monitor import drift_thresholds, monitor_config
     windows, cfg = reference.get("window_psi"), monitor_config(monitoring)
     if windows: cfg = dataclasses.replace(cfg, live_rows=windows["rows"])
-    return cfg, *drift_thresholds(reference, cfg)[1:]
+    return cfg, *drift_thresholds(reference, cfg, None, family_scale)[1:]
 
-def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None) -> str:
+def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, family_scale: float = 1.0) -> str:
     """'alert at PSI x' for one column under the default monitor levels (with a live window of the stored windows'
-    length), where that level comes from, when it is near the PSI ceiling, and the range alert."""
+    length), where that level comes from (× the drift family's scale for a used feature), when it is near the PSI
+    ceiling, and the range alert."""
     from oi_ml.features import psi
     windows = reference.get("window_psi")
-    cfg, alert_at, source = _default_levels(reference, monitoring)
+    cfg, alert_at, source = _default_levels(reference, monitoring, family_scale)
     shares = np.asarray(reference.get("proportions", []), dtype=float)
     ceiling = max((psi(shares, np.eye(len(shares))[k]) for k in range(len(shares))), default=math.inf)   # all in one bin
     if source != "training windows": text = f"drift alert at PSI {alert_at:.3g} ({source.removeprefix('fixed: ')})"
+    elif family_scale > 1:
+        base = max(cfg.psi_alert, windows["max"])
+        origin = (f"the largest of its {windows['rows']}-row training windows" if windows["max"] > cfg.psi_alert
+                  else f"the fixed level; its {windows['rows']}-row training windows stayed below")
+        text = f"drift alert at PSI {alert_at:.3g} ({origin}, {base:.3g}, × the used features' family scale {family_scale:.3g})"
     elif alert_at > cfg.psi_alert:
         text = (f"drift alert at PSI {alert_at:.3g} (the largest of its {windows['rows']}-row training windows; {windows['windows']} "
                 f"measured, about {windows['side_by_side']} side by side)")
-        if windows["max_apart"] < 0.5 * windows["max"]:
-            text += (f"; set by one stretch of training: the largest away from it is {windows['max_apart']:.3g} "
-                     "(an outage or a spike? it raises this level for good)")
     else: text = f"drift alert at PSI {alert_at:.3g} (fixed; its {windows['rows']}-row training windows stayed below)"
+    if source == "training windows" and windows["max"] > cfg.psi_alert and windows["max_apart"] < 0.5 * windows["max"]:
+        text += (f"; set by one stretch of training: the largest away from it is {windows['max_apart']:.3g} "
+                 "(an outage or a spike? it raises this level for good)")
     if alert_at >= 0.9 * ceiling: text += f"; near the PSI ceiling {ceiling:.3g}, so PSI can hardly alert"
     if "range" in reference:
         text += f"; or {cfg.outside_range_alert:.0%} of values outside the training range [{reference['range'][0]:.4g}, {reference['range'][1]:.4g}]"
     return text
 
+def drift_family_of(manifest: dict, monitoring: MonitoringConfig | None = None) -> dict:
+    """`43_monitor`'s `drift_family_levels` of a manifest for the run's monitor watching windows of the stored length:
+    the scale on the used features' training-window levels and why (or why not)."""
+    from oi_ml.monitor import drift_family_levels, monitor_config
+    family, cfg = manifest.get("drift_family"), monitor_config(monitoring)
+    if family: cfg = dataclasses.replace(cfg, live_rows=family["rows"])
+    return drift_family_levels(family, cfg)
+
 def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringConfig | None = None) -> pd.DataFrame:
     """What the monitor will compare live data against (with the run's `[monitoring]` settings; defaults when None): approval
-    metrics, how many features' drift levels the training windows raised, and the first `top` features' training decile
-    edges and drift alert level."""
+    metrics, how many features' drift levels the training windows raised, the family-wise scale on the used features'
+    levels, and the first `top` features' training decile edges and drift alert level."""
     from oi_ml.monitor import monitor_config
     fixed = monitor_config(monitoring).psi_alert
     rows = [dict(item=f"approval {k}", value=f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in manifest["metrics_summary"].items()]
-    distributions = manifest["feature_distribution"]
-    raised = sum(_default_levels(d, monitoring)[1] > fixed for d in distributions.values())
+    distributions, family = manifest["feature_distribution"], drift_family_of(manifest, monitoring)
+    scale_of = lambda name: family["scale"] if family["applied"] and name in family["columns"] else 1.0
+    raised = sum(_default_levels(d, monitoring, scale_of(n))[1] > fixed for n, d in distributions.items())
     rows.append(dict(item="drift alert levels", value=f"raised above the fixed PSI {fixed} for {raised} of "
                      f"{len(distributions)} features, to the largest PSI of the training period's own windows of the live length"))
+    rows.append(dict(item="drift alert, family-wise (any used feature)", value=family["reason"]))
     for name, d in list(distributions.items())[:top]:
         edges = d["edges"]
         shown = edges[:: max(1, len(edges) // 4)]
         rows.append(dict(item=f"feature {name}: {len(shown)} of {len(edges)} training decile edges; drift level",
-                         value=", ".join(f"{e:.4g}" for e in shown) + "; " + _drift_levels(d, monitoring)))
+                         value=", ".join(f"{e:.4g}" for e in shown) + "; " + _drift_levels(d, monitoring, scale_of(name))))
     return pd.DataFrame(rows)
 
 def signoff_command(exchange: str, candidate_run: str,

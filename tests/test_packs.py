@@ -218,8 +218,28 @@ def test_monitoring_baseline_values():
     assert m.values.tolist() == [["approval brier", "0.4568"], ["approval n_holdout", "409"], ["approval family", "lightgbm"],
                                  ["drift alert levels", "raised above the fixed PSI 0.25 for 0 of 3 features, to the largest PSI "
                                                         "of the training period's own windows of the live length"],
+                                 ["drift alert, family-wise (any used feature)", "no drift_family in the manifest (a model trained "
+                                  "before it, or too few in-sample rows): per-feature levels, the family-wise false-alarm rate is not controlled"],
                                  ["feature rsi_14: 5 of 9 training decile edges; drift level", "10, 30, 50, 70, 90; " + fixed],
                                  ["feature pcr: 3 of 3 training decile edges; drift level", "0.7123, 0.9, 1.1; " + fixed]]
+
+
+def test_monitoring_baseline_shows_the_family_scaled_levels():
+    "The pack states the level the monitor alerts at: a used feature's training-window level × the drift family's scale."
+    from oi_ml.monitor import MonitorConfig, drift_family_levels, drift_thresholds
+    windows = {"rows": 2000, "windows": 380, "side_by_side": 20, "q95": 2.1, "max": 3.456, "max_apart": 3.2}
+    family = {"rows": 2000, "stride": 100, "psi_alert": 0.25, "columns": ["vix"], "windows": 20, "side_by_side": 4,
+              "rate_at_scale_1": 0.5, "ratios": [0.5] * 10 + [1.2] * 8 + [1.5, 2.0]}
+    dist = {"vix": {"edges": [15.0], "proportions": [0.5, 0.5], "window_psi": windows},
+            "rsi": {"edges": [50.0], "proportions": [0.5, 0.5], "window_psi": windows}}
+    m = packs.monitoring_baseline({"metrics_summary": {}, "drift_family": family, "feature_distribution": dist}).set_index("item").value
+    scale = drift_family_levels(family, MonitorConfig(live_rows=2000))["scale"]
+    monitor_level = drift_thresholds(dist["vix"], MonitorConfig(live_rows=2000), None, scale)[1]   # what the monitor alerts at
+    assert 1.2 < scale < 1.21 and monitor_level == pytest.approx(3.456 * scale)
+    assert m["feature vix: 1 of 1 training decile edges; drift level"].startswith(f"15; drift alert at PSI {monitor_level:.3g} (")
+    assert f"× the used features' family scale {scale:.3g}" in m["feature vix: 1 of 1 training decile edges; drift level"]
+    assert m["feature rsi: 1 of 1 training decile edges; drift level"].startswith("50; drift alert at PSI 3.46 (")   # not used: unscaled
+    assert m["drift alert, family-wise (any used feature)"].startswith(f"training-window alert levels of 1 used features × {scale:.3g}")
 
 
 # ---------------------------------------------------------------- review findings: sign-off, index, DSR text, heat-map
