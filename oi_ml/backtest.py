@@ -1044,16 +1044,23 @@ def _random_inputs(n_bars: int, confidences: np.ndarray, rng: np.random.Generato
     conf = rng.choice(confidences, n_bars) if len(confidences) else np.ones(n_bars)
     return np.argsort(u, kind="stable"), side, conf
 
+def _entry_bars(prep: PreparedBacktest, entries_until) -> np.ndarray | None:
+    "Mask of the bars a random signal may sit on: at or before `entries_until` (None: every bar)."
+    return None if entries_until is None else (prep.bars["timestamp"] <= pd.Timestamp(entries_until)).to_numpy()
+
 def _random_draw(prep: PreparedBacktest, capped: BacktestConfig, n_trades: int, confidences: np.ndarray,
-                 rng: np.random.Generator) -> tuple[PreparedBacktest, SimulationArrays]:
-    """Random signals on the fewest bars (in the draw's order) that reach `n_trades` trades under `capped` (bisection on
-    that number; all bars when unreachable), and their simulation."""
+                 rng: np.random.Generator,
+                 eligible: np.ndarray | None = None,   # bars a signal may sit on (`_entry_bars`); None: all
+                 ) -> tuple[PreparedBacktest, SimulationArrays]:
+    """Random signals on the fewest eligible bars (in the draw's order) that reach `n_trades` trades under `capped`
+    (bisection on that number; all of them when unreachable), and their simulation."""
     order, side, conf = _random_inputs(len(prep), confidences, rng)
+    if eligible is not None: order = order[eligible[order]]   # the same draw, restricted: the strategy's entry rule
     def with_bars(k):
         signal = np.zeros(len(prep), np.int8)
         signal[order[:k]] = side[order[:k]]
         return dataclasses.replace(prep, signal=signal, confidence=conf)
-    lo, hi = 0, (len(prep) if n_trades else 0)
+    lo, hi = 0, (len(order) if n_trades else 0)
     best = simulate(with_bars(hi), capped)
     if len(best.log_i) >= n_trades:
         while hi - lo > 1:
@@ -1064,10 +1071,12 @@ def _random_draw(prep: PreparedBacktest, capped: BacktestConfig, n_trades: int, 
     return with_bars(hi), best
 
 def random_signal_run(prep: PreparedBacktest, cfg: BacktestConfig, n_trades: int, confidences: np.ndarray,
-                      seed: int = 0) -> BacktestResult:
+                      seed: int = 0,
+                      entries_until=None,   # no random signal after this time (the strategy's own entry limit); None: none
+                      ) -> BacktestResult:
     "Engine run on random signals tuned to exactly `n_trades` trades when reachable (bisection on the number of signal bars)."
     random_prep, sim = _random_draw(prep, dataclasses.replace(cfg, max_trades=n_trades), n_trades, confidences,
-                                    np.random.default_rng(seed))
+                                    np.random.default_rng(seed), _entry_bars(prep, entries_until))
     return result_from_simulation(sim, random_prep, cfg)
 
 # %% ../nbs/30_backtest.ipynb #c085
@@ -1086,11 +1095,12 @@ def _draw_metrics(sim: SimulationArrays, cfg: BacktestConfig) -> dict:
 def random_signal_distribution(prep: PreparedBacktest, cfg: BacktestConfig, n_trades: int, confidences: np.ndarray,
                                n_runs: int = RANDOM_RUNS,   # independent draws
                                seed: int = 0,               # root of the draws' SeedSequence
+                               entries_until=None,          # no random signal after this time; None: none
                                ) -> pd.DataFrame:
     "Net metrics (RANDOM_RUN_COLUMNS) of `n_runs` independent random-signal draws with `n_trades` trades each when reachable."
-    capped = dataclasses.replace(cfg, max_trades=n_trades)
+    capped, eligible = dataclasses.replace(cfg, max_trades=n_trades), _entry_bars(prep, entries_until)
     streams = np.random.SeedSequence(seed).spawn(n_runs)
-    rows = [{"draw": i} | _draw_metrics(_random_draw(prep, capped, n_trades, confidences, np.random.default_rng(s))[1], cfg)
+    rows = [{"draw": i} | _draw_metrics(_random_draw(prep, capped, n_trades, confidences, np.random.default_rng(s), eligible)[1], cfg)
             for i, s in enumerate(streams)]
     return pd.DataFrame(rows, columns=list(RANDOM_RUN_COLUMNS))
 
@@ -1137,13 +1147,13 @@ def no_random_distribution(n_trades: int, seed: int, reason: str) -> dict:
     return {"n_runs": 0, "seed": seed, "target_trades": n_trades, "draws_at_target": 0, "trade_counts": None, "note": reason}
 
 def random_benchmark(prep: PreparedBacktest, result: BacktestResult, cfg: BacktestConfig, n_runs: int = RANDOM_RUNS,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, entries_until=None) -> dict:
     "random_distribution_summary of `n_runs` draws matching the result's trade count and confidences on `prep`'s window."
     n_trades = len(result.trades)
     if n_trades == 0:
         return no_random_distribution(0, seed, "the strategy made no trade: there is no entry timing to compare with chance")
     if n_runs <= 0: return no_random_distribution(n_trades, seed, "not measured: random_runs = 0")
-    runs = random_signal_distribution(prep, cfg, n_trades, result.trades["confidence"].to_numpy(), n_runs, seed)
+    runs = random_signal_distribution(prep, cfg, n_trades, result.trades["confidence"].to_numpy(), n_runs, seed, entries_until)
     return random_distribution_summary(runs, result.metrics, n_trades, seed)
 
 # %% ../nbs/30_backtest.ipynb #c090
@@ -1158,16 +1168,21 @@ def _summary(trades: pd.DataFrame, equity: pd.DataFrame, cfg: BacktestConfig) ->
 def benchmark_strategies(bars: pd.DataFrame, result: BacktestResult, config: BacktestConfig | None = None, seed: int = 0,
                          signals: pd.DataFrame | None = None,
                          random_runs: int = RANDOM_RUNS,   # random-signal draws behind the distribution; 0 = none
+                         entries_until=None,   # the strategy's last signal time (e.g. the holdout's last row); None: none
                          ) -> dict:
     """Metrics of buy-and-hold, always-flat and one random-signal draw (same trade count) on the result's window, keyed by
-    strategy, plus under RANDOM_DISTRIBUTION the summary of `random_runs` draws (`random_benchmark`)."""
+    strategy, plus under RANDOM_DISTRIBUTION the summary of `random_runs` draws (`random_benchmark`). `signals` is the
+    strategy's own signal frame: the draws size and exit on its `volatility` column exactly as the strategy did."""
+    if signals is None:
+        raise ValueError("benchmark_strategies: pass the strategy's signal frame (`signals`): without its volatility column "
+                         "the random draws would size and exit differently from the strategy")
     cfg = config or result.config
-    frame = signals if signals is not None else pd.DataFrame({"signal": np.zeros(len(bars), np.int8), "confidence": 1.0})
-    prep = prepare_backtest(bars, frame, cfg)
-    random_res = random_signal_run(prep, cfg, len(result.trades), result.trades["confidence"].to_numpy(), seed)
+    prep = prepare_backtest(bars, signals, cfg)
+    confidences = result.trades["confidence"].to_numpy()
+    random_res = random_signal_run(prep, cfg, len(result.trades), confidences, seed, entries_until)
     return {"ml_signal": result.metrics, "buy_and_hold": _summary(*_buy_and_hold(prep, cfg), cfg),
             "always_flat": _summary(*_flat(prep, cfg), cfg), "random_signal": random_res.metrics,
-            RANDOM_DISTRIBUTION: random_benchmark(prep, result, cfg, random_runs, seed)}
+            RANDOM_DISTRIBUTION: random_benchmark(prep, result, cfg, random_runs, seed, entries_until)}
 
 def strategy_rows(benchmarks: dict) -> dict:
     "The per-strategy metrics of a `benchmark_strategies` dict (without the distribution summary)."
@@ -1226,13 +1241,15 @@ def _windows(in_sample, walk_forward, out_of_sample) -> list[tuple[str, str, str
 
 def run_validation_windows(bars: pd.DataFrame, signals: pd.DataFrame, config: BacktestConfig,
                            in_sample: tuple | None = None, walk_forward: tuple = (), out_of_sample: tuple | None = None,
-                           seed: int = 0, random_runs: int = RANDOM_RUNS) -> dict:
+                           seed: int = 0, random_runs: int = RANDOM_RUNS,
+                           entries_until=None) -> dict:   # no random-benchmark signal after this time (the strategy's limit)
     "Backtest plus benchmarks (with `random_runs` random-signal draws) for each window, keyed by window name."
     out = {}
     for name, start, end in _windows(in_sample, walk_forward, out_of_sample):
         cfg = dataclasses.replace(config, start=start, end=end)
         result = run_backtest(bars, signals, cfg)
-        out[name] = WindowReport(name, start, end, result, benchmark_strategies(bars, result, cfg, seed, signals, random_runs))
+        out[name] = WindowReport(name, start, end, result, benchmark_strategies(bars, result, cfg, seed, signals, random_runs,
+                                                                                         entries_until))
     return out
 
 def validation_table(reports: dict, columns: tuple = BENCHMARK_METRICS) -> pd.DataFrame:

@@ -298,7 +298,8 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict) -> dict:
         in_sample, out_of_sample = session_windows(raw.timestamp, bundle.manifest["holdout_window"])
         wf_signals, segments, why_none = walk_forward_signals(raw, signals, tcfg, holdout_start_day(bundle.manifest),
                                                               run.cfg.automl_window_days, run.cfg.automl_step_days, trained["run_id"])
-        reports = run_validation_windows(bars, signals, bt_cfg, in_sample=in_sample, out_of_sample=out_of_sample, random_runs=RANDOM_RUNS)
+        reports = run_validation_windows(bars, signals, bt_cfg, in_sample=in_sample, out_of_sample=out_of_sample, random_runs=RANDOM_RUNS,
+                                         entries_until=held_to)   # the random draws keep the strategy's entry limit too
         if segments:
             wf = run_validation_windows(bars, wf_signals, bt_cfg, walk_forward=[tuple(s["window"]) for s in segments],
                                         random_runs=RANDOM_RUNS)

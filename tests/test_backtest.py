@@ -577,6 +577,34 @@ def test_benchmarks_carry_the_distribution_and_tables_skip_it():
     assert set(B.validation_table(reports).index.get_level_values("strategy")) == {"ml_signal", "buy_and_hold", "always_flat", "random_signal"}
 
 
+def test_random_draws_keep_the_strategys_entry_limit():
+    "Review finding: the pipeline stops the strategy's entries after the holdout's last row; the random draws must stop too."
+    bars = make_bars(seed=4, n_sessions=4)
+    signals = make_signals(bars, seed=5)
+    cfg = B.BacktestConfig(take_profit_mult=1.5, stop_loss_mult=1.0)
+    until = bars.timestamp.iloc[len(bars) // 2]
+    limited = signals.assign(signal=np.where(bars.timestamp <= until, signals.signal, 0).astype(signals.signal.dtype))   # row-aligned
+    res = B.run_backtest(bars, limited, cfg)
+    prep = B.prepare_backtest(bars, limited, cfg)
+    one = B.random_signal_run(prep, cfg, len(res.trades), res.trades.confidence.to_numpy(), seed=2, entries_until=until)
+    assert len(one.trades) == len(res.trades) > 0 and (one.trades.timestamp <= until).all()
+    free = B.random_signal_run(prep, cfg, len(res.trades), res.trades.confidence.to_numpy(), seed=2)
+    assert (free.trades.timestamp > until).any()                      # without the limit a draw does enter later
+    dist = B.random_signal_distribution(prep, cfg, len(res.trades), res.trades.confidence.to_numpy(), n_runs=8, entries_until=until)
+    assert (dist.n_trades == len(res.trades)).all()
+    bm = B.benchmark_strategies(bars, res, cfg, seed=2, signals=limited, random_runs=3, entries_until=until)
+    assert bm["random_signal"] == one.metrics
+
+
+def test_benchmarks_need_the_strategys_signal_frame():
+    "Review finding: without `signals` the draws sized on the margin basis (lots 0) while the strategy sized on volatility."
+    bars = make_bars(seed=4, n_sessions=2)
+    signals = make_signals(bars, seed=5)
+    res = B.run_backtest(bars, signals, B.BacktestConfig())
+    with pytest.raises(ValueError, match="strategy's signal frame"):
+        B.benchmark_strategies(bars, res)
+
+
 def test_sensitivity_grid_is_5x5_and_costs_only_lower_pnl():
     bars = make_bars(seed=6, n_sessions=3)
     signals = make_signals(bars, seed=7, with_vol=False)   # margin basis: 0.25 * ~1e6 / 1e5 -> always 2 lots
