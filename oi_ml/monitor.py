@@ -449,6 +449,9 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
     degradation = degradation_check(served[["timestamp", "correct"]], baseline, cfg)
     latency = latency_percentiles(served["latency_us"])
     alerts, warnings = assess(drift, score, degradation, latency, cfg)
+    if absent := [c for c in used if c not in live.columns]:   # a model input the live frame lacks cannot be judged: say so
+        warnings.append({"kind": "missing_features", "message": f"{len(absent)} used feature(s) absent from the live features, "
+                         f"not judged for drift: {', '.join(absent[:5])}{' …' if len(absent) > 5 else ''}", "details": {"features": absent}})
     return _json_ready({
         "exchange": manifest["exchange"], "registry_key": registry_key(exchange, horizon),   # the line monitored
         "horizon": horizon or manifest.get("horizon"), "version": manifest["version"],   # the key's, else the labels'

@@ -416,6 +416,19 @@ def test_summary_fresh_deploy_has_no_alerts_but_drift(deployed, tmp_path):
     assert "needs_retrain: no; active alerts: 0" in format_summary(summary)
 
 
+def test_summary_warns_when_a_used_feature_is_absent_from_the_live_frame(deployed, tmp_path):
+    "Review finding: a used feature missing from the live features was dropped from the drift check without a word."
+    cfg = private_copy(deployed[0], tmp_path)
+    _, features, manifest = deployed
+    folder = version_dir("NSE", run_cfg=cfg)
+    used = model_columns(folder, json.loads((folder / "manifest.json").read_text()))[1]
+    in_sample = features[(features.timestamp >= manifest["train_window"][0]) & (features.timestamp <= manifest["train_window"][1])]
+    summary = monitor_summary("NSE", cfg, live_features=in_sample.drop(columns=used[:2]))
+    missing = [w for w in summary["warnings"] if w["kind"] == "missing_features"]
+    assert len(missing) == 1 and missing[0]["details"]["features"] == used[:2] and used[0] in missing[0]["message"]
+    assert not [w for w in monitor_summary("NSE", cfg, live_features=in_sample)["warnings"] if w["kind"] == "missing_features"]
+
+
 def test_summary_default_live_window_from_the_warehouse(deployed, tmp_path):
     cfg = private_copy(deployed[0], tmp_path)
     summary = monitor_summary("NSE", cfg, cfg=MonitorConfig(live_rows=500))
