@@ -594,9 +594,10 @@ def run_orchestrator(config: OrchestratorConfig, run_cfg: RunConfig | None = Non
 
 # %% ../nbs/23_automl.ipynb #c048
 def automl_tables(summary: dict) -> dict[str, pd.DataFrame]:
-    "DataFrames 'segments' (segment × family results), 'trials' (every trial) and 'families' (best per family)."
+    "DataFrames 'segments' (segment × family results; validation start in IST), 'trials' (every trial) and 'families' (best per family)."
     windows = {s["segment"]: s for s in summary["segmentation"]["segments"]}
-    segments = pd.DataFrame([dict(segment=r["segment"], family=r["family"], valid_start=windows[r["segment"]]["valid_start"],
+    ist = lambda t: pd.Timestamp(t).tz_convert(IST).strftime("%Y-%m-%d %H:%M")   # the clock the packs show times in
+    segments = pd.DataFrame([{"segment": r["segment"], "family": r["family"], "valid_start (IST)": ist(windows[r["segment"]]["valid_start"])} | dict(
                                   n_train=windows[r["segment"]]["n_train"], n_valid=windows[r["segment"]]["n_valid"],
                                   trials=r["n_complete"] + r["n_pruned"], pruned=r["n_pruned"], best_trial=r["best_trial"],
                                   cv_log_loss=r["best_cv_log_loss"], valid_log_loss=r["validation"]["log_loss"],

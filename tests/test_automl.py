@@ -121,6 +121,16 @@ def test_trial_returns_and_sharpe(lgb_run, table):
         assert t["n_days"] == len(r) and math.isclose(t["sharpe"], sharpe_ratio(r), rel_tol=1e-8)
 
 
+def test_segments_table_shows_validation_start_in_ist(lgb_run):
+    "The pack's AutoML segments table gives each validation start on the IST clock the rest of the pack uses, not UTC ISO."
+    from oi_ml.automl import automl_tables
+    table = automl_tables(lgb_run.summary)["segments"]
+    starts = {s["segment"]: s["valid_start"] for s in lgb_run.summary["segmentation"]["segments"]}
+    assert "valid_start" not in table.columns
+    expected = [pd.Timestamp(starts[k]).tz_convert("Asia/Kolkata").strftime("%Y-%m-%d %H:%M") for k in table.segment]
+    assert table["valid_start (IST)"].tolist() == expected and not table["valid_start (IST)"].str.contains(r"\+00:00").any()
+
+
 def test_validation_predictions_match_reference_rule(lgb_run, run_cfg):
     run = lgb_run
     preds = pd.read_parquet(run.run_dir / PREDICTIONS_FILE)
