@@ -22,10 +22,10 @@ import pandas as pd
 from .config import IST, RunConfig, config_to_dict
 from .cv import PurgedKFold, SegmentWindow, walk_forward_segments
 from .datasets import code_sha256, git_commit, import_closure, load_dataset, package_versions, read_json, sha256_file, write_parquet_deterministic
-from .labels import LabelConfig, forward_returns, frame_segment_end
+from .labels import LabelConfig, frame_segment_end
 from .regimes import RegimeHMMTransformer
 from .train import (CLASS_NAMES, SIGNAL_OF_CLASS, ModelIntegrityError, TrainConfig, TrainingTable, _round, _xgb_params,
-                         booster_predict, build_training_table, classification_metrics, directional_auc, fit_booster,
+                         booster_predict, build_training_table, classification_metrics, directional_auc, fit_booster, fit_weights,
                          publish_run, regime_columns, run_id_for, table_regimes, verify_run)
 
 logger = logging.getLogger(__name__)
@@ -150,6 +150,7 @@ def _fit_catboost(cfg: TrainConfig, n_classes: int, X, y, w, rounds: int, depth:
 def fit_candidate(family: str, params: dict, cfg: TrainConfig, n_classes: int, X: np.ndarray, y: np.ndarray, w) -> Candidate:
     "Fit `family` with a trial's `params` on float64 rows `X` (no early stopping: `rounds` is searched)."
     tc, rounds = candidate_config(params, cfg), int(params["rounds"])
+    w = fit_weights(w)   # mean 1 over the rows fitted (see `train.fit_weights`)
     if family == "lightgbm": model = fit_booster("lightgbm", tc, n_classes, X, y, w, rounds)[0]
     elif family == "xgboost": model = _fit_xgboost(tc, n_classes, X, y, w, rounds, params["max_depth"])
     else: model = _fit_catboost(tc, n_classes, X, y, w, rounds, params["max_depth"])
@@ -206,10 +207,18 @@ def rows_on_dates(table: TrainingTable, window: pd.DataFrame) -> TrainingTable:
                                stream_rows=None if table.stream_rows is None else table.stream_rows[keep])
 
 def bar_forward_returns(raw: pd.DataFrame, table: TrainingTable, labels: LabelConfig) -> np.ndarray:
-    "Per training-table row, the bar's forward return over `labels.horizon_bars` bars inside its session (NaN past the end)."
+    """Per training-table row t, the return of a trade entered at bar t+1's open and left at bar t+1+h's open
+    (h = `labels.horizon_bars`), NaN when that exit bar lies past the session's (or the data's) last bar."""
     raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
-    fwd = forward_returns(raw.close, (labels.horizon_bars,), frame_segment_end(raw, labels)).iloc[:, 0]
-    return pd.Series(fwd.to_numpy(), index=raw.timestamp).reindex(table.features.timestamp).to_numpy("float64")
+    n, h = len(raw), labels.horizon_bars
+    open_ = raw["open"].to_numpy("float64")
+    segment_end = frame_segment_end(raw, labels)
+    last = np.full(n, n - 1) if segment_end is None else np.asarray(segment_end)
+    rows = np.arange(n)
+    ok = rows + 1 + h <= last
+    fwd = np.full(n, np.nan)
+    fwd[ok] = open_[rows[ok] + 1 + h] / open_[rows[ok] + 1] - 1.0
+    return pd.Series(fwd, index=raw.timestamp).reindex(table.features.timestamp).to_numpy("float64")
 
 # %% ../nbs/23_automl.ipynb #c022
 @dataclass(frozen=True, eq=False)
@@ -494,7 +503,7 @@ TRIAL_RETURNS_FILE = "reports/automl_trial_returns.parquet"
 PREDICTIONS_FILE = "reports/automl_validation_predictions.parquet"
 SUMMARY_FILE = "reports/auto_ml_summary.json"
 RULE = ("position = sign(p(up) - p(down)) from out-of-fold predictions, held for horizon_bars bars with 1/horizon_bars of capital; "
-        "bar P&L = position * forward return over horizon_bars inside the session (flat where missing); daily return = sum over the "
+        "bar P&L = position * forward return from the next bar's open to the open horizon_bars later, inside the session (flat where missing); daily return = sum over the "
         "IST trading day's bars, gross of costs")
 
 def automl_run_id(exchange: str, dataset_manifest: dict, config: OrchestratorConfig, code: str | None = None) -> str:

@@ -13,12 +13,13 @@ from .indicators import INDICATOR_COLUMNS, XS_RANK_COLUMNS, compute_indicators_b
 
 # %% auto #0
 __all__ = ['KEY_COLUMNS', 'RAW_PRICE_COLUMNS', 'OPTION_FEATURE_DEFAULTS', 'TIME_FEATURE_DEFAULTS', 'INDICATOR_DEFAULTS',
-           'XS_RANK_DEFAULTS', 'FEATURE_DEFAULTS', 'REQUIRED_FEATURE_COLUMNS', 'OPTION_INPUTS', 'PSI_SHARE_FLOOR',
-           'MIN_WINDOWS_FOR_LEVELS', 'MIN_FINITE_SHARE', 'check_raw_features', 'pcr_features', 'structure_features',
-           'buildup_features', 'volatility_features', 'flow_features', 'time_features', 'fill_neutral_defaults',
-           'compute_all_features', 'supported_feature_columns', 'prepare_training_features', 'feature_distribution',
-           'bin_proportions', 'psi', 'window_starts', 'window_psi', 'window_levels', 'window_psi_matrix', 'loo_levels',
-           'window_ratios', 'family_scale', 'drift_family']
+           'XS_RANK_DEFAULTS', 'FEATURE_DEFAULTS', 'REQUIRED_FEATURE_COLUMNS', 'OPTION_INPUTS', 'FEATURE_SOURCES',
+           'PSI_SHARE_FLOOR', 'MIN_WINDOWS_FOR_LEVELS', 'MIN_FINITE_SHARE', 'check_raw_features', 'pcr_features',
+           'structure_features', 'buildup_features', 'volatility_features', 'flow_features', 'time_features',
+           'fill_neutral_defaults', 'compute_all_features', 'supported_feature_columns', 'prepare_training_features',
+           'informative_sources', 'absent_sources', 'check_sources', 'feature_distribution', 'bin_proportions', 'psi',
+           'window_starts', 'window_psi', 'window_levels', 'window_psi_matrix', 'loo_levels', 'window_ratios',
+           'family_scale', 'drift_family']
 
 # %% ../nbs/10_features.ipynb #c004
 KEY_COLUMNS = ["timestamp", "exchange", "symbol"]
@@ -179,6 +180,41 @@ def prepare_training_features(raw: pd.DataFrame, required_columns: list[str] = R
     return fill_neutral_defaults(allf[KEY_COLUMNS + list(required_columns)], list(required_columns))
 
 # %% ../nbs/10_features.ipynb #c021
+_BUILDUP = ("long_buildup", "short_buildup", "short_covering", "long_unwinding")
+FEATURE_SOURCES = {  # raw ml_features column -> the features it informs (besides OHLCV, which every bar has)
+    "pcr_oi": ("log_pcr_oi", "log_pcr_oi_chg_15", "log_pcr_oi_chg_60"), "pcr_volume": ("log_pcr_volume", "log_pcr_volume_ema_15"),
+    "pcr_oi_atm": ("log_pcr_oi_atm",), "max_pain_strike": ("max_pain_distance",), "atm_strike": ("atm_shift_1", "atm_shift_15"),
+    "oi_concentration_atm": ("oi_concentration_atm",), "call_oi": ("call_oi_chg_rate_15",), "put_oi": ("put_oi_chg_rate_15",),
+    "futures_price": _BUILDUP, "futures_oi": (*_BUILDUP, "futures_oi_chg_15"), "futures_basis": ("futures_basis",),
+    "atm_iv": ("atm_iv", "iv_term", "atm_iv_chg_15"), "next_atm_iv": ("iv_term",), "iv_skew": ("iv_skew",),
+    "vix": ("vix", "vix_chg_15"), "vix_near": ("vix_term",), "vix_far": ("vix_term",), "gex": ("gex_sign", "gex_log"),
+    "advances": ("breadth",), "declines": ("breadth",), "fii_flow": ("fii_flow",), "dii_flow": ("dii_flow",),
+    "book_bid_qty": ("book_imbalance",), "book_ask_qty": ("book_imbalance",), "days_to_expiry": ("days_to_expiry", "is_expiry_day"),
+}
+
+def informative_sources(raw: pd.DataFrame) -> list[str]:
+    "The `FEATURE_SOURCES` columns `raw` has with at least one value (what a model trained on it could learn from)."
+    return [c for c in FEATURE_SOURCES if c in raw.columns and raw[c].notna().any()]
+
+def absent_sources(columns, used_features, informative=None) -> dict:
+    """Source columns missing from `columns` that feed one of `used_features` -> the used features they feed. With
+    `informative` (the training data's `informative_sources`), only columns the training data had count."""
+    used = {f.removeprefix("xs_rank_"): f for f in used_features}
+    out = {}
+    for source, feeds in FEATURE_SOURCES.items():
+        hit = [used[f] for f in feeds if f in used]
+        if hit and source not in columns and (informative is None or source in informative): out[source] = hit
+    return out
+
+def check_sources(columns, used_features, informative=None, where: str = "scoring") -> None:
+    "Raise naming every absent source column that feeds a used feature (see `absent_sources`)."
+    missing = absent_sources(columns, used_features, informative)
+    if missing:
+        raise ValueError(f"{where}: raw column(s) {sorted(missing)} absent; they feed the model's input(s) "
+                         f"{sorted({f for feeds in missing.values() for f in feeds})}, which would silently take their neutral "
+                         "defaults. Pass the column(s), NaN where unknown, to score on the defaults knowingly")
+
+# %% ../nbs/10_features.ipynb #c024
 def _gap_edges(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     """Interior bin edges: each quantile moved to the middle of the gap above the group of values it falls in, rounded to
     10 decimals. Values 2e-10 or less apart form one group (they differ by float noise and are binned as one value), so
@@ -275,7 +311,7 @@ def window_levels(values: np.ndarray, edges, rows: int) -> dict | None:
     return {"rows": rows, "windows": int(windows.size), "side_by_side": len(values) // rows,
             "q95": float(np.quantile(windows, 0.95)), "max": float(windows.max()), "max_apart": float(windows[apart].max())}
 
-# %% ../nbs/10_features.ipynb #c027
+# %% ../nbs/10_features.ipynb #c030
 MIN_FINITE_SHARE = 0.9   # a window needs this share of finite values of a column for its PSI to count (the monitor's 90 %)
 
 def window_psi_matrix(frame: pd.DataFrame, distribution: dict, columns: list[str], rows: int, stride: int | None = None,

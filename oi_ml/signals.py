@@ -30,7 +30,7 @@ from .datasets import read_json
 from .features import FEATURE_DEFAULTS, XS_RANK_DEFAULTS, prepare_training_features
 from .registry import load_version, read_jsonl, registry_key
 from .store import connect, insert_rows, schema_columns, to_utc, transaction
-from .train import CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibration, load_bundle
+from .train import CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibration, check_bundle_sources, load_bundle
 
 # %% auto #0
 __all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'RECONCILE_DAYS', 'SETTLED_HISTORY_BARS', 'calibrate_row', 'row_calibration',
@@ -554,7 +554,9 @@ class MLSignalGenerator:
         return self._score_row(np.where(np.isfinite(row), row, self.plan.defaults))[2]
 
     def prepare_features(self, snapshot_rows: pd.DataFrame, min_history: int = SETTLED_HISTORY_BARS) -> dict:
-        "Feature dict (model inputs + `close`) of the last bar of raw `ml_features` history, via the training pipeline."
+        """Feature dict (model inputs + `close`) of the last bar of raw `ml_features` history, via the training pipeline.
+        Rows lacking a column that feeds a feature the model uses (and its training data had) are refused, naming it."""
+        check_bundle_sources(self.bundle, snapshot_rows.columns, "prepare_features")
         return prepare_feature_dict(snapshot_rows, self.plan.input_features, min_history)
 
     def flush(self) -> int:

@@ -10,10 +10,11 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import lightgbm as lgb
 import numpy as np
@@ -24,7 +25,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 from .config import IST, RunConfig, config_to_dict
 from .cv import PurgedKFold
 from .datasets import code_sha256, git_commit, import_closure, load_dataset, package_versions, read_json, sha256_file
-from .features import KEY_COLUMNS, drift_family, feature_distribution, prepare_training_features, supported_feature_columns
+from .features import (FEATURE_DEFAULTS, KEY_COLUMNS, XS_RANK_DEFAULTS, check_sources, drift_family, feature_distribution,
+                            informative_sources, prepare_training_features, supported_feature_columns)
 from .indicators import WARMUP_BARS
 from .labels import LabelConfig, make_target
 from .meta_labels import sample_weights
@@ -33,15 +35,16 @@ from .regimes import RegimeHMMTransformer
 # %% auto #0
 __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARKERS', 'LGB_TREE_FIELDS', 'LGB_SPLIT_FIELDS',
            'CALIBRATION_FLOOR', 'STORED_DIGITS', 'HOLDOUT_OUTCOMES_FILE', 'BUNDLE_FILES', 'TrainConfig',
-           'TrainingTable', 'build_training_table', 'resolve_family', 'fit_booster', 'booster_predict',
+           'TrainingTable', 'build_training_table', 'resolve_family', 'fit_weights', 'fit_booster', 'booster_predict',
            'booster_contributions', 'save_booster', 'lgb_structure_problem', 'load_booster', 'ModelSet',
            'regime_columns', 'add_regimes', 'table_regimes', 'select_features', 'fit_model_set', 'predict_model_set',
            'brier_score', 'directional_auc', 'classification_metrics', 'reliability_curve', 'fit_calibration',
            'apply_calibration', 'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics',
            'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model',
            'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place',
-           'model_used_columns', 'ModelIntegrityError', 'verify_run', 'require_listed', 'ModelBundle',
-           'check_calibration', 'load_bundle', 'score_features', 'score_frame']
+           'model_used_columns', 'ModelIntegrityError', 'verify_run', 'check_model_features', 'require_listed',
+           'ModelBundle', 'check_calibration', 'load_bundle', 'score_features', 'bundle_used_features',
+           'check_bundle_sources', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -84,7 +87,7 @@ class TrainingTable:
     feature_columns: list         # model input columns, in order
     y: np.ndarray                 # int class ids (classification) or float64 values (regression)
     label_end_time: pd.Series     # UTC end of each label interval (for purging)
-    weight: np.ndarray            # sample weights, mean 1
+    weight: np.ndarray            # raw sample weights (average label uniqueness); every fit rescales its rows to mean 1
     classes: tuple                # class names by id; () for regression
     stream_features: pd.DataFrame | None = None  # KEY_COLUMNS + the regime features of every bar, labelled or not, time-sorted;
                                                  # None: `features` is the whole stream (a table built by hand)
@@ -108,10 +111,10 @@ def build_training_table(raw: pd.DataFrame, cfg: TrainConfig) -> TrainingTable:
     labels = make_target(cfg.target, raw, cfg.labels)
     y, classes = _encode_target(labels["target"], cfg.target)
     keep = (np.arange(len(raw)) >= WARMUP_BARS) & np.isfinite(y) & labels["label_end_time"].notna().to_numpy()
-    weights = sample_weights(raw.timestamp, labels["label_end_time"].where(pd.Series(keep)))["sample_weight"].to_numpy()[keep]
+    uniqueness = sample_weights(raw.timestamp, labels["label_end_time"].where(pd.Series(keep)))["avg_uniqueness"].to_numpy()[keep]
     return TrainingTable(features[keep].reset_index(drop=True), columns,
                          y[keep].astype("int64" if classes else "float64"), labels["label_end_time"][keep].reset_index(drop=True),
-                         np.nan_to_num(weights / np.nanmean(weights), nan=1.0), classes,
+                         np.nan_to_num(uniqueness, nan=1.0), classes,
                          features[[c for c in features.columns if c not in columns or c in cfg.regime_features]], np.flatnonzero(keep))
 
 # %% ../nbs/22_train.ipynb #c009
@@ -140,8 +143,15 @@ def _xgb_params(cfg: TrainConfig, n_classes: int) -> dict:
     return p
 
 # %% ../nbs/22_train.ipynb #c010
+def fit_weights(w):
+    "Sample weights rescaled to mean 1 over the rows being fitted (None stays None): see the training table's weights."
+    if w is None: return None
+    w = np.asarray(w, dtype="float64")
+    return w / w.mean() if w.size and w.mean() > 0 else w
+
 def fit_booster(family: str, cfg: TrainConfig, n_classes: int, X, y, w, rounds: int, X_val=None, y_val=None, w_val=None):
-    "Fit one booster; with a validation set, early-stop and return (booster, best_rounds), else (booster, rounds)."
+    "Fit one booster (weights rescaled to mean 1 over its rows); with a validation set, early-stop and return (booster, best_rounds), else (booster, rounds)."
+    w, w_val = fit_weights(w), fit_weights(w_val)
     if family == "lightgbm":
         train = lgb.Dataset(X, y, weight=w, free_raw_data=True)
         kwargs = {}
@@ -159,6 +169,7 @@ def fit_booster(family: str, cfg: TrainConfig, n_classes: int, X, y, w, rounds: 
     best = booster.best_iteration + 1 if evals else rounds
     return booster, int(best)
 
+# %% ../nbs/22_train.ipynb #c012
 def booster_predict(booster, X: np.ndarray, n_classes: int, rounds: int | None = None) -> np.ndarray:
     "Probabilities (n × k) for classification, values (n,) for regression, from either family, on float64 rows."
     if isinstance(booster, lgb.Booster): out = booster.predict(X, num_iteration=rounds)
@@ -230,7 +241,7 @@ def load_booster(path: Path):
         raise ModelIntegrityError(f"{path}: unreadable XGBoost model ({str(err).splitlines()[0]})") from None
     return b
 
-# %% ../nbs/22_train.ipynb #c013
+# %% ../nbs/22_train.ipynb #c015
 @dataclass(frozen=True)
 class ModelSet:
     "A fitted regime model, selected features and boosters (per regime, plus pooled)."
@@ -262,7 +273,7 @@ def select_features(family: str, cfg: TrainConfig, n_classes: int, X: pd.DataFra
     gain = pd.Series(b.feature_importance("gain"), index=X.columns).sort_index(kind="mergesort")
     return sorted(gain.sort_values(ascending=False, kind="mergesort").index[: cfg.top_k_features])
 
-# %% ../nbs/22_train.ipynb #c014
+# %% ../nbs/22_train.ipynb #c016
 def _early_stop_split(times: pd.Series, label_end: pd.Series, frac: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
     "Positions of a purged (fit, validation) split of time-sorted rows: the last `frac` validates."
     n = len(times); cut = int(n * (1 - frac))
@@ -304,7 +315,7 @@ def predict_model_set(ms: ModelSet, features: pd.DataFrame, regimes: pd.DataFram
         if mask.any(): out[mask] = booster_predict(ms.boosters[key], X[mask], k, ms.rounds)
     return out
 
-# %% ../nbs/22_train.ipynb #c017
+# %% ../nbs/22_train.ipynb #c019
 def brier_score(y: np.ndarray, probs: np.ndarray) -> float:
     "Multi-class Brier score."
     onehot = np.eye(probs.shape[1])[y]
@@ -335,7 +346,7 @@ def reliability_curve(y: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dic
     rows = [(float(conf[idx == b].mean()), float(hit[idx == b].mean()), int((idx == b).sum())) for b in range(n_bins) if (idx == b).any()]
     return dict(predicted=[r[0] for r in rows], observed=[r[1] for r in rows], count=[r[2] for r in rows])
 
-# %% ../nbs/22_train.ipynb #c018
+# %% ../nbs/22_train.ipynb #c020
 CALIBRATION_FLOOR = 1e-3   # smallest calibrated probability of any class, before renormalising
 STORED_DIGITS = 10         # decimals floats keep in the run's JSON files (`_round`); calibration maps are fitted at it
 
@@ -365,7 +376,7 @@ def cross_fitted_calibration(y: np.ndarray, probs: np.ndarray, fold: np.ndarray)
         out[mine] = apply_calibration(fit_calibration(y[~mine], probs[~mine]), probs[mine])
     return out
 
-# %% ../nbs/22_train.ipynb #c021
+# %% ../nbs/22_train.ipynb #c023
 def holdout_split(table: TrainingTable, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """(in-sample, holdout) positions. The holdout is the last `holdout_frac` of rows moved back to the first row of the
     IST session it starts in, so it holds whole sessions (forward to the next session when that would leave no in-sample
@@ -403,7 +414,7 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
     return dict(n=int(len(y)), rmse=float(np.sqrt(np.mean(err ** 2))), mae=float(np.mean(np.abs(err))),
                 r2=float(1 - np.sum(err ** 2) / np.sum((y - y.mean()) ** 2)))
 
-# %% ../nbs/22_train.ipynb #c025
+# %% ../nbs/22_train.ipynb #c027
 def _garch_variance(returns: np.ndarray, omega: float, alpha: float, beta: float,
                     initial_variance: float | None = None) -> np.ndarray:
     "Conditional variance σ²_{t+1} after each return (GARCH(1,1) recursion from σ²_0 = `initial_variance`, default var(returns))."
@@ -437,7 +448,7 @@ def garch_forecast(returns: np.ndarray, params: dict, horizon: int) -> np.ndarra
     decay = (1 - persistence ** horizon) / (1 - persistence) if persistence < 1 else horizon
     return np.sqrt(np.maximum(horizon * long_run + (next_var - long_run) * decay, 0))
 
-# %% ../nbs/22_train.ipynb #c028
+# %% ../nbs/22_train.ipynb #c030
 def training_code_sha256() -> str:
     "sha256 of the code that trains a model: this module and every package module it imports, directly or not."
     return code_sha256(modules=import_closure(("train",)))
@@ -468,7 +479,7 @@ def _per_regime(y, probs, regime, k, classes=()) -> dict:
         out[str(r)] = classification_metrics(y[m], probs[m], classes) if k else regression_metrics(y[m], probs[m])
     return out
 
-# %% ../nbs/22_train.ipynb #c029
+# %% ../nbs/22_train.ipynb #c031
 def _evaluate_holdout(table, ins, hold, final: ModelSet, calibration, cfg) -> dict:
     "Holdout metrics (raw and calibrated) against the majority-class / naive baselines."
     regimes = table_regimes(final.regime_model, table)
@@ -499,7 +510,7 @@ def _regression_holdout(table, ins, hold, pred, cfg) -> dict:
     m = regression_metrics(y[ok], pred[ok]); mn = regression_metrics(y[ok], naive[hold][ok]); mg = regression_metrics(y[ok], garch[hold][ok])
     return dict(model=m, naive=mn, garch=mg, rmse_ratio_vs_naive=m["rmse"] / mn["rmse"], rmse_ratio_vs_garch=m["rmse"] / mg["rmse"])
 
-# %% ../nbs/22_train.ipynb #c030
+# %% ../nbs/22_train.ipynb #c032
 def _importance(ms: ModelSet, table: TrainingTable, hold: np.ndarray, cfg: TrainConfig) -> tuple[dict, dict]:
     "Gain importances and mean |TreeSHAP| per booster (top 20 each), SHAP on up to `shap_rows` holdout rows."
     regimes = table_regimes(ms.regime_model, table)
@@ -528,7 +539,8 @@ def _write_artefacts(folder: Path, ms: ModelSet, calibration, report: dict, tabl
 
 def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConfig, report: dict, table: TrainingTable, ins, scores,
               code: str, window_rows: int,   # rows per training window of the drift levels (`10_features`)
-              used_columns: list | None = None, psi_alert: float = 0.25) -> dict:   # the model's inputs; the monitor's fixed level
+              used_columns: list | None = None, psi_alert: float = 0.25,   # the model's inputs; the monitor's fixed level
+              sources: list | None = None) -> dict:   # the training data's informative source columns (`informative_sources`)
     """Run manifest: provenance, metrics summary, reference distributions, the drift family's calibration windows
     (`drift_family` over the used columns; None without them) and the sha256 of every file."""
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -541,7 +553,7 @@ def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConf
     return _round(dict(run_id=run_id, exchange=exchange, dataset_version=dm["version"], dataset_sha256=dm["content_sha256"],
                        dataset_simulated=dm.get("simulated", False), target=cfg.target, family=resolve_family(cfg),
                        classes=list(table.classes), created_at=pd.Timestamp.now(tz="UTC").isoformat(), files=files,
-                       metrics_summary=summary, model_features=table.feature_columns,
+                       metrics_summary=summary, model_features=table.feature_columns, source_columns=sources,
                        feature_distribution=distribution, drift_family=family,
                        score_distribution=feature_distribution(pd.DataFrame({"score": scores}), ["score"],
                                                                window_rows=window_rows)["score"],
@@ -549,7 +561,7 @@ def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConf
                        holdout_window=report["rows"]["holdout_window"], packages=package_versions(),
                        code_sha256=code, git_commit=git_commit()))
 
-# %% ../nbs/22_train.ipynb #c031
+# %% ../nbs/22_train.ipynb #c033
 def fit_calibrated(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig) -> tuple[dict, dict | None, ModelSet]:
     """The candidate's training procedure on `rows`: purged K-fold CV, whose out-of-fold predictions fit the calibration and
     whose median early-stopped rounds size the final fit on all of `rows`. Returns (cv, calibration, final model)."""
@@ -574,7 +586,7 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
     probs = holdout_probabilities(table, hold, final, calibration)   # once, for the manifest's scores and the outcomes file
     return _save_run(run_dir, run_id, exchange.upper(), dm, cfg, report, table, ins, _scores_of(table, probs),
                      final, calibration, code, run_cfg.monitoring.live_rows, holdout_outcomes(raw, table, hold, probs),
-                     run_cfg.monitoring.psi_alert)
+                     run_cfg.monitoring.psi_alert, informative_sources(raw))
 
 def holdout_probabilities(table: TrainingTable, hold: np.ndarray, final: ModelSet, calibration) -> np.ndarray:
     "The final model's calibrated class probabilities on the holdout rows (regression: its predictions)."
@@ -656,16 +668,17 @@ def model_used_columns(ms: ModelSet, table: TrainingTable) -> list:
     return sorted((set(ms.selected) | set(ms.regime_model.feature_columns)) & set(table.feature_columns))
 
 def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration, code, window_rows, outcomes=None,
-              psi_alert: float = 0.25) -> dict:   # the monitor's fixed alert level (RunConfig.monitoring.psi_alert)
+              psi_alert: float = 0.25,            # the monitor's fixed alert level (RunConfig.monitoring.psi_alert)
+              sources: list | None = None) -> dict:   # the training data's informative source columns
     "Write the artefacts and their hash-listing manifest as one published run."
     def write(staging: Path) -> dict:
         _write_artefacts(staging, final, calibration, report, table)
         if outcomes is not None: (staging / HOLDOUT_OUTCOMES_FILE).write_text(json.dumps(outcomes, sort_keys=True))
         return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores, code, window_rows,
-                         model_used_columns(final, table), psi_alert)
+                         model_used_columns(final, table), psi_alert, sources)
     return publish_run(run_dir, write)
 
-# %% ../nbs/22_train.ipynb #c035
+# %% ../nbs/22_train.ipynb #c037
 class ModelIntegrityError(Exception):
     "A model artefact is missing or differs from the sha256 in its manifest."
 
@@ -679,6 +692,11 @@ def verify_run(run_dir: str | Path) -> dict:
     manifest = read_json(run_dir / "manifest.json", ModelIntegrityError, ("files",))
     if not isinstance(manifest["files"], dict): raise ModelIntegrityError(f"{run_dir / 'manifest.json'}: 'files' must map paths to sha256")
     for rel, digest in manifest["files"].items():
+        pure = PurePosixPath(rel)
+        if not rel or pure.is_absolute() or ".." in pure.parts or pure.as_posix() != rel:
+            raise ModelIntegrityError(f"{run_dir / 'manifest.json'}: lists a path outside the run: {rel!r}")
+        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise ModelIntegrityError(f"{run_dir / 'manifest.json'}: the sha256 of {rel!r} is not a 64-digit hex string: {digest!r}")
         path = run_dir / rel
         if not path.exists(): raise ModelIntegrityError(f"{path}: listed in the manifest but missing")
         actual = sha256_file(path)
@@ -686,6 +704,19 @@ def verify_run(run_dir: str | Path) -> dict:
     return manifest
 
 BUNDLE_FILES = ("model_features.json", "regime_hmm.json", "calibration.json")   # read by load_bundle, besides models/*
+
+def check_model_features(meta: dict, path: Path) -> dict:
+    "`model_features.json` as read, after checking each field's type and that the input features are known ones."
+    is_names = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)
+    problems = [f"'{k}' must be a list of names" for k in ("classes", "selected", "input_features") if not is_names(meta[k])]
+    if not isinstance(meta["routes"], dict): problems.append("'routes' must map regime ids to booster names")
+    if not isinstance(meta["rounds"], int) or isinstance(meta["rounds"], bool): problems.append("'rounds' must be an integer")
+    if meta["family"] not in ("lightgbm", "xgboost"): problems.append(f"unknown 'family' {meta['family']!r}")
+    if is_names(meta["input_features"]):
+        unknown = [f for f in meta["input_features"] if f not in FEATURE_DEFAULTS and f not in XS_RANK_DEFAULTS]
+        if unknown: problems.append(f"unknown input feature(s) {unknown[:5]}")
+    if problems: raise ModelIntegrityError(f"{path}: " + "; ".join(problems))
+    return meta
 
 def require_listed(run_dir: Path, manifest: dict, rels) -> None:
     "Refuse a run whose manifest does not list (and so `verify_run` did not hash-check) a file that will be read."
@@ -729,7 +760,8 @@ def load_bundle(run_dir: str | Path) -> ModelBundle:
     "Load a verified run: boosters, regime HMM, features and calibration (JSON and native formats only)."
     run_dir = Path(run_dir); manifest = verify_run(run_dir)
     require_listed(run_dir, manifest, BUNDLE_FILES)
-    meta = read_json(run_dir / "model_features.json", ModelIntegrityError, ("family", "classes", "selected", "routes", "rounds", "input_features"))
+    meta = check_model_features(read_json(run_dir / "model_features.json", ModelIntegrityError,
+                                          ("family", "classes", "selected", "routes", "rounds", "input_features")), run_dir / "model_features.json")
     listed = {rel for rel in manifest["files"] if rel.startswith("models/")}
     extra = sorted(p.relative_to(run_dir).as_posix() for p in (run_dir / "models").iterdir())
     unlisted = [rel for rel in extra if rel not in listed]
@@ -740,7 +772,7 @@ def load_bundle(run_dir: str | Path) -> ModelBundle:
     cal = check_calibration(read_json(run_dir / "calibration.json", ModelIntegrityError), len(meta["classes"]), run_dir / "calibration.json")
     return ModelBundle(run_dir, manifest, ms, meta["input_features"], cal)
 
-# %% ../nbs/22_train.ipynb #c036
+# %% ../nbs/22_train.ipynb #c038
 def score_features(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
     "Calibrated probabilities, regime, signal (+1/0/-1) and confidence for prepared feature rows (time-sorted)."
     ms = bundle.model_set
@@ -758,8 +790,20 @@ def score_features(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
     out["model_version"] = bundle.manifest["run_id"]
     return out
 
+def bundle_used_features(bundle: ModelBundle) -> list:
+    "The input features the bundle's boosters or regime HMM read (see `model_used_columns`)."
+    ms = bundle.model_set
+    return sorted((set(ms.selected) | set(ms.regime_model.feature_columns)) & set(bundle.input_features))
+
+def check_bundle_sources(bundle: ModelBundle, columns, where: str = "score_frame") -> None:
+    """Refuse raw rows lacking a column that feeds a feature the model uses and that its training data had
+    (`features.check_sources`; a manifest from before `source_columns` was recorded: every such column counts)."""
+    check_sources(columns, bundle_used_features(bundle), bundle.manifest.get("source_columns"),
+                  f"{where} ({bundle.manifest.get('run_id', bundle.run_dir)})")
+
 def score_frame(bundle: ModelBundle, raw: pd.DataFrame) -> pd.DataFrame:
     "Batched scoring of raw `ml_features` rows through the shared feature pipeline; keys + regime + probabilities + signal."
+    check_bundle_sources(bundle, raw.columns)
     raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     features = prepare_training_features(raw, bundle.input_features)
     return pd.concat([features[KEY_COLUMNS], score_features(bundle, features)], axis=1)

@@ -19,9 +19,11 @@ from oi_ml.automl import (
     OrchestratorConfig,
     SearchSpace,
     cv_objective,
+    fit_candidate,
     load_automl_run,
     load_trial_returns,
     optuna_storage,
+    predict_candidate,
     prepare_segment,
     run_orchestrator,
     trial_return_matrix,
@@ -135,13 +137,18 @@ def test_validation_predictions_match_reference_rule(lgb_run, run_cfg):
     run = lgb_run
     preds = pd.read_parquet(run.run_dir / PREDICTIONS_FILE)
     raw, _ = load_dataset("NSE", run_cfg=run_cfg)
-    # forward 15-bar return from raw closes, inside the IST session, by an explicit loop
-    closes = raw.set_index("timestamp").close
-    sample = preds.iloc[::97]
-    for ts, fwd in zip(sample.timestamp, sample.fwd_return):
-        day = closes[closes.index.tz_convert("Asia/Kolkata").date == ts.tz_convert("Asia/Kolkata").date()]
-        pos = day.index.get_loc(ts)
-        expected = day.iloc[pos + 15] / day.iloc[pos] - 1 if pos + 15 < len(day) else np.nan
+    # forward 15-bar return as the backtest fills it: in at the next bar's open, out at the open 15 bars later, inside
+    # the IST session, by an explicit loop over raw opens
+    opens = raw.set_index("timestamp").open
+    sessions = {d: g for d, g in opens.groupby(opens.index.tz_convert("Asia/Kolkata").date)}
+    session_pos = [sessions[ts.tz_convert("Asia/Kolkata").date()].index.get_loc(ts) for ts in preds.timestamp]
+    session_len = [len(sessions[ts.tz_convert("Asia/Kolkata").date()]) for ts in preds.timestamp]
+    last_entry = [i for i, (p, n) in enumerate(zip(session_pos, session_len)) if p + 16 == n]   # would exit past the close
+    assert last_entry
+    for i in sorted(set(range(0, len(preds), 97)) | set(last_entry[:5])):
+        ts, fwd, pos = preds.timestamp.iloc[i], preds.fwd_return.iloc[i], session_pos[i]
+        day = sessions[ts.tz_convert("Asia/Kolkata").date()]
+        expected = day.iloc[pos + 16] / day.iloc[pos + 1] - 1 if pos + 16 < len(day) else np.nan
         assert (np.isnan(fwd) and np.isnan(expected)) or math.isclose(fwd, expected, rel_tol=1e-12)
     assert np.allclose(preds.score, preds.prob_BUY - preds.prob_SELL)
     for r in run.summary["results"]:
@@ -154,6 +161,18 @@ def test_validation_predictions_match_reference_rule(lgb_run, run_cfg):
         assert math.isclose(r["validation_rule"]["total_return"], values.sum(), rel_tol=0, abs_tol=1e-9)   # summary floats: 10 decimals
         assert math.isclose(r["validation_rule"]["sharpe"], sharpe_ratio(values), rel_tol=1e-8)
         assert math.isclose(r["validation"]["accuracy"], float((p[["prob_SELL", "prob_HOLD", "prob_BUY"]].to_numpy().argmax(1) == p.label).mean()))
+
+
+@pytest.mark.parametrize("family", ["lightgbm", "xgboost"])
+def test_a_trial_fit_does_not_depend_on_the_weights_scale(family):
+    "All weights times a constant give the same model: a fit only sees its own rows' weights, rescaled to mean 1."
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 3)); y = (X[:, 0] + rng.normal(size=600) > 0).astype(int); w = rng.uniform(0.2, 1.0, 600)
+    params = {"rounds": 30, "learning_rate": 0.1, "num_leaves": 7, "max_depth": 3, "min_data_in_leaf": 20,
+              "feature_fraction": 1.0, "bagging_fraction": 1.0, "lambda_l2": 1.0}
+    cfg = TrainConfig(min_data_in_leaf=20)
+    fits = [predict_candidate(fit_candidate(family, params, cfg, 2, X, y, w * c), X) for c in (1.0, 0.37)]
+    np.testing.assert_allclose(fits[0], fits[1], rtol=0, atol=1e-12)
 
 
 def test_regime_hmms_fit_only_on_training_rows(lgb_run, table, monkeypatch):

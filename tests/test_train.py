@@ -25,6 +25,7 @@ from oi_ml.datasets import dataset_dir, export_training_window, load_dataset
 from oi_ml.features import (
     OPTION_FEATURE_DEFAULTS,
     REQUIRED_FEATURE_COLUMNS,
+    informative_sources,
     supported_feature_columns,
 )
 from oi_ml.indicators import WARMUP_BARS
@@ -199,6 +200,32 @@ def test_holdout_purged_and_never_fitted(small_run):
     assert calls.calibration[0] == len(ins)                                # calibration on out-of-fold in-sample rows only
     # then the report's cross-fitted 'after calibration' maps: each on the out-of-fold rows of all folds but one
     assert sorted(len(ins) - n for n in calls.calibration[1:]) == sorted(f["n_test"] for f in rep["cv"]["folds"])
+
+
+def test_holdout_prices_never_reach_the_in_sample_fit(dataset):
+    """Changing only the holdout's prices leaves every in-sample training input and the fitted model byte-identical.
+    Review finding: the table's weights were scaled to mean 1 over all labelled rows, so the holdout's labels moved
+    every training weight, and through L2 regularisation the model (in-sample predictions moved by up to 0.15)."""
+    cfg = dataclasses.replace(SMALL, n_splits=2, max_rounds=25)
+    base = build_training_table(dataset.raw, cfg)
+    ins, hold = train_mod.holdout_split(base, cfg)
+    moved = dataset.raw.copy()
+    after = (moved.timestamp >= base.features.timestamp.iloc[hold[0]]).to_numpy()
+    path = np.exp(np.cumsum(np.random.default_rng(3).normal(0, 0.002, after.sum())))
+    for c in ("open", "high", "low", "close"): moved.loc[after, c] = moved.loc[after, c].to_numpy() * path
+    other = build_training_table(moved, cfg)
+    ins2, hold2 = train_mod.holdout_split(other, cfg)
+    assert np.array_equal(ins, ins2) and np.array_equal(hold, hold2)
+    assert (base.y[hold] != other.y[hold2]).sum() > len(hold) // 10          # the holdout's labels did change
+    np.testing.assert_array_equal(base.y[ins], other.y[ins2])
+    np.testing.assert_array_equal(base.weight[ins], other.weight[ins2])
+    (cv, cal, model), (cv2, cal2, model2) = (train_mod.fit_calibrated(t, i, cfg) for t, i in ((base, ins), (other, ins2)))
+    np.testing.assert_array_equal(cv["oof"], cv2["oof"])
+    assert cv["rounds"] == cv2["rounds"] and model.selected == model2.selected and cal == cal2
+    regimes = [train_mod.table_regimes(m.regime_model, t).iloc[ins] for m, t in ((model, base), (model2, other))]
+    features = base.features[base.feature_columns].iloc[ins]
+    np.testing.assert_array_equal(train_mod.predict_model_set(model, features, regimes[0]),
+                                  train_mod.predict_model_set(model2, features, regimes[1]))
 
 
 def test_regime_hmm_and_selector_fit_in_sample_only(small_run):
@@ -541,6 +568,10 @@ def test_ohlcv_only_dataset_trains_on_technical_features(dataset, tmp_path):
     assert not set(rep["selected_features"]) & set(OPTION_FEATURE_DEFAULTS)
     assert rep["regimes"]["features"] == ["ret_1", "ret_std_20"]
     assert set(man["feature_distribution"]) == set(technical)
+    # its training data had no chain, VIX or flows, so rows of plain OHLCV bars score (no source column is required)
+    assert man["source_columns"] == []
+    plain = raw[["timestamp", "exchange", "symbol", "open", "high", "low", "close", "volume"]]
+    pd.testing.assert_frame_equal(score_frame(load_bundle(run_dir_of(cfg, man)), plain), score_frame(load_bundle(run_dir_of(cfg, man)), raw))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -680,11 +711,17 @@ def _rehashed(run: Path, rel: str, text: str) -> Path:
     ("calibration.json", '{"method": "isotonic", "maps": {"0": {"x": [0, 1], "y": [0, 1]}}}', r"calibration\.json: .*the model has 3"),
     ("calibration.json", '{"method": "isotonic", "maps": {"0": {"x": [0, 1], "y": [1, 0]}, "1": {"x": [0], "y": [0]}, '
                          '"2": {"x": [0], "y": [0]}}}', r"calibration\.json: .*class 0: thresholds must not decrease"),
+    ("model_features.json", None, r"model_features\.json: 'input_features' must be a list of names"),
+    ("model_features.json", ["no_such_feature"], r"model_features\.json: unknown input feature\(s\) \['no_such_feature'\]"),
 ])
 def test_a_corrupt_file_with_a_matching_hash_is_named(small_run, tmp_path, rel, text, message):
     "Hash-listed but malformed at write time: load_bundle names the file instead of a bare JSON/Key error later."
+    run = copy_run(small_run, tmp_path)
+    if rel == "model_features.json":   # None: the feature list as a string; a list: names put in front of the real ones
+        meta = json.loads((run / rel).read_text())
+        text = json.dumps({**meta, "input_features": "close" if text is None else text + meta["input_features"]})
     with pytest.raises(ModelIntegrityError, match=message):
-        load_bundle(_rehashed(copy_run(small_run, tmp_path), rel, text))
+        load_bundle(_rehashed(run, rel, text))
 
 
 @pytest.mark.parametrize("old, new, message", [
@@ -713,6 +750,29 @@ def test_a_corrupt_run_manifest_is_named(tmp_path, text, message):
     for call in (verify_run, load_bundle):
         with pytest.raises(ModelIntegrityError, match=message):
             call(run)
+
+
+@pytest.mark.parametrize("files, message", [({"../registry.json": "0" * 64}, r"lists a path outside the run: '\.\./registry\.json'"),
+                                            ({"/etc/hostname": "0" * 64}, r"lists a path outside the run: '/etc/hostname'"),
+                                            ({"calibration.json": {"sha256": "00"}}, r"the sha256 of 'calibration\.json' is not")])
+def test_a_manifest_path_outside_the_run_or_a_bad_digest_is_named(small_run, tmp_path, files, message):
+    "Review finding: a listed '../' path was hashed and accepted; a digest that is a dict crashed with a TypeError."
+    run = copy_run(small_run, tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "files": {**manifest["files"], **files}}))
+    with pytest.raises(ModelIntegrityError, match=re.escape(str(run / "manifest.json")) + ": " + message):
+        verify_run(run)
+
+
+def test_scoring_rows_lacking_a_column_a_used_feature_reads_is_refused(small_run):
+    """Review finding: a raw column missing from the scoring rows made its features silently take their neutral
+    defaults (dropping `pcr_volume` changed 28 % of the signals). The regime HMM reads `vix`, so its column must be there;
+    `lot_size` feeds no feature and may be absent."""
+    bundle = load_bundle(small_run.run_dir)
+    assert small_run.manifest["source_columns"] == informative_sources(small_run.raw)
+    with pytest.raises(ValueError, match=re.escape("raw column(s) ['vix'] absent; they feed the model's input(s)")):
+        score_frame(bundle, small_run.raw.drop(columns=["vix", "lot_size"]))
+    pd.testing.assert_frame_equal(score_frame(bundle, small_run.raw.drop(columns=["lot_size"])), score_frame(bundle, small_run.raw))
 
 
 def test_cross_fitted_calibration_never_reads_a_folds_own_labels():
