@@ -5,9 +5,11 @@
 # %% ../nbs/03_ingest.ipynb #c003
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
+import os
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -20,16 +22,17 @@ from scipy.special import ndtr
 from .config import IST, ExchangeConfig, QualityConfig, RunConfig, get_exchange_config, is_trading_day
 from .datasets import sha256_file
 from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_transaction, record_training_batch, transaction,
-                         window_params)
+                         unlisted_year_holidays, window_params)
 
 # %% auto #0
 __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'MISSING_MARKERS', 'ISO_DATE', 'MONTH_NAME_DATE',
-           'DATE_FORMATS', 'DATE_YEARS', 'OLD_BHAV', 'UDIFF_BHAV', 'UDIFF_OPTIONAL', 'TURNOVER_TOLERANCE',
-           'PARITY_BAND', 'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns', 'missing_markers',
-           'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal', 'check_session',
-           'check_trading_days', 'quarantine', 'quarantine_in_transaction', 'import_ohlcv', 'detect_bhavcopy_format',
-           'implied_vol_black76', 'parity_forwards', 'chain_rebuild_window', 'import_bhavcopy',
-           'write_example_bhavcopy', 'validate_stored']
+           'DATE_FORMATS', 'DATE_YEARS', 'PRICE_RANGE', 'MAX_QUANTITY', 'SYMBOL_PATTERN', 'OLD_BHAV', 'UDIFF_BHAV',
+           'UDIFF_OPTIONAL', 'UNDERLYING_BAND', 'LOT_SIZE_MAX', 'TURNOVER_TOLERANCE', 'PARITY_BAND', 'ValidationReport',
+           'IngestError', 'read_table', 'normalise_ohlcv_columns', 'alias_clashes', 'missing_markers', 'parse_numbers',
+           'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal', 'check_plausible', 'check_session',
+           'check_not_future', 'check_trading_days', 'staged_quarantine_csv', 'quarantine', 'quarantine_in_transaction',
+           'normalise_symbol', 'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76', 'parity_forwards',
+           'chain_rebuild_window', 'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
@@ -108,7 +111,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
 
 def normalise_ohlcv_columns(raw: pd.DataFrame) -> pd.DataFrame:
-    "Rename Yahoo-style / lower-case OHLCV columns to the canonical names (first alias found wins)."
+    "Rename Yahoo-style / lower-case OHLCV columns to the canonical names (the canonical name first, then the aliases in order)."
     key = {c: c.strip().lower().replace(" ", "_") for c in raw.columns}
     renames = {}
     for canonical, aliases in OHLCV_ALIASES.items():
@@ -117,6 +120,13 @@ def normalise_ohlcv_columns(raw: pd.DataFrame) -> pd.DataFrame:
     return raw.rename(columns=renames)
 
 # %% ../nbs/03_ingest.ipynb #c011
+def alias_clashes(columns) -> dict[str, list[str]]:
+    "Canonical OHLCV columns not named in the header but given by two or more of their aliases: {canonical: [header names]}."
+    key = {c: str(c).strip().lower().replace(" ", "_") for c in columns}
+    found = {canonical: [c for c in columns if key[c] in aliases] for canonical, aliases in OHLCV_ALIASES.items()}
+    return {canonical: names for canonical, names in found.items() if len(names) > 1 and canonical not in key.values()}
+
+# %% ../nbs/03_ingest.ipynb #c014
 MISSING_MARKERS = frozenset({"", "nan", "na", "n/a", "null", "none", "-"})   # lower-case, stripped: a missing cell
 
 def missing_markers(values: pd.Series) -> np.ndarray:
@@ -185,7 +195,7 @@ def check_complete(frame: pd.DataFrame, columns, report: ValidationReport, quali
         missing_any |= miss
     return missing_any
 
-# %% ../nbs/03_ingest.ipynb #c012
+# %% ../nbs/03_ingest.ipynb #c015
 def check_ohlc(frame: pd.DataFrame, report: ValidationReport, quality: QualityConfig, split: np.ndarray | None = None,
                check_moves: bool = True) -> None:
     """OHLC logic, positive prices, non-negative volume and, with `check_moves` (underlying bars, not option contracts):
@@ -193,7 +203,7 @@ def check_ohlc(frame: pd.DataFrame, report: ValidationReport, quality: QualityCo
     beyond the bar's own open and close (a spike such as a high of 1e12 on a bar that opened and closed near 100)."""
     o, h, l, c, v = (frame[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
     rows = lambda mask: np.flatnonzero(mask) + 1
-    with np.errstate(invalid="ignore", divide="ignore"):   # zero/NaN prices are reported below, not warned about
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):   # zero/NaN/huge prices are reported below, not warned about
         bad_high = h < np.maximum(o, c)
         report.add(rows(bad_high), "high", "ohlc_logic", [f"high {a} < max(open, close) {b}" for a, b in zip(h[bad_high], np.maximum(o, c)[bad_high])])
         bad_low = (l > np.minimum(o, c)) & ~bad_high
@@ -204,7 +214,7 @@ def check_ohlc(frame: pd.DataFrame, report: ValidationReport, quality: QualityCo
         move = np.abs(c[1:] / c[:-1] - 1)
         flagged = np.zeros(len(move), dtype=bool) if split is None else split[1:]
         jump = np.r_[False, (move > quality.max_bar_move) & ~flagged & (c[:-1] > 0) & (c[1:] > 0)] & check_moves   # moves of positive prices
-        report.add(rows(jump), "close", "price_sanity", [f"close moved {m:.0%} in one bar (not flagged as a split)" for m in move[jump[1:]]])
+        report.add(rows(jump), "close", "price_sanity", [f"close moved {_move_text(m)} in one bar (not flagged as a split)" for m in move[jump[1:]]])
         body_high, body_low = np.maximum(o, c), np.minimum(o, c)
         spike_high = check_moves & ~bad_high & (body_high > 0) & (h > body_high * (1 + quality.max_bar_move))
         report.add(rows(spike_high), "high", "price_sanity", [f"high {a} is more than {quality.max_bar_move:.0%} above max(open, close) {b}"
@@ -213,6 +223,10 @@ def check_ohlc(frame: pd.DataFrame, report: ValidationReport, quality: QualityCo
         report.add(rows(spike_low), "low", "price_sanity", [f"low {a} is more than {quality.max_bar_move:.0%} below min(open, close) {b}"
                                                              for a, b in zip(l[spike_low], body_low[spike_low])])
         report.add(rows(v < 0), "volume", "volume_sanity", "negative volume")
+
+def _move_text(move: float) -> str:
+    "A one-bar move as a percentage; beyond 1000 % as the factor (a move to 1e300 written in per cent is 300 digits long)."
+    return f"{move:.0%}" if move <= 10 else f"over 1000% (close × {move + 1:.3g})"
 
 def check_temporal(timestamps: pd.Series, report: ValidationReport, quality: QualityConfig, column: str = "timestamp",
                    group: pd.Series | None = None) -> None:
@@ -231,7 +245,23 @@ def check_temporal(timestamps: pd.Series, report: ValidationReport, quality: Qua
         gap = same_day & (step > max(quality.max_gap_minutes, np.median(step[1:])))   # a gap is longer than the bar spacing
         report.add(np.flatnonzero(gap) + 1, column, "gaps", [f"{m:.0f}-minute gap inside the session" for m in step[gap]], "warning")
 
-# %% ../nbs/03_ingest.ipynb #c014
+# %% ../nbs/03_ingest.ipynb #c017
+PRICE_RANGE = (1e-4, 1e9)   # ₹: a positive price or strike outside this is no NSE/BSE price
+MAX_QUANTITY = 1e15         # volume, contracts, open interest (units): beyond this in absolute value it is no real quantity
+
+def check_plausible(frame: pd.DataFrame, report: ValidationReport, prices=(), quantities=()) -> None:
+    "Errors for positive `prices` outside `PRICE_RANGE` (price_sanity) and `quantities` beyond ±`MAX_QUANTITY` (volume_sanity)."
+    lo, hi = PRICE_RANGE
+    for col in prices:
+        v = frame[col].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"): bad = (v > 0) & ((v < lo) | (v > hi))
+        report.add(np.flatnonzero(bad) + 1, col, "price_sanity", [f"{col} {x:g} outside the plausible range {lo:g} to {hi:g}" for x in v[bad]])
+    for col in quantities:
+        v = frame[col].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"): bad = np.abs(v) > MAX_QUANTITY
+        report.add(np.flatnonzero(bad) + 1, col, "volume_sanity", [f"{col} {x:g} beyond the plausible ±{MAX_QUANTITY:g}" for x in v[bad]])
+
+# %% ../nbs/03_ingest.ipynb #c020
 def check_session(timestamps: pd.Series, report: ValidationReport, session_open: dt.time, session_close: dt.time,
                   column: str = "timestamp", now: pd.Timestamp | None = None) -> None:
     "Errors for bars starting outside [session_open, session_close) IST or after `now` (default: the current time)."
@@ -241,10 +271,15 @@ def check_session(timestamps: pd.Series, report: ValidationReport, session_open:
     outside = timestamps.notna().to_numpy() & ((minutes < lo) | (minutes >= hi))
     report.add(np.flatnonzero(outside) + 1, column, "temporal", [f"bar starts at {t:%H:%M} IST, outside the {session_open:%H:%M}-"
                f"{session_close:%H:%M} IST session (naive times are read as IST)" for t in local[outside]])
-    future = (timestamps > (now or pd.Timestamp.now(tz="UTC"))).to_numpy()
-    report.add(np.flatnonzero(future) + 1, column, "temporal", [f"bar at {t:%Y-%m-%d %H:%M} IST is in the future" for t in local[future]])
+    check_not_future(timestamps, report, column, now)
 
-# %% ../nbs/03_ingest.ipynb #c017
+def check_not_future(timestamps: pd.Series, report: ValidationReport, column: str = "timestamp", now: pd.Timestamp | None = None) -> None:
+    "Errors for timestamps after `now` (default: the current time)."
+    future = (timestamps > (now or pd.Timestamp.now(tz="UTC"))).to_numpy()
+    report.add(np.flatnonzero(future) + 1, column, "temporal",
+               [f"bar at {t:%Y-%m-%d %H:%M} IST is in the future" for t in timestamps[future].dt.tz_convert(IST)])
+
+# %% ../nbs/03_ingest.ipynb #c023
 def check_trading_days(timestamps: pd.Series, report: ValidationReport, cfg: ExchangeConfig, column: str = "timestamp") -> None:
     """Warnings for bars on IST dates that are not regular trading days of `cfg` (weekends, the config's holidays), and one
     per year whose holidays the config does not list (those bars' calendar is unchecked)."""
@@ -262,20 +297,32 @@ def check_trading_days(timestamps: pd.Series, report: ValidationReport, cfg: Exc
         report.add([int(np.flatnonzero(years == year)[0]) + 1], column, "calendar",
                    f"the config lists no {cfg.exchange} holidays for {year} ({n} bars): their calendar is not checked", "warning")
 
-# %% ../nbs/03_ingest.ipynb #c022
+# %% ../nbs/03_ingest.ipynb #c028
+@contextlib.contextmanager
+def staged_quarantine_csv(quarantine_dir: Path, batch_id: str):
+    "Yield a temporary path for `<batch_id>.csv`: moved into place when the block succeeds, deleted when it fails."
+    final = Path(quarantine_dir) / f"{batch_id}.csv"
+    staged = final.with_name(f".{final.name}.partial")
+    try:
+        yield staged
+    except BaseException:
+        staged.unlink(missing_ok=True); raise
+    if staged.exists(): os.replace(staged, final)
+
 def quarantine(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, quarantine_dir: Path) -> int:
     "Store the problem rows (with their raw text) in the `quarantine` table and `quarantine_dir/<batch_id>.csv`, in one transaction."
-    with transaction(con): return quarantine_in_transaction(con, report, batch_id, raw, quarantine_dir)
+    with staged_quarantine_csv(quarantine_dir, batch_id) as csv_path, transaction(con):
+        return quarantine_in_transaction(con, report, batch_id, raw, csv_path)
 
-def quarantine_in_transaction(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, quarantine_dir: Path) -> int:
-    "`quarantine` inside the caller's open transaction; returns the number of file rows dropped (errors, incomplete rows)."
+def quarantine_in_transaction(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, csv_path: Path) -> int:
+    "`quarantine` inside the caller's open transaction, the CSV to `csv_path`; returns the file rows dropped (errors, incomplete rows)."
     if report.problems.empty: return 0
     q = report.problems.copy()
     q["raw"] = [json.dumps({k: (None if pd.isna(v) else str(v)) for k, v in raw.iloc[r - 1].items()}) if 0 < r <= len(raw) else "" for r in q.row_number]
     q.insert(0, "file", report.file); q.insert(0, "batch_id", batch_id)
     q["quarantined_at"] = pd.Timestamp.now(tz="UTC")
-    Path(quarantine_dir).mkdir(parents=True, exist_ok=True)
-    q.to_csv(Path(quarantine_dir) / f"{batch_id}.csv", index=False)
+    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+    q.to_csv(csv_path, index=False)
     con.execute("DELETE FROM quarantine WHERE batch_id = ?", [batch_id])
     insert_rows(con, "quarantine", q[["batch_id", "file", "row_number", "column_name", "check_name", "reason", "raw", "quarantined_at"]]
                 .drop_duplicates(["row_number", "column_name", "check_name"]))
@@ -312,11 +359,14 @@ def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, w
     meta = dict(exchange=exchange, kind=kind, source="imported", file=str(path), rows_in=report.rows_in)
     if report.ok:
         try:
-            with transaction(con):
+            with staged_quarantine_csv(run_cfg.quarantine_dir, record_id) as csv_path, transaction(con):
+                calendar = unlisted_year_holidays(con, get_exchange_config(exchange))   # before the insert
                 added = {t: insert_rows(con, t, f, batch_id) for t, f in frames.items()}
-                if window is not None and any(added.values()): rebuild_ml_features_in_transaction(con, window, run_cfg)   # else unchanged
+                if window is not None and any(added.values()):   # else unchanged
+                    scope, symbols = _rebuild_scope(con, exchange, frames, window, calendar)
+                    rebuild_ml_features_in_transaction(con, scope, run_cfg, symbols)
                 if not stored_before:   # a re-import of a stored file is a no-op: its first record stays as it was
-                    n_quarantined = quarantine_in_transaction(con, report, record_id, raw, run_cfg.quarantine_dir)
+                    n_quarantined = quarantine_in_transaction(con, report, record_id, raw, csv_path)
                     record_training_batch(con, batch_id=record_id, status="stored", rows_stored=int(sum(added.values())),
                                           rows_quarantined=n_quarantined, validation_report=report.to_dict(), **meta)
             return dict(batch_id=batch_id, rows_added=added, warnings=report.summary_lines(), report=report.to_dict(),
@@ -325,7 +375,38 @@ def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, w
             _conflict_problem(report, err, frames[err.table])
     _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, IngestError(report))
 
-# %% ../nbs/03_ingest.ipynb #c024
+def _rebuild_scope(con, exchange: str, frames: dict, window: dict, calendar: tuple) -> tuple[dict, tuple | None]:
+    """(window, symbols) of the `ml_features` an import changes: its window and the symbols it wrote; or, when its bars
+    changed the calendar of a year whose holidays the config does not list (`calendar`: that calendar before the insert),
+    every symbol from the window's start on (ages of later bars, of any symbol, are counted on that calendar)."""
+    if unlisted_year_holidays(con, get_exchange_config(exchange)) != calendar: return window_params(exchange, window["start"], None), None
+    return window, tuple(sorted({s for f in frames.values() for s in f["symbol"]}))
+
+# %% ../nbs/03_ingest.ipynb #c030
+SYMBOL_PATTERN = r"[A-Z0-9][A-Z0-9&._-]*"   # a normalised symbol: NIFTY, M&M, BAJAJ-AUTO
+
+def normalise_symbol(symbol: str) -> str:
+    "Strip and upper-case a symbol; a ValueError naming it unless it matches `SYMBOL_PATTERN` (it names files)."
+    norm = str(symbol).strip().upper()
+    if not re.fullmatch(SYMBOL_PATTERN, norm):
+        raise ValueError(f"symbol {symbol!r}: expected letters, digits and & . _ - starting with a letter or digit (e.g. NIFTY, M&M, BAJAJ-AUTO)")
+    return norm
+
+def _typed_non_numbers(report: ValidationReport, frame: pd.DataFrame, columns) -> IngestError | None:
+    "A schema error (row 0: the whole column) for each of `columns` typed as booleans, dates or durations (a Parquet file's)."
+    kinds = {c: pd.api.types.infer_dtype(frame[c], skipna=True) for c in columns}
+    typed = {c: k for c, k in kinds.items() if k in ("boolean", "datetime64", "datetime", "date", "timedelta64", "timedelta", "time", "period")}
+    for col, kind in typed.items():
+        report.add([0], col, "schema", f"the column holds {kind} values ({frame[col].dtype}), not numbers")
+    return IngestError(report) if typed else None
+
+def _alias_error(report: ValidationReport, columns) -> IngestError | None:
+    "A schema error (row 0) for each canonical column the header gives by two aliases (`alias_clashes`)."
+    for canonical, names in (clashes := alias_clashes(columns)).items():
+        report.add([0], ",".join(map(str, names)), "schema", f"columns {names} could each be '{canonical}': keep one, or name the "
+                                                             f"one to use '{canonical}'")
+    return IngestError(report) if clashes else None
+
 def _split_flags(frame: pd.DataFrame) -> np.ndarray | None:
     "True on rows flagged as splits (split column present and neither 0 nor 1)."
     if "split" not in frame: return None
@@ -339,7 +420,7 @@ def _header_error(report: ValidationReport, missing: list[str], found) -> Ingest
 
 def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_cfg: RunConfig | None = None) -> dict:
     "Validate an OHLCV CSV/Parquet file and store it in `underlying_bars` (all or nothing on errors)."
-    run_cfg, path, exchange = run_cfg or RunConfig(), Path(path), exchange.upper()
+    run_cfg, path, exchange, symbol = run_cfg or RunConfig(), Path(path), exchange.upper(), normalise_symbol(symbol)
     cfg = get_exchange_config(exchange)   # an unknown exchange is an error naming the known ones
     raw = read_table(path); frame = normalise_ohlcv_columns(raw)
     report = ValidationReport(str(path), rows_in=len(raw))
@@ -347,7 +428,8 @@ def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_
     missing = [c for c in OHLCV_REQUIRED if c not in frame.columns]
     if missing:
         _finish_rejected(con, report, raw, batch_id, exchange, "ohlcv", path, run_cfg, _header_error(report, missing, raw.columns))
-    if problem := _header_or_empty(report, raw):
+    if problem := (_header_or_empty(report, raw) or _alias_error(report, raw.columns) or
+                   _typed_non_numbers(report, frame, OHLCV_REQUIRED[1:])):
         _finish_rejected(con, report, raw, batch_id, exchange, "ohlcv", path, run_cfg, problem)
     frame = parse_numbers(frame.astype({c: "object" for c in OHLCV_REQUIRED[1:]}), OHLCV_REQUIRED[1:], report)
     frame["timestamp"] = parse_timestamps(frame["timestamp"], report, "timestamp", session_open=cfg.session_open)
@@ -355,6 +437,7 @@ def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_
     kept = frame[~incomplete]; rows = np.flatnonzero(~incomplete) + 1
     sub = ValidationReport(report.file)
     check_ohlc(kept, sub, run_cfg.quality, None if _split_flags(frame) is None else _split_flags(frame)[~incomplete])
+    check_plausible(kept, sub, ("open", "high", "low", "close"), ("volume",))
     check_temporal(kept["timestamp"], sub, run_cfg.quality)
     check_session(kept["timestamp"], sub, cfg.session_open, cfg.session_close)
     check_trading_days(kept["timestamp"], sub, cfg)
@@ -395,13 +478,13 @@ def _header_or_empty(report: ValidationReport, raw: pd.DataFrame) -> IngestError
 def _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, error: IngestError):
     "Quarantine the problem rows and record the batch as rejected (under its own id when it is a retry), then raise `error`."
     record_id, _ = _record_id(con, batch_id)
-    n_quarantined = quarantine(con, report, record_id, raw, run_cfg.quarantine_dir)
-    with transaction(con):
+    with staged_quarantine_csv(run_cfg.quarantine_dir, record_id) as csv_path, transaction(con):
+        n_quarantined = quarantine_in_transaction(con, report, record_id, raw, csv_path)
         record_training_batch(con, record_id, exchange, kind, "imported", str(path), "rejected", report.rows_in, 0, n_quarantined,
                               report.to_dict())
     raise error
 
-# %% ../nbs/03_ingest.ipynb #c027
+# %% ../nbs/03_ingest.ipynb #c033
 OLD_BHAV = {"INSTRUMENT": "instrument", "SYMBOL": "symbol", "EXPIRY_DT": "expiry", "STRIKE_PR": "strike", "OPTION_TYP": "option_type",
             "OPEN": "open", "HIGH": "high", "LOW": "low", "CLOSE": "close", "SETTLE_PR": "settle", "CONTRACTS": "contracts",
             "OPEN_INT": "oi_units", "CHG_IN_OI": "oi_change_units", "TIMESTAMP": "trade_date"}
@@ -409,7 +492,9 @@ UDIFF_BHAV = {"TradDt": "trade_date", "TckrSymb": "symbol", "FinInstrmTp": "inst
               "OptnTp": "option_type", "OpnPric": "open", "HghPric": "high", "LwPric": "low", "ClsPric": "close",
               "SttlmPric": "settle", "UndrlygPric": "underlying", "OpnIntrst": "oi_units", "ChngInOpnIntrst": "oi_change_units",
               "TtlTradgVol": "contracts", "NewBrdLotQty": "lot_size"}
-UDIFF_OPTIONAL = {"TtlTrfVal": "turnover"}   # read when present: ₹ turnover, for the volume sanity check
+UDIFF_OPTIONAL = {"TtlTrfVal": "turnover", "Src": "src"}   # read when present: ₹ turnover (volume sanity), the exchange
+UNDERLYING_BAND = 0.10                        # UndrlygPric more than 10 % from the near future's price: an error
+LOT_SIZE_MAX = 2**31 - 1                      # the stored lot_size is an INTEGER
 TURNOVER_TOLERANCE = 2.0                      # TtlTrfVal off contracts × lot × price by more than this factor: a warning
 _INSTRUMENTS = {"OPTIDX": "OPT", "FUTIDX": "FUT", "IDO": "OPT", "IDF": "FUT"}
 
@@ -420,7 +505,7 @@ def detect_bhavcopy_format(columns) -> tuple[str, dict, list]:
     name, mapping = min(options, key=lambda o: len(set(o[1]) - cols))
     return name, mapping, sorted(set(mapping) - cols)
 
-# %% ../nbs/03_ingest.ipynb #c028
+# %% ../nbs/03_ingest.ipynb #c034
 def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: int = 80) -> np.ndarray:
     "Black-76 implied volatility by vectorised bisection; NaN where the price is below discounted intrinsic or tau <= 0."
     price, forward, strike, tau = (np.asarray(a, dtype=float) for a in (price, forward, strike, tau))
@@ -437,7 +522,7 @@ def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: 
     iv = 0.5 * (lo + hi)
     return np.where((tau > 0) & (price > intrinsic) & (iv < 4.99), iv, np.nan)
 
-# %% ../nbs/03_ingest.ipynb #c030
+# %% ../nbs/03_ingest.ipynb #c036
 def _bhav_frame(raw: pd.DataFrame, mapping: dict, fmt: str, report: ValidationReport, run_cfg: RunConfig, cfg) -> pd.DataFrame:
     "Parse a bhavcopy into canonical columns (numbers, dates, instrument codes, OI in contracts)."
     raw = raw.rename(columns=lambda c: c.strip())
@@ -457,21 +542,33 @@ def _bhav_frame(raw: pd.DataFrame, mapping: dict, fmt: str, report: ValidationRe
                              else np.nan for t, e in zip(frame.trade_date, frame.expiry)]   # the contract's lot on the trade date
     return frame
 
-def _bhav_checks(frame: pd.DataFrame, report: ValidationReport, quality: QualityConfig) -> np.ndarray:
-    """Completeness (a strike on option rows: futures have strike 0), non-negative OI/strikes/volume, OHLC logic on traded
-    rows, turnover against volume (UDiFF), duplicates and expiry before trade date."""
+def _bhav_checks(frame: pd.DataFrame, report: ValidationReport, quality: QualityConfig, cfg: ExchangeConfig) -> np.ndarray:
+    """Completeness (a strike on option rows: futures have strike 0), non-negative OI/strikes/volume/prices, whole lot sizes,
+    plausible magnitudes, the file's exchange (UDiFF `Src`), trade dates (not in the future; trading days), OHLC logic on
+    traded rows, the underlying against the near future, turnover against volume (UDiFF), duplicates and expiry before
+    trade date."""
     required = ["trade_date", "expiry", "strike", "oi_units", "contracts", "lot_size", "close"]
     incomplete = check_complete(frame, [c for c in required if c in frame], report, quality)
     rows = lambda mask: np.flatnonzero(np.asarray(mask, dtype=bool)) + 1
     for col in ("strike", "oi_units", "contracts", "settle"):
         report.add(rows(frame[col] < 0), col, "non_negative", f"negative {col}")
+    untraded = ~(frame.contracts > 0).to_numpy()   # traded rows' prices must be positive (check_ohlc, below)
+    for col in ("open", "high", "low", "close"):
+        report.add(rows(untraded & (frame[col] < 0).to_numpy()), col, "non_negative", f"negative {col} (an untraded contract's prices are 0)")
     opt = (frame.instrument == "OPT").to_numpy()
     report.add(rows(opt & (frame.strike == 0).to_numpy()), "strike", "non_negative", "option strike must be positive")
     report.add(rows(frame.lot_size <= 0), "lot_size", "non_negative", "lot size must be positive")
+    _check_lot_sizes(frame, report)
+    check_plausible(frame, report, [c for c in ("open", "high", "low", "close", "settle", "strike", "underlying") if c in frame],
+                    ("contracts", "oi_units", "oi_change_units"))
+    _check_src(frame, report, cfg.exchange)
+    check_not_future(frame.trade_date, report, "trade_date")
+    check_trading_days(frame.trade_date, report, cfg, "trade_date")
     odd_type = opt & ~frame.option_type.isin(["CE", "PE"]).to_numpy()
     report.add(rows(odd_type), "option_type", "schema", [f"unknown option type {t!r} (expected CE or PE)" for t in frame.option_type[odd_type]])
     spot = _row_spot(frame)
     _check_underlying(frame, spot, report)
+    _check_underlying_near_future(frame, report)
     _check_option_bounds(frame, spot, report)
     traded = (frame.contracts > 0).to_numpy() & ~incomplete
     sub = ValidationReport(report.file); check_ohlc(frame[traded].assign(volume=frame.contracts[traded]), sub, quality, check_moves=False)
@@ -495,6 +592,36 @@ def _check_turnover(frame: pd.DataFrame, traded: np.ndarray, report: ValidationR
                [f"TtlTrfVal {t:.0f} is {r:.3g} × contracts × lot × price ({c:g} × {l:g} × {p:g}); TtlTradgVol should count "
                 f"contracts" for t, r, c, l, p in zip(frame.turnover[far], ratio[far], frame.contracts[far], frame.lot_size[far], price[far])],
                "warning")
+
+def _check_lot_sizes(frame: pd.DataFrame, report: ValidationReport) -> None:
+    "Schema errors for positive lot sizes that are not whole numbers or exceed `LOT_SIZE_MAX` (the store's INTEGER)."
+    lot = frame.lot_size.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        fraction, huge = (lot > 0) & (lot != np.round(lot)), lot > LOT_SIZE_MAX
+    report.add(np.flatnonzero(fraction | huge) + 1, "lot_size", "schema",
+               [f"lot size {x:g} is not a whole number of units" if f else f"lot size {x:g} is above {LOT_SIZE_MAX} (the stored INTEGER)"
+                for x, f in zip(lot[fraction | huge], fraction[fraction | huge])])
+
+def _check_src(frame: pd.DataFrame, report: ValidationReport, exchange: str) -> None:
+    "Schema errors on rows whose UDiFF `Src` names another exchange than the one the file is imported as (blank: unchecked)."
+    if "src" not in frame: return
+    src = frame.src.fillna("").astype(str).str.strip().str.upper()
+    other = ((src != "") & (src != exchange)).to_numpy()
+    report.add(np.flatnonzero(other) + 1, "Src", "schema",
+               [f"Src {s!r}: the file is from {s} but is imported as {exchange} (import it as {s}, or use the {exchange} file)" for s in src[other]])
+
+def _check_underlying_near_future(frame: pd.DataFrame, report: ValidationReport) -> None:
+    """Errors on rows whose own underlying price (UDiFF `UndrlygPric`) is more than `UNDERLYING_BAND` from the price of the
+    nearest priced future of its trade date and symbol (a price in paise, another index's value)."""
+    if "underlying" not in frame: return
+    near = _priced_futures(frame).groupby(["trade_date", "symbol"])["price"].first()
+    future = near.reindex(pd.MultiIndex.from_frame(frame[["trade_date", "symbol"]])).to_numpy(dtype=float)
+    spot = frame.underlying.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        far = np.abs(spot / future - 1) > UNDERLYING_BAND
+    report.add(np.flatnonzero(far) + 1, "underlying", "price_sanity",
+               [f"underlying {u:g} is {u / f - 1:+.0%} from the near future's price {f:g} (more than {UNDERLYING_BAND:.0%})"
+                for u, f in zip(spot[far], future[far])])
 
 def _contract_price(frame: pd.DataFrame) -> np.ndarray:
     "A contract's price: its close when it traded (close > 0), else its settlement price."
@@ -533,7 +660,7 @@ def _check_option_bounds(frame: pd.DataFrame, spot: pd.Series, report: Validatio
             report.add(np.flatnonzero(m) + 1, column, "price_sanity",
                        [f"{kind} priced {p} above {name} {b} (a {kind} is worth at most that)" for p, b in zip(price[m], bound[m])])
 
-# %% ../nbs/03_ingest.ipynb #c032
+# %% ../nbs/03_ingest.ipynb #c038
 PARITY_BAND = 0.03   # a parity forward more than 3 % from the carried underlying is taken as stale quotes, not a forward
 
 def parity_forwards(opt: pd.DataFrame, price: np.ndarray, tau: np.ndarray, spot: np.ndarray, rate: float) -> np.ndarray:
@@ -590,6 +717,21 @@ def _unscheduled_symbols(report: ValidationReport, symbols: list, cfg) -> Ingest
                f"converted to contracts; import that day's UDiFF file (a lot size on every row) instead")
     return IngestError(report)
 
+def _check_beside_stored_bars(con, exchange: str, frame: pd.DataFrame, file_rows: np.ndarray, report: ValidationReport) -> None:
+    """A warning, at the first file row of each trade date and symbol, when the warehouse holds bars of that symbol on that
+    IST day at other times than the bhavcopy's 15:30 close: its end-of-day bar would join an intraday or daily series."""
+    for (close, symbol), idx in frame.groupby(["trade_date", "symbol"]).indices.items():
+        day = close.tz_convert(IST).normalize()
+        n, first, sources = con.execute(
+            "SELECT count(*), epoch_us(min(timestamp)), string_agg(DISTINCT source, ', ') FROM underlying_bars WHERE exchange = ? "
+            "AND symbol = ? AND timestamp >= ? AND timestamp < ? AND timestamp <> ?",
+            [exchange, symbol, day.to_pydatetime(), (day + pd.Timedelta(days=1)).to_pydatetime(), close.to_pydatetime()]).fetchall()[0]
+        if not n: continue
+        first = pd.Timestamp(first, unit="us", tz="UTC").tz_convert(IST)
+        report.add([file_rows[idx[0]]], "trade_date", "temporal", f"the warehouse holds {n} {sources} bar(s) of {symbol} on "
+                   f"{day:%Y-%m-%d} at other times (the first at {first:%H:%M} IST): this file adds its end-of-day bar at "
+                   f"{close.tz_convert(IST):%H:%M} IST to that series, its volume the near future's contracts (kept)", "warning")
+
 def chain_rebuild_window(con, exchange: str, chain: pd.DataFrame) -> dict | None:
     """The `ml_features` window a chain import changes: from its first snapshot up to the next stored snapshot of each of
     its symbols after that symbol's last (every bar until then reads it as of, bars imported earlier included), the
@@ -613,7 +755,7 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     if missing: _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, _header_error(report, missing, raw.columns))
     if problem := _header_or_empty(report, raw):
         _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, problem)
-    symbols = tuple(s.strip().upper() for s in symbols) if symbols else (cfg.symbol,)
+    symbols = tuple(normalise_symbol(s) for s in symbols) if symbols else (cfg.symbol,)
     if fmt == "old" and (unscheduled := [s for s in symbols if s != cfg.symbol]):
         _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, _unscheduled_symbols(report, unscheduled, cfg))
     frame = _bhav_frame(raw, mapping, fmt, report, run_cfg, cfg)
@@ -623,14 +765,18 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
         report.add([0], "symbol", "schema", f"no index futures/options rows of {list(symbols)}; "
                                             f"index symbols in the file: {index_rows[:10] or 'none'}")
         _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, IngestError(report))
-    sub = ValidationReport(report.file); incomplete = _bhav_checks(frame[wanted].reset_index(drop=True), sub, run_cfg.quality)
+    sub = ValidationReport(report.file); incomplete = _bhav_checks(frame[wanted].reset_index(drop=True), sub, run_cfg.quality, cfg)
     _merge(report, sub, np.flatnonzero(wanted) + 1)
-    chain, bars = _chain_from_bhav(frame[wanted][~incomplete], exchange, run_cfg.risk_free_rate)
+    if not report.ok:   # rejected: no chain is built from rows that failed (a lot size of 75.5 cannot become an integer)
+        _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, IngestError(report))
+    kept = frame[wanted][~incomplete]
+    _check_beside_stored_bars(con, exchange, kept, (np.flatnonzero(wanted) + 1)[~incomplete], report)
+    chain, bars = _chain_from_bhav(kept, exchange, run_cfg.risk_free_rate)
     window = chain_rebuild_window(con, exchange, chain)
     result = _finish(con, report, raw, batch_id, exchange, "bhavcopy", path, {"option_chain_snapshots": chain, "underlying_bars": bars}, run_cfg, window)
     return {**result, "format": fmt, "rows_skipped_other_symbols": int((~wanted).sum())}
 
-# %% ../nbs/03_ingest.ipynb #c036
+# %% ../nbs/03_ingest.ipynb #c042
 def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str = "2025-01-02", spot: float = 23700.0,
                            zipped: bool = False, lot: int = 75, dividend_yield: float = 0.0, weekly_future: bool = True) -> Path:
     """Write a tiny valid NSE F&O bhavcopy in the 'old' or 'udiff' layout (optionally zipped); returns its path. NIFTY
@@ -674,7 +820,7 @@ def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str
     with zipfile.ZipFile(path, "w") as zf: zf.writestr(path.with_suffix(".csv").name, out.to_csv(index=False))
     return path
 
-# %% ../nbs/03_ingest.ipynb #c039
+# %% ../nbs/03_ingest.ipynb #c045
 def validate_stored(con, exchange: str, run_cfg: RunConfig | None = None) -> dict[str, ValidationReport]:
     "Data-quality reports of the stored bars (per symbol) and option chain of `exchange`."
     run_cfg, reports = run_cfg or RunConfig(), {}
@@ -685,6 +831,7 @@ def validate_stored(con, exchange: str, run_cfg: RunConfig | None = None) -> dic
         incomplete = check_complete(grp, ["open", "high", "low", "close"], report, run_cfg.quality)
         sub = ValidationReport(report.file); kept = grp[~incomplete].fillna({"volume": 0.0})
         check_ohlc(kept, sub, run_cfg.quality); check_temporal(kept.timestamp, sub, run_cfg.quality)
+        check_plausible(kept, sub, ("open", "high", "low", "close"), ("volume",))
         _merge(report, sub, np.flatnonzero(~incomplete) + 1)
         reports[f"underlying_bars/{symbol}"] = report
     chain = con.execute("SELECT count(*) FILTER (WHERE oi < 0), count(*) FILTER (WHERE strike <= 0), count(*) "

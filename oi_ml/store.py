@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import time
 import warnings
 from pathlib import Path
@@ -20,8 +21,8 @@ from .config import ExchangeConfig, RunConfig, StalenessConfig, get_exchange_con
 # %% auto #0
 __all__ = ['ML_FEATURE_COLUMNS', 'SCHEMAS', 'TABLES', 'save_option_chain_snapshot', 'save_macro_signals',
            'save_vix_term_structure', 'save_underlying_bars', 'save_order_book_depth', 'STALE_SOURCES',
-           'schema_columns', 'connect', 'transaction', 'StoreConflictError', 'insert_rows', 'write_batch',
-           'record_training_batch', 'trading_minute_sql', 'calendar_params', 'unlisted_year_holidays',
+           'schema_columns', 'WarehouseError', 'connect', 'transaction', 'StoreConflictError', 'insert_rows',
+           'write_batch', 'record_training_batch', 'trading_minute_sql', 'calendar_params', 'unlisted_year_holidays',
            'staleness_limits', 'StaleFeatureWarning', 'build_ml_features', 'rebuild_ml_features_in_transaction',
            'to_utc', 'window_params', 'load_historical_data_for_ml', 'denormalise_payload']
 
@@ -98,8 +99,15 @@ def _open(path: Path, read_only: bool, lock_timeout: float) -> duckdb.DuckDBPyCo
     while True:
         try: return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as err:
-            if "lock" not in str(err).lower() or time.monotonic() > deadline: raise
+            if not _is_lock_error(err) or time.monotonic() > deadline: raise
             time.sleep(0.5)
+
+def _is_lock_error(err: duckdb.Error) -> bool:
+    "Whether DuckDB refused the file because another process holds its lock (the word 'lock', not 'block')."
+    return isinstance(err, duckdb.IOException) and re.search(r"\block\b", str(err).lower()) is not None
+
+class WarehouseError(duckdb.Error, ValueError):
+    "The warehouse file could not be opened (damaged, not a DuckDB file, or locked for too long); the message names it."
 
 def connect(db_path: str | Path | RunConfig, read_only: bool = False, lock_timeout: float = 120.0,
             memory_limit: str = "1GB") -> duckdb.DuckDBPyConnection:
@@ -107,12 +115,29 @@ def connect(db_path: str | Path | RunConfig, read_only: bool = False, lock_timeo
     path = Path(db_path.db_path if isinstance(db_path, RunConfig) else db_path)
     if read_only and not path.exists(): raise FileNotFoundError(f"{path}: no warehouse yet (run `oi-ml simulate` or `oi-ml ingest` first)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = _open(path, read_only, lock_timeout)
-    con.execute("SET TimeZone = 'UTC'"); con.execute("SET enable_progress_bar = false")
-    con.execute(f"SET memory_limit = '{memory_limit}'")
-    if not read_only:
-        for table in TABLES: con.execute(_create_sql(table))
+    try:
+        con = _open(path, read_only, lock_timeout)
+        _prepare(con, read_only, memory_limit)
+    except duckdb.Error as err:
+        raise WarehouseError(_open_error(path, err, lock_timeout)) from err
     return con
+
+def _prepare(con: duckdb.DuckDBPyConnection, read_only: bool, memory_limit: str) -> None:
+    "UTC session, no progress bar, the memory limit, and (when writable) every table; closes `con` if any of it fails."
+    try:
+        con.execute("SET TimeZone = 'UTC'"); con.execute("SET enable_progress_bar = false")
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        if not read_only:
+            for table in TABLES: con.execute(_create_sql(table))
+    except duckdb.Error:
+        con.close(); raise
+
+def _open_error(path: Path, err: duckdb.Error, lock_timeout: float) -> str:
+    "The one-line message of a warehouse that would not open: the file, DuckDB's reason, and what to do."
+    if _is_lock_error(err):
+        return f"{path}: cannot open the warehouse: another process still held its lock after {lock_timeout:g} s ({err})"
+    return (f"{path}: cannot open the warehouse, the file is damaged or not a DuckDB database ({type(err).__name__}: {err}); "
+            "restore it from a backup, or move it aside and rebuild it with `oi-ml simulate` / `oi-ml ingest`")
 
 # %% ../nbs/01_store.ipynb #c009
 @contextlib.contextmanager
@@ -267,9 +292,12 @@ def staleness_limits(staleness: StalenessConfig, cfg: ExchangeConfig) -> dict[st
                 dii=staleness.flows_max_sessions * session)
 
 # %% ../nbs/01_store.ipynb #c017
+_IN_SYMBOLS = "($symbols IS NULL OR list_contains($symbols::VARCHAR[], symbol))"   # SQL: the rebuild's symbols (NULL: all)
+
 _ML_FEATURES_SQL = """
 WITH bars AS (
-  SELECT *, {bar_clock} AS trading_minute FROM underlying_bars WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end),
+  SELECT *, {bar_clock} AS trading_minute FROM underlying_bars
+  WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end AND {in_symbols}),
 chain_since AS (  -- per symbol, the latest snapshot at or before $start: the as-of snapshot of the window's first bar
   SELECT symbol, max(timestamp) AS since FROM option_chain_snapshots
   WHERE exchange = $exchange AND timestamp <= $start GROUP BY symbol),
@@ -393,7 +421,7 @@ LEFT JOIN vix60 vf ON vf.timestamp = b.vix_far_time AND b.vix_far_age <= $max_ag
 LEFT JOIN book k ON k.symbol = b.symbol AND k.timestamp = b.book_time AND b.book_age <= $max_age_book
 LEFT JOIN fii ON fii.available_from = b.fii_time AND b.fii_age <= $max_age_fii
 LEFT JOIN dii ON dii.available_from = b.dii_time AND b.dii_age <= $max_age_dii
-""".format(bar_clock=trading_minute_sql("timestamp"),
+""".format(bar_clock=trading_minute_sql("timestamp"), in_symbols=_IN_SYMBOLS,
            ages=", ".join(f"trading_minute - {trading_minute_sql(f'{s}_time')} AS {s}_age" for s in STALE_SOURCES),
            stale=", ".join(f"b.{s}_age > $max_age_{s} AS stale_{s}" for s in STALE_SOURCES))
 
@@ -403,23 +431,26 @@ class StaleFeatureWarning(UserWarning):
         super().__init__(message)
         self.counts = counts   # source -> bars blanked, for the sources with any
 
-def build_ml_features(con: duckdb.DuckDBPyConnection, exchange: str, start=None, end=None, run_cfg: RunConfig | None = None) -> int:
+def build_ml_features(con: duckdb.DuckDBPyConnection, exchange: str, start=None, end=None, run_cfg: RunConfig | None = None,
+                      symbols: tuple | None = None) -> int:   # None: every symbol of the exchange
     "Rebuild `ml_features` rows of `exchange` in [start, end] from the raw tables, in SQL, in one transaction; returns rows."
-    with transaction(con): return rebuild_ml_features_in_transaction(con, window_params(exchange, start, end), run_cfg)
+    with transaction(con): return rebuild_ml_features_in_transaction(con, window_params(exchange, start, end), run_cfg, symbols)
 
-def rebuild_ml_features_in_transaction(con: duckdb.DuckDBPyConnection, params: dict,
-                                       run_cfg: RunConfig | None = None) -> int:   # reads risk_free_rate and staleness
+def rebuild_ml_features_in_transaction(con: duckdb.DuckDBPyConnection, params: dict, run_cfg: RunConfig | None = None,   # reads risk_free_rate and staleness
+                                       symbols: tuple | None = None) -> int:   # None: every symbol of the exchange
     "The body of `build_ml_features`, for callers that already hold a transaction; warns when values were too old to use."
     cfg, run_cfg = get_exchange_config(params["exchange"]), run_cfg or RunConfig()
     limits, risk_free_rate = staleness_limits(run_cfg.staleness, cfg), run_cfg.risk_free_rate
-    con.execute("DELETE FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end", params)
+    params = {**params, "symbols": sorted(symbols) if symbols is not None else None}
+    con.execute(f"DELETE FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end AND {_IN_SYMBOLS}", params)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _ml_features_new AS {_ML_FEATURES_SQL}",
                 {**params, "risk_free_rate": risk_free_rate, **calendar_params(cfg, unlisted_year_holidays(con, cfg)),
                  **{f"max_age_{s}": v for s, v in limits.items()}})
     con.execute(f"INSERT INTO ml_features SELECT {', '.join(schema_columns('ml_features'))} FROM _ml_features_new")
     _warn_stale(con, params["exchange"], limits)
     con.execute("DROP TABLE _ml_features_new")
-    return con.execute("SELECT count(*) FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end", params).fetchall()[0][0]
+    return con.execute(f"SELECT count(*) FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end AND {_IN_SYMBOLS}",
+                       params).fetchall()[0][0]
 
 def _warn_stale(con: duckdb.DuckDBPyConnection, exchange: str, limits: dict[str, float]) -> None:
     "Warn (`StaleFeatureWarning`) when bars of the rebuild in `_ml_features_new` had a source value blanked as stale."

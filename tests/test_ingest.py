@@ -4,6 +4,7 @@ and quarantine rows but store the rest, idempotent re-ingest, all-or-nothing wri
 zipped), and corrupt or missing files."""
 import hashlib
 import json
+import re
 import zipfile
 
 import numpy as np
@@ -138,6 +139,114 @@ def test_importing_another_symbol_leaves_simulated_features_alone(sim_con, cfg, 
     assert len(stored_bars(sim_con, "RELIANCE")) == 3
 
 
+def test_importing_a_symbol_under_another_config_leaves_other_symbols_features_alone(sim_con, cfg, tmp_path):
+    "Review 16 (8a): 20 bars of OTHER imported with risk_free_rate 0.12 used to rewrite the gex of the stored NIFTY rows."
+    import dataclasses
+    query = "SELECT * FROM ml_features WHERE symbol = 'NIFTY' ORDER BY timestamp"
+    before = sim_con.execute(query).df()
+    bars = intraday_frame(n=20).assign(Datetime=lambda f: f.Datetime.str.replace("2025-01-02 09", "2025-08-01 10"))   # 10:15 IST on
+    other_cfg = dataclasses.replace(cfg, risk_free_rate=0.12)
+    assert import_ohlcv(sim_con, write(bars, tmp_path / "other.csv"), "OTHER", run_cfg=other_cfg)["rows_added"] == {"underlying_bars": 20}
+    pd.testing.assert_frame_equal(sim_con.execute(query).df(), before)
+    assert sim_con.execute("SELECT count(*) FROM ml_features WHERE symbol = 'OTHER'").fetchall()[0][0] == 20
+
+
+def test_bars_that_change_an_unlisted_years_calendar_rebuild_every_symbol(con, cfg, tmp_path):
+    """2023's holidays are not listed, so the stored days of any symbol are the calendar: a bar of OTHER on Thu 26 Jan
+    makes it a session, which ages Wednesday's NIFTY chain past its limit at Friday's bar. The import must rebuild NIFTY
+    too (its rows then equal a full rebuild's), though it wrote only OTHER."""
+    from oi_ml.store import build_ml_features
+    nifty = pd.DataFrame({"Date": ["2023-01-24", "2023-01-27"], "Open": ["18100", "18000"], "High": ["18200", "18100"],
+                          "Low": ["18000", "17900"], "Close": ["18150", "18050"], "Volume": ["1", "1"]})
+    import_ohlcv(con, write(nifty, tmp_path / "n.csv"), "NIFTY", run_cfg=cfg)
+    import_bhavcopy(con, write_example_bhavcopy(tmp_path / "b.csv", trade_date="2023-01-25", spot=18100.0, lot=50), run_cfg=cfg)
+    other = nifty.iloc[:1].assign(Date="2023-01-26")
+    with pytest.warns(Warning):   # Friday's chain is now stale
+        import_ohlcv(con, write(other, tmp_path / "o.csv"), "OTHER", run_cfg=cfg)
+    query = "SELECT * FROM ml_features ORDER BY symbol, timestamp"
+    after_import = con.execute(query).df()
+    assert np.isnan(after_import[after_import.symbol == "NIFTY"].pcr_oi.iloc[-1])
+    with pytest.warns(Warning):
+        build_ml_features(con, "NSE", run_cfg=cfg)
+    pd.testing.assert_frame_equal(after_import, con.execute(query).df())
+
+
+@pytest.mark.parametrize("given, stored", [("nifty", "NIFTY"), (" NIFTY ", "NIFTY"), ("m&m", "M&M"), ("bajaj-auto", "BAJAJ-AUTO")])
+def test_ohlcv_symbols_are_stripped_and_upper_cased(con, cfg, tmp_path, given, stored):
+    "Review 16 (6): 'nifty', ' NIFTY ' and 'NIFTY' were stored as three symbols."
+    result = import_ohlcv(con, write(yahoo_frame(), tmp_path / "y.csv"), given, run_cfg=cfg)
+    assert result["batch_id"].startswith(f"ohlcv-NSE-{stored}-")
+    assert con.execute("SELECT DISTINCT symbol FROM underlying_bars").fetchall() == [(stored,)]
+
+
+@pytest.mark.parametrize("symbol", ["A/B", "../../escaped", "", "  ", "NIFTY 50", "-X"])
+@pytest.mark.parametrize("bad_file", [False, True])
+def test_a_symbol_that_cannot_name_a_file_is_refused_before_anything_is_written(seeded, cfg, tmp_path, fingerprint, symbol, bad_file):
+    "Review 16 (6): 'A/B' raised an OSError about a missing quarantine directory (hiding the file's real errors)."
+    frame = yahoo_frame()
+    if bad_file: frame.loc[4, "Close"] = "-1"
+    path = write(frame, tmp_path / "f.csv")
+    before = fingerprint(seeded)
+    batches = seeded.execute("SELECT count(*) FROM training_batches").fetchall()
+    with pytest.raises(ValueError, match=rf"symbol {re.escape(repr(symbol))}: expected letters, digits"):
+        import_ohlcv(seeded, path, symbol, run_cfg=cfg)
+    assert fingerprint(seeded) == before and seeded.execute("SELECT count(*) FROM training_batches").fetchall() == batches
+    assert sorted(p.name for p in tmp_path.rglob("*.csv")) == ["f.csv", "good.csv"]   # no quarantine file anywhere
+
+
+@pytest.mark.parametrize("kind", ["bool", "datetime"])
+def test_parquet_price_or_volume_columns_that_are_not_numbers_are_rejected_naming_them(seeded, cfg, tmp_path, fingerprint, kind):
+    "Review 16 (7): a Parquet bool price column was stored as 1.0, a datetime volume as nanoseconds."
+    frame = yahoo_frame().drop(columns="Adj Close")
+    typed = frame.assign(Date=pd.to_datetime(frame.Date), **{c: frame[c].astype(float) for c in ("Open", "High", "Low", "Close", "Volume")})
+    column = "close" if kind == "bool" else "volume"
+    typed = typed.assign(Close=True) if kind == "bool" else typed.assign(Volume=pd.to_datetime(typed.Volume, unit="s"))
+    typed.to_parquet(path := tmp_path / "typed.parquet")
+    before = fingerprint(seeded)
+    with pytest.raises(IngestError, match=rf"schema: 1 row\(s\); first at row 0, column '{column}': the column holds {kind}"):
+        import_ohlcv(seeded, path, "TYPED", run_cfg=cfg)
+    assert fingerprint(seeded) == before
+
+
+def test_a_huge_one_bar_move_is_reported_as_a_factor_not_300_digits(seeded, cfg, tmp_path):
+    "Review 16 (7): a single 1e300 spike printed 'close moved 99367920656702730157...%' (300 digits)."
+    frame = yahoo_frame(); frame.loc[3, ["High", "Close"]] = "1e300"
+    with pytest.raises(IngestError) as err:
+        import_ohlcv(seeded, write(frame, tmp_path / "spike.csv"), "SPIKE", run_cfg=cfg)
+    moved = [l for l in str(err.value).splitlines() if "close moved" in l]
+    assert moved and "over 1000% (close × " in moved[0] and max(map(len, str(err.value).splitlines())) < 300, str(err.value)
+
+
+def _quarantine_files(cfg) -> list:
+    "Every file (temporary ones included) under the quarantine directory."
+    return sorted(p.name for p in cfg.quarantine_dir.glob("*")) if cfg.quarantine_dir.exists() else []
+
+
+@pytest.mark.parametrize("outcome", ["stored", "rejected"])
+def test_a_failure_recording_the_batch_leaves_no_quarantine_file_or_rows(seeded, cfg, tmp_path, monkeypatch, outcome):
+    """Review 16 (12): the quarantine CSV was written inside the import's transaction and stayed when the transaction
+    failed after it (here: recording the batch), beside no recorded batch; a rejection also committed its quarantine
+    rows in a transaction of their own before the batch record failed."""
+    frame = yahoo_frame(start="2025-03-03")
+    if outcome == "stored": frame.loc[3, "Volume"] = ""      # a warning: the row is quarantined, the rest stored
+    else: frame.loc[3, "Close"] = "-1"                       # an error: rejected
+    path = write(frame, tmp_path / "f.csv")
+    files = _quarantine_files(cfg)
+    before = {t: seeded.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ("underlying_bars", "ml_features", "quarantine", "training_batches")}
+    def disk_full(*args, **kwargs): raise OSError("injected: disk full while recording the batch")
+    monkeypatch.setattr(ingest, "record_training_batch", disk_full)
+    with pytest.raises(OSError, match="injected"):
+        import_ohlcv(seeded, path, "FAIL", run_cfg=cfg)
+    assert {t: seeded.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in before} == before
+    assert _quarantine_files(cfg) == files
+
+
+def test_a_quarantine_file_is_written_when_the_import_commits(con, cfg, tmp_path):
+    frame = yahoo_frame(); frame.loc[3, "Volume"] = ""
+    result = import_ohlcv(con, write(frame, tmp_path / "f.csv"), "OK", run_cfg=cfg)
+    assert _quarantine_files(cfg) == [f"{result['batch_id']}.csv"]
+
+
 # ---------------------------------------------------------------- one bad file per check
 def _set(row, column, value):
     "Mutation: data row `row` (1-based) of `column` becomes `value`."
@@ -191,7 +300,7 @@ BAD_OHLCV = [  # (case, mutation, row, column, check) with row the 1-based data 
     ("low_above_open_close", _low_above_open, 7, "low", "ohlc_logic"),
     ("non_positive_price", _set(6, "Low", "0"), 6, "low", "price_sanity"),
     ("one_bar_jump", _jump, 10, "close", "price_sanity"),
-    ("spike_high", _set(4, "High", "1e12"), 4, "high", "price_sanity"),     # inside OHLC logic, impossible for the bar
+    ("spike_high", _set(4, "High", "1e6"), 4, "high", "price_sanity"),      # inside OHLC logic, impossible for the bar
     ("spike_low", _set(6, "Low", "1"), 6, "low", "price_sanity"),
     ("negative_volume", _set(8, "Volume", "-5"), 8, "volume", "volume_sanity"),
     ("duplicate_timestamp", _duplicate, 12, "timestamp", "temporal"),
@@ -201,6 +310,15 @@ BAD_OHLCV = [  # (case, mutation, row, column, check) with row the 1-based data 
     ("header_names_a_column_twice", lambda f: f.assign(volume=f["Volume"]), 0, "Volume", "schema"),  # Volume and volume
     ("header_lower_case_first", lambda f: f.rename(columns={"Volume": "volume"}).assign(Volume=f["Volume"]), 0, "volume", "schema"),
     ("header_repeats_a_name_exactly", lambda f: f.assign(**{"Close.1": "999999"}), 0, "Close", "schema"),  # what read_csv makes of it
+    # review 16: magnitudes no NSE/BSE row can have; two aliases of one column and not the column itself
+    ("all_prices_1e300", lambda f: f.assign(**{c: (f[c].astype(float) * 1e300).astype(str) for c in ("Open", "High", "Low", "Close")}),
+     1, "open", "price_sanity"),
+    ("all_prices_1e-298", lambda f: f.assign(**{c: (f[c].astype(float) * 1e-300).astype(str) for c in ("Open", "High", "Low", "Close")}),
+     1, "open", "price_sanity"),
+    ("volume_1e300", lambda f: f.assign(Volume="1e300"), 1, "volume", "volume_sanity"),
+    ("two_volume_aliases", lambda f: f.rename(columns={"Volume": "qty"}).assign(vol="999"), 0, "qty,vol", "schema"),
+    ("two_close_aliases", lambda f: f.rename(columns={"Close": "Last"}).drop(columns="Adj Close").assign(Price="999999"), 0, "Last,Price", "schema"),
+    ("separate_date_and_time", lambda f: f.assign(Time="09:15"), 0, "Date,Time", "schema"),
 ]
 
 
@@ -586,6 +704,15 @@ BAD_BHAV = {
     "expiry_in_year_9999": _bhav_case("XpryDt", "9999-12-31", "schema", "expiry"),
     "option_above_its_bound": _bhav_case(   # a call above its underlying, a put above its strike (whichever the row is)
         "ClsPric", lambda row: str(float(row.UndrlygPric if row.OptnTp == "CE" else row.StrkPric) * 1.01), "price_sanity", "close"),
+    # review 16: lot sizes the INTEGER column cannot hold (were a TypeError / ConversionException), magnitudes, Src, prices
+    "fractional_lot_size": _bhav_case("NewBrdLotQty", "75.5", "schema", "lot_size"),
+    "lot_size_beyond_int32": _bhav_case("NewBrdLotQty", "3000000000", "schema", "lot_size"),
+    "lot_size_1e20": _bhav_case("NewBrdLotQty", "1e20", "schema", "lot_size"),
+    "oi_1e300": _bhav_case("OpnIntrst", "1e300", "volume_sanity", "oi_units"),
+    "underlying_in_paise": _bhav_case("UndrlygPric", lambda row: str(float(row.UndrlygPric) * 100), "price_sanity", "underlying"),
+    "src_names_another_exchange": _bhav_case("Src", "BSE", "schema", "Src"),
+    "untraded_negative_close": (lambda raw, r: _bhav_case("ClsPric", "-5", "", "")[0](_bhav_case("TtlTradgVol", "0", "", "")[0](raw, r), r),
+                                "non_negative", "close"),
 }
 
 
@@ -607,6 +734,41 @@ def test_bad_bhavcopy_is_rejected_naming_file_row_column(seeded, cfg, tmp_path, 
     q = seeded.execute("SELECT row_number, column_name, check_name FROM quarantine WHERE file = ?", [str(path)]).fetchall()
     assert (r + 1, column, check) in q
     assert seeded.execute("SELECT status FROM training_batches WHERE file = ?", [str(path)]).fetchall() == [("rejected",)]
+
+
+def test_an_untraded_future_with_a_negative_close_is_rejected(seeded, cfg, tmp_path, fingerprint):
+    "Review 16 (3): an untraded future's ClsPric of -1 was stored silently (its settlement price priced it)."
+    raw = _bhav(tmp_path)
+    fut = int(np.flatnonzero((raw.FinInstrmTp == "IDF").to_numpy())[0])
+    raw.loc[fut, ["TtlTradgVol", "ClsPric"]] = ["0", "-1"]
+    path = tmp_path / "fut.csv"; raw.to_csv(path, index=False)
+    _bhavcopy_refused(seeded, path, cfg, fingerprint, rf"non_negative: 1 row\(s\); first at row {fut + 1}, column 'close': negative close")
+
+
+def test_a_bhavcopy_dated_in_the_future_is_rejected(seeded, cfg, tmp_path, fingerprint):
+    "Review 16 (3): the OHLCV importer refuses future bars; a bhavcopy of 2 Jan 2031 was stored."
+    path = write_example_bhavcopy(tmp_path / "2031.csv", trade_date="2031-01-02")
+    _bhavcopy_refused(seeded, path, cfg, fingerprint, r"temporal: 46 row\(s\); first at row 1, column 'trade_date': bar at 2031-01-02 15:30 IST is in the future")
+
+
+def test_a_bhavcopy_of_a_saturday_is_kept_with_a_calendar_warning(con, cfg, tmp_path):
+    "Review 16 (3): a Saturday's file was stored without a word; like OHLCV bars it is kept (special sessions) but flagged."
+    result = import_bhavcopy(con, write_example_bhavcopy(tmp_path / "sat.csv", trade_date="2025-01-04"), run_cfg=cfg)
+    assert result["rows_added"] == {"option_chain_snapshots": 44, "underlying_bars": 1}
+    assert any("calendar:" in w and "column 'trade_date': bar on 2025-01-04 IST, a Saturday" in w for w in result["warnings"]), result["warnings"]
+
+
+def test_a_bhavcopy_on_a_day_with_intraday_bars_warns_that_its_close_bar_joins_them(sim_con, cfg, tmp_path):
+    "Review 16 (12): an end-of-day bhavcopy of a simulated day added a 15:30 bar (volume 500) to a 1-minute series, silently."
+    result = import_bhavcopy(sim_con, write_example_bhavcopy(tmp_path / "b.csv", trade_date="2025-08-01", spot=24500.0), run_cfg=cfg)
+    assert result["rows_added"]["underlying_bars"] == 1
+    assert any("temporal:" in w and "holds 375 simulated bar(s) of NIFTY on 2025-08-01 at other times (the first at 09:15 IST)" in w
+               for w in result["warnings"]), result["warnings"]
+
+
+def test_a_bhavcopy_on_a_new_day_has_no_such_warning(sim_con, cfg, tmp_path):
+    result = import_bhavcopy(sim_con, write_example_bhavcopy(tmp_path / "b.csv", trade_date="2025-08-06", spot=24500.0), run_cfg=cfg)
+    assert not [w for w in result["warnings"] if "temporal" in w], result["warnings"]
 
 
 def test_duplicate_bhavcopy_row_is_rejected(seeded, cfg, tmp_path, fingerprint):

@@ -6,6 +6,9 @@ import datetime as dt
 import functools
 import itertools
 import math
+import re
+import subprocess
+import sys
 import warnings
 
 import duckdb
@@ -85,6 +88,57 @@ def test_connect_read_only_without_warehouse_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         connect(path, read_only=True)
     assert not path.exists()
+
+
+def _flip_bytes(path) -> None:
+    "Damage a closed warehouse file the way a bad disk does: one flipped byte every 4 KiB from byte 20,000 on."
+    data = bytearray(path.read_bytes())
+    for i in range(20_000, len(data), 4096): data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["not_a_database", "checksum"])
+def test_a_damaged_warehouse_file_is_an_error_naming_it(cfg, damage, capsys):
+    "Review 16 (9): DuckDB's 'Corrupt database file ... block at location 12288' reached the user as a traceback without the path."
+    cfg.db_path.parent.mkdir(parents=True)
+    if damage == "not_a_database": cfg.db_path.write_text("this is not a database")
+    else:
+        connect(cfg).close(); _flip_bytes(cfg.db_path)
+    for read_only in (False, True):
+        with pytest.raises(ValueError, match=rf"{re.escape(str(cfg.db_path))}: cannot open the warehouse, the file is damaged") as err:
+            connect(cfg, read_only=read_only)
+        assert isinstance(err.value, duckdb.Error) and isinstance(err.value, store.WarehouseError)   # still a DuckDB error to retry loops
+    from oi_ml.cli import main
+    assert main(["--data-dir", str(cfg.data_dir), "validate", "--exchange", "NSE"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(cfg.db_path) in lines[0] and "Traceback" not in lines[0], lines
+
+
+def test_a_warehouse_locked_past_the_timeout_is_an_error_naming_it_and_the_lock(cfg):
+    "Another process holds the write lock: after `lock_timeout` a WarehouseError naming the file (a one-line CLI error)."
+    connect(cfg).close()
+    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(30)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(cfg.db_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match=rf"{re.escape(str(cfg.db_path))}: cannot open the warehouse: another process still held its lock after 0.5 s"):
+            connect(cfg, lock_timeout=0.5)
+    finally:
+        holder.kill(); holder.wait()
+
+
+def test_a_rebuild_limited_to_some_symbols_leaves_the_others_rows(con):
+    "Review 16 (8a): an import rebuilds only the symbols it wrote; the others keep the rows an earlier config built."
+    m = random_market(0)
+    write_batch(con, {**m, "underlying_bars": pd.concat([m["underlying_bars"], m["underlying_bars"].assign(symbol="OTHER")])},
+                {"batch_id": "m", "exchange": "NSE", "kind": "test", "source": "t"})
+    build_ml_features(con, "NSE")
+    query = "SELECT * FROM ml_features WHERE symbol = 'NIFTY' ORDER BY timestamp"
+    nifty = con.execute(query).df()
+    assert build_ml_features(con, "NSE", run_cfg=RunConfig(risk_free_rate=0.12), symbols=("OTHER",)) == 10
+    pd.testing.assert_frame_equal(con.execute(query).df(), nifty)
+    assert build_ml_features(con, "NSE", run_cfg=RunConfig(risk_free_rate=0.12)) == 20                  # all symbols: NIFTY changes
+    assert not np.allclose(con.execute(query).df().gex, nifty.gex)
 
 
 def test_timestamps_are_stored_as_utc_instants(con):
