@@ -21,7 +21,7 @@ __all__ = ['GATE_FAIL_EXIT', 'CONFIG_OPTIONS', 'COMMANDS', 'config_defaults', 'a
            'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels', 'cmd_train',
            'cmd_pack', 'adhoc_backtest_dir', 'cmd_backtest', 'cmd_gate', 'cmd_automl', 'cmd_monitor', 'cmd_deploy',
            'cmd_rollback', 'cmd_signoff', 'cmd_retrain', 'option_defaults', 'given_options', 'iso_date', 'build_parser',
-           'main']
+           'config_error', 'main']
 
 # %% ../nbs/51_cli.ipynb #c006
 def config_defaults(command: str, cfg: RunConfig) -> dict:
@@ -159,7 +159,9 @@ def _run_dataset(exchange: str, run: str, dataset: str | None, cfg: RunConfig) -
 def cmd_pack(args, cfg: RunConfig) -> int:
     "Render the approval pack of one exchange (data only, or for a candidate run; `--dataset` must then be the run's)."
     from oi_ml.datasets import latest_dataset_version, read_json
-    from oi_ml.packs import render_index, render_pack
+    from oi_ml.packs import check_pack_label, render_index, render_pack
+    for given in (args.dataset, args.run):   # one folder name each, before any path is built from them
+        if given: check_pack_label(given)
     if args.run == "latest":
         runs = sorted((p for p in (Path(cfg.models_dir) / args.exchange).glob("run-*") if (p / "reports" / "gate_report.json").exists()),
                       key=lambda p: (p / "reports" / "gate_report.json").stat().st_mtime)
@@ -191,8 +193,10 @@ def cmd_backtest(args, cfg: RunConfig) -> int:
     from oi_ml.backtest import run_backtest, save_backtest
     from oi_ml.datasets import load_dataset
     from oi_ml.gate import default_backtest_config, signals_for, train_config_of
+    from oi_ml.registry import check_manifest_exchange, run_dir
     from oi_ml.train import load_bundle
-    bundle = load_bundle(Path(cfg.models_dir) / args.exchange / args.run)
+    bundle = load_bundle(run_dir(args.exchange, args.run, cfg))   # a run id, not a path or a version
+    check_manifest_exchange(bundle.manifest, bundle.run_dir / "manifest.json", args.exchange)   # no NSE model on BSE data
     raw, _ = load_dataset(args.exchange, bundle.manifest["dataset_version"], cfg)
     raw = raw.sort_values("timestamp", kind="mergesort").reset_index(drop=True)
     bt = dataclasses.replace(default_backtest_config(args.exchange, dataclasses.asdict(train_config_of(bundle)), cfg.bar_minutes),
@@ -397,12 +401,25 @@ def _warning_printer(command: str, default=warnings.showwarning):
     return show
 
 _INPUT_ERRORS = (("oi_ml.datasets", "DatasetIntegrityError"), ("oi_ml.registry", "RegistryError"),
-                 ("oi_ml.train", "ModelIntegrityError"))
+                 ("oi_ml.train", "ModelIntegrityError"), ("oi_ml.packs", "PackError"))
 
 def _input_errors() -> tuple[type, ...]:
     """Errors that mean bad input or stored state, printed as one line: FileNotFoundError, ValueError and the classes of
     `_INPUT_ERRORS` whose module is loaded (a command cannot raise a class from a module it never imported)."""
     return (FileNotFoundError, ValueError, *(getattr(sys.modules[m], name) for m, name in _INPUT_ERRORS if m in sys.modules))
+
+def config_error(path: str, err: Exception) -> ValueError:
+    "A one-line error naming the `--config` file, for any failure to read, parse or apply it (a YAML list, a TOML syntax error...)."
+    text = " ".join(str(err).split()).removeprefix(f"{path}: ")
+    if not isinstance(err, (OSError, ValueError)): text = f"{type(err).__name__}: {text}"
+    return ValueError(f"--config {path}: {text}")
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    "The run config of the command line; a `--config` file that cannot be used raises `config_error`."
+    try: return load_run_config(args.config, data_dir=args.data_dir, reports_dir=args.reports_dir)
+    except Exception as err:
+        if not args.config: raise
+        raise config_error(args.config, err) from err
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `oi-ml` console script."
@@ -411,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():   # restores the previous printer on the way out (main also runs in-process in tests)
         warnings.showwarning = _warning_printer(args.command)
         try:
-            cfg = load_run_config(args.config, data_dir=args.data_dir, reports_dir=args.reports_dir)
+            cfg = _run_config(args)
             return COMMANDS[args.command](apply_config_defaults(args, cfg), cfg)
         except Exception as err:
             if not isinstance(err, _input_errors()): raise

@@ -22,7 +22,8 @@ from .datasets import load_dataset
 from .labels import SIGNAL_VOLATILITY_BARS, LabelConfig, atr_volatility
 from .metrics import (expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting,
                            sharpe_error_spread, sharpe_moments)
-from .registry import _atomic_write_text, _check_run_horizon, check_horizon, current_version, label_horizon, registry_key, version_dir
+from .registry import (_atomic_write_text, _check_run_horizon, check_horizon, check_manifest_exchange, current_version,
+                            label_horizon, registry_key, version_dir)
 from .train import (ModelBundle, ModelIntegrityError, TrainConfig, TrainingTable, _round, build_training_table,
                          classification_metrics, load_bundle, score_frame)
 
@@ -411,6 +412,12 @@ def candidate_manifest_sha256(run_dir: str | Path, verified: dict) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 # %% ../nbs/41_gate.ipynb #c032
+def _load_checked(folder: Path, exchange: str) -> ModelBundle:
+    "`load_bundle` of a run or version folder (every listed file hashed), refused when its manifest names another exchange."
+    bundle = load_bundle(folder)
+    check_manifest_exchange(bundle.manifest, Path(folder) / "manifest.json", exchange)
+    return bundle
+
 def _baseline_dir(exchange: str, baseline: str | None, run_cfg: RunConfig,
                   horizon: str | None = None) -> tuple[Path | None, str | None]:
     "Folder and label of the baseline: the production version (of the exchange, or of its `horizon` key), a version id, a run id, or none."
@@ -460,13 +467,15 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     "Evaluate a candidate on its holdout (against the baseline on the part the baseline never trained on); writes reports/gate_report.json."
     run_cfg, exchange, horizon = run_cfg or RunConfig(), exchange.upper(), check_horizon(horizon)
     cand_dir = Path(run_cfg.models_dir) / exchange / candidate_run
-    cand = load_bundle(cand_dir)
+    cand = _load_checked(cand_dir, exchange)   # an NSE run under models/BSE/ is refused before any data loads
     manifest_sha = candidate_manifest_sha256(cand_dir, cand.manifest)   # what this verdict is about (deploy checks it)
     cand_tcfg = train_config_of(cand)   # its training report, read once
     own_horizon = label_horizon(cand_tcfg.labels.horizon_bars, run_cfg.bar_minutes)
     _check_run_horizon(horizon, own_horizon, candidate_run,   # a 15m model is not judged on NSE/30m; refused before any data loads
                        f"not gating it against the {registry_key(exchange, horizon)} production model")
     trials, provenance = _automl_trials(automl_run, run_cfg, exchange, cand, cand_tcfg)   # another dataset/target: refused before data loads
+    base_dir, base_label = _baseline_dir(exchange, baseline, run_cfg, horizon)
+    base = _load_checked(base_dir, exchange) if base_dir else None   # another exchange's baseline: refused before data loads
     raw, _ = load_dataset(exchange, cand.manifest["dataset_version"], run_cfg)
     raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     start, end = (pd.Timestamp(t) for t in cand.manifest["holdout_window"])
@@ -476,8 +485,6 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
         **check_automl_before_window(automl_run, provenance[1], trials, start, cand_table, session_starts(raw.timestamp)))
     bt_cfg = backtest_cfg or default_backtest_config(exchange, dataclasses.asdict(cand_tcfg), run_cfg.bar_minutes)
     c_eval = evaluate_model(cand, cand_tcfg, raw, start, end, bt_cfg, rule_returns=True, table=cand_table)
-    base_dir, base_label = _baseline_dir(exchange, baseline, run_cfg, horizon)
-    base = load_bundle(base_dir) if base_dir else None
     b_eval, comparison = _compare_with_baseline(base, cand, cand_tcfg, cand_table, raw, start, end, bt_cfg, gate_cfg) if base else (None, None)
     dsr, pbo_result = deflated_sharpe(c_eval["rule_daily_returns"], trials), pbo(trials)
     policy = policy_sharpe(c_eval["daily_returns"])

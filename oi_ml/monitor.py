@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .config import MonitoringConfig, RunConfig
+from .datasets import DatasetIntegrityError, dataset_dir, read_json
 from .features import bin_proportions, family_scale, prepare_training_features, psi
 from .indicators import WARMUP_BARS
 from .registry import load_version, read_jsonl, registry_key
@@ -34,8 +35,9 @@ __all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'monitor_config
            'psi_status', 'drift_row', 'drift_report', 'drift_family_levels', 'rolling_hit_rate', 'effective_outcomes',
            'degradation_check', 'batch_means_outcomes', 'holdout_baselines', 'outcome_kind', 'read_holdout_outcomes',
            'degradation_baseline', 'latency_histogram', 'latency_percentiles', 'alerts_path', 'read_alerts',
-           'post_webhook', 'raise_alert', 'served_recommendations', 'recent_features', 'model_columns', 'score_drift',
-           'assess', 'monitor_summary', 'notify_alerts', 'format_summary']
+           'post_webhook', 'raise_alert', 'served_recommendations', 'training_symbols', 'recent_features',
+           'live_window', 'model_columns', 'score_drift', 'assess', 'monitor_summary', 'notify_alerts',
+           'format_summary']
 
 # %% ../nbs/43_monitor.ipynb #c004
 _RUN = MonitoringConfig()   # the defaults of the settings a run config can set ([monitoring])
@@ -370,16 +372,34 @@ def served_recommendations(run_cfg: RunConfig, exchange: str, model_version: str
         try: return recommendations_with_outcomes(con, exchange, model_version)
         except duckdb.CatalogException: return empty   # a warehouse written before the audit tables existed
 
-def recent_features(run_cfg: RunConfig, exchange: str, columns: list, cfg: MonitorConfig = MonitorConfig()) -> pd.DataFrame:
+def training_symbols(exchange: str, manifest: dict, run_cfg: RunConfig) -> list[str] | None:
+    "Symbols a model was trained on: `symbols` of its dataset version's manifest; None when that manifest is gone, unreadable or silent."
+    path = dataset_dir(exchange, str(manifest.get("dataset_version")), run_cfg) / "manifest.json"
+    try: symbols = read_json(path).get("symbols")
+    except (OSError, DatasetIntegrityError): return None
+    return sorted(map(str, symbols)) if isinstance(symbols, list) and symbols else None
+
+def recent_features(run_cfg: RunConfig, exchange: str, columns: list, cfg: MonitorConfig = MonitorConfig(),
+                    symbols: list[str] | None = None) -> pd.DataFrame:   # only these symbols; None: every symbol of `exchange`
     "Model features of the last `live_rows` bars of `exchange` (after an indicator warm-up window); empty without data."
     if not Path(run_cfg.db_path).exists(): return pd.DataFrame(columns=list(columns))
+    only = " AND list_contains(?, symbol)" if symbols else ""
     with connect(run_cfg, read_only=True, lock_timeout=cfg.db_lock_timeout) as con:
-        raw = con.execute("SELECT * FROM ml_features WHERE exchange = ? ORDER BY timestamp DESC LIMIT ?",
-                          [exchange.upper(), cfg.live_rows + WARMUP_BARS]).df()
+        raw = con.execute(f"SELECT * FROM ml_features WHERE exchange = ?{only} ORDER BY timestamp DESC LIMIT ?",
+                          [exchange.upper(), *([list(symbols)] if symbols else []), cfg.live_rows + WARMUP_BARS]).df()
     if raw.empty: return pd.DataFrame(columns=list(columns))
     raw = denormalise_payload(raw).sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     features = prepare_training_features(raw, list(columns))
     return features[features.groupby("symbol").cumcount().to_numpy() >= WARMUP_BARS].reset_index(drop=True)
+
+def live_window(run_cfg: RunConfig, exchange: str, manifest: dict, columns: list, cfg: MonitorConfig = MonitorConfig()) -> tuple[pd.DataFrame, list]:
+    "(`recent_features` of the model's training symbols, warnings): every symbol of `exchange` and a warning when those are unknown."
+    symbols = training_symbols(exchange, manifest, run_cfg)
+    live = recent_features(run_cfg, exchange, columns, cfg, symbols)
+    if symbols: return live, []
+    return live, [{"kind": "training_symbols", "details": {"dataset_version": manifest.get("dataset_version")},
+                   "message": f"the training symbols are unknown (no readable manifest of dataset {exchange.upper()}/"
+                              f"{manifest.get('dataset_version')}): drift judged on every symbol of {exchange.upper()}"}]
 
 # %% ../nbs/43_monitor.ipynb #c038
 def model_columns(folder: Path, manifest: dict) -> tuple[list, list]:
@@ -439,7 +459,7 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
         cfg = dataclasses.replace(cfg, outcome_overlap=max(1, int(own_horizon[:-1]) // run_cfg.bar_minutes))
     inputs, used = model_columns(folder, manifest)
     served = served_recommendations(run_cfg, exchange, manifest["version"], cfg)
-    live = recent_features(run_cfg, exchange, inputs, cfg) if live_features is None else live_features
+    live, notes = live_window(run_cfg, exchange, manifest, inputs, cfg) if live_features is None else (live_features, [])
     family = drift_family_levels(manifest.get("drift_family"), cfg)
     drift = drift_report(manifest["feature_distribution"], live, [c for c in inputs if c in live.columns], cfg, used, family)
     raised = (drift.warn_at > cfg.psi_warn) | (drift.alert_at > cfg.psi_alert)
@@ -449,6 +469,7 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
     degradation = degradation_check(served[["timestamp", "correct"]], baseline, cfg)
     latency = latency_percentiles(served["latency_us"])
     alerts, warnings = assess(drift, score, degradation, latency, cfg)
+    warnings += notes
     if absent := [c for c in used if c not in live.columns]:   # a model input the live frame lacks cannot be judged: say so
         warnings.append({"kind": "missing_features", "message": f"{len(absent)} used feature(s) absent from the live features, "
                          f"not judged for drift: {', '.join(absent[:5])}{' …' if len(absent) > 5 else ''}", "details": {"features": absent}})

@@ -10,6 +10,7 @@ import html
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -21,22 +22,23 @@ import pandas as pd
 from .config import IST, SESSIONS_PER_YEAR, MonitoringConfig, RunConfig, config_to_dict, get_exchange_config
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'PERCENT_CRITERIA', 'CRITERION_MEANING', 'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS',
-           'DAILY_SHARPE_LABEL', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES',
-           'TRADE_RESAMPLES', 'MIN_VOLATILITY_VALUES', 'DECISION_TEXT', 'STRATEGY_LABELS', 'RANDOM_DISTRIBUTION_TEXT',
-           'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL', 'CHROMIUM_FLAGS', 'source_banner', 'ist_minute',
-           'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of', 'daily_coverage',
-           'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
+__all__ = ['METRIC_KEYS', 'PACK_LABEL_PATTERN', 'PERCENT_CRITERIA', 'CRITERION_MEANING', 'GATE_CONFIG_KEYS',
+           'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES',
+           'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'MIN_VOLATILITY_VALUES', 'DECISION_TEXT', 'STRATEGY_LABELS',
+           'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL', 'CHROMIUM_FLAGS',
+           'source_banner', 'ist_minute', 'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of',
+           'daily_coverage', 'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
            'correlation_figure', 'label_summary', 'load_run_report', 'run_provenance', 'cv_tables', 'model_facts',
            'class_balance_table', 'confusion_figure', 'reliability_figure', 'shap_figure', 'template_path',
-           'pack_kernel', 'render_html', 'run_config_parameter', 'render_pack', 'decision_banner', 'baseline_notice',
-           'drawdown_percent', 'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration',
-           'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table',
-           'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'overfitting_summary', 'trade_volatility',
-           'performance_breakdowns', 'window_order', 'no_trade_reason', 'benchmark_frame', 'window_sharpes',
-           'walk_forward_frame', 'sensitivity_figure', 'saved_random_distribution', 'random_distribution_frame',
-           'random_distribution_figure', 'risk_profile', 'drift_family_of', 'monitoring_baseline', 'signoff_command',
-           'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
+           'pack_kernel', 'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs',
+           'render_pack', 'decision_banner', 'baseline_notice', 'drawdown_percent', 'gate_table', 'gate_window_text',
+           'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe', 'candidate_vs_production',
+           'equity_figure', 'sortable_table', 'trades_table', 'backtest_periods_per_year', 'backtest_setup',
+           'metrics_with_ci', 'overfitting_summary', 'trade_volatility', 'performance_breakdowns', 'window_order',
+           'no_trade_reason', 'benchmark_frame', 'window_sharpes', 'walk_forward_frame', 'sensitivity_figure',
+           'saved_random_distribution', 'random_distribution_frame', 'random_distribution_figure', 'risk_profile',
+           'drift_family_of', 'monitoring_baseline', 'signoff_command', 'signoff_block', 'pack_entries', 'render_index',
+           'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def source_banner(manifest: dict) -> str:
@@ -261,20 +263,48 @@ def run_config_parameter(run_cfg: RunConfig) -> str:
     "The run configuration without its folders, as JSON text: the template's `run_config` parameter (`load_run_config` overrides)."
     return json.dumps({k: v for k, v in config_to_dict(run_cfg).items() if k not in ("data_dir", "reports_dir")}, sort_keys=True)
 
+PACK_LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")   # a dataset version or run id: one folder name (fullmatch)
+
+class PackError(Exception):
+    "The approval-pack template failed while executing; the message is the template's exception, on one line."
+
+def check_pack_label(label: str) -> str:
+    "`label` unchanged when it is one plain folder name (a dataset version or run id); anything else raises naming it."
+    if isinstance(label, str) and PACK_LABEL_PATTERN.fullmatch(label) and ".." not in label: return label
+    raise ValueError(f"invalid pack label {label!r}: expected a dataset version such as '2025-08-12' or a run id such as "
+                     "'run-2025-08-12-1a2b3c4d5e6f' (letters, digits, '.', '_', '-')")
+
+def verify_pack_inputs(exchange: str, parameters: dict, run_cfg: RunConfig) -> None:
+    "Verify the dataset version (and candidate run) a pack reads, before a kernel starts; raises naming the bad file."
+    from oi_ml.datasets import verify_dataset
+    from oi_ml.registry import verify_run
+    verify_dataset(exchange, check_pack_label(parameters["dataset_version"]), run_cfg)
+    if parameters.get("candidate_run"): verify_run(exchange, parameters["candidate_run"], run_cfg)
+
+def _execute(tmp: Path, params: dict, progress: bool) -> None:
+    "papermill run of the template into `tmp`; on any failure `tmp` is deleted, and a failing cell raises `PackError`."
+    import papermill as pm
+    try: pm.execute_notebook(str(template_path()), str(tmp), parameters=params, kernel_name=pack_kernel(),
+                             progress_bar=progress, cwd=str(tmp.parent))
+    except BaseException as err:   # an interrupt too: no half-executed notebook is left behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, pm.PapermillExecutionError):
+            raise PackError(f"{tmp.parent}: the approval-pack template failed: {err.ename}: {' '.join(str(err.evalue).split())}") from err
+        raise
+
 def render_pack(exchange: str, label: str, parameters: dict, run_cfg: RunConfig | None = None, progress: bool = False) -> Path:
     "Execute the approval-pack template for `exchange` into reports/<EXCHANGE>/<label>/ and render its HTML; returns the HTML path."
-    import papermill as pm
-    run_cfg = run_cfg or RunConfig()
+    run_cfg, label = run_cfg or RunConfig(), check_pack_label(label)
+    verify_pack_inputs(exchange, parameters, run_cfg)
     out_dir = Path(run_cfg.reports_dir) / exchange.upper() / label; out_dir.mkdir(parents=True, exist_ok=True)
     params = {"exchange": exchange.upper(), "data_dir": str(Path(run_cfg.data_dir).resolve()),
               "run_config": run_config_parameter(run_cfg), **parameters}
     executed, tmp = out_dir / "approval_pack.ipynb", out_dir / "approval_pack.running.ipynb"
-    pm.execute_notebook(str(template_path()), str(tmp), parameters=params, kernel_name=pack_kernel(), progress_bar=progress,
-                        cwd=str(out_dir))
+    _execute(tmp, params, progress)
     os.replace(tmp, executed)
     return render_html(executed, out_dir / "approval_pack.html")
 
-# %% ../nbs/44_packs.ipynb #c021
+# %% ../nbs/44_packs.ipynb #c022
 def _alert(text: str, colour: str = "#b00020", font_px: int = 18) -> str:
     "A loud coloured block with escaped `text`."
     return (f'<div style="background:{colour};color:white;padding:14px;font-size:{font_px}px;font-weight:bold;border-radius:4px;'
@@ -364,7 +394,7 @@ def gate_configuration(gate: dict) -> pd.DataFrame:
     rows += [("backtest", k, "engine default" if b[k] is None else b[k]) for k in BACKTEST_CONFIG_KEYS if k in b]
     return pd.DataFrame(rows, columns=["section", "setting", "value"]).astype({"value": str})
 
-# %% ../nbs/44_packs.ipynb #c023
+# %% ../nbs/44_packs.ipynb #c024
 METRIC_LABELS = {"sharpe_net": "sharpe_net (per-bar, annualised)", "max_drawdown_net": "max_drawdown_net (% of peak)"}
 DAILY_SHARPE_LABEL = f"sharpe of net daily returns (×√{SESSIONS_PER_YEAR})"
 
@@ -394,7 +424,7 @@ def candidate_vs_production(gate: dict, keys=("n_trades", "sharpe_net", "sortino
         rows[k] = {n: v["probabilities"]["model"].get(k) for n, v in cols.items()}
     return pd.DataFrame(rows).T.rename_axis("metric").reset_index()
 
-# %% ../nbs/44_packs.ipynb #c025
+# %% ../nbs/44_packs.ipynb #c026
 def equity_figure(equity: pd.DataFrame, title: str, account_size: float):
     "Gross and net equity with the net drawdown shaded below the running peak."
     import plotly.graph_objects as go
@@ -430,7 +460,7 @@ def trades_table(trades: pd.DataFrame) -> pd.DataFrame:
         out[c] = trades[c].map(lambda v: f"{v:,.2f}") if c in TRADE_PRICE_COLUMNS else trades[c].round(4) if c == "confidence" else trades[c]
     return out
 
-# %% ../nbs/44_packs.ipynb #c027
+# %% ../nbs/44_packs.ipynb #c028
 def backtest_periods_per_year(summary: dict) -> float:
     "Bars per year the backtest engine annualised with: the saved `periods_per_year` metric, else that of the saved config."
     from oi_ml.backtest import BacktestConfig, periods_per_year
@@ -532,7 +562,7 @@ def overfitting_summary(gate: dict) -> str:
     overfit = (f"Probability of backtest overfitting: **{_figure(pbo.get('pbo'))}**" + (f" ({pbo['reason']})" if pbo.get("reason") else "") + ".")
     return "\n\n".join([dsr + " " + rule, _policy_text(gate), chosen, overfit])
 
-# %% ../nbs/44_packs.ipynb #c032
+# %% ../nbs/44_packs.ipynb #c033
 def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, high, low, close)
                      trades: pd.DataFrame,  # backtest trades; `timestamp` is the signal bar
                      window: int | None = None,  # bars; None: labels.SIGNAL_VOLATILITY_BARS, the window `gate.signals_for` uses
@@ -633,7 +663,7 @@ def sensitivity_figure(records: list[dict], metric: str = "sharpe_net",
     fig.update_layout(title=f"Out-of-sample {label} by cost and confidence threshold" + (f", {window}" if window else ""), height=380)
     return fig
 
-# %% ../nbs/44_packs.ipynb #c035
+# %% ../nbs/44_packs.ipynb #c036
 RANDOM_DISTRIBUTION_TEXT = (
     "**Does the strategy beat chance?** Each window's strategy against many random-signal strategies with its trade count, "
     "costs and sizing (random entry bars and sides). *p* is the share of random draws that did at least as well, the "
@@ -700,7 +730,7 @@ def random_distribution_figure(window: dict, title: str = ""):
                       xaxis_title="net return over the window (%)", yaxis_title="draws", height=340, showlegend=False)
     return fig
 
-# %% ../nbs/44_packs.ipynb #c037
+# %% ../nbs/44_packs.ipynb #c038
 EXPOSURE_LABEL = "time in market (share of bars with a trade open, as the engine's exposure_bars)"
 
 def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd.DataFrame:
@@ -812,7 +842,7 @@ def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig,
             + f"Record the decision in the Model Change Log with:<br><code>{html.escape(signoff_command(exchange, candidate_run, gate_decision))}</code></p>"
             + (f"<p>Recorded sign-offs:</p><ul>{recorded}</ul>" if recorded else "<p>No sign-off recorded yet.</p>"))
 
-# %% ../nbs/44_packs.ipynb #c040
+# %% ../nbs/44_packs.ipynb #c041
 def _pack_facts(html_path: Path) -> tuple[str, bool | None]:
     """(gate decision or 'data only', whether the data is simulated) of a rendered pack, from its executed notebook's parameters:
     the gate report's `simulated_data`, else the dataset manifest's `simulated`; None when neither can be read."""
@@ -862,7 +892,7 @@ def render_index(run_cfg: RunConfig | None = None) -> Path:
     tmp = reports_dir / ".index.html.tmp"; tmp.write_text(page, encoding="utf-8"); os.replace(tmp, reports_dir / "index.html")
     return reports_dir / "index.html"
 
-# %% ../nbs/44_packs.ipynb #c043
+# %% ../nbs/44_packs.ipynb #c044
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars")
 

@@ -33,9 +33,9 @@ __all__ = ['REGISTRY_FORMAT', 'REGISTRY_FILE', 'DEPLOYMENTS_LOG', 'CHANGE_LOG_JS
            'RegistryLockedError', 'models_root', 'exchange_models_dir', 'run_dir', 'check_horizon', 'registry_key',
            'split_key', 'list_files', 'hash_folder', 'compare_hashes', 'read_jsonl', 'registry_path', 'read_registry',
            'current_version', 'registry_lock', 'deployment_stack', 'previous_version', 'render_change_log', 'sync_logs',
-           'verify_run', 'gate_summary', 'label_horizon', 'horizon_of_report', 'run_horizon', 'next_version_id',
-           'deploy_model', 'version_dir', 'load_version_manifest', 'load_version', 'registry_history', 'list_versions',
-           'rollback', 'record_signoff']
+           'check_manifest_exchange', 'verify_run', 'gate_summary', 'label_horizon', 'horizon_of_report', 'run_horizon',
+           'next_version_id', 'deploy_model', 'version_dir', 'load_version_manifest', 'load_version',
+           'registry_history', 'list_versions', 'rollback', 'record_signoff']
 
 # %% ../nbs/40_registry.ipynb #c005
 REGISTRY_FORMAT = 1                        # `format` key of registry.json
@@ -209,7 +209,17 @@ def read_registry(run_cfg: RunConfig | None = None) -> dict:
     if registry.get("format") != REGISTRY_FORMAT:
         raise RegistryError(f"{path}: registry format {registry.get('format')!r}, this code reads format {REGISTRY_FORMAT}")
     if not isinstance(registry.get("exchanges"), dict): raise RegistryError(f"{path}: missing or malformed 'exchanges' map")
+    for key, record in registry["exchanges"].items(): _check_record(record, path, key)
     return registry
+
+def _check_record(record, path: Path, key: str) -> None:
+    "Refuse a registry key's record that is not {'current': id or null, 'history': [events with event_id, action, version]}."
+    where = f"{path}: exchanges[{key!r}]"
+    if not isinstance(record, dict) or not isinstance(record.get("history"), list) or not isinstance(record.get("current"), (str, type(None))):
+        raise RegistryError(f"{where} must be an object with 'current' (a version id or null) and a 'history' list, found {json.dumps(record)[:80]}")
+    for i, event in enumerate(record["history"]):
+        if not isinstance(event, dict) or not all(isinstance(event.get(k), str) for k in ("event_id", "action", "version")):
+            raise RegistryError(f"{where}['history'][{i}] must be an event object with 'event_id', 'action' and 'version', found {json.dumps(event)[:80]}")
 
 def _exchange_record(registry: dict, key: str) -> dict:
     "The {'current', 'history'} record of a registry key (empty when never deployed)."
@@ -376,13 +386,18 @@ def _read_manifest(path: Path) -> tuple[dict, bytes]:
     try: return json.loads(raw), raw
     except json.JSONDecodeError as e: raise ModelIntegrityError(f"{path}: not valid JSON ({e})") from None
 
+def check_manifest_exchange(manifest: dict, path: Path, exchange: str) -> None:
+    "Refuse a run or version manifest naming another exchange than the one it is used for (a model copied across exchanges)."
+    if str(manifest.get("exchange")).upper() != _exchange_key(exchange):
+        raise RegistryError(f"{path}: manifest exchange {manifest.get('exchange')!r} differs from {_exchange_key(exchange)!r}; "
+                            "a model trained on one exchange is not used on another's")
+
 def _check_run_manifest(manifest: dict, path: Path, exchange: str, run_id: str) -> None:
     "Refuse a run manifest missing required keys or naming another exchange or run."
     missing = [k for k in RUN_MANIFEST_KEYS if k not in manifest]
     if missing: raise RegistryError(f"{path}: run manifest lacks {', '.join(missing)}")
     if manifest["run_id"] != run_id: raise RegistryError(f"{path}: run_id {manifest['run_id']!r} differs from the folder {run_id!r}")
-    if str(manifest["exchange"]).upper() != exchange:
-        raise RegistryError(f"{path}: manifest exchange {manifest['exchange']!r} differs from {exchange!r}")
+    check_manifest_exchange(manifest, path, exchange)
 
 def _verified_run(exchange: str, run_id: str, run_cfg: RunConfig) -> tuple[dict, bytes, dict]:
     "(manifest, raw manifest, sha256 of every file) of a run whose listed files all match its manifest."
@@ -722,6 +737,15 @@ def _as_date(date) -> str:
     if date is None: return dt.datetime.now(dt.UTC).date().isoformat()
     return (date if isinstance(date, (dt.date, dt.datetime)) else dt.date.fromisoformat(str(date))).isoformat()
 
+def _reviewed_manifest(exchange: str, version_or_run: str, run_cfg: RunConfig) -> tuple[bool, dict, bytes]:
+    "(is a version, manifest, its bytes) of what a sign-off is about; refused when it names another exchange (a run: or lacks keys, or names another run)."
+    is_version = bool(VERSION_PATTERN.match(str(version_or_run)))
+    folder = version_dir(exchange, version_or_run, run_cfg) if is_version else run_dir(exchange, version_or_run, run_cfg)
+    manifest, raw = _read_manifest(folder / "manifest.json")
+    if is_version: check_manifest_exchange(manifest, folder / "manifest.json", exchange)
+    else: _check_run_manifest(manifest, folder / "manifest.json", exchange, version_or_run)
+    return is_version, manifest, raw
+
 def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: str,
                    constraints=None,                    # conditions of the approval (text, list or dict)
                    date=None,                           # date of the decision; today (UTC) when None
@@ -730,9 +754,7 @@ def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: 
     "Append a reviewer's sign-off of a version or run to the Model Change Log; returns the record."
     run_cfg, exchange, horizon = run_cfg or RunConfig(), _exchange_key(exchange), check_horizon(horizon)
     if decision not in SIGNOFF_DECISIONS: raise ValueError(f"decision {decision!r} not one of {', '.join(SIGNOFF_DECISIONS)}")
-    is_version = bool(VERSION_PATTERN.match(str(version_or_run)))
-    folder = version_dir(exchange, version_or_run, run_cfg) if is_version else run_dir(exchange, version_or_run, run_cfg)
-    manifest, raw = _read_manifest(folder / "manifest.json")
+    is_version, manifest, raw = _reviewed_manifest(exchange, version_or_run, run_cfg)
     if is_version: gate = manifest.get("gate")
     else:   # a run: its reports/gate_report.json; an unreadable one is recorded as such and never blocks a decision
         try: gate = _run_gate(exchange, version_or_run, run_cfg)

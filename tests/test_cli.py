@@ -287,3 +287,64 @@ def test_an_adhoc_backtest_goes_to_a_folder_named_by_its_window(tmp_path):
     assert cli.adhoc_backtest_dir(run, "2025-08-05", "2025-08-06") == run / "reports" / "backtests" / "2025-08-05_2025-08-06"
     assert cli.adhoc_backtest_dir(run, None, None) == run / "reports" / "backtests" / "first_last"
     assert cli.adhoc_backtest_dir(run, "../../x", None).parent == run / "reports" / "backtests"
+
+
+# ---------------------------------------------------------------- review findings: one-line errors, nothing half-written
+def test_pack_refuses_a_path_or_a_damaged_dataset_in_one_line_before_a_kernel_starts(dirs, monkeypatch, capsys):
+    """`oi-ml pack --dataset ../../x` wrote the pack outside reports/; a dataset whose Parquet fails its hash started a
+    kernel and ended in a papermill traceback, leaving approval_pack.running.ipynb. Both are one line, exit 1, no files."""
+    import papermill
+    started = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda template, output, **kw: started.append(output))
+    folder = dirs / "data" / "datasets" / "NSE" / "2025-08-01"; folder.mkdir(parents=True)
+    (folder / "ml_features.parquet").write_bytes(b"PAR1 damaged PAR1")
+    files = {"ml_features.parquet": {"sha256": "0" * 64, "rows": 3}}
+    (folder / "manifest.json").write_text(json.dumps(dict(version="2025-08-01", exchange="NSE", window_start="", window_end="",
+                                                          row_count=3, files=files, content_sha256="0" * 64, source="test")))
+    for dataset, message in (("../../escaped_pack", "invalid pack label '../../escaped_pack'"),
+                             ("2025-08-01", "ml_features.parquet: sha256 ")):
+        assert cli.main(["pack", "--exchange", "NSE", "--dataset", dataset]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"oi-ml pack: ") and message in err and err.count("\n") == 1, err
+    assert cli.main(["pack", "--exchange", "NSE", "--run", "../run-x"]) == 1
+    assert "invalid pack label '../run-x'" in capsys.readouterr().err
+    assert started == [] and not (dirs / "reports").exists() and not (dirs / "escaped_pack").exists()
+
+
+def test_a_failed_pack_template_is_one_line(fake_run, monkeypatch, capsys):
+    "The template's own error (after the inputs verified) is printed as one line with exit 1, not a papermill traceback."
+    def failing(*a, **k): raise packs.PackError("reports/NSE/run-abc: the approval-pack template failed: KeyError: 'x'")
+    monkeypatch.setattr(packs, "render_pack", failing)
+    assert cli.main(["pack", "--exchange", "NSE", "--run", "run-abc"]) == 1
+    assert capsys.readouterr().err == "oi-ml pack: reports/NSE/run-abc: the approval-pack template failed: KeyError: 'x'\n"
+
+
+def test_backtest_refuses_a_model_of_another_exchange(dirs, monkeypatch, capsys):
+    """An NSE run copied under models/BSE/ was backtested on BSE data (exit 0). It is refused, naming the manifest, before
+    the dataset loads; a path or a version id as --run is refused too."""
+    from oi_ml import datasets
+    run = dirs / "data" / "models" / "BSE" / "run-abc"; run.mkdir(parents=True)
+    manifest = {"run_id": "run-abc", "exchange": "NSE", "dataset_version": "2025-08-01"}
+    monkeypatch.setattr(train, "load_bundle", lambda folder: SimpleNamespace(manifest=manifest, run_dir=folder))
+    loaded = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: loaded.append(a))
+    assert cli.main(["backtest", "--exchange", "BSE", "--run", "run-abc"]) == 1
+    assert capsys.readouterr().err == (f"oi-ml backtest: {run}/manifest.json: manifest exchange 'NSE' differs from 'BSE'; "
+                                       "a model trained on one exchange is not used on another's\n")
+    for bad in ("../../etc", "v0001"):
+        assert cli.main(["backtest", "--exchange", "BSE", "--run", bad]) == 1
+        assert f"invalid run id '{bad}'" in capsys.readouterr().err
+    assert loaded == []
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("bad.toml", "x = [\n", "Invalid value (at end of document)"),
+    ("list.yaml", "- 1\n", "AttributeError: 'list' object has no attribute 'items'"),
+    ("bad.yaml", "a: [\n", "ParserError: while parsing a flow node"),
+    ("unknown.toml", "nonsense_field = 3\n", "unknown config key 'nonsense_field'")])
+def test_a_broken_config_file_is_named_in_one_line(tmp_path, capsys, name, text, message):
+    "`oi-ml --config bad.toml datasets` printed `oi-ml datasets: Invalid value (at end of document)`, naming no file (YAML: a traceback)."
+    path = write_config(tmp_path / name, text)
+    assert cli.main(["--data-dir", str(tmp_path / "d"), "--config", path, "datasets"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"oi-ml datasets: --config {path}: {message}") and err.count("\n") == 1, err

@@ -456,3 +456,22 @@ def test_the_report_names_the_manifest_it_judged_and_deploy_holds_it_to_that(tin
     version = deploy_model("NSE", run_id, "pytest", "gated on this content", run_cfg=cfg)
     assert version["gate"]["candidate_manifest_sha256"] == now and version["gate_source"] == "report"
     assert version["files"]["calibration.json"] == sha256_file(folder / "calibration.json")   # the content that was judged
+
+
+# ---------------------------------------------------------------- a model of another exchange
+
+def test_a_model_of_another_exchange_is_not_gated(tiny_run, tmp_path):
+    """Review finding: an NSE run copied under models/BSE/ was scored on BSE data and left a gate report there. It is
+    refused before any data loads, and so is a baseline whose manifest names another exchange."""
+    from oi_ml.registry import RegistryError
+    cfg0, run_id, version = tiny_run
+    cfg = RunConfig(data_dir=str(tmp_path / "data"))
+    shutil.copytree(Path(cfg0.datasets_dir) / "NSE" / version, Path(cfg.datasets_dir) / "BSE" / version)   # BSE data of that version
+    copied = shutil.copytree(Path(cfg0.models_dir) / "NSE" / run_id, Path(cfg.models_dir) / "BSE" / run_id)
+    (copied / "reports" / "gate_report.json").unlink(missing_ok=True)
+    with pytest.raises(RegistryError, match=rf"BSE/{run_id}/manifest.json: manifest exchange 'NSE' differs from 'BSE'"):
+        G.evaluate_candidate("BSE", run_id, baseline=None, run_cfg=cfg)
+    assert not (copied / "reports" / "gate_report.json").exists()
+    copy_as_baseline(cfg0, run_id, "run-of-bse", exchange="BSE")
+    with pytest.raises(RegistryError, match=r"run-of-bse/manifest.json: manifest exchange 'BSE' differs from 'NSE'"):
+        G.evaluate_candidate("NSE", run_id, baseline="run-of-bse", run_cfg=cfg0, write=False)

@@ -435,6 +435,25 @@ def test_summary_default_live_window_from_the_warehouse(deployed, tmp_path):
     assert summary["n_live_rows"] == 500 and len(summary["drift"]) > 100
 
 
+def test_the_live_window_holds_only_the_models_training_symbol(deployed, tmp_path):
+    """Review finding: the live window read every symbol of the exchange, so importing RELIANCE bars next to NIFTY
+    shortened it and changed the drift verdicts. Another symbol's rows at the same bars change nothing; without the
+    dataset manifest that names the training symbols the summary says it judged every symbol."""
+    cfg = private_copy(deployed[0], tmp_path)
+    small = MonitorConfig(live_rows=500)
+    before = monitor_summary("NSE", cfg, cfg=small)
+    with connect(cfg) as con:
+        con.execute("INSERT INTO ml_features SELECT * REPLACE ('OTHER' AS symbol, open * 3 AS open, high * 3 AS high, "
+                    "low * 3 AS low, close * 3 AS close) FROM ml_features WHERE exchange = 'NSE'")   # the same bars, another symbol
+    after = monitor_summary("NSE", cfg, cfg=small)
+    assert after["n_live_rows"] == before["n_live_rows"] == 500 and after["drift"] == before["drift"]
+    assert not [w for w in after["warnings"] if w["kind"] == "training_symbols"]
+    (path,) = (tmp_path / "data" / "datasets" / "NSE").glob("*/manifest.json")
+    path.rename(path.with_name("moved.json"))
+    unknown = monitor_summary("NSE", cfg, cfg=small)
+    assert [w["kind"] for w in unknown["warnings"]].count("training_symbols") == 1 and unknown["n_live_rows"] < 500   # both symbols warm up
+
+
 def manifest_horizon(cfg) -> str:
     "The deployed version's label horizon ('15m')."
     return json.loads((version_dir("NSE", run_cfg=cfg) / "manifest.json").read_text())["horizon"]

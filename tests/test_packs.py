@@ -332,6 +332,71 @@ def test_performance_breakdowns_by_volatility_bucket():
 
 
 # ---------------------------------------------------------------- rendered packs (papermill)
+# ---------------------------------------------------------------- review findings: what render_pack refuses before a kernel starts
+def tiny_dataset(cfg: RunConfig, exchange: str = "NSE", version: str = "2025-08-01") -> Path:
+    "A dataset version of three rows whose manifest agrees with its file, as `verify_dataset` checks it."
+    from oi_ml.datasets import _content_hash, dataset_dir, sha256_file
+    folder = dataset_dir(exchange, version, cfg); folder.mkdir(parents=True)
+    pd.DataFrame({"close": [1.0, 2.0, 3.0]}).to_parquet(folder / "ml_features.parquet")
+    files = {"ml_features.parquet": {"sha256": sha256_file(folder / "ml_features.parquet"), "rows": 3}}
+    (folder / "manifest.json").write_text(json.dumps(dict(version=version, exchange=exchange, window_start="", window_end="",
+                                                          row_count=3, files=files, content_sha256=_content_hash(files), source="test")))
+    return folder
+
+
+@pytest.fixture
+def pack_cfg(tmp_path, monkeypatch) -> tuple[RunConfig, list]:
+    "(run config with a valid tiny dataset 2025-08-01, calls of papermill.execute_notebook, which only records them)."
+    import papermill
+    started = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda template, output, **kw: started.append(output))
+    cfg = RunConfig(data_dir=str(tmp_path / "data"), reports_dir=str(tmp_path / "reports"))
+    tiny_dataset(cfg)
+    return cfg, started
+
+
+def test_render_pack_refuses_bad_inputs_before_a_kernel_starts(pack_cfg, tmp_path):
+    """Review finding: a label that is a path wrote outside reports/; a damaged dataset or run surfaced as a papermill
+    traceback after a kernel started. Each is refused first, naming the value or the file, and nothing is written."""
+    from oi_ml.datasets import DatasetIntegrityError, dataset_dir
+    from oi_ml.registry import RegistryError
+    cfg, started = pack_cfg
+    ok = {"dataset_version": "2025-08-01"}
+    for label in ("../../escaped", "a/b", "..", ""):
+        with pytest.raises(ValueError, match=f"invalid pack label {re.escape(repr(label))}"):
+            packs.render_pack("NSE", label, ok, cfg)
+    with pytest.raises(FileNotFoundError, match="nope/manifest.json: no such dataset version"):
+        packs.render_pack("NSE", "nope", {"dataset_version": "nope"}, cfg)
+    run = Path(cfg.models_dir) / "NSE" / "run-x"; run.mkdir(parents=True)   # a run whose manifest says BSE
+    (run / "manifest.json").write_text(json.dumps(dict(run_id="run-x", exchange="BSE", dataset_version="2025-08-01", dataset_sha256="0",
+                                                       target="t", created_at="", files={}, metrics_summary={})))
+    with pytest.raises(RegistryError, match="manifest exchange 'BSE' differs from 'NSE'"):
+        packs.render_pack("NSE", "run-x", {**ok, "candidate_run": "run-x"}, cfg)
+    path = dataset_dir("NSE", "2025-08-01", cfg) / "ml_features.parquet"
+    damaged = bytearray(path.read_bytes()); damaged[len(damaged) // 2] ^= 0xFF; path.write_bytes(bytes(damaged))
+    with pytest.raises(DatasetIntegrityError, match=r"ml_features\.parquet: sha256 .* does not match the manifest"):
+        packs.render_pack("NSE", "2025-08-01", ok, cfg)
+    assert started == [] and not (tmp_path / "reports").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_a_failing_template_leaves_no_running_notebook(pack_cfg, tmp_path, monkeypatch):
+    """Review finding: a template that failed left reports/NSE/<label>/approval_pack.running.ipynb and a papermill
+    traceback. The half-executed notebook is deleted, the error is one line, an earlier pack stays as it was."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+    cfg, _ = pack_cfg
+    def failing(template, output, **kw):
+        Path(output).write_text("{}")                                   # papermill writes the notebook as it executes
+        raise PapermillExecutionError(3, 3, "load_dataset(...)", "DatasetIntegrityError", "ml_features.parquet:\n  sha256 differs", [])
+    monkeypatch.setattr(papermill, "execute_notebook", failing)
+    out = tmp_path / "reports" / "NSE" / "2025-08-01"; out.mkdir(parents=True)
+    (out / "approval_pack.html").write_text("an earlier pack")
+    with pytest.raises(packs.PackError, match=r"2025-08-01: the approval-pack template failed: DatasetIntegrityError: "
+                                              r"ml_features\.parquet: sha256 differs$"):
+        packs.render_pack("NSE", "2025-08-01", {"dataset_version": "2025-08-01"}, cfg)
+    assert [p.name for p in out.iterdir()] == ["approval_pack.html"] and (out / "approval_pack.html").read_text() == "an earlier pack"
+
+
 def _outputs(executed: Path) -> str:
     "Markdown, HTML and text outputs of an executed notebook, plotly charts left out."
     nb, parts = nbformat.read(executed, as_version=4), []

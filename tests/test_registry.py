@@ -8,6 +8,7 @@ Run folders and their manifests are built here with hashlib, independently of th
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -603,7 +604,14 @@ def test_signoff_records_the_horizon(cfg):
 
 # ---------------------------------------------------------------- corrupt JSON gives a RegistryError naming the file
 @pytest.mark.parametrize("text, message", [('{"format": 1, "exchanges": {"NSE": {"cur', "registry.json: not valid JSON"),
-                                           ('{"format": 1}', "registry.json: missing or malformed 'exchanges'")])
+                                           ('{"format": 1}', "registry.json: missing or malformed 'exchanges'"),
+                                           # review finding: a hand-edited record of another shape was a TypeError
+                                           ('{"format": 1, "exchanges": {"NSE": []}}',
+                                            r"registry.json: exchanges\['NSE'\] must be an object with 'current'"),
+                                           ('{"format": 1, "exchanges": {"NSE": {"current": 1, "history": []}}}',
+                                            r"registry.json: exchanges\['NSE'\] must be an object"),
+                                           ('{"format": 1, "exchanges": {"NSE": {"current": "v0001", "history": [5]}}}',
+                                            r"registry.json: exchanges\['NSE'\]\['history'\]\[0\] must be an event object")])
 def test_a_corrupt_registry_file_is_named(cfg, text, message):
     deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "first", run_cfg=cfg)
     (models(cfg) / "registry.json").write_text(text)
@@ -690,6 +698,20 @@ def test_a_gate_rerun_while_the_deploy_waits_for_the_lock_is_the_one_judged(cfg,
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "the promotion gate did not pass (pbo)" in err
     assert current_version(EXCHANGE, cfg) is None
+
+
+def test_signoff_of_a_model_copied_from_another_exchange_is_refused(cfg):
+    "Review finding: an NSE run (or version) copied under models/BSE/ was signed off as BSE's; nothing may be recorded."
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
+    deploy(EXCHANGE, run.name, "asha", "a", run_cfg=cfg)
+    shutil.copytree(run, models(cfg) / "BSE" / run.name)
+    shutil.copytree(models(cfg) / EXCHANGE / "v0001", models(cfg) / "BSE" / "v0001")
+    logged = (models(cfg) / "model_change_log.jsonl").read_bytes()
+    for copied in (run.name, "v0001"):
+        with pytest.raises(RegistryError, match=rf"BSE/{copied}/manifest.json: manifest exchange 'NSE' differs from 'BSE'"):
+            record_signoff("BSE", copied, "meera", "approved", run_cfg=cfg)
+    assert (models(cfg) / "model_change_log.jsonl").read_bytes() == logged                 # no sign-off recorded
+    assert record_signoff(EXCHANGE, run.name, "meera", "approved", run_cfg=cfg)["exchange"] == EXCHANGE   # in its own folder: fine
 
 
 def test_signoff_of_a_run_with_an_unreadable_gate_report_is_recorded(cfg):
