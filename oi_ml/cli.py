@@ -21,7 +21,7 @@ __all__ = ['GATE_FAIL_EXIT', 'CONFIG_OPTIONS', 'COMMANDS', 'config_defaults', 'a
            'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels', 'cmd_train',
            'cmd_pack', 'adhoc_backtest_dir', 'cmd_backtest', 'cmd_gate', 'cmd_automl', 'cmd_monitor', 'cmd_deploy',
            'cmd_rollback', 'cmd_signoff', 'cmd_retrain', 'option_defaults', 'given_options', 'iso_date', 'build_parser',
-           'config_error', 'main']
+           'warehouse_error', 'config_error', 'main']
 
 # %% ../nbs/51_cli.ipynb #c006
 def config_defaults(command: str, cfg: RunConfig) -> dict:
@@ -408,6 +408,21 @@ def _input_errors() -> tuple[type, ...]:
     `_INPUT_ERRORS` whose module is loaded (a command cannot raise a class from a module it never imported)."""
     return (FileNotFoundError, ValueError, *(getattr(sys.modules[m], name) for m, name in _INPUT_ERRORS if m in sys.modules))
 
+def warehouse_error(db_path: Path, err: Exception) -> str:
+    "One line for a DuckDB error a command met in the warehouse: the file, DuckDB's error class and message (whitespace folded)."
+    text = f"{db_path}: DuckDB failed on the warehouse ({type(err).__name__}: {' '.join(str(err).split())})"
+    if isinstance(err, sys.modules["duckdb"].IOException) or "corrupt" in text.lower():
+        text += "; the file may be damaged: restore it from a backup, or move it aside and rebuild it with `oi-ml simulate` / `oi-ml ingest`"
+    return text
+
+def _one_line_error(err: Exception, cfg: RunConfig | None) -> str | None:
+    """The one-line message of an error that means bad input or stored state (`_input_errors`, or any DuckDB error once the
+    config is known: a damaged warehouse often opens and fails only when a query reads a missing block); None re-raises."""
+    if isinstance(err, _input_errors()): return str(err)
+    duckdb = sys.modules.get("duckdb")   # a command that never imported duckdb cannot raise its errors
+    if cfg is not None and duckdb is not None and isinstance(err, duckdb.Error): return warehouse_error(cfg.db_path, err)
+    return None
+
 def config_error(path: str, err: Exception) -> ValueError:
     "A one-line error naming the `--config` file, for any failure to read, parse or apply it (a YAML list, a TOML syntax error...)."
     text = " ".join(str(err).split()).removeprefix(f"{path}: ")
@@ -427,10 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ingest" and args.ohlcv and not args.symbol: build_parser().error("--ohlcv needs --symbol")
     with warnings.catch_warnings():   # restores the previous printer on the way out (main also runs in-process in tests)
         warnings.showwarning = _warning_printer(args.command)
+        cfg = None
         try:
             cfg = _run_config(args)
             return COMMANDS[args.command](apply_config_defaults(args, cfg), cfg)
         except Exception as err:
-            if not isinstance(err, _input_errors()): raise
-            print(f"oi-ml {args.command}: {err}", file=sys.stderr)
+            message = _one_line_error(err, cfg)
+            if message is None: raise
+            print(f"oi-ml {args.command}: {message}", file=sys.stderr)
             return 1

@@ -5,7 +5,9 @@
 # %% ../nbs/04_datasets.ipynb #c003
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -25,10 +27,11 @@ from .config import IST, RunConfig, config_to_dict
 from .store import load_historical_data_for_ml, record_training_batch, transaction, window_params
 
 # %% auto #0
-__all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'DATASET_COLUMNS', 'package_versions', 'git_commit',
-           'sha256_file', 'package_imports', 'import_closure', 'code_sha256', 'DatasetIntegrityError', 'read_json',
-           'write_parquet_deterministic', 'write_query_parquet', 'read_dataset_manifest', 'export_training_window',
-           'dataset_dir', 'list_datasets', 'latest_dataset_version', 'load_manifest', 'verify_dataset', 'load_dataset',
+__all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'STAGING_PREFIX', 'DATASET_COLUMNS',
+           'package_versions', 'git_commit', 'sha256_file', 'package_imports', 'import_closure', 'code_sha256',
+           'DatasetIntegrityError', 'read_json', 'write_parquet_deterministic', 'write_query_parquet',
+           'read_dataset_manifest', 'remove_dead_staging', 'staging_folder', 'export_training_window', 'dataset_dir',
+           'list_datasets', 'latest_dataset_version', 'load_manifest', 'verify_dataset', 'load_dataset',
            'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
@@ -217,14 +220,56 @@ def _new_version_id(end_date: dt.date, existing: dict) -> str:
     while version in existing: n += 1; version = f"{base}-{n}"
     return version
 
+STAGING_PREFIX = ".staging-"   # an export's temporary folder under the exchange folder, renamed into a version when done
+
+def _try_lock(path: Path) -> int | None:
+    "A descriptor of `path` holding an exclusive flock, or None when another descriptor holds it (or it is gone, or has no flock)."
+    try: fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError: return None
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); return fd
+    except OSError: os.close(fd); return None
+
+def remove_dead_staging(root: Path) -> list[str]:
+    "Remove the staging folders under an exchange folder whose export is dead (nobody holds their flock); returns their names."
+    removed = []
+    for folder in sorted(p for p in root.glob(f"{STAGING_PREFIX}*") if p.is_dir()):
+        fd = _try_lock(folder)
+        if fd is None: continue   # a running export holds it
+        try: shutil.rmtree(folder, ignore_errors=True)
+        finally: os.close(fd)
+        if not folder.exists(): removed.append(folder.name)
+    return removed
+
+@contextlib.contextmanager
+def _folder_lock(root: Path):
+    "Hold a blocking flock on the folder `root` for the block (none on a file system without flock)."
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError): fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally: os.close(fd)   # closing the descriptor releases the flock
+
+@contextlib.contextmanager
+def staging_folder(root: Path):
+    "A new staging folder under `root`, flocked until the block ends and then removed unless renamed; dead ones are swept first."
+    with _folder_lock(root):
+        remove_dead_staging(root)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+        fd = os.open(staging, os.O_RDONLY)
+        with contextlib.suppress(OSError): fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try: yield staging
+    finally:
+        try:
+            if staging.exists(): shutil.rmtree(staging)
+        finally: os.close(fd)
+
 def export_training_window(con, exchange: str, start=None, end=None, fmt: str = "parquet", run_cfg: RunConfig | None = None) -> dict:
     "Export the warehouse window of `exchange` as a versioned, hashed dataset; returns its manifest (existing one if identical)."
     if fmt != "parquet": raise ValueError(f"unsupported format {fmt!r}: only 'parquet'")
     run_cfg = run_cfg or RunConfig()
     exchange = exchange.upper()
     root = Path(run_cfg.datasets_dir) / exchange; root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
-    try:
+    with staging_folder(root) as staging:
         files, features = _write_files(con, exchange, start, end, staging)
         content = _content_hash(files)
         existing, unreadable = _scan_versions(root)
@@ -243,8 +288,6 @@ def export_training_window(con, exchange: str, start=None, end=None, fmt: str = 
             git_commit=git_commit(), packages=package_versions(), created_at=pd.Timestamp.now(tz="UTC").isoformat())
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
         os.replace(staging, root / version)
-    finally:
-        if staging.exists(): shutil.rmtree(staging)
     _register(con, manifest, root / version)
     return manifest
 
@@ -314,7 +357,7 @@ def _exchange_rows(root: Path, exchange: str) -> list[dict]:
 def list_datasets(run_cfg: RunConfig | None = None, exchange: str | None = None) -> pd.DataFrame:
     "One row per dataset version on disk: exchange, version, window, rows, source, content hash, and `problem` when its manifest is unreadable."
     root = Path((run_cfg or RunConfig()).datasets_dir)
-    rows = [r for ex in sorted(p.name for p in root.glob("*") if p.is_dir()) if exchange in (None, ex) for r in _exchange_rows(root, ex)]
+    rows = [r for ex in sorted(p.name for p in root.glob("[!.]*") if p.is_dir()) if exchange in (None, ex) for r in _exchange_rows(root, ex)]
     return pd.DataFrame(rows, columns=DATASET_COLUMNS)
 
 def latest_dataset_version(exchange: str, run_cfg: RunConfig | None = None) -> str:
@@ -327,6 +370,7 @@ def latest_dataset_version(exchange: str, run_cfg: RunConfig | None = None) -> s
 def load_manifest(exchange: str, version: str, run_cfg: RunConfig | None = None) -> dict:
     "The manifest of a dataset version (`DatasetIntegrityError` naming it when corrupt)."
     path = dataset_dir(exchange, version, run_cfg) / "manifest.json"
+    if version.startswith("."): raise FileNotFoundError(f"{path.parent}: not a dataset version (a `.` folder is an export's staging folder)")
     if not path.exists(): raise FileNotFoundError(f"{path}: no such dataset version")
     return read_dataset_manifest(path)
 
@@ -376,7 +420,7 @@ def load_dataset(exchange: str, version: str | None = None, run_cfg: RunConfig |
     manifest = verify_dataset(exchange, version, run_cfg) if verify else load_manifest(exchange, version, run_cfg)
     return pd.read_parquet(dataset_dir(exchange, version, run_cfg) / f"{table}.parquet"), manifest
 
-# %% ../nbs/04_datasets.ipynb #c025
+# %% ../nbs/04_datasets.ipynb #c027
 def _derived_file(name: str, info: dict | None) -> str:
     "File name of a derived table: recorded under `file` (content-named), `<name>.parquet` for older manifests."
     return (info or {}).get("file", f"{name}.parquet")

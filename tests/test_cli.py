@@ -348,3 +348,23 @@ def test_a_broken_config_file_is_named_in_one_line(tmp_path, capsys, name, text,
     assert cli.main(["--data-dir", str(tmp_path / "d"), "--config", path, "datasets"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"oi-ml datasets: --config {path}: {message}") and err.count("\n") == 1, err
+
+
+def test_a_truncated_warehouse_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    """A warehouse cut short opens, then fails in a query reading a lost block: one line naming the file, exit 1 (was: a
+    traceback). A bug of another kind in a command still raises."""
+    data = str(tmp_path / "d")
+    assert cli.main(["--data-dir", data, "--config", write_config(tmp_path / "narrow.toml", NARROW), "simulate", "--exchange", "NSE",
+                     "--days", "1"]) == 0
+    db = RunConfig(data_dir=data).db_path
+    with open(db, "r+b") as f: f.truncate(db.stat().st_size // 2 // 4096 * 4096)
+    capsys.readouterr()
+    assert cli.main(["--data-dir", data, "validate", "--exchange", "NSE"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"oi-ml validate: {db}: DuckDB failed on the warehouse (IOException: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "restore it from a backup" in err
+    def buggy(args, cfg): raise TypeError("a bug")
+    monkeypatch.setitem(cli.COMMANDS, "validate", buggy)
+    with pytest.raises(TypeError, match="a bug"):
+        cli.main(["--data-dir", data, "validate", "--exchange", "NSE"])
+

@@ -5,6 +5,8 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -360,3 +362,49 @@ def test_a_registered_version_whose_folder_is_gone_keeps_its_id(sim_con, cfg):
     again = export_training_window(sim_con, "NSE", run_cfg=cfg)              # was: a duckdb ConstraintException
     assert again["version"] == f"{version}-2" and folders(cfg) == [again["version"]]
     assert [r[1] for r in registry(sim_con)] == [version, again["version"]]
+
+
+# ---------------------------------------------------------------- staging folders of killed exports
+STALLED_EXPORT = """
+import sys, time
+from oi_ml import datasets
+from oi_ml.config import RunConfig
+from oi_ml.store import connect
+real = datasets.write_parquet_deterministic
+def stall(*args, **kwargs):
+    info = real(*args, **kwargs); print("written", flush=True); time.sleep(600); return info
+datasets.write_parquet_deterministic = stall
+datasets.export_training_window(connect(sys.argv[1]), "NSE", run_cfg=RunConfig(data_dir=sys.argv[2]))
+"""
+
+
+def test_a_killed_exports_staging_folder_is_removed_by_the_next_export_not_while_it_runs(tmp_path, sim_con, cfg, simulated_template):
+    "An export killed with SIGKILL leaves `.staging-*` (was: kept forever); the next export removes it, never a running one's."
+    own_warehouse = tmp_path / "child.duckdb"; shutil.copyfile(simulated_template, own_warehouse)   # sim_con holds cfg's
+    child = subprocess.Popen([sys.executable, "-c", STALLED_EXPORT, str(own_warehouse), str(cfg.data_dir)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert child.stdout.readline().strip() == "written"                   # mid-export: ml_features.parquet is staged
+        (staging,) = [p for p in (cfg.datasets_dir / "NSE").iterdir() if p.name.startswith(".staging-")]
+        version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+        assert staging.exists()                                              # its export is running: left alone
+    finally:
+        child.kill(); child.wait()
+    assert staging.exists() and list(list_datasets(cfg).version) == [version]   # listing ignores it
+    with pytest.raises(FileNotFoundError, match="not a dataset version"):
+        load_dataset("NSE", staging.name, cfg)
+    assert export_training_window(sim_con, "NSE", run_cfg=cfg)["version"] == version
+    assert folders(cfg) == [version]                                         # the dead export's folder is gone
+
+
+def test_a_staging_folder_killed_after_its_manifest_is_written_is_never_a_version(sim_con, cfg):
+    "A staging folder holding a complete manifest (killed just before the rename) is not listed, not loadable, and swept."
+    manifest = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    staging = cfg.datasets_dir / "NSE" / ".staging-killed"
+    shutil.copytree(dataset_dir("NSE", manifest["version"], cfg), staging)
+    assert list(list_datasets(cfg).version) == [manifest["version"]]
+    for load in (load_manifest, verify_dataset, load_dataset):
+        with pytest.raises(FileNotFoundError, match="not a dataset version"):
+            load("NSE", staging.name, cfg)
+    export_training_window(sim_con, "NSE", start="2025-08-04", run_cfg=cfg)
+    assert not staging.exists() and ".staging-killed" not in folders(cfg)
