@@ -22,31 +22,50 @@ import pandas as pd
 from .config import IST, SESSIONS_PER_YEAR, MonitoringConfig, RunConfig, config_to_dict, get_exchange_config
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'PACK_LABEL_PATTERN', 'PERCENT_CRITERIA', 'CRITERION_MEANING', 'GATE_CONFIG_KEYS',
-           'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES',
-           'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'MIN_VOLATILITY_VALUES', 'DECISION_TEXT', 'STRATEGY_LABELS',
-           'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL', 'CHROMIUM_FLAGS',
-           'source_banner', 'ist_minute', 'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of',
-           'daily_coverage', 'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
-           'correlation_figure', 'label_summary', 'load_run_report', 'run_provenance', 'cv_tables', 'model_facts',
-           'class_balance_table', 'confusion_figure', 'reliability_figure', 'shap_figure', 'template_path',
-           'pack_kernel', 'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs',
-           'render_pack', 'decision_banner', 'baseline_notice', 'drawdown_percent', 'gate_table', 'gate_window_text',
+__all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'MODEL_PARAMS', 'PACK_LABEL_PATTERN', 'PERCENT_CRITERIA', 'CRITERION_MEANING',
+           'MOMENTS_TEXT', 'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL',
+           'DECISION_LABELS', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES',
+           'TRADE_RESAMPLES', 'AUTOML_CRITERIA', 'MIN_VOLATILITY_VALUES', 'DECISION_TEXT', 'STRATEGY_LABELS',
+           'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL', 'RISK_FRACTION_LABEL',
+           'CHROMIUM_FLAGS', 'simulated_signal_strengths', 'source_banner', 'ist_minute', 'dataset_summary',
+           'validation_summary', 'session_bars', 'bar_minutes_of', 'daily_coverage', 'longest_gaps',
+           'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
+           'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report', 'run_provenance',
+           'cv_tables', 'candidate_params_text', 'model_facts', 'class_balance_table', 'confusion_figure',
+           'reliability_figure', 'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel', 'pack_title',
+           'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs', 'render_pack',
+           'decision_banner', 'baseline_notice', 'drawdown_percent', 'gate_table', 'gate_window_text',
            'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe', 'candidate_vs_production',
            'equity_figure', 'sortable_table', 'trades_table', 'backtest_periods_per_year', 'backtest_setup',
-           'metrics_with_ci', 'overfitting_summary', 'trade_volatility', 'performance_breakdowns', 'window_order',
-           'no_trade_reason', 'benchmark_frame', 'window_sharpes', 'walk_forward_frame', 'sensitivity_figure',
-           'saved_random_distribution', 'random_distribution_frame', 'random_distribution_figure', 'risk_profile',
-           'drift_family_of', 'monitoring_baseline', 'signoff_command', 'signoff_block', 'pack_entries', 'render_index',
-           'chromium_path', 'check_in_browser']
+           'metrics_with_ci', 'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary', 'trial_days_text',
+           'criteria_sources', 'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns', 'window_order',
+           'no_trade_reason', 'benchmark_frame', 'window_sharpes', 'walk_forward_results', 'walk_forward_frame',
+           'sensitivity_figure', 'break_even_cost', 'sensitivity_commentary', 'saved_random_distribution',
+           'random_distribution_frame', 'losing_windows_note', 'random_distribution_figure', 'loss_share_of_equity',
+           'realised_loss_items', 'risk_profile', 'drift_family_of', 'monitoring_baseline', 'signoff_command',
+           'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
+def simulated_signal_strengths(manifest: dict) -> list[float]:
+    "The `signal_strength` each simulated batch behind a dataset was generated with (distinct, sorted); [] when not recorded."
+    found = {float(b["config"]["signal_strength"]) for b in manifest.get("batches", [])
+             if isinstance(b.get("config"), dict) and isinstance(b["config"].get("signal_strength"), (int, float))}
+    return sorted(found)
+
+def _planted_signal_text(manifest: dict) -> str:
+    "One sentence on the signal the simulator planted, from the dataset manifest's batches."
+    found = simulated_signal_strengths(manifest)
+    if not found: return "Whether the simulator planted a predictable signal, and how strong, is not recorded in this dataset's manifest."
+    if found == [0.0]: return "The simulator planted no predictable signal (signal_strength 0): any edge found here is noise."
+    return (f"The simulator plants a predictable signal in these prices (signal_strength {', '.join(f'{v:g}' for v in found)}; "
+            "0 would be none): a model is meant to find it, so high Sharpe ratios here show the pipeline works, not that a market pays.")
+
 def source_banner(manifest: dict) -> str:
-    "HTML banner stating the data source; loud when the data is simulated."
+    "HTML banner stating the data source; loud when the data is simulated, naming the strength of the signal the simulator planted."
     if manifest.get("simulated"):
         return ('<div style="background:#b00020;color:white;padding:12px;font-size:18px;font-weight:bold;border-radius:4px">'
                 "SIMULATED DATA — every number in this pack comes from oi_ml's built-in market simulator, not from a market. "
-                "It demonstrates the pipeline; it is not evidence about any real instrument.</div>")
+                f"It demonstrates the pipeline; it is not evidence about any real instrument. {html.escape(_planted_signal_text(manifest))}</div>")
     return (f'<div style="background:#1b5e20;color:white;padding:12px;font-size:16px;border-radius:4px">Data source: '
             f'{html.escape(str(manifest.get("source")))} (imported files listed under Data lineage).</div>')
 
@@ -102,6 +121,11 @@ def daily_coverage(frame: pd.DataFrame,
     out["missing"] = (out.expected - out.bars).clip(lower=0)
     return out.reset_index()
 
+def longest_gaps(coverage: pd.DataFrame, bar_minutes: int, top: int = 10) -> pd.DataFrame:
+    "The `top` trading days whose longest spacing between bars exceeds one bar, longest first (empty when none does)."
+    gaps = coverage[coverage.longest_gap_minutes > bar_minutes].sort_values(["longest_gap_minutes", "day"], ascending=[False, True])
+    return gaps.head(top)[["day", "longest_gap_minutes", "bars", "expected", "missing"]].reset_index(drop=True)
+
 def completeness_table(manifest: dict, threshold: float = 0.95) -> pd.DataFrame:
     "Per-column share of non-missing values, flagged when below `threshold`."
     c = pd.Series(manifest["completeness"], name="complete").rename_axis("column").reset_index()
@@ -150,6 +174,20 @@ def correlation_figure(features: pd.DataFrame, columns: list[str], max_features:
     fig.update_layout(title=f"Feature correlation (Spearman), {shown}", height=700, margin=dict(t=40, l=150, b=150))
     return fig
 
+def labelled_rows_note(labels: pd.DataFrame, report: dict, target: str = "triple_barrier") -> str:
+    """Why the labels table and the training report count different labelled rows: training leaves out the first
+    `indicators.WARMUP_BARS` bars (indicator warm-up) and labels without an end time; '' when the report has no count."""
+    from oi_ml.indicators import WARMUP_BARS
+    trained = (report.get("rows") or {}).get("labelled")
+    if trained is None or target not in labels: return ""
+    lab = labels.sort_values("timestamp", kind="mergesort").reset_index(drop=True)
+    has = lab[target].notna().to_numpy()
+    end = f"{target}_label_end_time"
+    usable = has & (np.arange(len(lab)) >= WARMUP_BARS) & (lab[end].notna().to_numpy() if end in lab else True)
+    text = (f"The labels table has {int(has.sum()):,} labelled bars; training leaves out the {int((has & (np.arange(len(lab)) < WARMUP_BARS)).sum()):,} "
+            f"of them in the first {WARMUP_BARS} bars (indicator warm-up) and any without a label end time: {int(usable.sum()):,} rows")
+    return text + (", the training report's labelled count." if int(usable.sum()) == trained else f"; the training report counts {trained:,}.")
+
 def label_summary(labels: pd.DataFrame) -> dict:
     "Triple-barrier label balance by (forward) market regime, barrier-hit shares and average holding time in minutes."
     from oi_ml.labels import BARRIER_NAMES
@@ -161,6 +199,7 @@ def label_summary(labels: pd.DataFrame) -> dict:
 
 # %% ../nbs/44_packs.ipynb #c015
 METRIC_KEYS = ("n", "accuracy", "f1_macro", "log_loss", "brier", "auc", "directional_auc")
+PRIOR_ROW = "class prior (in-sample class shares on every row; the gate's baseline for brier and log_loss)"   # the report's majority_baseline
 
 def load_run_report(exchange: str, run_id: str, run_cfg: RunConfig, name: str = "training_report.json") -> dict:
     "A report of a model run (after verifying the run's hashes)."
@@ -178,16 +217,37 @@ def run_provenance(run_manifest: dict) -> str:
                       "the run id is keyed on that code.")
 
 def cv_tables(report: dict) -> dict:
-    "DataFrames: CV metrics per fold, per regime (out-of-fold) and holdout vs majority baseline."
+    """DataFrames: CV metrics per fold, per regime (out-of-fold) and the holdout against the class-prior forecast (every
+    row forecast with the in-sample class shares; the report's `majority_baseline` entry, the gate's 'class prior')."""
     keys = [k for k in METRIC_KEYS if k in report["cv"]["metrics"]]
     folds = pd.DataFrame([{"fold": f["fold"], "rounds": f["rounds"], **{k: f["metrics"].get(k) for k in keys}} for f in report["cv"]["folds"]])
     regimes = pd.DataFrame([{"regime": r, "model": report["regimes"]["routes"].get(r), **{k: m.get(k) for k in keys}}
                             for r, m in report["cv"]["per_regime"].items()])
     hold = report["holdout"]
-    rows = [("holdout, calibrated", hold["calibrated"]), ("holdout, raw", hold["raw"]), ("majority-class baseline", hold["majority_baseline"]),
+    rows = [("holdout, calibrated", hold["calibrated"]), ("holdout, raw", hold["raw"]), (PRIOR_ROW, hold["majority_baseline"]),
             ("CV out-of-fold", report["cv"]["metrics"])] if "calibrated" in hold else [(k, v) for k, v in hold.items() if isinstance(v, dict) and "rmse" in v]
     summary = pd.DataFrame([{"model": name, **{k: m.get(k) for k in (keys if "calibrated" in hold else ("n", "rmse", "mae", "r2"))}} for name, m in rows])
     return dict(folds=folds, regimes=regimes, summary=summary)
+
+MODEL_PARAMS = ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2", "max_depth")   # TrainConfig keys AutoML searches
+
+def candidate_params_text(train_config: dict, family: str, automl_summary: dict | None) -> str:
+    """Markdown: whether the candidate was trained with AutoML's best parameters of its family, the default TrainConfig or
+    its own; both sets of values from the saved training config and the AutoML summary."""
+    from oi_ml.train import TrainConfig
+    default = dataclasses.asdict(TrainConfig())
+    used = {k: train_config[k] for k in MODEL_PARAMS if k in train_config}
+    kind = "the default TrainConfig" if used and all(default.get(k) == v for k, v in used.items()) else "its own TrainConfig"
+    shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in used.items())
+    best = ((automl_summary or {}).get("best_per_family") or {}).get(family, {}).get("latest_best_params")
+    if not best: return f"The candidate ({family}) was trained with {kind} ({shown}); AutoML's best parameters for {family} are not recorded in this run."
+    differ = {k: v for k, v in best.items() if k in used and not math.isclose(float(v), float(used[k]), rel_tol=1e-9)}
+    if not differ:
+        return f"The candidate ({family}) was trained with AutoML's best parameters for {family} ({shown})."
+    theirs = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.items())
+    return (f"**The candidate ({family}) was trained with {kind}** ({shown}), **not AutoML's best parameters** for {family} "
+            f"({theirs}). AutoML's search did not choose this model: its trial count (what the deflated Sharpe ratio deflates by) "
+            "counts a search that did not pick the candidate, and the configurations the developers tried before it are not counted.")
 
 def model_facts(report: dict) -> str:
     "Markdown sentence: target, family, classes and the rows behind training and the holdout (its first and last bar in IST)."
@@ -229,14 +289,18 @@ def reliability_figure(report: dict):
     fig.update_layout(title="Reliability (out-of-fold)", xaxis_title="predicted probability of the chosen class", yaxis_title="observed hit rate", height=380)
     return fig
 
+def largest_drivers(values: dict, top: int = 12) -> list[tuple[str, float]]:
+    "The `top` (feature, mean |SHAP|) pairs with the largest values, largest first (ties by name); never the stored key order."
+    return sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+
 def shap_figure(report: dict, top: int = 12):
-    "Mean |SHAP| of the top drivers of each booster (pooled and per regime), as grouped horizontal bars."
+    "Mean |SHAP| of the `top` largest drivers of each booster (pooled and per regime), sorted by value, as grouped horizontal bars."
     import plotly.graph_objects as go
     fig = go.Figure()
     for key, values in report["shap_mean_abs"].items():
-        top_items = list(values.items())[:top][::-1]
+        top_items = largest_drivers(values, top)[::-1]   # plotly draws the first bar at the bottom: largest on top
         fig.add_trace(go.Bar(y=[k for k, _ in top_items], x=[v for _, v in top_items], name=key, orientation="h"))
-    fig.update_layout(title="Top drivers (mean |SHAP|, holdout rows) per model", barmode="group", height=120 + 30 * top * max(1, len(report["shap_mean_abs"])) // 2)
+    fig.update_layout(title=f"The {top} largest drivers (mean |SHAP|, holdout rows) per model", barmode="group", height=120 + 30 * top * max(1, len(report["shap_mean_abs"])) // 2)
     return fig
 
 # %% ../nbs/44_packs.ipynb #c019
@@ -250,12 +314,20 @@ def pack_kernel() -> str:
     from jupyter_client.kernelspec import KernelSpecManager
     return "oi_ml" if "oi_ml" in KernelSpecManager().find_kernel_specs() else "python3"
 
+def pack_title(parameters: dict, html_path: Path) -> str:
+    "The HTML <title> of a pack: exchange and candidate run (or dataset version), from the papermill parameters, else the pack's folders."
+    exchange = parameters.get("exchange") or html_path.parent.parent.name
+    label = parameters.get("candidate_run") or parameters.get("dataset_version") or html_path.parent.name
+    return f"Approval pack {exchange} {label}"
+
 def render_html(executed: Path, html_path: Path) -> Path:
     "Convert an executed notebook to standalone HTML without code cells or prompts."
     import nbformat
     from nbconvert import HTMLExporter
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata["title"] = pack_title(nb.metadata.get("papermill", {}).get("parameters", {}), html_path)   # the page's <title>
+    body, _ = exporter.from_notebook_node(nb)
     tmp = html_path.with_suffix(".html.tmp"); tmp.write_text(body, encoding="utf-8"); os.replace(tmp, html_path)
     return html_path
 
@@ -334,9 +406,17 @@ PERCENT_CRITERIA = ("max_drawdown",)   # gate criteria stored as fractions whose
 
 CRITERION_MEANING = {   # what a gate criterion measures, shown beside its name
     "oos_sharpe": "traded policy: Sharpe of net per-bar returns, annualised with the engine's bars a year",
-    "deflated_sharpe": "AutoML trial rule (sign of the score on every bar, gross of costs): deflated Sharpe ratio",
+    "deflated_sharpe": ("AutoML trial rule (sign of the score on every bar, gross of costs) on the gate window: deflated Sharpe "
+                        "ratio; the trials' Sharpe spread comes from AutoML's in-sample days"),
     "policy_psr": "traded policy: probabilistic Sharpe ratio vs 0 of its net daily returns",
-    "max_drawdown": "traded policy: net, % of peak"}
+    "sortino": "traded policy: Sortino ratio of net per-bar returns, annualised with the engine's bars a year",
+    "profit_factor": "traded policy: net gains over net losses of its trades",
+    "max_drawdown": "traded policy: net, % of peak",
+    "brier": "model: Brier score of the calibrated class probabilities (lower is better)",
+    "log_loss": "model: log-loss of the calibrated class probabilities (lower is better)",
+    "pbo": ("AutoML trials only, on AutoML's in-sample days (not the gate window): probability of backtest overfitting, "
+            "mean over walk-forward segments"),
+    "min_trades": "traded policy: number of trades"}
 
 def drawdown_percent(value) -> str:
     "A drawdown stored as a fraction of the peak as the pack shows every drawdown: percent of the peak, 3 decimals; '—' when missing."
@@ -347,11 +427,21 @@ def _shown(name: str, value):
     if name not in PERCENT_CRITERIA or value is None or not isinstance(value, (int, float)): return value
     return drawdown_percent(value)
 
+MOMENTS_TEXT = {   # gate.conservative_psr's `moments` wording, as the pack says it
+    "normal (the sample moments would have narrowed it)": ("assuming normal returns: the conservative choice here, as the "
+                                                           "sample skew and kurtosis would have given a higher value"),
+    "sample skew and kurtosis": "with the sample skew and kurtosis: the conservative choice here, as normal moments would have given a higher value"}
+
+def _plain_note(note: str) -> str:
+    "A gate note with the PSR moments jargon in plain words."
+    for said, plain in MOMENTS_TEXT.items(): note = note.replace(f"({said})", f"({plain})")
+    return note
+
 def gate_table(gate: dict) -> pd.DataFrame:
     "Criteria with what each measures, candidate value, threshold, rule, PASS/FAIL and notes (drawdowns in percent of peak)."
-    rows = [dict(criterion=c["name"], measures=CRITERION_MEANING.get(c["name"], ""), candidate=_shown(c["name"], c["value"]),
-                 threshold=_shown(c["name"], c["threshold"]), rule=c["rule"], result="PASS" if c["passed"] else "FAIL",
-                 note=c.get("note", "")) for c in gate["criteria"]]
+    rows = [dict(criterion=c["name"], measures=CRITERION_MEANING.get(c["name"], "not described by this pack version"),
+                 candidate=_shown(c["name"], c["value"]), threshold=_shown(c["name"], c["threshold"]), rule=c["rule"],
+                 result="PASS" if c["passed"] else "FAIL", note=_plain_note(c.get("note", ""))) for c in gate["criteria"]]
     return pd.DataFrame(rows)
 
 def gate_window_text(gate: dict) -> str:
@@ -417,12 +507,21 @@ def candidate_vs_production(gate: dict, keys=("n_trades", "sharpe_net", "sortino
     if gate.get("production"): cols["production"] = gate["production"]
     rows = {}
     for k in keys:
-        rows[METRIC_LABELS.get(k, k)] = {n: _in_units(k, v["backtest"].get(k)) for n, v in cols.items()}
+        rows[DECISION_LABELS.get(k, k)] = {n: _decision_units(k, v["backtest"].get(k)) for n, v in cols.items()}
         if k == "sharpe_net" and "daily_returns" in cols["candidate"]:   # the whole-holdout candidate's sessions, as the gate saved them
             rows[DAILY_SHARPE_LABEL] = {n: annualised_daily_sharpe(v.get("daily_returns")) for n, v in cols.items()}
     for k in ("brier", "log_loss", "directional_auc"):
         rows[k] = {n: v["probabilities"]["model"].get(k) for n, v in cols.items()}
     return pd.DataFrame(rows).T.rename_axis("metric").reset_index()
+
+DECISION_LABELS = {**METRIC_LABELS, "return_net": "return_net (% of account)", "total_costs": "total_costs (₹)",
+                   "hit_rate_net": "hit_rate_net (share of trades)", "sortino_net": "sortino_net (per-bar, annualised)"}
+
+def _decision_units(key: str, value):
+    "A decision-table metric in its unit: drawdown and return in percent (3 decimals), rupees to the paisa, the rest unchanged."
+    if key == "return_net" and isinstance(value, (int, float)) and math.isfinite(value): return f"{100 * value:.3f} %"
+    if key == "total_costs" and isinstance(value, (int, float)) and math.isfinite(value): return f"₹{value:,.2f}"
+    return _in_units(key, value)
 
 # %% ../nbs/44_packs.ipynb #c026
 def equity_figure(equity: pd.DataFrame, title: str, account_size: float):
@@ -524,6 +623,26 @@ def _figure(value, digits: int = 4) -> str:
     "A gate figure for prose: `digits` decimals, 'n/a' when missing or NaN."
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
 
+def sample_moments_psr(gate: dict) -> float | None:
+    """`policy_psr` recomputed with the sample skew and kurtosis of the net daily returns the gate saved; None when the gate
+    used them already, saved no daily returns, or the saved returns do not reproduce its daily Sharpe."""
+    from oi_ml.metrics import probabilistic_sharpe_ratio, sharpe_moments
+    pol, days = gate.get("policy_sharpe") or {}, (gate.get("candidate") or {}).get("daily_returns")
+    if not days or not str(pol.get("moments", "")).startswith("normal") or len(days) < 3: return None
+    m = sharpe_moments(np.asarray(list(days.values()), dtype=float))
+    if not (isinstance(pol.get("sr_daily"), (int, float)) and math.isclose(m.sr, pol["sr_daily"], rel_tol=1e-6, abs_tol=1e-9)): return None
+    return float(probabilistic_sharpe_ratio(m.sr, 0.0, m.n_obs, m.skew, m.kurtosis))
+
+def _moments_text(gate: dict) -> str:
+    "How `policy_psr` treated the returns' shape, in plain words, with the sample-moments value when it can be recomputed."
+    how = str((gate.get("policy_sharpe") or {}).get("moments", ""))
+    if not how: return "how the returns' skew and kurtosis entered is not recorded in this run"
+    if not how.startswith("normal"): return "with the sample skew and kurtosis, which here widen the Sharpe's error: the conservative choice"
+    alt = sample_moments_psr(gate)
+    return ("assuming normally distributed daily returns, the conservative choice here: the sample skew and kurtosis would have "
+            "narrowed the Sharpe's error and raised the value" + (f", to {_figure(alt)}" if alt is not None else
+                                                                  " (that value is not recorded in this run)"))
+
 def _policy_text(gate: dict) -> str:
     "The traded policy's significance: the `policy_psr` criterion when the gate report has one, else the figure older reports kept for information."
     pol = gate.get("policy_sharpe") or {}
@@ -534,14 +653,26 @@ def _policy_text(gate: dict) -> str:
     if crit:
         return (f"The traded policy's significance is the gate criterion `policy_psr`: the probabilistic Sharpe ratio against "
                 f"zero of its net daily returns is **{_figure(crit['value'])}** (needs {crit['rule']} {_figure(crit['threshold'], 2)}: "
-                f"**{'PASS' if crit['passed'] else 'FAIL'}**; {daily}, over {pol.get('n_days', 'n/a')} sessions; not deflated).")
+                f"**{'PASS' if crit['passed'] else 'FAIL'}**; {daily}, over {pol.get('n_days', 'n/a')} sessions; not deflated), "
+                f"computed {_moments_text(gate)}.")
     return (f"This gate report predates the `policy_psr` criterion: the traded policy's {daily} and its probabilistic Sharpe "
             f"ratio against zero, {_figure(pol.get('psr_vs_zero'))}, were recorded for information only, not judged.")
 
+def pbo_segments_text(pbo: dict) -> str:
+    "'segment 0: 0.9167 (4 trials, 20 days), …; the gate judges their mean' from the gate's pbo record; old runs: not recorded."
+    parts = pbo.get("per_segment")
+    if not parts: return "its value per walk-forward segment is not recorded in this run"
+    said = "; ".join(f"segment {p['segment']}: **{_figure(p.get('pbo'))}** ({p.get('n_trials', '?')} trials, {p.get('n_days', '?')} days)"
+                     for p in parts)
+    spread = max(p["pbo"] for p in parts) - min(p["pbo"] for p in parts)
+    return (f"by walk-forward segment, {said}; the gate judges their mean"
+            + (f" — the segments differ by {_figure(spread)}, so the mean hides a segment where the best in-sample trial "
+               "was usually not the best out of sample" if len(parts) > 1 and max(p["pbo"] for p in parts) > 0.5 else ""))
+
 def overfitting_summary(gate: dict) -> str:
     """Markdown: the gate's deflated Sharpe ratio, what its trial count holds (the AutoML trials plus the candidate, which
-    AutoML's own total leaves out) and which returns it is computed on; the traded policy's significance (`policy_psr`);
-    what the trial count leaves out; and the PBO."""
+    AutoML's own total leaves out), which returns it is computed on and what its benchmark SR0 is; the traded policy's
+    significance (`policy_psr`); what the trial count leaves out; and the PBO with its value per segment."""
     d, pbo, bt = gate.get("dsr") or {}, gate.get("pbo") or {}, gate.get("backtest_config") or {}
     n = d.get("n_trials")
     if not n: dsr = f"Deflated Sharpe ratio: **not computed** ({d.get('reason')}; {d.get('n_days')} holdout days)."
@@ -549,18 +680,72 @@ def overfitting_summary(gate: dict) -> str:
         if d.get("reason"): trials = f"{n} trial(s): {d['reason']}"
         else: trials = f"{n} trials: the {n - 1} AutoML trials and the candidate; {d.get('returns', 'daily returns')}"
         variance = f"; trial Sharpe variance {d['variance_basis']}" if d.get("variance_basis") else ""
-        dsr = (f"Deflated Sharpe ratio: **{_figure(d.get('dsr'))}** ({trials}; {d.get('n_days')} holdout days{variance}; "
-               f"candidate's daily Sharpe {_figure(d.get('sr_daily'))} against the expected maximum of the trials, {_figure(d.get('sr_benchmark'))}).")
+        bench = (f"the Sharpe the best of {n} trials with **no edge** would be expected to reach by luck, given the spread of the "
+                 f"trials' Sharpe ratios (SR0 = {_figure(d.get('sr_benchmark'))}; it is not the trials' own maximum)"
+                 if not d.get("reason") else f"a benchmark of {_figure(d.get('sr_benchmark'))}")
+        dsr = (f"Deflated Sharpe ratio: **{_figure(d.get('dsr'))}** ({trials}; {d.get('n_days')} holdout days{variance}): the "
+               f"probability that the candidate's daily Sharpe {_figure(d.get('sr_daily'))} beats {bench}.")
     rule = ("The DSR is computed on the **AutoML trial rule** — the sign of the model's score on every bar, gross of costs — "
             "not on the traded policy, so that it is comparable with the trials it deflates by; its Sharpe ratios, like the "
-            "AutoML trials' `sharpe` column, are daily and **not annualised**.")
+            "AutoML trials' `sharpe` column, are daily and **not annualised**. Plainly: this rule pays **no costs** and "
+            "**trades every bar**, so a PASS here says the model's direction has more than a lucky trial's edge, not that the "
+            "traded strategy does; the traded strategy is judged by `policy_psr` below.")
     chosen = ("The trading policy's confidence threshold"
               + (f" ({bt['min_confidence']:g})" if "min_confidence" in bt else "") + " and risk per trade"
               + (f" ({100 * bt['max_risk_per_trade']:g} % of capital)" if "max_risk_per_trade" in bt else "")
               + " are configuration the developers chose on earlier simulated runs; they are **not among the counted trials**, "
               "so neither figure above accounts for that choice.")
-    overfit = (f"Probability of backtest overfitting: **{_figure(pbo.get('pbo'))}**" + (f" ({pbo['reason']})" if pbo.get("reason") else "") + ".")
+    overfit = (f"Probability of backtest overfitting: **{_figure(pbo.get('pbo'))}**" + (f" ({pbo['reason']})" if pbo.get("reason") else "")
+               + ("" if pbo.get("reason") else f"; {pbo_segments_text(pbo)}") + ". PBO uses AutoML's trial returns only, on "
+               "AutoML's in-sample days, not the gate window.")
     return "\n\n".join([dsr + " " + rule, _policy_text(gate), chosen, overfit])
+
+AUTOML_CRITERIA = ("deflated_sharpe", "pbo")   # gate criteria that rest on AutoML's trial returns (in-sample days)
+
+def trial_days_text(gate: dict, trials: pd.DataFrame | None) -> str:
+    "AutoML's trial days as the pack names them: first to last IST day per segment from the trial returns, else the gate's automl_check."
+    if trials is not None and len(trials):
+        spans = trials.groupby("segment").day.agg(["min", "max", "nunique"])
+        return "; ".join(f"segment {seg}: {r['min']:%Y-%m-%d} → {r['max']:%Y-%m-%d} ({r['nunique']} days)" for seg, r in spans.iterrows())
+    check = gate.get("automl_check") or {}
+    if check.get("last_trial_day"): return f"{check.get('n_trial_days', '?')} days up to {check['last_trial_day']}"
+    return "dates not recorded in this run"
+
+def criteria_sources(gate: dict, trials: pd.DataFrame | None = None) -> str:
+    """Markdown for the decision summary: which criteria are measured on the gate window and which rest on AutoML's
+    in-sample trial days (named from `trials`, AutoML's trial returns, when given), with PBO per segment."""
+    names = [c["name"] for c in gate.get("criteria", [])]
+    on_window = [f"`{n}`" for n in names if n not in AUTOML_CRITERIA]
+    text = f"Measured on the gate window: {', '.join(on_window)}."
+    if not any(n in AUTOML_CRITERIA for n in names): return text
+    pbo = gate.get("pbo") or {}
+    if not gate.get("automl_run"):
+        return text + (" `deflated_sharpe` and `pbo` would use AutoML's trial returns; no AutoML run was given, so "
+                       f"`deflated_sharpe` is a PSR against zero on the gate window and `pbo` is not computed ({pbo.get('reason') or 'no trials'}).")
+    days = trial_days_text(gate, trials)
+    return text + (f" **Not only the gate window:** `deflated_sharpe` takes the candidate's trial-rule returns on the gate window "
+                   f"but deflates them by the spread of AutoML's trial Sharpe ratios, measured on AutoML's in-sample trial days; "
+                   f"`pbo` uses AutoML's trial returns only, all on those in-sample days (before the holdout; {days}), "
+                   f"nothing from the gate window. PBO {_figure(pbo.get('pbo'))}: {pbo_segments_text(pbo)}.")
+
+def dsr_sensitivity(gate: dict, trials: pd.DataFrame | None) -> str:
+    """Markdown: the DSR again with the trials' Sharpe variance taken across all trials instead of pooled within segments
+    (normal moments only: the gate saves no skew or kurtosis); '' when it cannot be recomputed."""
+    from oi_ml.gate import trial_sharpes
+    from oi_ml.metrics import expected_max_sharpe, probabilistic_sharpe_ratio
+    d = gate.get("dsr") or {}
+    if trials is None or d.get("reason") or not str(d.get("moments", "")).startswith("normal") or not d.get("n_trials"): return ""
+    sr = trial_sharpes(trials).dropna()
+    if len(sr) < 2 or sr.nunique() < 2: return ""
+    var = float(sr.var(ddof=1))
+    sr0 = expected_max_sharpe(d["n_trials"], var)
+    dsr = probabilistic_sharpe_ratio(d["sr_daily"], sr0, d["n_days"])
+    verdict = ("" if "dsr_confidence" not in (gate.get("gate_config") or {}) else
+               f" ({'passes' if dsr >= gate['gate_config']['dsr_confidence'] else 'fails'} the {gate['gate_config']['dsr_confidence']:g} threshold)")
+    return (f"**DSR sensitivity:** with the plain variance of the {len(sr)} trials' daily Sharpe ratios across segments "
+            f"({var:.4f}, against {_figure(d.get('sr_variance'))} {d.get('variance_basis', '')}), SR0 would be {_figure(sr0)} "
+            f"and the DSR {_figure(dsr)}{verdict}. The trials' own daily Sharpe ratios run from {_figure(sr.min())} to {_figure(sr.max())}.")
+
 
 # %% ../nbs/44_packs.ipynb #c033
 def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, high, low, close)
@@ -645,6 +830,23 @@ def window_sharpes(windows: dict, equities: dict,   # window name -> its saved e
                      DAILY_SHARPE_LABEL: annualised_daily_sharpe(daily)})
     return pd.DataFrame(rows, columns=["window", "start (IST)", "end (IST)", "sessions", "Sharpe (per-bar, annualised)", DAILY_SHARPE_LABEL])
 
+def walk_forward_results(windows: dict, walk_forward: dict | None) -> str:
+    """Markdown for the decision summary: each walk-forward window's net return, trades and profit factor (the only results of
+    models re-fit out of sample), or why there are none."""
+    names = [w for w in sorted(windows, key=window_order) if w.startswith("walk_forward_")]
+    if not names: return "**Walk-forward windows:** none in this run" + (f" ({walk_forward['reason']})." if (walk_forward or {}).get("reason") else ".")
+    rows = []
+    for w in names:
+        m = windows[w].get("benchmarks", {}).get("ml_signal", {})
+        pf = m.get("profit_factor_net")
+        rows.append(f"`{w}` ({windows[w].get('start', '?')} → {windows[w].get('end', '?')}): {m.get('n_trades', 0)} trades"
+                    + (f", net {_pct(m.get('return_net'))}" if m.get("n_trades") else " (no result)")
+                    + (f", profit factor {pf:.2f}" if m.get("n_trades") and isinstance(pf, (int, float)) and math.isfinite(pf) else ""))
+    how = ("each traded by a model of the candidate's training procedure re-fit only on the sessions before it: the only "
+           "out-of-sample results besides the holdout" if walk_forward is not None else
+           "traded by the candidate itself, which trained on these sessions (a run saved before re-fit walk-forward windows): in-sample")
+    return f"**Walk-forward windows** ({how}): " + "; ".join(rows) + "."
+
 def walk_forward_frame(walk_forward: dict | None) -> pd.DataFrame:
     "One row per walk-forward segment: its traded window, the sessions and rows its own model trained on, rounds, version."
     columns = ["window", "traded (IST sessions)", "trained from", "trained to", "training_rows", "rounds", "model_version"]
@@ -662,6 +864,49 @@ def sensitivity_figure(records: list[dict], metric: str = "sharpe_net",
     label = "Sharpe (per-bar, annualised)" if metric == "sharpe_net" else metric
     fig.update_layout(title=f"Out-of-sample {label} by cost and confidence threshold" + (f", {window}" if window else ""), height=380)
     return fig
+
+def _pct(value) -> str:
+    "A fraction as a signed percent with 3 decimals ('+1.495 %'); 'n/a' when missing."
+    return f"{100 * value:+.3f} %" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+
+def break_even_cost(costs: np.ndarray, returns: np.ndarray) -> float | None:
+    "Cost (bps a leg) where net return crosses zero, linear between the grid's first sign change; None when it never changes sign."
+    for i in range(len(costs) - 1):
+        if returns[i] >= 0 > returns[i + 1]:
+            return float(costs[i] + (costs[i + 1] - costs[i]) * returns[i] / (returns[i] - returns[i + 1]))
+    return None
+
+def sensitivity_commentary(records: list[dict], config: dict, trades: pd.DataFrame | None = None) -> str:
+    """Markdown under the heat-map, every figure from the saved grid and trades: costs as a share of gross P&L, net return of
+    the configured threshold at each cost level and where it breaks even, and whether the configured cell is the
+    grid's best threshold at the configured cost (a selection risk when it is)."""
+    said = []
+    if trades is not None and len(trades) and {"costs", "gross_pnl"} <= set(trades.columns):
+        gross, costs = float(trades.gross_pnl.sum()), float(trades.costs.sum())
+        said.append(f"Costs took **{costs / gross:.0%} of the gross P&L** (₹{costs:,.2f} of ₹{gross:,.2f}, {len(trades)} trades)."
+                    if gross > 0 else f"The trades lost ₹{-gross:,.2f} before costs of ₹{costs:,.2f}.")
+    grid = pd.DataFrame(records)
+    if grid.empty or "return_net" not in grid: return " ".join(said + ["Net return per cell: not recorded in this run."])
+    cost, threshold = config.get("transaction_cost_bps"), config.get("min_confidence")
+    row = grid[np.isclose(grid.min_confidence, threshold)].sort_values("cost_bps") if threshold is not None else grid.iloc[:0]
+    if row.empty: return " ".join(said + [f"The configured threshold {threshold} is not on the grid."])
+    levels = ", ".join(f"{c:g} bps{' (configured)' if cost is not None and math.isclose(c, cost) else ''} {_pct(r)}"
+                       for c, r in zip(row.cost_bps, row.return_net))
+    even = break_even_cost(row.cost_bps.to_numpy(float), row.return_net.to_numpy(float))
+    said.append(f"At the configured threshold {threshold:g}, net return by cost a leg (plus {config.get('slippage_bps', 0):g} bps "
+                f"slippage): {levels}" + (f"; it breaks even near {even:.2g} bps a leg (linear between grid points)." if even is not None else "."))
+    column = grid[np.isclose(grid.cost_bps, cost)].sort_values("min_confidence") if cost is not None else grid.iloc[:0]
+    if len(column) > 1:
+        best = column.loc[column.return_net.idxmax()]
+        others = ", ".join(f"{t:g} {_pct(r)}" for t, r in zip(column.min_confidence, column.return_net) if not math.isclose(t, threshold))
+        if math.isclose(best.min_confidence, threshold):
+            said.append(f"**Selection risk:** at the configured cost, the configured threshold {threshold:g} is the **best of the grid's "
+                        f"{len(column)} thresholds on this holdout** (the others: {others}). A setting that happens to be the best on the "
+                        "window it is judged on flatters that window; the thresholds next to it show how much.")
+        else:
+            said.append(f"At the configured cost the grid's best threshold on this holdout is {best.min_confidence:g} "
+                        f"({_pct(best.return_net)}), not the configured {threshold:g} (the others: {others}).")
+    return " ".join(said)
 
 # %% ../nbs/44_packs.ipynb #c036
 RANDOM_DISTRIBUTION_TEXT = (
@@ -715,6 +960,20 @@ def random_distribution_frame(windows: dict) -> pd.DataFrame:
     rows = [_distribution_row(w, windows[w]) for w in sorted(windows, key=window_order)]
     return pd.DataFrame(rows, columns=RANDOM_DISTRIBUTION_COLUMNS)
 
+def losing_windows_note(windows: dict) -> str:
+    """Markdown: what p means for each window where the strategy lost money (it lost less than random trades paying the same
+    costs, not an edge), with the draws' median; '' when no window lost money or none has a distribution."""
+    said = []
+    for w in sorted(windows, key=window_order):
+        d = saved_random_distribution(windows[w]) or {}
+        r, p, med = d.get("return_net_strategy"), d.get("p_value_return_net"), d.get("return_net_median")
+        if isinstance(r, (int, float)) and r < 0 and p is not None:
+            said.append(f"`{w}` lost {_pct(r)} with p = {_figure(p, 3)} against a random median of {_pct(med)}")
+    if not said: return ""
+    return ("**When the strategy lost money:** " + "; ".join(said) + ". Random sides earn about nothing before costs, so the "
+            "random median is roughly the draws' costs; a small p for a losing window says the strategy **lost less than random "
+            "trades paying the same costs**, not that it found an edge.")
+
 def random_distribution_figure(window: dict, title: str = ""):
     "Histogram of the random draws' net returns (percent) with the strategy's marked and its p-value; None without draws."
     import plotly.graph_objects as go
@@ -726,12 +985,31 @@ def random_distribution_figure(window: dict, title: str = ""):
     if strategy is not None:
         fig.add_vline(x=100 * strategy, line={"color": "#b00020", "width": 3},
                       annotation_text=f"strategy {100 * strategy:.3g} %, p = {_figure(p, 3)}", annotation_position="top")
-    fig.update_layout(title=title or f"Net return of {len(draws)} random-signal draws (seed {d.get('seed')}) and the strategy's",
+    fig.update_layout(title=title or f"Net return of {len(draws)} random-signal draws (seed {d.get('seed')}) and the strategy (red line)",
                       xaxis_title="net return over the window (%)", yaxis_title="draws", height=340, showlegend=False)
     return fig
 
 # %% ../nbs/44_packs.ipynb #c038
 EXPOSURE_LABEL = "time in market (share of bars with a trade open, as the engine's exposure_bars)"
+
+RISK_FRACTION_LABEL = ("largest risk fraction (planned at entry: lots × the stop's loss per lot over capital; "
+                       "excludes costs and gaps past the stop)")
+
+def loss_share_of_equity(trades: pd.DataFrame, equity: pd.DataFrame, account_size: float) -> pd.Series:
+    "Each trade's net loss as a share of net equity at its entry (the last equity bar before it; the account size before the first); 0 for a gain."
+    eq = equity.sort_values("timestamp")
+    before = np.searchsorted(eq.timestamp.to_numpy(), trades.entry_time.to_numpy(), side="left") - 1   # last bar before entry
+    at = np.where(before >= 0, eq.equity_net.to_numpy()[np.maximum(before, 0)], account_size)
+    return pd.Series((-trades.net_pnl.to_numpy(dtype=float) / at).clip(min=0), index=trades.index)
+
+def realised_loss_items(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> dict:
+    "Risk-profile rows: the largest realised net loss as a share of equity at entry, and how many trades lost more than the max risk."
+    if not len(trades) or "entry_time" not in trades or "timestamp" not in equity: return {}
+    share = loss_share_of_equity(trades, equity, config["account_size"])
+    cap = config.get("max_risk_per_trade")
+    over = f"{int((share > cap).sum())} of {len(trades)}" if isinstance(cap, (int, float)) else "n/a"
+    return {"largest realised loss (net of costs, % of equity at entry)": f"{100 * share.max():.3f} %",
+            "trades losing more than the max risk per trade (net of costs)": over}
 
 def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd.DataFrame:
     """Drawdown against account size (percent of the peak), time in market as the engine measures it (`metrics.exposure_bars`:
@@ -745,7 +1023,8 @@ def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd
              "account size (₹)": config["account_size"], "max drawdown (net, ₹)": (dd.max_drawdown * equity.equity_net.iloc[dd.peak]) if dd else float("nan"),
              "max drawdown (net, % of peak)": drawdown_percent(dd.max_drawdown if dd else None), "worst trade (₹)": worst,
              "largest position (lots)": int(trades.lots.max()) if len(trades) else 0,
-             "largest risk fraction": float(trades.risk_fraction.max()) if len(trades) else 0.0,
+             RISK_FRACTION_LABEL: float(trades.risk_fraction.max()) if len(trades) else 0.0,
+             **realised_loss_items(trades, equity, config),
              EXPOSURE_LABEL: float(exposure_bars(trades.entry_time, trades.exit_time, equity.timestamp)) if len(trades) and len(equity) else 0.0,
              "sizing": config["sizing"], "max risk per trade": config["max_risk_per_trade"], "margin per lot (₹)": config["margin_per_lot"],
              "max open positions": config["max_open_positions"], "cooldown (minutes)": config["cooldown_minutes"],
@@ -796,10 +1075,12 @@ def drift_family_of(manifest: dict, monitoring: MonitoringConfig | None = None) 
     if family: cfg = dataclasses.replace(cfg, live_rows=family["rows"])
     return drift_family_levels(family, cfg)
 
-def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringConfig | None = None) -> pd.DataFrame:
+def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringConfig | None = None,
+                        used: list[str] | None = None,   # the features the model reads (`monitor.model_columns`), listed first
+                        ) -> pd.DataFrame:
     """What the monitor will compare live data against (with the run's `[monitoring]` settings; defaults when None): approval
     metrics, how many features' drift levels the training windows raised, the family-wise scale on the used features'
-    levels, and the first `top` features' training decile edges and drift alert level."""
+    levels, and `top` features' training decile edges and drift alert level, the used ones first."""
     from oi_ml.monitor import monitor_config
     fixed = monitor_config(monitoring).psi_alert
     rows = [dict(item=f"approval {k}", value=f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in manifest["metrics_summary"].items()]
@@ -809,10 +1090,13 @@ def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringCon
     rows.append(dict(item="drift alert levels", value=f"raised above the fixed PSI {fixed} for {raised} of "
                      f"{len(distributions)} features, to the largest PSI of the training period's own windows of the live length"))
     rows.append(dict(item="drift alert, family-wise (any used feature)", value=family["reason"]))
-    for name, d in list(distributions.items())[:top]:
+    used_set = set(used or ())
+    ordered = [n for n in distributions if n in used_set] + [n for n in distributions if n not in used_set]
+    for name in ordered[:top]:
+        d, mark = distributions[name], " (used by the model)" if name in used_set else (" (not used by the model)" if used_set else "")
         edges = d["edges"]
         shown = edges[:: max(1, len(edges) // 4)]
-        rows.append(dict(item=f"feature {name}: {len(shown)} of {len(edges)} training decile edges; drift level",
+        rows.append(dict(item=f"feature {name}{mark}: {len(shown)} of {len(edges)} training decile edges; drift level",
                          value=", ".join(f"{e:.4g}" for e in shown) + "; " + _drift_levels(d, monitoring, scale_of(name))))
     return pd.DataFrame(rows)
 

@@ -90,7 +90,7 @@ def test_risk_profile_values():
     rp = packs.risk_profile(trades, equity, config).set_index("item").value
     assert rp["max drawdown (net, % of peak)"] == "25.000 %"
     assert rp["max drawdown (net, ₹)"] == "300.00"
-    assert rp["worst trade (₹)"] == "-300.00" and rp["largest position (lots)"] == "3" and rp["largest risk fraction"] == "0.015"
+    assert rp["worst trade (₹)"] == "-300.00" and rp["largest position (lots)"] == "3" and rp[packs.RISK_FRACTION_LABEL] == "0.015"
     assert rp[packs.EXPOSURE_LABEL] == "0.4" and rp["costs (bps per leg)"] == "1.5"
     assert rp["sizing"] == "kelly" and rp["max open positions"] == "2" and rp["cooldown (minutes)"] == "5"
 
@@ -135,7 +135,7 @@ def test_candidate_vs_production_values():
     assert t.columns.tolist() == ["candidate", "production"]
     assert t.loc["n_trades"].tolist() == [12, 9] and t.loc["max_drawdown_net (% of peak)"].tolist() == ["4.000 %", "6.000 %"]
     assert t.loc["brier"].tolist() == [0.20, 0.25] and t.loc["log_loss"].tolist() == [0.60, 0.70]
-    assert t.loc["sortino_net"].isna().all()
+    assert t.loc["sortino_net (per-bar, annualised)"].isna().all()
     assert t.index.tolist()[-3:] == ["brier", "log_loss", "directional_auc"]
     alone = packs.candidate_vs_production({**GATE, "production": None}, keys=("sharpe_net",))
     assert alone.values.tolist() == [["sharpe_net (per-bar, annualised)", 1.5], ["brier", 0.20], ["log_loss", 0.60], ["directional_auc", 0.55]]
@@ -505,3 +505,56 @@ def test_fifteen_minute_data_pack_counts_25_bars_a_session(tmp_path):
     text = _outputs(html.with_suffix(".ipynb"))
     assert "**25 bars of 15 min**" in text and "All 2 trading days complete (50 bars)" in text
     assert "BASELINE" not in text                                     # a data-only pack names no baseline
+
+
+# ---------------------------------------------------------------- risk-review findings on the demo packs (WRONG items)
+def test_shap_chart_shows_the_largest_drivers_sorted_by_value():
+    """Review finding: the chart took the first 12 keys of the stored top-20, which the trainer dumps sorted by name, so
+    it showed the alphabetically first features, not the largest. Largest first, whatever the key order."""
+    values = {f"f{i:02d}": float(v) for i, v in enumerate([0.01, 0.9, 0.02, 0.5, 0.03, 0.7, 0.04])}   # keys alphabetical
+    fig = packs.shap_figure({"shap_mean_abs": {"pooled": values}}, top=3)
+    assert list(fig.data[0].y)[::-1] == ["f01", "f05", "f03"] and list(fig.data[0].x)[::-1] == [0.9, 0.7, 0.5]   # top of the chart first
+    assert "3 largest" in fig.layout.title.text
+
+
+PBO_GATE = {"automl_run": "automl-x", "window": {"start": "2025-10-13T03:45:00+00:00", "end": "2025-10-30T09:58:00+00:00"},
+            "pbo": {"pbo": 0.4880952381, "reason": "", "per_segment": [{"segment": 0, "pbo": 0.9166666667, "n_trials": 4, "n_days": 20},
+                                                                      {"segment": 1, "pbo": 0.0595238095, "n_trials": 4, "n_days": 20}]},
+            "criteria": [{"name": n, "value": 1.0, "threshold": 0.5, "rule": ">=", "passed": True} for n in
+                         ("oos_sharpe", "deflated_sharpe", "policy_psr", "sortino", "profit_factor", "max_drawdown", "brier",
+                          "log_loss", "pbo", "min_trades")]}
+
+
+def test_decision_summary_says_which_criteria_use_automls_in_sample_days_and_pbo_per_segment():
+    """Review finding: the decision summary said every criterion was measured on the gate window, but pbo uses only AutoML's
+    trial returns on in-sample days and the DSR's trial-Sharpe spread too; the pack showed only PBO's mean of two segments."""
+    trials = pd.DataFrame({"trial_key": ["a", "a", "b", "b"], "segment": [0, 0, 1, 1], "return": [0.01, -0.01, 0.02, 0.0],
+                           "day": pd.to_datetime(["2025-08-01", "2025-09-01", "2025-08-18", "2025-09-15"])})
+    text = packs.criteria_sources(PBO_GATE, trials)
+    assert "Every criterion" not in text
+    assert text.startswith("Measured on the gate window: `oos_sharpe`, `policy_psr`, `sortino`, `profit_factor`, `max_drawdown`, "
+                           "`brier`, `log_loss`, `min_trades`.")
+    assert "`pbo` uses AutoML's trial returns only" in text and "segment 0: 2025-08-01 → 2025-09-01 (2 days)" in text
+    assert "segment 0: **0.9167** (4 trials, 20 days); segment 1: **0.0595** (4 trials, 20 days)" in text
+    assert "segment 0: **0.9167**" in packs.overfitting_summary(PBO_GATE)
+    # no trial returns at hand: the gate's automl_check still dates them; an old report without per_segment still renders
+    old = packs.criteria_sources({**PBO_GATE, "pbo": {"pbo": 0.2}, "automl_check": {"last_trial_day": "2025-09-15", "n_trial_days": 30}})
+    assert "30 days up to 2025-09-15" in old and "not recorded in this run" in old
+
+
+def test_prior_row_units_and_what_every_criterion_measures():
+    """Review finding: the model table called the class-prior forecast a 'majority-class baseline' (the gate calls it the
+    class prior); the decision table showed return_net as a fraction beside percent drawdowns and costs without a rupee
+    sign; the gate table left `measures` blank for six criteria."""
+    metrics = {"n": 10, "brier": 0.56, "log_loss": 0.9}
+    report = {"cv": {"metrics": metrics, "folds": [], "per_regime": {}}, "regimes": {"routes": {}},
+              "holdout": {"calibrated": metrics, "raw": metrics, "majority_baseline": metrics}}
+    names = packs.cv_tables(report)["summary"].model.tolist()
+    assert not any("majority" in n for n in names) and names[2].startswith("class prior")
+    gate = {"candidate": {"backtest": {"return_net": 0.0149531782, "total_costs": 90227.5845, "max_drawdown_net": 0.0027141325},
+                          "probabilities": {"model": {}}}}
+    t = packs.candidate_vs_production(gate, keys=("return_net", "total_costs", "max_drawdown_net")).set_index("metric").candidate
+    assert t["return_net (% of account)"] == "1.495 %" and t["total_costs (₹)"] == "₹90,227.58" and t["max_drawdown_net (% of peak)"] == "0.271 %"
+    table = packs.gate_table(PBO_GATE)
+    assert table.measures.str.len().gt(0).all() and "per-bar" in table.set_index("criterion").measures["sortino"]
+    assert "in-sample days" in table.set_index("criterion").measures["pbo"]
