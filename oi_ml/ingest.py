@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import io
 import json
 import os
 import re
+import secrets
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +29,14 @@ from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_tran
 
 # %% auto #0
 __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'MISSING_MARKERS', 'ISO_DATE', 'MONTH_NAME_DATE',
-           'DATE_FORMATS', 'DATE_YEARS', 'PRICE_RANGE', 'MAX_QUANTITY', 'SYMBOL_PATTERN', 'OLD_BHAV', 'UDIFF_BHAV',
-           'UDIFF_OPTIONAL', 'UNDERLYING_BAND', 'LOT_SIZE_MAX', 'TURNOVER_TOLERANCE', 'PARITY_BAND', 'ValidationReport',
-           'IngestError', 'read_table', 'normalise_ohlcv_columns', 'alias_clashes', 'missing_markers', 'parse_numbers',
-           'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal', 'check_plausible', 'check_session',
-           'check_not_future', 'check_trading_days', 'staged_quarantine_csv', 'quarantine', 'quarantine_in_transaction',
-           'normalise_symbol', 'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76', 'parity_forwards',
-           'chain_rebuild_window', 'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
+           'DATE_FORMATS', 'DATE_YEARS', 'PRICE_RANGE', 'MAX_QUANTITY', 'PARTIAL_SUFFIX', 'SYMBOL_PATTERN', 'OLD_BHAV',
+           'UDIFF_BHAV', 'UDIFF_OPTIONAL', 'UNDERLYING_BAND', 'LOT_SIZE_MAX', 'TURNOVER_TOLERANCE', 'PARITY_BAND',
+           'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns', 'alias_clashes',
+           'missing_markers', 'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal',
+           'check_plausible', 'check_session', 'check_not_future', 'check_trading_days', 'staged_quarantine_csv',
+           'quarantine', 'quarantine_in_transaction', 'partial_batch_id', 'recover_quarantine_csvs', 'normalise_symbol',
+           'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76', 'parity_forwards', 'chain_rebuild_window',
+           'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
@@ -298,16 +302,38 @@ def check_trading_days(timestamps: pd.Series, report: ValidationReport, cfg: Exc
                    f"the config lists no {cfg.exchange} holidays for {year} ({n} bars): their calendar is not checked", "warning")
 
 # %% ../nbs/03_ingest.ipynb #c028
+PARTIAL_SUFFIX = ".partial"   # a quarantine CSV being written: `.<batch_id>.csv.<random hex>.partial`
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    "Hold a blocking flock on the folder `folder` for the block (none on a file system without flock)."
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError): fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally: os.close(fd)   # closing the descriptor releases the flock
+
+def _new_partial(folder: Path, batch_id: str) -> tuple[Path, int]:
+    "Create a partial CSV of `batch_id` in `folder`, flocked, under the folder's lock (a sweep never sees it unlocked)."
+    with _folder_lock(folder):
+        path = folder / f".{batch_id}.csv.{secrets.token_hex(6)}{PARTIAL_SUFFIX}"
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
+        with contextlib.suppress(OSError): fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return path, fd
+
 @contextlib.contextmanager
 def staged_quarantine_csv(quarantine_dir: Path, batch_id: str):
-    "Yield a temporary path for `<batch_id>.csv`: moved into place when the block succeeds, deleted when it fails."
-    final = Path(quarantine_dir) / f"{batch_id}.csv"
-    staged = final.with_name(f".{final.name}.partial")
+    """Yield a hidden partial path for `<batch_id>.csv`, flocked while the block runs: moved into place when the block
+    succeeds and wrote it, deleted when it fails or wrote nothing; a kill leaves it to `recover_quarantine_csvs`."""
+    folder = Path(quarantine_dir); folder.mkdir(parents=True, exist_ok=True)
+    staged, fd = _new_partial(folder, batch_id)
     try:
-        yield staged
-    except BaseException:
-        staged.unlink(missing_ok=True); raise
-    if staged.exists(): os.replace(staged, final)
+        try: yield staged
+        except BaseException:
+            staged.unlink(missing_ok=True); raise
+        if staged.exists() and staged.stat().st_size: os.replace(staged, folder / f"{batch_id}.csv")
+        else: staged.unlink(missing_ok=True)
+    finally: os.close(fd)
 
 def quarantine(con, report: ValidationReport, batch_id: str, raw: pd.DataFrame, quarantine_dir: Path) -> int:
     "Store the problem rows (with their raw text) in the `quarantine` table and `quarantine_dir/<batch_id>.csv`, in one transaction."
@@ -383,6 +409,50 @@ def _rebuild_scope(con, exchange: str, frames: dict, window: dict, calendar: tup
     return window, tuple(sorted({s for f in frames.values() for s in f["symbol"]}))
 
 # %% ../nbs/03_ingest.ipynb #c030
+def _lock_if_dead(path: Path) -> int | None:
+    "A descriptor holding the flock of `path` when no running import holds it and `path` still names that file; else None."
+    try: fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError: return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.stat(path).st_ino == os.fstat(fd).st_ino: return fd   # not renamed or replaced meanwhile
+    except OSError: pass
+    os.close(fd); return None
+
+def partial_batch_id(name: str) -> str:
+    "The batch id in a partial CSV's name: `.<batch_id>.csv.<hex>.partial` (or `.<batch_id>.csv.partial`, older releases)."
+    return name[1:].removesuffix(PARTIAL_SUFFIX).rsplit(".csv", 1)[0]
+
+def _committed_csv(con, partial: Path, batch_id: str) -> bool:
+    "Whether `partial` holds the rows the `quarantine` table committed for `batch_id` (the same `quarantined_at` stamps)."
+    stored = {r[0] for r in con.execute("SELECT DISTINCT epoch_us(quarantined_at) FROM quarantine WHERE batch_id = ?", [batch_id]).fetchall()}
+    try: written = {t.value // 1000 for t in pd.to_datetime(pd.read_csv(partial, usecols=["quarantined_at"]).quarantined_at, utc=True)}
+    except ValueError: return False   # empty or cut short: its transaction never reached the commit
+    return bool(stored) and written == stored
+
+def _settle_partial(con, partial: Path) -> str:
+    "Promote a dead import's partial CSV to `<batch_id>.csv` when its rows were committed, else delete it; returns what was done."
+    final = partial.with_name(f"{partial_batch_id(partial.name)}.csv")
+    if _committed_csv(con, partial, partial_batch_id(partial.name)):
+        os.replace(partial, final)
+        warnings.warn(f"quarantine: recovered {final} from {partial.name}, left by an import killed after its commit")
+        return "recovered"
+    partial.unlink()
+    warnings.warn(f"quarantine: removed {partial}, left by an import killed before its commit (the warehouse holds none of its rows)")
+    return "removed"
+
+def recover_quarantine_csvs(con, quarantine_dir: Path) -> dict[str, str]:
+    "Settle the partial CSVs that killed imports left in `quarantine_dir` (running imports' are skipped): {file name: recovered|removed}."
+    folder, done = Path(quarantine_dir), {}
+    if not folder.is_dir(): return done
+    with _folder_lock(folder):
+        for partial in sorted(folder.glob(f".*.csv*{PARTIAL_SUFFIX}")):
+            if (fd := _lock_if_dead(partial)) is None: continue   # its import is running
+            try: done[partial.name] = _settle_partial(con, partial)
+            finally: os.close(fd)
+    return done
+
+# %% ../nbs/03_ingest.ipynb #c033
 SYMBOL_PATTERN = r"[A-Z0-9][A-Z0-9&._-]*"   # a normalised symbol: NIFTY, M&M, BAJAJ-AUTO
 
 def normalise_symbol(symbol: str) -> str:
@@ -422,6 +492,7 @@ def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_
     "Validate an OHLCV CSV/Parquet file and store it in `underlying_bars` (all or nothing on errors)."
     run_cfg, path, exchange, symbol = run_cfg or RunConfig(), Path(path), exchange.upper(), normalise_symbol(symbol)
     cfg = get_exchange_config(exchange)   # an unknown exchange is an error naming the known ones
+    recover_quarantine_csvs(con, run_cfg.quarantine_dir)   # what a killed import left
     raw = read_table(path); frame = normalise_ohlcv_columns(raw)
     report = ValidationReport(str(path), rows_in=len(raw))
     batch_id = f"ohlcv-{exchange}-{symbol}-{sha256_file(path)[:12]}"
@@ -484,7 +555,7 @@ def _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, 
                               report.to_dict())
     raise error
 
-# %% ../nbs/03_ingest.ipynb #c033
+# %% ../nbs/03_ingest.ipynb #c036
 OLD_BHAV = {"INSTRUMENT": "instrument", "SYMBOL": "symbol", "EXPIRY_DT": "expiry", "STRIKE_PR": "strike", "OPTION_TYP": "option_type",
             "OPEN": "open", "HIGH": "high", "LOW": "low", "CLOSE": "close", "SETTLE_PR": "settle", "CONTRACTS": "contracts",
             "OPEN_INT": "oi_units", "CHG_IN_OI": "oi_change_units", "TIMESTAMP": "trade_date"}
@@ -505,7 +576,7 @@ def detect_bhavcopy_format(columns) -> tuple[str, dict, list]:
     name, mapping = min(options, key=lambda o: len(set(o[1]) - cols))
     return name, mapping, sorted(set(mapping) - cols)
 
-# %% ../nbs/03_ingest.ipynb #c034
+# %% ../nbs/03_ingest.ipynb #c037
 def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: int = 80) -> np.ndarray:
     "Black-76 implied volatility by vectorised bisection; NaN where the price is below discounted intrinsic or tau <= 0."
     price, forward, strike, tau = (np.asarray(a, dtype=float) for a in (price, forward, strike, tau))
@@ -522,7 +593,7 @@ def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: 
     iv = 0.5 * (lo + hi)
     return np.where((tau > 0) & (price > intrinsic) & (iv < 4.99), iv, np.nan)
 
-# %% ../nbs/03_ingest.ipynb #c036
+# %% ../nbs/03_ingest.ipynb #c039
 def _bhav_frame(raw: pd.DataFrame, mapping: dict, fmt: str, report: ValidationReport, run_cfg: RunConfig, cfg) -> pd.DataFrame:
     "Parse a bhavcopy into canonical columns (numbers, dates, instrument codes, OI in contracts)."
     raw = raw.rename(columns=lambda c: c.strip())
@@ -660,7 +731,7 @@ def _check_option_bounds(frame: pd.DataFrame, spot: pd.Series, report: Validatio
             report.add(np.flatnonzero(m) + 1, column, "price_sanity",
                        [f"{kind} priced {p} above {name} {b} (a {kind} is worth at most that)" for p, b in zip(price[m], bound[m])])
 
-# %% ../nbs/03_ingest.ipynb #c038
+# %% ../nbs/03_ingest.ipynb #c041
 PARITY_BAND = 0.03   # a parity forward more than 3 % from the carried underlying is taken as stale quotes, not a forward
 
 def parity_forwards(opt: pd.DataFrame, price: np.ndarray, tau: np.ndarray, spot: np.ndarray, rate: float) -> np.ndarray:
@@ -748,6 +819,7 @@ def chain_rebuild_window(con, exchange: str, chain: pd.DataFrame) -> dict | None
 def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple | None = None, run_cfg: RunConfig | None = None) -> dict:
     "Validate an NSE F&O bhavcopy (old or UDiFF, CSV or zip) and store its index options and underlying (all or nothing on errors)."
     run_cfg, path, cfg, exchange = run_cfg or RunConfig(), Path(path), get_exchange_config(exchange), exchange.upper()
+    recover_quarantine_csvs(con, run_cfg.quarantine_dir)   # what a killed import left
     raw = read_table(path)
     report = ValidationReport(str(path), rows_in=len(raw))
     batch_id = f"bhav-{exchange}-{sha256_file(path)[:12]}"
@@ -776,7 +848,7 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     result = _finish(con, report, raw, batch_id, exchange, "bhavcopy", path, {"option_chain_snapshots": chain, "underlying_bars": bars}, run_cfg, window)
     return {**result, "format": fmt, "rows_skipped_other_symbols": int((~wanted).sum())}
 
-# %% ../nbs/03_ingest.ipynb #c042
+# %% ../nbs/03_ingest.ipynb #c045
 def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str = "2025-01-02", spot: float = 23700.0,
                            zipped: bool = False, lot: int = 75, dividend_yield: float = 0.0, weekly_future: bool = True) -> Path:
     """Write a tiny valid NSE F&O bhavcopy in the 'old' or 'udiff' layout (optionally zipped); returns its path. NIFTY
@@ -820,7 +892,7 @@ def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str
     with zipfile.ZipFile(path, "w") as zf: zf.writestr(path.with_suffix(".csv").name, out.to_csv(index=False))
     return path
 
-# %% ../nbs/03_ingest.ipynb #c045
+# %% ../nbs/03_ingest.ipynb #c048
 def validate_stored(con, exchange: str, run_cfg: RunConfig | None = None) -> dict[str, ValidationReport]:
     "Data-quality reports of the stored bars (per symbol) and option chain of `exchange`."
     run_cfg, reports = run_cfg or RunConfig(), {}
