@@ -18,7 +18,7 @@ import pandas as pd
 from .automl import bar_forward_returns, directional_score, load_automl_run, rule_daily_returns
 from .backtest import BacktestConfig, run_backtest
 from .config import IST, RunConfig, config_to_dict
-from .datasets import load_dataset
+from .datasets import load_dataset, sha256_file
 from .labels import SIGNAL_VOLATILITY_BARS, LabelConfig, atr_volatility
 from .metrics import (expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting,
                            sharpe_error_spread, sharpe_moments)
@@ -28,13 +28,13 @@ from .train import (ModelBundle, ModelIntegrityError, TrainConfig, TrainingTable
                          classification_metrics, load_bundle, score_frame)
 
 # %% auto #0
-__all__ = ['GateConfig', 'default_backtest_config', 'signals_for', 'daily_returns', 'train_config_of', 'window_probabilities',
-           'probability_metrics', 'trial_rule_returns', 'load_trial_returns', 'trial_sharpes', 'pbo_partitions',
-           'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo',
+__all__ = ['WALK_FORWARD_SUMMARY', 'GateConfig', 'default_backtest_config', 'signals_for', 'daily_returns', 'train_config_of',
+           'window_probabilities', 'probability_metrics', 'trial_rule_returns', 'load_trial_returns', 'trial_sharpes',
+           'pbo_partitions', 'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo',
            'check_automl_matches', 'session_starts', 'trial_days_in_window', 'label_end_at', 'segments_in_window',
            'check_automl_before_window', 'evaluate_model', 'baseline_label_end', 'baseline_window', 'comparison_window',
-           'production_figures', 'policy_criterion', 'gate_criteria', 'candidate_manifest_sha256', 'evaluate_candidate',
-           'gate_line']
+           'walk_forward_evidence', 'walk_forward_criterion', 'production_figures', 'policy_criterion', 'gate_criteria',
+           'candidate_manifest_sha256', 'evaluate_candidate', 'gate_line']
 
 # %% ../nbs/41_gate.ipynb #c004
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class GateConfig:
     max_drawdown: float = 0.06         # net drawdown cap, a fraction of the running equity peak (31_metrics)
     drawdown_tolerance: float = 0.01   # candidate DD <= production DD + this
     max_pbo: float = 0.5               # probability of backtest overfitting
+    min_walk_forward_return: float = 0.0  # net return pooled over the walk-forward windows must be above this
     min_trades: int = 30               # out-of-sample round trips
     min_comparison_share: float = 0.5  # share of the holdout's bars after the baseline's training needed to compare with it
 
@@ -307,10 +308,68 @@ def comparison_window(base: ModelBundle, base_table: TrainingTable, bars: pd.Ser
                            cfg.min_comparison_share)
 
 # %% ../nbs/41_gate.ipynb #c026
+WALK_FORWARD_SUMMARY = "reports/backtest_windows.json"   # written by the pipeline's backtest step, with equity_<window>.parquet
+
 def _pct(x: float) -> str:
     "A fraction as the percent a rule text shows: 0.06 -> '6 %'."
     return f"{x * 100:.4g} %"
 
+def _window_number(name: str) -> int:
+    "3 for 'walk_forward_3'."
+    return int(name.rsplit("_", 1)[1])
+
+def walk_forward_evidence(run_dir: str | Path, holdout_start: pd.Timestamp | None = None) -> dict:
+    """The walk-forward backtests of a run's training procedure from its `reports/backtest_windows.json` and
+    `reports/equity_walk_forward_<i>.parquet`: each window's dates, trades and net return, the pooled net return and the
+    sha256 of every file read. `available` is False, with the `reason`, when the run has none. Raises ValueError when a
+    window does not end before `holdout_start` or a segment was fitted for another run."""
+    run_dir = Path(run_dir)
+    path = run_dir / WALK_FORWARD_SUMMARY
+    if not path.exists():
+        return dict(available=False, reason=f"no walk-forward backtest: {WALK_FORWARD_SUMMARY} is absent (the retrain pipeline's "
+                                            "backtest step writes it)")
+    try: summary = json.loads(path.read_text())
+    except json.JSONDecodeError as err: raise ValueError(f"{path}: not valid JSON ({err})") from None
+    windows = summary.get("windows") or {}
+    names = sorted((n for n in windows if n.startswith("walk_forward_")), key=_window_number)
+    segments = (summary.get("walk_forward") or {}).get("segments") or []
+    if not names:
+        why = (summary.get("walk_forward") or {}).get("reason") or "the backtest recorded no walk-forward window"
+        return dict(available=False, reason=f"no walk-forward backtest in {WALK_FORWARD_SUMMARY}: {why}")
+    run_id = run_dir.name
+    foreign = [s.get("model_version") for s in segments if not str(s.get("model_version", "")).startswith(f"{run_id}/walk_forward_")]
+    if foreign or len(segments) != len(names):
+        raise ValueError(f"{path}: its walk-forward segments {foreign or [s.get('model_version') for s in segments]} are not "
+                         f"the {len(names)} segment(s) of run {run_id}")
+    account = float(summary["config"]["account_size"])
+    files, rows, daily = {WALK_FORWARD_SUMMARY: sha256_file(path)}, [], []
+    for name in names:
+        w = windows[name]
+        if holdout_start is not None and pd.Timestamp(w["end"]).date() >= holdout_start.tz_convert(IST).date():
+            raise ValueError(f"{path}: walk-forward window {name} ends {w['end']}, not before the holdout's first session "
+                             f"({holdout_start.tz_convert(IST).date()}); its results are not evidence from before the holdout")
+        equity_file = f"reports/equity_{name}.parquet"
+        days = daily_returns(pd.read_parquet(run_dir / equity_file), account)
+        files[equity_file] = sha256_file(run_dir / equity_file)
+        rows.append(dict(window=name, start=w["start"], end=w["end"], sessions=len(days),
+                         n_trades=int(w["benchmarks"]["ml_signal"]["n_trades"]), return_net=float(np.prod(1.0 + days.to_numpy()) - 1.0)))
+        daily.append(days)
+    pooled = pd.concat(daily)
+    return dict(available=True, windows=rows, n_trades=sum(r["n_trades"] for r in rows), sessions=len(pooled),
+                return_net=float(np.prod(1.0 + pooled.to_numpy()) - 1.0), files=files)
+
+def walk_forward_criterion(evidence: dict, cfg: GateConfig) -> dict:
+    "`walk_forward`: the pooled net return of the walk-forward windows above the threshold, with at least one trade."
+    rule = f"> {_pct(cfg.min_walk_forward_return)}: net return pooled over the walk-forward windows (the procedure re-fit before the holdout)"
+    if not evidence.get("available"): return _criterion("walk_forward", float("nan"), cfg.min_walk_forward_return, rule, False, evidence["reason"])
+    each = "; ".join(f"{w['window']} {w['start']} to {w['end']}: {w['n_trades']} trades, {w['return_net']:+.2%}" for w in evidence["windows"])
+    if evidence["n_trades"] == 0:
+        return _criterion("walk_forward", evidence["return_net"], cfg.min_walk_forward_return, rule, False, f"no trade in any window ({each})")
+    value = evidence["return_net"]
+    return _criterion("walk_forward", value, cfg.min_walk_forward_return, rule, value > cfg.min_walk_forward_return,
+                      f"{evidence['n_trades']} trades over {evidence['sessions']} sessions; {each}")
+
+# %% ../nbs/41_gate.ipynb #c029
 def _get(d: dict, k: str) -> float:
     "d[k] as a float, NaN when missing or None."
     return float(d[k]) if d.get(k) is not None else float("nan")
@@ -382,7 +441,8 @@ def policy_criterion(cand: dict, cfg: GateConfig, policy: dict | None = None) ->
 
 def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cfg: GateConfig,
                   comparison: dict | None = None,   # `comparison_window` record of the production model (None: compare on the holdout)
-                  policy: dict | None = None) -> list[dict]:   # `policy_sharpe` of the candidate's net daily returns (None: computed)
+                  policy: dict | None = None,   # `policy_sharpe` of the candidate's net daily returns (None: computed)
+                  walk_forward: dict | None = None) -> list[dict]:   # `walk_forward_evidence` (None: not evaluated, fails)
     "Every criterion with its value, threshold and PASS/FAIL."
     m = cand["backtest"]
     if comparison is not None and not comparison["compared"]: rel = _not_compared_criteria(cand, cfg, comparison["reason"])
@@ -399,9 +459,10 @@ def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cf
             _criterion("profit_factor", _get(m, "profit_factor_net"), cfg.min_profit_factor, ">=", _get(m, "profit_factor_net") >= cfg.min_profit_factor),
             rel["max_drawdown"], rel["brier"], rel["log_loss"],
             _criterion("pbo", pbo_result["pbo"], cfg.max_pbo, "<=", pbo_result["pbo"] <= cfg.max_pbo, pbo_result.get("reason", "")),
+            walk_forward_criterion(walk_forward or dict(available=False, reason="walk-forward evidence not evaluated"), cfg),
             _criterion("min_trades", int(m.get("n_trades", 0)), cfg.min_trades, ">=", m.get("n_trades", 0) >= cfg.min_trades)]
 
-# %% ../nbs/41_gate.ipynb #c030
+# %% ../nbs/41_gate.ipynb #c033
 def candidate_manifest_sha256(run_dir: str | Path, verified: dict) -> str:
     "sha256 of a run's manifest.json bytes, refused (naming the file) unless they are the manifest `verified` (as `load_bundle` checked it)."
     path = Path(run_dir) / "manifest.json"
@@ -411,7 +472,7 @@ def candidate_manifest_sha256(run_dir: str | Path, verified: dict) -> str:
     if not same: raise ModelIntegrityError(f"{path}: changed while the gate loaded the run (not the manifest it verified); re-run the gate")
     return hashlib.sha256(raw).hexdigest()
 
-# %% ../nbs/41_gate.ipynb #c032
+# %% ../nbs/41_gate.ipynb #c035
 def _load_checked(folder: Path, exchange: str) -> ModelBundle:
     "`load_bundle` of a run or version folder (every listed file hashed), refused when its manifest names another exchange."
     bundle = load_bundle(folder)
@@ -488,14 +549,15 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     b_eval, comparison = _compare_with_baseline(base, cand, cand_tcfg, cand_table, raw, start, end, bt_cfg, gate_cfg) if base else (None, None)
     dsr, pbo_result = deflated_sharpe(c_eval["rule_daily_returns"], trials), pbo(trials)
     policy = policy_sharpe(c_eval["daily_returns"])
-    criteria = gate_criteria(c_eval, b_eval, dsr, pbo_result, gate_cfg, comparison, policy)
+    walk_forward = walk_forward_evidence(cand_dir, start)   # the procedure's earlier out-of-sample windows (50_pipeline)
+    criteria = gate_criteria(c_eval, b_eval, dsr, pbo_result, gate_cfg, comparison, policy, walk_forward)
     failed = [c["name"] for c in criteria if not c["passed"]]
     report = _round(dict(
         exchange=exchange, horizon=horizon, candidate_run=candidate_run, candidate_manifest_sha256=manifest_sha, baseline=base_label, automl_run=automl_run, automl_check=automl_check,
         window=dict(start=start.isoformat(), end=end.isoformat(), dataset_version=cand.manifest["dataset_version"]),
         simulated_data=cand.manifest.get("dataset_simulated", False), backtest_config=dataclasses.asdict(bt_cfg),
         gate_config=dataclasses.asdict(gate_cfg), criteria=criteria, failed=failed, passed=not failed,
-        decision="PASS" if not failed else "FAIL", dsr=dsr, pbo=pbo_result, policy_sharpe=policy,
+        decision="PASS" if not failed else "FAIL", dsr=dsr, pbo=pbo_result, policy_sharpe=policy, walk_forward=walk_forward,
         candidate=_evaluation_json(c_eval) | dict(run_id=candidate_run, rule_daily_returns=_daily_json(c_eval["rule_daily_returns"])),
         baseline_comparison=None if comparison is None else {k: v for k, v in comparison.items() if k != "candidate"} | (
             dict(candidate=_evaluation_json(comparison["candidate"])) if "candidate" in comparison else {}),

@@ -35,7 +35,8 @@ from .train import (ModelBundle, ModelIntegrityError, TrainConfig, build_trainin
 __all__ = ['RUN_CONFIG_READS', 'RAW_TABLES', 'WALK_FORWARD_METHOD', 'RetrainConfig', 'PipelineStepError', 'RetrainRun',
            'run_config_reads', 'step_key', 'run_step', 'raw_fingerprint', 'step_consolidate', 'step_dataset',
            'step_features_labels', 'step_train', 'holdout_start_day', 'step_automl', 'walk_forward_signals',
-           'step_backtest', 'session_windows', 'step_gate', 'step_pack', 'step_deploy', 'retrain_folder', 'run_retrain']
+           'step_backtest', 'session_windows', 'step_gate', 'walk_forward_digests', 'step_pack', 'step_deploy',
+           'retrain_folder', 'run_retrain']
 
 # %% ../nbs/50_pipeline.ipynb #c004
 @dataclass(frozen=True)
@@ -366,8 +367,14 @@ def step_gate(run: RetrainRun, trained: dict, automl: dict | None) -> dict:
         return dict(decision=rep["decision"], failed=rep["failed"], baseline=rep["baseline"], line=gate_line(rep),
                     files={"reports/gate_report.json": sha256_file(folder / "reports" / "gate_report.json")})
     inputs = dict(run=trained["run_id"], automl=(automl or {}).get("run_id"), production=production, horizon=run.cfg.horizon,
-                  gate=config_to_dict(run.cfg.gate))
+                  gate=config_to_dict(run.cfg.gate), walk_forward=walk_forward_digests(folder))   # a re-run backtest re-gates
     return run_step(run, "gate", inputs, gate, lambda out: _unchanged(folder, out["files"]))   # deploy reads the file, not the cache
+
+def walk_forward_digests(folder: Path) -> dict:
+    "sha256 of the walk-forward evidence the gate reads from a run folder (`gate.walk_forward_evidence`); empty when absent."
+    reports = folder / "reports"
+    paths = ([reports / "backtest_windows.json"] if (reports / "backtest_windows.json").exists() else []) + sorted(reports.glob("equity_walk_forward_*.parquet"))
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in paths}
 
 def step_pack(run: RetrainRun, ds: dict, trained: dict, automl: dict | None, gate: dict, backtest: dict | None = None) -> dict:
     "Render the approval pack of the candidate (from the gate and backtest files it reads) and refresh the reports index."

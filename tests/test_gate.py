@@ -475,3 +475,59 @@ def test_a_model_of_another_exchange_is_not_gated(tiny_run, tmp_path):
     copy_as_baseline(cfg0, run_id, "run-of-bse", exchange="BSE")
     with pytest.raises(RegistryError, match=r"run-of-bse/manifest.json: manifest exchange 'BSE' differs from 'NSE'"):
         G.evaluate_candidate("NSE", run_id, baseline="run-of-bse", run_cfg=cfg0, write=False)
+
+
+# ---------------------------------------------------------------- walk-forward consistency
+
+def _walk_forward_files(folder: Path, holdout_start: pd.Timestamp, returns: list[list[float]], trades: list[int], run_id: str | None = None):
+    "Hand-made walk-forward windows before the holdout: `returns[i]` are window i's daily net returns, `trades[i]` its trades."
+    reports, account, windows, segments = folder / "reports", 5_000_000.0, {}, []
+    day = holdout_start.tz_convert(IST).normalize() - pd.Timedelta(days=40)
+    for i, (daily, n) in enumerate(zip(returns, trades)):
+        days = [day + pd.Timedelta(days=k) for k in range(len(daily))]
+        day = days[-1] + pd.Timedelta(days=1)
+        equity = account * np.cumprod(1 + np.asarray(daily))
+        pd.DataFrame(dict(timestamp=[(d + pd.Timedelta(hours=15, minutes=29)).tz_convert("UTC") for d in days], equity_net=equity)
+                     ).to_parquet(reports / f"equity_walk_forward_{i}.parquet")
+        windows[f"walk_forward_{i}"] = dict(start=str(days[0].date()), end=str(days[-1].date()), benchmarks=dict(ml_signal=dict(n_trades=n)))
+        segments.append(dict(segment=i, model_version=f"{run_id or folder.name}/walk_forward_{i}"))
+    (reports / "backtest_windows.json").write_text(json.dumps(dict(config=dict(account_size=account), windows=windows,
+                                                                   walk_forward=dict(segments=segments))))
+
+
+def test_walk_forward_criterion_reads_the_runs_windows(tiny_run, alone, tmp_path):
+    """Review finding: the demo's BSE candidate passed the gate while its training procedure, re-fit on the walk-forward
+    segments before the holdout, lost 1.62 % in one window and made no trade in the other; the gate did not read those
+    windows. Now `walk_forward` needs their pooled net return > 0 with a trade, records the files' sha256, fails with the
+    reason when the run has no walk-forward backtest, and refuses windows reaching the holdout or fitted for another run."""
+    cfg0, run_id, _ = tiny_run
+    assert {c["name"]: c for c in alone["criteria"]}["walk_forward"]["passed"] is False          # no walk-forward backtest:
+    assert "backtest_windows.json is absent" in {c["name"]: c for c in alone["criteria"]}["walk_forward"]["note"]   # no evidence
+    shutil.copytree(cfg0.data_dir, tmp_path / "data")
+    cfg = RunConfig(data_dir=str(tmp_path / "data"), reports_dir=str(tmp_path / "reports"))
+    folder = Path(cfg.models_dir) / "NSE" / run_id
+    start = pd.Timestamp(json.loads((folder / "manifest.json").read_text())["holdout_window"][0])
+    gate = lambda: G.evaluate_candidate("NSE", run_id, baseline=None, run_cfg=cfg, write=False)
+
+    _walk_forward_files(folder, start, [[0.004, -0.001, 0.002], [-0.003, -0.0131]], [20, 111])   # +0.50 %, then -1.62 %
+    report = gate()
+    crit = {c["name"]: c for c in report["criteria"]}["walk_forward"]
+    expected = np.prod(1 + np.array([0.004, -0.001, 0.002, -0.003, -0.0131])) - 1
+    assert crit["value"] == pytest.approx(expected, abs=1e-9) and expected < 0 and not crit["passed"] and "walk_forward" in report["failed"]
+    assert "walk_forward_1" in crit["note"] and "111 trades, -1.61%" in crit["note"]
+    assert report["walk_forward"]["files"]["reports/backtest_windows.json"] == sha256_file(folder / "reports" / "backtest_windows.json")
+    assert [w["n_trades"] for w in report["walk_forward"]["windows"]] == [20, 111]
+
+    _walk_forward_files(folder, start, [[0.004, -0.001, 0.002], [0.003, -0.001]], [20, 30])
+    assert {c["name"]: c for c in gate()["criteria"]}["walk_forward"]["passed"]
+    _walk_forward_files(folder, start, [[0.0, 0.0], [0.0, 0.0]], [0, 0])                          # no trade: no evidence
+    crit = {c["name"]: c for c in gate()["criteria"]}["walk_forward"]
+    assert not crit["passed"] and "no trade in any window" in crit["note"]
+
+    _walk_forward_files(folder, start + pd.Timedelta(days=40), [[0.001] * 3], [5])               # ends inside the holdout
+    with pytest.raises(ValueError, match=r"walk-forward window walk_forward_0 ends .*not before the holdout's first session"):
+        gate()
+    _walk_forward_files(folder, start, [[0.001] * 3], [5], run_id="run-someone-else")             # another run's segments
+    with pytest.raises(ValueError, match=rf"segments \['run-someone-else/walk_forward_0'\] are not the 1 segment\(s\) of run {run_id}"):
+        gate()
+
