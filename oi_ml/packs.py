@@ -9,6 +9,7 @@ import dataclasses
 import html
 import json
 import math
+import numbers
 import os
 import re
 import shutil
@@ -22,22 +23,26 @@ import pandas as pd
 from .config import IST, SESSIONS_PER_YEAR, MonitoringConfig, RunConfig, config_to_dict, get_exchange_config
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'MODEL_PARAMS', 'PACK_LABEL_PATTERN', 'PERCENT_CRITERIA', 'CRITERION_MEANING',
-           'MOMENTS_TEXT', 'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL',
-           'DECISION_LABELS', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES',
-           'TRADE_RESAMPLES', 'AUTOML_CRITERIA', 'MIN_VOLATILITY_VALUES', 'DECISION_TEXT', 'STRATEGY_LABELS',
-           'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL', 'RISK_FRACTION_LABEL',
-           'CHROMIUM_FLAGS', 'simulated_signal_strengths', 'source_banner', 'ist_minute', 'dataset_summary',
-           'validation_summary', 'session_bars', 'bar_minutes_of', 'daily_coverage', 'longest_gaps',
+__all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'MODEL_PARAMS', 'TRIAL_LEAD', 'TRIAL_TAIL', 'TRIAL_NAMES', 'PACK_LABEL_PATTERN',
+           'PERCENT_CRITERIA', 'CRITERION_MEANING', 'MOMENTS_TEXT', 'FAILURE_MEANING', 'GATE_CONFIG_KEYS',
+           'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'DECISION_LABELS', 'TRADE_PRICE_COLUMNS',
+           'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'INTERVAL_OF', 'DAILY_CI_METRIC',
+           'AUTOML_CRITERIA', 'OTHER_WINDOW_CRITERIA', 'MIN_VOLATILITY_VALUES', 'REGIME_BREAKDOWN', 'DECISION_TEXT',
+           'STRATEGY_LABELS', 'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL',
+           'RISK_FRACTION_LABEL', 'CHROMIUM_FLAGS', 'simulated_signal_strengths', 'source_banner', 'ist_minute',
+           'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of', 'daily_coverage', 'longest_gaps',
            'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
            'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report', 'run_provenance',
-           'cv_tables', 'candidate_params_text', 'model_facts', 'class_balance_table', 'confusion_figure',
-           'reliability_figure', 'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel', 'pack_title',
-           'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs', 'render_pack',
-           'decision_banner', 'baseline_notice', 'drawdown_percent', 'gate_table', 'gate_window_text',
-           'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe', 'candidate_vs_production',
-           'equity_figure', 'sortable_table', 'trades_table', 'backtest_periods_per_year', 'backtest_setup',
-           'metrics_with_ci', 'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary', 'trial_days_text',
+           'cv_tables', 'candidate_params_text', 'model_facts', 'class_balance_table', 'automl_trials_table',
+           'label_regime_text', 'model_regime_text', 'confusion_figure', 'reliability_figure', 'largest_drivers',
+           'shap_figure', 'template_path', 'pack_kernel', 'pack_title', 'render_html', 'run_config_parameter',
+           'PackError', 'check_pack_label', 'verify_pack_inputs', 'render_pack', 'decision_banner', 'baseline_notice',
+           'drawdown_percent', 'criterion_figure', 'rule_direction', 'criterion_margin', 'tightest_criterion',
+           'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line', 'margin_text', 'gate_table',
+           'gate_window_text', 'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe',
+           'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table', 'backtest_periods_per_year',
+           'backtest_setup', 'metrics_with_ci', 'interval_text', 'criterion_intervals', 'interval_methods',
+           'refer_cells', 'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary', 'trial_days_text',
            'criteria_sources', 'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns', 'window_order',
            'no_trade_reason', 'benchmark_frame', 'window_sharpes', 'walk_forward_results', 'walk_forward_frame',
            'sensitivity_figure', 'break_even_cost', 'sensitivity_commentary', 'saved_random_distribution',
@@ -270,6 +275,51 @@ def class_balance_table(report: dict) -> pd.DataFrame:
     return pd.DataFrame([dict(**{"class": c, "in-sample rows": n, "share": f"{n / total:.1%}" if total else "—"}) for c, n in balance.items()],
                         columns=["class", "in-sample rows", "share"])
 
+TRIAL_LEAD = ("segment", "family", "number", "state", "value", "last_cv_log_loss", "sharpe", "n_trades", "n_days",
+              "cv_directional_auc", "folds_run")                   # AutoML trial columns that identify a trial or give its result, in this order
+TRIAL_TAIL = ("trial_key", "duration_s")                           # bookkeeping, last
+TRIAL_NAMES = {"number": "trial", "value": "objective (CV log-loss)"}   # as the pack's trial table names them
+
+def automl_trials_table(summary: dict) -> pd.DataFrame:
+    """AutoML's trials (from its summary), by segment and trial: the identifying and result columns first (`TRIAL_LEAD`, then
+    any other recorded result), then each trial's hyper-parameters, then bookkeeping (`TRIAL_TAIL`)."""
+    trials = summary.get("trials") or []
+    base = pd.DataFrame([{k: v for k, v in t.items() if k != "params"} for t in trials])
+    params = pd.DataFrame([t.get("params") or {} for t in trials], index=base.index)
+    params = params[[c for c in params.columns if c not in base.columns]]
+    lead, tail = [c for c in TRIAL_LEAD if c in base], [c for c in TRIAL_TAIL if c in base]
+    rest = [c for c in base.columns if c not in lead and c not in tail]
+    out = pd.concat([base[lead + rest], params, base[tail]], axis=1)
+    order = [c for c in ("segment", "family", "number") if c in out]
+    return (out.sort_values(order, kind="mergesort") if order else out).reset_index(drop=True).rename(columns=TRIAL_NAMES)
+
+def label_regime_text(label_config: dict | None) -> str:
+    "Markdown: which regime scheme the label-balance table uses (the labels' forward market regime) and why it is not the model's."
+    bars = (label_config or {}).get("regime_bars")
+    span = f"the next {bars} bars" if bars else "the bars after each bar (window not recorded in this dataset's manifest)"
+    return ("**Regime scheme of this table: the forward market regime** (`labels.regime_target`): bull, bear, sideways or "
+            f"high_vol from the price path over {span}, judged against the trailing volatility. It describes what the market "
+            "did *next*, so it cannot be known at the bar and the model does not use it; it shows how the triple-barrier "
+            "classes fall across market conditions. The model's own regimes (Model and Backtests sections) are another "
+            "scheme: numbered HMM states, inferred from past bars only.")
+
+def model_regime_text(report: dict, hmm_config: dict | None = None) -> str:
+    """Markdown: the model's regime scheme (HMM states routing to boosters) from the training report and the run's
+    `regime_hmm.json` config, for the per-regime tables and charts, and how it differs from the labels' forward regime."""
+    reg = report.get("regimes") or {}
+    n = (hmm_config or {}).get("n_regimes") or report.get("config", {}).get("n_regimes") or len(reg.get("routes") or {})
+    features = ", ".join(f"`{f}`" for f in ((hmm_config or {}).get("feature_columns") or reg.get("features") or [])) or "features not recorded"
+    order = (hmm_config or {}).get("order_by")
+    numbered = f"numbered 0 (calmest) to {n - 1} (most stressed) by their mean `{order}`" if order and n else "numbered as fitted"
+    routes = ", ".join(f"{r} → {m}" for r, m in (reg.get("routes") or {}).items()) or "not recorded"
+    return (f"**Regime scheme of the per-regime tables and charts from here on: the model's regimes** — the {n} states of a "
+            f"Gaussian HMM on {features}, fitted on training rows only, {numbered}, and inferred bar by bar from past bars "
+            f"(a causal filter). Each regime routes to a booster ({routes}); the trades' `regime` column is this state at the "
+            "signal bar. This is not the labels' forward market regime (bull / bear / sideways / high_vol) in the label-balance "
+            "table: that one looks ahead and only describes the data. Volatility buckets (Backtests) are a third split, terciles "
+            "of the volatility the backtest sized with, not a regime model.")
+
+
 # %% ../nbs/44_packs.ipynb #c016
 def confusion_figure(report: dict):
     "Heat-map of the holdout confusion matrix (rows: true class, columns: predicted)."
@@ -383,9 +433,18 @@ def _alert(text: str, colour: str = "#b00020", font_px: int = 18) -> str:
             f'margin:8px 0">{html.escape(text)}</div>')
 
 def decision_banner(gate: dict) -> str:
-    "Large PASS/FAIL banner with the failed criteria."
+    """Large PASS/FAIL banner, then every failed criterion with its value, threshold, rule and what failing it means
+    (`failed_criteria_lines`), or on a PASS the criterion with the tightest margin (`tightest_margin_line`)."""
     ok = gate["decision"] == "PASS"
-    return _alert("GATE PASS — all criteria met" if ok else "GATE FAIL — " + ", ".join(gate["failed"]), "#1b5e20" if ok else "#b00020", 20)
+    failed = [c for c in gate.get("criteria", []) if not c.get("passed")]
+    banner = _alert("GATE PASS — all criteria met" if ok else "GATE FAIL — " + ", ".join(gate.get("failed") or [c["name"] for c in failed]),
+                    "#1b5e20" if ok else "#b00020", 20)
+    colour = "#1b5e20" if ok else "#b00020"
+    if ok: body = f"<p style='margin:4px 0'>{tightest_margin_line(gate)}</p>"
+    else:
+        head = f"<p style='margin:4px 0'><b>{len(failed)} of {len(gate.get('criteria', []))} criteria failed:</b></p>"
+        body = head + "<ul style='margin:4px 0'>" + "".join(f"<li style='margin:3px 0'>{line}</li>" for line in failed_criteria_lines(gate)) + "</ul>"
+    return banner + f'<div style="border:2px solid {colour};border-radius:4px;padding:6px 12px;margin:0 0 8px 0;font-size:15px">{body}</div>'
 
 def baseline_notice(baseline_version: str,  # baseline the pack was rendered for; "" = none given
                     gate: dict | None,      # the candidate's gate report; None when there is none
@@ -402,7 +461,7 @@ def baseline_notice(baseline_version: str,  # baseline the pack was rendered for
     return (f"<p>Baseline this pack was rendered for: <b>{html.escape(asked or 'none given')}</b>; baseline of the gate "
             f"report: <b>{html.escape(compared or 'none (absolute criteria)')}</b>.</p>")
 
-PERCENT_CRITERIA = ("max_drawdown",)   # gate criteria stored as fractions whose rule text is in percent
+PERCENT_CRITERIA = ("max_drawdown", "walk_forward")   # gate criteria stored as fractions whose rule text is in percent
 
 CRITERION_MEANING = {   # what a gate criterion measures, shown beside its name
     "oos_sharpe": "traded policy: Sharpe of net per-bar returns, annualised with the engine's bars a year",
@@ -416,7 +475,9 @@ CRITERION_MEANING = {   # what a gate criterion measures, shown beside its name
     "log_loss": "model: log-loss of the calibrated class probabilities (lower is better)",
     "pbo": ("AutoML trials only, on AutoML's in-sample days (not the gate window): probability of backtest overfitting, "
             "mean over walk-forward segments"),
-    "min_trades": "traded policy: number of trades"}
+    "min_trades": "traded policy: number of trades",
+    "walk_forward": ("training procedure: net return pooled over the walk-forward windows before the holdout, each traded by a "
+                     "model re-fit only on the sessions before it")}
 
 def drawdown_percent(value) -> str:
     "A drawdown stored as a fraction of the peak as the pack shows every drawdown: percent of the peak, 3 decimals; '—' when missing."
@@ -437,10 +498,90 @@ def _plain_note(note: str) -> str:
     for said, plain in MOMENTS_TEXT.items(): note = note.replace(f"({said})", f"({plain})")
     return note
 
-def gate_table(gate: dict) -> pd.DataFrame:
-    "Criteria with what each measures, candidate value, threshold, rule, PASS/FAIL and notes (drawdowns in percent of peak)."
-    rows = [dict(criterion=c["name"], measures=CRITERION_MEANING.get(c["name"], "not described by this pack version"),
-                 candidate=_shown(c["name"], c["value"]), threshold=_shown(c["name"], c["threshold"]), rule=c["rule"],
+FAILURE_MEANING = {   # what failing a gate criterion means, in one plain clause; a criterion not listed falls back on its note
+    "oos_sharpe": "the traded strategy's risk-adjusted net return on the holdout is not above what the gate requires (zero, or production plus its margin)",
+    "deflated_sharpe": ("once the number of AutoML trials is allowed for, the model's direction is not shown to be better than the "
+                        "luckiest of trials with no edge"),
+    "policy_psr": ("the traded strategy's net daily returns are not reliably above zero: the chance that its true Sharpe ratio is "
+                   "positive is below the confidence the gate requires"),
+    "sortino": "the strategy earns too little net return for the losses it risks",
+    "profit_factor": "the strategy's net gains do not exceed its net losses by the factor the gate requires",
+    "max_drawdown": "the strategy's net equity fell too far from a peak",
+    "brier": "the model's calibrated probabilities are no more accurate than the reference forecast (class prior or production)",
+    "log_loss": "the model's calibrated probabilities are no more accurate than the reference forecast (class prior or production)",
+    "pbo": ("AutoML's search looks overfitted: the trial that was best in sample too often ranked below the median out of sample, "
+            "so picking the best trial is as likely luck as skill"),
+    "min_trades": "the holdout has too few trades to judge the strategy on",
+    "walk_forward": ("models trained by the candidate's procedure on earlier sessions did not make money in the walk-forward windows "
+                     "before the holdout, so the holdout result has no out-of-sample support from before it")}
+
+def _real(value) -> bool:
+    "A finite real number (Python or numpy; not a bool)."
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+
+def criterion_figure(name: str, value) -> str:
+    "A criterion's value or threshold for prose: percent of peak for `PERCENT_CRITERIA`, else 4 significant digits; 'none' when missing."
+    if value is None or (isinstance(value, float) and math.isnan(value)): return "none"
+    if not _real(value): return str(value)
+    return drawdown_percent(value) if name in PERCENT_CRITERIA else f"{value:.4g}"
+
+def rule_direction(rule) -> int | None:
+    "+1 when a rule asks for a value above its threshold (it starts with '>'), -1 below ('<'), None when it starts with neither."
+    return {">": 1, "<": -1}.get(str(rule or "").lstrip()[:1])
+
+def criterion_margin(criterion: dict) -> float | None:
+    """How far a criterion's value lies on the passing side of its threshold, as a share of the threshold's size (of 1 when
+    the threshold is 0); negative on the failing side; None without a numeric value and threshold or a '<'/'>' rule."""
+    side, value, threshold = rule_direction(criterion.get("rule")), criterion.get("value"), criterion.get("threshold")
+    if side is None or not (_real(value) and _real(threshold)): return None
+    return side * (value - threshold) / (abs(threshold) if threshold else 1.0)
+
+def tightest_criterion(gate: dict) -> dict | None:
+    "The passed criterion closest to its threshold (smallest `criterion_margin`); None when no passed criterion has one."
+    scored = [(m, k) for k, c in enumerate(gate.get("criteria", [])) if c.get("passed") and (m := criterion_margin(c)) is not None]
+    return gate["criteria"][min(scored)[1]] if scored else None
+
+def _criterion_facts(c: dict) -> str:
+    "'<b>name</b>: value <b>v</b>, threshold <b>t</b>, rule <code>r</code>' (escaped HTML)."
+    return (f"<b>{html.escape(str(c['name']))}</b>: value <b>{html.escape(criterion_figure(c['name'], c.get('value')))}</b>, threshold "
+            f"<b>{html.escape(criterion_figure(c['name'], c.get('threshold')))}</b>, rule <code>{html.escape(str(c.get('rule', '')))}</code>")
+
+def failure_meaning(c: dict) -> str:
+    """One plain sentence of what failing criterion `c` means: the gate report's own `meaning` when it gives one, else this
+    pack's wording, else what the criterion measures; with the gate's note when it has one."""
+    said = c.get("meaning") or FAILURE_MEANING.get(c["name"])
+    if not said and c["name"] in CRITERION_MEANING: said = f"the candidate falls short on {CRITERION_MEANING[c['name']]}"
+    note = _plain_note(str(c.get("note") or ""))
+    if not said: said = f"the candidate's {c['name']} is on the failing side of the gate's rule" + ("" if note else " (the gate report explains no more)")
+    return said[0].upper() + said[1:] + (f" (gate note: {note})." if note else ".")
+
+def failed_criteria_lines(gate: dict) -> list[str]:
+    "HTML, one per failed criterion in the gate report's order: name, value, threshold, rule, and one sentence of what it means."
+    return [f"{_criterion_facts(c)} — {html.escape(failure_meaning(c))}" for c in gate.get("criteria", []) if not c.get("passed")]
+
+def tightest_margin_line(gate: dict) -> str:
+    "HTML for a PASS: how many criteria passed and the one closest to its threshold, with its value, threshold, rule and margin."
+    n, c = len(gate.get("criteria", [])), tightest_criterion(gate)
+    if c is None: return f"All {n} criteria passed; none has a numeric threshold to measure a margin against."
+    what = c.get("meaning") or CRITERION_MEANING.get(c["name"]) or _plain_note(str(c.get("note") or "")) or "not described by this pack version"
+    return (f"All {n} criteria passed. <b>Tightest margin</b>: {_criterion_facts(c)} — margin {margin_text(c)} "
+            f"({html.escape(what)}). Every criterion with its margin is in the table below.")
+
+def margin_text(c: dict) -> str:
+    "`criterion_margin` as the pack shows it: signed percent of the threshold, in the value's units when the threshold is 0; '—' when none."
+    m = criterion_margin(c)
+    if m is None: return "—"
+    return f"{m:+.1%} of the threshold" if c.get("threshold") else f"{m:+.4g} (threshold 0: in the value's units)"
+
+def gate_table(gate: dict,
+               intervals: dict | None = None,   # criterion name -> its 95 % interval text (`criterion_intervals`); adds that column
+               ) -> pd.DataFrame:
+    """Criteria with what each measures, candidate value, threshold, margin, rule, PASS/FAIL and notes (drawdowns in percent of
+    peak); with `intervals`, a 95 % interval column. Every criterion of the report is shown, described or not."""
+    rows = [dict(criterion=c["name"], measures=c.get("meaning") or CRITERION_MEANING.get(c["name"], "not described by this pack version"),
+                 candidate=_shown(c["name"], c["value"]), threshold=_shown(c["name"], c["threshold"]),
+                 **({"95 % interval": intervals.get(c["name"], "—")} if intervals is not None else {}),
+                 margin=margin_text(c), rule=c["rule"],
                  result="PASS" if c["passed"] else "FAIL", note=_plain_note(c.get("note", ""))) for c in gate["criteria"]]
     return pd.DataFrame(rows)
 
@@ -499,20 +640,34 @@ def _in_units(key: str, value):
     "A backtest metric as pack tables show it: drawdowns in percent of the peak, the rest unchanged."
     return drawdown_percent(value) if key.startswith("max_drawdown") else value
 
+def _is_criterion_value(value, gate: dict) -> bool:
+    "Whether `value` is (to 1e-6, past what any table shows) the value of one of the gate report's criteria: a number its criteria table shows."
+    return _real(value) and any(_real(c.get("value")) and math.isclose(value, c["value"], rel_tol=1e-6, abs_tol=1e-12)
+                                for c in gate.get("criteria", []))
+
 def candidate_vs_production(gate: dict, keys=("n_trades", "sharpe_net", "sortino_net", "profit_factor_net", "max_drawdown_net",
-                                                  "hit_rate_net", "return_net", "total_costs")) -> pd.DataFrame:
+                                                  "hit_rate_net", "return_net", "total_costs"),
+                            skip_criteria: bool = False,    # without production: leave out figures the criteria table shows
+                            intervals: dict | None = None,  # metric label -> the candidate's 95 % interval text; adds that column
+                            ) -> pd.DataFrame:
     """Side-by-side out-of-sample backtest and probability metrics of candidate and production on the same window: the
-    gate's comparison window, which is shorter than the holdout when production trained on part of it."""
+    gate's comparison window, which is shorter than the holdout when production trained on part of it. Alone (no
+    production) with `skip_criteria`, a figure equal to a gate criterion's value is left out: the criteria table shows it."""
     cols = {"candidate": (gate.get("baseline_comparison") or {}).get("candidate") or gate["candidate"]}
     if gate.get("production"): cols["production"] = gate["production"]
+    shown = (lambda v: not _is_criterion_value(v, gate)) if skip_criteria and len(cols) == 1 else (lambda v: True)
     rows = {}
     for k in keys:
-        rows[DECISION_LABELS.get(k, k)] = {n: _decision_units(k, v["backtest"].get(k)) for n, v in cols.items()}
+        if shown(cols["candidate"]["backtest"].get(k)):
+            rows[DECISION_LABELS.get(k, k)] = {n: _decision_units(k, v["backtest"].get(k)) for n, v in cols.items()}
         if k == "sharpe_net" and "daily_returns" in cols["candidate"]:   # the whole-holdout candidate's sessions, as the gate saved them
             rows[DAILY_SHARPE_LABEL] = {n: annualised_daily_sharpe(v.get("daily_returns")) for n, v in cols.items()}
     for k in ("brier", "log_loss", "directional_auc"):
-        rows[k] = {n: v["probabilities"]["model"].get(k) for n, v in cols.items()}
-    return pd.DataFrame(rows).T.rename_axis("metric").reset_index()
+        if shown(cols["candidate"]["probabilities"]["model"].get(k)):
+            rows[k] = {n: v["probabilities"]["model"].get(k) for n, v in cols.items()}
+    out = pd.DataFrame(rows).T.rename_axis("metric").reset_index()
+    if intervals: out["candidate 95 % interval"] = out.metric.map(intervals).fillna("—")
+    return out
 
 DECISION_LABELS = {**METRIC_LABELS, "return_net": "return_net (% of account)", "total_costs": "total_costs (₹)",
                    "hit_rate_net": "hit_rate_net (share of trades)", "sortino_net": "sortino_net (per-bar, annualised)"}
@@ -619,6 +774,48 @@ def metrics_with_ci(trades: pd.DataFrame, equity: pd.DataFrame,
             f"iid bootstrap over the {len(trades)} trades' net P&L")
     return pd.DataFrame(rows, columns=["metric", "estimate", "lower_95", "upper_95", "method"])
 
+INTERVAL_OF = {"Sharpe (net, per-bar, annualised)": "oos_sharpe", "profit factor (net)": "profit_factor"}   # metrics_with_ci row -> the criterion it bounds
+DAILY_CI_METRIC = f"Sharpe (net daily returns, ×√{SESSIONS_PER_YEAR})"   # metrics_with_ci's daily Sharpe row
+
+def interval_text(ci: pd.DataFrame, metric: str, value) -> str | None:
+    """'lower … upper' of `metric`'s row in a `metrics_with_ci` table, naming the row's own estimate when it is not `value` (the
+    backtest's out-of-sample window gave another figure than the one the interval is shown beside); None without the row."""
+    row = ci[ci.metric == metric]
+    if row.empty: return None
+    r = row.iloc[0]
+    text = f"{r.lower_95:.4g} … {r.upper_95:.4g}"
+    same = _real(value) and math.isclose(r.estimate, value, rel_tol=1e-6, abs_tol=1e-9)
+    return text if same else text + f" (around {r.estimate:.4g}, the backtest's out-of-sample window)"
+
+def criterion_intervals(ci: pd.DataFrame, gate: dict) -> dict:
+    "Criterion name -> its 95 % interval text (`interval_text`) for the criteria a `metrics_with_ci` row bounds (`INTERVAL_OF`)."
+    values = {c["name"]: c.get("value") for c in gate.get("criteria", [])}
+    found = {name: interval_text(ci, metric, values[name]) for metric, name in INTERVAL_OF.items() if name in values}
+    return {k: v for k, v in found.items() if v is not None}
+
+def interval_methods(ci: pd.DataFrame) -> str:
+    "Markdown: how each 95 % interval of a `metrics_with_ci` table was drawn, named by the criterion or figure it is shown beside."
+    name = lambda m: f"`{INTERVAL_OF[m]}`" if m in INTERVAL_OF else m
+    return "; ".join(f"{name(r.metric)}: {r.method}" for r in ci.itertuples())
+
+def _table_number(value) -> str:
+    "A number as the template's tables show it: 2 decimals with separators from 1,000, else 4 significant digits; '—' when missing."
+    if not _real(value): return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    return f"{value:,.2f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+def refer_cells(frame: pd.DataFrame, column: str, value, text: str,
+                where: pd.Series | None = None,   # rows allowed to refer (bool, aligned to `frame`); None: all
+                ) -> pd.DataFrame:
+    """`frame` with the cells of `column` equal to `value` (to 1e-6) replaced by `text`, a pointer to where that number is
+    shown, and the column's other numbers formatted as the tables show them: each figure shown once, referred to elsewhere."""
+    if column not in frame or not _real(value): return frame
+    same = frame[column].map(lambda v: _real(v) and math.isclose(v, value, rel_tol=1e-6, abs_tol=1e-12)).astype(bool)
+    if where is not None: same &= where.astype(bool)
+    if not same.any(): return frame
+    out = frame.copy()
+    out[column] = [text if s else _table_number(v) for s, v in zip(same, frame[column])]
+    return out
+
 def _figure(value, digits: int = 4) -> str:
     "A gate figure for prose: `digits` decimals, 'n/a' when missing or NaN."
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
@@ -647,7 +844,7 @@ def _policy_text(gate: dict) -> str:
     "The traded policy's significance: the `policy_psr` criterion when the gate report has one, else the figure older reports kept for information."
     pol = gate.get("policy_sharpe") or {}
     sr = pol.get("sr_daily")
-    daily = (f"net daily Sharpe {_figure(sr)} unannualised ({_figure(sr * math.sqrt(SESSIONS_PER_YEAR), 2)} ×√{SESSIONS_PER_YEAR})"
+    daily = (f"net daily Sharpe {_figure(sr)} unannualised (×√{SESSIONS_PER_YEAR} in the decision summary)"
              if isinstance(sr, (int, float)) and math.isfinite(sr) else "net daily Sharpe n/a")
     crit = next((c for c in gate.get("criteria", []) if c["name"] == "policy_psr"), None)
     if crit:
@@ -701,6 +898,7 @@ def overfitting_summary(gate: dict) -> str:
     return "\n\n".join([dsr + " " + rule, _policy_text(gate), chosen, overfit])
 
 AUTOML_CRITERIA = ("deflated_sharpe", "pbo")   # gate criteria that rest on AutoML's trial returns (in-sample days)
+OTHER_WINDOW_CRITERIA = {"walk_forward": "the walk-forward windows before the holdout"}   # criteria measured neither on the gate window nor on AutoML's days
 
 def trial_days_text(gate: dict, trials: pd.DataFrame | None) -> str:
     "AutoML's trial days as the pack names them: first to last IST day per segment from the trial returns, else the gate's automl_check."
@@ -715,8 +913,11 @@ def criteria_sources(gate: dict, trials: pd.DataFrame | None = None) -> str:
     """Markdown for the decision summary: which criteria are measured on the gate window and which rest on AutoML's
     in-sample trial days (named from `trials`, AutoML's trial returns, when given), with PBO per segment."""
     names = [c["name"] for c in gate.get("criteria", [])]
-    on_window = [f"`{n}`" for n in names if n not in AUTOML_CRITERIA]
+    on_window = [f"`{n}`" for n in names if n in CRITERION_MEANING and n not in AUTOML_CRITERIA and n not in OTHER_WINDOW_CRITERIA]
     text = f"Measured on the gate window: {', '.join(on_window)}."
+    text += "".join(f" `{n}`: measured on {OTHER_WINDOW_CRITERIA[n]}." for n in names if n in OTHER_WINDOW_CRITERIA)
+    unknown = [f"`{n}`" for n in names if n not in CRITERION_MEANING]
+    if unknown: text += f" Not described by this pack version (see the rule and note in the table): {', '.join(unknown)}."
     if not any(n in AUTOML_CRITERIA for n in names): return text
     pbo = gate.get("pbo") or {}
     if not gate.get("automl_run"):
@@ -763,6 +964,7 @@ def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, h
     return pd.Series(vol.reindex(pd.DatetimeIndex(trades.timestamp)).to_numpy(), index=trades.index, name="volatility")
 
 MIN_VOLATILITY_VALUES = 3   # distinct signal-bar volatilities needed to cut terciles
+REGIME_BREAKDOWN = "model regime (HMM state at the signal bar)"   # the trades' `regime` column, as the breakdown names it
 
 def performance_breakdowns(trades: pd.DataFrame, volatility: pd.Series | None = None) -> dict:
     "Trade metrics by regime, by IST month and by volatility bucket at the signal bar (when given), with each bucket's range."
@@ -770,7 +972,7 @@ def performance_breakdowns(trades: pd.DataFrame, volatility: pd.Series | None = 
     keep = ["n_trades", "total_pnl_net", "profit_factor_net", "hit_rate_net", "expectancy_net"]
     out = {}
     if len(trades) == 0: return out
-    if "regime" in trades and trades.regime.notna().any(): out["regime"] = metrics_by(trades, trades.regime.astype(str))[keep]
+    if "regime" in trades and trades.regime.notna().any(): out[REGIME_BREAKDOWN] = metrics_by(trades, trades.regime.astype(str))[keep]
     out["month"] = metrics_by(trades, trade_month(trades.entry_time).to_numpy())[keep]
     if volatility is not None and volatility.nunique() >= MIN_VOLATILITY_VALUES:
         bucket = volatility_bucket(volatility.to_numpy()).to_numpy()

@@ -322,7 +322,7 @@ def test_performance_breakdowns_by_volatility_bucket():
     trades = trades.assign(gross_pnl=trades.net_pnl + 1, costs=1.0, notional=1e5)
     vol = pd.Series([0.9, 0.1, 0.5, 0.2, 0.8, 0.4, 0.3, 0.7, 0.6], index=trades.index)   # terciles: .1-.3 | .4-.6 | .7-.9
     out = packs.performance_breakdowns(trades, vol)
-    assert list(out) == ["regime", "month", "volatility bucket"]
+    assert list(out) == [packs.REGIME_BREAKDOWN, "month", "volatility bucket"]
     vb = out["volatility bucket"]
     assert vb.index.tolist() == ["vol_q1", "vol_q2", "vol_q3"] and vb.n_trades.tolist() == [3, 3, 3]
     assert vb.total_pnl_net.tolist() == [-3 + 1 - 4, 8 + 2 + 3, 5 - 6 + 7]
@@ -461,8 +461,17 @@ def test_candidate_pack_baseline_annualisation_drawdown_and_volatility(retrained
     # 2: Sharpe of the saved out-of-sample equity, annualised with the saved 6,300 bars a year
     assert "**6,300 bars a year**" in text
     r = pd.read_parquet(reports / "equity_out_of_sample.parquet").equity_net.pct_change().dropna().to_numpy()
-    shown = float(re.search(r"Sharpe \(net, per-bar, annualised\)</td>\s*<td>([-0-9.]+)</td>", text).group(1))
-    assert shown == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(6300.0), abs=1e-4)
+    shown = float(re.search(r"\(around ([-0-9.]+), the backtest's out-of-sample window\)", text).group(1))   # beside oos_sharpe
+    assert shown == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(6300.0), rel=1e-3)
+    # the holdout's per-bar net Sharpe (the gate's oos_sharpe) is shown once, in the criteria table; the other tables refer to it
+    oos = next(c for c in gate["criteria"] if c["name"] == "oos_sharpe")["value"]
+    assert len(re.findall(rf"<td>{re.escape(f'{oos:.4g}')}</td>", text)) == 1, oos
+    assert "→ oos_sharpe (decision summary)" in text
+    # the decision summary names every failed criterion (or the tightest margin) before the criteria table
+    summary = text[:text.index("<th>criterion</th>")]
+    for c in gate["criteria"]:
+        if not c["passed"]: assert f"<b>{c['name']}</b>: value <b>" in summary, c["name"]
+    assert ("Tightest margin" in summary) == (gate["decision"] == "PASS")
     # 3: 1-minute bars of the 375-minute session
     assert "**375 bars of 1 min**" in text and "All 6 trading days complete" in text
     # 4: drawdown in percent of the peak
@@ -558,3 +567,115 @@ def test_prior_row_units_and_what_every_criterion_measures():
     table = packs.gate_table(PBO_GATE)
     assert table.measures.str.len().gt(0).all() and "per-bar" in table.set_index("criterion").measures["sortino"]
     assert "in-sample days" in table.set_index("criterion").measures["pbo"]
+
+
+# ---------------------------------------------------------------- a signer's restructuring items: what failed first, each number once
+NSE_DEMO_GATE = {"decision": "FAIL", "failed": ["policy_psr", "pbo"], "criteria": [   # the demo NSE gate report's criteria
+    {"name": "oos_sharpe", "note": "", "passed": True, "rule": "> 0 (no production model)", "threshold": 0.0, "value": 6.3321294598},
+    {"name": "deflated_sharpe", "note": "", "passed": True, "rule": ">=", "threshold": 0.95, "value": 0.9626293596},
+    {"name": "policy_psr", "note": "net daily Sharpe 0.275 over 12 sessions (normal (the sample moments would have narrowed it)), not deflated",
+     "passed": False, "rule": ">=", "threshold": 0.95, "value": 0.8148106883},
+    {"name": "sortino", "note": "", "passed": True, "rule": ">=", "threshold": 1.2, "value": 9.1662423307},
+    {"name": "profit_factor", "note": "", "passed": True, "rule": ">=", "threshold": 1.15, "value": 1.3932955861},
+    {"name": "max_drawdown", "note": "", "passed": True, "rule": "<= 6 %", "threshold": 0.06, "value": 0.0056812578},
+    {"name": "brier", "note": "", "passed": True, "rule": "<= class prior", "threshold": 0.563980927, "value": 0.542380899},
+    {"name": "log_loss", "note": "", "passed": True, "rule": "<= class prior", "threshold": 0.9010633109, "value": 0.8675995785},
+    {"name": "pbo", "note": "", "passed": False, "rule": "<=", "threshold": 0.5, "value": 0.5178571429},
+    {"name": "min_trades", "note": "", "passed": True, "rule": ">=", "threshold": 30, "value": 93}]}
+
+
+def test_decision_summary_names_every_failed_criterion_with_value_threshold_rule_and_meaning():
+    """Signer's item: the failing criterion was explained far down the page. The banner at the top names each failed
+    criterion with its value, threshold and rule, and one plain sentence of what failing it means."""
+    top = packs.decision_banner(NSE_DEMO_GATE)
+    assert "GATE FAIL — policy_psr, pbo" in top and "2 of 10 criteria failed" in top
+    assert "<b>policy_psr</b>: value <b>0.8148</b>, threshold <b>0.95</b>, rule <code>&gt;=</code>" in top
+    assert "<b>pbo</b>: value <b>0.5179</b>, threshold <b>0.5</b>, rule <code>&lt;=</code>" in top
+    assert "not reliably above zero" in top and "overfitted" in top                 # what failing each means, in words
+    assert "<b>sortino</b>" not in top and "Tightest margin" not in top              # passes are not listed as failures
+    drawdown = {**NSE_DEMO_GATE, "failed": ["max_drawdown"], "criteria": [{**NSE_DEMO_GATE["criteria"][5], "value": 0.071, "passed": False}]}
+    assert "<b>max_drawdown</b>: value <b>7.100 %</b>, threshold <b>6.000 %</b>, rule <code>&lt;= 6 %</code>" in packs.decision_banner(drawdown)
+
+
+def test_a_criterion_the_pack_does_not_know_appears_in_the_summary_and_the_table():
+    """Someone adds a criterion to the gate (say, on the walk-forward windows): the pack shows it, failed or passed,
+    with no code of its own, read from the report's criteria list."""
+    new = {"name": "walk_forward_profitable", "value": 0.5, "threshold": 1.0, "rule": ">= (share of walk-forward windows)",
+           "passed": False, "note": "1 of 2 walk-forward windows lost money"}
+    gate = {**NSE_DEMO_GATE, "failed": ["policy_psr", "pbo", "walk_forward_profitable"], "criteria": NSE_DEMO_GATE["criteria"] + [new]}
+    top = packs.decision_banner(gate)
+    assert "3 of 11 criteria failed" in top and "GATE FAIL — policy_psr, pbo, walk_forward_profitable" in top
+    assert ("<b>walk_forward_profitable</b>: value <b>0.5</b>, threshold <b>1</b>, rule <code>&gt;= (share of walk-forward windows)</code>"
+            in top) and "gate note: 1 of 2 walk-forward windows lost money" in top
+    row = packs.gate_table(gate).set_index("criterion").loc["walk_forward_profitable"]
+    assert (row.candidate, row.threshold, row.result, row.margin) == (0.5, 1.0, "FAIL", "-50.0% of the threshold")
+    own = packs.decision_banner({**gate, "criteria": [{**new, "meaning": "the re-fit models lost money in a walk-forward window"}]})
+    assert "The re-fit models lost money in a walk-forward window (gate note:" in own   # the report's own words win
+
+
+def test_a_pass_names_the_tightest_margin():
+    """On a PASS the summary names the criterion closest to its threshold, whatever its name: here a new one, 1 % above."""
+    passed = [{**c, "passed": True} for c in NSE_DEMO_GATE["criteria"] if c["name"] not in ("policy_psr", "pbo")]
+    gate = {"decision": "PASS", "failed": [], "criteria": passed + [
+        {"name": "policy_psr", "value": 0.985094388, "threshold": 0.95, "rule": ">=", "passed": True},
+        {"name": "new_share", "value": 0.505, "threshold": 0.5, "rule": ">=", "passed": True}]}
+    assert packs.tightest_criterion(gate)["name"] == "new_share"
+    top = packs.decision_banner(gate)
+    assert "All 10 criteria passed. <b>Tightest margin</b>: <b>new_share</b>: value <b>0.505</b>, threshold <b>0.5</b>" in top
+    assert "margin +1.0% of the threshold" in top
+    assert packs.tightest_criterion({**gate, "criteria": gate["criteria"][:-1]})["name"] == "deflated_sharpe"   # the demo's: 1.3 % above
+
+
+def test_the_holdout_sharpe_is_shown_once_and_referred_to_elsewhere():
+    """Signer's item: the holdout net Sharpe appeared in several tables. Without a production model the candidate table
+    leaves out what the criteria table shows (keeping the daily Sharpe, with its interval); the per-window tables refer."""
+    days = {"2025-10-13": 0.002, "2025-10-14": -0.001, "2025-10-15": 0.0015}
+    gate = {**NSE_DEMO_GATE, "production": None,
+            "candidate": {"backtest": {"n_trades": 93, "sharpe_net": 6.3321294598, "sortino_net": 9.1662423307, "profit_factor_net": 1.3932955861,
+                                       "max_drawdown_net": 0.0056812578, "hit_rate_net": 0.6989, "return_net": 0.0096, "total_costs": 98394.63},
+                          "probabilities": {"model": {"brier": 0.542380899, "log_loss": 0.8675995785, "directional_auc": 0.6082}},
+                          "daily_returns": days}}
+    t = packs.candidate_vs_production(gate, skip_criteria=True, intervals={packs.DAILY_SHARPE_LABEL: "-6.04 … 10.1"})
+    assert t.metric.tolist() == [packs.DAILY_SHARPE_LABEL, "hit_rate_net (share of trades)", "return_net (% of account)",
+                                 "total_costs (₹)", "directional_auc"]
+    assert t.set_index("metric")["candidate 95 % interval"][packs.DAILY_SHARPE_LABEL] == "-6.04 … 10.1"
+    ci = pd.DataFrame({"metric": ["Sharpe (net, per-bar, annualised)", "profit factor (net)"], "estimate": [6.3321294598, 1.3932955861],
+                       "lower_95": [-4.8463, 0.8854], "upper_95": [18.4073, 2.2884], "method": ["block bootstrap", "iid bootstrap"]})
+    assert packs.criterion_intervals(ci, NSE_DEMO_GATE) == {"oos_sharpe": "-4.846 … 18.41", "profit_factor": "0.8854 … 2.288"}
+    assert packs.gate_table(NSE_DEMO_GATE, packs.criterion_intervals(ci, NSE_DEMO_GATE)).set_index("criterion")["95 % interval"]["oos_sharpe"] == "-4.846 … 18.41"
+    windows = pd.DataFrame({"window": ["in_sample", "out_of_sample"], "strategy": ["ml_signal"] * 2, "sharpe": [31.01, 6.3321294598]})
+    referred = packs.refer_cells(windows, "sharpe", 6.3321294598, "→ oos_sharpe", windows.window == "out_of_sample")
+    assert referred.sharpe.tolist() == ["31.01", "→ oos_sharpe"]
+
+
+def test_automl_trial_table_puts_identity_and_results_before_hyper_parameters():
+    "Signer's item: the trial table opened with hyper-parameters and run times, alphabetically; who and how it did come first."
+    trial = {"cv_directional_auc": 0.63, "duration_s": 7.7, "family": "lightgbm", "folds_run": 3, "last_cv_log_loss": 0.8996, "n_days": 20,
+             "number": 0, "params": {"bagging_fraction": 0.76, "learning_rate": 0.076, "num_leaves": 36}, "segment": 1, "sharpe": 1.203,
+             "state": "COMPLETE", "trial_key": "s01-lightgbm-t000", "value": 0.8996}
+    t = packs.automl_trials_table({"trials": [trial, {**trial, "segment": 0, "number": 3, "trial_key": "s00-lightgbm-t003"}]})
+    cols = t.columns.tolist()
+    assert cols[:7] == ["segment", "family", "trial", "state", "objective (CV log-loss)", "last_cv_log_loss", "sharpe"]
+    assert max(cols.index(c) for c in ("n_days", "cv_directional_auc", "folds_run")) < cols.index("bagging_fraction")
+    assert cols[-2:] == ["trial_key", "duration_s"] and t.segment.tolist() == [0, 1]
+
+
+def test_each_regime_table_names_its_scheme():
+    "Signer's item: the pack used the labels' forward regimes and the model's HMM regimes without saying which was which."
+    text = packs.label_regime_text({"regime_bars": 30})
+    assert "forward market regime" in text and "the next 30 bars" in text and "model does not use it" in text
+    report = {"config": {"n_regimes": 3}, "regimes": {"features": ["ret_1", "ret_std_20"], "routes": {"0": "regime_0", "1": "pooled", "2": "regime_2"}}}
+    model = packs.model_regime_text(report, {"n_regimes": 3, "feature_columns": ["ret_1", "ret_std_20"], "order_by": "ret_std_20"})
+    assert "the 3 states of a Gaussian HMM on `ret_1`, `ret_std_20`" in model and "0 (calmest) to 2 (most stressed)" in model
+    assert "1 → pooled" in model and "not the labels' forward market regime" in model
+    assert packs.REGIME_BREAKDOWN.startswith("model regime (HMM state")
+
+
+def test_the_gates_walk_forward_criterion_is_shown_in_percent_and_not_as_a_gate_window_figure():
+    "The gate's new `walk_forward` criterion (a pooled net return, a fraction) reads in percent and is not said to be on the gate window."
+    wf = {"name": "walk_forward", "value": -0.0042, "threshold": 0.0, "passed": False, "note": "203 trades over 20 sessions",
+          "rule": "> 0 %: net return pooled over the walk-forward windows (the procedure re-fit before the holdout)"}
+    top = packs.decision_banner({"decision": "FAIL", "failed": ["walk_forward"], "criteria": [NSE_DEMO_GATE["criteria"][0], wf]})
+    assert "<b>walk_forward</b>: value <b>-0.420 %</b>, threshold <b>0.000 %</b>" in top and "did not make money in the walk-forward windows" in top
+    text = packs.criteria_sources({"criteria": [NSE_DEMO_GATE["criteria"][0], wf]})
+    assert text.startswith("Measured on the gate window: `oos_sharpe`.") and "`walk_forward`: measured on the walk-forward windows" in text
