@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import math
@@ -318,11 +319,39 @@ def _window_number(name: str) -> int:
     "3 for 'walk_forward_3'."
     return int(name.rsplit("_", 1)[1])
 
-def walk_forward_evidence(run_dir: str | Path, holdout_start: pd.Timestamp | None = None) -> dict:
+def _window_days(path: Path, name: str, w: dict) -> tuple[dt.date, dt.date]:
+    "A window's first and last IST session dates as the backtest step wrote them (plain ISO dates)."
+    try: return dt.date.fromisoformat(str(w["start"])), dt.date.fromisoformat(str(w["end"]))
+    except (KeyError, ValueError): raise ValueError(f"{path}: walk-forward window {name} has no ISO start/end dates "
+                                                    f"({w.get('start')!r}, {w.get('end')!r})") from None
+
+def _window_returns(run_dir: Path, name: str, days: tuple[dt.date, dt.date], n_trades: int, recorded, account: float) -> pd.Series:
+    """Net daily returns of one window's equity curve, refused (ValueError naming the file) when it is empty, non-finite,
+    dated outside the window, or disagrees with the net return `backtest_windows.json` recorded for it."""
+    file = run_dir / f"reports/equity_{name}.parquet"
+    equity = pd.read_parquet(file)
+    if equity.empty: raise ValueError(f"{file}: no equity rows for walk-forward window {name} ({n_trades} trades recorded)")
+    values = equity["equity_net"].to_numpy(dtype=float)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{file}: equity_net is not finite at row {int(np.flatnonzero(~np.isfinite(values))[0])}")
+    dates = equity.timestamp.dt.tz_convert(IST).dt.date
+    if dates.min() < days[0] or dates.max() > days[1]:
+        raise ValueError(f"{file}: equity dated {dates.min()} to {dates.max()}, outside walk-forward window {name} ({days[0]} to {days[1]})")
+    daily = daily_returns(equity, account)
+    total = float(np.prod(1.0 + daily.to_numpy()) - 1.0)
+    if recorded is None or not math.isclose(total, float(recorded), rel_tol=1e-9, abs_tol=1e-9):
+        raise ValueError(f"{file}: net return {total:.10g} from the equity curve, but backtest_windows.json records {recorded} "
+                         f"for {name}: the files are not of one backtest")
+    return daily
+
+def walk_forward_evidence(run_dir: str | Path, holdout_start: pd.Timestamp | None = None,
+                          backtest_cfg: BacktestConfig | None = None) -> dict:   # the gate's policy: the windows must have traded it
     """The walk-forward backtests of a run's training procedure from its `reports/backtest_windows.json` and
     `reports/equity_walk_forward_<i>.parquet`: each window's dates, trades and net return, the pooled net return and the
-    sha256 of every file read. `available` is False, with the `reason`, when the run has none. Raises ValueError when a
-    window does not end before `holdout_start` or a segment was fitted for another run."""
+    sha256 of every file read. `available` is False, with the `reason`, when the run has none or they traded another
+    policy than `backtest_cfg`. Raises ValueError when a window does not end before `holdout_start`, the windows or
+    segments are not the run's own numbered 0..k-1, or a window's equity curve is empty, non-finite, dated outside it
+    or disagrees with the return the summary records."""
     run_dir = Path(run_dir)
     path = run_dir / WALK_FORWARD_SUMMARY
     if not path.exists():
@@ -337,23 +366,30 @@ def walk_forward_evidence(run_dir: str | Path, holdout_start: pd.Timestamp | Non
         why = (summary.get("walk_forward") or {}).get("reason") or "the backtest recorded no walk-forward window"
         return dict(available=False, reason=f"no walk-forward backtest in {WALK_FORWARD_SUMMARY}: {why}")
     run_id = run_dir.name
-    foreign = [s.get("model_version") for s in segments if not str(s.get("model_version", "")).startswith(f"{run_id}/walk_forward_")]
-    if foreign or len(segments) != len(names):
-        raise ValueError(f"{path}: its walk-forward segments {foreign or [s.get('model_version') for s in segments]} are not "
-                         f"the {len(names)} segment(s) of run {run_id}")
+    versions = sorted(str(s.get("model_version")) for s in segments)
+    if versions != sorted(f"{run_id}/{n}" for n in names) or [_window_number(n) for n in names] != list(range(len(names))):
+        raise ValueError(f"{path}: its walk-forward windows {names} and segments {versions} are not the segments "
+                         f"0..{len(names) - 1} of run {run_id}")
+    if backtest_cfg is not None:
+        policy = json.loads(json.dumps(dataclasses.asdict(backtest_cfg)))
+        differ = sorted(k for k, v in policy.items() if k not in ("start", "end") and (summary.get("config") or {}).get(k) != v)
+        if differ:
+            return dict(available=False, reason=f"the walk-forward windows were backtested with another policy than this gate's "
+                                                f"({', '.join(differ)} differ): no evidence about this policy")
     account = float(summary["config"]["account_size"])
     files, rows, daily = {WALK_FORWARD_SUMMARY: sha256_file(path)}, [], []
     for name in names:
         w = windows[name]
-        if holdout_start is not None and pd.Timestamp(w["end"]).date() >= holdout_start.tz_convert(IST).date():
-            raise ValueError(f"{path}: walk-forward window {name} ends {w['end']}, not before the holdout's first session "
+        days = _window_days(path, name, w)
+        if holdout_start is not None and days[1] >= holdout_start.tz_convert(IST).date():
+            raise ValueError(f"{path}: walk-forward window {name} ends {days[1]}, not before the holdout's first session "
                              f"({holdout_start.tz_convert(IST).date()}); its results are not evidence from before the holdout")
-        equity_file = f"reports/equity_{name}.parquet"
-        days = daily_returns(pd.read_parquet(run_dir / equity_file), account)
-        files[equity_file] = sha256_file(run_dir / equity_file)
-        rows.append(dict(window=name, start=w["start"], end=w["end"], sessions=len(days),
-                         n_trades=int(w["benchmarks"]["ml_signal"]["n_trades"]), return_net=float(np.prod(1.0 + days.to_numpy()) - 1.0)))
-        daily.append(days)
+        row = w["benchmarks"]["ml_signal"]
+        window_daily = _window_returns(run_dir, name, days, int(row["n_trades"]), row.get("return_net"), account)
+        files[f"reports/equity_{name}.parquet"] = sha256_file(run_dir / f"reports/equity_{name}.parquet")
+        rows.append(dict(window=name, start=str(days[0]), end=str(days[1]), sessions=len(window_daily),
+                         n_trades=int(row["n_trades"]), return_net=float(np.prod(1.0 + window_daily.to_numpy()) - 1.0)))
+        daily.append(window_daily)
     pooled = pd.concat(daily)
     return dict(available=True, windows=rows, n_trades=sum(r["n_trades"] for r in rows), sessions=len(pooled),
                 return_net=float(np.prod(1.0 + pooled.to_numpy()) - 1.0), files=files)
@@ -549,7 +585,7 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     b_eval, comparison = _compare_with_baseline(base, cand, cand_tcfg, cand_table, raw, start, end, bt_cfg, gate_cfg) if base else (None, None)
     dsr, pbo_result = deflated_sharpe(c_eval["rule_daily_returns"], trials), pbo(trials)
     policy = policy_sharpe(c_eval["daily_returns"])
-    walk_forward = walk_forward_evidence(cand_dir, start)   # the procedure's earlier out-of-sample windows (50_pipeline)
+    walk_forward = walk_forward_evidence(cand_dir, start, bt_cfg)   # the procedure's earlier out-of-sample windows (50_pipeline)
     criteria = gate_criteria(c_eval, b_eval, dsr, pbo_result, gate_cfg, comparison, policy, walk_forward)
     failed = [c["name"] for c in criteria if not c["passed"]]
     report = _round(dict(

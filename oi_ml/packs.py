@@ -353,7 +353,7 @@ def shap_figure(report: dict, top: int = 12):
     fig.update_layout(title=f"The {top} largest drivers (mean |SHAP|, holdout rows) per model", barmode="group", height=120 + 30 * top * max(1, len(report["shap_mean_abs"])) // 2)
     return fig
 
-# %% ../nbs/44_packs.ipynb #c019
+# %% ../nbs/44_packs.ipynb #c020
 def template_path() -> Path:
     "The approval-pack template shipped inside the package."
     import oi_ml
@@ -426,7 +426,7 @@ def render_pack(exchange: str, label: str, parameters: dict, run_cfg: RunConfig 
     os.replace(tmp, executed)
     return render_html(executed, out_dir / "approval_pack.html")
 
-# %% ../nbs/44_packs.ipynb #c022
+# %% ../nbs/44_packs.ipynb #c023
 def _alert(text: str, colour: str = "#b00020", font_px: int = 18) -> str:
     "A loud coloured block with escaped `text`."
     return (f'<div style="background:{colour};color:white;padding:14px;font-size:{font_px}px;font-weight:bold;border-radius:4px;'
@@ -537,8 +537,10 @@ def criterion_margin(criterion: dict) -> float | None:
     return side * (value - threshold) / (abs(threshold) if threshold else 1.0)
 
 def tightest_criterion(gate: dict) -> dict | None:
-    "The passed criterion closest to its threshold (smallest `criterion_margin`); None when no passed criterion has one."
-    scored = [(m, k) for k, c in enumerate(gate.get("criteria", [])) if c.get("passed") and (m := criterion_margin(c)) is not None]
+    """The passed criterion closest to its threshold as a share of it (smallest `criterion_margin`); criteria whose threshold is
+    0 have no relative margin and are not ranked (a raw value would be compared with shares). None when none qualifies."""
+    scored = [(m, k) for k, c in enumerate(gate.get("criteria", []))
+              if c.get("passed") and c.get("threshold") and (m := criterion_margin(c)) is not None]
     return gate["criteria"][min(scored)[1]] if scored else None
 
 def _criterion_facts(c: dict) -> str:
@@ -571,7 +573,9 @@ def margin_text(c: dict) -> str:
     "`criterion_margin` as the pack shows it: signed percent of the threshold, in the value's units when the threshold is 0; '—' when none."
     m = criterion_margin(c)
     if m is None: return "—"
-    return f"{m:+.1%} of the threshold" if c.get("threshold") else f"{m:+.4g} (threshold 0: in the value's units)"
+    if c.get("threshold"): return f"{m:+.1%} of the threshold"
+    if c["name"] in PERCENT_CRITERIA: return f"{m * 100:+.3g} percentage points (threshold 0)"
+    return f"{m:+.4g} (threshold 0: in the value's units)"
 
 def gate_table(gate: dict,
                intervals: dict | None = None,   # criterion name -> its 95 % interval text (`criterion_intervals`); adds that column
@@ -625,7 +629,7 @@ def gate_configuration(gate: dict) -> pd.DataFrame:
     rows += [("backtest", k, "engine default" if b[k] is None else b[k]) for k in BACKTEST_CONFIG_KEYS if k in b]
     return pd.DataFrame(rows, columns=["section", "setting", "value"]).astype({"value": str})
 
-# %% ../nbs/44_packs.ipynb #c024
+# %% ../nbs/44_packs.ipynb #c027
 METRIC_LABELS = {"sharpe_net": "sharpe_net (per-bar, annualised)", "max_drawdown_net": "max_drawdown_net (% of peak)"}
 DAILY_SHARPE_LABEL = f"sharpe of net daily returns (×√{SESSIONS_PER_YEAR})"
 
@@ -678,7 +682,7 @@ def _decision_units(key: str, value):
     if key == "total_costs" and isinstance(value, (int, float)) and math.isfinite(value): return f"₹{value:,.2f}"
     return _in_units(key, value)
 
-# %% ../nbs/44_packs.ipynb #c026
+# %% ../nbs/44_packs.ipynb #c029
 def equity_figure(equity: pd.DataFrame, title: str, account_size: float):
     "Gross and net equity with the net drawdown shaded below the running peak."
     import plotly.graph_objects as go
@@ -714,7 +718,7 @@ def trades_table(trades: pd.DataFrame) -> pd.DataFrame:
         out[c] = trades[c].map(lambda v: f"{v:,.2f}") if c in TRADE_PRICE_COLUMNS else trades[c].round(4) if c == "confidence" else trades[c]
     return out
 
-# %% ../nbs/44_packs.ipynb #c028
+# %% ../nbs/44_packs.ipynb #c031
 def backtest_periods_per_year(summary: dict) -> float:
     "Bars per year the backtest engine annualised with: the saved `periods_per_year` metric, else that of the saved config."
     from oi_ml.backtest import BacktestConfig, periods_per_year
@@ -948,7 +952,7 @@ def dsr_sensitivity(gate: dict, trials: pd.DataFrame | None) -> str:
             f"and the DSR {_figure(dsr)}{verdict}. The trials' own daily Sharpe ratios run from {_figure(sr.min())} to {_figure(sr.max())}.")
 
 
-# %% ../nbs/44_packs.ipynb #c033
+# %% ../nbs/44_packs.ipynb #c036
 def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, high, low, close)
                      trades: pd.DataFrame,  # backtest trades; `timestamp` is the signal bar
                      window: int | None = None,  # bars; None: labels.SIGNAL_VOLATILITY_BARS, the window `gate.signals_for` uses
@@ -1110,7 +1114,7 @@ def sensitivity_commentary(records: list[dict], config: dict, trades: pd.DataFra
                         f"({_pct(best.return_net)}), not the configured {threshold:g} (the others: {others}).")
     return " ".join(said)
 
-# %% ../nbs/44_packs.ipynb #c036
+# %% ../nbs/44_packs.ipynb #c039
 RANDOM_DISTRIBUTION_TEXT = (
     "**Does the strategy beat chance?** Each window's strategy against many random-signal strategies with its trade count, "
     "costs and sizing (random entry bars and sides). *p* is the share of random draws that did at least as well, the "
@@ -1191,7 +1195,7 @@ def random_distribution_figure(window: dict, title: str = ""):
                       xaxis_title="net return over the window (%)", yaxis_title="draws", height=340, showlegend=False)
     return fig
 
-# %% ../nbs/44_packs.ipynb #c038
+# %% ../nbs/44_packs.ipynb #c041
 EXPOSURE_LABEL = "time in market (share of bars with a trade open, as the engine's exposure_bars)"
 
 RISK_FRACTION_LABEL = ("largest risk fraction (planned at entry: lots × the stop's loss per lot over capital; "
@@ -1328,7 +1332,7 @@ def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig,
             + f"Record the decision in the Model Change Log with:<br><code>{html.escape(signoff_command(exchange, candidate_run, gate_decision))}</code></p>"
             + (f"<p>Recorded sign-offs:</p><ul>{recorded}</ul>" if recorded else "<p>No sign-off recorded yet.</p>"))
 
-# %% ../nbs/44_packs.ipynb #c041
+# %% ../nbs/44_packs.ipynb #c044
 def _pack_facts(html_path: Path) -> tuple[str, bool | None]:
     """(gate decision or 'data only', whether the data is simulated) of a rendered pack, from its executed notebook's parameters:
     the gate report's `simulated_data`, else the dataset manifest's `simulated`; None when neither can be read."""
@@ -1378,7 +1382,7 @@ def render_index(run_cfg: RunConfig | None = None) -> Path:
     tmp = reports_dir / ".index.html.tmp"; tmp.write_text(page, encoding="utf-8"); os.replace(tmp, reports_dir / "index.html")
     return reports_dir / "index.html"
 
-# %% ../nbs/44_packs.ipynb #c044
+# %% ../nbs/44_packs.ipynb #c047
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars")
 

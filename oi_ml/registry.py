@@ -473,6 +473,17 @@ def _check_gate_bound(gate: dict | None, run_id: str, run_raw: bytes) -> None:
         raise RegistryError(f"run {run_id}: the gate judged run manifest sha256 {str(judged)[:12]}…, but the run's manifest is "
                             f"{now[:12]}… now (the run changed after the gate ran); re-run the gate; not deploying")
 
+def _check_gate_evidence(gate: dict | None, run_id: str, folder: Path) -> None:
+    """Refuse a gate report whose walk-forward evidence files (`walk_forward.files`: path under the run -> sha256) are gone
+    or changed since the gate read them (a backtest re-run without a new gate); reports without that record pass."""
+    files = ((gate or {}).get("walk_forward") or {}).get("files") or {}
+    changed = [rel for rel, digest in sorted(files.items())
+               if PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts or not (folder / rel).is_file()
+               or sha256_file(folder / rel) != digest]
+    if changed:
+        raise RegistryError(f"run {run_id}: the walk-forward evidence its gate report judged is gone or changed since "
+                            f"({', '.join(changed)}); re-run the gate; not deploying")
+
 def gate_summary(gate: dict | None) -> dict | None:
     "The fields of a gate result the change log keeps: passed, decision, failed criteria, candidate run, baseline, manifest judged (or why unreadable)."
     if not isinstance(gate, dict): return gate
@@ -604,7 +615,9 @@ def deploy_model(exchange: str, run_id: str, operator: str, reason: str,
         gate, source = _gate_to_record(gate, on_disk, run_id, ungated)
         _crash_point("deploy.verify_run")
         run = _verified_run(exchange, run_id, run_cfg)
-        if source == "report": _check_gate_bound(gate, run_id, run[1])    # the verdict is about these bytes, or no deploy
+        if source == "report":
+            _check_gate_bound(gate, run_id, run[1])                        # the verdict is about these bytes, or no deploy
+            _check_gate_evidence(gate, run_id, run_dir(exchange, run_id, run_cfg))   # and about the walk-forward files it read
         _prepare(run_cfg, exchange)                                        # refusals above leave every file as it was
         version = next_version_id(exchange_models_dir(exchange, run_cfg), _exchange_history(read_registry(run_cfg), exchange))
         info = {"deployed_at": _now(), "operator": operator, "reason": reason, "gate": gate, "gate_source": source,

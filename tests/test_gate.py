@@ -479,9 +479,12 @@ def test_a_model_of_another_exchange_is_not_gated(tiny_run, tmp_path):
 
 # ---------------------------------------------------------------- walk-forward consistency
 
-def _walk_forward_files(folder: Path, holdout_start: pd.Timestamp, returns: list[list[float]], trades: list[int], run_id: str | None = None):
-    "Hand-made walk-forward windows before the holdout: `returns[i]` are window i's daily net returns, `trades[i]` its trades."
-    reports, account, windows, segments = folder / "reports", 5_000_000.0, {}, []
+def _walk_forward_files(folder: Path, holdout_start: pd.Timestamp, returns: list[list[float]], trades: list[int], run_id: str | None = None,
+                        policy: dict | None = None):
+    """Hand-made walk-forward windows before the holdout: `returns[i]` are window i's daily net returns, `trades[i]` its
+    trades; backtested (the summary's `config`) with `policy`, default: the gate's own for the run."""
+    policy = policy or json.loads(json.dumps(dataclasses.asdict(G.default_backtest_config("NSE", dataclasses.asdict(G.train_config_of(load_bundle(folder)))))))
+    reports, account, windows, segments = folder / "reports", policy["account_size"], {}, []
     day = holdout_start.tz_convert(IST).normalize() - pd.Timedelta(days=40)
     for i, (daily, n) in enumerate(zip(returns, trades)):
         days = [day + pd.Timedelta(days=k) for k in range(len(daily))]
@@ -489,9 +492,10 @@ def _walk_forward_files(folder: Path, holdout_start: pd.Timestamp, returns: list
         equity = account * np.cumprod(1 + np.asarray(daily))
         pd.DataFrame(dict(timestamp=[(d + pd.Timedelta(hours=15, minutes=29)).tz_convert("UTC") for d in days], equity_net=equity)
                      ).to_parquet(reports / f"equity_walk_forward_{i}.parquet")
-        windows[f"walk_forward_{i}"] = dict(start=str(days[0].date()), end=str(days[-1].date()), benchmarks=dict(ml_signal=dict(n_trades=n)))
+        windows[f"walk_forward_{i}"] = dict(start=str(days[0].date()), end=str(days[-1].date()),
+                                            benchmarks=dict(ml_signal=dict(n_trades=n, return_net=equity[-1] / account - 1)))
         segments.append(dict(segment=i, model_version=f"{run_id or folder.name}/walk_forward_{i}"))
-    (reports / "backtest_windows.json").write_text(json.dumps(dict(config=dict(account_size=account), windows=windows,
+    (reports / "backtest_windows.json").write_text(json.dumps(dict(config=policy, windows=windows,
                                                                    walk_forward=dict(segments=segments))))
 
 
@@ -520,6 +524,10 @@ def test_walk_forward_criterion_reads_the_runs_windows(tiny_run, alone, tmp_path
 
     _walk_forward_files(folder, start, [[0.004, -0.001, 0.002], [0.003, -0.001]], [20, 30])
     assert {c["name"]: c for c in gate()["criteria"]}["walk_forward"]["passed"]
+    other = json.loads(json.dumps(dataclasses.asdict(G.default_backtest_config("NSE")))) | dict(min_confidence=0.55)
+    _walk_forward_files(folder, start, [[0.004, -0.001, 0.002], [0.003, -0.001]], [20, 30], policy=other)   # another policy
+    crit = {c["name"]: c for c in gate()["criteria"]}["walk_forward"]
+    assert not crit["passed"] and "another policy than this gate's" in crit["note"] and "min_confidence" in crit["note"]
     _walk_forward_files(folder, start, [[0.0, 0.0], [0.0, 0.0]], [0, 0])                          # no trade: no evidence
     crit = {c["name"]: c for c in gate()["criteria"]}["walk_forward"]
     assert not crit["passed"] and "no trade in any window" in crit["note"]
@@ -528,6 +536,37 @@ def test_walk_forward_criterion_reads_the_runs_windows(tiny_run, alone, tmp_path
     with pytest.raises(ValueError, match=r"walk-forward window walk_forward_0 ends .*not before the holdout's first session"):
         gate()
     _walk_forward_files(folder, start, [[0.001] * 3], [5], run_id="run-someone-else")             # another run's segments
-    with pytest.raises(ValueError, match=rf"segments \['run-someone-else/walk_forward_0'\] are not the 1 segment\(s\) of run {run_id}"):
+    with pytest.raises(ValueError, match=rf"segments \['run-someone-else/walk_forward_0'\] are not the segments 0..0 of run {run_id}"):
         gate()
 
+
+
+def test_walk_forward_evidence_is_refused_when_its_files_do_not_agree(tmp_path):
+    """Review findings: a window with trades but an empty equity file counted as 0 %, an equity curve dated inside the
+    holdout passed (only the summary's dates were checked), an inf equity passed, and a dropped losing window (0 and 2
+    left) passed. Each is now refused naming the file."""
+    folder, start, policy = tmp_path / "run-z", pd.Timestamp("2025-10-01", tz=IST), dict(account_size=100.0)
+    (folder / "reports").mkdir(parents=True)
+    write = lambda: _walk_forward_files(folder, start, [[0.01, 0.01], [-0.02, 0.01], [0.01]], [3, 4, 5], policy=policy)
+    equity = lambda i: folder / "reports" / f"equity_walk_forward_{i}.parquet"
+    write()
+    assert G.walk_forward_evidence(folder, start)["available"]
+    pd.read_parquet(equity(1)).iloc[:0].to_parquet(equity(1))
+    with pytest.raises(ValueError, match=r"equity_walk_forward_1.parquet: no equity rows for walk-forward window walk_forward_1 \(4 trades"):
+        G.walk_forward_evidence(folder, start)
+    write()
+    moved = pd.read_parquet(equity(1))
+    moved.assign(timestamp=moved.timestamp + pd.Timedelta(days=60)).to_parquet(equity(1))
+    with pytest.raises(ValueError, match=r"equity_walk_forward_1.parquet: equity dated .* outside walk-forward window walk_forward_1"):
+        G.walk_forward_evidence(folder, start)
+    write()
+    pd.read_parquet(equity(2)).assign(equity_net=np.inf).to_parquet(equity(2))
+    with pytest.raises(ValueError, match=r"equity_walk_forward_2.parquet: equity_net is not finite at row 0"):
+        G.walk_forward_evidence(folder, start)
+    write()
+    summary = json.loads((folder / G.WALK_FORWARD_SUMMARY).read_text())
+    del summary["windows"]["walk_forward_1"]
+    summary["walk_forward"]["segments"] = [s for s in summary["walk_forward"]["segments"] if s["segment"] != 1]
+    (folder / G.WALK_FORWARD_SUMMARY).write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match=r"windows \['walk_forward_0', 'walk_forward_2'\] .* are not the segments 0..1 of run run-z"):
+        G.walk_forward_evidence(folder, start)

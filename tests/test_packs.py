@@ -626,6 +626,16 @@ def test_a_pass_names_the_tightest_margin():
     assert packs.tightest_criterion({**gate, "criteria": gate["criteria"][:-1]})["name"] == "deflated_sharpe"   # the demo's: 1.3 % above
 
 
+def test_a_zero_threshold_criterion_is_not_ranked_against_shares_of_a_threshold():
+    """Review finding: a criterion with threshold 0 (walk_forward, a pooled return of +3.1 %) had its raw value ranked against
+    the others' shares of their thresholds, so it was named the tightest margin, in fraction units beside percent values."""
+    crit = [{"name": "policy_psr", "value": 0.99, "threshold": 0.95, "rule": ">=", "passed": True},
+            {"name": "walk_forward", "value": 0.031, "threshold": 0.0, "rule": "> 0 %", "passed": True}]
+    assert packs.tightest_criterion({"decision": "PASS", "failed": [], "criteria": crit})["name"] == "policy_psr"
+    assert packs.margin_text(crit[1]) == "+3.1 percentage points (threshold 0)"
+    assert packs.tightest_criterion({"decision": "PASS", "failed": [], "criteria": crit[1:]}) is None
+
+
 def test_the_holdout_sharpe_is_shown_once_and_referred_to_elsewhere():
     """Signer's item: the holdout net Sharpe appeared in several tables. Without a production model the candidate table
     leaves out what the criteria table shows (keeping the daily Sharpe, with its interval); the per-window tables refer."""

@@ -767,6 +767,26 @@ def test_a_run_changed_after_its_gate_passed_is_refused(cfg):
     assert m["gate"]["candidate_manifest_sha256"] == now == sha((models(cfg) / EXCHANGE / "v0001" / "run_manifest.json").read_bytes())
 
 
+def test_a_run_whose_walk_forward_evidence_changed_after_its_gate_passed_is_refused(cfg):
+    """Review finding: deploy checked only the run manifest the gate judged, so a backtest re-run after the gate (its
+    walk-forward windows rewritten) still deployed under the old PASS. The report's `walk_forward.files` must match."""
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one", extra={"reports/backtest_windows.json": "{}",
+                                                                   "reports/equity_walk_forward_0.parquet": "first"})
+    files = {rel: sha((run / rel).read_bytes()) for rel in ("reports/backtest_windows.json", "reports/equity_walk_forward_0.parquet")}
+    write_gate(run, passing_gate(run.name, walk_forward=dict(available=True, files=files)))
+    (run / "reports" / "equity_walk_forward_0.parquet").write_text("rewritten by a later backtest")
+    with pytest.raises(RegistryError, match=rf"run {run.name}: the walk-forward evidence its gate report judged is gone or changed "
+                                            r"since \(reports/equity_walk_forward_0.parquet\); re-run the gate; not deploying"):
+        deploy_model(EXCHANGE, run.name, "asha", "gate passed earlier", run_cfg=cfg)
+    (run / "reports" / "backtest_windows.json").unlink()
+    with pytest.raises(RegistryError, match=r"\(reports/backtest_windows.json, reports/equity_walk_forward_0.parquet\)"):
+        deploy_model(EXCHANGE, run.name, "asha", "gate passed earlier", run_cfg=cfg)
+    assert not models(cfg).joinpath("registry.json").exists()
+    (run / "reports" / "backtest_windows.json").write_text("{}")
+    (run / "reports" / "equity_walk_forward_0.parquet").write_text("first")                 # the evidence judged, again
+    assert deploy_model(EXCHANGE, run.name, "asha", "evidence as judged", run_cfg=cfg)["gate"]["walk_forward"]["files"] == files
+
+
 def test_a_gate_report_that_does_not_say_what_it_judged_is_refused(cfg):
     "Reports written before the binding existed cannot prove what they judged: re-run the gate."
     run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
