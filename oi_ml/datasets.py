@@ -30,8 +30,8 @@ from .store import load_historical_data_for_ml, record_training_batch, transacti
 __all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'STAGING_PREFIX', 'DATASET_COLUMNS',
            'package_versions', 'git_commit', 'sha256_file', 'package_imports', 'import_closure', 'code_sha256',
            'DatasetIntegrityError', 'read_json', 'write_parquet_deterministic', 'write_query_parquet',
-           'read_dataset_manifest', 'remove_dead_staging', 'staging_folder', 'export_training_window', 'dataset_dir',
-           'list_datasets', 'latest_dataset_version', 'load_manifest', 'verify_dataset', 'load_dataset',
+           'read_dataset_manifest', 'remove_dead_staging', 'folder_lock', 'staging_folder', 'export_training_window',
+           'dataset_dir', 'list_datasets', 'latest_dataset_version', 'load_manifest', 'verify_dataset', 'load_dataset',
            'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
@@ -241,8 +241,8 @@ def remove_dead_staging(root: Path) -> list[str]:
     return removed
 
 @contextlib.contextmanager
-def _folder_lock(root: Path):
-    "Hold a blocking flock on the folder `root` for the block (none on a file system without flock)."
+def folder_lock(root: Path):
+    "Hold a blocking flock on the folder `root` for the block (none on a file system without flock); 03_ingest's quarantine sweep uses it too."
     fd = os.open(root, os.O_RDONLY)
     try:
         with contextlib.suppress(OSError): fcntl.flock(fd, fcntl.LOCK_EX)
@@ -252,7 +252,7 @@ def _folder_lock(root: Path):
 @contextlib.contextmanager
 def staging_folder(root: Path):
     "A new staging folder under `root`, flocked until the block ends and then removed unless renamed; dead ones are swept first."
-    with _folder_lock(root):
+    with folder_lock(root):
         remove_dead_staging(root)
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
         fd = os.open(staging, os.O_RDONLY)

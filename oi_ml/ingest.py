@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.special import ndtr
 
 from .config import IST, ExchangeConfig, QualityConfig, RunConfig, get_exchange_config, is_trading_day
-from .datasets import sha256_file
+from .datasets import folder_lock, sha256_file
 from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_transaction, record_training_batch, transaction,
                          unlisted_year_holidays, window_params)
 
@@ -304,18 +304,9 @@ def check_trading_days(timestamps: pd.Series, report: ValidationReport, cfg: Exc
 # %% ../nbs/03_ingest.ipynb #c028
 PARTIAL_SUFFIX = ".partial"   # a quarantine CSV being written: `.<batch_id>.csv.<random hex>.partial`
 
-@contextlib.contextmanager
-def _folder_lock(folder: Path):
-    "Hold a blocking flock on the folder `folder` for the block (none on a file system without flock)."
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError): fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally: os.close(fd)   # closing the descriptor releases the flock
-
 def _new_partial(folder: Path, batch_id: str) -> tuple[Path, int]:
     "Create a partial CSV of `batch_id` in `folder`, flocked, under the folder's lock (a sweep never sees it unlocked)."
-    with _folder_lock(folder):
+    with folder_lock(folder):   # 04_datasets' lock on the folder
         path = folder / f".{batch_id}.csv.{secrets.token_hex(6)}{PARTIAL_SUFFIX}"
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
         with contextlib.suppress(OSError): fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -445,7 +436,7 @@ def recover_quarantine_csvs(con, quarantine_dir: Path) -> dict[str, str]:
     "Settle the partial CSVs that killed imports left in `quarantine_dir` (running imports' are skipped): {file name: recovered|removed}."
     folder, done = Path(quarantine_dir), {}
     if not folder.is_dir(): return done
-    with _folder_lock(folder):
+    with folder_lock(folder):   # 04_datasets' lock on the folder
         for partial in sorted(folder.glob(f".*.csv*{PARTIAL_SUFFIX}")):
             if (fd := _lock_if_dead(partial)) is None: continue   # its import is running
             try: done[partial.name] = _settle_partial(con, partial)
