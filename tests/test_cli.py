@@ -256,6 +256,20 @@ def test_the_cli_prints_oi_mls_own_warnings_as_one_line(tmp_path, capsys):
     assert "UserWarning" not in err and "cli.py" not in err and path.read_bytes() == good
 
 
+def test_gate_prints_each_criterion_as_the_pack_shows_it(dirs, monkeypatch, capsys):
+    "Review nit: `oi-ml gate` printed raw floats (walk_forward as a fraction beside its percent rule) and the threshold after the rule."
+    from oi_ml import gate
+    report = {"passed": False, "failed": ["walk_forward"], "criteria": [
+        {"name": "deflated_sharpe", "value": 0.9926828375, "threshold": 0.95, "rule": ">=", "passed": True, "note": ""},
+        {"name": "walk_forward", "value": -0.0162028636, "threshold": 0.0, "rule": "> 0 %: net return pooled", "passed": False, "note": "111 trades"}]}
+    monkeypatch.setattr(gate, "evaluate_candidate", lambda *a, **k: report)
+    assert cli.main(["gate", "--exchange", "BSE", "--run", "run-x"]) == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["PASS", "deflated_sharpe", "0.9927", "rule", ">=", "(threshold", "0.95)"]
+    assert "FAIL  walk_forward" in lines[1] and "-1.620 %" in lines[1] and "rule > 0 %: net return pooled (threshold 0.000 %)  111 trades" in lines[1]
+    assert lines[2] == "gate: FAIL (walk_forward)"
+
+
 def test_gate_exits_3_when_the_candidate_fails(dirs, monkeypatch, capsys):
     "`oi-ml gate` exits 0 on PASS, 3 on FAIL (it exited 0 either way), 1 when the candidate cannot be evaluated."
     from oi_ml import gate
