@@ -11,13 +11,13 @@ net return and probabilistic Sharpe ratio against zero of their daily net return
 writes bench/results/gate_seeds.json."""
 import json
 import sys
-import numpy as np
-import pandas as pd
 import tempfile
 import time
 from pathlib import Path
 
-from oi_ml.gate import daily_returns, policy_sharpe
+import pandas as pd
+
+from oi_ml.gate import policy_sharpe, walk_forward_evidence
 from oi_ml.pipeline import run_retrain
 
 sys.path.insert(0, "tests")
@@ -26,21 +26,14 @@ from test_pipeline import GATE_RETRAIN, _gate, _market  # noqa: E402  the slow g
 RESULTS = Path("bench/results/gate_seeds.json")
 
 
-def walk_forward_of_run(reports: Path) -> dict:
+def walk_forward_of_run(run_dir: Path) -> dict:
     "Each walk-forward window's trades and net return, and the pooled windows' net return and PSR vs 0 (daily, net)."
-    summary = json.loads((reports / "backtest_windows.json").read_text())
-    account = summary["config"]["account_size"]
-    names = sorted(n for n in summary["windows"] if n.startswith("walk_forward_"))
-    windows, daily = [], []
-    for name in names:
-        row = summary["windows"][name]["benchmarks"]["ml_signal"]
-        windows.append({"window": name, "n_trades": int(row["n_trades"]), "return_net": row.get("return_net")})
-        daily.append(daily_returns(pd.read_parquet(reports / f"equity_{name}.parquet"), account))
-    pooled = pd.concat(daily) if daily else pd.Series(dtype=float)
-    policy = policy_sharpe(pooled)
-    return {"windows": windows, "pooled_return_net": float(np.prod(1 + pooled.to_numpy()) - 1) if len(pooled) else None,
-            "pooled_days": len(pooled), "pooled_psr_vs_zero": policy["psr_vs_zero"], "pooled_sr_daily": policy["sr_daily"],
-            "losing_windows": sum(w["n_trades"] > 0 and (w["return_net"] or 0) < 0 for w in windows),
+    evidence = walk_forward_evidence(run_dir)   # what the gate's `walk_forward` criterion reads, with the same checks
+    windows = [{k: w[k] for k in ("window", "n_trades", "return_net")} for w in evidence.get("windows", [])]
+    policy = policy_sharpe(pd.Series(evidence.get("daily_returns", {}), dtype=float))
+    return {"windows": windows, "pooled_return_net": evidence.get("return_net"), "pooled_days": evidence.get("sessions", 0),
+            "pooled_psr_vs_zero": policy["psr_vs_zero"], "pooled_sr_daily": policy["sr_daily"],
+            "losing_windows": sum(w["n_trades"] > 0 and w["return_net"] < 0 for w in windows),
             "windows_without_trades": sum(w["n_trades"] == 0 for w in windows)}
 
 
@@ -55,7 +48,7 @@ def gate_of_market(root: Path, strength: float, seed: int) -> dict:
             "dsr": gate["dsr"].get("dsr"), "n_trials": gate["dsr"].get("n_trials"), "pbo": gate["pbo"].get("pbo"),
             "policy_psr": value.get("policy_psr"),
             "oos_sharpe": value["oos_sharpe"], "n_trades": value["min_trades"],
-            "walk_forward": walk_forward_of_run(Path(cfg.models_dir) / "NSE" / run_id / "reports"),
+            "walk_forward": walk_forward_of_run(Path(cfg.models_dir) / "NSE" / run_id),
             "minutes": round((time.perf_counter() - started) / 60, 1)}
 
 

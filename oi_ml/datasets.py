@@ -30,9 +30,9 @@ from .store import load_historical_data_for_ml, record_training_batch, transacti
 __all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'STAGING_PREFIX', 'DATASET_COLUMNS',
            'package_versions', 'git_commit', 'sha256_file', 'package_imports', 'import_closure', 'code_sha256',
            'DatasetIntegrityError', 'read_json', 'write_parquet_deterministic', 'write_query_parquet',
-           'read_dataset_manifest', 'remove_dead_staging', 'folder_lock', 'staging_folder', 'export_training_window',
-           'dataset_dir', 'list_datasets', 'latest_dataset_version', 'load_manifest', 'verify_dataset', 'load_dataset',
-           'write_derived', 'load_derived']
+           'read_dataset_manifest', 'try_lock', 'remove_dead_staging', 'folder_lock', 'staging_folder',
+           'export_training_window', 'dataset_dir', 'list_datasets', 'latest_dataset_version', 'load_manifest',
+           'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
 PACKAGES = ("numpy", "pandas", "duckdb", "pyarrow", "lightgbm", "xgboost-cpu", "optuna", "hmmlearn", "shap", "numba",
@@ -222,7 +222,7 @@ def _new_version_id(end_date: dt.date, existing: dict) -> str:
 
 STAGING_PREFIX = ".staging-"   # an export's temporary folder under the exchange folder, renamed into a version when done
 
-def _try_lock(path: Path) -> int | None:
+def try_lock(path: Path) -> int | None:
     "A descriptor of `path` holding an exclusive flock, or None when another descriptor holds it (or it is gone, or has no flock)."
     try: fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError: return None
@@ -233,7 +233,7 @@ def remove_dead_staging(root: Path) -> list[str]:
     "Remove the staging folders under an exchange folder whose export is dead (nobody holds their flock); returns their names."
     removed = []
     for folder in sorted(p for p in root.glob(f"{STAGING_PREFIX}*") if p.is_dir()):
-        fd = _try_lock(folder)
+        fd = try_lock(folder)
         if fd is None: continue   # a running export holds it
         try: shutil.rmtree(folder, ignore_errors=True)
         finally: os.close(fd)

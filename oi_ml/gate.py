@@ -315,6 +315,10 @@ def _pct(x: float) -> str:
     "A fraction as the percent a rule text shows: 0.06 -> '6 %'."
     return f"{x * 100:.4g} %"
 
+def _daily_json(daily: pd.Series) -> dict:
+    "{IST session date: net return} of a daily-returns Series, JSON-ready."
+    return {str(k): float(v) for k, v in daily.items()}
+
 def _window_number(name: str) -> int:
     "3 for 'walk_forward_3'."
     return int(name.rsplit("_", 1)[1])
@@ -325,8 +329,9 @@ def _window_days(path: Path, name: str, w: dict) -> tuple[dt.date, dt.date]:
     except (KeyError, ValueError): raise ValueError(f"{path}: walk-forward window {name} has no ISO start/end dates "
                                                     f"({w.get('start')!r}, {w.get('end')!r})") from None
 
-def _window_returns(run_dir: Path, name: str, days: tuple[dt.date, dt.date], n_trades: int, recorded, account: float) -> pd.Series:
-    """Net daily returns of one window's equity curve, refused (ValueError naming the file) when it is empty, non-finite,
+def _window_returns(run_dir: Path, name: str, days: tuple[dt.date, dt.date], n_trades: int, recorded,
+                    account: float) -> tuple[pd.Series, float]:
+    """Net daily returns of one window's equity curve and their compounded total, refused (ValueError naming the file) when it is empty, non-finite,
     dated outside the window, or disagrees with the net return `backtest_windows.json` recorded for it."""
     file = run_dir / f"reports/equity_{name}.parquet"
     equity = pd.read_parquet(file)
@@ -342,13 +347,13 @@ def _window_returns(run_dir: Path, name: str, days: tuple[dt.date, dt.date], n_t
     if recorded is None or not math.isclose(total, float(recorded), rel_tol=1e-9, abs_tol=1e-9):
         raise ValueError(f"{file}: net return {total:.10g} from the equity curve, but backtest_windows.json records {recorded} "
                          f"for {name}: the files are not of one backtest")
-    return daily
+    return daily, total
 
 def walk_forward_evidence(run_dir: str | Path, holdout_start: pd.Timestamp | None = None,
                           backtest_cfg: BacktestConfig | None = None) -> dict:   # the gate's policy: the windows must have traded it
     """The walk-forward backtests of a run's training procedure from its `reports/backtest_windows.json` and
-    `reports/equity_walk_forward_<i>.parquet`: each window's dates, trades and net return, the pooled net return and the
-    sha256 of every file read. `available` is False, with the `reason`, when the run has none or they traded another
+    `reports/equity_walk_forward_<i>.parquet`: each window's dates, trades and net return, the pooled net return and daily
+    net returns, and the sha256 of every file read. `available` is False, with the `reason`, when the run has none or they traded another
     policy than `backtest_cfg`. Raises ValueError when a window does not end before `holdout_start`, the windows or
     segments are not the run's own numbered 0..k-1, or a window's equity curve is empty, non-finite, dated outside it
     or disagrees with the return the summary records."""
@@ -385,14 +390,14 @@ def walk_forward_evidence(run_dir: str | Path, holdout_start: pd.Timestamp | Non
             raise ValueError(f"{path}: walk-forward window {name} ends {days[1]}, not before the holdout's first session "
                              f"({holdout_start.tz_convert(IST).date()}); its results are not evidence from before the holdout")
         row = w["benchmarks"]["ml_signal"]
-        window_daily = _window_returns(run_dir, name, days, int(row["n_trades"]), row.get("return_net"), account)
+        window_daily, total = _window_returns(run_dir, name, days, int(row["n_trades"]), row.get("return_net"), account)
         files[f"reports/equity_{name}.parquet"] = sha256_file(run_dir / f"reports/equity_{name}.parquet")
         rows.append(dict(window=name, start=str(days[0]), end=str(days[1]), sessions=len(window_daily),
-                         n_trades=int(row["n_trades"]), return_net=float(np.prod(1.0 + window_daily.to_numpy()) - 1.0)))
+                         n_trades=int(row["n_trades"]), return_net=total))
         daily.append(window_daily)
     pooled = pd.concat(daily)
     return dict(available=True, windows=rows, n_trades=sum(r["n_trades"] for r in rows), sessions=len(pooled),
-                return_net=float(np.prod(1.0 + pooled.to_numpy()) - 1.0), files=files)
+                return_net=float(np.prod(1.0 + pooled.to_numpy()) - 1.0), daily_returns=_daily_json(pooled), files=files)
 
 def walk_forward_criterion(evidence: dict, cfg: GateConfig) -> dict:
     "`walk_forward`: the pooled net return of the walk-forward windows above the threshold, with at least one trade."
@@ -546,10 +551,6 @@ def _compare_with_baseline(base: ModelBundle, cand: ModelBundle, cand_tcfg: Trai
     w_start = pd.Timestamp(comparison["window"]["start"])
     if not comparison["whole_holdout"]: comparison["candidate"] = evaluate_model(cand, cand_tcfg, raw, w_start, end, bt_cfg, table=cand_table)
     return evaluate_model(base, base_tcfg, raw, w_start, end, bt_cfg, table=base_table), comparison
-
-def _daily_json(daily: pd.Series) -> dict:
-    "{IST session date: net return} of a daily-returns Series, JSON-ready."
-    return {str(k): float(v) for k, v in daily.items()}
 
 def _evaluation_json(ev: dict) -> dict:
     """The JSON part of an `evaluate_model` result: run id, backtest metrics, probability metrics and the net daily

@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.special import ndtr
 
 from .config import IST, ExchangeConfig, QualityConfig, RunConfig, get_exchange_config, is_trading_day
-from .datasets import folder_lock, sha256_file
+from .datasets import folder_lock, sha256_file, try_lock
 from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_transaction, record_training_batch, transaction,
                          unlisted_year_holidays, window_params)
 
@@ -402,12 +402,9 @@ def _rebuild_scope(con, exchange: str, frames: dict, window: dict, calendar: tup
 # %% ../nbs/03_ingest.ipynb #c030
 def _lock_if_dead(path: Path) -> int | None:
     "A descriptor holding the flock of `path` when no running import holds it and `path` still names that file; else None."
-    try: fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError: return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if (fd := try_lock(path)) is None: return None   # 04_datasets' non-blocking flock: a running import holds it
+    with contextlib.suppress(OSError):
         if os.stat(path).st_ino == os.fstat(fd).st_ino: return fd   # not renamed or replaced meanwhile
-    except OSError: pass
     os.close(fd); return None
 
 def partial_batch_id(name: str) -> str:

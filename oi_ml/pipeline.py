@@ -23,7 +23,8 @@ from .config import IST, RunConfig, config_to_dict
 from .cv import walk_forward_segments
 from .datasets import code_sha256, export_training_window, load_dataset, read_json, sha256_file, write_derived
 from .features import prepare_training_features, supported_feature_columns
-from .gate import GateConfig, default_backtest_config, evaluate_candidate, gate_line, signals_for, train_config_of
+from .gate import (WALK_FORWARD_SUMMARY, GateConfig, default_backtest_config, evaluate_candidate, gate_line, signals_for,
+                        train_config_of)
 from .labels import labels_frame
 from .packs import render_index, render_pack
 from .registry import _check_run_horizon, check_horizon, current_version, deploy_model, label_horizon
@@ -372,9 +373,8 @@ def step_gate(run: RetrainRun, trained: dict, automl: dict | None) -> dict:
 
 def walk_forward_digests(folder: Path) -> dict:
     "sha256 of the walk-forward evidence the gate reads from a run folder (`gate.walk_forward_evidence`); empty when absent."
-    reports = folder / "reports"
-    paths = ([reports / "backtest_windows.json"] if (reports / "backtest_windows.json").exists() else []) + sorted(reports.glob("equity_walk_forward_*.parquet"))
-    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in paths}
+    paths = [folder / WALK_FORWARD_SUMMARY, *(folder / "reports").glob("equity_walk_forward_*.parquet")]
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(paths) if p.is_file()}
 
 def step_pack(run: RetrainRun, ds: dict, trained: dict, automl: dict | None, gate: dict, backtest: dict | None = None) -> dict:
     "Render the approval pack of the candidate (from the gate and backtest files it reads) and refresh the reports index."

@@ -663,9 +663,10 @@ def swap_into_place(new: Path, target: Path) -> None:
         os.replace(aside, target); raise
     shutil.rmtree(aside, ignore_errors=True)
 
-def model_used_columns(ms: ModelSet, table: TrainingTable) -> list:
+def model_used_columns(ms: ModelSet, table: TrainingTable | list) -> list:   # the training table, or the input feature names
     "The input features the model reads (its selected features and its regime model's), sorted: the monitor's used features."
-    return sorted((set(ms.selected) | set(ms.regime_model.feature_columns)) & set(table.feature_columns))
+    inputs = table.feature_columns if isinstance(table, TrainingTable) else table
+    return sorted((set(ms.selected) | set(ms.regime_model.feature_columns)) & set(inputs))
 
 def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration, code, window_rows, outcomes=None,
               psi_alert: float = 0.25,            # the monitor's fixed alert level (RunConfig.monitoring.psi_alert)
@@ -791,9 +792,8 @@ def score_features(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
     return out
 
 def bundle_used_features(bundle: ModelBundle) -> list:
-    "The input features the bundle's boosters or regime HMM read (see `model_used_columns`)."
-    ms = bundle.model_set
-    return sorted((set(ms.selected) | set(ms.regime_model.feature_columns)) & set(bundle.input_features))
+    "The input features the bundle's boosters or regime HMM read (`model_used_columns` of its inputs)."
+    return model_used_columns(bundle.model_set, bundle.input_features)
 
 def check_bundle_sources(bundle: ModelBundle, columns, where: str = "score_frame") -> None:
     """Refuse raw rows lacking a column that feeds a feature the model uses and that its training data had
