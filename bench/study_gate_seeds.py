@@ -5,8 +5,8 @@ For each seed it simulates 60 NSE sessions with a planted signal (strength 2) an
 whole retrain pipeline exactly as `tests/test_pipeline.py::planted_and_null` does (4 AutoML trials per walk-forward
 segment, 20-day windows, 10-day steps, then the gate), and records each gate report's decision, failed criteria,
 deflated Sharpe ratio, PBO and out-of-sample trade count, and the walk-forward backtests (the candidate's training procedure
-re-fit per AutoML segment, which the gate does not read): each window's trades and net return, and the pooled windows'
-net return and probabilistic Sharpe ratio against zero of their daily net returns. Run from the repo root:
+re-fit per AutoML segment; the gate's `walk_forward` criterion reads them): each window's trades and net return, and the
+pooled windows' net return and probabilistic Sharpe ratio against zero of their daily net returns. Run from the repo root:
 `.venv/bin/python bench/study_gate_seeds.py [seeds, default 2,3,4,5]` (about 2.5 min per market on this machine);
 writes bench/results/gate_seeds.json."""
 import json
