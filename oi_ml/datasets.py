@@ -30,7 +30,7 @@ from .store import load_historical_data_for_ml, record_training_batch, transacti
 __all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'STAGING_PREFIX', 'DATASET_COLUMNS',
            'package_versions', 'git_commit', 'sha256_file', 'package_imports', 'import_closure', 'code_sha256',
            'DatasetIntegrityError', 'read_json', 'write_parquet_deterministic', 'write_query_parquet',
-           'read_dataset_manifest', 'try_lock', 'remove_dead_staging', 'folder_lock', 'staging_folder',
+           'read_dataset_manifest', 'try_lock', 'remove_dead_staging', 'fsync_path', 'folder_lock', 'staging_folder',
            'export_training_window', 'dataset_dir', 'list_datasets', 'latest_dataset_version', 'load_manifest',
            'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
 
@@ -239,6 +239,12 @@ def remove_dead_staging(root: Path) -> list[str]:
         finally: os.close(fd)
         if not folder.exists(): removed.append(folder.name)
     return removed
+
+def fsync_path(path: Path) -> None:
+    "Flush a file's data, or a folder's entries (new files, renames), to disk: fsync on a read-only descriptor."
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
 
 @contextlib.contextmanager
 def folder_lock(root: Path):

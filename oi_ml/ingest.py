@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.special import ndtr
 
 from .config import IST, ExchangeConfig, QualityConfig, RunConfig, get_exchange_config, is_trading_day
-from .datasets import folder_lock, sha256_file, try_lock
+from .datasets import folder_lock, fsync_path, sha256_file, try_lock
 from .store import (StoreConflictError, insert_rows, rebuild_ml_features_in_transaction, record_training_batch, transaction,
                          unlisted_year_holidays, window_params)
 
@@ -340,6 +340,7 @@ def quarantine_in_transaction(con, report: ValidationReport, batch_id: str, raw:
     q["quarantined_at"] = pd.Timestamp.now(tz="UTC")
     Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     q.to_csv(csv_path, index=False)
+    fsync_path(csv_path); fsync_path(Path(csv_path).parent)   # on disk before the caller's commit (see above)
     con.execute("DELETE FROM quarantine WHERE batch_id = ?", [batch_id])
     insert_rows(con, "quarantine", q[["batch_id", "file", "row_number", "column_name", "check_name", "reason", "raw", "quarantined_at"]]
                 .drop_duplicates(["row_number", "column_name", "check_name"]))

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from .config import RunConfig, get_exchange_config
-from .datasets import git_commit, package_versions, read_json, sha256_file
+from .datasets import fsync_path, git_commit, package_versions, read_json, sha256_file
 from . import train as _train
 
 # %% auto #0
@@ -150,12 +150,6 @@ def _crash_point(name: str) -> None:
     if os.environ.get(CRASH_ENV) == name: os._exit(137)
 
 # %% ../nbs/40_registry.ipynb #c017
-def _fsync_dir(folder: Path) -> None:
-    "Flush a folder's entries (new files, renames) to disk."
-    fd = os.open(folder, os.O_RDONLY)
-    try: os.fsync(fd)
-    finally: os.close(fd)
-
 def _write_durable(path: Path, data: bytes) -> None:
     "Write `data` to a new file and fsync it."
     with open(path, "xb") as f:
@@ -170,7 +164,7 @@ def _atomic_write_text(path: Path, text: str, crash_name: str | None = None) -> 
         os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 # %% ../nbs/40_registry.ipynb #c018
 def read_jsonl(path: Path) -> list[dict]:
@@ -562,14 +556,14 @@ def _seal(staging: Path, manifest: dict) -> bytes:
     raw = (json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n").encode()
     _write_durable(staging / "manifest.json", raw)
     for rel in [*manifest["files"], "manifest.json"]: (staging / rel).chmod(0o444)
-    for folder in [staging, *(p for p in staging.rglob("*") if p.is_dir())]: _fsync_dir(folder)
+    for folder in [staging, *(p for p in staging.rglob("*") if p.is_dir())]: fsync_path(folder)
     return raw
 
 def _publish(staging: Path, final: Path) -> None:
     "Step 4: rename the complete staging folder to its version id."
     if final.exists(): raise RegistryError(f"{final}: version folder already exists")
     os.rename(staging, final)
-    _fsync_dir(final.parent)
+    fsync_path(final.parent)
 
 # %% ../nbs/40_registry.ipynb #c040
 def _build_version(run_cfg: RunConfig, exchange: str, run_id: str, version: str, run: tuple, info: dict) -> bytes:

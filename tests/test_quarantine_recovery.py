@@ -2,10 +2,13 @@
 committed (before the hidden partial CSV is renamed to `<batch_id>.csv`) or before the commit (the partial's rows rolled
 back); the next import, in this process, must promote the first, delete the second, leave a running import's partial
 alone and lose nothing already stored."""
+import errno
+import os
 import signal
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -178,4 +181,32 @@ def test_a_running_imports_partial_is_left_alone_while_a_dead_ones_is_swept(cfg,
         assert live.exists() and live.read_text().startswith("batch_id")
         assert not dead.exists()
     assert (cfg.quarantine_dir / "live-batch.csv").exists() and partials(cfg) == []
+    assert_nothing_lost(cfg, stored)
+
+
+@pytest.mark.parametrize("flushed", ["partial", "folder"])
+@pytest.mark.parametrize("outcome", ["stored", "rejected"])
+def test_the_partial_is_on_disk_before_the_commit(cfg, tmp_path, stored, outcome, flushed, monkeypatch):
+    """A power cut can lose what the OS has not written, so the partial CSV and its folder entry are fsynced before the
+    transaction commits: here the flush of one of them fails, and the import must fail with nothing stored (a flush
+    made after the commit, or none, would let it succeed)."""
+    real_fsync, flushes = os.fsync, []
+    def fsync(fd):
+        target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        flushes.append(target)
+        if (target.name.endswith(".partial") if flushed == "partial" else target == cfg.quarantine_dir.resolve()):
+            raise OSError(errno.EIO, "simulated I/O error", str(target))
+        return real_fsync(fd)
+    frame = yahoo_frame(start="2025-03-03")
+    if outcome == "stored": frame.loc[3, "Volume"] = ""
+    else: frame.loc[3, "Close"] = "-1"
+    path = write(frame, tmp_path / "flushed.csv"); batch_id = ohlcv_batch_id(path, "FLUSH")
+    monkeypatch.setattr(os, "fsync", fsync)
+    with connect(cfg) as con, pytest.raises(OSError, match="simulated I/O error"):
+        import_ohlcv(con, path, "FLUSH", run_cfg=cfg)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert flushes, "nothing was fsynced"
+    with connect(cfg) as con:
+        assert everything(con) == stored["state"]                      # the transaction never committed
+    assert partials(cfg) == [] and not (cfg.quarantine_dir / f"{batch_id}.csv").exists()
     assert_nothing_lost(cfg, stored)
