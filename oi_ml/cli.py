@@ -214,10 +214,10 @@ GATE_FAIL_EXIT = 3   # `oi-ml gate`: the candidate was evaluated and failed the 
 def cmd_gate(args, cfg: RunConfig) -> int:
     "Evaluate a candidate run against the baseline; prints the criteria and the verdict line; exit 3 on FAIL."
     from oi_ml.gate import evaluate_candidate, gate_line
-    from oi_ml.packs import criterion_figure   # the pack's figures: percent where the rule is in percent, 4 significant digits
+    from oi_ml.packs import criterion_figure   # the pack's figures: in the unit the report gives each criterion (percent for fractions)
     rep = evaluate_candidate(args.exchange, args.run, args.baseline, args.automl, cfg, horizon=args.horizon)
     for c in rep["criteria"]:
-        value, threshold = criterion_figure(c["name"], c["value"]), criterion_figure(c["name"], c["threshold"])
+        value, threshold = criterion_figure(c), criterion_figure(c, "threshold")
         print(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['name']:<16} {value:<12} rule {c['rule']} (threshold {threshold})  {c.get('note', '')}")
     print(gate_line(rep))
     return 0 if rep["passed"] else GATE_FAIL_EXIT   # as the line printed above says

@@ -29,9 +29,10 @@ from .train import (ModelBundle, ModelIntegrityError, TrainConfig, TrainingTable
                          classification_metrics, load_bundle, score_frame)
 
 # %% auto #0
-__all__ = ['WALK_FORWARD_SUMMARY', 'GateConfig', 'default_backtest_config', 'signals_for', 'daily_returns', 'train_config_of',
-           'window_probabilities', 'probability_metrics', 'trial_rule_returns', 'load_trial_returns', 'trial_sharpes',
-           'pbo_partitions', 'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo',
+__all__ = ['CRITERION_UNITS', 'CRITERION_DIRECTIONS', 'CRITERION_SCALES', 'WALK_FORWARD_SUMMARY', 'GateConfig',
+           'default_backtest_config', 'signals_for', 'daily_returns', 'train_config_of', 'window_probabilities',
+           'probability_metrics', 'trial_rule_returns', 'load_trial_returns', 'trial_sharpes', 'pbo_partitions',
+           'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo',
            'check_automl_matches', 'session_starts', 'trial_days_in_window', 'label_end_at', 'segments_in_window',
            'check_automl_before_window', 'evaluate_model', 'baseline_label_end', 'baseline_window', 'comparison_window',
            'walk_forward_evidence', 'walk_forward_criterion', 'production_figures', 'policy_criterion', 'gate_criteria',
@@ -266,12 +267,29 @@ def evaluate_model(bundle: ModelBundle, tcfg: TrainConfig, raw: pd.DataFrame, st
     if rule_returns: out["rule_daily_returns"] = trial_rule_returns(tcfg.labels, raw, table, keep, probs)
     return out
 
-def _criterion(name: str, value, threshold, rule: str, passed: bool, note: str = "") -> dict:
-    "One gate line; a NaN value never passes."
-    ok = bool(passed) and value is not None and not (isinstance(value, float) and np.isnan(value))
-    return dict(name=name, value=value, threshold=threshold, rule=rule, passed=ok, note=note)
-
 # %% ../nbs/41_gate.ipynb #c022
+CRITERION_UNITS = {   # the `unit` of a criterion's value and threshold, and how a reader shows it
+    "fraction_percent": "a fraction (0.06), shown in percent (6 %)",
+    "ratio": "a dimensionless ratio (Sharpe, Sortino, profit factor), shown as the number",
+    "probability": "a probability between 0 and 1, shown as the number",
+    "loss": "a scoring rule of the class probabilities (lower is better), shown as the number",
+    "count": "a whole number"}
+CRITERION_DIRECTIONS = {"min": "the value must be at least (or above) the threshold",
+                        "max": "the value must be at most (or below) the threshold"}
+CRITERION_SCALES = {   # criterion -> (unit, direction): how its value reads and which side of the threshold passes
+    "oos_sharpe": ("ratio", "min"), "deflated_sharpe": ("probability", "min"), "policy_psr": ("probability", "min"),
+    "sortino": ("ratio", "min"), "profit_factor": ("ratio", "min"), "max_drawdown": ("fraction_percent", "max"),
+    "brier": ("loss", "max"), "log_loss": ("loss", "max"), "pbo": ("probability", "max"),
+    "walk_forward": ("fraction_percent", "min"), "min_trades": ("count", "min")}
+
+def _criterion(name: str, value, threshold, rule: str, passed: bool, note: str = "") -> dict:
+    "One gate line with its `unit` and `direction` from `CRITERION_SCALES` (a name it does not list is refused); a NaN value never passes."
+    if name not in CRITERION_SCALES: raise KeyError(f"gate criterion {name!r} has no unit and direction in CRITERION_SCALES")
+    unit, direction = CRITERION_SCALES[name]
+    ok = bool(passed) and value is not None and not (isinstance(value, float) and np.isnan(value))
+    return dict(name=name, value=value, threshold=threshold, rule=rule, passed=ok, note=note, unit=unit, direction=direction)
+
+# %% ../nbs/41_gate.ipynb #c025
 def baseline_label_end(table: TrainingTable, manifest: dict) -> pd.Timestamp | None:
     "End of the baseline's last training label: its rows up to `train_window[1]` whose labels end before its holdout start."
     ts, ends = table.features.timestamp, table.label_end_time
@@ -308,7 +326,7 @@ def comparison_window(base: ModelBundle, base_table: TrainingTable, bars: pd.Ser
     return baseline_window(bars, start, end, pd.Timestamp(base.manifest["train_window"][1]), baseline_label_end(base_table, base.manifest),
                            cfg.min_comparison_share)
 
-# %% ../nbs/41_gate.ipynb #c026
+# %% ../nbs/41_gate.ipynb #c029
 WALK_FORWARD_SUMMARY = "reports/backtest_windows.json"   # written by the pipeline's backtest step, with equity_<window>.parquet
 
 def _pct(x: float) -> str:
@@ -410,7 +428,7 @@ def walk_forward_criterion(evidence: dict, cfg: GateConfig) -> dict:
     return _criterion("walk_forward", value, cfg.min_walk_forward_return, rule, value > cfg.min_walk_forward_return,
                       f"{evidence['n_trades']} trades over {evidence['sessions']} sessions; {each}")
 
-# %% ../nbs/41_gate.ipynb #c029
+# %% ../nbs/41_gate.ipynb #c032
 def _get(d: dict, k: str) -> float:
     "d[k] as a float, NaN when missing or None."
     return float(d[k]) if d.get(k) is not None else float("nan")
@@ -503,7 +521,7 @@ def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cf
             walk_forward_criterion(walk_forward or dict(available=False, reason="walk-forward evidence not evaluated"), cfg),
             _criterion("min_trades", int(m.get("n_trades", 0)), cfg.min_trades, ">=", m.get("n_trades", 0) >= cfg.min_trades)]
 
-# %% ../nbs/41_gate.ipynb #c033
+# %% ../nbs/41_gate.ipynb #c036
 def candidate_manifest_sha256(run_dir: str | Path, verified: dict) -> str:
     "sha256 of a run's manifest.json bytes, refused (naming the file) unless they are the manifest `verified` (as `load_bundle` checked it)."
     path = Path(run_dir) / "manifest.json"
@@ -513,7 +531,7 @@ def candidate_manifest_sha256(run_dir: str | Path, verified: dict) -> str:
     if not same: raise ModelIntegrityError(f"{path}: changed while the gate loaded the run (not the manifest it verified); re-run the gate")
     return hashlib.sha256(raw).hexdigest()
 
-# %% ../nbs/41_gate.ipynb #c035
+# %% ../nbs/41_gate.ipynb #c038
 def _load_checked(folder: Path, exchange: str) -> ModelBundle:
     "`load_bundle` of a run or version folder (every listed file hashed), refused when its manifest names another exchange."
     bundle = load_bundle(folder)

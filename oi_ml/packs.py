@@ -37,18 +37,19 @@ __all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'MODEL_PARAMS', 'TRIAL_LEAD', 'TRIAL_TAIL
            'label_regime_text', 'model_regime_text', 'confusion_figure', 'reliability_figure', 'largest_drivers',
            'shap_figure', 'template_path', 'pack_kernel', 'pack_title', 'render_html', 'run_config_parameter',
            'PackError', 'check_pack_label', 'verify_pack_inputs', 'render_pack', 'decision_banner', 'baseline_notice',
-           'drawdown_percent', 'criterion_figure', 'rule_direction', 'criterion_margin', 'tightest_criterion',
-           'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line', 'margin_text', 'gate_table',
-           'gate_window_text', 'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe',
-           'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table', 'backtest_periods_per_year',
-           'backtest_setup', 'metrics_with_ci', 'interval_text', 'criterion_intervals', 'interval_methods',
-           'refer_cells', 'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary', 'trial_days_text',
-           'criteria_sources', 'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns', 'window_order',
-           'no_trade_reason', 'benchmark_frame', 'window_sharpes', 'walk_forward_results', 'walk_forward_frame',
-           'sensitivity_figure', 'break_even_cost', 'sensitivity_commentary', 'saved_random_distribution',
-           'random_distribution_frame', 'losing_windows_note', 'random_distribution_figure', 'loss_share_of_equity',
-           'realised_loss_items', 'risk_profile', 'drift_family_of', 'monitoring_baseline', 'signoff_command',
-           'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
+           'drawdown_percent', 'criterion_unit', 'criterion_figure', 'rule_direction', 'criterion_direction',
+           'criterion_margin', 'tightest_criterion', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line',
+           'margin_text', 'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration',
+           'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table',
+           'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'interval_text', 'criterion_intervals',
+           'interval_methods', 'refer_cells', 'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary',
+           'trial_days_text', 'criteria_sources', 'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns',
+           'window_order', 'no_trade_reason', 'benchmark_frame', 'window_sharpes', 'walk_forward_results',
+           'walk_forward_frame', 'sensitivity_figure', 'break_even_cost', 'sensitivity_commentary',
+           'saved_random_distribution', 'random_distribution_frame', 'losing_windows_note',
+           'random_distribution_figure', 'loss_share_of_equity', 'realised_loss_items', 'risk_profile',
+           'drift_family_of', 'monitoring_baseline', 'signoff_command', 'signoff_block', 'pack_entries', 'render_index',
+           'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def simulated_signal_strengths(manifest: dict) -> list[float]:
@@ -319,7 +320,6 @@ def model_regime_text(report: dict, hmm_config: dict | None = None) -> str:
             "table: that one looks ahead and only describes the data. Volatility buckets (Backtests) are a third split, terciles "
             "of the volatility the backtest sized with, not a regime model.")
 
-
 # %% ../nbs/44_packs.ipynb #c016
 def confusion_figure(report: dict):
     "Heat-map of the holdout confusion matrix (rows: true class, columns: predicted)."
@@ -461,7 +461,7 @@ def baseline_notice(baseline_version: str,  # baseline the pack was rendered for
     return (f"<p>Baseline this pack was rendered for: <b>{html.escape(asked or 'none given')}</b>; baseline of the gate "
             f"report: <b>{html.escape(compared or 'none (absolute criteria)')}</b>.</p>")
 
-PERCENT_CRITERIA = ("max_drawdown", "walk_forward")   # gate criteria stored as fractions whose rule text is in percent
+PERCENT_CRITERIA = ("max_drawdown", "walk_forward")   # reports without `unit` (before the gate recorded it): criteria stored as fractions, read in percent
 
 CRITERION_MEANING = {   # what a gate criterion measures, shown beside its name
     "oos_sharpe": "traded policy: Sharpe of net per-bar returns, annualised with the engine's bars a year",
@@ -483,9 +483,15 @@ def drawdown_percent(value) -> str:
     "A drawdown stored as a fraction of the peak as the pack shows every drawdown: percent of the peak, 3 decimals; '—' when missing."
     return f"{100 * value:.3f} %" if isinstance(value, (int, float)) and math.isfinite(value) else "—"
 
-def _shown(name: str, value):
-    "A criterion's value or threshold as the table shows it: percent for `PERCENT_CRITERIA`, else unchanged."
-    if name not in PERCENT_CRITERIA or value is None or not isinstance(value, (int, float)): return value
+def criterion_unit(c: dict) -> str | None:
+    "A criterion's `unit` as the gate report gives it; for a report without the key, 'fraction_percent' for `PERCENT_CRITERIA`, else None."
+    if "unit" in c: return c["unit"]
+    return "fraction_percent" if c.get("name") in PERCENT_CRITERIA else None
+
+def _shown(c: dict, key: str):
+    "A criterion's `key` ('value' or 'threshold') as the table shows it: percent when its unit is 'fraction_percent', else unchanged."
+    value = c.get(key)
+    if criterion_unit(c) != "fraction_percent" or value is None or not isinstance(value, (int, float)): return value
     return drawdown_percent(value)
 
 MOMENTS_TEXT = {   # gate.conservative_psr's `moments` wording, as the pack says it
@@ -519,20 +525,30 @@ def _real(value) -> bool:
     "A finite real number (Python or numpy; not a bool)."
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
 
-def criterion_figure(name: str, value) -> str:
-    "A criterion's value or threshold for prose: percent of peak for `PERCENT_CRITERIA`, else 4 significant digits; 'none' when missing."
+def criterion_figure(c: dict, key: str = "value") -> str:
+    """A criterion's `key` ('value' or 'threshold') for prose: percent when its unit is 'fraction_percent', a whole number for
+    'count', else (any other unit, known or not) 4 significant digits; 'none' when missing."""
+    value = c.get(key)
     if value is None or (isinstance(value, float) and math.isnan(value)): return "none"
     if not _real(value): return str(value)
-    return drawdown_percent(value) if name in PERCENT_CRITERIA else f"{value:.4g}"
+    unit = criterion_unit(c)
+    if unit == "fraction_percent": return drawdown_percent(value)
+    return f"{value:.0f}" if unit == "count" and float(value).is_integer() else f"{value:.4g}"
 
 def rule_direction(rule) -> int | None:
     "+1 when a rule asks for a value above its threshold (it starts with '>'), -1 below ('<'), None when it starts with neither."
     return {">": 1, "<": -1}.get(str(rule or "").lstrip()[:1])
 
+def criterion_direction(c: dict) -> int | None:
+    """+1 when a criterion's value must be at least its threshold, -1 at most: the gate report's `direction` ('min', 'max';
+    None for any other); for a report without the key, `rule_direction` of its rule text."""
+    if "direction" in c: return {"min": 1, "max": -1}.get(c["direction"])
+    return rule_direction(c.get("rule"))
+
 def criterion_margin(criterion: dict) -> float | None:
     """How far a criterion's value lies on the passing side of its threshold, as a share of the threshold's size (of 1 when
-    the threshold is 0); negative on the failing side; None without a numeric value and threshold or a '<'/'>' rule."""
-    side, value, threshold = rule_direction(criterion.get("rule")), criterion.get("value"), criterion.get("threshold")
+    the threshold is 0); negative on the failing side; None without a numeric value and threshold or a known direction."""
+    side, value, threshold = criterion_direction(criterion), criterion.get("value"), criterion.get("threshold")
     if side is None or not (_real(value) and _real(threshold)): return None
     return side * (value - threshold) / (abs(threshold) if threshold else 1.0)
 
@@ -545,8 +561,8 @@ def tightest_criterion(gate: dict) -> dict | None:
 
 def _criterion_facts(c: dict) -> str:
     "'<b>name</b>: value <b>v</b>, threshold <b>t</b>, rule <code>r</code>' (escaped HTML)."
-    return (f"<b>{html.escape(str(c['name']))}</b>: value <b>{html.escape(criterion_figure(c['name'], c.get('value')))}</b>, threshold "
-            f"<b>{html.escape(criterion_figure(c['name'], c.get('threshold')))}</b>, rule <code>{html.escape(str(c.get('rule', '')))}</code>")
+    return (f"<b>{html.escape(str(c['name']))}</b>: value <b>{html.escape(criterion_figure(c))}</b>, threshold "
+            f"<b>{html.escape(criterion_figure(c, 'threshold'))}</b>, rule <code>{html.escape(str(c.get('rule', '')))}</code>")
 
 def failure_meaning(c: dict) -> str:
     """One plain sentence of what failing criterion `c` means: the gate report's own `meaning` when it gives one, else this
@@ -574,7 +590,7 @@ def margin_text(c: dict) -> str:
     m = criterion_margin(c)
     if m is None: return "—"
     if c.get("threshold"): return f"{m:+.1%} of the threshold"
-    if c["name"] in PERCENT_CRITERIA: return f"{m * 100:+.3g} percentage points (threshold 0)"
+    if criterion_unit(c) == "fraction_percent": return f"{m * 100:+.3g} percentage points (threshold 0)"
     return f"{m:+.4g} (threshold 0: in the value's units)"
 
 def gate_table(gate: dict,
@@ -583,7 +599,7 @@ def gate_table(gate: dict,
     """Criteria with what each measures, candidate value, threshold, margin, rule, PASS/FAIL and notes (drawdowns in percent of
     peak); with `intervals`, a 95 % interval column. Every criterion of the report is shown, described or not."""
     rows = [dict(criterion=c["name"], measures=c.get("meaning") or CRITERION_MEANING.get(c["name"], "not described by this pack version"),
-                 candidate=_shown(c["name"], c["value"]), threshold=_shown(c["name"], c["threshold"]),
+                 candidate=_shown(c, "value"), threshold=_shown(c, "threshold"),
                  **({"95 % interval": intervals.get(c["name"], "—")} if intervals is not None else {}),
                  margin=margin_text(c), rule=c["rule"],
                  result="PASS" if c["passed"] else "FAIL", note=_plain_note(c.get("note", ""))) for c in gate["criteria"]]
@@ -629,7 +645,7 @@ def gate_configuration(gate: dict) -> pd.DataFrame:
     rows += [("backtest", k, "engine default" if b[k] is None else b[k]) for k in BACKTEST_CONFIG_KEYS if k in b]
     return pd.DataFrame(rows, columns=["section", "setting", "value"]).astype({"value": str})
 
-# %% ../nbs/44_packs.ipynb #c027
+# %% ../nbs/44_packs.ipynb #c029
 METRIC_LABELS = {"sharpe_net": "sharpe_net (per-bar, annualised)", "max_drawdown_net": "max_drawdown_net (% of peak)"}
 DAILY_SHARPE_LABEL = f"sharpe of net daily returns (×√{SESSIONS_PER_YEAR})"
 
@@ -682,7 +698,7 @@ def _decision_units(key: str, value):
     if key == "total_costs" and isinstance(value, (int, float)) and math.isfinite(value): return f"₹{value:,.2f}"
     return _in_units(key, value)
 
-# %% ../nbs/44_packs.ipynb #c029
+# %% ../nbs/44_packs.ipynb #c031
 def equity_figure(equity: pd.DataFrame, title: str, account_size: float):
     "Gross and net equity with the net drawdown shaded below the running peak."
     import plotly.graph_objects as go
@@ -718,7 +734,7 @@ def trades_table(trades: pd.DataFrame) -> pd.DataFrame:
         out[c] = trades[c].map(lambda v: f"{v:,.2f}") if c in TRADE_PRICE_COLUMNS else trades[c].round(4) if c == "confidence" else trades[c]
     return out
 
-# %% ../nbs/44_packs.ipynb #c031
+# %% ../nbs/44_packs.ipynb #c033
 def backtest_periods_per_year(summary: dict) -> float:
     "Bars per year the backtest engine annualised with: the saved `periods_per_year` metric, else that of the saved config."
     from oi_ml.backtest import BacktestConfig, periods_per_year
@@ -951,8 +967,7 @@ def dsr_sensitivity(gate: dict, trials: pd.DataFrame | None) -> str:
             f"({var:.4f}, against {_figure(d.get('sr_variance'))} {d.get('variance_basis', '')}), SR0 would be {_figure(sr0)} "
             f"and the DSR {_figure(dsr)}{verdict}. The trials' own daily Sharpe ratios run from {_figure(sr.min())} to {_figure(sr.max())}.")
 
-
-# %% ../nbs/44_packs.ipynb #c036
+# %% ../nbs/44_packs.ipynb #c038
 def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, high, low, close)
                      trades: pd.DataFrame,  # backtest trades; `timestamp` is the signal bar
                      window: int | None = None,  # bars; None: labels.SIGNAL_VOLATILITY_BARS, the window `gate.signals_for` uses
@@ -1114,7 +1129,7 @@ def sensitivity_commentary(records: list[dict], config: dict, trades: pd.DataFra
                         f"({_pct(best.return_net)}), not the configured {threshold:g} (the others: {others}).")
     return " ".join(said)
 
-# %% ../nbs/44_packs.ipynb #c039
+# %% ../nbs/44_packs.ipynb #c041
 RANDOM_DISTRIBUTION_TEXT = (
     "**Does the strategy beat chance?** Each window's strategy against many random-signal strategies with its trade count, "
     "costs and sizing (random entry bars and sides). *p* is the share of random draws that did at least as well, the "
@@ -1195,7 +1210,7 @@ def random_distribution_figure(window: dict, title: str = ""):
                       xaxis_title="net return over the window (%)", yaxis_title="draws", height=340, showlegend=False)
     return fig
 
-# %% ../nbs/44_packs.ipynb #c041
+# %% ../nbs/44_packs.ipynb #c043
 EXPOSURE_LABEL = "time in market (share of bars with a trade open, as the engine's exposure_bars)"
 
 RISK_FRACTION_LABEL = ("largest risk fraction (planned at entry: lots × the stop's loss per lot over capital; "
@@ -1332,7 +1347,7 @@ def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig,
             + f"Record the decision in the Model Change Log with:<br><code>{html.escape(signoff_command(exchange, candidate_run, gate_decision))}</code></p>"
             + (f"<p>Recorded sign-offs:</p><ul>{recorded}</ul>" if recorded else "<p>No sign-off recorded yet.</p>"))
 
-# %% ../nbs/44_packs.ipynb #c044
+# %% ../nbs/44_packs.ipynb #c046
 def _pack_facts(html_path: Path) -> tuple[str, bool | None]:
     """(gate decision or 'data only', whether the data is simulated) of a rendered pack, from its executed notebook's parameters:
     the gate report's `simulated_data`, else the dataset manifest's `simulated`; None when neither can be read."""
@@ -1382,7 +1397,7 @@ def render_index(run_cfg: RunConfig | None = None) -> Path:
     tmp = reports_dir / ".index.html.tmp"; tmp.write_text(page, encoding="utf-8"); os.replace(tmp, reports_dir / "index.html")
     return reports_dir / "index.html"
 
-# %% ../nbs/44_packs.ipynb #c047
+# %% ../nbs/44_packs.ipynb #c049
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars")
 

@@ -382,3 +382,20 @@ def test_a_truncated_warehouse_is_one_line_naming_the_file(tmp_path, capsys, mon
     with pytest.raises(TypeError, match="a bug"):
         cli.main(["--data-dir", data, "validate", "--exchange", "NSE"])
 
+
+
+def test_gate_prints_figures_in_the_unit_the_report_gives(dirs, monkeypatch, capsys):
+    """`oi-ml gate` took the unit from the pack's list of names: a new criterion stored as a fraction printed as -0.0123
+    beside its percent rule. It now prints each figure in the criterion's `unit`; an unknown unit prints the number."""
+    from oi_ml import gate
+    report = {"passed": False, "failed": ["holdout_return"], "criteria": [
+        {"name": "holdout_return", "value": -0.0123, "threshold": 0.0, "rule": "> 0 %: net return", "passed": False, "note": "",
+         "unit": "fraction_percent", "direction": "min"},
+        {"name": "spread", "value": 12.5, "threshold": 20, "rule": "<= 20 bps", "passed": True, "note": "", "unit": "basis_points",
+         "direction": "max"}]}
+    monkeypatch.setattr(gate, "evaluate_candidate", lambda *a, **k: report)
+    assert cli.main(["gate", "--exchange", "NSE", "--run", "run-x"]) == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert "FAIL  holdout_return" in lines[0] and "-1.230 %" in lines[0] and "rule > 0 %: net return (threshold 0.000 %)" in lines[0]
+    assert lines[1].split()[:3] == ["PASS", "spread", "12.5"] and "(threshold 20)" in lines[1]
+    assert lines[2] == "gate: FAIL (holdout_return)"

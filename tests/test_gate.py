@@ -4,8 +4,9 @@ series is exactly the AutoML trial rule applied to the candidate's holdout proba
 only, with each model's training config read once) and that window probabilities follow the label classes.
 Also: an AutoML run of another dataset/target/labels, or one reaching into the candidate's holdout, is refused; the
 production model is compared only on the holdout bars after its training (or not at all, saying why); rule texts follow
-GateConfig; the class-prior baseline uses only rows whose labels end before the window; the report names the sha256 of
-the manifest it judged, and a run re-manifested after the gate ran does not deploy under the old verdict."""
+GateConfig; every criterion says its unit and a direction the verdict follows; the class-prior baseline uses only rows
+whose labels end before the window; the report names the sha256 of the manifest it judged, and a run re-manifested
+after the gate ran does not deploy under the old verdict."""
 import dataclasses
 import json
 import math
@@ -405,6 +406,40 @@ def test_drawdown_rule_text_follows_the_config():
     both = {c["name"]: c for c in G.gate_criteria(_evaluation(1.0, 0.08, 0.2), _evaluation(0.5, 0.07, 0.2), dict(dsr=0.99), dict(pbo=0.2), cfg)}["max_drawdown"]
     assert both["rule"] == "<= min(10 %, production + 2 %)" and both["threshold"] == pytest.approx(0.09) and both["passed"]
     assert "6 %" not in alone["rule"] + both["rule"]
+
+
+
+def _criterion_at(name: str, value, base: dict | None) -> dict:
+    "Criterion `name` of `gate_criteria` with its value set to `value` through the gate's own inputs (the others passing)."
+    cand = _evaluation(1.0, 0.02, 0.2) | dict(daily_returns=pd.Series(dtype=float))
+    dsr, pbo, policy = dict(dsr=0.99), dict(pbo=0.2), dict(psr_vs_zero=0.99, sr_daily=0.3, n_days=12, moments="normal")
+    walk = dict(available=True, windows=[], n_trades=40, sessions=10, return_net=0.01)
+    inputs = dict(oos_sharpe=(cand["backtest"], "sharpe_net"), sortino=(cand["backtest"], "sortino_net"),
+                  profit_factor=(cand["backtest"], "profit_factor_net"), max_drawdown=(cand["backtest"], "max_drawdown_net"),
+                  min_trades=(cand["backtest"], "n_trades"), brier=(cand["probabilities"]["model"], "brier"),
+                  log_loss=(cand["probabilities"]["model"], "log_loss"), deflated_sharpe=(dsr, "dsr"), pbo=(pbo, "pbo"),
+                  policy_psr=(policy, "psr_vs_zero"), walk_forward=(walk, "return_net"))
+    where, key = inputs[name]
+    where[key] = value
+    crit = G.gate_criteria(cand, base, dsr, pbo, G.GateConfig(), policy=policy, walk_forward=walk)
+    return {c["name"]: c for c in crit}[name]
+
+
+def test_every_criterion_says_its_unit_and_a_direction_the_verdict_follows(alone):
+    """The pack and `oi-ml gate` guessed a criterion's unit from a list of names and its passing side from the rule text's
+    first character. A real report now gives both for every criterion; each `direction` is checked against the gate's
+    own verdict on a value just above and just below the threshold, with and without a production model."""
+    for c in alone["criteria"]:
+        assert c["unit"] in G.CRITERION_UNITS and c["direction"] in G.CRITERION_DIRECTIONS, c
+    production = _evaluation(0.5, 0.02, 0.25)
+    for base in (None, production):
+        for c in alone["criteria"]:
+            threshold = _criterion_at(c["name"], 0.0, base)["threshold"]
+            step = 1 if isinstance(threshold, int) else 1e-6 * max(1.0, abs(threshold))
+            above, below = (_criterion_at(c["name"], threshold + step, base), _criterion_at(c["name"], threshold - step, base))
+            assert (above["passed"], below["passed"]) == {"min": (True, False), "max": (False, True)}[c["direction"]], (c["name"], base)
+            assert (above["unit"], above["direction"]) == (c["unit"], c["direction"])
+    assert any(c["unit"] == "fraction_percent" for c in alone["criteria"]) and {c["direction"] for c in alone["criteria"]} == {"min", "max"}
 
 
 def test_class_prior_uses_only_labels_that_end_before_the_window():

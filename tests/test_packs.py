@@ -689,3 +689,62 @@ def test_the_gates_walk_forward_criterion_is_shown_in_percent_and_not_as_a_gate_
     assert "<b>walk_forward</b>: value <b>-0.420 %</b>, threshold <b>0.000 %</b>" in top and "did not make money in the walk-forward windows" in top
     text = packs.criteria_sources({"criteria": [NSE_DEMO_GATE["criteria"][0], wf]})
     assert text.startswith("Measured on the gate window: `oos_sharpe`.") and "`walk_forward`: measured on the walk-forward windows" in text
+
+
+# ---------------------------------------------------------------- units and directions read from the gate report
+def test_a_criterion_whose_unit_is_fraction_percent_is_shown_in_percent_whatever_its_name():
+    """The pack guessed a criterion's unit from its own list of names (`PERCENT_CRITERIA`): a new criterion stored as a
+    fraction read -0.0123 beside a rule in percent. The gate report now says `unit`; a unit the pack does not know still
+    renders, as the plain number."""
+    new = {"name": "holdout_return", "value": -0.0123, "threshold": 0.0, "rule": "> 0 %: net return on the holdout", "passed": False,
+           "note": "", "unit": "fraction_percent", "direction": "min"}
+    assert new["name"] not in packs.PERCENT_CRITERIA
+    gate = {**NSE_DEMO_GATE, "failed": ["policy_psr", "pbo", "holdout_return"], "criteria": NSE_DEMO_GATE["criteria"] + [new]}
+    assert "<b>holdout_return</b>: value <b>-1.230 %</b>, threshold <b>0.000 %</b>" in packs.decision_banner(gate)
+    row = packs.gate_table(gate).set_index("criterion").loc["holdout_return"]
+    assert (row.candidate, row.threshold, row.margin) == ("-1.230 %", "0.000 %", "-1.23 percentage points (threshold 0)")
+    odd = {"name": "spread", "value": 12.5, "threshold": 20, "rule": "<= 20 bps", "passed": False, "note": "", "unit": "basis_points",
+           "direction": "max"}
+    row = packs.gate_table({"criteria": [odd]}).iloc[0]
+    assert (row.candidate, row.threshold, row.margin) == (12.5, 20, "+37.5% of the threshold")
+    assert "<b>spread</b>: value <b>12.5</b>, threshold <b>20</b>" in packs.decision_banner({"decision": "FAIL", "failed": ["spread"], "criteria": [odd]})
+
+
+def test_the_passing_side_is_the_reports_direction_not_the_rules_first_character():
+    """The pack read which side of a threshold passes from the rule text's first character: a rule worded '> 0.5 fails ...'
+    turned a comfortable pass into a negative margin and was named the tightest. The gate report now says `direction`;
+    a direction the pack does not know gives no margin rather than the rule text's guess."""
+    pbo = {"name": "pbo", "value": 0.3, "threshold": 0.5, "rule": "> 0.5 fails the gate (overfitted search)", "passed": True, "note": "",
+           "unit": "probability", "direction": "max"}
+    trades = {"name": "min_trades", "value": 45, "threshold": 30, "rule": "< 30 trades fail", "passed": True, "note": "",
+              "unit": "count", "direction": "min"}
+    psr = {"name": "policy_psr", "value": 0.985, "threshold": 0.95, "rule": ">=", "passed": True, "note": "", "unit": "probability",
+           "direction": "min"}
+    assert (packs.rule_direction(pbo["rule"]), packs.rule_direction(trades["rule"])) == (1, -1)   # what the wording alone suggests
+    assert packs.criterion_margin(pbo) == pytest.approx(0.4) and packs.criterion_margin(trades) == pytest.approx(0.5)
+    gate = {"decision": "PASS", "failed": [], "criteria": [pbo, trades, psr]}
+    margins = packs.gate_table(gate).set_index("criterion").margin
+    assert (margins["pbo"], margins["min_trades"]) == ("+40.0% of the threshold", "+50.0% of the threshold")
+    assert packs.tightest_criterion(gate)["name"] == "policy_psr" and "margin +3.7% of the threshold" in packs.decision_banner(gate)
+    assert packs.margin_text({**pbo, "direction": "between"}) == "—"
+
+
+def test_an_old_gate_report_without_units_or_directions_renders_as_before():
+    """Reports written before the gate recorded `unit` and `direction` lack both: for them only the pack falls back on
+    `PERCENT_CRITERIA` and the rule text, and shows them as it always did; the same criteria with the keys the gate now
+    writes (`CRITERION_SCALES`) show exactly the same."""
+    wf = {"name": "walk_forward", "value": -0.0042, "threshold": 0.0, "passed": False, "note": "203 trades over 20 sessions",
+          "rule": "> 0 %: net return pooled over the walk-forward windows (the procedure re-fit before the holdout)"}
+    old = {**NSE_DEMO_GATE, "failed": ["policy_psr", "pbo", "walk_forward"], "criteria": NSE_DEMO_GATE["criteria"] + [wf]}
+    assert not any("unit" in c or "direction" in c for c in old["criteria"])
+    table = packs.gate_table(old).set_index("criterion")[["candidate", "threshold", "margin"]]
+    assert table.loc["max_drawdown"].tolist() == ["0.568 %", "6.000 %", "+90.5% of the threshold"]
+    assert table.loc["walk_forward"].tolist() == ["-0.420 %", "0.000 %", "-0.42 percentage points (threshold 0)"]
+    assert table.loc["pbo"].tolist() == [0.5178571429, 0.5, "-3.6% of the threshold"]
+    assert table.loc["brier", "margin"] == "+3.8% of the threshold" and table.loc["min_trades"].tolist() == [93, 30, "+210.0% of the threshold"]
+    top = packs.decision_banner(old)
+    assert "<b>walk_forward</b>: value <b>-0.420 %</b>, threshold <b>0.000 %</b>" in top and "<b>pbo</b>: value <b>0.5179</b>" in top
+    from oi_ml.gate import CRITERION_SCALES   # the keys the gate writes now
+    keyed = {**old, "criteria": [{**c, "unit": CRITERION_SCALES[c["name"]][0], "direction": CRITERION_SCALES[c["name"]][1]}
+                                 for c in old["criteria"]]}
+    assert packs.gate_table(keyed).equals(packs.gate_table(old)) and packs.decision_banner(keyed) == top
