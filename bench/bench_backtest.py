@@ -6,7 +6,9 @@ grid. Data: a random walk of one-minute bars with random signals, confidence uni
 densities: 10 % of bars signalling (~66,000 trades, a trade every 15 bars: the stress case and the headline), 1 %
 (~8,500 trades) and 0.01 % (~100 trades: nearly all the time is per-bar work). The sparse and headline cases together
 split each side's time into a per-bar part and a marginal cost per trade, which says where the gap to the reference is. Before timing, the engine is configured to trade exactly like the reference and both must produce the
-same trades and net equity curve, so the ratio compares equal work.
+same trades and net equity curve, so the ratio compares equal work. A last row times a floor: the engine's input
+validation followed by the reference loop, i.e. what any engine that checks its inputs pays before doing more than the
+reference (bench/study_fused_pass.py shows that fusing the validation into one pass is slower still).
 Memory: on this VM a first touch of freshly mapped memory was at times very slow and erratic (one interleaved run
 measured the reference at 2 ms or 14 ms depending only on whether its output arrays landed on reused or fresh pages; on
 another day both took 2 ms), so the bench asks glibc (mallopt) to keep freed blocks up to 32 MB in its heap instead of
@@ -127,6 +129,7 @@ def time_workload(signal_fraction: float) -> tuple[list[dict], float, int]:
         "  part: kernel (prepared arrays -> trade log, equity, decisions)": lambda: simulate(prep, cfg),
         "  part: result frames (trades, equity, decision log)": lambda: result_from_simulation(next(fresh_sims), prep, cfg, False),
         "run_backtest with metrics (summarize_trades over 1M bars)": lambda: run_backtest(bars, sig, cfg),
+        "floor: input validation (prepare_backtest) + the reference loop": lambda: (prepare_backtest(bars, sig, cfg), reference()),
     }
     for fn in (reference, *cases.values()): fn()  # warm-up (numba caches, allocator)
     ms = median_ms({"reference": reference, **cases}, REPEATS)
@@ -173,13 +176,15 @@ def main():
     print(f"per-bar work (0.01 % signals, {split['sparse_trades']} trades): run_backtest {split['per_bar_ratio']:.2f}x the reference; "
           f"marginal cost per trade (10 % vs 0.01 % signals): run_backtest {split['oi_ml_ns_per_trade']:.0f} ns, reference "
           f"{split['reference_ns_per_trade']:.0f} ns")
+    floor = next(r for r in rows if r["case"].startswith("floor") and r["signal_fraction"] == headline["signal_fraction"])
+    print(f"floor at the headline density (the engine's input validation + the reference loop): ratio {floor['ratio']:.2f}")
     print(f"sensitivity grid 5 x 5 on {GRID_BARS:,} bars (25 runs with metrics): {grid_ms:.0f} ms")
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "benchmark": "backtest", "target_ratio": TARGET_RATIO, "headline_case": headline["case"],
         "headline_signal_fraction": headline["signal_fraction"], "headline_ratio": headline["ratio"],
-        "meets_target": headline["ratio"] <= TARGET_RATIO, "repeats": REPEATS, "cases": rows, "per_trade_split": split,
+        "meets_target": headline["ratio"] <= TARGET_RATIO, "headline_floor_ratio": floor["ratio"], "repeats": REPEATS, "cases": rows, "per_trade_split": split,
         "sensitivity_grid": {"n_bars": GRID_BARS, "cells": len(table), "ms": round(grid_ms, 1)}, "warm_heap_mallopt": warm,
         "machine": {"python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
                     "cpu_count": os.cpu_count(), "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
