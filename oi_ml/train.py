@@ -368,12 +368,19 @@ def apply_calibration(calibration: dict | None, probs: np.ndarray) -> np.ndarray
     total = out.sum(axis=1, keepdims=True)
     return np.where(total > 0, out / np.where(total > 0, total, 1), probs)
 
-def cross_fitted_calibration(y: np.ndarray, probs: np.ndarray, fold: np.ndarray) -> np.ndarray:
-    "Each fold's out-of-fold probabilities calibrated by maps fitted on the other folds' rows (honest 'after calibration' figures)."
+def cross_fitted_calibration(y: np.ndarray, probs: np.ndarray, fold: np.ndarray, event_time: np.ndarray | None = None,
+                             label_end_time: np.ndarray | None = None) -> np.ndarray:
+    """Each fold's out-of-fold probabilities calibrated by maps fitted on the other folds' rows (honest 'after calibration'
+    figures); with the rows' event and label end times, rows whose labels overlap the fold's span [first event, last
+    label end] are purged from its map."""
     out = np.empty_like(probs)
     for f in np.unique(fold):
         mine = fold == f
-        out[mine] = apply_calibration(fit_calibration(y[~mine], probs[~mine]), probs[mine])
+        fit = ~mine
+        if event_time is not None:
+            first, last = event_time[mine].min(), label_end_time[mine].max()
+            fit &= ~((label_end_time >= first) & (event_time <= last))
+        out[mine] = apply_calibration(fit_calibration(y[fit], probs[fit]), probs[mine])
     return out
 
 # %% ../nbs/22_train.ipynb #c023
@@ -632,7 +639,8 @@ def _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final) -> dict
                                train_rows_per_regime={str(r): int(n) for r, n in zip(*np.unique(table_regimes(final.regime_model, table).regime.to_numpy()[ins], return_counts=True))}),
                   selected_features=final.selected, seeds=dict(seed=cfg.seed, num_threads=cfg.num_threads), packages=package_versions())
     if k:
-        cal_oof = cross_fitted_calibration(table.y[ins], cv["oof"], cv["oof_fold"])   # never scored on its own fit
+        cal_oof = cross_fitted_calibration(table.y[ins], cv["oof"], cv["oof_fold"], table.features.timestamp.to_numpy()[ins],
+                                           table.label_end_time.to_numpy()[ins])   # never scored on its own fit, overlaps purged
         report["calibration"] = dict(method="isotonic (per class, out-of-fold), renormalised; 'after' figures cross-fitted over the CV folds",
                                      brier_before=brier_score(table.y[ins], cv["oof"]),
                                      brier_after=brier_score(table.y[ins], cal_oof), reliability_before=reliability_curve(table.y[ins], cv["oof"]),

@@ -198,8 +198,10 @@ def test_holdout_purged_and_never_fitted(small_run):
     for rows in calls.model_set: assert set(rows.tolist()) <= ins_set
     assert np.array_equal(calls.model_set[-1], ins)                         # the final model: all in-sample rows, no more
     assert calls.calibration[0] == len(ins)                                # calibration on out-of-fold in-sample rows only
-    # then the report's cross-fitted 'after calibration' maps: each on the out-of-fold rows of all folds but one
-    assert sorted(len(ins) - n for n in calls.calibration[1:]) == sorted(f["n_test"] for f in rep["cv"]["folds"])
+    # then the report's cross-fitted 'after calibration' maps, one per fold, on the other folds' out-of-fold rows minus
+    # those overlapping the fold (test_the_after_calibration_maps_are_purged_against_their_fold counts them)
+    assert len(calls.calibration) == 1 + SMALL.n_splits
+    assert all(n <= len(ins) - min(f["n_test"] for f in rep["cv"]["folds"]) for n in calls.calibration[1:])
 
 
 def test_holdout_prices_never_reach_the_in_sample_fit(dataset):
@@ -259,6 +261,24 @@ def test_cv_folds_are_purged(small_run):
         overlapping = (ends[train_rows] >= lo) & (times[train_rows] <= hi)
         assert not overlapping.any(), train_rows[overlapping][:5]
     assert np.array_equal(calls.predict[SMALL.n_splits], holdout_reference(table, SMALL.holdout_frac)[1])   # then the holdout
+
+
+def test_the_after_calibration_maps_are_purged_against_their_fold(small_run):
+    """The report's 'after calibration' figures score each CV fold with a map fitted on the other folds' out-of-fold rows
+    minus those whose labels overlap the fold's span [first bar, last label end], as CV purges training rows."""
+    table, calls = small_run.table, small_run.calls
+    times, ends = table.features.timestamp.to_numpy(), table.label_end_time.to_numpy()
+    folds = calls.predict[:SMALL.n_splits]
+    in_sample = np.sort(np.concatenate(folds))
+    expected, n_overlapping = [], 0
+    for test_rows in folds:
+        others = np.setdiff1d(in_sample, test_rows)
+        lo, hi = times[test_rows].min(), ends[test_rows].max()
+        overlapping = int(((ends[others] >= lo) & (times[others] <= hi)).sum())
+        n_overlapping += overlapping
+        expected.append(len(others) - overlapping)
+    assert n_overlapping > 0   # labels overlap at fold edges in this data, so an unpurged map would be caught
+    assert calls.calibration[-SMALL.n_splits:] == expected, (calls.calibration, expected)
 
 
 def test_cv_embargo_covers_the_longest_feature_lookback(small_run):
