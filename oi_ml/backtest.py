@@ -1258,13 +1258,17 @@ def validation_table(reports: dict, columns: tuple = BENCHMARK_METRICS) -> pd.Da
     return pd.concat(parts, names=["window", "strategy"])
 
 # %% ../nbs/30_backtest.ipynb #c100
-def save_backtest(result: BacktestResult, folder: str | Path) -> dict[str, Path]:
-    "Write backtest_summary.json, trades.parquet and equity_curve.parquet into `folder`; returns their paths."
+def save_backtest(result: BacktestResult, folder: str | Path, extra: dict | None = None) -> dict[str, Path]:
+    """Write backtest_summary.json (with the JSON-safe keys of `extra` beside config and metrics), trades.parquet and
+    equity_curve.parquet into `folder`; returns their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"summary": folder / "backtest_summary.json", "trades": folder / "trades.parquet",
              "equity_curve": folder / "equity_curve.parquet"}
-    paths["summary"].write_text(json.dumps(result.to_dict(include_trades=False), indent=2, allow_nan=False) + "\n")
+    summary = result.to_dict(include_trades=False)
+    if clash := set(summary) & set(extra or {}): raise ValueError(f"save_backtest: extra keys {sorted(clash)} would replace the result's")
+    summary |= _json_value(extra or {})
+    paths["summary"].write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     result.trades.to_parquet(paths["trades"], index=False)
     result.equity_curve.to_parquet(paths["equity_curve"], index=False)
     return paths

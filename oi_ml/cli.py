@@ -19,9 +19,9 @@ from .config import EXCHANGES, RunConfig, load_run_config
 # %% auto #0
 __all__ = ['GATE_FAIL_EXIT', 'CONFIG_OPTIONS', 'COMMANDS', 'config_defaults', 'apply_config_defaults', 'cmd_simulate',
            'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels', 'cmd_train',
-           'cmd_pack', 'adhoc_backtest_dir', 'cmd_backtest', 'cmd_gate', 'cmd_automl', 'cmd_monitor', 'cmd_deploy',
-           'cmd_rollback', 'cmd_signoff', 'cmd_retrain', 'option_defaults', 'given_options', 'iso_date', 'build_parser',
-           'warehouse_error', 'config_error', 'main']
+           'cmd_pack', 'adhoc_backtest_dir', 'window_sample', 'sample_line', 'cmd_backtest', 'cmd_gate', 'cmd_automl',
+           'cmd_monitor', 'cmd_deploy', 'cmd_rollback', 'cmd_signoff', 'cmd_retrain', 'option_defaults',
+           'given_options', 'iso_date', 'build_parser', 'warehouse_error', 'config_error', 'main']
 
 # %% ../nbs/51_cli.ipynb #c006
 def config_defaults(command: str, cfg: RunConfig) -> dict:
@@ -188,8 +188,29 @@ def adhoc_backtest_dir(run_dir: Path, start: str | None, end: str | None) -> Pat
     safe = lambda text: re.sub(r"[^0-9A-Za-z.+-]", "-", text)   # one path component whatever the option says
     return run_dir / "reports" / "backtests" / f"{safe(start or 'first')}_{safe(end or 'last')}"
 
+def window_sample(timestamps, holdout_window: list, start: str | None, end: str | None) -> dict:
+    """How many IST sessions of the window [start, end] (ISO dates; None = open) lie before the model's holdout, i.e. in
+    its training data, and how many in the holdout (sessions whose first bar is at or after the holdout's start, as the
+    pipeline's `session_windows` cuts them)."""
+    from oi_ml.config import IST
+    days = timestamps.dt.tz_convert(IST).dt.date.astype(str)
+    first_bar = timestamps.groupby(days.to_numpy()).min()
+    inside = first_bar[(first_bar.index >= (start or "")) & (first_bar.index <= (end or "9999"))]
+    held = inside >= holdout_window[0]
+    return dict(sessions=len(inside), in_sample_sessions=int((~held).sum()), holdout_sessions=int(held.sum()),
+                holdout_window=list(holdout_window))
+
+def sample_line(sample: dict) -> str:
+    "One line saying how much of a backtest's window the model trained on."
+    n = sample["sessions"]
+    if not sample["in_sample_sessions"]: return f"sample: all {n} session{'s' * (n != 1)} in the model's holdout (out of sample)"
+    return (f"sample: {sample['in_sample_sessions']} of {sample['sessions']} sessions lie before the model's holdout, in its "
+            f"training data: figures over them are in-sample and overstate what the model would have earned; "
+            f"{sample['holdout_sessions']} in its holdout (from {sample['holdout_window'][0]})")
+
 def cmd_backtest(args, cfg: RunConfig) -> int:
-    "Backtest a model run on its dataset (optionally a date window); writes the summary and trades under `adhoc_backtest_dir`."
+    """Backtest a model run on its dataset (optionally a date window); writes the summary and trades under
+    `adhoc_backtest_dir`, and says (and records as `sample` in the summary) how much of the window the model trained on."""
     from oi_ml.backtest import run_backtest, save_backtest
     from oi_ml.datasets import load_dataset
     from oi_ml.gate import default_backtest_config, signals_for, train_config_of
@@ -202,10 +223,12 @@ def cmd_backtest(args, cfg: RunConfig) -> int:
     bt = dataclasses.replace(default_backtest_config(args.exchange, dataclasses.asdict(train_config_of(bundle)), cfg.bar_minutes),
                              start=args.start, end=args.end)
     result = run_backtest(raw[["timestamp", "open", "high", "low", "close"]], signals_for(bundle, raw), bt)
-    paths = save_backtest(result, adhoc_backtest_dir(bundle.run_dir, args.start, args.end))
+    sample = window_sample(raw.timestamp, bundle.manifest["holdout_window"], args.start, args.end)
+    paths = save_backtest(result, adhoc_backtest_dir(bundle.run_dir, args.start, args.end), extra=dict(sample=sample))
     m = result.metrics
     print(f"backtest {args.run} {args.start or 'start'}..{args.end or 'end'}: {m['n_trades']} trades, net return {m['return_net']:.4%}, "
           f"Sharpe {m.get('sharpe_net', float('nan')):.2f}, max drawdown {m.get('max_drawdown_net', float('nan')):.2%}")
+    print(sample_line(sample))
     print(f"summary: {paths['summary']}\ntrades: {paths['trades']}")
     return 0
 

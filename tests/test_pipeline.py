@@ -347,7 +347,7 @@ def test_the_gate_step_reruns_when_another_retrain_overwrote_its_report(tmp_path
     assert {s["status"] for s in final.values()} == {"reused"}      # unchanged files: the cache is used again
 
 
-def test_an_adhoc_cli_backtest_leaves_the_holdout_result_the_pack_reads(tmp_path):
+def test_an_adhoc_cli_backtest_leaves_the_holdout_result_the_pack_reads(tmp_path, capsys):
     """`oi-ml backtest --run R --start D --end D` wrote the run's reports/backtest_summary.json, the holdout result the
     approval pack reads, and the pipeline's 'backtest' step only checked that the file existed."""
     from oi_ml import cli
@@ -366,6 +366,18 @@ def test_an_adhoc_cli_backtest_leaves_the_holdout_result_the_pack_reads(tmp_path
     assert (reports / "backtest_summary.json").read_bytes() == holdout
     adhoc = json.loads((reports / "backtests" / "2025-08-04_2025-08-05" / "backtest_summary.json").read_text())
     assert (adhoc["config"]["start"], adhoc["config"]["end"]) == ("2025-08-04", "2025-08-05")
+    # both sessions lie before the holdout: the model trained on them, and the CLI says so and records it
+    manifest = json.loads((reports.parent / "manifest.json").read_text())
+    assert pd.Timestamp(manifest["train_window"][0]).tz_convert("Asia/Kolkata").date() <= pd.Timestamp("2025-08-04").date()
+    assert adhoc["sample"] == dict(sessions=2, in_sample_sessions=2, holdout_sessions=0, holdout_window=manifest["holdout_window"])
+    assert "sample: 2 of 2 sessions lie before the model's holdout, in its training data" in capsys.readouterr().out
+    assert cli.main(["--data-dir", cfg.data_dir, "--reports-dir", cfg.reports_dir, "backtest", "--exchange", "NSE",
+                     "--run", out["candidate_run"], "--start", str(start.date())]) == 0   # the holdout's sessions only
+    held = pd.read_parquet(reports / "equity_out_of_sample.parquet").timestamp.dt.tz_convert("Asia/Kolkata").dt.date.nunique()
+    sample = json.loads((reports / "backtests" / f"{start.date()}_last" / "backtest_summary.json").read_text())["sample"]
+    assert sample == dict(sessions=held, in_sample_sessions=0, holdout_sessions=held, holdout_window=manifest["holdout_window"])
+    assert f"sample: all {held} sessions in the model's holdout (out of sample)" in capsys.readouterr().out
+
     steps = json.loads(Path(run_retrain(rc, cfg)["manifest"]).read_text())["steps"]
     assert {s["status"] for s in steps.values()} == {"reused"}
     (reports / "backtest_summary.json").write_text(json.dumps(adhoc))  # what the old CLI left: another window's result
