@@ -424,9 +424,10 @@ def walk_forward_criterion(evidence: dict, cfg: GateConfig) -> dict:
     each = "; ".join(f"{w['window']} {w['start']} to {w['end']}: {w['n_trades']} trades, {w['return_net']:+.2%}" for w in evidence["windows"])
     if evidence["n_trades"] == 0:
         return _criterion("walk_forward", evidence["return_net"], cfg.min_walk_forward_return, rule, False, f"no trade in any window ({each})")
-    value = evidence["return_net"]
+    value, traded = evidence["return_net"], sum(w["n_trades"] > 0 for w in evidence["windows"])   # a window with no trade is no evidence
     return _criterion("walk_forward", value, cfg.min_walk_forward_return, rule, value > cfg.min_walk_forward_return,
-                      f"{evidence['n_trades']} trades over {evidence['sessions']} sessions; {each}")
+                      f"{evidence['n_trades']} trades over {evidence['sessions']} sessions, {traded} of {len(evidence['windows'])} "
+                      f"windows traded; {each}")
 
 # %% ../nbs/41_gate.ipynb #c032
 def _get(d: dict, k: str) -> float:
