@@ -24,32 +24,36 @@ from .config import IST, SESSIONS_PER_YEAR, MonitoringConfig, RunConfig, config_
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'MODEL_PARAMS', 'TRIAL_LEAD', 'TRIAL_TAIL', 'TRIAL_NAMES', 'PACK_LABEL_PATTERN',
-           'PERCENT_CRITERIA', 'CRITERION_MEANING', 'MOMENTS_TEXT', 'FAILURE_MEANING', 'GATE_CONFIG_KEYS',
-           'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'DECISION_LABELS', 'TRADE_PRICE_COLUMNS',
-           'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'INTERVAL_OF', 'DAILY_CI_METRIC',
-           'AUTOML_CRITERIA', 'OTHER_WINDOW_CRITERIA', 'MIN_VOLATILITY_VALUES', 'REGIME_BREAKDOWN', 'DECISION_TEXT',
-           'STRATEGY_LABELS', 'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL',
-           'RISK_FRACTION_LABEL', 'CHROMIUM_FLAGS', 'simulated_signal_strengths', 'source_banner', 'ist_minute',
-           'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of', 'daily_coverage', 'longest_gaps',
-           'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
-           'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report', 'run_provenance',
-           'cv_tables', 'candidate_params_text', 'model_facts', 'class_balance_table', 'automl_trials_table',
-           'label_regime_text', 'model_regime_text', 'confusion_figure', 'reliability_figure', 'largest_drivers',
-           'shap_figure', 'template_path', 'pack_kernel', 'pack_title', 'render_html', 'run_config_parameter',
-           'PackError', 'check_pack_label', 'verify_pack_inputs', 'render_pack', 'decision_banner', 'baseline_notice',
-           'drawdown_percent', 'criterion_unit', 'criterion_figure', 'rule_direction', 'criterion_direction',
-           'criterion_margin', 'tightest_criterion', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line',
-           'margin_text', 'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration',
-           'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table',
-           'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'interval_text', 'criterion_intervals',
+           'PERCENT_CRITERIA', 'CRITERION_MEANING', 'MOMENTS_TEXT', 'FAILURE_MEANING', 'SEARCH_CRITERIA',
+           'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'DECISION_LABELS',
+           'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'INTERVAL_OF',
+           'DAILY_CI_METRIC', 'CROSSES_TEXT', 'AUTOML_CRITERIA', 'OTHER_WINDOW_CRITERIA', 'MIN_VOLATILITY_VALUES',
+           'REGIME_BREAKDOWN', 'DECISION_TEXT', 'STRATEGY_LABELS', 'SAME_FIGURE_KEYS', 'CONCENTRATION_SHARE',
+           'CONCENTRATION_PERCENT', 'SIDE_NAMES', 'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS',
+           'EXPOSURE_LABEL', 'RISK_FRACTION_LABEL', 'PSI_NEAR_CEILING', 'CHROMIUM_FLAGS', 'simulated_signal_strengths',
+           'source_banner', 'ist_minute', 'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of',
+           'daily_coverage', 'longest_gaps', 'completeness_table', 'coverage_figure', 'market_overview_figure',
+           'feature_completeness', 'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report',
+           'run_provenance', 'holdout_regime_table', 'cv_tables', 'candidate_from_search', 'candidate_params_text',
+           'model_facts', 'class_balance_table', 'automl_trials_table', 'label_regime_text', 'model_regime_text',
+           'confusion_figure', 'reliability_figure', 'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel',
+           'pack_title', 'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs',
+           'render_pack', 'decision_banner', 'baseline_notice', 'drawdown_percent', 'criterion_unit',
+           'criterion_figure', 'rule_direction', 'criterion_direction', 'criterion_margin', 'tightest_criterion',
+           'search_note', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line', 'margin_text',
+           'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe',
+           'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table', 'backtest_periods_per_year',
+           'backtest_setup', 'metrics_with_ci', 'interval_text', 'criteria_crossing', 'criterion_intervals',
            'interval_methods', 'refer_cells', 'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary',
-           'trial_days_text', 'criteria_sources', 'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns',
-           'window_order', 'no_trade_reason', 'benchmark_frame', 'window_sharpes', 'walk_forward_results',
-           'walk_forward_frame', 'sensitivity_figure', 'break_even_cost', 'sensitivity_commentary',
-           'saved_random_distribution', 'random_distribution_frame', 'losing_windows_note',
-           'random_distribution_figure', 'loss_share_of_equity', 'realised_loss_items', 'risk_profile',
-           'drift_family_of', 'monitoring_baseline', 'signoff_command', 'signoff_block', 'pack_entries', 'render_index',
-           'chromium_path', 'check_in_browser']
+           'trial_days_text', 'criteria_sources', 'plain_variance_dsr', 'plain_dsr_note', 'dsr_sensitivity',
+           'trade_volatility', 'performance_breakdowns', 'window_order', 'no_trade_reason', 'benchmark_frame',
+           'window_sharpes', 'walk_forward_results', 'gate_window_comparison', 'walk_forward_method_text',
+           'walk_forward_frame', 'sensitivity_figure', 'break_even_cost', 'break_even_text', 'sensitivity_commentary',
+           'session_pnl', 'best_session_effect', 'concentration_frame', 'concentration_table', 'concentration_flags',
+           'side_breakdown', 'saved_random_distribution', 'random_distribution_frame', 'losing_windows_note',
+           'random_distribution_figure', 'loss_share_of_equity', 'realised_loss_items', 'risk_profile', 'psi_ceiling',
+           'psi_reach', 'drift_family_of', 'psi_reach_rows', 'unmonitored_inputs_note', 'monitoring_baseline',
+           'signoff_command', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def simulated_signal_strengths(manifest: dict) -> list[float]:
@@ -222,6 +226,16 @@ def run_provenance(run_manifest: dict) -> str:
     return trained + (f" by training code sha256 `{code}` (the modules the trainer imports; git commit `{commit}`); "
                       "the run id is keyed on that code.")
 
+def holdout_regime_table(report: dict) -> pd.DataFrame:
+    """The holdout's metrics per model regime (HMM state) from the report's `holdout.per_regime`: rows, their share of the
+    holdout's rows and the booster each regime routes to; empty when the report has none."""
+    per = (report.get("holdout") or {}).get("per_regime") or {}
+    keys = [k for k in METRIC_KEYS if k != "n" and any(k in m for m in per.values())]
+    total = sum(m.get("n", 0) for m in per.values())
+    rows = [{"regime": r, "model": ((report.get("regimes") or {}).get("routes") or {}).get(r), "rows": m.get("n"),
+             "share of holdout rows": f"{m.get('n', 0) / total:.1%}" if total else "—", **{k: m.get(k) for k in keys}} for r, m in per.items()]
+    return pd.DataFrame(rows, columns=["regime", "model", "rows", "share of holdout rows", *keys])
+
 def cv_tables(report: dict) -> dict:
     """DataFrames: CV metrics per fold, per regime (out-of-fold) and the holdout against the class-prior forecast (every
     row forecast with the in-sample class shares; the report's `majority_baseline` entry, the gate's 'class prior')."""
@@ -236,6 +250,14 @@ def cv_tables(report: dict) -> dict:
     return dict(folds=folds, regimes=regimes, summary=summary)
 
 MODEL_PARAMS = ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2", "max_depth")   # TrainConfig keys AutoML searches
+
+def candidate_from_search(train_config: dict, family: str, automl_summary: dict | None) -> bool | None:
+    """Whether the candidate was trained with AutoML's best parameters of its family (True), with other ones (False: the default
+    TrainConfig or its own), or None when AutoML's best parameters or the candidate's are not recorded."""
+    used = {k: train_config[k] for k in MODEL_PARAMS if k in train_config}
+    best = ((automl_summary or {}).get("best_per_family") or {}).get(family, {}).get("latest_best_params")
+    if not best or not used: return None
+    return all(math.isclose(float(v), float(used[k]), rel_tol=1e-9) for k, v in best.items() if k in used)
 
 def candidate_params_text(train_config: dict, family: str, automl_summary: dict | None) -> str:
     """Markdown: whether the candidate was trained with AutoML's best parameters of its family, the default TrainConfig or
@@ -432,7 +454,7 @@ def _alert(text: str, colour: str = "#b00020", font_px: int = 18) -> str:
     return (f'<div style="background:{colour};color:white;padding:14px;font-size:{font_px}px;font-weight:bold;border-radius:4px;'
             f'margin:8px 0">{html.escape(text)}</div>')
 
-def decision_banner(gate: dict) -> str:
+def decision_banner(gate: dict, from_search: bool | None = None) -> str:
     """Large PASS/FAIL banner, then every failed criterion with its value, threshold, rule and what failing it means
     (`failed_criteria_lines`), or on a PASS the criterion with the tightest margin (`tightest_margin_line`)."""
     ok = gate["decision"] == "PASS"
@@ -443,7 +465,7 @@ def decision_banner(gate: dict) -> str:
     if ok: body = f"<p style='margin:4px 0'>{tightest_margin_line(gate)}</p>"
     else:
         head = f"<p style='margin:4px 0'><b>{len(failed)} of {len(gate.get('criteria', []))} criteria failed:</b></p>"
-        body = head + "<ul style='margin:4px 0'>" + "".join(f"<li style='margin:3px 0'>{line}</li>" for line in failed_criteria_lines(gate)) + "</ul>"
+        body = head + "<ul style='margin:4px 0'>" + "".join(f"<li style='margin:3px 0'>{line}</li>" for line in failed_criteria_lines(gate, from_search)) + "</ul>"
     return banner + f'<div style="border:2px solid {colour};border-radius:4px;padding:6px 12px;margin:0 0 8px 0;font-size:15px">{body}</div>'
 
 def baseline_notice(baseline_version: str,  # baseline the pack was rendered for; "" = none given
@@ -564,18 +586,29 @@ def _criterion_facts(c: dict) -> str:
     return (f"<b>{html.escape(str(c['name']))}</b>: value <b>{html.escape(criterion_figure(c))}</b>, threshold "
             f"<b>{html.escape(criterion_figure(c, 'threshold'))}</b>, rule <code>{html.escape(str(c.get('rule', '')))}</code>")
 
-def failure_meaning(c: dict) -> str:
+SEARCH_CRITERIA = ("deflated_sharpe", "pbo")   # criteria judged on AutoML's trials: what they say depends on whether the candidate is one
+
+def search_note(from_search: bool | None) -> str:
+    "What DSR and PBO judge given `candidate_from_search`: the search around the candidate, or the choice of it; '' when unknown."
+    if from_search is None: return ""
+    if from_search: return "the candidate was trained with AutoML's best parameters, so this judges choosing it from AutoML's trials"
+    return ("the candidate is not one of AutoML's trials (not trained with its best parameters): this judges the search around the "
+            "candidate — the trials are the alternatives tried on this data — not a choice of the candidate among them")
+
+def failure_meaning(c: dict, from_search: bool | None = None) -> str:
     """One plain sentence of what failing criterion `c` means: the gate report's own `meaning` when it gives one, else this
-    pack's wording, else what the criterion measures; with the gate's note when it has one."""
+    pack's wording, else what the criterion measures; with the gate's note when it has one, and for DSR and PBO whose
+    search they judge (`search_note` of `from_search`)."""
     said = c.get("meaning") or FAILURE_MEANING.get(c["name"])
+    if c["name"] in SEARCH_CRITERIA and search_note(from_search): said = f"{said}; {search_note(from_search)}"
     if not said and c["name"] in CRITERION_MEANING: said = f"the candidate falls short on {CRITERION_MEANING[c['name']]}"
     note = _plain_note(str(c.get("note") or ""))
     if not said: said = f"the candidate's {c['name']} is on the failing side of the gate's rule" + ("" if note else " (the gate report explains no more)")
     return said[0].upper() + said[1:] + (f" (gate note: {note})." if note else ".")
 
-def failed_criteria_lines(gate: dict) -> list[str]:
+def failed_criteria_lines(gate: dict, from_search: bool | None = None) -> list[str]:
     "HTML, one per failed criterion in the gate report's order: name, value, threshold, rule, and one sentence of what it means."
-    return [f"{_criterion_facts(c)} — {html.escape(failure_meaning(c))}" for c in gate.get("criteria", []) if not c.get("passed")]
+    return [f"{_criterion_facts(c)} — {html.escape(failure_meaning(c, from_search))}" for c in gate.get("criteria", []) if not c.get("passed")]
 
 def tightest_margin_line(gate: dict) -> str:
     "HTML for a PASS: how many criteria passed and the one closest to its threshold, with its value, threshold, rule and margin."
@@ -593,8 +626,19 @@ def margin_text(c: dict) -> str:
     if criterion_unit(c) == "fraction_percent": return f"{m * 100:+.3g} percentage points (threshold 0)"
     return f"{m:+.4g} (threshold 0: in the value's units)"
 
+def _table_note(c: dict, from_search: bool | None, crossing: set, notes: dict) -> str:
+    """A criterion's note in the gate table: the gate's own, whether its 95 % interval crosses the threshold, for DSR and PBO
+    whose search they judge, and any note the pack adds (`notes`)."""
+    parts = [_plain_note(c.get("note", "")), notes.get(c["name"], "")]
+    if c["name"] in crossing: parts.append(CROSSES_TEXT)
+    if c["name"] in SEARCH_CRITERIA: parts.append(search_note(from_search))
+    return "; ".join(p for p in parts if p)
+
 def gate_table(gate: dict,
                intervals: dict | None = None,   # criterion name -> its 95 % interval text (`criterion_intervals`); adds that column
+               from_search: bool | None = None,  # `candidate_from_search`: notes what deflated_sharpe and pbo judge
+               crossing: set | None = None,      # criteria whose 95 % interval reaches the failing side (`criteria_crossing`)
+               notes: dict | None = None,        # criterion name -> a note the pack adds (e.g. `plain_dsr_note`)
                ) -> pd.DataFrame:
     """Criteria with what each measures, candidate value, threshold, margin, rule, PASS/FAIL and notes (drawdowns in percent of
     peak); with `intervals`, a 95 % interval column. Every criterion of the report is shown, described or not."""
@@ -602,7 +646,7 @@ def gate_table(gate: dict,
                  candidate=_shown(c, "value"), threshold=_shown(c, "threshold"),
                  **({"95 % interval": intervals.get(c["name"], "—")} if intervals is not None else {}),
                  margin=margin_text(c), rule=c["rule"],
-                 result="PASS" if c["passed"] else "FAIL", note=_plain_note(c.get("note", ""))) for c in gate["criteria"]]
+                 result="PASS" if c["passed"] else "FAIL", note=_table_note(c, from_search, crossing or set(), notes or {})) for c in gate["criteria"]]
     return pd.DataFrame(rows)
 
 def gate_window_text(gate: dict) -> str:
@@ -807,6 +851,21 @@ def interval_text(ci: pd.DataFrame, metric: str, value) -> str | None:
     same = _real(value) and math.isclose(r.estimate, value, rel_tol=1e-6, abs_tol=1e-9)
     return text if same else text + f" (around {r.estimate:.4g}, the backtest's out-of-sample window)"
 
+CROSSES_TEXT = "95 % interval crosses the threshold"   # the gate table's note on a criterion whose interval reaches its failing side
+
+def criteria_crossing(ci: pd.DataFrame, gate: dict) -> set:
+    """Names of the criteria (bounded by a `metrics_with_ci` row, `INTERVAL_OF`) whose 95 % interval reaches the failing side of
+    their threshold: lower bound below it for a 'min' criterion, upper bound above it for a 'max' one."""
+    out = set()
+    for c in gate.get("criteria", []):
+        metric = next((m for m, name in INTERVAL_OF.items() if name == c["name"]), None)
+        row = ci[ci.metric == metric] if metric is not None else ci.iloc[:0]
+        side, threshold = criterion_direction(c), c.get("threshold")
+        if row.empty or side is None or not _real(threshold): continue
+        low, high = float(row.lower_95.iloc[0]), float(row.upper_95.iloc[0])
+        if (side > 0 and low < threshold) or (side < 0 and high > threshold): out.add(c["name"])
+    return out
+
 def criterion_intervals(ci: pd.DataFrame, gate: dict) -> dict:
     "Criterion name -> its 95 % interval text (`interval_text`) for the criteria a `metrics_with_ci` row bounds (`INTERVAL_OF`)."
     values = {c["name"]: c.get("value") for c in gate.get("criteria", [])}
@@ -884,7 +943,7 @@ def pbo_segments_text(pbo: dict) -> str:
     spread = max(p["pbo"] for p in parts) - min(p["pbo"] for p in parts)
     return (f"by walk-forward segment, {said}; the gate judges their mean"
             + (f" — the segments differ by {_figure(spread)}, so the mean hides a segment where the best in-sample trial "
-               "was usually not the best out of sample" if len(parts) > 1 and max(p["pbo"] for p in parts) > 0.5 else ""))
+               "ranked below the out-of-sample median in most splits (PBO's definition)" if len(parts) > 1 and max(p["pbo"] for p in parts) > 0.5 else ""))
 
 def overfitting_summary(gate: dict) -> str:
     """Markdown: the gate's deflated Sharpe ratio, what its trial count holds (the AutoML trials plus the candidate, which
@@ -949,25 +1008,40 @@ def criteria_sources(gate: dict, trials: pd.DataFrame | None = None) -> str:
                    f"`pbo` uses AutoML's trial returns only, all on those in-sample days (before the holdout; {days}), "
                    f"nothing from the gate window. PBO {_figure(pbo.get('pbo'))}: {pbo_segments_text(pbo)}.")
 
-def dsr_sensitivity(gate: dict, trials: pd.DataFrame | None) -> str:
-    """Markdown: the DSR again with the trials' Sharpe variance taken across all trials instead of pooled within segments
-    (normal moments only: the gate saves no skew or kurtosis); '' when it cannot be recomputed."""
+def plain_variance_dsr(gate: dict, trials: pd.DataFrame | None) -> dict | None:
+    """The DSR again with the trials' Sharpe variance taken across all trials instead of pooled within segments (normal moments
+    only: the gate saves no skew or kurtosis): {sr: trial Sharpes, var, sr0, dsr, verdict}; None when it cannot be recomputed."""
     from oi_ml.gate import trial_sharpes
     from oi_ml.metrics import expected_max_sharpe, probabilistic_sharpe_ratio
     d = gate.get("dsr") or {}
-    if trials is None or d.get("reason") or not str(d.get("moments", "")).startswith("normal") or not d.get("n_trials"): return ""
+    if trials is None or d.get("reason") or not str(d.get("moments", "")).startswith("normal") or not d.get("n_trials"): return None
     sr = trial_sharpes(trials).dropna()
-    if len(sr) < 2 or sr.nunique() < 2: return ""
+    if len(sr) < 2 or sr.nunique() < 2: return None
     var = float(sr.var(ddof=1))
     sr0 = expected_max_sharpe(d["n_trials"], var)
     dsr = probabilistic_sharpe_ratio(d["sr_daily"], sr0, d["n_days"])
-    verdict = ("" if "dsr_confidence" not in (gate.get("gate_config") or {}) else
-               f" ({'passes' if dsr >= gate['gate_config']['dsr_confidence'] else 'fails'} the {gate['gate_config']['dsr_confidence']:g} threshold)")
+    level = (gate.get("gate_config") or {}).get("dsr_confidence")
+    verdict = "" if level is None else f"{'passes' if dsr >= level else 'fails'} the {level:g} threshold"
+    return {"sr": sr, "var": var, "sr0": sr0, "dsr": dsr, "verdict": verdict}
+
+def plain_dsr_note(gate: dict, trials: pd.DataFrame | None) -> str:
+    "The criteria table's note on `deflated_sharpe`: its value under the plain (unpooled) trial variance and that value's verdict; '' when not computable."
+    p = plain_variance_dsr(gate, trials)
+    if p is None: return ""
+    return (f"with the plain variance of the trials' Sharpe ratios ({p['var']:.4f}) instead of pooled, the DSR would be "
+            f"{_figure(p['dsr'])}" + (f" ({p['verdict']})" if p["verdict"] else "") + ": see DSR sensitivity under Backtests")
+
+def dsr_sensitivity(gate: dict, trials: pd.DataFrame | None) -> str:
+    """Markdown: the DSR again with the trials' Sharpe variance taken across all trials instead of pooled within segments
+    (`plain_variance_dsr`); '' when it cannot be recomputed."""
+    d, p = gate.get("dsr") or {}, plain_variance_dsr(gate, trials)
+    if p is None: return ""
+    sr, var, sr0, dsr, verdict = p["sr"], p["var"], p["sr0"], p["dsr"], f" ({p['verdict']})" if p["verdict"] else ""
     return (f"**DSR sensitivity:** with the plain variance of the {len(sr)} trials' daily Sharpe ratios across segments "
             f"({var:.4f}, against {_figure(d.get('sr_variance'))} {d.get('variance_basis', '')}), SR0 would be {_figure(sr0)} "
             f"and the DSR {_figure(dsr)}{verdict}. The trials' own daily Sharpe ratios run from {_figure(sr.min())} to {_figure(sr.max())}.")
 
-# %% ../nbs/44_packs.ipynb #c038
+# %% ../nbs/44_packs.ipynb #c039
 def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, high, low, close)
                      trades: pd.DataFrame,  # backtest trades; `timestamp` is the signal bar
                      window: int | None = None,  # bars; None: labels.SIGNAL_VOLATILITY_BARS, the window `gate.signals_for` uses
@@ -985,14 +1059,21 @@ def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, h
 MIN_VOLATILITY_VALUES = 3   # distinct signal-bar volatilities needed to cut terciles
 REGIME_BREAKDOWN = "model regime (HMM state at the signal bar)"   # the trades' `regime` column, as the breakdown names it
 
-def performance_breakdowns(trades: pd.DataFrame, volatility: pd.Series | None = None) -> dict:
-    "Trade metrics by regime, by IST month and by volatility bucket at the signal bar (when given), with each bucket's range."
+def performance_breakdowns(trades: pd.DataFrame, volatility: pd.Series | None = None,
+                           regimes: list | None = None,   # every model regime (the report's routes): one without trades is a row of 0
+                           ) -> dict:
+    """Trade metrics by regime, by IST month (only when the trades span more than one month: one row repeats the window's
+    total) and by volatility bucket at the signal bar (when given), with each bucket's range."""
     from oi_ml.metrics import metrics_by, trade_month, volatility_bucket
     keep = ["n_trades", "total_pnl_net", "profit_factor_net", "hit_rate_net", "expectancy_net"]
     out = {}
     if len(trades) == 0: return out
-    if "regime" in trades and trades.regime.notna().any(): out[REGIME_BREAKDOWN] = metrics_by(trades, trades.regime.astype(str))[keep]
-    out["month"] = metrics_by(trades, trade_month(trades.entry_time).to_numpy())[keep]
+    if "regime" in trades and trades.regime.notna().any():
+        by = metrics_by(trades, trades.regime.astype(str))[keep]
+        if regimes: by = by.reindex(sorted(set(by.index) | {str(r) for r in regimes})).fillna({"n_trades": 0, "total_pnl_net": 0.0}).astype({"n_trades": int})
+        out[REGIME_BREAKDOWN] = by
+    months = trade_month(trades.entry_time).to_numpy()
+    if len(set(months)) > 1: out["month"] = metrics_by(trades, months)[keep]
     if volatility is not None and volatility.nunique() >= MIN_VOLATILITY_VALUES:
         bucket = volatility_bucket(volatility.to_numpy()).to_numpy()
         span = pd.DataFrame({"bucket": bucket, "v": volatility.to_numpy()}).groupby("bucket").v.agg(volatility_min="min", volatility_max="max")
@@ -1068,6 +1149,28 @@ def walk_forward_results(windows: dict, walk_forward: dict | None) -> str:
            "traded by the candidate itself, which trained on these sessions (a run saved before re-fit walk-forward windows): in-sample")
     return f"**Walk-forward windows** ({how}): " + "; ".join(rows) + "."
 
+SAME_FIGURE_KEYS = ("n_trades", "return_net", "sharpe_net", "profit_factor_net", "max_drawdown_net")   # compared by `gate_window_comparison`
+
+def gate_window_comparison(gate: dict, out_of_sample: dict) -> str:
+    """How the out-of-sample backtest's figures relate to the gate's: identical when the gate's candidate backtest and the
+    window's `ml_signal` row agree (to 1e-6, past what any table shows; the gate report rounds) on `SAME_FIGURE_KEYS`, else which differ."""
+    mine = (out_of_sample.get("benchmarks") or {}).get("ml_signal") or {}
+    theirs = (gate.get("candidate") or {}).get("backtest") or {}
+    keys = [k for k in SAME_FIGURE_KEYS if k in mine and k in theirs]
+    differ = [k for k in keys if not (_real(mine[k]) and _real(theirs[k]) and math.isclose(mine[k], theirs[k], rel_tol=1e-6, abs_tol=1e-12))
+              and mine[k] != theirs[k]]
+    if keys and not differ: return f"the two give **identical figures** ({', '.join(keys)} agree)"
+    if not keys: return "the gate's figures and these can differ (no figure of both is recorded to compare)"
+    return f"the gate's figures and these differ in {', '.join(differ)}"
+
+def walk_forward_method_text(walk_forward: dict, automl_summary: dict | None = None) -> str:
+    "The saved walk-forward method, its rolling training window named in sessions from AutoML's segmentation when recorded."
+    method = walk_forward.get("method", "")
+    seg = (automl_summary or {}).get("segmentation") or (automl_summary or {}).get("config") or {}
+    days = seg.get("window_days")
+    if days is None or "automl_window_days sessions" not in method: return method
+    return method.replace("automl_window_days sessions", f"{days} sessions (automl_window_days)")
+
 def walk_forward_frame(walk_forward: dict | None) -> pd.DataFrame:
     "One row per walk-forward segment: its traded window, the sessions and rows its own model trained on, rounds, version."
     columns = ["window", "traded (IST sessions)", "trained from", "trained to", "training_rows", "rounds", "model_version"]
@@ -1097,6 +1200,18 @@ def break_even_cost(costs: np.ndarray, returns: np.ndarray) -> float | None:
             return float(costs[i] + (costs[i + 1] - costs[i]) * returns[i] / (returns[i] - returns[i + 1]))
     return None
 
+def break_even_text(even: float,              # transaction cost a leg where net return crosses zero (`break_even_cost`), bps
+                    cost: float | None,       # the configured transaction cost a leg, bps
+                    slippage: float,          # the configured slippage a leg, bps; paid on top of every grid cost
+                    ) -> str:
+    """The break-even on the all-in basis the backtest settings state costs in (transaction cost + slippage a leg), with its
+    transaction-cost part and the headroom over the configured all-in cost."""
+    text = (f"it breaks even near **{even + slippage:.2f} bps a leg all-in** ({even:.2f} bps transaction cost + {slippage:g} bps "
+            "slippage; linear between grid points)")
+    if cost is None: return text
+    configured = cost + slippage
+    return text + f", against the configured {configured:g} bps all-in: headroom {even + slippage - configured:+.2f} bps a leg"
+
 def sensitivity_commentary(records: list[dict], config: dict, trades: pd.DataFrame | None = None) -> str:
     """Markdown under the heat-map, every figure from the saved grid and trades: costs as a share of gross P&L, net return of
     the configured threshold at each cost level and where it breaks even, and whether the configured cell is the
@@ -1114,8 +1229,9 @@ def sensitivity_commentary(records: list[dict], config: dict, trades: pd.DataFra
     levels = ", ".join(f"{c:g} bps{' (configured)' if cost is not None and math.isclose(c, cost) else ''} {_pct(r)}"
                        for c, r in zip(row.cost_bps, row.return_net))
     even = break_even_cost(row.cost_bps.to_numpy(float), row.return_net.to_numpy(float))
-    said.append(f"At the configured threshold {threshold:g}, net return by cost a leg (plus {config.get('slippage_bps', 0):g} bps "
-                f"slippage): {levels}" + (f"; it breaks even near {even:.2g} bps a leg (linear between grid points)." if even is not None else "."))
+    slip = float(config.get("slippage_bps") or 0.0)
+    said.append(f"At the configured threshold {threshold:g}, net return by transaction cost a leg (the grid's axis; {slip:g} bps "
+                f"slippage a leg on top of each): {levels}" + (f"; {break_even_text(even, cost, slip)}." if even is not None else "."))
     column = grid[np.isclose(grid.cost_bps, cost)].sort_values("min_confidence") if cost is not None else grid.iloc[:0]
     if len(column) > 1:
         best = column.loc[column.return_net.idxmax()]
@@ -1129,7 +1245,103 @@ def sensitivity_commentary(records: list[dict], config: dict, trades: pd.DataFra
                         f"({_pct(best.return_net)}), not the configured {threshold:g} (the others: {others}).")
     return " ".join(said)
 
-# %% ../nbs/44_packs.ipynb #c041
+# %% ../nbs/44_packs.ipynb #c042
+CONCENTRATION_SHARE = 0.5   # a window whose best session carries more than this share of its net P&L is flagged
+
+def session_pnl(equity: pd.DataFrame, account_size: float,
+                trades: pd.DataFrame | None = None,   # the window's trades: adds how many entered in each session (IST)
+                ) -> pd.DataFrame:
+    """Net P&L (₹) and net return per IST session of a window's equity curve, cut as `gate.daily_returns` cuts it (the first
+    session against the starting capital), with each session's share of the window's net P&L (NaN when that is not positive)."""
+    close = equity.groupby(equity.timestamp.dt.tz_convert(IST).dt.date).equity_net.last()
+    before = np.r_[account_size, close.to_numpy()[:-1]]
+    out = pd.DataFrame({"session": close.index, "net P&L (₹)": close.to_numpy() - before, "net return": close.to_numpy() / before - 1.0})
+    if trades is not None:
+        counts = trades.entry_time.dt.tz_convert(IST).dt.date.value_counts() if len(trades) else {}
+        out.insert(1, "trades", [int(counts.get(d, 0)) for d in out.session])
+    net = float(out["net P&L (₹)"].sum())
+    out["share of net"] = out["net P&L (₹)"] / net if net > 0 else math.nan
+    return out
+
+def _compounded(returns) -> float:
+    "Net return of a run of per-session returns compounded (0 for none)."
+    return float(np.prod(1.0 + np.asarray(returns, dtype=float)) - 1.0)
+
+def best_session_effect(sessions: pd.DataFrame) -> dict:
+    """The best session of a `session_pnl` table (largest net P&L): its date, net P&L and share of the window's net P&L, and the
+    window's net return and daily Sharpe (×√252) with and without it; {} without sessions."""
+    if sessions.empty: return {}
+    k = sessions["net P&L (₹)"].idxmax()
+    rest = sessions.drop(index=k)["net return"]
+    return {"best session": sessions.session[k], "best session net P&L (₹)": float(sessions.at[k, "net P&L (₹)"]),
+            "best session's share of net": float(sessions.at[k, "share of net"]),
+            "net return": _compounded(sessions["net return"]), "net return without best session": _compounded(rest),
+            "daily Sharpe": annualised_daily_sharpe(sessions["net return"]), "daily Sharpe without best session": annualised_daily_sharpe(rest)}
+
+def _concentration_note(n_trades: int, net: float, share: float) -> str:
+    "Why a concentration row has no share, or its flag; '' otherwise."
+    if n_trades == 0: return "no trades"
+    if not net > 0: return "net P&L not positive: no share to give"
+    return "one session carries more than half the net P&L" if share > CONCENTRATION_SHARE else ""
+
+def concentration_frame(equities: dict,   # window name -> its saved equity curve (`equity_<window>.parquet`)
+                        trades: dict,     # window name -> its saved trades (`trades_<window>.parquet`)
+                        account_size: float) -> pd.DataFrame:
+    """Per window, in pipeline order: sessions, trades, net P&L, the best session with its net P&L and share of the window's,
+    net return and daily Sharpe (×√252) with and without it, and a note (the flag above `CONCENTRATION_SHARE`)."""
+    rows = []
+    for w in sorted(equities, key=window_order):
+        t = trades.get(w)
+        s = session_pnl(equities[w], account_size, t)
+        n = len(t) if t is not None else 0
+        effect = best_session_effect(s) if n else {}   # no trades: no best session to name
+        rows.append({"window": w, "sessions": len(s), "trades": n, "net P&L (₹)": float(s["net P&L (₹)"].sum()), **effect,
+                     "note": _concentration_note(n, float(s["net P&L (₹)"].sum()), effect.get("best session's share of net", math.nan))})
+    return pd.DataFrame(rows)
+
+CONCENTRATION_PERCENT = ("best session's share of net", "net return", "net return without best session")   # shown in percent
+
+def concentration_table(frame: pd.DataFrame) -> pd.DataFrame:
+    "`concentration_frame` as the pack shows it: shares and returns in percent, daily Sharpe ratios labelled with their annualisation."
+    out = frame.copy()
+    for k in CONCENTRATION_PERCENT:
+        share = k.startswith("best")   # the share in percent to one decimal; returns signed, as `_pct`
+        if k in out: out[k] = out[k].map(lambda v, share=share: f"{100 * v:.1f} %" if share and _real(v) else _pct(v) if _real(v) else "—")
+    return out.rename(columns={"daily Sharpe": f"daily Sharpe (×√{SESSIONS_PER_YEAR})",
+                               "daily Sharpe without best session": f"daily Sharpe without best session (×√{SESSIONS_PER_YEAR})"})
+
+def concentration_flags(frame: pd.DataFrame) -> str:
+    """Markdown, one line: the windows whose best session carries more than `CONCENTRATION_SHARE` of their (positive) net P&L,
+    with what is left without it; '' when none."""
+    if frame.empty or "best session's share of net" not in frame: return ""
+    hit = frame[(frame["net P&L (₹)"] > 0) & (frame.trades > 0) & (frame["best session's share of net"] > CONCENTRATION_SHARE)]
+    said = []
+    for _, r in hit.iterrows():
+        share = r["best session's share of net"]
+        said.append(f"`{r['window']}`: session {r['best session']} carries **{share:.0%}** of the net P&L (₹{r['best session net P&L (₹)']:,.0f} "
+                    f"of ₹{r['net P&L (₹)']:,.0f}); without it net return {_pct(r['net return without best session'])} (from "
+                    f"{_pct(r['net return'])}), daily Sharpe {_figure(r['daily Sharpe without best session'], 2)} (from {_figure(r['daily Sharpe'], 2)})")
+    return ("**Profit concentration — one session carries more than half the net P&L:** " + "; ".join(said) + ".") if said else ""
+
+SIDE_NAMES = {1: "BUY (long)", -1: "SELL (short)"}   # a trade's `side` as the pack names it
+
+def side_breakdown(trades: dict) -> pd.DataFrame:
+    """Trades, net P&L, profit factor, hit rate and expectancy per side (BUY long, SELL short) of every window that traded, in
+    pipeline order; a side without trades is a row of 0 trades."""
+    from oi_ml.metrics import metrics_by
+    keep = ["n_trades", "total_pnl_net", "profit_factor_net", "hit_rate_net", "expectancy_net"]
+    parts = []
+    for w in sorted(trades, key=window_order):
+        t = trades[w]
+        if not len(t): continue
+        m = metrics_by(t, np.where(t.side.to_numpy() > 0, SIDE_NAMES[1], SIDE_NAMES[-1]))[keep].reindex(list(SIDE_NAMES.values()))
+        m = m.fillna({"n_trades": 0, "total_pnl_net": 0.0}).astype({"n_trades": int})
+        m.insert(1, "share of trades", m.n_trades / len(t))
+        parts.append(m.rename_axis("side").reset_index().assign(window=w))
+    columns = ["window", "side", "n_trades", "share of trades", *keep[1:]]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+# %% ../nbs/44_packs.ipynb #c045
 RANDOM_DISTRIBUTION_TEXT = (
     "**Does the strategy beat chance?** Each window's strategy against many random-signal strategies with its trade count, "
     "costs and sizing (random entry bars and sides). *p* is the share of random draws that did at least as well, the "
@@ -1210,7 +1422,7 @@ def random_distribution_figure(window: dict, title: str = ""):
                       xaxis_title="net return over the window (%)", yaxis_title="draws", height=340, showlegend=False)
     return fig
 
-# %% ../nbs/44_packs.ipynb #c043
+# %% ../nbs/44_packs.ipynb #c047
 EXPOSURE_LABEL = "time in market (share of bars with a trade open, as the engine's exposure_bars)"
 
 RISK_FRACTION_LABEL = ("largest risk fraction (planned at entry: lots × the stop's loss per lot over capital; "
@@ -1261,15 +1473,26 @@ def _default_levels(reference: dict, monitoring: MonitoringConfig | None = None,
     if windows: cfg = dataclasses.replace(cfg, live_rows=windows["rows"])
     return cfg, *drift_thresholds(reference, cfg, None, family_scale)[1:]
 
+def psi_ceiling(reference: dict) -> float:
+    "The largest PSI a live window can reach against a column's training decile shares: every live value in one decile (inf without shares)."
+    from oi_ml.features import psi
+    shares = np.asarray(reference.get("proportions", []), dtype=float)
+    return max((psi(shares, np.eye(len(shares))[k]) for k in range(len(shares))), default=math.inf)
+
+PSI_NEAR_CEILING = 0.9   # an alert level at or above this share of the PSI ceiling (but not above it) can hardly be reached
+
+def psi_reach(alert_at: float, ceiling: float) -> str | None:
+    "'cannot' when a PSI alert level is above the ceiling (the monitor alerts at PSI >= level), 'hardly' when near it, else None."
+    if alert_at > ceiling: return "cannot"
+    return "hardly" if alert_at >= PSI_NEAR_CEILING * ceiling else None
+
 def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, family_scale: float = 1.0) -> str:
     """'alert at PSI x' for one column under the default monitor levels (with a live window of the stored windows'
-    length), where that level comes from (× the drift family's scale for a used feature), when it is near the PSI
-    ceiling, and the range alert."""
-    from oi_ml.features import psi
+    length), where that level comes from (× the drift family's scale for a used feature), whether PSI cannot or can hardly
+    reach it (`psi_reach`), and the range alert."""
     windows = reference.get("window_psi")
     cfg, alert_at, source = _default_levels(reference, monitoring, family_scale)
-    shares = np.asarray(reference.get("proportions", []), dtype=float)
-    ceiling = max((psi(shares, np.eye(len(shares))[k]) for k in range(len(shares))), default=math.inf)   # all in one bin
+    ceiling = psi_ceiling(reference)
     if source != "training windows": text = f"drift alert at PSI {alert_at:.3g} ({source.removeprefix('fixed: ')})"
     elif family_scale > 1:
         base = max(cfg.psi_alert, windows["max"])
@@ -1283,7 +1506,11 @@ def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, f
     if source == "training windows" and windows["max"] > cfg.psi_alert and windows["max_apart"] < 0.5 * windows["max"]:
         text += (f"; set by one stretch of training: the largest away from it is {windows['max_apart']:.3g} "
                  "(an outage or a spike? it raises this level for good)")
-    if alert_at >= 0.9 * ceiling: text += f"; near the PSI ceiling {ceiling:.3g}, so PSI can hardly alert"
+    reach = psi_reach(alert_at, ceiling)
+    if reach == "cannot":
+        text += (f"; cannot alert: its level is above the largest PSI possible, {ceiling:.3g} (every live value in one training "
+                 "decile)" + (", so only the out-of-range alert is left" if "range" in reference else ", so no drift alert is left"))
+    elif reach == "hardly": text += f"; near the PSI ceiling {ceiling:.3g} (the largest PSI possible), so PSI can hardly alert"
     if "range" in reference:
         text += f"; or {cfg.outside_range_alert:.0%} of values outside the training range [{reference['range'][0]:.4g}, {reference['range'][1]:.4g}]"
     return text
@@ -1295,6 +1522,33 @@ def drift_family_of(manifest: dict, monitoring: MonitoringConfig | None = None) 
     family, cfg = manifest.get("drift_family"), monitor_config(monitoring)
     if family: cfg = dataclasses.replace(cfg, live_rows=family["rows"])
     return drift_family_levels(family, cfg)
+
+def psi_reach_rows(distributions: dict,   # the manifest's feature_distribution
+                   alert_of,              # (name, reference) -> the PSI level the monitor alerts that column at
+                   used: list[str] | None = None,   # the features the model reads; None: every feature is counted
+                   ) -> list[dict]:
+    "Baseline rows: how many (used) features' PSI alert cannot fire (level above the ceiling) or can hardly fire, each list in full."
+    names = [n for n in distributions if n in set(used)] if used else list(distributions)
+    reach = {n: psi_reach(alert_of(n, distributions[n]), psi_ceiling(distributions[n])) for n in names}
+    which = "used features" if used else "features"
+    cannot, hardly = [n for n in names if reach[n] == "cannot"], [n for n in names if reach[n] == "hardly"]
+    return [{"item": f"PSI alert cannot fire ({which})", "value": f"{len(cannot)} of {len(names)} {which}"
+             + (f": {', '.join(cannot)} — their drift level is above the largest PSI possible, so only their out-of-range "
+                "alert is left" if cannot else "")},
+            {"item": f"PSI alert can hardly fire ({which})", "value": f"{len(hardly)} of {len(names)} {which}"
+             + (f": {', '.join(hardly)} — their drift level is within {1 - PSI_NEAR_CEILING:.0%} of the largest PSI possible" if hardly else "")}]
+
+def unmonitored_inputs_note(selected: list[str], manifest: dict) -> str:
+    """Markdown: the model inputs (`model_features.json`'s `selected`) with no training distribution in the manifest, which the
+    monitor cannot compare (e.g. the HMM's `regime_prob_*`, derived from other features); '' when every input is covered."""
+    from oi_ml.regimes import REGIME_PROB_PREFIX
+    missing = [c for c in selected if c not in manifest.get("feature_distribution", {})]
+    if not missing: return ""
+    hmm = [c for c in missing if c.startswith(REGIME_PROB_PREFIX)]
+    return (f"**Not monitored:** the model reads {len(missing)} input(s) the baseline holds no training distribution for, so "
+            f"no drift alert watches them: {', '.join(missing)}."
+            + (f" {', '.join(hmm)} {'is' if len(hmm) == 1 else 'are'} derived by the regime HMM from other features: its drift "
+               "shows only through the HMM's own input features, and a shift in how the HMM assigns regimes is not caught." if hmm else ""))
 
 def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringConfig | None = None,
                         used: list[str] | None = None,   # the features the model reads (`monitor.model_columns`), listed first
@@ -1312,6 +1566,8 @@ def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringCon
                      f"{len(distributions)} features, to the largest PSI of the training period's own windows of the live length"))
     rows.append(dict(item="drift alert, family-wise (any used feature)", value=family["reason"]))
     used_set = set(used or ())
+    if any("proportions" in d for d in distributions.values()):
+        rows += psi_reach_rows(distributions, lambda n, d: _default_levels(d, monitoring, scale_of(n))[1], used)
     ordered = [n for n in distributions if n in used_set] + [n for n in distributions if n not in used_set]
     for name in ordered[:top]:
         d, mark = distributions[name], " (used by the model)" if name in used_set else (" (not used by the model)" if used_set else "")
@@ -1347,7 +1603,7 @@ def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig,
             + f"Record the decision in the Model Change Log with:<br><code>{html.escape(signoff_command(exchange, candidate_run, gate_decision))}</code></p>"
             + (f"<p>Recorded sign-offs:</p><ul>{recorded}</ul>" if recorded else "<p>No sign-off recorded yet.</p>"))
 
-# %% ../nbs/44_packs.ipynb #c046
+# %% ../nbs/44_packs.ipynb #c051
 def _pack_facts(html_path: Path) -> tuple[str, bool | None]:
     """(gate decision or 'data only', whether the data is simulated) of a rendered pack, from its executed notebook's parameters:
     the gate report's `simulated_data`, else the dataset manifest's `simulated`; None when neither can be read."""
@@ -1397,7 +1653,7 @@ def render_index(run_cfg: RunConfig | None = None) -> Path:
     tmp = reports_dir / ".index.html.tmp"; tmp.write_text(page, encoding="utf-8"); os.replace(tmp, reports_dir / "index.html")
     return reports_dir / "index.html"
 
-# %% ../nbs/44_packs.ipynb #c049
+# %% ../nbs/44_packs.ipynb #c054
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars")
 

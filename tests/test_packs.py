@@ -322,7 +322,7 @@ def test_performance_breakdowns_by_volatility_bucket():
     trades = trades.assign(gross_pnl=trades.net_pnl + 1, costs=1.0, notional=1e5)
     vol = pd.Series([0.9, 0.1, 0.5, 0.2, 0.8, 0.4, 0.3, 0.7, 0.6], index=trades.index)   # terciles: .1-.3 | .4-.6 | .7-.9
     out = packs.performance_breakdowns(trades, vol)
-    assert list(out) == [packs.REGIME_BREAKDOWN, "month", "volatility bucket"]
+    assert list(out) == [packs.REGIME_BREAKDOWN, "volatility bucket"]    # all on one day: no one-row month table
     vb = out["volatility bucket"]
     assert vb.index.tolist() == ["vol_q1", "vol_q2", "vol_q3"] and vb.n_trades.tolist() == [3, 3, 3]
     assert vb.total_pnl_net.tolist() == [-3 + 1 - 4, 8 + 2 + 3, 5 - 6 + 7]
@@ -487,6 +487,9 @@ def test_candidate_pack_baseline_annualisation_drawdown_and_volatility(retrained
     assert ("--decision rejected" in text) == (gate["decision"] == "FAIL") and "--decision approved" not in text
     assert "<td>NaN</td>" not in text and "'holdout_window'" not in text and "stationary block bootstrap of the" in text
     assert "not measured in this run (saved before the random-signal distribution)" in text   # an old run still renders
+    # the model-risk review's additions render on a run without AutoML: concentration per window, the side split, the PSI reach
+    assert "Profit concentration per window" in text and "Out-of-sample net P&L per session" in text
+    assert "Performance by side, every window" in text and "PSI alert cannot fire" in text
     # 5: trades per volatility tercile, volatility taken from the signal frame at each trade's signal bar
     from oi_ml.datasets import load_dataset
     from oi_ml.gate import signals_for
@@ -748,3 +751,153 @@ def test_an_old_gate_report_without_units_or_directions_renders_as_before():
     keyed = {**old, "criteria": [{**c, "unit": CRITERION_SCALES[c["name"]][0], "direction": CRITERION_SCALES[c["name"]][1]}
                                  for c in old["criteria"]]}
     assert packs.gate_table(keyed).equals(packs.gate_table(old)) and packs.decision_banner(keyed) == top
+
+
+# ---------------------------------------------------------------- model-risk review of the demo packs (profit concentration and more)
+def _window(days_pnl, account=1_000_000.0, sides=None, start="2025-10-13"):
+    "An equity curve of one bar an hour over IST sessions whose net P&L are `days_pnl`, and one trade a session carrying it."
+    days = pd.bdate_range(start, periods=len(days_pnl))
+    ts = pd.DatetimeIndex([d + pd.Timedelta(hours=h) for d in days for h in (4, 9)]).tz_localize("UTC")
+    close = account + np.cumsum(days_pnl)
+    equity = pd.DataFrame({"timestamp": ts, "equity_net": np.repeat(close, 2) - np.tile([1.0, 0.0], len(days))})
+    entry = ts[1::2] - pd.Timedelta("30min")
+    trades = pd.DataFrame({"entry_time": entry, "exit_time": entry + pd.Timedelta("15min"), "net_pnl": np.asarray(days_pnl, float),
+                           "side": sides if sides is not None else [1] * len(days)})
+    return equity, trades.assign(gross_pnl=trades.net_pnl + 10.0, costs=10.0, notional=1e6)
+
+
+def test_profit_concentration_per_window_flags_a_session_carrying_most_of_the_net():
+    """Review finding: NSE's holdout net (₹48,123) came 96 % from one session (daily Sharpe 4.37 -> 0.39 without it) and
+    walk_forward_0's 102 %; the pack said neither. Every window gets the best session's share and the figures without it."""
+    oos_eq, oos_tr = _window([-5_000.0, 2_000.0, 40_000.0, -1_000.0, 3_000.0])         # net 39,000; best 40,000: 102.6 %
+    wf_eq, wf_tr = _window([4_000.0, 5_000.0, 3_000.0, -1_000.0], start="2025-09-01")   # best 5,000 of 11,000: 45 %, not flagged
+    frame = packs.concentration_frame({"out_of_sample": oos_eq, "walk_forward_0": wf_eq}, {"out_of_sample": oos_tr, "walk_forward_0": wf_tr}, 1e6)
+    assert frame.window.tolist() == ["walk_forward_0", "out_of_sample"]
+    oos = frame.set_index("window").loc["out_of_sample"]
+    assert oos["net P&L (₹)"] == pytest.approx(39_000.0) and str(oos["best session"]) == "2025-10-15"
+    assert oos["best session's share of net"] == pytest.approx(40_000 / 39_000)
+    closes = 1e6 + np.cumsum([-5_000.0, 2_000.0, 40_000.0, -1_000.0, 3_000.0])
+    r = closes / np.r_[1e6, closes[:-1]] - 1
+    rest = np.delete(r, 2)
+    assert oos["net return without best session"] == pytest.approx(np.prod(1 + rest) - 1, rel=1e-12)
+    assert oos["daily Sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(252), rel=1e-9)
+    assert oos["daily Sharpe without best session"] == pytest.approx(rest.mean() / rest.std(ddof=1) * math.sqrt(252), rel=1e-9)
+    assert frame.note.tolist() == ["", "one session carries more than half the net P&L"]
+    flag = packs.concentration_flags(frame)
+    assert "`out_of_sample`: session 2025-10-15 carries **103%** of the net P&L (₹40,000 of ₹39,000)" in flag and "walk_forward_0" not in flag
+    sessions = packs.session_pnl(oos_eq, 1e6, oos_tr)
+    assert sessions.trades.tolist() == [1] * 5 and sessions["net P&L (₹)"].tolist() == pytest.approx([-5_000, 2_000, 40_000, -1_000, 3_000])
+
+
+def test_a_one_month_window_has_no_month_table():
+    "Review finding: the 'by month' table of a holdout inside one month had a single row repeating the window's total."
+    _, one = _window([1_000.0, -500.0, 700.0])
+    assert "month" not in packs.performance_breakdowns(one)
+    _, two = _window([1_000.0, -500.0, 700.0, 300.0], start="2025-09-29")              # Sep 29, 30, Oct 1, 2
+    assert packs.performance_breakdowns(two)["month"].n_trades.tolist() == [2, 2]
+
+
+def test_trades_by_side_in_every_window():
+    "Review finding: BSE walk_forward_1's 67 SELL trades lost ₹96,431 while its 44 BUY made ₹15,417; the pack had no side split."
+    _, wf = _window([3_000.0, -4_000.0, -2_000.0, 1_000.0], sides=[1, -1, -1, 1])
+    _, oos = _window([500.0, 700.0], sides=[1, 1])
+    table = packs.side_breakdown({"out_of_sample": oos, "walk_forward_1": wf})
+    assert table[["window", "side", "n_trades"]].values.tolist() == [["walk_forward_1", "BUY (long)", 2], ["walk_forward_1", "SELL (short)", 2],
+                                                                     ["out_of_sample", "BUY (long)", 2], ["out_of_sample", "SELL (short)", 0]]
+    assert table.total_pnl_net.tolist() == pytest.approx([4_000.0, -6_000.0, 1_200.0, 0.0])
+    assert table.hit_rate_net.iloc[:2].tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_a_psi_level_above_the_ceiling_cannot_alert_and_every_such_used_feature_is_listed():
+    """Review finding: 'drift alert at PSI 10.9 … near the PSI ceiling 8.6, so PSI can hardly alert' — a level above the largest
+    PSI possible can never alert; and the table's 15 rows hid other used features in that state (iv_skew, vix on BSE)."""
+    w = {"rows": 2000, "windows": 380, "side_by_side": 20, "q95": 2.1, "max": 10.9, "max_apart": 10.0}
+    dist = {f"f{i}": {"edges": [0.0], "proportions": [0.5, 0.5], "range": [-1.0, 1.0], "window_psi": w} for i in range(20)}
+    dist["calm"] = {"edges": [0.0], "proportions": [0.5, 0.5], "window_psi": w | {"max": 0.1, "max_apart": 0.1}}
+    m = packs.monitoring_baseline({"metrics_summary": {}, "feature_distribution": dist}, top=2, used=["f3", "f18", "calm"]).set_index("item").value
+    row = m["feature f3 (used by the model): 1 of 1 training decile edges; drift level"]
+    assert "cannot alert: its level is above the largest PSI possible, 4.6" in row and "only the out-of-range alert is left" in row
+    assert "can hardly" not in row
+    assert m["PSI alert cannot fire (used features)"].startswith("2 of 3 used features: f3, f18 — ")   # f18 is not among the rows shown
+
+
+def test_break_even_is_stated_on_the_all_in_cost_basis():
+    """Review finding: 'it breaks even near 1.7 bps a leg' beside settings saying 'costs 1.5 bps a leg': the break-even was
+    transaction cost alone (0.5 bps slippage on top), the 1.5 all-in."""
+    grid = [{"cost_bps": c, "min_confidence": 0.65, "return_net": r} for c, r in [(0.0, 0.0227), (1.0, 0.0096), (2.0, -0.0035), (5.0, -0.04)]]
+    text = packs.sensitivity_commentary(grid, {"transaction_cost_bps": 1.0, "slippage_bps": 0.5, "min_confidence": 0.65})
+    even = 1.0 + 0.0096 / (0.0096 + 0.0035)
+    assert f"it breaks even near **{even + 0.5:.2f} bps a leg all-in** ({even:.2f} bps transaction cost + 0.5 bps slippage" in text
+    assert f"against the configured 1.5 bps all-in: headroom +{even - 1.0:.2f} bps a leg" in text
+
+
+PBO_FAIL = {"decision": "FAIL", "automl_run": "automl-x", "criteria": [
+    {"name": "deflated_sharpe", "value": 0.9626, "threshold": 0.95, "rule": ">=", "direction": "min", "passed": True, "note": ""},
+    {"name": "pbo", "value": 0.5179, "threshold": 0.5, "rule": "<=", "direction": "max", "passed": False, "note": ""}],
+    "pbo": {"pbo": 0.5179, "per_segment": [{"segment": 0, "pbo": 0.8968, "n_trials": 4, "n_days": 20},
+                                           {"segment": 1, "pbo": 0.1389, "n_trials": 4, "n_days": 20}]}}
+
+
+def test_dsr_and_pbo_say_whose_search_they_judge():
+    """Review finding: the candidate was trained with the default TrainConfig, not picked from AutoML's trials, yet the pbo
+    failure said 'picking the best trial is as likely luck as skill' with no word that the candidate is not a trial; and the
+    per-segment text said 'usually not the best out of sample' where PBO means 'ranked below the out-of-sample median'."""
+    summary = {"best_per_family": {"lightgbm": {"latest_best_params": {"learning_rate": 0.12, "num_leaves": 7}}}}
+    from_search = packs.candidate_from_search({"learning_rate": 0.05, "num_leaves": 31}, "lightgbm", summary)
+    assert from_search is False
+    banner = packs.decision_banner(PBO_FAIL, from_search)
+    assert "the candidate is not one of AutoML&#x27;s trials" in banner and "not a choice of the candidate among them" in banner
+    notes = packs.gate_table(PBO_FAIL, from_search=from_search).set_index("criterion").note
+    assert all("judges the search around the candidate" in notes[n] for n in ("deflated_sharpe", "pbo"))
+    text = packs.criteria_sources(PBO_FAIL)
+    assert "ranked below the out-of-sample median" in text and "usually not the best out of sample" not in text
+
+
+def test_an_interval_across_the_threshold_is_flagged_in_the_criteria_table():
+    "Review finding: NSE's oos_sharpe interval −4.8…18.4 (threshold 0) and profit factor 0.885…2.29 (1.15) passed unremarked."
+    ci = pd.DataFrame({"metric": ["Sharpe (net, per-bar, annualised)", "profit factor (net)"], "estimate": [6.33, 1.39],
+                       "lower_95": [-4.85, 0.885], "upper_95": [18.4, 2.29], "method": ["block", "iid"]})
+    gate = {"criteria": [{"name": "oos_sharpe", "value": 6.33, "threshold": 0.0, "rule": ">", "direction": "min", "passed": True},
+                         {"name": "profit_factor", "value": 1.39, "threshold": 1.15, "rule": ">=", "direction": "min", "passed": True},
+                         {"name": "max_drawdown", "value": 0.005, "threshold": 0.06, "rule": "<=", "direction": "max", "passed": True}]}
+    table = packs.gate_table(gate, packs.criterion_intervals(ci, gate), crossing=packs.criteria_crossing(ci, gate)).set_index("criterion")
+    assert table.note.to_dict() == {"oos_sharpe": "95 % interval crosses the threshold", "profit_factor": "95 % interval crosses the threshold",
+                                    "max_drawdown": ""}
+
+
+def test_holdout_per_regime_and_regimes_without_trades():
+    """Review finding: the holdout's per-regime metrics (saved in the training report) were not shown, and a model regime
+    that made no out-of-sample trade was left out of 'performance by model regime' instead of shown as 0 trades."""
+    report = {"holdout": {"per_regime": {"0": {"n": 79, "brier": 0.59}, "1": {"n": 1377, "brier": 0.48}, "2": {"n": 3032, "brier": 0.53}}},
+              "regimes": {"routes": {"0": "regime_0", "1": "regime_1", "2": "regime_2"}}}
+    table = packs.holdout_regime_table(report)
+    assert table[["regime", "rows", "share of holdout rows"]].values.tolist() == [["0", 79, "1.8%"], ["1", 1377, "30.7%"], ["2", 3032, "67.6%"]]
+    _, trades = _window([1_000.0, -500.0, 700.0])
+    by = packs.performance_breakdowns(trades.assign(regime=[1, 2, 2]), regimes=list(report["regimes"]["routes"]))[packs.REGIME_BREAKDOWN]
+    assert by.index.tolist() == ["0", "1", "2"] and by.n_trades.tolist() == [0, 1, 2]
+
+
+def test_dsr_note_under_the_plain_trial_variance():
+    "Review finding: the DSR's verdict under the plain (unpooled) trial variance was only in a later 'DSR sensitivity' paragraph."
+    from oi_ml.metrics import expected_max_sharpe, probabilistic_sharpe_ratio
+    trials = pd.DataFrame({"trial_key": np.repeat(["a", "b", "c"], 4), "return": [1.0, 2, 3, 4, 1, 3, 2, 6, 0, 1, 0, 2]})
+    gate = {"dsr": {"n_trials": 4, "sr_daily": 1.0, "n_days": 12, "moments": "normal (x)", "reason": "", "sr_variance": 0.05},
+            "gate_config": {"dsr_confidence": 0.95},
+            "criteria": [{"name": "deflated_sharpe", "value": 0.96, "threshold": 0.95, "rule": ">=", "passed": True, "note": ""}]}
+    sr = trials.groupby("trial_key")["return"].agg(lambda r: r.mean() / r.std(ddof=1))
+    dsr = probabilistic_sharpe_ratio(1.0, expected_max_sharpe(4, float(sr.var(ddof=1))), 12)
+    note = packs.gate_table(gate, notes={"deflated_sharpe": packs.plain_dsr_note(gate, trials)}).note.iloc[0]
+    assert f"the DSR would be {dsr:.4f} ({'passes' if dsr >= 0.95 else 'fails'} the 0.95 threshold)" in note
+
+
+def test_gate_window_identity_walk_forward_window_length_and_unmonitored_hmm_inputs():
+    """Review findings: 'so the gate's figures and these can differ' when they were identical; 'rolling automl_window_days
+    sessions' without the number; the BSE model reads regime_prob_1, which the monitoring baseline has no distribution for."""
+    m = {"n_trades": 95, "return_net": 0.0246142112, "sharpe_net": 15.9668221638}
+    same = packs.gate_window_comparison({"candidate": {"backtest": m}}, {"benchmarks": {"ml_signal": m | {"return_net": 0.02461421116576279}}})
+    assert "identical figures" in same and "differ" not in same
+    assert "differ in n_trades" in packs.gate_window_comparison({"candidate": {"backtest": m}}, {"benchmarks": {"ml_signal": m | {"n_trades": 94}}})
+    method = {"method": "re-run on that segment's training sessions only (rolling automl_window_days sessions before the window)"}
+    assert "rolling 20 sessions (automl_window_days) before" in packs.walk_forward_method_text(method, {"segmentation": {"window_days": 20}})
+    note = packs.unmonitored_inputs_note(["vix", "regime_prob_1"], {"feature_distribution": {"vix": {}}})
+    assert "no drift alert watches them: regime_prob_1" in note and "derived by the regime HMM" in note
