@@ -25,22 +25,23 @@ from .config import IST, SESSIONS_PER_YEAR, MonitoringConfig, RunConfig, config_
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'MODEL_PARAMS', 'TRIAL_LEAD', 'TRIAL_TAIL', 'TRIAL_NAMES', 'PACK_LABEL_PATTERN',
            'PERCENT_CRITERIA', 'CRITERION_MEANING', 'MOMENTS_TEXT', 'FAILURE_MEANING', 'SEARCH_CRITERIA',
-           'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'DECISION_LABELS',
-           'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'INTERVAL_OF',
-           'DAILY_CI_METRIC', 'CROSSES_TEXT', 'AUTOML_CRITERIA', 'OTHER_WINDOW_CRITERIA', 'MIN_VOLATILITY_VALUES',
-           'REGIME_BREAKDOWN', 'DECISION_TEXT', 'STRATEGY_LABELS', 'SAME_FIGURE_KEYS', 'CONCENTRATION_SHARE',
-           'CONCENTRATION_PERCENT', 'SIDE_NAMES', 'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS',
-           'EXPOSURE_LABEL', 'RISK_FRACTION_LABEL', 'PSI_NEAR_CEILING', 'CHROMIUM_FLAGS', 'simulated_signal_strengths',
-           'source_banner', 'ist_minute', 'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of',
-           'daily_coverage', 'longest_gaps', 'completeness_table', 'coverage_figure', 'market_overview_figure',
-           'feature_completeness', 'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report',
-           'run_provenance', 'holdout_regime_table', 'cv_tables', 'candidate_from_search', 'candidate_params_text',
-           'model_facts', 'class_balance_table', 'automl_trials_table', 'label_regime_text', 'model_regime_text',
-           'confusion_figure', 'reliability_figure', 'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel',
-           'pack_title', 'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs',
-           'render_pack', 'decision_banner', 'baseline_notice', 'drawdown_percent', 'criterion_unit',
-           'criterion_figure', 'rule_direction', 'criterion_direction', 'criterion_margin', 'tightest_criterion',
-           'search_note', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line', 'margin_text',
+           'DSR_SEARCH_NOTE', 'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL',
+           'DECISION_LABELS', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES',
+           'TRADE_RESAMPLES', 'INTERVAL_OF', 'DAILY_CI_METRIC', 'CROSSES_TEXT', 'AUTOML_CRITERIA',
+           'OTHER_WINDOW_CRITERIA', 'MIN_VOLATILITY_VALUES', 'REGIME_BREAKDOWN', 'DECISION_TEXT', 'STRATEGY_LABELS',
+           'SAME_FIGURE_KEYS', 'CONCENTRATION_SHARE', 'CONCENTRATION_MIN_SESSIONS', 'CONCENTRATION_PERCENT',
+           'SIDE_NAMES', 'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL',
+           'RISK_FRACTION_LABEL', 'PSI_NEAR_CEILING', 'CHROMIUM_FLAGS', 'simulated_signal_strengths', 'source_banner',
+           'ist_minute', 'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of', 'daily_coverage',
+           'longest_gaps', 'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
+           'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report', 'run_provenance',
+           'holdout_regime_table', 'cv_tables', 'candidate_from_search', 'candidate_params_text', 'model_facts',
+           'class_balance_table', 'automl_trials_table', 'label_regime_text', 'model_regime_text', 'confusion_figure',
+           'reliability_figure', 'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel', 'pack_title',
+           'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs', 'render_pack',
+           'decision_banner', 'baseline_notice', 'drawdown_percent', 'criterion_unit', 'criterion_figure',
+           'rule_direction', 'criterion_direction', 'criterion_margin', 'tightest_criterion', 'search_note',
+           'criterion_search_note', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line', 'margin_text',
            'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe',
            'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table', 'backtest_periods_per_year',
            'backtest_setup', 'metrics_with_ci', 'interval_text', 'criteria_crossing', 'criterion_intervals',
@@ -256,8 +257,9 @@ def candidate_from_search(train_config: dict, family: str, automl_summary: dict 
     TrainConfig or its own), or None when AutoML's best parameters or the candidate's are not recorded."""
     used = {k: train_config[k] for k in MODEL_PARAMS if k in train_config}
     best = ((automl_summary or {}).get("best_per_family") or {}).get(family, {}).get("latest_best_params")
-    if not best or not used: return None
-    return all(math.isclose(float(v), float(used[k]), rel_tol=1e-9) for k, v in best.items() if k in used)
+    shared = [k for k in best or {} if k in used]
+    if not shared: return None   # nothing recorded on both sides: unknown, not a match
+    return all(math.isclose(float(best[k]), float(used[k]), rel_tol=1e-9) for k in shared)
 
 def candidate_params_text(train_config: dict, family: str, automl_summary: dict | None) -> str:
     """Markdown: whether the candidate was trained with AutoML's best parameters of its family, the default TrainConfig or
@@ -595,12 +597,21 @@ def search_note(from_search: bool | None) -> str:
     return ("the candidate is not one of AutoML's trials (not trained with its best parameters): this judges the search around the "
             "candidate — the trials are the alternatives tried on this data — not a choice of the candidate among them")
 
+DSR_SEARCH_NOTE = ("the candidate is not one of AutoML's trials (not trained with its best parameters): this is the candidate's own "
+                   "holdout Sharpe, deflated by a search that did not choose it (the selection that did, the developers' choice "
+                   "of its configuration, is not counted)")
+
+def criterion_search_note(name: str, from_search: bool | None) -> str:
+    "`search_note` for PBO (trial returns only); for the DSR, which deflates the candidate's own Sharpe, `DSR_SEARCH_NOTE` when the candidate is no trial."
+    if name == "deflated_sharpe" and from_search is False: return DSR_SEARCH_NOTE
+    return search_note(from_search) if name in SEARCH_CRITERIA else ""
+
 def failure_meaning(c: dict, from_search: bool | None = None) -> str:
     """One plain sentence of what failing criterion `c` means: the gate report's own `meaning` when it gives one, else this
     pack's wording, else what the criterion measures; with the gate's note when it has one, and for DSR and PBO whose
     search they judge (`search_note` of `from_search`)."""
     said = c.get("meaning") or FAILURE_MEANING.get(c["name"])
-    if c["name"] in SEARCH_CRITERIA and search_note(from_search): said = f"{said}; {search_note(from_search)}"
+    if criterion_search_note(c["name"], from_search): said = f"{said}; {criterion_search_note(c['name'], from_search)}"
     if not said and c["name"] in CRITERION_MEANING: said = f"the candidate falls short on {CRITERION_MEANING[c['name']]}"
     note = _plain_note(str(c.get("note") or ""))
     if not said: said = f"the candidate's {c['name']} is on the failing side of the gate's rule" + ("" if note else " (the gate report explains no more)")
@@ -631,7 +642,7 @@ def _table_note(c: dict, from_search: bool | None, crossing: set, notes: dict) -
     whose search they judge, and any note the pack adds (`notes`)."""
     parts = [_plain_note(c.get("note", "")), notes.get(c["name"], "")]
     if c["name"] in crossing: parts.append(CROSSES_TEXT)
-    if c["name"] in SEARCH_CRITERIA: parts.append(search_note(from_search))
+    parts.append(criterion_search_note(c["name"], from_search))
     return "; ".join(p for p in parts if p)
 
 def gate_table(gate: dict,
@@ -855,14 +866,17 @@ CROSSES_TEXT = "95 % interval crosses the threshold"   # the gate table's note o
 
 def criteria_crossing(ci: pd.DataFrame, gate: dict) -> set:
     """Names of the criteria (bounded by a `metrics_with_ci` row, `INTERVAL_OF`) whose 95 % interval reaches the failing side of
-    their threshold: lower bound below it for a 'min' criterion, upper bound above it for a 'max' one."""
+    their threshold: lower bound below it for a 'min' criterion, upper bound above it for a 'max' one. Only where the interval
+    is around the criterion's own value (`interval_text`'s test): not when the gate judged a narrowed comparison window."""
     out = set()
     for c in gate.get("criteria", []):
         metric = next((m for m, name in INTERVAL_OF.items() if name == c["name"]), None)
         row = ci[ci.metric == metric] if metric is not None else ci.iloc[:0]
         side, threshold = criterion_direction(c), c.get("threshold")
         if row.empty or side is None or not _real(threshold): continue
-        low, high = float(row.lower_95.iloc[0]), float(row.upper_95.iloc[0])
+        low, high, estimate = float(row.lower_95.iloc[0]), float(row.upper_95.iloc[0]), float(row.estimate.iloc[0])
+        value = c.get("value")   # an interval of another window's figure (a narrowed comparison window) says nothing here
+        if not (_real(value) and math.isclose(estimate, value, rel_tol=1e-6, abs_tol=1e-9)): continue
         if (side > 0 and low < threshold) or (side < 0 and high > threshold): out.add(c["name"])
     return out
 
@@ -1247,6 +1261,7 @@ def sensitivity_commentary(records: list[dict], config: dict, trades: pd.DataFra
 
 # %% ../nbs/44_packs.ipynb #c042
 CONCENTRATION_SHARE = 0.5   # a window whose best session carries more than this share of its net P&L is flagged
+CONCENTRATION_MIN_SESSIONS = 3   # ... when it has at least this many sessions (of one or two, the best always carries most)
 
 def session_pnl(equity: pd.DataFrame, account_size: float,
                 trades: pd.DataFrame | None = None,   # the window's trades: adds how many entered in each session (IST)
@@ -1311,10 +1326,12 @@ def concentration_table(frame: pd.DataFrame) -> pd.DataFrame:
                                "daily Sharpe without best session": f"daily Sharpe without best session (×√{SESSIONS_PER_YEAR})"})
 
 def concentration_flags(frame: pd.DataFrame) -> str:
-    """Markdown, one line: the windows whose best session carries more than `CONCENTRATION_SHARE` of their (positive) net P&L,
-    with what is left without it; '' when none."""
+    """Markdown, one line: the windows of at least `CONCENTRATION_MIN_SESSIONS` sessions whose best session carries more than
+    `CONCENTRATION_SHARE` of their (positive) net P&L, with what is left without it; '' when none (in a window of one or two
+    sessions the best one always carries most of a profit: no flag)."""
     if frame.empty or "best session's share of net" not in frame: return ""
-    hit = frame[(frame["net P&L (₹)"] > 0) & (frame.trades > 0) & (frame["best session's share of net"] > CONCENTRATION_SHARE)]
+    hit = frame[(frame["net P&L (₹)"] > 0) & (frame.trades > 0) & (frame.sessions >= CONCENTRATION_MIN_SESSIONS)
+                & (frame["best session's share of net"] > CONCENTRATION_SHARE)]
     said = []
     for _, r in hit.iterrows():
         share = r["best session's share of net"]
@@ -1482,8 +1499,10 @@ def psi_ceiling(reference: dict) -> float:
 PSI_NEAR_CEILING = 0.9   # an alert level at or above this share of the PSI ceiling (but not above it) can hardly be reached
 
 def psi_reach(alert_at: float, ceiling: float) -> str | None:
-    "'cannot' when a PSI alert level is above the ceiling (the monitor alerts at PSI >= level), 'hardly' when near it, else None."
-    if alert_at > ceiling: return "cannot"
+    """'cannot' when a PSI alert level is above the ceiling (the monitor alerts when a PSI reaches the level, a training
+    window's level judged as PSI × (1 − 1e-9), so a level within that of the ceiling cannot fire either), 'hardly' when near
+    it, else None."""
+    if alert_at > ceiling * (1 - 1e-9): return "cannot"
     return "hardly" if alert_at >= PSI_NEAR_CEILING * ceiling else None
 
 def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, family_scale: float = 1.0) -> str:
@@ -1534,7 +1553,7 @@ def psi_reach_rows(distributions: dict,   # the manifest's feature_distribution
     cannot, hardly = [n for n in names if reach[n] == "cannot"], [n for n in names if reach[n] == "hardly"]
     return [{"item": f"PSI alert cannot fire ({which})", "value": f"{len(cannot)} of {len(names)} {which}"
              + (f": {', '.join(cannot)} — their drift level is above the largest PSI possible, so only their out-of-range "
-                "alert is left" if cannot else "")},
+                "alert (where the baseline holds a range) is left" if cannot else "")},
             {"item": f"PSI alert can hardly fire ({which})", "value": f"{len(hardly)} of {len(names)} {which}"
              + (f": {', '.join(hardly)} — their drift level is within {1 - PSI_NEAR_CEILING:.0%} of the largest PSI possible" if hardly else "")}]
 

@@ -848,7 +848,8 @@ def test_dsr_and_pbo_say_whose_search_they_judge():
     banner = packs.decision_banner(PBO_FAIL, from_search)
     assert "the candidate is not one of AutoML&#x27;s trials" in banner and "not a choice of the candidate among them" in banner
     notes = packs.gate_table(PBO_FAIL, from_search=from_search).set_index("criterion").note
-    assert all("judges the search around the candidate" in notes[n] for n in ("deflated_sharpe", "pbo"))
+    assert "judges the search around the candidate" in notes["pbo"]   # PBO reads trial returns only
+    assert "deflated by a search that did not choose it" in notes["deflated_sharpe"]   # the DSR, the candidate's own Sharpe
     text = packs.criteria_sources(PBO_FAIL)
     assert "ranked below the out-of-sample median" in text and "usually not the best out of sample" not in text
 
@@ -901,3 +902,32 @@ def test_gate_window_identity_walk_forward_window_length_and_unmonitored_hmm_inp
     assert "rolling 20 sessions (automl_window_days) before" in packs.walk_forward_method_text(method, {"segmentation": {"window_days": 20}})
     note = packs.unmonitored_inputs_note(["vix", "regime_prob_1"], {"feature_distribution": {"vix": {}}})
     assert "no drift alert watches them: regime_prob_1" in note and "derived by the regime HMM" in note
+
+
+def test_review_of_the_new_pack_figures_interval_dsr_search_psi_band_and_short_windows():
+    """A review of the risk-review fixes found five ways they could mislead; each is pinned here."""
+    ci = pd.DataFrame({"metric": ["Sharpe (net, per-bar, annualised)"], "estimate": [6.3321], "lower_95": [-4.8463],
+                       "upper_95": [18.4073], "method": ["block"]})
+    # the gate judged oos_sharpe on a narrowed comparison window (value 9.5 vs production's 3.0): the whole holdout's interval
+    # around 6.33 says nothing about that comparison, so no 'crosses the threshold' flag
+    narrowed = {"criteria": [{"name": "oos_sharpe", "value": 9.5, "threshold": 3.0, "rule": ">=", "direction": "min", "passed": True}]}
+    assert packs.criteria_crossing(ci, narrowed) == set()
+    assert packs.criteria_crossing(ci, {"criteria": [dict(narrowed["criteria"][0], value=6.3321)]}) == {"oos_sharpe"}
+    # the DSR deflates the candidate's own holdout Sharpe: not "a judgement of the search" as PBO is
+    gate = {"criteria": [{"name": "deflated_sharpe", "value": 0.9, "threshold": 0.95, "rule": ">=", "passed": False},
+                         {"name": "pbo", "value": 0.6, "threshold": 0.5, "rule": "<=", "passed": False}]}
+    dsr_note, pbo_note = packs.gate_table(gate, from_search=False).note
+    assert "the candidate's own holdout Sharpe, deflated by a search that did not choose it" in dsr_note
+    assert "judges the search around the candidate" in pbo_note and "judges the search" not in dsr_note
+    # nothing recorded on both sides is unknown, not "trained with AutoML's best parameters"
+    assert packs.candidate_from_search({"learning_rate": 0.1}, "lightgbm",
+                                       {"best_per_family": {"lightgbm": {"latest_best_params": {"max_depth": 4}}}}) is None
+    # a training-window PSI level equal to the ceiling is never reached (the monitor judges PSI x (1 - 1e-9))
+    ceiling = packs.psi_ceiling({"proportions": [0.5, 0.5]})
+    assert packs.psi_reach(ceiling, ceiling) == "cannot"
+    # a window of two sessions: the better one always carries most of a profit; no flag
+    ts = pd.DatetimeIndex(["2025-10-13 04:00", "2025-10-13 09:00", "2025-10-14 09:00"], tz="UTC")
+    equity = pd.DataFrame({"timestamp": ts, "equity_net": [1005.0, 1010.0, 1100.0]})
+    trades = pd.DataFrame({"entry_time": ts[[1, 2]] - pd.Timedelta("5min"), "side": [1, 1], "net_pnl": [10.0, 90.0]})
+    frame = packs.concentration_frame({"w": equity}, {"w": trades}, 1000.0)
+    assert frame["best session's share of net"].iloc[0] == pytest.approx(0.9) and packs.concentration_flags(frame) == ""
