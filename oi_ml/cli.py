@@ -200,13 +200,19 @@ def window_sample(timestamps, holdout_window: list, start: str | None, end: str 
     return dict(sessions=len(inside), in_sample_sessions=int((~held).sum()), holdout_sessions=int(held.sum()),
                 holdout_window=list(holdout_window))
 
+def _ist_date(moment: str) -> str:
+    "The IST calendar date of an ISO timestamp."
+    import pandas as pd
+    from oi_ml.config import IST
+    return pd.Timestamp(moment).tz_convert(IST).date().isoformat()
+
 def sample_line(sample: dict) -> str:
     "One line saying how much of a backtest's window the model trained on."
     n = sample["sessions"]
     if not sample["in_sample_sessions"]: return f"sample: all {n} session{'s' * (n != 1)} in the model's holdout (out of sample)"
     return (f"sample: {sample['in_sample_sessions']} of {sample['sessions']} sessions lie before the model's holdout, in its "
             f"training data: figures over them are in-sample and overstate what the model would have earned; "
-            f"{sample['holdout_sessions']} in its holdout (from {sample['holdout_window'][0]})")
+            f"{sample['holdout_sessions']} in its holdout (from {_ist_date(sample['holdout_window'][0])})")
 
 def cmd_backtest(args, cfg: RunConfig) -> int:
     """Backtest a model run on its dataset (optionally a date window); writes the summary and trades under
