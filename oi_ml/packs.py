@@ -1178,10 +1178,11 @@ def gate_window_comparison(gate: dict, out_of_sample: dict) -> str:
     return f"the gate's figures and these differ in {', '.join(differ)}"
 
 def walk_forward_method_text(walk_forward: dict, automl_summary: dict | None = None) -> str:
-    "The saved walk-forward method, its rolling training window named in sessions from AutoML's segmentation when recorded."
+    """The saved walk-forward method, its rolling training window named in sessions: the backtest's own record
+    (`window_days`, saved since this pack version), else AutoML's segmentation (runs saved before; the gate's AutoML run)."""
     method = walk_forward.get("method", "")
     seg = (automl_summary or {}).get("segmentation") or (automl_summary or {}).get("config") or {}
-    days = seg.get("window_days")
+    days = walk_forward.get("window_days", seg.get("window_days"))
     if days is None or "automl_window_days sessions" not in method: return method
     return method.replace("automl_window_days sessions", f"{days} sessions (automl_window_days)")
 

@@ -306,7 +306,8 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict) -> dict:
             wf = run_validation_windows(bars, wf_signals, bt_cfg, walk_forward=[tuple(s["window"]) for s in segments],
                                         random_runs=RANDOM_RUNS)
             reports = {"in_sample": reports["in_sample"], **wf, "out_of_sample": reports["out_of_sample"]}
-        walk_forward = dict(method=WALK_FORWARD_METHOD, segments=segments, reason=why_none)
+        walk_forward = dict(method=WALK_FORWARD_METHOD, segments=segments, reason=why_none,
+                            window_days=run.cfg.automl_window_days, step_days=run.cfg.automl_step_days)   # what cut the segments
         return _save_backtests(folder, reports, bars, signals, bt_cfg, walk_forward)
     inputs = dict(run=trained["run_id"], dataset=ds["content_sha256"], random_runs=RANDOM_RUNS,
                   walk_forward=dict(window_days=run.cfg.automl_window_days, step_days=run.cfg.automl_step_days))

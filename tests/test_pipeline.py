@@ -122,6 +122,9 @@ def test_walk_forward_windows_are_traded_by_models_fit_only_before_them(tmp_path
     assert set(oos.model_version) <= {out["candidate_run"]}
     pack = Path(out["pack"]).read_text()                                 # the reviewer sees which model traded each window
     assert "not by the candidate model" in pack and all(s["model_version"] in pack for s in segments)
+    # the training window's length is the backtest's own record (no AutoML run here to borrow it from)
+    assert (saved["walk_forward"]["window_days"], saved["walk_forward"]["step_days"]) == (2, 1)
+    assert "rolling 2 sessions (automl_window_days)" in pack
 
 
 def test_a_failed_step_stops_the_run_and_leaves_the_registry(tmp_path, monkeypatch):
