@@ -190,14 +190,13 @@ def adhoc_backtest_dir(run_dir: Path, start: str | None, end: str | None) -> Pat
 
 def window_sample(timestamps, holdout_window: list, start: str | None, end: str | None) -> dict:
     """How many IST sessions of the window [start, end] (ISO dates; None = open) lie before the model's holdout, i.e. in
-    its training data, and how many in the holdout (sessions whose first bar is at or after the holdout's start, as the
-    pipeline's `session_windows` cuts them)."""
-    from oi_ml.config import IST
-    days = timestamps.dt.tz_convert(IST).dt.date.astype(str)
-    first_bar = timestamps.groupby(days.to_numpy()).min()
-    inside = first_bar[(first_bar.index >= (start or "")) & (first_bar.index <= (end or "9999"))]
-    held = inside >= holdout_window[0]
-    return dict(sessions=len(inside), in_sample_sessions=int((~held).sum()), holdout_sessions=int(held.sum()),
+    its training data, and how many in the holdout (`50_pipeline.holdout_sessions`: sessions whose first bar is at or
+    after the holdout's start)."""
+    from oi_ml.pipeline import holdout_sessions
+    held = holdout_sessions(timestamps, holdout_window)
+    day = held.index.astype(str)
+    held = held[(day >= (start or "")) & (day <= (end or "9999"))]
+    return dict(sessions=len(held), in_sample_sessions=int((~held).sum()), holdout_sessions=int(held.sum()),
                 holdout_window=list(holdout_window))
 
 def _ist_date(moment: str) -> str:

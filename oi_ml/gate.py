@@ -30,9 +30,9 @@ from .train import (ModelBundle, ModelIntegrityError, TrainConfig, TrainingTable
 
 # %% auto #0
 __all__ = ['CRITERION_UNITS', 'CRITERION_DIRECTIONS', 'CRITERION_SCALES', 'WALK_FORWARD_SUMMARY', 'GateConfig',
-           'default_backtest_config', 'signals_for', 'daily_returns', 'train_config_of', 'window_probabilities',
-           'probability_metrics', 'trial_rule_returns', 'load_trial_returns', 'trial_sharpes', 'pbo_partitions',
-           'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo',
+           'default_backtest_config', 'signals_for', 'session_closes', 'daily_returns', 'compounded', 'train_config_of',
+           'window_probabilities', 'probability_metrics', 'trial_rule_returns', 'load_trial_returns', 'trial_sharpes',
+           'pbo_partitions', 'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo',
            'check_automl_matches', 'session_starts', 'trial_days_in_window', 'label_end_at', 'segments_in_window',
            'check_automl_before_window', 'evaluate_model', 'baseline_label_end', 'baseline_window', 'comparison_window',
            'walk_forward_evidence', 'walk_forward_criterion', 'production_figures', 'policy_criterion', 'gate_criteria',
@@ -72,11 +72,19 @@ def signals_for(bundle: ModelBundle, raw: pd.DataFrame) -> pd.DataFrame:
     scores["volatility"] = atr_volatility(raw.high.to_numpy(), raw.low.to_numpy(), raw.close.to_numpy(), SIGNAL_VOLATILITY_BARS)
     return scores
 
+def session_closes(equity: pd.DataFrame, account_size: float) -> tuple[pd.Series, np.ndarray]:
+    "Net equity at each IST session's last bar of a backtest equity curve, and the equity before each session (the first: the starting capital)."
+    close = equity.groupby(equity.timestamp.dt.tz_convert(IST).dt.date).equity_net.last()
+    return close, np.r_[account_size, close.to_numpy()[:-1]]
+
 def daily_returns(equity: pd.DataFrame, account_size: float) -> pd.Series:
     "Net return per IST session from a backtest equity curve (the first session relative to the starting capital)."
-    day = equity.timestamp.dt.tz_convert(IST).dt.date
-    close = equity.groupby(day).equity_net.last()
-    return close / np.r_[account_size, close.to_numpy()[:-1]] - 1.0
+    close, before = session_closes(equity, account_size)
+    return close / before - 1.0
+
+def compounded(returns) -> float:
+    "Net return of a run of per-session returns compounded (0 for none)."
+    return float(np.prod(1.0 + np.asarray(returns, dtype=float)) - 1.0)
 
 def train_config_of(bundle: ModelBundle) -> TrainConfig:
     "The `TrainConfig` a run was trained with (from its training report)."
@@ -361,7 +369,7 @@ def _window_returns(run_dir: Path, name: str, days: tuple[dt.date, dt.date], n_t
     if dates.min() < days[0] or dates.max() > days[1]:
         raise ValueError(f"{file}: equity dated {dates.min()} to {dates.max()}, outside walk-forward window {name} ({days[0]} to {days[1]})")
     daily = daily_returns(equity, account)
-    total = float(np.prod(1.0 + daily.to_numpy()) - 1.0)
+    total = compounded(daily)
     if recorded is None or not math.isclose(total, float(recorded), rel_tol=1e-9, abs_tol=1e-9):
         raise ValueError(f"{file}: net return {total:.10g} from the equity curve, but backtest_windows.json records {recorded} "
                          f"for {name}: the files are not of one backtest")
@@ -415,7 +423,7 @@ def walk_forward_evidence(run_dir: str | Path, holdout_start: pd.Timestamp | Non
         daily.append(window_daily)
     pooled = pd.concat(daily)
     return dict(available=True, windows=rows, n_trades=sum(r["n_trades"] for r in rows), sessions=len(pooled),
-                return_net=float(np.prod(1.0 + pooled.to_numpy()) - 1.0), daily_returns=_daily_json(pooled), files=files)
+                return_net=compounded(pooled), daily_returns=_daily_json(pooled), files=files)
 
 def walk_forward_criterion(evidence: dict, cfg: GateConfig) -> dict:
     "`walk_forward`: the pooled net return of the walk-forward windows above the threshold, with at least one trade."

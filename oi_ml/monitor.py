@@ -32,12 +32,12 @@ from .train import HOLDOUT_OUTCOMES_FILE
 
 # %% auto #0
 __all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'monitor_config', 'drift_thresholds', 'outside_range',
-           'psi_status', 'drift_row', 'drift_report', 'drift_family_levels', 'rolling_hit_rate', 'effective_outcomes',
-           'degradation_check', 'batch_means_outcomes', 'holdout_baselines', 'outcome_kind', 'read_holdout_outcomes',
-           'degradation_baseline', 'latency_histogram', 'latency_percentiles', 'alerts_path', 'read_alerts',
-           'post_webhook', 'raise_alert', 'served_recommendations', 'training_symbols', 'recent_features',
-           'live_window', 'model_columns', 'score_drift', 'assess', 'monitor_summary', 'notify_alerts',
-           'format_summary']
+           'psi_status', 'judged_psi', 'drift_row', 'drift_report', 'drift_family_levels', 'rolling_hit_rate',
+           'effective_outcomes', 'degradation_check', 'batch_means_outcomes', 'holdout_baselines', 'outcome_kind',
+           'read_holdout_outcomes', 'degradation_baseline', 'latency_histogram', 'latency_percentiles', 'alerts_path',
+           'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations', 'training_symbols',
+           'recent_features', 'live_window', 'model_columns', 'score_drift', 'assess', 'monitor_summary',
+           'notify_alerts', 'format_summary']
 
 # %% ../nbs/43_monitor.ipynb #c004
 _RUN = MonitoringConfig()   # the defaults of the settings a run config can set ([monitoring])
@@ -99,6 +99,10 @@ def psi_status(value: float, cfg: MonitorConfig, warn_at: float | None = None, a
 # %% ../nbs/43_monitor.ipynb #c009
 DRIFT_COLUMNS = ["feature", "psi", "status", "warn_at", "alert_at", "outside_range", "levels", "family_scale", "n_live", "used_by_model"]
 
+def judged_psi(value: float, levels: str) -> float:
+    "The PSI compared with the warn/alert levels: a training window's level is reached, not passed (PSI × (1 − 1e-9)); a fixed level as is."
+    return value * (1 - 1e-9) if levels == "training windows" else value
+
 def drift_row(feature: str, reference: dict, values: np.ndarray, cfg: MonitorConfig, used: bool,
               family_scale: float = 1.0) -> dict:   # scale on the alert level when it comes from training windows
     """PSI, levels, share outside the training range and status of one column's live values against its training
@@ -111,7 +115,7 @@ def drift_row(feature: str, reference: dict, values: np.ndarray, cfg: MonitorCon
         return {"feature": feature, "psi": float("nan"), "status": "insufficient data", "warn_at": warn_at, "alert_at": alert_at,
                 "outside_range": float("nan"), "levels": levels, "family_scale": scale, "n_live": n, "used_by_model": used}
     value, outside = psi(reference["proportions"], bin_proportions(values, reference["edges"])), outside_range(reference, values)
-    judged = value * (1 - 1e-9) if levels == "training windows" else value   # a training window's PSI is reached, not passed
+    judged = judged_psi(value, levels)
     status = "alert" if outside >= cfg.outside_range_alert else psi_status(judged, cfg, warn_at, alert_at)   # NaN share: PSI only
     return {"feature": feature, "psi": value, "status": status, "warn_at": warn_at, "alert_at": alert_at,
             "outside_range": outside, "levels": levels, "family_scale": scale, "n_live": n, "used_by_model": used}
@@ -237,7 +241,6 @@ def degradation_check(outcomes: pd.DataFrame, baseline, cfg: MonitorConfig = Mon
         return out | {"reason": f"{head} is {out['drop']:.3f} below {against}: more than {cfg.degrade_threshold:.3f} but not "
                                 f"significant at {cfg.degrade_alpha:g}: {verdict}; not tripped"}
     return out | {"reason": f"{head} vs {against}: within {cfg.degrade_threshold:.3f}; {verdict}"}
-
 
 # %% ../nbs/43_monitor.ipynb #c025
 def batch_means_outcomes(hits, window: int) -> tuple[float, float] | None:

@@ -852,6 +852,10 @@ def metrics_with_ci(trades: pd.DataFrame, equity: pd.DataFrame,
 INTERVAL_OF = {"Sharpe (net, per-bar, annualised)": "oos_sharpe", "profit factor (net)": "profit_factor"}   # metrics_with_ci row -> the criterion it bounds
 DAILY_CI_METRIC = f"Sharpe (net daily returns, ×√{SESSIONS_PER_YEAR})"   # metrics_with_ci's daily Sharpe row
 
+def _interval_about(estimate: float, value) -> bool:
+    "Whether an interval's estimate is `value` (to 1e-6): the interval is then about the figure it is shown beside."
+    return _real(value) and math.isclose(estimate, value, rel_tol=1e-6, abs_tol=1e-9)
+
 def interval_text(ci: pd.DataFrame, metric: str, value) -> str | None:
     """'lower … upper' of `metric`'s row in a `metrics_with_ci` table, naming the row's own estimate when it is not `value` (the
     backtest's out-of-sample window gave another figure than the one the interval is shown beside); None without the row."""
@@ -859,8 +863,7 @@ def interval_text(ci: pd.DataFrame, metric: str, value) -> str | None:
     if row.empty: return None
     r = row.iloc[0]
     text = f"{r.lower_95:.4g} … {r.upper_95:.4g}"
-    same = _real(value) and math.isclose(r.estimate, value, rel_tol=1e-6, abs_tol=1e-9)
-    return text if same else text + f" (around {r.estimate:.4g}, the backtest's out-of-sample window)"
+    return text if _interval_about(r.estimate, value) else text + f" (around {r.estimate:.4g}, the backtest's out-of-sample window)"
 
 CROSSES_TEXT = "95 % interval crosses the threshold"   # the gate table's note on a criterion whose interval reaches its failing side
 
@@ -875,8 +878,7 @@ def criteria_crossing(ci: pd.DataFrame, gate: dict) -> set:
         side, threshold = criterion_direction(c), c.get("threshold")
         if row.empty or side is None or not _real(threshold): continue
         low, high, estimate = float(row.lower_95.iloc[0]), float(row.upper_95.iloc[0]), float(row.estimate.iloc[0])
-        value = c.get("value")   # an interval of another window's figure (a narrowed comparison window) says nothing here
-        if not (_real(value) and math.isclose(estimate, value, rel_tol=1e-6, abs_tol=1e-9)): continue
+        if not _interval_about(estimate, c.get("value")): continue   # another window's figure (a narrowed comparison window)
         if (side > 0 and low < threshold) or (side < 0 and high > threshold): out.add(c["name"])
     return out
 
@@ -1269,8 +1271,8 @@ def session_pnl(equity: pd.DataFrame, account_size: float,
                 ) -> pd.DataFrame:
     """Net P&L (₹) and net return per IST session of a window's equity curve, cut as `gate.daily_returns` cuts it (the first
     session against the starting capital), with each session's share of the window's net P&L (NaN when that is not positive)."""
-    close = equity.groupby(equity.timestamp.dt.tz_convert(IST).dt.date).equity_net.last()
-    before = np.r_[account_size, close.to_numpy()[:-1]]
+    from oi_ml.gate import session_closes
+    close, before = session_closes(equity, account_size)
     out = pd.DataFrame({"session": close.index, "net P&L (₹)": close.to_numpy() - before, "net return": close.to_numpy() / before - 1.0})
     if trades is not None:
         counts = trades.entry_time.dt.tz_convert(IST).dt.date.value_counts() if len(trades) else {}
@@ -1279,19 +1281,16 @@ def session_pnl(equity: pd.DataFrame, account_size: float,
     out["share of net"] = out["net P&L (₹)"] / net if net > 0 else math.nan
     return out
 
-def _compounded(returns) -> float:
-    "Net return of a run of per-session returns compounded (0 for none)."
-    return float(np.prod(1.0 + np.asarray(returns, dtype=float)) - 1.0)
-
 def best_session_effect(sessions: pd.DataFrame) -> dict:
     """The best session of a `session_pnl` table (largest net P&L): its date, net P&L and share of the window's net P&L, and the
     window's net return and daily Sharpe (×√252) with and without it; {} without sessions."""
+    from oi_ml.gate import compounded
     if sessions.empty: return {}
     k = sessions["net P&L (₹)"].idxmax()
     rest = sessions.drop(index=k)["net return"]
     return {"best session": sessions.session[k], "best session net P&L (₹)": float(sessions.at[k, "net P&L (₹)"]),
             "best session's share of net": float(sessions.at[k, "share of net"]),
-            "net return": _compounded(sessions["net return"]), "net return without best session": _compounded(rest),
+            "net return": compounded(sessions["net return"]), "net return without best session": compounded(rest),
             "daily Sharpe": annualised_daily_sharpe(sessions["net return"]), "daily Sharpe without best session": annualised_daily_sharpe(rest)}
 
 def _concentration_note(n_trades: int, net: float, share: float) -> str:
@@ -1310,9 +1309,9 @@ def concentration_frame(equities: dict,   # window name -> its saved equity curv
         t = trades.get(w)
         s = session_pnl(equities[w], account_size, t)
         n = len(t) if t is not None else 0
-        effect = best_session_effect(s) if n else {}   # no trades: no best session to name
-        rows.append({"window": w, "sessions": len(s), "trades": n, "net P&L (₹)": float(s["net P&L (₹)"].sum()), **effect,
-                     "note": _concentration_note(n, float(s["net P&L (₹)"].sum()), effect.get("best session's share of net", math.nan))})
+        effect, net = (best_session_effect(s) if n else {}), float(s["net P&L (₹)"].sum())   # no trades: no best session to name
+        rows.append({"window": w, "sessions": len(s), "trades": n, "net P&L (₹)": net, **effect,
+                     "note": _concentration_note(n, net, effect.get("best session's share of net", math.nan))})
     return pd.DataFrame(rows)
 
 CONCENTRATION_PERCENT = ("best session's share of net", "net return", "net return without best session")   # shown in percent
@@ -1499,11 +1498,12 @@ def psi_ceiling(reference: dict) -> float:
 
 PSI_NEAR_CEILING = 0.9   # an alert level at or above this share of the PSI ceiling (but not above it) can hardly be reached
 
-def psi_reach(alert_at: float, ceiling: float) -> str | None:
-    """'cannot' when a PSI alert level is above the ceiling (the monitor alerts when a PSI reaches the level, a training
-    window's level judged as PSI × (1 − 1e-9), so a level within that of the ceiling cannot fire either), 'hardly' when near
-    it, else None."""
-    if alert_at > ceiling * (1 - 1e-9): return "cannot"
+def psi_reach(alert_at: float, ceiling: float, levels: str = "training windows") -> str | None:
+    """'cannot' when even the ceiling, as the monitor judges it against `levels` (`43_monitor.judged_psi`: a training
+    window's level is reached, not passed), falls short of the alert level; 'hardly' when the level is near the ceiling;
+    else None."""
+    from oi_ml.monitor import judged_psi
+    if judged_psi(ceiling, levels) < alert_at: return "cannot"
     return "hardly" if alert_at >= PSI_NEAR_CEILING * ceiling else None
 
 def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, family_scale: float = 1.0) -> str:
@@ -1526,7 +1526,7 @@ def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, f
     if source == "training windows" and windows["max"] > cfg.psi_alert and windows["max_apart"] < 0.5 * windows["max"]:
         text += (f"; set by one stretch of training: the largest away from it is {windows['max_apart']:.3g} "
                  "(an outage or a spike? it raises this level for good)")
-    reach = psi_reach(alert_at, ceiling)
+    reach = psi_reach(alert_at, ceiling, source)
     if reach == "cannot":
         text += (f"; cannot alert: its level is above the largest PSI possible, {ceiling:.3g} (every live value in one training "
                  "decile)" + (", so only the out-of-range alert is left" if "range" in reference else ", so no drift alert is left"))
@@ -1544,12 +1544,15 @@ def drift_family_of(manifest: dict, monitoring: MonitoringConfig | None = None) 
     return drift_family_levels(family, cfg)
 
 def psi_reach_rows(distributions: dict,   # the manifest's feature_distribution
-                   alert_of,              # (name, reference) -> the PSI level the monitor alerts that column at
+                   alert_of,              # (name, reference) -> (the PSI level the monitor alerts that column at, where it comes from)
                    used: list[str] | None = None,   # the features the model reads; None: every feature is counted
                    ) -> list[dict]:
     "Baseline rows: how many (used) features' PSI alert cannot fire (level above the ceiling) or can hardly fire, each list in full."
     names = [n for n in distributions if n in set(used)] if used else list(distributions)
-    reach = {n: psi_reach(alert_of(n, distributions[n]), psi_ceiling(distributions[n])) for n in names}
+    def reach_of(name: str) -> str | None:
+        alert_at, levels = alert_of(name, distributions[name])
+        return psi_reach(alert_at, psi_ceiling(distributions[name]), levels)
+    reach = {n: reach_of(n) for n in names}
     which = "used features" if used else "features"
     cannot, hardly = [n for n in names if reach[n] == "cannot"], [n for n in names if reach[n] == "hardly"]
     return [{"item": f"PSI alert cannot fire ({which})", "value": f"{len(cannot)} of {len(names)} {which}"
@@ -1587,7 +1590,7 @@ def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringCon
     rows.append(dict(item="drift alert, family-wise (any used feature)", value=family["reason"]))
     used_set = set(used or ())
     if any("proportions" in d for d in distributions.values()):
-        rows += psi_reach_rows(distributions, lambda n, d: _default_levels(d, monitoring, scale_of(n))[1], used)
+        rows += psi_reach_rows(distributions, lambda n, d: _default_levels(d, monitoring, scale_of(n))[1:], used)
     ordered = [n for n in distributions if n in used_set] + [n for n in distributions if n not in used_set]
     for name in ordered[:top]:
         d, mark = distributions[name], " (used by the model)" if name in used_set else (" (not used by the model)" if used_set else "")

@@ -36,8 +36,8 @@ from .train import (ModelBundle, ModelIntegrityError, TrainConfig, build_trainin
 __all__ = ['RUN_CONFIG_READS', 'RAW_TABLES', 'WALK_FORWARD_METHOD', 'RetrainConfig', 'PipelineStepError', 'RetrainRun',
            'run_config_reads', 'step_key', 'run_step', 'raw_fingerprint', 'step_consolidate', 'step_dataset',
            'step_features_labels', 'step_train', 'holdout_start_day', 'step_automl', 'walk_forward_signals',
-           'step_backtest', 'session_windows', 'step_gate', 'walk_forward_digests', 'step_pack', 'step_deploy',
-           'retrain_folder', 'run_retrain']
+           'step_backtest', 'holdout_sessions', 'session_windows', 'step_gate', 'walk_forward_digests', 'step_pack',
+           'step_deploy', 'retrain_folder', 'run_retrain']
 
 # %% ../nbs/50_pipeline.ipynb #c004
 @dataclass(frozen=True)
@@ -313,15 +313,19 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict) -> dict:
                   walk_forward=dict(window_days=run.cfg.automl_window_days, step_days=run.cfg.automl_step_days))
     return run_step(run, "backtest", inputs, backtest, lambda out: _unchanged(_run_dir(run, trained["run_id"]), out["files"]))
 
+def holdout_sessions(timestamps: pd.Series, holdout_window: list) -> pd.Series:
+    """Per IST session date (sorted): True when the session's first bar is at or after the holdout's start (the holdout is
+    whole sessions, `holdout_split`, so these are the gate's bars), False for the sessions the model could train on."""
+    first_bar = timestamps.groupby(timestamps.dt.tz_convert(IST).dt.date).min().sort_index()
+    return first_bar >= pd.Timestamp(holdout_window[0])
+
 def session_windows(timestamps: pd.Series, holdout_window: list) -> tuple[tuple[str, str], tuple[str, str]]:
-    """(in-sample, out-of-sample) IST date windows: OOS = whole sessions starting at or after the holdout start (the
-    holdout is whole sessions, `holdout_split`, so these are the gate's bars), IS = sessions before."""
-    days = pd.Series(sorted(set(timestamps.dt.tz_convert(IST).dt.date)))
-    first_bar = timestamps.groupby(timestamps.dt.tz_convert(IST).dt.date).min()
-    oos_days = [d for d in days if first_bar[d] >= pd.Timestamp(holdout_window[0])]
+    "(in-sample, out-of-sample) IST date windows: OOS = the `holdout_sessions`, IS = the sessions before them."
+    held = holdout_sessions(timestamps, holdout_window)
+    oos_days = list(held.index[held])
     if not oos_days: raise ValueError(f"no whole session starts inside the holdout window {holdout_window}")
-    is_days = [d for d in days if d < oos_days[0]]
-    return (str(is_days[0]), str(is_days[-1])), (str(oos_days[0]), str(days.iloc[-1]))
+    is_days = [d for d in held.index if d < oos_days[0]]
+    return (str(is_days[0]), str(is_days[-1])), (str(oos_days[0]), str(held.index[-1]))
 
 def _save_backtests(folder: Path, reports: dict, bars: pd.DataFrame, signals: pd.DataFrame, bt_cfg, walk_forward: dict) -> dict:
     """OOS result as `backtest_summary.json` + trades/equity Parquet; every window's trades, equity, benchmark rows and
