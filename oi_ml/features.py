@@ -5,6 +5,8 @@
 # %% ../nbs/10_features.ipynb #c003
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -14,12 +16,12 @@ from .indicators import INDICATOR_COLUMNS, XS_RANK_COLUMNS, compute_indicators_b
 # %% auto #0
 __all__ = ['KEY_COLUMNS', 'RAW_PRICE_COLUMNS', 'OPTION_FEATURE_DEFAULTS', 'TIME_FEATURE_DEFAULTS', 'INDICATOR_DEFAULTS',
            'XS_RANK_DEFAULTS', 'FEATURE_DEFAULTS', 'REQUIRED_FEATURE_COLUMNS', 'OPTION_INPUTS', 'FEATURE_SOURCES',
-           'PSI_SHARE_FLOOR', 'MIN_WINDOWS_FOR_LEVELS', 'MIN_FINITE_SHARE', 'check_raw_features', 'pcr_features',
-           'structure_features', 'buildup_features', 'volatility_features', 'flow_features', 'time_features',
-           'fill_neutral_defaults', 'compute_all_features', 'supported_feature_columns', 'prepare_training_features',
-           'informative_sources', 'absent_sources', 'check_sources', 'feature_distribution', 'bin_proportions', 'psi',
-           'window_starts', 'window_psi', 'window_levels', 'window_psi_matrix', 'loo_levels', 'window_ratios',
-           'family_scale', 'drift_family']
+           'PSI_SHARE_FLOOR', 'MIN_WINDOWS_FOR_LEVELS', 'MIN_FINITE_SHARE', 'PSI_CAP_SHARE', 'check_raw_features',
+           'pcr_features', 'structure_features', 'buildup_features', 'volatility_features', 'flow_features',
+           'time_features', 'fill_neutral_defaults', 'compute_all_features', 'supported_feature_columns',
+           'prepare_training_features', 'informative_sources', 'absent_sources', 'check_sources',
+           'feature_distribution', 'bin_proportions', 'psi', 'window_starts', 'window_psi', 'window_levels',
+           'window_psi_matrix', 'loo_levels', 'window_ratios', 'family_scale', 'psi_ceiling', 'psi_cap', 'drift_family']
 
 # %% ../nbs/10_features.ipynb #c004
 KEY_COLUMNS = ["timestamp", "exchange", "symbol"]
@@ -359,16 +361,30 @@ def family_scale(ratios, alpha: float) -> float:
     if allowed >= len(r): return 1.0
     return float(max(1.0, r[len(r) - allowed - 1] * (1 + 1e-6)))   # just above the largest ratio that must not alert
 
+PSI_CAP_SHARE = 0.95   # a level the largest PSI possible cannot reach is lowered to this share of it (`43_monitor`)
+
+def psi_ceiling(reference: dict) -> float:
+    "The largest PSI a live window can reach against a column's training decile shares: every live value in one decile (inf without shares)."
+    shares = np.asarray(reference.get("proportions", []), dtype=float)
+    return max((psi(shares, np.eye(len(shares))[k]) for k in range(len(shares))), default=math.inf)
+
+def psi_cap(reference: dict) -> float:
+    "The reachable level that replaces a column's alert level above its `psi_ceiling`: PSI_CAP_SHARE × the ceiling."
+    return PSI_CAP_SHARE * psi_ceiling(reference)
+
 def drift_family(frame: pd.DataFrame, distribution: dict, columns: list[str], rows: int,
                  psi_alert: float) -> dict | None:   # the monitor's fixed alert level, the floor of every level
     """What `43_monitor` calibrates the family scale from (JSON-ready): the columns with training-window levels, the
-    window length, `psi_alert`, the windows and the held-out ratio of each (`window_ratios`); None below
-    MIN_WINDOWS_FOR_LEVELS windows' worth of rows or without such columns."""
+    window length, `psi_alert`, the windows and the held-out ratio of each (`window_ratios`), and per column its
+    `psi_cap` and how many held-out windows reached it (`cap_hits`); None below MIN_WINDOWS_FOR_LEVELS windows' worth
+    of rows or without such columns."""
     columns, (rows, stride) = [c for c in columns if "window_psi" in distribution.get(c, {})], _window_size(rows)
     if not columns or len(frame) < MIN_WINDOWS_FOR_LEVELS * rows: return None
     starts, psis = window_psi_matrix(frame, distribution, columns, rows, stride)   # as the training levels measure them
     held_out = window_psi_matrix(frame, distribution, columns, rows, stride, leave_out=True)[1]   # as a live window is
     ratios = window_ratios(held_out, loo_levels(psis, starts, rows, psi_alert))
+    caps = {c: psi_cap(distribution[c]) for c in columns}
     return {"rows": rows, "stride": stride, "psi_alert": float(psi_alert), "columns": list(columns), "windows": len(starts),
             "side_by_side": len(frame) // rows, "rate_at_scale_1": float(np.mean(ratios >= 1.0)),
-            "ratios": [round(float(r), 6) for r in ratios]}
+            "ratios": [round(float(r), 6) for r in ratios], "caps": caps,
+            "cap_hits": {c: int(np.sum(held_out[:, j] >= caps[c])) for j, c in enumerate(columns)}}   # NaN: not a hit

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .config import MonitoringConfig, RunConfig
 from .datasets import DatasetIntegrityError, dataset_dir, read_json
-from .features import bin_proportions, family_scale, prepare_training_features, psi
+from .features import PSI_CAP_SHARE, bin_proportions, family_scale, prepare_training_features, psi, psi_ceiling
 from .indicators import WARMUP_BARS
 from .registry import load_version, read_jsonl, registry_key
 from .signals import gated_min_confidence, recommendations_with_outcomes
@@ -32,10 +32,10 @@ from .train import HOLDOUT_OUTCOMES_FILE
 
 # %% auto #0
 __all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'monitor_config', 'drift_thresholds', 'outside_range',
-           'psi_status', 'judged_psi', 'drift_row', 'drift_report', 'drift_family_levels', 'rolling_hit_rate',
-           'effective_outcomes', 'degradation_check', 'batch_means_outcomes', 'holdout_baselines', 'outcome_kind',
-           'read_holdout_outcomes', 'degradation_baseline', 'latency_histogram', 'latency_percentiles', 'alerts_path',
-           'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations', 'training_symbols',
+           'psi_status', 'judged_psi', 'drift_row', 'psi_cannot_alert', 'drift_report', 'drift_family_levels',
+           'rolling_hit_rate', 'effective_outcomes', 'degradation_check', 'batch_means_outcomes', 'holdout_baselines',
+           'outcome_kind', 'read_holdout_outcomes', 'degradation_baseline', 'latency_histogram', 'latency_percentiles',
+           'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations', 'training_symbols',
            'recent_features', 'live_window', 'model_columns', 'score_drift', 'assess', 'monitor_summary',
            'notify_alerts', 'format_summary']
 
@@ -71,15 +71,18 @@ def monitor_config(monitoring: MonitoringConfig | None = None) -> MonitorConfig:
 
 # %% ../nbs/43_monitor.ipynb #c006
 def drift_thresholds(reference: dict, cfg: MonitorConfig, n_live: int | None = None,
-                     family_scale: float = 1.0) -> tuple[float, float, str]:   # on the alert level from training windows
+                     family_scale: float = 1.0,             # on the alert level from training windows
+                     cap: float | None = None) -> tuple[float, float, str]:   # a reachable level (`drift_family_levels`)
     """(warn, alert, where from) PSI levels of one column with `n_live` live rows (None: a full window): the fixed ones,
-    raised to its training windows' 95th percentile and maximum (that one × `family_scale`) when those windows apply."""
+    raised to its training windows' 95th percentile and maximum (that one × `family_scale`, lowered to `cap` when above
+    it) when those windows apply."""
     windows, fixed = reference.get("window_psi"), (cfg.psi_warn, cfg.psi_alert)
     if not cfg.calibrated_thresholds: return *fixed, "fixed: calibration off"
     if not windows or "max_apart" not in windows: return *fixed, "fixed: no training windows"
     if windows["rows"] != cfg.live_rows: return *fixed, f"fixed: training windows of {windows['rows']} rows, live window {cfg.live_rows}"
     if n_live is not None and n_live < 0.9 * cfg.live_rows: return *fixed, f"fixed: {n_live} live rows, under 90 % of {cfg.live_rows}"
     alert_at = max(cfg.psi_alert, windows["max"]) * family_scale
+    if cap is not None: alert_at = min(alert_at, cap)
     return max(cfg.psi_warn, min(windows["q95"], alert_at)), alert_at, "training windows"
 
 def outside_range(reference: dict, values: np.ndarray) -> float:
@@ -97,28 +100,35 @@ def psi_status(value: float, cfg: MonitorConfig, warn_at: float | None = None, a
     return "alert" if value >= alert_at else "warn" if value >= warn_at else "ok"
 
 # %% ../nbs/43_monitor.ipynb #c009
-DRIFT_COLUMNS = ["feature", "psi", "status", "warn_at", "alert_at", "outside_range", "levels", "family_scale", "n_live", "used_by_model"]
+DRIFT_COLUMNS = ["feature", "psi", "status", "warn_at", "alert_at", "outside_range", "levels", "family_scale", "capped", "psi_ceiling",
+                 "n_live", "used_by_model"]
 
 def judged_psi(value: float, levels: str) -> float:
     "The PSI compared with the warn/alert levels: a training window's level is reached, not passed (PSI × (1 − 1e-9)); a fixed level as is."
     return value * (1 - 1e-9) if levels == "training windows" else value
 
 def drift_row(feature: str, reference: dict, values: np.ndarray, cfg: MonitorConfig, used: bool,
-              family_scale: float = 1.0) -> dict:   # scale on the alert level when it comes from training windows
-    """PSI, levels, share outside the training range and status of one column's live values against its training
-    reference {'edges', 'proportions'[, 'range', 'window_psi']}."""
+              family_scale: float = 1.0,     # scale on the alert level when it comes from training windows
+              cap: float | None = None) -> dict:   # the reachable level it is lowered to when above (`drift_thresholds`)
+    """PSI, levels (`capped`: lowered to `cap`), the largest PSI possible (`psi_ceiling`), share outside the training range
+    and status of one column's live values against its training reference {'edges', 'proportions'[, 'range', 'window_psi']}."""
     values = np.asarray(values, dtype=np.float64)
     n = int(np.isfinite(values).sum())
-    warn_at, alert_at, levels = drift_thresholds(reference, cfg, n, family_scale)
+    warn_at, alert_at, levels = drift_thresholds(reference, cfg, n, family_scale, cap)
     scale = family_scale if levels == "training windows" else 1.0   # the scale applied
+    levels_of = {"levels": levels, "family_scale": scale, "capped": levels == "training windows" and cap is not None and alert_at >= cap,
+                 "psi_ceiling": psi_ceiling(reference), "n_live": n, "used_by_model": used}
     if n < cfg.min_live_rows:
         return {"feature": feature, "psi": float("nan"), "status": "insufficient data", "warn_at": warn_at, "alert_at": alert_at,
-                "outside_range": float("nan"), "levels": levels, "family_scale": scale, "n_live": n, "used_by_model": used}
+                "outside_range": float("nan")} | levels_of
     value, outside = psi(reference["proportions"], bin_proportions(values, reference["edges"])), outside_range(reference, values)
     judged = judged_psi(value, levels)
     status = "alert" if outside >= cfg.outside_range_alert else psi_status(judged, cfg, warn_at, alert_at)   # NaN share: PSI only
-    return {"feature": feature, "psi": value, "status": status, "warn_at": warn_at, "alert_at": alert_at,
-            "outside_range": outside, "levels": levels, "family_scale": scale, "n_live": n, "used_by_model": used}
+    return {"feature": feature, "psi": value, "status": status, "warn_at": warn_at, "alert_at": alert_at, "outside_range": outside} | levels_of
+
+def psi_cannot_alert(drift: pd.DataFrame) -> pd.Series:
+    "Per drift row: is its alert level above the largest PSI possible, as the monitor judges it (`judged_psi`), so PSI can never alert it?"
+    return pd.Series([judged_psi(c, lv) < a for c, lv, a in zip(drift.psi_ceiling, drift.levels, drift.alert_at)], index=drift.index, dtype=bool)
 
 def drift_report(reference_distribution: dict, live: pd.DataFrame, columns=None, cfg: MonitorConfig = MonitorConfig(),
                  used_columns=None,
@@ -129,7 +139,9 @@ def drift_report(reference_distribution: dict, live: pd.DataFrame, columns=None,
     if missing: raise ValueError(f"drift_report: no training distribution or live column for {missing[:5]}")
     used = set(columns if used_columns is None else used_columns)
     scaled = set(family["columns"]) & used if family and family["applied"] else set()
-    frame = pd.DataFrame([drift_row(c, reference_distribution[c], live[c].to_numpy(), cfg, c in used, family["scale"] if c in scaled else 1.0)
+    caps = family.get("caps", {}) if scaled else {}
+    frame = pd.DataFrame([drift_row(c, reference_distribution[c], live[c].to_numpy(), cfg, c in used,
+                                    *((family["scale"], caps.get(c)) if c in scaled else (1.0, None)))
                           for c in columns], columns=DRIFT_COLUMNS)
     order = pd.DataFrame({"status": frame.status.map({"alert": 0, "warn": 1, "ok": 2}).fillna(3),
                           "closeness": -(frame.psi / frame.alert_at)})          # -1: at its alert level
@@ -142,8 +154,10 @@ def _family_off(reason: str, cfg: MonitorConfig) -> dict:
 
 def drift_family_levels(family: dict | None, cfg: MonitorConfig) -> dict:
     """The family scale on the used features' training-window alert levels from a manifest's `drift_family` entry (None:
-    not stored): {'applied', 'scale', 'alpha', 'columns', 'windows', 'side_by_side', 'rate_before', 'rate_after', 'reason'};
-    the rates are the in-sample held-out shares of windows alerting at scale 1 and at `scale`."""
+    not stored): {'applied', 'scale', 'alpha', 'columns', 'windows', 'side_by_side', 'rate_before', 'rate_after', 'caps',
+    'cap_blocked', 'reason'}; the rates are the in-sample held-out shares of windows alerting at scale 1 and at `scale`;
+    `caps`: the reachable level (`psi_cap`) a used column's level above it is lowered to, for the columns no held-out
+    window reached it on (and above `psi_alert`); `cap_blocked`: the columns some did, with how many."""
     if cfg.drift_family_alpha is None: return _family_off("family control off (drift_family_alpha None): per-feature levels", cfg)
     if not cfg.calibrated_thresholds: return _family_off("calibration off: fixed levels", cfg)
     if not family: return _family_off("no drift_family in the manifest (a model trained before it, or too few in-sample rows): "
@@ -153,11 +167,20 @@ def drift_family_levels(family: dict | None, cfg: MonitorConfig) -> dict:
     ratios, alpha = np.asarray(family["ratios"], dtype=np.float64), cfg.drift_family_alpha
     scale = family_scale(ratios, alpha)
     before, after = float(np.mean(ratios >= 1.0)), float(np.mean(ratios >= scale))
-    return {"applied": True, "scale": scale, "alpha": alpha, "columns": list(family["columns"]), "windows": family["windows"],
-            "side_by_side": family["side_by_side"], "rate_before": before, "rate_after": after,
-            "reason": (f"training-window alert levels of {len(family['columns'])} used features × {scale:.3g}, so that at most "
+    caps, hits, columns = family.get("caps"), family.get("cap_hits"), list(family["columns"])
+    stored = caps is not None and hits is not None   # runs trained before the caps have neither
+    reachable = {c: caps[c] for c in columns if hits[c] == 0 and caps[c] > cfg.psi_alert} if stored else {}
+    blocked = {c: hits[c] for c in columns if hits[c] > 0} if stored else {}
+    capping = (f"; a level above {PSI_CAP_SHARE:.0%} of the largest PSI possible is lowered to that where no held-out window "
+               "reached it" + (f" (not for {', '.join(f'{c}: {n} windows' for c, n in blocked.items())}; a level they can reach "
+                               "would alert on an unchanged market)" if blocked else "") if stored else
+               "; no caps stored (a model trained before them): a level above the largest PSI possible stays out of reach")
+    return {"applied": True, "scale": scale, "alpha": alpha, "columns": columns, "windows": family["windows"],
+            "side_by_side": family["side_by_side"], "rate_before": before, "rate_after": after, "caps": reachable,
+            "cap_blocked": blocked,
+            "reason": (f"training-window alert levels of {len(columns)} used features × {scale:.3g}, so that at most "
                        f"{alpha:.0%} of the {family['windows']} in-sample windows (about {family['side_by_side']} side by side), "
-                       f"each held out, alert ({before:.0%} at × 1, {after:.0%} at × {scale:.3g})")}
+                       f"each held out, alert ({before:.0%} at × 1, {after:.0%} at × {scale:.3g})" + capping)}
 
 # %% ../nbs/43_monitor.ipynb #c021
 def rolling_hit_rate(outcomes: pd.DataFrame, window: int) -> pd.Series:
@@ -486,6 +509,8 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
                                                       "raised_levels": int(raised.sum()), "raised_levels_used": int((raised & drift.used_by_model).sum()),
                                                       "levels": drift.levels.value_counts().to_dict(),
                                                       "drift_family": {k: v for k, v in family.items() if k != "columns"},
+                                                      "capped_levels_used": drift.feature[drift.capped & drift.used_by_model].tolist(),
+                                                      "psi_cannot_alert_used": drift.feature[psi_cannot_alert(drift) & drift.used_by_model].tolist(),
                                                       "degrade_threshold": cfg.degrade_threshold, "feedback_window": cfg.feedback_window,
                                                       "outcome_overlap": cfg.outcome_overlap},
         "drift": drift.to_dict("records"), "score_drift": score, "degradation": degradation,
@@ -528,6 +553,8 @@ def format_summary(summary: dict) -> str:
               + (f"; or {th['outside_range_alert']:.0%} outside the training range" if "outside_range_alert" in th else "")
               + (f"; family-wise: {th['drift_family']['reason']}" if th.get("drift_family") else "")
               + f"); worst: {worst or 'n/a'}"),
+             *([f"  PSI cannot alert on {len(unreachable)} used feature(s), their alert level being above the largest PSI possible "
+                f"(only their out-of-range alert watches them): {', '.join(unreachable)}"] if (unreachable := th.get("psi_cannot_alert_used")) else []),
              f"  score drift: PSI {_fmt(s['psi'])} {s['status']} over {s['n_live']} served recommendations",
              f"  degradation: {d['reason']}",
              (f"  latency: p50 {_fmt(lat['p50_us'], '.0f')} µs, p90 {_fmt(lat['p90_us'], '.0f')} µs, p99 {_fmt(lat['p99_us'], '.0f')} µs "

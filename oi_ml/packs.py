@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .config import IST, SESSIONS_PER_YEAR, MonitoringConfig, RunConfig, config_to_dict, get_exchange_config
+from .features import PSI_CAP_SHARE, psi_ceiling
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'MODEL_PARAMS', 'TRIAL_LEAD', 'TRIAL_TAIL', 'TRIAL_NAMES', 'PACK_LABEL_PATTERN',
@@ -52,9 +53,10 @@ __all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'MODEL_PARAMS', 'TRIAL_LEAD', 'TRIAL_TAIL
            'walk_forward_frame', 'sensitivity_figure', 'break_even_cost', 'break_even_text', 'sensitivity_commentary',
            'session_pnl', 'best_session_effect', 'concentration_frame', 'concentration_table', 'concentration_flags',
            'side_breakdown', 'saved_random_distribution', 'random_distribution_frame', 'losing_windows_note',
-           'random_distribution_figure', 'loss_share_of_equity', 'realised_loss_items', 'risk_profile', 'psi_ceiling',
-           'psi_reach', 'drift_family_of', 'psi_reach_rows', 'unmonitored_inputs_note', 'monitoring_baseline',
-           'signoff_command', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
+           'random_distribution_figure', 'loss_share_of_equity', 'realised_loss_items', 'risk_profile', 'psi_reach',
+           'drift_family_of', 'psi_reach_rows', 'input_alert_state', 'unmonitored_inputs_note', 'baseline_alert_of',
+           'monitoring_baseline', 'signoff_command', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path',
+           'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def simulated_signal_strengths(manifest: dict) -> list[float]:
@@ -1482,19 +1484,14 @@ def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd
     shown = [(f"{v:,.2f}" if "₹" in k else f"{v:,.4g}") if isinstance(v, float) else str(v) for k, v in items.items()]   # rupees to the paisa
     return pd.DataFrame({"item": list(items), "value": shown})
 
-def _default_levels(reference: dict, monitoring: MonitoringConfig | None = None, family_scale: float = 1.0):
+def _default_levels(reference: dict, monitoring: MonitoringConfig | None = None, family_scale: float = 1.0,
+                    cap: float | None = None):   # the drift family's reachable cap on the column's level (`drift_family_levels`)
     """(monitor config, alert level, where from) of one column for the run's monitor watching windows of the stored length
-    (`family_scale`: the drift family's scale when the column is one of its used features)."""
+    (`family_scale`, `cap`: the drift family's scale and cap when the column is one of its used features)."""
     from oi_ml.monitor import drift_thresholds, monitor_config
     windows, cfg = reference.get("window_psi"), monitor_config(monitoring)
     if windows: cfg = dataclasses.replace(cfg, live_rows=windows["rows"])
-    return cfg, *drift_thresholds(reference, cfg, None, family_scale)[1:]
-
-def psi_ceiling(reference: dict) -> float:
-    "The largest PSI a live window can reach against a column's training decile shares: every live value in one decile (inf without shares)."
-    from oi_ml.features import psi
-    shares = np.asarray(reference.get("proportions", []), dtype=float)
-    return max((psi(shares, np.eye(len(shares))[k]) for k in range(len(shares))), default=math.inf)
+    return cfg, *drift_thresholds(reference, cfg, None, family_scale, cap)[1:]
 
 PSI_NEAR_CEILING = 0.9   # an alert level at or above this share of the PSI ceiling (but not above it) can hardly be reached
 
@@ -1506,19 +1503,24 @@ def psi_reach(alert_at: float, ceiling: float, levels: str = "training windows")
     if judged_psi(ceiling, levels) < alert_at: return "cannot"
     return "hardly" if alert_at >= PSI_NEAR_CEILING * ceiling else None
 
-def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, family_scale: float = 1.0) -> str:
+def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, family_scale: float = 1.0,
+                  cap: float | None = None) -> str:   # the drift family's reachable cap (`drift_family_levels`)
     """'alert at PSI x' for one column under the default monitor levels (with a live window of the stored windows'
-    length), where that level comes from (× the drift family's scale for a used feature), whether PSI cannot or can hardly
-    reach it (`psi_reach`), and the range alert."""
+    length), where that level comes from (× the drift family's scale for a used feature, lowered to its cap), whether PSI
+    cannot or can hardly reach it (`psi_reach`), and the range alert."""
     windows = reference.get("window_psi")
-    cfg, alert_at, source = _default_levels(reference, monitoring, family_scale)
+    cfg, alert_at, source = _default_levels(reference, monitoring, family_scale, cap)
     ceiling = psi_ceiling(reference)
+    capped = source == "training windows" and cap is not None and alert_at >= cap
     if source != "training windows": text = f"drift alert at PSI {alert_at:.3g} ({source.removeprefix('fixed: ')})"
     elif family_scale > 1:
         base = max(cfg.psi_alert, windows["max"])
         origin = (f"the largest of its {windows['rows']}-row training windows" if windows["max"] > cfg.psi_alert
                   else f"the fixed level; its {windows['rows']}-row training windows stayed below")
-        text = f"drift alert at PSI {alert_at:.3g} ({origin}, {base:.3g}, × the used features' family scale {family_scale:.3g})"
+        text = (f"drift alert at PSI {alert_at:.3g} ({origin}, {base:.3g}, × the used features' family scale {family_scale:.3g}"
+                + (f" = {base * family_scale:.3g}, at or above {PSI_CAP_SHARE:.0%} of the largest PSI possible, {ceiling:.3g}, so "
+                   "lowered to that: it alerts when nearly every live value sits in one training decile, which no held-out "
+                   "training window did)" if capped else ")"))
     elif alert_at > cfg.psi_alert:
         text = (f"drift alert at PSI {alert_at:.3g} (the largest of its {windows['rows']}-row training windows; {windows['windows']} "
                 f"measured, about {windows['side_by_side']} side by side)")
@@ -1526,7 +1528,7 @@ def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, f
     if source == "training windows" and windows["max"] > cfg.psi_alert and windows["max_apart"] < 0.5 * windows["max"]:
         text += (f"; set by one stretch of training: the largest away from it is {windows['max_apart']:.3g} "
                  "(an outage or a spike? it raises this level for good)")
-    reach = psi_reach(alert_at, ceiling, source)
+    reach = None if capped else psi_reach(alert_at, ceiling, source)   # a capped level says where it sits
     if reach == "cannot":
         text += (f"; cannot alert: its level is above the largest PSI possible, {ceiling:.3g} (every live value in one training "
                  "decile)" + (", so only the out-of-range alert is left" if "range" in reference else ", so no drift alert is left"))
@@ -1546,32 +1548,74 @@ def drift_family_of(manifest: dict, monitoring: MonitoringConfig | None = None) 
 def psi_reach_rows(distributions: dict,   # the manifest's feature_distribution
                    alert_of,              # (name, reference) -> (the PSI level the monitor alerts that column at, where it comes from)
                    used: list[str] | None = None,   # the features the model reads; None: every feature is counted
+                   caps: dict | None = None,        # the drift family's reachable caps (`drift_family_levels`); None: no family
                    ) -> list[dict]:
-    "Baseline rows: how many (used) features' PSI alert cannot fire (level above the ceiling) or can hardly fire, each list in full."
+    """Baseline rows: how many (used) features' PSI alert cannot fire (level above the ceiling) or can hardly fire, each list
+    in full, and with `caps`, how many levels were lowered to their cap (counted apart from 'hardly')."""
     names = [n for n in distributions if n in set(used)] if used else list(distributions)
     def reach_of(name: str) -> str | None:
         alert_at, levels = alert_of(name, distributions[name])
+        if caps and name in caps and levels == "training windows" and alert_at >= caps[name]: return "capped"
         return psi_reach(alert_at, psi_ceiling(distributions[name]), levels)
     reach = {n: reach_of(n) for n in names}
     which = "used features" if used else "features"
-    cannot, hardly = [n for n in names if reach[n] == "cannot"], [n for n in names if reach[n] == "hardly"]
+    cannot, hardly, capped = ([n for n in names if reach[n] == kind] for kind in ("cannot", "hardly", "capped"))
     return [{"item": f"PSI alert cannot fire ({which})", "value": f"{len(cannot)} of {len(names)} {which}"
              + (f": {', '.join(cannot)} — their drift level is above the largest PSI possible, so only their out-of-range "
                 "alert (where the baseline holds a range) is left" if cannot else "")},
+            *([{"item": f"PSI alert lowered to a level it can reach ({which})", "value": f"{len(capped)} of {len(names)} {which}"
+                + (f": {', '.join(capped)} — × the family scale their level reached {PSI_CAP_SHARE:.0%} of the largest PSI possible; "
+                   "it is lowered to that, which no held-out training window reached (it alerts when nearly every live value sits "
+                   "in one training decile)" if capped else "")}] if caps is not None else []),
             {"item": f"PSI alert can hardly fire ({which})", "value": f"{len(hardly)} of {len(names)} {which}"
              + (f": {', '.join(hardly)} — their drift level is within {1 - PSI_NEAR_CEILING:.0%} of the largest PSI possible" if hardly else "")}]
 
-def unmonitored_inputs_note(selected: list[str], manifest: dict) -> str:
+def input_alert_state(name: str, distributions: dict,   # the manifest's feature_distribution
+                      alert_of=None,   # (name, reference) -> (alert level, where it comes from), as `psi_reach_rows` takes; None: not judged
+                      ) -> str:
+    """How the monitor can alert on one column: not monitored at all (no training distribution), its PSI alert cannot or
+    can hardly fire (`psi_reach`, and what is left), or its PSI alert level; 'monitored' when `alert_of` is None."""
+    if name not in distributions: return "not monitored at all (no training distribution in the baseline)"
+    if alert_of is None: return "monitored"
+    d = distributions[name]
+    alert_at, levels = alert_of(name, d)
+    ceiling = psi_ceiling(d)
+    reach = psi_reach(alert_at, ceiling, levels)
+    rest = "only its out-of-range alert is left" if "range" in d else "no drift alert is left"
+    if reach == "cannot": return f"PSI alert cannot fire (level {alert_at:.3g}, above the largest PSI possible, {ceiling:.3g}), so {rest}"
+    if reach == "hardly": return f"PSI alert can hardly fire (level {alert_at:.3g}, near the largest PSI possible, {ceiling:.3g})"
+    return f"drift alert at PSI {alert_at:.3g}"
+
+def unmonitored_inputs_note(selected: list[str], manifest: dict,
+                            hmm_inputs: list[str] | None = None,   # the HMM's feature columns (`regime_hmm.json` config's `feature_columns`)
+                            alert_of=None,   # (name, reference) -> (alert level, where it comes from): e.g. `baseline_alert_of`
+                            ) -> str:
     """Markdown: the model inputs (`model_features.json`'s `selected`) with no training distribution in the manifest, which the
-    monitor cannot compare (e.g. the HMM's `regime_prob_*`, derived from other features); '' when every input is covered."""
+    monitor cannot compare (e.g. the HMM's `regime_prob_*`, derived from other features), with the HMM's own inputs and how
+    the monitor can alert on each (`input_alert_state`) when `hmm_inputs` is given; '' when every input is covered."""
     from oi_ml.regimes import REGIME_PROB_PREFIX
-    missing = [c for c in selected if c not in manifest.get("feature_distribution", {})]
+    distributions = manifest.get("feature_distribution", {})
+    missing = [c for c in selected if c not in distributions]
     if not missing: return ""
     hmm = [c for c in missing if c.startswith(REGIME_PROB_PREFIX)]
+    states = "; ".join(f"{c}: {input_alert_state(c, distributions, alert_of)}" for c in hmm_inputs or ())
     return (f"**Not monitored:** the model reads {len(missing)} input(s) the baseline holds no training distribution for, so "
             f"no drift alert watches them: {', '.join(missing)}."
             + (f" {', '.join(hmm)} {'is' if len(hmm) == 1 else 'are'} derived by the regime HMM from other features: its drift "
-               "shows only through the HMM's own input features, and a shift in how the HMM assigns regimes is not caught." if hmm else ""))
+               "shows only through the HMM's own input features, and a shift in how the HMM assigns regimes is not caught." if hmm else "")
+            + (f" The HMM reads {len(hmm_inputs)} feature(s), and the monitor watches them as follows: {states}." if hmm and hmm_inputs else ""))
+
+def _family_levels_of(family: dict):
+    """name -> (scale, cap) the drift family (`drift_family_of`) sets on one of its used features when it is applied
+    (cap None where it has none), else (1, None)."""
+    on = lambda name: family["applied"] and name in family["columns"]
+    return lambda name: (family["scale"], family.get("caps", {}).get(name)) if on(name) else (1.0, None)
+
+def baseline_alert_of(manifest: dict, monitoring: MonitoringConfig | None = None):
+    """(name, reference) -> (PSI alert level, where it comes from) of a column as the run's monitor sets it, watching windows
+    of the stored length, × the drift family's scale (lowered to its cap) for a used feature: the `alert_of` of `psi_reach_rows`."""
+    levels_of = _family_levels_of(drift_family_of(manifest, monitoring))
+    return lambda name, reference: _default_levels(reference, monitoring, *levels_of(name))[1:]
 
 def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringConfig | None = None,
                         used: list[str] | None = None,   # the features the model reads (`monitor.model_columns`), listed first
@@ -1583,21 +1627,21 @@ def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringCon
     fixed = monitor_config(monitoring).psi_alert
     rows = [dict(item=f"approval {k}", value=f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in manifest["metrics_summary"].items()]
     distributions, family = manifest["feature_distribution"], drift_family_of(manifest, monitoring)
-    scale_of = lambda name: family["scale"] if family["applied"] and name in family["columns"] else 1.0
-    raised = sum(_default_levels(d, monitoring, scale_of(n))[1] > fixed for n, d in distributions.items())
+    levels_of, alert_of = _family_levels_of(family), baseline_alert_of(manifest, monitoring)
+    raised = sum(alert_of(n, d)[0] > fixed for n, d in distributions.items())
     rows.append(dict(item="drift alert levels", value=f"raised above the fixed PSI {fixed} for {raised} of "
                      f"{len(distributions)} features, to the largest PSI of the training period's own windows of the live length"))
     rows.append(dict(item="drift alert, family-wise (any used feature)", value=family["reason"]))
     used_set = set(used or ())
     if any("proportions" in d for d in distributions.values()):
-        rows += psi_reach_rows(distributions, lambda n, d: _default_levels(d, monitoring, scale_of(n))[1:], used)
+        rows += psi_reach_rows(distributions, alert_of, used, family.get("caps") if family["applied"] else None)
     ordered = [n for n in distributions if n in used_set] + [n for n in distributions if n not in used_set]
     for name in ordered[:top]:
         d, mark = distributions[name], " (used by the model)" if name in used_set else (" (not used by the model)" if used_set else "")
         edges = d["edges"]
         shown = edges[:: max(1, len(edges) // 4)]
         rows.append(dict(item=f"feature {name}{mark}: {len(shown)} of {len(edges)} training decile edges; drift level",
-                         value=", ".join(f"{e:.4g}" for e in shown) + "; " + _drift_levels(d, monitoring, scale_of(name))))
+                         value=", ".join(f"{e:.4g}" for e in shown) + "; " + _drift_levels(d, monitoring, *levels_of(name))))
     return pd.DataFrame(rows)
 
 def signoff_command(exchange: str, candidate_run: str,

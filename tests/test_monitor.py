@@ -728,10 +728,66 @@ def test_summary_scales_the_used_levels_by_the_manifests_drift_family_and_old_ma
     for c in entry["columns"]:
         if rows[c]["levels"] == "training windows":
             level = max(0.25, manifest["feature_distribution"][c]["window_psi"]["max"]) * fam["scale"]
-            assert rows[c]["alert_at"] == pytest.approx(level) and rows[c]["family_scale"] == fam["scale"]
+            capped = c in fam["caps"] and level > fam["caps"][c]      # lowered to its reachable cap (`drift_family_levels`)
+            assert rows[c]["alert_at"] == pytest.approx(fam["caps"][c] if capped else level) and rows[c]["family_scale"] == fam["scale"]
+            assert rows[c]["capped"] == capped
+    unreachable = [c for c in used if rows[c]["alert_at"] > rows[c]["psi_ceiling"] * (1 - 1e-9 if rows[c]["levels"] == "training windows" else 1)]
+    assert summary["thresholds"]["psi_cannot_alert_used"] == [r["feature"] for r in summary["drift"] if r["feature"] in unreachable]
+    assert summary["thresholds"]["capped_levels_used"] == [r["feature"] for r in summary["drift"] if r["capped"] and r["used_by_model"]]
+    assert (f"PSI cannot alert on {len(unreachable)} used feature(s)" in format_summary(summary)) == bool(unreachable)
     assert "family-wise: training-window alert levels of" in format_summary(summary)
     real = monitor.load_version                                                     # a manifest from before the entry
     monkeypatch.setattr(monitor, "load_version", lambda *a, **k: (lambda f, m: (f, {k2: v for k2, v in m.items() if k2 != "drift_family"}))(*real(*a, **k)))
     old = monitor_summary("NSE", cfg, live_features=live, cfg=mcfg)
     assert not old["thresholds"]["drift_family"]["applied"] and all(r["family_scale"] == 1.0 for r in old["drift"])
     assert "no drift_family in the manifest" in format_summary(old) and "not controlled" in format_summary(old)
+
+
+def _slow_family(seed: int, rows: int = 12_000) -> pd.DataFrame:
+    "Twenty independent very slow columns (EWMA of noise, half-life 300 rows): their 1,000-row windows sit in few deciles."
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({f"s{k}": pd.Series(rng.normal(size=rows)).ewm(halflife=300).mean().to_numpy() for k in range(20)})
+
+
+def test_a_level_above_the_largest_psi_possible_is_lowered_to_its_cap_where_no_held_out_window_reached_it():
+    """Very slow columns: × the family scale, most levels exceed the largest PSI a window can reach (every value in one
+    decile), so a live window inside the training range but wholly in one decile could not alert. Their levels are now
+    the cap (95 % of that ceiling) and such a window alerts; columns whose held-out training windows reached the cap keep
+    the unreachable level, and the report says PSI cannot alert them."""
+    from oi_ml.features import drift_family, psi_ceiling
+    from oi_ml.monitor import drift_family_levels, psi_cannot_alert
+    frame = _slow_family(2)
+    cols, cfg = list(frame.columns), MonitorConfig(live_rows=1_000)
+    ref = feature_distribution(frame, cols, window_rows=1_000)
+    entry = drift_family(frame, ref, cols, 1_000, 0.25)
+    family = drift_family_levels(entry, cfg)
+    scaled = {c: max(0.25, ref[c]["window_psi"]["max"]) * family["scale"] for c in cols}
+    capped = [c for c in cols if entry["cap_hits"][c] == 0 and scaled[c] > entry["caps"][c]]
+    blocked = [c for c in cols if entry["cap_hits"][c] > 0 and scaled[c] > psi_ceiling(ref[c])]
+    assert len(capped) >= 10 and blocked and set(family["cap_blocked"]) >= set(blocked)
+    one_decile = pd.DataFrame({c: np.full(1_000, (ref[c]["range"][0] + ref[c]["edges"][0]) / 2) for c in cols})   # inside the range
+    report = drift_report(ref, one_decile, cfg=cfg, family=family).set_index("feature")
+    uncapped = drift_report(ref, one_decile, cfg=cfg, family=family | {"caps": {}}).set_index("feature")   # the levels before
+    assert (report.outside_range == 0).all() and np.allclose(report.psi / report.psi_ceiling, 1.0, atol=0.02)
+    assert report.status[capped].eq("alert").all() and report.capped[capped].all()
+    assert report.alert_at[capped].tolist() == [entry["caps"][c] for c in capped]
+    assert uncapped.status[capped].ne("alert").all() and psi_cannot_alert(uncapped.loc[capped]).all()
+    assert report.status[blocked].ne("alert").all() and psi_cannot_alert(report.loc[blocked]).all() and not report.capped[blocked].any()
+    assert "(not for " in family["reason"] and all(f"{c}: {entry['cap_hits'][c]} windows" in family["reason"] for c in blocked)
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_caps_add_almost_no_alarms_on_fresh_windows_of_the_same_market(seed):
+    """The same very slow process continued for 24,000 rows after 12,000 training rows (47 windows of 1,000 rows every
+    500): with the caps, at most one more window has some column alerting than without them."""
+    from oi_ml.features import drift_family
+    from oi_ml.monitor import drift_family_levels
+    both = _slow_family(seed, 36_000)
+    train, fresh = both.iloc[:12_000], both.iloc[12_000:].reset_index(drop=True)
+    cols, cfg = list(both.columns), MonitorConfig(live_rows=1_000)
+    ref = feature_distribution(train, cols, window_rows=1_000)
+    family = drift_family_levels(drift_family(train, ref, cols, 1_000, 0.25), cfg)
+    alerting = lambda fam: sum(drift_report(ref, fresh.iloc[i:i + 1_000], cfg=cfg, family=fam).status.eq("alert").any()
+                               for i in range(0, len(fresh) - 999, 500))
+    assert len(family["caps"]) >= 10
+    assert 0 <= alerting(family) - alerting(family | {"caps": {}}) <= 1

@@ -931,3 +931,72 @@ def test_review_of_the_new_pack_figures_interval_dsr_search_psi_band_and_short_w
     trades = pd.DataFrame({"entry_time": ts[[1, 2]] - pd.Timedelta("5min"), "side": [1, 1], "net_pnl": [10.0, 90.0]})
     frame = packs.concentration_frame({"w": equity}, {"w": trades}, 1000.0)
     assert frame["best session's share of net"].iloc[0] == pytest.approx(0.9) and packs.concentration_flags(frame) == ""
+
+
+# ---------------------------------------------------------------- the HMM's own inputs behind the unmonitored regime_prob_*
+_HMM_WINDOW = {"rows": 2000, "windows": 159, "side_by_side": 8, "q95": 3.29, "max": 10.9, "max_apart": 9.0}
+_HMM_DIST = {"vix": {"edges": [15.0], "proportions": [0.5, 0.5], "range": [9.0, 21.0], "window_psi": _HMM_WINDOW},
+             "ret_std_20": {"edges": [1.0], "proportions": [0.5, 0.5], "window_psi": _HMM_WINDOW | {"max": 4.5, "max_apart": 4.4}},
+             "ret_1": {"edges": [0.0], "proportions": [0.5, 0.5], "window_psi": _HMM_WINDOW | {"q95": 0.01, "max": 0.03, "max_apart": 0.02}}}
+_HMM_INPUTS = ["ret_1", "ret_std_20", "vix", "log_pcr_oi"]
+
+
+def test_unmonitored_regime_probs_name_the_hmm_inputs_and_whether_their_alerts_can_fire():
+    """Review finding: the note said regime_prob_*'s drift 'shows only through the HMM's own input features' without naming
+    them, though on BSE vix's PSI level lies above the largest PSI possible. Two equal deciles: the ceiling is 4.6, so vix's
+    raised level 10.9 cannot fire (its range alert is left), ret_std_20's 4.5 can hardly fire, log_pcr_oi has no distribution."""
+    manifest = {"metrics_summary": {}, "feature_distribution": _HMM_DIST}
+    note = packs.unmonitored_inputs_note(["ret_1", "regime_prob_1"], manifest, hmm_inputs=_HMM_INPUTS,
+                                         alert_of=packs.baseline_alert_of(manifest))
+    assert note.startswith(packs.unmonitored_inputs_note(["ret_1", "regime_prob_1"], manifest))   # the note as before, then the inputs
+    assert note.endswith("The HMM reads 4 feature(s), and the monitor watches them as follows: ret_1: drift alert at PSI 0.25; "
+                         "ret_std_20: PSI alert can hardly fire (level 4.5, near the largest PSI possible, 4.6); "
+                         "vix: PSI alert cannot fire (level 10.9, above the largest PSI possible, 4.6), so only its out-of-range "
+                         "alert is left; log_pcr_oi: not monitored at all (no training distribution in the baseline).")
+    # the caller decides the levels: at a fixed 0.25 every distribution can alert
+    fixed = packs.unmonitored_inputs_note(["regime_prob_1"], manifest, hmm_inputs=_HMM_INPUTS, alert_of=lambda n, d: (0.25, "fixed"))
+    assert "vix: drift alert at PSI 0.25" in fixed and "cannot" not in fixed and "log_pcr_oi: not monitored at all" in fixed
+    # no HMM-derived input unmonitored: nothing about the HMM's inputs
+    assert "The HMM reads" not in packs.unmonitored_inputs_note(["ret_1", "atr"], manifest, hmm_inputs=_HMM_INPUTS,
+                                                                alert_of=packs.baseline_alert_of(manifest))
+
+
+def test_baseline_alert_of_is_the_monitoring_baselines_levels():
+    """The alert levels the note judges are the monitoring baseline's: the training windows' level, × the drift family's
+    scale for a used feature (vix here), as in its 'PSI alert cannot fire' row."""
+    family = {"rows": 2000, "stride": 100, "psi_alert": 0.25, "columns": ["vix"], "windows": 20, "side_by_side": 4,
+              "rate_at_scale_1": 0.5, "ratios": [0.5] * 10 + [1.2] * 8 + [1.5, 2.0]}
+    manifest = {"metrics_summary": {}, "drift_family": family, "feature_distribution": _HMM_DIST}
+    scale = packs.drift_family_of(manifest)["scale"]
+    assert scale > 1
+    alert_of = packs.baseline_alert_of(manifest)
+    assert alert_of("vix", _HMM_DIST["vix"]) == (pytest.approx(10.9 * scale), "training windows")
+    assert alert_of("ret_std_20", _HMM_DIST["ret_std_20"]) == (pytest.approx(4.5), "training windows")   # not in the family
+    rows = packs.monitoring_baseline(manifest).set_index("item").value
+    assert rows["PSI alert cannot fire (features)"].startswith("1 of 3 features: vix")
+    assert rows["PSI alert can hardly fire (features)"].startswith("1 of 3 features: ret_std_20")
+
+
+@pytest.mark.slow
+def test_candidate_pack_names_the_hmm_inputs_behind_regime_probs(retrained, tmp_path):
+    "The template passes the run's regime_hmm.json feature columns and the baseline's levels to the note."
+    src_cfg, out = retrained
+    cfg = RunConfig(data_dir=str(tmp_path / "data"), reports_dir=str(tmp_path / "reports"))
+    for sub in ("datasets", "models"): shutil.copytree(Path(src_cfg.data_dir) / sub, Path(cfg.data_dir) / sub)
+    run = out["candidate_run"]
+    run_dir = Path(cfg.models_dir) / "NSE" / run
+    selected_path = run_dir / "model_features.json"
+    meta = json.loads(selected_path.read_text())
+    if not any(c.startswith("regime_prob_") for c in meta["selected"]):   # make the model read an HMM-derived input
+        import hashlib
+        meta["selected"] = meta["selected"] + ["regime_prob_1"]
+        selected_path.write_text(json.dumps(meta))
+        manifest = json.loads((run_dir / "manifest.json").read_text())   # re-listed, so the run still verifies
+        sha, entry = hashlib.sha256(selected_path.read_bytes()).hexdigest(), manifest["files"]["model_features.json"]
+        manifest["files"]["model_features.json"] = entry | {"sha256": sha} if isinstance(entry, dict) else sha
+        (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    hmm_inputs = json.loads((run_dir / "regime_hmm.json").read_text())["config"]["feature_columns"]
+    html = packs.render_pack("NSE", run, dict(dataset_version=out["dataset_version"], candidate_run=run), cfg)
+    text = _outputs(html.with_suffix(".ipynb"))
+    assert f"The HMM reads {len(hmm_inputs)} feature(s), and the monitor watches them as follows: {hmm_inputs[0]}: " in text
+    for c in hmm_inputs: assert f"; {c}: " in text or f"follows: {c}: " in text, c
