@@ -361,16 +361,22 @@ def family_scale(ratios, alpha: float) -> float:
     if allowed >= len(r): return 1.0
     return float(max(1.0, r[len(r) - allowed - 1] * (1 + 1e-6)))   # just above the largest ratio that must not alert
 
-PSI_CAP_SHARE = 0.95   # a level the largest PSI possible cannot reach is lowered to this share of it (`43_monitor`)
+PSI_CAP_SHARE = 0.95   # a cap is this share of the PSI of a live window wholly in one decile (`psi_cap`, `43_monitor`)
+
+def _one_decile_psi(reference: dict) -> np.ndarray:
+    "Per training decile, the PSI of a live window whose values all fall in it."
+    shares = np.asarray(reference.get("proportions", []), dtype=float)
+    return np.array([psi(shares, np.eye(len(shares))[k]) for k in range(len(shares))])
 
 def psi_ceiling(reference: dict) -> float:
     "The largest PSI a live window can reach against a column's training decile shares: every live value in one decile (inf without shares)."
-    shares = np.asarray(reference.get("proportions", []), dtype=float)
-    return max((psi(shares, np.eye(len(shares))[k]) for k in range(len(shares))), default=math.inf)
+    return float(_one_decile_psi(reference).max(initial=-math.inf)) if reference.get("proportions") else math.inf
 
 def psi_cap(reference: dict) -> float:
-    "The reachable level that replaces a column's alert level above its `psi_ceiling`: PSI_CAP_SHARE × the ceiling."
-    return PSI_CAP_SHARE * psi_ceiling(reference)
+    """The level a column's alert level is lowered to when above it (`43_monitor`): PSI_CAP_SHARE × the PSI of a live window
+    wholly in its most common training decile, so a window with all but 0.1–0.5 % of its values in any one decile reaches
+    it (as a frozen feed's would); 0 for one bin, inf without shares."""
+    return PSI_CAP_SHARE * float(_one_decile_psi(reference).min()) if reference.get("proportions") else math.inf
 
 def drift_family(frame: pd.DataFrame, distribution: dict, columns: list[str], rows: int,
                  psi_alert: float) -> dict | None:   # the monitor's fixed alert level, the floor of every level

@@ -170,10 +170,11 @@ def drift_family_levels(family: dict | None, cfg: MonitorConfig) -> dict:
     caps, hits, columns = family.get("caps"), family.get("cap_hits"), list(family["columns"])
     stored = caps is not None and hits is not None   # runs trained before the caps have neither
     reachable = {c: caps[c] for c in columns if hits[c] == 0 and caps[c] > cfg.psi_alert} if stored else {}
-    blocked = {c: hits[c] for c in columns if hits[c] > 0} if stored else {}
-    capping = (f"; a level above {PSI_CAP_SHARE:.0%} of the largest PSI possible is lowered to that where no held-out window "
-               "reached it" + (f" (not for {', '.join(f'{c}: {n} windows' for c, n in blocked.items())}; a level they can reach "
-                               "would alert on an unchanged market)" if blocked else "") if stored else
+    blocked = {c: hits[c] for c in columns if hits[c] > 0 and caps[c] > cfg.psi_alert} if stored else {}   # not a constant's 0
+    capping = (f"; a level above its cap ({PSI_CAP_SHARE:.0%} of the PSI of a live window wholly in one training decile) is "
+               "lowered to it where no held-out window reached it" + (
+                   f" (not for {', '.join(f'{c}: {n} windows' for c, n in blocked.items())}; a cap they reach would alert on "
+                   "an unchanged market)" if blocked else "") if stored else
                "; no caps stored (a model trained before them): a level above the largest PSI possible stays out of reach")
     return {"applied": True, "scale": scale, "alpha": alpha, "columns": columns, "windows": family["windows"],
             "side_by_side": family["side_by_side"], "rate_before": before, "rate_after": after, "caps": reachable,
@@ -553,7 +554,7 @@ def format_summary(summary: dict) -> str:
               + (f"; or {th['outside_range_alert']:.0%} outside the training range" if "outside_range_alert" in th else "")
               + (f"; family-wise: {th['drift_family']['reason']}" if th.get("drift_family") else "")
               + f"); worst: {worst or 'n/a'}"),
-             *([f"  PSI cannot alert on {len(unreachable)} used feature(s), their alert level being above the largest PSI possible "
+             *([f"  PSI cannot alert on {len(unreachable)} used feature(s) at this window's levels, above the largest PSI possible "
                 f"(only their out-of-range alert watches them): {', '.join(unreachable)}"] if (unreachable := th.get("psi_cannot_alert_used")) else []),
              f"  score drift: PSI {_fmt(s['psi'])} {s['status']} over {s['n_live']} served recommendations",
              f"  degradation: {d['reason']}",

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .config import IST, SESSIONS_PER_YEAR, MonitoringConfig, RunConfig, config_to_dict, get_exchange_config
-from .features import PSI_CAP_SHARE, psi_ceiling
+from .features import PSI_CAP_SHARE, psi_cap, psi_ceiling
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'MODEL_PARAMS', 'TRIAL_LEAD', 'TRIAL_TAIL', 'TRIAL_NAMES', 'PACK_LABEL_PATTERN',
@@ -32,31 +32,31 @@ __all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'MODEL_PARAMS', 'TRIAL_LEAD', 'TRIAL_TAIL
            'OTHER_WINDOW_CRITERIA', 'MIN_VOLATILITY_VALUES', 'REGIME_BREAKDOWN', 'DECISION_TEXT', 'STRATEGY_LABELS',
            'SAME_FIGURE_KEYS', 'CONCENTRATION_SHARE', 'CONCENTRATION_MIN_SESSIONS', 'CONCENTRATION_PERCENT',
            'SIDE_NAMES', 'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL',
-           'RISK_FRACTION_LABEL', 'PSI_NEAR_CEILING', 'CHROMIUM_FLAGS', 'simulated_signal_strengths', 'source_banner',
-           'ist_minute', 'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of', 'daily_coverage',
-           'longest_gaps', 'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
-           'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report', 'run_provenance',
-           'holdout_regime_table', 'cv_tables', 'candidate_from_search', 'candidate_params_text', 'model_facts',
-           'class_balance_table', 'automl_trials_table', 'label_regime_text', 'model_regime_text', 'confusion_figure',
-           'reliability_figure', 'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel', 'pack_title',
-           'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs', 'render_pack',
-           'decision_banner', 'baseline_notice', 'drawdown_percent', 'criterion_unit', 'criterion_figure',
-           'rule_direction', 'criterion_direction', 'criterion_margin', 'tightest_criterion', 'search_note',
-           'criterion_search_note', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line', 'margin_text',
-           'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe',
-           'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table', 'backtest_periods_per_year',
-           'backtest_setup', 'metrics_with_ci', 'interval_text', 'criteria_crossing', 'criterion_intervals',
-           'interval_methods', 'refer_cells', 'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary',
-           'trial_days_text', 'criteria_sources', 'plain_variance_dsr', 'plain_dsr_note', 'dsr_sensitivity',
-           'trade_volatility', 'performance_breakdowns', 'window_order', 'no_trade_reason', 'benchmark_frame',
-           'window_sharpes', 'walk_forward_results', 'gate_window_comparison', 'walk_forward_method_text',
-           'walk_forward_frame', 'sensitivity_figure', 'break_even_cost', 'break_even_text', 'sensitivity_commentary',
-           'session_pnl', 'best_session_effect', 'concentration_frame', 'concentration_table', 'concentration_flags',
-           'side_breakdown', 'saved_random_distribution', 'random_distribution_frame', 'losing_windows_note',
-           'random_distribution_figure', 'loss_share_of_equity', 'realised_loss_items', 'risk_profile', 'psi_reach',
-           'drift_family_of', 'psi_reach_rows', 'input_alert_state', 'unmonitored_inputs_note', 'baseline_alert_of',
-           'monitoring_baseline', 'signoff_command', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path',
-           'check_in_browser']
+           'RISK_FRACTION_LABEL', 'PSI_NEAR_CEILING', 'CAPPED_REACH', 'CHROMIUM_FLAGS', 'simulated_signal_strengths',
+           'source_banner', 'ist_minute', 'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of',
+           'daily_coverage', 'longest_gaps', 'completeness_table', 'coverage_figure', 'market_overview_figure',
+           'feature_completeness', 'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report',
+           'run_provenance', 'holdout_regime_table', 'cv_tables', 'candidate_from_search', 'candidate_params_text',
+           'model_facts', 'class_balance_table', 'automl_trials_table', 'label_regime_text', 'model_regime_text',
+           'confusion_figure', 'reliability_figure', 'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel',
+           'pack_title', 'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs',
+           'render_pack', 'decision_banner', 'baseline_notice', 'drawdown_percent', 'criterion_unit',
+           'criterion_figure', 'rule_direction', 'criterion_direction', 'criterion_margin', 'tightest_criterion',
+           'search_note', 'criterion_search_note', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line',
+           'margin_text', 'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration',
+           'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table',
+           'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'interval_text', 'criteria_crossing',
+           'criterion_intervals', 'interval_methods', 'refer_cells', 'sample_moments_psr', 'pbo_segments_text',
+           'overfitting_summary', 'trial_days_text', 'criteria_sources', 'plain_variance_dsr', 'plain_dsr_note',
+           'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns', 'window_order', 'no_trade_reason',
+           'benchmark_frame', 'window_sharpes', 'walk_forward_results', 'gate_window_comparison',
+           'walk_forward_method_text', 'walk_forward_frame', 'sensitivity_figure', 'break_even_cost', 'break_even_text',
+           'sensitivity_commentary', 'session_pnl', 'best_session_effect', 'concentration_frame', 'concentration_table',
+           'concentration_flags', 'side_breakdown', 'saved_random_distribution', 'random_distribution_frame',
+           'losing_windows_note', 'random_distribution_figure', 'loss_share_of_equity', 'realised_loss_items',
+           'risk_profile', 'psi_reach', 'level_reach', 'drift_family_of', 'psi_reach_rows', 'input_alert_state',
+           'unmonitored_inputs_note', 'baseline_alert_of', 'monitoring_baseline', 'signoff_command', 'signoff_block',
+           'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def simulated_signal_strengths(manifest: dict) -> list[float]:
@@ -1503,6 +1503,14 @@ def psi_reach(alert_at: float, ceiling: float, levels: str = "training windows")
     if judged_psi(ceiling, levels) < alert_at: return "cannot"
     return "hardly" if alert_at >= PSI_NEAR_CEILING * ceiling else None
 
+CAPPED_REACH = "reached only when all but 0.1–0.5 % of the live values sit in one training decile (as a frozen feed's do)"
+
+def level_reach(reference: dict, alert_at: float, levels: str = "training windows") -> str | None:
+    """`psi_reach` of a column's alert level against its ceiling, or 'capped' for a training-window level that is the
+    column's cap (`10_features.psi_cap`: the drift family lowered it there), which can hardly fire either."""
+    if levels == "training windows" and math.isclose(alert_at, psi_cap(reference), rel_tol=1e-6): return "capped"
+    return psi_reach(alert_at, psi_ceiling(reference), levels)
+
 def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, family_scale: float = 1.0,
                   cap: float | None = None) -> str:   # the drift family's reachable cap (`drift_family_levels`)
     """'alert at PSI x' for one column under the default monitor levels (with a live window of the stored windows'
@@ -1512,15 +1520,17 @@ def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, f
     cfg, alert_at, source = _default_levels(reference, monitoring, family_scale, cap)
     ceiling = psi_ceiling(reference)
     capped = source == "training windows" and cap is not None and alert_at >= cap
+    base = max(cfg.psi_alert, windows["max"]) if windows else cfg.psi_alert
+    origin = (f"the largest of its {windows['rows']}-row training windows" if windows and windows["max"] > cfg.psi_alert
+              else f"the fixed level; its {windows['rows']}-row training windows stayed below" if windows else "")
     if source != "training windows": text = f"drift alert at PSI {alert_at:.3g} ({source.removeprefix('fixed: ')})"
+    elif capped:
+        scaled = f", × the used features' family scale {family_scale:.3g} = {base * family_scale:.3g}" if family_scale != 1 else ""
+        text = (f"drift alert at PSI {alert_at:.3g}, its cap (its level, {origin}, {base:.3g}{scaled}, was above the cap, "
+                f"{PSI_CAP_SHARE:.0%} of the PSI of a live window wholly in one training decile, which no held-out training window "
+                f"reached; the largest PSI possible is {ceiling:.3g}): PSI can hardly alert, {CAPPED_REACH}")
     elif family_scale > 1:
-        base = max(cfg.psi_alert, windows["max"])
-        origin = (f"the largest of its {windows['rows']}-row training windows" if windows["max"] > cfg.psi_alert
-                  else f"the fixed level; its {windows['rows']}-row training windows stayed below")
-        text = (f"drift alert at PSI {alert_at:.3g} ({origin}, {base:.3g}, × the used features' family scale {family_scale:.3g}"
-                + (f" = {base * family_scale:.3g}, at or above {PSI_CAP_SHARE:.0%} of the largest PSI possible, {ceiling:.3g}, so "
-                   "lowered to that: it alerts when nearly every live value sits in one training decile, which no held-out "
-                   "training window did)" if capped else ")"))
+        text = f"drift alert at PSI {alert_at:.3g} ({origin}, {base:.3g}, × the used features' family scale {family_scale:.3g})"
     elif alert_at > cfg.psi_alert:
         text = (f"drift alert at PSI {alert_at:.3g} (the largest of its {windows['rows']}-row training windows; {windows['windows']} "
                 f"measured, about {windows['side_by_side']} side by side)")
@@ -1528,7 +1538,7 @@ def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, f
     if source == "training windows" and windows["max"] > cfg.psi_alert and windows["max_apart"] < 0.5 * windows["max"]:
         text += (f"; set by one stretch of training: the largest away from it is {windows['max_apart']:.3g} "
                  "(an outage or a spike? it raises this level for good)")
-    reach = None if capped else psi_reach(alert_at, ceiling, source)   # a capped level says where it sits
+    reach = None if capped else psi_reach(alert_at, ceiling, source)   # a capped level said where it sits
     if reach == "cannot":
         text += (f"; cannot alert: its level is above the largest PSI possible, {ceiling:.3g} (every live value in one training "
                  "decile)" + (", so only the out-of-range alert is left" if "range" in reference else ", so no drift alert is left"))
@@ -1548,27 +1558,22 @@ def drift_family_of(manifest: dict, monitoring: MonitoringConfig | None = None) 
 def psi_reach_rows(distributions: dict,   # the manifest's feature_distribution
                    alert_of,              # (name, reference) -> (the PSI level the monitor alerts that column at, where it comes from)
                    used: list[str] | None = None,   # the features the model reads; None: every feature is counted
-                   caps: dict | None = None,        # the drift family's reachable caps (`drift_family_levels`); None: no family
                    ) -> list[dict]:
-    """Baseline rows: how many (used) features' PSI alert cannot fire (level above the ceiling) or can hardly fire, each list
-    in full, and with `caps`, how many levels were lowered to their cap (counted apart from 'hardly')."""
+    """Baseline rows: how many (used) features' PSI alert cannot fire (level above the ceiling) or can hardly fire (near
+    it, or lowered to the column's cap: `level_reach`), each list in full."""
     names = [n for n in distributions if n in set(used)] if used else list(distributions)
-    def reach_of(name: str) -> str | None:
-        alert_at, levels = alert_of(name, distributions[name])
-        if caps and name in caps and levels == "training windows" and alert_at >= caps[name]: return "capped"
-        return psi_reach(alert_at, psi_ceiling(distributions[name]), levels)
-    reach = {n: reach_of(n) for n in names}
+    reach = {n: level_reach(distributions[n], *alert_of(n, distributions[n])) for n in names}
     which = "used features" if used else "features"
-    cannot, hardly, capped = ([n for n in names if reach[n] == kind] for kind in ("cannot", "hardly", "capped"))
+    cannot, hardly = [n for n in names if reach[n] == "cannot"], [n for n in names if reach[n] in ("hardly", "capped")]
+    capped = [n for n in hardly if reach[n] == "capped"]
     return [{"item": f"PSI alert cannot fire ({which})", "value": f"{len(cannot)} of {len(names)} {which}"
              + (f": {', '.join(cannot)} — their drift level is above the largest PSI possible, so only their out-of-range "
                 "alert (where the baseline holds a range) is left" if cannot else "")},
-            *([{"item": f"PSI alert lowered to a level it can reach ({which})", "value": f"{len(capped)} of {len(names)} {which}"
-                + (f": {', '.join(capped)} — × the family scale their level reached {PSI_CAP_SHARE:.0%} of the largest PSI possible; "
-                   "it is lowered to that, which no held-out training window reached (it alerts when nearly every live value sits "
-                   "in one training decile)" if capped else "")}] if caps is not None else []),
             {"item": f"PSI alert can hardly fire ({which})", "value": f"{len(hardly)} of {len(names)} {which}"
-             + (f": {', '.join(hardly)} — their drift level is within {1 - PSI_NEAR_CEILING:.0%} of the largest PSI possible" if hardly else "")}]
+             + (f": {', '.join(n + (' (capped)' if n in capped else '') for n in hardly)} — their drift level is within "
+                f"{1 - PSI_NEAR_CEILING:.0%} of the largest PSI possible" if hardly else "")
+             + (f"; a capped level was lowered there by the drift family (its scaled level was above the cap, which no held-out "
+                f"training window reached) and is {CAPPED_REACH}" if capped else "")}]
 
 def input_alert_state(name: str, distributions: dict,   # the manifest's feature_distribution
                       alert_of=None,   # (name, reference) -> (alert level, where it comes from), as `psi_reach_rows` takes; None: not judged
@@ -1580,9 +1585,10 @@ def input_alert_state(name: str, distributions: dict,   # the manifest's feature
     d = distributions[name]
     alert_at, levels = alert_of(name, d)
     ceiling = psi_ceiling(d)
-    reach = psi_reach(alert_at, ceiling, levels)
+    reach = level_reach(d, alert_at, levels)
     rest = "only its out-of-range alert is left" if "range" in d else "no drift alert is left"
     if reach == "cannot": return f"PSI alert cannot fire (level {alert_at:.3g}, above the largest PSI possible, {ceiling:.3g}), so {rest}"
+    if reach == "capped": return f"PSI alert can hardly fire (level {alert_at:.3g}, its cap, {CAPPED_REACH})"
     if reach == "hardly": return f"PSI alert can hardly fire (level {alert_at:.3g}, near the largest PSI possible, {ceiling:.3g})"
     return f"drift alert at PSI {alert_at:.3g}"
 
@@ -1634,7 +1640,7 @@ def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringCon
     rows.append(dict(item="drift alert, family-wise (any used feature)", value=family["reason"]))
     used_set = set(used or ())
     if any("proportions" in d for d in distributions.values()):
-        rows += psi_reach_rows(distributions, alert_of, used, family.get("caps") if family["applied"] else None)
+        rows += psi_reach_rows(distributions, alert_of, used)
     ordered = [n for n in distributions if n in used_set] + [n for n in distributions if n not in used_set]
     for name in ordered[:top]:
         d, mark = distributions[name], " (used by the model)" if name in used_set else (" (not used by the model)" if used_set else "")

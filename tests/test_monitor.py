@@ -735,6 +735,13 @@ def test_summary_scales_the_used_levels_by_the_manifests_drift_family_and_old_ma
     assert summary["thresholds"]["psi_cannot_alert_used"] == [r["feature"] for r in summary["drift"] if r["feature"] in unreachable]
     assert summary["thresholds"]["capped_levels_used"] == [r["feature"] for r in summary["drift"] if r["capped"] and r["used_by_model"]]
     assert (f"PSI cannot alert on {len(unreachable)} used feature(s)" in format_summary(summary)) == bool(unreachable)
+    # the approval pack's monitoring baseline says the same of the same manifest and settings (`44_packs`)
+    from oi_ml.packs import monitoring_baseline
+    baseline = monitoring_baseline(manifest, monitoring=cfg.monitoring, used=used).set_index("item").value
+    listed = lambda item: baseline[item].split(": ", 1)[1].split(" — ")[0].split(", ") if ": " in baseline[item] else []
+    assert sorted(listed("PSI alert cannot fire (used features)")) == sorted(summary["thresholds"]["psi_cannot_alert_used"])
+    capped_in_pack = [c.removesuffix(" (capped)") for c in listed("PSI alert can hardly fire (used features)") if c.endswith(" (capped)")]
+    assert sorted(capped_in_pack) == sorted(summary["thresholds"]["capped_levels_used"])
     assert "family-wise: training-window alert levels of" in format_summary(summary)
     real = monitor.load_version                                                     # a manifest from before the entry
     monkeypatch.setattr(monitor, "load_version", lambda *a, **k: (lambda f, m: (f, {k2: v for k2, v in m.items() if k2 != "drift_family"}))(*real(*a, **k)))
