@@ -152,12 +152,14 @@ def _family_off(reason: str, cfg: MonitorConfig) -> dict:
     "A family control that does not apply: scale 1 and why."
     return {"applied": False, "scale": 1.0, "alpha": cfg.drift_family_alpha, "columns": [], "reason": reason}
 
-def drift_family_levels(family: dict | None, cfg: MonitorConfig) -> dict:
+def drift_family_levels(family: dict | None, cfg: MonitorConfig,
+                        distribution: dict | None = None) -> dict:   # the manifest's feature_distribution: `cap_blocked` only where it matters
     """The family scale on the used features' training-window alert levels from a manifest's `drift_family` entry (None:
     not stored): {'applied', 'scale', 'alpha', 'columns', 'windows', 'side_by_side', 'rate_before', 'rate_after', 'caps',
     'cap_blocked', 'reason'}; the rates are the in-sample held-out shares of windows alerting at scale 1 and at `scale`;
     `caps`: the reachable level (`psi_cap`) a used column's level above it is lowered to, for the columns no held-out
-    window reached it on (and above `psi_alert`); `cap_blocked`: the columns some did, with how many."""
+    window reached it on (and above `psi_alert`); `cap_blocked`: the columns some did, with how many (with `distribution`:
+    only those whose scaled level is above their cap, the ones a cap would have lowered)."""
     if cfg.drift_family_alpha is None: return _family_off("family control off (drift_family_alpha None): per-feature levels", cfg)
     if not cfg.calibrated_thresholds: return _family_off("calibration off: fixed levels", cfg)
     if not family: return _family_off("no drift_family in the manifest (a model trained before it, or too few in-sample rows): "
@@ -170,7 +172,8 @@ def drift_family_levels(family: dict | None, cfg: MonitorConfig) -> dict:
     caps, hits, columns = family.get("caps"), family.get("cap_hits"), list(family["columns"])
     stored = caps is not None and hits is not None   # runs trained before the caps have neither
     reachable = {c: caps[c] for c in columns if hits[c] == 0 and caps[c] > cfg.psi_alert} if stored else {}
-    blocked = {c: hits[c] for c in columns if hits[c] > 0 and caps[c] > cfg.psi_alert} if stored else {}   # not a constant's 0
+    above = lambda c: distribution is None or max(cfg.psi_alert, distribution[c].get("window_psi", {}).get("max", 0.0)) * scale > caps[c]
+    blocked = {c: hits[c] for c in columns if hits[c] > 0 and caps[c] > cfg.psi_alert and above(c)} if stored else {}   # not a constant's 0
     capping = (f"; a level above its cap ({PSI_CAP_SHARE:.0%} of the PSI of a live window wholly in one training decile) is "
                "lowered to it where no held-out window reached it" + (
                    f" (not for {', '.join(f'{c}: {n} windows' for c, n in blocked.items())}; a cap they reach would alert on "
@@ -487,7 +490,7 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
     inputs, used = model_columns(folder, manifest)
     served = served_recommendations(run_cfg, exchange, manifest["version"], cfg)
     live, notes = live_window(run_cfg, exchange, manifest, inputs, cfg) if live_features is None else (live_features, [])
-    family = drift_family_levels(manifest.get("drift_family"), cfg)
+    family = drift_family_levels(manifest.get("drift_family"), cfg, manifest["feature_distribution"])
     drift = drift_report(manifest["feature_distribution"], live, [c for c in inputs if c in live.columns], cfg, used, family)
     raised = (drift.warn_at > cfg.psi_warn) | (drift.alert_at > cfg.psi_alert)
     score = score_drift(manifest["score_distribution"], served["confidence"].iloc[-cfg.live_rows:], cfg)   # time-sorted

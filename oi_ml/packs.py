@@ -1503,7 +1503,7 @@ def psi_reach(alert_at: float, ceiling: float, levels: str = "training windows")
     if judged_psi(ceiling, levels) < alert_at: return "cannot"
     return "hardly" if alert_at >= PSI_NEAR_CEILING * ceiling else None
 
-CAPPED_REACH = "reached only when all but 0.1–0.5 % of the live values sit in one training decile (as a frozen feed's do)"
+CAPPED_REACH = "reached only when all but 0.1–0.5 % of the live values sit in one training decile, as a frozen feed's do"
 
 def level_reach(reference: dict, alert_at: float, levels: str = "training windows") -> str | None:
     """`psi_reach` of a column's alert level against its ceiling, or 'capped' for a training-window level that is the
@@ -1553,7 +1553,7 @@ def drift_family_of(manifest: dict, monitoring: MonitoringConfig | None = None) 
     from oi_ml.monitor import drift_family_levels, monitor_config
     family, cfg = manifest.get("drift_family"), monitor_config(monitoring)
     if family: cfg = dataclasses.replace(cfg, live_rows=family["rows"])
-    return drift_family_levels(family, cfg)
+    return drift_family_levels(family, cfg, manifest.get("feature_distribution"))
 
 def psi_reach_rows(distributions: dict,   # the manifest's feature_distribution
                    alert_of,              # (name, reference) -> (the PSI level the monitor alerts that column at, where it comes from)
