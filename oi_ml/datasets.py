@@ -30,9 +30,9 @@ from .store import load_historical_data_for_ml, record_training_batch, transacti
 __all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'STAGING_PREFIX', 'DATASET_COLUMNS',
            'package_versions', 'git_commit', 'sha256_file', 'package_imports', 'import_closure', 'code_sha256',
            'DatasetIntegrityError', 'read_json', 'write_parquet_deterministic', 'write_query_parquet',
-           'read_dataset_manifest', 'try_lock', 'remove_dead_staging', 'fsync_path', 'folder_lock', 'staging_folder',
-           'export_training_window', 'dataset_dir', 'list_datasets', 'latest_dataset_version', 'load_manifest',
-           'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
+           'read_dataset_manifest', 'try_lock', 'remove_dead_staging', 'fsync_path', 'fsync_tree', 'folder_lock',
+           'staging_folder', 'export_training_window', 'dataset_dir', 'list_datasets', 'latest_dataset_version',
+           'load_manifest', 'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
 PACKAGES = ("numpy", "pandas", "duckdb", "pyarrow", "lightgbm", "xgboost-cpu", "optuna", "hmmlearn", "shap", "numba",
@@ -246,6 +246,13 @@ def fsync_path(path: Path) -> None:
     try: os.fsync(fd)
     finally: os.close(fd)
 
+def fsync_tree(folder: Path) -> list[Path]:
+    "Flush every file under `folder`, then the entries of every folder in it and of `folder` itself; returns the paths flushed."
+    inside = sorted(Path(folder).rglob("*"))
+    paths = [p for p in inside if not p.is_dir()] + [p for p in inside if p.is_dir()] + [Path(folder)]
+    for path in paths: fsync_path(path)
+    return paths
+
 @contextlib.contextmanager
 def folder_lock(root: Path):
     "Hold a blocking flock on the folder `root` for the block (none on a file system without flock); 03_ingest's quarantine sweep uses it too."
@@ -293,14 +300,17 @@ def export_training_window(con, exchange: str, start=None, end=None, fmt: str = 
             simulated="simulated" in sources, batches=_batches(con, exchange, window), config=config_to_dict(run_cfg),
             git_commit=git_commit(), packages=package_versions(), created_at=pd.Timestamp.now(tz="UTC").isoformat())
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+        fsync_tree(staging)                    # the bytes on disk before the rename publishes them
         os.replace(staging, root / version)
     _register(con, manifest, root / version)
     return manifest
 
 def _register(con, manifest: dict, folder: Path, remove_on_failure: bool = True) -> None:
-    """Record the version in `dataset_registry` and `training_batches`; on failure remove the folder so no orphan remains
-    (unless `remove_on_failure` is False: registering a version that was already on disk must never delete it)."""
+    """Flush the folder's entry, then record the version in `dataset_registry` and `training_batches`; on failure remove the
+    folder so no orphan remains (unless `remove_on_failure` is False: registering a version that was already on disk must
+    never delete it)."""
     try:
+        fsync_path(folder.parent)              # the rename on disk before the registry row (durable at commit) names it
         with transaction(con):
             con.execute("INSERT INTO dataset_registry VALUES (?, ?, now(), ?, ?, ?, ?, ?, ?)",
                         [manifest["exchange"], manifest["version"], manifest["window_start"], manifest["window_end"],
@@ -335,7 +345,8 @@ def _checked_existing(con, folder: Path, manifest: dict, staging: Path, files: d
         if not restorable:
             raise DatasetIntegrityError(f"dataset {exchange}/{version} holds this export's content but fails verification, "
                                         f"and none of its files can be restored from the warehouse: {damage}") from None
-        for name in restorable: os.replace(staging / name, folder / name)
+        for name in restorable: fsync_path(staging / name); os.replace(staging / name, folder / name)
+        fsync_path(folder)                     # restored as durably as a new version is written
         try: verify_dataset(exchange, version, run_cfg)
         except DatasetIntegrityError as still:
             raise DatasetIntegrityError(f"dataset {exchange}/{version}: restored {restorable} from the warehouse (bytes "
@@ -426,7 +437,7 @@ def load_dataset(exchange: str, version: str | None = None, run_cfg: RunConfig |
     manifest = verify_dataset(exchange, version, run_cfg) if verify else load_manifest(exchange, version, run_cfg)
     return pd.read_parquet(dataset_dir(exchange, version, run_cfg) / f"{table}.parquet"), manifest
 
-# %% ../nbs/04_datasets.ipynb #c027
+# %% ../nbs/04_datasets.ipynb #c029
 def _derived_file(name: str, info: dict | None) -> str:
     "File name of a derived table: recorded under `file` (content-named), `<name>.parquet` for older manifests."
     return (info or {}).get("file", f"{name}.parquet")
@@ -442,6 +453,7 @@ def write_derived(exchange: str, version: str, name: str, frame: pd.DataFrame, c
         new = {**info, "file": file, "config": config, "columns": list(frame.columns)}
         manifest.setdefault("derived", {})[f"{name}.parquet"] = new
         tmp_manifest.write_text(json.dumps(manifest, indent=1, default=str))
+        fsync_path(tmp); fsync_path(tmp_manifest)              # on disk before the renames publish them
         os.replace(tmp, folder / file)                         # a new name: the file the manifest lists stays as it is
         os.replace(tmp_manifest, folder / "manifest.json")     # the one switch
     except BaseException:
@@ -449,6 +461,7 @@ def write_derived(exchange: str, version: str, name: str, frame: pd.DataFrame, c
         raise
     finally:
         for path in (tmp, tmp_manifest): path.unlink(missing_ok=True)
+    fsync_path(folder)                                         # the switch on disk before the old file goes
     if _derived_file(name, old) != file: (folder / _derived_file(name, old)).unlink(missing_ok=True)
     return new
 

@@ -24,7 +24,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 
 from .config import IST, RunConfig, config_to_dict
 from .cv import PurgedKFold
-from .datasets import code_sha256, git_commit, import_closure, load_dataset, package_versions, read_json, sha256_file
+from .datasets import (code_sha256, fsync_path, fsync_tree, git_commit, import_closure, load_dataset, package_versions, read_json,
+                             sha256_file)
 from .features import (FEATURE_DEFAULTS, KEY_COLUMNS, XS_RANK_DEFAULTS, check_sources, drift_family, feature_distribution,
                             informative_sources, prepare_training_features, supported_feature_columns)
 from .indicators import WARMUP_BARS
@@ -656,20 +657,26 @@ def publish_run(run_dir: Path, write) -> dict:
     try:
         manifest = write(staging)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        fsync_tree(staging)                      # the bytes on disk before the rename publishes them
         swap_into_place(staging, run_dir)
     finally:
         if staging.exists(): shutil.rmtree(staging)
     return manifest
 
 def swap_into_place(new: Path, target: Path) -> None:
-    "Rename folder `new` to `target`; an existing `target` is moved aside first, restored if the rename fails, deleted only after."
-    if not target.exists(): os.replace(new, target); return
-    aside = new.with_name(new.name + ".old")   # `new` is a unique hidden staging name beside `target`
-    os.replace(target, aside)
-    try: os.replace(new, target)
+    """Rename folder `new` to `target` and flush their parent folder; an existing `target` is moved aside first, restored
+    if the rename or the flush fails (`new` renamed back), deleted only after."""
+    aside = new.with_name(new.name + ".old") if target.exists() else None   # `new` is a unique hidden staging name beside `target`
+    if aside: os.replace(target, aside)
+    try:
+        os.replace(new, target)
+        try: fsync_path(target.parent)
+        except BaseException:
+            os.replace(target, new); raise
     except BaseException:
-        os.replace(aside, target); raise
-    shutil.rmtree(aside, ignore_errors=True)
+        if aside: os.replace(aside, target)
+        raise
+    if aside: shutil.rmtree(aside, ignore_errors=True)
 
 def model_used_columns(ms: ModelSet, table: TrainingTable | list) -> list:   # the training table, or the input feature names
     "The input features the model reads (its selected features and its regime model's), sorted: the monitor's used features."

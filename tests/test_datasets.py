@@ -1,12 +1,15 @@
 """Integration and fault tests of `oi_ml.datasets`: content-addressed versions (same window -> same version and
 byte-identical files), manifest fields checked against the files themselves, tamper/deletion detection naming the
 file, suffixed versions for new content, and no orphan folders when writing or registration fails."""
+import errno
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -408,3 +411,105 @@ def test_a_staging_folder_killed_after_its_manifest_is_written_is_never_a_versio
             load("NSE", staging.name, cfg)
     export_training_window(sim_con, "NSE", start="2025-08-04", run_cfg=cfg)
     assert not staging.exists() and ".staging-killed" not in folders(cfg)
+
+
+# ---------------------------------------------------------------- flushed to disk before it is published or registered
+def record_flushes(monkeypatch, fail=lambda path: False) -> list:
+    """Log `datasets.fsync_path` calls ("fsync", path), renames ("rename", src, dst) and registrations ("register",) in
+    order; the flush of a path for which `fail(path)` is true raises EIO (a failing disk)."""
+    events, real_fsync, real_replace, real_record = [], datasets.fsync_path, os.replace, datasets.record_training_batch
+    def fsync_path(path):
+        events.append(("fsync", Path(path)))
+        if fail(Path(path)): raise OSError(errno.EIO, "simulated I/O error", str(path))
+        return real_fsync(path)
+    def replace(src, dst):
+        events.append(("rename", Path(src), Path(dst))); return real_replace(src, dst)
+    def record(*args, **kwargs):
+        events.append(("register",)); return real_record(*args, **kwargs)
+    monkeypatch.setattr(datasets, "fsync_path", fsync_path)
+    monkeypatch.setattr(datasets.os, "replace", replace)
+    monkeypatch.setattr(datasets, "record_training_batch", record)
+    return events
+
+
+def export_rows(con) -> int:
+    return con.execute("SELECT count(*) FROM training_batches WHERE kind = 'export'").fetchone()[0]
+
+
+def test_an_export_flushes_every_file_and_folder_before_publishing_and_registering_it(sim_con, cfg, monkeypatch):
+    """A rename can reach the disk before the data it publishes: every staged file and the staging folder are fsynced
+    before the rename, and the exchange folder (the rename) before the registry row, which DuckDB makes durable."""
+    events = record_flushes(monkeypatch)
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    monkeypatch.undo()
+    root = cfg.datasets_dir / "NSE"
+    (rename,) = [e for e in events if e[0] == "rename"]
+    staging, at = rename[1], events.index(rename)
+    assert staging.parent == root and staging.name.startswith(".staging-") and rename[2] == root / version
+    written = {staging / p.relative_to(root / version) for p in (root / version).rglob("*")}
+    assert {p.name for p in written} == {*DATASET_FILES, "manifest.json"}
+    assert written | {staging} <= {e[1] for e in events[:at] if e[0] == "fsync"}          # all on disk before the rename
+    after = events[at + 1:]
+    assert after.index(("fsync", root)) < after.index(("register",))                       # the rename before the registry row
+
+
+@pytest.mark.parametrize("flushed", ["file", "staging folder", "exchange folder"])
+def test_a_failed_flush_fails_the_export_with_nothing_registered(sim_con, cfg, monkeypatch, flushed):
+    """A flush that fails (EIO) means the bytes may not be on disk: the export must fail with no version folder, no
+    registry row and no staging folder left; one flushing later than its rename (or not at all) would succeed."""
+    root = cfg.datasets_dir / "NSE"
+    fail = {"file": lambda p: p.name == "option_chain.parquet" and p.parent.name.startswith(".staging-"),
+            "staging folder": lambda p: p.parent == root and p.name.startswith(".staging-"),
+            "exchange folder": lambda p: p == root}[flushed]
+    events = record_flushes(monkeypatch, fail)
+    with pytest.raises(OSError, match="simulated I/O error"):
+        export_training_window(sim_con, "NSE", run_cfg=cfg)
+    monkeypatch.undo()
+    assert any(e[0] == "fsync" and fail(e[1]) for e in events)
+    assert folders(cfg) == [] and registry(sim_con) == [] and export_rows(sim_con) == 0 and list_datasets(cfg).empty
+    assert export_training_window(sim_con, "NSE", run_cfg=cfg)["version"] == "2025-08-04"      # a retry works, id not burnt
+    assert folders(cfg) == ["2025-08-04"] and [r[1] for r in registry(sim_con)] == ["2025-08-04"] and export_rows(sim_con) == 1
+
+
+def test_a_restored_file_is_flushed_before_its_rename_and_the_folder_after(sim_con, cfg, monkeypatch):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    folder = dataset_dir("NSE", version, cfg)
+    (folder / "option_chain.parquet").unlink()
+    events = record_flushes(monkeypatch)
+    with pytest.warns(UserWarning, match=r"restored \['option_chain\.parquet'\]"):
+        export_training_window(sim_con, "NSE", run_cfg=cfg)
+    monkeypatch.undo()
+    (rename,) = [e for e in events if e[0] == "rename"]
+    at = events.index(rename)
+    assert rename[2] == folder / "option_chain.parquet" and ("fsync", rename[1]) in events[:at] and ("fsync", folder) in events[at:]
+
+
+def test_write_derived_flushes_the_table_and_manifest_before_the_switch_and_the_folder_after(sim_con, cfg, monkeypatch):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    folder = dataset_dir("NSE", version, cfg)
+    old = folder / datasets.write_derived("NSE", version, "features", _derived_frame(1.0), {"v": 1}, cfg)["file"]
+    events, old_there = record_flushes(monkeypatch), []
+    real = datasets.fsync_path
+    monkeypatch.setattr(datasets, "fsync_path", lambda p: (old_there.append(old.exists()) if Path(p) == folder else None, real(p))[1])
+    new = datasets.write_derived("NSE", version, "features", _derived_frame(2.0), {"v": 2}, cfg)["file"]
+    monkeypatch.undo()
+    tmp, tmp_manifest = folder / ".features.parquet.tmp", folder / ".manifest.json.tmp"
+    assert events == [("fsync", tmp), ("fsync", tmp_manifest), ("rename", tmp, folder / new),
+                      ("rename", tmp_manifest, folder / "manifest.json"), ("fsync", folder)]
+    assert old_there == [True] and not old.exists()                     # the old file is deleted only after the flush
+
+
+@pytest.mark.parametrize("flushed", [".features.parquet.tmp", ".manifest.json.tmp"])
+def test_a_failed_flush_of_a_derived_table_keeps_the_old_one(sim_con, cfg, monkeypatch, flushed):
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    folder = dataset_dir("NSE", version, cfg)
+    datasets.write_derived("NSE", version, "features", _derived_frame(1.0), {"v": 1}, cfg)
+    files_before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    record_flushes(monkeypatch, lambda p: p.name == flushed)
+    with pytest.raises(OSError, match="simulated I/O error"):
+        datasets.write_derived("NSE", version, "features", _derived_frame(9.0), {"v": 2}, cfg)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files_before                  # nothing switched or left
+    assert datasets.load_derived("NSE", version, "features", cfg).x.tolist() == [1.0] * 3
+    datasets.write_derived("NSE", version, "features", _derived_frame(2.0), {"v": 2}, cfg)
+    assert datasets.load_derived("NSE", version, "features", cfg).x.tolist() == [2.0] * 3

@@ -6,6 +6,7 @@ OHLCV-only dataset, and (slow) the planted signal is found while the null simula
 Training pins `num_threads=1` (the TrainConfig default): on a shared, loaded 2-core machine LightGBM's OpenMP threads
 at `num_threads=2` spin against other processes; one small run took 14x longer (2.8 s -> 38.7 s wall), same results."""
 import dataclasses
+import errno
 import hashlib
 import json
 import re
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import oi_ml.datasets as datasets_mod
 import oi_ml.train as train_mod
 from oi_ml.config import RunConfig
 from oi_ml.datasets import dataset_dir, export_training_window, load_dataset
@@ -702,6 +704,66 @@ def test_publish_over_an_existing_run_replaces_it_whole(tmp_path):
     assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == ["manifest.json", "new.txt"]
     assert json.loads((run / "manifest.json").read_text()) == {"files": {"new.txt": "x"}}
     assert sorted(p.name for p in run.parent.iterdir()) == ["run-x"]
+
+
+def _write_nested(staging: Path) -> dict:
+    (staging / "models").mkdir(); (staging / "models" / "pooled.lgb.txt").write_text("new model")
+    (staging / "report.json").write_text("{}")
+    return {"files": {}}
+
+
+def record_run_flushes(monkeypatch, fail=lambda path: False) -> list:
+    """Log fsync_path calls ("fsync", path) and renames ("rename", src, dst) in order, wherever fsync_path is looked up
+    (datasets.fsync_tree, train.swap_into_place); the flush of a path for which `fail(path)` is true raises EIO."""
+    events, real_fsync, real_replace = [], datasets_mod.fsync_path, train_mod.os.replace
+    def fsync_path(path):
+        events.append(("fsync", Path(path)))
+        if fail(Path(path)): raise OSError(errno.EIO, "simulated I/O error", str(path))
+        return real_fsync(path)
+    def replace(src, dst):
+        events.append(("rename", Path(src), Path(dst))); return real_replace(src, dst)
+    monkeypatch.setattr(datasets_mod, "fsync_path", fsync_path)
+    monkeypatch.setattr(train_mod, "fsync_path", fsync_path, raising=False)
+    monkeypatch.setattr(train_mod.os, "replace", replace)
+    return events
+
+
+def test_publish_flushes_every_file_and_folder_before_the_rename_and_the_parent_after(tmp_path, monkeypatch):
+    """A rename can reach the disk before the files it publishes, so a power cut could leave a run of truncated files:
+    every file and folder of the staging tree is fsynced before the rename, and the parent folder after it."""
+    run = tmp_path / "models" / "NSE" / "run-x"
+    events = record_run_flushes(monkeypatch)
+    train_mod.publish_run(run, _write_nested)
+    monkeypatch.undo()
+    (rename,) = [e for e in events if e[0] == "rename"]
+    staging, at = rename[1], events.index(rename)
+    assert rename[2] == run and staging.parent == run.parent
+    written = {staging / p.relative_to(run) for p in run.rglob("*")}
+    assert {p.relative_to(staging).as_posix() for p in written} == {"models", "models/pooled.lgb.txt", "report.json", "manifest.json"}
+    assert written | {staging} <= {e[1] for e in events[:at] if e[0] == "fsync"}
+    assert ("fsync", run.parent) in events[at + 1:]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+@pytest.mark.parametrize("flushed", ["file", "staging folder", "parent folder"])
+def test_a_failed_flush_publishes_no_run(tmp_path, monkeypatch, flushed, existing):
+    """A flush that fails (EIO) means the run may not be on disk: publishing fails, an existing run stays as it was, and
+    no staging or aside folder is left; a retry publishes."""
+    run = _old_run(tmp_path) if existing else tmp_path / "models" / "NSE" / "run-x"
+    before = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    staged = lambda p: p.parent == run.parent and p.name.startswith(".run-x.") and not p.name.endswith(".old")
+    fail = {"file": lambda p: p.name == "pooled.lgb.txt" and staged(p.parent.parent),
+            "staging folder": staged, "parent folder": lambda p: p == run.parent}[flushed]
+    events = record_run_flushes(monkeypatch, fail)
+    with pytest.raises(OSError, match="simulated I/O error"):
+        train_mod.publish_run(run, _write_nested)
+    monkeypatch.undo()
+    assert any(e[0] == "fsync" and fail(e[1]) for e in events)
+    after = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before and run.exists() == existing                          # no run published, the old one intact
+    assert sorted(p.name for p in run.parent.iterdir()) == (["run-x"] if existing else [])
+    train_mod.publish_run(run, _write_nested)
+    assert (run / "models" / "pooled.lgb.txt").read_text() == "new model" and sorted(p.name for p in run.parent.iterdir()) == ["run-x"]
 
 
 @pytest.mark.parametrize("rel, edit", [("calibration.json", lambda d: {"tampered": True}),
