@@ -25,10 +25,11 @@ from .config import MonitoringConfig, RunConfig
 from .datasets import DatasetIntegrityError, dataset_dir, read_json
 from .features import PSI_CAP_SHARE, bin_proportions, family_scale, prepare_training_features, psi, psi_ceiling
 from .indicators import WARMUP_BARS
+from .regimes import REGIME_PROB_PREFIX, RegimeHMMTransformer, regime_feature_matrix, regime_prob_columns
 from .registry import load_version, read_jsonl, registry_key
 from .signals import gated_min_confidence, recommendations_with_outcomes
 from .store import connect, denormalise_payload
-from .train import HOLDOUT_OUTCOMES_FILE
+from .train import HOLDOUT_OUTCOMES_FILE, routes_by_regime
 
 # %% auto #0
 __all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'monitor_config', 'drift_thresholds', 'outside_range',
@@ -36,8 +37,8 @@ __all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'monitor_config
            'rolling_hit_rate', 'effective_outcomes', 'degradation_check', 'batch_means_outcomes', 'holdout_baselines',
            'outcome_kind', 'read_holdout_outcomes', 'degradation_baseline', 'latency_histogram', 'latency_percentiles',
            'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations', 'training_symbols',
-           'recent_features', 'live_window', 'model_columns', 'score_drift', 'assess', 'monitor_summary',
-           'notify_alerts', 'format_summary']
+           'recent_features', 'live_window', 'model_columns', 'add_regime_probs', 'regime_prob_hook', 'score_drift',
+           'assess', 'monitor_summary', 'notify_alerts', 'format_summary']
 
 # %% ../nbs/43_monitor.ipynb #c004
 _RUN = MonitoringConfig()   # the defaults of the settings a run config can set ([monitoring])
@@ -410,7 +411,8 @@ def training_symbols(exchange: str, manifest: dict, run_cfg: RunConfig) -> list[
     return sorted(map(str, symbols)) if isinstance(symbols, list) and symbols else None
 
 def recent_features(run_cfg: RunConfig, exchange: str, columns: list, cfg: MonitorConfig = MonitorConfig(),
-                    symbols: list[str] | None = None) -> pd.DataFrame:   # only these symbols; None: every symbol of `exchange`
+                    symbols: list[str] | None = None,   # only these symbols; None: every symbol of `exchange`
+                    enrich=None) -> pd.DataFrame:   # features -> features, run on every fetched bar, warm-up included (`regime_prob_hook`)
     "Model features of the last `live_rows` bars of `exchange` (after an indicator warm-up window); empty without data."
     if not Path(run_cfg.db_path).exists(): return pd.DataFrame(columns=list(columns))
     only = " AND list_contains(?, symbol)" if symbols else ""
@@ -420,12 +422,14 @@ def recent_features(run_cfg: RunConfig, exchange: str, columns: list, cfg: Monit
     if raw.empty: return pd.DataFrame(columns=list(columns))
     raw = denormalise_payload(raw).sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     features = prepare_training_features(raw, list(columns))
+    if enrich: features = enrich(features)
     return features[features.groupby("symbol").cumcount().to_numpy() >= WARMUP_BARS].reset_index(drop=True)
 
-def live_window(run_cfg: RunConfig, exchange: str, manifest: dict, columns: list, cfg: MonitorConfig = MonitorConfig()) -> tuple[pd.DataFrame, list]:
+def live_window(run_cfg: RunConfig, exchange: str, manifest: dict, columns: list, cfg: MonitorConfig = MonitorConfig(),
+                enrich=None) -> tuple[pd.DataFrame, list]:   # `recent_features`' hook
     "(`recent_features` of the model's training symbols, warnings): every symbol of `exchange` and a warning when those are unknown."
     symbols = training_symbols(exchange, manifest, run_cfg)
-    live = recent_features(run_cfg, exchange, columns, cfg, symbols)
+    live = recent_features(run_cfg, exchange, columns, cfg, symbols, enrich)
     if symbols: return live, []
     return live, [{"kind": "training_symbols", "details": {"dataset_version": manifest.get("dataset_version")},
                    "message": f"the training symbols are unknown (no readable manifest of dataset {exchange.upper()}/"
@@ -433,11 +437,34 @@ def live_window(run_cfg: RunConfig, exchange: str, manifest: dict, columns: list
 
 # %% ../nbs/43_monitor.ipynb #c038
 def model_columns(folder: Path, manifest: dict) -> tuple[list, list]:
-    "(input features with a training distribution, the inputs the model reads: selected features + regime features)."
+    """(inputs with a training distribution: the input features, then the HMM's `regime_prob_*`; the inputs the model
+    reads: selected features and probabilities + regime features, + every probability when it routes by regime)."""
     meta = json.loads((folder / "model_features.json").read_text())
-    regime = json.loads((folder / "regime_hmm.json").read_text())["config"]["feature_columns"]
-    inputs = [c for c in manifest["model_features"] if c in manifest["feature_distribution"]]
-    return inputs, sorted((set(meta["selected"]) | set(regime)) & set(inputs))
+    regime = json.loads((folder / "regime_hmm.json").read_text())["config"]
+    candidates = [*manifest["model_features"], *regime_prob_columns(regime["n_regimes"])]
+    inputs = [c for c in candidates if c in manifest["feature_distribution"]]
+    probs = regime_prob_columns(regime["n_regimes"]) if routes_by_regime(meta.get("routes", {})) else []   # the routing reads them
+    return inputs, sorted((set(meta["selected"]) | set(regime["feature_columns"]) | set(probs)) & set(inputs))
+
+def add_regime_probs(features: pd.DataFrame, hmm: RegimeHMMTransformer,
+                     columns: list) -> pd.DataFrame:   # the `regime_prob_*` to add
+    "`features` with the HMM's filtered `columns` it lacks: the forward filter over each symbol's rows in time order."
+    columns = [c for c in columns if c not in features.columns]
+    if not columns or any(c not in features.columns for c in hmm.feature_columns): return features   # no HMM input: not judged
+    probs, frame = np.full((len(features), hmm.n_regimes), np.nan), features.reset_index(drop=True)
+    keys = frame["symbol"].to_numpy() if "symbol" in frame else np.zeros(len(frame))
+    for _, rows in frame.groupby(keys, sort=False):
+        rows = rows.sort_values("timestamp", kind="mergesort") if "timestamp" in rows else rows
+        probs[rows.index.to_numpy()] = hmm.filter_rows(regime_feature_matrix(rows, hmm.feature_columns))
+    added = pd.DataFrame({c: probs[:, int(c.removeprefix(REGIME_PROB_PREFIX))] for c in columns}, index=features.index)
+    return pd.concat([features, added], axis=1)
+
+def regime_prob_hook(folder: Path, inputs: list):   # `model_columns`' inputs
+    "features -> features with the run's saved HMM's `regime_prob_*` among `inputs`; None when there are none (older runs)."
+    columns = [c for c in inputs if c.startswith(REGIME_PROB_PREFIX)]
+    if not columns: return None
+    hmm = RegimeHMMTransformer.load(folder / "regime_hmm.json")
+    return lambda features: add_regime_probs(features, hmm, columns)
 
 def score_drift(score_distribution: dict, scores, cfg: MonitorConfig = MonitorConfig()) -> dict:
     "PSI of served calibrated confidences against the holdout's (`score_distribution`)."
@@ -489,7 +516,10 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
         cfg = dataclasses.replace(cfg, outcome_overlap=max(1, int(own_horizon[:-1]) // run_cfg.bar_minutes))
     inputs, used = model_columns(folder, manifest)
     served = served_recommendations(run_cfg, exchange, manifest["version"], cfg)
-    live, notes = live_window(run_cfg, exchange, manifest, inputs, cfg) if live_features is None else (live_features, [])
+    probs = regime_prob_hook(folder, inputs)   # derived from the HMM's inputs, never read from ml_features
+    features = [c for c in inputs if not c.startswith(REGIME_PROB_PREFIX)]
+    live, notes = (live_window(run_cfg, exchange, manifest, features, cfg, probs) if live_features is None
+                   else (probs(live_features) if probs else live_features, []))
     family = drift_family_levels(manifest.get("drift_family"), cfg, manifest["feature_distribution"])
     drift = drift_report(manifest["feature_distribution"], live, [c for c in inputs if c in live.columns], cfg, used, family)
     raised = (drift.warn_at > cfg.psi_warn) | (drift.alert_at > cfg.psi_alert)

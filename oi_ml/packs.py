@@ -1597,8 +1597,9 @@ def unmonitored_inputs_note(selected: list[str], manifest: dict,
                             alert_of=None,   # (name, reference) -> (alert level, where it comes from): e.g. `baseline_alert_of`
                             ) -> str:
     """Markdown: the model inputs (`model_features.json`'s `selected`) with no training distribution in the manifest, which the
-    monitor cannot compare (e.g. the HMM's `regime_prob_*`, derived from other features), with the HMM's own inputs and how
-    the monitor can alert on each (`input_alert_state`) when `hmm_inputs` is given; '' when every input is covered."""
+    monitor cannot compare (e.g. the HMM's `regime_prob_*` of a run trained before their distributions were stored), with
+    the HMM's own inputs and how the monitor can alert on each (`input_alert_state`) when `hmm_inputs` is given; '' when
+    every input is covered."""
     from oi_ml.regimes import REGIME_PROB_PREFIX
     distributions = manifest.get("feature_distribution", {})
     missing = [c for c in selected if c not in distributions]
@@ -1608,7 +1609,8 @@ def unmonitored_inputs_note(selected: list[str], manifest: dict,
     return (f"**Not monitored:** the model reads {len(missing)} input(s) the baseline holds no training distribution for, so "
             f"no drift alert watches them: {', '.join(missing)}."
             + (f" {', '.join(hmm)} {'is' if len(hmm) == 1 else 'are'} derived by the regime HMM from other features: its drift "
-               "shows only through the HMM's own input features, and a shift in how the HMM assigns regimes is not caught." if hmm else "")
+               "shows only through the HMM's own input features, and a shift in how the HMM assigns regimes is not caught (the run "
+               "was trained before the monitor watched the HMM's probabilities; a retrained run holds their distributions)." if hmm else "")
             + (f" The HMM reads {len(hmm_inputs)} feature(s), and the monitor watches them as follows: {states}." if hmm and hmm_inputs else ""))
 
 def _family_levels_of(family: dict):

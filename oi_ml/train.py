@@ -31,7 +31,7 @@ from .features import (FEATURE_DEFAULTS, KEY_COLUMNS, XS_RANK_DEFAULTS, check_so
 from .indicators import WARMUP_BARS
 from .labels import LabelConfig, make_target
 from .meta_labels import sample_weights
-from .regimes import RegimeHMMTransformer
+from .regimes import REGIME_PROB_PREFIX, RegimeHMMTransformer
 
 # %% auto #0
 __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARKERS', 'LGB_TREE_FIELDS', 'LGB_SPLIT_FIELDS',
@@ -43,9 +43,9 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARK
            'apply_calibration', 'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics',
            'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model',
            'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place',
-           'model_used_columns', 'ModelIntegrityError', 'verify_run', 'check_model_features', 'require_listed',
-           'ModelBundle', 'check_calibration', 'load_bundle', 'score_features', 'bundle_used_features',
-           'check_bundle_sources', 'score_frame']
+           'model_used_columns', 'routes_by_regime', 'used_regime_probs', 'ModelIntegrityError', 'verify_run',
+           'check_model_features', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle',
+           'score_features', 'bundle_used_features', 'check_bundle_sources', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -548,16 +548,21 @@ def _write_artefacts(folder: Path, ms: ModelSet, calibration, report: dict, tabl
 def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConfig, report: dict, table: TrainingTable, ins, scores,
               code: str, window_rows: int,   # rows per training window of the drift levels (`10_features`)
               used_columns: list | None = None, psi_alert: float = 0.25,   # the model's inputs; the monitor's fixed level
-              sources: list | None = None) -> dict:   # the training data's informative source columns (`informative_sources`)
-    """Run manifest: provenance, metrics summary, reference distributions, the drift family's calibration windows
-    (`drift_family` over the used columns; None without them) and the sha256 of every file."""
+              sources: list | None = None,   # the training data's informative source columns (`informative_sources`)
+              regimes: pd.DataFrame | None = None) -> dict:   # `table_regimes` of the final model; None: no regime_prob_* distributions
+    """Run manifest: provenance, metrics summary, reference distributions (input features, then the `regime_prob_*` of
+    `regimes`), the drift family's calibration windows (`drift_family` over the used columns; None without them) and the
+    sha256 of every file."""
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     hold = report.get("holdout", {})
     summary = ({k: hold["calibrated"][k] for k in ("accuracy", "auc", "directional_auc", "log_loss", "brier", "f1_macro")} | {
         "majority_accuracy": hold["majority_baseline"]["accuracy"], "cv_auc": report["cv"]["metrics"]["auc"]}) if table.classes else {
         "rmse": hold["model"]["rmse"], "rmse_ratio_vs_naive": hold["rmse_ratio_vs_naive"], "rmse_ratio_vs_garch": hold["rmse_ratio_vs_garch"]}
-    distribution = feature_distribution(table.features.iloc[ins], table.feature_columns, window_rows=window_rows)
-    family = drift_family(table.features.iloc[ins], distribution, used_columns, window_rows, psi_alert) if used_columns and window_rows else None
+    probs = [c for c in regimes.columns if c.startswith(REGIME_PROB_PREFIX)] if regimes is not None else []
+    seen = pd.concat([table.features, pd.DataFrame({c: regimes[c].to_numpy() for c in probs}, index=table.features.index)],
+                     axis=1).iloc[ins]   # the in-sample rows as the model saw them
+    distribution = feature_distribution(seen, table.feature_columns + probs, window_rows=window_rows)
+    family = drift_family(seen, distribution, used_columns, window_rows, psi_alert) if used_columns and window_rows else None
     return _round(dict(run_id=run_id, exchange=exchange, dataset_version=dm["version"], dataset_sha256=dm["content_sha256"],
                        dataset_simulated=dm.get("simulated", False), target=cfg.target, family=resolve_family(cfg),
                        classes=list(table.classes), created_at=pd.Timestamp.now(tz="UTC").isoformat(), files=files,
@@ -683,6 +688,15 @@ def model_used_columns(ms: ModelSet, table: TrainingTable | list) -> list:   # t
     inputs = table.feature_columns if isinstance(table, TrainingTable) else table
     return sorted((set(ms.selected) | set(ms.regime_model.feature_columns)) & set(inputs))
 
+def routes_by_regime(routes: dict) -> bool:
+    "Does the model route bars to more than one booster by the HMM's most likely regime (`ModelSet.routes`)?"
+    return len(set(routes.values())) > 1
+
+def used_regime_probs(ms: ModelSet) -> list:
+    """The regime HMM's filtered probabilities (`regime_prob_*`) the model reads, sorted: the selected ones, or all of them
+    when it routes by regime (their largest picks the booster); used by the monitor too."""
+    return sorted(c for c in ms.regime_model.prob_columns if c in ms.selected or routes_by_regime(ms.routes))
+
 def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration, code, window_rows, outcomes=None,
               psi_alert: float = 0.25,            # the monitor's fixed alert level (RunConfig.monitoring.psi_alert)
               sources: list | None = None) -> dict:   # the training data's informative source columns
@@ -691,7 +705,8 @@ def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, fi
         _write_artefacts(staging, final, calibration, report, table)
         if outcomes is not None: (staging / HOLDOUT_OUTCOMES_FILE).write_text(json.dumps(outcomes, sort_keys=True))
         return _manifest(staging, run_id, exchange, dm, cfg, report, table, ins, scores, code, window_rows,
-                         model_used_columns(final, table), psi_alert, sources)
+                         sorted(model_used_columns(final, table) + used_regime_probs(final)), psi_alert, sources,
+                         table_regimes(final.regime_model, table))
     return publish_run(run_dir, write)
 
 # %% ../nbs/22_train.ipynb #c037

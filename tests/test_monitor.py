@@ -581,6 +581,7 @@ def test_training_rows_against_their_own_reference_have_no_drift(tmp_path_factor
     from oi_ml.monitor import psi
     from oi_ml.train import build_training_table, holdout_split, load_bundle
     from oi_ml.features import bin_proportions
+    from oi_ml.train import table_regimes
     cfg, raw, manifest = deploy_tiny_model(tmp_path_factory.mktemp("selfcheck"), "self-check")
     bundle = load_bundle(version_dir("NSE", run_cfg=cfg))
     tcfg = train_config_of(bundle)
@@ -588,8 +589,9 @@ def test_training_rows_against_their_own_reference_have_no_drift(tmp_path_factor
     ins, _ = holdout_split(table, tcfg)
     reference = manifest["feature_distribution"]
     assert len(reference) > 50
+    seen = pd.concat([table.features, table_regimes(bundle.model_set.regime_model, table)], axis=1)   # + the regime_prob_*
     for column, ref in reference.items():
-        shares = bin_proportions(table.features[column].iloc[ins].to_numpy(dtype=float), ref["edges"])
+        shares = bin_proportions(seen[column].iloc[ins].to_numpy(dtype=float), ref["edges"])
         assert np.allclose(shares, ref["proportions"], rtol=0, atol=1e-9), column
         assert psi(ref["proportions"], shares) < 1e-6, column
 
@@ -603,7 +605,8 @@ def test_summary_levels_from_the_models_training_windows(tmp_path_factory):
     features = prepare_training_features(raw, manifest["model_features"])
     in_sample = features[(features.timestamp >= manifest["train_window"][0]) & (features.timestamp <= manifest["train_window"][1])]
     with_levels = {c for c, d in manifest["feature_distribution"].items() if "window_psi" in d}
-    assert with_levels == {c for c in manifest["feature_distribution"] if in_sample[c].notna().sum() >= 2_000}
+    present = in_sample.notna().sum()   # the regime_prob_* (never missing) are not prepared features
+    assert with_levels == {c for c in manifest["feature_distribution"] if present.get(c, len(in_sample)) >= 2_000}
     assert {manifest["feature_distribution"][c]["window_psi"]["rows"] for c in with_levels} == {500}
     holdout = features[features.timestamp >= manifest["holdout_window"][0]]
     assert len(holdout) >= 500
@@ -798,3 +801,128 @@ def test_caps_add_almost_no_alarms_on_fresh_windows_of_the_same_market(seed):
                                for i in range(0, len(fresh) - 999, 500))
     assert len(family["caps"]) >= 10
     assert 0 <= alerting(family) - alerting(family | {"caps": {}}) <= 1
+
+
+# ---------------------------------------------------------------- the regime HMM's probabilities
+
+PROBS = ["regime_prob_0", "regime_prob_1", "regime_prob_2"]
+
+
+@pytest.fixture(scope="module")
+def reads_regime_prob(tmp_path_factory):
+    """(run config, prepared features, run manifest) of a tiny model trained with 500-row drift windows whose selected
+    features include regime_prob_1 (forced in place of its last-ranked pick: the tiny model selects none on its own)."""
+    import oi_ml.train as train_mod
+    real = train_mod.select_features
+    def select(*args):
+        picked = real(*args)
+        return picked if "regime_prob_1" in picked else sorted(picked[:-1] + ["regime_prob_1"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_mod, "select_features", select)
+        cfg, raw, manifest = deploy_tiny_model(tmp_path_factory.mktemp("regime_prob"), "regime probabilities", live_rows=500)
+    return cfg, raw, manifest
+
+
+def test_summary_watches_the_regime_probabilities_the_model_reads(reads_regime_prob, tmp_path):
+    """The manifest holds each regime_prob_*'s training distribution with 500-row window levels (not as an input
+    feature), the drift family counts the one the model reads, and the summary judges it as a used input on its
+    training-window levels: on live features passed in without it, and on the warehouse window."""
+    cfg, raw, manifest = reads_regime_prob
+    cfg = private_copy(cfg, tmp_path)
+    folder = version_dir("NSE", run_cfg=cfg)
+    assert "regime_prob_1" in json.loads((folder / "model_features.json").read_text())["selected"]
+    dist = manifest["feature_distribution"]
+    assert set(PROBS) <= set(dist) and {dist[c]["window_psi"]["rows"] for c in PROBS} == {500}
+    assert not set(PROBS) & set(manifest["model_features"])                    # references, not input features
+    assert "regime_prob_1" in manifest["drift_family"]["columns"]
+    inputs, used = model_columns(folder, manifest)
+    from oi_ml.train import routes_by_regime
+    routed = routes_by_regime(json.loads((folder / "model_features.json").read_text())["routes"])   # then it reads them all
+    assert inputs == manifest["model_features"] + PROBS and [c for c in PROBS if c in used] == (PROBS if routed else ["regime_prob_1"])
+    features = prepare_training_features(raw, manifest["model_features"])
+    live = features[features.timestamp >= manifest["holdout_window"][0]].iloc[-500:]
+    assert not set(PROBS) & set(live.columns)
+    mcfg = MonitorConfig(live_rows=500)
+    for summary in (monitor_summary("NSE", cfg, live_features=live, cfg=mcfg), monitor_summary("NSE", cfg, cfg=mcfg)):
+        rows = {r["feature"]: r for r in summary["drift"]}
+        assert set(PROBS) <= set(rows) and summary["n_live_rows"] == 500
+        row = rows["regime_prob_1"]
+        assert row["used_by_model"] and row["levels"] == "training windows" and row["family_scale"] == summary["thresholds"]["drift_family"]["scale"]
+        assert rows["regime_prob_0"]["used_by_model"] == routed and math.isfinite(row["psi"])
+        assert not [w for w in summary["warnings"] if w["kind"] == "missing_features"]
+
+
+def test_a_shift_in_how_the_hmm_assigns_regimes_shows_in_its_probabilities_not_its_inputs(reads_regime_prob, tmp_path):
+    """500 in-sample bars with vix re-paired to ret_std_20 in reverse rank order: every HMM input keeps exactly its values
+    (its PSI does not move), their correlation turns negative, and the probability the model reads drifts strongly."""
+    cfg, raw, manifest = reads_regime_prob
+    cfg = private_copy(cfg, tmp_path)
+    features = prepare_training_features(raw, manifest["model_features"])
+    window = features[(features.timestamp >= manifest["train_window"][0]) & (features.timestamp <= manifest["train_window"][1])]
+    window = window.iloc[-500:].reset_index(drop=True)
+    rank = window.ret_std_20.rank(method="first").to_numpy().astype(int) - 1
+    repaired = window.assign(vix=np.sort(window.vix.to_numpy())[::-1][rank])
+    assert np.corrcoef(window.vix, window.ret_std_20)[0, 1] > 0.3 > -0.3 > np.corrcoef(repaired.vix, repaired.ret_std_20)[0, 1]
+    mcfg = MonitorConfig(live_rows=500)
+    before, after = ({r["feature"]: r for r in monitor_summary("NSE", cfg, live_features=live, cfg=mcfg)["drift"]}
+                     for live in (window, repaired))
+    hmm_inputs = json.loads((version_dir("NSE", run_cfg=cfg) / "regime_hmm.json").read_text())["config"]["feature_columns"]
+    assert all(before[c]["psi"] == after[c]["psi"] and before[c]["status"] == after[c]["status"] for c in hmm_inputs)
+    assert after["regime_prob_1"]["psi"] > before["regime_prob_1"]["psi"] + 1.0 and after["regime_prob_1"]["status"] != "ok"
+    assert max(after[c]["psi"] - before[c]["psi"] for c in PROBS) > 1.5
+
+
+def test_the_live_regime_probabilities_are_the_training_streams_after_the_filter_warm_up(reads_regime_prob, tmp_path):
+    """The live window's probabilities come from the saved HMM filtered over the fetched bars, the indicator warm-up
+    included (one query): at every bar they equal the training stream's (the filter run from the dataset's first bar),
+    while a filter started at the window's first bar differs there. Another symbol's bars are filtered on their own."""
+    from oi_ml.gate import train_config_of
+    from oi_ml.monitor import live_window, regime_prob_hook
+    from oi_ml.train import build_training_table, load_bundle, table_regimes
+    cfg, raw, manifest = reads_regime_prob
+    cfg = private_copy(cfg, tmp_path)
+    folder = version_dir("NSE", run_cfg=cfg)
+    inputs = model_columns(folder, manifest)[0]
+    bundle = load_bundle(folder)
+    table = build_training_table(raw, train_config_of(bundle))
+    stream = pd.concat([table.features[["timestamp"]], table_regimes(bundle.model_set.regime_model, table)[PROBS]], axis=1)
+    hook, mcfg = regime_prob_hook(folder, inputs), MonitorConfig(live_rows=500)
+    features = [c for c in inputs if c not in PROBS]
+    live = live_window(cfg, "NSE", manifest, features, mcfg, hook)[0]
+    gap = lambda frame: (lambda m: np.abs(m[[f"{c}_l" for c in PROBS]].to_numpy() - m[[f"{c}_t" for c in PROBS]].to_numpy()).max(axis=1))(
+        frame[["timestamp", *PROBS]].merge(stream, on="timestamp", suffixes=("_l", "_t")))
+    warm, cold = gap(live), gap(hook(live.drop(columns=PROBS)))
+    assert len(live) == 500 and len(warm) > 450 and warm.max() < 1e-9
+    assert cold[0] > 0.05
+    with connect(cfg) as con:   # the same bars under another symbol, on another scale: NIFTY's probabilities do not move
+        con.execute("INSERT INTO ml_features SELECT * REPLACE ('OTHER' AS symbol, vix * 2 AS vix) FROM ml_features WHERE exchange = 'NSE'")
+    (path,) = (tmp_path / "data" / "datasets" / "NSE").glob("*/manifest.json")
+    path.rename(path.with_name("moved.json"))                                  # training symbols unknown: every symbol
+    both = live_window(cfg, "NSE", manifest, features, mcfg, hook)[0]
+    nifty = both[both.symbol == "NIFTY"]
+    assert set(both.symbol) == {"NIFTY", "OTHER"} and len(nifty) and np.abs(gap(nifty)).max() < 1e-9
+
+
+def test_a_manifest_without_regime_distributions_is_watched_as_before(reads_regime_prob, tmp_path, monkeypatch):
+    """A run trained before the regime_prob_* distributions (none in its manifest): no probability among the inputs, no
+    drift row or missing-feature warning for them, and the summary otherwise as before."""
+    import oi_ml.monitor as monitor
+    from oi_ml.monitor import regime_prob_hook
+    cfg, raw, manifest = reads_regime_prob
+    cfg = private_copy(cfg, tmp_path)
+    folder = version_dir("NSE", run_cfg=cfg)
+    def old(m):
+        family = m["drift_family"]
+        keep = [c for c in family["columns"] if c not in PROBS]
+        return {**m, "feature_distribution": {k: v for k, v in m["feature_distribution"].items() if k not in PROBS},
+                "drift_family": {**family, "columns": keep, "caps": {c: family["caps"][c] for c in keep},
+                                 "cap_hits": {c: family["cap_hits"][c] for c in keep}}}
+    inputs, used = model_columns(folder, old(manifest))
+    assert inputs == manifest["model_features"] and not set(PROBS) & set(used) and regime_prob_hook(folder, inputs) is None
+    real = monitor.load_version
+    monkeypatch.setattr(monitor, "load_version", lambda *a, **k: (lambda f, m: (f, old(m)))(*real(*a, **k)))
+    features = prepare_training_features(raw, manifest["model_features"])
+    mcfg = MonitorConfig(live_rows=500)
+    for summary in (monitor_summary("NSE", cfg, live_features=features.iloc[-500:], cfg=mcfg), monitor_summary("NSE", cfg, cfg=mcfg)):
+        assert {r["feature"] for r in summary["drift"]} == set(inputs)
+        assert not [w for w in summary["warnings"] if w["kind"] == "missing_features"]

@@ -987,16 +987,51 @@ def test_candidate_pack_names_the_hmm_inputs_behind_regime_probs(retrained, tmp_
     run_dir = Path(cfg.models_dir) / "NSE" / run
     selected_path = run_dir / "model_features.json"
     meta = json.loads(selected_path.read_text())
+    import hashlib
     if not any(c.startswith("regime_prob_") for c in meta["selected"]):   # make the model read an HMM-derived input
-        import hashlib
         meta["selected"] = meta["selected"] + ["regime_prob_1"]
         selected_path.write_text(json.dumps(meta))
-        manifest = json.loads((run_dir / "manifest.json").read_text())   # re-listed, so the run still verifies
-        sha, entry = hashlib.sha256(selected_path.read_bytes()).hexdigest(), manifest["files"]["model_features.json"]
-        manifest["files"]["model_features.json"] = entry | {"sha256": sha} if isinstance(entry, dict) else sha
-        (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    manifest = json.loads((run_dir / "manifest.json").read_text())   # re-listed, so the run still verifies
+    sha, entry = hashlib.sha256(selected_path.read_bytes()).hexdigest(), manifest["files"]["model_features.json"]
+    manifest["files"]["model_features.json"] = entry | {"sha256": sha} if isinstance(entry, dict) else sha
+    # a run trained before the manifest held the regime_prob_* distributions (a new run has them: no note, see below)
+    manifest["feature_distribution"] = {k: v for k, v in manifest["feature_distribution"].items() if not k.startswith("regime_prob_")}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
     hmm_inputs = json.loads((run_dir / "regime_hmm.json").read_text())["config"]["feature_columns"]
     html = packs.render_pack("NSE", run, dict(dataset_version=out["dataset_version"], candidate_run=run), cfg)
     text = _outputs(html.with_suffix(".ipynb"))
     assert f"The HMM reads {len(hmm_inputs)} feature(s), and the monitor watches them as follows: {hmm_inputs[0]}: " in text
     for c in hmm_inputs: assert f"; {c}: " in text or f"follows: {c}: " in text, c
+
+
+def test_a_run_whose_manifest_holds_the_regime_probabilities_has_no_unmonitored_note(tmp_path):
+    """A model that reads regime_prob_1 (forced in place of its last-ranked pick) and was trained with the probabilities'
+    training distributions: the pack's note names no unmonitored input, and the monitoring baseline lists the
+    probability as a feature the model uses, with its training-window drift level."""
+    import oi_ml.train as train_mod
+    from conftest import deploy_tiny_model
+    from oi_ml.monitor import model_columns
+    from oi_ml.registry import version_dir
+    real = train_mod.select_features
+    def select(*args):
+        picked = real(*args)
+        return picked if "regime_prob_1" in picked else sorted(picked[:-1] + ["regime_prob_1"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_mod, "select_features", select)
+        cfg, _, manifest = deploy_tiny_model(tmp_path, "pack regime probabilities", live_rows=500)
+    folder = version_dir("NSE", run_cfg=cfg)
+    selected = json.loads((folder / "model_features.json").read_text())["selected"]
+    hmm_inputs = json.loads((folder / "regime_hmm.json").read_text())["config"]["feature_columns"]
+    assert "regime_prob_1" in selected
+    alert_of = packs.baseline_alert_of(manifest, cfg.monitoring)
+    assert packs.unmonitored_inputs_note(selected, manifest, hmm_inputs=hmm_inputs, alert_of=alert_of) == ""
+    used = model_columns(folder, manifest)[1]
+    assert "regime_prob_1" in used
+    items = packs.monitoring_baseline(manifest, top=len(used), monitoring=cfg.monitoring, used=used).set_index("item").value
+    row = next(v for k, v in items.items() if k.startswith("feature regime_prob_1 (used by the model): "))
+    assert "500-row training windows" in row and "family scale" in row, row
+    # the same run as one trained before the distributions: the note names the probability and the HMM's inputs
+    old = {**manifest, "feature_distribution": {k: v for k, v in manifest["feature_distribution"].items() if not k.startswith("regime_prob_")}}
+    note = packs.unmonitored_inputs_note(selected, old, hmm_inputs=hmm_inputs, alert_of=packs.baseline_alert_of(old, cfg.monitoring))
+    assert "regime_prob_1 is derived by the regime HMM" in note and "is not caught" in note
+    assert f"The HMM reads {len(hmm_inputs)} feature(s)" in note

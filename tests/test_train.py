@@ -183,6 +183,37 @@ def test_manifest_holds_the_drift_family_of_the_used_features(small_run, monkeyp
     assert len(entry["ratios"]) == entry["windows"] and drift_family is real
 
 
+def test_manifest_holds_the_regime_probabilities_as_the_model_saw_them(small_run, monkeypatch):
+    """The manifest's feature_distribution also holds each regime_prob_* of the final HMM, binned on the in-sample rows
+    as the model read them (the forward filter over the dataset's stream, `table_regimes`), after the input features
+    and not among `model_features`; the run still verifies. `_manifest` hands `drift_family` a frame with them, so a
+    selected probability is calibrated with the used features."""
+    from oi_ml.features import bin_proportions, drift_family
+    bundle = train_mod.load_bundle(small_run.run_dir)
+    hmm, table, man = bundle.model_set.regime_model, small_run.table, small_run.manifest
+    probs = hmm.prob_columns
+    ins = holdout_reference(table, SMALL.holdout_frac)[0]
+    seen = train_mod.table_regimes(hmm, table).iloc[ins]
+    assert list(man["feature_distribution"]) == man["model_features"] + probs and man["model_features"] == REQUIRED_FEATURE_COLUMNS
+    for c in probs:
+        ref = man["feature_distribution"][c]
+        assert np.allclose(bin_proportions(seen[c].to_numpy(), ref["edges"]), ref["proportions"], rtol=0, atol=1e-9), c
+        assert np.allclose(ref["range"], [seen[c].min(), seen[c].max()], rtol=0, atol=1e-9), c
+    assert train_mod.verify_run(small_run.run_dir)["feature_distribution"] == man["feature_distribution"]
+    assert train_mod.used_regime_probs(bundle.model_set) == sorted(set(probs) & set(bundle.model_set.selected))
+    frames = []
+    real = train_mod.drift_family
+    monkeypatch.setattr(train_mod, "drift_family", lambda frame, *a: frames.append(frame) or real(frame, *a))
+    used = train_mod.model_used_columns(bundle.model_set, table) + ["regime_prob_1"]
+    manifest = train_mod._manifest(small_run.run_dir, "run-x", "NSE", small_run.dm, SMALL, small_run.report, table, ins,
+                                   np.full(50, 0.5), "code", 300, used, 0.25, None, train_mod.table_regimes(hmm, table))
+    assert np.array_equal(frames[0]["regime_prob_1"].to_numpy(), seen["regime_prob_1"].to_numpy())
+    assert "regime_prob_1" in manifest["drift_family"]["columns"] and drift_family is real
+    without = train_mod._manifest(small_run.run_dir, "run-x", "NSE", small_run.dm, SMALL, small_run.report, table, ins,
+                                  np.full(50, 0.5), "code", 300)   # no regimes given: the input features only
+    assert list(without["feature_distribution"]) == man["model_features"]
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # no leakage
 
@@ -589,7 +620,7 @@ def test_ohlcv_only_dataset_trains_on_technical_features(dataset, tmp_path):
     rep = read_report(run_dir_of(cfg, man))
     assert not set(rep["selected_features"]) & set(OPTION_FEATURE_DEFAULTS)
     assert rep["regimes"]["features"] == ["ret_1", "ret_std_20"]
-    assert set(man["feature_distribution"]) == set(technical)
+    assert set(man["feature_distribution"]) == set(technical) | {"regime_prob_0", "regime_prob_1", "regime_prob_2"}   # + the HMM's probabilities
     # its training data had no chain, VIX or flows, so rows of plain OHLCV bars score (no source column is required)
     assert man["source_columns"] == []
     plain = raw[["timestamp", "exchange", "symbol", "open", "high", "low", "close", "volume"]]
