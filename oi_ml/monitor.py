@@ -23,7 +23,7 @@ import pandas as pd
 
 from .config import MonitoringConfig, RunConfig
 from .datasets import DatasetIntegrityError, dataset_dir, read_json
-from .features import PSI_CAP_SHARE, bin_proportions, family_scale, prepare_training_features, psi, psi_ceiling
+from .features import PSI_CAP_SHARE, bin_proportions, family_scale, fill_neutral_defaults, prepare_training_features, psi, psi_ceiling
 from .indicators import WARMUP_BARS
 from .regimes import REGIME_PROB_PREFIX, RegimeHMMTransformer, regime_feature_matrix, regime_prob_columns
 from .registry import load_version, read_jsonl, registry_key
@@ -448,10 +448,12 @@ def model_columns(folder: Path, manifest: dict) -> tuple[list, list]:
 
 def add_regime_probs(features: pd.DataFrame, hmm: RegimeHMMTransformer,
                      columns: list) -> pd.DataFrame:   # the `regime_prob_*` to add
-    "`features` with the HMM's filtered `columns` it lacks: the forward filter over each symbol's rows in time order."
+    """`features` with the HMM's filtered `columns` it lacks: the forward filter over each symbol's rows in time order, on
+    the HMM's inputs with their neutral defaults filled as training and serving fill them."""
     columns = [c for c in columns if c not in features.columns]
     if not columns or any(c not in features.columns for c in hmm.feature_columns): return features   # no HMM input: not judged
-    probs, frame = np.full((len(features), hmm.n_regimes), np.nan), features.reset_index(drop=True)
+    frame = fill_neutral_defaults(features.reset_index(drop=True), list(hmm.feature_columns))   # a NaN would skip an update
+    probs = np.full((len(features), hmm.n_regimes), np.nan)
     keys = frame["symbol"].to_numpy() if "symbol" in frame else np.zeros(len(frame))
     for _, rows in frame.groupby(keys, sort=False):
         rows = rows.sort_values("timestamp", kind="mergesort") if "timestamp" in rows else rows
@@ -509,7 +511,10 @@ def _json_ready(obj):
 def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_features: pd.DataFrame | None = None,
                     cfg: MonitorConfig = MonitorConfig(),
                     horizon: str | None = None) -> dict:   # registry horizon key such as '15m'; None: the exchange's pointer
-    "Drift, score drift, degradation, latency and active alerts of the current model version of `exchange` (and `horizon`), JSON-ready."
+    """Drift, score drift, degradation, latency and active alerts of the current model version of `exchange` (and `horizon`),
+    JSON-ready. The live window is read from the warehouse, or is `live_features`; the run's `regime_prob_*` are computed
+    on it, after the warehouse window's indicator warm-up bars, or from the first row of a `live_features` frame that
+    lacks them (a filter started cold: its first few dozen rows differ from what serving computed)."""
     run_cfg = run_cfg or RunConfig()
     folder, manifest = load_version(exchange, run_cfg=run_cfg, horizon=horizon)
     if own_horizon := horizon or manifest.get("horizon"):   # '15m': outcomes of consecutive bars share 15 / bar_minutes bars

@@ -1637,8 +1637,11 @@ def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringCon
     distributions, family = manifest["feature_distribution"], drift_family_of(manifest, monitoring)
     levels_of, alert_of = _family_levels_of(family), baseline_alert_of(manifest, monitoring)
     raised = sum(alert_of(n, d)[0] > fixed for n, d in distributions.items())
+    probs = sum(n.startswith("regime_prob_") for n in distributions)   # the HMM's probabilities, stored beside the features
     rows.append(dict(item="drift alert levels", value=f"raised above the fixed PSI {fixed} for {raised} of "
-                     f"{len(distributions)} features, to the largest PSI of the training period's own windows of the live length"))
+                     f"{len(distributions)} features" + (f" ({len(distributions) - probs} input features and {probs} of the "
+                                                         f"regime HMM's probabilities)" if probs else "")
+                     + ", to the largest PSI of the training period's own windows of the live length"))
     rows.append(dict(item="drift alert, family-wise (any used feature)", value=family["reason"]))
     used_set = set(used or ())
     if any("proportions" in d for d in distributions.values()):

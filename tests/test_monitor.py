@@ -926,3 +926,20 @@ def test_a_manifest_without_regime_distributions_is_watched_as_before(reads_regi
     for summary in (monitor_summary("NSE", cfg, live_features=features.iloc[-500:], cfg=mcfg), monitor_summary("NSE", cfg, cfg=mcfg)):
         assert {r["feature"] for r in summary["drift"]} == set(inputs)
         assert not [w for w in summary["warnings"] if w["kind"] == "missing_features"]
+
+
+def test_live_regime_probabilities_fill_the_hmm_inputs_neutral_defaults_as_serving_does(reads_regime_prob, tmp_path):
+    """A live frame whose vix is NaN on 100 rows: the probabilities are those of the frame with vix's neutral default
+    filled (what training and serving feed the HMM), not of a filter that skips the NaN rows' update."""
+    from oi_ml.features import fill_neutral_defaults
+    from oi_ml.monitor import add_regime_probs
+    from oi_ml.regimes import RegimeHMMTransformer
+    cfg, raw, manifest = reads_regime_prob
+    hmm = RegimeHMMTransformer.load(version_dir("NSE", run_cfg=cfg) / "regime_hmm.json")
+    features = prepare_training_features(raw, manifest["model_features"]).iloc[-600:].reset_index(drop=True)
+    holed = features.assign(vix=features.vix.where((features.index < 200) | (features.index >= 300)))
+    filled = fill_neutral_defaults(holed, ["vix"])
+    got, want = add_regime_probs(holed, hmm, PROBS), add_regime_probs(filled, hmm, PROBS)
+    assert holed.vix.isna().sum() == 100 and not filled.vix.isna().any()
+    assert np.array_equal(got[PROBS].to_numpy(), want[PROBS].to_numpy())
+    assert holed.vix.isna().sum() == 100                                       # the caller's frame is left as it was
