@@ -89,9 +89,11 @@ def private_copy(cfg: RunConfig, tmp_path: Path) -> RunConfig:
     return RunConfig(data_dir=str(tmp_path / "data"))
 
 
-def deploy_tiny_model(root: Path, reason: str, live_rows: int | None = None):
+def deploy_tiny_model(root: Path, reason: str, live_rows: int | None = None,
+                      force_selected: str | None = None):   # a column forced into the selection in place of its last-ranked pick
     """(run config, time-sorted raw dataset rows, run manifest) of a tiny model trained on 8 simulated days and deployed;
-    `live_rows` sets RunConfig.monitoring.live_rows (the length of the training windows behind the drift levels)."""
+    `live_rows` sets RunConfig.monitoring.live_rows (the length of the training windows behind the drift levels);
+    `force_selected` makes the model read a column its selector would not pick (e.g. `regime_prob_1`)."""
     from oi_ml.datasets import export_training_window, load_dataset
     from oi_ml.registry import deploy_model
     from oi_ml.simulate import simulate_market
@@ -102,7 +104,40 @@ def deploy_tiny_model(root: Path, reason: str, live_rows: int | None = None):
         simulate_market(con, "NSE", "2025-08-01", n_days=8, run_cfg=cfg)
         dm = export_training_window(con, "NSE", run_cfg=cfg)
     small = TrainConfig(n_splits=3, min_regime_rows=600, max_rounds=60, top_k_features=20, shap_rows=200)
-    manifest = train_model("NSE", dm["version"], cfg=small, run_cfg=cfg)
+    with pytest.MonkeyPatch.context() as mp:
+        if force_selected:
+            import oi_ml.train as train_mod
+            real = train_mod.select_features
+            def select(*args):
+                picked = real(*args)
+                return picked if force_selected in picked else sorted(picked[:-1] + [force_selected])
+            mp.setattr(train_mod, "select_features", select)
+        manifest = train_model("NSE", dm["version"], cfg=small, run_cfg=cfg)
     deploy_model("NSE", manifest["run_id"], "pytest", reason, run_cfg=cfg, ungated=True)   # a fixture model, not gated
     raw, _ = load_dataset("NSE", dm["version"], cfg)
     return cfg, raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True), manifest
+
+
+def record_fsync_events(monkeypatch, fail=lambda path: False, registrations: bool = False) -> list:
+    """Log `fsync_path` calls ("fsync", path) wherever it is looked up (datasets, train) and `os.replace` renames
+    ("rename", src, dst) in order, with `registrations` also dataset registrations ("register",); the flush of a path for
+    which `fail(path)` is true raises EIO (a failing disk)."""
+    import errno
+    import os
+
+    import oi_ml.datasets as datasets
+    import oi_ml.train as train_mod
+    events, real_fsync, real_replace, real_record = [], datasets.fsync_path, os.replace, datasets.record_training_batch
+    def fsync_path(path):
+        events.append(("fsync", Path(path)))
+        if fail(Path(path)): raise OSError(errno.EIO, "simulated I/O error", str(path))
+        return real_fsync(path)
+    def replace(src, dst):
+        events.append(("rename", Path(src), Path(dst))); return real_replace(src, dst)
+    def record(*args, **kwargs):
+        events.append(("register",)); return real_record(*args, **kwargs)
+    monkeypatch.setattr(datasets, "fsync_path", fsync_path)
+    monkeypatch.setattr(train_mod, "fsync_path", fsync_path, raising=False)
+    monkeypatch.setattr(os, "replace", replace)
+    if registrations: monkeypatch.setattr(datasets, "record_training_batch", record)
+    return events

@@ -1,10 +1,8 @@
 """Integration and fault tests of `oi_ml.datasets`: content-addressed versions (same window -> same version and
 byte-identical files), manifest fields checked against the files themselves, tamper/deletion detection naming the
 file, suffixed versions for new content, and no orphan folders when writing or registration fails."""
-import errno
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import record_fsync_events
 
 from oi_ml import datasets
 from oi_ml.config import RunConfig, config_to_dict
@@ -414,24 +413,6 @@ def test_a_staging_folder_killed_after_its_manifest_is_written_is_never_a_versio
 
 
 # ---------------------------------------------------------------- flushed to disk before it is published or registered
-def record_flushes(monkeypatch, fail=lambda path: False) -> list:
-    """Log `datasets.fsync_path` calls ("fsync", path), renames ("rename", src, dst) and registrations ("register",) in
-    order; the flush of a path for which `fail(path)` is true raises EIO (a failing disk)."""
-    events, real_fsync, real_replace, real_record = [], datasets.fsync_path, os.replace, datasets.record_training_batch
-    def fsync_path(path):
-        events.append(("fsync", Path(path)))
-        if fail(Path(path)): raise OSError(errno.EIO, "simulated I/O error", str(path))
-        return real_fsync(path)
-    def replace(src, dst):
-        events.append(("rename", Path(src), Path(dst))); return real_replace(src, dst)
-    def record(*args, **kwargs):
-        events.append(("register",)); return real_record(*args, **kwargs)
-    monkeypatch.setattr(datasets, "fsync_path", fsync_path)
-    monkeypatch.setattr(datasets.os, "replace", replace)
-    monkeypatch.setattr(datasets, "record_training_batch", record)
-    return events
-
-
 def export_rows(con) -> int:
     return con.execute("SELECT count(*) FROM training_batches WHERE kind = 'export'").fetchone()[0]
 
@@ -439,7 +420,7 @@ def export_rows(con) -> int:
 def test_an_export_flushes_every_file_and_folder_before_publishing_and_registering_it(sim_con, cfg, monkeypatch):
     """A rename can reach the disk before the data it publishes: every staged file and the staging folder are fsynced
     before the rename, and the exchange folder (the rename) before the registry row, which DuckDB makes durable."""
-    events = record_flushes(monkeypatch)
+    events = record_fsync_events(monkeypatch, registrations=True)
     version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
     monkeypatch.undo()
     root = cfg.datasets_dir / "NSE"
@@ -461,7 +442,7 @@ def test_a_failed_flush_fails_the_export_with_nothing_registered(sim_con, cfg, m
     fail = {"file": lambda p: p.name == "option_chain.parquet" and p.parent.name.startswith(".staging-"),
             "staging folder": lambda p: p.parent == root and p.name.startswith(".staging-"),
             "exchange folder": lambda p: p == root}[flushed]
-    events = record_flushes(monkeypatch, fail)
+    events = record_fsync_events(monkeypatch, fail, registrations=True)
     with pytest.raises(OSError, match="simulated I/O error"):
         export_training_window(sim_con, "NSE", run_cfg=cfg)
     monkeypatch.undo()
@@ -475,7 +456,7 @@ def test_a_restored_file_is_flushed_before_its_rename_and_the_folder_after(sim_c
     version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
     folder = dataset_dir("NSE", version, cfg)
     (folder / "option_chain.parquet").unlink()
-    events = record_flushes(monkeypatch)
+    events = record_fsync_events(monkeypatch, registrations=True)
     with pytest.warns(UserWarning, match=r"restored \['option_chain\.parquet'\]"):
         export_training_window(sim_con, "NSE", run_cfg=cfg)
     monkeypatch.undo()
@@ -488,7 +469,7 @@ def test_write_derived_flushes_the_table_and_manifest_before_the_switch_and_the_
     version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
     folder = dataset_dir("NSE", version, cfg)
     old = folder / datasets.write_derived("NSE", version, "features", _derived_frame(1.0), {"v": 1}, cfg)["file"]
-    events, old_there = record_flushes(monkeypatch), []
+    events, old_there = record_fsync_events(monkeypatch, registrations=True), []
     real = datasets.fsync_path
     monkeypatch.setattr(datasets, "fsync_path", lambda p: (old_there.append(old.exists()) if Path(p) == folder else None, real(p))[1])
     new = datasets.write_derived("NSE", version, "features", _derived_frame(2.0), {"v": 2}, cfg)["file"]
@@ -505,7 +486,7 @@ def test_a_failed_flush_of_a_derived_table_keeps_the_old_one(sim_con, cfg, monke
     folder = dataset_dir("NSE", version, cfg)
     datasets.write_derived("NSE", version, "features", _derived_frame(1.0), {"v": 1}, cfg)
     files_before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    record_flushes(monkeypatch, lambda p: p.name == flushed)
+    record_fsync_events(monkeypatch, lambda p: p.name == flushed, registrations=True)
     with pytest.raises(OSError, match="simulated I/O error"):
         datasets.write_derived("NSE", version, "features", _derived_frame(9.0), {"v": 2}, cfg)
     monkeypatch.undo()

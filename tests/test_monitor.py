@@ -812,15 +812,7 @@ PROBS = ["regime_prob_0", "regime_prob_1", "regime_prob_2"]
 def reads_regime_prob(tmp_path_factory):
     """(run config, prepared features, run manifest) of a tiny model trained with 500-row drift windows whose selected
     features include regime_prob_1 (forced in place of its last-ranked pick: the tiny model selects none on its own)."""
-    import oi_ml.train as train_mod
-    real = train_mod.select_features
-    def select(*args):
-        picked = real(*args)
-        return picked if "regime_prob_1" in picked else sorted(picked[:-1] + ["regime_prob_1"])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_mod, "select_features", select)
-        cfg, raw, manifest = deploy_tiny_model(tmp_path_factory.mktemp("regime_prob"), "regime probabilities", live_rows=500)
-    return cfg, raw, manifest
+    return deploy_tiny_model(tmp_path_factory.mktemp("regime_prob"), "regime probabilities", live_rows=500, force_selected="regime_prob_1")
 
 
 def test_summary_watches_the_regime_probabilities_the_model_reads(reads_regime_prob, tmp_path):

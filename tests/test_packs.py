@@ -1008,17 +1008,10 @@ def test_a_run_whose_manifest_holds_the_regime_probabilities_has_no_unmonitored_
     """A model that reads regime_prob_1 (forced in place of its last-ranked pick) and was trained with the probabilities'
     training distributions: the pack's note names no unmonitored input, and the monitoring baseline lists the
     probability as a feature the model uses, with its training-window drift level."""
-    import oi_ml.train as train_mod
     from conftest import deploy_tiny_model
     from oi_ml.monitor import model_columns
     from oi_ml.registry import version_dir
-    real = train_mod.select_features
-    def select(*args):
-        picked = real(*args)
-        return picked if "regime_prob_1" in picked else sorted(picked[:-1] + ["regime_prob_1"])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_mod, "select_features", select)
-        cfg, _, manifest = deploy_tiny_model(tmp_path, "pack regime probabilities", live_rows=500)
+    cfg, _, manifest = deploy_tiny_model(tmp_path, "pack regime probabilities", live_rows=500, force_selected="regime_prob_1")
     folder = version_dir("NSE", run_cfg=cfg)
     selected = json.loads((folder / "model_features.json").read_text())["selected"]
     hmm_inputs = json.loads((folder / "regime_hmm.json").read_text())["config"]["feature_columns"]

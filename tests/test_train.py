@@ -6,7 +6,6 @@ OHLCV-only dataset, and (slow) the planted signal is found while the null simula
 Training pins `num_threads=1` (the TrainConfig default): on a shared, loaded 2-core machine LightGBM's OpenMP threads
 at `num_threads=2` spin against other processes; one small run took 14x longer (2.8 s -> 38.7 s wall), same results."""
 import dataclasses
-import errno
 import hashlib
 import json
 import re
@@ -19,8 +18,8 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import record_fsync_events
 
-import oi_ml.datasets as datasets_mod
 import oi_ml.train as train_mod
 from oi_ml.config import RunConfig
 from oi_ml.datasets import dataset_dir, export_training_window, load_dataset
@@ -743,27 +742,11 @@ def _write_nested(staging: Path) -> dict:
     return {"files": {}}
 
 
-def record_run_flushes(monkeypatch, fail=lambda path: False) -> list:
-    """Log fsync_path calls ("fsync", path) and renames ("rename", src, dst) in order, wherever fsync_path is looked up
-    (datasets.fsync_tree, train.swap_into_place); the flush of a path for which `fail(path)` is true raises EIO."""
-    events, real_fsync, real_replace = [], datasets_mod.fsync_path, train_mod.os.replace
-    def fsync_path(path):
-        events.append(("fsync", Path(path)))
-        if fail(Path(path)): raise OSError(errno.EIO, "simulated I/O error", str(path))
-        return real_fsync(path)
-    def replace(src, dst):
-        events.append(("rename", Path(src), Path(dst))); return real_replace(src, dst)
-    monkeypatch.setattr(datasets_mod, "fsync_path", fsync_path)
-    monkeypatch.setattr(train_mod, "fsync_path", fsync_path, raising=False)
-    monkeypatch.setattr(train_mod.os, "replace", replace)
-    return events
-
-
 def test_publish_flushes_every_file_and_folder_before_the_rename_and_the_parent_after(tmp_path, monkeypatch):
     """A rename can reach the disk before the files it publishes, so a power cut could leave a run of truncated files:
     every file and folder of the staging tree is fsynced before the rename, and the parent folder after it."""
     run = tmp_path / "models" / "NSE" / "run-x"
-    events = record_run_flushes(monkeypatch)
+    events = record_fsync_events(monkeypatch)
     train_mod.publish_run(run, _write_nested)
     monkeypatch.undo()
     (rename,) = [e for e in events if e[0] == "rename"]
@@ -785,7 +768,7 @@ def test_a_failed_flush_publishes_no_run(tmp_path, monkeypatch, flushed, existin
     staged = lambda p: p.parent == run.parent and p.name.startswith(".run-x.") and not p.name.endswith(".old")
     fail = {"file": lambda p: p.name == "pooled.lgb.txt" and staged(p.parent.parent),
             "staging folder": staged, "parent folder": lambda p: p == run.parent}[flushed]
-    events = record_run_flushes(monkeypatch, fail)
+    events = record_fsync_events(monkeypatch, fail)
     with pytest.raises(OSError, match="simulated I/O error"):
         train_mod.publish_run(run, _write_nested)
     monkeypatch.undo()
