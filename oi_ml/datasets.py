@@ -30,9 +30,9 @@ from .store import load_historical_data_for_ml, record_training_batch, transacti
 __all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'STAGING_PREFIX', 'DATASET_COLUMNS',
            'package_versions', 'git_commit', 'sha256_file', 'package_imports', 'import_closure', 'code_sha256',
            'DatasetIntegrityError', 'read_json', 'write_parquet_deterministic', 'write_query_parquet',
-           'read_dataset_manifest', 'try_lock', 'remove_dead_staging', 'fsync_path', 'fsync_tree', 'folder_lock',
-           'staging_folder', 'export_training_window', 'dataset_dir', 'list_datasets', 'latest_dataset_version',
-           'load_manifest', 'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
+           'read_dataset_manifest', 'try_lock', 'remove_dead_staging', 'fsync_path', 'mkdir_durable', 'fsync_tree',
+           'folder_lock', 'staging_folder', 'export_training_window', 'dataset_dir', 'list_datasets',
+           'latest_dataset_version', 'load_manifest', 'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
 PACKAGES = ("numpy", "pandas", "duckdb", "pyarrow", "lightgbm", "xgboost-cpu", "optuna", "hmmlearn", "shap", "numba",
@@ -246,6 +246,13 @@ def fsync_path(path: Path) -> None:
     try: os.fsync(fd)
     finally: os.close(fd)
 
+def mkdir_durable(folder: Path) -> list[Path]:
+    "Create `folder` and its missing parents, flushing each new folder's entry in its parent; returns the folders made."
+    made = [p for p in [Path(folder), *Path(folder).parents] if not p.exists()][::-1]   # outermost first
+    for path in made:
+        path.mkdir(exist_ok=True); fsync_path(path.parent)
+    return made
+
 def fsync_tree(folder: Path) -> list[Path]:
     "Flush every file under `folder`, then the entries of every folder in it and of `folder` itself; returns the paths flushed."
     inside = sorted(Path(folder).rglob("*"))
@@ -281,7 +288,7 @@ def export_training_window(con, exchange: str, start=None, end=None, fmt: str = 
     if fmt != "parquet": raise ValueError(f"unsupported format {fmt!r}: only 'parquet'")
     run_cfg = run_cfg or RunConfig()
     exchange = exchange.upper()
-    root = Path(run_cfg.datasets_dir) / exchange; root.mkdir(parents=True, exist_ok=True)
+    root = Path(run_cfg.datasets_dir) / exchange; mkdir_durable(root)   # a first export's folders survive a power cut
     with staging_folder(root) as staging:
         files, features = _write_files(con, exchange, start, end, staging)
         content = _content_hash(files)

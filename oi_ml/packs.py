@@ -1639,8 +1639,8 @@ def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringCon
     raised = sum(alert_of(n, d)[0] > fixed for n, d in distributions.items())
     probs = sum(n.startswith("regime_prob_") for n in distributions)   # the HMM's probabilities, stored beside the features
     rows.append(dict(item="drift alert levels", value=f"raised above the fixed PSI {fixed} for {raised} of "
-                     f"{len(distributions)} features" + (f" ({len(distributions) - probs} input features and {probs} of the "
-                                                         f"regime HMM's probabilities)" if probs else "")
+                     f"{len(distributions)} features" + (f" ({len(distributions) - probs} input features and the regime HMM's "
+                                                         f"{probs} probabilit{'y' if probs == 1 else 'ies'})" if probs else "")
                      + ", to the largest PSI of the training period's own windows of the live length"))
     rows.append(dict(item="drift alert, family-wise (any used feature)", value=family["reason"]))
     used_set = set(used or ())

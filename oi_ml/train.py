@@ -24,8 +24,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 
 from .config import IST, RunConfig, config_to_dict
 from .cv import PurgedKFold
-from .datasets import (code_sha256, fsync_path, fsync_tree, git_commit, import_closure, load_dataset, package_versions, read_json,
-                             sha256_file)
+from .datasets import (code_sha256, fsync_path, fsync_tree, git_commit, import_closure, load_dataset, mkdir_durable,
+                            package_versions, read_json, sha256_file)
 from .features import (FEATURE_DEFAULTS, KEY_COLUMNS, XS_RANK_DEFAULTS, check_sources, drift_family, feature_distribution,
                             informative_sources, prepare_training_features, supported_feature_columns)
 from .indicators import WARMUP_BARS
@@ -657,7 +657,7 @@ def _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final) -> dict
 
 def publish_run(run_dir: Path, write) -> dict:
     "Call `write(staging) -> manifest` on a staging folder, add manifest.json, rename into place (a crash leaves no half-written run)."
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    mkdir_durable(run_dir.parent)   # models/<EXCHANGE> on a first run: its entry flushed like the run's
     staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
     try:
         manifest = write(staging)

@@ -434,6 +434,29 @@ def test_an_export_flushes_every_file_and_folder_before_publishing_and_registeri
     assert after.index(("fsync", root)) < after.index(("register",))                       # the rename before the registry row
 
 
+def test_a_first_export_flushes_the_folders_it_makes_before_it_publishes(sim_con, cfg, monkeypatch):
+    """The exchange folder (and the datasets folder) a first export creates are entries in their parents like any rename:
+    each new folder's parent is flushed before the version is renamed into it; a failed flush registers nothing."""
+    root = cfg.datasets_dir / "NSE"
+    made = [p for p in (root, root.parent) if not p.exists()]
+    assert root in made
+    events = record_fsync_events(monkeypatch, registrations=True)
+    export_training_window(sim_con, "NSE", run_cfg=cfg)
+    monkeypatch.undo()
+    first_rename = next(i for i, e in enumerate(events) if e[0] == "rename")
+    assert {("fsync", p.parent) for p in made} <= set(events[:first_rename])
+
+
+def test_a_failed_flush_of_a_new_exchange_folder_registers_nothing(sim_con, cfg, monkeypatch):
+    root = cfg.datasets_dir / "NSE"
+    record_fsync_events(monkeypatch, lambda p: p == root.parent, registrations=True)
+    with pytest.raises(OSError, match="simulated I/O error"):
+        export_training_window(sim_con, "NSE", run_cfg=cfg)
+    monkeypatch.undo()
+    assert registry(sim_con) == [] and export_rows(sim_con) == 0 and folders(cfg) == []
+    assert export_training_window(sim_con, "NSE", run_cfg=cfg)["version"] == "2025-08-04"
+
+
 @pytest.mark.parametrize("flushed", ["file", "staging folder", "exchange folder"])
 def test_a_failed_flush_fails_the_export_with_nothing_registered(sim_con, cfg, monkeypatch, flushed):
     """A flush that fails (EIO) means the bytes may not be on disk: the export must fail with no version folder, no
