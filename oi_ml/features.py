@@ -370,7 +370,7 @@ def _one_decile_psi(reference: dict) -> np.ndarray:
 
 def psi_ceiling(reference: dict) -> float:
     "The largest PSI a live window can reach against a column's training decile shares: every live value in one decile (inf without shares)."
-    return float(_one_decile_psi(reference).max(initial=-math.inf)) if reference.get("proportions") else math.inf
+    return float(_one_decile_psi(reference).max()) if reference.get("proportions") else math.inf
 
 def psi_cap(reference: dict) -> float:
     """The level a column's alert level is lowered to when above it (`43_monitor`): PSI_CAP_SHARE × the PSI of a live window

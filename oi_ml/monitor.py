@@ -29,16 +29,16 @@ from .regimes import REGIME_PROB_PREFIX, RegimeHMMTransformer, regime_feature_ma
 from .registry import load_version, read_jsonl, registry_key
 from .signals import gated_min_confidence, recommendations_with_outcomes
 from .store import connect, denormalise_payload
-from .train import HOLDOUT_OUTCOMES_FILE, routes_by_regime
+from .train import HOLDOUT_OUTCOMES_FILE, regime_probs_read, routes_by_regime
 
 # %% auto #0
 __all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'monitor_config', 'drift_thresholds', 'outside_range',
-           'psi_status', 'judged_psi', 'drift_row', 'psi_cannot_alert', 'drift_report', 'drift_family_levels',
-           'rolling_hit_rate', 'effective_outcomes', 'degradation_check', 'batch_means_outcomes', 'holdout_baselines',
-           'outcome_kind', 'read_holdout_outcomes', 'degradation_baseline', 'latency_histogram', 'latency_percentiles',
-           'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations', 'training_symbols',
-           'recent_features', 'live_window', 'model_columns', 'add_regime_probs', 'regime_prob_hook', 'score_drift',
-           'assess', 'monitor_summary', 'notify_alerts', 'format_summary']
+           'psi_status', 'judged_psi', 'drift_row', 'is_capped', 'unreachable', 'psi_cannot_alert', 'drift_report',
+           'drift_family_levels', 'rolling_hit_rate', 'effective_outcomes', 'degradation_check', 'batch_means_outcomes',
+           'holdout_baselines', 'outcome_kind', 'read_holdout_outcomes', 'degradation_baseline', 'latency_histogram',
+           'latency_percentiles', 'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations',
+           'training_symbols', 'recent_features', 'live_window', 'model_columns', 'add_regime_probs',
+           'regime_prob_hook', 'score_drift', 'assess', 'monitor_summary', 'notify_alerts', 'format_summary']
 
 # %% ../nbs/43_monitor.ipynb #c004
 _RUN = MonitoringConfig()   # the defaults of the settings a run config can set ([monitoring])
@@ -117,7 +117,7 @@ def drift_row(feature: str, reference: dict, values: np.ndarray, cfg: MonitorCon
     n = int(np.isfinite(values).sum())
     warn_at, alert_at, levels = drift_thresholds(reference, cfg, n, family_scale, cap)
     scale = family_scale if levels == "training windows" else 1.0   # the scale applied
-    levels_of = {"levels": levels, "family_scale": scale, "capped": levels == "training windows" and cap is not None and alert_at >= cap,
+    levels_of = {"levels": levels, "family_scale": scale, "capped": is_capped(alert_at, levels, cap),
                  "psi_ceiling": psi_ceiling(reference), "n_live": n, "used_by_model": used}
     if n < cfg.min_live_rows:
         return {"feature": feature, "psi": float("nan"), "status": "insufficient data", "warn_at": warn_at, "alert_at": alert_at,
@@ -127,9 +127,17 @@ def drift_row(feature: str, reference: dict, values: np.ndarray, cfg: MonitorCon
     status = "alert" if outside >= cfg.outside_range_alert else psi_status(judged, cfg, warn_at, alert_at)   # NaN share: PSI only
     return {"feature": feature, "psi": value, "status": status, "warn_at": warn_at, "alert_at": alert_at, "outside_range": outside} | levels_of
 
+def is_capped(alert_at: float, levels: str, cap: float | None) -> bool:
+    "Is a training-window alert level its `cap` (`drift_thresholds` lowered it there)?"
+    return levels == "training windows" and cap is not None and alert_at >= cap
+
+def unreachable(alert_at: float, levels: str, ceiling: float) -> bool:
+    "Is an alert level above the largest PSI possible, as the monitor judges it (`judged_psi`), so PSI can never alert it?"
+    return judged_psi(ceiling, levels) < alert_at
+
 def psi_cannot_alert(drift: pd.DataFrame) -> pd.Series:
-    "Per drift row: is its alert level above the largest PSI possible, as the monitor judges it (`judged_psi`), so PSI can never alert it?"
-    return pd.Series([judged_psi(c, lv) < a for c, lv, a in zip(drift.psi_ceiling, drift.levels, drift.alert_at)], index=drift.index, dtype=bool)
+    "Per drift row: is its alert level `unreachable`?"
+    return pd.Series([unreachable(a, lv, c) for a, lv, c in zip(drift.alert_at, drift.levels, drift.psi_ceiling)], index=drift.index, dtype=bool)
 
 def drift_report(reference_distribution: dict, live: pd.DataFrame, columns=None, cfg: MonitorConfig = MonitorConfig(),
                  used_columns=None,
@@ -173,7 +181,7 @@ def drift_family_levels(family: dict | None, cfg: MonitorConfig,
     caps, hits, columns = family.get("caps"), family.get("cap_hits"), list(family["columns"])
     stored = caps is not None and hits is not None   # runs trained before the caps have neither
     reachable = {c: caps[c] for c in columns if hits[c] == 0 and caps[c] > cfg.psi_alert} if stored else {}
-    above = lambda c: distribution is None or max(cfg.psi_alert, distribution[c].get("window_psi", {}).get("max", 0.0)) * scale > caps[c]
+    above = lambda c: distribution is None or drift_thresholds(distribution[c], cfg, None, scale)[1] > caps[c]   # the uncapped level
     blocked = {c: hits[c] for c in columns if hits[c] > 0 and caps[c] > cfg.psi_alert and above(c)} if stored else {}   # not a constant's 0
     capping = (f"; a level above its cap ({PSI_CAP_SHARE:.0%} of the PSI of a live window wholly in one training decile) is "
                "lowered to it where no held-out window reached it" + (
@@ -443,7 +451,7 @@ def model_columns(folder: Path, manifest: dict) -> tuple[list, list]:
     regime = json.loads((folder / "regime_hmm.json").read_text())["config"]
     candidates = [*manifest["model_features"], *regime_prob_columns(regime["n_regimes"])]
     inputs = [c for c in candidates if c in manifest["feature_distribution"]]
-    probs = regime_prob_columns(regime["n_regimes"]) if routes_by_regime(meta.get("routes", {})) else []   # the routing reads them
+    probs = regime_probs_read(regime_prob_columns(regime["n_regimes"]), meta["selected"], meta.get("routes", {}))
     return inputs, sorted((set(meta["selected"]) | set(regime["feature_columns"]) | set(probs)) & set(inputs))
 
 def add_regime_probs(features: pd.DataFrame, hmm: RegimeHMMTransformer,

@@ -1499,8 +1499,8 @@ def psi_reach(alert_at: float, ceiling: float, levels: str = "training windows")
     """'cannot' when even the ceiling, as the monitor judges it against `levels` (`43_monitor.judged_psi`: a training
     window's level is reached, not passed), falls short of the alert level; 'hardly' when the level is near the ceiling;
     else None."""
-    from oi_ml.monitor import judged_psi
-    if judged_psi(ceiling, levels) < alert_at: return "cannot"
+    from oi_ml.monitor import unreachable
+    if unreachable(alert_at, levels, ceiling): return "cannot"
     return "hardly" if alert_at >= PSI_NEAR_CEILING * ceiling else None
 
 CAPPED_REACH = "reached only when all but 0.1–0.5 % of the live values sit in one training decile, as a frozen feed's do"
@@ -1519,7 +1519,8 @@ def _drift_levels(reference: dict, monitoring: MonitoringConfig | None = None, f
     windows = reference.get("window_psi")
     cfg, alert_at, source = _default_levels(reference, monitoring, family_scale, cap)
     ceiling = psi_ceiling(reference)
-    capped = source == "training windows" and cap is not None and alert_at >= cap
+    from oi_ml.monitor import is_capped
+    capped = is_capped(alert_at, source, cap)
     base = max(cfg.psi_alert, windows["max"]) if windows else cfg.psi_alert
     origin = (f"the largest of its {windows['rows']}-row training windows" if windows and windows["max"] > cfg.psi_alert
               else f"the fixed level; its {windows['rows']}-row training windows stayed below" if windows else "")
@@ -1619,10 +1620,11 @@ def _family_levels_of(family: dict):
     on = lambda name: family["applied"] and name in family["columns"]
     return lambda name: (family["scale"], family.get("caps", {}).get(name)) if on(name) else (1.0, None)
 
-def baseline_alert_of(manifest: dict, monitoring: MonitoringConfig | None = None):
+def baseline_alert_of(manifest: dict, monitoring: MonitoringConfig | None = None,
+                      family: dict | None = None):   # the manifest's `drift_family_of`, when the caller has it already
     """(name, reference) -> (PSI alert level, where it comes from) of a column as the run's monitor sets it, watching windows
     of the stored length, × the drift family's scale (lowered to its cap) for a used feature: the `alert_of` of `psi_reach_rows`."""
-    levels_of = _family_levels_of(drift_family_of(manifest, monitoring))
+    levels_of = _family_levels_of(family or drift_family_of(manifest, monitoring))
     return lambda name, reference: _default_levels(reference, monitoring, *levels_of(name))[1:]
 
 def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringConfig | None = None,
@@ -1635,9 +1637,10 @@ def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringCon
     fixed = monitor_config(monitoring).psi_alert
     rows = [dict(item=f"approval {k}", value=f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in manifest["metrics_summary"].items()]
     distributions, family = manifest["feature_distribution"], drift_family_of(manifest, monitoring)
-    levels_of, alert_of = _family_levels_of(family), baseline_alert_of(manifest, monitoring)
+    levels_of, alert_of = _family_levels_of(family), baseline_alert_of(manifest, monitoring, family)
     raised = sum(alert_of(n, d)[0] > fixed for n, d in distributions.items())
-    probs = sum(n.startswith("regime_prob_") for n in distributions)   # the HMM's probabilities, stored beside the features
+    from oi_ml.regimes import REGIME_PROB_PREFIX
+    probs = sum(n.startswith(REGIME_PROB_PREFIX) for n in distributions)   # the HMM's probabilities, stored beside the features
     rows.append(dict(item="drift alert levels", value=f"raised above the fixed PSI {fixed} for {raised} of "
                      f"{len(distributions)} features" + (f" ({len(distributions) - probs} input features and the regime HMM's "
                                                          f"{probs} probabilit{'y' if probs == 1 else 'ies'})" if probs else "")

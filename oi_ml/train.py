@@ -43,8 +43,8 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARK
            'apply_calibration', 'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics',
            'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model',
            'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place',
-           'model_used_columns', 'routes_by_regime', 'used_regime_probs', 'ModelIntegrityError', 'verify_run',
-           'check_model_features', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle',
+           'model_used_columns', 'routes_by_regime', 'regime_probs_read', 'used_regime_probs', 'ModelIntegrityError',
+           'verify_run', 'check_model_features', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle',
            'score_features', 'bundle_used_features', 'check_bundle_sources', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
@@ -692,10 +692,15 @@ def routes_by_regime(routes: dict) -> bool:
     "Does the model route bars to more than one booster by the HMM's most likely regime (`ModelSet.routes`)?"
     return len(set(routes.values())) > 1
 
+def regime_probs_read(prob_columns: list, selected: list, routes: dict) -> list:
+    """Of the regime HMM's filtered probabilities `prob_columns`, those a model with these `selected` features and regime
+    `routes` reads, sorted: the selected ones, or all of them when it routes by regime (their largest picks the booster).
+    The monitor asks the same of a saved run's `model_features.json`."""
+    return sorted(c for c in prob_columns if c in selected or routes_by_regime(routes))
+
 def used_regime_probs(ms: ModelSet) -> list:
-    """The regime HMM's filtered probabilities (`regime_prob_*`) the model reads, sorted: the selected ones, or all of them
-    when it routes by regime (their largest picks the booster); used by the monitor too."""
-    return sorted(c for c in ms.regime_model.prob_columns if c in ms.selected or routes_by_regime(ms.routes))
+    "`regime_probs_read` of a fitted model set: the probabilities its drift family counts as used."
+    return regime_probs_read(ms.regime_model.prob_columns, ms.selected, ms.routes)
 
 def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, final, calibration, code, window_rows, outcomes=None,
               psi_alert: float = 0.25,            # the monitor's fixed alert level (RunConfig.monitoring.psi_alert)
