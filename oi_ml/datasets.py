@@ -13,6 +13,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -449,27 +450,36 @@ def _derived_file(name: str, info: dict | None) -> str:
     "File name of a derived table: recorded under `file` (content-named), `<name>.parquet` for older manifests."
     return (info or {}).get("file", f"{name}.parquet")
 
+def _unlisted_tables(folder: Path, name: str, listed: str) -> list[Path]:
+    "Content-named files of the derived table `name` in `folder` other than the one the manifest lists (`listed`)."
+    pattern = re.compile(rf"{re.escape(name)}\.[0-9a-f]{{12}}\.parquet")
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name) and p.name != listed)
+
 def write_derived(exchange: str, version: str, name: str, frame: pd.DataFrame, config: dict, run_cfg: RunConfig | None = None) -> dict:
-    "Write `<name>.<sha12>.parquet` into a version's folder and switch the manifest's `derived` entry to it in one rename."
-    folder, manifest = dataset_dir(exchange, version, run_cfg), verify_dataset(exchange, version, run_cfg)
-    old = manifest.get("derived", {}).get(f"{name}.parquet")
-    tmp, tmp_manifest, file = folder / f".{name}.parquet.tmp", folder / ".manifest.json.tmp", None
-    try:
-        info = write_parquet_deterministic(frame, tmp, [c for c in ("symbol", "timestamp") if c in frame.columns])
-        file = f"{name}.{info['sha256'][:12]}.parquet"
-        new = {**info, "file": file, "config": config, "columns": list(frame.columns)}
-        manifest.setdefault("derived", {})[f"{name}.parquet"] = new
-        tmp_manifest.write_text(json.dumps(manifest, indent=1, default=str))
-        fsync_path(tmp); fsync_path(tmp_manifest)              # on disk before the renames publish them
-        os.replace(tmp, folder / file)                         # a new name: the file the manifest lists stays as it is
-        os.replace(tmp_manifest, folder / "manifest.json")     # the one switch
-    except BaseException:
-        if file and file != _derived_file(name, old): (folder / file).unlink(missing_ok=True)
-        raise
-    finally:
-        for path in (tmp, tmp_manifest): path.unlink(missing_ok=True)
-    fsync_path(folder)                                         # the switch on disk before the old file goes
-    if _derived_file(name, old) != file: (folder / _derived_file(name, old)).unlink(missing_ok=True)
+    "Write `<name>.<sha12>.parquet` into a version's folder and switch the manifest's `derived` entry to it in one rename (under the folder's flock)."
+    folder = dataset_dir(exchange, version, run_cfg)
+    if not folder.is_dir(): verify_dataset(exchange, version, run_cfg)   # names the missing version
+    with folder_lock(folder):
+        manifest = verify_dataset(exchange, version, run_cfg)            # read under the lock: no other writer's switch is lost
+        old = manifest.get("derived", {}).get(f"{name}.parquet")
+        tmp, tmp_manifest, file = folder / f".{name}.parquet.tmp", folder / ".manifest.json.tmp", None
+        try:
+            info = write_parquet_deterministic(frame, tmp, [c for c in ("symbol", "timestamp") if c in frame.columns])
+            file = f"{name}.{info['sha256'][:12]}.parquet"
+            new = {**info, "file": file, "config": config, "columns": list(frame.columns)}
+            manifest.setdefault("derived", {})[f"{name}.parquet"] = new
+            tmp_manifest.write_text(json.dumps(manifest, indent=1, default=str))
+            fsync_path(tmp); fsync_path(tmp_manifest)              # on disk before the renames publish them
+            os.replace(tmp, folder / file)                         # a new name: the file the manifest lists stays as it is
+            os.replace(tmp_manifest, folder / "manifest.json")     # the one switch
+        except BaseException:
+            if file and file != _derived_file(name, old): (folder / file).unlink(missing_ok=True)
+            raise
+        finally:
+            for path in (tmp, tmp_manifest): path.unlink(missing_ok=True)
+        fsync_path(folder)                                         # the switch on disk before the old file goes
+        stale = _unlisted_tables(folder, name, file) + ([folder / _derived_file(name, old)] if _derived_file(name, old) != file else [])
+        for path in stale: path.unlink(missing_ok=True)            # the old table and any a failed writer left unlisted
     return new
 
 def load_derived(exchange: str, version: str, name: str, run_cfg: RunConfig | None = None) -> pd.DataFrame:

@@ -517,3 +517,54 @@ def test_a_failed_flush_of_a_derived_table_keeps_the_old_one(sim_con, cfg, monke
     assert datasets.load_derived("NSE", version, "features", cfg).x.tolist() == [1.0] * 3
     datasets.write_derived("NSE", version, "features", _derived_frame(2.0), {"v": 2}, cfg)
     assert datasets.load_derived("NSE", version, "features", cfg).x.tolist() == [2.0] * 3
+
+
+def test_features_and_labels_written_side_by_side_both_stay_listed(sim_con, cfg, monkeypatch):
+    """`oi-ml features` and `oi-ml labels` on one version at once: the features writer pauses after reading the manifest
+    (up to 2 s) while the labels writer runs. Without the folder's flock the labels writer finished in that pause and the
+    features switch then replaced the manifest without the labels entry; with it the labels writer waits its turn."""
+    import threading
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    folder = dataset_dir("NSE", version, cfg)
+    features_read, labels_done, errors = threading.Event(), threading.Event(), []
+    real_write = datasets.write_parquet_deterministic
+
+    def pausing_write(frame, path, *args, **kwargs):
+        out = real_write(frame, path, *args, **kwargs)
+        if Path(path).name == ".features.parquet.tmp":          # the features writer has read the manifest
+            features_read.set(); labels_done.wait(timeout=2.0)
+        return out
+    monkeypatch.setattr(datasets, "write_parquet_deterministic", pausing_write)
+
+    def write(name, x, wait=None):
+        try:
+            if wait is not None: wait.wait(timeout=10)
+            datasets.write_derived("NSE", version, name, _derived_frame(x), {"name": name}, cfg)
+            if name == "labels": labels_done.set()
+        except Exception as e: errors.append(e)
+    threads = [threading.Thread(target=write, args=("features", 1.0)), threading.Thread(target=write, args=("labels", 2.0, features_read))]
+    for t in threads: t.start()
+    for t in threads: t.join(timeout=30)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert set(datasets.load_manifest("NSE", version, cfg)["derived"]) == {"features.parquet", "labels.parquet"}
+    assert datasets.load_derived("NSE", version, "features", cfg).x.tolist() == [1.0] * 3
+    assert datasets.load_derived("NSE", version, "labels", cfg).x.tolist() == [2.0] * 3
+    assert sorted(p.name.split(".")[0] for p in folder.glob("*.parquet") if p.name.startswith(("features.", "labels."))) == ["features", "labels"]
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_a_failed_folder_flush_after_the_switch_leaves_the_new_table_and_the_next_write_removes_the_old(sim_con, cfg, monkeypatch):
+    "The switch happened, the folder flush failed: the error reaches the caller, the manifest lists the new (whole) table and the old file stays until the next write of that table removes it."
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    folder = dataset_dir("NSE", version, cfg)
+    old = folder / datasets.write_derived("NSE", version, "features", _derived_frame(1.0), {"v": 1}, cfg)["file"]
+    record_fsync_events(monkeypatch, lambda p: p == folder)
+    with pytest.raises(OSError, match="simulated I/O error"):
+        datasets.write_derived("NSE", version, "features", _derived_frame(2.0), {"v": 2}, cfg)
+    monkeypatch.undo()
+    assert datasets.load_derived("NSE", version, "features", cfg).x.tolist() == [2.0] * 3       # the switch stands, hash ok
+    verify_dataset("NSE", version, cfg)
+    assert old.exists()                                                                          # not deleted before a flush
+    newest = datasets.write_derived("NSE", version, "features", _derived_frame(3.0), {"v": 3}, cfg)["file"]
+    assert sorted(p.name for p in folder.glob("features.*.parquet")) == [newest]                # the unlisted old file is gone too
+    assert datasets.load_derived("NSE", version, "features", cfg).x.tolist() == [3.0] * 3
