@@ -670,16 +670,22 @@ def publish_run(run_dir: Path, write) -> dict:
 
 def swap_into_place(new: Path, target: Path) -> None:
     """Rename folder `new` to `target` and flush their parent folder; an existing `target` is moved aside first, restored
-    if the rename or the flush fails (`new` renamed back), deleted only after."""
+    if the rename or the flush fails (`new` renamed back), deleted only after. Should renaming `new` back fail too, the new
+    folder stays at `target` (whole: its tree was flushed) and the old one aside, named in the error: nothing is lost."""
     aside = new.with_name(new.name + ".old") if target.exists() else None   # `new` is a unique hidden staging name beside `target`
     if aside: os.replace(target, aside)
     try:
         os.replace(new, target)
         try: fsync_path(target.parent)
-        except BaseException:
-            os.replace(target, new); raise
+        except BaseException as flush_error:
+            try: os.replace(target, new)
+            except OSError as undo_error:
+                kept = f"; the replaced one is kept in {aside}" if aside else ""
+                raise OSError(f"{target}: flushing its parent folder failed ({flush_error}) and so did undoing the rename "
+                              f"({undo_error}): the new folder stays in place{kept}") from flush_error
+            raise
     except BaseException:
-        if aside: os.replace(aside, target)
+        if aside and not target.exists(): os.replace(aside, target)
         raise
     if aside: shutil.rmtree(aside, ignore_errors=True)
 

@@ -780,6 +780,28 @@ def test_a_failed_flush_publishes_no_run(tmp_path, monkeypatch, flushed, existin
     assert (run / "models" / "pooled.lgb.txt").read_text() == "new model" and sorted(p.name for p in run.parent.iterdir()) == ["run-x"]
 
 
+def test_a_failed_flush_whose_undo_fails_too_keeps_both_runs_and_says_where(tmp_path, monkeypatch):
+    """The parent folder's flush fails and renaming the new run back fails too: the error names the target, the new run
+    stays in place whole and verifies, and the run it replaced is kept beside it in the `.old` folder (nothing lost)."""
+    run = _old_run(tmp_path)
+    old_files = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    record_fsync_events(monkeypatch, lambda p: p == run.parent)
+    real_replace = train_mod.os.replace
+
+    def undo_fails(src, dst):                                   # renaming the published run back to its staging name fails
+        if Path(src) == run and Path(dst).name.startswith(".run-x.") and not Path(dst).name.endswith(".old"):
+            raise OSError("injected: undo rename failed")
+        return real_replace(src, dst)
+    monkeypatch.setattr(train_mod.os, "replace", undo_fails)
+    with pytest.raises(OSError, match=r"run-x: flushing its parent folder failed .*simulated I/O error.* and so did undoing the rename "
+                                      r"\(injected: undo rename failed\): the new folder stays in place; the replaced one is kept in .*\.old"):
+        train_mod.publish_run(run, _write_nested)
+    monkeypatch.undo()
+    assert (run / "models" / "pooled.lgb.txt").read_text() == "new model" and train_mod.verify_run(run) == {"files": {}}
+    (aside,) = [p for p in run.parent.iterdir() if p.name.endswith(".old")]
+    assert {p.relative_to(aside).as_posix(): p.read_bytes() for p in aside.rglob("*") if p.is_file()} == old_files
+
+
 @pytest.mark.parametrize("rel, edit", [("calibration.json", lambda d: {"tampered": True}),
                                        ("model_features.json", lambda d: {**d, "rounds": 1}),
                                        ("regime_hmm.json", lambda d: d)])
