@@ -155,7 +155,7 @@ class PurgedKFold:
     embargo_frac: float = 0.02                               # fraction of samples embargoed after each test fold
     label_end_times: object = field(default=None, repr=False)  # per-row label end: datetimes or bar positions
     event_times: object = field(default=None, repr=False)      # per-row event time; default: X's DatetimeIndex or positions
-    min_embargo_bars: int = 0                                # floor of the embargo in rows (the longest feature lookback)
+    min_embargo_bars: int = 0                                # floor of the embargo in rows (the features' memory)
 
     def __post_init__(self):
         if int(self.n_splits) < 2: raise ValueError(f"n_splits must be at least 2, got {self.n_splits}")
@@ -187,7 +187,7 @@ class CombinatorialPurgedCV:
     embargo_frac: float = 0.0                                # fraction of samples embargoed after each test block
     label_end_times: object = field(default=None, repr=False)  # per-row label end: datetimes or bar positions
     event_times: object = field(default=None, repr=False)      # per-row event time; default: X's DatetimeIndex or positions
-    min_embargo_bars: int = 0                                # floor of the embargo in rows (the longest feature lookback)
+    min_embargo_bars: int = 0                                # floor of the embargo in rows (the features' memory)
 
     def __post_init__(self):
         if not 1 <= self.n_test_groups < self.n_groups:

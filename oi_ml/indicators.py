@@ -13,24 +13,32 @@ import pandas as pd
 from numba import njit
 
 # %% auto #0
-__all__ = ['MA_WINDOWS', 'MA_SPREADS', 'VWAP_WINDOW', 'WARMUP_BARS', 'INDICATOR_FAMILIES', 'INDICATOR_COLUMNS', 'OHLCV_COLUMNS',
-           'FAMILY_FUNCTIONS', 'XS_RANK_COLUMNS', 'rolling_sum', 'rolling_mean', 'rolling_std', 'rolling_max',
-           'rolling_min', 'bars_since_max', 'rolling_mean_abs_dev', 'ewm_mean', 'ema', 'wilder', 'rolling_linreg',
-           'rolling_autocorr', 'rolling_skew_kurt', 'permutation_entropy_3', 'session_vwap', 'on_balance_volume',
-           'OhlcvArrays', 'ohlcv_arrays', 'lag', 'mask_nan', 'flag', 'safe_div', 'log_return',
-           'moving_average_features', 'macd_ppo_features', 'true_range', 'directional_movement', 'adx_features',
-           'cci_feature', 'aroon_features', 'regression_features', 'trix_feature', 'trend_features', 'gains_losses',
-           'rsi', 'stochastic_features', 'money_flow_index', 'momentum_features', 'band_features',
-           'range_volatility_features', 'volatility_features', 'close_location_value', 'vwap_distance',
-           'volume_features', 'level_features', 'swing_features', 'rsi_divergence', 'candle_features',
-           'pattern_features', 'sign_entropy', 'statistics_features', 'indicator_matrix', 'compute_indicators',
-           'symbol_offsets', 'compute_indicators_by_symbol', 'cross_sectional_ranks']
+__all__ = ['MA_WINDOWS', 'MA_SPREADS', 'VWAP_WINDOW', 'WARMUP_BARS', 'FEATURE_MEMORY_RESIDUAL', 'FEATURE_MEMORY_BARS',
+           'INDICATOR_FAMILIES', 'INDICATOR_COLUMNS', 'OHLCV_COLUMNS', 'FAMILY_FUNCTIONS', 'XS_RANK_COLUMNS',
+           'ema_memory_bars', 'rolling_sum', 'rolling_mean', 'rolling_std', 'rolling_max', 'rolling_min',
+           'bars_since_max', 'rolling_mean_abs_dev', 'ewm_mean', 'ema', 'wilder', 'rolling_linreg', 'rolling_autocorr',
+           'rolling_skew_kurt', 'permutation_entropy_3', 'session_vwap', 'on_balance_volume', 'OhlcvArrays',
+           'ohlcv_arrays', 'lag', 'mask_nan', 'flag', 'safe_div', 'log_return', 'moving_average_features',
+           'macd_ppo_features', 'true_range', 'directional_movement', 'adx_features', 'cci_feature', 'aroon_features',
+           'regression_features', 'trix_feature', 'trend_features', 'gains_losses', 'rsi', 'stochastic_features',
+           'money_flow_index', 'momentum_features', 'band_features', 'range_volatility_features', 'volatility_features',
+           'close_location_value', 'vwap_distance', 'volume_features', 'level_features', 'swing_features',
+           'rsi_divergence', 'candle_features', 'pattern_features', 'sign_entropy', 'statistics_features',
+           'indicator_matrix', 'compute_indicators', 'symbol_offsets', 'compute_indicators_by_symbol',
+           'cross_sectional_ranks']
 
 # %% ../nbs/11_indicators.ipynb #c006
 MA_WINDOWS = (5, 10, 20, 50, 100, 200)  # bars, SMA and EMA lengths
 MA_SPREADS = ((5, 20), (20, 50), (50, 200))  # (fast, slow) bars
 VWAP_WINDOW = 20  # bars, rolling VWAP used when no session id is given
 WARMUP_BARS = 200  # bars; from the WARMUP_BARS-th bar on every column is defined (bars with range and volume)
+FEATURE_MEMORY_RESIDUAL = 0.01  # weight, relative to the newest bar's, below which a recursion has forgotten a bar
+
+def ema_memory_bars(alpha: float, residual: float = FEATURE_MEMORY_RESIDUAL) -> int:
+    "Bars until an older bar's weight in an EWM of smoothing `alpha` falls below `residual` times the newest bar's."
+    return int(np.ceil(np.log(residual) / np.log(1.0 - alpha)))
+
+FEATURE_MEMORY_BARS = max(WARMUP_BARS, *(ema_memory_bars(2.0 / (n + 1.0)) for n in MA_WINDOWS))  # bars: 461, the EMA of 200 bars
 
 INDICATOR_FAMILIES = (
     ("trend", tuple([f"sma_{n}_dist" for n in MA_WINDOWS] + [f"ema_{n}_dist" for n in MA_WINDOWS]
@@ -55,7 +63,7 @@ INDICATOR_FAMILIES = (
 INDICATOR_COLUMNS: list[str] = [name for _, names in INDICATOR_FAMILIES for name in names]
 OHLCV_COLUMNS = ("open", "high", "low", "close", "volume")
 
-# %% ../nbs/11_indicators.ipynb #c011
+# %% ../nbs/11_indicators.ipynb #c012
 @njit(cache=True)
 def rolling_sum(x: np.ndarray, window: int) -> np.ndarray:
     "Sum of the last `window` values; NaN until the window is full."
@@ -70,7 +78,7 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
     "Mean of the last `window` values; NaN until the window is full."
     return rolling_sum(x, window) / window
 
-# %% ../nbs/11_indicators.ipynb #c013
+# %% ../nbs/11_indicators.ipynb #c014
 @njit(cache=True)
 def rolling_std(x: np.ndarray, window: int, ddof: int) -> np.ndarray:
     "Standard deviation of the last `window` values (two-pass per window); NaN until full."
@@ -84,7 +92,7 @@ def rolling_std(x: np.ndarray, window: int, ddof: int) -> np.ndarray:
         out[t] = np.sqrt(squares / (window - ddof))
     return out
 
-# %% ../nbs/11_indicators.ipynb #c015
+# %% ../nbs/11_indicators.ipynb #c016
 @njit(cache=True)
 def rolling_max(x: np.ndarray, window: int) -> np.ndarray:
     "Maximum of the last `window` values; NaN until full or when the window holds a NaN."
@@ -101,7 +109,7 @@ def rolling_min(x: np.ndarray, window: int) -> np.ndarray:
     "Minimum of the last `window` values; NaN until full or when the window holds a NaN."
     return -rolling_max(-x, window)
 
-# %% ../nbs/11_indicators.ipynb #c017
+# %% ../nbs/11_indicators.ipynb #c018
 @njit(cache=True)
 def bars_since_max(x: np.ndarray, window: int) -> np.ndarray:
     "Bars since the most recent maximum of the last `window` values (0 = this bar); NaN until full."
@@ -127,7 +135,7 @@ def rolling_mean_abs_dev(x: np.ndarray, window: int) -> np.ndarray:
         out[t] = dev / window
     return out
 
-# %% ../nbs/11_indicators.ipynb #c020
+# %% ../nbs/11_indicators.ipynb #c021
 @njit(cache=True)
 def ewm_mean(x: np.ndarray, alpha: float, min_periods: int) -> np.ndarray:
     "Forward EWM (pandas `adjust=False, ignore_na=True`): seeded at the first finite value, NaN before `min_periods`."
@@ -148,7 +156,7 @@ def wilder(x: np.ndarray, length: int) -> np.ndarray:
     "Wilder's smoothing of `length` bars (alpha = 1/length), NaN for the first length-1 observations."
     return ewm_mean(x, 1.0 / length, length)
 
-# %% ../nbs/11_indicators.ipynb #c022
+# %% ../nbs/11_indicators.ipynb #c023
 @njit(cache=True)
 def rolling_linreg(y: np.ndarray, window: int):
     "Least-squares slope (per bar) and R² of `y` on 0..window-1 over the last `window` values; NaN until full."
@@ -169,7 +177,7 @@ def rolling_linreg(y: np.ndarray, window: int):
         r2[t] = sxy * sxy / (sxx * syy) if syy > 0 else np.nan
     return slope, r2
 
-# %% ../nbs/11_indicators.ipynb #c024
+# %% ../nbs/11_indicators.ipynb #c025
 @njit(cache=True)
 def rolling_autocorr(x: np.ndarray, window: int, lag: int) -> np.ndarray:
     "Pearson correlation of x[k] with x[k-lag] over the last `window` values (window-lag pairs); NaN until full."
@@ -187,7 +195,7 @@ def rolling_autocorr(x: np.ndarray, window: int, lag: int) -> np.ndarray:
         out[t] = cov / np.sqrt(var_now * var_past) if var_now > 0 and var_past > 0 else np.nan
     return out
 
-# %% ../nbs/11_indicators.ipynb #c026
+# %% ../nbs/11_indicators.ipynb #c027
 @njit(cache=True)
 def rolling_skew_kurt(x: np.ndarray, window: int):
     "Bias-corrected sample skewness and excess kurtosis (pandas/scipy `bias=False`) of the last `window` values."
@@ -208,7 +216,7 @@ def rolling_skew_kurt(x: np.ndarray, window: int):
             kurt[t] = ((w + 1.0) * (m4 / m2 ** 2 - 3.0) + 6.0) * (w - 1.0) / ((w - 2.0) * (w - 3.0))
     return skew, kurt
 
-# %% ../nbs/11_indicators.ipynb #c029
+# %% ../nbs/11_indicators.ipynb #c030
 @njit(cache=True)
 def permutation_entropy_3(x: np.ndarray, window: int) -> np.ndarray:
     "Normalised order-3 permutation entropy of the last `window` ordinal patterns (window+2 values); NaN until full."
@@ -232,7 +240,7 @@ def permutation_entropy_3(x: np.ndarray, window: int) -> np.ndarray:
         out[t] = entropy / np.log(6.0)
     return out
 
-# %% ../nbs/11_indicators.ipynb #c031
+# %% ../nbs/11_indicators.ipynb #c032
 @njit(cache=True)
 def session_vwap(price: np.ndarray, volume: np.ndarray, session_id: np.ndarray) -> np.ndarray:
     "Volume-weighted average of `price` since the start of each session (NaN while the session has no volume)."
@@ -253,7 +261,7 @@ def on_balance_volume(close: np.ndarray, volume: np.ndarray) -> np.ndarray:
         out[t] = out[t - 1] + (volume[t] if move > 0 else (-volume[t] if move < 0 else 0.0))
     return out
 
-# %% ../nbs/11_indicators.ipynb #c034
+# %% ../nbs/11_indicators.ipynb #c035
 @dataclass(frozen=True)
 class OhlcvArrays:
     "One symbol's bars as contiguous float64 arrays."
@@ -274,7 +282,7 @@ def _first_bad_row(frame: pd.DataFrame, bad: np.ndarray) -> str:
     pos = int(np.flatnonzero(bad)[0])
     return f"row {pos} (index {frame.index[pos]!r})"
 
-# %% ../nbs/11_indicators.ipynb #c035
+# %% ../nbs/11_indicators.ipynb #c036
 def _column_array(frame: pd.DataFrame, col: str) -> np.ndarray:
     "Column `col` as a finite float64 array, or a ValueError naming the first bad row."
     try: values = np.ascontiguousarray(frame[col].to_numpy(dtype=np.float64, na_value=np.nan))
@@ -291,7 +299,7 @@ def _check_bar_consistency(frame: pd.DataFrame, bars: OhlcvArrays) -> None:
     for message, bad in checks:
         if bad.any(): raise ValueError(f"ohlcv has {message} at {_first_bad_row(frame, bad)}")
 
-# %% ../nbs/11_indicators.ipynb #c036
+# %% ../nbs/11_indicators.ipynb #c037
 def _session_array(session_id, n_bars: int) -> np.ndarray | None:
     "`session_id` as an int64 array of length `n_bars` (or None)."
     if session_id is None: return None
@@ -310,7 +318,7 @@ def ohlcv_arrays(ohlcv: pd.DataFrame, session_id: np.ndarray | None = None) -> O
     _check_bar_consistency(ohlcv, bars)
     return bars
 
-# %% ../nbs/11_indicators.ipynb #c039
+# %% ../nbs/11_indicators.ipynb #c040
 def lag(x: np.ndarray, periods: int = 1) -> np.ndarray:
     "`x` shifted `periods` bars later (NaN for the first `periods` bars)."
     out = np.full(x.shape[0], np.nan)
@@ -336,7 +344,7 @@ def log_return(close: np.ndarray, periods: int = 1) -> np.ndarray:
     "log(close_t / close_{t-periods}), NaN for the first `periods` bars."
     return np.log(close) - np.log(lag(close, periods))
 
-# %% ../nbs/11_indicators.ipynb #c042
+# %% ../nbs/11_indicators.ipynb #c043
 def moving_average_features(bars: OhlcvArrays) -> dict[str, np.ndarray]:
     "SMA/EMA distances of the close and SMA fast/slow spreads."
     close = bars.close
@@ -352,7 +360,7 @@ def macd_ppo_features(bars: OhlcvArrays) -> dict[str, np.ndarray]:
     signal = ema(ppo, 9)
     return {"macd_ppo": ppo, "macd_ppo_signal": signal, "macd_ppo_hist": ppo - signal}
 
-# %% ../nbs/11_indicators.ipynb #c044
+# %% ../nbs/11_indicators.ipynb #c045
 def true_range(bars: OhlcvArrays) -> np.ndarray:
     "Wilder's true range: max(high, previous close) - min(low, previous close); NaN on the first bar."
     previous_close = lag(bars.close)
@@ -374,7 +382,7 @@ def adx_features(bars: OhlcvArrays, length: int = 14) -> dict[str, np.ndarray]:
     adx = wilder(100.0 * safe_div(np.abs(plus_di - minus_di), plus_di + minus_di), length)
     return {f"adx_{length}": adx, f"plus_di_{length}": plus_di, f"minus_di_{length}": minus_di}
 
-# %% ../nbs/11_indicators.ipynb #c046
+# %% ../nbs/11_indicators.ipynb #c047
 def cci_feature(bars: OhlcvArrays, length: int = 20) -> dict[str, np.ndarray]:
     "Commodity channel index of the typical price over `length` bars."
     typical = (bars.high + bars.low + bars.close) / 3.0
@@ -387,7 +395,7 @@ def aroon_features(bars: OhlcvArrays, length: int = 25) -> dict[str, np.ndarray]
     down = 100.0 * (length - bars_since_max(-bars.low, length + 1)) / length
     return {f"aroon_up_{length}": up, f"aroon_down_{length}": down, f"aroon_osc_{length}": up - down}
 
-# %% ../nbs/11_indicators.ipynb #c048
+# %% ../nbs/11_indicators.ipynb #c049
 def regression_features(bars: OhlcvArrays, length: int = 20) -> dict[str, np.ndarray]:
     "Slope (log price per bar) and R² of a least-squares line through the last `length` log closes."
     slope, r2 = rolling_linreg(np.log(bars.close), length)
@@ -403,7 +411,7 @@ def trend_features(bars: OhlcvArrays) -> dict[str, np.ndarray]:
     return {**moving_average_features(bars), **macd_ppo_features(bars), **adx_features(bars), **cci_feature(bars),
             **aroon_features(bars), **regression_features(bars), **trix_feature(bars)}
 
-# %% ../nbs/11_indicators.ipynb #c051
+# %% ../nbs/11_indicators.ipynb #c052
 def gains_losses(close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "Bar-to-bar gains and losses of `close` (both >= 0; NaN on the first bar)."
     move = close - lag(close)
@@ -422,7 +430,7 @@ def stochastic_features(bars: OhlcvArrays, length: int = 14, smooth: int = 3) ->
     return {f"stoch_k_{length}": k, f"stoch_d_{length}": rolling_mean(k, smooth),
             f"williams_r_{length}": -100.0 * safe_div(highest - bars.close, highest - lowest)}
 
-# %% ../nbs/11_indicators.ipynb #c053
+# %% ../nbs/11_indicators.ipynb #c054
 def money_flow_index(bars: OhlcvArrays, length: int = 14) -> np.ndarray:
     "Money flow index: share of `length`-bar money flow on bars whose typical price rose (0-100)."
     typical = (bars.high + bars.low + bars.close) / 3.0
@@ -439,7 +447,7 @@ def momentum_features(bars: OhlcvArrays) -> dict[str, np.ndarray]:
             **{f"roc_{n}": 100.0 * (bars.close / lag(bars.close, n) - 1.0) for n in (5, 10, 20)},
             "mfi_14": money_flow_index(bars), "cmo_14": 100.0 * safe_div(gain_sum - loss_sum, gain_sum + loss_sum)}
 
-# %% ../nbs/11_indicators.ipynb #c056
+# %% ../nbs/11_indicators.ipynb #c057
 def band_features(bars: OhlcvArrays) -> dict[str, np.ndarray]:
     "Bollinger (20, 2), Keltner (EMA 20, 2 x ATR 10) and Donchian (20) widths and positions."
     close = bars.close
@@ -452,7 +460,7 @@ def band_features(bars: OhlcvArrays) -> dict[str, np.ndarray]:
             "keltner_pos_20": safe_div(close - (keltner_mid - keltner_spread), 2.0 * keltner_spread),
             "donchian_width_20": (highest - lowest) / close, "donchian_pos_20": safe_div(close - lowest, highest - lowest)}
 
-# %% ../nbs/11_indicators.ipynb #c058
+# %% ../nbs/11_indicators.ipynb #c059
 def range_volatility_features(bars: OhlcvArrays, length: int = 20) -> dict[str, np.ndarray]:
     "Parkinson and Garman-Klass volatility per bar over `length` bars."
     log_range, log_body = np.log(bars.high / bars.low), np.log(bars.close / bars.open)
@@ -467,7 +475,7 @@ def volatility_features(bars: OhlcvArrays) -> dict[str, np.ndarray]:
     return {**band_features(bars), **range_volatility_features(bars), **{f"ret_std_{n}": std[n] for n in std},
             "vol_ratio_5_20": safe_div(std[5], std[20])}
 
-# %% ../nbs/11_indicators.ipynb #c061
+# %% ../nbs/11_indicators.ipynb #c062
 def close_location_value(bars: OhlcvArrays) -> np.ndarray:
     "((close - low) - (high - close)) / (high - low), 0 when high == low."
     bar_range = bars.high - bars.low
@@ -481,7 +489,7 @@ def vwap_distance(bars: OhlcvArrays) -> np.ndarray:
     else: vwap = safe_div(rolling_sum(typical * bars.volume, VWAP_WINDOW), rolling_sum(bars.volume, VWAP_WINDOW))
     return bars.close / vwap - 1.0
 
-# %% ../nbs/11_indicators.ipynb #c063
+# %% ../nbs/11_indicators.ipynb #c064
 def volume_features(bars: OhlcvArrays) -> dict[str, np.ndarray]:
     "All volume columns."
     volume, move = bars.volume, bars.close - lag(bars.close)
@@ -495,7 +503,7 @@ def volume_features(bars: OhlcvArrays) -> dict[str, np.ndarray]:
             "chaikin_osc_norm": safe_div(ema(accumulation, 3) - ema(accumulation, 10), rolling_mean(volume, 10)),
             "cmf_20": safe_div(rolling_sum(money_flow, 20), rolling_sum(volume, 20))}
 
-# %% ../nbs/11_indicators.ipynb #c066
+# %% ../nbs/11_indicators.ipynb #c067
 def level_features(bars: OhlcvArrays) -> dict[str, np.ndarray]:
     "Support/resistance distances (20, 100) and 20-bar breakouts."
     close, out = bars.close, {}
@@ -514,7 +522,7 @@ def swing_features(bars: OhlcvArrays, length: int = 10) -> dict[str, np.ndarray]
              "lower_high": flag(bars.high < previous_high, previous_high), "lower_low": flag(bars.low < previous_low, previous_low)}
     return {f"{name}_frac_{length}": rolling_mean(step, length) for name, step in steps.items()}
 
-# %% ../nbs/11_indicators.ipynb #c068
+# %% ../nbs/11_indicators.ipynb #c069
 def rsi_divergence(bars: OhlcvArrays, length: int = 20) -> np.ndarray:
     "+1 bullish / -1 bearish divergence between the close's and RSI 14's `length`-bar extremes, else 0."
     close, strength = bars.close, rsi(bars.close, 14)
@@ -534,7 +542,7 @@ def pattern_features(bars: OhlcvArrays) -> dict[str, np.ndarray]:
     "All pattern columns."
     return {**level_features(bars), **swing_features(bars), "rsi_divergence_20": rsi_divergence(bars), **candle_features(bars)}
 
-# %% ../nbs/11_indicators.ipynb #c071
+# %% ../nbs/11_indicators.ipynb #c072
 def sign_entropy(returns: np.ndarray, length: int) -> np.ndarray:
     "Binary entropy (bits) of the share of positive returns over the last `length` bars."
     share = rolling_mean(flag(returns > 0, returns), length)
@@ -554,7 +562,7 @@ def statistics_features(bars: OhlcvArrays) -> dict[str, np.ndarray]:
             "sign_entropy_20": sign_entropy(returns, 20),
             "efficiency_ratio_10": safe_div(np.abs(close - lag(close, 10)), rolling_sum(np.abs(close - lag(close)), 10))}
 
-# %% ../nbs/11_indicators.ipynb #c074
+# %% ../nbs/11_indicators.ipynb #c075
 FAMILY_FUNCTIONS = (trend_features, momentum_features, volatility_features, volume_features, pattern_features,
                     statistics_features)
 
@@ -575,7 +583,7 @@ def compute_indicators(
     matrix = indicator_matrix(ohlcv_arrays(ohlcv, session_id))
     return pd.DataFrame(matrix, index=ohlcv.index, columns=INDICATOR_COLUMNS, copy=False)  # column-major: no copy
 
-# %% ../nbs/11_indicators.ipynb #c079
+# %% ../nbs/11_indicators.ipynb #c080
 def symbol_offsets(symbols: np.ndarray) -> np.ndarray:
     "Start of each run of equal values in sorted `symbols`, with the total length appended."
     changes = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1
@@ -590,7 +598,7 @@ def _sorted_by_symbol(frame: pd.DataFrame, symbol_col: str, time_col: str) -> pd
         raise ValueError(f"duplicate ({symbol_col}, {time_col}) key: ({row[symbol_col]!r}, {row[time_col]!r})")
     return ordered
 
-# %% ../nbs/11_indicators.ipynb #c081
+# %% ../nbs/11_indicators.ipynb #c082
 def compute_indicators_by_symbol(
     frame: pd.DataFrame,             # long frame: symbol, time, open, high, low, close, volume (any row order)
     symbol_col: str = "symbol",      # column naming the series
@@ -610,7 +618,7 @@ def compute_indicators_by_symbol(
     keys = frame[[symbol_col, time_col]].reset_index(drop=True)
     return pd.concat([keys, pd.DataFrame(out, columns=INDICATOR_COLUMNS)], axis=1).set_axis(frame.index)
 
-# %% ../nbs/11_indicators.ipynb #c084
+# %% ../nbs/11_indicators.ipynb #c085
 XS_RANK_COLUMNS = ("ret_5", "roc_20", "rsi_14", "volume_ratio_20", "ret_std_20", "atr_14_pct")  # momentum, volume, volatility
 
 def cross_sectional_ranks(

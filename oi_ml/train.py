@@ -28,7 +28,7 @@ from .datasets import (code_sha256, fsync_path, fsync_tree, git_commit, import_c
                             package_versions, read_json, sha256_file)
 from .features import (FEATURE_DEFAULTS, KEY_COLUMNS, XS_RANK_DEFAULTS, check_sources, drift_family, feature_distribution,
                             informative_sources, prepare_training_features, supported_feature_columns)
-from .indicators import WARMUP_BARS
+from .indicators import FEATURE_MEMORY_BARS, WARMUP_BARS
 from .labels import LabelConfig, make_target
 from .meta_labels import sample_weights
 from .regimes import REGIME_PROB_PREFIX, RegimeHMMTransformer
@@ -63,7 +63,7 @@ class TrainConfig:
     holdout_frac: float = 0.2                      # last share of rows kept out of sample
     n_splits: int = 5                              # purged K-fold on the in-sample rows
     embargo_frac: float = 0.01                     # share of rows embargoed after each test fold
-    min_embargo_bars: int = WARMUP_BARS            # at least this many: the longest feature lookback (rows after a fold read its bars)
+    min_embargo_bars: int = FEATURE_MEMORY_BARS    # at least this many rows after a test fold: the features' memory (rows closer read its prices)
     n_regimes: int = 3                             # HMM states
     regime_features: tuple = ("ret_1", "ret_std_20", "vix", "log_pcr_oi")  # used when the dataset supports them
     min_regime_rows: int = 1500                    # fewer training rows -> the regime uses the pooled model
@@ -221,7 +221,7 @@ def lgb_structure_problem(content: bytes) -> str | None:
             missing += [f.decode() for f in LGB_SPLIT_FIELDS if not any(line.startswith(f) for line in lines)]
         if missing: return f"tree {i} lacks field(s) {missing}"
         pos += size
-    if not content[pos:].lstrip(b"\n").startswith(b"end of trees"): return f"'end of trees' does not follow the {len(sizes)} trees"
+    if not content[pos:].startswith(b"end of trees"): return f"'end of trees' does not follow the {len(sizes)} trees (byte {pos})"
     return None
 
 def load_booster(path: Path):
@@ -751,7 +751,9 @@ def check_model_features(meta: dict, path: Path) -> dict:
     "`model_features.json` as read, after checking each field's type and that the input features are known ones."
     is_names = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)
     problems = [f"'{k}' must be a list of names" for k in ("classes", "selected", "input_features") if not is_names(meta[k])]
-    if not isinstance(meta["routes"], dict): problems.append("'routes' must map regime ids to booster names")
+    routes = meta["routes"]
+    if not (isinstance(routes, dict) and all(isinstance(r, str) and r.isdigit() and isinstance(v, str) for r, v in routes.items())):
+        problems.append("'routes' must map regime ids (whole numbers) to booster names")
     if not isinstance(meta["rounds"], int) or isinstance(meta["rounds"], bool): problems.append("'rounds' must be an integer")
     if meta["family"] not in ("lightgbm", "xgboost"): problems.append(f"unknown 'family' {meta['family']!r}")
     if is_names(meta["input_features"]):
@@ -809,6 +811,8 @@ def load_bundle(run_dir: str | Path) -> ModelBundle:
     unlisted = [rel for rel in extra if rel not in listed]
     if unlisted: raise ModelIntegrityError(f"{run_dir}: model files not listed in the manifest: {unlisted}")
     boosters = {Path(rel).name.split(".")[0]: load_booster(run_dir / rel) for rel in sorted(listed)}
+    missing = sorted({"pooled", *meta["routes"].values()} - set(boosters))
+    if missing: raise ModelIntegrityError(f"{run_dir / 'model_features.json'}: routes to booster(s) {missing} the run's models/ folder does not hold")
     ms = ModelSet(meta["family"], tuple(meta["classes"]), _load_regime_model(run_dir / "regime_hmm.json"), meta["selected"],
                   boosters, {int(r): v for r, v in meta["routes"].items()}, int(meta["rounds"]))
     cal = check_calibration(read_json(run_dir / "calibration.json", ModelIntegrityError), len(meta["classes"]), run_dir / "calibration.json")

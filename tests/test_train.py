@@ -22,6 +22,7 @@ from conftest import record_fsync_events
 
 import oi_ml.train as train_mod
 from oi_ml.config import RunConfig
+from oi_ml.cv import PurgedKFold
 from oi_ml.datasets import dataset_dir, export_training_window, load_dataset
 from oi_ml.features import (
     OPTION_FEATURE_DEFAULTS,
@@ -29,7 +30,7 @@ from oi_ml.features import (
     informative_sources,
     supported_feature_columns,
 )
-from oi_ml.indicators import WARMUP_BARS
+from oi_ml.indicators import FEATURE_MEMORY_BARS, WARMUP_BARS
 from oi_ml.ingest import import_ohlcv
 from oi_ml.labels import LabelConfig
 from oi_ml.regimes import RegimeHMMTransformer
@@ -313,19 +314,60 @@ def test_the_after_calibration_maps_are_purged_against_their_fold(small_run):
     assert calls.calibration[-SMALL.n_splits:] == expected, (calls.calibration, expected)
 
 
-def test_cv_embargo_covers_the_longest_feature_lookback(small_run):
-    """After each test fold at least `min_embargo_bars` (WARMUP_BARS, the longest indicator window) rows past the purge
+def test_cv_embargo_covers_the_features_memory(small_run):
+    """After each test fold at least `min_embargo_bars` (FEATURE_MEMORY_BARS, the features' memory) rows past the purge
     stay out of training, however small `embargo_frac` makes the embargo: those rows' features read the fold's bars."""
     table, calls = small_run.table, small_run.calls
-    assert SMALL.min_embargo_bars == WARMUP_BARS == 200 and SMALL.embargo_frac * len(calls.model_set[0]) < 200
+    embargo = FEATURE_MEMORY_BARS
+    assert SMALL.min_embargo_bars == embargo == 461 and SMALL.embargo_frac * len(calls.model_set[0]) < embargo
     times, ends = table.features.timestamp.to_numpy(), table.label_end_time.to_numpy()
     in_sample = np.sort(np.concatenate(calls.predict[:SMALL.n_splits]))     # the CV folds' test rows cover it
+    checked = 0
     for train_rows, test_rows in zip(calls.model_set[:SMALL.n_splits], calls.predict[:SMALL.n_splits]):
         after = in_sample[times[in_sample] > ends[test_rows].max()]         # rows starting after the fold's last label
-        if len(after) <= WARMUP_BARS: continue                              # the last fold: nothing after it to embargo
-        assert not set(after[:WARMUP_BARS].tolist()) & set(train_rows.tolist())
-        assert set(after[WARMUP_BARS:].tolist()) <= set(train_rows.tolist())   # and no more than that
-    assert small_run.report["cv"]["min_embargo_bars"] == 200
+        if len(after) <= embargo: continue                                  # the last fold: nothing after it to embargo
+        assert not set(after[:embargo].tolist()) & set(train_rows.tolist())
+        assert set(after[embargo:].tolist()) <= set(train_rows.tolist())    # and no more than that
+        checked += 1
+    assert checked >= 1 and small_run.report["cv"]["min_embargo_bars"] == embargo
+
+
+def _moved_past(raw: pd.DataFrame, cfg: TrainConfig, start: pd.Timestamp, end: pd.Timestamp, embargo: int) -> pd.Series:
+    """Move every price of the bars in [start, end] up by a drift rising to 2 %, rebuild the training table, and give per
+    feature the largest change on the rows more than `embargo` bars after `end` over its largest change after `end`
+    (changes below 1e-9 of the feature's standard deviation, float noise, count as none)."""
+    table = build_training_table(raw, cfg)
+    moved = raw.copy()
+    span = ((moved.timestamp >= start) & (moved.timestamp <= end)).to_numpy()
+    for c in ("open", "high", "low", "close"): moved.loc[span, c] = moved.loc[span, c].to_numpy() * (1 + 0.02 * np.linspace(0, 1, span.sum()))
+    other = build_training_table(moved, cfg)
+    after = (table.features.timestamp > end).to_numpy()
+    bars_after = np.searchsorted(raw.timestamp.to_numpy(), table.features.timestamp[after].to_numpy()) - int(np.flatnonzero(span)[-1])
+    out = {}
+    for c in table.feature_columns:
+        a, b = table.features[c].to_numpy()[after], other.features[c].to_numpy()[after]
+        change = np.where(np.abs(a - b) > 1e-9 * np.nanstd(table.features[c].to_numpy()), np.abs(a - b), 0.0)
+        change = np.nan_to_num(change) + (np.isnan(a) != np.isnan(b))
+        if change.max() > 0: out[c] = change[bars_after > embargo].max(initial=0.0) / change.max()
+    return pd.Series(out)
+
+
+def test_features_past_the_embargo_no_longer_read_the_test_folds_prices(dataset):
+    """A test fold's prices reach later rows through their features (windows, the session VWAP, EMAs): moved by up to 2 %,
+    every feature of a row more than the embargo past the fold moves by at most 2 % of its largest move after the fold
+    (the EMA of 200 bars keeps 1 % of a bar's weight there). With the old 200-bar embargo `vwap_dist` and
+    `ema_200_dist` moved by far more: the review's leak."""
+    raw = dataset.raw.sort_values("timestamp", kind="mergesort").reset_index(drop=True)
+    table = build_training_table(raw, SMALL)
+    ins, _ = train_mod.holdout_split(table, SMALL)
+    times, ends = table.features.timestamp.iloc[ins], table.label_end_time.iloc[ins]
+    _, test_rows = next(iter(PurgedKFold(SMALL.n_splits, SMALL.embargo_frac, min_embargo_bars=SMALL.min_embargo_bars)
+                             .split(np.zeros(len(ins)), label_end_times=ends.reset_index(drop=True), event_times=times.reset_index(drop=True))))
+    start, end = times.iloc[test_rows[0]], ends.iloc[test_rows].max()
+    ratio = _moved_past(raw, SMALL, start, end, SMALL.min_embargo_bars)
+    assert ratio.max() <= 0.02, ratio.sort_values().tail(3).to_dict()
+    old = _moved_past(raw, SMALL, start, end, WARMUP_BARS)
+    assert old["ema_200_dist"] > 0.1, old.sort_values().tail(3).to_dict()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -842,15 +884,32 @@ def test_a_corrupt_file_with_a_matching_hash_is_named(small_run, tmp_path, rel, 
         load_bundle(_rehashed(run, rel, text))
 
 
+@pytest.mark.parametrize("routes, message", [
+    ({"0": "regime_9"}, r"model_features\.json: routes to booster\(s\) \['regime_9'\] the run's models/ folder does not hold"),
+    ({"a": "pooled"}, r"model_features\.json: 'routes' must map regime ids \(whole numbers\) to booster names"),
+    ({"0": 3}, r"model_features\.json: 'routes' must map regime ids \(whole numbers\) to booster names"),
+])
+def test_a_routing_table_naming_a_missing_booster_or_a_bad_regime_is_named(small_run, tmp_path, routes, message):
+    "Hand-edited routes (re-hashed): refused at load naming model_features.json, not a KeyError or int() error at scoring."
+    run = copy_run(small_run, tmp_path)
+    meta = json.loads((run / "model_features.json").read_text())
+    with pytest.raises(ModelIntegrityError, match=message):
+        load_bundle(_rehashed(run, "model_features.json", json.dumps({**meta, "routes": routes})))
+
+
 @pytest.mark.parametrize("old, new, message", [
     (b"\nnum_cat=", b"\nnum_caT=", r"tree \d+ lacks field\(s\) \['num_cat='\]"),              # LightGBM: SIGABRT
     (b"\nleft_child=", b"\nleft_chiLd=", r"tree \d+ lacks field\(s\) \['left_child='\]"),
-    (b"\nTree=2\n", b"\nTree=2\n\n", r"tree 3 does not start where tree_sizes says"),           # a byte inserted
+    (b"\nTree=0\n", b"\nTree=0\n\n", r"tree 1 does not start where tree_sizes says"),           # a byte inserted
+    ("last tree", "\n", r"'end of trees' does not follow the \d+ trees"),                           # ... in the last tree
 ])
 def test_a_damaged_lightgbm_file_with_a_matching_hash_is_named_not_a_crash(small_run, tmp_path, old, new, message):
     "Run in a subprocess: on the previous code LightGBM aborted the whole process (rc -6) instead of raising."
     run = copy_run(small_run, tmp_path)
     text = (run / "models/pooled.lgb.txt").read_bytes()
+    if old == "last tree":                                  # whatever the number of trees: a newline after the last one's header
+        last = len(re.search(rb"\ntree_sizes=([^\n]*)", text).group(1).split()) - 1
+        old, new = b"\nTree=%d\n" % last, b"\nTree=%d\n\n" % last
     assert text.count(old) >= 1
     _rehashed(run, "models/pooled.lgb.txt", text.replace(old, new, 2).decode())
     code = f"from oi_ml.train import load_bundle\nload_bundle({str(run)!r})"
