@@ -29,10 +29,11 @@ from . import train as _train
 __all__ = ['REGISTRY_FORMAT', 'REGISTRY_FILE', 'DEPLOYMENTS_LOG', 'CHANGE_LOG_JSONL', 'CHANGE_LOG_MD', 'LOCK_FILE',
            'RUN_MANIFEST_COPY', 'VERSION_PATTERN', 'RUN_ID_PATTERN', 'RUN_MANIFEST_KEYS', 'SIGNOFF_DECISIONS',
            'HORIZON_PATTERN', 'CRASH_ENV', 'DEPLOY_STEPS', 'DEPLOY_CRASH_POINTS', 'ROLLBACK_CRASH_POINTS',
-           'CHANGE_LOG_COLUMNS', 'HISTORY_COLUMNS', 'VERSION_COLUMNS', 'RegistryError', 'ModelIntegrityError',
-           'RegistryLockedError', 'models_root', 'exchange_models_dir', 'run_dir', 'check_horizon', 'registry_key',
-           'split_key', 'list_files', 'hash_folder', 'compare_hashes', 'read_jsonl', 'registry_path', 'read_registry',
-           'current_version', 'registry_lock', 'deployment_stack', 'previous_version', 'render_change_log', 'sync_logs',
+           'SHA256_PATTERN', 'EVENT_FIELDS', 'OPTIONAL_EVENT_FIELDS', 'HAND_EDIT_HINT', 'CHANGE_LOG_COLUMNS',
+           'HISTORY_COLUMNS', 'VERSION_COLUMNS', 'RegistryError', 'ModelIntegrityError', 'RegistryLockedError',
+           'models_root', 'exchange_models_dir', 'run_dir', 'check_horizon', 'registry_key', 'split_key', 'list_files',
+           'hash_folder', 'compare_hashes', 'read_jsonl', 'registry_path', 'read_registry', 'current_version',
+           'registry_lock', 'deployment_stack', 'previous_version', 'render_change_log', 'sync_logs',
            'check_manifest_exchange', 'verify_run', 'gate_summary', 'label_horizon', 'horizon_of_report', 'run_horizon',
            'next_version_id', 'deploy_model', 'version_dir', 'load_version_manifest', 'load_version',
            'registry_history', 'list_versions', 'rollback', 'record_signoff']
@@ -191,12 +192,81 @@ def _append_jsonl(path: Path, records: list[dict]) -> None:
         f.write(prefix + text); f.flush(); os.fsync(f.fileno())
 
 # %% ../nbs/40_registry.ipynb #c021
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")   # a manifest_sha256 (fullmatch)
+
+def _is_version(value) -> bool:
+    "True for a version id such as 'v0001'."
+    return isinstance(value, str) and bool(VERSION_PATTERN.fullmatch(value))
+
+def _is_iso_time(value) -> bool:
+    "True for an ISO 8601 time string such as '2025-10-30T10:00:00+00:00'."
+    try: return isinstance(value, str) and bool(dt.datetime.fromisoformat(value))
+    except ValueError: return False
+
+def _is_text(value) -> bool:
+    "True for a string."
+    return isinstance(value, str)
+
+EVENT_FIELDS = {   # key every deploy and rollback event carries -> (what it must be, its test)
+    "event_id": ("a non-empty string such as 'NSE-0001'", lambda v: _is_text(v) and v != ""),
+    "action": ("'deploy' or 'rollback'", lambda v: _is_text(v) and v in ("deploy", "rollback")),
+    "version": ("a version id such as 'v0001'", _is_version),
+    "previous_version": ("a version id or null", lambda v: v is None or _is_version(v)),
+    "run_id": ("a non-empty string (the run deployed)", lambda v: _is_text(v) and v != ""),
+    "at": ("an ISO 8601 time", _is_iso_time),
+    "operator": ("a non-empty string", lambda v: _is_text(v) and v != ""),
+    "reason": ("a string", _is_text),
+    "manifest_sha256": ("the sha256 of the version's manifest.json (64 hex digits)",
+                        lambda v: _is_text(v) and bool(SHA256_PATTERN.fullmatch(v))),
+}
+OPTIONAL_EVENT_FIELDS = {"horizon": ("a horizon such as '15m', or null",   # absent in events written before horizon keys
+                                     lambda v: v is None or (_is_text(v) and bool(HORIZON_PATTERN.fullmatch(v))))}
+HAND_EDIT_HINT = ("registry.json was edited by hand: restore the event as deployments.log recorded it (each event as written; "
+                  "'current' is the version of a key's last event), or remove an event added by hand and move the pointer "
+                  "with `oi-ml rollback` / `oi-ml deploy`; registry.json and the logs are left as they are")
+
+def _event_name(event) -> str:
+    "' (event NSE-0003)' for naming an event in an error, '' when it has no usable id."
+    return f" (event {event['event_id']})" if isinstance(event, dict) and _is_text(event.get("event_id")) else ""
+
+def _event_problem(event) -> str | None:
+    "What is wrong with one history event: not an object, a missing key, or a key of the wrong type (None when well formed)."
+    if not isinstance(event, dict):
+        return f"must be an event object with {', '.join(map(repr, EVENT_FIELDS))}, found {json.dumps(event, default=str)[:80]}"
+    for key, (want, ok) in {**EVENT_FIELDS, **OPTIONAL_EVENT_FIELDS}.items():
+        if key not in event and key in EVENT_FIELDS: return f"lacks the key {key!r} ({want})"
+        if key in event and not ok(event[key]):
+            return f"has {key!r} = {json.dumps(event[key], default=str)[:70]}, expected {want}"
+    return None
+
+def _history_problem(history: list[dict], current: str | None) -> str | None:
+    "What is inconsistent in a key's well-formed history: a rollback to a version not deployed before it, or `current` not the last event's version."
+    deployed: set = set()
+    for i, event in enumerate(history):
+        if event["action"] == "rollback" and event["version"] not in deployed:
+            return (f"['history'][{i}] (event {event['event_id']}) rolls back to {event['version']}, which no earlier "
+                    "deploy event of this key deployed")
+        deployed.add(event["version"])
+    last = history[-1]["version"] if history else None
+    if current != last: return f": 'current' is {current!r} but the last history event sets {last!r}"
+    return None
+
+def _check_unique_ids(registry: dict, path: Path) -> None:
+    "Refuse two events with one event_id (the logs are synced by id, so one of them would never be logged)."
+    seen: dict = {}
+    for key, record in registry["exchanges"].items():
+        for i, event in enumerate(record["history"]):
+            here = f"exchanges[{key!r}]['history'][{i}]"
+            if event["event_id"] in seen:
+                raise RegistryError(f"{path}: {here} (event {event['event_id']}) repeats the event_id of {seen[event['event_id']]}; {HAND_EDIT_HINT}")
+            seen[event["event_id"]] = here
+
 def registry_path(run_cfg: RunConfig | None = None) -> Path:
     "`data/models/registry.json`."
     return models_root(run_cfg) / REGISTRY_FILE
 
 def read_registry(run_cfg: RunConfig | None = None) -> dict:
-    "The registry (an empty one when no file exists yet)."
+    "The registry (an empty one when no file exists yet), validated whole: a hand-edited file raises `RegistryError` naming the key, event and field."
     path = registry_path(run_cfg)
     if not path.exists(): return {"format": REGISTRY_FORMAT, "exchanges": {}}
     registry = read_json(path, RegistryError)
@@ -204,16 +274,19 @@ def read_registry(run_cfg: RunConfig | None = None) -> dict:
         raise RegistryError(f"{path}: registry format {registry.get('format')!r}, this code reads format {REGISTRY_FORMAT}")
     if not isinstance(registry.get("exchanges"), dict): raise RegistryError(f"{path}: missing or malformed 'exchanges' map")
     for key, record in registry["exchanges"].items(): _check_record(record, path, key)
+    _check_unique_ids(registry, path)
     return registry
 
 def _check_record(record, path: Path, key: str) -> None:
-    "Refuse a registry key's record that is not {'current': id or null, 'history': [events with event_id, action, version]}."
+    "Refuse a registry key's record that is not {'current': id or null, 'history': [well-formed events]}, or whose pointer and history disagree."
     where = f"{path}: exchanges[{key!r}]"
     if not isinstance(record, dict) or not isinstance(record.get("history"), list) or not isinstance(record.get("current"), (str, type(None))):
         raise RegistryError(f"{where} must be an object with 'current' (a version id or null) and a 'history' list, found {json.dumps(record)[:80]}")
     for i, event in enumerate(record["history"]):
-        if not isinstance(event, dict) or not all(isinstance(event.get(k), str) for k in ("event_id", "action", "version")):
-            raise RegistryError(f"{where}['history'][{i}] must be an event object with 'event_id', 'action' and 'version', found {json.dumps(event)[:80]}")
+        problem = _event_problem(event)
+        if problem: raise RegistryError(f"{where}['history'][{i}]{_event_name(event)} {problem}; {HAND_EDIT_HINT}")
+    problem = _history_problem(record["history"], record["current"])
+    if problem: raise RegistryError(f"{where}{problem}; {HAND_EDIT_HINT}")
 
 def _exchange_record(registry: dict, key: str) -> dict:
     "The {'current', 'history'} record of a registry key (empty when never deployed)."
@@ -359,17 +432,24 @@ def _missing(events: list[dict], logged: list[dict]) -> list[dict]:
     return [e for e in events if e["event_id"] not in seen]
 
 # %% ../nbs/40_registry.ipynb #c033
-def sync_logs(run_cfg: RunConfig | None = None, crash_name: str | None = None) -> int:
-    "Append registry events missing from deployments.log and the change log, re-render the markdown; returns events added."
+def _as_logged(record: dict) -> dict:
+    "`record` as it reads back from its JSON line (keys sorted, values that are not JSON as text)."
+    return json.loads(json.dumps(record, sort_keys=True, default=str))
+
+def sync_logs(run_cfg: RunConfig | None = None, crash_name: str | None = None,
+              signoffs: list[dict] | None = None) -> int:   # sign-off records to append to the change log after the events
+    "Append registry events missing from deployments.log and the change log (then `signoffs`), re-render the markdown; returns records added."
     run_cfg = run_cfg or RunConfig()
     models, events = models_root(run_cfg), _registry_events(read_registry(run_cfg))
-    models.mkdir(parents=True, exist_ok=True)
+    logged = read_jsonl(models / CHANGE_LOG_JSONL)   # everything is computed before the first write
     deployments = _missing(events, read_jsonl(models / DEPLOYMENTS_LOG))
+    changes = [_as_logged(r) for r in [*(_change_entry(e, run_cfg) for e in _missing(events, logged)), *(signoffs or [])]]
+    markdown = render_change_log(logged + changes)
+    models.mkdir(parents=True, exist_ok=True)
     _append_jsonl(models / DEPLOYMENTS_LOG, deployments)
     if crash_name: _crash_point(crash_name)
-    changes = [_change_entry(e, run_cfg) for e in _missing(events, read_jsonl(models / CHANGE_LOG_JSONL))]
     _append_jsonl(models / CHANGE_LOG_JSONL, changes)
-    _atomic_write_text(models / CHANGE_LOG_MD, render_change_log(read_jsonl(models / CHANGE_LOG_JSONL)))
+    _atomic_write_text(models / CHANGE_LOG_MD, markdown)
     return len(deployments) + len(changes)
 
 # %% ../nbs/40_registry.ipynb #c036
@@ -602,6 +682,7 @@ def deploy_model(exchange: str, run_id: str, operator: str, reason: str,
     run_cfg, exchange = run_cfg or RunConfig(), _exchange_key(exchange)
     key, operator, reason = registry_key(exchange, horizon), _who(operator), _require_text(reason, "reason")
     own_horizon = _check_run_horizon(horizon, run_horizon(exchange, run_id, run_cfg), run_id)   # before anything is written
+    read_registry(run_cfg)   # a hand-edited registry.json is refused before the lock file is touched
     with registry_lock(run_cfg, lock_timeout, f"deploy {key} {run_id}"):   # the gate result is read and judged under the lock:
         on_disk = _run_gate(exchange, run_id, run_cfg)                       # a gate re-run while we waited is what counts
         gate = _check_gate(gate if gate is not None else on_disk, run_id, horizon, ungated)
@@ -761,6 +842,7 @@ def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: 
     "Append a reviewer's sign-off of a version or run to the Model Change Log; returns the record."
     run_cfg, exchange, horizon = run_cfg or RunConfig(), _exchange_key(exchange), check_horizon(horizon)
     if decision not in SIGNOFF_DECISIONS: raise ValueError(f"decision {decision!r} not one of {', '.join(SIGNOFF_DECISIONS)}")
+    read_registry(run_cfg)   # a hand-edited registry.json is refused before anything is written, the lock file included
     is_version, manifest, raw = _reviewed_manifest(exchange, version_or_run, run_cfg)
     if is_version: gate = manifest.get("gate")
     else:   # a run: its reports/gate_report.json; an unreadable one is recorded as such and never blocks a decision
@@ -776,6 +858,5 @@ def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: 
               "reviewer": _require_text(reviewer, "reviewer"), "decision": decision,
               "constraints": constraints}
     with registry_lock(run_cfg, lock_timeout, f"sign-off {exchange} {version_or_run}"):
-        _append_jsonl(models_root(run_cfg) / CHANGE_LOG_JSONL, [record])
-        sync_logs(run_cfg)
+        sync_logs(run_cfg, signoffs=[record])   # validates registry.json again under the lock, then writes every log at once
     return record

@@ -8,6 +8,7 @@ Run folders and their manifests are built here with hashlib, independently of th
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -830,3 +831,131 @@ def test_a_refused_rollback_writes_nothing(cfg, tmp_path):
         with pytest.raises(RegistryError, match=message):
             rollback(EXCHANGE, target, run_cfg=cfg)
     assert {p: p.read_bytes() for p in sorted(models(cfg).rglob("*")) if p.is_file()} == before
+
+
+# ---------------------------------------------------------------- hand-edited registry events are refused before any write
+def every_file(cfg: RunConfig) -> dict:
+    "Every file under data/models with its bytes: registry.json, the logs, the lock file, versions and runs."
+    root = models(cfg)
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _history(reg: dict) -> list:
+    return reg["exchanges"][EXCHANGE]["history"]
+
+
+def _drop_sha(reg):            # review: a KeyError in _registered_sha on rollback
+    del _history(reg)[0]["manifest_sha256"]
+
+
+def _add_minimal_rollback(reg):  # review: a KeyError in _change_entry on sign-off, after deployments.log was appended
+    _history(reg).append({"event_id": "NSE-0003", "action": "rollback", "version": "v0001"})
+    reg["exchanges"][EXCHANGE]["current"] = "v0001"
+
+
+def _null_sha(reg):            # would make load_version skip the check against the registry's hash
+    _history(reg)[1]["manifest_sha256"] = None
+
+
+HAND_EDITS = {
+    "manifest_sha256 missing": (_drop_sha, r"\['history'\]\[0\] \(event NSE-0001\) lacks the key 'manifest_sha256'"),
+    "minimal rollback event": (_add_minimal_rollback, r"\['history'\]\[2\] \(event NSE-0003\) lacks the key 'previous_version'"),
+    "manifest_sha256 null": (_null_sha, r"\['history'\]\[1\] \(event NSE-0002\) has 'manifest_sha256' = null, expected the sha256"),
+    "previous_version a number": (lambda reg: _history(reg)[1].update(previous_version=1),
+                                  r"\['history'\]\[1\] \(event NSE-0002\) has 'previous_version' = 1, expected a version id or null"),
+    "at not a time": (lambda reg: _history(reg)[0].update(at="yesterday"), r"\['history'\]\[0\] \(event NSE-0001\) has 'at' = \"yesterday\""),
+    "operator missing": (lambda reg: _history(reg)[1].pop("operator"), r"\['history'\]\[1\] \(event NSE-0002\) lacks the key 'operator'"),
+    "pointer without an event": (lambda reg: reg["exchanges"][EXCHANGE].update(current="v0001"),
+                                 r": 'current' is 'v0001' but the last history event sets 'v0002'"),
+    "rollback to a version never deployed": (
+        lambda reg: (_history(reg).append({**_history(reg)[1], "event_id": "NSE-0003", "action": "rollback", "version": "v0009",
+                                           "previous_version": "v0002"}), reg["exchanges"][EXCHANGE].update(current="v0009")),
+        r"\['history'\]\[2\] \(event NSE-0003\) rolls back to v0009, which no earlier deploy event of this key deployed"),
+    "event id repeated": (lambda reg: _history(reg)[1].update(event_id="NSE-0001"),
+                          r"\['history'\]\[1\] \(event NSE-0001\) repeats the event_id of exchanges\['NSE'\]\['history'\]\[0\]"),
+}
+
+
+def _deployed_twice_and_signed_off(cfg: RunConfig) -> Path:
+    "v0001 and v0002 deployed, v0002 signed off; returns a third run, not deployed."
+    for run_id, payload in (("run-20251030-aaaaaaaaaaaa", "one"), ("run-20251030-bbbbbbbbbbbb", "two")):
+        deploy(EXCHANGE, make_run(cfg, run_id, payload).name, "asha", f"deploy {payload}", run_cfg=cfg)
+    record_signoff(EXCHANGE, "v0002", "meera", "approved", run_cfg=cfg)
+    return make_run(cfg, "run-20251030-cccccccccccc", "three")
+
+
+@pytest.mark.parametrize("edit", list(HAND_EDITS))
+def test_a_hand_edited_registry_event_is_refused_before_anything_is_written(cfg, edit, tmp_path, capsys):
+    """Review finding: _check_record required only event_id, action and version, so a hand-edited event passed validation
+    and an operation crashed later with a KeyError (a sign-off after appending to deployments.log and the change-log
+    JSONL, but not the markdown; a retry logged it twice). Every operation now refuses the file with a RegistryError
+    naming registry.json, the key, the event and the field, and every file under data/models stays byte-identical."""
+    from oi_ml import cli
+    run3 = _deployed_twice_and_signed_off(cfg)
+    edit_registry, message = HAND_EDITS[edit]
+    reg = raw_registry(cfg)
+    edit_registry(reg)
+    (models(cfg) / "registry.json").write_text(json.dumps(reg, indent=1))
+    before = every_file(cfg)
+    calls = {"current_version": lambda: current_version(EXCHANGE, cfg), "load_version": lambda: load_version(EXCHANGE, run_cfg=cfg),
+             "load v0002": lambda: load_version_manifest(EXCHANGE, "v0002", run_cfg=cfg),
+             "history": lambda: registry_history(EXCHANGE, cfg), "list_versions": lambda: list_versions(EXCHANGE, cfg),
+             "rollback": lambda: rollback(EXCHANGE, operator="ravi", reason="test", run_cfg=cfg),
+             "rollback to v0001": lambda: rollback(EXCHANGE, "v0001", operator="ravi", reason="test", run_cfg=cfg),
+             "signoff version": lambda: record_signoff(EXCHANGE, "v0001", "meera", "approved", run_cfg=cfg),
+             "signoff run": lambda: record_signoff(EXCHANGE, run3.name, "meera", "rejected", run_cfg=cfg),
+             "deploy": lambda: deploy(EXCHANGE, run3.name, "asha", "third", run_cfg=cfg),
+             "sync_logs": lambda: sync_logs(cfg)}
+    for name, call in calls.items():
+        with pytest.raises(RegistryError, match=r"models/registry\.json: exchanges\['NSE'\]" + message) as err:
+            call()
+        assert "edited by hand" in str(err.value) and "deployments.log" in str(err.value), name
+        assert every_file(cfg) == before, f"{name} changed a file"
+    base = ["--data-dir", cfg.data_dir, "--reports-dir", str(tmp_path / "reports")]
+    for argv in (["rollback", "--exchange", "NSE", "--operator", "ravi", "--reason", "test"],
+                 ["signoff", "--exchange", "NSE", "--run", "v0001", "--reviewer", "meera", "--decision", "approved"]):
+        assert cli.main(base + argv) == 1
+        err = capsys.readouterr().err
+        assert f"oi-ml {argv[0]}: " in err and "Traceback" not in err and "KeyError" not in err
+        assert re.search(message, err), err
+    assert every_file(cfg) == before
+
+
+def test_a_null_manifest_hash_does_not_skip_the_registry_check(cfg):
+    """Review suspicion, confirmed on the old code: with `"manifest_sha256": null` on the deploy event, load_version skipped
+    the check of the version manifest against the registry, so a tampered file covered by an edited manifest loaded."""
+    _deployed_twice_and_signed_off(cfg)
+    v2 = models(cfg) / EXCHANGE / "v0002"
+    writable(v2 / "calibration.json").write_text('{"a": 9.0}')
+    manifest = json.loads((v2 / "manifest.json").read_text())
+    manifest["files"]["calibration.json"] = sha(b'{"a": 9.0}')
+    writable(v2 / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelIntegrityError, match="does not match the registry's"):
+        load_version(EXCHANGE, run_cfg=cfg)
+    reg = raw_registry(cfg)
+    _null_sha(reg)
+    (models(cfg) / "registry.json").write_text(json.dumps(reg))
+    with pytest.raises(RegistryError, match=r"\(event NSE-0002\) has 'manifest_sha256' = null"):
+        load_version(EXCHANGE, run_cfg=cfg)
+
+
+def test_a_refused_signoff_is_recorded_once_after_the_registry_is_repaired(cfg):
+    """Review finding: the refused sign-off had already appended its record to the change-log JSONL (not to the markdown),
+    and the retry appended a second copy. Now it writes nothing; once registry.json is restored, one record, one row."""
+    _deployed_twice_and_signed_off(cfg)
+    good = (models(cfg) / "registry.json").read_bytes()
+    reg = raw_registry(cfg)
+    _add_minimal_rollback(reg)
+    (models(cfg) / "registry.json").write_text(json.dumps(reg, indent=1))
+    before = every_file(cfg)
+    for _ in range(2):
+        with pytest.raises(RegistryError, match=r"\(event NSE-0003\) lacks the key 'previous_version'"):
+            record_signoff(EXCHANGE, "v0001", "meera", "approved", run_cfg=cfg)
+        assert every_file(cfg) == before
+    (models(cfg) / "registry.json").write_bytes(good)
+    record_signoff(EXCHANGE, "v0001", "meera", "approved", run_cfg=cfg)
+    change = jsonl(models(cfg) / "model_change_log.jsonl")
+    assert [(r["kind"], r["version"]) for r in change if r["kind"] == "signoff"] == [("signoff", "v0002"), ("signoff", "v0001")]
+    rows = [line for line in (models(cfg) / "MODEL_CHANGE_LOG.md").read_text().splitlines() if "| signoff |" in line]
+    assert len(rows) == 2 and "| signoff | v0001 |" in rows[1]
+    assert_logs_consistent(cfg)
