@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import numbers
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +18,10 @@ from zoneinfo import ZoneInfo
 
 # %% auto #0
 __all__ = ['IST', 'SESSIONS_PER_YEAR', 'WEEKDAYS', 'INDIAN_MARKET_HOLIDAYS', 'HOLIDAY_YEARS', 'NSE', 'BSE', 'EXCHANGES',
-           'value_on', 'ExchangeConfig', 'get_exchange_config', 'is_trading_day', 'previous_trading_day',
-           'trading_days', 'trading_days_between', 'weekly_expiries', 'monthly_expiry', 'SimulationConfig',
-           'QualityConfig', 'MonitoringConfig', 'StalenessConfig', 'RunConfig', 'resolve_data_dir',
-           'resolve_reports_dir', 'load_run_config', 'config_to_dict']
+           'MAX_BAR_MINUTES', 'CONFIG_RULES', 'value_on', 'ExchangeConfig', 'get_exchange_config', 'is_trading_day',
+           'previous_trading_day', 'trading_days', 'trading_days_between', 'weekly_expiries', 'monthly_expiry',
+           'SimulationConfig', 'QualityConfig', 'MonitoringConfig', 'StalenessConfig', 'RunConfig', 'check_run_config',
+           'resolve_data_dir', 'resolve_reports_dir', 'load_run_config', 'config_to_dict']
 
 # %% ../nbs/00_config.ipynb #c004
 IST = ZoneInfo("Asia/Kolkata")  # exchange wall clock; all stored timestamps are UTC
@@ -217,14 +219,80 @@ class RunConfig:
     def parquet_dir(self) -> Path: return Path(self.data_dir) / "parquet"
 
 # %% ../nbs/00_config.ipynb #c020
+def _is_whole(value) -> bool: return isinstance(value, int) and not isinstance(value, bool)
+def _is_real(value) -> bool: return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+def _between(lo: float, hi: float = math.inf, whole: bool = False, above: bool = False):
+    "Rule: a number (a whole one with `whole`) from `lo` (excluded with `above`) to `hi`; NaN never passes."
+    def rule(value) -> bool:
+        if not (_is_whole(value) if whole else _is_real(value)): return False
+        return (value > lo if above else value >= lo) and value <= hi
+    return rule
+
+def _is_path(value) -> bool: return isinstance(value, str) and value.strip() != ""
+
+def _is_iso_date(value) -> bool:
+    "True for text holding a calendar date as YYYY-MM-DD."
+    try: return isinstance(value, str) and dt.date.fromisoformat(value).isoformat() == value
+    except ValueError: return False
+
+MAX_BAR_MINUTES = max(e.session_minutes() for e in EXCHANGES.values())   # one bar a session: daily bars
+_LARGEST = sys.float_info.max   # an upper end that keeps inf out
+_FINITE_POSITIVE = (_between(0, _LARGEST, above=True), "a finite number above 0")
+_FRACTION = (_between(0, 1), "a fraction from 0 to 1")
+_COUNT = (_between(1, whole=True), "a whole number from 1 up")
+CONFIG_RULES = {   # 'section.key' -> (rule, what the rule wants, for the error)
+    "data_dir": (_is_path, "a non-empty path (text)"), "reports_dir": (_is_path, "a non-empty path (text)"),
+    "seed": (_between(0, 2**31 - 1, whole=True), "a whole number from 0 to 2147483647 (LightGBM takes 32-bit seeds)"),
+    "bar_minutes": (_between(1, MAX_BAR_MINUTES, whole=True),
+                    f"a whole number of minutes from 1 to {MAX_BAR_MINUTES} (the session's length: one bar a session)"),
+    "risk_free_rate": (_between(-1, 1), "an annual rate from -1 to 1 (0.065 is 6.5 %)"),
+    "simulation.start": (_is_iso_date, "a date written YYYY-MM-DD"), "simulation.days": _COUNT,
+    "simulation.signal_strength": (_between(0, _LARGEST), "a finite number from 0 up (0 = pure noise)"),
+    "simulation.strikes_each_side": _COUNT, "simulation.n_expiries": _COUNT, "simulation.chain_interval_minutes": _COUNT,
+    "simulation.chunk_days": _COUNT,
+    "quality.max_missing_frac": _FRACTION, "quality.max_bar_move": _FINITE_POSITIVE, "quality.max_gap_minutes": _COUNT,
+    "monitoring.psi_warn": _FINITE_POSITIVE, "monitoring.psi_alert": _FINITE_POSITIVE, "monitoring.feedback_window": _COUNT,
+    "monitoring.degrade_threshold": _FRACTION, "monitoring.calibrated_thresholds": (lambda v: isinstance(v, bool), "true or false"),
+    "monitoring.live_rows": _COUNT, "monitoring.outside_range_alert": _FRACTION,
+    **{f"staleness.{k}": (_between(0), "a number from 0 up (inf: no limit)")
+       for k in ("chain_max_sessions", "vix_max_minutes", "book_max_minutes", "flows_max_sessions")}}
+
+# %% ../nbs/00_config.ipynb #c021
+def _section_error(key: str, value) -> ValueError:
+    "The error for a value given where the table of settings `key` belongs."
+    return ValueError(f"config key '{key}' must be a table of settings ([{key}] in TOML, '{key}:' with indented keys in YAML), "
+                      f"got {value!r}")
+
+def _flat_fields(cfg, where: str = "") -> dict:
+    "{'section.key': value} of every field of config dataclass `cfg`; a section that is no settings table raises."
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value, kind = getattr(cfg, f.name), getattr(f.default_factory, "__dataclass_fields__", None)
+        if kind is not None and not dataclasses.is_dataclass(value): raise _section_error(f"{where}{f.name}", value)
+        out |= _flat_fields(value, f"{where}{f.name}.") if kind is not None else {f"{where}{f.name}": value}
+    return out
+
+def check_run_config(cfg: RunConfig) -> RunConfig:
+    "`cfg` when every field has the type and range `CONFIG_RULES` gives it, else a ValueError naming the first key that does not."
+    for key, value in _flat_fields(cfg).items():
+        rule, wanted = CONFIG_RULES[key]
+        if not rule(value): raise ValueError(f"config key '{key}' must be {wanted}, got {value!r}")
+    if cfg.monitoring.psi_warn > cfg.monitoring.psi_alert:
+        raise ValueError(f"config key 'monitoring.psi_warn' must not exceed monitoring.psi_alert ({cfg.monitoring.psi_alert!r}), "
+                         f"got {cfg.monitoring.psi_warn!r}")
+    return cfg
+
+# %% ../nbs/00_config.ipynb #c024
 _KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
 
 def _typed_value(value, field_type: str, key: str):
-    "`value` for a field annotated `field_type` ('int', 'float', 'bool'; others pass through), or a ValueError naming `key`."
+    "`value` for a field annotated `field_type` ('int', 'float', 'bool'; a date for 'str' as ISO text; others pass through), or a ValueError naming `key`."
     is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if field_type == "bool" and isinstance(value, bool): return value
     if field_type == "int" and is_number and float(value).is_integer(): return int(value)
     if field_type == "float" and is_number: return float(value)
+    if field_type == "str" and type(value) is dt.date: return value.isoformat()   # an unquoted TOML date
     if field_type not in _KINDS: return value
     raise ValueError(f"config key '{key}' must be {_KINDS[field_type]}, got {value!r}")
 
@@ -235,18 +303,22 @@ def _replace_nested(obj, overrides: dict, where: str = ""):
     for key, value in overrides.items():
         if key not in names: raise ValueError(f"unknown config key '{where}{key}'; known: {', '.join(names)}")
         current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and not isinstance(value, dict): raise _section_error(f"{where}{key}", value)
         changes[key] = (_replace_nested(current, value, f"{where}{key}.") if dataclasses.is_dataclass(current)
                         else _typed_value(value, names[key].type, f"{where}{key}"))
     return dataclasses.replace(obj, **changes)
 
 def _read_config_file(path: str | Path) -> dict:
-    "Parse a TOML or YAML config file into a dict."
-    path = Path(path)
-    if path.suffix == ".toml": return tomllib.loads(path.read_text())
-    if path.suffix in (".yml", ".yaml"):
-        import yaml
-        return yaml.safe_load(path.read_text()) or {}
-    raise ValueError(f"{path}: config files must be .toml, .yaml or .yml")
+    "Parse a TOML or YAML config file (UTF-8, a byte-order mark allowed) into a dict; anything but a table of settings raises."
+    path, suffix = Path(path), Path(path).suffix.lower()
+    if suffix not in (".toml", ".yml", ".yaml"): raise ValueError(f"{path}: config files must be .toml, .yaml or .yml")
+    text = path.read_text(encoding="utf-8-sig")   # drops a leading byte-order mark
+    if suffix == ".toml": return tomllib.loads(text)
+    import yaml
+    loaded = yaml.safe_load(text)
+    if loaded is None or isinstance(loaded, dict): return loaded or {}
+    raise ValueError(f"{path}: a config file must hold a table of settings (key: value lines), got a {type(loaded).__name__}: "
+                     f"{' '.join(repr(loaded).split())[:80]}")
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> str:
     "Data directory: explicit argument, else $OI_ML_DATA_DIR, else ./data."
@@ -258,13 +330,13 @@ def resolve_reports_dir(reports_dir: str | Path | None = None) -> str:
 
 def load_run_config(path: str | Path | None = None, overrides: dict | None = None, data_dir: str | Path | None = None,
                     reports_dir: str | Path | None = None) -> RunConfig:
-    "Build a `RunConfig` from defaults, an optional TOML/YAML file, explicit overrides and the data/reports directories."
+    "Build a `RunConfig` from defaults, an optional TOML/YAML file, explicit overrides and the data/reports directories; checked by `check_run_config`."
     cfg = RunConfig(data_dir=resolve_data_dir(data_dir), reports_dir=resolve_reports_dir(reports_dir))
-    if path: cfg = _replace_nested(cfg, _read_config_file(path))
+    if path: cfg = check_run_config(_replace_nested(cfg, _read_config_file(path)))   # a bad file value is an error even when overridden
     if overrides: cfg = _replace_nested(cfg, overrides)
     if data_dir: cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
     if reports_dir: cfg = dataclasses.replace(cfg, reports_dir=str(reports_dir))
-    return cfg
+    return check_run_config(cfg)
 
 def config_to_dict(cfg) -> dict:
     "JSON-ready dict of a config dataclass (what manifests record)."

@@ -32,9 +32,10 @@ __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'MISS
            'DATE_FORMATS', 'DATE_YEARS', 'PRICE_RANGE', 'MAX_QUANTITY', 'PARTIAL_SUFFIX', 'SYMBOL_PATTERN', 'OLD_BHAV',
            'UDIFF_BHAV', 'UDIFF_OPTIONAL', 'UNDERLYING_BAND', 'LOT_SIZE_MAX', 'TURNOVER_TOLERANCE', 'PARITY_BAND',
            'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns', 'alias_clashes',
-           'missing_markers', 'parse_numbers', 'parse_timestamps', 'check_complete', 'check_ohlc', 'check_temporal',
-           'check_plausible', 'check_session', 'check_not_future', 'check_trading_days', 'staged_quarantine_csv',
-           'quarantine', 'quarantine_in_transaction', 'partial_batch_id', 'recover_quarantine_csvs', 'normalise_symbol',
+           'missing_markers', 'parse_numbers', 'date_only_cells', 'parse_timestamps', 'check_complete', 'check_ohlc',
+           'check_temporal', 'check_plausible', 'check_session', 'check_not_future', 'check_daily_rows',
+           'check_bar_grid', 'check_bar_spacing', 'check_trading_days', 'staged_quarantine_csv', 'quarantine',
+           'quarantine_in_transaction', 'partial_batch_id', 'recover_quarantine_csvs', 'normalise_symbol',
            'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76', 'parity_forwards', 'chain_rebuild_window',
            'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
 
@@ -164,6 +165,11 @@ def _parse_date_text(text: pd.Series, utc: bool) -> pd.Series:
              pd.to_datetime(text[named], errors="coerce", format="%d-%b-%Y", utc=utc).astype(dtype)]
     return pd.concat(parts).reindex(text.index).astype(dtype)
 
+def date_only_cells(values: pd.Series) -> np.ndarray:
+    "True where a timestamp cell is a date without a time (YYYY-MM-DD or DD-MMM-YYYY): a daily bar."
+    text = values.astype("string").str.strip()
+    return text.str.fullmatch(r"\d{4}-\d{2}-\d{2}|" + MONTH_NAME_DATE).fillna(False).to_numpy(dtype=bool)
+
 def parse_timestamps(values: pd.Series, report: ValidationReport, column: str, tz=IST, session_open: dt.time = dt.time(9, 15)) -> pd.Series:
     "Parse ISO / DD-MMM-YYYY dates (naive = exchange time `tz`) to UTC; date-only values get `session_open`; other formats are errors."
     text = values.astype("string").str.strip()
@@ -182,7 +188,7 @@ def parse_timestamps(values: pd.Series, report: ValidationReport, column: str, t
     bad = parsed.isna() & text.notna()
     report.add(np.flatnonzero(bad.to_numpy()) + 1, column, "schema",
                [f"unparseable or ambiguous date {v!r} (accepted: {DATE_FORMATS})" for v in values[bad]])
-    date_only = text.str.fullmatch(r"\d{4}-\d{2}-\d{2}|" + MONTH_NAME_DATE).fillna(False).to_numpy()
+    date_only = date_only_cells(values)
     if parsed.dt.tz is None:
         open_minutes = session_open.hour * 60 + session_open.minute
         parsed = parsed + pd.to_timedelta(np.where(date_only, open_minutes, 0), unit="min")
@@ -284,6 +290,52 @@ def check_not_future(timestamps: pd.Series, report: ValidationReport, column: st
                [f"bar at {t:%Y-%m-%d %H:%M} IST is in the future" for t in timestamps[future].dt.tz_convert(IST)])
 
 # %% ../nbs/03_ingest.ipynb #c023
+_NS_PER_MINUTE = 60_000_000_000
+
+def _ns_since_open(timestamps: pd.Series, session_open: dt.time) -> tuple[np.ndarray, np.ndarray]:
+    "(nanoseconds from the IST session open of each bar's day, the IST day number); NaT gives the smallest int64 and day -1."
+    wall = timestamps.dt.tz_convert(IST).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype("int64")
+    day_ns, missing = 24 * 60 * _NS_PER_MINUTE, timestamps.isna().to_numpy()
+    since = wall % day_ns - (session_open.hour * 60 + session_open.minute) * _NS_PER_MINUTE
+    return np.where(missing, np.iinfo(np.int64).min, since), np.where(missing, -1, wall // day_ns)
+
+def check_daily_rows(date_only: np.ndarray, report: ValidationReport, bar_minutes: int, session_minutes: int, column: str = "timestamp") -> None:
+    "Errors for date-only (daily) rows when `bar_minutes` is shorter than the session (an intraday config)."
+    if bar_minutes >= session_minutes: return
+    report.add(np.flatnonzero(date_only) + 1, column, "temporal", f"a date without a time is a daily bar, but the config's bar_minutes "
+               f"is {bar_minutes}: it would join a {bar_minutes}-minute series; import daily bars under a --config with bar_minutes = "
+               f"{session_minutes} (one bar a session) and a data directory of their own")
+
+def check_bar_grid(timestamps: pd.Series, report: ValidationReport, bar_minutes: int, cfg: ExchangeConfig, column: str = "timestamp",
+                   skip: np.ndarray | None = None) -> None:
+    "Errors for in-session bars off the `bar_minutes` grid from the session open, and for a file whose bars are of another length."
+    since, day = _ns_since_open(timestamps, cfg.session_open)
+    step_ns = bar_minutes * _NS_PER_MINUTE
+    judged = (since >= 0) & (since < cfg.session_minutes() * _NS_PER_MINUTE) & (True if skip is None else ~skip)
+    off = judged & (since % step_ns != 0)
+    local = timestamps.dt.tz_convert(IST)
+    report.add(np.flatnonzero(off) + 1, column, "temporal", [f"bar starts at {t:%H:%M:%S} IST, off the {bar_minutes}-minute grid of the "
+               f"session (bars of bar_minutes = {bar_minutes} start at {cfg.session_open:%H:%M} IST and every {bar_minutes} minute(s) "
+               f"after, on whole minutes): a file of another bar length, or shifted timestamps" for t in local[off]])
+    check_bar_spacing(since, day, judged & ~off, report, bar_minutes, column)
+
+def check_bar_spacing(since: np.ndarray, day: np.ndarray, judged: np.ndarray, report: ValidationReport, bar_minutes: int,
+                      column: str = "timestamp") -> None:
+    "Errors at the bars whose step from the previous bar of the session is not `bar_minutes`, when the file's most common step is not."
+    pair = np.r_[False, judged[1:] & judged[:-1] & (day[1:] == day[:-1])]
+    steps = np.r_[0, np.diff(since)] / _NS_PER_MINUTE
+    pair &= steps > 0                                                      # duplicates and reversals: check_temporal's errors
+    if not pair.any(): return
+    values, counts = np.unique(steps[pair], return_counts=True)
+    common = values[np.argmax(counts)]                                     # the smallest of equally common steps
+    if common == bar_minutes: return
+    bad = pair & (steps != bar_minutes)
+    report.add(np.flatnonzero(bad) + 1, column, "temporal", [f"bar {m:g} minute(s) after the previous one; the file's bars are "
+               f"{common:g} minute(s) apart (its most common step within a session) but the config's bar_minutes is {bar_minutes}: "
+               f"import the file under a --config with bar_minutes = {common:g} and a data directory of its own, or resample it to "
+               f"{bar_minutes}-minute bars" for m in steps[bad]])
+
+# %% ../nbs/03_ingest.ipynb #c026
 def check_trading_days(timestamps: pd.Series, report: ValidationReport, cfg: ExchangeConfig, column: str = "timestamp") -> None:
     """Warnings for bars on IST dates that are not regular trading days of `cfg` (weekends, the config's holidays), and one
     per year whose holidays the config does not list (those bars' calendar is unchecked)."""
@@ -301,7 +353,7 @@ def check_trading_days(timestamps: pd.Series, report: ValidationReport, cfg: Exc
         report.add([int(np.flatnonzero(years == year)[0]) + 1], column, "calendar",
                    f"the config lists no {cfg.exchange} holidays for {year} ({n} bars): their calendar is not checked", "warning")
 
-# %% ../nbs/03_ingest.ipynb #c028
+# %% ../nbs/03_ingest.ipynb #c031
 PARTIAL_SUFFIX = ".partial"   # a quarantine CSV being written: `.<batch_id>.csv.<random hex>.partial`
 
 def _new_partial(folder: Path, batch_id: str) -> tuple[Path, int]:
@@ -400,7 +452,7 @@ def _rebuild_scope(con, exchange: str, frames: dict, window: dict, calendar: tup
     if unlisted_year_holidays(con, get_exchange_config(exchange)) != calendar: return window_params(exchange, window["start"], None), None
     return window, tuple(sorted({s for f in frames.values() for s in f["symbol"]}))
 
-# %% ../nbs/03_ingest.ipynb #c030
+# %% ../nbs/03_ingest.ipynb #c033
 def _lock_if_dead(path: Path) -> int | None:
     "A descriptor holding the flock of `path` when no running import holds it and `path` still names that file; else None."
     if (fd := try_lock(path)) is None: return None   # 04_datasets' non-blocking flock: a running import holds it
@@ -441,7 +493,7 @@ def recover_quarantine_csvs(con, quarantine_dir: Path) -> dict[str, str]:
             finally: os.close(fd)
     return done
 
-# %% ../nbs/03_ingest.ipynb #c033
+# %% ../nbs/03_ingest.ipynb #c036
 SYMBOL_PATTERN = r"[A-Z0-9][A-Z0-9&._-]*"   # a normalised symbol: NIFTY, M&M, BAJAJ-AUTO
 
 def normalise_symbol(symbol: str) -> str:
@@ -492,6 +544,7 @@ def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_
                    _typed_non_numbers(report, frame, OHLCV_REQUIRED[1:])):
         _finish_rejected(con, report, raw, batch_id, exchange, "ohlcv", path, run_cfg, problem)
     frame = parse_numbers(frame.astype({c: "object" for c in OHLCV_REQUIRED[1:]}), OHLCV_REQUIRED[1:], report)
+    frame["timestamp_text"] = frame["timestamp"]
     frame["timestamp"] = parse_timestamps(frame["timestamp"], report, "timestamp", session_open=cfg.session_open)
     incomplete = check_complete(frame, OHLCV_REQUIRED, report, run_cfg.quality)
     kept = frame[~incomplete]; rows = np.flatnonzero(~incomplete) + 1
@@ -500,6 +553,9 @@ def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_
     check_plausible(kept, sub, ("open", "high", "low", "close"), ("volume",))
     check_temporal(kept["timestamp"], sub, run_cfg.quality)
     check_session(kept["timestamp"], sub, cfg.session_open, cfg.session_close)
+    daily = date_only_cells(frame["timestamp_text"])[~incomplete]
+    check_daily_rows(daily, sub, run_cfg.bar_minutes, cfg.session_minutes())
+    check_bar_grid(kept["timestamp"], sub, run_cfg.bar_minutes, cfg, skip=daily)
     check_trading_days(kept["timestamp"], sub, cfg)
     _merge(report, sub, rows)
     bars = pd.DataFrame(dict(timestamp=kept.timestamp, exchange=exchange, symbol=symbol, open=kept.open, high=kept.high,
@@ -544,7 +600,7 @@ def _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, 
                               report.to_dict())
     raise error
 
-# %% ../nbs/03_ingest.ipynb #c036
+# %% ../nbs/03_ingest.ipynb #c039
 OLD_BHAV = {"INSTRUMENT": "instrument", "SYMBOL": "symbol", "EXPIRY_DT": "expiry", "STRIKE_PR": "strike", "OPTION_TYP": "option_type",
             "OPEN": "open", "HIGH": "high", "LOW": "low", "CLOSE": "close", "SETTLE_PR": "settle", "CONTRACTS": "contracts",
             "OPEN_INT": "oi_units", "CHG_IN_OI": "oi_change_units", "TIMESTAMP": "trade_date"}
@@ -565,7 +621,7 @@ def detect_bhavcopy_format(columns) -> tuple[str, dict, list]:
     name, mapping = min(options, key=lambda o: len(set(o[1]) - cols))
     return name, mapping, sorted(set(mapping) - cols)
 
-# %% ../nbs/03_ingest.ipynb #c037
+# %% ../nbs/03_ingest.ipynb #c040
 def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: int = 80) -> np.ndarray:
     "Black-76 implied volatility by vectorised bisection; NaN where the price is below discounted intrinsic or tau <= 0."
     price, forward, strike, tau = (np.asarray(a, dtype=float) for a in (price, forward, strike, tau))
@@ -582,7 +638,7 @@ def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: 
     iv = 0.5 * (lo + hi)
     return np.where((tau > 0) & (price > intrinsic) & (iv < 4.99), iv, np.nan)
 
-# %% ../nbs/03_ingest.ipynb #c039
+# %% ../nbs/03_ingest.ipynb #c042
 def _bhav_frame(raw: pd.DataFrame, mapping: dict, fmt: str, report: ValidationReport, run_cfg: RunConfig, cfg) -> pd.DataFrame:
     "Parse a bhavcopy into canonical columns (numbers, dates, instrument codes, OI in contracts)."
     raw = raw.rename(columns=lambda c: c.strip())
@@ -720,7 +776,7 @@ def _check_option_bounds(frame: pd.DataFrame, spot: pd.Series, report: Validatio
             report.add(np.flatnonzero(m) + 1, column, "price_sanity",
                        [f"{kind} priced {p} above {name} {b} (a {kind} is worth at most that)" for p, b in zip(price[m], bound[m])])
 
-# %% ../nbs/03_ingest.ipynb #c041
+# %% ../nbs/03_ingest.ipynb #c044
 PARITY_BAND = 0.03   # a parity forward more than 3 % from the carried underlying is taken as stale quotes, not a forward
 
 def parity_forwards(opt: pd.DataFrame, price: np.ndarray, tau: np.ndarray, spot: np.ndarray, rate: float) -> np.ndarray:
@@ -837,7 +893,7 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     result = _finish(con, report, raw, batch_id, exchange, "bhavcopy", path, {"option_chain_snapshots": chain, "underlying_bars": bars}, run_cfg, window)
     return {**result, "format": fmt, "rows_skipped_other_symbols": int((~wanted).sum())}
 
-# %% ../nbs/03_ingest.ipynb #c045
+# %% ../nbs/03_ingest.ipynb #c048
 def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str = "2025-01-02", spot: float = 23700.0,
                            zipped: bool = False, lot: int = 75, dividend_yield: float = 0.0, weekly_future: bool = True) -> Path:
     """Write a tiny valid NSE F&O bhavcopy in the 'old' or 'udiff' layout (optionally zipped); returns its path. NIFTY
@@ -881,7 +937,7 @@ def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str
     with zipfile.ZipFile(path, "w") as zf: zf.writestr(path.with_suffix(".csv").name, out.to_csv(index=False))
     return path
 
-# %% ../nbs/03_ingest.ipynb #c048
+# %% ../nbs/03_ingest.ipynb #c051
 def validate_stored(con, exchange: str, run_cfg: RunConfig | None = None) -> dict[str, ValidationReport]:
     "Data-quality reports of the stored bars (per symbol) and option chain of `exchange`."
     run_cfg, reports = run_cfg or RunConfig(), {}

@@ -2,6 +2,7 @@
 names file, row and column; the store is unchanged; the rejection is quarantined and recorded), warnings that drop
 and quarantine rows but store the rest, idempotent re-ingest, all-or-nothing writes, both bhavcopy layouts (plain and
 zipped), and corrupt or missing files."""
+import dataclasses
 import hashlib
 import json
 import re
@@ -25,6 +26,19 @@ from oi_ml.store import connect
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")  # emitted inside duckdb's .df() on pandas 3.1
 
 N_ROWS = 30
+DAILY_MINUTES = 375   # bar_minutes of one bar a session (09:15-15:30 IST): the config daily files are imported under
+
+
+@pytest.fixture
+def cfg(tmp_path) -> RunConfig:
+    "Most files here are Yahoo-style daily bars: a daily run configuration (bar_minutes = the session) under tmp_path."
+    return RunConfig(data_dir=str(tmp_path / "data"), bar_minutes=DAILY_MINUTES)
+
+
+@pytest.fixture
+def minute_cfg(cfg) -> RunConfig:
+    "The same data directory under 1-minute bars, for the intraday files."
+    return dataclasses.replace(cfg, bar_minutes=1)
 
 
 # ---------------------------------------------------------------- tiny files
@@ -112,15 +126,15 @@ def test_file_variants_store_identical_rows(con, cfg, tmp_path):
         assert import_ohlcv(con, path, "REF", run_cfg=cfg)["rows_added"] == {"underlying_bars": 0}, path
 
 
-def test_intraday_naive_and_offset_timestamps_are_the_same_instants(con, cfg, tmp_path):
+def test_intraday_naive_and_offset_timestamps_are_the_same_instants(con, minute_cfg, tmp_path):
     frame = intraday_frame(n=10)
-    import_ohlcv(con, write(frame, tmp_path / "naive.csv"), "INTRA", run_cfg=cfg)
+    import_ohlcv(con, write(frame, tmp_path / "naive.csv"), "INTRA", run_cfg=minute_cfg)
     got = stored_bars(con, "INTRA").timestamp
     assert got.iloc[0] == pd.Timestamp("2025-01-02 03:45", tz="UTC") and (got.diff().dropna() == pd.Timedelta(minutes=1)).all()
     offset = frame.assign(Datetime=frame.Datetime + "+05:30")
-    assert import_ohlcv(con, write(offset, tmp_path / "offset.csv"), "INTRA", run_cfg=cfg)["rows_added"] == {"underlying_bars": 0}
+    assert import_ohlcv(con, write(offset, tmp_path / "offset.csv"), "INTRA", run_cfg=minute_cfg)["rows_added"] == {"underlying_bars": 0}
     utc = frame.assign(Datetime=(pd.to_datetime(frame.Datetime) - pd.Timedelta(hours=5, minutes=30)).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    assert import_ohlcv(con, write(utc, tmp_path / "utc.csv"), "INTRA", run_cfg=cfg)["rows_added"] == {"underlying_bars": 0}
+    assert import_ohlcv(con, write(utc, tmp_path / "utc.csv"), "INTRA", run_cfg=minute_cfg)["rows_added"] == {"underlying_bars": 0}
 
 
 def test_reingesting_the_same_file_adds_nothing(seeded, cfg, tmp_path, fingerprint):
@@ -139,13 +153,13 @@ def test_importing_another_symbol_leaves_simulated_features_alone(sim_con, cfg, 
     assert len(stored_bars(sim_con, "RELIANCE")) == 3
 
 
-def test_importing_a_symbol_under_another_config_leaves_other_symbols_features_alone(sim_con, cfg, tmp_path):
+def test_importing_a_symbol_under_another_config_leaves_other_symbols_features_alone(sim_con, minute_cfg, tmp_path):
     "Review 16 (8a): 20 bars of OTHER imported with risk_free_rate 0.12 used to rewrite the gex of the stored NIFTY rows."
     import dataclasses
     query = "SELECT * FROM ml_features WHERE symbol = 'NIFTY' ORDER BY timestamp"
     before = sim_con.execute(query).df()
     bars = intraday_frame(n=20).assign(Datetime=lambda f: f.Datetime.str.replace("2025-01-02 09", "2025-08-01 10"))   # 10:15 IST on
-    other_cfg = dataclasses.replace(cfg, risk_free_rate=0.12)
+    other_cfg = dataclasses.replace(minute_cfg, risk_free_rate=0.12)
     assert import_ohlcv(sim_con, write(bars, tmp_path / "other.csv"), "OTHER", run_cfg=other_cfg)["rows_added"] == {"underlying_bars": 20}
     pd.testing.assert_frame_equal(sim_con.execute(query).df(), before)
     assert sim_con.execute("SELECT count(*) FROM ml_features WHERE symbol = 'OTHER'").fetchall()[0][0] == 20
@@ -370,6 +384,67 @@ def test_every_problem_row_is_reported_not_only_the_first(con, cfg, tmp_path):
     assert "3 row(s)" in str(err.value)
 
 
+# ---------------------------------------------------------------- bars of another length than bar_minutes
+def nifty_minutes(stamps) -> pd.DataFrame:
+    "NIFTY-like bars at the given IST wall-clock `stamps` (text cells, as on disk)."
+    n = len(stamps)
+    close = 24000 + np.arange(n) * 0.5
+    return pd.DataFrame({"Date": list(stamps), "Open": close - 0.5, "High": close + 2, "Low": close - 2, "Close": close,
+                         "Volume": 1000}).astype(str)
+
+
+FIVE_MINUTE = pd.date_range("2025-09-01 09:15", periods=75, freq="5min").strftime("%Y-%m-%d %H:%M")
+OFF_GRID = pd.date_range("2025-09-01 09:15:30", periods=30, freq="1min").strftime("%Y-%m-%d %H:%M:%S")
+
+
+@pytest.mark.parametrize("case, stamps, n_rows, first_row, reason", [
+    ("five_minute", FIVE_MINUTE, 74, 2, "bar 5 minute(s) after the previous one; the file's bars are 5 minute(s) apart (its most "
+                                        "common step within a session) but the config's bar_minutes is 1: import the file under a "
+                                        "--config with bar_minutes = 5"),
+    ("daily", pd.bdate_range("2025-09-01", periods=20).strftime("%Y-%m-%d"), 20, 1,
+     "a date without a time is a daily bar, but the config's bar_minutes is 1: it would join a 1-minute series; import daily "
+     "bars under a --config with bar_minutes = 375"),
+    ("off_grid", OFF_GRID, 30, 1, "bar starts at 09:15:30 IST, off the 1-minute grid of the session"),
+    ("five_minute_stray", FIVE_MINUTE.insert(1, "2025-09-01 09:16"), 74, 3, "bar 4 minute(s) after the previous one; the file's "
+                                                                            "bars are 5 minute(s) apart")])
+def test_bars_of_another_length_than_bar_minutes_are_refused(sim_con, minute_cfg, tmp_path, fingerprint, case, stamps, n_rows,
+                                                             first_row, reason):
+    """Reviewer: with 1-minute NIFTY bars stored and bar_minutes = 1, a 5-minute file, a daily file (date-only rows, stamped
+    09:15) and a file of bars at hh:mm:30 were all stored (rc 0, no warning), mixing bar lengths in one series."""
+    path = write(nifty_minutes(stamps), tmp_path / f"{case}.csv")
+    before = fingerprint(sim_con)
+    with pytest.raises(IngestError) as err:
+        import_ohlcv(sim_con, path, "NIFTY", run_cfg=minute_cfg)
+    assert str(err.value).startswith(f"{path}: error: temporal: {n_rows} row(s); first at row {first_row}, column 'timestamp': {reason}"), str(err.value)
+    assert fingerprint(sim_con) == before                                          # nothing stored
+    batch_id = ohlcv_batch_id(path, "NIFTY")
+    assert sim_con.execute("SELECT status, rows_stored FROM training_batches WHERE batch_id = ?", [batch_id]).fetchall() == [("rejected", 0)]
+    quarantined = sim_con.execute("SELECT count(DISTINCT row_number), min(row_number) FROM quarantine WHERE batch_id = ? AND "
+                                  "column_name = 'timestamp' AND check_name = 'temporal'", [batch_id]).fetchall()
+    assert quarantined == [(n_rows, first_row)]
+    assert (minute_cfg.quarantine_dir / f"{batch_id}.csv").exists()
+
+
+def test_each_file_is_stored_under_a_config_of_its_own_bar_length(tmp_path):
+    "The same files import under a config whose bar_minutes is their bar length (5 minutes; daily = one bar a session)."
+    for minutes, stamps in ((5, FIVE_MINUTE), (DAILY_MINUTES, pd.bdate_range("2025-09-01", periods=20).strftime("%Y-%m-%d"))):
+        run_cfg = RunConfig(data_dir=str(tmp_path / f"m{minutes}"), bar_minutes=minutes)
+        with connect(run_cfg) as con:
+            result = import_ohlcv(con, write(nifty_minutes(stamps), tmp_path / f"m{minutes}.csv"), "NIFTY", run_cfg=run_cfg)
+        assert result["rows_added"] == {"underlying_bars": len(stamps)} and result["warnings"] == [], result["warnings"]
+
+
+def test_missing_minutes_are_gaps_not_another_bar_length(con, minute_cfg, tmp_path):
+    """An illiquid 1-minute file missing most minutes (steps of 1, 2, 3 and 4 minutes, median 2) is stored: its most common
+    step is still 1 minute. Its longer holes are gap warnings, as before."""
+    minutes = np.cumsum([0, 1, 1, 2, 1, 3, 1, 2, 4, 1, 2, 3, 1, 2, 1, 6])
+    stamps = (pd.Timestamp("2025-09-01 09:15") + pd.to_timedelta(minutes, unit="min")).strftime("%Y-%m-%d %H:%M")
+    assert np.median(np.diff(minutes)) == 2
+    result = import_ohlcv(con, write(nifty_minutes(stamps), tmp_path / "gappy.csv"), "ILLIQ", run_cfg=minute_cfg)
+    assert result["rows_added"] == {"underlying_bars": len(stamps)}
+    assert [w.split(": ")[2] for w in result["warnings"]] == ["gaps"]              # the 6-minute hole only
+
+
 # ---------------------------------------------------------------- warnings: drop and quarantine, store the rest
 def test_few_missing_values_drop_and_quarantine_the_rows_and_store_the_rest(seeded, cfg, tmp_path):
     frame = yahoo_frame(); frame.loc[4, "Volume"] = np.nan                      # 1/30 = 3.3 % < 5 %
@@ -412,21 +487,21 @@ def test_rows_are_numbered_in_the_file_even_after_dropped_rows(con, cfg, tmp_pat
         import_ohlcv(con, write(frame, tmp_path / "numbering.csv"), "NUM", run_cfg=cfg)
 
 
-def test_intraday_gap_is_a_warning_and_the_bars_are_stored(con, cfg, tmp_path):
+def test_intraday_gap_is_a_warning_and_the_bars_are_stored(con, minute_cfg, tmp_path):
     path = write(intraday_frame(n=30, gap_after=9), tmp_path / "gap.csv")
-    result = import_ohlcv(con, path, "GAP", run_cfg=cfg)
+    result = import_ohlcv(con, path, "GAP", run_cfg=minute_cfg)
     assert result["rows_added"] == {"underlying_bars": 30}
     assert len(result["warnings"]) == 1 and "gaps" in result["warnings"][0] and "row 11, column 'timestamp'" in result["warnings"][0]
     assert con.execute("SELECT row_number, check_name FROM quarantine WHERE batch_id = ?", [result["batch_id"]]).fetchall() == [(11, "gaps")]
     # a gap between sessions (overnight) is not a gap
     two_days = pd.concat([intraday_frame(n=5), intraday_frame(n=5).assign(Datetime=lambda f: f.Datetime.str.replace("2025-01-02", "2025-01-03"))])
-    assert import_ohlcv(con, write(two_days, tmp_path / "two.csv"), "TWO", run_cfg=cfg)["warnings"] == []
+    assert import_ohlcv(con, write(two_days, tmp_path / "two.csv"), "TWO", run_cfg=minute_cfg)["warnings"] == []
 
 
-def test_bars_on_a_weekend_or_holiday_are_kept_with_a_calendar_warning_naming_the_day(con, cfg, tmp_path):
+def test_bars_on_a_weekend_or_holiday_are_kept_with_a_calendar_warning_naming_the_day(con, minute_cfg, tmp_path):
     days = ["2025-03-13", "2025-03-14", "2025-03-15", "2025-03-17"]          # Thu, Holi (NSE holiday), Sat, Mon
     frame = pd.concat([intraday_frame(n=3).assign(Datetime=lambda f, d=d: f.Datetime.str.replace("2025-01-02", d)) for d in days])
-    result = import_ohlcv(con, write(frame, tmp_path / "calendar.csv"), "CAL", run_cfg=cfg)
+    result = import_ohlcv(con, write(frame, tmp_path / "calendar.csv"), "CAL", run_cfg=minute_cfg)
     assert result["rows_added"] == {"underlying_bars": 12}                   # kept: special sessions exist
     assert len(result["warnings"]) == 1 and "warning: calendar: 6 row(s); first at row 4, column 'timestamp'" in result["warnings"][0]
     assert "bar on 2025-03-14 IST, an exchange holiday in the config" in result["warnings"][0]
@@ -439,16 +514,16 @@ def test_bars_on_a_weekend_or_holiday_are_kept_with_a_calendar_warning_naming_th
 def test_complete_15_minute_bars_have_no_gap_warnings(con, cfg, tmp_path):
     ts = pd.date_range("2025-01-02 09:15", periods=25, freq="15min")
     frame = pd.DataFrame({"Datetime": ts.strftime("%Y-%m-%d %H:%M"), "Open": 100, "High": 101, "Low": 99, "Close": 100.5, "Volume": 10})
-    result = import_ohlcv(con, write(frame, tmp_path / "m15.csv"), "M15", run_cfg=cfg)
+    result = import_ohlcv(con, write(frame, tmp_path / "m15.csv"), "M15", run_cfg=dataclasses.replace(cfg, bar_minutes=15))
     assert result["rows_added"] == {"underlying_bars": 25}
     assert result["warnings"] == []
 
 
-def test_intraday_duplicates_are_errors(con, cfg, tmp_path, fingerprint):
+def test_intraday_duplicates_are_errors(con, minute_cfg, tmp_path, fingerprint):
     frame = intraday_frame(n=10); frame.loc[6, "Datetime"] = frame.loc[5, "Datetime"]
     before = fingerprint(con)
     with pytest.raises(IngestError, match=r"temporal: 1 row\(s\); first at row 7, column 'timestamp'"):
-        import_ohlcv(con, write(frame, tmp_path / "dup.csv"), "DUP", run_cfg=cfg)
+        import_ohlcv(con, write(frame, tmp_path / "dup.csv"), "DUP", run_cfg=minute_cfg)
     assert fingerprint(con) == before
 
 
@@ -612,16 +687,16 @@ def test_a_chain_imported_after_later_bars_reaches_them(con, cfg, tmp_path):
 
 def test_a_two_index_chain_import_reaches_each_indexs_later_bars(con, cfg, tmp_path):
     """The rebuild ends at each imported symbol's next snapshot, not the exchange's: a NIFTY snapshot on Fri 3 Jan 10:00 IST
-    must not stop the 2 Jan import from reaching BANKNIFTY bars stored for 11:00 and 12:00 that day (found by review)."""
+    must not stop the 2 Jan import from reaching BANKNIFTY bars stored for 11:15 and 12:15 that day (found by review)."""
     from oi_ml.store import build_ml_features, insert_rows
     scratch = connect(RunConfig(data_dir=str(tmp_path / "scratch")))
     import_bhavcopy(scratch, write_example_bhavcopy(tmp_path / "d2.csv", trade_date="2025-01-03"), run_cfg=cfg)
     snap = scratch.execute("SELECT * EXCLUDE (batch_id) FROM option_chain_snapshots").df()
     snap["timestamp"] = pd.Timestamp("2025-01-03 10:00", tz=IST).tz_convert("UTC")   # an intraday NIFTY snapshot
     insert_rows(con, "option_chain_snapshots", snap, "live-snap")
-    bars = pd.DataFrame({"Date": ["2025-01-03 11:00", "2025-01-03 12:00"], "Open": ["51000"] * 2, "High": ["51100"] * 2,
-                         "Low": ["50900"] * 2, "Close": ["51050"] * 2, "Volume": ["100"] * 2})
-    import_ohlcv(con, write(bars, tmp_path / "bn.csv"), "BANKNIFTY", run_cfg=cfg)
+    bars = pd.DataFrame({"Date": ["2025-01-03 11:15", "2025-01-03 12:15"], "Open": ["51000"] * 2, "High": ["51100"] * 2,
+                         "Low": ["50900"] * 2, "Close": ["51050"] * 2, "Volume": ["100"] * 2})   # hourly bars (09:15, 10:15, ...)
+    import_ohlcv(con, write(bars, tmp_path / "bn.csv"), "BANKNIFTY", run_cfg=dataclasses.replace(cfg, bar_minutes=60))
     import_bhavcopy(con, write_example_bhavcopy(tmp_path / "d1.csv"), symbols=("NIFTY", "BANKNIFTY"), run_cfg=cfg)
     query = "SELECT * FROM ml_features ORDER BY symbol, timestamp"
     after_import = con.execute(query).df()
@@ -905,7 +980,7 @@ def test_reimport_keeps_the_first_batch_record(con, cfg, tmp_path, monkeypatch):
     again = import_ohlcv(con, path, "FEW", run_cfg=cfg)                           # same file: a no-op
     assert again["rows_added"] == {"underlying_bars": 0} and again["reimport"] and _batch(con, batch_id) == first
     assert len(rebuilds) == 1                                                      # nothing added: ml_features not rebuilt
-    strict = RunConfig(data_dir=cfg.data_dir, quality=cfg.quality.__class__(**{**cfg.quality.__dict__, "max_missing_frac": 0.0}))
+    strict = dataclasses.replace(cfg, quality=dataclasses.replace(cfg.quality, max_missing_frac=0.0))
     with pytest.raises(IngestError, match="completeness"):
         import_ohlcv(con, path, "FEW", run_cfg=strict)                            # stricter: rejected, as its own record
     assert _batch(con, batch_id) == first
@@ -931,13 +1006,13 @@ def test_old_layout_without_futures_rows_is_rejected_naming_the_row(con, cfg, tm
     ("after_the_close", pd.date_range("2025-01-02 15:28", periods=5, freq="1min"), 3, "bar starts at 15:30 IST"),
     ("future_day", pd.DatetimeIndex(["2025-01-02 09:15", "2099-01-02 09:15"]), 2, "bar at 2099-01-02 09:15 IST is in the future"),
 ])
-def test_bars_outside_the_session_or_in_the_future_are_rejected(con, cfg, tmp_path, fingerprint, case, stamps, row, reason):
+def test_bars_outside_the_session_or_in_the_future_are_rejected(con, minute_cfg, tmp_path, fingerprint, case, stamps, row, reason):
     n = len(stamps)
     frame = pd.DataFrame({"Datetime": stamps.strftime("%Y-%m-%d %H:%M:%S"), "Open": ["100"] * n, "High": "101", "Low": "99",
                           "Close": "100.5", "Volume": "10"})
     before = fingerprint(con)
     with pytest.raises(IngestError, match=rf"temporal: .*first at row {row}, column 'timestamp': {reason}"):
-        import_ohlcv(con, write(frame, tmp_path / f"{case}.csv"), "S", run_cfg=cfg)
+        import_ohlcv(con, write(frame, tmp_path / f"{case}.csv"), "S", run_cfg=minute_cfg)
     assert fingerprint(con) == before
 
 

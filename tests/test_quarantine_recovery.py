@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_ingest import ohlcv_batch_id, write, yahoo_frame
+from test_ingest import DAILY_MINUTES, ohlcv_batch_id, write, yahoo_frame
 
 from oi_ml.config import RunConfig
 from oi_ml.ingest import (
@@ -42,11 +42,17 @@ if point == "after_commit":
 else:
     real_record = ingest.record_training_batch
     ingest.record_training_batch = lambda *a, **k: (real_record(*a, **k), killed())
-cfg = RunConfig(data_dir=data_dir)
+cfg = RunConfig(data_dir=data_dir, bar_minutes=375)   # daily files: the daily config (test_ingest.DAILY_MINUTES)
 try: ingest.import_ohlcv(connect(cfg), path, symbol, run_cfg=cfg)
 except ingest.IngestError: pass
 sys.exit("the import ran to its end: the kill point was never reached")
 '''
+
+
+@pytest.fixture
+def cfg(tmp_path) -> RunConfig:
+    "The test's data directory under the daily config: `yahoo_frame` files hold one bar a session (test_ingest.DAILY_MINUTES)."
+    return RunConfig(data_dir=str(tmp_path / "data"), bar_minutes=DAILY_MINUTES)
 
 
 def kill_import(cfg: RunConfig, path, symbol: str, point: str) -> None:

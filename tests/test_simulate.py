@@ -332,7 +332,7 @@ def test_a_failing_resimulation_leaves_the_previous_one_intact(sim_con, cfg, fin
 
 def test_simulating_keeps_imported_rows_of_other_symbols(tmp_path, cfg, con):
     path = tmp_path / "reliance.csv"
-    pd.DataFrame({"Date": ["2025-08-04", "2025-08-05"], "Open": 100.0, "High": 102.0, "Low": 99.0, "Close": 101.0,
+    pd.DataFrame({"Date": ["2025-08-04 09:15", "2025-08-04 09:16"], "Open": 100.0, "High": 102.0, "Low": 99.0, "Close": 101.0,
                   "Volume": 1000}).to_csv(path, index=False)
     import_ohlcv(con, path, "RELIANCE", run_cfg=cfg)
     simulate_market(con, "NSE", "2025-08-01", n_days=3, seed=0, run_cfg=dataclasses.replace(cfg, simulation=SMALL))

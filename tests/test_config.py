@@ -1,0 +1,80 @@
+"""Tests of `oi_ml.config`'s run configuration as a `--config` file reaches it: every field is held to its type and
+range (`CONFIG_RULES`), so a value no stage can use fails at load time in one line naming the file and the key (was: a
+ZeroDivisionError or TypeError traceback from deep inside a command, a numpy message naming no key, or silent
+acceptance); a file that holds no table of settings says so; a UTF-8 byte-order mark is accepted."""
+import math
+
+import pytest
+
+from oi_ml import cli
+from oi_ml.config import RunConfig, StalenessConfig, load_run_config
+
+
+def run_cli(tmp_path, capsys, name: str, text: str, *command: str) -> tuple[int, str]:
+    "(exit code, stderr) of `oi-ml --config <name holding text> --data-dir ... <command>` (default: datasets)."
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8"))
+    code = cli.main(["--config", str(path), "--data-dir", str(tmp_path / "d"), *(command or ("datasets",))])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("bm0.toml", "bar_minutes = 0\n", "config key 'bar_minutes' must be a whole number of minutes from 1 to 375 (the session's "
+                                      "length: one bar a session), got 0"),
+    ("bmneg.toml", "bar_minutes = -5\n", "config key 'bar_minutes' must be a whole number of minutes from 1 to 375"),
+    ("bmbig.toml", "bar_minutes = 400\n", "config key 'bar_minutes' must be a whole number of minutes from 1 to 375"),
+    ("dd.toml", "data_dir = 5\n", "config key 'data_dir' must be a non-empty path (text), got 5"),
+    ("rd.toml", 'reports_dir = ["a"]\n', "config key 'reports_dir' must be a non-empty path (text), got ['a']"),
+    ("list.yaml", "- a\n- b\n", "a config file must hold a table of settings (key: value lines), got a list: ['a', 'b']"),
+    ("sim5.toml", "simulation = 5\n", "config key 'simulation' must be a table of settings ([simulation] in TOML"),
+    ("qneg.toml", "[quality]\nmax_bar_move = -1\n", "config key 'quality.max_bar_move' must be a finite number above 0, got -1.0"),
+    ("frac.toml", "[quality]\nmax_missing_frac = 2.0\n", "config key 'quality.max_missing_frac' must be a fraction from 0 to 1, got 2.0"),
+    ("nan.toml", "[monitoring]\npsi_alert = nan\n", "config key 'monitoring.psi_alert' must be a finite number above 0, got nan"),
+    ("days.toml", "[simulation]\ndays = -3\n", "config key 'simulation.days' must be a whole number from 1 up, got -3"),
+    ("start.toml", '[simulation]\nstart = "01/08/2025"\n', "config key 'simulation.start' must be a date written YYYY-MM-DD"),
+    ("seed.toml", "seed = -1\n", "config key 'seed' must be a whole number from 0 to 2147483647"),
+    ("stale.toml", "[staleness]\nvix_max_minutes = -5\n", "config key 'staleness.vix_max_minutes' must be a number from 0 up"),
+    ("warn.toml", "[monitoring]\npsi_warn = 0.5\n", "config key 'monitoring.psi_warn' must not exceed monitoring.psi_alert (0.25)")])
+def test_a_config_value_no_stage_can_use_is_one_line_naming_file_and_key(tmp_path, capsys, name, text, message):
+    code, err = run_cli(tmp_path, capsys, name, text)
+    assert code == 1 and err.startswith(f"oi-ml datasets: --config {tmp_path / name}: {message}") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "AttributeError" not in err
+
+
+def test_bar_minutes_zero_stops_simulate_before_it_divides(tmp_path, capsys):
+    "The reviewer's `simulate --days 2` with `bar_minutes = 0` raised ZeroDivisionError in simulate.py."
+    code, err = run_cli(tmp_path, capsys, "bm0.toml", "bar_minutes = 0\n", "simulate", "--exchange", "NSE", "--days", "2")
+    assert code == 1 and "config key 'bar_minutes' must be a whole number of minutes from 1 to 375" in err, err
+    assert not (tmp_path / "d" / "warehouse.duckdb").exists()   # nothing was written
+
+
+def test_a_bad_value_in_the_file_is_an_error_even_when_a_flag_overrides_it(tmp_path):
+    "`data_dir = 5` in the file is reported although --data-dir replaces it (the file is wrong either way)."
+    (tmp_path / "dd.toml").write_text("data_dir = 5\n")
+    with pytest.raises(ValueError, match=r"config key 'data_dir' must be a non-empty path \(text\), got 5"):
+        load_run_config(tmp_path / "dd.toml", data_dir=str(tmp_path / "d"))
+
+
+def test_a_utf8_byte_order_mark_an_upper_case_suffix_and_a_toml_date_are_accepted(tmp_path):
+    "A BOM (Windows editors) gave 'Invalid statement (at line 1, column 1)'; an unquoted TOML date reached the simulator as a date."
+    path = tmp_path / "bom.TOML"
+    path.write_bytes("\ufeffseed = 1\n[simulation]\nstart = 2025-09-01\n".encode("utf-8"))
+    cfg = load_run_config(path)
+    assert (cfg.seed, cfg.simulation.start) == (1, "2025-09-01")
+    yaml_path = tmp_path / "bom.yaml"
+    yaml_path.write_bytes("\ufeffseed: 2\n".encode("utf-8"))
+    assert load_run_config(yaml_path).seed == 2
+
+
+def test_overrides_are_checked_too():
+    "The approval-pack template builds its config from JSON overrides: the same rules apply."
+    with pytest.raises(ValueError, match="config key 'monitoring.live_rows' must be a whole number from 1 up, got 0"):
+        load_run_config(overrides={"monitoring": {"live_rows": 0}})
+
+
+def test_defaults_and_the_limits_of_each_range_are_valid():
+    from oi_ml.config import check_run_config   # new: imported here so the other tests run on code without it
+    assert check_run_config(RunConfig()) == RunConfig()
+    assert load_run_config(overrides={"bar_minutes": 375, "quality": {"max_missing_frac": 1.0}, "monitoring": {"degrade_threshold": 0},
+                                      "staleness": {"vix_max_minutes": math.inf}}).bar_minutes == 375
+    assert check_run_config(RunConfig(staleness=StalenessConfig(book_max_minutes=0.0))).staleness.book_max_minutes == 0.0
