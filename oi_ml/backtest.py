@@ -1016,20 +1016,22 @@ def option_contract_pnl(trades: pd.DataFrame, chain: pd.DataFrame, exchange: str
 
 # %% ../nbs/30_backtest.ipynb #c081
 def _buy_and_hold(prep: PreparedBacktest, cfg: BacktestConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "Trades and equity of holding `account_size` worth of the underlying over the window."
+    """Trades and equity of holding `account_size` worth of the underlying over the window; the curve starts at
+    `account_size` at the first bar's open, then each bar's close (stamped with the bar's end)."""
     open_, close = prep.prices[0], prep.prices[3]
     units = cfg.account_size / open_[0]
     entry_cost = cost_rate(cfg) * cfg.account_size
     exit_cost = cost_rate(cfg) * close[-1] * units
-    gross_curve = cfg.account_size + units * (close - open_[0])
-    net_curve = gross_curve - entry_cost
+    gross_curve = np.r_[cfg.account_size, cfg.account_size + units * (close - open_[0])]
+    net_curve = gross_curve - np.r_[0.0, np.full(len(close), entry_cost)]
     net_curve[-1] -= exit_cost
-    times = prep.bars["timestamp"]
+    times, bar = prep.bars["timestamp"], pd.Timedelta(minutes=cfg.bar_minutes)
     gross = units * (close[-1] - open_[0])
-    trade = pd.DataFrame({"entry_time": [times.iloc[0]], "exit_time": [times.iloc[-1] + pd.Timedelta(minutes=cfg.bar_minutes)],
+    trade = pd.DataFrame({"entry_time": [times.iloc[0]], "exit_time": [times.iloc[-1] + bar],
                           "gross_pnl": [gross], "costs": [entry_cost + exit_cost], "net_pnl": [gross - entry_cost - exit_cost],
                           "notional": [cfg.account_size]})
-    return trade, pd.DataFrame({"timestamp": times.array, "equity_gross": gross_curve, "equity_net": net_curve})
+    stamps = pd.concat([times.iloc[:1], times + bar], ignore_index=True)   # the entry, then each bar's end
+    return trade, pd.DataFrame({"timestamp": stamps.array, "equity_gross": gross_curve, "equity_net": net_curve})
 
 def _flat(prep: PreparedBacktest, cfg: BacktestConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     "No trades, constant equity."

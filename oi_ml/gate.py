@@ -20,7 +20,7 @@ from .automl import bar_forward_returns, directional_score, load_automl_run, rul
 from .backtest import BacktestConfig, run_backtest
 from .config import IST, RunConfig, config_to_dict
 from .datasets import load_dataset, sha256_file
-from .labels import SIGNAL_VOLATILITY_BARS, LabelConfig, atr_volatility
+from .labels import LabelConfig, label_volatility
 from .metrics import (expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting,
                            sharpe_error_spread, sharpe_moments)
 from .registry import (_atomic_write_text, _check_run_horizon, check_horizon, check_manifest_exchange, current_version,
@@ -30,12 +30,13 @@ from .train import (ModelBundle, ModelIntegrityError, TrainConfig, TrainingTable
 
 # %% auto #0
 __all__ = ['CRITERION_UNITS', 'CRITERION_DIRECTIONS', 'CRITERION_SCALES', 'WALK_FORWARD_SUMMARY', 'GateConfig',
-           'default_backtest_config', 'signals_for', 'session_closes', 'daily_returns', 'compounded', 'train_config_of',
-           'window_probabilities', 'probability_metrics', 'trial_rule_returns', 'load_trial_returns', 'trial_sharpes',
-           'pbo_partitions', 'trial_sharpe_variance', 'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo',
-           'check_automl_matches', 'session_starts', 'trial_days_in_window', 'label_end_at', 'segments_in_window',
-           'check_automl_before_window', 'evaluate_model', 'baseline_label_end', 'baseline_window', 'comparison_window',
-           'walk_forward_evidence', 'walk_forward_criterion', 'production_figures', 'policy_criterion', 'gate_criteria',
+           'backtest_barrier', 'default_backtest_config', 'signals_for', 'session_closes', 'daily_returns',
+           'compounded', 'label_config_of', 'train_config_of', 'window_probabilities', 'probability_metrics',
+           'trial_rule_returns', 'load_trial_returns', 'trial_sharpes', 'pbo_partitions', 'trial_sharpe_variance',
+           'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo', 'check_automl_matches', 'session_starts',
+           'trial_days_in_window', 'label_end_at', 'segments_in_window', 'check_automl_before_window', 'evaluate_model',
+           'baseline_label_end', 'baseline_window', 'comparison_window', 'walk_forward_evidence',
+           'walk_forward_criterion', 'production_figures', 'policy_criterion', 'gate_criteria',
            'candidate_manifest_sha256', 'evaluate_candidate', 'gate_line']
 
 # %% ../nbs/41_gate.ipynb #c004
@@ -54,22 +55,30 @@ class GateConfig:
     min_trades: int = 30               # out-of-sample round trips
     min_comparison_share: float = 0.5  # share of the holdout's bars after the baseline's training needed to compare with it
 
+def backtest_barrier(label_mult) -> float | None:   # a LabelConfig profit_mult/stop_mult, or None as a training report stores inf
+    "The backtest's barrier multiplier for a label's: None (off) for a non-finite or missing (null) one, else the float."
+    return float(label_mult) if label_mult is not None and math.isfinite(float(label_mult)) else None
+
 def default_backtest_config(exchange: str, train_cfg: dict | None = None,
                             bar_minutes: int = 1) -> BacktestConfig:   # minutes per bar of the data (RunConfig.bar_minutes)
     "The backtest every gate evaluation uses: label horizon and barriers, next-open fills, 1.5 bps a leg, ₹50 lakh, 0.1 % risk a trade."
     labels = (train_cfg or {}).get("labels", {})
-    horizon, tp, sl = labels.get("horizon_bars", 15), labels.get("profit_mult", 1.5), labels.get("stop_mult", 1.5)
+    horizon = labels.get("horizon_bars", 15)
+    tp, sl = backtest_barrier(labels.get("profit_mult", 1.5)), backtest_barrier(labels.get("stop_mult", 1.5))
+    payoff = tp / sl if tp is not None and sl is not None else BacktestConfig.payoff_ratio
     return BacktestConfig(exchange=exchange, bar_minutes=int(bar_minutes), holding_period_minutes=int(horizon) * int(bar_minutes),
                           take_profit_mult=tp, stop_loss_mult=sl,
-                          min_confidence=0.65, transaction_cost_bps=1.0, slippage_bps=0.5, payoff_ratio=tp / sl,
+                          min_confidence=0.65, transaction_cost_bps=1.0, slippage_bps=0.5, payoff_ratio=payoff,
                           account_size=5_000_000.0, max_risk_per_trade=0.001)
 
 # %% ../nbs/41_gate.ipynb #c007
-def signals_for(bundle: ModelBundle, raw: pd.DataFrame) -> pd.DataFrame:
-    "Backtest signal frame of a model on raw dataset rows: signal, confidence, regime, model version, volatility (ATR/close)."
+def signals_for(bundle: ModelBundle, raw: pd.DataFrame,
+                labels: LabelConfig | None = None) -> pd.DataFrame:   # the model's label config; None: read from its training report
+    "Backtest signal frame of a model on raw dataset rows: signal, confidence, regime, model version, volatility (the labels' barrier unit)."
     raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
+    labels = train_config_of(bundle).labels if labels is None else labels
     scores = score_frame(bundle, raw)
-    scores["volatility"] = atr_volatility(raw.high.to_numpy(), raw.low.to_numpy(), raw.close.to_numpy(), SIGNAL_VOLATILITY_BARS)
+    scores["volatility"] = label_volatility(raw, labels)
     return scores
 
 def session_closes(equity: pd.DataFrame, account_size: float) -> tuple[pd.Series, np.ndarray]:
@@ -86,10 +95,19 @@ def compounded(returns) -> float:
     "Net return of a run of per-session returns compounded (0 for none)."
     return float(np.prod(1.0 + np.asarray(returns, dtype=float)) - 1.0)
 
+def _label_value(key: str, value):
+    "A stored label config value as LabelConfig takes it: lists as tuples, a null barrier multiplier as inf (off)."
+    if key in ("profit_mult", "stop_mult") and value is None: return math.inf   # the report writes inf as null
+    return tuple(value) if isinstance(value, list) else value
+
+def label_config_of(stored: dict) -> LabelConfig:   # a training report's `config["labels"]`
+    "The `LabelConfig` a training report stored (a null barrier multiplier, how the report writes inf, read back as inf)."
+    return LabelConfig(**{k: _label_value(k, v) for k, v in stored.items()})
+
 def train_config_of(bundle: ModelBundle) -> TrainConfig:
     "The `TrainConfig` a run was trained with (from its training report)."
     cfg = json.loads((bundle.run_dir / "reports" / "training_report.json").read_text())["config"]
-    labels = LabelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.pop("labels").items()})
+    labels = label_config_of(cfg.pop("labels"))
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}, labels=labels)
 
 def window_probabilities(tcfg: TrainConfig, raw: pd.DataFrame, scores: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
@@ -115,7 +133,7 @@ def trial_rule_returns(labels: LabelConfig, raw: pd.DataFrame, table: TrainingTa
     fwd = bar_forward_returns(raw, table, labels)[keep]
     return rule_daily_returns(directional_score(probs, table.classes), fwd, table.features.timestamp[keep], labels.horizon_bars)
 
-# %% ../nbs/41_gate.ipynb #c011
+# %% ../nbs/41_gate.ipynb #c013
 def load_trial_returns(automl_dir: str | Path | None) -> pd.DataFrame | None:
     "Long table of AutoML trial returns (trial_key, segment, day, return), or None when there is no AutoML run."
     if automl_dir is None: return None
@@ -193,7 +211,7 @@ def pbo(trials: pd.DataFrame | None) -> dict:
     if not per_segment: return dict(pbo=float("nan"), reason="no segment has 2 complete trials and 4 days")
     return dict(pbo=float(np.mean([p["pbo"] for p in per_segment])), per_segment=per_segment, reason="")
 
-# %% ../nbs/41_gate.ipynb #c016
+# %% ../nbs/41_gate.ipynb #c018
 def check_automl_matches(automl: tuple[dict, dict], candidate: dict,   # (manifest, summary); the candidate's manifest
                          labels: dict) -> None:                         # the candidate's LabelConfig as a JSON dict
     "Refuse an AutoML run of another dataset version or content, target or label configuration than the candidate's."
@@ -255,14 +273,15 @@ def check_automl_before_window(automl_run: str, summary: dict, trials: pd.DataFr
     return dict(last_row=last.isoformat(), last_row_label_end=None if label_end is None else label_end.isoformat(),
                 last_trial_day=names[-1] if names else None, n_trial_days=len(names), n_segments=len(segments))
 
-# %% ../nbs/41_gate.ipynb #c020
+# %% ../nbs/41_gate.ipynb #c022
 def evaluate_model(bundle: ModelBundle, tcfg: TrainConfig, raw: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
                    bt_cfg: BacktestConfig,
                    rule_returns: bool = False,                # also the AutoML trial rule's daily returns (the DSR's candidate series)
-                   table: TrainingTable | None = None) -> dict:   # `build_training_table(raw, tcfg)` when already built
+                   table: TrainingTable | None = None,   # `build_training_table(raw, tcfg)` when already built
+                   barrier_labels: LabelConfig | None = None) -> dict:   # labels whose volatility `bt_cfg`'s barriers are in; None: tcfg's
     "Backtest metrics, daily returns and probability metrics of one model, trained under `tcfg`, on [start, end]."
     raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
-    signals = signals_for(bundle, raw)
+    signals = signals_for(bundle, raw, tcfg.labels if barrier_labels is None else barrier_labels)
     inside = ((signals.timestamp >= start) & (signals.timestamp <= end)).to_numpy()
     traded = signals.assign(signal=np.where(inside, signals.signal, 0))
     day = lambda t: t.tz_convert(IST).date().isoformat()
@@ -275,7 +294,7 @@ def evaluate_model(bundle: ModelBundle, tcfg: TrainConfig, raw: pd.DataFrame, st
     if rule_returns: out["rule_daily_returns"] = trial_rule_returns(tcfg.labels, raw, table, keep, probs)
     return out
 
-# %% ../nbs/41_gate.ipynb #c022
+# %% ../nbs/41_gate.ipynb #c024
 CRITERION_UNITS = {   # the `unit` of a criterion's value and threshold, and how a reader shows it
     "fraction_percent": "a fraction (0.06), shown in percent (6 %)",
     "ratio": "a dimensionless ratio (Sharpe, Sortino, profit factor), shown as the number",
@@ -297,7 +316,7 @@ def _criterion(name: str, value, threshold, rule: str, passed: bool, note: str =
     ok = bool(passed) and value is not None and not (isinstance(value, float) and np.isnan(value))
     return dict(name=name, value=value, threshold=threshold, rule=rule, passed=ok, note=note, unit=unit, direction=direction)
 
-# %% ../nbs/41_gate.ipynb #c025
+# %% ../nbs/41_gate.ipynb #c027
 def baseline_label_end(table: TrainingTable, manifest: dict) -> pd.Timestamp | None:
     "End of the baseline's last training label: its rows up to `train_window[1]` whose labels end before its holdout start."
     ts, ends = table.features.timestamp, table.label_end_time
@@ -334,7 +353,7 @@ def comparison_window(base: ModelBundle, base_table: TrainingTable, bars: pd.Ser
     return baseline_window(bars, start, end, pd.Timestamp(base.manifest["train_window"][1]), baseline_label_end(base_table, base.manifest),
                            cfg.min_comparison_share)
 
-# %% ../nbs/41_gate.ipynb #c029
+# %% ../nbs/41_gate.ipynb #c031
 WALK_FORWARD_SUMMARY = "reports/backtest_windows.json"   # written by the pipeline's backtest step, with equity_<window>.parquet
 
 def _pct(x: float) -> str:
@@ -437,7 +456,7 @@ def walk_forward_criterion(evidence: dict, cfg: GateConfig) -> dict:
                       f"{evidence['n_trades']} trades over {evidence['sessions']} sessions, {traded} of {len(evidence['windows'])} "
                       f"windows traded; {each}")
 
-# %% ../nbs/41_gate.ipynb #c032
+# %% ../nbs/41_gate.ipynb #c034
 def _get(d: dict, k: str) -> float:
     "d[k] as a float, NaN when missing or None."
     return float(d[k]) if d.get(k) is not None else float("nan")
@@ -530,7 +549,7 @@ def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cf
             walk_forward_criterion(walk_forward or dict(available=False, reason="walk-forward evidence not evaluated"), cfg),
             _criterion("min_trades", int(m.get("n_trades", 0)), cfg.min_trades, ">=", m.get("n_trades", 0) >= cfg.min_trades)]
 
-# %% ../nbs/41_gate.ipynb #c036
+# %% ../nbs/41_gate.ipynb #c038
 def candidate_manifest_sha256(run_dir: str | Path, verified: dict) -> str:
     "sha256 of a run's manifest.json bytes, refused (naming the file) unless they are the manifest `verified` (as `load_bundle` checked it)."
     path = Path(run_dir) / "manifest.json"
@@ -540,7 +559,7 @@ def candidate_manifest_sha256(run_dir: str | Path, verified: dict) -> str:
     if not same: raise ModelIntegrityError(f"{path}: changed while the gate loaded the run (not the manifest it verified); re-run the gate")
     return hashlib.sha256(raw).hexdigest()
 
-# %% ../nbs/41_gate.ipynb #c038
+# %% ../nbs/41_gate.ipynb #c040
 def _load_checked(folder: Path, exchange: str) -> ModelBundle:
     "`load_bundle` of a run or version folder (every listed file hashed), refused when its manifest names another exchange."
     bundle = load_bundle(folder)
@@ -577,7 +596,7 @@ def _compare_with_baseline(base: ModelBundle, cand: ModelBundle, cand_tcfg: Trai
     if not comparison["compared"]: return None, comparison
     w_start = pd.Timestamp(comparison["window"]["start"])
     if not comparison["whole_holdout"]: comparison["candidate"] = evaluate_model(cand, cand_tcfg, raw, w_start, end, bt_cfg, table=cand_table)
-    return evaluate_model(base, base_tcfg, raw, w_start, end, bt_cfg, table=base_table), comparison
+    return evaluate_model(base, base_tcfg, raw, w_start, end, bt_cfg, table=base_table, barrier_labels=cand_tcfg.labels), comparison
 
 def _evaluation_json(ev: dict) -> dict:
     """The JSON part of an `evaluate_model` result: run id, backtest metrics, probability metrics and the net daily

@@ -1062,16 +1062,18 @@ def dsr_sensitivity(gate: dict, trials: pd.DataFrame | None) -> str:
 # %% ../nbs/44_packs.ipynb #c039
 def trade_volatility(frame: pd.DataFrame,   # dataset rows (timestamp, symbol, high, low, close)
                      trades: pd.DataFrame,  # backtest trades; `timestamp` is the signal bar
-                     window: int | None = None,  # bars; None: labels.SIGNAL_VOLATILITY_BARS, the window `gate.signals_for` uses
+                     labels=None,   # the model's LabelConfig or its training report's `config["labels"]`; None: ATR over SIGNAL_VOLATILITY_BARS
                      ) -> pd.Series:
-    "ATR/close at each trade's signal bar, computed from the dataset as the backtest's signal frame computes it (NaN if absent)."
-    from oi_ml.labels import SIGNAL_VOLATILITY_BARS, atr_volatility
-    window = SIGNAL_VOLATILITY_BARS if window is None else window
+    "The labels' volatility at each trade's signal bar, computed from the dataset as the backtest's signal frame computes it (NaN if absent)."
+    from oi_ml.gate import label_config_of
+    from oi_ml.labels import SIGNAL_VOLATILITY_BARS, LabelConfig, label_volatility
+    labels = LabelConfig(vol_window=SIGNAL_VOLATILITY_BARS) if labels is None else labels
+    labels = label_config_of(labels) if isinstance(labels, dict) else labels
     bars = frame.sort_values(["timestamp", "symbol"], kind="mergesort")
     repeated = bars.timestamp.duplicated()
     if repeated.any():
         raise ValueError(f"frame: {int(repeated.sum())} rows repeat a timestamp (first {bars.timestamp[repeated].iloc[0]}); one bar per timestamp is needed")
-    vol = pd.Series(atr_volatility(bars.high, bars.low, bars.close, window), index=pd.DatetimeIndex(bars.timestamp))
+    vol = pd.Series(label_volatility(bars, labels), index=pd.DatetimeIndex(bars.timestamp))
     return pd.Series(vol.reindex(pd.DatetimeIndex(trades.timestamp)).to_numpy(), index=trades.index, name="volatility")
 
 MIN_VOLATILITY_VALUES = 3   # distinct signal-bar volatilities needed to cut terciles

@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,12 +220,17 @@ def suggested_lots(kelly: float,         # fraction of the account to commit
     if price is None or not math.isfinite(price) or price <= 0: return None
     return int(kelly * account_size // (margin_rate * price * lot_size))
 
+def _barrier_on(mult) -> bool:   # a stored profit_mult/stop_mult: None when the labels switched it off (inf)
+    "True for a finite, positive barrier multiplier."
+    return mult is not None and math.isfinite(float(mult)) and float(mult) > 0
+
 def payoff_ratio(bundle: ModelBundle) -> float:
-    "profit_mult / stop_mult of a triple-barrier model's training labels (1.0 for other heads)."
+    "profit_mult / stop_mult of a triple-barrier model's training labels when both barriers are on (1.0 otherwise, as the backtest's Kelly)."
     report = json.loads((bundle.run_dir / "reports" / "training_report.json").read_text())
     labels = report.get("config", {}).get("labels", {})
-    if report.get("target") != "triple_barrier" or not labels.get("stop_mult"): return 1.0
-    return float(labels["profit_mult"]) / float(labels["stop_mult"])
+    tp, sl = labels.get("profit_mult"), labels.get("stop_mult")
+    if report.get("target") != "triple_barrier" or not (_barrier_on(tp) and _barrier_on(sl)): return 1.0
+    return float(tp) / float(sl)
 
 # %% ../nbs/42_signals.ipynb #c029
 def new_id() -> str:
@@ -416,10 +422,19 @@ def prepare_feature_dict(rows: pd.DataFrame, input_features: tuple, min_history:
 
 # %% ../nbs/42_signals.ipynb #c038
 def _as_utc(timestamp) -> dt.datetime:
-    "A timezone-aware UTC datetime: now when None; naive values are taken as UTC."
+    "A timezone-aware UTC datetime: now when None; naive values (datetime or ISO string) are IST wall clock."
     if timestamp is None: return dt.datetime.now(dt.UTC)
-    if isinstance(timestamp, str): timestamp = dt.datetime.fromisoformat(timestamp)
-    return timestamp.replace(tzinfo=dt.UTC) if timestamp.tzinfo is None else timestamp.astimezone(dt.UTC)
+    try: parsed = dt.datetime.fromisoformat(timestamp) if isinstance(timestamp, str) else timestamp
+    except ValueError: parsed = None
+    if not isinstance(parsed, dt.datetime):
+        raise ValueError(f"timestamp must be a datetime or an ISO 8601 string (naive: IST), got {timestamp!r}")  # noqa: TRY004 (bad arguments are ValueErrors here)
+    return parsed.replace(tzinfo=IST).astimezone(dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+
+def _as_price(value, name: str) -> float | None:   # `name`: how the caller gave it, for the error
+    "The underlying price as a float (None when not given); a value that is not a number raises naming `name`."
+    if value is None: return None
+    try: return float(value)
+    except (TypeError, ValueError): raise ValueError(f"{name} must be a number (the underlying's price), got {value!r}") from None
 
 def load_signal_bundle(exchange: str, run_cfg: RunConfig, run_dir: str | Path | None = None,
                        horizon: str | None = None) -> tuple[ModelBundle, str]:   # registry horizon key such as '15m'
@@ -526,11 +541,15 @@ class MLSignalGenerator:
         "Recommendation for the next bar's features: action, confidence, regime, probabilities, Kelly sizing; audited."
         start = time.perf_counter_ns()
         plan = self.plan
+        if not isinstance(features, (Mapping, pd.Series)):
+            raise ValueError(f"features must be a dict of feature name -> number, got {type(features).__name__}: {features!r:.80}")  # noqa: TRY004
         given = read_features(features, plan.used_features)
         if not np.isfinite(given).all(): self._warn_absent(features)
+        when = _as_utc(timestamp)
+        price = _as_price(features.get("close"), "features['close']") if price is None else _as_price(price, "price")
         row = fill_defaults(given, plan.defaults)
         regime, raw, probs = self._score_row(row)
-        record = self._decide(regime, raw, probs, _as_utc(timestamp), features.get("close") if price is None else price)
+        record = self._decide(regime, raw, probs, when, price)
         record["latency_us"] = (time.perf_counter_ns() - start) / 1e3
         if self.audit_log is not None: self.audit_log.append(record, plan, given)
         return record

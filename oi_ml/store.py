@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from .config import ExchangeConfig, RunConfig, StalenessConfig, get_exchange_config
+from .config import IST, ExchangeConfig, RunConfig, StalenessConfig, get_exchange_config
 
 # %% auto #0
 __all__ = ['ML_FEATURE_COLUMNS', 'SCHEMAS', 'TABLES', 'save_option_chain_snapshot', 'save_macro_signals',
@@ -466,18 +466,18 @@ def _warn_stale(con: duckdb.DuckDBPyConnection, exchange: str, limits: dict[str,
                   stacklevel=3)
 
 def to_utc(value, end_of_day: bool = False) -> pd.Timestamp:
-    "UTC timestamp of `value`; naive values are UTC; a bare date with `end_of_day` means its last microsecond."
+    "UTC timestamp of `value`; naive values are IST wall clock; a bare date with `end_of_day` means the last microsecond of that IST day."
     ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     is_date = isinstance(value, dt.date) and not isinstance(value, dt.datetime) or (isinstance(value, str) and len(value) == 10)
-    return ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1) if (end_of_day and is_date) else ts
+    if end_of_day and is_date: ts = ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+    return ts.tz_localize(IST).tz_convert("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 def window_params(exchange: str, start=None, end=None) -> dict:
-    "SQL parameters of an exchange window; open ends mean all time; a date-only `end` includes that whole day."
-    return {"exchange": exchange, "start": to_utc(start if start is not None else "1900-01-01").to_pydatetime(),
-            "end": to_utc(end if end is not None else "2200-01-01", end_of_day=True).to_pydatetime()}
+    "SQL parameters of an exchange window (naive bounds: IST); open ends mean all time; a date-only `end` includes that whole IST day."
+    return {"exchange": exchange, "start": to_utc(start if start is not None else "1900-01-01T00:00:00+00:00").to_pydatetime(),
+            "end": to_utc(end if end is not None else "2200-01-01T00:00:00+00:00", end_of_day=True).to_pydatetime()}
 
-# %% ../nbs/01_store.ipynb #c027
+# %% ../nbs/01_store.ipynb #c029
 def load_historical_data_for_ml(con: duckdb.DuckDBPyConnection, exchange: str, start_date=None, end_date=None) -> pd.DataFrame:
     "`ml_features` of `exchange` in [start_date, end_date], time-sorted, payload keys as extra columns."
     frame = con.execute("SELECT * FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end ORDER BY symbol, timestamp",

@@ -492,6 +492,23 @@ def test_benchmarks_random_signal_matches_trade_count_and_is_seeded():
     assert bm["buy_and_hold"]["total_pnl_net"] == pytest.approx(1e6 * (c1 / o0 - 1) - 3e-4 * 1e6 * (1 + c1 / o0), rel=1e-12)
 
 
+def test_buy_and_hold_curve_includes_the_first_bars_move():
+    "Price falls 10 % inside bar 0, then stays flat: buy-and-hold's drawdown and curve metrics see the fall its return has."
+    ts = (pd.Timestamp("2025-08-05", tz=IST) + pd.Timedelta(hours=9, minutes=15) + pd.to_timedelta(np.arange(10), "min")).tz_convert("UTC")
+    rows = [(1000.0, 1000.0, 900.0, 900.0)] + [(900.0, 900.0, 900.0, 900.0)] * 9
+    bars = pd.DataFrame(rows, columns=["open", "high", "low", "close"]).assign(timestamp=ts)[["timestamp", "open", "high", "low", "close"]]
+    signals = pd.DataFrame({"signal": np.r_[0, 0, 1, np.zeros(7)].astype(np.int8), "confidence": 0.9})
+    cfg = B.BacktestConfig(holding_period_minutes=3, min_confidence=0.5, margin_per_lot=1000)
+    bh = B.benchmark_strategies(bars, B.run_backtest(bars, signals, cfg), cfg, signals=signals, random_runs=0)["buy_and_hold"]
+    rate = B.cost_rate(cfg)                                        # 3 bps a leg
+    final = 1e6 * 0.9 - rate * 1e6 - rate * 900.0 * (1e6 / 1000.0)
+    assert bh["return_net"] == pytest.approx(final / 1e6 - 1, rel=1e-12)
+    assert bh["max_drawdown_net"] == pytest.approx(1 - final / 1e6, rel=1e-12)     # was 0.0003: the fall was before the curve
+    assert bh["annualised_return_net"] < -0.99                                       # was -0.957 from costs alone
+    assert bh["time_under_water_fraction_net"] == pytest.approx(10 / 11)             # every point after the starting one
+    assert bh["exposure"] == 1.0
+
+
 def oracle_signals(bars, every=8, ahead=16):
     "Signals that see the price `ahead` bars on (the exit of a 15-minute hold filled at the next open): a planted edge."
     side = np.sign(bars.close.shift(-ahead) - bars.open.shift(-1)).fillna(0).to_numpy()

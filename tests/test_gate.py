@@ -605,3 +605,67 @@ def test_walk_forward_evidence_is_refused_when_its_files_do_not_agree(tmp_path):
     (folder / G.WALK_FORWARD_SUMMARY).write_text(json.dumps(summary))
     with pytest.raises(ValueError, match=r"windows \['walk_forward_0', 'walk_forward_2'\] .* are not the segments 0..1 of run run-z"):
         G.walk_forward_evidence(folder, start)
+
+
+# ---------------------------------------------------------------- barriers and volatility as the labels define them
+
+def test_inf_label_barrier_is_off_in_the_gate_backtest():
+    from oi_ml.backtest import BacktestConfig, run_backtest
+    from oi_ml.labels import LabelConfig
+    from oi_ml.train import TrainConfig, _round
+    from oi_ml.config import config_to_dict
+    tcfg = TrainConfig(labels=LabelConfig(horizon_bars=15, profit_mult=math.inf, stop_mult=1.5))
+    stored = _round(config_to_dict(tcfg))                  # what the training report holds: inf written as null
+    assert stored["labels"]["profit_mult"] is None
+    for cfg in (config_to_dict(tcfg), stored):             # the live config (inf) and the report's (null)
+        bt = G.default_backtest_config("NSE", cfg)
+        assert (bt.take_profit_mult, bt.stop_loss_mult, bt.payoff_ratio) == (None, 1.5, BacktestConfig.payoff_ratio)
+    ts = pd.date_range("2025-08-05 09:15", periods=20, freq="1min", tz=IST).tz_convert("UTC")
+    bars = pd.DataFrame(dict(timestamp=ts, open=1000.0, high=1001.0, low=999.0, close=1000.0))
+    signals = pd.DataFrame(dict(signal=np.r_[0, 0, 1, np.zeros(17)].astype(np.int8), confidence=0.9, volatility=0.001))
+    assert len(run_backtest(bars, signals, bt).trades) == 1          # runs (it refused the config before)
+
+
+def test_train_config_of_reads_a_null_barrier_back_as_inf(tmp_path):
+    from oi_ml.labels import LabelConfig
+    from oi_ml.train import TrainConfig, _round
+    from oi_ml.config import config_to_dict
+    tcfg = TrainConfig(labels=LabelConfig(horizon_bars=15, profit_mult=math.inf, stop_mult=1.5))
+    stored = _round(config_to_dict(tcfg))                  # what the training report holds: inf written as null
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "training_report.json").write_text(json.dumps(dict(config=stored)))
+    back = G.train_config_of(SimpleNamespace(run_dir=tmp_path))
+    assert back.labels.profit_mult == math.inf and back.labels.stop_mult == 1.5 and back.labels == tcfg.labels
+
+
+def test_signals_for_uses_the_labels_volatility(tiny_run, monkeypatch):
+    from oi_ml.labels import LabelConfig, label_volatility
+    cfg, run_id, version = tiny_run
+    bundle, raw, *_ = _holdout(cfg, run_id, version)
+    ewm = LabelConfig(volatility="ewm", vol_window=30)
+    expected = label_volatility(raw, ewm)
+    np.testing.assert_array_equal(G.signals_for(bundle, raw, ewm)["volatility"].to_numpy(), expected)
+    # without labels given, the model's own label config (its training report) decides
+    tcfg = G.train_config_of(bundle)
+    monkeypatch.setattr(G, "train_config_of", lambda b: dataclasses.replace(tcfg, labels=ewm))
+    np.testing.assert_array_equal(G.signals_for(bundle, raw)["volatility"].to_numpy(), expected)
+
+
+def test_production_trades_the_candidates_barriers_in_the_candidates_volatility(tiny_run, monkeypatch):
+    "bt_cfg carries the candidate's label multipliers: production's backtest measures them in the candidate's label volatility."
+    from oi_ml.labels import LabelConfig
+    cfg, run_id, version = tiny_run
+    _, raw, start, end, table, *_ = _trained_into_holdout(cfg, run_id, version, 0.0)
+    copy_as_baseline(cfg, run_id, "run-ewm", train_window=[table.features.timestamp.iloc[0].isoformat(), (start - pd.Timedelta("1D")).isoformat()],
+                     holdout_window=[start.isoformat(), end.isoformat()])
+    own, seen = G.train_config_of, []
+    ewm = lambda b: dataclasses.replace(own(b), labels=dataclasses.replace(own(b).labels, volatility="ewm"))
+    monkeypatch.setattr(G, "train_config_of", lambda b: ewm(b) if b.run_dir.name == "run-ewm" else own(b))
+    signals_for = G.signals_for
+    def spy(b, r, *labels):   # records which volatility each model's backtest frame was given (none: the old fixed ATR-14)
+        seen.append((b.run_dir.name, getattr(labels[0], "volatility", None) if labels else None))
+        return signals_for(b, r, *labels)
+    monkeypatch.setattr(G, "signals_for", spy)
+    report = G.evaluate_candidate("NSE", run_id, baseline="run-ewm", run_cfg=cfg, write=False)
+    assert report["baseline_comparison"]["compared"]
+    assert set(seen) == {(run_id, "atr"), ("run-ewm", "atr")}

@@ -315,6 +315,23 @@ def test_trade_volatility_is_atr_over_close_at_the_signal_bar():
         packs.trade_volatility(pd.concat([frame, frame.head(1)]), trades)
 
 
+def test_trade_volatility_follows_the_labels_volatility():
+    from oi_ml.labels import LabelConfig, label_volatility
+    from oi_ml.train import _round
+    from oi_ml.config import config_to_dict
+    rng = np.random.default_rng(5)
+    close = 25_000 * np.exp(np.cumsum(rng.normal(0, 5e-4, 80)))
+    high, low = close * (1 + rng.uniform(0, 1e-3, 80)), close * (1 - rng.uniform(0, 1e-3, 80))
+    ts = pd.date_range("2025-08-04 03:45", periods=80, freq="1min", tz="UTC")
+    frame = pd.DataFrame({"timestamp": ts, "symbol": "NIFTY", "high": high, "low": low, "close": close})
+    trades = pd.DataFrame({"timestamp": ts[[30, 55, 79]]})
+    ewm = LabelConfig(volatility="ewm", vol_window=20, profit_mult=math.inf)
+    expected = label_volatility(frame, ewm)[[30, 55, 79]]
+    stored = _round(config_to_dict(ewm))   # the training report's labels: inf stored as null
+    for labels in (ewm, stored):
+        np.testing.assert_array_equal(packs.trade_volatility(frame, trades, labels).to_numpy(), expected)
+
+
 def test_performance_breakdowns_by_volatility_bucket():
     entry = pd.date_range("2025-08-04 04:00", periods=9, freq="h", tz="UTC")
     trades = pd.DataFrame({"entry_time": entry, "exit_time": entry + pd.Timedelta("15min"), "net_pnl": [5.0, -3, 8, 1, -6, 2, -4, 7, 3],
@@ -433,7 +450,8 @@ def test_trade_volatility_equals_the_signal_frame_the_backtest_traded(retrained)
     trades = pd.read_parquet(run_dir / "reports" / "trades_in_sample.parquet")
     assert len(trades) > 10
     expected = signals.set_index("timestamp").volatility.reindex(pd.DatetimeIndex(trades.timestamp)).to_numpy()
-    np.testing.assert_array_equal(packs.trade_volatility(raw, trades).to_numpy(), expected)
+    labels = packs.load_run_report("NSE", out["candidate_run"], cfg)["config"]["labels"]   # what the pack passes
+    np.testing.assert_array_equal(packs.trade_volatility(raw, trades, labels).to_numpy(), expected)
 
 
 @pytest.mark.slow

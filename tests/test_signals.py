@@ -217,6 +217,46 @@ def test_sizing_by_hand():
         kelly_fraction(0.6, 0.0, 0.25)
 
 
+def test_payoff_ratio_with_a_barrier_switched_off(tmp_path):
+    "A barrier the labels switched off (inf, stored as null in the training report) defines no payoff: 1.0, as the backtest's Kelly."
+    from types import SimpleNamespace
+    from oi_ml.signals import payoff_ratio
+    def payoff(labels):
+        folder = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        (folder / "reports").mkdir(parents=True)
+        (folder / "reports" / "training_report.json").write_text(json.dumps(dict(target="triple_barrier", config=dict(labels=labels))))
+        return payoff_ratio(SimpleNamespace(run_dir=folder))
+    assert payoff(dict(profit_mult=3.0, stop_mult=2.0)) == 1.5
+    assert payoff(dict(profit_mult=None, stop_mult=2.0)) == 1.0          # what train._round writes for inf
+    assert payoff(dict(profit_mult=3.0, stop_mult=None)) == 1.0
+
+
+def test_naive_timestamps_are_ist(deployed):
+    import datetime as dt
+    cfg, _, _ = deployed
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # absent features: scored on defaults
+        for naive in ("2025-08-22 15:00", dt.datetime(2025, 8, 22, 15, 0)):
+            assert gen.generate_signal({}, timestamp=naive)["timestamp"] == dt.datetime(2025, 8, 22, 9, 30, tzinfo=dt.UTC)
+        assert gen.generate_signal({}, timestamp="2025-08-22T15:00+00:00")["timestamp"] == dt.datetime(2025, 8, 22, 15, 0, tzinfo=dt.UTC)
+
+
+def test_bad_arguments_are_refused_by_name(deployed):
+    cfg, _, _ = deployed
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # absent features: scored on defaults
+        with pytest.raises(ValueError, match="features must be a dict"):
+            gen.generate_signal([1, 2, 3])
+        with pytest.raises(ValueError, match="price must be a number"):
+            gen.generate_signal({}, price="abc")
+        with pytest.raises(ValueError, match=r"features\['close'\] must be a number"):
+            gen.generate_signal({"close": "abc"})
+        with pytest.raises(ValueError, match="timestamp must be a datetime"):
+            gen.generate_signal({}, timestamp=12345)
+
+
 def test_min_confidence_and_sizing_fields(deployed, batch):
     cfg, _, _ = deployed
     features, _, bundle = batch

@@ -154,10 +154,10 @@ def test_timestamps_are_stored_as_utc_instants(con):
 
 
 @pytest.mark.parametrize("value, end_of_day, expected", [
-    ("2025-08-04", False, "2025-08-04 00:00:00+00:00"),
-    ("2025-08-04", True, "2025-08-04 23:59:59.999999+00:00"),
-    (dt.date(2025, 8, 4), True, "2025-08-04 23:59:59.999999+00:00"),
-    ("2025-08-04 09:15", True, "2025-08-04 09:15:00+00:00"),                  # naive means UTC; not a bare date
+    ("2025-08-04", False, "2025-08-03 18:30:00+00:00"),                       # IST midnight
+    ("2025-08-04", True, "2025-08-04 18:29:59.999999+00:00"),                 # the whole IST day
+    (dt.date(2025, 8, 4), True, "2025-08-04 18:29:59.999999+00:00"),
+    ("2025-08-04 09:15", True, "2025-08-04 03:45:00+00:00"),                  # naive means IST; not a bare date
     (pd.Timestamp("2025-08-04 09:15", tz="Asia/Kolkata"), False, "2025-08-04 03:45:00+00:00"),
 ])
 def test_to_utc(value, end_of_day, expected):
@@ -167,7 +167,17 @@ def test_to_utc(value, end_of_day, expected):
 def test_window_params_open_ends_cover_everything():
     p = window_params("NSE")
     assert p["exchange"] == "NSE" and p["start"].year == 1900 and p["end"].year == 2200
-    assert window_params("NSE", end="2025-08-04")["end"] == pd.Timestamp("2025-08-04 23:59:59.999999", tz="UTC")
+    # a date-only end is the whole IST day: to 23:59:59.999999 IST
+    assert window_params("NSE", end="2025-08-04")["end"] == pd.Timestamp("2025-08-04 18:29:59.999999", tz="UTC")
+
+
+def test_naive_window_bounds_are_ist():
+    # `oi-ml export --start "2025-08-05 09:15" --end "2025-08-05 15:29"`: the session's first and last bar, IST
+    p = window_params("NSE", "2025-08-05 09:15", "2025-08-05 15:29")
+    assert (p["start"], p["end"]) == (pd.Timestamp("2025-08-05 03:45", tz="UTC"), pd.Timestamp("2025-08-05 09:59", tz="UTC"))
+    assert to_utc(dt.datetime(2025, 8, 5, 9, 15)) == pd.Timestamp("2025-08-05 03:45", tz="UTC")
+    assert to_utc("2025-08-05 09:15+00:00") == pd.Timestamp("2025-08-05 09:15", tz="UTC")             # aware: converted
+    assert to_utc("2025-08-05") == pd.Timestamp("2025-08-04 18:30", tz="UTC")                          # IST midnight
 
 
 # ---------------------------------------------------------------- idempotent writes
@@ -575,7 +585,7 @@ def test_days_to_expiry_counts_from_the_bar_not_from_an_end_of_day_snapshot(con)
     assert (got.chain_age_minutes[5:10] == 17 * 60 + 45 + np.arange(5)).all()   # the age of the as-of snapshot is exposed
 
 
-@pytest.mark.parametrize("start", ["2025-08-04", "2025-08-04 03:47", "2025-08-07", "2025-08-08 03:46"])
+@pytest.mark.parametrize("start", ["2025-08-04", "2025-08-04 09:17", "2025-08-07", "2025-08-08 09:16"])   # naive: IST
 def test_window_rebuild_gives_the_rows_of_a_full_rebuild(con, start):
     "A window starting on a Monday, mid-session or after an end-of-day snapshot still sees the latest chain, VIX and book."
     write_batch(con, end_of_day_market(), {"batch_id": "eod", "exchange": "NSE", "kind": "test", "source": "t"})
@@ -658,7 +668,7 @@ def test_unlimited_staleness_keeps_every_as_of_value(con):
     assert got[["pcr_oi", "vix", "book_bid_qty", "fii_flow", "dii_flow"]].notna().all().all() and not caught
 
 
-@pytest.mark.parametrize("start", ["2025-08-18", "2025-08-18 04:16", "2025-08-18 09:55", "2025-08-19 03:46"])
+@pytest.mark.parametrize("start", ["2025-08-18", "2025-08-18 09:46", "2025-08-18 15:25", "2025-08-19 09:16"])   # naive: IST
 def test_window_rebuild_with_stale_values_gives_the_rows_of_a_full_rebuild(con, start):
     "A window starting inside an outage or after a missed file blanks the same bars as a full rebuild."
     write_batch(con, feed_gap_market(), {"batch_id": "gap", "exchange": "NSE", "kind": "test", "source": "t"})
