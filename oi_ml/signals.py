@@ -83,8 +83,10 @@ def _calibration_grid(calibration: dict, n_classes: int, n_random: int = 512) ->
     return np.ascontiguousarray(np.vstack(rows))
 
 def row_calibration(calibration: dict | None, n_classes: int):
-    "What `calibrate_row` uses: flat arrays when the kernel reproduces `apply_calibration` bit for bit, else the map; () if none."
+    """What `calibrate_row` uses: flat arrays when the kernel reproduces `apply_calibration`'s isotonic maps bit for bit,
+    else the calibration itself (a temperature: `apply_calibration` on the row, a few array operations); () if none."""
     if not calibration: return ()
+    if calibration.get("method") != "isotonic": return calibration
     fast, grid = _calibration_arrays(calibration, n_classes), _calibration_grid(calibration, n_classes)
     if np.array_equal(np.vstack([calibrate_row(p, fast) for p in grid]), apply_calibration(calibration, grid)): return fast
     _log.warning("one-row calibration kernel disagrees with apply_calibration; generate_signal will call apply_calibration (slower)")
@@ -162,7 +164,9 @@ def feature_row(features: dict, names: tuple, defaults: np.ndarray) -> np.ndarra
 def predict_row(booster, X: np.ndarray, n_classes: int, rounds: int) -> np.ndarray:
     "Probabilities of the rows of `X` (float64, C-contiguous), single-threaded; `booster_predict` semantics."
     if isinstance(booster, lgb.Booster): out = booster.predict(X, num_iteration=rounds, num_threads=1)
-    else: out = booster.inplace_predict(X, iteration_range=(0, rounds or 0))
+    else:   # XGBoost computes in float32: its class probabilities are renormalised in float64 to sum to 1
+        out = np.asarray(booster.inplace_predict(X, iteration_range=(0, rounds or 0)), dtype=np.float64)
+        if n_classes > 2: out = out / out.sum(axis=1, keepdims=True)
     out = np.asarray(out, dtype=np.float64)
     return np.column_stack([1 - out, out]) if n_classes == 2 else out
 

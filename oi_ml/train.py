@@ -35,16 +35,17 @@ from .regimes import REGIME_PROB_PREFIX, RegimeHMMTransformer
 
 # %% auto #0
 __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARKERS', 'LGB_TREE_FIELDS', 'LGB_SPLIT_FIELDS',
-           'CALIBRATION_FLOOR', 'STORED_DIGITS', 'HOLDOUT_OUTCOMES_FILE', 'BUNDLE_FILES', 'TrainConfig',
-           'TrainingTable', 'build_training_table', 'resolve_family', 'fit_weights', 'fit_booster', 'booster_predict',
-           'booster_contributions', 'save_booster', 'lgb_structure_problem', 'load_booster', 'ModelSet',
-           'regime_columns', 'add_regimes', 'table_regimes', 'select_features', 'fit_model_set', 'predict_model_set',
-           'brier_score', 'directional_auc', 'classification_metrics', 'reliability_curve', 'fit_calibration',
-           'apply_calibration', 'cross_fitted_calibration', 'holdout_split', 'cross_validate', 'regression_metrics',
-           'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model',
-           'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place',
-           'model_used_columns', 'routes_by_regime', 'regime_probs_read', 'used_regime_probs', 'ModelIntegrityError',
-           'verify_run', 'check_model_features', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle',
+           'CALIBRATION_FLOOR', 'STORED_DIGITS', 'CALIBRATION_METHODS', 'TEMPERATURE_BOUNDS', 'HOLDOUT_OUTCOMES_FILE',
+           'BUNDLE_FILES', 'TrainConfig', 'TrainingTable', 'build_training_table', 'resolve_family', 'fit_weights',
+           'fit_booster', 'booster_predict', 'booster_contributions', 'save_booster', 'lgb_structure_problem',
+           'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'table_regimes', 'select_features',
+           'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc', 'classification_metrics',
+           'reliability_curve', 'fit_temperature', 'fit_calibration', 'apply_calibration', 'cross_fitted_calibration',
+           'choose_calibration', 'holdout_split', 'cross_validate', 'regression_metrics', 'fit_garch', 'garch_forecast',
+           'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model', 'holdout_probabilities',
+           'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place', 'model_used_columns',
+           'routes_by_regime', 'regime_probs_read', 'used_regime_probs', 'ModelIntegrityError', 'verify_run',
+           'check_model_features', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle',
            'score_features', 'bundle_used_features', 'check_bundle_sources', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
@@ -174,8 +175,10 @@ def fit_booster(family: str, cfg: TrainConfig, n_classes: int, X, y, w, rounds: 
 def booster_predict(booster, X: np.ndarray, n_classes: int, rounds: int | None = None) -> np.ndarray:
     "Probabilities (n × k) for classification, values (n,) for regression, from either family, on float64 rows."
     if isinstance(booster, lgb.Booster): out = booster.predict(X, num_iteration=rounds)
-    else: out = booster.inplace_predict(X, iteration_range=(0, rounds or 0))
-    out = np.asarray(out, dtype="float64")
+    else:   # XGBoost computes in float32: its class probabilities are renormalised in float64 to sum to 1
+        out = np.asarray(booster.inplace_predict(X, iteration_range=(0, rounds or 0)), dtype=np.float64)
+        if n_classes > 2: out = out / out.sum(axis=1, keepdims=True)
+    out = np.asarray(out, dtype=np.float64)
     return np.column_stack([1 - out, out]) if n_classes == 2 else out
 
 def booster_contributions(booster, X: np.ndarray, rounds: int | None = None) -> np.ndarray:
@@ -351,9 +354,31 @@ def reliability_curve(y: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dic
 CALIBRATION_FLOOR = 1e-3   # smallest calibrated probability of any class, before renormalising
 STORED_DIGITS = 10         # decimals floats keep in the run's JSON files (`_round`); calibration maps are fitted at it
 
-def fit_calibration(y: np.ndarray, probs: np.ndarray) -> dict:
-    """Per-class isotonic maps fitted on out-of-fold probabilities (JSON-ready thresholds, rounded to the `STORED_DIGITS`
-    decimals `calibration.json` keeps, so the report scores exactly the map the run saves and serves)."""
+CALIBRATION_METHODS = ("none", "temperature", "isotonic")   # the candidates, simplest first (a tie goes to the earlier)
+TEMPERATURE_BOUNDS = (0.05, 20.0)   # the temperatures searched
+
+def _tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
+    "`probs` ** (1 / temperature), floored at CALIBRATION_FLOOR and renormalised (rows of class probabilities)."
+    out = np.maximum(np.power(np.maximum(probs, 1e-300), 1.0 / temperature), CALIBRATION_FLOOR)
+    return out / out.sum(axis=1, keepdims=True)
+
+def fit_temperature(y: np.ndarray, probs: np.ndarray) -> float:
+    "The temperature T minimising the log-loss of `_tempered(probs, T)` (rounded to STORED_DIGITS, as saved)."
+    from scipy.optimize import minimize_scalar
+    logp = np.log(np.maximum(probs, 1e-300))
+    def loss(log_t: float) -> float:
+        z = logp / np.exp(log_t); z = z - z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
+    best = minimize_scalar(loss, bounds=tuple(np.log(TEMPERATURE_BOUNDS)), method="bounded", options={"xatol": 1e-6})
+    return round(float(np.exp(best.x)), STORED_DIGITS)
+
+def fit_calibration(y: np.ndarray, probs: np.ndarray, method: str = "isotonic") -> dict:
+    """A calibration fitted on out-of-fold probabilities, as `calibration.json` stores it: {} for none, one temperature, or
+    per-class isotonic maps (thresholds rounded to the `STORED_DIGITS` decimals the file keeps, so the report scores
+    exactly the map the run saves and serves)."""
+    if method == "none": return {}
+    if method == "temperature": return {"method": "temperature", "temperature": fit_temperature(y, probs)}
+    if method != "isotonic": raise ValueError(f"unknown calibration method {method!r}: one of {CALIBRATION_METHODS}")
     maps = {}
     for c in range(probs.shape[1]):
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(probs[:, c], (y == c).astype(float))
@@ -364,16 +389,18 @@ def fit_calibration(y: np.ndarray, probs: np.ndarray) -> dict:
 def apply_calibration(calibration: dict | None, probs: np.ndarray) -> np.ndarray:
     "Calibrated, renormalised probabilities (unchanged when there is no calibration)."
     if not calibration: return probs
+    if calibration["method"] == "temperature": return _tempered(probs, calibration["temperature"])
     out = np.column_stack([np.interp(probs[:, c], calibration["maps"][str(c)]["x"], calibration["maps"][str(c)]["y"]) for c in range(probs.shape[1])])
     out = np.maximum(out, CALIBRATION_FLOOR)   # isotonic maps can reach 0: never claim certainty
     total = out.sum(axis=1, keepdims=True)
     return np.where(total > 0, out / np.where(total > 0, total, 1), probs)
 
 def cross_fitted_calibration(y: np.ndarray, probs: np.ndarray, fold: np.ndarray, event_time: np.ndarray | None = None,
-                             label_end_time: np.ndarray | None = None) -> np.ndarray:
-    """Each fold's out-of-fold probabilities calibrated by maps fitted on the other folds' rows (honest 'after calibration'
-    figures); with the rows' event and label end times, rows whose labels overlap the fold's span [first event, last
-    label end] are purged from its map."""
+                             label_end_time: np.ndarray | None = None,
+                             method: str = "isotonic") -> np.ndarray:   # one of CALIBRATION_METHODS
+    """Each fold's out-of-fold probabilities calibrated by a `method` calibration fitted on the other folds' rows (honest
+    'after calibration' figures); with the rows' event and label end times, rows whose labels overlap the fold's span
+    [first event, last label end] are purged from its fit."""
     out = np.empty_like(probs)
     for f in np.unique(fold):
         mine = fold == f
@@ -381,8 +408,19 @@ def cross_fitted_calibration(y: np.ndarray, probs: np.ndarray, fold: np.ndarray,
         if event_time is not None:
             first, last = event_time[mine].min(), label_end_time[mine].max()
             fit &= ~((label_end_time >= first) & (event_time <= last))
-        out[mine] = apply_calibration(fit_calibration(y[fit], probs[fit]), probs[mine])
+        out[mine] = apply_calibration(fit_calibration(y[fit], probs[fit], method), probs[mine])
     return out
+
+def choose_calibration(y: np.ndarray, probs: np.ndarray, fold: np.ndarray, event_time: np.ndarray | None = None,
+                       label_end_time: np.ndarray | None = None) -> dict:
+    """{"chosen": the method of CALIBRATION_METHODS with the lowest cross-fitted log-loss (ties: the simpler),
+    "cross_fitted": {method: {"log_loss", "brier"}}}."""
+    k, scores = probs.shape[1], {}
+    for method in CALIBRATION_METHODS:
+        crossed = cross_fitted_calibration(y, probs, fold, event_time, label_end_time, method)
+        scores[method] = {"log_loss": float(log_loss(y, np.clip(crossed, 1e-12, 1), labels=list(range(k)))), "brier": brier_score(y, crossed)}
+    chosen = min(CALIBRATION_METHODS, key=lambda m: (round(scores[m]["log_loss"], 12), CALIBRATION_METHODS.index(m)))
+    return {"chosen": chosen, "cross_fitted": scores}
 
 # %% ../nbs/22_train.ipynb #c023
 def holdout_split(table: TrainingTable, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -579,7 +617,11 @@ def fit_calibrated(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig) -> 
     """The candidate's training procedure on `rows`: purged K-fold CV, whose out-of-fold predictions fit the calibration and
     whose median early-stopped rounds size the final fit on all of `rows`. Returns (cv, calibration, final model)."""
     cv = cross_validate(table, rows, cfg)
-    calibration = fit_calibration(table.y[rows], cv["oof"]) if table.classes else None
+    calibration = None
+    if table.classes:
+        cv["calibration_choice"] = choose_calibration(table.y[rows], cv["oof"], cv["oof_fold"], table.features.timestamp.to_numpy()[rows],
+                                                      table.label_end_time.to_numpy()[rows])
+        calibration = fit_calibration(table.y[rows], cv["oof"], cv["calibration_choice"]["chosen"])
     return cv, calibration, fit_model_set(table, rows, cfg, rounds=cv["rounds"])
 
 def train_model(exchange: str, dataset_version: str | None = None, target: str = "triple_barrier", cfg: TrainConfig | None = None,
@@ -645,9 +687,12 @@ def _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final) -> dict
                                train_rows_per_regime={str(r): int(n) for r, n in zip(*np.unique(table_regimes(final.regime_model, table).regime.to_numpy()[ins], return_counts=True))}),
                   selected_features=final.selected, seeds=dict(seed=cfg.seed, num_threads=cfg.num_threads), packages=package_versions())
     if k:
+        choice = cv["calibration_choice"]
         cal_oof = cross_fitted_calibration(table.y[ins], cv["oof"], cv["oof_fold"], table.features.timestamp.to_numpy()[ins],
-                                           table.label_end_time.to_numpy()[ins])   # never scored on its own fit, overlaps purged
-        report["calibration"] = dict(method="isotonic (per class, out-of-fold), renormalised; 'after' figures cross-fitted over the CV folds",
+                                           table.label_end_time.to_numpy()[ins], choice["chosen"])   # never scored on its own fit, overlaps purged
+        report["calibration"] = dict(method=f"{choice['chosen']} (chosen among {', '.join(CALIBRATION_METHODS)} by cross-fitted out-of-fold "
+                                            "log-loss, then fitted on all out-of-fold rows); 'after' figures cross-fitted over the CV folds",
+                                     chosen=choice["chosen"], cross_fitted=choice["cross_fitted"],
                                      brier_before=brier_score(table.y[ins], cv["oof"]),
                                      brier_after=brier_score(table.y[ins], cal_oof), reliability_before=reliability_curve(table.y[ins], cv["oof"]),
                                      reliability_after=reliability_curve(table.y[ins], cal_oof))
@@ -786,8 +831,13 @@ def check_calibration(calibration: dict, n_classes: int, path: Path) -> dict | N
     "A run's calibration as stored ({} = none), or a ModelIntegrityError naming the file and what is wrong with it."
     if not calibration: return None
     def bad(why: str): raise ModelIntegrityError(f"{path}: not a calibration map: {why}")
+    if calibration.get("method") == "temperature":
+        t = calibration.get("temperature")
+        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and TEMPERATURE_BOUNDS[0] <= t <= TEMPERATURE_BOUNDS[1]):
+            bad(f"temperature must be a number in {list(TEMPERATURE_BOUNDS)}, got {t!r}")
+        return calibration
     if calibration.get("method") != "isotonic" or not isinstance(calibration.get("maps"), dict):
-        bad(f"expected method 'isotonic' and per-class 'maps', found keys {sorted(calibration)}")
+        bad(f"expected method 'isotonic' with per-class 'maps' or 'temperature' with a temperature, found keys {sorted(calibration)}")
     if sorted(calibration["maps"]) != sorted(str(c) for c in range(n_classes)):
         bad(f"maps for classes {sorted(calibration['maps'])}, the model has {n_classes}")
     for c, m in calibration["maps"].items():

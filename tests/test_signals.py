@@ -98,20 +98,29 @@ def test_calibrate_row_equals_apply_calibration(batch):
     raw[:3] = [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1 / 3, 1 / 3, 1 / 3]]
     expected = apply_calibration(bundle.calibration, raw)
     assert np.array_equal(np.vstack([calibrate_row(p, plan.calibration) for p in raw]), expected)
+    for other in (_isotonic(), {"method": "temperature", "temperature": 1.7}):   # each method, whichever the run chose
+        assert np.array_equal(np.vstack([calibrate_row(p, row_calibration(other, 3)) for p in raw]), apply_calibration(other, raw))
+
+
+def _isotonic() -> dict:
+    "Isotonic maps fitted on random probabilities (the kernel's case, whichever calibration the tiny run chose)."
+    from oi_ml.train import fit_calibration
+    rng = np.random.default_rng(5)
+    return fit_calibration(rng.integers(0, 3, 400), rng.dirichlet([1, 1, 1], size=400), "isotonic")
 
 
 def test_calibration_falls_back_when_the_kernel_disagrees(batch, monkeypatch, caplog):
     "If apply_calibration changes (here: a different transform), the load-time check notices and the exact path is used."
     import oi_ml.signals as signals
-    _, _, bundle = batch
-    assert isinstance(row_calibration(bundle.calibration, 3), tuple)
+    maps = _isotonic()
+    assert isinstance(row_calibration(maps, 3), tuple)
     changed = lambda cal, probs: np.maximum(apply_calibration(cal, probs), 0.01) / np.maximum(apply_calibration(cal, probs), 0.01).sum(1, keepdims=True)
     monkeypatch.setattr(signals, "apply_calibration", changed)
     with caplog.at_level("WARNING", logger="oi_ml.signals"):
-        chosen = row_calibration(bundle.calibration, 3)
-    assert chosen is bundle.calibration and "disagrees with apply_calibration" in caplog.text
+        chosen = row_calibration(maps, 3)
+    assert chosen is maps and "disagrees with apply_calibration" in caplog.text
     row = np.array([0.001, 0.2, 0.799])
-    assert np.array_equal(calibrate_row(row, chosen), changed(bundle.calibration, row[None])[0])
+    assert np.array_equal(calibrate_row(row, chosen), changed(maps, row[None])[0])
 
 
 def test_missing_and_bad_values_take_neutral_defaults(deployed, batch):
@@ -155,7 +164,7 @@ def test_tampered_version_refused(deployed, tmp_path):
     cfg = private_copy(deployed[0], tmp_path)
     target = version_dir("NSE", run_cfg=cfg) / "calibration.json"
     target.chmod(0o644)
-    target.write_text(target.read_text().replace("0.", "0.9", 1))
+    target.write_text(target.read_text() + " ")   # changed bytes, whichever calibration the run chose
     with pytest.raises(ModelIntegrityError, match="calibration.json"):
         MLSignalGenerator("NSE", run_cfg=cfg)
 

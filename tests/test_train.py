@@ -119,8 +119,8 @@ def small_run(dataset):
         calls.model_set.append(np.asarray(rows).copy()); return real_fit_ms(table, rows, cfg, rounds)
     def predict(ms, features, regimes):
         calls.predict.append(features.index.to_numpy().copy()); return real_predict(ms, features, regimes)
-    def calibrate(y, probs):
-        calls.calibration.append(len(y)); return real_cal(y, probs)
+    def calibrate(y, probs, method="isotonic"):
+        calls.calibration.append(len(y)); return real_cal(y, probs, method)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(RegimeHMMTransformer, "fit", hmm_fit)
@@ -230,11 +230,15 @@ def test_holdout_purged_and_never_fitted(small_run):
     assert len(calls.model_set) == SMALL.n_splits + 1
     for rows in calls.model_set: assert set(rows.tolist()) <= ins_set
     assert np.array_equal(calls.model_set[-1], ins)                         # the final model: all in-sample rows, no more
-    assert calls.calibration[0] == len(ins)                                # calibration on out-of-fold in-sample rows only
-    # then the report's cross-fitted 'after calibration' maps, one per fold, on the other folds' out-of-fold rows minus
-    # those overlapping the fold (test_the_after_calibration_maps_are_purged_against_their_fold counts them)
-    assert len(calls.calibration) == 1 + SMALL.n_splits
-    assert all(n <= len(ins) - min(f["n_test"] for f in rep["cv"]["folds"]) for n in calls.calibration[1:])
+    # first the candidate calibrations, cross-fitted (one per method and fold, on the other folds' out-of-fold rows minus
+    # those overlapping the fold: test_the_after_calibration_maps_are_purged_against_their_fold counts them), then the
+    # chosen one on all out-of-fold in-sample rows, then the report's cross-fitted 'after calibration' of the chosen one
+    n_candidates = len(train_mod.CALIBRATION_METHODS) * SMALL.n_splits
+    assert calls.calibration[n_candidates] == len(ins)                     # calibration on out-of-fold in-sample rows only
+    assert len(calls.calibration) == n_candidates + 1 + SMALL.n_splits
+    fold_fits = calls.calibration[:n_candidates] + calls.calibration[n_candidates + 1:]
+    assert all(n <= len(ins) - min(f["n_test"] for f in rep["cv"]["folds"]) for n in fold_fits)
+    assert rep["calibration"]["chosen"] in train_mod.CALIBRATION_METHODS and set(rep["calibration"]["cross_fitted"]) == set(train_mod.CALIBRATION_METHODS)
 
 
 def test_holdout_prices_never_reach_the_in_sample_fit(dataset):
@@ -312,6 +316,7 @@ def test_the_after_calibration_maps_are_purged_against_their_fold(small_run):
         expected.append(len(others) - overlapping)
     assert n_overlapping > 0   # labels overlap at fold edges in this data, so an unpurged map would be caught
     assert calls.calibration[-SMALL.n_splits:] == expected, (calls.calibration, expected)
+    assert calls.calibration[:len(train_mod.CALIBRATION_METHODS) * SMALL.n_splits] == expected * len(train_mod.CALIBRATION_METHODS)   # every candidate's
 
 
 def test_cv_embargo_covers_the_features_memory(small_run):
@@ -484,7 +489,7 @@ def test_missing_artefact_is_refused(small_run, tmp_path, rel):
 
 def test_tampered_calibration_is_refused(small_run, tmp_path):
     run = copy_run(small_run, tmp_path)
-    (run / "calibration.json").write_text("{}")
+    (run / "calibration.json").write_text((run / "calibration.json").read_text() + " ")   # whatever the calibration: changed bytes
     with pytest.raises(ModelIntegrityError, match=r"calibration\.json: sha256"):
         load_bundle(run)
 
