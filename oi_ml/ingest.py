@@ -37,7 +37,7 @@ __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'MISS
            'check_bar_grid', 'check_bar_spacing', 'check_trading_days', 'staged_quarantine_csv', 'quarantine',
            'quarantine_in_transaction', 'partial_batch_id', 'recover_quarantine_csvs', 'normalise_symbol',
            'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76', 'parity_forwards', 'chain_rebuild_window',
-           'import_bhavcopy', 'write_example_bhavcopy', 'validate_stored']
+           'import_bhavcopy', 'write_example_bhavcopy', 'check_bar_frame', 'check_chain_frame', 'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
@@ -938,6 +938,26 @@ def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str
     return path
 
 # %% ../nbs/03_ingest.ipynb #c051
+def check_bar_frame(bars: pd.DataFrame, report: ValidationReport, cfg: ExchangeConfig, run_cfg: RunConfig,
+                    now: pd.Timestamp | None = None) -> None:   # bars after this time are errors; None: not checked
+    "The import gate's bar checks on canonical bars that come from no file (problems by position, row 1 = the first bar)."
+    bars = bars.reset_index(drop=True)
+    incomplete = check_complete(bars, OHLCV_REQUIRED, report, run_cfg.quality)
+    kept, sub = bars[~incomplete], ValidationReport(report.file)
+    check_ohlc(kept, sub, run_cfg.quality)
+    check_plausible(kept, sub, ("open", "high", "low", "close"), ("volume",))
+    check_temporal(kept["timestamp"], sub, run_cfg.quality)
+    check_session(kept["timestamp"], sub, cfg.session_open, cfg.session_close, now=now or pd.Timestamp.max.tz_localize("UTC"))
+    check_bar_grid(kept["timestamp"], sub, run_cfg.bar_minutes, cfg)
+    check_trading_days(kept["timestamp"], sub, cfg)
+    _merge(report, sub, np.flatnonzero(~incomplete) + 1)
+
+def check_chain_frame(chain: pd.DataFrame, report: ValidationReport, first_row: int = 1) -> None:
+    "Errors for option-chain rows with negative open interest or a non-positive strike (`first_row`: the frame's first row number)."
+    for column, bad, why in (("oi", chain["oi"].to_numpy() < 0, "negative open interest"), ("strike", chain["strike"].to_numpy() <= 0, "non-positive strike")):
+        if bad.any(): report.add(np.flatnonzero(bad) + first_row, column, "non_negative", why)
+
+# %% ../nbs/03_ingest.ipynb #c054
 def validate_stored(con, exchange: str, run_cfg: RunConfig | None = None) -> dict[str, ValidationReport]:
     "Data-quality reports of the stored bars (per symbol) and option chain of `exchange`."
     run_cfg, reports = run_cfg or RunConfig(), {}

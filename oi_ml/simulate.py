@@ -5,6 +5,7 @@
 # %% ../nbs/02_simulate.ipynb #c003
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
@@ -348,6 +349,10 @@ def simulate_market(con, exchange: str, start="2025-08-01", end=None, n_days: in
     if not days: raise ValueError(f"no trading days for {exchange} between {start} and {end}")
     lp = simulate_latent(cfg, days, bar_minutes, seed, signal_strength)
     frames = underlying_frames(cfg, lp, seed, run_cfg.risk_free_rate)
+    from oi_ml.ingest import IngestError, ValidationReport, check_bar_frame, check_chain_frame   # the import gate's checks
+    report = ValidationReport(f"simulated:{cfg.exchange}/{cfg.symbol} {days[0]}..{days[-1]} seed {seed}", rows_in=len(frames["underlying_bars"]))
+    check_bar_frame(frames["underlying_bars"], report, cfg, dataclasses.replace(run_cfg, bar_minutes=bar_minutes))
+    if not report.ok: raise IngestError(report)
     state = market_state(lp, frames)
     chain_interval = max(1, sim.chain_interval_minutes // bar_minutes)
     window = window_params(cfg.exchange, lp.timestamps[0] - pd.Timedelta(hours=6), lp.timestamps[-1] + pd.Timedelta(hours=12))
@@ -362,8 +367,10 @@ def simulate_market(con, exchange: str, start="2025-08-01", end=None, n_days: in
                         "AND timestamp BETWEEN $start AND $end", {**window, "symbol": cfg.symbol} if symbol else window)
         for table, frame in frames.items(): rows[table] = insert_rows(con, table, frame, batch_id)
         for chunk in _chunks(lp, sim.chunk_days, progress, cfg.exchange):
-            rows["option_chain_snapshots"] = rows.get("option_chain_snapshots", 0) + insert_rows(
-                con, "option_chain_snapshots", chain_frame(cfg, lp, state, chunk, seed, sim, run_cfg.risk_free_rate, chain_interval), batch_id)
+            chain = chain_frame(cfg, lp, state, chunk, seed, sim, run_cfg.risk_free_rate, chain_interval)
+            check_chain_frame(chain, report, first_row=rows.get("option_chain_snapshots", 0) + 1)
+            if not report.ok: raise IngestError(report)   # inside the transaction: nothing of the batch is kept
+            rows["option_chain_snapshots"] = rows.get("option_chain_snapshots", 0) + insert_rows(con, "option_chain_snapshots", chain, batch_id)
             rows["order_book_depth_snapshots"] = rows.get("order_book_depth_snapshots", 0) + insert_rows(
                 con, "order_book_depth_snapshots", book_frame(cfg, lp, state, chunk, seed), batch_id)
         # macro prints reach the next sessions: rebuild a few days past the window so no feature row keeps a stale print
@@ -372,7 +379,7 @@ def simulate_market(con, exchange: str, start="2025-08-01", end=None, n_days: in
         rows["ml_features"] = con.execute("SELECT count(*) FROM ml_features WHERE exchange = $exchange AND symbol = $symbol "
                                           "AND timestamp BETWEEN $start AND $end", {**window, "symbol": cfg.symbol}).fetchall()[0][0]
         record_training_batch(con, batch_id, cfg.exchange, "simulate", "simulated", rows_in=sum(rows.values()),
-                              rows_stored=sum(rows.values()), config=params)
+                              rows_stored=sum(rows.values()), config=params, validation_report=report.to_dict())
     return dict(batch_id=batch_id, rows=rows, **params)
 
 def _chunks(lp: LatentPaths, chunk_days: int, progress: bool, label: str):

@@ -447,3 +447,36 @@ def test_the_simulators_feature_rebuild_uses_the_run_staleness_limits(tmp_path):
     cfg = RunConfig(data_dir=str(tmp_path / "data"), staleness=StalenessConfig(chain_max_sessions=1 / 375))   # one trading minute
     with connect(cfg) as c, pytest.warns(StaleFeatureWarning, match="chain"):
         simulate_market(c, "NSE", "2025-08-01", n_days=1, seed=0, run_cfg=cfg)
+
+
+# ---------------------------------------------------------------- the simulator's output passes the import gate's checks
+def test_a_simulated_batch_records_the_import_gates_report(tmp_path, cfg, con):
+    "The batch's validation report holds the bar and chain checks the import gate makes, all passed (the pack says so)."
+    simulate_market(con, "NSE", "2025-08-01", n_days=2, seed=0, run_cfg=dataclasses.replace(cfg, simulation=SMALL))
+    import json
+    report = json.loads(con.execute("SELECT validation_report FROM training_batches WHERE kind = 'simulate'").fetchall()[0][0])
+    assert report["ok"] is True and report["rows_in"] == 750 and report["file"].startswith("simulated:NSE/NIFTY 2025-08-01..2025-08-04")
+    assert {"ohlc_logic", "temporal", "non_negative"} <= set(report["counts"]) and sum(report["counts"].values()) == 0
+
+
+@pytest.mark.parametrize("broken", ["bars", "chain"])
+def test_a_simulation_that_fails_the_checks_stores_nothing(tmp_path, cfg, con, monkeypatch, broken):
+    "A simulator bug (a bar whose high is below its low, a negative open interest) is refused naming the row; nothing is stored."
+    from oi_ml.ingest import IngestError
+    run_cfg = dataclasses.replace(cfg, simulation=SMALL)
+    if broken == "bars":
+        real = simulate.underlying_frames
+        def bad_bars(*args, **kwargs):
+            frames = real(*args, **kwargs); bars = frames["underlying_bars"]
+            bars.loc[bars.index[5], "high"] = bars.loc[bars.index[5], "low"] - 1.0
+            return frames
+        monkeypatch.setattr(simulate, "underlying_frames", bad_bars)
+        message = r"row 6, column 'high'"
+    else:
+        real = simulate.chain_frame
+        monkeypatch.setattr(simulate, "chain_frame", lambda *a, **k: real(*a, **k).assign(oi=lambda f: np.where(np.arange(len(f)) == 3, -1.0, f.oi)))
+        message = r"row 4, column 'oi'"
+    with pytest.raises(IngestError, match=message):
+        simulate_market(con, "NSE", "2025-08-01", n_days=2, seed=0, run_cfg=run_cfg)
+    for table in (*RAW_TABLES, "training_batches"):
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] == 0, table
