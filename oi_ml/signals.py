@@ -31,7 +31,7 @@ from .datasets import read_json
 from .features import FEATURE_DEFAULTS, XS_RANK_DEFAULTS, prepare_training_features
 from .registry import load_version, read_jsonl, registry_key
 from .store import connect, insert_rows, schema_columns, to_utc, transaction
-from .train import CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibration, check_bundle_sources, load_bundle
+from .train import CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibration, check_bundle_sources, load_bundle, temper_row
 
 # %% auto #0
 __all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'RECONCILE_DAYS', 'SETTLED_HISTORY_BARS', 'calibrate_row', 'row_calibration',
@@ -65,29 +65,32 @@ def _calibration_arrays(calibration: dict, n_classes: int) -> tuple:
     return flat("x"), flat("y"), offsets, float(CALIBRATION_FLOOR)
 
 def calibrate_row(probs: np.ndarray, calibration) -> np.ndarray:
-    "Calibrated probabilities of one row: the kernel for flat arrays, `apply_calibration` for a map, unchanged for ()."
+    """Calibrated probabilities of one row: a kernel for flat arrays (isotonic maps: 4, a temperature: 2), `apply_calibration`
+    for a calibration dict, unchanged for ()."""
     if not calibration: return probs
     if isinstance(calibration, dict): return apply_calibration(calibration, probs[None, :])[0]
     out = np.empty(probs.size)
-    _calibrate_kernel(probs, *calibration, out)
+    if len(calibration) == 2: temper_row(probs, *calibration, out)
+    else: _calibrate_kernel(probs, *calibration, out)
     return out
 
 # %% ../nbs/42_signals.ipynb #c009
 def _calibration_grid(calibration: dict, n_classes: int, n_random: int = 512) -> np.ndarray:
     "Probability rows that exercise a calibration: random, one-hot, uniform, and each map threshold for its class."
     rows = [np.random.default_rng(0).dirichlet(np.ones(n_classes), n_random), np.eye(n_classes), np.full((1, n_classes), 1 / n_classes)]
-    for c in range(n_classes):
+    for c in range(n_classes if calibration.get("method") == "isotonic" else 0):
         x = np.clip(np.asarray(calibration["maps"][str(c)]["x"], dtype=np.float64), 0, 1)
         block = np.tile((1 - x)[:, None] / max(n_classes - 1, 1), (1, n_classes)); block[:, c] = x
         rows.append(block)
     return np.ascontiguousarray(np.vstack(rows))
 
 def row_calibration(calibration: dict | None, n_classes: int):
-    """What `calibrate_row` uses: flat arrays when the kernel reproduces `apply_calibration`'s isotonic maps bit for bit,
-    else the calibration itself (a temperature: `apply_calibration` on the row, a few array operations); () if none."""
+    """What `calibrate_row` uses: flat arrays (isotonic maps; a temperature's inverse and the floor) when the one-row kernel
+    reproduces `apply_calibration` bit for bit on a grid of rows, else the calibration itself; () if none."""
     if not calibration: return ()
-    if calibration.get("method") != "isotonic": return calibration
-    fast, grid = _calibration_arrays(calibration, n_classes), _calibration_grid(calibration, n_classes)
+    if calibration.get("method") == "temperature": fast = (1.0 / calibration["temperature"], float(CALIBRATION_FLOOR))
+    else: fast = _calibration_arrays(calibration, n_classes)
+    grid = _calibration_grid(calibration, n_classes)
     if np.array_equal(np.vstack([calibrate_row(p, fast) for p in grid]), apply_calibration(calibration, grid)): return fast
     _log.warning("one-row calibration kernel disagrees with apply_calibration; generate_signal will call apply_calibration (slower)")
     return calibration

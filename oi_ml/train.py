@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import lightgbm as lgb
 import numpy as np
+from numba import njit
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, roc_auc_score
@@ -40,12 +41,12 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARK
            'fit_booster', 'booster_predict', 'booster_contributions', 'save_booster', 'lgb_structure_problem',
            'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'table_regimes', 'select_features',
            'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc', 'classification_metrics',
-           'reliability_curve', 'fit_temperature', 'fit_calibration', 'apply_calibration', 'cross_fitted_calibration',
-           'choose_calibration', 'holdout_split', 'cross_validate', 'regression_metrics', 'fit_garch', 'garch_forecast',
-           'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model', 'holdout_probabilities',
-           'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place', 'model_used_columns',
-           'routes_by_regime', 'regime_probs_read', 'used_regime_probs', 'ModelIntegrityError', 'verify_run',
-           'check_model_features', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle',
+           'reliability_curve', 'temper_row', 'fit_temperature', 'fit_calibration', 'apply_calibration',
+           'cross_fitted_calibration', 'choose_calibration', 'holdout_split', 'cross_validate', 'regression_metrics',
+           'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model',
+           'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place',
+           'model_used_columns', 'routes_by_regime', 'regime_probs_read', 'used_regime_probs', 'ModelIntegrityError',
+           'verify_run', 'check_model_features', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle',
            'score_features', 'bundle_used_features', 'check_bundle_sources', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
@@ -357,10 +358,24 @@ STORED_DIGITS = 10         # decimals floats keep in the run's JSON files (`_rou
 CALIBRATION_METHODS = ("none", "temperature", "isotonic")   # the candidates, simplest first (a tie goes to the earlier)
 TEMPERATURE_BOUNDS = (0.05, 20.0)   # the temperatures searched
 
+@njit(cache=True)
+def temper_row(probs: np.ndarray, inverse_temperature: float, floor: float, out: np.ndarray) -> None:
+    "One row of class probabilities ** (1 / T) into `out`, floored at `floor` and renormalised (the batch and the runtime share it)."
+    total = 0.0
+    for k in range(probs.shape[0]):
+        out[k] = max(max(probs[k], 1e-300) ** inverse_temperature, floor); total += out[k]
+    for k in range(probs.shape[0]): out[k] = out[k] / total
+
+@njit(cache=True)
+def _tempered_rows(probs: np.ndarray, inverse_temperature: float, floor: float) -> np.ndarray:
+    "`temper_row` over every row."
+    out = np.empty_like(probs)
+    for i in range(probs.shape[0]): temper_row(probs[i], inverse_temperature, floor, out[i])
+    return out
+
 def _tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
     "`probs` ** (1 / temperature), floored at CALIBRATION_FLOOR and renormalised (rows of class probabilities)."
-    out = np.maximum(np.power(np.maximum(probs, 1e-300), 1.0 / temperature), CALIBRATION_FLOOR)
-    return out / out.sum(axis=1, keepdims=True)
+    return _tempered_rows(np.ascontiguousarray(probs, dtype=np.float64), 1.0 / temperature, float(CALIBRATION_FLOOR))
 
 def fit_temperature(y: np.ndarray, probs: np.ndarray) -> float:
     "The temperature T minimising the log-loss of `_tempered(probs, T)` (rounded to STORED_DIGITS, as saved)."
