@@ -25,16 +25,16 @@ from .metrics import TRADE_COLUMNS, return_metrics, summarize_trades
 # %% auto #0
 __all__ = ['FILL_MODES', 'SIZING_MODES', 'STRATEGIES', 'BAR_COLUMNS', 'SIGNAL_COLUMNS', 'EXIT_REASONS', 'DECISIONS',
            'SIZING_CODES', 'RISK_BASES', 'TRADE_RECORD_COLUMNS', 'OPTION_CHAIN_COLUMNS', 'OPTION_PNL_COLUMNS',
-           'RANDOM_RUN_COLUMNS', 'RANDOM_RUNS', 'RANDOM_DISTRIBUTION', 'BENCHMARK_METRICS', 'BacktestConfig',
-           'validate_backtest_config', 'holding_bars', 'cost_rate', 'periods_per_year', 'check_bars', 'check_signals',
-           'lot_size_table', 'session_day_numbers', 'round_trip_pnl', 'PreparedBacktest', 'risk_basis',
+           'RANDOM_RUN_COLUMNS', 'RANDOM_RUNS', 'RANDOM_DISTRIBUTION', 'SIDE_MATCHED', 'BENCHMARK_METRICS',
+           'BacktestConfig', 'validate_backtest_config', 'holding_bars', 'cost_rate', 'periods_per_year', 'check_bars',
+           'check_signals', 'lot_size_table', 'session_day_numbers', 'round_trip_pnl', 'PreparedBacktest', 'risk_basis',
            'needs_volatility', 'window_slice', 'prepare_backtest', 'SimulationArrays', 'bar_ticks', 'simulate',
            'TradeRecord', 'trades_frame', 'equity_frame', 'decision_frame', 'decision_counts', 'backtest_metrics',
            'BacktestResult', 'result_from_simulation', 'run_backtest', 'BacktestEngine', 'option_contract_pnl',
            'random_signal_run', 'random_signal_distribution', 'monte_carlo_p_value', 'random_distribution_summary',
-           'no_random_distribution', 'random_benchmark', 'benchmark_strategies', 'strategy_rows', 'benchmark_table',
-           'sensitivity_grid', 'sensitivity_heatmap', 'WindowReport', 'run_validation_windows', 'validation_table',
-           'save_backtest', 'load_backtest']
+           'no_random_distribution', 'long_share_of', 'random_benchmark', 'benchmark_strategies', 'strategy_rows',
+           'benchmark_table', 'sensitivity_grid', 'sensitivity_heatmap', 'WindowReport', 'run_validation_windows',
+           'validation_table', 'save_backtest', 'load_backtest']
 
 # %% ../nbs/30_backtest.ipynb #c006
 FILL_MODES = ("next_open", "next_close")
@@ -1040,9 +1040,11 @@ def _flat(prep: PreparedBacktest, cfg: BacktestConfig) -> tuple[pd.DataFrame, pd
     return trades, pd.DataFrame({"timestamp": prep.bars["timestamp"].array, "equity_gross": equity, "equity_net": equity.copy()})
 
 # %% ../nbs/30_backtest.ipynb #c082
-def _random_inputs(n_bars: int, confidences: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "One draw's bar order (by a uniform per bar), random sides and confidences (drawn from the strategy's traded ones)."
-    u, side = rng.random(n_bars), np.where(rng.random(n_bars) < 0.5, -1, 1).astype(np.int8)
+def _random_inputs(n_bars: int, confidences: np.ndarray, rng: np.random.Generator,
+                   long_share: float = 0.5,   # chance that a bar's random side is long (0.5: a coin; the strategy's share: side-matched)
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "One draw's bar order (by a uniform per bar), random sides (long with chance `long_share`) and confidences (drawn from the strategy's traded ones)."
+    u, side = rng.random(n_bars), np.where(rng.random(n_bars) < 1.0 - long_share, -1, 1).astype(np.int8)
     conf = rng.choice(confidences, n_bars) if len(confidences) else np.ones(n_bars)
     return np.argsort(u, kind="stable"), side, conf
 
@@ -1053,10 +1055,11 @@ def _entry_bars(prep: PreparedBacktest, entries_until) -> np.ndarray | None:
 def _random_draw(prep: PreparedBacktest, capped: BacktestConfig, n_trades: int, confidences: np.ndarray,
                  rng: np.random.Generator,
                  eligible: np.ndarray | None = None,   # bars a signal may sit on (`_entry_bars`); None: all
+                 long_share: float = 0.5,              # chance a random side is long (`_random_inputs`)
                  ) -> tuple[PreparedBacktest, SimulationArrays]:
     """Random signals on the fewest eligible bars (in the draw's order) that reach `n_trades` trades under `capped`
     (bisection on that number; all of them when unreachable), and their simulation."""
-    order, side, conf = _random_inputs(len(prep), confidences, rng)
+    order, side, conf = _random_inputs(len(prep), confidences, rng, long_share)
     if eligible is not None: order = order[eligible[order]]   # the same draw, restricted: the strategy's entry rule
     def with_bars(k):
         signal = np.zeros(len(prep), np.int8)
@@ -1098,11 +1101,13 @@ def random_signal_distribution(prep: PreparedBacktest, cfg: BacktestConfig, n_tr
                                n_runs: int = RANDOM_RUNS,   # independent draws
                                seed: int = 0,               # root of the draws' SeedSequence
                                entries_until=None,          # no random signal after this time; None: none
+                               long_share: float = 0.5,     # chance a random side is long: 0.5 (a coin) or the strategy's (side-matched)
                                ) -> pd.DataFrame:
     "Net metrics (RANDOM_RUN_COLUMNS) of `n_runs` independent random-signal draws with `n_trades` trades each when reachable."
     capped, eligible = dataclasses.replace(cfg, max_trades=n_trades), _entry_bars(prep, entries_until)
     streams = np.random.SeedSequence(seed).spawn(n_runs)
-    rows = [{"draw": i} | _draw_metrics(_random_draw(prep, capped, n_trades, confidences, np.random.default_rng(s), eligible)[1], cfg)
+    rows = [{"draw": i} | _draw_metrics(_random_draw(prep, capped, n_trades, confidences, np.random.default_rng(s), eligible,
+                                                     long_share)[1], cfg)
             for i, s in enumerate(streams)]
     return pd.DataFrame(rows, columns=list(RANDOM_RUN_COLUMNS))
 
@@ -1148,17 +1153,28 @@ def no_random_distribution(n_trades: int, seed: int, reason: str) -> dict:
     "The summary's shape when no draw is run (no trade to match, or `random_runs` = 0), with the reason."
     return {"n_runs": 0, "seed": seed, "target_trades": n_trades, "draws_at_target": 0, "trade_counts": None, "note": reason}
 
+SIDE_MATCHED = "side_matched"   # random_benchmark key of the side-matched null's summary
+
+def long_share_of(trades: pd.DataFrame) -> float:
+    "Share of `trades` that are long (side > 0); NaN without trades."
+    return float((trades["side"].to_numpy() > 0).mean()) if len(trades) else math.nan
+
 def random_benchmark(prep: PreparedBacktest, result: BacktestResult, cfg: BacktestConfig, n_runs: int = RANDOM_RUNS,
                      seed: int = 0, entries_until=None) -> dict:
-    "random_distribution_summary of `n_runs` draws matching the result's trade count and confidences on `prep`'s window."
+    """random_distribution_summary of `n_runs` coin-side draws matching the result's trade count and confidences on `prep`'s
+    window, with the strategy's `long_share` and, under SIDE_MATCHED, the summary of `n_runs` draws on the same random
+    streams whose sides are long with that share."""
     n_trades = len(result.trades)
     if n_trades == 0:
         return no_random_distribution(0, seed, "the strategy made no trade: there is no entry timing to compare with chance")
     if n_runs <= 0: return no_random_distribution(n_trades, seed, "not measured: random_runs = 0")
-    runs = random_signal_distribution(prep, cfg, n_trades, result.trades["confidence"].to_numpy(), n_runs, seed, entries_until)
-    return random_distribution_summary(runs, result.metrics, n_trades, seed)
+    confidences, share = result.trades["confidence"].to_numpy(), long_share_of(result.trades)
+    runs = random_signal_distribution(prep, cfg, n_trades, confidences, n_runs, seed, entries_until)
+    matched = random_signal_distribution(prep, cfg, n_trades, confidences, n_runs, seed, entries_until, share)
+    return random_distribution_summary(runs, result.metrics, n_trades, seed) | {
+        "long_share": share, SIDE_MATCHED: random_distribution_summary(matched, result.metrics, n_trades, seed) | {"long_share": share}}
 
-# %% ../nbs/30_backtest.ipynb #c090
+# %% ../nbs/30_backtest.ipynb #c091
 BENCHMARK_METRICS = ("n_trades", "total_pnl_net", "return_net", "sharpe_net", "max_drawdown_net", "profit_factor_net",
                      "hit_rate_net", "total_costs")
 
@@ -1194,7 +1210,7 @@ def benchmark_table(benchmarks: dict, columns: tuple = BENCHMARK_METRICS) -> pd.
     "One row per strategy, the key metrics as columns."
     return pd.DataFrame({name: {c: m.get(c, math.nan) for c in columns} for name, m in strategy_rows(benchmarks).items()}).T
 
-# %% ../nbs/30_backtest.ipynb #c094
+# %% ../nbs/30_backtest.ipynb #c095
 def sensitivity_grid(bars: pd.DataFrame, signals: pd.DataFrame, config: BacktestConfig,
                      cost_bps: tuple = (0.0, 1.0, 2.0, 5.0, 10.0),             # transaction_cost_bps values
                      min_confidence: tuple = (0.5, 0.55, 0.6, 0.65, 0.7),      # confidence thresholds
@@ -1223,7 +1239,7 @@ def sensitivity_heatmap(table: pd.DataFrame, metric: str, slippage_bps: float | 
     fig.update_layout(xaxis_title=f"transaction cost per leg{slippage}", yaxis_title="min confidence")
     return fig
 
-# %% ../nbs/30_backtest.ipynb #c097
+# %% ../nbs/30_backtest.ipynb #c098
 @dataclass(frozen=True, eq=False)
 class WindowReport:
     "Backtest and benchmarks of one validation window."
@@ -1259,7 +1275,7 @@ def validation_table(reports: dict, columns: tuple = BENCHMARK_METRICS) -> pd.Da
     parts = {name: benchmark_table(r.benchmarks, columns) for name, r in reports.items()}
     return pd.concat(parts, names=["window", "strategy"])
 
-# %% ../nbs/30_backtest.ipynb #c100
+# %% ../nbs/30_backtest.ipynb #c101
 def save_backtest(result: BacktestResult, folder: str | Path, extra: dict | None = None) -> dict[str, Path]:
     """Write backtest_summary.json (with the JSON-safe keys of `extra` beside config and metrics), trades.parquet and
     equity_curve.parquet into `folder`; returns their paths."""

@@ -24,39 +24,43 @@ from .config import IST, SESSIONS_PER_YEAR, MonitoringConfig, RunConfig, config_
 from .features import PSI_CAP_SHARE, psi_cap, psi_ceiling
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'MODEL_PARAMS', 'TRIAL_LEAD', 'TRIAL_TAIL', 'TRIAL_NAMES', 'PACK_LABEL_PATTERN',
-           'PERCENT_CRITERIA', 'CRITERION_MEANING', 'MOMENTS_TEXT', 'FAILURE_MEANING', 'SEARCH_CRITERIA',
-           'DSR_SEARCH_NOTE', 'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL',
-           'DECISION_LABELS', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES',
-           'TRADE_RESAMPLES', 'INTERVAL_OF', 'DAILY_CI_METRIC', 'CROSSES_TEXT', 'AUTOML_CRITERIA',
-           'OTHER_WINDOW_CRITERIA', 'MIN_VOLATILITY_VALUES', 'REGIME_BREAKDOWN', 'DECISION_TEXT', 'STRATEGY_LABELS',
-           'SAME_FIGURE_KEYS', 'CONCENTRATION_SHARE', 'CONCENTRATION_MIN_SESSIONS', 'CONCENTRATION_PERCENT',
-           'SIDE_NAMES', 'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL',
-           'RISK_FRACTION_LABEL', 'PSI_NEAR_CEILING', 'CAPPED_REACH', 'CHROMIUM_FLAGS', 'simulated_signal_strengths',
-           'source_banner', 'ist_minute', 'dataset_summary', 'validation_summary', 'session_bars', 'bar_minutes_of',
+__all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'REGIME_SHIFT_POINTS', 'MODEL_PARAMS', 'GLOSSARY', 'TRIAL_LEAD', 'TRIAL_TAIL',
+           'TRIAL_NAMES', 'PACK_LABEL_PATTERN', 'PERCENT_CRITERIA', 'CRITERION_MEANING', 'MOMENTS_TEXT',
+           'FAILURE_MEANING', 'SEARCH_CRITERIA', 'DSR_SEARCH_NOTE', 'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS',
+           'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'DECISION_LABELS', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES',
+           'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'INTERVAL_OF', 'DAILY_CI_METRIC', 'CROSSES_TEXT',
+           'AUTOML_CRITERIA', 'OTHER_WINDOW_CRITERIA', 'MIN_VOLATILITY_VALUES', 'REGIME_BREAKDOWN', 'DECISION_TEXT',
+           'STRATEGY_LABELS', 'BENCHMARK_LABELS', 'SAME_FIGURE_KEYS', 'CONCENTRATION_SHARE',
+           'CONCENTRATION_MIN_SESSIONS', 'CONCENTRATION_PERCENT', 'SIDE_NAMES', 'RANDOM_DISTRIBUTION_TEXT',
+           'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL', 'RISK_FRACTION_LABEL', 'PSI_NEAR_CEILING', 'CAPPED_REACH',
+           'CHROMIUM_FLAGS', 'simulated_signal_strengths', 'source_banner', 'ist_minute', 'dataset_summary',
+           'batch_check', 'validation_summary', 'validation_statement', 'session_bars', 'bar_minutes_of',
            'daily_coverage', 'longest_gaps', 'completeness_table', 'coverage_figure', 'market_overview_figure',
            'feature_completeness', 'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report',
-           'run_provenance', 'holdout_regime_table', 'cv_tables', 'candidate_from_search', 'candidate_params_text',
-           'model_facts', 'class_balance_table', 'automl_trials_table', 'label_regime_text', 'model_regime_text',
-           'confusion_figure', 'reliability_figure', 'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel',
+           'run_provenance', 'holdout_regime_table', 'regime_shares', 'regime_shift_note', 'cv_tables',
+           'candidate_from_search', 'candidate_params_text', 'model_facts', 'what_is_traded', 'trial_count_text',
+           'class_balance_table', 'automl_trials_table', 'label_regime_text', 'model_regime_text', 'confusion_figure',
+           'reliability_figure', 'calibration_text', 'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel',
            'pack_title', 'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs',
-           'render_pack', 'decision_banner', 'baseline_notice', 'drawdown_percent', 'criterion_unit',
-           'criterion_figure', 'rule_direction', 'criterion_direction', 'criterion_margin', 'tightest_criterion',
-           'search_note', 'criterion_search_note', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line',
-           'margin_text', 'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration',
-           'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table',
-           'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'interval_text', 'criteria_crossing',
-           'criterion_intervals', 'interval_methods', 'refer_cells', 'sample_moments_psr', 'pbo_segments_text',
-           'overfitting_summary', 'trial_days_text', 'criteria_sources', 'plain_variance_dsr', 'plain_dsr_note',
-           'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns', 'window_order', 'no_trade_reason',
-           'benchmark_frame', 'window_sharpes', 'walk_forward_results', 'gate_window_comparison',
-           'walk_forward_method_text', 'walk_forward_frame', 'sensitivity_figure', 'break_even_cost', 'break_even_text',
-           'sensitivity_commentary', 'session_pnl', 'best_session_effect', 'concentration_frame', 'concentration_table',
-           'concentration_flags', 'side_breakdown', 'saved_random_distribution', 'random_distribution_frame',
-           'losing_windows_note', 'random_distribution_figure', 'loss_share_of_equity', 'realised_loss_items',
-           'risk_profile', 'psi_reach', 'level_reach', 'drift_family_of', 'psi_reach_rows', 'input_alert_state',
-           'unmonitored_inputs_note', 'baseline_alert_of', 'monitoring_baseline', 'signoff_command', 'signoff_block',
-           'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
+           'render_pack', 'decision_banner', 'search_failure_line', 'baseline_notice', 'drawdown_percent',
+           'criterion_unit', 'criterion_figure', 'rule_direction', 'criterion_direction', 'criterion_margin',
+           'tightest_criterion', 'search_note', 'criterion_search_note', 'failure_meaning', 'failed_criteria_lines',
+           'tightest_margin_line', 'margin_text', 'gate_table', 'gate_window_text', 'signer_identifiers',
+           'gate_configuration', 'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure',
+           'sortable_table', 'trades_table', 'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci',
+           'interval_text', 'criteria_crossing', 'criterion_intervals', 'interval_methods', 'refer_cells',
+           'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary', 'trial_days_text', 'criteria_sources',
+           'plain_variance_dsr', 'plain_dsr_note', 'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns',
+           'window_order', 'no_trade_reason', 'benchmark_frame', 'window_sharpes', 'walk_forward_results',
+           'gate_window_comparison', 'walk_forward_method_text', 'walk_forward_frame', 'sensitivity_figure',
+           'break_even_cost', 'break_even_text', 'sensitivity_commentary', 'session_pnl', 'best_session_effect',
+           'concentration_frame', 'concentration_table', 'concentration_flags', 'side_breakdown',
+           'saved_random_distribution', 'side_matched_distribution', 'random_distribution_frame', 'losing_windows_note',
+           'random_nulls_note', 'random_distribution_figure', 'loss_share_of_equity', 'realised_loss_items',
+           'under_water_items', 'risk_profile', 'psi_reach', 'level_reach', 'drift_family_of', 'psi_reach_rows',
+           'input_alert_state', 'unmonitored_inputs_note', 'baseline_alert_of', 'monitoring_baseline',
+           'monitoring_gaps_line', 'signoff_command', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path',
+           'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def simulated_signal_strengths(manifest: dict) -> list[float]:
@@ -97,15 +101,47 @@ def dataset_summary(manifest: dict) -> pd.DataFrame:
     facts.update({f"file {n}": f'{i["rows"]:,} rows, sha256 {i["sha256"]}' for n, i in manifest["files"].items()})
     return pd.DataFrame({"item": list(facts), "value": [str(v) for v in facts.values()]})
 
+def batch_check(batch: dict) -> str:
+    "Whether a batch's data-quality checks ran at import: 'not checked at import' (empty validation report), 'passed' or 'failed'."
+    report = batch.get("validation_report") or {}
+    if not report: return "not checked at import"
+    return "failed" if report.get("ok") is False or batch.get("status") == "rejected" else "passed"
+
 def validation_summary(manifest: dict) -> pd.DataFrame:
-    "One row per batch behind the dataset: kind, status, rows, quarantined rows and problem counts per check."
+    "One row per batch behind the dataset: kind, status, whether the checks ran (`batch_check`), rows, quarantined rows and problem counts per check."
     rows = []
     for b in manifest.get("batches", []):
         counts = (b.get("validation_report") or {}).get("counts", {})
         rows.append({"batch": b["batch_id"], "kind": b["kind"], "source": b["source"], "status": b["status"],
-                     "rows in": b["rows_in"], "rows stored": b["rows_stored"], "quarantined": b["rows_quarantined"],
+                     "data-quality check": batch_check(b), "rows in (all tables)": b["rows_in"],
+                     "rows stored (all tables)": b["rows_stored"], "quarantined": b["rows_quarantined"],
                      **{f"{k} problems": v for k, v in counts.items()}})
     return pd.DataFrame(rows)
+
+def validation_statement(manifest: dict) -> str:
+    """Markdown: what the data-quality gate said about the batches behind the dataset — a pass only for batches whose
+    validation report holds checks, 'not checked at import' for those with an empty one — and why the batches' row counts
+    exceed the dataset's."""
+    batches = manifest.get("batches", [])
+    if not batches: return "No import batches are recorded for this dataset: whether its rows were checked is unknown."
+    state = [batch_check(b) for b in batches]
+    said = []
+    if state.count("passed"):
+        said.append(f"**{state.count('passed')} of {len(batches)} batch(es) passed the data-quality gate at import** (schema, "
+                    "completeness, OHLC logic, price and volume sanity, temporal integrity, session hours); problem counts are rows "
+                    "per check, and warnings (a few missing values, intraday gaps, bars on a weekend or holiday) drop or report rows "
+                    "without rejecting the batch.")
+    if state.count("failed"): said.append(f"**{state.count('failed')} batch(es) failed it** and are listed below.")
+    if state.count("not checked at import"):
+        kinds = sorted({b["kind"] for b, st in zip(batches, state) if st == "not checked at import"})
+        said.append(f"**{state.count('not checked at import')} of {len(batches)} batch(es) were not checked at import** "
+                    f"(kind {', '.join(kinds)}: their validation report is empty, so no data-quality check ran on them); nothing "
+                    "in this pack says their rows passed the schema, completeness, OHLC, price, volume or session checks.")
+    files = ", ".join(f"{n} {i['rows']:,}" for n, i in (manifest.get("files") or {}).items())
+    said.append("*rows in / rows stored* count every row a batch wrote across all its store tables (index bars, option chain "
+                f"and the rest), so they exceed the dataset's own rows: the lineage table's {manifest.get('row_count', 0):,} bars"
+                + (f" (files: {files})" if files else "") + " are this version's window of them.")
+    return " ".join(said)
 
 # %% ../nbs/44_packs.ipynb #c007
 def session_bars(exchange: str,    # "NSE" or "BSE"
@@ -159,13 +195,15 @@ def market_overview_figure(frame: pd.DataFrame, max_points: int = 4000):
     "Index close, India VIX and PCR (OI) over the window, down-sampled for the page."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    f = frame.iloc[:: max(1, len(frame) // max_points)]
+    step = max(1, len(frame) // max_points)
+    f = frame.iloc[::step]
     x = f.timestamp.dt.tz_convert(IST).dt.tz_localize(None)
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.04, subplot_titles=("close", "India VIX", "PCR (OI)"))
+    if step > 1: fig.update_layout(title=f"Every {step}th of {len(frame):,} bars shown (down-sampled for the page)")
     fig.add_trace(go.Scatter(x=x, y=f.close, name="close", line=dict(width=1)), row=1, col=1)
     for col, row in (("vix", 2), ("pcr_oi", 3)):
         if col in f and f[col].notna().any(): fig.add_trace(go.Scatter(x=x, y=f[col], name=col, line=dict(width=1)), row=row, col=1)
-    fig.update_layout(height=600, showlegend=False, margin=dict(t=40, b=30))
+    fig.update_layout(height=600, showlegend=False, margin=dict(t=60 if step > 1 else 40, b=30))
     return fig
 
 # %% ../nbs/44_packs.ipynb #c012
@@ -176,15 +214,20 @@ def feature_completeness(raw: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     share = pd.Series({c: float(np.isfinite(allf[c].to_numpy(dtype=float)).mean()) if c in allf else 0.0 for c in columns})
     return share.rename("with_input").rename_axis("feature").reset_index().sort_values(["with_input", "feature"]).reset_index(drop=True)
 
-def correlation_figure(features: pd.DataFrame, columns: list[str], max_features: int = 30):
-    "Heat-map of Spearman correlations among the first `max_features` of `columns` (subsampled rows)."
+def correlation_figure(features: pd.DataFrame, columns: list[str], max_features: int = 30,
+                       selected: list[str] | None = None,   # the model's selected features: shown instead of the first `max_features`
+                       ):
+    "Heat-map of Spearman correlations among the model's `selected` features (else the first `max_features` of `columns`), rows down-sampled past 20,000."
     import plotly.graph_objects as go
-    cols = [c for c in columns if features[c].std() > 0][:max_features]
-    sample = features[cols].iloc[:: max(1, len(features) // 20000)]
-    corr = sample.rank().corr().round(2)
+    chosen = [c for c in selected if c in features] if selected else columns
+    cols = [c for c in chosen if features[c].std() > 0][: None if selected else max_features]
+    step = max(1, len(features) // 20000)
+    corr = features[cols].iloc[::step].rank().corr().round(2)
     fig = go.Figure(go.Heatmap(z=corr.to_numpy(), x=cols, y=cols, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True))
-    shown = f"first {len(cols)} of {len(columns)} features" + (" (constant ones left out)" if len(cols) < min(len(columns), max_features) else "")
-    fig.update_layout(title=f"Feature correlation (Spearman), {shown}", height=700, margin=dict(t=40, l=150, b=150))
+    if selected: shown = f"the model's {len(cols)} selected features" + (f" of {len(selected)} (the rest are not dataset features or are constant)" if len(cols) < len(selected) else "")
+    else: shown = f"first {len(cols)} of {len(columns)} features" + (" (constant ones left out)" if len(cols) < min(len(columns), max_features) else "")
+    rows = f"; every {step}th of {len(features):,} rows" if step > 1 else ""
+    fig.update_layout(title=f"Feature correlation (Spearman), {shown}{rows}", height=700, margin=dict(t=40, l=150, b=150))
     return fig
 
 def labelled_rows_note(labels: pd.DataFrame, report: dict, target: str = "triple_barrier") -> str:
@@ -214,6 +257,10 @@ def label_summary(labels: pd.DataFrame) -> dict:
 METRIC_KEYS = ("n", "accuracy", "f1_macro", "log_loss", "brier", "auc", "directional_auc")
 PRIOR_ROW = "class prior (in-sample class shares on every row; the gate's baseline for brier and log_loss)"   # the report's majority_baseline
 
+def _real(value) -> bool:
+    "A finite real number (Python or numpy; not a bool)."
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+
 def load_run_report(exchange: str, run_id: str, run_cfg: RunConfig, name: str = "training_report.json") -> dict:
     "A report of a model run (after verifying the run's hashes)."
     from oi_ml.train import verify_run
@@ -235,9 +282,32 @@ def holdout_regime_table(report: dict) -> pd.DataFrame:
     per = (report.get("holdout") or {}).get("per_regime") or {}
     keys = [k for k in METRIC_KEYS if k != "n" and any(k in m for m in per.values())]
     total = sum(m.get("n", 0) for m in per.values())
+    cv = regime_shares(((report.get("cv") or {}).get("per_regime")) or {})
     rows = [{"regime": r, "model": ((report.get("regimes") or {}).get("routes") or {}).get(r), "rows": m.get("n"),
-             "share of holdout rows": f"{m.get('n', 0) / total:.1%}" if total else "—", **{k: m.get(k) for k in keys}} for r, m in per.items()]
-    return pd.DataFrame(rows, columns=["regime", "model", "rows", "share of holdout rows", *keys])
+             "share of holdout rows": f"{m.get('n', 0) / total:.1%}" if total else "—",
+             "share of CV rows": f"{cv[r]:.1%}" if r in cv else "—", **{k: m.get(k) for k in keys}} for r, m in per.items()]
+    return pd.DataFrame(rows, columns=["regime", "model", "rows", "share of holdout rows", "share of CV rows", *keys])
+
+REGIME_SHIFT_POINTS = 0.15   # a regime whose holdout share differs from its CV share by this much (15 percentage points) is flagged
+
+def regime_shares(per_regime: dict) -> dict:
+    "Regime -> its share of the rows of a report's `per_regime` metrics (by their `n`); {} without counts."
+    total = sum(m.get("n") or 0 for m in per_regime.values())
+    return {r: (m.get("n") or 0) / total for r, m in per_regime.items()} if total else {}
+
+def regime_shift_note(report: dict) -> str:
+    """Markdown: the model regimes whose share of the holdout's rows differs from their share of the CV (out-of-fold) rows by
+    `REGIME_SHIFT_POINTS` or more, and the regimes the holdout mostly measures; '' when no regime shifted that much."""
+    hold, cv = regime_shares((report.get("holdout") or {}).get("per_regime") or {}), regime_shares((report.get("cv") or {}).get("per_regime") or {})
+    moved = sorted((r for r in hold if r in cv and abs(hold[r] - cv[r]) >= REGIME_SHIFT_POINTS), key=lambda r: -abs(hold[r] - cv[r]))
+    if not moved: return ""
+    top, covered = [], 0.0
+    for r in sorted(hold, key=lambda r: -hold[r]):
+        if covered >= 0.5: break
+        top.append(r); covered += hold[r]
+    said = "; ".join(f"regime {r} {hold[r]:.1%} of the holdout's rows against {cv[r]:.1%} of the CV rows" for r in moved)
+    return (f"**Regime mix shift:** {said}. The holdout mostly measures regime{'s' if len(top) > 1 else ''} {' and '.join(top)} "
+            f"({covered:.1%} of its rows): its figures say little about how the model does in the regimes the CV rows held more of.")
 
 def cv_tables(report: dict) -> dict:
     """DataFrames: CV metrics per fold, per regime (out-of-fold) and the holdout against the class-prior forecast (every
@@ -248,9 +318,15 @@ def cv_tables(report: dict) -> dict:
                             for r, m in report["cv"]["per_regime"].items()])
     hold = report["holdout"]
     rows = [("holdout, calibrated", hold["calibrated"]), ("holdout, raw", hold["raw"]), (PRIOR_ROW, hold["majority_baseline"]),
-            ("CV out-of-fold", report["cv"]["metrics"])] if "calibrated" in hold else [(k, v) for k, v in hold.items() if isinstance(v, dict) and "rmse" in v]
+            (_cv_row_name(report), report["cv"]["metrics"])] if "calibrated" in hold else [(k, v) for k, v in hold.items() if isinstance(v, dict) and "rmse" in v]
     summary = pd.DataFrame([{"model": name, **{k: m.get(k) for k in (keys if "calibrated" in hold else ("n", "rmse", "mae", "r2"))}} for name, m in rows])
     return dict(folds=folds, regimes=regimes, summary=summary)
+
+def _cv_row_name(report: dict) -> str:
+    "The CV summary row's name: 'raw (before calibration)' when its Brier is the calibration's raw out-of-fold Brier."
+    before, brier = (report.get("calibration") or {}).get("brier_before"), report["cv"]["metrics"].get("brier")
+    raw = _real(before) and _real(brier) and math.isclose(before, brier, rel_tol=1e-9)
+    return "CV out-of-fold, raw (before calibration)" if raw else "CV out-of-fold"
 
 MODEL_PARAMS = ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2", "max_depth")   # TrainConfig keys AutoML searches
 
@@ -294,6 +370,63 @@ def model_facts(report: dict) -> str:
         said.append(f"{rows.pop('purged_at_holdout'):,} left out between them (labels that would reach into the holdout)")
     said += [f"{k.replace('_', ' ')}: {v}" for k, v in rows.items()]
     return text + (" Rows: " + "; ".join(said) + "." if said else "")
+
+def _volatility_name(labels: dict) -> str:
+    "The labels' volatility in words: ATR(n) / close or the EWM std (span n) of simple returns."
+    n = labels.get("vol_window")
+    return f"ATR({n}) / close" if labels.get("volatility", "atr") == "atr" else f"the EWM std (span {n}) of one-bar returns"
+
+def what_is_traded(report: dict, config: dict,   # the training report and the saved BacktestConfig (as a dict)
+                   exchange: str = "",           # for the instrument's name
+                   ) -> str:
+    """Markdown: what the model predicts (the label: target, horizon, barriers in units of which volatility), what its
+    confidence is, the threshold, its selected features, the instrument P&L is computed on, costs and sizing."""
+    lab = (report.get("config") or {}).get("labels") or {}
+    tp, sl, h = lab.get("profit_mult"), lab.get("stop_mult"), lab.get("horizon_bars")
+    mult = lambda m: "off" if m is None else f"{m:g} ×"
+    feats = report.get("selected_features") or []
+    touch = "bar highs and lows" if lab.get("touch", "high_low") == "high_low" else "closes"
+    cost, slip = config.get("transaction_cost_bps"), config.get("slippage_bps")
+    sizing = config.get("sizing")
+    sized = ({"fixed": f"**fixed-fraction risk**: each trade risks {100 * config.get('max_risk_per_trade', math.nan):g} % of current capital "
+                       "(a lot's risk is its loss at the stop: entry price × stop multiple × volatility × lot size), rounded down to whole "
+                       "lots, so the number of lots varies with the price, the volatility and the capital",
+              "kelly": "fractional Kelly on the confidence, capped", "vol_target": "lots set to a target annualised volatility"}
+             .get(sizing, str(sizing)))
+    return ("**What the model predicts and what is traded**\n"
+        f"- **Label** (`{report.get('target')}`): from each bar's close, a take-profit barrier {mult(tp)} and a stop barrier "
+        f"{mult(sl)} {_volatility_name(lab)} away, checked on {touch} over the next **{h} bars**: BUY when the upper barrier is "
+        "touched first, SELL when the lower one is, HOLD (neutral) when neither is within the horizon.\n"
+        "- **Confidence** is the calibrated probability of the class the model ranks first. When that class is HOLD there is no "
+        f"trade; a BUY or SELL is traded only when its confidence is at least the **threshold {config.get('min_confidence', math.nan):g}**.\n"
+        f"- **Features**: the model reads {len(feats)} selected features: {', '.join(f'`{f}`' for f in feats) or 'not recorded'}.\n"
+        f"- **Instrument**: P&L is computed on the {exchange + ' ' if exchange else ''}index level (spot `open`/`high`/`low`/`close` of the "
+        "dataset) as a proxy for the near-month future: sized in futures lots (the exchange's lot size on the trade date) with "
+        f"₹{config.get('margin_per_lot', math.nan):,.0f} margin a lot; the futures basis and its changes are ignored, as are rolls.\n"
+        f"- **Costs**: {cost:g} bps transaction cost + {slip:g} bps slippage = **{cost + slip:g} bps of notional a leg** "
+        f"({2 * (cost + slip):g} bps a round trip): brokerage, taxes and fees plus an assumed fill {slip:g} bps worse than the bar's "
+        "price; no market impact, whatever the size.\n"
+        f"- **Sizing** (`{sizing}`): {sized}; at most {config.get('max_open_positions')} position(s) open, "
+        f"starting capital ₹{config.get('account_size', math.nan):,.0f}.")
+
+GLOSSARY = (   # the pack's terms, defined once
+    "**Glossary.**\n"
+    "- `directional_auc`: the AUC of p(BUY) − p(SELL) at separating the rows labelled BUY from those labelled SELL (HOLD rows "
+    "left out): directional skill alone, 0.5 is none.\n"
+    "- `f1_macro`: the F1 score (harmonic mean of precision and recall) of each class, averaged with equal weight per class.\n"
+    "- **SHAP**: each feature's additive contribution to one prediction (SHapley values of the booster's raw score); mean |SHAP| "
+    "ranks how much a feature moves the model's output.\n"
+    "- **PSI** (population stability index): Σ (live share − training share) × ln(live share / training share) over a feature's "
+    "training deciles; 0 is no drift, the monitor alerts above a level per feature (Monitoring baseline).")
+
+def trial_count_text(summary: dict, gate: dict | None) -> str:
+    "AutoML's trial count and the one the gate's DSR deflates by (these trials and the candidate), stated together."
+    total, n = summary.get("total_trials"), ((gate or {}).get("dsr") or {}).get("n_trials")
+    text = f"{total} AutoML trials in total"
+    if n is None: return text + " (no gate report: no deflated Sharpe ratio)"
+    if total is not None and n == total + 1:
+        return text + f"; the deflated Sharpe ratio deflates by **{n} trials: these {total} and the candidate**"
+    return text + f"; the gate's deflated Sharpe ratio counts {n} trial(s)"
 
 def class_balance_table(report: dict) -> pd.DataFrame:
     "In-sample rows per class and their share (empty when the report has no class balance, e.g. a regression target)."
@@ -364,6 +497,27 @@ def reliability_figure(report: dict):
         fig.add_trace(go.Scatter(x=cal[key]["predicted"], y=cal[key]["observed"], mode="lines+markers", name=name))
     fig.update_layout(title="Reliability (out-of-fold)", xaxis_title="predicted probability of the chosen class", yaxis_title="observed hit rate", height=380)
     return fig
+
+def calibration_text(report: dict) -> str:
+    """Markdown: the calibration the model applies and the candidates' cross-fitted out-of-fold scores when the report has
+    them (`chosen`, `cross_fitted`); for older reports, whether calibration improved or worsened the cross-fitted Brier."""
+    cal, hold = report.get("calibration") or {}, report.get("holdout") or {}
+    held = ""
+    if isinstance((hold.get("raw") or {}).get("brier"), float) and isinstance((hold.get("calibrated") or {}).get("brier"), float):
+        held = f" On the holdout the Brier is {hold['raw']['brier']:.4f} raw and {hold['calibrated']['brier']:.4f} calibrated."
+    if cal.get("chosen"):
+        scores = cal.get("cross_fitted") or {}
+        listed = "; ".join(f"{m}{' (chosen)' if m == cal['chosen'] else ''}: Brier {v.get('brier', math.nan):.4f}, log-loss "
+                           f"{v.get('log_loss', math.nan):.4f}" for m, v in scores.items())
+        return (f"**Calibration: {cal['chosen']}** (chosen on the candidates' out-of-fold scores, cross-fitted over the CV folds"
+                + (f": {listed}" if listed else "; the candidates' scores are not recorded") + ")." + held)
+    before, after = cal.get("brier_before"), cal.get("brier_after")
+    if not (_real(before) and _real(after)): return "Calibration: not recorded in this run."
+    verdict = "worsened" if after > before else "improved" if after < before else "left unchanged"
+    return (f"**Calibration {verdict} the cross-fitted out-of-fold Brier**: {before:.4f} raw → {after:.4f} calibrated "
+            f"({after - before:+.4f}; {cal.get('method', 'method not recorded')}). This run applies it"
+            + (" even so: it was trained before training chose between no calibration and the calibrators on these scores."
+               if after > before else ".") + held)
 
 def largest_drivers(values: dict, top: int = 12) -> list[tuple[str, float]]:
     "The `top` (feature, mean |SHAP|) pairs with the largest values, largest first (ties by name); never the stored key order."
@@ -470,7 +624,18 @@ def decision_banner(gate: dict, from_search: bool | None = None) -> str:
     else:
         head = f"<p style='margin:4px 0'><b>{len(failed)} of {len(gate.get('criteria', []))} criteria failed:</b></p>"
         body = head + "<ul style='margin:4px 0'>" + "".join(f"<li style='margin:3px 0'>{line}</li>" for line in failed_criteria_lines(gate, from_search)) + "</ul>"
+        if line := search_failure_line(gate, from_search): body += f"<p style='margin:4px 0'>{line}</p>"
     return banner + f'<div style="border:2px solid {colour};border-radius:4px;padding:6px 12px;margin:0 0 8px 0;font-size:15px">{body}</div>'
+
+def search_failure_line(gate: dict, from_search: bool | None) -> str:
+    """HTML: when a criterion judged on AutoML's trials (`SEARCH_CRITERIA`) failed and the candidate is not one of them, that
+    the failure comes from a search that did not produce the candidate; '' otherwise."""
+    failed = [c["name"] for c in gate.get("criteria", []) if not c.get("passed") and c["name"] in ("deflated_sharpe", "pbo")]
+    if from_search is not False or not failed: return ""
+    return (f"<b>Note on {', '.join(failed)}:</b> this failure comes from AutoML's search, which <b>did not produce this "
+            "candidate</b> (it was trained with other parameters than AutoML's best): it says the search's own choice of its best "
+            "trial looks like luck on AutoML's in-sample days, not that this candidate was picked by an overfitted search. "
+            "The gate still counts it: a failed criterion fails the candidate.")
 
 def baseline_notice(baseline_version: str,  # baseline the pack was rendered for; "" = none given
                     gate: dict | None,      # the candidate's gate report; None when there is none
@@ -546,10 +711,6 @@ FAILURE_MEANING = {   # what failing a gate criterion means, in one plain clause
     "min_trades": "the holdout has too few trades to judge the strategy on",
     "walk_forward": ("models trained by the candidate's procedure on earlier sessions did not make money in the walk-forward windows "
                      "before the holdout, so the holdout result has no out-of-sample support from before it")}
-
-def _real(value) -> bool:
-    "A finite real number (Python or numpy; not a bool)."
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
 
 def criterion_figure(c: dict, key: str = "value") -> str:
     """A criterion's `key` ('value' or 'threshold') for prose: percent when its unit is 'fraction_percent', a whole number for
@@ -759,8 +920,10 @@ def _decision_units(key: str, value):
 def equity_figure(equity: pd.DataFrame, title: str, account_size: float):
     "Gross and net equity with the net drawdown shaded below the running peak."
     import plotly.graph_objects as go
-    e = equity.iloc[:: max(1, len(equity) // 4000)]
+    step = max(1, len(equity) // 4000)
+    e = equity.iloc[::step]
     x = e.timestamp.dt.tz_convert(IST).dt.tz_localize(None)
+    if step > 1: title += f" — every {step}th of {len(equity):,} bars shown"
     peak = e.equity_net.cummax()
     fig = go.Figure([go.Scatter(x=x, y=peak, line=dict(width=0), showlegend=False, hoverinfo="skip"),
                      go.Scatter(x=x, y=e.equity_net, name="net", fill="tonexty", fillcolor="rgba(176,0,32,0.15)", line=dict(color="#0d47a1")),
@@ -1126,6 +1289,7 @@ def no_trade_reason(strategy: str, metrics: dict,
     return "no trades: " + "; ".join(said)
 
 STRATEGY_LABELS = {"random_signal": "random_signal (one draw)"}   # benchmark rows as the pack names them
+BENCHMARK_LABELS = {**METRIC_LABELS, "return_net": "return_net (% of account)"}   # benchmark columns with their units
 
 def benchmark_frame(windows: dict, keys=("n_trades", "return_net", "sharpe_net", "max_drawdown_net", "profit_factor_net", "hit_rate_net"),
                     min_confidence: float | None = None,  # the backtest's confidence threshold, for the no-trade notes
@@ -1133,12 +1297,15 @@ def benchmark_frame(windows: dict, keys=("n_trades", "return_net", "sharpe_net",
     """Strategy vs buy-and-hold, always-flat and one random-signal draw, per validation window (its first and last IST
     session), in pipeline order; drawdowns in percent of the peak, Sharpe per bar annualised, and why a row made no trade."""
     from oi_ml.backtest import strategy_rows
-    def value(k, m): return _in_units(k, m.get(k)) if k.startswith("max_drawdown") else (math.nan if m.get(k) is None else m[k])
+    def value(k, m):
+        if k.startswith("max_drawdown") or k == "return_net": return _decision_units(k, m.get(k)) if _real(m.get(k)) else "—"
+        return math.nan if m.get(k) is None else m[k]
+    label = lambda k: BENCHMARK_LABELS.get(k, k)
     rows = [dict(window=w, **{"start (IST)": windows[w].get("start", "—"), "end (IST)": windows[w].get("end", "—")},
-                 strategy=STRATEGY_LABELS.get(s, s), **{METRIC_LABELS.get(k, k): value(k, m) for k in keys},
+                 strategy=STRATEGY_LABELS.get(s, s), **{label(k): value(k, m) for k in keys},
                  note=no_trade_reason(s, m, min_confidence))
             for w in sorted(windows, key=window_order) for s, m in strategy_rows(windows[w]["benchmarks"]).items()]
-    return pd.DataFrame(rows, columns=["window", "start (IST)", "end (IST)", "strategy", *(METRIC_LABELS.get(k, k) for k in keys), "note"])
+    return pd.DataFrame(rows, columns=["window", "start (IST)", "end (IST)", "strategy", *(label(k) for k in keys), "note"])
 
 def window_sharpes(windows: dict, equities: dict,   # window name -> its saved equity curve (`equity_<window>.parquet`)
                    account_size: float) -> pd.DataFrame:
@@ -1365,52 +1532,75 @@ def side_breakdown(trades: dict) -> pd.DataFrame:
 # %% ../nbs/44_packs.ipynb #c045
 RANDOM_DISTRIBUTION_TEXT = (
     "**Does the strategy beat chance?** Each window's strategy against many random-signal strategies with its trade count, "
-    "costs and sizing (random entry bars and sides). *p* is the share of random draws that did at least as well, the "
-    "strategy counted as one of them (the smallest possible *p* is 1/(draws + 1)). A small *p* says the strategy's entry "
-    "timing and direction earned more than random entries on this window's prices; it is not corrected for the models and "
-    "thresholds tried, and a window where any entry wins (a strong trend) lifts the draws too. Sharpe is per bar, annualised, "
-    "as in the table above.")
+    "costs and sizing, on random entry bars. *p* is the share of random draws that did at least as well, the strategy "
+    "counted as one of them (the smallest possible *p* is 1/(draws + 1)); it is not corrected for the models and thresholds "
+    "tried. Two nulls, two questions:\n\n"
+    "- **random sides** (long or short by a coin, barriers symmetric): *p* says whether the strategy **beats costs-only "
+    "random trading**. These draws earn about nothing before costs whatever the trend, so their median is roughly **minus "
+    "their costs**; a strategy with a long (or short) bias in a trending window beats them by its bias alone.\n"
+    "- **side-matched** (each draw long with the strategy's own long share, the same random entry bars): *p* measures "
+    "**timing skill beyond the long/short mix** — a long-biased strategy in an up-trend is compared with equally "
+    "long-biased random timing.\n\n"
+    "Net returns are in percent of the account; Sharpe is per bar, annualised, as in the table above.")
 
-RANDOM_DISTRIBUTION_COLUMNS = ["window", "sessions (IST)", "strategy trades", "random draws (seed)", "draws' trades",
-                               "net return: strategy", "net return: random median", "net return: random 5–95 %", "p (net return)",
-                               "Sharpe: strategy", "Sharpe: random median", "Sharpe: random 5–95 %", "p (Sharpe)", "note"]
+RANDOM_DISTRIBUTION_COLUMNS = ["window", "sessions (IST)", "strategy trades", "strategy long share", "random draws (seed)", "draws' trades",
+                               "net return (% of account): strategy", "net return (%): random sides, median",
+                               "net return (%): random sides, 5–95 %", "p (net return): random sides",
+                               "net return (%): side-matched, median", "net return (%): side-matched, 5–95 %", "p (net return): side-matched",
+                               "Sharpe: strategy", "Sharpe: random sides, median", "Sharpe: random sides, 5–95 %", "p (Sharpe): random sides",
+                               "p (Sharpe): side-matched", "note"]
 
 def saved_random_distribution(window: dict) -> dict | None:
     "A saved window's random-signal distribution (pipeline: `random_distribution`; in memory: under its benchmarks); None before it existed."
     from oi_ml.backtest import RANDOM_DISTRIBUTION
     return window.get("random_distribution") or window.get("benchmarks", {}).get(RANDOM_DISTRIBUTION)
 
+def side_matched_distribution(d: dict | None) -> dict | None:
+    "The side-matched null's summary inside a saved distribution (`backtest.SIDE_MATCHED`); None for runs saved before it."
+    from oi_ml.backtest import SIDE_MATCHED
+    return (d or {}).get(SIDE_MATCHED)
+
+def _return_pct(value) -> str:
+    "A net return (fraction of the account) in percent, 3 decimals, as the decision summary shows it; '—' when missing."
+    return f"{100 * value:.3f} %" if _real(value) else "—"
+
 def _band_text(d: dict, name: str) -> str:
-    "'low … high' of the draws' 5th and 95th percentiles of `name`, '—' when missing."
+    "'low … high' of the draws' 5th and 95th percentiles of `name` (net returns in percent), '—' when missing."
     lo, hi = d.get(f"{name}_p05"), d.get(f"{name}_p95")
-    return f"{lo:.3g} … {hi:.3g}" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else "—"
+    if not (_real(lo) and _real(hi)): return "—"
+    return f"{100 * lo:.3f} … {100 * hi:.3f} %" if name == "return_net" else f"{lo:.3g} … {hi:.3g}"
 
 def _distribution_note(d: dict | None) -> str:
-    "Why a window's distribution is missing or partial: not measured, no draws, unreachable counts, undefined Sharpe ratios."
+    "Why a window's distribution is missing or partial: not measured, no draws, unreachable counts, undefined Sharpe ratios, no side-matched null."
     if d is None: return "not measured in this run (saved before the random-signal distribution)"
     said = [d["note"]] if d.get("note") else []
     if d.get("n_runs") and d.get("sharpe_net_undefined"): said.append(f"{d['sharpe_net_undefined']} draws without a Sharpe left out of p (Sharpe)")
     if d.get("n_runs") and d.get("p_value_sharpe_net") is None: said.append("no Sharpe for the strategy: no p (Sharpe)")
+    if d.get("n_runs") and side_matched_distribution(d) is None: said.append("no side-matched null (a run saved before it)")
     return "; ".join(said)
 
 def _distribution_row(name: str, window: dict) -> list:
     "One window's row of `random_distribution_frame`."
     d = saved_random_distribution(window)
-    got = d or {}
-    number = lambda k: math.nan if got.get(k) is None else got[k]
+    got, matched = d or {}, side_matched_distribution(d) or {}
+    number = lambda k, src=got: math.nan if src.get(k) is None else src[k]
     counts = got.get("trade_counts")
     drawn = f"{got['n_runs']} (seed {got['seed']})" if got.get("n_runs") else "—"
     trades = "—" if not counts else (f"{counts[0]}" if counts[0] == counts[1] else f"{counts[0]}–{counts[1]}")
     span = f"{window['start']} → {window['end']}" if window.get("start") and window.get("end") else "—"
     strategy_trades = got.get("target_trades", window.get("benchmarks", {}).get("ml_signal", {}).get("n_trades", math.nan))
-    return [name, span, strategy_trades, drawn, trades,
-            number("return_net_strategy"), number("return_net_median"), _band_text(got, "return_net"), number("p_value_return_net"),
+    share = got.get("long_share")
+    return [name, span, strategy_trades, f"{share:.0%}" if _real(share) else "—", drawn, trades,
+            _return_pct(got.get("return_net_strategy")), _return_pct(got.get("return_net_median")), _band_text(got, "return_net"),
+            number("p_value_return_net"),
+            _return_pct(matched.get("return_net_median")), _band_text(matched, "return_net"), number("p_value_return_net", matched),
             number("sharpe_net_strategy"), number("sharpe_net_median"), _band_text(got, "sharpe_net"), number("p_value_sharpe_net"),
-            _distribution_note(d)]
+            number("p_value_sharpe_net", matched), _distribution_note(d)]
 
 def random_distribution_frame(windows: dict) -> pd.DataFrame:
-    """Per window in pipeline order: the random-signal draws (count, seed, their trade counts), the median and 5–95 % band
-    of their net return and Sharpe, the strategy's values and Monte-Carlo p-values, and a note ('—' for older runs)."""
+    """Per window in pipeline order: the strategy's long share, the random-signal draws (count, seed, their trade counts), the
+    median and 5–95 % band of their net return (percent of the account) and Sharpe, the strategy's values and Monte-Carlo
+    p-values against random sides and against side-matched draws, and a note ('—' for older runs)."""
     rows = [_distribution_row(w, windows[w]) for w in sorted(windows, key=window_order)]
     return pd.DataFrame(rows, columns=RANDOM_DISTRIBUTION_COLUMNS)
 
@@ -1428,19 +1618,49 @@ def losing_windows_note(windows: dict) -> str:
             "random median is roughly the draws' costs; a small p for a losing window says the strategy **lost less than random "
             "trades paying the same costs**, not that it found an edge.")
 
+def random_nulls_note(windows: dict,
+                      account_size: float | None = None,   # the backtest's starting capital: adds the strategy's own costs in percent
+                      trades: dict | None = None,          # window -> its saved trades: the long share of a run saved before it was recorded
+                      ) -> str:
+    """Markdown for every window with draws: the strategy's long share, the random-sides median (≈ minus the costs: beside
+    it the strategy's own costs in percent of the account) and both p-values, what each answers, then `losing_windows_note`."""
+    said = []
+    for w in sorted(windows, key=window_order):
+        d = saved_random_distribution(windows[w]) or {}
+        if not d.get("n_runs"): continue
+        m, own = side_matched_distribution(d) or {}, windows[w].get("benchmarks", {}).get("ml_signal", {}).get("total_costs")
+        costs = f" (the strategy's own costs: −{100 * own / account_size:.3f} %)" if _real(own) and account_size else ""
+        t = (trades or {}).get(w)
+        long_share = d.get("long_share") if _real(d.get("long_share")) else (float((t.side > 0).mean()) if t is not None and len(t) else None)
+        share = f"{long_share:.0%} long" if long_share is not None else "long share not recorded"
+        matched = (f"; side-matched median {_pct(m.get('return_net_median'))}, p = {_figure(m.get('p_value_return_net'), 3)}"
+                   if m else "; no side-matched null in this run")
+        said.append(f"`{w}` ({share}): random-sides median {_pct(d.get('return_net_median'))}{costs}, "
+                    f"p = {_figure(d.get('p_value_return_net'), 3)}{matched}")
+    if not said: return ""
+    text = ("**Reading the two p-values, per window:** " + "; ".join(said) + ". In every window the random-sides median is about "
+            "**minus the costs** (coin sides earn about nothing before costs), so its p says the strategy beats costs-only random "
+            "trading; only the side-matched p speaks to timing skill beyond the strategy's long/short mix.")
+    return text + (f"\n\n{lost}" if (lost := losing_windows_note(windows)) else "")
+
 def random_distribution_figure(window: dict, title: str = ""):
     "Histogram of the random draws' net returns (percent) with the strategy's marked and its p-value; None without draws."
     import plotly.graph_objects as go
     d = saved_random_distribution(window) or {}
     draws = [r for r in (d.get("draws") or {}).get("return_net", []) if r is not None]
     if not draws: return None
-    fig = go.Figure(go.Histogram(x=100 * np.asarray(draws), nbinsx=40, name="random draws", marker_color="#90a4ae"))
+    fig = go.Figure(go.Histogram(x=100 * np.asarray(draws), nbinsx=40, name="random sides", marker_color="#90a4ae", opacity=0.75))
+    matched = side_matched_distribution(d) or {}
+    same = [r for r in (matched.get("draws") or {}).get("return_net", []) if r is not None]
+    if same: fig.add_trace(go.Histogram(x=100 * np.asarray(same), nbinsx=40, name="side-matched", marker_color="#ff8f00", opacity=0.6))
     strategy, p = d.get("return_net_strategy"), d.get("p_value_return_net")
     if strategy is not None:
-        fig.add_vline(x=100 * strategy, line={"color": "#b00020", "width": 3},
-                      annotation_text=f"strategy {100 * strategy:.3g} %, p = {_figure(p, 3)}", annotation_position="top")
+        text = f"strategy {100 * strategy:.3g} %, p = {_figure(p, 3)} (random sides)"
+        text += f", {_figure(matched.get('p_value_return_net'), 3)} (side-matched)" if same else ""
+        fig.add_vline(x=100 * strategy, line={"color": "#b00020", "width": 3}, annotation_text=text, annotation_position="top")
     fig.update_layout(title=title or f"Net return of {len(draws)} random-signal draws (seed {d.get('seed')}) and the strategy (red line)",
-                      xaxis_title="net return over the window (%)", yaxis_title="draws", height=340, showlegend=False)
+                      xaxis_title="net return over the window (% of account)", yaxis_title="draws", height=340, showlegend=bool(same),
+                      barmode="overlay")
     return fig
 
 # %% ../nbs/44_packs.ipynb #c047
@@ -1465,6 +1685,23 @@ def realised_loss_items(trades: pd.DataFrame, equity: pd.DataFrame, config: dict
     return {"largest realised loss (net of costs, % of equity at entry)": f"{100 * share.max():.3f} %",
             "trades losing more than the max risk per trade (net of costs)": over}
 
+def under_water_items(equity: pd.DataFrame, drawdown_rupees: float, account_size: float) -> dict:
+    """Risk-profile rows: the share of the window's bars with net equity below its running peak, the longest such stretch in
+    bars and IST sessions (first and last bar), and the max drawdown (₹) as a share of the window's net P&L."""
+    from oi_ml.metrics import time_under_water
+    if len(equity) < 2 or (equity.equity_net <= 0).any(): return {}   # a ruined account: the ruin row says it
+    tuw = time_under_water(equity.equity_net.to_numpy())
+    out = {"time under water (share of bars below the running net peak)": f"{tuw.fraction:.1%} ({tuw.total_periods:,} of {len(equity):,} bars)"}
+    if tuw.longest_periods:
+        stretch = equity.timestamp.iloc[tuw.longest_start: tuw.longest_start + tuw.longest_periods]
+        sessions = stretch.dt.tz_convert(IST).dt.date.nunique()
+        out["longest time under water"] = (f"{tuw.longest_periods:,} bars over {sessions} session{'s' if sessions != 1 else ''} "
+                                           f"({ist_minute(stretch.iloc[0])} → {ist_minute(stretch.iloc[-1])})")
+    net = float(equity.equity_net.iloc[-1]) - account_size
+    out["max drawdown as a share of the window's net P&L"] = (f"{drawdown_rupees / net:.1%} (₹{drawdown_rupees:,.2f} of ₹{net:,.2f})"
+                                                              if net > 0 and _real(drawdown_rupees) else "n/a: net P&L not positive")
+    return out
+
 def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd.DataFrame:
     """Drawdown against account size (percent of the peak), time in market as the engine measures it (`metrics.exposure_bars`:
     share of the equity curve's bars at which a trade is open, entry bar to exit bar), and the limits the strategy ran under."""
@@ -1472,10 +1709,12 @@ def risk_profile(trades: pd.DataFrame, equity: pd.DataFrame, config: dict) -> pd
     ruined = equity.equity_net.to_numpy() <= 0   # drawdown as a share of peak is undefined once capital is gone
     dd = max_drawdown(equity.equity_net.to_numpy()) if len(equity) > 1 and not ruined.any() else None
     worst = float(trades.net_pnl.min()) if len(trades) else float("nan")
+    dd_rupees = (dd.max_drawdown * equity.equity_net.iloc[dd.peak]) if dd else float("nan")
     items = {"account ruined": f"yes: net equity {equity.equity_net.iloc[ruined.argmax()]:,.0f} ₹ at {ist_minute(equity.timestamp.iloc[ruined.argmax()])}"
              if ruined.any() else "no",
-             "account size (₹)": config["account_size"], "max drawdown (net, ₹)": (dd.max_drawdown * equity.equity_net.iloc[dd.peak]) if dd else float("nan"),
-             "max drawdown (net, % of peak)": drawdown_percent(dd.max_drawdown if dd else None), "worst trade (₹)": worst,
+             "account size (₹)": config["account_size"], "max drawdown (net, ₹)": dd_rupees,
+             "max drawdown (net, % of peak)": drawdown_percent(dd.max_drawdown if dd else None),
+             **under_water_items(equity, dd_rupees, config["account_size"]), "worst trade (₹)": worst,
              "largest position (lots)": int(trades.lots.max()) if len(trades) else 0,
              RISK_FRACTION_LABEL: float(trades.risk_fraction.max()) if len(trades) else 0.0,
              **realised_loss_items(trades, equity, config),
@@ -1659,6 +1898,23 @@ def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringCon
         rows.append(dict(item=f"feature {name}{mark}: {len(shown)} of {len(edges)} training decile edges; drift level",
                          value=", ".join(f"{e:.4g}" for e in shown) + "; " + _drift_levels(d, monitoring, *levels_of(name))))
     return pd.DataFrame(rows)
+
+def monitoring_gaps_line(manifest: dict, used: list[str] | None,   # the run's manifest; the features the model reads
+                         monitoring: MonitoringConfig | None = None) -> str:
+    "Markdown, one line for the decision summary: the used features whose PSI alert cannot or can hardly fire; '' when none."
+    distributions = manifest.get("feature_distribution") or {}
+    names = [n for n in (used or distributions) if n in distributions]
+    alert_of = baseline_alert_of(manifest, monitoring)
+    reach = {n: level_reach(distributions[n], *alert_of(n, distributions[n])) for n in names}
+    cannot = [n for n in names if reach[n] == "cannot"]
+    hardly = [n for n in names if reach[n] in ("hardly", "capped")]
+    missing = [n for n in (used or []) if n not in distributions]
+    if not (cannot or hardly or missing): return ""
+    said = ([f"{len(cannot)} PSI alert(s) cannot fire ({', '.join(cannot)})"] if cannot else []) + \
+           ([f"{len(hardly)} can hardly fire ({', '.join(hardly)})"] if hardly else []) + \
+           ([f"{len(missing)} input(s) have no training distribution, so no drift alert ({', '.join(missing)})"] if missing else [])
+    return (f"**Monitoring gaps:** of the {len(used) if used else len(names)} {'used features' if used else 'features'}, "
+            + "; ".join(said) + ". Drift in these would go unflagged; details under Monitoring baseline.")
 
 def signoff_command(exchange: str, candidate_run: str,
                     gate_decision: str | None,   # "PASS", "FAIL" or None (no gate report)

@@ -563,6 +563,27 @@ def test_monte_carlo_p_value_by_hand():
     assert ruined["p_value_sharpe_net"] is None and ruined["p_value_return_net"] == 1.0
 
 
+def test_side_matched_null_separates_long_bias_from_timing():
+    "Review finding: coin-side draws lose their costs whatever the trend, so a long-only strategy in an up-trend beat them by its bias alone."
+    bars = make_bars(seed=12, n_sessions=5, per_session=120, step=0.001, gap=0.0005)
+    bars[["open", "high", "low", "close"]] = bars[["open", "high", "low", "close"]].mul(np.exp(0.0004 * np.arange(len(bars))), axis=0)
+    longs = pd.DataFrame({"signal": (np.random.default_rng(3).random(len(bars)) < 0.1).astype(np.int8), "confidence": 0.9, "volatility": 0.001})
+    cfg = B.BacktestConfig()
+    res = B.run_backtest(bars, longs, cfg)
+    prep = B.prepare_backtest(bars, longs, cfg)
+    out = B.random_benchmark(prep, res, cfg, n_runs=39, seed=1)
+    matched = out[B.SIDE_MATCHED]
+    assert out["long_share"] == matched["long_share"] == 1.0 and matched["n_runs"] == 39 and matched["draws_at_target"] == 39
+    assert out["p_value_return_net"] <= 0.05 < matched["p_value_return_net"]     # random timing: only the coin-side null is beaten
+    assert out["return_net_median"] < 0 < matched["return_net_median"]          # coin sides pay costs; long sides ride the trend
+    coin = B.random_signal_distribution(prep, cfg, len(res.trades), res.trades.confidence.to_numpy(), n_runs=39, seed=1)
+    assert out["draws"]["return_net"] == coin.return_net.tolist()               # the coin-side keys are unchanged
+    half = B.random_signal_distribution(prep, cfg, len(res.trades), res.trades.confidence.to_numpy(), n_runs=39, seed=1, long_share=0.5)
+    pd.testing.assert_frame_equal(half, coin)                                   # share 0.5 is the coin, draw for draw
+    json.dumps(out, allow_nan=False)
+    assert math.isnan(B.long_share_of(res.trades.iloc[:0]))
+
+
 def test_random_distribution_edge_cases_no_trade_and_unreachable_count():
     bars = make_bars(seed=24, n_sessions=2, per_session=60)
     signals, cfg = oracle_signals(bars), B.BacktestConfig()

@@ -164,11 +164,11 @@ def test_benchmark_frame_values():
                                                                    "buy_and_hold": {"n_trades": 1, "return_net": 0.03, "sharpe_net": 2.0}}},
                "out_of_sample": {"benchmarks": {"ml_signal": {"n_trades": 7, "return_net": -0.002, "hit_rate_net": 0.43}}}}
     b = packs.benchmark_frame(windows)
-    assert b.columns.tolist() == ["window", "start (IST)", "end (IST)", "strategy", "n_trades", "return_net", "sharpe_net (per-bar, annualised)",
-                                  "max_drawdown_net (% of peak)", "profit_factor_net", "hit_rate_net", "note"]
-    assert b[["window", "start (IST)", "strategy", "n_trades", "return_net"]].values.tolist() == [
-        ["in_sample", "2025-08-01", "ml_signal", 40, 0.012], ["in_sample", "2025-08-01", "buy_and_hold", 1, 0.03],
-        ["out_of_sample", "—", "ml_signal", 7, -0.002]]
+    assert b.columns.tolist() == ["window", "start (IST)", "end (IST)", "strategy", "n_trades", "return_net (% of account)",
+                                  "sharpe_net (per-bar, annualised)", "max_drawdown_net (% of peak)", "profit_factor_net", "hit_rate_net", "note"]
+    assert b[["window", "start (IST)", "strategy", "n_trades", "return_net (% of account)"]].values.tolist() == [
+        ["in_sample", "2025-08-01", "ml_signal", 40, "1.200 %"], ["in_sample", "2025-08-01", "buy_and_hold", 1, "3.000 %"],
+        ["out_of_sample", "—", "ml_signal", 7, "-0.200 %"]]
     sharpe = b["sharpe_net (per-bar, annualised)"]
     assert sharpe.tolist()[1] == 2.0 and b.hit_rate_net.tolist()[2] == 0.43 and sharpe.isna().sum() == 2
 
@@ -184,10 +184,12 @@ def test_random_distribution_frame_values_and_old_runs():
     f = packs.random_distribution_frame(windows)
     assert f.window.tolist() == ["walk_forward_0", "out_of_sample"]
     oos = f.iloc[1]
-    assert (oos["sessions (IST)"], oos["random draws (seed)"], oos["draws' trades"], oos["net return: random 5–95 %"]) == ("2025-10-14 → 2025-10-30", "200 (seed 0)", "94", "-0.008 … 0.002")
-    assert oos["p (net return)"] == pytest.approx(1 / 201) and math.isnan(oos["p (Sharpe)"]) and oos.note == "no Sharpe for the strategy: no p (Sharpe)"
+    assert (oos["sessions (IST)"], oos["random draws (seed)"], oos["draws' trades"], oos["net return (%): random sides, 5–95 %"]) == (
+        "2025-10-14 → 2025-10-30", "200 (seed 0)", "94", "-0.800 … 0.200 %")
+    assert oos["p (net return): random sides"] == pytest.approx(1 / 201) and math.isnan(oos["p (Sharpe): random sides"])
+    assert oos.note == "no Sharpe for the strategy: no p (Sharpe); no side-matched null (a run saved before it)"
     old = f.iloc[0]
-    assert old["strategy trades"] == 39 and old["random draws (seed)"] == "—" and math.isnan(old["p (net return)"])
+    assert old["strategy trades"] == 39 and old["random draws (seed)"] == "—" and math.isnan(old["p (net return): random sides"])
     assert old.note == "not measured in this run (saved before the random-signal distribution)"
     html = f.to_html(index=False, na_rep="—")
     assert "NaN" not in html and "None" not in html
@@ -196,6 +198,149 @@ def test_random_distribution_frame_values_and_old_runs():
     assert packs.random_distribution_figure(windows["walk_forward_0"]) is None
     b = packs.benchmark_frame({"w": {"benchmarks": {"ml_signal": {"n_trades": 3}, "random_signal": {"n_trades": 3}}}})
     assert b.strategy.tolist() == ["ml_signal", "random_signal (one draw)"]
+
+
+def test_returns_show_in_percent_everywhere():
+    "Review finding: return_net was a bare fraction in the Backtests tables (0.009625) while the decision summary said 0.962 %."
+    windows = {"out_of_sample": {"start": "2025-10-13", "end": "2025-10-30",
+                                 "benchmarks": {"ml_signal": {"n_trades": 93, "return_net": 0.0096246517, "total_costs": 106000.0}},
+                                 "random_distribution": {"n_runs": 200, "seed": 0, "target_trades": 93, "trade_counts": [93, 93], "note": "",
+                                                         "return_net_strategy": 0.0096246517, "return_net_median": -0.0346,
+                                                         "return_net_p05": -0.0374, "return_net_p95": -0.0134, "p_value_return_net": 1 / 201}}}
+    b = packs.benchmark_frame(windows)
+    assert b["return_net (% of account)"].tolist() == ["0.962 %"]
+    gate = {"candidate": {"backtest": {"return_net": 0.0096246517}, "probabilities": {"model": {}}}}
+    assert packs.candidate_vs_production(gate, keys=("return_net",)).candidate.tolist()[0] == "0.962 %"   # the decision summary's figure
+    r = packs.random_distribution_frame(windows).iloc[0]
+    assert (r["net return (% of account): strategy"], r["net return (%): random sides, median"], r["net return (%): random sides, 5–95 %"]) == (
+        "0.962 %", "-3.460 %", "-3.740 … -1.340 %")
+
+
+def _two_nulls(p_coin, p_matched, strategy=0.0096, median=-0.0265, matched_median=0.004):
+    "A saved distribution with both nulls."
+    base = {"n_runs": 200, "seed": 0, "target_trades": 93, "trade_counts": [93, 93], "note": "", "long_share": 89 / 93,
+            "return_net_strategy": strategy, "return_net_median": median, "return_net_p05": -0.037, "return_net_p95": -0.013,
+            "p_value_return_net": p_coin, "sharpe_net_strategy": 6.3, "p_value_sharpe_net": p_coin,
+            "draws": {"return_net": [median] * 3, "sharpe_net": [0.0] * 3, "n_trades": [93] * 3}}
+    return base | {"side_matched": base | {"return_net_median": matched_median, "return_net_p05": -0.01, "return_net_p95": 0.02,
+                                           "p_value_return_net": p_matched, "p_value_sharpe_net": p_matched,
+                                           "draws": {"return_net": [matched_median] * 3, "sharpe_net": [0.0] * 3, "n_trades": [93] * 3}}}
+
+
+def test_random_benchmark_shows_both_nulls_and_the_long_share():
+    """Review finding: the random draws take 50/50 sides, so their centre is minus the costs and a long-biased strategy beats
+    them by its bias; the pack claimed a trend lifts the draws too. Both p-values, the long share and the costs caveat for
+    every window (not only losing ones) must show."""
+    windows = {"in_sample": {"benchmarks": {"ml_signal": {"total_costs": 500000.0}}, "random_distribution": _two_nulls(0.005, 0.4, strategy=0.23)},
+               "out_of_sample": {"benchmarks": {"ml_signal": {"total_costs": 106000.0}}, "random_distribution": _two_nulls(0.005, 0.3)}}
+    f = packs.random_distribution_frame(windows).set_index("window")
+    assert f.loc["out_of_sample", "strategy long share"] == "96%"
+    assert f.loc["out_of_sample", "p (net return): random sides"] == pytest.approx(0.005) and f.loc["out_of_sample", "p (net return): side-matched"] == 0.3
+    assert f.loc["out_of_sample", "net return (%): side-matched, median"] == "0.400 %" and f.loc["out_of_sample", "note"] == ""
+    note = packs.random_nulls_note(windows, 5e6)
+    assert "`in_sample` (96% long)" in note and "`out_of_sample` (96% long)" in note                       # every window, none losing
+    assert "(the strategy's own costs: −2.120 %)" in note and "minus the costs" in note
+    old = {"out_of_sample": {"random_distribution": {k: v for k, v in _two_nulls(0.005, 0.3).items() if k not in ("long_share", "side_matched")}}}
+    sides = pd.DataFrame({"side": [1, 1, 1, -1]})                                                       # a run saved before the long share
+    assert "`out_of_sample` (75% long)" in packs.random_nulls_note(old, 5e6, {"out_of_sample": sides}) and "no side-matched null" in packs.random_nulls_note(old)
+    assert "beats costs-only random trading" in packs.RANDOM_DISTRIBUTION_TEXT and "timing skill beyond the long/short mix" in packs.RANDOM_DISTRIBUTION_TEXT
+    assert "any entry wins" not in packs.RANDOM_DISTRIBUTION_TEXT                                       # the wrong sentence is gone
+    fig = packs.random_distribution_figure(windows["out_of_sample"])
+    assert [t.name for t in fig.data] == ["random sides", "side-matched"] and "0.300 (side-matched)" in fig.layout.annotations[0].text
+
+
+def test_what_is_traded_from_the_saved_configs():
+    "Review finding: the pack never said what the label is, what confidence means, which instrument the P&L is on, nor what 'fixed' sizing is."
+    report = {"target": "triple_barrier", "selected_features": ["adx_14", "vix", "ret_60"],
+              "config": {"labels": {"horizon_bars": 15, "profit_mult": 1.5, "stop_mult": 1.5, "volatility": "ewm", "vol_window": 20, "touch": "close"}}}
+    config = {"min_confidence": 0.65, "transaction_cost_bps": 1.0, "slippage_bps": 0.5, "sizing": "fixed", "max_risk_per_trade": 0.001,
+              "margin_per_lot": 200000.0, "max_open_positions": 1, "account_size": 5e6}
+    text = packs.what_is_traded(report, config, "BSE")
+    for bit in ("`triple_barrier`", "1.5 × the EWM std (span 20)", "checked on closes over the next **15 bars**", "calibrated probability",
+                "HOLD there is no trade", "threshold 0.65", "3 selected features: `adx_14`, `vix`, `ret_60`", "BSE index level",
+                "near-month future", "futures lots", "₹200,000 margin a lot", "basis", "1 bps transaction cost + 0.5 bps slippage",
+                "**fixed-fraction risk**", "0.1 % of current capital", "lots varies"):
+        assert bit in text, bit
+
+
+def test_validation_statement_depends_on_the_batches():
+    "Review finding: the pack said every batch passed the data-quality gate, but simulated batches carry an empty validation report."
+    sim = {"batch_id": "sim-1", "kind": "simulate", "source": "simulated", "status": "stored", "rows_in": 855120, "rows_stored": 855120,
+           "rows_quarantined": 0, "validation_report": {}}
+    imp = {"batch_id": "imp-1", "kind": "bars", "source": "imported", "status": "stored", "rows_in": 100, "rows_stored": 98,
+           "rows_quarantined": 2, "validation_report": {"ok": True, "counts": {"ohlc": 2}}}
+    manifest = {"batches": [sim], "row_count": 22500, "files": {"ml_features.parquet": {"rows": 22500}}}
+    text = packs.validation_statement(manifest)
+    assert "not checked at import" in text and "passed the data-quality gate" not in text and "22,500 bars" in text and "all its store tables" in text
+    assert packs.validation_summary(manifest)["data-quality check"].tolist() == ["not checked at import"]
+    both = packs.validation_statement({**manifest, "batches": [sim, imp]})
+    assert "**1 of 2 batch(es) passed the data-quality gate at import**" in both and "**1 of 2 batch(es) were not checked at import**" in both
+    t = packs.validation_summary({"batches": [sim, imp]})
+    assert t["data-quality check"].tolist() == ["not checked at import", "passed"] and t["ohlc problems"].tolist()[1] == 2
+    assert "rows in (all tables)" in t.columns
+
+
+def test_decision_summary_search_note_and_trial_counts():
+    "Review finding: NSE's PBO failure came from a search that did not produce the candidate; trial counts 8 vs 9 disagreed."
+    gate = {"decision": "FAIL", "failed": ["pbo"], "criteria": [{"name": "pbo", "value": 0.52, "threshold": 0.5, "rule": "<=", "passed": False}]}
+    banner = packs.decision_banner(gate, from_search=False)
+    assert "did not produce this candidate" in banner
+    assert "did not produce this candidate" not in packs.decision_banner(gate, from_search=True)
+    assert packs.search_failure_line({"criteria": [{"name": "oos_sharpe", "passed": False}]}, False) == ""
+    text = packs.trial_count_text({"total_trials": 8}, {"dsr": {"n_trials": 9}})
+    assert "8 AutoML trials" in text and "**9 trials: these 8 and the candidate**" in text
+
+
+def test_risk_profile_time_under_water_and_drawdown_against_net():
+    "Review finding: the risk profile left out time under water and the drawdown against the window's net P&L."
+    from oi_ml.metrics import time_under_water
+    ts = pd.DatetimeIndex(["2025-08-04 04:00", "2025-08-04 05:00", "2025-08-04 06:00", "2025-08-05 04:00", "2025-08-05 05:00", "2025-08-05 06:00"], tz="UTC")
+    equity = pd.DataFrame({"timestamp": ts, "equity_net": [1000.0, 1200.0, 1100.0, 1000.0, 1150.0, 1300.0]})
+    trades = pd.DataFrame({"net_pnl": [300.0], "lots": [1], "risk_fraction": [0.01], "entry_time": ts[:1], "exit_time": ts[5:6]})
+    config = dict(account_size=1000.0, sizing="fixed", max_risk_per_trade=0.02, margin_per_lot=50.0, max_open_positions=1,
+                  cooldown_minutes=0.0, transaction_cost_bps=1.0, slippage_bps=0.5)
+    rp = packs.risk_profile(trades, equity, config).set_index("item").value
+    assert rp["time under water (share of bars below the running net peak)"] == "50.0% (3 of 6 bars)"
+    assert time_under_water(equity.equity_net.to_numpy()).fraction == 0.5
+    assert rp["longest time under water"] == "3 bars over 2 sessions (2025-08-04 11:30 IST → 2025-08-05 10:30 IST)"
+    assert rp["max drawdown as a share of the window's net P&L"] == "66.7% (₹200.00 of ₹300.00)"   # 1,200 -> 1,000 against +300
+
+
+def test_regime_shift_and_calibration_and_cv_row_named_raw():
+    "Review findings: BSE's holdout was 67.6 % regime 2 against 27.6 % of CV rows; calibration worsened the cross-fitted Brier unsaid."
+    report = {"holdout": {"per_regime": {"0": {"n": 79}, "1": {"n": 1377}, "2": {"n": 3032}}},
+              "cv": {"per_regime": {"0": {"n": 6180}, "1": {"n": 6665}, "2": {"n": 4907}}}}
+    note = packs.regime_shift_note(report)
+    assert note.startswith("**Regime mix shift:** regime 2 67.6% of the holdout's rows against 27.6% of the CV rows; regime 0 1.8%")
+    assert "mostly measures regime 2 (67.6% of its rows)" in note
+    assert packs.holdout_regime_table(report)["share of CV rows"].tolist() == ["34.8%", "37.5%", "27.6%"]
+    metrics = {"n": 10, "brier": 0.5432641199, "log_loss": 0.87}
+    old = {"cv": {"metrics": metrics, "folds": [], "per_regime": {}}, "regimes": {"routes": {}},
+           "holdout": {"calibrated": {**metrics, "brier": 0.5424}, "raw": {**metrics, "brier": 0.5447}, "majority_baseline": metrics},
+           "calibration": {"brier_before": 0.5432641199, "brier_after": 0.5444017444, "method": "isotonic"}}
+    assert packs.cv_tables(old)["summary"].model.tolist()[3] == "CV out-of-fold, raw (before calibration)"
+    text = packs.calibration_text(old)
+    assert text.startswith("**Calibration worsened the cross-fitted out-of-fold Brier**: 0.5433 raw → 0.5444 calibrated (+0.0011")
+    assert "0.5447 raw and 0.5424 calibrated" in text
+    new = {**old, "calibration": {"chosen": "temperature", "cross_fitted": {"none": {"brier": 0.5433, "log_loss": 0.873},
+                                                                           "temperature": {"brier": 0.5430, "log_loss": 0.871},
+                                                                           "isotonic": {"brier": 0.5444, "log_loss": 0.875}}}}
+    text = packs.calibration_text(new)
+    assert text.startswith("**Calibration: temperature**") and "temperature (chosen): Brier 0.5430, log-loss 0.8710" in text and "isotonic: Brier 0.5444" in text
+
+
+def test_correlation_of_the_selected_features_and_down_sampling_said():
+    "Review finding: the heat-map showed the first 30 columns, not the model's features; down-sampled charts did not say so."
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame(rng.normal(size=(50000, 40)), columns=[f"f{i}" for i in range(40)])
+    fig = packs.correlation_figure(features, list(features.columns), selected=["f35", "f39", "regime_prob_0"])
+    assert list(fig.data[0].x) == ["f35", "f39"] and "the model's 2 selected features of 3" in fig.layout.title.text
+    assert "every 2th of 50,000 rows" in fig.layout.title.text
+    eq = pd.DataFrame({"timestamp": pd.date_range("2025-08-04 04:00", periods=9000, freq="min", tz="UTC"),
+                       "equity_net": 1e6, "equity_gross": 1e6})
+    assert "every 2th of 9,000 bars shown" in packs.equity_figure(eq, "Equity", 1e6).layout.title.text
+    assert "every" not in packs.equity_figure(eq.head(100), "Equity", 1e6).layout.title.text
+    assert "SHAP" in packs.GLOSSARY and "directional_auc" in packs.GLOSSARY and "PSI" in packs.GLOSSARY and "f1_macro" in packs.GLOSSARY
 
 
 def test_a_window_without_trades_says_why():
