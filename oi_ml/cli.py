@@ -21,7 +21,7 @@ __all__ = ['GATE_FAIL_EXIT', 'CONFIG_OPTIONS', 'COMMANDS', 'config_defaults', 'a
            'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels', 'cmd_train',
            'cmd_pack', 'adhoc_backtest_dir', 'window_sample', 'sample_line', 'cmd_backtest', 'cmd_gate', 'cmd_automl',
            'cmd_monitor', 'cmd_deploy', 'cmd_rollback', 'cmd_signoff', 'cmd_retrain', 'option_defaults',
-           'given_options', 'iso_date', 'build_parser', 'warehouse_error', 'config_error', 'main']
+           'given_options', 'iso_date', 'iso_moment', 'build_parser', 'warehouse_error', 'config_error', 'main']
 
 # %% ../nbs/51_cli.ipynb #c006
 def config_defaults(command: str, cfg: RunConfig) -> dict:
@@ -92,7 +92,7 @@ def cmd_validate(args, cfg: RunConfig) -> int:
                 failures += not report.ok
         for row in list_datasets(cfg, args.exchange).itertuples():
             try: verify_dataset(row.exchange, row.version, cfg, con); print(f"dataset {row.exchange}/{row.version}: hashes and registry ok")
-            except DatasetIntegrityError as err: print(f"dataset {row.exchange}/{row.version}: {err}", file=sys.stderr); failures += 1
+            except (DatasetIntegrityError, FileNotFoundError) as err: print(f"dataset {row.exchange}/{row.version}: {err}", file=sys.stderr); failures += 1
     return 1 if failures else 0
 
 def cmd_export(args, cfg: RunConfig) -> int:
@@ -217,13 +217,16 @@ def cmd_backtest(args, cfg: RunConfig) -> int:
     """Backtest a model run on its dataset (optionally a date window); writes the summary and trades under
     `adhoc_backtest_dir`, and says (and records as `sample` in the summary) how much of the window the model trained on."""
     from oi_ml.backtest import run_backtest, save_backtest
-    from oi_ml.datasets import load_dataset
+    from oi_ml.datasets import check_version_id, load_dataset, require_keys
     from oi_ml.gate import default_backtest_config, signals_for, train_config_of
     from oi_ml.registry import check_manifest_exchange, run_dir
-    from oi_ml.train import load_bundle
+    from oi_ml.train import ModelIntegrityError, load_bundle
     bundle = load_bundle(run_dir(args.exchange, args.run, cfg))   # a run id, not a path or a version
-    check_manifest_exchange(bundle.manifest, bundle.run_dir / "manifest.json", args.exchange)   # no NSE model on BSE data
-    raw, _ = load_dataset(args.exchange, bundle.manifest["dataset_version"], cfg)
+    path = bundle.run_dir / "manifest.json"
+    check_manifest_exchange(bundle.manifest, path, args.exchange)   # no NSE model on BSE data
+    require_keys(bundle.manifest, path, ("dataset_version", "holdout_window"), ModelIntegrityError)   # a hand-edited manifest: one line
+    version = check_version_id(args.exchange, bundle.manifest["dataset_version"], cfg, option=f"{path}: dataset_version")
+    raw, _ = load_dataset(args.exchange, version, cfg)
     raw = raw.sort_values("timestamp", kind="mergesort").reset_index(drop=True)
     bt = dataclasses.replace(default_backtest_config(args.exchange, dataclasses.asdict(train_config_of(bundle)), cfg.bar_minutes),
                              start=args.start, end=args.end)
@@ -333,6 +336,16 @@ def iso_date(text: str) -> str:
     try: return dt.date.fromisoformat(text).isoformat()
     except ValueError as err: raise argparse.ArgumentTypeError(f"invalid date {text!r}: {err}; expected YYYY-MM-DD") from None
 
+def iso_moment(text: str) -> str:
+    """argparse type of a window bound that may be a date or a time (`export --start/--end`): an ISO date (normalised,
+    so it still reads as a whole day) or ISO date and time, kept as given (naive: IST); else an error naming the option."""
+    try: return dt.date.fromisoformat(text).isoformat()
+    except ValueError as err: date_error = err
+    try: dt.datetime.fromisoformat(text); return text
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"invalid date or time {text!r}: {date_error if len(text) <= 10 else err}; expected "
+                                         "YYYY-MM-DD or YYYY-MM-DD HH:MM (IST unless an offset is given)") from None
+
 class _SubcommandParser(argparse.ArgumentParser):
     "A subcommand's parser; its help shows the defaults of the options in `CONFIG_OPTIONS`, importing their class then."
     def format_help(self) -> str:
@@ -368,7 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--symbol"); s.add_argument("--exchange", type=str.upper)
     s = sub.add_parser("validate", help="re-check stored data and dataset hashes"); s.add_argument("--exchange", **ex)
     s = sub.add_parser("export", help="export a versioned training dataset")
-    s.add_argument("--exchange", required=True, **ex); s.add_argument("--start"); s.add_argument("--end")
+    s.add_argument("--exchange", required=True, **ex)
+    s.add_argument("--start", type=iso_moment, help="first day (YYYY-MM-DD) or time (YYYY-MM-DD HH:MM, IST)")
+    s.add_argument("--end", type=iso_moment, help="last day, whole (YYYY-MM-DD), or time (YYYY-MM-DD HH:MM, IST)")
     s = sub.add_parser("datasets", help="list dataset versions"); s.add_argument("--exchange", **ex)
     for name, text in (("features", "write the feature table of a dataset version"), ("labels", "write the labels table of a dataset version")):
         s = sub.add_parser(name, help=text); s.add_argument("--exchange", required=True, **ex); s.add_argument("--dataset")
@@ -380,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", help="candidate model run, or 'latest' gated run")
     s = sub.add_parser("backtest", help="ad-hoc backtest of a model run (into the run's reports/backtests/<start>_<end>/)")
     s.add_argument("--exchange", required=True, **ex)
-    s.add_argument("--run", required=True); s.add_argument("--start"); s.add_argument("--end")
+    s.add_argument("--run", required=True)
+    s.add_argument("--start", type=iso_date, help="first IST day, YYYY-MM-DD"); s.add_argument("--end", type=iso_date, help="last IST day, YYYY-MM-DD")
     s = sub.add_parser("gate", help="evaluate a candidate against production (exit 3 when it fails the gate)",
                        epilog=f"exit codes: 0 gate PASS, {GATE_FAIL_EXIT} gate FAIL, 1 could not evaluate (bad input or stored state)")
     s.add_argument("--exchange", required=True, **ex)
@@ -466,6 +482,12 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         if not args.config: raise
         raise config_error(args.config, err) from err
 
+def _check_dataset_option(args: argparse.Namespace, cfg: RunConfig) -> None:
+    """`--dataset` must be a version id of the exchange (`datasets.check_version_id`), never a folder path: checked once,
+    before any command reads or writes (a path to BSE's version trained an NSE model on BSE data)."""
+    from oi_ml.datasets import check_version_id
+    check_version_id(args.exchange, args.dataset, cfg, option="--dataset")
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `oi-ml` console script."
     args = build_parser().parse_args(argv)
@@ -475,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = None
         try:
             cfg = _run_config(args)
+            if getattr(args, "dataset", None) is not None: _check_dataset_option(args, cfg)
             return COMMANDS[args.command](apply_config_defaults(args, cfg), cfg)
         except Exception as err:
             message = _one_line_error(err, cfg)

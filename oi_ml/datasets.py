@@ -28,12 +28,14 @@ from .config import IST, RunConfig, config_to_dict
 from .store import load_historical_data_for_ml, record_training_batch, transaction, window_params
 
 # %% auto #0
-__all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'STAGING_PREFIX', 'DATASET_COLUMNS',
-           'package_versions', 'git_commit', 'sha256_file', 'package_imports', 'import_closure', 'code_sha256',
-           'DatasetIntegrityError', 'read_json', 'write_parquet_deterministic', 'write_query_parquet',
-           'read_dataset_manifest', 'try_lock', 'remove_dead_staging', 'fsync_path', 'mkdir_durable', 'fsync_tree',
-           'folder_lock', 'staging_folder', 'export_training_window', 'dataset_dir', 'list_datasets',
-           'latest_dataset_version', 'load_manifest', 'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
+__all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'VERSION_ID_PATTERN', 'STAGING_PREFIX',
+           'EXCHANGE_NAME_PATTERN', 'DATASET_COLUMNS', 'package_versions', 'git_commit', 'sha256_file',
+           'package_imports', 'import_closure', 'code_sha256', 'DatasetIntegrityError', 'read_json', 'require_keys',
+           'write_parquet_deterministic', 'write_query_parquet', 'read_dataset_manifest', 'try_lock',
+           'remove_dead_staging', 'fsync_path', 'mkdir_durable', 'fsync_tree', 'folder_lock', 'staging_folder',
+           'export_training_window', 'exchange_datasets_dir', 'check_version_id', 'dataset_dir',
+           'check_manifest_identity', 'list_datasets', 'latest_dataset_version', 'load_manifest', 'verify_dataset',
+           'load_dataset', 'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
 PACKAGES = ("numpy", "pandas", "duckdb", "pyarrow", "lightgbm", "xgboost-cpu", "optuna", "hmmlearn", "shap", "numba",
@@ -129,6 +131,10 @@ def read_json(path: str | Path, error: type[Exception] = DatasetIntegrityError, 
     try: obj = json.loads(Path(path).read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise error(f"{path}: not valid JSON ({e}); the file is corrupt or truncated") from None
     if not isinstance(obj, dict): raise error(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    return require_keys(obj, path, required, error)
+
+def require_keys(obj: dict, path: str | Path, required: tuple, error: type[Exception] = DatasetIntegrityError) -> dict:
+    "`obj` (the JSON object stored at `path`) when it has every key of `required`; else `error` naming the file and the missing keys."
     missing = [k for k in required if k not in obj]
     if missing: raise error(f"{path}: missing key(s) {', '.join(map(repr, missing))}")
     return obj
@@ -197,6 +203,7 @@ def _content_hash(files: dict) -> str:
 
 # %% ../nbs/04_datasets.ipynb #c018
 MANIFEST_KEYS = ("version", "exchange", "window_start", "window_end", "row_count", "files", "content_sha256", "source")
+VERSION_ID_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}(?:-\d+)?")   # fullmatch: every id `_new_version_id` makes; a folder name, never a path
 
 def read_dataset_manifest(path: Path) -> dict:
     "A dataset manifest.json; corrupt JSON, missing keys or a malformed `files` map raise `DatasetIntegrityError` naming it."
@@ -215,7 +222,7 @@ def _scan_versions(root: Path) -> tuple[dict[str, dict], dict[str, str]]:
     return manifests, problems
 
 def _new_version_id(end_date: dt.date, existing: dict) -> str:
-    "`YYYY-MM-DD`, or the first free `YYYY-MM-DD-n` suffix."
+    "`YYYY-MM-DD`, or the first free `YYYY-MM-DD-n` suffix (both match `VERSION_ID_PATTERN`)."
     base, n = end_date.isoformat(), 1
     version = base
     while version in existing: n += 1; version = f"{base}-{n}"
@@ -333,17 +340,15 @@ def _register(con, manifest: dict, folder: Path, remove_on_failure: bool = True)
 def _checked_existing(con, folder: Path, manifest: dict, staging: Path, files: dict, run_cfg: RunConfig) -> dict:
     """The stored version in `folder` that holds this export's content, verified before it is returned (a damaged version
     is never returned as if it were sound).
-    - A registry row with other content, or a folder not named after its manifest's version, raises first, before
-      anything is touched.
+    - A registry row with other content, or a manifest naming another exchange or version than its folder (copied or
+      renamed by hand: `check_manifest_identity`), raises first, before anything is touched.
     - Export files that are missing or differ from their manifest sha256 are restored from this export's copies, which
       have exactly those sha256 (the version's content is restored, not changed), with a warning naming them.
     - If the version still fails verification (a hand-edited manifest), `DatasetIntegrityError` names what failed and
       which files were restored on the way.
     - A version the warehouse has not registered (a new warehouse beside old datasets) is registered."""
-    exchange, version = manifest["exchange"], manifest["version"]
-    if folder.name != version:
-        raise DatasetIntegrityError(f"{folder}: holds this export's content but its manifest names version {version!r} "
-                                    "(a version folder must carry its version's name; renamed by hand?)")
+    exchange, version = folder.parent.name, folder.name
+    check_manifest_identity(manifest, folder / "manifest.json", exchange, version)
     registered = con.execute("SELECT count(*) FROM dataset_registry WHERE exchange = ? AND version = ?", [exchange, version]).fetchone()[0] > 0
     if registered: _check_registered(con, manifest, folder / "manifest.json")
     try: verify_dataset(exchange, version, run_cfg)
@@ -365,15 +370,57 @@ def _checked_existing(con, folder: Path, manifest: dict, staging: Path, files: d
     return manifest
 
 # %% ../nbs/04_datasets.ipynb #c020
+EXCHANGE_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")   # fullmatch: an exchange folder name such as NSE
+
+def exchange_datasets_dir(exchange: str, run_cfg: RunConfig | None = None) -> Path:
+    "Folder of an exchange's dataset versions; an exchange that is not a plain name (a path) raises `ValueError` naming it."
+    if not (isinstance(exchange, str) and EXCHANGE_NAME_PATTERN.fullmatch(exchange)):
+        raise ValueError(f"invalid exchange {exchange!r}: expected a name such as 'NSE'")
+    return Path((run_cfg or RunConfig()).datasets_dir) / exchange.upper()
+
+def _versions_line(root: Path) -> str:
+    "Which versions the exchange folder `root` holds, for an error message (the 10 latest ids)."
+    ids = sorted(p.name for p in root.iterdir() if VERSION_ID_PATTERN.fullmatch(p.name) and p.is_dir()) if root.is_dir() else []
+    if not ids: return f"{root.name} has no dataset versions yet (run `oi-ml export --exchange {root.name}`)"
+    return f"{root.name}'s versions: {'…, ' if len(ids) > 10 else ''}{', '.join(ids[-10:])}"
+
+def check_version_id(exchange: str, version, run_cfg: RunConfig | None = None,
+                     option: str | None = None) -> str:   # how the caller names the value in the message, e.g. '--dataset'
+    """`version` unchanged when it is a version id as `_new_version_id` makes them (`YYYY-MM-DD` or `YYYY-MM-DD-n`);
+    anything else (a path, `../BSE/<v>`, a staging folder) raises `FileNotFoundError` naming it, the form expected and
+    the versions the exchange has."""
+    if isinstance(version, str) and VERSION_ID_PATTERN.fullmatch(version): return version
+    root = exchange_datasets_dir(exchange, run_cfg)
+    plain = isinstance(version, str) and version not in ("", ".", "..") and "/" not in version and "\\" not in version
+    where = f"{root / version}/manifest.json: " if plain else ""   # a folder name (not a path) names the file looked for
+    what = f"{option} {version!r}" if option else f"{where}no such dataset version: {version!r}"
+    raise FileNotFoundError(f"{what} is not a dataset version id: expected YYYY-MM-DD or YYYY-MM-DD-n such as '2025-08-22', "
+                            f"the name of a version folder under {root}, not a path; {_versions_line(root)}")
+
 def dataset_dir(exchange: str, version: str, run_cfg: RunConfig | None = None) -> Path:
-    "Folder of a dataset version."
-    return Path((run_cfg or RunConfig()).datasets_dir) / exchange.upper() / version
+    "Folder of a dataset version: every reader and writer of a version builds its path here, so `check_version_id` covers them all."
+    return exchange_datasets_dir(exchange, run_cfg) / check_version_id(exchange, version, run_cfg)
+
+def check_manifest_identity(manifest: dict, path: Path, exchange: str, version: str) -> dict:
+    """`manifest` (read from `path`) when it names the exchange and version it was read as; one that names another (a
+    version folder copied from another exchange or renamed by hand) raises `DatasetIntegrityError` naming the file and both."""
+    named = f"{manifest.get('exchange')}/{manifest.get('version')}"
+    if str(manifest.get("exchange")).upper() != exchange.upper() or manifest.get("version") != version:
+        raise DatasetIntegrityError(f"{path}: the manifest is of dataset {named}, not of {exchange.upper()}/{version} "
+                                    "(a version folder copied from another exchange or renamed by hand?); not read as that version")
+    return manifest
 
 DATASET_COLUMNS = ["exchange", "version", "window_start", "window_end", "rows", "source", "content_sha256", "problem"]
 
 def _exchange_rows(root: Path, exchange: str) -> list[dict]:
     "`list_datasets` rows of one exchange folder, by version id; an unreadable manifest gives a row with its `problem`."
     manifests, problems = _scan_versions(root / exchange)
+    for v in list(manifests):   # a folder not named like a version, or whose manifest is of another: shown with its problem
+        path = root / exchange / v / "manifest.json"
+        try:
+            if not VERSION_ID_PATTERN.fullmatch(v): raise DatasetIntegrityError(f"{path.parent}: not named like a dataset version (YYYY-MM-DD[-n]); renamed by hand?")
+            check_manifest_identity(manifests[v], path, exchange, v)
+        except DatasetIntegrityError as e: problems[v] = str(e); del manifests[v]
     rows = {v: dict(exchange=exchange, version=v, window_start=m["window_start"], window_end=m["window_end"], rows=m["row_count"],
                     source=m["source"], content_sha256=m["content_sha256"][:12], problem=None) for v, m in manifests.items()}
     rows |= {v: dict(exchange=exchange, version=v, problem=p) for v, p in problems.items()}
@@ -393,11 +440,11 @@ def latest_dataset_version(exchange: str, run_cfg: RunConfig | None = None) -> s
     return ds.sort_values(["window_end", "version"]).version.iloc[-1]
 
 def load_manifest(exchange: str, version: str, run_cfg: RunConfig | None = None) -> dict:
-    "The manifest of a dataset version (`DatasetIntegrityError` naming it when corrupt)."
+    """The manifest of a dataset version: `DatasetIntegrityError` naming it when corrupt or when it names another exchange
+    or version (`check_manifest_identity`); `verify_dataset`, `load_dataset`, `write_derived` and `load_derived` read it here."""
     path = dataset_dir(exchange, version, run_cfg) / "manifest.json"
-    if version.startswith("."): raise FileNotFoundError(f"{path.parent}: not a dataset version (a `.` folder is an export's staging folder)")
-    if not path.exists(): raise FileNotFoundError(f"{path}: no such dataset version")
-    return read_dataset_manifest(path)
+    if not path.exists(): raise FileNotFoundError(f"{path}: no such dataset version; {_versions_line(path.parent.parent)}")
+    return check_manifest_identity(read_dataset_manifest(path), path, exchange, version)
 
 def _parquet_rows(path: Path) -> int:
     "Row count from a Parquet footer; an unreadable file raises `DatasetIntegrityError` naming it."
@@ -440,8 +487,8 @@ def verify_dataset(exchange: str, version: str, run_cfg: RunConfig | None = None
 
 def load_dataset(exchange: str, version: str | None = None, run_cfg: RunConfig | None = None, table: str = "ml_features",
                  verify: bool = True) -> tuple[pd.DataFrame, dict]:
-    "(frame, manifest) of a dataset version (latest when None), hashes verified first."
-    version = version or latest_dataset_version(exchange, run_cfg)
+    "(frame, manifest) of a dataset version (latest when None; any other value must be a version id), hashes verified first."
+    version = latest_dataset_version(exchange, run_cfg) if version is None else version
     manifest = verify_dataset(exchange, version, run_cfg) if verify else load_manifest(exchange, version, run_cfg)
     return pd.read_parquet(dataset_dir(exchange, version, run_cfg) / f"{table}.parquet"), manifest
 

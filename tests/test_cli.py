@@ -315,7 +315,7 @@ def test_pack_refuses_a_path_or_a_damaged_dataset_in_one_line_before_a_kernel_st
     files = {"ml_features.parquet": {"sha256": "0" * 64, "rows": 3}}
     (folder / "manifest.json").write_text(json.dumps(dict(version="2025-08-01", exchange="NSE", window_start="", window_end="",
                                                           row_count=3, files=files, content_sha256="0" * 64, source="test")))
-    for dataset, message in (("../../escaped_pack", "invalid pack label '../../escaped_pack'"),
+    for dataset, message in (("../../escaped_pack", "--dataset '../../escaped_pack' is not a dataset version id"),
                              ("2025-08-01", "ml_features.parquet: sha256 ")):
         assert cli.main(["pack", "--exchange", "NSE", "--dataset", dataset]) == 1
         err = capsys.readouterr().err
@@ -353,7 +353,7 @@ def test_backtest_refuses_a_model_of_another_exchange(dirs, monkeypatch, capsys)
 
 @pytest.mark.parametrize("name, text, message", [
     ("bad.toml", "x = [\n", "Invalid value (at end of document)"),
-    ("list.yaml", "- 1\n", "AttributeError: 'list' object has no attribute 'items'"),
+    ("list.yaml", "- 1\n", "a config file must hold a table of settings (key: value lines), got a list"),
     ("bad.yaml", "a: [\n", "ParserError: while parsing a flow node"),
     ("unknown.toml", "nonsense_field = 3\n", "unknown config key 'nonsense_field'")])
 def test_a_broken_config_file_is_named_in_one_line(tmp_path, capsys, name, text, message):
@@ -399,3 +399,119 @@ def test_gate_prints_figures_in_the_unit_the_report_gives(dirs, monkeypatch, cap
     assert "FAIL  holdout_return" in lines[0] and "-1.230 %" in lines[0] and "rule > 0 %: net return (threshold 0.000 %)" in lines[0]
     assert lines[1].split()[:3] == ["PASS", "spread", "12.5"] and "(threshold 20)" in lines[1]
     assert lines[2] == "gate: FAIL (holdout_return)"
+
+
+# ---------------------------------------------------------------- review: --dataset is a version id, a run manifest's keys, date options
+def datasets_snapshot(data) -> dict:
+    "Bytes of every file under the datasets folder of the data directory `data`, by relative path."
+    from pathlib import Path
+    root = Path(data) / "datasets"
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def copy_as_bse(data, version: str, name: str):
+    "NSE's dataset version copied as BSE's version `name`, its manifest saying so; returns the folder."
+    import shutil
+    from pathlib import Path
+    folder = Path(data) / "datasets" / "BSE" / name
+    shutil.copytree(Path(data) / "datasets" / "NSE" / version, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "exchange": "BSE", "version": name, "derived": {}}))
+    return folder
+
+
+@pytest.fixture
+def recorded_steps(monkeypatch):
+    "train, AutoML and pack rendering replaced by recorders (each must never be reached with a bad --dataset)."
+    called = []
+    monkeypatch.setattr(train, "train_model", lambda *a, **k: called.append("train"))
+    monkeypatch.setattr(automl, "run_orchestrator", lambda *a, **k: called.append("automl"))
+    monkeypatch.setattr(packs, "render_pack", lambda *a, **k: called.append("pack"))
+    return called
+
+
+@pytest.mark.parametrize("command", ["features", "labels", "train", "automl", "pack"])
+def test_dataset_option_that_is_a_path_is_refused_before_the_command_runs(tmp_path, capsys, recorded_steps, command):
+    """Review finding: `oi-ml train --exchange NSE --dataset <data>/datasets/BSE/<v>` trained an NSE model on BSE data,
+    and `oi-ml features` with it switched NSE's derived features to a SENSEX table. `--dataset` takes a version id only:
+    anything else is one line naming the option, the value, the form expected and NSE's versions; nothing is written."""
+    data = simulated_and_exported(tmp_path)
+    assert cli.main(["--data-dir", data, "features", "--exchange", "NSE"]) == 0
+    bse = copy_as_bse(data, "2025-08-01", "2025-08-05")
+    before = datasets_snapshot(data)
+    capsys.readouterr()
+    for value in (str(bse), "../BSE/2025-08-05", str(tmp_path / "d" / "datasets" / "NSE" / "2025-08-01")):
+        assert cli.main(["--data-dir", data, command, "--exchange", "NSE", "--dataset", value]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"oi-ml {command}: --dataset {value!r} is not a dataset version id: expected YYYY-MM-DD or "
+                              "YYYY-MM-DD-n") and err.endswith("; NSE's versions: 2025-08-01\n") and err.count("\n") == 1, err
+    assert recorded_steps == [] and datasets_snapshot(data) == before
+
+
+@pytest.mark.parametrize("command", ["features", "labels", "train"])
+def test_a_version_folder_whose_manifest_is_another_exchanges_is_refused(tmp_path, capsys, command):
+    """BSE's version copied into NSE's folder under another name: its manifest says BSE, so reading it as NSE's is
+    refused in one line naming the manifest and both (real steps: the check is in the dataset reader); nothing changes."""
+    data = simulated_and_exported(tmp_path)
+    assert cli.main(["--data-dir", data, "features", "--exchange", "NSE"]) == 0
+    foreign = copy_as_bse(data, "2025-08-01", "2025-08-01").rename(tmp_path / "d" / "datasets" / "NSE" / "2025-08-05")
+    before = datasets_snapshot(data)
+    capsys.readouterr()
+    assert cli.main(["--data-dir", data, command, "--exchange", "NSE", "--dataset", "2025-08-05"]) == 1
+    assert capsys.readouterr().err == (f"oi-ml {command}: {foreign}/manifest.json: the manifest is of dataset BSE/2025-08-01, "
+                                       "not of NSE/2025-08-05 (a version folder copied from another exchange or renamed by hand?); "
+                                       "not read as that version\n")
+    assert datasets_snapshot(data) == before and not (tmp_path / "d" / "models").exists()
+
+
+@pytest.mark.parametrize("missing", ["holdout_window", "dataset_version"])
+def test_backtest_of_a_run_manifest_missing_a_key_is_one_line(dirs, monkeypatch, capsys, missing):
+    "Review finding: a run manifest without `holdout_window` or `dataset_version` ended `oi-ml backtest` in a KeyError traceback."
+    from oi_ml import datasets
+    run = dirs / "data" / "models" / "NSE" / "run-abc"; run.mkdir(parents=True)
+    manifest = {"run_id": "run-abc", "exchange": "NSE", "dataset_version": "2025-08-01", "holdout_window": ["a", "b"]}
+    del manifest[missing]
+    monkeypatch.setattr(train, "load_bundle", lambda folder: SimpleNamespace(manifest=manifest, run_dir=folder))
+    loaded = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: loaded.append(a))
+    assert cli.main(["backtest", "--exchange", "NSE", "--run", "run-abc"]) == 1
+    assert capsys.readouterr().err == f"oi-ml backtest: {run}/manifest.json: missing key(s) '{missing}'\n"
+    assert loaded == []
+
+
+def test_backtest_of_a_run_whose_dataset_version_is_a_path_is_refused(dirs, monkeypatch, capsys):
+    "A run manifest's dataset_version is read as a version id too, the error naming the manifest."
+    from oi_ml import datasets
+    run = dirs / "data" / "models" / "NSE" / "run-abc"; run.mkdir(parents=True)
+    manifest = {"run_id": "run-abc", "exchange": "NSE", "dataset_version": "../BSE/2025-08-01", "holdout_window": ["a", "b"]}
+    monkeypatch.setattr(train, "load_bundle", lambda folder: SimpleNamespace(manifest=manifest, run_dir=folder))
+    loaded = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: loaded.append(a))
+    assert cli.main(["backtest", "--exchange", "NSE", "--run", "run-abc"]) == 1
+    assert capsys.readouterr().err.startswith(f"oi-ml backtest: {run}/manifest.json: dataset_version '../BSE/2025-08-01' is not "
+                                              "a dataset version id")
+    assert loaded == []
+
+
+@pytest.mark.parametrize("command, message", [
+    ("backtest", "invalid date '{}': {}; expected YYYY-MM-DD"),
+    ("export", "invalid date or time '{}': {}; expected YYYY-MM-DD or YYYY-MM-DD HH:MM (IST unless an offset is given)")])
+@pytest.mark.parametrize("option", ["--start", "--end"])
+def test_a_bad_start_or_end_date_names_the_option(dirs, capsys, command, message, option):
+    "It printed `oi-ml backtest: month must be in 1..12: 2025-13-01`, naming no option (export: the same)."
+    argv = [command, "--exchange", "NSE", *(["--run", "run-abc"] if command == "backtest" else [])]
+    bad = {"2025-13-01": "month must be in 1..12", "2025-08-05 25:00": "hour must be in 0..23"}
+    for value, error in bad.items() if command == "export" else [("2025-13-01", bad["2025-13-01"])]:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([*argv, option, value])
+        assert exit_.value.code == 2
+        assert f"argument {option}: " + message.format(value, error) in capsys.readouterr().err
+    assert not (dirs / "data").exists()                        # refused before anything is opened
+
+
+def test_export_takes_a_date_or_an_ist_time():
+    "export's bounds stay dates (normalised, so an `--end` date is still the whole day) or times as given (naive: IST, `store.to_utc`)."
+    parse = lambda *bounds: cli.build_parser().parse_args(["export", "--exchange", "NSE", *bounds])
+    args = parse("--start", "20250804", "--end", "2025-08-05 15:29")
+    assert (args.start, args.end) == ("2025-08-04", "2025-08-05 15:29")
+    assert parse("--start", "2025-08-05T09:15+05:30").start == "2025-08-05T09:15+05:30"

@@ -354,8 +354,10 @@ def test_a_registry_row_with_other_content_is_refused_before_anything_is_restore
 def test_a_renamed_version_folder_is_named_not_reported_missing(sim_con, cfg):
     version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
     renamed = dataset_dir("NSE", version, cfg).rename(cfg.datasets_dir / "NSE" / f"{version}-backup")
-    with pytest.raises(DatasetIntegrityError, match=re.escape(str(renamed)) + f".*manifest names version '{version}'"):
+    with pytest.raises(DatasetIntegrityError, match=re.escape(f"{renamed}/manifest.json: the manifest is of dataset NSE/{version}, "
+                                                              f"not of NSE/{version}-backup")):
         export_training_window(sim_con, "NSE", run_cfg=cfg)
+    assert list_datasets(cfg).problem.str.contains("not named like a dataset version").tolist() == [True]
 
 
 def test_a_registered_version_whose_folder_is_gone_keeps_its_id(sim_con, cfg):
@@ -410,6 +412,91 @@ def test_a_staging_folder_killed_after_its_manifest_is_written_is_never_a_versio
             load("NSE", staging.name, cfg)
     export_training_window(sim_con, "NSE", start="2025-08-04", run_cfg=cfg)
     assert not staging.exists() and ".staging-killed" not in folders(cfg)
+
+
+# ---------------------------------------------------------------- only a version id is a version, read from its own manifest
+def datasets_snapshot(cfg) -> dict:
+    "Bytes of every file under the datasets folder, by relative path."
+    return {p.relative_to(cfg.datasets_dir).as_posix(): p.read_bytes() for p in sorted(cfg.datasets_dir.rglob("*")) if p.is_file()}
+
+
+def bse_copy(cfg, version: str, name: str) -> Path:
+    "NSE's version `version` copied as BSE's version `name`, its manifest saying so (a sound BSE version as far as it can tell)."
+    folder = cfg.datasets_dir / "BSE" / name
+    shutil.copytree(dataset_dir("NSE", version, cfg), folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "exchange": "BSE", "version": name, "derived": {}}))
+    return folder
+
+
+ENTRY_POINTS = {   # every function that takes an (exchange, version) of a dataset
+    "dataset_dir": lambda v, cfg: dataset_dir("NSE", v, cfg),
+    "load_manifest": lambda v, cfg: load_manifest("NSE", v, cfg),
+    "verify_dataset": lambda v, cfg: verify_dataset("NSE", v, cfg),
+    "load_dataset": lambda v, cfg: load_dataset("NSE", v, cfg),
+    "load_dataset unverified": lambda v, cfg: load_dataset("NSE", v, cfg, verify=False),
+    "write_derived": lambda v, cfg: datasets.write_derived("NSE", v, "features", _derived_frame(9.0), {"v": 9}, cfg),
+    "load_derived": lambda v, cfg: datasets.load_derived("NSE", v, "features", cfg)}
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+@pytest.mark.parametrize("given", ["absolute path", "../BSE/<v>", "BSE/<v>", "<v>/", "staging folder", ""])
+def test_a_version_that_is_a_path_is_refused_by_every_entry_point_and_nothing_changes(sim_con, cfg, entry, given):
+    """Review finding: an absolute path or `../BSE/<v>` was joined as-is, so `oi-ml train --exchange NSE --dataset
+    <.../BSE/v>` trained an NSE model on BSE data and `oi-ml features` switched NSE's derived table to one made from
+    SENSEX rows. Anything but a version id is refused, naming it, the form expected and NSE's versions."""
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    datasets.write_derived("NSE", version, "features", _derived_frame(1.0), {"v": 1}, cfg)
+    bse = bse_copy(cfg, version, "2025-08-05")
+    (cfg.datasets_dir / "NSE" / ".staging-x").mkdir()
+    value = {"absolute path": str(bse), "../BSE/<v>": "../BSE/2025-08-05", "BSE/<v>": "BSE/2025-08-05",
+             "<v>/": f"{version}/", "staging folder": ".staging-x", "": ""}[given]
+    before = datasets_snapshot(cfg)
+    with pytest.raises(FileNotFoundError) as refused:
+        ENTRY_POINTS[entry](value, cfg)
+    assert f"{value!r} is not a dataset version id: expected YYYY-MM-DD or YYYY-MM-DD-n" in str(refused.value)
+    assert f"NSE's versions: {version}" in str(refused.value)
+    assert datasets_snapshot(cfg) == before                                   # NSE's manifest and derived table as they were
+    assert datasets.load_derived("NSE", version, "features", cfg).x.tolist() == [1.0] * 3
+
+
+def test_version_ids_are_what_exports_name_them(sim_con, cfg):
+    "The rule is the ids `_new_version_id` makes: `YYYY-MM-DD` and `YYYY-MM-DD-n`, nothing else."
+    assert datasets._new_version_id(pd.Timestamp("2025-08-04").date(), {"2025-08-04": 1, "2025-08-04-2": 1}) == "2025-08-04-3"
+    for good in ("2025-08-04", "2025-08-04-2", "2025-08-04-12"):
+        assert datasets.check_version_id("NSE", good, cfg) == good
+    for bad in ("2025-08-04-x", "20250804", "2025-08-04/", "/2025-08-04", "..", None):
+        with pytest.raises(FileNotFoundError, match="is not a dataset version id"):
+            datasets.check_version_id("NSE", bad, cfg)
+    with pytest.raises(FileNotFoundError, match="--dataset 'x' is not a dataset version id.*NSE has no dataset versions yet"):
+        datasets.check_version_id("NSE", "x", cfg, option="--dataset")
+    with pytest.raises(ValueError, match=r"invalid exchange '\.\./BSE'"):
+        dataset_dir("../BSE", "2025-08-04", cfg)
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRY_POINTS if e != "dataset_dir"])
+@pytest.mark.parametrize("foreign", ["copied from BSE", "renamed", "exchange edited"])
+def test_a_manifest_of_another_exchange_or_version_is_refused_and_nothing_changes(sim_con, cfg, entry, foreign):
+    """A version folder whose manifest names another exchange or version than the one asked for (BSE's version copied
+    into NSE's folder under another name, a folder renamed, a manifest's exchange edited) is refused before anything is
+    read or written, naming the manifest and both; listing shows it with that problem."""
+    version = export_training_window(sim_con, "NSE", run_cfg=cfg)["version"]
+    datasets.write_derived("NSE", version, "features", _derived_frame(1.0), {"v": 1}, cfg)
+    nse = cfg.datasets_dir / "NSE"
+    if foreign == "copied from BSE": shutil.copytree(bse_copy(cfg, version, version), nse / "2025-08-05"); asked, named = "2025-08-05", f"BSE/{version}"
+    if foreign == "renamed": shutil.copytree(nse / version, nse / "2025-08-05"); asked, named = "2025-08-05", f"NSE/{version}"
+    if foreign == "exchange edited":
+        path = nse / version / "manifest.json"; path.write_text(path.read_text().replace('"exchange": "NSE"', '"exchange": "BSE"'))
+        asked, named = version, f"BSE/{version}"
+    before = datasets_snapshot(cfg)
+    with pytest.raises(DatasetIntegrityError) as refused:
+        ENTRY_POINTS[entry](asked, cfg)
+    assert str(refused.value).startswith(f"{nse / asked / 'manifest.json'}: the manifest is of dataset {named}, not of NSE/{asked} ")
+    assert datasets_snapshot(cfg) == before
+    listed = list_datasets(cfg, "NSE").set_index("version").problem
+    assert listed[asked].startswith(f"{nse / asked / 'manifest.json'}: the manifest is of dataset {named}")
+    with pytest.raises(DatasetIntegrityError, match="cannot tell which version is the latest"):
+        latest_dataset_version("NSE", cfg)
 
 
 # ---------------------------------------------------------------- flushed to disk before it is published or registered
