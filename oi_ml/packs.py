@@ -276,6 +276,10 @@ def run_provenance(run_manifest: dict) -> str:
     return trained + (f" by training code sha256 `{code}` (the modules the trainer imports; git commit `{commit}`); "
                       "the run id is keyed on that code.")
 
+def _metric_cell(value) -> str:
+    "A metric as the per-regime table shows it: four decimals, or '—' when undefined (an AUC of a regime whose rows lack a class)."
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else "—"
+
 def holdout_regime_table(report: dict) -> pd.DataFrame:
     """The holdout's metrics per model regime (HMM state) from the report's `holdout.per_regime`: rows, their share of the
     holdout's rows and the booster each regime routes to; empty when the report has none."""
@@ -285,7 +289,7 @@ def holdout_regime_table(report: dict) -> pd.DataFrame:
     cv = regime_shares(((report.get("cv") or {}).get("per_regime")) or {})
     rows = [{"regime": r, "model": ((report.get("regimes") or {}).get("routes") or {}).get(r), "rows": m.get("n"),
              "share of holdout rows": f"{m.get('n', 0) / total:.1%}" if total else "—",
-             "share of CV rows": f"{cv[r]:.1%}" if r in cv else "—", **{k: m.get(k) for k in keys}} for r, m in per.items()]
+             "share of CV rows": f"{cv[r]:.1%}" if r in cv else "—", **{k: _metric_cell(m.get(k)) for k in keys}} for r, m in per.items()]
     return pd.DataFrame(rows, columns=["regime", "model", "rows", "share of holdout rows", "share of CV rows", *keys])
 
 REGIME_SHIFT_POINTS = 0.15   # a regime whose holdout share differs from its CV share by this much (15 percentage points) is flagged

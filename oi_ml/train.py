@@ -32,7 +32,7 @@ from .features import (FEATURE_DEFAULTS, KEY_COLUMNS, XS_RANK_DEFAULTS, check_so
 from .indicators import FEATURE_MEMORY_BARS, WARMUP_BARS
 from .labels import LabelConfig, make_target
 from .meta_labels import sample_weights
-from .regimes import REGIME_PROB_PREFIX, RegimeHMMTransformer
+from .regimes import MIN_ROWS_PER_REGIME, REGIME_PROB_PREFIX, RegimeHMMTransformer
 
 # %% auto #0
 __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARKERS', 'LGB_TREE_FIELDS', 'LGB_SPLIT_FIELDS',
@@ -460,6 +460,10 @@ def cross_validate(table: TrainingTable, ins: np.ndarray, cfg: TrainConfig) -> d
     splitter = PurgedKFold(cfg.n_splits, cfg.embargo_frac, min_embargo_bars=cfg.min_embargo_bars)
     times, ends = table.features.timestamp.iloc[ins].reset_index(drop=True), table.label_end_time.iloc[ins].reset_index(drop=True)
     for i, (tr, te) in enumerate(splitter.split(np.zeros(len(ins)), label_end_times=ends, event_times=times)):
+        if len(tr) < MIN_ROWS_PER_REGIME * cfg.n_regimes:
+            raise ValueError(f"CV fold {i} keeps {len(tr)} training rows after purging and the embargo of at least {cfg.min_embargo_bars} "
+                             f"rows (TrainConfig.min_embargo_bars, the features' memory): {len(ins)} in-sample rows are too few for "
+                             f"n_splits={cfg.n_splits}; use more sessions or fewer splits (a smaller min_embargo_bars lets the folds leak)")
         ms = fit_model_set(table, ins[tr], cfg)
         regimes = table_regimes(ms.regime_model, table)
         oof[te] = predict_model_set(ms, table.features[table.feature_columns].iloc[ins[te]], regimes.iloc[ins[te]])

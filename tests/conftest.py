@@ -14,7 +14,9 @@ from oi_ml.train import TrainConfig
 BOOKKEEPING_TABLES = ("quarantine", "training_batches")  # expected to record a rejection
 DATA_TABLES = tuple(t for t in TABLES if t not in BOOKKEEPING_TABLES)
 # a tiny model for the gate and pipeline tests: 2 CV splits, 40 rounds, the pooled model in every regime (none has 10**6 rows)
-TINY_TRAIN = TrainConfig(n_splits=2, max_rounds=40, min_regime_rows=10**6, top_k_features=15, shap_rows=50)
+# tiny-data tests: their windows of a few sessions cannot spare the features' memory (461 rows, the default embargo)
+# after each fold, so they embargo the longest window only (200): fine for testing mechanics, not for judging a model
+TINY_TRAIN = TrainConfig(n_splits=2, max_rounds=40, min_regime_rows=10**6, top_k_features=15, shap_rows=50, min_embargo_bars=200)
 
 
 def table_fingerprint(con, table: str) -> tuple:

@@ -579,7 +579,9 @@ def retrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("packs")
     cfg = RunConfig(data_dir=str(root / "data"), reports_dir=str(root / "reports"))
     with connect(cfg) as con:
-        simulate_market(con, "NSE", "2025-08-01", n_days=6, seed=0, run_cfg=cfg)
+        # a strong planted signal: six days teach the tiny model enough to trade above the gate's 0.65 threshold once its
+        # probabilities are calibrated honestly (strength 1 gave no trade; overfitted isotonic maps had made it trade)
+        simulate_market(con, "NSE", "2025-08-01", n_days=6, seed=0, signal_strength=3.0, run_cfg=cfg)
     return cfg, run_retrain(RetrainConfig("NSE", automl=False, train=TINY_TRAIN), cfg)
 
 

@@ -337,6 +337,15 @@ def test_cv_embargo_covers_the_features_memory(small_run):
     assert checked >= 1 and small_run.report["cv"]["min_embargo_bars"] == embargo
 
 
+def test_too_few_rows_for_the_embargo_is_named(dataset):
+    "A fold the embargo leaves without training rows is a ValueError naming the fold, the embargo and the remedy, not an HMM error."
+    table = build_training_table(dataset.raw.sort_values("timestamp", kind="mergesort").reset_index(drop=True), SMALL)
+    ins, _ = train_mod.holdout_split(table, SMALL)
+    with pytest.raises(ValueError, match=r"CV fold 0 keeps 0 training rows after purging and the embargo of at least 461 rows .* "
+                                         r"900 in-sample rows are too few for n_splits=2"):
+        train_mod.cross_validate(table, ins[:900], dataclasses.replace(SMALL, n_splits=2))
+
+
 def _moved_past(raw: pd.DataFrame, cfg: TrainConfig, start: pd.Timestamp, end: pd.Timestamp, embargo: int) -> pd.Series:
     """Move every price of the bars in [start, end] up by a drift rising to 2 %, rebuild the training table, and give per
     feature the largest change on the rows more than `embargo` bars after `end` over its largest change after `end`
