@@ -228,9 +228,9 @@ def cmd_backtest(args, cfg: RunConfig) -> int:
     version = check_version_id(args.exchange, bundle.manifest["dataset_version"], cfg, option=f"{path}: dataset_version")
     raw, _ = load_dataset(args.exchange, version, cfg)
     raw = raw.sort_values("timestamp", kind="mergesort").reset_index(drop=True)
-    bt = dataclasses.replace(default_backtest_config(args.exchange, dataclasses.asdict(train_config_of(bundle)), cfg.bar_minutes),
-                             start=args.start, end=args.end)
-    result = run_backtest(raw[["timestamp", "open", "high", "low", "close"]], signals_for(bundle, raw), bt)
+    tcfg = train_config_of(bundle)   # its training report, read once
+    bt = dataclasses.replace(default_backtest_config(args.exchange, dataclasses.asdict(tcfg), cfg.bar_minutes), start=args.start, end=args.end)
+    result = run_backtest(raw[["timestamp", "open", "high", "low", "close"]], signals_for(bundle, raw, tcfg.labels), bt)
     sample = window_sample(raw.timestamp, bundle.manifest["holdout_window"], args.start, args.end)
     paths = save_backtest(result, adhoc_backtest_dir(bundle.run_dir, args.start, args.end), extra=dict(sample=sample))
     m = result.metrics

@@ -35,9 +35,9 @@ __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'MISS
            'missing_markers', 'parse_numbers', 'date_only_cells', 'parse_timestamps', 'check_complete', 'check_ohlc',
            'check_temporal', 'check_plausible', 'check_session', 'check_not_future', 'check_daily_rows',
            'check_bar_grid', 'check_bar_spacing', 'check_trading_days', 'staged_quarantine_csv', 'quarantine',
-           'quarantine_in_transaction', 'partial_batch_id', 'recover_quarantine_csvs', 'normalise_symbol',
+           'quarantine_in_transaction', 'partial_batch_id', 'recover_quarantine_csvs', 'check_bars', 'normalise_symbol',
            'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76', 'parity_forwards', 'chain_rebuild_window',
-           'import_bhavcopy', 'write_example_bhavcopy', 'check_bar_frame', 'check_chain_frame', 'validate_stored']
+           'import_bhavcopy', 'write_example_bhavcopy', 'check_chain_frame', 'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
@@ -494,6 +494,27 @@ def recover_quarantine_csvs(con, quarantine_dir: Path) -> dict[str, str]:
     return done
 
 # %% ../nbs/03_ingest.ipynb #c036
+def check_bars(bars: pd.DataFrame, report: ValidationReport, cfg: ExchangeConfig, run_cfg: RunConfig,
+               splits: np.ndarray | None = None,   # rows flagged as a split (`_split_flags`): their jump is allowed
+               daily: np.ndarray | None = None,    # rows given as a date only (a file's daily bars); None: no such rows
+               now: pd.Timestamp | None = None) -> np.ndarray:   # bars after this time are errors (None: the current time)
+    """The import gate's bar checks (completeness, OHLC logic, price and volume sanity, temporal integrity, session hours,
+    daily rows, the bar grid, trading days), problems by position (row 1 = the first bar); returns the incomplete rows'
+    mask (left out of the other checks). `import_ohlcv` runs them on a file, the simulator on its bars."""
+    bars = bars.reset_index(drop=True)
+    incomplete = check_complete(bars, OHLCV_REQUIRED, report, run_cfg.quality)
+    kept, sub = bars[~incomplete], ValidationReport(report.file)
+    check_ohlc(kept, sub, run_cfg.quality, None if splits is None else splits[~incomplete])
+    check_plausible(kept, sub, ("open", "high", "low", "close"), ("volume",))
+    check_temporal(kept["timestamp"], sub, run_cfg.quality)
+    check_session(kept["timestamp"], sub, cfg.session_open, cfg.session_close, now=now)
+    if daily is not None: check_daily_rows(daily[~incomplete], sub, run_cfg.bar_minutes, cfg.session_minutes())
+    check_bar_grid(kept["timestamp"], sub, run_cfg.bar_minutes, cfg, skip=None if daily is None else daily[~incomplete])
+    check_trading_days(kept["timestamp"], sub, cfg)
+    _merge(report, sub, np.flatnonzero(~incomplete) + 1)
+    return incomplete
+
+# %% ../nbs/03_ingest.ipynb #c037
 SYMBOL_PATTERN = r"[A-Z0-9][A-Z0-9&._-]*"   # a normalised symbol: NIFTY, M&M, BAJAJ-AUTO
 
 def normalise_symbol(symbol: str) -> str:
@@ -544,20 +565,10 @@ def import_ohlcv(con, path: str | Path, symbol: str, exchange: str = "NSE", run_
                    _typed_non_numbers(report, frame, OHLCV_REQUIRED[1:])):
         _finish_rejected(con, report, raw, batch_id, exchange, "ohlcv", path, run_cfg, problem)
     frame = parse_numbers(frame.astype({c: "object" for c in OHLCV_REQUIRED[1:]}), OHLCV_REQUIRED[1:], report)
-    frame["timestamp_text"] = frame["timestamp"]
+    daily = date_only_cells(frame["timestamp"])   # the text as given: a date alone is a daily bar
     frame["timestamp"] = parse_timestamps(frame["timestamp"], report, "timestamp", session_open=cfg.session_open)
-    incomplete = check_complete(frame, OHLCV_REQUIRED, report, run_cfg.quality)
-    kept = frame[~incomplete]; rows = np.flatnonzero(~incomplete) + 1
-    sub = ValidationReport(report.file)
-    check_ohlc(kept, sub, run_cfg.quality, None if _split_flags(frame) is None else _split_flags(frame)[~incomplete])
-    check_plausible(kept, sub, ("open", "high", "low", "close"), ("volume",))
-    check_temporal(kept["timestamp"], sub, run_cfg.quality)
-    check_session(kept["timestamp"], sub, cfg.session_open, cfg.session_close)
-    daily = date_only_cells(frame["timestamp_text"])[~incomplete]
-    check_daily_rows(daily, sub, run_cfg.bar_minutes, cfg.session_minutes())
-    check_bar_grid(kept["timestamp"], sub, run_cfg.bar_minutes, cfg, skip=daily)
-    check_trading_days(kept["timestamp"], sub, cfg)
-    _merge(report, sub, rows)
+    incomplete = check_bars(frame, report, cfg, run_cfg, splits=_split_flags(frame), daily=daily)
+    kept = frame[~incomplete]
     bars = pd.DataFrame(dict(timestamp=kept.timestamp, exchange=exchange, symbol=symbol, open=kept.open, high=kept.high,
                              low=kept.low, close=kept.close, volume=kept.volume, futures_price=np.nan, futures_oi=np.nan,
                              advances=pd.array([pd.NA] * len(kept), dtype="Int64"), declines=pd.array([pd.NA] * len(kept), dtype="Int64"),
@@ -600,7 +611,7 @@ def _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, 
                               report.to_dict())
     raise error
 
-# %% ../nbs/03_ingest.ipynb #c039
+# %% ../nbs/03_ingest.ipynb #c040
 OLD_BHAV = {"INSTRUMENT": "instrument", "SYMBOL": "symbol", "EXPIRY_DT": "expiry", "STRIKE_PR": "strike", "OPTION_TYP": "option_type",
             "OPEN": "open", "HIGH": "high", "LOW": "low", "CLOSE": "close", "SETTLE_PR": "settle", "CONTRACTS": "contracts",
             "OPEN_INT": "oi_units", "CHG_IN_OI": "oi_change_units", "TIMESTAMP": "trade_date"}
@@ -621,7 +632,7 @@ def detect_bhavcopy_format(columns) -> tuple[str, dict, list]:
     name, mapping = min(options, key=lambda o: len(set(o[1]) - cols))
     return name, mapping, sorted(set(mapping) - cols)
 
-# %% ../nbs/03_ingest.ipynb #c040
+# %% ../nbs/03_ingest.ipynb #c041
 def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: int = 80) -> np.ndarray:
     "Black-76 implied volatility by vectorised bisection; NaN where the price is below discounted intrinsic or tau <= 0."
     price, forward, strike, tau = (np.asarray(a, dtype=float) for a in (price, forward, strike, tau))
@@ -638,7 +649,7 @@ def implied_vol_black76(price, forward, strike, tau, rate, is_call, iterations: 
     iv = 0.5 * (lo + hi)
     return np.where((tau > 0) & (price > intrinsic) & (iv < 4.99), iv, np.nan)
 
-# %% ../nbs/03_ingest.ipynb #c042
+# %% ../nbs/03_ingest.ipynb #c043
 def _bhav_frame(raw: pd.DataFrame, mapping: dict, fmt: str, report: ValidationReport, run_cfg: RunConfig, cfg) -> pd.DataFrame:
     "Parse a bhavcopy into canonical columns (numbers, dates, instrument codes, OI in contracts)."
     raw = raw.rename(columns=lambda c: c.strip())
@@ -776,7 +787,7 @@ def _check_option_bounds(frame: pd.DataFrame, spot: pd.Series, report: Validatio
             report.add(np.flatnonzero(m) + 1, column, "price_sanity",
                        [f"{kind} priced {p} above {name} {b} (a {kind} is worth at most that)" for p, b in zip(price[m], bound[m])])
 
-# %% ../nbs/03_ingest.ipynb #c044
+# %% ../nbs/03_ingest.ipynb #c045
 PARITY_BAND = 0.03   # a parity forward more than 3 % from the carried underlying is taken as stale quotes, not a forward
 
 def parity_forwards(opt: pd.DataFrame, price: np.ndarray, tau: np.ndarray, spot: np.ndarray, rate: float) -> np.ndarray:
@@ -893,7 +904,7 @@ def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple
     result = _finish(con, report, raw, batch_id, exchange, "bhavcopy", path, {"option_chain_snapshots": chain, "underlying_bars": bars}, run_cfg, window)
     return {**result, "format": fmt, "rows_skipped_other_symbols": int((~wanted).sum())}
 
-# %% ../nbs/03_ingest.ipynb #c048
+# %% ../nbs/03_ingest.ipynb #c049
 def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str = "2025-01-02", spot: float = 23700.0,
                            zipped: bool = False, lot: int = 75, dividend_yield: float = 0.0, weekly_future: bool = True) -> Path:
     """Write a tiny valid NSE F&O bhavcopy in the 'old' or 'udiff' layout (optionally zipped); returns its path. NIFTY
@@ -937,27 +948,13 @@ def write_example_bhavcopy(path: str | Path, fmt: str = "udiff", trade_date: str
     with zipfile.ZipFile(path, "w") as zf: zf.writestr(path.with_suffix(".csv").name, out.to_csv(index=False))
     return path
 
-# %% ../nbs/03_ingest.ipynb #c051
-def check_bar_frame(bars: pd.DataFrame, report: ValidationReport, cfg: ExchangeConfig, run_cfg: RunConfig,
-                    now: pd.Timestamp | None = None) -> None:   # bars after this time are errors; None: not checked
-    "The import gate's bar checks on canonical bars that come from no file (problems by position, row 1 = the first bar)."
-    bars = bars.reset_index(drop=True)
-    incomplete = check_complete(bars, OHLCV_REQUIRED, report, run_cfg.quality)
-    kept, sub = bars[~incomplete], ValidationReport(report.file)
-    check_ohlc(kept, sub, run_cfg.quality)
-    check_plausible(kept, sub, ("open", "high", "low", "close"), ("volume",))
-    check_temporal(kept["timestamp"], sub, run_cfg.quality)
-    check_session(kept["timestamp"], sub, cfg.session_open, cfg.session_close, now=now or pd.Timestamp.max.tz_localize("UTC"))
-    check_bar_grid(kept["timestamp"], sub, run_cfg.bar_minutes, cfg)
-    check_trading_days(kept["timestamp"], sub, cfg)
-    _merge(report, sub, np.flatnonzero(~incomplete) + 1)
-
+# %% ../nbs/03_ingest.ipynb #c052
 def check_chain_frame(chain: pd.DataFrame, report: ValidationReport, first_row: int = 1) -> None:
     "Errors for option-chain rows with negative open interest or a non-positive strike (`first_row`: the frame's first row number)."
     for column, bad, why in (("oi", chain["oi"].to_numpy() < 0, "negative open interest"), ("strike", chain["strike"].to_numpy() <= 0, "non-positive strike")):
         if bad.any(): report.add(np.flatnonzero(bad) + first_row, column, "non_negative", why)
 
-# %% ../nbs/03_ingest.ipynb #c054
+# %% ../nbs/03_ingest.ipynb #c055
 def validate_stored(con, exchange: str, run_cfg: RunConfig | None = None) -> dict[str, ValidationReport]:
     "Data-quality reports of the stored bars (per symbol) and option chain of `exchange`."
     run_cfg, reports = run_cfg or RunConfig(), {}

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .config import MonitoringConfig, RunConfig
-from .datasets import DatasetIntegrityError, dataset_dir, read_json
+from .datasets import DatasetIntegrityError, load_manifest
 from .features import PSI_CAP_SHARE, bin_proportions, family_scale, fill_neutral_defaults, prepare_training_features, psi, psi_ceiling
 from .indicators import WARMUP_BARS
 from .regimes import REGIME_PROB_PREFIX, RegimeHMMTransformer, regime_feature_matrix, regime_prob_columns
@@ -412,10 +412,10 @@ def served_recommendations(run_cfg: RunConfig, exchange: str, model_version: str
         except duckdb.CatalogException: return empty   # a warehouse written before the audit tables existed
 
 def training_symbols(exchange: str, manifest: dict, run_cfg: RunConfig) -> list[str] | None:
-    "Symbols a model was trained on: `symbols` of its dataset version's manifest; None when that manifest is gone, unreadable or silent."
-    path = dataset_dir(exchange, str(manifest.get("dataset_version")), run_cfg) / "manifest.json"
-    try: symbols = read_json(path).get("symbols")
-    except (OSError, DatasetIntegrityError): return None
+    """Symbols a model was trained on: `symbols` of its dataset version's manifest; None when that manifest is gone, unreadable,
+    silent, of another version or exchange, or the run names no valid version."""
+    try: symbols = load_manifest(exchange, str(manifest.get("dataset_version")), run_cfg).get("symbols")
+    except (OSError, ValueError, DatasetIntegrityError): return None
     return sorted(map(str, symbols)) if isinstance(symbols, list) and symbols else None
 
 def recent_features(run_cfg: RunConfig, exchange: str, columns: list, cfg: MonitorConfig = MonitorConfig(),

@@ -38,29 +38,29 @@ __all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'REGIME_SHIFT_POINTS', 'MODEL_PARAMS', 'G
            'daily_coverage', 'longest_gaps', 'completeness_table', 'coverage_figure', 'market_overview_figure',
            'feature_completeness', 'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report',
            'run_provenance', 'holdout_regime_table', 'regime_shares', 'regime_shift_note', 'cv_tables',
-           'candidate_from_search', 'candidate_params_text', 'model_facts', 'what_is_traded', 'trial_count_text',
-           'class_balance_table', 'automl_trials_table', 'label_regime_text', 'model_regime_text', 'confusion_figure',
-           'reliability_figure', 'calibration_text', 'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel',
-           'pack_title', 'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs',
-           'render_pack', 'decision_banner', 'search_failure_line', 'baseline_notice', 'drawdown_percent',
-           'criterion_unit', 'criterion_figure', 'rule_direction', 'criterion_direction', 'criterion_margin',
-           'tightest_criterion', 'search_note', 'criterion_search_note', 'failure_meaning', 'failed_criteria_lines',
-           'tightest_margin_line', 'margin_text', 'gate_table', 'gate_window_text', 'signer_identifiers',
-           'gate_configuration', 'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure',
-           'sortable_table', 'trades_table', 'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci',
-           'interval_text', 'criteria_crossing', 'criterion_intervals', 'interval_methods', 'refer_cells',
-           'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary', 'trial_days_text', 'criteria_sources',
-           'plain_variance_dsr', 'plain_dsr_note', 'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns',
-           'window_order', 'no_trade_reason', 'benchmark_frame', 'window_sharpes', 'walk_forward_results',
-           'gate_window_comparison', 'walk_forward_method_text', 'walk_forward_frame', 'sensitivity_figure',
-           'break_even_cost', 'break_even_text', 'sensitivity_commentary', 'session_pnl', 'best_session_effect',
-           'concentration_frame', 'concentration_table', 'concentration_flags', 'side_breakdown',
-           'saved_random_distribution', 'side_matched_distribution', 'random_distribution_frame', 'losing_windows_note',
-           'random_nulls_note', 'random_distribution_figure', 'loss_share_of_equity', 'realised_loss_items',
-           'under_water_items', 'risk_profile', 'psi_reach', 'level_reach', 'drift_family_of', 'psi_reach_rows',
-           'input_alert_state', 'unmonitored_inputs_note', 'baseline_alert_of', 'monitoring_baseline',
-           'monitoring_gaps_line', 'signoff_command', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path',
-           'check_in_browser']
+           'candidate_from_search', 'candidate_params_text', 'model_facts', 'volatility_name', 'what_is_traded',
+           'trial_count_text', 'class_balance_table', 'automl_trials_table', 'label_regime_text', 'model_regime_text',
+           'confusion_figure', 'reliability_figure', 'calibration_text', 'largest_drivers', 'shap_figure',
+           'template_path', 'pack_kernel', 'pack_title', 'render_html', 'run_config_parameter', 'PackError',
+           'check_pack_label', 'verify_pack_inputs', 'render_pack', 'decision_banner', 'search_failure_line',
+           'baseline_notice', 'drawdown_percent', 'criterion_unit', 'criterion_figure', 'rule_direction',
+           'criterion_direction', 'criterion_margin', 'tightest_criterion', 'search_note', 'criterion_search_note',
+           'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line', 'margin_text', 'gate_table',
+           'gate_window_text', 'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe',
+           'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table', 'backtest_periods_per_year',
+           'backtest_setup', 'metrics_with_ci', 'interval_text', 'criteria_crossing', 'criterion_intervals',
+           'interval_methods', 'refer_cells', 'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary',
+           'trial_days_text', 'criteria_sources', 'plain_variance_dsr', 'plain_dsr_note', 'dsr_sensitivity',
+           'trade_volatility', 'performance_breakdowns', 'window_order', 'no_trade_reason', 'benchmark_frame',
+           'window_sharpes', 'walk_forward_results', 'gate_window_comparison', 'walk_forward_method_text',
+           'walk_forward_frame', 'sensitivity_figure', 'break_even_cost', 'break_even_text', 'sensitivity_commentary',
+           'session_pnl', 'best_session_effect', 'concentration_frame', 'concentration_table', 'concentration_flags',
+           'side_breakdown', 'saved_random_distribution', 'side_matched_distribution', 'random_distribution_frame',
+           'losing_windows_note', 'random_nulls_note', 'random_distribution_figure', 'loss_share_of_equity',
+           'realised_loss_items', 'under_water_items', 'risk_profile', 'psi_reach', 'level_reach', 'drift_family_of',
+           'psi_reach_lists', 'psi_reach_rows', 'input_alert_state', 'unmonitored_inputs_note', 'baseline_alert_of',
+           'monitoring_baseline', 'monitoring_gaps_line', 'signoff_command', 'signoff_block', 'pack_entries',
+           'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def simulated_signal_strengths(manifest: dict) -> list[float]:
@@ -278,17 +278,16 @@ def run_provenance(run_manifest: dict) -> str:
 
 def _metric_cell(value) -> str:
     "A metric as the per-regime table shows it: four decimals, or '—' when undefined (an AUC of a regime whose rows lack a class)."
-    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else "—"
+    return f"{value:.4f}" if _real(value) else "—"
 
 def holdout_regime_table(report: dict) -> pd.DataFrame:
     """The holdout's metrics per model regime (HMM state) from the report's `holdout.per_regime`: rows, their share of the
     holdout's rows and the booster each regime routes to; empty when the report has none."""
     per = (report.get("holdout") or {}).get("per_regime") or {}
     keys = [k for k in METRIC_KEYS if k != "n" and any(k in m for m in per.values())]
-    total = sum(m.get("n", 0) for m in per.values())
-    cv = regime_shares(((report.get("cv") or {}).get("per_regime")) or {})
+    hold, cv = regime_shares(per), regime_shares(((report.get("cv") or {}).get("per_regime")) or {})
     rows = [{"regime": r, "model": ((report.get("regimes") or {}).get("routes") or {}).get(r), "rows": m.get("n"),
-             "share of holdout rows": f"{m.get('n', 0) / total:.1%}" if total else "—",
+             "share of holdout rows": f"{hold[r]:.1%}" if r in hold else "—",
              "share of CV rows": f"{cv[r]:.1%}" if r in cv else "—", **{k: _metric_cell(m.get(k)) for k in keys}} for r, m in per.items()]
     return pd.DataFrame(rows, columns=["regime", "model", "rows", "share of holdout rows", "share of CV rows", *keys])
 
@@ -375,7 +374,7 @@ def model_facts(report: dict) -> str:
     said += [f"{k.replace('_', ' ')}: {v}" for k, v in rows.items()]
     return text + (" Rows: " + "; ".join(said) + "." if said else "")
 
-def _volatility_name(labels: dict) -> str:
+def volatility_name(labels: dict) -> str:
     "The labels' volatility in words: ATR(n) / close or the EWM std (span n) of simple returns."
     n = labels.get("vol_window")
     return f"ATR({n}) / close" if labels.get("volatility", "atr") == "atr" else f"the EWM std (span {n}) of one-bar returns"
@@ -399,7 +398,7 @@ def what_is_traded(report: dict, config: dict,   # the training report and the s
              .get(sizing, str(sizing)))
     return ("**What the model predicts and what is traded**\n"
         f"- **Label** (`{report.get('target')}`): from each bar's close, a take-profit barrier {mult(tp)} and a stop barrier "
-        f"{mult(sl)} {_volatility_name(lab)} away, checked on {touch} over the next **{h} bars**: BUY when the upper barrier is "
+        f"{mult(sl)} {volatility_name(lab)} away, checked on {touch} over the next **{h} bars**: BUY when the upper barrier is "
         "touched first, SELL when the lower one is, HOLD (neutral) when neither is within the horizon.\n"
         "- **Confidence** is the calibrated probability of the class the model ranks first. When that class is HOLD there is no "
         f"trade; a BUY or SELL is traded only when its confidence is at least the **threshold {config.get('min_confidence', math.nan):g}**.\n"
@@ -507,7 +506,7 @@ def calibration_text(report: dict) -> str:
     them (`chosen`, `cross_fitted`); for older reports, whether calibration improved or worsened the cross-fitted Brier."""
     cal, hold = report.get("calibration") or {}, report.get("holdout") or {}
     held = ""
-    if isinstance((hold.get("raw") or {}).get("brier"), float) and isinstance((hold.get("calibrated") or {}).get("brier"), float):
+    if _real((hold.get("raw") or {}).get("brier")) and _real((hold.get("calibrated") or {}).get("brier")):
         held = f" On the holdout the Brier is {hold['raw']['brier']:.4f} raw and {hold['calibrated']['brier']:.4f} calibrated."
     if cal.get("chosen"):
         scores = cal.get("cross_fitted") or {}
@@ -634,7 +633,7 @@ def decision_banner(gate: dict, from_search: bool | None = None) -> str:
 def search_failure_line(gate: dict, from_search: bool | None) -> str:
     """HTML: when a criterion judged on AutoML's trials (`SEARCH_CRITERIA`) failed and the candidate is not one of them, that
     the failure comes from a search that did not produce the candidate; '' otherwise."""
-    failed = [c["name"] for c in gate.get("criteria", []) if not c.get("passed") and c["name"] in ("deflated_sharpe", "pbo")]
+    failed = [c["name"] for c in gate.get("criteria", []) if not c.get("passed") and c["name"] in SEARCH_CRITERIA]
     if from_search is not False or not failed: return ""
     return (f"<b>Note on {', '.join(failed)}:</b> this failure comes from AutoML's search, which <b>did not produce this "
             "candidate</b> (it was trained with other parameters than AutoML's best): it says the search's own choice of its best "
@@ -1628,6 +1627,7 @@ def random_nulls_note(windows: dict,
                       ) -> str:
     """Markdown for every window with draws: the strategy's long share, the random-sides median (≈ minus the costs: beside
     it the strategy's own costs in percent of the account) and both p-values, what each answers, then `losing_windows_note`."""
+    from oi_ml.backtest import long_share_of
     said = []
     for w in sorted(windows, key=window_order):
         d = saved_random_distribution(windows[w]) or {}
@@ -1635,15 +1635,15 @@ def random_nulls_note(windows: dict,
         m, own = side_matched_distribution(d) or {}, windows[w].get("benchmarks", {}).get("ml_signal", {}).get("total_costs")
         costs = f" (the strategy's own costs: −{100 * own / account_size:.3f} %)" if _real(own) and account_size else ""
         t = (trades or {}).get(w)
-        long_share = d.get("long_share") if _real(d.get("long_share")) else (float((t.side > 0).mean()) if t is not None and len(t) else None)
+        long_share = d.get("long_share") if _real(d.get("long_share")) else (long_share_of(t) if t is not None and len(t) else None)
         share = f"{long_share:.0%} long" if long_share is not None else "long share not recorded"
         matched = (f"; side-matched median {_pct(m.get('return_net_median'))}, p = {_figure(m.get('p_value_return_net'), 3)}"
                    if m else "; no side-matched null in this run")
         said.append(f"`{w}` ({share}): random-sides median {_pct(d.get('return_net_median'))}{costs}, "
                     f"p = {_figure(d.get('p_value_return_net'), 3)}{matched}")
     if not said: return ""
-    text = ("**Reading the two p-values, per window:** " + "; ".join(said) + ". In every window the random-sides median is about "
-            "**minus the costs** (coin sides earn about nothing before costs), so its p says the strategy beats costs-only random "
+    text = ("**Reading the two p-values, per window:** " + "; ".join(said) + ". By construction the random-sides median sits near "
+            "**minus the costs** (coin sides earn about nothing before costs; compare it with the strategy's own costs above), so its p says the strategy beats costs-only random "
             "trading; only the side-matched p speaks to timing skill beyond the strategy's long/short mix.")
     return text + (f"\n\n{lost}" if (lost := losing_windows_note(windows)) else "")
 
@@ -1801,6 +1801,12 @@ def drift_family_of(manifest: dict, monitoring: MonitoringConfig | None = None) 
     if family: cfg = dataclasses.replace(cfg, live_rows=family["rows"])
     return drift_family_levels(family, cfg, manifest.get("feature_distribution"))
 
+def psi_reach_lists(distributions: dict, alert_of, names: list[str]) -> tuple[list, list, list]:
+    "(cannot fire, can hardly fire, of those capped): the `level_reach` of each of `names` at the level `alert_of` gives it."
+    reach = {n: level_reach(distributions[n], *alert_of(n, distributions[n])) for n in names}
+    hardly = [n for n in names if reach[n] in ("hardly", "capped")]
+    return [n for n in names if reach[n] == "cannot"], hardly, [n for n in hardly if reach[n] == "capped"]
+
 def psi_reach_rows(distributions: dict,   # the manifest's feature_distribution
                    alert_of,              # (name, reference) -> (the PSI level the monitor alerts that column at, where it comes from)
                    used: list[str] | None = None,   # the features the model reads; None: every feature is counted
@@ -1808,10 +1814,8 @@ def psi_reach_rows(distributions: dict,   # the manifest's feature_distribution
     """Baseline rows: how many (used) features' PSI alert cannot fire (level above the ceiling) or can hardly fire (near
     it, or lowered to the column's cap: `level_reach`), each list in full."""
     names = [n for n in distributions if n in set(used)] if used else list(distributions)
-    reach = {n: level_reach(distributions[n], *alert_of(n, distributions[n])) for n in names}
     which = "used features" if used else "features"
-    cannot, hardly = [n for n in names if reach[n] == "cannot"], [n for n in names if reach[n] in ("hardly", "capped")]
-    capped = [n for n in hardly if reach[n] == "capped"]
+    cannot, hardly, capped = psi_reach_lists(distributions, alert_of, names)
     return [{"item": f"PSI alert cannot fire ({which})", "value": f"{len(cannot)} of {len(names)} {which}"
              + (f": {', '.join(cannot)} — their drift level is above the largest PSI possible, so only their out-of-range "
                 "alert (where the baseline holds a range) is left" if cannot else "")},
@@ -1905,18 +1909,14 @@ def monitoring_baseline(manifest: dict, top: int = 15, monitoring: MonitoringCon
 
 def monitoring_gaps_line(manifest: dict, used: list[str] | None,   # the run's manifest; the features the model reads
                          monitoring: MonitoringConfig | None = None) -> str:
-    "Markdown, one line for the decision summary: the used features whose PSI alert cannot or can hardly fire; '' when none."
+    """Markdown, one line for the decision summary: the used features whose PSI alert cannot or can hardly fire; '' when none
+    (inputs with no training distribution at all are named by `unmonitored_inputs_note`)."""
     distributions = manifest.get("feature_distribution") or {}
     names = [n for n in (used or distributions) if n in distributions]
-    alert_of = baseline_alert_of(manifest, monitoring)
-    reach = {n: level_reach(distributions[n], *alert_of(n, distributions[n])) for n in names}
-    cannot = [n for n in names if reach[n] == "cannot"]
-    hardly = [n for n in names if reach[n] in ("hardly", "capped")]
-    missing = [n for n in (used or []) if n not in distributions]
-    if not (cannot or hardly or missing): return ""
+    cannot, hardly, _ = psi_reach_lists(distributions, baseline_alert_of(manifest, monitoring), names)
+    if not (cannot or hardly): return ""
     said = ([f"{len(cannot)} PSI alert(s) cannot fire ({', '.join(cannot)})"] if cannot else []) + \
-           ([f"{len(hardly)} can hardly fire ({', '.join(hardly)})"] if hardly else []) + \
-           ([f"{len(missing)} input(s) have no training distribution, so no drift alert ({', '.join(missing)})"] if missing else [])
+           ([f"{len(hardly)} can hardly fire ({', '.join(hardly)})"] if hardly else [])
     return (f"**Monitoring gaps:** of the {len(used) if used else len(names)} {'used features' if used else 'features'}, "
             + "; ".join(said) + ". Drift in these would go unflagged; details under Monitoring baseline.")
 

@@ -291,11 +291,11 @@ def step_backtest(run: RetrainRun, ds: dict, trained: dict) -> dict:
         bundle = load_bundle(folder)
         raw, _ = load_dataset(run.cfg.exchange, ds["version"], run.run_cfg)
         raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
-        signals = signals_for(bundle, raw)
+        tcfg = train_config_of(bundle)   # its training report, read once
+        signals = signals_for(bundle, raw, tcfg.labels)
         held_to = pd.Timestamp(bundle.manifest["holdout_window"][1])   # no entry after the holdout's last row, as in the gate
         signals = signals.assign(signal=np.where(signals.timestamp <= held_to, signals.signal, 0).astype(signals.signal.dtype))
         bars = raw[["timestamp", "open", "high", "low", "close"]]
-        tcfg = train_config_of(bundle)
         bt_cfg = default_backtest_config(run.cfg.exchange, dataclasses.asdict(tcfg), run.run_cfg.bar_minutes)
         in_sample, out_of_sample = session_windows(raw.timestamp, bundle.manifest["holdout_window"])
         wf_signals, segments, why_none = walk_forward_signals(raw, signals, tcfg, holdout_start_day(bundle.manifest),

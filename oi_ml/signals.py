@@ -31,7 +31,8 @@ from .datasets import read_json
 from .features import FEATURE_DEFAULTS, XS_RANK_DEFAULTS, prepare_training_features
 from .registry import load_version, read_jsonl, registry_key
 from .store import connect, insert_rows, schema_columns, to_utc, transaction
-from .train import CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibration, check_bundle_sources, load_bundle, temper_row
+from .train import (CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibration, booster_predict, check_bundle_sources,
+                          load_bundle, temper_row)
 
 # %% auto #0
 __all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'RECONCILE_DAYS', 'SETTLED_HISTORY_BARS', 'calibrate_row', 'row_calibration',
@@ -166,11 +167,8 @@ def feature_row(features: dict, names: tuple, defaults: np.ndarray) -> np.ndarra
 # %% ../nbs/42_signals.ipynb #c020
 def predict_row(booster, X: np.ndarray, n_classes: int, rounds: int) -> np.ndarray:
     "Probabilities of the rows of `X` (float64, C-contiguous), single-threaded; `booster_predict` semantics."
-    if isinstance(booster, lgb.Booster): out = booster.predict(X, num_iteration=rounds, num_threads=1)
-    else:   # XGBoost computes in float32: its class probabilities are renormalised in float64 to sum to 1
-        out = np.asarray(booster.inplace_predict(X, iteration_range=(0, rounds or 0)), dtype=np.float64)
-        if n_classes > 2: out = out / out.sum(axis=1, keepdims=True)
-    out = np.asarray(out, dtype=np.float64)
+    if not isinstance(booster, lgb.Booster): return booster_predict(booster, X, n_classes, rounds)   # XGBoost: the batch path itself
+    out = np.asarray(booster.predict(X, num_iteration=rounds, num_threads=1), dtype=np.float64)
     return np.column_stack([1 - out, out]) if n_classes == 2 else out
 
 # %% ../nbs/42_signals.ipynb #c023
@@ -227,17 +225,13 @@ def suggested_lots(kelly: float,         # fraction of the account to commit
     if price is None or not math.isfinite(price) or price <= 0: return None
     return int(kelly * account_size // (margin_rate * price * lot_size))
 
-def _barrier_on(mult) -> bool:   # a stored profit_mult/stop_mult: None when the labels switched it off (inf)
-    "True for a finite, positive barrier multiplier."
-    return mult is not None and math.isfinite(float(mult)) and float(mult) > 0
-
 def payoff_ratio(bundle: ModelBundle) -> float:
     "profit_mult / stop_mult of a triple-barrier model's training labels when both barriers are on (1.0 otherwise, as the backtest's Kelly)."
+    from oi_ml.gate import backtest_barrier   # here only: the gate module loads the AutoML stack
     report = json.loads((bundle.run_dir / "reports" / "training_report.json").read_text())
     labels = report.get("config", {}).get("labels", {})
-    tp, sl = labels.get("profit_mult"), labels.get("stop_mult")
-    if report.get("target") != "triple_barrier" or not (_barrier_on(tp) and _barrier_on(sl)): return 1.0
-    return float(tp) / float(sl)
+    tp, sl = backtest_barrier(labels.get("profit_mult")), backtest_barrier(labels.get("stop_mult"))
+    return tp / sl if report.get("target") == "triple_barrier" and tp is not None and sl is not None else 1.0
 
 # %% ../nbs/42_signals.ipynb #c029
 def new_id() -> str:

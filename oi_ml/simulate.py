@@ -349,9 +349,10 @@ def simulate_market(con, exchange: str, start="2025-08-01", end=None, n_days: in
     if not days: raise ValueError(f"no trading days for {exchange} between {start} and {end}")
     lp = simulate_latent(cfg, days, bar_minutes, seed, signal_strength)
     frames = underlying_frames(cfg, lp, seed, run_cfg.risk_free_rate)
-    from oi_ml.ingest import IngestError, ValidationReport, check_bar_frame, check_chain_frame   # the import gate's checks
+    from oi_ml.ingest import IngestError, ValidationReport, check_bars, check_chain_frame   # the import gate's checks
     report = ValidationReport(f"simulated:{cfg.exchange}/{cfg.symbol} {days[0]}..{days[-1]} seed {seed}", rows_in=len(frames["underlying_bars"]))
-    check_bar_frame(frames["underlying_bars"], report, cfg, dataclasses.replace(run_cfg, bar_minutes=bar_minutes))
+    check_bars(frames["underlying_bars"], report, cfg, dataclasses.replace(run_cfg, bar_minutes=bar_minutes),
+               now=pd.Timestamp.max.tz_localize("UTC"))   # a simulation may lie in the future: it is synthetic
     if not report.ok: raise IngestError(report)
     state = market_state(lp, frames)
     chain_interval = max(1, sim.chain_interval_minutes // bar_minutes)

@@ -175,11 +175,10 @@ def fit_booster(family: str, cfg: TrainConfig, n_classes: int, X, y, w, rounds: 
 # %% ../nbs/22_train.ipynb #c012
 def booster_predict(booster, X: np.ndarray, n_classes: int, rounds: int | None = None) -> np.ndarray:
     "Probabilities (n × k) for classification, values (n,) for regression, from either family, on float64 rows."
-    if isinstance(booster, lgb.Booster): out = booster.predict(X, num_iteration=rounds)
+    if isinstance(booster, lgb.Booster): out = np.asarray(booster.predict(X, num_iteration=rounds), dtype=np.float64)
     else:   # XGBoost computes in float32: its class probabilities are renormalised in float64 to sum to 1
         out = np.asarray(booster.inplace_predict(X, iteration_range=(0, rounds or 0)), dtype=np.float64)
         if n_classes > 2: out = out / out.sum(axis=1, keepdims=True)
-    out = np.asarray(out, dtype=np.float64)
     return np.column_stack([1 - out, out]) if n_classes == 2 else out
 
 def booster_contributions(booster, X: np.ndarray, rounds: int | None = None) -> np.ndarray:

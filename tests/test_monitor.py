@@ -937,3 +937,10 @@ def test_live_regime_probabilities_fill_the_hmm_inputs_neutral_defaults_as_servi
     assert holed.vix.isna().sum() == 100 and not filled.vix.isna().any()
     assert np.array_equal(got[PROBS].to_numpy(), want[PROBS].to_numpy())
     assert holed.vix.isna().sum() == 100                                       # the caller's frame is left as it was
+
+
+def test_training_symbols_of_a_run_naming_no_valid_dataset_version_is_none(tmp_path):
+    "No dataset_version, or one that is not a version id: no symbols to restrict to (None), not an error from dataset_dir's check."
+    from oi_ml.monitor import training_symbols
+    cfg = RunConfig(data_dir=str(tmp_path / "data"))
+    assert training_symbols("NSE", {}, cfg) is None and training_symbols("NSE", {"dataset_version": "../BSE/2025-08-05"}, cfg) is None
