@@ -217,14 +217,13 @@ def cmd_backtest(args, cfg: RunConfig) -> int:
     """Backtest a model run on its dataset (optionally a date window); writes the summary and trades under
     `adhoc_backtest_dir`, and says (and records as `sample` in the summary) how much of the window the model trained on."""
     from oi_ml.backtest import run_backtest, save_backtest
-    from oi_ml.datasets import check_version_id, load_dataset, require_keys
+    from oi_ml.datasets import check_version_id, load_dataset
     from oi_ml.gate import default_backtest_config, signals_for, train_config_of
     from oi_ml.registry import check_manifest_exchange, run_dir
-    from oi_ml.train import ModelIntegrityError, load_bundle
+    from oi_ml.train import load_bundle
     bundle = load_bundle(run_dir(args.exchange, args.run, cfg))   # a run id, not a path or a version
     path = bundle.run_dir / "manifest.json"
     check_manifest_exchange(bundle.manifest, path, args.exchange)   # no NSE model on BSE data
-    require_keys(bundle.manifest, path, ("dataset_version", "holdout_window"), ModelIntegrityError)   # a hand-edited manifest: one line
     version = check_version_id(args.exchange, bundle.manifest["dataset_version"], cfg, option=f"{path}: dataset_version")
     raw, _ = load_dataset(args.exchange, version, cfg)
     raw = raw.sort_values("timestamp", kind="mergesort").reset_index(drop=True)

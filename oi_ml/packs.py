@@ -38,15 +38,15 @@ __all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'REGIME_SHIFT_POINTS', 'MODEL_PARAMS', 'G
            'daily_coverage', 'longest_gaps', 'completeness_table', 'coverage_figure', 'market_overview_figure',
            'feature_completeness', 'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report',
            'run_provenance', 'holdout_regime_table', 'regime_shares', 'regime_shift_note', 'cv_tables',
-           'candidate_from_search', 'candidate_params_text', 'model_facts', 'volatility_name', 'what_is_traded',
-           'trial_count_text', 'class_balance_table', 'automl_trials_table', 'label_regime_text', 'model_regime_text',
-           'confusion_figure', 'reliability_figure', 'calibration_text', 'largest_drivers', 'shap_figure',
-           'template_path', 'pack_kernel', 'pack_title', 'render_html', 'run_config_parameter', 'PackError',
-           'check_pack_label', 'verify_pack_inputs', 'render_pack', 'decision_banner', 'search_failure_line',
-           'baseline_notice', 'drawdown_percent', 'criterion_unit', 'criterion_figure', 'rule_direction',
-           'criterion_direction', 'criterion_margin', 'tightest_criterion', 'search_note', 'criterion_search_note',
-           'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line', 'margin_text', 'gate_table',
-           'gate_window_text', 'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe',
+           'candidate_from_search', 'candidate_params_text', 'model_facts', 'volatility_name', 'lot_risk_text',
+           'what_is_traded', 'trial_count_text', 'class_balance_table', 'automl_trials_table', 'label_regime_text',
+           'model_regime_text', 'confusion_figure', 'reliability_figure', 'calibration_text', 'largest_drivers',
+           'shap_figure', 'template_path', 'pack_kernel', 'pack_title', 'render_html', 'run_config_parameter',
+           'PackError', 'check_pack_label', 'verify_pack_inputs', 'render_pack', 'decision_banner',
+           'search_failure_line', 'baseline_notice', 'drawdown_percent', 'criterion_unit', 'criterion_figure',
+           'rule_direction', 'criterion_direction', 'criterion_margin', 'tightest_criterion', 'search_note',
+           'criterion_search_note', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line', 'margin_text',
+           'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe',
            'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table', 'backtest_periods_per_year',
            'backtest_setup', 'metrics_with_ci', 'interval_text', 'criteria_crossing', 'criterion_intervals',
            'interval_methods', 'refer_cells', 'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary',
@@ -379,6 +379,15 @@ def volatility_name(labels: dict) -> str:
     n = labels.get("vol_window")
     return f"ATR({n}) / close" if labels.get("volatility", "atr") == "atr" else f"the EWM std (span {n}) of one-bar returns"
 
+def lot_risk_text(config: dict) -> str:   # a saved BacktestConfig (as a dict)
+    """What one lot's risk is, as `backtest.risk_basis` measures it for the gate's and pipeline's backtests (whose signals
+    always carry the labels' volatility): the loss at the stop, or, with the stop off, one volatility move over the holding period."""
+    stop = config.get("stop_loss_mult")
+    if stop is not None: return f"a lot's risk is its loss at the stop: entry price × stop multiple {stop:g} × volatility × lot size"
+    bars = config.get("holding_period_minutes", math.nan) / config.get("bar_minutes", 1)
+    return (f"the stop is off, so a lot's risk is one volatility move over the holding period: entry price × volatility × "
+            f"√{bars:g} bars × lot size")
+
 def what_is_traded(report: dict, config: dict,   # the training report and the saved BacktestConfig (as a dict)
                    exchange: str = "",           # for the instrument's name
                    ) -> str:
@@ -386,19 +395,21 @@ def what_is_traded(report: dict, config: dict,   # the training report and the s
     confidence is, the threshold, its selected features, the instrument P&L is computed on, costs and sizing."""
     lab = (report.get("config") or {}).get("labels") or {}
     tp, sl, h = lab.get("profit_mult"), lab.get("stop_mult"), lab.get("horizon_bars")
-    mult = lambda m: "off" if m is None else f"{m:g} ×"
+    on = [f"a {name} barrier {m:g} ×" for name, m in (("take-profit", tp), ("stop", sl)) if m is not None]
+    off = [name for name, m in (("take-profit", tp), ("stop", sl)) if m is None]
+    barriers = (f"{' and '.join(on)} {volatility_name(lab)} away" if on else "no price barrier") + (
+        f" (no {' or '.join(off)} barrier)" if off and on else "")
     feats = report.get("selected_features") or []
     touch = "bar highs and lows" if lab.get("touch", "high_low") == "high_low" else "closes"
     cost, slip = config.get("transaction_cost_bps"), config.get("slippage_bps")
     sizing = config.get("sizing")
     sized = ({"fixed": f"**fixed-fraction risk**: each trade risks {100 * config.get('max_risk_per_trade', math.nan):g} % of current capital "
-                       "(a lot's risk is its loss at the stop: entry price × stop multiple × volatility × lot size), rounded down to whole "
+                       f"({lot_risk_text(config)}), rounded down to whole "
                        "lots, so the number of lots varies with the price, the volatility and the capital",
               "kelly": "fractional Kelly on the confidence, capped", "vol_target": "lots set to a target annualised volatility"}
              .get(sizing, str(sizing)))
     return ("**What the model predicts and what is traded**\n"
-        f"- **Label** (`{report.get('target')}`): from each bar's close, a take-profit barrier {mult(tp)} and a stop barrier "
-        f"{mult(sl)} {volatility_name(lab)} away, checked on {touch} over the next **{h} bars**: BUY when the upper barrier is "
+        f"- **Label** (`{report.get('target')}`): from each bar's close, {barriers}, checked on {touch} over the next **{h} bars**: BUY when the upper barrier is "
         "touched first, SELL when the lower one is, HOLD (neutral) when neither is within the horizon.\n"
         "- **Confidence** is the calibrated probability of the class the model ranks first. When that class is HOLD there is no "
         f"trade; a BUY or SELL is traded only when its confidence is at least the **threshold {config.get('min_confidence', math.nan):g}**.\n"

@@ -26,7 +26,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 from .config import IST, RunConfig, config_to_dict
 from .cv import PurgedKFold
 from .datasets import (code_sha256, fsync_path, fsync_tree, git_commit, import_closure, load_dataset, mkdir_durable,
-                            package_versions, read_json, sha256_file)
+                            package_versions, read_json, require_keys, sha256_file)
 from .features import (FEATURE_DEFAULTS, KEY_COLUMNS, XS_RANK_DEFAULTS, check_sources, drift_family, feature_distribution,
                             informative_sources, prepare_training_features, supported_feature_columns)
 from .indicators import FEATURE_MEMORY_BARS, WARMUP_BARS
@@ -37,17 +37,18 @@ from .regimes import MIN_ROWS_PER_REGIME, REGIME_PROB_PREFIX, RegimeHMMTransform
 # %% auto #0
 __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARKERS', 'LGB_TREE_FIELDS', 'LGB_SPLIT_FIELDS',
            'CALIBRATION_FLOOR', 'STORED_DIGITS', 'CALIBRATION_METHODS', 'TEMPERATURE_BOUNDS', 'HOLDOUT_OUTCOMES_FILE',
-           'BUNDLE_FILES', 'TrainConfig', 'TrainingTable', 'build_training_table', 'resolve_family', 'fit_weights',
-           'fit_booster', 'booster_predict', 'booster_contributions', 'save_booster', 'lgb_structure_problem',
-           'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'table_regimes', 'select_features',
-           'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc', 'classification_metrics',
-           'reliability_curve', 'temper_row', 'fit_temperature', 'fit_calibration', 'apply_calibration',
-           'cross_fitted_calibration', 'choose_calibration', 'holdout_split', 'cross_validate', 'regression_metrics',
-           'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_model',
-           'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place',
-           'model_used_columns', 'routes_by_regime', 'regime_probs_read', 'used_regime_probs', 'ModelIntegrityError',
-           'verify_run', 'check_model_features', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle',
-           'score_features', 'bundle_used_features', 'check_bundle_sources', 'score_frame']
+           'BUNDLE_FILES', 'BUNDLE_MANIFEST_KEYS', 'TrainConfig', 'TrainingTable', 'build_training_table',
+           'resolve_family', 'fit_weights', 'fit_booster', 'booster_predict', 'booster_contributions', 'save_booster',
+           'lgb_structure_problem', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'table_regimes',
+           'select_features', 'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc',
+           'classification_metrics', 'reliability_curve', 'temper_row', 'fit_temperature', 'fit_calibration',
+           'apply_calibration', 'cross_fitted_calibration', 'choose_calibration', 'holdout_split', 'cross_validate',
+           'regression_metrics', 'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated',
+           'train_model', 'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run',
+           'swap_into_place', 'model_used_columns', 'routes_by_regime', 'regime_probs_read', 'used_regime_probs',
+           'ModelIntegrityError', 'verify_run', 'check_model_features', 'require_listed', 'ModelBundle',
+           'check_calibration', 'load_bundle', 'score_features', 'bundle_used_features', 'check_bundle_sources',
+           'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -809,6 +810,7 @@ def verify_run(run_dir: str | Path) -> dict:
     return manifest
 
 BUNDLE_FILES = ("model_features.json", "regime_hmm.json", "calibration.json")   # read by load_bundle, besides models/*
+BUNDLE_MANIFEST_KEYS = ("run_id", "exchange", "dataset_version", "holdout_window")   # what the gate, CLI and pipeline read (a baseline without train_window is not compared)
 
 def check_model_features(meta: dict, path: Path) -> dict:
     "`model_features.json` as read, after checking each field's type and that the input features are known ones."
@@ -871,6 +873,7 @@ def check_calibration(calibration: dict, n_classes: int, path: Path) -> dict | N
 def load_bundle(run_dir: str | Path) -> ModelBundle:
     "Load a verified run: boosters, regime HMM, features and calibration (JSON and native formats only)."
     run_dir = Path(run_dir); manifest = verify_run(run_dir)
+    require_keys(manifest, run_dir / "manifest.json", BUNDLE_MANIFEST_KEYS, ModelIntegrityError)   # a hand-edited manifest: one line, not a KeyError later
     require_listed(run_dir, manifest, BUNDLE_FILES)
     meta = check_model_features(read_json(run_dir / "model_features.json", ModelIntegrityError,
                                           ("family", "classes", "selected", "routes", "rounds", "input_features")), run_dir / "model_features.json")

@@ -464,14 +464,16 @@ def test_a_version_folder_whose_manifest_is_another_exchanges_is_refused(tmp_pat
     assert datasets_snapshot(data) == before and not (tmp_path / "d" / "models").exists()
 
 
-@pytest.mark.parametrize("missing", ["holdout_window", "dataset_version"])
+@pytest.mark.parametrize("missing", ["holdout_window", "dataset_version", "run_id"])
 def test_backtest_of_a_run_manifest_missing_a_key_is_one_line(dirs, monkeypatch, capsys, missing):
-    "Review finding: a run manifest without `holdout_window` or `dataset_version` ended `oi-ml backtest` in a KeyError traceback."
+    """Review finding: a run manifest without `holdout_window` or `dataset_version` ended `oi-ml backtest` in a KeyError
+    traceback. `load_bundle` itself now names the missing key (a real manifest, read by the real loader)."""
     from oi_ml import datasets
     run = dirs / "data" / "models" / "NSE" / "run-abc"; run.mkdir(parents=True)
-    manifest = {"run_id": "run-abc", "exchange": "NSE", "dataset_version": "2025-08-01", "holdout_window": ["a", "b"]}
+    manifest = {"run_id": "run-abc", "exchange": "NSE", "dataset_version": "2025-08-01", "holdout_window": ["a", "b"],
+                "train_window": ["a", "b"], "files": {}}
     del manifest[missing]
-    monkeypatch.setattr(train, "load_bundle", lambda folder: SimpleNamespace(manifest=manifest, run_dir=folder))
+    (run / "manifest.json").write_text(json.dumps(manifest))
     loaded = []
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: loaded.append(a))
     assert cli.main(["backtest", "--exchange", "NSE", "--run", "run-abc"]) == 1

@@ -512,6 +512,23 @@ def test_a_model_of_another_exchange_is_not_gated(tiny_run, tmp_path):
         G.evaluate_candidate("NSE", run_id, baseline="run-of-bse", run_cfg=cfg0, write=False)
 
 
+@pytest.mark.parametrize("missing", ["holdout_window", "dataset_version", "run_id"])
+def test_a_hand_edited_candidate_manifest_is_one_error(tiny_run, tmp_path, missing):
+    """Last session's note: `oi-ml backtest` named a run manifest's missing key, but the gate still ended in a KeyError
+    traceback. `load_bundle` now names the key for every reader; nothing is written."""
+    cfg0, run_id, version = tiny_run
+    cfg = RunConfig(data_dir=str(tmp_path / "data"))
+    shutil.copytree(Path(cfg0.datasets_dir) / "NSE" / version, Path(cfg.datasets_dir) / "NSE" / version)
+    copied = shutil.copytree(Path(cfg0.models_dir) / "NSE" / run_id, Path(cfg.models_dir) / "NSE" / run_id)
+    (copied / "reports" / "gate_report.json").unlink(missing_ok=True)
+    manifest = json.loads((copied / "manifest.json").read_text())
+    del manifest[missing]
+    (copied / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelIntegrityError, match=rf"^{re.escape(str(copied / 'manifest.json'))}: missing key\(s\) '{missing}'$"):
+        G.evaluate_candidate("NSE", run_id, baseline=None, run_cfg=cfg)
+    assert not (copied / "reports" / "gate_report.json").exists()
+
+
 # ---------------------------------------------------------------- walk-forward consistency
 
 def _walk_forward_files(folder: Path, holdout_start: pd.Timestamp, returns: list[list[float]], trades: list[int], run_id: str | None = None,

@@ -254,13 +254,35 @@ def test_what_is_traded_from_the_saved_configs():
     report = {"target": "triple_barrier", "selected_features": ["adx_14", "vix", "ret_60"],
               "config": {"labels": {"horizon_bars": 15, "profit_mult": 1.5, "stop_mult": 1.5, "volatility": "ewm", "vol_window": 20, "touch": "close"}}}
     config = {"min_confidence": 0.65, "transaction_cost_bps": 1.0, "slippage_bps": 0.5, "sizing": "fixed", "max_risk_per_trade": 0.001,
-              "margin_per_lot": 200000.0, "max_open_positions": 1, "account_size": 5e6}
+              "margin_per_lot": 200000.0, "max_open_positions": 1, "account_size": 5e6, "stop_loss_mult": 1.5,
+              "holding_period_minutes": 15, "bar_minutes": 1}
     text = packs.what_is_traded(report, config, "BSE")
     for bit in ("`triple_barrier`", "1.5 × the EWM std (span 20)", "checked on closes over the next **15 bars**", "calibrated probability",
                 "HOLD there is no trade", "threshold 0.65", "3 selected features: `adx_14`, `vix`, `ret_60`", "BSE index level",
                 "near-month future", "futures lots", "₹200,000 margin a lot", "basis", "1 bps transaction cost + 0.5 bps slippage",
-                "**fixed-fraction risk**", "0.1 % of current capital", "lots varies"):
+                "**fixed-fraction risk**", "0.1 % of current capital", "lots varies", "loss at the stop: entry price × stop multiple 1.5"):
         assert bit in text, bit
+
+
+def test_what_is_traded_with_the_stop_off_says_what_a_lots_risk_is():
+    """Last session's note: the pack described a lot's risk as its loss at the stop even when the labels (and so the
+    backtest) had no stop; `backtest.risk_basis` then sizes by one volatility move over the holding period. Checked on a
+    real backtest: the risk fraction it records is that text's formula."""
+    from oi_ml.backtest import BacktestConfig, run_backtest
+    report = {"target": "triple_barrier", "selected_features": ["vix"],
+              "config": {"labels": {"horizon_bars": 15, "profit_mult": 1.5, "stop_mult": None, "volatility": "ewm", "vol_window": 20}}}
+    cfg = BacktestConfig(exchange="NSE", holding_period_minutes=15, take_profit_mult=1.5, stop_loss_mult=None, min_confidence=0.5,
+                         transaction_cost_bps=0.0, slippage_bps=0.0, account_size=5e6, max_risk_per_trade=0.01)
+    text = packs.what_is_traded(report, dataclasses.asdict(cfg), "NSE")
+    assert "a take-profit barrier 1.5 × the EWM std (span 20) of one-bar returns away (no stop barrier)" in text
+    assert "loss at the stop" not in text and "stop is off" in text and "entry price × volatility × √15 bars × lot size" in text
+    ts = pd.date_range("2025-08-04 03:45", periods=40, freq="1min", tz="UTC")
+    close = np.full(40, 24000.0)
+    bars = pd.DataFrame(dict(timestamp=ts, open=close, high=close + 5, low=close - 5, close=close))
+    signals = pd.DataFrame(dict(timestamp=ts, signal=[1] + [0] * 39, confidence=0.9, volatility=0.001))
+    trade = run_backtest(bars, signals, cfg).trades.iloc[0]
+    assert trade.lots > 0
+    assert trade.risk_fraction * 5e6 / trade.lots == pytest.approx(24000.0 * 0.001 * np.sqrt(15) * trade.lot_size)   # one lot's risk, as sized
 
 
 def test_validation_statement_depends_on_the_batches():
