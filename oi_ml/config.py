@@ -17,11 +17,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 # %% auto #0
-__all__ = ['IST', 'SESSIONS_PER_YEAR', 'WEEKDAYS', 'INDIAN_MARKET_HOLIDAYS', 'HOLIDAY_YEARS', 'NSE', 'BSE', 'EXCHANGES',
-           'MAX_BAR_MINUTES', 'CONFIG_RULES', 'value_on', 'ExchangeConfig', 'get_exchange_config', 'is_trading_day',
-           'previous_trading_day', 'trading_days', 'trading_days_between', 'weekly_expiries', 'monthly_expiry',
-           'SimulationConfig', 'QualityConfig', 'MonitoringConfig', 'StalenessConfig', 'RunConfig', 'check_run_config',
-           'resolve_data_dir', 'resolve_reports_dir', 'load_run_config', 'config_to_dict']
+__all__ = ['IST', 'SESSIONS_PER_YEAR', 'WEEKDAYS', 'INDIAN_MARKET_HOLIDAYS', 'HOLIDAY_YEARS', 'MUHURAT_SESSIONS', 'NSE', 'BSE',
+           'EXCHANGES', 'MAX_BAR_MINUTES', 'CONFIG_RULES', 'value_on', 'ExchangeConfig', 'get_exchange_config',
+           'is_trading_day', 'previous_trading_day', 'trading_days', 'trading_days_between', 'weekly_expiries',
+           'monthly_expiry', 'SimulationConfig', 'QualityConfig', 'MonitoringConfig', 'StalenessConfig', 'RunConfig',
+           'check_run_config', 'resolve_data_dir', 'resolve_reports_dir', 'load_run_config', 'config_to_dict']
 
 # %% ../nbs/00_config.ipynb #c004
 IST = ZoneInfo("Asia/Kolkata")  # exchange wall clock; all stored timestamps are UTC
@@ -51,6 +51,9 @@ HOLIDAY_YEARS = tuple(sorted({d.year for d in INDIAN_MARKET_HOLIDAYS}))   # the 
 
 def _d(s: str) -> dt.date: return dt.date.fromisoformat(s)
 
+MUHURAT_SESSIONS = ((_d("2024-11-01"), dt.time(18, 0), dt.time(19, 0), "Muhurat trading"),    # NSE and BSE, IST
+                    (_d("2025-10-21"), dt.time(13, 45), dt.time(14, 45), "Muhurat trading"))
+
 # %% ../nbs/00_config.ipynb #c010
 @dataclass(frozen=True)
 class ExchangeConfig:
@@ -66,8 +69,9 @@ class ExchangeConfig:
     session_open: dt.time = dt.time(9, 15)   # IST wall clock
     session_close: dt.time = dt.time(15, 30) # IST wall clock
     holidays: tuple = INDIAN_MARKET_HOLIDAYS  # exchange trading holidays
-    contract_lot_changes: tuple = ()   # ((last old expiry, new lot), ...): contracts expiring later carry it from listing
+    contract_lot_changes: tuple = ()   # ((from, last old expiry, new lot), ...): from `from` on, contracts expiring later carry it
     holiday_years: tuple = HOLIDAY_YEARS      # the years `holidays` covers (other years: unknown, not "none")
+    special_sessions: tuple = ()       # ((IST date, open, close, name), ...): sessions outside the regular calendar/hours
 
     def lot_size(self, day: dt.date) -> int:
         "Units per contract on trade date `day`."
@@ -75,8 +79,8 @@ class ExchangeConfig:
 
     def contract_lot_size(self, day: dt.date, expiry: dt.date) -> int:
         "Units per contract of the contract expiring on `expiry`, traded on `day` (`contract_lot_changes` first)."
-        for last_old_expiry, lot in self.contract_lot_changes:
-            if day <= last_old_expiry < expiry: return lot
+        for start, last_old_expiry, lot in self.contract_lot_changes:
+            if start <= day <= last_old_expiry < expiry: return lot
         return self.lot_size(day)
 
     def weekly_expiry_weekday(self, day: dt.date) -> int:
@@ -87,6 +91,10 @@ class ExchangeConfig:
         "Weekday (0=Mon) of the monthly expiry in force on `day`."
         return value_on(self.monthly_expiry_schedule, day)
 
+    def special_session(self, day: dt.date) -> tuple | None:
+        "The special session (IST date, open, close, name) held on `day`, or None."
+        return next((s for s in self.special_sessions if s[0] == day), None)
+
     def session_minutes(self) -> int:
         "Length of the regular session in minutes."
         return (self.session_close.hour * 60 + self.session_close.minute) - (self.session_open.hour * 60 + self.session_open.minute)
@@ -96,16 +104,16 @@ NSE = ExchangeConfig(
     exchange="NSE", symbol="NIFTY", strike_step=50.0,
     lot_size_schedule=((_d("2019-01-01"), 75), (_d("2021-07-01"), 50), (_d("2024-04-26"), 25),
                        (_d("2024-11-20"), 75), (_d("2025-12-31"), 65)),
-    contract_lot_changes=((_d("2025-12-30"), 65),),
+    contract_lot_changes=((_d("2025-12-01"), _d("2025-12-30"), 65),),
     weekly_expiry_schedule=((_d("2019-01-01"), 3), (_d("2025-09-01"), 1)),
     monthly_expiry_schedule=((_d("2019-01-01"), 3), (_d("2025-09-01"), 1)),
-    n_constituents=50, reference_price=24500.0)
+    n_constituents=50, reference_price=24500.0, special_sessions=MUHURAT_SESSIONS)
 BSE = ExchangeConfig(
     exchange="BSE", symbol="SENSEX", strike_step=100.0,
     lot_size_schedule=((_d("2019-01-01"), 10), (_d("2024-11-20"), 20)),
     weekly_expiry_schedule=((_d("2019-01-01"), 4), (_d("2025-01-01"), 1), (_d("2025-09-01"), 3)),
     monthly_expiry_schedule=((_d("2019-01-01"), 4), (_d("2025-01-01"), 1), (_d("2025-09-01"), 3)),
-    n_constituents=30, reference_price=80500.0)
+    n_constituents=30, reference_price=80500.0, special_sessions=MUHURAT_SESSIONS)
 EXCHANGES = {"NSE": NSE, "BSE": BSE}
 
 def get_exchange_config(exchange: str) -> ExchangeConfig:
@@ -139,21 +147,20 @@ def trading_days_between(cfg: ExchangeConfig, start: dt.date, end: dt.date) -> l
 
 # %% ../nbs/00_config.ipynb #c015
 def weekly_expiries(cfg: ExchangeConfig, start: dt.date, end: dt.date) -> list[dt.date]:
-    "Weekly expiry dates (holiday-adjusted) falling in [start, end]."
-    monday = start - dt.timedelta(days=start.weekday())
-    out = []
-    while monday <= end:
-        expiry = previous_trading_day(cfg, monday + dt.timedelta(days=cfg.weekly_expiry_weekday(monday)))
-        if start <= expiry <= end: out.append(expiry)
-        monday += dt.timedelta(days=7)
+    "Weekly expiry dates (holiday-adjusted) falling in [start, end]: each on the weekday in force on its own date."
+    out, day = [], start
+    while day <= end + dt.timedelta(days=7):   # a holiday moves an expiry back, never by a week
+        if day.weekday() == cfg.weekly_expiry_weekday(day):
+            expiry = previous_trading_day(cfg, day)
+            if start <= expiry <= end and expiry not in out: out.append(expiry)
+        day += dt.timedelta(days=1)
     return out
 
 def monthly_expiry(cfg: ExchangeConfig, year: int, month: int) -> dt.date:
     "The monthly expiry of `year`-`month`: its last expiry weekday, moved back over holidays."
     first_next = dt.date(year + month // 12, month % 12 + 1, 1)
     day = first_next - dt.timedelta(days=1)
-    weekday = cfg.monthly_expiry_weekday(day.replace(day=1))
-    while day.weekday() != weekday: day -= dt.timedelta(days=1)
+    while day.weekday() != cfg.monthly_expiry_weekday(day): day -= dt.timedelta(days=1)   # the weekday in force on that day
     return previous_trading_day(cfg, day)
 
 # %% ../nbs/00_config.ipynb #c018
@@ -181,7 +188,9 @@ class MonitoringConfig:
     psi_warn: float = 0.1            # population stability index that warns
     psi_alert: float = 0.25          # PSI that raises an alert
     feedback_window: int = 200       # most recent realised outcomes in the rolling hit rate
-    degrade_threshold: float = 0.1   # absolute drop of the hit rate below the approval baseline that needs a retrain
+    degrade_threshold: float = 0.1   # absolute drop of the rolling hit rate below the holdout baseline measured like the live
+                                     # outcomes (43_monitor `degradation_baseline`) that is material: with the drop also
+                                     # significant (one-sided, at 43_monitor's `degrade_alpha`) it sets needs_retrain
     calibrated_thresholds: bool = True  # raise each feature's PSI levels to what its training windows reached (43_monitor)
     live_rows: int = 2_000           # rows of a live drift window, and of the training windows whose PSI sets those levels
     outside_range_alert: float = 0.5  # share of a used feature's live values outside its training range that alerts

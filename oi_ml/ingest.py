@@ -33,11 +33,11 @@ __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'MISS
            'UDIFF_BHAV', 'UDIFF_OPTIONAL', 'UNDERLYING_BAND', 'LOT_SIZE_MAX', 'TURNOVER_TOLERANCE', 'PARITY_BAND',
            'ValidationReport', 'IngestError', 'read_table', 'normalise_ohlcv_columns', 'alias_clashes',
            'missing_markers', 'parse_numbers', 'date_only_cells', 'parse_timestamps', 'check_complete', 'check_ohlc',
-           'check_temporal', 'check_plausible', 'check_session', 'check_not_future', 'check_daily_rows',
-           'check_bar_grid', 'check_bar_spacing', 'check_trading_days', 'staged_quarantine_csv', 'quarantine',
-           'quarantine_in_transaction', 'partial_batch_id', 'recover_quarantine_csvs', 'check_bars', 'normalise_symbol',
-           'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76', 'parity_forwards', 'chain_rebuild_window',
-           'import_bhavcopy', 'write_example_bhavcopy', 'check_chain_frame', 'validate_stored']
+           'check_temporal', 'check_plausible', 'in_special_session', 'check_session', 'check_not_future',
+           'check_daily_rows', 'check_bar_grid', 'check_bar_spacing', 'check_trading_days', 'staged_quarantine_csv',
+           'quarantine', 'quarantine_in_transaction', 'partial_batch_id', 'recover_quarantine_csvs', 'check_bars',
+           'normalise_symbol', 'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76', 'parity_forwards',
+           'chain_rebuild_window', 'import_bhavcopy', 'write_example_bhavcopy', 'check_chain_frame', 'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
@@ -272,13 +272,22 @@ def check_plausible(frame: pd.DataFrame, report: ValidationReport, prices=(), qu
         report.add(np.flatnonzero(bad) + 1, col, "volume_sanity", [f"{col} {x:g} beyond the plausible ±{MAX_QUANTITY:g}" for x in v[bad]])
 
 # %% ../nbs/03_ingest.ipynb #c020
+def in_special_session(timestamps: pd.Series, special_sessions: tuple) -> np.ndarray:
+    "True where a bar starts inside one of `special_sessions` ((IST date, open, close, name), ...) on its IST date."
+    local, out = timestamps.dt.tz_convert(IST), np.zeros(len(timestamps), dtype=bool)
+    days, clock = local.dt.date.to_numpy(), local.dt.time.to_numpy()
+    for day, start, end, _ in special_sessions:
+        out |= (days == day) & np.array([isinstance(t, dt.time) and start <= t < end for t in clock], dtype=bool)
+    return out
+
 def check_session(timestamps: pd.Series, report: ValidationReport, session_open: dt.time, session_close: dt.time,
-                  column: str = "timestamp", now: pd.Timestamp | None = None) -> None:
-    "Errors for bars starting outside [session_open, session_close) IST or after `now` (default: the current time)."
+                  column: str = "timestamp", now: pd.Timestamp | None = None,
+                  special_sessions: tuple = ()) -> None:   # ((IST date, open, close, name), ...): bars inside them pass
+    "Errors for bars starting outside [session_open, session_close) IST (and outside every special session) or after `now`."
     local = timestamps.dt.tz_convert(IST)
     minutes = (local.dt.hour * 60 + local.dt.minute).to_numpy()
     lo, hi = session_open.hour * 60 + session_open.minute, session_close.hour * 60 + session_close.minute
-    outside = timestamps.notna().to_numpy() & ((minutes < lo) | (minutes >= hi))
+    outside = timestamps.notna().to_numpy() & ((minutes < lo) | (minutes >= hi)) & ~in_special_session(timestamps, special_sessions)
     report.add(np.flatnonzero(outside) + 1, column, "temporal", [f"bar starts at {t:%H:%M} IST, outside the {session_open:%H:%M}-"
                f"{session_close:%H:%M} IST session (naive times are read as IST)" for t in local[outside]])
     check_not_future(timestamps, report, column, now)
@@ -343,10 +352,13 @@ def check_trading_days(timestamps: pd.Series, report: ValidationReport, cfg: Exc
     codes, uniques = pd.factorize(days)            # NaT gets code -1
     why = np.array([None if is_trading_day(cfg, d) else (f"a {d:%A}" if d.weekday() >= 5 else "an exchange holiday in the config")
                     for d in uniques] + [None], dtype=object)
-    reasons = why[codes]                           # code -1 reads the trailing None
+    reasons, special = why[codes], in_special_session(timestamps, cfg.special_sessions)   # code -1 reads the trailing None
+    for i in np.flatnonzero(special):
+        _, start, end, name = cfg.special_session(days.iloc[i])
+        reasons[i] = f"the {name} special session of the config ({start:%H:%M}-{end:%H:%M} IST)"
     off = np.flatnonzero(reasons != None)          # noqa: E711 (elementwise on an object array)
-    report.add(off + 1, column, "calendar", [f"bar on {days.iloc[i]} IST, {reasons[i]}: not a regular {cfg.exchange} trading day "
-                                             "(kept; special sessions exist)" for i in off], "warning")
+    report.add(off + 1, column, "calendar", [f"bar on {days.iloc[i]} IST, {reasons[i]}: not a regular {cfg.exchange} session "
+                                             "(a warning: stored with the batch unless the batch has errors)" for i in off], "warning")
     years = np.array([d.year if isinstance(d, dt.date) else 0 for d in uniques] + [0])[codes]
     for year in sorted(set(years[years > 0].tolist()) - set(cfg.holiday_years)):   # one warning per year, at its first bar
         n = int((years == year).sum())
@@ -388,7 +400,7 @@ def quarantine_in_transaction(con, report: ValidationReport, batch_id: str, raw:
     if report.problems.empty: return 0
     q = report.problems.copy()
     q["raw"] = [json.dumps({k: (None if pd.isna(v) else str(v)) for k, v in raw.iloc[r - 1].items()}) if 0 < r <= len(raw) else "" for r in q.row_number]
-    q.insert(0, "file", report.file); q.insert(0, "batch_id", batch_id)
+    q.insert(0, "file", str(Path(report.file).resolve())); q.insert(0, "batch_id", batch_id)
     q["quarantined_at"] = pd.Timestamp.now(tz="UTC")
     Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     q.to_csv(csv_path, index=False)
@@ -421,12 +433,20 @@ def _conflict_problem(report: ValidationReport, err: StoreConflictError, frame: 
         if k in frame: match &= _equals_stored_text(frame[k], first[k])
     row = int(frame.index[match][0]) + 1 if match.any() and frame.index.name == "file_row" else 0
     column = first["differing_columns"][0] if first["differing_columns"] else ", ".join(key)   # a key repeated in the frame
-    report.add([row], column, "conflict", str(err))
+    report.add([row], column, "conflict", _keys_in_ist(str(err), err.conflicts, frame))
+
+def _keys_in_ist(message: str, conflicts: list[dict], frame: pd.DataFrame) -> str:
+    "`message` with each conflict's instant key values (the store writes them in UTC) given as IST wall clock, as files are."
+    for c in conflicts:
+        for k, text in c.items():
+            if k in frame and pd.api.types.is_datetime64_any_dtype(frame[k]) and isinstance(text, str):
+                message = message.replace(f"{k}={text}", f"{k}={pd.Timestamp(text).tz_convert(IST):%Y-%m-%d %H:%M:%S} IST")
+    return message
 
 def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, window) -> dict:
     "Quarantine problems; reject on errors or conflicts (store untouched), else write `frames` + rebuild ml_features in one transaction."
     record_id, stored_before = _record_id(con, batch_id)
-    meta = dict(exchange=exchange, kind=kind, source="imported", file=str(path), rows_in=report.rows_in)
+    meta = dict(exchange=exchange, kind=kind, source="imported", file=str(Path(path).resolve()), rows_in=report.rows_in)
     if report.ok:
         try:
             with staged_quarantine_csv(run_cfg.quarantine_dir, record_id) as csv_path, transaction(con):
@@ -507,7 +527,7 @@ def check_bars(bars: pd.DataFrame, report: ValidationReport, cfg: ExchangeConfig
     check_ohlc(kept, sub, run_cfg.quality, None if splits is None else splits[~incomplete])
     check_plausible(kept, sub, ("open", "high", "low", "close"), ("volume",))
     check_temporal(kept["timestamp"], sub, run_cfg.quality)
-    check_session(kept["timestamp"], sub, cfg.session_open, cfg.session_close, now=now)
+    check_session(kept["timestamp"], sub, cfg.session_open, cfg.session_close, now=now, special_sessions=cfg.special_sessions)
     if daily is not None: check_daily_rows(daily[~incomplete], sub, run_cfg.bar_minutes, cfg.session_minutes())
     check_bar_grid(kept["timestamp"], sub, run_cfg.bar_minutes, cfg, skip=None if daily is None else daily[~incomplete])
     check_trading_days(kept["timestamp"], sub, cfg)
@@ -607,7 +627,7 @@ def _finish_rejected(con, report, raw, batch_id, exchange, kind, path, run_cfg, 
     record_id, _ = _record_id(con, batch_id)
     with staged_quarantine_csv(run_cfg.quarantine_dir, record_id) as csv_path, transaction(con):
         n_quarantined = quarantine_in_transaction(con, report, record_id, raw, csv_path)
-        record_training_batch(con, record_id, exchange, kind, "imported", str(path), "rejected", report.rows_in, 0, n_quarantined,
+        record_training_batch(con, record_id, exchange, kind, "imported", str(Path(path).resolve()), "rejected", report.rows_in, 0, n_quarantined,
                               report.to_dict())
     raise error
 
@@ -857,7 +877,7 @@ def _check_beside_stored_bars(con, exchange: str, frame: pd.DataFrame, file_rows
         first = pd.Timestamp(first, unit="us", tz="UTC").tz_convert(IST)
         report.add([file_rows[idx[0]]], "trade_date", "temporal", f"the warehouse holds {n} {sources} bar(s) of {symbol} on "
                    f"{day:%Y-%m-%d} at other times (the first at {first:%H:%M} IST): this file adds its end-of-day bar at "
-                   f"{close.tz_convert(IST):%H:%M} IST to that series, its volume the near future's contracts (kept)", "warning")
+                   f"{close.tz_convert(IST):%H:%M} IST to that series, its volume the near future's contracts (a warning: stored with the batch unless the batch has errors)", "warning")
 
 def chain_rebuild_window(con, exchange: str, chain: pd.DataFrame) -> dict | None:
     """The `ml_features` window a chain import changes: from its first snapshot up to the next stored snapshot of each of

@@ -78,3 +78,38 @@ def test_defaults_and_the_limits_of_each_range_are_valid():
     assert load_run_config(overrides={"bar_minutes": 375, "quality": {"max_missing_frac": 1.0}, "monitoring": {"degrade_threshold": 0},
                                       "staleness": {"vix_max_minutes": math.inf}}).bar_minutes == 375
     assert check_run_config(RunConfig(staleness=StalenessConfig(book_max_minutes=0.0))).staleness.book_max_minutes == 0.0
+
+
+# ---------------------------------------------------------------- dated exchange facts (fixcal)
+def test_bse_weekly_expiry_follows_the_weekday_in_force_on_the_expiry_date():
+    """DOMAIN.md: SENSEX weekly expiry is Tuesday during Jan-Aug 2025. The switch of Wed 1 Jan 2025 was read on the week's
+    Monday (30 Dec 2024), so that week kept a Friday expiry on 3 Jan 2025; no 2025 expiry may fall on a Friday."""
+    import datetime as dt
+    from oi_ml.config import BSE, NSE, monthly_expiry, weekly_expiries
+    got = weekly_expiries(BSE, dt.date(2024, 12, 16), dt.date(2025, 1, 20))
+    assert got == [dt.date(2024, 12, 20), dt.date(2024, 12, 27), dt.date(2025, 1, 7), dt.date(2025, 1, 14)], got
+    assert all(d.weekday() == 1 for d in weekly_expiries(BSE, dt.date(2025, 1, 1), dt.date(2025, 8, 31)))   # holidays aside: Tuesdays
+    assert monthly_expiry(BSE, 2024, 12) == dt.date(2024, 12, 27) and monthly_expiry(BSE, 2025, 1) == dt.date(2025, 1, 28)
+    # the Sep 2025 switches (dated Mon 1 Sep) are unchanged
+    assert weekly_expiries(NSE, dt.date(2025, 8, 25), dt.date(2025, 9, 5)) == [dt.date(2025, 8, 28), dt.date(2025, 9, 2)]
+    assert weekly_expiries(BSE, dt.date(2025, 8, 25), dt.date(2025, 9, 5)) == [dt.date(2025, 8, 26), dt.date(2025, 9, 4)]
+
+
+def test_a_contract_lot_change_holds_only_from_its_start_date():
+    """A NIFTY option expiring 25 Jun 2026 traded on 25 Apr 2024 was in lots of 50 (was: 65, the lot of contracts after the
+    30 Dec 2025 expiry, with no start date on the rule)."""
+    import datetime as dt
+    from oi_ml.config import NSE
+    assert NSE.contract_lot_size(dt.date(2024, 4, 25), dt.date(2026, 6, 25)) == 50 == NSE.lot_size(dt.date(2024, 4, 25))
+    assert NSE.contract_lot_size(dt.date(2025, 6, 2), dt.date(2026, 6, 25)) == 75
+    assert NSE.contract_lot_size(dt.date(2025, 12, 24), dt.date(2026, 1, 6)) == 65           # the change itself still holds
+    assert NSE.contract_lot_size(dt.date(2025, 12, 24), dt.date(2025, 12, 30)) == 75
+
+
+def test_the_muhurat_sessions_are_dated_special_sessions_of_both_exchanges():
+    import datetime as dt
+    from oi_ml.config import BSE, NSE
+    for exchange in (NSE, BSE):
+        assert exchange.special_session(dt.date(2024, 11, 1))[1:] == (dt.time(18, 0), dt.time(19, 0), "Muhurat trading")
+        assert exchange.special_session(dt.date(2025, 10, 21))[1:] == (dt.time(13, 45), dt.time(14, 45), "Muhurat trading")
+        assert exchange.special_session(dt.date(2025, 10, 20)) is None

@@ -1187,3 +1187,87 @@ def test_weekly_ivs_are_solved_on_the_parity_forward(con, cfg, tmp_path, fmt):
     np.testing.assert_allclose(chain.iv[liquid], 0.14, atol=2e-3)   # both expiries (the monthly one on its future)
     iv_skew, days = con.execute("SELECT iv_skew, days_to_expiry FROM ml_features WHERE symbol = 'NIFTY'").fetchall()[0]
     assert np.isclose(days, 7) and abs(iv_skew) < 1e-3, iv_skew   # put minus call IV 4 strikes out, on the weekly expiry
+
+
+# ---------------------------------------------------------------- calendar, lots, paths (fixcal)
+def test_an_old_layout_long_dated_option_takes_the_lot_of_its_trade_date(con, cfg, tmp_path):
+    """A NIFTY option expiring 25 Jun 2026 in the old-layout bhavcopy of 25 Apr 2024 (lot 50): its OPEN_INT of 650,000
+    units is 13,000 contracts (was: the 2026 lot 65 applied, 10,000 contracts stored with lot 65)."""
+    path = write_example_bhavcopy(tmp_path / "fo25APR2024bhav.csv", "old", trade_date="2024-04-25", spot=22500, lot=50)
+    raw = pd.read_csv(path, dtype=str)
+    row = raw[(raw.INSTRUMENT == "OPTIDX") & (raw.SYMBOL == "NIFTY") & (raw.OPTION_TYP == "CE")].iloc[[5]].copy()
+    row["EXPIRY_DT"], row["STRIKE_PR"] = "25-Jun-2026", "22500.0"
+    for c in ("OPEN", "HIGH", "LOW", "CLOSE", "SETTLE_PR"): row[c] = "2900.0"
+    row["CONTRACTS"], row["VAL_INLAKH"] = "12", f"{12 * 50 * (22500 + 2900) / 1e5:.2f}"
+    row["OPEN_INT"], row["CHG_IN_OI"] = "650000", "5000"
+    pd.concat([raw, row]).to_csv(path, index=False)
+    import_bhavcopy(con, path, run_cfg=cfg)
+    got = con.execute("SELECT lot_size, oi FROM option_chain_snapshots WHERE expiry > '2025-01-01'").fetchall()
+    assert got == [(50, 13000.0)], got
+    assert con.execute("SELECT DISTINCT lot_size FROM ml_features").fetchall() == [(50.0,)]
+
+
+def _muhurat_file(tmp_path, evening_day="2024-11-01"):
+    "1-minute NIFTY bars of Thu 31 Oct 2024 plus one hour from 18:00 IST on `evening_day` (Fri 1 Nov 2024: Muhurat trading)."
+    rng, rows, px = np.random.default_rng(5), [], 24200.0
+    for start, end in (("2024-10-31 09:15", "2024-10-31 15:29"), (f"{evening_day} 18:00", f"{evening_day} 18:59")):
+        for ts in pd.date_range(start, end, freq="1min"):
+            o = px; c = o * (1 + rng.normal(0, 0.0003)); px = c
+            rows.append((ts.strftime("%Y-%m-%d %H:%M:%S"), round(o, 2), round(max(o, c) + 2, 2), round(min(o, c) - 2, 2), round(c, 2), 100))
+    return write(pd.DataFrame(rows, columns=["Date", "Open", "High", "Low", "Close", "Volume"]), tmp_path / f"muhurat_{evening_day}.csv")
+
+
+def test_a_muhurat_session_is_accepted_with_a_warning_and_featured(con, minute_cfg, tmp_path):
+    """The 1 Nov 2024 Muhurat session (18:00-19:00 IST) is a special session of the config: its 60 bars are stored with a
+    warning naming it (was: the whole file rejected, 'outside 09:15-15:30'), and features and labels run on them, the hour
+    being a session of its own."""
+    from oi_ml.features import compute_all_features
+    from oi_ml.labels import LabelConfig, triple_barrier_frame
+    result = import_ohlcv(con, _muhurat_file(tmp_path), "NIFTY", run_cfg=minute_cfg)
+    assert result["rows_added"] == {"underlying_bars": 375 + 60}
+    [warning] = result["warnings"]
+    assert "60 row(s); first at row 376" in warning and "the Muhurat trading special session of the config (18:00-19:00 IST)" in warning
+    assert "kept" not in warning
+    raw = con.execute("SELECT * FROM ml_features WHERE symbol = 'NIFTY' ORDER BY timestamp").df()
+    assert len(raw) == 435
+    features = compute_all_features(raw)
+    assert len(features) == 435 and np.isfinite(features.time_of_day).all()
+    labels = triple_barrier_frame(raw, LabelConfig())
+    evening = (raw.timestamp >= pd.Timestamp("2024-11-01 12:30", tz="UTC")).to_numpy()
+    ends = labels.label_end_time[evening].dropna()
+    assert len(ends) and (ends >= pd.Timestamp("2024-11-01 12:30", tz="UTC")).all()   # the hour is a session of its own
+    assert labels.label_end_time[~evening].dropna().max() < pd.Timestamp("2024-11-01", tz="UTC")
+
+
+def test_evening_bars_on_a_day_without_a_special_session_reject_the_batch_without_saying_kept(con, minute_cfg, tmp_path, fingerprint):
+    "Evening bars on Sat 2 Nov 2024 (no special session): a session-hours error; the calendar warning does not claim they are kept."
+    path = _muhurat_file(tmp_path, evening_day="2024-11-02")
+    before = fingerprint(con)
+    with pytest.raises(IngestError) as err:
+        import_ohlcv(con, path, "NIFTY", run_cfg=minute_cfg)
+    msg = str(err.value)
+    assert "bar starts at 18:00 IST, outside the 09:15-15:30 IST session" in msg and "bar on 2024-11-02 IST, a Saturday" in msg
+    assert "kept" not in msg
+    assert fingerprint(con) == before
+
+
+def test_a_batch_records_its_file_by_absolute_path(con, cfg, tmp_path, monkeypatch):
+    "A file given by a relative path is recorded (training_batches, quarantine) by its resolved absolute path."
+    monkeypatch.chdir(tmp_path)
+    frame = yahoo_frame(); frame.loc[3, "Volume"] = ""      # one incomplete row: a quarantined warning row
+    write(frame, tmp_path / "rel.csv")
+    result = import_ohlcv(con, "rel.csv", "REL", run_cfg=cfg)
+    where = str((tmp_path / "rel.csv").resolve())
+    assert con.execute("SELECT file FROM training_batches WHERE batch_id = ?", [result["batch_id"]]).fetchall() == [(where,)]
+    assert {r[0] for r in con.execute("SELECT file FROM quarantine").fetchall()} == {where}
+
+
+def test_a_conflict_names_the_key_in_ist(con, minute_cfg, tmp_path):
+    "An intraday file's conflicting bar is named by its IST wall clock (09:19 IST), as in the file, not in UTC (03:49)."
+    frame = intraday_frame(n=10)
+    import_ohlcv(con, write(frame, tmp_path / "first.csv"), "INTRA", run_cfg=minute_cfg)
+    frame.loc[4, "Close"] = "100.7"
+    with pytest.raises(IngestError) as err:
+        import_ohlcv(con, write(frame, tmp_path / "revised.csv"), "INTRA", run_cfg=minute_cfg)
+    msg = str(err.value)
+    assert "timestamp=2025-01-02 09:19:00 IST" in msg and "03:49" not in msg, msg
