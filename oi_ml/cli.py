@@ -17,11 +17,12 @@ from pathlib import Path
 from .config import EXCHANGES, RunConfig, load_run_config
 
 # %% auto #0
-__all__ = ['GATE_FAIL_EXIT', 'CONFIG_OPTIONS', 'COMMANDS', 'config_defaults', 'apply_config_defaults', 'cmd_simulate',
-           'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels', 'cmd_train',
-           'cmd_pack', 'adhoc_backtest_dir', 'window_sample', 'sample_line', 'cmd_backtest', 'cmd_gate', 'cmd_automl',
-           'cmd_monitor', 'cmd_deploy', 'cmd_rollback', 'cmd_signoff', 'cmd_retrain', 'option_defaults',
-           'given_options', 'iso_date', 'iso_moment', 'build_parser', 'warehouse_error', 'config_error', 'main']
+__all__ = ['GATE_FAIL_EXIT', 'MONITOR_ALERT_EXIT', 'MONITOR_UNJUDGED_EXIT', 'CONFIG_OPTIONS', 'COMMANDS', 'config_defaults',
+           'apply_config_defaults', 'cmd_simulate', 'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets',
+           'cmd_features', 'cmd_labels', 'cmd_train', 'cmd_pack', 'adhoc_backtest_dir', 'window_sample', 'sample_line',
+           'cmd_backtest', 'cmd_gate', 'candidate_search', 'cmd_automl', 'cmd_monitor', 'cmd_deploy', 'cmd_rollback',
+           'cmd_signoff', 'cmd_retrain', 'option_defaults', 'given_options', 'iso_date', 'iso_moment', 'build_parser',
+           'warehouse_error', 'config_error', 'main']
 
 # %% ../nbs/51_cli.ipynb #c006
 def config_defaults(command: str, cfg: RunConfig) -> dict:
@@ -240,6 +241,8 @@ def cmd_backtest(args, cfg: RunConfig) -> int:
     return 0
 
 GATE_FAIL_EXIT = 3   # `oi-ml gate`: the candidate was evaluated and failed the gate
+MONITOR_ALERT_EXIT = 3       # `oi-ml monitor`: it ran and an alert is active (1 stays "could not run")
+MONITOR_UNJUDGED_EXIT = 4    # `oi-ml monitor`: it ran but the live window was too short or empty to judge drift
 
 def cmd_gate(args, cfg: RunConfig) -> int:
     "Evaluate a candidate run against the baseline; prints the criteria and the verdict line; exit 3 on FAIL."
@@ -252,26 +255,52 @@ def cmd_gate(args, cfg: RunConfig) -> int:
     print(gate_line(rep))
     return 0 if rep["passed"] else GATE_FAIL_EXIT   # as the line printed above says
 
+def candidate_search(exchange: str, run: str, dataset: str | None, target: str | None, before_day: str | None,
+                     cfg: RunConfig) -> dict:
+    """OrchestratorConfig fields that make an AutoML search describe candidate `run`, as `oi-ml gate --automl` requires:
+    its dataset version, training settings (target, labels) and only the sessions before its holdout
+    (`pipeline.holdout_start_day`); a `dataset`, `target` or later `before_day` that conflicts is an error naming both."""
+    from oi_ml.gate import train_config_of
+    from oi_ml.pipeline import holdout_start_day
+    from oi_ml.registry import run_dir
+    from oi_ml.train import load_bundle
+    _, version = _run_dataset(exchange, run, dataset, cfg)
+    bundle = load_bundle(run_dir(exchange, run, cfg))   # hashes verified
+    tcfg, first = train_config_of(bundle), holdout_start_day(bundle.manifest)
+    if target and target != tcfg.target:
+        raise ValueError(f"--target {target} conflicts with run {run}, which was trained for target {tcfg.target}; drop --target")
+    if before_day and before_day > first:
+        raise ValueError(f"--before-day {before_day} is after run {run}'s first holdout day {first}: the search would see the holdout "
+                         f"the gate judges the run on; drop --before-day or pass a day up to {first}")
+    return dict(dataset_version=version, train=tcfg, before_day=before_day or first)
+
 def cmd_automl(args, cfg: RunConfig) -> int:
-    "Walk-forward AutoML over a dataset version."
+    "Walk-forward AutoML over a dataset version (with `--run`: the search `oi-ml gate --run RUN --automl` accepts)."
     from oi_ml.automl import OrchestratorConfig, run_orchestrator
     oc = OrchestratorConfig(exchange=args.exchange, days=args.days, storage=args.storage, dataset_version=args.dataset,
-                            **given_options(args, "automl"))
+                            before_day=args.before_day, **given_options(args, "automl"))
+    if args.target: oc = dataclasses.replace(oc, train=dataclasses.replace(oc.train, target=args.target))
+    if args.run:   # the candidate's settings, its threads left as the search's
+        found = candidate_search(args.exchange, args.run, args.dataset, args.target, args.before_day, cfg)
+        oc = dataclasses.replace(oc, **found | {"train": dataclasses.replace(found["train"], num_threads=oc.train.num_threads)})
     oc = dataclasses.replace(oc, seed=cfg.seed, train=dataclasses.replace(oc.train, seed=cfg.seed))   # the master seed
     run = run_orchestrator(oc, cfg)
     s = run.summary
     print(f"automl {s['run_id']}: {s['total_trials']} trials over {s['segmentation']['n_segments']} segments; best family {s.get('best_family')}")
     print(f"summary: {run.run_dir / 'reports' / 'auto_ml_summary.json'}")
+    if args.run: print(f"searched the sessions before {oc.before_day} (run {args.run}'s holdout): oi-ml gate --exchange {args.exchange} "
+                       f"--run {args.run} --automl {s['run_id']}")
     return 0
 
 def cmd_monitor(args, cfg: RunConfig) -> int:
-    "Drift, degradation and latency of the production model; exit 1 when an alert is active."
+    "Drift, degradation and latency of the production model; exit 3 when an alert is active, 4 when drift could not be judged."
     from oi_ml.monitor import format_summary, monitor_config, monitor_summary, notify_alerts
     mcfg = monitor_config(cfg.monitoring)   # thresholds from RunConfig / --config [monitoring]
     summary = monitor_summary(args.exchange, cfg, cfg=mcfg, horizon=args.horizon)
     notify_alerts(summary, cfg, mcfg)
     print(format_summary(summary))
-    return 1 if summary["alerts"] else 0
+    if summary["alerts"]: return MONITOR_ALERT_EXIT
+    return 0 if summary.get("drift_judged", True) else MONITOR_UNJUDGED_EXIT
 
 def cmd_deploy(args, cfg: RunConfig) -> int:
     "Deploy a run (its gate report must exist, pass, and have compared it with the model the registry key serves now)."
@@ -407,13 +436,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--operator", help="recorded in the deployment log"); s.add_argument("--reason", help="recorded in the deployment log")
     s.add_argument("--horizon", help="registry horizon key (e.g. 15m) for the gate's production model and --promote")
     s = sub.add_parser("automl", help="walk-forward AutoML with Optuna"); s.add_argument("--exchange", required=True, **ex)
+    s.add_argument("--run", help="candidate run: search its dataset version, target and settings, before its holdout "
+                                 "(what `oi-ml gate --run RUN --automl` accepts)")
     s.add_argument("--dataset"); s.add_argument("--days", type=int)
+    s.add_argument("--target", help="classification target (default: TrainConfig's; with --run: the run's)")
+    s.add_argument("--before-day", type=iso_date, help="search only sessions before this IST day, YYYY-MM-DD "
+                                                        "(default: all; with --run: its first holdout day)")
     s.add_argument("--window-days", type=int, help="training sessions per segment")
     s.add_argument("--step-days", type=int, help="sessions between segments")
     s.add_argument("--families", nargs="+", help="model families")
     s.add_argument("--optuna-trials", type=int, help="Optuna trials per segment and family")
     s.add_argument("--storage", help="journal file or RDB URL (sqlite:///..., postgresql://...)")
-    s = sub.add_parser("monitor", help="drift, degradation and latency of production"); s.add_argument("--exchange", required=True, **ex)
+    s = sub.add_parser("monitor", help=f"drift, degradation and latency of production (exit {MONITOR_ALERT_EXIT} when an alert is active)",
+                       epilog=f"exit codes: 0 healthy, {MONITOR_ALERT_EXIT} an alert is active (logged), {MONITOR_UNJUDGED_EXIT} the live "
+                              "window was too short or empty to judge drift, 1 could not run (bad input or stored state)")
+    s.add_argument("--exchange", required=True, **ex)
     horizon = {"help": "label horizon registry key such as 15m (default: the exchange's own pointer)"}
     s.add_argument("--horizon", **horizon)
     s = sub.add_parser("deploy", help="deploy a gated run"); s.add_argument("--exchange", required=True, **ex)

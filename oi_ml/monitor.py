@@ -21,10 +21,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from .config import MonitoringConfig, RunConfig
+from .config import IST, MonitoringConfig, RunConfig
 from .datasets import DatasetIntegrityError, load_manifest
 from .features import PSI_CAP_SHARE, bin_proportions, family_scale, fill_neutral_defaults, prepare_training_features, psi, psi_ceiling
-from .indicators import WARMUP_BARS
+from .indicators import FEATURE_MEMORY_BARS
 from .regimes import REGIME_PROB_PREFIX, RegimeHMMTransformer, regime_feature_matrix, regime_prob_columns
 from .registry import load_version, read_jsonl, registry_key
 from .signals import gated_min_confidence, recommendations_with_outcomes
@@ -35,10 +35,11 @@ from .train import HOLDOUT_OUTCOMES_FILE, regime_probs_read, routes_by_regime
 __all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'monitor_config', 'drift_thresholds', 'outside_range',
            'psi_status', 'judged_psi', 'drift_row', 'is_capped', 'unreachable', 'psi_cannot_alert', 'drift_report',
            'drift_family_levels', 'rolling_hit_rate', 'effective_outcomes', 'degradation_check', 'batch_means_outcomes',
-           'holdout_baselines', 'outcome_kind', 'read_holdout_outcomes', 'degradation_baseline', 'latency_histogram',
-           'latency_percentiles', 'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert', 'served_recommendations',
-           'training_symbols', 'recent_features', 'live_window', 'model_columns', 'add_regime_probs',
-           'regime_prob_hook', 'score_drift', 'assess', 'monitor_summary', 'notify_alerts', 'format_summary']
+           'holdout_baselines', 'outcome_kind', 'read_holdout_outcomes', 'serving_threshold', 'degradation_baseline',
+           'latency_histogram', 'latency_percentiles', 'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert',
+           'served_recommendations', 'training_symbols', 'session_start', 'recent_features', 'live_window',
+           'model_columns', 'add_regime_probs', 'regime_prob_hook', 'score_drift', 'assess', 'live_window_info',
+           'window_warnings', 'unjudged_features', 'monitor_summary', 'notify_alerts', 'format_summary']
 
 # %% ../nbs/43_monitor.ipynb #c004
 _RUN = MonitoringConfig()   # the defaults of the settings a run config can set ([monitoring])
@@ -61,6 +62,9 @@ class MonitorConfig:
     outside_range_alert: float = _RUN.outside_range_alert     # share of a used feature's live values outside its training
                                                               # range that alerts
     min_live_rows: int = 200                # fewer live rows (or served scores): drift is not judged
+    min_baseline_rows: int = 30             # fewer holdout rows in the matching baseline population: degradation is not judged
+    max_live_age_minutes: float | None = None  # wall-clock minutes the newest live bar may lag the run before a warning;
+                                               # None: its time is reported, not judged
     drift_family_alpha: float | None = 0.10  # share of an unchanged market's windows on which *some* used feature may alert
                                              # (sets the family scale on their training-window levels); None: no family control
     latency_budget_us: float = 250.0        # generate_signal p99 above this is a warning
@@ -239,9 +243,18 @@ def _baseline_of(baseline) -> dict:
     exact = {"effective_outcomes": None, "window_effective_outcomes": None, "n_rows": None, "source": "taken as exact"}
     return exact | baseline if isinstance(baseline, dict) else exact | {"hit_rate": float(baseline)}
 
+def _baseline_too_small(base: dict, cfg: MonitorConfig) -> str | None:
+    "Why a baseline cannot judge the live hit rate (no hit rate, or fewer than `min_baseline_rows` holdout rows); None when it can."
+    rows, rate = base["n_rows"], float(base["hit_rate"])
+    if rows is None and math.isfinite(rate): return None   # a bare number or an old manifest's accuracy: taken as exact
+    if rows is not None and rows >= cfg.min_baseline_rows and math.isfinite(rate): return None
+    return (f"the baseline ({base['source']}) has {rows or 0} holdout row(s), fewer than min_baseline_rows {cfg.min_baseline_rows}, "
+            "so there is no holdout hit rate to compare with (serve at the gated threshold, or retrain on a longer holdout)")
+
 def degradation_check(outcomes: pd.DataFrame, baseline, cfg: MonitorConfig = MonitorConfig()) -> dict:
     """Rolling hit rate of the last `feedback_window` known outcomes vs the approval baseline (a hit rate, or a dict with its
-    'effective_outcomes', see `degradation_baseline`); `needs_retrain` when the drop is material and significant, with the reason."""
+    'effective_outcomes', see `degradation_baseline`); `needs_retrain` when the drop is material and significant, with the reason;
+    `judged` False (and why in the reason) with too few outcomes or a baseline of under `min_baseline_rows` holdout rows."""
     from scipy.stats import binomtest
     missing = [c for c in ("timestamp", "correct") if c not in outcomes.columns]
     if missing: raise ValueError(f"degradation_check: outcomes lack columns {missing}")
@@ -252,9 +265,10 @@ def degradation_check(outcomes: pd.DataFrame, baseline, cfg: MonitorConfig = Mon
     n_eff = effective_outcomes(recent, cfg.outcome_overlap)
     like_holdout = base["window_effective_outcomes"]   # what the holdout's own windows of this length are worth
     n_test = min(n_eff, like_holdout) if like_holdout else n_eff
-    out = {"needs_retrain": False, "rolling_hit_rate": rate, "baseline_hit_rate": b, "drop": b - rate,
+    usable = 0.0 <= b <= 1.0   # NaN: an empty baseline population
+    out = {"needs_retrain": False, "judged": False, "rolling_hit_rate": rate, "baseline_hit_rate": b, "drop": b - rate,
            "n_outcomes": n, "window": cfg.feedback_window, "threshold": cfg.degrade_threshold, "alpha": cfg.degrade_alpha,
-           "p_value_iid": float(binomtest(hits, n, b, alternative="less").pvalue) if n else float("nan"),
+           "p_value_iid": float(binomtest(hits, n, b, alternative="less").pvalue) if n and usable else float("nan"),
            "effective_outcomes": n_eff, "outcome_overlap": cfg.outcome_overlap,
            "p_value_overlap": _p_below(rate, b, n_eff) if n else float("nan"),
            "baseline_effective_outcomes": b_eff, "baseline_rows": base["n_rows"], "baseline_source": base["source"],
@@ -263,12 +277,15 @@ def degradation_check(outcomes: pd.DataFrame, baseline, cfg: MonitorConfig = Mon
     out["p_value"] = out["p_value_two_sample"] if b_eff else out["p_value_overlap"]   # the one the decision reads
     live = (f"about {n_test:.0f} independent live outcomes (the fewer of the window's own {n_eff:.0f} and the "
             f"{like_holdout:.0f} a holdout window of {cfg.feedback_window} is worth)" if like_holdout else f"about {n_eff:.0f} independent live outcomes")
+    if short := _baseline_too_small(base, cfg):
+        return out | {"reason": f"not judged: {short}; hit rate {rate:.3f} over the last {n} known outcomes"}
     test = (f"two-sample test of {live} against the baseline's about {b_eff:.0f} ({base['n_rows']} holdout rows)" if b_eff else
             f"the baseline taken as exact, about {n_eff:.0f} independent live outcomes") + f"; {out['p_value_iid']:.2g} if the live ones were independent"
     head, against = f"hit rate {rate:.3f} over the last {n} outcomes", f"the approval baseline {b:.3f} ({base['source']})"
     if n < cfg.feedback_window:
         return out | {"reason": f"only {n} of {cfg.feedback_window} outcomes known yet: not judged (baseline {b:.3f}, {base['source']})"}
     p, material = out["p_value"], out["drop"] > cfg.degrade_threshold
+    out["judged"] = True
     verdict = f"one-sided p {p:.3f} ({test})"
     if material and p < cfg.degrade_alpha:
         return out | {"needs_retrain": True, "reason": f"{head} is {out['drop']:.3f} below {against}: more than {cfg.degrade_threshold:.3f}, "
@@ -325,19 +342,28 @@ def read_holdout_outcomes(folder: Path, manifest: dict) -> dict | None:
     "A version's `holdout_outcomes` (`22_train`), when its manifest lists (and so verified) the file; None for older versions."
     return json.loads((folder / HOLDOUT_OUTCOMES_FILE).read_text()) if HOLDOUT_OUTCOMES_FILE in manifest.get("files", {}) else None
 
+def serving_threshold(window: pd.DataFrame, gated: float) -> tuple[float, str]:
+    "(threshold, where from) that selects holdout rows like the BUY/SELL rows served in `window`: the `gated` one, or the lowest served confidence below it."
+    acted = window["action"].isin(["BUY", "SELL"]) if "action" in window else pd.Series(False, index=window.index)
+    low = float(window.loc[acted, "confidence"].astype("float64").min()) if "confidence" in window and acted.any() else math.nan
+    if math.isfinite(low) and not low >= gated:   # an operator served at a lower threshold than the gate judged
+        return low, f"the lowest served BUY/SELL confidence, under the gated {gated:.2f}"
+    return gated, "the gated threshold"
+
 def degradation_baseline(manifest: dict, holdout: dict | None, served: pd.DataFrame, cfg: MonitorConfig,
                          min_confidence: float = math.nan) -> dict:   # the serving threshold (`gated_min_confidence`)
     """The holdout baseline measuring what the last `feedback_window` served outcomes measure (see `outcome_kind`); the
     holdout accuracy, taken as exact, without `holdout` outcomes (a version trained before them). `min_confidence`
-    selects the BUY/SELL rows of the holdout; the 'label/all' population does not read it."""
+    selects the BUY/SELL rows of the holdout (lowered to the served rows' lowest confidence when some lie below it,
+    `serving_threshold`); the 'label/all' population does not read it."""
     window = _known_window(served, cfg.feedback_window)
     kind, label_only = outcome_kind(window) if len(window) else ("label/all", 0)
     if holdout is None:
         return {"hit_rate": float(manifest["metrics_summary"]["accuracy"]), "kind": kind,
                 "source": "holdout accuracy; this version predates per-definition baselines, so the baseline is taken as exact"}
-    threshold = math.nan if kind == "label/all" else float(min_confidence)
+    threshold, whence = (math.nan, "") if kind == "label/all" else serving_threshold(window, float(min_confidence))
     base = holdout_baselines(holdout, threshold, cfg.outcome_overlap, cfg.feedback_window)[kind]
-    at = f" at confidence {threshold:.2f}" if kind != "label/all" else ""
+    at = f" at confidence {threshold:.2f} ({whence})" if kind != "label/all" else ""
     mixed = f"; {label_only} of the {len(window)} outcomes can only be label-based" if kind.startswith("label") and label_only < len(window) else ""
     return base | {"kind": kind, "min_confidence": threshold, "label_only_outcomes": label_only,
                    "source": f"holdout {_KIND_WORDS[kind]}{at}, as the live outcomes{mixed}"}
@@ -418,20 +444,33 @@ def training_symbols(exchange: str, manifest: dict, run_cfg: RunConfig) -> list[
     except (OSError, ValueError, DatasetIntegrityError): return None
     return sorted(map(str, symbols)) if isinstance(symbols, list) and symbols else None
 
+def session_start(moment) -> pd.Timestamp:
+    "UTC time of the IST midnight that opens the session (IST trading day) of `moment` (naive: UTC)."
+    moment = pd.Timestamp(moment)
+    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment
+    return moment.tz_convert(IST).normalize().tz_convert("UTC")
+
 def recent_features(run_cfg: RunConfig, exchange: str, columns: list, cfg: MonitorConfig = MonitorConfig(),
                     symbols: list[str] | None = None,   # only these symbols; None: every symbol of `exchange`
                     enrich=None) -> pd.DataFrame:   # features -> features, run on every fetched bar, warm-up included (`regime_prob_hook`)
-    "Model features of the last `live_rows` bars of `exchange` (after an indicator warm-up window); empty without data."
-    if not Path(run_cfg.db_path).exists(): return pd.DataFrame(columns=list(columns))
-    only = " AND list_contains(?, symbol)" if symbols else ""
+    """Model features of the last `live_rows` bars of `exchange`, after a warm-up of `FEATURE_MEMORY_BARS` bars that starts
+    at its session's first bar (the session VWAP's anchor); empty without data."""
+    empty = pd.DataFrame(columns=list(columns))
+    if not Path(run_cfg.db_path).exists(): return empty
+    only, chosen = (" AND list_contains(?, symbol)", [list(symbols)]) if symbols else ("", [])
+    fetched = cfg.live_rows + FEATURE_MEMORY_BARS   # the live window and its warm-up
     with connect(run_cfg, read_only=True, lock_timeout=cfg.db_lock_timeout) as con:
-        raw = con.execute(f"SELECT * FROM ml_features WHERE exchange = ?{only} ORDER BY timestamp DESC LIMIT ?",
-                          [exchange.upper(), *([list(symbols)] if symbols else []), cfg.live_rows + WARMUP_BARS]).df()
-    if raw.empty: return pd.DataFrame(columns=list(columns))
+        first = con.execute(f"SELECT epoch_us(min(timestamp)) FROM (SELECT timestamp FROM ml_features WHERE exchange = ?{only} "
+                            "ORDER BY timestamp DESC LIMIT ?)", [exchange.upper(), *chosen, fetched]).fetchone()[0]   # µs: no tz objects
+        if first is None: return empty
+        start = session_start(pd.Timestamp(first, unit="us", tz="UTC"))
+        raw = con.execute(f"SELECT * FROM ml_features WHERE exchange = ?{only} AND epoch_us(timestamp) >= ?",
+                          [exchange.upper(), *chosen, start.value // 1000]).df()
     raw = denormalise_payload(raw).sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     features = prepare_training_features(raw, list(columns))
     if enrich: features = enrich(features)
-    return features[features.groupby("symbol").cumcount().to_numpy() >= WARMUP_BARS].reset_index(drop=True)
+    features = features.iloc[-fetched:]   # the bars before these only complete the warm-up's first session
+    return features[features.groupby("symbol").cumcount().to_numpy() >= FEATURE_MEMORY_BARS].reset_index(drop=True)
 
 def live_window(run_cfg: RunConfig, exchange: str, manifest: dict, columns: list, cfg: MonitorConfig = MonitorConfig(),
                 enrich=None) -> tuple[pd.DataFrame, list]:   # `recent_features`' hook
@@ -516,11 +555,48 @@ def _json_ready(obj):
     if isinstance(obj, float) and not math.isfinite(obj): return None
     return obj
 
+def live_window_info(live: pd.DataFrame, manifest: dict, now: pd.Timestamp) -> dict:
+    """Period a live window covers: its rows, first and last bar (UTC ISO), how many of its rows lie in the model's
+    training and holdout windows (the model's own data), and the newest bar's age in minutes at `now`."""
+    ts = pd.to_datetime(live["timestamp"], utc=True) if "timestamp" in live and len(live) else pd.Series([], dtype="datetime64[ns, UTC]")
+    inside = lambda window: int(ts.between(pd.Timestamp(window[0]), pd.Timestamp(window[1])).sum()) if window and len(ts) else 0
+    first, last = (ts.min(), ts.max()) if len(ts) else (None, None)
+    return {"rows": len(live), "first_bar": None if first is None else first.isoformat(), "last_bar": None if last is None else last.isoformat(),
+            "train_window": manifest.get("train_window"), "holdout_window": manifest.get("holdout_window"),
+            "rows_in_train_window": inside(manifest.get("train_window")), "rows_in_holdout_window": inside(manifest.get("holdout_window")),
+            "age_minutes": (now - last) / pd.Timedelta(minutes=1) if last is not None else None}
+
+def window_warnings(info: dict, cfg: MonitorConfig) -> list[dict]:
+    "Warnings about the live window itself: too few rows to judge drift, rows of the model's own training/holdout data, a stale newest bar."
+    out, period = [], f"{info['first_bar']} .. {info['last_bar']}" if info["rows"] else "no bars"
+    if info["rows"] < cfg.min_live_rows:
+        out.append({"kind": "insufficient_data", "details": info,
+                    "message": f"the live window holds {info['rows']} row(s) ({period}), fewer than min_live_rows {cfg.min_live_rows}: "
+                               "drift is not judged (is ml_features being filled for this exchange and the model's symbols?)"})
+    if own := info["rows_in_train_window"] + info["rows_in_holdout_window"]:
+        out.append({"kind": "live_window_in_sample", "details": info,
+                    "message": f"{own} of the {info['rows']} live rows ({period}) are the model's own data: {info['rows_in_train_window']} "
+                               f"in its training window {info['train_window']}, {info['rows_in_holdout_window']} in its holdout window "
+                               f"{info['holdout_window']}; drift on them compares the model's data with itself and understates a change"})
+    limit = cfg.max_live_age_minutes
+    if limit is not None and info["age_minutes"] is not None and info["age_minutes"] > limit:
+        out.append({"kind": "stale_live_window", "details": info,
+                    "message": f"the newest live bar {info['last_bar']} is {info['age_minutes']:.0f} minutes old, more than "
+                               f"max_live_age_minutes {limit:g}: the monitor is not watching current data"})
+    return out
+
+def unjudged_features(drift: pd.DataFrame, live: pd.DataFrame, used: list, cfg: MonitorConfig) -> dict:
+    "Used features drift could not judge in a window of enough rows: absent from `live`, or with under `min_live_rows` finite values (feature -> finite count; None: absent)."
+    finite = dict(zip(drift.feature, drift.n_live))
+    return {c: None if c not in live.columns else int(finite[c]) for c in used
+            if c not in live.columns or (c in finite and finite[c] < cfg.min_live_rows)}
+
 def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_features: pd.DataFrame | None = None,
                     cfg: MonitorConfig = MonitorConfig(),
                     horizon: str | None = None) -> dict:   # registry horizon key such as '15m'; None: the exchange's pointer
     """Drift, score drift, degradation, latency and active alerts of the current model version of `exchange` (and `horizon`),
-    JSON-ready. The live window is read from the warehouse, or is `live_features`; the run's `regime_prob_*` are computed
+    JSON-ready; `live_window` says which bars were measured, `drift_judged` whether any used feature could be judged (False:
+    an empty or too short window). The live window is read from the warehouse, or is `live_features`; the run's `regime_prob_*` are computed
     on it, after the warehouse window's indicator warm-up bars, or from the first row of a `live_features` frame that
     lacks them (a filter started cold: its first few dozen rows differ from what serving computed)."""
     run_cfg = run_cfg or RunConfig()
@@ -542,15 +618,22 @@ def monitor_summary(exchange: str, run_cfg: RunConfig | None = None, live_featur
     degradation = degradation_check(served[["timestamp", "correct"]], baseline, cfg)
     latency = latency_percentiles(served["latency_us"])
     alerts, warnings = assess(drift, score, degradation, latency, cfg)
-    warnings += notes
-    if absent := [c for c in used if c not in live.columns]:   # a model input the live frame lacks cannot be judged: say so
-        warnings.append({"kind": "missing_features", "message": f"{len(absent)} used feature(s) absent from the live features, "
-                         f"not judged for drift: {', '.join(absent[:5])}{' …' if len(absent) > 5 else ''}", "details": {"features": absent}})
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    window = live_window_info(live, manifest, now)
+    warnings += notes + window_warnings(window, cfg)
+    lacking = unjudged_features(drift, live, used, cfg) if len(live) >= cfg.min_live_rows else {}   # a short window: said above
+    if lacking:   # a model input the live frame lacks, or holds (almost) only NaN in, cannot be judged: say so
+        named = [f"{c} ({'absent' if n is None else f'{n} finite of {len(live)} rows'})" for c, n in lacking.items()]
+        warnings.append({"kind": "missing_features", "message": f"{len(lacking)} used feature(s) absent from the live features or with "
+                         f"fewer than min_live_rows {cfg.min_live_rows} finite values, not judged for drift: {', '.join(named[:5])}"
+                         f"{' …' if len(named) > 5 else ''}", "details": {"features": list(lacking),
+                         "absent": [c for c, n in lacking.items() if n is None], "mostly_nan": {c: n for c, n in lacking.items() if n is not None}}})
+    judged = bool((drift.used_by_model & drift.status.isin(["ok", "warn", "alert"])).any())
     return _json_ready({
         "exchange": manifest["exchange"], "registry_key": registry_key(exchange, horizon),   # the line monitored
         "horizon": horizon or manifest.get("horizon"), "version": manifest["version"],   # the key's, else the labels'
-        "run_id": manifest["run_id"], "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "n_recommendations": len(served),
-        "n_live_rows": len(live), "thresholds": {"psi_warn": cfg.psi_warn, "psi_alert": cfg.psi_alert,
+        "run_id": manifest["run_id"], "generated_at": now.isoformat(), "n_recommendations": len(served),
+        "n_live_rows": len(live), "live_window": window, "drift_judged": judged, "thresholds": {"psi_warn": cfg.psi_warn, "psi_alert": cfg.psi_alert,
                                                       "calibrated_thresholds": cfg.calibrated_thresholds, "window_rows": cfg.live_rows,
                                                       "outside_range_alert": cfg.outside_range_alert,
                                                       "raised_levels": int(raised.sum()), "raised_levels_used": int((raised & drift.used_by_model).sum()),
@@ -575,6 +658,18 @@ def notify_alerts(summary: dict, run_cfg: RunConfig | None = None, cfg: MonitorC
     return [raise_alert(a["kind"], f"{_line_of(summary)} {summary['version']}: {a['message']}", a["details"], run_cfg, cfg,
                         summary["exchange"]) for a in summary["alerts"]]
 
+def _age(minutes: float) -> str:
+    "A lag in minutes as minutes, hours or days."
+    return f"{minutes:.0f} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours" if minutes < 2_880 else f"{minutes / 1_440:.1f} days"
+
+def _window_line(w: dict) -> str:
+    "The live window's period as one line of the printout."
+    if not w["rows"]: return "  live window: no bars"
+    age = f", {_age(w['age_minutes'])} before this run" if w.get("age_minutes") is not None else ""
+    own = (f"; {w['rows_in_train_window']} in the model's training window, {w['rows_in_holdout_window']} in its holdout"
+           if w["rows_in_train_window"] + w["rows_in_holdout_window"] else "; none in the model's training or holdout window")
+    return f"  live window: {w['rows']} rows, {w['first_bar']} .. {w['last_bar']} (newest bar{age}){own}"
+
 def _fmt(value, spec: str = ".3f") -> str:
     "A number formatted, or 'n/a' for None."
     return "n/a" if value is None else format(value, spec)
@@ -592,6 +687,7 @@ def format_summary(summary: dict) -> str:
     key = _line_of(summary)
     labels = f", {summary['horizon']} labels" if summary.get("horizon") and "/" not in key else ""
     lines = [f"oi-ml monitor: {key.replace('/', ' ')} model {summary['version']} ({summary['run_id']}{labels}) at {summary['generated_at']}",
+             *([_window_line(w)] if (w := summary.get("live_window")) else []),
              (f"  feature drift: {len(summary['drift'])} features, {summary['n_live_rows']} live rows; "
               f"alert {counts.get('alert', 0)}, warn {counts.get('warn', 0)}, ok {counts.get('ok', 0)} "
               f"(PSI warn {th['psi_warn']}, alert {th['psi_alert']}"
@@ -608,5 +704,6 @@ def format_summary(summary: dict) -> str:
               f"over {lat['n']} signals")]
     lines += [f"  WARNING [{w['kind']}] {w['message']}" for w in summary["warnings"]]
     lines += [f"  ALERT [{a['kind']}] {a['message']}" for a in summary["alerts"]]
-    lines.append(f"  needs_retrain: {'YES' if summary['needs_retrain'] else 'no'}; active alerts: {len(summary['alerts'])}")
+    lines.append(f"  needs_retrain: {'YES' if summary['needs_retrain'] else 'no'}; active alerts: {len(summary['alerts'])}"
+                 + ("" if summary.get("drift_judged", True) else "; drift NOT JUDGED (see the warnings): not a healthy result"))
     return "\n".join(lines)

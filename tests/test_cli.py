@@ -517,3 +517,34 @@ def test_export_takes_a_date_or_an_ist_time():
     args = parse("--start", "20250804", "--end", "2025-08-05 15:29")
     assert (args.start, args.end) == ("2025-08-04", "2025-08-05 15:29")
     assert parse("--start", "2025-08-05T09:15+05:30").start == "2025-08-05T09:15+05:30"
+
+
+def test_automl_of_a_run_is_the_search_the_gate_accepts(tmp_path, capsys):
+    """Review finding: `oi-ml automl` had no --before-day/--target/--run, so its search always covered the candidate's
+    holdout and `oi-ml gate --automl` refused it, while the README documents that pairing. With --run the search takes
+    the run's dataset, target and settings and stops before its holdout, and the gate evaluates it (exit 0 or 3, not 1);
+    a --before-day past the holdout start or another --target is refused, naming both."""
+    from oi_ml.simulate import simulate_market
+    from oi_ml.datasets import export_training_window
+    data = tmp_path / "data"
+    cfg = dataclasses.replace(RunConfig(data_dir=str(data)), simulation=dataclasses.replace(RunConfig().simulation, strikes_each_side=4))
+    with connect(cfg) as con:
+        simulate_market(con, "NSE", "2025-08-01", n_days=12, seed=3, run_cfg=cfg)
+        export_training_window(con, "NSE", run_cfg=cfg)
+    tiny = TrainConfig(n_splits=2, max_rounds=40, min_regime_rows=10**6, top_k_features=15, shap_rows=50, min_embargo_bars=200)
+    run = train.train_model("NSE", cfg=tiny, run_cfg=cfg)["run_id"]
+    search = ["--data-dir", str(data), "automl", "--exchange", "NSE", "--run", run, "--window-days", "6", "--step-days", "2",
+              "--families", "lightgbm", "--optuna-trials", "1"]
+    assert cli.main(search + ["--before-day", "2025-08-30"]) == 1
+    assert "--before-day 2025-08-30 is after run" in capsys.readouterr().err
+    assert cli.main(search + ["--target", "direction"]) == 1 and "--target direction conflicts with run" in capsys.readouterr().err
+    assert cli.main(search) == 0
+    out = capsys.readouterr().out
+    automl_run = out.split()[1].rstrip(":")
+    assert automl_run.startswith("automl-") and f"--automl {automl_run}" in out
+    summary = json.loads((data / "models" / "NSE" / automl_run / "reports" / "auto_ml_summary.json").read_text())
+    assert summary["config"]["before_day"] == pipeline.holdout_start_day(json.loads((data / "models" / "NSE" / run / "manifest.json").read_text()))
+    code = cli.main(["--data-dir", str(data), "gate", "--exchange", "NSE", "--run", run, "--automl", automl_run, "--baseline", "none"])
+    captured = capsys.readouterr()
+    assert code in (0, cli.GATE_FAIL_EXIT), captured.err
+    assert "gate: " in captured.out and "reaches into" not in captured.err

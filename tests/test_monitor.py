@@ -944,3 +944,127 @@ def test_training_symbols_of_a_run_naming_no_valid_dataset_version_is_none(tmp_p
     from oi_ml.monitor import training_symbols
     cfg = RunConfig(data_dir=str(tmp_path / "data"))
     assert training_symbols("NSE", {}, cfg) is None and training_symbols("NSE", {"dataset_version": "../BSE/2025-08-05"}, cfg) is None
+
+
+# ---------------------------------------------------------------- review fixes: baseline, live window, exit codes
+
+def test_an_empty_baseline_population_is_not_judged_instead_of_crashing():
+    """Review finding: with no holdout row in the matching population (BUY/SELL at the gated threshold) the baseline hit
+    rate was NaN and scipy's binomtest raised; now degradation is 'not judged', naming the row count and the minimum."""
+    from oi_ml.monitor import degradation_baseline
+    holdout = {"confidence": [0.5] * 40, "side": [1] * 40, "label_hit": [1] * 40, "return_sign": [1] * 40}   # none at 0.65
+    served = pd.DataFrame({"timestamp": pd.date_range("2025-09-01 04:00", periods=300, freq="min", tz="UTC"), "action": "BUY",
+                           "realised_return": -0.001, "correct": False, "confidence": 0.7})
+    base = degradation_baseline({}, holdout, served, MonitorConfig(), 0.65)
+    assert base["n_rows"] == 0 and math.isnan(base["hit_rate"])
+    d = degradation_check(served[["timestamp", "correct"]], base, MonitorConfig())
+    assert not d["needs_retrain"] and not d["judged"]
+    assert d["reason"].startswith("not judged:") and "0 holdout row(s), fewer than min_baseline_rows 30" in d["reason"]
+    small = degradation_check(served[["timestamp", "correct"]], base | {"hit_rate": 0.9, "n_rows": 12}, MonitorConfig())
+    assert not small["judged"] and "12 holdout row(s)" in small["reason"]
+
+
+def test_the_baseline_threshold_follows_served_rows_below_the_gated_one():
+    "An operator serving at 0.5 under a gated 0.65: the holdout BUY/SELL rows are selected at the lowest served confidence."
+    from oi_ml.monitor import degradation_baseline
+    holdout = {"confidence": [0.55] * 40 + [0.7] * 40, "side": [1] * 80, "label_hit": [0] * 40 + [1] * 40, "return_sign": [1] * 80}
+    served = pd.DataFrame({"timestamp": pd.date_range("2025-09-01 04:00", periods=300, freq="min", tz="UTC"), "action": "BUY",
+                           "realised_return": 0.001, "correct": True, "confidence": np.where(np.arange(300) % 2, 0.52, 0.8)})
+    base = degradation_baseline({}, holdout, served, MonitorConfig(), 0.65)
+    assert base["min_confidence"] == pytest.approx(0.52) and base["n_rows"] == 80 and "under the gated 0.65" in base["source"]
+    at_gate = degradation_baseline({}, holdout, served.assign(confidence=0.8), MonitorConfig(), 0.65)
+    assert at_gate["min_confidence"] == 0.65 and at_gate["n_rows"] == 40 and "(the gated threshold)" in at_gate["source"]
+
+
+def test_the_summary_says_which_bars_it_measured_and_warns_of_the_models_own_rows(deployed, tmp_path):
+    """Review finding: the warehouse window was the model's own holdout and training rows and the summary did not say which
+    period it measured. It records the first and last bar, counts the rows in the train/holdout windows and warns;
+    with `max_live_age_minutes` a newest bar older than that warns too."""
+    cfg = private_copy(deployed[0], tmp_path)
+    _, features, manifest = deployed
+    summary = monitor_summary("NSE", cfg, cfg=MonitorConfig(live_rows=500))
+    window = summary["live_window"]
+    last = features.timestamp.iloc[-500:]
+    assert (window["rows"], window["first_bar"], window["last_bar"]) == (500, last.iloc[0].isoformat(), last.iloc[-1].isoformat())
+    held = last.between(pd.Timestamp(manifest["holdout_window"][0]), pd.Timestamp(manifest["holdout_window"][1])).sum()
+    assert window["rows_in_holdout_window"] == held > 0 and window["age_minutes"] > 0
+    (own,) = [w for w in summary["warnings"] if w["kind"] == "live_window_in_sample"]
+    assert f"{held} in its holdout window" in own["message"] and window["first_bar"] in own["message"]
+    text = format_summary(summary)
+    assert f"live window: 500 rows, {window['first_bar']} .. {window['last_bar']}" in text
+    assert not [w for w in summary["warnings"] if w["kind"] == "stale_live_window"]
+    stale = monitor_summary("NSE", cfg, cfg=MonitorConfig(live_rows=500, max_live_age_minutes=60))
+    assert [w for w in stale["warnings"] if w["kind"] == "stale_live_window" and "max_live_age_minutes 60" in w["message"]]
+
+
+def test_an_empty_live_window_is_not_reported_healthy(deployed, tmp_path, capsys):
+    """Review finding: an empty ml_features window printed 'alert 0, warn 0, ok 0', needs_retrain no, exit 0, and warned
+    only that used features were 'absent'. Now: one warning naming the row count against min_live_rows, drift not
+    judged, and `oi-ml monitor` exits 4."""
+    from oi_ml import cli
+    cfg = private_copy(deployed[0], tmp_path)
+    with connect(cfg) as con: con.execute("DELETE FROM ml_features")
+    summary = monitor_summary("NSE", cfg)
+    kinds = [w["kind"] for w in summary["warnings"]]
+    assert kinds == ["insufficient_data"] and "0 row(s)" in summary["warnings"][0]["message"]
+    assert "min_live_rows 200" in summary["warnings"][0]["message"] and summary["drift_judged"] is False
+    assert "drift NOT JUDGED" in format_summary(summary)
+    assert cli.main(["--data-dir", cfg.data_dir, "monitor", "--exchange", "NSE"]) == 4
+    assert cli.MONITOR_UNJUDGED_EXIT == 4
+    assert "needs_retrain: no; active alerts: 0; drift NOT JUDGED" in capsys.readouterr().out
+
+
+def test_an_all_nan_used_feature_is_named_like_an_absent_one(deployed, tmp_path):
+    "Review finding: a used feature that is all NaN in the live frame was silently 'insufficient data'; it is named with its finite count."
+    cfg = private_copy(deployed[0], tmp_path)
+    _, features, manifest = deployed
+    folder = version_dir("NSE", run_cfg=cfg)
+    used = [c for c in model_columns(folder, json.loads((folder / "manifest.json").read_text()))[1] if c in features]
+    live = features.iloc[-1000:].assign(**{used[0]: np.nan, used[1]: features[used[1]].where(np.arange(len(features)) % 10 == 0).iloc[-1000:]})
+    summary = monitor_summary("NSE", cfg, live_features=live.drop(columns=used[2]), cfg=MonitorConfig(live_rows=1000))
+    (missing,) = [w for w in summary["warnings"] if w["kind"] == "missing_features"]
+    assert set(missing["details"]["features"]) == set(used[:3]) and missing["details"]["absent"] == [used[2]]
+    assert missing["details"]["mostly_nan"] == {used[0]: 0, used[1]: 100}
+    assert f"{used[0]} (0 finite of 1000 rows)" in missing["message"] and summary["drift_judged"]
+
+
+def test_monitor_exit_codes_tell_an_alert_from_an_error(deployed, tmp_path, capsys):
+    "Review finding: exit 1 meant both 'alert active' and 'could not run'. An alert exits 3 (logged); a corrupt file still exits 1."
+    from oi_ml import cli
+    cfg = private_copy(deployed[0], tmp_path)
+    assert cli.main(["--data-dir", cfg.data_dir, "monitor", "--exchange", "NSE"]) == 3
+    assert cli.MONITOR_ALERT_EXIT == 3
+    assert "ALERT [" in capsys.readouterr().out and read_alerts(cfg)
+    (version_dir("NSE", run_cfg=cfg) / "regime_hmm.json").write_text('{"format": "oi_ml.regimes.RegimeHMM/1", "config": {')
+    assert cli.main(["--data-dir", cfg.data_dir, "monitor", "--exchange", "NSE"]) == 1
+    assert "regime_hmm.json" in capsys.readouterr().err
+
+
+def test_the_monitored_windows_features_equal_the_full_historys(deployed, tmp_path):
+    """Review finding: a 200-bar warm-up started mid-session gave the window's first session a wrong session VWAP and left
+    the 200-bar EMA off. Warmed up `FEATURE_MEMORY_BARS` from a session's first bar, every feature equals the same bars
+    computed over the whole history: exactly, except the EMAs' 1 % residual memory (far below each column's spread)."""
+    from oi_ml.indicators import FEATURE_MEMORY_RESIDUAL
+    from oi_ml.monitor import recent_features
+    cfg = private_copy(deployed[0], tmp_path)
+    _, features, manifest = deployed
+    columns = manifest["model_features"]
+    full = prepare_training_features(deployed_raw(cfg), columns).set_index("timestamp")
+    live = recent_features(cfg, "NSE", columns, MonitorConfig(live_rows=2000))
+    ref = full.loc[live.timestamp]
+    assert len(live) == 2000
+    for c in columns:
+        a, b = live[c].to_numpy(np.float64), ref[c].to_numpy(np.float64)
+        assert np.array_equal(np.isnan(a), np.isnan(b)), c
+        gap = np.nanmax(np.abs(a - b), initial=0.0)
+        spread = np.nanpercentile(b, 75) - np.nanpercentile(b, 25)
+        if c.startswith(("ema_", "macd")): assert gap <= FEATURE_MEMORY_RESIDUAL * spread, (c, gap, spread)   # 1 % of its spread
+        else: assert gap <= 1e-9 * max(1.0, np.nanmax(np.abs(b), initial=0.0)), (c, gap)
+
+
+def deployed_raw(cfg) -> pd.DataFrame:
+    "Every NSE ml_features row of a warehouse, denormalised and time-sorted (what the monitor reads, without a limit)."
+    from oi_ml.store import denormalise_payload
+    with connect(cfg, read_only=True) as con:
+        raw = con.execute("SELECT * FROM ml_features WHERE exchange = 'NSE'").df()
+    return denormalise_payload(raw).sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
