@@ -194,6 +194,8 @@ class MonitoringConfig:
     calibrated_thresholds: bool = True  # raise each feature's PSI levels to what its training windows reached (43_monitor)
     live_rows: int = 2_000           # rows of a live drift window, and of the training windows whose PSI sets those levels
     outside_range_alert: float = 0.5  # share of a used feature's live values outside its training range that alerts
+    max_live_age_minutes: float | None = None  # wall-clock minutes the newest live bar may lag the monitor run before it
+                                               # warns (a stale feed); None: the age is reported, not judged
 
 @dataclass(frozen=True)
 class StalenessConfig:
@@ -264,6 +266,7 @@ CONFIG_RULES = {   # 'section.key' -> (rule, what the rule wants, for the error)
     "monitoring.psi_warn": _FINITE_POSITIVE, "monitoring.psi_alert": _FINITE_POSITIVE, "monitoring.feedback_window": _COUNT,
     "monitoring.degrade_threshold": _FRACTION, "monitoring.calibrated_thresholds": (lambda v: isinstance(v, bool), "true or false"),
     "monitoring.live_rows": _COUNT, "monitoring.outside_range_alert": _FRACTION,
+    "monitoring.max_live_age_minutes": (lambda v: v is None or _between(0, _LARGEST, above=True)(v), "a finite number of minutes above 0"),
     **{f"staleness.{k}": (_between(0), "a number from 0 up (inf: no limit)")
        for k in ("chain_max_sessions", "vix_max_minutes", "book_max_minutes", "flows_max_sessions")}}
 

@@ -63,8 +63,8 @@ class MonitorConfig:
                                                               # range that alerts
     min_live_rows: int = 200                # fewer live rows (or served scores): drift is not judged
     min_baseline_rows: int = 30             # fewer holdout rows in the matching baseline population: degradation is not judged
-    max_live_age_minutes: float | None = None  # wall-clock minutes the newest live bar may lag the run before a warning;
-                                               # None: its time is reported, not judged
+    max_live_age_minutes: float | None = _RUN.max_live_age_minutes  # wall-clock minutes the newest live bar may lag the run
+                                                                   # before a warning; None: its time is reported, not judged
     drift_family_alpha: float | None = 0.10  # share of an unchanged market's windows on which *some* used feature may alert
                                              # (sets the family scale on their training-window levels); None: no family control
     latency_budget_us: float = 250.0        # generate_signal p99 above this is a warning

@@ -34,6 +34,7 @@ def run_cli(tmp_path, capsys, name: str, text: str, *command: str) -> tuple[int,
     ("start.toml", '[simulation]\nstart = "01/08/2025"\n', "config key 'simulation.start' must be a date written YYYY-MM-DD"),
     ("seed.toml", "seed = -1\n", "config key 'seed' must be a whole number from 0 to 2147483647"),
     ("stale.toml", "[staleness]\nvix_max_minutes = -5\n", "config key 'staleness.vix_max_minutes' must be a number from 0 up"),
+    ("age.toml", "[monitoring]\nmax_live_age_minutes = 0\n", "config key 'monitoring.max_live_age_minutes' must be a finite number of minutes above 0, got 0"),
     ("warn.toml", "[monitoring]\npsi_warn = 0.5\n", "config key 'monitoring.psi_warn' must not exceed monitoring.psi_alert (0.25)")])
 def test_a_config_value_no_stage_can_use_is_one_line_naming_file_and_key(tmp_path, capsys, name, text, message):
     code, err = run_cli(tmp_path, capsys, name, text)
@@ -113,3 +114,12 @@ def test_the_muhurat_sessions_are_dated_special_sessions_of_both_exchanges():
         assert exchange.special_session(dt.date(2024, 11, 1))[1:] == (dt.time(18, 0), dt.time(19, 0), "Muhurat trading")
         assert exchange.special_session(dt.date(2025, 10, 21))[1:] == (dt.time(13, 45), dt.time(14, 45), "Muhurat trading")
         assert exchange.special_session(dt.date(2025, 10, 20)) is None
+
+
+def test_the_live_windows_staleness_limit_is_a_run_setting(tmp_path):
+    "A monitoring run's staleness limit comes from the run's [monitoring] section (43_monitor had it only in MonitorConfig)."
+    from oi_ml.monitor import monitor_config
+    path = tmp_path / "age.toml"; path.write_text("[monitoring]\nmax_live_age_minutes = 90\n")
+    cfg = load_run_config(path)
+    assert cfg.monitoring.max_live_age_minutes == 90 and monitor_config(cfg.monitoring).max_live_age_minutes == 90
+    assert monitor_config(load_run_config().monitoring).max_live_age_minutes is None   # default: reported, not judged
