@@ -26,7 +26,7 @@ from .labels import LabelConfig, frame_segment_end
 from .regimes import RegimeHMMTransformer
 from .train import (CLASS_NAMES, SIGNAL_OF_CLASS, ModelIntegrityError, TrainConfig, TrainingTable, _round, _xgb_params,
                          booster_predict, build_training_table, classification_metrics, directional_auc, fit_booster, fit_weights,
-                         publish_run, regime_columns, run_id_for, table_regimes, verify_run)
+                         publish_run, regime_columns, require_classes, run_id_for, table_regimes, train_config_for_bars, verify_run)
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ __all__ = ['logger', 'FAMILIES', 'PRUNERS', 'FINISHED', 'TRIAL_RETURNS_FILE', 'P
            'study_prefix', 'trial_sampler', 'make_pruner', 'finished_trials', 'budget_trials', 'best_of', 'run_study',
            'quiet_optuna', 'majority_baseline', 'evaluate_best', 'trial_key', 'trial_records', 'trial_returns_frame',
            'segment_record', 'study_result', 'family_summary', 'best_family', 'search', 'automl_run_id',
-           'build_summary', 'AutoMLRun', 'load_automl_run', 'run_orchestrator', 'automl_tables', 'load_trial_returns',
-           'trial_return_matrix', 'walk_forward_figure', 'optuna_history_figure']
+           'build_summary', 'AutoMLRun', 'load_automl_run', 'check_same_run', 'run_orchestrator', 'automl_tables',
+           'load_trial_returns', 'trial_return_matrix', 'walk_forward_figure', 'optuna_history_figure']
 
 # %% ../nbs/23_automl.ipynb #c006
 FAMILIES = ("lightgbm", "xgboost", "catboost")   # supported model families; catboost is an optional extra
@@ -240,8 +240,8 @@ class SegmentData:
     X_valid: np.ndarray                 # float64 inputs of the validation slice
 
 def fit_regimes(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig) -> RegimeHMMTransformer:
-    "Regime HMM fitted on `rows` of the table only (the settings of `train.fit_model_set`)."
-    model = RegimeHMMTransformer(cfg.n_regimes, regime_columns(table, cfg), n_iter=30, random_state=cfg.seed, order_by="ret_std_20")
+    "Regime HMM fitted on `rows` of the table only (the settings of `train.fit_model_set`; features constant on `rows` left out)."
+    model = RegimeHMMTransformer(cfg.n_regimes, regime_columns(table, cfg, rows), n_iter=30, random_state=cfg.seed, order_by="ret_std_20")
     return model.fit(table.features.iloc[rows])
 
 def design_matrices(base: np.ndarray, table: TrainingTable, model: RegimeHMMTransformer, *row_sets) -> list[np.ndarray]:
@@ -259,7 +259,9 @@ def purged_folds(table: TrainingTable, rows: np.ndarray, n_folds: int, embargo_f
 def prepare_segment(table: TrainingTable, base: np.ndarray, window: SegmentWindow, cfg: TrainConfig, n_folds: int) -> SegmentData:
     "Per-fold and whole-slice HMMs and design matrices of one segment."
     train, folds = np.asarray(window.train_index), []
-    for fit_rows, test_rows in purged_folds(table, train, n_folds, cfg.embargo_frac, cfg.min_embargo_bars):
+    require_classes(table, train, f"AutoML segment {window.segment}")
+    for i, (fit_rows, test_rows) in enumerate(purged_folds(table, train, n_folds, cfg.embargo_frac, cfg.min_embargo_bars)):
+        require_classes(table, fit_rows, f"AutoML segment {window.segment}, CV fold {i}")
         model = fit_regimes(table, fit_rows, cfg)
         folds.append(FoldData(fit_rows, test_rows, *design_matrices(base, table, model, fit_rows, test_rows), model.params.n_train_rows))
     model = fit_regimes(table, train, cfg)
@@ -409,10 +411,11 @@ def trial_returns_frame(trials: list, segment: int, family: str) -> pd.DataFrame
     return frame.astype({"segment": "int64", "return": "float64"}).assign(day=pd.to_datetime(frame.day))
 
 def segment_record(window: SegmentWindow, data: SegmentData) -> dict:
-    "Segment boundaries, row counts and the rows its HMMs were fitted on."
+    "Segment boundaries, row counts, the rows its HMMs were fitted on and the regime features of its whole-slice HMM."
     return dict(segment=window.segment, train_start=window.train_start.isoformat(), train_end=window.train_end.isoformat(),
                 valid_start=window.valid_start.isoformat(), valid_end=window.valid_end.isoformat(), n_train=len(window.train_index),
                 n_valid=len(window.valid_index), n_purged=window.n_purged, hmm_train_rows=data.regime_model.params.n_train_rows,
+                regime_features=list(data.regime_model.feature_columns),
                 fold_hmm_train_rows=[f.hmm_rows for f in data.folds])
 
 def study_result(study: optuna.Study, trials: list, best: optuna.trial.FrozenTrial, segment: int, family: str,
@@ -580,6 +583,13 @@ def load_automl_run(run_dir: str | Path) -> AutoMLRun:
     manifest = verify_run(run_dir)
     return AutoMLRun(run_dir, manifest, read_json(run_dir / SUMMARY_FILE, ModelIntegrityError))
 
+def check_same_run(run_dir: Path, run_id: str) -> None:
+    "Refuse a run folder holding another run than `run_id`: it is neither reused nor overwritten."
+    stored = read_json(run_dir / "manifest.json", ModelIntegrityError, ("run_id",))["run_id"]
+    if stored != run_id:
+        raise ValueError(f"{run_dir}: holds AutoML run {stored}, not the requested {run_id} (another configuration, dataset or "
+                         "code): pass another output folder, or move that run away to replace it")
+
 def run_orchestrator(config: OrchestratorConfig, run_cfg: RunConfig | None = None, reuse: bool = True) -> AutoMLRun:
     "Walk-forward AutoML over a dataset version; writes the run folder and returns it (in-memory runs: reused if identical)."
     check_config(config)
@@ -587,10 +597,13 @@ def run_orchestrator(config: OrchestratorConfig, run_cfg: RunConfig | None = Non
     families, skipped = available_families(tuple(config.families))
     if not families: raise ValueError(f"no model family left to run (skipped: {skipped})")
     raw, dm = load_dataset(exchange, config.dataset_version, run_cfg)
+    config = dataclasses.replace(config, train=train_config_for_bars(config.train, exchange, run_cfg.bar_minutes))   # daily bars: labels across sessions
     code = automl_code_sha256()   # the code of this search: in its run id, study names and manifest
     run_id = automl_run_id(exchange, dm, config, code)
     run_dir = Path(config.output) if config.output else Path(run_cfg.models_dir) / exchange / run_id
-    if reuse and config.storage is None and (run_dir / "manifest.json").exists(): return load_automl_run(run_dir)
+    if (run_dir / "manifest.json").exists():
+        check_same_run(run_dir, run_id)
+        if reuse and config.storage is None: return load_automl_run(run_dir)
     raw = sessions_before(raw, config.before_day)
     searched = last_trading_days(raw, config.days)   # the sessions searched; features come from the whole history
     table = rows_on_dates(build_training_table(raw, config.train), searched)

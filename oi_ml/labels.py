@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -19,12 +19,13 @@ from .config import IST
 # %% auto #0
 __all__ = ['SIGNAL_VOLATILITY_BARS', 'HIT_NONE', 'HIT_VERTICAL', 'HIT_PROFIT', 'HIT_STOP', 'HIT_SEGMENT_END', 'BARRIER_NAMES',
            'TARGETS', 'LabelConfig', 'validate_label_config', 'check_bar_frame', 'segment_end_from_ids', 'session_ids',
-           'frame_segment_end', 'ewm_volatility', 'atr_volatility', 'label_volatility', 'TripleBarrierResult',
-           'triple_barrier_labels', 'end_times', 'triple_barrier_frame', 'define_triple_barrier_target',
-           'forward_end_index', 'forward_returns', 'forward_changes', 'triple_barrier_target', 'forward_return_target',
-           'oi_change_target', 'direction_target', 'realized_vol_target', 'range_breach_target', 'breakout_levels',
-           'breakout_day_target', 'breakout_direction_target', 'regime_target', 'make_target', 'label_names',
-           'labels_frame']
+           'frame_segment_end', 'labels_for_bars', 'ewm_volatility', 'atr_volatility', 'label_volatility',
+           'TripleBarrierResult', 'triple_barrier_labels', 'end_times', 'triple_barrier_frame',
+           'define_triple_barrier_target', 'forward_end_index', 'forward_returns', 'forward_changes',
+           'triple_barrier_target', 'forward_return_target', 'oi_change_target', 'direction_target',
+           'realized_vol_target', 'range_breach_target', 'breakout_levels', 'breakout_day_target',
+           'breakout_direction_target', 'regime_target', 'make_target', 'label_lookahead', 'require_labels',
+           'label_names', 'labels_frame']
 
 # %% ../nbs/12_labels.ipynb #c006
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class LabelConfig:
     volatility: str = "atr"                   # "atr" (Wilder ATR / close) or "ewm" (EWM std of simple returns)
     vol_window: int = 14                      # bars; ATR period or EWM span
     touch: str = "high_low"                   # "high_low": bar extremes touch barriers; "close": closes only
-    session_segments: bool = True             # keep labels inside their session (intraday bars); False for daily bars
+    session_segments: bool = True             # keep labels inside their session (intraday bars); `labels_for_bars` turns it off for daily bars
     forward_horizons: tuple = (3, 5, 15, 30)  # bars; forward returns and OI changes
     oi_column: str | None = None              # column whose forward changes are labelled; None skips them
     neutral_band: float = 0.001               # fraction; |next-bar return| <= band is FLAT
@@ -112,6 +113,12 @@ def frame_segment_end(frame: pd.DataFrame, cfg: LabelConfig) -> np.ndarray | Non
     return segment_end_from_ids(session_ids(frame)) if cfg.session_segments else None
 
 # %% ../nbs/12_labels.ipynb #c017
+def labels_for_bars(cfg: LabelConfig, bar_minutes: int,   # minutes per bar (RunConfig.bar_minutes)
+                    session_minutes: int) -> LabelConfig:   # minutes of the exchange's regular session
+    "`cfg` for bars of `bar_minutes`: labels cross sessions when one bar spans the session (daily bars), else `cfg` unchanged."
+    return replace(cfg, session_segments=False) if cfg.session_segments and bar_minutes >= session_minutes else cfg
+
+# %% ../nbs/12_labels.ipynb #c020
 def ewm_volatility(close, span: int) -> np.ndarray:
     "EWM std of simple returns (span `span` bars, NaN until `span` returns exist), as a fraction of price."
     returns = pd.Series(np.asarray(close, dtype=np.float64)).pct_change()
@@ -132,7 +139,7 @@ def label_volatility(frame: pd.DataFrame, cfg: LabelConfig) -> np.ndarray:
     if cfg.volatility == "atr": return atr_volatility(frame["high"], frame["low"], frame["close"], cfg.vol_window)
     return ewm_volatility(frame["close"], cfg.vol_window)
 
-# %% ../nbs/12_labels.ipynb #c020
+# %% ../nbs/12_labels.ipynb #c023
 HIT_NONE = -1        # no label: invalid entry (NaN vol, side 0), no forward bar, or series end before a decision
 HIT_VERTICAL = 0     # vertical barrier at t + horizon, no horizontal touch
 HIT_PROFIT = 1       # profit barrier touched first
@@ -141,7 +148,7 @@ HIT_SEGMENT_END = 3  # segment (session) ended before t + horizon without a touc
 BARRIER_NAMES = types.MappingProxyType({HIT_NONE: "none", HIT_VERTICAL: "vertical", HIT_PROFIT: "profit",
                                         HIT_STOP: "stop", HIT_SEGMENT_END: "segment_end"})
 
-# %% ../nbs/12_labels.ipynb #c022
+# %% ../nbs/12_labels.ipynb #c025
 @njit(cache=True, inline="always")
 def _label_one(t, close, high, low, v, s, last, horizon, profit_mult, stop_mult, forced_exit):
     "Triple-barrier outcome (label, return, end index, hit code) of the entry at bar `t` with side `s`, vol `v`."
@@ -162,7 +169,7 @@ def _label_one(t, close, high, low, v, s, last, horizon, profit_mult, stop_mult,
     if code == HIT_NONE: return 0, np.nan, -1, HIT_NONE
     return 0, s * (close[last] / c - 1.0), last, code
 
-# %% ../nbs/12_labels.ipynb #c023
+# %% ../nbs/12_labels.ipynb #c026
 @njit(cache=True, parallel=True)
 def _triple_barrier_kernel(close, high, low, volatility, side, segment_end, horizon, profit_mult, stop_mult,
                            has_side, has_segments):
@@ -177,7 +184,7 @@ def _triple_barrier_kernel(close, high, low, volatility, side, segment_end, hori
         label[t], realised_return[t], label_end_index[t], barrier_hit[t] = lab, ret, end, hit
     return label, realised_return, label_end_index, barrier_hit
 
-# %% ../nbs/12_labels.ipynb #c025
+# %% ../nbs/12_labels.ipynb #c028
 @dataclass(frozen=True, eq=False)
 class TripleBarrierResult:
     "Per-bar triple-barrier outcome (numpy arrays of equal length)."
@@ -189,7 +196,7 @@ class TripleBarrierResult:
     @property
     def has_label(self) -> np.ndarray: return self.barrier_hit != HIT_NONE
 
-# %% ../nbs/12_labels.ipynb #c026
+# %% ../nbs/12_labels.ipynb #c029
 def _float_array(values, name: str, n: int | None = None) -> np.ndarray:
     "`values` as a contiguous float64 array, checking its length against `n`."
     arr = np.ascontiguousarray(np.asarray(values, dtype=np.float64))
@@ -205,7 +212,7 @@ def _segment_end_array(segment_end_index, n: int) -> np.ndarray:
     if bad.any(): raise ValueError(f"segment_end_index[{int(np.flatnonzero(bad)[0])}] must lie in [t, n-1]")
     return seg
 
-# %% ../nbs/12_labels.ipynb #c027
+# %% ../nbs/12_labels.ipynb #c030
 def triple_barrier_labels(close, high, low, volatility, horizon: int, profit_mult: float, stop_mult: float,
                           side=None, touch: str = "high_low", segment_end_index=None) -> TripleBarrierResult:
     "First-touch triple-barrier outcome of every bar (barriers from `close[t]`, checked from bar t+1)."
@@ -222,7 +229,7 @@ def triple_barrier_labels(close, high, low, volatility, horizon: int, profit_mul
                                     float(stop_mult), side is not None, segment_end_index is not None)
     return TripleBarrierResult(*arrays)
 
-# %% ../nbs/12_labels.ipynb #c033
+# %% ../nbs/12_labels.ipynb #c036
 def end_times(frame: pd.DataFrame, end_index: np.ndarray) -> pd.Series:
     "`frame.timestamp` at each `end_index` (NaT where it is -1), on `frame`'s index."
     end_index = np.asarray(end_index, dtype=np.int64)
@@ -233,7 +240,7 @@ def _masked(values: np.ndarray, valid: np.ndarray, index, dtype: str = "Int8") -
     "`values` as a nullable Series, missing where `valid` is False."
     return pd.Series(values, index=index).astype(dtype).where(valid)
 
-# %% ../nbs/12_labels.ipynb #c034
+# %% ../nbs/12_labels.ipynb #c037
 def triple_barrier_frame(frame: pd.DataFrame, cfg: LabelConfig = LabelConfig()) -> pd.DataFrame:
     "Triple-barrier columns (tb_label, tb_return, barrier_hit, label_end_time, target) for `frame`'s rows."
     check_bar_frame(frame); validate_label_config(cfg)
@@ -249,7 +256,7 @@ def define_triple_barrier_target(features: pd.DataFrame, cfg: LabelConfig = Labe
     "Copy of `features` with the triple-barrier target columns added (BUY/SELL/HOLD in `target`)."
     return pd.concat([features, triple_barrier_frame(features, cfg)], axis=1)
 
-# %% ../nbs/12_labels.ipynb #c037
+# %% ../nbs/12_labels.ipynb #c040
 def forward_end_index(n: int, horizon: int, segment_end_index=None) -> np.ndarray:
     "Per bar, t + horizon when that bar exists inside the segment, else -1."
     end = np.arange(n, dtype=np.int64) + horizon
@@ -276,7 +283,7 @@ def forward_changes(values, horizons=(3, 5, 15, 30), prefix: str = "fwd_oi_chg",
     "Columns `{prefix}_{h}` = values[t+h] - values[t] (or the fraction when `relative`)."
     return _forward_columns(values, horizons, prefix, relative, segment_end_index)
 
-# %% ../nbs/12_labels.ipynb #c040
+# %% ../nbs/12_labels.ipynb #c043
 def _target_frame(frame: pd.DataFrame, target, end_index: np.ndarray, **extra) -> pd.DataFrame:
     "Standard target frame: `target`, extra columns, `label_end_time`."
     out = pd.DataFrame({"target": target, **extra}, index=frame.index)
@@ -302,7 +309,7 @@ def oi_change_target(frame: pd.DataFrame, cfg: LabelConfig, horizon: int) -> pd.
     chg = forward_changes(frame[cfg.oi_column].to_numpy(), (horizon,), segment_end_index=seg).iloc[:, 0].to_numpy()
     return _target_frame(frame, chg, forward_end_index(len(frame), horizon, seg))
 
-# %% ../nbs/12_labels.ipynb #c041
+# %% ../nbs/12_labels.ipynb #c044
 def direction_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
     "Target `direction`: +1 / -1 / 0 for the return to t+direction_bars beyond ± neutral_band."
     seg = frame_segment_end(frame, cfg)
@@ -323,7 +330,7 @@ def realized_vol_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
     squared = np.r_[0.0, np.diff(np.log(close)) ** 2]
     return _target_frame(frame, np.sqrt(_window_sums(squared, end, cfg.realized_vol_bars)), end)
 
-# %% ../nbs/12_labels.ipynb #c042
+# %% ../nbs/12_labels.ipynb #c045
 def range_breach_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
     "Target `range_breach`: 1 if price leaves close[t]·(1 ± range_width) within range_bars bars, 0 if not."
     n = len(frame)
@@ -333,7 +340,7 @@ def range_breach_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
     decided = breach | (res.barrier_hit == HIT_VERTICAL)
     return _target_frame(frame, _masked(breach.astype(np.int8), decided, frame.index), np.where(decided, res.label_end_index, -1))
 
-# %% ../nbs/12_labels.ipynb #c044
+# %% ../nbs/12_labels.ipynb #c047
 @njit(cache=True, parallel=True)
 def _breakout_kernel(high, low, upper, lower, session_end):
     "Per bar: first bar after t (to its session end) with high > upper[t] or low < lower[t]; direction +1/-1/0."
@@ -351,7 +358,7 @@ def _breakout_kernel(high, low, upper, lower, session_end):
         end[t] = min(j, last)
     return broke, direction, end
 
-# %% ../nbs/12_labels.ipynb #c045
+# %% ../nbs/12_labels.ipynb #c048
 def breakout_levels(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     "Per bar: max/min of the previous session's range and this session's range through the bar (NaN in the first session)."
     high, low = frame["high"].to_numpy(np.float64), frame["low"].to_numpy(np.float64)
@@ -380,7 +387,7 @@ def breakout_direction_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataF
     _, direction, end = _breakout(frame)
     return _target_frame(frame, _masked(direction, end >= 0, frame.index), end)
 
-# %% ../nbs/12_labels.ipynb #c046
+# %% ../nbs/12_labels.ipynb #c049
 def regime_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
     "Target `regime`: bull / bear / sideways / high_vol for the next regime_bars bars (rules in the table above)."
     close, n_bars = frame["close"].to_numpy(np.float64), cfg.regime_bars
@@ -394,7 +401,7 @@ def regime_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
     valid = (end >= 0) & np.isfinite(trailing)
     return _target_frame(frame, _masked(regime, valid, frame.index, "str"), np.where(valid, end, -1))
 
-# %% ../nbs/12_labels.ipynb #c048
+# %% ../nbs/12_labels.ipynb #c051
 TARGETS = types.MappingProxyType({
     "triple_barrier": triple_barrier_target, "direction": direction_target, "realized_vol": realized_vol_target,
     "range_breach": range_breach_target, "breakout_day": breakout_day_target,
@@ -415,7 +422,33 @@ def make_target(name: str, frame: pd.DataFrame, cfg: LabelConfig = LabelConfig()
     check_bar_frame(frame); validate_label_config(cfg)
     return fn(frame, cfg)
 
-# %% ../nbs/12_labels.ipynb #c053
+_LOOKAHEAD = {"triple_barrier": "horizon_bars", "direction": "direction_bars", "realized_vol": "realized_vol_bars",
+              "range_breach": "range_bars", "regime": "regime_bars"}   # target -> LabelConfig field of its look-ahead in bars
+
+def label_lookahead(name: str, cfg: LabelConfig) -> tuple[int, str]:
+    "(bars after a row that a label of target `name` may need, where that number comes from)."
+    if name in _LOOKAHEAD: return getattr(cfg, _LOOKAHEAD[name]), f"LabelConfig.{_LOOKAHEAD[name]}"
+    if m := re.fullmatch(r"fwd_(?:ret|oi_chg)_([1-9][0-9]*)", name): return int(m[1]), f"the target's horizon {name}"
+    return 1, "the rest of its session"   # breakout targets: any later bar of the session
+
+def require_labels(name: str, frame: pd.DataFrame, cfg: LabelConfig, target: pd.DataFrame) -> pd.DataFrame:
+    "`target` (`make_target(name, frame, cfg)`) unless no row has a label: then a ValueError naming the likely cause and the remedy."
+    if target["target"].notna().any(): return target
+    bars, source = label_lookahead(name, cfg)
+    sessions = pd.Series(session_ids(frame)).value_counts()
+    longest = int(sessions.max()) if len(sessions) else 0
+    # inside a session a triple-barrier label needs just one later bar (a forced exit at the session's last close)
+    needed = 1 if name in ("triple_barrier", "breakout_day", "breakout_direction") else bars
+    where = f"target {name!r} over {len(frame)} bars in {len(sessions)} session(s)"
+    if (cfg.session_segments or name.startswith("breakout")) and longest - 1 < needed:
+        raise ValueError(f"{where}: no row has a label: a label needs {needed} later bar(s) inside its session ({source} = {bars}) "
+                         f"but the longest session holds {longest} bar(s). Bars as long as a session (daily bars) are labelled across "
+                         "sessions under a RunConfig whose bar_minutes is at least the session's minutes (`labels_for_bars`), or set "
+                         "LabelConfig.session_segments=False" + ("; breakout targets need intraday bars" if name.startswith("breakout") else ""))
+    raise ValueError(f"{where}: no row has a label: a label needs up to {bars} later bar(s) ({source}) and, for barrier targets, "
+                     f"a known volatility (none before bar {cfg.vol_window}, LabelConfig.vol_window); use more bars or shorter horizons")
+
+# %% ../nbs/12_labels.ipynb #c056
 def label_names(cfg: LabelConfig) -> list[str]:
     "Target names `labels_frame` builds under `cfg`."
     fixed = ["triple_barrier", "direction", "realized_vol", "range_breach", "breakout_day", "breakout_direction", "regime"]

@@ -73,13 +73,8 @@ def _normalise_log(log_alpha, out):
 
 # %% ../nbs/21_regimes.ipynb #c011
 @njit(cache=True)
-def _filter_step_core(prev_probs, has_prev, x, log_startprob, transmat, feature_mean, feature_std,
-                      means, prec_chol, log_norm, out, log_alpha, z):
-    "One forward step into `out`: predict from `prev_probs` (or startprob), update with `x` unless it has a NaN."
-    has_nan = False
-    for j in range(x.size):
-        if math.isinf(x[j]): raise ValueError("regime filter: feature row has an infinite value")
-        has_nan = has_nan or math.isnan(x[j])
+def _predict_log(prev_probs, has_prev, log_startprob, transmat, log_alpha):
+    "Log of the predicted state probabilities into `log_alpha`: `prev_probs @ transmat`, or the start probabilities."
     n_states = transmat.shape[0]
     for j in range(n_states):
         if has_prev:
@@ -88,8 +83,29 @@ def _filter_step_core(prev_probs, has_prev, x, log_startprob, transmat, feature_
             log_alpha[j] = math.log(pred) if pred > 0.0 else -np.inf
         else:
             log_alpha[j] = log_startprob[j]
+
+@njit(cache=True)
+def _usable_log(log_alpha) -> bool:
+    "Can `log_alpha` be normalised: no NaN and at least one state above −inf?"
+    usable = False
+    for k in range(log_alpha.size):
+        if math.isnan(log_alpha[k]): return False
+        usable = usable or log_alpha[k] > -np.inf
+    return usable
+
+@njit(cache=True)
+def _filter_step_core(prev_probs, has_prev, x, log_startprob, transmat, feature_mean, feature_std,
+                      means, prec_chol, log_norm, out, log_alpha, z):
+    "One forward step into `out`: predict from `prev_probs` (or startprob), update with `x` unless it has a NaN or no state can emit it."
+    has_nan = False
+    for j in range(x.size):
+        if math.isinf(x[j]): raise ValueError("regime filter: feature row has an infinite value")
+        has_nan = has_nan or math.isnan(x[j])
+    _predict_log(prev_probs, has_prev, log_startprob, transmat, log_alpha)
     if not has_nan:
         _add_log_emission(x, feature_mean, feature_std, means, prec_chol, log_norm, z, log_alpha)
+        if not _usable_log(log_alpha):   # the row's density under-/overflowed in every state: treated as a missing row
+            _predict_log(prev_probs, has_prev, log_startprob, transmat, log_alpha)
     _normalise_log(log_alpha, out)
 
 @njit(cache=True)

@@ -23,14 +23,14 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, roc_auc_score
 
-from .config import IST, RunConfig, config_to_dict
+from .config import IST, RunConfig, config_to_dict, get_exchange_config
 from .cv import PurgedKFold
 from .datasets import (code_sha256, fsync_path, fsync_tree, git_commit, import_closure, load_dataset, mkdir_durable,
                             package_versions, read_json, require_keys, sha256_file)
-from .features import (FEATURE_DEFAULTS, KEY_COLUMNS, XS_RANK_DEFAULTS, check_sources, drift_family, feature_distribution,
+from .features import (FEATURE_DEFAULTS, FEATURE_SOURCES, KEY_COLUMNS, XS_RANK_DEFAULTS, check_sources, drift_family, feature_distribution,
                             informative_sources, prepare_training_features, supported_feature_columns)
 from .indicators import FEATURE_MEMORY_BARS, WARMUP_BARS
-from .labels import LabelConfig, make_target
+from .labels import LabelConfig, labels_for_bars, make_target, require_labels
 from .meta_labels import sample_weights
 from .regimes import MIN_ROWS_PER_REGIME, REGIME_PROB_PREFIX, RegimeHMMTransformer
 
@@ -39,16 +39,16 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARK
            'CALIBRATION_FLOOR', 'STORED_DIGITS', 'CALIBRATION_METHODS', 'TEMPERATURE_BOUNDS', 'HOLDOUT_OUTCOMES_FILE',
            'BUNDLE_FILES', 'BUNDLE_MANIFEST_KEYS', 'TrainConfig', 'TrainingTable', 'build_training_table',
            'resolve_family', 'fit_weights', 'fit_booster', 'booster_predict', 'booster_contributions', 'save_booster',
-           'lgb_structure_problem', 'load_booster', 'ModelSet', 'regime_columns', 'add_regimes', 'table_regimes',
-           'select_features', 'fit_model_set', 'predict_model_set', 'brier_score', 'directional_auc',
-           'classification_metrics', 'reliability_curve', 'temper_row', 'fit_temperature', 'fit_calibration',
-           'apply_calibration', 'cross_fitted_calibration', 'choose_calibration', 'holdout_split', 'cross_validate',
-           'regression_metrics', 'fit_garch', 'garch_forecast', 'training_code_sha256', 'run_id_for', 'fit_calibrated',
-           'train_model', 'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run',
-           'swap_into_place', 'model_used_columns', 'routes_by_regime', 'regime_probs_read', 'used_regime_probs',
-           'ModelIntegrityError', 'verify_run', 'check_model_features', 'require_listed', 'ModelBundle',
-           'check_calibration', 'load_bundle', 'score_features', 'bundle_used_features', 'check_bundle_sources',
-           'score_frame']
+           'lgb_structure_problem', 'load_booster', 'ModelSet', 'regime_feature_issues', 'regime_columns',
+           'add_regimes', 'table_regimes', 'select_features', 'fit_model_set', 'predict_model_set', 'brier_score',
+           'directional_auc', 'classification_metrics', 'reliability_curve', 'temper_row', 'fit_temperature',
+           'fit_calibration', 'apply_calibration', 'cross_fitted_calibration', 'choose_calibration', 'holdout_split',
+           'require_classes', 'cross_validate', 'regression_metrics', 'fit_garch', 'garch_forecast',
+           'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_config_for_bars', 'train_model',
+           'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place',
+           'model_used_columns', 'routes_by_regime', 'regime_probs_read', 'used_regime_probs', 'ModelIntegrityError',
+           'verify_run', 'check_model_features', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle',
+           'score_features', 'bundle_used_features', 'check_bundle_sources', 'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -112,9 +112,12 @@ def build_training_table(raw: pd.DataFrame, cfg: TrainConfig) -> TrainingTable:
     if raw.symbol.nunique() != 1: raise ValueError("train_model expects one symbol per dataset (got " + ", ".join(sorted(raw.symbol.unique())) + ")")
     columns = supported_feature_columns(raw)
     features = prepare_training_features(raw, columns)
-    labels = make_target(cfg.target, raw, cfg.labels)
+    labels = require_labels(cfg.target, raw, cfg.labels, make_target(cfg.target, raw, cfg.labels))   # none at all: why
     y, classes = _encode_target(labels["target"], cfg.target)
     keep = (np.arange(len(raw)) >= WARMUP_BARS) & np.isfinite(y) & labels["label_end_time"].notna().to_numpy()
+    if not keep.any():
+        raise ValueError(f"target {cfg.target!r}: none of the {int(np.isfinite(y).sum())} labelled bars of {len(raw)} lies after the "
+                         f"{WARMUP_BARS}-bar feature warm-up (indicators.WARMUP_BARS): export a longer window")
     uniqueness = sample_weights(raw.timestamp, labels["label_end_time"].where(pd.Series(keep)))["avg_uniqueness"].to_numpy()[keep]
     return TrainingTable(features[keep].reset_index(drop=True), columns,
                          y[keep].astype("int64" if classes else "float64"), labels["label_end_time"][keep].reset_index(drop=True),
@@ -258,9 +261,36 @@ class ModelSet:
     routes: dict                    # regime id -> booster key
     rounds: int                     # boosting rounds used at prediction
 
-def regime_columns(table: TrainingTable, cfg: TrainConfig) -> tuple:
-    "The configured regime features this dataset supports (returns and realised vol at least)."
-    return tuple(c for c in cfg.regime_features if c in table.feature_columns)
+def _sources_of(column: str) -> list:
+    "The raw `ml_features` columns that feed feature `column` (`features.FEATURE_SOURCES`)."
+    return sorted(s for s, feeds in FEATURE_SOURCES.items() if column in feeds)
+
+def regime_feature_issues(table: TrainingTable, cfg: TrainConfig, rows: np.ndarray) -> dict:
+    """{column: why} of the configured regime features the table has that the HMM cannot be fitted on over `rows`: the
+    column is constant there — most often because its raw source has no value on those rows and every row took the
+    neutral default (`features.fill_neutral_defaults`)."""
+    out = {}
+    for c in (c for c in cfg.regime_features if c in table.feature_columns):
+        values = table.features[c].to_numpy("float64")[rows]
+        if len(values) and np.nanmax(values) > np.nanmin(values): continue
+        value = float(values[0]) if len(values) else float("nan")
+        out[c] = (f"constant ({value:g}, its neutral default: raw column(s) {_sources_of(c)} have no value on these rows)"
+                  if value == FEATURE_DEFAULTS.get(c) else f"constant ({value:g}) on these rows")
+    return out
+
+def regime_columns(table: TrainingTable, cfg: TrainConfig, rows: np.ndarray | None = None) -> tuple:
+    """The configured regime features this dataset supports and that vary on `rows` (default: every table row); the
+    others are left out (`regime_feature_issues`). Raise when `ret_std_20`, which orders the regimes, is left out."""
+    rows = np.arange(len(table.y)) if rows is None else rows
+    issues = regime_feature_issues(table, cfg, rows)
+    kept = tuple(c for c in cfg.regime_features if c in table.feature_columns and c not in issues)
+    if "ret_std_20" not in kept:
+        span = (f"{table.features.timestamp.iloc[rows[0]]} .. {table.features.timestamp.iloc[rows[-1]]}" if len(rows) else "no rows")
+        why = "; ".join(f"{c}: {w}" for c, w in issues.items()) or "not among the dataset's features"
+        raise ValueError(f"regime HMM: no usable regime feature orders the regimes on the {len(rows)} training rows ({span}): "
+                         f"TrainConfig.regime_features={cfg.regime_features} left {list(kept)} ('ret_std_20' is needed; {why}). "
+                         "Import bars with moving prices (OHLCV) for this window, or choose a window where they move")
+    return kept
 
 def add_regimes(model: RegimeHMMTransformer, features: pd.DataFrame) -> pd.DataFrame:
     "Regime id and filtered probabilities for every row (forward filter over the time-sorted rows)."
@@ -288,7 +318,7 @@ def _early_stop_split(times: pd.Series, label_end: pd.Series, frac: float = 0.15
 def fit_model_set(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig, rounds: int | None = None) -> ModelSet:
     "Fit HMM, selector and boosters on `rows` of `table`; early-stop when `rounds` is None."
     family, k = resolve_family(cfg), len(table.classes)
-    cols = regime_columns(table, cfg)
+    cols = regime_columns(table, cfg, rows)   # features constant on `rows` (a source without data) are left out
     regime_model = RegimeHMMTransformer(cfg.n_regimes, cols, n_iter=30, random_state=cfg.seed, order_by="ret_std_20").fit(
         table.features.iloc[rows])
     full = pd.concat([table.features[table.feature_columns], table_regimes(regime_model, table)], axis=1)
@@ -320,7 +350,7 @@ def predict_model_set(ms: ModelSet, features: pd.DataFrame, regimes: pd.DataFram
         if mask.any(): out[mask] = booster_predict(ms.boosters[key], X[mask], k, ms.rounds)
     return out
 
-# %% ../nbs/22_train.ipynb #c019
+# %% ../nbs/22_train.ipynb #c020
 def brier_score(y: np.ndarray, probs: np.ndarray) -> float:
     "Multi-class Brier score."
     onehot = np.eye(probs.shape[1])[y]
@@ -351,7 +381,7 @@ def reliability_curve(y: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dic
     rows = [(float(conf[idx == b].mean()), float(hit[idx == b].mean()), int((idx == b).sum())) for b in range(n_bins) if (idx == b).any()]
     return dict(predicted=[r[0] for r in rows], observed=[r[1] for r in rows], count=[r[2] for r in rows])
 
-# %% ../nbs/22_train.ipynb #c020
+# %% ../nbs/22_train.ipynb #c021
 CALIBRATION_FLOOR = 1e-3   # smallest calibrated probability of any class, before renormalising
 STORED_DIGITS = 10         # decimals floats keep in the run's JSON files (`_round`); calibration maps are fitted at it
 
@@ -437,7 +467,7 @@ def choose_calibration(y: np.ndarray, probs: np.ndarray, fold: np.ndarray, event
     chosen = min(CALIBRATION_METHODS, key=lambda m: (round(scores[m]["log_loss"], 12), CALIBRATION_METHODS.index(m)))
     return {"chosen": chosen, "cross_fitted": scores}
 
-# %% ../nbs/22_train.ipynb #c023
+# %% ../nbs/22_train.ipynb #c024
 def holdout_split(table: TrainingTable, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """(in-sample, holdout) positions. The holdout is the last `holdout_frac` of rows moved back to the first row of the
     IST session it starts in, so it holds whole sessions (forward to the next session when that would leave no in-sample
@@ -452,6 +482,20 @@ def holdout_split(table: TrainingTable, cfg: TrainConfig) -> tuple[np.ndarray, n
     ins = np.arange(cut)[(table.label_end_time.iloc[:cut] < start).to_numpy()]
     return ins, np.arange(cut, n)
 
+def require_classes(table: TrainingTable, rows: np.ndarray, where: str) -> None:
+    """Refuse to fit a classifier on `rows` holding fewer than two classes: it would predict that class with certainty and
+    score a perfect accuracy and log-loss on a like window while having learnt nothing. The error names the class counts,
+    the window and the remedy."""
+    if not table.classes: return
+    counts = np.bincount(table.y[rows], minlength=len(table.classes))
+    if (counts > 0).sum() >= 2: return
+    ts = table.features.timestamp
+    span = f"{ts.iloc[rows[0]].isoformat()} .. {ts.iloc[rows[-1]].isoformat()}" if len(rows) else "no rows"
+    raise ValueError(f"{where}: its {len(rows)} training rows ({span}) hold fewer than 2 classes "
+                     f"({dict(zip(table.classes, counts.tolist()))}): a model fitted on them predicts one class with certainty "
+                     "and learns nothing. Use a longer window, or label settings (TrainConfig.labels: barrier multiples, "
+                     "horizon, range_width, neutral_band) under which more than one class occurs")
+
 def cross_validate(table: TrainingTable, ins: np.ndarray, cfg: TrainConfig) -> dict:
     "Purged K-fold over the in-sample rows: out-of-fold predictions, regimes, per-fold results."
     k = len(table.classes)
@@ -464,6 +508,7 @@ def cross_validate(table: TrainingTable, ins: np.ndarray, cfg: TrainConfig) -> d
             raise ValueError(f"CV fold {i} keeps {len(tr)} training rows after purging and the embargo of at least {cfg.min_embargo_bars} "
                              f"rows (TrainConfig.min_embargo_bars, the features' memory): {len(ins)} in-sample rows are too few for "
                              f"n_splits={cfg.n_splits}; use more sessions or fewer splits (a smaller min_embargo_bars lets the folds leak)")
+        require_classes(table, ins[tr], f"CV fold {i}")
         ms = fit_model_set(table, ins[tr], cfg)
         regimes = table_regimes(ms.regime_model, table)
         oof[te] = predict_model_set(ms, table.features[table.feature_columns].iloc[ins[te]], regimes.iloc[ins[te]])
@@ -479,7 +524,7 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
     return dict(n=int(len(y)), rmse=float(np.sqrt(np.mean(err ** 2))), mae=float(np.mean(np.abs(err))),
                 r2=float(1 - np.sum(err ** 2) / np.sum((y - y.mean()) ** 2)))
 
-# %% ../nbs/22_train.ipynb #c027
+# %% ../nbs/22_train.ipynb #c028
 def _garch_variance(returns: np.ndarray, omega: float, alpha: float, beta: float,
                     initial_variance: float | None = None) -> np.ndarray:
     "Conditional variance σ²_{t+1} after each return (GARCH(1,1) recursion from σ²_0 = `initial_variance`, default var(returns))."
@@ -513,7 +558,7 @@ def garch_forecast(returns: np.ndarray, params: dict, horizon: int) -> np.ndarra
     decay = (1 - persistence ** horizon) / (1 - persistence) if persistence < 1 else horizon
     return np.sqrt(np.maximum(horizon * long_run + (next_var - long_run) * decay, 0))
 
-# %% ../nbs/22_train.ipynb #c030
+# %% ../nbs/22_train.ipynb #c031
 def training_code_sha256() -> str:
     "sha256 of the code that trains a model: this module and every package module it imports, directly or not."
     return code_sha256(modules=import_closure(("train",)))
@@ -544,7 +589,7 @@ def _per_regime(y, probs, regime, k, classes=()) -> dict:
         out[str(r)] = classification_metrics(y[m], probs[m], classes) if k else regression_metrics(y[m], probs[m])
     return out
 
-# %% ../nbs/22_train.ipynb #c031
+# %% ../nbs/22_train.ipynb #c032
 def _evaluate_holdout(table, ins, hold, final: ModelSet, calibration, cfg) -> dict:
     "Holdout metrics (raw and calibrated) against the majority-class / naive baselines."
     regimes = table_regimes(final.regime_model, table)
@@ -575,7 +620,7 @@ def _regression_holdout(table, ins, hold, pred, cfg) -> dict:
     m = regression_metrics(y[ok], pred[ok]); mn = regression_metrics(y[ok], naive[hold][ok]); mg = regression_metrics(y[ok], garch[hold][ok])
     return dict(model=m, naive=mn, garch=mg, rmse_ratio_vs_naive=m["rmse"] / mn["rmse"], rmse_ratio_vs_garch=m["rmse"] / mg["rmse"])
 
-# %% ../nbs/22_train.ipynb #c032
+# %% ../nbs/22_train.ipynb #c033
 def _importance(ms: ModelSet, table: TrainingTable, hold: np.ndarray, cfg: TrainConfig) -> tuple[dict, dict]:
     "Gain importances and mean |TreeSHAP| per booster (top 20 each), SHAP on up to `shap_rows` holdout rows."
     regimes = table_regimes(ms.regime_model, table)
@@ -631,7 +676,7 @@ def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConf
                        holdout_window=report["rows"]["holdout_window"], packages=package_versions(),
                        code_sha256=code, git_commit=git_commit()))
 
-# %% ../nbs/22_train.ipynb #c033
+# %% ../nbs/22_train.ipynb #c034
 def fit_calibrated(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig) -> tuple[dict, dict | None, ModelSet]:
     """The candidate's training procedure on `rows`: purged K-fold CV, whose out-of-fold predictions fit the calibration and
     whose median early-stopped rounds size the final fit on all of `rows`. Returns (cv, calibration, final model)."""
@@ -643,11 +688,16 @@ def fit_calibrated(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig) -> 
         calibration = fit_calibration(table.y[rows], cv["oof"], cv["calibration_choice"]["chosen"])
     return cv, calibration, fit_model_set(table, rows, cfg, rounds=cv["rounds"])
 
+def train_config_for_bars(cfg: TrainConfig, exchange: str, bar_minutes: int) -> TrainConfig:   # RunConfig.bar_minutes
+    "`cfg` with its labels set for bars of `bar_minutes` on `exchange` (`labels.labels_for_bars`: daily bars label across sessions)."
+    labels = labels_for_bars(cfg.labels, bar_minutes, get_exchange_config(exchange).session_minutes())
+    return cfg if labels is cfg.labels else dataclasses.replace(cfg, labels=labels)
+
 def train_model(exchange: str, dataset_version: str | None = None, target: str = "triple_barrier", cfg: TrainConfig | None = None,
                 run_cfg: RunConfig | None = None, reuse: bool = True) -> dict:
     "Train and save a candidate model for a dataset version; returns the run manifest (reused if this exact run exists)."
-    cfg = dataclasses.replace(cfg or TrainConfig(), target=target)
     run_cfg = run_cfg or RunConfig()
+    cfg = train_config_for_bars(dataclasses.replace(cfg or TrainConfig(), target=target), exchange, run_cfg.bar_minutes)
     raw, dm = load_dataset(exchange, dataset_version, run_cfg)
     code = training_code_sha256()   # the code that trains this run: in its id and its manifest
     run_id = run_id_for(exchange.upper(), dm, cfg, code, run_cfg.monitoring.live_rows)
@@ -655,6 +705,7 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
     if reuse and (run_dir / "manifest.json").exists(): return verify_run(run_dir)
     table = build_training_table(raw, cfg)
     ins, hold = holdout_split(table, cfg)
+    require_classes(table, ins, f"train_model {exchange.upper()}/{dm['version']} target {cfg.target!r} in-sample rows")
     cv, calibration, final = fit_calibrated(table, ins, cfg)
     report = _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final)
     probs = holdout_probabilities(table, hold, final, calibration)   # once, for the manifest's scores and the outcomes file
@@ -702,7 +753,7 @@ def _report(exchange, dm, cfg, table, ins, hold, cv, calibration, final) -> dict
                   cv=dict(n_splits=cfg.n_splits, embargo_frac=cfg.embargo_frac, min_embargo_bars=cfg.min_embargo_bars, rounds=cv["rounds"], folds=cv["folds"], metrics=cv_metrics,
                           per_regime=_per_regime(table.y[ins], cv["oof"], cv["oof_regime"], k, table.classes)),
                   holdout=_evaluate_holdout(table, ins, hold, final, calibration, cfg),
-                  regimes=dict(features=list(final.regime_model.feature_columns), routes={str(r): v for r, v in final.routes.items()},
+                  regimes=dict(features=list(final.regime_model.feature_columns), dropped=regime_feature_issues(table, cfg, ins), routes={str(r): v for r, v in final.routes.items()},
                                train_rows_per_regime={str(r): int(n) for r, n in zip(*np.unique(table_regimes(final.regime_model, table).regime.to_numpy()[ins], return_counts=True))}),
                   selected_features=final.selected, seeds=dict(seed=cfg.seed, num_threads=cfg.num_threads), packages=package_versions())
     if k:
@@ -784,7 +835,7 @@ def _save_run(run_dir, run_id, exchange, dm, cfg, report, table, ins, scores, fi
                          table_regimes(final.regime_model, table))
     return publish_run(run_dir, write)
 
-# %% ../nbs/22_train.ipynb #c037
+# %% ../nbs/22_train.ipynb #c038
 class ModelIntegrityError(Exception):
     "A model artefact is missing or differs from the sha256 in its manifest."
 
@@ -889,7 +940,7 @@ def load_bundle(run_dir: str | Path) -> ModelBundle:
     cal = check_calibration(read_json(run_dir / "calibration.json", ModelIntegrityError), len(meta["classes"]), run_dir / "calibration.json")
     return ModelBundle(run_dir, manifest, ms, meta["input_features"], cal)
 
-# %% ../nbs/22_train.ipynb #c038
+# %% ../nbs/22_train.ipynb #c039
 def score_features(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
     "Calibrated probabilities, regime, signal (+1/0/-1) and confidence for prepared feature rows (time-sorted)."
     ms = bundle.model_set

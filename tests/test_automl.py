@@ -350,3 +350,39 @@ def test_a_days_window_searches_rows_with_their_full_history_features(run_cfg, t
     got = searched.features.set_index("timestamp")[searched.feature_columns]
     pd.testing.assert_frame_equal(got, full.loc[got.index, searched.feature_columns])
     assert np.isclose(searched.weight.mean(), 1.0)
+
+
+def test_a_single_class_training_slice_is_refused_and_nothing_is_written(run_cfg, tmp_path):
+    "Labels of one class (all HOLD) would give each segment a 'perfect' validation score: a ValueError naming the counts instead."
+    import dataclasses
+    labels = dataclasses.replace(TrainConfig().labels, profit_mult=1000.0, stop_mult=1000.0)
+    config = tiny(tmp_path, "one_class", train=TrainConfig(num_threads=1, labels=labels))
+    with pytest.raises(ValueError, match=r"AutoML segment 0: its \d+ training rows \(.*\) hold fewer than 2 classes "
+                                         r"\(\{'SELL': 0, 'HOLD': \d+, 'BUY': 0\}\).* label settings"):
+        run_orchestrator(config, run_cfg)
+    assert not (tmp_path / "one_class").exists() and not list(tmp_path.glob(".one_class*"))
+
+
+def test_an_output_folder_holding_another_run_is_neither_returned_nor_overwritten(lgb_run, run_cfg):
+    "run_orchestrator(output=X) returned whatever run sat in X; another configuration's request now names both run ids."
+    from oi_ml.automl import automl_run_id
+    manifest = (lgb_run.run_dir / "manifest.json").read_bytes()
+    other = tiny(lgb_run.run_dir.parent, lgb_run.run_dir.name, optuna_trials=3, before_day="2025-08-14")
+    _, dm = load_dataset("NSE", run_cfg=run_cfg)
+    wanted = automl_run_id("NSE", dm, other)
+    assert wanted != lgb_run.manifest["run_id"]
+    with pytest.raises(ValueError, match=f"holds AutoML run {lgb_run.manifest['run_id']}, not the requested {wanted}"):
+        run_orchestrator(other, run_cfg)
+    with pytest.raises(ValueError, match="not the requested"):
+        run_orchestrator(other, run_cfg, reuse=False)
+    assert (lgb_run.run_dir / "manifest.json").read_bytes() == manifest
+    assert run_orchestrator(tiny(lgb_run.run_dir.parent, lgb_run.run_dir.name), run_cfg).manifest == lgb_run.manifest   # same id: reused
+
+
+def test_a_regime_feature_without_data_on_the_slice_is_left_out_of_its_hmm(table):
+    "VIX absent (its neutral default 15 on every row) no longer stops a segment's HMM: it is fitted without it."
+    import dataclasses
+    from oi_ml.automl import fit_regimes
+    novix = dataclasses.replace(table, features=table.features.assign(vix=15.0))
+    model = fit_regimes(novix, np.arange(2000), TrainConfig(num_threads=1))
+    assert "vix" not in model.feature_columns and "ret_std_20" in model.feature_columns

@@ -416,3 +416,27 @@ def test_sample_weights_of_a_labelled_frame():
     _, avg = reference_uniqueness(list(range(len(bars))), end.tolist(), len(bars))
     np.testing.assert_allclose(sw.avg_uniqueness, avg, rtol=1e-12, equal_nan=True)
     assert np.isclose(sw.sample_weight[ok].mean(), 1.0) and sw.sample_weight[~ok].isna().all()
+
+
+# ---------------------------------------------------------------- daily bars
+def test_daily_bars_are_labelled_across_sessions_and_no_label_at_all_is_named():
+    """A daily bar is its session's only bar: labelled inside its session no row had a label (and training crashed on
+    the empty table). Bars as long as the session are labelled across sessions; a target with no label is a ValueError."""
+    from oi_ml.labels import labels_for_bars, require_labels
+    rng = np.random.default_rng(0)
+    days = pd.bdate_range("2024-01-01", periods=120)
+    close = 21000 * np.exp(np.cumsum(rng.normal(0, 0.01, len(days))))
+    frame = pd.DataFrame({"timestamp": (days + pd.Timedelta(hours=9, minutes=15)).tz_localize(IST).tz_convert("UTC"),
+                          "high": close * 1.005, "low": close * 0.995, "close": close})
+    cfg = LabelConfig(horizon_bars=15)
+    assert make_target("triple_barrier", frame, cfg).target.isna().all()   # what session segments do to daily bars
+    with pytest.raises(ValueError, match=r"target 'triple_barrier' over 120 bars in 120 session\(s\): no row has a label: .* "
+                                         r"longest session holds 1 bar\(s\).* bar_minutes"):
+        require_labels("triple_barrier", frame, cfg, make_target("triple_barrier", frame, cfg))
+    daily = labels_for_bars(cfg, bar_minutes=375, session_minutes=375)
+    assert daily.session_segments is False and labels_for_bars(cfg, bar_minutes=5, session_minutes=375) is cfg
+    for name in ("triple_barrier", "direction", "fwd_ret_5", "range_breach"):
+        out = require_labels(name, frame, daily, make_target(name, frame, daily))
+        assert out.target.notna().sum() > 90, name
+        ok = out.label_end_time.notna()
+        assert (out.label_end_time[ok] > frame.timestamp[ok]).all()

@@ -316,3 +316,19 @@ def test_from_dict_validates(model):
         RegimeHMMTransformer.from_dict(broken)
     with pytest.raises(ValueError, match="covars has shape"):
         make_regime_params([0.0], [1.0], [1.0], [[1.0]], [[0.0]], [[1.0]])
+
+
+@pytest.mark.parametrize("value", [1e200, 1e308, -1e250])
+def test_a_row_no_state_can_emit_is_missing_in_batch_and_stream_alike(model, sim, full_out, value):
+    """An absurd finite value (ret_1 = 1e200) underflows every state's density: the batch filter carried NaN into every
+    later row (regime argmax(NaN) = 0) while filter_step restarted from startprob. Both now treat it as a missing row."""
+    rows = sim[list(model.feature_columns)].to_numpy()[:40].copy()
+    rows[10, 0] = value
+    batch, state, stream = model.filter_rows(rows), None, []
+    for x in rows:
+        state = model.filter_step(state, x)
+        stream.append(state)
+    assert np.isfinite(batch).all() and np.array_equal(np.array(stream), batch)
+    np.testing.assert_allclose(batch[10], batch[9] @ model.params.transmat, rtol=0, atol=1e-14)   # the prediction alone
+    missing = rows.copy(); missing[10, 0] = np.nan
+    assert np.array_equal(batch, model.filter_rows(missing))

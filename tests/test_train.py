@@ -985,3 +985,69 @@ def test_calibration_is_fitted_as_it_is_saved():
     calibration = train_mod.fit_calibration(y, probs)
     assert train_mod._round(calibration) == calibration
     assert json.loads(json.dumps(train_mod._round(calibration))) == calibration
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# realistic imported data and degenerate label windows
+
+def test_a_chain_without_vix_trains_and_the_report_names_the_dropped_regime_feature(tmp_path):
+    """No importer writes vix_term_structure: a dataset with an option chain but no VIX trains, its regime HMM leaves out
+    `vix` (constant at its neutral default on the fit rows) and the training report says so (it crashed the HMM)."""
+    from conftest import TINY_TRAIN
+    from oi_ml.store import build_ml_features
+    cfg = RunConfig(data_dir=str(tmp_path / "data"))
+    with connect(cfg) as con:
+        simulate_market(con, "NSE", "2025-08-01", n_days=N_DAYS, seed=0, run_cfg=cfg)
+        con.execute("DELETE FROM vix_term_structure"); con.execute("DELETE FROM ml_features")
+        build_ml_features(con, "NSE", run_cfg=cfg)
+        dm = export_training_window(con, "NSE", run_cfg=cfg)
+    raw, _ = load_dataset("NSE", dm["version"], cfg)
+    assert raw.vix.isna().all() and raw.pcr_oi.notna().all()
+    man = train_model("NSE", dm["version"], cfg=TINY_TRAIN, run_cfg=cfg)
+    regimes = read_report(run_dir_of(cfg, man))["regimes"]
+    assert "vix" not in regimes["features"] and {"ret_1", "ret_std_20", "log_pcr_oi"} <= set(regimes["features"])
+    assert "raw column(s) ['vix'] have no value" in regimes["dropped"]["vix"]
+    assert load_bundle(run_dir_of(cfg, man)).model_set.regime_model.feature_columns == tuple(regimes["features"])
+
+
+@pytest.mark.parametrize("target, labels, counts", [
+    ("triple_barrier", dict(profit_mult=1000.0, stop_mult=1000.0), r"\{'SELL': 0, 'HOLD': \d+, 'BUY': 0\}"),   # all HOLD
+    ("range_breach", dict(range_width=0.5), r"\{'INSIDE': \d+, 'BREACH': 0\}")])                             # never breached
+def test_a_single_class_window_is_refused_and_nothing_is_written(dataset, target, labels, counts):
+    "Labels of one class would train a 'perfect' run (accuracy 1, log-loss 0): a ValueError naming the class counts instead."
+    cfg = dataclasses.replace(SMALL, n_splits=2, min_embargo_bars=200, labels=dataclasses.replace(SMALL.labels, **labels))
+    models = Path(dataset.cfg.models_dir) / "NSE"
+    before = sorted(p.name for p in models.iterdir()) if models.exists() else []
+    with pytest.raises(ValueError, match=r"in-sample rows: its \d+ training rows \(2025-08-.* hold fewer than 2 classes \(" + counts
+                       + r"\).* label settings"):
+        train_model("NSE", dataset.dm["version"], target, cfg, dataset.cfg)
+    assert (sorted(p.name for p in models.iterdir()) if models.exists() else []) == before   # no run, no staging folder
+
+
+def daily_raw(tmp_path: Path, n_days: int = 420) -> tuple[RunConfig, pd.DataFrame]:
+    "A warehouse of `n_days` imported daily NIFTY bars (date-only rows, bar_minutes = 375) and its ml_features rows."
+    rng = np.random.default_rng(0)
+    close = 21000 * np.exp(np.cumsum(rng.normal(0, 0.01, n_days)))
+    open_ = np.r_[close[0], close[:-1]]
+    bars = pd.DataFrame({"Date": pd.bdate_range("2023-01-02", periods=n_days).strftime("%Y-%m-%d"), "Open": open_,
+                         "High": np.maximum(open_, close) * 1.004, "Low": np.minimum(open_, close) * 0.996, "Close": close,
+                         "Volume": 1000.0})
+    bars.to_csv(tmp_path / "daily.csv", index=False)
+    cfg = RunConfig(data_dir=str(tmp_path / "data"), bar_minutes=375)
+    with connect(cfg) as con:
+        import_ohlcv(con, tmp_path / "daily.csv", "NIFTY", exchange="NSE", run_cfg=cfg)
+        return cfg, load_historical_data_for_ml(con, "NSE")
+
+
+def test_daily_bars_are_labelled_across_sessions_and_an_unlabelled_target_is_named(tmp_path):
+    """Daily bars (bar_minutes = 375, a whole NSE session) have no later bar in their session: labelled inside it, no row
+    has a label (train crashed with an IndexError in holdout_split); labelled across sessions, they train."""
+    cfg, raw = daily_raw(tmp_path)
+    assert raw.timestamp.dt.tz_convert("Asia/Kolkata").dt.date.is_unique   # one bar per session
+    with pytest.raises(ValueError, match=r"no row has a label: a label needs 1 later bar\(s\) inside its session .* longest session holds 1 bar"):
+        build_training_table(raw, TrainConfig())
+    daily = train_mod.train_config_for_bars(TrainConfig(), "NSE", cfg.bar_minutes)
+    assert daily.labels.session_segments is False and train_mod.train_config_for_bars(TrainConfig(), "NSE", 1) == TrainConfig()
+    table = build_training_table(raw, daily)
+    assert len(table.y) > 150 and len(np.unique(table.y)) == 3
+    assert (table.label_end_time - table.features.timestamp).max() >= pd.Timedelta(days=15)   # 15 bars = 15 sessions
