@@ -28,14 +28,14 @@ from .config import IST, RunConfig, config_to_dict
 from .store import load_historical_data_for_ml, record_training_batch, transaction, window_params
 
 # %% auto #0
-__all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'MANIFEST_KEYS', 'VERSION_ID_PATTERN', 'STAGING_PREFIX',
-           'EXCHANGE_NAME_PATTERN', 'DATASET_COLUMNS', 'package_versions', 'git_commit', 'sha256_file',
-           'package_imports', 'import_closure', 'code_sha256', 'DatasetIntegrityError', 'read_json', 'require_keys',
-           'write_parquet_deterministic', 'write_query_parquet', 'read_dataset_manifest', 'try_lock',
-           'remove_dead_staging', 'fsync_path', 'mkdir_durable', 'fsync_tree', 'folder_lock', 'staging_folder',
-           'export_training_window', 'exchange_datasets_dir', 'check_version_id', 'dataset_dir',
-           'check_manifest_identity', 'list_datasets', 'latest_dataset_version', 'load_manifest', 'verify_dataset',
-           'load_dataset', 'write_derived', 'load_derived']
+__all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'INPUT_SOURCES', 'MANIFEST_KEYS', 'VERSION_ID_PATTERN',
+           'STAGING_PREFIX', 'EXCHANGE_NAME_PATTERN', 'DATASET_COLUMNS', 'package_versions', 'git_commit',
+           'sha256_file', 'package_imports', 'import_closure', 'code_sha256', 'DatasetIntegrityError', 'read_json',
+           'require_keys', 'write_parquet_deterministic', 'write_query_parquet', 'data_origin_of', 'input_provenance',
+           'read_dataset_manifest', 'try_lock', 'remove_dead_staging', 'fsync_path', 'mkdir_durable', 'fsync_tree',
+           'folder_lock', 'staging_folder', 'export_training_window', 'exchange_datasets_dir', 'check_version_id',
+           'dataset_dir', 'check_manifest_identity', 'list_datasets', 'latest_dataset_version', 'load_manifest',
+           'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
 PACKAGES = ("numpy", "pandas", "duckdb", "pyarrow", "lightgbm", "xgboost-cpu", "optuna", "hmmlearn", "shap", "numba",
@@ -183,13 +183,66 @@ def _write_files(con, exchange: str, start, end, folder: Path) -> tuple[dict, pd
              "option_chain.parquet": write_query_parquet(con, CHAIN_EXPORT_SQL, params, folder / "option_chain.parquet")}
     return files, features
 
-def _batches(con, exchange: str, params: dict) -> list[dict]:
-    "Batches (simulate/ingest) of `exchange` whose rows feed the window: ids, kind, source, file, status, validation, config."
+INPUT_SOURCES = {   # input -> (raw table, SQL of its as-of rows: symbol-keyed or not, ml_features columns a value of it fills)
+    "underlying_bars": ("underlying_bars", True, ("close",),
+        "SELECT symbol, timestamp AS t, batch_id, source FROM underlying_bars WHERE exchange = $exchange AND timestamp <= $end"),
+    "option_chain": ("option_chain_snapshots", True, ("atm_strike", "call_oi", "put_oi", "max_pain_strike", "lot_size"),
+        "SELECT symbol, timestamp AS t, min(batch_id) AS batch_id, min(source) AS source FROM option_chain_snapshots "
+        "WHERE exchange = $exchange AND timestamp <= $end GROUP BY symbol, timestamp"),
+    **{name: ("vix_term_structure", False, (name,),
+              "SELECT timestamp AS t, min(batch_id) AS batch_id, min(source) AS source FROM vix_term_structure "
+              f"WHERE exchange = $exchange AND tenor_days = {tenor} AND timestamp <= $end GROUP BY timestamp")
+       for name, tenor in (("vix", 30), ("vix_near", 7), ("vix_far", 60))},
+    "order_book": ("order_book_depth_snapshots", True, ("book_bid_qty", "book_ask_qty"),
+        "SELECT symbol, timestamp AS t, min(batch_id) AS batch_id, min(source) AS source FROM order_book_depth_snapshots "
+        "WHERE exchange = $exchange AND level <= 5 AND timestamp <= $end GROUP BY symbol, timestamp"),
+    **{f"{who}_flow": ("macro_signals", False, (f"{who}_flow",),
+                       "SELECT available_from AS t, arg_max(batch_id, timestamp) AS batch_id, arg_max(source, timestamp) AS source "
+                       f"FROM macro_signals WHERE exchange = $exchange AND name = '{who}_net_flow' AND available_from <= $end GROUP BY available_from")
+       for who in ("fii", "dii")},
+}
+
+def _fed_rows(con, features: pd.DataFrame, name: str, params: dict) -> pd.DataFrame:
+    """(row, batch_id, source) of each exported row that input `name` gave a value: the raw row `ml_features` joined as of
+    the bar (the chain by its recorded snapshot time), within its staleness limit since the row's value is not missing."""
+    table, by_symbol, columns, sql = INPUT_SOURCES[name]
+    present = [c for c in columns if c in features.columns]
+    fed = features[present].notna().any(axis=1) if present else pd.Series(False, index=features.index)
+    at = features.timestamp
+    if name == "option_chain" and "chain_snapshot_time" in features.columns:
+        at = pd.to_datetime(features.chain_snapshot_time, utc=True, errors="coerce").fillna(features.timestamp)
+    rows = pd.DataFrame({"row_id": range(len(features)), "symbol": features.symbol.to_numpy(),
+                         "t": at.reset_index(drop=True)})[fed.to_numpy()]
+    on = "r.symbol = s.symbol AND " if by_symbol else ""
+    con.register("_fed_rows", rows)
+    try: return con.execute(f"SELECT r.row_id, s.batch_id, s.source FROM _fed_rows r ASOF LEFT JOIN ({sql}) s ON {on}r.t >= s.t "
+                            "ORDER BY r.row_id", {"exchange": params["exchange"], "end": params["end"]}).df()
+    finally: con.unregister("_fed_rows")
+
+def data_origin_of(sources) -> str:
+    "'simulated', 'imported' or 'mixed': whether `sources` (values of the raw tables' `source`) hold the simulator's, other ones, or both."
+    sources = set(sources)
+    if "simulated" not in sources: return "imported"
+    return "mixed" if sources - {"simulated"} else "simulated"
+
+def input_provenance(con, exchange: str, features: pd.DataFrame) -> dict:
+    """Where the exported rows' values came from: per input (`INPUT_SOURCES`) its table, rows fed, rows per source and batches;
+    the rows whose inputs are all simulated, all imported or both (`row_origin`); and every source."""
+    params = window_params(exchange, features.timestamp.min(), features.timestamp.max())
+    fed = {name: _fed_rows(con, features, name, params).fillna({"source": "unknown"}) for name in INPUT_SOURCES}
+    inputs = {name: dict(table=INPUT_SOURCES[name][0], rows=int(len(f)), sources={k: int(v) for k, v in f.source.value_counts().sort_index().items()},
+                         batches=sorted(set(f.batch_id.dropna()))) for name, f in fed.items() if len(f)}
+    per_row = pd.concat(fed.values()).groupby("row_id").source.agg(data_origin_of)
+    row_origin = {k: int(per_row.eq(k).sum()) for k in ("imported", "simulated", "mixed")}
+    sources = sorted({s for i in inputs.values() for s in i["sources"]})
+    return dict(inputs=inputs, row_origin=row_origin, sources=sources, batch_ids=sorted({b for i in inputs.values() for b in i["batches"]}))
+
+def _batches(con, exchange: str, used: list[str]) -> list[dict]:
+    "Batches (simulate/ingest) of `exchange` whose rows feed the window (`used`, from `input_provenance`) and the rejected ones."
     rows = con.execute("SELECT batch_id, kind, source, file, status, rows_in, rows_stored, rows_quarantined, validation_report, config "
                        "FROM training_batches WHERE exchange = $exchange AND kind <> 'export' ORDER BY batch_id",
                        {"exchange": exchange}).df()
-    used = set(con.execute("SELECT DISTINCT batch_id FROM underlying_bars WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end", params).df().batch_id)
-    rows = rows[rows.batch_id.isin(used) | (rows.status == "rejected")]
+    rows = rows[rows.batch_id.isin(set(used)) | (rows.status == "rejected")]
     return [{**r, "validation_report": json.loads(r["validation_report"] or "{}"), "config": json.loads(r["config"] or "{}")}
             for r in rows.to_dict("records")]
 
@@ -303,16 +356,16 @@ def export_training_window(con, exchange: str, start=None, end=None, fmt: str = 
         existing, unreadable = _scan_versions(root)
         same = [v for v, m in existing.items() if m.get("content_sha256") == content]
         if same: return _checked_existing(con, root / same[0], existing[same[0]], staging, files, run_cfg)
-        window = window_params(exchange, features.timestamp.min(), features.timestamp.max())
         registered = {r[0]: None for r in con.execute("SELECT version FROM dataset_registry WHERE exchange = ?", [exchange]).fetchall()}
         version = _new_version_id(features.timestamp.max().tz_convert(IST).date(), {**existing, **unreadable, **registered})
-        sources = sorted(set(features.source.dropna()))
+        origin = input_provenance(con, exchange, features)
         manifest = dict(
             version=version, exchange=exchange, window_start=features.timestamp.min().isoformat(),
             window_end=features.timestamp.max().isoformat(), row_count=int(len(features)),
             symbols=sorted(set(features.symbol)), columns={c: str(t) for c, t in features.dtypes.items()},
-            completeness=_completeness(features), files=files, content_sha256=content, source="+".join(sources),
-            simulated="simulated" in sources, batches=_batches(con, exchange, window), config=config_to_dict(run_cfg),
+            completeness=_completeness(features), files=files, content_sha256=content, source="+".join(origin["sources"]),
+            simulated="simulated" in origin["sources"], data_origin=data_origin_of(origin["sources"]), row_origin=origin["row_origin"],
+            inputs=origin["inputs"], batches=_batches(con, exchange, origin["batch_ids"]), config=config_to_dict(run_cfg),
             git_commit=git_commit(), packages=package_versions(), created_at=pd.Timestamp.now(tz="UTC").isoformat())
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
         fsync_tree(staging)                    # the bytes on disk before the rename publishes them
@@ -492,7 +545,7 @@ def load_dataset(exchange: str, version: str | None = None, run_cfg: RunConfig |
     manifest = verify_dataset(exchange, version, run_cfg) if verify else load_manifest(exchange, version, run_cfg)
     return pd.read_parquet(dataset_dir(exchange, version, run_cfg) / f"{table}.parquet"), manifest
 
-# %% ../nbs/04_datasets.ipynb #c029
+# %% ../nbs/04_datasets.ipynb #c031
 def _derived_file(name: str, info: dict | None) -> str:
     "File name of a derived table: recorded under `file` (content-named), `<name>.parquet` for older manifests."
     return (info or {}).get("file", f"{name}.parquet")

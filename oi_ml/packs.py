@@ -24,43 +24,44 @@ from .config import IST, SESSIONS_PER_YEAR, MonitoringConfig, RunConfig, config_
 from .features import PSI_CAP_SHARE, psi_cap, psi_ceiling
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'PRIOR_ROW', 'REGIME_SHIFT_POINTS', 'MODEL_PARAMS', 'GLOSSARY', 'TRIAL_LEAD', 'TRIAL_TAIL',
-           'TRIAL_NAMES', 'PACK_LABEL_PATTERN', 'PERCENT_CRITERIA', 'CRITERION_MEANING', 'MOMENTS_TEXT',
-           'FAILURE_MEANING', 'SEARCH_CRITERIA', 'DSR_SEARCH_NOTE', 'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS',
-           'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'DECISION_LABELS', 'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES',
-           'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'INTERVAL_OF', 'DAILY_CI_METRIC', 'CROSSES_TEXT',
-           'AUTOML_CRITERIA', 'OTHER_WINDOW_CRITERIA', 'MIN_VOLATILITY_VALUES', 'REGIME_BREAKDOWN', 'DECISION_TEXT',
-           'STRATEGY_LABELS', 'BENCHMARK_LABELS', 'SAME_FIGURE_KEYS', 'CONCENTRATION_SHARE',
+__all__ = ['INPUT_NAMES', 'METRIC_KEYS', 'PRIOR_ROW', 'REGIME_SHIFT_POINTS', 'MODEL_PARAMS', 'FAMILY_PARAMS', 'GLOSSARY',
+           'TRIAL_LEAD', 'TRIAL_TAIL', 'TRIAL_NAMES', 'PACK_LABEL_PATTERN', 'PERCENT_CRITERIA', 'CRITERION_MEANING',
+           'MOMENTS_TEXT', 'FAILURE_MEANING', 'SEARCH_CRITERIA', 'DSR_SEARCH_NOTE', 'GATE_CONFIG_KEYS',
+           'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'DECISION_LABELS', 'TRADE_PRICE_COLUMNS',
+           'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'INTERVAL_OF', 'DAILY_CI_METRIC',
+           'CROSSES_TEXT', 'AUTOML_CRITERIA', 'OTHER_WINDOW_CRITERIA', 'MIN_VOLATILITY_VALUES', 'REGIME_BREAKDOWN',
+           'DECISION_TEXT', 'STRATEGY_LABELS', 'BENCHMARK_LABELS', 'SAME_FIGURE_KEYS', 'CONCENTRATION_SHARE',
            'CONCENTRATION_MIN_SESSIONS', 'CONCENTRATION_PERCENT', 'SIDE_NAMES', 'RANDOM_DISTRIBUTION_TEXT',
            'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL', 'RISK_FRACTION_LABEL', 'PSI_NEAR_CEILING', 'CAPPED_REACH',
-           'CHROMIUM_FLAGS', 'simulated_signal_strengths', 'source_banner', 'ist_minute', 'dataset_summary',
-           'batch_check', 'validation_summary', 'validation_statement', 'session_bars', 'bar_minutes_of',
-           'daily_coverage', 'longest_gaps', 'completeness_table', 'coverage_figure', 'market_overview_figure',
-           'feature_completeness', 'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report',
-           'run_provenance', 'holdout_regime_table', 'regime_shares', 'regime_shift_note', 'cv_tables',
-           'candidate_from_search', 'candidate_params_text', 'model_facts', 'volatility_name', 'lot_risk_text',
-           'what_is_traded', 'trial_count_text', 'class_balance_table', 'automl_trials_table', 'label_regime_text',
-           'model_regime_text', 'confusion_figure', 'reliability_figure', 'calibration_text', 'largest_drivers',
-           'shap_figure', 'template_path', 'pack_kernel', 'pack_title', 'render_html', 'run_config_parameter',
-           'PackError', 'check_pack_label', 'verify_pack_inputs', 'render_pack', 'decision_banner',
-           'search_failure_line', 'baseline_notice', 'drawdown_percent', 'criterion_unit', 'criterion_figure',
-           'rule_direction', 'criterion_direction', 'criterion_margin', 'tightest_criterion', 'search_note',
-           'criterion_search_note', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line', 'margin_text',
-           'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe',
-           'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table', 'backtest_periods_per_year',
-           'backtest_setup', 'metrics_with_ci', 'interval_text', 'criteria_crossing', 'criterion_intervals',
-           'interval_methods', 'refer_cells', 'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary',
-           'trial_days_text', 'criteria_sources', 'plain_variance_dsr', 'plain_dsr_note', 'dsr_sensitivity',
-           'trade_volatility', 'performance_breakdowns', 'window_order', 'no_trade_reason', 'benchmark_frame',
-           'window_sharpes', 'walk_forward_results', 'gate_window_comparison', 'walk_forward_method_text',
-           'walk_forward_frame', 'sensitivity_figure', 'break_even_cost', 'break_even_text', 'sensitivity_commentary',
-           'session_pnl', 'best_session_effect', 'concentration_frame', 'concentration_table', 'concentration_flags',
-           'side_breakdown', 'saved_random_distribution', 'side_matched_distribution', 'random_distribution_frame',
-           'losing_windows_note', 'random_nulls_note', 'random_distribution_figure', 'loss_share_of_equity',
-           'realised_loss_items', 'under_water_items', 'risk_profile', 'psi_reach', 'level_reach', 'drift_family_of',
-           'psi_reach_lists', 'psi_reach_rows', 'input_alert_state', 'unmonitored_inputs_note', 'baseline_alert_of',
-           'monitoring_baseline', 'monitoring_gaps_line', 'signoff_command', 'signoff_block', 'pack_entries',
-           'render_index', 'chromium_path', 'check_in_browser']
+           'CHROMIUM_FLAGS', 'simulated_signal_strengths', 'data_origin', 'simulated_inputs', 'origin_shares_text',
+           'source_banner', 'ist_minute', 'dataset_summary', 'batch_check', 'batch_sha256', 'validation_summary',
+           'validation_statement', 'session_bars', 'bar_minutes_of', 'daily_coverage', 'longest_gaps',
+           'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
+           'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report', 'run_provenance',
+           'holdout_regime_table', 'regime_shares', 'regime_shift_note', 'fold_routes_text', 'cv_tables',
+           'search_mismatches', 'candidate_from_search', 'candidate_params_text', 'model_facts', 'volatility_name',
+           'lot_risk_text', 'what_is_traded', 'trial_count_text', 'class_balance_table', 'automl_trials_table',
+           'label_regime_text', 'model_regime_text', 'confusion_figure', 'reliability_figure', 'calibration_text',
+           'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel', 'pack_title', 'render_html',
+           'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs', 'render_pack',
+           'decision_banner', 'search_failure_line', 'baseline_notice', 'drawdown_percent', 'criterion_unit',
+           'criterion_figure', 'rule_direction', 'criterion_direction', 'criterion_margin', 'tightest_criterion',
+           'search_note', 'criterion_search_note', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line',
+           'margin_text', 'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration',
+           'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table',
+           'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'interval_text', 'criteria_crossing',
+           'criterion_intervals', 'interval_methods', 'refer_cells', 'sample_moments_psr', 'pbo_segments_text',
+           'overfitting_summary', 'trial_days_text', 'criteria_sources', 'plain_variance_dsr', 'plain_dsr_note',
+           'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns', 'window_order', 'no_trade_reason',
+           'benchmark_frame', 'window_sharpes', 'walk_forward_results', 'gate_window_comparison',
+           'walk_forward_method_text', 'walk_forward_frame', 'sensitivity_figure', 'break_even_cost', 'break_even_text',
+           'sensitivity_commentary', 'session_pnl', 'best_session_effect', 'concentration_frame', 'concentration_table',
+           'concentration_flags', 'side_breakdown', 'saved_random_distribution', 'side_matched_distribution',
+           'random_distribution_frame', 'losing_windows_note', 'random_nulls_note', 'random_distribution_figure',
+           'loss_share_of_equity', 'realised_loss_items', 'under_water_items', 'risk_profile', 'psi_reach',
+           'level_reach', 'drift_family_of', 'psi_reach_lists', 'psi_reach_rows', 'input_alert_state',
+           'unmonitored_inputs_note', 'baseline_alert_of', 'monitoring_baseline', 'monitoring_gaps_line',
+           'signoff_command', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def simulated_signal_strengths(manifest: dict) -> list[float]:
@@ -69,22 +70,62 @@ def simulated_signal_strengths(manifest: dict) -> list[float]:
              if isinstance(b.get("config"), dict) and isinstance(b["config"].get("signal_strength"), (int, float))}
     return sorted(found)
 
-def _planted_signal_text(manifest: dict) -> str:
-    "One sentence on the signal the simulator planted, from the dataset manifest's batches."
+def _planted_signal_text(manifest: dict, part: bool = False) -> str:   # part: only some of the data is simulated (a mixed dataset)
+    "One sentence on the signal the simulator planted, from the dataset manifest's batches; for a mixed dataset, said of its simulated part only."
     found = simulated_signal_strengths(manifest)
+    where, here = ("In the simulated inputs listed above (not the imported ones), the simulator", "on them") if part else ("The simulator", "here")
     if not found: return "Whether the simulator planted a predictable signal, and how strong, is not recorded in this dataset's manifest."
-    if found == [0.0]: return "The simulator planted no predictable signal (signal_strength 0): any edge found here is noise."
-    return (f"The simulator plants a predictable signal in these prices (signal_strength {', '.join(f'{v:g}' for v in found)}; "
-            "0 would be none): a model is meant to find it, so high Sharpe ratios here show the pipeline works, not that a market pays.")
+    if found == [0.0]: return f"{where} planted no predictable signal (signal_strength 0): any edge found {here} is noise."
+    return (f"{where} plants a predictable signal (signal_strength {', '.join(f'{v:g}' for v in found)}; 0 would be none): a "
+            f"model is meant to find it, so high Sharpe ratios {here} show the pipeline works, not that a market pays.")
 
-def source_banner(manifest: dict) -> str:
-    "HTML banner stating the data source; loud when the data is simulated, naming the strength of the signal the simulator planted."
-    if manifest.get("simulated"):
+def data_origin(manifest: dict) -> str | None:
+    """'simulated', 'imported' or 'mixed': the dataset manifest's `data_origin` (every input's sources), or for a manifest
+    written before that key, read from its bars' `source` and `simulated`; None when neither is recorded."""
+    if manifest.get("data_origin") in ("simulated", "imported", "mixed"): return manifest["data_origin"]
+    sources = {s for s in str(manifest.get("source") or "").split("+") if s}
+    if manifest.get("simulated") is None and not sources: return None
+    if manifest.get("simulated") or "simulated" in sources: return "mixed" if sources - {"simulated"} else "simulated"
+    return "imported"
+
+INPUT_NAMES = {"underlying_bars": "bars (prices, volume)", "option_chain": "option chain", "vix": "VIX (30 days)", "vix_near": "VIX (7 days)",
+               "vix_far": "VIX (60 days)", "order_book": "order book", "fii_flow": "FII flows", "dii_flow": "DII flows"}   # manifest input -> words
+
+def simulated_inputs(manifest: dict) -> dict[str, int]:
+    "Input name (`INPUT_NAMES`) -> rows of the dataset it gave a simulated value, from the manifest's `inputs`; {} for older manifests."
+    return {INPUT_NAMES.get(k, k): int(v.get("sources", {}).get("simulated", 0)) for k, v in (manifest.get("inputs") or {}).items()
+            if v.get("sources", {}).get("simulated")}
+
+def origin_shares_text(manifest: dict, frame: pd.DataFrame | None = None) -> str:   # frame: the dataset, for an older manifest's bar shares
+    "Plain text: the rows whose inputs are all imported, all simulated, or both, and which inputs are simulated (in how many rows)."
+    n, ro = manifest.get("row_count") or 0, manifest.get("row_origin")
+    def share(k): return f"{ro.get(k, 0):,} of {n:,} rows ({ro.get(k, 0) / n:.1%})" if n else f"{ro.get(k, 0):,} rows"
+    if ro:
+        said = (f"{share('imported')} take every value from imported files, {share('simulated')} every value from the simulator, "
+                f"{share('mixed')} combine both")
+    elif frame is not None and "source" in frame and len(frame):
+        bars = frame.source.value_counts()
+        said = (", ".join(f"{v:,} of {len(frame):,} bars ({v / len(frame):.1%}) {k}" for k, v in bars.items())
+                + " (this older manifest does not record the sources of the as-of joined chain, VIX, book and flows)")
+    else: said = f"sources {manifest.get('source')} (this older manifest records no per-row shares)"
+    sim = simulated_inputs(manifest)
+    return said + (f". Simulated inputs: {', '.join(f'{k} ({v:,} rows)' for k, v in sim.items())}" if sim else "") + "."
+
+def source_banner(manifest: dict, frame: pd.DataFrame | None = None) -> str:   # frame: the dataset, for an older manifest's bar shares
+    """HTML banner stating the data's origin (`data_origin`): loud when any of it is simulated — MIXED with the imported and
+    simulated shares and the simulated inputs — naming the signal the simulator planted, and said only of the simulated data."""
+    origin = data_origin(manifest)
+    if origin == "simulated":
         return ('<div style="background:#b00020;color:white;padding:12px;font-size:18px;font-weight:bold;border-radius:4px">'
                 "SIMULATED DATA — every number in this pack comes from oi_ml's built-in market simulator, not from a market. "
                 f"It demonstrates the pipeline; it is not evidence about any real instrument. {html.escape(_planted_signal_text(manifest))}</div>")
+    if origin == "mixed":
+        return ('<div style="background:#e65100;color:white;padding:12px;font-size:18px;font-weight:bold;border-radius:4px">'
+                f"MIXED DATA — imported and simulated: {html.escape(origin_shares_text(manifest, frame))} Figures over all rows blend "
+                "market data with oi_ml's simulator: they are not evidence about a real instrument. "
+                f"{html.escape(_planted_signal_text(manifest, part=True))}</div>")
     return (f'<div style="background:#1b5e20;color:white;padding:12px;font-size:16px;border-radius:4px">Data source: '
-            f'{html.escape(str(manifest.get("source")))} (imported files listed under Data lineage).</div>')
+            f'{html.escape(str(manifest.get("source")))} (the imported files are listed under Data lineage, Validation results).</div>')
 
 def ist_minute(value) -> str:
     "A UTC timestamp (ISO text or Timestamp) as 'YYYY-MM-DD HH:MM IST', the clock the pack shows times in."
@@ -93,6 +134,7 @@ def ist_minute(value) -> str:
 def dataset_summary(manifest: dict) -> pd.DataFrame:
     "Key facts of a dataset version as a two-column table."
     facts = {"exchange": manifest["exchange"], "dataset version": manifest["version"], "source": manifest["source"],
+             "data origin": data_origin(manifest) or "not recorded",
              "window start (IST)": pd.Timestamp(manifest["window_start"]).tz_convert(IST).strftime("%Y-%m-%d %H:%M"),
              "window end (IST)": pd.Timestamp(manifest["window_end"]).tz_convert(IST).strftime("%Y-%m-%d %H:%M"),
              "rows (bars)": f'{manifest["row_count"]:,}', "symbols": ", ".join(manifest["symbols"]),
@@ -107,12 +149,21 @@ def batch_check(batch: dict) -> str:
     if not report: return "not checked at import"
     return "failed" if report.get("ok") is False or batch.get("status") == "rejected" else "passed"
 
+def batch_sha256(batch: dict) -> str:
+    "The sha256 of a batch's file when the batch records it; else the 12-digit prefix an ingest batch id carries ('…' marks it cut); '' when neither."
+    for d in (batch, batch.get("config") or {}, batch.get("validation_report") or {}):
+        if isinstance(d.get("sha256"), str): return d["sha256"]
+    found = re.search(r"-([0-9a-f]{12})$", str(batch.get("batch_id", "")))
+    return f"{found.group(1)}… (from the batch id)" if found and batch.get("kind") != "simulate" else ""
+
 def validation_summary(manifest: dict) -> pd.DataFrame:
-    "One row per batch behind the dataset: kind, status, whether the checks ran (`batch_check`), rows, quarantined rows and problem counts per check."
+    """One row per batch behind the dataset: kind, source, its imported file and sha256 (`batch_sha256`), status, whether
+    the checks ran (`batch_check`), rows, quarantined rows and problem counts per check."""
     rows = []
     for b in manifest.get("batches", []):
         counts = (b.get("validation_report") or {}).get("counts", {})
-        rows.append({"batch": b["batch_id"], "kind": b["kind"], "source": b["source"], "status": b["status"],
+        rows.append({"batch": b["batch_id"], "kind": b["kind"], "source": b["source"], "file": b.get("file") or "—",
+                     "file sha256": batch_sha256(b) or "—", "status": b["status"],
                      "data-quality check": batch_check(b), "rows in (all tables)": b["rows_in"],
                      "rows stored (all tables)": b["rows_stored"], "quarantined": b["rows_quarantined"],
                      **{f"{k} problems": v for k, v in counts.items()}})
@@ -312,13 +363,33 @@ def regime_shift_note(report: dict) -> str:
     return (f"**Regime mix shift:** {said}. The holdout mostly measures regime{'s' if len(top) > 1 else ''} {' and '.join(top)} "
             f"({covered:.1%} of its rows): its figures say little about how the model does in the regimes the CV rows held more of.")
 
+def _fold_span(folds: list[int]) -> str:
+    "Fold numbers as runs: [0, 1, 2, 4] -> '0–2, 4'."
+    runs, out = [], []
+    for f in sorted(folds):
+        if runs and f == runs[-1][-1] + 1: runs[-1].append(f)
+        else: runs.append([f])
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+
+def fold_routes_text(folds: list[dict], regime: str) -> str:
+    """The booster each CV fold routed `regime`'s out-of-fold rows to, from the folds' recorded `routes` (each fold fits its
+    own: a regime with too few training rows in a fold uses the pooled model), e.g. 'pooled in folds 0–2'; 'not recorded'
+    for a report whose folds hold no routes."""
+    by_route = {}
+    for f in folds:
+        route = (f.get("routes") or {}).get(str(regime))
+        if route is not None: by_route.setdefault(route, []).append(f["fold"])
+    if not by_route: return "not recorded"
+    return "; ".join(f"{route} in fold{'s' if len(fs) > 1 else ''} {_fold_span(fs)}" for route, fs in by_route.items())
+
 def cv_tables(report: dict) -> dict:
     """DataFrames: CV metrics per fold, per regime (out-of-fold) and the holdout against the class-prior forecast (every
     row forecast with the in-sample class shares; the report's `majority_baseline` entry, the gate's 'class prior')."""
     keys = [k for k in METRIC_KEYS if k in report["cv"]["metrics"]]
     folds = pd.DataFrame([{"fold": f["fold"], "rounds": f["rounds"], **{k: f["metrics"].get(k) for k in keys}} for f in report["cv"]["folds"]])
-    regimes = pd.DataFrame([{"regime": r, "model": report["regimes"]["routes"].get(r), **{k: m.get(k) for k in keys}}
-                            for r, m in report["cv"]["per_regime"].items()])
+    final = (report.get("regimes") or {}).get("routes") or {}
+    regimes = pd.DataFrame([{"regime": r, "model in the CV folds": fold_routes_text(report["cv"]["folds"], r), "final model": final.get(r),
+                             **{k: m.get(k) for k in keys}} for r, m in report["cv"]["per_regime"].items()])
     hold = report["holdout"]
     rows = [("holdout, calibrated", hold["calibrated"]), ("holdout, raw", hold["raw"]), (PRIOR_ROW, hold["majority_baseline"]),
             (_cv_row_name(report), report["cv"]["metrics"])] if "calibrated" in hold else [(k, v) for k, v in hold.items() if isinstance(v, dict) and "rmse" in v]
@@ -332,33 +403,66 @@ def _cv_row_name(report: dict) -> str:
     return "CV out-of-fold, raw (before calibration)" if raw else "CV out-of-fold"
 
 MODEL_PARAMS = ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2", "max_depth")   # TrainConfig keys AutoML searches
+FAMILY_PARAMS = {"lightgbm": ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2"),
+                 "xgboost": ("learning_rate", "max_depth", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2")}   # what each family's booster takes
+
+def _training_instead(key: str, family: str, train_config: dict) -> str | None:
+    "What training uses instead of searched `key` that the candidate's TrainConfig cannot hold; None when nothing is known."
+    if key == "max_depth" and family == "xgboost": return "training fixes max_depth 4 (TrainConfig has no max_depth)"
+    if key == "rounds":
+        return f"training early-stops (at most max_rounds {train_config.get('max_rounds', 'not recorded')} rounds) instead of the searched fixed count"
+    return None
+
+def _param(v) -> str:
+    "A parameter value as the pack shows it."
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+def search_mismatches(train_config: dict, family: str, best: dict) -> tuple[dict, list]:
+    """({searched key: how the candidate differs}, [searched keys nothing is known of]): another value in its TrainConfig,
+    or a setting its TrainConfig cannot hold and training sets otherwise (`_training_instead`)."""
+    differ, unknown = {}, []
+    for k, v in best.items():
+        if k in train_config:
+            if not math.isclose(float(v), float(train_config[k]), rel_tol=1e-9): differ[k] = f"searched {_param(v)}, candidate {_param(train_config[k])}"
+        elif (instead := _training_instead(k, family, train_config)): differ[k] = f"searched {_param(v)}; {instead}"
+        else: unknown.append(k)
+    return differ, unknown
+
+def _best_params(family: str, automl_summary: dict | None) -> dict | None:
+    "AutoML's latest best parameters of `family`, or None."
+    return ((automl_summary or {}).get("best_per_family") or {}).get(family, {}).get("latest_best_params")
 
 def candidate_from_search(train_config: dict, family: str, automl_summary: dict | None) -> bool | None:
-    """Whether the candidate was trained with AutoML's best parameters of its family (True), with other ones (False: the default
-    TrainConfig or its own), or None when AutoML's best parameters or the candidate's are not recorded."""
-    used = {k: train_config[k] for k in MODEL_PARAMS if k in train_config}
-    best = ((automl_summary or {}).get("best_per_family") or {}).get(family, {}).get("latest_best_params")
-    shared = [k for k in best or {} if k in used]
-    if not shared: return None   # nothing recorded on both sides: unknown, not a match
-    return all(math.isclose(float(best[k]), float(used[k]), rel_tol=1e-9) for k in shared)
+    """Whether the candidate was trained with AutoML's best parameters of its family (True), with other ones (False: another
+    value, or a searched setting its TrainConfig cannot hold such as xgboost's max_depth or a fixed round count), or None
+    when AutoML's best parameters or the candidate's are not recorded, or a searched one cannot be compared."""
+    best = _best_params(family, automl_summary)
+    if not best or not train_config: return None
+    differ, unknown = search_mismatches(train_config, family, best)
+    if differ: return False
+    return None if unknown else True
 
 def candidate_params_text(train_config: dict, family: str, automl_summary: dict | None) -> str:
     """Markdown: whether the candidate was trained with AutoML's best parameters of its family, the default TrainConfig or
-    its own; both sets of values from the saved training config and the AutoML summary."""
+    its own; both sets of values (the family's own parameters only) from the saved training config and the AutoML summary."""
     from oi_ml.train import TrainConfig
     default = dataclasses.asdict(TrainConfig())
-    used = {k: train_config[k] for k in MODEL_PARAMS if k in train_config}
+    used = {k: train_config[k] for k in FAMILY_PARAMS.get(family, MODEL_PARAMS) if k in train_config}
     kind = "the default TrainConfig" if used and all(default.get(k) == v for k, v in used.items()) else "its own TrainConfig"
-    shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in used.items())
-    best = ((automl_summary or {}).get("best_per_family") or {}).get(family, {}).get("latest_best_params")
+    fixed = ["max_depth 4 (fixed by training)"] if family == "xgboost" else []
+    shown = ", ".join([f"{k} {_param(v)}" for k, v in used.items()] + fixed)
+    best = _best_params(family, automl_summary)
     if not best: return f"The candidate ({family}) was trained with {kind} ({shown}); AutoML's best parameters for {family} are not recorded in this run."
-    differ = {k: v for k, v in best.items() if k in used and not math.isclose(float(v), float(used[k]), rel_tol=1e-9)}
-    if not differ:
-        return f"The candidate ({family}) was trained with AutoML's best parameters for {family} ({shown})."
-    theirs = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.items())
+    from_search, (differ, unknown) = candidate_from_search(train_config, family, automl_summary), search_mismatches(train_config, family, best)
+    if from_search: return f"The candidate ({family}) was trained with AutoML's best parameters for {family} ({shown})."
+    theirs = ", ".join(f"{k} {_param(v)}" for k, v in best.items())
+    if from_search is None:
+        return (f"The candidate ({family}) was trained with {kind} ({shown}); whether these are AutoML's best parameters for {family} "
+                f"({theirs}) is unknown: {', '.join(unknown)} cannot be compared with the candidate's saved config.")
     return (f"**The candidate ({family}) was trained with {kind}** ({shown}), **not AutoML's best parameters** for {family} "
-            f"({theirs}). AutoML's search did not choose this model: its trial count (what the deflated Sharpe ratio deflates by) "
-            "counts a search that did not pick the candidate, and the configurations the developers tried before it are not counted.")
+            f"({theirs}): {'; '.join(f'{k}: {why}' for k, why in differ.items())}. AutoML's search did not choose this model: its "
+            "trial count (what the deflated Sharpe ratio deflates by) counts a search that did not pick the candidate, and the "
+            "configurations the developers tried before it are not counted.")
 
 def model_facts(report: dict) -> str:
     "Markdown sentence: target, family, classes and the rows behind training and the holdout (its first and last bar in IST)."
@@ -1958,49 +2062,58 @@ def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig,
             + (f"<p>Recorded sign-offs:</p><ul>{recorded}</ul>" if recorded else "<p>No sign-off recorded yet.</p>"))
 
 # %% ../nbs/44_packs.ipynb #c051
-def _pack_facts(html_path: Path) -> tuple[str, bool | None]:
-    """(gate decision or 'data only', whether the data is simulated) of a rendered pack, from its executed notebook's parameters:
-    the gate report's `simulated_data`, else the dataset manifest's `simulated`; None when neither can be read."""
+def _pack_facts(html_path: Path) -> tuple[str, str | None, str]:
+    """(gate decision or 'data only', data origin, the origin's shares) of a rendered pack, from its executed notebook's
+    parameters: the origin (`data_origin`) of the dataset manifest the pack read (its `dataset_version`, else the gate
+    report's), else the gate report's `simulated_data` ('simulated'/'imported'); None when neither can be read."""
     import nbformat
     params = nbformat.read(html_path.with_suffix(".ipynb"), as_version=4).metadata.get("papermill", {}).get("parameters", {})
     data_dir, exchange, run = Path(params.get("data_dir", "")), html_path.parent.parent.name, params.get("candidate_run")
-    gate = data_dir / "models" / exchange / run / "reports" / "gate_report.json" if run else None
-    if gate and gate.exists():
-        report = json.loads(gate.read_text())
-        return report["decision"], report.get("simulated_data")
-    dataset = data_dir / "datasets" / exchange / str(params.get("dataset_version", "")) / "manifest.json"
-    simulated = json.loads(dataset.read_text()).get("simulated") if params.get("dataset_version") and dataset.exists() else None
-    return "data only", simulated
+    gate_path = data_dir / "models" / exchange / run / "reports" / "gate_report.json" if run else None
+    gate = json.loads(gate_path.read_text()) if gate_path and gate_path.exists() else None
+    version = params.get("dataset_version") or ((gate or {}).get("window") or {}).get("dataset_version")
+    dataset = data_dir / "datasets" / exchange / str(version) / "manifest.json"
+    manifest = json.loads(dataset.read_text()) if version and dataset.exists() else None
+    origin = data_origin(manifest) if manifest else None
+    if origin is None and gate and gate.get("simulated_data") is not None: origin = "simulated" if gate["simulated_data"] else "imported"
+    shares = origin_shares_text(manifest) if manifest and origin == "mixed" else ""
+    return (gate["decision"] if gate else "data only"), origin, shares
 
 def pack_entries(reports_dir: str | Path) -> pd.DataFrame:
-    "One row per rendered pack: exchange, label, decision and simulated flag (from the executed notebook's gate report), path, rendered time."
+    """One row per rendered pack: exchange, label, decision, data origin (simulated / imported / mixed, `_pack_facts`) with
+    its shares, `simulated` (any simulated data), path, rendered time."""
     rows = []
     for html_path in sorted(Path(reports_dir).glob("*/*/approval_pack.html")):
-        try: decision, simulated = _pack_facts(html_path)
-        except Exception: decision, simulated = "unknown", None
-        rows.append(dict(exchange=html_path.parent.parent.name, label=html_path.parent.name, decision=decision, simulated=simulated,
-                         path=html_path.relative_to(reports_dir).as_posix(),
+        try: decision, origin, shares = _pack_facts(html_path)
+        except Exception: decision, origin, shares = "unknown", None, ""
+        rows.append(dict(exchange=html_path.parent.parent.name, label=html_path.parent.name, decision=decision, origin=origin, shares=shares,
+                         simulated=None if origin is None else origin != "imported", path=html_path.relative_to(reports_dir).as_posix(),
                          rendered=pd.Timestamp(html_path.stat().st_mtime, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")))
-    return pd.DataFrame(rows, columns=["exchange", "label", "decision", "simulated", "path", "rendered"]).sort_values("rendered", ascending=False)
+    columns = ["exchange", "label", "decision", "origin", "shares", "simulated", "path", "rendered"]
+    return pd.DataFrame(rows, columns=columns).sort_values("rendered", ascending=False)
 
-def _data_cell(simulated: bool | None) -> str:
-    "The index's data-source cell: a red SIMULATED DATA badge, 'market data', or 'not recorded'."
-    if simulated: return '<td><span style="background:#b00020;color:white;padding:2px 6px;font-weight:bold">SIMULATED DATA</span></td>'
-    return "<td>market data</td>" if simulated is False else "<td>not recorded</td>"
+def _data_cell(origin: str | None, shares: str = "") -> str:
+    "The index's data-origin cell: a red SIMULATED DATA badge, an orange MIXED DATA badge with its shares, 'market data', or 'not recorded'."
+    if origin == "simulated": return '<td><span style="background:#b00020;color:white;padding:2px 6px;font-weight:bold">SIMULATED DATA</span></td>'
+    if origin == "mixed":
+        return ('<td><span style="background:#e65100;color:white;padding:2px 6px;font-weight:bold">MIXED DATA</span> imported and simulated'
+                + (f'<br><small>{html.escape(shares)}</small>' if shares else "") + "</td>")
+    return "<td>market data</td>" if origin == "imported" else "<td>not recorded</td>"
 
 def render_index(run_cfg: RunConfig | None = None) -> Path:
     "Write reports/index.html linking every approval pack with its decision."
     reports_dir = Path((run_cfg or RunConfig()).reports_dir); reports_dir.mkdir(parents=True, exist_ok=True)
     entries = pack_entries(reports_dir)
     colour = {"PASS": "#1b5e20", "FAIL": "#b00020"}
-    def decision(r): return html.escape(r.decision) + (" (on simulated data)" if r.simulated and r.decision in colour else "")
+    def decision(r): return html.escape(r.decision) + (f" (on {r.origin} data)" if r.origin in ("simulated", "mixed") and r.decision in colour else "")
     rows = "".join(f'<tr><td>{html.escape(r.exchange)}</td><td><a href="{html.escape(r.path)}">{html.escape(r.label)}</a></td>'
-                   f'{_data_cell(r.simulated)}<td style="color:{colour.get(r.decision, "#333")};font-weight:bold">{decision(r)}</td>'
+                   f'{_data_cell(r.origin, r.shares)}<td style="color:{colour.get(r.decision, "#333")};font-weight:bold">{decision(r)}</td>'
                    f'<td>{r.rendered}</td></tr>' for r in entries.itertuples())
-    n_sim = int(entries.simulated.eq(True).sum())
-    warning = (f'<p style="background:#b00020;color:white;padding:10px;font-weight:bold">{n_sim} of {len(entries)} packs come from '
-               "SIMULATED DATA (oi_ml's market simulator): their gate decisions demonstrate the pipeline and say nothing about a "
-               "real instrument.</p>") if n_sim else ""
+    n_sim, n_mixed = int(entries.origin.eq("simulated").sum()), int(entries.origin.eq("mixed").sum())
+    said = ([f"{n_sim} of {len(entries)} packs come from SIMULATED DATA (oi_ml's market simulator)"] if n_sim else []) + (
+        [f"{n_mixed} of {len(entries)} packs come from MIXED DATA (imported and simulated inputs)"] if n_mixed else [])
+    warning = (f'<p style="background:#b00020;color:white;padding:10px;font-weight:bold">{"; ".join(said)}: their gate decisions '
+               "demonstrate the pipeline and say nothing about a real instrument.</p>") if said else ""
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>oi_ml approval packs</title><style>body{font-family:sans-serif;margin:2em}"
             "td,th{padding:4px 12px;border-bottom:1px solid #ddd;text-align:left}</style></head><body><h1>oi_ml approval packs</h1>"
             f"{warning}<table><tr><th>exchange</th><th>pack</th><th>data</th><th>gate decision</th><th>rendered</th></tr>{rows}</table></body></html>")

@@ -655,3 +655,44 @@ def test_a_failed_folder_flush_after_the_switch_leaves_the_new_table_and_the_nex
     newest = datasets.write_derived("NSE", version, "features", _derived_frame(3.0), {"v": 3}, cfg)["file"]
     assert sorted(p.name for p in folder.glob("features.*.parquet")) == [newest]                # the unlisted old file is gone too
     assert datasets.load_derived("NSE", version, "features", cfg).x.tolist() == [3.0] * 3
+
+
+# ---------------------------------------------------------------- provenance of every input, not only the bars
+def _ohlcv_csv(path, day: str = "2025-08-05", start_price: float = 24_000.0) -> str:
+    "One IST session of 1-minute OHLCV bars (09:15-15:29) as an importable CSV."
+    times = pd.date_range(f"{day} 09:15", periods=375, freq="1min", tz="Asia/Kolkata")
+    close = start_price + np.cumsum(np.random.default_rng(0).normal(0, 3, len(times)))
+    open_ = np.r_[start_price, close[:-1]]
+    pd.DataFrame({"timestamp": [t.isoformat() for t in times], "open": open_, "high": np.maximum(open_, close) + 1,
+                  "low": np.minimum(open_, close) - 1, "close": close, "volume": 1000}).to_csv(path, index=False)
+    return str(path)
+
+
+def test_imported_bars_with_the_simulators_chain_and_flows_are_recorded_as_mixed(sim_con, cfg, tmp_path):
+    "Imported bars of 5 Aug joined as of the simulator's 4 Aug chain and flows: the manifest says mixed and names the simulated inputs and batch."
+    from oi_ml.ingest import import_ohlcv
+    import_ohlcv(sim_con, _ohlcv_csv(tmp_path / "nifty.csv"), "NIFTY", run_cfg=cfg)
+    manifest = export_training_window(sim_con, "NSE", start="2025-08-05", run_cfg=cfg)
+    frame, _ = load_dataset("NSE", manifest["version"], cfg)
+    assert set(frame.source) == {"imported"} and frame.fii_flow.notna().sum() == 375       # every bar imported, the flows simulated
+    assert manifest["simulated"] is True and manifest["source"] == "imported+simulated" and manifest["data_origin"] == "mixed"
+    inputs = manifest["inputs"]
+    assert inputs["underlying_bars"]["sources"] == {"imported": 375}
+    assert inputs["fii_flow"]["sources"] == {"simulated": 375} and inputs["fii_flow"]["table"] == "macro_signals"
+    assert frame.call_oi.notna().sum() > 0 and inputs["option_chain"]["sources"] == {"simulated": int(frame.call_oi.notna().sum())}
+    sim_batch = "sim-NSE-2025-08-01-2025-08-04-seed0-s1"
+    assert sim_batch in inputs["fii_flow"]["batches"] and sim_batch in [b["batch_id"] for b in manifest["batches"]]
+    assert manifest["row_origin"] == {"imported": 0, "simulated": 0, "mixed": 375}
+    assert list_datasets(cfg).source.tolist() == ["imported+simulated"]
+
+
+def test_a_dataset_of_imported_bars_alone_is_imported_and_a_simulated_one_simulated(sim_con, cfg, tmp_path):
+    "Only imported inputs (BSE, beside a simulated NSE): data_origin imported, simulated false, every row imported; NSE: every row simulated."
+    from oi_ml.ingest import import_ohlcv
+    import_ohlcv(sim_con, _ohlcv_csv(tmp_path / "nifty.csv", day="2025-09-03"), "NIFTY", exchange="BSE", run_cfg=cfg)
+    real = export_training_window(sim_con, "BSE", run_cfg=cfg)
+    assert (real["data_origin"], real["simulated"], real["source"]) == ("imported", False, "imported")
+    assert real["row_origin"] == {"imported": 375, "simulated": 0, "mixed": 0} and list(real["inputs"]) == ["underlying_bars"]
+    assert [b["file"] for b in real["batches"]] == [str((tmp_path / "nifty.csv").resolve())]
+    sim = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    assert sim["data_origin"] == "simulated" and sim["row_origin"] == {"imported": 0, "simulated": 750, "mixed": 0}

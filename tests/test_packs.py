@@ -1215,3 +1215,97 @@ def test_a_run_whose_manifest_holds_the_regime_probabilities_has_no_unmonitored_
     note = packs.unmonitored_inputs_note(selected, old, hmm_inputs=hmm_inputs, alert_of=packs.baseline_alert_of(old, cfg.monitoring))
     assert "regime_prob_1 is derived by the regime HMM" in note and "is not caught" in note
     assert f"The HMM reads {len(hmm_inputs)} feature(s)" in note
+
+
+# ---------------------------------------------------------------- provenance review: mixed data, imported files, fold routes, searched parameters
+MIXED_MANIFEST = {"exchange": "NSE", "version": "2025-08-07", "source": "imported+simulated", "simulated": True, "data_origin": "mixed",
+                  "row_count": 750, "row_origin": {"imported": 375, "simulated": 0, "mixed": 375},
+                  "inputs": {"underlying_bars": {"table": "underlying_bars", "rows": 750, "sources": {"imported": 750}},
+                             "option_chain": {"table": "option_chain_snapshots", "rows": 373, "sources": {"simulated": 373}},
+                             "fii_flow": {"table": "macro_signals", "rows": 375, "sources": {"simulated": 375}}},
+                  "batches": [{"batch_id": "sim-NSE-1", "kind": "simulate", "source": "simulated", "config": {"signal_strength": 0.3}}]}
+
+
+def test_a_mixed_dataset_is_labelled_mixed_with_its_shares_and_simulated_inputs():
+    "Review finding: imported bars with the simulator's chain and flows were labelled entirely simulated (or, by the bars, imported)."
+    banner = packs.source_banner(MIXED_MANIFEST)
+    assert "MIXED DATA" in banner and "every number in this pack comes from oi_ml&#x27;s built-in market simulator" not in banner
+    assert "375 of 750 rows (50.0%) take every value from imported files" in banner and "375 of 750 rows (50.0%) combine both" in banner
+    assert "option chain (373 rows)" in banner and "FII flows (375 rows)" in banner
+    assert "signal_strength 0.3" in banner and "In the simulated inputs listed above (not the imported ones), the simulator plants" in banner   # the planted signal: simulated part only
+    # an older manifest (bars' sources only): mixed from its source, with the bars' shares from the dataset
+    old = {"source": "imported+simulated", "simulated": True, "row_count": 4, "batches": []}
+    frame = pd.DataFrame({"source": ["imported", "imported", "imported", "simulated"]})
+    old_banner = packs.source_banner(old, frame)
+    assert "MIXED DATA" in old_banner and "3 of 4 bars (75.0%) imported" in old_banner and "does not record the sources" in old_banner
+    assert packs.dataset_summary({**MIXED_MANIFEST, "window_start": "2025-08-06T03:45:00+00:00", "window_end": "2025-08-07T09:59:00+00:00",
+                                  "symbols": ["NIFTY"], "columns": {}, "content_sha256": "x", "git_commit": "g", "created_at": "2025",
+                                  "files": {}}).set_index("item").loc["data origin", "value"] == "mixed"
+
+
+def test_the_index_marks_a_mixed_pack_with_its_shares(tmp_path):
+    "Review finding: the index called a pack of mixed data SIMULATED (the gate report's bool); it reads the dataset's origin now."
+    out = tmp_path / "reports" / "NSE" / "run-m"; out.mkdir(parents=True)
+    (out / "approval_pack.html").write_text("<html></html>")
+    nb = nbformat.v4.new_notebook(); nb.metadata["papermill"] = {"parameters": {"candidate_run": "run-m", "data_dir": str(tmp_path / "data")}}
+    nbformat.write(nb, out / "approval_pack.ipynb")
+    gate_dir = tmp_path / "data" / "models" / "NSE" / "run-m" / "reports"; gate_dir.mkdir(parents=True)
+    (gate_dir / "gate_report.json").write_text(json.dumps({"decision": "PASS", "simulated_data": True, "window": {"dataset_version": "2025-08-07"}}))
+    ds = tmp_path / "data" / "datasets" / "NSE" / "2025-08-07"; ds.mkdir(parents=True)
+    (ds / "manifest.json").write_text(json.dumps(MIXED_MANIFEST))
+    page = packs.render_index(RunConfig(data_dir=str(tmp_path / "data"), reports_dir=str(tmp_path / "reports"))).read_text()
+    assert "MIXED DATA" in page and "PASS (on mixed data)" in page and ">SIMULATED DATA<" not in page
+    assert "375 of 750 rows (50.0%) take every value from imported files" in page and "1 of 1 packs come from MIXED DATA" in page
+    assert packs.pack_entries(tmp_path / "reports").origin.tolist() == ["mixed"]
+
+
+def test_the_validation_table_names_each_imported_file_and_its_sha256():
+    "Review finding: the pack said 'imported files listed under Data lineage' but named no file."
+    imp = {"batch_id": "ohlcv-NSE-NIFTY-5d65b865bec9", "kind": "bars", "source": "imported", "file": "/data/in/nifty_aug6_7_1m.csv",
+           "status": "stored", "rows_in": 750, "rows_stored": 750, "rows_quarantined": 0, "validation_report": {"ok": True, "counts": {}}}
+    recorded = {**imp, "batch_id": "bhav-NSE-1", "file": "/data/in/bhav.csv", "sha256": "ab" * 32}
+    t = packs.validation_summary({"batches": [imp, recorded]})
+    assert t.file.tolist() == ["/data/in/nifty_aug6_7_1m.csv", "/data/in/bhav.csv"]
+    assert t["file sha256"].tolist() == ["5d65b865bec9… (from the batch id)", "ab" * 32]
+
+
+def test_the_cv_regime_table_shows_the_folds_routes_not_only_the_final_models():
+    "Review finding: per-regime CV metrics sat beside the final model's routes, though every fold routed that regime to the pooled model."
+    report = {"cv": {"metrics": {"brier": 0.2}, "per_regime": {"1": {"brier": 0.21, "n": 600}},
+                     "folds": [{"fold": i, "rounds": 50, "metrics": {"brier": 0.2}, "routes": {"1": "pooled"}} for i in range(3)]},
+              "regimes": {"routes": {"1": "regime_1"}}, "holdout": {"calibrated": {}, "raw": {}, "majority_baseline": {}}}
+    row = packs.cv_tables(report)["regimes"].iloc[0]
+    assert row["model in the CV folds"] == "pooled in folds 0–2" and row["final model"] == "regime_1"
+
+
+def test_an_xgboost_candidate_cannot_carry_automls_searched_depth_and_rounds():
+    "Review finding: the pack said an XGBoost candidate was trained with AutoML's best parameters; training fixes max_depth 4 and early-stops."
+    from oi_ml.config import config_to_dict
+    from oi_ml.train import TrainConfig
+    best = {"bagging_fraction": 0.97, "feature_fraction": 0.83, "lambda_l2": 0.48, "learning_rate": 0.03, "max_depth": 3, "min_data_in_leaf": 86, "rounds": 19}
+    summary = {"best_per_family": {"xgboost": {"latest_best_params": best}}}
+    cfg = config_to_dict(TrainConfig(family="xgboost", **{k: best[k] for k in ("learning_rate", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2")}))
+    assert packs.candidate_from_search(cfg, "xgboost", summary) is False
+    text = packs.candidate_params_text(cfg, "xgboost", summary)
+    assert "**not AutoML's best parameters**" in text and "max_depth: searched 3; training fixes max_depth 4" in text
+    assert "rounds: searched 19; training early-stops" in text and "num_leaves" not in text   # only the family's own parameters
+    assert "not one of AutoML's trials" in packs.search_note(packs.candidate_from_search(cfg, "xgboost", summary))
+
+
+@pytest.mark.slow
+def test_a_data_pack_of_imported_bars_on_simulated_chain_says_mixed_and_names_the_file(tmp_path):
+    "End to end: simulate two sessions, import a third session's bars, export it: the pack and the index say MIXED and name the file."
+    from test_datasets import _ohlcv_csv
+    from oi_ml.datasets import export_training_window
+    from oi_ml.ingest import import_ohlcv
+    from oi_ml.simulate import simulate_market
+    from oi_ml.store import connect
+    cfg = RunConfig(data_dir=str(tmp_path / "data"), reports_dir=str(tmp_path / "reports"))
+    with connect(cfg) as con:
+        simulate_market(con, "NSE", "2025-08-01", n_days=2, run_cfg=cfg)
+        import_ohlcv(con, _ohlcv_csv(tmp_path / "nifty_aug5.csv"), "NIFTY", run_cfg=cfg)
+        manifest = export_training_window(con, "NSE", start="2025-08-05", run_cfg=cfg)
+    html = packs.render_pack("NSE", manifest["version"], {"dataset_version": manifest["version"]}, cfg)
+    text = html.read_text()
+    assert "MIXED DATA" in text and "SIMULATED DATA — every number" not in text and "nifty_aug5.csv" in text
+    assert "MIXED DATA" in packs.render_index(cfg).read_text()
