@@ -548,3 +548,25 @@ def test_automl_of_a_run_is_the_search_the_gate_accepts(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code in (0, cli.GATE_FAIL_EXIT), captured.err
     assert "gate: " in captured.out and "reaches into" not in captured.err
+
+
+def test_labels_of_daily_bars_cross_sessions_as_train_labels_them(dirs, capsys):
+    """`oi-ml labels` on daily bars (bar_minutes = 375) wrote an all-missing labels table: it labelled inside each one-bar
+    session, while train_model labels daily bars across sessions (labels_for_bars)."""
+    import numpy as np
+    import pandas as pd
+    from oi_ml.datasets import export_training_window, load_derived
+    n = 60
+    close = 21000 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.01, n)))
+    open_ = np.r_[close[0], close[:-1]]
+    pd.DataFrame({"Date": pd.bdate_range("2023-01-02", periods=n).strftime("%Y-%m-%d"), "Open": open_,
+                  "High": np.maximum(open_, close) * 1.004, "Low": np.minimum(open_, close) * 0.996, "Close": close,
+                  "Volume": 1000.0}).to_csv(dirs / "daily.csv", index=False)
+    config = write_config(dirs / "daily.toml", "bar_minutes = 375\n")
+    cfg = RunConfig(data_dir=str(dirs / "data"), bar_minutes=375)
+    with connect(cfg) as con:
+        ingest.import_ohlcv(con, dirs / "daily.csv", "NIFTY", exchange="NSE", run_cfg=cfg)
+        version = export_training_window(con, "NSE", run_cfg=cfg)["version"]
+    assert cli.main(["--config", config, "labels", "--exchange", "NSE", "--dataset", version]) == 0, capsys.readouterr().err
+    labels = load_derived("NSE", version, "labels", cfg)
+    assert labels["triple_barrier"].notna().sum() >= n // 2   # all but the volatility warm-up and the last horizon (it was 0)
