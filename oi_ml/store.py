@@ -294,45 +294,65 @@ def staleness_limits(staleness: StalenessConfig, cfg: ExchangeConfig) -> dict[st
 # %% ../nbs/01_store.ipynb #c017
 _IN_SYMBOLS = "($symbols IS NULL OR list_contains($symbols::VARCHAR[], symbol))"   # SQL: the rebuild's symbols (NULL: all)
 
+def _expiry_close_sql(expiry: str) -> str:
+    "SQL: the 15:30 IST close (10:00 UTC) of DATE `expiry`, in epoch seconds (epoch arithmetic: time-zone casts cost more)."
+    return f"(epoch({expiry}::TIMESTAMP) + 36000)"
+
+def _alive_sql(close: str, at: str) -> str:
+    "SQL, the one rule of a live expiry: its `close` (epoch seconds) is not before TIMESTAMPTZ `at` (at 15:30 on expiry day it still trades)."
+    return f"{close} >= epoch({at})"
+
 _ML_FEATURES_SQL = """
 WITH bars AS (
   SELECT *, {bar_clock} AS trading_minute FROM underlying_bars
   WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end AND {in_symbols}),
-chain_since AS (  -- per symbol, the latest snapshot at or before $start: the as-of snapshot of the window's first bar
+chain_since AS (  -- per symbol, the latest snapshot at or before $start with a live expiry: the as-of snapshot of the window's first bar
   SELECT symbol, max(timestamp) AS since FROM option_chain_snapshots
-  WHERE exchange = $exchange AND timestamp <= $start GROUP BY symbol),
-chain AS (
-  SELECT c.*, min(expiry) OVER (PARTITION BY symbol, timestamp) AS near_expiry,
-         dense_rank() OVER (PARTITION BY symbol, timestamp ORDER BY expiry) AS expiry_rank
-  FROM option_chain_snapshots c
-  WHERE exchange = $exchange AND timestamp <= $end
+  WHERE exchange = $exchange AND timestamp <= $start AND {alive_at_snapshot} GROUP BY symbol),
+chain_rows AS (  -- the window's snapshots, each without the expiries already closed at its own time
+  SELECT c.*, {expiry_close} AS expiry_close FROM option_chain_snapshots c
+  WHERE exchange = $exchange AND timestamp <= $end AND {alive_at_snapshot}
     AND timestamp >= coalesce((SELECT since FROM chain_since s WHERE s.symbol = c.symbol), $start)),
+snap_expiries AS (SELECT DISTINCT symbol, timestamp, expiry, expiry_close FROM chain_rows),
+spans AS (  -- per snapshot and expiry: from when that expiry is the snapshot's nearest live one (the snapshot's time, or
+            -- just after the previous expiry's close), kept while that is before the next snapshot and the window's end
+  SELECT * FROM (
+    SELECT e.symbol, e.timestamp, e.expiry AS near_expiry, e.expiry_close AS near_expiry_close, n.next_snapshot,
+           CASE WHEN e.prev_close IS NULL THEN e.timestamp ELSE to_timestamp(e.prev_close) + INTERVAL 1 MICROSECOND END AS chain_from
+    FROM (SELECT *, lag(expiry_close) OVER (PARTITION BY symbol, timestamp ORDER BY expiry) AS prev_close FROM snap_expiries) e
+    JOIN (SELECT symbol, timestamp, lead(timestamp) OVER (PARTITION BY symbol ORDER BY timestamp) AS next_snapshot
+          FROM (SELECT DISTINCT symbol, timestamp FROM snap_expiries)) n USING (symbol, timestamp))
+  WHERE (next_snapshot IS NULL OR chain_from < next_snapshot) AND chain_from <= $end),
+chain AS (  -- each span's rows: its nearest live expiry (rank 1) and the later ones
+  SELECT c.*, s.chain_from, s.near_expiry_close,
+         dense_rank() OVER (PARTITION BY c.symbol, c.timestamp, s.chain_from ORDER BY c.expiry) AS expiry_rank
+  FROM chain_rows c JOIN spans s ON s.symbol = c.symbol AND s.timestamp = c.timestamp AND c.expiry >= s.near_expiry),
 atm AS (
-  SELECT symbol, timestamp, arg_min(strike, abs(strike - underlying_price)) AS atm_strike,
+  SELECT symbol, timestamp, chain_from, arg_min(strike, abs(strike - underlying_price)) AS atm_strike,
          any_value(underlying_price) AS spot, max(lot_size) AS lot_size,
          min(abs(strike - lag_strike)) FILTER (WHERE abs(strike - lag_strike) > 0) AS step
-  FROM (SELECT *, lag(strike) OVER (PARTITION BY symbol, timestamp, expiry, option_type ORDER BY strike) AS lag_strike
+  FROM (SELECT *, lag(strike) OVER (PARTITION BY symbol, timestamp, chain_from, expiry, option_type ORDER BY strike) AS lag_strike
         FROM chain WHERE expiry_rank = 1)
-  GROUP BY symbol, timestamp),
+  GROUP BY symbol, timestamp, chain_from),
 near AS (
   SELECT c.*, a.atm_strike, a.spot, a.step, (c.strike - a.atm_strike) / a.step AS k_off,
-         (epoch(c.expiry::TIMESTAMP) + 36000 - epoch(c.timestamp)) / (365.0 * 86400) AS tau
-  FROM chain c JOIN atm a USING (symbol, timestamp)),
+         (c.expiry_close - epoch(c.timestamp)) / (365.0 * 86400) AS tau
+  FROM chain c JOIN atm a USING (symbol, timestamp, chain_from)),
 parity AS (  -- per snapshot and expiry: the forward from put-call parity where |C - P| is smallest (ties: nearest spot, lowest strike)
-  SELECT symbol, timestamp, expiry,
+  SELECT symbol, timestamp, chain_from, expiry,
          arg_min(strike + exp($risk_free_rate * tau) * (call_ltp - put_ltp), (abs(call_ltp - put_ltp), abs(strike - spot), strike)) AS forward
-  FROM (SELECT symbol, timestamp, expiry, strike, any_value(tau) AS tau, any_value(spot) AS spot,
+  FROM (SELECT symbol, timestamp, chain_from, expiry, strike, any_value(tau) AS tau, any_value(spot) AS spot,
                max(ltp) FILTER (WHERE option_type = 'CE') AS call_ltp, max(ltp) FILTER (WHERE option_type = 'PE') AS put_ltp
-        FROM near GROUP BY symbol, timestamp, expiry, strike)
-  WHERE call_ltp > 0 AND put_ltp > 0 GROUP BY symbol, timestamp, expiry),
+        FROM near GROUP BY symbol, timestamp, chain_from, expiry, strike)
+  WHERE call_ltp > 0 AND put_ltp > 0 GROUP BY symbol, timestamp, chain_from, expiry),
 priced AS (  -- Black-76 d1 on the forward, and the discount and F/S factors of gamma with respect to spot
   SELECT *, (ln(forward / strike) + 0.5 * iv * iv * tau) / (iv * sqrt(tau)) AS d1,
          exp(-$risk_free_rate * tau) * forward / spot AS gamma_factor
   FROM (SELECT n.*, coalesce(p.forward, n.spot * exp($risk_free_rate * n.tau)) AS forward
-        FROM near n LEFT JOIN parity p USING (symbol, timestamp, expiry))
+        FROM near n LEFT JOIN parity p USING (symbol, timestamp, chain_from, expiry))
   WHERE iv > 0 AND tau > 0),
 chain_agg AS (
-  SELECT symbol, timestamp, any_value(atm_strike) AS atm_strike,
+  SELECT symbol, timestamp, chain_from, any_value(atm_strike) AS atm_strike,
     sum(oi) FILTER (WHERE expiry_rank = 1 AND option_type = 'CE') AS call_oi,
     sum(oi) FILTER (WHERE expiry_rank = 1 AND option_type = 'PE') AS put_oi,
     sum(oi_change) FILTER (WHERE expiry_rank = 1 AND option_type = 'CE') AS call_oi_change,
@@ -346,24 +366,23 @@ chain_agg AS (
     avg(iv) FILTER (WHERE expiry_rank = 2 AND k_off = 0) AS next_atm_iv,
     avg(iv) FILTER (WHERE expiry_rank = 1 AND option_type = 'PE' AND k_off = -4)
       - avg(iv) FILTER (WHERE expiry_rank = 1 AND option_type = 'CE' AND k_off = 4) AS iv_skew,
-    epoch(any_value(near_expiry)::TIMESTAMP) + 36000 AS near_expiry_close,   -- 15:30 IST, epoch seconds
-    epoch(min(expiry) FILTER (WHERE expiry_rank = 2)::TIMESTAMP) + 36000 AS next_expiry_close,
-    max(lot_size) AS lot_size
-  FROM near GROUP BY symbol, timestamp),
+    any_value(near_expiry_close) AS near_expiry_close, max(lot_size) AS lot_size
+  FROM near GROUP BY symbol, timestamp, chain_from),
 chain_gex AS (
-  SELECT symbol, timestamp,
+  SELECT symbol, timestamp, chain_from,
     sum(gamma_factor * exp(-0.5 * d1 * d1) / sqrt(2 * pi()) / (spot * iv * sqrt(tau)) * oi * lot_size * spot * spot * 0.01
         * CASE WHEN option_type = 'CE' THEN 1 ELSE -1 END ORDER BY expiry, strike, option_type) AS gex
-  FROM priced GROUP BY symbol, timestamp),
+  FROM priced GROUP BY symbol, timestamp, chain_from),
 pain AS (
-  SELECT symbol, timestamp, arg_min(k, payout) AS max_pain_strike FROM (
-    SELECT c.symbol, c.timestamp, k.strike AS k,
+  SELECT symbol, timestamp, chain_from, arg_min(k, payout) FILTER (WHERE total_oi > 0) AS max_pain_strike FROM (   -- no OI: undefined
+    SELECT c.symbol, c.timestamp, c.chain_from, k.strike AS k, sum(c.oi) AS total_oi,
       sum(CASE WHEN c.option_type = 'CE' THEN c.oi * greatest(k.strike - c.strike, 0)
                ELSE c.oi * greatest(c.strike - k.strike, 0) END) AS payout
-    FROM (SELECT DISTINCT symbol, timestamp, strike FROM chain WHERE expiry_rank = 1) k
-    JOIN chain c ON c.symbol = k.symbol AND c.timestamp = k.timestamp AND c.expiry_rank = 1
-    GROUP BY ALL) GROUP BY symbol, timestamp),
-chain_ts AS MATERIALIZED (SELECT * FROM chain_agg JOIN pain USING (symbol, timestamp) LEFT JOIN chain_gex USING (symbol, timestamp)),
+    FROM (SELECT DISTINCT symbol, timestamp, chain_from, strike FROM chain WHERE expiry_rank = 1) k
+    JOIN chain c ON c.symbol = k.symbol AND c.timestamp = k.timestamp AND c.chain_from = k.chain_from AND c.expiry_rank = 1
+    GROUP BY ALL) GROUP BY symbol, timestamp, chain_from),
+chain_ts AS MATERIALIZED (SELECT * FROM chain_agg JOIN pain USING (symbol, timestamp, chain_from)
+                          LEFT JOIN chain_gex USING (symbol, timestamp, chain_from)),
 vix_since AS (  -- per tenor, the latest print at or before $start (each tenor is as-of joined on its own)
   SELECT tenor_days, max(timestamp) AS since FROM vix_term_structure
   WHERE exchange = $exchange AND timestamp <= $start GROUP BY tenor_days),
@@ -389,10 +408,10 @@ dii AS (
   SELECT available_from, arg_max(value, timestamp) AS dii_flow FROM macro_signals
   WHERE exchange = $exchange AND name = 'dii_net_flow' GROUP BY available_from),
 latest AS (  -- per bar, the time of each source's latest row at or before it
-  SELECT b.*, c.timestamp AS chain_time, v.timestamp AS vix_time, vn.timestamp AS vix_near_time, vf.timestamp AS vix_far_time,
+  SELECT b.*, c.timestamp AS chain_time, c.chain_from, v.timestamp AS vix_time, vn.timestamp AS vix_near_time, vf.timestamp AS vix_far_time,
          k.timestamp AS book_time, fii.available_from AS fii_time, dii.available_from AS dii_time
   FROM bars b
-  ASOF LEFT JOIN chain_ts c ON c.symbol = b.symbol AND b.timestamp >= c.timestamp
+  ASOF LEFT JOIN chain_ts c ON c.symbol = b.symbol AND b.timestamp >= c.chain_from
   ASOF LEFT JOIN vix30 v ON b.timestamp >= v.timestamp
   ASOF LEFT JOIN vix7 vn ON b.timestamp >= vn.timestamp
   ASOF LEFT JOIN vix60 vf ON b.timestamp >= vf.timestamp
@@ -407,21 +426,23 @@ SELECT b.timestamp, b.exchange, b.symbol, b.open, b.high, b.low, b.close, b.volu
   c.call_oi_change, c.put_oi_change, c.call_volume, c.put_volume, c.put_oi / nullif(c.call_oi, 0) AS pcr_oi,
   c.put_volume / nullif(c.call_volume, 0) AS pcr_volume, c.pcr_oi_atm, c.oi_concentration_atm, c.max_pain_strike,
   c.gex,
-  (CASE WHEN c.near_expiry_close >= epoch(b.timestamp) THEN c.near_expiry_close
-        WHEN c.next_expiry_close >= epoch(b.timestamp) THEN c.next_expiry_close END - epoch(b.timestamp)) / 86400.0 AS days_to_expiry,
+  (c.near_expiry_close - epoch(b.timestamp)) / 86400.0 AS days_to_expiry,
   c.lot_size, k.book_bid_qty, k.book_ask_qty, fii.fii_flow, dii.dii_flow,
   json_object('max_pain_distance', (c.max_pain_strike - b.close) / b.close,
               'chain_snapshot_time', c.timestamp, 'chain_age_minutes', date_diff('minute', c.timestamp, b.timestamp)) AS feature_payload,
   b.source, {stale}
 FROM aged b   -- the as-of rows again, each only while it is at most its source's limit old
-LEFT JOIN chain_ts c ON c.symbol = b.symbol AND c.timestamp = b.chain_time AND b.chain_age <= $max_age_chain
+LEFT JOIN chain_ts c ON c.symbol = b.symbol AND c.chain_from = b.chain_from AND b.chain_age <= $max_age_chain
+  AND {alive_at_bar}   -- past the last expiry of the span's snapshot nothing live is known
 LEFT JOIN vix30 v ON v.timestamp = b.vix_time AND b.vix_age <= $max_age_vix
 LEFT JOIN vix7 vn ON vn.timestamp = b.vix_near_time AND b.vix_near_age <= $max_age_vix_near
 LEFT JOIN vix60 vf ON vf.timestamp = b.vix_far_time AND b.vix_far_age <= $max_age_vix_far
 LEFT JOIN book k ON k.symbol = b.symbol AND k.timestamp = b.book_time AND b.book_age <= $max_age_book
 LEFT JOIN fii ON fii.available_from = b.fii_time AND b.fii_age <= $max_age_fii
 LEFT JOIN dii ON dii.available_from = b.dii_time AND b.dii_age <= $max_age_dii
-""".format(bar_clock=trading_minute_sql("timestamp"), in_symbols=_IN_SYMBOLS,
+""".format(bar_clock=trading_minute_sql("timestamp"), in_symbols=_IN_SYMBOLS, expiry_close=_expiry_close_sql("expiry"),
+           alive_at_snapshot=_alive_sql(_expiry_close_sql("expiry"), "timestamp"),
+           alive_at_bar=_alive_sql("c.near_expiry_close", "b.timestamp"),
            ages=", ".join(f"trading_minute - {trading_minute_sql(f'{s}_time')} AS {s}_age" for s in STALE_SOURCES),
            stale=", ".join(f"b.{s}_age > $max_age_{s} AS stale_{s}" for s in STALE_SOURCES))
 
@@ -477,7 +498,7 @@ def window_params(exchange: str, start=None, end=None) -> dict:
     return {"exchange": exchange, "start": to_utc(start if start is not None else "1900-01-01T00:00:00+00:00").to_pydatetime(),
             "end": to_utc(end if end is not None else "2200-01-01T00:00:00+00:00", end_of_day=True).to_pydatetime()}
 
-# %% ../nbs/01_store.ipynb #c029
+# %% ../nbs/01_store.ipynb #c031
 def load_historical_data_for_ml(con: duckdb.DuckDBPyConnection, exchange: str, start_date=None, end_date=None) -> pd.DataFrame:
     "`ml_features` of `exchange` in [start_date, end_date], time-sorted, payload keys as extra columns."
     frame = con.execute("SELECT * FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end ORDER BY symbol, timestamp",

@@ -416,7 +416,7 @@ def reference_snapshot_features(snap: pd.DataFrame) -> dict:
     "Chain aggregates of one snapshot, from the definitions in the store notebook / DOMAIN.md, one strike at a time."
     ts = snap.timestamp.iloc[0]
     expiries = sorted(snap.expiry.unique())
-    near, nxt = snap[snap.expiry == expiries[0]], snap[snap.expiry == expiries[1]]
+    near, nxt = snap[snap.expiry == expiries[0]], snap[snap.expiry == (expiries[1] if len(expiries) > 1 else None)]
     spot = float(snap.underlying_price.iloc[0])
     strikes = sorted(near.strike.unique())
     atm = min(strikes, key=lambda k: abs(k - spot))
@@ -441,7 +441,8 @@ def reference_snapshot_features(snap: pd.DataFrame) -> dict:
         "pcr_oi": puts.oi.sum() / calls.oi.sum(), "pcr_volume": puts.volume.sum() / calls.volume.sum(),
         "pcr_oi_atm": within(puts, 5).oi.sum() / within(calls, 5).oi.sum(),
         "oi_concentration_atm": within(near, 2).oi.sum() / near.oi.sum(), "atm_iv": iv_at(near, 0), "next_atm_iv": iv_at(nxt, 0),
-        "iv_skew": iv_at(puts, -4) - iv_at(calls, 4), "max_pain_strike": min(strikes, key=lambda k: (pain[k], k)), "gex": gex,
+        "iv_skew": iv_at(puts, -4) - iv_at(calls, 4), "gex": gex,
+        "max_pain_strike": min(strikes, key=lambda k: (pain[k], k)) if near.oi.sum() > 0 else np.nan,   # no OI: undefined
         "expiry_closes": [expiry_close(e) for e in expiries[:2]], "lot_size": float(near.lot_size.max()), "chain_snapshot_time": ts}
 
 
@@ -487,11 +488,11 @@ def reference_ml_features(m: dict) -> pd.DataFrame:
     for bar in m["underlying_bars"].itertuples():
         row = {"timestamp": bar.timestamp, "close": bar.close, "futures_basis": (bar.futures_price - bar.close) / bar.close}
         snap = fresh_at(m["option_chain_snapshots"], bar.timestamp, limits["chain"])
+        snap = snap[snap.expiry.map(expiry_close) >= bar.timestamp]    # only the expiries still trading at the bar's time
         if len(snap):
             row.update(reference_snapshot_features(snap))
             # from the bar's own time to the nearest expiry that has not closed yet
-            closes = [c for c in row.pop("expiry_closes") if c >= bar.timestamp]
-            row["days_to_expiry"] = (closes[0] - bar.timestamp).total_seconds() / 86400 if closes else np.nan
+            row["days_to_expiry"] = (row.pop("expiry_closes")[0] - bar.timestamp).total_seconds() / 86400
             row["max_pain_distance"] = (row["max_pain_strike"] - bar.close) / bar.close
             row["chain_age_minutes"] = (bar.timestamp - row["chain_snapshot_time"]) // pd.Timedelta(minutes=1)
         vix = m["vix_term_structure"]
@@ -596,6 +597,68 @@ def test_window_rebuild_gives_the_rows_of_a_full_rebuild(con, start):
     assert build_ml_features(con, "NSE", start, "2025-08-08") == len(full)
     window = con.execute(since, {"start": to_utc(start).to_pydatetime()}).df()
     pd.testing.assert_frame_equal(window, full)
+
+
+# ---------------------------------------------------------------- the nearest expiry is the nearest live one at the bar
+def expiry_day_market() -> dict:
+    """Thu 7 Aug 2025 (a weekly expiry): chain snapshots at 14:00 and 15:30 IST (the end-of-day bhavcopy, which still lists
+    the expiring series) of the expiring 7 Aug and the live 14 Aug series, strikes 23850-24150. 7 Aug: call OI 100 a strike,
+    put OI 1000 (14:00) or 2000 (15:30), IV 0.30; 14 Aug: call OI 1000, put OI 100, IV 0.12. Bars 14:00, 15:29, 15:30 IST
+    on Thu and 09:15, 09:16 IST on Fri 8 Aug."""
+    def snapshot(ts, expiring_put_oi):
+        return [chain_row(ist(ts), expiry, 24000 + 50 * k, typ, oi, iv=iv) for k in range(-3, 4)
+                for expiry, iv, oi_ce, oi_pe in (("2025-08-07", 0.30, 100, expiring_put_oi), ("2025-08-14", 0.12, 1000, 100))
+                for typ, oi in (("CE", oi_ce), ("PE", oi_pe))]
+    chain = pd.DataFrame(snapshot("2025-08-07 14:00", 1000) + snapshot("2025-08-07 15:30", 2000))
+    times = [ist(t) for t in ("2025-08-07 14:00", "2025-08-07 15:29", "2025-08-07 15:30", "2025-08-08 09:15", "2025-08-08 09:16")]
+    return {"option_chain_snapshots": chain, "underlying_bars": bar_rows(times, np.full(5, 24010.0))}
+
+
+def test_bars_after_an_expiry_read_the_next_series_of_an_end_of_day_chain(con):
+    """By hand: the expiring series' puts outweigh its calls, so its max pain is the top strike 24150 (calls pay
+    100·(300+250+…+50) = 105 000 there, 125 000 at 24100); the 14 Aug series' calls outweigh its puts: max pain 23850, PCR
+    0.1. Expiry-day bars up to the 15:30 close read the expiring series; the next session reads 14 Aug, not the closed 7 Aug."""
+    write_batch(con, expiry_day_market(), {"batch_id": "x", "exchange": "NSE", "kind": "test", "source": "t"})
+    build_ml_features(con, "NSE")
+    got = load_historical_data_for_ml(con, "NSE")
+    np.testing.assert_allclose(got.pcr_oi, [10.0, 10.0, 20.0, 0.1, 0.1])
+    np.testing.assert_allclose(got.call_oi, [700.0, 700.0, 700.0, 7000.0, 7000.0])
+    np.testing.assert_allclose(got.max_pain_strike, [24150.0, 24150.0, 24150.0, 23850.0, 23850.0])
+    np.testing.assert_allclose(got.max_pain_distance, (got.max_pain_strike - 24010.0) / 24010.0)
+    np.testing.assert_allclose(got.atm_iv, [0.30, 0.30, 0.30, 0.12, 0.12])
+    np.testing.assert_allclose(got.next_atm_iv, [0.12, 0.12, 0.12, np.nan, np.nan])   # nothing listed after 14 Aug
+    np.testing.assert_allclose(got.pcr_oi_atm, [10.0, 10.0, 20.0, 0.1, 0.1])
+    np.testing.assert_allclose(got.days_to_expiry * 1440, [90, 1, 0, 7 * 1440 - 1440 + 375, 7 * 1440 - 1440 + 374])
+    assert (pd.to_datetime(got.chain_snapshot_time[2:], utc=True) == ist("2025-08-07 15:30")).all()   # the bhavcopy still serves
+    since = "SELECT * FROM ml_features WHERE timestamp >= $start ORDER BY timestamp"
+    full = con.execute(since, {"start": ist("2025-08-08 09:16").to_pydatetime()}).df()
+    build_ml_features(con, "NSE", "2025-08-08 09:16", "2025-08-08")   # a window after the expiry: the same rows
+    pd.testing.assert_frame_equal(con.execute(since, {"start": ist("2025-08-08 09:16").to_pydatetime()}).df(), full)
+
+
+def test_a_chain_listing_only_closed_expiries_informs_no_later_bar(con):
+    "An end-of-day chain holding only the expiring series: the next session knows no live series, so no chain values."
+    market = expiry_day_market()
+    market["option_chain_snapshots"] = market["option_chain_snapshots"].query("expiry == @dt.date(2025, 8, 7)")
+    write_batch(con, market, {"batch_id": "x", "exchange": "NSE", "kind": "test", "source": "t"})
+    build_ml_features(con, "NSE")
+    got = load_historical_data_for_ml(con, "NSE")
+    assert got.pcr_oi[:3].notna().all() and got[["pcr_oi", "max_pain_strike", "atm_iv", "days_to_expiry"]][3:].isna().all().all()
+
+
+def test_max_pain_is_missing_when_the_nearest_expiry_has_no_open_interest(con):
+    "Every OI 0 (a freshly listed series): max pain is undefined, like PCR, and the feature takes its neutral default."
+    from oi_ml.features import FEATURE_DEFAULTS, prepare_training_features
+    chain = pd.DataFrame([chain_row(T0, "2025-08-07", 24000 + 50 * k, typ, 0.0) for k in range(-3, 4) for typ in ("CE", "PE")]
+                         + [chain_row(T0, "2025-08-14", 24000 + 50 * k, typ, 500.0) for k in range(-3, 4) for typ in ("CE", "PE")])
+    write_batch(con, {"option_chain_snapshots": chain, "underlying_bars": bar_rows([T0], [24010.0])},
+                {"batch_id": "z", "exchange": "NSE", "kind": "test", "source": "t"})
+    build_ml_features(con, "NSE")
+    got = load_historical_data_for_ml(con, "NSE")
+    assert got.pcr_oi.isna().all() and got.max_pain_strike.isna().all() and got.max_pain_distance.isna().all()
+    assert got.atm_strike.notna().all()                                   # the snapshot itself is used
+    feats = prepare_training_features(got, ["max_pain_distance", "log_pcr_oi"])
+    assert (feats.max_pain_distance == FEATURE_DEFAULTS["max_pain_distance"]).all()
 
 
 # ---------------------------------------------------------------- stale as-of values are missing values
