@@ -24,44 +24,45 @@ from .config import IST, SESSIONS_PER_YEAR, MonitoringConfig, RunConfig, config_
 from .features import PSI_CAP_SHARE, psi_cap, psi_ceiling
 
 # %% auto #0
-__all__ = ['INPUT_NAMES', 'METRIC_KEYS', 'PRIOR_ROW', 'REGIME_SHIFT_POINTS', 'MODEL_PARAMS', 'FAMILY_PARAMS', 'GLOSSARY',
-           'TRIAL_LEAD', 'TRIAL_TAIL', 'TRIAL_NAMES', 'PACK_LABEL_PATTERN', 'PERCENT_CRITERIA', 'CRITERION_MEANING',
-           'MOMENTS_TEXT', 'FAILURE_MEANING', 'SEARCH_CRITERIA', 'DSR_SEARCH_NOTE', 'GATE_CONFIG_KEYS',
-           'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'DECISION_LABELS', 'TRADE_PRICE_COLUMNS',
-           'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'INTERVAL_OF', 'DAILY_CI_METRIC',
-           'CROSSES_TEXT', 'AUTOML_CRITERIA', 'OTHER_WINDOW_CRITERIA', 'MIN_VOLATILITY_VALUES', 'REGIME_BREAKDOWN',
-           'DECISION_TEXT', 'STRATEGY_LABELS', 'BENCHMARK_LABELS', 'SAME_FIGURE_KEYS', 'CONCENTRATION_SHARE',
-           'CONCENTRATION_MIN_SESSIONS', 'CONCENTRATION_PERCENT', 'SIDE_NAMES', 'RANDOM_DISTRIBUTION_TEXT',
-           'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL', 'RISK_FRACTION_LABEL', 'PSI_NEAR_CEILING', 'CAPPED_REACH',
-           'CHROMIUM_FLAGS', 'simulated_signal_strengths', 'data_origin', 'simulated_inputs', 'origin_shares_text',
-           'source_banner', 'ist_minute', 'dataset_summary', 'batch_check', 'batch_sha256', 'validation_summary',
-           'validation_statement', 'session_bars', 'bar_minutes_of', 'daily_coverage', 'longest_gaps',
-           'completeness_table', 'coverage_figure', 'market_overview_figure', 'feature_completeness',
-           'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report', 'run_provenance',
-           'holdout_regime_table', 'regime_shares', 'regime_shift_note', 'fold_routes_text', 'cv_tables',
-           'search_mismatches', 'candidate_from_search', 'candidate_params_text', 'model_facts', 'volatility_name',
-           'lot_risk_text', 'what_is_traded', 'trial_count_text', 'class_balance_table', 'automl_trials_table',
-           'label_regime_text', 'model_regime_text', 'confusion_figure', 'reliability_figure', 'calibration_text',
-           'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel', 'pack_title', 'render_html',
-           'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs', 'render_pack',
-           'decision_banner', 'search_failure_line', 'baseline_notice', 'drawdown_percent', 'criterion_unit',
-           'criterion_figure', 'rule_direction', 'criterion_direction', 'criterion_margin', 'tightest_criterion',
-           'search_note', 'criterion_search_note', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line',
-           'margin_text', 'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration',
-           'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table',
-           'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci', 'interval_text', 'criteria_crossing',
-           'criterion_intervals', 'interval_methods', 'refer_cells', 'sample_moments_psr', 'pbo_segments_text',
-           'overfitting_summary', 'trial_days_text', 'criteria_sources', 'plain_variance_dsr', 'plain_dsr_note',
-           'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns', 'window_order', 'no_trade_reason',
-           'benchmark_frame', 'window_sharpes', 'walk_forward_results', 'gate_window_comparison',
-           'walk_forward_method_text', 'walk_forward_frame', 'sensitivity_figure', 'break_even_cost', 'break_even_text',
-           'sensitivity_commentary', 'session_pnl', 'best_session_effect', 'concentration_frame', 'concentration_table',
-           'concentration_flags', 'side_breakdown', 'saved_random_distribution', 'side_matched_distribution',
-           'random_distribution_frame', 'losing_windows_note', 'random_nulls_note', 'random_distribution_figure',
-           'loss_share_of_equity', 'realised_loss_items', 'under_water_items', 'risk_profile', 'psi_reach',
-           'level_reach', 'drift_family_of', 'psi_reach_lists', 'psi_reach_rows', 'input_alert_state',
-           'unmonitored_inputs_note', 'baseline_alert_of', 'monitoring_baseline', 'monitoring_gaps_line',
-           'signoff_command', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path', 'check_in_browser']
+__all__ = ['INPUT_NAMES', 'METRIC_KEYS', 'PRIOR_ROW', 'REGIME_SHIFT_POINTS', 'MODEL_PARAMS', 'FAMILY_PARAMS', 'REFIT_KEYS',
+           'GLOSSARY', 'TRIAL_LEAD', 'TRIAL_TAIL', 'TRIAL_NAMES', 'PACK_LABEL_PATTERN', 'PERCENT_CRITERIA',
+           'CRITERION_MEANING', 'MOMENTS_TEXT', 'FAILURE_MEANING', 'SEARCH_CRITERIA', 'DSR_SEARCH_NOTE',
+           'GATE_CONFIG_KEYS', 'BACKTEST_CONFIG_KEYS', 'METRIC_LABELS', 'DAILY_SHARPE_LABEL', 'DECISION_LABELS',
+           'TRADE_PRICE_COLUMNS', 'BAR_SHARPE_RESAMPLES', 'DAILY_SHARPE_RESAMPLES', 'TRADE_RESAMPLES', 'INTERVAL_OF',
+           'DAILY_CI_METRIC', 'CROSSES_TEXT', 'AUTOML_CRITERIA', 'OTHER_WINDOW_CRITERIA', 'MIN_VOLATILITY_VALUES',
+           'REGIME_BREAKDOWN', 'DECISION_TEXT', 'STRATEGY_LABELS', 'BENCHMARK_LABELS', 'SAME_FIGURE_KEYS',
+           'CONCENTRATION_SHARE', 'CONCENTRATION_MIN_SESSIONS', 'CONCENTRATION_PERCENT', 'SIDE_NAMES',
+           'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL', 'RISK_FRACTION_LABEL',
+           'PSI_NEAR_CEILING', 'CAPPED_REACH', 'CHROMIUM_FLAGS', 'simulated_signal_strengths', 'data_origin',
+           'simulated_inputs', 'origin_shares_text', 'source_banner', 'ist_minute', 'dataset_summary', 'batch_check',
+           'batch_sha256', 'validation_summary', 'validation_statement', 'session_bars', 'bar_minutes_of',
+           'daily_coverage', 'longest_gaps', 'completeness_table', 'coverage_figure', 'market_overview_figure',
+           'feature_completeness', 'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report',
+           'run_provenance', 'holdout_regime_table', 'regime_shares', 'regime_shift_note', 'fold_routes_text',
+           'cv_tables', 'refit_notes', 'search_mismatches', 'candidate_from_search', 'candidate_params_text',
+           'model_facts', 'volatility_name', 'lot_risk_text', 'what_is_traded', 'trial_count_text',
+           'class_balance_table', 'automl_trials_table', 'label_regime_text', 'model_regime_text', 'confusion_figure',
+           'reliability_figure', 'calibration_text', 'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel',
+           'pack_title', 'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs',
+           'render_pack', 'decision_banner', 'search_failure_line', 'baseline_notice', 'drawdown_percent',
+           'criterion_unit', 'criterion_figure', 'rule_direction', 'criterion_direction', 'criterion_margin',
+           'tightest_criterion', 'search_note', 'criterion_search_note', 'failure_meaning', 'failed_criteria_lines',
+           'tightest_margin_line', 'margin_text', 'gate_table', 'gate_window_text', 'signer_identifiers',
+           'gate_configuration', 'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure',
+           'sortable_table', 'trades_table', 'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci',
+           'interval_text', 'criteria_crossing', 'criterion_intervals', 'interval_methods', 'refer_cells',
+           'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary', 'trial_days_text', 'criteria_sources',
+           'plain_variance_dsr', 'plain_dsr_note', 'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns',
+           'window_order', 'no_trade_reason', 'benchmark_frame', 'window_sharpes', 'walk_forward_results',
+           'gate_window_comparison', 'walk_forward_method_text', 'walk_forward_frame', 'sensitivity_figure',
+           'break_even_cost', 'break_even_text', 'sensitivity_commentary', 'session_pnl', 'best_session_effect',
+           'concentration_frame', 'concentration_table', 'concentration_flags', 'side_breakdown',
+           'saved_random_distribution', 'side_matched_distribution', 'random_distribution_frame', 'losing_windows_note',
+           'random_nulls_note', 'random_distribution_figure', 'loss_share_of_equity', 'realised_loss_items',
+           'under_water_items', 'risk_profile', 'psi_reach', 'level_reach', 'drift_family_of', 'psi_reach_lists',
+           'psi_reach_rows', 'input_alert_state', 'unmonitored_inputs_note', 'baseline_alert_of', 'monitoring_baseline',
+           'monitoring_gaps_line', 'signoff_command', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path',
+           'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def simulated_signal_strengths(manifest: dict) -> list[float]:
@@ -406,12 +407,18 @@ MODEL_PARAMS = ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_frac
 FAMILY_PARAMS = {"lightgbm": ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2"),
                  "xgboost": ("learning_rate", "max_depth", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2")}   # what each family's booster takes
 
+REFIT_KEYS = ("rounds",)   # searched settings that training's refit of the chosen configuration sets itself (early stopping)
+
 def _training_instead(key: str, family: str, train_config: dict) -> str | None:
     "What training uses instead of searched `key` that the candidate's TrainConfig cannot hold; None when nothing is known."
     if key == "max_depth" and family == "xgboost": return "training fixes max_depth 4 (TrainConfig has no max_depth)"
     if key == "rounds":
         return f"training early-stops (at most max_rounds {train_config.get('max_rounds', 'not recorded')} rounds) instead of the searched fixed count"
     return None
+
+def refit_notes(train_config: dict, family: str, best: dict) -> dict:
+    "{searched refit key (`REFIT_KEYS`): how training sets it instead} for those AutoML's best parameters hold."
+    return {k: f"searched {_param(best[k])}; {_training_instead(k, family, train_config)}" for k in REFIT_KEYS if k in best}
 
 def _param(v) -> str:
     "A parameter value as the pack shows it."
@@ -422,6 +429,7 @@ def search_mismatches(train_config: dict, family: str, best: dict) -> tuple[dict
     or a setting its TrainConfig cannot hold and training sets otherwise (`_training_instead`)."""
     differ, unknown = {}, []
     for k, v in best.items():
+        if k in REFIT_KEYS: continue   # set by the refit of the chosen configuration (`refit_notes`), not another configuration
         if k in train_config:
             if not math.isclose(float(v), float(train_config[k]), rel_tol=1e-9): differ[k] = f"searched {_param(v)}, candidate {_param(train_config[k])}"
         elif (instead := _training_instead(k, family, train_config)): differ[k] = f"searched {_param(v)}; {instead}"
@@ -433,9 +441,10 @@ def _best_params(family: str, automl_summary: dict | None) -> dict | None:
     return ((automl_summary or {}).get("best_per_family") or {}).get(family, {}).get("latest_best_params")
 
 def candidate_from_search(train_config: dict, family: str, automl_summary: dict | None) -> bool | None:
-    """Whether the candidate was trained with AutoML's best parameters of its family (True), with other ones (False: another
-    value, or a searched setting its TrainConfig cannot hold such as xgboost's max_depth or a fixed round count), or None
-    when AutoML's best parameters or the candidate's are not recorded, or a searched one cannot be compared."""
+    """Whether the candidate was trained with AutoML's best parameters of its family (True: its round count may still come
+    from early stopping, see `refit_notes`), with other ones (False: another value, or a searched setting its TrainConfig
+    cannot hold such as xgboost's max_depth), or None when AutoML's best parameters or the candidate's are not recorded, or
+    a searched one cannot be compared."""
     best = _best_params(family, automl_summary)
     if not best or not train_config: return None
     differ, unknown = search_mismatches(train_config, family, best)
@@ -454,7 +463,10 @@ def candidate_params_text(train_config: dict, family: str, automl_summary: dict 
     best = _best_params(family, automl_summary)
     if not best: return f"The candidate ({family}) was trained with {kind} ({shown}); AutoML's best parameters for {family} are not recorded in this run."
     from_search, (differ, unknown) = candidate_from_search(train_config, family, automl_summary), search_mismatches(train_config, family, best)
-    if from_search: return f"The candidate ({family}) was trained with AutoML's best parameters for {family} ({shown})."
+    differ |= (refit := refit_notes(train_config, family, best))
+    if from_search:
+        return (f"The candidate ({family}) was trained with AutoML's best parameters for {family} ({shown})"
+                + (f", refit on the whole in-sample window: {'; '.join(f'{k}: {why}' for k, why in refit.items())}." if refit else "."))
     theirs = ", ".join(f"{k} {_param(v)}" for k, v in best.items())
     if from_search is None:
         return (f"The candidate ({family}) was trained with {kind} ({shown}); whether these are AutoML's best parameters for {family} "

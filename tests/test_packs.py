@@ -1292,6 +1292,22 @@ def test_an_xgboost_candidate_cannot_carry_automls_searched_depth_and_rounds():
     assert "not one of AutoML's trials" in packs.search_note(packs.candidate_from_search(cfg, "xgboost", summary))
 
 
+def test_a_lightgbm_candidate_refit_with_early_stopping_is_still_automls_choice():
+    """The demo's candidate (AutoML's best LightGBM parameters, rounds by early stopping on the whole in-sample window) was
+    said to be 'not one of AutoML's trials' and its configuration 'the developers' choice' after the round count was
+    counted as a mismatch; the round count is the refit's, said in the text, and DSR/PBO judge choosing it from the trials."""
+    from oi_ml.config import config_to_dict
+    from oi_ml.train import TrainConfig
+    best = {"bagging_fraction": 0.9, "feature_fraction": 0.8, "lambda_l2": 0.5, "learning_rate": 0.05, "min_data_in_leaf": 80, "num_leaves": 23, "rounds": 140}
+    summary = {"best_per_family": {"lightgbm": {"latest_best_params": best}}}
+    cfg = config_to_dict(TrainConfig(**{k: v for k, v in best.items() if k != "rounds"}))
+    assert packs.candidate_from_search(cfg, "lightgbm", summary) is True
+    text = packs.candidate_params_text(cfg, "lightgbm", summary)
+    assert "was trained with AutoML's best parameters for lightgbm" in text and "rounds: searched 140; training early-stops" in text
+    assert "judges choosing it from AutoML's trials" in packs.search_note(True)
+    assert packs.candidate_from_search(cfg | {"num_leaves": 31}, "lightgbm", summary) is False   # another configuration still is not
+
+
 @pytest.mark.slow
 def test_a_data_pack_of_imported_bars_on_simulated_chain_says_mixed_and_names_the_file(tmp_path):
     "End to end: simulate two sessions, import a third session's bars, export it: the pack and the index say MIXED and name the file."
