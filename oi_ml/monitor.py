@@ -453,24 +453,28 @@ def session_start(moment) -> pd.Timestamp:
 def recent_features(run_cfg: RunConfig, exchange: str, columns: list, cfg: MonitorConfig = MonitorConfig(),
                     symbols: list[str] | None = None,   # only these symbols; None: every symbol of `exchange`
                     enrich=None) -> pd.DataFrame:   # features -> features, run on every fetched bar, warm-up included (`regime_prob_hook`)
-    """Model features of the last `live_rows` bars of `exchange`, after a warm-up of `FEATURE_MEMORY_BARS` bars that starts
-    at its session's first bar (the session VWAP's anchor); empty without data."""
+    """Model features of the last `live_rows` bars of `exchange` (all symbols together), each symbol's after a warm-up of
+    its own `FEATURE_MEMORY_BARS` bars that starts at its session's first bar (the session VWAP's anchor); empty without data."""
     empty = pd.DataFrame(columns=list(columns))
     if not Path(run_cfg.db_path).exists(): return empty
     only, chosen = (" AND list_contains(?, symbol)", [list(symbols)]) if symbols else ("", [])
-    fetched = cfg.live_rows + FEATURE_MEMORY_BARS   # the live window and its warm-up
-    with connect(run_cfg, read_only=True, lock_timeout=cfg.db_lock_timeout) as con:
-        first = con.execute(f"SELECT epoch_us(min(timestamp)) FROM (SELECT timestamp FROM ml_features WHERE exchange = ?{only} "
-                            "ORDER BY timestamp DESC LIMIT ?)", [exchange.upper(), *chosen, fetched]).fetchone()[0]   # µs: no tz objects
-        if first is None: return empty
-        start = session_start(pd.Timestamp(first, unit="us", tz="UTC"))
-        raw = con.execute(f"SELECT * FROM ml_features WHERE exchange = ?{only} AND epoch_us(timestamp) >= ?",
+    where = f"exchange = ?{only}"
+    with connect(run_cfg, read_only=True, lock_timeout=cfg.db_lock_timeout) as con:   # times as epoch µs: no tz objects
+        window = con.execute(f"SELECT min(t) FROM (SELECT epoch_us(timestamp) AS t FROM ml_features WHERE {where} "
+                             "ORDER BY timestamp DESC, symbol DESC LIMIT ?)", [exchange.upper(), *chosen, cfg.live_rows]).fetchone()[0]
+        if window is None: return empty
+        warm = con.execute(f"SELECT min(t) FROM (SELECT epoch_us(timestamp) AS t, row_number() OVER (PARTITION BY symbol "
+                           f"ORDER BY timestamp DESC) AS back FROM ml_features WHERE {where} AND epoch_us(timestamp) < ?) "
+                           "WHERE back <= ?", [exchange.upper(), *chosen, window, FEATURE_MEMORY_BARS]).fetchone()[0]
+        start = session_start(pd.Timestamp(min(window, warm if warm is not None else window), unit="us", tz="UTC"))
+        raw = con.execute(f"SELECT * FROM ml_features WHERE {where} AND epoch_us(timestamp) >= ?",
                           [exchange.upper(), *chosen, start.value // 1000]).df()
     raw = denormalise_payload(raw).sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     features = prepare_training_features(raw, list(columns))
     if enrich: features = enrich(features)
-    features = features.iloc[-fetched:]   # the bars before these only complete the warm-up's first session
-    return features[features.groupby("symbol").cumcount().to_numpy() >= FEATURE_MEMORY_BARS].reset_index(drop=True)
+    warmed = features.groupby("symbol").cumcount().to_numpy() >= FEATURE_MEMORY_BARS   # a symbol with less history: not judged early
+    live = np.arange(len(features)) >= len(features) - cfg.live_rows   # the last live_rows bars, every symbol together
+    return features[warmed & live].reset_index(drop=True)
 
 def live_window(run_cfg: RunConfig, exchange: str, manifest: dict, columns: list, cfg: MonitorConfig = MonitorConfig(),
                 enrich=None) -> tuple[pd.DataFrame, list]:   # `recent_features`' hook
