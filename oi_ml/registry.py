@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from .config import RunConfig, get_exchange_config
+from .config import IST, RunConfig, get_exchange_config
 from .datasets import fsync_path, git_commit, package_versions, read_json, sha256_file
 from . import train as _train
 
@@ -800,9 +800,10 @@ def _rollback_target(run_cfg: RunConfig, key: str, to_version: str | None) -> st
 def rollback(exchange: str, to_version: str | None = None, operator: str = "", reason: str = "",
              run_cfg: RunConfig | None = None, lock_timeout: float = 30.0,
              horizon: str | None = None) -> dict:   # label horizon key such as '15m'; None: the exchange's own pointer
-    "Point `exchange` (or its `horizon` key) back at `to_version` (default: the version in force before the current one), verified and logged; returns the event."
+    """Point `exchange` (or its `horizon` key) back at `to_version` (default: the version in force before the current one), verified and
+    logged; returns the event. `reason` is required, as for a deploy (it goes into the Model Change Log)."""
     run_cfg, exchange = run_cfg or RunConfig(), _exchange_key(exchange)
-    key = registry_key(exchange, horizon)
+    key, reason = registry_key(exchange, horizon), _require_text(reason, "reason")   # a rollback needs a reason, as a deploy does
     _rollback_target(run_cfg, key, to_version)   # refused before the lock: no lock file, no logs on a fresh data dir
     with registry_lock(run_cfg, lock_timeout, f"rollback {key}"):
         target = _rollback_target(run_cfg, key, to_version)   # again under the lock: another process may have moved the pointer
@@ -811,7 +812,7 @@ def rollback(exchange: str, to_version: str | None = None, operator: str = "", r
         manifest = load_version_manifest(exchange, target, True, run_cfg)
         _crash_point("rollback.switch")
         event = {"action": "rollback", "version": target, "run_id": manifest["run_id"], "horizon": manifest.get("horizon"),
-                 "at": _now(), "operator": _who(operator), "reason": str(reason).strip(),
+                 "at": _now(), "operator": _who(operator), "reason": reason,
                  "manifest_sha256": _registered_sha(exchange, target, run_cfg)}
         event = _switch(run_cfg, key, event, "rollback.switch_temp")
         _crash_point("rollback.log")
@@ -820,10 +821,17 @@ def rollback(exchange: str, to_version: str | None = None, operator: str = "", r
     return event
 
 # %% ../nbs/40_registry.ipynb #c063
-def _as_date(date) -> str:
-    "ISO date of `date` (date, datetime or string); today (UTC) when None."
-    if date is None: return dt.datetime.now(dt.UTC).date().isoformat()
-    return (date if isinstance(date, (dt.date, dt.datetime)) else dt.date.fromisoformat(str(date))).isoformat()
+def _as_date(date, now: dt.datetime | None = None) -> str:   # `now`: the current time (aware; None: the clock's)
+    """ISO date of `date` (date, datetime or string); today (UTC) when None. A date after today is refused: today in IST
+    (the exchanges' calendar, 5:30 h ahead of UTC) is the latest, so an IST-dated decision after midnight IST is accepted."""
+    now = now or dt.datetime.now(dt.UTC)
+    if date is None: return now.astimezone(dt.UTC).date().isoformat()
+    day = date.date() if isinstance(date, dt.datetime) else date if isinstance(date, dt.date) else dt.date.fromisoformat(str(date))
+    latest = now.astimezone(IST).date()
+    if day > latest:
+        raise ValueError(f"sign-off date {day.isoformat()} is in the future (today is {now.astimezone(dt.UTC).date().isoformat()} UTC, "
+                         f"{latest.isoformat()} IST): give the date the decision was taken (default today); nothing was recorded")
+    return day.isoformat()
 
 def _reviewed_manifest(exchange: str, version_or_run: str, run_cfg: RunConfig) -> tuple[bool, dict, bytes]:
     "(is a version, manifest, its bytes) of what a sign-off is about; refused when it names another exchange (a run: or lacks keys, or names another run)."
@@ -842,6 +850,7 @@ def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: 
     "Append a reviewer's sign-off of a version or run to the Model Change Log; returns the record."
     run_cfg, exchange, horizon = run_cfg or RunConfig(), _exchange_key(exchange), check_horizon(horizon)
     if decision not in SIGNOFF_DECISIONS: raise ValueError(f"decision {decision!r} not one of {', '.join(SIGNOFF_DECISIONS)}")
+    day = _as_date(date)   # a date in the future is refused before anything is read or written
     read_registry(run_cfg)   # a hand-edited registry.json is refused before anything is written, the lock file included
     is_version, manifest, raw = _reviewed_manifest(exchange, version_or_run, run_cfg)
     if is_version: gate = manifest.get("gate")
@@ -850,7 +859,7 @@ def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: 
         except RegistryError as err: gate = {"unreadable": str(err)}
     own = _check_run_horizon(horizon, manifest.get("horizon") if is_version else run_horizon(exchange, version_or_run, run_cfg),
                              manifest.get("run_id") or version_or_run, f"not recording the sign-off of {version_or_run}")
-    record = {"event_id": f"signoff-{uuid.uuid4().hex[:12]}", "kind": "signoff", "date": _as_date(date), "exchange": exchange,
+    record = {"event_id": f"signoff-{uuid.uuid4().hex[:12]}", "kind": "signoff", "date": day, "exchange": exchange,
               "version": version_or_run if is_version else None, "run_id": manifest.get("run_id"), "horizon": horizon or own,
               "manifest_sha256": hashlib.sha256(raw).hexdigest(), "dataset_version": manifest.get("dataset_version"),
               "gate": gate_summary(gate), "ungated": bool(is_version and manifest.get("ungated")),

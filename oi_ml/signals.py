@@ -27,7 +27,7 @@ import pandas as pd
 from numba import njit
 
 from .config import IST, RunConfig, get_exchange_config
-from .datasets import read_json
+from .datasets import DatasetIntegrityError, load_manifest, read_json
 from .features import FEATURE_DEFAULTS, XS_RANK_DEFAULTS, prepare_training_features
 from .registry import load_version, read_jsonl, registry_key
 from .store import connect, insert_rows, schema_columns, to_utc, transaction
@@ -40,8 +40,8 @@ __all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'RECONCILE_DAYS', 'SETTLED_HIST
            'predict_row', 'FastRowPredictor', 'row_predictor', 'kelly_fraction', 'suggested_lots', 'payoff_ratio',
            'new_id', 'audit_record', 'audit_folder', 'jsonl_path', 'audit_day', 'append_jsonl', 'audit_frame',
            'store_audit', 'reconcile_audit', 'AuditLog', 'prepare_feature_dict', 'load_signal_bundle',
-           'gated_min_confidence', 'MLSignalGenerator', 'outcome_correct', 'record_outcomes', 'record_outcome',
-           'recommendations_with_outcomes']
+           'gated_min_confidence', 'model_symbols', 'foreign_bar', 'stale_bar', 'MLSignalGenerator', 'outcome_correct',
+           'record_outcomes', 'record_outcome', 'recommendations_with_outcomes']
 
 # %% ../nbs/42_signals.ipynb #c004
 ACTION_OF_SIGNAL = {1: "BUY", -1: "SELL", 0: "HOLD"}   # served action of a +1/-1/0 signal
@@ -411,7 +411,7 @@ def _close_at_exit(ref) -> None:
 SETTLED_HISTORY_BARS = 1000   # bars of history for runtime features to match training's (EMA(200) seed, session VWAP)
 
 def prepare_feature_dict(rows: pd.DataFrame, input_features: tuple, min_history: int = SETTLED_HISTORY_BARS) -> dict:
-    "Features (and `close`) of the last bar of a one-symbol `ml_features` history, through the training pipeline."
+    "Features (and the last bar's `close`, `symbol` and `exchange`) of a one-symbol `ml_features` history, through the training pipeline."
     if rows.empty or "symbol" not in rows.columns: raise ValueError("prepare_features needs raw ml_features rows (timestamp, exchange, symbol, OHLCV, ...)")
     if rows.symbol.nunique() != 1: raise ValueError(f"prepare_features expects one symbol, got {sorted(rows.symbol.unique())}")
     if len(rows) < min_history:
@@ -419,7 +419,8 @@ def prepare_feature_dict(rows: pd.DataFrame, input_features: tuple, min_history:
                          f"values (EMA seeds, the session VWAP), got {len(rows)}")
     rows = rows.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     last = prepare_training_features(rows, list(input_features)).iloc[-1]
-    return {c: float(last[c]) for c in input_features} | {"close": float(rows["close"].iloc[-1])}
+    identity = {c: str(rows[c].iloc[-1]) for c in ("exchange", "symbol") if c in rows.columns}   # generate_signal checks them
+    return {c: float(last[c]) for c in input_features} | {"close": float(rows["close"].iloc[-1])} | identity
 
 # %% ../nbs/42_signals.ipynb #c038
 def _as_utc(timestamp) -> dt.datetime:
@@ -463,6 +464,38 @@ def gated_min_confidence(run_dir: str | Path, manifest: dict) -> float:   # a ve
     return float(threshold)
 
 # %% ../nbs/42_signals.ipynb #c040
+def model_symbols(exchange: str, manifest: dict, run_cfg: RunConfig) -> tuple | None:   # a version's (or run's) manifest
+    "Symbols a model was trained on (`symbols` of its dataset version's manifest), upper case; None when that manifest is unreadable."
+    try: symbols = load_manifest(exchange, str(manifest.get("dataset_version")), run_cfg).get("symbols")
+    except (OSError, ValueError, DatasetIntegrityError): return None
+    return tuple(sorted(str(s).upper() for s in symbols)) if isinstance(symbols, list) and symbols else None
+
+def foreign_bar(what: str,                  # who is asking and about what, e.g. "generate_signal: the bar"
+                exchange, symbol,           # the bar's exchange and symbol (None: not given)
+                model: str,                 # the model served, e.g. "NSE model v0001"
+                model_exchange: str, symbols: tuple | None,   # the model's exchange; its training symbols (None: unknown)
+                stream_symbol: str | None) -> str | None:     # the symbol of the stream's bars so far (None: none yet)
+    "Why a bar is not of the generator's model or stream (exchange, training symbols, the stream's symbol); None when it is."
+    if exchange is not None and str(exchange).upper() != model_exchange:
+        return (f"{what} is of exchange {exchange!r}, but this generator serves the {model} (exchange {model_exchange!r}): "
+                f"nothing was scored or audited; score {exchange!r} bars with a generator of that exchange")
+    if symbol is None: return None
+    if symbols is not None and str(symbol).upper() not in symbols:
+        return (f"{what} is of symbol {symbol!r}, but the {model} was trained on {list(symbols)}: nothing was scored or audited; "
+                f"use a model trained on {symbol!r}")
+    if stream_symbol is not None and str(symbol).upper() != stream_symbol:
+        return (f"{what} is of symbol {symbol!r}, but this stream's bars are of {stream_symbol!r}: nothing was scored or audited; "
+                "the regime filter follows one symbol's consecutive bars: use one generator per symbol, or reset() to start a new stream")
+    return None
+
+def stale_bar(when: dt.datetime, last: dt.datetime) -> str:   # the bar's and the last served bar's UTC times
+    "The error for a bar stamped at or before the last bar the generator served."
+    kind = "the same bar again" if when == last else "an older bar"
+    return (f"generate_signal: bar at {when.isoformat()} is not after the last bar served, at {last.isoformat()} ({kind}): "
+            "nothing was scored or audited (it would move the regime filter again and be counted twice by the audit and the "
+            "monitoring); send each bar once, in time order, or reset() to start a new stream")
+
+# %% ../nbs/42_signals.ipynb #c043
 class MLSignalGenerator:
     "Runtime signals from an exchange's current registry version: one bar's feature dict in, one audited recommendation out."
 
@@ -493,15 +526,28 @@ class MLSignalGenerator:
         self.audit_log = audit if isinstance(audit, AuditLog) else AuditLog(self.run_cfg) if audit else None
         self._lot_sizes: dict = {}
         self._absent_warned: set = set()   # sets of absent used-feature names already warned about
+        self.symbols = model_symbols(self.exchange, self.bundle.manifest, self.run_cfg)   # training symbols; None: unknown
+        self._model_name = f"{self.exchange} model {self.model_version}"
+        if self.symbols is None: _log.warning("%s: training symbols unknown (dataset version %s's manifest unreadable); a bar's symbol "
+                                              "is checked only against its stream's", self._model_name, self.bundle.manifest.get("dataset_version"))
         self.reset()
 
-    def reset(self, regime_state: np.ndarray | None = None) -> None:
-        "Start a new stream of bars (HMM start probabilities), or resume one from saved filtered regime probabilities."
-        if regime_state is None: self._regime_probs = self.plan.regime_model.initial_state(); return
-        state = np.array(regime_state, dtype=np.float64)
-        if state.shape != (self.plan.regime_model.n_regimes,) or (state < 0).any() or not math.isclose(state.sum(), 1.0, abs_tol=1e-9):
-            raise ValueError(f"regime_state must be {self.plan.regime_model.n_regimes} probabilities summing to 1, got {regime_state!r}")
-        self._regime_probs = state
+    def reset(self, regime_state: np.ndarray | None = None,  # saved filtered regime probabilities (None: a new stream)
+              last_timestamp=None) -> None:                     # time of the last bar already served (None: no bar yet)
+        """Start a new stream of bars (HMM start probabilities; any symbol, any time), or resume one from the saved regime
+        probabilities and time of its last served bar (a bar at or before `last_timestamp` is then refused)."""
+        last = None if last_timestamp is None else _as_utc(last_timestamp)
+        if regime_state is None: state = self.plan.regime_model.initial_state()
+        else:
+            state = np.array(regime_state, dtype=np.float64)
+            if state.shape != (self.plan.regime_model.n_regimes,) or (state < 0).any() or not math.isclose(state.sum(), 1.0, abs_tol=1e-9):
+                raise ValueError(f"regime_state must be {self.plan.regime_model.n_regimes} probabilities summing to 1, got {regime_state!r}")
+        self._regime_probs, self._last_time, self._symbol = state, last, None
+
+    @property
+    def last_timestamp(self) -> dt.datetime | None:
+        "UTC time of the last bar served with a timestamp in this stream (None before the first)."
+        return self._last_time
 
     @property
     def regime_state(self) -> np.ndarray:
@@ -539,21 +585,34 @@ class MLSignalGenerator:
                 "model_version": self.model_version}
 
     def generate_signal(self, features: dict, timestamp=None, price: float | None = None) -> dict:
-        "Recommendation for the next bar's features: action, confidence, regime, probabilities, Kelly sizing; audited."
+        """Recommendation for the next bar's features: action, confidence, regime, probabilities, Kelly sizing; audited. A bar at
+        or before the last one served, or of another exchange or symbol (`exchange`/`symbol` keys), is refused unscored."""
         start = time.perf_counter_ns()
         plan = self.plan
         if not isinstance(features, (Mapping, pd.Series)):
             raise ValueError(f"features must be a dict of feature name -> number, got {type(features).__name__}: {features!r:.80}")  # noqa: TRY004
+        when = _as_utc(timestamp)
+        if timestamp is not None and self._last_time is not None and when <= self._last_time: raise ValueError(stale_bar(when, self._last_time))
+        exchange, symbol = features.get("exchange"), features.get("symbol")
+        if (exchange is not None and exchange != self.exchange) or (symbol is not None and symbol != self._symbol):
+            symbol = self._check_bar(exchange, symbol)
         given = read_features(features, plan.used_features)
         if not np.isfinite(given).all(): self._warn_absent(features)
-        when = _as_utc(timestamp)
         price = _as_price(features.get("close"), "features['close']") if price is None else _as_price(price, "price")
         row = fill_defaults(given, plan.defaults)
         regime, raw, probs = self._score_row(row)
+        if timestamp is not None: self._last_time = when
+        if symbol is not None: self._symbol = symbol
         record = self._decide(regime, raw, probs, when, price)
         record["latency_us"] = (time.perf_counter_ns() - start) / 1e3
         if self.audit_log is not None: self.audit_log.append(record, plan, given)
         return record
+
+    def _check_bar(self, exchange, symbol) -> str | None:   # the bar's `exchange` and `symbol` keys (None: absent)
+        "The bar's symbol, upper case (None if not given), after refusing a bar of another exchange, symbol or stream."
+        why = foreign_bar("generate_signal: the bar", exchange, symbol, self._model_name, self.exchange, self.symbols, self._symbol)
+        if why: raise ValueError(why)
+        return None if symbol is None else str(symbol).upper()
 
     def _warn_absent(self, features: dict) -> None:
         "A UserWarning, once per generator and set of names, when used features are absent from the dict (not just NaN)."
@@ -574,9 +633,16 @@ class MLSignalGenerator:
         return self._score_row(np.where(np.isfinite(row), row, self.plan.defaults))[2]
 
     def prepare_features(self, snapshot_rows: pd.DataFrame, min_history: int = SETTLED_HISTORY_BARS) -> dict:
-        """Feature dict (model inputs + `close`) of the last bar of raw `ml_features` history, via the training pipeline.
-        Rows lacking a column that feeds a feature the model uses (and its training data had) are refused, naming it."""
+        """Feature dict (model inputs, `close`, `symbol`, `exchange`) of the last bar of raw `ml_features` history, via the training
+        pipeline. Rows of another exchange or symbol than the model's, or lacking a column that feeds a feature the model
+        uses (and its training data had), are refused, naming it."""
         check_bundle_sources(self.bundle, snapshot_rows.columns, "prepare_features")
+        known = (self._model_name, self.exchange, self.symbols, None)
+        distinct = lambda c: snapshot_rows[c].dropna().unique().tolist() if c in snapshot_rows.columns else []
+        symbols = distinct("symbol")   # several symbols are refused as such by prepare_feature_dict
+        whys = [foreign_bar("prepare_features: the history", e, None, *known) for e in distinct("exchange")] + \
+               [foreign_bar("prepare_features: the history", None, s, *known) for s in symbols if len(symbols) == 1]
+        if why := next(filter(None, whys), None): raise ValueError(why)
         return prepare_feature_dict(snapshot_rows, self.plan.input_features, min_history)
 
     def flush(self) -> int:
@@ -590,7 +656,7 @@ class MLSignalGenerator:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-# %% ../nbs/42_signals.ipynb #c046
+# %% ../nbs/42_signals.ipynb #c051
 def outcome_correct(action: str, realised_return: float | None, realised_label: str | None = None,
                     predicted_class: str | None = None) -> bool | None:
     """Was the recommendation right: with a realised label, is it the predicted class (audit rows without one: does

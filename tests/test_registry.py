@@ -150,11 +150,11 @@ def test_round_trip(cfg):
     rollback(EXCHANGE, operator="ravi", reason="bad fills", run_cfg=cfg)          # back to v0001, not v0002
     assert current_version(EXCHANGE, cfg) == "v0001"
     with pytest.raises(RegistryError, match="nothing to roll back to"):
-        rollback(EXCHANGE, run_cfg=cfg)
+        rollback(EXCHANGE, reason="test", run_cfg=cfg)
     rollback(EXCHANGE, "v0002", operator="ravi", reason="roll forward", run_cfg=cfg)
-    rollback(EXCHANGE, run_cfg=cfg)                                                # pops back to v0001
+    rollback(EXCHANGE, reason="test", run_cfg=cfg)                                                # pops back to v0001
     with pytest.raises(RegistryError, match="already the current version"):
-        rollback(EXCHANGE, "v0001", run_cfg=cfg)
+        rollback(EXCHANGE, "v0001", reason="test", run_cfg=cfg)
 
     reg = raw_registry(cfg)["exchanges"][EXCHANGE]
     assert reg["current"] == "v0001"
@@ -196,11 +196,11 @@ def test_round_trip(cfg):
 def test_rollback_walks_back_through_deploys(cfg):
     for c, payload in (("a", "one"), ("b", "two"), ("c", "three")):
         deploy(EXCHANGE, make_run(cfg, f"run-20251030-{c * 12}", payload).name, "asha", "d", run_cfg=cfg)
-    assert [rollback(EXCHANGE, run_cfg=cfg)["version"] for _ in range(2)] == ["v0002", "v0001"]
+    assert [rollback(EXCHANGE, reason="test", run_cfg=cfg)["version"] for _ in range(2)] == ["v0002", "v0001"]
     with pytest.raises(RegistryError, match="nothing to roll back to"):
-        rollback(EXCHANGE, run_cfg=cfg)
-    assert rollback(EXCHANGE, "v0003", run_cfg=cfg)["previous_version"] == "v0001"
-    assert rollback(EXCHANGE, run_cfg=cfg)["version"] == "v0001"
+        rollback(EXCHANGE, reason="test", run_cfg=cfg)
+    assert rollback(EXCHANGE, "v0003", reason="test", run_cfg=cfg)["previous_version"] == "v0001"
+    assert rollback(EXCHANGE, reason="test", run_cfg=cfg)["version"] == "v0001"
 
 
 def test_corrupted_copy_refused(cfg, monkeypatch):
@@ -293,7 +293,7 @@ def test_tampered_version_detected_on_load(cfg):
     with pytest.raises(ModelIntegrityError, match=f"v0001/regime_hmm.json: sha256 {actual[:12]}… does not match the manifest's {expected[:12]}"):
         load_version_manifest(EXCHANGE, "v0001", run_cfg=cfg)
     with pytest.raises(ModelIntegrityError, match="regime_hmm.json: sha256"):           # a tampered target is not rolled back to
-        rollback(EXCHANGE, run_cfg=cfg)
+        rollback(EXCHANGE, reason="test", run_cfg=cfg)
     assert current_version(EXCHANGE, cfg) == "v0002"
     (v1 / "regime_hmm.json").write_bytes(original)
     assert load_version_manifest(EXCHANGE, "v0001", run_cfg=cfg)["version"] == "v0001"
@@ -394,7 +394,7 @@ def test_stale_staging_and_unreferenced_versions(cfg):
     assert dict(zip(list_versions(EXCHANGE, cfg).version, list_versions(EXCHANGE, cfg).status)) == {
         "v0001": "archived", "v0002": "unreferenced (manifest unreadable)", "v0003": "current"}
     with pytest.raises(RegistryError, match="v0002 was never deployed"):
-        rollback(EXCHANGE, "v0002", run_cfg=cfg)
+        rollback(EXCHANGE, "v0002", reason="test", run_cfg=cfg)
 
 
 def test_torn_log_line_is_skipped_and_repaired(cfg):
@@ -416,13 +416,13 @@ def test_held_lock_makes_a_second_deploy_fail_clearly(cfg):
             deploy(EXCHANGE, run.name, "asha", "blocked", run_cfg=cfg, lock_timeout=0.3)
         assert time.monotonic() - t0 >= 0.3
         with pytest.raises(RegistryError, match="nothing to roll back to"):   # refused at once: no wait for the lock
-            rollback(EXCHANGE, run_cfg=cfg, lock_timeout=0.1)
+            rollback(EXCHANGE, reason="test", run_cfg=cfg, lock_timeout=0.1)
     assert current_version(EXCHANGE, cfg) is None and not list((models(cfg) / EXCHANGE).glob("*v0001*"))
     assert deploy(EXCHANGE, run.name, "asha", "free", run_cfg=cfg, lock_timeout=0.3)["version"] == "v0001"
     deploy(EXCHANGE, make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two").name, "asha", "second", run_cfg=cfg)
     with registry_lock(cfg, purpose="maintenance"):
         with pytest.raises(RegistryLockedError, match="maintenance"):         # a valid rollback waits, then says who holds it
-            rollback(EXCHANGE, run_cfg=cfg, lock_timeout=0.1)
+            rollback(EXCHANGE, reason="test", run_cfg=cfg, lock_timeout=0.1)
     assert current_version(EXCHANGE, cfg) == "v0002"
 
 
@@ -464,6 +464,47 @@ def test_signoff(cfg):
     assert_logs_consistent(cfg)
 
 
+
+def files_under(folder: Path) -> dict:
+    "Bytes of every file under `folder` (lock files included): what a refused call must leave as it was."
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_signoff_dated_in_the_future_is_refused(cfg, capsys):
+    "Review finding: `oi-ml signoff --date 2099-01-01` was recorded in the Model Change Log."
+    import datetime as dt
+    from oi_ml.cli import main
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
+    before = files_under(models(cfg))
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).date()   # after today in UTC and in IST
+    for date in ("2099-01-01", later, later.isoformat()):
+        with pytest.raises(ValueError, match=rf"sign-off date {str(date)} is in the future \(today is "):
+            record_signoff(EXCHANGE, "v0001", "meera", "approved", date=date, run_cfg=cfg)
+    argv = ["--data-dir", cfg.data_dir, "signoff", "--exchange", "NSE", "--run", "v0001", "--reviewer", "carol",
+            "--decision", "approved", "--date", "2099-01-01"]
+    assert main(argv) == 1
+    assert "sign-off date 2099-01-01 is in the future" in capsys.readouterr().err
+    assert files_under(models(cfg)) == before                                  # nothing recorded
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    assert record_signoff(EXCHANGE, "v0001", "meera", "approved", date=today, run_cfg=cfg)["date"] == today
+    assert_logs_consistent(cfg)
+
+
+def test_a_rollback_without_a_reason_is_refused(cfg):
+    "Review finding: rollback accepted an empty reason while deploy refused one; both need it for the Model Change Log."
+    for c, p in (("a", "one"), ("b", "two")):
+        deploy(EXCHANGE, make_run(cfg, f"run-20251030-{c * 12}", p).name, "asha", p, run_cfg=cfg)
+    before = files_under(models(cfg))
+    for reason in ("", "   ", None):
+        with pytest.raises(ValueError, match="reason must be given"):
+            rollback(EXCHANGE, operator="ravi", reason=reason, run_cfg=cfg)
+        with pytest.raises(ValueError, match="reason must be given"):
+            deploy_model(EXCHANGE, "run-20251030-aaaaaaaaaaaa", "asha", reason, run_cfg=cfg, ungated=True)
+    assert files_under(models(cfg)) == before and current_version(EXCHANGE, cfg) == "v0002"
+    assert rollback(EXCHANGE, operator="ravi", reason="  drawdown ", run_cfg=cfg)["reason"] == "drawdown"
+    assert_logs_consistent(cfg)
+
+
 # ---------------------------------------------------------------- horizon keys (NSE/15m) next to the exchange key
 
 def test_two_horizons_side_by_side(cfg):
@@ -494,11 +535,11 @@ def test_two_horizons_side_by_side(cfg):
     assert (current_version(EXCHANGE, cfg, "15m"), current_version(EXCHANGE, cfg, "30m")) == ("v0001", "v0002")
     assert json.dumps(raw_registry(cfg)["exchanges"]["NSE/30m"], sort_keys=True) == r30_before
     with pytest.raises(RegistryError, match="nothing to roll back to"):
-        rollback(EXCHANGE, run_cfg=cfg, horizon="15m")
+        rollback(EXCHANGE, reason="test", run_cfg=cfg, horizon="15m")
     with pytest.raises(RegistryError, match="nothing to roll back to"):
-        rollback(EXCHANGE, run_cfg=cfg, horizon="30m")
+        rollback(EXCHANGE, reason="test", run_cfg=cfg, horizon="30m")
     with pytest.raises(RegistryError, match="NSE/30m: v0001 was never deployed"):      # a 15m version is not a 30m target
-        rollback(EXCHANGE, "v0001", run_cfg=cfg, horizon="30m")
+        rollback(EXCHANGE, "v0001", reason="test", run_cfg=cfg, horizon="30m")
     assert list(registry_history(EXCHANGE, cfg, "15m").action) == ["deploy", "deploy", "rollback"]
     assert registry_history(EXCHANGE, cfg).empty
 
@@ -617,7 +658,7 @@ def test_a_corrupt_registry_file_is_named(cfg, text, message):
     deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "first", run_cfg=cfg)
     (models(cfg) / "registry.json").write_text(text)
     for call in (lambda: current_version(EXCHANGE, cfg), lambda: load_version(EXCHANGE, run_cfg=cfg),
-                 lambda: rollback(EXCHANGE, operator="ravi", run_cfg=cfg)):
+                 lambda: rollback(EXCHANGE, operator="ravi", reason="test", run_cfg=cfg)):
         with pytest.raises(RegistryError, match=message):
             call()
     assert (models(cfg) / "registry.json").read_text() == text                 # nothing rewritten over it
@@ -822,14 +863,14 @@ def test_a_refused_rollback_writes_nothing(cfg, tmp_path):
     with pytest.raises(RegistryError, match="nothing to roll back to: versions in force none"):
         rollback(EXCHANGE, operator="ravi", reason="try", run_cfg=cfg)
     with pytest.raises(RegistryError, match="nothing to roll back to"):
-        rollback(EXCHANGE, run_cfg=cfg, horizon="15m")
+        rollback(EXCHANGE, reason="test", run_cfg=cfg, horizon="15m")
     assert not Path(cfg.data_dir).exists()
     deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
     (models(cfg) / "MODEL_CHANGE_LOG.md").unlink()                          # a log a registry change would repair
     before = {p: p.read_bytes() for p in sorted(models(cfg).rglob("*")) if p.is_file()}
     for target, message in ((None, "nothing to roll back to"), ("v0001", "already the current version"), ("v0007", "never deployed")):
         with pytest.raises(RegistryError, match=message):
-            rollback(EXCHANGE, target, run_cfg=cfg)
+            rollback(EXCHANGE, target, reason="test", run_cfg=cfg)
     assert {p: p.read_bytes() for p in sorted(models(cfg).rglob("*")) if p.is_file()} == before
 
 

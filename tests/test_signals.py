@@ -5,6 +5,7 @@ import dataclasses
 import json
 import warnings
 import math
+import re
 import subprocess
 import sys
 import time
@@ -162,6 +163,90 @@ def test_prepare_features_equals_batch_row(deployed, batch):
         gen.prepare_features(pd.concat([raw.iloc[:300], raw.iloc[:300].assign(symbol="BANKNIFTY")]))
 
 
+def quiet_audit(cfg) -> AuditLog:
+    "An audit log that writes only on flush() and close() (no idle writer), so a test sees what was buffered."
+    return AuditLog(cfg, idle_seconds=3600, flush_seconds=3600)
+
+
+def test_a_resent_or_older_bar_is_refused_and_changes_nothing(deployed, batch, tmp_path):
+    """Review finding: the same bar sent twice moved the regime filter again and was audited twice; an older bar after a
+    newer one was accepted. Both are refused naming the two timestamps; state, last timestamp and audit are unchanged."""
+    import datetime as dt
+    cfg = private_copy(deployed[0], tmp_path)
+    features, _, bundle = batch
+    rows, times = features[bundle.input_features].to_dict("records"), features.timestamp
+    reference = serve(MLSignalGenerator("NSE", run_cfg=cfg, audit=False), batch, slice(100, 111))
+    with MLSignalGenerator("NSE", run_cfg=cfg, audit=quiet_audit(cfg)) as gen:
+        served = [gen.generate_signal(rows[i], timestamp=times.iloc[i]) for i in range(100, 110)]
+        state, last = gen.regime_state, times.iloc[109].to_pydatetime()
+        ist = last.astimezone(dt.timezone(dt.timedelta(hours=5, minutes=30))).replace(tzinfo=None)   # the same bar, naive IST
+        older = times.iloc[50].to_pydatetime()
+        for i, when, shown, kind in ((109, last, last, "the same bar again"), (109, ist, last, "the same bar again"),
+                                     (50, older, older, "an older bar")):
+            with pytest.raises(ValueError, match=re.escape(f"bar at {shown.isoformat()} is not after the last bar served, "
+                                                           f"at {last.isoformat()} ({kind}): nothing was scored or audited")):
+                gen.generate_signal(rows[i], timestamp=when)
+            assert np.array_equal(gen.regime_state, state) and gen.last_timestamp == last and gen.audit_log.pending == 10
+        served.append(gen.generate_signal(rows[110], timestamp=times.iloc[110]))
+    assert [s["probabilities"] for s in served] == [s["probabilities"] for s in reference]   # the refusals left no trace
+    with connect(cfg, read_only=True) as con:
+        audited = con.sql("SELECT id, timestamp FROM recommendations ORDER BY timestamp").df()
+    assert audited.id.tolist() == [s["id"] for s in served] and audited.timestamp.is_unique   # one row per bar, none twice
+
+
+def test_reset_starts_a_new_stream_or_resumes_after_the_last_bar(deployed, batch):
+    "reset() accepts any bar again; reset(state, last_timestamp) resumes after the audited bar and refuses it."
+    cfg, _, _ = deployed
+    features, _, bundle = batch
+    rows, times = features[bundle.input_features].to_dict("records"), features.timestamp
+    gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
+    first = serve(gen, batch, slice(100, 105))
+    gen.reset()
+    assert gen.last_timestamp is None                                         # a new stream: the same bars again are accepted
+    assert [s["probabilities"] for s in serve(gen, batch, slice(100, 105))] == [s["probabilities"] for s in first]
+    gen.reset(first[1]["regime_probabilities"], first[1]["timestamp"])          # resume after bar 101, as after a restart
+    with pytest.raises(ValueError, match="is not after the last bar served"):
+        gen.generate_signal(rows[101], timestamp=times.iloc[101])
+    assert [gen.generate_signal(rows[i], timestamp=times.iloc[i])["probabilities"] for i in (102, 103)] == [s["probabilities"] for s in first[2:4]]
+    with pytest.raises(ValueError, match="regime_state must be"):               # a bad resume changes nothing
+        gen.reset([0.5, 0.6, 0.1], first[0]["timestamp"])
+    assert gen.last_timestamp == times.iloc[103]
+
+
+def test_a_bar_of_another_exchange_or_symbol_is_refused(deployed, batch, tmp_path):
+    """Review finding: a BSE/SENSEX bar (and history) was accepted by an NSE/NIFTY generator and audited as NSE with NSE's
+    lot size. Refused naming both, before anything is scored or audited; the model's own bars still pass."""
+    cfg = private_copy(deployed[0], tmp_path)
+    _, raw, _ = deployed
+    features, _, bundle = batch
+    rows, times = features[bundle.input_features].to_dict("records"), features.timestamp
+    with MLSignalGenerator("NSE", run_cfg=cfg, audit=quiet_audit(cfg)) as gen:
+        gen.generate_signal(rows[100], timestamp=times.iloc[100])
+        state = gen.regime_state
+        bse = raw.tail(1200).assign(exchange="BSE", symbol="SENSEX")
+        with pytest.raises(ValueError, match=r"prepare_features: the history is of exchange 'BSE', but this generator serves the NSE model v0001"):
+            gen.prepare_features(bse)
+        with pytest.raises(ValueError, match=r"prepare_features: the history is of symbol 'SENSEX', but the NSE model v0001 was trained on \['NIFTY'\]"):
+            gen.prepare_features(raw.tail(1200).assign(symbol="SENSEX"))
+        for foreign, message in (({"exchange": "BSE", "symbol": "SENSEX"}, "the bar is of exchange 'BSE', but this generator serves the NSE model v0001 \\(exchange 'NSE'\\)"),
+                                 ({"symbol": "SENSEX"}, "the bar is of symbol 'SENSEX', but the NSE model v0001 was trained on \\['NIFTY'\\]")):
+            with pytest.raises(ValueError, match=message):
+                gen.generate_signal(rows[101] | foreign, timestamp=times.iloc[101])
+            assert np.array_equal(gen.regime_state, state) and gen.last_timestamp == times.iloc[100] and gen.audit_log.pending == 1
+        own = gen.prepare_features(raw.iloc[:1000])                          # the model's own history: its identity rides along
+        assert (own["exchange"], own["symbol"]) == ("NSE", "NIFTY")
+        assert gen.generate_signal(own | {"symbol": "nifty"}, timestamp=times.iloc[101])["exchange"] == "NSE"
+        assert gen.symbols == ("NIFTY",)                                      # the dataset version's symbols
+        gen.symbols = ("BANKNIFTY", "NIFTY")                                  # as for a model trained on two indices
+        with pytest.raises(ValueError, match="this stream's bars are of 'NIFTY'"):
+            gen.generate_signal(rows[102] | {"symbol": "BANKNIFTY"}, timestamp=times.iloc[102])
+        gen.reset()                                                           # a new stream may be of the other index
+        gen.generate_signal(rows[102] | {"symbol": "BANKNIFTY"}, timestamp=times.iloc[102])
+    with connect(cfg, read_only=True) as con:
+        assert con.sql("SELECT DISTINCT exchange FROM recommendations").fetchall() == [("NSE",)]
+        assert con.sql("SELECT count(*) FROM recommendations").fetchall()[0][0] == 3
+
+
 def test_tampered_version_refused(deployed, tmp_path):
     cfg = private_copy(deployed[0], tmp_path)
     target = version_dir("NSE", run_cfg=cfg) / "calibration.json"
@@ -249,6 +334,7 @@ def test_naive_timestamps_are_ist(deployed):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # absent features: scored on defaults
         for naive in ("2025-08-22 15:00", dt.datetime(2025, 8, 22, 15, 0)):
+            gen.reset()   # the same bar twice: a new stream each time (within one stream the second is refused)
             assert gen.generate_signal({}, timestamp=naive)["timestamp"] == dt.datetime(2025, 8, 22, 9, 30, tzinfo=dt.UTC)
         assert gen.generate_signal({}, timestamp="2025-08-22T15:00+00:00")["timestamp"] == dt.datetime(2025, 8, 22, 15, 0, tzinfo=dt.UTC)
 
