@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -34,10 +35,10 @@ from .train import (ModelBundle, ModelIntegrityError, TrainConfig, build_trainin
 
 # %% auto #0
 __all__ = ['RUN_CONFIG_READS', 'RAW_TABLES', 'WALK_FORWARD_METHOD', 'RetrainConfig', 'PipelineStepError', 'RetrainRun',
-           'run_config_reads', 'step_key', 'run_step', 'raw_fingerprint', 'step_consolidate', 'step_dataset',
-           'step_features_labels', 'step_train', 'holdout_start_day', 'step_automl', 'walk_forward_signals',
-           'step_backtest', 'holdout_sessions', 'session_windows', 'step_gate', 'walk_forward_digests', 'step_pack',
-           'step_deploy', 'retrain_folder', 'run_retrain']
+           'run_config_reads', 'run_config_values', 'step_key', 'run_step', 'check_as_of', 'raw_fingerprint',
+           'step_consolidate', 'step_dataset', 'step_features_labels', 'step_train', 'holdout_start_day', 'step_automl',
+           'walk_forward_signals', 'step_backtest', 'holdout_sessions', 'session_windows', 'step_gate',
+           'walk_forward_digests', 'step_pack', 'step_deploy', 'retrain_folder', 'run_retrain']
 
 # %% ../nbs/50_pipeline.ipynb #c004
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ class RetrainRun:
     def save(self) -> None:
         "Write the run manifest atomically."
         tmp = self.folder / ".run_manifest.json.tmp"
-        tmp.write_text(json.dumps(dict(config=config_to_dict(self.cfg), code_sha256=self.code, steps=self.steps), indent=1, sort_keys=True, default=str))
+        tmp.write_text(json.dumps(dict(config=config_to_dict(self.cfg), run_config=run_config_values(self.run_cfg), code_sha256=self.code,
+                                       steps=self.steps), indent=1, sort_keys=True, default=str))
         os.replace(tmp, self.folder / "run_manifest.json")
 
 def _cache_dir(run_cfg: RunConfig, exchange: str) -> Path:
@@ -103,7 +105,9 @@ def _missing(path: Path) -> str | None:
 RUN_CONFIG_READS = {   # step -> the RunConfig fields (dotted) it reads besides paths: part of its cache key
     "consolidate": ("risk_free_rate", "staleness"),   # GEX gamma and stale-value limits of ml_features (build_ml_features)
     "dataset": ("risk_free_rate", "staleness"),       # exports those ml_features
-    "train": ("monitoring.live_rows",),       # part of train_model's run id (the drift levels' window length)
+    "features_labels": ("bar_minutes",),      # the labels of train_config_for_bars (daily bars label across sessions)
+    "train": ("bar_minutes", "monitoring.live_rows", "monitoring.psi_alert"),   # train_model's run id: labels, drift window, alert level
+    "automl": ("bar_minutes",),               # run_orchestrator's labels (train_config_for_bars)
     "backtest": ("bar_minutes",),             # holding period and annualisation (default_backtest_config)
     "gate": ("bar_minutes",),                 # the candidate's horizon key and its holdout backtest
     "pack": ("monitoring",),                  # the monitoring baseline states the run's drift levels (44_packs)
@@ -117,6 +121,10 @@ def run_config_reads(run_cfg: RunConfig, step: str) -> dict:
         for part in name.split("."): value = getattr(value, part)
         out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value   # a section: its fields
     return out
+
+def run_config_values(run_cfg: RunConfig) -> dict:
+    "The RunConfig fields any step reads (the union of `RUN_CONFIG_READS`), dotted name -> value: the run manifest's `run_config`."
+    return {k: v for step in RUN_CONFIG_READS for k, v in run_config_reads(run_cfg, step).items()}
 
 def step_key(run: RetrainRun, name: str, inputs: dict) -> str:
     "Cache key of a step: sha256 of its name, its inputs (plus the RunConfig fields it reads, when any) and the package code."
@@ -156,9 +164,18 @@ def run_step(run: RetrainRun, name: str, inputs: dict, fn, valid=lambda out: Non
 # %% ../nbs/50_pipeline.ipynb #c014
 RAW_TABLES = ("underlying_bars", "option_chain_snapshots", "vix_term_structure", "order_book_depth_snapshots", "macro_signals")
 
-def _window_end(as_of: str | None):
+def check_as_of(as_of: str | None) -> str | None:   # RetrainConfig.as_of
+    "`as_of` when None or a plain date written YYYY-MM-DD; else a ValueError naming the value."
+    try: ok = as_of is None or (isinstance(as_of, str) and dt.date.fromisoformat(as_of).isoformat() == as_of)
+    except ValueError: ok = False
+    if not ok: raise ValueError(f"RetrainConfig.as_of={as_of!r} is not a date written YYYY-MM-DD: it names the last IST session "
+                                f"of data used, whole (no time of day, no UTC offset); pass e.g. '2025-08-04', or None for all data")
+    return as_of
+
+def _window_end(as_of: str | None):   # an IST date YYYY-MM-DD (`check_as_of`); None = open end
     "UTC end of the as-of day (None = open end)."
-    return None if not as_of else (pd.Timestamp(as_of).tz_localize(IST) + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)).tz_convert("UTC")
+    if as_of is None: return None
+    return (pd.Timestamp(check_as_of(as_of)).tz_localize(IST) + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)).tz_convert("UTC")
 
 def raw_fingerprint(con, exchange: str, as_of: str | None) -> dict:
     "Row count and order-independent hash of every raw table of the exchange up to `as_of`."
@@ -218,7 +235,7 @@ def _valid_run(run: RetrainRun, key: str = "run_id"):
         except (OSError, ValueError, KeyError, ModelIntegrityError) as err: return f"{type(err).__name__}: {err}"
     return check
 
-# %% ../nbs/50_pipeline.ipynb #c015
+# %% ../nbs/50_pipeline.ipynb #c017
 def step_train(run: RetrainRun, ds: dict) -> dict:
     "Baseline training on the dataset version (the run id is content-addressed, so identical inputs reuse the run)."
     def train():
@@ -363,7 +380,7 @@ def _jsonable(obj):
     if isinstance(obj, float) and not np.isfinite(obj): return None
     return obj
 
-# %% ../nbs/50_pipeline.ipynb #c016
+# %% ../nbs/50_pipeline.ipynb #c018
 def step_gate(run: RetrainRun, trained: dict, automl: dict | None) -> dict:
     "Evaluate the candidate against the current production model on the candidate's holdout."
     production = current_version(run.cfg.exchange, run.run_cfg, horizon=run.cfg.horizon)
@@ -410,10 +427,12 @@ def step_deploy(run: RetrainRun, trained: dict, gate: dict) -> dict | None:
     run.steps["deploy"] = dict(status="done", outputs=dict(version=m["version"])); run.save()
     return dict(version=m["version"], status="deployed")
 
-# %% ../nbs/50_pipeline.ipynb #c018
+# %% ../nbs/50_pipeline.ipynb #c020
 def retrain_folder(cfg: RetrainConfig, run_cfg: RunConfig) -> Path:
-    "Folder of this retrain's run manifest: data/runs/<EXCHANGE>/<as_of or 'latest'>-<config hash>/."
-    key = _hash(config_to_dict(cfg))[:12]
+    """Folder of this retrain's run manifest: data/runs/<EXCHANGE>/<as_of or 'latest'>-<hash>/, the hash of the RetrainConfig
+    and of the RunConfig fields the steps read (`run_config_values`). Folders named by older code (RetrainConfig only) stay
+    as they were; nothing reads them back."""
+    key = _hash([config_to_dict(cfg), run_config_values(run_cfg)])[:12]
     folder = Path(run_cfg.data_dir) / "runs" / cfg.exchange / f"{cfg.as_of or 'latest'}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -422,6 +441,7 @@ def run_retrain(cfg: RetrainConfig, run_cfg: RunConfig | None = None) -> dict:
     "The whole retrain; returns the run summary (gate line, pack path, step timings). Raises PipelineStepError on a failed step."
     run_cfg = run_cfg or RunConfig()
     cfg = dataclasses.replace(cfg, exchange=cfg.exchange.upper())
+    check_as_of(cfg.as_of)       # a time of day or an offset would move the data window: refused before anything is written
     check_horizon(cfg.horizon)   # a bad horizon key, or one the labels don't have, fails here, not after training
     _check_run_horizon(cfg.horizon, label_horizon(cfg.train.labels.horizon_bars, run_cfg.bar_minutes), "to be trained",
                        "not retraining for that key")

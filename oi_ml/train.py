@@ -564,13 +564,16 @@ def training_code_sha256() -> str:
     return code_sha256(modules=import_closure(("train",)))
 
 def run_id_for(exchange: str, dataset_manifest: dict, cfg: TrainConfig, code: str | None = None,
-               window_rows: int | None = None) -> str:   # drift-window length the manifest measures (RunConfig.monitoring.live_rows)
+               window_rows: int | None = None,   # drift-window length the manifest measures (RunConfig.monitoring.live_rows)
+               psi_alert: float | None = None) -> str:   # alert level the drift family is calibrated at (RunConfig.monitoring.psi_alert)
     """Content-addressed run id: dataset version + hash of (exchange, dataset content, training config, training code[,
-    drift-window length]). The code is `training_code_sha256()` unless given: changed training code trains a new run
-    instead of reusing one the old code made, while a change elsewhere (the CLI, the packs) keeps the run. A run
-    measured for another monitor window length is not reused either (its drift levels would not apply)."""
+    drift-window length][, drift alert level]). The code is `training_code_sha256()` unless given: changed training code
+    trains a new run instead of reusing one the old code made, while a change elsewhere (the CLI, the packs) keeps the
+    run. A run measured for another monitor window length or calibrated at another `psi_alert` is not reused either (its
+    drift levels would not apply)."""
     key = json.dumps([exchange, dataset_manifest["content_sha256"], config_to_dict(cfg), code or training_code_sha256()]
-                     + ([int(window_rows)] if window_rows is not None else []), sort_keys=True, default=str)
+                     + ([int(window_rows)] if window_rows is not None else [])
+                     + ([{"psi_alert": float(psi_alert)}] if psi_alert is not None else []), sort_keys=True, default=str)
     return f"run-{dataset_manifest['version']}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 def _round(obj, digits: int = STORED_DIGITS):
@@ -700,7 +703,7 @@ def train_model(exchange: str, dataset_version: str | None = None, target: str =
     cfg = train_config_for_bars(dataclasses.replace(cfg or TrainConfig(), target=target), exchange, run_cfg.bar_minutes)
     raw, dm = load_dataset(exchange, dataset_version, run_cfg)
     code = training_code_sha256()   # the code that trains this run: in its id and its manifest
-    run_id = run_id_for(exchange.upper(), dm, cfg, code, run_cfg.monitoring.live_rows)
+    run_id = run_id_for(exchange.upper(), dm, cfg, code, run_cfg.monitoring.live_rows, run_cfg.monitoring.psi_alert)
     run_dir = Path(run_cfg.models_dir) / exchange.upper() / run_id
     if reuse and (run_dir / "manifest.json").exists(): return verify_run(run_dir)
     table = build_training_table(raw, cfg)

@@ -294,6 +294,20 @@ def test_a_bad_signoff_date_names_the_option_and_the_value(dirs, capsys):
     assert not (dirs / "data" / "models").exists()            # refused before the registry is touched
 
 
+@pytest.mark.parametrize("value", ["2025-08-04 10:00", "2025-08-04T00:00+05:30"])
+def test_a_retrain_as_of_with_a_time_is_a_usage_error(dirs, monkeypatch, capsys, value):
+    """`retrain --as-of` took any text: a time of day exported data up to the same time the next day (look-ahead), an offset
+    crashed with a TypeError traceback, and both left a run folder named after the value."""
+    monkeypatch.setattr(pipeline, "run_retrain", lambda *a, **k: pytest.fail("the retrain ran on a bad --as-of"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["retrain", "--exchange", "NSE", "--as-of", value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --as-of: invalid date {value!r}: " in err and "; expected YYYY-MM-DD" in err
+    assert not (dirs / "data").exists()                        # refused before anything is written
+    assert cli.build_parser().parse_args(["retrain", "--exchange", "NSE", "--as-of", "2025-08-04"]).as_of == "2025-08-04"
+
+
 def test_an_adhoc_backtest_goes_to_a_folder_named_by_its_window(tmp_path):
     "Not reports/ itself, whose backtest_summary.json is the retrain's holdout result (end to end: tests/test_pipeline.py)."
     from pathlib import Path

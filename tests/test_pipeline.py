@@ -281,25 +281,31 @@ def test_a_refused_deploy_is_the_runs_failed_step(tmp_path):
     assert recorded["status"] == "failed" and "serves nothing now" in recorded["error"]
 
 
-def _statuses(run_cfg, rc=RetrainConfig("NSE", automl=False, train=TINY_TRAIN)):
-    "Run consolidate, dataset, train, backtest and gate as run_retrain does; (step -> status, dataset step, train step)."
-    from oi_ml.pipeline import RetrainRun, retrain_folder, step_backtest, step_consolidate, step_dataset, step_gate, step_train
+def _statuses(run_cfg, rc=RetrainConfig("NSE", automl=False, train=TINY_TRAIN), until="gate"):
+    """Run consolidate, dataset, features_labels, train, backtest and gate (or up to `until`) as run_retrain does;
+    (step -> status, dataset step, train step)."""
+    from oi_ml.pipeline import (RetrainRun, retrain_folder, step_backtest, step_consolidate, step_dataset, step_features_labels,
+                                step_gate, step_train)
     run = RetrainRun(rc, run_cfg, retrain_folder(rc, run_cfg))
     ds = step_dataset(run, step_consolidate(run))
+    step_features_labels(run, ds)
     trained = step_train(run, ds)
-    step_backtest(run, ds, trained)
-    step_gate(run, trained, None)
+    if until != "train":
+        step_backtest(run, ds, trained)
+        step_gate(run, trained, None)
     return {k: v["status"] for k, v in run.steps.items()}, ds, trained
 
 
 def test_a_step_runs_again_when_a_run_config_field_it_reads_changes(tmp_path):
     """The step keys hashed RetrainConfig only: with another risk_free_rate the reused 'consolidate' left ml_features with
     the old GEX, with another monitoring.live_rows the reused 'train' returned a run id train_model would not produce, and
-    bar_minutes reached neither the backtest nor the gate key. A field no step reads re-runs nothing."""
+    bar_minutes reached neither the backtest nor the gate key; then psi_alert (the drift family's calibration level) and
+    bar_minutes (the labels: daily bars label across sessions) reached neither the features_labels nor the train key, so
+    a run id train_model would not make was reused. A field no step reads re-runs nothing."""
     import dataclasses
     from oi_ml.datasets import read_json
     from oi_ml.store import build_ml_features
-    from oi_ml.train import run_id_for, training_code_sha256
+    from oi_ml.train import run_id_for, train_config_for_bars, training_code_sha256
     cfg = _market(tmp_path, "rc")
     done, reused = "done", "reused"
     first, _, trained = _statuses(cfg)
@@ -311,12 +317,28 @@ def test_a_step_runs_again_when_a_run_config_field_it_reads_changes(tmp_path):
 
     live = dataclasses.replace(cfg, monitoring=dataclasses.replace(cfg.monitoring, live_rows=500))
     steps, ds, trained_500 = _statuses(live)
-    assert steps == dict(consolidate=reused, dataset=reused, train=done, backtest=done, gate=done)
+    assert steps == dict(consolidate=reused, dataset=reused, features_labels=reused, train=done, backtest=done, gate=done)
     dm = read_json(Path(cfg.datasets_dir) / "NSE" / ds["version"] / "manifest.json", ValueError)
-    assert trained_500["run_id"] == run_id_for("NSE", dm, TINY_TRAIN, training_code_sha256(), 500) != trained["run_id"]
+    psi = cfg.monitoring.psi_alert
+    assert trained_500["run_id"] == run_id_for("NSE", dm, TINY_TRAIN, training_code_sha256(), 500, psi) != trained["run_id"]
 
-    assert _statuses(dataclasses.replace(cfg, bar_minutes=5))[0] == dict(consolidate=reused, dataset=reused, train=reused,
-                                                                        backtest=done, gate=done)
+    short = dataclasses.replace(cfg, monitoring=dataclasses.replace(cfg.monitoring, live_rows=300))   # windows short enough for a drift family
+    _, _, trained_300 = _statuses(short, until="train")
+    alert = dataclasses.replace(short, monitoring=dataclasses.replace(short.monitoring, psi_alert=0.4))
+    steps, _, trained_04 = _statuses(alert, until="train")
+    assert steps == dict(consolidate=reused, dataset=reused, features_labels=reused, train=done)
+    assert trained_04["run_id"] == run_id_for("NSE", dm, TINY_TRAIN, training_code_sha256(), 300, 0.4) != trained_300["run_id"]
+    drift = json.loads((Path(cfg.models_dir) / "NSE" / trained_04["run_id"] / "manifest.json").read_text())["drift_family"]
+    assert drift["psi_alert"] == 0.4                        # calibrated at the level the monitor will use
+
+    assert _statuses(dataclasses.replace(cfg, bar_minutes=5))[0] == dict(consolidate=reused, dataset=reused, features_labels=done,
+                                                                        train=done, backtest=done, gate=done)
+    daily = dataclasses.replace(cfg, bar_minutes=375)      # one bar a session: labels cross sessions
+    steps, _, trained_daily = _statuses(daily, until="train")
+    assert steps == dict(consolidate=reused, dataset=reused, features_labels=done, train=done)
+    tcfg = train_config_for_bars(TINY_TRAIN, "NSE", 375)
+    assert not tcfg.labels.session_segments
+    assert trained_daily["run_id"] == run_id_for("NSE", dm, tcfg, training_code_sha256(), cfg.monitoring.live_rows, psi) != trained["run_id"]
     rate = dataclasses.replace(cfg, risk_free_rate=0.10)
     steps, ds_rate, _ = _statuses(rate)
     assert steps["consolidate"] == done and steps["dataset"] == done and ds_rate["content_sha256"] != ds["content_sha256"]
@@ -420,4 +442,96 @@ def test_the_gate_step_reruns_when_its_walk_forward_evidence_changes(tmp_path):
     pd.DataFrame(dict(timestamp=pd.to_datetime(["2025-08-01 09:59"], utc=True), equity_net=[1.0])).to_parquet(
         folder / "reports" / "equity_walk_forward_0.parquet")              # evidence appears beside the backtest's files
     assert set(walk_forward_digests(folder)) == {"reports/backtest_windows.json", "reports/equity_walk_forward_0.parquet"}
-    assert _statuses(cfg)[0] == dict(consolidate="reused", dataset="reused", train="reused", backtest="reused", gate="done")
+    assert _statuses(cfg)[0] == dict(consolidate="reused", dataset="reused", features_labels="reused", train="reused",
+                                     backtest="reused", gate="done")
+
+
+def _recording(config, sink: list, prefix: str = ""):
+    """A copy of the frozen config dataclass `config` that adds the dotted name of every field read (sections too) to the
+    set in `sink[0]` (nothing while it is None)."""
+    import dataclasses
+    names = {f.name for f in dataclasses.fields(config)}
+
+    class Recording(type(config)):
+        def __getattribute__(self, name):
+            if name in names and sink[0] is not None: sink[0].add(prefix + name)
+            return object.__getattribute__(self, name)
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return Recording(**{k: _recording(v, sink, f"{prefix}{k}.") if dataclasses.is_dataclass(v) else v for k, v in values.items()})
+
+
+def test_every_run_config_field_a_step_reads_is_in_its_cache_key(tmp_path, monkeypatch):
+    """RUN_CONFIG_READS was kept by reading the code: features_labels, train and automl read bar_minutes and train read
+    monitoring.psi_alert without them being listed, so their cached outputs were reused under another setting. Each step
+    runs here on a RunConfig that records the fields read; every one besides the paths must be in the step's entry.
+    (automl and pack are not run: run_orchestrator reads bar_minutes only, the pack template `monitoring`.)"""
+    from oi_ml.pipeline import (RUN_CONFIG_READS, RetrainRun, retrain_folder, step_backtest, step_consolidate, step_dataset,
+                                step_features_labels, step_gate, step_train)
+    cfg = _market(tmp_path, "reads")
+    rc = RetrainConfig("NSE", automl=False, train=TINY_TRAIN)
+    sink, reads = [None], {}
+    run = RetrainRun(rc, _recording(cfg, sink), retrain_folder(rc, cfg))
+    save = RetrainRun.save
+
+    def quiet_save(self):   # the run manifest records every listed field: not a read of the step's
+        held, sink[0] = sink[0], None
+        try: save(self)
+        finally: sink[0] = held
+    monkeypatch.setattr(RetrainRun, "save", quiet_save)
+    import oi_ml.datasets
+    as_dict = oi_ml.datasets.config_to_dict
+
+    def quiet_as_dict(config):   # the dataset manifest's provenance copy: the content, hence the version, does not depend on it
+        held, sink[0] = sink[0], None
+        try: return as_dict(config)
+        finally: sink[0] = held
+    monkeypatch.setattr(oi_ml.datasets, "config_to_dict", quiet_as_dict)
+
+    def step(name, fn, *args):
+        sink[0] = reads[name] = set()
+        try: return fn(run, *args)
+        finally: sink[0] = None
+    ds = step("dataset", step_dataset, step("consolidate", step_consolidate))
+    step("features_labels", step_features_labels, ds)
+    trained = step("train", step_train, ds)
+    step("backtest", step_backtest, ds, trained)
+    step("gate", step_gate, trained, None)
+    assert {k: v["status"] for k, v in run.steps.items()} == dict.fromkeys(reads, "done")   # every step ran: nothing hidden by a cache
+
+    def listed(name, entry):   # a field, or a section on the way to a listed field
+        return any(name == e or name.startswith(e + ".") or e.startswith(name + ".") for e in entry)
+    unlisted = {s: sorted(n for n in r - {"data_dir", "reports_dir"} if not listed(n, RUN_CONFIG_READS.get(s, ()))) for s, r in reads.items()}
+    assert unlisted == dict.fromkeys(reads, []), unlisted
+    assert {"risk_free_rate", "bar_minutes", "monitoring.live_rows", "monitoring.psi_alert"} <= set().union(*reads.values())
+
+
+def test_the_run_manifest_and_folder_hold_the_run_config_the_steps_read(tmp_path):
+    """The run manifest held the RetrainConfig only and its folder hashed only that: retrains differing only in psi_alert,
+    live_rows, bar_minutes or risk_free_rate wrote the same run_manifest.json and it did not say which values were used."""
+    import dataclasses
+    from oi_ml.pipeline import RUN_CONFIG_READS, RetrainRun, retrain_folder, run_config_reads
+    cfg = _market_cfg(tmp_path, "m")
+    rc = RetrainConfig("NSE", automl=False, train=TINY_TRAIN)
+    variants = [cfg, dataclasses.replace(cfg, monitoring=dataclasses.replace(cfg.monitoring, psi_alert=0.4)),
+                dataclasses.replace(cfg, monitoring=dataclasses.replace(cfg.monitoring, live_rows=500)),
+                dataclasses.replace(cfg, bar_minutes=375), dataclasses.replace(cfg, risk_free_rate=0.1)]
+    folders = [retrain_folder(rc, v) for v in variants]
+    assert len(set(folders)) == len(variants)
+    unrelated = dataclasses.replace(cfg, seed=3, quality=dataclasses.replace(cfg.quality, max_gap_minutes=9))
+    assert retrain_folder(rc, unrelated) == folders[0]       # a field no step reads keeps the folder
+    run = RetrainRun(rc, variants[1], folders[1])
+    run.save()
+    recorded = json.loads((folders[1] / "run_manifest.json").read_text())["run_config"]
+    union = {k: v for s in RUN_CONFIG_READS for k, v in run_config_reads(variants[1], s).items()}
+    assert recorded == json.loads(json.dumps(union)) and recorded["monitoring.psi_alert"] == 0.4
+    assert {"bar_minutes", "risk_free_rate", "staleness", "monitoring.live_rows"} <= set(recorded)
+
+
+@pytest.mark.parametrize("as_of", ["2025-08-04 10:00", "2025-08-04T00:00+05:30", "20250804"])
+def test_an_as_of_with_a_time_or_offset_is_refused_before_anything_is_written(tmp_path, as_of):
+    """`as_of` is a whole IST session: '2025-08-04 10:00' exported data up to 2025-08-05 09:59:59 IST (a day of
+    look-ahead), an offset raised a raw TypeError; both left a run folder named after the value."""
+    cfg = _market_cfg(tmp_path, "asof")
+    with pytest.raises(ValueError, match=re.escape(f"RetrainConfig.as_of={as_of!r} is not a date written YYYY-MM-DD")):
+        run_retrain(RetrainConfig("NSE", as_of=as_of, automl=False, train=TINY_TRAIN), cfg)
+    assert not Path(cfg.data_dir).exists()

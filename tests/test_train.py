@@ -420,13 +420,24 @@ def test_a_run_records_and_is_keyed_on_the_code_that_trained_it(small_run, monke
     man, code = small_run.manifest, train_mod.training_code_sha256()
     assert man["code_sha256"] == code == code_sha256(modules=import_closure(("train",))) and man["git_commit"] == git_commit()
     assert man["run_id"] == train_mod.run_id_for("NSE", small_run.dm, dataclasses.replace(SMALL, target="triple_barrier"), code,
-                                                 RunConfig().monitoring.live_rows)
+                                                 RunConfig().monitoring.live_rows, RunConfig().monitoring.psi_alert)
     assert train_mod.run_id_for("NSE", small_run.dm, SMALL, code, 2_000) != train_mod.run_id_for("NSE", small_run.dm, SMALL, code, 500)
     assert train_mod.run_id_for("NSE", small_run.dm, SMALL, "0" * 64) != train_mod.run_id_for("NSE", small_run.dm, SMALL, "1" * 64)
     monkeypatch.setattr(train_mod, "training_code_sha256", lambda: "0" * 64)   # the same data and config, other code
     monkeypatch.setattr(train_mod, "build_training_table", lambda *a, **k: (_ for _ in ()).throw(_Trains()))
     with pytest.raises(_Trains):
         train_model("NSE", small_run.dm["version"], cfg=SMALL, run_cfg=small_run.cfg)
+
+
+def test_a_run_calibrated_at_another_psi_alert_is_not_reused(small_run, monkeypatch):
+    """The drift family in the manifest is calibrated at RunConfig.monitoring.psi_alert, which the run id left out: a
+    retrain after changing psi_alert reused the run calibrated at the old level (the monitor then refused its family)."""
+    other = dataclasses.replace(small_run.cfg, monitoring=dataclasses.replace(small_run.cfg.monitoring, psi_alert=0.4))
+    monkeypatch.setattr(train_mod, "build_training_table", lambda *a, **k: (_ for _ in ()).throw(_Trains()))
+    with pytest.raises(_Trains):   # trains afresh instead of returning the run calibrated at 0.25
+        train_model("NSE", small_run.dm["version"], cfg=SMALL, run_cfg=other)
+    code, tcfg = train_mod.training_code_sha256(), dataclasses.replace(SMALL, target="triple_barrier")
+    assert train_mod.run_id_for("NSE", small_run.dm, tcfg, code, 300, 0.4) != train_mod.run_id_for("NSE", small_run.dm, tcfg, code, 300, 0.25)
 
 
 # --------------------------------------------------------------------------------------------------------------------
