@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True); s.add_argument("--operator", required=True); s.add_argument("--reason", required=True)
     s.add_argument("--horizon", **horizon)
     s = sub.add_parser("rollback", help="roll the registry back"); s.add_argument("--exchange", required=True, **ex)
-    s.add_argument("--to"); s.add_argument("--operator", default=""); s.add_argument("--reason", default="")
+    s.add_argument("--to"); s.add_argument("--operator", default=""); s.add_argument("--reason", required=True)
     s.add_argument("--horizon", **horizon)
     s = sub.add_parser("signoff", help="record a reviewer's decision"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--run", required=True, help="run id or version"); s.add_argument("--reviewer", required=True)

@@ -584,3 +584,11 @@ def test_labels_of_daily_bars_cross_sessions_as_train_labels_them(dirs, capsys):
     assert cli.main(["--config", config, "labels", "--exchange", "NSE", "--dataset", version]) == 0, capsys.readouterr().err
     labels = load_derived("NSE", version, "labels", cfg)
     assert labels["triple_barrier"].notna().sum() >= n // 2   # all but the volatility warm-up and the last horizon (it was 0)
+
+
+def test_rollback_requires_a_reason_as_deploy_does(dirs, capsys):
+    "A rollback without --reason was let through the parser (default '') and refused later; --reason is required, as on deploy."
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["rollback", "--exchange", "NSE"])
+    assert stop.value.code == 2 and "the following arguments are required: --reason" in capsys.readouterr().err
+    assert not (dirs / "data" / "models").exists()   # nothing touched
