@@ -569,14 +569,14 @@ class MLSignalGenerator:
         if day not in self._lot_sizes: self._lot_sizes[day] = int(self.exchange_config.lot_size(day))
         return self._lot_sizes[day]
 
-    def _decide(self, regime: int, raw: np.ndarray, probs: np.ndarray, timestamp: dt.datetime, price) -> dict:
+    def _decide(self, regime: int, raw: np.ndarray, probs: np.ndarray, timestamp: dt.datetime, price,
+                lot: int) -> dict:   # the lot size in force at `timestamp` (`_lot_size`)
         "The recommendation dict: action, confidence, probabilities, sizing."
         plan, values = self.plan, probs.tolist()
         confidence = max(values)
         chosen = values.index(confidence)   # the first maximum, as numpy's argmax
         signal = plan.signals[chosen] if confidence >= self.min_confidence else 0
         kelly = kelly_fraction(confidence, self.payoff_ratio, self.kelly_cap) if signal else 0.0
-        lot = self._lot_size(timestamp)
         lots = suggested_lots(kelly, self.account_size, price, lot, self.margin_rate) if signal else 0
         return {"id": new_id(), "timestamp": timestamp, "exchange": self.exchange, "action": ACTION_OF_SIGNAL[signal],
                 "predicted_class": plan.classes[chosen], "confidence": confidence, "regime": regime,
@@ -600,10 +600,11 @@ class MLSignalGenerator:
         if not np.isfinite(given).all(): self._warn_absent(features)
         price = _as_price(features.get("close"), "features['close']") if price is None else _as_price(price, "price")
         row = fill_defaults(given, plan.defaults)
+        lot = self._lot_size(when)   # before scoring: a date without a lot size in force raises with the state untouched
         regime, raw, probs = self._score_row(row)
         if timestamp is not None: self._last_time = when
         if symbol is not None: self._symbol = symbol
-        record = self._decide(regime, raw, probs, when, price)
+        record = self._decide(regime, raw, probs, when, price, lot)
         record["latency_us"] = (time.perf_counter_ns() - start) / 1e3
         if self.audit_log is not None: self.audit_log.append(record, plan, given)
         return record

@@ -194,6 +194,23 @@ def test_a_resent_or_older_bar_is_refused_and_changes_nothing(deployed, batch, t
     assert audited.id.tolist() == [s["id"] for s in served] and audited.timestamp.is_unique   # one row per bar, none twice
 
 
+def test_a_bar_without_a_lot_size_in_force_changes_nothing_and_can_be_sent_again(deployed, batch):
+    """Diff review: the lot size was looked up after scoring, so a bar dated before the lot-size schedule raised after the
+    regime filter had moved and its timestamp was recorded: the corrected bar was then refused as 'the same bar again'."""
+    cfg, _, _ = deployed
+    features, _, bundle = batch
+    rows, times = features[bundle.input_features].to_dict("records"), features.timestamp
+    with MLSignalGenerator("NSE", run_cfg=cfg, audit=False) as gen:
+        gen.generate_signal(rows[100], timestamp=times.iloc[100])
+        state, last = gen.regime_state, gen.last_timestamp
+        typo = times.iloc[101] - pd.DateOffset(years=7)                          # a year typed wrong: before the lot schedule (2019)
+        gen.reset(state, times.iloc[100] - pd.DateOffset(years=8))               # the stream resumed before it, so it is in order
+        with pytest.raises(ValueError, match="nothing in force on 2018"):
+            gen.generate_signal(rows[101], timestamp=typo)
+        assert np.array_equal(gen.regime_state, state) and gen.last_timestamp == times.iloc[100] - pd.DateOffset(years=8)
+        assert gen.generate_signal(rows[101], timestamp=typo + pd.DateOffset(years=7))["timestamp"] == times.iloc[101]   # the corrected bar
+
+
 def test_reset_starts_a_new_stream_or_resumes_after_the_last_bar(deployed, batch):
     "reset() accepts any bar again; reset(state, last_timestamp) resumes after the audited bar and refuses it."
     cfg, _, _ = deployed
@@ -237,7 +254,7 @@ def test_a_bar_of_another_exchange_or_symbol_is_refused(deployed, batch, tmp_pat
         assert (own["exchange"], own["symbol"]) == ("NSE", "NIFTY")
         assert gen.generate_signal(own | {"symbol": "nifty"}, timestamp=times.iloc[101])["exchange"] == "NSE"
         assert gen.symbols == ("NIFTY",)                                      # the dataset version's symbols
-        gen.symbols = ("BANKNIFTY", "NIFTY")                                  # as for a model trained on two indices
+        gen.symbols = ("BANKNIFTY", "NIFTY")                                  # stream pinning (training takes one symbol per dataset)
         with pytest.raises(ValueError, match="this stream's bars are of 'NIFTY'"):
             gen.generate_signal(rows[102] | {"symbol": "BANKNIFTY"}, timestamp=times.iloc[102])
         gen.reset()                                                           # a new stream may be of the other index
