@@ -120,14 +120,20 @@ def flow_features(raw: pd.DataFrame) -> pd.DataFrame:
                          "breadth": (adv - dec) / (adv + dec), "fii_flow": _col(raw, "fii_flow") / 1000, "dii_flow": _col(raw, "dii_flow") / 1000,
                          "book_imbalance": (bid - ask) / (bid + ask)})
 
-def time_features(raw: pd.DataFrame, session_open_minute: int, session_minutes: int) -> pd.DataFrame:
-    "Days to expiry, expiry-day flag, time of day (fraction of the session, IST) and weekday."
+def time_features(raw: pd.DataFrame, session_open_minute: int, session_minutes: int,
+                  special_sessions: tuple = ()) -> pd.DataFrame:   # ExchangeConfig.special_sessions: (IST date, open, close, name)
+    """Days to expiry, expiry-day flag, time of day (fraction of the session, IST; of its own session for a bar of a dated
+    special session such as Muhurat trading, which may be held in the evening) and weekday."""
     local = raw.timestamp.dt.tz_convert(IST)
     minute = local.dt.hour * 60 + local.dt.minute
+    time_of_day = ((minute - session_open_minute) / session_minutes).astype("float64")
+    for day, opens, closes, _ in special_sessions:   # a handful of dated sessions
+        start, end = opens.hour * 60 + opens.minute, closes.hour * 60 + closes.minute
+        inside = ((local.dt.date == day) & (minute >= start) & (minute < end)).to_numpy()
+        if inside.any(): time_of_day[inside] = (minute[inside] - start) / (end - start)
     dte = _col(raw, "days_to_expiry")
     return pd.DataFrame({"days_to_expiry": dte, "is_expiry_day": (dte < 1).astype("float64").where(dte.notna()),
-                         "time_of_day": ((minute - session_open_minute) / session_minutes).astype("float64"),
-                         "day_of_week": local.dt.day_of_week.astype("float64")})
+                         "time_of_day": time_of_day, "day_of_week": local.dt.day_of_week.astype("float64")})
 
 # %% ../nbs/10_features.ipynb #c014
 def _symbol_features(raw: pd.DataFrame) -> pd.DataFrame:
@@ -137,7 +143,7 @@ def _symbol_features(raw: pd.DataFrame) -> pd.DataFrame:
     open_minute = (cfg.session_open.hour * 60 + cfg.session_open.minute) if cfg else 9 * 60 + 15
     session = cfg.session_minutes() if cfg else 375
     return pd.concat([pcr_features(raw), structure_features(raw, step), buildup_features(raw), volatility_features(raw),
-                      flow_features(raw), time_features(raw, open_minute, session)], axis=1)
+                      flow_features(raw), time_features(raw, open_minute, session, cfg.special_sessions if cfg else ())], axis=1)
 
 def _exchange_or_none(exchange: str):
     "ExchangeConfig for a known exchange, else None (imported OHLCV of other venues)."

@@ -1232,6 +1232,8 @@ def test_a_muhurat_session_is_accepted_with_a_warning_and_featured(con, minute_c
     assert len(raw) == 435
     features = compute_all_features(raw)
     assert len(features) == 435 and np.isfinite(features.time_of_day).all()
+    evening_time = features.time_of_day.to_numpy()[375:]   # the Muhurat hour, placed in its own session (it read 1.40-1.56)
+    assert evening_time.min() == 0.0 and evening_time.max() < 1.0 and np.isclose(evening_time[30], 0.5)
     labels = triple_barrier_frame(raw, LabelConfig())
     evening = (raw.timestamp >= pd.Timestamp("2024-11-01 12:30", tz="UTC")).to_numpy()
     ends = labels.label_end_time[evening].dropna()
