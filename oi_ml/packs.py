@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
 import json
 import math
@@ -33,36 +34,36 @@ __all__ = ['INPUT_NAMES', 'METRIC_KEYS', 'PRIOR_ROW', 'REGIME_SHIFT_POINTS', 'MO
            'REGIME_BREAKDOWN', 'DECISION_TEXT', 'STRATEGY_LABELS', 'BENCHMARK_LABELS', 'SAME_FIGURE_KEYS',
            'CONCENTRATION_SHARE', 'CONCENTRATION_MIN_SESSIONS', 'CONCENTRATION_PERCENT', 'SIDE_NAMES',
            'RANDOM_DISTRIBUTION_TEXT', 'RANDOM_DISTRIBUTION_COLUMNS', 'EXPOSURE_LABEL', 'RISK_FRACTION_LABEL',
-           'PSI_NEAR_CEILING', 'CAPPED_REACH', 'CHROMIUM_FLAGS', 'simulated_signal_strengths', 'data_origin',
-           'simulated_inputs', 'origin_shares_text', 'source_banner', 'ist_minute', 'dataset_summary', 'batch_check',
-           'batch_sha256', 'validation_summary', 'validation_statement', 'session_bars', 'bar_minutes_of',
-           'daily_coverage', 'longest_gaps', 'completeness_table', 'coverage_figure', 'market_overview_figure',
-           'feature_completeness', 'correlation_figure', 'labelled_rows_note', 'label_summary', 'load_run_report',
-           'run_provenance', 'holdout_regime_table', 'regime_shares', 'regime_shift_note', 'fold_routes_text',
-           'cv_tables', 'refit_notes', 'search_mismatches', 'candidate_from_search', 'candidate_params_text',
-           'model_facts', 'volatility_name', 'lot_risk_text', 'what_is_traded', 'trial_count_text',
-           'class_balance_table', 'automl_trials_table', 'label_regime_text', 'model_regime_text', 'confusion_figure',
-           'reliability_figure', 'calibration_text', 'largest_drivers', 'shap_figure', 'template_path', 'pack_kernel',
-           'pack_title', 'render_html', 'run_config_parameter', 'PackError', 'check_pack_label', 'verify_pack_inputs',
-           'render_pack', 'decision_banner', 'search_failure_line', 'baseline_notice', 'drawdown_percent',
-           'criterion_unit', 'criterion_figure', 'rule_direction', 'criterion_direction', 'criterion_margin',
-           'tightest_criterion', 'search_note', 'criterion_search_note', 'failure_meaning', 'failed_criteria_lines',
-           'tightest_margin_line', 'margin_text', 'gate_table', 'gate_window_text', 'signer_identifiers',
-           'gate_configuration', 'annualised_daily_sharpe', 'candidate_vs_production', 'equity_figure',
-           'sortable_table', 'trades_table', 'backtest_periods_per_year', 'backtest_setup', 'metrics_with_ci',
-           'interval_text', 'criteria_crossing', 'criterion_intervals', 'interval_methods', 'refer_cells',
-           'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary', 'trial_days_text', 'criteria_sources',
-           'plain_variance_dsr', 'plain_dsr_note', 'dsr_sensitivity', 'trade_volatility', 'performance_breakdowns',
-           'window_order', 'no_trade_reason', 'benchmark_frame', 'window_sharpes', 'walk_forward_results',
-           'gate_window_comparison', 'walk_forward_method_text', 'walk_forward_frame', 'sensitivity_figure',
-           'break_even_cost', 'break_even_text', 'sensitivity_commentary', 'session_pnl', 'best_session_effect',
-           'concentration_frame', 'concentration_table', 'concentration_flags', 'side_breakdown',
-           'saved_random_distribution', 'side_matched_distribution', 'random_distribution_frame', 'losing_windows_note',
-           'random_nulls_note', 'random_distribution_figure', 'loss_share_of_equity', 'realised_loss_items',
-           'under_water_items', 'risk_profile', 'psi_reach', 'level_reach', 'drift_family_of', 'psi_reach_lists',
-           'psi_reach_rows', 'input_alert_state', 'unmonitored_inputs_note', 'baseline_alert_of', 'monitoring_baseline',
-           'monitoring_gaps_line', 'signoff_command', 'signoff_block', 'pack_entries', 'render_index', 'chromium_path',
-           'check_in_browser']
+           'PSI_NEAR_CEILING', 'CAPPED_REACH', 'STALE_DECISION', 'CHROMIUM_FLAGS', 'simulated_signal_strengths',
+           'data_origin', 'simulated_inputs', 'origin_shares_text', 'source_banner', 'ist_minute', 'dataset_summary',
+           'batch_check', 'batch_sha256', 'validation_summary', 'validation_statement', 'session_bars',
+           'bar_minutes_of', 'daily_coverage', 'longest_gaps', 'completeness_table', 'coverage_figure',
+           'market_overview_figure', 'feature_completeness', 'correlation_figure', 'labelled_rows_note',
+           'label_summary', 'load_run_report', 'run_provenance', 'holdout_regime_table', 'regime_shares',
+           'regime_shift_note', 'fold_routes_text', 'cv_tables', 'refit_notes', 'search_mismatches',
+           'candidate_from_search', 'candidate_params_text', 'model_facts', 'volatility_name', 'lot_risk_text',
+           'what_is_traded', 'trial_count_text', 'class_balance_table', 'automl_trials_table', 'label_regime_text',
+           'model_regime_text', 'confusion_figure', 'reliability_figure', 'calibration_text', 'largest_drivers',
+           'shap_figure', 'template_path', 'pack_kernel', 'pack_title', 'render_html', 'run_config_parameter',
+           'PackError', 'check_pack_label', 'verify_pack_inputs', 'render_pack', 'decision_banner',
+           'search_failure_line', 'baseline_notice', 'drawdown_percent', 'criterion_unit', 'criterion_figure',
+           'rule_direction', 'criterion_direction', 'criterion_margin', 'tightest_criterion', 'search_note',
+           'criterion_search_note', 'failure_meaning', 'failed_criteria_lines', 'tightest_margin_line', 'margin_text',
+           'gate_table', 'gate_window_text', 'signer_identifiers', 'gate_configuration', 'annualised_daily_sharpe',
+           'candidate_vs_production', 'equity_figure', 'sortable_table', 'trades_table', 'backtest_periods_per_year',
+           'backtest_setup', 'metrics_with_ci', 'interval_text', 'criteria_crossing', 'criterion_intervals',
+           'interval_methods', 'refer_cells', 'sample_moments_psr', 'pbo_segments_text', 'overfitting_summary',
+           'trial_days_text', 'criteria_sources', 'plain_variance_dsr', 'plain_dsr_note', 'dsr_sensitivity',
+           'trade_volatility', 'performance_breakdowns', 'window_order', 'no_trade_reason', 'benchmark_frame',
+           'window_sharpes', 'walk_forward_results', 'gate_window_comparison', 'walk_forward_method_text',
+           'walk_forward_frame', 'sensitivity_figure', 'break_even_cost', 'break_even_text', 'sensitivity_commentary',
+           'session_pnl', 'best_session_effect', 'concentration_frame', 'concentration_table', 'concentration_flags',
+           'side_breakdown', 'saved_random_distribution', 'side_matched_distribution', 'random_distribution_frame',
+           'losing_windows_note', 'random_nulls_note', 'random_distribution_figure', 'loss_share_of_equity',
+           'realised_loss_items', 'under_water_items', 'risk_profile', 'psi_reach', 'level_reach', 'drift_family_of',
+           'psi_reach_lists', 'psi_reach_rows', 'input_alert_state', 'unmonitored_inputs_note', 'baseline_alert_of',
+           'monitoring_baseline', 'monitoring_gaps_line', 'signoff_command', 'signoff_block', 'pack_entries',
+           'render_index', 'chromium_path', 'check_in_browser']
 
 # %% ../nbs/44_packs.ipynb #c005
 def simulated_signal_strengths(manifest: dict) -> list[float]:
@@ -724,6 +725,10 @@ def _execute(tmp: Path, params: dict, progress: bool) -> None:
             raise PackError(f"{tmp.parent}: the approval-pack template failed: {err.ename}: {' '.join(str(err.evalue).split())}") from err
         raise
 
+def _gate_report_path(data_dir: Path, exchange: str, run: str | None) -> Path | None:
+    "The gate report of model run `run` under `data_dir` (None without a run)."
+    return data_dir / "models" / exchange / run / "reports" / "gate_report.json" if run else None
+
 def render_pack(exchange: str, label: str, parameters: dict, run_cfg: RunConfig | None = None, progress: bool = False) -> Path:
     "Execute the approval-pack template for `exchange` into reports/<EXCHANGE>/<label>/ and render its HTML; returns the HTML path."
     run_cfg, label = run_cfg or RunConfig(), check_pack_label(label)
@@ -731,6 +736,8 @@ def render_pack(exchange: str, label: str, parameters: dict, run_cfg: RunConfig 
     out_dir = Path(run_cfg.reports_dir) / exchange.upper() / label; out_dir.mkdir(parents=True, exist_ok=True)
     params = {"exchange": exchange.upper(), "data_dir": str(Path(run_cfg.data_dir).resolve()),
               "run_config": run_config_parameter(run_cfg), **parameters}
+    gate = _gate_report_path(Path(run_cfg.data_dir), exchange.upper(), parameters.get("candidate_run"))
+    if gate and gate.exists(): params["gate_report_sha256"] = hashlib.sha256(gate.read_bytes()).hexdigest()   # what it renders: the index checks it
     executed, tmp = out_dir / "approval_pack.ipynb", out_dir / "approval_pack.running.ipynb"
     _execute(tmp, params, progress)
     os.replace(tmp, executed)
@@ -2074,15 +2081,21 @@ def signoff_block(exchange: str, candidate_run: str, run_cfg: RunConfig,
             + (f"<p>Recorded sign-offs:</p><ul>{recorded}</ul>" if recorded else "<p>No sign-off recorded yet.</p>"))
 
 # %% ../nbs/44_packs.ipynb #c051
+STALE_DECISION = "re-render: the gate report changed after this pack"   # the index's decision for such a pack
+
 def _pack_facts(html_path: Path) -> tuple[str, str | None, str]:
     """(gate decision or 'data only', data origin, the origin's shares) of a rendered pack, from its executed notebook's
-    parameters: the origin (`data_origin`) of the dataset manifest the pack read (its `dataset_version`, else the gate
+    parameters: the decision of the gate report the pack rendered (`STALE_DECISION` when the run's report has changed
+    since, by the sha256 `render_pack` passed); the origin (`data_origin`) of the dataset manifest the pack read (its `dataset_version`, else the gate
     report's), else the gate report's `simulated_data` ('simulated'/'imported'); None when neither can be read."""
     import nbformat
     params = nbformat.read(html_path.with_suffix(".ipynb"), as_version=4).metadata.get("papermill", {}).get("parameters", {})
     data_dir, exchange, run = Path(params.get("data_dir", "")), html_path.parent.parent.name, params.get("candidate_run")
-    gate_path = data_dir / "models" / exchange / run / "reports" / "gate_report.json" if run else None
-    gate = json.loads(gate_path.read_text()) if gate_path and gate_path.exists() else None
+    gate_path = _gate_report_path(data_dir, exchange, run)
+    raw = gate_path.read_bytes() if gate_path and gate_path.exists() else None
+    gate = json.loads(raw) if raw else None
+    if gate and params.get("gate_report_sha256") not in (None, "", hashlib.sha256(raw).hexdigest()):   # gated again after the render
+        gate = dict(gate, decision=f"{STALE_DECISION} (now {gate['decision']})")
     version = params.get("dataset_version") or ((gate or {}).get("window") or {}).get("dataset_version")
     dataset = data_dir / "datasets" / exchange / str(version) / "manifest.json"
     manifest = json.loads(dataset.read_text()) if version and dataset.exists() else None

@@ -3,6 +3,7 @@ simulated runs: the baseline it was rendered for (warning when the gate compared
 engine's annualisation read from the saved summary, expected bars per session from the session and bar lengths, the
 drawdown in percent, and the volatility-bucket breakdown."""
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -643,6 +644,8 @@ def test_candidate_pack_baseline_annualisation_drawdown_and_volatility(retrained
     windows_path.write_text(json.dumps(saved))
     html = packs.render_pack("NSE", run, dict(dataset_version=out["dataset_version"], candidate_run=run, baseline_version="v-9999"), cfg)
     text = _outputs(html.with_suffix(".ipynb"))
+    params = nbformat.read(html.with_suffix(".ipynb"), as_version=4).metadata["papermill"]["parameters"]
+    assert params["gate_report_sha256"] == hashlib.sha256((reports / "gate_report.json").read_bytes()).hexdigest()   # what the index checks
     # 1: the baseline the pack was rendered for is shown, with the warning, in the executed notebook and the HTML
     assert "BASELINE MISMATCH" in text and "rendered for baseline v-9999" in text and "BASELINE MISMATCH" in html.read_text()
     # 2: Sharpe of the saved out-of-sample equity, annualised with the saved 6,300 bars a year
@@ -1325,3 +1328,22 @@ def test_a_data_pack_of_imported_bars_on_simulated_chain_says_mixed_and_names_th
     text = html.read_text()
     assert "MIXED DATA" in text and "SIMULATED DATA — every number" not in text and "nifty_aug5.csv" in text
     assert "MIXED DATA" in packs.render_index(cfg).read_text()
+
+
+def test_the_index_does_not_show_a_decision_the_pack_did_not_render(tmp_path):
+    """The index read each run's current gate report: after a later `oi-ml gate` the index could show PASS beside a pack
+    that says FAIL. render_pack passes the report's sha256; the index flags a pack whose report has changed since."""
+    out = tmp_path / "reports" / "NSE" / "run-s"; out.mkdir(parents=True)
+    (out / "approval_pack.html").write_text("<html></html>")
+    gate_dir = tmp_path / "data" / "models" / "NSE" / "run-s" / "reports"; gate_dir.mkdir(parents=True)
+    rendered = json.dumps({"decision": "FAIL", "simulated_data": True}).encode()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"parameters": {"candidate_run": "run-s", "data_dir": str(tmp_path / "data"),
+                                               "gate_report_sha256": hashlib.sha256(rendered).hexdigest()}}
+    nbformat.write(nb, out / "approval_pack.ipynb")
+    (gate_dir / "gate_report.json").write_bytes(rendered)
+    assert packs.pack_entries(tmp_path / "reports").decision.tolist() == ["FAIL"]                       # the report it rendered
+    (gate_dir / "gate_report.json").write_text(json.dumps({"decision": "PASS", "simulated_data": True}))   # gated again since
+    assert packs.pack_entries(tmp_path / "reports").decision.tolist() == [f"{packs.STALE_DECISION} (now PASS)"]
+    page = packs.render_index(RunConfig(data_dir=str(tmp_path / "data"), reports_dir=str(tmp_path / "reports"))).read_text()
+    assert "re-render: the gate report changed after this pack (now PASS)" in page and ">PASS" not in page
