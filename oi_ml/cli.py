@@ -127,10 +127,9 @@ def cmd_labels(args, cfg: RunConfig) -> int:
     "Compute every target of a dataset version and store the labels table next to the version."
     from oi_ml.datasets import load_dataset, write_derived
     from oi_ml.labels import labels_frame
-    from oi_ml.train import TrainConfig, train_config_for_bars
+    from oi_ml.train import TrainConfig, labels_table_config
     raw, m = load_dataset(args.exchange, args.dataset, cfg)
-    labels = train_config_for_bars(TrainConfig(), args.exchange, cfg.bar_minutes).labels   # daily bars label across sessions, as train does
-    label_cfg = dataclasses.replace(labels, oi_column="futures_oi" if raw["futures_oi"].notna().any() else None)
+    label_cfg = labels_table_config(TrainConfig(), args.exchange, cfg.bar_minutes, raw)   # daily bars label across sessions, as train does
     frame = labels_frame(raw.sort_values("timestamp", kind="mergesort").reset_index(drop=True), label_cfg)
     info = write_derived(args.exchange, m["version"], "labels", frame.assign(symbol=raw.symbol.iloc[0]), dataclasses.asdict(label_cfg), cfg)
     print(f"labels {args.exchange}/{m['version']}: {info['rows']:,} rows, {len(frame.columns) - 1} columns, sha256 {info['sha256'][:12]}")

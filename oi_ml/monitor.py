@@ -22,12 +22,11 @@ import numpy as np
 import pandas as pd
 
 from .config import IST, MonitoringConfig, RunConfig
-from .datasets import DatasetIntegrityError, load_manifest
 from .features import PSI_CAP_SHARE, bin_proportions, family_scale, fill_neutral_defaults, prepare_training_features, psi, psi_ceiling
 from .indicators import FEATURE_MEMORY_BARS
 from .regimes import REGIME_PROB_PREFIX, RegimeHMMTransformer, regime_feature_matrix, regime_prob_columns
 from .registry import load_version, read_jsonl, registry_key
-from .signals import gated_min_confidence, recommendations_with_outcomes
+from .signals import gated_min_confidence, model_symbols, recommendations_with_outcomes
 from .store import connect, denormalise_payload
 from .train import HOLDOUT_OUTCOMES_FILE, regime_probs_read, routes_by_regime
 
@@ -440,9 +439,8 @@ def served_recommendations(run_cfg: RunConfig, exchange: str, model_version: str
 def training_symbols(exchange: str, manifest: dict, run_cfg: RunConfig) -> list[str] | None:
     """Symbols a model was trained on: `symbols` of its dataset version's manifest; None when that manifest is gone, unreadable,
     silent, of another version or exchange, or the run names no valid version."""
-    try: symbols = load_manifest(exchange, str(manifest.get("dataset_version")), run_cfg).get("symbols")
-    except (OSError, ValueError, DatasetIntegrityError): return None
-    return sorted(map(str, symbols)) if isinstance(symbols, list) and symbols else None
+    symbols = model_symbols(exchange, manifest, run_cfg)   # what the serving generator checks bars against
+    return list(symbols) if symbols else None
 
 def session_start(moment) -> pd.Timestamp:
     "UTC time of the IST midnight that opens the session (IST trading day) of `moment` (naive: UTC)."

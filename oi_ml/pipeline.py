@@ -31,7 +31,7 @@ from .packs import render_index, render_pack
 from .registry import _check_run_horizon, check_horizon, current_version, deploy_model, label_horizon
 from .store import StaleFeatureWarning, build_ml_features, connect
 from .train import (ModelBundle, ModelIntegrityError, TrainConfig, build_training_table, fit_calibrated, load_bundle,
-                         score_features, train_config_for_bars, train_model, verify_run)
+                         labels_table_config, score_features, train_model, verify_run)
 
 # %% auto #0
 __all__ = ['RUN_CONFIG_READS', 'RAW_TABLES', 'WALK_FORWARD_METHOD', 'RetrainConfig', 'PipelineStepError', 'RetrainRun',
@@ -217,8 +217,7 @@ def step_features_labels(run: RetrainRun, ds: dict) -> dict:
         raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
         cols = supported_feature_columns(raw)
         f = write_derived(run.cfg.exchange, ds["version"], "features", prepare_training_features(raw, cols), {"columns": cols}, run.run_cfg)
-        labels = train_config_for_bars(run.cfg.train, run.cfg.exchange, run.run_cfg.bar_minutes).labels   # as train_model labels
-        lcfg = dataclasses.replace(labels, oi_column="futures_oi" if raw["futures_oi"].notna().any() else None)
+        lcfg = labels_table_config(run.cfg.train, run.cfg.exchange, run.run_cfg.bar_minutes, raw)   # as train_model labels
         lab = labels_frame(raw, lcfg).assign(symbol=raw.symbol.iloc[0])
         l = write_derived(run.cfg.exchange, ds["version"], "labels", lab, dataclasses.asdict(lcfg), run.run_cfg)
         return dict(features_sha256=f["sha256"], labels_sha256=l["sha256"], n_features=len(cols))

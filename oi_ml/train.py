@@ -44,11 +44,12 @@ __all__ = ['CLASS_NAMES', 'REGRESSION_TARGETS', 'SIGNAL_OF_CLASS', 'LGB_END_MARK
            'directional_auc', 'classification_metrics', 'reliability_curve', 'temper_row', 'fit_temperature',
            'fit_calibration', 'apply_calibration', 'cross_fitted_calibration', 'choose_calibration', 'holdout_split',
            'require_classes', 'cross_validate', 'regression_metrics', 'fit_garch', 'garch_forecast',
-           'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_config_for_bars', 'train_model',
-           'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run', 'swap_into_place',
-           'model_used_columns', 'routes_by_regime', 'regime_probs_read', 'used_regime_probs', 'ModelIntegrityError',
-           'verify_run', 'check_model_features', 'require_listed', 'ModelBundle', 'check_calibration', 'load_bundle',
-           'score_features', 'bundle_used_features', 'check_bundle_sources', 'score_frame']
+           'training_code_sha256', 'run_id_for', 'fit_calibrated', 'train_config_for_bars', 'labels_table_config',
+           'train_model', 'holdout_probabilities', 'holdout_scores', 'holdout_outcomes', 'publish_run',
+           'swap_into_place', 'model_used_columns', 'routes_by_regime', 'regime_probs_read', 'used_regime_probs',
+           'ModelIntegrityError', 'verify_run', 'check_model_features', 'require_listed', 'ModelBundle',
+           'check_calibration', 'load_bundle', 'score_features', 'bundle_used_features', 'check_bundle_sources',
+           'score_frame']
 
 # %% ../nbs/22_train.ipynb #c005
 CLASS_NAMES = {"triple_barrier": ("SELL", "HOLD", "BUY"), "direction": ("DOWN", "FLAT", "UP"),
@@ -695,6 +696,12 @@ def train_config_for_bars(cfg: TrainConfig, exchange: str, bar_minutes: int) -> 
     "`cfg` with its labels set for bars of `bar_minutes` on `exchange` (`labels.labels_for_bars`: daily bars label across sessions)."
     labels = labels_for_bars(cfg.labels, bar_minutes, get_exchange_config(exchange).session_minutes())
     return cfg if labels is cfg.labels else dataclasses.replace(cfg, labels=labels)
+
+def labels_table_config(cfg: TrainConfig, exchange: str, bar_minutes: int,   # RunConfig.bar_minutes
+                        raw: pd.DataFrame) -> LabelConfig:   # the dataset version's rows
+    "The label settings of a dataset's labels table: `cfg`'s for these bars (`train_config_for_bars`), with futures OI when the rows have it."
+    labels = train_config_for_bars(cfg, exchange, bar_minutes).labels
+    return dataclasses.replace(labels, oi_column="futures_oi" if raw["futures_oi"].notna().any() else None)
 
 def train_model(exchange: str, dataset_version: str | None = None, target: str = "triple_barrier", cfg: TrainConfig | None = None,
                 run_cfg: RunConfig | None = None, reuse: bool = True) -> dict:
