@@ -289,7 +289,10 @@ def walk_forward_signals(raw: pd.DataFrame, signals: pd.DataFrame, tcfg: TrainCo
     out = signals.assign(signal=np.zeros(len(signals), signals["signal"].dtype), confidence=np.nan)
     day, records = raw.timestamp.dt.tz_convert(IST).dt.date.astype(str), []
     for w in windows:
-        _, calibration, final = fit_calibrated(table, w.train_index, tcfg)
+        try: _, calibration, final = fit_calibrated(table, w.train_index, tcfg)
+        except ValueError as err:   # e.g. one class in the segment's rows: the error names a CV fold, so say which segment
+            raise ValueError(f"walk-forward segment {w.segment} (training rows {w.train_start.isoformat()} .. "
+                             f"{w.train_end.isoformat()}, automl_window_days {window_days}): {err}") from err
         version = f"{model_version}/walk_forward_{w.segment}"
         scores = score_features(ModelBundle(None, {"run_id": version}, final, table.feature_columns, calibration), features)
         window = (_ist_date(w.valid_start), _ist_date(w.valid_end))   # whole sessions, as the backtest window cuts them

@@ -535,3 +535,21 @@ def test_an_as_of_with_a_time_or_offset_is_refused_before_anything_is_written(tm
     with pytest.raises(ValueError, match=re.escape(f"RetrainConfig.as_of={as_of!r} is not a date written YYYY-MM-DD")):
         run_retrain(RetrainConfig("NSE", as_of=as_of, automl=False, train=TINY_TRAIN), cfg)
     assert not Path(cfg.data_dir).exists()
+
+
+def test_a_single_class_walk_forward_segment_is_named_in_the_error(tmp_path):
+    """A walk-forward segment whose training rows hold one class is refused (as train and AutoML refuse it); the error
+    names the segment and its training dates, not only the CV fold inside it that found it."""
+    import dataclasses
+    from oi_ml.datasets import export_training_window, load_dataset
+    from oi_ml.pipeline import walk_forward_signals
+    cfg = _market(tmp_path, "one_class_wf")
+    with connect(cfg) as con: dm = export_training_window(con, "NSE", run_cfg=cfg)
+    raw, _ = load_dataset("NSE", dm["version"], cfg)
+    raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
+    all_hold = dataclasses.replace(TINY_TRAIN, labels=dataclasses.replace(TINY_TRAIN.labels, profit_mult=1000.0, stop_mult=1000.0))
+    signals = raw[["timestamp"]].assign(signal=0, confidence=0.0)
+    last_day = str(raw.timestamp.dt.tz_convert("Asia/Kolkata").dt.date.max())
+    with pytest.raises(ValueError, match=r"^walk-forward segment 0 \(training rows 2025-08-01.* automl_window_days 2\): CV fold 0: "
+                                         r"its \d+ training rows .* fewer than 2 classes"):
+        walk_forward_signals(raw, signals, all_hold, last_day, 2, 1, "candidate")
