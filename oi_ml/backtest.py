@@ -89,6 +89,11 @@ def validate_backtest_config(cfg: BacktestConfig) -> BacktestConfig:
     _check(_is_int(cfg.holding_period_minutes) and cfg.holding_period_minutes >= cfg.bar_minutes
            and cfg.holding_period_minutes % cfg.bar_minutes == 0, "holding_period_minutes",
            f"must be a whole multiple of bar_minutes={cfg.bar_minutes}, got {cfg.holding_period_minutes!r}")
+    session = get_exchange_config(cfg.exchange).session_minutes()
+    _check(not cfg.flat_at_session_end or cfg.bar_minutes < session, "flat_at_session_end",
+           f"must be False for bars of a whole session: with bar_minutes={cfg.bar_minutes} >= the {cfg.exchange} session's "
+           f"{session} minutes every signal fills in the next session and would be skipped, so no trade could be made; "
+           "set flat_at_session_end=False (positions then hold overnight) or use shorter bars")
     _check(_is_int(cfg.max_open_positions) and cfg.max_open_positions >= 1, "max_open_positions", "must be an integer >= 1")
     _check(cfg.max_trades is None or (_is_int(cfg.max_trades) and cfg.max_trades >= 0), "max_trades", "must be None or an integer >= 0")
     for name in ("transaction_cost_bps", "slippage_bps", "cooldown_minutes"):
@@ -249,11 +254,24 @@ def lot_size_table(cfg: ExchangeConfig, first_day: int, last_day: int) -> np.nda
     if pos[0] < 0: raise ValueError(f"{cfg.exchange} lot-size schedule starts {cfg.lot_size_schedule[0][0]}, data starts {_EPOCH + dt.timedelta(days=first_day)}")
     return sizes[pos]
 
+def _session_error(bars: pd.DataFrame, row: int, what: str) -> ValueError:
+    "The error for a bad `session_date` at position `row`, naming the row, its value and its timestamp (when present)."
+    stamp = f", timestamp {bars['timestamp'].iloc[row]}" if "timestamp" in bars.columns else ""
+    return ValueError(f"bars: column 'session_date' at row {row} {what} (session_date {bars['session_date'].iloc[row]!r}{stamp}); "
+                      "give every bar its IST session date, in time order, or drop the column to derive it from the timestamps")
+
 def session_day_numbers(bars: pd.DataFrame) -> np.ndarray:
-    "int64 day numbers of a `session_date` column (dates or datetimes); empty when the column is absent."
+    "int64 day numbers of a `session_date` column (dates, naive or tz-aware datetimes: IST date); empty when absent."
     if "session_date" not in bars.columns: return np.zeros(0, np.int64)
-    days = pd.to_datetime(bars["session_date"]).to_numpy().astype("datetime64[D]").astype(np.int64)
-    return np.ascontiguousarray(days)
+    dates = pd.to_datetime(bars["session_date"])
+    if isinstance(dates.dtype, pd.DatetimeTZDtype): dates = dates.dt.tz_convert(IST).dt.tz_localize(None)
+    days = np.ascontiguousarray(dates.to_numpy().astype("datetime64[D]").astype(np.int64))
+    missing = np.flatnonzero(days == _NAT)
+    if missing.size: raise _session_error(bars, int(missing[0]), "is missing (NaT)")
+    back = np.flatnonzero(days[1:] < days[:-1])
+    if back.size: raise _session_error(bars, int(back[0]) + 1, f"goes back to a session before row {int(back[0])}'s "
+                                                              f"({bars['session_date'].iloc[int(back[0])]!r})")
+    return days
 
 # %% ../nbs/30_backtest.ipynb #c022
 EXIT_REASONS = ("holding_period", "take_profit", "stop_loss", "session_end", "end_of_data")
@@ -878,6 +896,21 @@ def _warn_if_unsized(sim: SimulationArrays, prep: PreparedBacktest, cfg: Backtes
     warnings.warn(f"backtest made no trade: all {zero} entries were sized to 0 lots ({cfg.sizing} sizing, risk basis "
                   f"'{basis}'){hint}", UserWarning, stacklevel=3)
 
+_SKIPPED_FOR = {   # decision code -> why: a run without a trade whose signals above the threshold all got that code is warned about
+    _D_SESSION: "each one's fill bar fell in the next session (every such signal was on a session's last bar), and "
+                "flat_at_session_end=True skips such a signal",
+    _D_NO_VOL: "the signal frame's 'volatility' was unusable (NaN or 0) on every one, and the barriers or the sizing need it",
+    _D_MARGIN: "the ₹{margin_per_lot:,.0f} margin of one lot exceeded the free capital; lower margin_per_lot or raise account_size"}
+
+def _warn_if_skipped(sim: SimulationArrays, cfg: BacktestConfig) -> None:
+    "A UserWarning when no trade was made and every signal above the confidence threshold was skipped for one `_SKIPPED_FOR` reason."
+    if len(sim.log_i): return
+    codes = np.unique(sim.decisions[(sim.decisions != _D_LOW_CONF) & (sim.decisions != _D_NO_TIME)])
+    if len(codes) != 1 or int(codes[0]) not in _SKIPPED_FOR: return
+    count = int(np.count_nonzero(sim.decisions == codes[0]))
+    warnings.warn(f"backtest made no trade: all {count} signals above the confidence threshold were skipped as "
+                  f"'{DECISIONS[codes[0]]}': " + _SKIPPED_FOR[int(codes[0])].format(**dataclasses.asdict(cfg)), UserWarning, stacklevel=3)
+
 def _unshared(sim: SimulationArrays) -> SimulationArrays:
     "`sim` itself the first time result frames are built from it; a copy of its arrays every later time (frames wrap them)."
     if not sim.framed:
@@ -888,10 +921,12 @@ def _unshared(sim: SimulationArrays) -> SimulationArrays:
 
 def result_from_simulation(sim: SimulationArrays, prep: PreparedBacktest, cfg: BacktestConfig,
                            compute_metrics: bool = True) -> BacktestResult:
-    """Frames and metrics of one simulation (warns when sizing left every entry at 0 lots). The equity curve and the
-    decision log wrap the simulation's arrays without copying; a second result from the same simulation gets copies."""
+    """Frames and metrics of one simulation (warns when no trade was made because sizing left every entry at 0 lots, or
+    every signal was skipped for one reason of the configuration or data). The equity curve and the decision log wrap the
+    simulation's arrays without copying; a second result from the same simulation gets copies."""
     sim = _unshared(sim)
     _warn_if_unsized(sim, prep, cfg)
+    _warn_if_skipped(sim, cfg)
     trades, equity, raw_rows = trades_frame(sim, prep, cfg), equity_frame(sim, prep), decision_frame(sim, prep)
     metrics = backtest_metrics(trades, equity, raw_rows, cfg) if compute_metrics else {}
     return BacktestResult(cfg, trades, metrics, equity, raw_rows)
@@ -919,7 +954,8 @@ class BacktestEngine:
         features = self.bars if self.features is None else self.features
         scored = self.score_fn(features)
         if not isinstance(scored, pd.DataFrame) or len(scored) != len(self.bars):
-            raise ValueError(f"score_fn must return a DataFrame with one row per bar ({len(self.bars)}), got {type(scored).__name__} of length {len(scored)}")
+            got = f"a DataFrame of {len(scored)} rows" if isinstance(scored, pd.DataFrame) else f"{type(scored).__name__} ({scored!r:.60})"
+            raise ValueError(f"score_fn must return a DataFrame with one row per bar ({len(self.bars)} bars), got {got}")
         return scored
 
     def run(self) -> BacktestResult:

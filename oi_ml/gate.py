@@ -18,7 +18,7 @@ import pandas as pd
 
 from .automl import bar_forward_returns, directional_score, load_automl_run, rule_daily_returns
 from .backtest import BacktestConfig, run_backtest
-from .config import IST, RunConfig, config_to_dict
+from .config import IST, RunConfig, config_to_dict, get_exchange_config
 from .datasets import load_dataset, sha256_file
 from .labels import LabelConfig, label_volatility
 from .metrics import (expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting,
@@ -61,7 +61,9 @@ def backtest_barrier(label_mult) -> float | None:   # a LabelConfig profit_mult/
 
 def default_backtest_config(exchange: str, train_cfg: dict | None = None,
                             bar_minutes: int = 1) -> BacktestConfig:   # minutes per bar of the data (RunConfig.bar_minutes)
-    "The backtest every gate evaluation uses: label horizon and barriers, next-open fills, 1.5 bps a leg, ₹50 lakh, 0.1 % risk a trade."
+    "The gate's backtest: label horizon and barriers, next-open fills, 1.5 bps a leg, ₹50 lakh, 0.1 % risk a trade (daily bars: see above)."
+    intraday = int(bar_minutes) < get_exchange_config(exchange).session_minutes()
+    risk = 0.001 if intraday else round(0.001 * math.sqrt(int(bar_minutes)), 4)   # daily: the 1-minute bars' leverage
     labels = (train_cfg or {}).get("labels", {})
     horizon = labels.get("horizon_bars", 15)
     tp, sl = backtest_barrier(labels.get("profit_mult", 1.5)), backtest_barrier(labels.get("stop_mult", 1.5))
@@ -69,7 +71,7 @@ def default_backtest_config(exchange: str, train_cfg: dict | None = None,
     return BacktestConfig(exchange=exchange, bar_minutes=int(bar_minutes), holding_period_minutes=int(horizon) * int(bar_minutes),
                           take_profit_mult=tp, stop_loss_mult=sl,
                           min_confidence=0.65, transaction_cost_bps=1.0, slippage_bps=0.5, payoff_ratio=payoff,
-                          account_size=5_000_000.0, max_risk_per_trade=0.001)
+                          account_size=5_000_000.0, max_risk_per_trade=risk, flat_at_session_end=intraday)
 
 # %% ../nbs/41_gate.ipynb #c007
 def signals_for(bundle: ModelBundle, raw: pd.DataFrame,

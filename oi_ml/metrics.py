@@ -461,11 +461,16 @@ def trade_month(entry_time) -> pd.Series:
     if t.dt.tz is None: t = t.dt.tz_localize("UTC")
     return t.dt.tz_convert(IST).dt.strftime("%Y-%m").rename("month")
 
-def volatility_bucket(volatility_at_entry, n_buckets: int = 3) -> pd.Series:
-    "Quantile bucket labels 'vol_q1' (lowest) .. 'vol_qN' of a per-trade volatility measure."
-    v = pd.Series(np.asarray(volatility_at_entry, dtype=np.float64))
-    labels = [f"vol_q{i + 1}" for i in range(n_buckets)]
-    return pd.qcut(v, n_buckets, labels=labels).astype(object).rename("volatility_bucket")
+def volatility_bucket(volatility_at_entry,   # per-trade volatility measure; NaN = unknown (no bucket)
+                      n_buckets: int = 3) -> pd.Series:   # quantile buckets asked for; tied cuts merge, giving fewer
+    "Quantile bucket labels 'vol_q1' (lowest) .. 'vol_qK' (K <= n_buckets) of a per-trade volatility measure; ties share a bucket."
+    v = np.asarray(volatility_at_entry, dtype=np.float64)
+    known = v[~np.isnan(v)]
+    cuts = np.unique(np.quantile(known, np.arange(1, n_buckets) / n_buckets)) if known.size else np.zeros(0)
+    cuts = cuts[cuts < known.max()] if known.size else cuts   # a cut at the largest value would leave its bucket empty
+    labels = np.array([f"vol_q{i + 1}" for i in range(len(cuts) + 1)], dtype=object)
+    bucket = pd.Series(labels[np.searchsorted(cuts, v, side="left")], dtype=object)   # right-closed, as pd.qcut
+    return bucket.where(~np.isnan(v)).rename("volatility_bucket")
 
 def metrics_by(trades: pd.DataFrame, by) -> pd.DataFrame:
     "`trade_metrics` per group of trades; `by` is a column name or an array aligned with the rows of `trades`."

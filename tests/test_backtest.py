@@ -852,3 +852,80 @@ def test_position_limits_and_cooldown_hold_event_count(max_open, cooldown):
     if max_open == 1:
         gaps = (t.entry_time.iloc[1:].to_numpy() - t.exit_time.iloc[:-1].to_numpy()) / np.timedelta64(1, "m")
         assert (gaps >= cooldown).all()
+
+
+# ---------------------------------------------------------------- review findings: session keys, daily bars, errors
+
+def test_flat_at_session_end_is_refused_for_bars_of_a_whole_session():
+    """Daily bars (bar_minutes = 375, one bar a session) with flat_at_session_end=True fill every signal in the next
+    session, so every signal was skipped as 'session_boundary' and the run silently made no trade."""
+    for exchange in ("NSE", "BSE"):
+        with pytest.raises(ValueError, match=r"BacktestConfig\.flat_at_session_end must be False for bars of a whole session: "
+                                             rf"with bar_minutes=375 >= the {exchange} session's 375 minutes"):
+            B.validate_backtest_config(B.BacktestConfig(exchange=exchange, bar_minutes=375, holding_period_minutes=750))
+    days = pd.bdate_range("2025-08-04", periods=6)
+    bars = pd.DataFrame({"timestamp": pd.DatetimeIndex([pd.Timestamp(f"{d.date()} 09:15", tz=IST) for d in days]).tz_convert("UTC"),
+                         "open": 1000.0, "high": 1010.0, "low": 990.0, "close": 1000.0})
+    signals = pd.DataFrame({"signal": np.array([1, 0, -1, 0, 0, 0], np.int8), "confidence": 0.9})
+    daily = B.BacktestConfig(bar_minutes=375, holding_period_minutes=375, margin_per_lot=100_000.0, max_risk_per_trade=0.2)
+    with pytest.raises(ValueError, match="flat_at_session_end"):
+        B.run_backtest(bars, signals, daily)
+    held = B.run_backtest(bars, signals, dataclasses.replace(daily, flat_at_session_end=False))
+    assert held.trades.exit_reason.tolist() == ["holding_period"] * 2 and held.trades.side.tolist() == [1, -1]
+    B.validate_backtest_config(B.BacktestConfig(bar_minutes=125, holding_period_minutes=250))   # 3 bars a session: allowed
+
+
+def test_a_missing_or_backward_session_date_is_refused_naming_the_row():
+    "A NaT session_date raised numpy's 'Maximum allowed size exceeded'; a session_date going back was accepted."
+    bars = make_bars(seed=0, n_sessions=2, per_session=5, session_date=True)
+    signals = make_signals(bars)
+    missing = bars.assign(session_date=pd.to_datetime(bars.session_date).where(bars.index != 7))
+    with pytest.raises(ValueError, match=r"bars: column 'session_date' at row 7 is missing \(NaT\) \(session_date NaT, "
+                                         r"timestamp 2025-08-05 03:47:00\+00:00\)"):
+        B.run_backtest(missing, signals, B.BacktestConfig())
+    back = bars.copy()
+    back.loc[6:, "session_date"] = dt.date(2025, 8, 1)
+    with pytest.raises(ValueError, match=r"column 'session_date' at row 6 goes back to a session before row 5's"):
+        B.run_backtest(back, signals, B.BacktestConfig())
+    B.run_backtest(bars, signals, B.BacktestConfig())   # the dates themselves are fine
+
+
+def test_a_timezone_aware_session_date_is_its_ist_date():
+    """An IST-aware session_date (midnight IST) was converted to UTC and became the previous day: on 20 Nov 2024, the day
+    NSE's NIFTY lot went from 25 to 75, trades were sized with 25."""
+    bars = make_bars(seed=1, n_sessions=2, start="2024-11-20")
+    signals = pd.DataFrame({"signal": np.ones(len(bars), np.int8), "confidence": 0.9})
+    cfg = B.BacktestConfig(margin_per_lot=10.0, max_risk_per_trade=0.0001)
+    ist = bars.timestamp.dt.tz_convert(IST).dt.normalize()          # 2024-11-20 00:00+05:30, ...
+    naive = bars.timestamp.dt.tz_convert(IST).dt.date
+    assert (B.session_day_numbers(bars.assign(session_date=ist)) == B.session_day_numbers(bars.assign(session_date=naive))).all()
+    assert set(B.run_backtest(bars.assign(session_date=ist), signals, cfg).trades.lot_size) == {75}
+    assert set(B.run_backtest(bars.assign(session_date=ist.dt.tz_convert("UTC")), signals, cfg).trades.lot_size) == {75}
+
+
+def test_a_score_fn_returning_no_frame_is_a_value_error():
+    "score_fn returning None raised TypeError (len(None)) while the intended ValueError was being built."
+    bars = make_bars(seed=0)
+    with pytest.raises(ValueError, match=r"score_fn must return a DataFrame with one row per bar \(120 bars\), got NoneType \(None\)"):
+        B.BacktestEngine(B.BacktestConfig(), bars=bars, score_fn=lambda f: None).run()
+    with pytest.raises(ValueError, match=r"got a DataFrame of 119 rows"):
+        B.BacktestEngine(B.BacktestConfig(), bars=bars, score_fn=lambda f: make_signals(f).iloc[1:]).run()
+
+
+def test_no_trade_because_every_signal_was_skipped_for_one_reason_warns():
+    "Only a run whose entries were all sized to 0 lots warned; all skipped at a session's end (or for margin) said nothing."
+    bars = make_bars(seed=2, n_sessions=3, per_session=10)
+    last = np.zeros(len(bars), np.int8)
+    last[[9, 19]] = 1                                  # each session's last bar: the fill would be the next session's
+    cfg = B.BacktestConfig(holding_period_minutes=3, margin_per_lot=100_000.0, max_risk_per_trade=0.2)
+    with pytest.warns(UserWarning, match=r"backtest made no trade: all 2 signals above the confidence threshold were skipped "
+                                         r"as 'session_boundary'"):
+        res = B.run_backtest(bars, pd.DataFrame({"signal": last, "confidence": 0.9}), cfg)
+    assert len(res.trades) == 0
+    one = pd.DataFrame({"signal": np.r_[1, np.zeros(len(bars) - 1)].astype(np.int8), "confidence": 0.9, "volatility": 0.002})
+    with pytest.warns(UserWarning, match=r"skipped as 'margin': the ₹2,000,000 margin of one lot exceeded the free capital"):
+        B.run_backtest(bars, one, dataclasses.replace(cfg, margin_per_lot=2_000_000.0))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # low confidence is the model's choice: no warning
+        B.run_backtest(bars, one.assign(confidence=0.1), cfg)

@@ -643,6 +643,32 @@ def test_inf_label_barrier_is_off_in_the_gate_backtest():
     assert len(run_backtest(bars, signals, bt).trades) == 1          # runs (it refused the config before)
 
 
+def test_the_gate_backtest_trades_daily_bars_and_keeps_intraday_configs():
+    """On daily bars (bar_minutes = 375) the gate's backtest never traded: flat at each session's end skipped every
+    signal (its fill is the next session's), and 0.1 % risk against a 1.5 x daily-volatility stop sized below one lot."""
+    from oi_ml.backtest import BacktestConfig, decision_counts, run_backtest
+    labels = {"labels": {"horizon_bars": 2}}
+    for minutes in (1, 3, 5, 15, 125):                     # intraday: exactly the config as before
+        expected = BacktestConfig(exchange="NSE", bar_minutes=minutes, holding_period_minutes=2 * minutes, take_profit_mult=1.5,
+                                  stop_loss_mult=1.5, min_confidence=0.65, transaction_cost_bps=1.0, slippage_bps=0.5,
+                                  payoff_ratio=1.0, account_size=5_000_000.0, max_risk_per_trade=0.001)
+        assert G.default_backtest_config("NSE", labels, minutes) == expected
+    daily = G.default_backtest_config("NSE", labels, 375)
+    assert (daily.flat_at_session_end, daily.max_risk_per_trade) == (False, 0.0194)   # 0.1 % x sqrt(375)
+    days = pd.bdate_range("2025-08-04", periods=20)
+    ts = pd.DatetimeIndex([pd.Timestamp(f"{d.date()} 09:15", tz=IST) for d in days]).tz_convert("UTC")
+    close = 24000 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.01, 20)))   # 1 % a day
+    open_ = np.r_[24000, close[:-1]]
+    bars = pd.DataFrame({"timestamp": ts, "open": open_, "high": np.maximum(open_, close) * 1.005,
+                         "low": np.minimum(open_, close) * 0.995, "close": close})
+    signals = pd.DataFrame({"signal": np.tile([1, -1], 10).astype(np.int8), "confidence": 0.9, "volatility": 0.01})
+    result = run_backtest(bars, signals, daily)
+    counts = decision_counts(result.raw_rows)
+    assert len(result.trades) == counts["entered"] >= 5 and counts["session_boundary"] == counts["zero_lots"] == 0
+    assert (result.trades.lots == 3).all()                  # ₹97,000 of risk / (24,000 x 1.5 % x 75 a lot ≈ ₹27,000)
+    assert "holding_period" in set(result.trades.exit_reason) and "session_end" not in set(result.trades.exit_reason)   # held overnight
+
+
 def test_train_config_of_reads_a_null_barrier_back_as_inf(tmp_path):
     from oi_ml.labels import LabelConfig
     from oi_ml.train import TrainConfig, _round

@@ -228,6 +228,27 @@ def test_metrics_by_regime_month_and_volatility_bucket():
     assert vol.loc["vol_q2", "hit_rate_net"] == pytest.approx(0.5)
 
 
+def test_volatility_buckets_of_tied_values_share_a_bucket():
+    """pd.qcut refused repeated quantile edges, so volatility_bucket (and the approval pack's breakdown by volatility
+    bucket) raised 'Bin edges must be unique' when most trades shared one volatility, even with 3 distinct values."""
+    vol = [0.001] * 6 + [0.002, 0.003]                 # both tercile cuts are 0.001
+    assert M.volatility_bucket(vol).tolist() == ["vol_q1"] * 6 + ["vol_q2"] * 2
+    assert M.volatility_bucket([0.002] * 5).tolist() == ["vol_q1"] * 5
+    rng = np.random.default_rng(3)
+    for _ in range(20):                                # without ties: exactly pd.qcut's buckets
+        v = rng.lognormal(-6, 1, int(rng.integers(3, 40)))
+        assert M.volatility_bucket(v).tolist() == pd.qcut(v, 3, labels=["vol_q1", "vol_q2", "vol_q3"]).astype(object).tolist()
+    from oi_ml.packs import MIN_VOLATILITY_VALUES, performance_breakdowns
+    assert pd.Series(vol).nunique() >= MIN_VOLATILITY_VALUES   # the pack's guard lets this through
+    t = pd.Timestamp("2025-08-04 04:00", tz="UTC")
+    trades = pd.DataFrame({"entry_time": [t] * 8, "exit_time": [t + pd.Timedelta(minutes=5)] * 8, "gross_pnl": np.arange(8.0) - 3,
+                           "costs": 0.0, "notional": 1e5}).assign(net_pnl=lambda f: f.gross_pnl)
+    table = performance_breakdowns(trades, pd.Series(vol))["volatility bucket"]
+    assert table.index.tolist() == ["vol_q1", "vol_q2"] and table.n_trades.tolist() == [6, 2]
+    assert table.total_pnl_net.tolist() == [-3.0, 7.0]      # -3..2 and 3, 4
+    assert table.volatility_min.tolist() == [0.001, 0.002] and table.volatility_max.tolist() == [0.001, 0.003]
+
+
 # ---------------------------------------------------------------- PSR / DSR
 
 def test_dsr_reproduces_paper_example():
