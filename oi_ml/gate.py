@@ -61,9 +61,9 @@ def backtest_barrier(label_mult) -> float | None:   # a LabelConfig profit_mult/
 
 def default_backtest_config(exchange: str, train_cfg: dict | None = None,
                             bar_minutes: int = 1) -> BacktestConfig:   # minutes per bar of the data (RunConfig.bar_minutes)
-    "The gate's backtest: label horizon and barriers, next-open fills, 1.5 bps a leg, ₹50 lakh, 0.1 % risk a trade (daily bars: see above)."
+    "The gate's backtest: label horizon and barriers, next-open fills, 1.5 bps a leg, ₹50 lakh, 0.1 % × √bar_minutes risk a trade; flat at each session's end on intraday bars."
     intraday = int(bar_minutes) < get_exchange_config(exchange).session_minutes()
-    risk = 0.001 if intraday else round(0.001 * math.sqrt(int(bar_minutes)), 4)   # daily: the 1-minute bars' leverage
+    risk = round(0.001 * math.sqrt(int(bar_minutes)), 4)   # the 1-minute bars' leverage at any bar length (see above)
     labels = (train_cfg or {}).get("labels", {})
     horizon = labels.get("horizon_bars", 15)
     tp, sl = backtest_barrier(labels.get("profit_mult", 1.5)), backtest_barrier(labels.get("stop_mult", 1.5))
@@ -581,9 +581,15 @@ def _baseline_dir(exchange: str, baseline: str | None, run_cfg: RunConfig,
 def _automl_trials(automl_run: str | None, run_cfg: RunConfig, exchange: str, cand: ModelBundle,
                    cand_tcfg: TrainConfig) -> tuple[pd.DataFrame | None, tuple | None]:
     "(trial returns, (manifest, summary)) of the AutoML run, refused when of another dataset, target or labels than the candidate."
-    automl_dir = Path(run_cfg.models_dir) / exchange / automl_run if automl_run else None
+    if not automl_run: return None, None
+    automl_dir = Path(run_cfg.models_dir) / exchange / automl_run
     trials = load_trial_returns(automl_dir)
-    if trials is None: return None, None
+    if trials is None:   # a mistyped id had been judged as "no AutoML search", its FAIL written over the run's gate report
+        runs = sorted(p.name for p in automl_dir.parent.glob("automl-*") if p.is_dir())[-5:]
+        what = "no such AutoML run" if not automl_dir.is_dir() else "it holds no reports/automl_trial_returns.parquet"
+        raise ValueError(f"AutoML run {automl_run!r} under {automl_dir.parent}: {what} (newest {exchange} AutoML runs: "
+                         f"{', '.join(runs) or 'none'}); give an existing --automl id, or leave it out to gate without "
+                         "AutoML's trials; nothing was written")
     run = load_automl_run(automl_dir)   # every file's hash verified, the summary included
     provenance = (run.manifest, run.summary)
     check_automl_matches(provenance, cand.manifest, config_to_dict(cand_tcfg.labels))

@@ -256,6 +256,18 @@ def _raises(cfg, run_id, automl_run, exc, message):
         G.evaluate_candidate("NSE", run_id, baseline=None, automl_run=automl_run, run_cfg=cfg, write=False)
 
 
+def test_a_mistyped_automl_run_is_refused_and_the_gate_report_kept(tiny_run):
+    """A review found `oi-ml gate --automl <typo>` judged the run as if no AutoML search existed (PBO 'no AutoML trials
+    recorded') and wrote that FAIL over the run's gate report, naming an AutoML run that does not exist."""
+    cfg, run_id, _ = tiny_run
+    report = Path(cfg.models_dir) / "NSE" / run_id / "reports" / "gate_report.json"
+    before = report.read_bytes() if report.exists() else None
+    with pytest.raises(ValueError, match=r"AutoML run 'automl-2025-08-12-5cdf67f2e26' under .*/NSE: no such AutoML run "
+                                         r"\(newest NSE AutoML runs: .*\); give an existing --automl id.*nothing was written"):
+        G.evaluate_candidate("NSE", run_id, baseline=None, automl_run="automl-2025-08-12-5cdf67f2e26", run_cfg=cfg)
+    assert (report.read_bytes() if report.exists() else None) == before
+
+
 def test_automl_run_of_another_dataset_target_or_labels_is_refused(tiny_run):
     cfg, run_id, version = tiny_run
     bundle, raw, start, _ = _holdout(cfg, run_id, version)
@@ -645,13 +657,14 @@ def test_inf_label_barrier_is_off_in_the_gate_backtest():
 
 def test_the_gate_backtest_trades_daily_bars_and_keeps_intraday_configs():
     """On daily bars (bar_minutes = 375) the gate's backtest never traded: flat at each session's end skipped every
-    signal (its fill is the next session's), and 0.1 % risk against a 1.5 x daily-volatility stop sized below one lot."""
+    signal (its fill is the next session's), and 0.1 % risk against a 1.5 x daily-volatility stop sized below one lot.
+    The risk a trade is 0.1 % x sqrt(bar_minutes) at every bar length (1-minute bars, the demo's, keep 0.1 %)."""
     from oi_ml.backtest import BacktestConfig, decision_counts, run_backtest
     labels = {"labels": {"horizon_bars": 2}}
-    for minutes in (1, 3, 5, 15, 125):                     # intraday: exactly the config as before
+    for minutes, risk in ((1, 0.001), (3, 0.0017), (5, 0.0022), (15, 0.0039), (125, 0.0112)):   # intraday: flat each evening,
         expected = BacktestConfig(exchange="NSE", bar_minutes=minutes, holding_period_minutes=2 * minutes, take_profit_mult=1.5,
-                                  stop_loss_mult=1.5, min_confidence=0.65, transaction_cost_bps=1.0, slippage_bps=0.5,
-                                  payoff_ratio=1.0, account_size=5_000_000.0, max_risk_per_trade=0.001)
+                                  stop_loss_mult=1.5, min_confidence=0.65, transaction_cost_bps=1.0, slippage_bps=0.5,   # the
+                                  payoff_ratio=1.0, account_size=5_000_000.0, max_risk_per_trade=risk)   # 1-minute leverage
         assert G.default_backtest_config("NSE", labels, minutes) == expected
     daily = G.default_backtest_config("NSE", labels, 375)
     assert (daily.flat_at_session_end, daily.max_risk_per_trade) == (False, 0.0194)   # 0.1 % x sqrt(375)
