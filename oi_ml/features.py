@@ -5,23 +5,26 @@
 # %% ../nbs/10_features.ipynb #c003
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
 import pandas as pd
 
-from .config import IST, get_exchange_config
+from .config import IST, get_exchange_config, monthly_expiry
 from .indicators import INDICATOR_COLUMNS, XS_RANK_COLUMNS, compute_indicators_by_symbol, cross_sectional_ranks
 
 # %% auto #0
 __all__ = ['KEY_COLUMNS', 'RAW_PRICE_COLUMNS', 'OPTION_FEATURE_DEFAULTS', 'TIME_FEATURE_DEFAULTS', 'INDICATOR_DEFAULTS',
-           'XS_RANK_DEFAULTS', 'FEATURE_DEFAULTS', 'REQUIRED_FEATURE_COLUMNS', 'OPTION_INPUTS', 'FEATURE_SOURCES',
-           'PSI_SHARE_FLOOR', 'MIN_WINDOWS_FOR_LEVELS', 'MIN_FINITE_SHARE', 'PSI_CAP_SHARE', 'check_raw_features',
-           'pcr_features', 'structure_features', 'buildup_features', 'volatility_features', 'flow_features',
-           'time_features', 'fill_neutral_defaults', 'compute_all_features', 'supported_feature_columns',
-           'prepare_training_features', 'informative_sources', 'absent_sources', 'check_sources',
-           'feature_distribution', 'bin_proportions', 'psi', 'window_starts', 'window_psi', 'window_levels',
-           'window_psi_matrix', 'loo_levels', 'window_ratios', 'family_scale', 'psi_ceiling', 'psi_cap', 'drift_family']
+           'XS_RANK_DEFAULTS', 'FEATURE_DEFAULTS', 'REQUIRED_FEATURE_COLUMNS', 'OPTION_INPUTS',
+           'ROLL_TOLERANCE_SECONDS', 'FEATURE_SOURCES', 'PSI_SHARE_FLOOR', 'MIN_WINDOWS_FOR_LEVELS', 'MIN_FINITE_SHARE',
+           'PSI_CAP_SHARE', 'check_raw_features', 'expiry_close_seconds', 'front_month_close_seconds', 'same_contract',
+           'strike_steps', 'pcr_features', 'structure_features', 'buildup_features', 'volatility_features',
+           'flow_features', 'time_features', 'fill_neutral_defaults', 'compute_all_features',
+           'supported_feature_columns', 'prepare_training_features', 'informative_sources', 'absent_sources',
+           'check_sources', 'feature_distribution', 'bin_proportions', 'psi', 'window_starts', 'window_psi',
+           'window_levels', 'window_psi_matrix', 'loo_levels', 'window_ratios', 'family_scale', 'psi_ceiling',
+           'psi_cap', 'drift_family']
 
 # %% ../nbs/10_features.ipynb #c004
 KEY_COLUMNS = ["timestamp", "exchange", "symbol"]
@@ -36,13 +39,14 @@ OPTION_FEATURE_DEFAULTS = {  # column -> neutral default
 TIME_FEATURE_DEFAULTS = {"time_of_day": 0.5, "day_of_week": 2.0}
 
 # %% ../nbs/10_features.ipynb #c006
+_SWING_SHARES = ("higher_high_frac_10", "higher_low_frac_10", "lower_high_frac_10", "lower_low_frac_10")   # shares in [0, 1]
+
 def _indicator_default(name: str) -> float:
-    "Neutral default of an indicator column, by its meaning."
+    "Neutral default of an indicator column, by its meaning (body and wick fractions: 0, a flat bar's)."
     if name.startswith(("rsi_", "stoch_", "mfi_", "aroon_up", "aroon_down")) and "divergence" not in name: return 50.0
     if name.startswith("williams_r"): return -50.0
     if name.startswith(("plus_di", "minus_di", "adx")): return 20.0
-    if name.endswith(("_pctb_20", "_pos_20")) or name.startswith(("higher_", "lower_")) or name == "body_frac": return 0.5
-    if name.endswith(("_wick_frac",)): return 0.25
+    if name.endswith(("_pctb_20", "_pos_20")) or name in _SWING_SHARES: return 0.5
     if name.startswith(("volume_ratio", "vol_ratio")): return 1.0
     if "entropy" in name: return 1.0
     return 0.0
@@ -58,6 +62,7 @@ def check_raw_features(raw: pd.DataFrame) -> None:
     "Raise naming the column or first offending row when `raw` is not valid `ml_features` input."
     missing = [c for c in KEY_COLUMNS + RAW_PRICE_COLUMNS if c not in raw.columns]
     if missing: raise ValueError(f"ml_features input: missing columns {missing}")
+    for column in ("exchange", "symbol"): _check_key_spelling(raw[column], column)
     if not isinstance(raw.timestamp.dtype, pd.DatetimeTZDtype): raise ValueError("ml_features input: 'timestamp' must be tz-aware (UTC)")
     nat = raw.timestamp.isna().to_numpy()
     if nat.any(): raise ValueError(f"ml_features input: missing (NaT) 'timestamp' at row {int(np.flatnonzero(nat)[0])}")
@@ -69,6 +74,21 @@ def check_raw_features(raw: pd.DataFrame) -> None:
     bad = ~np.isfinite(raw.close.to_numpy(dtype=float)) | (raw.close.to_numpy(dtype=float) <= 0)
     if bad.any(): raise ValueError(f"ml_features input: non-positive or missing 'close' at row {int(np.flatnonzero(bad)[0])}")
 
+def _check_key_spelling(values: pd.Series, column: str) -> None:   # the 'exchange' or 'symbol' column
+    "Raise naming the first row whose `column` is missing or spelled unlike its first occurrence (case, spaces)."
+    blank = (values.isna() | values.astype(str).str.strip().eq("")).to_numpy()
+    if blank.any():
+        raise ValueError(f"ml_features input: missing {column!r} at row {int(np.flatnonzero(blank)[0])}; every row needs its exchange "
+                         "and symbol (the rows of one series are grouped by them)")
+    spelled = values.astype(str)
+    first = spelled.groupby(spelled.str.strip().str.upper(), sort=False).transform("first")
+    odd = np.flatnonzero((spelled != first).to_numpy())
+    if len(odd):
+        row, usual = int(odd[0]), first.iloc[int(odd[0])]
+        raise ValueError(f"ml_features input: {column} {spelled.iloc[row]!r} at row {row} is {usual!r} (row "
+                         f"{int(np.flatnonzero((spelled == usual).to_numpy())[0])}) spelled differently, which would split one series "
+                         "in two; spell it one way (the store's is upper case)")
+
 # %% ../nbs/10_features.ipynb #c011
 def _col(raw: pd.DataFrame, name: str) -> pd.Series:
     "Column `name` as float64, or all-NaN when absent."
@@ -78,45 +98,110 @@ def _safe_log(x: pd.Series) -> pd.Series:
     "log of positive values, NaN elsewhere."
     return np.log(x.where(x > 0))
 
+def _exchange_or_none(exchange: str):
+    "ExchangeConfig for a known exchange, else None (imported OHLCV of other venues)."
+    try: return get_exchange_config(exchange)
+    except ValueError: return None
+
+# %% ../nbs/10_features.ipynb #c013
+ROLL_TOLERANCE_SECONDS = 3600.0   # two contract closes closer than this are one contract (distinct expiries: >= 1 day apart)
+
+def _epoch_seconds(timestamps: pd.Series) -> pd.Series:
+    "UTC epoch seconds (float64) of tz-aware `timestamps`."
+    return (timestamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+
+def _close_seconds(day: dt.date) -> float:
+    "Epoch seconds of 15:30 IST (10:00 UTC), an expiry's close, on `day`."
+    return (day - dt.date(1970, 1, 1)).days * 86400.0 + 36000.0
+
+def expiry_close_seconds(raw: pd.DataFrame) -> pd.Series:
+    "Per bar, the close (epoch s) of the nearest expiry its chain columns read: bar time + `days_to_expiry`; NaN where unknown."
+    return _epoch_seconds(raw.timestamp) + _col(raw, "days_to_expiry") * 86400.0
+
+def _front_month_closes(cfg, day: dt.date) -> tuple[float, float]:
+    "(close of the first monthly expiry on or after `day`, close of the next one); NaN before the exchange's expiry schedule."
+    try:
+        first = monthly_expiry(cfg, day.year, day.month)
+        if first < day: first = monthly_expiry(cfg, day.year + day.month // 12, day.month % 12 + 1)
+        after = monthly_expiry(cfg, first.year + first.month // 12, first.month % 12 + 1)
+    except ValueError: return math.nan, math.nan   # no expiry weekday in force: contract unknown
+    return _close_seconds(first), _close_seconds(after)
+
+def front_month_close_seconds(raw: pd.DataFrame) -> pd.Series:
+    """Per bar of one exchange, the close (epoch s) of the front-month future: the first monthly expiry whose 15:30 IST close
+    is at or after the bar; NaN without the exchange's calendar or before its expiry schedule."""
+    cfg = _exchange_or_none(raw.exchange.iloc[0]) if len(raw) and "exchange" in raw.columns else None
+    if cfg is None: return pd.Series(np.nan, index=raw.index)
+    codes, days = pd.factorize(raw.timestamp.dt.tz_convert(IST).dt.date)
+    closes = np.array([_front_month_closes(cfg, d) for d in days]).reshape(-1, 2)[codes]
+    first, after = pd.Series(closes[:, 0], index=raw.index), pd.Series(closes[:, 1], index=raw.index)
+    return first.where(_epoch_seconds(raw.timestamp) <= first, after)
+
+def same_contract(close: pd.Series, bars: int) -> pd.Series:
+    "True where bar t and the bar `bars` rows earlier read one contract (their closes, epoch s, agree); False where either is unknown."
+    return (close - close.shift(bars)).abs() < ROLL_TOLERANCE_SECONDS
+
+# %% ../nbs/10_features.ipynb #c017
+def strike_steps(raw: pd.DataFrame, cfg) -> pd.Series:   # `raw`: one symbol's rows; `cfg`: its ExchangeConfig, or None
+    """Per bar, index points between the listed strikes of its chain: the snapshot's own (`strike_step`), else the exchange's
+    step for its benchmark symbol; raises for another symbol with ATM strikes and no `strike_step` column."""
+    step, symbol = _col(raw, "strike_step"), str(raw.symbol.iloc[0])
+    if cfg is not None and symbol.strip().upper() == cfg.symbol: return step.fillna(cfg.strike_step)
+    atm = _col(raw, "atm_strike")
+    if "strike_step" not in raw.columns and atm.notna().any():
+        known = f"only {cfg.symbol}'s ({cfg.strike_step:g} points, ExchangeConfig.strike_step) is known" if cfg else "its exchange is unknown"
+        raise ValueError(f"ml_features input: symbol {symbol!r} has ATM strikes (first at row {atm.first_valid_index()}) but no 'strike_step' "
+                         f"column, and {known}; atm_shift_1/atm_shift_15 count strikes of the symbol's own chain. Rebuild its "
+                         "ml_features (store.build_ml_features, or `oi-ml retrain`) so each bar carries its chain's step, or pass "
+                         "a 'strike_step' column (NaN where unknown)")
+    return step
+
+# %% ../nbs/10_features.ipynb #c020
 def pcr_features(raw: pd.DataFrame) -> pd.DataFrame:
-    "Put/call ratios (log, so 0 is balanced) and their changes."
+    "Put/call ratios (log, so 0 is balanced) and their changes within one expiry (missing across a roll)."
     lpo, lpv = _safe_log(_col(raw, "pcr_oi")), _safe_log(_col(raw, "pcr_volume"))
-    return pd.DataFrame({"log_pcr_oi": lpo, "log_pcr_oi_chg_15": lpo.diff(15), "log_pcr_oi_chg_60": lpo.diff(60),
+    series = expiry_close_seconds(raw)
+    return pd.DataFrame({"log_pcr_oi": lpo, "log_pcr_oi_chg_15": lpo.diff(15).where(same_contract(series, 15)),
+                         "log_pcr_oi_chg_60": lpo.diff(60).where(same_contract(series, 60)),
                          "log_pcr_volume": lpv, "log_pcr_volume_ema_15": lpv.ewm(span=15, adjust=False, ignore_na=True).mean().where(lpv.notna()),
                          "log_pcr_oi_atm": _safe_log(_col(raw, "pcr_oi_atm"))})
 
-def structure_features(raw: pd.DataFrame, strike_step: float) -> pd.DataFrame:
-    "Max-pain distance, ATM shift (strikes), OI concentration and OI change rates."
+def structure_features(raw: pd.DataFrame, strike_step) -> pd.DataFrame:   # index points between strikes: per bar (`strike_steps`) or one number
+    "Max-pain distance, ATM shift (strikes), OI concentration and OI change rates within one expiry (missing across a roll)."
     close, atm = _col(raw, "close"), _col(raw, "atm_strike")
     call_oi, put_oi = _col(raw, "call_oi"), _col(raw, "put_oi")
+    same = same_contract(expiry_close_seconds(raw), 15)
     return pd.DataFrame({"max_pain_distance": (_col(raw, "max_pain_strike") - close) / close,
                          "atm_shift_1": atm.diff(1) / strike_step, "atm_shift_15": atm.diff(15) / strike_step,
                          "oi_concentration_atm": _col(raw, "oi_concentration_atm"),
-                         "call_oi_chg_rate_15": call_oi.diff(15) / call_oi.shift(15),
-                         "put_oi_chg_rate_15": put_oi.diff(15) / put_oi.shift(15)})
+                         "call_oi_chg_rate_15": (call_oi.diff(15) / call_oi.shift(15)).where(same),
+                         "put_oi_chg_rate_15": (put_oi.diff(15) / put_oi.shift(15)).where(same)})
 
-# %% ../nbs/10_features.ipynb #c012
+# %% ../nbs/10_features.ipynb #c021
 def buildup_features(raw: pd.DataFrame, bars: int = 15) -> pd.DataFrame:
-    "Futures OI build-up class over `bars` (DOMAIN.md): one-hot long/short build-up, short covering, long unwinding."
+    """Futures OI build-up class over `bars` (DOMAIN.md): one-hot long/short build-up, short covering, long unwinding;
+    missing across a futures roll."""
     price, oi = _col(raw, "futures_price").diff(bars), _col(raw, "futures_oi").diff(bars)
-    known = price.notna() & oi.notna()
+    known = price.notna() & oi.notna() & same_contract(front_month_close_seconds(raw), bars)
     cls = {"long_buildup": (price > 0) & (oi > 0), "short_buildup": (price < 0) & (oi > 0),
            "short_covering": (price > 0) & (oi < 0), "long_unwinding": (price < 0) & (oi < 0)}
     return pd.DataFrame({k: v.astype("float64").where(known) for k, v in cls.items()})
 
 def volatility_features(raw: pd.DataFrame) -> pd.DataFrame:
-    "ATM IV level, skew, term structure and change; VIX level, change and term slope."
+    "ATM IV level, skew, term structure and change (missing across a roll); VIX level, change and term slope."
     atm_iv, vix = _col(raw, "atm_iv"), _col(raw, "vix")
+    same = same_contract(expiry_close_seconds(raw), 15)
     return pd.DataFrame({"atm_iv": atm_iv, "iv_skew": _col(raw, "iv_skew"), "iv_term": atm_iv - _col(raw, "next_atm_iv"),
-                         "atm_iv_chg_15": atm_iv.diff(15), "vix": vix, "vix_chg_15": _safe_log(vix).diff(15),
+                         "atm_iv_chg_15": atm_iv.diff(15).where(same), "vix": vix, "vix_chg_15": _safe_log(vix).diff(15),
                          "vix_term": _col(raw, "vix_far") - _col(raw, "vix_near")})
 
 def flow_features(raw: pd.DataFrame) -> pd.DataFrame:
-    "Dealer gamma, futures basis and OI, breadth, FII/DII flows and order-book imbalance."
+    "Dealer gamma, futures basis and OI change (missing across a futures roll), breadth, FII/DII flows and order-book imbalance."
     gex, adv, dec = _col(raw, "gex"), _col(raw, "advances"), _col(raw, "declines")
     bid, ask, foi = _col(raw, "book_bid_qty"), _col(raw, "book_ask_qty"), _col(raw, "futures_oi")
+    foi_chg = (foi.diff(15) / foi.shift(15)).where(same_contract(front_month_close_seconds(raw), 15))
     return pd.DataFrame({"gex_sign": np.sign(gex), "gex_log": np.sign(gex) * np.log1p(gex.abs() / 1e7),
-                         "futures_basis": _col(raw, "futures_basis"), "futures_oi_chg_15": foi.diff(15) / foi.shift(15),
+                         "futures_basis": _col(raw, "futures_basis"), "futures_oi_chg_15": foi_chg,
                          "breadth": (adv - dec) / (adv + dec), "fii_flow": _col(raw, "fii_flow") / 1000, "dii_flow": _col(raw, "dii_flow") / 1000,
                          "book_imbalance": (bid - ask) / (bid + ask)})
 
@@ -135,20 +220,14 @@ def time_features(raw: pd.DataFrame, session_open_minute: int, session_minutes: 
     return pd.DataFrame({"days_to_expiry": dte, "is_expiry_day": (dte < 1).astype("float64").where(dte.notna()),
                          "time_of_day": time_of_day, "day_of_week": local.dt.day_of_week.astype("float64")})
 
-# %% ../nbs/10_features.ipynb #c014
+# %% ../nbs/10_features.ipynb #c025
 def _symbol_features(raw: pd.DataFrame) -> pd.DataFrame:
     "All option/market/time families for one exchange-symbol group."
     cfg = _exchange_or_none(raw.exchange.iloc[0])
-    step = cfg.strike_step if cfg else 1.0
     open_minute = (cfg.session_open.hour * 60 + cfg.session_open.minute) if cfg else 9 * 60 + 15
     session = cfg.session_minutes() if cfg else 375
-    return pd.concat([pcr_features(raw), structure_features(raw, step), buildup_features(raw), volatility_features(raw),
+    return pd.concat([pcr_features(raw), structure_features(raw, strike_steps(raw, cfg)), buildup_features(raw), volatility_features(raw),
                       flow_features(raw), time_features(raw, open_minute, session, cfg.special_sessions if cfg else ())], axis=1)
-
-def _exchange_or_none(exchange: str):
-    "ExchangeConfig for a known exchange, else None (imported OHLCV of other venues)."
-    try: return get_exchange_config(exchange)
-    except ValueError: return None
 
 def fill_neutral_defaults(features: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     "Replace ±inf and NaN in `columns` by their documented neutral defaults."
@@ -158,7 +237,7 @@ def fill_neutral_defaults(features: pd.DataFrame, columns: list[str]) -> pd.Data
         out[c] = out[c].replace([np.inf, -np.inf], np.nan).fillna(defaults[c]).astype("float64")
     return out
 
-# %% ../nbs/10_features.ipynb #c015
+# %% ../nbs/10_features.ipynb #c026
 def compute_all_features(raw: pd.DataFrame) -> pd.DataFrame:
     "Every feature column (unfilled, NaN where unknown) for `raw` rows, in input order, with the key columns first."
     check_raw_features(raw)
@@ -187,8 +266,9 @@ def prepare_training_features(raw: pd.DataFrame, required_columns: list[str] = R
         if c not in allf.columns: allf[c] = np.nan     # e.g. ranks requested for a single symbol: neutral default
     return fill_neutral_defaults(allf[KEY_COLUMNS + list(required_columns)], list(required_columns))
 
-# %% ../nbs/10_features.ipynb #c021
+# %% ../nbs/10_features.ipynb #c032
 _BUILDUP = ("long_buildup", "short_buildup", "short_covering", "long_unwinding")
+_SERIES_CHANGES = ("log_pcr_oi_chg_15", "log_pcr_oi_chg_60", "call_oi_chg_rate_15", "put_oi_chg_rate_15", "atm_iv_chg_15")
 FEATURE_SOURCES = {  # raw ml_features column -> the features it informs (besides OHLCV, which every bar has)
     "pcr_oi": ("log_pcr_oi", "log_pcr_oi_chg_15", "log_pcr_oi_chg_60"), "pcr_volume": ("log_pcr_volume", "log_pcr_volume_ema_15"),
     "pcr_oi_atm": ("log_pcr_oi_atm",), "max_pain_strike": ("max_pain_distance",), "atm_strike": ("atm_shift_1", "atm_shift_15"),
@@ -197,7 +277,9 @@ FEATURE_SOURCES = {  # raw ml_features column -> the features it informs (beside
     "atm_iv": ("atm_iv", "iv_term", "atm_iv_chg_15"), "next_atm_iv": ("iv_term",), "iv_skew": ("iv_skew",),
     "vix": ("vix", "vix_chg_15"), "vix_near": ("vix_term",), "vix_far": ("vix_term",), "gex": ("gex_sign", "gex_log"),
     "advances": ("breadth",), "declines": ("breadth",), "fii_flow": ("fii_flow",), "dii_flow": ("dii_flow",),
-    "book_bid_qty": ("book_imbalance",), "book_ask_qty": ("book_imbalance",), "days_to_expiry": ("days_to_expiry", "is_expiry_day"),
+    "book_bid_qty": ("book_imbalance",), "book_ask_qty": ("book_imbalance",),
+    "days_to_expiry": ("days_to_expiry", "is_expiry_day", *_SERIES_CHANGES),   # also: which series a change compares
+    "strike_step": ("atm_shift_1", "atm_shift_15"),
 }
 
 def informative_sources(raw: pd.DataFrame) -> list[str]:
@@ -222,7 +304,7 @@ def check_sources(columns, used_features, informative=None, where: str = "scorin
                          f"{sorted({f for feeds in missing.values() for f in feeds})}, which would silently take their neutral "
                          "defaults. Pass the column(s), NaN where unknown, to score on the defaults knowingly")
 
-# %% ../nbs/10_features.ipynb #c024
+# %% ../nbs/10_features.ipynb #c035
 def _gap_edges(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     """Interior bin edges: each quantile moved to the middle of the gap above the group of values it falls in, rounded to
     10 decimals. Values 2e-10 or less apart form one group (they differ by float noise and are binned as one value), so
@@ -319,7 +401,7 @@ def window_levels(values: np.ndarray, edges, rows: int) -> dict | None:
     return {"rows": rows, "windows": int(windows.size), "side_by_side": len(values) // rows,
             "q95": float(np.quantile(windows, 0.95)), "max": float(windows.max()), "max_apart": float(windows[apart].max())}
 
-# %% ../nbs/10_features.ipynb #c030
+# %% ../nbs/10_features.ipynb #c041
 MIN_FINITE_SHARE = 0.9   # a window needs this share of finite values of a column for its PSI to count (the monitor's 90 %)
 
 def window_psi_matrix(frame: pd.DataFrame, distribution: dict, columns: list[str], rows: int, stride: int | None = None,

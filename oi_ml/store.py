@@ -366,7 +366,7 @@ chain_agg AS (
     avg(iv) FILTER (WHERE expiry_rank = 2 AND k_off = 0) AS next_atm_iv,
     avg(iv) FILTER (WHERE expiry_rank = 1 AND option_type = 'PE' AND k_off = -4)
       - avg(iv) FILTER (WHERE expiry_rank = 1 AND option_type = 'CE' AND k_off = 4) AS iv_skew,
-    any_value(near_expiry_close) AS near_expiry_close, max(lot_size) AS lot_size
+    any_value(near_expiry_close) AS near_expiry_close, max(lot_size) AS lot_size, any_value(step) AS strike_step
   FROM near GROUP BY symbol, timestamp, chain_from),
 chain_gex AS (
   SELECT symbol, timestamp, chain_from,
@@ -429,7 +429,8 @@ SELECT b.timestamp, b.exchange, b.symbol, b.open, b.high, b.low, b.close, b.volu
   (c.near_expiry_close - epoch(b.timestamp)) / 86400.0 AS days_to_expiry,
   c.lot_size, k.book_bid_qty, k.book_ask_qty, fii.fii_flow, dii.dii_flow,
   json_object('max_pain_distance', (c.max_pain_strike - b.close) / b.close,
-              'chain_snapshot_time', c.timestamp, 'chain_age_minutes', date_diff('minute', c.timestamp, b.timestamp)) AS feature_payload,
+              'chain_snapshot_time', c.timestamp, 'chain_age_minutes', date_diff('minute', c.timestamp, b.timestamp),
+              'strike_step', c.strike_step) AS feature_payload,
   b.source, {stale}
 FROM aged b   -- the as-of rows again, each only while it is at most its source's limit old
 LEFT JOIN chain_ts c ON c.symbol = b.symbol AND c.chain_from = b.chain_from AND b.chain_age <= $max_age_chain

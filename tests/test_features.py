@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from oi_ml.config import RunConfig
+from oi_ml.config import IST, RunConfig, get_exchange_config, monthly_expiry, weekly_expiries
 from oi_ml.features import (
     FEATURE_DEFAULTS,
     KEY_COLUMNS,
@@ -26,7 +26,7 @@ from oi_ml.features import (
 from oi_ml.indicators import INDICATOR_COLUMNS, WARMUP_BARS, XS_RANK_COLUMNS
 from oi_ml.ingest import import_ohlcv
 from oi_ml.simulate import simulate_market
-from oi_ml.store import connect, load_historical_data_for_ml
+from oi_ml.store import build_ml_features, connect, load_historical_data_for_ml, write_batch
 
 N_DAYS, BARS_PER_DAY = 4, 375          # 1 500 one-minute NSE bars
 N_RANDOM_CUTS = 6                      # random cut points on top of the fixed edge cases
@@ -274,12 +274,25 @@ def test_documented_default_values():
     "Spot checks of the documented meanings (module docs): oscillators 50, positions 0.5, ratios 1, typical VIX/IV."
     expected = {"rsi_14": 50.0, "bb_pctb_20": 0.5, "volume_ratio_20": 1.0, "ret_1": 0.0, "atm_iv": 0.15, "vix": 15.0,
                 "oi_concentration_atm": 0.25, "log_pcr_oi": 0.0, "days_to_expiry": 3.0, "time_of_day": 0.5,
-                "day_of_week": 2.0, "williams_r_14": -50.0, "adx_14": 20.0}
+                "day_of_week": 2.0, "williams_r_14": -50.0, "adx_14": 20.0,
+                # shares of the last 10 bars: 0.5; the candle shape (signed body, wicks) of a flat bar, the only one without it: 0
+                "higher_high_frac_10": 0.5, "higher_low_frac_10": 0.5, "lower_high_frac_10": 0.5, "lower_low_frac_10": 0.5,
+                "body_frac": 0.0, "upper_wick_frac": 0.0, "lower_wick_frac": 0.0}
     present = {k: v for k, v in expected.items() if k in FEATURE_DEFAULTS}
     assert len(present) >= len(expected) - 1
     assert {k: FEATURE_DEFAULTS[k] for k in present} == present
     assert set(XS_RANK_DEFAULTS.values()) == {0.5}
     assert set(FEATURE_DEFAULTS) >= set(INDICATOR_COLUMNS)
+
+
+def test_a_flat_bar_has_no_body_and_no_wicks(raw):
+    "high == low (so open == close): the candle fractions are undefined, and the prepared features read a flat bar: all 0."
+    frame = raw.iloc[:300].copy()
+    frame.loc[250, ["open", "high", "low", "close"]] = frame.close[249]
+    unfilled, prepared = compute_all_features(frame), prepare_training_features(frame)
+    assert unfilled.loc[250, ["body_frac", "upper_wick_frac", "lower_wick_frac"]].isna().all()
+    assert prepared.loc[250, ["body_frac", "upper_wick_frac", "lower_wick_frac"]].tolist() == [0.0, 0.0, 0.0]
+    assert unfilled.body_frac.dropna().between(-1, 1).all() and unfilled.body_frac.min() < -0.5    # signed, centred on 0
 
 
 def test_missing_chain_inputs_become_defaults(raw):
@@ -348,11 +361,181 @@ def test_bad_close_names_the_row(raw, bad_close):
         prepare_training_features(frame)
 
 
+@pytest.mark.parametrize("column", ["exchange", "symbol"])
+@pytest.mark.parametrize("missing", [None, np.nan, "", "  "])
+def test_a_row_without_exchange_or_symbol_is_named(two_symbols, column, missing):
+    "Such a row would leave its series (groupby drops it) and lose its chain features, silently."
+    frame = two_symbols.iloc[:600].copy()
+    frame[column] = frame[column].astype(object)
+    frame.loc[333, column] = missing
+    with pytest.raises(ValueError, match=rf"missing '{column}' at row 333"):
+        compute_all_features(frame)
+
+
+@pytest.mark.parametrize("column, odd", [("exchange", "nse"), ("exchange", "NSE "), ("symbol", "Nifty")])
+def test_a_key_spelled_two_ways_is_refused(raw, column, odd):
+    "A row spelled 'nse' among 'NSE' rows would start a series of its own and break the diffs of both."
+    frame = raw.iloc[:600].copy()
+    frame[column] = frame[column].astype(object)
+    frame.loc[500, column] = odd
+    usual = raw[column].iloc[0]
+    with pytest.raises(ValueError, match=rf"{column} '{odd}' at row 500 is '{usual}' \(row 0\) spelled differently"):
+        prepare_training_features(frame)
+
+
+def test_one_spelling_in_any_case_is_one_series(raw):
+    "Spelled one way throughout, lower case is still one series: the same features as upper case."
+    frame = raw.iloc[:600]
+    lower = frame.assign(exchange="nse", symbol="nifty")
+    pd.testing.assert_frame_equal(prepare_training_features(lower).iloc[:, 3:], prepare_training_features(frame).iloc[:, 3:])
+
+
 def test_row_numbers_are_positions_not_index_labels(raw):
     frame = raw.iloc[:50].copy(); frame.index = frame.index + 1000
     frame.loc[1007, "close"] = 0.0
     with pytest.raises(ValueError, match="at row 7"):
         check_raw_features(frame)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# changes across a roll: the nearest options expiry (weekly) and the front-month future (monthly)
+
+ROLL_WAREHOUSES = {   # (exchange, first day, sessions): what rolls inside
+    "nse_weekly": ("NSE", "2025-08-06", 3),    # the weekly options expiry of Thu 7 Aug; no futures roll
+    "nse_monthly": ("NSE", "2025-08-28", 2),   # Thu 28 Aug: the monthly options expiry and the futures roll
+    "bse_monthly": ("BSE", "2025-08-26", 2),   # Tue 26 Aug: BSE's (weekly = monthly) expiry and futures roll
+}
+OPTION_CHANGES = {"log_pcr_oi_chg_15": ("pcr_oi", 15, "log_diff"), "log_pcr_oi_chg_60": ("pcr_oi", 60, "log_diff"),
+                  "call_oi_chg_rate_15": ("call_oi", 15, "rate"), "put_oi_chg_rate_15": ("put_oi", 15, "rate"),
+                  "atm_iv_chg_15": ("atm_iv", 15, "diff")}
+BUILDUP = ["long_buildup", "short_buildup", "short_covering", "long_unwinding"]
+
+
+@pytest.fixture(scope="module", params=list(ROLL_WAREHOUSES))
+def roll_raw(request, tmp_path_factory) -> pd.DataFrame:
+    "`ml_features` of simulated sessions around an expiry (see ROLL_WAREHOUSES)."
+    exchange, start, days = ROLL_WAREHOUSES[request.param]
+    cfg = RunConfig(data_dir=str(tmp_path_factory.mktemp(request.param)))
+    con = connect(cfg)
+    try:
+        simulate_market(con, exchange, start, n_days=days, seed=5, run_cfg=cfg)
+        return load_historical_data_for_ml(con, exchange)
+    finally:
+        con.close()
+
+
+def closes_between(raw: pd.DataFrame, bars: int, expiries) -> np.ndarray:
+    "Per row, whether an expiry's 15:30 IST close lies between the bar `bars` rows earlier (inclusive) and this bar."
+    close_times = [pd.Timestamp(e).tz_localize(IST) + pd.Timedelta(hours=15, minutes=30) for e in expiries]
+    t, before = raw.timestamp, raw.timestamp.shift(bars)
+    return np.array([any(b <= c < now for c in close_times) if pd.notna(b) else False for b, now in zip(before, t)])
+
+
+def plain_change(x: pd.Series, bars: int, kind: str) -> pd.Series:
+    "The change over `bars` rows, ignoring contracts."
+    if kind == "log_diff": return np.log(x).diff(bars)
+    if kind == "rate": return x.diff(bars) / x.shift(bars)
+    return x.diff(bars)
+
+
+def test_option_changes_never_compare_two_expiries(roll_raw):
+    """A 15/60-bar change whose window spans the nearest expiry's close compares two series: missing (neutral 0 once
+    prepared); every other change is the plain row difference, bit for bit. Rolls from the exchange calendar."""
+    cfg = get_exchange_config(roll_raw.exchange.iloc[0])
+    days = roll_raw.timestamp.dt.tz_convert(IST).dt.date
+    expiries = weekly_expiries(cfg, days.min(), days.max())
+    out, prepared = compute_all_features(roll_raw), prepare_training_features(roll_raw)
+    for col, (source, bars, kind) in OPTION_CHANGES.items():
+        rolled = closes_between(roll_raw, bars, expiries)
+        assert rolled.sum() == bars, col                                         # the data holds one roll
+        plain = plain_change(roll_raw[source], bars, kind)
+        assert plain[rolled].notna().all() and (plain[rolled] != 0).all(), col   # which the plain change would misread
+        expected = plain.where(~rolled)
+        assert same_values(out[col], expected).all(), col
+        assert (prepared[col][rolled] == 0).all(), col
+
+
+def test_futures_changes_never_compare_two_contracts(roll_raw):
+    """futures_oi_chg_15 and the build-up flags are missing for the 15 bars after the monthly expiry's close (the front
+    month rolls); a weekly expiry leaves them as they were."""
+    cfg = get_exchange_config(roll_raw.exchange.iloc[0])
+    days = roll_raw.timestamp.dt.tz_convert(IST).dt.date
+    months = sorted({(d.year, d.month) for d in days})
+    rolled = closes_between(roll_raw, 15, [monthly_expiry(cfg, y, m) for y, m in months])
+    out = compute_all_features(roll_raw)
+    oi, price = roll_raw.futures_oi, roll_raw.futures_price
+    expected = (oi.diff(15) / oi.shift(15)).where(~rolled)
+    assert same_values(out.futures_oi_chg_15, expected).all()
+    assert out.loc[rolled, BUILDUP].isna().all().all()
+    kept = ~rolled & price.diff(15).notna().to_numpy()
+    assert (out.loc[kept, BUILDUP].sum(axis=1) == (price.diff(15)[kept] != 0) & (oi.diff(15)[kept] != 0)).all()
+    weekly = closes_between(roll_raw, 15, weekly_expiries(cfg, days.min(), days.max())) & ~rolled
+    if rolled.any(): assert rolled.sum() == 15
+    else: assert weekly.sum() == 15 and out.futures_oi_chg_15[weekly].notna().all()   # the weekly roll: futures kept
+
+
+def test_no_lookahead_across_a_roll(roll_raw):
+    "Cut points around the roll: features of the truncated rows equal the full-history ones."
+    first_after = int(np.flatnonzero(np.diff(roll_raw.days_to_expiry.to_numpy()) > 1)[0]) + 1   # the next series' first bar
+    positions = [first_after - 1, first_after, first_after + 7, first_after + 14, first_after + 15, first_after + 59,
+                 first_after + 60, len(roll_raw) - 1]
+    problems = lookahead_violations(compute_all_features, roll_raw, roll_raw.timestamp.iloc[positions])
+    assert not problems, "look-ahead:\n" + "\n".join(problems[:20])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the ATM shift counts strikes of the symbol's own chain
+
+def atm_frame(symbol: str, first_atm: float, step: float, with_step: bool = True) -> pd.DataFrame:
+    "20 NSE bars whose ATM strike moves up by one listed strike (`step` points) at bar 10."
+    times = pd.date_range("2025-08-04 09:15", periods=20, freq="min", tz=IST).tz_convert("UTC")
+    atm = np.where(np.arange(20) < 10, first_atm, first_atm + step)
+    frame = pd.DataFrame({"timestamp": times, "exchange": "NSE", "symbol": symbol, "open": atm + 1.0, "high": atm + 3.0,
+                          "low": atm - 1.0, "close": atm + 1.0, "volume": 0.0, "atm_strike": atm, "pcr_oi": 1.0, "call_oi": 1e6})
+    return frame.assign(strike_step=step) if with_step else frame
+
+
+@pytest.mark.parametrize("symbol, first_atm, step", [("NIFTY", 24500.0, 50.0), ("BANKNIFTY", 52000.0, 100.0), ("MIDCPNIFTY", 12000.0, 25.0)])
+def test_atm_shift_counts_strikes_of_the_symbols_own_chain(symbol, first_atm, step):
+    out = compute_all_features(atm_frame(symbol, first_atm, step))
+    assert out.atm_shift_1.tolist()[1:] == [0.0] * 9 + [1.0] + [0.0] * 9
+    assert out.atm_shift_15[15:].tolist() == [1.0] * 5
+
+
+def test_a_symbol_without_a_known_strike_step_is_refused():
+    "Without `strike_step` only the exchange's benchmark has a known step; another index chain is refused, naming it."
+    nifty = compute_all_features(atm_frame("NIFTY", 24500.0, 50.0, with_step=False))
+    assert nifty.atm_shift_1[10] == 1.0                               # NIFTY: ExchangeConfig.strike_step
+    with pytest.raises(ValueError, match=r"symbol 'BANKNIFTY' has ATM strikes \(first at row 0\) but no 'strike_step' column"):
+        compute_all_features(atm_frame("BANKNIFTY", 52000.0, 100.0, with_step=False))
+    ohlcv = atm_frame("BANKNIFTY", 52000.0, 100.0, with_step=False).drop(columns="atm_strike")
+    assert compute_all_features(ohlcv).atm_shift_1.isna().all()       # no chain: nothing to count
+
+
+def chain_snapshot(ts, symbol: str, spot: float, step: float) -> list[dict]:
+    "A one-expiry chain of 11 strikes `step` apart around `spot`, calls and puts."
+    atm = round(spot / step) * step
+    return [{"timestamp": ts, "exchange": "NSE", "symbol": symbol, "expiry": pd.Timestamp("2025-08-07").date(),
+             "strike": atm + step * k, "option_type": typ, "ltp": 10.0, "iv": 0.15, "oi": 1000.0, "oi_change": 0.0, "volume": 10.0,
+             "bid": 9.9, "ask": 10.1, "bid_qty": 1.0, "ask_qty": 1.0, "underlying_price": spot, "lot_size": 30, "source": "test"}
+            for k in range(-5, 6) for typ in ("CE", "PE")]
+
+
+def test_an_imported_index_chain_shifts_in_its_own_strikes(con):
+    """End to end: a BANKNIFTY chain (strikes 100 apart) in the NSE warehouse; the ATM moves one strike between two
+    snapshots. ml_features carries each snapshot's step, and the feature reads one strike, not two."""
+    t0 = pd.Timestamp("2025-08-04 09:15", tz=IST).tz_convert("UTC")
+    times = t0 + pd.to_timedelta(np.arange(4), unit="min")
+    spots = [52010.0, 52010.0, 52110.0, 52110.0]
+    chain = pd.DataFrame([row for t, s in zip(times, spots) for row in chain_snapshot(t, "BANKNIFTY", s, 100.0)])
+    bars = pd.DataFrame({"timestamp": times, "exchange": "NSE", "symbol": "BANKNIFTY", "open": spots, "high": np.add(spots, 5),
+                         "low": np.subtract(spots, 5), "close": spots, "volume": 1e3, "futures_price": np.nan, "futures_oi": np.nan,
+                         "advances": pd.array([pd.NA] * 4, dtype="Int64"), "declines": pd.array([pd.NA] * 4, dtype="Int64"), "source": "test"})
+    write_batch(con, {"option_chain_snapshots": chain, "underlying_bars": bars}, {"batch_id": "bn", "exchange": "NSE", "kind": "test", "source": "t"})
+    build_ml_features(con, "NSE")
+    raw = load_historical_data_for_ml(con, "NSE")
+    assert raw.strike_step.tolist() == [100.0] * 4 and raw.atm_strike.tolist() == [52000.0, 52000.0, 52100.0, 52100.0]
+    assert compute_all_features(raw).atm_shift_1.tolist()[1:] == [0.0, 1.0, 0.0]
 
 
 # --------------------------------------------------------------------------------------------------------------------

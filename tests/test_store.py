@@ -443,7 +443,8 @@ def reference_snapshot_features(snap: pd.DataFrame) -> dict:
         "oi_concentration_atm": within(near, 2).oi.sum() / near.oi.sum(), "atm_iv": iv_at(near, 0), "next_atm_iv": iv_at(nxt, 0),
         "iv_skew": iv_at(puts, -4) - iv_at(calls, 4), "gex": gex,
         "max_pain_strike": min(strikes, key=lambda k: (pain[k], k)) if near.oi.sum() > 0 else np.nan,   # no OI: undefined
-        "expiry_closes": [expiry_close(e) for e in expiries[:2]], "lot_size": float(near.lot_size.max()), "chain_snapshot_time": ts}
+        "expiry_closes": [expiry_close(e) for e in expiries[:2]], "lot_size": float(near.lot_size.max()), "chain_snapshot_time": ts,
+        "strike_step": step}   # the snapshot's own step, which the ATM shift of `10_features` counts in
 
 
 def latest_at_or_before(frame: pd.DataFrame, ts, column="timestamp") -> pd.DataFrame:
@@ -634,6 +635,22 @@ def test_bars_after_an_expiry_read_the_next_series_of_an_end_of_day_chain(con):
     full = con.execute(since, {"start": ist("2025-08-08 09:16").to_pydatetime()}).df()
     build_ml_features(con, "NSE", "2025-08-08 09:16", "2025-08-08")   # a window after the expiry: the same rows
     pd.testing.assert_frame_equal(con.execute(since, {"start": ist("2025-08-08 09:16").to_pydatetime()}).df(), full)
+
+
+def test_each_bar_carries_its_own_chains_strike_step(con):
+    """Chains of other indices have other strike steps (BANKNIFTY 100, MIDCPNIFTY 25): ml_features stores each snapshot's
+    own, per symbol, so `10_features` counts the ATM shift in that chain's strikes; a bar without a chain has none."""
+    times = [T0 + pd.Timedelta(minutes=m) for m in (0, 1)]
+    chain = pd.DataFrame([chain_row(T0, "2025-08-07", spot // step * step + step * k, typ, 100.0, spot=spot) | {"symbol": symbol}
+                          for symbol, spot, step in (("NIFTY", 24010.0, 50.0), ("BANKNIFTY", 52010.0, 100.0), ("MIDCPNIFTY", 12010.0, 25.0))
+                          for k in range(-4, 5) for typ in ("CE", "PE")])
+    bars = pd.concat([bar_rows(times, [spot] * 2, symbol=symbol) for symbol, spot in (("NIFTY", 24010.0), ("BANKNIFTY", 52010.0),
+                                                                                     ("MIDCPNIFTY", 12010.0), ("ALT", 500.0))])
+    write_batch(con, {"option_chain_snapshots": chain, "underlying_bars": bars}, {"batch_id": "s", "exchange": "NSE", "kind": "test", "source": "t"})
+    build_ml_features(con, "NSE")
+    got = load_historical_data_for_ml(con, "NSE").groupby("symbol").strike_step.agg(list).to_dict()
+    assert got == {"BANKNIFTY": [100.0] * 2, "MIDCPNIFTY": [25.0] * 2, "NIFTY": [50.0] * 2} | {"ALT": got["ALT"]}
+    assert np.isnan(got["ALT"]).all()
 
 
 def test_a_chain_listing_only_closed_expiries_informs_no_later_bar(con):
