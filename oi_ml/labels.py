@@ -5,6 +5,7 @@
 # %% ../nbs/12_labels.ipynb #c003
 from __future__ import annotations
 
+import datetime as dt
 import re
 import types
 from dataclasses import dataclass, replace
@@ -14,13 +15,14 @@ import numpy as np
 import pandas as pd
 from numba import njit, prange
 
-from .config import IST
+from .config import IST, ExchangeConfig, get_exchange_config
 
 # %% auto #0
 __all__ = ['SIGNAL_VOLATILITY_BARS', 'HIT_NONE', 'HIT_VERTICAL', 'HIT_PROFIT', 'HIT_STOP', 'HIT_SEGMENT_END', 'BARRIER_NAMES',
            'TARGETS', 'LabelConfig', 'validate_label_config', 'check_bar_frame', 'segment_end_from_ids', 'session_ids',
-           'frame_segment_end', 'labels_for_bars', 'ewm_volatility', 'atr_volatility', 'label_volatility',
-           'TripleBarrierResult', 'triple_barrier_labels', 'end_times', 'triple_barrier_frame',
+           'frame_segment_end', 'frame_exchange', 'session_close_time', 'bar_step', 'last_session_closed',
+           'session_closed', 'labels_for_bars', 'ewm_volatility', 'atr_volatility', 'label_volatility',
+           'TripleBarrierResult', 'triple_barrier_labels', 'end_times', 'frame_segment_closed', 'triple_barrier_frame',
            'define_triple_barrier_target', 'forward_end_index', 'forward_returns', 'forward_changes',
            'triple_barrier_target', 'forward_return_target', 'oi_change_target', 'direction_target',
            'realized_vol_target', 'range_breach_target', 'breakout_levels', 'breakout_day_target',
@@ -79,7 +81,10 @@ def _check_timestamp(frame: pd.DataFrame) -> None:
         raise ValueError(f"column 'timestamp' must be a UTC datetime, got dtype {ts.dtype}")
     if ts.isna().any(): raise ValueError(f"column 'timestamp' is NaT at {_first_bad_row(frame, ts.isna().to_numpy())}")
     step = np.diff(pd.DatetimeIndex(ts).asi8)
-    if (step <= 0).any(): raise ValueError(f"column 'timestamp' is not strictly increasing at {_first_bad_row(frame, np.r_[False, step <= 0])}")
+    if (step <= 0).any():
+        i = int(np.flatnonzero(step <= 0)[0]) + 1
+        raise ValueError(f"column 'timestamp' is not strictly increasing at {_first_bad_row(frame, np.arange(len(ts)) == i)}: "
+                         f"{ts.iloc[i]} follows {ts.iloc[i - 1]}; sort the bars by time with one row per timestamp")
 
 def check_bar_frame(frame: pd.DataFrame, price_columns: tuple = ("high", "low", "close")) -> pd.DataFrame:
     "Return `frame` unchanged after checking the timestamp key and the price columns."
@@ -92,7 +97,21 @@ def check_bar_frame(frame: pd.DataFrame, price_columns: tuple = ("high", "low", 
         if bad.any(): raise ValueError(f"column '{col}' must be finite and > 0; bad value at {_first_bad_row(frame, bad)}")
     if {"high", "low"} <= set(price_columns) and (bad := frame["high"].to_numpy() < frame["low"].to_numpy()).any():
         raise ValueError(f"column 'high' is below 'low' at {_first_bad_row(frame, bad)}")
+    if {"high", "low"} <= set(price_columns): _check_inside_bars(frame, [c for c in ("close", "open") if c in frame.columns])
     return frame
+
+def _check_inside_bars(frame: pd.DataFrame, columns: list) -> None:
+    "Raise unless each of `columns` lies in [low, high] on every row where it is a number, naming the first bad row."
+    high, low = (frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in ("high", "low"))
+    values = {c: frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in columns}
+    outside = {c: (v > high) | (v < low) for c, v in values.items()}
+    bad = np.logical_or.reduce(list(outside.values()), initial=False) if outside else np.zeros(len(frame), bool)
+    if not bad.any(): return
+    i = int(np.flatnonzero(bad)[0])
+    col = next(c for c in columns if outside[c][i])
+    raise ValueError(f"column '{col}' lies outside the bar's [low, high] at {_first_bad_row(frame, bad)}: {col} {float(values[col][i])!r}, "
+                     f"low {float(low[i])!r}, high {float(high[i])!r}; every bar needs low <= open, close <= high (as ingest and "
+                     "the backtest check): fix or drop the bar at its source")
 
 # %% ../nbs/12_labels.ipynb #c014
 def segment_end_from_ids(ids) -> np.ndarray:
@@ -113,12 +132,42 @@ def frame_segment_end(frame: pd.DataFrame, cfg: LabelConfig) -> np.ndarray | Non
     return segment_end_from_ids(session_ids(frame)) if cfg.session_segments else None
 
 # %% ../nbs/12_labels.ipynb #c017
+def frame_exchange(frame: pd.DataFrame) -> ExchangeConfig | None:
+    "The `ExchangeConfig` named by the frame's `exchange` column (last row); None without the column or for another venue."
+    if "exchange" not in frame.columns or len(frame) == 0: return None
+    try: return get_exchange_config(frame["exchange"].iloc[-1])
+    except ValueError: return None
+
+def session_close_time(cfg: ExchangeConfig, day: dt.date) -> pd.Timestamp:   # IST trading date
+    "UTC close of `cfg`'s session on `day`: the close of a dated special session held that day, else the regular close."
+    special = cfg.special_session(day)
+    return pd.Timestamp(dt.datetime.combine(day, special[2] if special else cfg.session_close), tz=IST).tz_convert("UTC")
+
+def bar_step(frame: pd.DataFrame) -> pd.Timedelta | None:
+    "Most common positive step between consecutive bars of one session (the smallest of equally common ones); None if no session has two bars."
+    ids, ts = session_ids(frame), pd.DatetimeIndex(frame["timestamp"]).as_unit("ns").asi8
+    steps = np.diff(ts)[ids[1:] == ids[:-1]]
+    values, counts = np.unique(steps[steps > 0], return_counts=True)
+    return pd.Timedelta(int(values[np.argmax(counts)]), "ns") if values.size else None
+
+def last_session_closed(frame: pd.DataFrame) -> bool:
+    "True when the frame's last session ran to its exchange's close (the next bar would start at or after it)."
+    cfg, step = frame_exchange(frame), bar_step(frame) if len(frame) else None
+    if cfg is None or step is None: return False
+    last = frame["timestamp"].iloc[-1]
+    return last + step >= session_close_time(cfg, last.tz_convert(IST).date())
+
+def session_closed(frame: pd.DataFrame) -> np.ndarray:
+    "Per bar, True when its session is known to have closed: a later session follows in `frame`, or it ran to its close."
+    return (segment_end_from_ids(session_ids(frame)) < len(frame) - 1) | last_session_closed(frame)
+
+# %% ../nbs/12_labels.ipynb #c021
 def labels_for_bars(cfg: LabelConfig, bar_minutes: int,   # minutes per bar (RunConfig.bar_minutes)
                     session_minutes: int) -> LabelConfig:   # minutes of the exchange's regular session
     "`cfg` for bars of `bar_minutes`: labels cross sessions when one bar spans the session (daily bars), else `cfg` unchanged."
     return replace(cfg, session_segments=False) if cfg.session_segments and bar_minutes >= session_minutes else cfg
 
-# %% ../nbs/12_labels.ipynb #c020
+# %% ../nbs/12_labels.ipynb #c024
 def ewm_volatility(close, span: int) -> np.ndarray:
     "EWM std of simple returns (span `span` bars, NaN until `span` returns exist), as a fraction of price."
     returns = pd.Series(np.asarray(close, dtype=np.float64)).pct_change()
@@ -139,16 +188,16 @@ def label_volatility(frame: pd.DataFrame, cfg: LabelConfig) -> np.ndarray:
     if cfg.volatility == "atr": return atr_volatility(frame["high"], frame["low"], frame["close"], cfg.vol_window)
     return ewm_volatility(frame["close"], cfg.vol_window)
 
-# %% ../nbs/12_labels.ipynb #c023
-HIT_NONE = -1        # no label: invalid entry (NaN vol, side 0), no forward bar, or series end before a decision
+# %% ../nbs/12_labels.ipynb #c027
+HIT_NONE = -1        # no label: invalid entry (NaN vol, side 0), no forward bar, an exit close that is no price, or the data ending before a decision
 HIT_VERTICAL = 0     # vertical barrier at t + horizon, no horizontal touch
 HIT_PROFIT = 1       # profit barrier touched first
 HIT_STOP = 2         # stop barrier touched first, including ties (both touched in one bar)
-HIT_SEGMENT_END = 3  # segment (session) ended before t + horizon without a touch: forced exit at its last close
+HIT_SEGMENT_END = 3  # segment (session) closed before t + horizon without a touch: forced exit at its last close
 BARRIER_NAMES = types.MappingProxyType({HIT_NONE: "none", HIT_VERTICAL: "vertical", HIT_PROFIT: "profit",
                                         HIT_STOP: "stop", HIT_SEGMENT_END: "segment_end"})
 
-# %% ../nbs/12_labels.ipynb #c025
+# %% ../nbs/12_labels.ipynb #c029
 @njit(cache=True, inline="always")
 def _label_one(t, close, high, low, v, s, last, horizon, profit_mult, stop_mult, forced_exit):
     "Triple-barrier outcome (label, return, end index, hit code) of the entry at bar `t` with side `s`, vol `v`."
@@ -166,12 +215,13 @@ def _label_one(t, close, high, low, v, s, last, horizon, profit_mult, stop_mult,
         exit_return = s * (min(max(barrier, low[j]), high[j]) / c - 1.0)
         return (-1 if stop_hit else 1), exit_return, j, (HIT_STOP if stop_hit else HIT_PROFIT)
     code = HIT_VERTICAL if last == t + horizon else (HIT_SEGMENT_END if forced_exit else HIT_NONE)
-    if code == HIT_NONE: return 0, np.nan, -1, HIT_NONE
-    return 0, s * (close[last] / c - 1.0), last, code
+    exit_close = close[last]
+    if code == HIT_NONE or not (np.isfinite(exit_close) and exit_close > 0.0): return 0, np.nan, -1, HIT_NONE
+    return 0, s * (exit_close / c - 1.0), last, code
 
-# %% ../nbs/12_labels.ipynb #c026
+# %% ../nbs/12_labels.ipynb #c030
 @njit(cache=True, parallel=True)
-def _triple_barrier_kernel(close, high, low, volatility, side, segment_end, horizon, profit_mult, stop_mult,
+def _triple_barrier_kernel(close, high, low, volatility, side, segment_end, segment_closed, horizon, profit_mult, stop_mult,
                            has_side, has_segments):
     "Triple-barrier outcome of every bar (see `_label_one`), in parallel over bars."
     n = close.shape[0]
@@ -180,11 +230,11 @@ def _triple_barrier_kernel(close, high, low, volatility, side, segment_end, hori
     for t in prange(n):
         last = min(t + horizon, segment_end[t] if has_segments else n - 1)
         lab, ret, end, hit = _label_one(t, close, high, low, volatility[t], side[t] if has_side else 1.0, last,
-                                        horizon, profit_mult, stop_mult, has_segments)
+                                        horizon, profit_mult, stop_mult, has_segments and segment_closed[t])
         label[t], realised_return[t], label_end_index[t], barrier_hit[t] = lab, ret, end, hit
     return label, realised_return, label_end_index, barrier_hit
 
-# %% ../nbs/12_labels.ipynb #c028
+# %% ../nbs/12_labels.ipynb #c032
 @dataclass(frozen=True, eq=False)
 class TripleBarrierResult:
     "Per-bar triple-barrier outcome (numpy arrays of equal length)."
@@ -196,7 +246,7 @@ class TripleBarrierResult:
     @property
     def has_label(self) -> np.ndarray: return self.barrier_hit != HIT_NONE
 
-# %% ../nbs/12_labels.ipynb #c029
+# %% ../nbs/12_labels.ipynb #c033
 def _float_array(values, name: str, n: int | None = None) -> np.ndarray:
     "`values` as a contiguous float64 array, checking its length against `n`."
     arr = np.ascontiguousarray(np.asarray(values, dtype=np.float64))
@@ -212,24 +262,34 @@ def _segment_end_array(segment_end_index, n: int) -> np.ndarray:
     if bad.any(): raise ValueError(f"segment_end_index[{int(np.flatnonzero(bad)[0])}] must lie in [t, n-1]")
     return seg
 
-# %% ../nbs/12_labels.ipynb #c030
+def _segment_closed_array(segment_closed, segment_end_index, n: int) -> np.ndarray:
+    "`segment_closed` as a bool array (all True when None), checking it comes with `segment_end_index`."
+    if segment_closed is None: return np.ones(n if segment_end_index is not None else 1, np.bool_)
+    if segment_end_index is None: raise ValueError("segment_closed needs segment_end_index (it flags the segments' ends)")
+    closed = np.asarray(segment_closed)
+    if closed.shape != (n,) or closed.dtype != np.bool_: raise ValueError(f"segment_closed must be a bool array of shape ({n},), got {closed.dtype} {closed.shape}")
+    return np.ascontiguousarray(closed)
+
+# %% ../nbs/12_labels.ipynb #c034
 def triple_barrier_labels(close, high, low, volatility, horizon: int, profit_mult: float, stop_mult: float,
-                          side=None, touch: str = "high_low", segment_end_index=None) -> TripleBarrierResult:
+                          side=None, touch: str = "high_low", segment_end_index=None,
+                          segment_closed=None) -> TripleBarrierResult:   # bool per bar: its segment closed (None: all did)
     "First-touch triple-barrier outcome of every bar (barriers from `close[t]`, checked from bar t+1)."
     close = _float_array(close, "close")
     n = close.shape[0]
     high, low, volatility = (_float_array(x, name, n) for x, name in ((high, "high"), (low, "low"), (volatility, "volatility")))
     side_arr = np.zeros(1) if side is None else _float_array(side, "side", n)
     seg = np.zeros(1, np.int64) if segment_end_index is None else _segment_end_array(segment_end_index, n)
+    closed = _segment_closed_array(segment_closed, segment_end_index, n)
     _check_positive_int(horizon, "horizon")
     if not (profit_mult > 0 and stop_mult > 0): raise ValueError("profit_mult and stop_mult must be > 0 (inf disables)")
     if touch not in ("high_low", "close"): raise ValueError(f"touch must be 'high_low' or 'close', got {touch!r}")
     if touch == "close": high = low = close
-    arrays = _triple_barrier_kernel(close, high, low, volatility, side_arr, seg, int(horizon), float(profit_mult),
+    arrays = _triple_barrier_kernel(close, high, low, volatility, side_arr, seg, closed, int(horizon), float(profit_mult),
                                     float(stop_mult), side is not None, segment_end_index is not None)
     return TripleBarrierResult(*arrays)
 
-# %% ../nbs/12_labels.ipynb #c036
+# %% ../nbs/12_labels.ipynb #c040
 def end_times(frame: pd.DataFrame, end_index: np.ndarray) -> pd.Series:
     "`frame.timestamp` at each `end_index` (NaT where it is -1), on `frame`'s index."
     end_index = np.asarray(end_index, dtype=np.int64)
@@ -240,12 +300,17 @@ def _masked(values: np.ndarray, valid: np.ndarray, index, dtype: str = "Int8") -
     "`values` as a nullable Series, missing where `valid` is False."
     return pd.Series(values, index=index).astype(dtype).where(valid)
 
-# %% ../nbs/12_labels.ipynb #c037
+# %% ../nbs/12_labels.ipynb #c041
+def frame_segment_closed(frame: pd.DataFrame, cfg: LabelConfig) -> np.ndarray | None:
+    "Per bar, whether its session is known to have closed (`session_closed`) when `cfg.session_segments`, else None."
+    return session_closed(frame) if cfg.session_segments else None
+
 def triple_barrier_frame(frame: pd.DataFrame, cfg: LabelConfig = LabelConfig()) -> pd.DataFrame:
     "Triple-barrier columns (tb_label, tb_return, barrier_hit, label_end_time, target) for `frame`'s rows."
     check_bar_frame(frame); validate_label_config(cfg)
     res = triple_barrier_labels(frame["close"], frame["high"], frame["low"], label_volatility(frame, cfg), cfg.horizon_bars,
-                                cfg.profit_mult, cfg.stop_mult, touch=cfg.touch, segment_end_index=frame_segment_end(frame, cfg))
+                                cfg.profit_mult, cfg.stop_mult, touch=cfg.touch, segment_end_index=frame_segment_end(frame, cfg),
+                                segment_closed=frame_segment_closed(frame, cfg))
     target = np.where(res.label == 1, "BUY", np.where(res.label == -1, "SELL", "HOLD"))
     return pd.DataFrame({"tb_label": _masked(res.label, res.has_label, frame.index),
                          "tb_return": res.realised_return, "barrier_hit": res.barrier_hit,
@@ -256,7 +321,7 @@ def define_triple_barrier_target(features: pd.DataFrame, cfg: LabelConfig = Labe
     "Copy of `features` with the triple-barrier target columns added (BUY/SELL/HOLD in `target`)."
     return pd.concat([features, triple_barrier_frame(features, cfg)], axis=1)
 
-# %% ../nbs/12_labels.ipynb #c040
+# %% ../nbs/12_labels.ipynb #c044
 def forward_end_index(n: int, horizon: int, segment_end_index=None) -> np.ndarray:
     "Per bar, t + horizon when that bar exists inside the segment, else -1."
     end = np.arange(n, dtype=np.int64) + horizon
@@ -283,7 +348,7 @@ def forward_changes(values, horizons=(3, 5, 15, 30), prefix: str = "fwd_oi_chg",
     "Columns `{prefix}_{h}` = values[t+h] - values[t] (or the fraction when `relative`)."
     return _forward_columns(values, horizons, prefix, relative, segment_end_index)
 
-# %% ../nbs/12_labels.ipynb #c043
+# %% ../nbs/12_labels.ipynb #c047
 def _target_frame(frame: pd.DataFrame, target, end_index: np.ndarray, **extra) -> pd.DataFrame:
     "Standard target frame: `target`, extra columns, `label_end_time`."
     out = pd.DataFrame({"target": target, **extra}, index=frame.index)
@@ -309,7 +374,7 @@ def oi_change_target(frame: pd.DataFrame, cfg: LabelConfig, horizon: int) -> pd.
     chg = forward_changes(frame[cfg.oi_column].to_numpy(), (horizon,), segment_end_index=seg).iloc[:, 0].to_numpy()
     return _target_frame(frame, chg, forward_end_index(len(frame), horizon, seg))
 
-# %% ../nbs/12_labels.ipynb #c044
+# %% ../nbs/12_labels.ipynb #c048
 def direction_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
     "Target `direction`: +1 / -1 / 0 for the return to t+direction_bars beyond ± neutral_band."
     seg = frame_segment_end(frame, cfg)
@@ -330,20 +395,21 @@ def realized_vol_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
     squared = np.r_[0.0, np.diff(np.log(close)) ** 2]
     return _target_frame(frame, np.sqrt(_window_sums(squared, end, cfg.realized_vol_bars)), end)
 
-# %% ../nbs/12_labels.ipynb #c045
+# %% ../nbs/12_labels.ipynb #c049
 def range_breach_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
     "Target `range_breach`: 1 if price leaves close[t]·(1 ± range_width) within range_bars bars, 0 if not."
     n = len(frame)
     res = triple_barrier_labels(frame["close"], frame["high"], frame["low"], np.full(n, cfg.range_width), cfg.range_bars,
-                                1.0, 1.0, touch=cfg.touch, segment_end_index=frame_segment_end(frame, cfg))
+                                1.0, 1.0, touch=cfg.touch, segment_end_index=frame_segment_end(frame, cfg),
+                                segment_closed=frame_segment_closed(frame, cfg))
     breach = (res.barrier_hit == HIT_PROFIT) | (res.barrier_hit == HIT_STOP)
     decided = breach | (res.barrier_hit == HIT_VERTICAL)
     return _target_frame(frame, _masked(breach.astype(np.int8), decided, frame.index), np.where(decided, res.label_end_index, -1))
 
-# %% ../nbs/12_labels.ipynb #c047
+# %% ../nbs/12_labels.ipynb #c051
 @njit(cache=True, parallel=True)
-def _breakout_kernel(high, low, upper, lower, session_end):
-    "Per bar: first bar after t (to its session end) with high > upper[t] or low < lower[t]; direction +1/-1/0."
+def _breakout_kernel(high, low, upper, lower, session_end, session_closed):
+    "Per bar: first bar after t (to its session end) with high > upper[t] or low < lower[t]; direction +1/-1/0; none: end -1 unless the session closed."
     n = high.shape[0]
     direction = np.zeros(n, np.int8)
     broke = np.zeros(n, np.int8)
@@ -354,11 +420,12 @@ def _breakout_kernel(high, low, upper, lower, session_end):
         while j <= last and not (high[j] > upper[t] or low[j] < lower[t]): j += 1
         if j <= last:
             up, down = high[j] > upper[t], low[j] < lower[t]
-            broke[t], direction[t] = 1, (1 if up and not down else (-1 if down and not up else 0))
-        end[t] = min(j, last)
+            broke[t], direction[t], end[t] = 1, (1 if up and not down else (-1 if down and not up else 0)), j
+        elif session_closed[t]:
+            end[t] = last
     return broke, direction, end
 
-# %% ../nbs/12_labels.ipynb #c048
+# %% ../nbs/12_labels.ipynb #c052
 def breakout_levels(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     "Per bar: max/min of the previous session's range and this session's range through the bar (NaN in the first session)."
     high, low = frame["high"].to_numpy(np.float64), frame["low"].to_numpy(np.float64)
@@ -375,10 +442,10 @@ def _breakout(frame: pd.DataFrame) -> tuple:
     "Breakout flags, directions and end indexes (-1 without a label) of every bar."
     upper, lower = breakout_levels(frame)
     return _breakout_kernel(frame["high"].to_numpy(np.float64), frame["low"].to_numpy(np.float64), upper, lower,
-                            segment_end_from_ids(session_ids(frame)))
+                            segment_end_from_ids(session_ids(frame)), session_closed(frame))
 
 def breakout_day_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
-    "Target `breakout_day`: 1 if a new extreme beyond the previous and current session's range comes before the close."
+    "Target `breakout_day`: 1 if a new extreme beyond the previous and current session's range comes before the close (missing if the data stops first)."
     broke, _, end = _breakout(frame)
     return _target_frame(frame, _masked(broke, end >= 0, frame.index), end)
 
@@ -387,7 +454,7 @@ def breakout_direction_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataF
     _, direction, end = _breakout(frame)
     return _target_frame(frame, _masked(direction, end >= 0, frame.index), end)
 
-# %% ../nbs/12_labels.ipynb #c049
+# %% ../nbs/12_labels.ipynb #c053
 def regime_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
     "Target `regime`: bull / bear / sideways / high_vol for the next regime_bars bars (rules in the table above)."
     close, n_bars = frame["close"].to_numpy(np.float64), cfg.regime_bars
@@ -401,7 +468,7 @@ def regime_target(frame: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
     valid = (end >= 0) & np.isfinite(trailing)
     return _target_frame(frame, _masked(regime, valid, frame.index, "str"), np.where(valid, end, -1))
 
-# %% ../nbs/12_labels.ipynb #c051
+# %% ../nbs/12_labels.ipynb #c055
 TARGETS = types.MappingProxyType({
     "triple_barrier": triple_barrier_target, "direction": direction_target, "realized_vol": realized_vol_target,
     "range_breach": range_breach_target, "breakout_day": breakout_day_target,
@@ -448,7 +515,7 @@ def require_labels(name: str, frame: pd.DataFrame, cfg: LabelConfig, target: pd.
     raise ValueError(f"{where}: no row has a label: a label needs up to {bars} later bar(s) ({source}) and, for barrier targets, "
                      f"a known volatility (none before bar {cfg.vol_window}, LabelConfig.vol_window); use more bars or shorter horizons")
 
-# %% ../nbs/12_labels.ipynb #c056
+# %% ../nbs/12_labels.ipynb #c060
 def label_names(cfg: LabelConfig) -> list[str]:
     "Target names `labels_frame` builds under `cfg`."
     fixed = ["triple_barrier", "direction", "realized_vol", "range_breach", "breakout_day", "breakout_direction", "regime"]

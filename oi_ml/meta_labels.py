@@ -14,8 +14,10 @@ from oi_ml.labels import (
     HIT_PROFIT,
     LabelConfig,
     TripleBarrierResult,
+    _check_timestamp,
     check_bar_frame,
     end_times,
+    frame_segment_closed,
     frame_segment_end,
     label_volatility,
     triple_barrier_labels,
@@ -37,11 +39,12 @@ class MetaLabelResult:
     def has_label(self) -> np.ndarray: return self.trade.has_label
 
 def meta_labels(close, high, low, volatility, side, horizon: int, profit_mult: float, stop_mult: float,
-                touch: str = "high_low", segment_end_index=None, rule: str = "profit_first") -> MetaLabelResult:
+                touch: str = "high_low", segment_end_index=None, rule: str = "profit_first",
+                segment_closed=None) -> MetaLabelResult:   # bool per bar: its segment closed (None: every given segment did)
     "Meta-label of each bar's proposed `side`: did the trade hit profit first (or end with a positive return)?"
     if rule not in ("profit_first", "positive_return"): raise ValueError(f"rule must be 'profit_first' or 'positive_return', got {rule!r}")
     trade = triple_barrier_labels(close, high, low, volatility, horizon, profit_mult, stop_mult, side=side, touch=touch,
-                                  segment_end_index=segment_end_index)
+                                  segment_end_index=segment_end_index, segment_closed=segment_closed)
     paid = trade.barrier_hit == HIT_PROFIT if rule == "profit_first" else trade.realised_return > 0
     return MetaLabelResult((paid & trade.has_label).astype(np.int8), trade)
 
@@ -56,7 +59,8 @@ def define_meta_labels(features: pd.DataFrame, side, cfg: LabelConfig | None = N
     bad = ~np.isnan(side) & ~np.isin(side, (-1.0, 0.0, 1.0))
     if bad.any(): raise ValueError(f"side must be -1, 0, +1 or NaN; row {int(np.flatnonzero(bad)[0])} has {side[bad][0]}")
     res = meta_labels(features["close"], features["high"], features["low"], label_volatility(features, cfg), side,
-                      cfg.horizon_bars, cfg.profit_mult, cfg.stop_mult, cfg.touch, frame_segment_end(features, cfg), rule)
+                      cfg.horizon_bars, cfg.profit_mult, cfg.stop_mult, cfg.touch, frame_segment_end(features, cfg), rule,
+                      frame_segment_closed(features, cfg))
     return pd.DataFrame({"meta_label": pd.Series(res.meta_label, index=features.index).astype("Int8").where(res.has_label),
                          "meta_return": res.trade.realised_return, "barrier_hit": res.trade.barrier_hit,
                          "label_end_time": end_times(features, res.trade.label_end_index)}, index=features.index)
@@ -105,7 +109,8 @@ def time_decay_weights(avg_uniqueness, start_index=None, oldest_weight: float = 
 
 # %% ../nbs/12a_meta_labels.ipynb #c020
 def label_end_positions(timestamp: pd.Series, label_end_time: pd.Series) -> np.ndarray:
-    "Bar position (int64) of each `label_end_time` in `timestamp`; -1 where it is NaT."
+    "Bar position (int64) of each `label_end_time` in `timestamp` (UTC, strictly increasing); -1 where it is NaT."
+    _check_timestamp(pd.DataFrame({"timestamp": pd.Series(timestamp)}))
     index = pd.DatetimeIndex(timestamp)
     ends = pd.DatetimeIndex(label_end_time)
     pos = index.get_indexer(ends)
@@ -115,6 +120,8 @@ def label_end_positions(timestamp: pd.Series, label_end_time: pd.Series) -> np.n
 
 def sample_weights(timestamp: pd.Series, label_end_time: pd.Series, oldest_weight: float = 1.0) -> pd.DataFrame:
     "Columns avg_uniqueness, time_decay, sample_weight (mean 1 over labelled rows; NaN without a label)."
+    if len(label_end_time) != len(timestamp):
+        raise ValueError(f"label_end_time has {len(label_end_time)} rows, timestamp has {len(timestamp)}: pass one end time per bar (NaT without a label)")
     end = label_end_positions(timestamp, label_end_time)
     start = np.arange(end.shape[0], dtype=np.int64)
     uniqueness = average_uniqueness(start, end, n_bars=end.shape[0])

@@ -1,7 +1,8 @@
 """Tests of `oi_ml.labels` and `oi_ml.meta_labels` against slow, obviously-correct pure-Python references.
 
 The triple-barrier kernel must match `reference_triple_barrier` *exactly* (same floats) on random series with
-frequent equality touches and ties, NaN/zero volatilities, zero sides, sessions and series ends."""
+frequent equality touches and ties, NaN/zero volatilities, NaN closes, zero sides, sessions (closed or cut short by the
+data) and series ends."""
 import math
 
 import numpy as np
@@ -44,8 +45,9 @@ NAN = float("nan")
 
 
 # ---------------------------------------------------------------- references (pure Python, one bar at a time)
-def reference_triple_barrier(close, high, low, vol, horizon, pm, sm, side=None, touch="high_low", seg=None):
-    """Per bar (label, realised_return, label_end_index, barrier_hit), straight from the documented rules."""
+def reference_triple_barrier(close, high, low, vol, horizon, pm, sm, side=None, touch="high_low", seg=None, closed=None):
+    """Per bar (label, realised_return, label_end_index, barrier_hit), straight from the documented rules; `closed[t]`:
+    bar t's segment ended in a real close (None: every segment did)."""
     n, out = len(close), []
     for t in range(n):
         s, c, v = (1.0 if side is None else float(side[t])), float(close[t]), float(vol[t])
@@ -66,11 +68,13 @@ def reference_triple_barrier(close, high, low, vol, horizon, pm, sm, side=None, 
             if profit_hit:
                 result = (1, s * (min(max(profit, lo), hi) / c - 1.0), j, 1)
                 break
+        exit_close = float(close[last])
+        exit_ok = math.isfinite(exit_close) and exit_close > 0       # an exit close that is no price decides nothing
         if result is None:
-            if last == t + horizon:
-                result = (0, s * (float(close[last]) / c - 1.0), last, 0)
-            elif seg is not None:
-                result = (0, s * (float(close[last]) / c - 1.0), last, 3)
+            if last == t + horizon and exit_ok:
+                result = (0, s * (exit_close / c - 1.0), last, 0)
+            elif last < t + horizon and seg is not None and (closed is None or closed[t]) and exit_ok:
+                result = (0, s * (exit_close / c - 1.0), last, 3)
             else:
                 result = (0, NAN, -1, -1)
         out.append(result)
@@ -110,16 +114,18 @@ def with_nan_prices(rng, close, high, low):
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 70), horizon=st.integers(1, 15),
        pm=st.sampled_from([0.5, 1.0, 1.75, 3.0, math.inf]), sm=st.sampled_from([0.5, 1.0, 2.0, math.inf]),
        touch=st.sampled_from(["high_low", "close"]), use_side=st.booleans(), use_seg=st.booleans(),
-       nan_prices=st.booleans())
-def test_triple_barrier_matches_reference(seed, n, horizon, pm, sm, touch, use_side, use_seg, nan_prices):
+       nan_prices=st.booleans(), cut_short=st.booleans())
+def test_triple_barrier_matches_reference(seed, n, horizon, pm, sm, touch, use_side, use_seg, nan_prices, cut_short):
     rng = np.random.default_rng(seed)
     close, high, low, vol = grid_series(rng, n)
     if nan_prices:
         close, high, low = with_nan_prices(rng, close, high, low)
     side = rng.choice([1.0, -1.0, 0.0, NAN], n, p=[0.4, 0.4, 0.1, 0.1]) if use_side else None
     seg = segment_end_from_ids(np.sort(rng.integers(0, 5, n))) if use_seg else None
-    res = triple_barrier_labels(close, high, low, vol, horizon, pm, sm, side=side, touch=touch, segment_end_index=seg)
-    assert_same(as_tuples(res), reference_triple_barrier(close, high, low, vol, horizon, pm, sm, side, touch, seg))
+    closed = seg < n - 1 if use_seg and cut_short else None        # the data stops inside the last segment
+    res = triple_barrier_labels(close, high, low, vol, horizon, pm, sm, side=side, touch=touch, segment_end_index=seg,
+                                segment_closed=closed)
+    assert_same(as_tuples(res), reference_triple_barrier(close, high, low, vol, horizon, pm, sm, side, touch, seg, closed))
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -211,7 +217,8 @@ def test_define_triple_barrier_target_matches_reference():
     vol = atr_volatility(bars.high, bars.low, bars.close, cfg.vol_window)
     seg = segment_end_from_ids(bars.timestamp.dt.tz_convert(IST).dt.date)
     want = reference_triple_barrier(bars.close.to_numpy(), bars.high.to_numpy(), bars.low.to_numpy(), vol,
-                                    cfg.horizon_bars, cfg.profit_mult, cfg.stop_mult, seg=seg)
+                                    cfg.horizon_bars, cfg.profit_mult, cfg.stop_mult, seg=seg,
+                                    closed=seg < len(bars) - 1)        # no exchange column: the last session's close is unknown
     for t, (lab, ret, end, hit) in enumerate(want):
         row = out.iloc[t]
         if hit == -1:
@@ -231,12 +238,13 @@ def test_session_segments_flag():
     ok = inside.label_end_time.notna()
     assert (day(inside.label_end_time[ok]) == day(bars.timestamp[ok])).all()
     assert (day(crossing.label_end_time.dropna()) != day(bars.timestamp[crossing.label_end_time.notna()])).any()
-    # an explicit session_date column wins over the IST calendar date
-    one_session = define_triple_barrier_target(bars.assign(session_date=1), LabelConfig(horizon_bars=10))
-    both = crossing.label_end_time.notna()
-    assert one_session.label_end_time[both].equals(crossing.label_end_time[both])
-    extra = one_session.label_end_time.notna() & ~both          # near the series end: forced exit at the last bar
-    assert extra.any() and (one_session.barrier_hit[extra] == HIT_SEGMENT_END).all()
+    # an explicit session_date column wins over the IST calendar date: two days as one session, closed by a third
+    third = toy_bars(n_sessions=3, bars_per_session=30)
+    joint = define_triple_barrier_target(third.assign(session_date=np.r_[[1] * 60, [2] * 30]), LabelConfig(horizon_bars=10))
+    has = joint.label_end_time[:30].notna()
+    assert (day(joint.label_end_time[:30][has]) != day(third.timestamp[:30][has])).any()     # crosses the IST day
+    assert (joint.label_end_time[:60].dropna() <= third.timestamp[59]).all()                  # never leaves its session
+    assert (joint.barrier_hit[50:59] == HIT_SEGMENT_END).any()      # the session closed: forced exits at its last bar
 
 
 def test_frame_errors_name_column_and_row():
@@ -268,8 +276,9 @@ def test_forward_returns_and_changes_match_pandas_shift():
     pd.testing.assert_series_equal(plain.fwd_ret_5, bars.close.shift(-5) / bars.close - 1, check_names=False)
 
 
-def reference_breakout(high, low, day):
-    """Per bar (broke, direction, end index or -1), scanning to the session end for a new extreme."""
+def reference_breakout(high, low, day, last_closed=False):
+    """Per bar (broke, direction, end index or -1), scanning to the session end for a new extreme; without one, 0 only
+    when the session closed (a later one follows, or `last_closed`)."""
     n, out = len(high), []
     starts = [i for i in range(n) if i == 0 or day[i] != day[i - 1]]
     for t in range(n):
@@ -283,7 +292,7 @@ def reference_breakout(high, low, day):
         down = min(min(low[prev[-1]:s]), min(low[s:t + 1]))
         hit = next((j for j in range(t + 1, end + 1) if high[j] > up or low[j] < down), None)
         if hit is None:
-            out.append((0, 0, end))
+            out.append((0, 0, end) if end < n - 1 or last_closed else (0, 0, -1))
         else:
             u, d = high[hit] > up, low[hit] < down
             out.append((1, 1 if u and not d else -1 if d and not u else 0, hit))
@@ -440,3 +449,127 @@ def test_daily_bars_are_labelled_across_sessions_and_no_label_at_all_is_named():
         assert out.target.notna().sum() > 90, name
         ok = out.label_end_time.notna()
         assert (out.label_end_time[ok] > frame.timestamp[ok]).all()
+
+
+# ---------------------------------------------------------------- data that stops inside a session (review finding)
+def named_sessions(n_sessions=3, exchange="NSE", seed=0):
+    """Whole one-minute NSE sessions (09:15-15:29 IST) named by the `exchange` column, as a dataset's rows are."""
+    return toy_bars(n_sessions=n_sessions, bars_per_session=375, seed=seed).assign(exchange=exchange)
+
+
+def assert_cut_only_removes(full, cut_rows, cfg):
+    """Every label of the first `cut_rows` bars alone is the full series' label of that row (value and end time)."""
+    cut = full.iloc[:cut_rows]
+    for name in label_names(cfg):
+        a, b = make_target(name, cut, cfg), make_target(name, full, cfg).iloc[:cut_rows]
+        has = a.target.notna()
+        assert (has == a.label_end_time.notna()).all(), name
+        wrong = has & ((a.target.astype(str) != b.target.astype(str)) | (a.label_end_time != b.label_end_time))
+        assert not wrong.any(), (f"{name}: row {int(np.flatnonzero(wrong)[0])} labelled {a.target[wrong].iloc[0]} ending "
+                                 f"{a.label_end_time[wrong].iloc[0]} with the data cut at row {cut_rows}, "
+                                 f"{b.target[wrong].iloc[0]} ending {b.label_end_time[wrong].iloc[0]} with the whole session")
+    side = np.random.default_rng(1).choice([-1.0, 1.0], len(full))
+    a, b = define_meta_labels(cut, side[:cut_rows], cfg), define_meta_labels(full, side, cfg).iloc[:cut_rows]
+    has = a.meta_label.notna()
+    assert a.meta_label[has].equals(b.meta_label[has]) and a.label_end_time[has].equals(b.label_end_time[has])
+
+
+@pytest.mark.parametrize("cut_rows", [375 * 2 + 165, 375 * 2 + 7, 375 + 300, 375 * 2 + 374])
+def test_a_series_cut_inside_a_session_gets_no_guessed_label(cut_rows):
+    """Review finding: with session segments the last bars of data that stops mid-session (an export of an unfinished
+    day, an explicit end at noon) were force-exited at the last bar as if the session had closed (HOLD, segment_end) and
+    breakout targets said 'no breakout before the close'; later bars then changed those labels. A cut only removes."""
+    full, cfg = named_sessions(), LabelConfig(oi_column="total_oi")
+    assert_cut_only_removes(full, cut_rows, cfg)
+    tb = make_target("triple_barrier", full.iloc[:cut_rows], cfg)
+    last_session = np.arange(cut_rows) >= cut_rows // 375 * 375
+    assert not (tb.barrier_hit[last_session] == HIT_SEGMENT_END).any()
+    assert (tb.barrier_hit[~last_session] == HIT_SEGMENT_END).any()       # sessions followed by another still close
+
+
+def test_a_session_is_closed_by_its_exchange_close_and_unknown_without_an_exchange():
+    full, cfg = named_sessions(n_sessions=2), LabelConfig()
+    whole = make_target("triple_barrier", full, cfg)
+    assert (whole.barrier_hit[375:] == HIT_SEGMENT_END).any()                   # ran to 15:29: the close is a real exit
+    anonymous = make_target("triple_barrier", full.drop(columns="exchange"), cfg)
+    assert not (anonymous.barrier_hit[375:] == HIT_SEGMENT_END).any()           # no exchange: no known close
+    other = make_target("triple_barrier", full.assign(exchange="LSE"), cfg)   # a venue without an ExchangeConfig
+    assert not (other.barrier_hit[375:] == HIT_SEGMENT_END).any()
+    assert_cut_only_removes(full.drop(columns="exchange"), 375 * 2, cfg)
+    from oi_ml.labels import session_closed
+    assert session_closed(full).all()                                          # the last session ran to 15:29
+    cut = session_closed(full.iloc[:-1])                                        # the 15:29 bar missing: unfinished
+    assert cut[:375].all() and not cut[375:].any()
+
+
+def special_session_frame(day, opens, closes):
+    """A whole regular NSE session on the trading day before `day`, then `day`'s special session [opens, closes) IST."""
+    regular = named_sessions(n_sessions=1)
+    before = (pd.Timestamp(day) - pd.offsets.BDay(1)).strftime("%Y-%m-%d")
+    regular["timestamp"] = pd.date_range(f"{before} 09:15", periods=375, freq="min", tz=IST).tz_convert("UTC")
+    hour = pd.date_range(f"{day} {opens}", f"{day} {closes}", freq="min", tz=IST, inclusive="left").tz_convert("UTC")
+    rng = np.random.default_rng(4)
+    close = regular.close.iloc[-1] * np.exp(np.cumsum(rng.normal(0, 0.001, len(hour))))
+    special = pd.DataFrame({"timestamp": hour, "open": close, "high": close * 1.0004, "low": close * 0.9996,
+                            "close": close, "total_oi": 1e6, "exchange": "NSE"})
+    return pd.concat([regular, special], ignore_index=True)
+
+
+def test_special_sessions_close_at_their_own_close():
+    """The 2024 Muhurat hour (18:00-19:00 IST) runs past the regular 15:30 close: cut at 18:30 it is unfinished, run to
+    18:59 it closed; the 2025 one closes at 14:45, before the regular close, and counts as closed there."""
+    cfg, vertical_only = LabelConfig(), LabelConfig(profit_mult=math.inf, stop_mult=math.inf)   # no touch: every exit is timed
+    muhurat = special_session_frame("2024-11-01", "18:00", "19:00")
+    whole = make_target("triple_barrier", muhurat, vertical_only)
+    assert (whole.barrier_hit[-5:-1] == HIT_SEGMENT_END).all()                # closed at 19:00: forced exits at 18:59
+    cut = make_target("triple_barrier", muhurat.iloc[:375 + 30], vertical_only)
+    assert cut.barrier_hit[-6:].tolist() == [HIT_VERTICAL] + [HIT_NONE] * 5   # cut at 18:29, past 15:30: unfinished
+    assert_cut_only_removes(muhurat, 375 + 30, cfg)
+    from oi_ml.labels import session_closed
+    assert session_closed(muhurat).all()
+    early = special_session_frame("2025-10-21", "13:45", "14:45")
+    assert session_closed(early).all() and not session_closed(early.iloc[:-1])[375:].any()
+
+
+# ---------------------------------------------------------------- bad prices and bad time order (review findings)
+def test_a_close_or_open_outside_the_bar_range_is_refused_naming_row_and_values():
+    """Review finding: check_bar_frame accepted a close above the high; the triple barrier then exited at that close,
+    beyond a profit barrier the bar's extremes never touched (HOLD with a return past the barrier)."""
+    bars = toy_bars(n_sessions=1, bars_per_session=10)
+    high = bars.high.to_numpy()
+    with pytest.raises(ValueError, match=r"column 'close' lies outside the bar's \[low, high\] at row 3 \(index 3\): close "
+                                         rf"{float(high[3] + 5)!r}, low .*, high {float(high[3])!r}.*fix or drop the bar"):
+        make_target("triple_barrier", bars.assign(close=np.where(bars.index == 3, high + 5, bars.close)))
+    with pytest.raises(ValueError, match=r"column 'close' lies outside .* at row 2"):
+        check_bar_frame(bars.assign(close=np.where(bars.index == 2, bars.low * 0.99, bars.close)))
+    with pytest.raises(ValueError, match=r"column 'open' lies outside .* at row 1"):
+        define_meta_labels(bars.assign(open=np.where(bars.index == 1, high * 2, bars.open)), np.ones(10))
+    check_bar_frame(bars.assign(open=np.nan))                   # a missing open: no label reads it
+    check_bar_frame(bars.assign(close=bars.high))               # the range's ends are inside it
+
+
+def test_sample_weights_refuse_rows_out_of_time_order():
+    """Review finding: sample weights take row position as time; unsorted timestamps gave silently wrong uniqueness and
+    duplicates a bare pandas InvalidIndexError."""
+    ts = pd.Series(pd.date_range("2025-01-06 03:45", periods=5, freq="1min", tz="UTC"))
+    ends = pd.Series([ts[2], ts[3], ts[3], ts[4], pd.NaT])
+    perm = [0, 2, 1, 3, 4]
+    with pytest.raises(ValueError, match=r"'timestamp' is not strictly increasing at row 2 \(index 2\): .* sort the bars"):
+        sample_weights(ts[perm].reset_index(drop=True), ends[perm].reset_index(drop=True))
+    with pytest.raises(ValueError, match=r"'timestamp' is not strictly increasing at row 2"):
+        sample_weights(pd.Series([ts[0], ts[1], ts[1], ts[3], ts[4]]), ends)
+    with pytest.raises(ValueError, match=r"label_end_time has 4 rows, timestamp has 5"):
+        sample_weights(ts, ends[:4])
+    np.testing.assert_allclose(sample_weights(ts, ends).avg_uniqueness, [11 / 18, 7 / 18, 1 / 3, 2 / 3, NAN], rtol=1e-12)
+
+
+def test_a_nan_close_at_the_exit_bar_gives_no_label():
+    """Review finding: a NaN close at a vertical (or session-end) exit gave a decided label with a NaN return
+    (has_label True; positive_return meta-label 0)."""
+    close, flat = [100.0, 100.0, NAN, 100.0], [100.0] * 4
+    res = triple_barrier_labels(close, flat, flat, [0.25] * 4, 2, 1.0, 1.0)
+    assert res.barrier_hit[0] == HIT_NONE and not res.has_label[0] and res.label_end_index[0] == -1
+    res = triple_barrier_labels([100.0, 100.0, 100.0, NAN], flat, flat, [0.25] * 4, 3, 1.0, 1.0, segment_end_index=[3] * 4)
+    assert res.barrier_hit.tolist()[:3] == [HIT_NONE] * 3                        # session-end exits at a NaN close
+    m = meta_labels(close, flat, flat, [0.25] * 4, [1.0] * 4, 2, 1.0, 1.0, rule="positive_return")
+    assert not m.has_label[0] and m.meta_label[0] == 0
