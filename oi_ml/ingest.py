@@ -37,7 +37,8 @@ __all__ = ['CHECKS', 'PROBLEM_COLUMNS', 'OHLCV_ALIASES', 'OHLCV_REQUIRED', 'MISS
            'check_daily_rows', 'check_bar_grid', 'check_bar_spacing', 'check_trading_days', 'staged_quarantine_csv',
            'quarantine', 'quarantine_in_transaction', 'partial_batch_id', 'recover_quarantine_csvs', 'check_bars',
            'normalise_symbol', 'import_ohlcv', 'detect_bhavcopy_format', 'implied_vol_black76', 'parity_forwards',
-           'chain_rebuild_window', 'import_bhavcopy', 'write_example_bhavcopy', 'check_chain_frame', 'validate_stored']
+           'chain_rebuild_window', 'bhav_batch_id', 'import_bhavcopy', 'write_example_bhavcopy', 'check_chain_frame',
+           'validate_stored']
 
 # %% ../nbs/03_ingest.ipynb #c005
 CHECKS = ("schema", "completeness", "ohlc_logic", "price_sanity", "volume_sanity", "temporal", "gaps", "calendar", "non_negative",
@@ -455,7 +456,7 @@ def _finish(con, report, raw, batch_id, exchange, kind, path, frames, run_cfg, w
                 if window is not None and any(added.values()):   # else unchanged
                     scope, symbols = _rebuild_scope(con, exchange, frames, window, calendar)
                     rebuild_ml_features_in_transaction(con, scope, run_cfg, symbols)
-                if not stored_before:   # a re-import of a stored file is a no-op: its first record stays as it was
+                if not stored_before:   # a re-import of a stored batch (same file; same symbols for a bhavcopy) is a no-op: its first record stays
                     n_quarantined = quarantine_in_transaction(con, report, record_id, raw, csv_path)
                     record_training_batch(con, batch_id=record_id, status="stored", rows_stored=int(sum(added.values())),
                                           rows_quarantined=n_quarantined, validation_report=report.to_dict(), **meta)
@@ -892,18 +893,24 @@ def chain_rebuild_window(con, exchange: str, chain: pd.DataFrame) -> dict | None
         ends.append(pd.Timestamp(following, unit="us", tz="UTC"))
     return window_params(exchange, chain.timestamp.min(), max(ends))
 
+def bhav_batch_id(exchange: str, file_sha256: str, symbols: tuple, benchmark: str) -> str:
+    "Batch id of a bhavcopy import: `bhav-<EXCHANGE>-<sha12>`, plus the sorted symbols ('-BANKNIFTY+NIFTY') unless only `benchmark` is selected."
+    selected = sorted(set(symbols))
+    base = f"bhav-{exchange}-{file_sha256[:12]}"
+    return base if selected == [benchmark] else f"{base}-{'+'.join(selected)}"
+
 def import_bhavcopy(con, path: str | Path, exchange: str = "NSE", symbols: tuple | None = None, run_cfg: RunConfig | None = None) -> dict:
     "Validate an NSE F&O bhavcopy (old or UDiFF, CSV or zip) and store its index options and underlying (all or nothing on errors)."
     run_cfg, path, cfg, exchange = run_cfg or RunConfig(), Path(path), get_exchange_config(exchange), exchange.upper()
     recover_quarantine_csvs(con, run_cfg.quarantine_dir)   # what a killed import left
     raw = read_table(path)
     report = ValidationReport(str(path), rows_in=len(raw))
-    batch_id = f"bhav-{exchange}-{sha256_file(path)[:12]}"
+    symbols = tuple(normalise_symbol(s) for s in symbols) if symbols else (cfg.symbol,)
+    batch_id = bhav_batch_id(exchange, sha256_file(path), symbols, cfg.symbol)   # the file and the symbols selected
     fmt, mapping, missing = detect_bhavcopy_format(raw.columns)
     if missing: _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, _header_error(report, missing, raw.columns))
     if problem := _header_or_empty(report, raw):
         _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, problem)
-    symbols = tuple(normalise_symbol(s) for s in symbols) if symbols else (cfg.symbol,)
     if fmt == "old" and (unscheduled := [s for s in symbols if s != cfg.symbol]):
         _finish_rejected(con, report, raw, batch_id, exchange, "bhavcopy", path, run_cfg, _unscheduled_symbols(report, unscheduled, cfg))
     frame = _bhav_frame(raw, mapping, fmt, report, run_cfg, cfg)

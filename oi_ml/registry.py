@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from .config import IST, RunConfig, get_exchange_config
+from .config import EXCHANGES, IST, RunConfig, get_exchange_config
 from .datasets import fsync_path, git_commit, package_versions, read_json, sha256_file
 from . import train as _train
 
@@ -34,9 +34,9 @@ __all__ = ['REGISTRY_FORMAT', 'REGISTRY_FILE', 'DEPLOYMENTS_LOG', 'CHANGE_LOG_JS
            'models_root', 'exchange_models_dir', 'run_dir', 'check_horizon', 'registry_key', 'split_key', 'list_files',
            'hash_folder', 'compare_hashes', 'read_jsonl', 'registry_path', 'read_registry', 'current_version',
            'registry_lock', 'deployment_stack', 'previous_version', 'render_change_log', 'sync_logs',
-           'check_manifest_exchange', 'verify_run', 'gate_summary', 'label_horizon', 'horizon_of_report', 'run_horizon',
-           'next_version_id', 'deploy_model', 'version_dir', 'load_version_manifest', 'load_version',
-           'registry_history', 'list_versions', 'rollback', 'record_signoff']
+           'check_manifest_exchange', 'recent_run_ids', 'require_run', 'verify_run', 'gate_summary', 'label_horizon',
+           'horizon_of_report', 'run_horizon', 'next_version_id', 'deploy_model', 'version_dir',
+           'load_version_manifest', 'load_version', 'registry_history', 'list_versions', 'rollback', 'record_signoff']
 
 # %% ../nbs/40_registry.ipynb #c005
 REGISTRY_FORMAT = 1                        # `format` key of registry.json
@@ -77,7 +77,7 @@ def exchange_models_dir(exchange: str, run_cfg: RunConfig | None = None) -> Path
 def run_dir(exchange: str, run_id: str, run_cfg: RunConfig | None = None) -> Path:
     "Folder of a training run (a deploy candidate); the run id must be a plain folder name, not a version id."
     if not RUN_ID_PATTERN.match(str(run_id)) or VERSION_PATTERN.match(str(run_id)):
-        raise ValueError(f"invalid run id {run_id!r}: expected a folder name such as 'run-20251030-1a2b3c4d5e6f'")
+        raise ValueError(f"invalid run id {run_id!r}: expected a run folder name such as 'run-2025-08-12-b7f4134a6147'")
     return exchange_models_dir(exchange, run_cfg) / run_id
 
 # %% ../nbs/40_registry.ipynb #c009
@@ -473,9 +473,32 @@ def _check_run_manifest(manifest: dict, path: Path, exchange: str, run_id: str) 
     if manifest["run_id"] != run_id: raise RegistryError(f"{path}: run_id {manifest['run_id']!r} differs from the folder {run_id!r}")
     check_manifest_exchange(manifest, path, exchange)
 
+def _run_created(folder: Path) -> str:
+    "The `created_at` text of a run folder's manifest ('' when unreadable): the order of `recent_run_ids`."
+    try: return str(json.loads((folder / "manifest.json").read_text()).get("created_at") or "")
+    except (OSError, ValueError, AttributeError): return ""
+
+def recent_run_ids(exchange: str, run_cfg: RunConfig | None = None, n: int = 5) -> list[str]:   # n: how many, newest first
+    "Ids of the newest training runs of `exchange` (folders with a manifest.json, not versions), newest first."
+    folder = exchange_models_dir(exchange, run_cfg)
+    runs = [p for p in folder.glob("*") if p.is_dir() and RUN_ID_PATTERN.match(p.name) and not VERSION_PATTERN.match(p.name)
+            and (p / "manifest.json").is_file()] if folder.is_dir() else []
+    return [p.name for p in sorted(runs, key=lambda p: (_run_created(p), p.name), reverse=True)[:n]]
+
+def require_run(exchange: str, run_id: str, run_cfg: RunConfig | None = None) -> Path:
+    "The folder of run `run_id` of `exchange`; FileNotFoundError naming it, the exchange's newest run ids and another exchange holding the id, when it has no manifest.json."
+    folder = run_dir(exchange, run_id, run_cfg)
+    if (folder / "manifest.json").is_file(): return folder
+    exchange = _exchange_key(exchange)
+    recent = recent_run_ids(exchange, run_cfg)
+    known = f"the newest {exchange} runs: {', '.join(recent)}" if recent else f"{exchange} has no runs yet (`oi-ml train --exchange {exchange}`)"
+    elsewhere = [e for e in EXCHANGES if e != exchange and (run_dir(e, run_id, run_cfg) / "manifest.json").is_file()]
+    other = f"; it is a run of {elsewhere[0]}: give --exchange {elsewhere[0]}" if elsewhere else ""
+    raise FileNotFoundError(f"{folder}: no manifest.json, so {run_id} is not a training run of {exchange}{other}; {known}")
+
 def _verified_run(exchange: str, run_id: str, run_cfg: RunConfig) -> tuple[dict, bytes, dict]:
     "(manifest, raw manifest, sha256 of every file) of a run whose listed files all match its manifest."
-    folder = run_dir(exchange, run_id, run_cfg)
+    folder = require_run(exchange, run_id, run_cfg)
     manifest, raw = _read_manifest(folder / "manifest.json")
     _check_run_manifest(manifest, folder / "manifest.json", exchange, run_id)
     source_hashes = hash_folder(folder)
@@ -681,6 +704,7 @@ def deploy_model(exchange: str, run_id: str, operator: str, reason: str,
     "Deploy training run `run_id` as the next version of `exchange` and point its registry key at it; returns the version manifest."
     run_cfg, exchange = run_cfg or RunConfig(), _exchange_key(exchange)
     key, operator, reason = registry_key(exchange, horizon), _who(operator), _require_text(reason, "reason")
+    require_run(exchange, run_id, run_cfg)   # a mistyped run id is named as such, not sent to the gate
     own_horizon = _check_run_horizon(horizon, run_horizon(exchange, run_id, run_cfg), run_id)   # before anything is written
     read_registry(run_cfg)   # a hand-edited registry.json is refused before the lock file is touched
     with registry_lock(run_cfg, lock_timeout, f"deploy {key} {run_id}"):   # the gate result is read and judged under the lock:
@@ -833,10 +857,42 @@ def _as_date(date, now: dt.datetime | None = None) -> str:   # `now`: the curren
                          f"{latest.isoformat()} IST): give the date the decision was taken (default today); nothing was recorded")
     return day.isoformat()
 
+def _has_text(value) -> bool:
+    "True when `value` (text, list or map, nested) holds something other than blanks: a number counts, None and '' do not."
+    if value is None: return False
+    if isinstance(value, str): return bool(value.strip())
+    if isinstance(value, dict): return any(_has_text(k) or _has_text(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set)): return any(_has_text(v) for v in value)
+    return True
+
+def _check_constraints(decision: str, constraints) -> None:
+    "Refuse approved_with_constraints without constraints."
+    if decision == "approved_with_constraints" and not _has_text(constraints):
+        raise ValueError("decision approved_with_constraints needs the constraints it approves under (--constraints, e.g. "
+                         "'max 2 lots; review after 20 sessions'), none were given; give them, or record approved or "
+                         "rejected; nothing was recorded")
+
+def _check_after_created(day: str, manifest: dict, path: Path) -> None:
+    "Refuse a sign-off date before the UTC date of the manifest's created_at (an unreadable created_at is not judged)."
+    try: created = dt.datetime.fromisoformat(str(manifest.get("created_at")))
+    except ValueError: return
+    created = created if created.tzinfo else created.replace(tzinfo=dt.UTC)   # naive: UTC, as training writes it
+    if dt.date.fromisoformat(day) < created.astimezone(dt.UTC).date():
+        raise ValueError(f"sign-off date {day} is before run {manifest.get('run_id')} was created: {path} says created_at "
+                         f"{created.astimezone(IST).date().isoformat()} IST ({created.astimezone(dt.UTC).isoformat(timespec='seconds')} "
+                         "UTC); give the date the decision was taken (default today); nothing was recorded")
+
+def _check_approval_gate(decision: str, gate, where: str) -> None:
+    "Refuse plain 'approved' when the gate result recorded for the model failed (passed false); `where` names the record."
+    if decision == "approved" and isinstance(gate, dict) and gate.get("passed") is False:
+        why = _cell(gate.get("failed") or gate.get("decision") or "passed is false")
+        raise RegistryError(f"{where}: the promotion gate FAILED ({why}), so plain 'approved' is not recorded; record "
+                            "approved_with_constraints with --constraints stating the conditions, or rejected; nothing was recorded")
+
 def _reviewed_manifest(exchange: str, version_or_run: str, run_cfg: RunConfig) -> tuple[bool, dict, bytes]:
     "(is a version, manifest, its bytes) of what a sign-off is about; refused when it names another exchange (a run: or lacks keys, or names another run)."
     is_version = bool(VERSION_PATTERN.match(str(version_or_run)))
-    folder = version_dir(exchange, version_or_run, run_cfg) if is_version else run_dir(exchange, version_or_run, run_cfg)
+    folder = version_dir(exchange, version_or_run, run_cfg) if is_version else require_run(exchange, version_or_run, run_cfg)
     manifest, raw = _read_manifest(folder / "manifest.json")
     if is_version: check_manifest_exchange(manifest, folder / "manifest.json", exchange)
     else: _check_run_manifest(manifest, folder / "manifest.json", exchange, version_or_run)
@@ -850,13 +906,18 @@ def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: 
     "Append a reviewer's sign-off of a version or run to the Model Change Log; returns the record."
     run_cfg, exchange, horizon = run_cfg or RunConfig(), _exchange_key(exchange), check_horizon(horizon)
     if decision not in SIGNOFF_DECISIONS: raise ValueError(f"decision {decision!r} not one of {', '.join(SIGNOFF_DECISIONS)}")
+    _check_constraints(decision, constraints)
     day = _as_date(date)   # a date in the future is refused before anything is read or written
     read_registry(run_cfg)   # a hand-edited registry.json is refused before anything is written, the lock file included
     is_version, manifest, raw = _reviewed_manifest(exchange, version_or_run, run_cfg)
-    if is_version: gate = manifest.get("gate")
+    folder = (version_dir if is_version else run_dir)(exchange, version_or_run, run_cfg)
+    _check_after_created(day, manifest, folder / "manifest.json")
+    if is_version: gate, where = manifest.get("gate"), f"{folder / 'manifest.json'} (its 'gate')"
     else:   # a run: its reports/gate_report.json; an unreadable one is recorded as such and never blocks a decision
+        where = str(folder / "reports" / "gate_report.json")
         try: gate = _run_gate(exchange, version_or_run, run_cfg)
         except RegistryError as err: gate = {"unreadable": str(err)}
+    _check_approval_gate(decision, gate, where)
     own = _check_run_horizon(horizon, manifest.get("horizon") if is_version else run_horizon(exchange, version_or_run, run_cfg),
                              manifest.get("run_id") or version_or_run, f"not recording the sign-off of {version_or_run}")
     record = {"event_id": f"signoff-{uuid.uuid4().hex[:12]}", "kind": "signoff", "date": day, "exchange": exchange,

@@ -1177,6 +1177,25 @@ def test_udiff_layout_imports_another_index_with_its_own_lot(con, cfg, tmp_path)
     assert result["rows_added"]["option_chain_snapshots"] == 45
 
 
+
+def test_a_reimport_selecting_another_symbol_is_a_batch_of_its_own(con, cfg, tmp_path):
+    """Review finding (p8): re-importing a stored bhavcopy with --symbol BANKNIFTY stored its rows under the first import's
+    batch id, whose training_batches record ('a re-import is a no-op') still said 45 rows while 47 carried the id. The
+    selection is part of the batch id: a plain import keeps its id, each batch's record counts the rows carrying its id."""
+    path = write_example_bhavcopy(tmp_path / "bhav.csv", "udiff")
+    sha12 = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    plain = import_bhavcopy(con, path, run_cfg=cfg)
+    more = import_bhavcopy(con, path, symbols=("banknifty",), run_cfg=cfg)
+    assert (plain["batch_id"], more["batch_id"]) == (f"bhav-NSE-{sha12}", f"bhav-NSE-{sha12}-BANKNIFTY")
+    assert not more["reimport"] and more["rows_added"] == {"option_chain_snapshots": 1, "underlying_bars": 1}
+    carried = dict(con.execute("SELECT batch_id, sum(n) FROM (SELECT batch_id, count(*) AS n FROM option_chain_snapshots GROUP BY 1 "
+                               "UNION ALL SELECT batch_id, count(*) FROM underlying_bars GROUP BY 1) GROUP BY 1").fetchall())
+    recorded = dict(con.execute("SELECT batch_id, rows_stored FROM training_batches WHERE status = 'stored'").fetchall())
+    assert carried == recorded == {plain["batch_id"]: 45, more["batch_id"]: 2}
+    assert import_bhavcopy(con, path, symbols=("NIFTY",), run_cfg=cfg)["batch_id"] == plain["batch_id"]   # the benchmark alone: as plain
+    again = import_bhavcopy(con, path, symbols=("BANKNIFTY", "NIFTY"), run_cfg=cfg)   # both, all stored already: adds nothing
+    assert again["batch_id"] == f"bhav-NSE-{sha12}-BANKNIFTY+NIFTY" and sum(again["rows_added"].values()) == 0
+
 @pytest.mark.parametrize("fmt", ["old", "udiff"])
 def test_weekly_ivs_are_solved_on_the_parity_forward(con, cfg, tmp_path, fmt):
     "A weekly expiry has no future: its IVs come from the put-call-parity forward, so a flat 14 % smile stays flat and iv_skew ~ 0."

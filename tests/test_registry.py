@@ -1000,3 +1000,99 @@ def test_a_refused_signoff_is_recorded_once_after_the_registry_is_repaired(cfg):
     rows = [line for line in (models(cfg) / "MODEL_CHANGE_LOG.md").read_text().splitlines() if "| signoff |" in line]
     assert len(rows) == 2 and "| signoff | v0001 |" in rows[1]
     assert_logs_consistent(cfg)
+
+
+def _signoff_argv(cfg: RunConfig, tmp_path: Path, run: str, decision: str, *more: str) -> list[str]:
+    return ["--data-dir", cfg.data_dir, "--reports-dir", str(tmp_path / "reports"), "signoff", "--exchange", "NSE", "--run", run,
+            "--reviewer", "risk", "--decision", decision, *more]
+
+
+def _one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith(f"oi-ml {command}: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_signoff_dated_before_the_model_existed_is_refused(cfg, tmp_path, capsys):
+    """Review finding (p9): `oi-ml signoff --date 2019-01-01` recorded an approval of a run created years later (exit 0);
+    only a future date was refused. A date before the run's created_at is refused (for the run and for its version), the
+    error naming the manifest and the creation date in IST and UTC, and nothing is written. The creation's UTC date is
+    accepted: a run trained at 01:30 IST can be signed off at once with the default (UTC) date."""
+    from oi_ml import cli
+    run = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one")
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "created_at": "2025-10-30T20:00:00+00:00"}))   # 01:30 IST, 31 Oct
+    deploy(EXCHANGE, run.name, "asha", "a", run_cfg=cfg)
+    before = every_file(cfg)
+    for target in (run.name, "v0001"):
+        for date in ("2019-01-01", "2025-10-29"):
+            with pytest.raises(ValueError, match=rf"sign-off date {date} is before run {run.name} was created: \S*/NSE/{target}/manifest"
+                                                 r"\.json says created_at 2025-10-31 IST \(2025-10-30T20:00:00\+00:00 UTC\)"):
+                record_signoff(EXCHANGE, target, "risk", "approved", date=date, run_cfg=cfg)
+    assert cli.main(_signoff_argv(cfg, tmp_path, run.name, "approved", "--date", "2019-01-01")) == 1
+    assert "sign-off date 2019-01-01 is before run" in _one_line_error(capsys, "signoff")
+    assert every_file(cfg) == before                                               # nothing recorded
+    assert record_signoff(EXCHANGE, run.name, "risk", "approved", date="2025-10-30", run_cfg=cfg)["date"] == "2025-10-30"
+    assert_logs_consistent(cfg)
+
+
+def test_approved_with_constraints_needs_the_constraints(cfg, tmp_path, capsys):
+    """Review finding (p9): `--decision approved_with_constraints` without `--constraints` was recorded with exit 0, the
+    change log's constraints column '—'. It is refused, whatever empty form the constraints take, with nothing written."""
+    from oi_ml import cli
+    deploy(EXCHANGE, make_run(cfg, "run-20251030-aaaaaaaaaaaa", "one").name, "asha", "a", run_cfg=cfg)
+    before = every_file(cfg)
+    for constraints in (None, "", "   ", [], ["", " "], {}, {"": None}):
+        with pytest.raises(ValueError, match="decision approved_with_constraints needs the constraints it approves under"):
+            record_signoff(EXCHANGE, "v0001", "risk", "approved_with_constraints", constraints, run_cfg=cfg)
+    assert cli.main(_signoff_argv(cfg, tmp_path, "v0001", "approved_with_constraints")) == 1
+    assert "needs the constraints" in _one_line_error(capsys, "signoff")
+    assert every_file(cfg) == before
+    assert record_signoff(EXCHANGE, "v0001", "risk", "approved_with_constraints", {"max_lots": 2}, run_cfg=cfg)["constraints"] == {"max_lots": 2}
+    assert cli.main(_signoff_argv(cfg, tmp_path, "v0001", "approved_with_constraints", "--constraints", "max 2 lots")) == 0
+    assert "| risk | approved_with_constraints | max 2 lots |" in (models(cfg) / "MODEL_CHANGE_LOG.md").read_text()
+
+
+def test_plain_approval_of_a_run_whose_gate_failed_is_refused(cfg, tmp_path, capsys):
+    """Review finding (p9): `approved` was recorded for a run whose gate report says FAIL, though the approval pack tells
+    the reviewer a failed candidate gets a rejection. Refused naming the report and the failed criteria, with nothing
+    written; `rejected`, or `approved_with_constraints` stating the conditions, are recorded."""
+    from oi_ml import cli
+    failed = make_run(cfg, "run-20251030-bbbbbbbbbbbb", "two",
+                      gate={**passing_gate("run-20251030-bbbbbbbbbbbb"), "passed": False, "decision": "FAIL",
+                            "failed": ["deflated_sharpe", "pbo"]})
+    before = every_file(cfg)
+    with pytest.raises(RegistryError, match=rf"NSE/{failed.name}/reports/gate_report\.json: the promotion gate FAILED "
+                                            r"\(deflated_sharpe; pbo\), so plain 'approved' is not recorded; record "
+                                            "approved_with_constraints with --constraints stating the conditions, or rejected"):
+        record_signoff(EXCHANGE, failed.name, "risk", "approved", run_cfg=cfg)
+    assert cli.main(_signoff_argv(cfg, tmp_path, failed.name, "approved")) == 1
+    assert "the promotion gate FAILED" in _one_line_error(capsys, "signoff")
+    assert every_file(cfg) == before
+    assert record_signoff(EXCHANGE, failed.name, "risk", "rejected", run_cfg=cfg)["gate"]["passed"] is False
+    assert record_signoff(EXCHANGE, failed.name, "risk", "approved_with_constraints", "paper only", run_cfg=cfg)["decision"] == \
+        "approved_with_constraints"
+    passed = make_run(cfg, "run-20251030-cccccccccccc", "three", gate=passing_gate("run-20251030-cccccccccccc"))
+    assert record_signoff(EXCHANGE, passed.name, "risk", "approved", run_cfg=cfg)["gate"]["passed"] is True
+    assert [r["decision"] for r in jsonl(models(cfg) / "model_change_log.jsonl")] == ["rejected", "approved_with_constraints", "approved"]
+
+
+def test_deploy_of_a_run_that_does_not_exist_names_it_not_the_gate(cfg, tmp_path, capsys):
+    """Review finding (p10): `oi-ml deploy --run <typo>` said "run `oi-ml gate --run <typo>` first", and the gate then failed
+    on the missing run. The missing run is named first, with the exchange's newest run ids, or the exchange it belongs to;
+    the invalid-id example looks like a real run id."""
+    from oi_ml import cli
+    runs = [make_run(cfg, f"run-2025-08-1{i}-{c * 12}", p) for i, (c, p) in enumerate((("a", "one"), ("b", "two")))]
+    typo = runs[1].name[:-1]
+    before = every_file(cfg)
+    base = ["--data-dir", cfg.data_dir, "--reports-dir", str(tmp_path / "reports"), "deploy", "--operator", "me", "--reason", "x"]
+    assert cli.main(base + ["--exchange", "NSE", "--run", typo]) == 1
+    assert _one_line_error(capsys, "deploy") == (f"oi-ml deploy: {models(cfg) / 'NSE' / typo}: no manifest.json, so {typo} is not a "
+                                                 f"training run of NSE; the newest NSE runs: {runs[1].name}, {runs[0].name}\n")
+    assert cli.main(base + ["--exchange", "BSE", "--run", runs[0].name]) == 1
+    assert f"not a training run of BSE; it is a run of NSE: give --exchange NSE; BSE has no runs yet" in _one_line_error(capsys, "deploy")
+    with pytest.raises(ValueError, match=r"invalid run id 'run/\.\./x': expected a run folder name such as 'run-2025-08-12-b7f4134a6147'"):
+        deploy_model(EXCHANGE, "run/../x", "me", "x", run_cfg=cfg)
+    with pytest.raises(FileNotFoundError, match=f"no manifest.json, so {typo} is not a training run of NSE"):
+        record_signoff(EXCHANGE, typo, "risk", "rejected", run_cfg=cfg)
+    assert every_file(cfg) == before
