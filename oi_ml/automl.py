@@ -21,7 +21,7 @@ import pandas as pd
 
 from .config import IST, RunConfig, config_to_dict
 from .cv import PurgedKFold, SegmentWindow, walk_forward_segments
-from .datasets import code_sha256, git_commit, import_closure, load_dataset, package_versions, read_json, sha256_file, write_parquet_deterministic
+from .datasets import code_sha256, dataset_symbol, git_commit, import_closure, load_dataset, package_versions, read_json, sha256_file, write_parquet_deterministic
 from .labels import LabelConfig, frame_segment_end
 from .regimes import RegimeHMMTransformer
 from .train import (CLASS_NAMES, SIGNAL_OF_CLASS, ModelIntegrityError, TrainConfig, TrainingTable, _round, _xgb_params,
@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 __all__ = ['logger', 'FAMILIES', 'PRUNERS', 'FINISHED', 'TRIAL_RETURNS_FILE', 'PREDICTIONS_FILE', 'SUMMARY_FILE', 'RULE',
            'SearchSpace', 'OrchestratorConfig', 'check_config', 'available_families', 'suggest_params',
            'candidate_config', 'Candidate', 'fit_candidate', 'predict_candidate', 'optuna_storage', 'storage_label',
-           'sessions_before', 'last_trading_days', 'rows_on_dates', 'bar_forward_returns', 'FoldData', 'SegmentData',
-           'fit_regimes', 'design_matrices', 'purged_folds', 'prepare_segment', 'directional_score',
+           'storage_error', 'sessions_before', 'last_trading_days', 'rows_on_dates', 'bar_forward_returns', 'FoldData',
+           'SegmentData', 'fit_regimes', 'design_matrices', 'purged_folds', 'prepare_segment', 'directional_score',
            'rule_daily_returns', 'per_period_sharpe', 'oof_attributes', 'cv_objective', 'automl_code_sha256',
            'study_prefix', 'trial_sampler', 'make_pruner', 'finished_trials', 'budget_trials', 'best_of', 'run_study',
            'quiet_optuna', 'majority_baseline', 'evaluate_best', 'trial_key', 'trial_records', 'trial_returns_frame',
@@ -163,12 +163,17 @@ def predict_candidate(candidate: Candidate, X: np.ndarray) -> np.ndarray:
 
 # %% ../nbs/23_automl.ipynb #c016
 def optuna_storage(storage: str | None):
-    "Optuna storage for `storage`: in memory (None), a journal file (*.log, *.journal) or an RDB URL (sqlite:///…, postgresql://…)."
+    """Optuna storage for `storage`: in memory (None), a journal file (*.log, *.journal) or an RDB URL (sqlite:///…,
+    postgresql://…); one that cannot be opened (a missing database driver, a folder that does not exist) raises a
+    ValueError naming it (password hidden) and the cause."""
     if storage is None: return optuna.storages.InMemoryStorage()
-    if "://" in storage: return optuna.storages.RDBStorage(storage)
-    if str(storage).endswith((".log", ".journal")):
-        Path(storage).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage)))
+    from sqlalchemy.exc import SQLAlchemyError
+    try:
+        if "://" in storage: return optuna.storages.RDBStorage(storage)
+        if str(storage).endswith((".log", ".journal")):
+            Path(storage).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage)))
+    except (ImportError, OSError, SQLAlchemyError) as err: raise ValueError(storage_error(storage, err)) from err
     raise ValueError(f"storage={storage!r}: use None, a *.log / *.journal file, or a URL such as sqlite:///automl.db or postgresql+psycopg2://user:pass@host/db")
 
 def storage_label(storage: str | None) -> str:
@@ -177,6 +182,18 @@ def storage_label(storage: str | None) -> str:
     if "://" not in storage: return f"journal:{storage}"
     from sqlalchemy.engine import make_url
     return make_url(storage).render_as_string(hide_password=True)
+
+def storage_error(storage: str, err: Exception) -> str:
+    "One line for a storage Optuna could not open: the storage (password hidden), the cause (the driver's own error) and the remedy."
+    from sqlalchemy.exc import SQLAlchemyError
+    try: label = storage_label(storage)
+    except (ValueError, SQLAlchemyError): label = "the given URL"   # unparsable: never echo text that may hold a password
+    cause = getattr(err, "orig", None) or err.__cause__ or err   # SQLAlchemy and Optuna wrap the driver's error
+    text = f"cannot open the Optuna storage {label} (--storage): {type(cause).__name__}: {' '.join(str(cause).split())}"
+    if isinstance(err, ImportError):
+        return text + ("; for PostgreSQL install its driver: pip install psycopg2-binary" if storage.startswith("postgres")
+                       else "; install the database driver the URL names")
+    return text + "; check that its folder exists and is writable (or that the database server is reachable)"
 
 # %% ../nbs/23_automl.ipynb #c019
 def sessions_before(raw: pd.DataFrame, before_day: str | None) -> pd.DataFrame:
@@ -488,10 +505,10 @@ def _search_segment(window, table, base, fwd, families, storage, prefix, config,
         out.predictions.append(_prediction_frame(table, np.asarray(window.valid_index), probs, fwd, window.segment, family))
 
 def search(config: OrchestratorConfig, table: TrainingTable, windows: list, families: tuple, fwd: np.ndarray, prefix: str,
-           code: str = "") -> _Collected:
+           code: str = "", storage=None) -> _Collected:   # storage: an opened `optuna_storage(config.storage)`; None opens it here
     "Run every segment's studies (progress over segments × families × trials); Ctrl-C leaves finished trials in the storage."
     from tqdm import tqdm
-    storage, out = optuna_storage(config.storage), _Collected()
+    storage, out = storage if storage is not None else optuna_storage(config.storage), _Collected()
     base = table.features[table.feature_columns].to_numpy("float64")
     with quiet_optuna(), tqdm(total=len(windows) * len(families) * config.optuna_trials, disable=not config.progress, unit="trial", desc="automl") as bar:
         try:
@@ -596,7 +613,9 @@ def run_orchestrator(config: OrchestratorConfig, run_cfg: RunConfig | None = Non
     run_cfg, exchange = run_cfg or RunConfig(), config.exchange.upper()
     families, skipped = available_families(tuple(config.families))
     if not families: raise ValueError(f"no model family left to run (skipped: {skipped})")
+    storage = optuna_storage(config.storage)   # one that cannot be opened fails here, before the training table is built
     raw, dm = load_dataset(exchange, config.dataset_version, run_cfg)
+    dataset_symbol(dm, raw)   # one time series: a version an older export mixed is refused naming its symbols
     config = dataclasses.replace(config, train=train_config_for_bars(config.train, exchange, run_cfg.bar_minutes))   # daily bars: labels across sessions
     code = automl_code_sha256()   # the code of this search: in its run id, study names and manifest
     run_id = automl_run_id(exchange, dm, config, code)
@@ -609,7 +628,7 @@ def run_orchestrator(config: OrchestratorConfig, run_cfg: RunConfig | None = Non
     table = rows_on_dates(build_training_table(raw, config.train), searched)
     windows = walk_forward_segments(table.features.timestamp, config.window_days, config.step_days, label_end_times=table.label_end_time)
     out = search(config, table, windows, families, bar_forward_returns(raw, table, config.train.labels), study_prefix(exchange, dm, config),
-                 code)
+                 code, storage)
     days_used = searched.timestamp.dt.tz_convert(IST).dt.date.nunique()
     summary = build_summary(run_id, config, dm, table, days_used, families, skipped, out)
     return AutoMLRun(run_dir, _publish(run_dir, summary, dm, out, code), summary)

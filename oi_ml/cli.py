@@ -14,15 +14,16 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import EXCHANGES, RunConfig, load_run_config
+from .config import CONFIG_RULES, EXCHANGES, RunConfig, load_run_config
 
 # %% auto #0
-__all__ = ['GATE_FAIL_EXIT', 'MONITOR_ALERT_EXIT', 'MONITOR_UNJUDGED_EXIT', 'CONFIG_OPTIONS', 'COMMANDS', 'config_defaults',
-           'apply_config_defaults', 'cmd_simulate', 'cmd_ingest', 'cmd_validate', 'cmd_export', 'cmd_datasets',
-           'cmd_features', 'cmd_labels', 'cmd_train', 'cmd_pack', 'adhoc_backtest_dir', 'window_sample', 'sample_line',
-           'cmd_backtest', 'cmd_gate', 'candidate_search', 'cmd_automl', 'cmd_monitor', 'cmd_deploy', 'cmd_rollback',
-           'cmd_signoff', 'cmd_retrain', 'option_defaults', 'given_options', 'iso_date', 'iso_moment', 'build_parser',
-           'warehouse_error', 'config_error', 'main']
+__all__ = ['INGEST_EXCHANGE', 'GATE_FAIL_EXIT', 'MONITOR_ALERT_EXIT', 'MONITOR_UNJUDGED_EXIT', 'CONFIG_OPTIONS', 'COMMANDS',
+           'config_defaults', 'apply_config_defaults', 'cmd_simulate', 'foreign_index', 'cmd_ingest', 'cmd_validate',
+           'cmd_export', 'cmd_datasets', 'cmd_features', 'cmd_labels', 'cmd_train', 'cmd_pack', 'adhoc_backtest_dir',
+           'window_sample', 'sample_line', 'cmd_backtest', 'cmd_gate', 'candidate_search', 'cmd_automl', 'cmd_monitor',
+           'cmd_deploy', 'cmd_rollback', 'cmd_signoff', 'cmd_retrain', 'option_defaults', 'given_options', 'iso_date',
+           'iso_moment', 'config_value', 'bar_freq', 'build_parser', 'os_error_line', 'warehouse_error', 'config_error',
+           'usage_error', 'main']
 
 # %% ../nbs/51_cli.ipynb #c006
 def config_defaults(command: str, cfg: RunConfig) -> dict:
@@ -60,15 +61,26 @@ def cmd_simulate(args, cfg: RunConfig) -> int:
           f"signal_strength {args.signal_strength:g}) into {cfg.db_path}: {rows}")
     return 0
 
+INGEST_EXCHANGE = "NSE"   # where `oi-ml ingest` stores without --exchange
+
+def foreign_index(symbol: str | None, exchange: str | None) -> str | None:
+    """The error for `ingest --symbol` naming another exchange's index than the one stored into (SENSEX without --exchange
+    was stored as NSE's), else None."""
+    home = {c.symbol: name for name, c in EXCHANGES.items()}.get((symbol or "").upper())
+    into = exchange or INGEST_EXCHANGE
+    if home is None or home == into: return None
+    how = f"--exchange {exchange}" if exchange else f"no --exchange (ingest stores into {INGEST_EXCHANGE} then)"
+    return f"--symbol {symbol.upper()} is {home}'s index, but {how}: pass --exchange {home}; nothing was stored"
+
 def cmd_ingest(args, cfg: RunConfig) -> int:
     "Import an OHLCV or bhavcopy file through the data-quality gate."
     from oi_ml.ingest import IngestError, import_bhavcopy, import_ohlcv
     from oi_ml.store import connect
+    exchange = args.exchange or INGEST_EXCHANGE
     with connect(cfg) as con:
         try:
-            if args.bhavcopy: result = import_bhavcopy(con, args.bhavcopy, args.exchange or "NSE",
-                                                       (args.symbol.upper(),) if args.symbol else None, run_cfg=cfg)
-            else: result = import_ohlcv(con, args.ohlcv, args.symbol, args.exchange or "NSE", run_cfg=cfg)
+            if args.bhavcopy: result = import_bhavcopy(con, args.bhavcopy, exchange, (args.symbol.upper(),) if args.symbol else None, run_cfg=cfg)
+            else: result = import_ohlcv(con, args.ohlcv, args.symbol, exchange, run_cfg=cfg)
         except IngestError as err:
             for line in err.report.summary_lines(): print(line, file=sys.stderr)
             print(f"rejected: nothing stored; problem rows in {cfg.quarantine_dir}", file=sys.stderr)
@@ -97,13 +109,16 @@ def cmd_validate(args, cfg: RunConfig) -> int:
     return 1 if failures else 0
 
 def cmd_export(args, cfg: RunConfig) -> int:
-    "Export a dataset version of one exchange."
-    from oi_ml.datasets import export_training_window
+    "Export a dataset version of one symbol of one exchange; says which other symbols the window holds."
+    from oi_ml.datasets import export_training_window, stored_symbols
     from oi_ml.store import connect
     with connect(cfg) as con:
-        m = export_training_window(con, args.exchange, args.start, args.end, run_cfg=cfg)
-    print(f"dataset {m['exchange']}/{m['version']}: {m['row_count']:,} rows, {m['window_start']} .. {m['window_end']}, "
-          f"source {m['source']}, sha256 {m['content_sha256'][:12]}")
+        m = export_training_window(con, args.exchange, args.start, args.end, run_cfg=cfg, symbol=args.symbol)
+        others = [s for s in stored_symbols(con, args.exchange, args.start, args.end).symbol if s not in m["symbols"]]
+    print(f"dataset {m['exchange']}/{m['version']}: {m['row_count']:,} rows of {', '.join(m['symbols'])}, {m['window_start']} .. "
+          f"{m['window_end']}, source {m['source']}, sha256 {m['content_sha256'][:12]}")
+    if others: print(f"{m['exchange']} also holds {', '.join(others)} in this window: a dataset holds one symbol; "
+                     f"`oi-ml export --exchange {m['exchange']} --symbol {others[0]}` exports it")
     return 0
 
 def cmd_datasets(args, cfg: RunConfig) -> int:
@@ -125,10 +140,11 @@ def cmd_features(args, cfg: RunConfig) -> int:
 
 def cmd_labels(args, cfg: RunConfig) -> int:
     "Compute every target of a dataset version and store the labels table next to the version."
-    from oi_ml.datasets import load_dataset, write_derived
+    from oi_ml.datasets import dataset_symbol, load_dataset, write_derived
     from oi_ml.labels import labels_frame
     from oi_ml.train import TrainConfig, labels_table_config
     raw, m = load_dataset(args.exchange, args.dataset, cfg)
+    dataset_symbol(m, raw)   # labels are of one time series: a version an older export mixed is refused naming its symbols
     label_cfg = labels_table_config(TrainConfig(), args.exchange, cfg.bar_minutes, raw)   # daily bars label across sessions, as train does
     frame = labels_frame(raw.sort_values("timestamp", kind="mergesort").reset_index(drop=True), label_cfg)
     info = write_derived(args.exchange, m["version"], "labels", frame.assign(symbol=raw.symbol.iloc[0]), dataclasses.asdict(label_cfg), cfg)
@@ -147,10 +163,11 @@ def cmd_train(args, cfg: RunConfig) -> int:
     return 0
 
 def _run_dataset(exchange: str, run: str, dataset: str | None, cfg: RunConfig) -> tuple[dict, str]:
-    "Manifest and dataset version of a model run; a `dataset` other than the run's is an error naming both."
+    "Manifest and dataset version of a model run (`registry.require_run`); a `dataset` other than the run's is an error naming both."
     from oi_ml.datasets import read_json
+    from oi_ml.registry import require_run
     from oi_ml.train import ModelIntegrityError
-    manifest = read_json(Path(cfg.models_dir) / exchange / run / "manifest.json", ModelIntegrityError, ("dataset_version",))
+    manifest = read_json(require_run(exchange, run, cfg) / "manifest.json", ModelIntegrityError, ("dataset_version",))
     version = manifest["dataset_version"]
     if dataset and dataset != version:
         raise ValueError(f"--dataset {dataset} conflicts with run {run}, which was trained on dataset {exchange}/{version}; "
@@ -220,9 +237,9 @@ def cmd_backtest(args, cfg: RunConfig) -> int:
     from oi_ml.backtest import run_backtest, save_backtest
     from oi_ml.datasets import check_version_id, load_dataset
     from oi_ml.gate import default_backtest_config, signals_for, train_config_of
-    from oi_ml.registry import check_manifest_exchange, run_dir
+    from oi_ml.registry import check_manifest_exchange, require_run
     from oi_ml.train import load_bundle
-    bundle = load_bundle(run_dir(args.exchange, args.run, cfg))   # a run id, not a path or a version
+    bundle = load_bundle(require_run(args.exchange, args.run, cfg))   # a run id of a run that exists, not a path or a version
     path = bundle.run_dir / "manifest.json"
     check_manifest_exchange(bundle.manifest, path, args.exchange)   # no NSE model on BSE data
     version = check_version_id(args.exchange, bundle.manifest["dataset_version"], cfg, option=f"{path}: dataset_version")
@@ -248,6 +265,8 @@ def cmd_gate(args, cfg: RunConfig) -> int:
     "Evaluate a candidate run against the baseline; prints the criteria and the verdict line; exit 3 on FAIL."
     from oi_ml.gate import evaluate_candidate, gate_line
     from oi_ml.packs import criterion_figure   # the pack's figures: in the unit the report gives each criterion (percent for fractions)
+    from oi_ml.registry import require_run
+    require_run(args.exchange, args.run, cfg)   # a mistyped id, or a run of the other exchange, named as such
     rep = evaluate_candidate(args.exchange, args.run, args.baseline, args.automl, cfg, horizon=args.horizon)
     for c in rep["criteria"]:
         value, threshold = criterion_figure(c), criterion_figure(c, "threshold")
@@ -326,7 +345,7 @@ def cmd_signoff(args, cfg: RunConfig) -> int:
 def cmd_retrain(args, cfg: RunConfig) -> int:
     "Run the retrain pipeline; exit 0 whatever the gate says, 1 when a step failed."
     from oi_ml.pipeline import PipelineStepError, RetrainConfig, run_retrain
-    rc = RetrainConfig(exchange=args.exchange, as_of=args.as_of, promote=args.promote, automl=not args.no_automl,
+    rc = RetrainConfig(exchange=args.exchange, symbol=args.symbol, as_of=args.as_of, promote=args.promote, automl=not args.no_automl,
                        horizon=args.horizon, **given_options(args, "retrain"))
     rc = dataclasses.replace(rc, train=dataclasses.replace(rc.train, seed=cfg.seed))   # the master seed
     try:
@@ -374,6 +393,28 @@ def iso_moment(text: str) -> str:
         raise argparse.ArgumentTypeError(f"invalid date or time {text!r}: {date_error if len(text) <= 10 else err}; expected "
                                          "YYYY-MM-DD or YYYY-MM-DD HH:MM (IST unless an offset is given)") from None
 
+def config_value(key: str, convert=int):   # convert: the option's type before the rule checks it (int, float)
+    """argparse type of an option the run config's `key` also sets (`simulate --seed`, `--days`, `--signal-strength`): the
+    value when `CONFIG_RULES[key]` accepts it, else an error naming the value and what the option takes (a seed from 0,
+    a finite signal strength)."""
+    rule, wants = CONFIG_RULES[key]
+    def parse(text: str):
+        try: value = convert(text)
+        except ValueError: value = None
+        if value is None or not rule(value): raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {wants}")
+        return value
+    return parse
+
+def bar_freq(text: str) -> str:
+    "argparse type of `simulate --freq`: a whole number of minutes pandas reads ('1min', '5min', '375min'); else an error naming the value."
+    import pandas as pd
+    expected = "expected a bar length such as 1min, 5min or 375min"
+    try: minutes = pd.Timedelta(text) / pd.Timedelta(minutes=1)
+    except ValueError as err: raise argparse.ArgumentTypeError(f"invalid bar frequency {text!r}: {err}; {expected}") from None
+    if not (minutes > 0 and float(minutes).is_integer()):
+        raise argparse.ArgumentTypeError(f"invalid bar frequency {text!r}: not a whole number of minutes above 0; {expected}")
+    return text
+
 class _SubcommandParser(argparse.ArgumentParser):
     "A subcommand's parser; its help shows the defaults of the options in `CONFIG_OPTIONS`, importing their class then."
     def format_help(self) -> str:
@@ -399,11 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex = dict(choices=sorted(EXCHANGES), type=str.upper)
     s = sub.add_parser("simulate", help="simulate an exchange into the warehouse")
     s.add_argument("--exchange", required=True, **ex)
-    s.add_argument("--days", type=int, help=f"trading days (default: simulation.days of the config, {sim.days})")
-    s.add_argument("--start", help=f"first day (default: simulation.start of the config, {sim.start})"); s.add_argument("--end")
-    s.add_argument("--seed", type=int, help=f"default: seed of the config, {base.seed}")
-    s.add_argument("--signal-strength", type=float, help=f"default: simulation.signal_strength of the config, {sim.signal_strength:g}")
-    s.add_argument("--freq", help=f"bar frequency (default: bar_minutes of the config, {base.bar_minutes}min)")
+    s.add_argument("--days", type=config_value("simulation.days"), help=f"trading days from --start, instead of --end "
+                                                                         f"(default: simulation.days of the config, {sim.days})")
+    s.add_argument("--start", type=iso_date, help=f"first day, YYYY-MM-DD (default: simulation.start of the config, {sim.start})")
+    s.add_argument("--end", type=iso_date, help="last day, YYYY-MM-DD, instead of --days")
+    s.add_argument("--seed", type=config_value("seed"), help=f"default: seed of the config, {base.seed}")
+    s.add_argument("--signal-strength", type=config_value("simulation.signal_strength", float),
+                   help=f"default: simulation.signal_strength of the config, {sim.signal_strength:g}")
+    s.add_argument("--freq", type=bar_freq, help=f"bar frequency (default: bar_minutes of the config, {base.bar_minutes}min)")
     s = sub.add_parser("ingest", help="import OHLCV or NSE F&O bhavcopy files through the quality gate")
     g = s.add_mutually_exclusive_group(required=True); g.add_argument("--ohlcv"); g.add_argument("--bhavcopy")
     s.add_argument("--symbol"); s.add_argument("--exchange", type=str.upper)
@@ -412,12 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--start", type=iso_moment, help="first day (YYYY-MM-DD) or time (YYYY-MM-DD HH:MM, IST)")
     s.add_argument("--end", type=iso_moment, help="last day, whole (YYYY-MM-DD), or time (YYYY-MM-DD HH:MM, IST)")
+    symbol = dict(type=str.upper, help="the one symbol the dataset holds (default: the window's only symbol, else the exchange's index)")
+    s.add_argument("--symbol", **symbol)
     s = sub.add_parser("datasets", help="list dataset versions"); s.add_argument("--exchange", **ex)
     for name, text in (("features", "write the feature table of a dataset version"), ("labels", "write the labels table of a dataset version")):
         s = sub.add_parser(name, help=text); s.add_argument("--exchange", required=True, **ex); s.add_argument("--dataset")
     s = sub.add_parser("train", help="train a candidate model"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--dataset"); s.add_argument("--target", help="a classification or regression target")
-    s.add_argument("--seed", type=int, help=f"model seed (default: seed of the config, {base.seed})")
+    s.add_argument("--seed", type=config_value("seed"), help=f"model seed (default: seed of the config, {base.seed})")
     s = sub.add_parser("pack", help="render the approval pack"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--dataset", help="dataset version (default: latest; with --run: the run's, and only that one)")
     s.add_argument("--run", help="candidate model run, or 'latest' gated run")
@@ -432,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--horizon", help="compare with the production model of this horizon key, e.g. 15m")
     s = sub.add_parser("retrain", help="the whole retrain pipeline"); s.add_argument("--exchange", required=True, **ex)
     s.add_argument("--as-of", type=iso_date, help="last IST day of data used, YYYY-MM-DD (whole session; default: all data)")
+    s.add_argument("--symbol", **symbol)
     s.add_argument("--promote", action="store_true"); s.add_argument("--no-automl", action="store_true")
     s.add_argument("--optuna-trials", type=int, help="Optuna trials per segment and family")
     s.add_argument("--operator", help="recorded in the deployment log"); s.add_argument("--reason", help="recorded in the deployment log")
@@ -465,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--decision", required=True, choices=["approved", "approved_with_constraints", "rejected"])
     s.add_argument("--constraints"); s.add_argument("--date", type=iso_date, help="date of the decision, YYYY-MM-DD (default: today, UTC)")
     s.add_argument("--horizon", **horizon)
+    p.subcommands = sub.choices   # name -> parser: `main` reports a conflict of options as that subcommand's usage error
     return p
 
 COMMANDS = {"simulate": cmd_simulate, "ingest": cmd_ingest, "validate": cmd_validate, "export": cmd_export,
@@ -487,9 +535,22 @@ _INPUT_ERRORS = (("oi_ml.datasets", "DatasetIntegrityError"), ("oi_ml.registry",
                  ("oi_ml.train", "ModelIntegrityError"), ("oi_ml.packs", "PackError"))
 
 def _input_errors() -> tuple[type, ...]:
-    """Errors that mean bad input or stored state, printed as one line: FileNotFoundError, ValueError and the classes of
-    `_INPUT_ERRORS` whose module is loaded (a command cannot raise a class from a module it never imported)."""
-    return (FileNotFoundError, ValueError, *(getattr(sys.modules[m], name) for m, name in _INPUT_ERRORS if m in sys.modules))
+    """Errors that mean bad input or stored state, printed as one line: OSError (`os_error_line`), ValueError and the
+    classes of `_INPUT_ERRORS` whose module is loaded (a command cannot raise a class from a module it never imported)."""
+    return (OSError, ValueError, *(getattr(sys.modules[m], name) for m, name in _INPUT_ERRORS if m in sys.modules))
+
+def os_error_line(err: OSError, cfg: RunConfig | None) -> str:
+    """One line for a file-system error: the path and what is wrong; when the path runs through a file where a folder
+    belongs, that file, and the option (`--data-dir`, `--reports-dir`) naming it. An error without a path (oi_ml's own
+    messages, such as a FileNotFoundError naming what to run first) is its text."""
+    if err.filename is None: return str(err)
+    path = Path(err.filename)
+    text = f"{path}{f' -> {err.filename2}' if err.filename2 else ''}: {err.strerror or type(err).__name__}"
+    blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is None or not isinstance(err, (FileExistsError, NotADirectoryError)): return text
+    folders = {"--data-dir": cfg.data_dir, "--reports-dir": cfg.reports_dir} if cfg else {}
+    option = next((o for o, folder in folders.items() if Path(folder).resolve() == blocker.resolve()), None)
+    return f"{text} ({blocker} is a file where a folder belongs{f': {option} must name a folder' if option else ''})"
 
 def warehouse_error(db_path: Path, err: Exception) -> str:
     "One line for a DuckDB error a command met in the warehouse: the file, DuckDB's error class and message (whitespace folded)."
@@ -501,6 +562,7 @@ def warehouse_error(db_path: Path, err: Exception) -> str:
 def _one_line_error(err: Exception, cfg: RunConfig | None) -> str | None:
     """The one-line message of an error that means bad input or stored state (`_input_errors`, or any DuckDB error once the
     config is known: a damaged warehouse often opens and fails only when a query reads a missing block); None re-raises."""
+    if isinstance(err, OSError): return os_error_line(err, cfg)
     if isinstance(err, _input_errors()): return str(err)
     duckdb = sys.modules.get("duckdb")   # a command that never imported duckdb cannot raise its errors
     if cfg is not None and duckdb is not None and isinstance(err, duckdb.Error): return warehouse_error(cfg.db_path, err)
@@ -525,10 +587,24 @@ def _check_dataset_option(args: argparse.Namespace, cfg: RunConfig) -> None:
     from oi_ml.datasets import check_version_id
     check_version_id(args.exchange, args.dataset, cfg, option="--dataset")
 
+def usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with a command line argparse accepted (options that conflict), or None: `ingest --ohlcv` without
+    `--symbol` or with another exchange's index (`foreign_index`), `simulate` given both `--days` and `--end` (one was
+    silently ignored), a `--start` after the `--end` (`datasets.check_window`)."""
+    if args.command == "ingest": return "--ohlcv needs --symbol" if args.ohlcv and not args.symbol else foreign_index(args.symbol, args.exchange)
+    if args.command == "simulate" and args.days is not None and args.end is not None:
+        return f"--days {args.days} and --end {args.end} both say where the simulation stops: give one of them"
+    if getattr(args, "start", None) is not None and getattr(args, "end", None) is not None:
+        from oi_ml.datasets import check_window
+        try: check_window(args.start, args.end, ("--start", "--end"))
+        except ValueError as err: return str(err)
+    return None
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `oi-ml` console script."
-    args = build_parser().parse_args(argv)
-    if args.command == "ingest" and args.ohlcv and not args.symbol: build_parser().error("--ohlcv needs --symbol")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if problem := usage_error(args): parser.subcommands[args.command].error(problem)   # exit 2, as argparse's own errors
     with warnings.catch_warnings():   # restores the previous printer on the way out (main also runs in-process in tests)
         warnings.showwarning = _warning_printer(args.command)
         cfg = None

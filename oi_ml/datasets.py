@@ -24,18 +24,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import IST, RunConfig, config_to_dict
-from .store import load_historical_data_for_ml, record_training_batch, transaction, window_params
+from .config import IST, RunConfig, config_to_dict, get_exchange_config
+from .store import denormalise_payload, record_training_batch, to_utc, transaction, window_params
 
 # %% auto #0
-__all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'INPUT_SOURCES', 'MANIFEST_KEYS', 'VERSION_ID_PATTERN',
-           'STAGING_PREFIX', 'EXCHANGE_NAME_PATTERN', 'DATASET_COLUMNS', 'package_versions', 'git_commit',
-           'sha256_file', 'package_imports', 'import_closure', 'code_sha256', 'DatasetIntegrityError', 'read_json',
-           'require_keys', 'write_parquet_deterministic', 'write_query_parquet', 'data_origin_of', 'input_provenance',
+__all__ = ['PACKAGES', 'DATASET_FILES', 'FEATURES_EXPORT_SQL', 'CHAIN_EXPORT_SQL', 'INPUT_SOURCES', 'MANIFEST_KEYS',
+           'VERSION_ID_PATTERN', 'STAGING_PREFIX', 'EXCHANGE_NAME_PATTERN', 'DATASET_COLUMNS', 'package_versions',
+           'git_commit', 'sha256_file', 'package_imports', 'import_closure', 'code_sha256', 'DatasetIntegrityError',
+           'read_json', 'require_keys', 'write_parquet_deterministic', 'write_query_parquet', 'stored_symbols',
+           'stored_range', 'check_window', 'export_symbol', 'data_origin_of', 'input_provenance',
            'read_dataset_manifest', 'try_lock', 'remove_dead_staging', 'fsync_path', 'mkdir_durable', 'fsync_tree',
-           'folder_lock', 'staging_folder', 'export_training_window', 'exchange_datasets_dir', 'check_version_id',
-           'dataset_dir', 'check_manifest_identity', 'list_datasets', 'latest_dataset_version', 'load_manifest',
-           'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
+           'folder_lock', 'staging_folder', 'export_training_window', 'exchange_datasets_dir', 'version_sort_key',
+           'check_version_id', 'dataset_dir', 'check_manifest_identity', 'list_datasets', 'latest_dataset_version',
+           'dataset_symbol', 'load_manifest', 'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
 PACKAGES = ("numpy", "pandas", "duckdb", "pyarrow", "lightgbm", "xgboost-cpu", "optuna", "hmmlearn", "shap", "numba",
@@ -171,14 +172,50 @@ def write_query_parquet(con, sql: str, params: dict, path: str | Path, row_group
 DATASET_FILES = {"ml_features.parquet": ["symbol", "timestamp"],
                  "option_chain.parquet": ["symbol", "timestamp", "expiry", "strike", "option_type"]}
 
-CHAIN_EXPORT_SQL = ("SELECT * EXCLUDE (batch_id) FROM option_chain_snapshots WHERE exchange = $exchange AND timestamp BETWEEN $start "
-                    "AND $end ORDER BY symbol, timestamp, expiry, strike, option_type")
+FEATURES_EXPORT_SQL = ("SELECT * FROM ml_features WHERE exchange = $exchange AND symbol = $symbol AND timestamp BETWEEN $start AND $end "
+                       "ORDER BY symbol, timestamp")   # `store.load_historical_data_for_ml` of one symbol
+CHAIN_EXPORT_SQL = ("SELECT * EXCLUDE (batch_id) FROM option_chain_snapshots WHERE exchange = $exchange AND symbol = $symbol "
+                    "AND timestamp BETWEEN $start AND $end ORDER BY symbol, timestamp, expiry, strike, option_type")
 
-def _write_files(con, exchange: str, start, end, folder: Path) -> tuple[dict, pd.DataFrame]:
-    "Write the version's files into `folder` (features via pandas, the chain streamed); returns (file infos, features)."
-    features = load_historical_data_for_ml(con, exchange, start, end)
-    if features.empty: raise ValueError(f"no ml_features rows for {exchange} between {start} and {end}: simulate or ingest first")
-    params = window_params(exchange, features.timestamp.min(), features.timestamp.max())
+def stored_symbols(con, exchange: str, start=None, end=None) -> pd.DataFrame:
+    "Each symbol of `exchange` with ml_features rows in [start, end] (naive bounds: IST): its first and last bar and row count."
+    return con.execute("SELECT symbol, min(timestamp) AS first_bar, max(timestamp) AS last_bar, count(*) AS n_rows FROM ml_features "
+                       "WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end GROUP BY symbol ORDER BY symbol",
+                       window_params(exchange, start, end)).df()
+
+def stored_range(con, exchange: str) -> str:
+    "What `exchange` holds in ml_features, for an error message: 'NSE has NIFTY 2025-08-01..2025-08-12 (IST)', every symbol."
+    held = stored_symbols(con, exchange)
+    if held.empty: return f"{exchange} has no ml_features rows (run `oi-ml simulate` or `oi-ml ingest` first)"
+    day = lambda t: pd.Timestamp(t).tz_convert(IST).date().isoformat()
+    return f"{exchange} has " + ", ".join(f"{r.symbol} {day(r.first_bar)}..{day(r.last_bar)}" for r in held.itertuples()) + " (IST)"
+
+def check_window(start, end, names: tuple = ("start", "end")) -> None:   # names: how the caller calls the bounds, e.g. ('--start', '--end')
+    "Refuse a window whose start lies after its end (naive bounds: IST; a date-only end is the whole day), naming both."
+    if start is not None and end is not None and to_utc(start) > to_utc(end, end_of_day=True):
+        raise ValueError(f"{names[0]} {start} is after {names[1]} {end}: the window is empty; give the earlier moment as {names[0]}")
+
+def export_symbol(con, exchange: str, symbol: str | None = None, start=None, end=None) -> str:
+    """The one symbol an export of `exchange` over [start, end] holds: `symbol` when given, else the window's only symbol,
+    else the exchange's index (`ExchangeConfig.symbol`); a ValueError naming what the exchange holds otherwise."""
+    symbols = list(stored_symbols(con, exchange, start, end).symbol)
+    wanted = symbol.upper() if symbol else None
+    if wanted in symbols: return wanted
+    index = get_exchange_config(exchange).symbol
+    if wanted is None and len(symbols) == 1: return symbols[0]
+    if wanted is None and index in symbols: return index
+    window = f" between {start or 'the first bar'} and {end or 'the last bar'}" if start is not None or end is not None else ""
+    if not symbols: raise ValueError(f"no ml_features rows for {exchange}{window}: {stored_range(con, exchange)}")
+    if wanted: raise ValueError(f"no ml_features rows of {wanted} for {exchange}{window}: {stored_range(con, exchange)}; "
+                                f"pass one of {', '.join(symbols)} as the symbol (--symbol)")
+    raise ValueError(f"{exchange} holds {', '.join(symbols)}{window}, not its index {index}: a dataset version holds one symbol; "
+                     "pass the one to export as the symbol (--symbol)")
+
+def _write_files(con, exchange: str, symbol: str, start, end, folder: Path) -> tuple[dict, pd.DataFrame]:
+    "Write the version's files of one symbol into `folder` (features via pandas, the chain streamed); returns (file infos, features)."
+    features = denormalise_payload(con.execute(FEATURES_EXPORT_SQL, {**window_params(exchange, start, end), "symbol": symbol}).df())
+    if features.empty: raise ValueError(f"no ml_features rows of {symbol} for {exchange} between {start} and {end}: {stored_range(con, exchange)}")
+    params = {**window_params(exchange, features.timestamp.min(), features.timestamp.max()), "symbol": symbol}
     files = {"ml_features.parquet": write_parquet_deterministic(features, folder / "ml_features.parquet", DATASET_FILES["ml_features.parquet"]),
              "option_chain.parquet": write_query_parquet(con, CHAIN_EXPORT_SQL, params, folder / "option_chain.parquet")}
     return files, features
@@ -344,14 +381,17 @@ def staging_folder(root: Path):
             if staging.exists(): shutil.rmtree(staging)
         finally: os.close(fd)
 
-def export_training_window(con, exchange: str, start=None, end=None, fmt: str = "parquet", run_cfg: RunConfig | None = None) -> dict:
-    "Export the warehouse window of `exchange` as a versioned, hashed dataset; returns its manifest (existing one if identical)."
+def export_training_window(con, exchange: str, start=None, end=None, fmt: str = "parquet", run_cfg: RunConfig | None = None,
+                           symbol: str | None = None) -> dict:   # None: the window's only symbol, else the exchange's index (`export_symbol`)
+    "Export the warehouse window of one symbol of `exchange` as a versioned, hashed dataset; returns its manifest (existing one if identical)."
     if fmt != "parquet": raise ValueError(f"unsupported format {fmt!r}: only 'parquet'")
     run_cfg = run_cfg or RunConfig()
     exchange = exchange.upper()
+    check_window(start, end)
+    symbol = export_symbol(con, exchange, symbol, start, end)   # before any folder is made
     root = Path(run_cfg.datasets_dir) / exchange; mkdir_durable(root)   # a first export's folders survive a power cut
     with staging_folder(root) as staging:
-        files, features = _write_files(con, exchange, start, end, staging)
+        files, features = _write_files(con, exchange, symbol, start, end, staging)
         content = _content_hash(files)
         existing, unreadable = _scan_versions(root)
         same = [v for v, m in existing.items() if m.get("content_sha256") == content]
@@ -431,9 +471,14 @@ def exchange_datasets_dir(exchange: str, run_cfg: RunConfig | None = None) -> Pa
         raise ValueError(f"invalid exchange {exchange!r}: expected a name such as 'NSE'")
     return Path((run_cfg or RunConfig()).datasets_dir) / exchange.upper()
 
+def version_sort_key(version: str) -> tuple[str, int]:
+    "Order of version ids: by date, then the suffix as a number (2025-08-12 < 2025-08-12-2 < 2025-08-12-10); other names by text."
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})(?:-(\d+))?", version)
+    return (m[1], int(m[2] or 1)) if m else (version, 0)
+
 def _versions_line(root: Path) -> str:
     "Which versions the exchange folder `root` holds, for an error message (the 10 latest ids)."
-    ids = sorted(p.name for p in root.iterdir() if VERSION_ID_PATTERN.fullmatch(p.name) and p.is_dir()) if root.is_dir() else []
+    ids = sorted((p.name for p in root.iterdir() if VERSION_ID_PATTERN.fullmatch(p.name) and p.is_dir()), key=version_sort_key) if root.is_dir() else []
     if not ids: return f"{root.name} has no dataset versions yet (run `oi-ml export --exchange {root.name}`)"
     return f"{root.name}'s versions: {'…, ' if len(ids) > 10 else ''}{', '.join(ids[-10:])}"
 
@@ -477,7 +522,7 @@ def _exchange_rows(root: Path, exchange: str) -> list[dict]:
     rows = {v: dict(exchange=exchange, version=v, window_start=m["window_start"], window_end=m["window_end"], rows=m["row_count"],
                     source=m["source"], content_sha256=m["content_sha256"][:12], problem=None) for v, m in manifests.items()}
     rows |= {v: dict(exchange=exchange, version=v, problem=p) for v, p in problems.items()}
-    return [rows[v] for v in sorted(rows)]
+    return [rows[v] for v in sorted(rows, key=version_sort_key)]
 
 def list_datasets(run_cfg: RunConfig | None = None, exchange: str | None = None) -> pd.DataFrame:
     "One row per dataset version on disk: exchange, version, window, rows, source, content hash, and `problem` when its manifest is unreadable."
@@ -486,11 +531,21 @@ def list_datasets(run_cfg: RunConfig | None = None, exchange: str | None = None)
     return pd.DataFrame(rows, columns=DATASET_COLUMNS)
 
 def latest_dataset_version(exchange: str, run_cfg: RunConfig | None = None) -> str:
-    "Most recent version id of `exchange` (by window end, then id); an unreadable manifest raises, since it may be the latest."
+    "Most recent version id of `exchange` (by window end, then `version_sort_key`); an unreadable manifest raises, since it may be the latest."
     ds = list_datasets(run_cfg, exchange.upper())
     if ds.empty: raise FileNotFoundError(f"no dataset versions for {exchange}: run `oi-ml export --exchange {exchange}` first")
     if ds.problem.notna().any(): raise DatasetIntegrityError(ds.problem.dropna().iloc[0] + " (cannot tell which version is the latest)")
-    return ds.sort_values(["window_end", "version"]).version.iloc[-1]
+    return max(ds.itertuples(), key=lambda r: (pd.Timestamp(r.window_end), version_sort_key(r.version))).version
+
+def dataset_symbol(manifest: dict, frame: pd.DataFrame | None = None) -> str | None:   # frame: the version's rows, for a manifest without `symbols`
+    """The one symbol of a dataset version (its manifest's `symbols`, else `frame`'s); a version holding several (an older
+    export mixed every symbol of the exchange) raises a ValueError naming them and the remedy."""
+    symbols = list(manifest.get("symbols") or (sorted(frame.symbol.unique()) if frame is not None and "symbol" in frame else []))
+    if len(symbols) <= 1: return symbols[0] if symbols else None
+    exchange, version = manifest.get("exchange"), manifest.get("version")
+    raise ValueError(f"dataset {exchange}/{version} holds {len(symbols)} symbols ({', '.join(symbols)}) but labels, training and AutoML "
+                     f"take one symbol per dataset: export one with `oi-ml export --exchange {exchange} --symbol {symbols[0]}` (or "
+                     "another of them) and pass its version as --dataset")
 
 def load_manifest(exchange: str, version: str, run_cfg: RunConfig | None = None) -> dict:
     """The manifest of a dataset version: `DatasetIntegrityError` naming it when corrupt or when it names another exchange
@@ -545,7 +600,7 @@ def load_dataset(exchange: str, version: str | None = None, run_cfg: RunConfig |
     manifest = verify_dataset(exchange, version, run_cfg) if verify else load_manifest(exchange, version, run_cfg)
     return pd.read_parquet(dataset_dir(exchange, version, run_cfg) / f"{table}.parquet"), manifest
 
-# %% ../nbs/04_datasets.ipynb #c031
+# %% ../nbs/04_datasets.ipynb #c035
 def _derived_file(name: str, info: dict | None) -> str:
     "File name of a derived table: recorded under `file` (content-named), `<name>.parquet` for older manifests."
     return (info or {}).get("file", f"{name}.parquet")

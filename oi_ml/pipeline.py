@@ -22,7 +22,7 @@ import pandas as pd
 from .backtest import RANDOM_DISTRIBUTION, RANDOM_RUNS, run_validation_windows, save_backtest, strategy_rows
 from .config import IST, RunConfig, config_to_dict
 from .cv import walk_forward_segments
-from .datasets import code_sha256, export_training_window, load_dataset, read_json, sha256_file, write_derived
+from .datasets import code_sha256, dataset_symbol, export_training_window, load_dataset, read_json, sha256_file, write_derived
 from .features import prepare_training_features, supported_feature_columns
 from .gate import (WALK_FORWARD_SUMMARY, GateConfig, default_backtest_config, evaluate_candidate, gate_line, signals_for,
                         train_config_of)
@@ -36,15 +36,17 @@ from .train import (ModelBundle, ModelIntegrityError, TrainConfig, build_trainin
 # %% auto #0
 __all__ = ['RUN_CONFIG_READS', 'RAW_TABLES', 'WALK_FORWARD_METHOD', 'RetrainConfig', 'PipelineStepError', 'RetrainRun',
            'run_config_reads', 'run_config_values', 'step_key', 'run_step', 'check_as_of', 'raw_fingerprint',
-           'step_consolidate', 'step_dataset', 'step_features_labels', 'step_train', 'holdout_start_day', 'step_automl',
-           'walk_forward_signals', 'step_backtest', 'holdout_sessions', 'session_windows', 'step_gate',
-           'walk_forward_digests', 'step_pack', 'step_deploy', 'retrain_folder', 'run_retrain']
+           'no_bars_error', 'step_consolidate', 'step_dataset', 'step_features_labels', 'step_train',
+           'holdout_start_day', 'step_automl', 'walk_forward_signals', 'step_backtest', 'holdout_sessions',
+           'session_windows', 'step_gate', 'walk_forward_digests', 'step_pack', 'step_deploy', 'retrain_folder',
+           'run_retrain']
 
 # %% ../nbs/50_pipeline.ipynb #c004
 @dataclass(frozen=True)
 class RetrainConfig:
     "One retrain of one exchange."
     exchange: str = "NSE"
+    symbol: str | None = None                 # the one symbol exported and trained; None: the window's only one, else the exchange's index
     as_of: str | None = None                  # last IST date of data used (ISO); None = all data in the warehouse
     promote: bool = False                     # deploy when the gate passes
     target: str = "triple_barrier"
@@ -186,11 +188,20 @@ def raw_fingerprint(con, exchange: str, as_of: str | None) -> dict:
         out[t] = [int(n), str(h)]
     return out
 
+def no_bars_error(con, exchange: str, as_of: str | None) -> ValueError:
+    "The error for a retrain without bars up to `as_of`: an empty warehouse, or an `as_of` before the first stored session (naming the stored range)."
+    first, last = con.execute("SELECT min(timestamp) AS a, max(timestamp) AS b FROM underlying_bars WHERE exchange = ?", [exchange]).df().iloc[0]
+    if pd.isna(first): return ValueError(f"no data for {exchange} in the warehouse: run `oi-ml simulate` or `oi-ml ingest` first")
+    day = lambda t: pd.Timestamp(t).tz_convert(IST).date().isoformat()
+    return ValueError(f"no data for {exchange} up to as_of {as_of} (--as-of): {exchange} has underlying bars {day(first)}..{day(last)} "
+                      f"(IST); pass a day from {day(first)} on, or no --as-of for all data")
+
 def step_consolidate(run: RetrainRun) -> dict:
     """Rebuild `ml_features` from the raw tables up to `as_of` (skipped when the raw data did not change); the manifest records
     how many bars had a source value blanked as older than its staleness limit (the warning is re-raised as well)."""
-    with connect(run.run_cfg) as con: fp = raw_fingerprint(con, run.cfg.exchange, run.cfg.as_of)
-    if fp["underlying_bars"][0] == 0: raise ValueError(f"no data for {run.cfg.exchange} in the warehouse: run `oi-ml simulate` or `oi-ml ingest` first")
+    with connect(run.run_cfg) as con:
+        fp = raw_fingerprint(con, run.cfg.exchange, run.cfg.as_of)
+        if fp["underlying_bars"][0] == 0: raise no_bars_error(con, run.cfg.exchange, run.cfg.as_of)
     def build():
         with connect(run.run_cfg) as con, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StaleFeatureWarning)
@@ -203,17 +214,19 @@ def step_consolidate(run: RetrainRun) -> dict:
     return run_step(run, "consolidate", dict(raw=fp, as_of=run.cfg.as_of), build)
 
 def step_dataset(run: RetrainRun, consolidated: dict) -> dict:
-    "Export the dataset version of the window (content-addressed: identical data returns the existing version)."
+    "Export the dataset version of the window, of one symbol (content-addressed: identical data returns the existing version)."
     def export():
-        with connect(run.run_cfg) as con: m = export_training_window(con, run.cfg.exchange, None, _window_end(run.cfg.as_of), run_cfg=run.run_cfg)
+        with connect(run.run_cfg) as con:
+            m = export_training_window(con, run.cfg.exchange, None, _window_end(run.cfg.as_of), run_cfg=run.run_cfg, symbol=run.cfg.symbol)
         return dict(version=m["version"], content_sha256=m["content_sha256"], rows=m["row_count"], simulated=m["simulated"])
     valid = lambda out: _missing(Path(run.run_cfg.datasets_dir) / run.cfg.exchange / out["version"] / "manifest.json")
-    return run_step(run, "dataset", dict(consolidated=consolidated["raw"], as_of=run.cfg.as_of), export, valid)
+    return run_step(run, "dataset", dict(consolidated=consolidated["raw"], as_of=run.cfg.as_of, symbol=run.cfg.symbol), export, valid)
 
 def step_features_labels(run: RetrainRun, ds: dict) -> dict:
     "Write the feature and label tables next to the dataset version."
     def write():
-        raw, _ = load_dataset(run.cfg.exchange, ds["version"], run.run_cfg)
+        raw, manifest = load_dataset(run.cfg.exchange, ds["version"], run.run_cfg)
+        dataset_symbol(manifest, raw)   # one time series: a version holding two symbols is refused naming them and --symbol
         raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
         cols = supported_feature_columns(raw)
         f = write_derived(run.cfg.exchange, ds["version"], "features", prepare_training_features(raw, cols), {"columns": cols}, run.run_cfg)
@@ -234,7 +247,7 @@ def _valid_run(run: RetrainRun, key: str = "run_id"):
         except (OSError, ValueError, KeyError, ModelIntegrityError) as err: return f"{type(err).__name__}: {err}"
     return check
 
-# %% ../nbs/50_pipeline.ipynb #c017
+# %% ../nbs/50_pipeline.ipynb #c019
 def step_train(run: RetrainRun, ds: dict) -> dict:
     "Baseline training on the dataset version (the run id is content-addressed, so identical inputs reuse the run)."
     def train():
@@ -382,7 +395,7 @@ def _jsonable(obj):
     if isinstance(obj, float) and not np.isfinite(obj): return None
     return obj
 
-# %% ../nbs/50_pipeline.ipynb #c018
+# %% ../nbs/50_pipeline.ipynb #c020
 def step_gate(run: RetrainRun, trained: dict, automl: dict | None) -> dict:
     "Evaluate the candidate against the current production model on the candidate's holdout."
     production = current_version(run.cfg.exchange, run.run_cfg, horizon=run.cfg.horizon)
@@ -429,7 +442,7 @@ def step_deploy(run: RetrainRun, trained: dict, gate: dict) -> dict | None:
     run.steps["deploy"] = dict(status="done", outputs=dict(version=m["version"])); run.save()
     return dict(version=m["version"], status="deployed")
 
-# %% ../nbs/50_pipeline.ipynb #c020
+# %% ../nbs/50_pipeline.ipynb #c022
 def retrain_folder(cfg: RetrainConfig, run_cfg: RunConfig) -> Path:
     """Folder of this retrain's run manifest: data/runs/<EXCHANGE>/<as_of or 'latest'>-<hash>/, the hash of the RetrainConfig
     and of the RunConfig fields the steps read (`run_config_values`). Folders named by older code (RetrainConfig only) stay

@@ -386,3 +386,34 @@ def test_a_regime_feature_without_data_on_the_slice_is_left_out_of_its_hmm(table
     novix = dataclasses.replace(table, features=table.features.assign(vix=15.0))
     model = fit_regimes(novix, np.arange(2000), TrainConfig(num_threads=1))
     assert "vix" not in model.feature_columns and "ret_std_20" in model.feature_columns
+
+
+def test_a_storage_that_cannot_be_opened_is_one_line_before_any_table_is_built(run_cfg, tmp_path, monkeypatch):
+    """Review proof: `oi-ml automl --storage postgresql+psycopg2://...` (the README's example, driver not installed) and an
+    SQLite file in a missing folder ended in ImportError / OperationalError tracebacks, after the training table was
+    built. Both are a ValueError naming the storage (password hidden), the driver's error and the remedy, raised first."""
+    import importlib.util
+    from oi_ml import automl as automl_mod
+    if importlib.util.find_spec("psycopg2") is None:
+        with pytest.raises(ValueError) as err:
+            optuna_storage("postgresql+psycopg2://user:secret@db-host:5432/optuna")
+        assert str(err.value) == ("cannot open the Optuna storage postgresql+psycopg2://user:***@db-host:5432/optuna (--storage): "
+                                  "ModuleNotFoundError: No module named 'psycopg2'; for PostgreSQL install its driver: pip install psycopg2-binary")
+    monkeypatch.setattr(automl_mod, "build_training_table", lambda *a, **k: pytest.fail("the training table was built first"))
+    missing = tmp_path / "no" / "such" / "dir" / "optuna.db"
+    with pytest.raises(ValueError, match=rf"cannot open the Optuna storage sqlite:///{missing} \(--storage\): OperationalError: "
+                                         "unable to open database file; check that its folder exists"):
+        run_orchestrator(tiny(tmp_path, "bad_storage", storage=f"sqlite:///{missing}"), run_cfg)
+    assert not (tmp_path / "bad_storage").exists()
+
+
+def test_a_dataset_holding_two_symbols_is_refused_naming_them(run_cfg, tmp_path, monkeypatch):
+    "A version an older export made of two indices is refused before any table is built, naming both and `--symbol`."
+    from oi_ml import automl as automl_mod
+    raw, manifest = load_dataset("NSE", run_cfg=run_cfg)
+    two = pd.concat([raw, raw.assign(symbol="BANKNIFTY")], ignore_index=True)
+    monkeypatch.setattr(automl_mod, "load_dataset", lambda *a, **k: (two, {**manifest, "symbols": ["BANKNIFTY", "NIFTY"]}))
+    monkeypatch.setattr(automl_mod, "build_training_table", lambda *a, **k: pytest.fail("the training table was built"))
+    with pytest.raises(ValueError, match=r"holds 2 symbols \(BANKNIFTY, NIFTY\) but labels, training and AutoML take one symbol "
+                                         r"per dataset: export one with `oi-ml export --exchange NSE --symbol BANKNIFTY`"):
+        run_orchestrator(tiny(tmp_path, "two_symbols"), run_cfg)

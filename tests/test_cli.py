@@ -7,6 +7,7 @@ import dataclasses
 import json
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
 from oi_ml import automl, cli, ingest, packs, pipeline, train
@@ -30,6 +31,14 @@ def dirs(tmp_path, monkeypatch):
 def write_config(path, text: str) -> str:
     path.write_text(text)
     return str(path)
+
+
+def make_run(dirs, exchange: str, run_id: str, manifest: dict | None = None):
+    "A model run folder under the data directory (its manifest.json only, `{}` unless given): the run a command is asked about exists."
+    folder = dirs / "data" / "models" / exchange / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest or {}))
+    return folder
 
 
 def bars(data_dir) -> list:
@@ -263,6 +272,7 @@ def test_gate_prints_each_criterion_as_the_pack_shows_it(dirs, monkeypatch, caps
         {"name": "deflated_sharpe", "value": 0.9926828375, "threshold": 0.95, "rule": ">=", "passed": True, "note": ""},
         {"name": "walk_forward", "value": -0.0162028636, "threshold": 0.0, "rule": "> 0 %: net return pooled", "passed": False, "note": "111 trades"}]}
     monkeypatch.setattr(gate, "evaluate_candidate", lambda *a, **k: report)
+    make_run(dirs, "BSE", "run-x")
     assert cli.main(["gate", "--exchange", "BSE", "--run", "run-x"]) == 3
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["PASS", "deflated_sharpe", "0.9927", "rule", ">=", "(threshold", "0.95)"]
@@ -275,6 +285,7 @@ def test_gate_exits_3_when_the_candidate_fails(dirs, monkeypatch, capsys):
     from oi_ml import gate
     reports = iter([{"criteria": [], "passed": False, "failed": ["pbo"]}, {"criteria": [], "passed": True, "failed": []}])
     monkeypatch.setattr(gate, "evaluate_candidate", lambda *a, **k: next(reports))
+    make_run(dirs, "NSE", "run-x")
     assert cli.main(["gate", "--exchange", "NSE", "--run", "run-x"]) == 3
     assert capsys.readouterr().out.strip() == "gate: FAIL (pbo)"
     assert cli.main(["gate", "--exchange", "NSE", "--run", "run-x"]) == 0
@@ -351,8 +362,8 @@ def test_backtest_refuses_a_model_of_another_exchange(dirs, monkeypatch, capsys)
     """An NSE run copied under models/BSE/ was backtested on BSE data (exit 0). It is refused, naming the manifest, before
     the dataset loads; a path or a version id as --run is refused too."""
     from oi_ml import datasets
-    run = dirs / "data" / "models" / "BSE" / "run-abc"; run.mkdir(parents=True)
     manifest = {"run_id": "run-abc", "exchange": "NSE", "dataset_version": "2025-08-01"}
+    run = make_run(dirs, "BSE", "run-abc", manifest)
     monkeypatch.setattr(train, "load_bundle", lambda folder: SimpleNamespace(manifest=manifest, run_dir=folder))
     loaded = []
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: loaded.append(a))
@@ -408,6 +419,7 @@ def test_gate_prints_figures_in_the_unit_the_report_gives(dirs, monkeypatch, cap
         {"name": "spread", "value": 12.5, "threshold": 20, "rule": "<= 20 bps", "passed": True, "note": "", "unit": "basis_points",
          "direction": "max"}]}
     monkeypatch.setattr(gate, "evaluate_candidate", lambda *a, **k: report)
+    make_run(dirs, "NSE", "run-x")
     assert cli.main(["gate", "--exchange", "NSE", "--run", "run-x"]) == 3
     lines = capsys.readouterr().out.splitlines()
     assert "FAIL  holdout_return" in lines[0] and "-1.230 %" in lines[0] and "rule > 0 %: net return (threshold 0.000 %)" in lines[0]
@@ -498,8 +510,8 @@ def test_backtest_of_a_run_manifest_missing_a_key_is_one_line(dirs, monkeypatch,
 def test_backtest_of_a_run_whose_dataset_version_is_a_path_is_refused(dirs, monkeypatch, capsys):
     "A run manifest's dataset_version is read as a version id too, the error naming the manifest."
     from oi_ml import datasets
-    run = dirs / "data" / "models" / "NSE" / "run-abc"; run.mkdir(parents=True)
     manifest = {"run_id": "run-abc", "exchange": "NSE", "dataset_version": "../BSE/2025-08-01", "holdout_window": ["a", "b"]}
+    run = make_run(dirs, "NSE", "run-abc", manifest)
     monkeypatch.setattr(train, "load_bundle", lambda folder: SimpleNamespace(manifest=manifest, run_dir=folder))
     loaded = []
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: loaded.append(a))
@@ -592,3 +604,146 @@ def test_rollback_requires_a_reason_as_deploy_does(dirs, capsys):
         cli.main(["rollback", "--exchange", "NSE"])
     assert stop.value.code == 2 and "the following arguments are required: --reason" in capsys.readouterr().err
     assert not (dirs / "data" / "models").exists()   # nothing touched
+
+
+# ---------------------------------------------------------------- review: simulate options, symbols, windows, tracebacks, run ids
+@pytest.mark.parametrize("argv, message", [
+    (["--start", "01/08/2025", "--days", "2"], "argument --start: invalid date '01/08/2025': Invalid isoformat string: '01/08/2025'; expected YYYY-MM-DD"),
+    (["--end", "2025-13-01"], "argument --end: invalid date '2025-13-01': month must be in 1..12; expected YYYY-MM-DD"),
+    (["--signal-strength", "nan"], "argument --signal-strength: invalid value 'nan': expected a finite number from 0 up (0 = pure noise)"),
+    (["--seed", "-1"], "argument --seed: invalid value '-1': expected a whole number from 0 to 2147483647"),
+    (["--days", "0"], "argument --days: invalid value '0': expected a whole number from 1 up"),
+    (["--freq", "xyz"], "argument --freq: invalid bar frequency 'xyz': "),
+    (["--freq", "90s"], "argument --freq: invalid bar frequency '90s': not a whole number of minutes above 0; expected a bar length such as 1min"),
+    (["--start", "2025-08-01", "--end", "2025-08-14", "--days", "2"],
+     "oi-ml simulate: error: --days 2 and --end 2025-08-14 both say where the simulation stops: give one of them"),
+    (["--start", "2025-08-14", "--end", "2025-08-01"], "oi-ml simulate: error: --start 2025-08-14 is after --end 2025-08-01: the window is empty")])
+def test_simulate_options_are_checked_naming_the_option(tmp_path, capsys, argv, message):
+    """Review proof: `simulate --start 01/08/2025` simulated 8 January (the README says such dates are refused), `--days`
+    beside `--end` was ignored, and nan / -1 / xyz ended in messages naming no option. Each is a usage error (exit 2)
+    naming the option and the value; nothing is written."""
+    narrow = write_config(tmp_path / "narrow.toml", NARROW)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--data-dir", str(tmp_path / "d"), "--config", narrow, "simulate", "--exchange", "NSE", *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_window_mistakes_name_the_options_and_what_is_stored(tmp_path, capsys):
+    """Review proof: `export --start 2025-08-08 --end 2025-08-05` said 'no ml_features rows ... simulate or ingest first' and
+    `retrain --as-of` before the data 'no data for NSE in the warehouse', of a warehouse holding data."""
+    data = simulated_and_exported(tmp_path)   # one session: 1 Aug 2025
+    for command in (["export"], ["backtest", "--run", "run-x"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["--data-dir", data, command[0], "--exchange", "NSE", *command[1:], "--start", "2025-08-08", "--end", "2025-08-05"])
+        assert exit_.value.code == 2
+        assert f"oi-ml {command[0]}: error: --start 2025-08-08 is after --end 2025-08-05: the window is empty" in capsys.readouterr().err
+    assert cli.main(["--data-dir", data, "export", "--exchange", "NSE", "--start", "2025-07-01", "--end", "2025-07-31"]) == 1
+    assert capsys.readouterr().err == ("oi-ml export: no ml_features rows for NSE between 2025-07-01 and 2025-07-31: "
+                                       "NSE has NIFTY 2025-08-01..2025-08-01 (IST)\n")
+    assert cli.main(["--data-dir", data, "retrain", "--exchange", "NSE", "--no-automl", "--as-of", "2025-07-31"]) == 1
+    assert capsys.readouterr().err == ("oi-ml retrain: no data for NSE up to as_of 2025-07-31 (--as-of): NSE has underlying bars "
+                                       "2025-08-01..2025-08-01 (IST); pass a day from 2025-08-01 on, or no --as-of for all data\n")
+
+
+def test_a_second_index_on_an_exchange_is_exported_and_labelled_by_itself(tmp_path, capsys, monkeypatch):
+    """Review proof: after `ingest --ohlcv ... --symbol BANKNIFTY --exchange NSE` every NSE export held both indices, `labels`
+    failed on 'timestamp is not strictly increasing' and export had no --symbol. Export holds NIFTY unless --symbol says
+    otherwise (and says what else the window holds); labels work on either; retrain takes --symbol."""
+    from test_datasets import ohlcv_sessions_csv
+    data = str(tmp_path / "d")
+    assert cli.main(["--data-dir", data, "--config", write_config(tmp_path / "narrow.toml", NARROW), "simulate", "--exchange", "NSE",
+                     "--days", "2"]) == 0
+    assert cli.main(["--data-dir", data, "ingest", "--ohlcv", ohlcv_sessions_csv(tmp_path / "bank.csv"), "--symbol", "BANKNIFTY",
+                     "--exchange", "NSE"]) == 0
+    capsys.readouterr()
+    assert cli.main(["--data-dir", data, "export", "--exchange", "NSE"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("dataset NSE/2025-08-04: 750 rows of NIFTY, ") and out[1] == (
+        "NSE also holds BANKNIFTY in this window: a dataset holds one symbol; `oi-ml export --exchange NSE --symbol BANKNIFTY` exports it")
+    assert cli.main(["--data-dir", data, "labels", "--exchange", "NSE"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert cli.main(["--data-dir", data, "export", "--exchange", "NSE", "--symbol", "banknifty"]) == 0
+    assert capsys.readouterr().out.startswith("dataset NSE/2025-08-04-2: 750 rows of BANKNIFTY, ")
+    assert cli.main(["--data-dir", data, "labels", "--exchange", "NSE", "--dataset", "2025-08-04-2"]) == 0, capsys.readouterr().err
+    seen = []
+    monkeypatch.setattr(pipeline, "run_retrain", lambda rc, run_cfg: seen.append(rc.symbol) or dict(
+        deployed=None, manifest="m.json", gate_line="gate: PASS", pack="p.html"))
+    assert cli.main(["--data-dir", data, "retrain", "--exchange", "NSE", "--symbol", "banknifty"]) == 0
+    assert cli.main(["--data-dir", data, "retrain", "--exchange", "NSE"]) == 0 and seen == ["BANKNIFTY", None]
+
+
+def test_labels_refuse_a_version_holding_two_symbols_naming_them(tmp_path, capsys, monkeypatch):
+    "A version an older export made of two indices: labels name both and the remedy (it was 'timestamp is not strictly increasing')."
+    from oi_ml import datasets
+    data = simulated_and_exported(tmp_path)
+    raw, manifest = datasets.load_dataset("NSE", run_cfg=RunConfig(data_dir=data))
+    two = pd.concat([raw, raw.assign(symbol="BANKNIFTY")], ignore_index=True).sort_values("timestamp", kind="mergesort")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: (two, {**manifest, "symbols": ["BANKNIFTY", "NIFTY"]}))
+    capsys.readouterr()
+    assert cli.main(["--data-dir", data, "labels", "--exchange", "NSE"]) == 1
+    assert capsys.readouterr().err == (
+        "oi-ml labels: dataset NSE/2025-08-01 holds 2 symbols (BANKNIFTY, NIFTY) but labels, training and AutoML take one symbol "
+        "per dataset: export one with `oi-ml export --exchange NSE --symbol BANKNIFTY` (or another of them) and pass its version as --dataset\n")
+
+
+@pytest.mark.parametrize("exchange", [[], ["--exchange", "NSE"]])
+def test_ingest_refuses_another_exchanges_index(tmp_path, capsys, exchange):
+    "`ingest --symbol SENSEX` without --exchange stored BSE's index as NSE's: refused (usage error, nothing written); with --exchange BSE it is stored."
+    from test_datasets import ohlcv_sessions_csv
+    data, csv = str(tmp_path / "d"), ohlcv_sessions_csv(tmp_path / "sensex.csv", start_price=80_000.0)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--data-dir", data, "ingest", "--ohlcv", csv, "--symbol", "sensex", *exchange])
+    how = "--exchange NSE" if exchange else "no --exchange (ingest stores into NSE then)"
+    assert exit_.value.code == 2
+    assert f"oi-ml ingest: error: --symbol SENSEX is BSE's index, but {how}: pass --exchange BSE; nothing was stored" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    assert cli.main(["--data-dir", data, "ingest", "--ohlcv", csv, "--symbol", "sensex", "--exchange", "BSE"]) == 0
+
+
+def test_a_folder_option_naming_a_file_is_one_line(tmp_path, capsys):
+    "Review proof: `--data-dir <a file> simulate` and `--reports-dir <a file> pack` ended in FileExistsError / NotADirectoryError tracebacks."
+    afile = tmp_path / "afile"; afile.write_text("x")
+    assert cli.main(["--data-dir", str(afile), "simulate", "--exchange", "NSE", "--days", "1"]) == 1
+    assert capsys.readouterr().err == f"oi-ml simulate: {afile}: File exists ({afile} is a file where a folder belongs: --data-dir must name a folder)\n"
+    data = simulated_and_exported(tmp_path)
+    capsys.readouterr()
+    assert cli.main(["--data-dir", data, "--reports-dir", str(afile), "pack", "--exchange", "NSE"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"oi-ml pack: {afile}/") and err.endswith(f"({afile} is a file where a folder belongs: --reports-dir must name a folder)\n")
+    assert err.count("\n") == 1 and afile.read_text() == "x"
+
+
+def test_automl_storage_that_cannot_be_opened_is_one_line(tmp_path, capsys):
+    "Review proof: the README's PostgreSQL --storage without its driver, and an SQLite file in a missing folder, ended in tracebacks."
+    import importlib.util
+    data = simulated_and_exported(tmp_path)
+    cases = [(f"sqlite:///{tmp_path}/no/such/dir/optuna.db", "OperationalError: unable to open database file")]
+    if importlib.util.find_spec("psycopg2") is None:
+        cases.append(("postgresql+psycopg2://user:secret@host/db", "postgresql+psycopg2://user:***@host/db (--storage): ModuleNotFoundError: "
+                                                                     "No module named 'psycopg2'; for PostgreSQL install its driver: pip install psycopg2-binary"))
+    capsys.readouterr()
+    for storage, said in cases:
+        code = cli.main(["--data-dir", data, "automl", "--exchange", "NSE", "--storage", storage, "--optuna-trials", "1"])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("oi-ml automl: cannot open the Optuna storage ") and said in err, err
+        assert err.count("\n") == 1 and "secret" not in err
+
+
+def test_a_wrong_run_id_names_the_exchanges_runs_and_where_it_is(dirs, monkeypatch, capsys):
+    """Review proof: `pack --run <typo>` printed a raw '[Errno 2] ...', and `backtest --exchange BSE --run <an NSE run>` said
+    'not a model run' without saying the run is NSE's. Each command checks the run first: a typo lists the exchange's
+    newest runs, a run of the other exchange says so."""
+    from oi_ml import gate
+    for day, run in (("2025-08-11", "run-2025-08-11-0123456789ab"), ("2025-08-12", "run-2025-08-12-b7f4134a6147")):
+        make_run(dirs, "NSE", run, {"run_id": run, "exchange": "NSE", "dataset_version": "2025-08-01", "created_at": f"{day}T10:00:00+00:00"})
+    monkeypatch.setattr(packs, "render_pack", lambda *a, **k: pytest.fail("a pack was rendered"))
+    monkeypatch.setattr(gate, "evaluate_candidate", lambda *a, **k: pytest.fail("the gate ran"))
+    monkeypatch.setattr(automl, "run_orchestrator", lambda *a, **k: pytest.fail("AutoML ran"))
+    for command in ("pack", "backtest", "gate", "automl"):
+        assert cli.main([command, "--exchange", "NSE", "--run", "run-2025-08-12-b7f4134a614"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"oi-ml {command}: ") and "run-2025-08-12-b7f4134a614 is not a training run of NSE" in err, err
+        assert "the newest NSE runs: run-2025-08-12-b7f4134a6147, run-2025-08-11-0123456789ab" in err and "Errno" not in err
+        assert cli.main([command, "--exchange", "BSE", "--run", "run-2025-08-12-b7f4134a6147"]) == 1
+        assert "it is a run of NSE: give --exchange NSE" in capsys.readouterr().err

@@ -696,3 +696,60 @@ def test_a_dataset_of_imported_bars_alone_is_imported_and_a_simulated_one_simula
     assert [b["file"] for b in real["batches"]] == [str((tmp_path / "nifty.csv").resolve())]
     sim = export_training_window(sim_con, "NSE", run_cfg=cfg)
     assert sim["data_origin"] == "simulated" and sim["row_origin"] == {"imported": 0, "simulated": 750, "mixed": 0}
+
+
+# ---------------------------------------------------------------- review: the latest version, one symbol per version, window errors
+def ohlcv_sessions_csv(path, days=("2025-08-01", "2025-08-04"), start_price: float = 52_000.0) -> str:
+    "IST sessions of 1-minute OHLCV bars (09:15-15:29) as one importable CSV: a second index beside the simulated NIFTY."
+    frames = [pd.read_csv(_ohlcv_csv(Path(f"{path}.{day}"), day, start_price)) for day in days]
+    pd.concat(frames).to_csv(path, index=False)
+    return str(path)
+
+
+def test_the_latest_version_orders_suffixes_as_numbers(sim_con, cfg):
+    """Review proof: version ids sorted as text put 2025-08-04-10 before -9, so after ten exports ending on one bar every
+    command without --dataset read an older version. Eleven windows ending on 4 Aug: the latest is the last export."""
+    versions = [export_training_window(sim_con, "NSE", start=f"2025-08-04 09:{m}", run_cfg=cfg)["version"] for m in range(15, 26)]
+    assert versions == ["2025-08-04"] + [f"2025-08-04-{n}" for n in range(2, 12)]
+    assert latest_dataset_version("NSE", cfg) == "2025-08-04-11"
+    assert list(list_datasets(cfg).version) == versions                    # listed in that order too
+    assert load_dataset("NSE", run_cfg=cfg)[1]["version"] == "2025-08-04-11"
+
+
+def test_a_second_index_on_the_exchange_is_exported_only_when_asked_for(sim_con, cfg, tmp_path):
+    """Review proof: after `ingest --symbol BANKNIFTY --exchange NSE` every NSE export held both indices, so labels failed on
+    'timestamp is not strictly increasing' and training refused it. An export holds one symbol: the index unless
+    `symbol` says otherwise, byte for byte the version the one-symbol warehouse gave (same id, files and content hash)."""
+    from oi_ml.ingest import import_ohlcv
+    from oi_ml.store import load_historical_data_for_ml
+    before = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    expected = datasets.write_parquet_deterministic(load_historical_data_for_ml(sim_con, "NSE"), tmp_path / "old.parquet",
+                                                    DATASET_FILES["ml_features.parquet"])   # what the old, all-symbol export wrote
+    assert before["files"]["ml_features.parquet"]["sha256"] == expected["sha256"]
+    import_ohlcv(sim_con, ohlcv_sessions_csv(tmp_path / "banknifty.csv"), "BANKNIFTY", exchange="NSE", run_cfg=cfg)
+    after = export_training_window(sim_con, "NSE", run_cfg=cfg)
+    assert (after["version"], after["content_sha256"], after["symbols"]) == (before["version"], before["content_sha256"], ["NIFTY"])
+    bank = export_training_window(sim_con, "NSE", run_cfg=cfg, symbol="banknifty")
+    frame, _ = load_dataset("NSE", bank["version"], cfg)
+    assert bank["symbols"] == ["BANKNIFTY"] and set(frame.symbol) == {"BANKNIFTY"} and len(frame) == 750
+    assert frame.timestamp.is_unique and bank["inputs"]["underlying_bars"]["sources"] == {"imported": 750}
+    with pytest.raises(ValueError, match="no ml_features rows of FINNIFTY for NSE: NSE has BANKNIFTY 2025-08-01..2025-08-04, "
+                                         r"NIFTY 2025-08-01..2025-08-04 \(IST\); pass one of BANKNIFTY, NIFTY as the symbol \(--symbol\)"):
+        export_training_window(sim_con, "NSE", run_cfg=cfg, symbol="FINNIFTY")
+    assert datasets.dataset_symbol(bank) == "BANKNIFTY"
+    with pytest.raises(ValueError, match=r"dataset NSE/2025-08-04-2 holds 2 symbols \(BANKNIFTY, NIFTY\) but labels, training and "
+                                         r"AutoML take one symbol per dataset: export one with `oi-ml export --exchange NSE --symbol BANKNIFTY`"):
+        datasets.dataset_symbol({**bank, "symbols": ["BANKNIFTY", "NIFTY"]})
+
+
+def test_a_window_mistake_is_not_reported_as_an_empty_warehouse(sim_con, cfg):
+    """Review proof: a start after the end, or a window before the data, said 'no ml_features rows ... simulate or ingest
+    first' of a warehouse holding two sessions. The first names both bounds, the second what the exchange holds; nothing is written."""
+    with pytest.raises(ValueError, match="start 2025-08-04 is after end 2025-08-01: the window is empty"):
+        export_training_window(sim_con, "NSE", start="2025-08-04", end="2025-08-01", run_cfg=cfg)
+    with pytest.raises(ValueError, match=r"no ml_features rows for NSE between 2025-07-01 and 2025-07-31: NSE has NIFTY "
+                                         r"2025-08-01..2025-08-04 \(IST\)$"):
+        export_training_window(sim_con, "NSE", start="2025-07-01", end="2025-07-31", run_cfg=cfg)
+    with pytest.raises(ValueError, match=r"no ml_features rows for BSE: BSE has no ml_features rows \(run `oi-ml simulate` or `oi-ml ingest` first\)"):
+        export_training_window(sim_con, "BSE", run_cfg=cfg)
+    assert folders(cfg) == [] and registry(sim_con) == []

@@ -272,6 +272,7 @@ def test_a_refused_deploy_is_the_runs_failed_step(tmp_path):
     run_id = "run-20251030-aaaaaaaaaaaa"
     reports = Path(cfg.models_dir) / "NSE" / run_id / "reports"
     reports.mkdir(parents=True)
+    (reports.parent / "manifest.json").write_text(json.dumps({"run_id": run_id, "exchange": "NSE"}))   # the run exists (deploy checks first)
     (reports / "gate_report.json").write_text(json.dumps({"candidate_run": run_id, "baseline": "v0007", "passed": True, "decision": "PASS"}))
     run = RetrainRun(RetrainConfig("NSE", promote=True), cfg, tmp_path / "run")
     run.folder.mkdir()
@@ -553,3 +554,29 @@ def test_a_single_class_walk_forward_segment_is_named_in_the_error(tmp_path):
     with pytest.raises(ValueError, match=r"^walk-forward segment 0 \(training rows 2025-08-01.* automl_window_days 2\): CV fold 0: "
                                          r"its \d+ training rows .* fewer than 2 classes"):
         walk_forward_signals(raw, signals, all_hold, last_day, 2, 1, "candidate")
+
+
+def test_a_retrain_exports_one_symbol_of_an_exchange_holding_two(tmp_path):
+    """Review proof: a second index imported on NSE (BANKNIFTY beside the simulated NIFTY) made every retrain fail in
+    'features_labels' on 'timestamp is not strictly increasing'. The dataset step exports one symbol: the exchange's
+    index by default, `RetrainConfig.symbol` when given; its features and labels are then written."""
+    from oi_ml import pipeline
+    from oi_ml.datasets import load_manifest
+    from oi_ml.ingest import import_ohlcv
+    from test_datasets import ohlcv_sessions_csv
+    cfg = _market(tmp_path, "two_symbols", days=2)
+    with connect(cfg) as con: import_ohlcv(con, ohlcv_sessions_csv(tmp_path / "bank.csv"), "BANKNIFTY", exchange="NSE", run_cfg=cfg)
+    for given, held in (({}, "NIFTY"), ({"symbol": "BANKNIFTY"}, "BANKNIFTY")):
+        run = pipeline.RetrainRun(RetrainConfig("NSE", **given), cfg, tmp_path / f"run-{held}")
+        run.folder.mkdir()
+        ds = pipeline.step_dataset(run, pipeline.step_consolidate(run))
+        out = pipeline.step_features_labels(run, ds)
+        assert load_manifest("NSE", ds["version"], cfg)["symbols"] == [held] and ds["rows"] == 750 and out["labels_sha256"]
+
+
+def test_an_as_of_before_the_stored_data_names_the_stored_range(tmp_path):
+    "Review proof: `retrain --as-of` before the first stored session said 'no data for NSE in the warehouse'; it names what is stored."
+    cfg = _market(tmp_path, "early", days=2)
+    with pytest.raises(ValueError, match=re.escape("no data for NSE up to as_of 2025-07-31 (--as-of): NSE has underlying bars "
+                                                   "2025-08-01..2025-08-04 (IST); pass a day from 2025-08-01 on, or no --as-of for all data")):
+        run_retrain(RetrainConfig("NSE", as_of="2025-07-31", automl=False, train=TINY_TRAIN), cfg)
