@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import math
 
 import numpy as np
@@ -17,14 +19,14 @@ from .indicators import INDICATOR_COLUMNS, XS_RANK_COLUMNS, compute_indicators_b
 # %% auto #0
 __all__ = ['KEY_COLUMNS', 'RAW_PRICE_COLUMNS', 'OPTION_FEATURE_DEFAULTS', 'TIME_FEATURE_DEFAULTS', 'INDICATOR_DEFAULTS',
            'XS_RANK_DEFAULTS', 'FEATURE_DEFAULTS', 'REQUIRED_FEATURE_COLUMNS', 'OPTION_INPUTS',
-           'ROLL_TOLERANCE_SECONDS', 'FEATURE_SOURCES', 'PSI_SHARE_FLOOR', 'MIN_WINDOWS_FOR_LEVELS', 'MIN_FINITE_SHARE',
-           'PSI_CAP_SHARE', 'check_raw_features', 'expiry_close_seconds', 'front_month_close_seconds', 'same_contract',
-           'strike_steps', 'pcr_features', 'structure_features', 'buildup_features', 'volatility_features',
-           'flow_features', 'time_features', 'fill_neutral_defaults', 'compute_all_features',
-           'supported_feature_columns', 'prepare_training_features', 'informative_sources', 'absent_sources',
-           'check_sources', 'feature_distribution', 'bin_proportions', 'psi', 'window_starts', 'window_psi',
-           'window_levels', 'window_psi_matrix', 'loo_levels', 'window_ratios', 'family_scale', 'psi_ceiling',
-           'psi_cap', 'drift_family']
+           'ROLL_TOLERANCE_SECONDS', 'FEATURE_SOURCES', 'FINGERPRINT_SIGNIFICANT_DIGITS', 'PSI_SHARE_FLOOR',
+           'MIN_WINDOWS_FOR_LEVELS', 'MIN_FINITE_SHARE', 'PSI_CAP_SHARE', 'check_raw_features', 'expiry_close_seconds',
+           'front_month_close_seconds', 'same_contract', 'strike_steps', 'pcr_features', 'structure_features',
+           'buildup_features', 'volatility_features', 'flow_features', 'time_features', 'fill_neutral_defaults',
+           'compute_all_features', 'supported_feature_columns', 'prepare_training_features', 'informative_sources',
+           'absent_sources', 'check_sources', 'fingerprint_frame', 'feature_fingerprint', 'current_feature_fingerprint',
+           'feature_distribution', 'bin_proportions', 'psi', 'window_starts', 'window_psi', 'window_levels',
+           'window_psi_matrix', 'loo_levels', 'window_ratios', 'family_scale', 'psi_ceiling', 'psi_cap', 'drift_family']
 
 # %% ../nbs/10_features.ipynb #c004
 KEY_COLUMNS = ["timestamp", "exchange", "symbol"]
@@ -305,6 +307,53 @@ def check_sources(columns, used_features, informative=None, where: str = "scorin
                          "defaults. Pass the column(s), NaN where unknown, to score on the defaults knowingly")
 
 # %% ../nbs/10_features.ipynb #c035
+FINGERPRINT_SIGNIFICANT_DIGITS = 9   # features are compared at this precision: summation-order noise is not a change
+
+def fingerprint_frame() -> pd.DataFrame:
+    "The fixed raw frame `feature_fingerprint` prepares: 3 NSE sessions (30 Jul - 1 Aug 2025) of 1-minute NIFTY bars with every source column."
+    rng = np.random.default_rng(20250731)
+    days = [dt.date(2025, 7, 30), dt.date(2025, 7, 31), dt.date(2025, 8, 1)]
+    stamps = pd.DatetimeIndex([pd.Timestamp(dt.datetime.combine(d, dt.time(9, 15)), tz=IST) + pd.Timedelta(minutes=m)
+                               for d in days for m in range(375)]).tz_convert("UTC")
+    n = len(stamps)
+    close = 24800.0 * np.exp(np.cumsum(rng.normal(0.0, 4e-4, n)))
+    open_ = np.r_[close[0], close[:-1]]
+    high, low = np.maximum(open_, close) * (1 + rng.uniform(0, 3e-4, n)), np.minimum(open_, close) * (1 - rng.uniform(0, 3e-4, n))
+    flat = 500   # a flat bar: no range, no body, no wicks
+    open_[flat] = high[flat] = low[flat] = close[flat]
+    monthly, weekly = pd.Timestamp("2025-07-31 10:00", tz="UTC"), pd.Timestamp("2025-08-07 10:00", tz="UTC")   # 15:30 IST closes
+    days_to_expiry = np.where(stamps < monthly, (monthly - stamps).total_seconds(), (weekly - stamps).total_seconds()) / 86_400
+    walk = lambda level, step: level * np.exp(np.cumsum(rng.normal(0.0, step, n)))
+    atm = np.round(close / 50.0) * 50.0
+    raw = pd.DataFrame({"timestamp": stamps, "exchange": "NSE", "symbol": "NIFTY", "open": open_, "high": high, "low": low,
+                        "close": close, "volume": rng.integers(1_000, 50_000, n).astype(float),
+                        "pcr_oi": walk(1.0, 0.01), "pcr_volume": walk(0.9, 0.02), "pcr_oi_atm": walk(1.1, 0.01),
+                        "max_pain_strike": atm + 100.0, "atm_strike": atm, "oi_concentration_atm": rng.uniform(0.05, 0.2, n),
+                        "call_oi": walk(1.5e6, 0.005), "put_oi": walk(1.4e6, 0.005), "futures_price": close * 1.002,
+                        "futures_oi": walk(1.2e7, 0.002), "futures_basis": rng.normal(0.002, 5e-4, n), "atm_iv": walk(0.13, 0.01),
+                        "next_atm_iv": walk(0.14, 0.01), "iv_skew": rng.normal(0.02, 0.005, n), "vix": walk(12.0, 0.005),
+                        "vix_near": walk(11.5, 0.005), "vix_far": walk(13.0, 0.005), "gex": rng.normal(0.0, 1e9, n),
+                        "advances": rng.integers(10, 40, n).astype(float), "declines": rng.integers(10, 40, n).astype(float),
+                        "fii_flow": rng.normal(0.0, 500.0, n), "dii_flow": rng.normal(0.0, 500.0, n),
+                        "book_bid_qty": rng.uniform(1e4, 5e4, n), "book_ask_qty": rng.uniform(1e4, 5e4, n),
+                        "days_to_expiry": days_to_expiry, "strike_step": 50.0})
+    raw.loc[600:659, ["pcr_oi", "call_oi", "put_oi", "atm_iv"]] = np.nan   # an hour without the chain
+    return raw
+
+def feature_fingerprint() -> str:
+    "sha256 of the prepared features of `fingerprint_frame` (column names and values to 9 significant digits): what the feature code computes."
+    features = prepare_training_features(fingerprint_frame())[REQUIRED_FEATURE_COLUMNS]
+    text = np.char.mod(f"%.{FINGERPRINT_SIGNIFICANT_DIGITS}g", features.to_numpy(np.float64))
+    h = hashlib.sha256("\n".join(features.columns).encode())
+    for row in text: h.update(("\n" + ",".join(row)).encode())
+    return h.hexdigest()
+
+@functools.cache
+def current_feature_fingerprint() -> str:
+    "`feature_fingerprint` of the code this process runs, computed once (training records it, serving compares with it)."
+    return feature_fingerprint()
+
+# %% ../nbs/10_features.ipynb #c038
 def _gap_edges(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     """Interior bin edges: each quantile moved to the middle of the gap above the group of values it falls in, rounded to
     10 decimals. Values 2e-10 or less apart form one group (they differ by float noise and are binned as one value), so
@@ -401,7 +450,7 @@ def window_levels(values: np.ndarray, edges, rows: int) -> dict | None:
     return {"rows": rows, "windows": int(windows.size), "side_by_side": len(values) // rows,
             "q95": float(np.quantile(windows, 0.95)), "max": float(windows.max()), "max_apart": float(windows[apart].max())}
 
-# %% ../nbs/10_features.ipynb #c041
+# %% ../nbs/10_features.ipynb #c044
 MIN_FINITE_SHARE = 0.9   # a window needs this share of finite values of a column for its PSI to count (the monitor's 90 %)
 
 def window_psi_matrix(frame: pd.DataFrame, distribution: dict, columns: list[str], rows: int, stride: int | None = None,

@@ -28,7 +28,7 @@ from numba import njit
 
 from .config import IST, RunConfig, get_exchange_config
 from .datasets import DatasetIntegrityError, load_manifest, read_json
-from .features import FEATURE_DEFAULTS, XS_RANK_DEFAULTS, prepare_training_features
+from .features import FEATURE_DEFAULTS, XS_RANK_DEFAULTS, current_feature_fingerprint, prepare_training_features
 from .registry import load_version, read_jsonl, registry_key
 from .store import connect, insert_rows, schema_columns, to_utc, transaction
 from .train import (CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibration, booster_predict, check_bundle_sources,
@@ -39,9 +39,10 @@ __all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'RECONCILE_DAYS', 'SETTLED_HIST
            'SignalPlan', 'neutral_default', 'build_plan', 'read_features', 'fill_defaults', 'feature_row',
            'predict_row', 'FastRowPredictor', 'row_predictor', 'kelly_fraction', 'suggested_lots', 'payoff_ratio',
            'new_id', 'audit_record', 'audit_folder', 'jsonl_path', 'audit_day', 'append_jsonl', 'audit_frame',
-           'store_audit', 'reconcile_audit', 'AuditLog', 'prepare_feature_dict', 'load_signal_bundle',
-           'gated_min_confidence', 'model_symbols', 'foreign_bar', 'stale_bar', 'MLSignalGenerator', 'outcome_correct',
-           'record_outcomes', 'record_outcome', 'recommendations_with_outcomes']
+           'store_audit', 'reconcile_audit', 'AuditLog', 'prepare_feature_dict', 'FeatureCodeWarning',
+           'feature_code_change', 'load_signal_bundle', 'gated_min_confidence', 'model_symbols', 'foreign_bar',
+           'stale_bar', 'MLSignalGenerator', 'outcome_correct', 'record_outcomes', 'record_outcome',
+           'recommendations_with_outcomes']
 
 # %% ../nbs/42_signals.ipynb #c004
 ACTION_OF_SIGNAL = {1: "BUY", -1: "SELL", 0: "HOLD"}   # served action of a +1/-1/0 signal
@@ -438,6 +439,20 @@ def _as_price(value, name: str) -> float | None:   # `name`: how the caller gave
     try: return float(value)
     except (TypeError, ValueError): raise ValueError(f"{name} must be a number (the underlying's price), got {value!r}") from None
 
+class FeatureCodeWarning(UserWarning):
+    "The served model's features are computed by code that computes other values than the code it was trained with."
+
+def feature_code_change(manifest: dict, model_name: str) -> str | None:   # a run or version manifest; how to name the model
+    """Why this process's feature code feeds the model other inputs than it learnt from (its manifest's
+    `feature_fingerprint` differs from `current_feature_fingerprint`), or None when they agree or the model predates the
+    fingerprint (nothing to compare)."""
+    trained = manifest.get("feature_fingerprint")
+    if trained is None or trained == current_feature_fingerprint(): return None
+    return (f"{model_name}: the feature code now computes other values than when this model was trained (feature "
+            f"fingerprint {str(trained)[:12]}… at training, {current_feature_fingerprint()[:12]}… now: a definition, default "
+            "or mask changed), so it is scored on inputs it did not learn from; retrain it under this code and deploy the "
+            "new run, or serve it from the code it was trained with")
+
 def load_signal_bundle(exchange: str, run_cfg: RunConfig, run_dir: str | Path | None = None,
                        horizon: str | None = None) -> tuple[ModelBundle, str]:   # registry horizon key such as '15m'
     "(bundle, model version) of the current registry version of `exchange` (and `horizon`), or of an explicit run folder; hashes verified."
@@ -463,7 +478,7 @@ def gated_min_confidence(run_dir: str | Path, manifest: dict) -> float:   # a ve
         threshold = default_backtest_config(str(manifest.get("exchange", "NSE"))).min_confidence
     return float(threshold)
 
-# %% ../nbs/42_signals.ipynb #c040
+# %% ../nbs/42_signals.ipynb #c041
 def model_symbols(exchange: str, manifest: dict, run_cfg: RunConfig) -> tuple | None:   # a version's (or run's) manifest
     "Symbols a model was trained on (`symbols` of its dataset version's manifest), upper case; None when that manifest is unreadable."
     try: symbols = load_manifest(exchange, str(manifest.get("dataset_version")), run_cfg).get("symbols")
@@ -495,7 +510,7 @@ def stale_bar(when: dt.datetime, last: dt.datetime) -> str:   # the bar's and th
             "nothing was scored or audited (it would move the regime filter again and be counted twice by the audit and the "
             "monitoring); send each bar once, in time order, or reset() to start a new stream")
 
-# %% ../nbs/42_signals.ipynb #c043
+# %% ../nbs/42_signals.ipynb #c044
 class MLSignalGenerator:
     "Runtime signals from an exchange's current registry version: one bar's feature dict in, one audited recommendation out."
 
@@ -528,6 +543,8 @@ class MLSignalGenerator:
         self._absent_warned: set = set()   # sets of absent used-feature names already warned about
         self.symbols = model_symbols(self.exchange, self.bundle.manifest, self.run_cfg)   # training symbols; None: unknown
         self._model_name = f"{self.exchange} model {self.model_version}"
+        self.feature_code_change = feature_code_change(self.bundle.manifest, self._model_name)   # None: the inputs it learnt from
+        if self.feature_code_change: warnings.warn(self.feature_code_change, FeatureCodeWarning, stacklevel=2)
         if self.symbols is None: _log.warning("%s: training symbols unknown (dataset version %s's manifest unreadable); a bar's symbol "
                                               "is checked only against its stream's", self._model_name, self.bundle.manifest.get("dataset_version"))
         self.reset()
@@ -657,7 +674,7 @@ class MLSignalGenerator:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-# %% ../nbs/42_signals.ipynb #c051
+# %% ../nbs/42_signals.ipynb #c052
 def outcome_correct(action: str, realised_return: float | None, realised_label: str | None = None,
                     predicted_class: str | None = None) -> bool | None:
     """Was the recommendation right: with a realised label, is it the predicted class (audit rows without one: does

@@ -27,8 +27,8 @@ from .config import IST, RunConfig, config_to_dict, get_exchange_config
 from .cv import PurgedKFold
 from .datasets import (code_sha256, fsync_path, fsync_tree, git_commit, import_closure, load_dataset, mkdir_durable,
                             package_versions, read_json, require_keys, sha256_file)
-from .features import (FEATURE_DEFAULTS, FEATURE_SOURCES, KEY_COLUMNS, XS_RANK_DEFAULTS, check_sources, drift_family, feature_distribution,
-                            informative_sources, prepare_training_features, supported_feature_columns)
+from .features import (FEATURE_DEFAULTS, FEATURE_SOURCES, KEY_COLUMNS, XS_RANK_DEFAULTS, check_sources, current_feature_fingerprint,
+                            drift_family, feature_distribution, informative_sources, prepare_training_features, supported_feature_columns)
 from .indicators import FEATURE_MEMORY_BARS, WARMUP_BARS
 from .labels import LabelConfig, labels_for_bars, make_target, require_labels
 from .meta_labels import sample_weights
@@ -656,8 +656,9 @@ def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConf
               used_columns: list | None = None, psi_alert: float = 0.25,   # the model's inputs; the monitor's fixed level
               sources: list | None = None,   # the training data's informative source columns (`informative_sources`)
               regimes: pd.DataFrame | None = None) -> dict:   # `table_regimes` of the final model; None: no regime_prob_* distributions
-    """Run manifest: provenance, metrics summary, reference distributions (input features, then the `regime_prob_*` of
-    `regimes`), the drift family's calibration windows (`drift_family` over the used columns; None without them) and the
+    """Run manifest: provenance (with the feature code's `feature_fingerprint`, which serving compares), metrics summary,
+    reference distributions (input features, then the `regime_prob_*` of `regimes`), the drift family's calibration
+    windows (`drift_family` over the used columns; None without them) and the
     sha256 of every file."""
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     hold = report.get("holdout", {})
@@ -678,7 +679,7 @@ def _manifest(folder: Path, run_id: str, exchange: str, dm: dict, cfg: TrainConf
                                                                window_rows=window_rows)["score"],
                        train_window=[table.features.timestamp.iloc[ins[0]].isoformat(), table.features.timestamp.iloc[ins[-1]].isoformat()],
                        holdout_window=report["rows"]["holdout_window"], packages=package_versions(),
-                       code_sha256=code, git_commit=git_commit()))
+                       code_sha256=code, feature_fingerprint=current_feature_fingerprint(), git_commit=git_commit()))
 
 # %% ../nbs/22_train.ipynb #c034
 def fit_calibrated(table: TrainingTable, rows: np.ndarray, cfg: TrainConfig) -> tuple[dict, dict | None, ModelSet]:

@@ -573,3 +573,25 @@ def test_outcome_correct_by_hand():
     for predicted, realised in (("bull", "bear"), ("INSIDE", "BREACH"), ("NO_BREAKOUT", "BREAKOUT")):   # non-trade targets
         assert not outcome_correct("HOLD", 0.0, realised_label=realised, predicted_class=predicted)
         assert outcome_correct("HOLD", 0.0, realised_label=realised, predicted_class=realised)
+
+
+def test_a_model_served_by_other_feature_code_is_named(deployed, monkeypatch):
+    """The run manifest records what the feature code computed at training (`feature_fingerprint`); a generator running
+    feature code that computes other values (a default, mask or indicator changed since) warns once and keeps the
+    reason, while serving on: the model would be scored on inputs it never learnt from, with nothing said."""
+    import warnings
+    import oi_ml.signals as signals
+    from oi_ml.features import current_feature_fingerprint
+    from oi_ml.signals import FeatureCodeWarning
+    cfg, _, folder = deployed
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["feature_fingerprint"] == current_feature_fingerprint()   # recorded at training, this code's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeatureCodeWarning)
+        assert MLSignalGenerator("NSE", run_cfg=cfg, audit=False).feature_code_change is None   # the same code: silent
+    monkeypatch.setattr(signals, "current_feature_fingerprint", lambda: "f" * 64)   # as after a change of a definition
+    with pytest.warns(FeatureCodeWarning, match=r"NSE model v0001: the feature code now computes other values than when "
+                                                r"this model was trained \(feature fingerprint \w{12}… at training, "
+                                                r"ffffffffffff… now.*retrain it under this code"):
+        gen = MLSignalGenerator("NSE", run_cfg=cfg, audit=False)
+    assert gen.feature_code_change.startswith("NSE model v0001")
