@@ -24,7 +24,7 @@ from .labels import LabelConfig, label_volatility
 from .metrics import (expected_max_sharpe, probabilistic_sharpe_ratio, probability_of_backtest_overfitting,
                            sharpe_error_spread, sharpe_moments)
 from .registry import (_atomic_write_text, _check_run_horizon, check_horizon, check_manifest_exchange, current_version,
-                            label_horizon, registry_key, version_dir)
+                            label_horizon, registry_key, training_symbols, version_dir)
 from .train import (ModelBundle, ModelIntegrityError, TrainConfig, TrainingTable, _round, build_training_table,
                          classification_metrics, load_bundle, score_frame)
 
@@ -35,7 +35,7 @@ __all__ = ['CRITERION_UNITS', 'CRITERION_DIRECTIONS', 'CRITERION_SCALES', 'WALK_
            'trial_rule_returns', 'load_trial_returns', 'trial_sharpes', 'pbo_partitions', 'trial_sharpe_variance',
            'conservative_psr', 'deflated_sharpe', 'policy_sharpe', 'pbo', 'check_automl_matches', 'session_starts',
            'trial_days_in_window', 'label_end_at', 'segments_in_window', 'check_automl_before_window', 'evaluate_model',
-           'baseline_label_end', 'baseline_window', 'comparison_window', 'walk_forward_evidence',
+           'baseline_label_end', 'baseline_window', 'comparison_window', 'symbols_comparison', 'walk_forward_evidence',
            'walk_forward_criterion', 'production_figures', 'policy_criterion', 'gate_criteria',
            'candidate_manifest_sha256', 'evaluate_candidate', 'gate_line']
 
@@ -355,7 +355,23 @@ def comparison_window(base: ModelBundle, base_table: TrainingTable, bars: pd.Ser
     return baseline_window(bars, start, end, pd.Timestamp(base.manifest["train_window"][1]), baseline_label_end(base_table, base.manifest),
                            cfg.min_comparison_share)
 
-# %% ../nbs/41_gate.ipynb #c031
+# %% ../nbs/41_gate.ipynb #c029
+def symbols_comparison(candidate: tuple | None, baseline: tuple | None) -> dict | None:   # training symbols (None: unknown)
+    "A not-compared record when the baseline was trained on other symbols than the candidate (both known); else None."
+    if candidate is None or baseline is None or candidate == baseline: return None
+    return dict(compared=False, window=None, whole_holdout=False,
+                reason=f"the baseline was trained on {', '.join(baseline)}, the candidate on {', '.join(candidate)}: not compared, "
+                       "a model scored on an index it was not trained on is no reference (a registry key serves one index per "
+                       "exchange and horizon; gate against a baseline of the candidate's index, or none)")
+
+def _with_symbols(comparison: dict, candidate: tuple | None, baseline: tuple | None) -> dict:
+    "`comparison` with both models' training symbols; a compared baseline of unknown symbols says they were not checked."
+    out = comparison | dict(candidate_symbols=list(candidate) if candidate else None, baseline_symbols=list(baseline) if baseline else None)
+    if baseline is None and comparison["compared"]:
+        out["reason"] += "; the baseline's training symbols are unknown (its dataset manifest is unreadable): not checked"
+    return out
+
+# %% ../nbs/41_gate.ipynb #c034
 WALK_FORWARD_SUMMARY = "reports/backtest_windows.json"   # written by the pipeline's backtest step, with equity_<window>.parquet
 
 def _pct(x: float) -> str:
@@ -458,7 +474,7 @@ def walk_forward_criterion(evidence: dict, cfg: GateConfig) -> dict:
                       f"{evidence['n_trades']} trades over {evidence['sessions']} sessions, {traded} of {len(evidence['windows'])} "
                       f"windows traded; {each}")
 
-# %% ../nbs/41_gate.ipynb #c034
+# %% ../nbs/41_gate.ipynb #c037
 def _get(d: dict, k: str) -> float:
     "d[k] as a float, NaN when missing or None."
     return float(d[k]) if d.get(k) is not None else float("nan")
@@ -551,7 +567,7 @@ def gate_criteria(cand: dict, base: dict | None, dsr: dict, pbo_result: dict, cf
             walk_forward_criterion(walk_forward or dict(available=False, reason="walk-forward evidence not evaluated"), cfg),
             _criterion("min_trades", int(m.get("n_trades", 0)), cfg.min_trades, ">=", m.get("n_trades", 0) >= cfg.min_trades)]
 
-# %% ../nbs/41_gate.ipynb #c038
+# %% ../nbs/41_gate.ipynb #c041
 def candidate_manifest_sha256(run_dir: str | Path, verified: dict) -> str:
     "sha256 of a run's manifest.json bytes, refused (naming the file) unless they are the manifest `verified` (as `load_bundle` checked it)."
     path = Path(run_dir) / "manifest.json"
@@ -561,7 +577,7 @@ def candidate_manifest_sha256(run_dir: str | Path, verified: dict) -> str:
     if not same: raise ModelIntegrityError(f"{path}: changed while the gate loaded the run (not the manifest it verified); re-run the gate")
     return hashlib.sha256(raw).hexdigest()
 
-# %% ../nbs/41_gate.ipynb #c040
+# %% ../nbs/41_gate.ipynb #c043
 def _load_checked(folder: Path, exchange: str) -> ModelBundle:
     "`load_bundle` of a run or version folder (every listed file hashed), refused when its manifest names another exchange."
     bundle = load_bundle(folder)
@@ -596,11 +612,14 @@ def _automl_trials(automl_run: str | None, run_cfg: RunConfig, exchange: str, ca
     return trials, provenance
 
 def _compare_with_baseline(base: ModelBundle, cand: ModelBundle, cand_tcfg: TrainConfig, cand_table: TrainingTable, raw: pd.DataFrame,
-                           start: pd.Timestamp, end: pd.Timestamp, bt_cfg: BacktestConfig, gate_cfg: GateConfig) -> tuple[dict | None, dict]:
+                           start: pd.Timestamp, end: pd.Timestamp, bt_cfg: BacktestConfig, gate_cfg: GateConfig,
+                           symbols: tuple = (None, None)) -> tuple[dict | None, dict]:   # (candidate's, baseline's) training symbols
     "(the baseline's evaluation on the comparison window, or None when not compared; the `comparison_window` record, with `candidate` when narrowed)."
+    other_index = symbols_comparison(*symbols)
+    if other_index: return None, _with_symbols(other_index, *symbols)   # before the baseline's table is built on these bars
     base_tcfg = train_config_of(base)   # its training report, read once
     base_table = build_training_table(raw, base_tcfg)
-    comparison = comparison_window(base, base_table, raw.timestamp, start, end, gate_cfg)
+    comparison = _with_symbols(comparison_window(base, base_table, raw.timestamp, start, end, gate_cfg), *symbols)
     if not comparison["compared"]: return None, comparison
     w_start = pd.Timestamp(comparison["window"]["start"])
     if not comparison["whole_holdout"]: comparison["candidate"] = evaluate_model(cand, cand_tcfg, raw, w_start, end, bt_cfg, table=cand_table)
@@ -628,6 +647,7 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     trials, provenance = _automl_trials(automl_run, run_cfg, exchange, cand, cand_tcfg)   # another dataset/target: refused before data loads
     base_dir, base_label = _baseline_dir(exchange, baseline, run_cfg, horizon)
     base = _load_checked(base_dir, exchange) if base_dir else None   # another exchange's baseline: refused before data loads
+    symbols = (training_symbols(exchange, cand.manifest, run_cfg), training_symbols(exchange, base.manifest, run_cfg) if base else None)
     raw, _ = load_dataset(exchange, cand.manifest["dataset_version"], run_cfg)
     raw = raw.sort_values(["timestamp", "symbol"], kind="mergesort").reset_index(drop=True)
     start, end = (pd.Timestamp(t) for t in cand.manifest["holdout_window"])
@@ -637,7 +657,7 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
         **check_automl_before_window(automl_run, provenance[1], trials, start, cand_table, session_starts(raw.timestamp)))
     bt_cfg = backtest_cfg or default_backtest_config(exchange, dataclasses.asdict(cand_tcfg), run_cfg.bar_minutes)
     c_eval = evaluate_model(cand, cand_tcfg, raw, start, end, bt_cfg, rule_returns=True, table=cand_table)
-    b_eval, comparison = _compare_with_baseline(base, cand, cand_tcfg, cand_table, raw, start, end, bt_cfg, gate_cfg) if base else (None, None)
+    b_eval, comparison = _compare_with_baseline(base, cand, cand_tcfg, cand_table, raw, start, end, bt_cfg, gate_cfg, symbols) if base else (None, None)
     dsr, pbo_result = deflated_sharpe(c_eval["rule_daily_returns"], trials), pbo(trials)
     policy = policy_sharpe(c_eval["daily_returns"])
     walk_forward = walk_forward_evidence(cand_dir, start, bt_cfg)   # the procedure's earlier out-of-sample windows (50_pipeline)
@@ -645,6 +665,7 @@ def evaluate_candidate(exchange: str, candidate_run: str, baseline: str | None =
     failed = [c["name"] for c in criteria if not c["passed"]]
     report = _round(dict(
         exchange=exchange, horizon=horizon, candidate_run=candidate_run, candidate_manifest_sha256=manifest_sha, baseline=base_label, automl_run=automl_run, automl_check=automl_check,
+        symbols=list(symbols[0]) if symbols[0] else None,
         window=dict(start=start.isoformat(), end=end.isoformat(), dataset_version=cand.manifest["dataset_version"]),
         simulated_data=cand.manifest.get("dataset_simulated", False), backtest_config=dataclasses.asdict(bt_cfg),
         gate_config=dataclasses.asdict(gate_cfg), criteria=criteria, failed=failed, passed=not failed,

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from .config import EXCHANGES, IST, RunConfig, get_exchange_config
-from .datasets import fsync_path, git_commit, package_versions, read_json, sha256_file
+from .datasets import DatasetIntegrityError, fsync_path, git_commit, load_manifest, package_versions, read_json, sha256_file
 from . import train as _train
 
 # %% auto #0
@@ -34,9 +34,10 @@ __all__ = ['REGISTRY_FORMAT', 'REGISTRY_FILE', 'DEPLOYMENTS_LOG', 'CHANGE_LOG_JS
            'models_root', 'exchange_models_dir', 'run_dir', 'check_horizon', 'registry_key', 'split_key', 'list_files',
            'hash_folder', 'compare_hashes', 'read_jsonl', 'registry_path', 'read_registry', 'current_version',
            'registry_lock', 'deployment_stack', 'previous_version', 'render_change_log', 'sync_logs',
-           'check_manifest_exchange', 'recent_run_ids', 'require_run', 'verify_run', 'gate_summary', 'label_horizon',
-           'horizon_of_report', 'run_horizon', 'next_version_id', 'deploy_model', 'version_dir',
-           'load_version_manifest', 'load_version', 'registry_history', 'list_versions', 'rollback', 'record_signoff']
+           'check_manifest_exchange', 'recent_run_ids', 'require_run', 'verify_run', 'training_symbols',
+           'check_symbols', 'gate_summary', 'label_horizon', 'horizon_of_report', 'run_horizon', 'next_version_id',
+           'deploy_model', 'version_dir', 'load_version_manifest', 'load_version', 'registry_history', 'list_versions',
+           'rollback', 'record_signoff']
 
 # %% ../nbs/40_registry.ipynb #c005
 REGISTRY_FORMAT = 1                        # `format` key of registry.json
@@ -540,6 +541,37 @@ def _check_gate_baseline(gate: dict | None, run_id: str, key: str, serving: str 
         raise RegistryError(f"run {run_id}: the gate compared it with {gate.get('baseline') or 'no production model'}, but "
                             f"{key} serves {serving or 'nothing'} now; re-run the gate against production; not deploying")
 
+def training_symbols(exchange: str, manifest: dict, run_cfg: RunConfig | None = None) -> tuple | None:   # a run's or version's manifest
+    "Symbols a model was trained on, upper case and sorted: the manifest's `symbols` (a version's), else its dataset version's; None when unknown."
+    symbols = manifest.get("symbols")
+    if not symbols:
+        try: symbols = load_manifest(exchange, str(manifest.get("dataset_version")), run_cfg).get("symbols")
+        except (OSError, ValueError, DatasetIntegrityError): return None   # dataset gone, unreadable, or no such id
+    return tuple(sorted({str(s).upper() for s in symbols})) if isinstance(symbols, list) and symbols else None
+
+def _other_index(run_id: str, run_symbols: tuple, key: str, serving: str, served: tuple, own_horizon: str | None) -> str:
+    "The refusal of a run trained on `run_symbols` under a key whose version `serving` was trained on `served`."
+    exchange, run_list, served_list = split_key(key)[0], ", ".join(run_symbols), ", ".join(served)
+    elsewhere = registry_key(exchange, own_horizon) if own_horizon else None
+    under = (f", or gate and deploy it under its horizon key {elsewhere} (--horizon {own_horizon}) if that key serves {run_list} "
+             "or nothing" if elsewhere and elsewhere != key else "")
+    return (f"run {run_id} was trained on {run_list}, but {key} serves {serving}, trained on {served_list}: a registry key serves "
+            f"one index per exchange and horizon, so this deploy would replace the {served_list} model (and its live stream would "
+            f"be refused); retrain on {served_list} (`oi-ml retrain --exchange {exchange} --symbol {served[0]}`) to replace "
+            f"{serving}{under}; not deploying")
+
+def check_symbols(exchange: str, run_id: str, run_symbols: tuple | None, key: str, serving: str | None, run_cfg: RunConfig,
+                  own_horizon: str | None = None) -> str:   # the run's label horizon, for the refusal's way out
+    """Refuse a run trained on other symbols than the version `key` serves now (`serving`; None: nothing, accepted); returns
+    what was compared, for the version manifest. A side whose symbols are unknown (no readable dataset manifest) is accepted, saying so."""
+    if serving is None: return f"nothing served under {key}: not compared"
+    served = training_symbols(exchange, _version_manifest_on_disk(exchange, serving, run_cfg), run_cfg)
+    if served is None or run_symbols is None:
+        unknown = " and ".join(w for w, s in ((serving, served), (f"run {run_id}", run_symbols)) if s is None)
+        return f"not compared: the training symbols of {unknown} are unknown (no readable dataset manifest)"
+    if served != run_symbols: raise RegistryError(_other_index(run_id, run_symbols, key, serving, served, own_horizon))
+    return f"{', '.join(served)}, as {serving}"
+
 def _gate_to_record(gate: dict | None, on_disk: dict | None, run_id: str, ungated: bool) -> tuple[dict | None, str | None]:
     """(gate result the version records, its source): the run's report ('report'; a gate passed in must agree with it);
     else a gate passed in, only with `ungated` ('caller'); else none."""
@@ -710,18 +742,22 @@ def deploy_model(exchange: str, run_id: str, operator: str, reason: str,
     with registry_lock(run_cfg, lock_timeout, f"deploy {key} {run_id}"):   # the gate result is read and judged under the lock:
         on_disk = _run_gate(exchange, run_id, run_cfg)                       # a gate re-run while we waited is what counts
         gate = _check_gate(gate if gate is not None else on_disk, run_id, horizon, ungated)
-        _check_gate_baseline(gate, run_id, key, current_version(exchange, run_cfg, horizon))
+        serving = current_version(exchange, run_cfg, horizon)
+        _check_gate_baseline(gate, run_id, key, serving)
         gate, source = _gate_to_record(gate, on_disk, run_id, ungated)
         _crash_point("deploy.verify_run")
         run = _verified_run(exchange, run_id, run_cfg)
         if source == "report":
             _check_gate_bound(gate, run_id, run[1])                        # the verdict is about these bytes, or no deploy
             _check_gate_evidence(gate, run_id, run_dir(exchange, run_id, run_cfg))   # and about the walk-forward files it read
+        symbols = training_symbols(exchange, run[0], run_cfg)
+        symbols_check = check_symbols(exchange, run_id, symbols, key, serving, run_cfg, own_horizon)   # one index per key
         _prepare(run_cfg, exchange)                                        # refusals above leave every file as it was
         version = next_version_id(exchange_models_dir(exchange, run_cfg), _exchange_history(read_registry(run_cfg), exchange))
         info = {"deployed_at": _now(), "operator": operator, "reason": reason, "gate": gate, "gate_source": source,
                 "ungated": source != "report", "constraints": constraints,
-                "horizon": own_horizon, "run_manifest_file": RUN_MANIFEST_COPY,
+                "horizon": own_horizon, "symbols": list(symbols) if symbols else None, "symbols_check": symbols_check,
+                "run_manifest_file": RUN_MANIFEST_COPY,
                 "deployed_with": {"git_commit": git_commit(), "packages": package_versions()}}
         raw = _build_version(run_cfg, exchange, run_id, version, run, info)
         _crash_point("deploy.switch")
@@ -733,7 +769,7 @@ def deploy_model(exchange: str, run_id: str, operator: str, reason: str,
         _crash_point("deploy.done")
     return json.loads(raw)
 
-# %% ../nbs/40_registry.ipynb #c051
+# %% ../nbs/40_registry.ipynb #c053
 def _require_current(exchange: str, run_cfg: RunConfig | None, horizon: str | None = None) -> str:
     "The current version of `exchange` (and `horizon`); raises when nothing is deployed."
     version = current_version(exchange, run_cfg, horizon)
@@ -752,7 +788,7 @@ def _registered_sha(exchange: str, version: str, run_cfg: RunConfig | None) -> s
     history = _exchange_history(read_registry(run_cfg), _exchange_key(exchange))
     return next((e["manifest_sha256"] for e in history if e["action"] == "deploy" and e["version"] == version), None)
 
-# %% ../nbs/40_registry.ipynb #c052
+# %% ../nbs/40_registry.ipynb #c054
 def _verify_version(folder: Path, manifest: dict, raw: bytes, registered_sha: str | None) -> None:
     "Check a version's manifest against the registry's hash, its id, and every file against the manifest (no unlisted files)."
     actual = hashlib.sha256(raw).hexdigest()
@@ -776,7 +812,7 @@ def load_version(exchange: str, version: str | None = None, run_cfg: RunConfig |
     folder = version_dir(exchange, version, run_cfg, horizon)
     return folder, load_version_manifest(exchange, folder.name, True, run_cfg)
 
-# %% ../nbs/40_registry.ipynb #c053
+# %% ../nbs/40_registry.ipynb #c055
 HISTORY_COLUMNS = ["event_id", "action", "version", "previous_version", "run_id", "horizon", "at", "operator", "reason",
                    "manifest_sha256"]
 VERSION_COLUMNS = ["version", "status", "current_for", "run_id", "horizon", "dataset_version", "target", "deployed_at",
@@ -806,7 +842,7 @@ def list_versions(exchange: str, run_cfg: RunConfig | None = None) -> pd.DataFra
     rows = [_version_row(p, current_for.get(p.name, []), deployed) for p in sorted(folders, key=lambda p: int(p.name[1:]))]
     return pd.DataFrame(rows, columns=VERSION_COLUMNS)
 
-# %% ../nbs/40_registry.ipynb #c058
+# %% ../nbs/40_registry.ipynb #c060
 def _check_rollback_target(record: dict, target: str, key: str) -> None:
     "Refuse a rollback to the current version or to a version that was never deployed under this key."
     if target == record["current"]: raise RegistryError(f"{key}: {target} is already the current version")
@@ -844,7 +880,7 @@ def rollback(exchange: str, to_version: str | None = None, operator: str = "", r
         _crash_point("rollback.done")
     return event
 
-# %% ../nbs/40_registry.ipynb #c063
+# %% ../nbs/40_registry.ipynb #c065
 def _as_date(date, now: dt.datetime | None = None) -> str:   # `now`: the current time (aware; None: the clock's)
     """ISO date of `date` (date, datetime or string); today (UTC) when None. A date after today is refused: today in IST
     (the exchanges' calendar, 5:30 h ahead of UTC) is the latest, so an IST-dated decision after midnight IST is accepted."""

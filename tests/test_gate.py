@@ -6,7 +6,8 @@ Also: an AutoML run of another dataset/target/labels, or one reaching into the c
 production model is compared only on the holdout bars after its training (or not at all, saying why); rule texts follow
 GateConfig; every criterion says its unit and a direction the verdict follows; the class-prior baseline uses only rows
 whose labels end before the window; the report names the sha256 of the manifest it judged, and a run re-manifested
-after the gate ran does not deploy under the old verdict."""
+after the gate ran does not deploy under the old verdict; a production model of another index (symbols) is not
+compared."""
 import dataclasses
 import json
 import math
@@ -402,6 +403,39 @@ def test_production_trained_on_most_of_the_holdout_is_not_compared(tiny_run, alo
     copy_as_baseline(cfg, run_id, "run-unknown", train_window=None)
     unknown = G.evaluate_candidate("NSE", run_id, baseline="run-unknown", run_cfg=cfg, write=False)
     assert not unknown["baseline_comparison"]["compared"] and "records no train_window" in unknown["baseline_comparison"]["reason"]
+
+
+
+def test_a_production_model_of_another_index_is_not_compared(tiny_run, alone, tmp_path):
+    """Review finding: `retrain --symbol BANKNIFTY` scored the NIFTY production model on BANKNIFTY's holdout and recorded
+    `compared: True, whole_holdout: True`, naming neither index. A baseline trained on other symbols than the candidate
+    is not compared (the comparison criteria fail, the reason naming both lists); the report records the candidate's
+    symbols and the comparison both models'. A baseline whose dataset manifest is gone is compared, saying so."""
+    cfg0, run_id, version = tiny_run
+    cfg = RunConfig(data_dir=str(tmp_path / "data"))
+    for sub in ("datasets", "models"):                                        # a private copy: the module's folders stay as they are
+        shutil.copytree(Path(cfg0.data_dir) / sub, tmp_path / "data" / sub)
+    other = Path(cfg.datasets_dir) / "NSE" / f"{version}-7"                   # the same bars exported as another index's version
+    shutil.copytree(Path(cfg.datasets_dir) / "NSE" / version, other)
+    m = json.loads((other / "manifest.json").read_text())
+    assert m["symbols"] == ["NIFTY"]
+    (other / "manifest.json").write_text(json.dumps(m | dict(version=other.name, symbols=["BANKNIFTY"])))
+    copy_as_baseline(cfg, run_id, "run-banknifty", dataset_version=other.name)
+    report = G.evaluate_candidate("NSE", run_id, baseline="run-banknifty", run_cfg=cfg, write=False)
+    cmp = report["baseline_comparison"]
+    assert not cmp["compared"] and cmp["window"] is None and report["production"] is None and report["baseline"] == "run-banknifty"
+    assert report["symbols"] == ["NIFTY"] and (cmp["candidate_symbols"], cmp["baseline_symbols"]) == (["NIFTY"], ["BANKNIFTY"])
+    assert cmp["reason"].startswith("the baseline was trained on BANKNIFTY, the candidate on NIFTY: not compared")
+    crit, own = ({c["name"]: c for c in r["criteria"]} for r in (report, alone))
+    for name in ("oos_sharpe", "max_drawdown", "brier", "log_loss"):
+        assert not crit[name]["passed"] and crit[name]["note"] == f"not compared with production: {cmp['reason']}"
+    for name in ("deflated_sharpe", "sortino", "profit_factor", "pbo", "min_trades"):
+        assert crit[name] == own[name]
+    assert report["decision"] == "FAIL" and report["candidate"] == alone["candidate"]
+    copy_as_baseline(cfg, run_id, "run-pruned", dataset_version="2001-01-01")   # its dataset version is not on disk
+    pruned = G.evaluate_candidate("NSE", run_id, baseline="run-pruned", run_cfg=cfg, write=False)["baseline_comparison"]
+    assert pruned["compared"] and pruned["whole_holdout"] and pruned["baseline_symbols"] is None
+    assert pruned["reason"].endswith("; the baseline's training symbols are unknown (its dataset manifest is unreadable): not checked")
 
 
 # ---------------------------------------------------------------- rule texts and the class prior

@@ -3,7 +3,7 @@ folders kept), tampered runs refused before any change, tampered versions caught
 and rollback step leaves a valid pointer and consistent logs, stale staging ignored, the lock serialises deploys,
 horizon keys (NSE/15m) keep independent pointers and histories, and an exchange-only registry.json still works.
 A gate report is bound to the run manifest it judged; a caller-built gate is refused or recorded as ungated; a refused
-rollback writes nothing.
+rollback writes nothing; a run of another index than the one its key serves is refused (one index per exchange and horizon).
 Run folders and their manifests are built here with hashlib, independently of the registry's own hashing."""
 import hashlib
 import json
@@ -1096,3 +1096,59 @@ def test_deploy_of_a_run_that_does_not_exist_names_it_not_the_gate(cfg, tmp_path
     with pytest.raises(FileNotFoundError, match=f"no manifest.json, so {typo} is not a training run of NSE"):
         record_signoff(EXCHANGE, typo, "risk", "rejected", run_cfg=cfg)
     assert every_file(cfg) == before
+
+
+def make_dataset(cfg: RunConfig, version: str, symbols: list[str]) -> Path:
+    "A dataset version's manifest as export writes its keys (no files needed): what the registry reads the symbols from."
+    folder = Path(cfg.data_dir) / "datasets" / EXCHANGE / version
+    folder.mkdir(parents=True)
+    manifest = {"version": version, "exchange": EXCHANGE, "window_start": "2025-08-01", "window_end": "2025-10-01", "row_count": 0,
+                "files": {}, "content_sha256": "0" * 64, "source": "export", "symbols": symbols}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_run_of_another_index_is_not_deployed_over_the_served_one(cfg):
+    """Review finding: a passing `retrain --symbol BANKNIFTY` run deployed over NSE's NIFTY model (the registry key is
+    exchange + horizon), after which the live NIFTY stream was refused. Deploy refuses a run trained on other symbols
+    than the version its key serves, naming both, with nothing written; a run of the same index deploys; its own
+    horizon key (serving nothing) takes it; rollback is unaffected. Symbols are read from the runs' dataset manifests
+    (make_run: dataset version 2025-10-<len(payload)>) and recorded in the version."""
+    make_dataset(cfg, "2025-10-05", ["NIFTY"])
+    make_dataset(cfg, "2025-10-09", ["BANKNIFTY"])
+    nifty = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "nifty", gate=passing_gate("run-20251030-aaaaaaaaaaaa"))
+    first = deploy_model(EXCHANGE, nifty.name, "asha", "NIFTY model", run_cfg=cfg)
+    bank = make_run(cfg, "run-20251031-bbbbbbbbbbbb", "banknifty", gate=passing_gate("run-20251031-bbbbbbbbbbbb", "v0001"),
+                    horizon_bars=15)                                   # a passing gate against v0001, as --promote would deploy it
+    before = snapshot(cfg)
+    with pytest.raises(RegistryError) as err:
+        deploy_model(EXCHANGE, bank.name, "asha", "promote", run_cfg=cfg)
+    assert str(err.value) == (
+        f"run {bank.name} was trained on BANKNIFTY, but NSE serves v0001, trained on NIFTY: a registry key serves one index "
+        "per exchange and horizon, so this deploy would replace the NIFTY model (and its live stream would be refused); "
+        "retrain on NIFTY (`oi-ml retrain --exchange NSE --symbol NIFTY`) to replace v0001, or gate and deploy it under its "
+        "horizon key NSE/15m (--horizon 15m) if that key serves BANKNIFTY or nothing; not deploying")
+    assert snapshot(cfg) == before and current_version(EXCHANGE, cfg) == "v0001" and leftovers(cfg) == []
+    assert (first["version"], first["symbols"]) == ("v0001", ["NIFTY"]) and "nothing served" in first["symbols_check"]
+    # the same index deploys; a rollback returns to v0001 and the BANKNIFTY run is still refused against it
+    again = make_run(cfg, "run-20251031-cccccccccccc", "NIFTY", gate=passing_gate("run-20251031-cccccccccccc", "v0001"))
+    second = deploy_model(EXCHANGE, again.name, "asha", "NIFTY retrained", run_cfg=cfg)
+    assert (second["version"], second["symbols"], second["symbols_check"]) == ("v0002", ["NIFTY"], "NIFTY, as v0001")
+    assert rollback(EXCHANGE, operator="ravi", reason="back", run_cfg=cfg)["version"] == "v0001"
+    with pytest.raises(RegistryError, match="trained on BANKNIFTY, but NSE serves v0001, trained on NIFTY"):
+        deploy(EXCHANGE, bank.name, "asha", "ungated does not skip it", run_cfg=cfg)
+    # gated again under its own horizon key, which serves nothing, it goes in there
+    write_gate(bank, passing_gate(bank.name, None, horizon="15m"))
+    assert deploy_model(EXCHANGE, bank.name, "asha", "BANKNIFTY 15m", run_cfg=cfg, horizon="15m")["symbols"] == ["BANKNIFTY"]
+    assert (current_version(EXCHANGE, cfg), current_version(EXCHANGE, cfg, "15m")) == ("v0001", "v0003")
+    assert_logs_consistent(cfg)
+
+
+def test_a_served_version_of_unknown_symbols_is_not_compared(cfg):
+    "A version whose dataset manifest is gone (deployed before symbols were recorded, its dataset pruned) does not block a deploy: recorded as not compared."
+    old = make_run(cfg, "run-20251030-aaaaaaaaaaaa", "old")            # dataset 2025-10-03: not on disk
+    first = deploy(EXCHANGE, old.name, "asha", "old", run_cfg=cfg)
+    make_dataset(cfg, "2025-10-09", ["BANKNIFTY"])
+    m = deploy(EXCHANGE, make_run(cfg, "run-20251031-bbbbbbbbbbbb", "banknifty").name, "asha", "new", run_cfg=cfg)
+    assert first.get("symbols") is None and m.get("symbols") == ["BANKNIFTY"] and m.get("symbols_check") == (
+        "not compared: the training symbols of v0001 are unknown (no readable dataset manifest)")
