@@ -20,11 +20,11 @@ from .config import IST, ExchangeConfig, get_exchange_config
 # %% auto #0
 __all__ = ['SIGNAL_VOLATILITY_BARS', 'HIT_NONE', 'HIT_VERTICAL', 'HIT_PROFIT', 'HIT_STOP', 'HIT_SEGMENT_END', 'BARRIER_NAMES',
            'TARGETS', 'LabelConfig', 'validate_label_config', 'check_bar_frame', 'segment_end_from_ids', 'session_ids',
-           'frame_segment_end', 'frame_exchange', 'session_close_time', 'bar_step', 'last_session_closed',
-           'session_closed', 'labels_for_bars', 'ewm_volatility', 'atr_volatility', 'label_volatility',
-           'TripleBarrierResult', 'triple_barrier_labels', 'end_times', 'frame_segment_closed', 'triple_barrier_frame',
-           'define_triple_barrier_target', 'forward_end_index', 'forward_returns', 'forward_changes',
-           'triple_barrier_target', 'forward_return_target', 'oi_change_target', 'direction_target',
+           'frame_segment_end', 'frame_exchange', 'bar_step', 'session_close_times', 'sessions_ran_to_close',
+           'session_closed', 'last_session_closed', 'labels_for_bars', 'ewm_volatility', 'atr_volatility',
+           'label_volatility', 'TripleBarrierResult', 'triple_barrier_labels', 'end_times', 'frame_segment_closed',
+           'triple_barrier_frame', 'define_triple_barrier_target', 'forward_end_index', 'forward_returns',
+           'forward_changes', 'triple_barrier_target', 'forward_return_target', 'oi_change_target', 'direction_target',
            'realized_vol_target', 'range_breach_target', 'breakout_levels', 'breakout_day_target',
            'breakout_direction_target', 'regime_target', 'make_target', 'label_lookahead', 'require_labels',
            'label_names', 'labels_frame']
@@ -138,11 +138,6 @@ def frame_exchange(frame: pd.DataFrame) -> ExchangeConfig | None:
     try: return get_exchange_config(frame["exchange"].iloc[-1])
     except ValueError: return None
 
-def session_close_time(cfg: ExchangeConfig, day: dt.date) -> pd.Timestamp:   # IST trading date
-    "UTC close of `cfg`'s session on `day`: the close of a dated special session held that day, else the regular close."
-    special = cfg.special_session(day)
-    return pd.Timestamp(dt.datetime.combine(day, special[2] if special else cfg.session_close), tz=IST).tz_convert("UTC")
-
 def bar_step(frame: pd.DataFrame) -> pd.Timedelta | None:
     "Most common positive step between consecutive bars of one session (the smallest of equally common ones); None if no session has two bars."
     ids, ts = session_ids(frame), pd.DatetimeIndex(frame["timestamp"]).as_unit("ns").asi8
@@ -150,16 +145,35 @@ def bar_step(frame: pd.DataFrame) -> pd.Timedelta | None:
     values, counts = np.unique(steps[steps > 0], return_counts=True)
     return pd.Timedelta(int(values[np.argmax(counts)]), "ns") if values.size else None
 
-def last_session_closed(frame: pd.DataFrame) -> bool:
-    "True when the frame's last session ran to its exchange's close (the next bar would start at or after it)."
+def _ist_ns(day: dt.date, time: dt.time) -> int:
+    "Epoch nanoseconds of the IST wall-clock `time` on `day`."
+    return pd.Timestamp(dt.datetime.combine(day, time), tz=IST).as_unit("ns").value
+
+def session_close_times(cfg: ExchangeConfig, last: pd.DatetimeIndex) -> np.ndarray:   # each session's last bar (UTC)
+    "Close (epoch ns) of each session ending at `last`: its day's special session's close once `last` reaches that session's open, else the regular close."
+    days, which = np.unique(last.tz_convert(IST).date, return_inverse=True)   # looked up once per IST date
+    special = [cfg.special_session(day) for day in days]
+    regular = np.array([_ist_ns(day, cfg.session_close) for day in days], np.int64)[which]
+    opens = np.array([_ist_ns(d, s[1]) if s else np.iinfo(np.int64).max for d, s in zip(days, special)], np.int64)[which]
+    closes = np.array([_ist_ns(d, s[2]) if s else 0 for d, s in zip(days, special)], np.int64)[which]
+    return np.where(last.as_unit("ns").asi8 >= opens, closes, regular)
+
+def sessions_ran_to_close(frame: pd.DataFrame) -> np.ndarray | None:
+    "Per bar, True when no further whole bar fits between its session's last bar and that day's close; None when the close is unknown."
     cfg, step = frame_exchange(frame), bar_step(frame) if len(frame) else None
-    if cfg is None or step is None: return False
-    last = frame["timestamp"].iloc[-1]
-    return last + step >= session_close_time(cfg, last.tz_convert(IST).date())
+    if cfg is None or step is None: return None
+    ends, session = np.unique(segment_end_from_ids(session_ids(frame)), return_inverse=True)
+    last = pd.DatetimeIndex(frame["timestamp"]).as_unit("ns")[ends]
+    return (last.asi8 + 2 * step.as_unit("ns").value > session_close_times(cfg, last))[session]
 
 def session_closed(frame: pd.DataFrame) -> np.ndarray:
-    "Per bar, True when its session is known to have closed: a later session follows in `frame`, or it ran to its close."
-    return (segment_end_from_ids(session_ids(frame)) < len(frame) - 1) | last_session_closed(frame)
+    "Per bar, True when its session is known to have closed: it ran to its close, or (close unknown) a later session follows."
+    at_close = sessions_ran_to_close(frame)
+    return at_close if at_close is not None else segment_end_from_ids(session_ids(frame)) < len(frame) - 1
+
+def last_session_closed(frame: pd.DataFrame) -> bool:
+    "True when the frame's last session is known to have closed (`session_closed`)."
+    return bool(len(frame)) and bool(session_closed(frame)[-1])
 
 # %% ../nbs/12_labels.ipynb #c021
 def labels_for_bars(cfg: LabelConfig, bar_minutes: int,   # minutes per bar (RunConfig.bar_minutes)

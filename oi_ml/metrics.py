@@ -467,9 +467,10 @@ def volatility_bucket(volatility_at_entry,   # per-trade volatility measure; NaN
     v = np.asarray(volatility_at_entry, dtype=np.float64)
     known = v[~np.isnan(v)]
     cuts = np.unique(np.quantile(known, np.arange(1, n_buckets) / n_buckets)) if known.size else np.zeros(0)
-    cuts = cuts[cuts < known.max()] if known.size else cuts   # a cut at the largest value would leave its bucket empty
-    labels = np.array([f"vol_q{i + 1}" for i in range(len(cuts) + 1)], dtype=object)
-    bucket = pd.Series(labels[np.searchsorted(cuts, v, side="left")], dtype=object)   # right-closed, as pd.qcut
+    index = np.searchsorted(cuts, v, side="left")                     # right-closed buckets, as pd.qcut
+    held = np.unique(index[~np.isnan(v)])                              # buckets holding a trade, numbered without gaps
+    labels = np.array([f"vol_q{i + 1}" for i in range(len(held))] or ["vol_q1"], dtype=object)
+    bucket = pd.Series(labels[np.clip(np.searchsorted(held, index), 0, len(labels) - 1)], dtype=object)
     return bucket.where(~np.isnan(v)).rename("volatility_bucket")
 
 def metrics_by(trades: pd.DataFrame, by) -> pd.DataFrame:

@@ -531,6 +531,101 @@ def test_special_sessions_close_at_their_own_close():
     assert session_closed(early).all() and not session_closed(early.iloc[:-1])[375:].any()
 
 
+# ---------------------------------------------------------------- every session judged by its own close (review finding)
+def bars_at(days_and_times, exchange="NSE", seed=5):
+    """Bars at the given IST (day, start, end, freq) runs, inclusive of `end`, as one frame named by `exchange`."""
+    ts = pd.DatetimeIndex(pd.concat([pd.Series(pd.date_range(f"{d} {a}", f"{d} {b}", freq=f, tz=IST).tz_convert("UTC"))
+                                     for d, a, b, f in days_and_times], ignore_index=True))
+    rng = np.random.default_rng(seed)
+    close = 24500.0 * np.exp(np.cumsum(rng.normal(0, 0.001, len(ts))))
+    return pd.DataFrame({"timestamp": ts, "open": close, "high": close * 1.0004, "low": close * 0.9996, "close": close,
+                         "total_oi": rng.integers(10**6, 2 * 10**6, len(ts)).astype(float), "exchange": exchange})
+
+
+@pytest.mark.parametrize("cut_end", ["12:00", "15:00", "15:28"])
+def test_a_session_cut_short_is_unfinished_even_when_a_later_session_follows(cut_end):
+    """Review finding: only the frame's last session was checked against the exchange's close; any session followed by
+    another counted as closed, although its data stopped mid-session (a feed outage, a halt). Its rows were force-exited
+    at the cut (HOLD, segment_end) and breakout_day read 'no breakout before the close' for every row, the very guess
+    that the same day as the frame's last was spared. A session is now judged the same wherever it stands."""
+    full, cut = ("2025-08-01", "09:15", "15:29", "min"), ("2025-08-04", "09:15", cut_end, "min")
+    followed = bars_at([full, cut, ("2025-08-05", "09:15", "15:29", "min")])
+    n = len(followed) - 375
+    alone = followed.iloc[:n]                                       # the same bars, the cut day last
+    cfg = LabelConfig(oi_column="total_oi")
+    for name in label_names(cfg):                                   # the day after the cut changes nothing before it
+        a, b = make_target(name, alone, cfg), make_target(name, followed, cfg).iloc[:n]
+        pd.testing.assert_frame_equal(a, b, obj=f"target {name!r} of the bars up to the cut at {cut_end}")
+    side = np.random.default_rng(2).choice([-1.0, 1.0], len(followed))
+    pd.testing.assert_frame_equal(define_meta_labels(alone, side[:n], cfg), define_meta_labels(followed, side, cfg).iloc[:n])
+    tb = make_target("triple_barrier", followed, cfg)
+    assert not (tb.barrier_hit[375:n] == HIT_SEGMENT_END).any()     # no forced exit at the cut
+    assert (tb.barrier_hit[:375] == HIT_SEGMENT_END).any() and (tb.barrier_hit[n:] == HIT_SEGMENT_END).any()
+    assert not (make_target("breakout_day", followed, cfg).target[375:n] == 0).any()   # 'no breakout before the close' unknown
+    from oi_ml.labels import session_closed
+    closed = session_closed(followed)
+    assert closed[:375].all() and not closed[375:n].any() and closed[n:].all()
+
+
+def test_a_halted_session_counts_as_closed_only_where_its_data_reaches_the_close():
+    """NSE halted on 24 Feb 2021 at 11:40 IST and traded again from 15:45 to 17:00: data with the evening bars ran to
+    (past) the close; data that stops at the halt is unfinished although the next day follows."""
+    from oi_ml.labels import session_closed
+    day_after = ("2021-02-25", "09:15", "15:29", "min")
+    resumed = bars_at([("2021-02-24", "09:15", "11:39", "min"), ("2021-02-24", "15:45", "16:59", "min"), day_after])
+    assert session_closed(resumed).all()
+    stopped = bars_at([("2021-02-24", "09:15", "11:39", "min"), day_after])
+    assert not session_closed(stopped)[:145].any() and session_closed(stopped)[145:].all()
+
+
+def test_a_muhurat_hour_is_judged_by_its_own_close_between_regular_days():
+    """The 2024 Muhurat hour (1 Nov, 18:00-19:00 IST) between two regular days: run to 18:59 it closed; cut at 18:30
+    it is unfinished, although 4 Nov follows (it had been force-exited at 18:30)."""
+    from oi_ml.labels import session_closed
+    before, after = ("2024-10-31", "09:15", "15:29", "min"), ("2024-11-04", "09:15", "15:29", "min")
+    assert session_closed(bars_at([before, ("2024-11-01", "18:00", "18:59", "min"), after])).all()
+    cut = bars_at([before, ("2024-11-01", "18:00", "18:30", "min"), after])
+    closed = session_closed(cut)
+    assert closed[:375].all() and not closed[375:375 + 31].any() and closed[375 + 31:].all()
+    vertical_only = LabelConfig(profit_mult=math.inf, stop_mult=math.inf)
+    tb = make_target("triple_barrier", cut, vertical_only)
+    assert tb.barrier_hit[375 + 25:375 + 31].tolist() == [HIT_VERTICAL] + [HIT_NONE] * 5   # 18:25 reaches 18:30; then unknown
+    # regular hours that a synthetic calendar put on the Muhurat date end before the hour opens: the regular close judges
+    regular = bars_at([before, ("2024-11-01", "09:15", "15:29", "min"), after])
+    assert session_closed(regular).all() and not session_closed(regular.iloc[:375 + 300])[375:].any()
+
+
+# (bar length, the last bar of a full session: simulator (whole bars only), ingest (keeps the partial bar), bar-end stamps)
+BAR_GRIDS = [("1min", "15:29", "09:15"), ("1min", "15:30", "09:16"), ("5min", "15:25", "09:15"), ("5min", "15:30", "09:20"),
+             ("10min", "15:15", "09:15"), ("10min", "15:25", "09:15"), ("15min", "15:15", "09:15"),
+             ("30min", "14:45", "09:15"), ("30min", "15:15", "09:15"), ("60min", "14:15", "09:15"), ("60min", "15:15", "09:15")]
+
+
+@pytest.mark.parametrize("freq,last,first", BAR_GRIDS)
+def test_every_full_session_closes_at_every_bar_length_and_one_cut_two_bars_short_does_not(freq, last, first):
+    """Full sessions close wherever they stand (the simulator's 10/30/60-minute sessions end with the last whole bar,
+    15:15/14:45/14:15, and had left the frame's last session unfinished); a session two bars short of that is
+    unfinished wherever it stands, the frame's last or not."""
+    from oi_ml.labels import last_session_closed, session_closed
+    days = ["2025-08-04", "2025-08-05", "2025-08-06"]
+    full = bars_at([(d, first, last, freq) for d in days])
+    assert session_closed(full).all() and last_session_closed(full)
+    short = (pd.Timestamp(f"2025-08-05 {last}") - 2 * pd.Timedelta(freq)).strftime("%H:%M")
+    cut = bars_at([(days[0], first, last, freq), (days[1], first, short, freq), (days[2], first, last, freq)])
+    per_session = pd.Series(session_closed(cut)).groupby(cut.timestamp.dt.tz_convert(IST).dt.date.to_numpy()).agg(["all", "any"])
+    assert per_session["all"].tolist() == [True, False, True] and per_session["any"].tolist() == [True, False, True]
+    assert not last_session_closed(cut.iloc[:-int(len(full) / 3)])
+
+
+def test_without_an_exchange_a_later_session_still_closes_the_one_before():
+    """No exchange, no known close: the documented fallback keeps 'a later session follows' (and the last one open)."""
+    from oi_ml.labels import session_closed
+    frame = bars_at([("2025-08-04", "09:15", "15:29", "min"), ("2025-08-05", "09:15", "12:00", "min"),
+                     ("2025-08-06", "09:15", "15:29", "min")]).drop(columns="exchange")
+    closed = session_closed(frame)
+    assert closed[:-375].all() and not closed[-375:].any()
+
+
 # ---------------------------------------------------------------- bad prices and bad time order (review findings)
 def test_a_close_or_open_outside_the_bar_range_is_refused_naming_row_and_values():
     """Review finding: check_bar_frame accepted a close above the high; the triple barrier then exited at that close,

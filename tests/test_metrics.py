@@ -249,6 +249,28 @@ def test_volatility_buckets_of_tied_values_share_a_bucket():
     assert table.volatility_min.tolist() == [0.001, 0.002] and table.volatility_max.tolist() == [0.001, 0.003]
 
 
+def test_volatility_bucket_labels_run_without_gaps():
+    """Review finding: values 1, 1, 1, 1, 2, 3 cut at 1 and 1.33 left (1, 1.33] empty, and the labels read vol_q1 x 4 and
+    vol_q3 x 2 with no vol_q2, against the docstring's 'vol_q1' .. 'vol_qK'. The buckets holding trades are numbered."""
+    assert M.volatility_bucket([1.0, 1, 1, 1, 2, 3]).tolist() == ["vol_q1"] * 4 + ["vol_q2"] * 2
+    assert M.volatility_bucket([0.2, 0.1], 3).tolist() == ["vol_q2", "vol_q1"]   # two trades, three buckets: the middle is empty
+    rng = np.random.default_rng(7)
+    for _ in range(200):                                   # heavy ties, any bucket count: labels q1..qK, ordered, ties shared
+        v = rng.choice(rng.lognormal(-6, 1, int(rng.integers(1, 6))), int(rng.integers(1, 30)))
+        v[rng.random(v.size) < 0.1] = np.nan
+        k = int(rng.integers(2, 7))
+        b = M.volatility_bucket(v, k)
+        known = ~np.isnan(v)
+        rank = b[known].str.removeprefix("vol_q").astype(int).to_numpy()
+        assert sorted(set(rank)) == list(range(1, len(set(rank)) + 1)) and len(set(rank)) <= k, (v.tolist(), k, b.tolist())
+        order = np.argsort(v[known], kind="stable")
+        assert (np.diff(rank[order]) >= 0).all()                                     # calmer trades never in a higher bucket
+        assert (pd.Series(rank).groupby(v[known]).nunique() == 1).all()              # tied trades share a bucket
+        assert b[~known].isna().all()
+    for n in range(4, 30):                                 # no ties, more trades than buckets: still exactly pd.qcut's
+        v = rng.lognormal(-6, 1, n)
+        assert M.volatility_bucket(v, 3).tolist() == pd.qcut(v, 3, labels=["vol_q1", "vol_q2", "vol_q3"]).astype(object).tolist()
+
 # ---------------------------------------------------------------- PSR / DSR
 
 def test_dsr_reproduces_paper_example():
