@@ -25,8 +25,8 @@ from .config import IST, MonitoringConfig, RunConfig
 from .features import PSI_CAP_SHARE, bin_proportions, family_scale, fill_neutral_defaults, prepare_training_features, psi, psi_ceiling
 from .indicators import FEATURE_MEMORY_BARS
 from .regimes import REGIME_PROB_PREFIX, RegimeHMMTransformer, regime_feature_matrix, regime_prob_columns
-from .registry import load_version, read_jsonl, registry_key
-from .signals import gated_min_confidence, model_symbols, recommendations_with_outcomes
+from .registry import load_version, read_jsonl, registry_key, training_symbols
+from .signals import gated_min_confidence, recommendations_with_outcomes
 from .store import connect, denormalise_payload
 from .train import HOLDOUT_OUTCOMES_FILE, regime_probs_read, routes_by_regime
 
@@ -36,9 +36,9 @@ __all__ = ['DRIFT_COLUMNS', 'LATENCY_EDGES_US', 'MonitorConfig', 'monitor_config
            'drift_family_levels', 'rolling_hit_rate', 'effective_outcomes', 'degradation_check', 'batch_means_outcomes',
            'holdout_baselines', 'outcome_kind', 'read_holdout_outcomes', 'serving_threshold', 'degradation_baseline',
            'latency_histogram', 'latency_percentiles', 'alerts_path', 'read_alerts', 'post_webhook', 'raise_alert',
-           'served_recommendations', 'training_symbols', 'session_start', 'recent_features', 'live_window',
-           'model_columns', 'add_regime_probs', 'regime_prob_hook', 'score_drift', 'assess', 'live_window_info',
-           'window_warnings', 'unjudged_features', 'monitor_summary', 'notify_alerts', 'format_summary']
+           'served_recommendations', 'session_start', 'recent_features', 'live_window', 'model_columns',
+           'add_regime_probs', 'regime_prob_hook', 'score_drift', 'assess', 'live_window_info', 'window_warnings',
+           'unjudged_features', 'monitor_summary', 'notify_alerts', 'format_summary']
 
 # %% ../nbs/43_monitor.ipynb #c004
 _RUN = MonitoringConfig()   # the defaults of the settings a run config can set ([monitoring])
@@ -436,12 +436,6 @@ def served_recommendations(run_cfg: RunConfig, exchange: str, model_version: str
         try: return recommendations_with_outcomes(con, exchange, model_version)
         except duckdb.CatalogException: return empty   # a warehouse written before the audit tables existed
 
-def training_symbols(exchange: str, manifest: dict, run_cfg: RunConfig) -> list[str] | None:
-    """Symbols a model was trained on: `symbols` of its dataset version's manifest; None when that manifest is gone, unreadable,
-    silent, of another version or exchange, or the run names no valid version."""
-    symbols = model_symbols(exchange, manifest, run_cfg)   # what the serving generator checks bars against
-    return list(symbols) if symbols else None
-
 def session_start(moment) -> pd.Timestamp:
     "UTC time of the IST midnight that opens the session (IST trading day) of `moment` (naive: UTC)."
     moment = pd.Timestamp(moment)
@@ -477,7 +471,7 @@ def recent_features(run_cfg: RunConfig, exchange: str, columns: list, cfg: Monit
 def live_window(run_cfg: RunConfig, exchange: str, manifest: dict, columns: list, cfg: MonitorConfig = MonitorConfig(),
                 enrich=None) -> tuple[pd.DataFrame, list]:   # `recent_features`' hook
     "(`recent_features` of the model's training symbols, warnings): every symbol of `exchange` and a warning when those are unknown."
-    symbols = training_symbols(exchange, manifest, run_cfg)
+    symbols = training_symbols(exchange, manifest, run_cfg)   # `40_registry`: what the serving generator checks bars against
     live = recent_features(run_cfg, exchange, columns, cfg, symbols, enrich)
     if symbols: return live, []
     return live, [{"kind": "training_symbols", "details": {"dataset_version": manifest.get("dataset_version")},

@@ -27,9 +27,9 @@ import pandas as pd
 from numba import njit
 
 from .config import IST, RunConfig, get_exchange_config
-from .datasets import DatasetIntegrityError, load_manifest, read_json
+from .datasets import read_json
 from .features import FEATURE_DEFAULTS, XS_RANK_DEFAULTS, current_feature_fingerprint, prepare_training_features
-from .registry import load_version, read_jsonl, registry_key
+from .registry import load_version, read_jsonl, registry_key, training_symbols
 from .store import connect, insert_rows, schema_columns, to_utc, transaction
 from .train import (CALIBRATION_FLOOR, SIGNAL_OF_CLASS, ModelBundle, apply_calibration, booster_predict, check_bundle_sources,
                           load_bundle, temper_row)
@@ -40,9 +40,8 @@ __all__ = ['ACTION_OF_SIGNAL', 'SIGNALS_SUBDIR', 'RECONCILE_DAYS', 'SETTLED_HIST
            'predict_row', 'FastRowPredictor', 'row_predictor', 'kelly_fraction', 'suggested_lots', 'payoff_ratio',
            'new_id', 'audit_record', 'audit_folder', 'jsonl_path', 'audit_day', 'append_jsonl', 'audit_frame',
            'store_audit', 'reconcile_audit', 'AuditLog', 'prepare_feature_dict', 'FeatureCodeWarning',
-           'feature_code_change', 'load_signal_bundle', 'gated_min_confidence', 'model_symbols', 'foreign_bar',
-           'stale_bar', 'MLSignalGenerator', 'outcome_correct', 'record_outcomes', 'record_outcome',
-           'recommendations_with_outcomes']
+           'feature_code_change', 'load_signal_bundle', 'gated_min_confidence', 'foreign_bar', 'stale_bar',
+           'MLSignalGenerator', 'outcome_correct', 'record_outcomes', 'record_outcome', 'recommendations_with_outcomes']
 
 # %% ../nbs/42_signals.ipynb #c004
 ACTION_OF_SIGNAL = {1: "BUY", -1: "SELL", 0: "HOLD"}   # served action of a +1/-1/0 signal
@@ -479,12 +478,6 @@ def gated_min_confidence(run_dir: str | Path, manifest: dict) -> float:   # a ve
     return float(threshold)
 
 # %% ../nbs/42_signals.ipynb #c041
-def model_symbols(exchange: str, manifest: dict, run_cfg: RunConfig) -> tuple | None:   # a version's (or run's) manifest
-    "Symbols a model was trained on (`symbols` of its dataset version's manifest), upper case; None when that manifest is unreadable."
-    try: symbols = load_manifest(exchange, str(manifest.get("dataset_version")), run_cfg).get("symbols")
-    except (OSError, ValueError, DatasetIntegrityError): return None
-    return tuple(sorted(str(s).upper() for s in symbols)) if isinstance(symbols, list) and symbols else None
-
 def foreign_bar(what: str,                  # who is asking and about what, e.g. "generate_signal: the bar"
                 exchange, symbol,           # the bar's exchange and symbol (None: not given)
                 model: str,                 # the model served, e.g. "NSE model v0001"
@@ -541,7 +534,7 @@ class MLSignalGenerator:
         self.audit_log = audit if isinstance(audit, AuditLog) else AuditLog(self.run_cfg) if audit else None
         self._lot_sizes: dict = {}
         self._absent_warned: set = set()   # sets of absent used-feature names already warned about
-        self.symbols = model_symbols(self.exchange, self.bundle.manifest, self.run_cfg)   # training symbols; None: unknown
+        self.symbols = training_symbols(self.exchange, self.bundle.manifest, self.run_cfg)   # training symbols; None: unknown
         self._model_name = f"{self.exchange} model {self.model_version}"
         self.feature_code_change = feature_code_change(self.bundle.manifest, self._model_name)   # None: the inputs it learnt from
         if self.feature_code_change: warnings.warn(self.feature_code_change, FeatureCodeWarning, stacklevel=2)

@@ -435,10 +435,11 @@ def test_summary_default_live_window_from_the_warehouse(deployed, tmp_path):
     assert summary["n_live_rows"] == 500 and len(summary["drift"]) > 100
 
 
-def test_the_live_window_holds_only_the_models_training_symbol(deployed, tmp_path):
+def test_the_live_window_holds_only_the_models_training_symbol(deployed, tmp_path, monkeypatch):
     """Review finding: the live window read every symbol of the exchange, so importing RELIANCE bars next to NIFTY
-    shortened it and changed the drift verdicts. Another symbol's rows at the same bars change nothing; without the
-    dataset manifest that names the training symbols the summary says it judged every symbol."""
+    shortened it and changed the drift verdicts. Another symbol's rows at the same bars change nothing; the deployed
+    version records its symbols, so a pruned dataset manifest changes nothing either; with the training symbols unknown
+    the summary says it judged every symbol."""
     cfg = private_copy(deployed[0], tmp_path)
     small = MonitorConfig(live_rows=500)
     before = monitor_summary("NSE", cfg, cfg=small)
@@ -450,6 +451,10 @@ def test_the_live_window_holds_only_the_models_training_symbol(deployed, tmp_pat
     assert not [w for w in after["warnings"] if w["kind"] == "training_symbols"]
     (path,) = (tmp_path / "data" / "datasets" / "NSE").glob("*/manifest.json")
     path.rename(path.with_name("moved.json"))
+    pruned = monitor_summary("NSE", cfg, cfg=small)   # the version's own record still names NIFTY
+    assert pruned["drift"] == before["drift"] and not [w for w in pruned["warnings"] if w["kind"] == "training_symbols"]
+    import oi_ml.monitor as monitor
+    monkeypatch.setattr(monitor, "training_symbols", lambda *args: None)   # a version recording no symbols, its dataset gone
     unknown = monitor_summary("NSE", cfg, cfg=small)
     assert [w["kind"] for w in unknown["warnings"]].count("training_symbols") == 1 and unknown["n_live_rows"] == 500   # both symbols, each warmed up on its own
 
