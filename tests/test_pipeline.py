@@ -239,8 +239,8 @@ def test_gate_finds_the_planted_signal(planted_and_null):
     """Every criterion but PBO passes on the planted market. PBO is not asserted: for trials that all find the same edge,
     the in-sample winner's out-of-sample rank is close to a lottery (see 41_gate). Since AutoML is kept out of the
     holdout (two segments on the 48 in-sample sessions), this seed's PBO measured 0.556 and the gate FAILs it on PBO
-    alone. On seeds 2-5 (bench/study_gate_seeds.py, 23 Nov 2026) seeds 2 and 5 pass outright, seed 3 fails on the DSR
-    (0.935) and seed 4 on PBO (0.72): known false negatives, not hidden. The `walk_forward` criterion reads the real
+    alone. On seeds 2-5 (bench/study_gate_seeds.py, 24 Nov 2026, after the roll masks of 10_features) seeds 2, 3 and 4
+    pass outright and seed 5 fails on PBO alone (0.55): a known false negative, not hidden. The `walk_forward` criterion reads the real
     walk-forward windows the backtest step wrote (the training procedure re-fit per segment) and passes here."""
     planted, _, _ = planted_and_null
     assert set(planted["failed"]) <= {"pbo"}, planted["failed"]
