@@ -25,18 +25,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import IST, RunConfig, config_to_dict, get_exchange_config
-from .store import denormalise_payload, record_training_batch, to_utc, transaction, window_params
+from .store import load_historical_data_for_ml, record_training_batch, to_utc, transaction, window_params
 
 # %% auto #0
-__all__ = ['PACKAGES', 'DATASET_FILES', 'FEATURES_EXPORT_SQL', 'CHAIN_EXPORT_SQL', 'INPUT_SOURCES', 'MANIFEST_KEYS',
-           'VERSION_ID_PATTERN', 'STAGING_PREFIX', 'EXCHANGE_NAME_PATTERN', 'DATASET_COLUMNS', 'package_versions',
-           'git_commit', 'sha256_file', 'package_imports', 'import_closure', 'code_sha256', 'DatasetIntegrityError',
-           'read_json', 'require_keys', 'write_parquet_deterministic', 'write_query_parquet', 'stored_symbols',
-           'stored_range', 'check_window', 'export_symbol', 'data_origin_of', 'input_provenance',
-           'read_dataset_manifest', 'try_lock', 'remove_dead_staging', 'fsync_path', 'mkdir_durable', 'fsync_tree',
-           'folder_lock', 'staging_folder', 'export_training_window', 'exchange_datasets_dir', 'version_sort_key',
-           'check_version_id', 'dataset_dir', 'check_manifest_identity', 'list_datasets', 'latest_dataset_version',
-           'dataset_symbol', 'load_manifest', 'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
+__all__ = ['PACKAGES', 'DATASET_FILES', 'CHAIN_EXPORT_SQL', 'INPUT_SOURCES', 'MANIFEST_KEYS', 'VERSION_ID_PATTERN',
+           'STAGING_PREFIX', 'EXCHANGE_NAME_PATTERN', 'DATASET_COLUMNS', 'package_versions', 'git_commit',
+           'sha256_file', 'package_imports', 'import_closure', 'code_sha256', 'DatasetIntegrityError', 'read_json',
+           'require_keys', 'write_parquet_deterministic', 'write_query_parquet', 'stored_symbols', 'stored_range',
+           'check_window', 'export_symbol', 'data_origin_of', 'input_provenance', 'read_dataset_manifest', 'try_lock',
+           'remove_dead_staging', 'fsync_path', 'mkdir_durable', 'fsync_tree', 'folder_lock', 'staging_folder',
+           'export_training_window', 'exchange_datasets_dir', 'version_sort_key', 'check_version_id', 'dataset_dir',
+           'check_manifest_identity', 'list_datasets', 'latest_dataset_version', 'dataset_symbol', 'load_manifest',
+           'verify_dataset', 'load_dataset', 'write_derived', 'load_derived']
 
 # %% ../nbs/04_datasets.ipynb #c005
 PACKAGES = ("numpy", "pandas", "duckdb", "pyarrow", "lightgbm", "xgboost-cpu", "optuna", "hmmlearn", "shap", "numba",
@@ -172,8 +172,6 @@ def write_query_parquet(con, sql: str, params: dict, path: str | Path, row_group
 DATASET_FILES = {"ml_features.parquet": ["symbol", "timestamp"],
                  "option_chain.parquet": ["symbol", "timestamp", "expiry", "strike", "option_type"]}
 
-FEATURES_EXPORT_SQL = ("SELECT * FROM ml_features WHERE exchange = $exchange AND symbol = $symbol AND timestamp BETWEEN $start AND $end "
-                       "ORDER BY symbol, timestamp")   # `store.load_historical_data_for_ml` of one symbol
 CHAIN_EXPORT_SQL = ("SELECT * EXCLUDE (batch_id) FROM option_chain_snapshots WHERE exchange = $exchange AND symbol = $symbol "
                     "AND timestamp BETWEEN $start AND $end ORDER BY symbol, timestamp, expiry, strike, option_type")
 
@@ -213,7 +211,7 @@ def export_symbol(con, exchange: str, symbol: str | None = None, start=None, end
 
 def _write_files(con, exchange: str, symbol: str, start, end, folder: Path) -> tuple[dict, pd.DataFrame]:
     "Write the version's files of one symbol into `folder` (features via pandas, the chain streamed); returns (file infos, features)."
-    features = denormalise_payload(con.execute(FEATURES_EXPORT_SQL, {**window_params(exchange, start, end), "symbol": symbol}).df())
+    features = load_historical_data_for_ml(con, exchange, start, end, symbol)
     if features.empty: raise ValueError(f"no ml_features rows of {symbol} for {exchange} between {start} and {end}: {stored_range(con, exchange)}")
     params = {**window_params(exchange, features.timestamp.min(), features.timestamp.max()), "symbol": symbol}
     files = {"ml_features.parquet": write_parquet_deterministic(features, folder / "ml_features.parquet", DATASET_FILES["ml_features.parquet"]),

@@ -925,14 +925,14 @@ def _check_approval_gate(decision: str, gate, where: str) -> None:
         raise RegistryError(f"{where}: the promotion gate FAILED ({why}), so plain 'approved' is not recorded; record "
                             "approved_with_constraints with --constraints stating the conditions, or rejected; nothing was recorded")
 
-def _reviewed_manifest(exchange: str, version_or_run: str, run_cfg: RunConfig) -> tuple[bool, dict, bytes]:
-    "(is a version, manifest, its bytes) of what a sign-off is about; refused when it names another exchange (a run: or lacks keys, or names another run)."
+def _reviewed_manifest(exchange: str, version_or_run: str, run_cfg: RunConfig) -> tuple[bool, Path, dict, bytes]:
+    "(is a version, its folder, manifest, its bytes) of what a sign-off is about; refused when it names another exchange (a run: or lacks keys, or names another run)."
     is_version = bool(VERSION_PATTERN.match(str(version_or_run)))
     folder = version_dir(exchange, version_or_run, run_cfg) if is_version else require_run(exchange, version_or_run, run_cfg)
     manifest, raw = _read_manifest(folder / "manifest.json")
     if is_version: check_manifest_exchange(manifest, folder / "manifest.json", exchange)
     else: _check_run_manifest(manifest, folder / "manifest.json", exchange, version_or_run)
-    return is_version, manifest, raw
+    return is_version, folder, manifest, raw
 
 def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: str,
                    constraints=None,                    # conditions of the approval (text, list or dict)
@@ -945,8 +945,7 @@ def record_signoff(exchange: str, version_or_run: str, reviewer: str, decision: 
     _check_constraints(decision, constraints)
     day = _as_date(date)   # a date in the future is refused before anything is read or written
     read_registry(run_cfg)   # a hand-edited registry.json is refused before anything is written, the lock file included
-    is_version, manifest, raw = _reviewed_manifest(exchange, version_or_run, run_cfg)
-    folder = (version_dir if is_version else run_dir)(exchange, version_or_run, run_cfg)
+    is_version, folder, manifest, raw = _reviewed_manifest(exchange, version_or_run, run_cfg)
     _check_after_created(day, manifest, folder / "manifest.json")
     if is_version: gate, where = manifest.get("gate"), f"{folder / 'manifest.json'} (its 'gate')"
     else:   # a run: its reports/gate_report.json; an unreadable one is recorded as such and never blocks a decision

@@ -500,10 +500,12 @@ def window_params(exchange: str, start=None, end=None) -> dict:
             "end": to_utc(end if end is not None else "2200-01-01T00:00:00+00:00", end_of_day=True).to_pydatetime()}
 
 # %% ../nbs/01_store.ipynb #c031
-def load_historical_data_for_ml(con: duckdb.DuckDBPyConnection, exchange: str, start_date=None, end_date=None) -> pd.DataFrame:
-    "`ml_features` of `exchange` in [start_date, end_date], time-sorted, payload keys as extra columns."
-    frame = con.execute("SELECT * FROM ml_features WHERE exchange = $exchange AND timestamp BETWEEN $start AND $end ORDER BY symbol, timestamp",
-                        window_params(exchange, start_date, end_date)).df()
+def load_historical_data_for_ml(con: duckdb.DuckDBPyConnection, exchange: str, start_date=None, end_date=None,
+                                symbol: str | None = None) -> pd.DataFrame:   # one symbol's rows only (None: every symbol)
+    "`ml_features` of `exchange` (and `symbol`) in [start_date, end_date], time-sorted, payload keys as extra columns."
+    frame = con.execute("SELECT * FROM ml_features WHERE exchange = $exchange AND ($symbol IS NULL OR symbol = $symbol) "
+                        "AND timestamp BETWEEN $start AND $end ORDER BY symbol, timestamp",
+                        {**window_params(exchange, start_date, end_date), "symbol": symbol}).df()
     return denormalise_payload(frame)
 
 def denormalise_payload(frame: pd.DataFrame, column: str = "feature_payload") -> pd.DataFrame:
